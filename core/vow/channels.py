@@ -1,0 +1,79 @@
+"""The notification-channel interface, and the leaf that delivers one message.
+
+A channel plugin registers a factory (see :func:`vow.hookspecs.vow_register_channels`) that
+builds a :class:`Channel` from its options. The core calls ``validate`` before anything is
+sent, then ``send`` once per attempt with the leaf's context, whose ``idempotency_key`` the
+channel must hand to its provider.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Protocol, runtime_checkable
+
+import attrs
+
+from vow.faults import with_faults
+from vow.leaf import LeafContext
+
+
+@attrs.frozen
+class Message:
+    """One message to one recipient; ``to`` is an address, phone number, channel or device token."""
+
+    to: str
+    body: str
+    subject: str | None = None
+    data: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class Receipt:
+    """What the provider said when it accepted a message."""
+
+    channel: str
+    transport: str
+    message_id: str
+    to: str
+    idempotency_key: str
+    attempt: int
+    duplicate: bool = False
+    detail: dict[str, Any] = attrs.field(factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict (what the workflow stores as the branch's result)."""
+        return attrs.asdict(self)
+
+
+@runtime_checkable
+class Channel(Protocol):
+    """Sends one message to one recipient."""
+
+    def validate(self, message: Message) -> None:
+        """Raise :class:`~vow.errors.ConfigError` for a malformed recipient or message, before any send."""
+
+    def send(self, message: Message, ctx: LeafContext) -> Receipt:
+        """Deliver ``message`` once; raise ``TransientError`` or ``PermanentError`` on failure."""
+
+
+def build_channel(name: str, options: Mapping[str, Any] | Any | None = None,
+                  faults: Mapping[str, Any] | Any | None = None, *, plugins: Any = None,
+                  where: str = "") -> Channel:
+    """Build channel ``name`` from its registered options class, wrapped in ``faults`` if given."""
+    if plugins is None:
+        from vow.plugins import default_plugins
+
+        plugins = default_plugins()
+    channel = plugins.channels.build(name, options, where=where or f"channel {name!r} options")
+    return with_faults(channel, faults)
+
+
+def deliver(ctx: LeafContext, channel: str, message: Mapping[str, Any],
+            options: Mapping[str, Any] | None = None, faults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Leaf: deliver ``message`` over ``channel`` and return the receipt as a dict.
+
+    Use it from a workflow: ``yield ctx.begin_run(deliver, "email", {"to": ..., "body": ...})``.
+    """
+    built = build_channel(channel, options, faults)
+    msg = Message(**message)
+    built.validate(msg)
+    return built.send(msg, ctx).to_dict()

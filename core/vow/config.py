@@ -1,0 +1,65 @@
+"""Turning plain data (from YAML or keyword arguments) into a plugin's attrs options class.
+
+Extra keys are forbidden and every error names the key path, so a typo in a pipeline file is
+reported as ``fan_out[2].options.from_addr: extra key`` rather than as a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Mapping, TypeVar
+
+import attrs
+import cattrs
+
+from vow.errors import ConfigError
+
+T = TypeVar("T")
+
+converter = cattrs.Converter(forbid_extra_keys=True)
+"""The converter used for every options class (extra keys forbidden)."""
+
+
+def structure(cls: type[T], data: Mapping[str, Any] | T | None, *, where: str = "options") -> T:
+    """Build ``cls`` from ``data``; raise :class:`ConfigError` naming each bad key under ``where``.
+
+    ``data`` may already be an instance of ``cls`` (Python callers), which is returned as is.
+    """
+    if isinstance(data, cls):
+        return data
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of options, got {type(data).__name__}")
+    try:
+        return converter.structure(dict(data), cls)
+    except cattrs.BaseValidationError as exc:
+        raise ConfigError("\n".join(_messages(exc, cls, where))) from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _messages(exc: cattrs.BaseValidationError, cls: type, where: str) -> list[str]:
+    out = []
+    for line in cattrs.transform_error(exc, path="$"):
+        message, _, path = line.rpartition(" @ ")
+        key = path[1:].lstrip(".") if path.startswith("$") else path
+        if message.startswith("extra fields found"):
+            allowed = ", ".join(f.name for f in attrs.fields(cls)) if attrs.has(cls) else "?"
+            message = f"{message} (allowed: {allowed})"
+        out.append(f"{where}.{key}: {message}" if key else f"{where}: {message}")
+    return out or [f"{where}: {exc}"]
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def secret(env_var: str, *, needed_for: str) -> str:
+    """Read a secret from the environment; a missing one is a :class:`ConfigError` saying what needs it."""
+    if not _ENV_NAME.match(env_var):
+        raise ConfigError(f"{needed_for}: {env_var!r} is not an environment variable name")
+    value = os.environ.get(env_var)
+    if not value:
+        raise ConfigError(f"{needed_for}: missing secret: set the environment variable {env_var}")
+    return value

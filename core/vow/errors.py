@@ -1,0 +1,92 @@
+"""Every exception vow raises, in one place.
+
+Two families matter to plugin authors:
+
+* :class:`TransientError` — the call may succeed if tried again (timeouts, connection errors,
+  429, 5xx). The branch's retry policy retries it, honouring ``retry_after`` when set.
+* :class:`PermanentError` — trying again cannot help (validation errors, unknown recipient,
+  revoked token). The branch fails at once, whatever its retry policy says.
+
+Anything else a leaf raises is retried by the policy unless its type is listed as
+non-retryable.
+"""
+
+from __future__ import annotations
+
+
+class VowError(Exception):
+    """Base class of the errors vow itself raises."""
+
+
+class TransientError(VowError):
+    """A failure worth retrying; ``retry_after`` (seconds) is the provider's own hint."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.code = code
+
+
+class PermanentError(VowError):
+    """A failure no retry can fix; fails the branch at once with the provider's reason."""
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ConfigError(VowError):
+    """Bad configuration or input a user can fix: says where (file:line, key path) and what is allowed."""
+
+
+class UnknownPluginError(ConfigError):
+    """A name that no installed plugin registered; the message lists what is installed."""
+
+
+class PluginLoadError(VowError):
+    """A plugin failed to import or register; names the plugin and its distribution."""
+
+
+class EncodeError(VowError):
+    """A value cannot be stored: arguments and results must be JSON-encodable."""
+
+
+class NonDeterminismError(VowError):
+    """A replayed workflow called a different function at an id whose promise already exists."""
+
+
+class ArgumentMismatchError(VowError):
+    """A workflow id was started again with different arguments than the stored run."""
+
+
+class AlreadySettledError(VowError):
+    """A promise was settled again with an outcome different from the stored one."""
+
+
+class PromiseNotFoundError(VowError, LookupError):
+    """No promise with that id exists in the store."""
+
+
+class LeaseLostError(VowError):
+    """Another worker took over a root workflow this worker was running (fencing token moved on)."""
+
+
+class StoreError(VowError):
+    """The store cannot be used: corrupted file, newer format version, unreachable backend."""
+
+
+class CanceledError(VowError):
+    """The awaited promise was canceled."""
+
+
+class PromiseTimeoutError(VowError, TimeoutError):
+    """The awaited promise timed out before it settled."""
+
+
+class RejectedError(VowError):
+    """A stored rejection whose original exception type cannot be rebuilt in this process."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message

@@ -1,0 +1,146 @@
+"""Retry policies: how long to wait before a failed call runs again, and when to stop.
+
+Leaves default to :class:`Exponential`; workflows default to :class:`Never` (a workflow is
+re-run from the top only when asked, and then with the same child ids). The four builtin
+policies are registered through the ``retry`` entry point, like any plugin's.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+from vow.errors import ConfigError, PermanentError, TransientError
+from vow.hookspecs import hookimpl
+
+
+@runtime_checkable
+class RetryPolicy(Protocol):
+    """Decides the delay before the next attempt."""
+
+    def delay_for(self, attempt: int) -> float | None:
+        """Seconds to wait after failed attempt ``attempt`` (1-based), or ``None`` to give up."""
+
+
+def _positive(_inst: object, attribute: attrs.Attribute, value: float) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name} must be >= 0, got {value}")
+
+
+def _at_least_one(_inst: object, attribute: attrs.Attribute, value: int) -> None:
+    if value < 1:
+        raise ValueError(f"{attribute.name} must be >= 1, got {value}")
+
+
+def _fraction(_inst: object, attribute: attrs.Attribute, value: float) -> None:
+    if not 0 <= value <= 1:
+        raise ValueError(f"{attribute.name} must be between 0 and 1, got {value}")
+
+
+def _jittered(delay: float, jitter: float) -> float:
+    return delay * (1 - jitter * random.random()) if jitter else delay
+
+
+@attrs.frozen
+class Exponential:
+    """``delay * factor ** (attempt - 1)``, capped at ``max_delay``; ``max_attempts`` tries in all."""
+
+    delay: float = attrs.field(default=0.1, validator=_positive)
+    factor: float = attrs.field(default=2.0, validator=_positive)
+    max_delay: float = attrs.field(default=60.0, validator=_positive)
+    max_attempts: int = attrs.field(default=8, validator=_at_least_one)
+    jitter: float = attrs.field(default=0.1, validator=_fraction)
+
+    def delay_for(self, attempt: int) -> float | None:
+        if attempt >= self.max_attempts:
+            return None
+        return _jittered(min(self.max_delay, self.delay * self.factor ** (attempt - 1)), self.jitter)
+
+
+@attrs.frozen
+class Linear:
+    """``delay * attempt``, capped at ``max_delay``."""
+
+    delay: float = attrs.field(default=0.5, validator=_positive)
+    max_delay: float = attrs.field(default=60.0, validator=_positive)
+    max_attempts: int = attrs.field(default=5, validator=_at_least_one)
+    jitter: float = attrs.field(default=0.0, validator=_fraction)
+
+    def delay_for(self, attempt: int) -> float | None:
+        if attempt >= self.max_attempts:
+            return None
+        return _jittered(min(self.max_delay, self.delay * attempt), self.jitter)
+
+
+@attrs.frozen
+class Constant:
+    """The same ``delay`` between every attempt."""
+
+    delay: float = attrs.field(default=1.0, validator=_positive)
+    max_attempts: int = attrs.field(default=3, validator=_at_least_one)
+    jitter: float = attrs.field(default=0.0, validator=_fraction)
+
+    def delay_for(self, attempt: int) -> float | None:
+        if attempt >= self.max_attempts:
+            return None
+        return _jittered(self.delay, self.jitter)
+
+
+@attrs.frozen
+class Never:
+    """One attempt only."""
+
+    def delay_for(self, attempt: int) -> float | None:
+        return None
+
+
+def next_delay(policy: object, attempt: int, error: BaseException,
+               non_retryable: tuple[type[BaseException], ...] = ()) -> float | None:
+    """Seconds before attempt ``attempt + 1`` after ``error``, or ``None`` when the call fails for good.
+
+    :class:`~vow.errors.PermanentError` and the ``non_retryable`` types never retry; a
+    :class:`~vow.errors.TransientError` with ``retry_after`` waits at least that long.
+    """
+    if isinstance(error, PermanentError) or (non_retryable and isinstance(error, non_retryable)):
+        return None
+    if isinstance(error, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+        return None
+    delay = policy.delay_for(attempt)  # type: ignore[attr-defined]
+    if delay is None:
+        return None
+    retry_after = getattr(error, "retry_after", None) if isinstance(error, TransientError) else None
+    return max(delay, float(retry_after)) if retry_after else delay
+
+
+BUILTIN = {"exponential": Exponential, "linear": Linear, "constant": Constant, "never": Never}
+
+DEFAULT_LEAF_POLICY = Exponential()
+DEFAULT_WORKFLOW_POLICY = Never()
+
+
+def policy(name: str, **options: object) -> object:
+    """Build a registered retry policy by name: ``policy("linear", delay=1, max_attempts=3)``."""
+    from vow.plugins import default_plugins
+
+    return default_plugins().retry_policies.build(name, options, where=f"retry policy {name!r}")
+
+
+def from_config(data: object, *, where: str = "retry") -> object:
+    """A policy from YAML-style data: ``{"policy": "exponential", "max_attempts": 4}`` or a name."""
+    from vow.plugins import default_plugins
+
+    if isinstance(data, str):
+        data = {"policy": data}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a policy name or a mapping with 'policy', got {data!r}")
+    options = dict(data)
+    name = options.pop("policy", "exponential")
+    return default_plugins().retry_policies.build(str(name), options, where=where)
+
+
+@hookimpl
+def vow_register_retry_policies(register) -> None:
+    for name, cls in BUILTIN.items():
+        register(name, lambda opts: opts, cls, description=(cls.__doc__ or "").strip())

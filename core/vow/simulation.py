@@ -1,0 +1,132 @@
+"""Building blocks for simulated transports: a crash-proof dedupe ledger, latency, stable ids.
+
+Every shipped simulated transport records deliveries in a :class:`Ledger`, a SQLite file that
+several processes may share. A second delivery with an idempotency key already in the ledger
+is reported as a duplicate and not delivered again: the ledger is the "provider" that dedupes,
+and the sink that tests count deliveries at.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import sqlite3
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import attrs
+
+DEFAULT_DIR_ENV = "VOW_SIM_DIR"
+
+
+def default_ledger_path() -> Path:
+    """``$VOW_SIM_DIR/ledger.sqlite``, or ``.vow/sim/ledger.sqlite`` under the working directory."""
+    base = os.environ.get(DEFAULT_DIR_ENV) or os.path.join(".vow", "sim")
+    return Path(base) / "ledger.sqlite"
+
+
+def stable_hex(key: str, length: int = 32, *, salt: str = "") -> str:
+    """Hex digits derived from ``key``: the same key always gives the same id."""
+    return hashlib.blake2b(f"{salt}|{key}".encode(), digest_size=(length + 1) // 2).hexdigest()[:length]
+
+
+def stable_uuid(key: str, *, namespace: uuid.UUID = uuid.NAMESPACE_URL) -> str:
+    """A UUID (version 5) derived from ``key``: how a key becomes an ``apns-id`` or a Message-ID."""
+    return str(uuid.uuid5(namespace, f"vow:{key}"))
+
+
+def latency(mean: float, jitter: float, key: str, attempt: int = 1) -> float:
+    """A realistic, repeatable latency: ``mean`` seconds give or take ``jitter`` (a fraction)."""
+    rng = random.Random(f"{key}|{attempt}")
+    return max(0.0, mean * (1 + jitter * (2 * rng.random() - 1)))
+
+
+@attrs.frozen
+class Delivery:
+    """One delivery the ledger accepted."""
+
+    key: str
+    channel: str
+    receipt: dict[str, Any]
+    payload: dict[str, Any]
+    delivered_at: float
+    duplicates: int
+
+
+class Ledger:
+    """Deliveries keyed by idempotency key, in a SQLite file shared by processes and threads."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path) if path else default_ledger_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._connect() as con:
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS deliveries (key TEXT PRIMARY KEY, channel TEXT NOT NULL, "
+                "receipt TEXT NOT NULL, payload TEXT NOT NULL, delivered_at REAL NOT NULL, "
+                "duplicates INTEGER NOT NULL DEFAULT 0)"
+            )
+
+    def _connect(self) -> sqlite3.Connection:
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")
+            self._local.con = con
+        return con
+
+    def deliver(self, key: str, channel: str, payload: dict[str, Any],
+                make_receipt: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
+        """Record a delivery for ``key``; return ``(receipt, duplicate)``.
+
+        When ``key`` was delivered before, nothing is delivered: the first receipt comes back
+        with ``duplicate=True`` and the ledger counts the duplicate.
+        """
+        con = self._connect()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            row = con.execute("SELECT receipt FROM deliveries WHERE key=?", (key,)).fetchone()
+            if row is not None:
+                con.execute("UPDATE deliveries SET duplicates = duplicates + 1 WHERE key=?", (key,))
+                con.execute("COMMIT")
+                return json.loads(row[0]), True
+            receipt = make_receipt()
+            con.execute(
+                "INSERT INTO deliveries (key, channel, receipt, payload, delivered_at) VALUES (?,?,?,?,?)",
+                (key, channel, json.dumps(receipt), json.dumps(payload, default=str), time.time()),
+            )
+            con.execute("COMMIT")
+            return receipt, False
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    def deliveries(self, channel: str | None = None) -> list[Delivery]:
+        """Every delivery (of ``channel``), oldest first."""
+        sql = "SELECT key, channel, receipt, payload, delivered_at, duplicates FROM deliveries"
+        rows = self._connect().execute(sql + (" WHERE channel=?" if channel else "") + " ORDER BY delivered_at",
+                                       (channel,) if channel else ()).fetchall()
+        return [Delivery(k, c, json.loads(r), json.loads(p), t, d) for k, c, r, p, t, d in rows]
+
+    def get(self, key: str) -> Delivery | None:
+        """The delivery recorded for ``key``, if any."""
+        row = self._connect().execute(
+            "SELECT key, channel, receipt, payload, delivered_at, duplicates FROM deliveries WHERE key=?", (key,)
+        ).fetchone()
+        if row is None:
+            return None
+        k, c, r, p, t, d = row
+        return Delivery(k, c, json.loads(r), json.loads(p), t, d)
+
+    def close(self) -> None:
+        """Close this thread's connection."""
+        con = getattr(self._local, "con", None)
+        if con is not None:
+            con.close()
+            self._local.con = None
