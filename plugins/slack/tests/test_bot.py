@@ -1,0 +1,244 @@
+"""The bot transport (chat.postMessage) against respx: exact requests and every error class."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+import respx
+
+from vow.channels import Message, build_channel
+from vow.errors import PermanentError, TransientError
+from vow.leaf import LeafContext
+from vow.plugins import Plugins
+
+import vow_slack.plugin
+
+POST = "https://slack.com/api/chat.postMessage"
+HISTORY = "https://slack.com/api/conversations.history"
+REPLIES = "https://slack.com/api/conversations.replies"
+KEY = "notify/42.slack"
+TOKEN = "xoxb-test-token"
+
+
+@pytest.fixture
+def bot(monkeypatch):
+    monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
+    return make_bot()
+
+
+def make_bot(options=None, faults=None):
+    plugins = Plugins(entry_points=False)
+    plugins.add(vow_slack.plugin, "slack")
+    return build_channel("slack", {"transport": "bot", **(options or {})}, faults, plugins=plugins)
+
+
+def ctx(attempt: int = 1) -> LeafContext:
+    return LeafContext(id=KEY, attempt=attempt)
+
+
+def posted(channel: str = "C0123ABCD", ts: str = "1700000000.000100", **extra) -> httpx.Response:
+    return httpx.Response(200, json={"ok": True, "channel": channel, "ts": ts, **extra})
+
+
+def test_posts_exact_request_with_key_in_metadata(bot):
+    with respx.mock(assert_all_called=True) as mock:
+        route = mock.post(POST).mock(return_value=posted())
+        receipt = bot.send(Message(to="C0123ABCD", body="shipped", subject="Order 42"), ctx())
+    request = route.calls.last.request
+    assert request.url == POST
+    assert request.headers["authorization"] == f"Bearer {TOKEN}"
+    assert request.headers["content-type"] == "application/json; charset=utf-8"
+    assert json.loads(request.content) == {
+        "channel": "C0123ABCD",
+        "text": "*Order 42*\nshipped",
+        "metadata": {"event_type": "vow_delivery", "event_payload": {"idempotency_key": KEY}},
+    }
+    assert receipt.to_dict() == {
+        "channel": "slack", "transport": "bot", "message_id": "C0123ABCD:1700000000.000100",
+        "to": "C0123ABCD", "idempotency_key": KEY, "attempt": 1, "duplicate": False,
+        "detail": {"channel": "C0123ABCD", "ts": "1700000000.000100"},
+    }
+
+
+def test_channel_name_blocks_and_thread_are_passed_and_channel_id_comes_from_slack(bot):
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "*shipped*"}}]
+    with respx.mock(assert_all_called=True) as mock:
+        route = mock.post(POST).mock(return_value=posted(channel="C999", ts="1700000001.000200"))
+        receipt = bot.send(Message(to="#orders", body="shipped",
+                                   data={"blocks": blocks, "thread_ts": "1700000000.000100"}), ctx())
+    body = json.loads(route.calls.last.request.content)
+    assert body["channel"] == "#orders"
+    assert body["blocks"] == blocks and body["thread_ts"] == "1700000000.000100"
+    assert receipt.message_id == "C999:1700000001.000200"
+    assert receipt.to == "#orders"
+
+
+def test_api_url_option_points_at_another_slack(monkeypatch):
+    monkeypatch.setenv("GOV_SLACK_TOKEN", TOKEN)
+    bot = make_bot({"api_url": "https://slack-gov.com/api/", "bot_token_env": "GOV_SLACK_TOKEN"})
+    with respx.mock(assert_all_called=True) as mock:
+        mock.post("https://slack-gov.com/api/chat.postMessage").mock(return_value=posted())
+        assert bot.send(Message(to="C0123ABCD", body="hi"), ctx()).message_id == "C0123ABCD:1700000000.000100"
+
+
+@pytest.mark.parametrize("code", ["ratelimited", "rate_limited", "internal_error", "service_unavailable",
+                                  "fatal_error", "request_timeout", "team_added_to_org"])
+def test_ok_false_transient_codes_are_retried(bot, code):
+    with respx.mock() as mock:
+        mock.post(POST).mock(return_value=httpx.Response(200, json={"ok": False, "error": code}))
+        with pytest.raises(TransientError) as info:
+            bot.send(Message(to="C0123ABCD", body="hi"), ctx())
+    assert info.value.code == code
+    assert code in str(info.value)
+
+
+@pytest.mark.parametrize("code", ["channel_not_found", "not_in_channel", "is_archived", "msg_too_long",
+                                  "no_text", "invalid_auth", "token_revoked", "account_inactive",
+                                  "missing_scope", "invalid_blocks", "some_future_error"])
+def test_ok_false_permanent_codes_fail_at_once(bot, code):
+    with respx.mock() as mock:
+        mock.post(POST).mock(return_value=httpx.Response(200, json={"ok": False, "error": code}))
+        with pytest.raises(PermanentError) as info:
+            bot.send(Message(to="C0123ABCD", body="hi"), ctx())
+    assert info.value.code == code
+    assert "chat.postMessage" in str(info.value)
+
+
+def test_429_retry_after_is_honoured(bot):
+    with respx.mock() as mock:
+        mock.post(POST).mock(return_value=httpx.Response(
+            429, headers={"Retry-After": "30"}, json={"ok": False, "error": "ratelimited"}))
+        with pytest.raises(TransientError) as info:
+            bot.send(Message(to="C0123ABCD", body="hi"), ctx())
+    assert info.value.retry_after == 30
+    assert info.value.code == "ratelimited"
+
+
+def test_429_without_body_still_rate_limited(bot):
+    with respx.mock() as mock:
+        mock.post(POST).mock(return_value=httpx.Response(429, headers={"Retry-After": "7"}, text=""))
+        with pytest.raises(TransientError) as info:
+            bot.send(Message(to="C0123ABCD", body="hi"), ctx())
+    assert info.value.retry_after == 7
+
+
+def test_5xx_page_is_transient_and_200_without_json_is_not_success(bot):
+    with respx.mock() as mock:
+        route = mock.post(POST)
+        route.mock(return_value=httpx.Response(503, text="<html>upstream unavailable</html>"))
+        with pytest.raises(TransientError) as info:
+            bot.send(Message(to="C0123ABCD", body="hi"), ctx())
+        assert info.value.code == "503"
+        route.mock(return_value=httpx.Response(200, text="<html>captive portal</html>"))
+        with pytest.raises(TransientError) as info:
+            bot.send(Message(to="C0123ABCD", body="hi"), ctx())
+        assert info.value.code == "invalid_response"
+
+
+def test_connection_failure_is_transient(bot):
+    with respx.mock() as mock:
+        mock.post(POST).mock(side_effect=httpx.ConnectTimeout("timed out"))
+        with pytest.raises(TransientError):
+            bot.send(Message(to="C0123ABCD", body="hi"), ctx())
+
+
+def test_first_attempt_does_not_read_history(bot):
+    with respx.mock(assert_all_called=False) as mock:
+        history = mock.get(HISTORY)
+        mock.post(POST).mock(return_value=posted())
+        bot.send(Message(to="C0123ABCD", body="hi"), ctx(1))
+    assert not history.called
+
+
+def history_with(*payload_keys: str) -> httpx.Response:
+    messages = [{"type": "message", "ts": f"1700000000.00000{i}", "text": "x",
+                 "metadata": {"event_type": "vow_delivery", "event_payload": {"idempotency_key": k}}}
+                for i, k in enumerate(payload_keys)]
+    messages.append({"type": "message", "ts": "1699999999.000001", "text": "no metadata"})
+    return httpx.Response(200, json={"ok": True, "messages": messages, "has_more": False})
+
+
+def test_retry_finds_earlier_post_by_key_and_does_not_post_again(bot):
+    with respx.mock(assert_all_called=False) as mock:
+        history = mock.get(HISTORY).mock(return_value=history_with("other/1.slack", KEY))
+        post = mock.post(POST)
+        receipt = bot.send(Message(to="C0123ABCD", body="hi"), ctx(2))
+    assert not post.called
+    params = history.calls.last.request.url.params
+    assert params["channel"] == "C0123ABCD" and params["include_all_metadata"] == "true"
+    assert params["limit"] == "100"
+    assert history.calls.last.request.headers["authorization"] == f"Bearer {TOKEN}"
+    assert receipt.duplicate is True
+    assert receipt.message_id == "C0123ABCD:1700000000.000001"
+    assert receipt.attempt == 2
+
+
+def test_retry_posts_when_history_has_no_such_key(bot):
+    with respx.mock(assert_all_called=True) as mock:
+        mock.get(HISTORY).mock(return_value=history_with("other/1.slack"))
+        post = mock.post(POST).mock(return_value=posted())
+        receipt = bot.send(Message(to="C0123ABCD", body="hi"), ctx(3))
+    assert post.call_count == 1
+    assert receipt.duplicate is False and receipt.attempt == 3
+
+
+def test_retry_in_thread_reads_the_thread(bot):
+    with respx.mock(assert_all_called=True) as mock:
+        replies = mock.get(REPLIES).mock(return_value=history_with(KEY))
+        receipt = bot.send(Message(to="C0123ABCD", body="hi", data={"thread_ts": "1700000000.000100"}), ctx(2))
+    assert replies.calls.last.request.url.params["ts"] == "1700000000.000100"
+    assert receipt.duplicate is True
+
+
+def test_history_refused_for_good_posts_anyway(bot):
+    with respx.mock(assert_all_called=True) as mock:
+        mock.get(HISTORY).mock(return_value=httpx.Response(200, json={"ok": False, "error": "missing_scope"}))
+        post = mock.post(POST).mock(return_value=posted())
+        bot.send(Message(to="C0123ABCD", body="hi"), ctx(2))
+    assert post.call_count == 1
+
+
+def test_history_rate_limited_retries_instead_of_posting_blind(bot):
+    with respx.mock(assert_all_called=False) as mock:
+        mock.get(HISTORY).mock(return_value=httpx.Response(
+            429, headers={"Retry-After": "3"}, json={"ok": False, "error": "ratelimited"}))
+        post = mock.post(POST)
+        with pytest.raises(TransientError) as info:
+            bot.send(Message(to="C0123ABCD", body="hi"), ctx(2))
+    assert not post.called
+    assert info.value.retry_after == 3
+
+
+def test_retry_to_channel_name_cannot_check_and_posts(bot):
+    with respx.mock(assert_all_called=False) as mock:
+        history = mock.get(HISTORY)
+        mock.post(POST).mock(return_value=posted())
+        bot.send(Message(to="#orders", body="hi"), ctx(2))
+    assert not history.called
+
+
+def test_check_before_retry_can_be_turned_off(monkeypatch):
+    monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
+    bot = make_bot({"check_before_retry": False})
+    with respx.mock(assert_all_called=False) as mock:
+        history = mock.get(HISTORY)
+        mock.post(POST).mock(return_value=posted())
+        bot.send(Message(to="C0123ABCD", body="hi"), ctx(2))
+    assert not history.called
+
+
+def test_injected_status_maps_like_a_real_answer(monkeypatch):
+    monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
+    bot = make_bot(faults={"fail_attempts": [1], "status": 429, "retry_after": 2})
+    with respx.mock(assert_all_called=False) as mock:
+        post = mock.post(POST).mock(return_value=posted())
+        mock.get(HISTORY).mock(return_value=history_with())
+        with pytest.raises(TransientError) as info:
+            bot.send(Message(to="C0123ABCD", body="hi"), ctx(1))
+        assert info.value.retry_after == 2 and not post.called
+        assert bot.send(Message(to="C0123ABCD", body="hi"), ctx(2)).duplicate is False
+    assert post.call_count == 1
+    with pytest.raises(PermanentError):
+        raise bot.error_for_status(404, {}, "channel_not_found")
