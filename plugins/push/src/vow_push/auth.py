@@ -1,0 +1,193 @@
+"""Short-lived provider credentials: Google OAuth2 access tokens and APNs provider tokens.
+
+Both are cached process-wide, not per channel object: vow builds a channel for every
+delivery, and APNs rejects provider tokens refreshed more often than every 20 minutes
+(``TooManyProviderTokenUpdates``), while a token exchange per push would double FCM's latency.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Hashable
+
+import attrs
+import httpx
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from vow.errors import ConfigError, PermanentError, TransientError
+from vow.http import error_for_exception, is_transient_status, parse_retry_after
+from vow_push.jwt import sign_es256, sign_rs256
+
+GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
+FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
+JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+ASSERTION_LIFETIME = 3600  # Google accepts assertions valid for at most one hour
+EARLY_REFRESH = 60  # renew an access token this many seconds before it expires
+APNS_TOKEN_LIFETIME = 50 * 60  # Apple rejects tokens older than 60 min and refreshes faster than 20 min
+
+
+class TokenCache:
+    """Tokens by key, each valid until its expiry time; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tokens: dict[Hashable, tuple[str, float]] = {}
+
+    def get(self, key: Hashable, make: Callable[[], tuple[str, float]]) -> str:
+        """The cached token for ``key``, or a new one from ``make() -> (token, expires_at)``.
+
+        The lock is held while ``make`` runs so that a fan-out of many sends mints one token,
+        not one per thread.
+        """
+        with self._lock:
+            cached = self._tokens.get(key)
+            if cached is not None and cached[1] > time.time():
+                return cached[0]
+            token, expires_at = make()
+            self._tokens[key] = (token, expires_at)
+            return token
+
+    def forget(self, key: Hashable, token: str) -> None:
+        """Drop ``token`` (the provider refused it), unless another thread already replaced it."""
+        with self._lock:
+            if self._tokens.get(key, ("", 0))[0] == token:
+                del self._tokens[key]
+
+    def clear(self) -> None:
+        """Forget every token."""
+        with self._lock:
+            self._tokens.clear()
+
+
+ACCESS_TOKENS = TokenCache()
+"""Google OAuth2 access tokens by service account."""
+PROVIDER_TOKENS = TokenCache()
+"""APNs provider tokens (ES256 JWTs) by team and key id."""
+
+
+def _load_key(pem: bytes, where: str) -> Any:
+    try:
+        return load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{where}: not a readable unencrypted PEM private key ({exc})") from None
+
+
+@attrs.frozen
+class ServiceAccount:
+    """The parts of a Google service-account JSON key that the token exchange needs."""
+
+    client_email: str
+    private_key: rsa.RSAPrivateKey = attrs.field(repr=False)
+    private_key_id: str | None = None
+    token_uri: str = GOOGLE_TOKEN_URI
+    project_id: str | None = None
+
+    @classmethod
+    def load(cls, path: str, *, where: str) -> ServiceAccount:
+        """Read and check the key file at ``path``; problems are :class:`ConfigError` naming ``where``."""
+        try:
+            info = json.loads(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot read the service-account file {path!r}: {exc.strerror}") from None
+        except ValueError:
+            raise ConfigError(f"{where}: {path!r} is not JSON (expected a service-account key file)") from None
+        if not isinstance(info, dict) or info.get("type") != "service_account":
+            raise ConfigError(f"{where}: {path!r} is not a service-account key (\"type\" must be \"service_account\")")
+        missing = [k for k in ("client_email", "private_key") if not info.get(k)]
+        if missing:
+            raise ConfigError(f"{where}: {path!r} lacks {', '.join(missing)}")
+        key = _load_key(info["private_key"].encode(), f"{where}: private_key in {path!r}")
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise ConfigError(f"{where}: private_key in {path!r} must be an RSA key")
+        return cls(info["client_email"], key, info.get("private_key_id"),
+                   info.get("token_uri") or GOOGLE_TOKEN_URI, info.get("project_id"))
+
+    def assertion(self, now: int) -> str:
+        """The RS256 JWT that asks the token endpoint for an FCM access token."""
+        claims = {"iss": self.client_email, "scope": FCM_SCOPE, "aud": self.token_uri,
+                  "iat": now, "exp": now + ASSERTION_LIFETIME}
+        return sign_rs256(claims, self.private_key, kid=self.private_key_id)
+
+
+class StaticToken:
+    """An access token the user supplied; a refused one cannot be renewed."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def get(self, client: httpx.Client) -> str:
+        """The token as given."""
+        return self._token
+
+    def reject(self, token: str) -> bool:
+        """Nothing to renew: the user must supply a new token."""
+        return False
+
+
+class ServiceAccountToken:
+    """Access tokens minted from a service account, cached until shortly before they expire."""
+
+    def __init__(self, account: ServiceAccount) -> None:
+        self.account = account
+        self._key = (account.client_email, account.private_key_id, account.token_uri)
+
+    def get(self, client: httpx.Client) -> str:
+        """A valid access token, exchanging a fresh JWT assertion when the cached one is due."""
+        return ACCESS_TOKENS.get(self._key, lambda: self._exchange(client))
+
+    def reject(self, token: str) -> bool:
+        """Forget a token FCM refused; the next attempt mints a new one."""
+        ACCESS_TOKENS.forget(self._key, token)
+        return True
+
+    def _exchange(self, client: httpx.Client) -> tuple[str, float]:
+        now = int(time.time())
+        form = {"grant_type": JWT_BEARER_GRANT, "assertion": self.account.assertion(now)}
+        where = f"Google token endpoint {self.account.token_uri}"
+        try:
+            response = client.post(self.account.token_uri, data=form)
+        except httpx.HTTPError as exc:
+            raise error_for_exception(exc, provider=where) from exc
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if response.status_code == 200 and token:
+            return token, now + float(body.get("expires_in", 3600)) - EARLY_REFRESH
+        code = (body.get("error") if isinstance(body, dict) else None) or str(response.status_code)
+        reason = (f"{where} refused the service account {self.account.client_email}: HTTP "
+                  f"{response.status_code} {code}: {body.get('error_description', '') if isinstance(body, dict) else ''}")
+        if is_transient_status(response.status_code):
+            raise TransientError(reason, retry_after=parse_retry_after(response.headers.get("retry-after")), code=code)
+        # invalid_grant and friends: a revoked key or a skewed clock; retrying the same key cannot help.
+        raise PermanentError(reason, code=code)
+
+
+def load_apns_key(value: str, *, where: str) -> ec.EllipticCurvePrivateKey:
+    """The APNs ``.p8`` signing key from PEM text or from the path of the ``.p8`` file."""
+    if value.lstrip().startswith("-----BEGIN"):
+        pem = value.encode()
+    else:
+        try:
+            pem = Path(value).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{where}: holds neither a PEM key nor a readable .p8 file path "
+                              f"({value!r}: {exc.strerror})") from None
+    key = _load_key(pem, where)
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ConfigError(f"{where}: the APNs key must be the P-256 (ES256) .p8 key from the Apple developer account")
+    return key
+
+
+def apns_provider_token(team_id: str, key_id: str, key: ec.EllipticCurvePrivateKey) -> str:
+    """The current APNs provider token (ES256 JWT), renewed every 50 minutes."""
+    def make() -> tuple[str, float]:
+        now = int(time.time())
+        return sign_es256({"iss": team_id, "iat": now}, key, kid=key_id), now + APNS_TOKEN_LIFETIME
+
+    return PROVIDER_TOKENS.get((team_id, key_id), make)
