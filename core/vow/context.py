@@ -1,0 +1,197 @@
+"""What a workflow yields: calls, handles and combinators, and the context that makes them.
+
+A workflow is a generator. Every ``yield`` hands the engine one of:
+
+* a :class:`Call` from ``ctx.run`` (call and wait for the value), ``ctx.begin_run`` (start and
+  get a :class:`Handle` back at once), ``ctx.sleep`` or ``ctx.promise``;
+* a :class:`Handle` (wait for that promise);
+* a combinator from ``ctx.all``, ``ctx.any``, ``ctx.first`` or ``ctx.all_settled``.
+
+Nothing here touches the store: the engine turns each yielded object into a durable promise.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Iterable, Sequence
+
+import attrs
+
+from vow.records import Kind, State
+
+_log = logging.getLogger("vow.workflow")
+
+
+@attrs.frozen(slots=True)
+class Options:
+    """Per-call options. ``id`` replaces the ``{parent}.{n}`` id; ``timeout`` is in seconds."""
+
+    id: str | None = None
+    retry: Any = None
+    timeout: float | None = None
+    non_retryable: tuple[type[BaseException], ...] = ()
+    idempotency_key: str | None = None
+    tags: dict[str, str] = attrs.field(factory=dict)
+
+
+_NO_OPTIONS = Options()
+
+
+class Call:
+    """A call a workflow wants made; yield it. ``.options(...)`` returns a copy with options set."""
+
+    __slots__ = ("kind", "fn", "args", "kwargs", "wait", "opts", "seconds")
+
+    def __init__(self, kind: Kind, fn: Callable[..., Any] | None, args: tuple[Any, ...],
+                 kwargs: dict[str, Any], wait: bool, opts: Options = _NO_OPTIONS,
+                 seconds: float | None = None) -> None:
+        self.kind = kind
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.wait = wait
+        self.opts = opts
+        self.seconds = seconds
+
+    def options(self, *, id: str | None = None, retry: Any = None, timeout: float | None = None,
+                non_retryable: Iterable[type[BaseException]] | None = None,
+                idempotency_key: str | None = None, tags: dict[str, str] | None = None) -> "Call":
+        """This call with options: a fixed ``id``, a ``retry`` policy, a ``timeout`` in seconds,
+        exception types that must not be retried, the ``idempotency_key`` its leaf receives, ``tags``."""
+        o = self.opts
+        opts = Options(
+            id=o.id if id is None else str(id),
+            retry=o.retry if retry is None else retry,
+            timeout=o.timeout if timeout is None else float(timeout),
+            non_retryable=o.non_retryable if non_retryable is None else tuple(non_retryable),
+            idempotency_key=o.idempotency_key if idempotency_key is None else str(idempotency_key),
+            tags=o.tags if tags is None else {**o.tags, **tags},
+        )
+        return Call(self.kind, self.fn, self.args, self.kwargs, self.wait, opts, self.seconds)
+
+    def __repr__(self) -> str:
+        name = getattr(self.fn, "__qualname__", None) or self.kind.value
+        return f"<Call {name} wait={self.wait} id={self.opts.id}>"
+
+
+class Handle:
+    """A durable promise started by a workflow; yield it to wait for its value.
+
+    ``id`` is the promise id. The remaining fields belong to the engine.
+    """
+
+    __slots__ = ("id", "kind", "func", "state", "value", "error", "settled_at", "waiters", "call",
+                 "root", "parent_run", "attempt", "key", "deadline", "child_run", "running", "tags")
+
+    def __init__(self, id: str, kind: Kind, func: str) -> None:
+        self.id = id
+        self.kind = kind
+        self.func = func
+        self.state = State.PENDING
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.settled_at = 0.0
+        self.waiters: list[Any] = []
+        self.call: Call | None = None
+        self.root: Any = None
+        self.parent_run: Any = None
+        self.attempt = 1
+        self.key = id
+        self.deadline: float | None = None
+        self.child_run: Any = None
+        self.running = False
+        self.tags: dict[str, str] = {}
+
+    def done(self) -> bool:
+        """Whether the promise has settled."""
+        return self.state is not State.PENDING
+
+    def __repr__(self) -> str:
+        return f"<Handle {self.id} {self.state.value}>"
+
+
+@attrs.frozen(slots=True)
+class Outcome:
+    """One branch's result as ``ctx.all_settled`` reports it."""
+
+    id: str
+    state: State
+    value: Any = None
+    error: BaseException | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.state is State.RESOLVED
+
+
+class Combinator:
+    """Wait on many handles at once; ``mode`` is ``all``, ``any``, ``first`` or ``all_settled``."""
+
+    __slots__ = ("mode", "handles")
+
+    def __init__(self, mode: str, handles: Sequence[Handle]) -> None:
+        handles = list(handles)
+        for h in handles:
+            if not isinstance(h, Handle):
+                raise TypeError(f"ctx.{mode}() takes handles from ctx.begin_run/ctx.promise, got {h!r}")
+        self.mode = mode
+        self.handles = handles
+
+    def __repr__(self) -> str:
+        return f"<{self.mode} of {len(self.handles)}>"
+
+
+class Context:
+    """The context of one workflow execution: how it makes durable calls."""
+
+    __slots__ = ("id", "root_id", "parent_id", "attempt", "tags")
+
+    def __init__(self, id: str, root_id: str, parent_id: str | None, attempt: int = 1,
+                 tags: dict[str, str] | None = None) -> None:
+        self.id = id
+        self.root_id = root_id
+        self.parent_id = parent_id
+        self.attempt = attempt
+        self.tags = tags or {}
+
+    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Call:
+        """Call ``fn(ctx, *args, **kwargs)`` durably and wait: ``value = yield ctx.run(fn, ...)``."""
+        return Call(Kind.STEP, fn, args, kwargs, True)
+
+    def begin_run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Call:
+        """Start ``fn(ctx, *args, **kwargs)`` durably without waiting: ``handle = yield ctx.begin_run(...)``."""
+        return Call(Kind.STEP, fn, args, kwargs, False)
+
+    def sleep(self, seconds: float) -> Call:
+        """A durable timer: ``yield ctx.sleep(60)``; a restart sleeps only what is left."""
+        if seconds < 0:
+            raise ValueError(f"ctx.sleep() takes seconds >= 0, got {seconds}")
+        return Call(Kind.SLEEP, None, (), {}, True, seconds=float(seconds))
+
+    def promise(self, id: str | None = None, *, timeout: float | None = None) -> Call:
+        """A promise settled from outside (``vow.resolve(id, value)``); yields a :class:`Handle`."""
+        return Call(Kind.PROMISE, None, (), {}, False, Options(id=id, timeout=timeout))
+
+    def all(self, handles: Iterable[Handle]) -> Combinator:
+        """Wait for every handle; the list of values, or the first error."""
+        return Combinator("all", list(handles))
+
+    def any(self, handles: Iterable[Handle]) -> Combinator:
+        """The value of the first handle to resolve; the last error if every one fails."""
+        return Combinator("any", list(handles))
+
+    def first(self, handles: Iterable[Handle]) -> Combinator:
+        """The outcome of the first handle to settle, resolved or not."""
+        return Combinator("first", list(handles))
+
+    def all_settled(self, handles: Iterable[Handle]) -> Combinator:
+        """Wait for every handle; a list of :class:`Outcome`, so no branch's result is lost."""
+        return Combinator("all_settled", list(handles))
+
+    @property
+    def logger(self) -> logging.LoggerAdapter:
+        """A logger that prefixes each line with the workflow id."""
+        return logging.LoggerAdapter(_log, {"promise_id": self.id})
+
+    def __repr__(self) -> str:
+        return f"<Context {self.id}>"

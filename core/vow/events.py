@@ -1,0 +1,57 @@
+"""Lifecycle events delivered to observers (progress displays, tracing, metrics)."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+_log = logging.getLogger("vow.events")
+
+
+class EventKind(str, enum.Enum):
+    """What happened to a promise."""
+
+    CREATED = "created"  # the promise was stored
+    STARTED = "started"  # an attempt began (a leaf call, a workflow body)
+    RETRY_SCHEDULED = "retry_scheduled"  # an attempt failed; the next one waits ``delay`` seconds
+    SETTLED = "settled"  # the promise reached a settled state
+    RESUMED = "resumed"  # a root workflow was picked up again from the store
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@attrs.frozen(slots=True)
+class Event:
+    """One event. ``error`` is the failure's text for retries and rejections."""
+
+    kind: EventKind
+    id: str
+    root: str
+    parent: str | None
+    func: str
+    promise_kind: str
+    attempt: int
+    time: float
+    state: str | None = None
+    error: str | None = None
+    delay: float | None = None
+
+
+@runtime_checkable
+class Observer(Protocol):
+    """Receives events on the engine thread; must return quickly."""
+
+    def on_event(self, event: Event) -> None:
+        """Handle one event."""
+
+
+class LoggingObserver:
+    """Logs every event at DEBUG on the ``vow.events`` logger."""
+
+    def on_event(self, event: Event) -> None:
+        _log.debug("%s %s attempt=%s state=%s error=%s", event.kind.value, event.id, event.attempt,
+                   event.state, event.error)
