@@ -1,0 +1,83 @@
+"""Registration through vow's plugin manager, and options checked with the key that is wrong."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+
+import pytest
+
+from vow.channels import Message, build_channel
+from vow.errors import ConfigError
+from vow.leaf import LeafContext
+from vow.plugins import Plugins
+from vow.simulation import Ledger
+from vow_sms import SmsChannel, SmsOptions, plugin
+
+
+@pytest.fixture
+def sms_plugins() -> Plugins:
+    plugins = Plugins(entry_points=False)
+    plugins.add(plugin, "sms")
+    return plugins
+
+
+def test_registers_the_sms_channel_with_its_options_class(sms_plugins: Plugins) -> None:
+    registration = sms_plugins.channels.get("sms")
+    assert registration.options_class is SmsOptions
+    assert "Twilio" in registration.description
+    assert sms_plugins.info()[0].registered == {"channel": ["sms"]}
+
+
+def test_entry_point_points_at_the_plugin_module() -> None:
+    (entry_point,) = [ep for ep in importlib.metadata.entry_points(group="vow") if ep.name == "sms"]
+    assert entry_point.dist.name == "vow-sms"
+    assert entry_point.load() is plugin
+
+
+def test_build_channel_from_an_options_dict_and_send(sms_plugins: Plugins, tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger.sqlite"
+    channel = build_channel("sms", {"transport": "simulated", "ledger": str(ledger), "latency": 0},
+                            plugins=sms_plugins)
+    assert isinstance(channel, SmsChannel)
+    channel.send(Message(to="+14155550123", body="hi"), LeafContext(id="notify/1.sms"))
+    assert Ledger(ledger).get("notify/1.sms").channel == "sms"
+
+
+def test_an_unknown_option_names_the_key_and_what_is_allowed(sms_plugins: Plugins) -> None:
+    with pytest.raises(ConfigError, match=r"extra fields found \(form_number\) \(allowed: transport, from_number"):
+        build_channel("sms", {"transport": "simulated", "form_number": "+14155550123"}, plugins=sms_plugins)
+
+
+def test_a_badly_typed_option_names_the_key(sms_plugins: Plugins) -> None:
+    with pytest.raises(ConfigError, match=r"options\.timeout: invalid value for type, expected float"):
+        build_channel("sms", {"timeout": "soon"}, plugins=sms_plugins)
+
+
+@pytest.mark.parametrize("options", [
+    {"transport": "twillio"},
+    {"from_number": "4155550123"},
+    {"messaging_service_sid": "MG123"},
+    {"status_callback": "/sms/status"},
+    {"auth_token_env": "my token"},
+    {"timeout": 0},
+    {"latency": -1},
+])
+def test_invalid_option_values_are_config_errors(sms_plugins: Plugins, options: dict) -> None:
+    with pytest.raises(ConfigError):
+        build_channel("sms", options, plugins=sms_plugins)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"transport": "twillio"}, "transport: 'twillio' is not allowed (allowed: auto, twilio, simulated)"),
+    ({"from_number": "4155550123"}, "from_number: '4155550123' is not a phone number in E.164"),
+    ({"messaging_service_sid": "MG123"}, "messaging_service_sid: 'MG123' is not a Messaging Service SID"),
+    ({"status_callback": "/sms/status"}, "status_callback: '/sms/status' is not an absolute http:// or https:// URL"),
+    ({"auth_token_env": "my token"}, "auth_token_env: 'my token' is not an environment variable name"),
+    ({"timeout": 0}, "timeout: must be more than 0 seconds"),
+    ({"latency": -1}, "latency: must be 0 seconds or more"),
+])
+def test_option_validators_say_what_is_allowed(options: dict, message: str) -> None:
+    with pytest.raises(ValueError) as err:
+        SmsOptions(**options)
+    assert message in str(err.value)
