@@ -62,7 +62,8 @@ def test_secret_variable_name_is_an_option(slack_build, monkeypatch):
 
 @pytest.mark.parametrize("options,expected", [
     ({"chanel": "C1"}, r"options: extra fields found \(chanel\) \(allowed: transport, "),
-    ({"transport": "sms"}, r"options\.transport: 'sms' is not a Slack transport \(allowed: auto, bot, webhook, simulated\)"),
+    ({"transport": "sms"},
+     r"options\.transport: 'sms' is not a Slack transport \(allowed: auto, bot, webhook, simulated\)"),
     ({"timeout": "soon"}, r"options\.timeout: invalid value for type"),
     ({"timeout": 0}, r"options\.timeout: must be a number of seconds > 0"),
     ({"latency": -1}, r"options\.latency: must be a number of seconds >= 0"),
@@ -98,7 +99,8 @@ def test_bot_needs_a_channel_webhook_does_not(slack_build, monkeypatch):
     (Message(to="#a", body="  \n "), r"message\.body: empty"),
     (Message(to="#a", body="x" * 40_001), r"40001 characters, at most 40000"),
     (Message(to="#a", body="x" * 39_990, subject="Order 42 shipped"), r"at most 40000 allowed \(subject included\)"),
-    (Message(to="#a", body="hi", data={"title": "x"}), r"message\.data: unknown key\(s\) title \(allowed: blocks, thread_ts\)"),
+    (Message(to="#a", body="hi", data={"title": "x"}),
+     r"message\.data: unknown key\(s\) title \(allowed: blocks, thread_ts\)"),
     (Message(to="#a", body="hi", data={"blocks": "[]"}), r"message\.data\.blocks: must be a list"),
     (Message(to="#a", body="hi", data={"thread_ts": "yesterday"}), r"message\.data\.thread_ts: must be a message ts"),
 ])

@@ -17,7 +17,7 @@ from vow.errors import TransientError
 from vow.http import error_for_exception, error_for_status
 from vow.leaf import LeafContext
 
-from vow_slack.channel import SlackChannel
+from vow_slack.base import SlackChannel
 from vow_slack.errors import slack_error
 from vow_slack.message import carries_key, is_channel_id, metadata, payload
 

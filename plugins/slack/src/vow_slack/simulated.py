@@ -14,7 +14,7 @@ from vow.channels import Message, Receipt
 from vow.leaf import LeafContext
 from vow.simulation import Ledger, latency, stable_hex
 
-from vow_slack.channel import CHANNEL, SlackChannel
+from vow_slack.base import CHANNEL, SlackChannel
 from vow_slack.message import metadata, payload
 
 JITTER = 0.3
