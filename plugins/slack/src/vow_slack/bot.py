@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from vow.channels import Message, Receipt
-from vow.errors import TransientError
+from vow.errors import PermanentError, TransientError
 from vow.http import error_for_exception, error_for_status
 from vow.leaf import LeafContext
 
@@ -71,9 +71,7 @@ class BotTransport(SlackChannel):
             params["ts"] = thread_ts
         try:
             answer = self._call(client, "GET", endpoint, params=params)
-        except TransientError:
-            raise
-        except Exception as exc:
+        except PermanentError as exc:
             ctx.logger.warning("slack: cannot check %s for an earlier post of key %r (%s); posting",
                                message.to, ctx.idempotency_key, exc)
             return None
