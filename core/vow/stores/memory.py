@@ -1,0 +1,221 @@
+"""The ``memory`` store: promises and leases in dicts, for tests and throwaway runs.
+
+Everything lives in this process and is gone when it exits. Writes take one lock, so the
+store is safe to share between threads; single-record reads do not need it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Iterable, Sequence
+
+from vow.errors import LeaseLostError, PromiseNotFoundError, StoreError
+from vow.hookspecs import hookimpl
+from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, State
+from vow.stores.base import StoreOperations, lease_is_free, same_outcome
+
+_PENDING = State.PENDING
+
+
+def _with(record: PromiseRecord, *, state: State | None = None, value: str | None = None,
+          settled_at: float | None = None, attempt: int | None = None) -> PromiseRecord:
+    """A copy of ``record`` with a new outcome or attempt count (positional args: cheaper than evolve)."""
+    r = record
+    if state is not None:
+        return PromiseRecord(r.id, state, r.kind, r.root, r.func, r.args, value, r.parent, r.timeout,
+                             r.idempotency_key, r.attempt, r.created_at, settled_at, r.tags)
+    return PromiseRecord(r.id, r.state, r.kind, r.root, r.func, r.args, r.value, r.parent, r.timeout,
+                         r.idempotency_key, attempt, r.created_at, r.settled_at, r.tags)
+
+
+def _oldest_first(records: list[PromiseRecord]) -> list[PromiseRecord]:
+    # The lists are in insertion order and sort is stable: ties stay in insertion order.
+    records.sort(key=lambda r: r.created_at)
+    return records
+
+
+class MemoryStore(StoreOperations):
+    """Promises and leases in memory; thread-safe; obeys every rule of :mod:`vow.stores.base`."""
+
+    url = "memory:"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._records: dict[str, PromiseRecord] = {}  # insertion order = creation order
+        self._children: dict[str, list[str]] = {}
+        self._trees: dict[str, list[str]] = {}
+        self._leases: dict[str, Lease] = {}
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<MemoryStore {len(self._records)} promises>"
+
+    # -- writes
+
+    def apply(self, batch: Batch) -> BatchResult:
+        """Apply ``batch`` atomically: everything is checked before anything is written."""
+        with self._lock:
+            self._check_open()
+            records = self._records
+            if batch.fences:
+                lost = sorted(root for root, token in batch.fences.items()
+                              if (lease := self._leases.get(root)) is None or lease.token != token)
+                if lost:
+                    error = LeaseLostError(f"lease lost on {', '.join(map(repr, lost))}: another worker took over")
+                    error.roots = lost  # type: ignore[attr-defined]
+                    raise error
+            created: dict[str, PromiseRecord] = {}
+            existing: dict[str, PromiseRecord] = {}
+            for record in batch.creates:
+                current = created.get(record.id) or records.get(record.id)
+                if current is None:
+                    created[record.id] = record
+                else:
+                    existing[record.id] = current
+            changed: dict[str, PromiseRecord] = {}
+            conflicts: dict[str, PromiseRecord] = {}
+            for settle in batch.settles:
+                sid = settle.id
+                current = changed.get(sid) or created.get(sid) or records.get(sid)
+                if current is None:
+                    raise PromiseNotFoundError(f"cannot settle {sid!r}: no promise with that id")
+                if settle.state is _PENDING:
+                    raise ValueError(f"cannot settle {sid!r} as pending")
+                if current.state is _PENDING:
+                    changed[sid] = _with(current, state=settle.state, value=settle.value,
+                                         settled_at=settle.settled_at)
+                elif not same_outcome(current, settle):
+                    conflicts[sid] = current
+            for aid, attempt in batch.attempts.items():
+                current = changed.get(aid) or created.get(aid) or records.get(aid)
+                if current is not None and current.state is _PENDING:
+                    changed[aid] = _with(current, attempt=attempt)
+            # Nothing can fail past this point: write.
+            for rid, record in created.items():
+                records[rid] = record
+                if record.parent is not None:
+                    self._children.setdefault(record.parent, []).append(rid)
+                self._trees.setdefault(record.root, []).append(rid)
+            records.update(changed)
+            return BatchResult(existing, conflicts)
+
+    # -- reads
+
+    def get(self, id: str) -> PromiseRecord | None:
+        """The record with ``id``, or ``None``."""
+        self._check_open()
+        return self._records.get(id)
+
+    def get_many(self, ids: Iterable[str]) -> dict[str, PromiseRecord]:
+        """The records among ``ids`` that exist, by id."""
+        self._check_open()
+        records = self._records
+        return {i: r for i in ids if (r := records.get(i)) is not None}
+
+    def children(self, parent: str) -> list[PromiseRecord]:
+        """Direct children of ``parent``, oldest first."""
+        with self._lock:
+            self._check_open()
+            return _oldest_first([self._records[i] for i in self._children.get(parent, ())])
+
+    def tree(self, root: str) -> list[PromiseRecord]:
+        """Every record whose root is ``root``, oldest first."""
+        with self._lock:
+            self._check_open()
+            return _oldest_first([self._records[i] for i in self._trees.get(root, ())])
+
+    def search(self, *, state: State | None = None, kind: Kind | None = None, root: str | None = None,
+               roots_only: bool = False, tag: tuple[str, str] | None = None,
+               limit: int = 1000) -> list[PromiseRecord]:
+        """Records matching every given filter, newest first, at most ``limit``."""
+        if limit <= 0:
+            return []
+        with self._lock:
+            self._check_open()
+            if root is not None:
+                candidates = [self._records[i] for i in self._trees.get(root, ())]
+            else:
+                candidates = list(self._records.values())
+        found = [r for r in candidates
+                 if (state is None or r.state == state) and (kind is None or r.kind == kind)
+                 and (not roots_only or r.parent is None)
+                 and (tag is None or r.tags.get(tag[0]) == tag[1])]
+        # Reverse first so that, after a stable sort, ties come newest-inserted first.
+        found.reverse()
+        found.sort(key=lambda r: r.created_at, reverse=True)
+        return found[:limit]
+
+    # -- leases
+
+    def claimable(self, *, limit: int = 100, now: float | None = None) -> list[PromiseRecord]:
+        """Pending root workflows whose lease is free, expired or held by a dead local process."""
+        now = time.time() if now is None else now
+        with self._lock:
+            self._check_open()
+            roots = [r for r in self._records.values()
+                     if r.parent is None and r.state is _PENDING and r.kind is Kind.WORKFLOW]
+            leases = dict(self._leases)
+        roots.sort(key=lambda r: r.created_at)
+        return [r for r in roots if lease_is_free(leases.get(r.id), "", now)][:max(limit, 0)]
+
+    def claim(self, root: str, owner: str, ttl: float, *, now: float | None = None) -> Lease | None:
+        """Take (or renew) the lease on ``root``; ``None`` if another live owner holds it."""
+        if not owner:
+            raise ValueError("a lease owner must not be empty")
+        now = time.time() if now is None else now
+        with self._lock:
+            self._check_open()
+            current = self._leases.get(root)
+            if not lease_is_free(current, owner, now):
+                return None
+            if current is None:
+                token = 1
+            elif current.owner == owner:
+                token = current.token
+            else:
+                token = current.token + 1
+            lease = self._leases[root] = Lease(root, owner, token, now + ttl)
+            return lease
+
+    def renew(self, leases: Sequence[Lease], ttl: float, *, now: float | None = None) -> list[Lease]:
+        """Extend the leases still held (same owner and token); the lost ones are left out."""
+        now = time.time() if now is None else now
+        kept = []
+        with self._lock:
+            self._check_open()
+            for lease in leases:
+                current = self._leases.get(lease.root)
+                if current is not None and current.owner == lease.owner and current.token == lease.token:
+                    renewed = self._leases[lease.root] = Lease(lease.root, lease.owner, lease.token, now + ttl)
+                    kept.append(renewed)
+        return kept
+
+    def release(self, lease: Lease) -> None:
+        """Give up ``lease`` if still held; its token is kept so tokens only grow."""
+        with self._lock:
+            self._check_open()
+            current = self._leases.get(lease.root)
+            if current is not None and current.owner == lease.owner and current.token == lease.token:
+                self._leases[lease.root] = Lease(lease.root, "", lease.token, 0.0)
+
+    def lease(self, root: str) -> Lease | None:
+        """The current lease row for ``root`` (held or not), or ``None``."""
+        self._check_open()
+        return self._leases.get(root)
+
+    def close(self) -> None:
+        """Drop everything; the store is unusable afterwards."""
+        with self._lock:
+            self._closed = True
+            self._records, self._children, self._trees, self._leases = {}, {}, {}, {}
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("the memory store is closed")
+
+
+@hookimpl
+def vow_register_stores(register) -> None:
+    """Register the ``memory`` store (no options)."""
+    register("memory", MemoryStore, None, "promises in memory, gone when the process exits (tests, throwaway runs)")
