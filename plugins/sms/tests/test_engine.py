@@ -1,0 +1,93 @@
+"""End to end through the engine: the sms branch fails, is retried or not as its error says, and texts once."""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+
+import httpx
+import pytest
+import respx
+
+from vow import Constant, Context, PermanentError, Vow
+from vow.channels import deliver
+from vow.simulation import Ledger
+
+KEY = "notify/42.sms"
+ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
+URL = f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
+MESSAGE = {"to": "+14155550123", "body": "Order 42 is confirmed."}
+RETRY = Constant(delay=0.01, max_attempts=3)
+
+
+@pytest.fixture
+def no_twilio_secrets(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    for name in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("VOW_SIM_DIR", str(tmp_path / "sim"))
+
+
+@pytest.fixture
+def twilio_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", ACCOUNT_SID)
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "test-auth-token")
+
+
+def notify_over(options: dict, faults: dict | None = None):
+    def notify(ctx: Context, event: dict):
+        handle = yield ctx.begin_run(deliver, "sms", MESSAGE, options, faults).options(id=f"{ctx.id}.sms", retry=RETRY)
+        return (yield handle)
+    return notify
+
+
+def test_simulated_first_attempt_fails_is_retried_and_texts_once(tmp_path, no_twilio_secrets) -> None:
+    ledger_path = tmp_path / "ledger.sqlite"
+    store = f"sqlite:{tmp_path / 'vow.sqlite'}"
+    notify = notify_over({"latency": 0.01, "ledger": str(ledger_path)},  # auto: simulated without secrets
+                         {"fail_attempts": [1], "message": "sms gateway unavailable"})
+    with Vow(store=store) as vow:
+        vow.register(notify)
+        receipt = vow.run("notify/42", notify, {"order_id": 42})
+    assert (receipt["channel"], receipt["transport"], receipt["idempotency_key"]) == ("sms", "simulated", KEY)
+    assert receipt["attempt"] == 2 and receipt["duplicate"] is False
+
+    # A restarted client on the same store gets the stored receipt: nothing is sent again.
+    with Vow(store=store) as vow:
+        vow.register(notify)
+        assert vow.run("notify/42", notify, {"order_id": 42}) == receipt
+
+    assert [(d.key, d.duplicates) for d in Ledger(ledger_path).deliveries("sms")] == [(KEY, 0)]
+
+
+def test_twilio_20429_is_retried_after_retry_after_and_the_key_rides_the_callback(tmp_path, twilio_secrets) -> None:
+    notify = notify_over({"transport": "twilio", "from_number": "+15005550006",
+                          "status_callback": "https://hooks.example.com/sms/status"})
+    throttled = httpx.Response(429, headers={"Retry-After": "1"},
+                               json={"code": 20429, "message": "Too Many Requests", "status": 429})
+    accepted = httpx.Response(201, json={"sid": "SM" + "7" * 32, "status": "queued", "num_segments": "1"})
+    with respx.mock(assert_all_called=True) as mock:
+        route = mock.post(URL).mock(side_effect=[throttled, accepted])
+        started = time.monotonic()
+        with Vow(store=f"sqlite:{tmp_path / 'vow.sqlite'}") as vow:
+            vow.register(notify)
+            receipt = vow.run("notify/42", notify, {"order_id": 42})
+        elapsed = time.monotonic() - started
+    assert route.call_count == 2
+    assert elapsed >= 0.9  # Twilio's Retry-After (1 s), not the policy's 0.01 s
+    assert (receipt["message_id"], receipt["attempt"], receipt["transport"]) == ("SM" + "7" * 32, 2, "twilio")
+    for call in route.calls:
+        callback = dict(urllib.parse.parse_qsl(call.request.content.decode()))["StatusCallback"]
+        assert urllib.parse.parse_qs(urllib.parse.urlsplit(callback).query) == {"vow_key": [KEY]}
+
+
+def test_twilio_21610_fails_the_branch_at_once(tmp_path, twilio_secrets) -> None:
+    notify = notify_over({"transport": "twilio", "from_number": "+15005550006"})
+    unsubscribed = httpx.Response(400, json={"code": 21610, "message": "Attempt to send to unsubscribed recipient",
+                                             "status": 400})
+    with respx.mock() as mock:
+        route = mock.post(URL).mock(return_value=unsubscribed)
+        with Vow(store=f"sqlite:{tmp_path / 'vow.sqlite'}") as vow:
+            vow.register(notify)
+            with pytest.raises(PermanentError, match="21610: Attempt to send to unsubscribed recipient"):
+                vow.run("notify/42", notify, {"order_id": 42})
+    assert route.call_count == 1  # permanent: the retry policy's other two attempts are not used
