@@ -1,0 +1,57 @@
+"""Checking email addresses before anything is sent."""
+
+from __future__ import annotations
+
+import email.utils
+import re
+
+from vow.errors import ConfigError
+
+ALLOWED = "one address such as ada@example.com or 'Ada Lovelace <ada@example.com>'"
+
+# A hostname label: letters, digits and inner hyphens (after IDNA encoding).
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def parse_address(value: object, *, where: str) -> tuple[str, str]:
+    """``(display name, addr-spec)`` of one email address; :class:`ConfigError` naming ``where`` if it is not one.
+
+    A "sane" check rather than full RFC 5322: exactly one address, no control characters (which
+    would let a value inject headers), a non-empty local part and a domain made of hostname
+    labels (internationalised domains are accepted through IDNA).
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: an email address is required ({ALLOWED}); got {value!r}")
+    if _CONTROL.search(value):
+        raise ConfigError(f"{where}: {value!r} contains control characters; expected {ALLOWED}")
+    found = email.utils.getaddresses([value])
+    if len(found) != 1:
+        raise ConfigError(f"{where}: {value!r} is not exactly one address; expected {ALLOWED}")
+    name, addr = found[0]
+    local, at, domain = addr.rpartition("@")
+    # The parser quietly repairs some inputs ("a@b.c d" -> "a@b.cd"): insist it took the text as written.
+    if (not at or not local or addr not in value or any(c.isspace() for c in addr)
+            or not _valid_domain(domain)):
+        raise ConfigError(f"{where}: {value!r} is not a valid email address; expected {ALLOWED}")
+    return name, addr
+
+
+def domain_of(addr: str) -> str:
+    """The domain part of an addr-spec (``shop.example`` for ``orders@shop.example``)."""
+    return addr.rpartition("@")[2]
+
+
+def check_domain(domain: str, *, where: str) -> str:
+    """``domain`` if it is a hostname (such as ``shop.example``); :class:`ConfigError` naming ``where`` if not."""
+    if not _valid_domain(domain):
+        raise ConfigError(f"{where}: {domain!r} is not a domain name; expected a hostname such as shop.example")
+    return domain
+
+
+def _valid_domain(domain: str) -> bool:
+    try:
+        ascii_domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    return bool(ascii_domain) and all(_LABEL.match(label) for label in ascii_domain.split("."))

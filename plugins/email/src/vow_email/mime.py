@@ -1,0 +1,36 @@
+"""The email a send produces, identified by the idempotency key."""
+
+from __future__ import annotations
+
+import email.utils
+from email.message import EmailMessage
+
+from vow.channels import Message
+from vow.simulation import stable_uuid
+
+IDEMPOTENCY_HEADER = "X-Idempotency-Key"
+
+
+def message_id_for(key: str, domain: str) -> str:
+    """The Message-ID header for ``key``: ``<uuid5(key)@domain>``.
+
+    Derived, never random: every attempt, retry and process sending the same key writes the
+    same Message-ID, so a receiving system that dedupes or threads on it sees one message.
+    """
+    return f"<{stable_uuid(key)}@{domain}>"
+
+
+def build_email(message: Message, *, from_addr: str, message_id: str, key: str) -> EmailMessage:
+    """A MIME message: text body, plus an HTML alternative when ``message.data['html']`` is set."""
+    mail = EmailMessage()
+    mail["From"] = from_addr
+    mail["To"] = message.to
+    mail["Subject"] = message.subject or ""
+    mail["Date"] = email.utils.formatdate(usegmt=True)
+    mail["Message-ID"] = message_id
+    mail[IDEMPOTENCY_HEADER] = key
+    mail.set_content(message.body)
+    html = message.data.get("html")
+    if html:
+        mail.add_alternative(html, subtype="html")
+    return mail

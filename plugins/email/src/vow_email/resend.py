@@ -1,0 +1,114 @@
+"""The Resend transport: ``POST /emails`` with the idempotency key in the ``Idempotency-Key`` header.
+
+Resend answers a repeated request with the same key (within 24 hours) with the first
+response and sends nothing new, so a retried attempt cannot send the email twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Mapping
+
+import httpx
+
+from vow.channels import Message, Receipt
+from vow.errors import PermanentError, TransientError
+from vow.http import error_for_exception, error_for_status, parse_retry_after
+from vow.leaf import LeafContext
+
+from vow_email.mime import IDEMPOTENCY_HEADER
+
+MAX_KEY_LENGTH = 256  # Resend rejects longer keys with invalid_idempotency_key
+
+# Resend's error names whose HTTP status alone would classify them wrongly (or vaguely).
+TRANSIENT_ERRORS = frozenset({
+    "rate_limit_exceeded",             # 429: slow down, Retry-After says how long
+    "concurrent_idempotent_requests",  # 409: the same key is still in flight; try again later
+    "application_error",               # 500
+    "internal_server_error",           # 500
+})
+PERMANENT_ERRORS = frozenset({
+    "invalid_idempotent_request",      # 409: the key was used before with another payload
+    "invalid_idempotency_key",         # 400: key outside 1-256 characters
+    "daily_quota_exceeded",            # 429, but no retry policy outlasts a daily quota
+    "monthly_quota_exceeded",          # 429, likewise
+})
+
+
+def resend_key(key: str) -> str:
+    """The ``Idempotency-Key`` sent for ``key``: the key itself, or a stable digest when it is too long."""
+    if 0 < len(key) <= MAX_KEY_LENGTH:
+        return key
+    return "vow-sha256-" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def resend_error(status: int, headers: Mapping[str, str], name: str | None, message: str) -> Exception:
+    """Map a Resend error (HTTP status plus the body's ``name``) to a transient or permanent error."""
+    reason = f"resend answered HTTP {status}" + (f" {name}" if name else "") + (f": {message}" if message else "")
+    code = name or str(status)
+    retry_after = parse_retry_after(headers.get("retry-after"))
+    if name in TRANSIENT_ERRORS:
+        return TransientError(reason, retry_after=retry_after, code=code)
+    if name in PERMANENT_ERRORS:
+        return PermanentError(reason, code=code)
+    generic = error_for_status(status, headers, provider="resend")
+    if isinstance(generic, TransientError):
+        return TransientError(reason, retry_after=generic.retry_after, code=code)
+    return PermanentError(reason, code=code)
+
+
+class ResendTransport:
+    """Sends through the Resend HTTP API (https://resend.com/docs/api-reference/emails/send-email)."""
+
+    name = "resend"
+
+    def __init__(self, *, api_key: str, from_addr: str, base_url: str, timeout: float) -> None:
+        self.from_addr = from_addr
+        self.url = base_url.rstrip("/") + "/emails"
+        self._client = httpx.Client(timeout=timeout, headers={
+            "Authorization": f"Bearer {api_key}",
+            "User-Agent": "vow-email/0.1.0",
+        })
+
+    def request_body(self, message: Message, key: str) -> dict[str, Any]:
+        """The JSON body of ``POST /emails`` for ``message``."""
+        body: dict[str, Any] = {
+            "from": self.from_addr,
+            "to": [message.to],
+            "subject": message.subject,
+            "text": message.body,
+            "headers": {IDEMPOTENCY_HEADER: key},
+        }
+        if message.data.get("html"):
+            body["html"] = message.data["html"]
+        return body
+
+    def send(self, message: Message, ctx: LeafContext) -> Receipt:
+        """POST the email; a 2xx must carry the email ``id``, anything else is classified."""
+        key = ctx.idempotency_key
+        try:
+            response = self._client.post(self.url, json=self.request_body(message, key),
+                                         headers={"Idempotency-Key": resend_key(key)})
+        except httpx.HTTPError as exc:
+            raise error_for_exception(exc, provider="resend") from exc
+        payload = _json(response)
+        if not response.is_success:
+            raise resend_error(response.status_code, response.headers, payload.get("name"),
+                               str(payload.get("message") or response.text[:200]))
+        email_id = payload.get("id")
+        if not isinstance(email_id, str) or not email_id:
+            if payload.get("name"):  # an error reported under a success status
+                raise resend_error(response.status_code, response.headers, payload["name"], str(payload.get("message", "")))
+            # Retrying is harmless: the same Idempotency-Key makes Resend answer, not send again.
+            raise TransientError(f"resend answered HTTP {response.status_code} without an email id: "
+                                 f"{response.text[:200]!r}", code="missing_id")
+        return Receipt(channel="email", transport=self.name, message_id=email_id, to=message.to,
+                       idempotency_key=key, attempt=ctx.attempt, detail={"from": self.from_addr})
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -1,0 +1,115 @@
+"""The SMTP transport: one connection per send, STARTTLS or implicit TLS, optional AUTH.
+
+SMTP has no server-side idempotency. The key travels in a key-derived ``Message-ID`` and an
+``X-Idempotency-Key`` header; what guards against duplicates is explained in the README.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+
+from vow.channels import Message, Receipt
+from vow.errors import ConfigError, PermanentError, TransientError
+from vow.leaf import LeafContext
+
+from vow_email.addresses import parse_address
+from vow_email.mime import build_email, message_id_for
+from vow_email.options import SmtpOptions
+
+
+class SmtpTransport:
+    """Sends through an SMTP server (``smtplib``)."""
+
+    name = "smtp"
+
+    def __init__(self, options: SmtpOptions, *, from_addr: str, envelope_from: str, message_id_domain: str,
+                 timeout: float, credentials: tuple[str, str] | None) -> None:
+        if not options.host:
+            raise ConfigError("email options.smtp.host: required for transport smtp (the SMTP server's hostname)")
+        if credentials and options.tls_mode == "none":
+            raise ConfigError(
+                "email options.smtp.security: refusing to send SMTP credentials over an unencrypted "
+                f"connection; use starttls or ssl, or unset {options.username_env} for a relay without AUTH"
+            )
+        self.options = options
+        self.from_addr = from_addr
+        self.envelope_from = envelope_from
+        self.message_id_domain = message_id_domain
+        self.timeout = timeout
+        self.credentials = credentials
+
+    def send(self, message: Message, ctx: LeafContext) -> Receipt:
+        """Deliver ``message`` in one SMTP transaction; classify the server's answer."""
+        key = ctx.idempotency_key
+        message_id = message_id_for(key, self.message_id_domain)
+        mail = build_email(message, from_addr=self.from_addr, message_id=message_id, key=key)
+        recipient = parse_address(message.to, where="email message.to")[1]
+        try:
+            with self._connect() as smtp:
+                if self.options.tls_mode == "starttls":
+                    smtp.starttls(context=self._tls_context())
+                if self.credentials:
+                    smtp.login(*self.credentials)
+                smtp.send_message(mail, from_addr=self.envelope_from, to_addrs=[recipient])
+        except OSError as exc:  # smtplib.SMTPException, ssl.SSLError and socket errors are all OSErrors
+            raise smtp_error(exc, self._where()) from exc
+        return Receipt(channel="email", transport=self.name, message_id=message_id, to=message.to,
+                       idempotency_key=key, attempt=ctx.attempt,
+                       detail={"server": self._where(), "from": self.from_addr})
+
+    def _connect(self) -> smtplib.SMTP:
+        host, port = self.options.host, self.options.port
+        if self.options.tls_mode == "ssl":
+            return smtplib.SMTP_SSL(host, port, timeout=self.timeout, context=self._tls_context())
+        return smtplib.SMTP(host, port, timeout=self.timeout)
+
+    def _tls_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        if self.options.ca_file:
+            context.load_verify_locations(cafile=self.options.ca_file)
+        return context
+
+    def _where(self) -> str:
+        return f"{self.options.host}:{self.options.port}"
+
+
+def error_for_reply(code: int, text: str | bytes, where: str = "smtp") -> Exception:
+    """An SMTP reply as an error: 4xx is transient (try later), 5xx permanent; the code and text are kept."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    reason = f"SMTP server {where} replied {code}: {text}".rstrip(": ")
+    if 400 <= code < 500:
+        return TransientError(reason, code=str(code))
+    return PermanentError(reason, code=str(code))
+
+
+def smtp_error(exc: OSError, where: str) -> Exception:
+    """Classify what ``smtplib`` raised.
+
+    Replies carry a code (sender/recipient refused, DATA rejected, AUTH failed) and are mapped
+    by it. A dropped connection, timeout or refused/reset connection is transient; a certificate
+    that does not verify, or a server lacking STARTTLS/AUTH, is permanent (retrying cannot fix it).
+    """
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        code, text = next(iter(exc.recipients.values()), (550, b"recipient refused"))
+        return error_for_reply(code, text, where)
+    if isinstance(exc, smtplib.SMTPResponseException) and exc.smtp_code > 0:
+        return error_for_reply(exc.smtp_code, exc.smtp_error, where)
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        # smtplib reports a read timeout as a disconnect; keep the cause visible in the code.
+        timed_out = isinstance(exc.__context__, TimeoutError)
+        return TransientError(f"SMTP server {where} disconnected: {exc}",
+                              code="timeout" if timed_out else "disconnected")
+    if isinstance(exc, smtplib.SMTPNotSupportedError):
+        return PermanentError(f"SMTP server {where}: {exc} (check options.smtp.security and the credentials)",
+                              code="not_supported")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return PermanentError(f"SMTP server {where}: TLS certificate not trusted: {exc.verify_message} "
+                              "(options.smtp.ca_file adds a CA to trust)", code="tls_verify")
+    if isinstance(exc, smtplib.SMTPException):  # e.g. "no suitable authentication method"
+        return PermanentError(f"SMTP server {where}: {exc}", code=type(exc).__name__)
+    if isinstance(exc, TimeoutError):
+        return TransientError(f"SMTP server {where} timed out: {exc}", code="timeout")
+    # Refused, reset, unreachable, name lookup, an interrupted TLS handshake: worth another try.
+    return TransientError(f"SMTP server {where}: {type(exc).__name__}: {exc}", code=type(exc).__name__)

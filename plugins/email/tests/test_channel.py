@@ -1,0 +1,168 @@
+"""Registration, options, transport choice and message validation of the ``email`` channel."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import pytest
+
+import vow_email.plugin
+from vow.channels import Message, build_channel, deliver
+from vow.errors import ConfigError
+from vow.leaf import LeafContext
+from vow.plugins import Plugins
+from vow.simulation import Ledger
+
+
+@pytest.fixture
+def plugins():
+    manager = Plugins(entry_points=False)
+    manager.add(vow_email.plugin, "email")
+    return manager
+
+
+def build(plugins, options=None, faults=None):
+    return build_channel("email", options, faults, plugins=plugins)
+
+
+def test_registered_under_the_entry_point_group():
+    [entry] = [ep for ep in importlib.metadata.entry_points(group="vow") if ep.name == "email"]
+    assert entry.value == "vow_email.plugin" and entry.load() is vow_email.plugin
+
+
+def test_registration(plugins):
+    [registration] = list(plugins.channels)
+    assert registration.name == "email" and "Resend" in registration.description
+    assert plugins.info()[0].registered == {"channel": ["email"]}
+
+
+@pytest.mark.parametrize("options, where", [
+    ({"transport": "carrier-pigeon"}, "options.transport"),
+    ({"smtp": {"security": "tls"}}, "options.smtp.security"),
+    ({"smtp": {"port": "submission"}}, "options.smtp.port"),
+    ({"timeout": "soon"}, "options.timeout"),
+    ({"form_addr": "a@b.example"}, "form_addr"),
+    ({"resend": {"api_key": "re_123"}}, "options.resend"),
+])
+def test_bad_options_name_the_key(plugins, options, where):
+    with pytest.raises(ConfigError, match=where.replace(".", r"\.")):
+        build(plugins, options)
+
+
+@pytest.mark.parametrize("options, what", [
+    ({"smtp": {"port": 0}}, "options.smtp"),
+    ({"timeout": 0}, "options"),
+    ({"latency": -1}, "options"),
+])
+def test_out_of_range_numbers_are_config_errors(plugins, options, what):
+    with pytest.raises(ConfigError, match=what.replace(".", r"\.")):
+        build(plugins, options)
+
+
+def test_auto_prefers_resend_when_its_key_is_set(plugins, monkeypatch):
+    monkeypatch.setenv("RESEND_API_KEY", "re_123")
+    channel = build(plugins, {"from_addr": "orders@shop.example", "smtp": {"host": "smtp.shop.example"}})
+    assert channel.transport_name == "resend"
+
+
+def test_auto_uses_smtp_when_a_host_is_given(plugins):
+    assert build(plugins, {"from_addr": "orders@shop.example", "smtp": {"host": "smtp.shop.example"}}
+                 ).transport_name == "smtp"
+
+
+def test_auto_falls_back_to_simulated(plugins):
+    assert build(plugins).transport_name == "simulated"
+
+
+@pytest.mark.parametrize("transport", ["smtp", "resend"])
+def test_real_transports_need_from_addr(plugins, monkeypatch, transport):
+    monkeypatch.setenv("RESEND_API_KEY", "re_123")
+    with pytest.raises(ConfigError, match="from_addr: required for transport " + transport):
+        build(plugins, {"transport": transport, "smtp": {"host": "smtp.shop.example"}})
+
+
+def test_auto_names_why_it_needs_from_addr(plugins, monkeypatch):
+    monkeypatch.setenv("RESEND_API_KEY", "re_123")
+    with pytest.raises(ConfigError, match="because RESEND_API_KEY is set"):
+        build(plugins)
+
+
+@pytest.mark.parametrize("from_addr", ["orders", "orders@", "a@b.example, c@d.example", "x@bad_domain.example"])
+def test_bad_from_addr(plugins, from_addr):
+    with pytest.raises(ConfigError, match="options.from_addr"):
+        build(plugins, {"from_addr": from_addr})
+
+
+def test_bad_message_id_domain(plugins):
+    with pytest.raises(ConfigError, match="options.message_id_domain: 'shop example'"):
+        build(plugins, {"message_id_domain": "shop example"})
+
+
+def test_smtp_needs_a_host(plugins):
+    with pytest.raises(ConfigError, match="options.smtp.host: required"):
+        build(plugins, {"transport": "smtp", "from_addr": "orders@shop.example"})
+
+
+def test_smtp_username_without_password_is_a_config_error(plugins, monkeypatch):
+    monkeypatch.setenv("SMTP_USERNAME", "mailer")
+    with pytest.raises(ConfigError, match="SMTP_PASSWORD"):
+        build(plugins, {"transport": "smtp", "from_addr": "orders@shop.example", "smtp": {"host": "localhost"}})
+
+
+def test_smtp_security_auto_follows_the_port(plugins):
+    def mode(port):
+        return build(plugins, {"from_addr": "o@shop.example", "smtp": {"host": "h", "port": port}}
+                     ).transport.options.tls_mode
+    assert (mode(465), mode(587), mode(25)) == ("ssl", "starttls", "starttls")
+
+
+@pytest.mark.parametrize("to", [
+    "", "ada", "ada@", "@example.com", "ada@exa mple.com", "ada@example.com, bob@example.com",
+    "ada@example.com\r\nBcc: eve@example.com", "ada@-example.com", "ada@example..com", "a b@example.com",
+])
+def test_invalid_recipients_are_rejected_before_sending(plugins, to):
+    with pytest.raises(ConfigError, match="email message.to") as info:
+        build(plugins).validate(Message(to=to, subject="Hi", body="x"))
+    assert "ada@example.com" in str(info.value)  # says what is allowed
+
+
+@pytest.mark.parametrize("to", ["ada@example.com", "Ada Lovelace <ada@example.com>", "ada+orders@mail.example.co.uk",
+                                "root@localhost", "jürgen@bücher.example"])
+def test_valid_recipients(plugins, to):
+    build(plugins).validate(Message(to=to, subject="Hi", body="x"))
+
+
+@pytest.mark.parametrize("message, where", [
+    (Message(to="ada@example.com", body="x"), "message.subject: required"),
+    (Message(to="ada@example.com", subject="  ", body="x"), "message.subject: required"),
+    (Message(to="ada@example.com", subject="Hi\nBcc: eve@example.com", body="x"), "message.subject: must be one line"),
+    (Message(to="ada@example.com", subject="Hi", body=None), "message.body"),
+    (Message(to="ada@example.com", subject="Hi", body="x", data={"html": 3}), "message.data.html"),
+])
+def test_invalid_messages(plugins, message, where):
+    with pytest.raises(ConfigError, match=where):
+        build(plugins).validate(message)
+
+
+def test_deliver_leaf(plugins, tmp_path, monkeypatch):
+    """The core's ``deliver`` leaf builds the channel by name and returns the receipt dict."""
+    monkeypatch.setattr("vow.plugins.default_plugins", lambda: plugins)
+    ledger = tmp_path / "ledger.sqlite"
+    options = {"ledger": str(ledger), "latency": 0}
+    message = {"to": "ada@example.com", "subject": "Order 42", "body": "Thanks."}
+
+    receipt = deliver(LeafContext(id="notify/42.email"), "email", message, options)
+    again = deliver(LeafContext(id="notify/42.email", attempt=2), "email", message, options)
+
+    assert receipt["transport"] == "simulated" and not receipt["duplicate"]
+    assert again["duplicate"] and again["message_id"] == receipt["message_id"]
+    assert len(Ledger(ledger).deliveries("email")) == 1
+
+
+def test_deliver_validates_before_sending(plugins, tmp_path, monkeypatch):
+    monkeypatch.setattr("vow.plugins.default_plugins", lambda: plugins)
+    ledger = tmp_path / "ledger.sqlite"
+    with pytest.raises(ConfigError, match="message.to"):
+        deliver(LeafContext(id="notify/42.email"), "email", {"to": "nobody", "subject": "Hi", "body": "x"},
+                {"ledger": str(ledger), "latency": 0})
+    assert not ledger.exists()
