@@ -1,0 +1,161 @@
+"""The ``openai`` image provider: any server that speaks OpenAI's image-generation API.
+
+Each attempt is one ``POST {base_url}/v1/images/generations`` with ``response_format:
+b64_json``; the PNG comes back inline. It works with OpenAI itself and with compatible servers
+(LocalAI, vLLM-style gateways, proxies) — point ``base_url`` at them.
+
+Idempotency: the call's idempotency key is sent as an ``Idempotency-Key`` header. OpenAI's
+image endpoint and most compatible servers ignore it, so a retry after a lost response may be
+generated (and billed) twice; a gateway that honours the key and answers
+``Idempotent-Replayed: true`` is reported as ``duplicate=True``.
+
+Errors: 429 (unless the quota is exhausted), 5xx, timeouts and connection failures are
+transient, with any ``Retry-After`` honoured; a content-policy rejection, a validation error, a
+bad key or an exhausted quota are permanent and carry the provider's ``error.message`` and
+``error.code``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from typing import Any, Mapping
+
+import attrs
+import httpx
+
+from vow.config import secret
+from vow.errors import PermanentError
+from vow.hookspecs import Register, hookimpl
+from vow.http import error_for_exception, error_for_status, is_transient_status
+from vow.images import GeneratedImage, ImageRequest
+from vow.leaf import LeafContext
+
+PROVIDER = "openai"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# A 429 that no wait can fix: the account is out of credit.
+QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached"})
+
+
+def _url(_inst: object, attribute: attrs.Attribute, value: str) -> None:
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError(f"{attribute.name} must be an http(s) URL such as https://api.openai.com, got {value!r}")
+
+
+def _size(_inst: object, attribute: attrs.Attribute, value: str | None) -> None:
+    if value is not None and not re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*", value):
+        raise ValueError(f"{attribute.name} must look like 1024x1024, got {value!r}")
+
+
+def _template(_inst: object, attribute: attrs.Attribute, value: str) -> None:
+    if "{prompt}" not in value:
+        raise ValueError(f"{attribute.name} must contain {{prompt}} (and may contain {{style}}), got {value!r}")
+
+
+def _positive(_inst: object, attribute: attrs.Attribute, value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be > 0 seconds, got {value}")
+
+
+@attrs.frozen
+class OpenAIImageOptions:
+    """Options of the ``openai`` image provider.
+
+    ``base_url``: the server (``/v1`` is added unless it already ends with it); ``model``;
+    ``api_key_env``: the environment variable holding the key; ``size``: the ``WxH`` to ask
+    for (default: the request's width and height — OpenAI accepts only a few sizes);
+    ``timeout``: seconds per attempt; ``prompt_template``: how the style joins the prompt;
+    ``extra``: more body fields passed as they are (``quality``, ``background``, ...).
+    """
+
+    base_url: str = attrs.field(default="https://api.openai.com", validator=_url)
+    model: str = "dall-e-3"
+    api_key_env: str = "OPENAI_API_KEY"
+    size: str | None = attrs.field(default=None, validator=_size)
+    timeout: float = attrs.field(default=120.0, validator=_positive)
+    prompt_template: str = attrs.field(default="{prompt}, in a {style} style", validator=_template)
+    extra: dict[str, Any] = attrs.field(factory=dict)
+
+
+class OpenAIImageProvider:
+    """Generates images through an OpenAI-compatible HTTP API (see the module docstring)."""
+
+    def __init__(self, options: OpenAIImageOptions | None = None) -> None:
+        self.options = options or OpenAIImageOptions()
+        self._api_key = secret(self.options.api_key_env, needed_for=f"image provider {PROVIDER!r}")
+        base = self.options.base_url.rstrip("/")
+        self.url = base + ("" if base.endswith("/v1") else "/v1") + "/images/generations"
+
+    def body(self, request: ImageRequest) -> dict[str, Any]:
+        """The JSON body for ``request`` (OpenAI has no seed: ``request.seed`` is not sent)."""
+        return {
+            **self.options.extra,
+            "model": self.options.model,
+            "prompt": self.options.prompt_template.format(prompt=request.prompt, style=request.style),
+            "n": 1,
+            "size": self.options.size or f"{request.width}x{request.height}",
+            "response_format": "b64_json",
+        }
+
+    def generate(self, request: ImageRequest, ctx: LeafContext) -> GeneratedImage:
+        """POST one generation and decode the PNG; raise ``TransientError``/``PermanentError`` on failure."""
+        headers = {"Authorization": f"Bearer {self._api_key}", "Idempotency-Key": ctx.idempotency_key}
+        timeout = httpx.Timeout(self.options.timeout, connect=min(10.0, self.options.timeout))
+        try:
+            with httpx.Client(timeout=timeout) as client:
+                response = client.post(self.url, json=self.body(request), headers=headers)
+        except httpx.HTTPError as exc:
+            raise error_for_exception(exc, provider=PROVIDER) from exc
+        if response.status_code >= 400:
+            raise self.error_for_status(response.status_code, response.headers, response.text)
+        return self._image(response)
+
+    def error_for_status(self, status: int, headers: Mapping[str, str] | None = None, detail: str = "") -> Exception:
+        """The error an HTTP answer means, using the provider's ``error.message`` and ``error.code``."""
+        message, code = _provider_error(detail)
+        if status == 429 and code in QUOTA_CODES:
+            return PermanentError(f"{PROVIDER}: quota exhausted: {message}", code=code)
+        if is_transient_status(status):
+            return error_for_status(status, headers, message, provider=PROVIDER)
+        what = "rejected the request" if status == 400 else f"answered HTTP {status}"
+        return PermanentError(f"{PROVIDER} {what}: {message}", code=code or str(status))
+
+    def _image(self, response: httpx.Response) -> GeneratedImage:
+        try:
+            payload = response.json()
+            item = payload["data"][0]
+            encoded = item["b64_json"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise PermanentError(f"{PROVIDER}: the answer has no data[0].b64_json (does the server "
+                                 f"honour response_format=b64_json?): {response.text[:200]}", code="bad_response") from None
+        try:
+            png = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError, TypeError):
+            raise PermanentError(f"{PROVIDER}: data[0].b64_json is not valid base64", code="bad_response") from None
+        if not png.startswith(PNG_SIGNATURE):
+            raise PermanentError(f"{PROVIDER}: the image is not a PNG (set output_format to png)", code="bad_response")
+        return GeneratedImage(
+            png=png, provider=PROVIDER, model=self.options.model, revised_prompt=item.get("revised_prompt"),
+            duplicate=response.headers.get("idempotent-replayed", "").lower() == "true",
+            detail={"created": payload.get("created"), "request_id": response.headers.get("x-request-id")},
+        )
+
+
+def _provider_error(detail: str) -> tuple[str, str | None]:
+    """``(message, code)`` from an OpenAI-style error body ``{"error": {"message", "code", "type"}}``."""
+    try:
+        error = json.loads(detail)["error"]
+        message = error.get("message") or detail
+        code = error.get("code") or error.get("type")
+        return str(message), (str(code) if code else None)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return detail[:500], None
+
+
+@hookimpl
+def vow_register_image_providers(register: Register) -> None:
+    """Register ``openai``."""
+    register(PROVIDER, OpenAIImageProvider, OpenAIImageOptions,
+             "Any OpenAI-compatible /v1/images/generations endpoint (OpenAI, LocalAI, gateways)")
