@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import typing
 from typing import Any, Mapping, TypeVar
 
 import attrs
@@ -42,7 +43,7 @@ def structure(cls: type[T], data: Mapping[str, Any] | T | None, *, where: str = 
 
 def _messages(exc: cattrs.BaseValidationError, cls: type, where: str) -> list[str]:
     out = []
-    for line in cattrs.transform_error(exc, path="$"):
+    for line in cattrs.transform_error(exc, path="$", format_exception=_describe):
         message, _, path = line.rpartition(" @ ")
         key = path[1:].lstrip(".") if path.startswith("$") else path
         if message.startswith("extra fields found"):
@@ -50,6 +51,18 @@ def _messages(exc: cattrs.BaseValidationError, cls: type, where: str) -> list[st
             message = f"{message} (allowed: {allowed})"
         out.append(f"{where}.{key}: {message}" if key else f"{where}: {message}")
     return out or [f"{where}: {exc}"]
+
+
+def _describe(exc: BaseException, type_: type | None) -> str:
+    """cattrs' wording, plus the validator's own reason (``rate must be between 0 and 1``)."""
+    if typing.get_origin(type_) is typing.Literal:
+        allowed = ", ".join(repr(a) for a in typing.get_args(type_))
+        return f"invalid value (allowed: {allowed})"
+    base = cattrs.v.format_exception(exc, type_)
+    detail = str(exc)
+    if isinstance(exc, ValueError) and detail and detail not in base:
+        return f"{base}: {detail}"
+    return base
 
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -127,7 +127,7 @@ class Outcome:
 class Combinator:
     """Wait on many handles at once; ``mode`` is ``all``, ``any``, ``first`` or ``all_settled``."""
 
-    __slots__ = ("mode", "handles")
+    __slots__ = ("mode", "handles", "pending", "failed")
 
     def __init__(self, mode: str, handles: Sequence[Handle]) -> None:
         handles = list(handles)
@@ -136,6 +136,8 @@ class Combinator:
                 raise TypeError(f"ctx.{mode}() takes handles from ctx.begin_run/ctx.promise, got {h!r}")
         self.mode = mode
         self.handles = handles
+        self.pending = 0  # the engine's running counts, so each settled branch costs O(1)
+        self.failed = 0
 
     def __repr__(self) -> str:
         return f"<{self.mode} of {len(self.handles)}>"

@@ -665,7 +665,7 @@ class Engine:
             if awaited is handle:
                 value, exc = _outcome(handle)
             else:
-                done, value, exc = _combine(awaited)
+                done, value, exc = _combine_update(awaited, handle)
                 if not done:
                     continue
             run.waiting = None
@@ -957,35 +957,62 @@ def _error_for_state(handle: Handle) -> BaseException:
 
 
 def _combine(c: Combinator) -> tuple[bool, Any, BaseException | None]:
+    """Evaluate a combinator from scratch (when it is yielded); sets its running counts."""
     handles = c.handles
     mode = c.mode
+    c.pending = sum(1 for h in handles if h.state is State.PENDING)
+    c.failed = sum(1 for h in handles if h.state is not State.PENDING and h.state is not State.RESOLVED)
     if mode == "all":
-        for h in handles:
-            if h.state is not State.PENDING and h.state is not State.RESOLVED:
-                return True, None, _outcome(h)[1]
-        if all(h.state is State.RESOLVED for h in handles):
-            return True, [h.value for h in handles], None
-        return False, None, None
+        if c.failed:
+            first_failed = min((h for h in handles if h.state not in (State.PENDING, State.RESOLVED)),
+                               key=lambda h: h.settled_at)
+            return True, None, _outcome(first_failed)[1]
+        return _combine_result(c)
     if mode == "all_settled":
-        if any(h.state is State.PENDING for h in handles):
-            return False, None, None
-        return True, [Outcome(h.id, h.state, h.value, None if h.state is State.RESOLVED else _outcome(h)[1])
-                      for h in handles], None
+        return _combine_result(c)
+    if not handles:
+        return True, None, ValueError(f"ctx.{mode}() of no handles")
     settled = sorted((h for h in handles if h.state is not State.PENDING), key=lambda h: h.settled_at)
     if mode == "first":
-        if not settled and handles:
+        if not settled:
             return False, None, None
-        if not handles:
-            return True, None, ValueError("ctx.first() of no handles")
-        value, exc = _outcome(settled[0])
-        return True, value, exc
-    # any: first resolved; fails only when every handle failed
-    for h in settled:
+        return (True, *_outcome(settled[0]))
+    for h in settled:  # any: the first resolved; fails only when every branch failed
         if h.state is State.RESOLVED:
             return True, h.value, None
-    if len(settled) == len(handles):
-        return True, None, _outcome(settled[-1])[1] if settled else ValueError("ctx.any() of no handles")
+    if not c.pending:
+        return True, None, _outcome(settled[-1])[1]
     return False, None, None
+
+
+def _combine_update(c: Combinator, handle: Handle) -> tuple[bool, Any, BaseException | None]:
+    """Account for one more settled branch of a waiting combinator."""
+    c.pending -= 1
+    ok = handle.state is State.RESOLVED
+    mode = c.mode
+    if mode == "all":
+        if not ok:
+            return True, None, _outcome(handle)[1]
+        return _combine_result(c)
+    if mode == "all_settled":
+        return _combine_result(c)
+    if mode == "first":
+        return (True, *_outcome(handle))
+    if ok:
+        return True, handle.value, None
+    c.failed += 1
+    if not c.pending:
+        return True, None, _outcome(handle)[1]
+    return False, None, None
+
+
+def _combine_result(c: Combinator) -> tuple[bool, Any, BaseException | None]:
+    if c.pending:
+        return False, None, None
+    if c.mode == "all":
+        return True, [h.value for h in c.handles], None
+    return True, [Outcome(h.id, h.state, h.value, None if h.state is State.RESOLVED else _outcome(h)[1])
+                  for h in c.handles], None
 
 
 def _fill_from_record(handle: Handle, record: PromiseRecord) -> None:

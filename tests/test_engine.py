@@ -1,0 +1,465 @@
+"""The engine's behaviour in one process, on memory and on real SQLite files."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from vow import (
+    ArgumentMismatchError,
+    CanceledError,
+    Constant,
+    Context,
+    EncodeError,
+    Exponential,
+    LeafContext,
+    Never,
+    NonDeterminismError,
+    PermanentError,
+    PromiseTimeoutError,
+    State,
+    TransientError,
+    Vow,
+)
+from vow.events import EventKind
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def vow(request: pytest.FixtureRequest, tmp_path: Path):
+    client = Vow(store="memory:" if request.param == "memory" else f"sqlite:{tmp_path / 'vow.sqlite'}")
+    yield client
+    client.close()
+
+
+class Calls:
+    """Counts leaf executions per promise id (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.lock = threading.Lock()
+
+    def hit(self, ctx: LeafContext) -> None:
+        with self.lock:
+            self.counts[ctx.id] += 1
+
+
+def fan_in(handles):
+    """Yield each handle in turn (a fan-in loop usable with ``yield from``)."""
+    values = []
+    for h in handles:
+        values.append((yield h))
+    return values
+
+
+def test_fan_out_runs_in_parallel(vow: Vow) -> None:
+    def work(ctx: LeafContext, i: int) -> int:
+        time.sleep(0.2)
+        return i
+
+    @vow.register
+    def fan(ctx: Context):
+        handles = []
+        for i in range(4):
+            handles.append((yield ctx.begin_run(work, i)))
+        return sum((yield from fan_in(handles)))
+
+    started = time.perf_counter()
+    assert vow.run("fan/1", fan) == 6
+    assert time.perf_counter() - started < 0.4
+
+
+def test_a_failing_leaf_is_retried_alone(vow: Vow) -> None:
+    calls = Calls()
+
+    def send(ctx: LeafContext, channel: str) -> str:
+        calls.hit(ctx)
+        if channel == "push" and ctx.attempt == 1:
+            raise RuntimeError("push service unavailable")
+        time.sleep(0.05)
+        return f"{channel}:{ctx.attempt}:{ctx.idempotency_key}"
+
+    @vow.register
+    def notify(ctx: Context):
+        handles = []
+        for channel in ("email", "sms", "slack", "push"):
+            handles.append((yield ctx.begin_run(send, channel).options(id=f"{ctx.id}.{channel}")))
+        return (yield from fan_in(handles))
+
+    result = vow.run("notify/1", notify)
+    assert result == ["email:1:notify/1.email", "sms:1:notify/1.sms", "slack:1:notify/1.slack",
+                      "push:2:notify/1.push"]
+    assert calls.counts == Counter({"notify/1.email": 1, "notify/1.sms": 1, "notify/1.slack": 1,
+                                    "notify/1.push": 2})
+    assert vow.get("notify/1.push").attempt == 2
+
+
+def test_running_the_same_id_again_returns_the_stored_result(vow: Vow) -> None:
+    calls = Calls()
+
+    def leaf(ctx: LeafContext) -> int:
+        calls.hit(ctx)
+        return 41
+
+    @vow.register
+    def wf(ctx: Context, x: int):
+        return (yield ctx.run(leaf)) + x
+
+    assert vow.run("same/1", wf, 1) == 42
+    assert vow.run("same/1", wf, 1) == 42
+    handles = [vow.begin_run("same/2", wf, 1) for _ in range(5)]
+    assert [h.result(10) for h in handles] == [42] * 5
+    assert calls.counts == Counter({"same/1.1": 1, "same/2.1": 1})
+
+
+def test_same_id_with_other_arguments_is_an_error(vow: Vow) -> None:
+    @vow.register
+    def wf(ctx: Context, x: int):
+        yield ctx.sleep(0)
+        return x
+
+    assert vow.run("args/1", wf, 1) == 1
+    with pytest.raises(ArgumentMismatchError, match=r"args/1.*\[1\].*\[2\]"):
+        vow.run("args/1", wf, 2)
+
+
+def test_a_retried_workflow_reenters_with_the_same_ids(vow: Vow) -> None:
+    calls = Calls()
+    failures = {"left": 2}
+
+    def leaf(ctx: LeafContext, i: int) -> int:
+        calls.hit(ctx)
+        return i
+
+    @vow.register(retry=Constant(delay=0.01, max_attempts=3))
+    def wf(ctx: Context):
+        a = yield ctx.run(leaf, 1)
+        b = yield ctx.run(leaf, 2)
+        if failures["left"]:
+            failures["left"] -= 1
+            raise RuntimeError("workflow body failed")
+        c = yield ctx.run(leaf, 3)
+        return a + b + c
+
+    assert vow.run("retry/1", wf) == 6
+    assert calls.counts == Counter({"retry/1.1": 1, "retry/1.2": 1, "retry/1.3": 1})
+    assert vow.get("retry/1").attempt == 3
+
+
+def test_a_workflow_that_fails_for_good_stores_its_error(vow: Vow) -> None:
+    def leaf(ctx: LeafContext) -> None:
+        raise PermanentError("recipient unknown", code="21211")
+
+    @vow.register
+    def wf(ctx: Context):
+        yield ctx.run(leaf)
+
+    with pytest.raises(PermanentError, match="recipient unknown"):
+        vow.run("fail/1", wf)
+    assert vow.get("fail/1").state is State.REJECTED
+    assert vow.get("fail/1.1").attempt == 1  # permanent: never retried
+    with pytest.raises(PermanentError, match="recipient unknown"):  # the stored error comes back
+        vow.run("fail/1", wf)
+
+
+def test_all_settled_keeps_every_branch_result(vow: Vow) -> None:
+    def leaf(ctx: LeafContext, i: int) -> int:
+        if i == 1:
+            raise ValueError("bad branch")
+        return i
+
+    @vow.register
+    def wf(ctx: Context):
+        handles = []
+        for i in range(3):
+            handles.append((yield ctx.begin_run(leaf, i).options(retry=Never())))
+        outcomes = yield ctx.all_settled(handles)
+        return [(o.id, o.ok, o.value, type(o.error).__name__ if o.error else None) for o in outcomes]
+
+    assert vow.run("settled/1", wf) == [
+        ["settled/1.1", True, 0, None], ["settled/1.2", False, None, "ValueError"], ["settled/1.3", True, 2, None]]
+
+
+def test_all_fails_fast_and_any_and_first_pick_one(vow: Vow) -> None:
+    def leaf(ctx: LeafContext, delay: float, fail: bool) -> float:
+        time.sleep(delay)
+        if fail:
+            raise ValueError(f"failed after {delay}")
+        return delay
+
+    @vow.register
+    def wf(ctx: Context):
+        slow = yield ctx.begin_run(leaf, 0.3, False).options(retry=Never())
+        fast_fail = yield ctx.begin_run(leaf, 0.01, True).options(retry=Never())
+        medium = yield ctx.begin_run(leaf, 0.1, False).options(retry=Never())
+        try:
+            yield ctx.all([slow, fast_fail, medium])
+            all_result = "no error"
+        except ValueError as exc:
+            all_result = str(exc)
+        any_result = yield ctx.any([slow, fast_fail, medium])
+        try:
+            first_result = yield ctx.first([fast_fail, slow])
+        except ValueError:
+            first_result = "first failed"
+        return [all_result, any_result, first_result]
+
+    assert vow.run("comb/1", wf) == ["failed after 0.01", 0.1, "first failed"]
+
+
+def test_changed_workflow_raises_nondeterminism_naming_both_functions(vow: Vow) -> None:
+    gate = threading.Event()
+
+    def charge(ctx: LeafContext) -> str:
+        return "charged"
+
+    def refund(ctx: LeafContext) -> str:
+        return "refunded"
+
+    def wait_for_gate(ctx: LeafContext) -> None:
+        gate.wait(10)
+
+    @vow.register(name="order")
+    def v1(ctx: Context):
+        yield ctx.run(charge)
+        yield ctx.run(wait_for_gate)
+        return "done"
+
+    handle = vow.begin_run("nd/1", "order")
+    deadline = time.monotonic() + 5
+    while vow.get("nd/1.1") is None or not vow.get("nd/1.1").settled:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    vow._engine.call_soon(lambda: vow._engine._roots.pop("nd/1").__setattr__("done", True))  # simulate a crash
+    gate.set()
+    time.sleep(0.05)
+    store = vow.store
+    store.release(store.lease("nd/1"))
+
+    other = Vow(store=store)
+    try:
+        @other.register(name="order")
+        def v2(ctx: Context):
+            yield ctx.run(refund)
+            return "done"
+
+        with pytest.raises(NonDeterminismError, match=r"nd/1\.1.*charge.*refund"):
+            other.run("nd/1", "order")
+        assert other.get("nd/1").state is State.PENDING  # nothing stored was altered
+        assert other.get("nd/1.1").value == '"charged"'
+    finally:
+        other._engine.stop()
+    del handle
+
+
+def test_durable_sleep_and_timeouts(vow: Vow) -> None:
+    def slow(ctx: LeafContext) -> str:
+        time.sleep(0.5)
+        return "late"
+
+    @vow.register
+    def wf(ctx: Context):
+        started = time.time()
+        yield ctx.sleep(0.1)
+        slept = time.time() - started
+        try:
+            yield ctx.run(slow).options(timeout=0.1)
+            outcome = "finished"
+        except PromiseTimeoutError:
+            outcome = "timed out"
+        return [slept >= 0.1, outcome]
+
+    assert vow.run("sleep/1", wf) == [True, "timed out"]
+    assert vow.get("sleep/1.2").state is State.TIMEDOUT
+
+
+def test_transient_error_retry_after_is_honoured(vow: Vow) -> None:
+    times: list[float] = []
+
+    def leaf(ctx: LeafContext) -> int:
+        times.append(time.monotonic())
+        if ctx.attempt == 1:
+            raise TransientError("429 too many requests", retry_after=0.3)
+        return ctx.attempt
+
+    @vow.register
+    def wf(ctx: Context):
+        return (yield ctx.run(leaf).options(retry=Exponential(delay=0.01, jitter=0)))
+
+    assert vow.run("ra/1", wf) == 2
+    assert times[1] - times[0] >= 0.3
+
+
+def test_non_retryable_types_fail_at_once(vow: Vow) -> None:
+    calls = Calls()
+
+    def leaf(ctx: LeafContext) -> None:
+        calls.hit(ctx)
+        raise KeyError("nope")
+
+    @vow.register
+    def wf(ctx: Context):
+        yield ctx.run(leaf).options(non_retryable=[KeyError])
+
+    with pytest.raises(KeyError):
+        vow.run("nr/1", wf)
+    assert calls.counts["nr/1.1"] == 1
+
+
+def test_async_leaves_and_async_callers(vow: Vow) -> None:
+    async def fetch(ctx: LeafContext, i: int) -> int:
+        await asyncio.sleep(0.1)
+        return i * 2
+
+    @vow.register
+    def wf(ctx: Context):
+        handles = []
+        for i in range(50):
+            handles.append((yield ctx.begin_run(fetch, i)))
+        return sum((yield ctx.all(handles)))
+
+    async def main() -> int:
+        return await vow.run_async("async/1", wf)
+
+    started = time.perf_counter()
+    assert asyncio.run(main()) == sum(i * 2 for i in range(50))
+    assert time.perf_counter() - started < 1.0
+
+
+def test_thousand_blocking_calls_finish_well_under_a_second(tmp_path: Path) -> None:
+    vow = Vow(store=f"sqlite:{tmp_path / 'v.sqlite'}")
+
+    def block(ctx: LeafContext, i: int) -> int:
+        time.sleep(0.1)
+        return i
+
+    @vow.register
+    def wf(ctx: Context):
+        handles = []
+        for i in range(1000):
+            handles.append((yield ctx.begin_run(block, i)))
+        return sum((yield ctx.all(handles)))
+
+    try:
+        started = time.perf_counter()
+        assert vow.run("wide/1", wf) == sum(range(1000))
+        assert time.perf_counter() - started < 1.0
+    finally:
+        vow.close()
+
+
+def test_concurrency_limits(tmp_path: Path) -> None:
+    vow = Vow(store="memory:", max_concurrency=3)
+    live = {"now": 0, "max": 0}
+    lock = threading.Lock()
+
+    def leaf(ctx: LeafContext) -> None:
+        with lock:
+            live["now"] += 1
+            live["max"] = max(live["max"], live["now"])
+        time.sleep(0.02)
+        with lock:
+            live["now"] -= 1
+
+    @vow.register(concurrency=2)
+    def limited(ctx: Context):
+        handles = []
+        for _ in range(8):
+            handles.append((yield ctx.begin_run(leaf)))
+        yield ctx.all(handles)
+
+    @vow.register
+    def unlimited(ctx: Context):
+        handles = []
+        for _ in range(8):
+            handles.append((yield ctx.begin_run(leaf)))
+        yield ctx.all(handles)
+
+    try:
+        vow.run("lim/1", limited)
+        assert live["max"] == 2
+        live["max"] = 0
+        vow.run("lim/2", unlimited)
+        assert live["max"] == 3
+    finally:
+        vow.close()
+
+
+def test_values_that_cannot_be_stored_get_a_clear_error(vow: Vow) -> None:
+    def leaf(ctx: LeafContext) -> object:
+        return object()
+
+    @vow.register
+    def wf(ctx: Context, arg: object = None):
+        try:
+            yield ctx.run(leaf)
+        except EncodeError as exc:
+            return str(exc)
+
+    assert "cannot be stored" in vow.run("enc/1", wf)
+    with pytest.raises(EncodeError, match="arguments of workflow wf"):
+        vow.run("enc/2", wf, {1, 2j})
+    assert vow.get("enc/2") is None  # nothing half-written
+
+
+def test_outside_promise_resolve_reject_and_cancel(vow: Vow) -> None:
+    @vow.register
+    def wf(ctx: Context):
+        p = yield ctx.promise(id=f"{ctx.id}.approval")
+        return (yield p)
+
+    handle = vow.begin_run("ext/1", wf)
+    deadline = time.monotonic() + 5
+    while vow.get("ext/1.approval") is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    vow.resolve("ext/1.approval", "yes")
+    vow.resolve("ext/1.approval", "yes")  # the same outcome again: no-op
+    from vow import AlreadySettledError
+
+    with pytest.raises(AlreadySettledError):
+        vow.resolve("ext/1.approval", "no")
+    assert handle.result(5) == "yes"
+    assert vow.get("ext/1.approval").value == '"yes"'
+
+    cancelled = vow.begin_run("ext/2", wf)
+    while vow.get("ext/2.approval") is None:
+        time.sleep(0.01)
+    vow.cancel("ext/2")
+    with pytest.raises(CanceledError):
+        cancelled.result(5)
+    assert vow.get("ext/2.approval").state is State.CANCELED
+
+
+def test_observers_see_the_lifecycle(tmp_path: Path) -> None:
+    events = []
+
+    class Recorder:
+        def on_event(self, event) -> None:
+            events.append((event.kind, event.id, event.attempt))
+
+    vow = Vow(store="memory:", observers=[Recorder()])
+
+    def leaf(ctx: LeafContext) -> int:
+        if ctx.attempt == 1:
+            raise TransientError("try again")
+        return 1
+
+    @vow.register
+    def wf(ctx: Context):
+        return (yield ctx.run(leaf).options(retry=Constant(delay=0.01)))
+
+    try:
+        vow.run("ev/1", wf)
+    finally:
+        vow.close()
+    kinds = [(k.value, i, a) for k, i, a in events]
+    assert kinds == [
+        ("created", "ev/1", 1), ("started", "ev/1", 1), ("created", "ev/1.1", 1), ("started", "ev/1.1", 1),
+        ("retry_scheduled", "ev/1.1", 1), ("started", "ev/1.1", 2), ("settled", "ev/1.1", 2),
+        ("settled", "ev/1", 1)]
+    assert EventKind.RESUMED.value == "resumed"
