@@ -42,6 +42,7 @@ class Recorder:
     mail_reply: str | None = None
     rcpt_reply: str | None = None
     data_reply: str | None = None
+    quit_reply: str | None = None
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         if self.mail_reply:
@@ -55,6 +56,9 @@ class Recorder:
             return self.rcpt_reply
         envelope.rcpt_tos.append(address)
         return "250 OK"
+
+    async def handle_QUIT(self, server, session, envelope):
+        return self.quit_reply or "221 Bye"
 
     async def handle_DATA(self, server, session, envelope):
         if self.data_reply:

@@ -157,6 +157,18 @@ def test_server_replies_are_classified_by_code(email_plain_smtp, command, reply,
     assert email_plain_smtp.recorder.messages == []
 
 
+def test_odd_quit_reply_after_accepted_data_is_still_a_success(email_plain_smtp):
+    """Turning it into an error would retry, and deliver the message a second time."""
+    email_plain_smtp.recorder.quit_reply = "421 4.3.2 Shutting down"
+    receipt = send(channel_for(email_plain_smtp))
+    assert receipt.transport == "smtp" and len(email_plain_smtp.recorder.messages) == 1
+
+
+def test_unreadable_ca_file_is_a_config_error(email_plain_smtp, tmp_path):
+    with pytest.raises(ConfigError, match="options.smtp.ca_file"):
+        channel_for(email_plain_smtp, smtp={"security": "starttls", "ca_file": str(tmp_path / "missing.pem")})
+
+
 def test_connection_refused_is_transient():
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))

@@ -38,6 +38,7 @@ class SmtpTransport:
         self.message_id_domain = message_id_domain
         self.timeout = timeout
         self.credentials = credentials
+        self.tls_context = _tls_context(options.ca_file) if options.tls_mode != "none" else None
 
     def send(self, message: Message, ctx: LeafContext) -> Receipt:
         """Deliver ``message`` in one SMTP transaction; classify the server's answer."""
@@ -45,15 +46,19 @@ class SmtpTransport:
         message_id = message_id_for(key, self.message_id_domain)
         mail = build_email(message, from_addr=self.from_addr, message_id=message_id, key=key)
         recipient = parse_address(message.to, where="email message.to")[1]
+        smtp = None
         try:
-            with self._connect() as smtp:
-                if self.options.tls_mode == "starttls":
-                    smtp.starttls(context=self._tls_context())
-                if self.credentials:
-                    smtp.login(*self.credentials)
-                smtp.send_message(mail, from_addr=self.envelope_from, to_addrs=[recipient])
+            smtp = self._connect()
+            if self.options.tls_mode == "starttls":
+                smtp.starttls(context=self.tls_context)
+            if self.credentials:
+                smtp.login(*self.credentials)
+            smtp.send_message(mail, from_addr=self.envelope_from, to_addrs=[recipient])
         except OSError as exc:  # smtplib.SMTPException, ssl.SSLError and socket errors are all OSErrors
             raise smtp_error(exc, self._where()) from exc
+        finally:
+            if smtp is not None:
+                _quit(smtp)
         return Receipt(channel="email", transport=self.name, message_id=message_id, to=message.to,
                        idempotency_key=key, attempt=ctx.attempt,
                        detail={"server": self._where(), "from": self.from_addr})
@@ -61,17 +66,31 @@ class SmtpTransport:
     def _connect(self) -> smtplib.SMTP:
         host, port = self.options.host, self.options.port
         if self.options.tls_mode == "ssl":
-            return smtplib.SMTP_SSL(host, port, timeout=self.timeout, context=self._tls_context())
+            return smtplib.SMTP_SSL(host, port, timeout=self.timeout, context=self.tls_context)
         return smtplib.SMTP(host, port, timeout=self.timeout)
-
-    def _tls_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context()
-        if self.options.ca_file:
-            context.load_verify_locations(cafile=self.options.ca_file)
-        return context
 
     def _where(self) -> str:
         return f"{self.options.host}:{self.options.port}"
+
+
+def _quit(smtp: smtplib.SMTP) -> None:
+    """Say goodbye, ignoring the answer: once DATA was accepted, a failed QUIT must not turn the send into an error
+    (which would be retried and deliver the message twice)."""
+    try:
+        smtp.quit()
+    except OSError:
+        smtp.close()
+
+
+def _tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """The system's trusted CAs (plus ``ca_file``), with certificate and host name checks on."""
+    context = ssl.create_default_context()
+    if ca_file:
+        try:
+            context.load_verify_locations(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"email options.smtp.ca_file: cannot load {ca_file!r} as a PEM CA bundle: {exc}") from None
+    return context
 
 
 def error_for_reply(code: int, text: str | bytes, where: str = "smtp") -> Exception:
