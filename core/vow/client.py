@@ -155,6 +155,22 @@ class Vow:
         """:meth:`run` for callers inside an event loop."""
         return await self.begin_run(id, fn, *args, **kwargs)
 
+    def submit(self, id: str, fn: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> PromiseRecord:
+        """Store root workflow ``id`` as pending without running it; a worker (``vow worker``,
+        :meth:`worker`) picks it up. An existing id is returned as it is (same rules as ``run``)."""
+        self._check_open()
+        reg = self._resolve(fn)
+        args_text = encoding.encode_args(args, kwargs, what=f"workflow {reg.name} ({id})")
+        record, _created = self.store.create(PromiseRecord(
+            id, State.PENDING, Kind.WORKFLOW, id, reg.name, args_text, None, None, None, id, 1, time.time()))
+        from vow.engine import _mismatch
+
+        probe = StartRequest(id, reg.name, reg.fn, args, kwargs, args_text, None, None, {})
+        error = _mismatch(probe, record.func, record.args)
+        if error is not None:
+            raise error
+        return record
+
     def resume(self, id: str) -> RunHandle:
         """Resume a pending root workflow from the store by its registered name."""
         self._check_open()
