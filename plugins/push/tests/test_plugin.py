@@ -88,10 +88,11 @@ def test_an_unreadable_service_account_path_is_a_config_error(push_plugins, tmp_
 
 
 @pytest.mark.parametrize(("options", "complaint"), [
-    ({"transport": "gcm"}, r"options\.transport: 'gcm' is not a push transport "
-                           r"\(allowed: auto, fcm, apns, simulated\)"),
-    ({"timeout": 0}, r"options\.timeout: must be a positive number of seconds"),
-    ({"latency": -1}, r"options\.latency: must be zero or more seconds"),
+    ({"transport": "gcm"}, r"options\.transport: invalid value \(allowed: 'auto', 'fcm', 'apns', 'simulated'\)"),
+    ({"timeout": 0}, r"options: invalid value: timeout must be a positive number of seconds, got 0"),
+    ({"latency": -1}, r"options: invalid value: latency must be zero or more seconds"),
+    ({"apns": {"priority": 7}}, r"options\.apns: invalid value: priority must be 10 \(now\), 5 \(power-saving\) "
+                                r"or 1 \(lowest\), got 7"),
     ({"timeout": "soon"}, r"options\.timeout: invalid value for type, expected float"),
     ({"tranport": "fcm"}, r"extra fields found \(tranport\)"),
     ({"apns": {"team": "T"}}, r"options\.apns: extra fields found \(team\)"),

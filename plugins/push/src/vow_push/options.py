@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import attrs
 
-TRANSPORTS = ("auto", "fcm", "apns", "simulated")
 APNS_PRIORITIES = (1, 5, 10)
+
+
+def _apns_priority(_inst: object, _attr: attrs.Attribute, value: int) -> None:
+    if value not in APNS_PRIORITIES:
+        raise ValueError(f"priority must be 10 (now), 5 (power-saving) or 1 (lowest), got {value}")
+
+
+def _positive(_inst: object, attr: attrs.Attribute, value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attr.name} must be a positive number of seconds, got {value}")
+
+
+def _not_negative(_inst: object, attr: attrs.Attribute, value: float) -> None:
+    if value < 0:
+        raise ValueError(f"{attr.name} must be zero or more seconds, got {value}")
 
 
 @attrs.frozen
@@ -34,7 +50,7 @@ class ApnsOptions:
     """Variable holding the ``.p8`` key itself (PEM text) or the path to the ``.p8`` file."""
     sandbox: bool = False
     """Send to ``api.sandbox.push.apple.com`` (development builds) instead of production."""
-    priority: int = 10
+    priority: int = attrs.field(default=10, validator=_apns_priority)
 
 
 @attrs.frozen
@@ -45,9 +61,9 @@ class PushOptions:
     its key is, else ``simulated``), ``fcm``, ``apns`` or ``simulated``.
     """
 
-    transport: str = "auto"
-    timeout: float = 10.0
-    latency: float = 0.12
+    transport: Literal["auto", "fcm", "apns", "simulated"] = "auto"
+    timeout: float = attrs.field(default=10.0, validator=_positive)
+    latency: float = attrs.field(default=0.12, validator=_not_negative)
     """Mean latency of the simulated transport, in seconds."""
     ledger: str | None = None
     """The simulated transport's ledger file; default ``$VOW_SIM_DIR/ledger.sqlite``."""

@@ -12,7 +12,7 @@ from vow.simulation import Ledger
 from vow_push.apns import ApnsTransport
 from vow_push.auth import ServiceAccount, ServiceAccountToken, StaticToken, load_apns_key
 from vow_push.fcm import FcmTransport
-from vow_push.options import APNS_PRIORITIES, TRANSPORTS, PushOptions
+from vow_push.options import PushOptions
 from vow_push.simulated import SimulatedTransport
 
 WHERE = "channel 'push' options"
@@ -21,13 +21,6 @@ WHERE = "channel 'push' options"
 def build_push(options: PushOptions) -> Any:
     """The push channel: FCM, APNs or simulated, as ``options.transport`` says."""
     transport = options.transport
-    if transport not in TRANSPORTS:
-        raise ConfigError(f"{WHERE}.transport: {transport!r} is not a push transport "
-                          f"(allowed: {', '.join(TRANSPORTS)})")
-    if options.timeout <= 0:
-        raise ConfigError(f"{WHERE}.timeout: must be a positive number of seconds, got {options.timeout}")
-    if options.latency < 0:
-        raise ConfigError(f"{WHERE}.latency: must be zero or more seconds, got {options.latency}")
     if transport == "auto":
         transport = detect_transport(options)
     if transport == "fcm":
@@ -74,9 +67,6 @@ def _build_apns(options: PushOptions) -> ApnsTransport:
         if not getattr(apns, field):
             raise ConfigError(f"{WHERE}.apns.{field}: required for the apns transport "
                               "(team_id and key_id from the Apple developer account, topic = the app's bundle id)")
-    if apns.priority not in APNS_PRIORITIES:
-        raise ConfigError(f"{WHERE}.apns.priority: {apns.priority} is not an APNs priority "
-                          f"(allowed: {', '.join(map(str, APNS_PRIORITIES))})")
     value = secret(apns.key_env, needed_for="push transport 'apns' (the .p8 signing key, as PEM text or a file path)")
     key = load_apns_key(value, where=f"${apns.key_env}")
     return ApnsTransport(team_id=apns.team_id, key_id=apns.key_id, topic=apns.topic, key=key,
