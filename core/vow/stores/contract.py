@@ -1,0 +1,462 @@
+"""The store contract suite: every rule of :mod:`vow.stores.base`, as tests any store must pass.
+
+Use it through :mod:`vow.testing` (which makes pytest rewrite the asserts here, so a failure
+shows the values compared)::
+
+    from vow.testing import StoreContract
+
+    class TestMyStore(StoreContract):
+        @pytest.fixture
+        def store(self, tmp_path):
+            store = MyStore(tmp_path / "promises")
+            yield store
+            store.close()
+"""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from vow.errors import AlreadySettledError, LeaseLostError, PromiseNotFoundError
+from vow.records import Batch, Kind, Lease, PromiseRecord, Settle, State
+from vow.stores.base import Store, new_owner_id
+
+_clock = itertools.count(1_700_000_000)
+
+
+def make_record(id: str, *, parent: str | None = None, root: str | None = None, state: State = State.PENDING,
+                kind: Kind = Kind.STEP, created_at: float | None = None, **fields: Any) -> PromiseRecord:
+    """A record for tests: ``root`` defaults to the part of ``id`` before the first dot, and
+    ``created_at`` to a clock that grows by one second per record made."""
+    return PromiseRecord(
+        id=id, state=state, kind=kind, root=root if root is not None else id.split(".", 1)[0],
+        parent=parent, created_at=float(next(_clock)) if created_at is None else created_at, **fields)
+
+
+def _workflow(id: str, **fields: Any) -> PromiseRecord:
+    """A pending root workflow."""
+    return make_record(id, kind=Kind.WORKFLOW, **fields)
+
+
+def _ids(records: list[PromiseRecord]) -> list[str]:
+    return [r.id for r in records]
+
+
+@pytest.fixture(scope="session")
+def dead_lease_owner() -> str:
+    """The lease owner id of a process on this host that has exited (a crashed worker)."""
+    child = subprocess.run(
+        [sys.executable, "-c", "from vow.stores.base import new_owner_id; print(new_owner_id())"],
+        capture_output=True, text=True, timeout=60, check=True)
+    return child.stdout.strip()
+
+
+class StoreContract:
+    """The rules every store obeys (see :mod:`vow.stores.base`); subclass and provide ``store``."""
+
+    @pytest.fixture
+    def store(self) -> Store:
+        """Override in the subclass: yield a fresh, empty store (and close it afterwards)."""
+        pytest.fail(f"{type(self).__name__} must define a `store` fixture that yields a fresh store")
+
+    # -- the protocol ---------------------------------------------------------------------------
+
+    def test_store_provides_the_protocol(self, store: Store) -> None:
+        assert isinstance(store, Store)
+        assert isinstance(store.url, str) and store.url
+
+    # -- create-or-get --------------------------------------------------------------------------
+
+    def test_create_then_get(self, store: Store) -> None:
+        record = make_record("a")
+        result = store.apply(Batch(creates=[record]))
+        assert result.existing == {} and result.conflicts == {}
+        assert store.get("a") == record
+
+    def test_create_of_an_existing_id_keeps_the_stored_record_and_returns_it(self, store: Store) -> None:
+        first = make_record("a", func="first", args="[1]")
+        store.apply(Batch(creates=[first]))
+        second = make_record("a", func="second", args="[2]")
+        result = store.apply(Batch(creates=[second, make_record("b")]))
+        assert result.existing == {"a": first}
+        assert store.get("a") == first
+        assert store.get("b") is not None
+
+    def test_create_of_the_same_record_again_reports_it_existing(self, store: Store) -> None:
+        record = make_record("a")
+        store.apply(Batch(creates=[record]))
+        assert store.apply(Batch(creates=[record])).existing == {"a": record}
+
+    def test_a_duplicate_id_within_one_batch_keeps_the_first(self, store: Store) -> None:
+        first, second = make_record("a", func="first"), make_record("a", func="second")
+        result = store.apply(Batch(creates=[first, second]))
+        assert result.existing == {"a": first}
+        assert store.get("a") == first
+
+    def test_create_helper_says_whether_it_created(self, store: Store) -> None:
+        record = make_record("a")
+        assert store.create(record) == (record, True)  # type: ignore[attr-defined]
+        assert store.create(make_record("a", func="other")) == (record, False)  # type: ignore[attr-defined]
+
+    def test_an_existing_record_is_returned_as_stored_not_as_settled_later_in_the_batch(self, store: Store) -> None:
+        record = make_record("a")
+        store.apply(Batch(creates=[record]))
+        result = store.apply(Batch(creates=[record], settles=[Settle("a", State.RESOLVED, "1", 5.0)]))
+        assert result.existing["a"].state is State.PENDING
+        assert store.get("a").state is State.RESOLVED
+
+    # -- settle ---------------------------------------------------------------------------------
+
+    def test_settle_moves_a_pending_promise_to_its_settled_state(self, store: Store) -> None:
+        store.apply(Batch(creates=[make_record("a", attempt=2)]))
+        result = store.apply(Batch(settles=[Settle("a", State.REJECTED, '{"error": "boom"}', 1234.5)]))
+        assert result.conflicts == {}
+        stored = store.get("a")
+        assert (stored.state, stored.value, stored.settled_at, stored.attempt) == (
+            State.REJECTED, '{"error": "boom"}', 1234.5, 2)
+
+    @pytest.mark.parametrize("state", [State.RESOLVED, State.REJECTED, State.CANCELED, State.TIMEDOUT])
+    def test_every_settled_state_is_stored(self, store: Store, state: State) -> None:
+        store.apply(Batch(creates=[make_record("a")]))
+        store.apply(Batch(settles=[Settle("a", state, None, 1.0)]))
+        assert store.get("a").state is state and store.get("a").value is None
+
+    def test_settling_again_with_the_same_outcome_does_nothing(self, store: Store) -> None:
+        store.apply(Batch(creates=[make_record("a")]))
+        store.apply(Batch(settles=[Settle("a", State.RESOLVED, '"ok"', 10.0)]))
+        result = store.apply(Batch(settles=[Settle("a", State.RESOLVED, '"ok"', 99.0)]))
+        assert result.conflicts == {}
+        assert store.get("a").settled_at == 10.0  # the first settle stands
+
+    @pytest.mark.parametrize("again", [Settle("a", State.RESOLVED, '"other"', 99.0),
+                                       Settle("a", State.REJECTED, '"ok"', 99.0),
+                                       Settle("a", State.CANCELED, None, 99.0)])
+    def test_settling_with_another_outcome_is_a_conflict_and_changes_nothing(self, store: Store, again: Settle) -> None:
+        store.apply(Batch(creates=[make_record("a")]))
+        store.apply(Batch(settles=[Settle("a", State.RESOLVED, '"ok"', 10.0)]))
+        before = store.get("a")
+        result = store.apply(Batch(settles=[again]))
+        assert result.conflicts == {"a": before}
+        assert store.get("a") == before
+
+    def test_settle_helper_raises_on_a_conflict(self, store: Store) -> None:
+        store.apply(Batch(creates=[make_record("a")]))
+        settled = store.settle("a", State.RESOLVED, "1", settled_at=3.0)  # type: ignore[attr-defined]
+        assert settled.state is State.RESOLVED and settled.value == "1"
+        assert store.settle("a", State.RESOLVED, "1").settled_at == 3.0  # type: ignore[attr-defined]
+        with pytest.raises(AlreadySettledError):
+            store.settle("a", State.RESOLVED, "2")  # type: ignore[attr-defined]
+
+    def test_settling_a_missing_id_raises_and_writes_nothing(self, store: Store) -> None:
+        store.apply(Batch(creates=[make_record("a")]))
+        batch = Batch(creates=[make_record("b"), make_record("c")],
+                      settles=[Settle("a", State.RESOLVED, "1", 1.0), Settle("missing", State.RESOLVED, "1", 1.0)],
+                      attempts={"a": 7})
+        with pytest.raises(PromiseNotFoundError, match="missing"):
+            store.apply(batch)
+        assert store.get_many(["a", "b", "c"]).keys() == {"a"}
+        assert store.get("a").state is State.PENDING and store.get("a").attempt == 0
+        # The store is still usable after the failed batch.
+        store.apply(Batch(creates=[make_record("b")], settles=[Settle("a", State.RESOLVED, "1", 1.0)]))
+        assert store.get("b") is not None and store.get("a").state is State.RESOLVED
+
+    def test_a_settle_may_target_a_promise_created_in_the_same_batch(self, store: Store) -> None:
+        result = store.apply(Batch(creates=[make_record("a")], settles=[Settle("a", State.RESOLVED, "1", 2.0)]))
+        assert result == type(result)()
+        assert (store.get("a").state, store.get("a").value) == (State.RESOLVED, "1")
+
+    def test_of_two_settles_in_one_batch_the_first_wins(self, store: Store) -> None:
+        store.apply(Batch(creates=[make_record("a")]))
+        result = store.apply(Batch(settles=[Settle("a", State.RESOLVED, "1", 1.0),
+                                            Settle("a", State.RESOLVED, "1", 2.0),
+                                            Settle("a", State.REJECTED, "2", 3.0)]))
+        assert (store.get("a").state, store.get("a").value, store.get("a").settled_at) == (State.RESOLVED, "1", 1.0)
+        assert result.conflicts == {"a": store.get("a")}
+
+    def test_many_creates_and_settles_in_one_batch(self, store: Store) -> None:
+        records = [make_record(f"r.{i}", parent="r") for i in range(1200)]
+        store.apply(Batch(creates=records))
+        settles = [Settle(f"r.{i}", State.RESOLVED, str(i), 1.0) for i in range(0, 1200, 2)]
+        settles.append(Settle("r.0", State.REJECTED, "x", 1.0))  # a conflict among many
+        result = store.apply(Batch(creates=records[:700] + [make_record("r.new", parent="r")], settles=settles))
+        assert result.existing.keys() == {f"r.{i}" for i in range(700)}
+        assert list(result.conflicts) == ["r.0"]
+        stored = store.get_many(f"r.{i}" for i in range(1200))
+        assert len(stored) == 1200
+        assert all(stored[f"r.{i}"].settled == (i % 2 == 0) for i in range(1200))
+
+    # -- fences ---------------------------------------------------------------------------------
+
+    def test_a_batch_fenced_with_the_current_token_applies(self, store: Store) -> None:
+        lease = store.claim("wf", new_owner_id(), 30, now=100.0)
+        store.apply(Batch(creates=[make_record("wf")], fences={"wf": lease.token}))
+        assert store.get("wf") is not None
+
+    def test_an_expired_lease_still_fences_until_someone_else_claims(self, store: Store) -> None:
+        lease = store.claim("wf", new_owner_id(), 1, now=100.0)
+        store.apply(Batch(creates=[make_record("wf")], fences={"wf": lease.token}))  # long expired by now
+        assert store.get("wf") is not None
+
+    def test_a_stale_fence_raises_lease_lost_and_writes_nothing(self, store: Store) -> None:
+        store.apply(Batch(creates=[make_record("wf"), make_record("other")]))
+        before = store.get("wf")
+        mine = store.claim("wf", new_owner_id(), 10, now=100.0)
+        held = store.claim("other", new_owner_id(), 10, now=100.0)
+        theirs = store.claim("wf", new_owner_id(), 10, now=200.0)  # mine expired: taken over
+        assert theirs.token > mine.token
+        batch = Batch(creates=[make_record("wf.1", parent="wf")], settles=[Settle("wf", State.RESOLVED, "1", 1.0)],
+                      attempts={"wf": 3}, fences={"other": held.token, "wf": mine.token, "never": 1})
+        with pytest.raises(LeaseLostError) as caught:
+            store.apply(batch)
+        assert sorted(caught.value.roots) == ["never", "wf"]  # type: ignore[attr-defined]
+        assert store.get("wf.1") is None
+        assert store.get("wf") == before
+
+    # -- attempts -------------------------------------------------------------------------------
+
+    def test_attempts_change_pending_promises_only(self, store: Store) -> None:
+        store.apply(Batch(creates=[make_record("p"), make_record("s")],
+                          settles=[Settle("s", State.RESOLVED, "1", 1.0)]))
+        store.apply(Batch(attempts={"p": 3, "s": 9, "missing": 2}))
+        assert store.get("p").attempt == 3
+        assert store.get("s").attempt == 0
+        assert store.get("missing") is None
+
+    def test_attempts_apply_to_a_promise_created_in_the_same_batch(self, store: Store) -> None:
+        store.apply(Batch(creates=[make_record("p")], attempts={"p": 2}))
+        assert store.get("p").attempt == 2
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def test_get_of_a_missing_id_is_none(self, store: Store) -> None:
+        assert store.get("nope") is None
+
+    def test_get_many_returns_the_ids_that_exist(self, store: Store) -> None:
+        store.apply(Batch(creates=[make_record(f"x{i}") for i in range(3)]))
+        assert store.get_many([]) == {}
+        found = store.get_many(iter(["x0", "nope", "x2", "x0"]))
+        assert found == {"x0": store.get("x0"), "x2": store.get("x2")}
+        many = store.get_many(f"x{i % 3}" if i % 2 else f"none{i}" for i in range(2000))
+        assert many.keys() == {"x0", "x1", "x2"}
+
+    def test_children_are_the_direct_children_oldest_first(self, store: Store) -> None:
+        store.apply(Batch(creates=[
+            make_record("r"),
+            make_record("r.b", parent="r", created_at=20.0),
+            make_record("r.a", parent="r", created_at=10.0),
+            make_record("r.a.1", parent="r.a", created_at=15.0),
+            make_record("r.tie1", parent="r", created_at=30.0),
+            make_record("r.tie2", parent="r", created_at=30.0),
+            make_record("q.1", parent="q", root="q", created_at=1.0),
+        ]))
+        assert _ids(store.children("r")) == ["r.a", "r.b", "r.tie1", "r.tie2"]
+        assert _ids(store.children("r.a")) == ["r.a.1"]
+        assert store.children("r.b") == [] and store.children("nope") == []
+
+    def test_tree_is_every_record_of_a_root_oldest_first(self, store: Store) -> None:
+        store.apply(Batch(creates=[
+            make_record("r", created_at=1.0),
+            make_record("r.2", parent="r", created_at=3.0),
+            make_record("r.1", parent="r", created_at=2.0),
+            make_record("r.1.1", parent="r.1", created_at=2.5),
+            make_record("q", created_at=0.0),
+            make_record("q.1", parent="q", created_at=2.2),
+        ]))
+        store.apply(Batch(creates=[make_record("r.3", parent="r", created_at=4.0)],
+                          settles=[Settle("r.1", State.RESOLVED, "1", 9.0)]))
+        assert _ids(store.tree("r")) == ["r", "r.1", "r.1.1", "r.2", "r.3"]
+        assert _ids(store.tree("q")) == ["q", "q.1"]
+        assert store.tree("r")[1].state is State.RESOLVED
+        assert store.tree("nope") == []
+
+    def _searchable(self, store: Store) -> None:
+        store.apply(Batch(creates=[
+            make_record("a", kind=Kind.WORKFLOW, created_at=1.0, tags={"env": "prod"}),
+            make_record("a.1", parent="a", created_at=2.0, tags={"channel": "email", "env": "prod"}),
+            make_record("a.2", parent="a", kind=Kind.SLEEP, created_at=3.0, tags={"channel": "sms"}),
+            make_record("b", kind=Kind.WORKFLOW, created_at=4.0, tags={"env": "dev"}),
+            make_record("b.1", parent="b", kind=Kind.PROMISE, created_at=5.0, tags={"channel": "email"}),
+            make_record("c", kind=Kind.WORKFLOW, created_at=5.0),
+        ]))
+        store.apply(Batch(settles=[Settle("a.1", State.RESOLVED, "1", 6.0), Settle("b", State.CANCELED, None, 7.0)]))
+
+    def test_search_without_filters_is_everything_newest_first(self, store: Store) -> None:
+        self._searchable(store)
+        assert _ids(store.search()) == ["c", "b.1", "b", "a.2", "a.1", "a"]  # c and b.1 tie: newest inserted first
+
+    @pytest.mark.parametrize(("filters", "expected"), [
+        ({"state": State.PENDING}, ["c", "b.1", "a.2", "a"]),
+        ({"state": State.RESOLVED}, ["a.1"]),
+        ({"state": State.TIMEDOUT}, []),
+        ({"kind": Kind.WORKFLOW}, ["c", "b", "a"]),
+        ({"kind": Kind.SLEEP}, ["a.2"]),
+        ({"root": "a"}, ["a.2", "a.1", "a"]),
+        ({"roots_only": True}, ["c", "b", "a"]),
+        ({"tag": ("channel", "email")}, ["b.1", "a.1"]),
+        ({"tag": ("env", "prod")}, ["a.1", "a"]),
+        ({"tag": ("env", "nope")}, []),
+        ({"root": "a", "state": State.PENDING}, ["a.2", "a"]),
+        ({"roots_only": True, "state": State.PENDING}, ["c", "a"]),
+        ({"tag": ("channel", "email"), "kind": Kind.STEP, "state": State.RESOLVED}, ["a.1"]),
+        ({"limit": 2}, ["c", "b.1"]),
+        ({"roots_only": True, "limit": 1}, ["c"]),
+        ({"limit": 0}, []),
+    ])
+    def test_search_filters(self, store: Store, filters: dict[str, Any], expected: list[str]) -> None:
+        self._searchable(store)
+        assert _ids(store.search(**filters)) == expected
+
+    # -- leases ---------------------------------------------------------------------------------
+
+    def test_claim_of_a_free_root(self, store: Store) -> None:
+        owner = new_owner_id()
+        assert store.lease("wf") is None
+        lease = store.claim("wf", owner, 30, now=100.0)
+        assert lease == Lease("wf", owner, lease.token, 130.0) and lease.token >= 1
+        assert store.lease("wf") == lease
+
+    def test_claim_of_a_root_held_by_a_live_owner_is_refused(self, store: Store) -> None:
+        holder = store.claim("wf", new_owner_id(), 30, now=100.0)
+        assert store.claim("wf", new_owner_id(), 30, now=129.0) is None
+        assert store.claim("wf", "elsewhere:1:1:abc", 30, now=129.0) is None
+        assert store.lease("wf") == holder
+
+    def test_claim_of_an_expired_lease_gives_a_larger_token(self, store: Store) -> None:
+        first = store.claim("wf", "elsewhere:1:1:abc", 30, now=100.0)
+        second = store.claim("wf", new_owner_id(), 30, now=130.0)  # expires_at <= now: expired
+        assert second is not None and second.token > first.token
+        assert store.lease("wf") == second
+
+    def test_claiming_a_lease_you_hold_renews_it(self, store: Store) -> None:
+        owner = new_owner_id()
+        first = store.claim("wf", owner, 30, now=100.0)
+        again = store.claim("wf", owner, 60, now=110.0)
+        assert again == Lease("wf", owner, first.token, 170.0)
+        assert store.lease("wf") == again
+
+    def test_a_dead_local_owner_loses_its_lease(self, store: Store, dead_lease_owner: str) -> None:
+        store.apply(Batch(creates=[_workflow("wf")]))
+        now = time.time()
+        dead = store.claim("wf", dead_lease_owner, 3600, now=now)
+        assert dead is not None
+        assert _ids(store.claimable(now=now)) == ["wf"]
+        taken = store.claim("wf", new_owner_id(), 30, now=now)
+        assert taken is not None and taken.token > dead.token
+
+    def test_tokens_only_grow_across_release_and_claim(self, store: Store) -> None:
+        a, b = new_owner_id(), new_owner_id()
+        tokens = []
+        lease = store.claim("wf", a, 30, now=100.0)
+        tokens.append(lease.token)
+        store.release(lease)
+        assert store.lease("wf") == Lease("wf", "", lease.token, 0.0)
+        lease = store.claim("wf", b, 30, now=101.0)
+        tokens.append(lease.token)
+        lease = store.claim("wf", a, 30, now=200.0)  # b expired
+        tokens.append(lease.token)
+        store.release(lease)
+        lease = store.claim("wf", a, 30, now=201.0)  # the same owner after a release: a new grant
+        tokens.append(lease.token)
+        assert tokens == sorted(set(tokens)), tokens
+
+    def test_release_of_a_lost_lease_does_nothing(self, store: Store) -> None:
+        mine = store.claim("wf", new_owner_id(), 10, now=100.0)
+        theirs = store.claim("wf", new_owner_id(), 10, now=200.0)
+        store.release(mine)
+        assert store.lease("wf") == theirs
+
+    def test_renew_keeps_held_leases_and_drops_lost_ones(self, store: Store) -> None:
+        owner = new_owner_id()
+        kept = store.claim("kept", owner, 10, now=100.0)
+        expired_but_untaken = store.claim("late", owner, 10, now=100.0)
+        lost = store.claim("lost", owner, 10, now=100.0)
+        taker = store.claim("lost", new_owner_id(), 10, now=150.0)
+        released = store.claim("released", owner, 10, now=100.0)
+        store.release(released)
+        renewed = store.renew([kept, expired_but_untaken, lost, released, Lease("never", owner, 1, 0.0)], 30, now=120.0)
+        assert renewed == [Lease("kept", owner, kept.token, 150.0), Lease("late", owner, expired_but_untaken.token, 150.0)]
+        assert store.lease("kept").expires_at == 150.0
+        assert store.lease("lost") == taker
+        assert store.lease("released").owner == ""
+        assert store.renew([], 30) == []
+
+    def test_claimable_lists_pending_root_workflows_with_free_leases(self, store: Store) -> None:
+        store.apply(Batch(creates=[
+            _workflow("free", created_at=1.0),
+            _workflow("held", created_at=2.0),
+            _workflow("expired", created_at=3.0),
+            _workflow("released", created_at=4.0),
+            _workflow("done", created_at=5.0),
+            make_record("step", created_at=6.0),  # a root, but not a workflow
+            _workflow("free.child", parent="free", root="free", created_at=7.0),  # not a root
+            _workflow("also_free", created_at=0.5),
+        ], settles=[Settle("done", State.RESOLVED, "1", 9.0)]))
+        store.claim("held", new_owner_id(), 100, now=1000.0)
+        store.claim("expired", "elsewhere:1:1:abc", 10, now=900.0)
+        store.release(store.claim("released", new_owner_id(), 100, now=1000.0))
+        assert _ids(store.claimable(now=1000.0)) == ["also_free", "free", "expired", "released"]
+        assert _ids(store.claimable(now=1000.0, limit=2)) == ["also_free", "free"]
+        assert _ids(store.claimable(now=1101.0)) == ["also_free", "free", "held", "expired", "released"]
+
+    # -- records round-trip ---------------------------------------------------------------------
+
+    def test_records_round_trip_every_field(self, store: Store) -> None:
+        full = PromiseRecord(
+            id="root/ünïcode 🚀.1", state=State.PENDING, kind=Kind.SLEEP, root="root/ünïcode 🚀",
+            func="pkg.module:function", args='[1, "two", {"3": null}]', value=None, parent="root/ünïcode 🚀",
+            timeout=1_712_345_678.123456, idempotency_key="key-ü", attempt=2**40, created_at=0.1 + 0.2,
+            settled_at=None, tags={"channel": "email", "empty": "", "ключ": "значение 🚀", "quote": '"\\'})
+        bare = PromiseRecord("bare", State.PENDING, Kind.WORKFLOW, "bare")
+        tiny = PromiseRecord("tiny", State.PENDING, Kind.PROMISE, "tiny", value="", timeout=5e-324,
+                             created_at=1e-300, settled_at=None, tags={"k": "v"})
+        settled = PromiseRecord("done", State.REJECTED, Kind.STEP, "done", value='{"type": "E"}', timeout=-1.5,
+                                created_at=1_712_345_678.987654321, settled_at=1_712_345_679.000001, attempt=3)
+        store.apply(Batch(creates=[full, bare, tiny, settled]))
+        for record in (full, bare, tiny, settled):
+            stored = store.get(record.id)
+            assert stored == record
+            assert type(stored.state) is State and type(stored.kind) is Kind
+            assert stored.tags == record.tags and list(stored.tags) == list(record.tags)
+        assert store.tree("root/ünïcode 🚀") == [full]
+        assert store.search(tag=("ключ", "значение 🚀")) == [full]
+        value = '{"nested": ["ü", 1.5, null]}'
+        store.apply(Batch(settles=[Settle(full.id, State.RESOLVED, value, 1_712_345_680.5)]))
+        assert store.get(full.id) == PromiseRecord(
+            full.id, State.RESOLVED, full.kind, full.root, full.func, full.args, value, full.parent, full.timeout,
+            full.idempotency_key, full.attempt, full.created_at, 1_712_345_680.5, full.tags)
+
+    # -- threads --------------------------------------------------------------------------------
+
+    def test_writes_from_many_threads(self, store: Store) -> None:
+        errors: list[BaseException] = []
+
+        def work(n: int) -> None:
+            try:
+                owner = new_owner_id()
+                for i in range(40):
+                    rid = f"t{n}.{i}"
+                    store.apply(Batch(creates=[make_record(rid, parent=f"t{n}", root=f"t{n}")],
+                                      settles=[Settle(rid, State.RESOLVED, str(i), 1.0)]))
+                    lease = store.claim("shared", owner, 60)
+                    if lease is not None:
+                        store.release(lease)
+                    store.get(rid)
+            except BaseException as exc:  # reported below, in the test's thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert errors == []
+        for n in range(6):
+            assert len(store.tree(f"t{n}")) == 40
+            assert all(r.state is State.RESOLVED for r in store.tree(f"t{n}"))

@@ -1,0 +1,57 @@
+"""Test helpers for vow and its plugins; also a pytest plugin (entry point ``pytest11: vow``).
+
+Installing vow makes the fixtures below available in every pytest session.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import pytest
+
+from vow.stores.base import Store
+
+# =============================================================================================
+# Stores: the contract suite and store fixtures
+# =============================================================================================
+#
+# Every store must pass :class:`StoreContract`. A store author subclasses it and provides a
+# ``store`` fixture; pytest then runs every rule of :mod:`vow.stores.base` against it::
+#
+#     from vow.testing import StoreContract
+#
+#     class TestMyStore(StoreContract):
+#         @pytest.fixture
+#         def store(self, tmp_path):
+#             store = MyStore(tmp_path / "promises")
+#             yield store
+#             store.close()
+#
+# The suite lives in its own module so that pytest rewrites its asserts (registered before
+# the import): a failing rule shows the values it compared.
+
+pytest.register_assert_rewrite("vow.stores.contract")
+
+from vow.stores.contract import StoreContract, dead_lease_owner, make_record  # noqa: E402
+
+__all__ = ["StoreContract", "make_record", "dead_lease_owner", "memory_store", "sqlite_store"]
+
+
+@pytest.fixture
+def memory_store() -> Iterator[Store]:
+    """A fresh in-memory store."""
+    from vow.stores.memory import MemoryStore
+
+    store = MemoryStore()
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Any) -> Iterator[Store]:
+    """A SQLite store on a fresh file, ``tmp_path / "vow.sqlite"``."""
+    from vow.stores.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "vow.sqlite")
+    yield store
+    store.close()
