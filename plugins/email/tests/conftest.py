@@ -42,6 +42,7 @@ class Recorder:
     mail_reply: str | None = None
     rcpt_reply: str | None = None
     data_reply: str | None = None
+    data_replies: list[str] = attrs.field(factory=list)  # answered once each, in order, before data_reply
     quit_reply: str | None = None
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
@@ -61,6 +62,8 @@ class Recorder:
         return self.quit_reply or "221 Bye"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.data_replies:
+            return self.data_replies.pop(0)
         if self.data_reply:
             return self.data_reply
         parsed = message_from_bytes(envelope.original_content, policy=policy.default)
