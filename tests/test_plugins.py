@@ -1,0 +1,148 @@
+"""The plugin manager: entry points, allow/block lists, loud failures, registries, hook docs."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import attrs
+import pytest
+
+from vow import hookspecs
+from vow.errors import ConfigError, PluginLoadError, UnknownPluginError
+from vow.hookspecs import hookimpl
+from vow.plugins import Plugins
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fake_distribution(site: Path, dist: str, plugin: str, module_source: str) -> None:
+    """Install a tiny distribution into ``site``: a module plus a dist-info with a ``vow`` entry point."""
+    module = f"{plugin}_mod"
+    (site / f"{module}.py").write_text(textwrap.dedent(module_source))
+    info = site / f"{dist.replace('-', '_')}-1.2.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
+    (info / "entry_points.txt").write_text(f"[vow]\n{plugin} = {module}\n")
+
+
+def run_python(code: str, site: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k not in ("VOW_PLUGINS", "VOW_DISABLE_PLUGINS")}
+    environ.update(PYTHONPATH=str(site), **env)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environ, timeout=60)
+
+
+LIST_PLUGINS = "from vow.plugins import Plugins; import json; print(json.dumps({p.name: p.registered for p in Plugins().info()}))"
+
+GOOD_PLUGIN = """
+    import attrs
+    from vow import hookimpl
+
+    @attrs.frozen
+    class EchoOptions:
+        prefix: str = ">"
+
+    class Echo:
+        def __init__(self, options):
+            self.options = options
+
+    @hookimpl
+    def vow_register_channels(register):
+        register("echo", Echo, EchoOptions)
+"""
+
+
+def test_builtins_are_loaded_through_entry_points() -> None:
+    loaded = {p.name: p for p in Plugins().info()}
+    assert {"memory", "sqlite", "retry"} <= set(loaded)
+    assert loaded["sqlite"].distribution == "vow"
+    assert loaded["sqlite"].registered == {"store": ["sqlite"]}
+    assert loaded["retry"].registered["retry_policy"] == ["exponential", "linear", "constant", "never"]
+
+
+def test_third_party_plugin_is_discovered_and_can_be_allowed_or_blocked(tmp_path: Path) -> None:
+    fake_distribution(tmp_path, "vow-echo", "echo", GOOD_PLUGIN)
+    found = json.loads(run_python(LIST_PLUGINS, tmp_path).stdout)
+    assert found["echo"] == {"channel": ["echo"]}
+
+    blocked = json.loads(run_python(LIST_PLUGINS, tmp_path, VOW_DISABLE_PLUGINS="echo").stdout)
+    assert "echo" not in blocked and "sqlite" in blocked
+
+    allow_other = json.loads(run_python(LIST_PLUGINS, tmp_path, VOW_PLUGINS="something-else").stdout)
+    assert "echo" not in allow_other and "sqlite" in allow_other  # builtins always load
+
+    allowed = json.loads(run_python(LIST_PLUGINS, tmp_path, VOW_PLUGINS="echo").stdout)
+    assert "echo" in allowed
+
+
+def test_a_plugin_that_fails_to_import_fails_loudly_naming_plugin_and_distribution(tmp_path: Path) -> None:
+    fake_distribution(tmp_path, "vow-broken", "broken", "import not_a_real_module_anywhere\n")
+    result = run_python(LIST_PLUGINS, tmp_path)
+    assert result.returncode != 0
+    assert ("PluginLoadError: plugin 'broken' from distribution 'vow-broken' failed to load (broken_mod): "
+            "ModuleNotFoundError: No module named 'not_a_real_module_anywhere'") in result.stderr
+
+
+def test_a_plugin_whose_hook_raises_fails_loudly(tmp_path: Path) -> None:
+    fake_distribution(tmp_path, "vow-raiser", "raiser", """
+        from vow import hookimpl
+
+        @hookimpl
+        def vow_register_channels(register):
+            raise RuntimeError("no config")
+    """)
+    result = run_python(LIST_PLUGINS, tmp_path)
+    assert result.returncode != 0
+    assert ("plugin 'raiser' from distribution 'vow-raiser' failed in vow_register_channels: "
+            "RuntimeError: no config") in result.stderr
+
+
+class _Local:
+    @attrs.frozen
+    class Options:
+        level: int = 1
+
+    @staticmethod
+    @hookimpl
+    def vow_register_channels(register):
+        register("local", lambda options: ("built", options.level), _Local.Options)
+
+
+def test_registry_validates_options_and_lists_installed_names_for_unknown_ones() -> None:
+    plugins = Plugins(entry_points=False)
+    plugins.add(_Local, "local-plugin", distribution="vow-local", version="0.0.1")
+    assert plugins.channels.build("local", {"level": 3}) == ("built", 3)
+    with pytest.raises(ConfigError, match=r"channel 'local' options.level: invalid value for type, expected int"):
+        plugins.channels.build("local", {"level": "high"})
+    with pytest.raises(ConfigError, match=r"extra fields found \(colour\) \(allowed: level\)"):
+        plugins.channels.build("local", {"colour": "red"})
+    with pytest.raises(UnknownPluginError, match=r"channel 'emial' is not installed \(installed: local\)"):
+        plugins.channels.get("emial")
+
+
+def test_the_same_name_from_two_plugins_is_an_error() -> None:
+    class Twin:
+        @staticmethod
+        @hookimpl
+        def vow_register_channels(register):
+            register("local", lambda options: None, None)
+
+    plugins = Plugins(entry_points=False)
+    plugins.add(_Local, "first")
+    with pytest.raises(PluginLoadError, match=r"channel 'local' is registered twice: by plugin 'first'"):
+        plugins.add(Twin, "second")
+
+
+def test_every_hook_is_documented_in_its_spec_and_in_contributing() -> None:
+    contributing = (ROOT / "CONTRIBUTING.md").read_text()
+    specs = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("vow_")]
+    assert len(specs) == 6
+    for name in specs:
+        doc = inspect.getdoc(getattr(hookspecs, name)) or ""
+        assert len(doc) > 80, f"{name} needs a docstring saying what it is for and when it is called"
+        assert name in contributing, f"CONTRIBUTING.md must document {name}"
