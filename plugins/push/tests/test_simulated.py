@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -80,3 +83,26 @@ def test_injected_statuses_map_like_fcm(push_plugins, tmp_path: Path) -> None:
             message, LeafContext(id="k", attempt=1))
     assert caught.value.code == "UNREGISTERED"
     assert Ledger(tmp_path / "ledger.sqlite").deliveries("push") == []  # nothing was delivered
+
+
+SEND_IN_A_PROCESS = """
+import json, sys
+from vow.channels import Message
+from vow.leaf import LeafContext
+from vow.simulation import Ledger
+from vow_push.simulated import SimulatedTransport
+channel = SimulatedTransport(Ledger(sys.argv[1]), mean_latency=0.01)
+receipt = channel.send(Message(to="ab" * 32, body="hi"), LeafContext(id="notify/7.push", attempt=int(sys.argv[2])))
+print(json.dumps(receipt.to_dict()))
+"""
+
+
+def test_two_processes_sending_the_same_key_push_once(tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger.sqlite"
+    procs = [subprocess.Popen([sys.executable, "-c", SEND_IN_A_PROCESS, str(ledger), str(attempt)],
+                              stdout=subprocess.PIPE, text=True) for attempt in (1, 2)]
+    receipts = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert sorted(r["duplicate"] for r in receipts) == [False, True]
+    assert receipts[0]["message_id"] == receipts[1]["message_id"]
+    assert [(d.key, d.duplicates) for d in Ledger(ledger).deliveries("push")] == [("notify/7.push", 1)]

@@ -155,13 +155,14 @@ class ServiceAccountToken:
         try:
             body = response.json()
         except ValueError:
-            body = {}
-        token = body.get("access_token") if isinstance(body, dict) else None
+            body = None
+        body = body if isinstance(body, dict) else {}
+        token = body.get("access_token")
         if response.status_code == 200 and token:
             return token, now + float(body.get("expires_in", 3600)) - EARLY_REFRESH
-        code = (body.get("error") if isinstance(body, dict) else None) or str(response.status_code)
-        reason = (f"{where} refused the service account {self.account.client_email}: HTTP "
-                  f"{response.status_code} {code}: {body.get('error_description', '') if isinstance(body, dict) else ''}")
+        code = body.get("error") or str(response.status_code)
+        reason = (f"{where} refused the service account {self.account.client_email}: "
+                  f"HTTP {response.status_code} {code}: {body.get('error_description') or response.text[:200]}")
         if is_transient_status(response.status_code):
             raise TransientError(reason, retry_after=parse_retry_after(response.headers.get("retry-after")), code=code)
         # invalid_grant and friends: a revoked key or a skewed clock; retrying the same key cannot help.
@@ -176,8 +177,9 @@ def load_apns_key(value: str, *, where: str) -> ec.EllipticCurvePrivateKey:
         try:
             pem = Path(value).read_bytes()
         except OSError as exc:
-            raise ConfigError(f"{where}: holds neither a PEM key nor a readable .p8 file path "
-                              f"({value!r}: {exc.strerror})") from None
+            # The value is not echoed: it may be key material pasted without its PEM header.
+            raise ConfigError(f"{where}: holds neither a PEM key (-----BEGIN PRIVATE KEY-----...) nor the "
+                              f"path of a readable .p8 file ({exc.strerror})") from None
     key = _load_key(pem, where)
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
         raise ConfigError(f"{where}: the APNs key must be the P-256 (ES256) .p8 key from the Apple developer account")
