@@ -65,10 +65,8 @@ class ResendTransport:
     def __init__(self, *, api_key: str, from_addr: str, base_url: str, timeout: float) -> None:
         self.from_addr = from_addr
         self.url = base_url.rstrip("/") + "/emails"
-        self._client = httpx.Client(timeout=timeout, headers={
-            "Authorization": f"Bearer {api_key}",
-            "User-Agent": "vow-email/0.1.0",
-        })
+        self.timeout = timeout
+        self._headers = {"Authorization": f"Bearer {api_key}", "User-Agent": "vow-email/0.1.0"}
 
     def request_body(self, message: Message, key: str) -> dict[str, Any]:
         """The JSON body of ``POST /emails`` for ``message``."""
@@ -86,9 +84,12 @@ class ResendTransport:
     def send(self, message: Message, ctx: LeafContext) -> Receipt:
         """POST the email; a 2xx must carry the email ``id``, anything else is classified."""
         key = ctx.idempotency_key
+        headers = {**self._headers, "Idempotency-Key": resend_key(key)}
         try:
-            response = self._client.post(self.url, json=self.request_body(message, key),
-                                         headers={"Idempotency-Key": resend_key(key)})
+            # A client per send: the core's deliver leaf builds the channel per call, and the
+            # Channel protocol has no close(), so a long-lived client would leak its connections.
+            with httpx.Client(timeout=self.timeout) as client:
+                response = client.post(self.url, json=self.request_body(message, key), headers=headers)
         except httpx.HTTPError as exc:
             raise error_for_exception(exc, provider="resend") from exc
         payload = _json(response)
