@@ -1,0 +1,27 @@
+"""The Python example the README shows runs as printed, and a second run sends nothing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from vow.simulation import Ledger
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_notify_example_sends_each_channel_once_and_retries_push_alone(tmp_path: Path) -> None:
+    env = {**os.environ, "VOW_SIM_DIR": str(tmp_path / "sim")}
+    runs = [subprocess.run([sys.executable, str(ROOT / "examples" / "notify.py")], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=60) for _ in range(2)]
+    for run in runs:
+        assert run.returncode == 0, run.stderr
+    first = runs[0].stdout.splitlines()
+    assert [line.split()[0:3] for line in first[:4]] == [
+        ["email", "attempt", "1"], ["sms", "attempt", "1"], ["slack", "attempt", "1"], ["push", "attempt", "2"]]
+    assert runs[1].stdout.splitlines()[:4] == first[:4]  # the stored receipts, word for word
+    deliveries = Ledger(tmp_path / "sim" / "ledger.sqlite").deliveries()
+    assert sorted(d.key for d in deliveries) == [f"notify/A-1001.{c}" for c in ("email", "push", "slack", "sms")]
+    assert all(d.duplicates == 0 for d in deliveries)
