@@ -146,3 +146,30 @@ def test_every_hook_is_documented_in_its_spec_and_in_contributing() -> None:
         doc = inspect.getdoc(getattr(hookspecs, name)) or ""
         assert len(doc) > 80, f"{name} needs a docstring saying what it is for and when it is called"
         assert name in contributing, f"CONTRIBUTING.md must document {name}"
+
+
+@attrs.frozen
+class _Smtp:
+    host: str = "localhost"
+    port: int = 25
+
+
+@attrs.frozen
+class _MailOptions:
+    transport: str = "smtp"
+    smtp: _Smtp | None = None
+    relays: list[_Smtp] = attrs.field(factory=list)
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"smtp": {"hots": "x"}}, "options.smtp: extra fields found (hots) (allowed: host, port)"),
+    ({"relays": [{}, {"prot": 1}]}, "options.relays[1]: extra fields found (prot) (allowed: host, port)"),
+    ({"transprot": "x"}, "options: extra fields found (transprot) (allowed: transport, smtp, relays)"),
+    ({"smtp": {"port": "high"}}, "options.smtp.port: invalid value for type, expected int"),
+])
+def test_option_errors_name_the_nested_key_and_what_is_allowed(data: dict, message: str) -> None:
+    from vow.config import structure
+
+    with pytest.raises(ConfigError) as caught:
+        structure(_MailOptions, data, where="options")
+    assert str(caught.value).startswith(message)

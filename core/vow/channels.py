@@ -8,6 +8,8 @@ channel must hand to its provider.
 
 from __future__ import annotations
 
+import functools
+import json
 from typing import Any, Mapping, Protocol, runtime_checkable
 
 import attrs
@@ -67,13 +69,27 @@ def build_channel(name: str, options: Mapping[str, Any] | Any | None = None,
     return with_faults(channel, faults)
 
 
+def _key(data: Mapping[str, Any] | None) -> str:
+    return json.dumps(data, sort_keys=True, default=str) if data else ""
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_channel(name: str, options: str, faults: str) -> Channel:
+    return build_channel(name, json.loads(options) if options else None, json.loads(faults) if faults else None)
+
+
 def deliver(ctx: LeafContext, channel: str, message: Mapping[str, Any],
             options: Mapping[str, Any] | None = None, faults: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Leaf: deliver ``message`` over ``channel`` and return the receipt as a dict.
 
-    Use it from a workflow: ``yield ctx.begin_run(deliver, "email", {"to": ..., "body": ...})``.
+    Use it from a workflow::
+
+        yield ctx.begin_run(deliver, "email", {"to": "ada@example.com", "subject": "Hi", "body": "..."})
+
+    Channels are built once per (name, options, faults) and reused, so a transport may keep its
+    HTTP client open across sends; a channel object must therefore be safe to use from many threads.
     """
-    built = build_channel(channel, options, faults)
+    built = _cached_channel(channel, _key(options), _key(faults))
     msg = Message(**message)
     built.validate(msg)
     return built.send(msg, ctx).to_dict()

@@ -47,10 +47,38 @@ def _messages(exc: cattrs.BaseValidationError, cls: type, where: str) -> list[st
         message, _, path = line.rpartition(" @ ")
         key = path[1:].lstrip(".") if path.startswith("$") else path
         if message.startswith("extra fields found"):
-            allowed = ", ".join(f.name for f in attrs.fields(cls)) if attrs.has(cls) else "?"
+            nested = _class_at(cls, key)
+            allowed = ", ".join(f.name for f in attrs.fields(nested)) if nested is not None else "?"
             message = f"{message} (allowed: {allowed})"
         out.append(f"{where}.{key}: {message}" if key else f"{where}: {message}")
     return out or [f"{where}: {exc}"]
+
+
+def _class_at(cls: type, key: str) -> type | None:
+    """The attrs class found by following ``key`` (``smtp``, ``items[2].retry``) from ``cls``."""
+    current: Any = cls
+    for part in re.findall(r"[^.\[\]]+", key):
+        current = _attrs_class(current)
+        if part.isdigit():
+            continue
+        if current is None:
+            return None
+        field = attrs.fields_dict(attrs.resolve_types(current)).get(part)
+        if field is None:
+            return None
+        current = field.type
+    return _attrs_class(current)
+
+
+def _attrs_class(tp: Any) -> type | None:
+    """``tp`` itself, or the attrs class inside ``Optional[...]``/``list[...]``, if any."""
+    if attrs.has(tp):
+        return tp
+    for arg in typing.get_args(tp):
+        found = _attrs_class(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def _describe(exc: BaseException, type_: type | None) -> str:

@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
-from vow.errors import ConfigError, PermanentError, TransientError
+from vow.errors import ConfigError, EncodeError, PermanentError, TransientError
 from vow.hookspecs import hookimpl
 
 
@@ -100,10 +100,12 @@ def next_delay(policy: object, attempt: int, error: BaseException,
                non_retryable: tuple[type[BaseException], ...] = ()) -> float | None:
     """Seconds before attempt ``attempt + 1`` after ``error``, or ``None`` when the call fails for good.
 
-    :class:`~vow.errors.PermanentError` and the ``non_retryable`` types never retry; a
+    :class:`~vow.errors.PermanentError`, bad configuration or input (:class:`~vow.errors.ConfigError`,
+    :class:`~vow.errors.EncodeError`) and the ``non_retryable`` types never retry; a
     :class:`~vow.errors.TransientError` with ``retry_after`` waits at least that long.
     """
-    if isinstance(error, PermanentError) or (non_retryable and isinstance(error, non_retryable)):
+    if isinstance(error, (PermanentError, ConfigError, EncodeError)) or (
+            non_retryable and isinstance(error, non_retryable)):
         return None
     if isinstance(error, (KeyboardInterrupt, SystemExit, GeneratorExit)):
         return None
