@@ -1,0 +1,202 @@
+"""The openai image provider against a respx-mocked OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+import zlib
+
+import httpx
+import pytest
+import respx
+
+from vow.errors import ConfigError, PermanentError, TransientError
+from vow.faults import with_faults
+from vow.images import ImageRequest
+from vow.images.openai_compat import OpenAIImageOptions, OpenAIImageProvider
+from vow.leaf import LeafContext
+from vow.plugins import Plugins
+
+URL = "https://api.openai.com/v1/images/generations"
+REQUEST = ImageRequest("a fox in a misty forest", "cartoon", seed=5, width=1024, height=1024)
+CTX = LeafContext("images/fox.cartoon", attempt=2)
+
+
+def tiny_png(width: int = 2, height: int = 1) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + b"\xff\x80\x00" * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def ok_body(png: bytes = b"", revised: str | None = "A fox, cartoon style") -> dict:
+    item = {"b64_json": base64.b64encode(png or tiny_png()).decode()}
+    if revised:
+        item["revised_prompt"] = revised
+    return {"created": 1700000000, "data": [item]}
+
+
+def error_body(message: str, code: str | None, type_: str = "invalid_request_error") -> dict:
+    return {"error": {"message": message, "type": type_, "param": None, "code": code}}
+
+
+@pytest.fixture
+def provider(monkeypatch: pytest.MonkeyPatch) -> OpenAIImageProvider:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-123")
+    return OpenAIImageProvider(OpenAIImageOptions())
+
+
+@respx.mock
+def test_request_shape_and_decoded_png(provider: OpenAIImageProvider) -> None:
+    png = tiny_png(3, 2)
+    route = respx.post(URL).mock(return_value=httpx.Response(200, json=ok_body(png), headers={"x-request-id": "req_1"}))
+    image = provider.generate(REQUEST, CTX)
+
+    sent = route.calls.last.request
+    assert sent.headers["authorization"] == "Bearer sk-test-123"
+    assert sent.headers["idempotency-key"] == "images/fox.cartoon"
+    assert sent.headers["content-type"] == "application/json"
+    assert json.loads(sent.content) == {
+        "model": "dall-e-3", "prompt": "a fox in a misty forest, in a cartoon style", "n": 1,
+        "size": "1024x1024", "response_format": "b64_json",
+    }
+    assert image.png == png
+    assert (image.provider, image.model, image.revised_prompt, image.duplicate) == (
+        "openai", "dall-e-3", "A fox, cartoon style", False)
+    assert image.detail == {"created": 1700000000, "request_id": "req_1"}
+
+
+@respx.mock
+def test_options_shape_the_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOCALAI_KEY", "local")
+    options = OpenAIImageOptions(base_url="http://127.0.0.1:8080/v1/", model="sdxl", api_key_env="LOCALAI_KEY",
+                                 size="512x512", prompt_template="{style}: {prompt}", extra={"quality": "hd"})
+    route = respx.post("http://127.0.0.1:8080/v1/images/generations").mock(
+        return_value=httpx.Response(200, json=ok_body(revised=None)))
+    image = OpenAIImageProvider(options).generate(REQUEST, CTX)
+    body = json.loads(route.calls.last.request.content)
+    assert body == {"quality": "hd", "model": "sdxl", "prompt": "cartoon: a fox in a misty forest", "n": 1,
+                    "size": "512x512", "response_format": "b64_json"}
+    assert route.calls.last.request.headers["authorization"] == "Bearer local"
+    assert image.revised_prompt is None
+
+
+@respx.mock
+def test_a_gateway_that_replays_the_key_reports_a_duplicate(provider: OpenAIImageProvider) -> None:
+    respx.post(URL).mock(return_value=httpx.Response(200, json=ok_body(), headers={"Idempotent-Replayed": "true"}))
+    assert provider.generate(REQUEST, CTX).duplicate
+
+
+@respx.mock
+def test_429_is_transient_and_honours_retry_after(provider: OpenAIImageProvider) -> None:
+    respx.post(URL).mock(return_value=httpx.Response(
+        429, json=error_body("Rate limit reached for images per minute", "rate_limit_exceeded", "requests"),
+        headers={"Retry-After": "7"}))
+    with pytest.raises(TransientError, match="Rate limit reached") as info:
+        provider.generate(REQUEST, CTX)
+    assert info.value.retry_after == 7
+    assert info.value.code == "429"
+
+
+@respx.mock
+def test_429_for_an_exhausted_quota_is_permanent(provider: OpenAIImageProvider) -> None:
+    respx.post(URL).mock(return_value=httpx.Response(
+        429, json=error_body("You exceeded your current quota", "insufficient_quota", "insufficient_quota")))
+    with pytest.raises(PermanentError, match="quota exhausted: You exceeded your current quota") as info:
+        provider.generate(REQUEST, CTX)
+    assert info.value.code == "insufficient_quota"
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+@respx.mock
+def test_5xx_is_transient(provider: OpenAIImageProvider, status: int) -> None:
+    respx.post(URL).mock(return_value=httpx.Response(status, text="<html>upstream error</html>"))
+    with pytest.raises(TransientError, match=f"openai answered HTTP {status}: <html>upstream error") as info:
+        provider.generate(REQUEST, CTX)
+    assert info.value.code == str(status)
+
+
+@pytest.mark.parametrize("exc", [httpx.ReadTimeout("read timed out"), httpx.ConnectError("connection refused")])
+@respx.mock
+def test_timeouts_and_connection_errors_are_transient(provider: OpenAIImageProvider, exc: Exception) -> None:
+    respx.post(URL).mock(side_effect=exc)
+    with pytest.raises(TransientError, match=type(exc).__name__):
+        provider.generate(REQUEST, CTX)
+
+
+@respx.mock
+def test_content_policy_rejection_is_permanent_with_the_providers_message(provider: OpenAIImageProvider) -> None:
+    message = "Your request was rejected as a result of our safety system."
+    respx.post(URL).mock(return_value=httpx.Response(400, json=error_body(message, "content_policy_violation")))
+    with pytest.raises(PermanentError) as info:
+        provider.generate(REQUEST, CTX)
+    assert str(info.value) == f"openai rejected the request: {message}"
+    assert info.value.code == "content_policy_violation"
+
+
+@respx.mock
+def test_validation_error_and_bad_key_are_permanent(provider: OpenAIImageProvider) -> None:
+    respx.post(URL).mock(return_value=httpx.Response(
+        400, json=error_body("'1000x1000' is not one of ['1024x1024', '1792x1024']", None)))
+    with pytest.raises(PermanentError, match="is not one of") as info:
+        provider.generate(REQUEST, CTX)
+    assert info.value.code == "invalid_request_error"  # no code: the error type stands in
+
+    respx.post(URL).mock(return_value=httpx.Response(401, json=error_body("Incorrect API key provided", "invalid_api_key")))
+    with pytest.raises(PermanentError, match="openai answered HTTP 401: Incorrect API key provided") as info:
+        provider.generate(REQUEST, CTX)
+    assert info.value.code == "invalid_api_key"
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"data": [{"url": "https://example.com/x.png"}]}, "no data\\[0\\].b64_json"),
+    ({"data": []}, "no data\\[0\\].b64_json"),
+    ({"data": [{"b64_json": "not base64!"}]}, "not valid base64"),
+    ({"data": [{"b64_json": base64.b64encode(b"\xff\xd8\xff jpeg").decode()}]}, "not a PNG"),
+])
+@respx.mock
+def test_unusable_answers_are_permanent(provider: OpenAIImageProvider, body: dict, message: str) -> None:
+    respx.post(URL).mock(return_value=httpx.Response(200, json=body))
+    with pytest.raises(PermanentError, match=message) as info:
+        provider.generate(REQUEST, CTX)
+    assert info.value.code == "bad_response"
+
+
+def test_a_missing_key_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MY_IMAGES_KEY", raising=False)
+    with pytest.raises(ConfigError, match="image provider 'openai': missing secret: set the environment variable MY_IMAGES_KEY"):
+        OpenAIImageProvider(OpenAIImageOptions(api_key_env="MY_IMAGES_KEY"))
+
+
+def test_bad_options_are_config_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk")
+    plugins = Plugins(entry_points=False)
+    from vow.images import openai_compat
+
+    plugins.add(openai_compat, "openai")
+    for options, message in [({"size": "big"}, "size must look like 1024x1024"),
+                             ({"base_url": "api.openai.com"}, "base_url must be an http\\(s\\) URL"),
+                             ({"prompt_template": "{style}"}, "prompt_template must contain \\{prompt\\}"),
+                             ({"timeout": 0}, "timeout must be > 0"),
+                             ({"modle": "x"}, "extra fields found.*allowed: base_url, model")]:
+        with pytest.raises(ConfigError, match=message):
+            plugins.image_providers.build("openai", options)
+
+
+@respx.mock
+def test_an_injected_status_maps_like_a_real_one(provider: OpenAIImageProvider) -> None:
+    route = respx.post(URL).mock(return_value=httpx.Response(200, json=ok_body()))
+    faulty = with_faults(provider, {"fail_attempts": [1], "status": 503, "retry_after": 1.5})
+    with pytest.raises(TransientError) as info:
+        faulty.generate(REQUEST, LeafContext("x", attempt=1))
+    assert info.value.retry_after == 1.5
+    assert not route.called  # the fault answered instead of the server
+    assert faulty.generate(REQUEST, LeafContext("x", attempt=2)).png == tiny_png()
+
+
+def test_registered_as_a_builtin_of_the_core() -> None:
+    registration = Plugins().image_providers.get("openai")
+    assert (registration.distribution, registration.options_class) == ("vow", OpenAIImageOptions)
