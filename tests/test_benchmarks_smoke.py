@@ -1,0 +1,34 @@
+"""The benchmark harness must keep working: a quick run of every scenario on every store.
+
+Correctness only (right sums, each step run exactly once, no settled step run again after a
+SIGKILL): timings depend on the machine and are never asserted here.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+RUN = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
+SCENARIOS = {"fanout_sleep", "fanout_noop", "sequential_steps", "many_workflows", "replay_cached", "recovery",
+             "wide_fanout"}
+
+
+def test_quick_run_reports_every_scenario_ok_on_every_store() -> None:
+    proc = subprocess.run([sys.executable, str(RUN), "--quick", "--json-only"], capture_output=True, text=True,
+                          timeout=120)
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    failed = [(r["scenario"], r["size"], r["store"], r["note"]) for r in rows if r["ok"] is not True
+              and not r["extra"].get("unsupported")]
+    assert not failed, f"{failed}\n{proc.stderr[-2000:]}"
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for store in ("memory", "sqlite", "sqlite_full"):
+        ran = {r["scenario"] for r in rows if r["store"] == store and r["ok"]}
+        expected = SCENARIOS - ({"recovery"} if store == "memory" else set())
+        assert ran == expected, (store, sorted(expected - ran))
+    recovery = next(r for r in rows if r["scenario"] == "recovery" and r["store"] == "sqlite")
+    assert recovery["extra"]["reexecuted_settled_steps"] == 0
+    assert recovery["extra"]["steps_settled_before_kill"] == recovery["params"]["kill_after"]
+    assert proc.stderr == ""  # --json-only keeps stderr quiet
