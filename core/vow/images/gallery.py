@@ -134,7 +134,7 @@ _TEMPLATE = jinja2.Environment(autoescape=True, trim_blocks=True, lstrip_blocks=
       <span class="name">{{ img.style }}</span>
       <div class="track">
       {% if img.ok %}
-        {% if img.wait_pct > 0.5 %}<div class="seg wait" style="left:0;width:{{ '%.1f'|format(img.wait_pct) }}%"></div>{% endif %}
+        {% if img.attempt > 1 %}<div class="seg wait" style="left:0;width:{{ '%.1f'|format(img.wait_pct) }}%"></div>{% endif %}
         <div class="seg run" style="left:{{ '%.1f'|format(img.wait_pct) }}%;width:{{ '%.1f'|format(img.run_pct) }}%"></div>
       {% endif %}
       </div>

@@ -100,8 +100,7 @@ def image_variations(ctx: Any, prompt: str, styles: Sequence[str], out_dir: str,
     for style in styles:
         request = {"prompt": prompt, "style": style, "seed": seed, "width": width, "height": height}
         handle = yield ctx.begin_run(generate_image, provider, request, out_dir, options,
-                                     faults.get(style, faults.get("*"))).options(
-            id=f"{ctx.id}.{style}", non_retryable=(ConfigError,))
+                                     faults.get(style, faults.get("*"))).options(id=f"{ctx.id}.{style}")
         handles.append(handle)
     outcomes = yield ctx.all_settled(handles)
 

@@ -31,6 +31,7 @@ class _Pen:
 
     def __init__(self, img: Image.Image) -> None:
         self.draw = ImageDraw.Draw(img)
+        self.glaze = ImageDraw.Draw(img, "RGBA")  # for the few translucent touches
         self.w, self.h = img.size
         self.u = min(self.w, self.h)
         self.line = max(2, round(self.u * 0.011))
@@ -168,6 +169,12 @@ def _hills(pen: _Pen, rng: random.Random, scene: Scene, ground: float) -> None:
             if row == rows - 1 and not scene.has("snow"):
                 _flowers(pen, rng, cx, cy, rx, ry)
             x += rx * rng.uniform(1.0, 1.5)
+        if scene.has("mist") and row < rows - 1:  # flat ribbons of fog drifting between the rows
+            for _ in range(2):
+                y, half = top + (ground - top) * rng.uniform(0.3, 0.6), pen.h * 0.022
+                x0 = pen.w * rng.uniform(-0.3, 0.4)
+                pen.glaze.rounded_rectangle((x0, y - half, x0 + pen.w * rng.uniform(0.5, 0.9), y + half),
+                                      radius=half, fill=(255, 255, 255, 150))
 
 
 def _tree(pen: _Pen, rng: random.Random, x: float, base: float, size: float, scene: Scene) -> None:
@@ -274,7 +281,7 @@ def _critter(pen: _Pen, rng: random.Random, scene: Scene, ground: float) -> None
         if ears == "pointy":
             pen.poly([(ex - s * 0.26, hy - hr * 0.4), (ex + k * s * 0.06, hy - hr * 1.45), (ex + s * 0.26, hy - hr * 0.4)], fur)
             pen.draw.polygon([(ex - s * 0.12, hy - hr * 0.55), (ex + k * s * 0.04, hy - hr * 1.15),
-                              (ex + s * 0.12, hy - hr * 0.55)], fill=(60, 40, 50))
+                              (ex + s * 0.12, hy - hr * 0.55)], fill=mix(belly, (255, 160, 170), 0.35))
         elif ears == "long":
             pen.draw.ellipse((ex - s * 0.18, hy - hr * 2.1, ex + s * 0.18, hy - hr * 0.4), fill=fur, outline=INK, width=pen.line)
             pen.draw.ellipse((ex - s * 0.08, hy - hr * 1.9, ex + s * 0.08, hy - hr * 0.6), fill=belly)

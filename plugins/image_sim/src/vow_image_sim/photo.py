@@ -25,7 +25,7 @@ SKIES: dict[str, list[tuple[float, RGB]]] = {
 }
 # Light source colour, its glow, the glow's reach (fraction of the height) and strength.
 LIGHTS: dict[str, tuple[RGB, RGB, float, float]] = {
-    "day": ((255, 253, 244), (255, 246, 214), 0.6, 0.5),
+    "day": ((255, 255, 250), (255, 244, 206), 0.75, 0.6),
     "sunset": ((255, 234, 196), (255, 172, 96), 0.8, 0.6),
     "dawn": ((255, 240, 220), (255, 190, 160), 0.7, 0.5),
     "night": ((232, 232, 214), (150, 170, 220), 0.3, 0.22),
@@ -117,7 +117,10 @@ def _stars(img: Image.Image, rng: random.Random, horizon: float) -> None:
 def _light(img: Image.Image, time: str, centre: tuple[float, float], h: int) -> None:
     disc, halo, reach, strength = LIGHTS[time]
     glow(img, centre, h * reach, halo, strength, falloff=2.4)
-    glow(img, centre, h * 0.12, disc, 0.6, falloff=3.0)
+    if time == "night":
+        glow(img, centre, h * 0.12, disc, 0.6, falloff=3.0)
+    else:  # the sun blows out the sky around it, as it does on film
+        glow(img, centre, h * 0.22, disc, 0.95, falloff=1.8)
     r = h * (0.035 if time == "night" else 0.03)
     ImageDraw.Draw(img).ellipse((centre[0] - r, centre[1] - r, centre[0] + r, centre[1] + r), fill=disc)
     if time == "night":  # a darker patch or two: the moon's seas
