@@ -7,7 +7,7 @@ import io
 import random
 from typing import Sequence
 
-from PIL import Image, ImageChops, ImageFilter
+from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 RGB = tuple[int, int, int]
 
@@ -85,8 +85,6 @@ def glow(img: Image.Image, centre: tuple[float, float], radius: float, colour: S
 
 def soft_mask(size: tuple[int, int], draw_shapes, blur: float, shrink: int = 4) -> Image.Image:
     """An "L" mask drawn small by ``draw_shapes(draw, scale)``, blurred and scaled up: cheap soft shapes."""
-    from PIL import ImageDraw
-
     small = Image.new("L", (max(1, size[0] // shrink), max(1, size[1] // shrink)), 0)
     draw_shapes(ImageDraw.Draw(small), 1 / shrink)
     small = small.filter(ImageFilter.GaussianBlur(blur / shrink))

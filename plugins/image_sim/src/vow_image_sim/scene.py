@@ -2,7 +2,7 @@
 
 Keywords pick scene elements (``night``, ``sunset``, ``ocean``, ``forest``, ``misty``, ...),
 a colour word picks the palette's hue, and a hash of the prompt decides everything else, so
-two different prompts never paint the same picture and the same prompt always paints it again.
+different prompts paint different pictures and the same prompt always paints the same one.
 """
 
 from __future__ import annotations
