@@ -79,17 +79,20 @@ def credentials_present(options: SmsOptions) -> bool:
 
 
 class TwilioTransport:
-    """Creates one Twilio Message per send, authenticated with HTTP basic auth."""
+    """Creates one Twilio Message per send, authenticated with HTTP basic auth.
+
+    One ``httpx.Client`` is kept for the transport's life (vow reuses built channels), so a
+    fan-out of many texts shares connections; it is safe to use from many threads.
+    """
 
     name = "twilio"
 
     def __init__(self, *, account_sid: str, auth: tuple[str, str], sender: Mapping[str, str],
                  status_callback: str | None = None, timeout: float = 10.0) -> None:
         self.url = f"{API_BASE}/Accounts/{account_sid}/Messages.json"
-        self._auth = auth
         self.sender = dict(sender)
         self.status_callback = status_callback
-        self.timeout = timeout
+        self._client = httpx.Client(timeout=timeout, auth=auth, headers={"Accept": "application/json"})
 
     @classmethod
     def from_options(cls, options: SmsOptions) -> TwilioTransport:
@@ -116,9 +119,7 @@ class TwilioTransport:
         if self.status_callback:
             form["StatusCallback"] = callback_url(self.status_callback, ctx.idempotency_key)
         try:
-            with httpx.Client(timeout=self.timeout) as client:
-                response = client.post(self.url, data=form, auth=self._auth,
-                                       headers={"Accept": "application/json"})
+            response = self._client.post(self.url, data=form)
         except httpx.HTTPError as exc:
             raise error_for_exception(exc, provider="twilio") from exc
         body = _json_object(response)
@@ -141,6 +142,11 @@ class TwilioTransport:
             detail={"status": body.get("status"), "segments": _int_or_none(body.get("num_segments")),
                     "from": body.get("from"), "messaging_service_sid": body.get("messaging_service_sid")},
         )
+
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self._client.close()
 
 
 def _json_object(response: httpx.Response) -> dict[str, Any]:
