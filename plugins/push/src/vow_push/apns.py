@@ -21,11 +21,10 @@ from vow.leaf import LeafContext
 from vow.simulation import stable_uuid
 from vow_push.auth import PROVIDER_TOKENS, apns_provider_token
 from vow_push.clients import shared_client
-from vow_push.validation import check_apns_token, check_text, size_problem
+from vow_push.validation import KEY_FIELD, check_apns_token, check_text, size_problem
 
 PRODUCTION_HOST = "https://api.push.apple.com"
 SANDBOX_HOST = "https://api.sandbox.push.apple.com"
-KEY_FIELD = "vow_idempotency_key"
 
 # Reasons worth retrying whatever the status says: IdleTimeout is about the connection, and
 # ExpiredProviderToken means our cached token went stale, which the next attempt renews.

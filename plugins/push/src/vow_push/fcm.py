@@ -19,10 +19,9 @@ from vow.http import error_for_exception, is_transient_status, parse_retry_after
 from vow.leaf import LeafContext
 from vow.simulation import stable_uuid
 from vow_push.clients import shared_client
-from vow_push.validation import check_fcm_token, check_text, size_problem
+from vow_push.validation import KEY_FIELD, check_fcm_token, check_text, size_problem
 
 FCM_SEND_URL = "https://fcm.googleapis.com/v1/projects/{project_id}/messages:send"
-KEY_FIELD = "vow_idempotency_key"
 RESERVED_DATA_KEYS = ("from", "gcm", "message_type")  # and any key starting with "google"
 
 # FcmError codes (details[].errorCode) first, then canonical statuses (error.status).
@@ -142,10 +141,10 @@ class FcmTransport:
 
     def error_for_status(self, status: int, headers: Mapping[str, str], detail: str) -> Exception:
         """FCM's mapping for an injected status; ``detail`` may be an FCM error body or code."""
-        return fcm_error(status, headers, _parse_detail(detail), detail)
+        return fcm_error(status, headers, parse_error_detail(detail), detail)
 
 
-def _parse_detail(detail: str) -> Any:
+def parse_error_detail(detail: str) -> Any:
     """An FCM error body from ``detail``: JSON as is, a bare code such as ``UNREGISTERED`` wrapped."""
     try:
         return json.loads(detail)

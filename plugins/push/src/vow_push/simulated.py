@@ -8,7 +8,7 @@ from typing import Mapping
 from vow.channels import Message, Receipt
 from vow.leaf import LeafContext
 from vow.simulation import Ledger, latency, stable_hex
-from vow_push.fcm import fcm_error, _parse_detail
+from vow_push.fcm import fcm_error, parse_error_detail
 from vow_push.validation import check_any_token, check_text
 
 JITTER = 0.25  # +-25 % around the mean latency
@@ -45,4 +45,4 @@ class SimulatedTransport:
 
     def error_for_status(self, status: int, headers: Mapping[str, str], detail: str) -> Exception:
         """Answers like FCM, whose message names the simulated receipts imitate."""
-        return fcm_error(status, headers, _parse_detail(detail), detail)
+        return fcm_error(status, headers, parse_error_detail(detail), detail)

@@ -7,6 +7,7 @@ import re
 from vow.channels import Message
 from vow.errors import ConfigError
 
+KEY_FIELD = "vow_idempotency_key"  # the payload field that hands the idempotency key to the app
 PAYLOAD_LIMIT = 4096  # bytes: APNs alert payloads and FCM notification + data alike
 APNS_TOKEN = re.compile(r"(?:[0-9a-fA-F]{2}){32,100}")  # 32 bytes today; Apple says the size may grow
 FCM_TOKEN = re.compile(r"[A-Za-z0-9_:.\-]{64,4096}")
