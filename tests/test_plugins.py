@@ -173,3 +173,15 @@ def test_option_errors_name_the_nested_key_and_what_is_allowed(data: dict, messa
     with pytest.raises(ConfigError) as caught:
         structure(_MailOptions, data, where="options")
     assert str(caught.value).startswith(message)
+
+
+def test_booleans_are_strict() -> None:
+    from vow.config import structure
+
+    @attrs.frozen
+    class Flags:
+        sandbox: bool = False
+
+    assert structure(Flags, {"sandbox": True}).sandbox is True
+    with pytest.raises(ConfigError, match=r"options.sandbox: invalid value for type, expected bool: expected true or false, got 'false'"):
+        structure(Flags, {"sandbox": "false"}, where="options")

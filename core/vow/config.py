@@ -19,7 +19,17 @@ from vow.errors import ConfigError
 T = TypeVar("T")
 
 converter = cattrs.Converter(forbid_extra_keys=True)
-"""The converter used for every options class (extra keys forbidden)."""
+"""The converter used for every options class (extra keys forbidden, booleans strict)."""
+
+
+def _strict_bool(value: Any, _type: type) -> bool:
+    # bool("false") is True: accept real booleans only (YAML already turns true/false/yes/no into them).
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+converter.register_structure_hook(bool, _strict_bool)
 
 
 def structure(cls: type[T], data: Mapping[str, Any] | T | None, *, where: str = "options") -> T:
