@@ -1,0 +1,58 @@
+"""Promise stores: the contract (:mod:`vow.stores.base`) and how a store is chosen.
+
+A store is named by URL::
+
+    sqlite:///abs/path/vow.sqlite?synchronous=full
+    sqlite:relative/path.sqlite
+    memory:
+    ./state.sqlite            (a bare path means SQLite)
+    mystore?option=value      (any registered store name, options as query parameters)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from vow.stores.base import Store
+
+DEFAULT_URL = "sqlite:.vow/vow.sqlite"
+"""Where ``Vow()`` keeps its promises when no store is given."""
+
+__all__ = ["Store", "DEFAULT_URL", "open_store", "parse_store_url"]
+
+
+def parse_store_url(url: str) -> tuple[str, dict[str, Any]]:
+    """Split a store URL into ``(store name, options)``."""
+    url = url.strip()
+    if url in ("memory", "memory:", "memory://"):
+        return "memory", {}
+    if "://" not in url and ":" not in url.split("/", 1)[0].split("?", 1)[0]:
+        name, _, query = url.partition("?")
+        if "/" in name or name.endswith((".sqlite", ".sqlite3", ".db")):
+            return "sqlite", {"path": name, **dict(parse_qsl(query))}
+        return name, dict(parse_qsl(query))
+    parts = urlsplit(url)
+    options: dict[str, Any] = dict(parse_qsl(parts.query))
+    if parts.scheme == "sqlite":
+        path = parts.netloc + parts.path if parts.netloc else parts.path
+        if url.startswith("sqlite:///"):
+            path = parts.path
+        if path:
+            options["path"] = path
+    elif parts.netloc or parts.path:
+        options.setdefault("location", (parts.netloc + parts.path) or "")
+    return parts.scheme, options
+
+
+def open_store(spec: "str | os.PathLike[str] | Store | None" = None, *, plugins: Any = None) -> Store:
+    """The store ``spec`` names (a URL, a path, or a store object); the default SQLite file when ``None``."""
+    if spec is not None and not isinstance(spec, (str, os.PathLike)):
+        return spec
+    if plugins is None:
+        from vow.plugins import default_plugins
+
+        plugins = default_plugins()
+    name, options = parse_store_url(os.fspath(spec) if spec is not None else DEFAULT_URL)
+    return plugins.stores.build(name, options, where=f"store {os.fspath(spec) if spec else DEFAULT_URL!r}")
