@@ -1,0 +1,86 @@
+"""What the ``vow`` commands share: exit codes, the ``--store`` option, errors, ``--app``."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from typing import Any, Callable
+
+import click
+
+from vow.errors import (AlreadySettledError, ArgumentMismatchError, ConfigError, NonDeterminismError,
+                        PluginLoadError, PromiseNotFoundError)
+
+OK, FAILED, USAGE = 0, 1, 2
+"""Exit codes: success; a workflow failed; bad usage, configuration or input."""
+
+USER_ERRORS = (ConfigError, PluginLoadError, PromiseNotFoundError, AlreadySettledError, ArgumentMismatchError,
+               NonDeterminismError)
+"""Errors a user causes and fixes: one message, exit code 2."""
+
+
+class UserError(click.ClickException):
+    """One clear message on stderr and exit code 2."""
+
+    exit_code = USAGE
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def store_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--store URL`` (default ``$VOW_STORE``, else vow's default SQLite file)."""
+    return click.option(
+        "--store", metavar="URL", envvar="VOW_STORE", default=None,
+        help="Where promises are kept: sqlite:PATH, memory:, or any installed store "
+             "[default: $VOW_STORE, else sqlite:.vow/vow.sqlite].")(f)
+
+
+def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--json``: one JSON document on stdout instead of text."""
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")(f)
+
+
+def print_json(data: Any) -> None:
+    """Write ``data`` as indented JSON to stdout."""
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def load_apps(vow: Any, apps: tuple[str, ...]) -> None:
+    """Make the Python workflows of each ``--app module[:attr]`` runnable on ``vow``.
+
+    ``attr`` (default: every :class:`vow.Vow` in the module) is a ``Vow`` whose registered
+    workflows are registered here too, or a function called with this process's ``Vow``.
+    """
+    from vow.client import Vow
+
+    if apps and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # `vow worker --app myflows` finds ./myflows.py, as `python -m` would
+    for spec in apps:
+        module_name, _, attr = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:  # noqa: BLE001 - any import failure is the app's, said in one line
+            raise UserError(f"--app {spec}: cannot import {module_name}: {type(exc).__name__}: {exc}") from None
+        if attr:
+            if not hasattr(module, attr):
+                raise UserError(f"--app {spec}: module {module_name} has no attribute {attr!r}")
+            targets = [getattr(module, attr)]
+        else:
+            targets = [v for v in vars(module).values() if isinstance(v, Vow)]
+        found = 0
+        for target in targets:
+            if isinstance(target, Vow):
+                for reg in target.registered().values():
+                    if reg.name not in vow.registered():
+                        vow.register(reg.fn, name=reg.name, retry=reg.retry, concurrency=reg.concurrency)
+                        found += 1
+            elif callable(target):
+                before = len(vow.registered())
+                target(vow)
+                found += len(vow.registered()) - before
+        if not found:
+            raise UserError(f"--app {spec}: no workflows found (give a module with a vow.Vow on which workflows are "
+                            "registered, or module:function where function(vow) registers them)")

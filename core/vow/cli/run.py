@@ -1,0 +1,325 @@
+"""``vow run``, ``vow validate`` and ``vow resume``: start, check and continue runs, with the live view."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Callable
+
+import click
+
+from vow import encoding
+from vow.cli.common import FAILED, OK, UserError, json_option, load_apps, print_json, store_option
+from vow.progress import PlainView, Progress, RichView, Row, format_line, seconds
+from vow.records import PromiseRecord, State
+
+REMOTE_POLL = 0.5  # seconds between store reads while following a run
+
+
+def _input_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--id", "run_id", metavar="ID", help="Run id (default: the file's id template).")(f)
+    f = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                     help="Set one input key; dotted keys reach into mappings (customer.email=a@b.c).")(f)
+    f = click.option("--input", "inputs", multiple=True, metavar="JSON|@FILE",
+                     help="Input as a JSON object, or @file.json; merged over the file's input.")(f)
+    return f
+
+
+def _plan(file: str, inputs: tuple[str, ...], sets: tuple[str, ...], run_id: str | None) -> Any:
+    from vow.pipeline.inputs import command_line_input
+    from vow.pipeline.plan import load
+
+    return load(file, input=command_line_input(inputs, sets), run_id=run_id)
+
+
+def _progress(plan: Any) -> Progress:
+    rows = [(f"{plan.run_id}.{b['id']}", b["id"], b.get("channel") or b.get("provider", "")) for b in plan.branches]
+    return Progress(plan.run_id, rows, gate=plan.gate_id)
+
+
+@click.command()
+@click.argument("file")
+@_input_options
+@store_option
+@json_option
+@click.option("--detach", is_flag=True, help="Store the run for `vow worker` and exit at once, printing its id.")
+def run(file: str, inputs: tuple[str, ...], sets: tuple[str, ...], run_id: str | None, store: str | None,
+        as_json: bool, detach: bool) -> None:
+    """Run the pipeline FILE and show each branch live.
+
+    The same run id again returns the stored result, joins the run in progress, or resumes it
+    after a crash; nothing that finished runs twice. Exit code 0 when the run succeeded, 1 when
+    it failed, 2 for a usage, file or input error (then nothing is stored).
+    """
+    from vow.client import Vow
+    from vow.pipeline.workflow import NAME
+
+    plan = _plan(file, inputs, sets, run_id)
+    progress = _progress(plan)
+    with Vow(store or plan.store, observers=[] if detach else [progress]) as vow:
+        existing = vow.get(plan.run_id)
+        _check_same_run(existing, plan)
+        if detach:
+            record = vow.submit(plan.run_id, NAME, plan.spec)
+            if as_json:
+                print_json({"run_id": plan.run_id, "state": record.state.value, "store": vow.store.url,
+                            "new": existing is None})
+            else:
+                click.echo(plan.run_id)
+            return
+        code = follow(vow, plan.run_id, lambda: vow.begin_run(plan.run_id, NAME, plan.spec), progress,
+                      as_json=as_json, title=plan.name, existing=existing)
+    sys.exit(code)
+
+
+@click.command()
+@click.argument("file")
+@_input_options
+@json_option
+def validate(file: str, inputs: tuple[str, ...], sets: tuple[str, ...], run_id: str | None, as_json: bool) -> None:
+    """Check the pipeline FILE as `vow run` would, without running or storing anything.
+
+    Templates are rendered with the input, every plugin's options are validated, every channel
+    and provider is built (so missing secrets show) and every message is checked.
+    """
+    plan = _plan(file, inputs, sets, run_id)
+    if as_json:
+        print_json({"file": plan.file, "name": plan.name, "run_id": plan.run_id, "store": plan.store,
+                    "spec": plan.spec})
+        return
+    branches = ", ".join(f"{b['id']} ({b.get('channel') or b.get('provider')})" for b in plan.branches)
+    click.echo(f"ok: {plan.file}: run {plan.run_id} fans out to {len(plan.branches)} "
+               f"branch{'es' if len(plan.branches) != 1 else ''}: {branches}")
+    if plan.gate_id:
+        click.echo(f"    it first waits for {plan.gate_id} (vow resolve {plan.gate_id} VALUE)")
+
+
+@click.command()
+@click.argument("run_id", metavar="ID", required=False)
+@click.option("--all", "resume_all", is_flag=True, help="Resume every pending run whose worker is gone.")
+@click.option("--app", "apps", multiple=True, metavar="MODULE[:ATTR]",
+              help="Import Python workflows to resume (pipelines are always available).")
+@store_option
+@json_option
+def resume(run_id: str | None, resume_all: bool, apps: tuple[str, ...], store: str | None, as_json: bool) -> None:
+    """Resume run ID (or --all pending runs) after a crash: finished branches are not run again."""
+    from vow.client import Vow
+
+    if bool(run_id) == resume_all:
+        raise click.UsageError("give a run ID or --all (not both)")
+    if resume_all:
+        with Vow(store) as vow:
+            load_apps(vow, apps)
+            sys.exit(_resume_all(vow, as_json))
+    with Vow(store) as probe:
+        record = _root_record(probe, run_id)
+    progress = _progress_for(record)
+    with Vow(store, observers=[progress]) as vow:
+        load_apps(vow, apps)
+        if record.func not in vow.registered():
+            raise UserError(f"run {run_id} is workflow {record.func!r}, which is not registered here; "
+                            "import it with --app MODULE[:ATTR]")
+        code = follow(vow, record.id, lambda: vow.resume(record.id), progress, as_json=as_json,
+                      title=record.func, existing=vow.get(record.id))
+    sys.exit(code)
+
+
+def _root_record(vow: Any, run_id: str) -> PromiseRecord:
+    record = vow.get(run_id)
+    if record is None:
+        raise UserError(f"no run with id {run_id!r} in {vow.store.url} (vow ls lists the runs)")
+    if record.parent is not None:
+        raise UserError(f"{run_id!r} is a step of run {record.root!r}; resume the run: vow resume {record.root}")
+    return record
+
+
+def _progress_for(record: PromiseRecord) -> Progress:
+    from vow.pipeline.workflow import NAME
+
+    if record.func == NAME:
+        args, _ = encoding.decode_args(record.args)
+        spec = args[0]
+        rows = [(f"{record.id}.{b['id']}", b["id"], b.get("channel") or b.get("provider", "")) for b in spec["branches"]]
+        gate = spec.get("gate")
+        return Progress(record.id, rows, gate=f"{record.id}.{gate['promise']}" if gate else None)
+    return Progress(record.id)
+
+
+def _resume_all(vow: Any, as_json: bool) -> int:
+    registered = vow.registered()
+    skipped = [r for r in vow.store.claimable(limit=1000) if r.func not in registered]
+    handles = vow.resume_all()
+    results = []
+    for handle in handles:
+        try:
+            handle.result()
+            error = None
+        except Exception as exc:  # noqa: BLE001 - reported per run
+            error = f"{type(exc).__name__}: {exc}"
+        record = vow.get(handle.id)
+        results.append({"run_id": handle.id, "state": record.state.value if record else "unknown", "error": error})
+    if as_json:
+        print_json({"resumed": results, "skipped": [{"run_id": r.id, "workflow": r.func} for r in skipped]})
+    else:
+        for r in results:
+            click.echo(f"  {r['run_id']}  {r['state']}" + (f"  {r['error']}" if r["error"] else ""))
+        for r in skipped:
+            click.echo(f"  {r.id}  skipped: workflow {r.func!r} is not registered here (add --app MODULE)")
+        if not results and not skipped:
+            click.echo("nothing to resume: no pending run without a live worker")
+    return FAILED if any(r["state"] != State.RESOLVED.value for r in results) else OK
+
+
+def _check_same_run(existing: PromiseRecord | None, plan: Any) -> None:
+    """An existing id must hold this very run; say so plainly instead of a long engine error."""
+    from vow.pipeline.workflow import NAME
+
+    if existing is None:
+        return
+    if existing.func != NAME:
+        raise UserError(f"run id {plan.run_id!r} is taken by workflow {existing.func!r}, not a pipeline; "
+                        "give this run another id with --id")
+    if existing.args != encoding.encode_args((plan.spec,), {}, what=plan.run_id):
+        raise UserError(f"run id {plan.run_id!r} was started with other input or another version of "
+                        f"{plan.file}; run it with the same input to join it, or give this run a new id (--id)")
+
+
+# ---------------------------------------------------------------------------------- following a run
+def follow(vow: Any, run_id: str, start: Callable[[], Any], progress: Progress, *, as_json: bool, title: str,
+           existing: PromiseRecord | None) -> int:
+    """Start (or join) ``run_id`` with ``start()``, show it live until it settles, print the summary.
+
+    Returns the exit code: 0 when the run resolved, 1 otherwise.
+    """
+    tty = sys.stdout.isatty() and not as_json
+    console = _console() if tty else None
+    if existing is not None:
+        progress.load(vow.store.tree(run_id))
+        if existing.settled:
+            progress.take_changes(final=True)  # the summary lists the stored rows, in file order
+    if not as_json:
+        _header(console, title, run_id, vow.store.url, progress.rows(), existing, vow)
+    handle = start()
+    view: Any = RichView(progress, console) if tty else PlainView(progress, sys.stdout) if not as_json else None
+    try:
+        _watch(vow, run_id, handle, progress, view)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: {run_id} stays pending; run the same command again, or "
+                   f"`vow resume {run_id}`, to continue where it stopped", err=True)
+        return 130
+    try:
+        value, error = handle.result(), None
+    except Exception as exc:  # noqa: BLE001 - the run's failure is reported, not raised
+        value, error = None, exc
+    root = vow.get(run_id)
+    rows = progress.rows()
+    if as_json:
+        print_json(_document(title, run_id, vow.store.url, root, rows, value, error, existing))
+    else:
+        _summary(console, run_id, root, rows, value, error, existing)
+    return OK if root is not None and root.state is State.RESOLVED and error is None else FAILED
+
+
+def _watch(vow: Any, run_id: str, handle: Any, progress: Progress, view: Any) -> None:
+    def refresh() -> None:
+        ids = progress.waiting_for_detail()
+        if ids:
+            progress.load(vow.store.get_many(ids).values())
+
+    if view is None:
+        while not handle.done():
+            progress.changed.wait(0.1)
+            progress.changed.clear()
+        return
+    with view:
+        polled = time.monotonic()
+        while not handle.done():
+            progress.changed.wait(0.01 if progress.root_state else 0.1)
+            progress.changed.clear()
+            if time.monotonic() - polled > REMOTE_POLL:  # shows a run another process is running, too
+                progress.load(vow.store.tree(run_id))
+                polled = time.monotonic()
+            refresh()
+            view.update()
+        progress.load(vow.store.tree(run_id))
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _echo(console: Any, text: str, style: str = "") -> None:
+    if console is not None:
+        console.print(text, style=style or None, markup=False, highlight=False)
+    else:
+        click.echo(text)
+
+
+def _header(console: Any, title: str, run_id: str, store: str, rows: list[Row], existing: PromiseRecord | None,
+            vow: Any) -> None:
+    names = ", ".join(r.name for r in rows if r.kind != "promise")
+    _echo(console, f"{title}: run {run_id} on {store}" + (f" ({len(rows)} branches: {names})" if names else ""),
+          "bold")
+    if existing is None:
+        return
+    if existing.settled:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(existing.settled_at or existing.created_at))
+        _echo(console, f"  this run already finished ({existing.state.value} at {when}): showing its stored "
+                       "result; nothing runs again", "yellow")
+        return
+    done = sum(1 for r in rows if r.settled)
+    lease = vow.store.lease(run_id)
+    if lease is not None and lease.owner and lease.expires_at > time.time():
+        _echo(console, f"  joining: {run_id} is already running ({done} of {len(rows)} settled)", "yellow")
+    else:
+        _echo(console, f"  resuming {run_id} where it stopped: {done} of {len(rows)} already settled and not "
+                       "run again", "yellow")
+
+
+def _summary(console: Any, run_id: str, root: PromiseRecord | None, rows: list[Row], value: Any,
+             error: BaseException | None, existing: PromiseRecord | None) -> None:
+    if existing is not None and existing.settled:  # nothing changed: print the stored rows now
+        width = max(len(r.name) for r in rows) if rows else 0
+        for row in rows:
+            _echo(console, format_line("settled", row, width))
+    took = seconds((root.settled_at or time.time()) - root.created_at) if root else "-"
+    branches = [r for r in rows if r.kind != "promise"]
+    ok = sum(1 for r in branches if r.state == State.RESOLVED.value)
+    retried = [f"{r.name} after {r.attempt} attempts" for r in branches if r.attempt > 1 and r.state == "resolved"]
+    note = f" ({', '.join(retried)})" if retried else ""
+    if root is not None and root.state is State.RESOLVED and error is None:
+        _echo(console, f"done: {run_id} succeeded in {took}; {ok} of {len(branches)} branches ok{note}", "bold green")
+        if isinstance(value, dict):
+            for key, label in (("gallery", "gallery"), ("result_file", "result")):
+                if value.get(key):
+                    _echo(console, f"  {label}: {value[key]}")
+    else:
+        state = root.state.value if root else "unknown"
+        _echo(console, f"failed: {run_id} {state} after {took}: {_error_text(error)}", "bold red")
+    _echo(console, f"  promise tree: vow show {run_id}", "dim")
+
+
+def _error_text(error: BaseException | None) -> str:
+    if error is None:
+        return "see vow show"
+    return f"{type(error).__name__}: {error}"
+
+
+def _document(title: str, run_id: str, store: str, root: PromiseRecord | None, rows: list[Row], value: Any,
+              error: BaseException | None, existing: PromiseRecord | None) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "workflow": title,
+        "store": store,
+        "state": root.state.value if root else None,
+        "ok": error is None and root is not None and root.state is State.RESOLVED,
+        "already_finished": bool(existing is not None and existing.settled),
+        "elapsed": round((root.settled_at or time.time()) - root.created_at, 4) if root else None,
+        "branches": [{"id": r.name, "promise_id": r.id, "kind": r.kind, "state": r.state, "attempt": r.attempt,
+                      "elapsed": None if r.elapsed() is None else round(r.elapsed() or 0.0, 4),
+                      "detail": r.detail, "error": r.error} for r in rows],
+        "result": value,
+        "error": _error_text(error) if error is not None else None,
+    }

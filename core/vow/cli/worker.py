@@ -1,0 +1,67 @@
+"""``vow worker``: claim pending runs from the store and run them, until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import click
+
+from vow.cli.common import load_apps, store_option
+from vow.events import Event, EventKind
+
+
+class WorkerLog:
+    """Observer: one line when a run starts here and one when it settles."""
+
+    def __init__(self) -> None:
+        self._started: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def on_event(self, event: Event) -> None:
+        if event.id != event.root:
+            return
+        if event.kind is EventKind.RESUMED:
+            with self._lock:
+                self._started[event.id] = event.time
+            self._say(f"run {event.id} ({event.func}) started")
+        elif event.kind is EventKind.SETTLED:
+            with self._lock:
+                began = self._started.pop(event.id, None)
+            took = f" in {event.time - began:.2f}s" if began is not None else ""
+            error = f": {event.error}" if event.error else ""
+            self._say(f"run {event.id} {event.state}{took}{error}")
+
+    @staticmethod
+    def _say(text: str) -> None:
+        click.echo(f"{time.strftime('%H:%M:%S')} [{os.getpid()}] {text}")
+
+
+@click.command()
+@store_option
+@click.option("--app", "apps", multiple=True, metavar="MODULE[:ATTR]",
+              help="Import a module whose Python workflows this worker runs too (pipelines always run).")
+@click.option("--poll", default=0.2, show_default=True, type=click.FloatRange(min=0.01),
+              help="Seconds between looks for new runs when idle.")
+@click.option("--max-running", default=256, show_default=True, type=click.IntRange(min=1),
+              help="At most this many runs at once in this worker.")
+def worker(store: str | None, apps: tuple[str, ...], poll: float, max_running: int) -> None:
+    """Claim and run pending runs (`vow run --detach`, `Vow.submit`) until stopped.
+
+    Several workers may share one store: each run is leased to one worker at a time, and the run
+    of a worker that died is taken over (at once when it ran on this machine). SIGTERM or Ctrl-C
+    stops the worker; runs it had not finished stay pending and are resumed by the next worker.
+    """
+    from vow.client import Vow
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with Vow(store, observers=[WorkerLog()]) as vow:
+        load_apps(vow, apps)
+        workflows = ", ".join(sorted(vow.registered()))
+        WorkerLog._say(f"worker on {vow.store.url} runs: {workflows}; stop with Ctrl-C or SIGTERM")
+        vow.worker(stop=stop, poll_interval=poll, max_running=max_running)
+        WorkerLog._say("stopping: unfinished runs stay pending for the next worker")

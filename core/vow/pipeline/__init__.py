@@ -1,0 +1,34 @@
+"""Pipelines declared in YAML: read a file, plan one run, and the workflow that runs it.
+
+::
+
+    from vow import Vow
+    from vow.pipeline import load
+
+    plan = load("examples/order-confirmed.yaml", input={"order_id": "A-7"})
+    with Vow(plan.store) as vow:
+        summary = vow.run(plan.run_id, "vow.pipeline", plan.spec)
+
+``docs/pipeline.md`` documents every key of the file.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Imported on first use: every Vow() registers the workflow, and should not pay for YAML and Jinja.
+_EXPORTS = {
+    "Plan": "vow.pipeline.plan", "load": "vow.pipeline.plan", "make_plan": "vow.pipeline.plan",
+    "SpecError": "vow.pipeline.source", "parse": "vow.pipeline.source", "read": "vow.pipeline.source",
+    "NAME": "vow.pipeline.workflow", "PipelineFailed": "vow.pipeline.workflow", "pipeline": "vow.pipeline.workflow",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vow.pipeline' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,379 @@
+"""From a pipeline file and its input to a :class:`Plan`: everything one run needs, checked.
+
+Planning renders every template, expands ``for_each``, validates each plugin's options with
+its own attrs class, builds every channel and image provider once (so a missing secret is
+found now) and asks each channel to ``validate`` its rendered message (so a bad recipient is
+found now). Nothing is stored and nothing is sent: a plan that is made can run, and a file
+that cannot run fails here with one message naming the file, line and key.
+
+The plan's ``spec`` is plain JSON and is the pipeline workflow's only argument, so a worker in
+another process runs it without the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path as FilePath
+from typing import Any, Callable, Mapping
+
+import attrs
+
+from vow.channels import Message
+from vow.config import structure as structure_options
+from vow.errors import ConfigError
+from vow.faults import Faults, with_faults
+from vow.images.pipeline import parse_size
+from vow.pipeline.inputs import merge
+from vow.pipeline.source import Path, Source, SpecError, read
+from vow.pipeline.spec import (FORMAT_VERSION, ChannelBranch, ImageBranch, PipelineSpec, describe,
+                               structure)
+from vow.pipeline.templates import TemplateError, plain, render_text, render_value, slug, wrap
+from vow.pipeline.workflow import RESERVED
+from vow.retry import from_config
+
+BRANCH_ID = re.compile(r"^[A-Za-z0-9+][A-Za-z0-9_.@+-]{0,127}$")
+BRANCH_ID_RULE = "1-128 letters, digits and _ . @ + -"
+STYLE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # it names an image file and a promise id
+DEFAULT_IMAGE_OUTPUT = ".vow/output"
+
+
+@attrs.frozen
+class Plan:
+    """One run of a pipeline file, ready to start."""
+
+    file: str
+    name: str
+    run_id: str
+    store: str | None
+    spec: dict[str, Any]
+
+    @property
+    def branches(self) -> list[dict[str, Any]]:
+        """The branches the run fans out to, in file order."""
+        return self.spec["branches"]
+
+    @property
+    def gate_id(self) -> str | None:
+        """The id of the outside promise the run waits for first, if it has a gate."""
+        gate = self.spec.get("gate")
+        return f"{self.run_id}.{gate['promise']}" if gate else None
+
+
+def load(file: str, *, input: Mapping[str, Any] | None = None, run_id: str | None = None,
+         plugins: Any = None) -> Plan:
+    """Read, check and render pipeline ``file`` for one run (``input`` goes over the file's own)."""
+    return make_plan(read(file), input=input, run_id=run_id, plugins=plugins)
+
+
+def make_plan(source: Source, *, input: Mapping[str, Any] | None = None, run_id: str | None = None,
+              plugins: Any = None) -> Plan:
+    """Check and render a parsed pipeline file; see the module docstring."""
+    if plugins is None:
+        from vow.plugins import default_plugins
+
+        plugins = default_plugins()
+    if source.data is None:
+        raise source.error((), "the file is empty (a pipeline needs at least version, name and fan_out)")
+    spec = structure(source, PipelineSpec, source.data, ())
+    return _Planner(source, spec, plugins).plan(dict(input or {}), run_id)
+
+
+class _Planner:
+    def __init__(self, source: Source, spec: PipelineSpec, plugins: Any) -> None:
+        self.source = source
+        self.spec = spec
+        self.plugins = plugins
+        self.built: dict[str, Any] = {}  # one channel / provider per (name, options, faults)
+
+    def error(self, path: Path, problem: str) -> SpecError:
+        return self.source.error(path, problem)
+
+    # ------------------------------------------------------------------ the whole file
+    def plan(self, overrides: dict[str, Any], run_id: str | None) -> Plan:
+        spec = self.spec
+        if spec.version != FORMAT_VERSION:
+            raise self.error(("version",), f"{spec.version} is not supported (supported: {FORMAT_VERSION})")
+        if not spec.name.strip():
+            raise self.error(("name",), "must not be empty")
+        if not isinstance(spec.input, dict):
+            raise self.error(("input",), f"expected a mapping of default input values, got {describe(spec.input)}")
+        inputs = merge(spec.input, overrides)
+        context: dict[str, Any] = {"input": wrap(inputs, "input"), "name": spec.name}
+        run_id = self.run_id(run_id, inputs, context)
+        context["run"] = wrap({"id": run_id, "slug": slug(run_id)}, "run")
+        defaults = self.defaults()
+        gate = self.gate()
+        branches = self.fan_out(context, defaults)
+        output = self.output(context, branches)
+        return Plan(self.source.file, spec.name, run_id, spec.store, {
+            "name": spec.name,
+            "input": plain(inputs),
+            "gate": gate,
+            "fan_in": spec.fan_in,
+            "concurrency": spec.defaults.concurrency,
+            "output": output,
+            "branches": branches,
+        })
+
+    def run_id(self, given: str | None, inputs: dict[str, Any], context: dict[str, Any]) -> str:
+        if given is not None:
+            where: Path = ()
+            value, label = given, "--id"
+        elif self.spec.id is not None:
+            where, label = ("id",), ""
+            value = self.render(self.spec.id, context, where, render_text)
+        else:
+            # Same pipeline, same input: same run. Starting it twice joins the first run.
+            digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:12]
+            return f"{slug(self.spec.name)}/{digest}"
+        if not value.strip() or any(c.isspace() for c in value) or len(value) > 200:
+            problem = f"{value!r} is not a usable run id (1-200 characters, no spaces)"
+            if label:
+                raise SpecError(f"{label}: {problem}")
+            raise self.error(where, problem)
+        return value
+
+    def defaults(self) -> dict[str, Any]:
+        d = self.spec.defaults
+        return {"retry": self.retry(d.retry, ("defaults", "retry")),
+                "timeout": self.seconds(d.timeout, ("defaults", "timeout")),
+                "concurrency": self.positive(d.concurrency, ("defaults", "concurrency"))}
+
+    def gate(self) -> dict[str, Any] | None:
+        gate = self.spec.gate
+        if gate is None:
+            return None
+        if not BRANCH_ID.match(gate.promise):
+            raise self.error(("gate", "promise"), f"{gate.promise!r} is not a usable promise name ({BRANCH_ID_RULE})")
+        return {"promise": gate.promise, "timeout": self.seconds(gate.timeout, ("gate", "timeout"))}
+
+    def output(self, context: dict[str, Any], branches: list[dict[str, Any]]) -> str | None:
+        if self.spec.output is not None:
+            text = self.render(self.spec.output, context, ("output",), render_text)
+            if not text.strip():
+                raise self.error(("output",), "must not be empty (a directory, such as out/{{ run.slug }})")
+            return str(FilePath(text).expanduser().absolute())
+        if any(b["kind"] == "image" for b in branches):
+            return str((FilePath(DEFAULT_IMAGE_OUTPUT) / context["run"]["slug"]).absolute())
+        return None
+
+    # ------------------------------------------------------------------ branches
+    def fan_out(self, context: dict[str, Any], defaults: dict[str, Any]) -> list[dict[str, Any]]:
+        fan_out = self.spec.fan_out
+        if not isinstance(fan_out, list) or not fan_out:
+            raise self.error(("fan_out",), "expected a list of branches (each with channel: or image:), "
+                                           f"got {describe(fan_out) if fan_out != [] else 'an empty list'}")
+        branches: list[dict[str, Any]] = []
+        ids: dict[str, int] = {}
+        styles: dict[str, int] = {}
+        for i, raw in enumerate(fan_out):
+            path: Path = ("fan_out", i)
+            if not isinstance(raw, dict):
+                raise self.error(path, f"expected a branch mapping (channel: NAME or image: PROVIDER), "
+                                       f"got {describe(raw)}")
+            if ("channel" in raw) == ("image" in raw):
+                raise self.error(path, "a branch needs exactly one of channel: NAME (a notification) "
+                                       "or image: PROVIDER (an image)")
+            if "channel" in raw:
+                made = self.channel_branches(structure(self.source, ChannelBranch, raw, path), path, context, defaults)
+            else:
+                made = self.image_branches(structure(self.source, ImageBranch, raw, path), path, context, defaults)
+            for branch in made:
+                if branch["id"] in RESERVED or (self.spec.gate and branch["id"] == self.spec.gate.promise):
+                    raise self.error(path, f"branch id {branch['id']!r} is taken by the run's own steps "
+                                           f"({', '.join(RESERVED)} and the gate's promise); give the branch "
+                                           "another id with id:")
+                if branch["id"] in ids:
+                    raise self.error(path, f"branch id {branch['id']!r} is used twice (fan_out[{ids[branch['id']]}] "
+                                           f"and fan_out[{i}]); give each branch its own id with id:")
+                ids[branch["id"]] = i
+                if branch["kind"] == "image":
+                    style = branch["request"]["style"]
+                    if style in styles:
+                        raise self.error(path, f"style {style!r} is generated twice (fan_out[{styles[style]}] and "
+                                               f"fan_out[{i}]); each style is one image file, {style}.png")
+                    styles[style] = i
+                branches.append(branch)
+        if not branches:
+            raise self.error(("fan_out",), "no branches to run (every for_each is empty)")
+        return branches
+
+    def items(self, branch: Any, path: Path, context: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
+        """``(template context, note for errors)`` per for_each item (one, with no for_each)."""
+        if branch.for_each is None:
+            return [(context, "")]
+        items = self.render(branch.for_each, context, path + ("for_each",), render_value)
+        if not isinstance(items, list):
+            raise self.error(path + ("for_each",), f"expected a list (or a template that gives one), "
+                                                   f"got {describe(items)}")
+        return [({**context, "item": wrap(item, "item"), "index": j}, f" (for_each item {j}: {item!r})")
+                for j, item in enumerate(items)]
+
+    def channel_branches(self, b: ChannelBranch, path: Path, context: dict[str, Any],
+                         defaults: dict[str, Any]) -> list[dict[str, Any]]:
+        name = b.channel
+        if name not in self.plugins.channels:
+            raise self.error(path + ("channel",), _not_installed(name, self.plugins.channels.names()))
+        retry = self.retry(b.retry, path + ("retry",)) if b.retry is not None else defaults["retry"]
+        timeout = self.seconds(b.timeout, path + ("timeout",)) if b.timeout is not None else defaults["timeout"]
+        made = []
+        for ctx, note in self.items(b, path, context):
+            options = self.render(b.options or {}, ctx, path + ("options",), render_value, note)
+            faults = self.render(b.faults, ctx, path + ("faults",), render_value, note) if b.faults else None
+            self.check_options(self.plugins.channels, name, options, path + ("options",), note)
+            self.check_faults(faults, path + ("faults",), note)
+            data = self.render(b.data, ctx, path + ("data",), render_value, note)
+            if not isinstance(data, dict):
+                raise self.error(path + ("data",), f"expected a mapping, got {describe(data)}{note}")
+            message = {
+                "to": self.render(b.to, ctx, path + ("to",), render_text, note),
+                "subject": self.render(b.subject, ctx, path + ("subject",), render_text, note)
+                if b.subject is not None else None,
+                "body": self.render(b.body, ctx, path + ("body",), render_text, note),
+                "data": data,
+            }
+            channel = self.build(self.plugins.channels, name, options, faults,
+                                 path + ("options",) if b.options else path + ("channel",), note)
+            try:
+                channel.validate(Message(**message))
+            except ConfigError as exc:
+                raise self.error(path + _message_field(str(exc)), f"{exc}{note}") from None
+            branch_id = self.branch_id(b.id, ctx, path, default=name if not note else ctx["item"], note=note)
+            made.append({"id": branch_id, "kind": "channel", "channel": name, "message": message,
+                         "options": options, "faults": faults, "retry": retry, "timeout": timeout})
+        return made
+
+    def image_branches(self, b: ImageBranch, path: Path, context: dict[str, Any],
+                       defaults: dict[str, Any]) -> list[dict[str, Any]]:
+        name = b.image
+        if name not in self.plugins.image_providers:
+            raise self.error(path + ("image",), _not_installed(name, self.plugins.image_providers.names()))
+        retry = self.retry(b.retry, path + ("retry",)) if b.retry is not None else defaults["retry"]
+        timeout = self.seconds(b.timeout, path + ("timeout",)) if b.timeout is not None else defaults["timeout"]
+        made = []
+        for ctx, note in self.items(b, path, context):
+            options = self.render(b.options or {}, ctx, path + ("options",), render_value, note)
+            faults = self.render(b.faults, ctx, path + ("faults",), render_value, note) if b.faults else None
+            self.check_options(self.plugins.image_providers, name, options, path + ("options",), note)
+            self.check_faults(faults, path + ("faults",), note)
+            if b.style is not None:
+                style = self.render(b.style, ctx, path + ("style",), render_text, note)
+            elif note and isinstance(ctx["item"], str):
+                style = ctx["item"]
+            else:
+                raise self.error(path + ("style",), "required (or fan out over styles with for_each, "
+                                                    "whose item is then the style)")
+            if not STYLE.match(style):
+                raise self.error(path + ("style",), f"{style!r} is not a usable style name (letters, digits, "
+                                                    f"'-' and '_'; it names the image file){note}")
+            prompt = self.render(b.prompt, ctx, path + ("prompt",), render_text, note)
+            if not prompt.strip():
+                raise self.error(path + ("prompt",), f"must not be empty{note}")
+            seed = self.render(b.seed, ctx, path + ("seed",), render_value, note)
+            if isinstance(seed, bool) or not isinstance(seed, int):
+                raise self.error(path + ("seed",), f"expected a whole number, got {describe(seed)}{note}")
+            size = self.render(b.size, ctx, path + ("size",), render_value, note)
+            try:
+                width, height = parse_size(size)
+            except ConfigError as exc:
+                raise self.error(path + ("size",), f"{str(exc).removeprefix('size: ')}{note}") from None
+            self.build(self.plugins.image_providers, name, options, faults,
+                       path + ("options",) if b.options else path + ("image",), note)
+            branch_id = self.branch_id(b.id, ctx, path, default=style, note=note)
+            request = {"prompt": prompt, "style": style, "seed": seed, "width": width, "height": height}
+            made.append({"id": branch_id, "kind": "image", "provider": name, "request": request,
+                         "options": options, "faults": faults, "retry": retry, "timeout": timeout})
+        return made
+
+    # ------------------------------------------------------------------ checks
+    def render(self, value: Any, context: Mapping[str, Any], path: Path,
+               how: Callable[[Any, Mapping[str, Any]], Any], note: str = "") -> Any:
+        try:
+            return how(value, context)
+        except TemplateError as exc:
+            line = self.source.text_line(path, exc.line) if exc.line else self.source.line(path)
+            raise SpecError(f"{exc}{note}", file=self.source.file, line=line, path=path) from None
+
+    def branch_id(self, template: str | None, context: dict[str, Any], path: Path, *, default: Any,
+                  note: str) -> str:
+        if template is not None:
+            value = self.render(template, context, path + ("id",), render_text, note)
+        elif isinstance(default, (str, int)) and not isinstance(default, bool):
+            value = str(default)
+        else:
+            raise self.error(path + ("for_each",), "its items are not names, so give the branch an id template "
+                                                   "such as id: \"{{ item.name }}\"")
+        if not BRANCH_ID.match(value):
+            raise self.error(path + ("id",), f"{value!r} is not a usable branch id ({BRANCH_ID_RULE}){note}")
+        return value
+
+    def check_options(self, registry: Any, name: str, options: Any, path: Path, note: str) -> None:
+        if not isinstance(options, dict):
+            raise self.error(path, f"expected a mapping of {name} options, got {describe(options)}{note}")
+        try:
+            registry.options(name, options, where=_where(path))
+        except ConfigError as exc:
+            raise _noted(self.source.relocate(exc, path), note) from None
+
+    def check_faults(self, faults: Any, path: Path, note: str) -> None:
+        if faults is None:
+            return
+        try:
+            structure_options(Faults, faults, where=_where(path))
+        except ConfigError as exc:
+            raise _noted(self.source.relocate(exc, path), note) from None
+
+    def build(self, registry: Any, name: str, options: dict[str, Any], faults: Any, path: Path, note: str) -> Any:
+        key = json.dumps([registry.kind, name, options, faults], sort_keys=True, default=str)
+        if key not in self.built:
+            try:
+                self.built[key] = with_faults(registry.build(name, options, where=_where(path)), faults)
+            except ConfigError as exc:
+                raise _noted(self.source.relocate(exc, path), note) from None
+        return self.built[key]
+
+    def retry(self, data: Any, path: Path) -> dict[str, Any] | None:
+        if data is None:
+            return None
+        try:
+            from_config(data, where=_where(path))
+        except ConfigError as exc:
+            raise self.source.relocate(exc, path) from None
+        return {"policy": data} if isinstance(data, str) else dict(data)
+
+    def seconds(self, value: float | None, path: Path) -> float | None:
+        if value is not None and value <= 0:
+            raise self.error(path, f"must be more than 0 seconds, got {value:g}")
+        return value
+
+    def positive(self, value: int | None, path: Path) -> int | None:
+        if value is not None and value < 1:
+            raise self.error(path, f"must be 1 or more, got {value}")
+        return value
+
+
+def _where(path: Path) -> str:
+    from vow.pipeline.source import format_path
+
+    return format_path(path)
+
+
+def _noted(error: SpecError, note: str) -> SpecError:
+    if not note:
+        return error
+    return SpecError(error.problem + note, file=error.file, line=error.line, path=error.path)
+
+
+def _not_installed(name: str, installed: list[str]) -> str:
+    return f"{name!r} is not installed (installed: {', '.join(installed) or 'none'})"
+
+
+_FIELD = re.compile(r"\bmessage[ .](to|subject|body|data)\b")
+
+
+def _message_field(problem: str) -> Path:
+    """The message key a channel's validation error is about, when it names one."""
+    match = _FIELD.search(problem)
+    return (match.group(1),) if match else ()

@@ -1,0 +1,165 @@
+"""Reading a pipeline file: YAML data plus the line of every key, so errors can point at it.
+
+PyYAML composes the document into a node tree first; each node knows where it starts. We walk
+that tree once, mapping each key path (``("fan_out", 2, "channel")``) to its line, then build
+the plain data from the same tree. Every error about the file is a :class:`SpecError` that
+reads ``order.yaml:14: fan_out[2].channel: 'emial' is not installed (...)``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path as FilePath
+from typing import Any, Union
+
+import attrs
+import yaml
+
+from vow.errors import ConfigError
+
+Path = tuple[Union[str, int], ...]
+"""A key path into the file: mapping keys and list indices."""
+
+
+class SpecError(ConfigError):
+    """A problem with a pipeline file (or its input): where it is and what is allowed."""
+
+    def __init__(self, problem: str, *, file: str | None = None, line: int | None = None,
+                 path: Path = ()) -> None:
+        self.problem = problem
+        self.file = file
+        self.line = line
+        self.path = path
+        super().__init__(self._text())
+
+    def _text(self) -> str:
+        where = ""
+        if self.file:
+            where = f"{self.file}:{self.line}: " if self.line else f"{self.file}: "
+        key = format_path(self.path)
+        return f"{where}{key}: {self.problem}" if key else f"{where}{self.problem}"
+
+
+def format_path(path: Path) -> str:
+    """``("fan_out", 2, "channel")`` -> ``fan_out[2].channel``."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+_PATH_PREFIX = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\[\d+\]|\.[A-Za-z_][A-Za-z0-9_]*)*): ")
+_PATH_PART = re.compile(r"\[(\d+)\]|\.?([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def parse_path(text: str) -> Path:
+    """The inverse of :func:`format_path`."""
+    return tuple(int(index) if index else name for index, name in _PATH_PART.findall(text))
+
+
+@attrs.frozen
+class Source:
+    """A parsed pipeline file: its data and the line of each key path."""
+
+    file: str
+    data: Any
+    lines: dict[Path, int]
+    text_lines: dict[Path, int] = attrs.Factory(dict)  # where a multi-line string's first line of text is
+
+    def line(self, path: Path) -> int:
+        """The line of ``path``, or of its closest ancestor that is in the file."""
+        for end in range(len(path), -1, -1):
+            line = self.lines.get(tuple(path[:end]))
+            if line is not None:
+                return line
+        return 1
+
+    def text_line(self, path: Path, line_in_text: int) -> int:
+        """The file line of line ``line_in_text`` (from 1) of the string at ``path``."""
+        first = self.text_lines.get(tuple(path))
+        return first + line_in_text - 1 if first is not None else self.line(path)
+
+    def error(self, path: Path, problem: str) -> SpecError:
+        """A :class:`SpecError` at ``path`` in this file."""
+        return SpecError(problem, file=self.file, line=self.line(path), path=path)
+
+    def relocate(self, exc: ConfigError, path: Path) -> SpecError:
+        """Turn an error raised with ``where=format_path(path)`` (cattrs, a plugin) into a located one.
+
+        A message that starts with a deeper key path (``fan_out[1].options.smtp.port: ...``)
+        points at that key's line; any other message is put under ``path``.
+        """
+        message = str(exc).split("\n")[0]
+        match = _PATH_PREFIX.match(message)
+        if match:
+            found = parse_path(match.group(1))
+            if found[:len(path)] == tuple(path):
+                return SpecError(message[match.end():], file=self.file, line=self.line(found), path=found)
+        return self.error(path, message)
+
+
+def read(file: str) -> Source:
+    """Read and parse the pipeline file ``file`` (named in errors as given)."""
+    try:
+        text = FilePath(file).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError("no such file", file=file) from None
+    except IsADirectoryError:
+        raise SpecError("is a directory, not a pipeline file", file=file) from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=file) from None
+    except OSError as exc:
+        raise SpecError(f"cannot read: {exc.strerror}", file=file) from None
+    return parse(text, file)
+
+
+def parse(text: str, file: str = "<pipeline>") -> Source:
+    """Parse YAML ``text``; a syntax error is a :class:`SpecError` with the line it is on."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        lines: dict[Path, int] = {}
+        text_lines: dict[Path, int] = {}
+        if node is not None:
+            _index(node, (), lines, text_lines, file)
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "invalid YAML"
+        if exc.context and exc.problem and exc.context_mark is not None:  # "while scanning a quoted scalar"
+            start = exc.context_mark
+            problem += f" {exc.context} that starts on line {start.line + 1}, column {start.column + 1}"
+        elif mark is not None:
+            problem += f" (column {mark.column + 1})"
+        raise SpecError(f"invalid YAML: {problem}", file=file,
+                        line=mark.line + 1 if mark is not None else None) from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"invalid YAML: {exc}", file=file) from None
+    finally:
+        loader.dispose()
+    return Source(file, data, lines, text_lines)
+
+
+def _index(node: yaml.Node, path: Path, lines: dict[Path, int], text_lines: dict[Path, int], file: str) -> None:
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.ScalarNode):
+        # A block scalar (| or >) starts its text on the line after the indicator.
+        text_lines[path] = node.start_mark.line + 1 + (1 if node.style in ("|", ">") else 0)
+    elif isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: its keys belong here
+                for merged in (value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]):
+                    _index(merged, path, lines, text_lines, file)
+                continue
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.start_mark)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise SpecError(f"duplicate key (first given on line {seen[key]})", file=file, line=line,
+                                path=path + (key,))
+            seen[key] = line
+            lines[path + (key,)] = line
+            _index(value_node, path + (key,), lines, text_lines, file)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _index(item, path + (i,), lines, text_lines, file)

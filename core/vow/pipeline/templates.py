@@ -1,0 +1,143 @@
+"""Templates in pipeline files: sandboxed Jinja2, and an undefined name is an error.
+
+Two ways to render:
+
+* :func:`render_text` always gives text (``to``, ``subject``, ``body``, ``prompt``, ids, paths);
+* :func:`render_value` walks lists and mappings; a string that is exactly one ``{{ expression }}``
+  keeps the expression's own type (``for_each: "{{ input.styles }}"`` is a list,
+  ``seed: "{{ input.seed }}"`` a number); any other string is rendered as text.
+
+Mappings in the context are :class:`Scope` objects that know their name, so a missing key
+reads ``input.emial is not defined (input has: email, order_id)``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+
+
+class TemplateError(ValueError):
+    """A template that does not compile or render; ``line`` is the line in the template, when known."""
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+class Scope(dict):
+    """A mapping in the template context that knows its dotted name (``input.customer``)."""
+
+    __slots__ = ("_vow_name",)
+
+    def __init__(self, data: Mapping[str, Any], name: str) -> None:
+        super().__init__({k: wrap(v, f"{name}.{k}") for k, v in data.items()})
+        self._vow_name = name
+
+
+def wrap(value: Any, name: str) -> Any:
+    """``value`` with every mapping inside it turned into a :class:`Scope` named after its path."""
+    if isinstance(value, Mapping) and not isinstance(value, Scope):
+        return Scope(value, name)
+    if isinstance(value, list):
+        return [wrap(v, f"{name}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def plain(value: Any) -> Any:
+    """``value`` with scopes turned back into plain dicts (what gets stored)."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+class _Undefined(jinja2.StrictUndefined):
+    """Says which name is missing and what the mapping has instead."""
+
+    __slots__ = ()
+
+    @property
+    def _undefined_message(self) -> str:
+        obj, name = self._undefined_obj, self._undefined_name
+        if isinstance(obj, Scope) and isinstance(name, str):
+            keys = ", ".join(sorted(map(str, obj))) or "nothing"
+            return f"{obj._vow_name}.{name} is not defined ({obj._vow_name} has: {keys})"
+        return super()._undefined_message
+
+
+class _Environment(SandboxedEnvironment):
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # `input.items` means the key "items" when there is one; dict methods only otherwise.
+        if isinstance(obj, Scope):
+            if attribute in obj:
+                return obj[attribute]
+            if attribute.startswith("_") or not hasattr(dict, attribute):
+                return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
+
+
+def slug(text: Any) -> str:
+    """``notify/A-1001`` -> ``notify-A-1001``: safe in a file name (the ``slug`` filter)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(text)).strip("-.") or "run"
+
+
+ENV = _Environment(undefined=_Undefined, autoescape=False)
+ENV.filters["slug"] = slug
+_WHOLE = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
+
+
+def is_template(text: Any) -> bool:
+    """Whether ``text`` has template syntax in it."""
+    return isinstance(text, str) and ("{{" in text or "{%" in text or "{#" in text)
+
+
+def render_text(text: str, context: Mapping[str, Any]) -> str:
+    """Render ``text`` as a template; :class:`TemplateError` saying what is wrong."""
+    if not is_template(text):
+        return text
+    try:
+        template = ENV.from_string(text)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(f"template error: {exc.message}", exc.lineno) from None
+    return _call(lambda: template.render(context), context)
+
+
+def render_value(value: Any, context: Mapping[str, Any]) -> Any:
+    """Render every string in ``value``; a lone ``{{ expression }}`` keeps its type."""
+    if isinstance(value, str):
+        whole = _WHOLE.match(value)
+        if whole and "{{" not in whole.group("expr") and "}}" not in whole.group("expr"):
+            try:
+                expression = ENV.compile_expression(whole.group("expr"), undefined_to_none=False)
+            except jinja2.TemplateSyntaxError as exc:
+                raise TemplateError(f"template error: {exc.message}", exc.lineno) from None
+            result = _call(lambda: expression(**context), context)
+            if isinstance(result, jinja2.Undefined):
+                _call(result._fail_with_undefined_error, context)
+            return plain(result)
+        return render_text(value, context)
+    if isinstance(value, Mapping):
+        return {k: render_value(v, context) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render_value(v, context) for v in value]
+    return value
+
+
+def _call(render: Any, context: Mapping[str, Any]) -> Any:
+    try:
+        return render()
+    except jinja2.UndefinedError as exc:
+        message = str(exc)
+        match = re.fullmatch(r"'(\w+)' is undefined", message)
+        if match:
+            message = f"{match.group(1)} is not defined (available: {', '.join(sorted(context))})"
+        raise TemplateError(message) from None
+    except jinja2.TemplateError as exc:  # includes SecurityError from the sandbox
+        raise TemplateError(f"template error: {exc}") from None
+    except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
+        raise TemplateError(f"template error: {type(exc).__name__}: {exc}") from None
