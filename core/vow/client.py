@@ -85,6 +85,9 @@ class Vow:
             observers=[o for o in (*observers, *built) if o is not None], max_threads=max_threads,
             max_concurrency=max_concurrency, lease_ttl=lease_ttl, poll_interval=poll_interval)
         self._closed = False
+        from vow.pipeline.workflow import NAME, pipeline  # every client (so every worker) runs YAML pipelines
+
+        self.register(pipeline, name=NAME)
 
     # ------------------------------------------------------------------ registration
     def register(self, fn: Callable[..., Any] | None = None, *, name: str | None = None, retry: Any = None,
