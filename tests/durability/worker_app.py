@@ -1,0 +1,80 @@
+"""A worker process for the concurrent-worker tests: ``python worker_app.py STORE LOG [LEASE_TTL]``.
+
+It registers :func:`fan` and runs :meth:`vow.Vow.worker` until SIGTERM, then closes cleanly and
+exits 0. Every leaf attempt appends ``start <id> <attempt> <pid> <time>`` to LOG and every root
+this worker picks up appends ``resumed <root> <pid> <time>`` (one O_APPEND write per line), so
+the test can count executions across processes and see who ran what, when.
+
+``DURABILITY_REMOTE_OWNER=1`` makes this worker's lease owner id name another host, as a worker
+on another machine would: its leases are then taken over only once they expire, never because
+its process is gone.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+
+from vow import Context, LeafContext, Vow
+from vow.events import Event, EventKind
+
+LOG_FD = -1
+
+
+def _log(line: str) -> None:
+    os.write(LOG_FD, (line + "\n").encode())
+
+
+def work(ctx: LeafContext, i: int) -> int:
+    """A small leaf: its value depends only on its input."""
+    _log(f"start {ctx.id} {ctx.attempt} {os.getpid()} {time.time()!r}")
+    return i * i
+
+
+def fan(ctx: Context, n: int):
+    """Fan out ``n`` leaves and add up their values."""
+    handles = []
+    for i in range(n):
+        handles.append((yield ctx.begin_run(work, i)))
+    total = 0
+    for handle in handles:
+        total += yield handle
+    return total
+
+
+def expected(n: int) -> int:
+    return sum(i * i for i in range(n))
+
+
+class Pickups:
+    """Observer: one line per root workflow this worker resumes."""
+
+    def on_event(self, event: Event) -> None:
+        if event.kind is EventKind.RESUMED:
+            _log(f"resumed {event.id} {os.getpid()} {event.time!r}")
+
+
+def main(argv: list[str]) -> None:
+    global LOG_FD
+    store, log = argv[0], argv[1]
+    lease_ttl = float(argv[2]) if len(argv) > 2 else 15.0
+    LOG_FD = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    if os.environ.get("DURABILITY_REMOTE_OWNER"):
+        import vow.stores.base
+
+        vow.stores.base._HOST = f"elsewhere-{os.getpid()}"  # owner ids now name another machine
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    client = Vow(store=store, lease_ttl=lease_ttl, observers=[Pickups()])
+    client.register(fan)
+    print("owner", client.owner, flush=True)
+    client.worker(stop=stop, poll_interval=0.05)
+    client.close()
+    print("stopped", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
