@@ -158,6 +158,14 @@ def _insert_runs(records: list[PromiseRecord]) -> list[tuple[str, list[tuple]]]:
     return runs
 
 
+def _header_size(header: bytes) -> int:
+    """The database size a SQLite file header records, or 0 when the header does not say."""
+    page_size = int.from_bytes(header[16:18], "big")
+    pages = int.from_bytes(header[28:32], "big")
+    # The count is valid only when "version-valid-for" matches the change counter.
+    return (65536 if page_size == 1 else page_size) * pages if header[92:96] == header[24:28] else 0
+
+
 def _is_busy(exc: sqlite3.Error) -> bool:
     message = str(exc).lower()
     return isinstance(exc, sqlite3.OperationalError) and ("locked" in message or "busy" in message)
@@ -232,18 +240,12 @@ class SQLiteStore(StoreOperations):
             raise StoreError(f"SQLite store {self.path}: cannot read the file: {exc}") from None
         if len(header) < 100 or not header.startswith(_HEADER):
             raise StoreError(f"SQLite store {self.path}: not a SQLite database (wrong path, or a damaged file)")
-        page_size = int.from_bytes(header[16:18], "big")
-        page_size = 65536 if page_size == 1 else page_size
-        pages = int.from_bytes(header[28:32], "big")
-        # The page count in the header is valid when "version-valid-for" matches the change counter.
-        if header[92:96] == header[24:28] and size < pages * page_size:
-            raise StoreError(f"SQLite store {self.path}: the file is truncated ({size} bytes, its header "
-                             f"says {pages * page_size}); restore it from a backup")
         try:
             con = sqlite3.connect(f"file:{quote(self.path)}?mode=ro", uri=True, timeout=self.busy_timeout)
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         try:
+            con.execute("BEGIN")  # one snapshot: another process may be creating the schema right now
             version = con.execute("PRAGMA user_version").fetchone()[0]
             tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             if version > FORMAT_VERSION:
@@ -258,6 +260,14 @@ class SQLiteStore(StoreOperations):
             if version > 0:
                 con.execute("SELECT id FROM promises ORDER BY rowid DESC LIMIT 1").fetchall()
         except sqlite3.Error as exc:
+            # SQLite itself checks the page count in the header against the file (and, unlike a
+            # check of ours, against the write-ahead log a checkpoint may be copying from).
+            if _is_busy(exc):
+                raise self._error(exc) from exc
+            expected = _header_size(header)
+            if expected and size < expected:
+                raise StoreError(f"SQLite store {self.path}: the file is truncated ({size} bytes, its "
+                                 f"header says {expected}); restore it from a backup") from exc
             raise self._error(exc) from exc
         finally:
             con.close()
@@ -267,6 +277,8 @@ class SQLiteStore(StoreOperations):
             con = self._con()
             if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 con.execute("PRAGMA journal_mode = WAL")
+            if con.execute("PRAGMA user_version").fetchone()[0] == FORMAT_VERSION:
+                return  # the usual case: nothing to write, so no need to wait for the write lock
             self._begin(con)
             try:
                 version = con.execute("PRAGMA user_version").fetchone()[0]
@@ -284,12 +296,12 @@ class SQLiteStore(StoreOperations):
                 raise
 
         try:
-            setup()
-        except sqlite3.Error as exc:
-            if not _is_busy(exc):
-                self.close()
-                raise self._error(exc) from exc
-            self._retry_busy(setup)
+            try:
+                setup()
+            except sqlite3.Error as exc:
+                if not _is_busy(exc):
+                    raise self._error(exc) from exc
+                self._retry_busy(setup)
         except BaseException:
             self.close()
             raise

@@ -1,0 +1,287 @@
+"""What the SQLite store promises beyond the contract: files, formats, options, processes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from vow.errors import ConfigError, StoreError
+from vow.plugins import Plugins
+from vow.records import Batch, Kind, Lease, Settle, State
+from vow.stores import open_store
+from vow.stores import sqlite as sqlite_module
+from vow.stores.base import FORMAT_VERSION, new_owner_id
+from vow.stores.sqlite import SQLiteStore
+from vow.testing import make_record
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def a_store_file(path: Path, records: int = 10) -> Path:
+    """A closed store file holding ``records`` promises under root ``r`` (and no -wal left over)."""
+    store = SQLiteStore(path)
+    store.apply(Batch(creates=[make_record("r")] + [make_record(f"r.{i}", parent="r", args="x" * 200)
+                                                   for i in range(records)]))
+    store.close()
+    assert not Path(f"{path}-wal").exists()
+    return path
+
+
+@pytest.fixture
+def plugins() -> Plugins:
+    """Only the SQLite store registered: these tests do not depend on other plugins loading."""
+    manager = Plugins(entry_points=False)
+    manager.add(sqlite_module, "sqlite")
+    return manager
+
+
+# -- the file -------------------------------------------------------------------------------
+
+def test_everything_persists_across_close_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "er" / "vow.sqlite"  # parent directories are created
+    store = SQLiteStore(path)
+    store.apply(Batch(creates=[make_record("r", kind=Kind.WORKFLOW, tags={"env": "prod"}),
+                               make_record("r.1", parent="r", timeout=12.5)],
+                      settles=[Settle("r.1", State.RESOLVED, '"ok"', 99.25)], attempts={"r": 2}))
+    owner = new_owner_id()
+    lease = store.claim("r", owner, 30, now=1000.0)
+    before = store.tree("r")
+    store.close()
+
+    again = SQLiteStore(path)
+    assert again.tree("r") == before
+    assert again.lease("r") == lease == Lease("r", owner, 1, 1030.0)
+    assert again.get("r").attempt == 2 and again.get("r").tags == {"env": "prod"}
+    assert again.url == f"sqlite://{path}"
+    again.close()
+
+
+def test_the_file_is_in_wal_mode_and_records_its_format(sqlite_store: SQLiteStore) -> None:
+    con = sqlite3.connect(sqlite_store.path)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert con.execute("PRAGMA user_version").fetchone()[0] == FORMAT_VERSION
+    con.close()
+
+
+def test_a_file_from_a_newer_format_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    path = a_store_file(tmp_path / "vow.sqlite")
+    con = sqlite3.connect(path)
+    con.execute(f"PRAGMA user_version = {FORMAT_VERSION + 1}")
+    con.close()
+    before = digest(path)
+    with pytest.raises(StoreError) as caught:
+        SQLiteStore(path)
+    message = str(caught.value)
+    assert str(path) in message
+    assert f"format {FORMAT_VERSION + 1}" in message and f"supports up to {FORMAT_VERSION}" in message
+    assert digest(path) == before
+
+
+@pytest.mark.parametrize(("keep", "message"), [(0.5, "the file is truncated"),  # half the pages
+                                              (50, "not a SQLite database")])  # half the header
+def test_a_truncated_file_is_refused_and_left_untouched(tmp_path: Path, keep: float, message: str) -> None:
+    path = a_store_file(tmp_path / "vow.sqlite", records=200)
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep) if keep < 1 else int(keep)])
+    before = digest(path)
+    with pytest.raises(StoreError, match=message) as caught:
+        SQLiteStore(path)
+    assert str(path) in str(caught.value)
+    assert digest(path) == before
+
+
+@pytest.mark.parametrize("content", [b"this is not a database\n" * 300, bytes(range(256)) * 40])
+def test_a_file_that_is_not_sqlite_is_refused_and_left_untouched(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "notes.sqlite"
+    path.write_bytes(content)
+    with pytest.raises(StoreError, match="not a SQLite database") as caught:
+        SQLiteStore(path)
+    assert str(path) in str(caught.value)
+    assert path.read_bytes() == content
+
+
+def test_damaged_pages_are_a_store_error_naming_the_file(tmp_path: Path) -> None:
+    path = a_store_file(tmp_path / "vow.sqlite", records=300)
+    data = bytearray(path.read_bytes())
+    page_size = int.from_bytes(data[16:18], "big")
+    data[page_size:] = b"\xa5" * (len(data) - page_size)  # every page but the first is garbage
+    path.write_bytes(bytes(data))
+    before = digest(path)
+    with pytest.raises(StoreError) as caught:
+        SQLiteStore(path).tree("r")
+    assert str(path) in str(caught.value) and "damaged" in str(caught.value)
+    assert digest(path) == before
+
+
+def test_another_sqlite_database_is_not_taken_over(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE users (name TEXT)")
+    con.commit()
+    con.close()
+    before = digest(path)
+    with pytest.raises(StoreError, match="not a vow store.*users"):
+        SQLiteStore(path)
+    assert digest(path) == before
+
+
+def test_an_empty_file_becomes_a_store(tmp_path: Path) -> None:
+    path = tmp_path / "empty.sqlite"
+    path.touch()
+    store = SQLiteStore(path)
+    store.apply(Batch(creates=[make_record("a")]))
+    assert store.get("a") is not None
+    store.close()
+
+
+def test_a_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="is a directory"):
+        SQLiteStore(tmp_path)
+
+
+# -- options --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("url", "expected"), [("sqlite:{}", 1), ("sqlite:{}?synchronous=full", 2),
+                                                ("sqlite:{}?synchronous=FULL", 2)])
+def test_the_synchronous_option_is_applied(tmp_path: Path, plugins: Plugins, url: str, expected: int) -> None:
+    store = open_store(url.format(tmp_path / "vow.sqlite"), plugins=plugins)
+    assert store._con().execute("PRAGMA synchronous").fetchone()[0] == expected
+    seen = []  # every thread's connection gets it
+    thread = threading.Thread(target=lambda: seen.append(store._con().execute("PRAGMA synchronous").fetchone()[0]))
+    thread.start()
+    thread.join()
+    assert seen == [expected]
+    store.close()
+
+
+def test_options_from_a_url(tmp_path: Path, plugins: Plugins) -> None:
+    store = open_store(f"sqlite://{tmp_path}/a.sqlite?busy_timeout=2.5", plugins=plugins)
+    assert (store.path, store.busy_timeout, store.synchronous) == (str(tmp_path / "a.sqlite"), 2.5, "normal")
+    store.close()
+
+
+@pytest.mark.parametrize(("query", "message"), [
+    ("synchronous=off", "synchronous: expected one of normal, full, got 'off'"),
+    ("busy_timeout=soon", "busy_timeout"),
+    ("busy_timeout=0", "busy_timeout: expected a number of seconds > 0"),
+    ("journal=delete", "extra fields found \\(journal\\)"),
+])
+def test_bad_options_are_a_config_error(tmp_path: Path, plugins: Plugins, query: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        open_store(f"sqlite:{tmp_path}/vow.sqlite?{query}", plugins=plugins)
+    assert not (tmp_path / "vow.sqlite").exists()
+
+
+# -- connections and locking ----------------------------------------------------------------
+
+def test_each_thread_has_its_own_connection_and_close_closes_them_all(sqlite_store: SQLiteStore) -> None:
+    connections = [sqlite_store._con()]
+    thread = threading.Thread(target=lambda: connections.append(sqlite_store._con()))
+    thread.start()
+    thread.join()
+    assert connections[0] is not connections[1]
+    sqlite_store.close()
+    for con in connections:
+        with pytest.raises(sqlite3.ProgrammingError):
+            con.execute("SELECT 1")
+    with pytest.raises(StoreError, match="closed"):
+        sqlite_store.get("a")
+    with pytest.raises(StoreError, match="closed"):
+        sqlite_store.apply(Batch(creates=[make_record("a")]))
+
+
+def test_a_writer_waits_for_the_lock_and_gives_up_after_busy_timeout(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "vow.sqlite", busy_timeout=0.3)
+    holder = sqlite3.connect(store.path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    started = time.monotonic()
+    with pytest.raises(StoreError, match="locked") as caught:
+        store.apply(Batch(creates=[make_record("a")]))
+    assert time.monotonic() - started >= 0.25
+    assert store.path in str(caught.value)
+    assert store.get("a") is None  # reads are not blocked by a writer
+
+    patient = SQLiteStore(store.path, busy_timeout=30)
+    assert holder.in_transaction
+    timer = threading.Timer(0.2, lambda: holder.execute("COMMIT"))
+    started = time.monotonic()
+    timer.start()
+    patient.apply(Batch(creates=[make_record("a")]))  # waits for the commit, then writes
+    assert time.monotonic() - started >= 0.15
+    timer.join()
+    assert store.get("a") is not None
+    holder.close()
+    store.close()
+    patient.close()
+
+
+def test_returned_tags_are_each_callers_own(sqlite_store: SQLiteStore) -> None:
+    sqlite_store.apply(Batch(creates=[make_record("a", tags={"k": "v"}), make_record("b", tags={"k": "v"})]))
+    sqlite_store.get("a").tags["k"] = "changed"
+    assert sqlite_store.get("a").tags == {"k": "v"} == sqlite_store.get("b").tags
+
+
+# -- several processes on one file ----------------------------------------------------------
+
+WORKER = """
+import json, sys, time
+from vow.records import Batch, Kind, PromiseRecord, Settle, State
+from vow.stores.base import new_owner_id
+from vow.stores.sqlite import SQLiteStore
+
+path, worker, start_at = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+while time.time() < start_at:  # start together, so that even the file's creation is contended
+    time.sleep(0.005)
+store = SQLiteStore(path)
+owner = new_owner_id()
+root = f"w{worker}"
+grants = []
+store.apply(Batch(creates=[PromiseRecord(root, State.PENDING, Kind.WORKFLOW, root, created_at=time.time())]))
+for i in range(300):
+    rid = f"{root}.{i}"
+    now = time.time()
+    store.apply(Batch(creates=[PromiseRecord(rid, State.PENDING, Kind.STEP, root, parent=root, created_at=now)],
+                      settles=[Settle(rid, State.RESOLVED, str(i), now)]))
+    if i % 3 == 0:
+        lease = store.claim(f"shared{i % 4}", owner, 30)
+        if lease is not None:
+            grants.append([lease.root, lease.token])
+            store.apply(Batch(attempts={rid: 1}, fences={lease.root: lease.token}))
+            store.release(lease)
+store.close()
+print(json.dumps(grants))
+"""
+
+
+def test_four_processes_write_and_claim_on_one_file_without_errors(tmp_path: Path) -> None:
+    path = tmp_path / "shared" / "vow.sqlite"
+    start_at = time.time() + 1.5  # after every interpreter has imported vow
+    workers = [subprocess.Popen([sys.executable, "-c", WORKER, str(path), str(n), str(start_at)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for n in range(4)]
+    outputs = [w.communicate(timeout=120) for w in workers]
+    for worker, (out, err) in zip(workers, outputs):
+        assert worker.returncode == 0 and err == "", err
+    grants = [tuple(g) for out, _ in outputs for g in json.loads(out)]
+    assert grants, "no worker ever got a lease"
+    assert len(grants) == len(set(grants)), "two owners were granted the same (root, token)"
+
+    store = SQLiteStore(path)
+    for n in range(4):
+        tree = store.tree(f"w{n}")
+        assert len(tree) == 301
+        assert all(r.state is State.RESOLVED and r.value == str(int(r.id.rsplit(".", 1)[1]))
+                   for r in tree[1:])
+    for root in {root for root, _ in grants}:
+        lease = store.lease(root)
+        assert lease.owner == "" and lease.token == max(t for r, t in grants if r == root)
+    store.close()
