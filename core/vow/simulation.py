@@ -66,10 +66,11 @@ class Ledger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         with self._connect() as con:
+            # Keyed per channel: the same key on two channels is two deliveries, not a duplicate.
             con.execute(
-                "CREATE TABLE IF NOT EXISTS deliveries (key TEXT PRIMARY KEY, channel TEXT NOT NULL, "
+                "CREATE TABLE IF NOT EXISTS deliveries (channel TEXT NOT NULL, key TEXT NOT NULL, "
                 "receipt TEXT NOT NULL, payload TEXT NOT NULL, delivered_at REAL NOT NULL, "
-                "duplicates INTEGER NOT NULL DEFAULT 0)"
+                "duplicates INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (channel, key))"
             )
 
     def _connect(self) -> sqlite3.Connection:
@@ -83,17 +84,18 @@ class Ledger:
 
     def deliver(self, key: str, channel: str, payload: dict[str, Any],
                 make_receipt: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
-        """Record a delivery for ``key``; return ``(receipt, duplicate)``.
+        """Record a delivery of ``key`` on ``channel``; return ``(receipt, duplicate)``.
 
-        When ``key`` was delivered before, nothing is delivered: the first receipt comes back
+        When ``key`` was delivered on ``channel`` before, nothing is delivered: the first receipt comes back
         with ``duplicate=True`` and the ledger counts the duplicate.
         """
         con = self._connect()
         con.execute("BEGIN IMMEDIATE")
         try:
-            row = con.execute("SELECT receipt FROM deliveries WHERE key=?", (key,)).fetchone()
+            row = con.execute("SELECT receipt FROM deliveries WHERE channel=? AND key=?", (channel, key)).fetchone()
             if row is not None:
-                con.execute("UPDATE deliveries SET duplicates = duplicates + 1 WHERE key=?", (key,))
+                con.execute("UPDATE deliveries SET duplicates = duplicates + 1 WHERE channel=? AND key=?",
+                            (channel, key))
                 con.execute("COMMIT")
                 return json.loads(row[0]), True
             receipt = make_receipt()
@@ -114,11 +116,11 @@ class Ledger:
                                        (channel,) if channel else ()).fetchall()
         return [Delivery(k, c, json.loads(r), json.loads(p), t, d) for k, c, r, p, t, d in rows]
 
-    def get(self, key: str) -> Delivery | None:
-        """The delivery recorded for ``key``, if any."""
-        row = self._connect().execute(
-            "SELECT key, channel, receipt, payload, delivered_at, duplicates FROM deliveries WHERE key=?", (key,)
-        ).fetchone()
+    def get(self, key: str, channel: str | None = None) -> Delivery | None:
+        """The delivery recorded for ``key`` (on ``channel``, when given), if any."""
+        sql = "SELECT key, channel, receipt, payload, delivered_at, duplicates FROM deliveries WHERE key=?"
+        row = self._connect().execute(sql + (" AND channel=?" if channel else ""),
+                                      (key, channel) if channel else (key,)).fetchone()
         if row is None:
             return None
         k, c, r, p, t, d = row
