@@ -16,13 +16,18 @@ from vow.stores.memory import MemoryStore
 from vow.stores.sqlite import SQLiteStore
 
 
-def median_us(action, repeat: int) -> float:
+def timings(action, repeat: int) -> list[float]:
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         action()
         times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e6
+    return times
+
+
+def show(label: str, seconds: list[float], unit: str) -> None:
+    scale = {"µs": 1e6, "ms": 1e3}[unit]
+    print(f"{label:34s} median {statistics.median(seconds) * scale:8.2f} {unit}   best {min(seconds) * scale:8.2f} {unit}")
 
 
 def main(kind: str) -> None:
@@ -52,12 +57,12 @@ def main(kind: str) -> None:
             store.apply(batch)
             return time.perf_counter() - start
 
-        print(f"{kind}: apply 1 create + 1 settle: {median_us(create_and_settle, 3000):8.1f} µs")
-        print(f"{kind}: apply 1,000 creates:        {statistics.median(create_1000() for _ in range(30)) * 1e3:8.2f} ms")
+        show(f"{kind}: apply 1 create + 1 settle", timings(create_and_settle, 3000), "µs")
+        show(f"{kind}: apply 1,000 creates", [create_1000() for _ in range(30)], "ms")
         root, batch = tree_batch()
         store.apply(batch)
-        print(f"{kind}: tree of 1,000 rows:         {median_us(lambda: store.tree(root), 200) / 1000:8.2f} ms")
-        print(f"{kind}: get:                        {median_us(lambda: store.get(root + '.500'), 20000):8.1f} µs")
+        show(f"{kind}: tree of 1,000 rows", timings(lambda: store.tree(root), 200), "ms")
+        show(f"{kind}: get", timings(lambda: store.get(root + ".500"), 20000), "µs")
         store.close()
 
 

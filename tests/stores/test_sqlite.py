@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -225,6 +226,21 @@ def test_a_writer_waits_for_the_lock_and_gives_up_after_busy_timeout(tmp_path: P
     patient.close()
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_opens_its_own_connection(sqlite_store: SQLiteStore) -> None:
+    parent_connection = sqlite_store._con()
+    pid = os.fork()
+    if pid == 0:  # the child: must not touch the parent's connection
+        try:
+            sqlite_store.apply(Batch(creates=[make_record("from-child")]))
+            os._exit(0 if sqlite_store._con() is not parent_connection else 3)
+        except BaseException:
+            os._exit(4)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert sqlite_store.get("from-child") is not None and sqlite_store._con() is parent_connection
+
+
 def test_returned_tags_are_each_callers_own(sqlite_store: SQLiteStore) -> None:
     sqlite_store.apply(Batch(creates=[make_record("a", tags={"k": "v"}), make_record("b", tags={"k": "v"})]))
     sqlite_store.get("a").tags["k"] = "changed"
@@ -284,4 +300,32 @@ def test_four_processes_write_and_claim_on_one_file_without_errors(tmp_path: Pat
     for root in {root for root, _ in grants}:
         lease = store.lease(root)
         assert lease.owner == "" and lease.token == max(t for r, t in grants if r == root)
+    store.close()
+
+
+KILLED_WRITER = """
+import sys, time
+from vow.records import Batch, Kind, PromiseRecord, Settle, State
+from vow.stores.sqlite import SQLiteStore
+
+store = SQLiteStore(sys.argv[1])
+for i in range(100_000):
+    rid = f"r.{i}"
+    store.apply(Batch(creates=[PromiseRecord(rid, State.PENDING, Kind.STEP, "r", parent="r", created_at=time.time())],
+                      settles=[Settle(rid, State.RESOLVED, str(i), time.time())]))
+    print(rid, flush=True)  # acknowledged: committed
+"""
+
+
+def test_every_committed_batch_survives_kill_9(tmp_path: Path) -> None:
+    path = tmp_path / "vow.sqlite"
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    acknowledged = [writer.stdout.readline().strip() for _ in range(300)]
+    writer.kill()  # SIGKILL: no cleanup, no checkpoint, the WAL is left as it is
+    writer.wait(30)
+    writer.stdout.close()
+    assert all(acknowledged) and Path(f"{path}-wal").exists()
+    store = SQLiteStore(path)
+    found = store.get_many(acknowledged)
+    assert len(found) == 300 and all(r.state is State.RESOLVED for r in found.values())
     store.close()

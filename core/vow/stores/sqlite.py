@@ -210,9 +210,7 @@ class SQLiteStore(StoreOperations):
         self._closed = False
         self._check_file()
         self._create_schema()
-        ref = weakref.ref(self)
-        # A connection must never cross a fork: a child process opens its own.
-        os.register_at_fork(after_in_child=lambda: (s := ref()) and s._forget_connections())
+        _open_stores.add(self)
 
     def __repr__(self) -> str:
         return f"<SQLiteStore {self.path}>"
@@ -334,6 +332,7 @@ class SQLiteStore(StoreOperations):
     def close(self) -> None:
         """Close every connection this store opened; the store is unusable afterwards."""
         self._closed = True
+        _open_stores.discard(self)
         with self._connections_lock:
             connections, self._connections = self._connections, []
         self._local = threading.local()
@@ -388,6 +387,8 @@ class SQLiteStore(StoreOperations):
 
     def apply(self, batch: Batch) -> BatchResult:
         """Apply ``batch`` in one transaction: fences, creates, settles, attempts; all or nothing."""
+        if not batch and not batch.fences:
+            return BatchResult()
         settles = batch.settles
         for s in settles:
             if s.state is _PENDING:
@@ -544,7 +545,7 @@ class SQLiteStore(StoreOperations):
         # SQL keeps leases that may be free; owners on this host are checked for life in Python.
         rows = self._con().execute(
             f"SELECT {', '.join('p.' + c for c in _COLUMNS.split(', '))}, l.owner, l.token, l.expires_at "
-            "FROM promises p LEFT JOIN leases l ON l.root = p.id "
+            "FROM promises p INDEXED BY promises_pending_roots LEFT JOIN leases l ON l.root = p.id "
             "WHERE p.state = 'pending' AND p.parent IS NULL AND p.kind = 'workflow' "
             "AND (l.root IS NULL OR l.owner = '' OR l.expires_at <= ? OR substr(l.owner, 1, ?) = ?) "
             "ORDER BY p.created_at, p.rowid", (now, len(local), local))
@@ -629,6 +630,11 @@ class SQLiteStore(StoreOperations):
             self._rollback(con)
             raise
         return result
+
+
+# A connection must never cross a fork: a forked child forgets its parent's and opens its own.
+_open_stores: "weakref.WeakSet[SQLiteStore]" = weakref.WeakSet()
+os.register_at_fork(after_in_child=lambda: [store._forget_connections() for store in list(_open_stores)])
 
 
 def open_sqlite(options: SQLiteOptions) -> SQLiteStore:
