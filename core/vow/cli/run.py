@@ -12,6 +12,7 @@ from vow import encoding
 from vow.cli.common import FAILED, OK, UserError, json_option, load_apps, print_json, store_option
 from vow.progress import PlainView, Progress, RichView, Row, format_line, seconds
 from vow.records import PromiseRecord, State
+from vow.stores.base import lease_is_free
 
 REMOTE_POLL = 0.5  # seconds between store reads while following a run
 
@@ -270,8 +271,7 @@ def _header(console: Any, title: str, run_id: str, store: str, rows: list[Row], 
                        "result; nothing runs again", "yellow")
         return
     done = sum(1 for r in rows if r.settled)
-    lease = vow.store.lease(run_id)
-    if lease is not None and lease.owner and lease.expires_at > time.time():
+    if not lease_is_free(vow.store.lease(run_id), vow.owner, time.time()):
         _echo(console, f"  joining: {run_id} is already running ({done} of {len(rows)} settled)", "yellow")
     else:
         _echo(console, f"  resuming {run_id} where it stopped: {done} of {len(rows)} already settled and not "

@@ -49,6 +49,8 @@ def format_path(path: Path) -> str:
 
 
 _PATH_PREFIX = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\[\d+\]|\.[A-Za-z_][A-Za-z0-9_]*)*): ")
+_EXTRA = re.compile(r"^extra fields found \((?P<keys>[^)]*)\) \(allowed: (?P<allowed>.*)\)$")
+_INVALID = re.compile(r"^invalid value: (?P<reason>(?P<key>[A-Za-z_][A-Za-z0-9_]*)\b.*)$")
 _PATH_PART = re.compile(r"\[(\d+)\]|\.?([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -91,11 +93,28 @@ class Source:
         """
         message = str(exc).split("\n")[0]
         match = _PATH_PREFIX.match(message)
-        if match:
-            found = parse_path(match.group(1))
-            if found[:len(path)] == tuple(path):
-                return SpecError(message[match.end():], file=self.file, line=self.line(found), path=found)
-        return self.error(path, message)
+        if not match or parse_path(match.group(1))[:len(path)] != tuple(path):
+            return self.error(path, message)
+        found, problem = parse_path(match.group(1)), message[match.end():]
+        here = self.at(found)
+        extra = _EXTRA.match(problem)
+        if extra and isinstance(here, dict):  # point at the first unknown key itself
+            key = extra.group("keys").split(", ")[0]
+            found, problem = found + (key,), f"unknown key (allowed: {extra.group('allowed')})"
+        invalid = _INVALID.match(problem)
+        if invalid and isinstance(here, dict) and invalid.group("key") in here:  # a validator naming its field
+            found, problem = found + (invalid.group("key"),), invalid.group("reason")
+        return SpecError(problem, file=self.file, line=self.line(found), path=found)
+
+    def at(self, path: Path) -> Any:
+        """The data at ``path`` (``None`` when it is not in the file)."""
+        node = self.data
+        for part in path:
+            try:
+                node = node[part]
+            except (KeyError, IndexError, TypeError):
+                return None
+        return node
 
 
 def read(file: str) -> Source:

@@ -12,6 +12,7 @@ from typing import Any, Literal, TypeVar
 
 import attrs
 import cattrs
+import cattrs.gen
 
 from vow.pipeline.source import Path, Source, SpecError
 
@@ -132,6 +133,20 @@ converter.register_structure_hook(
     float, _strict(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number", float))
 converter.register_structure_hook(bool, _strict(lambda v: isinstance(v, bool), "true or false"))
 converter.register_structure_hook_func(lambda t: getattr(t, "__origin__", None) is Literal, _literal)
+
+
+def _mapping_of(cls: type) -> Any:
+    """attrs classes come from mappings: say so when they get a list or a value instead."""
+    build = cattrs.gen.make_dict_structure_fn(cls, converter, _cattrs_forbid_extra_keys=True)
+
+    def hook(value: Any, _type: Any) -> Any:
+        if not isinstance(value, dict):
+            raise TypeError(f"expected a mapping of keys ({keys_of(cls)}), got {describe(value)}")
+        return build(value, _type)
+    return hook
+
+
+converter.register_structure_hook_factory(attrs.has, _mapping_of)
 
 
 def structure(source: Source, cls: type[T], data: Any, path: Path) -> T:

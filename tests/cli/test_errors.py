@@ -1,0 +1,113 @@
+"""Every mistake a user can make is one exact message (file, line, key path, what is allowed), exit code 2,
+and nothing stored."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from vow.cli import cli
+from vow.plugins import default_plugins
+
+HEADER = """\
+version: 1
+name: order
+id: "order/{{ input.order_id }}"
+input:
+  order_id: 7
+  email: ada@example.com
+"""
+EMAIL = """\
+  - channel: email
+    to: "{{ input.email }}"
+    subject: "Order {{ input.order_id }}"
+    body: Thanks!
+"""  # fan_out[0], lines 8-11 when nothing is inserted before fan_out
+
+
+def pipeline(*branches: str, top: str = "") -> str:
+    return HEADER + top + "fan_out:\n" + EMAIL + "".join(branches)
+
+
+SMS_TWILIO = '  - channel: sms\n    to: "+14155550100"\n    body: hi\n    options: {transport: twilio, from_number: "+14155550199"}\n'
+EMAIL_FIELDS = ("channel, to, subject, body, data, options, id, for_each, retry, timeout, faults")
+
+CASES = [
+    ("syntax error", pipeline('  - channel: sms\n    to: "+14155550100\n    body: hi\n'), [],
+     "order.yaml:15: invalid YAML: found unexpected end of stream while scanning a quoted scalar that starts on "
+     "line 13, column 9"),
+    ("duplicate key", pipeline("  - channel: slack\n    to: '#orders'\n    body: hi\n    to: '#sales'\n"), [],
+     "order.yaml:15: fan_out[1].to: duplicate key (first given on line 13)"),
+    ("unknown key", pipeline("  - channel: slack\n    to: '#orders'\n    body: hi\n    subjct: Order\n"), [],
+     f"order.yaml:15: fan_out[1].subjct: unknown key (allowed: {EMAIL_FIELDS})"),
+    ("unknown plugin", pipeline("  - channel: slack\n    to: '#orders'\n    body: hi\n", "  - channel: emial\n    to: x\n"),
+     [], "order.yaml:15: fan_out[2].channel: 'emial' is not installed (installed: {channels})"),
+    ("unknown option", pipeline("  - channel: push\n    to: '{{ input.email }}'\n    body: hi\n    options:\n"
+                                "      transport: pigeon\n"), [],
+     "order.yaml:16: fan_out[1].options.transport: invalid value (allowed: 'auto', 'fcm', 'apns', 'simulated')"),
+    ("wrong type", pipeline(top="defaults:\n  timeout: soon\n"), [],
+     "order.yaml:8: defaults.timeout: expected a number, got text 'soon'"),
+    ("wrong type in a list", pipeline(top="gate: [approval]\n"), [],
+     "order.yaml:7: gate: expected a mapping of keys (promise, timeout), got a list"),
+    ("missing secret", pipeline(SMS_TWILIO), [],
+     "order.yaml:15: fan_out[1].options: sms transport 'twilio': missing secret: set the environment variable "
+     "TWILIO_ACCOUNT_SID"),
+    ("bad template", pipeline('  - channel: slack\n    to: "#orders"\n    body: "New order {{ input.order_id }"\n'), [],
+     "order.yaml:14: fan_out[1].body: template error: unexpected '}'"),
+    ("undefined in a template", pipeline('  - channel: sms\n    to: "{{ input.phone }}"\n    body: hi\n'), [],
+     "order.yaml:13: fan_out[1].to: input.phone is not defined (input has: email, order_id)"),
+    ("bad recipient", pipeline('  - channel: sms\n    to: "{{ input.phone }}"\n    body: hi\n'), ["--set", "phone=555-1234"],
+     "order.yaml:13: fan_out[1].to: sms message.to: '555-1234' is not a phone number in E.164: '+' then 8-15 "
+     "digits with the country code first, no spaces or dashes, e.g. +14155550123"),
+    ("bad input JSON", pipeline(), ["--input", '{"order_id": 1'],
+     "--input: not valid JSON (Expecting ',' delimiter: line 1 column 15 (char 14))"),
+    ("input not an object", pipeline(), ["--input", "[1, 2]"],
+     '--input: expected a JSON object such as {"order_id": 1042}, got list'),
+    ("bad --set", pipeline(), ["--set", "order_id"],
+     "--set: expected key=value (a dotted key such as customer.email=ada@example.com), got 'order_id'"),
+    ("input file missing", pipeline(), ["--input", "@event.json"], "--input @event.json: no such file"),
+    ("same branch twice", pipeline(EMAIL), [],
+     "order.yaml:12: fan_out[1]: branch id 'email' is used twice (fan_out[0] and fan_out[1]); give each branch its "
+     "own id with id:"),
+]
+
+
+@pytest.mark.parametrize("text, args, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_each_mistake_is_one_exact_message_with_exit_2_and_nothing_stored(text, args, expected, tmp_path,
+                                                                          monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VOW_SIM_DIR", str(tmp_path / "sim"))
+    for var in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_API_KEY_SECRET"):
+        monkeypatch.delenv(var, raising=False)
+    (tmp_path / "order.yaml").write_text(text)
+    store = tmp_path / "vow.sqlite"
+    result = CliRunner().invoke(cli, ["run", "order.yaml", "--store", f"sqlite:{store}", *args])
+    channels = ", ".join(default_plugins().channels.names())
+    assert (result.exit_code, result.stdout) == (2, ""), result.output
+    assert result.stderr == f"error: {expected.replace('{channels}', channels)}\n"
+    assert not store.exists()
+
+
+def test_a_missing_file_and_the_issue_example_in_a_real_process(sandbox) -> None:
+    missing = sandbox.run("run", "nope.yaml")
+    assert (missing.returncode, missing.stdout, missing.stderr) == (2, "", "error: nope.yaml: no such file\n")
+
+    sandbox.write("order.yaml", pipeline("  - channel: slack\n    to: '#orders'\n    body: hi\n",
+                                         "  - channel: emial\n    to: x\n"))
+    result = sandbox.run("run", "order.yaml")
+    channels = ", ".join(default_plugins().channels.names())
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"error: order.yaml:15: fan_out[2].channel: 'emial' is not installed (installed: {channels})\n"
+    assert sandbox.run("validate", "order.yaml").stderr == result.stderr
+    assert not sandbox.store_file.exists()
+
+
+def test_validate_checks_without_running_or_storing(sandbox) -> None:
+    sandbox.write("order.yaml", pipeline(top="gate: {promise: approval}\n"))
+    result = sandbox.run("validate", "order.yaml", "--set", "order_id=9")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "ok: order.yaml: run order/9 fans out to 1 branch: email (email)",
+        "    it first waits for order/9.approval (vow resolve order/9.approval VALUE)",
+    ]
+    assert not sandbox.store_file.exists()

@@ -1,0 +1,116 @@
+"""`vow run`, `show`, `ls` and `plugins` in real subprocesses, on the seed example and small pipelines."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+ORDER = str(Path(__file__).resolve().parents[2] / "examples" / "order-confirmed.yaml")
+CHANNELS = ("email", "sms", "slack", "push")
+
+
+def test_order_example_retries_push_alone_and_the_same_id_runs_once(sandbox) -> None:
+    first = sandbox.run("run", ORDER)
+    assert first.returncode == 0, first.stderr
+    lines = first.stdout.splitlines()
+    assert lines[0] == (f"order-confirmed: run notify/A-1001 on sqlite://{sandbox.store_file} "
+                        "(4 branches: email, sms, slack, push)")
+    assert re.fullmatch(r"  push   attempt 1 failed: TransientError: push service unavailable \(attempt 1\); "
+                        r"retrying in 0\.\d\ds", lines[1])
+    settled = {line.split()[0]: line for line in lines[2:6]}
+    assert set(settled) == set(CHANNELS)
+    assert re.fullmatch(r"  email  ok        attempt 1   0\.\d\ds  simulated [0-9a-f-]{36}", settled["email"])
+    assert re.fullmatch(r"  push   ok        attempt 2   0\.\d\ds  simulated projects/vow-simulated/messages/0:[0-9a-f]{16}",
+                        settled["push"])
+    assert re.fullmatch(r"done: notify/A-1001 succeeded in \d\.\d\ds; 4 of 4 branches ok \(push after 2 attempts\)",
+                        lines[6])
+    assert lines[7:] == ["  promise tree: vow show notify/A-1001"]
+
+    ledger = sandbox.ledger()
+    deliveries = {d.key: d for d in ledger.deliveries()}
+    assert set(deliveries) == {f"notify/A-1001.{c}" for c in CHANNELS}
+    assert all(d.duplicates == 0 for d in deliveries.values())
+    assert deliveries["notify/A-1001.push"].receipt["attempt"] == 2
+    stored = sandbox.records("notify/A-1001")
+
+    again = sandbox.run("run", ORDER)
+    assert again.returncode == 0, again.stderr
+    assert "  this run already finished (resolved at " in again.stdout
+    assert "showing its stored result; nothing runs again" in again.stdout
+    assert [line.split()[0] for line in again.stdout.splitlines()[2:6]] == list(CHANNELS)  # file order
+    assert {d.key: d.duplicates for d in ledger.deliveries()} == {k: 0 for k in deliveries}  # nothing sent again
+    assert sandbox.records("notify/A-1001") == stored  # nothing stored again
+
+    tree = sandbox.run("show", "notify/A-1001")
+    assert tree.returncode == 0, tree.stderr
+    lines = tree.stdout.splitlines()
+    assert re.fullmatch(r"notify/A-1001  ok  vow\.pipeline \(order-confirmed\)  attempt 1  \d\.\d\ds", lines[0])
+    assert lines[1].startswith("├── notify/A-1001.started  ok  wall_clock  attempt 1  ")
+    for channel in CHANNELS:
+        attempt = 2 if channel == "push" else 1
+        assert any(line.startswith(f"── notify/A-1001.{channel}  ok  deliver  attempt {attempt}  ", 1)
+                   for line in lines), (channel, tree.stdout)
+    assert lines[-1].startswith("└── notify/A-1001.push  ok  deliver  attempt 2")
+
+    as_json = json.loads(sandbox.run("show", "notify/A-1001", "--json").stdout)
+    assert [c["id"] for c in as_json["children"]] == ["notify/A-1001.started"] + [f"notify/A-1001.{c}" for c in CHANNELS]
+    assert as_json["children"][4]["value"]["attempt"] == 2
+
+    listing = sandbox.run("ls").stdout.splitlines()
+    assert listing[0].split() == ["ID", "STATE", "WORKFLOW", "STARTED", "TOOK"]
+    assert re.match(r"notify/A-1001  resolved  pipeline order-confirmed  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d  \d\.\d\ds$",
+                    listing[1])
+
+
+FAILING = """\
+version: 1
+name: failing
+id: "fail/{{ input.n }}"
+input: {n: 1}
+fan_out:
+  - channel: email
+    to: ada@example.com
+    subject: hi
+    body: hello
+    options: {latency: 0.01}
+  - channel: sms
+    to: "+14155550100"
+    body: hello
+    options: {latency: 0.01}
+    faults: {fail_attempts: [1], error: permanent, message: number blocked}
+"""
+
+
+def test_a_failed_branch_fails_the_run_with_exit_1_and_json_names_it(sandbox) -> None:
+    sandbox.write("failing.yaml", FAILING)
+    result = sandbox.run("run", "failing.yaml", "--json")
+    assert result.returncode == 1, result.stderr
+    doc = json.loads(result.stdout)
+    assert (doc["run_id"], doc["state"], doc["ok"]) == ("fail/1", "rejected", False)
+    assert doc["error"] == "PipelineFailed: 1 of 2 branches failed: sms: PermanentError: number blocked (attempt 1)"
+    branches = {b["id"]: b for b in doc["branches"]}
+    assert (branches["email"]["state"], branches["sms"]["state"], branches["sms"]["attempt"]) == \
+        ("resolved", "rejected", 1)
+    assert [d.key for d in sandbox.ledger().deliveries()] == ["fail/1.email"]
+
+    plain = sandbox.run("run", "failing.yaml")  # the stored failure, as text, still exit 1
+    assert plain.returncode == 1
+    assert re.search(r"^  sms    failed    attempt 1  +\d\.\d\ds  PermanentError: number blocked \(attempt 1\)$",
+                     plain.stdout, re.M), plain.stdout
+    assert re.search(r"^failed: fail/1 rejected after \d\.\d\ds: PipelineFailed: 1 of 2 branches failed", plain.stdout,
+                     re.M)
+    assert "fail/1  rejected" in sandbox.run("ls", "--state", "rejected").stdout
+    assert sandbox.run("ls", "--state", "resolved").stdout.startswith("no runs in state resolved in ")
+
+
+def test_plugins_lists_each_plugin_with_its_distribution_and_what_it_registered(sandbox) -> None:
+    result = sandbox.run("plugins", "--json")
+    assert result.returncode == 0, result.stderr
+    plugins = {p["name"]: p for p in json.loads(result.stdout)}
+    assert plugins["email"]["distribution"] == "vow-email"
+    assert plugins["email"]["registered"] == {"channel": ["email"]}
+    assert plugins["sqlite"]["distribution"] == "vow" and plugins["sqlite"]["registered"] == {"store": ["sqlite"]}
+    text = sandbox.run("plugins").stdout.splitlines()
+    assert text[0].split() == ["PLUGIN", "DISTRIBUTION", "VERSION", "REGISTERED"]
+    assert any(re.fullmatch(r"sms +vow-sms +\S+ +channel sms", line) for line in text), text
