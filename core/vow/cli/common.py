@@ -48,6 +48,20 @@ def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
+def pipeline_name(record: Any) -> str | None:
+    """The pipeline name of a stored run of ``vow.pipeline`` (``None`` for other workflows)."""
+    from vow import encoding
+    from vow.pipeline.workflow import NAME
+
+    if record.func != NAME:
+        return None
+    try:
+        args, _ = encoding.decode_args(record.args)
+        return str(args[0]["name"])
+    except (ValueError, LookupError, TypeError):
+        return None
+
+
 def load_apps(vow: Any, apps: tuple[str, ...]) -> None:
     """Make the Python workflows of each ``--app module[:attr]`` runnable on ``vow``.
 

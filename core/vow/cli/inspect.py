@@ -9,21 +9,9 @@ from typing import Any
 import click
 
 from vow import encoding
-from vow.cli.common import UserError, json_option, print_json, store_option
+from vow.cli.common import UserError, json_option, pipeline_name, print_json, store_option
 from vow.progress import WORDS, describe_outcome, seconds
 from vow.records import Kind, PromiseRecord, State
-
-
-def _pipeline_name(record: PromiseRecord) -> str | None:
-    from vow.pipeline.workflow import NAME
-
-    if record.func != NAME:
-        return None
-    try:
-        args, _ = encoding.decode_args(record.args)
-        return str(args[0]["name"])
-    except (ValueError, LookupError, TypeError):
-        return None
 
 
 def _took(record: PromiseRecord) -> float | None:
@@ -48,7 +36,7 @@ def ls(state: str | None, limit: int, store: str | None, as_json: bool) -> None:
                                    limit=limit)
         url = vow.store.url
     if as_json:
-        print_json([{"id": r.id, "state": r.state.value, "workflow": r.func, "pipeline": _pipeline_name(r),
+        print_json([{"id": r.id, "state": r.state.value, "workflow": r.func, "pipeline": pipeline_name(r),
                      "attempt": r.attempt, "created_at": r.created_at, "settled_at": r.settled_at,
                      "elapsed": _took(r)} for r in records])
         return
@@ -57,7 +45,7 @@ def ls(state: str | None, limit: int, store: str | None, as_json: bool) -> None:
         return
     table = [("ID", "STATE", "WORKFLOW", "STARTED", "TOOK")]
     for r in records:
-        name = _pipeline_name(r)
+        name = pipeline_name(r)
         table.append((r.id, r.state.value, f"pipeline {name}" if name else r.func, _when(r.created_at),
                       seconds(_took(r)) if r.settled else "-"))
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
@@ -102,7 +90,7 @@ def _kind(record: PromiseRecord) -> str:
     if record.kind is Kind.SLEEP:
         return "sleep"
     name = record.func.rsplit(".", 1)[-1] if record.parent else record.func
-    pipeline = _pipeline_name(record)
+    pipeline = pipeline_name(record)
     return f"{name} ({pipeline})" if pipeline else name
 
 

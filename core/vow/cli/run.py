@@ -9,7 +9,7 @@ from typing import Any, Callable
 import click
 
 from vow import encoding
-from vow.cli.common import FAILED, OK, UserError, json_option, load_apps, print_json, store_option
+from vow.cli.common import FAILED, OK, UserError, json_option, load_apps, pipeline_name, print_json, store_option
 from vow.progress import PlainView, Progress, RichView, Row, format_line, seconds
 from vow.records import PromiseRecord, State
 from vow.stores.base import lease_is_free
@@ -120,8 +120,9 @@ def resume(run_id: str | None, resume_all: bool, apps: tuple[str, ...], store: s
         if record.func not in vow.registered():
             raise UserError(f"run {run_id} is workflow {record.func!r}, which is not registered here; "
                             "import it with --app MODULE[:ATTR]")
+        title = pipeline_name(record) or record.func
         code = follow(vow, record.id, lambda: vow.resume(record.id), progress, as_json=as_json,
-                      title=record.func, existing=vow.get(record.id))
+                      title=title, existing=vow.get(record.id))
     sys.exit(code)
 
 

@@ -66,8 +66,9 @@ def pipeline(ctx: Any, spec: dict[str, Any]):
     output = spec.get("output")
     images = [(b, o) for b, o in zip(branches, outcomes) if b["kind"] == "image"]
     if output and images:
-        result["gallery"] = yield ctx.run(write_gallery_step, output, _gallery_run(ctx.id, started_at, images)) \
-            .options(id=f"{ctx.id}.gallery")
+        paths = yield ctx.run(write_gallery_step, output, _gallery_run(ctx.id, started_at, images)).options(
+            id=f"{ctx.id}.gallery")
+        result.update(paths)  # gallery (index.html), manifest (gallery.json), wall_ms
     if output:
         result["result_file"] = yield ctx.run(write_result, output, result).options(id=f"{ctx.id}.result")
     failed = [o for o in outcomes if not o["ok"]]
