@@ -25,7 +25,8 @@ def test_order_example_retries_push_alone_and_the_same_id_runs_once(sandbox) -> 
                         settled["push"])
     assert re.fullmatch(r"done: notify/A-1001 succeeded in \d\.\d\ds; 4 of 4 branches ok \(push after 2 attempts\)",
                         lines[6])
-    assert lines[7:] == ["  promise tree: vow show notify/A-1001"]
+    assert re.fullmatch(r"  in parallel: \d\.\d\ds of branch time in \d\.\d\ds", lines[7])
+    assert lines[8:] == ["  promise tree: vow show notify/A-1001"]
 
     ledger = sandbox.ledger()
     deliveries = {d.key: d for d in ledger.deliveries()}

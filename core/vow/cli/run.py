@@ -285,13 +285,17 @@ def _summary(console: Any, run_id: str, root: PromiseRecord | None, rows: list[R
         width = max(len(r.name) for r in rows) if rows else 0
         for row in rows:
             _echo(console, format_line("settled", row, width))
-    took = seconds((root.settled_at or time.time()) - root.created_at) if root else "-"
+    wall = (root.settled_at or time.time()) - root.created_at if root else None
+    took = seconds(wall)
     branches = [r for r in rows if r.kind != "promise"]
+    work = sum(r.elapsed() or 0.0 for r in branches)
     ok = sum(1 for r in branches if r.state == State.RESOLVED.value)
     retried = [f"{r.name} after {r.attempt} attempts" for r in branches if r.attempt > 1 and r.state == "resolved"]
     note = f" ({', '.join(retried)})" if retried else ""
     if root is not None and root.state is State.RESOLVED and error is None:
         _echo(console, f"done: {run_id} succeeded in {took}; {ok} of {len(branches)} branches ok{note}", "bold green")
+        if wall and work > 1.2 * wall:  # the point of fanning out: wall time is the slowest branch, not the sum
+            _echo(console, f"  in parallel: {seconds(work)} of branch time in {took}")
         if isinstance(value, dict):
             for key, label in (("gallery", "gallery"), ("result_file", "result")):
                 if value.get(key):
