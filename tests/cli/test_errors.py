@@ -45,6 +45,8 @@ CASES = [
     ("unknown option", pipeline("  - channel: push\n    to: '{{ input.email }}'\n    body: hi\n    options:\n"
                                 "      transport: pigeon\n"), [],
      "order.yaml:16: fan_out[1].options.transport: invalid value (allowed: 'auto', 'fcm', 'apns', 'simulated')"),
+    ("unknown store", pipeline(top="store: postgres://db/vow\n"), [],
+     "order.yaml:7: store: 'postgres://db/vow' names store 'postgres', which is not installed (installed: {stores})"),
     ("wrong type", pipeline(top="defaults:\n  timeout: soon\n"), [],
      "order.yaml:8: defaults.timeout: expected a number, got text 'soon'"),
     ("wrong type in a list", pipeline(top="gate: [approval]\n"), [],
@@ -82,9 +84,11 @@ def test_each_mistake_is_one_exact_message_with_exit_2_and_nothing_stored(text, 
     (tmp_path / "order.yaml").write_text(text)
     store = tmp_path / "vow.sqlite"
     result = CliRunner().invoke(cli, ["run", "order.yaml", "--store", f"sqlite:{store}", *args])
-    channels = ", ".join(default_plugins().channels.names())
+    installed = {"{channels}": default_plugins().channels.names(), "{stores}": default_plugins().stores.names()}
+    for placeholder, names in installed.items():
+        expected = expected.replace(placeholder, ", ".join(names))
     assert (result.exit_code, result.stdout) == (2, ""), result.output
-    assert result.stderr == f"error: {expected.replace('{channels}', channels)}\n"
+    assert result.stderr == f"error: {expected}\n"
     assert not store.exists()
 
 

@@ -32,6 +32,7 @@ from vow.pipeline.spec import (FORMAT_VERSION, ChannelBranch, ImageBranch, Pipel
 from vow.pipeline.templates import TemplateError, plain, render_text, render_value, slug, wrap
 from vow.pipeline.workflow import RESERVED
 from vow.retry import from_config
+from vow.stores import parse_store_url
 
 BRANCH_ID = re.compile(r"^[A-Za-z0-9+][A-Za-z0-9_.@+-]{0,127}$")
 BRANCH_ID_RULE = "1-128 letters, digits and _ . @ + -"
@@ -99,6 +100,8 @@ class _Planner:
             raise self.error(("name",), "must not be empty")
         if not isinstance(spec.input, dict):
             raise self.error(("input",), f"expected a mapping of default input values, got {describe(spec.input)}")
+        if spec.store is not None:
+            self.check_store(spec.store)
         inputs = merge(spec.input, overrides)
         context: dict[str, Any] = {"input": wrap(inputs, "input"), "name": spec.name}
         run_id = self.run_id(run_id, inputs, context)
@@ -342,6 +345,12 @@ class _Planner:
         except ConfigError as exc:
             raise self.source.relocate(exc, path) from None
         return {"policy": data} if isinstance(data, str) else dict(data)
+
+    def check_store(self, url: str) -> None:
+        name, _ = parse_store_url(url)
+        if name not in self.plugins.stores:
+            raise self.error(("store",), f"{url!r} names store {name!r}, which is not installed "
+                                         f"(installed: {', '.join(self.plugins.stores.names())})")
 
     def seconds(self, value: float | None, path: Path) -> float | None:
         if value is not None and value <= 0:
