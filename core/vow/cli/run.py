@@ -261,7 +261,8 @@ def _echo(console: Any, text: str, style: str = "") -> None:
 
 def _header(console: Any, title: str, run_id: str, store: str, rows: list[Row], existing: PromiseRecord | None,
             vow: Any) -> None:
-    names = ", ".join(r.name for r in rows if r.kind != "promise")
+    rows = [r for r in rows if r.kind != "promise"]  # the branches; a gate is not one
+    names = ", ".join(r.name for r in rows)
     _echo(console, f"{title}: run {run_id} on {store}" + (f" ({len(rows)} branches: {names})" if names else ""),
           "bold")
     if existing is None:
@@ -274,6 +275,8 @@ def _header(console: Any, title: str, run_id: str, store: str, rows: list[Row], 
     done = sum(1 for r in rows if r.settled)
     if not lease_is_free(vow.store.lease(run_id), vow.owner, time.time()):
         _echo(console, f"  joining: {run_id} is already running ({done} of {len(rows)} settled)", "yellow")
+    elif not vow.store.children(run_id):
+        _echo(console, f"  starting {run_id}, which was stored for a worker (--detach) and not started yet", "yellow")
     else:
         _echo(console, f"  resuming {run_id} where it stopped: {done} of {len(rows)} already settled and not "
                        "run again", "yellow")

@@ -26,7 +26,7 @@ from vow.errors import ConfigError
 from vow.faults import Faults, with_faults
 from vow.images.pipeline import parse_size
 from vow.pipeline.inputs import merge
-from vow.pipeline.source import Path, Source, SpecError, read
+from vow.pipeline.source import Path, Source, SpecError, format_path, read
 from vow.pipeline.spec import (FORMAT_VERSION, ChannelBranch, ImageBranch, PipelineSpec, describe,
                                structure)
 from vow.pipeline.templates import TemplateError, plain, render_text, render_value, slug, wrap
@@ -115,7 +115,7 @@ class _Planner:
             "input": plain(inputs),
             "gate": gate,
             "fan_in": spec.fan_in,
-            "concurrency": spec.defaults.concurrency,
+            "concurrency": defaults["concurrency"],
             "output": output,
             "branches": branches,
         })
@@ -316,7 +316,7 @@ class _Planner:
         if not isinstance(options, dict):
             raise self.error(path, f"expected a mapping of {name} options, got {describe(options)}{note}")
         try:
-            registry.options(name, options, where=_where(path))
+            registry.options(name, options, where=format_path(path))
         except ConfigError as exc:
             raise _noted(self.source.relocate(exc, path), note) from None
 
@@ -324,7 +324,7 @@ class _Planner:
         if faults is None:
             return
         try:
-            structure_options(Faults, faults, where=_where(path))
+            structure_options(Faults, faults, where=format_path(path))
         except ConfigError as exc:
             raise _noted(self.source.relocate(exc, path), note) from None
 
@@ -332,7 +332,7 @@ class _Planner:
         key = json.dumps([registry.kind, name, options, faults], sort_keys=True, default=str)
         if key not in self.built:
             try:
-                self.built[key] = with_faults(registry.build(name, options, where=_where(path)), faults)
+                self.built[key] = with_faults(registry.build(name, options, where=format_path(path)), faults)
             except ConfigError as exc:
                 raise _noted(self.source.relocate(exc, path), note) from None
         return self.built[key]
@@ -341,7 +341,7 @@ class _Planner:
         if data is None:
             return None
         try:
-            from_config(data, where=_where(path))
+            from_config(data, where=format_path(path))
         except ConfigError as exc:
             raise self.source.relocate(exc, path) from None
         return {"policy": data} if isinstance(data, str) else dict(data)
@@ -361,12 +361,6 @@ class _Planner:
         if value is not None and value < 1:
             raise self.error(path, f"must be 1 or more, got {value}")
         return value
-
-
-def _where(path: Path) -> str:
-    from vow.pipeline.source import format_path
-
-    return format_path(path)
 
 
 def _noted(error: SpecError, note: str) -> SpecError:
