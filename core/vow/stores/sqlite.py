@@ -238,35 +238,42 @@ class SQLiteStore(StoreOperations):
             raise StoreError(f"SQLite store {self.path}: cannot read the file: {exc}") from None
         if len(header) < 100 or not header.startswith(_HEADER):
             raise StoreError(f"SQLite store {self.path}: not a SQLite database (wrong path, or a damaged file)")
-        try:
-            con = sqlite3.connect(f"file:{quote(self.path)}?mode=ro", uri=True, timeout=self.busy_timeout)
-        except sqlite3.Error as exc:
-            raise self._error(exc) from exc
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                version, tables = self._read_format()
+                break
+            except sqlite3.Error as exc:
+                if _is_busy(exc) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                    continue
+                # SQLite itself checks the page count in the header against the file (and, unlike a
+                # check of ours, against the write-ahead log a checkpoint may be copying from).
+                expected = _header_size(header)
+                if not _is_busy(exc) and expected and size < expected:
+                    raise StoreError(f"SQLite store {self.path}: the file is truncated ({size} bytes, its "
+                                     f"header says {expected}); restore it from a backup") from exc
+                raise self._error(exc) from exc
+        if version > FORMAT_VERSION:
+            raise StoreError(f"SQLite store {self.path}: written by a newer vow (store format {version}; "
+                             f"this vow supports up to {FORMAT_VERSION}); upgrade vow to open it")
+        if version == 0 and tables:
+            raise StoreError(f"SQLite store {self.path}: a SQLite database, but not a vow store "
+                             f"(it holds tables {', '.join(sorted(tables))} and no vow format version)")
+        if version > 0 and not {"promises", "leases"} <= tables:
+            raise StoreError(f"SQLite store {self.path}: tables are missing (format {version}, "
+                             f"tables: {', '.join(sorted(tables)) or 'none'}); the file is damaged")
+
+    def _read_format(self) -> tuple[int, set[str]]:
+        """The format version and table names, read through a read-only connection (writes nothing)."""
+        con = sqlite3.connect(f"file:{quote(self.path)}?mode=ro", uri=True, timeout=self.busy_timeout)
         try:
             con.execute("BEGIN")  # one snapshot: another process may be creating the schema right now
             version = con.execute("PRAGMA user_version").fetchone()[0]
             tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if version > FORMAT_VERSION:
-                raise StoreError(f"SQLite store {self.path}: written by a newer vow (store format {version}; "
-                                 f"this vow supports up to {FORMAT_VERSION}); upgrade vow to open it")
-            if version == 0 and tables:
-                raise StoreError(f"SQLite store {self.path}: a SQLite database, but not a vow store "
-                                 f"(it holds tables {', '.join(sorted(tables))} and no vow format version)")
-            if version > 0 and not {"promises", "leases"} <= tables:
-                raise StoreError(f"SQLite store {self.path}: tables are missing (format {version}, "
-                                 f"tables: {', '.join(sorted(tables)) or 'none'}); the file is damaged")
-            if version > 0:
+            if "promises" in tables:  # touches the last page: a cheap probe of the file's end
                 con.execute("SELECT id FROM promises ORDER BY rowid DESC LIMIT 1").fetchall()
-        except sqlite3.Error as exc:
-            # SQLite itself checks the page count in the header against the file (and, unlike a
-            # check of ours, against the write-ahead log a checkpoint may be copying from).
-            if _is_busy(exc):
-                raise self._error(exc) from exc
-            expected = _header_size(header)
-            if expected and size < expected:
-                raise StoreError(f"SQLite store {self.path}: the file is truncated ({size} bytes, its "
-                                 f"header says {expected}); restore it from a backup") from exc
-            raise self._error(exc) from exc
+            return version, tables
         finally:
             con.close()
 
@@ -378,8 +385,8 @@ class SQLiteStore(StoreOperations):
                 pass
 
     def _error(self, exc: sqlite3.Error) -> StoreError:
-        damaged = not isinstance(exc, sqlite3.OperationalError) or "malformed" in str(exc)
-        if isinstance(exc, sqlite3.DatabaseError) and damaged:
+        name = getattr(exc, "sqlite_errorname", "")
+        if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in str(exc):
             return StoreError(f"SQLite store {self.path}: the file is damaged or not a vow store: {exc}")
         return StoreError(f"SQLite store {self.path}: {exc}")
 
@@ -438,12 +445,14 @@ class SQLiteStore(StoreOperations):
         """The stored records of the creates that were ignored because their id existed."""
         # SQLite gives a new row the rowid max(rowid) + 1, and we hold the write lock: the rows
         # this batch inserted are exactly the ``inserted`` highest rowids.
-        first_new = con.execute("SELECT max(rowid) FROM promises").fetchone()[0] - inserted + 1
+        first_new = (con.execute("SELECT max(rowid) FROM promises").fetchone()[0] or 0) - inserted + 1
         stored = {row[1]: (row[0], row[1:]) for row in self._select_ids(con, "rowid, " + _COLUMNS,
                                                                          [r.id for r in creates])}
         existing = {}
         seen: set[str] = set()
         for r in creates:
+            if r.id not in stored:  # OR IGNORE also skips a row that breaks NOT NULL
+                raise ValueError(f"cannot store promise {r.id!r}: a required field is None ({r!r})")
             rowid, row = stored[r.id]
             if rowid < first_new or r.id in seen:  # there before, or created earlier in this batch
                 existing[r.id] = _record(row)
