@@ -353,16 +353,19 @@ class SQLiteStore(StoreOperations):
 
     def _begin(self, con: sqlite3.Connection) -> None:
         """Take the write lock (``BEGIN IMMEDIATE``), waiting up to ``busy_timeout`` seconds."""
+        started = time.monotonic()
         try:
             con.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             if not _is_busy(exc):
                 raise self._error(exc) from exc
-            self._retry_busy(lambda: con.execute("BEGIN IMMEDIATE"))
+            # SQLite's busy handler has waited already, unless the lock was refused outright
+            # (a recovery in progress, for one): retry for what is left of the timeout.
+            self._retry_busy(lambda: con.execute("BEGIN IMMEDIATE"), started)
 
-    def _retry_busy(self, action: Callable[[], Any]) -> Any:
+    def _retry_busy(self, action: Callable[[], Any], started: float | None = None) -> Any:
         """Repeat ``action`` with backoff while SQLite reports the file busy, up to ``busy_timeout``."""
-        deadline = time.monotonic() + self.busy_timeout
+        deadline = (time.monotonic() if started is None else started) + self.busy_timeout
         delay = 0.001
         while True:
             time.sleep(delay * (0.5 + random.random()))
@@ -373,7 +376,7 @@ class SQLiteStore(StoreOperations):
                 if not _is_busy(exc):
                     raise self._error(exc) from exc
                 if time.monotonic() >= deadline:
-                    raise StoreError(f"SQLite store {self.path}: still locked by another writer after "
+                    raise StoreError(f"SQLite store {self.path}: still locked by another connection after "
                                      f"{self.busy_timeout:g} s (busy_timeout): {exc}") from exc
 
     @staticmethod
