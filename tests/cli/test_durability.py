@@ -168,7 +168,7 @@ def test_two_workers_share_one_store_and_run_each_submitted_run_once(sandbox, ev
     assert [w.wait(timeout=30) for w in workers] == [0, 0], [err for _, err in outputs]
 
     started = {m.group(1) for out, _ in outputs
-               for m in re.finditer(r"\] run (\S+) \(vow\.pipeline\) started$", out, re.M))
+               for m in re.finditer(r"\] run (\S+) \(vow\.pipeline\) started$", out, re.M)}
     # Every run ran in a worker. (A worker may still replay a run that another worker finished a moment
     # before: a known engine race, xfailed in tests/durability/test_workers.py; such a replay only reads
     # stored results, which the ledger below proves: nothing was delivered twice.)
