@@ -104,7 +104,7 @@ def _label(record: PromiseRecord, *, rich: bool = False) -> Any:
         parts.append(f"attempt {record.attempt}")
     took = _took(record)
     parts.append(seconds(took) if took is not None else f"since {_when(record.created_at)}")
-    shown = (record.settled and record.kind is not Kind.WORKFLOW) or record.state is State.REJECTED
+    shown = (record.settled and record.kind in (Kind.STEP, Kind.PROMISE)) or record.state is State.REJECTED
     detail = describe_outcome(record) if shown else ""
     if detail:
         parts.append(detail)
