@@ -195,9 +195,17 @@ def environment() -> dict[str, Any]:
         vow_version = version("vow")
     except Exception:  # noqa: BLE001
         vow_version = "?"
+    try:  # which code was measured: the commit, "+dirty" when the core has uncommitted changes
+        git = ["git", "-C", HERE]
+        commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run([*git, "status", "--porcelain", "--", "../core"], capture_output=True, text=True).stdout
+        commit += "+dirty" if dirty.strip() else ""
+    except OSError:
+        commit = ""
     return {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "cpus": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "sqlite": sqlite3.sqlite_version, "vow": vow_version, "machine": platform.machine()}
+            "sqlite": sqlite3.sqlite_version, "vow": vow_version, "commit": commit, "machine": platform.machine(),
+            "load_average": round(os.getloadavg()[0], 2)}  # other work on the box skews every figure
 
 
 def spawn_child(scenario: str, store: str, params: dict[str, int], args: argparse.Namespace) -> dict[str, Any]:
@@ -277,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     cases = [c for c in (QUICK_CASES if args.quick else FULL_CASES) if c[0] in chosen]
     env = environment()
     say = (lambda *a: None) if args.json_only else (lambda *a: print(*a, file=sys.stderr, flush=True))
-    say(f"vow {env['vow']} on {env['cpus']} x {env['cpu']}, Python {env['python']}, SQLite {env['sqlite']}")
+    say(f"vow {env['vow']} ({env['commit']}) on {env['cpus']} x {env['cpu']}, Python {env['python']}, "
+        f"SQLite {env['sqlite']}, load average {env['load_average']}")
     started = time.perf_counter()
     rows = []
     for scenario, params in cases:
