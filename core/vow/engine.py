@@ -524,7 +524,11 @@ class Engine:
             self._begin_run(child)
             return
         if kind is Kind.STEP:
-            self._after.append(lambda: self._dispatch(handle))
+            backoff = handle.root.stored.pop(_backoff_id(handle), None) if handle.attempt > 1 else None
+            if backoff is not None and not backoff.settled:  # resumed during a retry back-off: wait it out
+                self._after.append(lambda: self._timer(backoff.timeout or 0.0, self._end_backoff, handle))
+            else:
+                self._after.append(lambda: self._dispatch(handle))
         elif kind is Kind.SLEEP:
             self._after.append(lambda: self._timer(handle.deadline or 0.0, self._wake_sleep, handle))
             return
@@ -605,17 +609,30 @@ class Engine:
         delay = None
         if not isinstance(error, EncodeError):
             delay = next_delay(call.opts.retry or DEFAULT_LEAF_POLICY, attempt, error, call.opts.non_retryable)
-        if delay is not None and (handle.deadline is None or time.time() + delay < handle.deadline):
+        now = time.time()
+        if delay is not None and (handle.deadline is None or now + delay < handle.deadline):
             handle.attempt = attempt + 1
             self._batch.attempts[handle.id] = handle.attempt
+            # The back-off is a durable timer too, so a crash cannot cut a provider's Retry-After short.
+            backoff = _backoff_id(handle)
+            self._batch.creates.append(PromiseRecord(
+                backoff, State.PENDING, Kind.SLEEP, root.id, "retry backoff", "", None, handle.id, now + delay,
+                backoff, 1, now, None, {}))
             self._batch.fences[root.id] = root.lease.token
             if self._observers:
                 self._emit(EventKind.RETRY_SCHEDULED, handle.id, root.id, handle.parent_run.id, handle.func,
                            Kind.STEP, attempt, error=_describe(error), delay=delay)
             _log.info("%s failed on attempt %d (%s); retrying in %.2fs", handle.id, attempt, _describe(error), delay)
-            self._timer(time.time() + delay, self._dispatch, handle)
+            self._timer(now + delay, self._end_backoff, handle)
             return
         self._settle(handle, State.REJECTED, None, error, encoding.encode_error(error))
+
+    def _end_backoff(self, handle: Handle) -> None:
+        if handle.state is not State.PENDING or handle.root.done:
+            return
+        self._batch.settles.append(Settle(_backoff_id(handle), State.RESOLVED, "null", time.time()))
+        self._batch.fences[handle.root.id] = handle.root.lease.token
+        self._dispatch(handle)
 
     def _drain_queued(self) -> None:
         for _ in range(len(self._queued)):
@@ -1052,6 +1069,11 @@ def _mismatch(req: StartRequest, func: str, args_text: str) -> VowError | None:
             f"workflow id {req.id!r} was started with arguments {args_text}; starting it again with different "
             f"arguments {req.args_text} is not allowed (use a new id, or the same arguments to join the run)")
     return None
+
+
+def _backoff_id(handle: Handle) -> str:
+    """The durable timer that holds back attempt ``handle.attempt`` of a leaf."""
+    return f"{handle.id}.backoff.{handle.attempt}"
 
 
 def _belongs(pid: str, roots: set[str]) -> bool:
