@@ -37,7 +37,7 @@ def vow_register_stores(register: Register) -> None:
     """Register promise stores.
 
     ``factory(options) -> vow.stores.Store``. Called once when the plugin manager loads.
-    A store must pass the contract suite in :mod:`vow.testing` (``store_contract``).
+    A store must pass the contract suite :class:`vow.testing.StoreContract`.
     The store is chosen by URL scheme (``sqlite:///path``, ``memory:``) or by name.
     """
 

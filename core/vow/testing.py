@@ -34,7 +34,8 @@ pytest.register_assert_rewrite("vow.stores.contract")
 
 from vow.stores.contract import StoreContract, dead_lease_owner, make_record  # noqa: E402
 
-__all__ = ["StoreContract", "make_record", "dead_lease_owner", "memory_store", "sqlite_store"]
+__all__ = ["StoreContract", "make_record", "dead_lease_owner", "memory_store", "sqlite_store", "plugins",
+           "vow_client", "memory_vow"]
 
 
 @pytest.fixture
@@ -55,3 +56,36 @@ def sqlite_store(tmp_path: Any) -> Iterator[Store]:
     store = SQLiteStore(tmp_path / "vow.sqlite")
     yield store
     store.close()
+
+
+# =============================================================================================
+# Clients and plugin managers
+# =============================================================================================
+
+
+@pytest.fixture
+def plugins() -> Any:
+    """A plugin manager with no entry points loaded: add the plugin under test with ``.add(module, name)``."""
+    from vow.plugins import Plugins
+
+    return Plugins(entry_points=False)
+
+
+@pytest.fixture
+def vow_client(tmp_path: Any) -> Iterator[Any]:
+    """A :class:`vow.Vow` on a fresh SQLite file (``tmp_path / "vow.sqlite"``), closed afterwards."""
+    from vow import Vow
+
+    client = Vow(store=f"sqlite:{tmp_path / 'vow.sqlite'}")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def memory_vow() -> Iterator[Any]:
+    """A :class:`vow.Vow` on the memory store, closed afterwards."""
+    from vow import Vow
+
+    client = Vow(store="memory:")
+    yield client
+    client.close()
