@@ -13,9 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vow.channels import deliver
 from vow.errors import VowError
-from vow.images.pipeline import generate_image, wall_clock, write_atomic, write_gallery_step
 from vow.leaf import LeafContext
 from vow.records import State
 from vow.retry import from_config
@@ -35,6 +33,9 @@ class PipelineFailed(VowError):
 
 def pipeline(ctx: Any, spec: dict[str, Any]):
     """Run one planned pipeline (see the module docstring); returns the run's summary."""
+    # Imported here: every Vow() registers this workflow and should not pay for channels and images.
+    from vow.images.pipeline import wall_clock, write_gallery_step
+
     started_at = yield ctx.run(wall_clock).options(id=f"{ctx.id}.started")
     gate = spec.get("gate")
     approval = None
@@ -80,12 +81,17 @@ def pipeline(ctx: Any, spec: dict[str, Any]):
 
 def write_result(ctx: LeafContext, out_dir: str, result: dict[str, Any]) -> str:
     """Leaf: write ``out_dir/result.json`` (atomically); returns its path."""
+    from vow.images.pipeline import write_atomic
+
     path = Path(out_dir) / RESULT_FILE
     write_atomic(path, json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
     return str(path)
 
 
 def _start(ctx: Any, branch: dict[str, Any], output: str | None) -> Any:
+    from vow.channels import deliver
+    from vow.images.pipeline import generate_image
+
     if branch["kind"] == "image":
         call = ctx.begin_run(generate_image, branch["provider"], branch["request"], output,
                              branch["options"] or None, branch["faults"])
