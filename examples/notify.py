@@ -39,7 +39,7 @@ if __name__ == "__main__":
     event = {"order_id": order_id, "total": "$42.00", "email": "ada@example.com", "phone": "+14155550100",
              "device": "a" * 64}
     started = time.perf_counter()
-    for receipt in vow.run(f"notify/{order_id}", notify_all, event):
+    for receipt in vow.run(f"notify-py/{order_id}", notify_all, event):
         print(f"{receipt['channel']:>5}  attempt {receipt['attempt']}  {receipt['transport']:<9}  {receipt['message_id']}")
-    print(f"notify/{order_id} done in {time.perf_counter() - started:.2f}s")
+    print(f"notify-py/{order_id} done in {time.perf_counter() - started:.2f}s")
     vow.close()

@@ -23,5 +23,5 @@ def test_notify_example_sends_each_channel_once_and_retries_push_alone(tmp_path:
         ["email", "attempt", "1"], ["sms", "attempt", "1"], ["slack", "attempt", "1"], ["push", "attempt", "2"]]
     assert runs[1].stdout.splitlines()[:4] == first[:4]  # the stored receipts, word for word
     deliveries = Ledger(tmp_path / "sim" / "ledger.sqlite").deliveries()
-    assert sorted(d.key for d in deliveries) == [f"notify/A-1001.{c}" for c in ("email", "push", "slack", "sms")]
+    assert sorted(d.key for d in deliveries) == [f"notify-py/A-1001.{c}" for c in ("email", "push", "slack", "sms")]
     assert all(d.duplicates == 0 for d in deliveries)

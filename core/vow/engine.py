@@ -39,6 +39,7 @@ from vow.errors import (
     EncodeError,
     LeaseLostError,
     NonDeterminismError,
+    PromiseNotFoundError,
     PromiseTimeoutError,
     VowError,
 )
@@ -216,13 +217,19 @@ class Engine:
                 if msg[0] == _STOP:
                     self._shutdown()
                     return
-                self._handle(msg)
+                try:
+                    self._handle(msg)
+                except Exception:  # noqa: BLE001 - one bad message must not stop every workflow
+                    _log.exception("vow engine: handling a message failed")
                 try:
                     msg = inbox.get_nowait()
                 except queue.Empty:
                     msg = None
-            self._fire_timers()
-            self._settle_round()
+            try:
+                self._fire_timers()
+                self._settle_round()
+            except Exception:  # noqa: BLE001
+                _log.exception("vow engine: a round failed")
 
     def _handle(self, msg: tuple[Any, ...]) -> None:
         tag = msg[0]
@@ -279,7 +286,11 @@ class Engine:
 
     def _process_starts(self) -> None:
         requests, self._starts = self._starts, []
-        found = self.store.get_many([r.id for r in requests if r.id not in self._roots])
+        try:
+            found = self.store.get_many([r.id for r in requests if r.id not in self._roots])
+        except Exception as exc:  # noqa: BLE001 - the store failed: these callers get the error, others go on
+            _fail_requests(requests, exc)
+            return
         fresh: dict[str, tuple[StartRequest, PromiseRecord]] = {}
         joiners: list[StartRequest] = []
         now = time.time()
@@ -291,36 +302,41 @@ class Engine:
                 continue
             record = found.get(req.id)
             if record is not None:
-                self._start_existing(req, record)
+                _guarded(req, self._start_existing, req, record)
             elif req.id in fresh:
                 joiners.append(req)
             elif req.resume_only:
-                from vow.errors import PromiseNotFoundError
-
                 req.future.set_exception(PromiseNotFoundError(f"no workflow with id {req.id!r}"))
             else:
                 fresh[req.id] = (req, PromiseRecord(
                     req.id, State.PENDING, Kind.WORKFLOW, req.id, req.name, req.args_text, None, None, None,
                     req.id, 1, now, None, req.tags))
         if fresh:
-            result = self.store.apply(Batch(creates=[rec for _, rec in fresh.values()]))
+            try:
+                result = self.store.apply(Batch(creates=[rec for _, rec in fresh.values()]))
+            except Exception as exc:  # noqa: BLE001 - nothing of this batch was stored
+                _fail_requests([req for req, _ in fresh.values()] + joiners, exc)
+                return
             for req, record in fresh.values():
                 existing = result.existing.get(req.id)
                 if existing is not None:
-                    self._start_existing(req, existing)
-                    continue
-                self._emit(EventKind.CREATED, record.id, record.id, None, record.func, Kind.WORKFLOW, 1)
-                lease = self.store.claim(req.id, self.owner, self._lease_ttl)
-                if lease is None:
-                    self._wait_remote(req)
-                    continue
-                self._launch_root(req, record, lease, {}, resumed=False)
+                    _guarded(req, self._start_existing, req, existing)
+                else:
+                    _guarded(req, self._start_fresh, req, record)
         for req in joiners:
             root = self._roots.get(req.id)
             if root is not None and self._check_join(req, root):
                 root.futures.append(req.future)
             elif root is None:
                 self._wait_remote(req)
+
+    def _start_fresh(self, req: StartRequest, record: PromiseRecord) -> None:
+        self._emit(EventKind.CREATED, record.id, record.id, None, record.func, Kind.WORKFLOW, 1)
+        lease = self.store.claim(req.id, self.owner, self._lease_ttl)
+        if lease is None:
+            self._wait_remote(req)
+            return
+        self._launch_root(req, record, lease, {}, resumed=False)
 
     def _start_existing(self, req: StartRequest, record: PromiseRecord) -> None:
         error = None if req.resume_only else _mismatch(req, record.func, record.args)
@@ -349,6 +365,11 @@ class Engine:
             args, kwargs = encoding.decode_args(record.args)
             req.args, req.kwargs = tuple(args), kwargs
         tree = self.store.tree(record.id)
+        current = next((r for r in tree if r.id == record.id), record)
+        if current.settled:  # it finished between our read and our claim: answer from the store
+            self.store.release(lease)
+            _set_future_from_record(req.future, current)
+            return
         stored = {r.id: r for r in tree if r.id != record.id}
         self._emit(EventKind.RESUMED, record.id, record.id, None, record.func, Kind.WORKFLOW, record.attempt)
         self._launch_root(req, record, lease, stored, resumed=True)
@@ -924,6 +945,7 @@ class Engine:
         self._remote.clear()
 
     def _fail_everything(self, error: BaseException) -> None:
+        _fail_requests(self._starts, error)
         for root in self._roots.values():
             for future in root.futures:
                 if not future.done():
@@ -1069,6 +1091,22 @@ def _mismatch(req: StartRequest, func: str, args_text: str) -> VowError | None:
             f"workflow id {req.id!r} was started with arguments {args_text}; starting it again with different "
             f"arguments {req.args_text} is not allowed (use a new id, or the same arguments to join the run)")
     return None
+
+
+def _fail_requests(requests: list[StartRequest], error: BaseException) -> None:
+    for req in requests:
+        if not req.future.done():
+            req.future.set_exception(error)
+
+
+def _guarded(req: StartRequest, fn: Callable[..., None], *args: Any) -> None:
+    """Run a step of starting ``req``; if the store fails, that caller gets the error and the engine goes on."""
+    try:
+        fn(*args)
+    except Exception as exc:  # noqa: BLE001
+        _log.warning("starting %s failed: %s", req.id, exc)
+        if not req.future.done():
+            req.future.set_exception(exc)
 
 
 def _backoff_id(handle: Handle) -> str:

@@ -63,23 +63,29 @@ class Ledger:
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path) if path else default_ledger_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        with self._connect() as con:
-            # Keyed per channel: the same key on two channels is two deliveries, not a duplicate.
-            con.execute(
-                "CREATE TABLE IF NOT EXISTS deliveries (channel TEXT NOT NULL, key TEXT NOT NULL, "
-                "receipt TEXT NOT NULL, payload TEXT NOT NULL, delivered_at REAL NOT NULL, "
-                "duplicates INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (channel, key))"
-            )
+        self._ready = False
+
+    def _create(self, con: sqlite3.Connection) -> None:
+        # Created on first use, so building a channel (``vow validate``) leaves no file behind.
+        # Keyed per channel: the same key on two channels is two deliveries, not a duplicate.
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS deliveries (channel TEXT NOT NULL, key TEXT NOT NULL, "
+            "receipt TEXT NOT NULL, payload TEXT NOT NULL, delivered_at REAL NOT NULL, "
+            "duplicates INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (channel, key))"
+        )
+        self._ready = True
 
     def _connect(self) -> sqlite3.Connection:
         con = getattr(self._local, "con", None)
         if con is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             con = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=NORMAL")
             self._local.con = con
+            if not self._ready:
+                self._create(con)
         return con
 
     def deliver(self, key: str, channel: str, payload: dict[str, Any],

@@ -202,11 +202,6 @@ def test_a_store_from_a_newer_vow_is_refused_and_left_as_it_is(path: Path) -> No
     assert digest(path) == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine bug: a StoreError raised while a run starts (Engine._process_starts: store.get_many / apply / "
-    "claim; _resume: store.tree) escapes the engine loop; Engine._main logs 'vow engine crashed' and "
-    "_fail_everything does not fail the start requests in hand, so the caller waits forever and every "
-    "later run on that client hangs too (the engine thread is gone)"))
 def test_damage_found_during_a_run_is_a_store_error_for_that_run(path: Path) -> None:
     with Vow(store=f"sqlite:{path}") as vow:
         two_done_workflows(vow)
@@ -236,7 +231,6 @@ def test_damage_found_during_a_run_is_a_store_error_for_that_run(path: Path) -> 
     assert digest(path) == before
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: see test_damage_found_during_a_run_is_a_store_error_for_that_run")
 def test_a_store_that_stays_locked_fails_that_run_and_the_client_keeps_working(path: Path) -> None:
     vow = Vow(store=f"sqlite:{path}?busy_timeout=0.3")
     try:

@@ -201,12 +201,6 @@ def test_a_remote_workers_lease_is_taken_over_only_after_it_expires(fleet: Fleet
         assert "locked" not in err and "Traceback" not in err, f"worker {pid}:\n{err}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine bug: Engine._start_existing decides from the record read in _process_starts (before the claim); "
-    "when the run finishes and releases its lease between that read and the claim, the claim succeeds and "
-    "_resume replays the finished workflow (RESUMED, generator re-run, extra commits). In the 1,000-workflow "
-    "run about a fifth of the workflows are picked up again this way. Fix: after a successful claim, check "
-    "the root in the tree _resume reads anyway; if it is settled, release and answer from it"))
 def test_a_workflow_that_finished_meanwhile_is_not_resumed_again(tmp_path: Path) -> None:
     """A worker read a root as pending; it finished and was released before the worker claimed it."""
     from vow import Context, LeafContext
