@@ -269,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", metavar="DIR", help="cProfile the engine thread; .prof files go to DIR")
     ap.add_argument("--all-plugins", action="store_true", help="load every installed vow plugin, not only the core's")
     ap.add_argument("--verbose", action="store_true", help="show the children's stderr")
+    ap.add_argument("--report", metavar="JSONL", help="print the table of saved JSON lines and exit")
+    ap.add_argument("--markdown", action="store_true", help="print the table as Markdown on stdout")
     ap.add_argument("--child", metavar="SCENARIO", help=argparse.SUPPRESS)
     ap.add_argument("--store", help=argparse.SUPPRESS)
     ap.add_argument("--params", help=argparse.SUPPRESS)
@@ -279,6 +281,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(RESULT_PREFIX + json.dumps(row) + "\n")
         sys.stdout.flush()
         os._exit(0)  # do not wait for idle pool threads
+
+    if args.report:
+        with open(args.report) as f:
+            saved = [json.loads(line) for line in f if line.startswith("{")]
+        print_markdown(saved) if args.markdown else print_table(saved, None)
+        return 0
 
     chosen = _choose(args.scenarios, SCENARIO_NAMES, "scenario", ap)
     stores = _choose(args.stores, list(STORES), "store", ap) if args.stores else DEFAULT_STORES
@@ -298,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
             say(f"  {scenario:<17} {row['size']:>7} {store:<12} wall={_fmt_s(row['wall_s'])} "
                 f"ok={row['ok']} {row['note'][:100]}")
     total = time.perf_counter() - started
-    if not args.json_only:
+    if args.markdown:
+        print_markdown(rows)
+    elif not args.json_only:
         print_table(rows, total)
     return 0 if all(r["ok"] is not False for r in rows) else 1
 
@@ -362,14 +372,30 @@ def _target_cells(row: dict[str, Any]) -> tuple[str, str]:
     return shown, verdict if row.get("targets_apply") else f"({verdict.lower()})"
 
 
-def print_table(rows: list[dict[str, Any]], total_s: float) -> None:
-    header = ["scenario", "size", "store", "wall", "figure", "peak RSS MB (+run)", "target", "met", "ok", "note"]
+HEADER = ["scenario", "size", "store", "wall", "figure", "peak RSS MB (+run)", "target", "met", "ok", "note"]
+
+
+def _cells(rows: list[dict[str, Any]]) -> list[list[str]]:
     body = []
     for r in rows:
         shown, verdict = _target_cells(r)
         ok = "n/a" if r["ok"] is None else ("yes" if r["ok"] else "NO")
         body.append([r["scenario"], r["size"], r["store"], _fmt_s(r["wall_s"]), figure(r), _memory(r), shown,
                      verdict, ok, (r["note"] or "")[:70]])
+    return body
+
+
+def print_markdown(rows: list[dict[str, Any]]) -> None:
+    """The table as Markdown (for benchmarks/README.md)."""
+    print("| " + " | ".join(HEADER) + " |")
+    print("|" + "---|" * len(HEADER))
+    for line in _cells(rows):
+        print("| " + " | ".join(cell.replace("|", "/") for cell in line) + " |")
+
+
+def print_table(rows: list[dict[str, Any]], total_s: float | None) -> None:
+    header = HEADER
+    body = _cells(rows)
     try:
         from rich.console import Console
         from rich.table import Table
@@ -389,8 +415,9 @@ def print_table(rows: list[dict[str, Any]], total_s: float) -> None:
             style = "red" if line[7] == "MISS" or line[8] == "NO" else None
             table.add_row(*line, style=style)
         Console(stderr=True, width=200).print(table)
-    print(f"targets are the issue's, for the {TARGET_STORE} store (in parentheses for the other stores); "
-          f"whole run {total_s:.0f} s", file=sys.stderr)
+    took = f"; whole run {total_s:.0f} s" if total_s is not None else ""
+    print(f"targets are the issue's, for the {TARGET_STORE} store (in parentheses for the other stores){took}",
+          file=sys.stderr)
 
 
 if __name__ == "__main__":
