@@ -146,7 +146,7 @@ def test_four_workers_run_a_thousand_workflows_each_once(fleet: Fleet) -> None:
     per_leaf = check_everything_finished_once(fleet)
     assert set(per_leaf.values()) == {1}
     pickups = collections.Counter(w[1] for w in log_lines(fleet.log, "resumed"))
-    assert len(pickups) == WORKFLOWS, "every workflow was picked up"
+    assert len(pickups) == WORKFLOWS and set(pickups.values()) == {1}, "each workflow picked up by one worker, once"
     workers = collections.Counter(w[2] for w in log_lines(fleet.log, "resumed"))
     assert len(workers) >= 2, f"the work was not shared: {workers}"
 
