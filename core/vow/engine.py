@@ -141,6 +141,7 @@ class Engine:
         self._batch = Batch()
         self._settle_roots: list[RootRun] = []  # parallel to self._batch.settles
         self._after: list[Callable[[], None]] = []
+        self._to_dispatch: list[Handle] = []  # leaves to start once their promises are committed
         self._releases: list[Lease] = []
         self._queued: deque[Handle] = deque()  # leaves waiting for a concurrency slot
         self._inflight = 0
@@ -256,10 +257,13 @@ class Engine:
                 self._step(run, value, exc)
             if self._batch or self._releases:
                 self._commit()
+            leaves, self._to_dispatch = self._to_dispatch, []
+            for handle in leaves:
+                self._dispatch(handle)
             after, self._after = self._after, []
             for action in after:
                 action()
-            if not (self._ready or self._starts or self._batch or self._after):
+            if not (self._ready or self._starts or self._batch or self._after or self._to_dispatch):
                 return
 
     # ------------------------------------------------------------------ timers
@@ -317,26 +321,32 @@ class Engine:
             except Exception as exc:  # noqa: BLE001 - nothing of this batch was stored
                 _fail_requests([req for req, _ in fresh.values()] + joiners, exc)
                 return
+            created = []
             for req, record in fresh.values():
                 existing = result.existing.get(req.id)
                 if existing is not None:
                     _guarded(req, self._start_existing, req, existing)
                 else:
-                    _guarded(req, self._start_fresh, req, record)
+                    created.append((req, record))
+            if created:
+                try:
+                    leases = self.store.claim_many([req.id for req, _ in created], self.owner, self._lease_ttl)
+                except Exception as exc:  # noqa: BLE001 - stored but unclaimed: a worker or a retry picks them up
+                    _fail_requests([req for req, _ in created], exc)
+                    created = []
+                for req, record in created:
+                    self._emit(EventKind.CREATED, record.id, record.id, None, record.func, Kind.WORKFLOW, 1)
+                    lease = leases.get(req.id)
+                    if lease is None:
+                        self._wait_remote(req)
+                    else:
+                        _guarded(req, self._launch_root, req, record, lease, {})
         for req in joiners:
             root = self._roots.get(req.id)
             if root is not None and self._check_join(req, root):
                 root.futures.append(req.future)
             elif root is None:
                 self._wait_remote(req)
-
-    def _start_fresh(self, req: StartRequest, record: PromiseRecord) -> None:
-        self._emit(EventKind.CREATED, record.id, record.id, None, record.func, Kind.WORKFLOW, 1)
-        lease = self.store.claim(req.id, self.owner, self._lease_ttl)
-        if lease is None:
-            self._wait_remote(req)
-            return
-        self._launch_root(req, record, lease, {}, resumed=False)
 
     def _start_existing(self, req: StartRequest, record: PromiseRecord) -> None:
         error = None if req.resume_only else _mismatch(req, record.func, record.args)
@@ -372,10 +382,10 @@ class Engine:
             return
         stored = {r.id: r for r in tree if r.id != record.id}
         self._emit(EventKind.RESUMED, record.id, record.id, None, record.func, Kind.WORKFLOW, record.attempt)
-        self._launch_root(req, record, lease, stored, resumed=True)
+        self._launch_root(req, record, lease, stored)
 
     def _launch_root(self, req: StartRequest, record: PromiseRecord, lease: Lease,
-                     stored: dict[str, PromiseRecord], *, resumed: bool) -> None:
+                     stored: dict[str, PromiseRecord]) -> None:
         root = RootRun(record.id, lease, stored, req.concurrency, record.args)
         root.futures.append(req.future)
         handle = Handle(record.id, Kind.WORKFLOW, record.func)
@@ -549,7 +559,7 @@ class Engine:
             if backoff is not None and not backoff.settled:  # resumed during a retry back-off: wait it out
                 self._after.append(lambda: self._timer(backoff.timeout or 0.0, self._end_backoff, handle))
             else:
-                self._after.append(lambda: self._dispatch(handle))
+                self._to_dispatch.append(handle)
         elif kind is Kind.SLEEP:
             self._after.append(lambda: self._timer(handle.deadline or 0.0, self._wake_sleep, handle))
             return
@@ -653,7 +663,7 @@ class Engine:
             return
         self._batch.settles.append(Settle(_backoff_id(handle), State.RESOLVED, "null", time.time()))
         self._batch.fences[handle.root.id] = handle.root.lease.token
-        self._dispatch(handle)
+        self._to_dispatch.append(handle)  # after the commit that records this attempt
 
     def _drain_queued(self) -> None:
         for _ in range(len(self._queued)):
@@ -803,11 +813,11 @@ class Engine:
                 self._adopt_existing(record)
             for record in result.conflicts.values():
                 self._adopt_conflict(record)
-        for lease in releases:
+        if releases:
             try:
-                self.store.release(lease)
+                self.store.release_many(releases)
             except Exception:  # noqa: BLE001 - an unreleased lease only delays a takeover until it expires
-                _log.warning("could not release the lease on %s", lease.root, exc_info=True)
+                _log.warning("could not release the leases on %s", [x.root for x in releases], exc_info=True)
 
     def _adopt_existing(self, record: PromiseRecord) -> None:
         root = self._roots.get(record.root)

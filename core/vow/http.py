@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import email.utils
 import time
-from typing import Mapping
-
-import httpx
+from typing import TYPE_CHECKING, Mapping
 
 from vow.errors import PermanentError, TransientError
+
+if TYPE_CHECKING:  # httpx is imported by the transports that use it, not by every `import vow`
+    import httpx
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
 
@@ -50,8 +51,10 @@ def error_for_status(status: int, headers: Mapping[str, str] | None = None, deta
     return PermanentError(reason, code=str(status))
 
 
-def error_for_exception(exc: httpx.HTTPError, *, provider: str = "provider") -> Exception:
+def error_for_exception(exc: "httpx.HTTPError", *, provider: str = "provider") -> Exception:
     """Timeouts and connection failures are transient; other transport errors are permanent."""
+    import httpx
+
     if isinstance(exc, (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)):
         return TransientError(f"{provider}: {type(exc).__name__}: {exc}", code=type(exc).__name__)
     return PermanentError(f"{provider}: {type(exc).__name__}: {exc}", code=type(exc).__name__)

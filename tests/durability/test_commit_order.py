@@ -70,12 +70,6 @@ def test_every_branch_of_a_fan_out_starts_after_its_promise_is_stored() -> None:
     assert sorted(seen.seen) == [(f"fan/1.{i}", 1, ("pending", 1)) for i in range(1, 6)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine bug: Engine._end_backoff calls self._dispatch(handle) at once, from _fire_timers, before "
-    "_settle_round commits the batch holding the new attempt number (and the back-off's create and settle). "
-    "With a zero (or already elapsed) back-off the next attempt runs while the store still says the previous "
-    "one; a crash then makes the restart repeat that attempt number. Fix: defer it, "
-    "self._after.append(lambda: self._dispatch(handle)), as _launch does for first attempts"))
 def test_every_retry_starts_after_the_commit_that_records_its_attempt() -> None:
     delay = 0.0  # the back-off ends at once: the engine must still commit before it retries
     store = SlowCommits()

@@ -48,9 +48,8 @@ from vow.stores.memory import MemoryStore  # noqa: E402
 from vow.stores.sqlite import SQLiteStore  # noqa: E402
 
 EXAMPLES = 300 if HEAVY else 25
-RETRY_MAY_START_BEFORE_ITS_COMMIT = True
-"""A known engine bug (see the xfail in test_commit_order.py): tolerated here so this test does not
-flake on it; set to False when that test passes."""
+RETRY_MAY_START_BEFORE_ITS_COMMIT = False
+"""Was a known engine bug (a zero back-off started the retry before its commit); fixed, so not tolerated."""
 RETRY = Constant(delay=0.001, max_attempts=3)
 
 # -------------------------------------------------------------------------- the workflows

@@ -69,11 +69,18 @@ class Store(Protocol):
     def claim(self, root: str, owner: str, ttl: float, *, now: float | None = None) -> Lease | None:
         """Take (or renew) the lease on ``root`` for ``ttl`` seconds; ``None`` if another live owner holds it."""
 
+    def claim_many(self, roots: Sequence[str], owner: str, ttl: float, *,
+                   now: float | None = None) -> dict[str, Lease]:
+        """:meth:`claim` for many roots at once (one transaction where the store has them); the ones taken."""
+
     def renew(self, leases: Sequence[Lease], ttl: float, *, now: float | None = None) -> list[Lease]:
         """Extend the leases still held (same owner and token); the ones lost are left out."""
 
     def release(self, lease: Lease) -> None:
         """Give up a lease if still held; its token is kept."""
+
+    def release_many(self, leases: Sequence[Lease]) -> None:
+        """:meth:`release` for many leases at once."""
 
     def lease(self, root: str) -> Lease | None:
         """The current lease row for ``root`` (held or not), or ``None``."""
@@ -104,6 +111,22 @@ class StoreOperations:
         if record is None:
             raise PromiseNotFoundError(f"no promise with id {id!r}")
         return record
+
+
+    def claim_many(self, roots: Sequence[str], owner: str, ttl: float, *,
+                   now: float | None = None) -> dict[str, Lease]:
+        """Claim each root in turn; a store with transactions should do it in one."""
+        taken = {}
+        for root in roots:
+            lease = self.claim(root, owner, ttl, now=now)  # type: ignore[attr-defined]
+            if lease is not None:
+                taken[root] = lease
+        return taken
+
+    def release_many(self, leases: Sequence[Lease]) -> None:
+        """Release each lease in turn; a store with transactions should do it in one."""
+        for lease in leases:
+            self.release(lease)  # type: ignore[attr-defined]
 
 
 def same_outcome(record: PromiseRecord, settle: Settle) -> bool:

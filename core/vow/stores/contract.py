@@ -334,6 +334,23 @@ class StoreContract:
         assert second is not None and second.token > first.token
         assert store.lease("wf") == second
 
+    def test_claim_many_takes_the_free_roots_and_leaves_the_held_ones(self, store: Store) -> None:
+        owner = new_owner_id()
+        other = store.claim("held", "elsewhere:1:1:abc", 30, now=100.0)
+        taken = store.claim_many(["a", "held", "b"], owner, 30, now=110.0)
+        assert set(taken) == {"a", "b"}
+        assert taken["a"] == store.lease("a") == Lease("a", owner, taken["a"].token, 140.0)
+        assert store.lease("held") == other
+        assert store.claim_many([], owner, 30) == {}
+
+    def test_release_many_frees_only_the_leases_still_held(self, store: Store) -> None:
+        owner = new_owner_id()
+        mine = store.claim_many(["a", "b"], owner, 30, now=100.0)
+        lost = store.claim("b", "elsewhere:1:1:abc", 30, now=200.0)  # b expired and was taken over
+        store.release_many([mine["a"], mine["b"]])
+        assert store.lease("a").owner == "" and store.lease("a").token == mine["a"].token
+        assert store.lease("b") == lost
+
     def test_claiming_a_lease_you_hold_renews_it(self, store: Store) -> None:
         owner = new_owner_id()
         first = store.claim("wf", owner, 30, now=100.0)

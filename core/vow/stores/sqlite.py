@@ -93,6 +93,10 @@ _COLUMNS = ("id, state, kind, root, func, args, value, parent, timeout, idempote
 _SELECT = f"SELECT {_COLUMNS} FROM promises"
 _SETTLE = "UPDATE promises SET state = ?, value = ?, settled_at = ? WHERE id = ? AND state = 'pending'"
 _ATTEMPT = "UPDATE promises SET attempt = ? WHERE id = ? AND state = 'pending'"
+_RELEASE = "UPDATE leases SET owner = '', expires_at = 0 WHERE root = ? AND owner = ? AND token = ?"
+CHECKPOINT_EVERY = 256  # commits between two checkpoints of the log by the checkpointer thread
+CHECKPOINT_IDLE_SECONDS = 1.0  # ... or this long after the last commit
+WAL_SIZE_LIMIT = 64 * 2**20  # bytes the log file is truncated to after a checkpoint resets it
 _CHUNK = 500  # ids per "IN (...)" query, well under SQLite's bound-parameter limit
 
 _STATES = {s.value: s for s in State}
@@ -208,6 +212,9 @@ class SQLiteStore(StoreOperations):
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._closed = False
+        self._commits = 0
+        self._checkpoint_wanted = threading.Event()
+        self._checkpointer: threading.Thread | None = None
         self._check_file()
         self._create_schema()
         _open_stores.add(self)
@@ -324,6 +331,10 @@ class SQLiteStore(StoreOperations):
             con = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
                                   check_same_thread=False, cached_statements=256)
             con.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
+            # No checkpoint inside a commit: it fsyncs the log and the file (2-4 ms) while the engine
+            # waits for its commit. The checkpointer thread does it instead (see _committed).
+            con.execute("PRAGMA wal_autocheckpoint = 0")
+            con.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         with self._connections_lock:
@@ -335,14 +346,44 @@ class SQLiteStore(StoreOperations):
         self._local = threading.local()
         self._connections = []
         self._connections_lock = threading.Lock()
+        self._checkpointer = None
+        self._checkpoint_wanted = threading.Event()
+
+    def _committed(self) -> None:
+        """Count a commit; the checkpointer copies the log into the file every few hundred commits."""
+        self._commits += 1
+        if self._checkpointer is None:
+            self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="vow-sqlite-checkpoint",
+                                                  daemon=True)
+            self._checkpointer.start()
+        if self._commits % CHECKPOINT_EVERY == 0:
+            self._checkpoint_wanted.set()
+
+    def _checkpoint_loop(self) -> None:
+        """Checkpoint off the engine thread: after CHECKPOINT_EVERY commits, or a second after the last."""
+        con = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
+        done = 0
+        try:
+            while not self._closed:
+                self._checkpoint_wanted.wait(CHECKPOINT_IDLE_SECONDS)
+                self._checkpoint_wanted.clear()
+                if self._closed or self._commits == done:
+                    continue
+                done = self._commits
+                _checkpoint(con)
+        finally:
+            con.close()
 
     def close(self) -> None:
-        """Close every connection this store opened; the store is unusable afterwards."""
+        """Checkpoint the log, close every connection this store opened; the store is unusable afterwards."""
         self._closed = True
+        self._checkpoint_wanted.set()
         _open_stores.discard(self)
         with self._connections_lock:
             connections, self._connections = self._connections, []
         self._local = threading.local()
+        if connections and self._commits:
+            _checkpoint(connections[0])
         for con in connections:
             try:
                 con.close()
@@ -424,6 +465,7 @@ class SQLiteStore(StoreOperations):
             if batch.attempts:
                 con.executemany(_ATTEMPT, [(n, i) for i, n in batch.attempts.items()])
             con.execute("COMMIT")
+            self._committed()
         except sqlite3.Error as exc:
             self._rollback(con)
             raise self._error(exc) from exc
@@ -582,22 +624,26 @@ class SQLiteStore(StoreOperations):
             raise ValueError("a lease owner must not be empty")
         now = time.time() if now is None else now
 
-        def claim_in(con: sqlite3.Connection) -> Lease | None:
-            row = con.execute("SELECT owner, token, expires_at FROM leases WHERE root = ?", (root,)).fetchone()
-            current = None if row is None else Lease(root, *row)
-            if not lease_is_free(current, owner, now):
-                return None
-            if current is None:
-                con.execute("INSERT INTO leases (root, owner, token, expires_at) VALUES (?, ?, 1, ?)",
-                            (root, owner, now + ttl))
-                return Lease(root, owner, 1, now + ttl)
-            token = current.token if current.owner == owner else current.token + 1
-            # Compare-and-swap on the token read above (we hold the write lock: it always matches).
-            con.execute("UPDATE leases SET owner = ?, token = ?, expires_at = ? WHERE root = ? AND token = ?",
-                        (owner, token, now + ttl, root, current.token))
-            return Lease(root, owner, token, now + ttl)
+        return self._write(lambda con: _claim_in(con, root, owner, ttl, now))
 
-        return self._write(claim_in)
+    def claim_many(self, roots: Sequence[str], owner: str, ttl: float, *,
+                   now: float | None = None) -> dict[str, Lease]:
+        """Claim the leases on ``roots`` in one transaction; the ones taken, by root."""
+        if not owner:
+            raise ValueError("a lease owner must not be empty")
+        if not roots:
+            return {}
+        now = time.time() if now is None else now
+
+        def claim_all(con: sqlite3.Connection) -> dict[str, Lease]:
+            taken = {}
+            for root in roots:
+                lease = _claim_in(con, root, owner, ttl, now)
+                if lease is not None:
+                    taken[root] = lease
+            return taken
+
+        return self._write(claim_all)
 
     def renew(self, leases: Sequence[Lease], ttl: float, *, now: float | None = None) -> list[Lease]:
         """Extend the leases still held (same owner and token); the ones lost are left out."""
@@ -618,9 +664,12 @@ class SQLiteStore(StoreOperations):
 
     def release(self, lease: Lease) -> None:
         """Give up ``lease`` if still held; its token is kept so tokens only grow."""
-        self._write(lambda con: con.execute(
-            "UPDATE leases SET owner = '', expires_at = 0 WHERE root = ? AND owner = ? AND token = ?",
-            (lease.root, lease.owner, lease.token)))
+        self._write(lambda con: con.execute(_RELEASE, (lease.root, lease.owner, lease.token)))
+
+    def release_many(self, leases: Sequence[Lease]) -> None:
+        """Release ``leases`` in one transaction (each only if still held; tokens are kept)."""
+        if leases:
+            self._write(lambda con: con.executemany(_RELEASE, [(x.root, x.owner, x.token) for x in leases]))
 
     @_reading
     def lease(self, root: str) -> Lease | None:
@@ -635,6 +684,7 @@ class SQLiteStore(StoreOperations):
         try:
             result = work(con)
             con.execute("COMMIT")
+            self._committed()
         except sqlite3.Error as exc:
             self._rollback(con)
             raise self._error(exc) from exc
@@ -642,6 +692,30 @@ class SQLiteStore(StoreOperations):
             self._rollback(con)
             raise
         return result
+
+
+def _claim_in(con: sqlite3.Connection, root: str, owner: str, ttl: float, now: float) -> Lease | None:
+    """Claim one lease inside a write transaction."""
+    row = con.execute("SELECT owner, token, expires_at FROM leases WHERE root = ?", (root,)).fetchone()
+    current = None if row is None else Lease(root, *row)
+    if not lease_is_free(current, owner, now):
+        return None
+    if current is None:
+        con.execute("INSERT INTO leases (root, owner, token, expires_at) VALUES (?, ?, 1, ?)", (root, owner, now + ttl))
+        return Lease(root, owner, 1, now + ttl)
+    token = current.token if current.owner == owner else current.token + 1
+    # Compare-and-swap on the token read above (we hold the write lock: it always matches).
+    con.execute("UPDATE leases SET owner = ?, token = ?, expires_at = ? WHERE root = ? AND token = ?",
+                (owner, token, now + ttl, root, current.token))
+    return Lease(root, owner, token, now + ttl)
+
+
+def _checkpoint(con: sqlite3.Connection) -> None:
+    # PASSIVE never waits for readers or writers; what it cannot copy now, the next round copies.
+    try:
+        con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    except sqlite3.Error:
+        pass
 
 
 # A connection must never cross a fork: a forked child forgets its parent's and opens its own.
