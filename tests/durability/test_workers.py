@@ -13,7 +13,7 @@ Proven here:
   the leaves that were in flight in it. A dead worker on this machine is detected at once; a
   worker whose owner id names another machine is taken over only after its lease expires.
 
-``VOW_HEAVY=1`` runs 4,000 workflows of ten leaves each instead of 1,000 of three.
+``VOW_HEAVY=1`` runs 10,000 workflows of ten leaves each instead of 1,000 of three.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from worker_app import expected, fan  # noqa: E402
 
 from vow import Vow  # noqa: E402
 
-WORKFLOWS = 4000 if HEAVY else 1000
+WORKFLOWS = 10_000 if HEAVY else 1000
 FAN = 10 if HEAVY else 3
 
 
@@ -58,11 +58,12 @@ class Fleet:
         self.procs += started
         return started
 
-    def submit(self, count: int) -> None:
+    def submit(self, count: int, ms: int = 0) -> None:
+        """Submit ``count`` workflows whose leaves take ``ms`` milliseconds each."""
         client = Vow(store=self.url)
         try:
             for i in range(count):
-                client.submit(f"wf/{i}", fan, FAN)
+                client.submit(f"wf/{i}", fan, FAN, ms)
         finally:
             client.close()
 
@@ -112,9 +113,10 @@ def fleet(tmp_path: Path):
     fleet.close()
 
 
-def check_everything_finished_once(fleet: Fleet, settled_at_kill: set[str] | None = None) -> collections.Counter:
-    """All workflows and leaves resolved with the right values; attempts started once, never after
-    settling; leaves settled before a kill never ran again. Returns the starts per leaf."""
+def check_everything_finished_once(fleet: Fleet, killed: set[int] = frozenset()) -> collections.Counter:
+    """All workflows and leaves resolved with the right values; no attempt started after its leaf
+    settled; an attempt started twice only when one of the two ran in a killed worker. Returns the
+    starts per leaf."""
     records = fleet.records()
     roots = {i: r for i, r in records.items() if r[3] is None}
     leaves = {i: r for i, r in records.items() if r[3] is not None}
@@ -123,16 +125,16 @@ def check_everything_finished_once(fleet: Fleet, settled_at_kill: set[str] | Non
     assert all(r[1] == "resolved" and r[2] == str((int(i.rsplit(".", 1)[1]) - 1) ** 2) for i, r in leaves.items())
 
     starts = log_lines(fleet.log, "start")
-    per_attempt = collections.Counter((w[1], w[2]) for w in starts)
     per_leaf = collections.Counter(w[1] for w in starts)
     assert set(per_leaf) == set(leaves), "every leaf ran"
-    for _, pid, attempt, _proc, at in starts:
+    runners = collections.defaultdict(list)
+    for _, pid, attempt, proc, at in starts:
+        # The exact form of "a settled leaf never runs again", with no snapshot to race against.
         assert float(at) < leaves[pid][4], f"{pid} attempt {attempt} started after it settled"
-    if settled_at_kill is None:
-        assert max(per_attempt.values()) == 1, per_attempt.most_common(3)
-    else:
-        assert all(per_leaf[pid] == 1 for pid in settled_at_kill), "a leaf settled before the kill ran again"
-        assert max(per_attempt.values()) <= 2, per_attempt.most_common(3)
+        runners[(pid, attempt)].append(int(proc))
+    for (pid, attempt), procs in runners.items():
+        assert len(procs) == 1 or (len(procs) == 2 and set(procs) & killed), (
+            f"{pid} attempt {attempt} started in processes {procs}; killed: {sorted(killed)}")
     for pid, err in fleet.stderr.items():
         assert "locked" not in err and "Traceback" not in err, f"worker {pid}:\n{err}"
     return per_leaf
@@ -153,33 +155,32 @@ def test_four_workers_run_a_thousand_workflows_each_once(fleet: Fleet) -> None:
 
 def test_a_killed_worker_loses_nothing(fleet: Fleet) -> None:
     victim, *_ = fleet.start(4)
-    fleet.submit(WORKFLOWS)
+    fleet.submit(WORKFLOWS, ms=5)  # slow enough that the victim always has workflows in hand
     wait_until(lambda: fleet.resolved_roots() >= WORKFLOWS // 4, timeout=240, what="a quarter done")
-    wait_until(lambda: fleet.held_pending(victim.owner), timeout=60, what="the victim runs workflows")
+    wait_until(lambda: len(fleet.held_pending(victim.owner)) >= 5, timeout=60, what="the victim runs workflows")
     fleet.kill(victim)
-    records = fleet.records()
-    settled = {i for i, r in records.items() if r[3] is not None and r[1] == "resolved"}
-    orphans = fleet.held_pending(victim.owner)
-    assert orphans
+    killed_at = time.time()
 
     wait_until(lambda: fleet.resolved_roots() == WORKFLOWS, timeout=240, what="every workflow resolved")
     fleet.stop()
-    check_everything_finished_once(fleet, settled)
-    taken_at = {}
+    check_everything_finished_once(fleet, {victim.pid})
+    # The others took over what the victim had in hand (it picked them up; so did another worker)...
+    picked = collections.defaultdict(list)
     for _, root, pid, at in log_lines(fleet.log, "resumed"):
-        if root in orphans and int(pid) != victim.pid:
-            taken_at[root] = min(float(at), taken_at.get(root, float("inf")))
-    assert set(taken_at) == set(orphans), "every workflow of the killed worker was taken over"
-    for root, at in taken_at.items():  # its process is gone: no need to wait for the 15 s lease to expire
-        assert at < orphans[root], f"{root} was taken over only after its lease expired"
+        picked[root].append((int(pid), float(at)))
+    taken = {root: min(at for pid, at in p if pid != victim.pid) for root, p in picked.items()
+             if any(pid == victim.pid for pid, _ in p) and any(pid != victim.pid for pid, _ in p)}
+    assert taken, "nothing of the killed worker's was taken over"
+    # ...at once: its leases (15 s, renewed every 5 s) were still valid for 10 s at least.
+    assert max(taken.values()) < killed_at + 10, "a takeover waited for the lease to expire"
 
 
 def test_a_remote_workers_lease_is_taken_over_only_after_it_expires(fleet: Fleet) -> None:
     ttl = 2.0
     [remote] = fleet.start(1, lease_ttl=ttl, env={"DURABILITY_REMOTE_OWNER": "1"})
     assert remote.owner.startswith("elsewhere-")
-    fleet.submit(WORKFLOWS // 4)
-    wait_until(lambda: fleet.held_pending(remote.owner), timeout=60, what="the remote worker runs workflows")
+    fleet.submit(WORKFLOWS // 4, ms=5)
+    wait_until(lambda: len(fleet.held_pending(remote.owner)) >= 5, timeout=60, what="the remote worker runs workflows")
     fleet.kill(remote)
     records = fleet.records()
     settled = {i for i, r in records.items() if r[3] is not None and r[1] == "resolved"}

@@ -28,17 +28,18 @@ def _log(line: str) -> None:
     os.write(LOG_FD, (line + "\n").encode())
 
 
-def work(ctx: LeafContext, i: int) -> int:
-    """A small leaf: its value depends only on its input."""
+def work(ctx: LeafContext, i: int, ms: int) -> int:
+    """A small leaf that takes ``ms`` milliseconds: its value depends only on ``i``."""
     _log(f"start {ctx.id} {ctx.attempt} {os.getpid()} {time.time()!r}")
+    time.sleep(ms / 1000)
     return i * i
 
 
-def fan(ctx: Context, n: int):
-    """Fan out ``n`` leaves and add up their values."""
+def fan(ctx: Context, n: int, ms: int = 0):
+    """Fan out ``n`` leaves of ``ms`` milliseconds each and add up their values."""
     handles = []
     for i in range(n):
-        handles.append((yield ctx.begin_run(work, i)))
+        handles.append((yield ctx.begin_run(work, i, ms)))
     total = 0
     for handle in handles:
         total += yield handle
