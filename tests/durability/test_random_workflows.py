@@ -71,8 +71,7 @@ class Executions:
         store = self.stores.get(ctx.root_id)
         if store is not None:
             stored = store.get(ctx.id)
-            lagging = RETRY_MAY_START_BEFORE_ITS_COMMIT and stored is not None and stored.attempt == ctx.attempt - 1
-            if stored is None or stored.settled or (stored.attempt != ctx.attempt and not lagging):
+            if stored is None or stored.settled or stored.attempt != ctx.attempt:
                 with self.lock:
                     self.unstored.append(f"{ctx.id} attempt {ctx.attempt} started; the store held {stored}")
 
@@ -179,20 +178,25 @@ class DyingStore:
                 self.dead.set()
             return result
 
-    def claim(self, *args: Any, **kwargs: Any) -> Any:
+    def _write(self, name: str, *args: Any, **kwargs: Any) -> Any:
         with self._lock:
             self._check()
-            return self.inner.claim(*args, **kwargs)
+            return getattr(self.inner, name)(*args, **kwargs)
+
+    def claim(self, *args: Any, **kwargs: Any) -> Any:
+        return self._write("claim", *args, **kwargs)
+
+    def claim_many(self, *args: Any, **kwargs: Any) -> Any:
+        return self._write("claim_many", *args, **kwargs)
 
     def renew(self, *args: Any, **kwargs: Any) -> Any:
-        with self._lock:
-            self._check()
-            return self.inner.renew(*args, **kwargs)
+        return self._write("renew", *args, **kwargs)
 
     def release(self, *args: Any, **kwargs: Any) -> Any:
-        with self._lock:
-            self._check()
-            return self.inner.release(*args, **kwargs)
+        return self._write("release", *args, **kwargs)
+
+    def release_many(self, *args: Any, **kwargs: Any) -> Any:
+        return self._write("release_many", *args, **kwargs)
 
     def close(self) -> None:
         pass

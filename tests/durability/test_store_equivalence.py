@@ -1,7 +1,8 @@
 """The memory and SQLite stores answer every operation the same way (a hypothesis state machine).
 
 Each step applies one operation to both stores — a batch of creates, settles, attempt changes and
-fences; get, get_many, children, tree, search, claimable; claim, renew, release, lease — and
+fences; get, get_many, children, tree, search, claimable; claim, claim_many, renew, release,
+release_many, lease — and
 requires the same answer from both: the same records in the same order, the same
 :class:`~vow.records.BatchResult`, or the same error (type, and the lost roots of a
 :class:`~vow.errors.LeaseLostError`). After every step both stores must hold the same records
@@ -125,6 +126,17 @@ class SameAnswers(RuleBasedStateMachine):
     @rule(root=st.sampled_from(ROOTS), owner=st.sampled_from(OWNERS), ttl=st.sampled_from([1.0, 10.0]), now=CLOCK)
     def claim(self, root: str, owner: str, ttl: float, now: float) -> None:
         self.same(lambda s: s.claim(root, owner, ttl, now=now))
+
+    @rule(roots=st.lists(st.sampled_from(ROOTS), max_size=4), owner=st.sampled_from(OWNERS),
+          ttl=st.sampled_from([1.0, 10.0]), now=CLOCK)
+    def claim_many(self, roots: list[str], owner: str, ttl: float, now: float) -> None:
+        self.same(lambda s: s.claim_many(roots, owner, ttl, now=now))
+
+    @rule(roots=st.lists(st.sampled_from(ROOTS), max_size=3), stale=st.lists(st.booleans(), min_size=3, max_size=3))
+    def release_many(self, roots: list[str], stale: list[bool]) -> None:
+        leases = [lease for r in roots if (lease := self.memory.lease(r)) is not None]
+        leases = [Lease(x.root, x.owner, x.token - 1, x.expires_at) if old else x for x, old in zip(leases, stale)]
+        self.same(lambda s: s.release_many(leases))
 
     @rule(roots=st.lists(st.sampled_from(ROOTS), max_size=3), ttl=st.sampled_from([1.0, 10.0]), now=CLOCK,
           stale=st.booleans())
