@@ -214,19 +214,30 @@ class _Planner:
         return [({**context, "item": wrap(item, "item"), "index": j}, f" (for_each item {j}: {item!r})")
                 for j, item in enumerate(items)]
 
+    def retry_and_timeout(self, b: Any, path: Path, defaults: dict[str, Any]) -> tuple[Any, Any]:
+        """A branch's own retry policy and timeout, or the pipeline's defaults."""
+        retry = self.retry(b.retry, path + ("retry",)) if b.retry is not None else defaults["retry"]
+        timeout = self.seconds(b.timeout, path + ("timeout",)) if b.timeout is not None else defaults["timeout"]
+        return retry, timeout
+
+    def options_and_faults(self, registry: Any, name: str, b: Any, ctx: dict[str, Any], path: Path,
+                           note: str) -> tuple[dict[str, Any], Any]:
+        """A branch's rendered options (checked by the plugin's options class) and faults."""
+        options = self.render(b.options or {}, ctx, path + ("options",), render_value, note)
+        faults = self.render(b.faults, ctx, path + ("faults",), render_value, note) if b.faults else None
+        self.check_options(registry, name, options, path + ("options",), note)
+        self.check_faults(faults, path + ("faults",), note)
+        return options, faults
+
     def channel_branches(self, b: ChannelBranch, path: Path, context: dict[str, Any],
                          defaults: dict[str, Any]) -> list[dict[str, Any]]:
         name = b.channel
         if name not in self.plugins.channels:
             raise self.error(path + ("channel",), _not_installed(name, self.plugins.channels.names()))
-        retry = self.retry(b.retry, path + ("retry",)) if b.retry is not None else defaults["retry"]
-        timeout = self.seconds(b.timeout, path + ("timeout",)) if b.timeout is not None else defaults["timeout"]
+        retry, timeout = self.retry_and_timeout(b, path, defaults)
         made = []
         for ctx, note in self.items(b, path, context):
-            options = self.render(b.options or {}, ctx, path + ("options",), render_value, note)
-            faults = self.render(b.faults, ctx, path + ("faults",), render_value, note) if b.faults else None
-            self.check_options(self.plugins.channels, name, options, path + ("options",), note)
-            self.check_faults(faults, path + ("faults",), note)
+            options, faults = self.options_and_faults(self.plugins.channels, name, b, ctx, path, note)
             data = self.render(b.data, ctx, path + ("data",), render_value, note)
             if not isinstance(data, dict):
                 raise self.error(path + ("data",), f"expected a mapping, got {describe(data)}{note}")
@@ -253,14 +264,10 @@ class _Planner:
         name = b.image
         if name not in self.plugins.image_providers:
             raise self.error(path + ("image",), _not_installed(name, self.plugins.image_providers.names()))
-        retry = self.retry(b.retry, path + ("retry",)) if b.retry is not None else defaults["retry"]
-        timeout = self.seconds(b.timeout, path + ("timeout",)) if b.timeout is not None else defaults["timeout"]
+        retry, timeout = self.retry_and_timeout(b, path, defaults)
         made = []
         for ctx, note in self.items(b, path, context):
-            options = self.render(b.options or {}, ctx, path + ("options",), render_value, note)
-            faults = self.render(b.faults, ctx, path + ("faults",), render_value, note) if b.faults else None
-            self.check_options(self.plugins.image_providers, name, options, path + ("options",), note)
-            self.check_faults(faults, path + ("faults",), note)
+            options, faults = self.options_and_faults(self.plugins.image_providers, name, b, ctx, path, note)
             if b.style is not None:
                 style = self.render(b.style, ctx, path + ("style",), render_text, note)
             elif note and isinstance(ctx["item"], str):

@@ -444,34 +444,26 @@ class SQLiteStore(StoreOperations):
         for s in settles:
             if s.state is _PENDING:
                 raise ValueError(f"cannot settle {s.id!r} as pending")
-        con = self._con()
-        self._begin(con)
-        try:
-            if batch.fences:
-                self._check_fences(con, batch.fences)
-            existing: dict[str, PromiseRecord] = {}
-            conflicts: dict[str, PromiseRecord] = {}
-            creates = batch.creates
-            if creates:
-                inserted = 0
-                for statement, rows in _insert_runs(creates):
-                    inserted += con.executemany(statement, rows).rowcount
-                if inserted < len(creates):
-                    existing = self._existing(con, creates, inserted)
-            if settles:
-                changed = con.executemany(_SETTLE, [(s.state._value_, s.value, s.settled_at, s.id) for s in settles]).rowcount
-                if changed < len(settles):
-                    conflicts = self._conflicts(con, settles)
-            if batch.attempts:
-                con.executemany(_ATTEMPT, [(n, i) for i, n in batch.attempts.items()])
-            con.execute("COMMIT")
-            self._committed()
-        except sqlite3.Error as exc:
-            self._rollback(con)
-            raise self._error(exc) from exc
-        except BaseException:
-            self._rollback(con)
-            raise
+        return self._write(lambda con: self._apply_in(con, batch))
+
+    def _apply_in(self, con: sqlite3.Connection, batch: Batch) -> BatchResult:
+        if batch.fences:
+            self._check_fences(con, batch.fences)
+        existing: dict[str, PromiseRecord] = {}
+        conflicts: dict[str, PromiseRecord] = {}
+        creates, settles = batch.creates, batch.settles
+        if creates:
+            inserted = 0
+            for statement, rows in _insert_runs(creates):
+                inserted += con.executemany(statement, rows).rowcount
+            if inserted < len(creates):
+                existing = self._existing(con, creates, inserted)
+        if settles:
+            changed = con.executemany(_SETTLE, [(s.state._value_, s.value, s.settled_at, s.id) for s in settles]).rowcount
+            if changed < len(settles):
+                conflicts = self._conflicts(con, settles)
+        if batch.attempts:
+            con.executemany(_ATTEMPT, [(n, i) for i, n in batch.attempts.items()])
         return BatchResult(existing, conflicts)
 
     def _check_fences(self, con: sqlite3.Connection, fences: dict[str, int]) -> None:
