@@ -82,6 +82,7 @@ class Case:
     ready: Callable[[World], Any]
     at_kill: Callable[[World, dict[str, PromiseRecord], dict[str, Delivery]], None]
     reference_plan: dict[str, Any] | None = None  # the same result without the long waits
+    store_query: str = ""  # store options in the URL
 
 
 def _nothing_delivered(w: World, records: dict[str, PromiseRecord], sink: dict[str, Delivery]) -> None:
@@ -131,6 +132,11 @@ CASES = {
     "after_some_settle": Case(
         {"stages": [ALL], "channels": PUSH_FAILS_ONCE}, {"DURABILITY_HOLD_BEFORE": "slack,push"},
         lambda w: w.settled("email", "sms") and len(w.held("before")) == 2, _two_settled),
+    # The same on a store that syncs every commit to disk.
+    "after_some_settle_synchronous_full": Case(
+        {"stages": [ALL], "channels": PUSH_FAILS_ONCE}, {"DURABILITY_HOLD_BEFORE": "slack,push"},
+        lambda w: w.settled("email", "sms") and len(w.held("before")) == 2, _two_settled,
+        store_query="?synchronous=full"),
     # Push reached the sink but its leaf never returned: the one case a duplicate is expected.
     "delivered_not_settled": Case(
         {"stages": [ALL]}, {"DURABILITY_HOLD_AFTER": "push"},
@@ -168,9 +174,9 @@ def _normalize(result: dict[str, Any]) -> dict[str, Any]:
     return {"receipts": {c: _mask_time(r) for c, r in result["receipts"].items()}, "confirmed": result["confirmed"]}
 
 
-def _run(tmp: Path, name: str, wid: str, plan: dict[str, Any], holds: dict[str, str]):
+def _run(tmp: Path, name: str, wid: str, plan: dict[str, Any], holds: dict[str, str], query: str = ""):
     env = {"VOW_SIM_DIR": str(tmp / f"{name}-sim"), "DURABILITY_LOG": str(tmp / f"{name}.log"), **holds}
-    return spawn("notify_app.py", f"sqlite:{tmp / f'{name}.sqlite'}", wid, json.dumps(plan), env=env)
+    return spawn("notify_app.py", f"sqlite:{tmp / f'{name}.sqlite'}{query}", wid, json.dumps(plan), env=env)
 
 
 def _result(proc) -> dict[str, Any]:
@@ -229,7 +235,7 @@ def test_sigkill_then_resume_delivers_each_channel_once(tmp_path: Path, name: st
     case = CASES[name]
     wid = f"order/{name}"
     reference_proc = _run(tmp_path, "reference", wid, case.reference_plan or case.plan, {})
-    first = _run(tmp_path, "run", wid, case.plan, case.holds)
+    first = _run(tmp_path, "run", wid, case.plan, case.holds, case.store_query)
     store = SQLiteStore(tmp_path / "run.sqlite")
     ledger = Ledger(tmp_path / "run-sim" / "ledger.sqlite")
     w = World(wid, store, ledger, tmp_path / "run.log")
@@ -240,7 +246,7 @@ def test_sigkill_then_resume_delivers_each_channel_once(tmp_path: Path, name: st
         sink_at_kill = {d.key: d for d in ledger.deliveries()}
         case.at_kill(w, at_kill, sink_at_kill)
 
-        result = _result(_run(tmp_path, "run", wid, case.plan, {}))
+        result = _result(_run(tmp_path, "run", wid, case.plan, {}, case.store_query))
         reference = _result(reference_proc)
         check_after_resume(w, result, reference, at_kill, sink_at_kill)
         if "confirm" in json.dumps(case.plan):
