@@ -52,14 +52,23 @@ class Fleet:
         self.procs: list = []
         self.stderr: dict[int, str] = {}
 
-    def start(self, count: int, *, lease_ttl: float = 15.0, env: dict[str, str] | None = None) -> list:
-        started = [spawn("worker_app.py", self.url, str(self.log), str(lease_ttl), env=env) for _ in range(count)]
-        for proc in started:
+    def start(self, count: int, *, lease_ttl: float = 15.0, max_running: int = 256,
+              env: dict[str, str] | None = None, wait: bool = True) -> list:
+        """Start ``count`` workers; with ``wait``, once each has said its lease owner id."""
+        started = [spawn("worker_app.py", self.url, str(self.log), str(lease_ttl), str(max_running), env=env)
+                   for _ in range(count)]
+        self.procs += started
+        for proc in started if wait else ():
+            self.owner_of(proc)
+        return started
+
+    @staticmethod
+    def owner_of(proc) -> str:
+        if not hasattr(proc, "owner"):
             line = proc.stdout.readline()
             assert line.startswith("owner "), proc.communicate()[1]
             proc.owner = line.split()[1]
-        self.procs += started
-        return started
+        return proc.owner
 
     def submit(self, count: int, ms: int = 0) -> None:
         """Submit ``count`` workflows whose leaves take ``ms`` milliseconds each."""
@@ -179,19 +188,25 @@ def test_a_killed_worker_loses_nothing(fleet: Fleet) -> None:
 
 
 def test_workers_killed_again_and_again_lose_nothing(fleet: Fleet) -> None:
-    """Chaos: every so often the busiest worker is SIGKILLed and a fresh one starts in its place."""
+    """Chaos: again and again a worker with workflows in hand is SIGKILLed and a fresh one started."""
     rng = random.Random(6)
-    fleet.start(4)
-    fleet.submit(WORKFLOWS, ms=5)
+    fleet.start(4, max_running=16)  # few workflows in hand each, so the work lasts across the kills
+    fleet.submit(WORKFLOWS, ms=30)
     killed: set[int] = set()
-    for round_ in range(8 if HEAVY else 4):
-        target = min(WORKFLOWS, (round_ + 1) * WORKFLOWS // 6)
+    kills = 8 if HEAVY else 4
+    for round_ in range(kills):
+        target = (round_ + 1) * WORKFLOWS // (kills + 2)
         wait_until(lambda: fleet.resolved_roots() >= target, timeout=240, what=f"{target} workflows done")
-        alive = [p for p in fleet.procs if p.poll() is None]
-        victim = max(alive, key=lambda p: len(fleet.held_pending(p.owner)) + rng.random())
+        alive = [p for p in fleet.procs if p.pid not in killed]
+        busy = wait_until(lambda: [p for p in alive if fleet.held_pending(fleet.owner_of(p))], timeout=60,
+                          what="a worker with workflows in hand")
+        victim = rng.choice(busy)
         fleet.kill(victim)
         killed.add(victim.pid)
-        fleet.start(1)
+        fleet.start(1, max_running=16, wait=False)
+    for proc in fleet.procs:
+        if proc.pid not in killed:
+            fleet.owner_of(proc)
     wait_until(lambda: fleet.resolved_roots() == WORKFLOWS, timeout=240, what="every workflow resolved")
     fleet.stop()
     per_leaf = check_everything_finished_once(fleet, killed)

@@ -1,4 +1,4 @@
-"""A worker process for the concurrent-worker tests: ``python worker_app.py STORE LOG [LEASE_TTL]``.
+"""A worker process for the concurrent-worker tests: ``python worker_app.py STORE LOG [LEASE_TTL [MAX_RUNNING]]``.
 
 It registers :func:`fan` and runs :meth:`vow.Vow.worker` until SIGTERM, then closes cleanly and
 exits 0. Every leaf attempt appends ``start <id> <attempt> <pid> <time>`` to LOG and every root
@@ -62,6 +62,7 @@ def main(argv: list[str]) -> None:
     global LOG_FD
     store, log = argv[0], argv[1]
     lease_ttl = float(argv[2]) if len(argv) > 2 else 15.0
+    max_running = int(argv[3]) if len(argv) > 3 else 256
     LOG_FD = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     if os.environ.get("DURABILITY_REMOTE_OWNER"):
         import vow.stores.base
@@ -72,7 +73,7 @@ def main(argv: list[str]) -> None:
     client = Vow(store=store, lease_ttl=lease_ttl, observers=[Pickups()])
     client.register(fan)
     print("owner", client.owner, flush=True)
-    client.worker(stop=stop, poll_interval=0.05)
+    client.worker(stop=stop, poll_interval=0.05, max_running=max_running)
     client.close()
     print("stopped", flush=True)
 
