@@ -142,7 +142,10 @@ class Vow:
             raise ConfigError(f"a workflow id must be a non-empty string, got {id!r}")
         reg = self._resolve(fn)
         args_text = encoding.encode_args(args, kwargs, what=f"workflow {reg.name} ({id})")
-        request = StartRequest(id, reg.name, reg.fn, args, kwargs, args_text, reg.retry, reg.concurrency, {})
+        # The workflow gets its arguments as the store keeps them, so a first run and a resumed one agree.
+        stored_args, stored_kwargs = encoding.decode_args(args_text)
+        request = StartRequest(id, reg.name, reg.fn, tuple(stored_args), stored_kwargs, args_text, reg.retry,
+                               reg.concurrency, {})
         return RunHandle(id, self._engine.submit(request))
 
     def run(self, id: str, fn: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Any:

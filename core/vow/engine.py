@@ -574,6 +574,9 @@ class Engine:
         root = handle.root
         if root.done or handle.state is not State.PENDING or handle.running:
             return
+        if handle.deadline is not None and time.time() >= handle.deadline:
+            self._on_deadline(handle)  # e.g. its timeout ran out while the process was down: never run it
+            return
         if (self._max_concurrency is not None and self._inflight >= self._max_concurrency) or (
                 root.limit is not None and root.inflight >= root.limit):
             self._queued.append(handle)

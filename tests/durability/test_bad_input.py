@@ -180,11 +180,6 @@ def echo(ctx: LeafContext, text: str) -> str:
     return text
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine bug: Vow.begin_run hands the workflow its live arguments, but Engine._resume (Vow.resume, "
-    "workers) decodes them from the store, so JSON changes them (int keys become str, tuples lists, attrs "
-    "instances dicts) between a first run and a resumed one; the resumed run returns another result. Fix: "
-    "begin_run passes encoding.decode_args(args_text) to the workflow, as encoding.normalize does for results"))
 def test_a_resumed_workflow_sees_the_same_arguments_as_its_first_run(path: Path) -> None:
     gate = threading.Event()
     order = {1: "widget", 2: (3, 4)}  # JSON turns these keys into strings and the tuple into a list

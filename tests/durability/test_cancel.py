@@ -21,13 +21,6 @@ def path(tmp_path: Path) -> Path:
     return tmp_path / "vow.sqlite"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine bug: a run does not notice that its root was canceled from another process (vow cancel): "
-    "Engine._settle wakes the workflow with a leaf's value before the commit, and when that commit reports "
-    "the settle as a conflict (the leaf was canceled) Engine._adopt_conflict only refills the handle; nothing "
-    "stops the root, so the workflow goes on creating and running new leaves under a canceled root, and they "
-    "settle as resolved. Fix: a conflict on a root's promise (or any create/settle under a settled root) "
-    "stops that root as _stop_settled_root does; renewing leases could also report roots settled outside"))
 def test_a_run_canceled_from_another_process_starts_no_new_leaves(path: Path) -> None:
     started: list[float] = []
 

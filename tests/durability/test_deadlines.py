@@ -12,11 +12,6 @@ from vow import Context, LeafContext, Never, PromiseTimeoutError, State, Vow
 from vow.stores.sqlite import SQLiteStore
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine bug: on resume Engine._adopt -> _launch queues _dispatch for a pending leaf before the timer of "
-    "its deadline, and _dispatch does not look at the deadline; a leaf whose timeout passed during the crash "
-    "runs again (its side effect happens) while the same round settles it as timed out. Fix: _dispatch (or "
-    "_launch) settles a leaf whose deadline has passed as TIMEDOUT without running it"))
 def test_a_call_whose_deadline_passed_during_the_crash_is_timed_out_without_running(tmp_path: Path) -> None:
     path = tmp_path / "vow.sqlite"
     release = threading.Event()

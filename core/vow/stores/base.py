@@ -8,8 +8,9 @@ The suite in :mod:`vow.testing` checks every rule below against any store.
 Rules:
 
 * ``apply`` is atomic: all of a batch or none of it. It first checks ``fences`` (root id ->
-  lease token); if any root's current token differs, it raises
-  :class:`~vow.errors.LeaseLostError` (``.roots`` lists them) and writes nothing.
+  lease token); if any root's current token differs, or its root promise exists and is already
+  settled (canceled from outside), it raises :class:`~vow.errors.LeaseLostError` (``.roots``
+  lists them) and writes nothing. So a run stops at its next commit once it is no longer its to run.
 * Creates are create-or-get: an id that exists is left as it is and its stored record is
   returned in ``BatchResult.existing``.
 * Settles move a pending promise to a settled state. Settling a promise already settled with

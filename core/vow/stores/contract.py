@@ -204,6 +204,15 @@ class StoreContract:
         store.apply(Batch(creates=[make_record("wf")], fences={"wf": lease.token}))  # long expired by now
         assert store.get("wf") is not None
 
+    def test_a_fence_on_a_root_settled_from_outside_raises_lease_lost(self, store: Store) -> None:
+        mine = store.claim("wf", new_owner_id(), 30)
+        store.apply(Batch(creates=[_workflow("wf")]))
+        store.apply(Batch(settles=[Settle("wf", State.CANCELED, None, 5.0)]))  # `vow cancel` elsewhere
+        with pytest.raises(LeaseLostError) as caught:
+            store.apply(Batch(creates=[make_record("wf.1", root="wf", parent="wf")], fences={"wf": mine.token}))
+        assert caught.value.roots == ["wf"]
+        assert store.get("wf.1") is None
+
     def test_a_stale_fence_raises_lease_lost_and_writes_nothing(self, store: Store) -> None:
         store.apply(Batch(creates=[make_record("wf"), make_record("other")]))
         before = store.get("wf")

@@ -60,9 +60,11 @@ class MemoryStore(StoreOperations):
             records = self._records
             if batch.fences:
                 lost = sorted(root for root, token in batch.fences.items()
-                              if (lease := self._leases.get(root)) is None or lease.token != token)
+                              if (lease := self._leases.get(root)) is None or lease.token != token
+                              or ((stored := records.get(root)) is not None and stored.settled))
                 if lost:
-                    error = LeaseLostError(f"lease lost on {', '.join(map(repr, lost))}: another worker took over")
+                    error = LeaseLostError(f"lease lost on {', '.join(map(repr, lost))}: another worker took over, "
+                                           "or the workflow was settled (canceled) from outside")
                     error.roots = lost  # type: ignore[attr-defined]
                     raise error
             created: dict[str, PromiseRecord] = {}

@@ -469,12 +469,14 @@ class SQLiteStore(StoreOperations):
     def _check_fences(self, con: sqlite3.Connection, fences: dict[str, int]) -> None:
         lost = []
         for root, token in fences.items():
-            row = con.execute("SELECT token FROM leases WHERE root = ?", (root,)).fetchone()
-            if row is None or row[0] != token:
+            row = con.execute("SELECT l.token, p.state FROM leases l LEFT JOIN promises p ON p.id = l.root "
+                              "WHERE l.root = ?", (root,)).fetchone()
+            if row is None or row[0] != token or row[1] not in (None, "pending"):
                 lost.append(root)
         if lost:
             lost.sort()
-            error = LeaseLostError(f"lease lost on {', '.join(map(repr, lost))}: another worker took over")
+            error = LeaseLostError(f"lease lost on {', '.join(map(repr, lost))}: another worker took over, "
+                                   "or the workflow was settled (canceled) from outside")
             error.roots = lost  # type: ignore[attr-defined]
             raise error
 
