@@ -1,7 +1,7 @@
 """Random workflows, crashed at random commits and resumed, on the memory and SQLite stores.
 
-Hypothesis draws a workflow shape: a sequence of leaves, fan-outs (1 to 5 branches, fanned in
-one by one or with ``ctx.all_settled``), durable sleeps of 0-20 ms and nested child workflows
+Hypothesis draws a workflow shape: a sequence of leaves, fan-outs (1 to 5 branches, leaves or
+child workflows, fanned in one by one or with ``ctx.all_settled``), durable sleeps of 0-20 ms and nested child workflows
 (``ctx.run(shape, ...)``), some of which fail once at the end and are retried from the top with
 the same child ids. Each leaf sleeps 0-20 ms and fails on chosen attempts; a leaf that
 fails all three of its attempts fails for good and the workflow records the error. It also
@@ -114,8 +114,13 @@ def shape(ctx: Context, steps: list[list[Any]], fail_first: bool = False):
             out.append((yield call.options(retry=CHILD_RETRY) if step[2] else call))
         else:  # a fan-out
             handles = []
-            for _, fails, ms in step[2]:
-                handles.append((yield ctx.begin_run(leaf, fails, ms).options(retry=RETRY)))
+            for branch in step[2]:
+                if branch[0] == "leaf":
+                    call = ctx.begin_run(leaf, branch[1], branch[2]).options(retry=RETRY)
+                else:  # a child workflow running alongside the leaves
+                    call = ctx.begin_run(shape, branch[1], branch[2])
+                    call = call.options(retry=CHILD_RETRY) if branch[2] else call
+                handles.append((yield call))
             if step[1] == "all_settled":
                 outcomes = yield ctx.all_settled(handles)
                 out.append([[o.state.value, o.value, None if o.ok else str(o.error)] for o in outcomes])
@@ -135,12 +140,15 @@ def shape(ctx: Context, steps: list[list[Any]], fail_first: bool = False):
 leaves = st.tuples(st.just("leaf"), st.lists(st.integers(1, 3), max_size=3, unique=True).map(sorted),
                    st.integers(0, 20)).map(list)
 sleeps = st.tuples(st.just("sleep"), st.integers(0, 20)).map(list)
-fans = st.tuples(st.just("fan"), st.sampled_from(["loop", "all_settled"]),
-                 st.lists(leaves, min_size=1, max_size=5)).map(list)
+
+
+def _fans(children: st.SearchStrategy) -> st.SearchStrategy:
+    branches = st.lists(st.one_of(leaves, leaves, children), min_size=1, max_size=5)
+    return st.tuples(st.just("fan"), st.sampled_from(["loop", "all_settled"]), branches).map(list)
 
 
 def _steps(children: st.SearchStrategy) -> st.SearchStrategy:
-    return st.lists(st.one_of(leaves, sleeps, fans, children), min_size=1, max_size=4)
+    return st.lists(st.one_of(leaves, sleeps, _fans(children), children), min_size=1, max_size=4)
 
 
 workflows = st.recursive(
