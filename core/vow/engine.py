@@ -396,7 +396,7 @@ class Engine:
         handle.child_run = run
         root.run = run
         self._roots[record.id] = root
-        self._begin_run(run)
+        self._start_workflow(run)
         if len(self._roots) == 1:
             self._timer(time.time() + self._lease_ttl / 3, self._renew_leases, None)
 
@@ -552,7 +552,7 @@ class Engine:
             policy = call.opts.retry or DEFAULT_WORKFLOW_POLICY
             child = WorkflowRun(handle, handle.root, call.fn, call.args, call.kwargs, policy, call.opts.non_retryable)
             handle.child_run = child
-            self._begin_run(child)
+            self._start_workflow(child)
             return
         if kind is Kind.STEP:
             backoff = handle.root.stored.pop(_backoff_id(handle), None) if handle.attempt > 1 else None
@@ -646,13 +646,7 @@ class Engine:
         now = time.time()
         if delay is not None and (handle.deadline is None or now + delay < handle.deadline):
             handle.attempt = attempt + 1
-            self._batch.attempts[handle.id] = handle.attempt
-            # The back-off is a durable timer too, so a crash cannot cut a provider's Retry-After short.
-            backoff = _backoff_id(handle)
-            self._batch.creates.append(PromiseRecord(
-                backoff, State.PENDING, Kind.SLEEP, root.id, "retry backoff", "", None, handle.id, now + delay,
-                backoff, 1, now, None, {}))
-            self._batch.fences[root.id] = root.lease.token
+            self._store_backoff(handle, now + delay)
             if self._observers:
                 self._emit(EventKind.RETRY_SCHEDULED, handle.id, root.id, handle.parent_run.id, handle.func,
                            Kind.STEP, attempt, error=_describe(error), delay=delay)
@@ -660,6 +654,34 @@ class Engine:
             self._timer(now + delay, self._end_backoff, handle)
             return
         self._settle(handle, State.REJECTED, None, error, encoding.encode_error(error))
+
+    def _store_backoff(self, handle: Handle, until: float) -> None:
+        """Record the next attempt number and, as a durable timer, when it may start: a crash
+        cannot cut a back-off (or a provider's Retry-After) short."""
+        root = handle.root
+        backoff = _backoff_id(handle)
+        self._batch.attempts[handle.id] = handle.attempt
+        self._batch.creates.append(PromiseRecord(
+            backoff, State.PENDING, Kind.SLEEP, root.id, "retry backoff", "", None, handle.id, until, backoff, 1,
+            time.time(), None, {}))
+        self._batch.fences[root.id] = root.lease.token
+
+    def _end_workflow_backoff(self, run: WorkflowRun) -> None:
+        handle = run.handle
+        if handle.state is not State.PENDING or run.root.done:
+            return
+        self._batch.settles.append(Settle(_backoff_id(handle), State.RESOLVED, "null", time.time()))
+        self._batch.fences[run.root.id] = run.root.lease.token
+        self._begin_run(run)
+
+    def _start_workflow(self, run: WorkflowRun) -> None:
+        """Begin a workflow's body, unless it is resumed inside a back-off: then once that ends."""
+        handle = run.handle
+        backoff = run.root.stored.pop(_backoff_id(handle), None) if handle.attempt > 1 else None
+        if backoff is not None and not backoff.settled:
+            self._timer(backoff.timeout or 0.0, self._end_workflow_backoff, run)
+        else:
+            self._begin_run(run)
 
     def _end_backoff(self, handle: Handle) -> None:
         if handle.state is not State.PENDING or handle.root.done:
@@ -738,12 +760,11 @@ class Engine:
                                                                        run.non_retryable)
         if delay is not None:
             handle.attempt += 1
-            self._batch.attempts[handle.id] = handle.attempt
-            self._batch.fences[run.root.id] = run.root.lease.token
+            self._store_backoff(handle, time.time() + delay)
             if self._observers:
                 self._emit(EventKind.RETRY_SCHEDULED, handle.id, run.root.id, None, handle.func, Kind.WORKFLOW,
                            handle.attempt - 1, error=_describe(error), delay=delay)
-            self._timer(time.time() + delay, self._begin_run, run)
+            self._timer(time.time() + delay, self._end_workflow_backoff, run)
             return
         self._settle(handle, State.REJECTED, None, error, encoding.encode_error(error))
 

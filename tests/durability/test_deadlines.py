@@ -55,10 +55,6 @@ def test_a_call_whose_deadline_passed_during_the_crash_is_timed_out_without_runn
         release.set()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine bug: a workflow's retry back-off is not durable. Engine._finish_run stores the next attempt "
-    "number and arms an in-memory timer (self._timer(..., self._begin_run, run)); on resume _launch_root -> "
-    "_begin_run runs the next attempt at once. Fix as for leaves: a durable back-off timer the resume waits out"))
 def test_a_workflow_retry_back_off_cut_by_a_crash_is_still_waited_out(tmp_path: Path) -> None:
     """Like a leaf's, a workflow's back-off before its next attempt outlives the process."""
     path = tmp_path / "vow.sqlite"
