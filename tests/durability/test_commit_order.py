@@ -14,8 +14,6 @@ import threading
 import time
 from typing import Any
 
-import pytest
-
 from vow import Constant, Context, LeafContext, TransientError, Vow
 from vow.stores.memory import MemoryStore
 

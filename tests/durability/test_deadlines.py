@@ -7,8 +7,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 from vow import Constant, Context, LeafContext, Never, PromiseTimeoutError, State, Vow
 from vow.stores.sqlite import SQLiteStore
 
