@@ -34,9 +34,12 @@ def finish(proc: subprocess.Popen[str], timeout: float = 90) -> tuple[str, str]:
 
 
 def kill(proc: subprocess.Popen[str]) -> None:
-    """SIGKILL ``proc`` and reap it (no chance to clean up: a crash)."""
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=60)
+    """SIGKILL ``proc`` and reap it (no chance to clean up: a crash); nothing if it is gone already."""
+    proc.send_signal(signal.SIGKILL)  # Popen checks that the process was not reaped yet
+    try:
+        proc.communicate(timeout=60)
+    except ValueError:  # its output was read to the end before
+        proc.wait(60)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition",

@@ -351,7 +351,7 @@ def test_the_four_channel_workflow_changed_after_a_sigkill_is_refused_then_finis
             (r := watcher.get(f"order/42.{c}")) is not None and r.settled for c in ("email", "sms")), proc=first)
     finally:
         watcher.close()
-    kill(first)
+        kill(first)  # the crash (or, when the wait failed, no holding process left behind)
     before = dump_promises(path)
 
     changed = Vow(store=f"sqlite:{path}")

@@ -25,6 +25,7 @@ import json
 import random
 import time
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -174,9 +175,24 @@ def _normalize(result: dict[str, Any]) -> dict[str, Any]:
     return {"receipts": {c: _mask_time(r) for c, r in result["receipts"].items()}, "confirmed": result["confirmed"]}
 
 
+_SPAWNED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_process_left_behind():
+    """A test that fails half-way leaves no holding process running."""
+    yield
+    while _SPAWNED:
+        proc = _SPAWNED.pop()
+        if proc.poll() is None:
+            kill(proc)
+
+
 def _run(tmp: Path, name: str, wid: str, plan: dict[str, Any], holds: dict[str, str], query: str = ""):
     env = {"VOW_SIM_DIR": str(tmp / f"{name}-sim"), "DURABILITY_LOG": str(tmp / f"{name}.log"), **holds}
-    return spawn("notify_app.py", f"sqlite:{tmp / f'{name}.sqlite'}{query}", wid, json.dumps(plan), env=env)
+    proc = spawn("notify_app.py", f"sqlite:{tmp / f'{name}.sqlite'}{query}", wid, json.dumps(plan), env=env)
+    _SPAWNED.append(proc)
+    return proc
 
 
 def _result(proc) -> dict[str, Any]:
@@ -255,8 +271,7 @@ def test_sigkill_then_resume_delivers_each_channel_once(tmp_path: Path, name: st
     finally:
         store.close()
         ledger.close()
-        if reference_proc.poll() is None:
-            kill(reference_proc)
+
 
 
 def test_a_retry_backoff_cut_by_a_crash_is_still_waited_out(tmp_path: Path) -> None:
