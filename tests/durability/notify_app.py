@@ -20,7 +20,7 @@ process that is going to be killed sets these (a resumed process runs freely):
 
 Each hold appends ``held <before|after|confirm> <promise id>`` to ``$DURABILITY_LOG`` (one
 O_APPEND write per line). An observer appends ``start <id> <attempt> <pid> <time>`` for every
-leaf attempt the engine starts and ``retry <id> <attempt> <time> <delay>`` for every retry it
+leaf attempt the engine starts and ``retry <id> <attempt> <time> <delay> <error>`` for every retry it
 schedules, so the test can wait for exact moments and count executions across processes.
 """
 
@@ -63,7 +63,7 @@ class LeafLog:
         if event.kind is EventKind.STARTED:
             _log(f"start {event.id} {event.attempt} {os.getpid()} {event.time!r}")
         elif event.kind is EventKind.RETRY_SCHEDULED:
-            _log(f"retry {event.id} {event.attempt} {event.time!r} {event.delay!r}")
+            _log(f"retry {event.id} {event.attempt} {event.time!r} {event.delay!r} {event.error}")
 
 
 def confirm(ctx: LeafContext, message_ids: list[str]) -> str:

@@ -286,7 +286,8 @@ def test_a_retry_backoff_cut_by_a_crash_is_still_waited_out(tmp_path: Path) -> N
         wait_until(lambda: case.ready(w), what="push in its backoff", proc=first)
         kill(first)
         _result(_run(tmp_path, "run", wid, case.plan, {}))
-        [(_, _, failed_attempt, failed_at, delay)] = log_lines(w.log, "retry")
+        [retry] = log_lines(w.log, "retry")
+        failed_attempt, failed_at, delay = retry[2:5]
         assert (failed_attempt, float(delay)) == ("1", 3.0)
         second_attempts = [float(x[4]) for x in log_lines(w.log, "start") if x[1:3] == [f"{wid}.push", "2"]]
         assert second_attempts and min(second_attempts) >= float(failed_at) + 3.0 - 0.05, (
