@@ -242,6 +242,9 @@ def check_after_resume(w: World, result: dict[str, Any], reference: dict[str, An
         assert nap.settled_at is not None and nap.timeout is not None and nap.settled_at >= nap.timeout
         later = [r for r in after.values() if r.created_at > nap.created_at and r.kind is Kind.STEP]
         assert all(r.created_at >= nap.timeout for r in later), "a step after the sleep ran before it ended"
+    for log in (w.log, w.log.with_name("reference.log")):
+        locked = [" ".join(x) for x in log_lines(log, "retry") if "locked" in x]
+        assert not locked, f"'database is locked' reached a leaf ({log.name}): {locked}"
     assert _normalize(result) == _normalize(reference)
     assert all(r["duplicate"] is False for r in reference["receipts"].values())
 
