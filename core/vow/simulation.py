@@ -46,6 +46,27 @@ def latency(mean: float, jitter: float, key: str, attempt: int = 1) -> float:
     return max(0.0, mean * (1 + jitter * (2 * rng.random() - 1)))
 
 
+def _use_wal(con: sqlite3.Connection) -> None:
+    if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        con.execute("PRAGMA journal_mode=WAL")
+
+
+def _while_busy(step: Callable[[], None], *, timeout: float = 60.0) -> None:
+    """Run ``step``, retrying while SQLite is busy. Changing the journal mode of a fresh file gets
+    SQLITE_BUSY at once (no busy wait) when another connection does the same at that moment."""
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        try:
+            step()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+
 @attrs.frozen
 class Delivery:
     """One delivery the ledger accepted."""
@@ -81,11 +102,11 @@ class Ledger:
         if con is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             con = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-            con.execute("PRAGMA journal_mode=WAL")
+            _while_busy(lambda: _use_wal(con))
             con.execute("PRAGMA synchronous=NORMAL")
             self._local.con = con
             if not self._ready:
-                self._create(con)
+                _while_busy(lambda: self._create(con))
         return con
 
     def deliver(self, key: str, channel: str, payload: dict[str, Any],

@@ -18,13 +18,6 @@ FRESH_FILES = 200
 CHANNELS = 8
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "simulation bug: Ledger._connect runs PRAGMA journal_mode=WAL on every new connection; on a fresh file two "
-    "connections switching the journal mode at once make SQLite answer SQLITE_BUSY at once (no busy wait), so "
-    "sqlite3.OperationalError 'database is locked' escapes from Ledger.deliver into the channel's send. In a "
-    "run the send is retried, so the receipt says attempt 2 (the crash matrix's crash-free reference then "
-    "differs, about one matrix run in thirty). Fix: switch to WAL only when PRAGMA journal_mode is not wal "
-    "yet, and retry the switch and the CREATE TABLE while busy, as the SQLite store's _create_schema does"))
 def test_channels_delivering_at_once_into_a_fresh_ledger_never_see_database_is_locked(tmp_path: Path) -> None:
     errors: collections.Counter[str] = collections.Counter()
     for n in range(FRESH_FILES):  # a race at first use: try it on many fresh files
