@@ -463,3 +463,10 @@ def test_observers_see_the_lifecycle(tmp_path: Path) -> None:
         ("retry_scheduled", "ev/1.1", 1), ("started", "ev/1.1", 2), ("settled", "ev/1.1", 2),
         ("settled", "ev/1", 1)]
     assert EventKind.RESUMED.value == "resumed"
+
+
+def test_a_dict_with_mixed_key_types_gets_a_clear_encode_error() -> None:
+    from vow.encoding import encode
+
+    with pytest.raises(EncodeError, match=r"the result of x cannot be stored: a dict mixes key types"):
+        encode({1: "a", "t": 2}, what="the result of x")

@@ -22,6 +22,9 @@ from vow.stores.base import Store, new_owner_id
 
 _log = logging.getLogger("vow")
 
+CLAIM_BATCH = 16
+"""How many pending workflows a worker claims per look at the store."""
+
 
 @attrs.frozen
 class Registered:
@@ -208,10 +211,12 @@ class Vow:
             room = max_running - len(running)
             started = 0
             if room > 0:
-                for record in self.store.claimable(limit=room):
-                    if record.id in running or record.func not in self._functions:
-                        continue
-                    running[record.id] = self.resume(record.id)
+                # A few at a time, so workers sharing a store share the work too.
+                wanted = [r.id for r in self.store.claimable(limit=min(room, CLAIM_BATCH))
+                          if r.id not in running and r.func in self._functions]
+                # Claim first, so a root another worker took in the meantime does not hold a slot here.
+                for rid in self.store.claim_many(wanted, self.owner, self._engine.lease_ttl):
+                    running[rid] = self.resume(rid)
                     started += 1
             if not started:
                 stop.wait(poll_interval)

@@ -36,6 +36,8 @@ def encode(value: Any, *, what: str = "value") -> str:
     try:
         return _encoder.encode(value)
     except (TypeError, ValueError) as exc:
+        if "not supported between instances" in str(exc):  # sort_keys met keys of mixed types
+            exc = TypeError("a dict mixes key types (for example 1 and '1'); use string keys")
         raise EncodeError(
             f"{what} cannot be stored: {exc}. Use JSON types (dict, list, str, int, float, bool, None) "
             "or attrs classes; store large binary data in a file and pass its path."

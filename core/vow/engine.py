@@ -131,6 +131,7 @@ class Engine:
         self.pool = ThreadPool(max_threads)
         self._max_concurrency = max_concurrency
         self._lease_ttl = lease_ttl
+        self.lease_ttl = lease_ttl
         self._poll_interval = poll_interval
         self.inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._roots: dict[str, RootRun] = {}

@@ -167,9 +167,10 @@ def test_four_workers_run_a_thousand_workflows_each_once(fleet: Fleet) -> None:
 
 def test_a_killed_worker_loses_nothing(fleet: Fleet) -> None:
     victim, *_ = fleet.start(4)
-    fleet.submit(WORKFLOWS, ms=5)  # slow enough that the victim always has workflows in hand
+    fleet.submit(WORKFLOWS, ms=60)  # slow enough that what the victim holds is still running when it dies
     wait_until(lambda: fleet.resolved_roots() >= WORKFLOWS // 4, timeout=240, what="a quarter done")
     wait_until(lambda: len(fleet.held_pending(victim.owner)) >= 5, timeout=60, what="the victim runs workflows")
+    held = fleet.held_pending(victim.owner)  # claimed, maybe not started yet: its lease is what counts
     fleet.kill(victim)
     killed_at = time.time()
 
@@ -180,8 +181,8 @@ def test_a_killed_worker_loses_nothing(fleet: Fleet) -> None:
     picked = collections.defaultdict(list)
     for _, root, pid, at in log_lines(fleet.log, "resumed"):
         picked[root].append((int(pid), float(at)))
-    taken = {root: min(at for pid, at in p if pid != victim.pid) for root, p in picked.items()
-             if any(pid == victim.pid for pid, _ in p) and any(pid != victim.pid for pid, _ in p)}
+    taken = {root: min(at for pid, at in picked[root] if pid != victim.pid) for root in held
+             if any(pid != victim.pid for pid, _ in picked.get(root, ()))}
     assert taken, "nothing of the killed worker's was taken over"
     # ...at once: its leases (15 s, renewed every 5 s) were still valid for 10 s at least.
     assert max(taken.values()) < killed_at + 10, "a takeover waited for the lease to expire"
@@ -191,15 +192,17 @@ def test_workers_killed_again_and_again_lose_nothing(fleet: Fleet) -> None:
     """Chaos: again and again a worker with workflows in hand is SIGKILLed and a fresh one started."""
     rng = random.Random(6)
     fleet.start(4, max_running=16)  # few workflows in hand each, so the work lasts across the kills
-    fleet.submit(WORKFLOWS, ms=30)
+    fleet.submit(WORKFLOWS, ms=80)
     killed: set[int] = set()
     kills = 8 if HEAVY else 4
     for round_ in range(kills):
         target = (round_ + 1) * WORKFLOWS // (kills + 2)
         wait_until(lambda: fleet.resolved_roots() >= target, timeout=240, what=f"{target} workflows done")
         alive = [p for p in fleet.procs if p.pid not in killed]
-        busy = wait_until(lambda: [p for p in alive if fleet.held_pending(fleet.owner_of(p))], timeout=60,
-                          what="a worker with workflows in hand")
+        busy = wait_until(lambda: [p for p in alive if fleet.held_pending(fleet.owner_of(p))]
+                          or fleet.resolved_roots() == WORKFLOWS, timeout=60, what="a worker with workflows in hand")
+        if busy is True:
+            break  # on a loaded box the work may all be done before the last planned kill
         victim = rng.choice(busy)
         fleet.kill(victim)
         killed.add(victim.pid)
