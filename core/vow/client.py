@@ -7,12 +7,13 @@ import concurrent.futures
 import logging
 import threading
 import time
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable
 
 import attrs
 
 from vow import encoding
-from vow.engine import Engine, StartRequest
+from vow.engine import Engine, StartRequest, mismatch_error
+from vow.outcomes import set_future_from_record
 from vow.errors import ConfigError, PromiseNotFoundError, VowError
 from vow.plugins import Plugins, default_plugins
 from vow.pool import DEFAULT_MAX_THREADS
@@ -172,10 +173,8 @@ class Vow:
         args_text = encoding.encode_args(args, kwargs, what=f"workflow {reg.name} ({id})")
         record, _created = self.store.create(PromiseRecord(
             id, State.PENDING, Kind.WORKFLOW, id, reg.name, args_text, None, None, None, id, 1, time.time()))
-        from vow.engine import _mismatch
-
         probe = StartRequest(id, reg.name, reg.fn, args, kwargs, args_text, None, None, {})
-        error = _mismatch(probe, record.func, record.args)
+        error = mismatch_error(probe, record.func, record.args)
         if error is not None:
             raise error
         return record
@@ -232,9 +231,7 @@ class Vow:
         if not record.settled:
             raise VowError(f"promise {id!r} is still pending")
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        from vow.engine import _set_future_from_record
-
-        _set_future_from_record(future, record)
+        set_future_from_record(future, record)
         return future.result()
 
     def resolve(self, id: str, value: Any = None) -> PromiseRecord:
@@ -308,11 +305,3 @@ def _qualname(fn: Any) -> str:
     module = getattr(fn, "__module__", None) or ""
     qual = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
     return f"{module}.{qual}" if module and module != "__main__" else qual
-
-
-def records_by_state(records: Iterable[PromiseRecord]) -> Mapping[str, int]:
-    """Count records per state (for summaries)."""
-    counts: dict[str, int] = {}
-    for r in records:
-        counts[r.state.value] = counts.get(r.state.value, 0) + 1
-    return counts

@@ -31,11 +31,9 @@ from collections import deque
 from typing import Any, Callable
 
 from vow import encoding
-from vow.context import Call, Combinator, Context, Handle, Outcome
+from vow.context import Call, Combinator, Context, Handle
 from vow.errors import (
-    AlreadySettledError,
     ArgumentMismatchError,
-    CanceledError,
     EncodeError,
     LeaseLostError,
     NonDeterminismError,
@@ -44,6 +42,14 @@ from vow.errors import (
     VowError,
 )
 from vow.events import Event, EventKind
+from vow.outcomes import (
+    combine,
+    combine_update,
+    fill_from_record,
+    outcome,
+    set_future_from_handle,
+    set_future_from_record,
+)
 from vow.leaf import LeafContext
 from vow.pool import ThreadPool
 from vow.records import Batch, Kind, Lease, PromiseRecord, Settle, State
@@ -283,7 +289,7 @@ class Engine:
         """Whether ``request`` may join the run of ``root`` here; if not, its future gets the reason."""
         if request.resume_only or root.run is None:
             return True
-        error = _mismatch(request, root.run.handle.func, root.args_text)
+        error = mismatch_error(request, root.run.handle.func, root.args_text)
         if error is not None:
             request.future.set_exception(error)
             return False
@@ -350,12 +356,12 @@ class Engine:
                 self._wait_remote(req)
 
     def _start_existing(self, req: StartRequest, record: PromiseRecord) -> None:
-        error = None if req.resume_only else _mismatch(req, record.func, record.args)
+        error = None if req.resume_only else mismatch_error(req, record.func, record.args)
         if error is not None:
             req.future.set_exception(error)
             return
         if record.settled:
-            _set_future_from_record(req.future, record)
+            set_future_from_record(req.future, record)
             return
         lease = self.store.claim(req.id, self.owner, self._lease_ttl)
         if lease is None:
@@ -379,7 +385,7 @@ class Engine:
         current = next((r for r in tree if r.id == record.id), record)
         if current.settled:  # it finished between our read and our claim: answer from the store
             self.store.release(lease)
-            _set_future_from_record(req.future, current)
+            set_future_from_record(req.future, current)
             return
         stored = {r.id: r for r in tree if r.id != record.id}
         self._emit(EventKind.RESUMED, record.id, record.id, None, record.func, Kind.WORKFLOW, record.attempt)
@@ -457,13 +463,13 @@ class Engine:
                 yielded = handle
             if type(yielded) is Handle:
                 if yielded.state is not State.PENDING:
-                    value, exc = _outcome(yielded)
+                    value, exc = outcome(yielded)
                     continue
                 run.waiting = yielded
                 yielded.waiters.append((run, yielded))
                 return
             if type(yielded) is Combinator:
-                done, value, exc = _combine(yielded)
+                done, value, exc = combine(yielded)
                 if done:
                     continue
                 run.waiting = yielded
@@ -541,7 +547,7 @@ class Engine:
         handle.attempt = record.attempt or 1
         handle.tags = dict(record.tags)
         if record.settled:
-            _fill_from_record(handle, record)
+            fill_from_record(handle, record)
         else:
             self._launch(handle)
         return handle
@@ -737,9 +743,9 @@ class Engine:
             if run.waiting is not awaited or run.root.done:
                 continue
             if awaited is handle:
-                value, exc = _outcome(handle)
+                value, exc = outcome(handle)
             else:
-                done, value, exc = _combine_update(awaited, handle)
+                done, value, exc = combine_update(awaited, handle)
                 if not done:
                     continue
             run.waiting = None
@@ -783,7 +789,7 @@ class Engine:
             self._roots.pop(root.id, None)
             for future in root.futures:
                 if not future.done():
-                    _set_future_from_handle(future, handle)
+                    set_future_from_handle(future, handle)
 
         self._after.append(report)
 
@@ -849,7 +855,7 @@ class Engine:
         handle = root.handles.get(record.id) if root else None
         if handle is None or not record.settled or handle.state is not State.PENDING:
             return
-        _fill_from_record(handle, record)
+        fill_from_record(handle, record)
         self._wake_waiters(handle)
 
     def _adopt_conflict(self, record: PromiseRecord) -> None:
@@ -860,12 +866,12 @@ class Engine:
         if record.id == root.id:
             for future in root.futures:
                 if not future.done():
-                    _set_future_from_record(future, record)
+                    set_future_from_record(future, record)
             root.futures.clear()
             return
         handle = root.handles.get(record.id)
         if handle is not None:
-            _fill_from_record(handle, record)
+            fill_from_record(handle, record)
 
     def _lose_root(self, root: RootRun) -> None:
         """Another worker holds the lease now: stop here and wait for its result."""
@@ -925,12 +931,12 @@ class Engine:
             handle = self._watched.get(rid)
             if handle is not None and record.settled and handle.state is State.PENDING:
                 del self._watched[rid]
-                _fill_from_record(handle, record)
+                fill_from_record(handle, record)
                 self._wake_waiters(handle)
             if rid in self._remote:
                 if record.settled:
                     for req in self._remote.pop(rid):
-                        _set_future_from_record(req.future, record)
+                        set_future_from_record(req.future, record)
                 else:
                     lease = self.store.claim(rid, self.owner, self._lease_ttl)
                     if lease is not None:
@@ -948,7 +954,7 @@ class Engine:
             for root in list(self._roots.values()):
                 child = root.handles.get(rid)
                 if child is not None and record.settled and child.state is State.PENDING:
-                    _fill_from_record(child, record)
+                    fill_from_record(child, record)
                     self._wake_waiters(child)
 
     def _stop_settled_root(self, root: RootRun, record: PromiseRecord) -> None:
@@ -957,7 +963,7 @@ class Engine:
         self._releases.append(root.lease)
         for future in root.futures:
             if not future.done():
-                _set_future_from_record(future, record)
+                set_future_from_record(future, record)
 
     # ------------------------------------------------------------------ shutdown
     def _shutdown(self) -> None:
@@ -1015,110 +1021,7 @@ class Engine:
                 _log.warning("observer %r failed on %s", observer, kind, exc_info=True)
 
 
-# ---------------------------------------------------------------------------------- outcomes
-def _outcome(handle: Handle) -> tuple[Any, BaseException | None]:
-    if handle.state is State.RESOLVED:
-        return handle.value, None
-    return None, handle.error or _error_for_state(handle)
-
-
-def _error_for_state(handle: Handle) -> BaseException:
-    if handle.state is State.CANCELED:
-        return CanceledError(f"{handle.func or handle.kind.value} ({handle.id}) was canceled")
-    if handle.state is State.TIMEDOUT:
-        return PromiseTimeoutError(f"{handle.func or handle.kind.value} ({handle.id}) timed out")
-    return VowError(f"{handle.id} was rejected")
-
-
-def _combine(c: Combinator) -> tuple[bool, Any, BaseException | None]:
-    """Evaluate a combinator from scratch (when it is yielded); sets its running counts."""
-    handles = c.handles
-    mode = c.mode
-    c.pending = sum(1 for h in handles if h.state is State.PENDING)
-    c.failed = sum(1 for h in handles if h.state is not State.PENDING and h.state is not State.RESOLVED)
-    if mode == "all":
-        if c.failed:
-            first_failed = min((h for h in handles if h.state not in (State.PENDING, State.RESOLVED)),
-                               key=lambda h: h.settled_at)
-            return True, None, _outcome(first_failed)[1]
-        return _combine_result(c)
-    if mode == "all_settled":
-        return _combine_result(c)
-    if not handles:
-        return True, None, ValueError(f"ctx.{mode}() of no handles")
-    settled = sorted((h for h in handles if h.state is not State.PENDING), key=lambda h: h.settled_at)
-    if mode == "first":
-        if not settled:
-            return False, None, None
-        return (True, *_outcome(settled[0]))
-    for h in settled:  # any: the first resolved; fails only when every branch failed
-        if h.state is State.RESOLVED:
-            return True, h.value, None
-    if not c.pending:
-        return True, None, _outcome(settled[-1])[1]
-    return False, None, None
-
-
-def _combine_update(c: Combinator, handle: Handle) -> tuple[bool, Any, BaseException | None]:
-    """Account for one more settled branch of a waiting combinator."""
-    c.pending -= 1
-    ok = handle.state is State.RESOLVED
-    mode = c.mode
-    if mode == "all":
-        if not ok:
-            return True, None, _outcome(handle)[1]
-        return _combine_result(c)
-    if mode == "all_settled":
-        return _combine_result(c)
-    if mode == "first":
-        return (True, *_outcome(handle))
-    if ok:
-        return True, handle.value, None
-    c.failed += 1
-    if not c.pending:
-        return True, None, _outcome(handle)[1]
-    return False, None, None
-
-
-def _combine_result(c: Combinator) -> tuple[bool, Any, BaseException | None]:
-    if c.pending:
-        return False, None, None
-    if c.mode == "all":
-        return True, [h.value for h in c.handles], None
-    return True, [Outcome(h.id, h.state, h.value, None if h.state is State.RESOLVED else _outcome(h)[1])
-                  for h in c.handles], None
-
-
-def _fill_from_record(handle: Handle, record: PromiseRecord) -> None:
-    handle.state = record.state
-    handle.settled_at = record.settled_at or 0.0
-    if record.state is State.RESOLVED:
-        handle.value = encoding.decode(record.value)
-    elif record.state is State.REJECTED:
-        handle.error = encoding.decode_error(record.value)
-    else:
-        handle.error = _error_for_state(handle)
-
-
-def _set_future_from_record(future: concurrent.futures.Future[Any], record: PromiseRecord) -> None:
-    if future.done():
-        return
-    handle = Handle(record.id, record.kind, record.func)
-    _fill_from_record(handle, record)
-    _set_future_from_handle(future, handle)
-
-
-def _set_future_from_handle(future: concurrent.futures.Future[Any], handle: Handle | None) -> None:
-    if handle is None or future.done():
-        return
-    value, exc = _outcome(handle)
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(value)
-
-
-def _mismatch(req: StartRequest, func: str, args_text: str) -> VowError | None:
+def mismatch_error(req: StartRequest, func: str, args_text: str) -> VowError | None:
     if func != req.name:
         return NonDeterminismError(f"workflow id {req.id!r} belongs to workflow {func!r}, not {req.name!r}")
     if args_text != req.args_text:
@@ -1165,4 +1068,3 @@ def _nondeterminism(cid: str, stored: str, now: str) -> str:
             "or start the new code under a new id.")
 
 
-__all__ = ["Engine", "StartRequest", "AlreadySettledError"]
