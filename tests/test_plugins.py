@@ -185,3 +185,55 @@ def test_booleans_are_strict() -> None:
     assert structure(Flags, {"sandbox": True}).sandbox is True
     with pytest.raises(ConfigError, match=r"options.sandbox: invalid value for type, expected bool: expected true or false, got 'false'"):
         structure(Flags, {"sandbox": "false"}, where="options")
+
+
+def test_an_observer_registered_by_a_plugin_sees_every_client_s_events() -> None:
+    from vow import Vow
+
+    seen: list[tuple[str, str]] = []
+
+    @attrs.frozen
+    class TraceOptions:
+        prefix: str = "trace"
+
+    class Tracer:
+        def __init__(self, options: TraceOptions) -> None:
+            self.prefix = options.prefix
+
+        def on_event(self, event) -> None:
+            seen.append((self.prefix, event.kind.value))
+
+    class TracingPlugin:
+        @staticmethod
+        @hookimpl
+        def vow_register_observers(register):
+            register("tracer", Tracer, TraceOptions)
+
+    plugins = Plugins()
+    plugins.add(TracingPlugin, "tracing")
+
+    def leaf(ctx) -> int:
+        return 1
+
+    def wf(ctx):
+        return (yield ctx.run(leaf))
+
+    with Vow(store="memory:", plugins=plugins) as vow:
+        assert vow.run("trace/1", wf) == 1
+    assert ("trace", "settled") in seen and ("trace", "created") in seen
+
+
+def test_a_plugin_adds_a_command_to_the_cli(tmp_path: Path) -> None:
+    fake_distribution(tmp_path, "vow-hello", "hello", """
+        import click
+        from vow import hookimpl
+
+        @hookimpl
+        def vow_register_commands(cli):
+            @cli.command()
+            def hello():
+                "Say hello."
+                click.echo("hello from a plugin")
+    """)
+    result = run_python("import sys; from vow.cli import main; sys.argv = ['vow', 'hello']; main()", tmp_path)
+    assert "hello from a plugin" in result.stdout, result.stderr

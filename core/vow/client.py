@@ -83,7 +83,7 @@ class Vow:
         self.owner = new_owner_id()
         self._functions: dict[str, Registered] = {}
         self._names: dict[Any, str] = {}
-        built = [reg.factory(None) if reg.options_class else reg.factory() for reg in self.plugins.observers]
+        built = [self.plugins.observers.build(reg.name) for reg in self.plugins.observers]
         self._engine = Engine(
             self.store, owner=self.owner, name_of=self._name_of, lookup=self._functions.get,
             observers=[o for o in (*observers, *built) if o is not None], max_threads=max_threads,
