@@ -470,3 +470,41 @@ def test_a_dict_with_mixed_key_types_gets_a_clear_encode_error() -> None:
 
     with pytest.raises(EncodeError, match=r"the result of x cannot be stored: a dict mixes key types"):
         encode({1: "a", "t": 2}, what="the result of x")
+
+
+def test_a_worker_keeps_going_when_the_store_fails_for_a_while() -> None:
+    from vow.errors import StoreError
+    from vow.stores.memory import MemoryStore
+
+    class Flaky(MemoryStore):
+        failures = 2
+
+        def claimable(self, **kwargs):
+            if self.failures:
+                self.failures -= 1
+                raise StoreError("database is busy (simulated)")
+            return super().claimable(**kwargs)
+
+    vow = Vow(store=Flaky())
+
+    def leaf(ctx: LeafContext, x: int) -> int:
+        return x + 1
+
+    @vow.register
+    def wf(ctx: Context, x: int):
+        return (yield ctx.run(leaf, x))
+
+    stop = threading.Event()
+    worker = threading.Thread(target=vow.worker, kwargs={"stop": stop, "poll_interval": 0.01})
+    try:
+        vow.submit("w/1", wf, 41)
+        worker.start()
+        deadline = time.monotonic() + 10
+        while vow.get("w/1").state is State.PENDING:
+            assert time.monotonic() < deadline, "the worker gave up"
+            time.sleep(0.01)
+        assert vow.result("w/1") == 42 and vow.store.failures == 0
+    finally:
+        stop.set()
+        worker.join(5)
+        vow.close()

@@ -210,13 +210,16 @@ class Vow:
             room = max_running - len(running)
             started = 0
             if room > 0:
-                # A few at a time, so workers sharing a store share the work too.
-                wanted = [r.id for r in self.store.claimable(limit=min(room, CLAIM_BATCH))
-                          if r.id not in running and r.func in self._functions]
-                # Claim first, so a root another worker took in the meantime does not hold a slot here.
-                for rid in self.store.claim_many(wanted, self.owner, self._engine.lease_ttl):
-                    running[rid] = self.resume(rid)
-                    started += 1
+                try:
+                    # A few at a time, so workers sharing a store share the work too.
+                    wanted = [r.id for r in self.store.claimable(limit=min(room, CLAIM_BATCH))
+                              if r.id not in running and r.func in self._functions]
+                    # Claim first, so a root another worker took in the meantime holds no slot here.
+                    for rid in self.store.claim_many(wanted, self.owner, self._engine.lease_ttl):
+                        running[rid] = self.resume(rid)
+                        started += 1
+                except VowError as exc:  # a busy or failing store: look again later, keep running
+                    _log.warning("worker: could not claim workflows: %s", exc)
             if not started:
                 stop.wait(poll_interval)
 

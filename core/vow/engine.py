@@ -913,12 +913,11 @@ class Engine:
         if not ids:
             return
         try:
-            found = self.store.get_many(ids)
-        except Exception:  # noqa: BLE001
+            self._apply_outside(self.store.get_many(ids))
+        except Exception:  # noqa: BLE001 - try again next poll; waiters must not be dropped
             _log.warning("polling the store failed", exc_info=True)
-            found = {}
-        self._apply_outside(found)
-        self._arm_poll()
+        finally:
+            self._arm_poll()
 
     def _refresh(self, ids: list[str]) -> None:
         relevant = [i for i in ids if i in self._watched or i in self._remote or i in self._roots
@@ -942,7 +941,7 @@ class Engine:
                     if lease is not None:
                         waiting = self._remote.pop(rid)
                         first = waiting[0]
-                        self._resume(first, record, lease)
+                        _guarded(first, self._resume, first, record, lease)
                         root = self._roots.get(rid)
                         for other in waiting[1:]:
                             if root is not None:
