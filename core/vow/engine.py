@@ -146,7 +146,6 @@ class Engine:
         self._watched: dict[str, Handle] = {}  # promises settled from outside, polled
         self._ready: deque[tuple[WorkflowRun, Any, BaseException | None]] = deque()
         self._batch = Batch()
-        self._settle_roots: list[RootRun] = []  # parallel to self._batch.settles
         self._after: list[Callable[[], None]] = []
         self._to_dispatch: list[Handle] = []  # leaves to start once their promises are committed
         self._releases: list[Lease] = []
@@ -783,10 +782,13 @@ class Engine:
             if child.state is State.PENDING:
                 child.state = State.CANCELED
                 self._batch.settles.append(Settle(child.id, State.CANCELED, None, now))
+                self._watched.pop(child.id, None)
         self._releases.append(root.lease)
 
         def report() -> None:
-            self._roots.pop(root.id, None)
+            if self._roots.get(root.id) is not root:
+                return  # its commit failed or its lease was lost: the value is not on disk, say nothing
+            del self._roots[root.id]
             for future in root.futures:
                 if not future.done():
                     set_future_from_handle(future, handle)
@@ -795,16 +797,11 @@ class Engine:
 
     def _abort_root(self, root: RootRun, error: BaseException) -> None:
         """Stop running ``root`` here without settling it: its stored state stays as it was."""
-        if root.done:
+        if self._roots.get(root.id) is not root:
             return
         root.done = True
-        self._roots.pop(root.id, None)
-        batch = self._batch
-        mine = root.handles.keys() | {root.id}
-        batch.creates = [r for r in batch.creates if r.root != root.id]
-        batch.settles = [st for st in batch.settles if st.id not in mine]
-        batch.attempts = {k: v for k, v in batch.attempts.items() if k not in mine}
-        batch.fences.pop(root.id, None)
+        del self._roots[root.id]
+        _drop_writes(self._batch, [root])
         self._releases.append(root.lease)
         _log.warning("workflow %s stopped: %s", root.id, error)
         for future in root.futures:
@@ -815,30 +812,28 @@ class Engine:
     def _commit(self) -> None:
         batch, self._batch = self._batch, Batch()
         releases, self._releases = self._releases, []
-        for attempt in range(3):
-            try:
-                result = self.store.apply(batch) if batch else None
+        result = None
+        for _ in range(3):
+            if not batch:
                 break
-            except LeaseLostError as exc:
-                lost = set(getattr(exc, "roots", ()) or batch.fences)
-                for rid in lost:
-                    root = self._roots.get(rid)
-                    if root is not None:
-                        self._lose_root(root)
-                batch.creates = [r for r in batch.creates if r.root not in lost]
-                batch.settles = [s for s in batch.settles if not _belongs(s.id, lost)]
-                batch.attempts = {k: v for k, v in batch.attempts.items() if not _belongs(k, lost)}
-                for rid in lost:
-                    batch.fences.pop(rid, None)
+            try:
+                result = self.store.apply(batch)
+                break
+            except LeaseLostError as exc:  # those roots are someone else's now: drop their writes, keep the rest
+                lost_ids = set(getattr(exc, "roots", ()) or batch.fences)
+                lost = [root for rid in lost_ids if (root := self._roots.get(rid)) is not None]
+                _drop_writes(batch, lost, lost_ids)
+                for root in lost:
+                    self._lose_root(root)
             except Exception as exc:  # noqa: BLE001 - the store failed: nothing of this batch is durable
                 _log.exception("store commit failed")
                 for rid in list(batch.fences):
                     root = self._roots.get(rid)
                     if root is not None:
                         self._abort_root(root, exc)
-                return
-        else:  # pragma: no cover
-            return
+                releases += self._releases
+                self._releases = []
+                break
         if result is not None:
             for record in result.existing.values():
                 self._adopt_existing(record)
@@ -928,7 +923,9 @@ class Engine:
     def _apply_outside(self, found: dict[str, PromiseRecord]) -> None:
         for rid, record in found.items():
             handle = self._watched.get(rid)
-            if handle is not None and record.settled and handle.state is State.PENDING:
+            if handle is not None and (handle.root.done or handle.state is not State.PENDING):
+                del self._watched[rid]  # its run ended here: stop watching (and holding) it
+            elif handle is not None and record.settled:
                 del self._watched[rid]
                 fill_from_record(handle, record)
                 self._wake_waiters(handle)
@@ -1051,8 +1048,22 @@ def _backoff_id(handle: Handle) -> str:
     return f"{handle.id}.backoff.{handle.attempt}"
 
 
-def _belongs(pid: str, roots: set[str]) -> bool:
-    return pid in roots or any(pid.startswith(r + ".") for r in roots)
+def _drop_writes(batch: Batch, roots: list[RootRun], root_ids: set[str] | None = None) -> None:
+    """Take every write of ``roots`` out of ``batch``: their creates, settles, attempts and fences,
+    including children with ids of their own and their back-off timers."""
+    root_ids = root_ids if root_ids is not None else {root.id for root in roots}
+    owned = set(root_ids)
+    for root in roots:
+        owned.update(root.handles)
+
+    def theirs(pid: str) -> bool:
+        return pid in owned or pid.partition(".backoff.")[0] in owned
+
+    batch.creates = [r for r in batch.creates if r.root not in root_ids]
+    batch.settles = [st for st in batch.settles if not theirs(st.id)]
+    batch.attempts = {k: v for k, v in batch.attempts.items() if not theirs(k)}
+    for rid in root_ids:
+        batch.fences.pop(rid, None)
 
 
 def _describe(error: BaseException | None) -> str:
