@@ -99,8 +99,9 @@ class Vow:
         """Register a generator workflow (as a decorator, with or without arguments).
 
         ``name`` defaults to the function's name; ``retry`` re-runs the whole workflow (with the
-        same child ids, so settled children are not run again); ``concurrency`` caps how many of
-        its leaves run at once.
+        same child ids, so settled children are not run again: a child that failed for good fails
+        the same way again, so retry flaky leaves with their own policy); ``concurrency`` caps how
+        many of its leaves run at once.
         """
         def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
             reg_name = name or f.__name__

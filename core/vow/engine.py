@@ -965,6 +965,15 @@ class Engine:
     def _shutdown(self) -> None:
         self._settle_round()
         error = VowError("the vow client was closed; the workflow stays pending and resumes on the next start")
+        while True:  # starts that raced with the close: answer them rather than leave them waiting
+            try:
+                msg = self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            if msg[0] == _START:
+                self._starts.append(msg[1])
+        _fail_requests(self._starts, error)
+        self._starts = []
         for root in list(self._roots.values()):
             root.done = True
             try:
