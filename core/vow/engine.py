@@ -57,6 +57,9 @@ from vow.retry import DEFAULT_LEAF_POLICY, DEFAULT_WORKFLOW_POLICY, next_delay
 
 _log = logging.getLogger("vow.engine")
 
+BACKOFF_FUNC = "retry backoff"
+"""The ``func`` of the durable timers that hold back a retry (ids ``{promise id}.backoff.{attempt}``)."""
+
 # inbox message tags
 _LEAF_DONE, _START, _WAKE, _CALL, _STOP = range(5)
 
@@ -136,7 +139,6 @@ class Engine:
         self._observers = observers
         self.pool = ThreadPool(max_threads)
         self._max_concurrency = max_concurrency
-        self._lease_ttl = lease_ttl
         self.lease_ttl = lease_ttl
         self._poll_interval = poll_interval
         self.inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
@@ -196,11 +198,6 @@ class Engine:
         self.pool.close()
         if self._async_loop is not None:
             self._async_loop.call_soon_threadsafe(self._async_loop.stop)
-
-    @property
-    def running_roots(self) -> list[str]:
-        """Ids of the root workflows running here now."""
-        return list(self._roots)
 
     # ------------------------------------------------------------------ the loop
     def _main(self) -> None:
@@ -336,7 +333,7 @@ class Engine:
                     created.append((req, record))
             if created:
                 try:
-                    leases = self.store.claim_many([req.id for req, _ in created], self.owner, self._lease_ttl)
+                    leases = self.store.claim_many([req.id for req, _ in created], self.owner, self.lease_ttl)
                 except Exception as exc:  # noqa: BLE001 - stored but unclaimed: a worker or a retry picks them up
                     _fail_requests([req for req, _ in created], exc)
                     created = []
@@ -362,7 +359,7 @@ class Engine:
         if record.settled:
             set_future_from_record(req.future, record)
             return
-        lease = self.store.claim(req.id, self.owner, self._lease_ttl)
+        lease = self.store.claim(req.id, self.owner, self.lease_ttl)
         if lease is None:
             self._wait_remote(req)
             return
@@ -404,7 +401,7 @@ class Engine:
         self._roots[record.id] = root
         self._start_workflow(run)
         if len(self._roots) == 1:
-            self._timer(time.time() + self._lease_ttl / 3, self._renew_leases, None)
+            self._timer(time.time() + self.lease_ttl / 3, self._renew_leases, None)
 
     def _begin_run(self, run: WorkflowRun) -> None:
         handle = run.handle
@@ -504,7 +501,7 @@ class Engine:
         if record is not None:
             if record.func != func or record.kind is not kind:
                 raise NonDeterminismError(_nondeterminism(cid, record.func or record.kind.value, func or kind.value))
-            handle = self._adopt(run, call, record, kind)
+            handle = self._adopt(run, call, record)
         else:
             handle = self._create(run, call, cid, kind, func)
         root.handles[cid] = handle
@@ -520,35 +517,35 @@ class Engine:
             deadline = now + (call.seconds or 0.0)
         elif opts.timeout is not None:
             deadline = now + opts.timeout
-        handle = Handle(cid, kind, func)
-        handle.call = call
-        handle.root = root
-        handle.parent_run = run
-        handle.key = opts.idempotency_key or cid
-        handle.deadline = deadline
-        handle.tags = opts.tags
-        self._batch.creates.append(PromiseRecord(
-            cid, State.PENDING, kind, root.id, func, args_text, None, run.id, deadline, handle.key, 1, now,
-            None, opts.tags))
+        record = PromiseRecord(cid, State.PENDING, kind, root.id, func, args_text, None, run.id, deadline,
+                               opts.idempotency_key or cid, 1, now, None, opts.tags)
+        self._batch.creates.append(record)
         self._batch.fences[root.id] = root.lease.token
+        handle = self._handle_for(run, call, record)
         if self._observers:
             self._emit(EventKind.CREATED, cid, root.id, run.id, func, kind, 1)
         self._launch(handle)
         return handle
 
-    def _adopt(self, run: WorkflowRun, call: Call, record: PromiseRecord, kind: Kind) -> Handle:
-        handle = Handle(record.id, kind, record.func)
+    def _adopt(self, run: WorkflowRun, call: Call, record: PromiseRecord) -> Handle:
+        handle = self._handle_for(run, call, record)
+        if record.settled:
+            fill_from_record(handle, record)
+        else:
+            self._launch(handle)
+        return handle
+
+    @staticmethod
+    def _handle_for(run: WorkflowRun, call: Call, record: PromiseRecord) -> Handle:
+        """The engine's handle on the promise ``record`` that ``run`` makes with ``call``."""
+        handle = Handle(record.id, record.kind, record.func)
         handle.call = call
         handle.root = run.root
         handle.parent_run = run
         handle.key = record.idempotency_key or record.id
         handle.deadline = record.timeout
         handle.attempt = record.attempt or 1
-        handle.tags = dict(record.tags)
-        if record.settled:
-            fill_from_record(handle, record)
-        else:
-            self._launch(handle)
+        handle.tags = record.tags
         return handle
 
     def _launch(self, handle: Handle) -> None:
@@ -668,7 +665,7 @@ class Engine:
         backoff = _backoff_id(handle)
         self._batch.attempts[handle.id] = handle.attempt
         self._batch.creates.append(PromiseRecord(
-            backoff, State.PENDING, Kind.SLEEP, root.id, "retry backoff", "", None, handle.id, until, backoff, 1,
+            backoff, State.PENDING, Kind.SLEEP, root.id, BACKOFF_FUNC, "", None, handle.id, until, backoff, 1,
             time.time(), None, {}))
         self._batch.fences[root.id] = root.lease.token
 
@@ -884,7 +881,7 @@ class Engine:
             return
         leases = [root.lease for root in self._roots.values()]
         try:
-            kept = {lease.root: lease for lease in self.store.renew(leases, self._lease_ttl)}
+            kept = {lease.root: lease for lease in self.store.renew(leases, self.lease_ttl)}
         except Exception:  # noqa: BLE001 - try again next round; the lease is still valid for a while
             _log.warning("lease renewal failed", exc_info=True)
             kept = {lease.root: lease for lease in leases}
@@ -894,7 +891,7 @@ class Engine:
                 self._lose_root(root)
             else:
                 root.lease = lease
-        self._timer(time.time() + self._lease_ttl / 3, self._renew_leases, None)
+        self._timer(time.time() + self.lease_ttl / 3, self._renew_leases, None)
 
     # ------------------------------------------------------------------ outside settlement and remote roots
     def _arm_poll(self) -> None:
@@ -934,7 +931,7 @@ class Engine:
                     for req in self._remote.pop(rid):
                         set_future_from_record(req.future, record)
                 else:
-                    lease = self.store.claim(rid, self.owner, self._lease_ttl)
+                    lease = self.store.claim(rid, self.owner, self.lease_ttl)
                     if lease is not None:
                         waiting = self._remote.pop(rid)
                         first = waiting[0]

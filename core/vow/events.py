@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import enum
-import logging
 from typing import Protocol, runtime_checkable
 
 import attrs
-
-_log = logging.getLogger("vow.events")
-
 
 class EventKind(str, enum.Enum):
     """What happened to a promise."""
@@ -47,11 +43,3 @@ class Observer(Protocol):
 
     def on_event(self, event: Event) -> None:
         """Handle one event."""
-
-
-class LoggingObserver:
-    """Logs every event at DEBUG on the ``vow.events`` logger."""
-
-    def on_event(self, event: Event) -> None:
-        _log.debug("%s %s attempt=%s state=%s error=%s", event.kind.value, event.id, event.attempt,
-                   event.state, event.error)

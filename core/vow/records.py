@@ -7,7 +7,6 @@ how the engine groups many creates and settles into one commit.
 from __future__ import annotations
 
 import enum
-from typing import Any
 
 import attrs
 
@@ -114,23 +113,3 @@ class BatchResult:
 
     existing: dict[str, PromiseRecord] = attrs.field(factory=dict)
     conflicts: dict[str, PromiseRecord] = attrs.field(factory=dict)
-
-
-def record_to_dict(record: PromiseRecord) -> dict[str, Any]:
-    """A JSON-friendly view of a record (for ``vow show --json`` and tests)."""
-    return {
-        "id": record.id,
-        "state": record.state.value,
-        "kind": record.kind.value,
-        "root": record.root,
-        "parent": record.parent,
-        "func": record.func,
-        "args": record.args,
-        "value": record.value,
-        "timeout": record.timeout,
-        "idempotency_key": record.idempotency_key,
-        "attempt": record.attempt,
-        "created_at": record.created_at,
-        "settled_at": record.settled_at,
-        "tags": dict(record.tags),
-    }

@@ -36,6 +36,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from durability_support import finish, kill, log_lines, spawn, wait_until  # noqa: E402
+from vow.engine import BACKOFF_FUNC  # noqa: E402
 from vow.records import Kind, PromiseRecord, State  # noqa: E402
 from vow.simulation import Delivery, Ledger  # noqa: E402
 from vow.stores.sqlite import SQLiteStore  # noqa: E402
@@ -56,7 +57,7 @@ class World:
 
     def records(self) -> dict[str, PromiseRecord]:
         """The workflow's promises, without the engine's retry back-off timers."""
-        return {r.id: r for r in self.store.tree(self.wid) if r.func != "retry backoff"}
+        return {r.id: r for r in self.store.tree(self.wid) if r.func != BACKOFF_FUNC}
 
     def channel(self, name: str) -> PromiseRecord | None:
         return self.store.get(f"{self.wid}.{name}")
