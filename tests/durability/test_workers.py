@@ -166,10 +166,12 @@ def test_four_workers_run_a_thousand_workflows_each_once(fleet: Fleet) -> None:
 
 
 def test_a_killed_worker_loses_nothing(fleet: Fleet) -> None:
-    victim, *_ = fleet.start(4)
-    fleet.submit(WORKFLOWS, ms=60)  # slow enough that what the victim holds is still running when it dies
-    wait_until(lambda: fleet.resolved_roots() >= WORKFLOWS // 4, timeout=240, what="a quarter done")
+    # The victim starts alone, with few slots and slow leaves, so it surely has workflows in hand
+    # (and they are still running) when it dies; the others start just before the kill.
+    [victim] = fleet.start(1, max_running=16)
+    fleet.submit(WORKFLOWS, ms=300)
     wait_until(lambda: len(fleet.held_pending(victim.owner)) >= 5, timeout=60, what="the victim runs workflows")
+    fleet.start(3)
     held = fleet.held_pending(victim.owner)  # claimed, maybe not started yet: its lease is what counts
     fleet.kill(victim)
     killed_at = time.time()
