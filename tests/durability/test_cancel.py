@@ -33,7 +33,7 @@ def test_a_run_canceled_from_another_process_starts_no_new_leaves(path: Path) ->
         @vow.register
         def steps(ctx: Context):
             total = 0
-            for i in range(20):
+            for i in range(200):  # ~10 s uncanceled: the cancel surely lands mid-run, even on a loaded box
                 total += yield ctx.run(slow_step, i)
             return total
 
