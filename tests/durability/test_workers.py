@@ -172,7 +172,9 @@ def test_a_killed_worker_loses_nothing(fleet: Fleet) -> None:
     fleet.submit(WORKFLOWS, ms=300)
     wait_until(lambda: len(fleet.held_pending(victim.owner)) >= 5, timeout=60, what="the victim runs workflows")
     fleet.start(3)
-    held = fleet.held_pending(victim.owner)  # claimed, maybe not started yet: its lease is what counts
+    # Its batch of workflows ends together, so between batches it briefly holds none: wait for a moment
+    # it holds some (claimed, maybe not started yet: the lease is what counts) and kill it right then.
+    held = wait_until(lambda: fleet.held_pending(victim.owner), timeout=60, what="the victim holds workflows")
     fleet.kill(victim)
     killed_at = time.time()
 
