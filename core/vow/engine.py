@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import heapq
 import inspect
 import itertools
@@ -137,6 +138,7 @@ class Engine:
         self._name_of = name_of
         self._lookup = lookup
         self._observers = observers
+        self._leaf_scopes = [o.leaf_scope for o in observers if callable(getattr(o, "leaf_scope", None))]
         self.pool = ThreadPool(max_threads)
         self._max_concurrency = max_concurrency
         self.lease_ttl = lease_ttl
@@ -523,7 +525,7 @@ class Engine:
         self._batch.fences[root.id] = root.lease.token
         handle = self._handle_for(run, call, record)
         if self._observers:
-            self._emit(EventKind.CREATED, cid, root.id, run.id, func, kind, 1)
+            self._emit(EventKind.CREATED, cid, root.id, run.id, func, kind, 1, key=record.idempotency_key)
         self._launch(handle)
         return handle
 
@@ -591,7 +593,8 @@ class Engine:
         ctx = LeafContext(handle.id, handle.attempt, handle.key, root.id, handle.parent_run.id, handle.func,
                           handle.deadline, handle.tags)
         if self._observers:
-            self._emit(EventKind.STARTED, handle.id, root.id, ctx.parent_id, handle.func, Kind.STEP, handle.attempt)
+            self._emit(EventKind.STARTED, handle.id, root.id, ctx.parent_id, handle.func, Kind.STEP, handle.attempt,
+                       key=handle.key)
         if self._is_coroutine(call.fn):
             asyncio.run_coroutine_threadsafe(self._run_async_leaf(handle, ctx, call), self._loop_for_async())
         else:
@@ -599,7 +602,13 @@ class Engine:
 
     def _run_sync_leaf(self, handle: Handle, ctx: LeafContext, call: Call) -> None:
         try:
-            result = call.fn(ctx, *call.args, **call.kwargs)
+            if self._leaf_scopes:
+                with contextlib.ExitStack() as scopes:
+                    for scope in self._leaf_scopes:
+                        scopes.enter_context(scope(ctx))
+                    result = call.fn(ctx, *call.args, **call.kwargs)
+            else:
+                result = call.fn(ctx, *call.args, **call.kwargs)
         except BaseException as exc:  # noqa: BLE001 - reported to the engine, which decides on retry
             self.inbox.put((_LEAF_DONE, handle, ctx.attempt, False, exc, None))
             return
@@ -607,7 +616,13 @@ class Engine:
 
     async def _run_async_leaf(self, handle: Handle, ctx: LeafContext, call: Call) -> None:
         try:
-            result = await call.fn(ctx, *call.args, **call.kwargs)
+            if self._leaf_scopes:
+                with contextlib.ExitStack() as scopes:
+                    for scope in self._leaf_scopes:
+                        scopes.enter_context(scope(ctx))
+                    result = await call.fn(ctx, *call.args, **call.kwargs)
+            else:
+                result = await call.fn(ctx, *call.args, **call.kwargs)
         except BaseException as exc:  # noqa: BLE001
             self.inbox.put((_LEAF_DONE, handle, ctx.attempt, False, exc, None))
             return
@@ -652,7 +667,7 @@ class Engine:
             self._store_backoff(handle, now + delay)
             if self._observers:
                 self._emit(EventKind.RETRY_SCHEDULED, handle.id, root.id, handle.parent_run.id, handle.func,
-                           Kind.STEP, attempt, error=_describe(error), delay=delay)
+                           Kind.STEP, attempt, error=_describe(error), delay=delay, key=handle.key)
             _log.info("%s failed on attempt %d (%s); retrying in %.2fs", handle.id, attempt, _describe(error), delay)
             self._timer(now + delay, self._end_backoff, handle)
             return
@@ -1012,10 +1027,12 @@ class Engine:
         return known
 
     def _emit(self, kind: EventKind, id: str, root: str, parent: str | None, func: str, promise_kind: Kind,
-              attempt: int, *, state: str | None = None, error: str | None = None, delay: float | None = None) -> None:
+              attempt: int, *, state: str | None = None, error: str | None = None, delay: float | None = None,
+              key: str = "") -> None:
         if not self._observers:
             return
-        event = Event(kind, id, root, parent, func, promise_kind.value, attempt, time.time(), state, error, delay)
+        event = Event(kind, id, root, parent, func, promise_kind.value, attempt, time.time(), state, error, delay,
+                      key)
         for observer in self._observers:
             try:
                 observer.on_event(event)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
+
+if TYPE_CHECKING:
+    from vow.leaf import LeafContext
 
 class EventKind(str, enum.Enum):
     """What happened to a promise."""
@@ -35,6 +39,7 @@ class Event:
     state: str | None = None
     error: str | None = None
     delay: float | None = None
+    idempotency_key: str = ""
 
 
 @runtime_checkable
@@ -43,3 +48,16 @@ class Observer(Protocol):
 
     def on_event(self, event: Event) -> None:
         """Handle one event."""
+
+
+class LeafScope(Protocol):
+    """An observer that also wants to run code around every leaf attempt defines ``leaf_scope``.
+
+    ``leaf_scope(ctx)`` returns a context manager that the engine enters in the leaf's own
+    thread (sync leaves) or task (``async def`` leaves) just before the call and exits just
+    after it, so context variables it sets (a tracing span, a log context) are visible to the
+    leaf's code and to the HTTP clients it uses.
+    """
+
+    def leaf_scope(self, ctx: "LeafContext") -> "contextlib.AbstractContextManager[Any]":
+        """The context manager to run one leaf attempt in."""
