@@ -32,9 +32,9 @@ from vow.stores.base import Store
 
 pytest.register_assert_rewrite("vow.stores.contract")
 
-from vow.stores.contract import StoreContract, dead_lease_owner, make_record  # noqa: E402
+from vow.stores.contract import StoreContract, make_record  # noqa: E402
 
-__all__ = ["StoreContract", "make_record", "dead_lease_owner", "memory_store", "sqlite_store", "plugins",
+__all__ = ["StoreContract", "make_record", "memory_store", "sqlite_store", "plugins",
            "vow_client", "memory_vow"]
 
 
