@@ -235,7 +235,7 @@ def test_changed_workflow_raises_nondeterminism_naming_both_functions(vow: Vow) 
     vow._engine.call_soon(lambda: vow._engine._roots.pop("nd/1").__setattr__("done", True))  # simulate a crash
     gate.set()
     # the "crashed" run's last leaf has answered, and the engine has dropped the answer
-    wait_until(lambda: vow._engine._inflight == 0, message="the last leaf answered")
+    wait_until(lambda: vow._engine.leaves.in_flight() == 0, message="the last leaf answered")
     store = vow.store
     store.release(store.lease("nd/1"))
 

@@ -89,6 +89,11 @@ class ConflictError(VowError):
         self.records = records
 
 
+class RunParkedError(VowError):
+    """A root workflow was parked after its process died too many times while resuming it;
+    ``vow resume --force ID`` (or ``Vow.resume(id, force=True)``) lets it run again."""
+
+
 class StoreError(VowError):
     """The store cannot be used: corrupted file, newer format version, unreachable backend."""
 

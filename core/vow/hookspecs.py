@@ -22,7 +22,7 @@ that names both.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import pluggy
 
@@ -92,6 +92,17 @@ def vow_register_commands(cli: Any) -> None:
 
     ``cli`` is the root :class:`click.Group`; call ``cli.add_command(...)``. Called each time
     the command line starts.
+    """
+
+
+@hookspec
+def vow_declare_errors() -> Iterable[type[BaseException]]:
+    """Declare the exception classes a stored failure may come back as.
+
+    Return an iterable of exception classes your plugin raises (and that workflows may want to
+    catch by type). A failure is stored as its type name and decoded only into declared classes,
+    so a run resumed elsewhere receives the same exception as the live run did; an undeclared
+    type comes back as :class:`vow.errors.RejectedError`. Called when a client starts.
     """
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+from typing import Any, Mapping
 
 import attrs
 
@@ -27,6 +27,8 @@ class LeafContext:
     func: str = ""
     deadline: float | None = None
     tags: Mapping[str, str] = attrs.field(factory=dict)
+    plugins: Any = attrs.field(default=None, eq=False, repr=False)
+    """The :class:`vow.plugins.Plugins` of the client running this leaf (its channels, providers, policies)."""
 
     @property
     def logger(self) -> logging.LoggerAdapter:

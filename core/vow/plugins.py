@@ -150,6 +150,13 @@ class Plugins:
     def observers(self) -> Registry:
         return self.registries["observer"]
 
+    def declared_errors(self) -> list[type[BaseException]]:
+        """The exception classes plugins declared through ``vow_declare_errors``."""
+        found: list[type[BaseException]] = []
+        for declared in self.pm.hook.vow_declare_errors():
+            found.extend(declared or ())
+        return found
+
     def info(self) -> list[PluginInfo]:
         """Every loaded plugin with what it registered, sorted by name."""
         return [self._info[n] for n in sorted(self._info)]

@@ -141,7 +141,7 @@ class MemoryStore(StoreOperations):
 
     def _announce(self, records: list[PromiseRecord]) -> None:
         feed = self._feed
-        for record in records:
+        for record in {r.id: r for r in records}.values():
             self._seq += 1
             feed.append((self._seq, record.root, record.id))
         if len(feed) > FEED_WINDOW:
@@ -270,7 +270,8 @@ class MemoryStore(StoreOperations):
             self._check_open()
             for lease in leases:
                 current = self._leases.get(lease.root)
-                if current is not None and current.owner == lease.owner and current.token == lease.token:
+                if (current is not None and current.owner and current.owner == lease.owner
+                        and current.token == lease.token):
                     renewed = self._leases[lease.root] = attrs.evolve(current, expires_at=now + ttl)
                     kept.append(renewed)
         return kept
@@ -280,7 +281,8 @@ class MemoryStore(StoreOperations):
         with self._lock:
             self._check_open()
             current = self._leases.get(lease.root)
-            if current is not None and current.owner == lease.owner and current.token == lease.token:
+            if (current is not None and current.owner and current.owner == lease.owner
+                    and current.token == lease.token):
                 self._leases[lease.root] = Lease(lease.root, "", lease.token, 0.0)
 
     def lease(self, root: str) -> Lease | None:

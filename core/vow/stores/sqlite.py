@@ -49,6 +49,7 @@ from vow.stores.base import (
     lease_lost_error,
     lease_takeover,
     parked_reason,
+    past_deadline,
     same_outcome,
     timeout_error_text,
 )
@@ -125,7 +126,7 @@ _SETTLE_BEFORE_DEADLINE = (
     "AND (timeout IS NULL OR kind = 'sleep' OR timeout > ?)")
 _ATTEMPT = "UPDATE promises SET attempt = ? WHERE id = ? AND state = 'pending'"
 _RELEASE = ("UPDATE leases SET owner = '', expires_at = 0, recoveries = 0 "
-            "WHERE root = ? AND owner = ? AND token = ?")
+            "WHERE root = ? AND owner = ? AND token = ? AND owner != ''")
 _LEASE_COLUMNS = "owner, token, expires_at, recoveries, parked"
 FEED_WINDOW = 10_000  # outside writes the change feed keeps
 CHECKPOINT_EVERY = 256  # commits between two checkpoints of the log by the checkpointer thread
@@ -498,6 +499,7 @@ class SQLiteStore(StoreOperations):
             self._check_fences(con, batch.fences)
         existing: dict[str, PromiseRecord] = {}
         conflicts: dict[str, PromiseRecord] = {}
+        unchanged: set[str] = set()  # settles that repeated a stored outcome
         creates, settles = batch.creates, batch.settles
         created_ids: list[str] = []
         if creates:
@@ -510,14 +512,20 @@ class SQLiteStore(StoreOperations):
                 created_ids = [r.id for r in creates]
         if settles:
             now = time.time()
-            outcomes = [(s.state._value_, s.value, s.settled_at, s.id, now) for s in settles
-                        if s.state is _RESOLVED or s.state is _REJECTED]
-            changed = con.executemany(_SETTLE_BEFORE_DEADLINE, outcomes).rowcount if outcomes else 0
-            if len(outcomes) < len(settles):
-                changed += con.executemany(_SETTLE, [(s.state._value_, s.value, s.settled_at, s.id) for s in settles
-                                                     if s.state is not _RESOLVED and s.state is not _REJECTED]).rowcount
-            if changed < len(settles):
-                conflicts = self._conflicts(con, settles, now, time_out=not fenced)
+            if batch.outside or len({s.id for s in settles}) < len(settles):
+                # exact, one by one: a client's write (the feed gets what changed), or an id settled twice
+                conflicts, unchanged = self._settle_in_order(con, settles, now, time_out=not fenced)
+            else:  # each id once, so their order does not matter: a statement per kind of settle
+                outcomes = [(s.state._value_, s.value, s.settled_at, s.id, now) for s in settles
+                            if s.state is _RESOLVED or s.state is _REJECTED]
+                changed = con.executemany(_SETTLE_BEFORE_DEADLINE, outcomes).rowcount if outcomes else 0
+                if len(outcomes) < len(settles):
+                    changed += con.executemany(_SETTLE, [(s.state._value_, s.value, s.settled_at, s.id)
+                                                         for s in settles
+                                                         if s.state is not _RESOLVED and s.state is not _REJECTED]
+                                               ).rowcount
+                if changed < len(settles):
+                    conflicts, unchanged = self._conflicts(con, settles, now, time_out=not fenced)
         if fenced:
             if creates:
                 conflicts.update(self._settled_parents(con, creates, batch.fences))
@@ -526,7 +534,7 @@ class SQLiteStore(StoreOperations):
         if batch.attempts:
             con.executemany(_ATTEMPT, [(n, i) for i, n in batch.attempts.items()])
         if batch.outside:
-            self._announce(con, creates, created_ids, settles, conflicts)
+            self._announce(con, creates, created_ids, [s for s in settles if s.id not in unchanged], conflicts)
         return BatchResult(existing, conflicts)
 
     def _settled_parents(self, con: sqlite3.Connection, creates: list[PromiseRecord],
@@ -588,11 +596,13 @@ class SQLiteStore(StoreOperations):
         return existing, created
 
     def _conflicts(self, con: sqlite3.Connection, settles: list[Settle], now: float, *,
-                   time_out: bool) -> dict[str, PromiseRecord]:
-        """Settles that changed nothing: same outcome (fine), another outcome or a passed deadline
-        (conflict; with ``time_out``, the promise is timed out here), no such id (error)."""
+                   time_out: bool) -> tuple[dict[str, PromiseRecord], set[str]]:
+        """Settles that changed nothing: same outcome (fine), another outcome or a passed deadline (conflict;
+        with ``time_out``, the promise is timed out here), no such id (error). Read after the batch's own
+        updates, so the set of unchanged ids is not exact: only :meth:`_settle_in_order`'s is."""
         stored = {row[0]: _record(row) for row in self._select_ids(con, _COLUMNS, [s.id for s in settles])}
         conflicts = {}
+        unchanged = set()
         for s in settles:
             record = stored.get(s.id)
             if record is None:
@@ -606,7 +616,33 @@ class SQLiteStore(StoreOperations):
                 conflicts[s.id] = record
             elif not same_outcome(record, s):
                 conflicts[s.id] = record
-        return conflicts
+            else:
+                unchanged.add(s.id)
+        return conflicts, unchanged
+
+    def _settle_in_order(self, con: sqlite3.Connection, settles: list[Settle], now: float, *,
+                         time_out: bool) -> tuple[dict[str, PromiseRecord], set[str]]:
+        """Apply ``settles`` one by one, each seeing the ones before it (a batch that settles an id twice)."""
+        conflicts: dict[str, PromiseRecord] = {}
+        unchanged: set[str] = set()
+        for s in settles:
+            row = con.execute(_SELECT + " WHERE id = ?", (s.id,)).fetchone()
+            if row is None:
+                raise PromiseNotFoundError(f"cannot settle {s.id!r}: no promise with that id")
+            record = _record(row)
+            if record.state is not _PENDING:
+                if not same_outcome(record, s):
+                    conflicts[s.id] = record
+                elif s.id not in conflicts:
+                    unchanged.add(s.id)
+            elif past_deadline(record, s, now):
+                text = timeout_error_text(record)
+                if time_out:
+                    con.execute(_SETTLE, (State.TIMEDOUT.value, text, s.settled_at, s.id))
+                conflicts[s.id] = attrs.evolve(record, state=State.TIMEDOUT, value=text, settled_at=s.settled_at)
+            else:
+                con.execute(_SETTLE, (s.state._value_, s.value, s.settled_at, s.id))
+        return conflicts, unchanged
 
     @staticmethod
     def _select_ids(con: sqlite3.Connection, columns: str, ids: list[str]) -> list[tuple]:
@@ -800,7 +836,7 @@ class SQLiteStore(StoreOperations):
         def renew_in(con: sqlite3.Connection) -> list[Lease]:
             kept = []
             for lease in leases:
-                cur = con.execute("UPDATE leases SET expires_at = ? WHERE root = ? AND owner = ? AND token = ?",
+                cur = con.execute("UPDATE leases SET expires_at = ? WHERE root = ? AND owner = ? AND token = ? AND owner != ''",
                                   (now + ttl, lease.root, lease.owner, lease.token))
                 if cur.rowcount:
                     kept.append(attrs.evolve(lease, expires_at=now + ttl))
