@@ -66,7 +66,8 @@ class Committer:
         self._roots: dict[str, RootWrites] = {}
         self._releases: list[Lease] = []
 
-    def _for(self, root: str, token: int) -> RootWrites:
+    def writes(self, root: str, token: int) -> RootWrites:
+        """The writes of ``root`` in the round being built (append to its lists directly in hot paths)."""
         writes = self._roots.get(root)
         if writes is None:
             writes = self._roots[root] = RootWrites(token)
@@ -74,19 +75,19 @@ class Committer:
 
     def create(self, root: str, token: int, record: PromiseRecord) -> None:
         """Store ``record`` in this round's commit."""
-        self._for(root, token).creates.append(record)
+        self.writes(root, token).creates.append(record)
 
     def settle(self, root: str, token: int, settle: Settle) -> None:
         """Settle a promise in this round's commit."""
-        self._for(root, token).settles.append(settle)
+        self.writes(root, token).settles.append(settle)
 
     def attempt(self, root: str, token: int, id: str, attempt: int) -> None:
         """Store the attempt number of a pending promise in this round's commit."""
-        self._for(root, token).attempts[id] = attempt
+        self.writes(root, token).attempts[id] = attempt
 
     def after(self, root: str, token: int, fn: Callable[..., None], *args: Any) -> None:
         """Run ``fn(*args)`` once this round's writes of ``root`` are committed (never if they are not)."""
-        self._for(root, token).actions.append((fn, args))
+        self.writes(root, token).actions.append((fn, args))
 
     def release(self, lease: Lease) -> None:
         """Give ``lease`` back after this round's commit."""

@@ -26,7 +26,7 @@ import time
 from typing import Any, Callable
 
 from vow import encoding
-from vow.engine.committer import CommitResult, Committer
+from vow.engine.committer import CommitResult, Committer, RootWrites
 from vow.engine.leases import LeaseKeeper
 from vow.engine.leaves import LeafOutcome, LeafRunner
 from vow.engine.model import PromiseNode, RootRun, WorkflowRun
@@ -71,9 +71,10 @@ class Engine:
         self.codec = codec
         self._lookup = lookup
         self._observers = observers
+        self.observed = bool(observers)
         self.inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         put = self.inbox.put
-        self._clock_offset = 0.0
+        self.now = store_clock(store)
         self.timers = Timers(self.now)
         self.committer = Committer(store)
         self.keeper = LeaseKeeper(store, owner, lease_ttl, max_recoveries=max_recoveries,
@@ -95,17 +96,11 @@ class Engine:
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ any thread
-    def now(self) -> float:
-        """The store's clock, in epoch seconds (this machine's, corrected by the store's offset)."""
-        return time.time() + self._clock_offset
-
     def start(self) -> None:
         """Start the engine thread and its helpers (idempotent)."""
         with self._lock:
             if self._thread is not None:
                 return
-            offset = self.store.now() - time.time()
-            self._clock_offset = offset if abs(offset) > 0.002 else 0.0  # a database server's clock differs
             self.keeper.show_alive()
             self.watcher.start()
             self._thread = threading.Thread(target=self._main, name="vow-engine", daemon=True)
@@ -368,8 +363,9 @@ class Engine:
             req.fail(exc)
 
     # ------------------------------------------------------------------ what the stepper asks for
-    def launch(self, node: PromiseNode) -> None:
-        """Carry on with a pending promise a workflow just made or met again on a replay."""
+    def launch(self, node: PromiseNode, writes: RootWrites | None = None) -> None:
+        """Carry on with a pending promise a workflow just made or met again on a replay (``writes``:
+        its root's writes in this round, when the caller holds them)."""
         root = node.root
         kind = node.kind
         if kind is Kind.WORKFLOW:
@@ -381,8 +377,8 @@ class Engine:
             if not self.retries.resume_in_backoff(node, root.stored):
                 self.stepper.begin(child)
         elif kind is Kind.STEP:
-            if not self.retries.resume_in_backoff(node, root.stored):
-                self.committer.after(root.id, root.token, self._start_leaf, node)
+            if node.attempt == 1 or not self.retries.resume_in_backoff(node, root.stored):
+                (writes or self.committer.writes(root.id, root.token)).actions.append((self._start_leaf, (node,)))
         elif kind is Kind.SLEEP:
             self.committer.after(root.id, root.token, self._arm_sleep, node)
             return
@@ -437,7 +433,7 @@ class Engine:
         if node.timer is not None:
             self.timers.cancel(node.timer)
             node.timer = None
-        self.committer.settle(root.id, root.token, Settle(node.id, state, text, now))
+        self.committer.writes(root.id, root.token).settles.append(Settle(node.id, state, text, now))
         if self._observers:
             self.committer.after(root.id, root.token, self._emit, EventKind.SETTLED, node.id, root.id,
                                  node.parent_id, node.func, node.kind, node.attempt, state.value,
@@ -515,13 +511,14 @@ class Engine:
         root = node.root
         if node.state is not _PENDING or root.done or node.running:
             return
-        if self.leaves.running(node.id) == node.attempt:
+        if node.adopted and self.leaves.running(node.id) == node.attempt:
             node.running = True  # a replayed root meets an attempt already in flight: adopt it
             return
-        early = self._orphans.get(root.id, {}).pop(node.id, None)
-        if early is not None and early[2] == node.attempt:
-            self._on_leaf(early)
-            return
+        if self._orphans:
+            early = self._orphans.get(root.id, {}).pop(node.id, None)
+            if early is not None and early[2] == node.attempt:
+                self._on_leaf(early)
+                return
         if node.deadline is not None and self.now() >= node.deadline:
             self._deadline(node)  # its time ran out while no process ran it: never start it
             return
@@ -785,6 +782,15 @@ class Engine:
                 observer.on_event(event)
             except Exception:  # noqa: BLE001 - an observer must never break a workflow
                 _log.warning("observer %r failed on %s", observer, kind, exc_info=True)
+
+
+def store_clock(store: Any) -> Callable[[], float]:
+    """The store's clock as this process reads it: this machine's clock, shifted by the store's offset
+    when the store keeps its own (a database server's); read once, when the engine is made."""
+    offset = store.now() - time.time()
+    if abs(offset) < 0.002:  # the same clock (SQLite, memory): no shift, no extra call per read
+        return time.time
+    return lambda: time.time() + offset
 
 
 def _under(node: PromiseNode, ancestor: PromiseNode) -> bool:

@@ -26,7 +26,7 @@ class PromiseNode:
     """One promise as the engine tracks it while its workflow runs."""
 
     __slots__ = ("id", "kind", "func", "state", "value", "error", "settled_at", "waiters", "call", "root", "run",
-                 "attempt", "key", "deadline", "child", "running", "tags", "timer")
+                 "attempt", "key", "deadline", "child", "running", "tags", "timer", "adopted")
 
     def __init__(self, id: str, kind: Kind, func: str, root: "RootRun", run: "WorkflowRun | None",
                  call: Call | None, attempt: int, key: str, deadline: float | None, tags: dict[str, str]) -> None:
@@ -48,6 +48,7 @@ class PromiseNode:
         self.running = False  # a leaf attempt is out in the pool
         self.tags = tags
         self.timer: Any = None  # a timer to cancel when this settles
+        self.adopted = False  # found pending in the store on a replay (its leaf may be in flight)
 
     @property
     def parent_id(self) -> str | None:

@@ -37,8 +37,9 @@ class Host(Protocol):
     """What the stepper needs from the engine."""
 
     codec: Any
+    observed: bool  # whether anyone observes events (``created``/``started`` are called only then)
 
-    def launch(self, node: PromiseNode) -> None:
+    def launch(self, node: PromiseNode, writes: Any = None) -> None:
         """Carry on with a pending promise just made or adopted (start its leaf, timer, child run)."""
 
     def finished(self, run: WorkflowRun, ok: bool, value: Any) -> None:
@@ -188,12 +189,14 @@ class Stepper:
         elif opts.timeout is not None:
             deadline = now + opts.timeout
         key = opts.idempotency_key or cid
-        self._committer.create(root.id, root.token, PromiseRecord(
+        writes = self._committer.writes(root.id, root.token)
+        writes.creates.append(PromiseRecord(
             cid, State.PENDING, kind, root.id, func, args_text, None, run.id, deadline, key, 1, now, None, opts.tags))
         node = PromiseNode(cid, kind, func, root, run, call, 1, key, deadline, opts.tags)
         root.live[cid] = node
-        self._committer.after(root.id, root.token, self._host.created, node)
-        self._host.launch(node)
+        if self._host.observed:
+            writes.actions.append((self._host.created, (node,)))
+        self._host.launch(node, writes)
         return node
 
     def _adopt(self, run: WorkflowRun, call: Call, record: PromiseRecord, kind: Kind, func: str) -> PromiseNode:
@@ -213,6 +216,7 @@ class Stepper:
         if record.settled:
             fill_from_record(node, record, self._host.codec)
         else:
+            node.adopted = True
             root.live[record.id] = node
             self._host.launch(node)
         return node
