@@ -60,7 +60,7 @@ GOOD_PLUGIN = """
 def test_builtins_are_loaded_through_entry_points() -> None:
     loaded = {p.name: p for p in Plugins().info()}
     assert {"memory", "sqlite", "retry"} <= set(loaded)
-    assert loaded["sqlite"].distribution == "vow"
+    assert loaded["sqlite"].distribution == "vow-durable"
     assert loaded["sqlite"].registered == {"store": ["sqlite"]}
     assert loaded["retry"].registered["retry_policy"] == ["exponential", "linear", "constant", "never"]
 

@@ -36,7 +36,7 @@ from vow.leaf import LeafContext
 from vow.records import Kind, PromiseRecord, State
 from vow.retry import Constant, Exponential, Linear, Never
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the distribution vow-durable reads its version from here
 
 __all__ = [
     "AlreadySettledError", "ArgumentMismatchError", "Call", "CanceledError", "ConfigError", "Constant",

@@ -24,7 +24,7 @@ from vow import hookspecs
 from vow.config import structure
 from vow.errors import ConfigError, PluginLoadError, UnknownPluginError
 
-CORE_DISTRIBUTION = "vow"
+CORE_DISTRIBUTION = "vow-durable"  # the distribution of the import package vow
 ENTRY_POINT_GROUP = "vow"
 
 

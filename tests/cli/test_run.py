@@ -111,7 +111,7 @@ def test_plugins_lists_each_plugin_with_its_distribution_and_what_it_registered(
     plugins = {p["name"]: p for p in json.loads(result.stdout)}
     assert plugins["email"]["distribution"] == "vow-email"
     assert plugins["email"]["registered"] == {"channel": ["email"]}
-    assert plugins["sqlite"]["distribution"] == "vow" and plugins["sqlite"]["registered"] == {"store": ["sqlite"]}
+    assert plugins["sqlite"]["distribution"] == "vow-durable" and plugins["sqlite"]["registered"] == {"store": ["sqlite"]}
     text = sandbox.run("plugins").stdout.splitlines()
     assert text[0].split() == ["PLUGIN", "DISTRIBUTION", "VERSION", "REGISTERED"]
     assert any(re.fullmatch(r"sms +vow-sms +\S+ +channel sms", line) for line in text), text

@@ -199,4 +199,4 @@ def test_an_injected_status_maps_like_a_real_one(provider: OpenAIImageProvider) 
 
 def test_registered_as_a_builtin_of_the_core() -> None:
     registration = Plugins().image_providers.get("openai")
-    assert (registration.distribution, registration.options_class) == ("vow", OpenAIImageOptions)
+    assert (registration.distribution, registration.options_class) == ("vow-durable", OpenAIImageOptions)

@@ -12,6 +12,9 @@ from typing import Any
 
 import click
 
+from vow import __version__
+from vow.plugins import CORE_DISTRIBUTION
+
 from vow.cli.common import USAGE, USER_ERRORS, UserError
 from vow.cli.inspect import ls, show
 from vow.cli.plugins import plugins_command
@@ -31,7 +34,7 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="vow", prog_name="vow")
+@click.version_option(version=__version__, package_name=CORE_DISTRIBUTION, prog_name="vow")
 def cli() -> None:
     """vow: durable fan-out / fan-in. Run YAML pipelines and inspect and steer their runs."""
 
