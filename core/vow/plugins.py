@@ -75,10 +75,8 @@ class Registry:
             return self._entries[name]
         except KeyError:
             installed = ", ".join(self.names()) or "none"
-            prefix = f"{where}: " if where else ""
-            raise UnknownPluginError(
-                f"{prefix}{self.kind} {name!r} is not installed (installed: {installed})"
-            ) from None
+            raise UnknownPluginError(f"{self.kind} {name!r} is not installed (installed: {installed})",
+                                     where=where) from None
 
     def options(self, name: str, data: Mapping[str, Any] | Any | None = None, *, where: str = "") -> Any:
         """Validate ``data`` against the options class ``name`` registered (``None`` if it has none)."""
@@ -86,7 +84,7 @@ class Registry:
         where = where or f"{self.kind} {name!r} options"
         if reg.options_class is None:
             if data:
-                raise ConfigError(f"{where}: {self.kind} {name!r} takes no options")
+                raise ConfigError(f"{self.kind} {name!r} takes no options", where=where)
             return None
         return structure(reg.options_class, data, where=where)
 

@@ -24,19 +24,9 @@ class RetryPolicy(Protocol):
         """Seconds to wait after failed attempt ``attempt`` (1-based), or ``None`` to give up."""
 
 
-def _positive(_inst: object, attribute: attrs.Attribute, value: float) -> None:
-    if value < 0:
-        raise ValueError(f"{attribute.name} must be >= 0, got {value}")
-
-
-def _at_least_one(_inst: object, attribute: attrs.Attribute, value: int) -> None:
-    if value < 1:
-        raise ValueError(f"{attribute.name} must be >= 1, got {value}")
-
-
-def _fraction(_inst: object, attribute: attrs.Attribute, value: float) -> None:
-    if not 0 <= value <= 1:
-        raise ValueError(f"{attribute.name} must be between 0 and 1, got {value}")
+_SECONDS = attrs.validators.ge(0)
+_ATTEMPTS = attrs.validators.ge(1)
+_FRACTION = [attrs.validators.ge(0), attrs.validators.le(1)]
 
 
 def _jittered(delay: float, jitter: float) -> float:
@@ -47,11 +37,11 @@ def _jittered(delay: float, jitter: float) -> float:
 class Exponential:
     """``delay * factor ** (attempt - 1)``, capped at ``max_delay``; ``max_attempts`` tries in all."""
 
-    delay: float = attrs.field(default=0.1, validator=_positive)
-    factor: float = attrs.field(default=2.0, validator=_positive)
-    max_delay: float = attrs.field(default=60.0, validator=_positive)
-    max_attempts: int = attrs.field(default=8, validator=_at_least_one)
-    jitter: float = attrs.field(default=0.1, validator=_fraction)
+    delay: float = attrs.field(default=0.1, validator=_SECONDS)
+    factor: float = attrs.field(default=2.0, validator=_SECONDS)
+    max_delay: float = attrs.field(default=60.0, validator=_SECONDS)
+    max_attempts: int = attrs.field(default=8, validator=_ATTEMPTS)
+    jitter: float = attrs.field(default=0.1, validator=_FRACTION)
 
     def delay_for(self, attempt: int) -> float | None:
         if attempt >= self.max_attempts:
@@ -63,10 +53,10 @@ class Exponential:
 class Linear:
     """``delay * attempt``, capped at ``max_delay``."""
 
-    delay: float = attrs.field(default=0.5, validator=_positive)
-    max_delay: float = attrs.field(default=60.0, validator=_positive)
-    max_attempts: int = attrs.field(default=5, validator=_at_least_one)
-    jitter: float = attrs.field(default=0.0, validator=_fraction)
+    delay: float = attrs.field(default=0.5, validator=_SECONDS)
+    max_delay: float = attrs.field(default=60.0, validator=_SECONDS)
+    max_attempts: int = attrs.field(default=5, validator=_ATTEMPTS)
+    jitter: float = attrs.field(default=0.0, validator=_FRACTION)
 
     def delay_for(self, attempt: int) -> float | None:
         if attempt >= self.max_attempts:
@@ -78,9 +68,9 @@ class Linear:
 class Constant:
     """The same ``delay`` between every attempt."""
 
-    delay: float = attrs.field(default=1.0, validator=_positive)
-    max_attempts: int = attrs.field(default=3, validator=_at_least_one)
-    jitter: float = attrs.field(default=0.0, validator=_fraction)
+    delay: float = attrs.field(default=1.0, validator=_SECONDS)
+    max_attempts: int = attrs.field(default=3, validator=_ATTEMPTS)
+    jitter: float = attrs.field(default=0.0, validator=_FRACTION)
 
     def delay_for(self, attempt: int) -> float | None:
         if attempt >= self.max_attempts:
@@ -136,7 +126,7 @@ def from_config(data: object, *, where: str = "retry") -> object:
     if isinstance(data, str):
         data = {"policy": data}
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a policy name or a mapping with 'policy', got {data!r}")
+        raise ConfigError(f"expected a policy name or a mapping with 'policy', got {data!r}", where=where)
     options = dict(data)
     name = options.pop("policy", "exponential")
     return default_plugins().retry_policies.build(str(name), options, where=where)

@@ -44,7 +44,7 @@ CASES = [
      [], "order.yaml:15: fan_out[2].channel: 'emial' is not installed (installed: {channels})"),
     ("unknown option", pipeline("  - channel: push\n    to: '{{ input.email }}'\n    body: hi\n    options:\n"
                                 "      transport: pigeon\n"), [],
-     "order.yaml:16: fan_out[1].options.transport: invalid value (allowed: 'auto', 'fcm', 'apns', 'simulated')"),
+     "order.yaml:16: fan_out[1].options.transport: expected one of 'auto', 'fcm', 'apns', 'simulated', got text 'pigeon'"),
     ("unknown store", pipeline(top="store: postgres://db/vow\n"), [],
      "order.yaml:7: store: 'postgres://db/vow' names store 'postgres', which is not installed (installed: {stores})"),
     ("wrong type", pipeline(top="defaults:\n  timeout: soon\n"), [],

@@ -253,7 +253,7 @@ class _Planner:
             try:
                 channel.validate(Message(**message))
             except ConfigError as exc:
-                raise self.error(path + _message_field(str(exc)), f"{exc}{note}") from None
+                raise self.error(path + (exc.path or _message_field(str(exc))), f"{exc}{note}") from None
             branch_id = self.branch_id(b.id, ctx, path, default=name if not note else ctx["item"], note=note)
             made.append({"id": branch_id, "kind": "channel", "channel": name, "message": message,
                          "options": options, "faults": faults, "retry": retry, "timeout": timeout})

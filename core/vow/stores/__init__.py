@@ -15,6 +15,7 @@ import os
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from vow.config import from_text
 from vow.stores.base import Store
 
 DEFAULT_URL = "sqlite:.vow/vow.sqlite"
@@ -55,4 +56,8 @@ def open_store(spec: "str | os.PathLike[str] | Store | None" = None, *, plugins:
 
         plugins = default_plugins()
     name, options = parse_store_url(os.fspath(spec) if spec is not None else DEFAULT_URL)
-    return plugins.stores.build(name, options, where=f"store {os.fspath(spec) if spec else DEFAULT_URL!r}")
+    where = f"store {os.fspath(spec) if spec else DEFAULT_URL!r}"
+    options_class = plugins.stores.get(name, where=where).options_class
+    if options_class is not None:  # a URL's query is text: ?busy_timeout=0.3 is the number 0.3
+        options = from_text(options_class, options)
+    return plugins.stores.build(name, options, where=where)

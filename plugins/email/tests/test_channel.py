@@ -50,9 +50,10 @@ def test_bad_options_name_the_key(plugins, options, where):
 
 
 @pytest.mark.parametrize("options, reason", [
-    ({"smtp": {"port": 0}}, r"options\.smtp: .*port must be a TCP port \(1-65535\), got 0"),
-    ({"timeout": 0}, "timeout must be greater than 0"),
-    ({"latency": -1}, "latency must not be negative"),
+    ({"smtp": {"port": 0}}, r"options\.smtp\.port: 'port' must be >= 1: 0"),
+    ({"smtp": {"port": 70000}}, r"options\.smtp\.port: 'port' must be <= 65535: 70000"),
+    ({"timeout": 0}, r"options\.timeout: 'timeout' must be > 0: 0"),
+    ({"latency": -1}, r"options\.latency: 'latency' must be >= 0: -1"),
 ])
 def test_out_of_range_numbers_are_config_errors(plugins, options, reason):
     with pytest.raises(ConfigError, match=reason):

@@ -113,9 +113,9 @@ def test_requests_a_real_api_would_reject_are_permanent_errors(tmp_path: Path) -
 
 
 def test_bad_options_name_the_field_and_what_is_allowed(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="latency must be >= 0"):
+    with pytest.raises(ConfigError, match=r"options.latency: 'latency' must be >= 0: -1"):
         build(tmp_path, latency=-1)
-    with pytest.raises(ConfigError, match=r"extra fields found.*allowed: latency, jitter, ledger, model"):
+    with pytest.raises(ConfigError, match=r"options.colour: unknown key \(allowed: latency, jitter, ledger, model\)"):
         build(tmp_path, colour="red")
 
 

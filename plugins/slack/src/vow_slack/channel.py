@@ -31,7 +31,6 @@ def build(options: SlackOptions) -> SlackChannel:
     A missing secret for an explicitly chosen real transport is a
     :class:`~vow.errors.ConfigError` here, before anything is sent.
     """
-    options.check()
     transport = resolve_transport(options)
     if transport == "bot":
         token = secret(options.bot_token_env, needed_for="slack bot transport (chat.postMessage)")
