@@ -153,11 +153,26 @@ class Plugins:
         return [self._info[n] for n in sorted(self._info)]
 
     def add(self, plugin: Any, name: str, *, distribution: str = "(local)", version: str = "") -> None:
-        """Register a plugin object or module and run its registration hooks."""
+        """Register a plugin object or module and run its registration hooks.
+
+        A plugin that implements no hook of vow's under a hook's name (a misspelled
+        ``vow_register_channel``), leaves a hook function unmarked, or whose hook takes arguments
+        the hook does not have, is a :class:`PluginLoadError` in one line: it would otherwise
+        register nothing, silently.
+        """
+        where = f"plugin {name!r} from distribution {distribution!r}"
+        unmarked = [attr for attr in HOOK_NAMES if callable(getattr(plugin, attr, None))
+                    and self.pm.parse_hookimpl_opts(plugin, attr) is None]
+        if unmarked:
+            raise PluginLoadError(f"{where}: {', '.join(unmarked)} is not marked @vow.hookimpl, so vow would "
+                                  "never call it")
         try:
             self.pm.register(plugin, name=name)
-        except ValueError as exc:
-            raise PluginLoadError(f"plugin {name!r} ({distribution}): {exc}") from None
+            self.pm.check_pending()
+        except (ValueError, pluggy.PluginValidationError) as exc:
+            if self.pm.get_plugin(name) is not None:
+                self.pm.unregister(name=name)
+            raise PluginLoadError(f"{where}: {_one_line(exc)} (vow's hooks: {', '.join(HOOK_NAMES)})") from None
         registered: dict[str, list[str]] = {}
         for kind, hook_name in hookspecs.REGISTRATION_HOOKS.items():
             caller = getattr(self.pm.hook, hook_name)
@@ -201,8 +216,16 @@ class Plugins:
     def _load_entry_points(self) -> None:
         allow = _names_from_env("VOW_PLUGINS")
         block = _names_from_env("VOW_DISABLE_PLUGINS") or set()
-        for ep in _entry_points():
-            dist = ep.dist.name if ep.dist is not None else "(unknown distribution)"
+        entry_points = list(_entry_points())
+        if allow is not None:
+            third_party = sorted({ep.name for ep in entry_points if _distribution(ep) != CORE_DISTRIBUTION})
+            missing = sorted(allow - set(third_party))
+            if missing:
+                raise ConfigError(f"VOW_PLUGINS names {', '.join(map(repr, missing))}, which "
+                                  f"{'is' if len(missing) == 1 else 'are'} not installed (installed plugins: "
+                                  f"{', '.join(third_party) or 'none'}; vow's builtins always load)")
+        for ep in entry_points:
+            dist = _distribution(ep)
             version = ep.dist.version if ep.dist is not None else ""
             if ep.name in block:
                 continue
@@ -218,6 +241,19 @@ class Plugins:
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
             self.add(module, ep.name, distribution=dist, version=version)
+
+
+HOOK_NAMES = tuple(sorted(name for name in vars(hookspecs) if name.startswith("vow_")))
+"""Every hook a plugin can implement (see :mod:`vow.hookspecs`)."""
+
+
+def _one_line(exc: BaseException) -> str:
+    """pluggy's message, which spans lines, as one line."""
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
+def _distribution(ep: importlib.metadata.EntryPoint) -> str:
+    return ep.dist.name if ep.dist is not None else "(unknown distribution)"
 
 
 def _entry_points() -> Iterable[importlib.metadata.EntryPoint]:
