@@ -9,6 +9,7 @@ from vow.config import structure
 from vow.faults import Faults
 from vow.pipeline import load
 from vow.pipeline.source import SpecError
+from vow.plugins import Plugins
 from vow.retry import from_config
 
 
@@ -22,13 +23,13 @@ from vow.retry import from_config
 ])
 def test_retry_policies_are_structured_strictly_with_a_key_path(data: dict, path: tuple, problem: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        from_config({"policy": "exponential", **data}, where="retry")
+        from_config({"policy": "exponential", **data}, plugins=Plugins(), where="retry")
     assert (caught.value.path, caught.value.problem) == (path, problem)
     assert str(caught.value) == f"retry.{path[0]}: {problem}"
 
 
 def test_a_valid_policy_is_built() -> None:
-    assert from_config({"policy": "exponential", "max_attempts": 4, "delay": 1}) == Exponential(
+    assert from_config({"policy": "exponential", "max_attempts": 4, "delay": 1}, plugins=Plugins()) == Exponential(
         delay=1.0, max_attempts=4)
 
 

@@ -7,13 +7,18 @@ policies are registered through the ``retry`` entry point, like any plugin's.
 
 from __future__ import annotations
 
+import logging
 import random
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import attrs
 
 from vow.errors import ConfigError, EncodeError, PermanentError, TransientError
-from vow.hookspecs import hookimpl
+from vow.events import Event, EventKind
+from vow.hookspecs import Register, hookimpl
+
+if TYPE_CHECKING:
+    from vow.plugins import Plugins
 
 
 @runtime_checkable
@@ -23,6 +28,8 @@ class RetryPolicy(Protocol):
     def delay_for(self, attempt: int) -> float | None:
         """Seconds to wait after failed attempt ``attempt`` (1-based), or ``None`` to give up."""
 
+
+_log = logging.getLogger("vow.retry")
 
 _SECONDS = attrs.validators.ge(0)
 _ATTEMPTS = attrs.validators.ge(1)
@@ -112,27 +119,52 @@ DEFAULT_LEAF_POLICY = Exponential()
 DEFAULT_WORKFLOW_POLICY = Never()
 
 
-def policy(name: str, **options: object) -> object:
-    """Build a registered retry policy by name: ``policy("linear", delay=1, max_attempts=3)``."""
-    from vow.plugins import default_plugins
+def policy(name: str, *, plugins: Plugins | None = None, **options: object) -> object:
+    """Build a retry policy by name: ``policy("linear", delay=1, max_attempts=3)``.
 
-    return default_plugins().retry_policies.build(name, options, where=f"retry policy {name!r}")
+    ``plugins`` is the registry to look the name up in (a client's ``vow.plugins``); by default,
+    the plugins installed in this Python environment.
+    """
+    if plugins is None:
+        from vow.plugins import default_plugins
+
+        plugins = default_plugins()
+    return plugins.retry_policies.build(name, options, where=f"retry policy {name!r}")
 
 
-def from_config(data: object, *, where: str = "retry") -> object:
-    """A policy from YAML-style data: ``{"policy": "exponential", "max_attempts": 4}`` or a name."""
-    from vow.plugins import default_plugins
-
+def from_config(data: object, *, plugins: Plugins, where: str = "retry") -> object:
+    """A policy from YAML-style data: ``{"policy": "exponential", "max_attempts": 4}`` or a name,
+    looked up in ``plugins`` (the registry of the client that runs the workflow)."""
     if isinstance(data, str):
         data = {"policy": data}
     if not isinstance(data, dict):
         raise ConfigError(f"expected a policy name or a mapping with 'policy', got {data!r}", where=where)
     options = dict(data)
     name = options.pop("policy", "exponential")
-    return default_plugins().retry_policies.build(str(name), options, where=where)
+    return plugins.retry_policies.build(str(name), options, where=where)
+
+
+class RetryLog:
+    """Observer: every scheduled retry is a WARNING on the ``vow.retry`` logger.
+
+    So a retry is never silent: with no logging set up, Python prints warnings to stderr
+    (``notify/1.push failed on attempt 1 (TransientError: ...); retrying in 0.20s``). Silence it
+    with ``logging.getLogger("vow.retry").setLevel(logging.ERROR)``; ``vow run`` does, because its
+    live view shows each retry.
+    """
+
+    def on_event(self, event: Event) -> None:
+        if event.kind is EventKind.RETRY_SCHEDULED:
+            _log.warning("%s failed on attempt %d (%s); retrying in %.2fs", event.id, event.attempt, event.error,
+                         event.delay or 0.0)
 
 
 @hookimpl
-def vow_register_retry_policies(register) -> None:
+def vow_register_retry_policies(register: Register) -> None:
     for name, cls in BUILTIN.items():
         register(name, lambda opts: opts, cls, description=(cls.__doc__ or "").strip())
+
+
+@hookimpl
+def vow_register_observers(register: Register) -> None:
+    register("retry_log", RetryLog, description="logs every scheduled retry as a warning (logger vow.retry)")

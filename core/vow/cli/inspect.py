@@ -120,8 +120,15 @@ def _label(record: PromiseRecord, *, rich: bool = False) -> Any:
     return text
 
 
+def _shown(children: dict[str, list[PromiseRecord]], record: PromiseRecord) -> list[PromiseRecord]:
+    """The children of ``record`` worth a line: not the durable clock reading a run takes to time
+    itself (``{run}.started``, a raw timestamp), whose time the run's own line already shows."""
+    return [c for c in children.get(record.id, [])
+            if not (c.kind is Kind.STEP and c.func.rsplit(".", 1)[-1] == "wall_clock")]
+
+
 def _print_plain(record: PromiseRecord, children: dict[str, list[PromiseRecord]], indent: str) -> None:
-    kids = children.get(record.id, [])
+    kids = _shown(children, record)
     for i, child in enumerate(kids):
         last = i == len(kids) - 1
         click.echo(f"{indent}{'└── ' if last else '├── '}{_label(child)}")
@@ -129,7 +136,7 @@ def _print_plain(record: PromiseRecord, children: dict[str, list[PromiseRecord]]
 
 
 def _add_rich(node: Any, record: PromiseRecord, children: dict[str, list[PromiseRecord]]) -> None:
-    for child in children.get(record.id, []):
+    for child in _shown(children, record):
         _add_rich(node.add(_label(child, rich=True)), child, children)
 
 

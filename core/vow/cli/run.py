@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import click
 
@@ -148,8 +150,9 @@ def _progress_for(record: PromiseRecord) -> Progress:
 
 def _resume_all(vow: Any, as_json: bool) -> int:
     registered = vow.registered()
-    skipped = [r for r in vow.store.claimable(limit=1000) if r.func not in registered]
-    handles = vow.resume_all()
+    claimable = vow.store.claimable(limit=1000)
+    skipped = [r for r in claimable if r.func not in registered]  # said once, below (not logged as well)
+    handles = [vow.resume(r.id) for r in claimable if r.func in registered]
     results = []
     for handle in handles:
         try:
@@ -192,6 +195,24 @@ def follow(vow: Any, run_id: str, start: Callable[[], Any], progress: Progress, 
 
     Returns the exit code: 0 when the run resolved, 1 otherwise.
     """
+    with _retries_shown_by_the_view():
+        return _follow(vow, run_id, start, progress, as_json=as_json, title=title, existing=existing)
+
+
+@contextlib.contextmanager
+def _retries_shown_by_the_view() -> Iterator[None]:
+    """The live view and the summary show every retry: no second line from the retry log."""
+    logger = logging.getLogger("vow.retry")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _follow(vow: Any, run_id: str, start: Callable[[], Any], progress: Progress, *, as_json: bool, title: str,
+            existing: PromiseRecord | None) -> int:
     tty = sys.stdout.isatty() and not as_json
     console = _console() if tty else None
     if existing is not None:

@@ -131,8 +131,9 @@ class _Planner:
             # Same pipeline, same input: same run. Starting it twice joins the first run.
             digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:12]
             return f"{slug(self.spec.name)}/{digest}"
-        if not value.strip() or any(c.isspace() for c in value) or len(value) > 200:
-            problem = f"{value!r} is not a usable run id (1-200 characters, no spaces)"
+        if not value.strip() or any(c.isspace() for c in value) or len(value) > 200 or "" in value.split("/"):
+            problem = (f"{value!r} is not a usable run id (1-200 characters, no spaces, no empty part between "
+                       "slashes: did an input come out empty?)")
             if label:
                 raise SpecError(f"{label}: {problem}")
             raise self.error(where, problem)
@@ -348,7 +349,7 @@ class _Planner:
         if data is None:
             return None
         try:
-            from_config(data, where=format_path(path))
+            from_config(data, plugins=self.plugins, where=format_path(path))
         except ConfigError as exc:
             raise self.source.relocate(exc, path) from None
         return {"policy": data} if isinstance(data, str) else dict(data)

@@ -145,25 +145,23 @@ def test_invalid_messages(plugins, message, where):
         build(plugins).validate(message)
 
 
-def test_deliver_leaf(plugins, tmp_path, monkeypatch):
-    """The core's ``deliver`` leaf builds the channel by name and returns the receipt dict."""
-    monkeypatch.setattr("vow.plugins.default_plugins", lambda: plugins)
+def test_deliver_leaf(plugins, tmp_path):
+    """The core's ``deliver`` leaf builds the channel by name (from the leaf's registry) and returns the receipt dict."""
     ledger = tmp_path / "ledger.sqlite"
     options = {"ledger": str(ledger), "latency": 0}
     message = {"to": "ada@example.com", "subject": "Order 42", "body": "Thanks."}
 
-    receipt = deliver(LeafContext(id="notify/42.email"), "email", message, options)
-    again = deliver(LeafContext(id="notify/42.email", attempt=2), "email", message, options)
+    receipt = deliver(LeafContext(id="notify/42.email", plugins=plugins), "email", message, options)
+    again = deliver(LeafContext(id="notify/42.email", attempt=2, plugins=plugins), "email", message, options)
 
     assert receipt["transport"] == "simulated" and not receipt["duplicate"]
     assert again["duplicate"] and again["message_id"] == receipt["message_id"]
     assert len(Ledger(ledger).deliveries("email")) == 1
 
 
-def test_deliver_validates_before_sending(plugins, tmp_path, monkeypatch):
-    monkeypatch.setattr("vow.plugins.default_plugins", lambda: plugins)
+def test_deliver_validates_before_sending(plugins, tmp_path):
     ledger = tmp_path / "ledger.sqlite"
     with pytest.raises(ConfigError, match="message.to"):
-        deliver(LeafContext(id="notify/42.email"), "email", {"to": "nobody", "subject": "Hi", "body": "x"},
+        deliver(LeafContext(id="notify/42.email", plugins=plugins), "email", {"to": "nobody", "subject": "Hi", "body": "x"},
                 {"ledger": str(ledger), "latency": 0})
     assert not ledger.exists()
