@@ -68,6 +68,12 @@ CASES = [
     ("bad --set", pipeline(), ["--set", "order_id"],
      "--set: expected key=value (a dotted key such as customer.email=ada@example.com), got 'order_id'"),
     ("input file missing", pipeline(), ["--input", "@event.json"], "--input @event.json: no such file"),
+    ("empty input in the run id", pipeline(), ["--set", "order_id="],
+     "order.yaml:3: id: 'order/' is not a usable run id (1-200 characters, no spaces, no empty part between "
+     "slashes: did an input come out empty?)"),
+    ("faults that fail nothing", pipeline('  - channel: slack\n    to: "#orders"\n    body: hi\n    faults: {status: 400}\n'),
+     [], "order.yaml:15: fan_out[1].faults: status given, but no attempt is chosen to fail: add fail_attempts (such "
+         "as [1]) or rate (a fraction of attempts, such as 0.3)"),
     ("same branch twice", pipeline(EMAIL), [],
      "order.yaml:12: fan_out[1]: branch id 'email' is used twice (fan_out[0] and fan_out[1]); give each branch its "
      "own id with id:"),

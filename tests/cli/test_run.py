@@ -116,3 +116,20 @@ def test_plugins_lists_each_plugin_with_its_distribution_and_what_it_registered(
     text = sandbox.run("plugins").stdout.splitlines()
     assert text[0].split() == ["PLUGIN", "DISTRIBUTION", "VERSION", "REGISTERED"]
     assert any(re.fullmatch(r"sms +vow-sms +\S+ +channel sms", line) for line in text), text
+
+
+def test_resume_all_says_once_that_a_run_of_an_unregistered_workflow_is_skipped(sandbox) -> None:
+    from vow import Vow
+
+    def elsewhere(ctx):  # registered only in this process, never in the `vow` command's
+        return 1
+        yield
+
+    with Vow(sandbox.store) as client:
+        client.register(elsewhere, name="shop.elsewhere")
+        client.submit("other/1", "shop.elsewhere")
+    done = sandbox.run("resume", "--all")
+    assert done.returncode == 0, done.stderr
+    said = (done.stdout + done.stderr).splitlines()
+    assert [line for line in said if "other/1" in line] == [
+        "  other/1  skipped: workflow 'shop.elsewhere' is not registered here (add --app MODULE)"]
