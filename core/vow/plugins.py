@@ -12,10 +12,9 @@ naming the plugin and its distribution: a broken install fails loudly, never sil
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import threading
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import attrs
 import pluggy
@@ -23,6 +22,9 @@ import pluggy
 from vow import hookspecs
 from vow.config import structure
 from vow.errors import ConfigError, PluginLoadError, UnknownPluginError
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
 
 CORE_DISTRIBUTION = "vow-durable"  # the distribution of the import package vow
 ENTRY_POINT_GROUP = "vow"
@@ -103,6 +105,11 @@ class PluginInfo:
     distribution: str
     version: str
     registered: dict[str, list[str]]
+
+
+def disabled_plugins() -> set[str]:
+    """The plugins ``VOW_DISABLE_PLUGINS`` names."""
+    return _names_from_env("VOW_DISABLE_PLUGINS") or set()
 
 
 def _names_from_env(var: str) -> set[str] | None:
@@ -252,11 +259,13 @@ def _one_line(exc: BaseException) -> str:
     return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
 
 
-def _distribution(ep: importlib.metadata.EntryPoint) -> str:
+def _distribution(ep: EntryPoint) -> str:
     return ep.dist.name if ep.dist is not None else "(unknown distribution)"
 
 
-def _entry_points() -> Iterable[importlib.metadata.EntryPoint]:
+def _entry_points() -> Iterable[EntryPoint]:
+    import importlib.metadata  # here: a registry of vow's builtins alone (vow ls) never reads entry points
+
     seen: set[tuple[str, str]] = set()
     for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         key = (ep.name, ep.value)

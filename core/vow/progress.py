@@ -18,7 +18,6 @@ from typing import Any, Iterable, Sequence, TextIO
 
 import attrs
 
-from vow import encoding
 from vow.events import Event, EventKind
 from vow.records import PromiseRecord, State
 
@@ -171,6 +170,8 @@ class Progress:
 def describe_outcome(record: PromiseRecord) -> str:
     """One line about a settled record: a receipt, an image, a value, or the error."""
     if record.state is State.RESOLVED:
+        from vow import encoding  # here: `vow ls` and `vow --help` need not load it
+
         value = encoding.decode(record.value)
         if isinstance(value, dict) and "transport" in value and "message_id" in value:
             return f"{value['transport']} {value['message_id']}" + (" (duplicate)" if value.get("duplicate") else "")
@@ -180,6 +181,8 @@ def describe_outcome(record: PromiseRecord) -> str:
         text = json.dumps(value, default=str)
         return text if len(text) <= 70 else text[:67] + "..."
     if record.state is State.REJECTED:
+        from vow import encoding
+
         error = encoding.decode_error(record.value)
         return f"{type(error).__name__}: {error}"
     return WORDS.get(record.state.value, record.state.value)

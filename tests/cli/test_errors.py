@@ -121,3 +121,20 @@ def test_validate_checks_without_running_or_storing(sandbox) -> None:
         "    it first waits for order/9.approval (vow resolve order/9.approval VALUE)",
     ]
     assert not sandbox.store_file.exists()
+
+
+@pytest.mark.parametrize("args", [["ls"], ["show", "notify/1"], ["run", "order.yaml"], ["resume", "--all"],
+                                  ["resolve", "x.approval", "yes"]])
+def test_a_damaged_store_file_is_one_line_and_exit_2_for_every_command(sandbox, args: list[str]) -> None:
+    sandbox.write("order.yaml", pipeline())
+    sandbox.store_file.write_bytes(b"this is not a database" * 100)
+    done = sandbox.run(*args)
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr == f"error: SQLite store {sandbox.store_file}: not a SQLite database (wrong path, or a damaged file)\n"
+
+
+def test_a_store_location_that_cannot_be_made_is_one_line_and_exit_2(sandbox) -> None:
+    (sandbox.cwd / "blocker").write_text("a file where a directory should be")
+    done = sandbox.run("ls", "--store", "sqlite:blocker/vow.sqlite")
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert done.stderr == f"error: store 'sqlite:blocker/vow.sqlite': cannot be opened: Not a directory ({sandbox.cwd / 'blocker' / 'vow.sqlite'})\n"

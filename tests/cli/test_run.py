@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 ORDER = str(Path(__file__).resolve().parents[2] / "examples" / "order-confirmed.yaml")
 CHANNELS = ("email", "sms", "slack", "push")
@@ -133,3 +137,27 @@ def test_resume_all_says_once_that_a_run_of_an_unregistered_workflow_is_skipped(
     said = (done.stdout + done.stderr).splitlines()
     assert [line for line in said if "other/1" in line] == [
         "  other/1  skipped: workflow 'shop.elsewhere' is not registered here (add --app MODULE)"]
+
+
+# What `vow --help`, `vow ls` and `vow show` may not import: plugins (httpx, Pillow, ...), the
+# engine and its event loop. Checked by module, not by the clock, so a loaded machine cannot make
+# it fail; the README gives the times these keep under a quarter of a second.
+HEAVY = ("vow_email", "vow_sms", "vow_slack", "vow_push", "vow_image_sim", "httpx", "PIL", "rich.console",
+         "vow.client", "vow.engine", "asyncio", "jinja2", "yaml")
+
+PROBE = """
+import atexit, json, sys
+from vow.cli import main
+atexit.register(lambda: print(json.dumps(sorted(sys.modules)), file=sys.stderr))
+main({args!r})
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["ls"], ["show", "notify/A-1001"], ["ls", "--json"]])
+def test_fast_commands_load_no_plugin_and_no_engine(sandbox, args: list[str]) -> None:
+    assert sandbox.run("run", ORDER).returncode == 0
+    done = subprocess.run([sys.executable, "-c", PROBE.format(args=args)], cwd=sandbox.cwd, env=sandbox.env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(done.stderr.splitlines()[-1]))
+    assert not [m for m in HEAVY if m in loaded]

@@ -6,14 +6,15 @@ import contextlib
 import logging
 import sys
 import time
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import click
 
-from vow import encoding
 from vow.cli.common import FAILED, OK, UserError, json_option, load_apps, pipeline_name, print_json, store_option
-from vow.progress import PlainView, Progress, RichView, Row, format_line, seconds
 from vow.records import PromiseRecord, State
+
+if TYPE_CHECKING:  # imported where used, so `vow --help` does not pay for them
+    from vow.progress import Progress, Row
 
 REMOTE_POLL = 0.5  # seconds between store reads while following a run
 
@@ -35,6 +36,7 @@ def _plan(file: str, inputs: tuple[str, ...], sets: tuple[str, ...], run_id: str
 
 
 def _progress(plan: Any) -> Progress:
+    from vow.progress import Progress
     rows = [(f"{plan.run_id}.{b['id']}", b["id"], b.get("channel") or b.get("provider", "")) for b in plan.branches]
     return Progress(plan.run_id, rows, gate=plan.gate_id)
 
@@ -137,6 +139,8 @@ def _root_record(vow: Any, run_id: str) -> PromiseRecord:
 
 
 def _progress_for(record: PromiseRecord) -> Progress:
+    from vow import encoding
+    from vow.progress import Progress
     from vow.pipeline.workflow import NAME
 
     if record.func == NAME:
@@ -176,6 +180,7 @@ def _resume_all(vow: Any, as_json: bool) -> int:
 
 def _check_same_run(existing: PromiseRecord | None, plan: Any) -> None:
     """An existing id must hold this very run; say so plainly instead of a long engine error."""
+    from vow import encoding
     from vow.pipeline.workflow import NAME
 
     if existing is None:
@@ -213,6 +218,7 @@ def _retries_shown_by_the_view() -> Iterator[None]:
 
 def _follow(vow: Any, run_id: str, start: Callable[[], Any], progress: Progress, *, as_json: bool, title: str,
             existing: PromiseRecord | None) -> int:
+    from vow.progress import PlainView, RichView
     tty = sys.stdout.isatty() and not as_json
     console = _console() if tty else None
     if existing is not None:
@@ -304,6 +310,7 @@ def _header(console: Any, title: str, run_id: str, store: str, rows: list[Row], 
 
 def _summary(console: Any, run_id: str, root: PromiseRecord | None, rows: list[Row], value: Any,
              error: BaseException | None, existing: PromiseRecord | None) -> None:
+    from vow.progress import format_line, seconds
     if existing is not None and existing.settled:  # nothing changed: print the stored rows now
         width = max(len(r.name) for r in rows) if rows else 0
         for row in rows:

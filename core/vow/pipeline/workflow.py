@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from vow.errors import VowError
 from vow.leaf import LeafContext
 from vow.records import State
-from vow.retry import from_config
 
 if TYPE_CHECKING:
     from vow.plugins import Plugins
@@ -101,6 +100,8 @@ def _start(ctx: Any, branch: dict[str, Any], output: str | None) -> Any:
     else:
         call = ctx.begin_run(deliver, branch["channel"], branch["message"], branch["options"] or None,
                              branch["faults"])
+    from vow.retry import from_config
+
     retry = from_config(branch["retry"], plugins=_plugins(ctx)) if branch.get("retry") else None
     return call.options(id=f"{ctx.id}.{branch['id']}", retry=retry, timeout=branch.get("timeout"))
 
