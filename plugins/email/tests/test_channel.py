@@ -88,7 +88,9 @@ def test_auto_names_why_it_needs_from_addr(plugins, monkeypatch):
         build(plugins)
 
 
-@pytest.mark.parametrize("from_addr", ["orders", "orders@", "a@b.example, c@d.example", "x@bad_domain.example"])
+@pytest.mark.parametrize("from_addr", ["orders", "orders@", "a@b.example, c@d.example", "x@bad_domain.example",
+                                       "x@\N{SNOWMAN}.example",  # IDNA 2003 allowed symbols; IDNA 2008 does not
+                                       "x@-shop.example", "x@shop..example", "x@" + "a" * 64 + ".example"])
 def test_bad_from_addr(plugins, from_addr):
     with pytest.raises(ConfigError, match="options.from_addr"):
         build(plugins, {"from_addr": from_addr})
@@ -165,3 +167,9 @@ def test_deliver_validates_before_sending(plugins, tmp_path):
         deliver(LeafContext(id="notify/42.email", plugins=plugins), "email", {"to": "nobody", "subject": "Hi", "body": "x"},
                 {"ledger": str(ledger), "latency": 0})
     assert not ledger.exists()
+
+
+@pytest.mark.parametrize("from_addr", ["Shop <orders@B\N{LATIN SMALL LETTER U WITH DIAERESIS}cher.example>",
+                                       "orders@fa\N{LATIN SMALL LETTER SHARP S}.example", "orders@SHOP.Example"])
+def test_internationalised_and_mixed_case_domains_are_accepted(plugins, from_addr):
+    build(plugins, {"from_addr": from_addr})
