@@ -173,3 +173,7 @@ def test_deliver_validates_before_sending(plugins, tmp_path):
                                        "orders@fa\N{LATIN SMALL LETTER SHARP S}.example", "orders@SHOP.Example"])
 def test_internationalised_and_mixed_case_domains_are_accepted(plugins, from_addr):
     build(plugins, {"from_addr": from_addr})
+
+
+def test_domains_are_checked_by_the_idna_package() -> None:
+    assert any(r.startswith("idna") for r in importlib.metadata.requires("vow-email") or [])
