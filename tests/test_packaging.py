@@ -76,3 +76,24 @@ def test_the_requirements_files_install_every_plugin_from_this_checkout(name: st
     for directory in PLUGIN_DIRS:
         # Without an extra: pip before 23.3 fails to join "./plugins/x[test]" with the all extra's pin.
         assert f"./plugins/{directory.name}" in editable, f"{name}: add -e ./plugins/{directory.name}"
+
+
+def test_the_core_alone_imports_no_provider_http_client_or_simulation() -> None:
+    """The core is minimal: a client with vow's builtins only (VOW_PLUGINS empty) runs a workflow
+    without httpx, Pillow, the image code or the simulation helpers that plugins and tests use."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom vow import Vow\n"
+            "def leaf(ctx):\n    return 1\n"
+            "def wf(ctx):\n    return (yield ctx.run(leaf))\n"
+            "with Vow(store='memory:') as vow:\n    assert vow.run('w/1', wf) == 1\n"
+            "print(' '.join(m for m in ('httpx', 'PIL', 'vow.images', 'vow.simulation', 'vow_image_openai') "
+            "if m in sys.modules))")
+    env = {**os.environ, "VOW_PLUGINS": ""}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""
+    core = project(ROOT)
+    assert not [r for r in core["dependencies"] if Requirement(r).name in ("httpx", "Pillow")]

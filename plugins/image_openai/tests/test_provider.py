@@ -1,4 +1,4 @@
-"""The openai image provider against a respx-mocked OpenAI-compatible server."""
+"""The openai image provider (vow-image-openai) against a respx-mocked OpenAI-compatible server."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import respx
 from vow.errors import ConfigError, PermanentError, TransientError
 from vow.faults import with_faults
 from vow.images import ImageRequest
-from vow.images.openai_compat import OpenAIImageOptions, OpenAIImageProvider
+from vow_image_openai import plugin
+from vow_image_openai.provider import OpenAIImageOptions, OpenAIImageProvider
 from vow.leaf import LeafContext
 from vow.plugins import Plugins
 
@@ -174,9 +175,7 @@ def test_a_missing_key_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> No
 def test_bad_options_are_config_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk")
     plugins = Plugins(entry_points=False)
-    from vow.images import openai_compat
-
-    plugins.add(openai_compat, "openai")
+    plugins.add(plugin, "openai")
     for options, message in [({"size": "big"}, r"options\.size: 'size' must match regex"),
                              ({"base_url": "api.openai.com"}, r"options\.base_url: 'base_url' must match regex"),
                              ({"prompt_template": "{style}"}, "prompt_template must contain \\{prompt\\}"),
@@ -197,6 +196,6 @@ def test_an_injected_status_maps_like_a_real_one(provider: OpenAIImageProvider) 
     assert faulty.generate(REQUEST, LeafContext("x", attempt=2)).png == tiny_png()
 
 
-def test_registered_as_a_builtin_of_the_core() -> None:
+def test_registered_by_its_own_distribution_through_the_entry_point() -> None:
     registration = Plugins().image_providers.get("openai")
-    assert (registration.distribution, registration.options_class) == ("vow-durable", OpenAIImageOptions)
+    assert (registration.distribution, registration.options_class) == ("vow-image-openai", OpenAIImageOptions)

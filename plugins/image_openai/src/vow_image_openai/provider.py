@@ -28,7 +28,6 @@ import httpx
 
 from vow.config import secret
 from vow.errors import PermanentError
-from vow.hookspecs import Register, hookimpl
 from vow.http import error_for_exception, error_for_status, is_transient_status
 from vow.images import GeneratedImage, ImageRequest
 from vow.leaf import LeafContext
@@ -139,10 +138,3 @@ def _provider_error(detail: str) -> tuple[str, str | None]:
         return str(message), (str(code) if code else None)
     except (ValueError, KeyError, TypeError, AttributeError):
         return detail[:500], None
-
-
-@hookimpl
-def vow_register_image_providers(register: Register) -> None:
-    """Register ``openai``."""
-    register(PROVIDER, OpenAIImageProvider, OpenAIImageOptions,
-             "Any OpenAI-compatible /v1/images/generations endpoint (OpenAI, LocalAI, gateways)")
