@@ -97,3 +97,15 @@ def test_the_core_alone_imports_no_provider_http_client_or_simulation() -> None:
     assert done.stdout.strip() == ""
     core = project(ROOT)
     assert not [r for r in core["dependencies"] if Requirement(r).name in ("httpx", "Pillow")]
+
+
+@pytest.mark.parametrize("directory", [ROOT, *PLUGIN_DIRS], ids=lambda p: p.name)
+def test_every_distribution_ships_py_typed(directory: Path) -> None:
+    """PEP 561: without py.typed a user's type checker sees the package as Any."""
+    with open(directory / "pyproject.toml", "rb") as f:
+        config = tomllib.load(f)
+    package_data = config["tool"]["setuptools"]["package-data"]
+    [(package, files)] = package_data.items()
+    assert files == ["py.typed"]
+    source = ROOT / "core" if directory == ROOT else directory / "src"
+    assert (source / package / "py.typed").is_file()

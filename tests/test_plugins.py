@@ -37,7 +37,8 @@ def run_python(code: str, site: Path, **env: str) -> subprocess.CompletedProcess
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environ, timeout=60)
 
 
-LIST_PLUGINS = "from vow.plugins import Plugins; import json; print(json.dumps({p.name: p.registered for p in Plugins().info()}))"
+LIST_PLUGINS = ("from vow.plugins import Plugins; import json; "
+                "print(json.dumps({p.name: p.registered for p in Plugins().info()}))")
 
 GOOD_PLUGIN = """
     import attrs
@@ -100,7 +101,7 @@ def test_a_plugin_with_a_bad_hook_fails_loudly_in_one_line(tmp_path: Path, sourc
     fake_distribution(tmp_path, "vow-typo", "typo", "from vow import hookimpl\n\n" + source)
     result = run_python(LIST_PLUGINS, tmp_path)
     assert result.returncode != 0
-    assert f"PluginLoadError: plugin 'typo' from distribution 'vow-typo': " in result.stderr
+    assert "PluginLoadError: plugin 'typo' from distribution 'vow-typo': " in result.stderr
     assert problem in result.stderr
     cli = run_python("from vow.cli import main; main(['plugins'])", tmp_path)
     assert cli.returncode == 2, cli.stderr

@@ -46,7 +46,13 @@ _EXPORTS = {
     "Constant": "vow.retry", "Exponential": "vow.retry", "Linear": "vow.retry", "Never": "vow.retry",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "AlreadySettledError", "ArgumentMismatchError", "Call", "CanceledError", "ConfigError", "Constant",
+    "Context", "EncodeError", "Exponential", "Handle", "Kind", "LeafContext", "Linear", "Never",
+    "NonDeterminismError", "Options", "Outcome", "PermanentError", "PromiseNotFoundError", "PromiseRecord",
+    "PromiseTimeoutError", "RunHandle", "State", "TransientError", "Vow", "VowError", "hookimpl",
+]
+assert sorted(__all__) == sorted(_EXPORTS)  # a literal list, so type checkers see what is public
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports on first use
     from vow.client import RunHandle, Vow

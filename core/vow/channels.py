@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Mapping, Protocol, runtime_checkable
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
 
@@ -65,7 +66,7 @@ def build_channel(name: str, options: Mapping[str, Any] | Any | None = None,
                   faults: Mapping[str, Any] | Any | None = None, *, plugins: Plugins,
                   where: str = "") -> Channel:
     """Build channel ``name`` from ``plugins``' registry and its options class, wrapped in ``faults`` if given."""
-    channel = plugins.channels.build(name, options, where=where or f"channel {name!r} options")
+    channel: Channel = plugins.channels.build(name, options, where=where or f"channel {name!r} options")
     return with_faults(channel, faults)
 
 

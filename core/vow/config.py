@@ -14,7 +14,8 @@ import os
 import re
 import types
 import typing
-from typing import Any, Callable, Literal, Mapping, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, TypeVar
 
 import attrs
 import cattrs
@@ -74,12 +75,18 @@ converter.register_structure_hook(
 converter.register_structure_hook(
     float, _strict(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number", float))
 converter.register_structure_hook(bool, _strict(lambda v: isinstance(v, bool), "true or false"))
-converter.register_structure_hook_func(lambda t: typing.get_origin(t) is Literal, _literal)
+def _origin_is(t: Any, origin: object) -> bool:
+    found: object = typing.get_origin(t)
+    return found is origin
+
+
+converter.register_structure_hook_func(lambda t: _origin_is(t, Literal), _literal)
 
 
 def _from_mapping(cls: type) -> Callable[[Any, Any], Any]:
     """attrs classes come from mappings: say so, with the keys allowed, when they get anything else."""
-    build = cattrs.gen.make_dict_structure_fn(cls, converter, _cattrs_forbid_extra_keys=True)
+    build: Callable[[Any, Any], Any] = cattrs.gen.make_dict_structure_fn(cls, converter,
+                                                                          _cattrs_forbid_extra_keys=True)
 
     def hook(value: Any, type_: Any) -> Any:
         if not isinstance(value, Mapping):
@@ -102,7 +109,7 @@ def _from_list(type_: Any) -> Callable[[Any, Any], Any]:
     return hook
 
 
-converter.register_structure_hook_factory(lambda t: typing.get_origin(t) is list, _from_list)
+converter.register_structure_hook_factory(lambda t: _origin_is(t, list), _from_list)
 
 
 def structure(cls: type[T], data: Mapping[str, Any] | T | None, *, where: str = "options") -> T:
@@ -155,26 +162,26 @@ def from_text(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
 
 def issues(exc: BaseException, cls: Any, data: Any, path: KeyPath = ()) -> list[Issue]:
     """Every problem inside ``exc`` (raised structuring ``data`` as ``cls``), with its key path."""
+    found: list[Issue] = []
     if isinstance(exc, ClassValidationError):
-        found: list[Issue] = []
-        with_notes, without = exc.group_exceptions()
+        by_field, on_class = exc.group_exceptions()
         fields = attrs.fields_dict(attrs.resolve_types(cls)) if attrs.has(cls) else {}
-        for sub, note in with_notes:
-            field = fields.get(note.name)
+        for sub, field_note in by_field:
+            field = fields.get(field_note.name)
             inner = field.type if field is not None else Any
-            key = field.alias if field is not None else note.name
+            key = str(field.alias if field is not None else field_note.name)
             found += issues(sub, inner, _at(data, key), path + (key,))
-        for sub in without:
+        for sub in on_class:
             found += _class_issues(sub, cls, data, path)
         return found
     if isinstance(exc, IterableValidationError):
-        found = []
-        with_notes, without = exc.group_exceptions()
+        by_item, on_whole = exc.group_exceptions()
         args = typing.get_args(cls)
         item_type = args[-1] if args else Any
-        for sub, note in with_notes:
-            found += issues(sub, item_type, _at(data, note.index), path + (note.index,))
-        return found + [(path, _problem(sub)) for sub in without]
+        for sub, item_note in by_item:
+            index: str | int = getattr(item_note, "index")  # noqa: B009 - the note is a str, whose .index is a method
+            found += issues(sub, item_type, _at(data, index), path + (index,))
+        return found + [(path, _problem(sub)) for sub in on_whole]
     if isinstance(exc, KeyError):
         return [(path, "required key is missing")]
     return [(path, _problem(exc))]
@@ -202,7 +209,7 @@ def _refusing_field(cls: Any, data: Any, exc: BaseException) -> str | None:
             field.validator(None, field, value)
         except Exception as again:  # noqa: BLE001 - any refusal of this value names the field
             if type(again) is type(exc) and str(again) == str(exc):
-                return field.alias
+                return str(field.alias)
     return None
 
 

@@ -591,7 +591,7 @@ class Engine:
         handle.running = True
         call = handle.call
         ctx = LeafContext(handle.id, handle.attempt, handle.key, root.id, handle.parent_run.id, handle.func,
-                          handle.deadline, handle.tags, plugins=getattr(self._name_of, "__self__").plugins)
+                          handle.deadline, handle.tags, plugins=self._name_of.__self__.plugins)
         if self._observers:
             self._emit(EventKind.STARTED, handle.id, root.id, ctx.parent_id, handle.func, Kind.STEP, handle.attempt,
                        key=handle.key)

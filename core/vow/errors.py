@@ -13,7 +13,7 @@ non-retryable.
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 
 class VowError(Exception):
@@ -37,7 +37,7 @@ class PermanentError(VowError):
         self.code = code
 
 
-KeyPath = tuple[Union[str, int], ...]
+KeyPath = tuple[str | int, ...]
 """A key path into configuration data: mapping keys and list indices, ``("fan_out", 2, "channel")``."""
 
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 import hashlib
 import importlib
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar, cast
 
 import attrs
 
@@ -26,6 +27,8 @@ from vow.http import error_for_status
 from vow.leaf import LeafContext
 
 ERROR_KINDS = ("transient", "permanent", "timeout")
+
+T = TypeVar("T")
 
 
 @attrs.frozen
@@ -39,9 +42,9 @@ class Faults:
     """
 
     fail_attempts: list[int] | None = attrs.field(default=None, validator=attrs.validators.optional(
-        attrs.validators.deep_iterable(attrs.validators.ge(1))))  # attempts count from 1
+        attrs.validators.deep_iterable(attrs.validators.ge(1), attrs.validators.instance_of(list))))  # from 1
     rate: float | None = attrs.field(default=None, validator=attrs.validators.optional(
-        [attrs.validators.ge(0), attrs.validators.le(1)]))
+        [attrs.validators.ge(0.0), attrs.validators.le(1.0)]))
     seed: int = 0
     error: str = attrs.field(default="transient", validator=lambda _i, _a, value: _check_error(value))
     message: str = "injected failure"
@@ -141,7 +144,7 @@ class Faulty:
         return call
 
 
-def with_faults(target: Any, faults: Faults | dict[str, Any] | None) -> Any:
+def with_faults(target: T, faults: Faults | Mapping[str, Any] | None) -> T:
     """``target`` wrapped so ``faults`` are injected; ``target`` itself when there are none."""
     if not faults:
         return target
@@ -149,4 +152,4 @@ def with_faults(target: Any, faults: Faults | dict[str, Any] | None) -> Any:
         from vow.config import structure
 
         faults = structure(Faults, faults, where="faults")
-    return Faulty(target, faults)
+    return cast(T, Faulty(target, faults))  # it stands in for the target: same calls, faults first

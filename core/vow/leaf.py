@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -46,7 +47,7 @@ class LeafContext:
         return self.plugins
 
     @property
-    def logger(self) -> logging.LoggerAdapter:
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
         """A logger that prefixes each line with the promise id and attempt."""
         return logging.LoggerAdapter(_log, {"promise_id": self.id, "attempt": self.attempt})
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pluggy
@@ -68,7 +69,7 @@ class Registry:
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Registration]:
         return iter(self._entries[n] for n in self.names())
 
     def get(self, name: str, *, where: str = "") -> Registration:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any, Iterable, Sequence, TextIO
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any, TextIO
 
 import attrs
 
@@ -88,7 +90,8 @@ class Progress:
             else:
                 row = self._rows.get(event.id)
                 if row is None and not self.fixed and event.parent == self.root and event.promise_kind == "step":
-                    row = self._rows[event.id] = Row(event.id, event.id.rsplit(".", 1)[-1], event.func.rsplit(".", 1)[-1])
+                    row = self._rows[event.id] = Row(event.id, event.id.rsplit(".", 1)[-1], event.func.rsplit(".",
+                                                                                                              1)[-1])
                 if row is not None:
                     self._apply(row, event)
         self.changed.set()
@@ -160,7 +163,8 @@ class Progress:
         unless ``final``.
         """
         with self._lock:
-            ready, kept = [], []
+            ready: list[tuple[str, Row]] = []
+            kept: list[tuple[str, Row]] = []
             for what, row in self._changes:
                 (kept if what == "settled" and not row.detail and not final else ready).append((what, row))
             self._changes = kept
@@ -185,7 +189,7 @@ def describe_outcome(record: PromiseRecord) -> str:
 
         error = encoding.decode_error(record.value)
         return f"{type(error).__name__}: {error}"
-    return WORDS.get(record.state.value, record.state.value)
+    return str(WORDS.get(record.state.value, record.state.value))
 
 
 def seconds(value: float | None) -> str:
@@ -207,7 +211,7 @@ class PlainView:
         self.out = out
         self.width = max([len(r.name) for r in progress.rows()] or [6])
 
-    def __enter__(self) -> "PlainView":
+    def __enter__(self) -> PlainView:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -249,13 +253,14 @@ class RichView:
         self.console = console
         self.live = Live(self.table(), console=console, refresh_per_second=12, transient=False)
 
-    def __enter__(self) -> "RichView":
+    def __enter__(self) -> RichView:
         self.live.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
         self.update(final=True)
-        self.live.__exit__(*exc)
+        self.live.__exit__(kind, error, trace)
 
     def update(self, *, final: bool = False) -> None:
         """Redraw with the current rows."""
@@ -286,6 +291,8 @@ class RichView:
                 wait = max(0.0, (row.retry_at or now) - now)
                 detail = Text(f"{row.error} (next attempt in {seconds(wait)})", style="yellow")
             else:
-                detail = Text(row.detail or row.error or "", style="red" if row.state in ("rejected", "timedout") else "dim")
-            table.add_row(Text(row.name, style="bold"), state, str(row.attempt or ""), seconds(row.elapsed(now)), detail)
+                detail = Text(row.detail or row.error or "", style="red" if row.state in ("rejected",
+                                                                                          "timedout") else "dim")
+            table.add_row(Text(row.name, style="bold"), state, str(row.attempt or ""), seconds(row.elapsed(now)),
+                          detail)
         return table

@@ -31,9 +31,9 @@ class RetryPolicy(Protocol):
 
 _log = logging.getLogger("vow.retry")
 
-_SECONDS = attrs.validators.ge(0)
+_SECONDS = attrs.validators.ge(0.0)
 _ATTEMPTS = attrs.validators.ge(1)
-_FRACTION = [attrs.validators.ge(0), attrs.validators.le(1)]
+_FRACTION = [attrs.validators.ge(0.0), attrs.validators.le(1.0)]
 
 
 def _jittered(delay: float, jitter: float) -> float:
@@ -93,7 +93,7 @@ class Never:
         return None
 
 
-def next_delay(policy: object, attempt: int, error: BaseException,
+def next_delay(policy: RetryPolicy, attempt: int, error: BaseException,
                non_retryable: tuple[type[BaseException], ...] = ()) -> float | None:
     """Seconds before attempt ``attempt + 1`` after ``error``, or ``None`` when the call fails for good.
 
@@ -106,7 +106,7 @@ def next_delay(policy: object, attempt: int, error: BaseException,
         return None
     if isinstance(error, (KeyboardInterrupt, SystemExit, GeneratorExit)):
         return None
-    delay = policy.delay_for(attempt)  # type: ignore[attr-defined]
+    delay = policy.delay_for(attempt)
     if delay is None:
         return None
     retry_after = getattr(error, "retry_after", None) if isinstance(error, TransientError) else None

@@ -29,7 +29,8 @@ def pipeline(*branches: str, top: str = "") -> str:
     return HEADER + top + "fan_out:\n" + EMAIL + "".join(branches)
 
 
-SMS_TWILIO = '  - channel: sms\n    to: "+14155550100"\n    body: hi\n    options: {transport: twilio, from_number: "+14155550199"}\n'
+SMS_TWILIO = ('  - channel: sms\n    to: "+14155550100"\n    body: hi\n'
+              '    options: {transport: twilio, from_number: "+14155550199"}\n')
 EMAIL_FIELDS = ("channel, to, subject, body, data, options, id, for_each, retry, timeout, faults")
 
 CASES = [
@@ -40,11 +41,13 @@ CASES = [
      "order.yaml:15: fan_out[1].to: duplicate key (first given on line 13)"),
     ("unknown key", pipeline("  - channel: slack\n    to: '#orders'\n    body: hi\n    subjct: Order\n"), [],
      f"order.yaml:15: fan_out[1].subjct: unknown key (allowed: {EMAIL_FIELDS})"),
-    ("unknown plugin", pipeline("  - channel: slack\n    to: '#orders'\n    body: hi\n", "  - channel: emial\n    to: x\n"),
+    ("unknown plugin", pipeline("  - channel: slack\n    to: '#orders'\n    body: hi\n",
+                                "  - channel: emial\n    to: x\n"),
      [], "order.yaml:15: fan_out[2].channel: 'emial' is not installed (installed: {channels})"),
     ("unknown option", pipeline("  - channel: push\n    to: '{{ input.email }}'\n    body: hi\n    options:\n"
                                 "      transport: pigeon\n"), [],
-     "order.yaml:16: fan_out[1].options.transport: expected one of 'auto', 'fcm', 'apns', 'simulated', got text 'pigeon'"),
+     "order.yaml:16: fan_out[1].options.transport: expected one of 'auto', 'fcm', 'apns', 'simulated', "
+     "got text 'pigeon'"),
     ("unknown store", pipeline(top="store: postgres://db/vow\n"), [],
      "order.yaml:7: store: 'postgres://db/vow' names store 'postgres', which is not installed (installed: {stores})"),
     ("wrong type", pipeline(top="defaults:\n  timeout: soon\n"), [],
@@ -58,7 +61,8 @@ CASES = [
      "order.yaml:14: fan_out[1].body: template error: unexpected '}'"),
     ("undefined in a template", pipeline('  - channel: sms\n    to: "{{ input.phone }}"\n    body: hi\n'), [],
      "order.yaml:13: fan_out[1].to: input.phone is not defined (input has: email, order_id)"),
-    ("bad recipient", pipeline('  - channel: sms\n    to: "{{ input.phone }}"\n    body: hi\n'), ["--set", "phone=555-1234"],
+    ("bad recipient", pipeline('  - channel: sms\n    to: "{{ input.phone }}"\n    body: hi\n'), ["--set",
+                                                                                                  "phone=555-1234"],
      "order.yaml:13: fan_out[1].to: sms message.to: '555-1234' is not a phone number in E.164: '+' then 8-15 "
      "digits with the country code first, no spaces or dashes, e.g. +14155550123"),
     ("bad input JSON", pipeline(), ["--input", '{"order_id": 1'],
@@ -71,7 +75,8 @@ CASES = [
     ("empty input in the run id", pipeline(), ["--set", "order_id="],
      "order.yaml:3: id: 'order/' is not a usable run id (1-200 characters, no spaces, no empty part between "
      "slashes: did an input come out empty?)"),
-    ("faults that fail nothing", pipeline('  - channel: slack\n    to: "#orders"\n    body: hi\n    faults: {status: 400}\n'),
+    ("faults that fail nothing",
+     pipeline('  - channel: slack\n    to: "#orders"\n    body: hi\n    faults: {status: 400}\n'),
      [], "order.yaml:15: fan_out[1].faults: status given, but no attempt is chosen to fail: add fail_attempts (such "
          "as [1]) or rate (a fraction of attempts, such as 0.3)"),
     ("same branch twice", pipeline(EMAIL), [],
@@ -107,7 +112,8 @@ def test_a_missing_file_and_the_issue_example_in_a_real_process(sandbox) -> None
     result = sandbox.run("run", "order.yaml")
     channels = ", ".join(default_plugins().channels.names())
     assert (result.returncode, result.stdout) == (2, "")
-    assert result.stderr == f"error: order.yaml:15: fan_out[2].channel: 'emial' is not installed (installed: {channels})\n"
+    assert result.stderr == (f"error: order.yaml:15: fan_out[2].channel: 'emial' is not installed "
+                             f"(installed: {channels})\n")
     assert sandbox.run("validate", "order.yaml").stderr == result.stderr
     assert not sandbox.store_file.exists()
 
@@ -130,11 +136,13 @@ def test_a_damaged_store_file_is_one_line_and_exit_2_for_every_command(sandbox, 
     sandbox.store_file.write_bytes(b"this is not a database" * 100)
     done = sandbox.run(*args)
     assert (done.returncode, done.stdout) == (2, ""), done.stderr
-    assert done.stderr == f"error: SQLite store {sandbox.store_file}: not a SQLite database (wrong path, or a damaged file)\n"
+    assert done.stderr == (f"error: SQLite store {sandbox.store_file}: not a SQLite database (wrong path, or a "
+                           "damaged file)\n")
 
 
 def test_a_store_location_that_cannot_be_made_is_one_line_and_exit_2(sandbox) -> None:
     (sandbox.cwd / "blocker").write_text("a file where a directory should be")
     done = sandbox.run("ls", "--store", "sqlite:blocker/vow.sqlite")
     assert done.returncode == 2 and done.stdout == "", done.stderr
-    assert done.stderr == f"error: store 'sqlite:blocker/vow.sqlite': cannot be opened: Not a directory ({sandbox.cwd / 'blocker' / 'vow.sqlite'})\n"
+    where = sandbox.cwd / "blocker" / "vow.sqlite"
+    assert done.stderr == f"error: store 'sqlite:blocker/vow.sqlite': cannot be opened: Not a directory ({where})\n"

@@ -25,8 +25,8 @@ def test_order_example_retries_push_alone_and_the_same_id_runs_once(sandbox) -> 
     settled = {line.split()[0]: line for line in lines[2:6]}
     assert set(settled) == set(CHANNELS)
     assert re.fullmatch(r"  email  ok        attempt 1   0\.\d\ds  simulated [0-9a-f-]{36}", settled["email"])
-    assert re.fullmatch(r"  push   ok        attempt 2   0\.\d\ds  simulated projects/vow-simulated/messages/0:[0-9a-f]{16}",
-                        settled["push"])
+    assert re.fullmatch(r"  push   ok        attempt 2   0\.\d\ds  "
+                        r"simulated projects/vow-simulated/messages/0:[0-9a-f]{16}", settled["push"])
     assert re.fullmatch(r"done: notify/A-1001 succeeded in \d\.\d\ds; 4 of 4 branches ok \(push after 2 attempts\)",
                         lines[6])
     assert re.fullmatch(r"  in parallel: \d\.\d\ds of branch time in \d\.\d\ds", lines[7])
@@ -60,7 +60,8 @@ def test_order_example_retries_push_alone_and_the_same_id_runs_once(sandbox) -> 
     assert any(line.startswith("└── notify/A-1001.push  ok  deliver  attempt 2") for line in lines)  # the last child
 
     as_json = json.loads(sandbox.run("show", "notify/A-1001", "--json").stdout)
-    assert [c["id"] for c in as_json["children"]] == ["notify/A-1001.started"] + [f"notify/A-1001.{c}" for c in CHANNELS]
+    children = [c["id"] for c in as_json["children"]]
+    assert children == ["notify/A-1001.started"] + [f"notify/A-1001.{c}" for c in CHANNELS]
     assert as_json["children"][4]["value"]["attempt"] == 2
 
     listing = sandbox.run("ls").stdout.splitlines()
@@ -116,7 +117,8 @@ def test_plugins_lists_each_plugin_with_its_distribution_and_what_it_registered(
     plugins = {p["name"]: p for p in json.loads(result.stdout)}
     assert plugins["email"]["distribution"] == "vow-email"
     assert plugins["email"]["registered"] == {"channel": ["email"]}
-    assert plugins["sqlite"]["distribution"] == "vow-durable" and plugins["sqlite"]["registered"] == {"store": ["sqlite"]}
+    assert plugins["sqlite"]["distribution"] == "vow-durable"
+    assert plugins["sqlite"]["registered"] == {"store": ["sqlite"]}
     text = sandbox.run("plugins").stdout.splitlines()
     assert text[0].split() == ["PLUGIN", "DISTRIBUTION", "VERSION", "REGISTERED"]
     assert any(re.fullmatch(r"sms +vow-sms +\S+ +channel sms", line) for line in text), text

@@ -60,7 +60,8 @@ def make_run(tmp_path: Path) -> dict:
 def test_lists_every_image_and_its_file_exists(tmp_path: Path) -> None:
     run = make_run(tmp_path)
     paths = write_gallery(str(tmp_path), run)
-    assert paths == {"gallery": str(tmp_path / "index.html"), "manifest": str(tmp_path / "gallery.json"), "wall_ms": 800.0}
+    assert paths == {"gallery": str(tmp_path / "index.html"), "manifest": str(tmp_path / "gallery.json"),
+                     "wall_ms": 800.0}
 
     page = Page()
     page.feed((tmp_path / "index.html").read_text())

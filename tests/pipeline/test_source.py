@@ -5,9 +5,8 @@ from __future__ import annotations
 import attrs
 import pytest
 
-from vow.errors import ConfigError
 from vow.config import structure
-from vow.errors import format_path
+from vow.errors import ConfigError, format_path
 from vow.pipeline.source import SpecError, parse
 
 TEXT = """\

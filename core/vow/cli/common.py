@@ -6,12 +6,20 @@ import importlib
 import json
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
-from vow.errors import (AlreadySettledError, ArgumentMismatchError, ConfigError, NonDeterminismError,
-                        PluginLoadError, PromiseNotFoundError, StoreError)
+from vow.errors import (
+    AlreadySettledError,
+    ArgumentMismatchError,
+    ConfigError,
+    NonDeterminismError,
+    PluginLoadError,
+    PromiseNotFoundError,
+    StoreError,
+)
 
 OK, FAILED, USAGE = 0, 1, 2
 """Exit codes: success; a workflow failed; bad usage, configuration or input."""

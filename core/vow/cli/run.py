@@ -6,7 +6,8 @@ import contextlib
 import logging
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -115,6 +116,7 @@ def resume(run_id: str | None, resume_all: bool, apps: tuple[str, ...], store: s
         with Vow(store) as vow:
             load_apps(vow, apps)
             sys.exit(_resume_all(vow, as_json))
+    assert run_id is not None  # checked above: a run ID or --all
     with Vow(store) as probe:
         record = _root_record(probe, run_id)
     progress = _progress_for(record)
@@ -130,7 +132,7 @@ def resume(run_id: str | None, resume_all: bool, apps: tuple[str, ...], store: s
 
 
 def _root_record(vow: Any, run_id: str) -> PromiseRecord:
-    record = vow.get(run_id)
+    record: PromiseRecord | None = vow.get(run_id)
     if record is None:
         raise UserError(f"no run with id {run_id!r} in {vow.store.url} (vow ls lists the runs)")
     if record.parent is not None:
@@ -140,13 +142,14 @@ def _root_record(vow: Any, run_id: str) -> PromiseRecord:
 
 def _progress_for(record: PromiseRecord) -> Progress:
     from vow import encoding
-    from vow.progress import Progress
     from vow.pipeline.workflow import NAME
+    from vow.progress import Progress
 
     if record.func == NAME:
         args, _ = encoding.decode_args(record.args)
         spec = args[0]
-        rows = [(f"{record.id}.{b['id']}", b["id"], b.get("channel") or b.get("provider", "")) for b in spec["branches"]]
+        rows = [(f"{record.id}.{b['id']}", b["id"], b.get("channel") or b.get("provider",
+                                                                              "")) for b in spec["branches"]]
         gate = spec.get("gate")
         return Progress(record.id, rows, gate=f"{record.id}.{gate['promise']}" if gate else None)
     return Progress(record.id)

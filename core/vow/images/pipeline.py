@@ -19,8 +19,9 @@ import re
 import secrets
 import struct
 import time
+from collections.abc import Generator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from vow.config import structure
 from vow.errors import ConfigError, PermanentError
@@ -76,7 +77,7 @@ def generate_image(ctx: LeafContext, provider: str, request: Mapping[str, Any], 
 
 def image_variations(ctx: Any, prompt: str, styles: Sequence[str], out_dir: str, provider: str = "image_sim",
                      seed: int = 0, size: int | str = 512, options: Mapping[str, Any] | None = None,
-                     faults: Mapping[str, Mapping[str, Any]] | None = None):
+                     faults: Mapping[str, Mapping[str, Any]] | None = None) -> Generator[Any, Any, dict[str, Any]]:
     """Workflow: ``prompt`` in every style of ``styles`` at once, then a gallery in ``out_dir``.
 
     ``size`` is a side in pixels (``512``) or ``"WIDTHxHEIGHT"``; ``options`` go to the

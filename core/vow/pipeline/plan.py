@@ -15,20 +15,21 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path as FilePath
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import attrs
 
 from vow.channels import Message
+from vow.config import describe
 from vow.config import structure as structure_options
-from vow.errors import ConfigError
+from vow.errors import ConfigError, format_path
 from vow.faults import Faults, with_faults
 from vow.images.pipeline import parse_size
 from vow.pipeline.inputs import merge
-from vow.pipeline.source import Path, Source, SpecError, format_path, read
-from vow.pipeline.spec import (FORMAT_VERSION, ChannelBranch, ImageBranch, PipelineSpec, describe,
-                               structure)
+from vow.pipeline.source import Path, Source, SpecError, read
+from vow.pipeline.spec import FORMAT_VERSION, ChannelBranch, ImageBranch, PipelineSpec, structure
 from vow.pipeline.templates import TemplateError, plain, render_text, render_value, slug, wrap
 from vow.pipeline.workflow import RESERVED
 from vow.retry import from_config
@@ -53,7 +54,8 @@ class Plan:
     @property
     def branches(self) -> list[dict[str, Any]]:
         """The branches the run fans out to, in file order."""
-        return self.spec["branches"]
+        branches: list[dict[str, Any]] = self.spec["branches"]
+        return branches
 
     @property
     def gate_id(self) -> str | None:
@@ -318,7 +320,7 @@ class _Planner:
                                                    "such as id: \"{{ item.name }}\"")
         if not BRANCH_ID.match(value):
             raise self.error(path + ("id",), f"{value!r} is not a usable branch id ({BRANCH_ID_RULE}){note}")
-        return value
+        return str(value)
 
     def check_options(self, registry: Any, name: str, options: Any, path: Path, note: str) -> None:
         if not isinstance(options, dict):

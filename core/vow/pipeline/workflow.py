@@ -10,6 +10,7 @@ again), and fails with :class:`PipelineFailed` when any branch failed for good.
 from __future__ import annotations
 
 import json
+from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +34,7 @@ class PipelineFailed(VowError):
     """One or more branches failed for good; the message names each with its error."""
 
 
-def pipeline(ctx: Any, spec: dict[str, Any]):
+def pipeline(ctx: Any, spec: dict[str, Any]) -> Generator[Any, Any, dict[str, Any]]:
     """Run one planned pipeline (see the module docstring); returns the run's summary."""
     # Imported here: every Vow() registers this workflow and should not pay for channels and images.
     from vow.images.pipeline import wall_clock, write_gallery_step
@@ -47,7 +48,7 @@ def pipeline(ctx: Any, spec: dict[str, Any]):
 
     branches = spec["branches"]
     limit = spec.get("concurrency")
-    handles = []
+    handles: list[Any] = []
     for branch in branches:
         if limit:
             yield from _wait_for_room(ctx, handles, limit)
@@ -116,7 +117,7 @@ def _plugins(ctx: Any) -> Plugins:
     return plugins
 
 
-def _wait_for_room(ctx: Any, handles: list[Any], limit: int):
+def _wait_for_room(ctx: Any, handles: list[Any], limit: int) -> Generator[Any, Any, None]:
     """Wait until fewer than ``limit`` branches run (``defaults.concurrency``)."""
     while True:
         running = [h for h in handles if not h.done()]

@@ -67,7 +67,7 @@ def _registry_for(name: str) -> Any:
     return plugins
 
 
-def open_store(spec: "str | os.PathLike[str] | Store | None" = None, *, plugins: Any = None) -> Store:
+def open_store(spec: str | os.PathLike[str] | Store | None = None, *, plugins: Any = None) -> Store:
     """The store ``spec`` names (a URL, a path, or a store object); the default SQLite file when ``None``."""
     if spec is not None and not isinstance(spec, (str, os.PathLike)):
         return spec
@@ -81,7 +81,8 @@ def open_store(spec: "str | os.PathLike[str] | Store | None" = None, *, plugins:
 
         options = from_text(options_class, options)
     try:
-        return plugins.stores.build(name, options, where=where)
+        store: Store = plugins.stores.build(name, options, where=where)
+        return store
     except OSError as exc:  # a store that could not open its file or socket: a StoreError like any other
         raise StoreError(f"{where}: cannot be opened: {exc.strerror or exc}"
                          + (f" ({exc.filename})" if exc.filename else "")) from exc

@@ -148,7 +148,7 @@ def test_invalid_messages(plugins, message, where):
 
 
 def test_deliver_leaf(plugins, tmp_path):
-    """The core's ``deliver`` leaf builds the channel by name (from the leaf's registry) and returns the receipt dict."""
+    """The core's ``deliver`` leaf builds the channel by name (from the leaf's registry) and returns the receipt."""
     ledger = tmp_path / "ledger.sqlite"
     options = {"ledger": str(ledger), "latency": 0}
     message = {"to": "ada@example.com", "subject": "Order 42", "body": "Thanks."}
@@ -164,7 +164,8 @@ def test_deliver_leaf(plugins, tmp_path):
 def test_deliver_validates_before_sending(plugins, tmp_path):
     ledger = tmp_path / "ledger.sqlite"
     with pytest.raises(ConfigError, match="message.to"):
-        deliver(LeafContext(id="notify/42.email", plugins=plugins), "email", {"to": "nobody", "subject": "Hi", "body": "x"},
+        deliver(LeafContext(id="notify/42.email", plugins=plugins), "email", {"to": "nobody", "subject": "Hi",
+                                                                              "body": "x"},
                 {"ledger": str(ledger), "latency": 0})
     assert not ledger.exists()
 

@@ -14,10 +14,10 @@ import respx
 from vow.errors import ConfigError, PermanentError, TransientError
 from vow.faults import with_faults
 from vow.images import ImageRequest
-from vow_image_openai import plugin
-from vow_image_openai.provider import OpenAIImageOptions, OpenAIImageProvider
 from vow.leaf import LeafContext
 from vow.plugins import Plugins
+from vow_image_openai import plugin
+from vow_image_openai.provider import OpenAIImageOptions, OpenAIImageProvider
 
 URL = "https://api.openai.com/v1/images/generations"
 REQUEST = ImageRequest("a fox in a misty forest", "cartoon", seed=5, width=1024, height=1024)
@@ -146,7 +146,8 @@ def test_validation_error_and_bad_key_are_permanent(provider: OpenAIImageProvide
         provider.generate(REQUEST, CTX)
     assert info.value.code == "invalid_request_error"  # no code: the error type stands in
 
-    respx.post(URL).mock(return_value=httpx.Response(401, json=error_body("Incorrect API key provided", "invalid_api_key")))
+    respx.post(URL).mock(return_value=httpx.Response(401, json=error_body("Incorrect API key provided",
+                                                                          "invalid_api_key")))
     with pytest.raises(PermanentError, match="openai answered HTTP 401: Incorrect API key provided") as info:
         provider.generate(REQUEST, CTX)
     assert info.value.code == "invalid_api_key"
@@ -168,7 +169,8 @@ def test_unusable_answers_are_permanent(provider: OpenAIImageProvider, body: dic
 
 def test_a_missing_key_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MY_IMAGES_KEY", raising=False)
-    with pytest.raises(ConfigError, match="image provider 'openai': missing secret: set the environment variable MY_IMAGES_KEY"):
+    with pytest.raises(ConfigError,
+                       match="image provider 'openai': missing secret: set the environment variable MY_IMAGES_KEY"):
         OpenAIImageProvider(OpenAIImageOptions(api_key_env="MY_IMAGES_KEY"))
 
 

@@ -223,7 +223,8 @@ def test_a_missing_key_is_a_config_error_naming_the_variable(push_plugins) -> No
 
 def test_an_unusable_key_is_a_config_error(push_plugins, push_rsa_key, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("APNS_AUTH_KEY", str(tmp_path / "missing.p8"))
-    with pytest.raises(ConfigError, match=r"\$APNS_AUTH_KEY: holds neither a PEM key .* nor the path of a readable .p8 file"):
+    with pytest.raises(ConfigError,
+                       match=r"\$APNS_AUTH_KEY: holds neither a PEM key .* nor the path of a readable .p8 file"):
         build_channel("push", {"apns": APNS_OPTIONS}, plugins=push_plugins)
     from cryptography.hazmat.primitives import serialization
 

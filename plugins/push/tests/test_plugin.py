@@ -55,7 +55,7 @@ def test_an_explicit_simulated_transport_ignores_credentials(push_plugins, push_
 
 def test_fcm_without_credentials_names_both_variables(push_plugins) -> None:
     with pytest.raises(ConfigError, match=r"push transport 'fcm' .*\$FCM_ACCESS_TOKEN.*"
-                                          r"missing secret: set the environment variable GOOGLE_APPLICATION_CREDENTIALS"):
+                       r"missing secret: set the environment variable GOOGLE_APPLICATION_CREDENTIALS"):
         build_channel("push", {"transport": "fcm"}, plugins=push_plugins)
 
 

@@ -6,11 +6,10 @@ import importlib.metadata
 
 import pytest
 
+import vow_slack.plugin
 from vow.channels import Message, build_channel
 from vow.errors import ConfigError
 from vow.plugins import Plugins
-
-import vow_slack.plugin
 from vow_slack.bot import BotTransport
 from vow_slack.simulated import SimulatedTransport
 from vow_slack.webhook import WebhookTransport

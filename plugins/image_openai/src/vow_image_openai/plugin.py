@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from vow.hookspecs import Register, hookimpl
-
 from vow_image_openai.provider import PROVIDER, OpenAIImageOptions, OpenAIImageProvider
 
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 import httpx
@@ -38,7 +38,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached"})
 
 
-def _template(_inst: object, attribute: attrs.Attribute, value: str) -> None:
+def _template(_inst: object, attribute: attrs.Attribute[str], value: str) -> None:
     if "{prompt}" not in value:
         raise ValueError(f"{attribute.name} must contain {{prompt}} (and may contain {{style}}), got {value!r}")
 
@@ -115,7 +115,8 @@ class OpenAIImageProvider:
             encoded = item["b64_json"]
         except (ValueError, KeyError, IndexError, TypeError):
             raise PermanentError(f"{PROVIDER}: the answer has no data[0].b64_json (does the server "
-                                 f"honour response_format=b64_json?): {response.text[:200]}", code="bad_response") from None
+                                 f"honour response_format=b64_json?): {response.text[:200]}",
+                                 code="bad_response") from None
         try:
             png = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError, TypeError):

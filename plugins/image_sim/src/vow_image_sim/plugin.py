@@ -12,8 +12,9 @@ import hashlib
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import attrs
 
@@ -107,7 +108,7 @@ class ImageSimProvider:
         """The first generation's PNG; repainted from its request if the cache file was deleted."""
         path = self.cache_dir / receipt["file"]
         try:
-            return path.read_bytes()
+            return bytes(path.read_bytes())
         except FileNotFoundError:
             req = receipt["request"]
             png = render_png(req["prompt"], req["style"], req["seed"], req["width"], req["height"])

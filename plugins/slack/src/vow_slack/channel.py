@@ -6,7 +6,6 @@ import os
 
 from vow.config import secret
 from vow.simulation import Ledger
-
 from vow_slack.base import SlackChannel
 from vow_slack.bot import BotTransport
 from vow_slack.options import SlackOptions

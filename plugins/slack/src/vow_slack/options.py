@@ -7,7 +7,6 @@ from typing import Literal
 import attrs
 
 
-
 @attrs.frozen
 class SlackOptions:
     """How the ``slack`` channel sends.

@@ -17,7 +17,7 @@ ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 HTTP_URL = re.compile(r"https?://[^/\s?#]+.*")
 
 
-def _e164(_inst: object, attr: attrs.Attribute, value: str) -> None:
+def _e164(_inst: object, attr: attrs.Attribute[str], value: str) -> None:
     if not E164.fullmatch(value):
         raise ValueError(f"{value!r} is not a phone number in {E164_HELP}")
 
