@@ -59,5 +59,5 @@ class LeafScope(Protocol):
     leaf's code and to the HTTP clients it uses.
     """
 
-    def leaf_scope(self, ctx: "LeafContext") -> "contextlib.AbstractContextManager[Any]":
+    def leaf_scope(self, ctx: LeafContext) -> contextlib.AbstractContextManager[Any]:
         """The context manager to run one leaf attempt in."""

@@ -1,4 +1,8 @@
-"""``vow ls`` and ``vow show``: what runs there are, and one run's promise tree."""
+"""``vow ls`` and ``vow show``: what runs there are, and one run's promise tree.
+
+Both only read the store: they open it directly (no client, no engine thread) and import the
+rest when they print, so they answer in well under a quarter of a second.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,7 @@ from typing import Any
 
 import click
 
-from vow import encoding
 from vow.cli.common import UserError, json_option, pipeline_name, print_json, store_option
-from vow.progress import WORDS, describe_outcome, seconds
 from vow.records import Kind, PromiseRecord, State
 
 
@@ -29,12 +31,16 @@ def _when(ts: float | None) -> str:
 @json_option
 def ls(state: str | None, limit: int, store: str | None, as_json: bool) -> None:
     """List runs, newest first."""
-    from vow.client import Vow
+    from vow.progress import seconds
+    from vow.stores import open_store
 
-    with Vow(store) as vow:
-        records = vow.store.search(state=State(state) if state else None, kind=Kind.WORKFLOW, roots_only=True,
-                                   limit=limit)
-        url = vow.store.url
+    opened = open_store(store)
+    try:
+        records = opened.search(state=State(state) if state else None, kind=Kind.WORKFLOW, roots_only=True,
+                                limit=limit)
+        url = opened.url
+    finally:
+        opened.close()
     if as_json:
         print_json([{"id": r.id, "state": r.state.value, "workflow": r.func, "pipeline": pipeline_name(r),
                      "attempt": r.attempt, "created_at": r.created_at, "settled_at": r.settled_at,
@@ -59,13 +65,16 @@ def ls(state: str | None, limit: int, store: str | None, as_json: bool) -> None:
 @json_option
 def show(promise_id: str, store: str | None, as_json: bool) -> None:
     """Show the promise tree of run ID (or of any promise in it): states, attempts, timings."""
-    from vow.client import Vow
+    from vow.stores import open_store
 
-    with Vow(store) as vow:
-        record = vow.get(promise_id)
+    opened = open_store(store)
+    try:
+        record = opened.get(promise_id)
         if record is None:
-            raise UserError(f"no promise with id {promise_id!r} in {vow.store.url} (vow ls lists the runs)")
-        tree = vow.store.tree(record.root)
+            raise UserError(f"no promise with id {promise_id!r} in {opened.url} (vow ls lists the runs)")
+        tree = opened.tree(record.root)
+    finally:
+        opened.close()
     children: dict[str, list[PromiseRecord]] = {}
     for r in tree:
         if r.parent is not None:
@@ -98,6 +107,8 @@ _STYLES = {"resolved": "green", "rejected": "bold red", "timedout": "red", "canc
 
 
 def _label(record: PromiseRecord, *, rich: bool = False) -> Any:
+    from vow.progress import WORDS, describe_outcome, seconds
+
     word = WORDS.get(record.state.value, record.state.value) if record.settled else "pending"
     parts = [record.id, word, _kind(record)]
     if record.kind in (Kind.STEP, Kind.WORKFLOW):
@@ -120,8 +131,15 @@ def _label(record: PromiseRecord, *, rich: bool = False) -> Any:
     return text
 
 
+def _shown(children: dict[str, list[PromiseRecord]], record: PromiseRecord) -> list[PromiseRecord]:
+    """The children of ``record`` worth a line: not the durable clock reading a run takes to time
+    itself (``{run}.started``, a raw timestamp), whose time the run's own line already shows."""
+    return [c for c in children.get(record.id, [])
+            if not (c.kind is Kind.STEP and c.func.rsplit(".", 1)[-1] == "wall_clock")]
+
+
 def _print_plain(record: PromiseRecord, children: dict[str, list[PromiseRecord]], indent: str) -> None:
-    kids = children.get(record.id, [])
+    kids = _shown(children, record)
     for i, child in enumerate(kids):
         last = i == len(kids) - 1
         click.echo(f"{indent}{'└── ' if last else '├── '}{_label(child)}")
@@ -129,7 +147,7 @@ def _print_plain(record: PromiseRecord, children: dict[str, list[PromiseRecord]]
 
 
 def _add_rich(node: Any, record: PromiseRecord, children: dict[str, list[PromiseRecord]]) -> None:
-    for child in children.get(record.id, []):
+    for child in _shown(children, record):
         _add_rich(node.add(_label(child, rich=True)), child, children)
 
 
@@ -140,8 +158,12 @@ def _node(record: PromiseRecord, children: dict[str, list[PromiseRecord]]) -> di
         "elapsed": _took(record), "idempotency_key": record.idempotency_key,
     }
     if record.state is State.RESOLVED:
+        from vow import encoding
+
         node["value"] = encoding.decode(record.value)
     elif record.settled:
+        from vow.progress import describe_outcome
+
         node["error"] = describe_outcome(record)
     node["children"] = [_node(c, children) for c in children.get(record.id, [])]
     return node
