@@ -500,3 +500,26 @@ def test_a_worker_keeps_going_when_the_store_fails_for_a_while() -> None:
         stop.set()
         worker.join(5)
         vow.close()
+
+
+def test_a_child_workflow_that_returns_before_its_branch_settles_cancels_the_branch(vow: Vow) -> None:
+    gate = threading.Event()
+
+    def slow(ctx: LeafContext) -> str:
+        gate.wait(30)
+        return "late"
+
+    def child(ctx: Context):
+        yield ctx.begin_run(slow)  # begun, never waited for
+        return "child done"
+
+    @vow.register
+    def parent(ctx: Context):
+        return (yield ctx.run(child))
+
+    try:
+        assert vow.run("early/1", parent) == "child done"
+        assert vow.get("early/1.1").state is State.RESOLVED
+        assert vow.get("early/1.1.1").state is State.CANCELED  # nobody waits for it any more
+    finally:
+        gate.set()

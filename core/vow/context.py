@@ -105,6 +105,11 @@ class Handle:
             return None
         return node.error  # type: ignore[no-any-return]
 
+    @property
+    def attempt(self) -> int:
+        """The attempt the promise is on (or settled on): 1, then one more per retry."""
+        return self._node.attempt  # type: ignore[no-any-return]
+
     def done(self) -> bool:
         """Whether the promise has settled."""
         return self._node.state is not State.PENDING  # type: ignore[no-any-return]

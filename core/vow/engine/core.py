@@ -551,8 +551,7 @@ class Engine:
         self._reject(node, value)
 
     def _retry_scheduled(self, node: PromiseNode, attempt: int, error: BaseException, delay: float) -> None:
-        _log.warning("%s failed on attempt %d (%s); retrying in %.2fs", node.id, attempt, _describe(error), delay)
-        if self._observers:
+        if self._observers:  # the retry_log observer prints it (a warning on logger vow.retry)
             self._emit(EventKind.RETRY_SCHEDULED, node.id, node.root.id, node.parent_id, node.func, node.kind,
                        attempt, error=_describe(error), delay=delay, key=node.key)
 

@@ -23,8 +23,8 @@ Rules of ``apply`` (all of a batch or none of it):
   ``timedout``, value :func:`timeout_error_text`, ``settled_at`` the late settle's), and reports
   the timed-out record in ``conflicts``. Whoever touches it first after the deadline times it out.
 * **Transitions are all or nothing per engine round.** In a batch with ``fences`` (an engine's
-  commit), a settle that conflicts (including by the deadline rule) or a create whose parent is
-  already settled (a child workflow canceled from outside) raises
+  commit), a settle that conflicts (including by the deadline rule) or a create whose parent was
+  already settled before the batch (a child workflow canceled from outside) raises
   :class:`~vow.errors.ConflictError` (``.roots``: the roots concerned, ``.records``: the stored
   records that won) and writes nothing — not even the timeout. The engine then drops those
   roots' writes, commits the rest, and replays those roots from the store, so a workflow never

@@ -579,6 +579,14 @@ class StoreContract:
         assert caught.value.roots == ["wf"] and caught.value.records["wf.1"].state is State.CANCELED
         assert store.get("wf.1.1") is None and store.get("wf.2") is None
 
+    def test_a_fenced_create_under_a_parent_the_same_batch_settles_is_no_conflict(self, store: Store) -> None:
+        # a child workflow that returns while a branch it began is still pending: one round, one batch
+        lease = self._engine_root(store, make_record("wf.1", parent="wf", kind=Kind.WORKFLOW))
+        store.apply(Batch(creates=[make_record("wf.1.1", parent="wf.1")],
+                          settles=[Settle("wf.1", State.RESOLVED, "1", 1.0), Settle("wf.1.1", State.CANCELED, None, 1.0)],
+                          fences={"wf": lease.token}))
+        assert store.get("wf.1").state is State.RESOLVED and store.get("wf.1.1").state is State.CANCELED
+
     def test_a_fenced_settle_of_the_same_outcome_again_is_no_conflict(self, store: Store) -> None:
         lease = self._engine_root(store, make_record("wf.1", parent="wf"))
         store.apply(Batch(settles=[Settle("wf.1", State.RESOLVED, "1", 1.0)], fences={"wf": lease.token}))

@@ -113,12 +113,12 @@ class MemoryStore(StoreOperations):
                                              settled_at=settle.settled_at)
                 elif not same_outcome(current, settle):
                     conflicts[sid] = current
-            if fenced:
+            if fenced:  # a parent settled before this batch (from outside): its subtree stops here
                 for record in created.values():
                     parent = record.parent
                     if parent is None:
                         continue
-                    stored = changed.get(parent) or created.get(parent) or records.get(parent)
+                    stored = records.get(parent)
                     if stored is not None and stored.settled:
                         conflicts[parent] = stored
                 if conflicts:

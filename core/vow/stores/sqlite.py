@@ -495,8 +495,11 @@ class SQLiteStore(StoreOperations):
 
     def _apply_in(self, con: sqlite3.Connection, batch: Batch) -> BatchResult:
         fenced = bool(batch.fences)
+        settled_parents: dict[str, PromiseRecord] = {}
         if fenced:
             self._check_fences(con, batch.fences)
+            if batch.creates:  # judged on the state before this batch's own writes
+                settled_parents = self._settled_parents(con, batch.creates, batch.fences)
         existing: dict[str, PromiseRecord] = {}
         conflicts: dict[str, PromiseRecord] = {}
         unchanged: set[str] = set()  # settles that repeated a stored outcome
@@ -527,8 +530,7 @@ class SQLiteStore(StoreOperations):
                 if changed < len(settles):
                     conflicts, unchanged = self._conflicts(con, settles, now, time_out=not fenced)
         if fenced:
-            if creates:
-                conflicts.update(self._settled_parents(con, creates, batch.fences))
+            conflicts.update(settled_parents)
             if conflicts:
                 raise conflict_error(conflicts)
         if batch.attempts:
