@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from vow_otel import OtelObserver, tracer_provider
+from vow_otel.environment import instrument_httpx
 
 
 @pytest.fixture(autouse=True)
@@ -45,6 +46,7 @@ class InMemory:
     """An observer on in-memory exporters: every span is exported as it ends."""
 
     observer: OtelObserver
+    provider: Any
     spans: InMemorySpanExporter
     metrics: InMemoryMetricReader
 
@@ -83,7 +85,7 @@ def otel_memory() -> Iterator[InMemory]:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     reader = InMemoryMetricReader()
     meters = MeterProvider(metric_readers=[reader])
-    yield InMemory(OtelObserver(provider, meters), exporter, reader)
+    yield InMemory(OtelObserver(provider, meters), provider, exporter, reader)
     provider.shutdown()
     meters.shutdown()
 
@@ -96,7 +98,7 @@ def otel_httpx_instrumented() -> Iterator[Callable[[Any], None]]:
     instrumentor = HTTPXClientInstrumentor()
 
     def instrument(provider: Any) -> None:
-        instrumentor.instrument(tracer_provider=provider)
+        instrument_httpx(provider)
 
     yield instrument
     if instrumentor.is_instrumented_by_opentelemetry:

@@ -32,6 +32,7 @@ import threading
 from typing import Any, Literal, Mapping
 
 import attrs
+import httpx
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -114,8 +115,13 @@ def resource(environ: Mapping[str, str] = os.environ) -> Resource:
     return detected if named else detected.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE_NAME}))
 
 
-def build(environ: Mapping[str, str] = os.environ) -> Telemetry | None:
-    """Providers with the exporters ``environ`` configures, or ``None`` when it configures none."""
+def build() -> Telemetry | None:
+    """Providers with the exporters the environment configures, or ``None`` when it configures none.
+
+    Reads ``os.environ``, as the SDK's exporters and processors do: they take their endpoint,
+    headers and timings from it when they are built.
+    """
+    environ = os.environ
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() in _TRUE:
         return None
     trace_names, metric_names = exporter_names("traces", environ), exporter_names("metrics", environ)
@@ -148,24 +154,65 @@ def _disabled_instrumentations(environ: Mapping[str, str]) -> set[str]:
 
 
 def instrument_httpx(provider: TracerProvider) -> None:
-    """Trace every httpx request (a CLIENT span under the current span, and ``traceparent``)."""
+    """Trace every httpx request: a CLIENT span under the current span, and ``traceparent``.
+
+    The span records the request URL's origin only (``https://hooks.slack.com``): webhook URLs
+    carry their secret in the path, and a trace is no place for secrets.
+    """
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
     instrumentor = HTTPXClientInstrumentor()
     if not instrumentor.is_instrumented_by_opentelemetry:  # the application may have done it already
-        instrumentor.instrument(tracer_provider=provider)
+        instrumentor.instrument(tracer_provider=provider, request_hook=origin_only,
+                                async_request_hook=_origin_only_async)
+
+
+_URL_ATTRIBUTES = ("url.full", "http.url")
+
+
+def origin_only(span: Any, request: Any) -> None:
+    """A request hook for the httpx instrumentation: keep only the origin of the recorded URL."""
+    recorded = getattr(span, "attributes", None) or {}
+    keys = [key for key in _URL_ATTRIBUTES if key in recorded]
+    if not keys:
+        return
+    url = request.url
+    if isinstance(url, tuple):  # (scheme, host, port, target): httpcore's raw form
+        scheme, host, port = (part.decode() if isinstance(part, bytes) else part for part in url[:3])
+        origin = f"{scheme}://{host}" + (f":{port}" if port else "")
+    else:
+        parsed = httpx.URL(str(url))
+        origin = f"{parsed.scheme}://{parsed.host}" + (f":{parsed.port}" if parsed.port else "")
+    for key in keys:
+        span.set_attribute(key, origin)
+
+
+async def _origin_only_async(span: Any, request: Any) -> None:
+    origin_only(span, request)
 
 
 _lock = threading.Lock()
 _shared: Telemetry | None = None
-_built = False
 
 
 def shared_telemetry() -> Telemetry | None:
-    """:func:`build` from ``os.environ`` once per process; every vow client reports to the same providers."""
-    global _shared, _built
+    """:func:`build` once per process: every vow client reports to the same providers.
+
+    Until the environment configures an exporter, nothing is kept (so each client looks again).
+    """
+    global _shared
     with _lock:
-        if not _built:
-            _shared = build(os.environ)
-            _built = True
+        if _shared is None:
+            _shared = build()
         return _shared
+
+
+def shutdown_shared() -> None:
+    """Flush and shut down the shared providers (done at exit anyway); the next client builds them anew."""
+    global _shared
+    with _lock:
+        telemetry, _shared = _shared, None
+    if telemetry is not None:
+        telemetry.tracer_provider.shutdown()
+        if telemetry.meter_provider is not None:
+            telemetry.meter_provider.shutdown()
