@@ -124,6 +124,13 @@ class Receiver:
             return [span for request in self.traces for rs in request.resource_spans
                     for ss in rs.scope_spans for span in ss.spans]
 
+    def spans_with_resource(self) -> list[tuple[dict[str, str], Any]]:
+        """``(resource attributes, span)`` for every span received so far."""
+        with self.changed:
+            return [({a.key: a.value.string_value for a in rs.resource.attributes}, span)
+                    for request in self.traces for rs in request.resource_spans
+                    for ss in rs.scope_spans for span in ss.spans]
+
     def service_names(self) -> set[str]:
         with self.changed:
             return {attr.value.string_value for request in self.traces for rs in request.resource_spans
