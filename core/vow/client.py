@@ -18,6 +18,7 @@ from vow.errors import ConfigError, PromiseNotFoundError, VowError
 from vow.plugins import Plugins, default_plugins
 from vow.pool import DEFAULT_MAX_THREADS
 from vow.records import Kind, PromiseRecord, State
+from vow.retention import PruneResult, parse_duration, parse_states
 from vow.stores import open_store
 from vow.stores.base import Store, new_owner_id
 
@@ -303,6 +304,23 @@ class Vow:
 
     def __repr__(self) -> str:
         return f"<Vow store={getattr(self.store, 'url', self.store)!r}>"
+
+    # -- retention (added for `vow prune`; see vow.retention) ------------------------------------
+
+    def prune(self, older_than: float | str, *, states: str | Iterable[str | State] | None = None,
+              dry_run: bool = False, compact: bool = False) -> PruneResult:
+        """Delete the finished runs that settled more than ``older_than`` ago (``"30d"``, ``"12h"``
+        or seconds): each root with its whole tree. A pending run is never touched.
+
+        ``states``: which finished runs (``"succeeded,failed,canceled"``, the default: all);
+        ``dry_run``: delete nothing, report what would go; ``compact``: let the store rewrite
+        its file to give all free space back (SQLite: once per file made without incremental
+        vacuum; writers wait meanwhile). Returns a :class:`~vow.retention.PruneResult`.
+        """
+        self._check_open()
+        seconds = parse_duration(older_than, what="older_than")
+        return self.store.prune(before=time.time() - seconds, states=parse_states(states, what="states"),
+                                dry_run=dry_run, compact=compact)
 
 
 def _qualname(fn: Any) -> str:

@@ -819,19 +819,30 @@ class SQLiteStore(StoreOperations):
         """Checkpoint the whole log into the file and truncate it to zero bytes.
 
         A connection of its own with a short busy timeout: the checkpoint waits for readers and
-        holds writers back while it waits, so it gives up rather than stall a busy store (the
-        checkpointer thread copies the log later, and ``journal_size_limit`` bounds it).
+        holds writers back while it waits, so it gives up after :attr:`TRUNCATE_WAIT_SECONDS`
+        rather than stall a busy store (the checkpointer thread copies the log later, and
+        ``journal_size_limit`` bounds it). A checkpoint already running (the checkpointer
+        thread's) makes SQLite answer "busy" at once: that one is waited out.
         """
+        deadline = time.monotonic() + self.TRUNCATE_WAIT_SECONDS
         try:
             con = sqlite3.connect(self.path, timeout=min(self.busy_timeout, self.TRUNCATE_WAIT_SECONDS),
                                   isolation_level=None)
         except sqlite3.Error:
             return False
         try:
-            busy, _log_frames, _copied = con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            return busy == 0
-        except sqlite3.Error:
-            return False
+            delay = 0.005
+            while True:
+                try:
+                    if con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0:
+                        return True
+                except sqlite3.Error as exc:
+                    if not _is_busy(exc):
+                        return False
+                if time.monotonic() + delay > deadline:
+                    return False
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
         finally:
             con.close()
 
