@@ -64,7 +64,7 @@ def _report(result: PruneResult, url: str, cutoff: float, seconds: float) -> Non
                        f"{_count(run.promises, 'promise'):>14}  settled {settled}")
         if len(result.runs) > SHOWN:
             click.echo(f"  ... and {len(result.runs) - SHOWN:,} more (--json lists them all)")
-    if result.dry_run or result.bytes_before is None:
+    if result.dry_run or result.bytes_before is None or not (result.runs or result.compacted):
         return
     disk = f"on disk: {_size(result.bytes_before)} -> {_size(result.bytes_after or 0)}"
     if result.compacted:

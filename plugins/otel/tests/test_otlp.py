@@ -99,3 +99,39 @@ def test_the_service_is_called_vow_unless_named() -> None:
     from vow_otel.environment import resource
 
     assert resource({}).attributes["service.name"] == "vow"
+
+
+CONSOLE_RUN = """
+from vow import Vow
+
+def hello(ctx, name):
+    return "hello " + name
+
+def greet(ctx):
+    return (yield ctx.run(hello, "ann").options(id=ctx.id + ".ann"))
+
+with Vow(store="memory:") as vow:
+    print(vow.run("greet/console", greet))
+"""
+
+
+def test_otel_traces_exporter_console_prints_every_span_at_exit(tmp_path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {name: value for name, value in os.environ.items() if not name.startswith("OTEL_")}
+    env["OTEL_TRACES_EXPORTER"] = "console"
+    done = subprocess.run([sys.executable, "-c", CONSOLE_RUN], env=env, capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    first_line, printed = done.stdout.split("\n", 1)
+    assert first_line == "hello ann"
+    decoder, spans, at = json.JSONDecoder(), [], 0
+    while printed[at:].strip():
+        span, at = decoder.raw_decode(printed, printed.index("{", at))
+        spans.append(span)
+    assert sorted(s["attributes"]["vow.promise.id"] for s in spans) == ["greet/console", "greet/console.ann"]
+    assert {s["context"]["trace_id"] for s in spans} == {f"0x{trace_id_for('greet/console'):032x}"}
+    assert {s["resource"]["attributes"]["service.name"] for s in spans} == {"vow"}
