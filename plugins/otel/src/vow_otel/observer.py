@@ -13,8 +13,9 @@ retried, a ``vow.retry`` event with the error and the back-off; a resumed run's 
 ``vow.resumed`` event. A rejected or timed-out promise records an ``exception`` event and the
 span's status is ``ERROR`` with the error as its description.
 
-A span ends when its promise settles. A process that dies (or stops running a run) leaves its
-open spans unexported; the process that takes the run over starts them again, with the same ids.
+A span ends when its promise settles. A process that dies (or stops running a run: a ``stopped``
+event) leaves its open spans unexported; the process that takes the run over starts them again,
+with the same ids.
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ class OtelObserver:
             EventKind.RETRY_SCHEDULED: self._retry,
             EventKind.SETTLED: self._settled,
             EventKind.RESUMED: self._resumed,
+            EventKind.STOPPED: self._stopped,
         }
 
     # -- events (engine thread)
@@ -151,6 +153,12 @@ class OtelObserver:
         self._end(event.id, event.time)
         if event.id == event.root:
             self._end_run(event.root, event.time)
+
+    def _stopped(self, event: Event) -> None:
+        """Forget the run's open spans without ending them: the process that goes on with the run
+        starts them again with the same ids and exports them when they end."""
+        for pid in self._runs.pop(event.root, ()):
+            self._open.pop(pid, None)
 
     def _end_run(self, root: str, when: float) -> None:
         """End what is still open under a run that just settled.
