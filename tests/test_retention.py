@@ -20,7 +20,7 @@ from vow.errors import ConfigError
 from vow.records import Batch, Kind
 from vow.retention import AutoPrune, parse_duration, parse_states
 from vow.stores.sqlite import SQLiteStore
-from vow.testing import make_record
+from vow.testing import make_record, wait_until
 
 def leaf(ctx: LeafContext, value: str) -> str:
     return value
@@ -83,10 +83,7 @@ def vow(tmp_path: Path):
 
 
 def wait_for_record(vow: Vow, pid: str) -> None:
-    deadline = time.monotonic() + 30
-    while vow.get(pid) is None:
-        assert time.monotonic() < deadline, f"{pid} was never stored"
-        time.sleep(0.01)
+    wait_until(lambda: vow.get(pid) is not None, 30, f"{pid} to be stored")
 
 
 def counts(vow: Vow) -> dict[str, int]:
@@ -163,10 +160,8 @@ def test_prune_while_an_engine_runs_on_the_same_file(tmp_path: Path) -> None:
         for i in range(10):
             runner.run(f"done/{i}", fan_out, 2)
         handles = [runner.begin_run(f"busy/{i}", held, 5) for i in range(8)]
-        deadline = time.monotonic() + 30
-        while sum(len(runner.store.tree(f"busy/{i}")) for i in range(8)) < 8 * 6:
-            assert time.monotonic() < deadline, "the held runs never stored their branches"
-            time.sleep(0.01)
+        wait_until(lambda: sum(len(runner.store.tree(f"busy/{i}")) for i in range(8)) == 8 * 6, 30,
+                   "the held runs to store their branches")
         removed = [r.id for r in pruner.prune("0s").runs]
         assert sorted(removed) == sorted(f"done/{i}" for i in range(10))
         release.set()
@@ -241,6 +236,16 @@ def test_sqlite_prune_gives_space_back_and_truncates_the_log(tmp_path: Path) -> 
         store.close()
 
 
+@pytest.mark.xfail(strict=True, reason="SQLiteStore._create_schema sets auto_vacuum after the switch to WAL, "
+                   "which has already written the header; it must come first (then drop this mark)")
+def test_a_new_store_file_gives_space_back_without_compacting(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "vow.sqlite")
+    try:
+        assert store._auto_vacuum() == 2
+    finally:
+        store.close()
+
+
 def test_sqlite_dry_run_changes_no_byte(tmp_path: Path) -> None:
     import hashlib
 
@@ -286,10 +291,7 @@ def test_auto_prune_prunes_at_start_and_then_on_its_interval(tmp_path: Path) -> 
         fill(store, "new", 2, settled_at=time.time())
         pruner = AutoPrune(store, "1d", every=0.05).start()
         try:
-            deadline = time.monotonic() + 30
-            while pruner.turns < 3:
-                assert time.monotonic() < deadline, "the background prune did not run"
-                time.sleep(0.01)
+            wait_until(lambda: pruner.turns >= 3, 30, "three turns of the background prune")
         finally:
             pruner.stop()
         assert sorted(r.id for r in store.search(roots_only=True)) == ["new/0", "new/1"]

@@ -82,6 +82,7 @@ class Vow:
         self.plugins = plugins or default_plugins()
         self.store: Store = open_store(store, plugins=self.plugins)
         self.owner = new_owner_id()
+        self.store.hold_owner(self.owner)
         self._functions: dict[str, Registered] = {}
         self._names: dict[Any, str] = {}
         built = [self.plugins.observers.build(reg.name) for reg in self.plugins.observers]
@@ -319,7 +320,7 @@ class Vow:
         """
         self._check_open()
         seconds = parse_duration(older_than, what="older_than")
-        return self.store.prune(before=time.time() - seconds, states=parse_states(states, what="states"),
+        return self.store.prune(before=self.store.now() - seconds, states=parse_states(states, what="states"),
                                 dry_run=dry_run, compact=compact)
 
 

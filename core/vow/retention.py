@@ -18,7 +18,6 @@ import random
 import re
 import sys
 import threading
-import time
 from typing import TYPE_CHECKING, Collection, Iterable
 
 import attrs
@@ -209,7 +208,7 @@ class AutoPrune:
     def run_once(self) -> PruneResult | None:
         """One prune now (what the thread does each turn); ``None`` if it failed."""
         try:
-            result = self.store.prune(before=time.time() - self.keep, states=self.states)  # type: ignore[attr-defined]
+            result = self.store.prune(before=self.store.now() - self.keep, states=self.states)
         except Exception as exc:  # noqa: BLE001 - a busy or failing store: try again next turn
             _log.warning("retention: pruning %s failed: %s", getattr(self.store, "url", self.store), exc)
             return None

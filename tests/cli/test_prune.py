@@ -7,6 +7,8 @@ import re
 import signal
 from pathlib import Path
 
+from vow.testing import wait_until
+
 ORDER = str(Path(__file__).resolve().parents[2] / "examples" / "order-confirmed.yaml")
 
 FAILING = """\
@@ -96,11 +98,12 @@ def test_bad_prune_arguments_are_one_clear_error(sandbox) -> None:
     assert missing.returncode == 2 and "Missing option '--older-than'" in missing.stderr
 
 
-def test_a_worker_with_retention_prunes_while_it_runs(sandbox, eventually) -> None:
+def test_a_worker_with_retention_prunes_while_it_runs(sandbox) -> None:
     assert sandbox.run("run", ORDER, "--set", "order_id=A-1").returncode == 0
     worker = sandbox.popen("worker", "--retention", "0s")
     try:
-        eventually(lambda: "notify/A-1" not in roots(sandbox), "the worker's retention to prune the finished run")
+        wait_until(lambda: "notify/A-1" not in roots(sandbox), 60, "the worker's retention to prune the run",
+                   proc=worker)
     finally:
         worker.send_signal(signal.SIGTERM)
         out, err = worker.communicate(timeout=60)

@@ -39,7 +39,7 @@ def prune(older_than: str, states: str | None, dry_run: bool, compact: bool, sto
     seconds = parse_duration(older_than, what="--older-than")
     chosen = parse_states(states, what="--state")
     with Vow(store) as vow:
-        cutoff = time.time() - seconds
+        cutoff = vow.store.now() - seconds  # the store's clock, as for leases and deadlines
         result = vow.store.prune(before=cutoff, states=chosen, dry_run=dry_run, compact=compact)
         url = vow.store.url
     if as_json:

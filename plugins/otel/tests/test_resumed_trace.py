@@ -11,10 +11,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
+from vow.testing import wait_until
 from vow_otel import span_id_for, trace_id_for
 
 APP = Path(__file__).with_name("otel_app.py")
@@ -33,14 +33,6 @@ def spawn(store: str, gates: Path, process: str, endpoint: str) -> subprocess.Po
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_until(predicate, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
 def promise_id(span: Any) -> str | None:
     return next((a.value.string_value for a in span.attributes if a.key == "vow.promise.id"), None)
 
@@ -53,8 +45,7 @@ def test_a_run_resumed_after_kill_9_continues_the_same_trace(otel_receiver, tmp_
         # Both gated leaves are running in the first process, and the leaves that finished
         # there have reached the receiver: the kill lands in the middle of the run.
         wait_until(lambda: {f"started-trip_1.gate-{first.pid}", f"started-trip_1.branch.gate-{first.pid}"}
-                   <= {p.name for p in gates.iterdir()} or first.poll() is not None, "both gates to start")
-        assert first.poll() is None, first.communicate()[1]
+                   <= {p.name for p in gates.iterdir()}, 60, "both gates to start", proc=first)
         otel_receiver.wait_for(lambda: {f"{RUN}.quick", f"{RUN}.branch.quick"}
                                <= {promise_id(s) for s in otel_receiver.spans()})
     finally:
