@@ -64,7 +64,7 @@ def test_one_span_per_promise_nested_as_the_promise_tree(ran) -> None:
         assert span.kind is SpanKind.INTERNAL
         assert span.start_time <= span.end_time
     # a parent's span holds its children's
-    for pid, span in spans.items():
+    for span in spans.values():
         if span.parent is not None:
             parent = next(s for s in spans.values() if s.context.span_id == span.parent.span_id)
             assert parent.start_time <= span.start_time and span.end_time <= parent.end_time
