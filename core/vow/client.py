@@ -23,6 +23,7 @@ from vow.outcomes import set_future_from_record
 from vow.plugins import Plugins, default_plugins
 from vow.pool import DEFAULT_MAX_THREADS
 from vow.records import Batch, Kind, PromiseRecord, Settle, State
+from vow.retention import AutoPrune, PruneResult, parse_duration, parse_states
 from vow.stores import open_store
 from vow.stores.base import Store, new_owner_id
 
@@ -80,6 +81,9 @@ class Vow:
     otherwise when it expires. A root taken over ``max_recoveries`` times in a row from processes
     that died running it is parked (``vow resume --force`` runs it again).
 
+    ``retention`` (``"30d"``, seconds) prunes finished runs older than that in the background, once
+    an hour (see :meth:`prune`).
+
     A client may be created at import time and then forked (gunicorn ``--preload``, Celery,
     multiprocessing): the child gets a fresh owner identity and its own engine on first use.
     """
@@ -87,7 +91,7 @@ class Vow:
     def __init__(self, store: str | Store | None = None, *, plugins: Plugins | None = None,
                  max_threads: int = DEFAULT_MAX_THREADS, max_concurrency: int | None = None,
                  lease_ttl: float = 15.0, poll_interval: float = 0.05, observers: Iterable[Any] = (),
-                 max_recoveries: int | None = DEFAULT_MAX_RECOVERIES) -> None:
+                 max_recoveries: int | None = DEFAULT_MAX_RECOVERIES, retention: float | str | None = None) -> None:
         if max_concurrency is not None and max_concurrency < 1:
             raise ConfigError(f"max_concurrency must be >= 1, got {max_concurrency}")
         if lease_ttl <= 0:
@@ -104,8 +108,11 @@ class Vow:
         self._engine_options = dict(max_threads=max_threads, max_concurrency=max_concurrency, lease_ttl=lease_ttl,
                                     poll_interval=poll_interval, max_recoveries=max_recoveries)
         self._closed = False
+        self._pruner = AutoPrune(self.store, retention) if retention is not None else None
         self._new_engine()
         _clients.add(self)
+        if self._pruner is not None:
+            self._pruner.start()
         from vow.pipeline.workflow import NAME, pipeline  # every client (so every worker) runs YAML pipelines
 
         self.register(pipeline, name=NAME)
@@ -364,6 +371,8 @@ class Vow:
             return
         self._closed = True
         _clients.discard(self)
+        if self._pruner is not None:
+            self._pruner.stop()
         self._engine.stop()
         try:
             self.store.release_owner(self.owner)
@@ -383,6 +392,22 @@ class Vow:
 
     def __repr__(self) -> str:
         return f"<Vow store={getattr(self.store, 'url', self.store)!r}>"
+
+    # ------------------------------------------------------------------ retention
+    def prune(self, older_than: float | str, *, states: str | Iterable[str | State] | None = None,
+              dry_run: bool = False, compact: bool = False) -> PruneResult:
+        """Delete the finished runs that settled more than ``older_than`` ago (``"30d"``, ``"12h"``
+        or seconds): each root with its whole tree. A pending run is never touched.
+
+        ``states``: which finished runs (``"succeeded,failed,canceled"``, the default: all);
+        ``dry_run``: delete nothing, report what would go; ``compact``: let the store rewrite
+        its file to give all free space back (SQLite: once per file made without incremental
+        vacuum; writers wait meanwhile). Returns a :class:`~vow.retention.PruneResult`.
+        """
+        self._check_open()
+        seconds = parse_duration(older_than, what="older_than")
+        return self.store.prune(before=self.store.now() - seconds, states=parse_states(states, what="states"),
+                                dry_run=dry_run, compact=compact)
 
 
 def _check_id(id: object) -> None:

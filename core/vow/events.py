@@ -19,6 +19,8 @@ class EventKind(str, enum.Enum):
     RETRY_SCHEDULED = "retry_scheduled"  # an attempt failed; the next one waits ``delay`` seconds
     SETTLED = "settled"  # the promise reached a settled state
     RESUMED = "resumed"  # a root workflow was picked up again from the store
+    STOPPED = "stopped"  # this process stopped running a root without settling it (lease lost, client
+    # closed, store failed): the run stays pending for another process to go on with
 
     def __str__(self) -> str:
         return self.value

@@ -29,6 +29,7 @@ _COMMANDS = {
     "resolve": ("vow.cli.promises", "resolve"),
     "reject": ("vow.cli.promises", "reject"),
     "cancel": ("vow.cli.promises", "cancel"),
+    "prune": ("vow.cli.retention", "prune"),
     "worker": ("vow.cli.worker", "worker"),
     "plugins": ("vow.cli.plugins", "plugins_command"),
 }

@@ -16,6 +16,12 @@ from vow.cli.common import UserError, json_option, pipeline_name, print_json, st
 from vow.records import Kind, PromiseRecord, State
 
 
+CLIP_CHARS = 1000
+"""``vow show --json``: longer strings are cut to this many characters (``--full``: never)."""
+CLIP_ITEMS = 100
+"""``vow show --json``: longer lists and objects keep this many entries (``--full``: all)."""
+
+
 def _took(record: PromiseRecord) -> float | None:
     return (record.settled_at - record.created_at) if record.settled_at else None
 
@@ -63,7 +69,10 @@ def ls(state: str | None, limit: int, store: str | None, as_json: bool) -> None:
 @click.argument("promise_id", metavar="ID")
 @store_option
 @json_option
-def show(promise_id: str, store: str | None, as_json: bool) -> None:
+@click.option("--full", is_flag=True,
+              help=f"With --json: every value whole (by default strings over {CLIP_CHARS:,} characters and lists "
+                   f"or objects over {CLIP_ITEMS:,} entries are cut, and the node says \"truncated\": true).")
+def show(promise_id: str, store: str | None, as_json: bool, full: bool) -> None:
     """Show the promise tree of run ID (or of any promise in it): states, attempts, timings."""
     from vow.stores import open_store
 
@@ -80,7 +89,7 @@ def show(promise_id: str, store: str | None, as_json: bool) -> None:
         if r.parent is not None:
             children.setdefault(r.parent, []).append(r)
     if as_json:
-        print_json(_node(record, children))
+        print_json(_node(record, children, full=full))
     elif sys.stdout.isatty():
         from rich.console import Console
         from rich.tree import Tree
@@ -151,7 +160,7 @@ def _add_rich(node: Any, record: PromiseRecord, children: dict[str, list[Promise
         _add_rich(node.add(_label(child, rich=True)), child, children)
 
 
-def _node(record: PromiseRecord, children: dict[str, list[PromiseRecord]]) -> dict[str, Any]:
+def _node(record: PromiseRecord, children: dict[str, list[PromiseRecord]], *, full: bool = False) -> dict[str, Any]:
     node: dict[str, Any] = {
         "id": record.id, "state": record.state.value, "kind": record.kind.value, "func": record.func,
         "attempt": record.attempt, "created_at": record.created_at, "settled_at": record.settled_at,
@@ -165,5 +174,39 @@ def _node(record: PromiseRecord, children: dict[str, list[PromiseRecord]]) -> di
         from vow.progress import describe_outcome
 
         node["error"] = describe_outcome(record)
-    node["children"] = [_node(c, children) for c in children.get(record.id, [])]
+    if not full:
+        cut = False
+        for key in ("value", "error"):
+            if key in node:
+                node[key], clipped = clip(node[key])
+                cut = cut or clipped
+        if cut:
+            node["truncated"] = True
+    node["children"] = [_node(c, children, full=full) for c in children.get(record.id, [])]
     return node
+
+
+def clip(value: Any, *, chars: int = CLIP_CHARS, items: int = CLIP_ITEMS) -> tuple[Any, bool]:
+    """``value`` with long strings, lists and objects cut short (each cut says how much it left
+    out), and whether anything was cut. A run of thirty 10 MB images prints kilobytes, not 315 MB."""
+    if isinstance(value, str):
+        if len(value) <= chars:
+            return value, False
+        return f"{value[:chars]}... [{len(value) - chars:,} more characters; vow show --json --full]", True
+    if isinstance(value, list):
+        kept = [clip(v, chars=chars, items=items) for v in value[:items]]
+        out, cut = [v for v, _ in kept], any(c for _, c in kept)
+        if len(value) > items:
+            out.append(f"... [{len(value) - items:,} more items; vow show --json --full]")
+            cut = True
+        return out, cut
+    if isinstance(value, dict):
+        out_dict: dict[Any, Any] = {}
+        cut = len(value) > items
+        for key in list(value)[:items]:
+            out_dict[key], clipped = clip(value[key], chars=chars, items=items)
+            cut = cut or clipped
+        if len(value) > items:
+            out_dict["..."] = f"{len(value) - items:,} more keys; vow show --json --full"
+        return out_dict, cut
+    return value, False

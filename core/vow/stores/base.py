@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Callable, Iterable, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Callable, Collection, Iterable, Protocol, Sequence, runtime_checkable
 
 import attrs
 
@@ -65,7 +65,11 @@ from vow.errors import (
     PromiseTimeoutError,
 )
 from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, Settle, State
+from vow.retention import FINISHED_STATES, prune_store
 from vow.stores.owners import new_owner_id
+
+if TYPE_CHECKING:
+    from vow.retention import PruneResult
 
 __all__ = [
     "FORMAT_VERSION", "ChangeFeed", "PushingStore", "Store", "StoreOperations", "new_owner_id",
@@ -177,6 +181,21 @@ class Store(Protocol):
     def close(self) -> None:
         """Release resources; the store is unusable afterwards."""
 
+    # -- retention (added for `vow prune`; see vow.retention) ------------------------------------
+
+    def delete_runs(self, roots: Sequence[str], *, settled_before: float) -> dict[str, int]:
+        """Delete whole runs: of each root in ``roots`` whose promise is settled before
+        ``settled_before``, every record whose root it is (itself included) and its lease, in
+        one atomic write. A root that is pending, missing, not a root, or settled later is left
+        whole. Returns the number of records deleted per run deleted."""
+
+    def prune(self, *, before: float, states: Collection[State] = ..., dry_run: bool = False,
+              compact: bool = False) -> "PruneResult":
+        """Delete every run whose root settled in ``states`` (default: all settled states) before
+        ``before``, and give the space back where the store can do it without blocking writers.
+        ``dry_run`` deletes nothing and reports what would go; ``compact`` lets a store rewrite
+        its files to give back all free space (slow; writers wait meanwhile)."""
+
 
 @runtime_checkable
 class PushingStore(Protocol):
@@ -239,6 +258,14 @@ class StoreOperations:
         """Release each lease in turn; a store with transactions should do it in one."""
         for lease in leases:
             self.release(lease)  # type: ignore[attr-defined]
+
+    # -- retention (added for `vow prune`; see vow.retention) ------------------------------------
+
+    def prune(self, *, before: float, states: Collection[State] = FINISHED_STATES, dry_run: bool = False,
+              compact: bool = False) -> "PruneResult":
+        """Prune through :meth:`Store.search`, :meth:`Store.tree` and :meth:`Store.delete_runs`
+        (:func:`vow.retention.prune_store`); a store with a query language should do it there."""
+        return prune_store(self, before=before, states=states, dry_run=dry_run)  # type: ignore[arg-type]
 
 
 def lease_lost_error(roots: list[str]) -> LeaseLostError:

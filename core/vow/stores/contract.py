@@ -649,3 +649,85 @@ class StoreContract:
         with pytest.raises(LeaseLostError) as caught:
             store.apply(Batch(creates=[make_record("x")], fences={"x": 7}))
         assert caught.value.roots == ["x"]
+
+    # -- retention (added for `vow prune`; see vow.retention) ------------------------------------
+
+    CUTOFF = 1_800_000_000.0
+
+    def _a_run(self, store: Store, root: str, *, state: State, settled_at: float | None, children: int = 3,
+               child_state: State = State.RESOLVED) -> None:
+        """A run: root ``root`` in ``state`` (settled at ``settled_at``) with a workflow child and its leaves."""
+        early = self.CUTOFF - 10 * 86400
+        records = [make_record(root, root=root, kind=Kind.WORKFLOW, state=state, created_at=early - 100,
+                               settled_at=settled_at if state.settled else None)]
+        records.append(make_record(f"{root}.w", parent=root, root=root, kind=Kind.WORKFLOW, state=child_state,
+                                   created_at=early - 99, settled_at=early if child_state.settled else None))
+        records += [make_record(f"{root}.w.{i}", parent=f"{root}.w", root=root, state=child_state,
+                                created_at=early - 98 + i, settled_at=early if child_state.settled else None)
+                    for i in range(children)]
+        store.apply(Batch(creates=records))
+
+    def test_prune_deletes_whole_finished_runs_settled_before_the_cutoff(self, store: Store) -> None:
+        self._a_run(store, "old", state=State.RESOLVED, settled_at=self.CUTOFF - 1)
+        self._a_run(store, "keep", state=State.RESOLVED, settled_at=self.CUTOFF + 1)
+        lease = store.claim("old", new_owner_id(), 60)
+        assert lease is not None
+        result = store.prune(before=self.CUTOFF)
+        assert [(r.id, r.state, r.promises) for r in result.runs] == [("old", State.RESOLVED, 5)]
+        assert result.promises == 5 and not result.dry_run
+        assert store.tree("old") == [] and store.get("old") is None and store.get("old.w.0") is None
+        assert store.children("old.w") == [] and store.lease("old") is None
+        assert len(store.tree("keep")) == 5
+        assert _ids(store.search(roots_only=True)) == ["keep"]
+
+    def test_prune_never_touches_a_pending_run_even_one_whose_children_settled_long_ago(self, store: Store) -> None:
+        self._a_run(store, "waiting", state=State.PENDING, settled_at=None)
+        before = store.tree("waiting")
+        assert store.prune(before=self.CUTOFF + 365 * 86400).runs == ()
+        assert store.delete_runs(["waiting"], settled_before=self.CUTOFF + 365 * 86400) == {}
+        assert store.tree("waiting") == before
+
+    def test_prune_takes_only_the_states_asked_for(self, store: Store) -> None:
+        for root, state in (("ok", State.RESOLVED), ("bad", State.REJECTED), ("late", State.TIMEDOUT),
+                            ("stopped", State.CANCELED)):
+            self._a_run(store, root, state=state, settled_at=self.CUTOFF - 1)
+        result = store.prune(before=self.CUTOFF, states={State.REJECTED, State.TIMEDOUT})
+        assert sorted(r.id for r in result.runs) == ["bad", "late"]
+        assert result.by_state() == {"rejected": 1, "timedout": 1}
+        assert sorted(_ids(store.search(roots_only=True))) == ["ok", "stopped"]
+
+    def test_a_dry_run_reports_the_same_and_deletes_nothing(self, store: Store) -> None:
+        self._a_run(store, "a", state=State.RESOLVED, settled_at=self.CUTOFF - 2)
+        self._a_run(store, "b", state=State.CANCELED, settled_at=self.CUTOFF - 1, children=7,
+                    child_state=State.CANCELED)
+        dry = store.prune(before=self.CUTOFF, dry_run=True)
+        assert dry.dry_run and [(r.id, r.promises) for r in dry.runs] == [("a", 5), ("b", 9)]
+        assert len(store.tree("a")) == 5 and len(store.tree("b")) == 9
+        done = store.prune(before=self.CUTOFF)
+        assert [(r.id, r.promises) for r in done.runs] == [("a", 5), ("b", 9)]
+
+    def test_a_finished_run_with_records_left_pending_under_it_goes_whole(self, store: Store) -> None:
+        # e.g. a back-off timer or a branch the run stopped waiting for: dead once the root settled
+        self._a_run(store, "done", state=State.RESOLVED, settled_at=self.CUTOFF - 1, child_state=State.PENDING)
+        assert [(r.id, r.promises) for r in store.prune(before=self.CUTOFF).runs] == [("done", 5)]
+        assert store.tree("done") == []
+
+    def test_delete_runs_checks_each_root_itself(self, store: Store) -> None:
+        self._a_run(store, "done", state=State.REJECTED, settled_at=self.CUTOFF - 1)
+        self._a_run(store, "recent", state=State.RESOLVED, settled_at=self.CUTOFF + 1)
+        self._a_run(store, "open", state=State.PENDING, settled_at=None)
+        deleted = store.delete_runs(["open", "recent", "done.w", "missing", "done", "done"],
+                                    settled_before=self.CUTOFF)
+        assert deleted == {"done": 5}
+        assert len(store.tree("recent")) == 5 and len(store.tree("open")) == 5
+
+    def test_a_pruned_id_can_start_a_new_run(self, store: Store) -> None:
+        self._a_run(store, "again", state=State.RESOLVED, settled_at=self.CUTOFF - 1)
+        store.prune(before=self.CUTOFF)
+        fresh = make_record("again", kind=Kind.WORKFLOW)
+        assert store.create(fresh) == (fresh, True)
+        assert store.claim("again", new_owner_id(), 60) is not None
+
+    def test_prune_of_an_empty_store_removes_nothing(self, store: Store) -> None:
+        result = store.prune(before=self.CUTOFF)
+        assert result.runs == () and result.promises == 0

@@ -15,6 +15,7 @@ import attrs
 from vow.errors import PromiseNotFoundError, StoreError
 from vow.hookspecs import hookimpl
 from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, State
+from vow.retention import FINISHED_STATES, is_prunable
 from vow.stores.base import (
     ChangeFeed,
     StoreOperations,
@@ -309,6 +310,25 @@ class MemoryStore(StoreOperations):
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError("the memory store is closed")
+
+    # -- retention (added for `vow prune`; see vow.retention) ------------------------------------
+
+    def delete_runs(self, roots: Sequence[str], *, settled_before: float) -> dict[str, int]:
+        """Delete each run whose root promise settled before ``settled_before``: its whole tree and its lease."""
+        deleted: dict[str, int] = {}
+        with self._lock:
+            self._check_open()
+            for root in dict.fromkeys(roots):
+                record = self._records.get(root)
+                if not is_prunable(record, settled_before, FINISHED_STATES):
+                    continue
+                ids = self._trees.pop(root, [])
+                for pid in ids:
+                    del self._records[pid]
+                    self._children.pop(pid, None)
+                self._leases.pop(root, None)
+                deleted[root] = len(ids)
+        return deleted
 
 
 @hookimpl

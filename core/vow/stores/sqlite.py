@@ -32,7 +32,7 @@ import threading
 import time
 import weakref
 from operator import attrgetter
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, Callable, Collection, Iterable, Sequence, TypeVar
 from urllib.parse import quote
 
 import attrs
@@ -40,6 +40,7 @@ import attrs
 from vow.errors import ConfigError, PromiseNotFoundError, StoreError
 from vow.hookspecs import hookimpl
 from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, Settle, State
+from vow.retention import BATCH_RUNS, FINISHED_STATES, PrunedRun, PruneResult
 from vow.stores.base import (
     FORMAT_VERSION,
     ChangeFeed,
@@ -892,6 +893,164 @@ class SQLiteStore(StoreOperations):
             raise StoreError(f"SQLite store {self.path}: the file was deleted or replaced while this process "
                              "had it open; stopping so nothing is written where no other process can see it. "
                              "Restore the file (or start again with a new store)")
+
+    # -- retention (added for `vow prune`; see vow.retention) ------------------------------------
+
+    TRUNCATE_WAIT_SECONDS = 2.0
+    """How long a prune's last checkpoint waits for readers (holding writers back) before giving up."""
+
+    def delete_runs(self, roots: Sequence[str], *, settled_before: float) -> dict[str, int]:
+        """Delete each run whose root promise settled before ``settled_before``: its whole tree and
+        its lease, in one transaction. Returns the records deleted per run deleted."""
+        unique = list(dict.fromkeys(roots))
+        if not unique:
+            return {}
+
+        def delete(con: sqlite3.Connection) -> dict[str, int]:
+            deleted: dict[str, int] = {}
+            for start in range(0, len(unique), _CHUNK):
+                chunk = unique[start:start + _CHUNK]
+                # Checked again under the write lock: a settled root never becomes pending again,
+                # so a run chosen here is finished for good.
+                eligible = [row[0] for row in con.execute(
+                    f"SELECT id FROM promises WHERE id IN ({','.join('?' * len(chunk))}) AND parent IS NULL "
+                    "AND state != 'pending' AND settled_at < ?", (*chunk, settled_before))]
+                if not eligible:
+                    continue
+                marks = ",".join("?" * len(eligible))
+                deleted.update(con.execute(f"SELECT root, count(*) FROM promises WHERE root IN ({marks}) "
+                                           "GROUP BY root", eligible).fetchall())
+                con.execute(f"DELETE FROM promises WHERE root IN ({marks})", eligible)
+                con.execute(f"DELETE FROM leases WHERE root IN ({marks})", eligible)
+            return deleted
+
+        return self._write(delete)
+
+    def prune(self, *, before: float, states: Collection[State] = FINISHED_STATES, dry_run: bool = False,
+              compact: bool = False) -> PruneResult:
+        """Delete the runs whose root settled in ``states`` before ``before`` (see :mod:`vow.retention`),
+        a batch of runs per transaction; then give the space back and truncate the log.
+
+        Space: a file with incremental vacuum on (``PRAGMA auto_vacuum``) hands its free pages back
+        to the disk after every prune. A file made without it keeps them for reuse, unless
+        ``compact``: then it is rewritten once (``VACUUM``) with incremental vacuum on, which
+        blocks writers for as long as the rewrite takes.
+        """
+        states = frozenset(State(s) for s in states)
+        if State.PENDING in states:
+            raise ValueError("a pending run is never pruned")
+        bytes_before = self._disk_bytes()
+        candidates = self._prune_candidates(before, states)
+        removed: list[PrunedRun] = []
+        for start in range(0, len(candidates), BATCH_RUNS):
+            chunk = candidates[start:start + BATCH_RUNS]
+            ids = [row[0] for row in chunk]
+            counts = self._tree_sizes(ids) if dry_run else self.delete_runs(ids, settled_before=before)
+            removed += [PrunedRun(rid, _STATES[state], func, settled_at, counts[rid])
+                        for rid, state, func, settled_at in chunk if rid in counts]
+        if dry_run:
+            return PruneResult(tuple(removed), True, bytes_before, bytes_before, self._free_bytes())
+        compacted = self._give_space_back(compact)
+        truncated = self._truncate_log()
+        return PruneResult(tuple(removed), False, bytes_before, self._disk_bytes(), self._free_bytes(), compacted,
+                           truncated)
+
+    @_reading
+    def _prune_candidates(self, before: float, states: frozenset[State]) -> list[tuple]:
+        marks = ",".join("?" * len(states))
+        return self._con().execute(
+            f"SELECT id, state, func, settled_at FROM promises WHERE parent IS NULL AND state IN ({marks}) "
+            "AND settled_at < ? ORDER BY settled_at, id", (*sorted(s.value for s in states), before)).fetchall()
+
+    @_reading
+    def _tree_sizes(self, roots: list[str]) -> dict[str, int]:
+        sizes: dict[str, int] = {}
+        con = self._con()
+        for start in range(0, len(roots), _CHUNK):
+            chunk = roots[start:start + _CHUNK]
+            sizes.update(con.execute(f"SELECT root, count(*) FROM promises WHERE root IN "
+                                     f"({','.join('?' * len(chunk))}) GROUP BY root", chunk).fetchall())
+        return sizes
+
+    def _disk_bytes(self) -> int:
+        """The database file plus its write-ahead log, in bytes."""
+        return sum(os.path.getsize(p) for p in (self.path, self.path + "-wal") if os.path.exists(p))
+
+    @_reading
+    def _free_bytes(self) -> int:
+        con = self._con()
+        return con.execute("PRAGMA freelist_count").fetchone()[0] * con.execute("PRAGMA page_size").fetchone()[0]
+
+    def _give_space_back(self, compact: bool) -> bool:
+        """Hand free pages back to the disk where the file allows it; ``compact``: make it allow it.
+        Returns whether the file was rewritten."""
+        mode = self._auto_vacuum()
+        if mode == 2:  # incremental
+            # executescript steps the pragma to its end (execute() would free a single page)
+            self._busy_safe(lambda con: con.executescript("BEGIN IMMEDIATE; PRAGMA incremental_vacuum; COMMIT;"))
+            return False
+        if mode == 0 and compact:
+            # The mode takes effect with the VACUUM, which rewrites the whole file.
+            self._busy_safe(lambda con: con.executescript("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;"))
+            return True
+        return False
+
+    @_reading
+    def _auto_vacuum(self) -> int:
+        return self._con().execute("PRAGMA auto_vacuum").fetchone()[0]
+
+    def _busy_safe(self, action: Callable[[sqlite3.Connection], Any]) -> None:
+        """Run a write outside :meth:`_write` (a pragma, a VACUUM), retrying while the file is busy."""
+        con = self._con()
+
+        def attempt() -> None:
+            try:
+                action(con)
+            except BaseException:
+                self._rollback(con)
+                raise
+
+        try:
+            try:
+                attempt()
+            except sqlite3.Error as exc:
+                if not _is_busy(exc):
+                    raise
+                self._retry_busy(attempt)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        self._committed()
+
+    def _truncate_log(self) -> bool:
+        """Checkpoint the whole log into the file and truncate it to zero bytes.
+
+        A connection of its own with a short busy timeout: the checkpoint waits for readers and
+        holds writers back while it waits, so it gives up after :attr:`TRUNCATE_WAIT_SECONDS`
+        rather than stall a busy store (the checkpointer thread copies the log later, and
+        ``journal_size_limit`` bounds it). A checkpoint already running (the checkpointer
+        thread's) makes SQLite answer "busy" at once: that one is waited out.
+        """
+        deadline = time.monotonic() + self.TRUNCATE_WAIT_SECONDS
+        try:
+            con = sqlite3.connect(self.path, timeout=min(self.busy_timeout, self.TRUNCATE_WAIT_SECONDS),
+                                  isolation_level=None)
+        except sqlite3.Error:
+            return False
+        try:
+            delay = 0.005
+            while True:
+                try:
+                    if con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0:
+                        return True
+                except sqlite3.Error as exc:
+                    if not _is_busy(exc):
+                        return False
+                if time.monotonic() + delay > deadline:
+                    return False
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+        finally:
+            con.close()
 
 
 def _file_identity(path: str) -> tuple[int, int] | None:
