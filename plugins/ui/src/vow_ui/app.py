@@ -62,6 +62,7 @@ class Console:
 
     # ------------------------------------------------------------------ rendering
     def render(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+        context.setdefault("note", None)
         return HTMLResponse(self.env.get_template(template).render(**context), status_code=status)
 
     def note(self, request: Request) -> str | None:
@@ -280,6 +281,7 @@ def create_app(vow: Any, *, token: str | None = None, poll: float = 0.5) -> Star
         Route("/run/{run_id:path}", console.run_page),
         Route("/live/run/{run_id:path}", console.run_live),
         Route("/image", console.image),
+        Route("/favicon.ico", lambda request: Response(status_code=204)),
         Route("/action/{action}", console.action, methods=["POST"]),
         Mount("/static", static, name="static"),
     ], lifespan=lifespan)

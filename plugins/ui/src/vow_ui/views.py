@@ -72,10 +72,19 @@ def error_text(value: str | None, state: State) -> str:
     return "" if payload is None else str(payload)
 
 
-def value_text(record: PromiseRecord, limit: int = 300) -> str:
-    """A settled promise's value or error as one short line."""
+def value_text(record: PromiseRecord, limit: int = 160) -> str:
+    """A settled promise's value or error as one short line (a receipt or an image in a few words)."""
     if record.state is State.RESOLVED:
         text = record.value or "null"
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = None
+        if isinstance(value, dict) and "transport" in value and "message_id" in value:
+            text = f"{value['transport']} {value['message_id']}" + (" (duplicate)" if value.get("duplicate") else "")
+        elif isinstance(value, dict) and "path" in value and "sha256" in value:
+            text = f"{value['path']} {value.get('width')}x{value.get('height')}" + (
+                " (from the provider's cache)" if value.get("duplicate") else "")
     elif record.settled:
         text = error_text(record.value, record.state)
     else:
