@@ -12,7 +12,7 @@ import warnings
 import pytest
 
 with warnings.catch_warnings():  # newer Starlette would rather drive its test client with another httpx
-    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
 from vow import Vow, encoding
