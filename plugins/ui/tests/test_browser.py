@@ -242,4 +242,4 @@ def test_screenshot_of_an_image_run_for_the_readme(sandbox: Any, browser: Any) -
     expect(page.locator(".summary")).to_contain_text("image-variations")
     shot = os.environ.get("VOW_UI_SCREENSHOT")  # VOW_UI_SCREENSHOT=docs/console.png refreshes the README's
     if shot:
-        page.screenshot(path=shot, full_page=False)
+        page.screenshot(path=shot, full_page=True)
