@@ -37,3 +37,40 @@ def test_every_runs_query_seeks_an_index(store: SQLiteStore, filters: dict) -> N
 
 def test_the_run_name_index_knows_the_pipeline_workflow() -> None:
     assert f"func = '{pipeline_workflow()}'" in _RUN_NAME
+
+
+def test_vow_ls_filters_by_state_and_name(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from vow import Vow
+    from vow.cli import cli
+
+    def leaf(ctx) -> int:
+        return 1
+
+    def flow(ctx):
+        return (yield ctx.run(leaf))
+
+    def other(ctx):
+        return (yield ctx.run(leaf))
+
+    store = f"sqlite:{tmp_path / 'vow.sqlite'}"
+    with Vow(store) as vow:
+        vow.register(flow)
+        vow.register(other)
+        vow.run("done/1", flow)
+        vow.submit("waiting/1", flow)
+        vow.submit("waiting/2", other)
+    runner = CliRunner()
+
+    def ids(*args: str) -> list[str]:
+        result = runner.invoke(cli, ["ls", "--store", store, *args])
+        assert result.exit_code == 0, result.output
+        return [line.split()[0] for line in result.output.splitlines()[1:]]
+
+    assert ids() == ["waiting/2", "waiting/1", "done/1"]
+    assert ids("--state", "pending") == ["waiting/2", "waiting/1"]
+    assert ids("--state", "pending", "--name", "flow") == ["waiting/1"]
+    assert ids("--limit", "1") == ["waiting/2"]
+    result = runner.invoke(cli, ["ls", "--store", store, "--state", "canceled", "--name", "flow"])
+    assert result.output.startswith("no runs in state canceled named flow in sqlite://")

@@ -23,6 +23,7 @@ from typing import Any, Iterable, Sequence
 
 import attrs
 
+from vow import progress
 from vow.records import Kind, PromiseRecord, State
 from vow.stores.base import INTERNAL_STEPS, is_branch, run_name
 
@@ -45,16 +46,10 @@ def when(ts: float | None) -> str:
 
 
 def seconds(value: float | None) -> str:
-    """``0.29s``, ``12.3s``, ``2m05s``, ``3h04m``."""
-    if value is None:
-        return "-"
-    if value < 10:
-        return f"{value:.2f}s"
-    if value < 60:
-        return f"{value:.1f}s"
-    if value < 3600:
-        return f"{int(value // 60)}m{int(value % 60):02d}s"
-    return f"{int(value // 3600)}h{int(value % 3600 // 60):02d}m"
+    """``0.29s``, ``12.3s``, ``2m05s`` (as the terminal views say it), and ``3h04m`` for long runs."""
+    if value is not None and value >= 3600:
+        return f"{int(value // 3600)}h{int(value % 3600 // 60):02d}m"
+    return progress.seconds(value)
 
 
 def error_text(value: str | None, state: State) -> str:
@@ -75,16 +70,7 @@ def error_text(value: str | None, state: State) -> str:
 def value_text(record: PromiseRecord, limit: int = 160) -> str:
     """A settled promise's value or error as one short line (a receipt or an image in a few words)."""
     if record.state is State.RESOLVED:
-        text = record.value or "null"
-        try:
-            value = json.loads(text)
-        except ValueError:
-            value = None
-        if isinstance(value, dict) and "transport" in value and "message_id" in value:
-            text = f"{value['transport']} {value['message_id']}" + (" (duplicate)" if value.get("duplicate") else "")
-        elif isinstance(value, dict) and "path" in value and "sha256" in value:
-            text = f"{value['path']} {value.get('width')}x{value.get('height')}" + (
-                " (from the provider's cache)" if value.get("duplicate") else "")
+        text = progress.describe_outcome(record)  # the terminal views' words for receipts and images
     elif record.settled:
         text = error_text(record.value, record.state)
     else:
