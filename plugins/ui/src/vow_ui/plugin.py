@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
+from typing import Any
 
 import click
 
@@ -55,8 +58,23 @@ def ui(store: str | None, host: str, port: int, token: str | None, apps: tuple[s
         shown = f"[{host}]" if ":" in host else host
         address = f"http://{shown}:{bound}/" + (f"?token={token}" if token else "")
         click.echo(f"vow console for {vow.store.url} on {address}  (pid {os.getpid()}; stop with Ctrl-C)", err=True)
-        config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2, lifespan="on")
-        uvicorn.Server(config).run(sockets=[sock])
+        config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5, lifespan="on")
+        _server(config, app.state.console.stopping).run(sockets=[sock])
+
+
+def _server(config: Any, stopping: asyncio.Event) -> Any:
+    """uvicorn's server, which also ends the live-update streams at Ctrl-C or SIGTERM: they never
+    finish by themselves, and uvicorn waits for open responses before it stops. (Defined here, not
+    at import: every ``vow`` command imports this module, and should not pay for uvicorn.)"""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            with contextlib.suppress(RuntimeError):  # no loop running yet: nothing to end
+                asyncio.get_running_loop().call_soon_threadsafe(stopping.set)
+            super().handle_exit(sig, frame)
+
+    return Server(config)
 
 
 @hookimpl
