@@ -77,12 +77,18 @@ def test_the_list_shows_a_finished_and_a_pending_run(sandbox: Any, browser: Any)
     expect(done.locator("td.counts")).to_have_text("2 / 0 / 0")  # branches ok / failed / pending
     expect(waiting.locator(".badge")).to_have_text("pending")
     expect(waiting).to_contain_text("notify")
+    # the list follows the store: a run canceled by another process changes state in place
+    page.evaluate("window.__same_page = 'yes'")
+    canceled = sandbox.vow("cancel", "waiting/1")
+    assert canceled.returncode == 0, canceled.stderr
+    expect(waiting.locator(".badge")).to_have_text("canceled")
+    assert page.evaluate("window.__same_page") == "yes"
     # the state filter
-    page.select_option("select[name=state]", "pending")
+    page.select_option("select[name=state]", "canceled")
     page.click("form.filters button[type=submit]")
     expect(page.locator('tr.run[data-id="waiting/1"]')).to_be_visible()
     expect(page.locator('tr.run[data-id="done/1"]')).to_have_count(0)
-    assert "state=pending" in page.url
+    assert "state=canceled" in page.url
 
 
 def test_the_timeline_shows_the_retried_branch_with_two_attempts(sandbox: Any, browser: Any) -> None:
@@ -243,3 +249,31 @@ def test_screenshot_of_an_image_run_for_the_readme(sandbox: Any, browser: Any) -
     shot = os.environ.get("VOW_UI_SCREENSHOT")  # VOW_UI_SCREENSHOT=docs/console.png refreshes the README's
     if shot:
         page.screenshot(path=shot, full_page=True)
+
+
+def test_resume_runs_a_stored_pipeline_run_in_the_console_and_cancel_stops_a_run(sandbox: Any, browser: Any) -> None:
+    stored = sandbox.vow("run", str(GATED), "--set", "order=R-1", "--detach")
+    assert stored.returncode == 0, stored.stderr
+    make_runs(sandbox.store)
+    console = sandbox.console()
+    page = browser
+    page.goto(f"{console.url}/run/{quote('gated/R-1', safe='')}")
+    expect(page.locator("p.hint")).to_contain_text("Resume runs it in this console")
+    page.get_by_role("button", name="Resume").click()
+    expect(page.locator("#note")).to_contain_text("resumed in this console")
+    # the run now waits at its gate, in the console's process; resolving it lets it finish there
+    form = page.locator('form.promise[data-key="gated/R-1.approval"]')
+    form.locator("input[name=value]").fill("ok")
+    form.locator("button.resolve").click()
+    expect(page.locator("#run-state")).to_have_text("resolved", timeout=60_000)
+    # a Python workflow the console does not have: Resume says who will run it
+    page.goto(f"{console.url}/run/{quote('waiting/1', safe='')}")
+    expect(page.locator("p.hint")).to_contain_text("not registered in this console")
+    page.get_by_role("button", name="Resume").click()
+    expect(page.locator("#note")).to_contain_text("vow worker --app MODULE")
+    # Cancel, after the confirmation
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Cancel run").click()
+    expect(page.locator("#run-state")).to_have_text("canceled")
+    with Vow(sandbox.store) as vow:
+        assert vow.get("waiting/1").state is State.CANCELED

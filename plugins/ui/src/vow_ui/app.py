@@ -113,10 +113,9 @@ class Console:
     async def runs_live(self, request: Request) -> Response:
         query = dict(request.query_params)
 
-        def read() -> tuple[Any, str, bool]:
+        def read() -> tuple[Any, str]:
             context = self.runs_context(query)
-            html = self.env.get_template("_runs_table.html").render(**context)
-            return context["fingerprint"], html, any(r.state == "pending" for r in context["rows"])
+            return context["fingerprint"], self.env.get_template("_runs_table.html").render(**context)
 
         return self.stream(request, read)
 
@@ -131,9 +130,9 @@ class Console:
             return None
         lease = self.store.lease(line.root.id) if not line.root.settled else None
         busy = lease is not None and not lease_is_free(lease, self.vow.owner, time.time())
-        return {"t": line, "registered": line.root.func in self.vow.registered(), "busy": busy,
-                "here": lease is not None and lease.owner == self.vow.owner and busy,
-                "resume_hint": RESUME_HINT, "fingerprint": views.fingerprint(tree)}
+        here = lease is not None and lease.owner == self.vow.owner and busy
+        return {"t": line, "registered": line.root.func in self.vow.registered(), "busy": busy, "here": here,
+                "resume_hint": RESUME_HINT, "fingerprint": (views.fingerprint(tree), busy, here)}
 
     async def run_page(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
@@ -148,12 +147,11 @@ class Console:
     async def run_live(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
 
-        def read() -> tuple[Any, str, bool]:
+        def read() -> tuple[Any, str]:
             context = self.run_context(run_id)
             if context is None:
-                return None, "<p class='empty'>This run is gone from the store.</p>", False
-            html = self.env.get_template("_run_body.html").render(**context)
-            return context["fingerprint"], html, not context["t"].root.settled
+                return None, "<p class='empty'>This run is gone from the store.</p>"
+            return context["fingerprint"], self.env.get_template("_run_body.html").render(**context)
 
         return self.stream(request, read)
 
@@ -170,26 +168,22 @@ class Console:
         return FileResponse(path, media_type="image/png", headers={"cache-control": "no-cache"})
 
     # ------------------------------------------------------------------ live updates
-    def stream(self, request: Request, read: Callable[[], tuple[Any, str, bool]]) -> StreamingResponse:
-        """Server-sent events: the region's HTML whenever its fingerprint changes.
-
-        While something is pending the region is also sent every few seconds, so running bars
-        and durations move on even when nothing settles.
-        """
+    def stream(self, request: Request, read: Callable[[], tuple[Any, str]]) -> StreamingResponse:
+        """Server-sent events: the region's HTML whenever its fingerprint changes (only then, so
+        a button is not replaced under the user's pointer; running durations tick in the page)."""
         async def events() -> AsyncIterator[str]:
             last: Any = object()
-            sent = 0.0
             yield "retry: 1000\n\n"
             while not self.stopping.is_set() and not await request.is_disconnected():
                 began = time.monotonic()
                 try:
-                    print_, html, pending = await run_in_threadpool(read)
+                    print_, html = await run_in_threadpool(read)
                 except VowError as exc:  # a busy or failing store: say so, keep trying
                     _log.warning("console: reading the store failed: %s", exc)
-                    print_, html, pending = last, None, True
+                    print_, html = last, None
                 took = time.monotonic() - began
-                if html is not None and (print_ != last or (pending and time.monotonic() - sent > 3.0)):
-                    last, sent = print_, time.monotonic()
+                if html is not None and print_ != last:
+                    last = print_
                     yield "event: update\n" + "".join(f"data: {line}\n" for line in html.split("\n")) + "\n"
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), timeout=max(self.poll, 4 * took))
