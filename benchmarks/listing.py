@@ -30,7 +30,6 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 from vow import encoding

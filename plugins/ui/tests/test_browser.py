@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import pytest
-
 from vow import Context, TransientError, Vow
 from vow.records import State
 from vow.retry import Constant

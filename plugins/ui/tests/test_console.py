@@ -16,7 +16,7 @@ with warnings.catch_warnings():  # newer Starlette would rather drive its test c
     from starlette.testclient import TestClient
 
 from vow import Vow, encoding
-from vow.records import Batch, Kind, PromiseRecord, Settle, State
+from vow.records import Batch, Kind, PromiseRecord, State
 from vow_ui import create_app
 from vow_ui.guard import host_of, is_loopback, same_site_path
 from vow_ui.views import BACKOFF_FUNC, IMAGE_LEAF, image_path, timeline

@@ -28,7 +28,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from vow.errors import VowError
-from vow.records import Kind, PromiseRecord, State
+from vow.records import Kind, State
 from vow.stores.base import lease_is_free
 from vow_ui import views
 from vow_ui.guard import Guard, same_site_path

@@ -25,13 +25,13 @@ import attrs
 
 from vow import progress
 from vow.records import Kind, PromiseRecord, State
-from vow.stores.base import INTERNAL_STEPS, is_branch, run_name
+from vow.engine import BACKOFF_FUNC
+from vow.images.pipeline import generate_image
+from vow.stores.base import is_branch, run_name
 
-BACKOFF_FUNC = "retry backoff"
-"""The ``func`` of the engine's retry back-off timers (``vow.engine.BACKOFF_FUNC``)."""
-
-IMAGE_LEAF = "vow.images.pipeline.generate_image"
-"""The leaf that writes an image run's images (its value names the file, its arguments the folder)."""
+IMAGE_LEAF = f"{generate_image.__module__}.{generate_image.__qualname__}"
+"""The name stored for the leaf that writes an image run's images (its value names the file, its
+arguments the folder)."""
 
 MAX_BARS = 500
 """A run page draws at most this many promises (a fan-out of 100,000 stays a readable page)."""
@@ -313,5 +313,5 @@ def fingerprint(records: Iterable[PromiseRecord]) -> tuple[Any, ...]:
     return tuple((r.id, r.state.value, r.attempt) for r in records)
 
 
-__all__ = ["INTERNAL_STEPS", "Bar", "RunRow", "Segment", "Timeline", "error_text", "fingerprint", "image_alt",
+__all__ = ["BACKOFF_FUNC", "Bar", "RunRow", "Segment", "Timeline", "error_text", "fingerprint", "image_alt",
            "image_path", "parse_cursor", "run_rows", "seconds", "timeline", "value_text", "when"]
