@@ -29,7 +29,6 @@ from starlette.staticfiles import StaticFiles
 
 from vow.errors import VowError
 from vow.records import Kind, State
-from vow.stores.base import lease_is_free
 from vow_ui import views
 from vow_ui.guard import Guard, same_site_path
 
@@ -129,10 +128,11 @@ class Console:
         if line is None:
             return None
         lease = self.store.lease(line.root.id) if not line.root.settled else None
-        busy = lease is not None and not lease_is_free(lease, self.vow.owner, time.time())
-        here = lease is not None and lease.owner == self.vow.owner and busy
+        parked = lease.parked if lease is not None else None
+        busy = lease is not None and not parked and not self.store.lease_free(line.root.id)
+        here = busy and lease is not None and lease.owner == self.vow.owner
         return {"t": line, "registered": line.root.func in self.vow.registered(), "busy": busy, "here": here,
-                "resume_hint": RESUME_HINT, "fingerprint": (views.fingerprint(tree), busy, here)}
+                "parked": parked, "resume_hint": RESUME_HINT, "fingerprint": (views.fingerprint(tree), busy, here, parked)}
 
     async def run_page(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
@@ -235,9 +235,12 @@ class Console:
         if record.settled:
             return False, f"{pid} already finished ({record.state.value}); nothing to resume"
         lease = self.store.lease(pid)
-        if not lease_is_free(lease, self.vow.owner, time.time()):
-            if lease is not None and lease.owner == self.vow.owner:
-                return True, f"{pid} is already running in this console"
+        if lease is not None and lease.parked:
+            return False, (f"{pid} is parked: {lease.parked}. The console does not override that; "
+                           f"after fixing the cause: vow resume --force {pid}")
+        if lease is not None and lease.owner == self.vow.owner and not self.store.lease_free(pid):
+            return True, f"{pid} is already running in this console"
+        if not self.store.lease_free(pid):
             return False, f"{pid} is running in another process; nothing to do"
         if record.func not in self.vow.registered():
             return False, f"workflow {record.func!r} is not registered in this console: {RESUME_HINT}"
