@@ -13,11 +13,12 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+
+from vow.testing import wait_until
 
 CHROMIUM = os.environ.get("VOW_UI_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -76,18 +77,18 @@ class Sandbox:
                                     cwd=self.root, env=self.env, text=True, stdout=out, stderr=subprocess.STDOUT)
         console = Console(proc, host, port, log)
         self.consoles.append(console)
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
+
+        def listening() -> bool:
             if proc.poll() is not None:
                 raise AssertionError(f"vow ui exited with {proc.returncode}:\n{log.read_text()}")
             try:
                 with socket.create_connection((host, port), timeout=1):
-                    return console
+                    return True
             except OSError:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"vow ui did not listen on {host}:{port} within {START_TIMEOUT}s:\n"
-                                         f"{log.read_text()}") from None
-                time.sleep(0.05)  # polling the port, not waiting for a guessed moment
+                return False
+
+        wait_until(listening, START_TIMEOUT, f"vow ui listens on {host}:{port}", interval=0.05)
+        return console
 
     def close(self) -> None:
         for console in self.consoles:

@@ -7,7 +7,6 @@ gated run of the Resolve test, which runs in its own ``vow run`` process.
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -15,6 +14,7 @@ from urllib.parse import quote
 from vow import Context, TransientError, Vow
 from vow.records import State
 from vow.retry import Constant
+from vow.testing import wait_until
 
 XSS = "<script>alert(1)</script>"
 GATED = Path(__file__).with_name("gated.yaml")
@@ -58,10 +58,7 @@ def make_runs(store: str) -> None:
         assert vow.run("done/1", notify, "ada@example.com") == ["sent to ada@example.com"] * 2
         vow.submit("waiting/1", notify, "bob@example.com")
         vow.begin_run("approve/1", approval, "needs a yes")
-        deadline = time.monotonic() + 30
-        while (record := vow.get("approve/1.approval")) is None or record.state is not State.PENDING:
-            assert time.monotonic() < deadline, "the outside promise was never stored"
-            time.sleep(0.02)  # polling the store for the promise the run makes
+        wait_until(lambda: vow.get("approve/1.approval"), message="the run stores its outside promise")
 
 
 def test_the_list_shows_a_finished_and_a_pending_run(sandbox: Any, browser: Any) -> None:
@@ -119,11 +116,8 @@ def test_resolve_wakes_a_gated_run_in_another_process_and_the_page_shows_it_fini
 
         store = SQLiteStore(sandbox.store_file)
         try:
-            deadline = time.monotonic() + 60
-            while (gate := store.get("gated/G-7.approval")) is None:
-                assert runner.poll() is None, runner.communicate()
-                assert time.monotonic() < deadline, "the gated run never stored its gate"
-                time.sleep(0.05)  # polling the store for the other process's promise
+            gate = wait_until(lambda: store.get("gated/G-7.approval"), 60, "the gated run stores its gate",
+                              proc=runner)
             assert gate.state is State.PENDING
         finally:
             store.close()
