@@ -32,37 +32,45 @@ def _when(ts: float | None) -> str:
 
 @click.command("ls")
 @click.option("--state", type=click.Choice([s.value for s in State]), help="Only runs in this state.")
+@click.option("--name", metavar="NAME", help="Only runs of this workflow, or of this pipeline.")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="At most this many runs.")
 @store_option
 @json_option
-def ls(state: str | None, limit: int, store: str | None, as_json: bool) -> None:
-    """List runs, newest first."""
-    from vow.progress import seconds
+def ls(state: str | None, name: str | None, limit: int, store: str | None, as_json: bool) -> None:
+    """List runs, newest first. A run parked after its process kept dying shows as ``parked``."""
+    from vow.progress import seconds  # imported here: `vow --help` stays quick
     from vow.stores import open_store
 
+    # The store alone: listing needs no engine, so `vow ls` stays quick on a big store.
     opened = open_store(store)
     try:
-        records = opened.search(state=State(state) if state else None, kind=Kind.WORKFLOW, roots_only=True,
-                                limit=limit)
+        records = opened.runs(state=State(state) if state else None, name=name, limit=limit)
+        parked = {r.id: lease.parked for r in records
+                  if not r.settled and (lease := opened.lease(r.id)) is not None and lease.parked}
         url = opened.url
     finally:
         opened.close()
     if as_json:
-        print_json([{"id": r.id, "state": r.state.value, "workflow": r.func, "pipeline": pipeline_name(r),
-                     "attempt": r.attempt, "created_at": r.created_at, "settled_at": r.settled_at,
-                     "elapsed": _took(r)} for r in records])
+        print_json([{"id": r.id, "state": "parked" if r.id in parked else r.state.value, "workflow": r.func,
+                     "pipeline": pipeline_name(r), "attempt": r.attempt, "created_at": r.created_at,
+                     "settled_at": r.settled_at, "elapsed": _took(r), "parked": parked.get(r.id)}
+                    for r in records])
         return
     if not records:
-        click.echo(f"no runs{f' in state {state}' if state else ''} in {url}")
+        filters = "".join(f" {what} {value}" for what, value in (("in state", state), ("named", name)) if value)
+        click.echo(f"no runs{filters} in {url}")
         return
     table = [("ID", "STATE", "WORKFLOW", "STARTED", "TOOK")]
     for r in records:
         name = pipeline_name(r)
-        table.append((r.id, r.state.value, f"pipeline {name}" if name else r.func, _when(r.created_at),
+        table.append((r.id, "parked" if r.id in parked else r.state.value, f"pipeline {name}" if name else r.func,
+                      _when(r.created_at),
                       seconds(_took(r)) if r.settled else "-"))
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    for rid, reason in parked.items():
+        click.echo(f"parked {rid}: {reason}")
 
 
 @click.command()

@@ -731,3 +731,97 @@ class StoreContract:
     def test_prune_of_an_empty_store_removes_nothing(self, store: Store) -> None:
         result = store.prune(before=self.CUTOFF)
         assert result.runs == () and result.promises == 0
+    # -- listings: runs and branch counts (StoreOperations.runs, .branch_counts) -----------------
+
+    def _runs(self, store: Store) -> None:
+        """Five runs (two pipelines), their branches, and records that are not runs."""
+        from vow import encoding
+        from vow.stores.base import pipeline_workflow
+
+        def pipeline_args(name: str) -> str:
+            return encoding.encode_args(({"name": name, "branches": []},), {}, what="a pipeline")
+
+        store.apply(Batch(creates=[
+            make_record("r1", kind=Kind.WORKFLOW, func="app.notify", created_at=10.0),
+            make_record("r1.email", parent="r1", root="r1", created_at=11.0),
+            make_record("r1.sms", parent="r1", root="r1", created_at=11.0),
+            make_record("r1.sms.backoff.2", parent="r1.sms", root="r1", kind=Kind.SLEEP, func="retry backoff",
+                        created_at=12.0),
+            make_record("r2", kind=Kind.WORKFLOW, func=pipeline_workflow(), args=pipeline_args("orders"),
+                        created_at=20.0),
+            make_record("r2.started", parent="r2", root="r2", created_at=20.5),
+            make_record("r2.approval", parent="r2", root="r2", kind=Kind.PROMISE, created_at=20.6),
+            make_record("r2.push", parent="r2", root="r2", created_at=21.0),
+            make_record("r2.child", parent="r2", root="r2", kind=Kind.WORKFLOW, created_at=21.0),
+            make_record("r2.child.1", parent="r2.child", root="r2", created_at=22.0),
+            make_record("r2.nap", parent="r2", root="r2", kind=Kind.SLEEP, created_at=23.0),
+            make_record("r2.result", parent="r2", root="r2", created_at=24.0),
+            # r3 and r4 start at the same moment: the id breaks the tie
+            make_record("r3", kind=Kind.WORKFLOW, func="app.notify", created_at=30.0),
+            make_record("r4", kind=Kind.WORKFLOW, func=pipeline_workflow(), args=pipeline_args("images"),
+                        created_at=30.0),
+            make_record("r5", kind=Kind.WORKFLOW, func="app.other", created_at=40.0),
+            make_record("lonely", kind=Kind.STEP, func="app.notify", created_at=50.0),  # a root, not a workflow
+        ]))
+        store.apply(Batch(settles=[Settle("r1", State.RESOLVED, "1", 15.0), Settle("r1.email", State.RESOLVED, "1", 12.0),
+                                   Settle("r1.sms", State.REJECTED, '"no"', 14.0), Settle("r2.push", State.RESOLVED, "1", 22.0),
+                                   Settle("r2.started", State.RESOLVED, "20.5", 20.6),
+                                   Settle("r2.child.1", State.RESOLVED, "1", 23.0),
+                                   Settle("r5", State.CANCELED, None, 41.0)]))
+
+    @pytest.mark.parametrize(("filters", "expected"), [
+        ({}, ["r5", "r4", "r3", "r2", "r1"]),
+        ({"state": State.PENDING}, ["r4", "r3", "r2"]),
+        ({"state": State.RESOLVED}, ["r1"]),
+        ({"state": State.CANCELED}, ["r5"]),
+        ({"state": State.TIMEDOUT}, []),
+        ({"name": "app.notify"}, ["r3", "r1"]),
+        ({"name": "orders"}, ["r2"]),  # a pipeline run goes by its pipeline's name
+        ({"name": "vow.pipeline"}, []),  # ... not by the workflow all pipelines run as
+        ({"name": "nope"}, []),
+        ({"since": 20.0}, ["r5", "r4", "r3", "r2"]),
+        ({"until": 30.0}, ["r2", "r1"]),
+        ({"since": 20.0, "until": 40.0}, ["r4", "r3", "r2"]),
+        ({"before": (30.0, "r4")}, ["r3", "r2", "r1"]),
+        ({"before": (30.0, "r3")}, ["r2", "r1"]),
+        ({"before": (10.0, "r1")}, []),
+        ({"state": State.PENDING, "name": "app.notify", "since": 11.0}, ["r3"]),
+        ({"limit": 2}, ["r5", "r4"]),
+        ({"limit": 0}, []),
+    ])
+    def test_runs_filters(self, store: Store, filters: dict[str, Any], expected: list[str]) -> None:
+        from vow.stores.base import StoreOperations
+
+        self._runs(store)
+        assert _ids(store.runs(**filters)) == expected
+        # The default built on search() agrees, so a store that keeps it lists runs the same way.
+        assert _ids(StoreOperations.runs(store, **filters)) == expected
+
+    def test_runs_pages_with_the_keyset_cursor_see_every_run_once(self, store: Store) -> None:
+        store.apply(Batch(creates=[make_record(f"w{i:02d}", kind=Kind.WORKFLOW, created_at=float(i // 3))
+                                   for i in range(20)]))  # groups of three runs that start together
+        pages, before = [], None
+        while True:
+            page = store.runs(limit=4, before=before)
+            if not page:
+                break
+            pages.append(_ids(page))
+            before = (page[-1].created_at, page[-1].id)
+        seen = [rid for page in pages for rid in page]
+        assert seen == [f"w{i:02d}" for i in reversed(range(20))]
+        assert all(len(page) == 4 for page in pages)
+
+    def test_branch_counts_are_the_direct_step_and_workflow_children(self, store: Store) -> None:
+        from vow.stores.base import StoreOperations
+
+        self._runs(store)
+        expected = {
+            "r1": {State.RESOLVED: 1, State.REJECTED: 1},  # not its back-off timer
+            "r2": {State.RESOLVED: 1, State.PENDING: 1},  # push and the child workflow; not the gate, the
+                                                          # sleep, the child's own leaf or the bookkeeping steps
+            "r3": {},
+            "unknown": {},
+        }
+        assert store.branch_counts(["r1", "r2", "r3", "unknown"]) == expected
+        assert StoreOperations.branch_counts(store, ["r1", "r2", "r3", "unknown"]) == expected
+        assert store.branch_counts([]) == {}

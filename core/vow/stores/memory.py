@@ -28,6 +28,7 @@ from vow.stores.base import (
     same_outcome,
     timeout_error_text,
 )
+from vow.stores.base import is_branch, run_key, run_matches  # listings
 
 _PENDING = State.PENDING
 FEED_WINDOW = 10_000
@@ -329,6 +330,40 @@ class MemoryStore(StoreOperations):
                 self._leases.pop(root, None)
                 deleted[root] = len(ids)
         return deleted
+
+
+    # -- listings: runs and their branches (see StoreOperations.runs and .branch_counts) ----------
+
+    def runs(self, *, state: State | None = None, name: str | None = None, since: float | None = None,
+             until: float | None = None, before: tuple[float, str] | None = None,
+             limit: int = 50) -> list[PromiseRecord]:
+        """Root workflows, newest first; looks at the roots only, not at every record."""
+        if limit <= 0:
+            return []
+        wanted = State(state) if state is not None else None
+        with self._lock:
+            self._check_open()
+            records = self._records
+            roots = [r for rid in self._trees if (r := records.get(rid)) is not None
+                     and r.parent is None and r.kind is Kind.WORKFLOW]
+        found = [r for r in roots if (wanted is None or r.state is wanted)
+                 and run_matches(r, name, since, until, before)]
+        found.sort(key=run_key, reverse=True)
+        return found[:limit]
+
+    def branch_counts(self, roots: Iterable[str]) -> dict[str, dict[State, int]]:
+        """Each root's branches by state, from the children index."""
+        counts: dict[str, dict[State, int]] = {}
+        with self._lock:
+            self._check_open()
+            for root in roots:
+                tally: dict[State, int] = {}
+                for cid in self._children.get(root, ()):
+                    child = self._records[cid]
+                    if is_branch(child):
+                        tally[child.state] = tally.get(child.state, 0) + 1
+                counts[root] = tally
+        return counts
 
 
 @hookimpl

@@ -55,6 +55,7 @@ from vow.stores.base import (
     timeout_error_text,
 )
 from vow.stores.owners import OwnerLocks
+from vow.stores.base import BRANCH_KINDS, INTERNAL_STEPS  # listings
 
 DEFAULT_PATH = os.path.join(".vow", "vow.sqlite")
 SYNCHRONOUS_MODES = ("normal", "full")
@@ -71,6 +72,12 @@ class SQLiteOptions:
     busy_timeout: float = 60.0
     """Seconds a write waits for another writer before giving up with :class:`StoreError`."""
 
+
+# A run's name (vow.stores.base.run_name) in SQL: the pipeline's name for a YAML pipeline run, else
+# the workflow's. The index on it and the query must spell it identically (so: one constant).
+# CASE, unlike AND, evaluates lazily: json_type never sees malformed JSON.
+_RUN_NAME = ("CASE WHEN func = 'vow.pipeline' AND json_valid(args) THEN (CASE WHEN json_type(args, '$[0].name') "
+             "= 'text' THEN json_extract(args, '$[0].name') ELSE func END) ELSE func END")
 
 _MIGRATIONS: dict[int, list[str]] = {
     # format 1 (vow 0.1): promises and leases
@@ -113,6 +120,13 @@ _MIGRATIONS: dict[int, list[str]] = {
             root TEXT NOT NULL,
             id TEXT NOT NULL
         )""",
+        # Listings of runs (root workflows), newest first, by state, by name or neither: SQLiteStore.runs.
+        """CREATE INDEX IF NOT EXISTS promises_runs_by_state ON promises (state, created_at, id)
+            WHERE parent IS NULL AND kind = 'workflow'""",
+        f"""CREATE INDEX IF NOT EXISTS promises_runs_by_name ON promises ({_RUN_NAME}, created_at, id)
+            WHERE parent IS NULL AND kind = 'workflow'""",
+        """CREATE INDEX IF NOT EXISTS promises_runs ON promises (created_at, id)
+            WHERE parent IS NULL AND kind = 'workflow'""",
     ],
 }
 """Statements that bring a file from format ``n - 1`` to ``n``; a new file runs them all."""
@@ -1051,6 +1065,60 @@ class SQLiteStore(StoreOperations):
                 delay = min(delay * 2, 0.1)
         finally:
             con.close()
+    # -- listings: runs and their branches (see StoreOperations.runs and .branch_counts) ----------
+
+    @_reading
+    def runs(self, *, state: State | None = None, name: str | None = None, since: float | None = None,
+             until: float | None = None, before: tuple[float, str] | None = None,
+             limit: int = 50) -> list[PromiseRecord]:
+        """Root workflows, newest first; one walk of the ``promises_runs*`` indexes, so a page
+        costs the same on a store of a thousand promises or of millions."""
+        if limit <= 0:
+            return []
+        sql, params = self._runs_query(state=state, name=name, since=since, until=until, before=before, limit=limit)
+        return [_record(row) for row in self._con().execute(sql, params)]
+
+    @staticmethod
+    def _runs_query(*, state: State | None, name: str | None, since: float | None, until: float | None,
+                    before: tuple[float, str] | None, limit: int) -> tuple[str, tuple[Any, ...]]:
+        """The SQL of :meth:`runs` and its parameters."""
+        # The root and state conditions are literals, not parameters: the planner uses a partial
+        # index only when it can see that the query implies the index's WHERE clause.
+        where = ["parent IS NULL", "kind = 'workflow'"]
+        params: list[Any] = []
+        if state is not None:
+            where.append(f"state = '{State(state).value}'")  # an enum value: safe to inline
+        if since is not None:
+            where.append("created_at >= ?")
+            params.append(float(since))
+        if until is not None:
+            where.append("created_at < ?")
+            params.append(float(until))
+        if before is not None:
+            where.append("(created_at, id) < (?, ?)")
+            params += [float(before[0]), str(before[1])]
+        if name is not None:
+            where.append(f"{_RUN_NAME} = ?")
+            params.append(name)
+        sql = f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY created_at DESC, id DESC LIMIT ?"
+        return sql, (*params, limit)
+
+    @_reading
+    def branch_counts(self, roots: Iterable[str]) -> dict[str, dict[State, int]]:
+        """Each root's branches by state, counted in SQL over the ``promises_parent`` index."""
+        wanted = list(dict.fromkeys(roots))
+        counts: dict[str, dict[State, int]] = {root: {} for root in wanted}
+        internal = " AND ".join(f"id != parent || '.{name}'" for name in INTERNAL_STEPS)
+        kinds = ", ".join(f"'{kind.value}'" for kind in BRANCH_KINDS)
+        con = self._con()
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start:start + _CHUNK]
+            rows = con.execute(
+                f"SELECT parent, state, count(*) FROM promises WHERE parent IN ({','.join('?' * len(chunk))}) "
+                f"AND kind IN ({kinds}) AND {internal} GROUP BY parent, state", chunk)
+            for parent, state, n in rows:
+                counts[parent][_STATES[state]] = n
+        return counts
 
 
 def _file_identity(path: str) -> tuple[int, int] | None:
