@@ -81,7 +81,7 @@ def open_store(spec: str | os.PathLike[str] | Store | None = None, *, plugins: A
 
         options = from_text(options_class, options)
     try:
-        store: Store = plugins.stores.build(name, options, where=where)
+        store: Store = plugins.stores.build(name, options, where=f"{where} options")
         return store
     except OSError as exc:  # a store that could not open its file or socket: a StoreError like any other
         raise StoreError(f"{where}: cannot be opened: {exc.strerror or exc}"
