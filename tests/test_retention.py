@@ -236,8 +236,6 @@ def test_sqlite_prune_gives_space_back_and_truncates_the_log(tmp_path: Path) -> 
         store.close()
 
 
-@pytest.mark.xfail(strict=True, reason="SQLiteStore._create_schema sets auto_vacuum after the switch to WAL, "
-                   "which has already written the header; it must come first (then drop this mark)")
 def test_a_new_store_file_gives_space_back_without_compacting(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "vow.sqlite")
     try:

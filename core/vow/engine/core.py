@@ -434,16 +434,16 @@ class Engine:
             self.timers.cancel(node.timer)
             node.timer = None
         self.committer.writes(root.id, root.token).settles.append(Settle(node.id, state, text, now))
+        if node.run is None:
+            self._finish_root(root)  # its leftover branches settle first: observers see them end before the run
+        elif node.child is not None:
+            self._stop_under(node)
         if self._observers:
             self.committer.after(root.id, root.token, self._emit, EventKind.SETTLED, node.id, root.id,
                                  node.parent_id, node.func, node.kind, node.attempt, state.value,
                                  _describe(error) if error is not None else None)
-        if node.run is None:
-            self._finish_root(root)
-            return
-        if node.child is not None:
-            self._stop_under(node)
-        self._wake(node)
+        if node.run is not None:
+            self._wake(node)
 
     def _reject(self, node: PromiseNode, error: BaseException) -> None:
         text = self.codec.encode(error)
@@ -619,11 +619,18 @@ class Engine:
         self._roots[root.id] = fresh
         self._begin_root(fresh, record, run.fn, run.args, run.kwargs, run.policy)
 
+    def _stopped(self, root: RootRun) -> None:
+        """Tell observers this process stops running ``root`` without settling it."""
+        if self._observers and root.run is not None:
+            node = root.run.node
+            self._emit(EventKind.STOPPED, root.id, root.id, None, node.func, Kind.WORKFLOW, node.attempt)
+
     def _lose(self, root: RootRun) -> None:
         """Another worker holds ``root``'s lease now, or it was settled outside: stop here; callers wait
         for the stored result."""
         if self._roots.get(root.id) is not root:
             return
+        self._stopped(root)
         root.done = True
         self.committer.drop(root.id)
         _close_runs(root)
@@ -638,6 +645,7 @@ class Engine:
     def _abort(self, root: RootRun, error: BaseException) -> None:
         if self._roots.get(root.id) is not root:
             return
+        self._stopped(root)
         root.done = True
         self.committer.drop(root.id)
         _close_runs(root)
@@ -648,6 +656,12 @@ class Engine:
                 future.set_exception(error)
 
     def _stop_settled_root(self, root: RootRun, record: PromiseRecord | None) -> None:
+        if record is not None and self._observers and root.run is not None:
+            node = root.run.node
+            self._emit(EventKind.SETTLED, root.id, root.id, None, node.func, Kind.WORKFLOW, node.attempt,
+                       state=record.state.value)
+        else:
+            self._stopped(root)
         root.done = True
         self.committer.drop(root.id)
         _close_runs(root)
@@ -738,6 +752,7 @@ class Engine:
         self._starts = []
         leases = []
         for root in list(self._roots.values()):
+            self._stopped(root)
             root.done = True
             _close_runs(root)
             lease = self.keeper.forget(root.id)

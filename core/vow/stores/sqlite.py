@@ -346,12 +346,13 @@ class SQLiteStore(StoreOperations):
         def setup() -> None:
             con = self._con()
             if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                if con.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+                    # Only before the file's first write (the switch to WAL is one): lets `vow prune`
+                    # give pages back to the disk.
+                    con.execute("PRAGMA auto_vacuum = INCREMENTAL")
                 con.execute("PRAGMA journal_mode = WAL")
             if con.execute("PRAGMA user_version").fetchone()[0] == FORMAT_VERSION:
                 return  # the usual case: nothing to write, so no need to wait for the write lock
-            if con.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
-                # Only possible before the first table: lets `vow prune` give pages back to the disk.
-                con.execute("PRAGMA auto_vacuum = INCREMENTAL")
             self._begin(con)
             try:
                 version = con.execute("PRAGMA user_version").fetchone()[0]

@@ -102,8 +102,8 @@ def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
     box.close()
 
 
-@pytest.fixture(scope="session")
-def _playwright() -> Iterator[Any]:
+@pytest.fixture(scope="module")  # not the session: Playwright's sync API keeps an event loop running
+def _playwright() -> Iterator[Any]:  # in this thread while it lives, and asyncio.run() elsewhere refuses to start
     if not os.path.exists(CHROMIUM):
         message = (f"no Chromium at {CHROMIUM}: install Debian's with `apt-get install -y chromium` "
                    "(.ci/run does), or point VOW_UI_CHROMIUM at one")

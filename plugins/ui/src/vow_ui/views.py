@@ -10,7 +10,7 @@ engine stores a durable timer ``{id}.backoff.{n+1}`` (kind ``sleep``, func
 :data:`BACKOFF_FUNC`) created when attempt ``n`` failed, waking when attempt ``n+1`` may start,
 and settled when it starts. So attempt ``n`` runs from the end of the back-off before it (or the
 promise's creation) to the start of the back-off after it (or the promise's settling). The
-error of a failed attempt is the timer's ``error`` tag when the engine stores one; the last
+error of a failed attempt is the timer's ``args`` (the engine stores the attempt's failure there); the last
 attempt's error is the promise's own.
 """
 
@@ -252,7 +252,7 @@ def segments(record: PromiseRecord, timers: Sequence[PromiseRecord], now: float)
         n = number(timer)
         if n <= attempt:
             continue
-        error = timer.tags.get("error", "")
+        error = error_text(timer.args, State.REJECTED) if timer.args else ""  # the failed attempt's stored error
         if began is not None:
             found.append(Segment("attempt", attempt, began, timer.created_at, "failed", error))
         found.append(Segment("backoff", n, timer.created_at, timer.settled_at or (timer.timeout if record.settled else None),
