@@ -30,7 +30,8 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from vow import encoding
 from vow.cli import cli
@@ -157,7 +158,8 @@ def main() -> int:
         ("runs(before=5,000th) + branch_counts (page 101)",
          lambda: store.branch_counts([r.id for r in store.runs(limit=50, before=before)]), {"before": before}),
         ("runs(state=resolved, before=5,000th) (a deep page)",
-         lambda: store.runs(state=State.RESOLVED, limit=50, before=before), {"state": State.RESOLVED, "before": before}),
+         lambda: store.runs(state=State.RESOLVED, limit=50, before=before),
+         {"state": State.RESOLVED, "before": before}),
         ("before: search(state=pending, roots_only) as vow ls did",
          lambda: store.search(state=State.PENDING, kind=Kind.WORKFLOW, roots_only=True, limit=20), None),
     ]

@@ -22,6 +22,7 @@ from vow.retention import AutoPrune, parse_duration, parse_states
 from vow.stores.sqlite import SQLiteStore
 from vow.testing import make_record, wait_until
 
+
 def leaf(ctx: LeafContext, value: str) -> str:
     return value
 

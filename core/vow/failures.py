@@ -29,7 +29,8 @@ import builtins
 import importlib
 import json
 import traceback
-from typing import Any, Callable, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from vow import errors as vow_errors
 

@@ -106,6 +106,7 @@ def vow_declare_errors() -> Iterable[type[BaseException]]:
     so a run resumed elsewhere receives the same exception as the live run did; an undeclared
     type comes back as :class:`vow.errors.RejectedError`. Called when a client starts.
     """
+    return ()
 
 
 REGISTRATION_HOOKS: dict[str, str] = {

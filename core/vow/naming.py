@@ -22,8 +22,9 @@ def main_module_name() -> str | None:
     if main is None:
         return None
     spec = getattr(main, "__spec__", None)
-    if spec is not None and spec.name and spec.name != "__main__":
-        return spec.name[: -len(".__main__")] if spec.name.endswith(".__main__") else spec.name
+    name = str(spec.name) if spec is not None and spec.name else ""
+    if name and name != "__main__":
+        return name[: -len(".__main__")] if name.endswith(".__main__") else name
     path = getattr(main, "__file__", None)
     if not path:
         return None

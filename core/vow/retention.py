@@ -18,7 +18,8 @@ import random
 import re
 import sys
 import threading
-from typing import TYPE_CHECKING, Collection, Iterable
+from collections.abc import Collection, Iterable
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -144,7 +145,7 @@ def is_prunable(record: PromiseRecord | None, before: float, states: Collection[
             and record.settled_at is not None and record.settled_at < before)
 
 
-def prune_store(store: "Store", *, before: float, states: Collection[State] = FINISHED_STATES,
+def prune_store(store: Store, *, before: float, states: Collection[State] = FINISHED_STATES,
                 dry_run: bool = False) -> PruneResult:
     """Prune ``store`` through its reads and its ``delete_runs`` primitive (any store's default).
 
@@ -179,7 +180,7 @@ class AutoPrune:
     A prune that fails is logged and tried again at the next turn.
     """
 
-    def __init__(self, store: "Store", keep: float | str, *, every: float = 3600.0,
+    def __init__(self, store: Store, keep: float | str, *, every: float = 3600.0,
                  states: Collection[State] = FINISHED_STATES) -> None:
         self.store = store
         self.keep = parse_duration(keep, what="retention")
@@ -192,7 +193,7 @@ class AutoPrune:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "AutoPrune":
+    def start(self) -> AutoPrune:
         """Start the background thread (once)."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="vow-retention", daemon=True)

@@ -15,7 +15,6 @@ import click
 from vow.cli.common import UserError, json_option, pipeline_name, print_json, store_option
 from vow.records import Kind, PromiseRecord, State
 
-
 CLIP_CHARS = 1000
 """``vow show --json``: longer strings are cut to this many characters (``--full``: never)."""
 CLIP_ITEMS = 100

@@ -58,7 +58,6 @@ def worker(store: str | None, apps: tuple[str, ...], poll: float, max_running: i
     stops the worker; runs it had not finished stay pending and are resumed by the next worker.
     """
     from vow.client import Vow
-
     from vow.retention import AutoPrune, describe_seconds, parse_duration
 
     keep = parse_duration(retention, what="--retention") if retention is not None else None

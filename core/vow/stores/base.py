@@ -190,7 +190,7 @@ class Store(Protocol):
         whole. Returns the number of records deleted per run deleted."""
 
     def prune(self, *, before: float, states: Collection[State] = ..., dry_run: bool = False,
-              compact: bool = False) -> "PruneResult":
+              compact: bool = False) -> PruneResult:
         """Delete every run whose root settled in ``states`` (default: all settled states) before
         ``before``, and give the space back where the store can do it without blocking writers.
         ``dry_run`` deletes nothing and reports what would go; ``compact`` lets a store rewrite
@@ -271,7 +271,7 @@ class StoreOperations:
     # -- retention (added for `vow prune`; see vow.retention) ------------------------------------
 
     def prune(self, *, before: float, states: Collection[State] = FINISHED_STATES, dry_run: bool = False,
-              compact: bool = False) -> "PruneResult":
+              compact: bool = False) -> PruneResult:
         """Prune through :meth:`Store.search`, :meth:`Store.tree` and :meth:`Store.delete_runs`
         (:func:`vow.retention.prune_store`); a store with a query language should do it there."""
         return prune_store(self, before=before, states=states, dry_run=dry_run)  # type: ignore[arg-type]

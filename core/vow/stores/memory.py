@@ -16,19 +16,21 @@ from vow.errors import PromiseNotFoundError, StoreError
 from vow.hookspecs import hookimpl
 from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, State
 from vow.retention import FINISHED_STATES, is_prunable
-from vow.stores.base import (
+from vow.stores.base import (  # listings
     ChangeFeed,
     StoreOperations,
     conflict_error,
+    is_branch,
     lease_claimable,
     lease_lost_error,
     lease_takeover,
     parked_reason,
     past_deadline,
+    run_key,
+    run_matches,
     same_outcome,
     timeout_error_text,
 )
-from vow.stores.base import is_branch, run_key, run_matches  # listings
 
 _PENDING = State.PENDING
 FEED_WINDOW = 10_000

@@ -41,8 +41,10 @@ from vow.errors import ConfigError, PromiseNotFoundError, StoreError
 from vow.hookspecs import hookimpl
 from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, Settle, State
 from vow.retention import BATCH_RUNS, FINISHED_STATES, PrunedRun, PruneResult
-from vow.stores.base import (
+from vow.stores.base import (  # listings
+    BRANCH_KINDS,
     FORMAT_VERSION,
+    INTERNAL_STEPS,
     ChangeFeed,
     StoreOperations,
     conflict_error,
@@ -55,7 +57,6 @@ from vow.stores.base import (
     timeout_error_text,
 )
 from vow.stores.owners import OwnerLocks
-from vow.stores.base import BRANCH_KINDS, INTERNAL_STEPS  # listings
 
 DEFAULT_PATH = os.path.join(".vow", "vow.sqlite")
 SYNCHRONOUS_MODES = ("normal", "full")

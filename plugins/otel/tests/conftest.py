@@ -9,7 +9,8 @@ import gzip
 import http.server
 import threading
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import attrs
 import pytest

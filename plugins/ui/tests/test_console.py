@@ -4,10 +4,9 @@ access rules (Starlette's test client, which runs the real app in this process).
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
-
-import warnings
 
 import pytest
 
@@ -96,8 +95,8 @@ def test_host_headers_and_redirect_targets() -> None:
 def client(tmp_path: Path) -> Any:
     with Vow(f"sqlite:{tmp_path / 'vow.sqlite'}") as vow:
         vow.store.apply(Batch(creates=[
-            PromiseRecord("a", State.PENDING, Kind.WORKFLOW, "a", "app.flow", encoding.encode_args(("x",), {}, what="t"),
-                          idempotency_key="a", created_at=1.0),
+            PromiseRecord("a", State.PENDING, Kind.WORKFLOW, "a", "app.flow",
+                          encoding.encode_args(("x",), {}, what="t"), idempotency_key="a", created_at=1.0),
             PromiseRecord("a.gate", State.PENDING, Kind.PROMISE, "a", "", "", parent="a", idempotency_key="a.gate",
                           created_at=2.0)]))
         with TestClient(create_app(vow), base_url="http://127.0.0.1:8765") as test_client:

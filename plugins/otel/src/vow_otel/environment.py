@@ -29,7 +29,8 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import threading
-from typing import Any, Literal, Mapping
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import attrs
 import httpx

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
-from typing import Iterator
+from collections.abc import Iterator
 
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 

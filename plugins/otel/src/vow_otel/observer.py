@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -227,7 +228,7 @@ class OtelObserver:
     # -- leaves (the leaf's own thread or task)
 
     @contextlib.contextmanager
-    def leaf_scope(self, ctx: "LeafContext") -> Iterator[None]:
+    def leaf_scope(self, ctx: LeafContext) -> Iterator[None]:
         """Make the leaf's span current while one attempt runs, and time the attempt.
 
         HTTP requests the leaf makes (a channel, an image provider) then belong to its span and

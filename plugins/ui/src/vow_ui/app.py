@@ -16,7 +16,8 @@ import datetime
 import logging
 import secrets
 import time
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
 import jinja2
@@ -132,7 +133,8 @@ class Console:
         busy = lease is not None and not parked and not self.store.lease_free(line.root.id)
         here = busy and lease is not None and lease.owner == self.vow.owner
         return {"t": line, "registered": line.root.func in self.vow.registered(), "busy": busy, "here": here,
-                "parked": parked, "resume_hint": RESUME_HINT, "fingerprint": (views.fingerprint(tree), busy, here, parked)}
+                "parked": parked, "resume_hint": RESUME_HINT,
+                "fingerprint": (views.fingerprint(tree), busy, here, parked)}
 
     async def run_page(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
@@ -200,7 +202,8 @@ class Console:
                                message="This action did not come from the console's own page (CSRF check failed). "
                                        "Reload the page and try again.")
         pid = form.get("id", "")
-        act = {"resolve": self._resolve, "reject": self._reject, "cancel": self._cancel, "resume": self._resume}.get(name)
+        actions = {"resolve": self._resolve, "reject": self._reject, "cancel": self._cancel, "resume": self._resume}
+        act = actions.get(name)
         if act is None:
             return self.render("error.html", 404, title="No such action", message=f"Unknown action {name!r}.")
         try:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import secrets
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from starlette.requests import Request

@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import attrs
 
 from vow import progress
-from vow.records import Kind, PromiseRecord, State
 from vow.engine import BACKOFF_FUNC
 from vow.images.pipeline import generate_image
+from vow.records import Kind, PromiseRecord, State
 from vow.stores.base import is_branch, run_name
 
 IMAGE_LEAF = f"{generate_image.__module__}.{generate_image.__qualname__}"
@@ -252,7 +253,7 @@ def segments(record: PromiseRecord, timers: Sequence[PromiseRecord], now: float)
         n = number(timer)
         if n <= attempt:
             continue
-        error = error_text(timer.args, State.REJECTED) if timer.args else ""  # the failed attempt's stored error
+        error = error_text(timer.args, State.REJECTED) if timer.args else ""  # the attempt's failure
         if began is not None:
             found.append(Segment("attempt", attempt, began, timer.created_at, "failed", error))
         found.append(Segment("backoff", n, timer.created_at, timer.settled_at or (timer.timeout if record.settled else None),
