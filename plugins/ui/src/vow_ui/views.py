@@ -256,8 +256,8 @@ def segments(record: PromiseRecord, timers: Sequence[PromiseRecord], now: float)
         error = error_text(timer.args, State.REJECTED) if timer.args else ""  # the attempt's failure
         if began is not None:
             found.append(Segment("attempt", attempt, began, timer.created_at, "failed", error))
-        found.append(Segment("backoff", n, timer.created_at, timer.settled_at or (timer.timeout if record.settled else None),
-                             "done" if timer.settled else "waiting"))
+        wait_end = timer.settled_at or (timer.timeout if record.settled else None)
+        found.append(Segment("backoff", n, timer.created_at, wait_end, "done" if timer.settled else "waiting"))
         attempt = n
         began = timer.settled_at
         if not timer.settled and not record.settled:
