@@ -583,7 +583,7 @@ def test_a_throttled_leaf_waits_durably_and_runs_again_as_the_same_attempt(vow: 
 
     assert vow.run("th/1", wf) == 3
     assert seen == [1, 1, 1]  # waiting for a token is not a failed attempt
-    waits = [r for r in vow.store.children("th/1.1")]
-    assert [(r.id, r.func, r.state) for r in waits] == [
-        ("th/1.1.throttle.1.1", "rate limit wait", State.RESOLVED), ("th/1.1.throttle.1.2", "rate limit wait", State.RESOLVED)]
+    waits = [(r.id, r.func, r.state) for r in vow.store.children("th/1.1")]
+    assert waits == [("th/1.1.throttle.1.1", "rate limit wait", State.RESOLVED),
+                     ("th/1.1.throttle.1.2", "rate limit wait", State.RESOLVED)]
     assert vow.get("th/1.1").attempt == 1
