@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import signal
+import sqlite3
 from pathlib import Path
 
 from vow.testing import wait_until

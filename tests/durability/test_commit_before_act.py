@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from vow import CanceledError, Context, EncodeError, LeafContext, NonDeterminismError, PromiseTimeoutError, Vow
+from vow import CanceledError, Context, EncodeError, LeafContext, PromiseTimeoutError, Vow
 from vow.records import State
 from vow.testing import wait_until
 
