@@ -36,9 +36,11 @@ Rules of ``apply`` (all of a batch or none of it):
 
 Leases:
 
-* A lease is claimed when it is free (never held, or released), expired by the store's clock,
-  or held by an owner the store knows is dead (see :meth:`Store.hold_owner`). When the store is
-  unsure whether an owner lives, only expiry frees its lease — never a guess of "dead".
+* A lease is claimed when it is free (never held, or released), held by an owner the store knows
+  is dead, or expired by the store's clock while the store cannot tell whether its owner lives
+  (see :meth:`Store.hold_owner`). A lease of an owner the store knows is alive is never taken,
+  expired or not: a wall-clock step that makes every lease look expired takes nothing from a
+  live process. When unsure, only expiry frees a lease — never a guess of "dead".
   Every new owner gets a larger token; claiming a lease you hold renews it; a released lease
   keeps its token, so tokens only grow.
 * A claim that takes a lease over from another owner that never released it (a crash, a kill, an
@@ -146,8 +148,9 @@ class Store(Protocol):
     def release_owner(self, owner: str) -> None:
         """``owner`` stops running anything; its leases may be taken at once."""
 
-    def owner_dead(self, owner: str) -> bool:
-        """True only when the store knows ``owner`` no longer runs (false when alive or unknown)."""
+    def owner_alive(self, owner: str) -> bool | None:
+        """Whether ``owner`` runs: ``True`` (it holds its liveness), ``False`` (it surely stopped), or
+        ``None`` when the store cannot tell (an owner on another machine, an older vow)."""
 
     def claimable(self, *, limit: int = 100, now: float | None = None) -> list[PromiseRecord]:
         """Pending, unparked root workflows whose lease is free, expired or held by a dead owner; oldest first."""
@@ -251,7 +254,7 @@ class StoreOperations:
 
     def lease_free(self, root: str) -> bool:
         """Whether ``root``'s lease may be claimed now (free, expired, a dead owner's; not parked)."""
-        return lease_claimable(self.lease(root), "", self.now(), self.owner_dead)  # type: ignore[attr-defined]
+        return lease_claimable(self.lease(root), "", self.now(), self.owner_alive)  # type: ignore[attr-defined]
 
     def claim_many(self, roots: Sequence[str], owner: str, ttl: float, *, now: float | None = None,
                    max_recoveries: int | None = None) -> dict[str, Lease]:
@@ -370,15 +373,18 @@ def lease_takeover(current: Lease | None, owner: str) -> bool:
     return current is not None and bool(current.owner) and current.owner != owner
 
 
-def lease_claimable(current: Lease | None, owner: str, now: float, owner_dead: Callable[[str], bool]) -> bool:
-    """Whether ``owner`` may take ``current``: none, released, its own, expired, or a known-dead owner's;
-    never a parked one."""
+def lease_claimable(current: Lease | None, owner: str, now: float,
+                    owner_alive: Callable[[str], bool | None]) -> bool:
+    """Whether ``owner`` may take ``current``: none, released, its own, a dead owner's, or expired
+    while its owner's liveness is unknown; never a parked one, never a live owner's."""
     if current is None:
         return True
     if current.parked:
         return False
-    return (not current.owner or current.owner == owner or current.expires_at <= now
-            or owner_dead(current.owner))
+    if not current.owner or current.owner == owner:
+        return True
+    alive = owner_alive(current.owner)
+    return alive is False or (alive is None and current.expires_at <= now)
 
 
 # -- listings: what a run and a branch are (shared by every store's listing methods) ----------

@@ -377,6 +377,19 @@ class StoreContract:
         taken = store.claim("wf", new_owner_id(), 30, now=now)
         assert taken is not None and taken.token > held.token
 
+    def test_a_live_owners_lease_is_not_taken_even_once_it_looks_expired(self, store: Store) -> None:
+        store.apply(Batch(creates=[_workflow("wf")]))
+        owner = new_owner_id()
+        if not store.hold_owner(owner):
+            pytest.skip(f"{type(store).__name__} judges owners by lease expiry only")
+        held = store.claim("wf", owner, 1, now=100.0)
+        assert held is not None and store.owner_alive(owner) is True
+        later = 100.0 + 3600  # the wall clock stepped an hour ahead: every lease looks expired
+        assert store.claimable(now=later) == [] and store.claim("wf", new_owner_id(), 30, now=later) is None
+        assert store.lease_free("wf") is False
+        store.release_owner(owner)
+        assert store.owner_alive(owner) is False and store.claim("wf", new_owner_id(), 30, now=later) is not None
+
     def test_an_owner_the_store_cannot_judge_keeps_its_lease_until_expiry(self, store: Store) -> None:
         store.apply(Batch(creates=[_workflow("wf")]))
         unknown = "another-host:123:0123456789abcdef"  # never held here: maybe alive elsewhere

@@ -225,9 +225,11 @@ class MemoryStore(StoreOperations):
             self._live_owners.discard(owner)
             self._dead_owners.add(owner)
 
-    def owner_dead(self, owner: str) -> bool:
-        """True for an owner that held and then released its liveness here."""
-        return owner in self._dead_owners
+    def owner_alive(self, owner: str) -> bool | None:
+        """Known for the owners that held their liveness here (this process); unknown for others."""
+        if owner in self._live_owners:
+            return True
+        return False if owner in self._dead_owners else None
 
     def claimable(self, *, limit: int = 100, now: float | None = None) -> list[PromiseRecord]:
         """Pending, unparked root workflows whose lease is free, expired or held by a dead owner."""
@@ -237,7 +239,7 @@ class MemoryStore(StoreOperations):
             roots = [r for r in self._records.values()
                      if r.parent is None and r.state is _PENDING and r.kind is Kind.WORKFLOW]
             leases = dict(self._leases)
-            found = [r for r in roots if lease_claimable(leases.get(r.id), "", now, self.owner_dead)]
+            found = [r for r in roots if lease_claimable(leases.get(r.id), "", now, self.owner_alive)]
         found.sort(key=lambda r: r.created_at)
         return found[:max(limit, 0)]
 
@@ -250,7 +252,7 @@ class MemoryStore(StoreOperations):
         with self._lock:
             self._check_open()
             current = self._leases.get(root)
-            if not lease_claimable(current, owner, now, self.owner_dead):
+            if not lease_claimable(current, owner, now, self.owner_alive):
                 return None
             if current is None:
                 lease = Lease(root, owner, 1, now + ttl)
