@@ -31,6 +31,7 @@ _COMMANDS = {
     "cancel": ("vow.cli.promises", "cancel"),
     "prune": ("vow.cli.retention", "prune"),
     "worker": ("vow.cli.worker", "worker"),
+    "schedule": ("vow.cli.schedule", "schedule"),
     "plugins": ("vow.cli.plugins", "plugins_command"),
 }
 

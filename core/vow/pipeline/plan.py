@@ -117,8 +117,9 @@ class _Planner:
         schedule = self.schedule()
         inputs = merge(spec.input, overrides)
         context: dict[str, Any] = {"input": wrap(inputs, "input"), "name": spec.name}
-        if tick is not None:
-            context["schedule"] = wrap(dict(tick), "schedule")
+        # A run a schedule did not start sees empty values: {{ schedule.tick or "now" }} works in both.
+        context["schedule"] = wrap(dict(tick) if tick is not None else {"name": None, "tick": None, "time": None},
+                                   "schedule")
         run_id = self.run_id(run_id, inputs, context)
         context["run"] = wrap({"id": run_id, "slug": slug(run_id)}, "run")
         defaults = self.defaults()
