@@ -185,9 +185,12 @@ class _Planner:
         from vow.schedules.timing import Timing, parse_every
 
         every = None
-        try:
-            if block.every is not None:
+        if block.every is not None:
+            try:
                 every = parse_every(block.every)
+            except ConfigError as exc:
+                raise self.error(("schedule", "every"), exc.problem.removeprefix("every: ")) from None
+        try:
             timing = Timing(cron=block.cron, every=every, timezone=block.timezone)
         except ConfigError as exc:
             raise self.source.relocate(exc, ("schedule",)) from None
