@@ -55,9 +55,9 @@ JITTER = 0.2
 waiting for one bucket do not all wake at the same instant and find it empty again."""
 
 
-def _positive(_instance: Any, attribute: Any, value: Any) -> None:
+def _positive(_instance: Any, _attribute: Any, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"{attribute.name}: expected a number of calls per second above 0, got {value!r}")
+        raise ValueError(f"expected a number of calls per second above 0, got {value!r}")
 
 
 @attrs.frozen

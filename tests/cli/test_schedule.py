@@ -15,8 +15,6 @@ import json
 import math
 import os
 import signal
-import subprocess
-import threading
 import time
 from typing import Any
 
@@ -36,29 +34,6 @@ fan_out:
     body: "tick {{{{ schedule.tick or 'by hand' }}}}"
     options: {{latency: 0}}
 """
-
-
-class Worker:
-    """``vow worker`` in a subprocess, with its output collected as it comes."""
-
-    def __init__(self, sandbox: Any) -> None:
-        self.proc: subprocess.Popen[str] = sandbox.popen("worker", "--poll", "0.05")
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        wait_until(lambda: any("worker on" in line for line in self.lines), 60, "the worker started",
-                   proc=self.proc)
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        self.proc.wait(60)
-        self._reader.join(10)
 
 
 def _runs(sandbox: Any) -> dict[float, Any]:
@@ -88,12 +63,12 @@ def _check_sink(sandbox: Any, runs: dict[float, Any]) -> None:
     assert len(deliveries) <= len(runs)
 
 
-def test_two_workers_run_every_tick_of_a_one_second_schedule_once(sandbox: Any) -> None:
+def test_two_workers_run_every_tick_of_a_one_second_schedule_once(sandbox: Any, start_worker: Any) -> None:
     sandbox.write("tick.yaml", PIPELINE.format(catch_up="all"))
     added = sandbox.run("schedule", "add", "tick.yaml", "--json")
     assert added.returncode == 0, added.stderr
     first = parse_tick_text(json.loads(added.stdout)["next_tick"])
-    workers = [Worker(sandbox), Worker(sandbox)]
+    workers = [start_worker(), start_worker()]
     try:
         wait_until(lambda: len(_resolved(sandbox)) >= 8, 90, "eight ticks ran", proc=workers[0].proc)
     finally:
@@ -106,15 +81,14 @@ def test_two_workers_run_every_tick_of_a_one_second_schedule_once(sandbox: Any) 
     assert len(_resolved(sandbox)) >= 8
     _check_sink(sandbox, runs)
     for w in workers:
-        assert "Traceback" not in "".join(w.lines) and w.proc.stderr is not None
-        assert "Traceback" not in w.proc.stderr.read()
+        assert "Traceback" not in "".join(w.lines + w.errors)
 
 
 @pytest.mark.parametrize("catch_up", ["all", "latest"])
-def test_a_worker_killed_and_restarted_catches_up_by_the_policy(sandbox: Any, catch_up: str) -> None:
+def test_a_worker_killed_and_restarted_catches_up_by_the_policy(sandbox: Any, start_worker: Any, catch_up: str) -> None:
     sandbox.write("tick.yaml", PIPELINE.format(catch_up=catch_up))
     assert sandbox.run("schedule", "add", "tick.yaml").returncode == 0
-    worker = Worker(sandbox)
+    worker = start_worker()
     try:
         wait_until(lambda: len(_resolved(sandbox)) >= 2, 60, "two ticks ran", proc=worker.proc)
     finally:
@@ -123,7 +97,7 @@ def test_a_worker_killed_and_restarted_catches_up_by_the_policy(sandbox: Any, ca
     # Downtime: at least three ticks come due with no worker (the SQLite store's clock is this machine's).
     wait_until(lambda: time.time() >= last + 4.5, 30, "three ticks passed")
     restarted_at = time.time()
-    worker = Worker(sandbox)
+    worker = start_worker()
     try:
         wait_until(lambda: any(t >= math.floor(restarted_at) + 1 for t in _resolved(sandbox)), 60,
                    "the restarted worker ran the ticks after its restart", proc=worker.proc)
@@ -145,7 +119,7 @@ def test_a_worker_killed_and_restarted_catches_up_by_the_policy(sandbox: Any, ca
     _check_sink(sandbox, runs)
 
 
-def test_schedule_commands(sandbox: Any) -> None:
+def test_schedule_commands(sandbox: Any, start_worker: Any) -> None:
     sandbox.write("tick.yaml", PIPELINE.format(catch_up="latest").replace("{every: 1s", '{cron: "0 9 * * *"'))
     added = sandbox.run("schedule", "add", "tick.yaml", "--name", "morning")
     assert added.returncode == 0, added.stderr
@@ -164,7 +138,7 @@ def test_schedule_commands(sandbox: Any) -> None:
     assert "no schedules" in sandbox.run("schedule", "ls").stdout
 
 
-def test_schedule_add_points_at_the_bad_line(sandbox: Any) -> None:
+def test_schedule_add_points_at_the_bad_line(sandbox: Any, start_worker: Any) -> None:
     sandbox.write("bad.yaml", PIPELINE.format(catch_up="latest").replace("every: 1s", "every: soon"))
     result = sandbox.run("schedule", "add", "bad.yaml")
     assert result.returncode == 2
