@@ -68,7 +68,7 @@ def listing(store: Any) -> list[ScheduleInfo]:
 
 def get(store: Any, name: str) -> ScheduleRecord:
     """The stored schedule ``name``; a :class:`ConfigError` naming the ones there are otherwise."""
-    record = store.schedule(name)
+    record: ScheduleRecord | None = store.schedule(name)
     if record is None:
         names = ", ".join(s.name for s in store.schedules()) or "none"
         raise ConfigError(f"no schedule named {name!r} in {store.url} (schedules: {names})")
@@ -115,9 +115,10 @@ def add_pipeline(store: Any, file: str, *, name: str | None = None, input: Mappi
                                "schedule: {cron: \"0 9 * * *\", timezone: Europe/Paris} or schedule: {every: 1h}")
     chosen = check_name(name or block["name"] or slug(plan.name))
     timing = Timing(cron=block["cron"], every=block["every"], timezone=block["timezone"])
-    first = {"name": chosen, "tick": tick_text(timing.after(now)), "time": timing.after(now)}
+    first_tick = timing.after(now)
+    first = {"name": chosen, "tick": tick_text(first_tick), "time": first_tick}
     # Plan once more as the first tick will be, so a template that fails only with the real name fails now.
-    make_plan(source, input=input, run_id=run_id(chosen, first["time"]), plugins=plugins, tick=first)
+    make_plan(source, input=input, run_id=run_id(chosen, first_tick), plugins=plugins, tick=first)
     target = PipelineTarget(file, source_text(file), dict(input or {}), base_dir or os.getcwd())
     definition = Definition(timing, target, block["catch_up"], block["grace"] or 60.0)
     return put(store, chosen, definition)

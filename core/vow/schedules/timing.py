@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
@@ -59,7 +59,7 @@ class Timing:
                 raise ConfigError(f"{self.cron!r} has {len(fields)} fields; expected 5 (minute hour "
                                   "day-of-month month day-of-week), or 6 with seconds first", path=("cron",))
             try:
-                CronSim(self.cron, datetime(2000, 1, 1, tzinfo=timezone.utc))
+                CronSim(self.cron, datetime(2000, 1, 1, tzinfo=UTC))
             except CronSimError as exc:
                 raise ConfigError(f"{self.cron!r} is not a cron expression ({exc}); fields are minute "
                                   "hour day-of-month month day-of-week, such as \"*/5 * * * *\"",
@@ -127,9 +127,9 @@ def _seconds(n: int) -> str:
 
 def tick_text(tick: float) -> str:
     """A tick as it appears in run ids: UTC, to the second, no dot (``2025-06-01T02:00:00Z``)."""
-    return datetime.fromtimestamp(tick, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(tick, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_tick_text(text: str) -> float:
     """The epoch seconds of :func:`tick_text`'s ``text``."""
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
