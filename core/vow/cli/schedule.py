@@ -71,9 +71,14 @@ def add(file: str, name: str | None, sets: tuple[str, ...], inputs: tuple[str, .
     replaces the schedule (and keeps its progress when the timing is unchanged).
     """
     from vow.pipeline.inputs import command_line_input
+    from vow.pipeline.source import read
     from vow.plugins import default_plugins
     from vow.schedules.manage import add_pipeline
 
+    if store is None:  # as for `vow run`: --store, else $VOW_STORE, else the file's store:
+        data = read(file).data
+        given = data.get("store") if isinstance(data, dict) else None
+        store = given if isinstance(given, str) else None
     with _opened(store) as opened:
         info = add_pipeline(opened, file, name=name, input=command_line_input(inputs, sets),
                             plugins=default_plugins())
