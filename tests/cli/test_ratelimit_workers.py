@@ -48,7 +48,7 @@ def test_two_workers_share_one_rate_limit(sandbox: Any, start_worker: Any) -> No
             return all(r.settled for r in reader.store.runs(limit=100)) and len(reader.store.runs(limit=100)) == 10
 
     try:
-        wait_until(settled, 120, "the ten runs finished", proc=workers[0].proc)
+        wait_until(settled, 120, "the ten runs finished", proc=workers[0].proc, interval=0.1)
     finally:
         for w in workers:
             w.stop(signal.SIGTERM)

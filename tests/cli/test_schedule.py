@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from vow import Vow
 from vow.schedules.timing import parse_tick_text
+from vow.stores.sqlite import SQLiteStore
 from vow.testing import wait_until
 
 PIPELINE = """\
@@ -37,9 +37,12 @@ fan_out:
 
 def _runs(sandbox: Any) -> dict[float, Any]:
     """The schedule's runs by tick."""
-    with Vow(sandbox.store) as reader:
-        return {parse_tick_text(r.id.split("/", 1)[1]): r for r in reader.store.runs(limit=10_000)
+    reader = SQLiteStore(sandbox.store_file)
+    try:
+        return {parse_tick_text(r.id.split("/", 1)[1]): r for r in reader.runs(limit=10_000)
                 if r.id.startswith("tick/")}
+    finally:
+        reader.close()
 
 
 def _resolved(sandbox: Any) -> list[float]:
@@ -69,7 +72,7 @@ def test_two_workers_run_every_tick_of_a_one_second_schedule_once(sandbox: Any, 
     first = parse_tick_text(json.loads(added.stdout)["next_tick"])
     workers = [start_worker(), start_worker()]
     try:
-        wait_until(lambda: len(_resolved(sandbox)) >= 8, 90, "eight ticks ran", proc=workers[0].proc)
+        wait_until(lambda: len(_resolved(sandbox)) >= 8, 90, "eight ticks ran", proc=workers[0].proc, interval=0.1)
     finally:
         for w in workers:
             w.stop()
@@ -89,7 +92,7 @@ def test_a_worker_killed_and_restarted_catches_up_by_the_policy(sandbox: Any, st
     assert sandbox.run("schedule", "add", "tick.yaml").returncode == 0
     worker = start_worker()
     try:
-        wait_until(lambda: len(_resolved(sandbox)) >= 2, 60, "two ticks ran", proc=worker.proc)
+        wait_until(lambda: len(_resolved(sandbox)) >= 2, 60, "two ticks ran", proc=worker.proc, interval=0.1)
     finally:
         worker.stop(signal.SIGKILL)
     last = max(_runs(sandbox))  # the dead worker starts nothing more
@@ -99,10 +102,10 @@ def test_a_worker_killed_and_restarted_catches_up_by_the_policy(sandbox: Any, st
     worker = start_worker()
     try:
         wait_until(lambda: any(t >= math.floor(restarted_at) + 1 for t in _resolved(sandbox)), 60,
-                   "the restarted worker ran the ticks after its restart", proc=worker.proc)
+                   "the restarted worker ran the ticks after its restart", proc=worker.proc, interval=0.1)
         wait_until(lambda: all(r.state.value != "pending" for t, r in _runs(sandbox).items()
                                if t <= math.floor(restarted_at)), 60, "every run from before the restart finished",
-                   proc=worker.proc)
+                   proc=worker.proc, interval=0.1)
     finally:
         worker.stop()
     runs = _runs(sandbox)
