@@ -64,7 +64,7 @@ def schedule() -> None:
 @json_option
 def add(file: str, name: str | None, sets: tuple[str, ...], inputs: tuple[str, ...], store: str | None,
         as_json: bool) -> None:
-    """Store the schedule: of pipeline FILE (its schedule: block says when).
+    """Store the schedule of pipeline FILE (its `schedule:` block says when).
 
     The file is checked as its first run will be planned, then its text and input are stored:
     editing the file later changes nothing until you add it again. Adding the same name again
