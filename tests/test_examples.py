@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -55,5 +56,9 @@ def test_the_scheduled_example_adds_and_runs_its_tick(tmp_path: Path, monkeypatc
         record = vow.store.schedules()[0]
         tick = Definition.from_json(record.definition).timing.after(record.cursor)  # the next 09:00 in Paris
         assert Ticker(vow, every=0, clock=lambda: tick + 1).look() == 1
-        result = vow.resume(run_id("daily-digest", tick)).result()
+    # Run it in a process of its own, as a worker would (channels built here would keep this test's ledger).
+    ran = subprocess.run([sys.executable, "-m", "vow", "resume", run_id("daily-digest", tick), "--json"],
+                         cwd=tmp_path, text=True, capture_output=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    result = json.loads(ran.stdout)["result"]
     assert result["ok"] and [b["id"] for b in result["branches"]] == ["slack", "email"]

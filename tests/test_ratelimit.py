@@ -24,7 +24,7 @@ from vow.images.pipeline import generate_image
 from vow.leaf import LeafContext
 from vow.pipeline.plan import make_plan
 from vow.pipeline.source import SpecError, parse
-from vow.plugins import default_plugins
+from vow.plugins import Plugins
 from vow.ratelimit import JITTER, RateLimit, limited, split_options, take
 from vow.simulation import Ledger
 from vow.stores.memory import MemoryStore
@@ -38,8 +38,16 @@ def store() -> Any:
     s.close()
 
 
+_registry: Plugins | None = None
+
+
 def _ctx(store: Any, id: str = "r.1") -> LeafContext:
-    return LeafContext(id, plugins=default_plugins(), store=store)
+    # A registry of this module's own: channels are built once per registry and keep the ledger
+    # path they were built with, so sharing the process-wide one would send other tests' messages here.
+    global _registry
+    if _registry is None:
+        _registry = Plugins()
+    return LeafContext(id, plugins=_registry, store=store)
 
 
 def test_throttled_is_a_wait_not_a_failure_and_survives_the_store() -> None:
