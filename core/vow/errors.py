@@ -29,26 +29,6 @@ class TransientError(VowError):
         self.code = code
 
 
-class Throttled(TransientError):
-    """A leaf must wait ``wait`` seconds for a shared rate limit before it may run (see :mod:`vow.ratelimit`).
-
-    Not a failure: the engine holds the leaf back with a durable timer for ``wait`` seconds and
-    then starts the same attempt again, without counting a failed attempt and without holding a
-    thread meanwhile. It subclasses :class:`TransientError` (``retry_after`` = ``wait``) so that an
-    engine that does not know it yet still retries the leaf no sooner than ``wait`` seconds later.
-    """
-
-    def __init__(self, wait: float, message: str | None = None) -> None:
-        wait = max(0.0, float(wait))
-        super().__init__(message or f"throttled: a rate limit lets this call run in {wait:.3f}s",
-                         retry_after=wait, code="throttled")
-
-    @property
-    def wait(self) -> float:
-        """Seconds to wait before the call may run (the same as ``retry_after``)."""
-        return float(self.retry_after or 0.0)
-
-
 class PermanentError(VowError):
     """A failure no retry can fix; fails the branch at once with the provider's reason."""
 
@@ -67,6 +47,18 @@ def format_path(path: KeyPath) -> str:
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
+
+
+class Throttled(VowError):
+    """A leaf cannot go yet (a shared rate limit has no token for it): hold it back ``wait`` seconds.
+
+    The engine holds the branch back with a durable timer (no thread waits, and a crash does not cut
+    the wait short) and then starts it again as the same attempt: waiting for a token is not a failure.
+    """
+
+    def __init__(self, message: str = "rate limited", *, wait: float) -> None:
+        super().__init__(message)
+        self.wait = max(0.0, float(wait))
 
 
 class ConfigError(VowError):

@@ -104,8 +104,8 @@ def take(ctx: LeafContext, bucket: str, per_second: float, burst: int = 1) -> No
     the seconds to wait (call it from a leaf, before the call the limit protects)."""
     wait = bucket_store(ctx).take_token(bucket, float(per_second), int(burst))
     if wait > 0:
-        raise Throttled(wait * (1 + JITTER * random.random()),
-                        f"rate limit {bucket!r} ({per_second:g}/s): the next call may go in {wait:.3f}s")
+        raise Throttled(f"rate limit {bucket!r} ({per_second:g}/s): the next call may go in {wait:.3f}s",
+                        wait=wait * (1 + JITTER * random.random()))
 
 
 def hold(ctx: LeafContext, bucket: str, seconds: float) -> None:

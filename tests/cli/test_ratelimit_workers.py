@@ -11,8 +11,6 @@ from __future__ import annotations
 import signal
 from typing import Any
 
-import pytest
-
 from vow import Vow
 from vow.pipeline.plan import load
 from vow.pipeline.workflow import NAME
@@ -34,7 +32,6 @@ fan_out:
 """
 
 
-@pytest.mark.xfail(strict=True, reason="engine: Throttled")
 def test_two_workers_share_one_rate_limit(sandbox: Any, start_worker: Any) -> None:
     sandbox.write("burst.yaml", PIPELINE)
     with Vow(sandbox.store) as submitter:
