@@ -42,12 +42,15 @@ from vow.errors import ConfigError, PromiseNotFoundError, StoreError
 from vow.hookspecs import hookimpl
 from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, Settle, State
 from vow.retention import BATCH_RUNS, FINISHED_STATES, PrunedRun, PruneResult
+from vow.schedules.record import ScheduleRecord
 from vow.stores.base import (  # listings
     BRANCH_KINDS,
     FORMAT_VERSION,
     INTERNAL_STEPS,
     ChangeFeed,
     StoreOperations,
+    bucket_after_hold,
+    bucket_after_take,
     conflict_error,
     lease_claimable,
     lease_lost_error,
@@ -131,6 +134,21 @@ _MIGRATIONS: dict[int, list[str]] = {
             WHERE parent IS NULL AND kind = 'workflow'""",
         """CREATE INDEX IF NOT EXISTS promises_runs ON promises (created_at, id)
             WHERE parent IS NULL AND kind = 'workflow'""",
+    ],
+    # format 3 (vow 0.2, issue 16): schedules and the token buckets of shared rate limits
+    3: [
+        """CREATE TABLE IF NOT EXISTS schedules (
+            name TEXT PRIMARY KEY NOT NULL,
+            definition TEXT NOT NULL,
+            paused INTEGER NOT NULL DEFAULT 0,
+            cursor REAL,
+            updated_at REAL NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS buckets (
+            name TEXT PRIMARY KEY NOT NULL,
+            tokens REAL NOT NULL,
+            stamp REAL NOT NULL
+        )""",
     ],
 }
 """Statements that bring a file from format ``n - 1`` to ``n``; a new file runs them all."""
@@ -1211,6 +1229,65 @@ class SQLiteStore(StoreOperations):
             for parent, state, n in rows:
                 counts[parent][_STATES[state]] = n
         return counts
+
+    # -- schedules (see Store.schedules and vow.schedules) ---------------------------------------
+
+    @_reading
+    def schedules(self) -> list[ScheduleRecord]:
+        """Every stored schedule, ordered by name."""
+        rows = self._con().execute(
+            "SELECT name, definition, paused, cursor, updated_at FROM schedules ORDER BY name").fetchall()
+        return [ScheduleRecord(name, definition, bool(paused), cursor, updated_at)
+                for name, definition, paused, cursor, updated_at in rows]
+
+    def put_schedule(self, schedule: ScheduleRecord) -> None:
+        """Create or replace schedule ``schedule.name`` (one statement)."""
+        s = schedule
+        self._write(lambda con: con.execute(
+            "INSERT INTO schedules (name, definition, paused, cursor, updated_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, paused = excluded.paused, "
+            "cursor = excluded.cursor, updated_at = excluded.updated_at",
+            (s.name, s.definition, int(s.paused), s.cursor, time.time())))
+
+    def advance_schedule(self, name: str, cursor: float) -> bool:
+        """Move the cursor of ``name`` forward to ``cursor`` (never back)."""
+        return bool(self._write(lambda con: con.execute(
+            "UPDATE schedules SET cursor = ? WHERE name = ? AND (cursor IS NULL OR cursor < ?)",
+            (cursor, name, cursor)).rowcount))
+
+    def delete_schedule(self, name: str) -> bool:
+        """Delete schedule ``name``; whether it existed."""
+        return bool(self._write(lambda con: con.execute("DELETE FROM schedules WHERE name = ?", (name,)).rowcount))
+
+    # -- rate limits (see Store.take_token and vow.ratelimit) ------------------------------------
+
+    def take_token(self, bucket: str, per_second: float, burst: int, *, now: float | None = None) -> float:
+        """Take a token from ``bucket``, or say how long until there is one (one write transaction,
+        so workers in other processes take turns on the same row)."""
+
+        def take(con: sqlite3.Connection) -> float:
+            at = time.time() if now is None else now
+            row = con.execute("SELECT tokens, stamp FROM buckets WHERE name = ?", (bucket,)).fetchone()
+            tokens, stamp = row if row is not None else (float(burst), at)
+            wait, tokens, stamp = bucket_after_take(tokens, stamp, per_second, burst, at)
+            con.execute("INSERT OR REPLACE INTO buckets (name, tokens, stamp) VALUES (?, ?, ?)",
+                        (bucket, tokens, stamp))
+            return wait
+
+        result: float = self._write(take)
+        return result
+
+    def hold_bucket(self, bucket: str, seconds: float, *, now: float | None = None) -> None:
+        """Give no token from ``bucket`` for ``seconds``."""
+
+        def hold(con: sqlite3.Connection) -> None:
+            at = time.time() if now is None else now
+            row = con.execute("SELECT tokens, stamp FROM buckets WHERE name = ?", (bucket,)).fetchone()
+            tokens, stamp = row if row is not None else (0.0, at)
+            con.execute("INSERT OR REPLACE INTO buckets (name, tokens, stamp) VALUES (?, ?, ?)",
+                        (bucket, *bucket_after_hold(tokens, stamp, seconds, at)))
+
+        self._write(hold)
 
 
 def _file_identity(path: str) -> tuple[int, int] | None:
