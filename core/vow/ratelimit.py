@@ -139,26 +139,16 @@ _local_lock = threading.Lock()
 
 
 def bucket_store(ctx: LeafContext) -> Any:
-    """The store whose buckets this call takes tokens from.
-
-    The store of the client running the leaf (``ctx.store``, given by the engine). A context
-    without one — built by hand in a test, or from an engine that does not pass it yet — uses
-    the store of the one open client whose plugin registry this leaf got; failing that, buckets
-    kept in this process only (the limit then holds per process, not across workers).
-    """
+    """The store whose buckets this call takes tokens from: the store of the client running the
+    leaf (``ctx.store``, given by the engine). A context built by hand without one (a test calling
+    a channel directly) uses buckets kept in this process only."""
     store = getattr(ctx, "store", None)
     if store is not None:
         return store
-    from vow.client import _clients
-
-    if ctx.plugins is not None:
-        stores = {id(c.store): c.store for c in list(_clients) if c.plugins is ctx.plugins and not c._closed}
-        if len(stores) == 1:
-            return next(iter(stores.values()))
     global _local_store
     with _local_lock:
         if _local_store is None:
-            from vow.stores.memory import MemoryStore
+            from vow.stores.memory import MemoryStore  # only for contexts built by hand
 
             _local_store = MemoryStore()
         return _local_store
