@@ -9,7 +9,8 @@ import logging
 import os
 import threading
 import weakref
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import attrs
 
@@ -126,7 +127,7 @@ class Vow:
         self.owner = new_owner_id()
         self._engine = Engine(self.store, owner=self.owner, name_of=self._name_of, lookup=self._functions.get,
                               observers=self._observers, codec=self.codec, plugins=self.plugins,
-                              **self._engine_options)  # type: ignore[arg-type]
+                              **self._engine_options)
 
     def _after_fork(self) -> None:
         # The parent's engine threads do not exist here, and its owner id is the parent's: a child
@@ -407,7 +408,7 @@ class Vow:
         if self._closed:
             raise VowError("this Vow client is closed")
 
-    def __enter__(self) -> "Vow":
+    def __enter__(self) -> Vow:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -476,6 +477,11 @@ def _under(tree: list[PromiseRecord], id: str) -> list[PromiseRecord]:
     return found
 
 
-_clients: "weakref.WeakSet[Vow]" = weakref.WeakSet()
-os.register_at_fork(after_in_child=lambda: [client._after_fork() for client in list(_clients)])
+_clients: weakref.WeakSet[Vow] = weakref.WeakSet()
+def _after_fork_in_child() -> None:
+    for client in list(_clients):
+        client._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 

@@ -13,7 +13,8 @@ Nothing here touches the store: the engine turns each yielded object into a dura
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import attrs
 
@@ -56,7 +57,7 @@ class Call:
 
     def options(self, *, id: str | None = None, retry: Any = None, timeout: float | None = None,
                 non_retryable: Iterable[type[BaseException]] | None = None,
-                idempotency_key: str | None = None, tags: dict[str, str] | None = None) -> "Call":
+                idempotency_key: str | None = None, tags: dict[str, str] | None = None) -> Call:
         """This call with options: a fixed ``id``, a ``retry`` policy, a ``timeout`` in seconds,
         exception types that must not be retried, the ``idempotency_key`` its leaf receives, ``tags``."""
         o = self.opts
@@ -91,7 +92,8 @@ class Handle:
     @property
     def state(self) -> State:
         """The promise's state as this run knows it."""
-        return self._node.state  # type: ignore[no-any-return]
+        state: State = self._node.state
+        return state
 
     @property
     def value(self) -> Any:
@@ -104,16 +106,18 @@ class Handle:
         node = self._node
         if node.state is State.PENDING or node.state is State.RESOLVED:
             return None
-        return node.error  # type: ignore[no-any-return]
+        error: BaseException | None = node.error
+        return error
 
     @property
     def attempt(self) -> int:
         """The attempt the promise is on (or settled on): 1, then one more per retry."""
-        return self._node.attempt  # type: ignore[no-any-return]
+        attempt: int = self._node.attempt
+        return attempt
 
     def done(self) -> bool:
         """Whether the promise has settled."""
-        return self._node.state is not State.PENDING  # type: ignore[no-any-return]
+        return bool(self._node.state is not State.PENDING)
 
     def __repr__(self) -> str:
         return f"<Handle {self.id} {self.state.value}>"
@@ -215,7 +219,7 @@ class Context:
         return Combinator("all_settled", list(handles))
 
     @property
-    def logger(self) -> logging.LoggerAdapter:
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
         """A logger that prefixes each line with the workflow id."""
         return logging.LoggerAdapter(_log, {"promise_id": self.id})
 

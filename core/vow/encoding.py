@@ -1,4 +1,4 @@
-"""How arguments, results and errors become text in the store, and back.
+"""How arguments and results become text in the store, and back (errors: :mod:`vow.failures`).
 
 Values are JSON. attrs instances are stored as their fields (via cattrs), so a workflow reads
 back plain dicts and lists. The engine always hands a workflow the *decoded* stored value,
@@ -7,15 +7,13 @@ never the live object, so a first run and a replay see exactly the same thing.
 
 from __future__ import annotations
 
-import builtins
-import importlib
 import json
 from typing import Any
 
 import attrs
 import cattrs
 
-from vow.errors import EncodeError, PermanentError, RejectedError, TransientError
+from vow.errors import EncodeError
 
 _converter = cattrs.Converter()
 _encoder = json.JSONEncoder(separators=(",", ":"), sort_keys=True, default=lambda o: _fallback(o))
@@ -75,48 +73,3 @@ def decode_args(text: str) -> tuple[list[Any], dict[str, Any]]:
     if isinstance(payload, dict):
         return list(payload.get("args", [])), dict(payload.get("kwargs", {}))
     return list(payload), {}
-
-
-def encode_error(exc: BaseException) -> str:
-    """Encode an exception as its type name, message and the retry hints vow understands."""
-    cls = type(exc)
-    payload: dict[str, Any] = {"type": f"{cls.__module__}.{cls.__qualname__}", "message": str(exc)}
-    if isinstance(exc, TransientError) and exc.retry_after is not None:
-        payload["retry_after"] = exc.retry_after
-    code = getattr(exc, "code", None)
-    if isinstance(code, (str, int)):
-        payload["code"] = code
-    return _encoder.encode(payload)
-
-
-def decode_error(text: str | None) -> BaseException:
-    """Rebuild a stored error: the original exception type when it can be imported here,
-    otherwise :class:`RejectedError` carrying the type name and message."""
-    payload = _decode(text) if text else {"type": "builtins.Exception", "message": ""}
-    if not isinstance(payload, dict) or "type" not in payload:
-        return RejectedError("unknown", str(payload))
-    type_name, message = str(payload["type"]), str(payload.get("message", ""))
-    cls = _import_exception(type_name)
-    if cls is None:
-        return RejectedError(type_name, message)
-    exc = cls.__new__(cls)
-    exc.args = (message,)
-    if issubclass(cls, TransientError):
-        exc.retry_after = payload.get("retry_after")
-        exc.code = payload.get("code")
-    elif issubclass(cls, PermanentError):
-        exc.code = payload.get("code")
-    return exc
-
-
-def _import_exception(type_name: str) -> type[BaseException] | None:
-    module_name, _, qualname = type_name.rpartition(".")
-    try:
-        obj: Any = builtins if module_name == "builtins" else importlib.import_module(module_name)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError, ValueError):
-        return None
-    if isinstance(obj, type) and issubclass(obj, BaseException):
-        return obj
-    return None

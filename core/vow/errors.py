@@ -13,6 +13,11 @@ non-retryable.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vow.records import PromiseRecord
+
 from collections.abc import Sequence
 
 
@@ -136,7 +141,7 @@ class ConflictError(VowError):
     ``records`` holds the stored records that won, by id.
     """
 
-    def __init__(self, message: str, *, roots: list[str], records: dict[str, object]) -> None:
+    def __init__(self, message: str, *, roots: list[str], records: dict[str, PromiseRecord]) -> None:
         super().__init__(message)
         self.roots = roots
         self.records = records

@@ -185,10 +185,9 @@ def describe_outcome(record: PromiseRecord) -> str:
         text = json.dumps(value, default=str)
         return text if len(text) <= 70 else text[:67] + "..."
     if record.state is State.REJECTED:
-        from vow import encoding
+        from vow.failures import describe
 
-        error = encoding.decode_error(record.value)
-        return f"{type(error).__name__}: {error}"
+        return describe(record.value)
     return str(WORDS.get(record.state.value, record.state.value))
 
 

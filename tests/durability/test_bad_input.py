@@ -34,9 +34,9 @@ from vow import (  # noqa: E402
     VowError,
 )
 from vow.errors import StoreError  # noqa: E402
+from vow.simulation import Ledger  # noqa: E402
 from vow.stores.base import FORMAT_VERSION  # noqa: E402
 from vow.stores.sqlite import SQLiteStore, _record  # noqa: E402
-from vow.simulation import Ledger  # noqa: E402
 
 
 def outcome_of(vow: Vow, handle: Any, timeout: float = 30) -> Any:
@@ -314,7 +314,7 @@ def test_a_workflow_changed_before_resume_is_refused_naming_both_functions(path:
         try:
             @second.register(name="order")
             def v2(ctx: Context):
-                yield ctx.run(refund) if changed_first_step == "refund" else ctx.sleep(0)
+                yield ctx.run(refund) if changed_first_step == "refund" else ctx.sleep(0)  # noqa: B023
                 return "done"
 
             now = r"test_bad_input\.refund" if changed_first_step == "refund" else "sleep"
@@ -361,7 +361,8 @@ def test_the_four_channel_workflow_changed_after_a_sigkill_is_refused_then_finis
             yield ctx.run(refund).options(id=f"{ctx.id}.email")
             return "refunded instead"
 
-        with pytest.raises(NonDeterminismError, match=r"order/42\.email.*vow\.channels\.deliver.*test_bad_input\.refund"):
+        with pytest.raises(NonDeterminismError,
+                           match=r"order/42\.email.*vow\.channels\.deliver.*test_bad_input\.refund"):
             changed.resume("order/42").result(timeout=30)
     finally:
         changed.close()

@@ -23,12 +23,13 @@ from __future__ import annotations
 import collections
 import json
 import random
-import time
 import re
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import attrs
 import pytest
@@ -36,6 +37,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from durability_support import finish, kill, log_lines, spawn, wait_until  # noqa: E402
+
 from vow.engine import BACKOFF_FUNC  # noqa: E402
 from vow.records import Kind, PromiseRecord, State  # noqa: E402
 from vow.simulation import Delivery, Ledger  # noqa: E402
@@ -148,7 +150,8 @@ CASES = {
         {"stages": [ALL], "channels": {"push": {"faults": {"fail_attempts": [1], "retry_after": 3.0}}}}, {},
         lambda w: (p := w.channel("push")) is not None and p.attempt == 2 and w.settled("email", "sms", "slack"),
         _in_backoff,
-        reference_plan={"stages": [ALL], "channels": {"push": {"faults": {"fail_attempts": [1], "retry_after": 0.01}}}}),
+        reference_plan={"stages": [ALL],
+                        "channels": {"push": {"faults": {"fail_attempts": [1], "retry_after": 0.01}}}}),
     # Inside a durable sleep between two fan-outs.
     "durable_sleep": Case(
         {"stages": [{"send": ["email", "sms"]}, {"sleep": 2.0}, {"send": ["slack", "push"]}],

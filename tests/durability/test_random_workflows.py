@@ -245,7 +245,8 @@ def run_crash_and_resume(inner: Any, wid: str, steps: list[list[Any]], crash_at:
     settled_then = sum(r.settled for r in snapshot.values())
     event("crashed" if dying.dead.is_set() else "finished before the crash point")
     if dying.dead.is_set():
-        event(f"settled at the crash: {'none' if not settled_then else 'some' if settled_then < len(snapshot) else 'all'}")
+        share = 'none' if not settled_then else 'some' if settled_then < len(snapshot) else 'all'
+        event(f"settled at the crash: {share}")
     if dying.dead.is_set():
         lease = inner.lease(wid)
         if lease is not None and lease.owner:

@@ -14,12 +14,12 @@ come from small pools, so conflicts, duplicates, ties and takeovers are frequent
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st

@@ -27,7 +27,8 @@ def timings(action, repeat: int) -> list[float]:
 
 def show(label: str, seconds: list[float], unit: str) -> None:
     scale = {"µs": 1e6, "ms": 1e3}[unit]
-    print(f"{label:34s} median {statistics.median(seconds) * scale:8.2f} {unit}   best {min(seconds) * scale:8.2f} {unit}")
+    median, best = statistics.median(seconds) * scale, min(seconds) * scale
+    print(f"{label:34s} median {median:8.2f} {unit}   best {best:8.2f} {unit}")
 
 
 def main(kind: str) -> None:

@@ -234,7 +234,7 @@ def test_a_forked_child_opens_its_own_connection(sqlite_store: SQLiteStore) -> N
         try:
             sqlite_store.apply(Batch(creates=[make_record("from-child")]))
             os._exit(0 if sqlite_store._con() is not parent_connection else 3)
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - the forked child reports any failure by its exit code
             os._exit(4)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
@@ -285,7 +285,7 @@ def test_four_processes_write_and_claim_on_one_file_without_errors(tmp_path: Pat
     workers = [subprocess.Popen([sys.executable, "-c", WORKER, str(path), str(n), str(start_at)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for n in range(4)]
     outputs = [w.communicate(timeout=120) for w in workers]
-    for worker, (out, err) in zip(workers, outputs):
+    for worker, (_out, err) in zip(workers, outputs):
         assert worker.returncode == 0 and err == "", err
     grants = [tuple(g) for out, _ in outputs for g in json.loads(out)]
     assert grants, "no worker ever got a lease"

@@ -17,7 +17,8 @@ bad root fails alone. The caller learns which roots ended how from the :class:`C
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 

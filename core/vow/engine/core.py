@@ -23,7 +23,8 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from vow import encoding
 from vow.engine.committer import CommitResult, Committer, RootWrites
@@ -134,7 +135,7 @@ class Engine:
     def _main(self) -> None:
         try:
             self._loop()
-        except BaseException:  # pragma: no cover - a bug in the engine must not hang callers
+        except BaseException:  # noqa: BLE001  # pragma: no cover - an engine bug must not hang callers
             _log.exception("vow engine crashed")
             self._fail_everything(VowError("the vow engine stopped after an internal error; see the log"))
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from vow.records import Lease
+from vow.stores.base import Store
 
 __all__ = ["LeaseKeeper"]
 
@@ -29,7 +30,7 @@ _log = logging.getLogger("vow.engine")
 class LeaseKeeper:
     """Claims, renews and releases the leases of one engine's owner."""
 
-    def __init__(self, store: Any, owner: str, ttl: float, *, max_recoveries: int | None,
+    def __init__(self, store: Store, owner: str, ttl: float, *, max_recoveries: int | None,
                  on_lost: Callable[[list[str]], None]) -> None:
         self.store = store
         self.owner = owner
@@ -80,7 +81,7 @@ class LeaseKeeper:
     def _renew_loop(self) -> None:
         interval = self.ttl / 3
         last = time.monotonic()
-        while not self._stopped:
+        while True:
             self._wake.wait(interval)
             if self._stopped:
                 return

@@ -15,7 +15,8 @@ import contextlib
 import inspect
 import threading
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from vow import encoding
 from vow.engine.model import PromiseNode

@@ -14,7 +14,8 @@
 from __future__ import annotations
 
 import concurrent.futures
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from vow.context import Call
 from vow.records import Kind, PromiseRecord, State
@@ -28,7 +29,7 @@ class PromiseNode:
     __slots__ = ("id", "kind", "func", "state", "value", "error", "settled_at", "waiters", "call", "root", "run",
                  "attempt", "key", "deadline", "child", "running", "tags", "timer", "adopted")
 
-    def __init__(self, id: str, kind: Kind, func: str, root: "RootRun", run: "WorkflowRun | None",
+    def __init__(self, id: str, kind: Kind, func: str, root: RootRun, run: WorkflowRun | None,
                  call: Call | None, attempt: int, key: str, deadline: float | None, tags: dict[str, str]) -> None:
         self.id = id
         self.kind = kind
@@ -68,7 +69,7 @@ class WorkflowRun:
     __slots__ = ("id", "root", "node", "fn", "args", "kwargs", "gen", "counter", "policy", "waiting",
                  "non_retryable")
 
-    def __init__(self, node: PromiseNode, root: "RootRun", fn: Callable[..., Any], args: tuple[Any, ...],
+    def __init__(self, node: PromiseNode, root: RootRun, fn: Callable[..., Any], args: tuple[Any, ...],
                  kwargs: dict[str, Any], policy: Any, non_retryable: tuple[type[BaseException], ...] = ()) -> None:
         self.id = node.id
         self.root = root

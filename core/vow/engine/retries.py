@@ -12,14 +12,14 @@ back-off — or a provider's ``Retry-After`` — short: the resumed run waits ou
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from vow.engine.committer import Committer
 from vow.engine.model import PromiseNode, WorkflowRun
 from vow.engine.timers import Timers
 from vow.errors import EncodeError
 from vow.records import Kind, PromiseRecord, Settle, State
-from vow.retry import DEFAULT_LEAF_POLICY, next_delay
+from vow.retry import DEFAULT_LEAF_POLICY, RetryPolicy, next_delay
 
 __all__ = ["BACKOFF_FUNC", "THROTTLE_FUNC", "Retries", "backoff_id", "throttle_id"]
 
@@ -48,7 +48,7 @@ class Retries:
     """Decides on retries and keeps their back-offs durable."""
 
     def __init__(self, committer: Committer, timers: Timers, now: Callable[[], float], *,
-                 encode_error: Callable[[BaseException], str], default_policy: object = None,
+                 encode_error: Callable[[BaseException], str], default_policy: RetryPolicy | None = None,
                  on_retry: Callable[[PromiseNode, int, BaseException, float], None],
                  start_leaf: Callable[[PromiseNode], None], start_body: Callable[[WorkflowRun], None]) -> None:
         self._committer = committer
@@ -58,7 +58,7 @@ class Retries:
         self._on_retry = on_retry
         self._start_leaf = start_leaf
         self._start_body = start_body
-        self._default_policy = default_policy or DEFAULT_LEAF_POLICY
+        self._default_policy: RetryPolicy = default_policy or DEFAULT_LEAF_POLICY
         self._waits: dict[str, int] = {}  # promise id -> rate-limit waits of its current attempt so far
 
     # -- after a failure
@@ -145,7 +145,8 @@ class Retries:
         if waits:
             self._waits[node.id] = waits
         if pending_wait is not None:
-            self._committer.after(root.id, root.token, self._arm_wait, node, pending_wait.id, pending_wait.timeout or 0.0)
+            self._committer.after(root.id, root.token, self._arm_wait, node, pending_wait.id,
+                                  pending_wait.timeout or 0.0)
             return True
         if node.attempt <= 1:
             return False

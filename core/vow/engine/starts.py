@@ -8,7 +8,8 @@ client (``submit``) and the command line (``vow run`` of a pipeline file).
 from __future__ import annotations
 
 import concurrent.futures
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from vow.errors import ArgumentMismatchError, NonDeterminismError, VowError
 from vow.records import Lease
@@ -46,7 +47,7 @@ class StartRequest:
         self.timeout = timeout  # seconds the run may take, from its first start (a new run only)
 
     @classmethod
-    def resume(cls, id: str, *, lease: Lease | None = None) -> "StartRequest":
+    def resume(cls, id: str, *, lease: Lease | None = None) -> StartRequest:
         """A request to resume the stored run ``id`` with the workflow registered under its stored name."""
         return cls(id, "", None, (), {}, "", None, None, {}, resume_only=True, lease=lease)
 

@@ -17,7 +17,8 @@ engine throws the run away and replays it from the store.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from vow import encoding
 from vow.context import Call, Combinator, Context, Handle

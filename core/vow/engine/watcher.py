@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from vow.records import PromiseRecord
 from vow.stores.base import ChangeFeed, PushingStore
@@ -72,7 +73,7 @@ class Watcher:
                 pass
 
     def _loop(self) -> None:
-        while not self._stopped:
+        while True:
             self._wake.wait(self.poll_interval)
             self._wake.clear()
             if self._stopped:

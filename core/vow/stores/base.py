@@ -55,7 +55,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING, Callable, Collection, Iterable, Protocol, Sequence, runtime_checkable
+from collections.abc import Callable, Collection, Iterable, Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import attrs
 
@@ -259,18 +260,18 @@ class PushingStore(Protocol):
 class StoreOperations:
     """Conveniences built on the protocol; mix into a store class."""
 
-    def create(self, record: PromiseRecord, *, outside: bool = False) -> tuple[PromiseRecord, bool]:
+    def create(self: Store, record: PromiseRecord, *, outside: bool = False) -> tuple[PromiseRecord, bool]:
         """Create ``record`` unless its id exists; return ``(stored record, created)``."""
-        result = self.apply(Batch(creates=[record], outside=outside))  # type: ignore[attr-defined]
+        result = self.apply(Batch(creates=[record], outside=outside))
         existing = result.existing.get(record.id)
         return (existing, False) if existing is not None else (record, True)
 
-    def settle(self, id: str, state: State, value: str | None, *, settled_at: float | None = None,
+    def settle(self: Store, id: str, state: State, value: str | None, *, settled_at: float | None = None,
                outside: bool = False) -> PromiseRecord:
         """Settle ``id``; a different outcome than the stored one raises :class:`AlreadySettledError`,
         and a resolve or reject after the promise's deadline raises :class:`PromiseTimeoutError`."""
-        when = settled_at if settled_at is not None else self.now()  # type: ignore[attr-defined]
-        result = self.apply(Batch(settles=[Settle(id, state, value, when)], outside=outside))  # type: ignore[attr-defined]
+        when = settled_at if settled_at is not None else self.now()
+        result = self.apply(Batch(settles=[Settle(id, state, value, when)], outside=outside))
         conflict = result.conflicts.get(id)
         if conflict is not None:
             if conflict.state is State.TIMEDOUT and state in (State.RESOLVED, State.REJECTED):
@@ -281,48 +282,48 @@ class StoreOperations:
                 f"promise {id!r} is already {conflict.state.value}; cannot settle it as {state.value} "
                 "with a different value"
             )
-        record = self.get(id)  # type: ignore[attr-defined]
+        record = self.get(id)
         if record is None:
             raise PromiseNotFoundError(f"no promise with id {id!r}")
         return record
 
-    def now(self) -> float:
+    def now(self: Store) -> float:
         """The store's clock: this machine's wall clock (override for a database server's)."""
         return time.time()
 
-    def lease_free(self, root: str) -> bool:
+    def lease_free(self: Store, root: str) -> bool:
         """Whether ``root``'s lease may be claimed now (free, expired, a dead owner's; not parked)."""
-        return lease_claimable(self.lease(root), "", self.now(), self.owner_alive)  # type: ignore[attr-defined]
+        return lease_claimable(self.lease(root), "", self.now(), self.owner_alive)
 
-    def claim_many(self, roots: Sequence[str], owner: str, ttl: float, *, now: float | None = None,
+    def claim_many(self: Store, roots: Sequence[str], owner: str, ttl: float, *, now: float | None = None,
                    max_recoveries: int | None = None) -> dict[str, Lease]:
         """Claim each root in turn; a store with transactions should do it in one."""
         taken = {}
         for root in roots:
-            lease = self.claim(root, owner, ttl, now=now, max_recoveries=max_recoveries)  # type: ignore[attr-defined]
+            lease = self.claim(root, owner, ttl, now=now, max_recoveries=max_recoveries)
             if lease is not None:
                 taken[root] = lease
         return taken
 
-    def release_many(self, leases: Sequence[Lease]) -> None:
+    def release_many(self: Store, leases: Sequence[Lease]) -> None:
         """Release each lease in turn; a store with transactions should do it in one."""
         for lease in leases:
-            self.release(lease)  # type: ignore[attr-defined]
+            self.release(lease)
 
     # -- retention (added for `vow prune`; see vow.retention) ------------------------------------
 
-    def prune(self, *, before: float, states: Collection[State] = FINISHED_STATES, dry_run: bool = False,
+    def prune(self: Store, *, before: float, states: Collection[State] = FINISHED_STATES, dry_run: bool = False,
               compact: bool = False) -> PruneResult:
         """Prune through :meth:`Store.search`, :meth:`Store.tree` and :meth:`Store.delete_runs`
         (:func:`vow.retention.prune_store`); a store with a query language should do it there."""
-        return prune_store(self, before=before, states=states, dry_run=dry_run)  # type: ignore[arg-type]
+        return prune_store(self, before=before, states=states, dry_run=dry_run)
 
 
     # -- listings: runs and their branches (for `vow ls` and the web console) --------------------
     # These defaults are built on the protocol's reads, so every store has them; the shipped
     # stores override them with one indexed query each.
 
-    def runs(self, *, state: State | None = None, name: str | None = None, since: float | None = None,
+    def runs(self: Store, *, state: State | None = None, name: str | None = None, since: float | None = None,
              until: float | None = None, before: tuple[float, str] | None = None,
              limit: int = 50) -> list[PromiseRecord]:
         """Root workflows (runs), newest first: ordered by ``(created_at, id)`` descending.
@@ -338,7 +339,7 @@ class StoreOperations:
         wanted = State(state) if state is not None else None
         fetch = max(limit * 4, 256)
         while True:
-            found = self.search(state=wanted, kind=Kind.WORKFLOW, roots_only=True, limit=fetch)  # type: ignore[attr-defined]
+            found = self.search(state=wanted, kind=Kind.WORKFLOW, roots_only=True, limit=fetch)
             complete = len(found) < fetch
             if not complete:  # the cut may split records that share the oldest created_at: keep whole groups
                 oldest = found[-1].created_at
@@ -349,7 +350,7 @@ class StoreOperations:
                 return matching[:limit]
             fetch *= 4
 
-    def branch_counts(self, roots: Iterable[str]) -> dict[str, dict[State, int]]:
+    def branch_counts(self: Store, roots: Iterable[str]) -> dict[str, dict[State, int]]:
         """Each root's branches counted by state: ``{root: {state: n}}`` (states with none left out).
 
         A run's branches are its root's direct children that are steps or child workflows: what
@@ -361,7 +362,7 @@ class StoreOperations:
         counts: dict[str, dict[State, int]] = {}
         for root in dict.fromkeys(roots):
             tally: dict[State, int] = {}
-            for child in self.children(root):  # type: ignore[attr-defined]
+            for child in self.children(root):
                 if is_branch(child):
                     tally[child.state] = tally.get(child.state, 0) + 1
             counts[root] = tally
@@ -369,9 +370,9 @@ class StoreOperations:
 
     # -- schedules (see Store.schedules and vow.schedules) ---------------------------------------
 
-    def schedule(self, name: str) -> ScheduleRecord | None:
+    def schedule(self: Store, name: str) -> ScheduleRecord | None:
         """The stored schedule ``name``, or ``None`` (built on :meth:`Store.schedules`)."""
-        return next((s for s in self.schedules() if s.name == name), None)  # type: ignore[attr-defined]
+        return next((s for s in self.schedules() if s.name == name), None)
 
 
 def bucket_after_take(tokens: float, stamp: float, per_second: float, burst: int,
@@ -479,7 +480,7 @@ def run_name(record: PromiseRecord) -> str:
             return record.func
         # A pipeline's one argument, its spec, is stored as ``[spec]`` (see vow.encoding.encode_args).
         if isinstance(args, list) and args and isinstance(args[0], dict) and isinstance(args[0].get("name"), str):
-            return args[0]["name"]
+            return str(args[0]["name"])
     return record.func
 
 

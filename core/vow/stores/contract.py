@@ -97,8 +97,8 @@ class StoreContract:
 
     def test_create_helper_says_whether_it_created(self, store: Store) -> None:
         record = make_record("a")
-        assert store.create(record) == (record, True)  # type: ignore[attr-defined]
-        assert store.create(make_record("a", func="other")) == (record, False)  # type: ignore[attr-defined]
+        assert store.create(record) == (record, True)
+        assert store.create(make_record("a", func="other")) == (record, False)
 
     def test_an_existing_record_is_returned_as_stored_not_as_settled_later_in_the_batch(self, store: Store) -> None:
         record = make_record("a")
@@ -143,11 +143,11 @@ class StoreContract:
 
     def test_settle_helper_raises_on_a_conflict(self, store: Store) -> None:
         store.apply(Batch(creates=[make_record("a")]))
-        settled = store.settle("a", State.RESOLVED, "1", settled_at=3.0)  # type: ignore[attr-defined]
+        settled = store.settle("a", State.RESOLVED, "1", settled_at=3.0)
         assert settled.state is State.RESOLVED and settled.value == "1"
-        assert store.settle("a", State.RESOLVED, "1").settled_at == 3.0  # type: ignore[attr-defined]
+        assert store.settle("a", State.RESOLVED, "1").settled_at == 3.0
         with pytest.raises(AlreadySettledError):
-            store.settle("a", State.RESOLVED, "2")  # type: ignore[attr-defined]
+            store.settle("a", State.RESOLVED, "2")
 
     def test_settling_a_missing_id_raises_and_writes_nothing(self, store: Store) -> None:
         store.apply(Batch(creates=[make_record("a")]))
@@ -219,7 +219,7 @@ class StoreContract:
                       attempts={"wf": 3}, fences={"other": held.token, "wf": mine.token, "never": 1})
         with pytest.raises(LeaseLostError) as caught:
             store.apply(batch)
-        assert sorted(caught.value.roots) == ["never", "wf"]  # type: ignore[attr-defined]
+        assert sorted(caught.value.roots) == ["never", "wf"]
         assert store.get("wf.1") is None
         assert store.get("wf") == before
 
@@ -429,8 +429,10 @@ class StoreContract:
         taker = store.claim("lost", new_owner_id(), 10, now=150.0)
         released = store.claim("released", owner, 10, now=100.0)
         store.release(released)
+        assert kept and expired_but_untaken and lost and released
         renewed = store.renew([kept, expired_but_untaken, lost, released, Lease("never", owner, 1, 0.0)], 30, now=120.0)
-        assert renewed == [Lease("kept", owner, kept.token, 150.0), Lease("late", owner, expired_but_untaken.token, 150.0)]
+        assert renewed == [Lease("kept", owner, kept.token, 150.0),
+                           Lease("late", owner, expired_but_untaken.token, 150.0)]
         assert store.lease("kept").expires_at == 150.0
         assert store.lease("lost") == taker
         assert store.lease("released").owner == ""
@@ -497,7 +499,7 @@ class StoreContract:
                     if lease is not None:
                         store.release(lease)
                     store.get(rid)
-            except BaseException as exc:  # reported below, in the test's thread
+            except BaseException as exc:  # noqa: BLE001 - reported below, in the test's thread
                 errors.append(exc)
 
         threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
@@ -524,7 +526,7 @@ class StoreContract:
         self._past_deadline(store)
         result = store.apply(Batch(settles=[Settle("p", State.RESOLVED, '"late"', store.now())]))
         stored = store.get("p")
-        assert stored.state is State.TIMEDOUT
+        assert stored is not None and stored.state is State.TIMEDOUT and stored.value is not None
         assert "timed out" in stored.value and "PromiseTimeoutError" in stored.value
         assert result.conflicts == {"p": stored}
 
@@ -559,6 +561,7 @@ class StoreContract:
 
     def _engine_root(self, store: Store, *children: PromiseRecord) -> Lease:
         lease = store.claim("wf", new_owner_id(), 30)
+        assert lease is not None
         store.apply(Batch(creates=[_workflow("wf"), *children], fences={"wf": lease.token}))
         return lease
 
@@ -596,7 +599,8 @@ class StoreContract:
         # a child workflow that returns while a branch it began is still pending: one round, one batch
         lease = self._engine_root(store, make_record("wf.1", parent="wf", kind=Kind.WORKFLOW))
         store.apply(Batch(creates=[make_record("wf.1.1", parent="wf.1")],
-                          settles=[Settle("wf.1", State.RESOLVED, "1", 1.0), Settle("wf.1.1", State.CANCELED, None, 1.0)],
+                          settles=[Settle("wf.1", State.RESOLVED, "1", 1.0),
+                                   Settle("wf.1.1", State.CANCELED, None, 1.0)],
                           fences={"wf": lease.token}))
         assert store.get("wf.1").state is State.RESOLVED and store.get("wf.1.1").state is State.CANCELED
 
@@ -776,8 +780,10 @@ class StoreContract:
             make_record("r5", kind=Kind.WORKFLOW, func="app.other", created_at=40.0),
             make_record("lonely", kind=Kind.STEP, func="app.notify", created_at=50.0),  # a root, not a workflow
         ]))
-        store.apply(Batch(settles=[Settle("r1", State.RESOLVED, "1", 15.0), Settle("r1.email", State.RESOLVED, "1", 12.0),
-                                   Settle("r1.sms", State.REJECTED, '"no"', 14.0), Settle("r2.push", State.RESOLVED, "1", 22.0),
+        store.apply(Batch(settles=[Settle("r1", State.RESOLVED, "1", 15.0),
+                                   Settle("r1.email", State.RESOLVED, "1", 12.0),
+                                   Settle("r1.sms", State.REJECTED, '"no"', 14.0),
+                                   Settle("r2.push", State.RESOLVED, "1", 22.0),
                                    Settle("r2.started", State.RESOLVED, "20.5", 20.6),
                                    Settle("r2.child.1", State.RESOLVED, "1", 23.0),
                                    Settle("r5", State.CANCELED, None, 41.0)]))

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import attrs
 
 from vow.errors import PromiseNotFoundError, StoreError
-from vow.hookspecs import hookimpl
+from vow.hookspecs import Register, hookimpl
 from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, State
 from vow.retention import FINISHED_STATES, is_prunable
 from vow.schedules.record import ScheduleRecord
@@ -48,7 +48,8 @@ def _with(record: PromiseRecord, *, state: State | None = None, value: str | Non
         return PromiseRecord(r.id, state, r.kind, r.root, r.func, r.args, value, r.parent, r.timeout,
                              r.idempotency_key, r.attempt, r.created_at, settled_at, r.tags)
     return PromiseRecord(r.id, r.state, r.kind, r.root, r.func, r.args, r.value, r.parent, r.timeout,
-                         r.idempotency_key, attempt, r.created_at, r.settled_at, r.tags)
+                         r.idempotency_key, r.attempt if attempt is None else attempt, r.created_at, r.settled_at,
+                         r.tags)
 
 
 def _oldest_first(records: list[PromiseRecord]) -> list[PromiseRecord]:
@@ -427,6 +428,6 @@ class MemoryStore(StoreOperations):
 
 
 @hookimpl
-def vow_register_stores(register) -> None:
+def vow_register_stores(register: Register) -> None:
     """Register the ``memory`` store (no options)."""
     register("memory", MemoryStore, None, "promises in memory, gone when the process exits (tests, throwaway runs)")

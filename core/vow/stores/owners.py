@@ -25,7 +25,7 @@ import socket
 import threading
 import uuid
 import weakref
-from typing import Callable
+from collections.abc import Callable
 
 __all__ = ["OwnerLocks", "new_owner_id", "is_owner_id"]
 
@@ -165,5 +165,10 @@ def _lock_if_free(path: str) -> int | None:
     return fd
 
 
-_all_locks: "weakref.WeakSet[OwnerLocks]" = weakref.WeakSet()
-os.register_at_fork(after_in_child=lambda: [locks._forget_after_fork() for locks in list(_all_locks)])
+_all_locks: weakref.WeakSet[OwnerLocks] = weakref.WeakSet()
+def _after_fork_in_child() -> None:
+    for locks in list(_all_locks):
+        locks._forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

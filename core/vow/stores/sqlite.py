@@ -32,14 +32,15 @@ import sqlite3
 import threading
 import time
 import weakref
+from collections.abc import Callable, Collection, Iterable, Sequence
 from operator import attrgetter
-from typing import Any, Callable, Collection, Iterable, Sequence, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import attrs
 
 from vow.errors import ConfigError, PromiseNotFoundError, StoreError
-from vow.hookspecs import hookimpl
+from vow.hookspecs import Register, hookimpl
 from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, Settle, State
 from vow.retention import BATCH_RUNS, FINISHED_STATES, PrunedRun, PruneResult
 from vow.schedules.record import ScheduleRecord
@@ -197,7 +198,7 @@ def _tags(text: str) -> dict[str, str]:
     return parsed.copy()
 
 
-def _record(row: tuple) -> PromiseRecord:
+def _record(row: tuple[Any, ...]) -> PromiseRecord:
     """A record from a row in ``_COLUMNS`` order (positional: no per-field work beyond the enums)."""
     tags = row[13]
     return PromiseRecord(row[0], _STATES[row[1]], _KINDS[row[2]], row[3], row[4], row[5], row[6], row[7],
@@ -219,10 +220,10 @@ _INSERT_SHAPES = [
 ]
 
 
-def _insert_runs(records: list[PromiseRecord]) -> list[tuple[str, list[tuple]]]:
+def _insert_runs(records: list[PromiseRecord]) -> list[tuple[str, list[tuple[Any, ...]]]]:
     """``(INSERT statement, rows)`` runs in record order (order matters: it breaks created_at ties)."""
-    runs: list[tuple[str, list[tuple]]] = []
-    rows: list[tuple] = []
+    runs: list[tuple[str, list[tuple[Any, ...]]]] = []
+    rows: list[tuple[Any, ...]] = []
     current = -1
     for r in records:
         if r.value is None and r.timeout is None and r.settled_at is None:
@@ -256,6 +257,7 @@ def _is_busy(exc: sqlite3.Error) -> bool:
 
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 class _ForkGate:
@@ -337,7 +339,8 @@ class SQLiteStore(StoreOperations):
             raise ConfigError(f"sqlite store option synchronous: expected one of "
                               f"{', '.join(SYNCHRONOUS_MODES)}, got {synchronous!r}")
         if not isinstance(busy_timeout, (int, float)) or busy_timeout <= 0:
-            raise ConfigError(f"sqlite store option busy_timeout: expected a number of seconds > 0, got {busy_timeout!r}")
+            raise ConfigError(f"sqlite store option busy_timeout: expected a number of seconds > 0, "
+                              f"got {busy_timeout!r}")
         self.path = os.path.abspath(os.path.expanduser(os.fspath(path)))
         self.synchronous = synchronous
         self.busy_timeout = float(busy_timeout)
@@ -461,7 +464,8 @@ class SQLiteStore(StoreOperations):
 
     def _con(self) -> sqlite3.Connection:
         try:
-            return self._local.con
+            con: sqlite3.Connection = self._local.con
+            return con
         except AttributeError:
             return self._connect()
 
@@ -762,8 +766,8 @@ class SQLiteStore(StoreOperations):
         return conflicts, unchanged
 
     @staticmethod
-    def _select_ids(con: sqlite3.Connection, columns: str, ids: list[str]) -> list[tuple]:
-        rows: list[tuple] = []
+    def _select_ids(con: sqlite3.Connection, columns: str, ids: list[str]) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = []
         unique = list(dict.fromkeys(ids))
         for start in range(0, len(unique), _CHUNK):
             chunk = unique[start:start + _CHUNK]
@@ -959,8 +963,8 @@ class SQLiteStore(StoreOperations):
         def renew_in(con: sqlite3.Connection) -> list[Lease]:
             kept = []
             for lease in leases:
-                cur = con.execute("UPDATE leases SET expires_at = ? WHERE root = ? AND owner = ? AND token = ? AND owner != ''",
-                                  (now + ttl, lease.root, lease.owner, lease.token))
+                cur = con.execute("UPDATE leases SET expires_at = ? WHERE root = ? AND owner = ? AND token = ? "
+                                  "AND owner != ''", (now + ttl, lease.root, lease.owner, lease.token))
                 if cur.rowcount:
                     kept.append(attrs.evolve(lease, expires_at=now + ttl))
             return kept
@@ -988,13 +992,13 @@ class SQLiteStore(StoreOperations):
             "UPDATE leases SET parked = NULL, recoveries = 0, owner = '', expires_at = 0 "
             "WHERE root = ? AND parked IS NOT NULL", (root,)).rowcount))
 
-    def _write(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+    def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` in one ``BEGIN IMMEDIATE`` transaction and commit it, unless the file was
         deleted or replaced under this process (then nothing is committed: :class:`StoreError`)."""
         with _GATE:
             return self._write_now(work)
 
-    def _write_now(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+    def _write_now(self, work: Callable[[sqlite3.Connection], T]) -> T:
         con = self._con()
         self._begin(con)
         try:
@@ -1080,7 +1084,7 @@ class SQLiteStore(StoreOperations):
                            truncated)
 
     @_reading
-    def _prune_candidates(self, before: float, states: frozenset[State]) -> list[tuple]:
+    def _prune_candidates(self, before: float, states: frozenset[State]) -> list[tuple[Any, ...]]:
         marks = ",".join("?" * len(states))
         return self._con().execute(
             f"SELECT id, state, func, settled_at FROM promises WHERE parent IS NULL AND state IN ({marks}) "
@@ -1103,7 +1107,8 @@ class SQLiteStore(StoreOperations):
     @_reading
     def _free_bytes(self) -> int:
         con = self._con()
-        return con.execute("PRAGMA freelist_count").fetchone()[0] * con.execute("PRAGMA page_size").fetchone()[0]
+        pages = int(con.execute("PRAGMA freelist_count").fetchone()[0])
+        return pages * int(con.execute("PRAGMA page_size").fetchone()[0])
 
     def _give_space_back(self, compact: bool) -> bool:
         """Hand free pages back to the disk where the file allows it; ``compact``: make it allow it.
@@ -1121,7 +1126,7 @@ class SQLiteStore(StoreOperations):
 
     @_reading
     def _auto_vacuum(self) -> int:
-        return self._con().execute("PRAGMA auto_vacuum").fetchone()[0]
+        return int(self._con().execute("PRAGMA auto_vacuum").fetchone()[0])
 
     def _busy_safe(self, action: Callable[[sqlite3.Connection], Any]) -> None:
         """Run a write outside :meth:`_write` (a pragma, a VACUUM), retrying while the file is busy."""
@@ -1319,7 +1324,7 @@ def _wal_bytes(path: str) -> int:
 
 
 # A connection must never cross a fork: a forked child forgets its parent's and opens its own.
-_open_stores: "weakref.WeakSet[SQLiteStore]" = weakref.WeakSet()
+_open_stores: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
@@ -1338,6 +1343,6 @@ def open_sqlite(options: SQLiteOptions) -> SQLiteStore:
 
 
 @hookimpl
-def vow_register_stores(register) -> None:
+def vow_register_stores(register: Register) -> None:
     """Register the ``sqlite`` store."""
     register("sqlite", open_sqlite, SQLiteOptions)
