@@ -200,6 +200,7 @@ class Engine:
                 for fn, args in actions:
                     fn(*args)
             if not (self._starts or stepper.ready or committer.pending()):
+                self.leaves.flush()
                 return
 
     def _after_commit(self, result: CommitResult) -> None:

@@ -45,11 +45,13 @@ class LeafRunner:
         self._plugins = plugins
         self._store = store
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Future[None]] = set()  # running async attempts (the loop keeps only weak refs)
         self._running: dict[str, int] = {}  # promise id -> attempt in flight
         self._per_root: dict[str, int] = {}
         self._total = 0
         self._queued: deque[tuple[PromiseNode, int | None]] = deque()
         self._coroutine_fns: dict[Any, bool] = {}
+        self._async_batch: list[tuple[LeafContext, Any]] = []  # async attempts to hand the loop at flush()
 
     def in_flight(self) -> int:
         """How many leaf attempts are out in the pool or the event loop now."""
@@ -81,9 +83,21 @@ class LeafRunner:
         ctx = LeafContext(node.id, node.attempt, node.key, root, node.run.id, node.func, node.deadline, node.tags,
                           plugins=self._plugins, store=self._store)
         if self._is_coroutine(call.fn):
-            asyncio.run_coroutine_threadsafe(self._run_async(ctx, call), self._event_loop())
+            self._async_batch.append((ctx, call))
         else:
             self.pool.submit(self._run_sync, ctx, call)
+
+    def flush(self) -> None:
+        """Hand the ``async def`` attempts started this round to the event loop, in one wake-up."""
+        if self._async_batch:
+            batch, self._async_batch = self._async_batch, []
+            self._event_loop().call_soon_threadsafe(self._spawn, batch)
+
+    def _spawn(self, batch: list[tuple[LeafContext, Any]]) -> None:
+        for ctx, call in batch:  # on the event loop's thread
+            task = asyncio.ensure_future(self._run_async(ctx, call))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def finished(self, promise_id: str, root_id: str) -> None:
         """Account for an attempt that ended, and start queued leaves that fit now."""

@@ -166,6 +166,7 @@ _ATTEMPT = "UPDATE promises SET attempt = ? WHERE id = ? AND state = 'pending'"
 _RELEASE = ("UPDATE leases SET owner = '', expires_at = 0, recoveries = 0 "
             "WHERE root = ? AND owner = ? AND token = ? AND owner != ''")
 _LEASE_COLUMNS = "owner, token, expires_at, recoveries, parked"
+_FENCE_ONE = "SELECT l.token, p.state FROM leases l LEFT JOIN promises p ON p.id = l.root WHERE l.root = ?"
 FEED_WINDOW = 10_000  # outside writes the change feed keeps
 CHECKPOINT_EVERY = 256  # commits between two checkpoints of the log by the checkpointer thread
 CHECKPOINT_IDLE_SECONDS = 1.0  # ... or this long after the last commit
@@ -683,14 +684,23 @@ class SQLiteStore(StoreOperations):
         con.execute("DELETE FROM changes WHERE seq <= ?", (last - FEED_WINDOW,))
 
     def _check_fences(self, con: sqlite3.Connection, fences: dict[str, int]) -> None:
-        lost = []
-        for root, token in fences.items():
-            row = con.execute("SELECT l.token, p.state FROM leases l LEFT JOIN promises p ON p.id = l.root "
-                              "WHERE l.root = ?", (root,)).fetchone()
-            if row is None or row[0] != token or row[1] not in (None, "pending"):
-                lost.append(root)
+        """Every fenced root still has the writer's token and is not settled (one query per chunk)."""
+        if len(fences) == 1:
+            [(root, token)] = fences.items()
+            row = con.execute(_FENCE_ONE, (root,)).fetchone()
+            current = {} if row is None else {root: row}
+        else:
+            current = {}
+            roots = list(fences)
+            for start in range(0, len(roots), _CHUNK):
+                chunk = roots[start:start + _CHUNK]
+                for root, token, state in con.execute(
+                        f"SELECT l.root, l.token, p.state FROM leases l LEFT JOIN promises p ON p.id = l.root "
+                        f"WHERE l.root IN ({','.join('?' * len(chunk))})", chunk):
+                    current[root] = (token, state)
+        lost = sorted(root for root, token in fences.items()
+                      if (row := current.get(root)) is None or row[0] != token or row[1] not in (None, "pending"))
         if lost:
-            lost.sort()
             raise lease_lost_error(lost)
 
     def _existing(self, con: sqlite3.Connection, creates: list[PromiseRecord], inserted: int
