@@ -18,7 +18,9 @@ from vow.retry import from_config
     ({"max_attempts": "10"}, ("max_attempts",), "expected a whole number, got text '10'"),  # was 10
     ({"delay": "1"}, ("delay",), "expected a number, got text '1'"),
     ({"max_attempts": 0}, ("max_attempts",), "'max_attempts' must be >= 1: 0"),
-    ({"jitter": 1.5}, ("jitter",), "'jitter' must be <= 1.0: 1.5"),
+    ({"jitter": 1.5}, ("jitter",), "'jitter' must be 'full', 'decorrelated', 'none' or a fraction from 0 to 1, got 1.5"),
+    ({"jitter": "ful"}, ("jitter",), "expected one of 'full', 'decorrelated', 'none' or a number, got text 'ful'"),
+    ({"jitter": True}, ("jitter",), "expected one of 'full', 'decorrelated', 'none' or a number, got true (true/false)"),
     ({"dealy": 1}, ("dealy",), "unknown key (allowed: delay, factor, max_delay, max_attempts, jitter)"),
 ])
 def test_retry_policies_are_structured_strictly_with_a_key_path(data: dict, path: tuple, problem: str) -> None:
