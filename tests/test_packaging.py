@@ -126,7 +126,8 @@ def test_every_distribution_has_a_license_classifiers_and_links(directory: Path)
     assert not [c for c in classifiers if c.startswith("License ::")]
     for needed in ("Typing :: Typed", "Programming Language :: Python :: 3 :: Only"):
         assert needed in classifiers, f"{directory}/pyproject.toml: add the classifier {needed!r}"
-    supported = {c.rsplit(" ", 1)[-1] for c in classifiers if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)}
+    supported = {c.rsplit(" ", 1)[-1] for c in classifiers
+                 if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)}
     assert min(supported, key=Version) == meta["requires-python"].removeprefix(">="), (
         f"{directory}/pyproject.toml: the oldest Python classifier is requires-python's")
     urls = meta["urls"]

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -20,6 +20,11 @@ from vow.errors import (
     PromiseNotFoundError,
     StoreError,
 )
+from vow.records import PromiseRecord
+from vow.stores.base import pipeline_workflow, run_name
+
+if TYPE_CHECKING:
+    from vow.plugins import Plugins
 
 OK, FAILED, USAGE = 0, 1, 2
 """Exit codes: success; a workflow failed; bad usage, configuration or input."""
@@ -61,18 +66,23 @@ def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-def pipeline_name(record: Any) -> str | None:
+def pipeline_name(record: PromiseRecord) -> str | None:
     """The pipeline name of a stored run of ``vow.pipeline`` (``None`` for other workflows)."""
-    from vow import encoding
-    from vow.pipeline.workflow import NAME
+    if record.func != pipeline_workflow():
+        return None
+    name = run_name(record)
+    return None if name == record.func else name
 
-    if record.func != NAME:
-        return None
-    try:
-        args, _ = encoding.decode_args(record.args)
-        return str(args[0]["name"])
-    except (ValueError, LookupError, TypeError):
-        return None
+
+def installed_plugins() -> Plugins:
+    """The plugins a ``vow`` command works with: every installed one, loaded once per process.
+
+    The command line is where the registry is chosen; everything it calls gets it passed.
+    """
+    # Imported here: pluggy and the plugin loader are for the commands that need plugins, not `vow --help`.
+    from vow.plugins import default_plugins
+
+    return default_plugins()
 
 
 def load_apps(vow: Any, apps: tuple[str, ...]) -> None:

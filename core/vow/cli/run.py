@@ -11,10 +11,26 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from vow.cli.common import FAILED, OK, UserError, json_option, load_apps, pipeline_name, print_json, store_option
+from vow.cli.common import (
+    FAILED,
+    OK,
+    UserError,
+    installed_plugins,
+    json_option,
+    load_apps,
+    pipeline_name,
+    print_json,
+    store_option,
+)
 from vow.records import PromiseRecord, State
 
-if TYPE_CHECKING:  # imported where used, so `vow --help` does not pay for them
+# The engine, the pipeline code (YAML, Jinja) and the live view are imported in the functions that
+# use them, so that `vow --help`, which imports this module to list its commands, stays fast
+# (tests/cli/test_run.py checks which modules it loads).
+if TYPE_CHECKING:
+    from vow.pipeline.model import PlannedRun
+    from vow.pipeline.plan import Plan
+    from vow.plugins import Plugins
     from vow.progress import Progress, Row
 
 REMOTE_POLL = 0.5  # seconds between store reads while following a run
@@ -29,17 +45,21 @@ def _input_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def _plan(file: str, inputs: tuple[str, ...], sets: tuple[str, ...], run_id: str | None) -> Any:
+def _plan(file: str, inputs: tuple[str, ...], sets: tuple[str, ...], run_id: str | None, plugins: Plugins) -> Plan:
     from vow.pipeline.inputs import command_line_input
     from vow.pipeline.plan import load
 
-    return load(file, input=command_line_input(inputs, sets), run_id=run_id)
+    return load(file, plugins=plugins, input=command_line_input(inputs, sets), run_id=run_id)
 
 
-def _progress(plan: Any) -> Progress:
+def _progress(run_id: str, spec: PlannedRun | None) -> Progress:
+    """The live view of run ``run_id``: a row per branch of a pipeline (``spec``), else per step."""
     from vow.progress import Progress
-    rows = [(f"{plan.run_id}.{b['id']}", b["id"], b.get("channel") or b.get("provider", "")) for b in plan.branches]
-    return Progress(plan.run_id, rows, gate=plan.gate_id)
+
+    if spec is None:
+        return Progress(run_id)
+    rows = [(f"{run_id}.{b.id}", b.id, b.plugin) for b in spec.branches]
+    return Progress(run_id, rows, gate=spec.gate_id(run_id))
 
 
 @click.command()
@@ -59,9 +79,10 @@ def run(file: str, inputs: tuple[str, ...], sets: tuple[str, ...], run_id: str |
     from vow.client import Vow
     from vow.pipeline.workflow import NAME
 
-    plan = _plan(file, inputs, sets, run_id)
-    progress = _progress(plan)
-    with Vow(store or plan.store, observers=[] if detach else [progress]) as vow:
+    plugins = installed_plugins()
+    plan = _plan(file, inputs, sets, run_id, plugins)
+    progress = _progress(plan.run_id, plan.spec)
+    with Vow(store or plan.store, plugins=plugins, observers=[] if detach else [progress]) as vow:
         existing = vow.get(plan.run_id)
         _check_same_run(existing, plan)
         if detach:
@@ -87,12 +108,12 @@ def validate(file: str, inputs: tuple[str, ...], sets: tuple[str, ...], run_id: 
     Templates are rendered with the input, every plugin's options are validated, every channel
     and provider is built (so missing secrets show) and every message is checked.
     """
-    plan = _plan(file, inputs, sets, run_id)
+    plan = _plan(file, inputs, sets, run_id, installed_plugins())
     if as_json:
         print_json({"file": plan.file, "name": plan.name, "run_id": plan.run_id, "store": plan.store,
-                    "spec": plan.spec})
+                    "spec": plan.spec.to_json()})
         return
-    branches = ", ".join(f"{b['id']} ({b.get('channel') or b.get('provider')})" for b in plan.branches)
+    branches = ", ".join(f"{b.id} ({b.plugin})" for b in plan.branches)
     click.echo(f"ok: {plan.file}: run {plan.run_id} fans out to {len(plan.branches)} "
                f"branch{'es' if len(plan.branches) != 1 else ''}: {branches}")
     if plan.gate_id:
@@ -112,15 +133,16 @@ def resume(run_id: str | None, resume_all: bool, apps: tuple[str, ...], store: s
 
     if bool(run_id) == resume_all:
         raise click.UsageError("give a run ID or --all (not both)")
+    plugins = installed_plugins()
     if resume_all:
-        with Vow(store) as vow:
+        with Vow(store, plugins=plugins) as vow:
             load_apps(vow, apps)
             sys.exit(_resume_all(vow, as_json))
     assert run_id is not None  # checked above: a run ID or --all
-    with Vow(store) as probe:
+    with Vow(store, plugins=plugins) as probe:
         record = _root_record(probe, run_id)
-    progress = _progress_for(record)
-    with Vow(store, observers=[progress]) as vow:
+    progress = _progress(record.id, _stored_plan(record))
+    with Vow(store, plugins=plugins, observers=[progress]) as vow:
         load_apps(vow, apps)
         if record.func not in vow.registered():
             raise UserError(f"run {run_id} is workflow {record.func!r}, which is not registered here; "
@@ -140,19 +162,16 @@ def _root_record(vow: Any, run_id: str) -> PromiseRecord:
     return record
 
 
-def _progress_for(record: PromiseRecord) -> Progress:
+def _stored_plan(record: PromiseRecord) -> PlannedRun | None:
+    """The planned run a stored pipeline run holds (``None`` for another workflow)."""
     from vow import encoding
+    from vow.pipeline.model import PlannedRun
     from vow.pipeline.workflow import NAME
-    from vow.progress import Progress
 
-    if record.func == NAME:
-        args, _ = encoding.decode_args(record.args)
-        spec = args[0]
-        rows = [(f"{record.id}.{b['id']}", b["id"], b.get("channel") or b.get("provider",
-                                                                              "")) for b in spec["branches"]]
-        gate = spec.get("gate")
-        return Progress(record.id, rows, gate=f"{record.id}.{gate['promise']}" if gate else None)
-    return Progress(record.id)
+    if record.func != NAME:
+        return None
+    args, _ = encoding.decode_args(record.args)
+    return PlannedRun.from_json(args[0] if args else None, where=f"the plan stored with run {record.id}")
 
 
 def _resume_all(vow: Any, as_json: bool) -> int:
@@ -181,17 +200,21 @@ def _resume_all(vow: Any, as_json: bool) -> int:
     return FAILED if any(r["state"] != State.RESOLVED.value for r in results) else OK
 
 
-def _check_same_run(existing: PromiseRecord | None, plan: Any) -> None:
-    """An existing id must hold this very run; say so plainly instead of a long engine error."""
+def _check_same_run(existing: PromiseRecord | None, plan: Plan) -> None:
+    """An existing id must hold this very run (the engine's rule); say why not in the pipeline's words."""
     from vow import encoding
+    from vow.engine import same_run_error
+    from vow.errors import NonDeterminismError
     from vow.pipeline.workflow import NAME
 
     if existing is None:
         return
-    if existing.func != NAME:
+    args_text = encoding.encode_args((plan.spec,), {}, what=plan.run_id)
+    error = same_run_error(plan.run_id, existing.func, existing.args, NAME, args_text)
+    if isinstance(error, NonDeterminismError):
         raise UserError(f"run id {plan.run_id!r} is taken by workflow {existing.func!r}, not a pipeline; "
                         "give this run another id with --id")
-    if existing.args != encoding.encode_args((plan.spec,), {}, what=plan.run_id):
+    if error is not None:
         raise UserError(f"run id {plan.run_id!r} was started with other input or another version of "
                         f"{plan.file}; run it with the same input to join it, or give this run a new id (--id)")
 

@@ -1,9 +1,9 @@
 """The pipeline file as attrs classes, structured by vow's one strict converter (:mod:`vow.config`).
 
 Values stay as written (templates are strings); :mod:`vow.pipeline.plan` renders and checks
-them. Types are strict: ``timeout: "soon"`` is an error, not a string quietly turned into
-something else, and each error carries its key path, so :class:`~vow.pipeline.source.Source`
-can point at its line.
+them into a :class:`~vow.pipeline.model.PlannedRun` (the gate is the same class in both). Types
+are strict: ``timeout: "soon"`` is an error, not a string quietly turned into something else, and
+each error carries its key path, so :class:`~vow.pipeline.source.Source` can point at its line.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import attrs
 from vow.config import describe, keys_of
 from vow.config import structure as structure_options
 from vow.errors import ConfigError, format_path
+from vow.pipeline.model import Gate
 from vow.pipeline.source import Path, Source
 
 T = TypeVar("T")
@@ -32,16 +33,8 @@ class Defaults:
 
 
 @attrs.frozen
-class Gate:
-    """Wait for the outside promise ``{run id}.{promise}`` (``vow resolve``) before fanning out."""
-
-    promise: str = "approval"
-    timeout: float | None = None
-
-
-@attrs.frozen
-class ChannelBranch:
-    """Send one message per item over a notification channel."""
+class ChannelEntry:
+    """A ``fan_out`` entry with ``channel:``: one message per item over a notification channel."""
 
     channel: str
     to: str = ""
@@ -57,8 +50,8 @@ class ChannelBranch:
 
 
 @attrs.frozen
-class ImageBranch:
-    """Generate one image per item with an image provider."""
+class ImageEntry:
+    """A ``fan_out`` entry with ``image:``: one image per item with an image provider."""
 
     image: str
     prompt: str

@@ -292,7 +292,8 @@ def image_path(record: PromiseRecord) -> Path | None:
             and len(args) >= 3 and isinstance(args[2], str)):
         return None
     folder = Path(args[2]).expanduser().absolute()
-    path = (folder / value["path"]).absolute()
+    name: str = value["path"]
+    path = (folder / name).absolute()
     if path.parent != folder or path.suffix.lower() != ".png":
         return None  # only the PNG the leaf wrote into its own folder, nothing a crafted value points at
     return path
