@@ -82,3 +82,15 @@ def test_vow_has_no_import_cycle() -> None:
     graph = module_graph()
     assert {"vow.images.pipeline", "vow.images.gallery", "vow.pipeline.workflow"} <= set(graph)
     assert cycles(graph) == []
+
+
+def test_the_process_wide_plugin_registry_is_chosen_in_one_place() -> None:
+    """Everything else gets its registry passed: a client's ``plugins``, the command line's."""
+    sources = [*CORE.rglob("*.py"), *(CORE.parent / "plugins").glob("*/src/**/*.py")]
+    calling = sorted(str(p.relative_to(CORE.parent)) for p in sources if "default_plugins()" in p.read_text())
+    assert calling == [
+        "core/vow/cli/common.py",  # the `vow` command's registry (installed_plugins)
+        "core/vow/client.py",  # a Vow() given no plugins
+        "core/vow/pipeline/workflow.py",  # until a workflow's Context carries its client's registry
+        "core/vow/plugins.py",  # where it is defined
+    ]

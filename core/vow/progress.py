@@ -173,9 +173,11 @@ class Progress:
 
 def describe_outcome(record: PromiseRecord) -> str:
     """One line about a settled record: a receipt, an image, a value, or the error."""
-    if record.state is State.RESOLVED:
-        from vow import encoding  # here: `vow ls` and `vow --help` need not load it
+    # Imported here: the decoder (and cattrs under it) is for settled records; `vow ls` and
+    # `vow --help`, which import this module for seconds(), need not load it.
+    from vow import encoding
 
+    if record.state is State.RESOLVED:
         value = encoding.decode(record.value)
         if isinstance(value, dict) and "transport" in value and "message_id" in value:
             return f"{value['transport']} {value['message_id']}" + (" (duplicate)" if value.get("duplicate") else "")
@@ -185,8 +187,6 @@ def describe_outcome(record: PromiseRecord) -> str:
         text = json.dumps(value, default=str)
         return text if len(text) <= 70 else text[:67] + "..."
     if record.state is State.REJECTED:
-        from vow import encoding
-
         error = encoding.decode_error(record.value)
         return f"{type(error).__name__}: {error}"
     return str(WORDS.get(record.state.value, record.state.value))

@@ -168,16 +168,12 @@ DEFAULT_LEAF_POLICY = Exponential()
 DEFAULT_WORKFLOW_POLICY = Never()
 
 
-def policy(name: str, *, plugins: Plugins | None = None, **options: object) -> object:
-    """Build a retry policy by name: ``policy("linear", delay=1, max_attempts=3)``.
+def policy(name: str, *, plugins: Plugins, **options: object) -> object:
+    """Build a retry policy by name: ``policy("linear", plugins=vow.plugins, delay=1, max_attempts=3)``.
 
-    ``plugins`` is the registry to look the name up in (a client's ``vow.plugins``); by default,
-    the plugins installed in this Python environment.
+    ``plugins`` is the registry to look the name up in: the client's (``vow.plugins``), whose
+    workflows will use the policy.
     """
-    if plugins is None:
-        from vow.plugins import default_plugins
-
-        plugins = default_plugins()
     return plugins.retry_policies.build(name, options, where=f"retry policy {name!r}")
 
 

@@ -20,11 +20,10 @@ from vow.errors import (
     PromiseNotFoundError,
     StoreError,
 )
-from vow.records import PromiseRecord
-from vow.stores.base import pipeline_workflow, run_name
 
 if TYPE_CHECKING:
     from vow.plugins import Plugins
+    from vow.records import PromiseRecord
 
 OK, FAILED, USAGE = 0, 1, 2
 """Exit codes: success; a workflow failed; bad usage, configuration or input."""
@@ -68,6 +67,9 @@ def print_json(data: Any) -> None:
 
 def pipeline_name(record: PromiseRecord) -> str | None:
     """The pipeline name of a stored run of ``vow.pipeline`` (``None`` for other workflows)."""
+    # Imported here: the commands that list runs load the store anyway; `vow --help` need not.
+    from vow.stores.base import pipeline_workflow, run_name
+
     if record.func != pipeline_workflow():
         return None
     name = run_name(record)
@@ -91,7 +93,7 @@ def load_apps(vow: Any, apps: tuple[str, ...]) -> None:
     ``attr`` (default: every :class:`vow.Vow` in the module) is a ``Vow`` whose registered
     workflows are registered here too, or a function called with this process's ``Vow``.
     """
-    from vow.client import Vow
+    from vow.client import Vow  # here: `vow --help` imports this module, and must not load the engine
 
     if apps and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # `vow worker --app myflows` finds ./myflows.py, as `python -m` would
