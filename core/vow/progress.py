@@ -72,8 +72,12 @@ class Progress:
         self.gate = gate
         self.resumed = False
         self.root_state: str | None = None
+        self.stopped = False  # this process stopped running the run without settling it
+        self.note: str | None = None  # what the view says about the run as a whole, once known
         self.changed = threading.Event()
         self._changes: list[tuple[str, Row]] = []
+        self._notes: list[str] = []
+        self._waiting_said: set[str] = set()  # gates whose "waiting for" line is out (once, from event or store)
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ the observer
@@ -84,7 +88,9 @@ class Progress:
         with self._lock:
             if event.id == self.root:
                 if event.kind is EventKind.RESUMED:
-                    self.resumed = True
+                    self.resumed, self.stopped = True, False
+                elif event.kind is EventKind.STOPPED:
+                    self.stopped = True
                 elif event.kind is EventKind.SETTLED:
                     self.root_state = event.state
             else:
@@ -102,7 +108,7 @@ class Progress:
         kind = event.kind
         if kind is EventKind.CREATED and row.kind == "promise":
             row.started = event.time
-            self._changes.append(("waiting", attrs.evolve(row)))
+            self._say_waiting(row)
         elif kind is EventKind.STARTED:
             row.state, row.attempt, row.retry_at = "running", event.attempt, None
             row.started = row.started if row.started is not None else event.time
@@ -137,7 +143,7 @@ class Progress:
                 if row.started is None or record.created_at < row.started:
                     row.started = record.created_at
                     if row.kind == "promise" and not record.settled:
-                        self._changes.append(("waiting", attrs.evolve(row)))
+                        self._say_waiting(row)
                 if record.settled:
                     if not row.settled:
                         row.state = record.state.value
@@ -145,6 +151,25 @@ class Progress:
                     row.finished = record.settled_at
                     row.detail = describe_outcome(record)
         self.changed.set()
+
+    def _say_waiting(self, row: Row) -> None:
+        if row.id not in self._waiting_said:
+            self._waiting_said.add(row.id)
+            self._changes.append(("waiting", attrs.evolve(row)))
+
+    def announce(self, text: str) -> None:
+        """Say ``text`` about the run as a whole (canceled, taken over by another worker): a plain
+        view prints it once, a live table shows it under the rows."""
+        with self._lock:
+            self.note = text
+            self._notes.append(text)
+        self.changed.set()
+
+    def take_notes(self) -> list[str]:
+        """The notes announced since the last call."""
+        with self._lock:
+            notes, self._notes = self._notes, []
+            return notes
 
     def waiting_for_detail(self) -> list[str]:
         """Ids of settled rows whose result has not been read from the store yet."""
@@ -221,6 +246,8 @@ class PlainView:
         """Print what changed since the last call."""
         for what, row in self.progress.take_changes(final=final):
             self.out.write(self.line(what, row) + "\n")
+        for note in self.progress.take_notes():
+            self.out.write(f"  {note}\n")
         self.out.flush()
 
     def line(self, what: str, row: Row) -> str:
@@ -265,6 +292,7 @@ class RichView:
     def update(self, *, final: bool = False) -> None:
         """Redraw with the current rows."""
         self.progress.take_changes(final=final)
+        self.progress.take_notes()  # shown as the table's caption
         self.live.update(self.table())
 
     _STYLES = {"waiting": "dim", "running": "cyan", "retrying": "yellow", "resolved": "green",
@@ -276,7 +304,8 @@ class RichView:
         from rich.table import Table
         from rich.text import Text
 
-        table = Table(box=None, pad_edge=False, show_header=True, header_style="bold dim")
+        table = Table(box=None, pad_edge=False, show_header=True, header_style="bold dim",
+                      caption=self.progress.note, caption_justify="left", caption_style="magenta")
         for column in ("branch", "state", "attempt", "elapsed", ""):
             table.add_column(column, no_wrap=column != "")
         now = time.time()

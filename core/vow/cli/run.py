@@ -226,20 +226,37 @@ def follow(vow: Any, run_id: str, start: Callable[[], Any], progress: Progress, 
 
     Returns the exit code: 0 when the run resolved, 1 otherwise.
     """
-    with _retries_shown_by_the_view():
+    with _said_by_the_view(run_id):
         return _follow(vow, run_id, start, progress, as_json=as_json, title=title, existing=existing)
 
 
 @contextlib.contextmanager
-def _retries_shown_by_the_view() -> Iterator[None]:
-    """The live view and the summary show every retry: no second line from the retry log."""
-    logger = logging.getLogger("vow.retry")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+def _said_by_the_view(run_id: str) -> Iterator[None]:
+    """The live view and the summary say every retry, and why this process stopped running the run
+    (it was canceled, or another worker took it over): no second line about either from the logs."""
+    retry_log = logging.getLogger("vow.retry")
+    level = retry_log.level
+    retry_log.setLevel(logging.ERROR)
+    engine_log = logging.getLogger("vow.engine")
+    lost_lease = _LostLease(run_id)
+    engine_log.addFilter(lost_lease)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        retry_log.setLevel(level)
+        engine_log.removeFilter(lost_lease)
+
+
+class _LostLease(logging.Filter):
+    """Drops the engine's warning that it stopped running ``run_id`` because its lease is gone: the
+    engine cannot tell a cancel from a takeover there, and `vow run` reads which one it was."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__()
+        self.run_id = run_id
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.args == (self.run_id,) and str(record.msg).startswith("lost the lease on"))
 
 
 def _follow(vow: Any, run_id: str, start: Callable[[], Any], progress: Progress, *, as_json: bool, title: str,
@@ -275,10 +292,23 @@ def _follow(vow: Any, run_id: str, start: Callable[[], Any], progress: Progress,
 
 
 def _watch(vow: Any, run_id: str, handle: Any, progress: Progress, view: Any) -> None:
+    said_stop = False
+
     def refresh() -> None:
         ids = progress.waiting_for_detail()
         if ids:
             progress.load(vow.store.get_many(ids).values())
+
+    def after_a_stop() -> None:
+        """This process stopped running the run: say so if another worker goes on with it (a run
+        settled from outside, a cancel, is said by the summary)."""
+        nonlocal said_stop
+        if progress.stopped and not said_stop:
+            said_stop = True
+            root = vow.get(run_id)
+            if root is None or not root.settled:
+                progress.announce(f"another worker has taken {run_id} over (this process lost its lease); "
+                                  "following it from the store")
 
     if view is None:
         while not handle.done():
@@ -290,7 +320,8 @@ def _watch(vow: Any, run_id: str, handle: Any, progress: Progress, view: Any) ->
         while not handle.done():
             progress.changed.wait(0.01 if progress.root_state else 0.1)
             progress.changed.clear()
-            if time.monotonic() - polled > REMOTE_POLL:  # shows a run another process is running, too
+            after_a_stop()
+            if time.monotonic() - polled > REMOTE_POLL or progress.stopped:  # a run another process runs, too
                 progress.load(vow.store.tree(run_id))
                 polled = time.monotonic()
             refresh()
@@ -356,6 +387,9 @@ def _summary(console: Any, run_id: str, root: PromiseRecord | None, rows: list[R
             for key, label in (("gallery", "gallery"), ("result_file", "result")):
                 if value.get(key):
                     _echo(console, f"  {label}: {value[key]}")
+    elif root is not None and root.state is State.CANCELED:
+        _echo(console, f"canceled: {run_id} was canceled after {took}; {ok} of {len(branches)} branches had "
+                       "finished ok", "bold magenta")
     else:
         state = root.state.value if root else "unknown"
         _echo(console, f"failed: {run_id} {state} after {took}: {_error_text(error)}", "bold red")
