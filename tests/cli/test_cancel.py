@@ -19,8 +19,9 @@ import pytest
 from vow import Context, LeafContext, Vow
 from vow.cli.run import follow
 from vow.events import EventKind
-from vow.progress import Progress
+from vow.progress import PlainView, Progress
 from vow.records import State
+from vow.testing import wait_until
 
 ORDER = str(Path(__file__).resolve().parents[2] / "examples" / "order-confirmed.yaml")
 
@@ -57,6 +58,8 @@ def test_a_cancel_met_at_commit_is_said_as_a_cancel(tmp_path: Path, capsys: pyte
     def cancel_while_slow_runs() -> None:
         assert running.wait(60), "the slow branch never started"
         with Vow(url) as other:
+            wait_until(lambda: (quick_record := other.get("c/1.quick")) is not None and quick_record.settled,
+                       timeout=60, message="the quick branch stored as done")
             other.cancel("c/1")
         release.set()
 
@@ -85,8 +88,6 @@ def test_vow_cancel_of_a_running_pipeline_says_canceled(sandbox) -> None:
                                           "  - {channel: sms, to: '+14155550100', body: hi, options: {latency: 0}}\n")
     run = sandbox.popen("run", pipeline)
     try:
-        from vow.testing import wait_until
-
         def slack_started() -> bool:
             records = sandbox.records("slow/1")
             sms = records.get("slow/1.sms")
@@ -108,8 +109,6 @@ def test_vow_cancel_of_a_running_pipeline_says_canceled(sandbox) -> None:
 def test_another_workers_takeover_is_said_as_a_takeover() -> None:
     """A stop while the run stays pending: the plain view says another worker goes on with it."""
     progress = Progress("t/1")
-    from vow.progress import PlainView
-
     out = io.StringIO()
     progress.announce("another worker has taken t/1 over (this process lost its lease); following it from the store")
     PlainView(progress, out).update()
