@@ -21,6 +21,7 @@ from typing import Any, TextIO
 import attrs
 
 from vow.events import Event, EventKind
+from vow.history import failure_text, held_back, is_backoff
 from vow.records import PromiseRecord, State
 
 SETTLED = {s.value for s in State if s is not State.PENDING}
@@ -43,10 +44,19 @@ class Row:
     error: str | None = None
     retry_at: float | None = None
     detail: str = ""  # what the result or error says, once settled
+    failed: dict[int, str] = attrs.field(factory=dict)  # the error of each attempt that failed and was retried
 
     @property
     def settled(self) -> bool:
         return self.state in SETTLED
+
+    def errors(self) -> list[tuple[int, str]]:
+        """Every attempt's error, oldest first: the retried ones, then the last one if it failed too."""
+        found = sorted(self.failed.items())
+        if self.state not in ("waiting", "running", "retrying", "resolved") and self.error and (
+                not found or found[-1][0] < self.attempt):
+            found.append((self.attempt, self.error))
+        return found
 
     def elapsed(self, now: float | None = None) -> float | None:
         """Seconds from the first attempt to the end (or to ``now`` while it runs)."""
@@ -114,6 +124,7 @@ class Progress:
             row.started = row.started if row.started is not None else event.time
         elif kind is EventKind.RETRY_SCHEDULED:
             row.state, row.attempt, row.error = "retrying", event.attempt, event.error
+            row.failed[event.attempt] = event.error or ""
             row.retry_at = event.time + (event.delay or 0.0)
             self._changes.append(("retry", attrs.evolve(row)))
         elif kind is EventKind.SETTLED:
@@ -133,6 +144,11 @@ class Progress:
                     if record.settled:
                         self.root_state = record.state.value
                     continue
+                if is_backoff(record):  # holds the error of the attempt before the one it holds back
+                    owner = self._rows.get(record.parent or "")
+                    if owner is not None and record.args and held_back(record) > 1:
+                        owner.failed.setdefault(held_back(record) - 1, failure_text(record.args))
+                    continue
                 row = self._rows.get(record.id)
                 if row is None and not self.fixed and record.parent == self.root and record.kind.value == "step":
                     row = self._rows[record.id] = Row(record.id, record.id.rsplit(".", 1)[-1],
@@ -150,6 +166,8 @@ class Progress:
                         self._changes.append(("settled", row))
                     row.finished = record.settled_at
                     row.detail = describe_outcome(record)
+                    if record.state is State.REJECTED:
+                        row.error = row.detail  # the stored failure of the attempt it ended on
         self.changed.set()
 
     def _say_waiting(self, row: Row) -> None:
@@ -198,12 +216,8 @@ class Progress:
 
 def describe_outcome(record: PromiseRecord) -> str:
     """One line about a settled record: a receipt, an image, a value, or the error."""
-    # Imported here: the decoder (and cattrs under it) is for settled records; `vow ls` and
-    # `vow --help`, which import this module for seconds(), need not load it.
-    from vow import encoding
-
     if record.state is State.RESOLVED:
-        value = encoding.decode(record.value)
+        value = json.loads(record.value) if record.value is not None else None
         if isinstance(value, dict) and "transport" in value and "message_id" in value:
             return f"{value['transport']} {value['message_id']}" + (" (duplicate)" if value.get("duplicate") else "")
         if isinstance(value, dict) and "path" in value and "sha256" in value:
@@ -212,8 +226,7 @@ def describe_outcome(record: PromiseRecord) -> str:
         text = json.dumps(value, default=str)
         return text if len(text) <= 70 else text[:67] + "..."
     if record.state is State.REJECTED:
-        error = encoding.decode_error(record.value)
-        return f"{type(error).__name__}: {error}"
+        return failure_text(record.value)
     return str(WORDS.get(record.state.value, record.state.value))
 
 

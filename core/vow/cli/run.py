@@ -393,6 +393,12 @@ def _summary(console: Any, run_id: str, root: PromiseRecord | None, rows: list[R
     else:
         state = root.state.value if root else "unknown"
         _echo(console, f"failed: {run_id} {state} after {took}: {_error_text(error)}", "bold red")
+        for row in branches:  # a branch that failed for good after retries: every attempt's error
+            errors = row.errors() if row.state != State.RESOLVED.value else []
+            if len(errors) > 1:
+                _echo(console, f"  {row.name} failed on {len(errors)} attempts:")
+                for attempt, text in errors:
+                    _echo(console, f"    attempt {attempt}: {text}")
     _echo(console, f"  promise tree: vow show {run_id}", "dim")
 
 
@@ -414,7 +420,8 @@ def _document(title: str, run_id: str, store: str, root: PromiseRecord | None, r
         "elapsed": round((root.settled_at or time.time()) - root.created_at, 4) if root else None,
         "branches": [{"id": r.name, "promise_id": r.id, "kind": r.kind, "state": r.state, "attempt": r.attempt,
                       "elapsed": None if r.elapsed() is None else round(r.elapsed() or 0.0, 4),
-                      "detail": r.detail, "error": r.error} for r in rows],
+                      "detail": r.detail, "error": r.error,
+                      "errors": [{"attempt": n, "error": text} for n, text in r.errors()]} for r in rows],
         "result": value,
         "error": _error_text(error) if error is not None else None,
     }
