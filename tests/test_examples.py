@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+from tests.support import python
 from vow.simulation import Ledger
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_notify_example_sends_each_channel_once_and_retries_push_alone(tmp_path: Path) -> None:
-    env = {**os.environ, "VOW_SIM_DIR": str(tmp_path / "sim")}
-    runs = [subprocess.run([sys.executable, str(ROOT / "examples" / "notify.py")], cwd=tmp_path, env=env,
-                           capture_output=True, text=True, timeout=60) for _ in range(2)]
+    runs = [python(ROOT / "examples" / "notify.py", cwd=tmp_path, env={"VOW_SIM_DIR": str(tmp_path / "sim")})
+            for _ in range(2)]
     for run in runs:
         assert run.returncode == 0, run.stderr
     first = runs[0].stdout.splitlines()

@@ -16,6 +16,7 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 import vow
+from tests.support import python
 from vow.plugins import CORE_DISTRIBUTION
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,9 +82,6 @@ def test_the_requirements_files_install_every_plugin_from_this_checkout(name: st
 def test_the_core_alone_imports_no_provider_http_client_or_simulation() -> None:
     """The core is minimal: a client with vow's builtins only (VOW_PLUGINS empty) runs a workflow
     without httpx, Pillow, the image code or the simulation helpers that plugins and tests use."""
-    import os
-    import subprocess
-    import sys
 
     code = ("import sys\nfrom vow import Vow\n"
             "def leaf(ctx):\n    return 1\n"
@@ -91,8 +89,7 @@ def test_the_core_alone_imports_no_provider_http_client_or_simulation() -> None:
             "with Vow(store='memory:') as vow:\n    assert vow.run('w/1', wf) == 1\n"
             "print(' '.join(m for m in ('httpx', 'PIL', 'vow.images', 'vow.simulation', 'vow_image_openai') "
             "if m in sys.modules))")
-    env = {**os.environ, "VOW_PLUGINS": ""}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    done = python("-c", code, env={"VOW_PLUGINS": ""})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ""
     core = project(ROOT)

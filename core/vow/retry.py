@@ -147,8 +147,7 @@ def next_delay(policy: RetryPolicy, attempt: int, error: BaseException,
 
     :class:`~vow.errors.PermanentError`, bad configuration or input (:class:`~vow.errors.ConfigError`,
     :class:`~vow.errors.EncodeError`) and the ``non_retryable`` types never retry; a
-    :class:`~vow.errors.TransientError` with ``retry_after`` waits that long and then the policy's
-    (jittered) delay: branches a provider told the same ``Retry-After`` do not all come back at once.
+    :class:`~vow.errors.TransientError` with ``retry_after`` waits at least that long.
     """
     if isinstance(error, (PermanentError, ConfigError, EncodeError)) or (
             non_retryable and isinstance(error, non_retryable)):
@@ -159,7 +158,7 @@ def next_delay(policy: RetryPolicy, attempt: int, error: BaseException,
     if delay is None:
         return None
     retry_after = getattr(error, "retry_after", None) if isinstance(error, TransientError) else None
-    return float(retry_after) + delay if retry_after else delay
+    return max(delay, float(retry_after)) if retry_after else delay
 
 
 BUILTIN = {"exponential": Exponential, "linear": Linear, "constant": Constant, "never": Never}

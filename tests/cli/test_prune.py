@@ -143,11 +143,8 @@ with Vow(os.environ["VOW_STORE"]) as vow:
 
 
 def test_show_json_cuts_huge_values_unless_full(sandbox) -> None:
-    import subprocess
-    import sys
 
-    made = subprocess.run([sys.executable, "-c", BIG], cwd=sandbox.cwd, env=sandbox.env, capture_output=True,
-                          text=True, timeout=120)
+    made = sandbox.python("-c", BIG)
     assert made.returncode == 0, made.stderr
     short = sandbox.run("show", "big/1", "--json")
     assert short.returncode == 0, short.stderr

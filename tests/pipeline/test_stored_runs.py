@@ -10,15 +10,14 @@ and arguments), and nothing that finished may run again.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support import vow_command
 from vow import Vow, encoding
 from vow.pipeline.model import ChannelBranch, ImageBranch, PlannedRun
 from vow.records import Kind, PromiseRecord, State
@@ -118,27 +117,26 @@ fan_out:
 """The file the stored run was made from."""
 
 
-def vow_command(tmp_path: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "VOW_STORE": url, "VOW_SIM_DIR": str(tmp_path / "sim"), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "vow", *args], cwd=tmp_path, env=env, text=True,
-                          capture_output=True, timeout=120)
+def vow_on(tmp_path: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``vow ARGS`` on store ``url``."""
+    return vow_command(*args, cwd=tmp_path, env={"VOW_STORE": url, "VOW_SIM_DIR": str(tmp_path / "sim")})
 
 
 def test_vow_run_of_the_same_file_is_the_same_run(tmp_path: Path) -> None:
     """The plan made from the file now encodes to the stored text, so `vow run` finds the same run."""
     url = store_as_left(tmp_path, lambda r: r)
     (tmp_path / "upgrade.yaml").write_text(PIPELINE.replace("@OUTPUT@", str(tmp_path / "out")))
-    done = vow_command(tmp_path, url, "run", "upgrade.yaml")
+    done = vow_on(tmp_path, url, "run", "upgrade.yaml")
     assert done.returncode == 0, done.stderr
     assert "this run already finished (resolved" in done.stdout
-    changed = vow_command(tmp_path, url, "run", "upgrade.yaml", "--set", "extra=1")
+    changed = vow_on(tmp_path, url, "run", "upgrade.yaml", "--set", "extra=1")
     assert changed.returncode == 2
     assert "was started with other input or another version of upgrade.yaml" in changed.stderr
 
 
 def test_vow_resume_shows_the_stored_plans_branches(tmp_path: Path) -> None:
     url = store_as_left(tmp_path, crashed_mid_sms)
-    done = vow_command(tmp_path, url, "resume", RUN)
+    done = vow_on(tmp_path, url, "resume", RUN)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == f"upgrade: run {RUN} on {url.replace('sqlite:', 'sqlite://')} " \
                                           "(3 branches: slack, sms, cartoon)"
