@@ -31,3 +31,17 @@ def test_the_vow_module_docstring_example_is_valid_python() -> None:
 
     example = vow.__doc__.split("::", 1)[1].split("\n\n", 1)[1].split("\nThe names below", 1)[0]
     compile(textwrap.dedent(example), "vow.__doc__", "exec")  # was a SyntaxError: yield in a comprehension
+
+
+def test_the_pipeline_module_docstring_example_runs(tmp_path: Path, monkeypatch) -> None:
+    import textwrap
+
+    import vow.pipeline
+
+    example = textwrap.dedent(vow.pipeline.__doc__.split("::", 1)[1].split("\n\n``plan.spec``", 1)[0])
+    example = example.replace('"examples/order-confirmed.yaml"', repr(str(ROOT / "examples" / "order-confirmed.yaml")))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VOW_SIM_DIR", str(tmp_path / "sim"))
+    scope: dict = {}
+    exec(compile(example, "vow.pipeline.__doc__", "exec"), scope)
+    assert scope["summary"]["ok"] and scope["summary"]["run_id"] == "notify/A-7"

@@ -12,6 +12,7 @@ from tests.support import python
 
 ASYNC_RUN = """
 import gc
+import threading
 from vow import Vow
 
 async def leaf(ctx):
@@ -22,6 +23,9 @@ def wf(ctx):
 
 with Vow("memory:") as vow:
     assert vow.run("a/1", wf) == 1
+for thread in threading.enumerate():  # the loop's thread ends once the loop stops
+    if thread.name == "vow-async-leaves":
+        thread.join(60)
 del vow
 gc.collect()
 """

@@ -31,16 +31,22 @@ class Gate:
 
 
 @attrs.frozen(kw_only=True)
-class ChannelBranch:
-    """Send ``message`` over notification channel ``channel``, as the promise ``{run id}.{id}``."""
+class _Branch:
+    """What every branch has: its id, its plugin's options, faults to inject, retry policy, timeout."""
 
-    id: str
-    channel: str
-    message: Message
+    id: str  # the branch's promise is {run id}.{id}
     options: dict[str, Any] = attrs.Factory(dict)
     faults: dict[str, Any] | None = None
     retry: dict[str, Any] | None = None  # {"policy": name, **options}; None: the default policy
     timeout: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ChannelBranch(_Branch):
+    """Send ``message`` over notification channel ``channel``."""
+
+    channel: str
+    message: Message
     kind: Literal["channel"] = "channel"
 
     @property
@@ -50,16 +56,11 @@ class ChannelBranch:
 
 
 @attrs.frozen(kw_only=True)
-class ImageBranch:
-    """Generate the image ``request`` with image provider ``provider``, as the promise ``{run id}.{id}``."""
+class ImageBranch(_Branch):
+    """Generate the image ``request`` with image provider ``provider``."""
 
-    id: str
     provider: str
     request: ImageRequest
-    options: dict[str, Any] = attrs.Factory(dict)
-    faults: dict[str, Any] | None = None
-    retry: dict[str, Any] | None = None
-    timeout: float | None = None
     kind: Literal["image"] = "image"
 
     @property

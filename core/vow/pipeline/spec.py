@@ -33,7 +33,25 @@ class Defaults:
 
 
 @attrs.frozen
-class ChannelEntry:
+class _Entry:
+    """The keys every ``fan_out`` entry has, whatever it sends or makes."""
+
+    options: Any = None
+    id: str | None = None
+    for_each: Any = None
+    retry: Any = None
+    timeout: float | None = None
+    faults: Any = None
+
+
+def _own_keys_first(cls: type, fields: list[attrs.Attribute[Any]]) -> list[attrs.Attribute[Any]]:
+    """An entry's own keys, then those every entry has: the order "allowed: ..." messages list them in."""
+    common = {f.name for f in attrs.fields(_Entry)}
+    return [f for f in fields if f.name not in common] + [f for f in fields if f.name in common]
+
+
+@attrs.frozen(kw_only=True, field_transformer=_own_keys_first)
+class ChannelEntry(_Entry):
     """A ``fan_out`` entry with ``channel:``: one message per item over a notification channel."""
 
     channel: str
@@ -41,16 +59,10 @@ class ChannelEntry:
     subject: str | None = None
     body: str = ""
     data: Any = attrs.Factory(dict)
-    options: Any = None
-    id: str | None = None
-    for_each: Any = None
-    retry: Any = None
-    timeout: float | None = None
-    faults: Any = None
 
 
-@attrs.frozen
-class ImageEntry:
+@attrs.frozen(kw_only=True, field_transformer=_own_keys_first)
+class ImageEntry(_Entry):
     """A ``fan_out`` entry with ``image:``: one image per item with an image provider."""
 
     image: str
@@ -58,12 +70,6 @@ class ImageEntry:
     style: str | None = None  # default: the for_each item
     seed: Any = 0
     size: Any = 512
-    options: Any = None
-    id: str | None = None
-    for_each: Any = None
-    retry: Any = None
-    timeout: float | None = None
-    faults: Any = None
 
 
 @attrs.frozen
