@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 
-from vow import Context, Exponential, LeafContext, TransientError, Vow
+from vow import Context, Exponential, LeafContext, Throttled, TransientError, Vow, history
 from vow.engine import BACKOFF_FUNC, backoff_id
-from vow.history import BACKOFF_FUNC as READ_AS
-from vow.history import failed_attempts, failure_text, held_back
+from vow.engine.retries import THROTTLE_FUNC, throttle_id
+from vow.history import failed_attempts, failure_text, held_back, rate_limit_waits
 from vow.records import State
 
 
 def test_the_history_reads_the_timers_the_engine_writes() -> None:
-    assert READ_AS == BACKOFF_FUNC
+    assert (history.BACKOFF_FUNC, history.THROTTLE_FUNC) == (BACKOFF_FUNC, THROTTLE_FUNC)
     assert backoff_id("run/1.sms", 3) == "run/1.sms.backoff.3"
+    assert throttle_id("run/1.sms", 2, 5) == "run/1.sms.throttle.2.5"
 
 
 def test_every_failed_attempt_is_read_back_in_order_with_its_error() -> None:
@@ -43,3 +44,25 @@ def test_a_stored_failure_reads_as_one_line_without_importing_its_type() -> None
     assert failure_text(stored) == "QuotaError: over quota"
     assert failure_text("not json") == "not json"
     assert failure_text(None) == ""
+
+
+def test_waits_for_a_rate_limit_are_read_back_per_attempt() -> None:
+    calls: list[int] = []
+
+    def limited(ctx: LeafContext) -> int:
+        calls.append(ctx.attempt)
+        if len(calls) == 1:
+            raise Throttled(wait=0.001)
+        if len(calls) == 2:
+            raise TransientError("busy")
+        return ctx.attempt
+
+    def wf(ctx: Context):
+        return (yield ctx.run(limited).options(id=f"{ctx.id}.limited", retry=Exponential(delay=0.001)))
+
+    with Vow(store="memory:") as vow:
+        assert vow.run("w/1", wf) == 2
+        tree = vow.store.tree("w/1")
+    record = next(r for r in tree if r.id == "w/1.limited")
+    assert [(w.attempt, w.n, w.waited) for w in rate_limit_waits(record, tree)] == [(1, 1, True)]
+    assert [(a.attempt, a.error) for a in failed_attempts(record, tree)] == [(1, "TransientError: busy")]

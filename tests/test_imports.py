@@ -91,6 +91,5 @@ def test_the_process_wide_plugin_registry_is_chosen_in_one_place() -> None:
     assert calling == [
         "core/vow/cli/common.py",  # the `vow` command's registry (installed_plugins)
         "core/vow/client.py",  # a Vow() given no plugins
-        "core/vow/pipeline/workflow.py",  # until a workflow's Context carries its client's registry
         "core/vow/plugins.py",  # where it is defined
     ]

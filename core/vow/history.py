@@ -1,4 +1,5 @@
-"""What a promise went through, read from the store: every failed attempt, with its error.
+"""What a promise went through, read from the store: every failed attempt with its error, and
+every wait for a rate limit.
 
 When attempt ``n`` of a promise fails and its policy retries it, the engine stores a durable
 back-off timer ``{id}.backoff.{n+1}`` under the promise (kind ``sleep``, func :data:`BACKOFF_FUNC`):
@@ -6,7 +7,9 @@ created when attempt ``n`` failed, due when attempt ``n+1`` may start, settled w
 holding attempt ``n``'s stored failure as its ``args``. The last attempt's outcome is the promise's
 own. So a promise's history is its back-off timers in order, then the promise — which is how
 ``vow show``, ``vow run``'s summary and the web console list every attempt's error, not only the
-last.
+last. A leaf held back by a shared rate limit (:class:`~vow.errors.Throttled`) gets a timer
+``{id}.throttle.{attempt}.{n}`` (func :data:`THROTTLE_FUNC`) for each wait; the same attempt then
+starts again.
 
 Nothing here imports an exception's module: a stored failure is read as text.
 """
@@ -20,10 +23,13 @@ import attrs
 
 from vow.records import Kind, PromiseRecord, State
 
-__all__ = ["BACKOFF_FUNC", "FailedAttempt", "failed_attempts", "failure_text", "held_back", "is_backoff"]
+__all__ = ["BACKOFF_FUNC", "THROTTLE_FUNC", "FailedAttempt", "RateLimitWait", "failed_attempts", "failure_text",
+           "held_back", "is_backoff", "is_engine_timer", "rate_limit_waits"]
 
 BACKOFF_FUNC = "retry backoff"
 """The ``func`` of the engine's back-off timers (the engine's ``vow.engine.BACKOFF_FUNC``)."""
+THROTTLE_FUNC = "rate limit wait"
+"""The ``func`` of the engine's rate-limit waits (the engine's ``vow.engine.retries.THROTTLE_FUNC``)."""
 
 
 @attrs.frozen
@@ -35,6 +41,17 @@ class FailedAttempt:
     failed_at: float  # when the back-off began
     retry_at: float | None  # when the next attempt was due
     waited: bool  # the back-off is over (the next attempt started, or the promise settled)
+
+
+@attrs.frozen
+class RateLimitWait:
+    """Attempt ``attempt`` waited for a rate limit from ``began`` until ``until`` (its ``n``-th wait)."""
+
+    attempt: int
+    n: int
+    began: float
+    until: float | None
+    waited: bool  # the wait is over
 
 
 def failure_text(stored: str | None) -> str:
@@ -54,6 +71,11 @@ def is_backoff(record: PromiseRecord) -> bool:
     return record.kind is Kind.SLEEP and record.func == BACKOFF_FUNC
 
 
+def is_engine_timer(record: PromiseRecord) -> bool:
+    """Whether ``record`` is a timer the engine keeps for a promise (a back-off or a rate-limit wait)."""
+    return record.kind is Kind.SLEEP and record.func in (BACKOFF_FUNC, THROTTLE_FUNC)
+
+
 def held_back(timer: PromiseRecord) -> int:
     """``n`` of a back-off timer ``{id}.backoff.{n}``: the attempt it holds back (0 if it names none)."""
     try:
@@ -69,3 +91,18 @@ def failed_attempts(record: PromiseRecord, children: Iterable[PromiseRecord]) ->
     return [FailedAttempt(held_back(t) - 1, failure_text(t.args) if t.args else "", t.created_at, t.timeout,
                           t.settled or record.state is not State.PENDING)
             for t in timers if held_back(t) > 1]
+
+
+def rate_limit_waits(record: PromiseRecord, children: Iterable[PromiseRecord]) -> list[RateLimitWait]:
+    """Every wait of ``record`` for a rate limit, oldest first, from its timers among ``children``."""
+    found = []
+    for timer in children:
+        if timer.kind is not Kind.SLEEP or timer.func != THROTTLE_FUNC or timer.parent != record.id:
+            continue
+        try:
+            attempt, n = (int(part) for part in timer.id.rsplit(".", 2)[1:])
+        except ValueError:
+            continue
+        found.append(RateLimitWait(attempt, n, timer.created_at, timer.timeout,
+                                   timer.settled or record.state is not State.PENDING))
+    return sorted(found, key=lambda w: (w.attempt, w.n))

@@ -68,3 +68,29 @@ def test_vow_run_names_every_attempts_error_of_a_branch_that_failed_for_good(san
         "sms": [(n, f"TransientError: gateway said no (attempt {n})") for n in (1, 2, 3)],
         "email": [(1, "TransientError: mailbox busy (attempt 1)")],
     }
+
+
+def test_vow_show_says_when_an_attempt_waited_for_a_rate_limit(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from vow import Context, LeafContext, Throttled, Vow
+    from vow.cli import cli
+
+    calls: list[int] = []
+
+    def limited(ctx: LeafContext) -> str:
+        calls.append(ctx.attempt)
+        if len(calls) == 1:
+            raise Throttled(wait=0.001)
+        return "sent"
+
+    def wf(ctx: Context):
+        return (yield ctx.run(limited).options(id=f"{ctx.id}.limited"))
+
+    store = f"sqlite:{tmp_path / 'vow.sqlite'}"
+    with Vow(store) as vow:
+        assert vow.run("rl/1", wf) == "sent"
+    shown = CliRunner().invoke(cli, ["show", "rl/1", "--store", store])
+    assert shown.exit_code == 0, shown.output
+    assert re.search(r"└── attempt 1  held back by a rate limit \(waited \d\.\d\ds\)\n", shown.output), shown.output
+    assert ".throttle." not in shown.output

@@ -108,3 +108,30 @@ def test_the_image_example_writes_images_gallery_and_result_once(tmp_path, insta
     with Vow(store) as vow:  # the same run again: the stored result, nothing generated or written again
         assert vow.run(plan.run_id, NAME, plan.spec) == result
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == written
+
+
+def test_a_branch_retry_policy_comes_from_the_running_clients_registry() -> None:
+    """A policy only this client's registry has (not the environment's) retries the branch."""
+    import attrs
+
+    from vow.hookspecs import hookimpl
+    from vow.plugins import Plugins
+
+    @attrs.frozen
+    class Twice:
+        def delay_for(self, attempt: int) -> float | None:
+            return 0.001 if attempt < 2 else None
+
+    class OnlyHere:
+        @hookimpl
+        def vow_register_retry_policies(self, register) -> None:
+            register("only_here", Twice, None)
+
+    plugins = Plugins()
+    plugins.add(OnlyHere(), "only_here")
+    plan = make_plan(parse("version: 1\nname: own\nid: own/1\nfan_out:\n"
+                           "  - {channel: slack, to: '#a', body: hi, options: {latency: 0}, retry: only_here,\n"
+                           "     faults: {fail_attempts: [1]}}\n", "own.yaml"), plugins=plugins)
+    with Vow("memory:", plugins=plugins) as vow:
+        result = vow.run(plan.run_id, NAME, plan.spec)
+    assert result["ok"] and result["branches"][0]["result"]["attempt"] == 2

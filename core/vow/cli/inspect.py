@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from vow.cli.common import UserError, json_option, pipeline_name, print_json, store_option
-from vow.history import FailedAttempt, failed_attempts, is_backoff
+from vow.history import FailedAttempt, RateLimitWait, failed_attempts, is_engine_timer, rate_limit_waits
 from vow.records import Kind, PromiseRecord, State
 
 CLIP_CHARS = 1000
@@ -150,20 +150,29 @@ def _label(record: PromiseRecord, *, rich: bool = False) -> Any:
     return text
 
 
-def _shown(children: dict[str, list[PromiseRecord]], record: PromiseRecord) -> list[FailedAttempt | PromiseRecord]:
-    """What stands under ``record``: its failed attempts (read from the engine's back-off timers,
-    which get no line of their own), then its children — but not the durable clock reading a run
-    takes to time itself (``{run}.started``, a raw timestamp), whose time the run's line shows."""
+Shown = FailedAttempt | RateLimitWait | PromiseRecord
+
+
+def _shown(children: dict[str, list[PromiseRecord]], record: PromiseRecord) -> list[Shown]:
+    """What stands under ``record``: its failed attempts and waits for a rate limit (read from the
+    engine's timers, which get no line of their own), then its children — but not the durable clock
+    reading a run takes to time itself (``{run}.started``), whose time the run's line shows."""
     kids = children.get(record.id, [])
-    shown: list[FailedAttempt | PromiseRecord] = list(failed_attempts(record, kids))
+    history: list[FailedAttempt | RateLimitWait] = [*failed_attempts(record, kids), *rate_limit_waits(record, kids)]
+    history.sort(key=lambda h: (h.attempt, isinstance(h, FailedAttempt)))  # an attempt's waits, then its failure
+    shown: list[Shown] = list(history)
     shown += [c for c in kids
-              if not is_backoff(c) and not (c.kind is Kind.STEP and c.func.rsplit(".", 1)[-1] == "wall_clock")]
+              if not is_engine_timer(c) and not (c.kind is Kind.STEP and c.func.rsplit(".", 1)[-1] == "wall_clock")]
     return shown
 
 
-def _attempt_label(attempt: FailedAttempt, *, rich: bool = False) -> Any:
+def _attempt_label(attempt: FailedAttempt | RateLimitWait, *, rich: bool = False) -> Any:
     from vow.progress import seconds
 
+    if isinstance(attempt, RateLimitWait):
+        until = (f"waited {seconds(max(0.0, attempt.until - attempt.began))}" if attempt.waited and attempt.until
+                 else f"until {_when(attempt.until)}")
+        return f"attempt {attempt.attempt}  held back by a rate limit ({until})"
     if attempt.waited and attempt.retry_at is not None:
         after = f"retried after {seconds(max(0.0, attempt.retry_at - attempt.failed_at))}"
     else:
@@ -182,7 +191,7 @@ def _print_plain(record: PromiseRecord, children: dict[str, list[PromiseRecord]]
     kids = _shown(children, record)
     for i, child in enumerate(kids):
         last = i == len(kids) - 1
-        if isinstance(child, FailedAttempt):
+        if not isinstance(child, PromiseRecord):
             click.echo(f"{indent}{'└── ' if last else '├── '}{_attempt_label(child)}")
             continue
         click.echo(f"{indent}{'└── ' if last else '├── '}{_label(child)}")
@@ -191,7 +200,7 @@ def _print_plain(record: PromiseRecord, children: dict[str, list[PromiseRecord]]
 
 def _add_rich(node: Any, record: PromiseRecord, children: dict[str, list[PromiseRecord]]) -> None:
     for child in _shown(children, record):
-        if isinstance(child, FailedAttempt):
+        if not isinstance(child, PromiseRecord):
             node.add(_attempt_label(child, rich=True))
         else:
             _add_rich(node.add(_label(child, rich=True)), child, children)

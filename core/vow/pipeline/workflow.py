@@ -110,13 +110,10 @@ def write_result(ctx: LeafContext, out_dir: str, result: dict[str, Any]) -> str:
 
 def _plugins(ctx: Context) -> Plugins:
     """The registry of the client running this workflow, for a branch's retry policy."""
-    plugins: Plugins | None = getattr(ctx, "plugins", None)
+    plugins: Plugins | None = ctx.plugins
     if plugins is None:
-        # Until the workflow Context carries its client's registry (Context.plugins), the plugins
-        # installed here, which a client without its own Plugins uses too.
-        from vow.plugins import default_plugins
-
-        plugins = default_plugins()
+        raise VowError(f"{ctx.id}: the pipeline workflow looks up retry policies, but its Context has no plugins: "
+                       "the engine gives it the client's; built by hand, pass Context(..., plugins=Plugins())")
     return plugins
 
 
