@@ -10,7 +10,7 @@ run stored by an older vow decodes into these classes (:meth:`PlannedRun.from_js
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import attrs
 
@@ -39,6 +39,12 @@ class _Branch:
     faults: dict[str, Any] | None = None
     retry: dict[str, Any] | None = None  # {"policy": name, **options}; None: the default policy
     timeout: float | None = None
+    _plugin_key: ClassVar[str]  # the field that names the branch's plugin
+
+    @property
+    def plugin(self) -> str:
+        """The name of the branch's channel or image provider, as the views show it beside the branch."""
+        return str(getattr(self, self._plugin_key))
 
 
 @attrs.frozen(kw_only=True)
@@ -48,11 +54,7 @@ class ChannelBranch(_Branch):
     channel: str
     message: Message
     kind: Literal["channel"] = "channel"
-
-    @property
-    def plugin(self) -> str:
-        """The channel's name, as the views show it beside the branch."""
-        return self.channel
+    _plugin_key = "channel"
 
 
 @attrs.frozen(kw_only=True)
@@ -62,11 +64,7 @@ class ImageBranch(_Branch):
     provider: str
     request: ImageRequest
     kind: Literal["image"] = "image"
-
-    @property
-    def plugin(self) -> str:
-        """The provider's name, as the views show it beside the branch."""
-        return self.provider
+    _plugin_key = "provider"
 
 
 Branch = ChannelBranch | ImageBranch
