@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -141,7 +142,7 @@ def resume(run_id: str | None, resume_all: bool, apps: tuple[str, ...], store: s
     assert run_id is not None  # checked above: a run ID or --all
     with Vow(store, plugins=plugins) as probe:
         record = _root_record(probe, run_id)
-    progress = _progress(record.id, _stored_plan(record))
+    progress = progress_for(record)
     with Vow(store, plugins=plugins, observers=[progress]) as vow:
         load_apps(vow, apps)
         if record.func not in vow.registered():
@@ -160,6 +161,11 @@ def _root_record(vow: Any, run_id: str) -> PromiseRecord:
     if record.parent is not None:
         raise UserError(f"{run_id!r} is a step of run {record.root!r}; resume the run: vow resume {record.root}")
     return record
+
+
+def progress_for(record: PromiseRecord) -> Progress:
+    """The live view of the stored run ``record``: a row per branch of a pipeline's plan, else per step."""
+    return _progress(record.id, _stored_plan(record))
 
 
 def _stored_plan(record: PromiseRecord) -> PlannedRun | None:
@@ -226,8 +232,30 @@ def follow(vow: Any, run_id: str, start: Callable[[], Any], progress: Progress, 
 
     Returns the exit code: 0 when the run resolved, 1 otherwise.
     """
-    with _said_by_the_view(run_id):
+    with _said_by_the_view(run_id), _sigterm_stops_like_ctrl_c():
         return _follow(vow, run_id, start, progress, as_json=as_json, title=title, existing=existing)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: stop as Ctrl-C does (the run stays pending and its lease is released)."""
+
+
+@contextlib.contextmanager
+def _sigterm_stops_like_ctrl_c() -> Iterator[None]:
+    """A container stop or ``kill`` ends ``vow run`` as Ctrl-C does: the client closes and gives its
+    leases back, so another worker need not wait for them to expire."""
+    def terminate(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread (vow run called from a test's thread): nothing to do
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
@@ -274,10 +302,10 @@ def _follow(vow: Any, run_id: str, start: Callable[[], Any], progress: Progress,
     view: Any = RichView(progress, console) if tty else PlainView(progress, sys.stdout) if not as_json else None
     try:
         _watch(vow, run_id, handle, progress, view)
-    except KeyboardInterrupt:
-        click.echo(f"\ninterrupted: {run_id} stays pending; run the same command again, or "
-                   f"`vow resume {run_id}`, to continue where it stopped", err=True)
-        return 130
+    except KeyboardInterrupt as stop:
+        click.echo(f"\n{'terminated' if isinstance(stop, Terminated) else 'interrupted'}: {run_id} stays pending; "
+                   f"run the same command again, or `vow resume {run_id}`, to continue where it stopped", err=True)
+        return 143 if isinstance(stop, Terminated) else 130
     try:
         value, error = handle.result(), None
     except Exception as exc:  # noqa: BLE001 - the run's failure is reported, not raised
