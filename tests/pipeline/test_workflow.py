@@ -135,3 +135,20 @@ def test_a_branch_retry_policy_comes_from_the_running_clients_registry() -> None
     with Vow("memory:", plugins=plugins) as vow:
         result = vow.run(plan.run_id, NAME, plan.spec)
     assert result["ok"] and result["branches"][0]["result"]["attempt"] == 2
+
+
+def test_result_json_lists_every_attempts_error_of_a_branch_that_failed_for_good(tmp_path, installed_plugins) -> None:
+    text = ("version: 1\nname: tries\nid: tries/1\noutput: out\nfan_out:\n"
+            "  - {channel: slack, to: '#a', body: hi, options: {latency: 0}}\n"
+            "  - {channel: sms, to: '+14155550100', body: hi, options: {latency: 0},\n"
+            "     retry: {policy: constant, delay: 0.001, max_attempts: 3},\n"
+            "     faults: {fail_attempts: [1, 2, 3], message: gateway said no}}\n")
+    plan = make_plan(parse(text, "tries.yaml"), plugins=installed_plugins)
+    with Vow(f"sqlite:{tmp_path / 'vow.sqlite'}") as vow:
+        with pytest.raises(PipelineFailed):
+            vow.run(plan.run_id, NAME, plan.spec)
+    written = {b["id"]: b for b in json.loads((tmp_path / "out" / "result.json").read_text())["branches"]}
+    assert written["sms"]["errors"] == [
+        {"attempt": n, "error": f"TransientError: gateway said no (attempt {n})"} for n in (1, 2, 3)]
+    assert written["sms"]["error"] == "TransientError: gateway said no (attempt 3)"  # the last, as before
+    assert "errors" not in written["slack"]

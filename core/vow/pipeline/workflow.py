@@ -18,6 +18,7 @@ import attrs
 
 from vow.errors import VowError
 from vow.files import write_atomic
+from vow.history import failed_attempts
 from vow.leaf import LeafContext
 from vow.records import State
 
@@ -102,10 +103,30 @@ def pipeline(ctx: Context, spec: Mapping[str, Any]) -> Generator[Any, Any, dict[
 
 
 def write_result(ctx: LeafContext, out_dir: str, result: dict[str, Any]) -> str:
-    """Leaf: write ``out_dir/result.json`` (atomically); returns its path."""
+    """Leaf: write ``out_dir/result.json`` (atomically); returns its path.
+
+    A branch that failed for good after retries lists there the error of every attempt
+    (``errors``), read from the store: the workflow itself sees only the last one.
+    """
     path = Path(out_dir) / RESULT_FILE
-    write_atomic(path, json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
+    write_atomic(path, json.dumps(_with_every_error(ctx, result), indent=2, sort_keys=True, default=str) + "\n")
     return str(path)
+
+
+def _with_every_error(ctx: LeafContext, result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with ``errors`` (every attempt's, oldest first) on each branch that failed after retries."""
+    if ctx.store is None:  # a context built by hand: the last errors are all there is
+        return result
+    branches = []
+    for entry in result["branches"]:
+        if not entry["ok"] and entry.get("attempt", 1) > 1:
+            promise_id = f"{result['run_id']}.{entry['id']}"
+            record = ctx.store.get(promise_id)
+            earlier = failed_attempts(record, ctx.store.children(promise_id)) if record is not None else []
+            entry = {**entry, "errors": [{"attempt": a.attempt, "error": a.error} for a in earlier]
+                     + [{"attempt": entry["attempt"], "error": entry["error"]}]}
+        branches.append(entry)
+    return {**result, "branches": branches}
 
 
 def _plugins(ctx: Context) -> Plugins:
