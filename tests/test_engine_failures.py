@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from vow import Vow
-from vow.errors import LeaseLostError
+from vow.errors import LeaseLostError, PromiseTimeoutError
 from vow.records import Batch, Lease, Settle, State
 from vow.stores.memory import MemoryStore
 from vow.testing import wait_until
@@ -149,3 +149,37 @@ def test_a_finished_run_leaves_nothing_behind() -> None:
         assert engine._roots == {} and engine._remote == {} and engine._orphans == {}
         assert engine.keeper.forget("w1") is None  # no lease is renewed for it
         assert engine.store.lease("w1").owner == ""  # released
+
+
+def test_a_replay_keeps_the_outcome_of_a_leaf_whose_commit_was_refused() -> None:
+    """A leaf's result and a deadline land in one round; the deadline's timeout loses to a resolve
+    stored from outside, so the whole round is refused and the run replayed: the leaf must not run
+    again (its outcome is carried into the replay)."""
+    release, started = threading.Event(), []
+
+    def leaf(ctx):
+        started.append(ctx.attempt)
+        release.wait(30)
+        return "L"
+
+    def wf(ctx):
+        gate = yield ctx.promise(f"{ctx.id}.gate", timeout=0.5)
+        branch = yield ctx.begin_run(leaf)
+        try:
+            seen = yield gate
+        except PromiseTimeoutError:
+            seen = "timed out"
+        return [seen, (yield branch)]
+
+    with Vow(store="memory:", poll_interval=60) as v:  # the engine hears of the resolve only by its commit
+        handle = v.begin_run("rp/1", wf)
+        wait_until(lambda: started, message="the leaf to start")
+        held = _hold_engine(v)
+        release.set()
+        wait_until(lambda: v._engine.inbox.qsize() >= 1, message="the leaf's answer queued")
+        v.store.settle("rp/1.gate", State.RESOLVED, '"outside"', outside=True)
+        deadline = v.get("rp/1.gate").timeout
+        wait_until(lambda: v.store.now() > deadline, message="the gate's deadline to pass")
+        held.set()
+        assert handle.result(timeout=30) == ["outside", "L"]
+    assert started == [1]

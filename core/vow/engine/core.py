@@ -90,7 +90,7 @@ class Engine:
         self.retries = Retries(self.committer, self.timers, self.now, encode_error=codec.encode,
                                default_policy=default_retry,
                                on_retry=self._retry_scheduled, start_leaf=self._start_leaf,
-                               start_body=self.stepper.begin)
+                               start_body=self._body_again)
         self._roots: dict[str, RootRun] = {}
         self._starts: list[StartRequest] = []
         self._remote: dict[str, list[StartRequest]] = {}  # roots another worker runs, which callers here wait for
@@ -354,6 +354,20 @@ class Engine:
         if not self.retries.resume_in_backoff(node, root.stored):
             self.stepper.begin(run)
 
+    def _body_again(self, run: WorkflowRun) -> None:
+        """Start a workflow's body again after its retry back-off: with its children as stored, so the
+        calls it makes again answer from the store (settled ones left memory when they settled)."""
+        root = run.root
+        try:
+            children = self.store.children(run.id)
+        except Exception as exc:  # noqa: BLE001 - the store failed: this root stops here, others go on
+            self._abort(root, exc)
+            return
+        for record in children:
+            if record.id not in root.live:
+                root.stored[record.id] = record
+        self.stepper.begin(run)
+
     def _wait_remote(self, req: StartRequest) -> None:
         self._remote.setdefault(req.id, []).append(req)
         self.watcher.watch_remote(req.id)
@@ -393,6 +407,8 @@ class Engine:
         """A workflow body returned (``ok``) or raised ``value``: settle its promise, or retry it."""
         node = run.node
         run.gen = None
+        if node.state is not _PENDING or node.root.done:
+            return  # its outcome came from the store meanwhile (met again after it settled)
         if node.deadline is not None and self.now() >= node.deadline:
             self._deadline(node)  # it finished too late: the store would refuse it
             return
@@ -404,8 +420,6 @@ class Engine:
             else:
                 self.settle(node, State.RESOLVED, value, None, text)
                 return
-        if node.state is not _PENDING or node.root.done:
-            return
         if self.retries.retry_workflow(run, value):
             return
         self._reject(node, value)
@@ -554,6 +568,9 @@ class Engine:
         node.running = False
         if node.state is not _PENDING or attempt != node.attempt:
             return  # a late answer for a promise that settled (timeout, cancel) or was retried
+        if not root.unsaved:  # kept until this round's commit: a replay after a refused one must not lose it
+            self.committer.after(root.id, root.token, root.unsaved.clear)
+        root.unsaved.append(result)
         if ok:
             if node.deadline is not None and self.now() >= node.deadline:
                 self._deadline(node)  # too late: the store would refuse it
@@ -610,6 +627,11 @@ class Engine:
         if record.settled:
             root.live.pop(record.id, None)
             fill_from_record(node, record, self.codec)
+            if node.child is not None:  # a child workflow met again after it settled: its body stops here
+                node.child.close()
+                for other in [n for n in root.live.values() if _under(n, node)]:
+                    del root.live[other.id]  # stored under the settled child already; nothing to write
+                    other.state = State.CANCELED  # nothing waits for it, and nothing may start it
             self._wake(node)
 
     def _replay(self, root: RootRun, won: dict[str, PromiseRecord]) -> None:
@@ -618,6 +640,10 @@ class Engine:
         if self._roots.get(root.id) is not root or root.run is None:
             return
         _log.info("replaying %s from the store: %s settled otherwise first", root.id, ", ".join(sorted(won)))
+        if root.unsaved:  # outcomes of leaves that ran: the replayed run takes them instead of running them again
+            kept = self._orphans.setdefault(root.id, {})
+            for result in root.unsaved:
+                kept[result[0]] = result
         self.committer.drop(root.id)
         _close_runs(root)
         root.done = True

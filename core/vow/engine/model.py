@@ -96,7 +96,7 @@ class WorkflowRun:
 class RootRun:
     """One incarnation of a root workflow on this engine."""
 
-    __slots__ = ("id", "token", "futures", "stored", "live", "run", "args_text", "limit", "done")
+    __slots__ = ("id", "token", "futures", "stored", "live", "run", "args_text", "limit", "done", "unsaved")
 
     def __init__(self, id: str, token: int, stored: dict[str, PromiseRecord], limit: int | None,
                  args_text: str, futures: list[concurrent.futures.Future[Any]]) -> None:
@@ -109,6 +109,7 @@ class RootRun:
         self.args_text = args_text
         self.limit = limit  # most leaves of this root in flight at once
         self.done = False  # finished, lost or replaced by a newer incarnation
+        self.unsaved: list[Any] = []  # leaf outcomes applied this round, not yet in a committed batch
 
     def __repr__(self) -> str:
         return f"<RootRun {self.id} live={len(self.live)} done={self.done}>"
