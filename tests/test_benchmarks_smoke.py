@@ -7,9 +7,9 @@ SIGKILL): timings depend on the machine and are never asserted here.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.support import python
 
 RUN = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
 SCENARIOS = {"fanout_sleep", "fanout_noop", "sequential_steps", "many_workflows", "replay_cached", "recovery",
@@ -17,8 +17,7 @@ SCENARIOS = {"fanout_sleep", "fanout_noop", "sequential_steps", "many_workflows"
 
 
 def test_quick_run_reports_every_scenario_ok_on_every_store() -> None:
-    proc = subprocess.run([sys.executable, str(RUN), "--quick", "--json-only"], capture_output=True, text=True,
-                          timeout=120)
+    proc = python(RUN, "--quick", "--json-only")
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     failed = [(r["scenario"], r["size"], r["store"], r["note"]) for r in rows if r["ok"] is not True
               and not r["extra"].get("unsupported")]

@@ -18,7 +18,11 @@ from vow.retry import from_config
     ({"max_attempts": "10"}, ("max_attempts",), "expected a whole number, got text '10'"),  # was 10
     ({"delay": "1"}, ("delay",), "expected a number, got text '1'"),
     ({"max_attempts": 0}, ("max_attempts",), "'max_attempts' must be >= 1: 0"),
-    ({"jitter": 1.5}, ("jitter",), "'jitter' must be <= 1.0: 1.5"),
+    ({"jitter": 1.5}, ("jitter",),
+     "'jitter' must be 'full', 'decorrelated', 'none' or a fraction from 0 to 1, got 1.5"),
+    ({"jitter": "ful"}, ("jitter",), "expected one of 'full', 'decorrelated', 'none' or a number, got text 'ful'"),
+    ({"jitter": True}, ("jitter",),
+     "expected one of 'full', 'decorrelated', 'none' or a number, got true (true/false)"),
     ({"dealy": 1}, ("dealy",), "unknown key (allowed: delay, factor, max_delay, max_attempts, jitter)"),
 ])
 def test_retry_policies_are_structured_strictly_with_a_key_path(data: dict, path: tuple, problem: str) -> None:
@@ -55,11 +59,11 @@ def test_faults_that_choose_no_attempt_to_fail_are_an_error_not_a_no_op(faults: 
     assert structure(Faults, {**faults, "fail_attempts": []}).fail_attempts == []  # a template's "none here"
 
 
-def test_a_pipeline_retry_policy_is_as_strict_as_the_pipeline(tmp_path) -> None:
+def test_a_pipeline_retry_policy_is_as_strict_as_the_pipeline(tmp_path, installed_plugins) -> None:
     path = tmp_path / "p.yaml"
     path.write_text("version: 1\nname: p\nid: p/1\ndefaults:\n  retry: {policy: linear, max_attempts: 2.5}\n"
                     "fan_out:\n  - {channel: slack, to: '#x', body: hi}\n")
     with pytest.raises(SpecError) as caught:
-        load(str(path))
+        load(str(path), plugins=installed_plugins)
     assert str(caught.value) == (
         f"{path}:5: defaults.retry.max_attempts: expected a whole number, got the number 2.5")

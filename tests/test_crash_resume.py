@@ -4,29 +4,26 @@ from __future__ import annotations
 
 import collections
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.support import finish, kill, read_line, spawn
 from vow import PromiseRecord, Vow
 from vow.testing import wait_until
 
 APP = Path(__file__).with_name("crash_app.py")
 
 
-def spawn(workflow: str, store: str, log: Path, wid: str, *args: object) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, str(APP), workflow, store, str(log), wid, json.dumps(list(args))],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def start(workflow: str, store: str, log: Path, wid: str, *args: object) -> subprocess.Popen[str]:
+    return spawn(APP, workflow, store, str(log), wid, json.dumps(list(args)))
 
 
-def finish(proc: subprocess.Popen[str], timeout: float = 60) -> object:
-    out, err = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, err
+def result(proc: subprocess.Popen[str]) -> object:
+    """The value the app printed last, once it exited 0."""
+    out, _ = finish(proc)
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -38,14 +35,9 @@ def runs(log: Path) -> collections.Counter[str]:
 
 def ready_at(proc: subprocess.Popen[str]) -> float:
     """The wall-clock time at which ``proc`` had its client built and was about to run (its first line)."""
-    line = proc.stdout.readline()  # type: ignore[union-attr]
+    line = read_line(proc)
     assert line.startswith("started"), line
     return float(line.split()[2])
-
-
-def kill(proc: subprocess.Popen[str]) -> None:
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 def stored(store: str, id: str) -> PromiseRecord | None:
@@ -73,14 +65,14 @@ def store(tmp_path: Path) -> str:
 
 def test_sigkill_mid_fan_in_resumes_without_rerunning_settled_leaves(tmp_path: Path, store: str) -> None:
     log = tmp_path / "leaves.log"
-    first = spawn("fanout", store, log, "order/1", 5, 0.15)
+    first = start("fanout", store, log, "order/1", 5, 0.15)
     wait_until(lambda: len(runs(log)) >= 2, message="two branches settled, three still running", proc=first)
     kill(first)
     settled = settled_children(store, "order/1")
     assert 1 <= len(settled) < 5
 
-    second = spawn("fanout", store, log, "order/1", 5, 0.15)
-    assert finish(second) == sum(i * 10 for i in range(5))
+    second = start("fanout", store, log, "order/1", 5, 0.15)
+    assert result(second) == sum(i * 10 for i in range(5))
     after = runs(log)
     assert set(after) == {f"order/1.b{i}" for i in range(5)}
     for leaf in settled:
@@ -92,23 +84,23 @@ def test_sigkill_mid_fan_in_resumes_without_rerunning_settled_leaves(tmp_path: P
 
 def test_same_id_started_twice_in_two_processes_runs_once(tmp_path: Path, store: str) -> None:
     log = tmp_path / "leaves.log"
-    procs = [spawn("fanout", store, log, "order/2", 3, 0.1) for _ in range(2)]
-    results = [finish(p) for p in procs]
+    procs = [start("fanout", store, log, "order/2", 3, 0.1) for _ in range(2)]
+    results = [result(p) for p in procs]
     assert results == [30, 30]
     assert runs(log) == collections.Counter({f"order/2.b{i}": 1 for i in range(3)})
 
 
 def test_durable_sleep_survives_a_restart(tmp_path: Path, store: str) -> None:
     log = tmp_path / "leaves.log"
-    first = spawn("sleeper", store, log, "nap/1", 2.0)
+    first = start("sleeper", store, log, "nap/1", 2.0)
     nap = wait_until(lambda: stored(store, "nap/1.2"), message="the first process stored its sleep", proc=first)
     # Kill the first process half-way through its sleep (a condition on the clock the sleep is
     # judged by, not a pause), so that a restart sleeping the whole 2 s again would wake late.
     wait_until(lambda: time.time() >= nap.created_at + 1.0, message="half the sleep passed")
     kill(first)
-    second = spawn("sleeper", store, log, "nap/1", 2.0)
+    second = start("sleeper", store, log, "nap/1", 2.0)
     restarted_at = ready_at(second)
-    assert finish(second) == 3
+    assert result(second) == 3
     assert runs(log) == collections.Counter({"nap/1.1": 1, "nap/1.3": 1})
     nap = stored(store, "nap/1.2")
     assert nap is not None and nap.settled_at is not None and nap.timeout is not None
@@ -122,7 +114,7 @@ def test_durable_sleep_survives_a_restart(tmp_path: Path, store: str) -> None:
 
 def test_promise_resolved_from_another_process_wakes_the_workflow(tmp_path: Path, store: str) -> None:
     log = tmp_path / "leaves.log"
-    waiting = spawn("approval", store, log, "deploy/7")
+    waiting = start("approval", store, log, "deploy/7")
     outside = Vow(store=store)
     try:
         wait_until(lambda: outside.get("deploy/7.approval") is not None, message="the approval promise is stored",
@@ -133,18 +125,18 @@ def test_promise_resolved_from_another_process_wakes_the_workflow(tmp_path: Path
         outside.resolve("deploy/7.approval", {"approved_by": "ops"})
     finally:
         outside.close()
-    assert finish(waiting) == {"approved_by": "ops"}
+    assert result(waiting) == {"approved_by": "ops"}
     assert runs(log) == collections.Counter({"deploy/7.2": 1})
 
 
 def test_sigkill_of_a_long_sequence_reruns_no_settled_step(tmp_path: Path, store: str) -> None:
     log = tmp_path / "leaves.log"
-    first = spawn("sequence", store, log, "seq/1", 200, 0.002)
+    first = start("sequence", store, log, "seq/1", 200, 0.002)
     wait_until(lambda: len(runs(log)) >= 60, message="60 steps ran", proc=first)
     kill(first)
     settled = settled_children(store, "seq/1")
-    second = spawn("sequence", store, log, "seq/1", 200, 0.002)
-    assert finish(second) == sum(i * 10 for i in range(200))
+    second = start("sequence", store, log, "seq/1", 200, 0.002)
+    assert result(second) == sum(i * 10 for i in range(200))
     after = runs(log)
     assert len(after) == 200
     assert all(after[leaf] == 1 for leaf in settled)

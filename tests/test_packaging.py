@@ -16,6 +16,7 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 import vow
+from tests.support import python
 from vow.plugins import CORE_DISTRIBUTION
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,9 +82,6 @@ def test_the_requirements_files_install_every_plugin_from_this_checkout(name: st
 def test_the_core_alone_imports_no_provider_http_client_or_simulation() -> None:
     """The core is minimal: a client with vow's builtins only (VOW_PLUGINS empty) runs a workflow
     without httpx, Pillow, the image code or the simulation helpers that plugins and tests use."""
-    import os
-    import subprocess
-    import sys
 
     code = ("import sys\nfrom vow import Vow\n"
             "def leaf(ctx):\n    return 1\n"
@@ -91,8 +89,7 @@ def test_the_core_alone_imports_no_provider_http_client_or_simulation() -> None:
             "with Vow(store='memory:') as vow:\n    assert vow.run('w/1', wf) == 1\n"
             "print(' '.join(m for m in ('httpx', 'PIL', 'vow.images', 'vow.simulation', 'vow_image_openai') "
             "if m in sys.modules))")
-    env = {**os.environ, "VOW_PLUGINS": ""}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    done = python("-c", code, env={"VOW_PLUGINS": ""})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ""
     core = project(ROOT)
@@ -109,3 +106,106 @@ def test_every_distribution_ships_py_typed(directory: Path) -> None:
     assert "py.typed" in files
     source = ROOT / "core" if directory == ROOT else directory / "src"
     assert (source / package / "py.typed").is_file()
+
+
+# -- what each distribution says about itself, and what it imports ------------------------------
+
+@pytest.mark.parametrize("directory", [ROOT, *PLUGIN_DIRS], ids=lambda p: p.name)
+def test_every_distribution_has_a_license_classifiers_and_links(directory: Path) -> None:
+    import trove_classifiers
+
+    meta = project(directory)
+    assert meta["license"] == "Apache-2.0"  # an SPDX expression (PEP 639), so no License :: classifier
+    classifiers = meta["classifiers"]
+    assert classifiers == sorted(set(classifiers)), f"{directory}/pyproject.toml: classifiers sorted, once each"
+    unknown = [c for c in classifiers if c not in trove_classifiers.classifiers]
+    assert not unknown, f"{directory}/pyproject.toml: not trove classifiers: {unknown}"
+    assert not [c for c in classifiers if c.startswith("License ::")]
+    for needed in ("Typing :: Typed", "Programming Language :: Python :: 3 :: Only"):
+        assert needed in classifiers, f"{directory}/pyproject.toml: add the classifier {needed!r}"
+    supported = {c.rsplit(" ", 1)[-1] for c in classifiers
+                 if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)}
+    assert min(supported, key=Version) == meta["requires-python"].removeprefix(">="), (
+        f"{directory}/pyproject.toml: the oldest Python classifier is requires-python's")
+    urls = meta["urls"]
+    core_urls = project(ROOT)["urls"]
+    assert set(urls) == {"Homepage", "Documentation", "Source", "Issues"}
+    for key in ("Homepage", "Source", "Issues"):
+        assert urls[key] == core_urls[key], f"{directory}/pyproject.toml: [project.urls] {key} differs from the core's"
+    if directory != ROOT:
+        assert urls["Documentation"] == f"{core_urls['Source']}/tree/main/plugins/{directory.name}#readme"
+
+
+# Imports a distribution may make without declaring the dependency, each with the reason.
+UNDECLARED_OK = {
+    ("vow-durable", "httpx"): "vow.http and vow.failures handle httpx errors for the plugins that use httpx, "
+                              "and import it only then",
+    ("vow-durable", "pytest"): "vow.testing and vow.stores.contract are pytest plugins: pytest imports them",
+}
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """The absolute imports of a module, leaving out those under ``if TYPE_CHECKING:``."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    typing_only = {id(node) for block in ast.walk(tree)
+                   if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+                   for node in ast.walk(block)}
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)  # may name a submodule
+    return found
+
+
+def _distribution_of(module: str, owners: dict[str, list[str]]) -> str | None:
+    """The installed distribution that provides ``module`` (a namespace package by its files)."""
+    from packaging.utils import canonicalize_name
+
+    parts = module.split(".")
+    candidates = sorted({canonicalize_name(d) for d in owners.get(parts[0], [])})
+    if len(candidates) <= 1:
+        return candidates[0] if candidates else None
+    for depth in range(len(parts), 1, -1):
+        path = "/".join(parts[:depth])
+        hits = {d for d in candidates
+                if any(str(f) in (f"{path}.py", f"{path}/__init__.py") or str(f).startswith(f"{path}/")
+                       for f in importlib.metadata.distribution(d).files or [])}
+        if len(hits) == 1:
+            return hits.pop()
+    return None  # a name that is no installed module (an attribute: `from x import name`)
+
+
+@pytest.mark.parametrize("directory", [ROOT, *PLUGIN_DIRS], ids=lambda p: p.name)
+def test_every_distribution_declares_what_it_imports(directory: Path) -> None:
+    """A plugin that imports attrs but leans on the core to bring it breaks when the core drops it;
+    its tests' tools belong in its ``test`` extra."""
+    import sys
+
+    from packaging.utils import canonicalize_name
+
+    meta = project(directory)
+    name = canonicalize_name(meta["name"])
+    runtime = {canonicalize_name(Requirement(r).name) for r in meta["dependencies"]}
+    test = {canonicalize_name(Requirement(r).name) for r in meta.get("optional-dependencies", {}).get("test", [])}
+    owners = importlib.metadata.packages_distributions()
+    # The core's own tests are end-to-end across every plugin (requirements-dev.txt installs them all).
+    trees = [(ROOT / "core", runtime)] if directory == ROOT else [(directory / "src", runtime),
+                                                                   (directory / "tests", runtime | test)]
+    missing = []
+    for tree, allowed in trees:
+        for path in sorted(tree.rglob("*.py")):
+            for module in sorted(_imported_modules(path)):
+                if module.split(".")[0] in sys.stdlib_module_names:
+                    continue
+                dist = _distribution_of(module, owners)
+                if dist is None or dist == name or dist in allowed or (meta["name"], dist) in UNDECLARED_OK:
+                    continue
+                missing.append(f"{path.relative_to(ROOT)} imports {module} (distribution {dist})")
+    assert not missing, f"{directory}/pyproject.toml does not declare:\n" + "\n".join(missing)

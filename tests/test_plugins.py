@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import attrs
 import pytest
 
+from tests.support import python
 from vow import hookspecs
 from vow.errors import ConfigError, PluginLoadError, UnknownPluginError
 from vow.hookspecs import hookimpl
@@ -32,9 +31,7 @@ def fake_distribution(site: Path, dist: str, plugin: str, module_source: str) ->
 
 
 def run_python(code: str, site: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if k not in ("VOW_PLUGINS", "VOW_DISABLE_PLUGINS")}
-    environ.update(PYTHONPATH=str(site), **env)
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environ, timeout=60)
+    return python("-c", code, env={"VOW_PLUGINS": None, "VOW_DISABLE_PLUGINS": None, "PYTHONPATH": str(site), **env})
 
 
 LIST_PLUGINS = ("from vow.plugins import Plugins; import json; "

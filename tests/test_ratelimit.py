@@ -142,9 +142,9 @@ fan_out:
 """
 
 
-def test_a_pipeline_gives_each_branch_its_rate_limit() -> None:
-    plan = make_plan(parse(PIPELINE, "limited.yaml"))
-    limits = {b["id"]: b["options"].get("rate_limit") for b in plan.branches}
+def test_a_pipeline_gives_each_branch_its_rate_limit(installed_plugins) -> None:
+    plan = make_plan(parse(PIPELINE, "limited.yaml"), plugins=installed_plugins)
+    limits = {b.id: b.options.get("rate_limit") for b in plan.branches}
     assert limits == {"slack": {"per_second": 2, "burst": 1}, "email": {"per_second": 1, "burst": 1, "bucket": "mail"}}
 
 
@@ -154,9 +154,9 @@ def test_a_pipeline_gives_each_branch_its_rate_limit() -> None:
     (("bucket: mail", "burst: 0"), "limited.yaml:13: fan_out[1].options.rate_limit.burst"),
     (("bucket: mail", "every: 1"), "limited.yaml:13: fan_out[1].options.rate_limit"),
 ])
-def test_a_bad_rate_limit_is_reported_at_its_line(change: tuple[str, str], where: str) -> None:
+def test_a_bad_rate_limit_is_reported_at_its_line(change: tuple[str, str], where: str, installed_plugins) -> None:
     with pytest.raises(SpecError) as caught:
-        make_plan(parse(PIPELINE.replace(*change), "limited.yaml"))
+        make_plan(parse(PIPELINE.replace(*change), "limited.yaml"), plugins=installed_plugins)
     assert str(caught.value).startswith(where), str(caught.value)
 
 

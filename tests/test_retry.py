@@ -1,10 +1,17 @@
-"""Retries are never silent: a scheduled retry is a warning a user sees with no logging set up."""
+"""Retries: never silent (a warning a user sees with no logging set up), and spread by jitter."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import random
 import textwrap
+
+import pytest
+
+from tests.support import python
+from vow import Context, Exponential, LeafContext, TransientError, Vow
+from vow import retry as retry_module
+from vow.events import EventKind
+from vow.retry import Constant, Linear, next_delay
 
 SCRIPT = textwrap.dedent("""
     from vow import Constant, Context, LeafContext, TransientError, Vow
@@ -23,7 +30,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_a_retry_is_printed_to_stderr_without_any_logging_configuration() -> None:
-    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=60)
+    done = python("-c", SCRIPT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "2"
     assert done.stderr.splitlines() == [
@@ -32,5 +39,80 @@ def test_a_retry_is_printed_to_stderr_without_any_logging_configuration() -> Non
 
 def test_the_retry_log_can_be_silenced_like_any_logger() -> None:
     quiet = "import logging; logging.getLogger('vow.retry').setLevel(logging.ERROR)\n" + SCRIPT
-    done = subprocess.run([sys.executable, "-c", quiet], capture_output=True, text=True, timeout=60)
+    done = python("-c", quiet)
     assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+# -- jitter: branches that fail together do not retry together ----------------------------------
+
+
+
+@pytest.fixture
+def seeded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(retry_module, "random", random.Random(17))
+
+
+def draws(policy, attempt: int, n: int = 400) -> list[float]:
+    return [policy.delay_for(attempt) for _ in range(n)]
+
+
+def test_full_jitter_is_the_default_and_spreads_over_the_whole_delay(seeded) -> None:
+    assert Exponential().jitter == "full"
+    delays = draws(Exponential(delay=1.0, max_delay=60.0), attempt=3)  # the exponential delay is 4s
+    assert all(0.0 <= d <= 4.0 for d in delays)
+    assert min(delays) < 0.5 and max(delays) > 3.5  # the old jitter kept every delay within 10% of 4s
+
+
+def test_decorrelated_jitter_draws_between_the_base_and_three_times_the_delay_before(seeded) -> None:
+    policy = Exponential(delay=1.0, max_delay=20.0, jitter="decorrelated")
+    first = draws(policy, attempt=1)
+    assert all(1.0 <= d <= 3.0 for d in first) and max(first) - min(first) > 1.5
+    third = draws(policy, attempt=3)
+    assert all(1.0 <= d <= 20.0 for d in third) and max(third) > 9.0  # it grows, up to 27s less the cap
+    assert all(d <= 20.0 for d in draws(policy, attempt=7))  # capped by max_delay
+
+
+def test_no_jitter_and_the_old_fraction_still_work(seeded) -> None:
+    assert set(draws(Exponential(delay=1.0, jitter="none"), attempt=3)) == {4.0}
+    assert set(draws(Exponential(delay=1.0, jitter=0), attempt=3)) == {4.0}
+    assert all(3.6 <= d <= 4.0 for d in draws(Exponential(delay=1.0, jitter=0.1), attempt=3))
+    assert set(draws(Linear(delay=1.0), attempt=2)) == {2.0} and set(draws(Constant(delay=1.0), 1)) == {1.0}
+    assert all(0.0 <= d <= 2.0 for d in draws(Linear(delay=1.0, jitter="full"), attempt=2))
+
+
+@pytest.mark.parametrize("bad", ["decorrelated", 2, -0.5, True, None])
+def test_linear_and_constant_refuse_what_they_cannot_do(bad) -> None:
+    with pytest.raises(ValueError, match="'jitter' must be 'full', 'none' or a fraction from 0 to 1"):
+        Linear(jitter=bad)
+
+
+def test_a_retry_after_is_waited_out(seeded) -> None:
+    error = TransientError("429 too many requests", retry_after=2.0)
+    assert {next_delay(Exponential(delay=1.0), 1, error) for _ in range(100)} == {2.0}  # never before it said
+    assert max(next_delay(Exponential(delay=1.0), 3, error) for _ in range(100)) > 3.0  # nor cut a longer delay
+
+
+def test_branches_that_fail_together_are_retried_apart() -> None:
+    """Through the engine: twenty branches hit the same 429 at once; their back-offs differ."""
+    delays: list[float] = []
+
+    class Backoffs:
+        def on_event(self, event) -> None:
+            if event.kind is EventKind.RETRY_SCHEDULED:
+                delays.append(event.delay)
+
+    def limited(ctx: LeafContext) -> int:
+        if ctx.attempt == 1:
+            raise TransientError("429 too many requests")
+        return ctx.attempt
+
+    def fan_out(ctx: Context):
+        handles = []
+        for _ in range(20):
+            handles.append((yield ctx.begin_run(limited).options(retry=Exponential(delay=0.2))))
+        return (yield ctx.all(handles))
+
+    with Vow(store="memory:", observers=[Backoffs()]) as vow:
+        assert vow.run("burst/1", fan_out) == [2] * 20
+    assert len(delays) == 20 and all(0.0 <= d <= 0.2 for d in delays)
+    assert max(delays) - min(delays) > 0.05  # with the old jitter they all fell within 0.18-0.2s

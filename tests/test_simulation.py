@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
+from tests.support import python
 from vow.simulation import Ledger, stable_uuid
 
 
@@ -22,7 +21,7 @@ def test_a_delivery_made_by_another_process_is_a_duplicate_here(tmp_path: Path) 
     path = tmp_path / "ledger.sqlite"
     code = (f"from vow.simulation import Ledger; "
             f"Ledger({str(path)!r}).deliver('order/1.push', 'push', {{'n': 1}}, lambda: {{'id': 'p1'}})")
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    assert python("-c", code).returncode == 0
     receipt, duplicate = Ledger(path).deliver("order/1.push", "push", {"n": 1}, lambda: {"id": "p2"})
     assert (receipt, duplicate) == ({"id": "p1"}, True)
 

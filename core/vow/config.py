@@ -82,6 +82,42 @@ def _origin_is(t: Any, origin: object) -> bool:
 
 converter.register_structure_hook_func(lambda t: _origin_is(t, Literal), _literal)
 
+_EXPECTS = {str: "text", int: "a whole number", float: "a number", bool: "true or false", type(None): "nothing"}
+
+
+def _expects(t: Any) -> str | None:
+    """What a value of a plain type ``t`` looks like, for messages; ``None`` when ``t`` is not plain."""
+    if _origin_is(t, Literal):
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(t))
+    return _EXPECTS.get(t)
+
+
+def _is_plain_union(t: Any) -> bool:
+    """A union of plain types and literals with two or more choices besides ``None`` (``"full" | float``);
+    ``X | None`` alone stays cattrs' own."""
+    if typing.get_origin(t) not in (typing.Union, types.UnionType):
+        return False
+    choices = typing.get_args(t)
+    return all(_expects(c) is not None for c in choices) and sum(c is not type(None) for c in choices) >= 2
+
+
+def _plain_union(value: Any, type_: Any) -> Any:
+    """The first choice of the union that takes ``value`` as it is (strict, so at most one does)."""
+    choices = typing.get_args(type_)
+    for choice in choices:
+        if choice is type(None):
+            if value is None:
+                return None
+            continue
+        try:
+            return converter.structure(value, choice)
+        except (TypeError, ValueError):
+            continue
+    raise TypeError(f"expected {' or '.join(str(_expects(c)) for c in choices)}, got {describe(value)}")
+
+
+converter.register_structure_hook_func(_is_plain_union, _plain_union)
+
 
 def _from_mapping(cls: type) -> Callable[[Any, Any], Any]:
     """attrs classes come from mappings: say so, with the keys allowed, when they get anything else."""

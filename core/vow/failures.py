@@ -34,7 +34,7 @@ from typing import Any
 
 from vow import errors as vow_errors
 
-__all__ = ["FailureCodec", "describe"]
+__all__ = ["FailureCodec"]
 
 MAX_CAUSES = 5
 MAX_TRACEBACK = 8_000  # characters of the original traceback kept with a failure
@@ -209,13 +209,3 @@ def _rebuild_http(exc: BaseException, attrs: dict[str, Any]) -> None:
             int(attrs["status_code"]), headers=headers,
             request=request or httpx.Request("GET", "http://unknown/"))
 
-
-def describe(text: str | None) -> str:
-    """``Type: message`` of a stored failure, for people (imports nothing)."""
-    try:
-        payload = json.loads(text) if text else None
-    except (ValueError, RecursionError):
-        return str(text)[:200]
-    if not isinstance(payload, dict) or "type" not in payload:
-        return "" if payload is None else str(payload)[:200]
-    return f"{str(payload['type']).rsplit('.', 1)[-1]}: {payload.get('message', '')}"

@@ -22,6 +22,7 @@ from typing import Any, TypeVar, cast
 
 import attrs
 
+from vow.config import structure
 from vow.errors import ConfigError, PermanentError, TransientError
 from vow.http import error_for_status
 from vow.leaf import LeafContext
@@ -149,7 +150,5 @@ def with_faults(target: T, faults: Faults | Mapping[str, Any] | None) -> T:
     if not faults:
         return target
     if not isinstance(faults, Faults):
-        from vow.config import structure
-
         faults = structure(Faults, faults, where="faults")
     return cast(T, Faulty(target, faults))  # it stands in for the target: same calls, faults first

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from vow.errors import VowError
+
 if TYPE_CHECKING:
     from vow.plugins import Plugins
     from vow.stores.base import Store
@@ -44,8 +46,6 @@ class LeafContext:
     def registry(self) -> Plugins:
         """:attr:`plugins`, or a :class:`~vow.errors.VowError` saying how to give it."""
         if self.plugins is None:
-            from vow.errors import VowError
-
             raise VowError(f"{self.id}: this leaf looks up plugins, but its LeafContext has none: the engine "
                            "gives it the client's; built by hand, pass LeafContext(..., plugins=Plugins())")
         return self.plugins

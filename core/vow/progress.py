@@ -21,6 +21,7 @@ from typing import Any, TextIO
 import attrs
 
 from vow.events import Event, EventKind
+from vow.history import failure_text, held_back, is_backoff
 from vow.records import PromiseRecord, State
 
 SETTLED = {s.value for s in State if s is not State.PENDING}
@@ -43,10 +44,19 @@ class Row:
     error: str | None = None
     retry_at: float | None = None
     detail: str = ""  # what the result or error says, once settled
+    failed: dict[int, str] = attrs.field(factory=dict)  # the error of each attempt that failed and was retried
 
     @property
     def settled(self) -> bool:
         return self.state in SETTLED
+
+    def errors(self) -> list[tuple[int, str]]:
+        """Every attempt's error, oldest first: the retried ones, then the last one if it failed too."""
+        found = sorted(self.failed.items())
+        if self.state not in ("waiting", "running", "retrying", "resolved") and self.error and (
+                not found or found[-1][0] < self.attempt):
+            found.append((self.attempt, self.error))
+        return found
 
     def elapsed(self, now: float | None = None) -> float | None:
         """Seconds from the first attempt to the end (or to ``now`` while it runs)."""
@@ -72,8 +82,12 @@ class Progress:
         self.gate = gate
         self.resumed = False
         self.root_state: str | None = None
+        self.stopped = False  # this process stopped running the run without settling it
+        self.note: str | None = None  # what the view says about the run as a whole, once known
         self.changed = threading.Event()
         self._changes: list[tuple[str, Row]] = []
+        self._notes: list[str] = []
+        self._waiting_said: set[str] = set()  # gates whose "waiting for" line is out (once, from event or store)
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ the observer
@@ -84,7 +98,9 @@ class Progress:
         with self._lock:
             if event.id == self.root:
                 if event.kind is EventKind.RESUMED:
-                    self.resumed = True
+                    self.resumed, self.stopped = True, False
+                elif event.kind is EventKind.STOPPED:
+                    self.stopped = True
                 elif event.kind is EventKind.SETTLED:
                     self.root_state = event.state
             else:
@@ -102,12 +118,13 @@ class Progress:
         kind = event.kind
         if kind is EventKind.CREATED and row.kind == "promise":
             row.started = event.time
-            self._changes.append(("waiting", attrs.evolve(row)))
+            self._say_waiting(row)
         elif kind is EventKind.STARTED:
             row.state, row.attempt, row.retry_at = "running", event.attempt, None
             row.started = row.started if row.started is not None else event.time
         elif kind is EventKind.RETRY_SCHEDULED:
             row.state, row.attempt, row.error = "retrying", event.attempt, event.error
+            row.failed[event.attempt] = event.error or ""
             row.retry_at = event.time + (event.delay or 0.0)
             self._changes.append(("retry", attrs.evolve(row)))
         elif kind is EventKind.SETTLED:
@@ -127,6 +144,11 @@ class Progress:
                     if record.settled:
                         self.root_state = record.state.value
                     continue
+                if is_backoff(record):  # holds the error of the attempt before the one it holds back
+                    owner = self._rows.get(record.parent or "")
+                    if owner is not None and record.args and held_back(record) > 1:
+                        owner.failed.setdefault(held_back(record) - 1, failure_text(record.args))
+                    continue
                 row = self._rows.get(record.id)
                 if row is None and not self.fixed and record.parent == self.root and record.kind.value == "step":
                     row = self._rows[record.id] = Row(record.id, record.id.rsplit(".", 1)[-1],
@@ -137,14 +159,35 @@ class Progress:
                 if row.started is None or record.created_at < row.started:
                     row.started = record.created_at
                     if row.kind == "promise" and not record.settled:
-                        self._changes.append(("waiting", attrs.evolve(row)))
+                        self._say_waiting(row)
                 if record.settled:
                     if not row.settled:
                         row.state = record.state.value
                         self._changes.append(("settled", row))
                     row.finished = record.settled_at
                     row.detail = describe_outcome(record)
+                    if record.state is State.REJECTED:
+                        row.error = row.detail  # the stored failure of the attempt it ended on
         self.changed.set()
+
+    def _say_waiting(self, row: Row) -> None:
+        if row.id not in self._waiting_said:
+            self._waiting_said.add(row.id)
+            self._changes.append(("waiting", attrs.evolve(row)))
+
+    def announce(self, text: str) -> None:
+        """Say ``text`` about the run as a whole (canceled, taken over by another worker): a plain
+        view prints it once, a live table shows it under the rows."""
+        with self._lock:
+            self.note = text
+            self._notes.append(text)
+        self.changed.set()
+
+    def take_notes(self) -> list[str]:
+        """The notes announced since the last call."""
+        with self._lock:
+            notes, self._notes = self._notes, []
+            return notes
 
     def waiting_for_detail(self) -> list[str]:
         """Ids of settled rows whose result has not been read from the store yet."""
@@ -174,9 +217,7 @@ class Progress:
 def describe_outcome(record: PromiseRecord) -> str:
     """One line about a settled record: a receipt, an image, a value, or the error."""
     if record.state is State.RESOLVED:
-        from vow import encoding  # here: `vow ls` and `vow --help` need not load it
-
-        value = encoding.decode(record.value)
+        value = json.loads(record.value) if record.value is not None else None
         if isinstance(value, dict) and "transport" in value and "message_id" in value:
             return f"{value['transport']} {value['message_id']}" + (" (duplicate)" if value.get("duplicate") else "")
         if isinstance(value, dict) and "path" in value and "sha256" in value:
@@ -185,9 +226,7 @@ def describe_outcome(record: PromiseRecord) -> str:
         text = json.dumps(value, default=str)
         return text if len(text) <= 70 else text[:67] + "..."
     if record.state is State.REJECTED:
-        from vow.failures import describe
-
-        return describe(record.value)
+        return failure_text(record.value)
     return str(WORDS.get(record.state.value, record.state.value))
 
 
@@ -220,6 +259,8 @@ class PlainView:
         """Print what changed since the last call."""
         for what, row in self.progress.take_changes(final=final):
             self.out.write(self.line(what, row) + "\n")
+        for note in self.progress.take_notes():
+            self.out.write(f"  {note}\n")
         self.out.flush()
 
     def line(self, what: str, row: Row) -> str:
@@ -264,6 +305,7 @@ class RichView:
     def update(self, *, final: bool = False) -> None:
         """Redraw with the current rows."""
         self.progress.take_changes(final=final)
+        self.progress.take_notes()  # shown as the table's caption
         self.live.update(self.table())
 
     _STYLES = {"waiting": "dim", "running": "cyan", "retrying": "yellow", "resolved": "green",
@@ -275,7 +317,8 @@ class RichView:
         from rich.table import Table
         from rich.text import Text
 
-        table = Table(box=None, pad_edge=False, show_header=True, header_style="bold dim")
+        table = Table(box=None, pad_edge=False, show_header=True, header_style="bold dim",
+                      caption=self.progress.note, caption_justify="left", caption_style="magenta")
         for column in ("branch", "state", "attempt", "elapsed", ""):
             table.add_column(column, no_wrap=column != "")
         now = time.time()

@@ -35,14 +35,13 @@ from __future__ import annotations
 
 import contextlib
 import random
-import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import attrs
 
 from vow.config import structure
-from vow.errors import Throttled, TransientError
+from vow.errors import Throttled, TransientError, VowError
 from vow.leaf import LeafContext
 
 __all__ = ["OPTION", "RateLimit", "bucket_store", "hold", "limited", "parse", "split_options", "take"]
@@ -134,21 +133,13 @@ def limited(ctx: LeafContext, limit: RateLimit | None, default_bucket: str) -> I
 
 # -- where the bucket is kept -----------------------------------------------------------------
 
-_local_store: Any = None
-_local_lock = threading.Lock()
-
 
 def bucket_store(ctx: LeafContext) -> Any:
     """The store whose buckets this call takes tokens from: the store of the client running the
-    leaf (``ctx.store``, given by the engine). A context built by hand without one (a test calling
-    a channel directly) uses buckets kept in this process only."""
-    store = getattr(ctx, "store", None)
-    if store is not None:
-        return store
-    global _local_store
-    with _local_lock:
-        if _local_store is None:
-            from vow.stores.memory import MemoryStore  # only for contexts built by hand
-
-            _local_store = MemoryStore()
-        return _local_store
+    leaf (``ctx.store``, given by the engine); a :class:`~vow.errors.VowError` saying how to give
+    one to a context built by hand."""
+    if ctx.store is None:
+        raise VowError(f"{ctx.id}: this call is rate limited, and the buckets are kept in the store, but its "
+                       "LeafContext has none: the engine gives it the client's; built by hand, pass "
+                       "LeafContext(..., store=MemoryStore()) or another store")
+    return ctx.store

@@ -165,7 +165,7 @@ def prune_store(store: Store, *, before: float, states: Collection[State] = FINI
         if dry_run:
             counts = {r.id: len(store.tree(r.id)) for r in chunk}
         else:
-            counts = store.delete_runs([r.id for r in chunk], settled_before=before)  # type: ignore[attr-defined]
+            counts = store.delete_runs([r.id for r in chunk], settled_before=before)
         removed += [PrunedRun(r.id, r.state, r.func, r.settled_at or 0.0, counts[r.id])
                     for r in chunk if r.id in counts]
     return PruneResult(tuple(removed), dry_run)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import attrs
 
@@ -33,37 +34,84 @@ _log = logging.getLogger("vow.retry")
 
 _SECONDS = attrs.validators.ge(0.0)
 _ATTEMPTS = attrs.validators.ge(1)
-_FRACTION = [attrs.validators.ge(0.0), attrs.validators.le(1.0)]
+
+Jitter = Literal["full", "none"] | float
+"""How a delay is spread: ``"full"``, ``"none"``, or a fraction (the delay less up to that share of it)."""
+ExponentialJitter = Literal["full", "decorrelated", "none"] | float
+""":data:`Jitter`, or ``"decorrelated"`` (exponential growth only)."""
 
 
-def _jittered(delay: float, jitter: float) -> float:
-    return delay * (1 - jitter * random.random()) if jitter else delay
+def _jitter(*names: str) -> Callable[[object, attrs.Attribute[Any], object], None]:
+    """A validator: one of ``names``, or a fraction from 0 to 1 (for callers in Python; YAML is
+    checked against the field's type first)."""
+    def check(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if isinstance(value, str) and value in names:
+            return
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1:
+            return
+        raise ValueError(f"'{attribute.name}' must be {', '.join(repr(n) for n in names)} or a fraction from 0 "
+                         f"to 1, got {value!r}")
+    return check
+
+
+def _jittered(delay: float, jitter: str | float) -> float:
+    """``delay`` spread by ``jitter`` (see the policies' docstrings)."""
+    if jitter == "full":
+        return random.uniform(0.0, delay)
+    if jitter == "none" or not jitter:
+        return delay
+    return delay * (1 - float(jitter) * random.random())
 
 
 @attrs.frozen
 class Exponential:
-    """``delay * factor ** (attempt - 1)``, capped at ``max_delay``; ``max_attempts`` tries in all."""
+    """``delay * factor ** (attempt - 1)``, capped at ``max_delay``; ``max_attempts`` tries in all.
+
+    ``jitter`` spreads the delays so that branches that failed together (the same 429) do not
+    retry together — the two schemes of AWS's "Exponential Backoff and Jitter":
+
+    * ``"full"`` (the default): a random delay between 0 and the exponential one;
+    * ``"decorrelated"``: each delay random between ``delay`` and three times the one before, at
+      most ``max_delay`` (``factor`` plays no part); drawn afresh from the attempt number, so the
+      policy keeps no state;
+    * ``"none"``: the exponential delay as it is; a number from 0 to 1: that delay less up to that
+      fraction of it (the behaviour before full jitter was the default).
+    """
 
     delay: float = attrs.field(default=0.1, validator=_SECONDS)
     factor: float = attrs.field(default=2.0, validator=_SECONDS)
     max_delay: float = attrs.field(default=60.0, validator=_SECONDS)
     max_attempts: int = attrs.field(default=8, validator=_ATTEMPTS)
-    jitter: float = attrs.field(default=0.1, validator=_FRACTION)
+    jitter: ExponentialJitter = attrs.field(default="full", validator=_jitter("full", "decorrelated", "none"))
 
     def delay_for(self, attempt: int) -> float | None:
         if attempt >= self.max_attempts:
             return None
+        if self.jitter == "decorrelated":
+            return _decorrelated(self.delay, self.max_delay, attempt)
         return _jittered(min(self.max_delay, self.delay * self.factor ** (attempt - 1)), self.jitter)
+
+
+def _decorrelated(base: float, cap: float, attempt: int) -> float:
+    """The delay after failed attempt ``attempt`` under decorrelated jitter: ``sleep = min(cap,
+    uniform(base, 3 * sleep))`` from ``sleep = base``. Each step's draw is independent, so running
+    the chain from the start gives each attempt the same distribution a remembered chain would."""
+    sleep = base
+    for _ in range(attempt):
+        sleep = min(cap, random.uniform(base, 3 * sleep))
+        if sleep >= cap:
+            break  # it stays at the cap from here
+    return sleep
 
 
 @attrs.frozen
 class Linear:
-    """``delay * attempt``, capped at ``max_delay``."""
+    """``delay * attempt``, capped at ``max_delay``; ``jitter`` as for :class:`Exponential` (default none)."""
 
     delay: float = attrs.field(default=0.5, validator=_SECONDS)
     max_delay: float = attrs.field(default=60.0, validator=_SECONDS)
     max_attempts: int = attrs.field(default=5, validator=_ATTEMPTS)
-    jitter: float = attrs.field(default=0.0, validator=_FRACTION)
+    jitter: Jitter = attrs.field(default=0.0, validator=_jitter("full", "none"))
 
     def delay_for(self, attempt: int) -> float | None:
         if attempt >= self.max_attempts:
@@ -73,11 +121,11 @@ class Linear:
 
 @attrs.frozen
 class Constant:
-    """The same ``delay`` between every attempt."""
+    """The same ``delay`` between every attempt; ``jitter`` as for :class:`Exponential` (default none)."""
 
     delay: float = attrs.field(default=1.0, validator=_SECONDS)
     max_attempts: int = attrs.field(default=3, validator=_ATTEMPTS)
-    jitter: float = attrs.field(default=0.0, validator=_FRACTION)
+    jitter: Jitter = attrs.field(default=0.0, validator=_jitter("full", "none"))
 
     def delay_for(self, attempt: int) -> float | None:
         if attempt >= self.max_attempts:
@@ -119,16 +167,12 @@ DEFAULT_LEAF_POLICY = Exponential()
 DEFAULT_WORKFLOW_POLICY = Never()
 
 
-def policy(name: str, *, plugins: Plugins | None = None, **options: object) -> object:
-    """Build a retry policy by name: ``policy("linear", delay=1, max_attempts=3)``.
+def policy(name: str, *, plugins: Plugins, **options: object) -> object:
+    """Build a retry policy by name: ``policy("linear", plugins=vow.plugins, delay=1, max_attempts=3)``.
 
-    ``plugins`` is the registry to look the name up in (a client's ``vow.plugins``); by default,
-    the plugins installed in this Python environment.
+    ``plugins`` is the registry to look the name up in: the client's (``vow.plugins``), whose
+    workflows will use the policy.
     """
-    if plugins is None:
-        from vow.plugins import default_plugins
-
-        plugins = default_plugins()
     return plugins.retry_policies.build(name, options, where=f"retry policy {name!r}")
 
 

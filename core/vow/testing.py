@@ -1,6 +1,8 @@
 """Test helpers for vow and its plugins; also a pytest plugin (entry point ``pytest11: vow``).
 
-Installing vow makes the fixtures below available in every pytest session.
+Installing vow makes the fixtures below available in every pytest session — of any project in
+the environment — so the fixtures import the stores and the client when they are used, not when
+pytest loads this plugin.
 """
 
 from __future__ import annotations

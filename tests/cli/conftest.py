@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.support import python, spawn, vow_command
 from vow.simulation import Ledger
 from vow.testing import wait_until
 
@@ -25,20 +24,24 @@ class VowSandbox:
         self.store = f"sqlite:{root / 'vow.sqlite'}"
         self.store_file = root / "vow.sqlite"
         self.sim_dir = root / "sim"
-        self.env = {**os.environ, "VOW_SIM_DIR": str(self.sim_dir), "VOW_STORE": self.store,
-                    "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+        self.env = {"VOW_SIM_DIR": str(self.sim_dir), "VOW_STORE": self.store, "PYTHONUNBUFFERED": "1",
+                    "COLUMNS": "200"}
 
     def write(self, name: str, text: str) -> str:
         (self.cwd / name).write_text(text)
         return name
 
     def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "vow", *args], cwd=self.cwd, env=self.env, text=True,
-                              capture_output=True, timeout=timeout)
+        """``vow ARGS`` to its end."""
+        return vow_command(*args, cwd=self.cwd, env=self.env, timeout=timeout)
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-m", "vow", *args], cwd=self.cwd, env=self.env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        """``vow ARGS`` started, its output piped."""
+        return spawn("-m", "vow", *args, cwd=self.cwd, env=self.env)
+
+    def python(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """``python ARGS`` to its end, in the sandbox."""
+        return python(*args, cwd=self.cwd, env=self.env, timeout=timeout)
 
     def ledger(self) -> Ledger:
         return Ledger(self.sim_dir / "ledger.sqlite")
@@ -81,6 +84,9 @@ class Worker:
         self.proc.wait(60)
         for reader in self._readers:
             reader.join(10)
+        for stream in (self.proc.stdout, self.proc.stderr):  # read to the end: close, not left to the collector
+            if stream is not None:
+                stream.close()
 
 
 @pytest.fixture

@@ -8,12 +8,12 @@ branch and no duplicate for any branch that had settled before a crash.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 
 from click.testing import CliRunner
 
+from tests.support import kill, read_line
 from vow.cli import cli
 from vow.records import State
 from vow.testing import wait_until
@@ -59,8 +59,7 @@ def test_sigkill_mid_fan_out_then_run_again_resumes_and_sends_nothing_twice(sand
         return all(r in records and records[r].settled for r in fast)
 
     wait_until(fast_settled, message="email and push to settle", proc=first)
-    os.kill(first.pid, signal.SIGKILL)
-    first.wait(timeout=30)
+    kill(first)
     before = sandbox.records("crash/1")
     assert before["crash/1"].state is State.PENDING
     assert not {"crash/1.sms", "crash/1.slack"} & {d.key for d in sandbox.ledger().deliveries()}  # still in flight
@@ -151,7 +150,7 @@ def test_two_workers_share_one_store_and_run_each_submitted_run_once(sandbox, mo
     assert sandbox.ledger().deliveries() == []  # stored for a worker, not run
 
     workers = [sandbox.popen("worker", "--poll", "0.05") for _ in range(2)]
-    ready = [w.stdout.readline() for w in workers]  # each has its signal handlers in place
+    ready = [read_line(w) for w in workers]  # each has its signal handlers in place
     assert all(re.search(r"\] worker on sqlite://\S+ runs: vow\.pipeline; stop with", line) for line in ready), ready
     monkeypatch.chdir(sandbox.cwd)
     monkeypatch.setenv("VOW_SIM_DIR", str(sandbox.sim_dir))
@@ -167,8 +166,8 @@ def test_two_workers_share_one_store_and_run_each_submitted_run_once(sandbox, mo
     finally:
         for w in workers:
             w.send_signal(signal.SIGTERM)
-    outputs = [(first + w.stdout.read(), w.stderr.read()) for first, w in zip(ready, workers)]  # to EOF
-    assert [w.wait(timeout=30) for w in workers] == [0, 0], [err for _, err in outputs]
+    outputs = [(first + out, err) for first, (out, err) in zip(ready, (w.communicate(timeout=60) for w in workers))]
+    assert [w.returncode for w in workers] == [0, 0], [err for _, err in outputs]
 
     started = {m.group(1) for out, _ in outputs
                for m in re.finditer(r"\] run (\S+) \(vow\.pipeline\) started$", out, re.M)}

@@ -32,11 +32,11 @@ fan_out:
 """
 
 
-def test_two_workers_share_one_rate_limit(sandbox: Any, start_worker: Any) -> None:
+def test_two_workers_share_one_rate_limit(sandbox: Any, start_worker: Any, installed_plugins: Any) -> None:
     sandbox.write("burst.yaml", PIPELINE)
     with Vow(sandbox.store) as submitter:
         for n in range(10):  # ten runs of one message, so both workers send at once
-            plan = load(str(sandbox.cwd / "burst.yaml"), input={"n": n})
+            plan = load(str(sandbox.cwd / "burst.yaml"), plugins=installed_plugins, input={"n": n})
             submitter.submit(plan.run_id, NAME, plan.spec)
     workers = [start_worker("--max-running", "5"), start_worker("--max-running", "5")]
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -158,8 +156,7 @@ main({args!r})
 @pytest.mark.parametrize("args", [["--help"], ["ls"], ["show", "notify/A-1001"], ["ls", "--json"]])
 def test_fast_commands_load_no_plugin_and_no_engine(sandbox, args: list[str]) -> None:
     assert sandbox.run("run", ORDER).returncode == 0
-    done = subprocess.run([sys.executable, "-c", PROBE.format(args=args)], cwd=sandbox.cwd, env=sandbox.env,
-                          capture_output=True, text=True, timeout=60)
+    done = sandbox.python("-c", PROBE.format(args=args))
     assert done.returncode == 0, done.stderr
     loaded = set(json.loads(done.stderr.splitlines()[-1]))
     assert not [m for m in HEAVY if m in loaded]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support import python
 
 pytest.importorskip("vow_image_sim")
 
@@ -15,10 +15,9 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "image_variations.p
 
 
 def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "VOW_SIM_DIR": str(tmp_path / "sim")}
-    return subprocess.run([sys.executable, str(EXAMPLE), "a fox in a misty forest", "--crash", "--id", "images/fox",
-                           "--size", "128", "--store", f"sqlite:{tmp_path / 'vow.sqlite'}", *args],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    return python(EXAMPLE, "a fox in a misty forest", "--crash", "--id", "images/fox", "--size", "128",
+                  "--store", f"sqlite:{tmp_path / 'vow.sqlite'}", *args, cwd=tmp_path,
+                  env={"VOW_SIM_DIR": str(tmp_path / "sim")})
 
 
 def test_crash_mode_retries_abstract_alone_and_prints_the_gallery(tmp_path: Path) -> None:

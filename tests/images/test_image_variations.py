@@ -6,14 +6,13 @@ Generations are counted where a provider bills them: in the simulated provider's
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
+from tests.support import python
 from vow import Vow
 from vow.images.pipeline import image_variations
 from vow.simulation import Ledger
@@ -135,7 +134,7 @@ def test_a_process_killed_mid_run_resumes_without_generating_finished_styles_aga
     args = [PROMPT, STYLES, str(tmp_path / "out")]
     kwargs = {"size": 64, "options": {"ledger": str(ledger), "latency": 0}}
     script = textwrap.dedent(CHILD.format(ledger=str(ledger), store=store, args=args, kwargs=kwargs))
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    proc = python("-c", script)
     assert proc.returncode == 9, proc.stderr
     assert generations(ledger) == {"images/crash.photorealistic": (1, 0), "images/crash.cartoon": (1, 0)}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from vow.errors import ConfigError, PermanentError, TransientError, UnknownPluginError
-from vow.images.pipeline import generate_image, parse_size, png_size, write_atomic
+from vow.images.pipeline import generate_image, parse_size, png_size
 from vow.leaf import LeafContext
 from vow.plugins import Plugins
 
@@ -85,11 +85,3 @@ def test_png_size_reads_the_header_and_refuses_other_data() -> None:
     assert png_size(render_png("p", "cartoon", 0, 40, 24)) == (40, 24)
     with pytest.raises(PermanentError, match="is not a PNG"):
         png_size(b"\xff\xd8\xff\xe0 jpeg data......................")
-
-
-def test_write_atomic_replaces_whole_files(tmp_path: Path) -> None:
-    target = tmp_path / "deep" / "file.html"
-    write_atomic(target, "first")
-    write_atomic(target, b"second")
-    assert target.read_bytes() == b"second"
-    assert [p.name for p in target.parent.iterdir()] == ["file.html"]

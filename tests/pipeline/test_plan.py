@@ -1,4 +1,4 @@
-"""Planning: a pipeline file and its input become one checked, plain-JSON run."""
+"""Planning: a pipeline file and its input become one checked run, typed, stored as plain JSON."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ from pathlib import Path
 import attrs
 import pytest
 
-from vow.channels import Receipt
+from vow import encoding
+from vow.channels import Message, Receipt
 from vow.errors import ConfigError
 from vow.hookspecs import hookimpl
+from vow.images import ImageRequest
 from vow.pipeline import SpecError, load, parse
+from vow.pipeline.model import Gate, PlannedRun
 from vow.pipeline.plan import make_plan
 from vow.plugins import Plugins
 
@@ -24,39 +27,48 @@ def _sim_dir(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
 
 
-def test_the_order_example_plans_four_rendered_branches() -> None:
-    plan = load(str(EXAMPLES / "order-confirmed.yaml"))
+def test_the_order_example_plans_four_rendered_branches(installed_plugins) -> None:
+    plan = load(str(EXAMPLES / "order-confirmed.yaml"), plugins=installed_plugins)
     assert (plan.name, plan.run_id, plan.store, plan.gate_id) == ("order-confirmed", "notify/A-1001", None, None)
-    assert [b["id"] for b in plan.branches] == ["email", "sms", "slack", "push"]
+    assert [(b.id, b.kind, b.plugin) for b in plan.branches] == [
+        ("email", "channel", "email"), ("sms", "channel", "sms"), ("slack", "channel", "slack"),
+        ("push", "channel", "push")]
     email, sms, slack, push = plan.branches
-    assert email["message"] == {"to": "Ada Lovelace <ada@example.com>", "subject": "Order A-1001 confirmed",
-                                "body": "Hi Ada Lovelace,\n\nyour order A-1001 ($42.00) is confirmed and on its way.",
-                                "data": {}}
-    assert sms["message"]["to"] == "+14155550100" and slack["message"]["to"] == "#orders"
-    assert push["faults"] == {"fail_attempts": [1], "message": "push service unavailable"}
-    assert {json.dumps(b["retry"]) for b in plan.branches} == {
+    assert email.message == Message(to="Ada Lovelace <ada@example.com>", subject="Order A-1001 confirmed",
+                                    body="Hi Ada Lovelace,\n\nyour order A-1001 ($42.00) is confirmed and on its way.")
+    assert sms.message.to == "+14155550100" and slack.message.to == "#orders"
+    assert push.faults == {"fail_attempts": [1], "message": "push service unavailable"}
+    assert {json.dumps(b.retry) for b in plan.branches} == {
         json.dumps({"policy": "exponential", "delay": 0.1, "max_attempts": 4})}
-    assert {b["timeout"] for b in plan.branches} == {60.0}
-    assert json.loads(json.dumps(plan.spec)) == plan.spec  # plain JSON: a worker needs no file
+    assert {b.timeout for b in plan.branches} == {60.0}
+    stored = plan.spec.to_json()
+    assert json.loads(json.dumps(stored)) == stored  # plain JSON: a worker needs no file
+    assert PlannedRun.from_json(stored) == plan.spec
 
 
-def test_command_line_input_merges_over_the_files_input() -> None:
-    plan = load(str(EXAMPLES / "order-confirmed.yaml"), input={"order_id": "A-7", "customer": {"name": "Bob"}})
+def test_command_line_input_merges_over_the_files_input(installed_plugins) -> None:
+    plan = load(str(EXAMPLES / "order-confirmed.yaml"), plugins=installed_plugins,
+                input={"order_id": "A-7", "customer": {"name": "Bob"}})
     assert plan.run_id == "notify/A-7"
-    assert plan.branches[0]["message"]["to"] == "Bob <ada@example.com>"  # the email stayed, the name changed
-    assert plan.spec["input"]["customer"]["phone"] == "+14155550100"
-    assert load(str(EXAMPLES / "order-confirmed.yaml"), run_id="custom/1").run_id == "custom/1"
+    assert plan.branches[0].message.to == "Bob <ada@example.com>"  # the email stayed, the name changed
+    assert plan.spec.input["customer"]["phone"] == "+14155550100"
+    custom = load(str(EXAMPLES / "order-confirmed.yaml"), plugins=installed_plugins, run_id="custom/1")
+    assert custom.run_id == "custom/1"
 
 
-def test_without_an_id_template_the_same_input_is_the_same_run() -> None:
+def test_without_an_id_template_the_same_input_is_the_same_run(installed_plugins) -> None:
     text = "version: 1\nname: hello\nfan_out:\n  - {channel: slack, to: '#general', body: 'hi {{ input.who }}'}\n"
-    first = make_plan(parse(text, "h.yaml"), input={"who": "ada"})
+
+    def plan(who: str):
+        return make_plan(parse(text, "h.yaml"), plugins=installed_plugins, input={"who": who})
+
+    first = plan("ada")
     assert first.run_id.startswith("hello/") and len(first.run_id) == len("hello/") + 12
-    assert make_plan(parse(text, "h.yaml"), input={"who": "ada"}).run_id == first.run_id
-    assert make_plan(parse(text, "h.yaml"), input={"who": "bob"}).run_id != first.run_id
+    assert plan("ada").run_id == first.run_id
+    assert plan("bob").run_id != first.run_id
 
 
-def test_for_each_expands_from_a_template_with_an_id_per_item() -> None:
+def test_for_each_expands_from_a_template_with_an_id_per_item(installed_plugins) -> None:
     text = """\
 version: 1
 name: team
@@ -74,34 +86,87 @@ fan_out:
     subject: "Hello {{ item.name }} ({{ index + 1 }} of {{ input.people | length }})"
     body: hi
 """
-    plan = make_plan(parse(text, "t.yaml"))
-    assert [(b["id"], b["message"]["to"], b["message"]["subject"]) for b in plan.branches] == [
+    plan = make_plan(parse(text, "t.yaml"), plugins=installed_plugins)
+    assert [(b.id, b.message.to, b.message.subject) for b in plan.branches] == [
         ("mail-ada", "ada@example.com", "Hello ada (1 of 2)"), ("mail-bob", "bob@example.com", "Hello bob (2 of 2)")]
-    assert (plan.gate_id, plan.spec["gate"], plan.spec["concurrency"], plan.spec["fan_in"]) == (
-        "team/1.go", {"promise": "go", "timeout": 30.0}, 2, "all")
+    assert (plan.gate_id, plan.spec.gate, plan.spec.concurrency, plan.spec.fan_in) == (
+        "team/1.go", Gate(promise="go", timeout=30.0), 2, "all")
 
     without_id = text.replace('    id: "mail-{{ item.name }}"\n', "")
     with pytest.raises(SpecError) as caught:
-        make_plan(parse(without_id, "t.yaml"))
+        make_plan(parse(without_id, "t.yaml"), plugins=installed_plugins)
     assert str(caught.value) == ("t.yaml:11: fan_out[0].for_each: its items are not names, so give the branch an "
                                  "id template such as id: \"{{ item.name }}\"")
 
     bad_item = text.replace("bob@example.com", "bob-at-example")
     with pytest.raises(SpecError) as caught:
-        make_plan(parse(bad_item, "t.yaml"))
+        make_plan(parse(bad_item, "t.yaml"), plugins=installed_plugins)
     assert str(caught.value).startswith("t.yaml:13: fan_out[0].to: email message.to: 'bob-at-example' is not a "
                                         "valid email address")
     assert str(caught.value).endswith(" (for_each item 1: {'name': 'bob', 'email': 'bob-at-example'})")
 
 
-def test_the_image_example_plans_one_branch_per_style_with_its_own_faults(tmp_path) -> None:
-    plan = load(str(EXAMPLES / "image-variations.yaml"))
+def test_the_image_example_plans_one_branch_per_style_with_its_own_faults(tmp_path, installed_plugins) -> None:
+    plan = load(str(EXAMPLES / "image-variations.yaml"), plugins=installed_plugins)
     assert plan.run_id == "images/a-fox-in-a-misty-forest-at-dawn-7"
-    assert plan.spec["output"] == str(tmp_path / "out" / "images-a-fox-in-a-misty-forest-at-dawn-7")
-    assert [(b["id"], b["request"]["style"], b["faults"]["fail_attempts"]) for b in plan.branches] == [
-        ("photorealistic", "photorealistic", []), ("cartoon", "cartoon", []), ("abstract", "abstract", [1])]
-    assert plan.branches[0]["request"] == {"prompt": "a fox in a misty forest at dawn", "style": "photorealistic",
-                                           "seed": 7, "width": 512, "height": 512}
+    assert plan.spec.output == str(tmp_path / "out" / "images-a-fox-in-a-misty-forest-at-dawn-7")
+    assert [(b.id, b.kind, b.request.style, b.faults["fail_attempts"]) for b in plan.branches] == [
+        ("photorealistic", "image", "photorealistic", []), ("cartoon", "image", "cartoon", []),
+        ("abstract", "image", "abstract", [1])]
+    assert plan.branches[0].request == ImageRequest(prompt="a fox in a misty forest at dawn", style="photorealistic",
+                                                    seed=7, width=512, height=512)
+
+
+# A pipeline, and the JSON vow 0.2 stored for its run before plans were typed (from
+# `encoding.encode_args((plan.spec,), {})` on that code): the typed plan must store the very same text,
+# or a run started before the upgrade would read as "other input" and could not be joined.
+GOLDEN = """\
+version: 1
+name: golden
+id: "golden/{{ input.n }}"
+input: {n: 1}
+gate: {promise: approval, timeout: 300}
+defaults: {retry: {policy: exponential, max_attempts: 3, delay: 0.01}, timeout: 60, concurrency: 4}
+output: /srv/golden-out
+fan_out:
+  - {channel: slack, to: "#orders", body: "order {{ input.n }}", options: {latency: 0.01}}
+  - {channel: email, id: mail, to: ada@example.com, subject: hello, body: hi, data: {k: 1},
+     faults: {fail_attempts: [1]}}
+  - {image: image_sim, prompt: a fox, style: cartoon, size: 64, seed: 3, retry: constant}
+"""
+GOLDEN_STORED = (
+    '[{"branches":[{"channel":"slack","faults":null,"id":"slack","kind":"channel","message":{"body":"order 1",'
+    '"data":{},"subject":null,"to":"#orders"},"options":{"latency":0.01},"retry":{"delay":0.01,"max_attempts":3,'
+    '"policy":"exponential"},"timeout":60.0},{"channel":"email","faults":{"fail_attempts":[1]},"id":"mail",'
+    '"kind":"channel","message":{"body":"hi","data":{"k":1},"subject":"hello","to":"ada@example.com"},'
+    '"options":{},"retry":{"delay":0.01,"max_attempts":3,"policy":"exponential"},"timeout":60.0},{"faults":null,'
+    '"id":"cartoon","kind":"image","options":{},"provider":"image_sim","request":{"height":64,"prompt":"a fox",'
+    '"seed":3,"style":"cartoon","width":64},"retry":{"policy":"constant"},"timeout":60.0}],"concurrency":4,'
+    '"fan_in":"all_settled","gate":{"promise":"approval","timeout":300.0},"input":{"n":1},"name":"golden",'
+    '"output":"/srv/golden-out"}]')
+
+
+def test_a_typed_plan_is_stored_as_the_same_json_as_before(installed_plugins) -> None:
+    plan = make_plan(parse(GOLDEN, "golden.yaml"), plugins=installed_plugins)
+    assert encoding.encode_args((plan.spec,), {}, what="golden") == GOLDEN_STORED  # as vow.run stores it
+    assert encoding.encode_args((plan.spec.to_json(),), {}, what="golden") == GOLDEN_STORED
+    [stored] = encoding.decode_args(GOLDEN_STORED)[0]
+    assert PlannedRun.from_json(stored) == plan.spec  # and an old stored plan reads back as the typed one
+
+
+@pytest.mark.parametrize(("damage", "problem"), [
+    (lambda p: p["branches"][0].update(kind="fax"), "branches[0]: expected a branch with kind 'channel' or 'image', "
+                                                    "got kind text 'fax'"),
+    (lambda p: p["branches"][2]["request"].update(seed="3"), "branches[2].request.seed: expected a whole number, "
+                                                             "got text '3'"),
+    (lambda p: p.update(colour="red"), "colour: unknown key"),
+])
+def test_a_damaged_stored_plan_is_one_error_naming_the_key(damage, problem: str) -> None:
+    [stored] = encoding.decode_args(GOLDEN_STORED)[0]
+    damage(stored)
+    with pytest.raises(ConfigError) as caught:
+        PlannedRun.from_json(stored, where="plan")
+    assert str(caught.value).startswith(f"plan.{problem}")
 
 
 @attrs.frozen
@@ -139,7 +204,7 @@ def test_each_channel_is_built_once_and_every_message_validated_before_anything_
             "  - {channel: counting, for_each: [a, b, c], to: '{{ item }}', body: hi}\n"
             "  - {channel: counting, id: d, to: d, body: hi, options: {region: us}}\n")
     plan = make_plan(parse(text, "c.yaml"), plugins=plugins)
-    assert [b["id"] for b in plan.branches] == ["a", "b", "c", "d"]
+    assert [b.id for b in plan.branches] == ["a", "b", "c", "d"]
     assert log == ["build eu", "validate a", "validate b", "validate c", "build us", "validate d"]
 
     with pytest.raises(SpecError) as caught:

@@ -46,9 +46,9 @@ class Running:
                 self.now -= 1
 
 
-def test_defaults_concurrency_caps_the_branches_running_at_once() -> None:
+def test_defaults_concurrency_caps_the_branches_running_at_once(installed_plugins) -> None:
     plan = make_plan(parse("version: 1\nname: cap\nid: cap/1\ndefaults: {concurrency: 2}\n" + slack_branches(5, 0.05),
-                           "cap.yaml"))
+                           "cap.yaml"), plugins=installed_plugins)
     running = Running()
     with Vow("memory:", observers=[running]) as vow:
         result = vow.run(plan.run_id, NAME, plan.spec)
@@ -56,11 +56,12 @@ def test_defaults_concurrency_caps_the_branches_running_at_once() -> None:
     assert running.most == 2
 
 
-def test_all_settled_keeps_every_outcome_and_fails_the_run_naming_the_failed_branch(tmp_path) -> None:
+def test_all_settled_keeps_every_outcome_and_fails_the_run_naming_the_failed_branch(
+        tmp_path, installed_plugins) -> None:
     text = ("version: 1\nname: mixed\nid: mixed/1\noutput: out\n" + slack_branches(2, 0.01)
             + "  - {channel: sms, to: '+14155550100', body: hi, options: {latency: 0.01}, "
               "faults: {fail_attempts: [1], error: permanent, message: blocked}}\n")
-    plan = make_plan(parse(text, "m.yaml"))
+    plan = make_plan(parse(text, "m.yaml"), plugins=installed_plugins)
     with Vow("memory:") as vow:
         with pytest.raises(PipelineFailed) as caught:
             vow.run(plan.run_id, NAME, plan.spec)
@@ -73,11 +74,11 @@ def test_all_settled_keeps_every_outcome_and_fails_the_run_naming_the_failed_bra
     assert written["branches"][0]["result"]["channel"] == "slack"
 
 
-def test_fan_in_all_fails_at_the_first_failure_and_cancels_the_rest() -> None:
+def test_fan_in_all_fails_at_the_first_failure_and_cancels_the_rest(installed_plugins) -> None:
     text = ("version: 1\nname: strict\nid: strict/1\nfan_in: all\n" + slack_branches(1, 0.4)
             + "  - {channel: sms, to: '+14155550100', body: hi, options: {latency: 0.01}, "
               "faults: {fail_attempts: [1], error: permanent}}\n")
-    plan = make_plan(parse(text, "s.yaml"))
+    plan = make_plan(parse(text, "s.yaml"), plugins=installed_plugins)
     with Vow("memory:") as vow:
         started = time.monotonic()
         with pytest.raises(PipelineFailed) as caught:
@@ -89,12 +90,13 @@ def test_fan_in_all_fails_at_the_first_failure_and_cancels_the_rest() -> None:
     assert took < 0.35  # did not wait for the slow branch
 
 
-def test_the_image_example_writes_images_gallery_and_result_once(tmp_path) -> None:
-    plan = load(str(EXAMPLES / "image-variations.yaml"), input={"prompt": "a lighthouse in a storm"})
+def test_the_image_example_writes_images_gallery_and_result_once(tmp_path, installed_plugins) -> None:
+    plan = load(str(EXAMPLES / "image-variations.yaml"), plugins=installed_plugins,
+                input={"prompt": "a lighthouse in a storm"})
     store = f"sqlite:{tmp_path / 'vow.sqlite'}"
     with Vow(store) as vow:
         result = vow.run(plan.run_id, NAME, plan.spec)
-    out = Path(plan.spec["output"])
+    out = Path(plan.spec.output)
     assert result["ok"] and result["result_file"] == str(out / "result.json")
     assert {b["id"]: b["result"]["attempt"] for b in result["branches"]} == {
         "photorealistic": 1, "cartoon": 1, "abstract": 2}  # abstract failed once and was retried alone
@@ -106,3 +108,47 @@ def test_the_image_example_writes_images_gallery_and_result_once(tmp_path) -> No
     with Vow(store) as vow:  # the same run again: the stored result, nothing generated or written again
         assert vow.run(plan.run_id, NAME, plan.spec) == result
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == written
+
+
+def test_a_branch_retry_policy_comes_from_the_running_clients_registry() -> None:
+    """A policy only this client's registry has (not the environment's) retries the branch."""
+    import attrs
+
+    from vow.hookspecs import hookimpl
+    from vow.plugins import Plugins
+
+    @attrs.frozen
+    class Twice:
+        def delay_for(self, attempt: int) -> float | None:
+            return 0.001 if attempt < 2 else None
+
+    class OnlyHere:
+        @hookimpl
+        def vow_register_retry_policies(self, register) -> None:
+            register("only_here", Twice, None)
+
+    plugins = Plugins()
+    plugins.add(OnlyHere(), "only_here")
+    plan = make_plan(parse("version: 1\nname: own\nid: own/1\nfan_out:\n"
+                           "  - {channel: slack, to: '#a', body: hi, options: {latency: 0}, retry: only_here,\n"
+                           "     faults: {fail_attempts: [1]}}\n", "own.yaml"), plugins=plugins)
+    with Vow("memory:", plugins=plugins) as vow:
+        result = vow.run(plan.run_id, NAME, plan.spec)
+    assert result["ok"] and result["branches"][0]["result"]["attempt"] == 2
+
+
+def test_result_json_lists_every_attempts_error_of_a_branch_that_failed_for_good(tmp_path, installed_plugins) -> None:
+    text = ("version: 1\nname: tries\nid: tries/1\noutput: out\nfan_out:\n"
+            "  - {channel: slack, to: '#a', body: hi, options: {latency: 0}}\n"
+            "  - {channel: sms, to: '+14155550100', body: hi, options: {latency: 0},\n"
+            "     retry: {policy: constant, delay: 0.001, max_attempts: 3},\n"
+            "     faults: {fail_attempts: [1, 2, 3], message: gateway said no}}\n")
+    plan = make_plan(parse(text, "tries.yaml"), plugins=installed_plugins)
+    with Vow(f"sqlite:{tmp_path / 'vow.sqlite'}") as vow:
+        with pytest.raises(PipelineFailed):
+            vow.run(plan.run_id, NAME, plan.spec)
+    written = {b["id"]: b for b in json.loads((tmp_path / "out" / "result.json").read_text())["branches"]}
+    assert written["sms"]["errors"] == [
+        {"attempt": n, "error": f"TransientError: gateway said no (attempt {n})"} for n in (1, 2, 3)]
+    assert written["sms"]["error"] == "TransientError: gateway said no (attempt 3)"  # the last, as before
+    assert "errors" not in written["slack"]

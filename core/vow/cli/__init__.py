@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from vow import __version__
-from vow.cli.common import USER_ERRORS, UserError, one_line
+from vow.cli.common import USER_ERRORS, UserError, installed_plugins, one_line
 
 # Command name -> (module, attribute): imported on first use.
 _COMMANDS = {
@@ -65,11 +65,9 @@ class _Group(click.Group):
 
     def add_plugin_commands(self) -> None:
         """Let every installed plugin add its commands (loads the plugins)."""
-        from vow.plugins import default_plugins
-
         self._plugin_commands_loaded = True
         try:
-            default_plugins().add_commands(self)
+            installed_plugins().add_commands(self)
         except USER_ERRORS as exc:
             raise UserError(f"{one_line(exc)} (skip a broken plugin with VOW_DISABLE_PLUGINS=name)") from None
 

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -20,6 +20,10 @@ from vow.errors import (
     PromiseNotFoundError,
     StoreError,
 )
+
+if TYPE_CHECKING:
+    from vow.plugins import Plugins
+    from vow.records import PromiseRecord
 
 OK, FAILED, USAGE = 0, 1, 2
 """Exit codes: success; a workflow failed; bad usage, configuration or input."""
@@ -61,18 +65,26 @@ def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-def pipeline_name(record: Any) -> str | None:
+def pipeline_name(record: PromiseRecord) -> str | None:
     """The pipeline name of a stored run of ``vow.pipeline`` (``None`` for other workflows)."""
-    from vow import encoding
-    from vow.pipeline.workflow import NAME
+    # Imported here: the commands that list runs load the store anyway; `vow --help` need not.
+    from vow.stores.base import pipeline_workflow, run_name
 
-    if record.func != NAME:
+    if record.func != pipeline_workflow():
         return None
-    try:
-        args, _ = encoding.decode_args(record.args)
-        return str(args[0]["name"])
-    except (ValueError, LookupError, TypeError):
-        return None
+    name = run_name(record)
+    return None if name == record.func else name
+
+
+def installed_plugins() -> Plugins:
+    """The plugins a ``vow`` command works with: every installed one, loaded once per process.
+
+    The command line is where the registry is chosen; everything it calls gets it passed.
+    """
+    # Imported here: pluggy and the plugin loader are for the commands that need plugins, not `vow --help`.
+    from vow.plugins import default_plugins
+
+    return default_plugins()
 
 
 def load_apps(vow: Any, apps: tuple[str, ...]) -> None:
@@ -81,7 +93,7 @@ def load_apps(vow: Any, apps: tuple[str, ...]) -> None:
     ``attr`` (default: every :class:`vow.Vow` in the module) is a ``Vow`` whose registered
     workflows are registered here too, or a function called with this process's ``Vow``.
     """
-    from vow.client import Vow
+    from vow.client import Vow  # here: `vow --help` imports this module, and must not load the engine
 
     if apps and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # `vow worker --app myflows` finds ./myflows.py, as `python -m` would

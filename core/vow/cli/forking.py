@@ -12,7 +12,10 @@ from typing import Any
 
 import click
 
-from vow.cli.common import UserError, json_option, load_apps, pipeline_name, print_json, store_option
+from vow.cli.common import UserError, installed_plugins, json_option, load_apps, pipeline_name, print_json, store_option
+
+# The client, the engine and the live view are imported inside the commands: `vow --help` imports this
+# module to list its commands and must stay fast (tests/cli/test_run.py checks what it loads).
 
 
 def _start_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -25,10 +28,11 @@ def _start_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def _make_and_run(store: str | None, run_id: str, apps: tuple[str, ...], detach: bool, as_json: bool,
                   make: Callable[[Any], Any]) -> None:
-    from vow.cli.run import _progress_for, follow
+    from vow.cli.run import follow, progress_for
     from vow.client import Vow
 
-    with Vow(store) as vow:
+    plugins = installed_plugins()
+    with Vow(store, plugins=plugins) as vow:
         load_apps(vow, apps)
         original = vow.get(run_id)
         if original is not None and not detach and original.func not in vow.registered():
@@ -44,11 +48,11 @@ def _make_and_run(store: str | None, run_id: str, apps: tuple[str, ...], detach:
     if not as_json:
         again = ", ".join(copy.rerun) or "none of its branches (only the workflow's own code)"
         click.echo(f"{copy.run_id}: reuses {len(copy.copied)} stored results of {copy.source}; runs again: {again}")
-    with Vow(store) as probe:
+    with Vow(store, plugins=plugins) as probe:
         record = probe.get(copy.run_id)
     assert record is not None  # just stored
-    progress = _progress_for(record)
-    with Vow(store, observers=[progress]) as vow:
+    progress = progress_for(record)
+    with Vow(store, plugins=plugins, observers=[progress]) as vow:
         load_apps(vow, apps)
         code = follow(vow, record.id, lambda: vow.resume(record.id), progress, as_json=as_json,
                       title=pipeline_name(record) or record.func, existing=vow.get(record.id))

@@ -1,11 +1,13 @@
 """``vow ls`` and ``vow show``: what runs there are, and one run's promise tree.
 
 Both only read the store: they open it directly (no client, no engine thread) and import the
-rest when they print, so they answer in well under a quarter of a second.
+rest when they print, so they answer in well under a quarter of a second. ``vow show`` lists
+every attempt of a promise that was retried, each with its error (:mod:`vow.history`).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 import click
 
 from vow.cli.common import UserError, json_option, pipeline_name, print_json, store_option
+from vow.history import FailedAttempt, RateLimitWait, failed_attempts, is_engine_timer, rate_limit_waits
 from vow.records import Kind, PromiseRecord, State
 
 CLIP_CHARS = 1000
@@ -147,24 +150,60 @@ def _label(record: PromiseRecord, *, rich: bool = False) -> Any:
     return text
 
 
-def _shown(children: dict[str, list[PromiseRecord]], record: PromiseRecord) -> list[PromiseRecord]:
-    """The children of ``record`` worth a line: not the durable clock reading a run takes to time
-    itself (``{run}.started``, a raw timestamp), whose time the run's own line already shows."""
-    return [c for c in children.get(record.id, [])
-            if not (c.kind is Kind.STEP and c.func.rsplit(".", 1)[-1] == "wall_clock")]
+Shown = FailedAttempt | RateLimitWait | PromiseRecord
+
+
+def _shown(children: dict[str, list[PromiseRecord]], record: PromiseRecord) -> list[Shown]:
+    """What stands under ``record``: its failed attempts and waits for a rate limit (read from the
+    engine's timers, which get no line of their own), then its children — but not the durable clock
+    reading a run takes to time itself (``{run}.started``), whose time the run's line shows."""
+    kids = children.get(record.id, [])
+    history: list[FailedAttempt | RateLimitWait] = [*failed_attempts(record, kids), *rate_limit_waits(record, kids)]
+    history.sort(key=lambda h: (h.attempt, isinstance(h, FailedAttempt)))  # an attempt's waits, then its failure
+    shown: list[Shown] = list(history)
+    shown += [c for c in kids
+              if not is_engine_timer(c) and not (c.kind is Kind.STEP and c.func.rsplit(".", 1)[-1] == "wall_clock")]
+    return shown
+
+
+def _attempt_label(attempt: FailedAttempt | RateLimitWait, *, rich: bool = False) -> Any:
+    from vow.progress import seconds
+
+    if isinstance(attempt, RateLimitWait):
+        until = (f"waited {seconds(max(0.0, attempt.until - attempt.began))}" if attempt.waited and attempt.until
+                 else f"until {_when(attempt.until)}")
+        return f"attempt {attempt.attempt}  held back by a rate limit ({until})"
+    if attempt.waited and attempt.retry_at is not None:
+        after = f"retried after {seconds(max(0.0, attempt.retry_at - attempt.failed_at))}"
+    else:
+        after = f"next attempt at {_when(attempt.retry_at)}"
+    if not rich:
+        return f"attempt {attempt.attempt}  failed  {attempt.error}  ({after})"
+    from rich.text import Text
+
+    text = Text(f"attempt {attempt.attempt}  ")
+    text.append("failed", style=_STYLES["rejected"])
+    text.append(f"  {attempt.error}  ({after})")
+    return text
 
 
 def _print_plain(record: PromiseRecord, children: dict[str, list[PromiseRecord]], indent: str) -> None:
     kids = _shown(children, record)
     for i, child in enumerate(kids):
         last = i == len(kids) - 1
+        if not isinstance(child, PromiseRecord):
+            click.echo(f"{indent}{'└── ' if last else '├── '}{_attempt_label(child)}")
+            continue
         click.echo(f"{indent}{'└── ' if last else '├── '}{_label(child)}")
         _print_plain(child, children, indent + ("    " if last else "│   "))
 
 
 def _add_rich(node: Any, record: PromiseRecord, children: dict[str, list[PromiseRecord]]) -> None:
     for child in _shown(children, record):
-        _add_rich(node.add(_label(child, rich=True)), child, children)
+        if not isinstance(child, PromiseRecord):
+            node.add(_attempt_label(child, rich=True))
+        else:
+            _add_rich(node.add(_label(child, rich=True)), child, children)
 
 
 def _node(record: PromiseRecord, children: dict[str, list[PromiseRecord]], *, full: bool = False) -> dict[str, Any]:
@@ -174,16 +213,18 @@ def _node(record: PromiseRecord, children: dict[str, list[PromiseRecord]], *, fu
         "elapsed": _took(record), "idempotency_key": record.idempotency_key,
     }
     if record.state is State.RESOLVED:
-        from vow import encoding
-
-        node["value"] = encoding.decode(record.value)
+        node["value"] = json.loads(record.value) if record.value is not None else None
     elif record.settled:
         from vow.progress import describe_outcome
 
         node["error"] = describe_outcome(record)
+    attempts = failed_attempts(record, children.get(record.id, []))
+    if attempts:  # every retried attempt's error; the one it ended on is "error" (or "value") above
+        node["failed_attempts"] = [{"attempt": a.attempt, "error": a.error, "failed_at": a.failed_at,
+                                    "retry_at": a.retry_at} for a in attempts]
     if not full:
         cut = False
-        for key in ("value", "error"):
+        for key in ("value", "error", "failed_attempts"):
             if key in node:
                 node[key], clipped = clip(node[key])
                 cut = cut or clipped

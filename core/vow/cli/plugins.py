@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import click
 
-from vow.cli.common import json_option, print_json
+from vow.cli.common import installed_plugins, json_option, print_json
 
 
 @click.command("plugins")
 @json_option
 def plugins_command(as_json: bool) -> None:
     """List the installed plugins and what each registered (stores, channels, providers, ...)."""
-    from vow.plugins import default_plugins
-
-    infos = default_plugins().info()
+    infos = installed_plugins().info()
     if as_json:
         print_json([{"name": i.name, "distribution": i.distribution, "version": i.version,
                      "registered": i.registered} for i in infos])

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import click
 
-from vow.cli.common import UserError, store_option
+from vow.cli.common import UserError, installed_plugins, store_option
 from vow.errors import VowError
+
+# The client and the engine under it, and the pipeline's input parser (YAML), are imported inside
+# the commands: `vow --help` imports this module to list its commands and must stay fast
+# (tests/cli/test_run.py checks what it loads).
 
 
 def _settle(store: str | None, action: str, promise_id: str, *args: object) -> None:
     from vow.client import Vow
 
-    with Vow(store) as vow:
+    with Vow(store, plugins=installed_plugins()) as vow:
         try:
             record = getattr(vow, action)(promise_id, *args)
         except VowError as exc:  # not found, settled otherwise, not an outside promise: the user's to fix

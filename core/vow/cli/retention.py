@@ -6,8 +6,11 @@ import time
 
 import click
 
-from vow.cli.common import json_option, print_json, store_option
+from vow.cli.common import installed_plugins, json_option, print_json, store_option
 from vow.retention import PruneResult, describe_seconds, parse_duration, parse_states
+
+# The client and the engine under it are imported inside the commands: `vow --help` imports this
+# module to list its commands and must stay fast (tests/cli/test_run.py checks what it loads).
 
 SHOWN = 20
 """Runs listed by name in the text report (``--json`` lists them all)."""
@@ -38,7 +41,7 @@ def prune(older_than: str, states: str | None, dry_run: bool, compact: bool, sto
 
     seconds = parse_duration(older_than, what="--older-than")
     chosen = parse_states(states, what="--state")
-    with Vow(store) as vow:
+    with Vow(store, plugins=installed_plugins()) as vow:
         cutoff = vow.store.now() - seconds  # the store's clock, as for leases and deadlines
         result = vow.store.prune(before=cutoff, states=chosen, dry_run=dry_run, compact=compact)
         url = vow.store.url
@@ -82,7 +85,7 @@ def _count(n: int, noun: str) -> str:
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -12,10 +12,26 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from vow.cli.common import FAILED, OK, UserError, json_option, load_apps, pipeline_name, print_json, store_option
+from vow.cli.common import (
+    FAILED,
+    OK,
+    UserError,
+    installed_plugins,
+    json_option,
+    load_apps,
+    pipeline_name,
+    print_json,
+    store_option,
+)
 from vow.records import PromiseRecord, State
 
-if TYPE_CHECKING:  # imported where used, so `vow --help` does not pay for them
+# The engine, the pipeline code (YAML, Jinja) and the live view are imported in the functions that
+# use them, so that `vow --help`, which imports this module to list its commands, stays fast
+# (tests/cli/test_run.py checks which modules it loads).
+if TYPE_CHECKING:
+    from vow.pipeline.model import PlannedRun
+    from vow.pipeline.plan import Plan
+    from vow.plugins import Plugins
     from vow.progress import Progress, Row
 
 REMOTE_POLL = 0.5  # seconds between store reads while following a run
@@ -30,17 +46,21 @@ def _input_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def _plan(file: str, inputs: tuple[str, ...], sets: tuple[str, ...], run_id: str | None) -> Any:
+def _plan(file: str, inputs: tuple[str, ...], sets: tuple[str, ...], run_id: str | None, plugins: Plugins) -> Plan:
     from vow.pipeline.inputs import command_line_input
     from vow.pipeline.plan import load
 
-    return load(file, input=command_line_input(inputs, sets), run_id=run_id)
+    return load(file, plugins=plugins, input=command_line_input(inputs, sets), run_id=run_id)
 
 
-def _progress(plan: Any) -> Progress:
+def _progress(run_id: str, spec: PlannedRun | None) -> Progress:
+    """The live view of run ``run_id``: a row per branch of a pipeline (``spec``), else per step."""
     from vow.progress import Progress
-    rows = [(f"{plan.run_id}.{b['id']}", b["id"], b.get("channel") or b.get("provider", "")) for b in plan.branches]
-    return Progress(plan.run_id, rows, gate=plan.gate_id)
+
+    if spec is None:
+        return Progress(run_id)
+    rows = [(f"{run_id}.{b.id}", b.id, b.plugin) for b in spec.branches]
+    return Progress(run_id, rows, gate=spec.gate_id(run_id))
 
 
 @click.command()
@@ -60,9 +80,10 @@ def run(file: str, inputs: tuple[str, ...], sets: tuple[str, ...], run_id: str |
     from vow.client import Vow
     from vow.pipeline.workflow import NAME
 
-    plan = _plan(file, inputs, sets, run_id)
-    progress = _progress(plan)
-    with Vow(store or plan.store, observers=[] if detach else [progress]) as vow:
+    plugins = installed_plugins()
+    plan = _plan(file, inputs, sets, run_id, plugins)
+    progress = _progress(plan.run_id, plan.spec)
+    with Vow(store or plan.store, plugins=plugins, observers=[] if detach else [progress]) as vow:
         existing = vow.get(plan.run_id)
         _check_same_run(existing, plan)
         if detach:
@@ -88,12 +109,12 @@ def validate(file: str, inputs: tuple[str, ...], sets: tuple[str, ...], run_id: 
     Templates are rendered with the input, every plugin's options are validated, every channel
     and provider is built (so missing secrets show) and every message is checked.
     """
-    plan = _plan(file, inputs, sets, run_id)
+    plan = _plan(file, inputs, sets, run_id, installed_plugins())
     if as_json:
         print_json({"file": plan.file, "name": plan.name, "run_id": plan.run_id, "store": plan.store,
-                    "spec": plan.spec})
+                    "spec": plan.spec.to_json()})
         return
-    branches = ", ".join(f"{b['id']} ({b.get('channel') or b.get('provider')})" for b in plan.branches)
+    branches = ", ".join(f"{b.id} ({b.plugin})" for b in plan.branches)
     click.echo(f"ok: {plan.file}: run {plan.run_id} fans out to {len(plan.branches)} "
                f"branch{'es' if len(plan.branches) != 1 else ''}: {branches}")
     if plan.gate_id:
@@ -113,15 +134,16 @@ def resume(run_id: str | None, resume_all: bool, apps: tuple[str, ...], store: s
 
     if bool(run_id) == resume_all:
         raise click.UsageError("give a run ID or --all (not both)")
+    plugins = installed_plugins()
     if resume_all:
-        with Vow(store) as vow:
+        with Vow(store, plugins=plugins) as vow:
             load_apps(vow, apps)
             sys.exit(_resume_all(vow, as_json))
     assert run_id is not None  # checked above: a run ID or --all
-    with Vow(store) as probe:
+    with Vow(store, plugins=plugins) as probe:
         record = _root_record(probe, run_id)
-    progress = _progress_for(record)
-    with Vow(store, observers=[progress]) as vow:
+    progress = progress_for(record)
+    with Vow(store, plugins=plugins, observers=[progress]) as vow:
         load_apps(vow, apps)
         if record.func not in vow.registered():
             raise UserError(f"run {run_id} is workflow {record.func!r}, which is not registered here; "
@@ -141,19 +163,21 @@ def _root_record(vow: Any, run_id: str) -> PromiseRecord:
     return record
 
 
-def _progress_for(record: PromiseRecord) -> Progress:
-    from vow import encoding
-    from vow.pipeline.workflow import NAME
-    from vow.progress import Progress
+def progress_for(record: PromiseRecord) -> Progress:
+    """The live view of the stored run ``record``: a row per branch of a pipeline's plan, else per step."""
+    return _progress(record.id, _stored_plan(record))
 
-    if record.func == NAME:
-        args, _ = encoding.decode_args(record.args)
-        spec = args[0]
-        rows = [(f"{record.id}.{b['id']}", b["id"], b.get("channel") or b.get("provider",
-                                                                              "")) for b in spec["branches"]]
-        gate = spec.get("gate")
-        return Progress(record.id, rows, gate=f"{record.id}.{gate['promise']}" if gate else None)
-    return Progress(record.id)
+
+def _stored_plan(record: PromiseRecord) -> PlannedRun | None:
+    """The planned run a stored pipeline run holds (``None`` for another workflow)."""
+    from vow import encoding
+    from vow.pipeline.model import PlannedRun
+    from vow.pipeline.workflow import NAME
+
+    if record.func != NAME:
+        return None
+    args, _ = encoding.decode_args(record.args)
+    return PlannedRun.from_json(args[0] if args else None, where=f"the plan stored with run {record.id}")
 
 
 def _resume_all(vow: Any, as_json: bool) -> int:
@@ -182,17 +206,21 @@ def _resume_all(vow: Any, as_json: bool) -> int:
     return FAILED if any(r["state"] != State.RESOLVED.value for r in results) else OK
 
 
-def _check_same_run(existing: PromiseRecord | None, plan: Any) -> None:
-    """An existing id must hold this very run; say so plainly instead of a long engine error."""
+def _check_same_run(existing: PromiseRecord | None, plan: Plan) -> None:
+    """An existing id must hold this very run (the engine's rule); say why not in the pipeline's words."""
     from vow import encoding
+    from vow.engine import same_run_error
+    from vow.errors import NonDeterminismError
     from vow.pipeline.workflow import NAME
 
     if existing is None:
         return
-    if existing.func != NAME:
+    args_text = encoding.encode_args((plan.spec,), {}, what=plan.run_id)
+    error = same_run_error(plan.run_id, existing.func, existing.args, NAME, args_text)
+    if isinstance(error, NonDeterminismError):
         raise UserError(f"run id {plan.run_id!r} is taken by workflow {existing.func!r}, not a pipeline; "
                         "give this run another id with --id")
-    if existing.args != encoding.encode_args((plan.spec,), {}, what=plan.run_id):
+    if error is not None:
         raise UserError(f"run id {plan.run_id!r} was started with other input or another version of "
                         f"{plan.file}; run it with the same input to join it, or give this run a new id (--id)")
 
@@ -204,7 +232,7 @@ def follow(vow: Any, run_id: str, start: Callable[[], Any], progress: Progress, 
 
     Returns the exit code: 0 when the run resolved, 1 otherwise.
     """
-    with _retries_shown_by_the_view(), _sigterm_stops_like_ctrl_c():
+    with _said_by_the_view(run_id), _sigterm_stops_like_ctrl_c():
         return _follow(vow, run_id, start, progress, as_json=as_json, title=title, existing=existing)
 
 
@@ -231,15 +259,32 @@ def _sigterm_stops_like_ctrl_c() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _retries_shown_by_the_view() -> Iterator[None]:
-    """The live view and the summary show every retry: no second line from the retry log."""
-    logger = logging.getLogger("vow.retry")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+def _said_by_the_view(run_id: str) -> Iterator[None]:
+    """The live view and the summary say every retry, and why this process stopped running the run
+    (it was canceled, or another worker took it over): no second line about either from the logs."""
+    retry_log = logging.getLogger("vow.retry")
+    level = retry_log.level
+    retry_log.setLevel(logging.ERROR)
+    engine_log = logging.getLogger("vow.engine")
+    lost_lease = _LostLease(run_id)
+    engine_log.addFilter(lost_lease)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        retry_log.setLevel(level)
+        engine_log.removeFilter(lost_lease)
+
+
+class _LostLease(logging.Filter):
+    """Drops the engine's warning that it stopped running ``run_id`` because its lease is gone: the
+    engine cannot tell a cancel from a takeover there, and `vow run` reads which one it was."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__()
+        self.run_id = run_id
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.args == (self.run_id,) and str(record.msg).startswith("lost the lease on"))
 
 
 def _follow(vow: Any, run_id: str, start: Callable[[], Any], progress: Progress, *, as_json: bool, title: str,
@@ -275,10 +320,23 @@ def _follow(vow: Any, run_id: str, start: Callable[[], Any], progress: Progress,
 
 
 def _watch(vow: Any, run_id: str, handle: Any, progress: Progress, view: Any) -> None:
+    said_stop = False
+
     def refresh() -> None:
         ids = progress.waiting_for_detail()
         if ids:
             progress.load(vow.store.get_many(ids).values())
+
+    def after_a_stop() -> None:
+        """This process stopped running the run: say so if another worker goes on with it (a run
+        settled from outside, a cancel, is said by the summary)."""
+        nonlocal said_stop
+        if progress.stopped and not said_stop:
+            said_stop = True
+            root = vow.get(run_id)
+            if root is None or not root.settled:
+                progress.announce(f"another worker has taken {run_id} over (this process lost its lease); "
+                                  "following it from the store")
 
     if view is None:
         while not handle.done():
@@ -290,7 +348,8 @@ def _watch(vow: Any, run_id: str, handle: Any, progress: Progress, view: Any) ->
         while not handle.done():
             progress.changed.wait(0.01 if progress.root_state else 0.1)
             progress.changed.clear()
-            if time.monotonic() - polled > REMOTE_POLL:  # shows a run another process is running, too
+            after_a_stop()
+            if time.monotonic() - polled > REMOTE_POLL or progress.stopped:  # a run another process runs, too
                 progress.load(vow.store.tree(run_id))
                 polled = time.monotonic()
             refresh()
@@ -356,9 +415,18 @@ def _summary(console: Any, run_id: str, root: PromiseRecord | None, rows: list[R
             for key, label in (("gallery", "gallery"), ("result_file", "result")):
                 if value.get(key):
                     _echo(console, f"  {label}: {value[key]}")
+    elif root is not None and root.state is State.CANCELED:
+        _echo(console, f"canceled: {run_id} was canceled after {took}; {ok} of {len(branches)} branches had "
+                       "finished ok", "bold magenta")
     else:
         state = root.state.value if root else "unknown"
         _echo(console, f"failed: {run_id} {state} after {took}: {_error_text(error)}", "bold red")
+        for row in branches:  # a branch that failed for good after retries: every attempt's error
+            errors = row.errors() if row.state != State.RESOLVED.value else []
+            if len(errors) > 1:
+                _echo(console, f"  {row.name} failed on {len(errors)} attempts:")
+                for attempt, text in errors:
+                    _echo(console, f"    attempt {attempt}: {text}")
     _echo(console, f"  promise tree: vow show {run_id}", "dim")
 
 
@@ -380,7 +448,8 @@ def _document(title: str, run_id: str, store: str, root: PromiseRecord | None, r
         "elapsed": round((root.settled_at or time.time()) - root.created_at, 4) if root else None,
         "branches": [{"id": r.name, "promise_id": r.id, "kind": r.kind, "state": r.state, "attempt": r.attempt,
                       "elapsed": None if r.elapsed() is None else round(r.elapsed() or 0.0, 4),
-                      "detail": r.detail, "error": r.error} for r in rows],
+                      "detail": r.detail, "error": r.error,
+                      "errors": [{"attempt": n, "error": text} for n, text in r.errors()]} for r in rows],
         "result": value,
         "error": _error_text(error) if error is not None else None,
     }

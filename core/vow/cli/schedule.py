@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
 
-from vow.cli.common import json_option, print_json, store_option
+from vow.cli.common import installed_plugins, json_option, print_json, store_option
+
+# The store, the schedules and the pipeline code are imported inside the commands: `vow --help`
+# imports this module to list its commands and must stay fast (tests/cli/test_run.py checks it).
 
 
 @contextlib.contextmanager
@@ -72,7 +75,6 @@ def add(file: str, name: str | None, sets: tuple[str, ...], inputs: tuple[str, .
     """
     from vow.pipeline.inputs import command_line_input
     from vow.pipeline.source import read
-    from vow.plugins import default_plugins
     from vow.schedules.manage import add_pipeline
 
     if store is None:  # as for `vow run`: --store, else $VOW_STORE, else the file's store:
@@ -81,7 +83,7 @@ def add(file: str, name: str | None, sets: tuple[str, ...], inputs: tuple[str, .
         store = given if isinstance(given, str) else None
     with _opened(store) as opened:
         info = add_pipeline(opened, file, name=name, input=command_line_input(inputs, sets),
-                            plugins=default_plugins())
+                            plugins=installed_plugins())
         url = opened.url
     if as_json:
         print_json(info.to_dict())
@@ -124,9 +126,7 @@ def pause(name: str, store: str | None) -> None:
     """Stop starting runs of schedule NAME; ticks that pass meanwhile are skipped."""
     from vow.schedules.manage import pause as pause_schedule
 
-    with _opened(store) as opened:
-        info = pause_schedule(opened, name)
-    click.echo(f"paused {_line(info)}")
+    click.echo(f"paused {_line(_change(store, name, pause_schedule))}")
 
 
 @schedule.command("resume")
@@ -136,9 +136,7 @@ def resume(name: str, store: str | None) -> None:
     """Start runs of schedule NAME again, from its next tick."""
     from vow.schedules.manage import resume as resume_schedule
 
-    with _opened(store) as opened:
-        info = resume_schedule(opened, name)
-    click.echo(f"resumed {_line(info)}")
+    click.echo(f"resumed {_line(_change(store, name, resume_schedule))}")
 
 
 @schedule.command("rm")
@@ -148,6 +146,11 @@ def rm(name: str, store: str | None) -> None:
     """Delete schedule NAME (the runs it started stay)."""
     from vow.schedules.manage import remove
 
-    with _opened(store) as opened:
-        remove(opened, name)
+    _change(store, name, remove)
     click.echo(f"removed schedule {name}")
+
+
+def _change(store: str | None, name: str, change: Callable[[Any, str], Any]) -> Any:
+    """``change(store, name)`` on the opened store; what it returns."""
+    with _opened(store) as opened:
+        return change(opened, name)

@@ -9,8 +9,12 @@ import time
 
 import click
 
-from vow.cli.common import load_apps, store_option
+from vow.cli.common import installed_plugins, load_apps, store_option
 from vow.events import Event, EventKind
+from vow.retention import AutoPrune, describe_seconds, parse_duration
+
+# The client and the engine under it are imported inside the commands: `vow --help` imports this
+# module to list its commands and must stay fast (tests/cli/test_run.py checks what it loads).
 
 
 class WorkerLog:
@@ -59,13 +63,12 @@ def worker(store: str | None, apps: tuple[str, ...], poll: float, max_running: i
     stops the worker; runs it had not finished stay pending and are resumed by the next worker.
     """
     from vow.client import Vow
-    from vow.retention import AutoPrune, describe_seconds, parse_duration
 
     keep = parse_duration(retention, what="--retention") if retention is not None else None
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    with Vow(store, observers=[WorkerLog()]) as vow:
+    with Vow(store, plugins=installed_plugins(), observers=[WorkerLog()]) as vow:
         load_apps(vow, apps)
         workflows = ", ".join(sorted(vow.registered()))
         WorkerLog._say(f"worker on {vow.store.url} runs: {workflows}; stop with Ctrl-C or SIGTERM")

@@ -16,7 +16,7 @@ from typing import Any
 
 import jinja2
 
-from vow.images.pipeline import write_atomic
+from vow.files import write_atomic
 
 INDEX = "index.html"
 MANIFEST = "gallery.json"

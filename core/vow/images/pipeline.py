@@ -1,22 +1,26 @@
-"""Image variations: one prompt, several styles generated in parallel, one gallery.
+"""Images as durable steps: one image per branch, and the gallery of a run's images.
 
-``image_variations`` is the workflow: it fans out one durable :func:`generate_image` per
-style, fans in with ``ctx.all_settled`` (a style that fails for good does not lose the others)
-and writes the gallery. Each style is its own promise (``{run id}.{style}``), so a failing
-style is retried alone while the others finish, and a resumed run does not generate again the
-styles that already finished::
+:func:`generate_image` is the leaf: one image with a named provider, written to
+``<out_dir>/<style>.png``. :func:`begin_image` starts it as the branch ``{run id}.{branch id}``
+and :func:`gallery_step` writes the gallery of a run's images — the one way both the
+``image_variations`` workflow below and YAML pipelines (:mod:`vow.pipeline.workflow`) fan images
+out and in. ``image_variations`` fans out one image per style, fans in with ``ctx.all_settled``
+(a style that fails for good does not lose the others) and writes the gallery. Each style is
+its own promise (``{run id}.{style}``), so a failing style is retried alone while the others
+finish, and a resumed run does not generate again the styles that already finished::
 
     vow.run("images/fox", image_variations, "a fox in a misty forest",
             ["photorealistic", "cartoon", "abstract"], "out/fox",
             faults={"abstract": {"fail_attempts": [1]}})
+
+The leaves here are stored by name (``vow.images.pipeline.generate_image``, ...): runs hold those
+names, so they stay in this module.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import secrets
 import struct
 import time
 from collections.abc import Generator, Mapping, Sequence
@@ -24,12 +28,18 @@ from pathlib import Path
 from typing import Any
 
 from vow.config import structure
+from vow.context import Call, Context
 from vow.errors import ConfigError, PermanentError
 from vow.faults import with_faults
+from vow.files import write_atomic
 from vow.images import ImageRequest
+from vow.images.gallery import write_gallery
 from vow.leaf import LeafContext
+from vow.steps import wall_clock
 
-_STYLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # it becomes a file name and a promise id
+STYLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+"""What a style may be called: it names the image file (``<style>.png``) and a promise id."""
+STYLE_RULE = "letters, digits, '-' and '_'"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -81,7 +91,37 @@ def generate_image(ctx: LeafContext, provider: str, request: Mapping[str, Any], 
     }
 
 
-def image_variations(ctx: Any, prompt: str, styles: Sequence[str], out_dir: str, provider: str = "image_sim",
+def begin_image(ctx: Context, branch_id: str, provider: str, request: Mapping[str, Any], out_dir: str | None,
+                options: Mapping[str, Any] | None, faults: Mapping[str, Any] | None) -> Call:
+    """The call that generates one image as the branch ``{ctx.id}.{branch_id}``: yield it for a handle.
+
+    Add the branch's retry policy and timeout with ``.options(retry=..., timeout=...)``.
+    """
+    return ctx.begin_run(generate_image, provider, request, out_dir, options, faults).options(
+        id=f"{ctx.id}.{branch_id}")
+
+
+def gallery_image(style: str, value: Mapping[str, Any] | None, error: str | None, attempt: int) -> dict[str, Any]:
+    """One image's entry in a gallery: the leaf's metadata when it succeeded (``error`` is
+    ``None``), else the style, the error and the attempts it took to fail."""
+    if error is None:
+        return {**(value or {}), "ok": True}
+    return {"style": style, "ok": False, "error": error, "attempt": attempt}
+
+
+def gallery_step(ctx: Context, out_dir: str, started_at: float, provider: str,
+                 images: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> tuple[Call, dict[str, Any]]:
+    """The durable step ``{ctx.id}.gallery`` that writes the gallery of ``images`` — pairs of a
+    request (prompt, style, seed, width, height) and its :func:`gallery_image` entry — and the
+    run summary it writes (the first request's prompt, seed and size stand for the run's)."""
+    first = images[0][0]
+    run = {"run_id": ctx.id, "prompt": first["prompt"], "provider": provider, "seed": first["seed"],
+           "width": first["width"], "height": first["height"], "started_at": started_at,
+           "images": [entry for _, entry in images]}
+    return ctx.run(write_gallery_step, out_dir, run).options(id=f"{ctx.id}.gallery"), run
+
+
+def image_variations(ctx: Context, prompt: str, styles: Sequence[str], out_dir: str, provider: str = "image_sim",
                      seed: int = 0, size: int | str = 512, options: Mapping[str, Any] | None = None,
                      faults: Mapping[str, Mapping[str, Any]] | None = None) -> Generator[Any, Any, dict[str, Any]]:
     """Workflow: ``prompt`` in every style of ``styles`` at once, then a gallery in ``out_dir``.
@@ -106,38 +146,26 @@ def image_variations(ctx: Any, prompt: str, styles: Sequence[str], out_dir: str,
 
     # Durable, so a resumed run keeps the first start time and the gallery's wall time stays honest.
     started_at = yield ctx.run(wall_clock).options(id=f"{ctx.id}.started")
+    requests: list[dict[str, Any]] = [{"prompt": prompt, "style": style, "seed": seed, "width": width,
+                                       "height": height} for style in styles]
     handles = []
-    for style in styles:
-        request = {"prompt": prompt, "style": style, "seed": seed, "width": width, "height": height}
-        handle = yield ctx.begin_run(generate_image, provider, request, out_dir, options,
-                                     faults.get(style, faults.get("*"))).options(id=f"{ctx.id}.{style}")
-        handles.append(handle)
+    for style, request in zip(styles, requests):
+        handles.append((yield begin_image(ctx, style, provider, request, out_dir, options,
+                                          faults.get(style, faults.get("*")))))
     outcomes = yield ctx.all_settled(handles)
 
-    images = []
-    for style, outcome, handle in zip(styles, outcomes, handles):
-        if outcome.ok:
-            images.append({**outcome.value, "ok": True})
-        else:  # how many attempts it took to fail for good, for the gallery's count
-            images.append({"style": style, "ok": False, "attempt": handle.attempt,
-                           "error": f"{type(outcome.error).__name__}: {outcome.error}"})
-    run = {"run_id": ctx.id, "prompt": prompt, "provider": provider, "seed": seed, "width": width,
-           "height": height, "started_at": started_at, "images": images}
-    paths = yield ctx.run(write_gallery_step, out_dir, run).options(id=f"{ctx.id}.gallery")
+    images = [(request, gallery_image(style, outcome.value,
+                                      None if outcome.ok else f"{type(outcome.error).__name__}: {outcome.error}",
+                                      handle.attempt))  # the attempts it took to fail, for the gallery's count
+              for style, request, outcome, handle in zip(styles, requests, outcomes, handles)]
+    step, run = gallery_step(ctx, out_dir, started_at, provider, images)
+    paths = yield step
     return {**run, **paths}
-
-
-def wall_clock(ctx: LeafContext) -> float:
-    """Leaf: the current time (a durable step, so a replay reads the first answer)."""
-    return time.time()
 
 
 def write_gallery_step(ctx: LeafContext, out_dir: str, run: Mapping[str, Any]) -> dict[str, Any]:
     """Leaf: write ``index.html`` and ``gallery.json`` for ``run``; returns their paths and the wall time."""
-    from vow.images.gallery import write_gallery
-
-    run = {**run, "finished_at": time.time()}
-    return write_gallery(out_dir, run)
+    return write_gallery(out_dir, {**run, "finished_at": time.time()})
 
 
 def parse_size(size: int | str) -> tuple[int, int]:
@@ -159,25 +187,7 @@ def png_size(png: bytes, *, what: str = "image") -> tuple[int, int]:
     return struct.unpack(">II", png[16:24])
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> None:
-    """Write ``data`` to ``path`` so a reader never sees half a file (temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp")
-    # Mode 0666 less the umask, as open() gives any new file (mkstemp's 0600 would keep a web
-    # server from serving the gallery).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _check_style_name(style: str) -> None:
-    if not isinstance(style, str) or not _STYLE_NAME.match(style):
-        raise ConfigError(f"style {style!r}: a style name is letters, digits, '-' and '_' "
+    if not isinstance(style, str) or not STYLE_NAME.match(style):
+        raise ConfigError(f"style {style!r}: a style name is {STYLE_RULE} "
                           "(it names the image file and the branch's promise id)")

@@ -4,10 +4,14 @@
 
     from vow import Vow
     from vow.pipeline import load
+    from vow.plugins import Plugins
 
-    plan = load("examples/order-confirmed.yaml", input={"order_id": "A-7"})
-    with Vow(plan.store) as vow:
+    plugins = Plugins()  # the registry the plan is checked against is the one the run uses
+    plan = load("examples/order-confirmed.yaml", plugins=plugins, input={"order_id": "A-7"})
+    with Vow(plan.store, plugins=plugins) as vow:
         summary = vow.run(plan.run_id, "vow.pipeline", plan.spec)
+
+``plan.spec`` is the planned run (:mod:`vow.pipeline.model`), stored as plain JSON.
 
 ``docs/pipeline.md`` documents every key of the file.
 """
@@ -20,6 +24,7 @@ from typing import Any
 # Imported on first use: every Vow() registers the workflow, and should not pay for YAML and Jinja.
 _EXPORTS = {
     "Plan": "vow.pipeline.plan", "load": "vow.pipeline.plan", "make_plan": "vow.pipeline.plan",
+    "PlannedRun": "vow.pipeline.model",
     "SpecError": "vow.pipeline.source", "parse": "vow.pipeline.source", "read": "vow.pipeline.source",
     "NAME": "vow.pipeline.workflow", "PipelineFailed": "vow.pipeline.workflow", "pipeline": "vow.pipeline.workflow",
 }

@@ -6,8 +6,8 @@ found now) and asks each channel to ``validate`` its rendered message (so a bad 
 found now). Nothing is stored and nothing is sent: a plan that is made can run, and a file
 that cannot run fails here with one message naming the file, line and key.
 
-The plan's ``spec`` is plain JSON and is the pipeline workflow's only argument, so a worker in
-another process runs it without the file.
+The plan's ``spec`` is a :class:`~vow.pipeline.model.PlannedRun`, the pipeline workflow's only
+argument; it is stored as plain JSON, so a worker in another process runs it without the file.
 """
 
 from __future__ import annotations
@@ -26,18 +26,20 @@ from vow.config import describe
 from vow.config import structure as structure_options
 from vow.errors import ConfigError, format_path
 from vow.faults import Faults, with_faults
-from vow.images.pipeline import parse_size
+from vow.images import ImageRequest
+from vow.images.pipeline import STYLE_NAME, STYLE_RULE, parse_size
 from vow.pipeline.inputs import merge
+from vow.pipeline.model import Branch, ChannelBranch, Gate, ImageBranch, PlannedRun
 from vow.pipeline.source import Path, Source, SpecError, read
-from vow.pipeline.spec import FORMAT_VERSION, ChannelBranch, ImageBranch, PipelineSpec, structure
+from vow.pipeline.spec import FORMAT_VERSION, ChannelEntry, ImageEntry, PipelineSpec, structure
 from vow.pipeline.templates import TemplateError, plain, render_text, render_value, slug, wrap
 from vow.pipeline.workflow import RESERVED
+from vow.plugins import Plugins
 from vow.retry import from_config
 from vow.stores import parse_store_url
 
 BRANCH_ID = re.compile(r"^[A-Za-z0-9+][A-Za-z0-9_.@+-]{0,127}$")
 BRANCH_ID_RULE = "1-128 letters, digits and _ . @ + -"
-STYLE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # it names an image file and a promise id
 DEFAULT_IMAGE_OUTPUT = ".vow/output"
 
 
@@ -49,42 +51,39 @@ class Plan:
     name: str
     run_id: str
     store: str | None
-    spec: dict[str, Any]
+    spec: PlannedRun
     schedule: dict[str, Any] | None = None
     """The file's ``schedule:`` block, checked (what ``vow schedule add`` stores); not part of the run."""
 
     @property
-    def branches(self) -> list[dict[str, Any]]:
+    def branches(self) -> list[Branch]:
         """The branches the run fans out to, in file order."""
-        branches: list[dict[str, Any]] = self.spec["branches"]
-        return branches
+        return self.spec.branches
 
     @property
     def gate_id(self) -> str | None:
         """The id of the outside promise the run waits for first, if it has a gate."""
-        gate = self.spec.get("gate")
-        return f"{self.run_id}.{gate['promise']}" if gate else None
+        return self.spec.gate_id(self.run_id)
 
 
-def load(file: str, *, input: Mapping[str, Any] | None = None, run_id: str | None = None,
-         plugins: Any = None) -> Plan:
-    """Read, check and render pipeline ``file`` for one run (``input`` goes over the file's own)."""
-    return make_plan(read(file), input=input, run_id=run_id, plugins=plugins)
+def load(file: str, *, plugins: Plugins, input: Mapping[str, Any] | None = None, run_id: str | None = None) -> Plan:
+    """Read, check and render pipeline ``file`` for one run (``input`` goes over the file's own).
+
+    ``plugins`` is the registry the run will use (the ``Vow`` client's ``plugins``): channels,
+    image providers, retry policies and stores are checked against it.
+    """
+    return make_plan(read(file), plugins=plugins, input=input, run_id=run_id)
 
 
-def make_plan(source: Source, *, input: Mapping[str, Any] | None = None, run_id: str | None = None,
-              plugins: Any = None, tick: Mapping[str, Any] | None = None, base_dir: str | None = None) -> Plan:
-    """Check and render a parsed pipeline file; see the module docstring.
+def make_plan(source: Source, *, plugins: Plugins, input: Mapping[str, Any] | None = None,
+              run_id: str | None = None, tick: Mapping[str, Any] | None = None, base_dir: str | None = None) -> Plan:
+    """Check and render a parsed pipeline file against ``plugins`` (the registry the run will use).
 
     ``tick`` is given for a run a schedule starts (:mod:`vow.schedules`): templates see it as
     ``schedule`` (``{{ schedule.tick }}``, ``{{ schedule.name }}``). ``base_dir`` is the directory a
     relative ``output`` is under (default: the working directory), so every worker that plans the
     same scheduled run writes to the same place.
     """
-    if plugins is None:
-        from vow.plugins import default_plugins
-
-        plugins = default_plugins()
     if source.data is None:
         raise source.error((), "the file is empty (a pipeline needs at least version, name and fan_out)")
     spec = structure(source, PipelineSpec, source.data, ())
@@ -92,7 +91,7 @@ def make_plan(source: Source, *, input: Mapping[str, Any] | None = None, run_id:
 
 
 class _Planner:
-    def __init__(self, source: Source, spec: PipelineSpec, plugins: Any, base_dir: str | None = None) -> None:
+    def __init__(self, source: Source, spec: PipelineSpec, plugins: Plugins, base_dir: str | None = None) -> None:
         self.source = source
         self.spec = spec
         self.plugins = plugins
@@ -127,15 +126,9 @@ class _Planner:
         gate = self.gate()
         branches = self.fan_out(context, defaults)
         output = self.output(context, branches)
-        return Plan(self.source.file, spec.name, run_id, spec.store, {
-            "name": spec.name,
-            "input": plain(inputs),
-            "gate": gate,
-            "fan_in": spec.fan_in,
-            "concurrency": defaults["concurrency"],
-            "output": output,
-            "branches": branches,
-        }, schedule)
+        return Plan(self.source.file, spec.name, run_id, spec.store, PlannedRun(
+            name=spec.name, input=plain(inputs), gate=gate, fan_in=spec.fan_in,
+            concurrency=defaults["concurrency"], output=output, branches=branches), schedule)
 
     def run_id(self, given: str | None, inputs: dict[str, Any], context: dict[str, Any]) -> str:
         if given is not None:
@@ -208,31 +201,32 @@ class _Planner:
         return {"cron": timing.cron, "every": timing.every, "timezone": timing.timezone,
                 "catch_up": block.catch_up, "grace": grace, "name": block.name}
 
-    def gate(self) -> dict[str, Any] | None:
+    def gate(self) -> Gate | None:
         gate = self.spec.gate
         if gate is None:
             return None
         if not BRANCH_ID.match(gate.promise):
             raise self.error(("gate", "promise"), f"{gate.promise!r} is not a usable promise name ({BRANCH_ID_RULE})")
-        return {"promise": gate.promise, "timeout": self.seconds(gate.timeout, ("gate", "timeout"))}
+        self.seconds(gate.timeout, ("gate", "timeout"))
+        return gate
 
-    def output(self, context: dict[str, Any], branches: list[dict[str, Any]]) -> str | None:
+    def output(self, context: dict[str, Any], branches: list[Branch]) -> str | None:
         if self.spec.output is not None:
             text = self.render(self.spec.output, context, ("output",), render_text)
             if not text.strip():
                 raise self.error(("output",), "must not be empty (a directory, such as out/{{ run.slug }})")
             return str(self.base_dir / FilePath(text).expanduser())
-        if any(b["kind"] == "image" for b in branches):
+        if any(isinstance(b, ImageBranch) for b in branches):
             return str(self.base_dir / DEFAULT_IMAGE_OUTPUT / context["run"]["slug"])
         return None
 
     # ------------------------------------------------------------------ branches
-    def fan_out(self, context: dict[str, Any], defaults: dict[str, Any]) -> list[dict[str, Any]]:
+    def fan_out(self, context: dict[str, Any], defaults: dict[str, Any]) -> list[Branch]:
         fan_out = self.spec.fan_out
         if not isinstance(fan_out, list) or not fan_out:
             raise self.error(("fan_out",), "expected a list of branches (each with channel: or image:), "
                                            f"got {describe(fan_out) if fan_out != [] else 'an empty list'}")
-        branches: list[dict[str, Any]] = []
+        branches: list[Branch] = []
         ids: dict[str, int] = {}
         styles: dict[str, int] = {}
         for i, raw in enumerate(fan_out):
@@ -243,21 +237,22 @@ class _Planner:
             if ("channel" in raw) == ("image" in raw):
                 raise self.error(path, "a branch needs exactly one of channel: NAME (a notification) "
                                        "or image: PROVIDER (an image)")
+            made: list[Branch] = []
             if "channel" in raw:
-                made = self.channel_branches(structure(self.source, ChannelBranch, raw, path), path, context, defaults)
+                made += self.channel_branches(structure(self.source, ChannelEntry, raw, path), path, context, defaults)
             else:
-                made = self.image_branches(structure(self.source, ImageBranch, raw, path), path, context, defaults)
+                made += self.image_branches(structure(self.source, ImageEntry, raw, path), path, context, defaults)
             for branch in made:
-                if branch["id"] in RESERVED or (self.spec.gate and branch["id"] == self.spec.gate.promise):
-                    raise self.error(path, f"branch id {branch['id']!r} is taken by the run's own steps "
+                if branch.id in RESERVED or (self.spec.gate and branch.id == self.spec.gate.promise):
+                    raise self.error(path, f"branch id {branch.id!r} is taken by the run's own steps "
                                            f"({', '.join(RESERVED)} and the gate's promise); give the branch "
                                            "another id with id:")
-                if branch["id"] in ids:
-                    raise self.error(path, f"branch id {branch['id']!r} is used twice (fan_out[{ids[branch['id']]}] "
+                if branch.id in ids:
+                    raise self.error(path, f"branch id {branch.id!r} is used twice (fan_out[{ids[branch.id]}] "
                                            f"and fan_out[{i}]); give each branch its own id with id:")
-                ids[branch["id"]] = i
-                if branch["kind"] == "image":
-                    style = branch["request"]["style"]
+                ids[branch.id] = i
+                if isinstance(branch, ImageBranch):
+                    style = branch.request.style
                     if style in styles:
                         raise self.error(path, f"style {style!r} is generated twice (fan_out[{styles[style]}] and "
                                                f"fan_out[{i}]); each style is one image file, {style}.png")
@@ -298,8 +293,8 @@ class _Planner:
         self.check_faults(faults, path + ("faults",), note)
         return options, faults, limit
 
-    def channel_branches(self, b: ChannelBranch, path: Path, context: dict[str, Any],
-                         defaults: dict[str, Any]) -> list[dict[str, Any]]:
+    def channel_branches(self, b: ChannelEntry, path: Path, context: dict[str, Any],
+                         defaults: dict[str, Any]) -> list[ChannelBranch]:
         name = b.channel
         if name not in self.plugins.channels:
             raise self.error(path + ("channel",), _not_installed(name, self.plugins.channels.names()))
@@ -310,27 +305,26 @@ class _Planner:
             data = self.render(b.data, ctx, path + ("data",), render_value, note)
             if not isinstance(data, dict):
                 raise self.error(path + ("data",), f"expected a mapping, got {describe(data)}{note}")
-            message = {
-                "to": self.render(b.to, ctx, path + ("to",), render_text, note),
-                "subject": self.render(b.subject, ctx, path + ("subject",), render_text, note)
+            message = Message(
+                to=self.render(b.to, ctx, path + ("to",), render_text, note),
+                subject=self.render(b.subject, ctx, path + ("subject",), render_text, note)
                 if b.subject is not None else None,
-                "body": self.render(b.body, ctx, path + ("body",), render_text, note),
-                "data": data,
-            }
+                body=self.render(b.body, ctx, path + ("body",), render_text, note),
+                data=data,
+            )
             channel = self.build(self.plugins.channels, name, options, faults,
                                  path + ("options",) if b.options else path + ("channel",), note)
             try:
-                channel.validate(Message(**message))
+                channel.validate(message)
             except ConfigError as exc:
                 raise self.error(path + (exc.path or _message_field(str(exc))), f"{exc}{note}") from None
             branch_id = self.branch_id(b.id, ctx, path, default=name if not note else ctx["item"], note=note)
-            made.append({"id": branch_id, "kind": "channel", "channel": name, "message": message,
-                         "options": _with_limit(options, limit), "faults": faults, "retry": retry,
-                         "timeout": timeout})
+            made.append(ChannelBranch(id=branch_id, channel=name, message=message, options=_with_limit(options, limit),
+                                      faults=faults, retry=retry, timeout=timeout))
         return made
 
-    def image_branches(self, b: ImageBranch, path: Path, context: dict[str, Any],
-                       defaults: dict[str, Any]) -> list[dict[str, Any]]:
+    def image_branches(self, b: ImageEntry, path: Path, context: dict[str, Any],
+                       defaults: dict[str, Any]) -> list[ImageBranch]:
         name = b.image
         if name not in self.plugins.image_providers:
             raise self.error(path + ("image",), _not_installed(name, self.plugins.image_providers.names()))
@@ -345,9 +339,9 @@ class _Planner:
             else:
                 raise self.error(path + ("style",), "required (or fan out over styles with for_each, "
                                                     "whose item is then the style)")
-            if not STYLE.match(style):
-                raise self.error(path + ("style",), f"{style!r} is not a usable style name (letters, digits, "
-                                                    f"'-' and '_'; it names the image file){note}")
+            if not STYLE_NAME.match(style):
+                raise self.error(path + ("style",), f"{style!r} is not a usable style name ({STYLE_RULE}; "
+                                                    f"it names the image file){note}")
             prompt = self.render(b.prompt, ctx, path + ("prompt",), render_text, note)
             if not prompt.strip():
                 raise self.error(path + ("prompt",), f"must not be empty{note}")
@@ -362,10 +356,9 @@ class _Planner:
             self.build(self.plugins.image_providers, name, options, faults,
                        path + ("options",) if b.options else path + ("image",), note)
             branch_id = self.branch_id(b.id, ctx, path, default=style, note=note)
-            request = {"prompt": prompt, "style": style, "seed": seed, "width": width, "height": height}
-            made.append({"id": branch_id, "kind": "image", "provider": name, "request": request,
-                         "options": _with_limit(options, limit), "faults": faults, "retry": retry,
-                         "timeout": timeout})
+            request = ImageRequest(prompt=prompt, style=style, seed=seed, width=width, height=height)
+            made.append(ImageBranch(id=branch_id, provider=name, request=request, options=_with_limit(options, limit),
+                                    faults=faults, retry=retry, timeout=timeout))
         return made
 
     # ------------------------------------------------------------------ checks

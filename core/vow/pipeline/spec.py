@@ -1,9 +1,9 @@
 """The pipeline file as attrs classes, structured by vow's one strict converter (:mod:`vow.config`).
 
 Values stay as written (templates are strings); :mod:`vow.pipeline.plan` renders and checks
-them. Types are strict: ``timeout: "soon"`` is an error, not a string quietly turned into
-something else, and each error carries its key path, so :class:`~vow.pipeline.source.Source`
-can point at its line.
+them into a :class:`~vow.pipeline.model.PlannedRun` (the gate is the same class in both). Types
+are strict: ``timeout: "soon"`` is an error, not a string quietly turned into something else, and
+each error carries its key path, so :class:`~vow.pipeline.source.Source` can point at its line.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import attrs
 from vow.config import describe, keys_of
 from vow.config import structure as structure_options
 from vow.errors import ConfigError, format_path
+from vow.pipeline.model import Gate
 from vow.pipeline.source import Path, Source
 
 T = TypeVar("T")
@@ -33,45 +34,43 @@ class Defaults:
 
 
 @attrs.frozen
-class Gate:
-    """Wait for the outside promise ``{run id}.{promise}`` (``vow resolve``) before fanning out."""
+class _Entry:
+    """The keys every ``fan_out`` entry has, whatever it sends or makes."""
 
-    promise: str = "approval"
+    options: Any = None
+    id: str | None = None
+    for_each: Any = None
+    retry: Any = None
     timeout: float | None = None
+    faults: Any = None
 
 
-@attrs.frozen
-class ChannelBranch:
-    """Send one message per item over a notification channel."""
+def _own_keys_first(cls: type, fields: list[attrs.Attribute[Any]]) -> list[attrs.Attribute[Any]]:
+    """An entry's own keys, then those every entry has: the order "allowed: ..." messages list them in."""
+    common = {f.name for f in attrs.fields(_Entry)}
+    return [f for f in fields if f.name not in common] + [f for f in fields if f.name in common]
+
+
+@attrs.frozen(kw_only=True, field_transformer=_own_keys_first)
+class ChannelEntry(_Entry):
+    """A ``fan_out`` entry with ``channel:``: one message per item over a notification channel."""
 
     channel: str
     to: str = ""
     subject: str | None = None
     body: str = ""
     data: Any = attrs.Factory(dict)
-    options: Any = None
-    id: str | None = None
-    for_each: Any = None
-    retry: Any = None
-    timeout: float | None = None
-    faults: Any = None
 
 
-@attrs.frozen
-class ImageBranch:
-    """Generate one image per item with an image provider."""
+@attrs.frozen(kw_only=True, field_transformer=_own_keys_first)
+class ImageEntry(_Entry):
+    """A ``fan_out`` entry with ``image:``: one image per item with an image provider."""
 
     image: str
     prompt: str
     style: str | None = None  # default: the for_each item
     seed: Any = 0
     size: Any = 512
-    options: Any = None
-    id: str | None = None
-    for_each: Any = None
-    retry: Any = None
-    timeout: float | None = None
-    faults: Any = None
 
 
 @attrs.frozen

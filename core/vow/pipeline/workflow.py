@@ -1,24 +1,30 @@
 """``vow.pipeline``: the workflow every pipeline file runs as.
 
-Its one argument is a plan's ``spec`` (plain JSON, see :mod:`vow.pipeline.plan`), so any
-worker runs it without the file. It waits for the gate if there is one, fans out one durable
-leaf per branch (``{run id}.{branch id}``, with the branch's retry policy and timeout), fans
-in, writes the gallery and ``result.json`` as durable steps (a replay does not write them
-again), and fails with :class:`PipelineFailed` when any branch failed for good.
+Its one argument is a planned run (:class:`~vow.pipeline.model.PlannedRun`, stored as JSON), so
+any worker runs it without the file. It waits for the gate if there is one, fans out one durable
+leaf per branch (``{run id}.{branch id}``, with the branch's retry policy and timeout), fans in,
+writes the gallery and ``result.json`` as durable steps (a replay does not write them again), and
+fails with :class:`PipelineFailed` when any branch failed for good.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from vow.errors import VowError
+from vow.files import write_atomic
+from vow.history import failed_attempts
 from vow.leaf import LeafContext
 from vow.records import State
 
 if TYPE_CHECKING:
+    from vow.context import Context, Handle
+    from vow.pipeline.model import Branch
     from vow.plugins import Plugins
 
 NAME = "vow.pipeline"
@@ -29,32 +35,46 @@ RESERVED = ("started", "gallery", "result")
 
 RESULT_FILE = "result.json"
 
+STOPPED_BY_FAN_IN = "canceled: another branch failed first (fan_in: all)"
+
 
 class PipelineFailed(VowError):
     """One or more branches failed for good; the message names each with its error."""
 
 
-def pipeline(ctx: Any, spec: dict[str, Any]) -> Generator[Any, Any, dict[str, Any]]:
+def pipeline(ctx: Context, spec: Mapping[str, Any]) -> Generator[Any, Any, dict[str, Any]]:
     """Run one planned pipeline (see the module docstring); returns the run's summary."""
-    # Imported here: every Vow() registers this workflow and should not pay for channels and images.
-    from vow.images.pipeline import wall_clock, write_gallery_step
+    # Imported when a pipeline runs, not with this module: every Vow() registers this workflow,
+    # and a client that runs none loads no channel or image code (tests/test_packaging.py).
+    from vow.channels import deliver
+    from vow.images.pipeline import begin_image, gallery_image, gallery_step
+    from vow.pipeline.model import ImageBranch, PlannedRun
+    from vow.retry import from_config
+    from vow.steps import wall_clock
 
+    run = PlannedRun.from_json(spec)
+    plugins = _plugins(ctx)
     started_at = yield ctx.run(wall_clock).options(id=f"{ctx.id}.started")
-    gate = spec.get("gate")
     approval = None
-    if gate:
-        promise = yield ctx.promise(id=f"{ctx.id}.{gate['promise']}", timeout=gate.get("timeout"))
+    if run.gate:
+        promise = yield ctx.promise(id=f"{ctx.id}.{run.gate.promise}", timeout=run.gate.timeout)
         approval = yield promise
 
-    branches = spec["branches"]
-    limit = spec.get("concurrency")
-    handles: list[Any] = []
-    for branch in branches:
-        if limit:
-            yield from _wait_for_room(ctx, handles, limit)
-        handles.append((yield _start(ctx, branch, spec.get("output"))))
+    handles: list[Handle] = []
+    for branch in run.branches:
+        if run.concurrency:
+            yield from _wait_for_room(ctx, handles, run.concurrency)
+        # Leaves get plain JSON, as they always did: the same stored arguments, replay after replay.
+        if isinstance(branch, ImageBranch):
+            call = begin_image(ctx, branch.id, branch.provider, attrs.asdict(branch.request), run.output,
+                               branch.options or None, branch.faults)
+        else:
+            call = ctx.begin_run(deliver, branch.channel, attrs.asdict(branch.message), branch.options or None,
+                                 branch.faults).options(id=f"{ctx.id}.{branch.id}")
+        retry = from_config(branch.retry, plugins=plugins) if branch.retry else None
+        handles.append((yield call.options(retry=retry, timeout=branch.timeout)))
 
-    if spec.get("fan_in") == "all":
+    if run.fan_in == "all":
         try:
             yield ctx.all(handles)  # fails at the first branch that fails for good
         except Exception:  # noqa: BLE001 - each branch's state says what happened
@@ -62,19 +82,19 @@ def pipeline(ctx: Any, spec: dict[str, Any]) -> Generator[Any, Any, dict[str, An
     else:
         yield ctx.all_settled(handles)
 
-    outcomes = [_outcome(branch, handle) for branch, handle in zip(branches, handles)]
-    result: dict[str, Any] = {"run_id": ctx.id, "name": spec["name"], "ok": all(o["ok"] for o in outcomes),
+    outcomes = [_outcome(branch, handle) for branch, handle in zip(run.branches, handles)]
+    result: dict[str, Any] = {"run_id": ctx.id, "name": run.name, "ok": all(o["ok"] for o in outcomes),
                               "started_at": started_at, "branches": outcomes}
-    if gate:
+    if run.gate:
         result["approval"] = approval
-    output = spec.get("output")
-    images = [(b, o) for b, o in zip(branches, outcomes) if b["kind"] == "image"]
-    if output and images:
-        paths = yield ctx.run(write_gallery_step, output, _gallery_run(ctx.id, started_at, images)).options(
-            id=f"{ctx.id}.gallery")
-        result.update(paths)  # gallery (index.html), manifest (gallery.json), wall_ms
-    if output:
-        result["result_file"] = yield ctx.run(write_result, output, result).options(id=f"{ctx.id}.result")
+    images = [(b, o) for b, o in zip(run.branches, outcomes) if isinstance(b, ImageBranch)]
+    if run.output and images:
+        step, _ = gallery_step(ctx, run.output, started_at, images[0][0].provider, [
+            (attrs.asdict(b.request), gallery_image(b.request.style, o.get("result"), o.get("error"),
+                                                    o.get("attempt", 1))) for b, o in images])
+        result.update((yield step))  # gallery (index.html), manifest (gallery.json), wall_ms
+    if run.output:
+        result["result_file"] = yield ctx.run(write_result, run.output, result).options(id=f"{ctx.id}.result")
     failed = [o for o in outcomes if not o["ok"]]
     if failed:
         raise PipelineFailed(f"{len(failed)} of {len(outcomes)} branches failed: "
@@ -83,41 +103,42 @@ def pipeline(ctx: Any, spec: dict[str, Any]) -> Generator[Any, Any, dict[str, An
 
 
 def write_result(ctx: LeafContext, out_dir: str, result: dict[str, Any]) -> str:
-    """Leaf: write ``out_dir/result.json`` (atomically); returns its path."""
-    from vow.images.pipeline import write_atomic
+    """Leaf: write ``out_dir/result.json`` (atomically); returns its path.
 
+    A branch that failed for good after retries lists there the error of every attempt
+    (``errors``), read from the store: the workflow itself sees only the last one.
+    """
     path = Path(out_dir) / RESULT_FILE
-    write_atomic(path, json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
+    write_atomic(path, json.dumps(_with_every_error(ctx, result), indent=2, sort_keys=True, default=str) + "\n")
     return str(path)
 
 
-def _start(ctx: Any, branch: dict[str, Any], output: str | None) -> Any:
-    from vow.channels import deliver
-    from vow.images.pipeline import generate_image
+def _with_every_error(ctx: LeafContext, result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with ``errors`` (every attempt's, oldest first) on each branch that failed after retries."""
+    if ctx.store is None:  # a context built by hand: the last errors are all there is
+        return result
+    branches = []
+    for entry in result["branches"]:
+        if not entry["ok"] and entry.get("attempt", 1) > 1:
+            promise_id = f"{result['run_id']}.{entry['id']}"
+            record = ctx.store.get(promise_id)
+            earlier = failed_attempts(record, ctx.store.children(promise_id)) if record is not None else []
+            entry = {**entry, "errors": [{"attempt": a.attempt, "error": a.error} for a in earlier]
+                     + [{"attempt": entry["attempt"], "error": entry["error"]}]}
+        branches.append(entry)
+    return {**result, "branches": branches}
 
-    if branch["kind"] == "image":
-        call = ctx.begin_run(generate_image, branch["provider"], branch["request"], output,
-                             branch["options"] or None, branch["faults"])
-    else:
-        call = ctx.begin_run(deliver, branch["channel"], branch["message"], branch["options"] or None,
-                             branch["faults"])
-    from vow.retry import from_config
 
-    retry = from_config(branch["retry"], plugins=_plugins(ctx)) if branch.get("retry") else None
-    return call.options(id=f"{ctx.id}.{branch['id']}", retry=retry, timeout=branch.get("timeout"))
-
-
-def _plugins(ctx: Any) -> Plugins:
+def _plugins(ctx: Context) -> Plugins:
     """The registry of the client running this workflow, for a branch's retry policy."""
-    plugins = getattr(ctx, "plugins", None)
-    if plugins is None:  # a workflow Context without the client's registry: this environment's plugins
-        from vow.plugins import default_plugins
-
-        plugins = default_plugins()
+    plugins: Plugins | None = ctx.plugins
+    if plugins is None:
+        raise VowError(f"{ctx.id}: the pipeline workflow looks up retry policies, but its Context has no plugins: "
+                       "the engine gives it the client's; built by hand, pass Context(..., plugins=Plugins())")
     return plugins
 
 
-def _wait_for_room(ctx: Any, handles: list[Any], limit: int) -> Generator[Any, Any, None]:
+def _wait_for_room(ctx: Context, handles: list[Handle], limit: int) -> Generator[Any, Any, None]:
     """Wait until fewer than ``limit`` branches run (``defaults.concurrency``)."""
     while True:
         running = [h for h in handles if not h.done()]
@@ -129,29 +150,17 @@ def _wait_for_room(ctx: Any, handles: list[Any], limit: int) -> Generator[Any, A
             pass
 
 
-def _outcome(branch: dict[str, Any], handle: Any) -> dict[str, Any]:
-    kind = branch["kind"]
-    entry: dict[str, Any] = {"id": branch["id"], "kind": kind}
-    entry["channel" if kind == "channel" else "provider"] = branch["channel" if kind == "channel" else "provider"]
-    entry.update(state=handle.state.value, ok=handle.state is State.RESOLVED)
+def _outcome(branch: Branch, handle: Handle) -> dict[str, Any]:
+    """A branch's entry in the run's summary (and ``result.json``)."""
+    entry: dict[str, Any] = {"id": branch.id, "kind": branch.kind,
+                             "channel" if branch.kind == "channel" else "provider": branch.plugin,
+                             "state": handle.state.value, "ok": handle.state is State.RESOLVED}
     if entry["ok"]:
         entry["result"] = handle.value
     elif handle.state is State.PENDING:  # fan_in: all stopped at another branch's failure
-        entry.update(state=State.CANCELED.value, error="canceled: another branch failed first (fan_in: all)")
+        entry.update(state=State.CANCELED.value, error=STOPPED_BY_FAN_IN)
     else:
         error = handle.error
         entry["error"] = f"{type(error).__name__}: {error}" if error is not None else handle.state.value
         entry["attempt"] = handle.attempt  # attempts made before it failed for good
     return entry
-
-
-def _gallery_run(run_id: str, started_at: float, images: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
-    first = images[0][0]["request"]
-    return {
-        "run_id": run_id, "prompt": first["prompt"], "provider": images[0][0]["provider"], "seed": first["seed"],
-        "width": first["width"], "height": first["height"], "started_at": started_at,
-        "images": [{**outcome["result"], "ok": True} if outcome["ok"] else
-                   {"style": branch["request"]["style"], "ok": False, "error": outcome["error"],
-                    "attempt": outcome.get("attempt", 1)}
-                   for branch, outcome in images],
-    }

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -19,6 +19,9 @@ from vow.errors import ConfigError
 from vow.schedules.definition import Definition, PipelineTarget, WorkflowTarget, check_name, run_id
 from vow.schedules.record import ScheduleRecord
 from vow.schedules.timing import Timing, parse_every, tick_text
+
+if TYPE_CHECKING:
+    from vow.plugins import Plugins
 
 __all__ = ["ScheduleInfo", "add_pipeline", "add_workflow", "get", "listing", "pause", "put", "remove", "resume"]
 
@@ -94,9 +97,10 @@ def put(store: Any, name: str, definition: Definition) -> ScheduleInfo:
     return info(get(store, name), now)
 
 
-def add_pipeline(store: Any, file: str, *, name: str | None = None, input: Mapping[str, Any] | None = None,
-                 plugins: Any = None, base_dir: str | None = None) -> ScheduleInfo:
-    """Check pipeline ``file`` as a scheduled run would be planned, and store its ``schedule:``.
+def add_pipeline(store: Any, file: str, *, plugins: Plugins, name: str | None = None,
+                 input: Mapping[str, Any] | None = None, base_dir: str | None = None) -> ScheduleInfo:
+    """Check pipeline ``file`` as a scheduled run would be planned (against ``plugins``, the registry
+    the workers will run it with), and store its ``schedule:``.
 
     ``name`` defaults to the file's ``schedule.name``, else its pipeline name as a slug. The file's
     text and ``input`` are stored: later edits of the file change nothing until it is added again.

@@ -11,12 +11,21 @@ A store is named by URL::
 
 from __future__ import annotations
 
+import importlib
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
+from vow import __version__
 from vow.errors import StoreError
 from vow.stores.base import Store
+
+if TYPE_CHECKING:
+    from vow.plugins import Plugins
+
+# The plugin machinery (pluggy, the options converter) is imported in the functions that open a
+# store: importing vow.stores.base for the contract's types — vow's pytest plugin does, in every
+# pytest session — must not load it.
 
 DEFAULT_URL = "sqlite:.vow/vow.sqlite"
 """Where ``Vow()`` keeps its promises when no store is given."""
@@ -50,25 +59,25 @@ def parse_store_url(url: str) -> tuple[str, dict[str, Any]]:
 _BUILTIN = {"sqlite": "vow.stores.sqlite", "memory": "vow.stores.memory"}
 
 
-def _registry_for(name: str) -> Any:
-    """The plugins to build store ``name`` from: vow's own store alone when it is one of the two
-    builtins (no third-party plugin is imported just to read a SQLite file: ``vow ls`` stays
-    fast), else every installed plugin."""
-    from vow.plugins import CORE_DISTRIBUTION, Plugins, default_plugins, disabled_plugins
+def _registry_for(name: str) -> Plugins:
+    """The plugins to build store ``name`` from when the caller gives none: vow's own store alone
+    when it is one of the two builtins (no third-party plugin is imported just to read a SQLite
+    file: ``vow ls`` stays fast), else every installed plugin, loaded now."""
+    from vow.plugins import CORE_DISTRIBUTION, Plugins, disabled_plugins
 
     if name not in _BUILTIN or name in disabled_plugins():
-        return default_plugins()
-    import importlib
-
-    from vow import __version__
-
+        return Plugins()
     plugins = Plugins(entry_points=False)
     plugins.add(importlib.import_module(_BUILTIN[name]), name, distribution=CORE_DISTRIBUTION, version=__version__)
     return plugins
 
 
-def open_store(spec: str | os.PathLike[str] | Store | None = None, *, plugins: Any = None) -> Store:
-    """The store ``spec`` names (a URL, a path, or a store object); the default SQLite file when ``None``."""
+def open_store(spec: str | os.PathLike[str] | Store | None = None, *, plugins: Plugins | None = None) -> Store:
+    """The store ``spec`` names (a URL, a path, or a store object); the default SQLite file when ``None``.
+
+    ``plugins`` is the registry that builds it (a client passes its own); without one, vow's
+    builtin store for ``sqlite:`` and ``memory:`` URLs, else every installed plugin.
+    """
     if spec is not None and not isinstance(spec, (str, os.PathLike)):
         return spec
     name, options = parse_store_url(os.fspath(spec) if spec is not None else DEFAULT_URL)

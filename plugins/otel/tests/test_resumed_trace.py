@@ -50,7 +50,7 @@ def test_a_run_resumed_after_kill_9_continues_the_same_trace(otel_receiver, tmp_
                                <= {promise_id(s) for s in otel_receiver.spans()})
     finally:
         os.kill(first.pid, signal.SIGKILL)
-        first.wait()
+        first.communicate(timeout=60)  # reaps it and closes its pipes
     received_from_first = {promise_id(s) for s in otel_receiver.spans()}
     assert RUN not in received_from_first and f"{RUN}.gate" not in received_from_first
 

@@ -9,16 +9,14 @@ counted as a second generation, even after a crash or in another process.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import attrs
 
 from vow.errors import PermanentError
+from vow.files import write_atomic
 from vow.hookspecs import Register, hookimpl
 from vow.http import error_for_status
 from vow.images import GeneratedImage, ImageRequest
@@ -93,7 +91,7 @@ class ImageSimProvider:
         digest = hashlib.sha256(png).hexdigest()
         # The digest is in the name so two racing first attempts never overwrite each other's file.
         name = f"{stable_hex(ctx.idempotency_key, 24)}-{digest[:12]}.png"
-        _write_atomic(self.cache_dir / name, png)
+        write_atomic(self.cache_dir / name, png)
         scene = read_scene(request.prompt, request.style, request.seed)
         receipt = {
             "generation_id": "gen_" + stable_hex(ctx.idempotency_key, 20, salt=PROVIDER),
@@ -112,7 +110,7 @@ class ImageSimProvider:
         except FileNotFoundError:
             req = receipt["request"]
             png = render_png(req["prompt"], req["style"], req["seed"], req["width"], req["height"])
-            _write_atomic(path, png)
+            write_atomic(path, png)
             return png
 
 
@@ -133,18 +131,6 @@ def _sleep_until(started: float, seconds: float) -> None:
     remaining = started + seconds - time.monotonic()
     if remaining > 0:
         time.sleep(remaining)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 @hookimpl

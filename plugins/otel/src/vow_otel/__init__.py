@@ -14,16 +14,10 @@ pass an observer to the client::
 
 from __future__ import annotations
 
-import importlib.metadata
-
-try:
-    __version__ = importlib.metadata.version("vow-otel")
-except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a source tree
-    __version__ = "0"
-
-from vow_otel.environment import Telemetry, build, tracer_provider  # noqa: E402
-from vow_otel.ids import PromiseIdGenerator, span_id_for, trace_id_for, traceparent  # noqa: E402
-from vow_otel.observer import OtelObserver  # noqa: E402
+from vow_otel._version import __version__
+from vow_otel.environment import Telemetry, build, tracer_provider
+from vow_otel.ids import PromiseIdGenerator, span_id_for, trace_id_for, traceparent
+from vow_otel.observer import OtelObserver
 
 __all__ = ["OtelObserver", "PromiseIdGenerator", "Telemetry", "build", "span_id_for", "trace_id_for",
            "tracer_provider", "traceparent", "__version__"]

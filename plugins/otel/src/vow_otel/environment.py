@@ -102,7 +102,8 @@ def _exporter_class(name: str, signal: Signal) -> type:
     found = importlib.metadata.entry_points(group=group)
     for entry_point in found:
         if entry_point.name == name:
-            return entry_point.load()
+            exporter: type = entry_point.load()
+            return exporter
     installed = ", ".join(sorted({ep.name for ep in found})) or "none"
     hint = " (pip install 'vow-otel[grpc]')" if name == "otlp_proto_grpc" else ""
     raise ConfigError(f"OTEL_{signal.upper()}_EXPORTER: no {signal} exporter {name!r} is installed{hint}; "

@@ -34,6 +34,7 @@ from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, S
 from vow.errors import ConfigError
 from vow.events import Event, EventKind
 from vow_otel import metrics as m
+from vow_otel._version import __version__
 from vow_otel.ids import PromiseIdGenerator, promise_ids, span_id_for, trace_id_for
 
 if TYPE_CHECKING:
@@ -88,8 +89,6 @@ class OtelObserver:
             raise ConfigError(
                 "vow-otel: the tracer provider must derive span ids from promise ids; build it with "
                 "vow_otel.tracer_provider(...) (TracerProvider(id_generator=PromiseIdGenerator(), ...))")
-        from vow_otel import __version__
-
         self.tracer = tracer_provider.get_tracer(INSTRUMENTATION_NAME, __version__)
         meter: Meter = (meter_provider or NoOpMeterProvider()).get_meter(INSTRUMENTATION_NAME, __version__)
         self.instruments = m.Instruments(meter)

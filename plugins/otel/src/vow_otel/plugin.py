@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vow.hookspecs import hookimpl
+from vow.hookspecs import Register, hookimpl
 from vow_otel.environment import shared_telemetry
 from vow_otel.observer import OtelObserver
 
@@ -17,7 +17,7 @@ def observer_from_environment() -> OtelObserver | None:
 
 
 @hookimpl
-def vow_register_observers(register) -> None:
+def vow_register_observers(register: Register) -> None:
     """Register the ``otel`` observer."""
     register("otel", observer_from_environment, None,
              "OpenTelemetry traces and metrics of every promise (on when OTEL_TRACES_EXPORTER, "

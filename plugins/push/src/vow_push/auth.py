@@ -32,25 +32,38 @@ APNS_TOKEN_LIFETIME = 50 * 60  # Apple rejects tokens older than 60 min and refr
 
 
 class TokenCache:
-    """Tokens by key, each valid until its expiry time; thread-safe."""
+    """Tokens by key, each valid until its expiry time; thread-safe.
+
+    Each key has its own lock, held while its token is made: a fan-out of many sends for one
+    account mints one token, not one per thread, while a slow token exchange for one account
+    never holds up the sends of another.
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the two dicts; never held while a token is made
         self._tokens: dict[Hashable, tuple[str, float]] = {}
+        self._making: dict[Hashable, threading.Lock] = {}
 
     def get(self, key: Hashable, make: Callable[[], tuple[str, float]]) -> str:
-        """The cached token for ``key``, or a new one from ``make() -> (token, expires_at)``.
+        """The cached token for ``key``, or a new one from ``make() -> (token, expires_at)``."""
+        token = self._valid(key)
+        if token is not None:
+            return token
+        with self._lock:
+            making = self._making.setdefault(key, threading.Lock())
+        with making:
+            token = self._valid(key)  # another thread may have made it while this one waited
+            if token is not None:
+                return token
+            token, expires_at = make()
+            with self._lock:
+                self._tokens[key] = (token, expires_at)
+            return token
 
-        The lock is held while ``make`` runs so that a fan-out of many sends mints one token,
-        not one per thread.
-        """
+    def _valid(self, key: Hashable) -> str | None:
         with self._lock:
             cached = self._tokens.get(key)
-            if cached is not None and cached[1] > time.time():
-                return cached[0]
-            token, expires_at = make()
-            self._tokens[key] = (token, expires_at)
-            return token
+        return cached[0] if cached is not None and cached[1] > time.time() else None
 
     def forget(self, key: Hashable, token: str) -> None:
         """Drop ``token`` (the provider refused it), unless another thread already replaced it."""

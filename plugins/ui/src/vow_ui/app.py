@@ -29,6 +29,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from vow.errors import VowError
+from vow.pipeline.inputs import parse_value
 from vow.records import Kind, State
 from vow_ui import views
 from vow_ui.guard import Guard, same_site_path
@@ -217,8 +218,6 @@ class Console:
         return RedirectResponse(f"{back}{sep}note={self.add_note(text)}", status_code=303)
 
     def _resolve(self, pid: str, form: dict[str, str]) -> tuple[bool, str]:
-        from vow.pipeline.inputs import parse_value
-
         record = self.vow.resolve(pid, parse_value(form.get("value", "")))
         return True, f"{record.id} resolved; its run wakes up"
 

@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 TOKEN_COOKIE = "vow_ui_token"
 LOOPBACK_NAMES = ("localhost",)
@@ -103,7 +103,7 @@ class Guard:
                 return
             request = Request(scope)
 
-            async def send_with_headers(message: dict) -> None:
+            async def send_with_headers(message: Message) -> None:
                 if message["type"] == "http.response.start":
                     headers = list(message.get("headers", []))
                     headers += [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]

@@ -34,6 +34,8 @@ def ui(store: str | None, host: str, port: int, token: str | None, apps: tuple[s
     It listens on 127.0.0.1 (this machine only) unless --host says otherwise; then a token is
     required (--token or VOW_UI_TOKEN) and the address printed carries it. Stop with Ctrl-C.
     """
+    # Imported when the console starts: every `vow` command that loads plugins loads this module,
+    # and should not pay for uvicorn, Starlette and the engine.
     import uvicorn
 
     from vow.client import Vow

@@ -5,13 +5,12 @@ run's promise tree into bars (one per promise, nested as the tree is) whose segm
 attempts and the retry back-offs between them. Both are plain data for the templates, which
 escape every value.
 
-How a retry is read from the store: when attempt ``n`` of a promise fails and is retried, the
-engine stores a durable timer ``{id}.backoff.{n+1}`` (kind ``sleep``, func
-:data:`BACKOFF_FUNC`) created when attempt ``n`` failed, waking when attempt ``n+1`` may start,
-and settled when it starts. So attempt ``n`` runs from the end of the back-off before it (or the
-promise's creation) to the start of the back-off after it (or the promise's settling). The
-error of a failed attempt is the timer's ``args`` (the engine stores the attempt's failure there); the last
-attempt's error is the promise's own.
+How a retry is read from the store (:mod:`vow.history`): when attempt ``n`` of a promise fails and
+is retried, the engine stores a durable timer ``{id}.backoff.{n+1}`` created when attempt ``n``
+failed, waking when attempt ``n+1`` may start, and settled when it starts. So attempt ``n`` runs
+from the end of the back-off before it (or the promise's creation) to the start of the back-off
+after it (or the promise's settling). The error of a failed attempt is the timer's ``args``; the
+last attempt's error is the promise's own.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ from typing import Any
 import attrs
 
 from vow import progress
-from vow.engine import BACKOFF_FUNC
+from vow.history import BACKOFF_FUNC, failure_text, held_back, is_backoff
 from vow.images.pipeline import generate_image
 from vow.records import Kind, PromiseRecord, State
 from vow.stores.base import is_branch, run_name
@@ -59,13 +58,7 @@ def error_text(value: str | None, state: State) -> str:
         return "timed out"
     if state is State.CANCELED:
         return "canceled"
-    try:
-        payload = json.loads(value) if value else None
-    except ValueError:
-        return str(value)
-    if isinstance(payload, dict) and "type" in payload:
-        return f"{str(payload['type']).rsplit('.', 1)[-1]}: {payload.get('message', '')}"
-    return "" if payload is None else str(payload)
+    return failure_text(value)
 
 
 def value_text(record: PromiseRecord, limit: int = 160) -> str:
@@ -192,7 +185,7 @@ def timeline(tree: Iterable[PromiseRecord], root_id: str, now: float | None = No
     for r in records:
         if r.parent is None:
             continue
-        if r.func == BACKOFF_FUNC and r.kind is Kind.SLEEP:
+        if is_backoff(r):
             backoffs.setdefault(r.parent, []).append(r)
         else:
             children.setdefault(r.parent, []).append(r)
@@ -240,17 +233,11 @@ def segments(record: PromiseRecord, timers: Sequence[PromiseRecord], now: float)
         return [Segment("wait", 1, record.created_at, record.settled_at, outcome,
                         value_text(record) if record.settled and record.state is not State.RESOLVED else "")]
 
-    def number(timer: PromiseRecord) -> int:
-        try:
-            return int(timer.id.rsplit(".", 1)[1])
-        except (IndexError, ValueError):
-            return 0
-
     found: list[Segment] = []
     began: float | None = record.created_at
     attempt = 1
-    for timer in sorted(timers, key=number):
-        n = number(timer)
+    for timer in sorted(timers, key=held_back):
+        n = held_back(timer)
         if n <= attempt:
             continue
         error = error_text(timer.args, State.REJECTED) if timer.args else ""  # the attempt's failure
@@ -292,7 +279,8 @@ def image_path(record: PromiseRecord) -> Path | None:
             and len(args) >= 3 and isinstance(args[2], str)):
         return None
     folder = Path(args[2]).expanduser().absolute()
-    path = (folder / value["path"]).absolute()
+    name: str = value["path"]
+    path = (folder / name).absolute()
     if path.parent != folder or path.suffix.lower() != ".png":
         return None  # only the PNG the leaf wrote into its own folder, nothing a crafted value points at
     return path

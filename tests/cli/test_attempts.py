@@ -1,0 +1,96 @@
+"""Every attempt's error, not only the last: `vow show` and `vow run` read them from the store."""
+
+from __future__ import annotations
+
+import json
+import re
+
+RETRIED = """\
+version: 1
+name: retried
+id: retried/1
+fan_out:
+  - {channel: slack, to: "#a", body: hi, options: {latency: 0}}
+  - channel: sms
+    to: "+14155550100"
+    body: hi
+    options: {latency: 0}
+    retry: {policy: constant, delay: 0.01, max_attempts: 3}
+    faults: {fail_attempts: [1, 2, 3], message: gateway said no}
+  - channel: email
+    to: ada@example.com
+    subject: hi
+    body: hi
+    options: {latency: 0}
+    retry: {policy: constant, delay: 0.01, max_attempts: 3}
+    faults: {fail_attempts: [1], message: mailbox busy}
+"""
+
+
+def test_vow_show_lists_each_retried_attempt_with_its_error(sandbox) -> None:
+    assert sandbox.run("run", sandbox.write("retried.yaml", RETRIED)).returncode == 1
+    tree = sandbox.run("show", "retried/1")
+    assert tree.returncode == 0, tree.stderr
+    lines = tree.stdout.splitlines()
+    sms = next(i for i, line in enumerate(lines) if "retried/1.sms  failed  deliver  attempt 3" in line)
+    assert lines[sms].endswith("TransientError: gateway said no (attempt 3)")  # the attempt it ended on
+    assert re.fullmatch(r"│   ├── attempt 1  failed  TransientError: gateway said no \(attempt 1\)  "
+                        r"\(retried after 0\.0\ds\)", lines[sms + 1])
+    assert re.fullmatch(r"│   └── attempt 2  failed  TransientError: gateway said no \(attempt 2\)  "
+                        r"\(retried after 0\.0\ds\)", lines[sms + 2])
+    assert any(re.fullmatch(r"    └── attempt 1  failed  TransientError: mailbox busy \(attempt 1\)  .*", line)
+               for line in lines)  # a branch that succeeded on its second attempt shows the first's error
+    assert ".backoff." not in tree.stdout  # the engine's timers are read, not listed
+
+    document = json.loads(sandbox.run("show", "retried/1", "--json").stdout)
+    by_id = {c["id"]: c for c in document["children"]}
+    assert [(a["attempt"], a["error"]) for a in by_id["retried/1.sms"]["failed_attempts"]] == [
+        (1, "TransientError: gateway said no (attempt 1)"), (2, "TransientError: gateway said no (attempt 2)")]
+    assert by_id["retried/1.sms"]["error"] == "TransientError: gateway said no (attempt 3)"
+    assert "failed_attempts" not in by_id["retried/1.slack"]
+
+
+def test_vow_run_names_every_attempts_error_of_a_branch_that_failed_for_good(sandbox) -> None:
+    pipeline = sandbox.write("retried.yaml", RETRIED)
+    first = sandbox.run("run", pipeline)
+    again = sandbox.run("run", pipeline)  # the stored run: the same summary, read from the store alone
+    for done in (first, again):
+        assert done.returncode == 1, done.stderr
+        lines = done.stdout.splitlines()
+        at = lines.index("  sms failed on 3 attempts:")
+        assert lines[at + 1:at + 4] == [f"    attempt {n}: TransientError: gateway said no (attempt {n})"
+                                        for n in (1, 2, 3)]
+        assert "email failed" not in done.stdout  # it succeeded in the end
+    document = json.loads(sandbox.run("run", pipeline, "--json").stdout)
+    errors = {b["id"]: [(e["attempt"], e["error"]) for e in b["errors"]] for b in document["branches"]}
+    assert errors == {
+        "slack": [],
+        "sms": [(n, f"TransientError: gateway said no (attempt {n})") for n in (1, 2, 3)],
+        "email": [(1, "TransientError: mailbox busy (attempt 1)")],
+    }
+
+
+def test_vow_show_says_when_an_attempt_waited_for_a_rate_limit(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from vow import Context, LeafContext, Throttled, Vow
+    from vow.cli import cli
+
+    calls: list[int] = []
+
+    def limited(ctx: LeafContext) -> str:
+        calls.append(ctx.attempt)
+        if len(calls) == 1:
+            raise Throttled(wait=0.001)
+        return "sent"
+
+    def wf(ctx: Context):
+        return (yield ctx.run(limited).options(id=f"{ctx.id}.limited"))
+
+    store = f"sqlite:{tmp_path / 'vow.sqlite'}"
+    with Vow(store) as vow:
+        assert vow.run("rl/1", wf) == "sent"
+    shown = CliRunner().invoke(cli, ["show", "rl/1", "--store", store])
+    assert shown.exit_code == 0, shown.output
+    assert re.search(r"└── attempt 1  held back by a rate limit \(waited \d\.\d\ds\)\n", shown.output), shown.output
+    assert ".throttle." not in shown.output

@@ -1,0 +1,92 @@
+"""What the tests share: Python in a subprocess, started, waited for and killed one way.
+
+A test that needs a real process — a crash with ``SIGKILL``, a second worker, the ``vow``
+command as a user runs it — uses these, so every child is this interpreter with this environment
+(plus what the test adds), its output is text, and no test waits forever. To wait for something a
+process brings about, use :func:`vow.testing.wait_until` (with ``proc=`` to fail at once if the
+process dies first): the one polling helper.
+
+    from tests.support import python, spawn, kill
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+__all__ = ["finish", "kill", "python", "read_line", "spawn", "vow_command"]
+
+TIMEOUT = 120.0
+"""Seconds a child may take before the test fails (generous: a loaded 2-core machine)."""
+
+
+Environment = Mapping[str, str | None]
+"""Variables to set in the child on top of this process's environment; ``None`` unsets one."""
+
+
+def _environment(env: Environment | None) -> dict[str, str]:
+    merged = dict(os.environ)
+    for name, value in (env or {}).items():
+        if value is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = value
+    return merged
+
+
+def python(*args: str | Path, env: Environment | None = None, cwd: str | Path | None = None,
+           timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
+    """Run ``python ARGS`` to its end and return what it did (exit code, stdout, stderr as text)."""
+    return subprocess.run([sys.executable, *map(str, args)], env=_environment(env), cwd=cwd, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+def vow_command(*args: str, env: Environment | None = None, cwd: str | Path | None = None,
+                timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m vow ARGS``, as a user runs the command."""
+    return python("-m", "vow", *args, env=env, cwd=cwd, timeout=timeout)
+
+
+def spawn(*args: str | Path, env: Environment | None = None,
+          cwd: str | Path | None = None) -> subprocess.Popen[str]:
+    """Start ``python ARGS`` with its output piped (text); see :func:`finish` and :func:`kill`."""
+    return subprocess.Popen([sys.executable, *map(str, args)], env=_environment(env), cwd=cwd, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def read_line(proc: subprocess.Popen[str]) -> str:
+    """The next line ``proc`` writes to stdout ("" at its end).
+
+    Read byte by byte straight from the pipe: ``proc.stdout.readline()`` would buffer what follows
+    the line, where :func:`finish` (``communicate``, which reads the pipe itself) never sees it.
+    """
+    assert proc.stdout is not None, "start the process with spawn(): its stdout is a pipe"
+    fd = proc.stdout.fileno()
+    line = bytearray()
+    while not line.endswith(b"\n"):
+        byte = os.read(fd, 1)
+        if not byte:
+            break
+        line += byte
+    return line.decode()
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = TIMEOUT) -> tuple[str, str]:
+    """Wait for ``proc``; fail with its stderr unless it exited 0; return ``(stdout, stderr)``."""
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{err}"
+    return out, err
+
+
+def kill(proc: subprocess.Popen[str]) -> None:
+    """``SIGKILL`` ``proc`` (no chance to clean up: a crash) and reap it; nothing if it is gone already."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    try:
+        proc.communicate(timeout=TIMEOUT)
+    except ValueError:  # its output was read to the end before
+        proc.wait(TIMEOUT)
