@@ -89,3 +89,17 @@ def memory_vow() -> Iterator[Any]:
     client = Vow(store="memory:")
     yield client
     client.close()
+
+
+# =============================================================================================
+# PostgreSQL: a real server started by the test session (see vow.testing_postgres)
+# =============================================================================================
+#
+# ``postgres_server`` (session) starts one with initdb and pg_ctl on a free 127.0.0.1 port, as
+# an unprivileged user when the tests run as root; ``postgres_url`` gives each test a fresh
+# database on it. Without the server binaries the tests that use them are skipped, saying how
+# to get them, unless VOW_REQUIRE_POSTGRES=1 (CI), where that is a failure.
+
+from vow.testing_postgres import PostgresServer, postgres_server, postgres_url  # noqa: E402
+
+__all__ += ["PostgresServer", "postgres_server", "postgres_url"]

@@ -7,20 +7,27 @@ A store is named by URL::
     memory:
     ./state.sqlite            (a bare path means SQLite)
     mystore?option=value      (any registered store name, options as query parameters)
+    postgresql://user@host:5432/db?sslmode=require   (the ``postgresql`` store, from vow-postgres;
+                                                       ``postgres://`` too)
+
+A URL may carry a password; :func:`redact_url` is what may be shown of it.
 """
 
 from __future__ import annotations
 
 import os
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from vow.stores.base import Store
 
 DEFAULT_URL = "sqlite:.vow/vow.sqlite"
 """Where ``Vow()`` keeps its promises when no store is given."""
 
-__all__ = ["Store", "DEFAULT_URL", "open_store", "parse_store_url"]
+__all__ = ["Store", "DEFAULT_URL", "open_store", "parse_store_url", "redact_url"]
+
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+"""URL schemes of the ``postgresql`` store; its options are the whole URL (libpq reads it)."""
 
 
 def parse_store_url(url: str) -> tuple[str, dict[str, Any]]:
@@ -34,6 +41,8 @@ def parse_store_url(url: str) -> tuple[str, dict[str, Any]]:
             return "sqlite", {"path": name, **dict(parse_qsl(query))}
         return name, dict(parse_qsl(query))
     parts = urlsplit(url)
+    if parts.scheme in POSTGRES_SCHEMES:
+        return "postgresql", {"url": url}
     options: dict[str, Any] = dict(parse_qsl(parts.query))
     if parts.scheme == "sqlite":
         path = parts.netloc + parts.path if parts.netloc else parts.path
@@ -54,5 +63,18 @@ def open_store(spec: "str | os.PathLike[str] | Store | None" = None, *, plugins:
         from vow.plugins import default_plugins
 
         plugins = default_plugins()
-    name, options = parse_store_url(os.fspath(spec) if spec is not None else DEFAULT_URL)
-    return plugins.stores.build(name, options, where=f"store {os.fspath(spec) if spec else DEFAULT_URL!r}")
+    url = os.fspath(spec) if spec is not None else DEFAULT_URL
+    name, options = parse_store_url(url)
+    return plugins.stores.build(name, options, where=f"store {redact_url(url)!r}")
+
+
+def redact_url(url: str) -> str:
+    """``url`` without a password (in its user part or a ``password=`` parameter): safe to print."""
+    parts = urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if not (at and ":" in userinfo) and not any(k == "password" for k, _ in query):
+        return url
+    netloc = (userinfo.split(":", 1)[0] + "@" + hosts) if at else parts.netloc
+    query = [(k, v) for k, v in query if k != "password"]
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, quote_via=quote), parts.fragment))
