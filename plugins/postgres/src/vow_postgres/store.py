@@ -118,15 +118,28 @@ def _reading(method: F) -> F:
 class PostgresStore(StoreOperations):
     """Promises and leases on a PostgreSQL server; safe for many threads, processes and machines."""
 
-    def __init__(self, url: str = "postgresql://", *, schema: str = _schema.DEFAULT_SCHEMA,
-                 pool_size: int = DEFAULT_POOL_SIZE) -> None:
+    def __init__(self, url: str = "postgresql://", *, schema: str | None = None,
+                 pool_size: int | None = None) -> None:
+        libpq_url, ours = split_url(url)
+        hidden = secrets(url)
+        try:
+            psycopg.conninfo.conninfo_to_dict(libpq_url)
+        except psycopg.ProgrammingError as exc:
+            raise ConfigError(f"postgresql store URL {redact(url)}: {scrub(str(exc), hidden)}") from None
+        schema = _pick("schema", ours.get("schema"), schema, _schema.DEFAULT_SCHEMA)
+        raw_size = _pick("pool_size", ours.get("pool_size"), pool_size, DEFAULT_POOL_SIZE)
+        try:
+            pool_size = int(raw_size)
+        except (TypeError, ValueError):
+            pool_size = None
         if not _schema.valid_schema_name(schema):
             raise ConfigError(f"postgresql store option schema: expected a lower-case name of letters, digits "
                               f"and _ (at most 63), got {schema!r}")
-        if not isinstance(pool_size, int) or pool_size < 2:
-            raise ConfigError(f"postgresql store option pool_size: expected a whole number >= 2, got {pool_size!r}")
+        if pool_size is None or pool_size < 2:
+            raise ConfigError(f"postgresql store option pool_size: expected a whole number >= 2, got {raw_size!r}")
+        url = libpq_url
         self._conninfo = url
-        self._secrets = secrets(url)
+        self._secrets = hidden
         self.schema = schema
         self.pool_size = pool_size
         shown = redact(url)
@@ -493,18 +506,13 @@ _inherited: list[Any] = []
 os.register_at_fork(after_in_child=lambda: [store._fork_child() for store in list(_open_stores)])
 
 
+def _pick(name: str, in_url: Any, given: Any, default: Any) -> Any:
+    """An option given in the URL or as a keyword (not both, unless they agree), else its default."""
+    if in_url is not None and given is not None and str(in_url) != str(given):
+        raise ConfigError(f"postgresql store option {name}: given twice, as {in_url!r} in the URL and as {given!r}")
+    return in_url if in_url is not None else given if given is not None else default
+
+
 def open_postgres(options: PostgresOptions) -> PostgresStore:
-    """A PostgreSQL store from its options (the URL's ``schema=``/``pool_size=`` win over the fields)."""
-    url, ours = split_url(options.url)
-    schema = ours.get("schema") or options.schema or _schema.DEFAULT_SCHEMA
-    raw_size = ours.get("pool_size")
-    try:
-        pool_size = int(raw_size) if raw_size is not None else (options.pool_size or DEFAULT_POOL_SIZE)
-    except ValueError:
-        raise ConfigError(f"postgresql store option pool_size: expected a whole number, got {raw_size!r}") from None
-    try:
-        psycopg.conninfo.conninfo_to_dict(url)
-    except psycopg.ProgrammingError as exc:
-        raise ConfigError(f"postgresql store URL {redact(options.url)}: "
-                          f"{scrub(str(exc), secrets(options.url))}") from None
-    return PostgresStore(url, schema=schema, pool_size=pool_size)
+    """A PostgreSQL store from its options (``schema=`` and ``pool_size=`` may also be in the URL)."""
+    return PostgresStore(options.url, schema=options.schema, pool_size=options.pool_size)
