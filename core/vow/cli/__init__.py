@@ -17,6 +17,7 @@ from vow.cli.inspect import ls, show
 from vow.cli.plugins import plugins_command
 from vow.cli.promises import cancel, reject, resolve
 from vow.cli.run import resume, run, validate
+from vow.cli.store import store_group
 from vow.cli.worker import worker
 
 
@@ -36,7 +37,7 @@ def cli() -> None:
     """vow: durable fan-out / fan-in. Run YAML pipelines and inspect and steer their runs."""
 
 
-for _command in (run, validate, ls, show, resume, resolve, reject, cancel, worker, plugins_command):
+for _command in (run, validate, ls, show, resume, resolve, reject, cancel, worker, store_group, plugins_command):
     cli.add_command(_command)
 
 
