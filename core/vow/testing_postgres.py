@@ -174,6 +174,43 @@ class PostgresServer:
             raise PostgresUnavailable(f"{tool} failed (exit {done.returncode}):\n{done.stdout}{done.stderr}")
         return done
 
+    def require_password(self, role: str, password: str) -> None:
+        """Create login ``role`` with ``password`` and make the server ask for it (SCRAM) on 127.0.0.1.
+
+        Only on a server started here (its ``pg_hba.conf`` is ours to change); the other roles keep
+        trust authentication.
+        """
+        if self.data_dir is None:
+            raise PostgresUnavailable("require_password needs a server started by the tests")
+        literal = password.replace("'", "''")
+        self.sql(f"CREATE ROLE \"{role}\" LOGIN SUPERUSER PASSWORD '{literal}'")
+        hba = os.path.join(self.data_dir, "pg_hba.conf")
+        with open(hba, encoding="utf-8") as f:
+            rules = f.read()
+        with open(hba, "w", encoding="utf-8") as f:
+            f.write(f"host all {role} 127.0.0.1/32 scram-sha-256\n{rules}")
+        self._run("pg_ctl", "-D", self.data_dir, "reload")
+        # The server rereads the file when it gets to it: wait until it asks this role for a password.
+        parts = urlsplit(self.url)
+        url = urlunsplit((parts.scheme, f"{role}@{parts.netloc.rpartition('@')[2]}", parts.path, "", ""))
+        deadline = time.monotonic() + 60
+        while True:
+            error = self._connect_error(url)
+            if error and "password" in error:
+                return
+            if time.monotonic() > deadline:
+                raise PostgresUnavailable(f"the server still lets {role} in without a password: {error}")
+            time.sleep(0.01)
+
+    def _connect_error(self, url: str) -> str:
+        """Why a connection to ``url`` (no password given) fails; empty if it succeeds."""
+        env = {k: v for k, v in os.environ.items() if k not in ("PGPASSWORD", "PGPASSFILE")}
+        env["PGPASSFILE"] = os.devnull
+        psql = os.path.join(self.bin_dir or "", "psql")
+        done = subprocess.run([psql, "-X", "-w", "-At", "-d", url, "-c", "SELECT 1"], capture_output=True,
+                              text=True, timeout=60, env=env)
+        return "" if done.returncode == 0 else done.stderr.strip()
+
     # -- databases
 
     def create_database(self, prefix: str = "vow_test") -> str:
