@@ -3,7 +3,8 @@
 Usage: ``python crash_app.py WORKFLOW STORE LOG ID [ARGS_JSON]``. Every leaf appends
 ``"<leaf id> <pid>"`` to LOG (O_APPEND, one write per line) *before* returning, so a test can
 count how often each leaf ran across processes. The process prints the workflow's result as
-JSON on its last line.
+JSON on its last line; its first line is ``started <pid> <wall-clock time>``, printed once the
+client is built and just before the workflow runs.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def main(argv: list[str]) -> None:
     vow = Vow(store=store, lease_ttl=float(os.environ.get("CRASH_APP_LEASE_TTL", "15")))
     for fn in WORKFLOWS.values():
         vow.register(fn)
-    print("started", os.getpid(), flush=True)
+    print("started", os.getpid(), time.time(), flush=True)
     result = vow.run(wid, WORKFLOWS[name], *args)
     print(json.dumps(result), flush=True)
     vow.close()

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from vow import Vow
+from vow import PromiseRecord, Vow
+from vow.testing import wait_until
 
 APP = Path(__file__).with_name("crash_app.py")
 
@@ -35,18 +36,25 @@ def runs(log: Path) -> collections.Counter[str]:
     return collections.Counter(line.split()[0] for line in log.read_text().splitlines() if line.strip())
 
 
-def wait_until(predicate, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError("condition not reached in time")
+def ready_at(proc: subprocess.Popen[str]) -> float:
+    """The wall-clock time at which ``proc`` had its client built and was about to run (its first line)."""
+    line = proc.stdout.readline()  # type: ignore[union-attr]
+    assert line.startswith("started"), line
+    return float(line.split()[2])
 
 
 def kill(proc: subprocess.Popen[str]) -> None:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def stored(store: str, id: str) -> PromiseRecord | None:
+    """The record ``id`` as the store holds it now (read through a fresh client)."""
+    reader = Vow(store=store)
+    try:
+        return reader.get(id)
+    finally:
+        reader.close()
 
 
 def settled_children(store: str, root: str) -> set[str]:
@@ -66,7 +74,7 @@ def store(tmp_path: Path) -> str:
 def test_sigkill_mid_fan_in_resumes_without_rerunning_settled_leaves(tmp_path: Path, store: str) -> None:
     log = tmp_path / "leaves.log"
     first = spawn("fanout", store, log, "order/1", 5, 0.15)
-    wait_until(lambda: len(runs(log)) >= 2)  # two branches settled, three still running
+    wait_until(lambda: len(runs(log)) >= 2, message="two branches settled, three still running", proc=first)
     kill(first)
     settled = settled_children(store, "order/1")
     assert 1 <= len(settled) < 5
@@ -92,18 +100,24 @@ def test_same_id_started_twice_in_two_processes_runs_once(tmp_path: Path, store:
 
 def test_durable_sleep_survives_a_restart(tmp_path: Path, store: str) -> None:
     log = tmp_path / "leaves.log"
-    started = time.monotonic()
-    first = spawn("sleeper", store, log, "nap/1", 1.5)
-    wait_until(lambda: runs(log)["nap/1.1"] == 1)
-    time.sleep(0.3)
+    first = spawn("sleeper", store, log, "nap/1", 2.0)
+    nap = wait_until(lambda: stored(store, "nap/1.2"), message="the first process stored its sleep", proc=first)
+    # Kill the first process half-way through its sleep (a condition on the clock the sleep is
+    # judged by, not a pause), so that a restart sleeping the whole 2 s again would wake late.
+    wait_until(lambda: time.time() >= nap.created_at + 1.0, message="half the sleep passed")
     kill(first)
-    second = spawn("sleeper", store, log, "nap/1", 1.5)
+    second = spawn("sleeper", store, log, "nap/1", 2.0)
+    restarted_at = ready_at(second)
     assert finish(second) == 3
-    elapsed = time.monotonic() - started
     assert runs(log) == collections.Counter({"nap/1.1": 1, "nap/1.3": 1})
-    # The second process slept only what was left of the 1.5 s, not another 1.5 s
-    # (interpreter start-up of two processes is included in the bound).
-    assert 1.5 <= elapsed < 1.5 + 1.4
+    nap = stored(store, "nap/1.2")
+    assert nap is not None and nap.settled_at is not None and nap.timeout is not None
+    # Judged on the times the store recorded, so no interpreter start-up is inside a margin:
+    # the timer woke no earlier than the time it was given...
+    assert nap.settled_at >= nap.timeout == pytest.approx(nap.created_at + 2.0)
+    # ...and the restart slept only what was left: a full 2 s counted from the restart would end
+    # at restarted_at + 2.0, which is at least a second after the wake-up time.
+    assert nap.settled_at < restarted_at + 2.0
 
 
 def test_promise_resolved_from_another_process_wakes_the_workflow(tmp_path: Path, store: str) -> None:
@@ -111,9 +125,11 @@ def test_promise_resolved_from_another_process_wakes_the_workflow(tmp_path: Path
     waiting = spawn("approval", store, log, "deploy/7")
     outside = Vow(store=store)
     try:
-        wait_until(lambda: outside.get("deploy/7.approval") is not None)
-        time.sleep(0.2)
+        wait_until(lambda: outside.get("deploy/7.approval") is not None, message="the approval promise is stored",
+                   proc=waiting)
+        # Nothing settles the approval but the resolve below: the workflow is parked on it.
         assert waiting.poll() is None, "the workflow must still be waiting"
+        assert not outside.get("deploy/7.approval").settled and "deploy/7.2" not in runs(log)
         outside.resolve("deploy/7.approval", {"approved_by": "ops"})
     finally:
         outside.close()
@@ -124,7 +140,7 @@ def test_promise_resolved_from_another_process_wakes_the_workflow(tmp_path: Path
 def test_sigkill_of_a_long_sequence_reruns_no_settled_step(tmp_path: Path, store: str) -> None:
     log = tmp_path / "leaves.log"
     first = spawn("sequence", store, log, "seq/1", 200, 0.002)
-    wait_until(lambda: len(runs(log)) >= 60)
+    wait_until(lambda: len(runs(log)) >= 60, message="60 steps ran", proc=first)
     kill(first)
     settled = settled_children(store, "seq/1")
     second = spawn("sequence", store, log, "seq/1", 200, 0.002)

@@ -27,6 +27,7 @@ from vow import (
     Vow,
 )
 from vow.events import EventKind
+from vow.testing import wait_until
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -230,13 +231,11 @@ def test_changed_workflow_raises_nondeterminism_naming_both_functions(vow: Vow) 
         return "done"
 
     handle = vow.begin_run("nd/1", "order")
-    deadline = time.monotonic() + 5
-    while vow.get("nd/1.1") is None or not vow.get("nd/1.1").settled:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_until(lambda: vow.get("nd/1.1") is not None and vow.get("nd/1.1").settled, message="nd/1.1 settled")
     vow._engine.call_soon(lambda: vow._engine._roots.pop("nd/1").__setattr__("done", True))  # simulate a crash
     gate.set()
-    time.sleep(0.05)
+    # the "crashed" run's last leaf has answered, and the engine has dropped the answer
+    wait_until(lambda: vow._engine._inflight == 0, message="the last leaf answered")
     store = vow.store
     store.release(store.lease("nd/1"))
 
@@ -413,10 +412,7 @@ def test_outside_promise_resolve_reject_and_cancel(vow: Vow) -> None:
         return (yield p)
 
     handle = vow.begin_run("ext/1", wf)
-    deadline = time.monotonic() + 5
-    while vow.get("ext/1.approval") is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_until(lambda: vow.get("ext/1.approval"), message="ext/1.approval stored")
     vow.resolve("ext/1.approval", "yes")
     vow.resolve("ext/1.approval", "yes")  # the same outcome again: no-op
     from vow import AlreadySettledError
@@ -427,8 +423,7 @@ def test_outside_promise_resolve_reject_and_cancel(vow: Vow) -> None:
     assert vow.get("ext/1.approval").value == '"yes"'
 
     cancelled = vow.begin_run("ext/2", wf)
-    while vow.get("ext/2.approval") is None:
-        time.sleep(0.01)
+    wait_until(lambda: vow.get("ext/2.approval"), message="ext/2.approval stored")
     vow.cancel("ext/2")
     with pytest.raises(CanceledError):
         cancelled.result(5)
@@ -499,10 +494,7 @@ def test_a_worker_keeps_going_when_the_store_fails_for_a_while() -> None:
     try:
         vow.submit("w/1", wf, 41)
         worker.start()
-        deadline = time.monotonic() + 10
-        while vow.get("w/1").state is State.PENDING:
-            assert time.monotonic() < deadline, "the worker gave up"
-            time.sleep(0.01)
+        wait_until(lambda: vow.get("w/1").state is not State.PENDING, message="the worker gave up")
         assert vow.result("w/1") == 42 and vow.store.failures == 0
     finally:
         stop.set()

@@ -6,6 +6,7 @@ import time
 
 from vow import Vow
 from vow.records import State
+from vow.testing import wait_until
 
 
 def _steal(store, rid):
@@ -14,8 +15,15 @@ def _steal(store, rid):
 
 
 def _block_engine(v):
-    gate = threading.Event()
-    v._engine.call_soon(gate.wait)
+    """Hold the engine thread until the returned event is set; returns once it is held."""
+    held, gate = threading.Event(), threading.Event()
+
+    def hold():
+        held.set()
+        gate.wait()
+
+    v._engine.call_soon(hold)
+    assert held.wait(10), "the engine thread never ran the hold"
     return gate
 
 
@@ -73,14 +81,12 @@ def test_lost_lease_on_one_root_kills_other_root_with_custom_child_id():
 
     v.begin_run("r1", wf1)
     h2 = v.begin_run("r2", wf2)
-    t0 = time.time()
-    while len(n) < 2 and time.time() - t0 < 5:
-        time.sleep(0.01)
+    wait_until(lambda: len(n) == 2, message="both leaves started")
     _steal(v.store, "r1")
     gate = _block_engine(v)
-    time.sleep(0.1)
     ev.set()
-    time.sleep(0.3)  # both leaves report while the engine is held
+    # both leaves report while the engine is held: their answers wait in its inbox
+    wait_until(lambda: v._engine.inbox.qsize() >= 2, message="both leaves reported")
     gate.set()
     try:
         value = h2.result(timeout=5)
@@ -133,8 +139,7 @@ def test_unsettled_promise_kept_after_root_finishes():
         return "fast"
 
     assert v.run("w1", wf) == "fast"
-    time.sleep(0.1)
-    assert v.store.get("approval").state.value == "canceled"
+    wait_until(lambda: v.store.get("approval").state.value == "canceled", message="the approval canceled")
     # the root is finished; nothing should still reference its promise or poll for it
-    assert v._engine._watched == {}, v._engine._watched
-    assert v._engine._roots == {}
+    wait_until(lambda: v._engine._watched == {} and v._engine._roots == {},
+               message=f"the engine forgets the run (watched: {v._engine._watched}, roots: {v._engine._roots})")

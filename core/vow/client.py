@@ -81,6 +81,7 @@ class Vow:
         self.plugins = plugins or default_plugins()
         self.store: Store = open_store(store, plugins=self.plugins)
         self.owner = new_owner_id()
+        self.store.hold_owner(self.owner)
         self._functions: dict[str, Registered] = {}
         self._names: dict[Any, str] = {}
         built = [self.plugins.observers.build(reg.name) for reg in self.plugins.observers]

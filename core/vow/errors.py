@@ -68,7 +68,25 @@ class PromiseNotFoundError(VowError, LookupError):
 
 
 class LeaseLostError(VowError):
-    """Another worker took over a root workflow this worker was running (fencing token moved on)."""
+    """Another worker took over a root workflow this worker was running (fencing token moved on),
+    or the root was settled from outside. ``roots`` names them."""
+
+    def __init__(self, message: str, *, roots: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.roots = list(roots or [])
+
+
+class ConflictError(VowError):
+    """A commit met promises settled otherwise first (from outside, or by the store's deadline rule).
+
+    Nothing of the batch was written. ``roots`` names the root workflows concerned and
+    ``records`` holds the stored records that won, by id.
+    """
+
+    def __init__(self, message: str, *, roots: list[str], records: dict[str, object]) -> None:
+        super().__init__(message)
+        self.roots = roots
+        self.records = records
 
 
 class StoreError(VowError):

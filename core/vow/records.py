@@ -76,12 +76,19 @@ class Settle:
 
 @attrs.frozen(slots=True)
 class Lease:
-    """Ownership of a root workflow: ``token`` grows with every new owner (a fencing token)."""
+    """Ownership of a root workflow: ``token`` grows with every new owner (a fencing token).
+
+    ``owner`` is empty once released; ``recoveries`` counts takeovers in a row from owners that
+    never released it; ``parked`` is the reason a root is no longer claimable (too many
+    recoveries), or ``None``.
+    """
 
     root: str
     owner: str
     token: int
     expires_at: float
+    recoveries: int = 0
+    parked: str | None = None
 
 
 @attrs.define(slots=True)
@@ -90,13 +97,15 @@ class Batch:
 
     ``fences`` maps a root id to the lease token the writer holds; if any fence no longer
     matches the store, nothing in the batch is applied and :class:`~vow.errors.LeaseLostError`
-    names the roots that were lost.
+    names the roots that were lost. ``outside`` marks a client's writes (resolve, cancel,
+    submit) that the store records in its change feed. See :mod:`vow.stores.base` for every rule.
     """
 
     creates: list[PromiseRecord] = attrs.field(factory=list)
     settles: list[Settle] = attrs.field(factory=list)
     attempts: dict[str, int] = attrs.field(factory=dict)
     fences: dict[str, int] = attrs.field(factory=dict)
+    outside: bool = False
 
     def __bool__(self) -> bool:
         return bool(self.creates or self.settles or self.attempts)

@@ -5,7 +5,9 @@ Installing vow makes the fixtures below available in every pytest session.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+import subprocess
+import time
+from typing import Any, Callable, Iterator, TypeVar
 
 import pytest
 
@@ -32,10 +34,40 @@ from vow.stores.base import Store
 
 pytest.register_assert_rewrite("vow.stores.contract")
 
-from vow.stores.contract import StoreContract, dead_lease_owner, make_record  # noqa: E402
+from vow.stores.contract import StoreContract, make_record  # noqa: E402
 
-__all__ = ["StoreContract", "make_record", "dead_lease_owner", "memory_store", "sqlite_store", "plugins",
-           "vow_client", "memory_vow", "run_sample_workflows", "register_sample_workflows"]
+__all__ = ["StoreContract", "make_record", "memory_store", "sqlite_store", "plugins",
+           "vow_client", "memory_vow", "wait_until", "run_sample_workflows", "register_sample_workflows"]
+
+T = TypeVar("T")
+
+
+# =============================================================================================
+# Waiting for something to happen
+# =============================================================================================
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 30.0, message: str = "condition", *,
+               proc: subprocess.Popen[Any] | None = None, interval: float = 0.01) -> T:
+    """Call ``predicate`` until it returns something true, and return that value.
+
+    This is how a test synchronises with another thread or process: on a state it can observe
+    (a stored record, a line in a log, a file), never on a fixed sleep. ``timeout`` is only the
+    point at which the test gives up, so make it generous (a loaded machine is slow, not wrong);
+    the test then fails with ``message``. When ``proc`` is given and exits before the condition
+    holds, the test fails at once with the process's output, since it will never get there.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"{message}: the process exited ({proc.returncode}) first\n{out}\n{err}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{message}: not reached in {timeout} s")
+        time.sleep(interval)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -51,16 +50,3 @@ class VowSandbox:
 @pytest.fixture
 def sandbox(tmp_path: Path) -> VowSandbox:
     return VowSandbox(tmp_path)
-
-
-@pytest.fixture
-def eventually() -> Callable[..., None]:
-    """Wait (generously) for a condition; fail with ``what`` if it never holds."""
-    def wait(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.02)
-        raise AssertionError(f"timed out waiting for {what}")
-    return wait

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from vow.cli import cli
 from vow.records import State
+from vow.testing import wait_until
 
 DEVICE = "a" * 64
 
@@ -48,7 +49,7 @@ fan_out:
 """
 
 
-def test_sigkill_mid_fan_out_then_run_again_resumes_and_sends_nothing_twice(sandbox, eventually) -> None:
+def test_sigkill_mid_fan_out_then_run_again_resumes_and_sends_nothing_twice(sandbox) -> None:
     sandbox.write("crash.yaml", CRASH)
     first = sandbox.popen("run", "crash.yaml")
     fast = {"crash/1.email", "crash/1.push"}
@@ -57,7 +58,7 @@ def test_sigkill_mid_fan_out_then_run_again_resumes_and_sends_nothing_twice(sand
         records = sandbox.records("crash/1") if sandbox.store_file.exists() else {}
         return all(r in records and records[r].settled for r in fast)
 
-    eventually(fast_settled, "email and push to settle")
+    wait_until(fast_settled, message="email and push to settle", proc=first)
     os.kill(first.pid, signal.SIGKILL)
     first.wait(timeout=30)
     before = sandbox.records("crash/1")
@@ -94,11 +95,11 @@ fan_out:
 """
 
 
-def test_resolve_from_a_second_process_wakes_the_waiting_run(sandbox, eventually) -> None:
+def test_resolve_from_a_second_process_wakes_the_waiting_run(sandbox) -> None:
     sandbox.write("gated.yaml", GATED)
     waiting = sandbox.popen("run", "gated.yaml")
-    eventually(lambda: sandbox.store_file.exists() and "approve/1.approval" in sandbox.records("approve/1"),
-               "the run to wait for approval")
+    wait_until(lambda: sandbox.store_file.exists() and "approve/1.approval" in sandbox.records("approve/1"),
+               message="the run to wait for approval", proc=waiting)
     assert sandbox.ledger().deliveries() == []  # nothing is sent before the approval
 
     resolved = sandbox.run("resolve", "approve/1.approval", '{"by": "ada"}')
@@ -113,7 +114,8 @@ def test_resolve_from_a_second_process_wakes_the_waiting_run(sandbox, eventually
 
     # Rejecting instead fails the run (exit 1) with the reason, and sends nothing.
     refused = sandbox.popen("run", "gated.yaml", "--set", "n=2")
-    eventually(lambda: "approve/2.approval" in sandbox.records("approve/2"), "the second run to wait")
+    wait_until(lambda: "approve/2.approval" in sandbox.records("approve/2"), message="the second run to wait",
+               proc=refused)
     assert sandbox.run("reject", "approve/2.approval", "refund denied").returncode == 0
     out, _ = refused.communicate(timeout=60)
     assert refused.returncode == 1
@@ -140,7 +142,7 @@ fan_out:
 RUNS = 20
 
 
-def test_two_workers_share_one_store_and_run_each_submitted_run_once(sandbox, eventually, monkeypatch) -> None:
+def test_two_workers_share_one_store_and_run_each_submitted_run_once(sandbox, monkeypatch) -> None:
     sandbox.write("worked.yaml", WORKED)
     detached = sandbox.run("run", "worked.yaml", "--detach")
     assert (detached.returncode, detached.stdout) == (0, "w/0\n"), detached.stderr
@@ -159,8 +161,8 @@ def test_two_workers_share_one_store_and_run_each_submitted_run_once(sandbox, ev
                                               "--store", sandbox.store])
             assert (result.exit_code, result.stdout) == (0, f"w/{n}\n"), result.output
         runs = {f"w/{n}" for n in range(RUNS)}
-        eventually(lambda: {r.id for r in _roots(sandbox) if r.state is State.RESOLVED} == runs,
-                   "every run to resolve", 90)
+        wait_until(lambda: {r.id for r in _roots(sandbox) if r.state is State.RESOLVED} == runs,
+                   timeout=90, message="every run to resolve")
     finally:
         for w in workers:
             w.send_signal(signal.SIGTERM)

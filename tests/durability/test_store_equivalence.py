@@ -29,21 +29,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from durability_support import HEAVY  # noqa: E402
 
-from vow.errors import LeaseLostError  # noqa: E402
+from vow.errors import ConflictError, LeaseLostError  # noqa: E402
 from vow.records import Batch, Kind, Lease, PromiseRecord, Settle, State  # noqa: E402
-from vow.stores.base import _HOST, new_owner_id  # noqa: E402
+from vow.stores.base import new_owner_id  # noqa: E402
 from vow.stores.memory import MemoryStore  # noqa: E402
 from vow.stores.sqlite import SQLiteStore  # noqa: E402
 
 ROOTS = ["r1", "r2", "r3"]
 IDS = ROOTS + ["r1.1", "r1.2", "r1.1.1", "r2.1", "r2.2"]
 SETTLED = [State.RESOLVED, State.REJECTED, State.CANCELED, State.TIMEDOUT]
-OWNERS = [
-    new_owner_id(),  # this process: alive
-    new_owner_id(),  # this process again, another client: alive
-    f"{_HOST}:{os.getpid()}:not-my-start-time:dead0000",  # a process on this host that is gone
-    "elsewhere:1234:5678:remote000000",  # another machine: only expiry frees it
-]
+ALIVE = [new_owner_id(), new_owner_id()]  # held by this process (two clients)
+DEAD = new_owner_id()  # held, then gone
+UNKNOWN = "elsewhere:1234:0123456789abcdef"  # never held here (another machine): only expiry frees it
+OWNERS = [*ALIVE, DEAD, UNKNOWN]
 CLOCK = st.sampled_from([100.0, 105.0, 110.0, 120.0])
 VALUES = st.sampled_from([None, "1", '"a"', '{"k":[1,2]}'])
 
@@ -82,7 +80,9 @@ def outcome(call: Callable[[], Any]) -> tuple[str, Any]:
     try:
         return "ok", call()
     except LeaseLostError as exc:
-        return "error", ("LeaseLostError", sorted(getattr(exc, "roots", [])))
+        return "error", ("LeaseLostError", sorted(exc.roots))
+    except ConflictError as exc:
+        return "error", ("ConflictError", sorted(exc.roots), sorted(exc.records.items()))
     except Exception as exc:  # noqa: BLE001 - the point is to compare them
         return "error", type(exc).__name__
 
@@ -93,6 +93,10 @@ class SameAnswers(RuleBasedStateMachine):
         self.dir = tempfile.mkdtemp(prefix="vow-equivalence-")
         self.memory = MemoryStore()
         self.sqlite = SQLiteStore(Path(self.dir) / "vow.sqlite")
+        for store in (self.memory, self.sqlite):
+            for owner in ALIVE + [DEAD]:
+                assert store.hold_owner(owner)
+            store.release_owner(DEAD)
 
     def teardown(self) -> None:
         self.memory.close()
@@ -114,6 +118,12 @@ class SameAnswers(RuleBasedStateMachine):
     def settle(self, batch: Batch) -> None:
         self.same(lambda s: s.apply(batch))
 
+    @rule(batch=batches)
+    def outside_apply(self, batch: Batch) -> None:
+        """A client's write (resolve, cancel, submit), recorded in the change feed."""
+        batch.outside = True
+        self.same(lambda s: s.apply(batch))
+
     @rule(batch=batches, data=st.data())
     def fenced_apply(self, batch: Batch, data: st.DataObject) -> None:
         """A batch fenced with each root's current token, or one off (a lost lease)."""
@@ -126,6 +136,16 @@ class SameAnswers(RuleBasedStateMachine):
     @rule(root=st.sampled_from(ROOTS), owner=st.sampled_from(OWNERS), ttl=st.sampled_from([1.0, 10.0]), now=CLOCK)
     def claim(self, root: str, owner: str, ttl: float, now: float) -> None:
         self.same(lambda s: s.claim(root, owner, ttl, now=now))
+
+    @rule(root=st.sampled_from(ROOTS), owner=st.sampled_from(OWNERS), now=CLOCK,
+          limit=st.sampled_from([None, 0, 1, 2]))
+    def claim_limited(self, root: str, owner: str, now: float, limit: int | None) -> None:
+        """A claim with ``max_recoveries``: a root taken over too often is parked."""
+        self.same(lambda s: s.claim(root, owner, 10.0, now=now, max_recoveries=limit))
+
+    @rule(root=st.sampled_from(ROOTS))
+    def unpark(self, root: str) -> None:
+        self.same(lambda s: s.unpark(root))
 
     @rule(roots=st.lists(st.sampled_from(ROOTS), max_size=4), owner=st.sampled_from(OWNERS),
           ttl=st.sampled_from([1.0, 10.0]), now=CLOCK)
@@ -186,6 +206,10 @@ class SameAnswers(RuleBasedStateMachine):
     @rule(root=st.sampled_from(ROOTS))
     def lease(self, root: str) -> None:
         self.same(lambda s: s.lease(root))
+
+    @rule(after=st.sampled_from([None, 0, 1, 3]))
+    def changes(self, after: int | None) -> None:
+        self.same(lambda s: s.changes(after))
 
     # -- after every step
     @invariant()

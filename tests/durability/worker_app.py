@@ -65,9 +65,12 @@ def main(argv: list[str]) -> None:
     max_running = int(argv[3]) if len(argv) > 3 else 256
     LOG_FD = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     if os.environ.get("DURABILITY_REMOTE_OWNER"):
-        import vow.stores.base
+        import vow.stores.owners
 
-        vow.stores.base._HOST = f"elsewhere-{os.getpid()}"  # owner ids now name another machine
+        # As a worker on another machine: its owner id names another host, and no process here
+        # can see its liveness lock (so only lease expiry frees its leases).
+        vow.stores.owners.socket.gethostname = lambda: f"elsewhere-{os.getpid()}"
+        vow.stores.owners.OwnerLocks.hold = lambda self, owner: False
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     client = Vow(store=store, lease_ttl=lease_ttl, observers=[Pickups()])

@@ -105,19 +105,21 @@ def test_configuration_errors_are_not_retried(vow: Vow, tmp_path: Path) -> None:
 
 
 CHILD = """
-import os, sys, time
+import os
 from vow import Vow
 from vow.images.pipeline import image_variations
 from vow.simulation import Ledger
+from vow.testing import wait_until
 from vow_image_sim import plugin
 
 real = plugin.ImageSimProvider.generate
 def generate(self, request, ctx):
     if request.style == "abstract":  # die mid-generation, once the other two are billed
-        deadline = time.monotonic() + 60
-        while len(Ledger({ledger!r}).deliveries("image_sim")) < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        os._exit(9)
+        try:
+            wait_until(lambda: len(Ledger({ledger!r}).deliveries("image_sim")) >= 2, timeout=60,
+                       message="the other two styles billed")
+        finally:
+            os._exit(9)
     return real(self, request, ctx)
 plugin.ImageSimProvider.generate = generate
 

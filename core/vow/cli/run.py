@@ -12,7 +12,6 @@ from vow import encoding
 from vow.cli.common import FAILED, OK, UserError, json_option, load_apps, pipeline_name, print_json, store_option
 from vow.progress import PlainView, Progress, RichView, Row, format_line, seconds
 from vow.records import PromiseRecord, State
-from vow.stores.base import lease_is_free
 
 REMOTE_POLL = 0.5  # seconds between store reads while following a run
 
@@ -273,7 +272,7 @@ def _header(console: Any, title: str, run_id: str, store: str, rows: list[Row], 
                        "result; nothing runs again", "yellow")
         return
     done = sum(1 for r in rows if r.settled)
-    if not lease_is_free(vow.store.lease(run_id), vow.owner, time.time()):
+    if not vow.store.lease_free(run_id):
         _echo(console, f"  joining: {run_id} is already running ({done} of {len(rows)} settled)", "yellow")
     elif not vow.store.children(run_id):
         _echo(console, f"  starting {run_id}, which was stored for a worker (--detach) and not started yet", "yellow")

@@ -5,37 +5,90 @@ Writes go through :meth:`Store.apply`, one atomic commit per :class:`~vow.record
 the engine can group many creates and settles into a single transaction (a group commit).
 The suite in :mod:`vow.testing` checks every rule below against any store.
 
-Rules:
+Rules of ``apply`` (all of a batch or none of it):
 
-* ``apply`` is atomic: all of a batch or none of it. It first checks ``fences`` (root id ->
-  lease token); if any root's current token differs, or its root promise exists and is already
-  settled (canceled from outside), it raises :class:`~vow.errors.LeaseLostError` (``.roots``
-  lists them) and writes nothing. So a run stops at its next commit once it is no longer its to run.
-* Creates are create-or-get: an id that exists is left as it is and its stored record is
+* **Fences.** ``fences`` maps root id -> the lease token the writer holds. If any root's current
+  token differs, or its root promise exists and is already settled (canceled from outside), the
+  store raises :class:`~vow.errors.LeaseLostError` (``.roots`` lists them) and writes nothing.
+  So a run stops at its next commit once it is no longer its to run.
+* **Creates** are create-or-get: an id that exists is left as it is and its stored record is
   returned in ``BatchResult.existing``.
-* Settles move a pending promise to a settled state. Settling a promise already settled with
-  the same state and value does nothing; with a different outcome it changes nothing and the
+* **Settles** move a pending promise to a settled state. Settling a promise already settled with
+  the same state and value does nothing. With a different outcome it changes nothing and the
   stored record is returned in ``BatchResult.conflicts``. Settling an id that does not exist
   raises :class:`~vow.errors.PromiseNotFoundError` and writes nothing.
+* **Deadlines belong to the store.** A pending promise that is not a sleep and whose ``timeout``
+  has passed by the store's clock (:meth:`Store.now`) can no longer be resolved or rejected: a
+  settle to ``resolved`` or ``rejected`` times it out instead, in the same transaction (state
+  ``timedout``, value :func:`timeout_error_text`, ``settled_at`` the late settle's), and reports
+  the timed-out record in ``conflicts``. Whoever touches it first after the deadline times it out.
+* **Transitions are all or nothing per engine round.** In a batch with ``fences`` (an engine's
+  commit), a settle that conflicts (including by the deadline rule) or a create whose parent is
+  already settled (a child workflow canceled from outside) raises
+  :class:`~vow.errors.ConflictError` (``.roots``: the roots concerned, ``.records``: the stored
+  records that won) and writes nothing — not even the timeout. The engine then drops those
+  roots' writes, commits the rest, and replays those roots from the store, so a workflow never
+  goes on from a transition that was not stored.
 * ``attempts`` sets the attempt count of pending promises (settled ones are left alone).
-* A lease is claimed when it is free, expired, or held by a process on this host that no
-  longer exists; every new owner gets a larger token. Claiming a lease you hold renews it.
-  A released lease keeps its token, so tokens only grow.
+* ``outside=True`` marks the writes of a client outside the engine (``resolve``, ``cancel``,
+  ``submit``): every promise it actually creates or settles is appended to the **change feed**
+  (:meth:`Store.changes`), which running engines and workers read to learn of them quickly.
+
+Leases:
+
+* A lease is claimed when it is free (never held, or released), expired by the store's clock,
+  or held by an owner the store knows is dead (see :meth:`Store.hold_owner`). When the store is
+  unsure whether an owner lives, only expiry frees its lease — never a guess of "dead".
+  Every new owner gets a larger token; claiming a lease you hold renews it; a released lease
+  keeps its token, so tokens only grow.
+* A claim that takes a lease over from another owner that never released it (a crash, a kill, an
+  expiry) counts one **recovery** of that root; a release resets the count. With
+  ``max_recoveries`` set, the claim that would exceed it **parks** the root instead: the lease is
+  freed, ``parked`` holds the reason, and the root is no longer claimable until
+  :meth:`Store.unpark` (``vow resume --force``). That stops a run whose resumption kills its
+  process (a segfault, an OOM kill, ``os._exit``) from being resumed forever.
 """
 
 from __future__ import annotations
 
-import os
-import socket
+import json
 import time
-import uuid
-from typing import Iterable, Protocol, Sequence, runtime_checkable
+from typing import Callable, Iterable, Protocol, Sequence, runtime_checkable
 
-from vow.errors import AlreadySettledError, PromiseNotFoundError
+import attrs
+
+from vow.errors import (
+    AlreadySettledError,
+    ConflictError,
+    LeaseLostError,
+    PromiseNotFoundError,
+    PromiseTimeoutError,
+)
 from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, Settle, State
+from vow.stores.owners import new_owner_id
 
-FORMAT_VERSION = 1
+__all__ = [
+    "FORMAT_VERSION", "ChangeFeed", "PushingStore", "Store", "StoreOperations", "new_owner_id",
+    "parked_reason", "same_outcome", "timeout_error_text",
+]
+
+FORMAT_VERSION = 2
 """The store format this vow writes; a store written by a newer format is refused."""
+
+
+@attrs.frozen(slots=True)
+class ChangeFeed:
+    """What :meth:`Store.changes` returns: outside writes after a sequence number.
+
+    ``entries`` are ``(root id, promise id)`` pairs in commit order; ``seq`` is the sequence
+    number to pass next time. ``complete`` is false when entries after ``after`` were already
+    dropped from the feed (it keeps a bounded window): the reader must then re-read what it
+    holds in memory instead of trusting the feed.
+    """
+
+    seq: int
+    entries: list[tuple[str, str]] = attrs.field(factory=list)
+    complete: bool = True
 
 
 @runtime_checkable
@@ -46,6 +99,13 @@ class Store(Protocol):
 
     def apply(self, batch: Batch) -> BatchResult:
         """Apply a batch atomically (fences, creates, settles, attempts)."""
+
+    def create(self, record: PromiseRecord, *, outside: bool = False) -> tuple[PromiseRecord, bool]:
+        """Create ``record`` unless its id exists; return ``(stored record, created)``."""
+
+    def settle(self, id: str, state: State, value: str | None, *, settled_at: float | None = None,
+               outside: bool = False) -> PromiseRecord:
+        """Settle ``id``; raise :class:`~vow.errors.AlreadySettledError` if it settled otherwise first."""
 
     def get(self, id: str) -> PromiseRecord | None:
         """The record with ``id``, or ``None``."""
@@ -64,21 +124,43 @@ class Store(Protocol):
                limit: int = 1000) -> list[PromiseRecord]:
         """Records matching every given filter, newest first, at most ``limit``."""
 
+    def now(self) -> float:
+        """The store's clock, in epoch seconds: lease expiry and deadlines are judged by it."""
+
+    def changes(self, after: int | None) -> ChangeFeed:
+        """Outside writes committed after sequence number ``after`` (``0``: from the start of the
+        window the feed keeps); ``None``: no entries, only the current sequence number."""
+
+    def hold_owner(self, owner: str) -> bool:
+        """Show that ``owner`` (a lease owner id of this process) is alive until :meth:`release_owner`.
+
+        Returns whether the store can tell when this owner dies (a lock held by the process, a
+        database session): if so, another worker takes its leases at once after it dies instead
+        of waiting for them to expire. Call it before the owner's first claim.
+        """
+
+    def release_owner(self, owner: str) -> None:
+        """``owner`` stops running anything; its leases may be taken at once."""
+
+    def owner_dead(self, owner: str) -> bool:
+        """True only when the store knows ``owner`` no longer runs (false when alive or unknown)."""
+
     def claimable(self, *, limit: int = 100, now: float | None = None) -> list[PromiseRecord]:
-        """Pending root workflows whose lease is free, expired or held by a dead local process."""
+        """Pending, unparked root workflows whose lease is free, expired or held by a dead owner; oldest first."""
 
-    def claim(self, root: str, owner: str, ttl: float, *, now: float | None = None) -> Lease | None:
-        """Take (or renew) the lease on ``root`` for ``ttl`` seconds; ``None`` if another live owner holds it."""
+    def claim(self, root: str, owner: str, ttl: float, *, now: float | None = None,
+              max_recoveries: int | None = None) -> Lease | None:
+        """Take (or renew) the lease on ``root`` for ``ttl`` seconds; ``None`` if held by another owner or parked."""
 
-    def claim_many(self, roots: Sequence[str], owner: str, ttl: float, *,
-                   now: float | None = None) -> dict[str, Lease]:
+    def claim_many(self, roots: Sequence[str], owner: str, ttl: float, *, now: float | None = None,
+                   max_recoveries: int | None = None) -> dict[str, Lease]:
         """:meth:`claim` for many roots at once (one transaction where the store has them); the ones taken."""
 
     def renew(self, leases: Sequence[Lease], ttl: float, *, now: float | None = None) -> list[Lease]:
         """Extend the leases still held (same owner and token); the ones lost are left out."""
 
     def release(self, lease: Lease) -> None:
-        """Give up a lease if still held; its token is kept."""
+        """Give up a lease if still held; its token is kept and its recovery count reset."""
 
     def release_many(self, leases: Sequence[Lease]) -> None:
         """:meth:`release` for many leases at once."""
@@ -86,24 +168,46 @@ class Store(Protocol):
     def lease(self, root: str) -> Lease | None:
         """The current lease row for ``root`` (held or not), or ``None``."""
 
+    def lease_free(self, root: str) -> bool:
+        """Whether ``root``'s lease may be claimed now (free, expired, a dead owner's; not parked)."""
+
+    def unpark(self, root: str) -> bool:
+        """Make a parked root claimable again with its recovery count reset; whether it was parked."""
+
     def close(self) -> None:
         """Release resources; the store is unusable afterwards."""
 
 
-class StoreOperations:
-    """Single-record conveniences built on :meth:`Store.apply`; mix into a store class."""
+@runtime_checkable
+class PushingStore(Protocol):
+    """A store that can tell a waiting engine about outside writes as they commit (PostgreSQL's
+    ``LISTEN/NOTIFY``); engines poll the change feed of stores that cannot."""
 
-    def create(self, record: PromiseRecord) -> tuple[PromiseRecord, bool]:
+    def subscribe(self, on_change: Callable[[], None]) -> Callable[[], None]:
+        """Call ``on_change()`` (from any thread) after each outside write; returns an unsubscribe function."""
+
+
+class StoreOperations:
+    """Conveniences built on the protocol; mix into a store class."""
+
+    def create(self, record: PromiseRecord, *, outside: bool = False) -> tuple[PromiseRecord, bool]:
         """Create ``record`` unless its id exists; return ``(stored record, created)``."""
-        result = self.apply(Batch(creates=[record]))  # type: ignore[attr-defined]
+        result = self.apply(Batch(creates=[record], outside=outside))  # type: ignore[attr-defined]
         existing = result.existing.get(record.id)
         return (existing, False) if existing is not None else (record, True)
 
-    def settle(self, id: str, state: State, value: str | None, *, settled_at: float | None = None) -> PromiseRecord:
-        """Settle ``id``; a different outcome than the stored one raises :class:`AlreadySettledError`."""
-        result = self.apply(Batch(settles=[Settle(id, state, value, settled_at or time.time())]))  # type: ignore[attr-defined]
+    def settle(self, id: str, state: State, value: str | None, *, settled_at: float | None = None,
+               outside: bool = False) -> PromiseRecord:
+        """Settle ``id``; a different outcome than the stored one raises :class:`AlreadySettledError`,
+        and a resolve or reject after the promise's deadline raises :class:`PromiseTimeoutError`."""
+        when = settled_at if settled_at is not None else self.now()  # type: ignore[attr-defined]
+        result = self.apply(Batch(settles=[Settle(id, state, value, when)], outside=outside))  # type: ignore[attr-defined]
         conflict = result.conflicts.get(id)
         if conflict is not None:
+            if conflict.state is State.TIMEDOUT and state in (State.RESOLVED, State.REJECTED):
+                raise PromiseTimeoutError(
+                    f"promise {id!r} timed out (its deadline passed before this {state.value} arrived); "
+                    "it can no longer be settled")
             raise AlreadySettledError(
                 f"promise {id!r} is already {conflict.state.value}; cannot settle it as {state.value} "
                 "with a different value"
@@ -113,13 +217,20 @@ class StoreOperations:
             raise PromiseNotFoundError(f"no promise with id {id!r}")
         return record
 
+    def now(self) -> float:
+        """The store's clock: this machine's wall clock (override for a database server's)."""
+        return time.time()
 
-    def claim_many(self, roots: Sequence[str], owner: str, ttl: float, *,
-                   now: float | None = None) -> dict[str, Lease]:
+    def lease_free(self, root: str) -> bool:
+        """Whether ``root``'s lease may be claimed now (free, expired, a dead owner's; not parked)."""
+        return lease_claimable(self.lease(root), "", self.now(), self.owner_dead)  # type: ignore[attr-defined]
+
+    def claim_many(self, roots: Sequence[str], owner: str, ttl: float, *, now: float | None = None,
+                   max_recoveries: int | None = None) -> dict[str, Lease]:
         """Claim each root in turn; a store with transactions should do it in one."""
         taken = {}
         for root in roots:
-            lease = self.claim(root, owner, ttl, now=now)  # type: ignore[attr-defined]
+            lease = self.claim(root, owner, ttl, now=now, max_recoveries=max_recoveries)  # type: ignore[attr-defined]
             if lease is not None:
                 taken[root] = lease
         return taken
@@ -130,49 +241,55 @@ class StoreOperations:
             self.release(lease)  # type: ignore[attr-defined]
 
 
+def lease_lost_error(roots: list[str]) -> LeaseLostError:
+    """The error a fenced batch raises when ``roots`` are no longer the writer's to run."""
+    return LeaseLostError(f"lease lost on {', '.join(map(repr, roots))}: another worker took over, "
+                          "or the workflow was settled (canceled) from outside", roots=roots)
+
+
+def conflict_error(won: dict[str, PromiseRecord]) -> ConflictError:
+    """The error a fenced batch raises when ``won`` (stored records, by id) settled otherwise first."""
+    roots = sorted({record.root for record in won.values()})
+    return ConflictError(f"{', '.join(map(repr, sorted(won)))} settled otherwise first (from outside, or by "
+                         "its deadline); nothing of this batch was written", roots=roots, records=dict(won))
+
+
 def same_outcome(record: PromiseRecord, settle: Settle) -> bool:
     """Whether ``settle`` repeats the outcome already stored in ``record``."""
     return record.state is settle.state and record.value == settle.value
 
 
-# -- lease owners -----------------------------------------------------------------------------
-
-def _process_start_time(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[19].decode()
-    except (OSError, IndexError):
-        return "0"
+def past_deadline(record: PromiseRecord, settle: Settle, now: float) -> bool:
+    """Whether ``settle`` tries to resolve or reject ``record`` after its deadline (the store times it out)."""
+    return (record.timeout is not None and record.kind is not Kind.SLEEP and record.timeout <= now
+            and settle.state in (State.RESOLVED, State.REJECTED))
 
 
-_HOST = socket.gethostname()
+def timeout_error_text(record: PromiseRecord) -> str:
+    """The stored error of a promise the store timed out (the same text the engine stores)."""
+    name = record.func or record.kind.value
+    return json.dumps({"type": "vow.errors.PromiseTimeoutError", "message": f"{name} ({record.id}) timed out"},
+                      separators=(",", ":"), sort_keys=True)
 
 
-def new_owner_id() -> str:
-    """A lease owner id: ``host:pid:process-start-time:random``, so a dead local owner can be detected."""
-    pid = os.getpid()
-    return f"{_HOST}:{pid}:{_process_start_time(pid)}:{uuid.uuid4().hex[:12]}"
+def parked_reason(root: str, recoveries: int) -> str:
+    """Why a root was parked after ``recoveries`` takeovers in a row."""
+    return (f"run {root!r} was taken over {recoveries} times in a row from a process that died while "
+            "running it (a crash, kill -9, an OOM kill, os._exit in a leaf); it is parked so it does not "
+            f"kill every worker that resumes it. Fix the cause, then `vow resume --force {root}`")
 
 
-def owner_is_dead(owner: str) -> bool:
-    """True when ``owner`` ran on this host in a process that no longer exists (or was replaced)."""
-    parts = owner.split(":")
-    if len(parts) != 4 or parts[0] != _HOST:
-        return False
-    try:
-        pid = int(parts[1])
-    except ValueError:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+def lease_takeover(current: Lease | None, owner: str) -> bool:
+    """Whether claiming ``current`` for ``owner`` takes it from another owner that never released it."""
+    return current is not None and bool(current.owner) and current.owner != owner
+
+
+def lease_claimable(current: Lease | None, owner: str, now: float, owner_dead: Callable[[str], bool]) -> bool:
+    """Whether ``owner`` may take ``current``: none, released, its own, expired, or a known-dead owner's;
+    never a parked one."""
+    if current is None:
         return True
-    except PermissionError:
+    if current.parked:
         return False
-    return _process_start_time(pid) != parts[2]
-
-
-def lease_is_free(lease: Lease | None, owner: str, now: float) -> bool:
-    """Whether ``owner`` may take ``lease``: none, released, expired, its own, or a dead local owner's."""
-    return (lease is None or not lease.owner or lease.owner == owner or lease.expires_at <= now
-            or owner_is_dead(lease.owner))
+    return (not current.owner or current.owner == owner or current.expires_at <= now
+            or owner_dead(current.owner))

@@ -16,15 +16,19 @@ shows the values compared)::
 from __future__ import annotations
 
 import itertools
-import subprocess
-import sys
 import threading
 import time
 from typing import Any
 
 import pytest
 
-from vow.errors import AlreadySettledError, LeaseLostError, PromiseNotFoundError
+from vow.errors import (
+    AlreadySettledError,
+    ConflictError,
+    LeaseLostError,
+    PromiseNotFoundError,
+    PromiseTimeoutError,
+)
 from vow.records import Batch, Kind, Lease, PromiseRecord, Settle, State
 from vow.stores.base import Store, new_owner_id
 
@@ -47,15 +51,6 @@ def _workflow(id: str, **fields: Any) -> PromiseRecord:
 
 def _ids(records: list[PromiseRecord]) -> list[str]:
     return [r.id for r in records]
-
-
-@pytest.fixture(scope="session")
-def dead_lease_owner() -> str:
-    """The lease owner id of a process on this host that has exited (a crashed worker)."""
-    child = subprocess.run(
-        [sys.executable, "-c", "from vow.stores.base import new_owner_id; print(new_owner_id())"],
-        capture_output=True, text=True, timeout=60, check=True)
-    return child.stdout.strip()
 
 
 class StoreContract:
@@ -367,14 +362,29 @@ class StoreContract:
         assert again == Lease("wf", owner, first.token, 170.0)
         assert store.lease("wf") == again
 
-    def test_a_dead_local_owner_loses_its_lease(self, store: Store, dead_lease_owner: str) -> None:
+    def test_an_owner_that_is_gone_loses_its_lease_at_once(self, store: Store) -> None:
         store.apply(Batch(creates=[_workflow("wf")]))
-        now = time.time()
-        dead = store.claim("wf", dead_lease_owner, 3600, now=now)
-        assert dead is not None
+        owner = new_owner_id()
+        if not store.hold_owner(owner):
+            pytest.skip(f"{type(store).__name__} judges owners by lease expiry only")
+        now = store.now()
+        held = store.claim("wf", owner, 3600, now=now)
+        assert held is not None
+        assert store.claimable(now=now) == []
+        assert store.claim("wf", new_owner_id(), 30, now=now) is None  # alive: refused
+        store.release_owner(owner)  # the process is gone (a crash does the same: its lock is dropped)
         assert _ids(store.claimable(now=now)) == ["wf"]
         taken = store.claim("wf", new_owner_id(), 30, now=now)
-        assert taken is not None and taken.token > dead.token
+        assert taken is not None and taken.token > held.token
+
+    def test_an_owner_the_store_cannot_judge_keeps_its_lease_until_expiry(self, store: Store) -> None:
+        store.apply(Batch(creates=[_workflow("wf")]))
+        unknown = "another-host:123:0123456789abcdef"  # never held here: maybe alive elsewhere
+        held = store.claim("wf", unknown, 30, now=100.0)
+        assert store.claim("wf", new_owner_id(), 30, now=129.0) is None
+        assert _ids(store.claimable(now=129.0)) == []
+        taken = store.claim("wf", new_owner_id(), 30, now=130.0)
+        assert taken is not None and taken.token > held.token
 
     def test_tokens_only_grow_across_release_and_claim(self, store: Store) -> None:
         a, b = new_owner_id(), new_owner_id()
@@ -486,3 +496,148 @@ class StoreContract:
         for n in range(6):
             assert len(store.tree(f"t{n}")) == 40
             assert all(r.state is State.RESOLVED for r in store.tree(f"t{n}"))
+
+    # -- the store's clock --------------------------------------------------------------------
+
+    def test_now_is_the_stores_clock_in_epoch_seconds(self, store: Store) -> None:
+        assert abs(store.now() - time.time()) < 60  # the test runs beside the store
+
+    # -- deadlines belong to the store -----------------------------------------------------------
+
+    def _past_deadline(self, store: Store, kind: Kind = Kind.PROMISE) -> None:
+        store.apply(Batch(creates=[make_record("p", kind=kind, timeout=store.now() - 1)]))
+
+    def test_a_resolve_after_the_deadline_times_the_promise_out(self, store: Store) -> None:
+        self._past_deadline(store)
+        result = store.apply(Batch(settles=[Settle("p", State.RESOLVED, '"late"', store.now())]))
+        stored = store.get("p")
+        assert stored.state is State.TIMEDOUT
+        assert "timed out" in stored.value and "PromiseTimeoutError" in stored.value
+        assert result.conflicts == {"p": stored}
+
+    def test_a_reject_after_the_deadline_times_the_promise_out(self, store: Store) -> None:
+        self._past_deadline(store, Kind.STEP)
+        store.apply(Batch(settles=[Settle("p", State.REJECTED, '{"type":"x"}', store.now())]))
+        assert store.get("p").state is State.TIMEDOUT
+
+    def test_settle_helper_refuses_a_late_resolve(self, store: Store) -> None:
+        self._past_deadline(store)
+        with pytest.raises(PromiseTimeoutError):
+            store.settle("p", State.RESOLVED, '"late"')
+        assert store.get("p").state is State.TIMEDOUT
+
+    def test_a_resolve_before_the_deadline_wins(self, store: Store) -> None:
+        store.apply(Batch(creates=[make_record("p", kind=Kind.PROMISE, timeout=store.now() + 3600)]))
+        store.apply(Batch(settles=[Settle("p", State.RESOLVED, '"on time"', store.now())]))
+        assert store.get("p").state is State.RESOLVED
+
+    def test_a_sleep_resolves_after_its_wake_up_time(self, store: Store) -> None:
+        self._past_deadline(store, Kind.SLEEP)
+        store.apply(Batch(settles=[Settle("p", State.RESOLVED, "null", store.now())]))
+        assert store.get("p").state is State.RESOLVED
+
+    def test_a_cancel_or_timeout_after_the_deadline_is_stored_as_given(self, store: Store) -> None:
+        store.apply(Batch(creates=[make_record(i, kind=Kind.PROMISE, timeout=store.now() - 1) for i in ("c", "t")]))
+        store.apply(Batch(settles=[Settle("c", State.CANCELED, None, 1.0), Settle("t", State.TIMEDOUT, '"x"', 1.0)]))
+        assert store.get("c").state is State.CANCELED
+        assert (store.get("t").state, store.get("t").value) == (State.TIMEDOUT, '"x"')
+
+    # -- an engine's commit is all or nothing ---------------------------------------------------
+
+    def _engine_root(self, store: Store, *children: PromiseRecord) -> Lease:
+        lease = store.claim("wf", new_owner_id(), 30)
+        store.apply(Batch(creates=[_workflow("wf"), *children], fences={"wf": lease.token}))
+        return lease
+
+    def test_a_fenced_settle_that_lost_to_an_outside_settle_writes_nothing(self, store: Store) -> None:
+        lease = self._engine_root(store, make_record("wf.1", parent="wf", kind=Kind.PROMISE),
+                                  make_record("wf.2", parent="wf"))
+        won = store.settle("wf.1", State.RESOLVED, '"outside"', outside=True)
+        batch = Batch(creates=[make_record("wf.3", parent="wf")],
+                      settles=[Settle("wf.1", State.TIMEDOUT, '"t"', 1.0), Settle("wf.2", State.RESOLVED, "2", 1.0)],
+                      attempts={"wf.2": 2}, fences={"wf": lease.token})
+        with pytest.raises(ConflictError) as caught:
+            store.apply(batch)
+        assert caught.value.roots == ["wf"]
+        assert caught.value.records == {"wf.1": won}
+        assert store.get("wf.3") is None
+        assert store.get("wf.2").state is State.PENDING and store.get("wf.2").attempt == 0
+
+    def test_a_fenced_resolve_after_the_deadline_writes_nothing_not_even_the_timeout(self, store: Store) -> None:
+        lease = self._engine_root(store, make_record("wf.1", parent="wf", timeout=store.now() - 1))
+        with pytest.raises(ConflictError) as caught:
+            store.apply(Batch(settles=[Settle("wf.1", State.RESOLVED, "1", 1.0)], fences={"wf": lease.token}))
+        assert caught.value.records["wf.1"].state is State.TIMEDOUT
+        assert store.get("wf.1").state is State.PENDING  # the engine times it out itself, in its next commit
+
+    def test_a_fenced_create_under_a_settled_parent_writes_nothing(self, store: Store) -> None:
+        lease = self._engine_root(store, make_record("wf.1", parent="wf", kind=Kind.WORKFLOW))
+        store.apply(Batch(settles=[Settle("wf.1", State.CANCELED, None, 1.0)], outside=True))  # `vow cancel wf.1`
+        with pytest.raises(ConflictError) as caught:
+            store.apply(Batch(creates=[make_record("wf.1.1", parent="wf.1"), make_record("wf.2", parent="wf")],
+                              fences={"wf": lease.token}))
+        assert caught.value.roots == ["wf"] and caught.value.records["wf.1"].state is State.CANCELED
+        assert store.get("wf.1.1") is None and store.get("wf.2") is None
+
+    def test_a_fenced_settle_of_the_same_outcome_again_is_no_conflict(self, store: Store) -> None:
+        lease = self._engine_root(store, make_record("wf.1", parent="wf"))
+        store.apply(Batch(settles=[Settle("wf.1", State.RESOLVED, "1", 1.0)], fences={"wf": lease.token}))
+        store.apply(Batch(settles=[Settle("wf.1", State.RESOLVED, "1", 2.0)], fences={"wf": lease.token}))
+        assert store.get("wf.1").settled_at == 1.0
+
+    # -- the change feed of outside writes ------------------------------------------------------
+
+    def test_outside_writes_are_in_the_change_feed_in_commit_order(self, store: Store) -> None:
+        start = store.changes(None).seq
+        lease = self._engine_root(store, make_record("wf.1", parent="wf", kind=Kind.PROMISE),
+                                  make_record("wf.2", parent="wf"))
+        store.apply(Batch(settles=[Settle("wf.2", State.RESOLVED, "2", 1.0)], fences={"wf": lease.token}))
+        assert store.changes(start).entries == []  # an engine's own writes are not announced
+        store.settle("wf.1", State.RESOLVED, '"ok"', outside=True)
+        store.create(_workflow("submitted"), outside=True)
+        store.apply(Batch(settles=[Settle("wf.2", State.REJECTED, '{"type":"x"}', 1.0)], outside=True))  # a conflict
+        feed = store.changes(start)
+        assert feed.entries == [("wf", "wf.1"), ("submitted", "submitted")]
+        assert feed.complete and feed.seq > start
+        assert store.changes(feed.seq).entries == [] and store.changes(feed.seq).seq == feed.seq
+        assert store.changes(None).seq == feed.seq
+
+    def test_an_outside_cancel_of_a_subtree_announces_each_promise(self, store: Store) -> None:
+        self._engine_root(store, make_record("wf.1", parent="wf", kind=Kind.WORKFLOW),
+                          make_record("wf.1.1", parent="wf.1"))
+        start = store.changes(None).seq
+        store.apply(Batch(settles=[Settle(i, State.CANCELED, None, 1.0) for i in ("wf.1", "wf.1.1")], outside=True))
+        assert store.changes(start).entries == [("wf", "wf.1"), ("wf", "wf.1.1")]
+
+    # -- recoveries and parking -------------------------------------------------------------------
+
+    def test_a_takeover_counts_a_recovery_and_a_release_resets_it(self, store: Store) -> None:
+        first = store.claim("wf", new_owner_id(), 10, now=100.0)
+        assert first.recoveries == 0
+        second = store.claim("wf", new_owner_id(), 10, now=200.0)  # the first expired without releasing
+        assert second.recoveries == 1 and store.lease("wf").recoveries == 1
+        third = store.claim("wf", new_owner_id(), 10, now=300.0)
+        assert third.recoveries == 2
+        store.release(third)
+        assert store.lease("wf").recoveries == 0
+        fourth = store.claim("wf", new_owner_id(), 10, now=301.0)  # a free lease: no recovery
+        assert fourth.recoveries == 0
+
+    def test_a_root_taken_over_too_often_is_parked_until_unparked(self, store: Store) -> None:
+        store.apply(Batch(creates=[_workflow("wf")]))
+        assert store.claim("wf", new_owner_id(), 10, now=100.0, max_recoveries=1) is not None
+        assert store.claim("wf", new_owner_id(), 10, now=200.0, max_recoveries=1).recoveries == 1
+        assert store.claim("wf", new_owner_id(), 10, now=300.0, max_recoveries=1) is None  # a 2nd recovery: parked
+        parked = store.lease("wf")
+        assert parked.parked and "vow resume --force wf" in parked.parked and parked.owner == ""
+        assert store.claimable(now=400.0) == []
+        assert store.claim("wf", new_owner_id(), 10, now=400.0) is None
+        assert store.unpark("wf") is True and store.unpark("wf") is False
+        assert _ids(store.claimable(now=400.0)) == ["wf"]
+        again = store.claim("wf", new_owner_id(), 10, now=400.0, max_recoveries=1)
+        assert again is not None and again.recoveries == 0 and again.token > parked.token
+
+    def test_lease_lost_names_the_roots(self, store: Store) -> None:
+        with pytest.raises(LeaseLostError) as caught:
+            store.apply(Batch(creates=[make_record("x")], fences={"x": 7}))
+        assert caught.value.roots == ["x"]

@@ -10,12 +10,27 @@ import threading
 import time
 from typing import Iterable, Sequence
 
-from vow.errors import LeaseLostError, PromiseNotFoundError, StoreError
+import attrs
+
+from vow.errors import PromiseNotFoundError, StoreError
 from vow.hookspecs import hookimpl
 from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, State
-from vow.stores.base import StoreOperations, lease_is_free, same_outcome
+from vow.stores.base import (
+    ChangeFeed,
+    StoreOperations,
+    conflict_error,
+    lease_claimable,
+    lease_lost_error,
+    lease_takeover,
+    parked_reason,
+    past_deadline,
+    same_outcome,
+    timeout_error_text,
+)
 
 _PENDING = State.PENDING
+FEED_WINDOW = 10_000
+"""How many outside writes the change feed keeps."""
 
 
 def _with(record: PromiseRecord, *, state: State | None = None, value: str | None = None,
@@ -46,6 +61,10 @@ class MemoryStore(StoreOperations):
         self._children: dict[str, list[str]] = {}
         self._trees: dict[str, list[str]] = {}
         self._leases: dict[str, Lease] = {}
+        self._live_owners: set[str] = set()
+        self._dead_owners: set[str] = set()
+        self._feed: list[tuple[int, str, str]] = []  # (seq, root, id) of outside writes
+        self._seq = 0
         self._closed = False
 
     def __repr__(self) -> str:
@@ -58,15 +77,14 @@ class MemoryStore(StoreOperations):
         with self._lock:
             self._check_open()
             records = self._records
-            if batch.fences:
+            fenced = bool(batch.fences)
+            if fenced:
                 lost = sorted(root for root, token in batch.fences.items()
                               if (lease := self._leases.get(root)) is None or lease.token != token
                               or ((stored := records.get(root)) is not None and stored.settled))
                 if lost:
-                    error = LeaseLostError(f"lease lost on {', '.join(map(repr, lost))}: another worker took over, "
-                                           "or the workflow was settled (canceled) from outside")
-                    error.roots = lost  # type: ignore[attr-defined]
-                    raise error
+                    raise lease_lost_error(lost)
+            now = time.time()
             created: dict[str, PromiseRecord] = {}
             existing: dict[str, PromiseRecord] = {}
             for record in batch.creates:
@@ -85,10 +103,26 @@ class MemoryStore(StoreOperations):
                 if settle.state is _PENDING:
                     raise ValueError(f"cannot settle {sid!r} as pending")
                 if current.state is _PENDING:
-                    changed[sid] = _with(current, state=settle.state, value=settle.value,
-                                         settled_at=settle.settled_at)
+                    if past_deadline(current, settle, now):
+                        timed_out = changed[sid] = _with(current, state=State.TIMEDOUT,
+                                                         value=timeout_error_text(current),
+                                                         settled_at=settle.settled_at)
+                        conflicts[sid] = timed_out
+                    else:
+                        changed[sid] = _with(current, state=settle.state, value=settle.value,
+                                             settled_at=settle.settled_at)
                 elif not same_outcome(current, settle):
                     conflicts[sid] = current
+            if fenced:
+                for record in created.values():
+                    parent = record.parent
+                    if parent is None:
+                        continue
+                    stored = changed.get(parent) or created.get(parent) or records.get(parent)
+                    if stored is not None and stored.settled:
+                        conflicts[parent] = stored
+                if conflicts:
+                    raise conflict_error(conflicts)
             for aid, attempt in batch.attempts.items():
                 current = changed.get(aid) or created.get(aid) or records.get(aid)
                 if current is not None and current.state is _PENDING:
@@ -100,7 +134,31 @@ class MemoryStore(StoreOperations):
                     self._children.setdefault(record.parent, []).append(rid)
                 self._trees.setdefault(record.root, []).append(rid)
             records.update(changed)
+            if batch.outside:
+                self._announce([r for r in created.values()] +
+                               [r for sid, r in changed.items() if r.settled and sid not in conflicts])
             return BatchResult(existing, conflicts)
+
+    def _announce(self, records: list[PromiseRecord]) -> None:
+        feed = self._feed
+        for record in records:
+            self._seq += 1
+            feed.append((self._seq, record.root, record.id))
+        if len(feed) > FEED_WINDOW:
+            del feed[:len(feed) - FEED_WINDOW]
+
+    def changes(self, after: int | None) -> ChangeFeed:
+        """Outside writes after sequence number ``after`` (the last :data:`FEED_WINDOW` are kept);
+        ``None``: no entries, just the current number."""
+        with self._lock:
+            self._check_open()
+            if after is None:
+                return ChangeFeed(self._seq)
+            entries = [(seq, root, pid) for seq, root, pid in self._feed if seq > after]
+            if not entries:
+                return ChangeFeed(after)
+            return ChangeFeed(entries[-1][0], [(root, pid) for _, root, pid in entries],
+                              entries[0][0] == after + 1)
 
     # -- reads
 
@@ -150,34 +208,58 @@ class MemoryStore(StoreOperations):
 
     # -- leases
 
+    def hold_owner(self, owner: str) -> bool:
+        """Mark ``owner`` alive; the memory store lives in one process, so it always knows."""
+        with self._lock:
+            self._live_owners.add(owner)
+            self._dead_owners.discard(owner)
+        return True
+
+    def release_owner(self, owner: str) -> None:
+        """``owner`` is gone: its leases may be taken at once."""
+        with self._lock:
+            self._live_owners.discard(owner)
+            self._dead_owners.add(owner)
+
+    def owner_dead(self, owner: str) -> bool:
+        """True for an owner that held and then released its liveness here."""
+        return owner in self._dead_owners
+
     def claimable(self, *, limit: int = 100, now: float | None = None) -> list[PromiseRecord]:
-        """Pending root workflows whose lease is free, expired or held by a dead local process."""
+        """Pending, unparked root workflows whose lease is free, expired or held by a dead owner."""
         now = time.time() if now is None else now
         with self._lock:
             self._check_open()
             roots = [r for r in self._records.values()
                      if r.parent is None and r.state is _PENDING and r.kind is Kind.WORKFLOW]
             leases = dict(self._leases)
-        roots.sort(key=lambda r: r.created_at)
-        return [r for r in roots if lease_is_free(leases.get(r.id), "", now)][:max(limit, 0)]
+            found = [r for r in roots if lease_claimable(leases.get(r.id), "", now, self.owner_dead)]
+        found.sort(key=lambda r: r.created_at)
+        return found[:max(limit, 0)]
 
-    def claim(self, root: str, owner: str, ttl: float, *, now: float | None = None) -> Lease | None:
-        """Take (or renew) the lease on ``root``; ``None`` if another live owner holds it."""
+    def claim(self, root: str, owner: str, ttl: float, *, now: float | None = None,
+              max_recoveries: int | None = None) -> Lease | None:
+        """Take (or renew) the lease on ``root``; ``None`` if another owner holds it or it is parked."""
         if not owner:
             raise ValueError("a lease owner must not be empty")
         now = time.time() if now is None else now
         with self._lock:
             self._check_open()
             current = self._leases.get(root)
-            if not lease_is_free(current, owner, now):
+            if not lease_claimable(current, owner, now, self.owner_dead):
                 return None
             if current is None:
-                token = 1
+                lease = Lease(root, owner, 1, now + ttl)
             elif current.owner == owner:
-                token = current.token
+                lease = Lease(root, owner, current.token, now + ttl, current.recoveries)
             else:
-                token = current.token + 1
-            lease = self._leases[root] = Lease(root, owner, token, now + ttl)
+                recoveries = current.recoveries + 1 if lease_takeover(current, owner) else current.recoveries
+                if max_recoveries is not None and recoveries > max_recoveries:
+                    self._leases[root] = Lease(root, "", current.token, 0.0, recoveries,
+                                               parked_reason(root, recoveries))
+                    return None
+                lease = Lease(root, owner, current.token + 1, now + ttl, recoveries)
+            self._leases[root] = lease
             return lease
 
     def renew(self, leases: Sequence[Lease], ttl: float, *, now: float | None = None) -> list[Lease]:
@@ -189,7 +271,7 @@ class MemoryStore(StoreOperations):
             for lease in leases:
                 current = self._leases.get(lease.root)
                 if current is not None and current.owner == lease.owner and current.token == lease.token:
-                    renewed = self._leases[lease.root] = Lease(lease.root, lease.owner, lease.token, now + ttl)
+                    renewed = self._leases[lease.root] = attrs.evolve(current, expires_at=now + ttl)
                     kept.append(renewed)
         return kept
 
@@ -205,6 +287,16 @@ class MemoryStore(StoreOperations):
         """The current lease row for ``root`` (held or not), or ``None``."""
         self._check_open()
         return self._leases.get(root)
+
+    def unpark(self, root: str) -> bool:
+        """Make a parked root claimable again, its recovery count reset."""
+        with self._lock:
+            self._check_open()
+            current = self._leases.get(root)
+            if current is None or not current.parked:
+                return False
+            self._leases[root] = Lease(root, "", current.token, 0.0)
+            return True
 
     def close(self) -> None:
         """Drop everything; the store is unusable afterwards."""

@@ -37,10 +37,22 @@ from urllib.parse import quote
 
 import attrs
 
-from vow.errors import ConfigError, LeaseLostError, PromiseNotFoundError, StoreError
+from vow.errors import ConfigError, PromiseNotFoundError, StoreError
 from vow.hookspecs import hookimpl
-from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, State
-from vow.stores.base import FORMAT_VERSION, StoreOperations, lease_is_free, same_outcome
+from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, Settle, State
+from vow.stores.base import (
+    FORMAT_VERSION,
+    ChangeFeed,
+    StoreOperations,
+    conflict_error,
+    lease_claimable,
+    lease_lost_error,
+    lease_takeover,
+    parked_reason,
+    same_outcome,
+    timeout_error_text,
+)
+from vow.stores.owners import OwnerLocks
 
 DEFAULT_PATH = os.path.join(".vow", "vow.sqlite")
 SYNCHRONOUS_MODES = ("normal", "full")
@@ -58,42 +70,64 @@ class SQLiteOptions:
     """Seconds a write waits for another writer before giving up with :class:`StoreError`."""
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS promises (
-    id TEXT PRIMARY KEY NOT NULL,
-    state TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    root TEXT NOT NULL,
-    func TEXT NOT NULL,
-    args TEXT NOT NULL,
-    value TEXT,
-    parent TEXT,
-    timeout REAL,
-    idempotency_key TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    created_at REAL NOT NULL,
-    settled_at REAL,
-    tags TEXT NOT NULL
-);
--- Index entries end with the rowid, so these also serve "ORDER BY created_at, rowid".
-CREATE INDEX IF NOT EXISTS promises_root ON promises (root, created_at);
-CREATE INDEX IF NOT EXISTS promises_parent ON promises (parent, created_at);
-CREATE INDEX IF NOT EXISTS promises_pending_roots ON promises (created_at)
-    WHERE state = 'pending' AND parent IS NULL AND kind = 'workflow';
-CREATE TABLE IF NOT EXISTS leases (
-    root TEXT PRIMARY KEY NOT NULL,
-    owner TEXT NOT NULL,
-    token INTEGER NOT NULL,
-    expires_at REAL NOT NULL
-);
-"""
+_MIGRATIONS: dict[int, list[str]] = {
+    # format 1 (vow 0.1): promises and leases
+    1: [
+        """CREATE TABLE IF NOT EXISTS promises (
+            id TEXT PRIMARY KEY NOT NULL,
+            state TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            root TEXT NOT NULL,
+            func TEXT NOT NULL,
+            args TEXT NOT NULL,
+            value TEXT,
+            parent TEXT,
+            timeout REAL,
+            idempotency_key TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            settled_at REAL,
+            tags TEXT NOT NULL
+        )""",
+        # Index entries end with the rowid, so these also serve "ORDER BY created_at, rowid".
+        "CREATE INDEX IF NOT EXISTS promises_root ON promises (root, created_at)",
+        "CREATE INDEX IF NOT EXISTS promises_parent ON promises (parent, created_at)",
+        """CREATE INDEX IF NOT EXISTS promises_pending_roots ON promises (created_at)
+            WHERE state = 'pending' AND parent IS NULL AND kind = 'workflow'""",
+        """CREATE TABLE IF NOT EXISTS leases (
+            root TEXT PRIMARY KEY NOT NULL,
+            owner TEXT NOT NULL,
+            token INTEGER NOT NULL,
+            expires_at REAL NOT NULL
+        )""",
+    ],
+    # format 2 (vow 0.2): recoveries and parking, the change feed, an index of held leases
+    2: [
+        "ALTER TABLE leases ADD COLUMN recoveries INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE leases ADD COLUMN parked TEXT",
+        "CREATE INDEX IF NOT EXISTS leases_held ON leases (owner) WHERE owner != ''",
+        """CREATE TABLE IF NOT EXISTS changes (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            root TEXT NOT NULL,
+            id TEXT NOT NULL
+        )""",
+    ],
+}
+"""Statements that bring a file from format ``n - 1`` to ``n``; a new file runs them all."""
 
 _COLUMNS = ("id, state, kind, root, func, args, value, parent, timeout, idempotency_key, attempt, "
             "created_at, settled_at, tags")
 _SELECT = f"SELECT {_COLUMNS} FROM promises"
 _SETTLE = "UPDATE promises SET state = ?, value = ?, settled_at = ? WHERE id = ? AND state = 'pending'"
+# A resolve or reject must also beat the promise's deadline (sleeps excepted: theirs is the wake-up time).
+_SETTLE_BEFORE_DEADLINE = (
+    "UPDATE promises SET state = ?, value = ?, settled_at = ? WHERE id = ? AND state = 'pending' "
+    "AND (timeout IS NULL OR kind = 'sleep' OR timeout > ?)")
 _ATTEMPT = "UPDATE promises SET attempt = ? WHERE id = ? AND state = 'pending'"
-_RELEASE = "UPDATE leases SET owner = '', expires_at = 0 WHERE root = ? AND owner = ? AND token = ?"
+_RELEASE = ("UPDATE leases SET owner = '', expires_at = 0, recoveries = 0 "
+            "WHERE root = ? AND owner = ? AND token = ?")
+_LEASE_COLUMNS = "owner, token, expires_at, recoveries, parked"
+FEED_WINDOW = 10_000  # outside writes the change feed keeps
 CHECKPOINT_EVERY = 256  # commits between two checkpoints of the log by the checkpointer thread
 CHECKPOINT_IDLE_SECONDS = 1.0  # ... or this long after the last commit
 WAL_SIZE_LIMIT = 64 * 2**20  # bytes the log file is truncated to after a checkpoint resets it
@@ -102,6 +136,8 @@ _CHUNK = 500  # ids per "IN (...)" query, well under SQLite's bound-parameter li
 _STATES = {s.value: s for s in State}
 _KINDS = {k.value: k for k in Kind}
 _PENDING = State.PENDING
+_RESOLVED = State.RESOLVED
+_REJECTED = State.REJECTED
 _EMPTY_TAGS = "{}"
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _loads = json.loads
@@ -170,9 +206,13 @@ def _header_size(header: bytes) -> int:
     return (65536 if page_size == 1 else page_size) * pages if header[92:96] == header[24:28] else 0
 
 
+_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+
+
 def _is_busy(exc: sqlite3.Error) -> bool:
-    message = str(exc).lower()
-    return isinstance(exc, sqlite3.OperationalError) and ("locked" in message or "busy" in message)
+    """Whether SQLite refused because another connection holds a lock (primary code BUSY or LOCKED)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) in _BUSY_CODES
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -215,6 +255,8 @@ class SQLiteStore(StoreOperations):
         self._commits = 0
         self._checkpoint_wanted = threading.Event()
         self._checkpointer: threading.Thread | None = None
+        self._identity: tuple[int, int] | None = None
+        self._owners = OwnerLocks(self.path + "-owners")
         self._check_file()
         self._create_schema()
         _open_stores.add(self)
@@ -291,17 +333,19 @@ class SQLiteStore(StoreOperations):
                 con.execute("PRAGMA journal_mode = WAL")
             if con.execute("PRAGMA user_version").fetchone()[0] == FORMAT_VERSION:
                 return  # the usual case: nothing to write, so no need to wait for the write lock
+            if con.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+                # Only possible before the first table: lets `vow prune` give pages back to the disk.
+                con.execute("PRAGMA auto_vacuum = INCREMENTAL")
             self._begin(con)
             try:
                 version = con.execute("PRAGMA user_version").fetchone()[0]
                 if version > FORMAT_VERSION:  # another process got there first with a newer vow
                     raise StoreError(f"SQLite store {self.path}: written by a newer vow (store format "
                                      f"{version}; this vow supports up to {FORMAT_VERSION})")
-                if version == 0:
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            con.execute(statement)
-                    con.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
+                for step in range(version + 1, FORMAT_VERSION + 1):
+                    for statement in _MIGRATIONS[step]:
+                        con.execute(statement)
+                con.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
                 con.execute("COMMIT")
             except BaseException:
                 self._rollback(con)
@@ -314,6 +358,7 @@ class SQLiteStore(StoreOperations):
                 if not _is_busy(exc):
                     raise self._error(exc) from exc
                 self._retry_busy(setup)
+            self._identity = _file_identity(self.path)
         except BaseException:
             self.close()
             raise
@@ -378,6 +423,7 @@ class SQLiteStore(StoreOperations):
         """Checkpoint the log, close every connection this store opened; the store is unusable afterwards."""
         self._closed = True
         self._checkpoint_wanted.set()
+        self._owners.close()
         _open_stores.discard(self)
         with self._connections_lock:
             connections, self._connections = self._connections, []
@@ -447,24 +493,65 @@ class SQLiteStore(StoreOperations):
         return self._write(lambda con: self._apply_in(con, batch))
 
     def _apply_in(self, con: sqlite3.Connection, batch: Batch) -> BatchResult:
-        if batch.fences:
+        fenced = bool(batch.fences)
+        if fenced:
             self._check_fences(con, batch.fences)
         existing: dict[str, PromiseRecord] = {}
         conflicts: dict[str, PromiseRecord] = {}
         creates, settles = batch.creates, batch.settles
+        created_ids: list[str] = []
         if creates:
             inserted = 0
             for statement, rows in _insert_runs(creates):
                 inserted += con.executemany(statement, rows).rowcount
             if inserted < len(creates):
-                existing = self._existing(con, creates, inserted)
+                existing, created_ids = self._existing(con, creates, inserted)
+            elif batch.outside:
+                created_ids = [r.id for r in creates]
         if settles:
-            changed = con.executemany(_SETTLE, [(s.state._value_, s.value, s.settled_at, s.id) for s in settles]).rowcount
+            now = time.time()
+            outcomes = [(s.state._value_, s.value, s.settled_at, s.id, now) for s in settles
+                        if s.state is _RESOLVED or s.state is _REJECTED]
+            changed = con.executemany(_SETTLE_BEFORE_DEADLINE, outcomes).rowcount if outcomes else 0
+            if len(outcomes) < len(settles):
+                changed += con.executemany(_SETTLE, [(s.state._value_, s.value, s.settled_at, s.id) for s in settles
+                                                     if s.state is not _RESOLVED and s.state is not _REJECTED]).rowcount
             if changed < len(settles):
-                conflicts = self._conflicts(con, settles)
+                conflicts = self._conflicts(con, settles, now, time_out=not fenced)
+        if fenced:
+            if creates:
+                conflicts.update(self._settled_parents(con, creates, batch.fences))
+            if conflicts:
+                raise conflict_error(conflicts)
         if batch.attempts:
             con.executemany(_ATTEMPT, [(n, i) for i, n in batch.attempts.items()])
+        if batch.outside:
+            self._announce(con, creates, created_ids, settles, conflicts)
         return BatchResult(existing, conflicts)
+
+    def _settled_parents(self, con: sqlite3.Connection, creates: list[PromiseRecord],
+                         fences: dict[str, int]) -> dict[str, PromiseRecord]:
+        """Parents of ``creates`` that are settled (a fenced root's own state was checked already)."""
+        parents = {r.parent for r in creates if r.parent is not None and r.parent not in fences}
+        if not parents:
+            return {}
+        rows = self._select_ids(con, _COLUMNS, list(parents))
+        return {row[0]: record for row in rows if (record := _record(row)).settled}
+
+    def _announce(self, con: sqlite3.Connection, creates: list[PromiseRecord], created_ids: list[str],
+                  settles: list[Settle], conflicts: dict[str, PromiseRecord]) -> None:
+        """Append this outside write to the change feed, keeping its last FEED_WINDOW entries."""
+        roots = {r.id: r.root for r in creates}
+        settled = [s.id for s in settles if s.id not in conflicts]
+        missing = [i for i in settled if i not in roots]
+        if missing:
+            roots.update(self._select_ids(con, "id, root", missing))
+        entries = [(roots[i], i) for i in dict.fromkeys(created_ids + settled) if i in roots]
+        if not entries:
+            return
+        con.executemany("INSERT INTO changes (root, id) VALUES (?, ?)", entries)
+        last = con.execute("SELECT max(seq) FROM changes").fetchone()[0]
+        con.execute("DELETE FROM changes WHERE seq <= ?", (last - FEED_WINDOW,))
 
     def _check_fences(self, con: sqlite3.Connection, fences: dict[str, int]) -> None:
         lost = []
@@ -475,19 +562,19 @@ class SQLiteStore(StoreOperations):
                 lost.append(root)
         if lost:
             lost.sort()
-            error = LeaseLostError(f"lease lost on {', '.join(map(repr, lost))}: another worker took over, "
-                                   "or the workflow was settled (canceled) from outside")
-            error.roots = lost  # type: ignore[attr-defined]
-            raise error
+            raise lease_lost_error(lost)
 
-    def _existing(self, con: sqlite3.Connection, creates: list[PromiseRecord], inserted: int) -> dict[str, PromiseRecord]:
-        """The stored records of the creates that were ignored because their id existed."""
+    def _existing(self, con: sqlite3.Connection, creates: list[PromiseRecord], inserted: int
+                  ) -> tuple[dict[str, PromiseRecord], list[str]]:
+        """The stored records of the creates that were ignored because their id existed, and the
+        ids this batch did create."""
         # SQLite gives a new row the rowid max(rowid) + 1, and we hold the write lock: the rows
         # this batch inserted are exactly the ``inserted`` highest rowids.
         first_new = (con.execute("SELECT max(rowid) FROM promises").fetchone()[0] or 0) - inserted + 1
         stored = {row[1]: (row[0], row[1:]) for row in self._select_ids(con, "rowid, " + _COLUMNS,
                                                                          [r.id for r in creates])}
         existing = {}
+        created = []
         seen: set[str] = set()
         for r in creates:
             if r.id not in stored:  # OR IGNORE also skips a row that breaks NOT NULL
@@ -495,19 +582,29 @@ class SQLiteStore(StoreOperations):
             rowid, row = stored[r.id]
             if rowid < first_new or r.id in seen:  # there before, or created earlier in this batch
                 existing[r.id] = _record(row)
+            else:
+                created.append(r.id)
             seen.add(r.id)
-        return existing
+        return existing, created
 
-    def _conflicts(self, con: sqlite3.Connection, settles: list) -> dict[str, PromiseRecord]:
-        """Settles that changed nothing: same outcome (fine), another outcome (conflict), no such id (error)."""
-        stored = {row[0]: row for row in self._select_ids(con, _COLUMNS, [s.id for s in settles])}
+    def _conflicts(self, con: sqlite3.Connection, settles: list[Settle], now: float, *,
+                   time_out: bool) -> dict[str, PromiseRecord]:
+        """Settles that changed nothing: same outcome (fine), another outcome or a passed deadline
+        (conflict; with ``time_out``, the promise is timed out here), no such id (error)."""
+        stored = {row[0]: _record(row) for row in self._select_ids(con, _COLUMNS, [s.id for s in settles])}
         conflicts = {}
         for s in settles:
-            row = stored.get(s.id)
-            if row is None:
+            record = stored.get(s.id)
+            if record is None:
                 raise PromiseNotFoundError(f"cannot settle {s.id!r}: no promise with that id")
-            record = _record(row)
-            if not same_outcome(record, s):
+            if record.state is _PENDING:  # refused by the deadline rule
+                text = timeout_error_text(record)
+                if time_out:
+                    con.execute(_SETTLE, (State.TIMEDOUT.value, text, s.settled_at, record.id))
+                record = stored[s.id] = attrs.evolve(record, state=State.TIMEDOUT, value=text,
+                                                     settled_at=s.settled_at)
+                conflicts[s.id] = record
+            elif not same_outcome(record, s):
                 conflicts[s.id] = record
         return conflicts
 
@@ -583,45 +680,75 @@ class SQLiteStore(StoreOperations):
 
     # -- leases
 
+    def now(self) -> float:
+        """The store's clock: this machine's (every process sharing the file runs on it)."""
+        return time.time()
+
+    @_reading
+    def changes(self, after: int | None) -> ChangeFeed:
+        """Outside writes after sequence number ``after``; ``None``: no entries, just the current number."""
+        con = self._con()
+        if after is None:
+            return ChangeFeed(con.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0])
+        rows = con.execute("SELECT seq, root, id FROM changes WHERE seq > ? ORDER BY seq", (after,)).fetchall()
+        if not rows:
+            return ChangeFeed(after)
+        complete = rows[0][0] == after + 1 or con.execute(
+            "SELECT min(seq) FROM changes").fetchone()[0] <= after + 1
+        return ChangeFeed(rows[-1][0], [(root, pid) for _, root, pid in rows], complete)
+
+    def hold_owner(self, owner: str) -> bool:
+        """Hold ``owner``'s lock file beside the store (``<file>-owners/``) while this process lives."""
+        held = self._owners.hold(owner)
+        if held:
+            self._owners.sweep(self._holds_leases)
+        return held
+
+    @_reading
+    def _holds_leases(self, owner: str) -> bool:
+        return self._con().execute("SELECT 1 FROM leases WHERE owner = ? LIMIT 1", (owner,)).fetchone() is not None
+
+    def release_owner(self, owner: str) -> None:
+        """Drop ``owner``'s lock file: its leases may be taken at once."""
+        self._owners.release(owner)
+
+    def owner_dead(self, owner: str) -> bool:
+        """True when ``owner``'s lock file exists and nobody holds its lock."""
+        return self._owners.is_dead(owner)
+
+    def _dead_owners(self, con: sqlite3.Connection) -> list[str]:
+        """Owners holding leases now whose lock says they are dead (few: one per live worker process)."""
+        owners = [row[0] for row in con.execute("SELECT DISTINCT owner FROM leases WHERE owner != ''")]
+        return [owner for owner in owners if self._owners.is_dead(owner)]
+
     @_reading
     def claimable(self, *, limit: int = 100, now: float | None = None) -> list[PromiseRecord]:
-        """Pending root workflows whose lease is free, expired or held by a dead local process; oldest first."""
+        """Pending, unparked root workflows whose lease is free, expired or held by a dead owner; oldest first."""
         now = time.time() if now is None else now
         if limit <= 0:
             return []
-        local = self._local_owner_prefix
-        # SQL keeps leases that may be free; owners on this host are checked for life in Python.
-        rows = self._con().execute(
-            f"SELECT {', '.join('p.' + c for c in _COLUMNS.split(', '))}, l.owner, l.token, l.expires_at "
+        con = self._con()
+        dead = self._dead_owners(con)
+        marks = ",".join("?" * len(dead))
+        rows = con.execute(
+            f"SELECT {', '.join('p.' + c for c in _COLUMNS.split(', '))} "
             "FROM promises p INDEXED BY promises_pending_roots LEFT JOIN leases l ON l.root = p.id "
             "WHERE p.state = 'pending' AND p.parent IS NULL AND p.kind = 'workflow' "
-            "AND (l.root IS NULL OR l.owner = '' OR l.expires_at <= ? OR substr(l.owner, 1, ?) = ?) "
-            "ORDER BY p.created_at, p.rowid", (now, len(local), local))
-        found = []
-        for row in rows:
-            lease = None if row[14] is None else Lease(row[0], row[14], row[15], row[16])
-            if lease_is_free(lease, "", now):
-                found.append(_record(row))
-                if len(found) >= limit:
-                    break
-        return found
+            "AND (l.root IS NULL OR (l.parked IS NULL AND (l.owner = '' OR l.expires_at <= ?"
+            + (f" OR l.owner IN ({marks})" if dead else "") + "))) "
+            "ORDER BY p.created_at, p.rowid LIMIT ?", (now, *dead, limit))
+        return [_record(row) for row in rows]
 
-    @functools.cached_property
-    def _local_owner_prefix(self) -> str:
-        from vow.stores.base import new_owner_id
-
-        return new_owner_id().split(":", 1)[0] + ":"
-
-    def claim(self, root: str, owner: str, ttl: float, *, now: float | None = None) -> Lease | None:
-        """Take (or renew) the lease on ``root`` for ``ttl`` seconds; ``None`` if another live owner holds it."""
+    def claim(self, root: str, owner: str, ttl: float, *, now: float | None = None,
+              max_recoveries: int | None = None) -> Lease | None:
+        """Take (or renew) the lease on ``root`` for ``ttl`` seconds; ``None`` if held by another owner or parked."""
         if not owner:
             raise ValueError("a lease owner must not be empty")
         now = time.time() if now is None else now
+        return self._write(lambda con: self._claim_in(con, root, owner, ttl, now, max_recoveries))
 
-        return self._write(lambda con: _claim_in(con, root, owner, ttl, now))
-
-    def claim_many(self, roots: Sequence[str], owner: str, ttl: float, *,
-                   now: float | None = None) -> dict[str, Lease]:
+    def claim_many(self, roots: Sequence[str], owner: str, ttl: float, *, now: float | None = None,
+                   max_recoveries: int | None = None) -> dict[str, Lease]:
         """Claim the leases on ``roots`` in one transaction; the ones taken, by root."""
         if not owner:
             raise ValueError("a lease owner must not be empty")
@@ -632,12 +759,37 @@ class SQLiteStore(StoreOperations):
         def claim_all(con: sqlite3.Connection) -> dict[str, Lease]:
             taken = {}
             for root in roots:
-                lease = _claim_in(con, root, owner, ttl, now)
+                lease = self._claim_in(con, root, owner, ttl, now, max_recoveries)
                 if lease is not None:
                     taken[root] = lease
             return taken
 
         return self._write(claim_all)
+
+    def _claim_in(self, con: sqlite3.Connection, root: str, owner: str, ttl: float, now: float,
+                  max_recoveries: int | None) -> Lease | None:
+        """Claim one lease inside a write transaction."""
+        row = con.execute(f"SELECT {_LEASE_COLUMNS} FROM leases WHERE root = ?", (root,)).fetchone()
+        current = None if row is None else Lease(root, *row)
+        if not lease_claimable(current, owner, now, self._owners.is_dead):
+            return None
+        if current is None:
+            con.execute("INSERT INTO leases (root, owner, token, expires_at) VALUES (?, ?, 1, ?)",
+                        (root, owner, now + ttl))
+            return Lease(root, owner, 1, now + ttl)
+        if current.owner == owner:
+            token, recoveries = current.token, current.recoveries
+        else:
+            token = current.token + 1
+            recoveries = current.recoveries + 1 if lease_takeover(current, owner) else current.recoveries
+            if max_recoveries is not None and recoveries > max_recoveries:
+                con.execute("UPDATE leases SET owner = '', expires_at = 0, recoveries = ?, parked = ? WHERE root = ?",
+                            (recoveries, parked_reason(root, recoveries), root))
+                return None
+        # Compare-and-swap on the token read above (we hold the write lock: it always matches).
+        con.execute("UPDATE leases SET owner = ?, token = ?, expires_at = ?, recoveries = ? "
+                    "WHERE root = ? AND token = ?", (owner, token, now + ttl, recoveries, root, current.token))
+        return Lease(root, owner, token, now + ttl, recoveries)
 
     def renew(self, leases: Sequence[Lease], ttl: float, *, now: float | None = None) -> list[Lease]:
         """Extend the leases still held (same owner and token); the ones lost are left out."""
@@ -651,7 +803,7 @@ class SQLiteStore(StoreOperations):
                 cur = con.execute("UPDATE leases SET expires_at = ? WHERE root = ? AND owner = ? AND token = ?",
                                   (now + ttl, lease.root, lease.owner, lease.token))
                 if cur.rowcount:
-                    kept.append(Lease(lease.root, lease.owner, lease.token, now + ttl))
+                    kept.append(attrs.evolve(lease, expires_at=now + ttl))
             return kept
 
         return self._write(renew_in)
@@ -668,15 +820,23 @@ class SQLiteStore(StoreOperations):
     @_reading
     def lease(self, root: str) -> Lease | None:
         """The current lease row for ``root`` (held or not), or ``None``."""
-        row = self._con().execute("SELECT owner, token, expires_at FROM leases WHERE root = ?", (root,)).fetchone()
+        row = self._con().execute(f"SELECT {_LEASE_COLUMNS} FROM leases WHERE root = ?", (root,)).fetchone()
         return None if row is None else Lease(root, *row)
 
+    def unpark(self, root: str) -> bool:
+        """Make a parked root claimable again, its recovery count reset."""
+        return bool(self._write(lambda con: con.execute(
+            "UPDATE leases SET parked = NULL, recoveries = 0, owner = '', expires_at = 0 "
+            "WHERE root = ? AND parked IS NOT NULL", (root,)).rowcount))
+
     def _write(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
-        """Run ``work`` in one ``BEGIN IMMEDIATE`` transaction and commit it."""
+        """Run ``work`` in one ``BEGIN IMMEDIATE`` transaction and commit it, unless the file was
+        deleted or replaced under this process (then nothing is committed: :class:`StoreError`)."""
         con = self._con()
         self._begin(con)
         try:
             result = work(con)
+            self._check_identity()
             con.execute("COMMIT")
             self._committed()
         except sqlite3.Error as exc:
@@ -687,21 +847,22 @@ class SQLiteStore(StoreOperations):
             raise
         return result
 
+    def _check_identity(self) -> None:
+        """Refuse to commit into a file that no longer is the one at ``path`` (deleted or replaced):
+        the commit would land in an inode no other process sees."""
+        if self._identity is not None and _file_identity(self.path) != self._identity:
+            raise StoreError(f"SQLite store {self.path}: the file was deleted or replaced while this process "
+                             "had it open; stopping so nothing is written where no other process can see it. "
+                             "Restore the file (or start again with a new store)")
 
-def _claim_in(con: sqlite3.Connection, root: str, owner: str, ttl: float, now: float) -> Lease | None:
-    """Claim one lease inside a write transaction."""
-    row = con.execute("SELECT owner, token, expires_at FROM leases WHERE root = ?", (root,)).fetchone()
-    current = None if row is None else Lease(root, *row)
-    if not lease_is_free(current, owner, now):
+
+def _file_identity(path: str) -> tuple[int, int] | None:
+    """``(device, inode)`` of the file at ``path``, or ``None`` when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
         return None
-    if current is None:
-        con.execute("INSERT INTO leases (root, owner, token, expires_at) VALUES (?, ?, 1, ?)", (root, owner, now + ttl))
-        return Lease(root, owner, 1, now + ttl)
-    token = current.token if current.owner == owner else current.token + 1
-    # Compare-and-swap on the token read above (we hold the write lock: it always matches).
-    con.execute("UPDATE leases SET owner = ?, token = ?, expires_at = ? WHERE root = ? AND token = ?",
-                (owner, token, now + ttl, root, current.token))
-    return Lease(root, owner, token, now + ttl)
+    return st.st_dev, st.st_ino
 
 
 def _checkpoint(con: sqlite3.Connection) -> None:

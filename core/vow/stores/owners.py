@@ -1,0 +1,163 @@
+"""Lease owners: who they are, and how a store on one file system tells a live owner from a dead one.
+
+An owner id names one running engine: ``host:pid:random``. The host and pid are there for
+people reading ``vow ls``; liveness never rests on them, because two containers may share a host
+name and a store file but not a PID namespace (the same pid is a different process on each side),
+and a forked child keeps its parent's pid in the parent's namespace.
+
+Liveness on a file system (:class:`OwnerLocks`): each live owner holds an exclusive ``flock`` on
+its own file in a directory beside the store. The kernel drops the lock when the process dies —
+however it dies — and the lock is visible to every process that opens the same file, in any PID
+namespace. So "dead" means: the owner's file exists and its lock can be taken. An owner
+without a file (it never called :meth:`OwnerLocks.hold`: an older vow, a hand-made id, a process
+on a machine that sees another copy of the directory) is *unknown*: only lease expiry frees its
+leases. Files of dead owners that hold no lease any more are removed when an owner starts.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import re
+import socket
+import threading
+import uuid
+import weakref
+from typing import Callable
+
+__all__ = ["OwnerLocks", "new_owner_id", "is_owner_id"]
+
+_OWNER_ID = re.compile(r"^[^:/\x00]*:\d+:[0-9a-f]{16}$")
+
+
+def new_owner_id() -> str:
+    """A fresh lease owner id, ``host:pid:random`` (call it again after a fork)."""
+    host = socket.gethostname().replace(":", "_").replace("/", "_")
+    return f"{host}:{os.getpid()}:{uuid.uuid4().hex[:16]}"
+
+
+def is_owner_id(owner: str) -> bool:
+    """Whether ``owner`` is an id made by :func:`new_owner_id` (so it holds a liveness lock)."""
+    return bool(_OWNER_ID.match(owner))
+
+
+class OwnerLocks:
+    """Owner liveness through ``flock`` files in ``directory`` (one file per owner)."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self._held: dict[str, int] = {}  # owner -> fd holding its lock
+        self._lock = threading.Lock()
+        _all_locks.add(self)
+
+    def _path(self, owner: str) -> str:
+        return os.path.join(self.directory, owner.replace(":", "_") + ".lock")
+
+    def hold(self, owner: str) -> bool:
+        """Take ``owner``'s lock for as long as this process lives (or until :meth:`release`)."""
+        if not is_owner_id(owner):
+            return False
+        with self._lock:
+            if owner in self._held:
+                return True
+            path = self._path(owner)
+            try:
+                os.makedirs(self.directory, exist_ok=True)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError:
+                return False  # a read-only directory: others fall back to lease expiry
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                # Held, and still the file at ``path`` (not one a checker unlinked a moment ago).
+                if os.fstat(fd).st_ino != os.stat(path).st_ino:
+                    raise OSError(errno.ESTALE, "owner file replaced")
+            except OSError:
+                os.close(fd)
+                return False
+            self._held[owner] = fd
+            return True
+
+    def release(self, owner: str) -> None:
+        """Drop ``owner``'s lock: from now on it reads as dead. The file stays (a missing file reads
+        as unknown) until a sweep finds that no lease names the owner any more."""
+        with self._lock:
+            fd = self._held.pop(owner, None)
+        if fd is not None:
+            os.close(fd)
+
+    def is_dead(self, owner: str) -> bool:
+        """True only when ``owner`` surely no longer runs; False when alive or unknown."""
+        if owner in self._held:
+            return False
+        if not is_owner_id(owner):
+            return False
+        return _unlocked(self._path(owner))
+
+    def sweep(self, holds_leases: Callable[[str], bool]) -> None:
+        """Remove the files of dead owners for which ``holds_leases(owner)`` is false."""
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return
+        for name in names:
+            if not name.endswith(".lock"):
+                continue
+            path = os.path.join(self.directory, name)
+            owner = name[:-len(".lock")].replace("_", ":")
+            if owner in self._held:
+                continue
+            fd = _lock_if_free(path)
+            if fd is None:
+                continue
+            try:
+                if not holds_leases(owner):
+                    os.unlink(path)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+
+    def close(self) -> None:
+        """Release every owner this object holds."""
+        for owner in list(self._held):
+            self.release(owner)
+
+    def _forget_after_fork(self) -> None:
+        # The child shares the parent's lock (flock locks belong to the open file, which fork
+        # shares). Close the child's copies without unlocking: the parent still holds them, and
+        # when the parent dies its owners read as dead even while this child lives on.
+        for fd in self._held.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._held = {}
+        self._lock = threading.Lock()
+
+
+def _lock_if_free(path: str) -> int | None:
+    """An fd holding ``path``'s lock if nobody else held it (the owner is dead), else ``None``."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return None  # no file: unknown
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None  # the owner holds it (alive), or the lock cannot be judged (unknown)
+    return fd
+
+
+def _unlocked(path: str) -> bool:
+    """Whether ``path`` exists and nobody holds its lock."""
+    fd = _lock_if_free(path)
+    if fd is None:
+        return False
+    os.close(fd)
+    return True
+
+
+_all_locks: "weakref.WeakSet[OwnerLocks]" = weakref.WeakSet()
+os.register_at_fork(after_in_child=lambda: [locks._forget_after_fork() for locks in list(_all_locks)])
