@@ -1,19 +1,24 @@
 """The ``postgresql`` store: promises and leases on a PostgreSQL server shared by many machines.
 
-Every rule of :mod:`vow.stores.base` holds here as on SQLite; what changes is who judges time
-and how writers meet:
+Every rule of :mod:`vow.stores.base` holds here as on SQLite; what changes is who judges time,
+how owners are known to be alive and how writers meet:
 
 * **One round trip per engine round.** :meth:`PostgresStore.apply` is one call of the
   server-side function ``apply`` (see :mod:`vow_postgres.schema`): one statement, so one
   transaction, with the fences checked and the lease rows locked in it. A batch either commits
   whole or raises and writes nothing.
-* **The server's clock.** Lease expiry is judged by ``clock_timestamp()`` on the server, never by
-  the clock of the machine asking (``now=`` overrides it, for tests). So a worker on another
-  machine, whatever its clock says, loses a lease only when the server says it expired.
+* **The server's clock.** Lease expiry and deadlines are judged by ``clock_timestamp()`` on the
+  server, never by the clock of the machine asking (``now=`` overrides it, for tests). A worker
+  on another machine, whatever its clock says, loses a lease only when the server says so.
+* **Owners known by their sessions.** :meth:`~PostgresStore.hold_owner` takes an advisory lock
+  in a connection kept for it; the server drops the lock when that session ends, however the
+  process died. Every worker, on any machine, then sees the owner dead and takes its leases at
+  once. An owner that never held a lock here is judged by lease expiry alone.
 * **Claims do not queue.** A claim locks lease rows with ``FOR UPDATE SKIP LOCKED``: a row
   another worker is claiming or committing under right now is skipped, not waited for.
-* **A dead owner on this machine** is recognised as on SQLite (its process is gone), and its
-  lease is free at once; an owner on another machine is free only once its lease expired.
+* **Outside writes are pushed.** A client's resolve, cancel or submit is appended to the change
+  feed and announced with ``NOTIFY``; :meth:`~PostgresStore.subscribe` calls back on every one,
+  from a thread that ``LISTEN``\\ s on a connection of its own.
 
 Connections come from a :class:`psycopg_pool.ConnectionPool` opened on first use (so a client
 made before a ``fork`` opens its own connections in the child), in autocommit mode: each
@@ -36,9 +41,16 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from vow.errors import ConfigError, LeaseLostError, PromiseNotFoundError, StoreError
+from vow.errors import ConfigError, PromiseNotFoundError, StoreError
 from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, State
-from vow.stores.base import StoreOperations, new_owner_id, owner_is_dead
+from vow.stores.base import (
+    ChangeFeed,
+    StoreOperations,
+    conflict_error,
+    lease_lost_error,
+    parked_reason,
+    timeout_error_text,
+)
 
 from vow_postgres import schema as _schema
 from vow_postgres.conninfo import redact, scrub, secrets, split_url
@@ -46,7 +58,7 @@ from vow_postgres.conninfo import redact, scrub, secrets, split_url
 _log = logging.getLogger("vow.postgres")
 
 DEFAULT_POOL_SIZE = 10
-"""Connections a store opens at most (the engine, readers, clients settling from outside)."""
+"""Connections a store's pool opens at most (the engine, readers, clients settling from outside)."""
 
 _COLUMNS = ("id, state, kind, root, func, args, value, parent, timeout, idempotency_key, attempt, "
             "created_at, settled_at, tags::text")
@@ -58,6 +70,7 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _parsed_tags: dict[str, dict[str, str]] = {}
 _RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 _RETRIES = 8
+_LISTEN_RETRY_S = 1.0  # between attempts to reconnect the listener
 
 
 def _tags(text: str) -> dict[str, str]:
@@ -90,7 +103,7 @@ class PostgresOptions:
     schema: str | None = None
     """The schema holding vow's tables (default ``vow``; also ``?schema=`` in the URL)."""
     pool_size: int | None = None
-    """Connections this store opens at most (default 10; also ``?pool_size=`` in the URL)."""
+    """Connections this store's pool opens at most (default 10; also ``?pool_size=`` in the URL)."""
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -129,36 +142,42 @@ class PostgresStore(StoreOperations):
         schema = _pick("schema", ours.get("schema"), schema, _schema.DEFAULT_SCHEMA)
         raw_size = _pick("pool_size", ours.get("pool_size"), pool_size, DEFAULT_POOL_SIZE)
         try:
-            pool_size = int(raw_size)
+            size = int(raw_size)
         except (TypeError, ValueError):
-            pool_size = None
+            size = 0
         if not _schema.valid_schema_name(schema):
             raise ConfigError(f"postgresql store option schema: expected a lower-case name of letters, digits "
                               f"and _ (at most 63), got {schema!r}")
-        if pool_size is None or pool_size < 2:
+        if size < 2:
             raise ConfigError(f"postgresql store option pool_size: expected a whole number >= 2, got {raw_size!r}")
-        url = libpq_url
-        self._conninfo = url
+        self._conninfo = libpq_url
         self._secrets = hidden
         self.schema = schema
-        self.pool_size = pool_size
-        shown = redact(url)
+        self.pool_size = size
+        self._lock_space = _schema.lock_space(schema)
+        shown = redact(libpq_url)
         extra = [f"schema={schema}"] if schema != _schema.DEFAULT_SCHEMA else []
-        extra += [f"pool_size={pool_size}"] if pool_size != DEFAULT_POOL_SIZE else []
+        extra += [f"pool_size={size}"] if size != DEFAULT_POOL_SIZE else []
         if extra:
             shown += ("&" if "?" in shown else "?") + "&".join(extra)
         self.url = shown
         self._pool: ConnectionPool | None = None
         self._pool_lock = threading.Lock()
         self._closed = False
-        self._alive_local: set[str] = set()
-        self._local_prefix = new_owner_id().split(":", 1)[0] + ":"
+        self._owners_lock = threading.Lock()
+        self._held: dict[str, int] = {}  # owner -> advisory lock key, held in self._liveness
+        self._liveness: psycopg.Connection[Any] | None = None
+        self._subscribers: dict[int, Callable[[], None]] = {}
+        self._subscriber_ids = 0
+        self._listener: threading.Thread | None = None
+        self._listening: psycopg.Connection[Any] | None = None
         s = schema
         self._sql_apply = (f"SELECT * FROM {s}.apply(%b::text[], %b::int8[], %b::text[], %b::text[], %b::text[], "
                            "%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::float8[], %b::text[], "
                            "%b::int8[], %b::float8[], %b::float8[], %b::text[], %b::text[], %b::text[], %b::text[], "
-                           "%b::float8[], %b::text[], %b::int8[])")
-        self._sql_claim = f"SELECT * FROM {s}.claim(%b::text[], %b::text, %b::float8, %b::float8, %b::bool, %b::text[])"
+                           "%b::float8[], %b::text[], %b::int8[], %b::bool)")
+        self._sql_claim = (f"SELECT * FROM {s}.claim(%b::text[], %b::text, %b::float8, %b::float8, %b::bool, "
+                           "%b::int4)")
         self._select = f"SELECT {_COLUMNS} FROM {s}.promises"
         self._setup()
         _open_stores.add(self)
@@ -179,7 +198,9 @@ class PostgresStore(StoreOperations):
             raise self._error(exc) from None
 
     def _connect(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(self._conninfo, autocommit=True, fallback_application_name="vow")
+        con = psycopg.connect(self._conninfo, autocommit=True, fallback_application_name="vow")
+        _connections.add(con)
+        return con
 
     def _read_version(self, con: psycopg.Connection[Any]) -> int | None:
         """The recorded schema version; ``None`` when the schema is absent or empty; refuses what it cannot use."""
@@ -226,7 +247,7 @@ class PostgresStore(StoreOperations):
                 self._pool = ConnectionPool(
                     self._conninfo, min_size=1, max_size=self.pool_size, open=True, timeout=60,
                     kwargs={"autocommit": True, "prepare_threshold": 1, "fallback_application_name": "vow"},
-                    name=f"vow-{self.schema}")
+                    configure=_connections.add, name=f"vow-{self.schema}")
             return self._pool
 
     def _connection(self) -> Any:
@@ -242,12 +263,15 @@ class PostgresStore(StoreOperations):
     def _error(self, exc: BaseException) -> StoreError:
         return StoreError(f"PostgreSQL store {self.url}: {self._scrub(str(exc).strip())}")
 
-    def _fork_child(self) -> None:
-        """In a forked child: forget the parent's connections without touching them (they are the parent's)."""
-        if self._pool is not None:
-            _inherited.append(self._pool)  # never garbage-collected here: closing would end the parent's sessions
-        self._pool = None
+    def _forget_after_fork(self) -> None:
+        """In a forked child: drop the parent's connections without touching them (see :func:`_detach`)."""
+        _inherited.extend(x for x in (self._pool, self._liveness, self._listening) if x is not None)
+        self._pool = self._liveness = self._listening = None
         self._pool_lock = threading.Lock()
+        self._owners_lock = threading.Lock()
+        self._held = {}  # the parent's owners are the parent's; the child holds its own
+        self._subscribers = {}
+        self._listener = None
 
     # -- writes
 
@@ -280,9 +304,12 @@ class PostgresStore(StoreOperations):
             [r.settled_at for r in creates], [_dumps(r.tags) if r.tags else _EMPTY_TAGS for r in creates],
             [s.id for s in settles], [s.state._value_ for s in settles], [s.value for s in settles],
             [s.settled_at for s in settles],
-            list(batch.attempts), list(batch.attempts.values()),
+            list(batch.attempts), list(batch.attempts.values()), batch.outside,
         )
-        rows = self._write(lambda con: con.execute(self._sql_apply, params).fetchall())
+        try:
+            rows = self._write(lambda con: con.execute(self._sql_apply, params).fetchall())
+        except _Conflict as conflict:
+            raise self._conflict_error(conflict.detail, batch) from None
         existing: dict[str, PromiseRecord] = {}
         conflicts: dict[str, PromiseRecord] = {}
         for row in rows:
@@ -290,6 +317,19 @@ class PostgresStore(StoreOperations):
         for rid in duplicates:  # a second create of an id in one batch meets the first
             existing.setdefault(rid, firsts[rid])
         return BatchResult(existing, conflicts)
+
+    def _conflict_error(self, detail: dict[str, list[str]], batch: Batch) -> Exception:
+        """The :class:`~vow.errors.ConflictError` of a fenced batch the server refused (nothing was written)."""
+        stored = self.get_many([*detail["late"], *detail["won"]])
+        won = {i: stored[i] for i in detail["won"] if i in stored}
+        for pid in detail["late"]:  # timed out by the deadline rule: as the store would have stored it
+            record = stored[pid]
+            if record.state is _PENDING:
+                settle = next(s for s in batch.settles if s.id == pid)
+                record = attrs.evolve(record, state=State.TIMEDOUT, value=timeout_error_text(record),
+                                      settled_at=settle.settled_at)
+            won[pid] = record
+        return conflict_error(won)
 
     def _write(self, work: Callable[[psycopg.Connection[Any]], Any]) -> Any:
         """Run one write statement; a deadlock or serialization failure (nothing written) is tried again."""
@@ -301,11 +341,8 @@ class PostgresStore(StoreOperations):
                 if attempt == _RETRIES - 1:
                     raise self._error(exc) from None
                 time.sleep(0.001 * 2 ** attempt)
-            except pg_errors.RaiseException as exc:  # only our functions raise; never retried
-                raise self._raised(exc) from None
             except psycopg.Error as exc:
-                coded = self._raised(exc)
-                raise coded from None
+                raise self._raised(exc) from None
         raise AssertionError("unreachable")
 
     def _raised(self, exc: psycopg.Error) -> Exception:
@@ -313,13 +350,11 @@ class PostgresStore(StoreOperations):
         state = exc.sqlstate
         detail = exc.diag.message_detail or ""
         if state == _schema.LEASE_LOST:
-            lost = json.loads(detail)
-            error = LeaseLostError(f"lease lost on {', '.join(map(repr, lost))}: another worker took over, "
-                                   "or the workflow was settled (canceled) from outside")
-            error.roots = lost  # type: ignore[attr-defined]
-            return error
+            return lease_lost_error(json.loads(detail))
         if state == _schema.NOT_FOUND:
             return PromiseNotFoundError(f"cannot settle {detail!r}: no promise with that id")
+        if state == _schema.CONFLICT:
+            return _Conflict(json.loads(detail))
         return self._error(exc)
 
     # -- reads
@@ -383,101 +418,241 @@ class PostgresStore(StoreOperations):
             rows = con.execute(sql + " ORDER BY created_at DESC, seq DESC LIMIT %s", (*params, limit)).fetchall()
         return [_record(row) for row in rows]
 
-    # -- time and leases
+    # -- the change feed
+
+    @_reading
+    def changes(self, after: int | None) -> ChangeFeed:
+        """Outside writes after sequence number ``after`` (the last ``FEED_WINDOW`` are kept);
+        ``None``: no entries, only the current number."""
+        with self._connection() as con:
+            if after is None:
+                return ChangeFeed(con.execute(f"SELECT coalesce(max(seq), 0) FROM {self.schema}.changes").fetchone()[0])
+            rows = con.execute(f"SELECT seq, root, id, (SELECT min(seq) FROM {self.schema}.changes) "
+                               f"FROM {self.schema}.changes WHERE seq > %s ORDER BY seq", (after,)).fetchall()
+        if not rows:
+            return ChangeFeed(after)
+        complete = rows[0][0] == after + 1 or rows[0][3] <= after + 1
+        return ChangeFeed(rows[-1][0], [(root, pid) for _, root, pid, _ in rows], complete)
+
+    def subscribe(self, on_change: Callable[[], None]) -> Callable[[], None]:
+        """Call ``on_change()`` after every outside write (``NOTIFY``), from a listening thread; also
+        after the listener reconnects (writes may have been missed). Returns the unsubscribe function."""
+        with self._owners_lock:
+            if self._closed:
+                raise StoreError(f"PostgreSQL store {self.url}: the store is closed")
+            self._subscriber_ids += 1
+            key = self._subscriber_ids
+            self._subscribers[key] = on_change
+            if self._listener is None or not self._listener.is_alive():
+                self._listener = threading.Thread(target=self._listen, name="vow-postgres-listen", daemon=True)
+                self._listener.start()
+
+        def unsubscribe() -> None:
+            with self._owners_lock:
+                self._subscribers.pop(key, None)
+
+        return unsubscribe
+
+    def _listen(self) -> None:
+        """The listening thread: ``LISTEN`` on a connection of its own and call the subscribers."""
+        missed = False
+        while True:
+            with self._owners_lock:
+                if self._closed or not self._subscribers or threading.current_thread() is not self._listener:
+                    return
+            try:
+                con = self._connect()
+                con.execute(f"LISTEN {_schema.channel(self.schema)}")
+                self._listening = con
+                if missed:
+                    self._notify_subscribers()
+                while True:
+                    for _ in con.notifies(timeout=0.5):
+                        self._notify_subscribers()
+                    with self._owners_lock:
+                        if self._closed or not self._subscribers:
+                            break
+                con.close()
+                return
+            except psycopg.Error as exc:
+                if self._closed:
+                    return
+                _log.warning("PostgreSQL store %s: listening for changes failed (%s); reconnecting",
+                             self.url, self._scrub(str(exc)))
+                missed = True
+                time.sleep(_LISTEN_RETRY_S)
+
+    def _notify_subscribers(self) -> None:
+        for callback in list(self._subscribers.values()):
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - one subscriber's bug must not stop the others
+                _log.exception("a change-feed subscriber failed")
+
+    # -- time and owners
 
     @_reading
     def now(self) -> float:
-        """The server's clock, in epoch seconds: what lease expiry is judged by."""
+        """The server's clock, in epoch seconds: what lease expiry and deadlines are judged by."""
         with self._connection() as con:
             return con.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()[0]
 
+    def hold_owner(self, owner: str) -> bool:
+        """Show ``owner`` alive: an advisory lock held in this store's liveness session. When the
+        process dies the server ends the session and drops the lock: every worker sees it dead."""
+        with self._owners_lock:
+            if owner in self._held:
+                return True
+            try:
+                con = self._liveness_connection()
+                key = con.execute(
+                    f"INSERT INTO {self.schema}.owners (owner, lock_key) "
+                    f"VALUES (%s, nextval('{self.schema}.owner_keys')) "
+                    "ON CONFLICT (owner) DO UPDATE SET since = now() RETURNING lock_key", (owner,)).fetchone()[0]
+                if not con.execute("SELECT pg_try_advisory_lock(%s, %s)", (self._lock_space, key)).fetchone()[0]:
+                    return False  # held by another session: the same id in two processes
+                self._held[owner] = key
+                # Owners that died and hold no lease any more need no row: they would read as unknown.
+                con.execute(f"DELETE FROM {self.schema}.owners w WHERE w.owner IN "
+                            f"(SELECT d.owner FROM {self.schema}.dead_owners d) AND NOT EXISTS "
+                            f"(SELECT 1 FROM {self.schema}.leases l WHERE l.owner = w.owner)")
+                return True
+            except psycopg.Error as exc:
+                _log.warning("PostgreSQL store %s: cannot show owner %s alive (%s); its leases are freed by "
+                             "expiry only", self.url, owner, self._scrub(str(exc)))
+                return False
+
+    def release_owner(self, owner: str) -> None:
+        """``owner`` stops running anything: its lock is dropped, so its leases may be taken at once."""
+        with self._owners_lock:
+            key = self._held.pop(owner, None)
+            if key is None or self._liveness is None:
+                return
+            try:
+                self._liveness.execute("SELECT pg_advisory_unlock(%s, %s)", (self._lock_space, key))
+            except psycopg.Error:
+                pass  # the session is gone, and the lock with it
+
+    @_reading
+    def owner_dead(self, owner: str) -> bool:
+        """True when ``owner`` showed itself alive here and its session has ended since."""
+        if owner in self._held:
+            return False
+        with self._connection() as con:
+            return con.execute(f"SELECT %s IN (SELECT owner FROM {self.schema}.dead_owners)", (owner,)).fetchone()[0]
+
+    def _liveness_connection(self) -> psycopg.Connection[Any]:
+        """The session holding this process's owner locks (reconnected, locks taken again, if it broke)."""
+        con = self._liveness
+        if con is not None and not con.closed and not con.broken:
+            return con
+        if con is not None:
+            _log.warning("PostgreSQL store %s: the session showing this process alive ended; reconnecting",
+                         self.url)
+        con = self._liveness = self._connect()
+        for key in self._held.values():
+            con.execute("SELECT pg_advisory_lock(%s, %s)", (self._lock_space, key))
+        return con
+
+    def _check_liveness(self) -> None:
+        """Make sure the owner locks are still held (a server restart ends every session)."""
+        with self._owners_lock:
+            if not self._held or self._closed:
+                return
+            try:
+                self._liveness_connection().execute("SELECT 1")
+            except psycopg.Error:
+                self._liveness = None
+                try:
+                    self._liveness_connection()
+                except psycopg.Error as exc:
+                    _log.warning("PostgreSQL store %s: cannot show this process alive (%s)", self.url,
+                                 self._scrub(str(exc)))
+
+    # -- leases
+
     @_reading
     def claimable(self, *, limit: int = 100, now: float | None = None) -> list[PromiseRecord]:
-        """Pending root workflows whose lease is free, expired (server clock) or held by a dead local process."""
+        """Pending, unparked root workflows whose lease is free, expired (server clock) or a dead owner's."""
         if limit <= 0:
             return []
+        s = self.schema
         columns = ", ".join("p." + c for c in _COLUMNS.split(", "))
-        sql = (f"SELECT {columns}, l.owner FROM {self.schema}.promises p "
-               f"LEFT JOIN {self.schema}.leases l ON l.root = p.id "
+        sql = (f"SELECT {columns} FROM {s}.promises p LEFT JOIN {s}.leases l ON l.root = p.id "
                "WHERE p.state = 'pending' AND p.parent IS NULL AND p.kind = 'workflow' "
-               "AND (l.root IS NULL OR l.owner = '' "
+               "AND (l.root IS NULL OR (l.parked IS NULL AND (l.owner = '' "
                "OR l.expires_at <= coalesce(%b::float8, extract(epoch FROM clock_timestamp())::float8) "
-               "OR (starts_with(l.owner, %b) AND l.owner <> ALL(%b::text[]))) "
+               f"OR l.owner IN (SELECT d.owner FROM {s}.dead_owners d)))) "
                "ORDER BY p.created_at, p.seq LIMIT %b")
-        # Leases of live processes on this machine are left out by the query once known alive; an owner
-        # seen for the first time is checked here, and the query runs again if it hid too much.
-        while True:
-            alive = sorted(self._alive_local)
-            with self._connection() as con:
-                rows = con.execute(sql, (now, self._local_prefix, alive, limit)).fetchall()
-            found = []
-            hidden = False
-            for row in rows:
-                owner = row[14]
-                if owner and owner.startswith(self._local_prefix) and owner not in alive:
-                    if not owner_is_dead(owner):
-                        self._alive_local.add(owner)
-                        hidden = True
-                        continue
-                found.append(_record(row))
-            if not hidden or len(rows) < limit:
-                return found[:limit]
+        with self._connection() as con:
+            rows = con.execute(sql, (now, limit)).fetchall()
+        return [_record(row) for row in rows]
 
-    def claim(self, root: str, owner: str, ttl: float, *, now: float | None = None) -> Lease | None:
-        """Take (or renew) the lease on ``root`` for ``ttl`` seconds; ``None`` if another live owner holds it."""
-        return self._claim([root], owner, ttl, now, skip_locked=False).get(root)
+    def claim(self, root: str, owner: str, ttl: float, *, now: float | None = None,
+              max_recoveries: int | None = None) -> Lease | None:
+        """Take (or renew) the lease on ``root`` for ``ttl`` seconds; ``None`` if held by another owner or parked."""
+        return self._claim([root], owner, ttl, now, max_recoveries, skip_locked=False).get(root)
 
-    def claim_many(self, roots: Sequence[str], owner: str, ttl: float, *,
-                   now: float | None = None) -> dict[str, Lease]:
+    def claim_many(self, roots: Sequence[str], owner: str, ttl: float, *, now: float | None = None,
+                   max_recoveries: int | None = None) -> dict[str, Lease]:
         """Claim the leases on ``roots`` in one transaction (rows being changed right now are skipped)."""
-        return self._claim(roots, owner, ttl, now, skip_locked=True)
+        return self._claim(roots, owner, ttl, now, max_recoveries, skip_locked=True)
 
-    def _claim(self, roots: Sequence[str], owner: str, ttl: float, now: float | None, *,
-               skip_locked: bool) -> dict[str, Lease]:
+    def _claim(self, roots: Sequence[str], owner: str, ttl: float, now: float | None, max_recoveries: int | None,
+               *, skip_locked: bool) -> dict[str, Lease]:
         if not owner:
             raise ValueError("a lease owner must not be empty")
         roots = sorted(set(roots))
         if not roots:
             return {}
-        taken: dict[str, Lease] = {}
-        dead: list[str] = []
-        while True:
-            rows = self._write(lambda con: con.execute(
-                self._sql_claim, (roots, owner, float(ttl), now, skip_locked, dead)).fetchall())
-            held = []
-            for root, holder, token, expires_at, was_taken in rows:
-                if was_taken:
-                    taken[root] = Lease(root, holder, token, expires_at)
-                elif holder.startswith(self._local_prefix) and holder not in dead and owner_is_dead(holder):
-                    held.append(root)
-                    dead.append(holder)
-            if not held:
-                return taken
-            roots = held  # held by processes of this machine that are gone: claim those again
+        rows = self._write(lambda con: con.execute(
+            self._sql_claim, (roots, owner, float(ttl), now, skip_locked, max_recoveries)).fetchall())
+        taken = {}
+        parking = []
+        for root, holder, token, expires_at, recoveries, parked, status in rows:
+            if status == "taken":
+                taken[root] = Lease(root, holder, token, expires_at, recoveries, parked)
+            elif status == "park":
+                parking.append((root, holder, token, expires_at, recoveries))
+        if parking:
+            self._park(parking)
+        return taken
+
+    def _park(self, leases: list[tuple[str, str, int, float, int]]) -> None:
+        """Park roots whose takeover would exceed ``max_recoveries`` (each only if unchanged since the claim read it)."""
+        sql = (f"UPDATE {self.schema}.leases l SET owner = '', expires_at = 0, recoveries = x.rec, parked = x.reason "
+               "FROM unnest(%b::text[], %b::text[], %b::int8[], %b::float8[], %b::int4[], %b::text[]) "
+               "AS x(root, owner, token, expires_at, rec, reason) "
+               "WHERE l.root = x.root AND l.owner = x.owner AND l.token = x.token AND l.expires_at = x.expires_at "
+               "AND l.parked IS NULL")
+        params = tuple(list(column) for column in zip(*leases)) + (
+            [parked_reason(root, recoveries) for root, *_, recoveries in leases],)
+        self._write(lambda con: con.execute(sql, params))
 
     def renew(self, leases: Sequence[Lease], ttl: float, *, now: float | None = None) -> list[Lease]:
         """Extend the leases still held (same owner and token); the ones lost are left out."""
         if not leases:
             return []
+        self._check_liveness()
         sql = (f"WITH t AS (SELECT coalesce(%b::float8, extract(epoch FROM clock_timestamp())::float8) AS now) "
                f"UPDATE {self.schema}.leases l SET expires_at = t.now + %b::float8 "
                "FROM t, unnest(%b::text[], %b::text[], %b::int8[]) AS x(root, owner, token) "
                "WHERE l.root = x.root AND l.owner = x.owner AND l.token = x.token "
-               "RETURNING l.root, l.owner, l.token, l.expires_at")
+               "RETURNING l.root, l.owner, l.token, l.expires_at, l.recoveries, l.parked")
         params = (now, float(ttl), [x.root for x in leases], [x.owner for x in leases], [x.token for x in leases])
         rows = self._write(lambda con: con.execute(sql, params).fetchall())
         kept = {row[0]: Lease(*row) for row in rows}
         return [kept[x.root] for x in leases if x.root in kept and kept[x.root].token == x.token]
 
     def release(self, lease: Lease) -> None:
-        """Give up ``lease`` if still held; its token is kept so tokens only grow."""
+        """Give up ``lease`` if still held; its token is kept (tokens only grow) and its recoveries reset."""
         self.release_many([lease])
 
     def release_many(self, leases: Sequence[Lease]) -> None:
-        """Release ``leases`` in one statement (each only if still held; tokens are kept)."""
+        """Release ``leases`` in one statement (each only if still held)."""
         if not leases:
             return
-        sql = (f"UPDATE {self.schema}.leases l SET owner = '', expires_at = 0 "
+        sql = (f"UPDATE {self.schema}.leases l SET owner = '', expires_at = 0, recoveries = 0 "
                "FROM unnest(%b::text[], %b::text[], %b::int8[]) AS x(root, owner, token) "
                "WHERE l.root = x.root AND l.owner = x.owner AND l.token = x.token")
         params = ([x.root for x in leases], [x.owner for x in leases], [x.token for x in leases])
@@ -487,23 +662,81 @@ class PostgresStore(StoreOperations):
     def lease(self, root: str) -> Lease | None:
         """The current lease row for ``root`` (held or not), or ``None``."""
         with self._connection() as con:
-            row = con.execute(f"SELECT root, owner, token, expires_at FROM {self.schema}.leases WHERE root = %s",
-                              (root,)).fetchone()
+            row = con.execute(f"SELECT root, owner, token, expires_at, recoveries, parked FROM {self.schema}.leases "
+                              "WHERE root = %s", (root,)).fetchone()
         return None if row is None else Lease(*row)
 
+    @_reading
+    def lease_free(self, root: str) -> bool:
+        """Whether ``root``'s lease may be claimed now (free, expired by the server's clock, a dead owner's; not parked)."""
+        s = self.schema
+        with self._connection() as con:
+            row = con.execute(
+                f"SELECT l.parked IS NULL AND (l.owner = '' OR l.expires_at <= extract(epoch FROM clock_timestamp()) "
+                f"OR l.owner IN (SELECT d.owner FROM {s}.dead_owners d)) FROM {s}.leases l WHERE l.root = %s",
+                (root,)).fetchone()
+        return True if row is None else bool(row[0])
+
+    def unpark(self, root: str) -> bool:
+        """Make a parked root claimable again, its recovery count reset; whether it was parked."""
+        sql = (f"UPDATE {self.schema}.leases SET parked = NULL, recoveries = 0, owner = '', expires_at = 0 "
+               "WHERE root = %s AND parked IS NOT NULL")
+        return bool(self._write(lambda con: con.execute(sql, (root,)).rowcount))
+
     def close(self) -> None:
-        """Close every connection; the store is unusable afterwards."""
-        with self._pool_lock:
+        """Close every connection (owners held here read as dead from now on); the store is unusable afterwards."""
+        with self._pool_lock, self._owners_lock:
             self._closed = True
             pool, self._pool = self._pool, None
+            liveness, self._liveness = self._liveness, None
+            self._held = {}
+            self._subscribers = {}
+            listener = self._listener
         if pool is not None:
             pool.close()
+        if liveness is not None:
+            liveness.close()
+        if listener is not None and listener is not threading.current_thread():
+            listener.join(5)
 
 
-# A connection must never cross a fork: a forked child leaves its parent's alone and opens its own.
+class _Conflict(Exception):
+    """The server refused a fenced batch: ``detail`` names the ids past their deadline and those that won."""
+
+    def __init__(self, detail: dict[str, list[str]]) -> None:
+        super().__init__("conflict")
+        self.detail = detail
+
+
+# -- connections never cross a fork ------------------------------------------------------------
+#
+# A forked child must neither use its parent's connections nor end them: closing one, or just
+# letting it be garbage-collected (libpq then says goodbye to the server), would end the
+# parent's session. So the child points each inherited socket at /dev/null (its messages go
+# nowhere, the parent's socket stays open) and keeps the objects forever.
+
 _open_stores: "weakref.WeakSet[PostgresStore]" = weakref.WeakSet()
+_connections: "weakref.WeakSet[psycopg.Connection[Any]]" = weakref.WeakSet()
 _inherited: list[Any] = []
-os.register_at_fork(after_in_child=lambda: [store._fork_child() for store in list(_open_stores)])
+
+
+def _detach_after_fork() -> None:
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        for con in list(_connections):
+            try:
+                fd = con.pgconn.socket
+            except Exception:  # noqa: BLE001 - closed or never connected: nothing to detach
+                continue
+            os.dup2(devnull, fd)
+            _inherited.append(con)
+    finally:
+        os.close(devnull)
+    for store in list(_open_stores):
+        store._forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_detach_after_fork)
 
 
 def _pick(name: str, in_url: Any, given: Any, default: Any) -> Any:

@@ -42,6 +42,9 @@ class SameAnswersOnPostgres(core.SameAnswers):
         super().__init__()
         self.schema = f"machine_{next(_machines)}"
         self.postgres = PostgresStore(_URL[0], schema=self.schema, pool_size=2)
+        for owner in core.ALIVE + [core.DEAD]:  # as the core does for its two stores
+            assert self.postgres.hold_owner(owner)
+        self.postgres.release_owner(core.DEAD)
 
     def teardown(self) -> None:
         super().teardown()

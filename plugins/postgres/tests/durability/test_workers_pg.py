@@ -6,8 +6,9 @@ starts twice or after its promise settled, and a SIGKILLed worker loses nothing.
 workers meet on a PostgreSQL database, where claims take leases with ``FOR UPDATE SKIP LOCKED``
 and expiry is judged by the server's clock.
 
-Added here: workers whose own clocks run an hour ahead still take over a remote-looking
-worker's leases only once they expire on the server's clock.
+A worker "on another machine" is one whose death the server cannot see (``pg_worker_app.py``
+explains how it is made). Added here: workers whose own clocks run an hour ahead still take over
+such a worker's leases only once they expire on the server's clock.
 """
 
 from __future__ import annotations
@@ -36,6 +37,16 @@ class PostgresFleet(core.Fleet):
         super().__init__(tmp)
         self.url = url
         self.path = None  # no SQLite file
+
+    def start(self, count: int, *, lease_ttl: float = 15.0, max_running: int = 256,
+              env: dict[str, str] | None = None, wait: bool = True) -> list:
+        """The core's ``start``, with the workers run through ``pg_worker_app.py``."""
+        started = [spawn(str(HERE / "pg_worker_app.py"), self.url, str(self.log), str(lease_ttl), str(max_running),
+                         env=env) for _ in range(count)]
+        self.procs += started
+        for proc in started if wait else ():
+            self.owner_of(proc)
+        return started
 
     def query(self, sql: str, *args: object) -> list[tuple]:
         """The core's queries (SQLite placeholders) on the server's tables."""
@@ -81,11 +92,7 @@ def test_workers_whose_clocks_run_ahead_wait_for_the_servers_clock(fleet: Postgr
     held = fleet.held_pending(remote.owner)  # expiry on the server's clock
     assert held
 
-    ahead = [spawn(str(HERE / "skewed_worker.py"), str(SKEW_S), fleet.url, str(fleet.log), "15", "256")
-             for _ in range(2)]
-    fleet.procs += ahead
-    for proc in ahead:
-        fleet.owner_of(proc)
+    ahead = fleet.start(2, env={"PG_WORKER_CLOCK_SKEW": str(SKEW_S)})
     wait_until(lambda: fleet.resolved_roots() == 100, timeout=240, what="every workflow resolved")
     fleet.stop()
     taken: dict[str, float] = {}
