@@ -17,6 +17,7 @@ from vow import Vow
 from vow.errors import ConfigError, StoreError
 from vow.records import Batch, Kind, PromiseRecord, State
 from vow.stores import open_store
+from vow.testing import wait_until
 from vow.testing_postgres import PostgresServer
 from vow_postgres import PostgresStore
 from vow_postgres.schema import SCHEMA_VERSION
@@ -267,3 +268,75 @@ def test_many_threads_share_a_small_pool(postgres_url: str) -> None:
         assert sum(len(store.tree(f"t{n}")) for n in range(8)) == 240
     finally:
         store.close()
+
+
+# -- owners and the change feed ------------------------------------------------------------------
+
+def test_an_owner_killed_on_any_machine_reads_dead_at_once(postgres_url: str, pg_store: PostgresStore) -> None:
+    code = ("import sys, time; from vow_postgres import PostgresStore; from vow.stores.base import new_owner_id\n"
+            "s = PostgresStore(sys.argv[1]); o = new_owner_id(); assert s.hold_owner(o)\n"
+            "print(o, flush=True); time.sleep(3600)")
+    child = subprocess.Popen([sys.executable, "-c", code, postgres_url], stdout=subprocess.PIPE, text=True)
+    try:
+        owner = child.stdout.readline().strip()
+        assert owner and not pg_store.owner_dead(owner)
+        child.kill()
+        child.wait(60)
+        wait_until(lambda: pg_store.owner_dead(owner), timeout=60, message="the server saw the session end")
+    finally:
+        child.kill()
+    assert not pg_store.owner_dead("another-host:1:0123456789abcdef"), "an owner never seen here is unknown"
+    mine = "here:1:00000000000000aa"
+    assert pg_store.hold_owner(mine) and not pg_store.owner_dead(mine)
+    pg_store.release_owner(mine)
+    assert pg_store.owner_dead(mine)
+
+
+def test_a_broken_liveness_session_is_taken_up_again(postgres_url: str, pg_store: PostgresStore) -> None:
+    owner = "here:2:00000000000000bb"
+    assert pg_store.hold_owner(owner)
+    lease = pg_store.claim("wf", owner, 30)
+    with psycopg.connect(postgres_url, autocommit=True) as con:  # as a server restart would
+        con.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    other = PostgresStore(postgres_url)
+    try:
+        wait_until(lambda: other.owner_dead(owner), timeout=60, message="the owner reads dead")
+        assert pg_store.renew([lease], 30)  # the next renewal takes the owner's lock again
+        assert not other.owner_dead(owner)
+        assert other.claim("wf", "another:3:00000000000000cc", 30) is None
+    finally:
+        other.close()
+
+
+def test_an_outside_write_wakes_a_subscriber_on_another_connection(postgres_url: str,
+                                                                   pg_store: PostgresStore) -> None:
+    woken = threading.Event()
+    unsubscribe = pg_store.subscribe(woken.set)
+    start = pg_store.changes(None).seq
+    writer = PostgresStore(postgres_url)
+    try:
+        wait_until(lambda: pg_store._listening is not None, message="the listener is connected")
+        writer.apply(Batch(creates=[PromiseRecord("wf", State.PENDING, Kind.WORKFLOW, "wf")]))
+        assert not woken.wait(0.2), "an engine's own write is not announced"
+        writer.create(PromiseRecord("submitted", State.PENDING, Kind.WORKFLOW, "submitted"), outside=True)
+        assert woken.wait(60), "no NOTIFY arrived"
+        assert pg_store.changes(start).entries == [("submitted", "submitted")]
+        woken.clear()
+        unsubscribe()
+        writer.create(PromiseRecord("later", State.PENDING, Kind.WORKFLOW, "later"), outside=True)
+        assert pg_store.changes(start).entries == [("submitted", "submitted"), ("later", "later")]
+    finally:
+        writer.close()
+
+
+def test_the_listener_reconnects_and_says_it_may_have_missed_something(postgres_url: str,
+                                                                       pg_store: PostgresStore) -> None:
+    calls = []
+    pg_store.subscribe(lambda: calls.append(1))
+    wait_until(lambda: pg_store._listening is not None, message="the listener is connected")
+    first = pg_store._listening
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        con.execute("SELECT pg_terminate_backend(%s)", (first.info.backend_pid,))
+    wait_until(lambda: calls, timeout=60, message="a call after the reconnection")
+    assert pg_store._listening is not first

@@ -68,7 +68,10 @@ _PENDING = State.PENDING
 _EMPTY_TAGS = "{}"
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _parsed_tags: dict[str, dict[str, str]] = {}
-_RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+_RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure,
+              # The server ended the session (shutdown, restart, pg_terminate_backend) before it
+              # committed anything of this statement: a fresh connection may run it.
+              pg_errors.AdminShutdown, pg_errors.CrashShutdown, pg_errors.CannotConnectNow)
 _RETRIES = 8
 _LISTEN_RETRY_S = 1.0  # between attempts to reconnect the listener
 
@@ -331,8 +334,10 @@ class PostgresStore(StoreOperations):
             won[pid] = record
         return conflict_error(won)
 
-    def _write(self, work: Callable[[psycopg.Connection[Any]], Any]) -> Any:
-        """Run one write statement; a deadlock or serialization failure (nothing written) is tried again."""
+    def _write(self, work: Callable[[psycopg.Connection[Any]], Any], *, idempotent: bool = False) -> Any:
+        """Run one write statement. One that surely wrote nothing (a deadlock, a serialization
+        failure, a session the server ended) is tried again; so is an ``idempotent`` one whose
+        connection broke. A batch whose connection broke mid-way is not: it may have committed."""
         for attempt in range(_RETRIES):
             try:
                 with self._connection() as con:
@@ -340,6 +345,10 @@ class PostgresStore(StoreOperations):
             except _RETRYABLE as exc:
                 if attempt == _RETRIES - 1:
                     raise self._error(exc) from None
+                time.sleep(0.001 * 2 ** attempt)
+            except psycopg.OperationalError as exc:
+                if not idempotent or attempt == _RETRIES - 1:
+                    raise self._raised(exc) from None
                 time.sleep(0.001 * 2 ** attempt)
             except psycopg.Error as exc:
                 raise self._raised(exc) from None
@@ -606,7 +615,7 @@ class PostgresStore(StoreOperations):
         if not roots:
             return {}
         rows = self._write(lambda con: con.execute(
-            self._sql_claim, (roots, owner, float(ttl), now, skip_locked, max_recoveries)).fetchall())
+            self._sql_claim, (roots, owner, float(ttl), now, skip_locked, max_recoveries)).fetchall(), idempotent=True)
         taken = {}
         parking = []
         for root, holder, token, expires_at, recoveries, parked, status in rows:
@@ -627,7 +636,7 @@ class PostgresStore(StoreOperations):
                "AND l.parked IS NULL")
         params = tuple(list(column) for column in zip(*leases)) + (
             [parked_reason(root, recoveries) for root, *_, recoveries in leases],)
-        self._write(lambda con: con.execute(sql, params))
+        self._write(lambda con: con.execute(sql, params), idempotent=True)
 
     def renew(self, leases: Sequence[Lease], ttl: float, *, now: float | None = None) -> list[Lease]:
         """Extend the leases still held (same owner and token); the ones lost are left out."""
@@ -640,7 +649,7 @@ class PostgresStore(StoreOperations):
                "WHERE l.root = x.root AND l.owner = x.owner AND l.token = x.token "
                "RETURNING l.root, l.owner, l.token, l.expires_at, l.recoveries, l.parked")
         params = (now, float(ttl), [x.root for x in leases], [x.owner for x in leases], [x.token for x in leases])
-        rows = self._write(lambda con: con.execute(sql, params).fetchall())
+        rows = self._write(lambda con: con.execute(sql, params).fetchall(), idempotent=True)
         kept = {row[0]: Lease(*row) for row in rows}
         return [kept[x.root] for x in leases if x.root in kept and kept[x.root].token == x.token]
 
@@ -656,7 +665,7 @@ class PostgresStore(StoreOperations):
                "FROM unnest(%b::text[], %b::text[], %b::int8[]) AS x(root, owner, token) "
                "WHERE l.root = x.root AND l.owner = x.owner AND l.token = x.token")
         params = ([x.root for x in leases], [x.owner for x in leases], [x.token for x in leases])
-        self._write(lambda con: con.execute(sql, params))
+        self._write(lambda con: con.execute(sql, params), idempotent=True)
 
     @_reading
     def lease(self, root: str) -> Lease | None:
