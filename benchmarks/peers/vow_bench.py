@@ -120,14 +120,27 @@ class VowAdapter(Adapter):
                         "store": "sqlite:{dir}/vow.sqlite?synchronous=full"},
         "memory": {"desc": "memory: store (promises in dicts, nothing survives the process), like Resonate.local()",
                    "store": "memory:", "scenarios": _NOT_CRASH},
+        "postgres": {"desc": "the postgresql store (vow-postgres) on the server at $PEERBENCH_PG_URL, a fresh schema "
+                             "per scenario; every commit durable (the server's synchronous_commit)", "pg": True},
     }
 
     def start(self) -> None:
-        self.store_url = self.config["store"].format(dir=self.workdir)
+        if self.config.get("pg"):
+            base = os.environ.get("PEERBENCH_PG_URL", "postgresql://postgres@127.0.0.1:55432")
+            self.schema = f"vow_bench_{os.getpid()}_{int(time.time() * 1000)}"
+            self.store_url = f"{base}{'&' if '?' in base else '?'}schema={self.schema}"
+        else:
+            self.store_url = self.config["store"].format(dir=self.workdir)
         self.vow = _open(self.store_url)
 
     def stop(self) -> None:
         self.vow.close()
+        if self.config.get("pg"):
+            import psycopg
+
+            base = os.environ.get("PEERBENCH_PG_URL", "postgresql://postgres@127.0.0.1:55432")
+            with psycopg.connect(base, autocommit=True) as con:
+                con.execute(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")
 
     def fanout(self, wf_id, n, body):
         return self.vow.run(wf_id, fanout_wf, n, body)
