@@ -126,6 +126,7 @@ class VowAdapter(Adapter):
 
     def start(self) -> None:
         if self.config.get("pg"):
+            os.environ["VOW_PLUGINS"] = "postgresql"  # the store's plugin too (children inherit it)
             base = os.environ.get("PEERBENCH_PG_URL", "postgresql://postgres@127.0.0.1:55432")
             self.schema = f"vow_bench_{os.getpid()}_{int(time.time() * 1000)}"
             self.store_url = f"{base}{'&' if '?' in base else '?'}schema={self.schema}"

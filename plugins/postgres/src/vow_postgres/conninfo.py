@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 from vow.stores import redact_url as redact
 
 SCHEMES = ("postgresql", "postgres")
-VOW_OPTIONS = ("schema", "pool_size")
+VOW_OPTIONS = ("schema", "pool_size", "synchronous_commit")
 """Query parameters vow reads itself (libpq would refuse them)."""
 
 __all__ = ["SCHEMES", "VOW_OPTIONS", "split_url", "password_of", "redact", "secrets", "scrub"]
