@@ -5,7 +5,9 @@ Everything lives in one schema (``vow`` unless the URL says ``?schema=``):
 * ``version``: the schema version this store was created with (:data:`SCHEMA_VERSION`); a
   newer one is refused and nothing is altered;
 * ``promises``: one row per promise record; ``seq`` (an identity) orders records created at the
-  same ``created_at``, as insertion order does in the other stores;
+  same ``created_at``, as insertion order does in the other stores. Only what every query needs
+  is indexed (id, root, the roots, the pending roots), and never the state: so a settle, the most
+  frequent write, rewrites its row in place without touching an index (a HOT update);
 * ``leases``: one row per root workflow ever claimed: owner, fencing token, expiry (epoch
   seconds on the server's clock), takeovers in a row (``recoveries``) and why it is parked;
 * ``owners``: every lease owner that showed it is alive, with the key of the advisory lock its
@@ -80,13 +82,14 @@ CREATE TABLE {s}.promises (
     attempt bigint NOT NULL,
     created_at double precision NOT NULL,
     settled_at double precision,
-    tags json NOT NULL
-);
+    tags json NOT NULL,
+    -- A pending root workflow (what workers claim). Indexed instead of "state", which no index
+    -- names: so settling a step changes no indexed value and is a HOT update (no index writes).
+    open_root boolean GENERATED ALWAYS AS (state = 'pending' AND parent IS NULL AND kind = 'workflow') STORED
+) WITH (fillfactor = 80);
 CREATE INDEX promises_root ON {s}.promises (root, created_at, seq);
-CREATE INDEX promises_parent ON {s}.promises (parent, created_at, seq) WHERE parent IS NOT NULL;
-CREATE INDEX promises_created ON {s}.promises (created_at, seq);
-CREATE INDEX promises_pending_roots ON {s}.promises (created_at, seq)
-    WHERE state = 'pending' AND parent IS NULL AND kind = 'workflow';
+CREATE INDEX promises_roots ON {s}.promises (created_at, seq) WHERE parent IS NULL;
+CREATE INDEX promises_open_roots ON {s}.promises (created_at, seq) WHERE open_root;
 
 CREATE TABLE {s}.leases (
     root text NOT NULL PRIMARY KEY,
@@ -161,6 +164,8 @@ CREATE FUNCTION {s}.apply(
 ) RETURNS TABLE (tag text, RECORD_COLUMNS)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
+-- Few statements on the usual path (an engine's round: fence, creates, settles): each one
+-- costs a round of the executor, so checks ride along with the writes they concern.
 DECLARE
     t double precision := extract(epoch FROM clock_timestamp())::double precision;
     fenced boolean := cardinality(f_root) > 0;
@@ -175,38 +180,45 @@ DECLARE
     added bigint;
 BEGIN
     IF fenced THEN
-        -- Lock the fenced leases and their roots (in one order, so two writers cannot deadlock):
-        -- a takeover, or a cancel from outside, waits until this transaction is over.
-        PERFORM 1 FROM {s}.leases l WHERE l.root = ANY(f_root) ORDER BY l.root FOR NO KEY UPDATE;
-        PERFORM 1 FROM {s}.promises p WHERE p.id = ANY(f_root) ORDER BY p.id FOR NO KEY UPDATE;
+        -- Lock the fenced leases (in one order, so two writers cannot deadlock): a takeover, or a
+        -- settle of the root from outside (which locks the lease too), waits for this transaction.
         SELECT array_agg(f.r ORDER BY f.r) INTO lost
           FROM unnest(f_root, f_token) AS f(r, tk)
-          LEFT JOIN {s}.leases l ON l.root = f.r
+          LEFT JOIN (SELECT l.root, l.token FROM {s}.leases l WHERE l.root = ANY(f_root)
+                      ORDER BY l.root FOR NO KEY UPDATE) AS l ON l.root = f.r
           LEFT JOIN {s}.promises p ON p.id = f.r
          WHERE l.root IS NULL OR l.token <> f.tk OR p.state <> 'pending';
         IF lost IS NOT NULL THEN
             RAISE EXCEPTION USING ERRCODE = 'VWL01', MESSAGE = 'lease lost', DETAIL = array_to_json(lost)::text;
         END IF;
+    ELSIF cardinality(s_id) > 0 THEN
+        -- A settle from outside of a root (vow cancel) waits for the commit its engine is making.
+        PERFORM 1 FROM {s}.leases l WHERE l.root = ANY(s_id) ORDER BY l.root FOR NO KEY UPDATE;
     END IF;
 
     IF cardinality(c_id) > 0 THEN
-        IF fenced THEN
-            -- An engine creating under a parent settled before this batch (canceled from outside).
-            SELECT array_agg(DISTINCT p.id) INTO won FROM {s}.promises p
-             WHERE p.id IN (SELECT unnest(c_parent) EXCEPT SELECT unnest(f_root)) AND p.state <> 'pending';
-        END IF;
         -- The ids are unique here (the client keeps the first of each); unnest keeps their order,
-        -- so seq follows the batch order.
+        -- so seq follows the batch order. A fenced batch also learns which parents outside its
+        -- fences were settled before it (a child workflow canceled from outside).
         WITH ins AS (
             INSERT INTO {s}.promises AS p (id, state, kind, root, func, args, value, parent, timeout,
                                             idempotency_key, attempt, created_at, settled_at, tags)
             SELECT x.*
               FROM unnest(c_id, c_state, c_kind, c_root, c_func, c_args, c_value, c_parent, c_timeout, c_key,
-                          c_attempt, c_created, c_settled, c_tags::json[]) AS x
-            ON CONFLICT (id) DO NOTHING
+                          c_attempt, c_created, c_settled, c_tags::json[])
+                   AS x(id, st, kd, rt, fn, ar, vl, pa, tm, ky, at, ca, sa, tg)
+             -- Not ON CONFLICT: its speculative insertion costs a WAL record per row. A create
+             -- racing another for the same id fails with unique_violation instead, and the
+             -- client runs the batch again (nothing of it was written), which then finds the id.
+             WHERE NOT EXISTS (SELECT 1 FROM {s}.promises q WHERE q.id = x.id)
             RETURNING p.id
         )
-        SELECT array_agg(ins.id) INTO inserted FROM ins;
+        SELECT (SELECT array_agg(ins.id) FROM ins),
+               CASE WHEN fenced THEN (
+                   SELECT array_agg(DISTINCT p.id) FROM {s}.promises p
+                    WHERE p.id IN (SELECT unnest(c_parent) EXCEPT SELECT unnest(f_root)) AND p.state <> 'pending')
+               END
+          INTO inserted, won;
         IF coalesce(cardinality(inserted), 0) < cardinality(c_id) THEN
             -- Creates of ids that existed: their records as stored before this batch's settles.
             RETURN QUERY SELECT 'existing', P_COLUMNS FROM {s}.promises p
@@ -215,7 +227,8 @@ BEGIN
     END IF;
 
     IF cardinality(s_id) > 0 THEN
-        -- The first settle of each id applies; every settle is then compared with what is stored.
+        -- The first settle of each id applies; every settle is then compared with what is stored
+        -- after it (the updated row, else the row as it was), and an unknown id is an error.
         WITH x AS (
             SELECT DISTINCT ON (y.id) y.id, y.st, y.v, y.at
               FROM unnest(s_id, s_state, s_value, s_at) WITH ORDINALITY AS y(id, st, v, at, n)
@@ -227,18 +240,22 @@ BEGIN
                    settled_at = x.at
               FROM x
              WHERE p.id = x.id AND p.state = 'pending'
-            RETURNING p.id, (p.state = 'timedout' AND x.st <> 'timedout') AS was_late
+            RETURNING p.id, p.state, p.value, (p.state = 'timedout' AND x.st <> 'timedout') AS was_late
+        ), j AS (
+            SELECT y.id, p.id IS NULL AS unknown,
+                   NOT (coalesce(u.state, p.state) = y.st
+                        AND (CASE WHEN u.id IS NULL THEN p.value ELSE u.value END) IS NOT DISTINCT FROM y.v) AS differs
+              FROM unnest(s_id, s_state, s_value) AS y(id, st, v)
+              LEFT JOIN upd u ON u.id = y.id
+              LEFT JOIN {s}.promises p ON p.id = y.id
         )
-        SELECT array_agg(upd.id), array_agg(upd.id) FILTER (WHERE upd.was_late) INTO applied, late FROM upd;
-        SELECT y.id INTO missing
-          FROM unnest(s_id) AS y(id) LEFT JOIN {s}.promises p ON p.id = y.id
-         WHERE p.id IS NULL LIMIT 1;
+        SELECT (SELECT array_agg(upd.id) FROM upd), (SELECT array_agg(upd.id) FROM upd WHERE upd.was_late),
+               (SELECT min(j.id) FROM j WHERE j.unknown),
+               (SELECT array_agg(DISTINCT j.id) FROM j WHERE NOT j.unknown AND j.differs)
+          INTO applied, late, missing, conflicted;
         IF missing IS NOT NULL THEN
             RAISE EXCEPTION USING ERRCODE = 'VWN01', MESSAGE = 'no such promise', DETAIL = missing;
         END IF;
-        SELECT array_agg(DISTINCT p.id) INTO conflicted
-          FROM unnest(s_id, s_state, s_value) AS y(id, st, v) JOIN {s}.promises p ON p.id = y.id
-         WHERE NOT (p.state = y.st AND p.value IS NOT DISTINCT FROM y.v);
         IF NOT fenced AND conflicted IS NOT NULL THEN
             RETURN QUERY SELECT 'conflict', P_COLUMNS FROM {s}.promises p WHERE p.id = ANY(conflicted);
         END IF;

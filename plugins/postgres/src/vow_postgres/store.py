@@ -74,7 +74,9 @@ _parsed_tags: dict[str, dict[str, str]] = {}
 _RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure,
               # The server ended the session (shutdown, restart, pg_terminate_backend) before it
               # committed anything of this statement: a fresh connection may run it.
-              pg_errors.AdminShutdown, pg_errors.CrashShutdown, pg_errors.CannotConnectNow)
+              pg_errors.AdminShutdown, pg_errors.CrashShutdown, pg_errors.CannotConnectNow,
+              # Two writers created the same id at once (see the schema's apply): run it again.
+              pg_errors.UniqueViolation)
 _RETRIES = 8
 _LISTEN_RETRY_S = 1.0  # between attempts to reconnect the listener
 
@@ -414,7 +416,15 @@ class PostgresStore(StoreOperations):
     def children(self, parent: str) -> list[PromiseRecord]:
         """Direct children of ``parent``, oldest first."""
         with self._connection() as con:
-            rows = con.execute(self._select + " WHERE parent = %s ORDER BY created_at, seq", (parent,)).fetchall()
+            # Through the tree of the parent's root, which the root index serves (no index of
+            # parents is kept up to date on every create); a parent that is not stored has no
+            # known root, and only then are all records scanned.
+            s = self.schema
+            select = f"SELECT {_COLUMNS}, seq FROM {s}.promises"
+            rows = con.execute(f"{select} WHERE root = (SELECT root FROM {s}.promises WHERE id = %s) "
+                               f"AND parent = %s UNION ALL {select} WHERE parent = %s "
+                               f"AND NOT EXISTS (SELECT 1 FROM {s}.promises WHERE id = %s) "
+                               "ORDER BY created_at, seq", (parent, parent, parent, parent)).fetchall()
         return [_record(row) for row in rows]
 
     @_reading
@@ -613,7 +623,7 @@ class PostgresStore(StoreOperations):
         s = self.schema
         columns = ", ".join("p." + c for c in _COLUMNS.split(", "))
         sql = (f"SELECT {columns} FROM {s}.promises p LEFT JOIN {s}.leases l ON l.root = p.id "
-               "WHERE p.state = 'pending' AND p.parent IS NULL AND p.kind = 'workflow' "
+               "WHERE p.open_root "
                "AND (l.root IS NULL OR (l.parked IS NULL AND (l.owner = '' "
                "OR l.expires_at <= coalesce(%b::float8, extract(epoch FROM clock_timestamp())::float8) "
                f"OR l.owner IN (SELECT d.owner FROM {s}.dead_owners d)))) "
