@@ -27,7 +27,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULT_PREFIX = "@@RESULT@@ "
@@ -215,12 +216,7 @@ def environment() -> dict[str, Any]:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
     except OSError:
         pass
-    try:
-        from importlib.metadata import version
-
-        vow_version = version("vow")
-    except Exception:  # noqa: BLE001
-        vow_version = "?"
+    from vow import __version__ as vow_version
     try:  # which code was measured: the commit, "+dirty" when the core has uncommitted changes
         git = ["git", "-C", HERE]
         commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()

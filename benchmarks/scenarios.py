@@ -17,7 +17,8 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 SLEEP_S = 0.1  # the blocking call of every fanout_sleep branch
 

@@ -9,8 +9,8 @@ once; the wall time stays that of the slowest branch. The images and an ``index.
 gallery land in ``out/images/<run>``. Runs are stored in ``.vow/vow.sqlite``: start the same
 ``--id`` again and the stored result comes back (or an interrupted run resumes) without
 generating finished styles again. No API key is needed: the ``image_sim`` provider paints the
-pictures locally (``pip install -e plugins/image_sim``); ``--provider openai`` uses
-``OPENAI_API_KEY``.
+pictures locally (``pip install -e plugins/image_sim``); ``--provider openai`` (``pip install -e
+plugins/image_openai``) uses ``OPENAI_API_KEY``.
 """
 
 from __future__ import annotations

@@ -40,6 +40,7 @@ if __name__ == "__main__":
              "device": "a" * 64}
     started = time.perf_counter()
     for receipt in vow.run(f"notify-py/{order_id}", notify_all, event):
-        print(f"{receipt['channel']:>5}  attempt {receipt['attempt']}  {receipt['transport']:<9}  {receipt['message_id']}")
+        print(f"{receipt['channel']:>5}  attempt {receipt['attempt']}  {receipt['transport']:<9}  "
+              f"{receipt['message_id']}")
     print(f"notify-py/{order_id} done in {time.perf_counter() - started:.2f}s")
     vow.close()

@@ -235,7 +235,7 @@ def test_changed_workflow_raises_nondeterminism_naming_both_functions(vow: Vow) 
     vow._engine.call_soon(lambda: vow._engine._roots.pop("nd/1").__setattr__("done", True))  # simulate a crash
     gate.set()
     # the "crashed" run's last leaf has answered, and the engine has dropped the answer
-    wait_until(lambda: vow._engine._inflight == 0, message="the last leaf answered")
+    wait_until(lambda: vow._engine.leaves.in_flight() == 0, message="the last leaf answered")
     store = vow.store
     store.release(store.lease("nd/1"))
 
@@ -500,3 +500,26 @@ def test_a_worker_keeps_going_when_the_store_fails_for_a_while() -> None:
         stop.set()
         worker.join(5)
         vow.close()
+
+
+def test_a_child_workflow_that_returns_before_its_branch_settles_cancels_the_branch(vow: Vow) -> None:
+    gate = threading.Event()
+
+    def slow(ctx: LeafContext) -> str:
+        gate.wait(30)
+        return "late"
+
+    def child(ctx: Context):
+        yield ctx.begin_run(slow)  # begun, never waited for
+        return "child done"
+
+    @vow.register
+    def parent(ctx: Context):
+        return (yield ctx.run(child))
+
+    try:
+        assert vow.run("early/1", parent) == "child done"
+        assert vow.get("early/1.1").state is State.RESOLVED
+        assert vow.get("early/1.1.1").state is State.CANCELED  # nobody waits for it any more
+    finally:
+        gate.set()

@@ -1,115 +1,118 @@
-"""Failure paths of the engine: a value is reported only once it is on disk; a lost lease on one
-root leaves the others alone; a finished run leaves nothing behind (found by review, kept as tests)."""
+"""Failure paths of the engine's commits: a value is reported only once it is stored; a root whose
+commit is refused stops alone; a finished run leaves nothing behind."""
+
+from __future__ import annotations
 
 import threading
-import time
+
+import pytest
 
 from vow import Vow
-from vow.records import State
+from vow.errors import LeaseLostError
+from vow.records import Batch, Settle, State
+from vow.stores.memory import MemoryStore
 from vow.testing import wait_until
 
 
-def _steal(store, rid):
-    lease = store.claim(rid, "thief", 1000.0, now=time.time() + 10_000)
-    assert lease is not None
+class RecordingStore(MemoryStore):
+    """A memory store that remembers which roots its commits refused (and can fail some commits)."""
+
+    def __init__(self, fail_settles_of: str | None = None) -> None:
+        super().__init__()
+        self.refused: list[str] = []
+        self.refused_now = threading.Event()
+        self.fail_settles_of = fail_settles_of
+
+    def apply(self, batch: Batch):
+        if self.fail_settles_of is not None and any(s.id == self.fail_settles_of for s in batch.settles):
+            raise RuntimeError("disk full")
+        try:
+            return super().apply(batch)
+        except LeaseLostError as exc:
+            self.refused.extend(exc.roots)
+            self.refused_now.set()
+            raise
 
 
-def _block_engine(v):
-    """Hold the engine thread until the returned event is set; returns once it is held."""
-    held, gate = threading.Event(), threading.Event()
+def _steal(store: MemoryStore, root: str) -> None:
+    """Another worker takes ``root``'s lease (as after this worker's lease expired)."""
+    assert store.claim(root, "thief:1:0123456789abcdef", 1000.0, now=store.now() + 10_000) is not None
 
-    def hold():
-        held.set()
-        gate.wait()
 
-    v._engine.call_soon(hold)
-    assert held.wait(10), "the engine thread never ran the hold"
+def _hold_engine(v: Vow) -> threading.Event:
+    """Keep the engine thread busy until the returned event is set (its inbox fills meanwhile)."""
+    gate = threading.Event()
+    v._engine.call_soon(gate.wait)
     return gate
 
 
-def test_lost_lease_result_not_reported_before_commit():
-    """After the lease is stolen, the root's final commit is refused, yet the caller gets the local value."""
-    v = Vow(store="memory:")
-    ev = threading.Event()
-    started = threading.Event()
+def test_a_root_whose_lease_was_taken_reports_only_the_stored_result() -> None:
+    store = RecordingStore()
+    release, started = threading.Event(), threading.Event()
 
     def leaf(ctx):
         started.set()
-        ev.wait(5)
+        release.wait(30)
         return 1
 
     def wf(ctx):
         x = yield ctx.run(leaf)
         return x + 1
 
-    h = v.begin_run("r1", wf)
-    assert started.wait(5)
-    _steal(v.store, "r1")
-    ev.set()
-    try:
-        value = h.result(timeout=2)
-    except Exception as exc:  # waiting on the thief is fine; getting a value not on disk is not
-        value = exc
-    rec = v.store.get("r1")
-    assert not (value == 2 and rec.state is State.PENDING), (
-        f"caller got {value!r} but store has r1 {rec.state} (value never committed)"
-    )
+    with Vow(store=store, poll_interval=0.01) as v:
+        handle = v.begin_run("r1", wf)
+        assert started.wait(30)
+        _steal(store, "r1")
+        release.set()
+        assert store.refused_now.wait(30), "the commit of the leaf's result was not refused"
+        assert store.refused == ["r1"]
+        assert not handle.done(), "the caller got a value that was never stored"
+        assert store.get("r1").state is State.PENDING and store.get("r1.1").state is State.PENDING
+        # the thief finishes the run: the caller gets the stored result, not the local one
+        store.apply(Batch(settles=[Settle("r1", State.RESOLVED, "42", store.now())], outside=True))
+        assert handle.result(timeout=30) == 42
 
 
-def test_lost_lease_on_one_root_kills_other_root_with_custom_child_id():
-    v = Vow(store="memory:")
-    ev = threading.Event()
-    n = []
+def test_a_refused_root_does_not_hold_back_the_others_in_the_same_commit() -> None:
+    store = RecordingStore()
+    release = threading.Event()
+    started = []
 
     def leaf(ctx):
-        n.append(1)
-        ev.wait(5)
+        started.append(ctx.root_id)
+        release.wait(30)
         return 1
 
-    def child(ctx):
+    def custom(ctx):
         return 5
-        yield
+        yield  # a generator
 
     def wf1(ctx):
         yield ctx.run(leaf)
-        y = yield ctx.run(child).options(id="custom-child")
-        return y
+        return (yield ctx.run(custom).options(id="custom-child"))
 
     def wf2(ctx):
-        x = yield ctx.run(leaf)
-        return x
+        return (yield ctx.run(leaf))
 
-    v.begin_run("r1", wf1)
-    h2 = v.begin_run("r2", wf2)
-    wait_until(lambda: len(n) == 2, message="both leaves started")
-    _steal(v.store, "r1")
-    gate = _block_engine(v)
-    ev.set()
-    # both leaves report while the engine is held: their answers wait in its inbox
-    wait_until(lambda: v._engine.inbox.qsize() >= 2, message="both leaves reported")
-    gate.set()
-    try:
-        value = h2.result(timeout=5)
-    except Exception as exc:
-        value = exc
-    rec = v.store.get("r2")
-    # r2 has nothing to do with r1's lost lease: it must end resolved in the store, or at least
-    # its caller must not get a value that was never written
-    assert rec.state is State.RESOLVED or value != 1, f"caller got {value!r}, store has r2 {rec.state}"
+    with Vow(store=store, poll_interval=0.01) as v:
+        h1, h2 = v.begin_run("r1", wf1), v.begin_run("r2", wf2)
+        wait_until(lambda: len(started) == 2, message="both leaves to start")
+        _steal(store, "r1")
+        gate = _hold_engine(v)
+        release.set()
+        # both outcomes wait in the inbox, so they land in one round and one group commit
+        wait_until(lambda: v._engine.inbox.qsize() >= 2, message="both leaves to report")
+        gate.set()
+        assert h2.result(timeout=30) == 1
+        assert store.get("r2").state is State.RESOLVED
+        assert store.refused == ["r1"]
+        assert store.get("r1").state is State.PENDING and store.get("r1.1").state is State.PENDING
+        assert store.get("custom-child") is None  # r1's writes were dropped, custom ids included
+        assert not h1.done()
 
 
-def test_failed_final_commit_still_reports_value():
-    """A store error on the commit that settles a root: the caller still gets the uncommitted value."""
-    from vow.stores.memory import MemoryStore
-
-    class Flaky(MemoryStore):
-        def apply(self, batch):
-            if any(s.id == "r3" for s in batch.settles):
-                raise RuntimeError("disk full")
-            return super().apply(batch)
-
-    store = Flaky()
-    v = Vow(store=store)
+def test_a_store_failure_fails_only_the_root_whose_commit_failed() -> None:
+    store = RecordingStore(fail_settles_of="r3")
 
     def leaf(ctx):
         return 1
@@ -118,28 +121,28 @@ def test_failed_final_commit_still_reports_value():
         x = yield ctx.run(leaf)
         return x + 1
 
-    try:
-        value = v.begin_run("r3", wf).result(timeout=5)
-    except Exception as exc:
-        value = exc
-    rec = store.get("r3")
-    assert not (value == 2 and rec.state is State.PENDING), f"caller got {value!r}, store has r3 {rec.state}"
+    with Vow(store=store) as v:
+        bad, good = v.begin_run("r3", wf), v.begin_run("r4", wf)
+        with pytest.raises(RuntimeError, match="disk full"):
+            bad.result(timeout=30)
+        assert good.result(timeout=30) == 2
+        assert store.get("r3").state is State.PENDING  # never reported as done: it is not stored
+        assert store.get("r4").state is State.RESOLVED
 
 
-def test_unsettled_promise_kept_after_root_finishes():
-    v = Vow(store="memory:", poll_interval=0.01)
-
-    def wf(ctx):
-        p = yield ctx.promise("approval")
-        t = yield ctx.begin_run(quick)
-        r = yield ctx.first([p, t])
-        return r
-
+def test_a_finished_run_leaves_nothing_behind() -> None:
     def quick(ctx):
         return "fast"
 
-    assert v.run("w1", wf) == "fast"
-    wait_until(lambda: v.store.get("approval").state.value == "canceled", message="the approval canceled")
-    # the root is finished; nothing should still reference its promise or poll for it
-    wait_until(lambda: v._engine._watched == {} and v._engine._roots == {},
-               message=f"the engine forgets the run (watched: {v._engine._watched}, roots: {v._engine._roots})")
+    def wf(ctx):
+        approval = yield ctx.promise("approval")
+        fast = yield ctx.begin_run(quick)
+        return (yield ctx.first([approval, fast]))
+
+    with Vow(store="memory:", poll_interval=0.01) as v:
+        assert v.run("w1", wf) == "fast"
+        assert v.store.get("approval").state is State.CANCELED  # nobody waits for it any more
+        engine = v._engine
+        assert engine._roots == {} and engine._remote == {} and engine._orphans == {}
+        assert engine.keeper.forget("w1") is None  # no lease is renewed for it
+        assert engine.store.lease("w1").owner == ""  # released

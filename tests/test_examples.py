@@ -25,3 +25,12 @@ def test_notify_example_sends_each_channel_once_and_retries_push_alone(tmp_path:
     deliveries = Ledger(tmp_path / "sim" / "ledger.sqlite").deliveries()
     assert sorted(d.key for d in deliveries) == [f"notify-py/A-1001.{c}" for c in ("email", "push", "slack", "sms")]
     assert all(d.duplicates == 0 for d in deliveries)
+
+
+def test_the_vow_module_docstring_example_is_valid_python() -> None:
+    import textwrap
+
+    import vow
+
+    example = vow.__doc__.split("::", 1)[1].split("\n\n", 1)[1].split("\nThe names below", 1)[0]
+    compile(textwrap.dedent(example), "vow.__doc__", "exec")  # was a SyntaxError: yield in a comprehension

@@ -168,7 +168,8 @@ class VowAdapter(Adapter):
                 break
             time.sleep(0.0005)
         if a.poll() is not None:
-            return {"ok": False, "note": f"run process exited early rc={a.returncode}: {a.stderr.read().decode()[-300:]}"}
+            return {"ok": False,
+                    "note": f"run process exited early rc={a.returncode}: {a.stderr.read().decode()[-300:]}"}
         os.kill(a.pid, signal.SIGKILL)
         a.wait()
         with open(log) as f:

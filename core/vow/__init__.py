@@ -2,7 +2,8 @@
 
 ::
 
-    from vow import Vow, Context
+    from vow import Context, Vow
+    from vow.channels import deliver
 
     vow = Vow()
 
@@ -10,33 +11,40 @@
     def notify_all(ctx: Context, event: dict):
         handles = []
         for channel in ("email", "sms", "slack", "push"):
-            handles.append((yield ctx.begin_run(send, channel, event).options(id=f"{ctx.id}.{channel}")))
-        return [(yield h) for h in handles]
+            message = {"to": event[channel], "body": f"Order {event['order_id']} is confirmed."}
+            handles.append((yield ctx.begin_run(deliver, channel, message).options(id=f"{ctx.id}.{channel}")))
+        receipts = []
+        for handle in handles:  # fan in: one yield per handle (a yield cannot sit in a comprehension)
+            receipts.append((yield handle))
+        return receipts
 
     vow.run(f"notify/{event['order_id']}", notify_all, event)
+
+The names below are imported when first used, so ``import vow`` (and the ``vow`` command's
+``--help``) stays fast: the engine, asyncio and the stores load with the first client.
 """
 
-from vow.client import RunHandle, Vow
-from vow.context import Call, Context, Handle, Options, Outcome
-from vow.errors import (
-    AlreadySettledError,
-    ArgumentMismatchError,
-    CanceledError,
-    ConfigError,
-    EncodeError,
-    NonDeterminismError,
-    PermanentError,
-    PromiseNotFoundError,
-    PromiseTimeoutError,
-    TransientError,
-    VowError,
-)
-from vow.hookspecs import hookimpl
-from vow.leaf import LeafContext
-from vow.records import Kind, PromiseRecord, State
-from vow.retry import Constant, Exponential, Linear, Never
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.2.0"  # the distribution vow-durable reads its version from here
+
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "RunHandle": "vow.client", "Vow": "vow.client",
+    "Call": "vow.context", "Context": "vow.context", "Handle": "vow.context", "Options": "vow.context",
+    "Outcome": "vow.context",
+    "AlreadySettledError": "vow.errors", "ArgumentMismatchError": "vow.errors", "CanceledError": "vow.errors",
+    "ConfigError": "vow.errors", "EncodeError": "vow.errors", "NonDeterminismError": "vow.errors",
+    "PermanentError": "vow.errors", "PromiseNotFoundError": "vow.errors", "PromiseTimeoutError": "vow.errors",
+    "TransientError": "vow.errors", "VowError": "vow.errors",
+    "hookimpl": "vow.hookspecs",
+    "LeafContext": "vow.leaf",
+    "Kind": "vow.records", "PromiseRecord": "vow.records", "State": "vow.records",
+    "Constant": "vow.retry", "Exponential": "vow.retry", "Linear": "vow.retry", "Never": "vow.retry",
+}
 
 __all__ = [
     "AlreadySettledError", "ArgumentMismatchError", "Call", "CanceledError", "ConfigError", "Constant",
@@ -44,3 +52,38 @@ __all__ = [
     "NonDeterminismError", "Options", "Outcome", "PermanentError", "PromiseNotFoundError", "PromiseRecord",
     "PromiseTimeoutError", "RunHandle", "State", "TransientError", "Vow", "VowError", "hookimpl",
 ]
+assert sorted(__all__) == sorted(_EXPORTS)  # a literal list, so type checkers see what is public
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports on first use
+    from vow.client import RunHandle, Vow
+    from vow.context import Call, Context, Handle, Options, Outcome
+    from vow.errors import (
+        AlreadySettledError,
+        ArgumentMismatchError,
+        CanceledError,
+        ConfigError,
+        EncodeError,
+        NonDeterminismError,
+        PermanentError,
+        PromiseNotFoundError,
+        PromiseTimeoutError,
+        TransientError,
+        VowError,
+    )
+    from vow.hookspecs import hookimpl
+    from vow.leaf import LeafContext
+    from vow.records import Kind, PromiseRecord, State
+    from vow.retry import Constant, Exponential, Linear, Never
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vow' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # next time, a plain lookup
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

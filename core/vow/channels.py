@@ -8,14 +8,19 @@ channel must hand to its provider.
 
 from __future__ import annotations
 
-import functools
 import json
-from typing import Any, Mapping, Protocol, runtime_checkable
+import threading
+import weakref
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
 
 from vow.faults import with_faults
 from vow.leaf import LeafContext
+
+if TYPE_CHECKING:
+    from vow.plugins import Plugins
 
 
 @attrs.frozen
@@ -58,14 +63,10 @@ class Channel(Protocol):
 
 
 def build_channel(name: str, options: Mapping[str, Any] | Any | None = None,
-                  faults: Mapping[str, Any] | Any | None = None, *, plugins: Any = None,
+                  faults: Mapping[str, Any] | Any | None = None, *, plugins: Plugins,
                   where: str = "") -> Channel:
-    """Build channel ``name`` from its registered options class, wrapped in ``faults`` if given."""
-    if plugins is None:
-        from vow.plugins import default_plugins
-
-        plugins = default_plugins()
-    channel = plugins.channels.build(name, options, where=where or f"channel {name!r} options")
+    """Build channel ``name`` from ``plugins``' registry and its options class, wrapped in ``faults`` if given."""
+    channel: Channel = plugins.channels.build(name, options, where=where or f"channel {name!r} options")
     return with_faults(channel, faults)
 
 
@@ -73,9 +74,22 @@ def _key(data: Mapping[str, Any] | None) -> str:
     return json.dumps(data, sort_keys=True, default=str) if data else ""
 
 
-@functools.lru_cache(maxsize=256)
-def _cached_channel(name: str, options: str, faults: str) -> Channel:
-    return build_channel(name, json.loads(options) if options else None, json.loads(faults) if faults else None)
+# Built channels per client registry, so a channel added to one client's Plugins is never used by
+# another client, and a registry that goes away takes its channels with it.
+_built: weakref.WeakKeyDictionary[Plugins, dict[tuple[str, str, str], Channel]] = weakref.WeakKeyDictionary()
+_built_lock = threading.Lock()
+
+
+def _channel(plugins: Plugins, name: str, options: Mapping[str, Any] | None,
+             faults: Mapping[str, Any] | None) -> Channel:
+    key = (name, _key(options), _key(faults))
+    with _built_lock:
+        cached = _built.setdefault(plugins, {}).get(key)
+    if cached is not None:
+        return cached
+    built = build_channel(name, options, faults, plugins=plugins)  # outside the lock: it may read secrets, files
+    with _built_lock:
+        return _built[plugins].setdefault(key, built)
 
 
 def deliver(ctx: LeafContext, channel: str, message: Mapping[str, Any],
@@ -86,10 +100,12 @@ def deliver(ctx: LeafContext, channel: str, message: Mapping[str, Any],
 
         yield ctx.begin_run(deliver, "email", {"to": "ada@example.com", "subject": "Hi", "body": "..."})
 
-    Channels are built once per (name, options, faults) and reused, so a transport may keep its
-    HTTP client open across sends; a channel object must therefore be safe to use from many threads.
+    The channel comes from the registry of the client that runs the workflow (``ctx.plugins``).
+    Channels are built once per (registry, name, options, faults) and reused, so a transport may
+    keep its HTTP client open across sends; a channel object must therefore be safe to use from
+    many threads.
     """
-    built = _cached_channel(channel, _key(options), _key(faults))
+    built = _channel(ctx.registry(), channel, options, faults)
     msg = Message(**message)
     built.validate(msg)
     return built.send(msg, ctx).to_dict()

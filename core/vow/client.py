@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import logging
+import os
 import threading
-import time
+import weakref
 from typing import Any, Callable, Iterable
 
 import attrs
 
 from vow import encoding
-from vow.engine import Engine, StartRequest, mismatch_error
-from vow.outcomes import set_future_from_record
+from vow.engine import Engine, StartRequest, same_run_error
+from vow.engine.stepper import check_text
 from vow.errors import ConfigError, PromiseNotFoundError, VowError
+from vow.failures import FailureCodec
+from vow.naming import function_name
+from vow.outcomes import set_future_from_record
 from vow.plugins import Plugins, default_plugins
 from vow.pool import DEFAULT_MAX_THREADS
-from vow.records import Kind, PromiseRecord, State
+from vow.records import Batch, Kind, PromiseRecord, Settle, State
+from vow.retention import AutoPrune, PruneResult, parse_duration, parse_states
 from vow.stores import open_store
 from vow.stores.base import Store, new_owner_id
 
@@ -25,6 +31,9 @@ _log = logging.getLogger("vow")
 
 CLAIM_BATCH = 16
 """How many pending workflows a worker claims per look at the store."""
+
+DEFAULT_MAX_RECOVERIES = 5
+"""Takeovers in a row (each after the process running a root died) before the root is parked."""
 
 
 @attrs.frozen
@@ -52,7 +61,7 @@ class RunHandle:
         """Whether the result is available."""
         return self._future.done()
 
-    def __await__(self):
+    def __await__(self) -> Any:
         return asyncio.wrap_future(self._future).__await__()
 
     def __repr__(self) -> str:
@@ -68,31 +77,57 @@ class Vow:
     ``max_threads`` bounds the pool that runs blocking leaves; ``max_concurrency`` bounds how
     many leaves run at once across all workflows (per workflow: ``register(concurrency=...)``).
     A root workflow runs under a lease of ``lease_ttl`` seconds, renewed while it runs; a worker
-    that dies loses it after that long (at once, when it ran on this machine).
+    that dies loses it at once when the store can tell (a process on this machine, for SQLite),
+    otherwise when it expires. A root taken over ``max_recoveries`` times in a row from processes
+    that died running it is parked (``vow resume --force`` runs it again).
+
+    ``retention`` (``"30d"``, seconds) prunes finished runs older than that in the background, once
+    an hour (see :meth:`prune`).
+
+    A client may be created at import time and then forked (gunicorn ``--preload``, Celery,
+    multiprocessing): the child gets a fresh owner identity and its own engine on first use.
     """
 
     def __init__(self, store: str | Store | None = None, *, plugins: Plugins | None = None,
                  max_threads: int = DEFAULT_MAX_THREADS, max_concurrency: int | None = None,
-                 lease_ttl: float = 15.0, poll_interval: float = 0.05, observers: Iterable[Any] = ()) -> None:
+                 lease_ttl: float = 15.0, poll_interval: float = 0.05, observers: Iterable[Any] = (),
+                 max_recoveries: int | None = DEFAULT_MAX_RECOVERIES, retention: float | str | None = None) -> None:
         if max_concurrency is not None and max_concurrency < 1:
             raise ConfigError(f"max_concurrency must be >= 1, got {max_concurrency}")
         if lease_ttl <= 0:
             raise ConfigError(f"lease_ttl must be > 0 seconds, got {lease_ttl}")
+        if max_recoveries is not None and max_recoveries < 0:
+            raise ConfigError(f"max_recoveries must be >= 0 (or None for no limit), got {max_recoveries}")
         self.plugins = plugins or default_plugins()
         self.store: Store = open_store(store, plugins=self.plugins)
-        self.owner = new_owner_id()
-        self.store.hold_owner(self.owner)
+        self.codec = FailureCodec(self.plugins.declared_errors())
         self._functions: dict[str, Registered] = {}
         self._names: dict[Any, str] = {}
         built = [self.plugins.observers.build(reg.name) for reg in self.plugins.observers]
-        self._engine = Engine(
-            self.store, owner=self.owner, name_of=self._name_of, lookup=self._functions.get,
-            observers=[o for o in (*observers, *built) if o is not None], max_threads=max_threads,
-            max_concurrency=max_concurrency, lease_ttl=lease_ttl, poll_interval=poll_interval)
+        self._observers = [o for o in (*observers, *built) if o is not None]
+        self._engine_options = dict(max_threads=max_threads, max_concurrency=max_concurrency, lease_ttl=lease_ttl,
+                                    poll_interval=poll_interval, max_recoveries=max_recoveries)
         self._closed = False
+        self._pruner = AutoPrune(self.store, retention) if retention is not None else None
+        self._new_engine()
+        _clients.add(self)
+        if self._pruner is not None:
+            self._pruner.start()
         from vow.pipeline.workflow import NAME, pipeline  # every client (so every worker) runs YAML pipelines
 
         self.register(pipeline, name=NAME)
+
+    def _new_engine(self) -> None:
+        self.owner = new_owner_id()
+        self._engine = Engine(self.store, owner=self.owner, name_of=self._name_of, lookup=self._functions.get,
+                              observers=self._observers, codec=self.codec, plugins=self.plugins,
+                              **self._engine_options)  # type: ignore[arg-type]
+
+    def _after_fork(self) -> None:
+        # The parent's engine threads do not exist here, and its owner id is the parent's: a child
+        # that kept them would hang, or run the parent's roots under the parent's fencing token.
+        if not self._closed:
+            self._new_engine()
 
     # ------------------------------------------------------------------ registration
     def register(self, fn: Callable[..., Any] | None = None, *, name: str | None = None, retry: Any = None,
@@ -105,10 +140,15 @@ class Vow:
         many of its leaves run at once.
         """
         def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+            if not inspect.isgeneratorfunction(f):
+                kind = "an async function" if inspect.iscoroutinefunction(f) else f"{type(f).__name__} {f!r}"
+                raise ConfigError(
+                    f"a workflow must be a generator function (a def that yields ctx.run(...)), got {kind}; "
+                    "async def and plain functions are leaves: call them with ctx.run(...) from a workflow")
             reg_name = name or f.__name__
             taken = self._functions.get(reg_name)
-            if taken is not None and taken.fn is not f and _qualname(taken.fn) != _qualname(f):
-                raise ConfigError(f"a workflow named {reg_name!r} is already registered ({_qualname(taken.fn)})")
+            if taken is not None and taken.fn is not f and function_name(taken.fn) != function_name(f):
+                raise ConfigError(f"a workflow named {reg_name!r} is already registered ({function_name(taken.fn)})")
             if concurrency is not None and concurrency < 1:
                 raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
             self._functions[reg_name] = Registered(reg_name, f, retry, concurrency)
@@ -117,6 +157,15 @@ class Vow:
 
         return decorate(fn) if fn is not None else decorate
 
+    def register_error(self, cls: type[BaseException]) -> type[BaseException]:
+        """Let stored failures of exception class ``cls`` come back as ``cls`` (usable as a decorator).
+
+        A workflow receives a leaf's failure as the store keeps it, decoded the same way live and after
+        a restart; only declared classes are rebuilt, anything else arrives as
+        :class:`~vow.errors.RejectedError` (see :mod:`vow.failures`).
+        """
+        return self.codec.declare(cls)
+
     def registered(self) -> dict[str, Registered]:
         """The workflows registered on this client, by name."""
         return dict(self._functions)
@@ -124,7 +173,7 @@ class Vow:
     def _name_of(self, fn: Any) -> str:
         name = self._names.get(fn)
         if name is None:
-            name = self._names[fn] = _qualname(fn)
+            name = self._names[fn] = function_name(fn)
         return name
 
     def _resolve(self, fn: Callable[..., Any] | str) -> Registered:
@@ -144,8 +193,7 @@ class Vow:
     def begin_run(self, id: str, fn: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> RunHandle:
         """Start root workflow ``id`` (or join it if it exists) and return at once."""
         self._check_open()
-        if not isinstance(id, str) or not id:
-            raise ConfigError(f"a workflow id must be a non-empty string, got {id!r}")
+        _check_id(id)
         reg = self._resolve(fn)
         args_text = encoding.encode_args(args, kwargs, what=f"workflow {reg.name} ({id})")
         # The workflow gets its arguments as the store keeps them, so a first run and a resumed one agree.
@@ -169,23 +217,36 @@ class Vow:
 
     def submit(self, id: str, fn: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> PromiseRecord:
         """Store root workflow ``id`` as pending without running it; a worker (``vow worker``,
-        :meth:`worker`) picks it up. An existing id is returned as it is (same rules as ``run``)."""
+        :meth:`worker`) that registered the same workflow picks it up. An existing id is returned as it
+        is (same rules as ``run``)."""
         self._check_open()
-        reg = self._resolve(fn)
+        _check_id(id)
+        if isinstance(fn, str):
+            reg = self._resolve(fn)
+        else:
+            name = self._names.get(fn)
+            if name is None or name not in self._functions:
+                raise ConfigError(
+                    f"workflow {function_name(fn)!r} is not registered: register it with @vow.register (in the "
+                    "code your workers import, e.g. `vow worker --app module`) before submitting it, or no worker "
+                    "could ever run it")
+            reg = self._functions[name]
         args_text = encoding.encode_args(args, kwargs, what=f"workflow {reg.name} ({id})")
         record, _created = self.store.create(PromiseRecord(
-            id, State.PENDING, Kind.WORKFLOW, id, reg.name, args_text, None, None, None, id, 1, time.time()))
-        probe = StartRequest(id, reg.name, reg.fn, args, kwargs, args_text, None, None, {})
-        error = mismatch_error(probe, record.func, record.args)
+            id, State.PENDING, Kind.WORKFLOW, id, reg.name, args_text, None, None, None, id, 1, self.store.now()),
+            outside=True)
+        error = same_run_error(id, record.func, record.args, reg.name, args_text)
         if error is not None:
             raise error
         return record
 
-    def resume(self, id: str) -> RunHandle:
-        """Resume a pending root workflow from the store by its registered name."""
+    def resume(self, id: str, *, force: bool = False) -> RunHandle:
+        """Resume a pending root workflow from the store by its registered name. ``force`` first makes
+        a parked run (its process kept dying) claimable again."""
         self._check_open()
-        request = StartRequest(id, "", None, (), {}, "", None, None, {}, resume_only=True)
-        return RunHandle(id, self._engine.submit(request))
+        if force:
+            self.store.unpark(id)
+        return RunHandle(id, self._engine.submit(StartRequest.resume(id)))
 
     def resume_all(self, *, limit: int = 1000) -> list[RunHandle]:
         """Resume every pending root workflow whose lease is free and whose function is registered here."""
@@ -203,9 +264,12 @@ class Vow:
 
         Several workers may share one store: the lease makes sure each workflow runs in one
         of them at a time, and a workflow whose worker died is picked up once its lease is free.
+        A stored run whose workflow is not registered here is reported once and left for a worker
+        that has it.
         """
         stop = stop or threading.Event()
         running: dict[str, RunHandle] = {}
+        unknown: set[str] = set()
         while not stop.is_set():
             for rid in [rid for rid, h in running.items() if h.done()]:
                 running.pop(rid)
@@ -213,17 +277,37 @@ class Vow:
             started = 0
             if room > 0:
                 try:
-                    # A few at a time, so workers sharing a store share the work too.
-                    wanted = [r.id for r in self.store.claimable(limit=min(room, CLAIM_BATCH))
-                              if r.id not in running and r.func in self._functions]
-                    # Claim first, so a root another worker took in the meantime holds no slot here.
-                    for rid in self.store.claim_many(wanted, self.owner, self._engine.lease_ttl):
-                        running[rid] = self.resume(rid)
-                        started += 1
+                    started = self._claim_some(running, unknown, min(room, CLAIM_BATCH))
                 except VowError as exc:  # a busy or failing store: look again later, keep running
                     _log.warning("worker: could not claim workflows: %s", exc)
             if not started:
                 stop.wait(poll_interval)
+
+    def _claim_some(self, running: dict[str, RunHandle], unknown: set[str], limit: int) -> int:
+        """Claim up to ``limit`` runnable roots (a few at a time, so workers sharing a store share the
+        work) and start them under the leases just taken."""
+        wanted = []
+        for record in self.store.claimable(limit=limit + len(unknown)):
+            if record.id in running:
+                continue
+            if record.func not in self._functions:
+                if record.id not in unknown:
+                    unknown.add(record.id)
+                    _log.warning("worker: run %s needs workflow %r, which is not registered here (registered: %s); "
+                                 "left for a worker that has it", record.id, record.func,
+                                 ", ".join(sorted(self._functions)))
+                continue
+            wanted.append(record.id)
+            if len(wanted) >= limit:
+                break
+        if not wanted:
+            return 0
+        self._engine.start()
+        # Claim first, so a root another worker took in the meantime holds no slot here.
+        leases = self._engine.keeper.claim_many(wanted)
+        for rid, lease in leases.items():
+            running[rid] = RunHandle(rid, self._engine.submit(StartRequest.resume(rid, lease=lease)))
+        return len(leases)
 
     # ------------------------------------------------------------------ promises from outside
     def get(self, id: str) -> PromiseRecord | None:
@@ -236,13 +320,14 @@ class Vow:
         if not record.settled:
             raise VowError(f"promise {id!r} is still pending")
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        set_future_from_record(future, record)
+        set_future_from_record(future, record, self.codec)
         return future.result()
 
     def resolve(self, id: str, value: Any = None) -> PromiseRecord:
         """Resolve a promise made by ``ctx.promise``; the waiting workflow wakes up.
 
-        Resolving again with the same value does nothing; with another value it is an error.
+        Resolving again with the same value does nothing; with another value it is an error; after
+        the promise's deadline it is refused with :class:`~vow.errors.PromiseTimeoutError`.
         """
         text = encoding.encode(value, what=f"the value for promise {id!r}")
         return self._settle_outside(id, State.RESOLVED, text)
@@ -250,22 +335,20 @@ class Vow:
     def reject(self, id: str, error: BaseException | str) -> PromiseRecord:
         """Reject a promise made by ``ctx.promise``; the waiting workflow gets the error."""
         exc = error if isinstance(error, BaseException) else VowError(str(error))
-        return self._settle_outside(id, State.REJECTED, encoding.encode_error(exc))
+        return self._settle_outside(id, State.REJECTED, self.codec.encode(exc))
 
     def cancel(self, id: str) -> PromiseRecord:
-        """Cancel a pending promise; for a root workflow, every pending promise under it too."""
+        """Cancel a pending promise — a root, a child workflow, a leaf, a sleep — and every pending
+        promise under it. The run stops what the cancel covers at its next commit; a leaf already
+        running is not interrupted, but its result is discarded and it is not retried."""
         record = self._require(id)
         if record.settled:
             return record
-        now = time.time()
-        from vow.records import Batch, Settle
-
+        now = self.store.now()
         settles = [Settle(id, State.CANCELED, None, now)]
-        if record.parent is None:
-            settles += [Settle(r.id, State.CANCELED, None, now) for r in self.store.tree(id)
-                        if r.id != id and not r.settled]
-        self.store.apply(Batch(settles=settles))
-        self._engine.wake([s.id for s in settles])
+        settles += [Settle(r.id, State.CANCELED, None, now) for r in _under(self.store.tree(record.root), id)
+                    if not r.settled]
+        self.store.apply(Batch(settles=settles, outside=True))
         return self._require(id)
 
     def _settle_outside(self, id: str, state: State, text: str) -> PromiseRecord:
@@ -273,9 +356,7 @@ class Vow:
         if record.kind is not Kind.PROMISE:
             raise VowError(f"{id!r} is a {record.kind.value}, not a promise made by ctx.promise(); "
                            "only those are settled from outside (use cancel for the others)")
-        settled = self.store.settle(id, state, text)
-        self._engine.wake([id])
-        return settled
+        return self.store.settle(id, state, text, outside=True)
 
     def _require(self, id: str) -> PromiseRecord:
         record = self.store.get(id)
@@ -289,7 +370,14 @@ class Vow:
         if self._closed:
             return
         self._closed = True
+        _clients.discard(self)
+        if self._pruner is not None:
+            self._pruner.stop()
         self._engine.stop()
+        try:
+            self.store.release_owner(self.owner)
+        except Exception:  # noqa: BLE001 - a closed or failing store: the owner reads as gone when we exit
+            pass
         self.store.close()
 
     def _check_open(self) -> None:
@@ -305,8 +393,40 @@ class Vow:
     def __repr__(self) -> str:
         return f"<Vow store={getattr(self.store, 'url', self.store)!r}>"
 
+    # ------------------------------------------------------------------ retention
+    def prune(self, older_than: float | str, *, states: str | Iterable[str | State] | None = None,
+              dry_run: bool = False, compact: bool = False) -> PruneResult:
+        """Delete the finished runs that settled more than ``older_than`` ago (``"30d"``, ``"12h"``
+        or seconds): each root with its whole tree. A pending run is never touched.
 
-def _qualname(fn: Any) -> str:
-    module = getattr(fn, "__module__", None) or ""
-    qual = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
-    return f"{module}.{qual}" if module and module != "__main__" else qual
+        ``states``: which finished runs (``"succeeded,failed,canceled"``, the default: all);
+        ``dry_run``: delete nothing, report what would go; ``compact``: let the store rewrite
+        its file to give all free space back (SQLite: once per file made without incremental
+        vacuum; writers wait meanwhile). Returns a :class:`~vow.retention.PruneResult`.
+        """
+        self._check_open()
+        seconds = parse_duration(older_than, what="older_than")
+        return self.store.prune(before=self.store.now() - seconds, states=parse_states(states, what="states"),
+                                dry_run=dry_run, compact=compact)
+
+
+def _check_id(id: object) -> None:
+    if not isinstance(id, str) or not id:
+        raise ConfigError(f"a workflow id must be a non-empty string, got {id!r}")
+    check_text(id, {}, "workflow")
+
+
+def _under(tree: list[PromiseRecord], id: str) -> list[PromiseRecord]:
+    """The records of ``tree`` below ``id`` (its children, theirs, ...), in tree order."""
+    below = {id}
+    found = []
+    for record in tree:  # oldest first: a parent comes before its children
+        if record.parent in below:
+            below.add(record.id)
+            found.append(record)
+    return found
+
+
+_clients: "weakref.WeakSet[Vow]" = weakref.WeakSet()
+os.register_at_fork(after_in_child=lambda: [client._after_fork() for client in list(_clients)])
+

@@ -75,36 +75,44 @@ class Call:
 
 
 class Handle:
-    """A durable promise started by a workflow; yield it to wait for its value.
+    """A durable promise a workflow started; yield it to wait for its value.
 
-    ``id`` is the promise id. The remaining fields belong to the engine.
+    ``id`` is the promise id; ``done()`` says whether it settled. The engine keeps everything
+    else about the promise in its own record beside the handle.
     """
 
-    __slots__ = ("id", "kind", "func", "state", "value", "error", "settled_at", "waiters", "call",
-                 "root", "parent_run", "attempt", "key", "deadline", "child_run", "running", "tags")
+    __slots__ = ("id", "_node")
 
-    def __init__(self, id: str, kind: Kind, func: str) -> None:
-        self.id = id
-        self.kind = kind
-        self.func = func
-        self.state = State.PENDING
-        self.value: Any = None
-        self.error: BaseException | None = None
-        self.settled_at = 0.0
-        self.waiters: list[Any] = []
-        self.call: Call | None = None
-        self.root: Any = None
-        self.parent_run: Any = None
-        self.attempt = 1
-        self.key = id
-        self.deadline: float | None = None
-        self.child_run: Any = None
-        self.running = False
-        self.tags: dict[str, str] = {}
+    def __init__(self, node: Any) -> None:
+        self.id: str = node.id
+        self._node = node
+
+    @property
+    def state(self) -> State:
+        """The promise's state as this run knows it."""
+        return self._node.state  # type: ignore[no-any-return]
+
+    @property
+    def value(self) -> Any:
+        """The value of a resolved promise (``None`` otherwise)."""
+        return self._node.value
+
+    @property
+    def error(self) -> BaseException | None:
+        """The error of a promise that settled otherwise (rejected, canceled, timed out), as stored."""
+        node = self._node
+        if node.state is State.PENDING or node.state is State.RESOLVED:
+            return None
+        return node.error  # type: ignore[no-any-return]
+
+    @property
+    def attempt(self) -> int:
+        """The attempt the promise is on (or settled on): 1, then one more per retry."""
+        return self._node.attempt  # type: ignore[no-any-return]
 
     def done(self) -> bool:
         """Whether the promise has settled."""
-        return self.state is not State.PENDING
+        return self._node.state is not State.PENDING  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
         return f"<Handle {self.id} {self.state.value}>"
@@ -127,7 +135,7 @@ class Outcome:
 class Combinator:
     """Wait on many handles at once; ``mode`` is ``all``, ``any``, ``first`` or ``all_settled``."""
 
-    __slots__ = ("mode", "handles", "pending", "failed")
+    __slots__ = ("mode", "handles", "nodes", "pending", "failed")
 
     def __init__(self, mode: str, handles: Sequence[Handle]) -> None:
         handles = list(handles)
@@ -136,6 +144,7 @@ class Combinator:
                 raise TypeError(f"ctx.{mode}() takes handles from ctx.begin_run/ctx.promise, got {h!r}")
         self.mode = mode
         self.handles = handles
+        self.nodes = [h._node for h in handles]  # the engine's records of those promises
         self.pending = 0  # the engine's running counts, so each settled branch costs O(1)
         self.failed = 0
 

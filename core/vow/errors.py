@@ -13,6 +13,8 @@ non-retryable.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class VowError(Exception):
     """Base class of the errors vow itself raises."""
@@ -35,8 +37,47 @@ class PermanentError(VowError):
         self.code = code
 
 
+KeyPath = tuple[str | int, ...]
+"""A key path into configuration data: mapping keys and list indices, ``("fan_out", 2, "channel")``."""
+
+
+def format_path(path: KeyPath) -> str:
+    """``("fan_out", 2, "channel")`` -> ``fan_out[2].channel``."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
 class ConfigError(VowError):
-    """Bad configuration or input a user can fix: says where (file:line, key path) and what is allowed."""
+    """Bad configuration or input a user can fix: says where (file:line, key path) and what is allowed.
+
+    ``issues`` lists each problem as ``(key path, problem)``; the path is relative to the data
+    that was checked, which ``where`` names (``"channel 'email' options"``). ``path`` and
+    ``problem`` are the first issue's. An error raised with a message alone has one issue at
+    the empty path.
+    """
+
+    def __init__(self, problem: str, *, path: KeyPath = (), where: str = "",
+                 issues: Sequence[tuple[KeyPath, str]] = ()) -> None:
+        self.issues: tuple[tuple[KeyPath, str], ...] = tuple(issues) or ((tuple(path), problem),)
+        self.path, self.problem = self.issues[0]
+        self.where = where
+        super().__init__(self._text())
+
+    @classmethod
+    def of(cls, issues: Sequence[tuple[KeyPath, str]], *, where: str = "") -> ConfigError:
+        """One error for several problems (each on its own line)."""
+        return cls(issues[0][1], where=where, issues=issues)
+
+    def _text(self) -> str:
+        lines = []
+        for path, problem in self.issues:
+            key = format_path(path)
+            if self.where:
+                key = f"{self.where}{'' if key.startswith('[') or not key else '.'}{key}"
+            lines.append(f"{key}: {problem}" if key else problem)
+        return "\n".join(lines)
 
 
 class UnknownPluginError(ConfigError):
@@ -87,6 +128,11 @@ class ConflictError(VowError):
         super().__init__(message)
         self.roots = roots
         self.records = records
+
+
+class RunParkedError(VowError):
+    """A root workflow was parked after its process died too many times while resuming it;
+    ``vow resume --force ID`` (or ``Vow.resume(id, force=True)``) lets it run again."""
 
 
 class StoreError(VowError):

@@ -19,6 +19,8 @@ class EventKind(str, enum.Enum):
     RETRY_SCHEDULED = "retry_scheduled"  # an attempt failed; the next one waits ``delay`` seconds
     SETTLED = "settled"  # the promise reached a settled state
     RESUMED = "resumed"  # a root workflow was picked up again from the store
+    STOPPED = "stopped"  # this process stopped running a root without settling it (lease lost, client
+    # closed, store failed): the run stays pending for another process to go on with
 
     def __str__(self) -> str:
         return self.value
@@ -59,5 +61,5 @@ class LeafScope(Protocol):
     leaf's code and to the HTTP clients it uses.
     """
 
-    def leaf_scope(self, ctx: "LeafContext") -> "contextlib.AbstractContextManager[Any]":
+    def leaf_scope(self, ctx: LeafContext) -> contextlib.AbstractContextManager[Any]:
         """The context manager to run one leaf attempt in."""

@@ -17,7 +17,8 @@ from __future__ import annotations
 import hashlib
 import importlib
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar, cast
 
 import attrs
 
@@ -27,20 +28,7 @@ from vow.leaf import LeafContext
 
 ERROR_KINDS = ("transient", "permanent", "timeout")
 
-
-def _check_rate(_inst: object, _attr: attrs.Attribute, value: float) -> None:
-    if not 0 <= value <= 1:
-        raise ValueError(f"rate must be between 0 and 1, got {value}")
-
-
-def _check_attempts(_inst: object, _attr: attrs.Attribute, value: list[int]) -> None:
-    if any(a < 1 for a in value):
-        raise ValueError(f"fail_attempts counts from 1, got {value}")
-
-
-def _check_status(_inst: object, _attr: attrs.Attribute, value: int | None) -> None:
-    if value is not None and not 100 <= value <= 599:
-        raise ValueError(f"status must be an HTTP status (100-599), got {value}")
+T = TypeVar("T")
 
 
 @attrs.frozen
@@ -53,24 +41,32 @@ class Faults:
     instead, which the channel maps like a real response; ``latency`` adds seconds to every attempt.
     """
 
-    fail_attempts: list[int] = attrs.field(factory=list, validator=_check_attempts)
-    rate: float = attrs.field(default=0.0, validator=_check_rate)
+    fail_attempts: list[int] | None = attrs.field(default=None, validator=attrs.validators.optional(
+        attrs.validators.deep_iterable(attrs.validators.ge(1), attrs.validators.instance_of(list))))  # from 1
+    rate: float | None = attrs.field(default=None, validator=attrs.validators.optional(
+        [attrs.validators.ge(0.0), attrs.validators.le(1.0)]))
     seed: int = 0
-    error: str = "transient"
+    error: str = attrs.field(default="transient", validator=lambda _i, _a, value: _check_error(value))
     message: str = "injected failure"
-    status: int | None = attrs.field(default=None, validator=_check_status)
-    retry_after: float | None = None
-    latency: float = 0.0
+    status: int | None = attrs.field(default=None, validator=attrs.validators.optional(
+        [attrs.validators.ge(100), attrs.validators.le(599)]))  # an HTTP status
+    retry_after: float | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(0)))
+    latency: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
 
     def __attrs_post_init__(self) -> None:
-        if self.error not in ERROR_KINDS:
-            _exception_type(self.error)  # fail early on a bad name
+        # What to fail with, but neither key that chooses attempts: it would silently do nothing.
+        # (An empty fail_attempts is a choice: a template may fail only some items.)
+        failing = [f for f, default in (("status", None), ("error", "transient"), ("message", "injected failure"),
+                                        ("retry_after", None)) if getattr(self, f) != default]
+        if failing and self.fail_attempts is None and self.rate is None:
+            raise ValueError(f"{', '.join(failing)} given, but no attempt is chosen to fail: add fail_attempts "
+                             "(such as [1]) or rate (a fraction of attempts, such as 0.3)")
 
     def should_fail(self, ctx: LeafContext) -> bool:
         """Whether this attempt fails (a pure function of seed, key and attempt)."""
-        if ctx.attempt in self.fail_attempts:
+        if self.fail_attempts and ctx.attempt in self.fail_attempts:
             return True
-        if self.rate <= 0:
+        if not self.rate:
             return False
         digest = hashlib.blake2b(f"{self.seed}|{ctx.idempotency_key}|{ctx.attempt}".encode(), digest_size=8).digest()
         return int.from_bytes(digest, "big") / 2**64 < self.rate
@@ -95,6 +91,11 @@ class Faults:
         if self.error == "timeout":
             return TransientError(f"timed out: {message}", retry_after=self.retry_after, code="timeout")
         return _exception_type(self.error)(message)
+
+
+def _check_error(name: str) -> None:
+    if name not in ERROR_KINDS:
+        _exception_type(name)  # fail early on a bad name
 
 
 def _exception_type(name: str) -> type[BaseException]:
@@ -143,7 +144,7 @@ class Faulty:
         return call
 
 
-def with_faults(target: Any, faults: Faults | dict[str, Any] | None) -> Any:
+def with_faults(target: T, faults: Faults | Mapping[str, Any] | None) -> T:
     """``target`` wrapped so ``faults`` are injected; ``target`` itself when there are none."""
     if not faults:
         return target
@@ -151,4 +152,4 @@ def with_faults(target: Any, faults: Faults | dict[str, Any] | None) -> Any:
         from vow.config import structure
 
         faults = structure(Faults, faults, where="faults")
-    return Faulty(target, faults)
+    return cast(T, Faulty(target, faults))  # it stands in for the target: same calls, faults first

@@ -12,8 +12,9 @@ Registration hooks receive a ``register`` callable and call it once per thing th
 
 ``factory`` builds the thing from an instance of ``options_class`` (an attrs class) or, when
 ``options_class`` is ``None``, with no arguments. vow validates user options (YAML or Python)
-against ``options_class`` with cattrs before calling the factory, so a plugin receives options
-that are already well-typed, and a bad field is reported with its exact key path.
+against ``options_class`` with :func:`vow.config.structure` (strict types, attrs validators)
+before calling the factory, so a plugin receives options that are already well-typed, and a bad
+field is reported with its exact key path.
 
 Everything is looked up by name in a registry, so no behaviour depends on the order in which
 pluggy calls plugins. Two plugins that register the same name in the same kind are an error
@@ -22,7 +23,8 @@ that names both.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import pluggy
 
@@ -93,6 +95,18 @@ def vow_register_commands(cli: Any) -> None:
     ``cli`` is the root :class:`click.Group`; call ``cli.add_command(...)``. Called each time
     the command line starts.
     """
+
+
+@hookspec
+def vow_declare_errors() -> Iterable[type[BaseException]]:
+    """Declare the exception classes a stored failure may come back as.
+
+    Return an iterable of exception classes your plugin raises (and that workflows may want to
+    catch by type). A failure is stored as its type name and decoded only into declared classes,
+    so a run resumed elsewhere receives the same exception as the live run did; an undeclared
+    type comes back as :class:`vow.errors.RejectedError`. Called when a client starts.
+    """
+    return ()
 
 
 REGISTRATION_HOOKS: dict[str, str] = {

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import email.utils
 import time
-from typing import TYPE_CHECKING, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from vow.errors import PermanentError, TransientError
 
@@ -51,7 +52,7 @@ def error_for_status(status: int, headers: Mapping[str, str] | None = None, deta
     return PermanentError(reason, code=str(status))
 
 
-def error_for_exception(exc: "httpx.HTTPError", *, provider: str = "provider") -> Exception:
+def error_for_exception(exc: httpx.HTTPError, *, provider: str = "provider") -> Exception:
     """Timeouts and connection failures are transient; other transport errors are permanent."""
     import httpx
 

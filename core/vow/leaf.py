@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import attrs
+
+if TYPE_CHECKING:
+    from vow.plugins import Plugins
 
 _log = logging.getLogger("vow.leaf")
 
@@ -16,7 +20,8 @@ class LeafContext:
 
     ``idempotency_key`` is stable across retries, replays and process restarts: pass it to the
     provider so a repeated attempt is recognised as the same request. ``attempt`` counts from 1
-    and keeps counting across restarts.
+    and keeps counting across restarts. ``plugins`` is the running client's plugin registry
+    (``None`` in a context built by hand, as in a test of a channel's ``send``).
     """
 
     id: str
@@ -27,9 +32,22 @@ class LeafContext:
     func: str = ""
     deadline: float | None = None
     tags: Mapping[str, str] = attrs.field(factory=dict)
+    plugins: Plugins | None = attrs.field(default=None, repr=False, eq=False)
+    """The registries of the :class:`vow.Vow` client running this leaf: its channels, image
+    providers, retry policies. Leaves look plugins up here, never in a process-wide registry,
+    so a channel added to one client's ``Plugins`` is the one its workflows use."""
+
+    def registry(self) -> Plugins:
+        """:attr:`plugins`, or a :class:`~vow.errors.VowError` saying how to give it."""
+        if self.plugins is None:
+            from vow.errors import VowError
+
+            raise VowError(f"{self.id}: this leaf looks up plugins, but its LeafContext has none: the engine "
+                           "gives it the client's; built by hand, pass LeafContext(..., plugins=Plugins())")
+        return self.plugins
 
     @property
-    def logger(self) -> logging.LoggerAdapter:
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
         """A logger that prefixes each line with the promise id and attempt."""
         return logging.LoggerAdapter(_log, {"promise_id": self.id, "attempt": self.attempt})
 

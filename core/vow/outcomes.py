@@ -1,81 +1,111 @@
-"""What a settled promise means to whoever waits on it: a value or an error, for one handle or
+"""What a settled promise means to whoever waits on it: a value or an error, for one promise or
 for a combinator (``all``, ``any``, ``first``, ``all_settled``), and for a caller's future.
 
-Pure functions over handles and records, shared by the engine and the client.
+Pure functions over the engine's promise nodes and stored records, shared by the engine and the
+client. Anything with the fields ``id``, ``kind``, ``func``, ``state``, ``value``, ``error`` and
+``settled_at`` serves as a node.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-from typing import Any
+from typing import Any, Protocol
 
 from vow import encoding
-from vow.context import Combinator, Handle, Outcome
+from vow.context import Combinator, Outcome
 from vow.errors import CanceledError, PromiseTimeoutError, VowError
-from vow.records import PromiseRecord, State
+from vow.failures import FailureCodec
+from vow.records import Kind, PromiseRecord, State
+
+__all__ = ["combine", "combine_update", "fill_from_record", "outcome", "set_future", "set_future_from_record"]
 
 
-def outcome(handle: Handle) -> tuple[Any, BaseException | None]:
-    if handle.state is State.RESOLVED:
-        return handle.value, None
-    return None, handle.error or error_for_state(handle)
+class Settled(Protocol):
+    id: str
+    kind: Kind
+    func: str
+    state: State
+    value: Any
+    error: BaseException | None
+    settled_at: float
 
 
-def error_for_state(handle: Handle) -> BaseException:
-    if handle.state is State.CANCELED:
-        return CanceledError(f"{handle.func or handle.kind.value} ({handle.id}) was canceled")
-    if handle.state is State.TIMEDOUT:
-        return PromiseTimeoutError(f"{handle.func or handle.kind.value} ({handle.id}) timed out")
-    return VowError(f"{handle.id} was rejected")
+class _Node:
+    """A settled promise rebuilt from its record, for a caller's future."""
+
+    __slots__ = ("id", "kind", "func", "state", "value", "error", "settled_at")
+
+    def __init__(self, record: PromiseRecord) -> None:
+        self.id, self.kind, self.func = record.id, record.kind, record.func
+        self.state = State.PENDING
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.settled_at = 0.0
+
+
+def outcome(node: Settled) -> tuple[Any, BaseException | None]:
+    """``(value, None)`` for a resolved promise, ``(None, error)`` for any other settled one."""
+    if node.state is State.RESOLVED:
+        return node.value, None
+    return None, node.error or error_for_state(node)
+
+
+def error_for_state(node: Settled) -> BaseException:
+    """The error a canceled or timed-out promise raises in whoever waits for it."""
+    if node.state is State.CANCELED:
+        return CanceledError(f"{node.func or node.kind.value} ({node.id}) was canceled")
+    if node.state is State.TIMEDOUT:
+        return PromiseTimeoutError(f"{node.func or node.kind.value} ({node.id}) timed out")
+    return VowError(f"{node.id} was rejected")
 
 
 def combine(c: Combinator) -> tuple[bool, Any, BaseException | None]:
     """Evaluate a combinator from scratch (when it is yielded); sets its running counts."""
-    handles = c.handles
+    nodes = c.nodes
     mode = c.mode
-    c.pending = sum(1 for h in handles if h.state is State.PENDING)
-    c.failed = sum(1 for h in handles if h.state is not State.PENDING and h.state is not State.RESOLVED)
+    c.pending = sum(1 for n in nodes if n.state is State.PENDING)
+    c.failed = sum(1 for n in nodes if n.state is not State.PENDING and n.state is not State.RESOLVED)
     if mode == "all":
         if c.failed:
-            first_failed = min((h for h in handles if h.state not in (State.PENDING, State.RESOLVED)),
-                               key=lambda h: h.settled_at)
+            first_failed = min((n for n in nodes if n.state not in (State.PENDING, State.RESOLVED)),
+                               key=lambda n: n.settled_at)
             return True, None, outcome(first_failed)[1]
         return _combine_result(c)
     if mode == "all_settled":
         return _combine_result(c)
-    if not handles:
+    if not nodes:
         return True, None, ValueError(f"ctx.{mode}() of no handles")
-    settled = sorted((h for h in handles if h.state is not State.PENDING), key=lambda h: h.settled_at)
+    settled = sorted((n for n in nodes if n.state is not State.PENDING), key=lambda n: n.settled_at)
     if mode == "first":
         if not settled:
             return False, None, None
         return (True, *outcome(settled[0]))
-    for h in settled:  # any: the first resolved; fails only when every branch failed
-        if h.state is State.RESOLVED:
-            return True, h.value, None
+    for n in settled:  # any: the first resolved; fails only when every branch failed
+        if n.state is State.RESOLVED:
+            return True, n.value, None
     if not c.pending:
         return True, None, outcome(settled[-1])[1]
     return False, None, None
 
 
-def combine_update(c: Combinator, handle: Handle) -> tuple[bool, Any, BaseException | None]:
+def combine_update(c: Combinator, node: Settled) -> tuple[bool, Any, BaseException | None]:
     """Account for one more settled branch of a waiting combinator."""
     c.pending -= 1
-    ok = handle.state is State.RESOLVED
+    ok = node.state is State.RESOLVED
     mode = c.mode
     if mode == "all":
         if not ok:
-            return True, None, outcome(handle)[1]
+            return True, None, outcome(node)[1]
         return _combine_result(c)
     if mode == "all_settled":
         return _combine_result(c)
     if mode == "first":
-        return (True, *outcome(handle))
+        return (True, *outcome(node))
     if ok:
-        return True, handle.value, None
+        return True, node.value, None
     c.failed += 1
     if not c.pending:
-        return True, None, outcome(handle)[1]
+        return True, None, outcome(node)[1]
     return False, None, None
 
 
@@ -83,34 +113,40 @@ def _combine_result(c: Combinator) -> tuple[bool, Any, BaseException | None]:
     if c.pending:
         return False, None, None
     if c.mode == "all":
-        return True, [h.value for h in c.handles], None
-    return True, [Outcome(h.id, h.state, h.value, None if h.state is State.RESOLVED else outcome(h)[1])
-                  for h in c.handles], None
+        return True, [n.value for n in c.nodes], None
+    return True, [Outcome(n.id, n.state, n.value, None if n.state is State.RESOLVED else outcome(n)[1])
+                  for n in c.nodes], None
 
 
-def fill_from_record(handle: Handle, record: PromiseRecord) -> None:
-    handle.state = record.state
-    handle.settled_at = record.settled_at or 0.0
+def fill_from_record(node: Settled, record: PromiseRecord, codec: FailureCodec) -> None:
+    """Give ``node`` the outcome stored in ``record`` (decoded as a replay would decode it)."""
+    node.state = record.state
+    node.settled_at = record.settled_at or 0.0
     if record.state is State.RESOLVED:
-        handle.value = encoding.decode(record.value)
+        node.value = encoding.decode(record.value)
     elif record.state is State.REJECTED:
-        handle.error = encoding.decode_error(record.value)
+        node.error = codec.decode(record.value)
+    elif record.value:  # a timeout or cancel stored with its own error text
+        node.error = codec.decode(record.value)
     else:
-        handle.error = error_for_state(handle)
+        node.error = error_for_state(node)
 
 
-def set_future_from_record(future: concurrent.futures.Future[Any], record: PromiseRecord) -> None:
+def set_future_from_record(future: concurrent.futures.Future[Any], record: PromiseRecord,
+                           codec: FailureCodec) -> None:
+    """Complete ``future`` with the outcome stored in ``record`` (unless it is done already)."""
     if future.done():
         return
-    handle = Handle(record.id, record.kind, record.func)
-    fill_from_record(handle, record)
-    set_future_from_handle(future, handle)
+    node = _Node(record)
+    fill_from_record(node, record, codec)
+    set_future(future, node)
 
 
-def set_future_from_handle(future: concurrent.futures.Future[Any], handle: Handle | None) -> None:
-    if handle is None or future.done():
+def set_future(future: concurrent.futures.Future[Any], node: Settled | None) -> None:
+    """Complete ``future`` with ``node``'s outcome (unless it is done already)."""
+    if node is None or future.done():
         return
-    value, exc = outcome(handle)
+    value, exc = outcome(node)
     if exc is not None:
         future.set_exception(exc)
     else:

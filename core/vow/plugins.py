@@ -12,10 +12,10 @@ naming the plugin and its distribution: a broken install fails loudly, never sil
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import threading
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pluggy
@@ -24,7 +24,10 @@ from vow import hookspecs
 from vow.config import structure
 from vow.errors import ConfigError, PluginLoadError, UnknownPluginError
 
-CORE_DISTRIBUTION = "vow"
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
+
+CORE_DISTRIBUTION = "vow-durable"  # the distribution of the import package vow
 ENTRY_POINT_GROUP = "vow"
 
 
@@ -66,7 +69,7 @@ class Registry:
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Registration]:
         return iter(self._entries[n] for n in self.names())
 
     def get(self, name: str, *, where: str = "") -> Registration:
@@ -75,10 +78,8 @@ class Registry:
             return self._entries[name]
         except KeyError:
             installed = ", ".join(self.names()) or "none"
-            prefix = f"{where}: " if where else ""
-            raise UnknownPluginError(
-                f"{prefix}{self.kind} {name!r} is not installed (installed: {installed})"
-            ) from None
+            raise UnknownPluginError(f"{self.kind} {name!r} is not installed (installed: {installed})",
+                                     where=where) from None
 
     def options(self, name: str, data: Mapping[str, Any] | Any | None = None, *, where: str = "") -> Any:
         """Validate ``data`` against the options class ``name`` registered (``None`` if it has none)."""
@@ -86,7 +87,7 @@ class Registry:
         where = where or f"{self.kind} {name!r} options"
         if reg.options_class is None:
             if data:
-                raise ConfigError(f"{where}: {self.kind} {name!r} takes no options")
+                raise ConfigError(f"{self.kind} {name!r} takes no options", where=where)
             return None
         return structure(reg.options_class, data, where=where)
 
@@ -105,6 +106,11 @@ class PluginInfo:
     distribution: str
     version: str
     registered: dict[str, list[str]]
+
+
+def disabled_plugins() -> set[str]:
+    """The plugins ``VOW_DISABLE_PLUGINS`` names."""
+    return _names_from_env("VOW_DISABLE_PLUGINS") or set()
 
 
 def _names_from_env(var: str) -> set[str] | None:
@@ -150,16 +156,38 @@ class Plugins:
     def observers(self) -> Registry:
         return self.registries["observer"]
 
+    def declared_errors(self) -> list[type[BaseException]]:
+        """The exception classes plugins declared through ``vow_declare_errors``."""
+        found: list[type[BaseException]] = []
+        for declared in self.pm.hook.vow_declare_errors():
+            found.extend(declared or ())
+        return found
+
     def info(self) -> list[PluginInfo]:
         """Every loaded plugin with what it registered, sorted by name."""
         return [self._info[n] for n in sorted(self._info)]
 
     def add(self, plugin: Any, name: str, *, distribution: str = "(local)", version: str = "") -> None:
-        """Register a plugin object or module and run its registration hooks."""
+        """Register a plugin object or module and run its registration hooks.
+
+        A plugin that implements no hook of vow's under a hook's name (a misspelled
+        ``vow_register_channel``), leaves a hook function unmarked, or whose hook takes arguments
+        the hook does not have, is a :class:`PluginLoadError` in one line: it would otherwise
+        register nothing, silently.
+        """
+        where = f"plugin {name!r} from distribution {distribution!r}"
+        unmarked = [attr for attr in HOOK_NAMES if callable(getattr(plugin, attr, None))
+                    and self.pm.parse_hookimpl_opts(plugin, attr) is None]
+        if unmarked:
+            raise PluginLoadError(f"{where}: {', '.join(unmarked)} is not marked @vow.hookimpl, so vow would "
+                                  "never call it")
         try:
             self.pm.register(plugin, name=name)
-        except ValueError as exc:
-            raise PluginLoadError(f"plugin {name!r} ({distribution}): {exc}") from None
+            self.pm.check_pending()
+        except (ValueError, pluggy.PluginValidationError) as exc:
+            if self.pm.get_plugin(name) is not None:
+                self.pm.unregister(name=name)
+            raise PluginLoadError(f"{where}: {_one_line(exc)} (vow's hooks: {', '.join(HOOK_NAMES)})") from None
         registered: dict[str, list[str]] = {}
         for kind, hook_name in hookspecs.REGISTRATION_HOOKS.items():
             caller = getattr(self.pm.hook, hook_name)
@@ -203,8 +231,16 @@ class Plugins:
     def _load_entry_points(self) -> None:
         allow = _names_from_env("VOW_PLUGINS")
         block = _names_from_env("VOW_DISABLE_PLUGINS") or set()
-        for ep in _entry_points():
-            dist = ep.dist.name if ep.dist is not None else "(unknown distribution)"
+        entry_points = list(_entry_points())
+        if allow is not None:
+            third_party = sorted({ep.name for ep in entry_points if _distribution(ep) != CORE_DISTRIBUTION})
+            missing = sorted(allow - set(third_party))
+            if missing:
+                raise ConfigError(f"VOW_PLUGINS names {', '.join(map(repr, missing))}, which "
+                                  f"{'is' if len(missing) == 1 else 'are'} not installed (installed plugins: "
+                                  f"{', '.join(third_party) or 'none'}; vow's builtins always load)")
+        for ep in entry_points:
+            dist = _distribution(ep)
             version = ep.dist.version if ep.dist is not None else ""
             if ep.name in block:
                 continue
@@ -222,7 +258,22 @@ class Plugins:
             self.add(module, ep.name, distribution=dist, version=version)
 
 
-def _entry_points() -> Iterable[importlib.metadata.EntryPoint]:
+HOOK_NAMES = tuple(sorted(name for name in vars(hookspecs) if name.startswith("vow_")))
+"""Every hook a plugin can implement (see :mod:`vow.hookspecs`)."""
+
+
+def _one_line(exc: BaseException) -> str:
+    """pluggy's message, which spans lines, as one line."""
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
+def _distribution(ep: EntryPoint) -> str:
+    return ep.dist.name if ep.dist is not None else "(unknown distribution)"
+
+
+def _entry_points() -> Iterable[EntryPoint]:
+    import importlib.metadata  # here: a registry of vow's builtins alone (vow ls) never reads entry points
+
     seen: set[tuple[str, str]] = set()
     for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         key = (ep.name, ep.value)

@@ -20,7 +20,8 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 _log = logging.getLogger("vow.pool")
 
@@ -71,13 +72,14 @@ class ThreadPool:
         while True:
             with lock:
                 self._idle += 1
+            idle = False
             try:
                 job = jobs.get(timeout=self._idle_timeout)
             except queue.Empty:
-                job = False
+                job, idle = None, True
             with lock:
                 self._idle -= 1
-                if job is False or job is None or self._closed:
+                if idle or job is None or self._closed:
                     self._threads -= 1
                     return
                 self._backlog -= 1

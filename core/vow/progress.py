@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any, Iterable, Sequence, TextIO
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any, TextIO
 
 import attrs
 
-from vow import encoding
 from vow.events import Event, EventKind
 from vow.records import PromiseRecord, State
 
@@ -89,7 +90,8 @@ class Progress:
             else:
                 row = self._rows.get(event.id)
                 if row is None and not self.fixed and event.parent == self.root and event.promise_kind == "step":
-                    row = self._rows[event.id] = Row(event.id, event.id.rsplit(".", 1)[-1], event.func.rsplit(".", 1)[-1])
+                    row = self._rows[event.id] = Row(event.id, event.id.rsplit(".", 1)[-1], event.func.rsplit(".",
+                                                                                                              1)[-1])
                 if row is not None:
                     self._apply(row, event)
         self.changed.set()
@@ -161,7 +163,8 @@ class Progress:
         unless ``final``.
         """
         with self._lock:
-            ready, kept = [], []
+            ready: list[tuple[str, Row]] = []
+            kept: list[tuple[str, Row]] = []
             for what, row in self._changes:
                 (kept if what == "settled" and not row.detail and not final else ready).append((what, row))
             self._changes = kept
@@ -171,6 +174,8 @@ class Progress:
 def describe_outcome(record: PromiseRecord) -> str:
     """One line about a settled record: a receipt, an image, a value, or the error."""
     if record.state is State.RESOLVED:
+        from vow import encoding  # here: `vow ls` and `vow --help` need not load it
+
         value = encoding.decode(record.value)
         if isinstance(value, dict) and "transport" in value and "message_id" in value:
             return f"{value['transport']} {value['message_id']}" + (" (duplicate)" if value.get("duplicate") else "")
@@ -180,9 +185,11 @@ def describe_outcome(record: PromiseRecord) -> str:
         text = json.dumps(value, default=str)
         return text if len(text) <= 70 else text[:67] + "..."
     if record.state is State.REJECTED:
+        from vow import encoding
+
         error = encoding.decode_error(record.value)
         return f"{type(error).__name__}: {error}"
-    return WORDS.get(record.state.value, record.state.value)
+    return str(WORDS.get(record.state.value, record.state.value))
 
 
 def seconds(value: float | None) -> str:
@@ -204,7 +211,7 @@ class PlainView:
         self.out = out
         self.width = max([len(r.name) for r in progress.rows()] or [6])
 
-    def __enter__(self) -> "PlainView":
+    def __enter__(self) -> PlainView:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -246,13 +253,14 @@ class RichView:
         self.console = console
         self.live = Live(self.table(), console=console, refresh_per_second=12, transient=False)
 
-    def __enter__(self) -> "RichView":
+    def __enter__(self) -> RichView:
         self.live.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
         self.update(final=True)
-        self.live.__exit__(*exc)
+        self.live.__exit__(kind, error, trace)
 
     def update(self, *, final: bool = False) -> None:
         """Redraw with the current rows."""
@@ -283,6 +291,8 @@ class RichView:
                 wait = max(0.0, (row.retry_at or now) - now)
                 detail = Text(f"{row.error} (next attempt in {seconds(wait)})", style="yellow")
             else:
-                detail = Text(row.detail or row.error or "", style="red" if row.state in ("rejected", "timedout") else "dim")
-            table.add_row(Text(row.name, style="bold"), state, str(row.attempt or ""), seconds(row.elapsed(now)), detail)
+                detail = Text(row.detail or row.error or "", style="red" if row.state in ("rejected",
+                                                                                          "timedout") else "dim")
+            table.add_row(Text(row.name, style="bold"), state, str(row.attempt or ""), seconds(row.elapsed(now)),
+                          detail)
         return table

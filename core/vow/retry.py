@@ -7,13 +7,18 @@ policies are registered through the ``retry`` entry point, like any plugin's.
 
 from __future__ import annotations
 
+import logging
 import random
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import attrs
 
 from vow.errors import ConfigError, EncodeError, PermanentError, TransientError
-from vow.hookspecs import hookimpl
+from vow.events import Event, EventKind
+from vow.hookspecs import Register, hookimpl
+
+if TYPE_CHECKING:
+    from vow.plugins import Plugins
 
 
 @runtime_checkable
@@ -24,19 +29,11 @@ class RetryPolicy(Protocol):
         """Seconds to wait after failed attempt ``attempt`` (1-based), or ``None`` to give up."""
 
 
-def _positive(_inst: object, attribute: attrs.Attribute, value: float) -> None:
-    if value < 0:
-        raise ValueError(f"{attribute.name} must be >= 0, got {value}")
+_log = logging.getLogger("vow.retry")
 
-
-def _at_least_one(_inst: object, attribute: attrs.Attribute, value: int) -> None:
-    if value < 1:
-        raise ValueError(f"{attribute.name} must be >= 1, got {value}")
-
-
-def _fraction(_inst: object, attribute: attrs.Attribute, value: float) -> None:
-    if not 0 <= value <= 1:
-        raise ValueError(f"{attribute.name} must be between 0 and 1, got {value}")
+_SECONDS = attrs.validators.ge(0.0)
+_ATTEMPTS = attrs.validators.ge(1)
+_FRACTION = [attrs.validators.ge(0.0), attrs.validators.le(1.0)]
 
 
 def _jittered(delay: float, jitter: float) -> float:
@@ -47,11 +44,11 @@ def _jittered(delay: float, jitter: float) -> float:
 class Exponential:
     """``delay * factor ** (attempt - 1)``, capped at ``max_delay``; ``max_attempts`` tries in all."""
 
-    delay: float = attrs.field(default=0.1, validator=_positive)
-    factor: float = attrs.field(default=2.0, validator=_positive)
-    max_delay: float = attrs.field(default=60.0, validator=_positive)
-    max_attempts: int = attrs.field(default=8, validator=_at_least_one)
-    jitter: float = attrs.field(default=0.1, validator=_fraction)
+    delay: float = attrs.field(default=0.1, validator=_SECONDS)
+    factor: float = attrs.field(default=2.0, validator=_SECONDS)
+    max_delay: float = attrs.field(default=60.0, validator=_SECONDS)
+    max_attempts: int = attrs.field(default=8, validator=_ATTEMPTS)
+    jitter: float = attrs.field(default=0.1, validator=_FRACTION)
 
     def delay_for(self, attempt: int) -> float | None:
         if attempt >= self.max_attempts:
@@ -63,10 +60,10 @@ class Exponential:
 class Linear:
     """``delay * attempt``, capped at ``max_delay``."""
 
-    delay: float = attrs.field(default=0.5, validator=_positive)
-    max_delay: float = attrs.field(default=60.0, validator=_positive)
-    max_attempts: int = attrs.field(default=5, validator=_at_least_one)
-    jitter: float = attrs.field(default=0.0, validator=_fraction)
+    delay: float = attrs.field(default=0.5, validator=_SECONDS)
+    max_delay: float = attrs.field(default=60.0, validator=_SECONDS)
+    max_attempts: int = attrs.field(default=5, validator=_ATTEMPTS)
+    jitter: float = attrs.field(default=0.0, validator=_FRACTION)
 
     def delay_for(self, attempt: int) -> float | None:
         if attempt >= self.max_attempts:
@@ -78,9 +75,9 @@ class Linear:
 class Constant:
     """The same ``delay`` between every attempt."""
 
-    delay: float = attrs.field(default=1.0, validator=_positive)
-    max_attempts: int = attrs.field(default=3, validator=_at_least_one)
-    jitter: float = attrs.field(default=0.0, validator=_fraction)
+    delay: float = attrs.field(default=1.0, validator=_SECONDS)
+    max_attempts: int = attrs.field(default=3, validator=_ATTEMPTS)
+    jitter: float = attrs.field(default=0.0, validator=_FRACTION)
 
     def delay_for(self, attempt: int) -> float | None:
         if attempt >= self.max_attempts:
@@ -96,7 +93,7 @@ class Never:
         return None
 
 
-def next_delay(policy: object, attempt: int, error: BaseException,
+def next_delay(policy: RetryPolicy, attempt: int, error: BaseException,
                non_retryable: tuple[type[BaseException], ...] = ()) -> float | None:
     """Seconds before attempt ``attempt + 1`` after ``error``, or ``None`` when the call fails for good.
 
@@ -109,7 +106,7 @@ def next_delay(policy: object, attempt: int, error: BaseException,
         return None
     if isinstance(error, (KeyboardInterrupt, SystemExit, GeneratorExit)):
         return None
-    delay = policy.delay_for(attempt)  # type: ignore[attr-defined]
+    delay = policy.delay_for(attempt)
     if delay is None:
         return None
     retry_after = getattr(error, "retry_after", None) if isinstance(error, TransientError) else None
@@ -122,27 +119,52 @@ DEFAULT_LEAF_POLICY = Exponential()
 DEFAULT_WORKFLOW_POLICY = Never()
 
 
-def policy(name: str, **options: object) -> object:
-    """Build a registered retry policy by name: ``policy("linear", delay=1, max_attempts=3)``."""
-    from vow.plugins import default_plugins
+def policy(name: str, *, plugins: Plugins | None = None, **options: object) -> object:
+    """Build a retry policy by name: ``policy("linear", delay=1, max_attempts=3)``.
 
-    return default_plugins().retry_policies.build(name, options, where=f"retry policy {name!r}")
+    ``plugins`` is the registry to look the name up in (a client's ``vow.plugins``); by default,
+    the plugins installed in this Python environment.
+    """
+    if plugins is None:
+        from vow.plugins import default_plugins
+
+        plugins = default_plugins()
+    return plugins.retry_policies.build(name, options, where=f"retry policy {name!r}")
 
 
-def from_config(data: object, *, where: str = "retry") -> object:
-    """A policy from YAML-style data: ``{"policy": "exponential", "max_attempts": 4}`` or a name."""
-    from vow.plugins import default_plugins
-
+def from_config(data: object, *, plugins: Plugins, where: str = "retry") -> object:
+    """A policy from YAML-style data: ``{"policy": "exponential", "max_attempts": 4}`` or a name,
+    looked up in ``plugins`` (the registry of the client that runs the workflow)."""
     if isinstance(data, str):
         data = {"policy": data}
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a policy name or a mapping with 'policy', got {data!r}")
+        raise ConfigError(f"expected a policy name or a mapping with 'policy', got {data!r}", where=where)
     options = dict(data)
     name = options.pop("policy", "exponential")
-    return default_plugins().retry_policies.build(str(name), options, where=where)
+    return plugins.retry_policies.build(str(name), options, where=where)
+
+
+class RetryLog:
+    """Observer: every scheduled retry is a WARNING on the ``vow.retry`` logger.
+
+    So a retry is never silent: with no logging set up, Python prints warnings to stderr
+    (``notify/1.push failed on attempt 1 (TransientError: ...); retrying in 0.20s``). Silence it
+    with ``logging.getLogger("vow.retry").setLevel(logging.ERROR)``; ``vow run`` does, because its
+    live view shows each retry.
+    """
+
+    def on_event(self, event: Event) -> None:
+        if event.kind is EventKind.RETRY_SCHEDULED:
+            _log.warning("%s failed on attempt %d (%s); retrying in %.2fs", event.id, event.attempt, event.error,
+                         event.delay or 0.0)
 
 
 @hookimpl
-def vow_register_retry_policies(register) -> None:
+def vow_register_retry_policies(register: Register) -> None:
     for name, cls in BUILTIN.items():
         register(name, lambda opts: opts, cls, description=(cls.__doc__ or "").strip())
+
+
+@hookimpl
+def vow_register_observers(register: Register) -> None:
+    register("retry_log", RetryLog, description="logs every scheduled retry as a warning (logger vow.retry)")

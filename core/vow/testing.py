@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import subprocess
 import time
-from typing import Any, Callable, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import pytest
 

@@ -15,8 +15,8 @@ Where the binaries are: ``$VOW_PG_BIN``, else the directory of ``pg_ctl`` on ``P
 usual install directories (Debian's ``/usr/lib/postgresql/<version>/bin``, Homebrew, PGDG).
 ``VOW_TEST_POSTGRES_URL`` names an existing server to use instead (a role that may create
 databases). Without binaries or such a URL the tests that need PostgreSQL are skipped, with a
-reason that says how to get them, unless ``VOW_REQUIRE_POSTGRES=1`` (set by ``.ci/run``): then
-they fail, so that CI never passes without running them.
+reason that says how to get them, unless ``VOW_REQUIRE_POSTGRES=1`` or ``CI`` is set (``.ci/run``
+sets both): then they fail, so that CI never passes without running them.
 
 The test server trades durability for speed (``fsync=off``, ``synchronous_commit=off``): the
 tests kill client processes, never the server, and a committed transaction is visible to every
@@ -257,7 +257,7 @@ def _tail(path: str, size: int = 4000) -> str:
 
 
 def _unavailable(reason: str) -> None:
-    if os.environ.get(REQUIRE_ENV) == "1":
+    if os.environ.get(REQUIRE_ENV) == "1" or os.environ.get("CI"):
         pytest.fail(f"PostgreSQL is required here (${REQUIRE_ENV}=1) but {reason}", pytrace=False)
     pytest.skip(f"no PostgreSQL server for the tests: {reason}; {HOW_TO_GET_ONE}")
 

@@ -69,7 +69,8 @@ def test_sigkill_mid_fan_out_then_run_again_resumes_and_sends_nothing_twice(sand
     assert again.returncode == 0, again.stderr
     assert re.search(r"^  resuming crash/1 where it stopped: [23] of 4 already settled and not run again$",
                      again.stdout, re.M), again.stdout
-    assert re.search(r"^done: crash/1 succeeded in .*; 4 of 4 branches ok \(push after 2 attempts\)$", again.stdout, re.M)
+    assert re.search(r"^done: crash/1 succeeded in .*; 4 of 4 branches ok \(push after 2 attempts\)$", again.stdout,
+                     re.M)
 
     deliveries = {d.key: d for d in sandbox.ledger().deliveries()}
     assert set(deliveries) == {f"crash/1.{c}" for c in ("email", "push", "sms", "slack")}  # one delivery per key

@@ -29,7 +29,8 @@ def pipeline(*branches: str, top: str = "") -> str:
     return HEADER + top + "fan_out:\n" + EMAIL + "".join(branches)
 
 
-SMS_TWILIO = '  - channel: sms\n    to: "+14155550100"\n    body: hi\n    options: {transport: twilio, from_number: "+14155550199"}\n'
+SMS_TWILIO = ('  - channel: sms\n    to: "+14155550100"\n    body: hi\n'
+              '    options: {transport: twilio, from_number: "+14155550199"}\n')
 EMAIL_FIELDS = ("channel, to, subject, body, data, options, id, for_each, retry, timeout, faults")
 
 CASES = [
@@ -40,11 +41,13 @@ CASES = [
      "order.yaml:15: fan_out[1].to: duplicate key (first given on line 13)"),
     ("unknown key", pipeline("  - channel: slack\n    to: '#orders'\n    body: hi\n    subjct: Order\n"), [],
      f"order.yaml:15: fan_out[1].subjct: unknown key (allowed: {EMAIL_FIELDS})"),
-    ("unknown plugin", pipeline("  - channel: slack\n    to: '#orders'\n    body: hi\n", "  - channel: emial\n    to: x\n"),
+    ("unknown plugin", pipeline("  - channel: slack\n    to: '#orders'\n    body: hi\n",
+                                "  - channel: emial\n    to: x\n"),
      [], "order.yaml:15: fan_out[2].channel: 'emial' is not installed (installed: {channels})"),
     ("unknown option", pipeline("  - channel: push\n    to: '{{ input.email }}'\n    body: hi\n    options:\n"
                                 "      transport: pigeon\n"), [],
-     "order.yaml:16: fan_out[1].options.transport: invalid value (allowed: 'auto', 'fcm', 'apns', 'simulated')"),
+     "order.yaml:16: fan_out[1].options.transport: expected one of 'auto', 'fcm', 'apns', 'simulated', "
+     "got text 'pigeon'"),
     ("unknown store", pipeline(top="store: mongodb://db/vow\n"), [],
      "order.yaml:7: store: 'mongodb://db/vow' names store 'mongodb', which is not installed (installed: {stores})"),
     ("wrong type", pipeline(top="defaults:\n  timeout: soon\n"), [],
@@ -58,7 +61,8 @@ CASES = [
      "order.yaml:14: fan_out[1].body: template error: unexpected '}'"),
     ("undefined in a template", pipeline('  - channel: sms\n    to: "{{ input.phone }}"\n    body: hi\n'), [],
      "order.yaml:13: fan_out[1].to: input.phone is not defined (input has: email, order_id)"),
-    ("bad recipient", pipeline('  - channel: sms\n    to: "{{ input.phone }}"\n    body: hi\n'), ["--set", "phone=555-1234"],
+    ("bad recipient", pipeline('  - channel: sms\n    to: "{{ input.phone }}"\n    body: hi\n'), ["--set",
+                                                                                                  "phone=555-1234"],
      "order.yaml:13: fan_out[1].to: sms message.to: '555-1234' is not a phone number in E.164: '+' then 8-15 "
      "digits with the country code first, no spaces or dashes, e.g. +14155550123"),
     ("bad input JSON", pipeline(), ["--input", '{"order_id": 1'],
@@ -68,6 +72,13 @@ CASES = [
     ("bad --set", pipeline(), ["--set", "order_id"],
      "--set: expected key=value (a dotted key such as customer.email=ada@example.com), got 'order_id'"),
     ("input file missing", pipeline(), ["--input", "@event.json"], "--input @event.json: no such file"),
+    ("empty input in the run id", pipeline(), ["--set", "order_id="],
+     "order.yaml:3: id: 'order/' is not a usable run id (1-200 characters, no spaces, no empty part between "
+     "slashes: did an input come out empty?)"),
+    ("faults that fail nothing",
+     pipeline('  - channel: slack\n    to: "#orders"\n    body: hi\n    faults: {status: 400}\n'),
+     [], "order.yaml:15: fan_out[1].faults: status given, but no attempt is chosen to fail: add fail_attempts (such "
+         "as [1]) or rate (a fraction of attempts, such as 0.3)"),
     ("same branch twice", pipeline(EMAIL), [],
      "order.yaml:12: fan_out[1]: branch id 'email' is used twice (fan_out[0] and fan_out[1]); give each branch its "
      "own id with id:"),
@@ -101,7 +112,8 @@ def test_a_missing_file_and_the_issue_example_in_a_real_process(sandbox) -> None
     result = sandbox.run("run", "order.yaml")
     channels = ", ".join(default_plugins().channels.names())
     assert (result.returncode, result.stdout) == (2, "")
-    assert result.stderr == f"error: order.yaml:15: fan_out[2].channel: 'emial' is not installed (installed: {channels})\n"
+    assert result.stderr == (f"error: order.yaml:15: fan_out[2].channel: 'emial' is not installed "
+                             f"(installed: {channels})\n")
     assert sandbox.run("validate", "order.yaml").stderr == result.stderr
     assert not sandbox.store_file.exists()
 
@@ -115,3 +127,22 @@ def test_validate_checks_without_running_or_storing(sandbox) -> None:
         "    it first waits for order/9.approval (vow resolve order/9.approval VALUE)",
     ]
     assert not sandbox.store_file.exists()
+
+
+@pytest.mark.parametrize("args", [["ls"], ["show", "notify/1"], ["run", "order.yaml"], ["resume", "--all"],
+                                  ["resolve", "x.approval", "yes"]])
+def test_a_damaged_store_file_is_one_line_and_exit_2_for_every_command(sandbox, args: list[str]) -> None:
+    sandbox.write("order.yaml", pipeline())
+    sandbox.store_file.write_bytes(b"this is not a database" * 100)
+    done = sandbox.run(*args)
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr == (f"error: SQLite store {sandbox.store_file}: not a SQLite database (wrong path, or a "
+                           "damaged file)\n")
+
+
+def test_a_store_location_that_cannot_be_made_is_one_line_and_exit_2(sandbox) -> None:
+    (sandbox.cwd / "blocker").write_text("a file where a directory should be")
+    done = sandbox.run("ls", "--store", "sqlite:blocker/vow.sqlite")
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    where = sandbox.cwd / "blocker" / "vow.sqlite"
+    assert done.stderr == f"error: store 'sqlite:blocker/vow.sqlite': cannot be opened: Not a directory ({where})\n"

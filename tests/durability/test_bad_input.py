@@ -43,7 +43,7 @@ def outcome_of(vow: Vow, handle: Any, timeout: float = 30) -> Any:
     """``handle.result()``, but fail at once if the client's engine thread is gone (the caller would
     otherwise wait forever)."""
     def settled_or_dead() -> bool:
-        thread = vow._engine._loop_thread
+        thread = vow._engine._thread
         return handle.done() or thread is None or not thread.is_alive()
 
     wait_until(settled_or_dead, timeout=timeout, what="the run's outcome")

@@ -74,6 +74,7 @@ class Fleet:
         """Submit ``count`` workflows whose leaves take ``ms`` milliseconds each."""
         client = Vow(store=self.url)
         try:
+            client.register(fan)  # the workers register it too (worker_app)
             for i in range(count):
                 client.submit(f"wf/{i}", fan, FAN, ms)
         finally:

@@ -60,7 +60,8 @@ def make_run(tmp_path: Path) -> dict:
 def test_lists_every_image_and_its_file_exists(tmp_path: Path) -> None:
     run = make_run(tmp_path)
     paths = write_gallery(str(tmp_path), run)
-    assert paths == {"gallery": str(tmp_path / "index.html"), "manifest": str(tmp_path / "gallery.json"), "wall_ms": 800.0}
+    assert paths == {"gallery": str(tmp_path / "index.html"), "manifest": str(tmp_path / "gallery.json"),
+                     "wall_ms": 800.0}
 
     page = Page()
     page.feed((tmp_path / "index.html").read_text())
@@ -87,3 +88,26 @@ def test_timeline_places_each_attempt_on_the_run_clock(tmp_path: Path) -> None:
     # abstract: waited 0.4 s of 0.8 s (its failed first attempt and back-off), then ran 0.35 s
     assert 'class="seg wait" style="left:0;width:50.0%"' in html
     assert 'class="seg run" style="left:50.0%;width:43.8%"' in html
+
+
+def test_the_attempt_count_includes_styles_that_failed_for_good(tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    run["images"][2]["attempt"] = 5  # cartoon failed for good on its fifth attempt
+    page = Page()
+    page.feed(render_gallery(run))
+    text = " ".join(" ".join(page.text).split())
+    assert "8 attempts in all (2 retried)" in text  # 1 + 2 + 5, abstract and cartoon retried
+    assert "failed after 5 attempts" in text
+
+
+def test_output_files_are_readable_by_others_as_the_umask_allows(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        paths = write_gallery(str(tmp_path / "out"), make_run(tmp_path))
+    finally:
+        os.umask(old)
+    for key in ("gallery", "manifest"):
+        assert stat.S_IMODE(os.stat(paths[key]).st_mode) == 0o644  # a web server can serve the gallery

@@ -1,55 +1,92 @@
 """The ``vow`` command line.
 
-Exit codes: 0 success, 1 a workflow failed, 2 a usage, configuration or input error (one
+Exit codes: 0 success, 1 a workflow failed, 2 a usage, configuration, input or store error (one
 message on stderr saying where and what is allowed). Plugins add commands through the
 ``vow_register_commands`` hook.
+
+Fast to start: a command's module is imported when that command runs (or when ``--help`` lists
+it), and plugins load only when a command needs them — running a pipeline, or a name that is
+not one of vow's own commands (a plugin's).
 """
 
 from __future__ import annotations
 
-import sys
+import importlib
 from typing import Any
 
 import click
 
-from vow.cli.common import USAGE, USER_ERRORS, UserError
-from vow.cli.inspect import ls, show
-from vow.cli.plugins import plugins_command
-from vow.cli.promises import cancel, reject, resolve
-from vow.cli.run import resume, run, validate
-from vow.cli.store import store_group
-from vow.cli.worker import worker
+from vow import __version__
+from vow.cli.common import USER_ERRORS, UserError, one_line
+
+# Command name -> (module, attribute): imported on first use.
+_COMMANDS = {
+    "run": ("vow.cli.run", "run"),
+    "validate": ("vow.cli.run", "validate"),
+    "ls": ("vow.cli.inspect", "ls"),
+    "show": ("vow.cli.inspect", "show"),
+    "resume": ("vow.cli.run", "resume"),
+    "resolve": ("vow.cli.promises", "resolve"),
+    "reject": ("vow.cli.promises", "reject"),
+    "cancel": ("vow.cli.promises", "cancel"),
+    "prune": ("vow.cli.retention", "prune"),
+    "worker": ("vow.cli.worker", "worker"),
+    "store": ("vow.cli.store", "store_group"),
+    "plugins": ("vow.cli.plugins", "plugins_command"),
+}
 
 
 class _Group(click.Group):
-    """Turns the errors a user can fix into one message and exit code 2."""
+    """vow's commands, imported when used; plugins' commands, loaded when a name is not vow's own.
+
+    Turns the errors a user can fix (bad input, a broken plugin, a store that cannot be used)
+    into one message and exit code 2.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._plugin_commands_loaded = False
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*_COMMANDS, *sorted(set(self.commands) - set(_COMMANDS))]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = self.commands.get(cmd_name)
+        if command is None and cmd_name in _COMMANDS:
+            module, attr = _COMMANDS[cmd_name]
+            command = getattr(importlib.import_module(module), attr)
+            self.add_command(command, cmd_name)
+        if command is None and not self._plugin_commands_loaded:
+            self.add_plugin_commands()
+            command = self.commands.get(cmd_name)
+        return command
+
+    def add_plugin_commands(self) -> None:
+        """Let every installed plugin add its commands (loads the plugins)."""
+        from vow.plugins import default_plugins
+
+        self._plugin_commands_loaded = True
+        try:
+            default_plugins().add_commands(self)
+        except USER_ERRORS as exc:
+            raise UserError(f"{one_line(exc)} (skip a broken plugin with VOW_DISABLE_PLUGINS=name)") from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except USER_ERRORS as exc:
-            raise UserError(str(exc)) from None
+            raise UserError(one_line(exc)) from None
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="vow", prog_name="vow")
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             epilog="Installed plugins may add commands: run `vow NAME --help` for one, `vow plugins` to list them.")
+@click.version_option(version=__version__, prog_name="vow")
 def cli() -> None:
     """vow: durable fan-out / fan-in. Run YAML pipelines and inspect and steer their runs."""
 
 
-for _command in (run, validate, ls, show, resume, resolve, reject, cancel, worker, store_group, plugins_command):
-    cli.add_command(_command)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``vow`` console script and ``python -m vow``."""
-    from vow.plugins import default_plugins
-
-    try:
-        default_plugins().add_commands(cli)
-    except USER_ERRORS as exc:
-        click.echo(f"error: {exc} (skip a broken plugin with VOW_DISABLE_PLUGINS=name)", err=True)
-        sys.exit(USAGE)
     cli.main(args=argv, prog_name="vow")
 
 

@@ -6,19 +6,32 @@ import importlib
 import json
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
-from vow.errors import (AlreadySettledError, ArgumentMismatchError, ConfigError, NonDeterminismError,
-                        PluginLoadError, PromiseNotFoundError)
+from vow.errors import (
+    AlreadySettledError,
+    ArgumentMismatchError,
+    ConfigError,
+    NonDeterminismError,
+    PluginLoadError,
+    PromiseNotFoundError,
+    StoreError,
+)
 
 OK, FAILED, USAGE = 0, 1, 2
 """Exit codes: success; a workflow failed; bad usage, configuration or input."""
 
 USER_ERRORS = (ConfigError, PluginLoadError, PromiseNotFoundError, AlreadySettledError, ArgumentMismatchError,
-               NonDeterminismError)
-"""Errors a user causes and fixes: one message, exit code 2."""
+               NonDeterminismError, StoreError)
+"""Errors a user causes and fixes (a store that cannot be used included): one message, exit code 2."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An error's message on one line (a store error may quote a multi-line reason)."""
+    return "; ".join(part.strip() for part in str(exc).splitlines() if part.strip()) or type(exc).__name__
 
 
 class UserError(click.ClickException):

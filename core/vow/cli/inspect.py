@@ -1,4 +1,8 @@
-"""``vow ls`` and ``vow show``: what runs there are, and one run's promise tree."""
+"""``vow ls`` and ``vow show``: what runs there are, and one run's promise tree.
+
+Both only read the store: they open it directly (no client, no engine thread) and import the
+rest when they print, so they answer in well under a quarter of a second.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,13 @@ from typing import Any
 
 import click
 
-from vow import encoding
 from vow.cli.common import UserError, json_option, pipeline_name, print_json, store_option
-from vow.progress import WORDS, describe_outcome, seconds
 from vow.records import Kind, PromiseRecord, State
+
+CLIP_CHARS = 1000
+"""``vow show --json``: longer strings are cut to this many characters (``--full``: never)."""
+CLIP_ITEMS = 100
+"""``vow show --json``: longer lists and objects keep this many entries (``--full``: all)."""
 
 
 def _took(record: PromiseRecord) -> float | None:
@@ -24,54 +31,72 @@ def _when(ts: float | None) -> str:
 
 @click.command("ls")
 @click.option("--state", type=click.Choice([s.value for s in State]), help="Only runs in this state.")
+@click.option("--name", metavar="NAME", help="Only runs of this workflow, or of this pipeline.")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="At most this many runs.")
 @store_option
 @json_option
-def ls(state: str | None, limit: int, store: str | None, as_json: bool) -> None:
-    """List runs, newest first."""
-    from vow.client import Vow
+def ls(state: str | None, name: str | None, limit: int, store: str | None, as_json: bool) -> None:
+    """List runs, newest first. A run parked after its process kept dying shows as ``parked``."""
+    from vow.progress import seconds  # imported here: `vow --help` stays quick
+    from vow.stores import open_store
 
-    with Vow(store) as vow:
-        records = vow.store.search(state=State(state) if state else None, kind=Kind.WORKFLOW, roots_only=True,
-                                   limit=limit)
-        url = vow.store.url
+    # The store alone: listing needs no engine, so `vow ls` stays quick on a big store.
+    opened = open_store(store)
+    try:
+        records = opened.runs(state=State(state) if state else None, name=name, limit=limit)
+        parked = {r.id: lease.parked for r in records
+                  if not r.settled and (lease := opened.lease(r.id)) is not None and lease.parked}
+        url = opened.url
+    finally:
+        opened.close()
     if as_json:
-        print_json([{"id": r.id, "state": r.state.value, "workflow": r.func, "pipeline": pipeline_name(r),
-                     "attempt": r.attempt, "created_at": r.created_at, "settled_at": r.settled_at,
-                     "elapsed": _took(r)} for r in records])
+        print_json([{"id": r.id, "state": "parked" if r.id in parked else r.state.value, "workflow": r.func,
+                     "pipeline": pipeline_name(r), "attempt": r.attempt, "created_at": r.created_at,
+                     "settled_at": r.settled_at, "elapsed": _took(r), "parked": parked.get(r.id)}
+                    for r in records])
         return
     if not records:
-        click.echo(f"no runs{f' in state {state}' if state else ''} in {url}")
+        filters = "".join(f" {what} {value}" for what, value in (("in state", state), ("named", name)) if value)
+        click.echo(f"no runs{filters} in {url}")
         return
     table = [("ID", "STATE", "WORKFLOW", "STARTED", "TOOK")]
     for r in records:
         name = pipeline_name(r)
-        table.append((r.id, r.state.value, f"pipeline {name}" if name else r.func, _when(r.created_at),
+        table.append((r.id, "parked" if r.id in parked else r.state.value, f"pipeline {name}" if name else r.func,
+                      _when(r.created_at),
                       seconds(_took(r)) if r.settled else "-"))
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    for rid, reason in parked.items():
+        click.echo(f"parked {rid}: {reason}")
 
 
 @click.command()
 @click.argument("promise_id", metavar="ID")
 @store_option
 @json_option
-def show(promise_id: str, store: str | None, as_json: bool) -> None:
+@click.option("--full", is_flag=True,
+              help=f"With --json: every value whole (by default strings over {CLIP_CHARS:,} characters and lists "
+                   f"or objects over {CLIP_ITEMS:,} entries are cut, and the node says \"truncated\": true).")
+def show(promise_id: str, store: str | None, as_json: bool, full: bool) -> None:
     """Show the promise tree of run ID (or of any promise in it): states, attempts, timings."""
-    from vow.client import Vow
+    from vow.stores import open_store
 
-    with Vow(store) as vow:
-        record = vow.get(promise_id)
+    opened = open_store(store)
+    try:
+        record = opened.get(promise_id)
         if record is None:
-            raise UserError(f"no promise with id {promise_id!r} in {vow.store.url} (vow ls lists the runs)")
-        tree = vow.store.tree(record.root)
+            raise UserError(f"no promise with id {promise_id!r} in {opened.url} (vow ls lists the runs)")
+        tree = opened.tree(record.root)
+    finally:
+        opened.close()
     children: dict[str, list[PromiseRecord]] = {}
     for r in tree:
         if r.parent is not None:
             children.setdefault(r.parent, []).append(r)
     if as_json:
-        print_json(_node(record, children))
+        print_json(_node(record, children, full=full))
     elif sys.stdout.isatty():
         from rich.console import Console
         from rich.tree import Tree
@@ -98,6 +123,8 @@ _STYLES = {"resolved": "green", "rejected": "bold red", "timedout": "red", "canc
 
 
 def _label(record: PromiseRecord, *, rich: bool = False) -> Any:
+    from vow.progress import WORDS, describe_outcome, seconds
+
     word = WORDS.get(record.state.value, record.state.value) if record.settled else "pending"
     parts = [record.id, word, _kind(record)]
     if record.kind in (Kind.STEP, Kind.WORKFLOW):
@@ -120,8 +147,15 @@ def _label(record: PromiseRecord, *, rich: bool = False) -> Any:
     return text
 
 
+def _shown(children: dict[str, list[PromiseRecord]], record: PromiseRecord) -> list[PromiseRecord]:
+    """The children of ``record`` worth a line: not the durable clock reading a run takes to time
+    itself (``{run}.started``, a raw timestamp), whose time the run's own line already shows."""
+    return [c for c in children.get(record.id, [])
+            if not (c.kind is Kind.STEP and c.func.rsplit(".", 1)[-1] == "wall_clock")]
+
+
 def _print_plain(record: PromiseRecord, children: dict[str, list[PromiseRecord]], indent: str) -> None:
-    kids = children.get(record.id, [])
+    kids = _shown(children, record)
     for i, child in enumerate(kids):
         last = i == len(kids) - 1
         click.echo(f"{indent}{'└── ' if last else '├── '}{_label(child)}")
@@ -129,19 +163,57 @@ def _print_plain(record: PromiseRecord, children: dict[str, list[PromiseRecord]]
 
 
 def _add_rich(node: Any, record: PromiseRecord, children: dict[str, list[PromiseRecord]]) -> None:
-    for child in children.get(record.id, []):
+    for child in _shown(children, record):
         _add_rich(node.add(_label(child, rich=True)), child, children)
 
 
-def _node(record: PromiseRecord, children: dict[str, list[PromiseRecord]]) -> dict[str, Any]:
+def _node(record: PromiseRecord, children: dict[str, list[PromiseRecord]], *, full: bool = False) -> dict[str, Any]:
     node: dict[str, Any] = {
         "id": record.id, "state": record.state.value, "kind": record.kind.value, "func": record.func,
         "attempt": record.attempt, "created_at": record.created_at, "settled_at": record.settled_at,
         "elapsed": _took(record), "idempotency_key": record.idempotency_key,
     }
     if record.state is State.RESOLVED:
+        from vow import encoding
+
         node["value"] = encoding.decode(record.value)
     elif record.settled:
+        from vow.progress import describe_outcome
+
         node["error"] = describe_outcome(record)
-    node["children"] = [_node(c, children) for c in children.get(record.id, [])]
+    if not full:
+        cut = False
+        for key in ("value", "error"):
+            if key in node:
+                node[key], clipped = clip(node[key])
+                cut = cut or clipped
+        if cut:
+            node["truncated"] = True
+    node["children"] = [_node(c, children, full=full) for c in children.get(record.id, [])]
     return node
+
+
+def clip(value: Any, *, chars: int = CLIP_CHARS, items: int = CLIP_ITEMS) -> tuple[Any, bool]:
+    """``value`` with long strings, lists and objects cut short (each cut says how much it left
+    out), and whether anything was cut. A run of thirty 10 MB images prints kilobytes, not 315 MB."""
+    if isinstance(value, str):
+        if len(value) <= chars:
+            return value, False
+        return f"{value[:chars]}... [{len(value) - chars:,} more characters; vow show --json --full]", True
+    if isinstance(value, list):
+        kept = [clip(v, chars=chars, items=items) for v in value[:items]]
+        out, cut = [v for v, _ in kept], any(c for _, c in kept)
+        if len(value) > items:
+            out.append(f"... [{len(value) - items:,} more items; vow show --json --full]")
+            cut = True
+        return out, cut
+    if isinstance(value, dict):
+        out_dict: dict[Any, Any] = {}
+        cut = len(value) > items
+        for key in list(value)[:items]:
+            out_dict[key], clipped = clip(value[key], chars=chars, items=items)
+            cut = cut or clipped
+        if len(value) > items:
+            out_dict["..."] = f"{len(value) - items:,} more keys; vow show --json --full"
+        return out_dict, cut
+    return value, False

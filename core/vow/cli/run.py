@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from vow import encoding
 from vow.cli.common import FAILED, OK, UserError, json_option, load_apps, pipeline_name, print_json, store_option
-from vow.progress import PlainView, Progress, RichView, Row, format_line, seconds
 from vow.records import PromiseRecord, State
+
+if TYPE_CHECKING:  # imported where used, so `vow --help` does not pay for them
+    from vow.progress import Progress, Row
 
 REMOTE_POLL = 0.5  # seconds between store reads while following a run
 
@@ -33,6 +37,7 @@ def _plan(file: str, inputs: tuple[str, ...], sets: tuple[str, ...], run_id: str
 
 
 def _progress(plan: Any) -> Progress:
+    from vow.progress import Progress
     rows = [(f"{plan.run_id}.{b['id']}", b["id"], b.get("channel") or b.get("provider", "")) for b in plan.branches]
     return Progress(plan.run_id, rows, gate=plan.gate_id)
 
@@ -111,6 +116,7 @@ def resume(run_id: str | None, resume_all: bool, apps: tuple[str, ...], store: s
         with Vow(store) as vow:
             load_apps(vow, apps)
             sys.exit(_resume_all(vow, as_json))
+    assert run_id is not None  # checked above: a run ID or --all
     with Vow(store) as probe:
         record = _root_record(probe, run_id)
     progress = _progress_for(record)
@@ -126,7 +132,7 @@ def resume(run_id: str | None, resume_all: bool, apps: tuple[str, ...], store: s
 
 
 def _root_record(vow: Any, run_id: str) -> PromiseRecord:
-    record = vow.get(run_id)
+    record: PromiseRecord | None = vow.get(run_id)
     if record is None:
         raise UserError(f"no run with id {run_id!r} in {vow.store.url} (vow ls lists the runs)")
     if record.parent is not None:
@@ -135,12 +141,15 @@ def _root_record(vow: Any, run_id: str) -> PromiseRecord:
 
 
 def _progress_for(record: PromiseRecord) -> Progress:
+    from vow import encoding
     from vow.pipeline.workflow import NAME
+    from vow.progress import Progress
 
     if record.func == NAME:
         args, _ = encoding.decode_args(record.args)
         spec = args[0]
-        rows = [(f"{record.id}.{b['id']}", b["id"], b.get("channel") or b.get("provider", "")) for b in spec["branches"]]
+        rows = [(f"{record.id}.{b['id']}", b["id"], b.get("channel") or b.get("provider",
+                                                                              "")) for b in spec["branches"]]
         gate = spec.get("gate")
         return Progress(record.id, rows, gate=f"{record.id}.{gate['promise']}" if gate else None)
     return Progress(record.id)
@@ -148,8 +157,9 @@ def _progress_for(record: PromiseRecord) -> Progress:
 
 def _resume_all(vow: Any, as_json: bool) -> int:
     registered = vow.registered()
-    skipped = [r for r in vow.store.claimable(limit=1000) if r.func not in registered]
-    handles = vow.resume_all()
+    claimable = vow.store.claimable(limit=1000)
+    skipped = [r for r in claimable if r.func not in registered]  # said once, below (not logged as well)
+    handles = [vow.resume(r.id) for r in claimable if r.func in registered]
     results = []
     for handle in handles:
         try:
@@ -173,6 +183,7 @@ def _resume_all(vow: Any, as_json: bool) -> int:
 
 def _check_same_run(existing: PromiseRecord | None, plan: Any) -> None:
     """An existing id must hold this very run; say so plainly instead of a long engine error."""
+    from vow import encoding
     from vow.pipeline.workflow import NAME
 
     if existing is None:
@@ -192,6 +203,25 @@ def follow(vow: Any, run_id: str, start: Callable[[], Any], progress: Progress, 
 
     Returns the exit code: 0 when the run resolved, 1 otherwise.
     """
+    with _retries_shown_by_the_view():
+        return _follow(vow, run_id, start, progress, as_json=as_json, title=title, existing=existing)
+
+
+@contextlib.contextmanager
+def _retries_shown_by_the_view() -> Iterator[None]:
+    """The live view and the summary show every retry: no second line from the retry log."""
+    logger = logging.getLogger("vow.retry")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _follow(vow: Any, run_id: str, start: Callable[[], Any], progress: Progress, *, as_json: bool, title: str,
+            existing: PromiseRecord | None) -> int:
+    from vow.progress import PlainView, RichView
     tty = sys.stdout.isatty() and not as_json
     console = _console() if tty else None
     if existing is not None:
@@ -283,6 +313,7 @@ def _header(console: Any, title: str, run_id: str, store: str, rows: list[Row], 
 
 def _summary(console: Any, run_id: str, root: PromiseRecord | None, rows: list[Row], value: Any,
              error: BaseException | None, existing: PromiseRecord | None) -> None:
+    from vow.progress import format_line, seconds
     if existing is not None and existing.settled:  # nothing changed: print the stored rows now
         width = max(len(r.name) for r in rows) if rows else 0
         for row in rows:

@@ -47,7 +47,10 @@ class WorkerLog:
               help="Seconds between looks for new runs when idle.")
 @click.option("--max-running", default=256, show_default=True, type=click.IntRange(min=1),
               help="At most this many runs at once in this worker.")
-def worker(store: str | None, apps: tuple[str, ...], poll: float, max_running: int) -> None:
+@click.option("--retention", metavar="AGE", default=None,
+              help="Delete finished runs older than AGE (30d, 12h, ...) now and every hour while the worker runs "
+                   "(like `vow prune --older-than AGE`).")
+def worker(store: str | None, apps: tuple[str, ...], poll: float, max_running: int, retention: str | None) -> None:
     """Claim and run pending runs (`vow run --detach`, `Vow.submit`) until stopped.
 
     Several workers may share one store: each run is leased to one worker at a time, and the run
@@ -55,7 +58,9 @@ def worker(store: str | None, apps: tuple[str, ...], poll: float, max_running: i
     stops the worker; runs it had not finished stay pending and are resumed by the next worker.
     """
     from vow.client import Vow
+    from vow.retention import AutoPrune, describe_seconds, parse_duration
 
+    keep = parse_duration(retention, what="--retention") if retention is not None else None
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -63,5 +68,12 @@ def worker(store: str | None, apps: tuple[str, ...], poll: float, max_running: i
         load_apps(vow, apps)
         workflows = ", ".join(sorted(vow.registered()))
         WorkerLog._say(f"worker on {vow.store.url} runs: {workflows}; stop with Ctrl-C or SIGTERM")
-        vow.worker(stop=stop, poll_interval=poll, max_running=max_running)
+        pruner = AutoPrune(vow.store, keep).start() if keep is not None else None
+        if keep is not None:
+            WorkerLog._say(f"retention: finished runs older than {describe_seconds(keep)} are deleted every hour")
+        try:
+            vow.worker(stop=stop, poll_interval=poll, max_running=max_running)
+        finally:
+            if pruner is not None:
+                pruner.stop()
         WorkerLog._say("stopping: unfinished runs stay pending for the next worker")

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import jinja2
 
@@ -107,7 +108,7 @@ _TEMPLATE = jinja2.Environment(autoescape=True, trim_blocks=True, lstrip_blocks=
       <div class="body">
         <div class="title">
           <h2>{{ img.style }}</h2>
-          {% if not img.ok %}<span class="badge failed">failed</span>
+          {% if not img.ok %}<span class="badge failed">failed{% if img.attempt %} after {{ img.attempt }} attempt{{ "s" if img.attempt > 1 }}{% endif %}</span>
           {% elif img.attempt > 1 %}<span class="badge retried">attempt {{ img.attempt }} · retried</span>
           {% else %}<span class="badge ok">first attempt</span>{% endif %}
         </div>
@@ -169,7 +170,8 @@ def render_gallery(run: Mapping[str, Any]) -> str:
     return _TEMPLATE.render(
         run=run, images=images, manifest=MANIFEST, wall_s=wall, ok_count=len(ok),
         sum_s=sum(i["elapsed_ms"] for i in ok) / 1000,
-        attempts=sum(i["attempt"] for i in ok), retried=sum(1 for i in ok if i["attempt"] > 1),
+        # Every style's attempts count, the failed ones' too ("2 attempts in all" when one failed 5 times was wrong).
+        attempts=sum(i.get("attempt", 1) for i in images), retried=sum(1 for i in images if i.get("attempt", 1) > 1),
         started=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(start)),
     )
 

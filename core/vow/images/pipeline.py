@@ -16,11 +16,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 import struct
-import tempfile
 import time
+from collections.abc import Generator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from vow.config import structure
 from vow.errors import ConfigError, PermanentError
@@ -40,14 +41,17 @@ def generate_image(ctx: LeafContext, provider: str, request: Mapping[str, Any], 
     height). The call's idempotency key goes to the provider, so a retry is not billed twice
     where the provider supports it. Returns JSON-able metadata: the file (relative to
     ``out_dir``), its sha256 and size, the provider and model, the attempt that succeeded,
-    whether the provider answered from its idempotency cache, and the timings.
-    """
-    from vow.plugins import default_plugins
+    whether the provider answered from its idempotency cache, and the timings. The provider comes
+    from the registry of the client running the workflow (``ctx.plugins``).
 
+    Use it from a workflow, one branch per image::
+
+        yield ctx.begin_run(generate_image, "image_sim", {"prompt": "a fox", "style": "cartoon"}, "out/fox")
+    """
     started_at, started = time.time(), time.monotonic()
     req = structure(ImageRequest, request, where="image request")
     _check_style_name(req.style)
-    built = default_plugins().image_providers.build(provider, options, where=f"image provider {provider!r} options")
+    built = ctx.registry().image_providers.build(provider, options, where=f"image provider {provider!r} options")
     image = with_faults(built, faults).generate(req, ctx)
     width, height = png_size(image.png, what=f"{provider} image for style {req.style!r}")
     name = f"{req.style}.png"
@@ -73,7 +77,7 @@ def generate_image(ctx: LeafContext, provider: str, request: Mapping[str, Any], 
 
 def image_variations(ctx: Any, prompt: str, styles: Sequence[str], out_dir: str, provider: str = "image_sim",
                      seed: int = 0, size: int | str = 512, options: Mapping[str, Any] | None = None,
-                     faults: Mapping[str, Mapping[str, Any]] | None = None):
+                     faults: Mapping[str, Mapping[str, Any]] | None = None) -> Generator[Any, Any, dict[str, Any]]:
     """Workflow: ``prompt`` in every style of ``styles`` at once, then a gallery in ``out_dir``.
 
     ``size`` is a side in pixels (``512``) or ``"WIDTHxHEIGHT"``; ``options`` go to the
@@ -105,11 +109,12 @@ def image_variations(ctx: Any, prompt: str, styles: Sequence[str], out_dir: str,
     outcomes = yield ctx.all_settled(handles)
 
     images = []
-    for style, outcome in zip(styles, outcomes):
+    for style, outcome, handle in zip(styles, outcomes, handles):
         if outcome.ok:
             images.append({**outcome.value, "ok": True})
-        else:
-            images.append({"style": style, "ok": False, "error": f"{type(outcome.error).__name__}: {outcome.error}"})
+        else:  # how many attempts it took to fail for good, for the gallery's count
+            images.append({"style": style, "ok": False, "attempt": handle.attempt,
+                           "error": f"{type(outcome.error).__name__}: {outcome.error}"})
     run = {"run_id": ctx.id, "prompt": prompt, "provider": provider, "seed": seed, "width": width,
            "height": height, "started_at": started_at, "images": images}
     paths = yield ctx.run(write_gallery_step, out_dir, run).options(id=f"{ctx.id}.gallery")
@@ -152,7 +157,10 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> None:
     """Write ``data`` to ``path`` so a reader never sees half a file (temp file, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp")
+    # Mode 0666 less the umask, as open() gives any new file (mkstemp's 0600 would keep a web
+    # server from serving the gallery).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)

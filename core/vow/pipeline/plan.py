@@ -15,20 +15,21 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path as FilePath
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import attrs
 
 from vow.channels import Message
+from vow.config import describe
 from vow.config import structure as structure_options
-from vow.errors import ConfigError
+from vow.errors import ConfigError, format_path
 from vow.faults import Faults, with_faults
 from vow.images.pipeline import parse_size
 from vow.pipeline.inputs import merge
-from vow.pipeline.source import Path, Source, SpecError, format_path, read
-from vow.pipeline.spec import (FORMAT_VERSION, ChannelBranch, ImageBranch, PipelineSpec, describe,
-                               structure)
+from vow.pipeline.source import Path, Source, SpecError, read
+from vow.pipeline.spec import FORMAT_VERSION, ChannelBranch, ImageBranch, PipelineSpec, structure
 from vow.pipeline.templates import TemplateError, plain, render_text, render_value, slug, wrap
 from vow.pipeline.workflow import RESERVED
 from vow.retry import from_config
@@ -53,7 +54,8 @@ class Plan:
     @property
     def branches(self) -> list[dict[str, Any]]:
         """The branches the run fans out to, in file order."""
-        return self.spec["branches"]
+        branches: list[dict[str, Any]] = self.spec["branches"]
+        return branches
 
     @property
     def gate_id(self) -> str | None:
@@ -131,8 +133,9 @@ class _Planner:
             # Same pipeline, same input: same run. Starting it twice joins the first run.
             digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:12]
             return f"{slug(self.spec.name)}/{digest}"
-        if not value.strip() or any(c.isspace() for c in value) or len(value) > 200:
-            problem = f"{value!r} is not a usable run id (1-200 characters, no spaces)"
+        if not value.strip() or any(c.isspace() for c in value) or len(value) > 200 or "" in value.split("/"):
+            problem = (f"{value!r} is not a usable run id (1-200 characters, no spaces, no empty part between "
+                       "slashes: did an input come out empty?)")
             if label:
                 raise SpecError(f"{label}: {problem}")
             raise self.error(where, problem)
@@ -253,7 +256,7 @@ class _Planner:
             try:
                 channel.validate(Message(**message))
             except ConfigError as exc:
-                raise self.error(path + _message_field(str(exc)), f"{exc}{note}") from None
+                raise self.error(path + (exc.path or _message_field(str(exc))), f"{exc}{note}") from None
             branch_id = self.branch_id(b.id, ctx, path, default=name if not note else ctx["item"], note=note)
             made.append({"id": branch_id, "kind": "channel", "channel": name, "message": message,
                          "options": options, "faults": faults, "retry": retry, "timeout": timeout})
@@ -317,7 +320,7 @@ class _Planner:
                                                    "such as id: \"{{ item.name }}\"")
         if not BRANCH_ID.match(value):
             raise self.error(path + ("id",), f"{value!r} is not a usable branch id ({BRANCH_ID_RULE}){note}")
-        return value
+        return str(value)
 
     def check_options(self, registry: Any, name: str, options: Any, path: Path, note: str) -> None:
         if not isinstance(options, dict):
@@ -348,7 +351,7 @@ class _Planner:
         if data is None:
             return None
         try:
-            from_config(data, where=format_path(path))
+            from_config(data, plugins=self.plugins, where=format_path(path))
         except ConfigError as exc:
             raise self.source.relocate(exc, path) from None
         return {"policy": data} if isinstance(data, str) else dict(data)

@@ -8,16 +8,15 @@ reads ``order.yaml:14: fan_out[2].channel: 'emial' is not installed (...)``.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path as FilePath
-from typing import Any, Union
+from typing import Any
 
 import attrs
 import yaml
 
-from vow.errors import ConfigError
+from vow.errors import ConfigError, KeyPath, format_path
 
-Path = tuple[Union[str, int], ...]
+Path = KeyPath
 """A key path into the file: mapping keys and list indices."""
 
 
@@ -26,11 +25,9 @@ class SpecError(ConfigError):
 
     def __init__(self, problem: str, *, file: str | None = None, line: int | None = None,
                  path: Path = ()) -> None:
-        self.problem = problem
         self.file = file
         self.line = line
-        self.path = path
-        super().__init__(self._text())
+        super().__init__(problem, path=path)
 
     def _text(self) -> str:
         where = ""
@@ -38,25 +35,6 @@ class SpecError(ConfigError):
             where = f"{self.file}:{self.line}: " if self.line else f"{self.file}: "
         key = format_path(self.path)
         return f"{where}{key}: {self.problem}" if key else f"{where}{self.problem}"
-
-
-def format_path(path: Path) -> str:
-    """``("fan_out", 2, "channel")`` -> ``fan_out[2].channel``."""
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-_PATH_PREFIX = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\[\d+\]|\.[A-Za-z_][A-Za-z0-9_]*)*): ")
-_EXTRA = re.compile(r"^extra fields found \((?P<keys>[^)]*)\) \(allowed: (?P<allowed>.*)\)$")
-_INVALID = re.compile(r"^invalid value: (?P<reason>(?P<key>[A-Za-z_][A-Za-z0-9_]*)\b.*)$")
-_PATH_PART = re.compile(r"\[(\d+)\]|\.?([A-Za-z_][A-Za-z0-9_]*)")
-
-
-def parse_path(text: str) -> Path:
-    """The inverse of :func:`format_path`."""
-    return tuple(int(index) if index else name for index, name in _PATH_PART.findall(text))
 
 
 @attrs.frozen
@@ -86,24 +64,12 @@ class Source:
         return SpecError(problem, file=self.file, line=self.line(path), path=path)
 
     def relocate(self, exc: ConfigError, path: Path) -> SpecError:
-        """Turn an error raised with ``where=format_path(path)`` (cattrs, a plugin) into a located one.
-
-        A message that starts with a deeper key path (``fan_out[1].options.smtp.port: ...``)
-        points at that key's line; any other message is put under ``path``.
-        """
-        message = str(exc).split("\n")[0]
-        match = _PATH_PREFIX.match(message)
-        if not match or parse_path(match.group(1))[:len(path)] != tuple(path):
-            return self.error(path, message)
-        found, problem = parse_path(match.group(1)), message[match.end():]
-        here = self.at(found)
-        extra = _EXTRA.match(problem)
-        if extra and isinstance(here, dict):  # point at the first unknown key itself
-            key = extra.group("keys").split(", ")[0]
-            found, problem = found + (key,), f"unknown key (allowed: {extra.group('allowed')})"
-        invalid = _INVALID.match(problem)
-        if invalid and isinstance(here, dict) and invalid.group("key") in here:  # a validator naming its field
-            found, problem = found + (invalid.group("key"),), invalid.group("reason")
+        """The error ``exc``, raised checking the data at ``path`` (a plugin's options, a retry
+        policy), located in this file: at the key path of its issue that comes first in the file."""
+        if isinstance(exc, SpecError):
+            return exc
+        located = [(tuple(path) + tuple(p), problem) for p, problem in exc.issues]
+        found, problem = min(located, key=lambda issue: (self.line(issue[0]), len(issue[0])))
         return SpecError(problem, file=self.file, line=self.line(found), path=found)
 
     def at(self, path: Path) -> Any:

@@ -14,7 +14,8 @@ reads ``input.emial is not defined (input has: email, order_id)``.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
@@ -28,7 +29,7 @@ class TemplateError(ValueError):
         self.line = line
 
 
-class Scope(dict):
+class Scope(dict[str, Any]):
     """A mapping in the template context that knows its dotted name (``input.customer``)."""
 
     __slots__ = ("_vow_name",)
@@ -104,7 +105,7 @@ def render_text(text: str, context: Mapping[str, Any]) -> str:
         template = ENV.from_string(text)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(f"template error: {exc.message}", exc.lineno) from None
-    return _call(lambda: template.render(context), context)
+    return str(_call(lambda: template.render(context), context))
 
 
 def render_value(value: Any, context: Mapping[str, Any]) -> Any:

@@ -10,13 +10,16 @@ again), and fails with :class:`PipelineFailed` when any branch failed for good.
 from __future__ import annotations
 
 import json
+from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vow.errors import VowError
 from vow.leaf import LeafContext
 from vow.records import State
-from vow.retry import from_config
+
+if TYPE_CHECKING:
+    from vow.plugins import Plugins
 
 NAME = "vow.pipeline"
 """The name the pipeline workflow is registered under on every :class:`vow.Vow`."""
@@ -31,7 +34,7 @@ class PipelineFailed(VowError):
     """One or more branches failed for good; the message names each with its error."""
 
 
-def pipeline(ctx: Any, spec: dict[str, Any]):
+def pipeline(ctx: Any, spec: dict[str, Any]) -> Generator[Any, Any, dict[str, Any]]:
     """Run one planned pipeline (see the module docstring); returns the run's summary."""
     # Imported here: every Vow() registers this workflow and should not pay for channels and images.
     from vow.images.pipeline import wall_clock, write_gallery_step
@@ -45,7 +48,7 @@ def pipeline(ctx: Any, spec: dict[str, Any]):
 
     branches = spec["branches"]
     limit = spec.get("concurrency")
-    handles = []
+    handles: list[Any] = []
     for branch in branches:
         if limit:
             yield from _wait_for_room(ctx, handles, limit)
@@ -98,11 +101,23 @@ def _start(ctx: Any, branch: dict[str, Any], output: str | None) -> Any:
     else:
         call = ctx.begin_run(deliver, branch["channel"], branch["message"], branch["options"] or None,
                              branch["faults"])
-    retry = from_config(branch["retry"]) if branch.get("retry") else None
+    from vow.retry import from_config
+
+    retry = from_config(branch["retry"], plugins=_plugins(ctx)) if branch.get("retry") else None
     return call.options(id=f"{ctx.id}.{branch['id']}", retry=retry, timeout=branch.get("timeout"))
 
 
-def _wait_for_room(ctx: Any, handles: list[Any], limit: int):
+def _plugins(ctx: Any) -> Plugins:
+    """The registry of the client running this workflow, for a branch's retry policy."""
+    plugins = getattr(ctx, "plugins", None)
+    if plugins is None:  # a workflow Context without the client's registry: this environment's plugins
+        from vow.plugins import default_plugins
+
+        plugins = default_plugins()
+    return plugins
+
+
+def _wait_for_room(ctx: Any, handles: list[Any], limit: int) -> Generator[Any, Any, None]:
     """Wait until fewer than ``limit`` branches run (``defaults.concurrency``)."""
     while True:
         running = [h for h in handles if not h.done()]
@@ -126,6 +141,7 @@ def _outcome(branch: dict[str, Any], handle: Any) -> dict[str, Any]:
     else:
         error = handle.error
         entry["error"] = f"{type(error).__name__}: {error}" if error is not None else handle.state.value
+        entry["attempt"] = handle.attempt  # attempts made before it failed for good
     return entry
 
 
@@ -135,6 +151,7 @@ def _gallery_run(run_id: str, started_at: float, images: list[tuple[dict[str, An
         "run_id": run_id, "prompt": first["prompt"], "provider": images[0][0]["provider"], "seed": first["seed"],
         "width": first["width"], "height": first["height"], "started_at": started_at,
         "images": [{**outcome["result"], "ok": True} if outcome["ok"] else
-                   {"style": branch["request"]["style"], "ok": False, "error": outcome["error"]}
+                   {"style": branch["request"]["style"], "ok": False, "error": outcome["error"],
+                    "attempt": outcome.get("attempt", 1)}
                    for branch, outcome in images],
     }

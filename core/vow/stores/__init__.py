@@ -19,6 +19,7 @@ import os
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
+from vow.errors import StoreError
 from vow.stores.base import Store
 
 DEFAULT_URL = "sqlite:.vow/vow.sqlite"
@@ -55,17 +56,45 @@ def parse_store_url(url: str) -> tuple[str, dict[str, Any]]:
     return parts.scheme, options
 
 
-def open_store(spec: "str | os.PathLike[str] | Store | None" = None, *, plugins: Any = None) -> Store:
+_BUILTIN = {"sqlite": "vow.stores.sqlite", "memory": "vow.stores.memory"}
+
+
+def _registry_for(name: str) -> Any:
+    """The plugins to build store ``name`` from: vow's own store alone when it is one of the two
+    builtins (no third-party plugin is imported just to read a SQLite file: ``vow ls`` stays
+    fast), else every installed plugin."""
+    from vow.plugins import CORE_DISTRIBUTION, Plugins, default_plugins, disabled_plugins
+
+    if name not in _BUILTIN or name in disabled_plugins():
+        return default_plugins()
+    import importlib
+
+    from vow import __version__
+
+    plugins = Plugins(entry_points=False)
+    plugins.add(importlib.import_module(_BUILTIN[name]), name, distribution=CORE_DISTRIBUTION, version=__version__)
+    return plugins
+
+
+def open_store(spec: str | os.PathLike[str] | Store | None = None, *, plugins: Any = None) -> Store:
     """The store ``spec`` names (a URL, a path, or a store object); the default SQLite file when ``None``."""
     if spec is not None and not isinstance(spec, (str, os.PathLike)):
         return spec
+    name, options = parse_store_url(os.fspath(spec) if spec is not None else DEFAULT_URL)
     if plugins is None:
-        from vow.plugins import default_plugins
+        plugins = _registry_for(name)
+    where = f"store {redact_url(os.fspath(spec)) if spec else DEFAULT_URL!r}"
+    options_class = plugins.stores.get(name, where=where).options_class
+    if options_class is not None:  # a URL's query is text: ?busy_timeout=0.3 is the number 0.3
+        from vow.config import from_text
 
-        plugins = default_plugins()
-    url = os.fspath(spec) if spec is not None else DEFAULT_URL
-    name, options = parse_store_url(url)
-    return plugins.stores.build(name, options, where=f"store {redact_url(url)!r}")
+        options = from_text(options_class, options)
+    try:
+        store: Store = plugins.stores.build(name, options, where=f"{where} options")
+        return store
+    except OSError as exc:  # a store that could not open its file or socket: a StoreError like any other
+        raise StoreError(f"{where}: cannot be opened: {exc.strerror or exc}"
+                         + (f" ({exc.filename})" if exc.filename else "")) from exc
 
 
 def redact_url(url: str) -> str:

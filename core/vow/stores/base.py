@@ -23,8 +23,8 @@ Rules of ``apply`` (all of a batch or none of it):
   ``timedout``, value :func:`timeout_error_text`, ``settled_at`` the late settle's), and reports
   the timed-out record in ``conflicts``. Whoever touches it first after the deadline times it out.
 * **Transitions are all or nothing per engine round.** In a batch with ``fences`` (an engine's
-  commit), a settle that conflicts (including by the deadline rule) or a create whose parent is
-  already settled (a child workflow canceled from outside) raises
+  commit), a settle that conflicts (including by the deadline rule) or a create whose parent was
+  already settled before the batch (a child workflow canceled from outside) raises
   :class:`~vow.errors.ConflictError` (``.roots``: the roots concerned, ``.records``: the stored
   records that won) and writes nothing — not even the timeout. The engine then drops those
   roots' writes, commits the rest, and replays those roots from the store, so a workflow never
@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Callable, Iterable, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Callable, Collection, Iterable, Protocol, Sequence, runtime_checkable
 
 import attrs
 
@@ -65,7 +65,11 @@ from vow.errors import (
     PromiseTimeoutError,
 )
 from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, Settle, State
+from vow.retention import FINISHED_STATES, prune_store
 from vow.stores.owners import new_owner_id
+
+if TYPE_CHECKING:
+    from vow.retention import PruneResult
 
 __all__ = [
     "FORMAT_VERSION", "ChangeFeed", "PushingStore", "Store", "StoreOperations", "new_owner_id",
@@ -177,6 +181,30 @@ class Store(Protocol):
     def close(self) -> None:
         """Release resources; the store is unusable afterwards."""
 
+    # -- retention (added for `vow prune`; see vow.retention) ------------------------------------
+
+    def delete_runs(self, roots: Sequence[str], *, settled_before: float) -> dict[str, int]:
+        """Delete whole runs: of each root in ``roots`` whose promise is settled before
+        ``settled_before``, every record whose root it is (itself included) and its lease, in
+        one atomic write. A root that is pending, missing, not a root, or settled later is left
+        whole. Returns the number of records deleted per run deleted."""
+
+    def prune(self, *, before: float, states: Collection[State] = ..., dry_run: bool = False,
+              compact: bool = False) -> PruneResult:
+        """Delete every run whose root settled in ``states`` (default: all settled states) before
+        ``before``, and give the space back where the store can do it without blocking writers.
+        ``dry_run`` deletes nothing and reports what would go; ``compact`` lets a store rewrite
+        its files to give back all free space (slow; writers wait meanwhile)."""
+    # -- listings (runs and their branches, for `vow ls` and the web console) -------------------
+
+    def runs(self, *, state: State | None = None, name: str | None = None, since: float | None = None,
+             until: float | None = None, before: tuple[float, str] | None = None,
+             limit: int = 50) -> list[PromiseRecord]:
+        """Root workflows, newest first (see :meth:`StoreOperations.runs` for the filters)."""
+
+    def branch_counts(self, roots: Iterable[str]) -> dict[str, dict[State, int]]:
+        """Each root's branches counted by state (see :meth:`StoreOperations.branch_counts`)."""
+
 
 @runtime_checkable
 class PushingStore(Protocol):
@@ -240,6 +268,64 @@ class StoreOperations:
         for lease in leases:
             self.release(lease)  # type: ignore[attr-defined]
 
+    # -- retention (added for `vow prune`; see vow.retention) ------------------------------------
+
+    def prune(self, *, before: float, states: Collection[State] = FINISHED_STATES, dry_run: bool = False,
+              compact: bool = False) -> PruneResult:
+        """Prune through :meth:`Store.search`, :meth:`Store.tree` and :meth:`Store.delete_runs`
+        (:func:`vow.retention.prune_store`); a store with a query language should do it there."""
+        return prune_store(self, before=before, states=states, dry_run=dry_run)  # type: ignore[arg-type]
+
+
+    # -- listings: runs and their branches (for `vow ls` and the web console) --------------------
+    # These defaults are built on the protocol's reads, so every store has them; the shipped
+    # stores override them with one indexed query each.
+
+    def runs(self, *, state: State | None = None, name: str | None = None, since: float | None = None,
+             until: float | None = None, before: tuple[float, str] | None = None,
+             limit: int = 50) -> list[PromiseRecord]:
+        """Root workflows (runs), newest first: ordered by ``(created_at, id)`` descending.
+
+        ``state``: only runs in this state. ``name``: only runs of this name (:func:`run_name`:
+        a YAML pipeline run's is its pipeline's name, any other run's its workflow's). ``since`` / ``until``:
+        started at or after / before these epoch seconds. ``before``: a keyset cursor, the
+        ``(created_at, id)`` of the last run of the previous page; only runs strictly older are
+        returned. At most ``limit`` runs.
+        """
+        if limit <= 0:
+            return []
+        wanted = State(state) if state is not None else None
+        fetch = max(limit * 4, 256)
+        while True:
+            found = self.search(state=wanted, kind=Kind.WORKFLOW, roots_only=True, limit=fetch)  # type: ignore[attr-defined]
+            complete = len(found) < fetch
+            if not complete:  # the cut may split records that share the oldest created_at: keep whole groups
+                oldest = found[-1].created_at
+                found = [r for r in found if r.created_at > oldest]
+            matching = sorted((r for r in found if run_matches(r, name, since, until, before)),
+                              key=run_key, reverse=True)
+            if complete or len(matching) >= limit:
+                return matching[:limit]
+            fetch *= 4
+
+    def branch_counts(self, roots: Iterable[str]) -> dict[str, dict[State, int]]:
+        """Each root's branches counted by state: ``{root: {state: n}}`` (states with none left out).
+
+        A run's branches are its root's direct children that are steps or child workflows: what
+        the root fans out. Not counted: sleeps and outside promises (a gate is not a branch),
+        the back-off timers of retries (sleeps), and the bookkeeping steps of vow's own workflows
+        (:data:`INTERNAL_STEPS`). A child workflow counts as one branch, in its own state; its
+        leaves are its business. Every root asked for is in the answer (an unknown one with ``{}``).
+        """
+        counts: dict[str, dict[State, int]] = {}
+        for root in dict.fromkeys(roots):
+            tally: dict[State, int] = {}
+            for child in self.children(root):  # type: ignore[attr-defined]
+                if is_branch(child):
+                    tally[child.state] = tally.get(child.state, 0) + 1
+            counts[root] = tally
+        return counts
+
 
 def lease_lost_error(roots: list[str]) -> LeaseLostError:
     """The error a fenced batch raises when ``roots`` are no longer the writer's to run."""
@@ -293,3 +379,57 @@ def lease_claimable(current: Lease | None, owner: str, now: float, owner_dead: C
         return False
     return (not current.owner or current.owner == owner or current.expires_at <= now
             or owner_dead(current.owner))
+
+
+# -- listings: what a run and a branch are (shared by every store's listing methods) ----------
+
+INTERNAL_STEPS = ("started", "gallery", "result")
+"""Bookkeeping steps vow's own workflows make under a run (``{run}.started`` and so on): not branches.
+The same names that :data:`vow.pipeline.workflow.RESERVED` keeps branches from using."""
+
+BRANCH_KINDS = (Kind.STEP, Kind.WORKFLOW)
+"""The kinds of promise that are a run's branches (sleeps and outside promises are not)."""
+
+
+def pipeline_workflow() -> str:
+    """The registered name of the workflow YAML pipelines run as (``vow.pipeline``)."""
+    from vow.pipeline.workflow import NAME
+
+    return NAME
+
+
+def run_name(record: PromiseRecord) -> str:
+    """A run's name: its pipeline's name for a YAML pipeline run, else its workflow's name (``func``)."""
+    if record.func == pipeline_workflow():
+        try:
+            args = json.loads(record.args)
+        except ValueError:
+            return record.func
+        # A pipeline's one argument, its spec, is stored as ``[spec]`` (see vow.encoding.encode_args).
+        if isinstance(args, list) and args and isinstance(args[0], dict) and isinstance(args[0].get("name"), str):
+            return args[0]["name"]
+    return record.func
+
+
+def run_key(record: PromiseRecord) -> tuple[float, str]:
+    """The order of :meth:`StoreOperations.runs` (newest first = descending) and its cursor."""
+    return (record.created_at, record.id)
+
+
+def run_matches(record: PromiseRecord, name: str | None, since: float | None, until: float | None,
+                before: tuple[float, str] | None) -> bool:
+    """Whether a root passes the ``name``, time and cursor filters of :meth:`StoreOperations.runs`."""
+    if since is not None and record.created_at < since:
+        return False
+    if until is not None and record.created_at >= until:
+        return False
+    if before is not None and run_key(record) >= (float(before[0]), str(before[1])):
+        return False
+    return name is None or run_name(record) == name
+
+
+def is_branch(record: PromiseRecord) -> bool:
+    """Whether a direct child of a run's root is one of its branches (see :meth:`StoreOperations.branch_counts`)."""
+    if record.kind not in BRANCH_KINDS or record.parent is None:
+        return False
+    return not (record.id.startswith(record.parent + ".") and record.id[len(record.parent) + 1:] in INTERNAL_STEPS)

@@ -579,6 +579,14 @@ class StoreContract:
         assert caught.value.roots == ["wf"] and caught.value.records["wf.1"].state is State.CANCELED
         assert store.get("wf.1.1") is None and store.get("wf.2") is None
 
+    def test_a_fenced_create_under_a_parent_the_same_batch_settles_is_no_conflict(self, store: Store) -> None:
+        # a child workflow that returns while a branch it began is still pending: one round, one batch
+        lease = self._engine_root(store, make_record("wf.1", parent="wf", kind=Kind.WORKFLOW))
+        store.apply(Batch(creates=[make_record("wf.1.1", parent="wf.1")],
+                          settles=[Settle("wf.1", State.RESOLVED, "1", 1.0), Settle("wf.1.1", State.CANCELED, None, 1.0)],
+                          fences={"wf": lease.token}))
+        assert store.get("wf.1").state is State.RESOLVED and store.get("wf.1.1").state is State.CANCELED
+
     def test_a_fenced_settle_of_the_same_outcome_again_is_no_conflict(self, store: Store) -> None:
         lease = self._engine_root(store, make_record("wf.1", parent="wf"))
         store.apply(Batch(settles=[Settle("wf.1", State.RESOLVED, "1", 1.0)], fences={"wf": lease.token}))
@@ -641,3 +649,179 @@ class StoreContract:
         with pytest.raises(LeaseLostError) as caught:
             store.apply(Batch(creates=[make_record("x")], fences={"x": 7}))
         assert caught.value.roots == ["x"]
+
+    # -- retention (added for `vow prune`; see vow.retention) ------------------------------------
+
+    CUTOFF = 1_800_000_000.0
+
+    def _a_run(self, store: Store, root: str, *, state: State, settled_at: float | None, children: int = 3,
+               child_state: State = State.RESOLVED) -> None:
+        """A run: root ``root`` in ``state`` (settled at ``settled_at``) with a workflow child and its leaves."""
+        early = self.CUTOFF - 10 * 86400
+        records = [make_record(root, root=root, kind=Kind.WORKFLOW, state=state, created_at=early - 100,
+                               settled_at=settled_at if state.settled else None)]
+        records.append(make_record(f"{root}.w", parent=root, root=root, kind=Kind.WORKFLOW, state=child_state,
+                                   created_at=early - 99, settled_at=early if child_state.settled else None))
+        records += [make_record(f"{root}.w.{i}", parent=f"{root}.w", root=root, state=child_state,
+                                created_at=early - 98 + i, settled_at=early if child_state.settled else None)
+                    for i in range(children)]
+        store.apply(Batch(creates=records))
+
+    def test_prune_deletes_whole_finished_runs_settled_before_the_cutoff(self, store: Store) -> None:
+        self._a_run(store, "old", state=State.RESOLVED, settled_at=self.CUTOFF - 1)
+        self._a_run(store, "keep", state=State.RESOLVED, settled_at=self.CUTOFF + 1)
+        lease = store.claim("old", new_owner_id(), 60)
+        assert lease is not None
+        result = store.prune(before=self.CUTOFF)
+        assert [(r.id, r.state, r.promises) for r in result.runs] == [("old", State.RESOLVED, 5)]
+        assert result.promises == 5 and not result.dry_run
+        assert store.tree("old") == [] and store.get("old") is None and store.get("old.w.0") is None
+        assert store.children("old.w") == [] and store.lease("old") is None
+        assert len(store.tree("keep")) == 5
+        assert _ids(store.search(roots_only=True)) == ["keep"]
+
+    def test_prune_never_touches_a_pending_run_even_one_whose_children_settled_long_ago(self, store: Store) -> None:
+        self._a_run(store, "waiting", state=State.PENDING, settled_at=None)
+        before = store.tree("waiting")
+        assert store.prune(before=self.CUTOFF + 365 * 86400).runs == ()
+        assert store.delete_runs(["waiting"], settled_before=self.CUTOFF + 365 * 86400) == {}
+        assert store.tree("waiting") == before
+
+    def test_prune_takes_only_the_states_asked_for(self, store: Store) -> None:
+        for root, state in (("ok", State.RESOLVED), ("bad", State.REJECTED), ("late", State.TIMEDOUT),
+                            ("stopped", State.CANCELED)):
+            self._a_run(store, root, state=state, settled_at=self.CUTOFF - 1)
+        result = store.prune(before=self.CUTOFF, states={State.REJECTED, State.TIMEDOUT})
+        assert sorted(r.id for r in result.runs) == ["bad", "late"]
+        assert result.by_state() == {"rejected": 1, "timedout": 1}
+        assert sorted(_ids(store.search(roots_only=True))) == ["ok", "stopped"]
+
+    def test_a_dry_run_reports_the_same_and_deletes_nothing(self, store: Store) -> None:
+        self._a_run(store, "a", state=State.RESOLVED, settled_at=self.CUTOFF - 2)
+        self._a_run(store, "b", state=State.CANCELED, settled_at=self.CUTOFF - 1, children=7,
+                    child_state=State.CANCELED)
+        dry = store.prune(before=self.CUTOFF, dry_run=True)
+        assert dry.dry_run and [(r.id, r.promises) for r in dry.runs] == [("a", 5), ("b", 9)]
+        assert len(store.tree("a")) == 5 and len(store.tree("b")) == 9
+        done = store.prune(before=self.CUTOFF)
+        assert [(r.id, r.promises) for r in done.runs] == [("a", 5), ("b", 9)]
+
+    def test_a_finished_run_with_records_left_pending_under_it_goes_whole(self, store: Store) -> None:
+        # e.g. a back-off timer or a branch the run stopped waiting for: dead once the root settled
+        self._a_run(store, "done", state=State.RESOLVED, settled_at=self.CUTOFF - 1, child_state=State.PENDING)
+        assert [(r.id, r.promises) for r in store.prune(before=self.CUTOFF).runs] == [("done", 5)]
+        assert store.tree("done") == []
+
+    def test_delete_runs_checks_each_root_itself(self, store: Store) -> None:
+        self._a_run(store, "done", state=State.REJECTED, settled_at=self.CUTOFF - 1)
+        self._a_run(store, "recent", state=State.RESOLVED, settled_at=self.CUTOFF + 1)
+        self._a_run(store, "open", state=State.PENDING, settled_at=None)
+        deleted = store.delete_runs(["open", "recent", "done.w", "missing", "done", "done"],
+                                    settled_before=self.CUTOFF)
+        assert deleted == {"done": 5}
+        assert len(store.tree("recent")) == 5 and len(store.tree("open")) == 5
+
+    def test_a_pruned_id_can_start_a_new_run(self, store: Store) -> None:
+        self._a_run(store, "again", state=State.RESOLVED, settled_at=self.CUTOFF - 1)
+        store.prune(before=self.CUTOFF)
+        fresh = make_record("again", kind=Kind.WORKFLOW)
+        assert store.create(fresh) == (fresh, True)
+        assert store.claim("again", new_owner_id(), 60) is not None
+
+    def test_prune_of_an_empty_store_removes_nothing(self, store: Store) -> None:
+        result = store.prune(before=self.CUTOFF)
+        assert result.runs == () and result.promises == 0
+    # -- listings: runs and branch counts (StoreOperations.runs, .branch_counts) -----------------
+
+    def _runs(self, store: Store) -> None:
+        """Five runs (two pipelines), their branches, and records that are not runs."""
+        from vow import encoding
+        from vow.stores.base import pipeline_workflow
+
+        def pipeline_args(name: str) -> str:
+            return encoding.encode_args(({"name": name, "branches": []},), {}, what="a pipeline")
+
+        store.apply(Batch(creates=[
+            make_record("r1", kind=Kind.WORKFLOW, func="app.notify", created_at=10.0),
+            make_record("r1.email", parent="r1", root="r1", created_at=11.0),
+            make_record("r1.sms", parent="r1", root="r1", created_at=11.0),
+            make_record("r1.sms.backoff.2", parent="r1.sms", root="r1", kind=Kind.SLEEP, func="retry backoff",
+                        created_at=12.0),
+            make_record("r2", kind=Kind.WORKFLOW, func=pipeline_workflow(), args=pipeline_args("orders"),
+                        created_at=20.0),
+            make_record("r2.started", parent="r2", root="r2", created_at=20.5),
+            make_record("r2.approval", parent="r2", root="r2", kind=Kind.PROMISE, created_at=20.6),
+            make_record("r2.push", parent="r2", root="r2", created_at=21.0),
+            make_record("r2.child", parent="r2", root="r2", kind=Kind.WORKFLOW, created_at=21.0),
+            make_record("r2.child.1", parent="r2.child", root="r2", created_at=22.0),
+            make_record("r2.nap", parent="r2", root="r2", kind=Kind.SLEEP, created_at=23.0),
+            make_record("r2.result", parent="r2", root="r2", created_at=24.0),
+            # r3 and r4 start at the same moment: the id breaks the tie
+            make_record("r3", kind=Kind.WORKFLOW, func="app.notify", created_at=30.0),
+            make_record("r4", kind=Kind.WORKFLOW, func=pipeline_workflow(), args=pipeline_args("images"),
+                        created_at=30.0),
+            make_record("r5", kind=Kind.WORKFLOW, func="app.other", created_at=40.0),
+            make_record("lonely", kind=Kind.STEP, func="app.notify", created_at=50.0),  # a root, not a workflow
+        ]))
+        store.apply(Batch(settles=[Settle("r1", State.RESOLVED, "1", 15.0), Settle("r1.email", State.RESOLVED, "1", 12.0),
+                                   Settle("r1.sms", State.REJECTED, '"no"', 14.0), Settle("r2.push", State.RESOLVED, "1", 22.0),
+                                   Settle("r2.started", State.RESOLVED, "20.5", 20.6),
+                                   Settle("r2.child.1", State.RESOLVED, "1", 23.0),
+                                   Settle("r5", State.CANCELED, None, 41.0)]))
+
+    @pytest.mark.parametrize(("filters", "expected"), [
+        ({}, ["r5", "r4", "r3", "r2", "r1"]),
+        ({"state": State.PENDING}, ["r4", "r3", "r2"]),
+        ({"state": State.RESOLVED}, ["r1"]),
+        ({"state": State.CANCELED}, ["r5"]),
+        ({"state": State.TIMEDOUT}, []),
+        ({"name": "app.notify"}, ["r3", "r1"]),
+        ({"name": "orders"}, ["r2"]),  # a pipeline run goes by its pipeline's name
+        ({"name": "vow.pipeline"}, []),  # ... not by the workflow all pipelines run as
+        ({"name": "nope"}, []),
+        ({"since": 20.0}, ["r5", "r4", "r3", "r2"]),
+        ({"until": 30.0}, ["r2", "r1"]),
+        ({"since": 20.0, "until": 40.0}, ["r4", "r3", "r2"]),
+        ({"before": (30.0, "r4")}, ["r3", "r2", "r1"]),
+        ({"before": (30.0, "r3")}, ["r2", "r1"]),
+        ({"before": (10.0, "r1")}, []),
+        ({"state": State.PENDING, "name": "app.notify", "since": 11.0}, ["r3"]),
+        ({"limit": 2}, ["r5", "r4"]),
+        ({"limit": 0}, []),
+    ])
+    def test_runs_filters(self, store: Store, filters: dict[str, Any], expected: list[str]) -> None:
+        from vow.stores.base import StoreOperations
+
+        self._runs(store)
+        assert _ids(store.runs(**filters)) == expected
+        # The default built on search() agrees, so a store that keeps it lists runs the same way.
+        assert _ids(StoreOperations.runs(store, **filters)) == expected
+
+    def test_runs_pages_with_the_keyset_cursor_see_every_run_once(self, store: Store) -> None:
+        store.apply(Batch(creates=[make_record(f"w{i:02d}", kind=Kind.WORKFLOW, created_at=float(i // 3))
+                                   for i in range(20)]))  # groups of three runs that start together
+        pages, before = [], None
+        while True:
+            page = store.runs(limit=4, before=before)
+            if not page:
+                break
+            pages.append(_ids(page))
+            before = (page[-1].created_at, page[-1].id)
+        seen = [rid for page in pages for rid in page]
+        assert seen == [f"w{i:02d}" for i in reversed(range(20))]
+        assert all(len(page) == 4 for page in pages)
+
+    def test_branch_counts_are_the_direct_step_and_workflow_children(self, store: Store) -> None:
+        from vow.stores.base import StoreOperations
+
+        self._runs(store)
+        expected = {
+            "r1": {State.RESOLVED: 1, State.REJECTED: 1},  # not its back-off timer
+            "r2": {State.RESOLVED: 1, State.PENDING: 1},  # push and the child workflow; not the gate, the
+                                                          # sleep, the child's own leaf or the bookkeeping steps
+            "r3": {},
+            "unknown": {},
+        }
+        assert store.branch_counts(["r1", "r2", "r3", "unknown"]) == expected
+        assert StoreOperations.branch_counts(store, ["r1", "r2", "r3", "unknown"]) == expected
+        assert store.branch_counts([]) == {}

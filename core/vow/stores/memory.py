@@ -15,15 +15,19 @@ import attrs
 from vow.errors import PromiseNotFoundError, StoreError
 from vow.hookspecs import hookimpl
 from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, State
-from vow.stores.base import (
+from vow.retention import FINISHED_STATES, is_prunable
+from vow.stores.base import (  # listings
     ChangeFeed,
     StoreOperations,
     conflict_error,
+    is_branch,
     lease_claimable,
     lease_lost_error,
     lease_takeover,
     parked_reason,
     past_deadline,
+    run_key,
+    run_matches,
     same_outcome,
     timeout_error_text,
 )
@@ -113,12 +117,12 @@ class MemoryStore(StoreOperations):
                                              settled_at=settle.settled_at)
                 elif not same_outcome(current, settle):
                     conflicts[sid] = current
-            if fenced:
+            if fenced:  # a parent settled before this batch (from outside): its subtree stops here
                 for record in created.values():
                     parent = record.parent
                     if parent is None:
                         continue
-                    stored = changed.get(parent) or created.get(parent) or records.get(parent)
+                    stored = records.get(parent)
                     if stored is not None and stored.settled:
                         conflicts[parent] = stored
                 if conflicts:
@@ -141,7 +145,7 @@ class MemoryStore(StoreOperations):
 
     def _announce(self, records: list[PromiseRecord]) -> None:
         feed = self._feed
-        for record in records:
+        for record in {r.id: r for r in records}.values():
             self._seq += 1
             feed.append((self._seq, record.root, record.id))
         if len(feed) > FEED_WINDOW:
@@ -270,7 +274,8 @@ class MemoryStore(StoreOperations):
             self._check_open()
             for lease in leases:
                 current = self._leases.get(lease.root)
-                if current is not None and current.owner == lease.owner and current.token == lease.token:
+                if (current is not None and current.owner and current.owner == lease.owner
+                        and current.token == lease.token):
                     renewed = self._leases[lease.root] = attrs.evolve(current, expires_at=now + ttl)
                     kept.append(renewed)
         return kept
@@ -280,7 +285,8 @@ class MemoryStore(StoreOperations):
         with self._lock:
             self._check_open()
             current = self._leases.get(lease.root)
-            if current is not None and current.owner == lease.owner and current.token == lease.token:
+            if (current is not None and current.owner and current.owner == lease.owner
+                    and current.token == lease.token):
                 self._leases[lease.root] = Lease(lease.root, "", lease.token, 0.0)
 
     def lease(self, root: str) -> Lease | None:
@@ -307,6 +313,59 @@ class MemoryStore(StoreOperations):
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError("the memory store is closed")
+
+    # -- retention (added for `vow prune`; see vow.retention) ------------------------------------
+
+    def delete_runs(self, roots: Sequence[str], *, settled_before: float) -> dict[str, int]:
+        """Delete each run whose root promise settled before ``settled_before``: its whole tree and its lease."""
+        deleted: dict[str, int] = {}
+        with self._lock:
+            self._check_open()
+            for root in dict.fromkeys(roots):
+                record = self._records.get(root)
+                if not is_prunable(record, settled_before, FINISHED_STATES):
+                    continue
+                ids = self._trees.pop(root, [])
+                for pid in ids:
+                    del self._records[pid]
+                    self._children.pop(pid, None)
+                self._leases.pop(root, None)
+                deleted[root] = len(ids)
+        return deleted
+
+
+    # -- listings: runs and their branches (see StoreOperations.runs and .branch_counts) ----------
+
+    def runs(self, *, state: State | None = None, name: str | None = None, since: float | None = None,
+             until: float | None = None, before: tuple[float, str] | None = None,
+             limit: int = 50) -> list[PromiseRecord]:
+        """Root workflows, newest first; looks at the roots only, not at every record."""
+        if limit <= 0:
+            return []
+        wanted = State(state) if state is not None else None
+        with self._lock:
+            self._check_open()
+            records = self._records
+            roots = [r for rid in self._trees if (r := records.get(rid)) is not None
+                     and r.parent is None and r.kind is Kind.WORKFLOW]
+        found = [r for r in roots if (wanted is None or r.state is wanted)
+                 and run_matches(r, name, since, until, before)]
+        found.sort(key=run_key, reverse=True)
+        return found[:limit]
+
+    def branch_counts(self, roots: Iterable[str]) -> dict[str, dict[State, int]]:
+        """Each root's branches by state, from the children index."""
+        counts: dict[str, dict[State, int]] = {}
+        with self._lock:
+            self._check_open()
+            for root in roots:
+                tally: dict[State, int] = {}
+                for cid in self._children.get(root, ()):
+                    child = self._records[cid]
+                    if is_branch(child):
+                        tally[child.state] = tally.get(child.state, 0) + 1
+                counts[root] = tally
+        return counts
 
 
 @hookimpl

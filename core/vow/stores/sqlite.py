@@ -32,7 +32,7 @@ import threading
 import time
 import weakref
 from operator import attrgetter
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, Callable, Collection, Iterable, Sequence, TypeVar
 from urllib.parse import quote
 
 import attrs
@@ -40,8 +40,11 @@ import attrs
 from vow.errors import ConfigError, PromiseNotFoundError, StoreError
 from vow.hookspecs import hookimpl
 from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, Settle, State
-from vow.stores.base import (
+from vow.retention import BATCH_RUNS, FINISHED_STATES, PrunedRun, PruneResult
+from vow.stores.base import (  # listings
+    BRANCH_KINDS,
     FORMAT_VERSION,
+    INTERNAL_STEPS,
     ChangeFeed,
     StoreOperations,
     conflict_error,
@@ -49,6 +52,7 @@ from vow.stores.base import (
     lease_lost_error,
     lease_takeover,
     parked_reason,
+    past_deadline,
     same_outcome,
     timeout_error_text,
 )
@@ -69,6 +73,12 @@ class SQLiteOptions:
     busy_timeout: float = 60.0
     """Seconds a write waits for another writer before giving up with :class:`StoreError`."""
 
+
+# A run's name (vow.stores.base.run_name) in SQL: the pipeline's name for a YAML pipeline run, else
+# the workflow's. The index on it and the query must spell it identically (so: one constant).
+# CASE, unlike AND, evaluates lazily: json_type never sees malformed JSON.
+_RUN_NAME = ("CASE WHEN func = 'vow.pipeline' AND json_valid(args) THEN (CASE WHEN json_type(args, '$[0].name') "
+             "= 'text' THEN json_extract(args, '$[0].name') ELSE func END) ELSE func END")
 
 _MIGRATIONS: dict[int, list[str]] = {
     # format 1 (vow 0.1): promises and leases
@@ -111,6 +121,13 @@ _MIGRATIONS: dict[int, list[str]] = {
             root TEXT NOT NULL,
             id TEXT NOT NULL
         )""",
+        # Listings of runs (root workflows), newest first, by state, by name or neither: SQLiteStore.runs.
+        """CREATE INDEX IF NOT EXISTS promises_runs_by_state ON promises (state, created_at, id)
+            WHERE parent IS NULL AND kind = 'workflow'""",
+        f"""CREATE INDEX IF NOT EXISTS promises_runs_by_name ON promises ({_RUN_NAME}, created_at, id)
+            WHERE parent IS NULL AND kind = 'workflow'""",
+        """CREATE INDEX IF NOT EXISTS promises_runs ON promises (created_at, id)
+            WHERE parent IS NULL AND kind = 'workflow'""",
     ],
 }
 """Statements that bring a file from format ``n - 1`` to ``n``; a new file runs them all."""
@@ -125,7 +142,7 @@ _SETTLE_BEFORE_DEADLINE = (
     "AND (timeout IS NULL OR kind = 'sleep' OR timeout > ?)")
 _ATTEMPT = "UPDATE promises SET attempt = ? WHERE id = ? AND state = 'pending'"
 _RELEASE = ("UPDATE leases SET owner = '', expires_at = 0, recoveries = 0 "
-            "WHERE root = ? AND owner = ? AND token = ?")
+            "WHERE root = ? AND owner = ? AND token = ? AND owner != ''")
 _LEASE_COLUMNS = "owner, token, expires_at, recoveries, parked"
 FEED_WINDOW = 10_000  # outside writes the change feed keeps
 CHECKPOINT_EVERY = 256  # commits between two checkpoints of the log by the checkpointer thread
@@ -330,12 +347,13 @@ class SQLiteStore(StoreOperations):
         def setup() -> None:
             con = self._con()
             if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                if con.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+                    # Only before the file's first write (the switch to WAL is one): lets `vow prune`
+                    # give pages back to the disk.
+                    con.execute("PRAGMA auto_vacuum = INCREMENTAL")
                 con.execute("PRAGMA journal_mode = WAL")
             if con.execute("PRAGMA user_version").fetchone()[0] == FORMAT_VERSION:
                 return  # the usual case: nothing to write, so no need to wait for the write lock
-            if con.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
-                # Only possible before the first table: lets `vow prune` give pages back to the disk.
-                con.execute("PRAGMA auto_vacuum = INCREMENTAL")
             self._begin(con)
             try:
                 version = con.execute("PRAGMA user_version").fetchone()[0]
@@ -494,10 +512,14 @@ class SQLiteStore(StoreOperations):
 
     def _apply_in(self, con: sqlite3.Connection, batch: Batch) -> BatchResult:
         fenced = bool(batch.fences)
+        settled_parents: dict[str, PromiseRecord] = {}
         if fenced:
             self._check_fences(con, batch.fences)
+            if batch.creates:  # judged on the state before this batch's own writes
+                settled_parents = self._settled_parents(con, batch.creates, batch.fences)
         existing: dict[str, PromiseRecord] = {}
         conflicts: dict[str, PromiseRecord] = {}
+        unchanged: set[str] = set()  # settles that repeated a stored outcome
         creates, settles = batch.creates, batch.settles
         created_ids: list[str] = []
         if creates:
@@ -510,23 +532,28 @@ class SQLiteStore(StoreOperations):
                 created_ids = [r.id for r in creates]
         if settles:
             now = time.time()
-            outcomes = [(s.state._value_, s.value, s.settled_at, s.id, now) for s in settles
-                        if s.state is _RESOLVED or s.state is _REJECTED]
-            changed = con.executemany(_SETTLE_BEFORE_DEADLINE, outcomes).rowcount if outcomes else 0
-            if len(outcomes) < len(settles):
-                changed += con.executemany(_SETTLE, [(s.state._value_, s.value, s.settled_at, s.id) for s in settles
-                                                     if s.state is not _RESOLVED and s.state is not _REJECTED]).rowcount
-            if changed < len(settles):
-                conflicts = self._conflicts(con, settles, now, time_out=not fenced)
+            if batch.outside or len({s.id for s in settles}) < len(settles):
+                # exact, one by one: a client's write (the feed gets what changed), or an id settled twice
+                conflicts, unchanged = self._settle_in_order(con, settles, now, time_out=not fenced)
+            else:  # each id once, so their order does not matter: a statement per kind of settle
+                outcomes = [(s.state._value_, s.value, s.settled_at, s.id, now) for s in settles
+                            if s.state is _RESOLVED or s.state is _REJECTED]
+                changed = con.executemany(_SETTLE_BEFORE_DEADLINE, outcomes).rowcount if outcomes else 0
+                if len(outcomes) < len(settles):
+                    changed += con.executemany(_SETTLE, [(s.state._value_, s.value, s.settled_at, s.id)
+                                                         for s in settles
+                                                         if s.state is not _RESOLVED and s.state is not _REJECTED]
+                                               ).rowcount
+                if changed < len(settles):
+                    conflicts, unchanged = self._conflicts(con, settles, now, time_out=not fenced)
         if fenced:
-            if creates:
-                conflicts.update(self._settled_parents(con, creates, batch.fences))
+            conflicts.update(settled_parents)
             if conflicts:
                 raise conflict_error(conflicts)
         if batch.attempts:
             con.executemany(_ATTEMPT, [(n, i) for i, n in batch.attempts.items()])
         if batch.outside:
-            self._announce(con, creates, created_ids, settles, conflicts)
+            self._announce(con, creates, created_ids, [s for s in settles if s.id not in unchanged], conflicts)
         return BatchResult(existing, conflicts)
 
     def _settled_parents(self, con: sqlite3.Connection, creates: list[PromiseRecord],
@@ -588,11 +615,13 @@ class SQLiteStore(StoreOperations):
         return existing, created
 
     def _conflicts(self, con: sqlite3.Connection, settles: list[Settle], now: float, *,
-                   time_out: bool) -> dict[str, PromiseRecord]:
-        """Settles that changed nothing: same outcome (fine), another outcome or a passed deadline
-        (conflict; with ``time_out``, the promise is timed out here), no such id (error)."""
+                   time_out: bool) -> tuple[dict[str, PromiseRecord], set[str]]:
+        """Settles that changed nothing: same outcome (fine), another outcome or a passed deadline (conflict;
+        with ``time_out``, the promise is timed out here), no such id (error). Read after the batch's own
+        updates, so the set of unchanged ids is not exact: only :meth:`_settle_in_order`'s is."""
         stored = {row[0]: _record(row) for row in self._select_ids(con, _COLUMNS, [s.id for s in settles])}
         conflicts = {}
+        unchanged = set()
         for s in settles:
             record = stored.get(s.id)
             if record is None:
@@ -606,7 +635,33 @@ class SQLiteStore(StoreOperations):
                 conflicts[s.id] = record
             elif not same_outcome(record, s):
                 conflicts[s.id] = record
-        return conflicts
+            else:
+                unchanged.add(s.id)
+        return conflicts, unchanged
+
+    def _settle_in_order(self, con: sqlite3.Connection, settles: list[Settle], now: float, *,
+                         time_out: bool) -> tuple[dict[str, PromiseRecord], set[str]]:
+        """Apply ``settles`` one by one, each seeing the ones before it (a batch that settles an id twice)."""
+        conflicts: dict[str, PromiseRecord] = {}
+        unchanged: set[str] = set()
+        for s in settles:
+            row = con.execute(_SELECT + " WHERE id = ?", (s.id,)).fetchone()
+            if row is None:
+                raise PromiseNotFoundError(f"cannot settle {s.id!r}: no promise with that id")
+            record = _record(row)
+            if record.state is not _PENDING:
+                if not same_outcome(record, s):
+                    conflicts[s.id] = record
+                elif s.id not in conflicts:
+                    unchanged.add(s.id)
+            elif past_deadline(record, s, now):
+                text = timeout_error_text(record)
+                if time_out:
+                    con.execute(_SETTLE, (State.TIMEDOUT.value, text, s.settled_at, s.id))
+                conflicts[s.id] = attrs.evolve(record, state=State.TIMEDOUT, value=text, settled_at=s.settled_at)
+            else:
+                con.execute(_SETTLE, (s.state._value_, s.value, s.settled_at, s.id))
+        return conflicts, unchanged
 
     @staticmethod
     def _select_ids(con: sqlite3.Connection, columns: str, ids: list[str]) -> list[tuple]:
@@ -800,7 +855,7 @@ class SQLiteStore(StoreOperations):
         def renew_in(con: sqlite3.Connection) -> list[Lease]:
             kept = []
             for lease in leases:
-                cur = con.execute("UPDATE leases SET expires_at = ? WHERE root = ? AND owner = ? AND token = ?",
+                cur = con.execute("UPDATE leases SET expires_at = ? WHERE root = ? AND owner = ? AND token = ? AND owner != ''",
                                   (now + ttl, lease.root, lease.owner, lease.token))
                 if cur.rowcount:
                     kept.append(attrs.evolve(lease, expires_at=now + ttl))
@@ -854,6 +909,218 @@ class SQLiteStore(StoreOperations):
             raise StoreError(f"SQLite store {self.path}: the file was deleted or replaced while this process "
                              "had it open; stopping so nothing is written where no other process can see it. "
                              "Restore the file (or start again with a new store)")
+
+    # -- retention (added for `vow prune`; see vow.retention) ------------------------------------
+
+    TRUNCATE_WAIT_SECONDS = 2.0
+    """How long a prune's last checkpoint waits for readers (holding writers back) before giving up."""
+
+    def delete_runs(self, roots: Sequence[str], *, settled_before: float) -> dict[str, int]:
+        """Delete each run whose root promise settled before ``settled_before``: its whole tree and
+        its lease, in one transaction. Returns the records deleted per run deleted."""
+        unique = list(dict.fromkeys(roots))
+        if not unique:
+            return {}
+
+        def delete(con: sqlite3.Connection) -> dict[str, int]:
+            deleted: dict[str, int] = {}
+            for start in range(0, len(unique), _CHUNK):
+                chunk = unique[start:start + _CHUNK]
+                # Checked again under the write lock: a settled root never becomes pending again,
+                # so a run chosen here is finished for good.
+                eligible = [row[0] for row in con.execute(
+                    f"SELECT id FROM promises WHERE id IN ({','.join('?' * len(chunk))}) AND parent IS NULL "
+                    "AND state != 'pending' AND settled_at < ?", (*chunk, settled_before))]
+                if not eligible:
+                    continue
+                marks = ",".join("?" * len(eligible))
+                deleted.update(con.execute(f"SELECT root, count(*) FROM promises WHERE root IN ({marks}) "
+                                           "GROUP BY root", eligible).fetchall())
+                con.execute(f"DELETE FROM promises WHERE root IN ({marks})", eligible)
+                con.execute(f"DELETE FROM leases WHERE root IN ({marks})", eligible)
+            return deleted
+
+        return self._write(delete)
+
+    def prune(self, *, before: float, states: Collection[State] = FINISHED_STATES, dry_run: bool = False,
+              compact: bool = False) -> PruneResult:
+        """Delete the runs whose root settled in ``states`` before ``before`` (see :mod:`vow.retention`),
+        a batch of runs per transaction; then give the space back and truncate the log.
+
+        Space: a file with incremental vacuum on (``PRAGMA auto_vacuum``) hands its free pages back
+        to the disk after every prune. A file made without it keeps them for reuse, unless
+        ``compact``: then it is rewritten once (``VACUUM``) with incremental vacuum on, which
+        blocks writers for as long as the rewrite takes.
+        """
+        states = frozenset(State(s) for s in states)
+        if State.PENDING in states:
+            raise ValueError("a pending run is never pruned")
+        bytes_before = self._disk_bytes()
+        candidates = self._prune_candidates(before, states)
+        removed: list[PrunedRun] = []
+        for start in range(0, len(candidates), BATCH_RUNS):
+            chunk = candidates[start:start + BATCH_RUNS]
+            ids = [row[0] for row in chunk]
+            counts = self._tree_sizes(ids) if dry_run else self.delete_runs(ids, settled_before=before)
+            removed += [PrunedRun(rid, _STATES[state], func, settled_at, counts[rid])
+                        for rid, state, func, settled_at in chunk if rid in counts]
+        if dry_run:
+            return PruneResult(tuple(removed), True, bytes_before, bytes_before, self._free_bytes())
+        compacted = self._give_space_back(compact)
+        truncated = self._truncate_log()
+        return PruneResult(tuple(removed), False, bytes_before, self._disk_bytes(), self._free_bytes(), compacted,
+                           truncated)
+
+    @_reading
+    def _prune_candidates(self, before: float, states: frozenset[State]) -> list[tuple]:
+        marks = ",".join("?" * len(states))
+        return self._con().execute(
+            f"SELECT id, state, func, settled_at FROM promises WHERE parent IS NULL AND state IN ({marks}) "
+            "AND settled_at < ? ORDER BY settled_at, id", (*sorted(s.value for s in states), before)).fetchall()
+
+    @_reading
+    def _tree_sizes(self, roots: list[str]) -> dict[str, int]:
+        sizes: dict[str, int] = {}
+        con = self._con()
+        for start in range(0, len(roots), _CHUNK):
+            chunk = roots[start:start + _CHUNK]
+            sizes.update(con.execute(f"SELECT root, count(*) FROM promises WHERE root IN "
+                                     f"({','.join('?' * len(chunk))}) GROUP BY root", chunk).fetchall())
+        return sizes
+
+    def _disk_bytes(self) -> int:
+        """The database file plus its write-ahead log, in bytes."""
+        return sum(os.path.getsize(p) for p in (self.path, self.path + "-wal") if os.path.exists(p))
+
+    @_reading
+    def _free_bytes(self) -> int:
+        con = self._con()
+        return con.execute("PRAGMA freelist_count").fetchone()[0] * con.execute("PRAGMA page_size").fetchone()[0]
+
+    def _give_space_back(self, compact: bool) -> bool:
+        """Hand free pages back to the disk where the file allows it; ``compact``: make it allow it.
+        Returns whether the file was rewritten."""
+        mode = self._auto_vacuum()
+        if mode == 2:  # incremental
+            # executescript steps the pragma to its end (execute() would free a single page)
+            self._busy_safe(lambda con: con.executescript("BEGIN IMMEDIATE; PRAGMA incremental_vacuum; COMMIT;"))
+            return False
+        if mode == 0 and compact:
+            # The mode takes effect with the VACUUM, which rewrites the whole file.
+            self._busy_safe(lambda con: con.executescript("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;"))
+            return True
+        return False
+
+    @_reading
+    def _auto_vacuum(self) -> int:
+        return self._con().execute("PRAGMA auto_vacuum").fetchone()[0]
+
+    def _busy_safe(self, action: Callable[[sqlite3.Connection], Any]) -> None:
+        """Run a write outside :meth:`_write` (a pragma, a VACUUM), retrying while the file is busy."""
+        con = self._con()
+
+        def attempt() -> None:
+            try:
+                action(con)
+            except BaseException:
+                self._rollback(con)
+                raise
+
+        try:
+            try:
+                attempt()
+            except sqlite3.Error as exc:
+                if not _is_busy(exc):
+                    raise
+                self._retry_busy(attempt)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        self._committed()
+
+    def _truncate_log(self) -> bool:
+        """Checkpoint the whole log into the file and truncate it to zero bytes.
+
+        A connection of its own with a short busy timeout: the checkpoint waits for readers and
+        holds writers back while it waits, so it gives up after :attr:`TRUNCATE_WAIT_SECONDS`
+        rather than stall a busy store (the checkpointer thread copies the log later, and
+        ``journal_size_limit`` bounds it). A checkpoint already running (the checkpointer
+        thread's) makes SQLite answer "busy" at once: that one is waited out.
+        """
+        deadline = time.monotonic() + self.TRUNCATE_WAIT_SECONDS
+        try:
+            con = sqlite3.connect(self.path, timeout=min(self.busy_timeout, self.TRUNCATE_WAIT_SECONDS),
+                                  isolation_level=None)
+        except sqlite3.Error:
+            return False
+        try:
+            delay = 0.005
+            while True:
+                try:
+                    if con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0:
+                        return True
+                except sqlite3.Error as exc:
+                    if not _is_busy(exc):
+                        return False
+                if time.monotonic() + delay > deadline:
+                    return False
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+        finally:
+            con.close()
+    # -- listings: runs and their branches (see StoreOperations.runs and .branch_counts) ----------
+
+    @_reading
+    def runs(self, *, state: State | None = None, name: str | None = None, since: float | None = None,
+             until: float | None = None, before: tuple[float, str] | None = None,
+             limit: int = 50) -> list[PromiseRecord]:
+        """Root workflows, newest first; one walk of the ``promises_runs*`` indexes, so a page
+        costs the same on a store of a thousand promises or of millions."""
+        if limit <= 0:
+            return []
+        sql, params = self._runs_query(state=state, name=name, since=since, until=until, before=before, limit=limit)
+        return [_record(row) for row in self._con().execute(sql, params)]
+
+    @staticmethod
+    def _runs_query(*, state: State | None, name: str | None, since: float | None, until: float | None,
+                    before: tuple[float, str] | None, limit: int) -> tuple[str, tuple[Any, ...]]:
+        """The SQL of :meth:`runs` and its parameters."""
+        # The root and state conditions are literals, not parameters: the planner uses a partial
+        # index only when it can see that the query implies the index's WHERE clause.
+        where = ["parent IS NULL", "kind = 'workflow'"]
+        params: list[Any] = []
+        if state is not None:
+            where.append(f"state = '{State(state).value}'")  # an enum value: safe to inline
+        if since is not None:
+            where.append("created_at >= ?")
+            params.append(float(since))
+        if until is not None:
+            where.append("created_at < ?")
+            params.append(float(until))
+        if before is not None:
+            where.append("(created_at, id) < (?, ?)")
+            params += [float(before[0]), str(before[1])]
+        if name is not None:
+            where.append(f"{_RUN_NAME} = ?")
+            params.append(name)
+        sql = f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY created_at DESC, id DESC LIMIT ?"
+        return sql, (*params, limit)
+
+    @_reading
+    def branch_counts(self, roots: Iterable[str]) -> dict[str, dict[State, int]]:
+        """Each root's branches by state, counted in SQL over the ``promises_parent`` index."""
+        wanted = list(dict.fromkeys(roots))
+        counts: dict[str, dict[State, int]] = {root: {} for root in wanted}
+        internal = " AND ".join(f"id != parent || '.{name}'" for name in INTERNAL_STEPS)
+        kinds = ", ".join(f"'{kind.value}'" for kind in BRANCH_KINDS)
+        con = self._con()
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start:start + _CHUNK]
+            rows = con.execute(
+                f"SELECT parent, state, count(*) FROM promises WHERE parent IN ({','.join('?' * len(chunk))}) "
+                f"AND kind IN ({kinds}) AND {internal} GROUP BY parent, state", chunk)
+            for parent, state, n in rows:
+                counts[parent][_STATES[state]] = n
+        return counts
 
 
 def _file_identity(path: str) -> tuple[int, int] | None:

@@ -50,9 +50,10 @@ def test_bad_options_name_the_key(plugins, options, where):
 
 
 @pytest.mark.parametrize("options, reason", [
-    ({"smtp": {"port": 0}}, r"options\.smtp: .*port must be a TCP port \(1-65535\), got 0"),
-    ({"timeout": 0}, "timeout must be greater than 0"),
-    ({"latency": -1}, "latency must not be negative"),
+    ({"smtp": {"port": 0}}, r"options\.smtp\.port: 'port' must be >= 1: 0"),
+    ({"smtp": {"port": 70000}}, r"options\.smtp\.port: 'port' must be <= 65535: 70000"),
+    ({"timeout": 0}, r"options\.timeout: 'timeout' must be > 0: 0"),
+    ({"latency": -1}, r"options\.latency: 'latency' must be >= 0: -1"),
 ])
 def test_out_of_range_numbers_are_config_errors(plugins, options, reason):
     with pytest.raises(ConfigError, match=reason):
@@ -87,7 +88,9 @@ def test_auto_names_why_it_needs_from_addr(plugins, monkeypatch):
         build(plugins)
 
 
-@pytest.mark.parametrize("from_addr", ["orders", "orders@", "a@b.example, c@d.example", "x@bad_domain.example"])
+@pytest.mark.parametrize("from_addr", ["orders", "orders@", "a@b.example, c@d.example", "x@bad_domain.example",
+                                       "x@\N{SNOWMAN}.example",  # IDNA 2003 allowed symbols; IDNA 2008 does not
+                                       "x@-shop.example", "x@shop..example", "x@" + "a" * 64 + ".example"])
 def test_bad_from_addr(plugins, from_addr):
     with pytest.raises(ConfigError, match="options.from_addr"):
         build(plugins, {"from_addr": from_addr})
@@ -144,25 +147,34 @@ def test_invalid_messages(plugins, message, where):
         build(plugins).validate(message)
 
 
-def test_deliver_leaf(plugins, tmp_path, monkeypatch):
-    """The core's ``deliver`` leaf builds the channel by name and returns the receipt dict."""
-    monkeypatch.setattr("vow.plugins.default_plugins", lambda: plugins)
+def test_deliver_leaf(plugins, tmp_path):
+    """The core's ``deliver`` leaf builds the channel by name (from the leaf's registry) and returns the receipt."""
     ledger = tmp_path / "ledger.sqlite"
     options = {"ledger": str(ledger), "latency": 0}
     message = {"to": "ada@example.com", "subject": "Order 42", "body": "Thanks."}
 
-    receipt = deliver(LeafContext(id="notify/42.email"), "email", message, options)
-    again = deliver(LeafContext(id="notify/42.email", attempt=2), "email", message, options)
+    receipt = deliver(LeafContext(id="notify/42.email", plugins=plugins), "email", message, options)
+    again = deliver(LeafContext(id="notify/42.email", attempt=2, plugins=plugins), "email", message, options)
 
     assert receipt["transport"] == "simulated" and not receipt["duplicate"]
     assert again["duplicate"] and again["message_id"] == receipt["message_id"]
     assert len(Ledger(ledger).deliveries("email")) == 1
 
 
-def test_deliver_validates_before_sending(plugins, tmp_path, monkeypatch):
-    monkeypatch.setattr("vow.plugins.default_plugins", lambda: plugins)
+def test_deliver_validates_before_sending(plugins, tmp_path):
     ledger = tmp_path / "ledger.sqlite"
     with pytest.raises(ConfigError, match="message.to"):
-        deliver(LeafContext(id="notify/42.email"), "email", {"to": "nobody", "subject": "Hi", "body": "x"},
+        deliver(LeafContext(id="notify/42.email", plugins=plugins), "email", {"to": "nobody", "subject": "Hi",
+                                                                              "body": "x"},
                 {"ledger": str(ledger), "latency": 0})
     assert not ledger.exists()
+
+
+@pytest.mark.parametrize("from_addr", ["Shop <orders@B\N{LATIN SMALL LETTER U WITH DIAERESIS}cher.example>",
+                                       "orders@fa\N{LATIN SMALL LETTER SHARP S}.example", "orders@SHOP.Example"])
+def test_internationalised_and_mixed_case_domains_are_accepted(plugins, from_addr):
+    build(plugins, {"from_addr": from_addr})
+
+
+def test_domains_are_checked_by_the_idna_package() -> None:
+    assert any(r.startswith("idna") for r in importlib.metadata.requires("vow-email") or [])

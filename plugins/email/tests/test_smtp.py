@@ -8,12 +8,12 @@ import uuid
 import pytest
 
 from vow.channels import Message
+from vow.config import structure
 from vow.errors import ConfigError, PermanentError, TransientError
 from vow.faults import Faults, with_faults
 from vow.leaf import LeafContext
 from vow.simulation import stable_uuid
 from vow_email import EmailOptions, build_email_channel
-from vow.config import structure
 
 ORDER = Message(to="Ada Lovelace <ada@example.com>", subject="Order 42 confirmed",
                 body="Thanks for your order.", data={"html": "<p>Thanks for your <b>order</b>.</p>"})

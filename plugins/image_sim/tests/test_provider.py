@@ -25,7 +25,8 @@ FOX = ImageRequest("a fox in a misty forest", "cartoon", seed=3, width=96, heigh
 def build(tmp_path: Path, **options):
     plugins = Plugins(entry_points=False)
     plugins.add(plugin, "image_sim")
-    return plugins.image_providers.build("image_sim", {"ledger": str(tmp_path / "ledger.sqlite"), "latency": 0, **options})
+    return plugins.image_providers.build("image_sim", {"ledger": str(tmp_path / "ledger.sqlite"), "latency": 0,
+                                                       **options})
 
 
 def test_generates_the_painted_png_with_its_provenance(tmp_path: Path) -> None:
@@ -68,7 +69,8 @@ def test_the_ledger_survives_a_process_that_died_after_generating(tmp_path: Path
         from vow.leaf import LeafContext
         from vow_image_sim.plugin import ImageSimOptions, ImageSimProvider
         p = ImageSimProvider(ImageSimOptions(latency=0, ledger={str(tmp_path / "ledger.sqlite")!r}))
-        p.generate(ImageRequest({FOX.prompt!r}, {FOX.style!r}, {FOX.seed}, {FOX.width}, {FOX.height}), LeafContext("run.cartoon"))
+        request = ImageRequest({FOX.prompt!r}, {FOX.style!r}, {FOX.seed}, {FOX.width}, {FOX.height})
+        p.generate(request, LeafContext("run.cartoon"))
         os._exit(9)  # die without any cleanup, as a crash would
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
@@ -113,9 +115,9 @@ def test_requests_a_real_api_would_reject_are_permanent_errors(tmp_path: Path) -
 
 
 def test_bad_options_name_the_field_and_what_is_allowed(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="latency must be >= 0"):
+    with pytest.raises(ConfigError, match=r"options.latency: 'latency' must be >= 0: -1"):
         build(tmp_path, latency=-1)
-    with pytest.raises(ConfigError, match=r"extra fields found.*allowed: latency, jitter, ledger, model"):
+    with pytest.raises(ConfigError, match=r"options.colour: unknown key \(allowed: latency, jitter, ledger, model\)"):
         build(tmp_path, colour="red")
 
 

@@ -24,7 +24,8 @@ def difference(a: bytes, b: bytes) -> float:
 
 @pytest.mark.parametrize("style", STYLES)
 def test_same_inputs_give_the_same_bytes(style: str) -> None:
-    assert render_png("a fox in a misty forest", style, 7, 96, 64) == render_png("a fox in a misty forest", style, 7, 96, 64)
+    assert render_png("a fox in a misty forest", style, 7, 96, 64) == render_png("a fox in a misty forest", style, 7,
+                                                                                 96, 64)
 
 
 @pytest.mark.parametrize("style", STYLES)

@@ -223,7 +223,8 @@ def test_a_missing_key_is_a_config_error_naming_the_variable(push_plugins) -> No
 
 def test_an_unusable_key_is_a_config_error(push_plugins, push_rsa_key, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("APNS_AUTH_KEY", str(tmp_path / "missing.p8"))
-    with pytest.raises(ConfigError, match=r"\$APNS_AUTH_KEY: holds neither a PEM key .* nor the path of a readable .p8 file"):
+    with pytest.raises(ConfigError,
+                       match=r"\$APNS_AUTH_KEY: holds neither a PEM key .* nor the path of a readable .p8 file"):
         build_channel("push", {"apns": APNS_OPTIONS}, plugins=push_plugins)
     from cryptography.hazmat.primitives import serialization
 
@@ -239,3 +240,17 @@ def test_key_material_without_its_pem_header_is_not_echoed(push_plugins, monkeyp
     with pytest.raises(ConfigError) as caught:
         build_channel("push", {"apns": APNS_OPTIONS}, plugins=push_plugins)
     assert "SECRET" not in str(caught.value) and "$APNS_AUTH_KEY" in str(caught.value)
+
+
+def test_the_provider_token_is_made_by_pyjwt_and_verifies_with_it(apns: ApnsTransport, push_ec_key) -> None:
+    import importlib.metadata
+
+    import jwt
+
+    assert any(r.startswith("PyJWT") for r in importlib.metadata.requires("vow-push") or [])
+    with respx.mock(assert_all_called=True) as router:
+        route = router.post(URL).respond(200, headers={"apns-id": stable_uuid(KEY)})
+        apns.send(MESSAGE, ctx())
+    token = route.calls.last.request.headers["authorization"].split(" ")[1]
+    claims = jwt.decode(token, push_ec_key.public_key(), algorithms=["ES256"])
+    assert claims["iss"] == "TEAM123456" and jwt.get_unverified_header(token) == {"alg": "ES256", "kid": "KEY1234567"}

@@ -8,12 +8,11 @@ import httpx
 import pytest
 import respx
 
+import vow_slack.plugin
 from vow.channels import Message, build_channel
 from vow.errors import PermanentError, TransientError
 from vow.leaf import LeafContext
 from vow.plugins import Plugins
-
-import vow_slack.plugin
 
 POST = "https://slack.com/api/chat.postMessage"
 HISTORY = "https://slack.com/api/conversations.history"

@@ -11,7 +11,6 @@ import time
 from vow.channels import Message
 from vow.leaf import LeafContext
 from vow.simulation import Ledger
-
 from vow_slack.channel import build
 from vow_slack.options import SlackOptions
 

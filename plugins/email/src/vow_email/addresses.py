@@ -5,12 +5,12 @@ from __future__ import annotations
 import email.utils
 import re
 
+import idna
+
 from vow.errors import ConfigError
 
 ALLOWED = "one address such as ada@example.com or 'Ada Lovelace <ada@example.com>'"
 
-# A hostname label: letters, digits and inner hyphens (after IDNA encoding).
-_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -19,7 +19,7 @@ def parse_address(value: object, *, where: str) -> tuple[str, str]:
 
     A "sane" check rather than full RFC 5322: exactly one address, no control characters (which
     would let a value inject headers), a non-empty local part and a domain made of hostname
-    labels (internationalised domains are accepted through IDNA).
+    labels (internationalised domains are accepted as IDNA 2008 allows them, after UTS #46 mapping).
     """
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{where}: an email address is required ({ALLOWED}); got {value!r}")
@@ -50,8 +50,11 @@ def check_domain(domain: str, *, where: str) -> str:
 
 
 def _valid_domain(domain: str) -> bool:
+    """Whether ``domain`` is a hostname: the ``idna`` package's IDNA 2008 with UTS #46 mapping and
+    the STD3 hostname rules (Python's own "idna" codec is the older IDNA 2003, which accepts
+    symbols such as ``☃`` that registries no longer do)."""
     try:
-        ascii_domain = domain.encode("idna").decode("ascii")
-    except UnicodeError:
+        idna.encode(domain, uts46=True, std3_rules=True)
+    except (idna.IDNAError, UnicodeError):
         return False
-    return bool(ascii_domain) and all(_LABEL.match(label) for label in ascii_domain.split("."))
+    return True

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 from vow.channels import Message, Receipt
 from vow.config import secret
 from vow.errors import ConfigError
 from vow.leaf import LeafContext
-
 from vow_email.addresses import check_domain, domain_of, parse_address
 from vow_email.options import EmailOptions
 from vow_email.resend import ResendTransport, resend_error
@@ -45,6 +44,7 @@ class EmailChannel:
         envelope_from = parse_address(from_addr, where="email options.from_addr")[1]
         domain = check_domain(options.message_id_domain or domain_of(envelope_from),
                               where="email options.message_id_domain")
+        self.transport: SmtpTransport | ResendTransport | SimulatedTransport
         if self.transport_name == "smtp":
             self.transport = SmtpTransport(options.smtp, from_addr=from_addr, envelope_from=envelope_from,
                                            message_id_domain=domain, timeout=options.timeout,

@@ -1,4 +1,4 @@
-"""The options of the ``email`` channel: one attrs class, validated by vow with cattrs.
+"""The options of the ``email`` channel: one attrs class, validated by vow (strict types, attrs validators).
 
 From YAML::
 
@@ -22,21 +22,6 @@ Transport = Literal["auto", "smtp", "resend", "simulated"]
 Security = Literal["auto", "starttls", "ssl", "none"]
 
 
-def _positive(_inst: object, attr: attrs.Attribute, value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"{attr.name} must be greater than 0, got {value}")
-
-
-def _not_negative(_inst: object, attr: attrs.Attribute, value: float) -> None:
-    if value < 0:
-        raise ValueError(f"{attr.name} must not be negative, got {value}")
-
-
-def _port(_inst: object, attr: attrs.Attribute, value: int) -> None:
-    if not 1 <= value <= 65535:
-        raise ValueError(f"{attr.name} must be a TCP port (1-65535), got {value}")
-
-
 @attrs.frozen
 class SmtpOptions:
     """Where and how to reach the SMTP server.
@@ -49,7 +34,7 @@ class SmtpOptions:
     """
 
     host: str | None = None
-    port: int = attrs.field(default=587, validator=_port)
+    port: int = attrs.field(default=587, validator=[attrs.validators.ge(1), attrs.validators.le(65535)])  # a TCP port
     security: Security = "auto"
     username_env: str = "SMTP_USERNAME"
     password_env: str = "SMTP_PASSWORD"
@@ -85,8 +70,8 @@ class EmailOptions:
     transport: Transport = "auto"
     from_addr: str | None = None
     message_id_domain: str | None = None
-    timeout: float = attrs.field(default=10.0, validator=_positive)
+    timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
     smtp: SmtpOptions = attrs.field(factory=SmtpOptions)
     resend: ResendOptions = attrs.field(factory=ResendOptions)
-    latency: float = attrs.field(default=0.2, validator=_not_negative)
+    latency: float = attrs.field(default=0.2, validator=attrs.validators.ge(0))
     ledger: str | None = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from vow.hookspecs import Register, hookimpl
-
 from vow_email.channel import build_email_channel
 from vow_email.options import EmailOptions
 

@@ -7,7 +7,8 @@ response and sends nothing new, so a retried attempt cannot send the email twice
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import httpx
 
@@ -15,7 +16,6 @@ from vow.channels import Message, Receipt
 from vow.errors import PermanentError, TransientError
 from vow.http import error_for_exception, error_for_status, parse_retry_after
 from vow.leaf import LeafContext
-
 from vow_email.mime import IDEMPOTENCY_HEADER
 
 MAX_KEY_LENGTH = 256  # Resend rejects longer keys with invalid_idempotency_key
@@ -99,7 +99,8 @@ class ResendTransport:
         email_id = payload.get("id")
         if not isinstance(email_id, str) or not email_id:
             if payload.get("name"):  # an error reported under a success status
-                raise resend_error(response.status_code, response.headers, payload["name"], str(payload.get("message", "")))
+                raise resend_error(response.status_code, response.headers, payload["name"],
+                                   str(payload.get("message", "")))
             # Retrying is harmless: the same Idempotency-Key makes Resend answer, not send again.
             raise TransientError(f"resend answered HTTP {response.status_code} without an email id: "
                                  f"{response.text[:200]!r}", code="missing_id")

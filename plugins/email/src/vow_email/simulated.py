@@ -8,7 +8,6 @@ import time
 from vow.channels import Message, Receipt
 from vow.leaf import LeafContext
 from vow.simulation import Ledger, latency, stable_uuid
-
 from vow_email.mime import message_id_for
 
 JITTER = 0.5  # latency varies by +/- half its mean, repeatably per key and attempt

@@ -12,7 +12,6 @@ import ssl
 from vow.channels import Message, Receipt
 from vow.errors import ConfigError, PermanentError, TransientError
 from vow.leaf import LeafContext
-
 from vow_email.addresses import parse_address
 from vow_email.mime import build_email, message_id_for
 from vow_email.options import SmtpOptions
@@ -65,6 +64,7 @@ class SmtpTransport:
 
     def _connect(self) -> smtplib.SMTP:
         host, port = self.options.host, self.options.port
+        assert host is not None  # checked when the transport was built
         if self.options.tls_mode == "ssl":
             return smtplib.SMTP_SSL(host, port, timeout=self.timeout, context=self.tls_context)
         return smtplib.SMTP(host, port, timeout=self.timeout)
@@ -89,7 +89,8 @@ def _tls_context(ca_file: str | None) -> ssl.SSLContext:
         try:
             context.load_verify_locations(cafile=ca_file)
         except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"email options.smtp.ca_file: cannot load {ca_file!r} as a PEM CA bundle: {exc}") from None
+            raise ConfigError(f"email options.smtp.ca_file: cannot load {ca_file!r} as a PEM CA bundle: "
+                              f"{exc}") from None
     return context
 
 

@@ -67,8 +67,12 @@ def _fields(img: Image.Image, rng: random.Random, palette: list[RGB], u: int) ->
     w, h = img.size
     for colour in rng.sample(palette, 3):
         x, y, r = rng.uniform(0, w), rng.uniform(0, h), u * rng.uniform(0.25, 0.45)
-        mask = soft_mask(img.size, lambda d, k: d.ellipse(((x - r) * k, (y - r) * k, (x + r) * k, (y + r) * k),
-                                                          fill=rng.randint(90, 150)), blur=r * 0.6, shrink=8)
+        fill = rng.randint(90, 150)
+
+        def blob(d: ImageDraw.ImageDraw, k: float, x: float = x, y: float = y, r: float = r, fill: int = fill) -> None:
+            d.ellipse(((x - r) * k, (y - r) * k, (x + r) * k, (y + r) * k), fill=fill)
+
+        mask = soft_mask(img.size, blob, blur=r * 0.6, shrink=8)
         img.paste(colour, (0, 0, w, h), mask)
 
 

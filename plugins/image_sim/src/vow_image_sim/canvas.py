@@ -5,7 +5,7 @@ from __future__ import annotations
 import colorsys
 import io
 import random
-from typing import Sequence
+from collections.abc import Callable, Sequence
 
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
@@ -40,7 +40,7 @@ def vertical_gradient(size: tuple[int, int], stops: Sequence[tuple[float, Sequen
                 column.append(mix(c0, c1, (pos - p0) / max(1e-9, p1 - p0) if pos > p0 else 0.0))
                 break
         else:
-            column.append(tuple(stops[-1][1]))
+            column.append(mix(stops[-1][1], stops[-1][1], 0.0))
     strip = Image.new("RGB", (1, height))
     strip.putdata(column)
     return strip.resize((width, height), Image.Resampling.NEAREST)
@@ -83,7 +83,8 @@ def glow(img: Image.Image, centre: tuple[float, float], radius: float, colour: S
     img.paste(Image.new("RGB", (size, size), tuple(colour)), box, mask)
 
 
-def soft_mask(size: tuple[int, int], draw_shapes, blur: float, shrink: int = 4) -> Image.Image:
+def soft_mask(size: tuple[int, int], draw_shapes: Callable[[ImageDraw.ImageDraw, float], object], blur: float,
+              shrink: int = 4) -> Image.Image:
     """An "L" mask drawn small by ``draw_shapes(draw, scale)``, blurred and scaled up: cheap soft shapes."""
     small = Image.new("L", (max(1, size[0] // shrink), max(1, size[1] // shrink)), 0)
     draw_shapes(ImageDraw.Draw(small), 1 / shrink)

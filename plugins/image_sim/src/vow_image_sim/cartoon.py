@@ -70,8 +70,8 @@ def paint_cartoon(scene: Scene, width: int, height: int) -> Image.Image:
     _hills(pen, rng, scene, ground)
     if scene.has("water"):
         _sea(pen, rng, scene, ground)
-    if scene.subject in CRITTERS:
-        _critter(pen, rng, scene, ground)
+    if scene.subject is not None and scene.subject in CRITTERS:
+        _critter(pen, rng, scene, scene.subject, ground)
     return img.resize((width, height), Image.Resampling.LANCZOS)
 
 
@@ -203,7 +203,8 @@ def _flowers(pen: _Pen, rng: random.Random, cx: float, cy: float, rx: float, ry:
         if fy < pen.h:
             r = pen.u * 0.016
             colour = rng.choice(colours)
-            petals = [(fx + r * math.cos(k * 2 * math.pi / 5), fy + r * math.sin(k * 2 * math.pi / 5)) for k in range(5)]
+            petals = [(fx + r * math.cos(k * 2 * math.pi / 5),
+                       fy + r * math.sin(k * 2 * math.pi / 5)) for k in range(5)]
             for grow, fill in ((pen.line // 2, INK), (0, colour)):  # one outline around all petals
                 for px, py in petals:
                     pen.draw.ellipse((px - r * 0.75 - grow, py - r * 0.75 - grow, px + r * 0.75 + grow,
@@ -224,8 +225,10 @@ def _sea(pen: _Pen, rng: random.Random, scene: Scene, ground: float) -> None:
             x += r * rng.uniform(4, 9)
     bx, by, s = pen.w * rng.uniform(0.25, 0.75), ground + (pen.h - ground) * 0.45, pen.u * 0.07
     pen.draw.line((bx, by, bx, by - s * 2.1), fill=INK, width=pen.line)
-    pen.poly([(bx + s * 0.1, by - s * 2.0), (bx + s * 1.2, by - s * 0.35), (bx + s * 0.1, by - s * 0.35)], (255, 255, 255))
-    pen.poly([(bx - s * 0.1, by - s * 1.6), (bx - s * 0.1, by - s * 0.35), (bx - s * 0.8, by - s * 0.35)], (255, 214, 64))
+    pen.poly([(bx + s * 0.1, by - s * 2.0), (bx + s * 1.2, by - s * 0.35), (bx + s * 0.1, by - s * 0.35)], (255, 255,
+                                                                                                            255))
+    pen.poly([(bx - s * 0.1, by - s * 1.6), (bx - s * 0.1, by - s * 0.35), (bx - s * 0.8, by - s * 0.35)], (255, 214,
+                                                                                                            64))
     pen.poly([(bx - s * 1.2, by - s * 0.2), (bx + s * 1.3, by - s * 0.2), (bx + s * 0.9, by + s * 0.4),
               (bx - s * 0.85, by + s * 0.4)], (224, 72, 72))
 
@@ -236,12 +239,14 @@ def _mountains(pen: _Pen, rng: random.Random, scene: Scene, ground: float) -> No
     snow = (250, 252, 255) if scene.time != "night" else (206, 214, 240)
     x = -pen.w * rng.uniform(0.05, 0.2)
     while x < pen.w:
-        half, height = pen.w * rng.uniform(0.2, 0.32), pen.h * rng.uniform(0.42, 0.58) * (0.8 if scene.has("water") else 1)
+        half, height = pen.w * rng.uniform(0.2, 0.32), pen.h * rng.uniform(0.42,
+                                                                           0.58) * (0.8 if scene.has("water") else 1)
         peak = (x + half, ground - height)
         pen.poly([(x, ground), peak, (x + 2 * half, ground)], mix(rock, (255, 255, 255), rng.uniform(0, 0.15)))
         cap = 0.32  # the cap covers the top third, its lower edge a zigzag
         left, right = (peak[0] - half * cap, peak[1] + height * cap), (peak[0] + half * cap, peak[1] + height * cap)
-        teeth = [(left[0] + (right[0] - left[0]) * k / 6, left[1] - (height * 0.07 if k % 2 else 0)) for k in range(1, 6)]
+        teeth = [(left[0] + (right[0] - left[0]) * k / 6,
+                  left[1] - (height * 0.07 if k % 2 else 0)) for k in range(1, 6)]
         pen.poly([peak, right] + teeth[::-1] + [left], snow)
         x += half * rng.uniform(1.1, 1.6)
 
@@ -258,18 +263,20 @@ CRITTERS: dict[str, tuple[RGB, RGB, str, str]] = {
 }
 
 
-def _critter(pen: _Pen, rng: random.Random, scene: Scene, ground: float) -> None:
-    """The animal the prompt named, sitting in the foreground and smiling."""
-    fur, belly, ears, tail = CRITTERS[scene.subject]
+def _critter(pen: _Pen, rng: random.Random, scene: Scene, subject: str, ground: float) -> None:
+    """The animal the prompt named (``subject``), sitting in the foreground and smiling."""
+    fur, belly, ears, tail = CRITTERS[subject]
     s = pen.u * 0.12
     x = pen.w * rng.choice([0.3, 0.7])
     base = min(pen.h - s * 0.3, ground + s * 0.1) if not scene.has("water") else ground - s * 0.05
     side = 1 if x < pen.w / 2 else -1  # the tail sweeps away from the middle
     if tail == "bushy":
         tx, ty = x - side * s * 1.25, base - s * 0.75
-        pen.draw.ellipse((tx - s * 0.65, ty - s * 0.5, tx + s * 0.65, ty + s * 0.5), fill=fur, outline=INK, width=pen.line)
+        pen.draw.ellipse((tx - s * 0.65, ty - s * 0.5, tx + s * 0.65, ty + s * 0.5), fill=fur, outline=INK,
+                         width=pen.line)
         tip = tx - side * s * 0.45
-        pen.draw.ellipse((tip - s * 0.25, ty - s * 0.28, tip + s * 0.25, ty + s * 0.28), fill=belly, outline=INK, width=pen.line)
+        pen.draw.ellipse((tip - s * 0.25, ty - s * 0.28, tip + s * 0.25, ty + s * 0.28), fill=belly, outline=INK,
+                         width=pen.line)
     elif tail == "thin":
         pen.draw.arc((x - side * s * 1.4 - s * 0.5, base - s * 1.3, x - side * s * 1.4 + s * 0.5, base),
                      90 if side > 0 else 0, 270 if side > 0 else 180, fill=INK, width=pen.line * 3)
@@ -279,11 +286,13 @@ def _critter(pen: _Pen, rng: random.Random, scene: Scene, ground: float) -> None
     for k in (-1, 1):  # ears behind the head
         ex = x + k * hr * 0.62
         if ears == "pointy":
-            pen.poly([(ex - s * 0.26, hy - hr * 0.4), (ex + k * s * 0.06, hy - hr * 1.45), (ex + s * 0.26, hy - hr * 0.4)], fur)
+            pen.poly([(ex - s * 0.26, hy - hr * 0.4), (ex + k * s * 0.06, hy - hr * 1.45), (ex + s * 0.26,
+                                                                                            hy - hr * 0.4)], fur)
             pen.draw.polygon([(ex - s * 0.12, hy - hr * 0.55), (ex + k * s * 0.04, hy - hr * 1.15),
                               (ex + s * 0.12, hy - hr * 0.55)], fill=mix(belly, (255, 160, 170), 0.35))
         elif ears == "long":
-            pen.draw.ellipse((ex - s * 0.18, hy - hr * 2.1, ex + s * 0.18, hy - hr * 0.4), fill=fur, outline=INK, width=pen.line)
+            pen.draw.ellipse((ex - s * 0.18, hy - hr * 2.1, ex + s * 0.18, hy - hr * 0.4), fill=fur, outline=INK,
+                             width=pen.line)
             pen.draw.ellipse((ex - s * 0.08, hy - hr * 1.9, ex + s * 0.08, hy - hr * 0.6), fill=belly)
         elif ears == "round":
             pen.circle(ex, hy - hr * 0.75, s * 0.22, fur)

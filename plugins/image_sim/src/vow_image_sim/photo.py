@@ -11,7 +11,18 @@ import random
 
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
-from vow_image_sim.canvas import RGB, glow, grain, hsv, mix, ramp_mask, shift_hue, soft_mask, vertical_gradient, vignette
+from vow_image_sim.canvas import (
+    RGB,
+    glow,
+    grain,
+    hsv,
+    mix,
+    ramp_mask,
+    shift_hue,
+    soft_mask,
+    vertical_gradient,
+    vignette,
+)
 from vow_image_sim.scene import Scene
 
 WORK = 400
@@ -49,7 +60,8 @@ def paint_photo(scene: Scene, width: int, height: int) -> Image.Image:
     img = vertical_gradient(size, stops)
 
     ridges = _ridges(scene, rng, size, horizon, haze)
-    light_y = ridges[0][0] - h * rng.uniform(0.04, 0.12) if scene.time in ("sunset", "dawn") else h * rng.uniform(0.12, 0.26)
+    light_y = ridges[0][0] - h * rng.uniform(0.04, 0.12) if scene.time in ("sunset",
+                                                                           "dawn") else h * rng.uniform(0.12, 0.26)
     light = (w * rng.uniform(0.22, 0.78), light_y)
     if scene.time == "night":
         _stars(img, rng, horizon)
@@ -101,16 +113,23 @@ def _ridges(scene: Scene, rng: random.Random, size: tuple[int, int], horizon: fl
     return ridges
 
 
+def _rgb(pixel: object) -> tuple[int, int, int]:
+    """A pixel of an RGB image as a colour (Pillow types ``getpixel`` for every image mode)."""
+    assert isinstance(pixel, tuple) and len(pixel) >= 3, pixel
+    return int(pixel[0]), int(pixel[1]), int(pixel[2])
+
+
 def _stars(img: Image.Image, rng: random.Random, horizon: float) -> None:
     draw = ImageDraw.Draw(img)
     w, _ = img.size
     for _ in range(w * int(horizon) // 700):
         x, y = rng.uniform(0, w), horizon * rng.random() ** 1.4
         level = rng.uniform(0.3, 1.0) * (1 - y / horizon) ** 0.7
-        colour = mix(img.getpixel((int(x), int(y))), (255, 250, 236), level)
+        here = _rgb(img.getpixel((int(x), int(y))))
+        colour = mix(here, (255, 250, 236), level)
         draw.point((x, y), fill=colour)
         if level > 0.85:  # a few bright ones get a small cross of light
-            dim = mix(img.getpixel((int(x), int(y))), (255, 250, 236), level * 0.45)
+            dim = mix(here, (255, 250, 236), level * 0.45)
             draw.point([(x - 1, y), (x + 1, y), (x, y - 1), (x, y + 1)], fill=dim)
 
 
@@ -211,7 +230,8 @@ def _water(img: Image.Image, scene: Scene, rng: random.Random, horizon: float,
     top = int(horizon)
     depth = h - top
     mirror = img.crop((0, top - depth, w, top)).transpose(Image.Transpose.FLIP_TOP_BOTTOM)
-    smeared = mirror.resize((max(1, w // 10), depth), Image.Resampling.BILINEAR).resize((w, depth), Image.Resampling.BILINEAR)
+    smeared = mirror.resize((max(1, w // 10), depth), Image.Resampling.BILINEAR).resize((w, depth),
+                                                                                        Image.Resampling.BILINEAR)
     mirror = Image.blend(mirror, smeared, 0.55)
     deep = mix(haze, hsv(0.58 + (scene.hue - 0.5) * 0.1, 0.5, 0.25 if scene.time != "night" else 0.08), 0.6)
     mirror = Image.composite(Image.new("RGB", mirror.size, deep), mirror, ramp_mask(mirror.size, 0, depth, 0.15, 0.55))

@@ -12,8 +12,9 @@ import hashlib
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import attrs
 
@@ -32,16 +33,6 @@ STYLE_LATENCY = {"photorealistic": 0.7, "cartoon": 0.5, "abstract": 0.35}
 REPLAY_LATENCY = 0.1  # answering a known key from the provider's cache is much faster
 
 
-def _non_negative(_inst: object, attribute: attrs.Attribute, value: float | None) -> None:
-    if value is not None and value < 0:
-        raise ValueError(f"{attribute.name} must be >= 0 seconds, got {value}")
-
-
-def _fraction(_inst: object, attribute: attrs.Attribute, value: float) -> None:
-    if not 0 <= value <= 1:
-        raise ValueError(f"{attribute.name} must be between 0 and 1, got {value}")
-
-
 @attrs.frozen
 class ImageSimOptions:
     """Options of the ``image_sim`` provider.
@@ -52,8 +43,8 @@ class ImageSimOptions:
     beside it; ``model``: the model name reported with each image.
     """
 
-    latency: float | None = attrs.field(default=None, validator=_non_negative)
-    jitter: float = attrs.field(default=0.25, validator=_fraction)
+    latency: float | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(0)))
+    jitter: float = attrs.field(default=0.25, validator=[attrs.validators.ge(0), attrs.validators.le(1)])
     ledger: str | None = None
     model: str = "image-sim-1"
 
@@ -117,7 +108,7 @@ class ImageSimProvider:
         """The first generation's PNG; repainted from its request if the cache file was deleted."""
         path = self.cache_dir / receipt["file"]
         try:
-            return path.read_bytes()
+            return bytes(path.read_bytes())
         except FileNotFoundError:
             req = receipt["request"]
             png = render_png(req["prompt"], req["style"], req["seed"], req["width"], req["height"])

@@ -9,7 +9,8 @@ shown as one notification; and the key itself travels in the payload for the app
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec

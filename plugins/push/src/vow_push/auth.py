@@ -10,17 +10,18 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import Any, Callable, Hashable
+from typing import Any
 
 import attrs
 import httpx
+import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from vow.errors import ConfigError, PermanentError, TransientError
 from vow.http import error_for_exception, is_transient_status, parse_retry_after
-from vow_push.jwt import sign_es256, sign_rs256
 
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -110,7 +111,8 @@ class ServiceAccount:
         """The RS256 JWT that asks the token endpoint for an FCM access token."""
         claims = {"iss": self.client_email, "scope": FCM_SCOPE, "aud": self.token_uri,
                   "iat": now, "exp": now + ASSERTION_LIFETIME}
-        return sign_rs256(claims, self.private_key, kid=self.private_key_id)
+        headers = {"kid": self.private_key_id} if self.private_key_id else None
+        return jwt.encode(claims, self.private_key, algorithm="RS256", headers=headers)
 
 
 class StaticToken:
@@ -190,6 +192,8 @@ def apns_provider_token(team_id: str, key_id: str, key: ec.EllipticCurvePrivateK
     """The current APNs provider token (ES256 JWT), renewed every 50 minutes."""
     def make() -> tuple[str, float]:
         now = int(time.time())
-        return sign_es256({"iss": team_id, "iat": now}, key, kid=key_id), now + APNS_TOKEN_LIFETIME
+        # The header Apple documents: alg and kid, no typ. PyJWT writes the signature as raw r || s.
+        token = jwt.encode({"iss": team_id, "iat": now}, key, algorithm="ES256", headers={"kid": key_id, "typ": None})
+        return token, now + APNS_TOKEN_LIFETIME
 
     return PROVIDER_TOKENS.get((team_id, key_id), make)

@@ -7,7 +7,7 @@ import functools
 import httpx
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def shared_client(*, http2: bool, timeout: float) -> httpx.Client:
     """One client per setting, kept open: vow builds a channel per delivery, and APNs treats
     opening and closing a connection per notification as a denial-of-service attack."""

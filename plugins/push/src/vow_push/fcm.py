@@ -9,7 +9,8 @@ notification on screen instead of showing it twice.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping, NoReturn, Protocol
+from collections.abc import Mapping
+from typing import Any, NoReturn, Protocol
 
 import httpx
 

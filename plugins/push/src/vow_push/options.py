@@ -1,4 +1,4 @@
-"""The options of the ``push`` channel (validated by vow with cattrs; unknown keys are errors)."""
+"""The options of the ``push`` channel (validated by vow: strict types, unknown keys are errors)."""
 
 from __future__ import annotations
 
@@ -7,21 +7,6 @@ from typing import Literal
 import attrs
 
 APNS_PRIORITIES = (1, 5, 10)
-
-
-def _apns_priority(_inst: object, _attr: attrs.Attribute, value: int) -> None:
-    if value not in APNS_PRIORITIES:
-        raise ValueError(f"priority must be 10 (now), 5 (power-saving) or 1 (lowest), got {value}")
-
-
-def _positive(_inst: object, attr: attrs.Attribute, value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"{attr.name} must be a positive number of seconds, got {value}")
-
-
-def _not_negative(_inst: object, attr: attrs.Attribute, value: float) -> None:
-    if value < 0:
-        raise ValueError(f"{attr.name} must be zero or more seconds, got {value}")
 
 
 @attrs.frozen
@@ -50,7 +35,8 @@ class ApnsOptions:
     """Variable holding the ``.p8`` key itself (PEM text) or the path to the ``.p8`` file."""
     sandbox: bool = False
     """Send to ``api.sandbox.push.apple.com`` (development builds) instead of production."""
-    priority: int = attrs.field(default=10, validator=_apns_priority)
+    priority: int = attrs.field(default=10, validator=attrs.validators.in_(APNS_PRIORITIES))
+    """10: deliver now; 5: when the device saves power; 1: lowest."""
 
 
 @attrs.frozen
@@ -62,8 +48,8 @@ class PushOptions:
     """
 
     transport: Literal["auto", "fcm", "apns", "simulated"] = "auto"
-    timeout: float = attrs.field(default=10.0, validator=_positive)
-    latency: float = attrs.field(default=0.12, validator=_not_negative)
+    timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    latency: float = attrs.field(default=0.12, validator=attrs.validators.ge(0))
     """Mean latency of the simulated transport, in seconds."""
     ledger: str | None = None
     """The simulated transport's ledger file; default ``$VOW_SIM_DIR/ledger.sqlite``."""

@@ -20,7 +20,7 @@ WHERE = "channel 'push' options"
 
 def build_push(options: PushOptions) -> Any:
     """The push channel: FCM, APNs or simulated, as ``options.transport`` says."""
-    transport = options.transport
+    transport: str = options.transport
     if transport == "auto":
         transport = detect_transport(options)
     if transport == "fcm":
@@ -63,10 +63,11 @@ def _build_fcm(options: PushOptions) -> FcmTransport:
 
 def _build_apns(options: PushOptions) -> ApnsTransport:
     apns = options.apns
-    for field in ("team_id", "key_id", "topic"):
-        if not getattr(apns, field):
+    for field, given in (("team_id", apns.team_id), ("key_id", apns.key_id), ("topic", apns.topic)):
+        if not given:
             raise ConfigError(f"{WHERE}.apns.{field}: required for the apns transport "
                               "(team_id and key_id from the Apple developer account, topic = the app's bundle id)")
+    assert apns.team_id and apns.key_id and apns.topic  # just checked, for the type checker
     value = secret(apns.key_env, needed_for="push transport 'apns' (the .p8 signing key, as PEM text or a file path)")
     key = load_apns_key(value, where=f"${apns.key_env}")
     return ApnsTransport(team_id=apns.team_id, key_id=apns.key_id, topic=apns.topic, key=key,

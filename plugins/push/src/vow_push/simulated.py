@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from vow.channels import Message, Receipt
 from vow.leaf import LeafContext
@@ -36,7 +37,7 @@ class SimulatedTransport:
         time.sleep(latency(self.mean_latency, JITTER, key, ctx.attempt))
         message_id = f"projects/{self.project_id}/messages/0:{stable_hex(key, 16, salt='push')}"
 
-        def make_receipt() -> dict:
+        def make_receipt() -> dict[str, Any]:
             return Receipt("push", self.name, message_id, message.to, key, ctx.attempt).to_dict()
 
         payload = {"to": message.to, "title": message.subject, "body": message.body, "data": message.data}

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from vow.channels import Message, Receipt
 from vow.leaf import LeafContext
-
 from vow_slack import message as slack_message
 from vow_slack.errors import slack_error
 

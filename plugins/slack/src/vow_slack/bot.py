@@ -16,7 +16,6 @@ from vow.channels import Message, Receipt
 from vow.errors import PermanentError, TransientError
 from vow.http import error_for_exception, error_for_status
 from vow.leaf import LeafContext
-
 from vow_slack.base import SlackChannel
 from vow_slack.errors import slack_error
 from vow_slack.message import carries_key, is_channel_id, metadata, payload

@@ -6,7 +6,6 @@ import os
 
 from vow.config import secret
 from vow.simulation import Ledger
-
 from vow_slack.base import SlackChannel
 from vow_slack.bot import BotTransport
 from vow_slack.options import SlackOptions
@@ -31,7 +30,6 @@ def build(options: SlackOptions) -> SlackChannel:
     A missing secret for an explicitly chosen real transport is a
     :class:`~vow.errors.ConfigError` here, before anything is sent.
     """
-    options.check()
     transport = resolve_transport(options)
     if transport == "bot":
         token = secret(options.bot_token_env, needed_for="slack bot transport (chat.postMessage)")

@@ -9,7 +9,7 @@ every other Slack error describes a request that will fail the same way again.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from vow.errors import PermanentError, TransientError
 from vow.http import is_transient_status, parse_retry_after

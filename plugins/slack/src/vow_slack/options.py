@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import attrs
-
-from vow.errors import ConfigError
-
-TRANSPORTS = ("auto", "bot", "webhook", "simulated")
 
 
 @attrs.frozen
@@ -18,25 +16,12 @@ class SlackOptions:
     environment variable, never as the value.
     """
 
-    transport: str = "auto"
+    transport: Literal["auto", "bot", "webhook", "simulated"] = "auto"
     bot_token_env: str = "SLACK_BOT_TOKEN"
     webhook_url_env: str = "SLACK_WEBHOOK_URL"
-    api_url: str = "https://slack.com/api"
+    api_url: str = attrs.field(default="https://slack.com/api",
+                               validator=attrs.validators.matches_re(r"https?://.+"))  # an http(s) URL
     check_before_retry: bool = True
-    timeout: float = 10.0
-    latency: float = 0.25
+    timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    latency: float = attrs.field(default=0.25, validator=attrs.validators.ge(0))
     ledger: str | None = None
-
-    def check(self) -> None:
-        """Raise :class:`ConfigError` for values the types allow but Slack or vow cannot use."""
-        where = "channel 'slack' options"
-        if self.transport not in TRANSPORTS:
-            raise ConfigError(f"{where}.transport: {self.transport!r} is not a Slack transport "
-                              f"(allowed: {', '.join(TRANSPORTS)})")
-        if self.timeout <= 0:
-            raise ConfigError(f"{where}.timeout: must be a number of seconds > 0, got {self.timeout}")
-        if self.latency < 0:
-            raise ConfigError(f"{where}.latency: must be a number of seconds >= 0, got {self.latency}")
-        if not self.api_url.startswith(("https://", "http://")):
-            raise ConfigError(f"{where}.api_url: must be an http(s) URL such as https://slack.com/api, "
-                              f"got {self.api_url!r}")

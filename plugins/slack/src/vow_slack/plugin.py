@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from vow.hookspecs import Register, hookimpl
-
 from vow_slack.channel import build
 from vow_slack.options import SlackOptions
 

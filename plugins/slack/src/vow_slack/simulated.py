@@ -9,11 +9,11 @@ returns the first receipt with ``duplicate=True`` and posts nothing.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from vow.channels import Message, Receipt
 from vow.leaf import LeafContext
 from vow.simulation import Ledger, latency, stable_hex
-
 from vow_slack.base import CHANNEL, SlackChannel
 from vow_slack.message import metadata, payload
 
@@ -39,7 +39,7 @@ class SimulatedTransport(SlackChannel):
         channel = message.to or WEBHOOK_CHANNEL
         body = {"channel": channel, **payload(message), "metadata": metadata(key)}
 
-        def first_receipt() -> dict:
+        def first_receipt() -> dict[str, Any]:
             ts = f"{int(time.time())}.{int(stable_hex(key, 8), 16) % 1_000_000:06d}"
             return self.receipt(message, ctx, f"{channel}:{ts}", channel=channel, ts=ts).to_dict()
 

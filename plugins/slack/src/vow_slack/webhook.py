@@ -14,7 +14,6 @@ import httpx
 from vow.channels import Message, Receipt
 from vow.http import error_for_exception
 from vow.leaf import LeafContext
-
 from vow_slack.base import SlackChannel
 from vow_slack.errors import slack_error
 from vow_slack.message import payload

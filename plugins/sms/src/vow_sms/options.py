@@ -1,13 +1,11 @@
-"""The options of the ``sms`` channel (validated by vow with cattrs; a bad field names its key)."""
+"""The options of the ``sms`` channel (validated by vow: strict types, a bad field names its key)."""
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 import attrs
-
-TRANSPORTS = ("auto", "twilio", "simulated")
 
 E164 = re.compile(r"\+[1-9][0-9]{7,14}")
 """``+``, then 8 to 15 digits, the country code first (so never a leading 0)."""
@@ -16,43 +14,16 @@ E164_HELP = "E.164: '+' then 8-15 digits with the country code first, no spaces 
 
 MESSAGING_SERVICE_SID = re.compile(r"MG[0-9a-fA-F]{32}")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+HTTP_URL = re.compile(r"https?://[^/\s?#]+.*")
 
 
-def _one_of(allowed: tuple[str, ...]):
-    def check(_inst: object, attr: attrs.Attribute, value: str) -> None:
-        if value not in allowed:
-            raise ValueError(f"{attr.name}: {value!r} is not allowed (allowed: {', '.join(allowed)})")
-    return check
+def _e164(_inst: object, attr: attrs.Attribute[str], value: str) -> None:
+    if not E164.fullmatch(value):
+        raise ValueError(f"{value!r} is not a phone number in {E164_HELP}")
 
 
-def _e164_or_none(_inst: object, attr: attrs.Attribute, value: str | None) -> None:
-    if value is not None and not E164.fullmatch(value):
-        raise ValueError(f"{attr.name}: {value!r} is not a phone number in {E164_HELP}")
-
-
-def _service_sid_or_none(_inst: object, attr: attrs.Attribute, value: str | None) -> None:
-    if value is not None and not MESSAGING_SERVICE_SID.fullmatch(value):
-        raise ValueError(f"{attr.name}: {value!r} is not a Messaging Service SID ('MG' then 32 hex digits)")
-
-
-def _http_url_or_none(_inst: object, attr: attrs.Attribute, value: str | None) -> None:
-    if value is not None and not re.match(r"https?://[^/\s?#]+", value):
-        raise ValueError(f"{attr.name}: {value!r} is not an absolute http:// or https:// URL")
-
-
-def _env_name(_inst: object, attr: attrs.Attribute, value: str | None) -> None:
-    if value is not None and not ENV_NAME.fullmatch(value):
-        raise ValueError(f"{attr.name}: {value!r} is not an environment variable name")
-
-
-def _positive(_inst: object, attr: attrs.Attribute, value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attr.name}: must be more than 0 seconds, got {value}")
-
-
-def _not_negative(_inst: object, attr: attrs.Attribute, value: float) -> None:
-    if value < 0:
-        raise ValueError(f"{attr.name}: must be 0 seconds or more, got {value}")
+_optional = attrs.validators.optional
+_ENV = attrs.validators.matches_re(ENV_NAME)  # the NAME of an environment variable
 
 
 @attrs.frozen
@@ -64,16 +35,18 @@ class SmsOptions:
     variables and read when the channel is built.
     """
 
-    transport: str = attrs.field(default="auto", validator=_one_of(TRANSPORTS))
-    from_number: str | None = attrs.field(default=None, validator=_e164_or_none)
-    messaging_service_sid: str | None = attrs.field(default=None, validator=_service_sid_or_none)
-    status_callback: str | None = attrs.field(default=None, validator=_http_url_or_none)
-    account_sid_env: str = attrs.field(default="TWILIO_ACCOUNT_SID", validator=_env_name)
-    auth_token_env: str = attrs.field(default="TWILIO_AUTH_TOKEN", validator=_env_name)
-    api_key_sid_env: str | None = attrs.field(default=None, validator=_env_name)
-    api_key_secret_env: str = attrs.field(default="TWILIO_API_KEY_SECRET", validator=_env_name)
-    timeout: float = attrs.field(default=10.0, validator=_positive)
-    latency: float = attrs.field(default=0.15, validator=_not_negative)
+    transport: Literal["auto", "twilio", "simulated"] = "auto"
+    from_number: str | None = attrs.field(default=None, validator=_optional(_e164))
+    messaging_service_sid: str | None = attrs.field(
+        default=None, validator=_optional(attrs.validators.matches_re(MESSAGING_SERVICE_SID)))  # MG + 32 hex digits
+    status_callback: str | None = attrs.field(
+        default=None, validator=_optional(attrs.validators.matches_re(HTTP_URL)))  # an absolute http(s) URL
+    account_sid_env: str = attrs.field(default="TWILIO_ACCOUNT_SID", validator=_ENV)
+    auth_token_env: str = attrs.field(default="TWILIO_AUTH_TOKEN", validator=_ENV)
+    api_key_sid_env: str | None = attrs.field(default=None, validator=_optional(_ENV))
+    api_key_secret_env: str = attrs.field(default="TWILIO_API_KEY_SECRET", validator=_ENV)
+    timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    latency: float = attrs.field(default=0.15, validator=attrs.validators.ge(0))
     ledger: str | None = None
 
     def sender(self) -> dict[str, Any]:

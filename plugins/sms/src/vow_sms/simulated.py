@@ -8,7 +8,8 @@ can share); a second send with the same idempotency key returns the first receip
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from vow.channels import Message, Receipt
 from vow.leaf import LeafContext

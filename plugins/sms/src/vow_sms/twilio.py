@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import httpx
 
@@ -71,6 +72,7 @@ def callback_url(status_callback: str, key: str) -> str:
 
 def credentials_present(options: SmsOptions) -> bool:
     """Whether the environment holds the Twilio credentials ``options`` name (what ``auto`` checks)."""
+    needed: tuple[str, ...]
     if options.api_key_sid_env:
         needed = (options.account_sid_env, options.api_key_sid_env, options.api_key_secret_env)
     else:

@@ -1,4 +1,4 @@
-"""The openai image provider against a respx-mocked OpenAI-compatible server."""
+"""The openai image provider (vow-image-openai) against a respx-mocked OpenAI-compatible server."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import respx
 from vow.errors import ConfigError, PermanentError, TransientError
 from vow.faults import with_faults
 from vow.images import ImageRequest
-from vow.images.openai_compat import OpenAIImageOptions, OpenAIImageProvider
 from vow.leaf import LeafContext
 from vow.plugins import Plugins
+from vow_image_openai import plugin
+from vow_image_openai.provider import OpenAIImageOptions, OpenAIImageProvider
 
 URL = "https://api.openai.com/v1/images/generations"
 REQUEST = ImageRequest("a fox in a misty forest", "cartoon", seed=5, width=1024, height=1024)
@@ -145,7 +146,8 @@ def test_validation_error_and_bad_key_are_permanent(provider: OpenAIImageProvide
         provider.generate(REQUEST, CTX)
     assert info.value.code == "invalid_request_error"  # no code: the error type stands in
 
-    respx.post(URL).mock(return_value=httpx.Response(401, json=error_body("Incorrect API key provided", "invalid_api_key")))
+    respx.post(URL).mock(return_value=httpx.Response(401, json=error_body("Incorrect API key provided",
+                                                                          "invalid_api_key")))
     with pytest.raises(PermanentError, match="openai answered HTTP 401: Incorrect API key provided") as info:
         provider.generate(REQUEST, CTX)
     assert info.value.code == "invalid_api_key"
@@ -167,21 +169,20 @@ def test_unusable_answers_are_permanent(provider: OpenAIImageProvider, body: dic
 
 def test_a_missing_key_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MY_IMAGES_KEY", raising=False)
-    with pytest.raises(ConfigError, match="image provider 'openai': missing secret: set the environment variable MY_IMAGES_KEY"):
+    with pytest.raises(ConfigError,
+                       match="image provider 'openai': missing secret: set the environment variable MY_IMAGES_KEY"):
         OpenAIImageProvider(OpenAIImageOptions(api_key_env="MY_IMAGES_KEY"))
 
 
 def test_bad_options_are_config_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk")
     plugins = Plugins(entry_points=False)
-    from vow.images import openai_compat
-
-    plugins.add(openai_compat, "openai")
-    for options, message in [({"size": "big"}, "size must look like 1024x1024"),
-                             ({"base_url": "api.openai.com"}, "base_url must be an http\\(s\\) URL"),
+    plugins.add(plugin, "openai")
+    for options, message in [({"size": "big"}, r"options\.size: 'size' must match regex"),
+                             ({"base_url": "api.openai.com"}, r"options\.base_url: 'base_url' must match regex"),
                              ({"prompt_template": "{style}"}, "prompt_template must contain \\{prompt\\}"),
-                             ({"timeout": 0}, "timeout must be > 0"),
-                             ({"modle": "x"}, "extra fields found.*allowed: base_url, model")]:
+                             ({"timeout": 0}, r"options\.timeout: 'timeout' must be > 0: 0"),
+                             ({"modle": "x"}, r"options\.modle: unknown key \(allowed: base_url, model")]:
         with pytest.raises(ConfigError, match=message):
             plugins.image_providers.build("openai", options)
 
@@ -197,6 +198,6 @@ def test_an_injected_status_maps_like_a_real_one(provider: OpenAIImageProvider) 
     assert faulty.generate(REQUEST, LeafContext("x", attempt=2)).png == tiny_png()
 
 
-def test_registered_as_a_builtin_of_the_core() -> None:
+def test_registered_by_its_own_distribution_through_the_entry_point() -> None:
     registration = Plugins().image_providers.get("openai")
-    assert (registration.distribution, registration.options_class) == ("vow", OpenAIImageOptions)
+    assert (registration.distribution, registration.options_class) == ("vow-image-openai", OpenAIImageOptions)

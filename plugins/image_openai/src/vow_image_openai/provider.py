@@ -20,15 +20,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 import httpx
 
 from vow.config import secret
 from vow.errors import PermanentError
-from vow.hookspecs import Register, hookimpl
 from vow.http import error_for_exception, error_for_status, is_transient_status
 from vow.images import GeneratedImage, ImageRequest
 from vow.leaf import LeafContext
@@ -39,24 +38,9 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached"})
 
 
-def _url(_inst: object, attribute: attrs.Attribute, value: str) -> None:
-    if not re.match(r"^https?://[^/\s]+", value):
-        raise ValueError(f"{attribute.name} must be an http(s) URL such as https://api.openai.com, got {value!r}")
-
-
-def _size(_inst: object, attribute: attrs.Attribute, value: str | None) -> None:
-    if value is not None and not re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*", value):
-        raise ValueError(f"{attribute.name} must look like 1024x1024, got {value!r}")
-
-
-def _template(_inst: object, attribute: attrs.Attribute, value: str) -> None:
+def _template(_inst: object, attribute: attrs.Attribute[str], value: str) -> None:
     if "{prompt}" not in value:
         raise ValueError(f"{attribute.name} must contain {{prompt}} (and may contain {{style}}), got {value!r}")
-
-
-def _positive(_inst: object, attribute: attrs.Attribute, value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"{attribute.name} must be > 0 seconds, got {value}")
 
 
 @attrs.frozen
@@ -70,11 +54,13 @@ class OpenAIImageOptions:
     ``extra``: more body fields passed as they are (``quality``, ``background``, ...).
     """
 
-    base_url: str = attrs.field(default="https://api.openai.com", validator=_url)
+    base_url: str = attrs.field(default="https://api.openai.com",
+                                validator=attrs.validators.matches_re(r"https?://[^/\s]+.*"))  # an http(s) URL
     model: str = "dall-e-3"
     api_key_env: str = "OPENAI_API_KEY"
-    size: str | None = attrs.field(default=None, validator=_size)
-    timeout: float = attrs.field(default=120.0, validator=_positive)
+    size: str | None = attrs.field(default=None, validator=attrs.validators.optional(
+        attrs.validators.matches_re(r"[1-9][0-9]*x[1-9][0-9]*")))  # like 1024x1024
+    timeout: float = attrs.field(default=120.0, validator=attrs.validators.gt(0))
     prompt_template: str = attrs.field(default="{prompt}, in a {style} style", validator=_template)
     extra: dict[str, Any] = attrs.field(factory=dict)
 
@@ -129,7 +115,8 @@ class OpenAIImageProvider:
             encoded = item["b64_json"]
         except (ValueError, KeyError, IndexError, TypeError):
             raise PermanentError(f"{PROVIDER}: the answer has no data[0].b64_json (does the server "
-                                 f"honour response_format=b64_json?): {response.text[:200]}", code="bad_response") from None
+                                 f"honour response_format=b64_json?): {response.text[:200]}",
+                                 code="bad_response") from None
         try:
             png = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError, TypeError):
@@ -152,10 +139,3 @@ def _provider_error(detail: str) -> tuple[str, str | None]:
         return str(message), (str(code) if code else None)
     except (ValueError, KeyError, TypeError, AttributeError):
         return detail[:500], None
-
-
-@hookimpl
-def vow_register_image_providers(register: Register) -> None:
-    """Register ``openai``."""
-    register(PROVIDER, OpenAIImageProvider, OpenAIImageOptions,
-             "Any OpenAI-compatible /v1/images/generations endpoint (OpenAI, LocalAI, gateways)")

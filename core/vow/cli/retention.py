@@ -1,0 +1,90 @@
+"""``vow prune``: delete finished runs older than a cutoff, and say what went."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from vow.cli.common import json_option, print_json, store_option
+from vow.retention import PruneResult, describe_seconds, parse_duration, parse_states
+
+SHOWN = 20
+"""Runs listed by name in the text report (``--json`` lists them all)."""
+
+_WORDS = {"resolved": "succeeded", "rejected": "failed", "timedout": "timed out", "canceled": "canceled"}
+
+
+@click.command()
+@click.option("--older-than", "older_than", required=True, metavar="AGE",
+              help="Only runs that settled longer ago than this: 30d, 12h, 90m, 45s, 2w (or 1d12h).")
+@click.option("--state", "states", metavar="STATES", default=None,
+              help="Only runs that ended so: a comma-separated list of succeeded, failed (includes timed out), "
+                   "canceled [default: all three].")
+@click.option("--dry-run", is_flag=True, help="Delete nothing; list what would be deleted.")
+@click.option("--compact", is_flag=True,
+              help="Also rewrite the store file to give all free space back to the disk (SQLite: needed once "
+                   "for a file made without incremental vacuum; writers wait meanwhile, so stop workers first).")
+@store_option
+@json_option
+def prune(older_than: str, states: str | None, dry_run: bool, compact: bool, store: str | None,
+          as_json: bool) -> None:
+    """Delete finished runs (each root with its whole promise tree) that settled before a cutoff.
+
+    A pending run is never touched, nor any part of one. The space is given back to the disk where
+    the store can do it without blocking writers, and the SQLite log is truncated.
+    """
+    from vow.client import Vow
+
+    seconds = parse_duration(older_than, what="--older-than")
+    chosen = parse_states(states, what="--state")
+    with Vow(store) as vow:
+        cutoff = vow.store.now() - seconds  # the store's clock, as for leases and deadlines
+        result = vow.store.prune(before=cutoff, states=chosen, dry_run=dry_run, compact=compact)
+        url = vow.store.url
+    if as_json:
+        print_json({"store": url, "cutoff": cutoff, **result.to_json()})
+        return
+    _report(result, url, cutoff, seconds)
+
+
+def _report(result: PruneResult, url: str, cutoff: float, seconds: float) -> None:
+    verb = "would remove" if result.dry_run else "removed"
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(cutoff))
+    if not result.runs:
+        click.echo(f"no finished runs settled before {when} ({describe_seconds(seconds)} ago) in {url}")
+    else:
+        states = ", ".join(f"{n} {_WORDS.get(s, s)}" for s, n in sorted(result.by_state().items()))
+        click.echo(f"{verb} {_count(len(result.runs), 'run')} ({states}) holding "
+                   f"{_count(result.promises, 'promise')}, settled before {when}, from {url}")
+        width = max(len(run.id) for run in result.runs[:SHOWN])
+        for run in result.runs[:SHOWN]:
+            settled = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.settled_at))
+            click.echo(f"  {run.id.ljust(width)}  {_WORDS.get(run.state.value, run.state.value):<9}  "
+                       f"{_count(run.promises, 'promise'):>14}  settled {settled}")
+        if len(result.runs) > SHOWN:
+            click.echo(f"  ... and {len(result.runs) - SHOWN:,} more (--json lists them all)")
+    if result.dry_run or result.bytes_before is None or not (result.runs or result.compacted):
+        return
+    disk = f"on disk: {_size(result.bytes_before)} -> {_size(result.bytes_after or 0)}"
+    if result.compacted:
+        disk += " (file rewritten with incremental vacuum on: later prunes give space back by themselves)"
+    if result.wal_truncated is False:
+        disk += "; the log could not be truncated now (the store is busy): the next checkpoint will do it"
+    click.echo(disk)
+    if result.free_bytes and not result.compacted:
+        click.echo(f"{_size(result.free_bytes)} stay free inside the file for new promises; "
+                   "`vow prune --compact` (with no worker running) gives them back to the disk once, "
+                   "and every prune does after that")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"  # pragma: no cover

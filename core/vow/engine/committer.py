@@ -1,0 +1,180 @@
+"""The committer: every write of an engine round goes through it, and nothing acts before it.
+
+During a round the engine records, per root workflow, the promises to create and settle, the
+attempt counts to store, and the *actions* that may happen only once those writes are durable:
+starting a leaf, arming a timer, answering a caller, telling observers. :meth:`Committer.commit`
+writes every root's writes in one store transaction (a group commit: one commit per round, not
+per promise), fenced with each root's lease token, and only then runs the actions of the roots
+whose writes committed.
+
+A root's writes are all or nothing. If the store refuses some roots — their lease moved on
+(:class:`~vow.errors.LeaseLostError`) or one of their transitions lost to a change stored from
+outside (:class:`~vow.errors.ConflictError`) — their writes and actions are dropped and the rest
+is committed again. If the store fails for another reason, each root is tried on its own, so one
+bad root fails alone. The caller learns which roots ended how from the :class:`CommitResult`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import attrs
+
+from vow.errors import ConflictError, LeaseLostError
+from vow.records import Batch, Lease, PromiseRecord, Settle
+
+__all__ = ["CommitResult", "Committer"]
+
+_log = logging.getLogger("vow.engine")
+
+Action = tuple[Callable[..., None], tuple[Any, ...]]
+
+
+class RootWrites:
+    """The writes and post-commit actions of one root in the round being built."""
+
+    __slots__ = ("creates", "settles", "attempts", "actions", "token")
+
+    def __init__(self, token: int) -> None:
+        self.creates: list[PromiseRecord] = []
+        self.settles: list[Settle] = []
+        self.attempts: dict[str, int] = {}
+        self.actions: list[Action] = []
+        self.token = token
+
+    def has_writes(self) -> bool:
+        return bool(self.creates or self.settles or self.attempts)
+
+
+@attrs.define
+class CommitResult:
+    """How a commit ended, root by root."""
+
+    lost: list[str] = attrs.field(factory=list)  # another owner holds them, or they were settled outside
+    conflicts: dict[str, dict[str, PromiseRecord]] = attrs.field(factory=dict)  # root -> records that won
+    failed: dict[str, BaseException] = attrs.field(factory=dict)  # the store failed for these roots
+    existing: dict[str, tuple[str, PromiseRecord]] = attrs.field(factory=dict)  # id -> (root that made it,
+    # the record that was there already)
+
+
+class Committer:
+    """Collects a round's writes per root and commits them in one fenced transaction."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self._roots: dict[str, RootWrites] = {}
+        self._releases: list[Lease] = []
+
+    def writes(self, root: str, token: int) -> RootWrites:
+        """The writes of ``root`` in the round being built (append to its lists directly in hot paths)."""
+        writes = self._roots.get(root)
+        if writes is None:
+            writes = self._roots[root] = RootWrites(token)
+        return writes
+
+    def create(self, root: str, token: int, record: PromiseRecord) -> None:
+        """Store ``record`` in this round's commit."""
+        self.writes(root, token).creates.append(record)
+
+    def settle(self, root: str, token: int, settle: Settle) -> None:
+        """Settle a promise in this round's commit."""
+        self.writes(root, token).settles.append(settle)
+
+    def attempt(self, root: str, token: int, id: str, attempt: int) -> None:
+        """Store the attempt number of a pending promise in this round's commit."""
+        self.writes(root, token).attempts[id] = attempt
+
+    def after(self, root: str, token: int, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn(*args)`` once this round's writes of ``root`` are committed (never if they are not)."""
+        self.writes(root, token).actions.append((fn, args))
+
+    def release(self, lease: Lease) -> None:
+        """Give ``lease`` back after this round's commit."""
+        self._releases.append(lease)
+
+    def drop(self, root: str) -> None:
+        """Forget ``root``'s writes and actions in the round being built (it stops here)."""
+        self._roots.pop(root, None)
+
+    def pending(self) -> bool:
+        """Whether anything waits for a commit."""
+        return bool(self._roots or self._releases)
+
+    # -- committing
+
+    def commit(self) -> tuple[CommitResult, list[Action]]:
+        """Commit the round; returns how each root ended and the actions now allowed to run."""
+        roots, self._roots = self._roots, {}
+        releases, self._releases = self._releases, []
+        result = CommitResult()
+        writing = {rid: w for rid, w in roots.items() if w.has_writes()}
+        committed = self._apply(writing, result)
+        actions: list[Action] = []
+        for rid, writes in roots.items():
+            if rid in committed or rid not in writing:
+                actions.extend(writes.actions)
+        if releases:
+            try:
+                self._store.release_many(releases)
+            except Exception:  # noqa: BLE001 - an unreleased lease only delays a takeover until it expires
+                _log.warning("could not release the leases on %s", [x.root for x in releases], exc_info=True)
+        return result, actions
+
+    def _apply(self, writing: dict[str, RootWrites], result: CommitResult) -> set[str]:
+        """Apply ``writing`` in one transaction, dropping the roots the store refuses; the roots committed."""
+        left = dict(writing)
+        for _ in range(len(writing) + 2):
+            if not left:
+                return set()
+            try:
+                stored = self._store.apply(_merge(left))
+            except LeaseLostError as exc:
+                refused = set(exc.roots or left) & set(left)
+                result.lost.extend(sorted(refused))
+                for rid in refused:
+                    del left[rid]
+                continue
+            except ConflictError as exc:
+                refused = set(exc.roots) & set(left)
+                if not refused:  # a store that named no root: give every root its chance alone
+                    return self._one_by_one(left, result)
+                for rid in refused:
+                    result.conflicts[rid] = {i: r for i, r in exc.records.items() if getattr(r, "root", rid) == rid}
+                    del left[rid]
+                continue
+            except Exception as exc:  # noqa: BLE001 - the store failed: nothing of this batch is durable
+                if len(left) == 1:
+                    [rid] = left
+                    result.failed[rid] = exc
+                    return set()
+                _log.warning("a group commit of %d roots failed (%s); committing them one by one", len(left), exc)
+                return self._one_by_one(left, result)
+            if stored.existing:
+                for rid, writes in left.items():
+                    for record in writes.creates:
+                        found = stored.existing.get(record.id)
+                        if found is not None:
+                            result.existing[record.id] = (rid, found)
+            return set(left)
+        return set()
+
+    def _one_by_one(self, left: dict[str, RootWrites], result: CommitResult) -> set[str]:
+        committed: set[str] = set()
+        for rid, writes in left.items():
+            committed |= self._apply({rid: writes}, result)
+        return committed
+
+
+def _merge(roots: dict[str, RootWrites]) -> Batch:
+    """One batch of every root's writes, each fenced with its token."""
+    if len(roots) == 1:
+        [(rid, w)] = roots.items()
+        return Batch(creates=w.creates, settles=w.settles, attempts=w.attempts, fences={rid: w.token})
+    batch = Batch()
+    for rid, w in roots.items():
+        batch.creates.extend(w.creates)
+        batch.settles.extend(w.settles)
+        batch.attempts.update(w.attempts)
+        batch.fences[rid] = w.token
+    return batch

@@ -1,0 +1,833 @@
+"""The engine: one thread that steps workflows and commits each round's writes together.
+
+Each turn of the loop:
+
+1. takes every message waiting in the inbox (leaf outcomes, starts, outside changes, lost leases)
+   and fires the timers that are due;
+2. steps every workflow that can move (:mod:`vow.engine.stepper`), collecting the promises it
+   creates and settles;
+3. commits all of those writes in **one** store transaction (:mod:`vow.engine.committer`);
+4. only then does what the commit made true: starts leaves, arms timers, answers callers.
+
+Every transition — a leaf's result, a deadline, a cancel or resolve from outside — is judged by a
+commit: if the store refuses it (another outcome was stored first), nothing the workflow did
+after it is kept or acted on, and the root is replayed from the store. The other parts: the
+leaf runner (:mod:`~vow.engine.leaves`), retries and their durable back-offs
+(:mod:`~vow.engine.retries`), the lease keeper (:mod:`~vow.engine.leases`), the watcher of
+outside changes (:mod:`~vow.engine.watcher`) and the timers (:mod:`~vow.engine.timers`).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any, Callable
+
+from vow import encoding
+from vow.engine.committer import CommitResult, Committer, RootWrites
+from vow.engine.leases import LeaseKeeper
+from vow.engine.leaves import LeafOutcome, LeafRunner
+from vow.engine.model import PromiseNode, RootRun, WorkflowRun
+from vow.engine.retries import Retries
+from vow.engine.starts import StartRequest, same_run_error
+from vow.engine.stepper import Stepper
+from vow.engine.timers import Timers
+from vow.engine.watcher import Watcher
+from vow.errors import (
+    EncodeError,
+    PromiseNotFoundError,
+    PromiseTimeoutError,
+    RunParkedError,
+    VowError,
+)
+from vow.events import Event, EventKind
+from vow.failures import FailureCodec
+from vow.outcomes import combine_update, fill_from_record, outcome, set_future, set_future_from_record
+from vow.records import Batch, Kind, Lease, PromiseRecord, Settle, State
+from vow.retry import DEFAULT_WORKFLOW_POLICY
+from vow.stores.base import ChangeFeed
+
+__all__ = ["Engine"]
+
+_log = logging.getLogger("vow.engine")
+
+# inbox message tags
+_LEAF, _START, _CHANGES, _REMOTE, _LOST, _CALL, _STOP = range(7)
+_PENDING = State.PENDING
+
+
+class Engine:
+    """Runs workflows for one :class:`vow.Vow` client on a dedicated thread."""
+
+    def __init__(self, store: Any, *, owner: str, name_of: Callable[[Any], str], lookup: Callable[[str], Any],
+                 observers: list[Any], codec: FailureCodec, plugins: Any = None, max_threads: int = 1024,
+                 max_concurrency: int | None = None, lease_ttl: float = 15.0, poll_interval: float = 0.05,
+                 max_recoveries: int | None = None) -> None:
+        self.store = store
+        self.owner = owner
+        self.lease_ttl = lease_ttl
+        self.codec = codec
+        self._lookup = lookup
+        self._observers = observers
+        self.observed = bool(observers)
+        self.inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        put = self.inbox.put
+        self.now = store_clock(store)
+        self.timers = Timers(self.now)
+        self.committer = Committer(store)
+        self.keeper = LeaseKeeper(store, owner, lease_ttl, max_recoveries=max_recoveries,
+                                  on_lost=lambda roots: put((_LOST, roots)))
+        self.watcher = Watcher(store, poll_interval, on_changes=lambda feed: put((_CHANGES, feed)),
+                               on_remote=lambda records, free: put((_REMOTE, records, free)))
+        scopes = [o.leaf_scope for o in observers if callable(getattr(o, "leaf_scope", None))]
+        self.leaves = LeafRunner(lambda result: put((_LEAF, result)), max_threads=max_threads,
+                                 max_concurrency=max_concurrency, scopes=scopes, plugins=plugins)
+        self.stepper = Stepper(self, self.committer, now=self.now, name_of=name_of)
+        self.retries = Retries(self.committer, self.timers, self.now, encode_error=codec.encode,
+                               on_retry=self._retry_scheduled, start_leaf=self._start_leaf,
+                               start_body=self.stepper.begin)
+        self._roots: dict[str, RootRun] = {}
+        self._starts: list[StartRequest] = []
+        self._remote: dict[str, list[StartRequest]] = {}  # roots another worker runs, which callers here wait for
+        self._orphans: dict[str, dict[str, LeafOutcome]] = {}  # leaf outcomes no live promise claimed yet, by root
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ any thread
+    def start(self) -> None:
+        """Start the engine thread and its helpers (idempotent)."""
+        with self._lock:
+            if self._thread is not None:
+                return
+            self.keeper.show_alive()
+            self.watcher.start()
+            self._thread = threading.Thread(target=self._main, name="vow-engine", daemon=True)
+            self._thread.start()
+
+    def submit(self, request: StartRequest) -> Any:
+        """Run, join or resume a root workflow; returns the future of its result."""
+        self.start()
+        self.inbox.put((_START, request))
+        return request.future
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the engine thread."""
+        self.start()
+        self.inbox.put((_CALL, fn))
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop; running roots stay pending in the store with their leases released."""
+        thread = self._thread
+        if thread is not None:
+            self.inbox.put((_STOP,))
+            thread.join(timeout)
+        self.watcher.stop()
+        self.keeper.stop()
+        self.leaves.close()
+
+    # ------------------------------------------------------------------ the loop
+    def _main(self) -> None:
+        try:
+            self._loop()
+        except BaseException:  # pragma: no cover - a bug in the engine must not hang callers
+            _log.exception("vow engine crashed")
+            self._fail_everything(VowError("the vow engine stopped after an internal error; see the log"))
+
+    def _loop(self) -> None:
+        inbox, timers = self.inbox, self.timers
+        while True:
+            timeout = timers.timeout()
+            try:
+                msg = inbox.get(timeout=timeout) if timeout != 0.0 else inbox.get_nowait()
+            except queue.Empty:
+                msg = None
+            while msg is not None:
+                if msg[0] == _STOP:
+                    self._shutdown()
+                    return
+                try:
+                    self._handle(msg)
+                except Exception:  # noqa: BLE001 - one bad message must not stop every workflow
+                    _log.exception("vow engine: handling a message failed")
+                try:
+                    msg = inbox.get_nowait()
+                except queue.Empty:
+                    msg = None
+            try:
+                timers.fire_due()
+                self._round()
+            except Exception:  # noqa: BLE001
+                _log.exception("vow engine: a round failed")
+
+    def _handle(self, msg: tuple[Any, ...]) -> None:
+        tag = msg[0]
+        if tag == _LEAF:
+            self._on_leaf(msg[1])
+        elif tag == _START:
+            request: StartRequest = msg[1]
+            root = self._roots.get(request.id)
+            if root is not None:
+                self._join(request, root)
+            else:
+                self._starts.append(request)
+        elif tag == _CHANGES:
+            self._on_changes(msg[1])
+        elif tag == _REMOTE:
+            self._on_remote(msg[1], msg[2])
+        elif tag == _LOST:
+            for rid in msg[1]:
+                root = self._roots.get(rid)
+                if root is not None:
+                    self._lose(root)
+        elif tag == _CALL:
+            msg[1]()
+
+    def _round(self) -> None:
+        stepper, committer = self.stepper, self.committer
+        while True:
+            if self._starts:
+                self._process_starts()
+            stepper.step_ready()
+            if committer.pending():
+                result, actions = committer.commit()
+                self._after_commit(result)
+                for fn, args in actions:
+                    fn(*args)
+            if not (self._starts or stepper.ready or committer.pending()):
+                return
+
+    def _after_commit(self, result: CommitResult) -> None:
+        for rid, record in result.existing.values():
+            self._existing(rid, record)
+        for rid in result.lost:
+            root = self._roots.get(rid)
+            if root is not None:
+                self._lose(root)
+        for rid, won in result.conflicts.items():
+            root = self._roots.get(rid)
+            if root is not None:
+                self._replay(root, won)
+        for rid, error in result.failed.items():
+            root = self._roots.get(rid)
+            if root is not None:
+                _log.error("store commit of %s failed: %s", rid, error)
+                self._abort(root, error)
+
+    # ------------------------------------------------------------------ starting roots
+    def _join(self, request: StartRequest, root: RootRun) -> None:
+        """Add a caller to a root running here, if it asks for the same run."""
+        if not request.resume_only and root.run is not None:
+            error = same_run_error(request.id, root.run.node.func, root.args_text, request.name, request.args_text)
+            if error is not None:
+                request.fail(error)
+                return
+        root.futures.append(request.future)
+        if request.lease is not None and request.lease.token != root.token:
+            self.store.release(request.lease)
+
+    def _process_starts(self) -> None:
+        requests, self._starts = self._starts, []
+        try:
+            found = self.store.get_many([r.id for r in requests if r.id not in self._roots])
+        except Exception as exc:  # noqa: BLE001 - the store failed: these callers get the error, others go on
+            for req in requests:
+                req.fail(exc)
+            return
+        fresh: dict[str, tuple[StartRequest, PromiseRecord]] = {}
+        later: list[StartRequest] = []
+        now = self.now()
+        for req in requests:
+            root = self._roots.get(req.id)
+            if root is not None:
+                self._join(req, root)
+            elif (record := found.get(req.id)) is not None:
+                self._guarded(req, self._start_existing, req, record)
+            elif req.id in fresh:
+                later.append(req)
+            elif req.resume_only:
+                req.fail(PromiseNotFoundError(f"no workflow with id {req.id!r}"))
+            else:
+                fresh[req.id] = (req, PromiseRecord(
+                    req.id, State.PENDING, Kind.WORKFLOW, req.id, req.name, req.args_text, None, None, None,
+                    req.id, 1, now, None, req.tags))
+        if fresh:
+            self._create_roots(fresh)
+        for req in later:
+            root = self._roots.get(req.id)
+            if root is not None:
+                self._join(req, root)
+            else:
+                self._starts.append(req)
+
+    def _create_roots(self, fresh: dict[str, tuple[StartRequest, PromiseRecord]]) -> None:
+        try:
+            result = self.store.apply(Batch(creates=[record for _, record in fresh.values()]))
+        except Exception as exc:  # noqa: BLE001 - nothing of this batch was stored
+            for req, _ in fresh.values():
+                req.fail(exc)
+            return
+        created = []
+        for req, record in fresh.values():
+            existing = result.existing.get(req.id)
+            if existing is not None:
+                self._guarded(req, self._start_existing, req, existing)
+            else:
+                created.append((req, record))
+        if not created:
+            return
+        try:
+            leases = self.keeper.claim_many([req.id for req, _ in created])
+        except Exception as exc:  # noqa: BLE001 - stored but unclaimed: a worker or a retry picks them up
+            for req, _ in created:
+                req.fail(exc)
+            return
+        for req, record in created:
+            self._emit(EventKind.CREATED, record.id, record.id, None, record.func, Kind.WORKFLOW, 1)
+            lease = leases.get(req.id)
+            if lease is None:
+                self._wait_remote(req)
+            else:
+                self._guarded(req, self._launch_root, req, record, lease, {})
+
+    def _start_existing(self, req: StartRequest, record: PromiseRecord) -> None:
+        if not req.resume_only:
+            error = same_run_error(req.id, record.func, record.args, req.name, req.args_text)
+            if error is not None:
+                req.fail(error)
+                return
+        if record.settled:
+            set_future_from_record(req.future, record, self.codec)
+            return
+        lease = req.lease or self.keeper.claim(req.id)
+        if lease is None:
+            current = self.store.lease(req.id)
+            if current is not None and current.parked:
+                req.fail(RunParkedError(current.parked))
+                return
+            self._wait_remote(req)
+            return
+        self._resume(req, record, lease)
+
+    def _resume(self, req: StartRequest, record: PromiseRecord, lease: Lease) -> None:
+        if req.fn is None:
+            registered = self._lookup(record.func)
+            if registered is None:
+                self.store.release(lease)
+                req.fail(VowError(f"workflow {record.func!r} (id {record.id!r}) is not registered in this process; "
+                                  "register it with @vow.register before resuming"))
+                return
+            req.fn, req.policy, req.concurrency = registered.fn, registered.retry, registered.concurrency
+            args, kwargs = encoding.decode_args(record.args)
+            req.args, req.kwargs = tuple(args), kwargs
+        tree = self.store.tree(record.id)
+        current = next((r for r in tree if r.id == record.id), record)
+        if current.settled:  # it finished between our read and our claim: answer from the store
+            self.store.release(lease)
+            set_future_from_record(req.future, current, self.codec)
+            return
+        self._emit(EventKind.RESUMED, record.id, record.id, None, record.func, Kind.WORKFLOW, record.attempt)
+        self._launch_root(req, current, lease, {r.id: r for r in tree if r.id != record.id})
+
+    def _launch_root(self, req: StartRequest, record: PromiseRecord, lease: Lease,
+                     stored: dict[str, PromiseRecord]) -> None:
+        root = RootRun(record.id, lease.token, stored, req.concurrency, record.args, [req.future])
+        self._roots[record.id] = root
+        self.keeper.keep(lease)
+        assert req.fn is not None
+        self._begin_root(root, record, req.fn, req.args, req.kwargs, req.policy or DEFAULT_WORKFLOW_POLICY)
+
+    def _begin_root(self, root: RootRun, record: PromiseRecord, fn: Callable[..., Any], args: tuple[Any, ...],
+                    kwargs: dict[str, Any], policy: Any) -> None:
+        node = PromiseNode(record.id, Kind.WORKFLOW, record.func, root, None, None, record.attempt or 1,
+                           record.idempotency_key or record.id, record.timeout, dict(record.tags))
+        run = WorkflowRun(node, root, fn, args, kwargs, policy)
+        node.child = run
+        root.run = run
+        if node.deadline is not None:
+            self.committer.after(root.id, root.token, self._arm_deadline, node)
+        if not self.retries.resume_in_backoff(node, root.stored):
+            self.stepper.begin(run)
+
+    def _wait_remote(self, req: StartRequest) -> None:
+        self._remote.setdefault(req.id, []).append(req)
+        self.watcher.watch_remote(req.id)
+
+    def _guarded(self, req: StartRequest, fn: Callable[..., None], *args: Any) -> None:
+        """Run a step of starting ``req``; if the store fails, that caller gets the error and the engine goes on."""
+        try:
+            fn(*args)
+        except Exception as exc:  # noqa: BLE001
+            _log.warning("starting %s failed: %s", req.id, exc)
+            req.fail(exc)
+
+    # ------------------------------------------------------------------ what the stepper asks for
+    def launch(self, node: PromiseNode, writes: RootWrites | None = None) -> None:
+        """Carry on with a pending promise a workflow just made or met again on a replay (``writes``:
+        its root's writes in this round, when the caller holds them)."""
+        root = node.root
+        kind = node.kind
+        if kind is Kind.WORKFLOW:
+            call = node.call
+            assert call is not None
+            child = WorkflowRun(node, root, call.fn, call.args, call.kwargs,  # type: ignore[arg-type]
+                                call.opts.retry or DEFAULT_WORKFLOW_POLICY, call.opts.non_retryable)
+            node.child = child
+            if not self.retries.resume_in_backoff(node, root.stored):
+                self.stepper.begin(child)
+        elif kind is Kind.STEP:
+            if node.attempt == 1 or not self.retries.resume_in_backoff(node, root.stored):
+                (writes or self.committer.writes(root.id, root.token)).actions.append((self._start_leaf, (node,)))
+        elif kind is Kind.SLEEP:
+            self.committer.after(root.id, root.token, self._arm_sleep, node)
+            return
+        if node.deadline is not None:
+            self.committer.after(root.id, root.token, self._arm_deadline, node)
+
+    def finished(self, run: WorkflowRun, ok: bool, value: Any) -> None:
+        """A workflow body returned (``ok``) or raised ``value``: settle its promise, or retry it."""
+        node = run.node
+        run.gen = None
+        if ok:
+            try:
+                value, text = encoding.normalize(value, what=f"the result of workflow {node.label()}")
+            except EncodeError as exc:
+                ok, value = False, exc
+            else:
+                self.settle(node, State.RESOLVED, value, None, text)
+                return
+        if node.state is not _PENDING or node.root.done:
+            return
+        if self.retries.retry_workflow(run, value):
+            return
+        self._reject(node, value)
+
+    def abort(self, root: RootRun, error: BaseException) -> None:
+        """Stop running ``root`` here without settling it; its stored state stays as it was."""
+        self._abort(root, error)
+
+    def started(self, run: WorkflowRun) -> None:
+        if self._observers:
+            node = run.node
+            self.committer.after(run.root.id, run.root.token, self._emit, EventKind.STARTED, node.id, run.root.id,
+                                 node.parent_id, node.func, Kind.WORKFLOW, node.attempt)
+
+    def created(self, node: PromiseNode) -> None:
+        if self._observers:
+            self._emit(EventKind.CREATED, node.id, node.root.id, node.parent_id, node.func, node.kind, node.attempt,
+                       key=node.key)
+
+    # ------------------------------------------------------------------ settling
+    def settle(self, node: PromiseNode, state: State, value: Any, error: BaseException | None,
+               text: str | None) -> None:
+        """Settle ``node`` in this round's commit and wake whoever waits for it (they may run ahead of
+        the commit; if it is refused, the root is replayed)."""
+        now = self.now()
+        node.state = state
+        node.value = value
+        node.error = error
+        node.settled_at = now
+        root = node.root
+        root.live.pop(node.id, None)
+        if node.timer is not None:
+            self.timers.cancel(node.timer)
+            node.timer = None
+        self.committer.writes(root.id, root.token).settles.append(Settle(node.id, state, text, now))
+        if node.run is None:
+            self._finish_root(root)  # its leftover branches settle first: observers see them end before the run
+        elif node.child is not None:
+            self._stop_under(node)
+        if self._observers:
+            self.committer.after(root.id, root.token, self._emit, EventKind.SETTLED, node.id, root.id,
+                                 node.parent_id, node.func, node.kind, node.attempt, state.value,
+                                 _describe(error) if error is not None else None)
+        if node.run is not None:
+            self._wake(node)
+
+    def _reject(self, node: PromiseNode, error: BaseException) -> None:
+        text = self.codec.encode(error)
+        self.settle(node, State.REJECTED, None, self.codec.decode(text), text)
+
+    def _wake(self, node: PromiseNode) -> None:
+        waiters = node.waiters
+        if not waiters:
+            return
+        node.waiters = []
+        ready = self.stepper.ready
+        for run, awaited in waiters:
+            if run.waiting is not awaited or run.root.done:
+                continue
+            if awaited is node:
+                value, exc = outcome(node)
+            else:
+                done, value, exc = combine_update(awaited, node)
+                if not done:
+                    continue
+            run.waiting = None
+            ready.append((run, value, exc))
+
+    def _stop_under(self, node: PromiseNode) -> None:
+        """A child workflow settled (it finished, timed out or was canceled): close its generator and
+        cancel what it left pending (a branch nobody waits for any more)."""
+        child = node.child
+        if child is not None and child.gen is not None:
+            child.close()
+        root = node.root
+        for other in list(root.live.values()):
+            if other is not node and _under(other, node):
+                self._cancel(other)
+
+    def _cancel(self, node: PromiseNode) -> None:
+        if node.state is _PENDING:
+            if node.child is not None:
+                node.child.close()
+            self.settle(node, State.CANCELED, None, None, None)
+
+    def _finish_root(self, root: RootRun) -> None:
+        root.done = True
+        for child in list(root.live.values()):  # branches nobody waits for any more (after first/any)
+            self._cancel(child)
+        self.committer.after(root.id, root.token, self._report_root, root)
+
+    def _report_root(self, root: RootRun) -> None:
+        if self._roots.get(root.id) is not root:
+            return
+        self._forget(root)
+        assert root.run is not None
+        for future in root.futures:
+            set_future(future, root.run.node)
+
+    def _forget(self, root: RootRun, release: bool = True) -> None:
+        """Stop tracking ``root`` here: its lease is given back (or gone), its waiters dropped."""
+        self._roots.pop(root.id, None)
+        self._orphans.pop(root.id, None)
+        lease = self.keeper.forget(root.id)
+        if lease is not None and release:
+            self.committer.release(lease)  # with the round's next commit: many roots, one transaction
+
+    # ------------------------------------------------------------------ leaves and timers
+    def _start_leaf(self, node: PromiseNode) -> None:
+        root = node.root
+        if node.state is not _PENDING or root.done or node.running:
+            return
+        if node.adopted and self.leaves.running(node.id) == node.attempt:
+            node.running = True  # a replayed root meets an attempt already in flight: adopt it
+            return
+        if self._orphans:
+            early = self._orphans.get(root.id, {}).pop(node.id, None)
+            if early is not None and early[2] == node.attempt:
+                self._on_leaf(early)
+                return
+        if node.deadline is not None and self.now() >= node.deadline:
+            self._deadline(node)  # its time ran out while no process ran it: never start it
+            return
+        if self._observers:
+            self._emit(EventKind.STARTED, node.id, root.id, node.parent_id, node.func, Kind.STEP, node.attempt,
+                       key=node.key)
+        self.leaves.start(node, root.limit)
+
+    def _on_leaf(self, result: LeafOutcome) -> None:
+        pid, rid, attempt, ok, value, text = result
+        self.leaves.finished(pid, rid)
+        root = self._roots.get(rid)
+        if root is None:
+            return
+        node = root.live.get(pid)
+        if node is None:  # not met (again) yet by a replayed root, or settled meanwhile
+            self._orphans.setdefault(rid, {})[pid] = result
+            return
+        node.running = False
+        if node.state is not _PENDING or attempt != node.attempt:
+            return  # a late answer for a promise that settled (timeout, cancel) or was retried
+        if ok:
+            if node.deadline is not None and self.now() >= node.deadline:
+                self._deadline(node)  # too late: the store would refuse it
+            else:
+                self.settle(node, State.RESOLVED, value, None, text)
+            return
+        if self.retries.retry_leaf(node, value):
+            return
+        self._reject(node, value)
+
+    def _retry_scheduled(self, node: PromiseNode, attempt: int, error: BaseException, delay: float) -> None:
+        if self._observers:  # the retry_log observer prints it (a warning on logger vow.retry)
+            self._emit(EventKind.RETRY_SCHEDULED, node.id, node.root.id, node.parent_id, node.func, node.kind,
+                       attempt, error=_describe(error), delay=delay, key=node.key)
+
+    def _arm_sleep(self, node: PromiseNode) -> None:
+        if node.state is _PENDING and not node.root.done:
+            node.timer = self.timers.at_wall(node.deadline or 0.0, self._wake_sleep, node)
+
+    def _wake_sleep(self, node: PromiseNode) -> None:
+        node.timer = None
+        if node.state is _PENDING and not node.root.done:
+            self.settle(node, State.RESOLVED, None, None, "null")
+
+    def _arm_deadline(self, node: PromiseNode) -> None:
+        if node.state is _PENDING and not node.root.done:
+            node.timer = self.timers.at_wall(node.deadline or 0.0, self._deadline, node)
+
+    def _deadline(self, node: PromiseNode) -> None:
+        node.timer = None
+        if node.state is not _PENDING or node.root.done:
+            return
+        text = self.codec.encode(PromiseTimeoutError(f"{node.label()} timed out"))
+        self.settle(node, State.TIMEDOUT, None, self.codec.decode(text), text)
+
+    # ------------------------------------------------------------------ the store disagrees
+    def _existing(self, rid: str, record: PromiseRecord) -> None:
+        """A promise root ``rid`` made was in the store already: an id given twice, or one met again
+        after it settled and left memory. The stored outcome stands; an id that belongs to another
+        run fails this one."""
+        root = self._roots.get(rid)
+        node = root.live.get(record.id) if root is not None else None
+        if root is None or node is None or node.state is not _PENDING:
+            return
+        if record.root != rid:
+            assert root.run is not None
+            self._reject(root.run.node, VowError(
+                f"promise id {record.id!r} is already used by run {record.root!r}; ids given with "
+                ".options(id=...) must be unique across runs (put the workflow id in them: f\"{ctx.id}.name\")"))
+            return
+        if record.settled:
+            root.live.pop(record.id, None)
+            fill_from_record(node, record, self.codec)
+            self._wake(node)
+
+    def _replay(self, root: RootRun, won: dict[str, PromiseRecord]) -> None:
+        """A commit of ``root`` lost to outcomes stored from outside (``won``): nothing of it was
+        written; drop this incarnation and step the workflow again from what the store holds."""
+        if self._roots.get(root.id) is not root or root.run is None:
+            return
+        _log.info("replaying %s from the store: %s settled otherwise first", root.id, ", ".join(sorted(won)))
+        self.committer.drop(root.id)
+        _close_runs(root)
+        root.done = True
+        run = root.run
+        try:
+            tree = self.store.tree(root.id)
+        except Exception as exc:  # noqa: BLE001
+            self._abort(root, exc)
+            return
+        record = next((r for r in tree if r.id == root.id), None)
+        if record is None or record.settled:
+            self._stop_settled_root(root, record)
+            return
+        fresh = RootRun(root.id, root.token, {r.id: r for r in tree if r.id != root.id}, root.limit,
+                        root.args_text, root.futures)
+        self._roots[root.id] = fresh
+        self._begin_root(fresh, record, run.fn, run.args, run.kwargs, run.policy)
+
+    def _stopped(self, root: RootRun) -> None:
+        """Tell observers this process stops running ``root`` without settling it."""
+        if self._observers and root.run is not None:
+            node = root.run.node
+            self._emit(EventKind.STOPPED, root.id, root.id, None, node.func, Kind.WORKFLOW, node.attempt)
+
+    def _lose(self, root: RootRun) -> None:
+        """Another worker holds ``root``'s lease now, or it was settled outside: stop here; callers wait
+        for the stored result."""
+        if self._roots.get(root.id) is not root:
+            return
+        self._stopped(root)
+        root.done = True
+        self.committer.drop(root.id)
+        _close_runs(root)
+        self._forget(root, release=False)
+        _log.warning("lost the lease on %s (another worker took it over, or it was canceled); waiting for its "
+                     "stored result", root.id)
+        for future in root.futures:
+            req = StartRequest.resume(root.id)
+            req.future = future
+            self._wait_remote(req)
+
+    def _abort(self, root: RootRun, error: BaseException) -> None:
+        if self._roots.get(root.id) is not root:
+            return
+        self._stopped(root)
+        root.done = True
+        self.committer.drop(root.id)
+        _close_runs(root)
+        self._forget(root)
+        _log.warning("workflow %s stopped: %s", root.id, error)
+        for future in root.futures:
+            if not future.done():
+                future.set_exception(error)
+
+    def _stop_settled_root(self, root: RootRun, record: PromiseRecord | None) -> None:
+        if record is not None and self._observers and root.run is not None:
+            node = root.run.node
+            self._emit(EventKind.SETTLED, root.id, root.id, None, node.func, Kind.WORKFLOW, node.attempt,
+                       state=record.state.value)
+        else:
+            self._stopped(root)
+        root.done = True
+        self.committer.drop(root.id)
+        _close_runs(root)
+        self._forget(root)
+        for future in root.futures:
+            if record is not None:
+                set_future_from_record(future, record, self.codec)
+            elif not future.done():
+                future.set_exception(PromiseNotFoundError(f"workflow {root.id!r} is gone from the store"))
+
+    # ------------------------------------------------------------------ outside changes
+    def _on_changes(self, feed: ChangeFeed) -> None:
+        if feed.complete:
+            ids = [pid for rid, pid in feed.entries if rid in self._roots]
+        else:  # the feed moved past us: look at everything we hold
+            ids = [pid for root in self._roots.values() for pid in (root.id, *root.live)]
+        if not ids:
+            return
+        for record in self.store.get_many(ids).values():
+            self._outside(record)
+
+    def _outside(self, record: PromiseRecord) -> None:
+        """Apply a promise settled from outside (already stored: it may act at once)."""
+        root = self._roots.get(record.root)
+        if root is None or not record.settled:
+            return
+        if record.id == root.id:
+            self._stop_settled_root(root, record)
+            return
+        node = root.live.pop(record.id, None)
+        if node is None or node.state is not _PENDING:
+            return
+        fill_from_record(node, record, self.codec)
+        if node.timer is not None:
+            self.timers.cancel(node.timer)
+            node.timer = None
+        if self._observers:
+            self._emit(EventKind.SETTLED, node.id, root.id, node.parent_id, node.func, node.kind, node.attempt,
+                       state=record.state.value)
+        if node.child is not None:
+            self._stop_under(node)
+        self._wake(node)
+
+    def _on_remote(self, records: dict[str, PromiseRecord], free: set[str]) -> None:
+        for rid in list(self._remote):
+            record = records.get(rid)
+            if record is None:
+                continue
+            if record.settled:
+                self.watcher.unwatch_remote(rid)
+                for req in self._remote.pop(rid):
+                    set_future_from_record(req.future, record, self.codec)
+            elif rid in free and rid not in self._roots:
+                try:
+                    lease = self.keeper.claim(rid)
+                except Exception:  # noqa: BLE001 - look again next time
+                    _log.warning("claiming %s failed", rid, exc_info=True)
+                    continue
+                if lease is None:
+                    continue
+                self.watcher.unwatch_remote(rid)
+                waiting = self._remote.pop(rid)
+                first = waiting[0]
+                self._guarded(first, self._resume, first, record, lease)
+                root = self._roots.get(rid)
+                for other in waiting[1:]:
+                    if root is not None:
+                        root.futures.append(other.future)
+                    else:
+                        self._starts.append(other)
+
+    # ------------------------------------------------------------------ shutdown
+    def _shutdown(self) -> None:
+        try:
+            self._round()
+        except Exception:  # noqa: BLE001
+            _log.exception("vow engine: the last round failed")
+        error = VowError("the vow client was closed; the workflow stays pending and resumes on the next start")
+        while True:  # starts that raced with the close: answer them rather than leave them waiting
+            try:
+                msg = self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            if msg[0] == _START:
+                self._starts.append(msg[1])
+        for req in self._starts:
+            req.fail(error)
+        self._starts = []
+        leases = []
+        for root in list(self._roots.values()):
+            self._stopped(root)
+            root.done = True
+            _close_runs(root)
+            lease = self.keeper.forget(root.id)
+            if lease is not None:
+                leases.append(lease)
+            for future in root.futures:
+                if not future.done():
+                    future.set_exception(error)
+        self._roots.clear()
+        if leases:
+            try:
+                self.store.release_many(leases)
+            except Exception:  # noqa: BLE001
+                pass
+        for requests in self._remote.values():
+            for req in requests:
+                req.fail(error)
+        self._remote.clear()
+
+    def _fail_everything(self, error: BaseException) -> None:
+        for req in self._starts:
+            req.fail(error)
+        for root in self._roots.values():
+            for future in root.futures:
+                if not future.done():
+                    future.set_exception(error)
+        for requests in self._remote.values():
+            for req in requests:
+                req.fail(error)
+
+    # ------------------------------------------------------------------ observers
+    def _emit(self, kind: EventKind, id: str, root: str, parent: str | None, func: str, promise_kind: Kind,
+              attempt: int, state: str | None = None, error: str | None = None, delay: float | None = None,
+              key: str = "") -> None:
+        if not self._observers:
+            return
+        event = Event(kind, id, root, parent, func, promise_kind.value, attempt, time.time(), state, error, delay,
+                      key)
+        for observer in self._observers:
+            try:
+                observer.on_event(event)
+            except Exception:  # noqa: BLE001 - an observer must never break a workflow
+                _log.warning("observer %r failed on %s", observer, kind, exc_info=True)
+
+
+def store_clock(store: Any) -> Callable[[], float]:
+    """The store's clock as this process reads it: this machine's clock, shifted by the store's offset
+    when the store keeps its own (a database server's); read once, when the engine is made."""
+    offset = store.now() - time.time()
+    if abs(offset) < 0.002:  # the same clock (SQLite, memory): no shift, no extra call per read
+        return time.time
+    return lambda: time.time() + offset
+
+
+def _under(node: PromiseNode, ancestor: PromiseNode) -> bool:
+    """Whether ``node`` was made, directly or not, by the workflow run of ``ancestor``."""
+    run = node.run
+    while run is not None:
+        if run.node is ancestor:
+            return True
+        run = run.node.run
+    return False
+
+
+def _close_runs(root: RootRun) -> None:
+    """Close every generator of ``root`` (its body and the child workflows it has pending)."""
+    for node in list(root.live.values()):
+        if node.child is not None:
+            node.child.close()
+    if root.run is not None:
+        root.run.close()
+
+
+def _describe(error: BaseException | None) -> str:
+    if error is None:
+        return ""
+    return f"{type(error).__name__}: {error}"
+

@@ -1,0 +1,167 @@
+"""The leaf runner: runs leaf calls off the engine thread and reports how they ended.
+
+Blocking leaves run in a pool sized for I/O; ``async def`` leaves run on one event loop thread.
+Each finished attempt is encoded in the leaf's own thread (a value that cannot be stored fails that
+attempt with :class:`~vow.errors.EncodeError` there, never in a shared commit) and reported to the
+engine thread through ``report``. The runner keeps the leaves in flight by promise id, so a root
+replayed from the store while a leaf of it runs adopts that attempt instead of starting it twice,
+and it holds back leaves over the ``max_concurrency`` (per client) or a root's own limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import threading
+from collections import deque
+from typing import Any, Callable
+
+from vow import encoding
+from vow.engine.model import PromiseNode
+from vow.errors import EncodeError
+from vow.leaf import LeafContext
+from vow.pool import ThreadPool
+from vow.records import State
+
+__all__ = ["LeafOutcome", "LeafRunner"]
+
+_PENDING = State.PENDING
+
+LeafOutcome = tuple[str, str, int, bool, Any, "str | None"]
+"""``(promise id, root id, attempt, ok, value or exception, encoded value)`` as reported."""
+
+
+class LeafRunner:
+    """Starts leaf attempts within the concurrency limits and reports their outcomes."""
+
+    def __init__(self, report: Callable[[LeafOutcome], None], *, max_threads: int, max_concurrency: int | None,
+                 scopes: list[Callable[[LeafContext], Any]], plugins: Any = None) -> None:
+        self._report = report
+        self.pool = ThreadPool(max_threads)
+        self._max = max_concurrency
+        self._scopes = scopes
+        self._plugins = plugins
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._running: dict[str, int] = {}  # promise id -> attempt in flight
+        self._per_root: dict[str, int] = {}
+        self._total = 0
+        self._queued: deque[tuple[PromiseNode, int | None]] = deque()
+        self._coroutine_fns: dict[Any, bool] = {}
+
+    def in_flight(self) -> int:
+        """How many leaf attempts are out in the pool or the event loop now."""
+        return self._total
+
+    def running(self, promise_id: str) -> int | None:
+        """The attempt of ``promise_id`` in flight, or ``None``."""
+        return self._running.get(promise_id)
+
+    def start(self, node: PromiseNode, root_limit: int | None) -> bool:
+        """Start the current attempt of ``node`` now, or queue it behind a concurrency limit.
+
+        Returns whether it started (a queued node starts from :meth:`finished` when room is made)."""
+        if (self._max is not None and self._total >= self._max) or (
+                root_limit is not None and self._per_root.get(node.root.id, 0) >= root_limit):
+            self._queued.append((node, root_limit))
+            return False
+        self._launch(node)
+        return True
+
+    def _launch(self, node: PromiseNode) -> None:
+        root = node.root.id
+        self._running[node.id] = node.attempt
+        self._per_root[root] = self._per_root.get(root, 0) + 1
+        self._total += 1
+        node.running = True
+        call = node.call
+        assert call is not None and node.run is not None
+        ctx = LeafContext(node.id, node.attempt, node.key, root, node.run.id, node.func, node.deadline, node.tags,
+                          plugins=self._plugins)
+        if self._is_coroutine(call.fn):
+            asyncio.run_coroutine_threadsafe(self._run_async(ctx, call), self._event_loop())
+        else:
+            self.pool.submit(self._run_sync, ctx, call)
+
+    def finished(self, promise_id: str, root_id: str) -> None:
+        """Account for an attempt that ended, and start queued leaves that fit now."""
+        if self._running.pop(promise_id, None) is None:
+            return
+        left = self._per_root.get(root_id, 1) - 1
+        if left:
+            self._per_root[root_id] = left
+        else:
+            self._per_root.pop(root_id, None)
+        self._total -= 1
+        queued = self._queued
+        for _ in range(len(queued)):
+            if self._max is not None and self._total >= self._max:
+                return
+            node, root_limit = queued.popleft()
+            if node.root.done or node.state is not _PENDING or node.running:
+                continue  # settled (a timeout, a cancel) or its root stopped while it waited
+            if root_limit is not None and self._per_root.get(node.root.id, 0) >= root_limit:
+                queued.append((node, root_limit))
+                continue
+            self._launch(node)
+
+    # -- in the leaf's thread or task
+
+    def _scoped(self, ctx: LeafContext) -> contextlib.ExitStack:
+        stack = contextlib.ExitStack()
+        for scope in self._scopes:
+            stack.enter_context(scope(ctx))
+        return stack
+
+    def _run_sync(self, ctx: LeafContext, call: Any) -> None:
+        try:
+            if self._scopes:
+                with self._scoped(ctx):
+                    result = call.fn(ctx, *call.args, **call.kwargs)
+            else:
+                result = call.fn(ctx, *call.args, **call.kwargs)
+        except BaseException as exc:  # noqa: BLE001 - reported to the engine, which decides on a retry
+            self._report((ctx.id, ctx.root_id, ctx.attempt, False, exc, None))
+            return
+        self._finish(ctx, result)
+
+    async def _run_async(self, ctx: LeafContext, call: Any) -> None:
+        try:
+            if self._scopes:
+                with self._scoped(ctx):
+                    result = await call.fn(ctx, *call.args, **call.kwargs)
+            else:
+                result = await call.fn(ctx, *call.args, **call.kwargs)
+        except BaseException as exc:  # noqa: BLE001
+            self._report((ctx.id, ctx.root_id, ctx.attempt, False, exc, None))
+            return
+        self._finish(ctx, result)
+
+    def _finish(self, ctx: LeafContext, result: Any) -> None:
+        try:
+            value, text = encoding.normalize(result, what=f"the result of {ctx.func} ({ctx.id})")
+        except EncodeError as exc:
+            self._report((ctx.id, ctx.root_id, ctx.attempt, False, exc, None))
+            return
+        self._report((ctx.id, ctx.root_id, ctx.attempt, True, value, text))
+
+    # -- plumbing
+
+    def _is_coroutine(self, fn: Any) -> bool:
+        known = self._coroutine_fns.get(fn)
+        if known is None:
+            known = self._coroutine_fns[fn] = inspect.iscoroutinefunction(fn)
+        return known
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="vow-async-leaves", daemon=True).start()
+            self._loop = loop
+        return self._loop
+
+    def close(self) -> None:
+        """Stop taking leaves; threads finish their current attempt and exit."""
+        self.pool.close()
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)

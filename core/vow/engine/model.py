@@ -1,0 +1,114 @@
+"""What the engine keeps in memory for the runs it is stepping.
+
+* :class:`PromiseNode` — the engine's record of one promise a workflow made, beside the small
+  :class:`~vow.context.Handle` the workflow holds. A root keeps only the nodes still pending
+  (``RootRun.live``): a settled node lives on only while the workflow holds its handle, so a
+  workflow of a million steps needs memory for what is in flight, not for its history.
+* :class:`WorkflowRun` — one execution of a generator (a root or a child workflow).
+* :class:`RootRun` — one incarnation of a root workflow on this engine: its lease token, the
+  callers waiting for it, the records found in the store when it was (re)started. A root whose
+  commit is refused is dropped and replayed as a new incarnation; anything that still points at
+  the old one (a timer, a late leaf result) sees ``done`` and does nothing.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from typing import Any, Callable
+
+from vow.context import Call
+from vow.records import Kind, PromiseRecord, State
+
+__all__ = ["PromiseNode", "RootRun", "WorkflowRun"]
+
+
+class PromiseNode:
+    """One promise as the engine tracks it while its workflow runs."""
+
+    __slots__ = ("id", "kind", "func", "state", "value", "error", "settled_at", "waiters", "call", "root", "run",
+                 "attempt", "key", "deadline", "child", "running", "tags", "timer", "adopted")
+
+    def __init__(self, id: str, kind: Kind, func: str, root: "RootRun", run: "WorkflowRun | None",
+                 call: Call | None, attempt: int, key: str, deadline: float | None, tags: dict[str, str]) -> None:
+        self.id = id
+        self.kind = kind
+        self.func = func
+        self.state = State.PENDING
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.settled_at = 0.0
+        self.waiters: list[tuple[WorkflowRun, Any]] = []  # (run, what it waits on: this node or a combinator)
+        self.call = call
+        self.root = root
+        self.run = run  # the workflow that made this promise (None for a root)
+        self.attempt = attempt
+        self.key = key
+        self.deadline = deadline  # store-clock epoch seconds
+        self.child: WorkflowRun | None = None  # the execution of a child workflow
+        self.running = False  # a leaf attempt is out in the pool
+        self.tags = tags
+        self.timer: Any = None  # a timer to cancel when this settles
+        self.adopted = False  # found pending in the store on a replay (its leaf may be in flight)
+
+    @property
+    def parent_id(self) -> str | None:
+        return self.run.id if self.run is not None else None
+
+    def label(self) -> str:
+        """How errors and logs name this promise: ``func (id)``."""
+        return f"{self.func or self.kind.value} ({self.id})"
+
+    def __repr__(self) -> str:
+        return f"<PromiseNode {self.id} {self.state.value}>"
+
+
+class WorkflowRun:
+    """One execution of a generator function (a root or a child workflow)."""
+
+    __slots__ = ("id", "root", "node", "fn", "args", "kwargs", "gen", "counter", "policy", "waiting",
+                 "non_retryable")
+
+    def __init__(self, node: PromiseNode, root: "RootRun", fn: Callable[..., Any], args: tuple[Any, ...],
+                 kwargs: dict[str, Any], policy: Any, non_retryable: tuple[type[BaseException], ...] = ()) -> None:
+        self.id = node.id
+        self.root = root
+        self.node = node
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.gen: Any = None
+        self.counter = 0  # calls made so far: the n of the next child id "{id}.{n}"
+        self.policy = policy
+        self.waiting: Any = None  # the node or combinator it is blocked on
+        self.non_retryable = non_retryable
+
+    def close(self) -> None:
+        """Stop this execution: the generator is closed and will not be stepped again."""
+        gen, self.gen = self.gen, None
+        self.waiting = None
+        if gen is not None:
+            try:
+                gen.close()
+            except BaseException:  # noqa: BLE001 - a generator that yields in `finally`: nothing to do
+                pass
+
+
+class RootRun:
+    """One incarnation of a root workflow on this engine."""
+
+    __slots__ = ("id", "token", "futures", "stored", "live", "run", "args_text", "limit", "done")
+
+    def __init__(self, id: str, token: int, stored: dict[str, PromiseRecord], limit: int | None,
+                 args_text: str, futures: list[concurrent.futures.Future[Any]]) -> None:
+        self.id = id
+        self.token = token  # the lease's fencing token, sent with every commit
+        self.futures = futures
+        self.stored = stored  # records found in the store at (re)start, taken as the workflow meets them
+        self.live: dict[str, PromiseNode] = {}  # pending promises by id
+        self.run: WorkflowRun | None = None
+        self.args_text = args_text
+        self.limit = limit  # most leaves of this root in flight at once
+        self.done = False  # finished, lost or replaced by a newer incarnation
+
+    def __repr__(self) -> str:
+        return f"<RootRun {self.id} live={len(self.live)} done={self.done}>"

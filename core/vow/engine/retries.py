@@ -1,0 +1,119 @@
+"""Retries: whether a failed attempt runs again, and the durable timer that holds it back.
+
+When a leaf or a workflow body fails and its policy allows another attempt, the engine stores,
+in the same commit, the new attempt number and a back-off timer: a sleep promise
+``{id}.backoff.{attempt}`` under the failing promise, whose ``timeout`` is when the next attempt
+may start and whose ``args`` hold the stored error of the attempt that failed (so ``vow show`` and
+the console can list every attempt's error). The timer is armed only after that commit, and the
+next attempt starts only after the commit that settles the timer. A crash in between cannot cut a
+back-off — or a provider's ``Retry-After`` — short: the resumed run waits out what is left.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from vow.engine.committer import Committer
+from vow.engine.model import PromiseNode, WorkflowRun
+from vow.engine.timers import Timers
+from vow.errors import EncodeError
+from vow.records import Kind, PromiseRecord, Settle, State
+from vow.retry import DEFAULT_LEAF_POLICY, next_delay
+
+__all__ = ["BACKOFF_FUNC", "Retries", "backoff_id"]
+
+_log = logging.getLogger("vow")
+
+BACKOFF_FUNC = "retry backoff"
+"""The ``func`` of the durable timers that hold back a retry (ids ``{promise id}.backoff.{attempt}``)."""
+
+
+def backoff_id(promise_id: str, attempt: int) -> str:
+    """The id of the timer that holds back attempt ``attempt`` of ``promise_id``."""
+    return f"{promise_id}.backoff.{attempt}"
+
+
+class Retries:
+    """Decides on retries and keeps their back-offs durable."""
+
+    def __init__(self, committer: Committer, timers: Timers, now: Callable[[], float], *,
+                 encode_error: Callable[[BaseException], str],
+                 on_retry: Callable[[PromiseNode, int, BaseException, float], None],
+                 start_leaf: Callable[[PromiseNode], None], start_body: Callable[[WorkflowRun], None]) -> None:
+        self._committer = committer
+        self._timers = timers
+        self._now = now
+        self._encode_error = encode_error
+        self._on_retry = on_retry
+        self._start_leaf = start_leaf
+        self._start_body = start_body
+
+    # -- after a failure
+
+    def retry_leaf(self, node: PromiseNode, error: BaseException) -> bool:
+        """Schedule the next attempt of a failed leaf if its policy allows; whether it will run again."""
+        call = node.call
+        assert call is not None
+        if isinstance(error, EncodeError):
+            return False
+        delay = next_delay(call.opts.retry or DEFAULT_LEAF_POLICY, node.attempt, error, call.opts.non_retryable)
+        if delay is None:
+            return False
+        now = self._now()
+        if node.deadline is not None and now + delay >= node.deadline:
+            return False  # the next attempt could not start before the call's deadline
+        self._hold_back(node, now + delay, error, delay)
+        return True
+
+    def retry_workflow(self, run: WorkflowRun, error: BaseException) -> bool:
+        """Schedule the next attempt of a failed workflow body if its policy allows."""
+        if isinstance(error, EncodeError):
+            return False
+        delay = next_delay(run.policy, run.node.attempt, error, run.non_retryable)
+        if delay is None:
+            return False
+        self._hold_back(run.node, self._now() + delay, error, delay)
+        return True
+
+    def _hold_back(self, node: PromiseNode, until: float, error: BaseException, delay: float) -> None:
+        root = node.root
+        failed = node.attempt
+        node.attempt = failed + 1
+        timer_id = backoff_id(node.id, node.attempt)
+        self._committer.attempt(root.id, root.token, node.id, node.attempt)
+        self._committer.create(root.id, root.token, PromiseRecord(
+            timer_id, State.PENDING, Kind.SLEEP, root.id, BACKOFF_FUNC, self._encode_error(error), None, node.id,
+            until, timer_id, 1, self._now(), None, {}))
+        self._committer.after(root.id, root.token, self._arm, node, until)
+        self._committer.after(root.id, root.token, self._on_retry, node, failed, error, delay)
+
+    # -- holding back
+
+    def resume_in_backoff(self, node: PromiseNode, stored: dict[str, PromiseRecord]) -> bool:
+        """For a node met again on a resume: if its back-off timer was still running, wait out what is
+        left of it (armed after the next commit) and return True."""
+        if node.attempt <= 1 or not stored:
+            return False
+        timer = stored.pop(backoff_id(node.id, node.attempt), None)
+        if timer is None or timer.settled:
+            return False
+        root = node.root
+        self._committer.after(root.id, root.token, self._arm, node, timer.timeout or 0.0)
+        return True
+
+    def _arm(self, node: PromiseNode, until: float) -> None:
+        self._timers.at_wall(until, self._due, node)
+
+    def _due(self, node: PromiseNode) -> None:
+        root = node.root
+        if node.state is not State.PENDING or root.done:
+            return
+        self._committer.settle(root.id, root.token, Settle(backoff_id(node.id, node.attempt), State.RESOLVED,
+                                                           "null", self._now()))
+        if node.kind is Kind.WORKFLOW:
+            assert node.child is not None
+            self._start_body(node.child)  # its body may run ahead: it starts nothing before the commit
+        else:
+            self._committer.after(root.id, root.token, self._start_leaf, node)
+

@@ -1,0 +1,258 @@
+"""The stepper: advances workflow generators and turns what they yield into durable promises.
+
+A workflow is a generator. Stepping it runs its body up to the next ``yield`` of something not
+settled yet; every call it yields becomes a promise with a deterministic id (``{workflow id}.{n}``
+by call order, or the id the caller gave). On a replay the stepper meets the promises the store
+already holds: a settled one answers at once with its stored outcome; one that is still pending is
+adopted (the engine carries on with it) — and each must be the same call as before. A stored
+promise whose function, kind or arguments differ means the workflow changed under the run: the
+root stops with :class:`~vow.errors.NonDeterminismError` naming the promise and both sides, and
+nothing is written for it.
+
+The body may run ahead of the commit that stores what it yielded: it has no effects of its own
+(those belong to leaves, which start only after that commit), and if the commit is refused the
+engine throws the run away and replays it from the store.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Protocol
+
+from vow import encoding
+from vow.context import Call, Combinator, Context, Handle
+from vow.engine.committer import Committer
+from vow.engine.model import PromiseNode, RootRun, WorkflowRun
+from vow.errors import EncodeError, NonDeterminismError
+from vow.outcomes import combine, fill_from_record, outcome
+from vow.records import Kind, PromiseRecord, State
+
+__all__ = ["Host", "Stepper", "check_text"]
+
+_CALL_KINDS = "yield ctx.run(...), ctx.begin_run(...), ctx.sleep(...), ctx.promise(...), a handle, " \
+              "or ctx.all/any/first/all_settled(...)"
+
+
+class Host(Protocol):
+    """What the stepper needs from the engine."""
+
+    codec: Any
+    observed: bool  # whether anyone observes events (``created``/``started`` are called only then)
+
+    def launch(self, node: PromiseNode, writes: Any = None) -> None:
+        """Carry on with a pending promise just made or adopted (start its leaf, timer, child run)."""
+
+    def finished(self, run: WorkflowRun, ok: bool, value: Any) -> None:
+        """A workflow body returned ``value`` (ok) or raised it."""
+
+    def abort(self, root: RootRun, error: BaseException) -> None:
+        """Stop running ``root`` here without settling it."""
+
+    def started(self, run: WorkflowRun) -> None:
+        """A workflow body began (for observers)."""
+
+    def created(self, node: PromiseNode) -> None:
+        """A promise was stored (for observers; called after its commit)."""
+
+
+class Stepper:
+    """Steps the generators of one engine."""
+
+    def __init__(self, host: Host, committer: Committer, *, now: Callable[[], float],
+                 name_of: Callable[[Any], str]) -> None:
+        self._host = host
+        self._committer = committer
+        self._now = now
+        self._name_of = name_of
+        self._generator_fns: dict[Any, bool] = {}
+        self.ready: list[tuple[WorkflowRun, Any, BaseException | None]] = []
+
+    # -- bodies
+
+    def begin(self, run: WorkflowRun) -> None:
+        """Start (or start again, on a workflow retry) the body of ``run``."""
+        node = run.node
+        ctx = Context(run.id, run.root.id, node.parent_id, node.attempt, node.tags)
+        run.counter = 0
+        run.waiting = None
+        try:
+            gen = run.fn(ctx, *run.args, **run.kwargs)
+        except BaseException as exc:  # noqa: BLE001 - bad arguments fail the workflow like any error
+            self._host.finished(run, False, exc)
+            return
+        if not inspect.isgenerator(gen):
+            self._host.finished(run, False, TypeError(
+                f"workflow {node.func!r} must be a generator function (use yield); it returned {gen!r}"))
+            return
+        run.gen = gen
+        self._host.started(run)
+        self.ready.append((run, None, None))
+
+    def step_ready(self) -> None:
+        """Step every run that can move, until none can."""
+        ready = self.ready
+        while ready:
+            batch, self.ready = ready, []
+            for run, value, exc in batch:
+                self._step(run, value, exc)
+            ready = self.ready
+
+    def _step(self, run: WorkflowRun, value: Any, exc: BaseException | None) -> None:
+        gen = run.gen
+        if gen is None or run.root.done:
+            return
+        while True:
+            try:
+                yielded = gen.send(value) if exc is None else gen.throw(exc)
+            except StopIteration as stop:
+                run.gen = None
+                self._host.finished(run, True, stop.value)
+                return
+            except NonDeterminismError as error:
+                self._host.abort(run.root, error)
+                return
+            except BaseException as error:  # noqa: BLE001 - the workflow's own failure
+                run.gen = None
+                self._host.finished(run, False, error)
+                return
+            value, exc = None, None
+            if type(yielded) is Call:
+                try:
+                    node = self._call(run, yielded)
+                except NonDeterminismError as error:
+                    self._host.abort(run.root, error)
+                    return
+                except (EncodeError, TypeError) as error:
+                    exc = error
+                    continue
+                if not yielded.wait:
+                    value = Handle(node)
+                    continue
+            elif type(yielded) is Handle:
+                node = yielded._node
+            elif type(yielded) is Combinator:
+                done, value, exc = combine(yielded)
+                if done:
+                    continue
+                run.waiting = yielded
+                for n in yielded.nodes:
+                    if n.state is State.PENDING:
+                        n.waiters.append((run, yielded))
+                return
+            else:
+                exc = TypeError(f"workflow {run.node.func!r} yielded {yielded!r}; {_CALL_KINDS}")
+                continue
+            if node.state is not State.PENDING:
+                value, exc = outcome(node)
+                continue
+            run.waiting = node
+            node.waiters.append((run, node))
+            return
+
+    # -- calls
+
+    def _call(self, run: WorkflowRun, call: Call) -> PromiseNode:
+        root = run.root
+        run.counter += 1
+        opts = call.opts
+        cid = opts.id or f"{run.id}.{run.counter}"
+        kind = call.kind
+        if kind is Kind.STEP:
+            fn = call.fn
+            if fn is None or not callable(fn):
+                raise TypeError(f"ctx.run/begin_run needs a function, got {fn!r}")
+            if self._is_generator(fn):
+                kind = Kind.WORKFLOW
+            func = self._name_of(fn)
+        else:
+            func = ""
+        if opts.id is not None or opts.tags:
+            check_text(cid, opts.tags, func or kind.value)
+        node = root.live.get(cid)
+        if node is not None:  # the same id again while it is pending: the same promise
+            if node.func != func or node.kind is not kind:
+                raise NonDeterminismError(_changed(cid, node.func or node.kind.value, func or kind.value))
+            return node
+        record = root.stored.pop(cid, None) if root.stored else None
+        if record is not None:
+            return self._adopt(run, call, record, kind, func)
+        return self._create(run, call, cid, kind, func)
+
+    def _create(self, run: WorkflowRun, call: Call, cid: str, kind: Kind, func: str) -> PromiseNode:
+        root = run.root
+        opts = call.opts
+        now = self._now()
+        args_text = encoding.encode_args(call.args, call.kwargs, what=f"{func} ({cid})") if call.fn else ""
+        deadline = None
+        if kind is Kind.SLEEP:
+            deadline = now + (call.seconds or 0.0)
+        elif opts.timeout is not None:
+            deadline = now + opts.timeout
+        key = opts.idempotency_key or cid
+        writes = self._committer.writes(root.id, root.token)
+        writes.creates.append(PromiseRecord(
+            cid, State.PENDING, kind, root.id, func, args_text, None, run.id, deadline, key, 1, now, None, opts.tags))
+        node = PromiseNode(cid, kind, func, root, run, call, 1, key, deadline, opts.tags)
+        root.live[cid] = node
+        if self._host.observed:
+            writes.actions.append((self._host.created, (node,)))
+        self._host.launch(node, writes)
+        return node
+
+    def _adopt(self, run: WorkflowRun, call: Call, record: PromiseRecord, kind: Kind, func: str) -> PromiseNode:
+        root = run.root
+        if not same_function(record.func, func) or record.kind is not kind:
+            raise NonDeterminismError(_changed(record.id, record.func or record.kind.value, func or kind.value))
+        if call.fn is not None:
+            args_text = encoding.encode_args(call.args, call.kwargs, what=f"{func} ({record.id})")
+            if args_text != record.args:
+                raise NonDeterminismError(
+                    f"the workflow changed since promise {record.id!r} was stored: it called {record.func!r} "
+                    f"with arguments {record.args}, now with {args_text}. A replay must make the same calls "
+                    "(no random() or time.time() in arguments: compute them in a leaf). Restore the old code to "
+                    "finish this run, guard the change with ctx.patched(...), or start the new code under a new id.")
+        node = PromiseNode(record.id, kind, record.func, root, run, call, record.attempt or 1,
+                           record.idempotency_key or record.id, record.timeout, record.tags)
+        if record.settled:
+            fill_from_record(node, record, self._host.codec)
+        else:
+            node.adopted = True
+            root.live[record.id] = node
+            self._host.launch(node)
+        return node
+
+    def _is_generator(self, fn: Any) -> bool:
+        known = self._generator_fns.get(fn)
+        if known is None:
+            known = self._generator_fns[fn] = inspect.isgeneratorfunction(fn)
+        return known
+
+
+def same_function(stored: str, now: str) -> bool:
+    """Whether a stored function name and the current one name the same function (a name stored by
+    vow 0.1 for a script run as ``__main__`` lacks the module part)."""
+    return stored == now or ("." not in stored.rsplit(">", 1)[-1] and now.endswith("." + stored))
+
+
+def check_text(cid: str, tags: dict[str, str], what: str) -> None:
+    """Refuse, at the call, an id or tag that cannot be stored as text (a lone surrogate, say)."""
+    try:
+        cid.encode("utf-8")
+        for key, value in tags.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise EncodeError(f"the tags of {what} ({cid}) must map str to str, got {key!r}: {value!r}")
+            key.encode("utf-8")
+            value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise EncodeError(f"the id or tags of {what} cannot be stored: {exc} (ids and tags must be valid "
+                          "text; remove lone surrogates)") from None
+
+
+def _changed(cid: str, stored: str, now: str) -> str:
+    hint = ""
+    if stored.rsplit(".", 1)[-1] == now.rsplit(".", 1)[-1]:
+        hint = (" Only the module part differs: the code was loaded under another module name (run it the "
+                "same way both times: `python -m package.module`, or `vow worker --app package.module`).")
+    return (f"the workflow changed since promise {cid!r} was stored: it was a call to {stored!r}, "
+            f"now the workflow calls {now!r} there. Restore the old code to finish this run, "
+            f"or start the new code under a new id.{hint}")

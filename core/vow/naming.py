@@ -1,0 +1,55 @@
+"""The names under which leaves and child workflows are stored.
+
+A promise records the function it calls as ``module.qualname``. A file run as a script has the
+module name ``__main__``, and the same file imported (by ``vow worker --app shop``) is ``shop``:
+recorded naively, one run could not be resumed by the other although nothing changed. So
+``__main__`` is resolved to the name the file would have when imported: the module spec's name
+under ``python -m``, or the file's dotted path under the ``sys.path`` entry that holds it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+__all__ = ["function_name", "main_module_name"]
+
+
+def main_module_name() -> str | None:
+    """The import name of the ``__main__`` module, or ``None`` when it has none (``python -c``, a REPL)."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        return None
+    spec = getattr(main, "__spec__", None)
+    name = str(spec.name) if spec is not None and spec.name else ""
+    if name and name != "__main__":
+        return name[: -len(".__main__")] if name.endswith(".__main__") else name
+    path = getattr(main, "__file__", None)
+    if not path:
+        return None
+    return _module_for_file(os.path.abspath(path))
+
+
+def _module_for_file(path: str) -> str | None:
+    stem, ext = os.path.splitext(path)
+    if ext != ".py":
+        return None
+    best: str | None = None
+    for entry in sys.path:
+        base = os.path.abspath(entry or os.getcwd())
+        if not stem.startswith(base + os.sep):
+            continue
+        dotted = stem[len(base) + 1:].replace(os.sep, ".")
+        if all(part.isidentifier() for part in dotted.split(".")) and (best is None or len(dotted) < len(best)):
+            best = dotted
+    return best
+
+
+def function_name(fn: Any) -> str:
+    """``module.qualname`` of ``fn``, with ``__main__`` resolved to its import name."""
+    module = getattr(fn, "__module__", None) or ""
+    qual = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    if module == "__main__":
+        module = main_module_name() or ""
+    return f"{module}.{qual}" if module else qual

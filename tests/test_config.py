@@ -1,0 +1,65 @@
+"""One strict converter for every option: retry policies, failure injection, plugin options, pipelines."""
+
+from __future__ import annotations
+
+import pytest
+
+from vow import ConfigError, Exponential
+from vow.config import structure
+from vow.faults import Faults
+from vow.pipeline import load
+from vow.pipeline.source import SpecError
+from vow.plugins import Plugins
+from vow.retry import from_config
+
+
+@pytest.mark.parametrize(("data", "path", "problem"), [
+    ({"max_attempts": 2.5}, ("max_attempts",), "expected a whole number, got the number 2.5"),  # was 2
+    ({"max_attempts": "10"}, ("max_attempts",), "expected a whole number, got text '10'"),  # was 10
+    ({"delay": "1"}, ("delay",), "expected a number, got text '1'"),
+    ({"max_attempts": 0}, ("max_attempts",), "'max_attempts' must be >= 1: 0"),
+    ({"jitter": 1.5}, ("jitter",), "'jitter' must be <= 1.0: 1.5"),
+    ({"dealy": 1}, ("dealy",), "unknown key (allowed: delay, factor, max_delay, max_attempts, jitter)"),
+])
+def test_retry_policies_are_structured_strictly_with_a_key_path(data: dict, path: tuple, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        from_config({"policy": "exponential", **data}, plugins=Plugins(), where="retry")
+    assert (caught.value.path, caught.value.problem) == (path, problem)
+    assert str(caught.value) == f"retry.{path[0]}: {problem}"
+
+
+def test_a_valid_policy_is_built() -> None:
+    assert from_config({"policy": "exponential", "max_attempts": 4, "delay": 1}, plugins=Plugins()) == Exponential(
+        delay=1.0, max_attempts=4)
+
+
+def test_every_issue_is_kept_with_its_path() -> None:
+    with pytest.raises(ConfigError) as caught:
+        structure(Faults, {"rate": "often", "fail_attempts": [1, "2"], "colour": "red"}, where="faults")
+    assert sorted(caught.value.issues) == [
+        (("colour",), "unknown key (allowed: fail_attempts, rate, seed, error, message, status, retry_after, latency)"),
+        (("fail_attempts", 1), "expected a whole number, got text '2'"),
+        (("rate",), "expected a number, got text 'often'"),
+    ]
+    with pytest.raises(ConfigError) as caught:
+        structure(Faults, {"fail_attempts": [1, 0]}, where="faults")
+    assert caught.value.issues == ((("fail_attempts",), "'fail_attempts' must be >= 1: 0"),)
+
+
+@pytest.mark.parametrize("faults", [{"status": 400}, {"error": "permanent"}, {"retry_after": 2}])
+def test_faults_that_choose_no_attempt_to_fail_are_an_error_not_a_no_op(faults: dict) -> None:
+    with pytest.raises(ConfigError, match=r"faults: .* given, but no attempt is chosen to fail: add fail_attempts"):
+        structure(Faults, faults, where="faults")
+    assert structure(Faults, {**faults, "fail_attempts": [1]}).fail_attempts == [1]
+    assert structure(Faults, {**faults, "rate": 0.5}).rate == 0.5
+    assert structure(Faults, {**faults, "fail_attempts": []}).fail_attempts == []  # a template's "none here"
+
+
+def test_a_pipeline_retry_policy_is_as_strict_as_the_pipeline(tmp_path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("version: 1\nname: p\nid: p/1\ndefaults:\n  retry: {policy: linear, max_attempts: 2.5}\n"
+                    "fan_out:\n  - {channel: slack, to: '#x', body: hi}\n")
+    with pytest.raises(SpecError) as caught:
+        load(str(path))
+    assert str(caught.value) == (
+        f"{path}:5: defaults.retry.max_attempts: expected a whole number, got the number 2.5")
