@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -137,11 +137,11 @@ def _sample_step(ctx: Any, n: int) -> int:
     return n * n
 
 
-def _sample_child(ctx: Any, n: int):
+def _sample_child(ctx: Any, n: int) -> Generator[Any, Any, Any]:
     return (yield ctx.run(_sample_step, n))
 
 
-def _sample_flow(ctx: Any, n: int, wait_outside: bool = False):
+def _sample_flow(ctx: Any, n: int, wait_outside: bool = False) -> Generator[Any, Any, int]:
     handles = []
     for i in range(n):
         handles.append((yield ctx.begin_run(_sample_step, i).options(tags={"i": str(i)})))
@@ -154,7 +154,7 @@ def _sample_flow(ctx: Any, n: int, wait_outside: bool = False):
     return sum(values)
 
 
-def _sample_failing(ctx: Any):
+def _sample_failing(ctx: Any) -> Generator[Any, Any, Any]:
     return (yield ctx.run(_sample_step, -1))
 
 

@@ -34,7 +34,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
@@ -90,7 +91,8 @@ def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 class PostgresServer:
@@ -111,7 +113,7 @@ class PostgresServer:
     # -- starting and stopping
 
     @classmethod
-    def start(cls, bin_dir: str, *, settings: dict[str, str] | None = None) -> "PostgresServer":
+    def start(cls, bin_dir: str, *, settings: dict[str, str] | None = None) -> PostgresServer:
         """``initdb`` into a fresh temporary directory and start the server on a free 127.0.0.1 port."""
         run_as = None
         if os.geteuid() == 0:
@@ -132,7 +134,7 @@ class PostgresServer:
             options = {"listen_addresses": "127.0.0.1", "unix_socket_directories": "''", "fsync": "off",
                        "synchronous_commit": "off", "full_page_writes": "off", "max_connections": "300",
                        **(settings or {})}
-            for attempt in range(5):  # another process may take the free port before the server does
+            for _ in range(5):  # another process may take the free port before the server does
                 port = free_port()
                 flags = " ".join(f"-c {key}={value}" for key, value in {"port": str(port), **options}.items())
                 log = os.path.join(folder, "server.log")
@@ -240,7 +242,7 @@ class PostgresServer:
             done = subprocess.run([psql, "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", self.url, "-c", statement],
                                   capture_output=True, text=True, timeout=120)
             if done.returncode != 0:
-                raise PostgresUnavailable(f"psql failed: {done.stderr.strip()}")
+                raise PostgresUnavailable(f"psql failed: {done.stderr.strip()}") from None
             return done.stdout
         with psycopg.connect(self.url, autocommit=True, connect_timeout=30) as con:
             cur = con.execute(statement)

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from vow import Vow
+from vow.records import Batch
 from vow.stores.copy import CopyRefused, copy_store, root_ids
 from vow.stores.memory import MemoryStore
 from vow.stores.sqlite import SQLiteStore
-from vow.records import Batch
 from vow.testing import register_sample_workflows, run_sample_workflows
 
 

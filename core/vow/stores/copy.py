@@ -14,7 +14,7 @@ per batch, each tree oldest first (so records created at the same time keep thei
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import attrs
 
@@ -101,6 +101,7 @@ def _write(destination: Store, creates: list[PromiseRecord]) -> int:
         return 0
     result = destination.apply(Batch(creates=creates))
     if result.existing:
-        raise CopyRefused(f"{destination.url} gained ids while the copy ran ({', '.join(sorted(result.existing)[:5])}); "
+        shown = ", ".join(sorted(result.existing)[:5])
+        raise CopyRefused(f"{destination.url} gained ids while the copy ran ({shown}); "
                           "another process is writing to it")
     return len(creates)

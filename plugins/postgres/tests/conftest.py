@@ -7,10 +7,9 @@ plugins' fixtures.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
-
 from vow_postgres import PostgresStore
 
 

@@ -12,6 +12,8 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
+from vow_postgres import PostgresStore
+from vow_postgres.schema import SCHEMA_VERSION
 
 from vow import Vow
 from vow.errors import ConfigError, StoreError
@@ -19,8 +21,6 @@ from vow.records import Batch, Kind, PromiseRecord, State
 from vow.stores import open_store
 from vow.testing import wait_until
 from vow.testing_postgres import PostgresServer
-from vow_postgres import PostgresStore
-from vow_postgres.schema import SCHEMA_VERSION
 
 PASSWORD = "s3cr:t/p@ss?w0rd%"  # every character that needs quoting in a URL
 
@@ -32,8 +32,8 @@ def _with_user(url: str, userinfo: str, query: str = "") -> str:
 
 def _tables(url: str, schema: str = "vow") -> list[tuple]:
     with psycopg.connect(url, autocommit=True) as con:
-        return con.execute("SELECT tablename, (xpath('/row/c/text()', query_to_xml("
-                           "format('SELECT count(*) AS c FROM %%I.%%I', schemaname, tablename), false, true, '')))[1]::text "
+        return con.execute("SELECT tablename, (xpath('/row/c/text()', query_to_xml(format("
+                           "'SELECT count(*) AS c FROM %%I.%%I', schemaname, tablename), false, true, '')))[1]::text "
                            "FROM pg_tables WHERE schemaname = %s ORDER BY tablename", (schema,)).fetchall()
 
 

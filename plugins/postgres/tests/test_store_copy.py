@@ -7,11 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from vow_postgres import PostgresStore
+
 from vow import Vow
 from vow.stores.copy import root_ids
 from vow.stores.sqlite import SQLiteStore
 from vow.testing import register_sample_workflows, run_sample_workflows
-from vow_postgres import PostgresStore
 
 
 def _vow(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -13,7 +13,7 @@ an error message: :func:`redact` removes it from a URL and :func:`scrub` from an
 from __future__ import annotations
 
 import os
-from typing import Iterable
+from collections.abc import Iterable
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from vow.stores import redact_url as redact
@@ -31,9 +31,9 @@ def split_url(url: str) -> tuple[str, dict[str, str]]:
     query = parse_qsl(parts.query, keep_blank_values=True)
     ours = {k: v for k, v in query if k in VOW_OPTIONS}
     theirs = [(k, v) for k, v in query if k not in VOW_OPTIONS]
-    query = urlencode(theirs, quote_via=quote)
+    rest = urlencode(theirs, quote_via=quote)
     # Built by hand: urlunsplit would drop the "//" of a URL with no host ("postgresql://", all from PG*).
-    return f"{parts.scheme}://{parts.netloc}{parts.path}" + (f"?{query}" if query else ""), ours
+    return f"{parts.scheme}://{parts.netloc}{parts.path}" + (f"?{rest}" if rest else ""), ours
 
 
 def password_of(url: str) -> str | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from vow.hookspecs import Register, hookimpl
-
 from vow_postgres.store import PostgresOptions, open_postgres
 
 

@@ -34,7 +34,8 @@ import os
 import threading
 import time
 import weakref
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import attrs
 import psycopg
@@ -51,7 +52,6 @@ from vow.stores.base import (
     parked_reason,
     timeout_error_text,
 )
-
 from vow_postgres import schema as _schema
 from vow_postgres.conninfo import redact, scrub, secrets, split_url
 
@@ -239,7 +239,7 @@ class PostgresStore(StoreOperations):
                                  f"{', '.join(tables)} and no vow version; it is not a vow store (choose another "
                                  "schema with ?schema=NAME)")
             return None
-        version = con.execute(f"SELECT max(version) FROM {self.schema}.version").fetchone()[0]
+        version: int | None = _one(con, f"SELECT max(version) FROM {self.schema}.version")
         if version is None:
             raise StoreError(f"PostgreSQL store {self.url}: the table {self.schema}.version is empty; "
                              "the schema is damaged")
@@ -470,7 +470,7 @@ class PostgresStore(StoreOperations):
         ``None``: no entries, only the current number."""
         with self._connection() as con:
             if after is None:
-                return ChangeFeed(con.execute(f"SELECT coalesce(max(seq), 0) FROM {self.schema}.changes").fetchone()[0])
+                return ChangeFeed(int(_one(con, f"SELECT coalesce(max(seq), 0) FROM {self.schema}.changes")))
             rows = con.execute(f"SELECT seq, root, id, (SELECT min(seq) FROM {self.schema}.changes) "
                                f"FROM {self.schema}.changes WHERE seq > %s ORDER BY seq", (after,)).fetchall()
         if not rows:
@@ -501,30 +501,31 @@ class PostgresStore(StoreOperations):
         """The listening thread: ``LISTEN`` on a connection of its own and call the subscribers."""
         missed = False
         while True:
-            with self._owners_lock:
-                if self._closed or not self._subscribers or threading.current_thread() is not self._listener:
-                    return
+            if self._stopping() or threading.current_thread() is not self._listener:
+                return
             try:
                 con = self._connect()
                 con.execute(f"LISTEN {_schema.channel(self.schema)}")
                 self._listening = con
                 if missed:
                     self._notify_subscribers()
-                while True:
+                while not self._stopping():
                     for _ in con.notifies(timeout=0.5):
                         self._notify_subscribers()
-                    with self._owners_lock:
-                        if self._closed or not self._subscribers:
-                            break
                 con.close()
                 return
             except psycopg.Error as exc:
-                if self._closed:
+                if self._stopping():
                     return
                 _log.warning("PostgreSQL store %s: listening for changes failed (%s); reconnecting",
                              self.url, self._scrub(str(exc)))
                 missed = True
                 time.sleep(_LISTEN_RETRY_S)
+
+    def _stopping(self) -> bool:
+        """Whether the listening thread should end: the store is closed, or nobody listens any more."""
+        with self._owners_lock:
+            return self._closed or not self._subscribers
 
     def _notify_subscribers(self) -> None:
         for callback in list(self._subscribers.values()):
@@ -539,7 +540,7 @@ class PostgresStore(StoreOperations):
     def now(self) -> float:
         """The server's clock, in epoch seconds: what lease expiry and deadlines are judged by."""
         with self._connection() as con:
-            return con.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()[0]
+            return float(_one(con, "SELECT extract(epoch FROM clock_timestamp())::float8"))
 
     def hold_owner(self, owner: str) -> bool:
         """Show ``owner`` alive: an advisory lock held in this store's liveness session. When the
@@ -549,11 +550,10 @@ class PostgresStore(StoreOperations):
                 return True
             try:
                 con = self._liveness_connection()
-                key = con.execute(
-                    f"INSERT INTO {self.schema}.owners (owner, lock_key) "
-                    f"VALUES (%s, nextval('{self.schema}.owner_keys')) "
-                    "ON CONFLICT (owner) DO UPDATE SET since = now() RETURNING lock_key", (owner,)).fetchone()[0]
-                if not con.execute("SELECT pg_try_advisory_lock(%s, %s)", (self._lock_space, key)).fetchone()[0]:
+                key = int(_one(con, f"INSERT INTO {self.schema}.owners (owner, lock_key) "
+                                    f"VALUES (%s, nextval('{self.schema}.owner_keys')) "
+                                    "ON CONFLICT (owner) DO UPDATE SET since = now() RETURNING lock_key", (owner,)))
+                if not _one(con, "SELECT pg_try_advisory_lock(%s, %s)", (self._lock_space, key)):
                     return False  # held by another session: the same id in two processes
                 self._held[owner] = key
                 # Owners that died and hold no lease any more need no row: they would read as unknown.
@@ -583,7 +583,7 @@ class PostgresStore(StoreOperations):
         if owner in self._held:
             return False
         with self._connection() as con:
-            return con.execute(f"SELECT %s IN (SELECT owner FROM {self.schema}.dead_owners)", (owner,)).fetchone()[0]
+            return bool(_one(con, f"SELECT %s IN (SELECT owner FROM {self.schema}.dead_owners)", (owner,)))
 
     def _liveness_connection(self) -> psycopg.Connection[Any]:
         """The session holding this process's owner locks (reconnected, locks taken again, if it broke)."""
@@ -663,7 +663,8 @@ class PostgresStore(StoreOperations):
         return taken
 
     def _park(self, leases: list[tuple[str, str, int, float, int]]) -> None:
-        """Park roots whose takeover would exceed ``max_recoveries`` (each only if unchanged since the claim read it)."""
+        """Park roots whose takeover would exceed ``max_recoveries`` (each only if unchanged since the claim
+        read it)."""
         sql = (f"UPDATE {self.schema}.leases l SET owner = '', expires_at = 0, recoveries = x.rec, parked = x.reason "
                "FROM unnest(%b::text[], %b::text[], %b::int8[], %b::float8[], %b::int4[], %b::text[]) "
                "AS x(root, owner, token, expires_at, rec, reason) "
@@ -712,7 +713,8 @@ class PostgresStore(StoreOperations):
 
     @_reading
     def lease_free(self, root: str) -> bool:
-        """Whether ``root``'s lease may be claimed now (free, expired by the server's clock, a dead owner's; not parked)."""
+        """Whether ``root``'s lease may be claimed now: free, expired by the server's clock, or a dead owner's;
+        never parked."""
         s = self.schema
         with self._connection() as con:
             row = con.execute(
@@ -744,6 +746,14 @@ class PostgresStore(StoreOperations):
             listener.join(5)
 
 
+def _one(con: psycopg.Connection[Any], sql: str, params: Sequence[Any] = ()) -> Any:
+    """The first value of the one row ``sql`` returns."""
+    row = con.execute(sql, params).fetchone()
+    if row is None:
+        raise StoreError(f"no row from {sql.split()[0]} where one was expected")
+    return row[0]
+
+
 class _Conflict(Exception):
     """The server refused a fenced batch: ``detail`` names the ids past their deadline and those that won."""
 
@@ -759,8 +769,8 @@ class _Conflict(Exception):
 # parent's session. So the child points each inherited socket at /dev/null (its messages go
 # nowhere, the parent's socket stays open) and keeps the objects forever.
 
-_open_stores: "weakref.WeakSet[PostgresStore]" = weakref.WeakSet()
-_connections: "weakref.WeakSet[psycopg.Connection[Any]]" = weakref.WeakSet()
+_open_stores: weakref.WeakSet[PostgresStore] = weakref.WeakSet()
+_connections: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
 _inherited: list[Any] = []
 
 

@@ -15,11 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 import test_crash_matrix as matrix  # the core's, on sys.path through conftest.py
 from durability_support import spawn
 from test_crash_matrix import _no_process_left_behind  # noqa: F401 - its autouse cleanup, here too
-
 from vow_postgres import PostgresStore
 
 CASES = [name for name, case in matrix.CASES.items() if not case.store_query]

@@ -12,17 +12,16 @@ Fewer examples than on SQLite by default (each commit is a round trip to the ser
 from __future__ import annotations
 
 import itertools
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 import test_random_workflows as core  # the core's, on sys.path through conftest.py
 from durability_support import HEAVY
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from vow_postgres import PostgresStore
 
 from vow.testing_postgres import PostgresServer
-from vow_postgres import PostgresStore
 
 EXAMPLES = 300 if HEAVY else 15
 

@@ -12,17 +12,17 @@ every step. Each machine gets a schema of its own, dropped at its end.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import psycopg
 import pytest
-from hypothesis import HealthCheck, settings
-
 import test_store_equivalence as core  # the core's, on sys.path through conftest.py
 from durability_support import HEAVY
+from hypothesis import HealthCheck, settings
+from vow_postgres import PostgresStore
 
 from vow.testing_postgres import PostgresServer
-from vow_postgres import PostgresStore
 
 _machines = itertools.count()
 _URL: list[str] = []

@@ -13,18 +13,12 @@ such a worker's leases only once they expire on the server's clock.
 
 from __future__ import annotations
 
-import collections
-import json
-import os
-import sys
 from pathlib import Path
 
 import psycopg
 import pytest
-
 import test_workers as core  # the core's, on sys.path through conftest.py
 from durability_support import log_lines, spawn, wait_until
-
 from vow_postgres import PostgresStore
 
 HERE = Path(__file__).resolve().parent
