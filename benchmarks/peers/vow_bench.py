@@ -121,7 +121,11 @@ class VowAdapter(Adapter):
         "memory": {"desc": "memory: store (promises in dicts, nothing survives the process), like Resonate.local()",
                    "store": "memory:", "scenarios": _NOT_CRASH},
         "postgres": {"desc": "the postgresql store (vow-postgres) on the server at $PEERBENCH_PG_URL, a fresh schema "
-                             "per scenario; every commit durable (the server's synchronous_commit)", "pg": True},
+                             "per scenario; its default synchronous_commit=off (a commit survives any worker dying; "
+                             "a server or machine crash may roll back the last commits), like SQLite's default",
+                     "pg": True},
+        "postgres_sync": {"desc": "as postgres with ?synchronous_commit=on: every commit waits for the server's disk, "
+                                  "the durability DBOS has; not vow's default", "pg": True, "sync": "on"},
     }
 
     def start(self) -> None:
@@ -130,6 +134,8 @@ class VowAdapter(Adapter):
             base = os.environ.get("PEERBENCH_PG_URL", "postgresql://postgres@127.0.0.1:55432")
             self.schema = f"vow_bench_{os.getpid()}_{int(time.time() * 1000)}"
             self.store_url = f"{base}{'&' if '?' in base else '?'}schema={self.schema}"
+            if self.config.get("sync"):
+                self.store_url += f"&synchronous_commit={self.config['sync']}"
         else:
             self.store_url = self.config["store"].format(dir=self.workdir)
         self.vow = _open(self.store_url)
