@@ -538,9 +538,15 @@ class PostgresStore(StoreOperations):
 
     @_reading
     def now(self) -> float:
-        """The server's clock, in epoch seconds: what lease expiry and deadlines are judged by."""
+        """The server's clock, in epoch seconds: what lease expiry and deadlines are judged by.
+
+        As of the moment this returns: the server read its clock about half a round trip ago, so
+        that half is added (a caller comparing it with its own clock then sees the true offset,
+        not the network's delay)."""
         with self._connection() as con:
-            return float(_one(con, "SELECT extract(epoch FROM clock_timestamp())::float8"))
+            sent = time.monotonic()
+            server = float(_one(con, "SELECT extract(epoch FROM clock_timestamp())::float8"))
+            return server + (time.monotonic() - sent) / 2
 
     def hold_owner(self, owner: str) -> bool:
         """Show ``owner`` alive: an advisory lock held in this store's liveness session. When the
@@ -682,7 +688,7 @@ class PostgresStore(StoreOperations):
         sql = (f"WITH t AS (SELECT coalesce(%b::float8, extract(epoch FROM clock_timestamp())::float8) AS now) "
                f"UPDATE {self.schema}.leases l SET expires_at = t.now + %b::float8 "
                "FROM t, unnest(%b::text[], %b::text[], %b::int8[]) AS x(root, owner, token) "
-               "WHERE l.root = x.root AND l.owner = x.owner AND l.token = x.token "
+               "WHERE l.root = x.root AND l.owner = x.owner AND l.token = x.token AND l.owner <> '' "
                "RETURNING l.root, l.owner, l.token, l.expires_at, l.recoveries, l.parked")
         params = (now, float(ttl), [x.root for x in leases], [x.owner for x in leases], [x.token for x in leases])
         rows = self._write(lambda con: con.execute(sql, params).fetchall(), idempotent=True)
@@ -728,6 +734,24 @@ class PostgresStore(StoreOperations):
         sql = (f"UPDATE {self.schema}.leases SET parked = NULL, recoveries = 0, owner = '', expires_at = 0 "
                "WHERE root = %s AND parked IS NOT NULL")
         return bool(self._write(lambda con: con.execute(sql, (root,)).rowcount))
+
+    # -- retention
+
+    def delete_runs(self, roots: Sequence[str], *, settled_before: float) -> dict[str, int]:
+        """Delete each run whose root promise settled before ``settled_before``: its whole tree and its
+        lease, in one statement (so one transaction). Returns the records deleted per run deleted."""
+        unique = list(dict.fromkeys(roots))
+        if not unique:
+            return {}
+        s = self.schema
+        # A settled root never becomes pending again: a run chosen here is finished for good.
+        sql = (f"WITH eligible AS (SELECT id FROM {s}.promises WHERE id = ANY(%b::text[]) AND parent IS NULL "
+               "AND state <> 'pending' AND settled_at < %b::float8), "
+               f"gone AS (DELETE FROM {s}.promises p USING eligible e WHERE p.root = e.id RETURNING p.root), "
+               f"unleased AS (DELETE FROM {s}.leases l USING eligible e WHERE l.root = e.id) "
+               "SELECT root, count(*) FROM gone GROUP BY root")
+        rows = self._write(lambda con: con.execute(sql, (unique, float(settled_before))).fetchall(), idempotent=True)
+        return {root: int(n) for root, n in rows}
 
     def close(self) -> None:
         """Close every connection (owners held here read as dead from now on); the store is unusable afterwards."""
