@@ -543,7 +543,7 @@ class PostgresStore(StoreOperations):
         As of the moment this returns: of three readings, the one with the shortest round trip is
         taken, plus half that round trip and the time since (a caller comparing it with its own
         clock then sees the true offset, not the network's delay)."""
-        best = None
+        best: tuple[float, float, float] | None = None
         with self._connection() as con:
             for _ in range(3):  # the fastest of three round trips says the most about the clock
                 sent = time.monotonic()
@@ -551,6 +551,7 @@ class PostgresStore(StoreOperations):
                 took = time.monotonic() - sent
                 if best is None or took < best[0]:
                     best = (took, server, time.monotonic())
+        assert best is not None
         took, server, read = best
         return server + took / 2 + (time.monotonic() - read)
 
