@@ -23,6 +23,7 @@ from vow import (
     PermanentError,
     PromiseTimeoutError,
     State,
+    Throttled,
     TransientError,
     Vow,
 )
@@ -523,3 +524,66 @@ def test_a_child_workflow_that_returns_before_its_branch_settles_cancels_the_bra
         assert vow.get("early/1.1.1").state is State.CANCELED  # nobody waits for it any more
     finally:
         gate.set()
+
+
+def test_a_run_timeout_times_out_the_run_and_its_pending_promises(vow: Vow) -> None:
+    release = threading.Event()
+
+    def slow(ctx: LeafContext) -> str:
+        release.wait(30)
+        return "late"
+
+    @vow.register(timeout=0.3)
+    def wf(ctx: Context):
+        first = yield ctx.begin_run(slow)
+        yield ctx.sleep(3600)
+        return (yield first)
+
+    try:
+        with pytest.raises(PromiseTimeoutError):
+            vow.run("to/1", wf)
+        assert vow.get("to/1").state is State.TIMEDOUT
+        assert {vow.get("to/1.1").state, vow.get("to/1.2").state} == {State.TIMEDOUT}
+        with pytest.raises(PromiseTimeoutError):  # run(timeout=) overrides register(timeout=)
+            vow.run("to/2", wf, timeout=0.2)
+        assert vow.get("to/2").timeout - vow.get("to/2").created_at == pytest.approx(0.2)
+    finally:
+        release.set()
+
+
+def test_a_client_wide_retry_policy_applies_to_leaves_without_their_own(tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def flaky(ctx: LeafContext) -> None:
+        calls.append(ctx.attempt)
+        raise TransientError("down")
+
+    with Vow(store="memory:", retry=Constant(delay=0.01, max_attempts=3)) as vow:
+        @vow.register
+        def wf(ctx: Context):
+            yield ctx.run(flaky)
+
+        with pytest.raises(TransientError):
+            vow.run("cr/1", wf)
+    assert calls == [1, 2, 3]
+
+
+def test_a_throttled_leaf_waits_durably_and_runs_again_as_the_same_attempt(vow: Vow) -> None:
+    seen: list[int] = []
+
+    def limited(ctx: LeafContext) -> int:
+        seen.append(ctx.attempt)
+        if len(seen) < 3:
+            raise Throttled(wait=0.05)
+        return len(seen)
+
+    @vow.register
+    def wf(ctx: Context):
+        return (yield ctx.run(limited))
+
+    assert vow.run("th/1", wf) == 3
+    assert seen == [1, 1, 1]  # waiting for a token is not a failed attempt
+    waits = [(r.id, r.func, r.state) for r in vow.store.children("th/1.1")]
+    assert waits == [("th/1.1.throttle.1.1", "rate limit wait", State.RESOLVED),
+                     ("th/1.1.throttle.1.2", "rate limit wait", State.RESOLVED)]
+    assert vow.get("th/1.1").attempt == 1

@@ -39,6 +39,7 @@ _EXPORTS = {
     "AlreadySettledError": "vow.errors", "ArgumentMismatchError": "vow.errors", "CanceledError": "vow.errors",
     "ConfigError": "vow.errors", "EncodeError": "vow.errors", "NonDeterminismError": "vow.errors",
     "PermanentError": "vow.errors", "PromiseNotFoundError": "vow.errors", "PromiseTimeoutError": "vow.errors",
+    "RejectedError": "vow.errors", "RunParkedError": "vow.errors", "Throttled": "vow.errors",
     "TransientError": "vow.errors", "VowError": "vow.errors",
     "hookimpl": "vow.hookspecs",
     "LeafContext": "vow.leaf",
@@ -50,7 +51,8 @@ __all__ = [
     "AlreadySettledError", "ArgumentMismatchError", "Call", "CanceledError", "ConfigError", "Constant",
     "Context", "EncodeError", "Exponential", "Handle", "Kind", "LeafContext", "Linear", "Never",
     "NonDeterminismError", "Options", "Outcome", "PermanentError", "PromiseNotFoundError", "PromiseRecord",
-    "PromiseTimeoutError", "RunHandle", "State", "TransientError", "Vow", "VowError", "hookimpl",
+    "PromiseTimeoutError", "RejectedError", "RunHandle", "RunParkedError", "State", "Throttled", "TransientError",
+    "Vow", "VowError", "hookimpl",
 ]
 assert sorted(__all__) == sorted(_EXPORTS)  # a literal list, so type checkers see what is public
 
@@ -67,6 +69,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
         PermanentError,
         PromiseNotFoundError,
         PromiseTimeoutError,
+        RejectedError,
+        RunParkedError,
+        Throttled,
         TransientError,
         VowError,
     )

@@ -44,6 +44,7 @@ class Registered:
     fn: Callable[..., Any]
     retry: Any = None
     concurrency: int | None = None
+    timeout: float | None = None
 
 
 class RunHandle:
@@ -81,6 +82,9 @@ class Vow:
     otherwise when it expires. A root taken over ``max_recoveries`` times in a row from processes
     that died running it is parked (``vow resume --force`` runs it again).
 
+    ``retry`` is the retry policy of every leaf that sets none itself (``vow.Exponential(delay=1)``, say;
+    the default is exponential back-off from 0.1 s, 5 attempts).
+
     ``retention`` (``"30d"``, seconds) prunes finished runs older than that in the background, once
     an hour (see :meth:`prune`).
 
@@ -91,7 +95,8 @@ class Vow:
     def __init__(self, store: str | Store | None = None, *, plugins: Plugins | None = None,
                  max_threads: int = DEFAULT_MAX_THREADS, max_concurrency: int | None = None,
                  lease_ttl: float = 15.0, poll_interval: float = 0.05, observers: Iterable[Any] = (),
-                 max_recoveries: int | None = DEFAULT_MAX_RECOVERIES, retention: float | str | None = None) -> None:
+                 max_recoveries: int | None = DEFAULT_MAX_RECOVERIES, retention: float | str | None = None,
+                 retry: Any = None) -> None:
         if max_concurrency is not None and max_concurrency < 1:
             raise ConfigError(f"max_concurrency must be >= 1, got {max_concurrency}")
         if lease_ttl <= 0:
@@ -106,7 +111,7 @@ class Vow:
         built = [self.plugins.observers.build(reg.name) for reg in self.plugins.observers]
         self._observers = [o for o in (*observers, *built) if o is not None]
         self._engine_options = dict(max_threads=max_threads, max_concurrency=max_concurrency, lease_ttl=lease_ttl,
-                                    poll_interval=poll_interval, max_recoveries=max_recoveries)
+                                    poll_interval=poll_interval, max_recoveries=max_recoveries, default_retry=retry)
         self._closed = False
         self._pruner = AutoPrune(self.store, retention) if retention is not None else None
         self._new_engine()
@@ -131,13 +136,14 @@ class Vow:
 
     # ------------------------------------------------------------------ registration
     def register(self, fn: Callable[..., Any] | None = None, *, name: str | None = None, retry: Any = None,
-                 concurrency: int | None = None) -> Any:
+                 concurrency: int | None = None, timeout: float | None = None) -> Any:
         """Register a generator workflow (as a decorator, with or without arguments).
 
         ``name`` defaults to the function's name; ``retry`` re-runs the whole workflow (with the
         same child ids, so settled children are not run again: a child that failed for good fails
         the same way again, so retry flaky leaves with their own policy); ``concurrency`` caps how
-        many of its leaves run at once.
+        many of its leaves run at once; ``timeout`` is how many seconds a run may take from its
+        first start before it and its pending promises time out (``run(..., timeout=)`` overrides).
         """
         def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
             if not inspect.isgeneratorfunction(f):
@@ -151,7 +157,8 @@ class Vow:
                 raise ConfigError(f"a workflow named {reg_name!r} is already registered ({function_name(taken.fn)})")
             if concurrency is not None and concurrency < 1:
                 raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
-            self._functions[reg_name] = Registered(reg_name, f, retry, concurrency)
+            _check_timeout(timeout)
+            self._functions[reg_name] = Registered(reg_name, f, retry, concurrency, timeout)
             self._names[f] = reg_name
             return f
 
@@ -190,22 +197,30 @@ class Vow:
         return self._functions[name]
 
     # ------------------------------------------------------------------ running
-    def begin_run(self, id: str, fn: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> RunHandle:
-        """Start root workflow ``id`` (or join it if it exists) and return at once."""
+    def begin_run(self, id: str, fn: Callable[..., Any] | str, *args: Any, timeout: float | None = None,
+                  **kwargs: Any) -> RunHandle:
+        """Start root workflow ``id`` (or join it if it exists) and return at once.
+
+        ``timeout``: seconds the run may take from its first start; then the run and its pending
+        promises time out (stored before anything acts on it). It is vow's, not the workflow's:
+        pass a workflow argument named ``timeout`` positionally.
+        """
         self._check_open()
         _check_id(id)
+        _check_timeout(timeout)
         reg = self._resolve(fn)
         args_text = encoding.encode_args(args, kwargs, what=f"workflow {reg.name} ({id})")
         # The workflow gets its arguments as the store keeps them, so a first run and a resumed one agree.
         stored_args, stored_kwargs = encoding.decode_args(args_text)
         request = StartRequest(id, reg.name, reg.fn, tuple(stored_args), stored_kwargs, args_text, reg.retry,
-                               reg.concurrency, {})
+                               reg.concurrency, {}, timeout=timeout if timeout is not None else reg.timeout)
         return RunHandle(id, self._engine.submit(request))
 
-    def run(self, id: str, fn: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Any:
+    def run(self, id: str, fn: Callable[..., Any] | str, *args: Any, timeout: float | None = None,
+            **kwargs: Any) -> Any:
         """Run root workflow ``id`` and wait for its value. The same id again returns the stored
-        result, joins the run in progress, or resumes it after a crash."""
-        return self.begin_run(id, fn, *args, **kwargs).result()
+        result, joins the run in progress, or resumes it after a crash. ``timeout`` as in :meth:`begin_run`."""
+        return self.begin_run(id, fn, *args, timeout=timeout, **kwargs).result()
 
     async def begin_run_async(self, id: str, fn: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> RunHandle:
         """:meth:`begin_run` for callers inside an event loop; ``await handle`` for the value."""
@@ -215,12 +230,14 @@ class Vow:
         """:meth:`run` for callers inside an event loop."""
         return await self.begin_run(id, fn, *args, **kwargs)
 
-    def submit(self, id: str, fn: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> PromiseRecord:
+    def submit(self, id: str, fn: Callable[..., Any] | str, *args: Any, timeout: float | None = None,
+               **kwargs: Any) -> PromiseRecord:
         """Store root workflow ``id`` as pending without running it; a worker (``vow worker``,
         :meth:`worker`) that registered the same workflow picks it up. An existing id is returned as it
         is (same rules as ``run``)."""
         self._check_open()
         _check_id(id)
+        _check_timeout(timeout)
         if isinstance(fn, str):
             reg = self._resolve(fn)
         else:
@@ -232,9 +249,11 @@ class Vow:
                     "could ever run it")
             reg = self._functions[name]
         args_text = encoding.encode_args(args, kwargs, what=f"workflow {reg.name} ({id})")
+        now = self.store.now()
+        seconds = timeout if timeout is not None else reg.timeout
         record, _created = self.store.create(PromiseRecord(
-            id, State.PENDING, Kind.WORKFLOW, id, reg.name, args_text, None, None, None, id, 1, self.store.now()),
-            outside=True)
+            id, State.PENDING, Kind.WORKFLOW, id, reg.name, args_text, None, None,
+            now + seconds if seconds is not None else None, id, 1, now), outside=True)
         error = same_run_error(id, record.func, record.args, reg.name, args_text)
         if error is not None:
             raise error
@@ -408,6 +427,11 @@ class Vow:
         seconds = parse_duration(older_than, what="older_than")
         return self.store.prune(before=self.store.now() - seconds, states=parse_states(states, what="states"),
                                 dry_run=dry_run, compact=compact)
+
+
+def _check_timeout(timeout: object) -> None:
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise ConfigError(f"a run's timeout must be a number of seconds > 0, got {timeout!r}")
 
 
 def _check_id(id: object) -> None:

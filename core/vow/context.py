@@ -40,11 +40,11 @@ _NO_OPTIONS = Options()
 class Call:
     """A call a workflow wants made; yield it. ``.options(...)`` returns a copy with options set."""
 
-    __slots__ = ("kind", "fn", "args", "kwargs", "wait", "opts", "seconds")
+    __slots__ = ("kind", "fn", "args", "kwargs", "wait", "opts", "seconds", "patch")
 
     def __init__(self, kind: Kind, fn: Callable[..., Any] | None, args: tuple[Any, ...],
                  kwargs: dict[str, Any], wait: bool, opts: Options = _NO_OPTIONS,
-                 seconds: float | None = None) -> None:
+                 seconds: float | None = None, patch: bool = False) -> None:
         self.kind = kind
         self.fn = fn
         self.args = args
@@ -52,6 +52,7 @@ class Call:
         self.wait = wait
         self.opts = opts
         self.seconds = seconds
+        self.patch = patch  # a ctx.patched(name) marker, not a call
 
     def options(self, *, id: str | None = None, retry: Any = None, timeout: float | None = None,
                 non_retryable: Iterable[type[BaseException]] | None = None,
@@ -155,15 +156,16 @@ class Combinator:
 class Context:
     """The context of one workflow execution: how it makes durable calls."""
 
-    __slots__ = ("id", "root_id", "parent_id", "attempt", "tags")
+    __slots__ = ("id", "root_id", "parent_id", "attempt", "tags", "plugins")
 
     def __init__(self, id: str, root_id: str, parent_id: str | None, attempt: int = 1,
-                 tags: dict[str, str] | None = None) -> None:
+                 tags: dict[str, str] | None = None, plugins: Any = None) -> None:
         self.id = id
         self.root_id = root_id
         self.parent_id = parent_id
         self.attempt = attempt
         self.tags = tags or {}
+        self.plugins = plugins  # the client's registries (channels, providers, retry policies)
 
     def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Call:
         """Call ``fn(ctx, *args, **kwargs)`` durably and wait: ``value = yield ctx.run(fn, ...)``."""
@@ -182,6 +184,19 @@ class Context:
     def promise(self, id: str | None = None, *, timeout: float | None = None) -> Call:
         """A promise settled from outside (``vow.resolve(id, value)``); yields a :class:`Handle`."""
         return Call(Kind.PROMISE, None, (), {}, False, Options(id=id, timeout=timeout))
+
+    def patched(self, name: str) -> Call:
+        """Whether this run takes the code path added by change ``name``: ``if (yield ctx.patched("add-sms")):``.
+
+        How to change a workflow while runs of the old code are pending (Temporal's pattern): a run
+        that started after the change, or that reaches this point for the first time, records the
+        change and gets ``True`` (and gets it again on every replay); a run that went past this point
+        under the old code gets ``False`` and replays the old path, so its stored calls still match.
+        Once no run of the old code is pending, drop the ``if`` and keep the new path.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"ctx.patched() takes a non-empty change name, got {name!r}")
+        return Call(Kind.STEP, None, (), {}, True, Options(id=name), patch=True)
 
     def all(self, handles: Iterable[Handle]) -> Combinator:
         """Wait for every handle; the list of values, or the first error."""

@@ -35,7 +35,10 @@ def encode(value: Any, *, what: str = "value") -> str:
     """Encode ``value`` as canonical JSON text; raise :class:`EncodeError` saying ``what`` it was."""
     try:
         return _encoder.encode(value)
-    except (TypeError, ValueError) as exc:
+    except RecursionError:
+        raise EncodeError(f"{what} cannot be stored: it is nested too deeply for JSON (a structure that "
+                          "contains itself, or thousands of levels); flatten it") from None
+    except Exception as exc:  # noqa: BLE001 - anything the encoder or a value's own hooks raise
         if "not supported between instances" in str(exc):  # sort_keys met keys of mixed types
             exc = TypeError("a dict mixes key types (for example 1 and '1'); use string keys")
         raise EncodeError(
@@ -54,7 +57,10 @@ def normalize(value: Any, *, what: str = "value") -> tuple[Any, str]:
     text = encode(value, what=what)
     if isinstance(value, _PLAIN) and not isinstance(value, float):
         return value, text
-    return _decode(text), text
+    try:
+        return _decode(text), text
+    except RecursionError:  # encoded, but too deep to read back: refuse it now rather than on replay
+        raise EncodeError(f"{what} cannot be stored: it is nested too deeply to read back; flatten it") from None
 
 
 def encode_args(args: tuple[Any, ...], kwargs: dict[str, Any], *, what: str) -> str:

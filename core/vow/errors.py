@@ -49,6 +49,18 @@ def format_path(path: KeyPath) -> str:
     return out
 
 
+class Throttled(VowError):
+    """A leaf cannot go yet (a shared rate limit has no token for it): hold it back ``wait`` seconds.
+
+    The engine holds the branch back with a durable timer (no thread waits, and a crash does not cut
+    the wait short) and then starts it again as the same attempt: waiting for a token is not a failure.
+    """
+
+    def __init__(self, message: str = "rate limited", *, wait: float) -> None:
+        super().__init__(message)
+        self.wait = max(0.0, float(wait))
+
+
 class ConfigError(VowError):
     """Bad configuration or input a user can fix: says where (file:line, key path) and what is allowed.
 

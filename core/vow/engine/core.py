@@ -40,6 +40,7 @@ from vow.errors import (
     PromiseNotFoundError,
     PromiseTimeoutError,
     RunParkedError,
+    Throttled,
     VowError,
 )
 from vow.events import Event, EventKind
@@ -64,11 +65,12 @@ class Engine:
     def __init__(self, store: Any, *, owner: str, name_of: Callable[[Any], str], lookup: Callable[[str], Any],
                  observers: list[Any], codec: FailureCodec, plugins: Any = None, max_threads: int = 1024,
                  max_concurrency: int | None = None, lease_ttl: float = 15.0, poll_interval: float = 0.05,
-                 max_recoveries: int | None = None) -> None:
+                 max_recoveries: int | None = None, default_retry: Any = None) -> None:
         self.store = store
         self.owner = owner
         self.lease_ttl = lease_ttl
         self.codec = codec
+        self.plugins = plugins
         self._lookup = lookup
         self._observers = observers
         self.observed = bool(observers)
@@ -86,6 +88,7 @@ class Engine:
                                  max_concurrency=max_concurrency, scopes=scopes, plugins=plugins)
         self.stepper = Stepper(self, self.committer, now=self.now, name_of=name_of)
         self.retries = Retries(self.committer, self.timers, self.now, encode_error=codec.encode,
+                               default_policy=default_retry,
                                on_retry=self._retry_scheduled, start_leaf=self._start_leaf,
                                start_body=self.stepper.begin)
         self._roots: dict[str, RootRun] = {}
@@ -249,8 +252,9 @@ class Engine:
             elif req.resume_only:
                 req.fail(PromiseNotFoundError(f"no workflow with id {req.id!r}"))
             else:
+                deadline = now + req.timeout if req.timeout is not None else None
                 fresh[req.id] = (req, PromiseRecord(
-                    req.id, State.PENDING, Kind.WORKFLOW, req.id, req.name, req.args_text, None, None, None,
+                    req.id, State.PENDING, Kind.WORKFLOW, req.id, req.name, req.args_text, None, None, deadline,
                     req.id, 1, now, None, req.tags))
         if fresh:
             self._create_roots(fresh)
@@ -389,6 +393,9 @@ class Engine:
         """A workflow body returned (``ok``) or raised ``value``: settle its promise, or retry it."""
         node = run.node
         run.gen = None
+        if node.deadline is not None and self.now() >= node.deadline:
+            self._deadline(node)  # it finished too late: the store would refuse it
+            return
         if ok:
             try:
                 value, text = encoding.normalize(value, what=f"the result of workflow {node.label()}")
@@ -433,9 +440,10 @@ class Engine:
         if node.timer is not None:
             self.timers.cancel(node.timer)
             node.timer = None
+        self.retries.forget(node.id)
         self.committer.writes(root.id, root.token).settles.append(Settle(node.id, state, text, now))
-        if node.run is None:
-            self._finish_root(root)  # its leftover branches settle first: observers see them end before the run
+        if node.run is None:  # its leftover branches settle first: observers see them end before the run
+            self._finish_root(root, State.TIMEDOUT if state is State.TIMEDOUT else State.CANCELED)
         elif node.child is not None:
             self._stop_under(node)
         if self._observers:
@@ -478,16 +486,22 @@ class Engine:
             if other is not node and _under(other, node):
                 self._cancel(other)
 
-    def _cancel(self, node: PromiseNode) -> None:
+    def _cancel(self, node: PromiseNode, state: State = State.CANCELED) -> None:
         if node.state is _PENDING:
             if node.child is not None:
                 node.child.close()
-            self.settle(node, State.CANCELED, None, None, None)
+            if state is State.TIMEDOUT:
+                text = self.codec.encode(PromiseTimeoutError(f"{node.label()} timed out with its run"))
+                self.settle(node, state, None, self.codec.decode(text), text)
+            else:
+                self.settle(node, state, None, None, None)
 
-    def _finish_root(self, root: RootRun) -> None:
+    def _finish_root(self, root: RootRun, leftovers: State = State.CANCELED) -> None:
+        """The root settled: what it left pending is canceled (nobody waits for it any more, after
+        first/any), or timed out with it when the run's own deadline passed."""
         root.done = True
-        for child in list(root.live.values()):  # branches nobody waits for any more (after first/any)
-            self._cancel(child)
+        for child in list(root.live.values()):
+            self._cancel(child, leftovers)
         self.committer.after(root.id, root.token, self._report_root, root)
 
     def _report_root(self, root: RootRun) -> None:
@@ -545,6 +559,9 @@ class Engine:
                 self._deadline(node)  # too late: the store would refuse it
             else:
                 self.settle(node, State.RESOLVED, value, None, text)
+            return
+        if isinstance(value, Throttled):  # not a failure: hold it back, then the same attempt again
+            self.retries.throttle(node, value.wait)
             return
         if self.retries.retry_leaf(node, value):
             return

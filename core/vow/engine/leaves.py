@@ -140,7 +140,9 @@ class LeafRunner:
     def _finish(self, ctx: LeafContext, result: Any) -> None:
         try:
             value, text = encoding.normalize(result, what=f"the result of {ctx.func} ({ctx.id})")
-        except EncodeError as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever it is, this attempt reports it: never silence
+            if not isinstance(exc, EncodeError):
+                exc = EncodeError(f"the result of {ctx.func} ({ctx.id}) cannot be stored: {type(exc).__name__}: {exc}")
             self._report((ctx.id, ctx.root_id, ctx.attempt, False, exc, None))
             return
         self._report((ctx.id, ctx.root_id, ctx.attempt, True, value, text))

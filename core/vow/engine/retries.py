@@ -21,7 +21,7 @@ from vow.errors import EncodeError
 from vow.records import Kind, PromiseRecord, Settle, State
 from vow.retry import DEFAULT_LEAF_POLICY, next_delay
 
-__all__ = ["BACKOFF_FUNC", "Retries", "backoff_id"]
+__all__ = ["BACKOFF_FUNC", "THROTTLE_FUNC", "Retries", "backoff_id", "throttle_id"]
 
 _log = logging.getLogger("vow")
 
@@ -29,16 +29,26 @@ BACKOFF_FUNC = "retry backoff"
 """The ``func`` of the durable timers that hold back a retry (ids ``{promise id}.backoff.{attempt}``)."""
 
 
+THROTTLE_FUNC = "rate limit wait"
+"""The ``func`` of the durable timers that hold a leaf back until a shared rate limit has room for it
+(ids ``{promise id}.throttle.{attempt}.{n}``): the same attempt starts again after them."""
+
+
 def backoff_id(promise_id: str, attempt: int) -> str:
     """The id of the timer that holds back attempt ``attempt`` of ``promise_id``."""
     return f"{promise_id}.backoff.{attempt}"
+
+
+def throttle_id(promise_id: str, attempt: int, n: int) -> str:
+    """The id of the ``n``-th wait for a rate limit of attempt ``attempt`` of ``promise_id``."""
+    return f"{promise_id}.throttle.{attempt}.{n}"
 
 
 class Retries:
     """Decides on retries and keeps their back-offs durable."""
 
     def __init__(self, committer: Committer, timers: Timers, now: Callable[[], float], *,
-                 encode_error: Callable[[BaseException], str],
+                 encode_error: Callable[[BaseException], str], default_policy: object = None,
                  on_retry: Callable[[PromiseNode, int, BaseException, float], None],
                  start_leaf: Callable[[PromiseNode], None], start_body: Callable[[WorkflowRun], None]) -> None:
         self._committer = committer
@@ -48,6 +58,8 @@ class Retries:
         self._on_retry = on_retry
         self._start_leaf = start_leaf
         self._start_body = start_body
+        self._default_policy = default_policy or DEFAULT_LEAF_POLICY
+        self._waits: dict[str, int] = {}  # promise id -> rate-limit waits of its current attempt so far
 
     # -- after a failure
 
@@ -57,7 +69,7 @@ class Retries:
         assert call is not None
         if isinstance(error, EncodeError):
             return False
-        delay = next_delay(call.opts.retry or DEFAULT_LEAF_POLICY, node.attempt, error, call.opts.non_retryable)
+        delay = next_delay(call.opts.retry or self._default_policy, node.attempt, error, call.opts.non_retryable)
         if delay is None:
             return False
         now = self._now()
@@ -80,6 +92,7 @@ class Retries:
         root = node.root
         failed = node.attempt
         node.attempt = failed + 1
+        self._waits.pop(node.id, None)
         timer_id = backoff_id(node.id, node.attempt)
         self._committer.attempt(root.id, root.token, node.id, node.attempt)
         self._committer.create(root.id, root.token, PromiseRecord(
@@ -88,17 +101,57 @@ class Retries:
         self._committer.after(root.id, root.token, self._arm, node, until)
         self._committer.after(root.id, root.token, self._on_retry, node, failed, error, delay)
 
+    def throttle(self, node: PromiseNode, wait: float) -> None:
+        """Hold a leaf back ``wait`` seconds for a shared rate limit (durably), then start the same attempt."""
+        root = node.root
+        n = self._waits.get(node.id, 0) + 1
+        self._waits[node.id] = n
+        timer_id = throttle_id(node.id, node.attempt, n)
+        until = self._now() + wait
+        self._committer.create(root.id, root.token, PromiseRecord(
+            timer_id, State.PENDING, Kind.SLEEP, root.id, THROTTLE_FUNC, "", None, node.id, until, timer_id, 1,
+            self._now(), None, {}))
+        self._committer.after(root.id, root.token, self._arm_wait, node, timer_id, until)
+
+    def _arm_wait(self, node: PromiseNode, timer_id: str, until: float) -> None:
+        self._timers.at_wall(until, self._wait_over, (node, timer_id))
+
+    def _wait_over(self, arg: tuple[PromiseNode, str]) -> None:
+        node, timer_id = arg
+        root = node.root
+        if node.state is not State.PENDING or root.done:
+            return
+        self._committer.settle(root.id, root.token, Settle(timer_id, State.RESOLVED, "null", self._now()))
+        self._committer.after(root.id, root.token, self._start_leaf, node)
+
+    def forget(self, promise_id: str) -> None:
+        """A promise settled: drop what was kept about its waits."""
+        self._waits.pop(promise_id, None)
+
     # -- holding back
 
     def resume_in_backoff(self, node: PromiseNode, stored: dict[str, PromiseRecord]) -> bool:
-        """For a node met again on a resume: if its back-off timer was still running, wait out what is
-        left of it (armed after the next commit) and return True."""
-        if node.attempt <= 1 or not stored:
+        """For a node met again on a resume: if its back-off timer, or a wait for a rate limit, was still
+        running, wait out what is left of it (armed after the next commit) and return True."""
+        if not stored:
+            return False
+        root = node.root
+        waits = 0
+        pending_wait = None
+        while (wait := stored.pop(throttle_id(node.id, node.attempt, waits + 1), None)) is not None:
+            waits += 1
+            if not wait.settled:
+                pending_wait = wait
+        if waits:
+            self._waits[node.id] = waits
+        if pending_wait is not None:
+            self._committer.after(root.id, root.token, self._arm_wait, node, pending_wait.id, pending_wait.timeout or 0.0)
+            return True
+        if node.attempt <= 1:
             return False
         timer = stored.pop(backoff_id(node.id, node.attempt), None)
         if timer is None or timer.settled:
             return False
-        root = node.root
         self._committer.after(root.id, root.token, self._arm, node, timer.timeout or 0.0)
         return True
 

@@ -20,15 +20,17 @@ class StartRequest:
     """A caller's request to run (or join, or resume) root workflow ``id``.
 
     ``fn`` is ``None`` to resume by the name stored with the run; ``lease`` is a lease the caller
-    already claimed for it (a worker claims many at once); ``resume_only`` refuses to create it.
+    already claimed for it (a worker claims many at once); ``resume_only`` refuses to create it;
+    ``timeout`` is how long a new run may take before it and its pending promises time out.
     """
 
     __slots__ = ("id", "name", "fn", "args", "kwargs", "args_text", "policy", "concurrency", "tags", "future",
-                 "resume_only", "lease")
+                 "resume_only", "lease", "timeout")
 
     def __init__(self, id: str, name: str, fn: Callable[..., Any] | None, args: tuple[Any, ...],
                  kwargs: dict[str, Any], args_text: str, policy: Any, concurrency: int | None,
-                 tags: dict[str, str], *, resume_only: bool = False, lease: Lease | None = None) -> None:
+                 tags: dict[str, str], *, resume_only: bool = False, lease: Lease | None = None,
+                 timeout: float | None = None) -> None:
         self.id = id
         self.name = name
         self.fn = fn
@@ -41,6 +43,7 @@ class StartRequest:
         self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self.resume_only = resume_only
         self.lease = lease
+        self.timeout = timeout  # seconds the run may take, from its first start (a new run only)
 
     @classmethod
     def resume(cls, id: str, *, lease: Lease | None = None) -> "StartRequest":

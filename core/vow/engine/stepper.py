@@ -27,7 +27,10 @@ from vow.errors import EncodeError, NonDeterminismError
 from vow.outcomes import combine, fill_from_record, outcome
 from vow.records import Kind, PromiseRecord, State
 
-__all__ = ["Host", "Stepper", "check_text"]
+__all__ = ["PATCH_FUNC", "Host", "Stepper", "check_text"]
+
+PATCH_FUNC = "vow.patched"
+"""The ``func`` of the markers ``ctx.patched(name)`` stores (ids ``{workflow id}.patched.{name}``)."""
 
 _CALL_KINDS = "yield ctx.run(...), ctx.begin_run(...), ctx.sleep(...), ctx.promise(...), a handle, " \
               "or ctx.all/any/first/all_settled(...)"
@@ -37,6 +40,7 @@ class Host(Protocol):
     """What the stepper needs from the engine."""
 
     codec: Any
+    plugins: Any  # the client's registries, handed to every workflow's context
     observed: bool  # whether anyone observes events (``created``/``started`` are called only then)
 
     def launch(self, node: PromiseNode, writes: Any = None) -> None:
@@ -72,7 +76,7 @@ class Stepper:
     def begin(self, run: WorkflowRun) -> None:
         """Start (or start again, on a workflow retry) the body of ``run``."""
         node = run.node
-        ctx = Context(run.id, run.root.id, node.parent_id, node.attempt, node.tags)
+        ctx = Context(run.id, run.root.id, node.parent_id, node.attempt, node.tags, self._host.plugins)
         run.counter = 0
         run.waiting = None
         try:
@@ -152,6 +156,8 @@ class Stepper:
     # -- calls
 
     def _call(self, run: WorkflowRun, call: Call) -> PromiseNode:
+        if call.patch:
+            return self._patched(run, call.opts.id or "")
         root = run.root
         run.counter += 1
         opts = call.opts
@@ -219,6 +225,24 @@ class Stepper:
             node.adopted = True
             root.live[record.id] = node
             self._host.launch(node)
+        return node
+
+    def _patched(self, run: WorkflowRun, name: str) -> PromiseNode:
+        """``ctx.patched(name)``: a marker outside the call numbering, so old runs keep their ids."""
+        root = run.root
+        pid = f"{run.id}.patched.{name}"
+        check_text(pid, {}, "ctx.patched")
+        node = PromiseNode(pid, Kind.STEP, PATCH_FUNC, root, run, None, 1, pid, None, {})
+        record = root.stored.pop(pid, None) if root.stored else None
+        if record is not None:  # this run took the new path before: again
+            fill_from_record(node, record, self._host.codec)
+        elif root.stored and any(r.parent == run.id for r in root.stored.values()):
+            node.state, node.value = State.RESOLVED, False  # it went past here under the old code
+        else:  # first time here: take the new path, and remember it
+            now = self._now()
+            self._committer.writes(root.id, root.token).creates.append(PromiseRecord(
+                pid, State.RESOLVED, Kind.STEP, root.id, PATCH_FUNC, "", "true", run.id, None, pid, 1, now, now, {}))
+            node.state, node.value, node.settled_at = State.RESOLVED, True, now
         return node
 
     def _is_generator(self, fn: Any) -> bool:
