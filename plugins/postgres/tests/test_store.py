@@ -17,7 +17,7 @@ from vow_postgres.schema import SCHEMA_VERSION
 
 from vow import Vow
 from vow.errors import ConfigError, StoreError
-from vow.records import Batch, Kind, PromiseRecord, State
+from vow.records import Batch, Kind, PromiseRecord, Settle, State
 from vow.stores import open_store
 from vow.testing import wait_until
 from vow.testing_postgres import PostgresServer
@@ -340,3 +340,19 @@ def test_the_listener_reconnects_and_says_it_may_have_missed_something(postgres_
         con.execute("SELECT pg_terminate_backend(%s)", (first.info.backend_pid,))
     wait_until(lambda: calls, timeout=60, message="a call after the reconnection")
     assert pg_store._listening is not first
+
+
+def test_a_fenced_replay_of_records_under_a_settled_child_workflow_is_no_conflict(pg_store: PostgresStore) -> None:
+    """A child workflow retried from the top creates its (settled) children again: create-or-get,
+    which creates nothing, so no record is created under a settled parent (regression: this was
+    a ConflictError, and the engine's replay then started a leaf twice)."""
+    lease = pg_store.claim("wf", "here:1:00000000000000dd", 30)
+    child = PromiseRecord("wf.1.1", State.PENDING, Kind.WORKFLOW, "wf", parent="wf.1")
+    leaf = PromiseRecord("wf.1.1.1", State.PENDING, Kind.STEP, "wf", parent="wf.1.1")
+    pg_store.apply(Batch(creates=[PromiseRecord("wf", State.PENDING, Kind.WORKFLOW, "wf"),
+                                  PromiseRecord("wf.1", State.PENDING, Kind.WORKFLOW, "wf", parent="wf"), child, leaf],
+                         fences={"wf": lease.token}))
+    finished = [Settle("wf.1.1.1", State.RESOLVED, "1", 1.0), Settle("wf.1.1", State.RESOLVED, "1", 1.0)]
+    pg_store.apply(Batch(settles=finished, fences={"wf": lease.token}))
+    result = pg_store.apply(Batch(creates=[child, leaf], fences={"wf": lease.token}))
+    assert set(result.existing) == {"wf.1.1", "wf.1.1.1"} and result.conflicts == {}

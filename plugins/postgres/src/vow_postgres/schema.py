@@ -199,7 +199,8 @@ BEGIN
     IF cardinality(c_id) > 0 THEN
         -- The ids are unique here (the client keeps the first of each); unnest keeps their order,
         -- so seq follows the batch order. A fenced batch also learns which parents outside its
-        -- fences were settled before it (a child workflow canceled from outside).
+        -- fences of the records it creates were settled before it (a child workflow canceled
+        -- from outside).
         WITH ins AS (
             INSERT INTO {s}.promises AS p (id, state, kind, root, func, args, value, parent, timeout,
                                             idempotency_key, attempt, created_at, settled_at, tags)
@@ -211,12 +212,15 @@ BEGIN
              -- racing another for the same id fails with unique_violation instead, and the
              -- client runs the batch again (nothing of it was written), which then finds the id.
              WHERE NOT EXISTS (SELECT 1 FROM {s}.promises q WHERE q.id = x.id)
-            RETURNING p.id
+            RETURNING p.id, p.parent
         )
+        -- Only what this batch really creates can be under a settled parent: a create of an id
+        -- that exists (a replay after a workflow retry) creates nothing. The parents are read as
+        -- they were before this statement (rows it inserts are not visible to it: they are new).
         SELECT (SELECT array_agg(ins.id) FROM ins),
                CASE WHEN fenced THEN (
                    SELECT array_agg(DISTINCT p.id) FROM {s}.promises p
-                    WHERE p.id IN (SELECT unnest(c_parent) EXCEPT SELECT unnest(f_root)) AND p.state <> 'pending')
+                    WHERE p.id IN (SELECT ins.parent FROM ins EXCEPT SELECT unnest(f_root)) AND p.state <> 'pending')
                END
           INTO inserted, won;
         IF coalesce(cardinality(inserted), 0) < cardinality(c_id) THEN

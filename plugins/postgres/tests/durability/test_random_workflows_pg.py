@@ -38,14 +38,6 @@ def random_url(postgres_server: PostgresServer) -> Iterator[str]:
 _ids = itertools.count()
 
 
-# Open question, reported to the lead: since the engine rewrite merged on 2026-11-27 this fails in
-# about one run of two, always the same way: a leaf "started 2 times" (or "after it settled") in an
-# example whose crash came before its first commit (nothing stored at the crash), so the doubled
-# start happened in the resuming client's normal run. The SQLite and memory variants of the same
-# test pass; the store contract, the equivalence machine and the crash matrix pass on PostgreSQL.
-# Not strict: it passes when the race does not happen.
-@pytest.mark.xfail(strict=False, reason="a leaf sometimes starts twice in the resuming client's run on PostgreSQL "
-                                        "(crash before the first commit); under investigation, see the comment")
 @settings(max_examples=EXAMPLES, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(steps=core.workflows, where=st.floats(0, 1), after=st.booleans())
