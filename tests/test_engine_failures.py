@@ -9,7 +9,7 @@ import pytest
 
 from vow import Vow
 from vow.errors import LeaseLostError
-from vow.records import Batch, Settle, State
+from vow.records import Batch, Lease, Settle, State
 from vow.stores.memory import MemoryStore
 from vow.testing import wait_until
 
@@ -35,8 +35,11 @@ class RecordingStore(MemoryStore):
 
 
 def _steal(store: MemoryStore, root: str) -> None:
-    """Another worker takes ``root``'s lease (as after this worker's lease expired)."""
-    assert store.claim(root, "thief:1:0123456789abcdef", 1000.0, now=store.now() + 10_000) is not None
+    """Another worker takes ``root``'s lease: one on another machine, after this worker's lease expired
+    while it was paused (the store could not tell this worker was alive)."""
+    current = store.lease(root)
+    assert current is not None
+    store._leases[root] = Lease(root, "elsewhere:1:0123456789abcdef", current.token + 1, store.now() + 1000)
 
 
 def _hold_engine(v: Vow) -> threading.Event:

@@ -104,8 +104,16 @@ def deliver(ctx: LeafContext, channel: str, message: Mapping[str, Any],
     Channels are built once per (registry, name, options, faults) and reused, so a transport may
     keep its HTTP client open across sends; a channel object must therefore be safe to use from
     many threads.
+
+    ``options["rate_limit"]`` (``{"per_second": 1}``) is not the channel's: it limits the sends
+    over this channel across every worker sharing the store (see :mod:`vow.ratelimit`). A send
+    that must wait raises :class:`~vow.errors.Throttled` before anything is sent.
     """
-    built = _channel(ctx.registry(), channel, options, faults)
+    from vow.ratelimit import limited, split_options
+
+    channel_options, limit = split_options(options, where=f"channel {channel!r} options")
+    built = _channel(ctx.registry(), channel, channel_options, faults)
     msg = Message(**message)
     built.validate(msg)
-    return built.send(msg, ctx).to_dict()
+    with limited(ctx, limit, f"channel:{channel}"):
+        return built.send(msg, ctx).to_dict()

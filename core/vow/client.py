@@ -289,7 +289,11 @@ class Vow:
         stop = stop or threading.Event()
         running: dict[str, RunHandle] = {}
         unknown: set[str] = set()
+        from vow.schedules.ticker import Ticker  # issue 16: workers fire due schedule ticks (vow.schedules)
+
+        ticker = Ticker(self)
         while not stop.is_set():
+            ticker.look()  # issue 16: stores the runs of due ticks; the claim below picks them up
             for rid in [rid for rid, h in running.items() if h.done()]:
                 running.pop(rid)
             room = max_running - len(running)
@@ -427,6 +431,27 @@ class Vow:
         seconds = parse_duration(older_than, what="older_than")
         return self.store.prune(before=self.store.now() - seconds, states=parse_states(states, what="states"),
                                 dry_run=dry_run, compact=compact)
+
+    # ------------------------------------------------------------------ schedules (issue 16; vow.schedules)
+    def schedule(self, name: str, workflow: Callable[..., Any] | str, *, cron: str | None = None,
+                 every: str | int | None = None, timezone: str = "UTC", catch_up: str = "latest",
+                 grace: float | str | None = None, args: Iterable[Any] = (),
+                 kwargs: dict[str, Any] | None = None) -> Any:
+        """Store schedule ``name``: every worker sharing the store (``vow worker``, :meth:`worker`)
+        starts ``workflow(*args, **kwargs)`` on each tick, as run ``{name}/{tick in UTC}``, once.
+
+        ``cron`` (five fields, in ``timezone``) or ``every`` (``"30s"``, ``"1h"``, seconds) says when;
+        ``catch_up`` (``latest``, ``all``, ``none``) what happens to ticks missed while no worker
+        ran. The same name again replaces the schedule. Returns a
+        :class:`~vow.schedules.manage.ScheduleInfo`; see :mod:`vow.schedules`.
+        """
+        from vow.schedules.manage import add_workflow
+
+        self._check_open()
+        reg = self._resolve(workflow)
+        args_text = encoding.encode_args(tuple(args), dict(kwargs or {}), what=f"schedule {name!r}")
+        return add_workflow(self.store, name, reg.name, args_text, cron=cron, every=every, timezone=timezone,
+                            catch_up=catch_up, grace=grace)
 
 
 def _check_timeout(timeout: object) -> None:

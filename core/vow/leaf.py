@@ -10,6 +10,7 @@ import attrs
 
 if TYPE_CHECKING:
     from vow.plugins import Plugins
+    from vow.stores.base import Store
 
 _log = logging.getLogger("vow.leaf")
 
@@ -36,6 +37,9 @@ class LeafContext:
     """The registries of the :class:`vow.Vow` client running this leaf: its channels, image
     providers, retry policies. Leaves look plugins up here, never in a process-wide registry,
     so a channel added to one client's ``Plugins`` is the one its workflows use."""
+    store: Store | None = attrs.field(default=None, repr=False, eq=False)
+    """The store of the client running this leaf (``None`` in a context built by hand): where
+    shared state such as the token buckets of rate limits (:mod:`vow.ratelimit`) is kept."""
 
     def registry(self) -> Plugins:
         """:attr:`plugins`, or a :class:`~vow.errors.VowError` saying how to give it."""

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from vow.simulation import Ledger
+from vow.testing import wait_until
 
 
 class VowSandbox:
@@ -50,3 +54,47 @@ class VowSandbox:
 @pytest.fixture
 def sandbox(tmp_path: Path) -> VowSandbox:
     return VowSandbox(tmp_path)
+
+
+class Worker:
+    """``vow worker`` in a subprocess, with its output collected as it comes."""
+
+    def __init__(self, sandbox: Any, *options: str) -> None:
+        self.proc: subprocess.Popen[str] = sandbox.popen("worker", "--poll", "0.05", *options)
+        self.lines: list[str] = []
+        self.errors: list[str] = []  # stderr, read as it comes so a full pipe never blocks the worker
+        self._readers = [threading.Thread(target=self._read, args=(stream, into), daemon=True)
+                         for stream, into in ((self.proc.stdout, self.lines), (self.proc.stderr, self.errors))]
+        for reader in self._readers:
+            reader.start()
+        wait_until(lambda: any("worker on" in line for line in self.lines), 60, "the worker started",
+                   proc=self.proc)
+
+    @staticmethod
+    def _read(stream: Any, into: list[str]) -> None:
+        for line in stream:
+            into.append(line)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        self.proc.wait(60)
+        for reader in self._readers:
+            reader.join(10)
+
+
+@pytest.fixture
+def start_worker(sandbox: VowSandbox) -> Iterator[Callable[..., Worker]]:
+    """Start ``vow worker`` processes on the sandbox's store (``start_worker("--max-running", "5")``);
+    any still running at the end of the test is killed."""
+    started: list[Worker] = []
+
+    def start(*options: str) -> Worker:
+        worker = Worker(sandbox, *options)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        if worker.proc.poll() is None:
+            worker.stop(signal.SIGKILL)

@@ -31,6 +31,9 @@ _COMMANDS = {
     "cancel": ("vow.cli.promises", "cancel"),
     "prune": ("vow.cli.retention", "prune"),
     "worker": ("vow.cli.worker", "worker"),
+    "schedule": ("vow.cli.schedule", "schedule"),
+    "fork": ("vow.cli.forking", "fork"),
+    "retry": ("vow.cli.forking", "retry"),
     "store": ("vow.cli.store", "store_group"),
     "plugins": ("vow.cli.plugins", "plugins_command"),
 }

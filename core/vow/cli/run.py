@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -203,8 +204,30 @@ def follow(vow: Any, run_id: str, start: Callable[[], Any], progress: Progress, 
 
     Returns the exit code: 0 when the run resolved, 1 otherwise.
     """
-    with _retries_shown_by_the_view():
+    with _retries_shown_by_the_view(), _sigterm_stops_like_ctrl_c():
         return _follow(vow, run_id, start, progress, as_json=as_json, title=title, existing=existing)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: stop as Ctrl-C does (the run stays pending and its lease is released)."""
+
+
+@contextlib.contextmanager
+def _sigterm_stops_like_ctrl_c() -> Iterator[None]:
+    """A container stop or ``kill`` ends ``vow run`` as Ctrl-C does: the client closes and gives its
+    leases back, so another worker need not wait for them to expire."""
+    def terminate(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread (vow run called from a test's thread): nothing to do
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
@@ -234,10 +257,10 @@ def _follow(vow: Any, run_id: str, start: Callable[[], Any], progress: Progress,
     view: Any = RichView(progress, console) if tty else PlainView(progress, sys.stdout) if not as_json else None
     try:
         _watch(vow, run_id, handle, progress, view)
-    except KeyboardInterrupt:
-        click.echo(f"\ninterrupted: {run_id} stays pending; run the same command again, or "
-                   f"`vow resume {run_id}`, to continue where it stopped", err=True)
-        return 130
+    except KeyboardInterrupt as stop:
+        click.echo(f"\n{'terminated' if isinstance(stop, Terminated) else 'interrupted'}: {run_id} stays pending; "
+                   f"run the same command again, or `vow resume {run_id}`, to continue where it stopped", err=True)
+        return 143 if isinstance(stop, Terminated) else 130
     try:
         value, error = handle.result(), None
     except Exception as exc:  # noqa: BLE001 - the run's failure is reported, not raised

@@ -51,7 +51,8 @@ class WorkerLog:
               help="Delete finished runs older than AGE (30d, 12h, ...) now and every hour while the worker runs "
                    "(like `vow prune --older-than AGE`).")
 def worker(store: str | None, apps: tuple[str, ...], poll: float, max_running: int, retention: str | None) -> None:
-    """Claim and run pending runs (`vow run --detach`, `Vow.submit`) until stopped.
+    """Claim and run pending runs (`vow run --detach`, `Vow.submit`) until stopped, and start the
+    runs of due schedule ticks (`vow schedule`).
 
     Several workers may share one store: each run is leased to one worker at a time, and the run
     of a worker that died is taken over (at once when it ran on this machine). SIGTERM or Ctrl-C

@@ -85,7 +85,7 @@ class Engine:
                                on_remote=lambda records, free: put((_REMOTE, records, free)))
         scopes = [o.leaf_scope for o in observers if callable(getattr(o, "leaf_scope", None))]
         self.leaves = LeafRunner(lambda result: put((_LEAF, result)), max_threads=max_threads,
-                                 max_concurrency=max_concurrency, scopes=scopes, plugins=plugins)
+                                 max_concurrency=max_concurrency, scopes=scopes, plugins=plugins, store=store)
         self.stepper = Stepper(self, self.committer, now=self.now, name_of=name_of)
         self.retries = Retries(self.committer, self.timers, self.now, encode_error=codec.encode,
                                default_policy=default_retry,

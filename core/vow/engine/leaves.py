@@ -36,12 +36,13 @@ class LeafRunner:
     """Starts leaf attempts within the concurrency limits and reports their outcomes."""
 
     def __init__(self, report: Callable[[LeafOutcome], None], *, max_threads: int, max_concurrency: int | None,
-                 scopes: list[Callable[[LeafContext], Any]], plugins: Any = None) -> None:
+                 scopes: list[Callable[[LeafContext], Any]], plugins: Any = None, store: Any = None) -> None:
         self._report = report
         self.pool = ThreadPool(max_threads)
         self._max = max_concurrency
         self._scopes = scopes
         self._plugins = plugins
+        self._store = store
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running: dict[str, int] = {}  # promise id -> attempt in flight
         self._per_root: dict[str, int] = {}
@@ -77,7 +78,7 @@ class LeafRunner:
         call = node.call
         assert call is not None and node.run is not None
         ctx = LeafContext(node.id, node.attempt, node.key, root, node.run.id, node.func, node.deadline, node.tags,
-                          plugins=self._plugins)
+                          plugins=self._plugins, store=self._store)
         if self._is_coroutine(call.fn):
             asyncio.run_coroutine_threadsafe(self._run_async(ctx, call), self._event_loop())
         else:

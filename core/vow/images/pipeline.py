@@ -42,17 +42,23 @@ def generate_image(ctx: LeafContext, provider: str, request: Mapping[str, Any], 
     where the provider supports it. Returns JSON-able metadata: the file (relative to
     ``out_dir``), its sha256 and size, the provider and model, the attempt that succeeded,
     whether the provider answered from its idempotency cache, and the timings. The provider comes
-    from the registry of the client running the workflow (``ctx.plugins``).
+    from the registry of the client running the workflow (``ctx.plugins``). ``options["rate_limit"]``
+    limits the calls to this provider across every worker sharing the store (:mod:`vow.ratelimit`).
 
     Use it from a workflow, one branch per image::
 
         yield ctx.begin_run(generate_image, "image_sim", {"prompt": "a fox", "style": "cartoon"}, "out/fox")
     """
+    from vow.ratelimit import limited, split_options
+
     started_at, started = time.time(), time.monotonic()
     req = structure(ImageRequest, request, where="image request")
     _check_style_name(req.style)
-    built = ctx.registry().image_providers.build(provider, options, where=f"image provider {provider!r} options")
-    image = with_faults(built, faults).generate(req, ctx)
+    provider_options, limit = split_options(options, where=f"image provider {provider!r} options")
+    built = ctx.registry().image_providers.build(provider, provider_options,
+                                                 where=f"image provider {provider!r} options")
+    with limited(ctx, limit, f"image:{provider}"):
+        image = with_faults(built, faults).generate(req, ctx)
     width, height = png_size(image.png, what=f"{provider} image for style {req.style!r}")
     name = f"{req.style}.png"
     write_atomic(Path(out_dir) / name, image.png)

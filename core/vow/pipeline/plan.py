@@ -50,6 +50,8 @@ class Plan:
     run_id: str
     store: str | None
     spec: dict[str, Any]
+    schedule: dict[str, Any] | None = None
+    """The file's ``schedule:`` block, checked (what ``vow schedule add`` stores); not part of the run."""
 
     @property
     def branches(self) -> list[dict[str, Any]]:
@@ -71,8 +73,14 @@ def load(file: str, *, input: Mapping[str, Any] | None = None, run_id: str | Non
 
 
 def make_plan(source: Source, *, input: Mapping[str, Any] | None = None, run_id: str | None = None,
-              plugins: Any = None) -> Plan:
-    """Check and render a parsed pipeline file; see the module docstring."""
+              plugins: Any = None, tick: Mapping[str, Any] | None = None, base_dir: str | None = None) -> Plan:
+    """Check and render a parsed pipeline file; see the module docstring.
+
+    ``tick`` is given for a run a schedule starts (:mod:`vow.schedules`): templates see it as
+    ``schedule`` (``{{ schedule.tick }}``, ``{{ schedule.name }}``). ``base_dir`` is the directory a
+    relative ``output`` is under (default: the working directory), so every worker that plans the
+    same scheduled run writes to the same place.
+    """
     if plugins is None:
         from vow.plugins import default_plugins
 
@@ -80,21 +88,23 @@ def make_plan(source: Source, *, input: Mapping[str, Any] | None = None, run_id:
     if source.data is None:
         raise source.error((), "the file is empty (a pipeline needs at least version, name and fan_out)")
     spec = structure(source, PipelineSpec, source.data, ())
-    return _Planner(source, spec, plugins).plan(dict(input or {}), run_id)
+    return _Planner(source, spec, plugins, base_dir).plan(dict(input or {}), run_id, tick)
 
 
 class _Planner:
-    def __init__(self, source: Source, spec: PipelineSpec, plugins: Any) -> None:
+    def __init__(self, source: Source, spec: PipelineSpec, plugins: Any, base_dir: str | None = None) -> None:
         self.source = source
         self.spec = spec
         self.plugins = plugins
+        self.base_dir = FilePath(base_dir) if base_dir is not None else FilePath.cwd()
         self.built: dict[str, Any] = {}  # one channel / provider per (name, options, faults)
+        self.defaults_rate_limit: dict[str, Any] | None = None
 
     def error(self, path: Path, problem: str) -> SpecError:
         return self.source.error(path, problem)
 
     # ------------------------------------------------------------------ the whole file
-    def plan(self, overrides: dict[str, Any], run_id: str | None) -> Plan:
+    def plan(self, overrides: dict[str, Any], run_id: str | None, tick: Mapping[str, Any] | None = None) -> Plan:
         spec = self.spec
         if spec.version != FORMAT_VERSION:
             raise self.error(("version",), f"{spec.version} is not supported (supported: {FORMAT_VERSION})")
@@ -104,11 +114,16 @@ class _Planner:
             raise self.error(("input",), f"expected a mapping of default input values, got {describe(spec.input)}")
         if spec.store is not None:
             self.check_store(spec.store)
+        schedule = self.schedule()
         inputs = merge(spec.input, overrides)
         context: dict[str, Any] = {"input": wrap(inputs, "input"), "name": spec.name}
+        # A run a schedule did not start sees empty values: {{ schedule.tick or "now" }} works in both.
+        context["schedule"] = wrap(dict(tick) if tick is not None else {"name": None, "tick": None, "time": None},
+                                   "schedule")
         run_id = self.run_id(run_id, inputs, context)
         context["run"] = wrap({"id": run_id, "slug": slug(run_id)}, "run")
         defaults = self.defaults()
+        self.defaults_rate_limit = defaults["rate_limit"]
         gate = self.gate()
         branches = self.fan_out(context, defaults)
         output = self.output(context, branches)
@@ -120,7 +135,7 @@ class _Planner:
             "concurrency": defaults["concurrency"],
             "output": output,
             "branches": branches,
-        })
+        }, schedule)
 
     def run_id(self, given: str | None, inputs: dict[str, Any], context: dict[str, Any]) -> str:
         if given is not None:
@@ -145,7 +160,53 @@ class _Planner:
         d = self.spec.defaults
         return {"retry": self.retry(d.retry, ("defaults", "retry")),
                 "timeout": self.seconds(d.timeout, ("defaults", "timeout")),
-                "concurrency": self.positive(d.concurrency, ("defaults", "concurrency"))}
+                "concurrency": self.positive(d.concurrency, ("defaults", "concurrency")),
+                "rate_limit": self.rate_limit(d.rate_limit, ("defaults", "rate_limit"))}
+
+    def rate_limit(self, data: Any, path: Path) -> dict[str, Any] | None:
+        """A checked ``rate_limit`` mapping (see :mod:`vow.ratelimit`), or ``None``."""
+        if data is None:
+            return None
+        from vow.ratelimit import RateLimit
+
+        if not isinstance(data, dict):
+            raise self.error(path, f"expected a mapping such as {{per_second: 1}}, got {describe(data)}")
+        try:
+            return structure_options(RateLimit, data, where=format_path(path)).to_dict()
+        except ConfigError as exc:
+            raise self.source.relocate(exc, path) from None
+
+    def schedule(self) -> dict[str, Any] | None:
+        """The ``schedule:`` block, checked: when runs start, and how missed ticks catch up."""
+        block = self.spec.schedule
+        if block is None:
+            return None
+        from vow.schedules.definition import check_name, parse_grace
+        from vow.schedules.timing import Timing, parse_every
+
+        every = None
+        if block.every is not None:
+            try:
+                every = parse_every(block.every)
+            except ConfigError as exc:
+                raise self.error(("schedule", "every"), exc.problem.removeprefix("every: ")) from None
+        try:
+            timing = Timing(cron=block.cron, every=every, timezone=block.timezone)
+        except ConfigError as exc:
+            raise self.source.relocate(exc, ("schedule",)) from None
+        try:
+            grace = parse_grace(block.grace) if block.grace is not None else None
+        except ConfigError as exc:
+            raise self.error(("schedule", "grace"), exc.problem) from None
+        if grace is not None and block.catch_up != "none":
+            raise self.error(("schedule", "grace"), f"applies to catch_up: none only (catch_up is {block.catch_up})")
+        if block.name is not None:
+            try:
+                check_name(block.name)
+            except ConfigError as exc:
+                raise self.error(("schedule", "name"), exc.problem) from None
+        return {"cron": timing.cron, "every": timing.every, "timezone": timing.timezone,
+                "catch_up": block.catch_up, "grace": grace, "name": block.name}
 
     def gate(self) -> dict[str, Any] | None:
         gate = self.spec.gate
@@ -160,9 +221,9 @@ class _Planner:
             text = self.render(self.spec.output, context, ("output",), render_text)
             if not text.strip():
                 raise self.error(("output",), "must not be empty (a directory, such as out/{{ run.slug }})")
-            return str(FilePath(text).expanduser().absolute())
+            return str(self.base_dir / FilePath(text).expanduser())
         if any(b["kind"] == "image" for b in branches):
-            return str((FilePath(DEFAULT_IMAGE_OUTPUT) / context["run"]["slug"]).absolute())
+            return str(self.base_dir / DEFAULT_IMAGE_OUTPUT / context["run"]["slug"])
         return None
 
     # ------------------------------------------------------------------ branches
@@ -224,13 +285,18 @@ class _Planner:
         return retry, timeout
 
     def options_and_faults(self, registry: Any, name: str, b: Any, ctx: dict[str, Any], path: Path,
-                           note: str) -> tuple[dict[str, Any], Any]:
-        """A branch's rendered options (checked by the plugin's options class) and faults."""
+                           note: str) -> tuple[dict[str, Any], Any, dict[str, Any] | None]:
+        """A branch's rendered options (checked by the plugin's options class), faults and rate
+        limit (its own ``options.rate_limit``, else the pipeline's ``defaults.rate_limit``)."""
         options = self.render(b.options or {}, ctx, path + ("options",), render_value, note)
         faults = self.render(b.faults, ctx, path + ("faults",), render_value, note) if b.faults else None
+        limit = self.defaults_rate_limit
+        if isinstance(options, dict) and "rate_limit" in options:
+            options = dict(options)
+            limit = self.rate_limit(options.pop("rate_limit"), path + ("options", "rate_limit"))
         self.check_options(registry, name, options, path + ("options",), note)
         self.check_faults(faults, path + ("faults",), note)
-        return options, faults
+        return options, faults, limit
 
     def channel_branches(self, b: ChannelBranch, path: Path, context: dict[str, Any],
                          defaults: dict[str, Any]) -> list[dict[str, Any]]:
@@ -240,7 +306,7 @@ class _Planner:
         retry, timeout = self.retry_and_timeout(b, path, defaults)
         made = []
         for ctx, note in self.items(b, path, context):
-            options, faults = self.options_and_faults(self.plugins.channels, name, b, ctx, path, note)
+            options, faults, limit = self.options_and_faults(self.plugins.channels, name, b, ctx, path, note)
             data = self.render(b.data, ctx, path + ("data",), render_value, note)
             if not isinstance(data, dict):
                 raise self.error(path + ("data",), f"expected a mapping, got {describe(data)}{note}")
@@ -259,7 +325,8 @@ class _Planner:
                 raise self.error(path + (exc.path or _message_field(str(exc))), f"{exc}{note}") from None
             branch_id = self.branch_id(b.id, ctx, path, default=name if not note else ctx["item"], note=note)
             made.append({"id": branch_id, "kind": "channel", "channel": name, "message": message,
-                         "options": options, "faults": faults, "retry": retry, "timeout": timeout})
+                         "options": _with_limit(options, limit), "faults": faults, "retry": retry,
+                         "timeout": timeout})
         return made
 
     def image_branches(self, b: ImageBranch, path: Path, context: dict[str, Any],
@@ -270,7 +337,7 @@ class _Planner:
         retry, timeout = self.retry_and_timeout(b, path, defaults)
         made = []
         for ctx, note in self.items(b, path, context):
-            options, faults = self.options_and_faults(self.plugins.image_providers, name, b, ctx, path, note)
+            options, faults, limit = self.options_and_faults(self.plugins.image_providers, name, b, ctx, path, note)
             if b.style is not None:
                 style = self.render(b.style, ctx, path + ("style",), render_text, note)
             elif note and isinstance(ctx["item"], str):
@@ -297,7 +364,8 @@ class _Planner:
             branch_id = self.branch_id(b.id, ctx, path, default=style, note=note)
             request = {"prompt": prompt, "style": style, "seed": seed, "width": width, "height": height}
             made.append({"id": branch_id, "kind": "image", "provider": name, "request": request,
-                         "options": options, "faults": faults, "retry": retry, "timeout": timeout})
+                         "options": _with_limit(options, limit), "faults": faults, "retry": retry,
+                         "timeout": timeout})
         return made
 
     # ------------------------------------------------------------------ checks
@@ -371,6 +439,12 @@ class _Planner:
         if value is not None and value < 1:
             raise self.error(path, f"must be 1 or more, got {value}")
         return value
+
+
+def _with_limit(options: dict[str, Any], limit: dict[str, Any] | None) -> dict[str, Any]:
+    """A branch's options as the leaf gets them: the rate limit rides along under ``rate_limit``
+    (``deliver`` and ``generate_image`` take it out before building the plugin)."""
+    return {**options, "rate_limit": limit} if limit is not None else options
 
 
 def _noted(error: SpecError, note: str) -> SpecError:

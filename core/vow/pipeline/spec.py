@@ -29,6 +29,7 @@ class Defaults:
     retry: Any = None  # a policy name, or a mapping: {policy: exponential, max_attempts: 4, ...}
     timeout: float | None = None  # seconds per branch, retries included
     concurrency: int | None = None  # at most this many branches run at once
+    rate_limit: Any = None  # {per_second: N, burst: 1}: a shared token bucket per channel / provider
 
 
 @attrs.frozen
@@ -74,6 +75,18 @@ class ImageBranch:
 
 
 @attrs.frozen
+class ScheduleSpec:
+    """When runs of the pipeline start by themselves, once it is stored with ``vow schedule add FILE``."""
+
+    cron: str | None = None  # five fields (minute hour day-of-month month day-of-week), in ``timezone``
+    every: Any = None  # an interval: "30s", "5m", "1h30m", or whole seconds
+    timezone: str = "UTC"  # an IANA name: Europe/Paris, America/New_York
+    catch_up: Literal["latest", "all", "none"] = "latest"  # ticks missed while no worker ran
+    grace: Any = None  # with catch_up: none, how late a tick may still start (default 60s)
+    name: str | None = None  # the schedule's name (default: the pipeline's name, as a slug)
+
+
+@attrs.frozen
 class PipelineSpec:
     """A whole pipeline file."""
 
@@ -88,6 +101,7 @@ class PipelineSpec:
     gate: Gate | None = None
     fan_in: Literal["all_settled", "all"] = "all_settled"
     output: str | None = None
+    schedule: ScheduleSpec | None = None
 
 
 def structure(source: Source, cls: type[T], data: Any, path: Path) -> T:

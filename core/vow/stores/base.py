@@ -36,9 +36,11 @@ Rules of ``apply`` (all of a batch or none of it):
 
 Leases:
 
-* A lease is claimed when it is free (never held, or released), expired by the store's clock,
-  or held by an owner the store knows is dead (see :meth:`Store.hold_owner`). When the store is
-  unsure whether an owner lives, only expiry frees its lease — never a guess of "dead".
+* A lease is claimed when it is free (never held, or released), held by an owner the store knows
+  is dead, or expired by the store's clock while the store cannot tell whether its owner lives
+  (see :meth:`Store.hold_owner`). A lease of an owner the store knows is alive is never taken,
+  expired or not: a wall-clock step that makes every lease look expired takes nothing from a
+  live process. When unsure, only expiry frees a lease — never a guess of "dead".
   Every new owner gets a larger token; claiming a lease you hold renews it; a released lease
   keeps its token, so tokens only grow.
 * A claim that takes a lease over from another owner that never released it (a crash, a kill, an
@@ -66,6 +68,7 @@ from vow.errors import (
 )
 from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, Settle, State
 from vow.retention import FINISHED_STATES, prune_store
+from vow.schedules.record import ScheduleRecord
 from vow.stores.owners import new_owner_id
 
 if TYPE_CHECKING:
@@ -76,8 +79,9 @@ __all__ = [
     "parked_reason", "same_outcome", "timeout_error_text",
 ]
 
-FORMAT_VERSION = 2
-"""The store format this vow writes; a store written by a newer format is refused."""
+FORMAT_VERSION = 3
+"""The store format this vow writes; a store written by a newer format is refused.
+(3: schedules and rate-limit buckets.)"""
 
 
 @attrs.frozen(slots=True)
@@ -146,8 +150,9 @@ class Store(Protocol):
     def release_owner(self, owner: str) -> None:
         """``owner`` stops running anything; its leases may be taken at once."""
 
-    def owner_dead(self, owner: str) -> bool:
-        """True only when the store knows ``owner`` no longer runs (false when alive or unknown)."""
+    def owner_alive(self, owner: str) -> bool | None:
+        """Whether ``owner`` runs: ``True`` (it holds its liveness), ``False`` (it surely stopped), or
+        ``None`` when the store cannot tell (an owner on another machine, an older vow)."""
 
     def claimable(self, *, limit: int = 100, now: float | None = None) -> list[PromiseRecord]:
         """Pending, unparked root workflows whose lease is free, expired or held by a dead owner; oldest first."""
@@ -205,6 +210,42 @@ class Store(Protocol):
     def branch_counts(self, roots: Iterable[str]) -> dict[str, dict[State, int]]:
         """Each root's branches counted by state (see :meth:`StoreOperations.branch_counts`)."""
 
+    # -- schedules (added for `vow schedule`; see vow.schedules) ----------------------------------
+    # A store keeps schedule rows and never interprets their definition. Every worker reads them
+    # and fires each due tick as a run whose id is derived from the schedule and the tick, so two
+    # workers that fire the same tick join one run: these methods need no locking beyond a row.
+
+    def schedules(self) -> list[ScheduleRecord]:
+        """Every stored schedule, ordered by name."""
+
+    def put_schedule(self, schedule: ScheduleRecord) -> None:
+        """Create the schedule ``schedule.name``, or replace every field of the stored one
+        (``cursor`` included: the caller passes the one it read to keep it). ``updated_at`` is
+        set to the store's clock."""
+
+    def advance_schedule(self, name: str, cursor: float) -> bool:
+        """Move schedule ``name``'s cursor forward to ``cursor``: only when the stored cursor is
+        ``None`` or smaller (a cursor never moves back). Whether it moved; ``False`` for an
+        unknown name."""
+
+    def delete_schedule(self, name: str) -> bool:
+        """Delete schedule ``name``; whether it existed. Runs it fired are left alone."""
+
+    # -- rate limits (added for shared rate limits; see vow.ratelimit) ----------------------------
+    # A token bucket per name, shared by every worker of the store. Tokens refill at
+    # ``per_second`` up to ``burst``; time is the store's clock (``now`` overrides it in tests).
+    # Each call is one atomic read-modify-write of the bucket's row.
+
+    def take_token(self, bucket: str, per_second: float, burst: int, *, now: float | None = None) -> float:
+        """Take one token from ``bucket`` if it has one: returns ``0.0``. Otherwise take nothing
+        and return the seconds until a token will be there (or until the bucket's hold ends).
+        A bucket never used before starts full (``burst`` tokens)."""
+
+    def hold_bucket(self, bucket: str, seconds: float, *, now: float | None = None) -> None:
+        """Give no token from ``bucket`` for ``seconds`` from now (a provider answered 429 with
+        ``Retry-After``); when the hold ends the bucket has one token and refills from there. A
+        hold never shortens a longer one already in place."""
+
 
 @runtime_checkable
 class PushingStore(Protocol):
@@ -251,7 +292,7 @@ class StoreOperations:
 
     def lease_free(self, root: str) -> bool:
         """Whether ``root``'s lease may be claimed now (free, expired, a dead owner's; not parked)."""
-        return lease_claimable(self.lease(root), "", self.now(), self.owner_dead)  # type: ignore[attr-defined]
+        return lease_claimable(self.lease(root), "", self.now(), self.owner_alive)  # type: ignore[attr-defined]
 
     def claim_many(self, roots: Sequence[str], owner: str, ttl: float, *, now: float | None = None,
                    max_recoveries: int | None = None) -> dict[str, Lease]:
@@ -326,6 +367,34 @@ class StoreOperations:
             counts[root] = tally
         return counts
 
+    # -- schedules (see Store.schedules and vow.schedules) ---------------------------------------
+
+    def schedule(self, name: str) -> ScheduleRecord | None:
+        """The stored schedule ``name``, or ``None`` (built on :meth:`Store.schedules`)."""
+        return next((s for s in self.schedules() if s.name == name), None)  # type: ignore[attr-defined]
+
+
+def bucket_after_take(tokens: float, stamp: float, per_second: float, burst: int,
+                      now: float) -> tuple[float, float, float]:
+    """The token-bucket rule of :meth:`Store.take_token`, shared by the stores that keep a bucket as
+    ``(tokens, stamp)``: ``tokens`` were there at ``stamp`` (a stamp in the future is a hold).
+
+    Returns ``(wait, tokens, stamp)`` to store: ``wait`` is ``0.0`` when a token was taken."""
+    if now < stamp:
+        return stamp - now, tokens, stamp
+    available = min(float(burst), tokens + (now - stamp) * per_second)
+    if available >= 1.0 - 1e-9:
+        return 0.0, max(0.0, available - 1.0), now
+    return (1.0 - available) / per_second, available, now
+
+
+def bucket_after_hold(tokens: float, stamp: float, seconds: float, now: float) -> tuple[float, float]:
+    """The ``(tokens, stamp)`` of a bucket held for ``seconds`` from ``now`` (see :meth:`Store.hold_bucket`)."""
+    until = now + max(0.0, seconds)
+    if until <= stamp:
+        return tokens, stamp
+    return 1.0, until
+
 
 def lease_lost_error(roots: list[str]) -> LeaseLostError:
     """The error a fenced batch raises when ``roots`` are no longer the writer's to run."""
@@ -370,15 +439,18 @@ def lease_takeover(current: Lease | None, owner: str) -> bool:
     return current is not None and bool(current.owner) and current.owner != owner
 
 
-def lease_claimable(current: Lease | None, owner: str, now: float, owner_dead: Callable[[str], bool]) -> bool:
-    """Whether ``owner`` may take ``current``: none, released, its own, expired, or a known-dead owner's;
-    never a parked one."""
+def lease_claimable(current: Lease | None, owner: str, now: float,
+                    owner_alive: Callable[[str], bool | None]) -> bool:
+    """Whether ``owner`` may take ``current``: none, released, its own, a dead owner's, or expired
+    while its owner's liveness is unknown; never a parked one, never a live owner's."""
     if current is None:
         return True
     if current.parked:
         return False
-    return (not current.owner or current.owner == owner or current.expires_at <= now
-            or owner_dead(current.owner))
+    if not current.owner or current.owner == owner:
+        return True
+    alive = owner_alive(current.owner)
+    return alive is False or (alive is None and current.expires_at <= now)
 
 
 # -- listings: what a run and a branch are (shared by every store's listing methods) ----------

@@ -377,6 +377,19 @@ class StoreContract:
         taken = store.claim("wf", new_owner_id(), 30, now=now)
         assert taken is not None and taken.token > held.token
 
+    def test_a_live_owners_lease_is_not_taken_even_once_it_looks_expired(self, store: Store) -> None:
+        store.apply(Batch(creates=[_workflow("wf")]))
+        owner = new_owner_id()
+        if not store.hold_owner(owner):
+            pytest.skip(f"{type(store).__name__} judges owners by lease expiry only")
+        held = store.claim("wf", owner, 1, now=100.0)
+        assert held is not None and store.owner_alive(owner) is True
+        later = 100.0 + 3600  # the wall clock stepped an hour ahead: every lease looks expired
+        assert store.claimable(now=later) == [] and store.claim("wf", new_owner_id(), 30, now=later) is None
+        assert store.lease_free("wf") is False
+        store.release_owner(owner)
+        assert store.owner_alive(owner) is False and store.claim("wf", new_owner_id(), 30, now=later) is not None
+
     def test_an_owner_the_store_cannot_judge_keeps_its_lease_until_expiry(self, store: Store) -> None:
         store.apply(Batch(creates=[_workflow("wf")]))
         unknown = "another-host:123:0123456789abcdef"  # never held here: maybe alive elsewhere
@@ -825,3 +838,96 @@ class StoreContract:
         assert store.branch_counts(["r1", "r2", "r3", "unknown"]) == expected
         assert StoreOperations.branch_counts(store, ["r1", "r2", "r3", "unknown"]) == expected
         assert store.branch_counts([]) == {}
+
+    # -- schedules (see Store.schedules and vow.schedules) ---------------------------------------
+
+    def test_schedules_are_put_listed_by_name_replaced_and_deleted(self, store: Store) -> None:
+        from vow.schedules.record import ScheduleRecord
+
+        assert store.schedules() == []
+        store.put_schedule(ScheduleRecord("b", '{"every": 5}'))
+        store.put_schedule(ScheduleRecord("a", '{"every": 1}', paused=True, cursor=10.0))
+        listed = store.schedules()
+        assert [s.name for s in listed] == ["a", "b"]
+        assert (listed[0].definition, listed[0].paused, listed[0].cursor) == ('{"every": 1}', True, 10.0)
+        assert abs(listed[0].updated_at - store.now()) < 60
+        store.put_schedule(ScheduleRecord("a", '{"every": 2}', paused=False, cursor=None))
+        replaced = store.schedules()[0]
+        assert (replaced.definition, replaced.paused, replaced.cursor) == ('{"every": 2}', False, None)
+        assert store.delete_schedule("a") is True
+        assert store.delete_schedule("a") is False
+        assert [s.name for s in store.schedules()] == ["b"]
+
+    def test_a_schedule_cursor_only_moves_forward(self, store: Store) -> None:
+        from vow.schedules.record import ScheduleRecord
+
+        store.put_schedule(ScheduleRecord("s", "{}"))
+        assert store.advance_schedule("s", 100.0) is True
+        assert store.advance_schedule("s", 100.0) is False
+        assert store.advance_schedule("s", 50.0) is False
+        assert store.schedules()[0].cursor == 100.0
+        assert store.advance_schedule("s", 101.0) is True
+        assert store.schedules()[0].cursor == 101.0
+        assert store.advance_schedule("unknown", 1.0) is False
+
+    def test_schedule_cursors_advanced_from_many_threads_end_at_the_largest(self, store: Store) -> None:
+        from vow.schedules.record import ScheduleRecord
+
+        store.put_schedule(ScheduleRecord("s", "{}"))
+        moved: list[float] = []
+
+        def advance(start: int) -> None:
+            for tick in range(start, 200, 4):
+                if store.advance_schedule("s", float(tick)):
+                    moved.append(float(tick))
+
+        threads = [threading.Thread(target=advance, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert store.schedules()[0].cursor == 199.0
+        assert 199.0 in moved
+
+    # -- rate limits (see Store.take_token and vow.ratelimit) ------------------------------------
+
+    def test_a_new_bucket_starts_full_and_refills_at_its_rate(self, store: Store) -> None:
+        t = 1_000.0
+        assert store.take_token("b", 2.0, 2, now=t) == 0.0
+        assert store.take_token("b", 2.0, 2, now=t) == 0.0
+        assert store.take_token("b", 2.0, 2, now=t) == pytest.approx(0.5)  # empty: one token in 1/2 s
+        assert store.take_token("b", 2.0, 2, now=t + 0.25) == pytest.approx(0.25)
+        assert store.take_token("b", 2.0, 2, now=t + 0.5) == 0.0
+        assert store.take_token("b", 2.0, 2, now=t + 0.5) == pytest.approx(0.5)
+        assert store.take_token("b", 2.0, 2, now=t + 100) == 0.0  # refilled to burst, not beyond
+        assert store.take_token("b", 2.0, 2, now=t + 100) == 0.0
+        assert store.take_token("b", 2.0, 2, now=t + 100) > 0
+        assert store.take_token("other", 2.0, 2, now=t) == 0.0  # buckets are separate
+
+    def test_a_held_bucket_gives_nothing_until_the_hold_ends(self, store: Store) -> None:
+        t = 2_000.0
+        assert store.take_token("b", 10.0, 5, now=t) == 0.0
+        store.hold_bucket("b", 3.0, now=t)
+        assert store.take_token("b", 10.0, 5, now=t + 1) == pytest.approx(2.0)
+        store.hold_bucket("b", 1.0, now=t + 1)  # a shorter hold does not cut the longer one
+        assert store.take_token("b", 10.0, 5, now=t + 2.5) == pytest.approx(0.5)
+        assert store.take_token("b", 10.0, 5, now=t + 3) == 0.0  # one token when the hold ends
+        assert store.take_token("b", 10.0, 5, now=t + 3) == pytest.approx(0.1)
+        store.hold_bucket("fresh", 2.0, now=t)
+        assert store.take_token("fresh", 1.0, 1, now=t) == pytest.approx(2.0)
+
+    def test_tokens_taken_from_many_threads_never_exceed_the_bucket(self, store: Store) -> None:
+        t = 3_000.0
+        taken: list[int] = []
+
+        def take() -> None:
+            for _ in range(10):
+                if store.take_token("b", 1.0, 5, now=t) == 0.0:
+                    taken.append(1)
+
+        threads = [threading.Thread(target=take) for _ in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert len(taken) == 5  # the burst, and not one token more, at one instant

@@ -16,9 +16,12 @@ from vow.errors import PromiseNotFoundError, StoreError
 from vow.hookspecs import hookimpl
 from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, State
 from vow.retention import FINISHED_STATES, is_prunable
+from vow.schedules.record import ScheduleRecord
 from vow.stores.base import (  # listings
     ChangeFeed,
     StoreOperations,
+    bucket_after_hold,
+    bucket_after_take,
     conflict_error,
     is_branch,
     lease_claimable,
@@ -70,6 +73,8 @@ class MemoryStore(StoreOperations):
         self._feed: list[tuple[int, str, str]] = []  # (seq, root, id) of outside writes
         self._seq = 0
         self._closed = False
+        self._schedules: dict[str, ScheduleRecord] = {}  # schedules and rate limits: see the end of the class
+        self._buckets: dict[str, tuple[float, float]] = {}  # bucket -> (tokens, stamp)
 
     def __repr__(self) -> str:
         return f"<MemoryStore {len(self._records)} promises>"
@@ -225,9 +230,11 @@ class MemoryStore(StoreOperations):
             self._live_owners.discard(owner)
             self._dead_owners.add(owner)
 
-    def owner_dead(self, owner: str) -> bool:
-        """True for an owner that held and then released its liveness here."""
-        return owner in self._dead_owners
+    def owner_alive(self, owner: str) -> bool | None:
+        """Known for the owners that held their liveness here (this process); unknown for others."""
+        if owner in self._live_owners:
+            return True
+        return False if owner in self._dead_owners else None
 
     def claimable(self, *, limit: int = 100, now: float | None = None) -> list[PromiseRecord]:
         """Pending, unparked root workflows whose lease is free, expired or held by a dead owner."""
@@ -237,7 +244,7 @@ class MemoryStore(StoreOperations):
             roots = [r for r in self._records.values()
                      if r.parent is None and r.state is _PENDING and r.kind is Kind.WORKFLOW]
             leases = dict(self._leases)
-            found = [r for r in roots if lease_claimable(leases.get(r.id), "", now, self.owner_dead)]
+            found = [r for r in roots if lease_claimable(leases.get(r.id), "", now, self.owner_alive)]
         found.sort(key=lambda r: r.created_at)
         return found[:max(limit, 0)]
 
@@ -250,7 +257,7 @@ class MemoryStore(StoreOperations):
         with self._lock:
             self._check_open()
             current = self._leases.get(root)
-            if not lease_claimable(current, owner, now, self.owner_dead):
+            if not lease_claimable(current, owner, now, self.owner_alive):
                 return None
             if current is None:
                 lease = Lease(root, owner, 1, now + ttl)
@@ -366,6 +373,57 @@ class MemoryStore(StoreOperations):
                         tally[child.state] = tally.get(child.state, 0) + 1
                 counts[root] = tally
         return counts
+
+
+    # -- schedules (see Store.schedules and vow.schedules) ---------------------------------------
+
+    def schedules(self) -> list[ScheduleRecord]:
+        """Every stored schedule, ordered by name."""
+        with self._lock:
+            self._check_open()
+            return [self._schedules[name] for name in sorted(self._schedules)]
+
+    def put_schedule(self, schedule: ScheduleRecord) -> None:
+        """Create or replace schedule ``schedule.name``."""
+        with self._lock:
+            self._check_open()
+            self._schedules[schedule.name] = attrs.evolve(schedule, updated_at=time.time())
+
+    def advance_schedule(self, name: str, cursor: float) -> bool:
+        """Move the cursor of ``name`` forward to ``cursor`` (never back)."""
+        with self._lock:
+            self._check_open()
+            current = self._schedules.get(name)
+            if current is None or (current.cursor is not None and current.cursor >= cursor):
+                return False
+            self._schedules[name] = attrs.evolve(current, cursor=cursor)
+            return True
+
+    def delete_schedule(self, name: str) -> bool:
+        """Delete schedule ``name``; whether it existed."""
+        with self._lock:
+            self._check_open()
+            return self._schedules.pop(name, None) is not None
+
+    # -- rate limits (see Store.take_token and vow.ratelimit) ------------------------------------
+
+    def take_token(self, bucket: str, per_second: float, burst: int, *, now: float | None = None) -> float:
+        """Take a token from ``bucket``, or say how long until there is one."""
+        now = time.time() if now is None else now
+        with self._lock:
+            self._check_open()
+            tokens, stamp = self._buckets.get(bucket, (float(burst), now))
+            wait, tokens, stamp = bucket_after_take(tokens, stamp, per_second, burst, now)
+            self._buckets[bucket] = (tokens, stamp)
+            return wait
+
+    def hold_bucket(self, bucket: str, seconds: float, *, now: float | None = None) -> None:
+        """Give no token from ``bucket`` for ``seconds``."""
+        now = time.time() if now is None else now
+        with self._lock:
+            self._check_open()
+            tokens, stamp = self._buckets.get(bucket, (0.0, now))
+            self._buckets[bucket] = bucket_after_hold(tokens, stamp, seconds, now)
 
 
 @hookimpl

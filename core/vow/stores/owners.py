@@ -8,7 +8,8 @@ and a forked child keeps its parent's pid in the parent's namespace.
 Liveness on a file system (:class:`OwnerLocks`): each live owner holds an exclusive ``flock`` on
 its own file in a directory beside the store. The kernel drops the lock when the process dies —
 however it dies — and the lock is visible to every process that opens the same file, in any PID
-namespace. So "dead" means: the owner's file exists and its lock can be taken. An owner
+namespace. So "alive" means the owner's lock is held, and "dead" means its file exists and its
+lock can be taken. An owner
 without a file (it never called :meth:`OwnerLocks.hold`: an older vow, a hand-made id, a process
 on a machine that sees another copy of the directory) is *unknown*: only lease expiry frees its
 leases. Files of dead owners that hold no lease any more are removed when an owner starts.
@@ -86,13 +87,27 @@ class OwnerLocks:
         if fd is not None:
             os.close(fd)
 
-    def is_dead(self, owner: str) -> bool:
-        """True only when ``owner`` surely no longer runs; False when alive or unknown."""
+    def alive(self, owner: str) -> bool | None:
+        """``True`` while ``owner`` holds its lock, ``False`` once its file is there but unlocked (it
+        died, or released it), ``None`` when there is no file to judge by (unknown)."""
         if owner in self._held:
-            return False
+            return True
         if not is_owner_id(owner):
-            return False
-        return _unlocked(self._path(owner))
+            return None
+        path = self._path(owner)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            return None  # no file: an owner that never held one here (another machine, an older vow)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True  # its owner holds it
+        except OSError:
+            return None  # locks cannot be judged on this file system
+        finally:
+            os.close(fd)  # closing drops the lock we may have just taken
+        return False
 
     def sweep(self, holds_leases: Callable[[str], bool]) -> None:
         """Remove the files of dead owners for which ``holds_leases(owner)`` is false."""
@@ -148,15 +163,6 @@ def _lock_if_free(path: str) -> int | None:
         os.close(fd)
         return None  # the owner holds it (alive), or the lock cannot be judged (unknown)
     return fd
-
-
-def _unlocked(path: str) -> bool:
-    """Whether ``path`` exists and nobody holds its lock."""
-    fd = _lock_if_free(path)
-    if fd is None:
-        return False
-    os.close(fd)
-    return True
 
 
 _all_locks: "weakref.WeakSet[OwnerLocks]" = weakref.WeakSet()

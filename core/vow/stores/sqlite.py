@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import random
 import sqlite3
@@ -41,12 +42,15 @@ from vow.errors import ConfigError, PromiseNotFoundError, StoreError
 from vow.hookspecs import hookimpl
 from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, Settle, State
 from vow.retention import BATCH_RUNS, FINISHED_STATES, PrunedRun, PruneResult
+from vow.schedules.record import ScheduleRecord
 from vow.stores.base import (  # listings
     BRANCH_KINDS,
     FORMAT_VERSION,
     INTERNAL_STEPS,
     ChangeFeed,
     StoreOperations,
+    bucket_after_hold,
+    bucket_after_take,
     conflict_error,
     lease_claimable,
     lease_lost_error,
@@ -57,6 +61,8 @@ from vow.stores.base import (  # listings
     timeout_error_text,
 )
 from vow.stores.owners import OwnerLocks
+
+_log = logging.getLogger("vow.sqlite")
 
 DEFAULT_PATH = os.path.join(".vow", "vow.sqlite")
 SYNCHRONOUS_MODES = ("normal", "full")
@@ -129,6 +135,21 @@ _MIGRATIONS: dict[int, list[str]] = {
         """CREATE INDEX IF NOT EXISTS promises_runs ON promises (created_at, id)
             WHERE parent IS NULL AND kind = 'workflow'""",
     ],
+    # format 3 (vow 0.2, issue 16): schedules and the token buckets of shared rate limits
+    3: [
+        """CREATE TABLE IF NOT EXISTS schedules (
+            name TEXT PRIMARY KEY NOT NULL,
+            definition TEXT NOT NULL,
+            paused INTEGER NOT NULL DEFAULT 0,
+            cursor REAL,
+            updated_at REAL NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS buckets (
+            name TEXT PRIMARY KEY NOT NULL,
+            tokens REAL NOT NULL,
+            stamp REAL NOT NULL
+        )""",
+    ],
 }
 """Statements that bring a file from format ``n - 1`` to ``n``; a new file runs them all."""
 
@@ -147,7 +168,9 @@ _LEASE_COLUMNS = "owner, token, expires_at, recoveries, parked"
 FEED_WINDOW = 10_000  # outside writes the change feed keeps
 CHECKPOINT_EVERY = 256  # commits between two checkpoints of the log by the checkpointer thread
 CHECKPOINT_IDLE_SECONDS = 1.0  # ... or this long after the last commit
-WAL_SIZE_LIMIT = 64 * 2**20  # bytes the log file is truncated to after a checkpoint resets it
+WAL_RESTART_BYTES = 8 * 2**20  # a log this long is checkpointed to its end and started over
+WAL_SIZE_LIMIT = 8 * 2**20  # bytes the log file is cut back to when it starts over
+CLOSE_CHECKPOINT_SECONDS = 2.0  # how long close() waits for other connections to let it truncate the log
 _CHUNK = 500  # ids per "IN (...)" query, well under SQLite's bound-parameter limit
 
 _STATES = {s.value: s for s in State}
@@ -235,16 +258,70 @@ def _is_busy(exc: sqlite3.Error) -> bool:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class _ForkGate:
+    """Keeps fork() out of SQLite calls in flight in other threads of this process.
+
+    SQLite guards its process-wide state (the file-locking table, the allocator) with mutexes. A
+    fork while another thread holds one copies it held into the child, whose first SQLite call then
+    waits forever. So every call this module makes passes through the gate, and a fork waits (up to
+    a second) until none is in flight; calls that start meanwhile wait for the fork to be done.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._active = 0
+        self._forking = False
+        self._depth = threading.local()  # calls nest (a write that waits out a busy file): count the outermost
+
+    def __enter__(self) -> None:
+        depth = getattr(self._depth, "n", 0)
+        self._depth.n = depth + 1
+        if depth:
+            return
+        with self._cond:
+            while self._forking:
+                self._cond.wait()
+            self._active += 1
+
+    def __exit__(self, *exc: object) -> None:
+        depth = self._depth.n - 1
+        self._depth.n = depth
+        if depth:
+            return
+        with self._cond:
+            self._active -= 1
+            if not self._active:
+                self._cond.notify_all()
+
+    def before_fork(self) -> None:
+        self._cond.acquire()
+        self._forking = True
+        self._cond.wait_for(lambda: self._active == 0, timeout=1.0)
+        self._cond.release()
+
+    def after_fork_in_parent(self) -> None:
+        with self._cond:
+            self._forking = False
+            self._cond.notify_all()
+
+    def after_fork_in_child(self) -> None:
+        self.__init__()  # type: ignore[misc]  # the child's other threads are gone: a fresh gate
+
+
+_GATE = _ForkGate()
+
+
 def _reading(method: F) -> F:
     """Run a read, retrying while the file is busy; report any SQLite failure as :class:`StoreError`."""
 
     @functools.wraps(method)
     def wrapper(self: SQLiteStore, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except sqlite3.Error as exc:
-            if not _is_busy(exc):
-                raise self._error(exc) from exc
+        with _GATE:
+            try:
+                return method(self, *args, **kwargs)
+            except sqlite3.Error as exc:
+                if not _is_busy(exc):
+                    raise self._error(exc) from exc
         return self._retry_busy(lambda: method(self, *args, **kwargs))
 
     return wrapper  # type: ignore[return-value]
@@ -371,7 +448,8 @@ class SQLiteStore(StoreOperations):
 
         try:
             try:
-                setup()
+                with _GATE:
+                    setup()
             except sqlite3.Error as exc:
                 if not _is_busy(exc):
                     raise self._error(exc) from exc
@@ -423,8 +501,16 @@ class SQLiteStore(StoreOperations):
             self._checkpoint_wanted.set()
 
     def _checkpoint_loop(self) -> None:
-        """Checkpoint off the engine thread: after CHECKPOINT_EVERY commits, or a second after the last."""
-        con = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
+        """Checkpoint off the engine thread: after CHECKPOINT_EVERY commits, or a second after the last.
+
+        A passive checkpoint copies what it can without waiting for anyone; against a log that keeps
+        getting commits it never reaches the end, so the log would never start over and would grow
+        without bound. Once the log passes WAL_RESTART_BYTES, the checkpoint is a TRUNCATE one: it
+        holds new writers back (a few milliseconds) until it has copied everything, then empties
+        the log, so it stays within a few megabytes whatever the load.
+        """
+        with _GATE:
+            con = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
         done = 0
         try:
             while not self._closed:
@@ -433,26 +519,37 @@ class SQLiteStore(StoreOperations):
                 if self._closed or self._commits == done:
                     continue
                 done = self._commits
-                _checkpoint(con)
+                with _GATE:
+                    _checkpoint(con, full=_wal_bytes(self.path) > WAL_RESTART_BYTES)
         finally:
-            con.close()
+            with _GATE:
+                con.close()
 
     def close(self) -> None:
-        """Checkpoint the log, close every connection this store opened; the store is unusable afterwards."""
+        """Empty the log into the file (when no other process is using it), close every connection
+        this store opened; the store is unusable afterwards."""
         self._closed = True
         self._checkpoint_wanted.set()
+        checkpointer = self._checkpointer
+        if checkpointer is not None and checkpointer is not threading.current_thread():
+            checkpointer.join(self.busy_timeout)  # its checkpoint and ours must not race
         self._owners.close()
         _open_stores.discard(self)
         with self._connections_lock:
             connections, self._connections = self._connections, []
         self._local = threading.local()
-        if connections and self._commits:
-            _checkpoint(connections[0])
-        for con in connections:
-            try:
-                con.close()
-            except sqlite3.Error:
-                pass
+        with _GATE:
+            if connections and self._commits:
+                con = connections[0]
+                con.execute(f"PRAGMA busy_timeout = {int(CLOSE_CHECKPOINT_SECONDS * 1000)}")
+                if not _checkpoint(con, full=True) and _wal_bytes(self.path):
+                    _log.info("SQLite store %s: the log was not emptied at close (another process is using "
+                              "the file; it will)", self.path)
+            for con in connections:
+                try:
+                    con.close()
+                except sqlite3.Error:
+                    pass
 
     # -- transactions and errors
 
@@ -476,7 +573,8 @@ class SQLiteStore(StoreOperations):
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 0.05)
             try:
-                return action()
+                with _GATE:
+                    return action()
             except sqlite3.Error as exc:
                 if not _is_busy(exc):
                     raise self._error(exc) from exc
@@ -767,14 +865,20 @@ class SQLiteStore(StoreOperations):
         """Drop ``owner``'s lock file: its leases may be taken at once."""
         self._owners.release(owner)
 
-    def owner_dead(self, owner: str) -> bool:
-        """True when ``owner``'s lock file exists and nobody holds its lock."""
-        return self._owners.is_dead(owner)
+    def owner_alive(self, owner: str) -> bool | None:
+        """``True`` while ``owner`` holds its lock file, ``False`` once it is unlocked, else ``None``."""
+        return self._owners.alive(owner)
 
-    def _dead_owners(self, con: sqlite3.Connection) -> list[str]:
-        """Owners holding leases now whose lock says they are dead (few: one per live worker process)."""
-        owners = [row[0] for row in con.execute("SELECT DISTINCT owner FROM leases WHERE owner != ''")]
-        return [owner for owner in owners if self._owners.is_dead(owner)]
+    def _owners_by_liveness(self, con: sqlite3.Connection) -> tuple[list[str], list[str]]:
+        """``(alive, dead)`` among the owners holding leases now (few: one per live worker process)."""
+        alive, dead = [], []
+        for (owner,) in con.execute("SELECT DISTINCT owner FROM leases WHERE owner != ''"):
+            state = self._owners.alive(owner)
+            if state is True:
+                alive.append(owner)
+            elif state is False:
+                dead.append(owner)
+        return alive, dead
 
     @_reading
     def claimable(self, *, limit: int = 100, now: float | None = None) -> list[PromiseRecord]:
@@ -783,15 +887,15 @@ class SQLiteStore(StoreOperations):
         if limit <= 0:
             return []
         con = self._con()
-        dead = self._dead_owners(con)
-        marks = ",".join("?" * len(dead))
+        alive, dead = self._owners_by_liveness(con)
+        expired = "l.expires_at <= ?" + (f" AND l.owner NOT IN ({','.join('?' * len(alive))})" if alive else "")
         rows = con.execute(
             f"SELECT {', '.join('p.' + c for c in _COLUMNS.split(', '))} "
             "FROM promises p INDEXED BY promises_pending_roots LEFT JOIN leases l ON l.root = p.id "
             "WHERE p.state = 'pending' AND p.parent IS NULL AND p.kind = 'workflow' "
-            "AND (l.root IS NULL OR (l.parked IS NULL AND (l.owner = '' OR l.expires_at <= ?"
-            + (f" OR l.owner IN ({marks})" if dead else "") + "))) "
-            "ORDER BY p.created_at, p.rowid LIMIT ?", (now, *dead, limit))
+            f"AND (l.root IS NULL OR (l.parked IS NULL AND (l.owner = '' OR ({expired})"
+            + (f" OR l.owner IN ({','.join('?' * len(dead))})" if dead else "") + "))) "
+            "ORDER BY p.created_at, p.rowid LIMIT ?", (now, *alive, *dead, limit))
         return [_record(row) for row in rows]
 
     def claim(self, root: str, owner: str, ttl: float, *, now: float | None = None,
@@ -826,7 +930,7 @@ class SQLiteStore(StoreOperations):
         """Claim one lease inside a write transaction."""
         row = con.execute(f"SELECT {_LEASE_COLUMNS} FROM leases WHERE root = ?", (root,)).fetchone()
         current = None if row is None else Lease(root, *row)
-        if not lease_claimable(current, owner, now, self._owners.is_dead):
+        if not lease_claimable(current, owner, now, self._owners.alive):
             return None
         if current is None:
             con.execute("INSERT INTO leases (root, owner, token, expires_at) VALUES (?, ?, 1, ?)",
@@ -887,6 +991,10 @@ class SQLiteStore(StoreOperations):
     def _write(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run ``work`` in one ``BEGIN IMMEDIATE`` transaction and commit it, unless the file was
         deleted or replaced under this process (then nothing is committed: :class:`StoreError`)."""
+        with _GATE:
+            return self._write_now(work)
+
+    def _write_now(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
         con = self._con()
         self._begin(con)
         try:
@@ -1122,6 +1230,65 @@ class SQLiteStore(StoreOperations):
                 counts[parent][_STATES[state]] = n
         return counts
 
+    # -- schedules (see Store.schedules and vow.schedules) ---------------------------------------
+
+    @_reading
+    def schedules(self) -> list[ScheduleRecord]:
+        """Every stored schedule, ordered by name."""
+        rows = self._con().execute(
+            "SELECT name, definition, paused, cursor, updated_at FROM schedules ORDER BY name").fetchall()
+        return [ScheduleRecord(name, definition, bool(paused), cursor, updated_at)
+                for name, definition, paused, cursor, updated_at in rows]
+
+    def put_schedule(self, schedule: ScheduleRecord) -> None:
+        """Create or replace schedule ``schedule.name`` (one statement)."""
+        s = schedule
+        self._write(lambda con: con.execute(
+            "INSERT INTO schedules (name, definition, paused, cursor, updated_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, paused = excluded.paused, "
+            "cursor = excluded.cursor, updated_at = excluded.updated_at",
+            (s.name, s.definition, int(s.paused), s.cursor, time.time())))
+
+    def advance_schedule(self, name: str, cursor: float) -> bool:
+        """Move the cursor of ``name`` forward to ``cursor`` (never back)."""
+        return bool(self._write(lambda con: con.execute(
+            "UPDATE schedules SET cursor = ? WHERE name = ? AND (cursor IS NULL OR cursor < ?)",
+            (cursor, name, cursor)).rowcount))
+
+    def delete_schedule(self, name: str) -> bool:
+        """Delete schedule ``name``; whether it existed."""
+        return bool(self._write(lambda con: con.execute("DELETE FROM schedules WHERE name = ?", (name,)).rowcount))
+
+    # -- rate limits (see Store.take_token and vow.ratelimit) ------------------------------------
+
+    def take_token(self, bucket: str, per_second: float, burst: int, *, now: float | None = None) -> float:
+        """Take a token from ``bucket``, or say how long until there is one (one write transaction,
+        so workers in other processes take turns on the same row)."""
+
+        def take(con: sqlite3.Connection) -> float:
+            at = time.time() if now is None else now
+            row = con.execute("SELECT tokens, stamp FROM buckets WHERE name = ?", (bucket,)).fetchone()
+            tokens, stamp = row if row is not None else (float(burst), at)
+            wait, tokens, stamp = bucket_after_take(tokens, stamp, per_second, burst, at)
+            con.execute("INSERT OR REPLACE INTO buckets (name, tokens, stamp) VALUES (?, ?, ?)",
+                        (bucket, tokens, stamp))
+            return wait
+
+        result: float = self._write(take)
+        return result
+
+    def hold_bucket(self, bucket: str, seconds: float, *, now: float | None = None) -> None:
+        """Give no token from ``bucket`` for ``seconds``."""
+
+        def hold(con: sqlite3.Connection) -> None:
+            at = time.time() if now is None else now
+            row = con.execute("SELECT tokens, stamp FROM buckets WHERE name = ?", (bucket,)).fetchone()
+            tokens, stamp = row if row is not None else (0.0, at)
+            con.execute("INSERT OR REPLACE INTO buckets (name, tokens, stamp) VALUES (?, ?, ?)",
+                        (bucket, *bucket_after_hold(tokens, stamp, seconds, at)))
+
+        self._write(hold)
+
 
 def _file_identity(path: str) -> tuple[int, int] | None:
     """``(device, inode)`` of the file at ``path``, or ``None`` when there is none."""
@@ -1132,17 +1299,37 @@ def _file_identity(path: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def _checkpoint(con: sqlite3.Connection) -> None:
-    # PASSIVE never waits for readers or writers; what it cannot copy now, the next round copies.
+def _checkpoint(con: sqlite3.Connection, *, full: bool = False) -> bool:
+    """Copy the log into the file: PASSIVE (never waits; what it cannot copy now, the next round
+    copies) or, with ``full``, TRUNCATE (waits for the log to be free, then empties it). Returns
+    whether the checkpoint reached the end of the log."""
     try:
-        con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-    except sqlite3.Error:
-        pass
+        busy, frames, copied = con.execute(f"PRAGMA wal_checkpoint({'TRUNCATE' if full else 'PASSIVE'})").fetchone()
+    except sqlite3.Error as exc:
+        _log.debug("checkpoint failed: %s", exc)
+        return False
+    return not busy and frames == copied
+
+
+def _wal_bytes(path: str) -> int:
+    try:
+        return os.path.getsize(path + "-wal")
+    except OSError:
+        return 0
 
 
 # A connection must never cross a fork: a forked child forgets its parent's and opens its own.
 _open_stores: "weakref.WeakSet[SQLiteStore]" = weakref.WeakSet()
-os.register_at_fork(after_in_child=lambda: [store._forget_connections() for store in list(_open_stores)])
+
+
+def _after_fork_in_child() -> None:
+    _GATE.after_fork_in_child()
+    for store in list(_open_stores):
+        store._forget_connections()
+
+
+os.register_at_fork(before=_GATE.before_fork, after_in_parent=_GATE.after_fork_in_parent,
+                     after_in_child=_after_fork_in_child)
 
 
 def open_sqlite(options: SQLiteOptions) -> SQLiteStore:

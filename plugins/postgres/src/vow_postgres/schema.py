@@ -14,6 +14,7 @@ Everything lives in one schema (``vow`` unless the URL says ``?schema=``):
   process holds in a session of its own. The server drops that lock the moment the session
   ends, however the process died, so every worker on every machine can tell a dead owner (row,
   no lock) from a live one (row, lock) and from one it cannot judge (no row);
+* ``schedules`` and ``buckets``: stored schedules, and the token buckets of shared rate limits;
 * ``changes``: the feed of outside writes, numbered without gaps in commit order (writers take
   a transaction lock first), announced with ``NOTIFY`` on the channel :func:`channel` names.
 
@@ -114,6 +115,22 @@ CREATE VIEW {s}.dead_owners AS
          WHERE k.locktype = 'advisory' AND k.granted AND k.objsubid = 2
            AND k.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
            AND k.classid = {ns}::oid AND k.objid = w.lock_key::oid);
+CREATE VIEW {s}.live_owners AS
+    SELECT w.owner FROM {s}.owners w WHERE w.owner NOT IN (SELECT d.owner FROM {s}.dead_owners d);
+
+CREATE TABLE {s}.schedules (
+    name text NOT NULL PRIMARY KEY,
+    definition text NOT NULL,
+    paused boolean NOT NULL,
+    cursor double precision,
+    updated_at double precision NOT NULL
+);
+
+CREATE TABLE {s}.buckets (
+    name text NOT NULL PRIMARY KEY,
+    tokens double precision NOT NULL,
+    stamp double precision NOT NULL
+);
 
 CREATE TABLE {s}.changes (
     seq bigint NOT NULL PRIMARY KEY,
@@ -340,12 +357,16 @@ $$;
 _CLAIM_EXISTING = """
         WITH cur AS (
             SELECT l.root, l.owner, l.token, l.expires_at, l.recoveries, l.parked,
-                   l.owner IN (SELECT d.owner FROM {s}.dead_owners d) AS dead
+                   l.owner IN (SELECT d.owner FROM {s}.dead_owners d) AS dead,
+                   l.owner IN (SELECT a.owner FROM {s}.live_owners a) AS live
               FROM {s}.leases l
              WHERE l.root = ANY(roots) AND l.root <> ALL(coalesce(fresh, '{{}}'))
              ORDER BY l.root LOCKING
         ), d AS (
-            SELECT c.*, (c.parked IS NULL AND (c.owner = '' OR c.owner = who OR c.expires_at <= t OR c.dead)) AS free,
+            -- An expired lease is free only when its owner is not known to live (a live owner's
+            -- lease is never taken, whatever the clocks say).
+            SELECT c.*, (c.parked IS NULL AND (c.owner = '' OR c.owner = who OR c.dead
+                                               OR (c.expires_at <= t AND NOT c.live))) AS free,
                    CASE WHEN c.owner <> '' AND c.owner <> who THEN c.recoveries + 1 ELSE c.recoveries END AS rec
               FROM cur c
         ), upd AS (

@@ -44,9 +44,12 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from vow.errors import ConfigError, PromiseNotFoundError, StoreError
 from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, State
+from vow.schedules.record import ScheduleRecord
 from vow.stores.base import (
     ChangeFeed,
     StoreOperations,
+    bucket_after_hold,
+    bucket_after_take,
     conflict_error,
     lease_lost_error,
     parked_reason,
@@ -598,6 +601,17 @@ class PostgresStore(StoreOperations):
         with self._connection() as con:
             return bool(_one(con, f"SELECT %s IN (SELECT owner FROM {self.schema}.dead_owners)", (owner,)))
 
+    @_reading
+    def owner_alive(self, owner: str) -> bool | None:
+        """``True`` while ``owner``'s session holds its lock, ``False`` once it ended, ``None`` for an
+        owner never shown alive here (another machine's that cannot be seen, an older vow)."""
+        if owner in self._held:
+            return True
+        with self._connection() as con:
+            row = con.execute(f"SELECT w.owner IN (SELECT d.owner FROM {self.schema}.dead_owners d) "
+                              f"FROM {self.schema}.owners w WHERE w.owner = %s", (owner,)).fetchone()
+        return None if row is None else not row[0]
+
     def _liveness_connection(self) -> psycopg.Connection[Any]:
         """The session holding this process's owner locks (reconnected, locks taken again, if it broke)."""
         con = self._liveness
@@ -638,7 +652,8 @@ class PostgresStore(StoreOperations):
         sql = (f"SELECT {columns} FROM {s}.promises p LEFT JOIN {s}.leases l ON l.root = p.id "
                "WHERE p.open_root "
                "AND (l.root IS NULL OR (l.parked IS NULL AND (l.owner = '' "
-               "OR l.expires_at <= coalesce(%b::float8, extract(epoch FROM clock_timestamp())::float8) "
+               "OR (l.expires_at <= coalesce(%b::float8, extract(epoch FROM clock_timestamp())::float8) "
+               f"AND l.owner NOT IN (SELECT a.owner FROM {s}.live_owners a)) "
                f"OR l.owner IN (SELECT d.owner FROM {s}.dead_owners d)))) "
                "ORDER BY p.created_at, p.seq LIMIT %b")
         with self._connection() as con:
@@ -731,7 +746,8 @@ class PostgresStore(StoreOperations):
         s = self.schema
         with self._connection() as con:
             row = con.execute(
-                f"SELECT l.parked IS NULL AND (l.owner = '' OR l.expires_at <= extract(epoch FROM clock_timestamp()) "
+                f"SELECT l.parked IS NULL AND (l.owner = '' OR (l.expires_at <= extract(epoch FROM clock_timestamp()) "
+                f"AND l.owner NOT IN (SELECT a.owner FROM {s}.live_owners a)) "
                 f"OR l.owner IN (SELECT d.owner FROM {s}.dead_owners d)) FROM {s}.leases l WHERE l.root = %s",
                 (root,)).fetchone()
         return True if row is None else bool(row[0])
@@ -759,6 +775,71 @@ class PostgresStore(StoreOperations):
                "SELECT root, count(*) FROM gone GROUP BY root")
         rows = self._write(lambda con: con.execute(sql, (unique, float(settled_before))).fetchall(), idempotent=True)
         return {root: int(n) for root, n in rows}
+
+    # -- schedules
+
+    @_reading
+    def schedules(self) -> list[ScheduleRecord]:
+        """Every stored schedule, ordered by name."""
+        with self._connection() as con:
+            rows = con.execute(f"SELECT name, definition, paused, cursor, updated_at FROM {self.schema}.schedules "
+                               "ORDER BY name").fetchall()
+        return [ScheduleRecord(*row) for row in rows]
+
+    def put_schedule(self, schedule: ScheduleRecord) -> None:
+        """Create schedule ``schedule.name`` or replace every field of it; ``updated_at`` is the server's clock."""
+        sql = (f"INSERT INTO {self.schema}.schedules (name, definition, paused, cursor, updated_at) "
+               "VALUES (%s, %s, %s, %s, extract(epoch FROM clock_timestamp())::float8) "
+               "ON CONFLICT (name) DO UPDATE SET definition = EXCLUDED.definition, paused = EXCLUDED.paused, "
+               "cursor = EXCLUDED.cursor, updated_at = EXCLUDED.updated_at")
+        params = (schedule.name, schedule.definition, schedule.paused, schedule.cursor)
+        self._write(lambda con: con.execute(sql, params), idempotent=True)
+
+    def advance_schedule(self, name: str, cursor: float) -> bool:
+        """Move schedule ``name``'s cursor forward to ``cursor`` (never back); whether it moved."""
+        sql = (f"UPDATE {self.schema}.schedules SET cursor = %s WHERE name = %s "
+               "AND (cursor IS NULL OR cursor < %s)")
+        return bool(self._write(lambda con: con.execute(sql, (float(cursor), name, float(cursor))).rowcount,
+                                idempotent=True))
+
+    def delete_schedule(self, name: str) -> bool:
+        """Delete schedule ``name``; whether it existed."""
+        sql = f"DELETE FROM {self.schema}.schedules WHERE name = %s"
+        return bool(self._write(lambda con: con.execute(sql, (name,)).rowcount))
+
+    # -- rate limits
+
+    def take_token(self, bucket: str, per_second: float, burst: int, *, now: float | None = None) -> float:
+        """Take a token from ``bucket`` (shared by every worker of the store), or say how long until
+        there is one; one transaction with the bucket's row locked, on the server's clock."""
+        def take(con: psycopg.Connection[Any]) -> float:
+            with con.transaction():
+                at = now if now is not None else float(_one(con, "SELECT extract(epoch FROM clock_timestamp())::float8"))
+                con.execute(f"INSERT INTO {self.schema}.buckets (name, tokens, stamp) VALUES (%s, %s, %s) "
+                            "ON CONFLICT (name) DO NOTHING", (bucket, float(burst), at))
+                tokens, stamp = con.execute(f"SELECT tokens, stamp FROM {self.schema}.buckets WHERE name = %s "
+                                            "FOR UPDATE", (bucket,)).fetchone()  # type: ignore[misc]
+                wait, tokens, stamp = bucket_after_take(tokens, stamp, per_second, burst, at)
+                con.execute(f"UPDATE {self.schema}.buckets SET tokens = %s, stamp = %s WHERE name = %s",
+                            (tokens, stamp, bucket))
+                return float(wait)
+
+        return float(self._write(take))
+
+    def hold_bucket(self, bucket: str, seconds: float, *, now: float | None = None) -> None:
+        """Give no token from ``bucket`` for ``seconds`` from now (never shortening a longer hold)."""
+        def hold(con: psycopg.Connection[Any]) -> None:
+            with con.transaction():
+                at = now if now is not None else float(_one(con, "SELECT extract(epoch FROM clock_timestamp())::float8"))
+                con.execute(f"INSERT INTO {self.schema}.buckets (name, tokens, stamp) VALUES (%s, 0, %s) "
+                            "ON CONFLICT (name) DO NOTHING", (bucket, at))
+                tokens, stamp = con.execute(f"SELECT tokens, stamp FROM {self.schema}.buckets WHERE name = %s "
+                                            "FOR UPDATE", (bucket,)).fetchone()  # type: ignore[misc]
+                tokens, stamp = bucket_after_hold(tokens, stamp, seconds, at)
+                con.execute(f"UPDATE {self.schema}.buckets SET tokens = %s, stamp = %s WHERE name = %s",
+                            (tokens, stamp, bucket))
+
+        self._write(hold)
 
     def close(self) -> None:
         """Close every connection (owners held here read as dead from now on); the store is unusable afterwards."""

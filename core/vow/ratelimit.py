@@ -1,0 +1,154 @@
+"""Shared rate limits: a token bucket per channel or provider, kept in the store.
+
+Slack takes about one message per second per channel, a Twilio long code one SMS per second: a
+limit that each worker kept for itself would be broken as soon as two workers send. So the
+bucket lives in the store (:meth:`vow.stores.base.Store.take_token`), and every worker sharing
+the store takes its tokens from the same row.
+
+Declared where a channel or an image provider is used::
+
+    # a pipeline file: on one branch's options, or in defaults for every branch
+    defaults:
+      rate_limit: {per_second: 2}
+    fan_out:
+      - channel: slack
+        options: {rate_limit: {per_second: 1, burst: 1}}
+
+    # Python: the same key in the options of deliver / generate_image
+    yield ctx.begin_run(deliver, "slack", message, {"rate_limit": {"per_second": 1}})
+
+    # any leaf of your own: take a token from a bucket you name
+    vow.ratelimit.take(ctx, "crm-api", per_second=5)
+
+Each channel and provider has its own bucket (``channel:slack``, ``image:openai``) unless
+``bucket:`` names another, so two branches over the same channel share one limit, and ``burst``
+(default 1) is how many calls may go at once after a quiet spell.
+
+A call that finds the bucket empty does not wait in its thread: it raises
+:class:`~vow.errors.Throttled` with the seconds until the next token, and the engine holds the
+leaf back with a durable timer and starts it again then, without counting a failed attempt. A
+provider's answer that carries ``Retry-After`` (a 429) holds the shared bucket for that long too,
+so every worker slows down, not only the one that was told.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import attrs
+
+from vow.config import structure
+from vow.errors import Throttled, TransientError
+from vow.leaf import LeafContext
+
+__all__ = ["OPTION", "RateLimit", "bucket_store", "hold", "limited", "parse", "split_options", "take"]
+
+OPTION = "rate_limit"
+"""The key in a channel's or provider's options (and in a pipeline's ``defaults``) that holds its limit."""
+
+JITTER = 0.2
+"""A throttled call waits up to this fraction longer than the bucket says, so that the calls
+waiting for one bucket do not all wake at the same instant and find it empty again."""
+
+
+def _positive(_instance: Any, _attribute: Any, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"expected a number of calls per second above 0, got {value!r}")
+
+
+@attrs.frozen
+class RateLimit:
+    """At most ``per_second`` calls a second on average, ``burst`` at once, shared through the store.
+
+    ``bucket`` names the token bucket (default: ``channel:NAME`` or ``image:NAME``); limits that
+    name the same bucket share it.
+    """
+
+    per_second: float = attrs.field(validator=_positive)
+    burst: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    bucket: str | None = attrs.field(default=None, validator=attrs.validators.optional(
+        attrs.validators.min_len(1)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (what a stored pipeline spec keeps)."""
+        data: dict[str, Any] = {"per_second": self.per_second, "burst": self.burst}
+        if self.bucket is not None:
+            data["bucket"] = self.bucket
+        return data
+
+
+def parse(data: Mapping[str, Any] | RateLimit, *, where: str = OPTION) -> RateLimit:
+    """A :class:`RateLimit` from ``{"per_second": 2, "burst": 1}``; a :class:`~vow.errors.ConfigError`
+    naming the key otherwise."""
+    if isinstance(data, RateLimit):
+        return data
+    return structure(RateLimit, data, where=where)
+
+
+def split_options(options: Mapping[str, Any] | None, *, where: str = "options"
+                  ) -> tuple[dict[str, Any] | None, RateLimit | None]:
+    """``options`` without their ``rate_limit`` key (what the channel or provider itself takes),
+    and the limit that key held."""
+    if not options or OPTION not in options:
+        return (dict(options) if options else None), None
+    rest = {k: v for k, v in options.items() if k != OPTION}
+    return (rest or None), parse(options[OPTION], where=f"{where}.{OPTION}")
+
+
+def take(ctx: LeafContext, bucket: str, per_second: float, burst: int = 1) -> None:
+    """Take one token from ``bucket`` for this call, or raise :class:`~vow.errors.Throttled` with
+    the seconds to wait (call it from a leaf, before the call the limit protects)."""
+    wait = bucket_store(ctx).take_token(bucket, float(per_second), int(burst))
+    if wait > 0:
+        raise Throttled(f"rate limit {bucket!r} ({per_second:g}/s): the next call may go in {wait:.3f}s",
+                        wait=wait * (1 + JITTER * random.random()))
+
+
+def hold(ctx: LeafContext, bucket: str, seconds: float) -> None:
+    """Give no token from ``bucket`` to anyone for ``seconds`` (the provider said ``Retry-After``)."""
+    if seconds > 0:
+        bucket_store(ctx).hold_bucket(bucket, float(seconds))
+
+
+@contextlib.contextmanager
+def limited(ctx: LeafContext, limit: RateLimit | None, default_bucket: str) -> Iterator[None]:
+    """Run the body under ``limit`` (nothing to do for ``None``): take a token first (or raise
+    :class:`~vow.errors.Throttled`); a :class:`~vow.errors.TransientError` with ``retry_after`` from
+    the body holds the bucket that long before it propagates."""
+    if limit is None:
+        yield
+        return
+    bucket = limit.bucket or default_bucket
+    take(ctx, bucket, limit.per_second, limit.burst)
+    try:
+        yield
+    except TransientError as exc:
+        if exc.retry_after and not isinstance(exc, Throttled):
+            hold(ctx, bucket, float(exc.retry_after))
+        raise
+
+
+# -- where the bucket is kept -----------------------------------------------------------------
+
+_local_store: Any = None
+_local_lock = threading.Lock()
+
+
+def bucket_store(ctx: LeafContext) -> Any:
+    """The store whose buckets this call takes tokens from: the store of the client running the
+    leaf (``ctx.store``, given by the engine). A context built by hand without one (a test calling
+    a channel directly) uses buckets kept in this process only."""
+    store = getattr(ctx, "store", None)
+    if store is not None:
+        return store
+    global _local_store
+    with _local_lock:
+        if _local_store is None:
+            from vow.stores.memory import MemoryStore  # only for contexts built by hand
+
+            _local_store = MemoryStore()
+        return _local_store

@@ -1,0 +1,123 @@
+"""What a worker does to fire schedules: look at the store a few times a second and start due ticks.
+
+``Vow.worker`` calls :meth:`Ticker.look` on every turn of its loop. A look reads every schedule,
+works out which ticks are due by the schedule's catch-up policy
+(:func:`vow.schedules.definition.due`), stores each tick's run as a pending root — the same
+create-or-get as :meth:`vow.Vow.submit` — and moves the schedule's cursor forward. The worker's
+own loop, or any other worker's, then claims the run like any submitted one.
+
+Exactly once, across any number of workers: a tick's run id is derived from the schedule and the
+tick, so two workers that start the same tick create-or-get one run, and a worker that looks
+again after another moved the cursor finds nothing due. A tick is never lost to a crash between
+starting its run and moving the cursor: the next look starts it again, which joins the run.
+A tick that cannot start here (its workflow is not registered in this worker; the pipeline needs a
+secret this machine does not have) is left due for a worker that can, and said once in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from vow import encoding
+from vow.errors import ArgumentMismatchError, ConfigError, VowError
+from vow.schedules.definition import Definition, PipelineTarget, due, run_id
+from vow.schedules.timing import tick_text
+
+__all__ = ["LOOK_EVERY", "Ticker"]
+
+_log = logging.getLogger("vow.schedules")
+
+LOOK_EVERY = 0.2
+"""Seconds between two looks at the schedules (a tick starts at most about this late)."""
+
+
+class Ticker:
+    """Fires the due ticks of the schedules in ``vow``'s store, for one worker."""
+
+    def __init__(self, vow: Any, *, every: float = LOOK_EVERY, clock: Callable[[], float] | None = None) -> None:
+        self._vow = vow
+        self._every = every
+        self._clock = clock or vow.store.now
+        self._next_look = 0.0
+        self._said: set[tuple[str, str]] = set()
+
+    def look(self) -> int:
+        """Start the ticks that are due now (at most one look per ``every`` seconds); how many runs
+        this look created or joined. Store errors are logged, never raised: the next look tries again."""
+        if time.monotonic() < self._next_look:
+            return 0
+        self._next_look = time.monotonic() + self._every
+        try:
+            return self._look()
+        except VowError as exc:
+            _log.warning("schedules: could not look at the schedules: %s", exc)
+            return 0
+
+    def _look(self) -> int:
+        store = self._vow.store
+        started = 0
+        now = self._clock()
+        for record in store.schedules():
+            if record.paused:
+                continue
+            try:
+                definition = Definition.from_json(record.definition)
+            except ConfigError as exc:
+                self._say_once(record.name, f"schedule {record.name}: {exc}")
+                continue
+            ticks, cursor = due(definition, record.cursor, now)
+            if definition.catch_up != "all" and record.cursor is not None and ticks and \
+                    definition.timing.after(record.cursor) < ticks[0]:
+                _log.warning("schedule %s: ticks after %s were missed (no worker looked); catch_up: %s starts "
+                             "only %s", record.name, tick_text(record.cursor), definition.catch_up,
+                             tick_text(ticks[0]))
+            handled = record.cursor
+            for tick in ticks:
+                if not self._start(record.name, definition, tick):
+                    cursor = handled if handled is not None else cursor
+                    break
+                started += 1
+                handled = tick
+            if record.cursor is None or cursor > record.cursor:
+                store.advance_schedule(record.name, cursor)
+        return started
+
+    def _start(self, name: str, definition: Definition, tick: float) -> bool:
+        """Create (or join) the run of ``tick``; whether the tick counts as started."""
+        vow = self._vow
+        rid = run_id(name, tick)
+        if vow.store.get(rid) is not None:
+            return True  # another worker started it first
+        target = definition.target
+        try:
+            if isinstance(target, PipelineTarget):
+                from vow.pipeline.plan import make_plan
+                from vow.pipeline.source import parse
+                from vow.pipeline.workflow import NAME
+
+                plan = make_plan(parse(target.text, target.file), input=target.input, run_id=rid,
+                                 plugins=vow.plugins, tick={"name": name, "tick": tick_text(tick), "time": tick},
+                                 base_dir=target.base_dir)
+                vow.submit(rid, NAME, plan.spec)
+            else:
+                if target.workflow not in vow.registered():
+                    self._say_once(name, f"schedule {name}: workflow {target.workflow!r} is not registered in this "
+                                         "worker; its ticks are left for a worker that has it (vow worker --app)")
+                    return False
+                args, kwargs = encoding.decode_args(target.args)
+                vow.submit(rid, target.workflow, *args, **kwargs)
+        except ArgumentMismatchError:
+            return True  # the tick's run exists, made from an earlier definition: it was started
+        except ConfigError as exc:
+            self._say_once(name, f"schedule {name}: tick {tick_text(tick)} cannot start here: {exc}")
+            return False
+        _log.info("schedule %s: started %s", name, rid)
+        return True
+
+    def _say_once(self, name: str, text: str) -> None:
+        if (name, text) not in self._said:
+            self._said.add((name, text))
+            _log.warning("%s", text)

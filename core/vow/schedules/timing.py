@@ -1,0 +1,135 @@
+"""When a schedule ticks: a five-field cron expression in a time zone, or every N seconds.
+
+Ticks are whole epoch seconds. A cron expression is read by `cronsim`_ in the schedule's time
+zone (IANA name, default ``UTC``), with Debian cron's rules for daylight saving time: a job at
+a local time that is skipped when clocks go forward runs at the first moment after, and one that
+falls in the repeated hour when they go back runs once. An interval (``every: 30s``) ticks at
+the multiples of its length since the epoch (UTC): ``every: 1h`` ticks on the hour, and the
+ticks do not depend on when the schedule was added. For "every day at 09:00 local time" use
+cron.
+
+.. _cronsim: https://pypi.org/project/cronsim/
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import attrs
+from cronsim import CronSim, CronSimError
+
+from vow.errors import ConfigError
+from vow.retention import parse_duration
+
+__all__ = ["Timing", "parse_every", "parse_tick_text", "tick_text"]
+
+MIN_EVERY = 1
+"""The shortest interval, in seconds (ticks are whole seconds)."""
+
+
+def parse_every(value: str | int | float, *, what: str = "every") -> int:
+    """Seconds in ``"30s"``, ``"5m"``, ``"1h30m"``, ``"1d"`` (or a whole number of seconds)."""
+    seconds = parse_duration(value, what=what)
+    if seconds < MIN_EVERY or seconds != int(seconds):
+        raise ConfigError(f"{what}: {value!r} is not a whole number of seconds of at least {MIN_EVERY} "
+                          "(30s, 5m, 1h30m, 1d, ...)")
+    return int(seconds)
+
+
+@attrs.frozen
+class Timing:
+    """Exactly one of ``cron`` (five fields; a sixth, leading field of seconds is allowed) and
+    ``every`` (seconds), and the IANA time zone ``timezone`` the cron expression is read in."""
+
+    cron: str | None = None
+    every: int | None = None
+    timezone: str = "UTC"
+
+    def __attrs_post_init__(self) -> None:
+        if (self.cron is None) == (self.every is None):
+            raise ConfigError("a schedule needs exactly one of cron (a cron expression such as \"*/5 * * * *\") "
+                              "or every (an interval such as 30s)")
+        self.zone()  # check the name now
+        if self.cron is not None:
+            fields = self.cron.split()
+            if len(fields) not in (5, 6):
+                raise ConfigError(f"{self.cron!r} has {len(fields)} fields; expected 5 (minute hour "
+                                  "day-of-month month day-of-week), or 6 with seconds first", path=("cron",))
+            try:
+                CronSim(self.cron, datetime(2000, 1, 1, tzinfo=UTC))
+            except CronSimError as exc:
+                raise ConfigError(f"{self.cron!r} is not a cron expression ({exc}); fields are minute "
+                                  "hour day-of-month month day-of-week, such as \"*/5 * * * *\"",
+                                  path=("cron",)) from None
+        elif self.every is not None and (self.every < MIN_EVERY or int(self.every) != self.every):
+            raise ConfigError(f"{self.every!r} is not a whole number of seconds of at least {MIN_EVERY}",
+                              path=("every",))
+
+    def zone(self) -> ZoneInfo:
+        """The time zone, or a :class:`ConfigError` naming a bad one."""
+        try:
+            return ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"{self.timezone!r} is not a known IANA time zone (such as UTC, "
+                              "Europe/Paris, America/New_York)", path=("timezone",)) from None
+
+    def describe(self) -> str:
+        """``cron "*/5 * * * *" (Europe/Paris)`` or ``every 30s``."""
+        if self.cron is not None:
+            return f'cron "{self.cron}"' + (f" ({self.timezone})" if self.timezone != "UTC" else "")
+        return f"every {_seconds(self.every or 0)}"
+
+    # -- ticks
+
+    def latest(self, at: float) -> float:
+        """The last tick at or before ``at``."""
+        if self.every is not None:
+            return float(math.floor(at / self.every) * self.every)
+        second = math.floor(at)
+        # cronsim's reverse iteration starts strictly before its datetime: start one second later.
+        return next(self._cron(second + 1, reverse=True))
+
+    def after(self, at: float) -> float:
+        """The first tick strictly after ``at``."""
+        if self.every is not None:
+            return float((math.floor(at / self.every) + 1) * self.every)
+        return next(self._cron(math.floor(at)))
+
+    def between(self, start: float, end: float, limit: int) -> list[float]:
+        """Up to ``limit`` ticks ``t`` with ``start < t <= end``, oldest first."""
+        ticks: list[float] = []
+        tick = self.after(start)
+        while tick <= end and len(ticks) < limit:
+            ticks.append(tick)
+            tick = self.after(tick)
+        return ticks
+
+    def period_after(self, tick: float) -> float:
+        """Seconds from ``tick`` to the next tick."""
+        return self.after(tick) - tick
+
+    def _cron(self, second: float, reverse: bool = False) -> Iterator[float]:
+        assert self.cron is not None
+        start = datetime.fromtimestamp(second, self.zone())
+        for moment in CronSim(self.cron, start, reverse=reverse):
+            yield float(moment.timestamp())
+
+
+def _seconds(n: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if n % size == 0:
+            return f"{n // size}{unit}"
+    return f"{n}s"
+
+
+def tick_text(tick: float) -> str:
+    """A tick as it appears in run ids: UTC, to the second, no dot (``2025-06-01T02:00:00Z``)."""
+    return datetime.fromtimestamp(tick, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_tick_text(text: str) -> float:
+    """The epoch seconds of :func:`tick_text`'s ``text``."""
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()

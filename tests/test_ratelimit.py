@@ -1,0 +1,188 @@
+"""Shared rate limits: the token bucket in the store, and the acquisition in the channel and provider leaves.
+
+A leaf that finds its bucket empty raises :class:`~vow.errors.Throttled` before it calls the
+provider; a provider's ``Retry-After`` holds the bucket for every worker. Checked here on the
+leaves directly (``deliver``, ``generate_image``) and, for the sharing itself, with two processes
+taking tokens from one SQLite file. The end-to-end run with two workers, through the engine's
+durable wait, is in ``tests/cli/test_ratelimit_workers.py``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vow.channels import deliver
+from vow.errors import ConfigError, PermanentError, Throttled, TransientError
+from vow.images.pipeline import generate_image
+from vow.leaf import LeafContext
+from vow.pipeline.plan import make_plan
+from vow.pipeline.source import SpecError, parse
+from vow.plugins import Plugins
+from vow.ratelimit import JITTER, RateLimit, limited, split_options, take
+from vow.simulation import Ledger
+from vow.stores.memory import MemoryStore
+from vow.stores.sqlite import SQLiteStore
+
+
+@pytest.fixture
+def store() -> Any:
+    s = MemoryStore()
+    yield s
+    s.close()
+
+
+_registry: Plugins | None = None
+
+
+def _ctx(store: Any, id: str = "r.1") -> LeafContext:
+    # A registry of this module's own: channels are built once per registry and keep the ledger
+    # path they were built with, so sharing the process-wide one would send other tests' messages here.
+    global _registry
+    if _registry is None:
+        _registry = Plugins()
+    return LeafContext(id, plugins=_registry, store=store)
+
+
+def test_throttled_is_a_wait_not_a_failure() -> None:
+    error = Throttled("no token yet", wait=0.25)
+    assert error.wait == 0.25
+    assert not isinstance(error, (TransientError, PermanentError))  # the engine waits; no retry policy counts it
+
+
+def test_take_gives_a_token_or_raises_throttled_with_the_wait(store: Any) -> None:
+    ctx = _ctx(store)
+    take(ctx, "api", per_second=4)
+    with pytest.raises(Throttled) as caught:
+        take(ctx, "api", per_second=4)
+    assert 0.2 <= caught.value.wait <= 0.25 * (1 + JITTER) + 0.01
+    take(ctx, "other-api", per_second=4)  # another bucket
+
+
+def test_a_retry_after_from_the_provider_holds_the_bucket_for_everyone(store: Any) -> None:
+    ctx = _ctx(store)
+    limit = RateLimit(per_second=100, burst=10)
+    with pytest.raises(TransientError):
+        with limited(ctx, limit, "channel:x"):
+            raise TransientError("slow down", retry_after=30)
+    assert store.take_token("channel:x", 100, 10) > 29  # no token for anyone until the hold ends
+    with pytest.raises(PermanentError):
+        with limited(ctx, limit, "channel:y"):
+            raise PermanentError("bad recipient")
+    assert store.take_token("channel:y", 100, 10) == 0.0  # a failure without Retry-After holds nothing
+
+
+def test_options_lose_their_rate_limit_before_the_plugin_sees_them() -> None:
+    assert split_options({"latency": 0, "rate_limit": {"per_second": 2}}) == ({"latency": 0}, RateLimit(2))
+    assert split_options({"rate_limit": {"per_second": 1, "burst": 3, "bucket": "b"}}) == (None, RateLimit(1, 3, "b"))
+    assert split_options(None) == (None, None)
+    with pytest.raises(ConfigError, match=r"options.rate_limit.per_second: expected a number of calls per second"):
+        split_options({"rate_limit": {"per_second": 0}})
+    with pytest.raises(ConfigError, match=r"options.rate_limit"):
+        split_options({"rate_limit": {"per_minute": 5}})
+
+
+def test_deliver_takes_a_token_before_it_sends(store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VOW_SIM_DIR", str(tmp_path))
+    options = {"latency": 0, "rate_limit": {"per_second": 0.5}}
+    message = {"to": "#orders", "body": "hello"}
+    receipt = deliver(_ctx(store, "r.1"), "slack", message, options)
+    assert receipt["channel"] == "slack"
+    with pytest.raises(Throttled) as caught:
+        deliver(_ctx(store, "r.2"), "slack", message, options)
+    assert caught.value.wait >= 1.9
+    assert len(Ledger(tmp_path / "ledger.sqlite").deliveries("slack")) == 1  # the throttled one sent nothing
+    deliver(_ctx(store, "r.3"), "email", {"to": "a@example.com", "subject": "s", "body": "b"},
+            {"latency": 0, "rate_limit": {"per_second": 0.5}})  # each channel its own bucket
+
+
+def test_a_429_with_retry_after_holds_the_channels_bucket(store: Any, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VOW_SIM_DIR", str(tmp_path))
+    with pytest.raises(TransientError) as caught:
+        deliver(_ctx(store), "slack", {"to": "#orders", "body": "hi"},
+                {"latency": 0, "rate_limit": {"per_second": 10, "burst": 5}},
+                {"fail_attempts": [1], "status": 429, "retry_after": 20})
+    assert caught.value.retry_after == 20
+    with pytest.raises(Throttled) as held:
+        deliver(_ctx(store, "r.2"), "slack", {"to": "#orders", "body": "hi"},
+                {"latency": 0, "rate_limit": {"per_second": 10, "burst": 5}})
+    assert held.value.wait >= 19
+
+
+def test_generate_image_takes_a_token_from_its_providers_bucket(store: Any, tmp_path: Path) -> None:
+    request = {"prompt": "a fox", "style": "cartoon", "width": 64, "height": 64}
+    options = {"rate_limit": {"per_second": 0.5}}
+    generate_image(_ctx(store), "image_sim", request, str(tmp_path), options)
+    with pytest.raises(Throttled):
+        generate_image(_ctx(store, "r.2"), "image_sim", {**request, "style": "abstract"}, str(tmp_path), options)
+    assert not (tmp_path / "abstract.png").exists()
+    assert store.take_token("image:image_sim", 0.5, 1) > 0
+
+
+PIPELINE = """\
+version: 1
+name: limited
+defaults:
+  rate_limit: {per_second: 2}
+fan_out:
+  - channel: slack
+    to: "#a"
+    body: one
+  - channel: email
+    to: a@example.com
+    subject: two
+    body: two
+    options: {rate_limit: {per_second: 1, bucket: mail}}
+"""
+
+
+def test_a_pipeline_gives_each_branch_its_rate_limit() -> None:
+    plan = make_plan(parse(PIPELINE, "limited.yaml"))
+    limits = {b["id"]: b["options"].get("rate_limit") for b in plan.branches}
+    assert limits == {"slack": {"per_second": 2, "burst": 1}, "email": {"per_second": 1, "burst": 1, "bucket": "mail"}}
+
+
+@pytest.mark.parametrize("change, where", [
+    (("{per_second: 2}", "{per_second: -1}"), "limited.yaml:4: defaults.rate_limit.per_second"),
+    (("{per_second: 2}", "5"), "limited.yaml:4: defaults.rate_limit: expected a mapping"),
+    (("bucket: mail", "burst: 0"), "limited.yaml:13: fan_out[1].options.rate_limit.burst"),
+    (("bucket: mail", "every: 1"), "limited.yaml:13: fan_out[1].options.rate_limit"),
+])
+def test_a_bad_rate_limit_is_reported_at_its_line(change: tuple[str, str], where: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        make_plan(parse(PIPELINE.replace(*change), "limited.yaml"))
+    assert str(caught.value).startswith(where), str(caught.value)
+
+
+TAKER = textwrap.dedent("""
+    import sys, time
+    from vow.stores.sqlite import SQLiteStore
+    store = SQLiteStore(sys.argv[1])
+    taken = []
+    while len(taken) < 10:
+        if store.take_token("shared", 10.0, 1) == 0.0:
+            taken.append(time.time())
+        else:
+            time.sleep(0.005)
+    print(" ".join(map(repr, taken)))
+    store.close()
+""")
+
+
+def test_two_processes_share_one_bucket(tmp_path: Path) -> None:
+    path = tmp_path / "vow.sqlite"
+    SQLiteStore(path).close()
+    procs = [subprocess.Popen([sys.executable, "-c", TAKER, str(path)], stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    times = sorted(float(t) for p in procs for t in p.communicate(timeout=120)[0].split())
+    assert all(p.returncode == 0 for p in procs) and len(times) == 20
+    # 20 tokens at 10 a second, one at a time, take 1.9 s however they are shared out. Two buckets
+    # (one per process) would give them in 0.9 s. 0.2 s of tolerance for a process that records its
+    # token late.
+    assert times[-1] - times[0] >= 1.9 - 0.2

@@ -1,0 +1,323 @@
+"""Schedules in one process: when they tick, which ticks a look starts, and how ticks become runs.
+
+The clock of a look is given (``Ticker(clock=...)``), so every catch-up policy is checked on
+exact times; the runs are real runs in a real SQLite file. Real worker processes sharing a
+store are in ``tests/cli/test_schedule.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from calendar import timegm
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vow import Vow
+from vow.errors import ConfigError
+from vow.pipeline.source import SpecError
+from vow.schedules import manage
+from vow.schedules.definition import Definition, WorkflowTarget, due, run_id
+from vow.schedules.record import ScheduleRecord
+from vow.schedules.ticker import Ticker
+from vow.schedules.timing import Timing, parse_every, parse_tick_text, tick_text
+from vow.stores.sqlite import _MIGRATIONS, SQLiteStore
+
+T0 = float(timegm((2025, 1, 6, 12, 0, 0)))  # a Monday, 12:00:00 UTC
+
+
+def utc(*fields: int) -> float:
+    return float(timegm((*fields, 0, 0, 0)[:6]))
+
+
+# -- timing ------------------------------------------------------------------------------------
+
+def test_an_interval_ticks_at_multiples_of_its_length_since_the_epoch() -> None:
+    every = Timing(every=30)
+    assert every.latest(T0 + 7) == T0 and every.after(T0 + 7) == T0 + 30
+    assert every.latest(T0) == T0 and every.after(T0) == T0 + 30
+    assert every.between(T0 - 60, T0 + 45, 10) == [T0 - 30, T0, T0 + 30]
+    assert every.between(T0 - 600, T0, 3) == [T0 - 570, T0 - 540, T0 - 510]
+    assert Timing(every=3600).latest(T0 + 1800) == T0  # on the hour
+
+
+def test_cron_ticks_in_its_time_zone() -> None:
+    paris = Timing(cron="0 9 * * *", timezone="Europe/Paris")
+    assert paris.after(T0) == utc(2025, 1, 7, 8, 0, 0)  # 09:00 in Paris is 08:00 UTC in winter
+    assert paris.latest(T0) == utc(2025, 1, 6, 8, 0, 0)
+    assert paris.after(utc(2025, 7, 1, 12, 0, 0)) == utc(2025, 7, 2, 7, 0, 0)  # and 07:00 UTC in summer
+    weekdays = Timing(cron="*/15 9-17 * * MON-FRI")
+    assert weekdays.between(utc(2025, 1, 10, 17, 0, 0), utc(2025, 1, 13, 9, 20, 0), 10) == [
+        utc(2025, 1, 10, 17, 15, 0), utc(2025, 1, 10, 17, 30, 0), utc(2025, 1, 10, 17, 45, 0),
+        utc(2025, 1, 13, 9, 0, 0), utc(2025, 1, 13, 9, 15, 0)]  # Friday evening, then Monday morning
+    assert Timing(cron="* * * * * *").between(T0, T0 + 3, 10) == [T0 + 1, T0 + 2, T0 + 3]  # seconds first
+
+
+def test_cron_across_daylight_saving_time_runs_once() -> None:
+    paris = Timing(cron="30 2 * * *", timezone="Europe/Paris")
+    # 2025-03-30: clocks go from 02:00 to 03:00; the 02:30 job runs at the first moment after (03:00).
+    assert paris.after(utc(2025, 3, 29, 23, 0, 0)) == utc(2025, 3, 30, 1, 0, 0)
+    # 2025-10-26: 02:00-03:00 happens twice; the 02:30 job runs once.
+    night = paris.between(utc(2025, 10, 25, 22, 0, 0), utc(2025, 10, 26, 6, 0, 0), 10)
+    assert night == [utc(2025, 10, 26, 0, 30, 0)]
+
+
+@pytest.mark.parametrize("fields, problem", [
+    ({"cron": "* *"}, "has 2 fields; expected 5"),
+    ({"cron": "61 * * * *"}, "is not a cron expression (Bad minute)"),
+    ({"every": 0}, "is not a whole number of seconds of at least 1"),
+    ({}, "exactly one of cron"),
+    ({"cron": "* * * * *", "every": 5}, "exactly one of cron"),
+    ({"cron": "* * * * *", "timezone": "Mars/Olympus"}, "is not a known IANA time zone"),
+])
+def test_bad_timing_says_what_is_allowed(fields: dict[str, Any], problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem.replace("(", r"\(").replace(")", r"\)")):
+        Timing(**fields)
+
+
+def test_intervals_and_tick_texts() -> None:
+    assert parse_every("1h30m") == 5400 and parse_every(45) == 45
+    for bad in ("0s", "1.5s", "soon"):
+        with pytest.raises(ConfigError):
+            parse_every(bad)
+    assert tick_text(T0) == "2025-01-06T12:00:00Z" and parse_tick_text("2025-01-06T12:00:00Z") == T0
+    assert run_id("nightly", T0) == "nightly/2025-01-06T12:00:00Z"
+
+
+# -- which ticks a look starts -----------------------------------------------------------------
+
+def _definition(catch_up: str = "latest", every: int = 10, grace: float = 60.0) -> Definition:
+    return Definition(Timing(every=every), WorkflowTarget("job"), catch_up, grace)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("catch_up, every, now, started, cursor", [
+    ("all", 10, T0 + 5, [], T0),  # nothing due yet
+    ("all", 10, T0 + 10, [T0 + 10], T0 + 10),  # on time: every policy starts it
+    ("latest", 10, T0 + 10, [T0 + 10], T0 + 10),
+    ("none", 10, T0 + 10, [T0 + 10], T0 + 10),
+    ("all", 10, T0 + 35, [T0 + 10, T0 + 20, T0 + 30], T0 + 30),  # after downtime: every missed tick
+    ("latest", 10, T0 + 35, [T0 + 30], T0 + 30),  # only the most recent
+    ("none", 10, T0 + 35, [T0 + 30], T0 + 30),  # the most recent is 5 s late: within the grace
+    ("none", 100, T0 + 165, [], T0 + 100),  # ... but not 65 s late: skipped, and the cursor moves on
+    ("latest", 100, T0 + 165, [T0 + 100], T0 + 100),
+])
+def test_catch_up_policies(catch_up: str, every: int, now: float, started: list[float], cursor: float) -> None:
+    assert due(_definition(catch_up, every=every), T0, now) == (started, cursor)
+
+
+def test_a_schedule_without_a_cursor_starts_from_its_next_tick() -> None:
+    assert due(_definition("all"), None, T0 + 35) == ([], T0 + 30)
+
+
+def test_catch_up_all_starts_a_bounded_number_per_look() -> None:
+    ticks, cursor = due(_definition("all", every=1), T0, T0 + 1000)
+    assert len(ticks) == 100 and ticks[0] == T0 + 1 and cursor == T0 + 100
+
+
+# -- ticks become runs -------------------------------------------------------------------------
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _job(ctx: Any, x: int) -> Any:
+    return x * 2
+    yield  # a workflow
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Any:
+    vow = Vow(f"sqlite:{tmp_path / 'vow.sqlite'}")
+    vow.register(_job, name="job")
+    yield vow
+    vow.close()
+
+
+def _runs(vow: Any) -> list[str]:
+    return sorted(r.id for r in vow.store.runs(limit=1000))
+
+
+def _put(vow: Any, catch_up: str = "latest", *, cursor: float | None = T0, every: int = 10, **more: Any) -> None:
+    definition = Definition(Timing(every=every), WorkflowTarget("job", "[21]"), catch_up, **more)  # type: ignore
+    vow.store.put_schedule(ScheduleRecord("job", definition.to_json(), cursor=cursor))
+
+
+@pytest.mark.parametrize("catch_up, expected", [
+    ("all", ["job/2025-01-06T12:00:10Z", "job/2025-01-06T12:00:20Z", "job/2025-01-06T12:00:30Z"]),
+    ("latest", ["job/2025-01-06T12:00:30Z"]),
+    ("none", ["job/2025-01-06T12:00:30Z"]),
+])
+def test_a_look_after_downtime_stores_runs_by_the_policy(client: Any, catch_up: str, expected: list[str]) -> None:
+    _put(client, catch_up)
+    clock = Clock(T0 + 35)
+    ticker = Ticker(client, every=0, clock=clock)
+    assert ticker.look() == len(expected)
+    assert _runs(client) == expected
+    record = client.get(expected[0])
+    assert (record.func, record.args, record.state.value) == ("job", "[21]", "pending")
+    assert client.store.schedule("job").cursor == T0 + 30
+    assert ticker.look() == 0  # nothing new is due
+    clock.now = T0 + 40
+    assert ticker.look() == 1 and client.store.schedule("job").cursor == T0 + 40
+
+
+def test_none_skips_a_tick_later_than_its_grace(client: Any) -> None:
+    _put(client, "none", grace=2.0)
+    assert Ticker(client, every=0, clock=Clock(T0 + 35)).look() == 0
+    assert _runs(client) == [] and client.store.schedule("job").cursor == T0 + 30
+
+
+def test_ticks_started_by_two_workers_at_once_are_one_run_each(tmp_path: Path) -> None:
+    clients = [Vow(f"sqlite:{tmp_path / 'vow.sqlite'}") for _ in range(2)]
+    try:
+        for c in clients:
+            c.register(_job, name="job")
+        _put(clients[0], "all")
+        clock = Clock(T0)
+        tickers = [Ticker(c, every=0, clock=clock) for c in clients]
+        for second in range(1, 50):
+            clock.now = T0 + second
+            for ticker in (tickers if second % 2 else reversed(tickers)):
+                ticker.look()
+        assert _runs(clients[0]) == [run_id("job", T0 + 10 * n) for n in range(1, 5)]
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_a_tick_whose_run_was_stored_before_a_crash_joins_it(client: Any) -> None:
+    _put(client, "all")
+    client.submit(run_id("job", T0 + 10), "job", 21)  # stored, then the worker died before moving the cursor
+    assert Ticker(client, every=0, clock=Clock(T0 + 15)).look() == 1
+    assert _runs(client) == [run_id("job", T0 + 10)] and client.store.schedule("job").cursor == T0 + 10
+
+
+def test_a_paused_schedule_starts_nothing_and_resumes_from_its_next_tick(client: Any) -> None:
+    _put(client, "all", cursor=client.store.now() - 100)
+    manage.pause(client.store, "job")
+    assert Ticker(client, every=0).look() == 0
+    resumed = manage.resume(client.store, "job")
+    assert resumed.cursor is not None and resumed.cursor >= client.store.now() - 10  # paused ticks skipped
+    assert Ticker(client, every=0).look() == 0 and _runs(client) == []
+
+
+def test_a_tick_of_a_workflow_this_worker_lacks_is_left_for_one_that_has_it(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    url = f"sqlite:{tmp_path / 'vow.sqlite'}"
+    with Vow(url) as without, Vow(url) as with_it:
+        with_it.register(_job, name="job")
+        _put(without, "all")
+        clock = Clock(T0 + 12)
+        lacking = Ticker(without, every=0, clock=clock)
+        with caplog.at_level(logging.WARNING, logger="vow.schedules"):
+            assert lacking.look() == 0
+            assert lacking.look() == 0
+        said = [r.getMessage() for r in caplog.records if "not registered in this worker" in r.getMessage()]
+        assert len(said) == 1  # said once, not at every look
+        assert without.store.schedule("job").cursor == T0  # still due
+        assert Ticker(with_it, every=0, clock=clock).look() == 1
+        assert _runs(with_it) == [run_id("job", T0 + 10)]
+
+
+def test_vow_schedule_stores_a_python_schedule_and_a_worker_runs_its_ticks(client: Any) -> None:
+    info = client.schedule("twice", "job", every="2s", args=[4])
+    assert info.definition.timing == Timing(every=2) and info.next_run_id.startswith("twice/")
+    record = client.store.schedule("twice")
+    client.store.put_schedule(ScheduleRecord(record.name, record.definition, cursor=T0))  # as if added at T0
+    Ticker(client, every=0, clock=Clock(T0 + 2)).look()
+    rid = run_id("twice", T0 + 2)
+    assert client.run(rid, "job", 4) == 8  # the stored run, with its arguments, joined by id
+    with pytest.raises(ConfigError, match="not a usable schedule name"):
+        client.schedule("no/slash", "job", every=5)
+    with pytest.raises(ConfigError, match="no workflow named 'missing'"):
+        client.schedule("x", "missing", every=5)
+    with pytest.raises(ConfigError, match="catch_up"):
+        client.schedule("x", "job", every=5, catch_up="sometimes")
+
+
+def test_adding_again_keeps_progress_unless_the_timing_changed(client: Any) -> None:
+    client.schedule("s", "job", every=10, args=[1])
+    client.store.advance_schedule("s", client.store.now() + 1000)
+    kept = client.schedule("s", "job", every=10, args=[2])
+    assert kept.cursor is not None and kept.cursor > client.store.now() + 900
+    changed = client.schedule("s", "job", every=20, args=[2])
+    assert changed.cursor is not None and changed.cursor <= client.store.now()
+
+
+# -- pipelines ---------------------------------------------------------------------------------
+
+PIPELINE = """\
+version: 1
+name: digest
+schedule: {every: 10s, catch_up: all}
+output: "out/{{ run.slug }}"
+fan_out:
+  - channel: slack
+    to: "#daily"
+    body: "digest of {{ schedule.tick or 'now' }} by {{ schedule.name or 'hand' }}"
+"""
+
+
+def test_a_pipeline_tick_is_planned_with_its_tick_and_its_own_output(client: Any, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    file = tmp_path / "digest.yaml"
+    file.write_text(PIPELINE)
+    monkeypatch.chdir(tmp_path)
+    info = manage.add_pipeline(client.store, "digest.yaml", plugins=client.plugins)
+    assert info.name == "digest" and info.definition.kind == "pipeline"
+    record = client.store.schedule("digest")
+    client.store.put_schedule(ScheduleRecord(record.name, record.definition, cursor=T0))
+    monkeypatch.chdir(tmp_path.parent)  # another working directory: the stored one still counts
+    file.write_text("edited: after it was added")  # the stored text counts, not the file
+    assert Ticker(client, every=0, clock=Clock(T0 + 25)).look() == 2
+    spec = client.store.get(run_id("digest", T0 + 10)).args
+    assert "digest of 2025-01-06T12:00:10Z by digest" in spec
+    assert f'"output":"{tmp_path / "out" / "digest-2025-01-06T12-00-10Z"}"' in spec  # each tick its own
+
+
+def test_a_pipeline_without_a_schedule_block_or_with_a_bad_one_is_refused_at_its_line(client: Any,
+                                                                                       tmp_path: Path) -> None:
+    file = tmp_path / "p.yaml"
+    file.write_text(PIPELINE.replace("schedule: {every: 10s, catch_up: all}\n", ""))
+    with pytest.raises(SpecError, match="has no schedule: block"):
+        manage.add_pipeline(client.store, str(file), plugins=client.plugins)
+    file.write_text(PIPELINE.replace("{every: 10s, catch_up: all}", '{cron: "61 * * * *"}'))
+    with pytest.raises(SpecError, match=r"p.yaml:3: schedule.cron: '61 \* \* \* \*' is not a cron expression"):
+        manage.add_pipeline(client.store, str(file), plugins=client.plugins)
+    file.write_text(PIPELINE.replace("catch_up: all", "catch_up: sometimes"))
+    with pytest.raises(SpecError, match=r"p.yaml:3: schedule.catch_up"):
+        manage.add_pipeline(client.store, str(file), plugins=client.plugins)
+    file.write_text(PIPELINE.replace("catch_up: all", "catch_up: all, grace: 5s"))
+    with pytest.raises(SpecError, match="grace: applies to catch_up: none only"):
+        manage.add_pipeline(client.store, str(file), plugins=client.plugins)
+    assert client.store.schedules() == []
+
+
+# -- the store format --------------------------------------------------------------------------
+
+def test_a_format_2_file_is_upgraded_in_place_keeping_its_runs(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    con = sqlite3.connect(path)
+    for step in (1, 2):
+        for statement in _MIGRATIONS[step]:
+            con.execute(statement)
+    con.execute("INSERT INTO promises VALUES ('r', 'resolved', 'workflow', 'r', 'f', '[]', '1', NULL, NULL, 'r', 1, "
+                "1.0, 2.0, '{}')")
+    con.execute("PRAGMA user_version = 2")
+    con.commit()
+    con.close()
+    store = SQLiteStore(path)
+    try:
+        assert store.get("r").value == "1"
+        store.put_schedule(ScheduleRecord("s", "{}"))
+        assert [s.name for s in store.schedules()] == ["s"]
+        assert store.take_token("b", 1.0, 1) == 0.0
+    finally:
+        store.close()
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
