@@ -81,6 +81,7 @@ _RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure,
               # Two writers created the same id at once (see the schema's apply): run it again.
               pg_errors.UniqueViolation)
 _RETRIES = 8
+_SERVER_NOW = "SELECT extract(epoch FROM clock_timestamp())::float8"
 _LISTEN_RETRY_S = 1.0  # between attempts to reconnect the listener
 
 
@@ -814,7 +815,7 @@ class PostgresStore(StoreOperations):
         there is one; one transaction with the bucket's row locked, on the server's clock."""
         def take(con: psycopg.Connection[Any]) -> float:
             with con.transaction():
-                at = now if now is not None else float(_one(con, "SELECT extract(epoch FROM clock_timestamp())::float8"))
+                at = now if now is not None else float(_one(con, _SERVER_NOW))
                 con.execute(f"INSERT INTO {self.schema}.buckets (name, tokens, stamp) VALUES (%s, %s, %s) "
                             "ON CONFLICT (name) DO NOTHING", (bucket, float(burst), at))
                 tokens, stamp = con.execute(f"SELECT tokens, stamp FROM {self.schema}.buckets WHERE name = %s "
@@ -830,7 +831,7 @@ class PostgresStore(StoreOperations):
         """Give no token from ``bucket`` for ``seconds`` from now (never shortening a longer hold)."""
         def hold(con: psycopg.Connection[Any]) -> None:
             with con.transaction():
-                at = now if now is not None else float(_one(con, "SELECT extract(epoch FROM clock_timestamp())::float8"))
+                at = now if now is not None else float(_one(con, _SERVER_NOW))
                 con.execute(f"INSERT INTO {self.schema}.buckets (name, tokens, stamp) VALUES (%s, 0, %s) "
                             "ON CONFLICT (name) DO NOTHING", (bucket, at))
                 tokens, stamp = con.execute(f"SELECT tokens, stamp FROM {self.schema}.buckets WHERE name = %s "
