@@ -120,14 +120,34 @@ class VowAdapter(Adapter):
                         "store": "sqlite:{dir}/vow.sqlite?synchronous=full"},
         "memory": {"desc": "memory: store (promises in dicts, nothing survives the process), like Resonate.local()",
                    "store": "memory:", "scenarios": _NOT_CRASH},
+        "postgres": {"desc": "the postgresql store (vow-postgres) on the server at $PEERBENCH_PG_URL, a fresh schema "
+                             "per scenario; its default synchronous_commit=off (a commit survives any worker dying; "
+                             "a server or machine crash may roll back the last commits), like SQLite's default",
+                     "pg": True},
+        "postgres_sync": {"desc": "as postgres with ?synchronous_commit=on: every commit waits for the server's disk, "
+                                  "the durability DBOS has; not vow's default", "pg": True, "sync": "on"},
     }
 
     def start(self) -> None:
-        self.store_url = self.config["store"].format(dir=self.workdir)
+        if self.config.get("pg"):
+            os.environ["VOW_PLUGINS"] = "postgresql"  # the store's plugin too (children inherit it)
+            base = os.environ.get("PEERBENCH_PG_URL", "postgresql://postgres@127.0.0.1:55432")
+            self.schema = f"vow_bench_{os.getpid()}_{int(time.time() * 1000)}"
+            self.store_url = f"{base}{'&' if '?' in base else '?'}schema={self.schema}"
+            if self.config.get("sync"):
+                self.store_url += f"&synchronous_commit={self.config['sync']}"
+        else:
+            self.store_url = self.config["store"].format(dir=self.workdir)
         self.vow = _open(self.store_url)
 
     def stop(self) -> None:
         self.vow.close()
+        if self.config.get("pg"):
+            import psycopg
+
+            base = os.environ.get("PEERBENCH_PG_URL", "postgresql://postgres@127.0.0.1:55432")
+            with psycopg.connect(base, autocommit=True) as con:
+                con.execute(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")
 
     def fanout(self, wf_id, n, body):
         return self.vow.run(wf_id, fanout_wf, n, body)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -40,7 +40,7 @@ pytest.register_assert_rewrite("vow.stores.contract")
 from vow.stores.contract import StoreContract, make_record  # noqa: E402
 
 __all__ = ["StoreContract", "make_record", "memory_store", "sqlite_store", "plugins",
-           "vow_client", "memory_vow", "wait_until"]
+           "vow_client", "memory_vow", "wait_until", "run_sample_workflows", "register_sample_workflows"]
 
 T = TypeVar("T")
 
@@ -124,3 +124,86 @@ def memory_vow() -> Iterator[Any]:
     client = Vow(store="memory:")
     yield client
     client.close()
+
+
+# =============================================================================================
+# Stores: a few realistic runs, for tests that move or compare whole stores
+# =============================================================================================
+
+
+def _sample_step(ctx: Any, n: int) -> int:
+    if n < 0:
+        from vow.errors import PermanentError
+
+        raise PermanentError(f"no square of {n} today")
+    return n * n
+
+
+def _sample_child(ctx: Any, n: int) -> Generator[Any, Any, Any]:
+    return (yield ctx.run(_sample_step, n))
+
+
+def _sample_flow(ctx: Any, n: int, wait_outside: bool = False) -> Generator[Any, Any, int]:
+    handles = []
+    for i in range(n):
+        handles.append((yield ctx.begin_run(_sample_step, i).options(tags={"i": str(i)})))
+    handles.append((yield ctx.begin_run(_sample_child, n)))
+    values = yield ctx.all(handles)
+    yield ctx.sleep(0.001)
+    if wait_outside:
+        approval = yield ctx.promise(f"{ctx.id}.approval")
+        values.append((yield approval))
+    return sum(values)
+
+
+def _sample_failing(ctx: Any) -> Generator[Any, Any, Any]:
+    return (yield ctx.run(_sample_step, -1))
+
+
+def register_sample_workflows(vow: Any) -> None:
+    """Register the workflows of :func:`run_sample_workflows` on ``vow`` (to resume those runs there)."""
+    from vow.retry import Never
+
+    vow.register(_sample_flow, name="sample_flow")
+    vow.register(_sample_failing, name="sample_failing", retry=Never())
+
+
+def run_sample_workflows(vow: Any) -> dict[str, str]:
+    """Leave runs of every shape in ``vow``'s store; their ids and the state each is in.
+
+    A finished fan-out (leaves, a child workflow, a sleep, tags), a failed run, a run waiting for
+    an outside promise (``sample/waiting.approval``; its leaves settled), and a submitted run no
+    worker started. Resumed where :func:`register_sample_workflows` ran, the waiting run returns
+    ``5`` plus the approval's value and the submitted one ``1``.
+    """
+    register_sample_workflows(vow)
+    vow.run("sample/done", "sample_flow", 3)
+    try:
+        vow.run("sample/failed", "sample_failing")
+    except Exception:  # noqa: BLE001 - failing is what this run is for
+        pass
+    waiting = vow.begin_run("sample/waiting", "sample_flow", 2, True)
+    import time
+
+    deadline = time.monotonic() + 60
+    while vow.get("sample/waiting.approval") is None:
+        if time.monotonic() > deadline or waiting.done():
+            raise AssertionError("sample/waiting never reached its outside promise")
+        time.sleep(0.01)
+    vow.submit("sample/submitted", "sample_flow", 1)
+    return {"sample/done": "resolved", "sample/failed": "rejected", "sample/waiting": "pending",
+            "sample/submitted": "pending"}
+
+
+# =============================================================================================
+# PostgreSQL: a real server started by the test session (see vow.testing_postgres)
+# =============================================================================================
+#
+# ``postgres_server`` (session) starts one with initdb and pg_ctl on a free 127.0.0.1 port, as
+# an unprivileged user when the tests run as root; ``postgres_url`` gives each test a fresh
+# database on it. Without the server binaries the tests that use them are skipped, saying how
+# to get them, unless VOW_REQUIRE_POSTGRES=1 (CI), where that is a failure.
+
+from vow.testing_postgres import PostgresServer, postgres_server, postgres_url  # noqa: E402
+
+__all__ += ["PostgresServer", "postgres_server", "postgres_url"]

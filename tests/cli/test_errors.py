@@ -48,8 +48,8 @@ CASES = [
                                 "      transport: pigeon\n"), [],
      "order.yaml:16: fan_out[1].options.transport: expected one of 'auto', 'fcm', 'apns', 'simulated', "
      "got text 'pigeon'"),
-    ("unknown store", pipeline(top="store: postgres://db/vow\n"), [],
-     "order.yaml:7: store: 'postgres://db/vow' names store 'postgres', which is not installed (installed: {stores})"),
+    ("unknown store", pipeline(top="store: mongodb://db/vow\n"), [],
+     "order.yaml:7: store: 'mongodb://db/vow' names store 'mongodb', which is not installed (installed: {stores})"),
     ("wrong type", pipeline(top="defaults:\n  timeout: soon\n"), [],
      "order.yaml:8: defaults.timeout: expected a number, got text 'soon'"),
     ("wrong type in a list", pipeline(top="gate: [approval]\n"), [],

@@ -34,6 +34,7 @@ _COMMANDS = {
     "schedule": ("vow.cli.schedule", "schedule"),
     "fork": ("vow.cli.forking", "fork"),
     "retry": ("vow.cli.forking", "retry"),
+    "store": ("vow.cli.store", "store_group"),
     "plugins": ("vow.cli.plugins", "plugins_command"),
 }
 

@@ -36,7 +36,7 @@ from vow.pipeline.templates import TemplateError, plain, render_text, render_val
 from vow.pipeline.workflow import RESERVED
 from vow.plugins import Plugins
 from vow.retry import from_config
-from vow.stores import parse_store_url
+from vow.stores import parse_store_url, redact_url
 
 BRANCH_ID = re.compile(r"^[A-Za-z0-9+][A-Za-z0-9_.@+-]{0,127}$")
 BRANCH_ID_RULE = "1-128 letters, digits and _ . @ + -"
@@ -420,7 +420,7 @@ class _Planner:
     def check_store(self, url: str) -> None:
         name, _ = parse_store_url(url)
         if name not in self.plugins.stores:
-            raise self.error(("store",), f"{url!r} names store {name!r}, which is not installed "
+            raise self.error(("store",), f"{redact_url(url)!r} names store {name!r}, which is not installed "
                                          f"(installed: {', '.join(self.plugins.stores.names())})")
 
     def seconds(self, value: float | None, path: Path) -> float | None:

@@ -7,6 +7,10 @@ A store is named by URL::
     memory:
     ./state.sqlite            (a bare path means SQLite)
     mystore?option=value      (any registered store name, options as query parameters)
+    postgresql://user@host:5432/db?sslmode=require   (the ``postgresql`` store, from vow-postgres;
+                                                       ``postgres://`` too)
+
+A URL may carry a password; :func:`redact_url` is what may be shown of it.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import importlib
 import os
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from vow import __version__
 from vow.errors import StoreError
@@ -30,7 +34,10 @@ if TYPE_CHECKING:
 DEFAULT_URL = "sqlite:.vow/vow.sqlite"
 """Where ``Vow()`` keeps its promises when no store is given."""
 
-__all__ = ["Store", "DEFAULT_URL", "open_store", "parse_store_url"]
+__all__ = ["Store", "DEFAULT_URL", "open_store", "parse_store_url", "redact_url"]
+
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+"""URL schemes of the ``postgresql`` store; its options are the whole URL (libpq reads it)."""
 
 
 def parse_store_url(url: str) -> tuple[str, dict[str, Any]]:
@@ -44,6 +51,8 @@ def parse_store_url(url: str) -> tuple[str, dict[str, Any]]:
             return "sqlite", {"path": name, **dict(parse_qsl(query))}
         return name, dict(parse_qsl(query))
     parts = urlsplit(url)
+    if parts.scheme in POSTGRES_SCHEMES:
+        return "postgresql", {"url": url}
     options: dict[str, Any] = dict(parse_qsl(parts.query))
     if parts.scheme == "sqlite":
         path = parts.netloc + parts.path if parts.netloc else parts.path
@@ -83,7 +92,7 @@ def open_store(spec: str | os.PathLike[str] | Store | None = None, *, plugins: P
     name, options = parse_store_url(os.fspath(spec) if spec is not None else DEFAULT_URL)
     if plugins is None:
         plugins = _registry_for(name)
-    where = f"store {os.fspath(spec) if spec else DEFAULT_URL!r}"
+    where = f"store {redact_url(os.fspath(spec)) if spec else DEFAULT_URL!r}"
     options_class = plugins.stores.get(name, where=where).options_class
     if options_class is not None:  # a URL's query is text: ?busy_timeout=0.3 is the number 0.3
         from vow.config import from_text
@@ -95,3 +104,15 @@ def open_store(spec: str | os.PathLike[str] | Store | None = None, *, plugins: P
     except OSError as exc:  # a store that could not open its file or socket: a StoreError like any other
         raise StoreError(f"{where}: cannot be opened: {exc.strerror or exc}"
                          + (f" ({exc.filename})" if exc.filename else "")) from exc
+
+
+def redact_url(url: str) -> str:
+    """``url`` without a password (in its user part or a ``password=`` parameter): safe to print."""
+    parts = urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if not (at and ":" in userinfo) and not any(k == "password" for k, _ in query):
+        return url
+    netloc = (userinfo.split(":", 1)[0] + "@" + hosts) if at else parts.netloc
+    query = [(k, v) for k, v in query if k != "password"]
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, quote_via=quote), parts.fragment))

@@ -1,0 +1,31 @@
+"""The engine on PostgreSQL: an outside resolve wakes a waiting workflow through LISTEN/NOTIFY."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vow import Vow
+from vow.testing import wait_until
+
+POLL_S = 60.0
+"""The engines here look at the store on their own only this often: a wake-up sooner came by NOTIFY."""
+
+
+def approval_flow(ctx: Any, order: str):
+    approval = yield ctx.promise(f"{ctx.id}.approval")
+    return {"order": order, "approved_by": (yield approval)}
+
+
+def test_a_resolve_from_another_client_wakes_the_workflow_without_polling(postgres_url: str) -> None:
+    waiting = Vow(postgres_url, poll_interval=POLL_S)
+    resolver = Vow(postgres_url, poll_interval=POLL_S)  # another process would do the same
+    try:
+        waiting.register(approval_flow)
+        handle = waiting.begin_run("order/7", approval_flow, "A-7")
+        wait_until(lambda: waiting.get("order/7.approval") is not None, message="the outside promise is stored")
+        resolver.resolve("order/7.approval", "ada")
+        # Well before the first poll: only a NOTIFY can have woken the engine.
+        assert handle.result(timeout=POLL_S / 3) == {"order": "A-7", "approved_by": "ada"}
+    finally:
+        waiting.close()
+        resolver.close()

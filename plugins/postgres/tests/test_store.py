@@ -1,0 +1,358 @@
+"""What the PostgreSQL store adds to the contract: URLs, libpq settings, secrets, schema versions,
+the server's clock, and connections that never cross a fork."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from urllib.parse import quote
+
+import psycopg
+import pytest
+from vow_postgres import PostgresStore
+from vow_postgres.schema import SCHEMA_VERSION
+
+from vow import Vow
+from vow.errors import ConfigError, StoreError
+from vow.records import Batch, Kind, PromiseRecord, Settle, State
+from vow.stores import open_store
+from vow.testing import wait_until
+from vow.testing_postgres import PostgresServer
+
+PASSWORD = "s3cr:t/p@ss?w0rd%"  # every character that needs quoting in a URL
+
+
+def _with_user(url: str, userinfo: str, query: str = "") -> str:
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://{userinfo}@{rest.split('@', 1)[1]}{query}"
+
+
+def _tables(url: str, schema: str = "vow") -> list[tuple]:
+    with psycopg.connect(url, autocommit=True) as con:
+        return con.execute("SELECT tablename, (xpath('/row/c/text()', query_to_xml(format("
+                           "'SELECT count(*) AS c FROM %%I.%%I', schemaname, tablename), false, true, '')))[1]::text "
+                           "FROM pg_tables WHERE schemaname = %s ORDER BY tablename", (schema,)).fetchall()
+
+
+@pytest.fixture(scope="module")
+def password_role(postgres_server: PostgresServer) -> str:
+    """A role that must give PASSWORD (SCRAM); only on a server the tests started."""
+    if postgres_server.data_dir is None:
+        pytest.skip("needs a server started by the tests (to require a password)")
+    postgres_server.require_password("vow_secret", PASSWORD)
+    return "vow_secret"
+
+
+# -- choosing the store -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_a_postgresql_url_chooses_this_store(postgres_url: str, scheme: str) -> None:
+    url = scheme + "://" + postgres_url.split("://", 1)[1]
+    store = open_store(url + "?schema=elsewhere&pool_size=3")
+    try:
+        assert isinstance(store, PostgresStore)
+        assert (store.schema, store.pool_size) == ("elsewhere", 3)
+        assert store.url == url + "?schema=elsewhere&pool_size=3"
+    finally:
+        store.close()
+    with Vow(url) as client:
+        assert isinstance(client.store, PostgresStore) and client.store.schema == "vow"
+
+        def double(ctx, x):
+            return x * 2
+
+        def flow(ctx, x):
+            return (yield ctx.run(double, x))
+
+        assert client.run("flow/1", flow, 21) == 42
+        assert client.get("flow/1").state is State.RESOLVED
+
+
+def test_bad_options_are_one_clear_error(postgres_url: str) -> None:
+    with pytest.raises(ConfigError, match=r"invalid URI query parameter: \"sslmdoe\""):
+        open_store(postgres_url + "?sslmdoe=require")
+    with pytest.raises(ConfigError, match=r"option schema: expected a lower-case name .* got 'Bad-Name'"):
+        open_store(postgres_url + "?schema=Bad-Name")
+    with pytest.raises(ConfigError, match=r"option pool_size: expected a whole number >= 2, got 'many'"):
+        open_store(postgres_url + "?pool_size=many")
+    with pytest.raises(ConfigError, match=r"option schema: given twice"):
+        PostgresStore(postgres_url + "?schema=a", schema="b")
+
+
+# -- libpq settings and secrets -----------------------------------------------------------------
+
+def test_libpq_settings_in_the_url_and_the_environment_apply(postgres_url: str, monkeypatch) -> None:
+    with pytest.raises(StoreError, match="server does not support SSL, but SSL was required"):
+        open_store(postgres_url + "?sslmode=require")
+    store = open_store(postgres_url + "?sslmode=disable&application_name=billing")
+    try:
+        with psycopg.connect(postgres_url, autocommit=True) as con:
+            store.get("warm-up")  # opens the store's pool
+            names = [r[0] for r in con.execute("SELECT application_name FROM pg_stat_activity "
+                                               "WHERE datname = current_database() AND pid <> pg_backend_pid()")]
+        assert set(names) == {"billing"}
+    finally:
+        store.close()
+
+    host, port_db = postgres_url.split("@", 1)[1].split(":", 1)
+    port, database = port_db.split("/", 1)
+    user = postgres_url.split("://", 1)[1].split("@", 1)[0]
+    for name, value in {"PGHOST": host, "PGPORT": port, "PGDATABASE": database, "PGUSER": user}.items():
+        monkeypatch.setenv(name, value)
+    store = open_store("postgresql://")  # everything from the environment, as psql would
+    try:
+        store.apply(Batch(creates=[PromiseRecord("env", State.PENDING, Kind.WORKFLOW, "env")]))
+        other = PostgresStore(postgres_url)
+        assert other.get("env") is not None
+        other.close()
+        assert store.url == "postgresql://"
+    finally:
+        store.close()
+    monkeypatch.setenv("PGSSLMODE", "require")
+    with pytest.raises(StoreError, match="SSL was required"):
+        open_store("postgresql://")
+
+
+def test_a_password_never_shows(postgres_url: str, password_role: str, monkeypatch, caplog) -> None:
+    caplog.set_level("DEBUG")
+    quoted = quote(PASSWORD, safe="")
+    good = _with_user(postgres_url, f"{password_role}:{quoted}")
+    store = open_store(good + "&sslmode=disable" if "?" in good else good + "?sslmode=disable")
+    try:
+        store.apply(Batch(creates=[PromiseRecord("secret", State.PENDING, Kind.WORKFLOW, "secret")]))
+        assert store.url == _with_user(postgres_url, password_role, "?sslmode=disable")
+        assert PASSWORD not in repr(store) and quoted not in repr(store)
+    finally:
+        store.close()
+
+    wrong = _with_user(postgres_url, f"{password_role}:{quote('not-' + PASSWORD, safe='')}")
+    with pytest.raises(StoreError) as caught:
+        open_store(wrong)
+    message = str(caught.value)
+    assert "password authentication failed" in message
+    assert _with_user(postgres_url, password_role) in message
+
+    monkeypatch.setenv("PGPASSWORD", PASSWORD)  # the environment's password works...
+    store = open_store(_with_user(postgres_url, password_role))
+    try:
+        assert store.get("secret") is not None
+    finally:
+        store.close()
+    monkeypatch.setenv("PGPASSWORD", "z" + PASSWORD)  # ...and a wrong one is not shown either
+    with pytest.raises(StoreError, match="password authentication failed") as caught:
+        open_store(_with_user(postgres_url, password_role))
+    shown = message + str(caught.value) + caplog.text
+    for secret in (PASSWORD, quoted, "not-" + PASSWORD, "z" + PASSWORD):
+        assert secret not in shown
+
+
+def test_the_command_line_never_prints_a_password(postgres_url: str, password_role: str, tmp_path) -> None:
+    quoted = quote(PASSWORD, safe="")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    good = _with_user(postgres_url, f"{password_role}:{quoted}")
+    wrong = _with_user(postgres_url, f"{password_role}:{quote('x' + PASSWORD, safe='')}")
+    runs = [
+        subprocess.run([sys.executable, "-m", "vow", "ls", "--store", good], capture_output=True, text=True,
+                       env=env, timeout=120, cwd=tmp_path),
+        subprocess.run([sys.executable, "-m", "vow", "ls", "--store", wrong], capture_output=True, text=True,
+                       env=env, timeout=120, cwd=tmp_path),
+        subprocess.run([sys.executable, "-m", "vow", "resolve", "nope", "1"], capture_output=True, text=True,
+                       env={**env, "VOW_STORE": good}, timeout=120, cwd=tmp_path),
+        subprocess.run([sys.executable, "-m", "vow", "ls", "--store", _with_user(postgres_url, password_role)],
+                       capture_output=True, text=True, env={**env, "PGPASSWORD": "y" + PASSWORD}, timeout=120,
+                       cwd=tmp_path),
+    ]
+    assert runs[0].returncode == 0 and runs[0].stdout.startswith("no runs in postgresql://vow_secret@")
+    assert runs[1].returncode != 0 and "password authentication failed" in runs[1].stderr
+    assert runs[2].returncode == 2 and "no promise with id 'nope'" in runs[2].stderr
+    assert runs[3].returncode != 0 and "password authentication failed" in runs[3].stderr
+    for done in runs:
+        for secret in (PASSWORD, quoted, "x" + PASSWORD, "y" + PASSWORD):
+            assert secret not in done.stdout + done.stderr, done.stdout + done.stderr
+
+
+# -- the schema ---------------------------------------------------------------------------------
+
+def test_the_schema_is_made_once_by_one_of_many_processes_opening_it_together(postgres_url: str) -> None:
+    code = ("import sys; from vow_postgres import PostgresStore; s = PostgresStore(sys.argv[1]); "
+            "print(s.get('x')); s.close()")
+    procs = [subprocess.Popen([sys.executable, "-c", code, postgres_url], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0 and out.strip() == "None", err
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        assert con.execute("SELECT version FROM vow.version").fetchall() == [(SCHEMA_VERSION,)]
+
+
+def test_a_schema_of_a_newer_version_is_refused_and_left_as_it_is(postgres_url: str) -> None:
+    PostgresStore(postgres_url).close()
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        con.execute("UPDATE vow.version SET version = %s", (SCHEMA_VERSION + 1,))
+    before = _tables(postgres_url)
+    with pytest.raises(StoreError, match=rf"written by a newer vow-postgres \(schema version {SCHEMA_VERSION + 1}; "
+                                         rf"this one supports up to {SCHEMA_VERSION}\); upgrade vow-postgres"):
+        open_store(postgres_url)
+    assert _tables(postgres_url) == before
+
+
+def test_a_schema_that_is_not_a_vow_store_is_refused(postgres_url: str) -> None:
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        con.execute("CREATE SCHEMA billing; CREATE TABLE billing.invoices (id int)")
+    with pytest.raises(StoreError, match=r"schema 'billing' holds tables invoices and no vow version; it is not "
+                                         r"a vow store"):
+        open_store(postgres_url + "?schema=billing")
+    assert _tables(postgres_url, "billing") == [("invoices", "0")]
+    store = open_store(postgres_url + "?schema=vow_billing")  # another schema in the same database is fine
+    store.close()
+
+
+# -- time -----------------------------------------------------------------------------------------
+
+def test_leases_are_judged_by_the_servers_clock_not_the_clients(pg_store: PostgresStore, monkeypatch) -> None:
+    pg_store.apply(Batch(creates=[PromiseRecord("wf", State.PENDING, Kind.WORKFLOW, "wf")]))
+    server_now = pg_store.now()
+    assert abs(server_now - time.time()) < 60  # the same machine here: the clocks roughly agree
+    remote = pg_store.claim("wf", "elsewhere:1:1:remote", 30)
+    assert server_now + 30 <= remote.expires_at < pg_store.now() + 30 + 1e-6
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3600)  # this machine's clock jumps an hour ahead
+    assert pg_store.claimable() == [], "a lease the server holds valid looked expired to a client"
+    assert pg_store.claim("wf", "here:2:2:local", 30) is None
+    assert pg_store.renew([remote], 30)[0].expires_at < real() + 120
+    monkeypatch.undo()
+    assert [r.id for r in pg_store.claimable(now=remote.expires_at + 1)] == ["wf"]
+
+
+# -- processes ------------------------------------------------------------------------------------
+
+def test_a_forked_child_opens_its_own_connections_and_leaves_the_parents_alone(pg_store: PostgresStore) -> None:
+    pg_store.apply(Batch(creates=[PromiseRecord("before", State.PENDING, Kind.WORKFLOW, "before")]))
+    pid = os.fork()
+    if pid == 0:  # the child: use the store, drop it, exit without cleanup
+        try:
+            pg_store.apply(Batch(creates=[PromiseRecord("child", State.PENDING, Kind.WORKFLOW, "child")]))
+            code = 0 if pg_store.get("before") is not None else 3
+        except BaseException:  # noqa: BLE001 - any failure is the exit code
+            code = 4
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert pg_store.get("child") is not None  # the parent's pooled connection still works after the child
+    pg_store.apply(Batch(creates=[PromiseRecord("after", State.PENDING, Kind.WORKFLOW, "after")]))
+
+
+def test_many_threads_share_a_small_pool(postgres_url: str) -> None:
+    store = PostgresStore(postgres_url + "?pool_size=2")
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(30):
+                store.apply(Batch(creates=[PromiseRecord(f"t{n}.{i}", State.PENDING, Kind.STEP, f"t{n}",
+                                                         parent=f"t{n}")]))
+                store.tree(f"t{n}")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    try:
+        assert errors == []
+        assert sum(len(store.tree(f"t{n}")) for n in range(8)) == 240
+    finally:
+        store.close()
+
+
+# -- owners and the change feed ------------------------------------------------------------------
+
+def test_an_owner_killed_on_any_machine_reads_dead_at_once(postgres_url: str, pg_store: PostgresStore) -> None:
+    code = ("import sys, time; from vow_postgres import PostgresStore; from vow.stores.base import new_owner_id\n"
+            "s = PostgresStore(sys.argv[1]); o = new_owner_id(); assert s.hold_owner(o)\n"
+            "print(o, flush=True); time.sleep(3600)")
+    child = subprocess.Popen([sys.executable, "-c", code, postgres_url], stdout=subprocess.PIPE, text=True)
+    try:
+        owner = child.stdout.readline().strip()
+        assert owner and not pg_store.owner_dead(owner)
+        child.kill()
+        child.wait(60)
+        wait_until(lambda: pg_store.owner_dead(owner), timeout=60, message="the server saw the session end")
+    finally:
+        child.kill()
+    assert not pg_store.owner_dead("another-host:1:0123456789abcdef"), "an owner never seen here is unknown"
+    mine = "here:1:00000000000000aa"
+    assert pg_store.hold_owner(mine) and not pg_store.owner_dead(mine)
+    pg_store.release_owner(mine)
+    assert pg_store.owner_dead(mine)
+
+
+def test_a_broken_liveness_session_is_taken_up_again(postgres_url: str, pg_store: PostgresStore) -> None:
+    owner = "here:2:00000000000000bb"
+    assert pg_store.hold_owner(owner)
+    lease = pg_store.claim("wf", owner, 30)
+    with psycopg.connect(postgres_url, autocommit=True) as con:  # as a server restart would
+        con.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    other = PostgresStore(postgres_url)
+    try:
+        wait_until(lambda: other.owner_dead(owner), timeout=60, message="the owner reads dead")
+        assert pg_store.renew([lease], 30)  # the next renewal takes the owner's lock again
+        assert not other.owner_dead(owner)
+        assert other.claim("wf", "another:3:00000000000000cc", 30) is None
+    finally:
+        other.close()
+
+
+def test_an_outside_write_wakes_a_subscriber_on_another_connection(postgres_url: str,
+                                                                   pg_store: PostgresStore) -> None:
+    woken = threading.Event()
+    unsubscribe = pg_store.subscribe(woken.set)
+    start = pg_store.changes(None).seq
+    writer = PostgresStore(postgres_url)
+    try:
+        wait_until(lambda: pg_store._listening is not None, message="the listener is connected")
+        writer.apply(Batch(creates=[PromiseRecord("wf", State.PENDING, Kind.WORKFLOW, "wf")]))
+        assert not woken.wait(0.2), "an engine's own write is not announced"
+        writer.create(PromiseRecord("submitted", State.PENDING, Kind.WORKFLOW, "submitted"), outside=True)
+        assert woken.wait(60), "no NOTIFY arrived"
+        assert pg_store.changes(start).entries == [("submitted", "submitted")]
+        woken.clear()
+        unsubscribe()
+        writer.create(PromiseRecord("later", State.PENDING, Kind.WORKFLOW, "later"), outside=True)
+        assert pg_store.changes(start).entries == [("submitted", "submitted"), ("later", "later")]
+    finally:
+        writer.close()
+
+
+def test_the_listener_reconnects_and_says_it_may_have_missed_something(postgres_url: str,
+                                                                       pg_store: PostgresStore) -> None:
+    calls = []
+    pg_store.subscribe(lambda: calls.append(1))
+    wait_until(lambda: pg_store._listening is not None, message="the listener is connected")
+    first = pg_store._listening
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        con.execute("SELECT pg_terminate_backend(%s)", (first.info.backend_pid,))
+    wait_until(lambda: calls, timeout=60, message="a call after the reconnection")
+    assert pg_store._listening is not first
+
+
+def test_a_fenced_replay_of_records_under_a_settled_child_workflow_is_no_conflict(pg_store: PostgresStore) -> None:
+    """A child workflow retried from the top creates its (settled) children again: create-or-get,
+    which creates nothing, so no record is created under a settled parent (regression: this was
+    a ConflictError, and the engine's replay then started a leaf twice)."""
+    lease = pg_store.claim("wf", "here:1:00000000000000dd", 30)
+    child = PromiseRecord("wf.1.1", State.PENDING, Kind.WORKFLOW, "wf", parent="wf.1")
+    leaf = PromiseRecord("wf.1.1.1", State.PENDING, Kind.STEP, "wf", parent="wf.1.1")
+    pg_store.apply(Batch(creates=[PromiseRecord("wf", State.PENDING, Kind.WORKFLOW, "wf"),
+                                  PromiseRecord("wf.1", State.PENDING, Kind.WORKFLOW, "wf", parent="wf"), child, leaf],
+                         fences={"wf": lease.token}))
+    finished = [Settle("wf.1.1.1", State.RESOLVED, "1", 1.0), Settle("wf.1.1", State.RESOLVED, "1", 1.0)]
+    pg_store.apply(Batch(settles=finished, fences={"wf": lease.token}))
+    result = pg_store.apply(Batch(creates=[child, leaf], fences={"wf": lease.token}))
+    assert set(result.existing) == {"wf.1.1", "wf.1.1.1"} and result.conflicts == {}
