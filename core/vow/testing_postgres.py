@@ -232,22 +232,21 @@ class PostgresServer:
         return urlunsplit((parts.scheme, parts.netloc, "/" + quote(name), parts.query, ""))
 
     def sql(self, statement: str) -> str:
-        """Run one SQL statement as the admin role (outside a transaction); its output as text."""
-        try:
-            import psycopg
-        except ImportError:
-            psql = os.path.join(self.bin_dir or "", "psql")
-            if not self.bin_dir or not os.access(psql, os.X_OK):
-                raise PostgresUnavailable("neither psycopg nor psql is available to create test databases") from None
-            done = subprocess.run([psql, "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", self.url, "-c", statement],
-                                  capture_output=True, text=True, timeout=120)
-            if done.returncode != 0:
-                raise PostgresUnavailable(f"psql failed: {done.stderr.strip()}") from None
-            return done.stdout
-        with psycopg.connect(self.url, autocommit=True, connect_timeout=30) as con:
-            cur = con.execute(statement)
-            rows = cur.fetchall() if cur.description else []
-        return "\n".join("|".join("" if v is None else str(v) for v in row) for row in rows)
+        """Run one SQL statement as the admin role (outside a transaction) with ``psql``; its output as
+        text (``|`` between columns). psql comes with the server binaries, so vow itself needs no
+        PostgreSQL driver for this."""
+        candidates = [os.path.join(self.bin_dir, "psql")] if self.bin_dir else []
+        found = shutil.which("psql")
+        candidates += [found] if found else []
+        psql = next((c for c in candidates if os.access(c, os.X_OK)), None)
+        if psql is None:
+            raise PostgresUnavailable("psql is not available to create test databases (it comes with the "
+                                      "server binaries: apt-get install postgresql)")
+        done = subprocess.run([psql, "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", self.url, "-c", statement],
+                              capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise PostgresUnavailable(f"psql failed: {done.stderr.strip()}")
+        return done.stdout.rstrip("\n")
 
 
 def _tail(path: str, size: int = 4000) -> str:

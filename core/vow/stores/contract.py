@@ -604,6 +604,15 @@ class StoreContract:
                           fences={"wf": lease.token}))
         assert store.get("wf.1").state is State.RESOLVED and store.get("wf.1.1").state is State.CANCELED
 
+    def test_a_fenced_create_of_an_id_that_exists_under_a_settled_parent_is_no_conflict(self, store: Store) -> None:
+        # a workflow met again after a retry makes its calls again: the stored records answer them
+        lease = self._engine_root(store, make_record("wf.1", parent="wf", kind=Kind.WORKFLOW),
+                                  make_record("wf.1.1", parent="wf.1"))
+        store.apply(Batch(settles=[Settle("wf.1.1", State.RESOLVED, "1", 1.0),
+                                   Settle("wf.1", State.RESOLVED, "1", 1.0)], fences={"wf": lease.token}))
+        result = store.apply(Batch(creates=[make_record("wf.1.1", parent="wf.1")], fences={"wf": lease.token}))
+        assert list(result.existing) == ["wf.1.1"] and store.get("wf.1.1").state is State.RESOLVED
+
     def test_a_fenced_settle_of_the_same_outcome_again_is_no_conflict(self, store: Store) -> None:
         lease = self._engine_root(store, make_record("wf.1", parent="wf"))
         store.apply(Batch(settles=[Settle("wf.1", State.RESOLVED, "1", 1.0)], fences={"wf": lease.token}))

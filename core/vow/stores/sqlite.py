@@ -618,8 +618,6 @@ class SQLiteStore(StoreOperations):
         settled_parents: dict[str, PromiseRecord] = {}
         if fenced:
             self._check_fences(con, batch.fences)
-            if batch.creates:  # judged on the state before this batch's own writes
-                settled_parents = self._settled_parents(con, batch.creates, batch.fences)
         existing: dict[str, PromiseRecord] = {}
         conflicts: dict[str, PromiseRecord] = {}
         unchanged: set[str] = set()  # settles that repeated a stored outcome
@@ -631,8 +629,11 @@ class SQLiteStore(StoreOperations):
                 inserted += con.executemany(statement, rows).rowcount
             if inserted < len(creates):
                 existing, created_ids = self._existing(con, creates, inserted)
-            elif batch.outside:
+            elif batch.outside or fenced:
                 created_ids = [r.id for r in creates]
+            if fenced:  # before this batch's settles: the parents' states as they were stored
+                settled_parents = self._settled_parents(con, [r for r in creates if r.id not in existing],
+                                                        batch.fences)
         if settles:
             now = time.time()
             if batch.outside or len({s.id for s in settles}) < len(settles):

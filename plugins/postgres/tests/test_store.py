@@ -279,17 +279,19 @@ def test_an_owner_killed_on_any_machine_reads_dead_at_once(postgres_url: str, pg
     child = subprocess.Popen([sys.executable, "-c", code, postgres_url], stdout=subprocess.PIPE, text=True)
     try:
         owner = child.stdout.readline().strip()
-        assert owner and not pg_store.owner_dead(owner)
+        assert owner and pg_store.owner_alive(owner) is True
         child.kill()
-        child.wait(60)
-        wait_until(lambda: pg_store.owner_dead(owner), timeout=60, message="the server saw the session end")
+        child.communicate(timeout=60)
+        wait_until(lambda: pg_store.owner_alive(owner) is False, timeout=60, message="the server saw the session end")
     finally:
-        child.kill()
-    assert not pg_store.owner_dead("another-host:1:0123456789abcdef"), "an owner never seen here is unknown"
+        if child.poll() is None:
+            child.kill()
+            child.communicate(timeout=60)
+    assert pg_store.owner_alive("another-host:1:0123456789abcdef") is None, "an owner never seen here is unknown"
     mine = "here:1:00000000000000aa"
-    assert pg_store.hold_owner(mine) and not pg_store.owner_dead(mine)
+    assert pg_store.hold_owner(mine) and pg_store.owner_alive(mine) is True
     pg_store.release_owner(mine)
-    assert pg_store.owner_dead(mine)
+    assert pg_store.owner_alive(mine) is False
 
 
 def test_a_broken_liveness_session_is_taken_up_again(postgres_url: str, pg_store: PostgresStore) -> None:
@@ -301,9 +303,9 @@ def test_a_broken_liveness_session_is_taken_up_again(postgres_url: str, pg_store
                     "WHERE datname = current_database() AND pid <> pg_backend_pid()")
     other = PostgresStore(postgres_url)
     try:
-        wait_until(lambda: other.owner_dead(owner), timeout=60, message="the owner reads dead")
+        wait_until(lambda: other.owner_alive(owner) is False, timeout=60, message="the owner reads dead")
         assert pg_store.renew([lease], 30)  # the next renewal takes the owner's lock again
-        assert not other.owner_dead(owner)
+        assert other.owner_alive(owner) is True
         assert other.claim("wf", "another:3:00000000000000cc", 30) is None
     finally:
         other.close()

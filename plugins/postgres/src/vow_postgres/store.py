@@ -595,14 +595,6 @@ class PostgresStore(StoreOperations):
                 pass  # the session is gone, and the lock with it
 
     @_reading
-    def owner_dead(self, owner: str) -> bool:
-        """True when ``owner`` showed itself alive here and its session has ended since."""
-        if owner in self._held:
-            return False
-        with self._connection() as con:
-            return bool(_one(con, f"SELECT %s IN (SELECT owner FROM {self.schema}.dead_owners)", (owner,)))
-
-    @_reading
     def owner_alive(self, owner: str) -> bool | None:
         """``True`` while ``owner``'s session holds its lock, ``False`` once it ended, ``None`` for an
         owner never shown alive here (another machine's that cannot be seen, an older vow)."""
