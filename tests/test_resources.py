@@ -6,8 +6,6 @@ collected, in whatever test happens to run then.
 
 from __future__ import annotations
 
-import pytest
-
 from tests.support import python
 
 ASYNC_RUN = """
@@ -31,8 +29,6 @@ gc.collect()
 """
 
 
-@pytest.mark.xfail(strict=True, reason="the engine stops the event loop of async leaves but never closes it "
-                                       "(vow/engine/leaves.py); then drop the TEMPORARY filterwarnings lines")
 def test_closing_a_client_closes_the_event_loop_of_its_async_leaves() -> None:
     done = python("-X", "dev", "-W", "error::ResourceWarning", "-c", ASYNC_RUN)
     assert done.returncode == 0, done.stderr

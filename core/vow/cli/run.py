@@ -276,15 +276,16 @@ def _said_by_the_view(run_id: str) -> Iterator[None]:
 
 
 class _LostLease(logging.Filter):
-    """Drops the engine's warning that it stopped running ``run_id`` because its lease is gone: the
-    engine cannot tell a cancel from a takeover there, and `vow run` reads which one it was."""
+    """Drops the engine's warning that another worker took ``run_id`` over: `vow run` says so itself,
+    in the words of its summary."""
 
     def __init__(self, run_id: str) -> None:
         super().__init__()
         self.run_id = run_id
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.args == (self.run_id,) and str(record.msg).startswith("lost the lease on"))
+        return not (getattr(record, "vow_stop", None) == "lease_lost"
+                    and getattr(record, "vow_root", None) == self.run_id)
 
 
 def _follow(vow: Any, run_id: str, start: Callable[[], Any], progress: Progress, *, as_json: bool, title: str,

@@ -671,17 +671,24 @@ class Engine:
             self._emit(EventKind.STOPPED, root.id, root.id, None, node.func, Kind.WORKFLOW, node.attempt)
 
     def _lose(self, root: RootRun) -> None:
-        """Another worker holds ``root``'s lease now, or it was settled outside: stop here; callers wait
-        for the stored result."""
+        """Another worker holds ``root``'s lease now, or it was settled outside: stop here; callers get
+        the stored result (at once when there is one, or when the other worker stores it)."""
         if self._roots.get(root.id) is not root:
+            return
+        try:
+            record = self.store.get(root.id)
+        except Exception:  # noqa: BLE001 - cannot tell: treat it as taken over, the remote wait reads it later
+            record = None
+        if record is not None and record.settled:  # canceled (or settled) from outside: nothing was taken
+            self._stop_settled_root(root, record)
             return
         self._stopped(root)
         root.done = True
         self.committer.drop(root.id)
         _close_runs(root)
         self._forget(root, release=False)
-        _log.warning("lost the lease on %s (another worker took it over, or it was canceled); waiting for its "
-                     "stored result", root.id)
+        _log.warning("lost the lease on %s to another worker; waiting for its stored result", root.id,
+                     extra={"vow_stop": "lease_lost", "vow_root": root.id})
         for future in root.futures:
             req = StartRequest.resume(root.id)
             req.future = future

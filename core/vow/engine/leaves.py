@@ -174,12 +174,28 @@ class LeafRunner:
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
             loop = asyncio.new_event_loop()
-            threading.Thread(target=loop.run_forever, name="vow-async-leaves", daemon=True).start()
+            threading.Thread(target=_run_until_stopped, args=(loop,), name="vow-async-leaves", daemon=True).start()
             self._loop = loop
         return self._loop
 
     def close(self) -> None:
-        """Stop taking leaves; threads finish their current attempt and exit."""
+        """Stop taking leaves; threads finish their current attempt and exit, and the event loop of
+        ``async def`` leaves stops and is closed."""
         self.pool.close()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+def _run_until_stopped(loop: asyncio.AbstractEventLoop) -> None:
+    """The async leaves' thread: run ``loop`` until :meth:`LeafRunner.close` stops it, then close it."""
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_forever()
+        tasks = asyncio.all_tasks(loop)
+        for task in tasks:
+            task.cancel()  # attempts still running when the client closed: the run resumes them later
+        if tasks:
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
