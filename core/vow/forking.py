@@ -21,6 +21,9 @@ How the copy is made:
 * A promise whose id does not start with the run's id (given with ``.options(id="...")``) cannot
   be copied under the new run, and the new run would fail when it met the original. Fork and
   retry refuse such a run, naming those ids; give ids under ``ctx.id`` (``f"{ctx.id}.name"``).
+* The new run's timeout is the original's (``vow.run(..., timeout=)``, a pipeline's ``timeout:``):
+  the store keeps a run's deadline, and the new run gets as many seconds as the original had,
+  counted from when it is stored (as for a submitted run).
 * The new run's arguments are the original's. A step whose arguments contain the run's own id is
   called with other arguments in the new run and is reported as a change (``NonDeterminismError``):
   pass ids in ``.options(id=...)``, not in arguments.
@@ -125,6 +128,14 @@ def _root(store: Any, run: str) -> PromiseRecord:
     return record
 
 
+def _deadline(root: PromiseRecord, now: float) -> float | None:
+    """The new run's deadline: the original's timeout as a duration from ``now``. The original's
+    absolute deadline has passed for a run that timed out, and would be too soon for any other."""
+    if root.timeout is None or root.timeout <= root.created_at:
+        return None
+    return now + (root.timeout - root.created_at)
+
+
 def _copy(store: Any, root: PromiseRecord, tree: list[PromiseRecord], new_id: str, how: str,
           reusable: Callable[[PromiseRecord], bool]) -> Copy:
     run = root.id
@@ -163,8 +174,8 @@ def _copy(store: Any, root: PromiseRecord, tree: list[PromiseRecord], new_id: st
         if reusable(record):
             kept[record.id] = record
     now = store.now()
-    new_root = PromiseRecord(new_id, State.PENDING, Kind.WORKFLOW, new_id, root.func, root.args, None, None, None,
-                             new_id, 1, now, None, {**root.tags, FORK_OF: run})
+    new_root = PromiseRecord(new_id, State.PENDING, Kind.WORKFLOW, new_id, root.func, root.args, None, None,
+                             _deadline(root, now), new_id, 1, now, None, {**root.tags, FORK_OF: run})
     copies = [attrs.evolve(r, id=rename(r.id), root=new_id, parent=rename(r.parent or run),
                            idempotency_key=rename(r.idempotency_key) if r.idempotency_key.startswith(prefix)
                            else r.idempotency_key, tags={**r.tags, COPIED_FROM: r.id})
