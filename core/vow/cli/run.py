@@ -87,15 +87,15 @@ def run(file: str, inputs: tuple[str, ...], sets: tuple[str, ...], run_id: str |
         existing = vow.get(plan.run_id)
         _check_same_run(existing, plan)
         if detach:
-            record = vow.submit(plan.run_id, NAME, plan.spec)
+            record = vow.submit(plan.run_id, NAME, plan.spec, timeout=plan.timeout)
             if as_json:
                 print_json({"run_id": plan.run_id, "state": record.state.value, "store": vow.store.url,
                             "new": existing is None})
             else:
                 click.echo(plan.run_id)
             return
-        code = follow(vow, plan.run_id, lambda: vow.begin_run(plan.run_id, NAME, plan.spec), progress,
-                      as_json=as_json, title=plan.name, existing=existing)
+        code = follow(vow, plan.run_id, lambda: vow.begin_run(plan.run_id, NAME, plan.spec, timeout=plan.timeout),
+                      progress, as_json=as_json, title=plan.name, existing=existing)
     sys.exit(code)
 
 
@@ -112,13 +112,17 @@ def validate(file: str, inputs: tuple[str, ...], sets: tuple[str, ...], run_id: 
     plan = _plan(file, inputs, sets, run_id, installed_plugins())
     if as_json:
         print_json({"file": plan.file, "name": plan.name, "run_id": plan.run_id, "store": plan.store,
-                    "spec": plan.spec.to_json()})
+                    "timeout": plan.timeout, "spec": plan.spec.to_json()})
         return
     branches = ", ".join(f"{b.id} ({b.plugin})" for b in plan.branches)
     click.echo(f"ok: {plan.file}: run {plan.run_id} fans out to {len(plan.branches)} "
                f"branch{'es' if len(plan.branches) != 1 else ''}: {branches}")
     if plan.gate_id:
         click.echo(f"    it first waits for {plan.gate_id} (vow resolve {plan.gate_id} VALUE)")
+    if plan.timeout is not None:
+        from vow.retention import describe_seconds
+
+        click.echo(f"    the whole run times out after {describe_seconds(plan.timeout)}")
 
 
 @click.command()
@@ -397,6 +401,7 @@ def _header(console: Any, title: str, run_id: str, store: str, rows: list[Row], 
 def _summary(console: Any, run_id: str, root: PromiseRecord | None, rows: list[Row], value: Any,
              error: BaseException | None, existing: PromiseRecord | None) -> None:
     from vow.progress import format_line, seconds
+    from vow.retention import describe_seconds
     if existing is not None and existing.settled:  # nothing changed: print the stored rows now
         width = max(len(r.name) for r in rows) if rows else 0
         for row in rows:
@@ -419,6 +424,16 @@ def _summary(console: Any, run_id: str, root: PromiseRecord | None, rows: list[R
     elif root is not None and root.state is State.CANCELED:
         _echo(console, f"canceled: {run_id} was canceled after {took}; {ok} of {len(branches)} branches had "
                        "finished ok", "bold magenta")
+    elif root is not None and root.state is State.TIMEDOUT and root.timeout is not None:
+        # The run's own deadline passed (a branch's timeout fails the branch, not the run): say so in
+        # those words, with the limit, rather than as a PromiseTimeoutError about the workflow.
+        limit = describe_seconds(round(root.timeout - root.created_at, 3))
+        _echo(console, f"timed out: {run_id} timed out after {took} (the run's timeout is {limit}); {ok} of "
+                       f"{len(branches)} branches had finished ok", "bold red")
+        for label, state in (("timed out", State.TIMEDOUT.value), ("never started", "waiting")):
+            names = [r.name for r in rows if r.state == state]
+            if names:
+                _echo(console, f"  {label}: {', '.join(names)}")
     else:
         state = root.state.value if root else "unknown"
         _echo(console, f"failed: {run_id} {state} after {took}: {_error_text(error)}", "bold red")

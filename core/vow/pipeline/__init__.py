@@ -9,9 +9,10 @@
     plugins = Plugins()  # the registry the plan is checked against is the one the run uses
     plan = load("examples/order-confirmed.yaml", plugins=plugins, input={"order_id": "A-7"})
     with Vow(plan.store, plugins=plugins) as vow:
-        summary = vow.run(plan.run_id, "vow.pipeline", plan.spec)
+        summary = vow.run(plan.run_id, "vow.pipeline", plan.spec, timeout=plan.timeout)
 
-``plan.spec`` is the planned run (:mod:`vow.pipeline.model`), stored as plain JSON.
+``plan.spec`` is the planned run (:mod:`vow.pipeline.model`), stored as plain JSON; ``plan.timeout``
+is the file's top-level ``timeout:`` (seconds, or ``None``), which the store keeps as the run's deadline.
 
 ``docs/pipeline.md`` documents every key of the file.
 """

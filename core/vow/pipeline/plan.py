@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path as FilePath
@@ -35,6 +36,7 @@ from vow.pipeline.spec import FORMAT_VERSION, ChannelEntry, ImageEntry, Pipeline
 from vow.pipeline.templates import TemplateError, plain, render_text, render_value, slug, wrap
 from vow.pipeline.workflow import RESERVED
 from vow.plugins import Plugins
+from vow.retention import parse_duration
 from vow.retry import from_config
 from vow.stores import parse_store_url, redact_url
 
@@ -54,6 +56,10 @@ class Plan:
     spec: PlannedRun
     schedule: dict[str, Any] | None = None
     """The file's ``schedule:`` block, checked (what ``vow schedule add`` stores); not part of the run."""
+    timeout: float | None = None
+    """The file's top-level ``timeout:`` in seconds: how long the whole run may take before it and its
+    pending branches time out. Passed to ``vow.run(..., timeout=)``, which stores it as the run's deadline;
+    not part of ``spec``, so the plan stored as the run's argument is the same JSON as without it."""
 
     @property
     def branches(self) -> list[Branch]:
@@ -113,6 +119,7 @@ class _Planner:
             raise self.error(("input",), f"expected a mapping of default input values, got {describe(spec.input)}")
         if spec.store is not None:
             self.check_store(spec.store)
+        timeout = self.duration(spec.timeout, ("timeout",))
         schedule = self.schedule()
         inputs = merge(spec.input, overrides)
         context: dict[str, Any] = {"input": wrap(inputs, "input"), "name": spec.name}
@@ -128,7 +135,7 @@ class _Planner:
         output = self.output(context, branches)
         return Plan(self.source.file, spec.name, run_id, spec.store, PlannedRun(
             name=spec.name, input=plain(inputs), gate=gate, fan_in=spec.fan_in,
-            concurrency=defaults["concurrency"], output=output, branches=branches), schedule)
+            concurrency=defaults["concurrency"], output=output, branches=branches), schedule, timeout)
 
     def run_id(self, given: str | None, inputs: dict[str, Any], context: dict[str, Any]) -> str:
         if given is not None:
@@ -427,6 +434,25 @@ class _Planner:
         if value is not None and value <= 0:
             raise self.error(path, f"must be more than 0 seconds, got {value:g}")
         return value
+
+    def duration(self, value: Any, path: Path) -> float | None:
+        """Seconds, more than 0, written as a number of seconds or as text such as ``30s``, ``5m``, ``1h30m``."""
+        if value is None:
+            return None
+        if isinstance(value, str):
+            try:
+                seconds = parse_duration(value)
+            except ConfigError:
+                raise self.error(path, f"{value!r} is not a duration: write a number of seconds, or a number and "
+                                       "a unit (30s, 5m, 1h30m, 1d)") from None
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            seconds = float(value)
+        else:
+            raise self.error(path, f"expected a duration (a number of seconds, or text such as 30s or 5m), "
+                                   f"got {describe(value)}")
+        if math.isnan(seconds) or math.isinf(seconds):  # .nan would pass "> 0"; .inf is no deadline: leave it out
+            raise self.error(path, f"expected a finite number of seconds, got {value}")
+        return self.seconds(seconds, path)
 
     def positive(self, value: int | None, path: Path) -> int | None:
         if value is not None and value < 1:

@@ -96,6 +96,7 @@ class PipelineSpec:
     id: str | None = None
     store: str | None = None
     defaults: Defaults = attrs.Factory(Defaults)
+    timeout: Any = None  # the whole run's deadline: seconds, or a duration such as 30s, 5m, 1h30m
     input: Any = attrs.Factory(dict)
     gate: Gate | None = None
     fan_in: Literal["all_settled", "all"] = "all_settled"

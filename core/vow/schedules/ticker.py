@@ -101,7 +101,7 @@ class Ticker:
                 plan = make_plan(parse(target.text, target.file), input=target.input, run_id=rid,
                                  plugins=vow.plugins, tick={"name": name, "tick": tick_text(tick), "time": tick},
                                  base_dir=target.base_dir)
-                vow.submit(rid, NAME, plan.spec)
+                vow.submit(rid, NAME, plan.spec, timeout=plan.timeout)
             else:
                 if target.workflow not in vow.registered():
                     self._say_once(name, f"schedule {name}: workflow {target.workflow!r} is not registered in this "
