@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from vow import Context, Vow
-from vow.errors import ConfigError, PermanentError
+from vow.errors import ConfigError, PermanentError, PromiseTimeoutError
 from vow.forking import COPIED_FROM, FORK_OF, fork, next_id, retry
 from vow.records import State
 
@@ -73,12 +73,18 @@ def foreign(ctx: Context) -> Generator[Any, Any, str]:
     return (yield ctx.run(step, "x").options(id=f"global-{ctx.id.replace('/', '-')}"))
 
 
+def waits(ctx: Context) -> Generator[Any, Any, Any]:
+    yield ctx.run(step, "a")
+    handle = yield ctx.promise()
+    return (yield handle)  # settled by nobody: the run's timeout ends it
+
+
 @pytest.fixture
 def vow(tmp_path: Path) -> Any:
     calls.clear()
     broken.clear()
     client = Vow(f"sqlite:{tmp_path / 'vow.sqlite'}")
-    for fn in (sequence, fan, inner, nested, foreign):
+    for fn in (sequence, fan, inner, nested, foreign, waits):
         client.register(fn)
     yield client
     client.close()
@@ -136,6 +142,22 @@ def test_retry_runs_only_the_failed_branches_and_what_came_after_them(vow: Any) 
     assert set(copy.rerun) == {"fan/1.sms", "fan/1.report"}  # the summary was made from the failure
     assert vow.resume(copy.run_id).result() == "4 of 4 ok"
     assert calls == {"email": 1, "slack": 1, "push": 1, "sms": 2, "report": 2}
+
+
+def test_the_new_run_gets_the_originals_timeout_as_a_duration_not_its_deadline(vow: Any) -> None:
+    with pytest.raises(PromiseTimeoutError):
+        vow.run("slow/1", waits, timeout=0.5)
+    copy = retry(vow.store, "slow/1")
+    new = vow.get(copy.run_id)
+    assert new.timeout - new.created_at == pytest.approx(0.5)  # the original's deadline has passed
+    with pytest.raises(PromiseTimeoutError):
+        vow.resume(copy.run_id).result()
+    done = vow.get(copy.run_id)
+    assert done.state is State.TIMEDOUT and done.settled_at >= new.timeout
+    assert calls["a"] == 1  # reused, not run again
+
+    vow.run("seq/1", sequence)  # no timeout: none for its fork either
+    assert vow.get(fork(vow.store, "seq/1", "seq/1.2").run_id).timeout is None
 
 
 def test_retry_of_a_retry_counts_on(vow: Any) -> None:

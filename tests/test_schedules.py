@@ -281,6 +281,17 @@ def test_a_pipeline_tick_is_planned_with_its_tick_and_its_own_output(client: Any
     assert f'"output":"{tmp_path / "out" / "digest-2025-01-06T12-00-10Z"}"' in spec  # each tick its own
 
 
+def test_a_pipeline_tick_starts_its_run_with_the_files_timeout(client: Any, tmp_path: Path) -> None:
+    file = tmp_path / "digest.yaml"
+    file.write_text(PIPELINE.replace("output:", "timeout: 45s\noutput:"))
+    manage.add_pipeline(client.store, str(file), plugins=client.plugins)
+    record = client.store.schedule("digest")
+    client.store.put_schedule(ScheduleRecord(record.name, record.definition, cursor=T0))
+    assert Ticker(client, every=0, clock=Clock(T0 + 10)).look() == 1
+    run = client.store.get(run_id("digest", T0 + 10))
+    assert run.state.value == "pending" and run.timeout - run.created_at == pytest.approx(45.0)  # the run's deadline
+
+
 def test_a_pipeline_without_a_schedule_block_or_with_a_bad_one_is_refused_at_its_line(client: Any,
                                                                                        tmp_path: Path) -> None:
     file = tmp_path / "p.yaml"

@@ -52,6 +52,11 @@ CASES = [
      "order.yaml:7: store: 'mongodb://db/vow' names store 'mongodb', which is not installed (installed: {stores})"),
     ("wrong type", pipeline(top="defaults:\n  timeout: soon\n"), [],
      "order.yaml:8: defaults.timeout: expected a number, got text 'soon'"),
+    ("run timeout not a duration", pipeline(top="timeout: soon\n"), [],
+     "order.yaml:7: timeout: 'soon' is not a duration: write a number of seconds, or a number and a unit (30s, 5m, "
+     "1h30m, 1d)"),
+    ("negative run timeout", pipeline(top="timeout: -1\n"), [],
+     "order.yaml:7: timeout: must be more than 0 seconds, got -1"),
     ("wrong type in a list", pipeline(top="gate: [approval]\n"), [],
      "order.yaml:7: gate: expected a mapping of keys (promise, timeout), got a list"),
     ("missing secret", pipeline(SMS_TWILIO), [],

@@ -154,6 +154,35 @@ def test_a_typed_plan_is_stored_as_the_same_json_as_before(installed_plugins) ->
     assert PlannedRun.from_json(stored) == plan.spec  # and an old stored plan reads back as the typed one
 
 
+@pytest.mark.parametrize(("written", "seconds"), [("30s", 30.0), ("5m", 300.0), ("1h30m", 5400.0), ("2.5", 2.5),
+                                                 ("1", 1.0)])
+def test_the_run_timeout_is_seconds_or_a_duration_and_leaves_the_stored_plan_as_it_was(
+        written: str, seconds: float, installed_plugins) -> None:
+    plan = make_plan(parse(f"timeout: {written}\n" + GOLDEN, "golden.yaml"), plugins=installed_plugins)
+    assert plan.timeout == seconds
+    # The run's timeout is stored as the root's deadline, not in its argument: the same plan JSON as without it.
+    assert encoding.encode_args((plan.spec,), {}, what="golden") == GOLDEN_STORED
+    assert make_plan(parse(GOLDEN, "golden.yaml"), plugins=installed_plugins).timeout is None
+
+
+@pytest.mark.parametrize(("written", "problem"), [
+    ("soon", "'soon' is not a duration: write a number of seconds, or a number and a unit (30s, 5m, 1h30m, 1d)"),
+    ('"90"', "'90' is not a duration: write a number of seconds, or a number and a unit (30s, 5m, 1h30m, 1d)"),
+    ("-1", "must be more than 0 seconds, got -1"),
+    ("0s", "must be more than 0 seconds, got 0"),
+    ("-5m", "'-5m' is not a duration: write a number of seconds, or a number and a unit (30s, 5m, 1h30m, 1d)"),
+    (".inf", "expected a finite number of seconds, got inf"),
+    (".nan", "expected a finite number of seconds, got nan"),
+    ("true", "expected a duration (a number of seconds, or text such as 30s or 5m), got true (true/false)"),
+    ("[30]", "expected a duration (a number of seconds, or text such as 30s or 5m), got a list"),
+])
+def test_a_bad_run_timeout_is_one_error_at_its_line(written: str, problem: str, installed_plugins) -> None:
+    with pytest.raises(SpecError) as caught:
+        make_plan(parse(GOLDEN.replace("input: {n: 1}\n", f"input: {{n: 1}}\ntimeout: {written}\n"), "g.yaml"),
+                  plugins=installed_plugins)
+    assert str(caught.value) == f"g.yaml:5: timeout: {problem}"
+
+
 @pytest.mark.parametrize(("damage", "problem"), [
     (lambda p: p["branches"][0].update(kind="fax"), "branches[0]: expected a branch with kind 'channel' or 'image', "
                                                     "got kind text 'fax'"),
