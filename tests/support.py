@@ -11,11 +11,12 @@ process dies first): the one polling helper.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 __all__ = ["finish", "kill", "python", "read_line", "spawn", "vow_command"]
@@ -51,11 +52,16 @@ def vow_command(*args: str, env: Environment | None = None, cwd: str | Path | No
     return python("-m", "vow", *args, env=env, cwd=cwd, timeout=timeout)
 
 
-def spawn(*args: str | Path, env: Environment | None = None,
-          cwd: str | Path | None = None) -> subprocess.Popen[str]:
-    """Start ``python ARGS`` with its output piped (text); see :func:`finish` and :func:`kill`."""
-    return subprocess.Popen([sys.executable, *map(str, args)], env=_environment(env), cwd=cwd, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def spawn(*args: str | Path, env: Environment | None = None, cwd: str | Path | None = None,
+          stdin: bool = False, prefix: Sequence[str] = ()) -> subprocess.Popen[str]:
+    """Start ``python ARGS`` with its output piped (text); see :func:`finish` and :func:`kill`.
+
+    ``stdin``: pipe its input too, for a test that writes to it. ``prefix``: a command that starts
+    Python in turn (``unshare --pid --fork ...``).
+    """
+    return subprocess.Popen([*prefix, sys.executable, *map(str, args)], env=_environment(env), cwd=cwd, text=True,
+                            stdin=subprocess.PIPE if stdin else None, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
 
 
 def read_line(proc: subprocess.Popen[str]) -> str:
@@ -88,5 +94,9 @@ def kill(proc: subprocess.Popen[str]) -> None:
         proc.send_signal(signal.SIGKILL)
     try:
         proc.communicate(timeout=TIMEOUT)
-    except ValueError:  # its output was read to the end before
+    except ValueError:  # its output was read to the end before, or the test closed its input
         proc.wait(TIMEOUT)
+    for stream in (proc.stdin, proc.stdout, proc.stderr):  # whatever communicate left open: closed, not collected
+        if stream is not None:
+            with contextlib.suppress(OSError):  # input the dead process never read
+                stream.close()

@@ -1,9 +1,9 @@
 """Processes for the deployment tests: forked clients, workers in containers, stepped clocks.
 
-    python deploy_app.py fork-run STORE SINK CHILDREN
-    python deploy_app.py fork-workers STORE SINK CHILDREN
-    python deploy_app.py worker STORE SINK [TTL] [MAX_RECOVERIES]
-    python deploy_app.py run STORE SINK WORKFLOW RUN_ID [ARG ...]
+    python -m tests.durability.deploy_app fork-run STORE SINK CHILDREN
+    python -m tests.durability.deploy_app fork-workers STORE SINK CHILDREN
+    python -m tests.durability.deploy_app worker STORE SINK [TTL] [MAX_RECOVERIES]
+    python -m tests.durability.deploy_app run STORE SINK WORKFLOW RUN_ID [ARG ...]
 
 Every effect is one line appended to SINK (one O_APPEND write): ``start ROOT PID``, ``end ROOT PID``
 for a leaf, ``body ROOT PID`` for a workflow body, so the test counts effects across processes.

@@ -1,8 +1,9 @@
 """The four-channel workflow, run in a real subprocess by the crash matrix.
 
-Usage: ``python notify_app.py STORE ID PLAN_JSON``. It runs workflow ``notify`` (email, SMS,
-Slack and push through :func:`vow.channels.deliver`, simulated transports, deliveries in the
-Ledger under ``$VOW_SIM_DIR``) and prints the result as JSON on its last line.
+Usage: ``python -m tests.durability.notify_app STORE ID PLAN_JSON`` (from the checkout's root). It
+runs workflow ``notify`` (email, SMS, Slack and push through :func:`vow.channels.deliver`, simulated
+transports, deliveries in the Ledger under ``$VOW_SIM_DIR``) and prints the result as JSON on its
+last line.
 
 ``PLAN_JSON`` shapes the run (it is a workflow argument, so a resumed run gets the same plan)::
 

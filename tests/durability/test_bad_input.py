@@ -10,18 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from durability_support import dump_promises, finish, kill, log_lines, spawn, wait_until  # noqa: E402
-
-from vow import (  # noqa: E402
+from tests.durability.support import app, dump_promises, log_lines
+from tests.support import finish, kill
+from vow import (
     AlreadySettledError,
     ArgumentMismatchError,
     Context,
@@ -33,10 +30,11 @@ from vow import (  # noqa: E402
     Vow,
     VowError,
 )
-from vow.errors import StoreError  # noqa: E402
-from vow.simulation import Ledger  # noqa: E402
-from vow.stores.base import FORMAT_VERSION  # noqa: E402
-from vow.stores.sqlite import SQLiteStore, _record  # noqa: E402
+from vow.errors import StoreError
+from vow.simulation import Ledger
+from vow.stores.base import FORMAT_VERSION
+from vow.stores.sqlite import SQLiteStore, _record
+from vow.testing import wait_until
 
 
 def outcome_of(vow: Vow, handle: Any, timeout: float = 30) -> Any:
@@ -46,7 +44,7 @@ def outcome_of(vow: Vow, handle: Any, timeout: float = 30) -> Any:
         thread = vow._engine._thread
         return handle.done() or thread is None or not thread.is_alive()
 
-    wait_until(settled_or_dead, timeout=timeout, what="the run's outcome")
+    wait_until(settled_or_dead, timeout=timeout, message="the run's outcome")
     assert handle.done(), "the vow engine thread died: this caller, and every later one, would wait forever"
     return handle.result(0)
 
@@ -344,11 +342,12 @@ def test_the_four_channel_workflow_changed_after_a_sigkill_is_refused_then_finis
     plan = {"stages": [{"send": ["email", "sms", "slack", "push"]}]}
     env = {"VOW_SIM_DIR": str(sim), "DURABILITY_LOG": str(log)}
     args = [f"sqlite:{path}", "order/42", json.dumps(plan)]
-    first = spawn("notify_app.py", *args, env={**env, "DURABILITY_HOLD_BEFORE": "slack,push"})
+    first = app("notify_app", *args, env={**env, "DURABILITY_HOLD_BEFORE": "slack,push"})
     watcher = SQLiteStore(path)
     try:
         wait_until(lambda: len(log_lines(log, "held")) == 2 and all(
-            (r := watcher.get(f"order/42.{c}")) is not None and r.settled for c in ("email", "sms")), proc=first)
+            (r := watcher.get(f"order/42.{c}")) is not None and r.settled for c in ("email", "sms")), 60,
+                   "two sends held, two settled", proc=first)
     finally:
         watcher.close()
         kill(first)  # the crash (or, when the wait failed, no holding process left behind)
@@ -368,7 +367,7 @@ def test_the_four_channel_workflow_changed_after_a_sigkill_is_refused_then_finis
         changed.close()
     assert dump_promises(path) == before
 
-    out, _ = finish(spawn("notify_app.py", *args, env=env))
+    out, _ = finish(app("notify_app", *args, env=env))
     result = json.loads(out.strip().splitlines()[-1])
     assert sorted(result["receipts"]) == ["email", "push", "slack", "sms"]
     assert [d.duplicates for d in Ledger(sim / "ledger.sqlite").deliveries()] == [0, 0, 0, 0]

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from durability_support import wait_until  # noqa: E402
-
-from vow import CanceledError, Context, LeafContext, State, Vow  # noqa: E402
+from tests.support import vow_command
+from vow import CanceledError, Context, LeafContext, State, Vow
+from vow.testing import wait_until
 
 
 @pytest.fixture
@@ -38,9 +34,8 @@ def test_a_run_canceled_from_another_process_starts_no_new_leaves(path: Path) ->
             return total
 
         handle = vow.begin_run("cancel/1", steps)
-        wait_until(lambda: len(started) >= 3)
-        cancel = subprocess.run([sys.executable, "-m", "vow", "cancel", "cancel/1", "--store", f"sqlite:{path}"],
-                                capture_output=True, text=True, timeout=60)
+        wait_until(lambda: len(started) >= 3, 60, "three steps started")
+        cancel = vow_command("cancel", "cancel/1", "--store", f"sqlite:{path}")
         assert cancel.returncode == 0, cancel.stderr
         canceled_at = time.time()
         with pytest.raises(CanceledError):

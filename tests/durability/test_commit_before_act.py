@@ -8,23 +8,18 @@ restart, run with real processes and a real SQLite file, and judged from the sto
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 import textwrap
 import threading
 from pathlib import Path
 
 import pytest
 
+from tests.durability.support import app, importable
+from tests.support import TIMEOUT, finish, kill, read_line, spawn, vow_command
 from vow import CanceledError, Context, EncodeError, LeafContext, PromiseTimeoutError, Vow
 from vow.records import State
 from vow.testing import wait_until
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from durability_support import finish, kill, spawn  # noqa: E402
 
 RACES = 120
 
@@ -70,11 +65,10 @@ def test_a_resolve_racing_the_deadline_and_the_workflows_path_agree_with_the_sto
         yield ctx.run(mark, path)  # the path's own effect: it must agree with the stored state
         return path
 
-    resolver = subprocess.Popen([sys.executable, "-c", RESOLVER, f"sqlite:{store}"], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    resolver = spawn("-c", RESOLVER, f"sqlite:{store}", stdin=True)
     try:
         assert resolver.stdout is not None and resolver.stdin is not None
-        assert resolver.stdout.readline().strip() == "ready"
+        assert read_line(resolver).strip() == "ready"
         results: dict[str, str] = {}
         rng = random.Random(7)
         with Vow(store=f"sqlite:{store}", poll_interval=0.01) as vow:
@@ -89,11 +83,11 @@ def test_a_resolve_racing_the_deadline_and_the_workflows_path_agree_with_the_sto
                     resolver.stdin.flush()
                 for rid, handle in runs.items():
                     results[rid] = handle.result(timeout=60)
-            said = dict(resolver.stdout.readline().split() for _ in range(RACES))
+            said = dict(read_line(resolver).split() for _ in range(RACES))
             stored = {rid: vow.get(f"{rid}.gate").state for rid in results}
+        finish(resolver)  # its input closed: it reads to the end and exits
     finally:
-        resolver.stdin.close()  # type: ignore[union-attr]
-        resolver.wait(60)
+        kill(resolver)  # nothing, once it finished; else no process or pipe left behind
     marks = _marks(sink)
     disagreements = []
     for rid, path in results.items():
@@ -109,27 +103,28 @@ def test_a_resolve_racing_the_deadline_and_the_workflows_path_agree_with_the_sto
 
 def test_a_late_resolve_after_a_crash_is_refused_and_the_resumed_run_times_out(tmp_path: Path) -> None:
     store = tmp_path / "vow.sqlite"
-    app = tmp_path / "late_app.py"
-    app.write_text(textwrap.dedent(f"""
-        import sys
-        sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
-        from vow import Vow
-        from test_commit_before_act import _late_gate
-        with Vow(store=sys.argv[1]) as vow:
-            vow.register(_late_gate, name="gate")
-            vow.run("late/1", "gate")
-    """))
-    proc = subprocess.Popen([sys.executable, str(app), f"sqlite:{store}"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = spawn("-c", LATE_APP, f"sqlite:{store}", env=importable())
     with Vow(store=f"sqlite:{store}") as vow:
-        record = wait_until(lambda: vow.get("late/1.gate"), message="the gate stored", proc=proc)
-        kill(proc)
+        try:
+            record = wait_until(lambda: vow.get("late/1.gate"), 60, "the gate stored", proc=proc)
+        finally:
+            kill(proc)
         wait_until(lambda: vow.store.now() > record.timeout + 0.05, message="the deadline to pass")
         with pytest.raises(PromiseTimeoutError):
             vow.resolve("late/1.gate", "late")  # nobody runs it: the store judges the deadline itself
         assert vow.get("late/1.gate").state is State.TIMEDOUT
         vow.register(_late_gate, name="gate")
         assert vow.run("late/1", "gate") == "timed out"
+
+
+LATE_APP = textwrap.dedent("""
+    import sys
+    from vow import Vow
+    from tests.durability.test_commit_before_act import _late_gate
+    with Vow(store=sys.argv[1]) as vow:
+        vow.register(_late_gate, name="gate")
+        vow.run("late/1", "gate")
+""")
 
 
 def _late_gate(ctx: Context):
@@ -140,8 +135,7 @@ def _late_gate(ctx: Context):
 
 
 def _cancel_from_another_process(store: Path, pid: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "vow", "cancel", pid, "--store", f"sqlite:{store}"],
-                          capture_output=True, text=True, timeout=120)
+    done = vow_command("cancel", pid, "--store", f"sqlite:{store}")
     assert done.returncode == 0, done.stderr
 
 
@@ -268,41 +262,51 @@ def test_a_lone_surrogate_fails_only_its_own_run_in_a_shared_commit(memory_vow: 
 
 def test_a_workflow_gets_the_same_exception_live_and_after_a_restart(tmp_path: Path) -> None:
     store, sink = tmp_path / "vow.sqlite", tmp_path / "sink"
-    proc = spawn("transitions_app.py", str(store), str(sink), "http_status", "http/1")
+    proc = app("transitions_app", str(store), str(sink), "http_status", "http/1")
     with Vow(store=f"sqlite:{store}") as vow:
-        wait_until(lambda: vow.get("http/1.gate"), message="the gate stored", proc=proc)
-        kill(proc)
+        try:
+            wait_until(lambda: vow.get("http/1.gate"), 60, "the gate stored", proc=proc)
+        finally:
+            kill(proc)
         [(_, live)] = _marks(sink)
         assert live == "live HTTPStatusError 503 7"
-        resumed = spawn("transitions_app.py", str(store), str(sink), "http_status", "http/1")
-        wait_until(lambda: vow.store.lease("http/1").owner not in ("",) and vow.store.lease_free("http/1") is False,
-                   message="the resumed run to hold its lease", proc=resumed)
-        vow.resolve("http/1.gate", None)
-        out, _ = finish(resumed)
+        resumed = app("transitions_app", str(store), str(sink), "http_status", "http/1")
+        try:
+            wait_until(lambda: vow.store.lease("http/1").owner not in ("",) and vow.store.lease_free("http/1") is False,
+                       60, "the resumed run to hold its lease", proc=resumed)
+            vow.resolve("http/1.gate", None)
+            out, _ = finish(resumed)
+        finally:
+            kill(resumed)
     assert out.strip() == repr("HTTPStatusError 503 7")  # computed again from the stored error
     assert [m for _, m in _marks(sink)] == ["live HTTPStatusError 503 7"]  # the note was not sent again
 
 
 def test_a_replay_that_calls_a_step_with_other_arguments_raises_and_alters_nothing(tmp_path: Path) -> None:
     store, sink = tmp_path / "vow.sqlite", tmp_path / "sink"
-    proc = spawn("transitions_app.py", str(store), str(sink), "order", "order/1")
+    proc = app("transitions_app", str(store), str(sink), "order", "order/1")
     with Vow(store=f"sqlite:{store}") as vow:
-        wait_until(lambda: vow.get("order/1.gate"), message="the gate stored", proc=proc)
-        kill(proc)
+        try:
+            wait_until(lambda: vow.get("order/1.gate"), 60, "the gate stored", proc=proc)
+        finally:
+            kill(proc)
         before = vow.store.tree("order/1")
-        changed = spawn("transitions_app.py", str(store), str(sink), "order", "order/1", "2")
+        changed = app("transitions_app", str(store), str(sink), "order", "order/1", "2")
         out, err = changed.communicate(timeout=120)
         assert changed.returncode != 0
         assert "NonDeterminismError" in err and "order/1.1" in err and "[100]" in err and "[150]" in err
         assert vow.store.tree("order/1") == before  # nothing stored was altered
         # the change guarded by ctx.patched: the old run keeps its path, a new run takes the new one
         vow.resolve("order/1.gate", None)
-        resumed = spawn("transitions_app.py", str(store), str(sink), "order", "order/1", "patched")
+        resumed = app("transitions_app", str(store), str(sink), "order", "order/1", "patched")
         assert finish(resumed)[0].strip() == "150"
-        fresh = spawn("transitions_app.py", str(store), str(sink), "order", "order/2", "patched")
-        wait_until(lambda: vow.get("order/2.gate"), message="the new run's gate", proc=fresh)
-        vow.resolve("order/2.gate", None)
-        assert finish(fresh)[0].strip() == "200"
+        fresh = app("transitions_app", str(store), str(sink), "order", "order/2", "patched")
+        try:
+            wait_until(lambda: vow.get("order/2.gate"), 60, "the new run's gate", proc=fresh)
+            vow.resolve("order/2.gate", None)
+            assert finish(fresh)[0].strip() == "200"
+        finally:
+            kill(fresh)
     assert [m for r, m in _marks(sink)] == ["charge 100", "charge 50", "charge 150", "charge 50"]
 
 
@@ -326,22 +330,21 @@ def test_a_run_started_as_a_script_is_resumed_by_a_worker_importing_the_module(t
         if __name__ == "__main__":
             vow.run("shop/1", order, 21)
     """))
-    script = subprocess.Popen([sys.executable, "shop.py"], cwd=tmp_path, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    script = spawn("shop.py", cwd=tmp_path)
     with Vow(store=f"sqlite:{store}") as vow:
-        wait_until(lambda: vow.get("shop/1.gate"), message="the gate stored", proc=script)
-        kill(script)
-        assert vow.get("shop/1.1").func == "shop.invoice"  # its import name, not "invoice"
-        worker = subprocess.Popen([sys.executable, "-m", "vow", "worker", "--app", "shop", "--store",
-                                   f"sqlite:{store}", "--poll", "0.05"], cwd=tmp_path, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True,
-                                  env={**os.environ, "PYTHONPATH": str(tmp_path)})
         try:
-            wait_until(lambda: not vow.store.lease_free("shop/1"), message="the worker to take the run", proc=worker)
+            wait_until(lambda: vow.get("shop/1.gate"), 60, "the gate stored", proc=script)
+        finally:
+            kill(script)
+        assert vow.get("shop/1.1").func == "shop.invoice"  # its import name, not "invoice"
+        worker = spawn("-m", "vow", "worker", "--app", "shop", "--store", f"sqlite:{store}", "--poll", "0.05",
+                       cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
+        try:
+            wait_until(lambda: not vow.store.lease_free("shop/1"), 60, "the worker to take the run", proc=worker)
             vow.resolve("shop/1.gate", None)
-            wait_until(lambda: vow.get("shop/1").settled, message="the run to finish", proc=worker)
+            wait_until(lambda: vow.get("shop/1").settled, 60, "the run to finish", proc=worker)
             assert vow.result("shop/1") == 42
         finally:
             worker.terminate()
-            worker.communicate(timeout=60)
+            worker.communicate(timeout=TIMEOUT)  # reaped, its pipes read to the end and closed
 

@@ -1,6 +1,6 @@
 """Crash matrix: the four-channel workflow, SIGKILLed at each interesting point, then resumed.
 
-Each case runs ``notify_app.py`` (email, SMS, Slack, push through ``vow.channels.deliver`` with
+Each case runs ``notify_app`` (email, SMS, Slack, push through ``vow.channels.deliver`` with
 the simulated transports) on a real SQLite file in a subprocess, kills it with SIGKILL at one
 exact point, and resumes the same workflow id in a fresh process. The sink is the simulated
 transports' Ledger (another SQLite file, shared by the processes), which counts every repeated
@@ -25,7 +25,6 @@ import json
 import random
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,14 +33,13 @@ from typing import Any
 import attrs
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from durability_support import finish, kill, log_lines, spawn, wait_until  # noqa: E402
-
-from vow.engine import BACKOFF_FUNC  # noqa: E402
-from vow.records import Kind, PromiseRecord, State  # noqa: E402
-from vow.simulation import Delivery, Ledger  # noqa: E402
-from vow.stores.sqlite import SQLiteStore  # noqa: E402
+from tests.durability.support import app, log_lines
+from tests.support import finish, kill, read_line
+from vow.engine import BACKOFF_FUNC
+from vow.records import Kind, PromiseRecord, State
+from vow.simulation import Delivery, Ledger
+from vow.stores.sqlite import SQLiteStore
+from vow.testing import wait_until
 
 CHANNELS = ("email", "sms", "slack", "push")
 ALL = {"send": list(CHANNELS)}
@@ -184,17 +182,15 @@ _SPAWNED: list[subprocess.Popen[str]] = []
 
 @pytest.fixture(autouse=True)
 def _no_process_left_behind():
-    """A test that fails half-way leaves no holding process running."""
+    """A test that fails half-way leaves no holding process running, and no pipe open."""
     yield
     while _SPAWNED:
-        proc = _SPAWNED.pop()
-        if proc.poll() is None:
-            kill(proc)
+        kill(_SPAWNED.pop())  # nothing to do for one that finished
 
 
 def _run(tmp: Path, name: str, wid: str, plan: dict[str, Any], holds: dict[str, str], query: str = ""):
     env = {"VOW_SIM_DIR": str(tmp / f"{name}-sim"), "DURABILITY_LOG": str(tmp / f"{name}.log"), **holds}
-    proc = spawn("notify_app.py", f"sqlite:{tmp / f'{name}.sqlite'}{query}", wid, json.dumps(plan), env=env)
+    proc = app("notify_app", f"sqlite:{tmp / f'{name}.sqlite'}{query}", wid, json.dumps(plan), env=env)
     _SPAWNED.append(proc)
     return proc
 
@@ -263,7 +259,7 @@ def test_sigkill_then_resume_delivers_each_channel_once(tmp_path: Path, name: st
     ledger = Ledger(tmp_path / "run-sim" / "ledger.sqlite")
     w = World(wid, store, ledger, tmp_path / "run.log")
     try:
-        wait_until(lambda: case.ready(w), what=f"{name}: the crash point", proc=first)
+        wait_until(lambda: case.ready(w), 60, f"{name}: the crash point", proc=first)
         kill(first)
         at_kill = w.records()
         sink_at_kill = {d.key: d for d in ledger.deliveries()}
@@ -290,7 +286,7 @@ def test_a_retry_backoff_cut_by_a_crash_is_still_waited_out(tmp_path: Path) -> N
     ledger = Ledger(tmp_path / "run-sim" / "ledger.sqlite")
     w = World(wid, store, ledger, tmp_path / "run.log")
     try:
-        wait_until(lambda: case.ready(w), what="push in its backoff", proc=first)
+        wait_until(lambda: case.ready(w), 60, "push in its backoff", proc=first)
         kill(first)
         _result(_run(tmp_path, "run", wid, case.plan, {}))
         [retry] = log_lines(w.log, "retry")
@@ -323,7 +319,7 @@ def test_sigkill_at_a_random_moment_then_resume(tmp_path: Path, seed: int) -> No
     ledger = Ledger(tmp_path / "run-sim" / "ledger.sqlite")
     w = World(wid, store, ledger, tmp_path / "run.log")
     try:
-        assert first.stdout.readline().startswith("started")
+        assert read_line(first).startswith("started")
         time.sleep(delay)  # chooses the moment of the crash; no correctness depends on it
         kill(first)
         at_kill = w.records()
@@ -345,11 +341,13 @@ def test_two_crashes_in_a_row_then_resume(tmp_path: Path) -> None:
     w = World(wid, store, ledger, tmp_path / "run.log")
     try:
         first = _run(tmp_path, "run", wid, plan, {"DURABILITY_HOLD_BEFORE": "slack,push"})
-        wait_until(lambda: w.settled("email", "sms") and len(w.held("before")) == 2, proc=first)
+        wait_until(lambda: w.settled("email", "sms") and len(w.held("before")) == 2, 60, "two held, two settled",
+                   proc=first)
         kill(first)
         first_kill = w.records()
         second = _run(tmp_path, "run", wid, plan, {"DURABILITY_HOLD_AFTER": "push"})
-        wait_until(lambda: w.held("after") and w.settled("slack"), proc=second)
+        wait_until(lambda: w.held("after") and w.settled("slack"), 60, "push held after the sink, slack settled",
+                   proc=second)
         kill(second)
         at_kill = w.records()
         sink_at_kill = {d.key: d for d in ledger.deliveries()}

@@ -7,31 +7,29 @@ starts twice at once, or a run that never settles, is a failure whatever the tim
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from tests.durability import deploy_app
+from tests.durability.support import app as start_app
+from tests.durability.support import importable
+from tests.support import TIMEOUT, kill, python, read_line, spawn, vow_command
 from vow import Vow
 from vow.records import State
 from vow.testing import wait_until
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from durability_support import HERE, kill  # noqa: E402
-
-APP = str(HERE / "deploy_app.py")
-
 
 def app(*args: str, env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()) -> subprocess.Popen[str]:
-    return subprocess.Popen([*prefix, sys.executable, APP, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, **(env or {})})
+    """``deploy_app`` with ``args`` (its usage is in its docstring)."""
+    return start_app("deploy_app", *args, env=env, prefix=prefix)
 
 
 def effects(sink: Path, kind: str | None = None) -> list[list[str]]:
@@ -42,7 +40,8 @@ def effects(sink: Path, kind: str | None = None) -> list[list[str]]:
 
 
 def stop(proc: subprocess.Popen[str]) -> tuple[str, str]:
-    """SIGTERM a worker (inside its namespace when it runs under unshare, which blocks SIGTERM itself)."""
+    """SIGTERM a worker (inside its namespace when it runs under unshare, which blocks SIGTERM itself),
+    and read its output to the end."""
     if proc.poll() is None:
         try:
             with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
@@ -54,13 +53,13 @@ def stop(proc: subprocess.Popen[str]) -> tuple[str, str]:
                 os.kill(pid, signal.SIGTERM)
         else:
             proc.send_signal(signal.SIGTERM)
-    return proc.communicate(timeout=60)
+    try:
+        return proc.communicate(timeout=TIMEOUT)
+    finally:
+        kill(proc)  # only one that hangs after SIGTERM is still there to kill; every pipe is closed
 
 
 def submit(store: Path, run_id: str, workflow: str, *args: object) -> None:
-    sys.path.insert(0, str(HERE))
-    import deploy_app
-
     with Vow(store=f"sqlite:{store}") as vow:
         vow.register(deploy_app.WORKFLOWS[workflow], name=workflow)
         vow.submit(run_id, workflow, *args)
@@ -78,7 +77,10 @@ def no_overlap(sink: Path, root: str) -> None:
 def test_children_forked_from_a_used_client_get_their_own_owner_and_run_a_leaf_once(tmp_path: Path) -> None:
     store, sink = tmp_path / "vow.sqlite", tmp_path / "sink"
     proc = app("fork-run", str(store), str(sink), "4")
-    out, err = proc.communicate(timeout=120)  # a child that hangs would hold this up: the timeout fails it
+    try:
+        out, err = proc.communicate(timeout=120)  # a child that hangs would hold this up: the timeout fails it
+    finally:
+        kill(proc)
     assert proc.returncode == 0, err
     lines = [line.split() for line in out.splitlines()]
     parent = next(line[1] for line in lines if line[0] == "parent")
@@ -130,8 +132,7 @@ def test_workers_in_two_pid_namespaces_never_take_a_live_workers_run(tmp_path: P
     try:
         wait_until(lambda: effects(sink, "start"), message="the leaf to start", proc=first)
         second = app("worker", str(store), str(sink), "0.5", prefix=prefix)
-        assert second.stdout is not None
-        assert second.stdout.readline().startswith("owner ")
+        assert read_line(second).startswith("owner ")
         with Vow(store=f"sqlite:{store}") as vow:
             wait_until(lambda: vow.get("ns/1").settled, timeout=60, message="the run to finish", proc=first)
             assert vow.result("ns/1") == "held"
@@ -170,8 +171,8 @@ def clock(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     (shim / "sitecustomize.py").write_text(SHIM)
     offset = tmp_path / "clock-offset"
     offset.write_text("0")
-    path = os.pathsep.join([str(shim), os.environ.get("PYTHONPATH", "")])
-    return offset, {"PYTHONPATH": path, "VOW_TEST_CLOCK": str(offset)}
+    path = os.pathsep.join(filter(None, [str(shim), os.environ.get("PYTHONPATH")]))
+    return offset, {**importable({"PYTHONPATH": path}), "VOW_TEST_CLOCK": str(offset)}
 
 
 def test_a_clock_stepped_forward_does_not_let_an_idle_worker_take_a_live_run(tmp_path: Path, clock) -> None:
@@ -183,7 +184,7 @@ def test_a_clock_stepped_forward_does_not_let_an_idle_worker_take_a_live_run(tmp
     try:
         wait_until(lambda: effects(sink, "start"), message="the leaf to start", proc=busy)
         idle = app("worker", str(store), str(sink), "1.0", env=env)
-        assert idle.stdout is not None and idle.stdout.readline().startswith("owner ")
+        assert read_line(idle).startswith("owner ")
         offset.write_text("60")  # every lease now looks expired by a minute
         with Vow(store=f"sqlite:{store}") as vow:
             wait_until(lambda: vow.get("step/1").settled, timeout=60, message="the run to finish", proc=busy)
@@ -201,18 +202,20 @@ def test_a_sleep_waits_its_own_length_whatever_the_wall_clock_does(tmp_path: Pat
     store, sink = tmp_path / "vow.sqlite", tmp_path / "sink"
     proc = app("run", str(store), str(sink), "sleeper", "sleep/1", str(seconds), env=env)
     with Vow(store=f"sqlite:{store}") as vow:
-        wait_until(lambda: vow.get("sleep/1.1"), message="the sleep to be stored", proc=proc)
-        offset.write_text(str(step))
-        if step < 0:  # an hour back: the 2 s sleep still wakes after about 2 s, not in an hour
-            out, err = proc.communicate(timeout=60)
-            assert proc.returncode == 0, err
-            assert "result woke" in out
-        else:  # an hour ahead: the 600 s sleep is still asleep a while later
-            woke = [line for line in effects(sink, "woke")]
-            assert proc.poll() is None and woke == []
-            wait_until(lambda: vow.store.now() > vow.get("sleep/1.1").created_at + 2, message="2 s to pass")
-            assert proc.poll() is None and effects(sink, "woke") == []
-            assert vow.get("sleep/1.1").state is State.PENDING
+        try:
+            wait_until(lambda: vow.get("sleep/1.1"), 60, "the sleep to be stored", proc=proc)
+            offset.write_text(str(step))
+            if step < 0:  # an hour back: the 2 s sleep still wakes after about 2 s, not in an hour
+                out, err = proc.communicate(timeout=60)
+                assert proc.returncode == 0, err
+                assert "result woke" in out
+            else:  # an hour ahead: the 600 s sleep is still asleep a while later
+                woke = [line for line in effects(sink, "woke")]
+                assert proc.poll() is None and woke == []
+                wait_until(lambda: vow.store.now() > vow.get("sleep/1.1").created_at + 2, message="2 s to pass")
+                assert proc.poll() is None and effects(sink, "woke") == []
+                assert vow.get("sleep/1.1").state is State.PENDING
+        finally:
             kill(proc)
 
 
@@ -252,24 +255,24 @@ def test_a_run_that_kills_its_process_is_parked_after_the_recoveries_allowed(tmp
     with Vow(store=f"sqlite:{store}") as vow:
         while deaths < 10:
             worker = app("worker", str(store), str(sink), "2.0", "2")
-            wait_until(lambda w=worker: w.poll() is not None or (vow.store.lease("poison/1") or None)
-                       and vow.store.lease("poison/1").parked, timeout=60, message="a death or the parking")
-            if worker.poll() is None:  # this one parked it instead of dying
-                stop(worker)
+            try:
+                wait_until(lambda w=worker: w.poll() is not None or (vow.store.lease("poison/1") or None)
+                           and vow.store.lease("poison/1").parked, timeout=60, message="a death or the parking")
+                parked_it = worker.poll() is None  # this one parked it instead of dying
+            finally:
+                stop(worker)  # a dead one: reaped, its pipes closed
+            if parked_it:
                 break
             deaths += 1
         lease = vow.store.lease("poison/1")
         assert deaths == 3 and lease.parked and "vow resume --force poison/1" in lease.parked
         assert vow.get("poison/1").state is State.PENDING and vow.store.claimable() == []
-        listing = subprocess.run([sys.executable, "-m", "vow", "ls", "--store", f"sqlite:{store}"],
-                                 capture_output=True, text=True, timeout=60)
+        listing = vow_command("ls", "--store", f"sqlite:{store}")
         assert "parked" in listing.stdout and "poison/1" in listing.stdout
         # the cause fixed, a forced resume runs it again
-        forced = subprocess.run([sys.executable, APP, "run", str(store), str(sink), "poisoned", "poison/1"],
-                                capture_output=True, text=True, timeout=60, env={**os.environ, "VOW_TEST_FIXED": "1"})
+        forced = python("-m", "tests.durability.deploy_app", "run", str(store), str(sink), "poisoned", "poison/1",
+                        env=importable({"VOW_TEST_FIXED": "1"}))
         assert "RunParkedError" in forced.stdout + forced.stderr  # a plain start is refused, with the reason
-        import deploy_app
-
         deploy_app.SINK = str(sink)
         vow.register(deploy_app.poisoned, name="poisoned")
         os.environ["VOW_TEST_FIXED"] = "1"
@@ -297,12 +300,14 @@ fan_out:
 def test_sigterm_stops_vow_run_and_gives_its_lease_back(tmp_path: Path) -> None:
     store = tmp_path / "vow.sqlite"
     (tmp_path / "slow.yaml").write_text(PIPELINE)
-    proc = subprocess.Popen([sys.executable, "-m", "vow", "run", "slow.yaml", "--store", f"sqlite:{store}"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = spawn("-m", "vow", "run", "slow.yaml", "--store", f"sqlite:{store}", cwd=tmp_path)
     with Vow(store=f"sqlite:{store}") as vow:
-        wait_until(lambda: vow.get("slow/1.sms") is not None, message="the branch to start", proc=proc)
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
+        try:
+            wait_until(lambda: vow.get("slow/1.sms") is not None, 60, "the branch to start", proc=proc)
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            kill(proc)
         assert proc.returncode == 143, err
         assert "terminated: slow/1 stays pending" in err
         lease = vow.store.lease("slow/1")
@@ -325,13 +330,18 @@ def test_a_store_file_deleted_or_replaced_under_a_run_stops_it_with_a_store_erro
         finally:
             con.close()
 
-    wait_until(ticked, message="a few ticks stored", proc=proc)
-    if how == "deleted":
-        store.unlink()
-    else:
-        other = tmp_path / "other.sqlite"
-        sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.commit()
-        os.replace(other, store)
-    out, err = proc.communicate(timeout=60)
+    try:
+        wait_until(ticked, 60, "a few ticks stored", proc=proc)
+        if how == "deleted":
+            store.unlink()
+        else:
+            other = tmp_path / "other.sqlite"
+            with contextlib.closing(sqlite3.connect(other)) as con:
+                con.execute("CREATE TABLE t (x)")
+                con.commit()
+            os.replace(other, store)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        kill(proc)  # nothing to do once it exited; else no process or pipe left behind
     assert proc.returncode == 3, err
     assert f"store-error SQLite store {store}: the file was deleted or replaced" in out

@@ -26,7 +26,6 @@ Invariants checked on every example:
 from __future__ import annotations
 
 import itertools
-import sys
 import tempfile
 import threading
 import time
@@ -38,15 +37,12 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from durability_support import HEAVY  # noqa: E402
-
-from vow import Constant, Context, LeafContext, TransientError, Vow  # noqa: E402
-from vow.errors import StoreError  # noqa: E402
-from vow.records import PromiseRecord  # noqa: E402
-from vow.stores.memory import MemoryStore  # noqa: E402
-from vow.stores.sqlite import SQLiteStore  # noqa: E402
+from tests.durability.support import HEAVY
+from vow import Constant, Context, LeafContext, TransientError, Vow
+from vow.errors import StoreError
+from vow.records import PromiseRecord
+from vow.stores.memory import MemoryStore
+from vow.stores.sqlite import SQLiteStore
 
 EXAMPLES = 300 if HEAVY else 25
 RETRY_MAY_START_BEFORE_ITS_COMMIT = False

@@ -15,7 +15,6 @@ come from small pools, so conflicts, duplicates, ties and takeovers are frequent
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -25,15 +24,12 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from durability_support import HEAVY  # noqa: E402
-
-from vow.errors import ConflictError, LeaseLostError  # noqa: E402
-from vow.records import Batch, Kind, Lease, PromiseRecord, Settle, State  # noqa: E402
-from vow.stores.base import new_owner_id  # noqa: E402
-from vow.stores.memory import MemoryStore  # noqa: E402
-from vow.stores.sqlite import SQLiteStore  # noqa: E402
+from tests.durability.support import HEAVY
+from vow.errors import ConflictError, LeaseLostError
+from vow.records import Batch, Kind, Lease, PromiseRecord, Settle, State
+from vow.stores.base import new_owner_id
+from vow.stores.memory import MemoryStore
+from vow.stores.sqlite import SQLiteStore
 
 ROOTS = ["r1", "r2", "r3"]
 IDS = ROOTS + ["r1.1", "r1.2", "r1.1.1", "r2.1", "r2.2"]

@@ -1,6 +1,6 @@
 """Concurrent workers: four worker processes share one SQLite store and 1,000 submitted workflows.
 
-Each workflow (``worker_app.fan``) fans out three leaves and adds up their values. The workers
+Each workflow (``tests.durability.worker_app.fan``) fans out three leaves and adds up their values. The workers
 are real processes running :meth:`vow.Vow.worker`; every leaf attempt and every pick-up of a
 root is logged to one O_APPEND file, so executions are counted across processes.
 
@@ -24,19 +24,17 @@ import collections
 import random
 import signal
 import sqlite3
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from durability_support import HEAVY, kill, log_lines, spawn, wait_until  # noqa: E402
-from worker_app import expected, fan  # noqa: E402
-
-from vow import Vow  # noqa: E402
+from tests.durability.support import HEAVY, app, log_lines
+from tests.durability.worker_app import expected, fan
+from tests.support import kill, read_line
+from vow import Vow
+from vow.testing import wait_until
 
 WORKFLOWS = 10_000 if HEAVY else 1000
 FAN = 10 if HEAVY else 3
@@ -55,7 +53,7 @@ class Fleet:
     def start(self, count: int, *, lease_ttl: float = 15.0, max_running: int = 256,
               env: dict[str, str] | None = None, wait: bool = True) -> list:
         """Start ``count`` workers; with ``wait``, once each has said its lease owner id."""
-        started = [spawn("worker_app.py", self.url, str(self.log), str(lease_ttl), str(max_running), env=env)
+        started = [app("worker_app", self.url, str(self.log), str(lease_ttl), str(max_running), env=env)
                    for _ in range(count)]
         self.procs += started
         for proc in started if wait else ():
@@ -65,7 +63,7 @@ class Fleet:
     @staticmethod
     def owner_of(proc) -> str:
         if not hasattr(proc, "owner"):
-            line = proc.stdout.readline()
+            line = read_line(proc)
             assert line.startswith("owner "), proc.communicate()[1]
             proc.owner = line.split()[1]
         return proc.owner
@@ -115,8 +113,7 @@ class Fleet:
 
     def close(self) -> None:
         for proc in self.procs:
-            if proc.poll() is None:
-                kill(proc)
+            kill(proc)  # one that finished is only reaped, its pipes closed
 
 
 @pytest.fixture
@@ -156,7 +153,7 @@ def check_everything_finished_once(fleet: Fleet, killed: set[int] = frozenset())
 def test_four_workers_run_a_thousand_workflows_each_once(fleet: Fleet) -> None:
     fleet.start(4)
     fleet.submit(WORKFLOWS)
-    wait_until(lambda: fleet.resolved_roots() == WORKFLOWS, timeout=240, what="every workflow resolved")
+    wait_until(lambda: fleet.resolved_roots() == WORKFLOWS, timeout=240, message="every workflow resolved")
     fleet.stop()
     per_leaf = check_everything_finished_once(fleet)
     assert set(per_leaf.values()) == {1}
@@ -171,15 +168,15 @@ def test_a_killed_worker_loses_nothing(fleet: Fleet) -> None:
     # (and they are still running) when it dies; the others start just before the kill.
     [victim] = fleet.start(1, max_running=16)
     fleet.submit(WORKFLOWS, ms=300)
-    wait_until(lambda: len(fleet.held_pending(victim.owner)) >= 5, timeout=60, what="the victim runs workflows")
+    wait_until(lambda: len(fleet.held_pending(victim.owner)) >= 5, timeout=60, message="the victim runs workflows")
     fleet.start(3)
     # Its batch of workflows ends together, so between batches it briefly holds none: wait for a moment
     # it holds some (claimed, maybe not started yet: the lease is what counts) and kill it right then.
-    held = wait_until(lambda: fleet.held_pending(victim.owner), timeout=60, what="the victim holds workflows")
+    held = wait_until(lambda: fleet.held_pending(victim.owner), timeout=60, message="the victim holds workflows")
     fleet.kill(victim)
     killed_at = time.time()
 
-    wait_until(lambda: fleet.resolved_roots() == WORKFLOWS, timeout=240, what="every workflow resolved")
+    wait_until(lambda: fleet.resolved_roots() == WORKFLOWS, timeout=240, message="every workflow resolved")
     fleet.stop()
     check_everything_finished_once(fleet, {victim.pid})
     # The others took over what the victim had in hand (it picked them up; so did another worker)...
@@ -203,10 +200,10 @@ def test_workers_killed_again_and_again_lose_nothing(fleet: Fleet) -> None:
     for round_ in range(kills):
         target = (round_ + 1) * WORKFLOWS // (kills + 2)
         wait_until(lambda: fleet.resolved_roots() >= target,  # noqa: B023 - waited on within this iteration
-                   timeout=240, what=f"{target} workflows done")
+                   timeout=240, message=f"{target} workflows done")
         alive = [p for p in fleet.procs if p.pid not in killed]
         busy = wait_until(lambda: [p for p in alive if fleet.held_pending(fleet.owner_of(p))]  # noqa: B023
-                          or fleet.resolved_roots() == WORKFLOWS, timeout=60, what="a worker with workflows in hand")
+                          or fleet.resolved_roots() == WORKFLOWS, timeout=60, message="a worker with workflows in hand")
         if busy is True:
             break  # on a loaded box the work may all be done before the last planned kill
         victim = rng.choice(busy)
@@ -216,7 +213,7 @@ def test_workers_killed_again_and_again_lose_nothing(fleet: Fleet) -> None:
     for proc in fleet.procs:
         if proc.pid not in killed:
             fleet.owner_of(proc)
-    wait_until(lambda: fleet.resolved_roots() == WORKFLOWS, timeout=240, what="every workflow resolved")
+    wait_until(lambda: fleet.resolved_roots() == WORKFLOWS, timeout=240, message="every workflow resolved")
     fleet.stop()
     per_leaf = check_everything_finished_once(fleet, killed)
     assert any(count > 1 for count in per_leaf.values()), "no kill caught a leaf in flight: the test proved little"
@@ -227,14 +224,15 @@ def test_a_remote_workers_lease_is_taken_over_only_after_it_expires(fleet: Fleet
     [remote] = fleet.start(1, lease_ttl=ttl, env={"DURABILITY_REMOTE_OWNER": "1"})
     assert remote.owner.startswith("elsewhere-")
     fleet.submit(WORKFLOWS // 4, ms=5)
-    wait_until(lambda: len(fleet.held_pending(remote.owner)) >= 5, timeout=60, what="the remote worker runs workflows")
+    wait_until(lambda: len(fleet.held_pending(remote.owner)) >= 5, timeout=60,
+               message="the remote worker runs workflows")
     fleet.kill(remote)
     records = fleet.records()
     settled = {i for i, r in records.items() if r[3] is not None and r[1] == "resolved"}
     held = fleet.held_pending(remote.owner)
     assert held
     local = fleet.start(2)
-    wait_until(lambda: fleet.resolved_roots() == WORKFLOWS // 4, timeout=240, what="every workflow resolved")
+    wait_until(lambda: fleet.resolved_roots() == WORKFLOWS // 4, timeout=240, message="every workflow resolved")
     fleet.stop()
     taken = {}
     for _, root, pid, at in log_lines(fleet.log, "resumed"):
@@ -297,9 +295,9 @@ def test_a_workflow_that_finished_meanwhile_is_not_resumed_again(tmp_path: Path)
         running.register(wf, name="wf")
         late.register(wf, name="wf")
         first = running.begin_run("race/1", "wf")
-        wait_until(lambda: runs["race/1.1"] == 1, what="the leaf runs")
+        wait_until(lambda: runs["race/1.1"] == 1, message="the leaf runs")
         joined = late.resume("race/1")
-        wait_until(stale.has_read.is_set, what="the late worker read the root as pending")
+        wait_until(stale.has_read.is_set, message="the late worker read the root as pending")
         leaf_may_return.set()
         assert first.result(30) == 1
         stale.go_on.set()

@@ -1,6 +1,6 @@
 """A process for the commit-before-act tests: runs (or resumes) one workflow and can be killed.
 
-    python transitions_app.py STORE SINK WORKFLOW RUN_ID [VERSION]
+    python -m tests.durability.transitions_app STORE SINK WORKFLOW RUN_ID [VERSION]
 
 Leaves append one line per effect to SINK (one O_APPEND write each), so the test counts effects
 across processes. The workflows wait on an outside promise ``{run id}.gate`` where the test kills

@@ -1,4 +1,5 @@
-"""A worker process for the concurrent-worker tests: ``python worker_app.py STORE LOG [LEASE_TTL [MAX_RUNNING]]``.
+"""A worker process for the concurrent-worker tests:
+``python -m tests.durability.worker_app STORE LOG [LEASE_TTL [MAX_RUNNING]]`` (from the checkout's root).
 
 It registers :func:`fan` and runs :meth:`vow.Vow.worker` until SIGTERM, then closes cleanly and
 exits 0. Every leaf attempt appends ``start <id> <attempt> <pid> <time>`` to LOG and every root

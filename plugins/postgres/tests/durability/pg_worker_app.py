@@ -1,5 +1,6 @@
-"""The core's worker process (``tests/durability/worker_app.py``) on PostgreSQL, with what a worker
-on another machine looks like from here: ``python pg_worker_app.py ARGS...`` (the same ARGS).
+"""The core's worker process (``tests.durability.worker_app``) on PostgreSQL, with what a worker
+on another machine looks like from here: ``python pg_worker_app.py ARGS...`` (the same ARGS), with
+the checkout's root on ``PYTHONPATH`` (``tests.durability.support.importable``).
 
 * ``DURABILITY_REMOTE_OWNER=1`` (read by ``worker_app.py`` too): the server cannot tell when this
   worker dies (as for a machine that vanished without closing its connections), so only lease
@@ -7,21 +8,17 @@ on another machine looks like from here: ``python pg_worker_app.py ARGS...`` (th
 * ``PG_WORKER_CLOCK_SKEW=SECONDS``: this process's ``time.time()`` runs that far ahead, as on a
   machine whose clock is wrong.
 
-``worker_app.py`` runs as ``__main__``, as the core's tests run it, so its functions keep the
-names stored in the promises.
+``tests.durability.worker_app`` runs as ``__main__`` under its module name, as the core's tests run
+it (``python -m``), so its functions are stored under the same names.
 """
 
 from __future__ import annotations
 
 import os
 import runpy
-import sys
 import time
-from pathlib import Path
 
 from vow_postgres import PostgresStore
-
-WORKER_APP = Path(__file__).resolve().parents[4] / "tests" / "durability" / "worker_app.py"
 
 if os.environ.get("DURABILITY_REMOTE_OWNER"):
     PostgresStore.hold_owner = lambda self, owner: False  # type: ignore[method-assign]
@@ -29,5 +26,4 @@ skew = float(os.environ.get("PG_WORKER_CLOCK_SKEW", "0"))
 if skew:
     real_time = time.time
     time.time = lambda: real_time() + skew  # type: ignore[assignment]
-sys.argv = [str(WORKER_APP), *sys.argv[1:]]
-runpy.run_path(str(WORKER_APP), run_name="__main__")
+runpy.run_module("tests.durability.worker_app", run_name="__main__", alter_sys=True)

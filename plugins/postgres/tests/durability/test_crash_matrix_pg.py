@@ -1,7 +1,7 @@
 """The crash matrix on PostgreSQL: the four-channel workflow SIGKILLed at each chosen point and
 at random moments, then resumed in a fresh process, with every delivery counted at the sink.
 
-The cases, the workflow (``notify_app.py``) and every check are the core's
+The cases, the workflow (``tests.durability.notify_app``) and every check are the core's
 (``tests/durability/test_crash_matrix.py``); here the killed and the resuming processes keep their
 promises in a PostgreSQL database instead of a SQLite file. The crash-free reference run stays
 on SQLite: it only gives the expected result. The ``synchronous=full`` case is SQLite's own and is
@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import test_crash_matrix as matrix  # the core's, on sys.path through conftest.py
-from durability_support import spawn
-from test_crash_matrix import _no_process_left_behind  # noqa: F401 - its autouse cleanup, here too
 from vow_postgres import PostgresStore
+
+from tests.durability import test_crash_matrix as matrix
+from tests.durability.support import app
+from tests.durability.test_crash_matrix import _no_process_left_behind  # noqa: F401 - its autouse cleanup, here too
 
 CASES = [name for name, case in matrix.CASES.items() if not case.store_query]
 
@@ -37,7 +38,7 @@ def on_postgresql(monkeypatch: pytest.MonkeyPatch, postgres_url: str) -> str:
         if name == "reference":
             return run_on_sqlite(tmp, name, wid, plan, holds)
         env = {"VOW_SIM_DIR": str(tmp / f"{name}-sim"), "DURABILITY_LOG": str(tmp / f"{name}.log"), **holds}
-        proc = spawn("notify_app.py", postgres_url, wid, json.dumps(plan), env=env)
+        proc = app("notify_app", postgres_url, wid, json.dumps(plan), env=env)
         matrix._SPAWNED.append(proc)
         return proc
 

@@ -15,12 +15,12 @@ import itertools
 from collections.abc import Iterator
 
 import pytest
-import test_random_workflows as core  # the core's, on sys.path through conftest.py
-from durability_support import HEAVY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from vow_postgres import PostgresStore
 
+from tests.durability import test_random_workflows as core
+from tests.durability.support import HEAVY
 from vow.testing_postgres import PostgresServer
 
 EXAMPLES = 300 if HEAVY else 15

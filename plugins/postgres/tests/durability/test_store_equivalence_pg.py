@@ -17,11 +17,11 @@ from typing import Any
 
 import psycopg
 import pytest
-import test_store_equivalence as core  # the core's, on sys.path through conftest.py
-from durability_support import HEAVY
 from hypothesis import HealthCheck, settings
 from vow_postgres import PostgresStore
 
+from tests.durability import test_store_equivalence as core
+from tests.durability.support import HEAVY
 from vow.testing_postgres import PostgresServer
 
 _machines = itertools.count()

@@ -1,6 +1,6 @@
 """Concurrent workers on PostgreSQL: four worker processes share one server and 1,000 workflows.
 
-The workers (``worker_app.py``), the workload and every check are the core's
+The workers (``tests.durability.worker_app``), the workload and every check are the core's
 (``tests/durability/test_workers.py``): each workflow runs to completion once, no leaf attempt
 starts twice or after its promise settled, and a SIGKILLed worker loses nothing. Here the
 workers meet on a PostgreSQL database, where claims take leases with ``FOR UPDATE SKIP LOCKED``
@@ -17,9 +17,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
-import test_workers as core  # the core's, on sys.path through conftest.py
-from durability_support import log_lines, spawn, wait_until
 from vow_postgres import PostgresStore
+
+from tests.durability import test_workers as core
+from tests.durability.support import importable, log_lines
+from tests.support import spawn
+from vow.testing import wait_until
 
 HERE = Path(__file__).resolve().parent
 
@@ -35,8 +38,8 @@ class PostgresFleet(core.Fleet):
     def start(self, count: int, *, lease_ttl: float = 15.0, max_running: int = 256,
               env: dict[str, str] | None = None, wait: bool = True) -> list:
         """The core's ``start``, with the workers run through ``pg_worker_app.py``."""
-        started = [spawn(str(HERE / "pg_worker_app.py"), self.url, str(self.log), str(lease_ttl), str(max_running),
-                         env=env) for _ in range(count)]
+        started = [spawn(HERE / "pg_worker_app.py", self.url, str(self.log), str(lease_ttl), str(max_running),
+                         env=importable(env)) for _ in range(count)]
         self.procs += started
         for proc in started if wait else ():
             self.owner_of(proc)
@@ -81,13 +84,14 @@ def test_workers_whose_clocks_run_ahead_wait_for_the_servers_clock(fleet: Postgr
     ttl = 3.0
     [remote] = fleet.start(1, lease_ttl=ttl, env={"DURABILITY_REMOTE_OWNER": "1"})
     fleet.submit(100, ms=5)
-    wait_until(lambda: len(fleet.held_pending(remote.owner)) >= 5, timeout=60, what="the remote worker runs workflows")
+    wait_until(lambda: len(fleet.held_pending(remote.owner)) >= 5, timeout=60,
+               message="the remote worker runs workflows")
     fleet.kill(remote)
     held = fleet.held_pending(remote.owner)  # expiry on the server's clock
     assert held
 
     ahead = fleet.start(2, env={"PG_WORKER_CLOCK_SKEW": str(SKEW_S)})
-    wait_until(lambda: fleet.resolved_roots() == 100, timeout=240, what="every workflow resolved")
+    wait_until(lambda: fleet.resolved_roots() == 100, timeout=240, message="every workflow resolved")
     fleet.stop()
     taken: dict[str, float] = {}
     for _, root, pid, at in log_lines(fleet.log, "resumed"):
