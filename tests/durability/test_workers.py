@@ -168,11 +168,13 @@ def test_a_killed_worker_loses_nothing(fleet: Fleet) -> None:
     # (and they are still running) when it dies; the others start just before the kill.
     [victim] = fleet.start(1, max_running=16)
     fleet.submit(WORKFLOWS, ms=300)
-    wait_until(lambda: len(fleet.held_pending(victim.owner)) >= 5, timeout=60, message="the victim runs workflows")
+    wait_until(lambda: len(fleet.held_pending(victim.owner)) >= 5, timeout=60, message="the victim runs workflows",
+               proc=victim)
     fleet.start(3)
     # Its batch of workflows ends together, so between batches it briefly holds none: wait for a moment
     # it holds some (claimed, maybe not started yet: the lease is what counts) and kill it right then.
-    held = wait_until(lambda: fleet.held_pending(victim.owner), timeout=60, message="the victim holds workflows")
+    held = wait_until(lambda: fleet.held_pending(victim.owner), timeout=60, message="the victim holds workflows",
+                      proc=victim)
     fleet.kill(victim)
     killed_at = time.time()
 
@@ -225,7 +227,7 @@ def test_a_remote_workers_lease_is_taken_over_only_after_it_expires(fleet: Fleet
     assert remote.owner.startswith("elsewhere-")
     fleet.submit(WORKFLOWS // 4, ms=5)
     wait_until(lambda: len(fleet.held_pending(remote.owner)) >= 5, timeout=60,
-               message="the remote worker runs workflows")
+               message="the remote worker runs workflows", proc=remote)  # a dead one: fail now, with its output
     fleet.kill(remote)
     records = fleet.records()
     settled = {i for i, r in records.items() if r[3] is not None and r[1] == "resolved"}

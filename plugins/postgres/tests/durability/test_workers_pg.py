@@ -85,7 +85,7 @@ def test_workers_whose_clocks_run_ahead_wait_for_the_servers_clock(fleet: Postgr
     [remote] = fleet.start(1, lease_ttl=ttl, env={"DURABILITY_REMOTE_OWNER": "1"})
     fleet.submit(100, ms=5)
     wait_until(lambda: len(fleet.held_pending(remote.owner)) >= 5, timeout=60,
-               message="the remote worker runs workflows")
+               message="the remote worker runs workflows", proc=remote)  # a dead one: fail now, with its output
     fleet.kill(remote)
     held = fleet.held_pending(remote.owner)  # expiry on the server's clock
     assert held
