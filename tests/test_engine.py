@@ -26,6 +26,7 @@ from vow import (
     Throttled,
     TransientError,
     Vow,
+    stored_as,
 )
 from vow.events import EventKind
 from vow.testing import wait_until
@@ -254,6 +255,44 @@ def test_changed_workflow_raises_nondeterminism_naming_both_functions(vow: Vow) 
     finally:
         other._engine.stop()
     del handle
+
+
+def test_a_step_that_moved_keeps_its_stored_name_with_stored_as(tmp_path: Path) -> None:
+    store = f"sqlite:{tmp_path / 'vow.sqlite'}"
+    calls: list[str] = []
+
+    @stored_as("shop.invoice")
+    def invoice(ctx: LeafContext, n: int) -> int:
+        calls.append("old")
+        return n * 2
+
+    with Vow(store=store) as first:
+        @first.register(name="order")
+        def order_v1(ctx: Context, n: int):
+            total = yield ctx.run(invoice, n)
+            yield (yield ctx.promise(f"{ctx.id}.gate"))
+            return total
+
+        first.begin_run("moved/1", "order", 21)
+        wait_until(lambda: first.get("moved/1.gate") is not None, message="the gate stored")
+        assert first.get("moved/1.1").func == "shop.invoice"
+
+    @stored_as("shop.invoice")
+    def renamed_invoice(ctx: LeafContext, n: int) -> int:  # the same step, moved and renamed
+        calls.append("new")
+        return n * 2
+
+    with Vow(store=store) as second:
+        @second.register(name="order")
+        def order_v2(ctx: Context, n: int):
+            total = yield ctx.run(renamed_invoice, n)
+            yield (yield ctx.promise(f"{ctx.id}.gate"))
+            return total
+
+        handle = second.begin_run("moved/1", "order", 21)
+        second.resolve("moved/1.gate", None)
+        assert handle.result(10) == 42
+    assert calls == ["old"]  # replayed from the store, not run again, and no NonDeterminismError
 
 
 def test_durable_sleep_and_timeouts(vow: Vow) -> None:

@@ -68,6 +68,7 @@ from vow.errors import (
     PromiseTimeoutError,
 )
 from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, Settle, State
+from vow.reserved import INTERNAL_STEPS, PIPELINE_WORKFLOW
 from vow.retention import FINISHED_STATES, prune_store
 from vow.schedules.record import ScheduleRecord
 from vow.stores.owners import new_owner_id
@@ -456,9 +457,6 @@ def lease_claimable(current: Lease | None, owner: str, now: float,
 
 # -- listings: what a run and a branch are (shared by every store's listing methods) ----------
 
-INTERNAL_STEPS = ("started", "gallery", "result")
-"""Bookkeeping steps vow's own workflows make under a run (``{run}.started`` and so on): not branches.
-The same names that :data:`vow.pipeline.workflow.RESERVED` keeps branches from using."""
 
 BRANCH_KINDS = (Kind.STEP, Kind.WORKFLOW)
 """The kinds of promise that are a run's branches (sleeps and outside promises are not)."""
@@ -466,9 +464,7 @@ BRANCH_KINDS = (Kind.STEP, Kind.WORKFLOW)
 
 def pipeline_workflow() -> str:
     """The registered name of the workflow YAML pipelines run as (``vow.pipeline``)."""
-    from vow.pipeline.workflow import NAME
-
-    return NAME
+    return PIPELINE_WORKFLOW
 
 
 def run_name(record: PromiseRecord) -> str:

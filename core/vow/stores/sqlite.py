@@ -42,12 +42,12 @@ import attrs
 from vow.errors import ConfigError, PromiseNotFoundError, StoreError
 from vow.hookspecs import Register, hookimpl
 from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, Settle, State
+from vow.reserved import INTERNAL_STEPS
 from vow.retention import BATCH_RUNS, FINISHED_STATES, PrunedRun, PruneResult
 from vow.schedules.record import ScheduleRecord
 from vow.stores.base import (  # listings
     BRANCH_KINDS,
     FORMAT_VERSION,
-    INTERNAL_STEPS,
     ChangeFeed,
     StoreOperations,
     bucket_after_hold,
