@@ -140,7 +140,8 @@ def _raw_connection(path: str) -> Any:
 
 
 _INSERT = ("INSERT INTO promises (id, state, kind, root, func, args, value, parent, timeout, idempotency_key,"
-           " attempt, created_at, settled_at, tags) VALUES (?, 'pending', ?, ?, ?, ?, NULL, ?, NULL, ?, 1, ?, NULL, '{}')")
+           " attempt, created_at, settled_at, tags)"
+           " VALUES (?, 'pending', ?, ?, ?, ?, NULL, ?, NULL, ?, 1, ?, NULL, '{}')")
 _SETTLE = "UPDATE promises SET state = 'resolved', value = ?, settled_at = ? WHERE id = ? AND state = 'pending'"
 
 
@@ -253,7 +254,8 @@ def report(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         if r["section"] == "ratios":
             unit = "step" if r["scenario"] == "steps" else "branch"
-            print(f"{r['scenario']:>7} N={r['n']:<7} vow {r['vow_us']:>7.1f} µs/{unit}  raw {r['raw_us']:>6.1f} µs/{unit}"
+            print(f"{r['scenario']:>7} N={r['n']:<7} vow {r['vow_us']:>7.1f} µs/{unit}  "
+                  f"raw {r['raw_us']:>6.1f} µs/{unit}"
                   f"  ratio {r['ratio']:.2f}x (target <= {r['target_ratio']}x)  ok={r['ok']}", file=err)
         elif r["section"] == "wal":
             print(f"WAL {r['scenario']:>7} N={r['n']:<7} peak {r['wal_peak_mb']:>6.1f} MB (bound {r['bound_mb']} MB, "

@@ -129,6 +129,10 @@ class Store(Protocol):
     def tree(self, root: str) -> list[PromiseRecord]:
         """Every record whose root is ``root`` (the root included), oldest first."""
 
+    def trees(self, roots: Sequence[str]) -> dict[str, list[PromiseRecord]]:
+        """The trees of several roots at once (root id -> its records, oldest first; a root that does
+        not exist is left out)."""
+
     def search(self, *, state: State | None = None, kind: Kind | None = None, root: str | None = None,
                roots_only: bool = False, tag: tuple[str, str] | None = None,
                limit: int = 1000) -> list[PromiseRecord]:
@@ -287,6 +291,11 @@ class StoreOperations:
         if record is None:
             raise PromiseNotFoundError(f"no promise with id {id!r}")
         return record
+
+    def trees(self: Store, roots: Sequence[str]) -> dict[str, list[PromiseRecord]]:
+        """One :meth:`tree` per root; stores that can read them in one query override this."""
+        found = {root: self.tree(root) for root in roots}
+        return {root: tree for root, tree in found.items() if tree}
 
     def now(self: Store) -> float:
         """The store's clock: this machine's wall clock (override for a database server's)."""

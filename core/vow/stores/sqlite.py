@@ -820,6 +820,23 @@ class SQLiteStore(StoreOperations):
         return [_record(row) for row in rows]
 
     @_reading
+    def trees(self, roots: Sequence[str]) -> dict[str, list[PromiseRecord]]:
+        """The trees of several roots, read in one snapshot (a worker resuming the runs it claimed)."""
+        con = self._con()
+        found: dict[str, list[PromiseRecord]] = {}
+        con.execute("BEGIN")
+        try:
+            for at in range(0, len(roots), _CHUNK):
+                chunk = roots[at:at + _CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                for row in con.execute(f"{_SELECT} WHERE root IN ({marks}) ORDER BY root, created_at, rowid", chunk):
+                    record = _record(row)
+                    found.setdefault(record.root, []).append(record)
+        finally:
+            self._rollback(con)
+        return found
+
+    @_reading
     def search(self, *, state: State | None = None, kind: Kind | None = None, root: str | None = None,
                roots_only: bool = False, tag: tuple[str, str] | None = None,
                limit: int = 1000) -> list[PromiseRecord]:
