@@ -626,3 +626,29 @@ def test_a_throttled_leaf_waits_durably_and_runs_again_as_the_same_attempt(vow: 
     assert waits == [("th/1.1.throttle.1.1", "rate limit wait", State.RESOLVED),
                      ("th/1.1.throttle.1.2", "rate limit wait", State.RESOLVED)]
     assert vow.get("th/1.1").attempt == 1
+
+
+def test_the_store_clock_offset_is_taken_from_the_quickest_round_trip() -> None:
+    from vow.engine.core import store_clock
+
+    class SlowServer:
+        """A server 30 s ahead; its first answers come late, after a slow round trip."""
+
+        def __init__(self) -> None:
+            self.delays = [0.05, 0.04, 0.03, 0.0, 0.02, 0.05]
+
+        def now(self) -> float:
+            delay = self.delays.pop(0) if self.delays else 0.0
+            time.sleep(delay / 2)  # the server reads its clock half way through the round trip
+            theirs = time.time() + 30.0
+            time.sleep(delay / 2)
+            return theirs
+
+    clock = store_clock(SlowServer())
+    assert abs(clock() - (time.time() + 30.0)) < 0.005  # not skewed by a slow round trip's half length
+
+    class SameClock:
+        def now(self) -> float:
+            return time.time()
+
+    assert store_clock(SameClock()) is time.time  # SQLite and memory: no shift, no extra work per read
