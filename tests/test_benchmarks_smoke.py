@@ -31,3 +31,18 @@ def test_quick_run_reports_every_scenario_ok_on_every_store() -> None:
     assert recovery["extra"]["reexecuted_settled_steps"] == 0
     assert recovery["extra"]["steps_settled_before_kill"] == recovery["params"]["kill_after"]
     assert proc.stderr == ""  # --json-only keeps stderr quiet
+
+
+def test_the_raw_sqlite_comparison_runs_both_sides_and_checks_them() -> None:
+    proc = python(RUN.parent / "raw_limit.py", "--steps", "50", "--branches", "50", "--repeat", "1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert {r["scenario"] for r in rows} == {"steps", "fanout"}
+    assert all(r["ok"] and r["vow_us"] > 0 and r["raw_us"] > 0 for r in rows), rows
+
+
+def test_worker_scaling_runs_on_sqlite_beside_the_in_process_baseline() -> None:
+    proc = python(RUN.parent / "workers.py", "sqlite", "--workflows", "100", "--workers", "0,1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [(r["workers"], r["ok"]) for r in rows] == [(0, True), (1, True)], rows

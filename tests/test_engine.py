@@ -26,6 +26,7 @@ from vow import (
     Throttled,
     TransientError,
     Vow,
+    stored_as,
 )
 from vow.events import EventKind
 from vow.testing import wait_until
@@ -254,6 +255,44 @@ def test_changed_workflow_raises_nondeterminism_naming_both_functions(vow: Vow) 
     finally:
         other._engine.stop()
     del handle
+
+
+def test_a_step_that_moved_keeps_its_stored_name_with_stored_as(tmp_path: Path) -> None:
+    store = f"sqlite:{tmp_path / 'vow.sqlite'}"
+    calls: list[str] = []
+
+    @stored_as("shop.invoice")
+    def invoice(ctx: LeafContext, n: int) -> int:
+        calls.append("old")
+        return n * 2
+
+    with Vow(store=store) as first:
+        @first.register(name="order")
+        def order_v1(ctx: Context, n: int):
+            total = yield ctx.run(invoice, n)
+            yield (yield ctx.promise(f"{ctx.id}.gate"))
+            return total
+
+        first.begin_run("moved/1", "order", 21)
+        wait_until(lambda: first.get("moved/1.gate") is not None, message="the gate stored")
+        assert first.get("moved/1.1").func == "shop.invoice"
+
+    @stored_as("shop.invoice")
+    def renamed_invoice(ctx: LeafContext, n: int) -> int:  # the same step, moved and renamed
+        calls.append("new")
+        return n * 2
+
+    with Vow(store=store) as second:
+        @second.register(name="order")
+        def order_v2(ctx: Context, n: int):
+            total = yield ctx.run(renamed_invoice, n)
+            yield (yield ctx.promise(f"{ctx.id}.gate"))
+            return total
+
+        handle = second.begin_run("moved/1", "order", 21)
+        second.resolve("moved/1.gate", None)
+        assert handle.result(10) == 42
+    assert calls == ["old"]  # replayed from the store, not run again, and no NonDeterminismError
 
 
 def test_durable_sleep_and_timeouts(vow: Vow) -> None:
@@ -587,3 +626,29 @@ def test_a_throttled_leaf_waits_durably_and_runs_again_as_the_same_attempt(vow: 
     assert waits == [("th/1.1.throttle.1.1", "rate limit wait", State.RESOLVED),
                      ("th/1.1.throttle.1.2", "rate limit wait", State.RESOLVED)]
     assert vow.get("th/1.1").attempt == 1
+
+
+def test_the_store_clock_offset_is_taken_from_the_quickest_round_trip() -> None:
+    from vow.engine.core import store_clock
+
+    class SlowServer:
+        """A server 30 s ahead; its first answers come late, after a slow round trip."""
+
+        def __init__(self) -> None:
+            self.delays = [0.05, 0.04, 0.03, 0.0, 0.02, 0.05]
+
+        def now(self) -> float:
+            delay = self.delays.pop(0) if self.delays else 0.0
+            time.sleep(delay / 2)  # the server reads its clock half way through the round trip
+            theirs = time.time() + 30.0
+            time.sleep(delay / 2)
+            return theirs
+
+    clock = store_clock(SlowServer())
+    assert abs(clock() - (time.time() + 30.0)) < 0.005  # not skewed by a slow round trip's half length
+
+    class SameClock:
+        def now(self) -> float:
+            return time.time()
+
+    assert store_clock(SameClock()) is time.time  # SQLite and memory: no shift, no extra work per read

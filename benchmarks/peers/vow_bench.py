@@ -16,6 +16,7 @@ branch, fan-in ``yield ctx.all(handles)``; sequential ``v = yield ctx.run(step, 
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import signal
@@ -110,7 +111,7 @@ _NOT_CRASH = ["fanout_sleep", "fanout_noop", "sequential_steps", "many_workflows
 
 class VowAdapter(Adapter):
     peer = "vow"
-    version = "0.1.0"
+    version = importlib.metadata.version("vow-durable")
     configs = {
         "default": {"desc": "Vow() defaults: SQLite file, WAL, synchronous=NORMAL (a commit survives a process "
                             "crash; the last commits may be lost on power loss); begin_run + ctx.all fan-out",

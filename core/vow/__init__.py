@@ -43,6 +43,7 @@ _EXPORTS = {
     "TransientError": "vow.errors", "VowError": "vow.errors",
     "hookimpl": "vow.hookspecs",
     "LeafContext": "vow.leaf",
+    "stored_as": "vow.naming",
     "Kind": "vow.records", "PromiseRecord": "vow.records", "State": "vow.records",
     "Constant": "vow.retry", "Exponential": "vow.retry", "Linear": "vow.retry", "Never": "vow.retry",
 }
@@ -52,7 +53,7 @@ __all__ = [
     "Context", "EncodeError", "Exponential", "Handle", "Kind", "LeafContext", "Linear", "Never",
     "NonDeterminismError", "Options", "Outcome", "PermanentError", "PromiseNotFoundError", "PromiseRecord",
     "PromiseTimeoutError", "RejectedError", "RunHandle", "RunParkedError", "State", "Throttled", "TransientError",
-    "Vow", "VowError", "hookimpl",
+    "Vow", "VowError", "hookimpl", "stored_as",
 ]
 assert sorted(__all__) == sorted(_EXPORTS)  # a literal list, so type checkers see what is public
 
@@ -77,6 +78,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     )
     from vow.hookspecs import hookimpl
     from vow.leaf import LeafContext
+    from vow.naming import stored_as
     from vow.records import Kind, PromiseRecord, State
     from vow.retry import Constant, Exponential, Linear, Never
 

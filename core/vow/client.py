@@ -30,7 +30,7 @@ from vow.stores.base import Store, new_owner_id
 
 _log = logging.getLogger("vow")
 
-CLAIM_BATCH = 16
+CLAIM_BATCH = 64
 """How many pending workflows a worker claims per look at the store."""
 
 DEFAULT_MAX_RECOVERIES = 5
@@ -289,25 +289,35 @@ class Vow:
         """
         stop = stop or threading.Event()
         running: dict[str, RunHandle] = {}
+        finished: list[str] = []  # runs that ended since the last look (appended from the engine thread)
+        room_made = threading.Event()  # a run ended: a worker with every slot taken claims again at once
         unknown: set[str] = set()
         from vow.schedules.ticker import Ticker  # issue 16: workers fire due schedule ticks (vow.schedules)
+
+        def ended(rid: str) -> None:
+            finished.append(rid)
+            room_made.set()
 
         ticker = Ticker(self)
         while not stop.is_set():
             ticker.look()  # issue 16: stores the runs of due ticks; the claim below picks them up
-            for rid in [rid for rid, h in running.items() if h.done()]:
-                running.pop(rid)
+            room_made.clear()
+            while finished:
+                running.pop(finished.pop(), None)
             room = max_running - len(running)
             started = 0
             if room > 0:
                 try:
-                    started = self._claim_some(running, unknown, min(room, CLAIM_BATCH))
+                    started = self._claim_some(running, unknown, min(room, CLAIM_BATCH), ended)
                 except VowError as exc:  # a busy or failing store: look again later, keep running
                     _log.warning("worker: could not claim workflows: %s", exc)
-            if not started:
-                stop.wait(poll_interval)
+                if not started:
+                    stop.wait(poll_interval)  # nothing to claim now
+            else:
+                room_made.wait(poll_interval)
 
-    def _claim_some(self, running: dict[str, RunHandle], unknown: set[str], limit: int) -> int:
+    def _claim_some(self, running: dict[str, RunHandle], unknown: set[str], limit: int,
+                    ended: Callable[[str], None]) -> int:
         """Claim up to ``limit`` runnable roots (a few at a time, so workers sharing a store share the
         work) and start them under the leases just taken."""
         wanted = []
@@ -330,7 +340,9 @@ class Vow:
         # Claim first, so a root another worker took in the meantime holds no slot here.
         leases = self._engine.keeper.claim_many(wanted)
         for rid, lease in leases.items():
-            running[rid] = RunHandle(rid, self._engine.submit(StartRequest.resume(rid, lease=lease)))
+            future = self._engine.submit(StartRequest.resume(rid, lease=lease))
+            running[rid] = RunHandle(rid, future)
+            future.add_done_callback(lambda _, rid=rid: ended(rid))
         return len(leases)
 
     # ------------------------------------------------------------------ promises from outside

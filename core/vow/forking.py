@@ -41,9 +41,9 @@ from typing import Any
 
 import attrs
 
-from vow.engine.retries import BACKOFF_FUNC
 from vow.errors import ConfigError
 from vow.records import Batch, Kind, PromiseRecord, State
+from vow.reserved import BACKOFF_FUNC
 
 __all__ = ["COPIED_FROM", "Copy", "fork", "next_id", "retry"]
 

@@ -22,14 +22,11 @@ from collections.abc import Iterable
 import attrs
 
 from vow.records import Kind, PromiseRecord, State
+from vow.reserved import BACKOFF_FUNC, THROTTLE_FUNC
 
 __all__ = ["BACKOFF_FUNC", "THROTTLE_FUNC", "FailedAttempt", "RateLimitWait", "failed_attempts", "failure_text",
            "held_back", "is_backoff", "is_engine_timer", "rate_limit_waits"]
 
-BACKOFF_FUNC = "retry backoff"
-"""The ``func`` of the engine's back-off timers (the engine's ``vow.engine.BACKOFF_FUNC``)."""
-THROTTLE_FUNC = "rate limit wait"
-"""The ``func`` of the engine's rate-limit waits (the engine's ``vow.engine.retries.THROTTLE_FUNC``)."""
 
 
 @attrs.frozen

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-__all__ = ["function_name", "main_module_name"]
+F = TypeVar("F", bound=Callable[..., Any])
+
+__all__ = ["function_name", "main_module_name", "stored_as"]
 
 
 def main_module_name() -> str | None:
@@ -47,9 +50,24 @@ def _module_for_file(path: str) -> str | None:
 
 
 def function_name(fn: Any) -> str:
-    """``module.qualname`` of ``fn``, with ``__main__`` resolved to its import name."""
+    """The name a promise records for ``fn``: its ``__vow_name__`` when it has one (a step that moved
+    keeps the name runs already hold), else ``module.qualname`` with ``__main__`` resolved to its
+    import name."""
+    fixed = getattr(fn, "__vow_name__", None)
+    if isinstance(fixed, str) and fixed:
+        return fixed
     module = getattr(fn, "__module__", None) or ""
     qual = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
     if module == "__main__":
         module = main_module_name() or ""
     return f"{module}.{qual}" if module else qual
+
+
+def stored_as(name: str) -> Callable[[F], F]:
+    """Decorator: record the decorated leaf or workflow as ``name`` whatever module it lives in (give
+    a function that moved the name its runs already hold: ``@stored_as("shop.invoice")``)."""
+    def mark(fn: F) -> F:
+        fn.__vow_name__ = name  # type: ignore[attr-defined]
+        return fn
+
+    return mark

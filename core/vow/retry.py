@@ -197,6 +197,8 @@ class RetryLog:
     live view shows each retry.
     """
 
+    event_kinds = frozenset({EventKind.RETRY_SCHEDULED})
+
     def on_event(self, event: Event) -> None:
         if event.kind is EventKind.RETRY_SCHEDULED:
             _log.warning("%s failed on attempt %d (%s); retrying in %.2fs", event.id, event.attempt, event.error,

@@ -11,10 +11,13 @@ from __future__ import annotations
 import time
 
 from vow.leaf import LeafContext
+from vow.naming import stored_as
 
 __all__ = ["wall_clock"]
 
 
+# First written in vow.images.pipeline; runs since vow 0.1 hold that name.
+@stored_as("vow.images.pipeline.wall_clock")
 def wall_clock(ctx: LeafContext) -> float:
     """Leaf: the current time, in seconds since the epoch.
 
@@ -23,6 +26,3 @@ def wall_clock(ctx: LeafContext) -> float:
     """
     return time.time()
 
-
-# First written in vow.images.pipeline; runs since vow 0.1 hold ``vow.images.pipeline.wall_clock``.
-wall_clock.__module__ = "vow.images.pipeline"

@@ -97,6 +97,19 @@ class Fleet:
         return dict(self.query("SELECT l.root, l.expires_at FROM leases l JOIN promises p ON p.id = l.root "
                                "WHERE l.owner = ? AND p.state = 'pending'", owner))
 
+    def freeze_holding(self, proc, owner: str) -> dict[str, float]:
+        """SIGSTOP ``proc`` at a moment it holds pending roots, and return them: frozen, it can neither
+        finish them nor take more, so what it holds now is exactly what it holds when it is killed."""
+        for _ in range(100):
+            wait_until(lambda: self.held_pending(owner), timeout=60, message=f"worker {proc.pid} holds workflows",
+                       proc=proc)
+            proc.send_signal(signal.SIGSTOP)
+            held = self.held_pending(owner)
+            if held:
+                return held
+            proc.send_signal(signal.SIGCONT)  # it finished them between the two reads: look again
+        raise AssertionError(f"worker {proc.pid} never held a workflow when frozen")
+
     def kill(self, proc) -> None:
         kill(proc)
         self.stderr[proc.pid] = ""  # a killed worker says nothing; its output is not checked
@@ -173,8 +186,7 @@ def test_a_killed_worker_loses_nothing(fleet: Fleet) -> None:
     fleet.start(3)
     # Its batch of workflows ends together, so between batches it briefly holds none: wait for a moment
     # it holds some (claimed, maybe not started yet: the lease is what counts) and kill it right then.
-    held = wait_until(lambda: fleet.held_pending(victim.owner), timeout=60, message="the victim holds workflows",
-                      proc=victim)
+    held = fleet.freeze_holding(victim, victim.owner)
     fleet.kill(victim)
     killed_at = time.time()
 
@@ -228,11 +240,10 @@ def test_a_remote_workers_lease_is_taken_over_only_after_it_expires(fleet: Fleet
     fleet.submit(WORKFLOWS // 4, ms=5)
     wait_until(lambda: len(fleet.held_pending(remote.owner)) >= 5, timeout=60,
                message="the remote worker runs workflows", proc=remote)  # a dead one: fail now, with its output
+    held = fleet.freeze_holding(remote, remote.owner)
     fleet.kill(remote)
     records = fleet.records()
     settled = {i for i, r in records.items() if r[3] is not None and r[1] == "resolved"}
-    held = fleet.held_pending(remote.owner)
-    assert held
     local = fleet.start(2)
     wait_until(lambda: fleet.resolved_roots() == WORKFLOWS // 4, timeout=240, message="every workflow resolved")
     fleet.stop()

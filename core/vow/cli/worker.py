@@ -20,6 +20,8 @@ from vow.retention import AutoPrune, describe_seconds, parse_duration
 class WorkerLog:
     """Observer: one line when a run starts here and one when it settles."""
 
+    event_kinds = frozenset({EventKind.RESUMED, EventKind.SETTLED})
+
     def __init__(self) -> None:
         self._started: dict[str, float] = {}
         self._lock = threading.Lock()

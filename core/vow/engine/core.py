@@ -74,7 +74,8 @@ class Engine:
         self.plugins = plugins
         self._lookup = lookup
         self._observers = observers
-        self.observed = bool(observers)
+        self._wanted = wanted_kinds(observers)  # the events some observer takes: others are never built
+        self.observed = EventKind.CREATED in self._wanted  # read by the stepper for each promise it creates
         self.inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         put = self.inbox.put
         self.now = store_clock(store)
@@ -235,7 +236,7 @@ class Engine:
     def _process_starts(self) -> None:
         requests, self._starts = self._starts, []
         try:
-            found = self.store.get_many([r.id for r in requests if r.id not in self._roots])
+            found = self._read_starts(requests)
         except Exception as exc:  # noqa: BLE001 - the store failed: these callers get the error, others go on
             for req in requests:
                 req.fail(exc)
@@ -266,6 +267,21 @@ class Engine:
                 self._join(req, root)
             else:
                 self._starts.append(req)
+
+    def _read_starts(self, requests: list[StartRequest]) -> dict[str, PromiseRecord]:
+        """The stored roots of ``requests``; a run already claimed (a worker claims many at once) gets
+        its whole tree, read with the others' in one query instead of one query per run."""
+        claimed = [r for r in requests if r.lease is not None and r.id not in self._roots]
+        trees = self.store.trees([r.id for r in claimed]) if len(claimed) > 1 else {}
+        found: dict[str, PromiseRecord] = {}
+        for req in claimed:
+            tree = trees.get(req.id)
+            root = next((r for r in tree if r.id == req.id), None) if tree else None
+            if root is not None:
+                req.tree = tree
+                found[req.id] = root
+        found.update(self.store.get_many([r.id for r in requests if r.id not in self._roots and r.id not in found]))
+        return found
 
     def _create_roots(self, fresh: dict[str, tuple[StartRequest, PromiseRecord]]) -> None:
         try:
@@ -327,7 +343,7 @@ class Engine:
             req.fn, req.policy, req.concurrency = registered.fn, registered.retry, registered.concurrency
             args, kwargs = encoding.decode_args(record.args)
             req.args, req.kwargs = tuple(args), kwargs
-        tree = self.store.tree(record.id)
+        tree, req.tree = (req.tree if req.tree is not None else self.store.tree(record.id)), None
         current = next((r for r in tree if r.id == record.id), record)
         if current.settled:  # it finished between our read and our claim: answer from the store
             self.store.release(lease)
@@ -431,13 +447,13 @@ class Engine:
         self._abort(root, error)
 
     def started(self, run: WorkflowRun) -> None:
-        if self._observers:
+        if EventKind.STARTED in self._wanted:
             node = run.node
             self.committer.after(run.root.id, run.root.token, self._emit, EventKind.STARTED, node.id, run.root.id,
                                  node.parent_id, node.func, Kind.WORKFLOW, node.attempt)
 
     def created(self, node: PromiseNode) -> None:
-        if self._observers:
+        if EventKind.CREATED in self._wanted:
             self._emit(EventKind.CREATED, node.id, node.root.id, node.parent_id, node.func, node.kind, node.attempt,
                        key=node.key)
 
@@ -462,7 +478,7 @@ class Engine:
             self._finish_root(root, State.TIMEDOUT if state is State.TIMEDOUT else State.CANCELED)
         elif node.child is not None:
             self._stop_under(node)
-        if self._observers:
+        if EventKind.SETTLED in self._wanted:
             self.committer.after(root.id, root.token, self._emit, EventKind.SETTLED, node.id, root.id,
                                  node.parent_id, node.func, node.kind, node.attempt, state.value,
                                  _describe(error) if error is not None else None)
@@ -552,7 +568,7 @@ class Engine:
         if node.deadline is not None and self.now() >= node.deadline:
             self._deadline(node)  # its time ran out while no process ran it: never start it
             return
-        if self._observers:
+        if EventKind.STARTED in self._wanted:
             self._emit(EventKind.STARTED, node.id, root.id, node.parent_id, node.func, Kind.STEP, node.attempt,
                        key=node.key)
         self.leaves.start(node, root.limit)
@@ -587,7 +603,7 @@ class Engine:
         self._reject(node, value)
 
     def _retry_scheduled(self, node: PromiseNode, attempt: int, error: BaseException, delay: float) -> None:
-        if self._observers:  # the retry_log observer prints it (a warning on logger vow.retry)
+        if EventKind.RETRY_SCHEDULED in self._wanted:  # retry_log prints it (a warning on logger vow.retry)
             self._emit(EventKind.RETRY_SCHEDULED, node.id, node.root.id, node.parent_id, node.func, node.kind,
                        attempt, error=_describe(error), delay=delay, key=node.key)
 
@@ -666,7 +682,7 @@ class Engine:
 
     def _stopped(self, root: RootRun) -> None:
         """Tell observers this process stops running ``root`` without settling it."""
-        if self._observers and root.run is not None:
+        if EventKind.STOPPED in self._wanted and root.run is not None:
             node = root.run.node
             self._emit(EventKind.STOPPED, root.id, root.id, None, node.func, Kind.WORKFLOW, node.attempt)
 
@@ -708,7 +724,7 @@ class Engine:
                 future.set_exception(error)
 
     def _stop_settled_root(self, root: RootRun, record: PromiseRecord | None) -> None:
-        if record is not None and self._observers and root.run is not None:
+        if record is not None and EventKind.SETTLED in self._wanted and root.run is not None:
             node = root.run.node
             self._emit(EventKind.SETTLED, root.id, root.id, None, node.func, Kind.WORKFLOW, node.attempt,
                        state=record.state.value)
@@ -750,7 +766,7 @@ class Engine:
         if node.timer is not None:
             self.timers.cancel(node.timer)
             node.timer = None
-        if self._observers:
+        if EventKind.SETTLED in self._wanted:
             self._emit(EventKind.SETTLED, node.id, root.id, node.parent_id, node.func, node.kind, node.attempt,
                        state=record.state.value)
         if node.child is not None:
@@ -839,21 +855,43 @@ class Engine:
     def _emit(self, kind: EventKind, id: str, root: str, parent: str | None, func: str, promise_kind: Kind,
               attempt: int, state: str | None = None, error: str | None = None, delay: float | None = None,
               key: str = "") -> None:
-        if not self._observers:
+        if kind not in self._wanted:
             return
         event = Event(kind, id, root, parent, func, promise_kind.value, attempt, time.time(), state, error, delay,
                       key)
         for observer in self._observers:
+            kinds = getattr(observer, "event_kinds", None)
+            if kinds is not None and kind not in kinds:
+                continue
             try:
                 observer.on_event(event)
             except Exception:  # noqa: BLE001 - an observer must never break a workflow
                 _log.warning("observer %r failed on %s", observer, kind, exc_info=True)
 
 
+def wanted_kinds(observers: list[Any]) -> frozenset[EventKind]:
+    """The kinds of event at least one of ``observers`` takes (an observer's ``event_kinds``, or every
+    kind when it has none)."""
+    wanted: set[EventKind] = set()
+    for observer in observers:
+        kinds = getattr(observer, "event_kinds", None)
+        wanted |= set(EventKind) if kinds is None else set(kinds)
+    return frozenset(wanted)
+
+
 def store_clock(store: Any) -> Callable[[], float]:
     """The store's clock as this process reads it: this machine's clock, shifted by the store's offset
-    when the store keeps its own (a database server's); read once, when the engine is made."""
+    when the store keeps its own (a database server's); measured once, when the engine is made, from
+    the quickest of a few readings (a slow round trip would skew it by half its length)."""
     offset = store.now() - time.time()
+    if abs(offset) >= 0.002:  # a server's clock: the reading with the shortest round trip, against its middle
+        readings = []
+        for _ in range(5):
+            before = time.time()
+            theirs = store.now()
+            after = time.time()
+            readings.append((after - before, theirs - (before + after) / 2))
+        offset = min(readings)[1]
     if abs(offset) < 0.002:  # the same clock (SQLite, memory): no shift, no extra call per read
         return time.time
     return lambda: time.time() + offset

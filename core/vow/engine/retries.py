@@ -19,19 +19,12 @@ from vow.engine.model import PromiseNode, WorkflowRun
 from vow.engine.timers import Timers
 from vow.errors import EncodeError
 from vow.records import Kind, PromiseRecord, Settle, State
+from vow.reserved import BACKOFF_FUNC, THROTTLE_FUNC
 from vow.retry import DEFAULT_LEAF_POLICY, RetryPolicy, next_delay
 
 __all__ = ["BACKOFF_FUNC", "THROTTLE_FUNC", "Retries", "backoff_id", "throttle_id"]
 
 _log = logging.getLogger("vow")
-
-BACKOFF_FUNC = "retry backoff"
-"""The ``func`` of the durable timers that hold back a retry (ids ``{promise id}.backoff.{attempt}``)."""
-
-
-THROTTLE_FUNC = "rate limit wait"
-"""The ``func`` of the durable timers that hold a leaf back until a shared rate limit has room for it
-(ids ``{promise id}.throttle.{attempt}.{n}``): the same attempt starts again after them."""
 
 
 def backoff_id(promise_id: str, attempt: int) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vow.errors import ArgumentMismatchError, NonDeterminismError, VowError
-from vow.records import Lease
+from vow.records import Lease, PromiseRecord
 
 __all__ = ["StartRequest", "same_run_error"]
 
@@ -26,7 +26,7 @@ class StartRequest:
     """
 
     __slots__ = ("id", "name", "fn", "args", "kwargs", "args_text", "policy", "concurrency", "tags", "future",
-                 "resume_only", "lease", "timeout")
+                 "resume_only", "lease", "timeout", "tree")
 
     def __init__(self, id: str, name: str, fn: Callable[..., Any] | None, args: tuple[Any, ...],
                  kwargs: dict[str, Any], args_text: str, policy: Any, concurrency: int | None,
@@ -45,6 +45,7 @@ class StartRequest:
         self.resume_only = resume_only
         self.lease = lease
         self.timeout = timeout  # seconds the run may take, from its first start (a new run only)
+        self.tree: list[PromiseRecord] | None = None  # the run's records, when read with others' in one query
 
     @classmethod
     def resume(cls, id: str, *, lease: Lease | None = None) -> StartRequest:

@@ -27,11 +27,11 @@ from vow.engine.model import PromiseNode, RootRun, WorkflowRun
 from vow.errors import EncodeError, NonDeterminismError
 from vow.outcomes import combine, fill_from_record, outcome
 from vow.records import Kind, PromiseRecord, State
+from vow.reserved import PATCH_FUNC
 
 __all__ = ["PATCH_FUNC", "Host", "Stepper", "check_text"]
 
-PATCH_FUNC = "vow.patched"
-"""The ``func`` of the markers ``ctx.patched(name)`` stores (ids ``{workflow id}.patched.{name}``)."""
+
 
 _CALL_KINDS = "yield ctx.run(...), ctx.begin_run(...), ctx.sleep(...), ctx.promise(...), a handle, " \
               "or ctx.all/any/first/all_settled(...)"

@@ -21,16 +21,17 @@ from vow.files import write_atomic
 from vow.history import failed_attempts
 from vow.leaf import LeafContext
 from vow.records import State
+from vow.reserved import INTERNAL_STEPS, PIPELINE_WORKFLOW
 
 if TYPE_CHECKING:
     from vow.context import Context, Handle
     from vow.pipeline.model import Branch
     from vow.plugins import Plugins
 
-NAME = "vow.pipeline"
+NAME = PIPELINE_WORKFLOW
 """The name the pipeline workflow is registered under on every :class:`vow.Vow`."""
 
-RESERVED = ("started", "gallery", "result")
+RESERVED = INTERNAL_STEPS
 """Step ids under a run that branches cannot use."""
 
 RESULT_FILE = "result.json"

@@ -68,6 +68,7 @@ from vow.errors import (
     PromiseTimeoutError,
 )
 from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, Settle, State
+from vow.reserved import INTERNAL_STEPS, PIPELINE_WORKFLOW
 from vow.retention import FINISHED_STATES, prune_store
 from vow.schedules.record import ScheduleRecord
 from vow.stores.owners import new_owner_id
@@ -127,6 +128,10 @@ class Store(Protocol):
 
     def tree(self, root: str) -> list[PromiseRecord]:
         """Every record whose root is ``root`` (the root included), oldest first."""
+
+    def trees(self, roots: Sequence[str]) -> dict[str, list[PromiseRecord]]:
+        """The trees of several roots at once (root id -> its records, oldest first; a root that does
+        not exist is left out)."""
 
     def search(self, *, state: State | None = None, kind: Kind | None = None, root: str | None = None,
                roots_only: bool = False, tag: tuple[str, str] | None = None,
@@ -286,6 +291,11 @@ class StoreOperations:
         if record is None:
             raise PromiseNotFoundError(f"no promise with id {id!r}")
         return record
+
+    def trees(self: Store, roots: Sequence[str]) -> dict[str, list[PromiseRecord]]:
+        """One :meth:`tree` per root; stores that can read them in one query override this."""
+        found = {root: self.tree(root) for root in roots}
+        return {root: tree for root, tree in found.items() if tree}
 
     def now(self: Store) -> float:
         """The store's clock: this machine's wall clock (override for a database server's)."""
@@ -456,9 +466,6 @@ def lease_claimable(current: Lease | None, owner: str, now: float,
 
 # -- listings: what a run and a branch are (shared by every store's listing methods) ----------
 
-INTERNAL_STEPS = ("started", "gallery", "result")
-"""Bookkeeping steps vow's own workflows make under a run (``{run}.started`` and so on): not branches.
-The same names that :data:`vow.pipeline.workflow.RESERVED` keeps branches from using."""
 
 BRANCH_KINDS = (Kind.STEP, Kind.WORKFLOW)
 """The kinds of promise that are a run's branches (sleeps and outside promises are not)."""
@@ -466,9 +473,7 @@ BRANCH_KINDS = (Kind.STEP, Kind.WORKFLOW)
 
 def pipeline_workflow() -> str:
     """The registered name of the workflow YAML pipelines run as (``vow.pipeline``)."""
-    from vow.pipeline.workflow import NAME
-
-    return NAME
+    return PIPELINE_WORKFLOW
 
 
 def run_name(record: PromiseRecord) -> str:

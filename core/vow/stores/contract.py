@@ -279,6 +279,10 @@ class StoreContract:
         assert _ids(store.tree("q")) == ["q", "q.1"]
         assert store.tree("r")[1].state is State.RESOLVED
         assert store.tree("nope") == []
+        trees = store.trees(["q", "nope", "r"])
+        assert sorted(trees) == ["q", "r"]  # a root that does not exist is left out
+        assert _ids(trees["r"]) == _ids(store.tree("r")) and _ids(trees["q"]) == ["q", "q.1"]
+        assert store.trees([]) == {}
 
     def _searchable(self, store: Store) -> None:
         store.apply(Batch(creates=[

@@ -42,12 +42,12 @@ import attrs
 from vow.errors import ConfigError, PromiseNotFoundError, StoreError
 from vow.hookspecs import Register, hookimpl
 from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, Settle, State
+from vow.reserved import INTERNAL_STEPS
 from vow.retention import BATCH_RUNS, FINISHED_STATES, PrunedRun, PruneResult
 from vow.schedules.record import ScheduleRecord
 from vow.stores.base import (  # listings
     BRANCH_KINDS,
     FORMAT_VERSION,
-    INTERNAL_STEPS,
     ChangeFeed,
     StoreOperations,
     bucket_after_hold,
@@ -818,6 +818,23 @@ class SQLiteStore(StoreOperations):
         """Every record whose root is ``root`` (the root included), oldest first."""
         rows = self._con().execute(_SELECT + " WHERE root = ? ORDER BY created_at, rowid", (root,))
         return [_record(row) for row in rows]
+
+    @_reading
+    def trees(self, roots: Sequence[str]) -> dict[str, list[PromiseRecord]]:
+        """The trees of several roots, read in one snapshot (a worker resuming the runs it claimed)."""
+        con = self._con()
+        found: dict[str, list[PromiseRecord]] = {}
+        con.execute("BEGIN")
+        try:
+            for at in range(0, len(roots), _CHUNK):
+                chunk = roots[at:at + _CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                for row in con.execute(f"{_SELECT} WHERE root IN ({marks}) ORDER BY root, created_at, rowid", chunk):
+                    record = _record(row)
+                    found.setdefault(record.root, []).append(record)
+        finally:
+            self._rollback(con)
+        return found
 
     @_reading
     def search(self, *, state: State | None = None, kind: Kind | None = None, root: str | None = None,

@@ -439,6 +439,18 @@ class PostgresStore(StoreOperations):
         return [_record(row) for row in rows]
 
     @_reading
+    def trees(self, roots: Sequence[str]) -> dict[str, list[PromiseRecord]]:
+        """The trees of several roots in one query (a worker resuming the runs it claimed)."""
+        with self._connection() as con:
+            rows = con.execute(self._select + " WHERE root = ANY(%s) ORDER BY root, created_at, seq",
+                               (list(roots),)).fetchall()
+        found: dict[str, list[PromiseRecord]] = {}
+        for row in rows:
+            record = _record(row)
+            found.setdefault(record.root, []).append(record)
+        return found
+
+    @_reading
     def search(self, *, state: State | None = None, kind: Kind | None = None, root: str | None = None,
                roots_only: bool = False, tag: tuple[str, str] | None = None,
                limit: int = 1000) -> list[PromiseRecord]:

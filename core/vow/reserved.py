@@ -1,0 +1,24 @@
+"""The names vow gives its own bookkeeping promises, defined once for everything that reads them
+(the engine writes them; the stores' listings, ``vow show``, the console and the history skip or
+explain them)."""
+
+from __future__ import annotations
+
+__all__ = ["BACKOFF_FUNC", "INTERNAL_STEPS", "PATCH_FUNC", "PIPELINE_WORKFLOW", "THROTTLE_FUNC"]
+
+BACKOFF_FUNC = "retry backoff"
+"""The ``func`` of the durable timers that hold back a retry (ids ``{promise id}.backoff.{attempt}``)."""
+
+THROTTLE_FUNC = "rate limit wait"
+"""The ``func`` of the durable timers that hold a leaf back for a shared rate limit
+(ids ``{promise id}.throttle.{attempt}.{n}``)."""
+
+PATCH_FUNC = "vow.patched"
+"""The ``func`` of the markers ``ctx.patched(name)`` stores (ids ``{workflow id}.patched.{name}``)."""
+
+PIPELINE_WORKFLOW = "vow.pipeline"
+"""The registered name of the workflow YAML pipelines run as."""
+
+INTERNAL_STEPS = ("started", "gallery", "result")
+"""Steps vow's own workflows make under a run (``{run}.started`` and so on): not branches, and ids a
+pipeline's branches cannot take."""
