@@ -51,7 +51,8 @@ CASES = [
     ("unknown store", pipeline(top="store: mongodb://db/vow\n"), [],
      "order.yaml:7: store: 'mongodb://db/vow' names store 'mongodb', which is not installed (installed: {stores})"),
     ("wrong type", pipeline(top="defaults:\n  timeout: soon\n"), [],
-     "order.yaml:8: defaults.timeout: expected a number, got text 'soon'"),
+     "order.yaml:8: defaults.timeout: 'soon' is not a duration: write a number of seconds, or a number and a "
+     "unit (30s, 5m, 1h30m, 1d)"),
     ("run timeout not a duration", pipeline(top="timeout: soon\n"), [],
      "order.yaml:7: timeout: 'soon' is not a duration: write a number of seconds, or a number and a unit (30s, 5m, "
      "1h30m, 1d)"),

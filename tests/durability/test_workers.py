@@ -110,6 +110,27 @@ class Fleet:
             proc.send_signal(signal.SIGCONT)  # it finished them between the two reads: look again
         raise AssertionError(f"worker {proc.pid} never held a workflow when frozen")
 
+    def in_flight(self, proc) -> set[tuple[str, str]]:
+        """The leaf attempts whose body ``proc`` is running now (logged "start" and not "end")."""
+        lines = log_lines(self.log)
+        ended = {(w[1], w[2]) for w in lines if w[0] == "end" and int(w[3]) == proc.pid}
+        return {(w[1], w[2]) for w in lines if w[0] == "start" and int(w[3]) == proc.pid} - ended
+
+    def freeze_with_a_leaf_in_flight(self, proc, tries: int = 50) -> bool:
+        """SIGSTOP ``proc`` at a moment one of its leaves is running (started, not settled), so the kill
+        that follows cuts that leaf short; ``False`` if it ran out of work first (it is frozen anyway)."""
+        for _ in range(tries):
+            wait_until(lambda: self.in_flight(proc) or self.resolved_roots() == WORKFLOWS,  # noqa: B023
+                       timeout=60, message=f"worker {proc.pid} runs a leaf", proc=proc)
+            proc.send_signal(signal.SIGSTOP)
+            if self.in_flight(proc):
+                return True
+            if self.resolved_roots() == WORKFLOWS:
+                return False
+            proc.send_signal(signal.SIGCONT)  # its leaf settled between the two reads: look again
+        proc.send_signal(signal.SIGSTOP)
+        return False
+
     def kill(self, proc) -> None:
         kill(proc)
         self.stderr[proc.pid] = ""  # a killed worker says nothing; its output is not checked
@@ -210,6 +231,7 @@ def test_workers_killed_again_and_again_lose_nothing(fleet: Fleet) -> None:
     fleet.start(4, max_running=16)  # few workflows in hand each, so the work lasts across the kills
     fleet.submit(WORKFLOWS, ms=80)
     killed: set[int] = set()
+    caught = 0  # kills that cut a running leaf short
     kills = 8 if HEAVY else 4
     for round_ in range(kills):
         target = (round_ + 1) * WORKFLOWS // (kills + 2)
@@ -221,6 +243,7 @@ def test_workers_killed_again_and_again_lose_nothing(fleet: Fleet) -> None:
         if busy is True:
             break  # on a loaded box the work may all be done before the last planned kill
         victim = rng.choice(busy)
+        caught += fleet.freeze_with_a_leaf_in_flight(victim)
         fleet.kill(victim)
         killed.add(victim.pid)
         fleet.start(1, max_running=16, wait=False)
@@ -230,14 +253,17 @@ def test_workers_killed_again_and_again_lose_nothing(fleet: Fleet) -> None:
     wait_until(lambda: fleet.resolved_roots() == WORKFLOWS, timeout=240, message="every workflow resolved")
     fleet.stop()
     per_leaf = check_everything_finished_once(fleet, killed)
-    assert any(count > 1 for count in per_leaf.values()), "no kill caught a leaf in flight: the test proved little"
+    assert caught, "no kill caught a leaf in flight: the test proved little"
+    assert any(count > 1 for count in per_leaf.values()), "a leaf cut short by a kill never ran again"
 
 
 def test_a_remote_workers_lease_is_taken_over_only_after_it_expires(fleet: Fleet) -> None:
     ttl = 2.0
     [remote] = fleet.start(1, lease_ttl=ttl, env={"DURABILITY_REMOTE_OWNER": "1"})
     assert remote.owner.startswith("elsewhere-")
-    fleet.submit(WORKFLOWS // 4, ms=5)
+    # Leaves of a second: when it is frozen, no commit of a settle can still be on its way to the
+    # store (it would land after the read of what it holds), and it cannot run out of work first.
+    fleet.submit(WORKFLOWS // 4, ms=1000)
     wait_until(lambda: len(fleet.held_pending(remote.owner)) >= 5, timeout=60,
                message="the remote worker runs workflows", proc=remote)  # a dead one: fail now, with its output
     held = fleet.freeze_holding(remote, remote.owner)

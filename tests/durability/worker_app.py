@@ -33,6 +33,7 @@ def work(ctx: LeafContext, i: int, ms: int) -> int:
     """A small leaf that takes ``ms`` milliseconds: its value depends only on ``i``."""
     _log(f"start {ctx.id} {ctx.attempt} {os.getpid()} {time.time()!r}")
     time.sleep(ms / 1000)
+    _log(f"end {ctx.id} {ctx.attempt} {os.getpid()} {time.time()!r}")  # its body ran to the end
     return i * i
 
 

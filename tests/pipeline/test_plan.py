@@ -154,6 +154,15 @@ def test_a_typed_plan_is_stored_as_the_same_json_as_before(installed_plugins) ->
     assert PlannedRun.from_json(stored) == plan.spec  # and an old stored plan reads back as the typed one
 
 
+def test_branch_default_and_gate_timeouts_take_durations_and_store_seconds(installed_plugins) -> None:
+    written = (GOLDEN.replace("gate: {promise: approval, timeout: 300}", "gate: {promise: approval, timeout: 5m}")
+               .replace("max_attempts: 3, delay: 0.01}, timeout: 60,", "max_attempts: 3, delay: 0.01}, timeout: 1m,")
+               .replace("seed: 3, retry: constant}", "seed: 3, retry: constant, timeout: 60s}"))
+    assert written.count("5m") == written.count("1m,") == written.count("60s") == 1
+    plan = make_plan(parse(written, "golden.yaml"), plugins=installed_plugins)
+    assert encoding.encode_args((plan.spec,), {}, what="golden") == GOLDEN_STORED  # seconds, as before
+
+
 @pytest.mark.parametrize(("written", "seconds"), [("30s", 30.0), ("5m", 300.0), ("1h30m", 5400.0), ("2.5", 2.5),
                                                  ("1", 1.0)])
 def test_the_run_timeout_is_seconds_or_a_duration_and_leaves_the_stored_plan_as_it_was(

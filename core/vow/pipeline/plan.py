@@ -159,7 +159,7 @@ class _Planner:
     def defaults(self) -> dict[str, Any]:
         d = self.spec.defaults
         return {"retry": self.retry(d.retry, ("defaults", "retry")),
-                "timeout": self.seconds(d.timeout, ("defaults", "timeout")),
+                "timeout": self.duration(d.timeout, ("defaults", "timeout")),
                 "concurrency": self.positive(d.concurrency, ("defaults", "concurrency")),
                 "rate_limit": self.rate_limit(d.rate_limit, ("defaults", "rate_limit"))}
 
@@ -214,8 +214,7 @@ class _Planner:
             return None
         if not BRANCH_ID.match(gate.promise):
             raise self.error(("gate", "promise"), f"{gate.promise!r} is not a usable promise name ({BRANCH_ID_RULE})")
-        self.seconds(gate.timeout, ("gate", "timeout"))
-        return gate
+        return Gate(gate.promise, self.duration(gate.timeout, ("gate", "timeout")))
 
     def output(self, context: dict[str, Any], branches: list[Branch]) -> str | None:
         if self.spec.output is not None:
@@ -283,7 +282,7 @@ class _Planner:
     def retry_and_timeout(self, b: Any, path: Path, defaults: dict[str, Any]) -> tuple[Any, Any]:
         """A branch's own retry policy and timeout, or the pipeline's defaults."""
         retry = self.retry(b.retry, path + ("retry",)) if b.retry is not None else defaults["retry"]
-        timeout = self.seconds(b.timeout, path + ("timeout",)) if b.timeout is not None else defaults["timeout"]
+        timeout = self.duration(b.timeout, path + ("timeout",)) if b.timeout is not None else defaults["timeout"]
         return retry, timeout
 
     def options_and_faults(self, registry: Any, name: str, b: Any, ctx: dict[str, Any], path: Path,

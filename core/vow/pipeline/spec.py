@@ -15,7 +15,6 @@ import attrs
 from vow.config import describe, keys_of
 from vow.config import structure as structure_options
 from vow.errors import ConfigError, format_path
-from vow.pipeline.model import Gate
 from vow.pipeline.source import Path, Source
 
 T = TypeVar("T")
@@ -24,11 +23,19 @@ FORMAT_VERSION = 1
 
 
 @attrs.frozen
+class GateSpec:
+    """``gate:``: wait for the outside promise ``{run id}.{promise}`` before fanning out."""
+
+    promise: str = "approval"
+    timeout: Any = None  # seconds, or a duration such as 30s, 1h
+
+
+@attrs.frozen
 class Defaults:
     """What every branch gets unless it says otherwise."""
 
     retry: Any = None  # a policy name, or a mapping: {policy: exponential, max_attempts: 4, ...}
-    timeout: float | None = None  # seconds per branch, retries included
+    timeout: Any = None  # per branch, retries included: seconds, or a duration such as 30s, 5m
     concurrency: int | None = None  # at most this many branches run at once
     rate_limit: Any = None  # {per_second: N, burst: 1}: a shared token bucket per channel / provider
 
@@ -41,7 +48,7 @@ class _Entry:
     id: str | None = None
     for_each: Any = None
     retry: Any = None
-    timeout: float | None = None
+    timeout: Any = None  # seconds, or a duration such as 30s, 5m
     faults: Any = None
 
 
@@ -98,7 +105,7 @@ class PipelineSpec:
     defaults: Defaults = attrs.Factory(Defaults)
     timeout: Any = None  # the whole run's deadline: seconds, or a duration such as 30s, 5m, 1h30m
     input: Any = attrs.Factory(dict)
-    gate: Gate | None = None
+    gate: GateSpec | None = None
     fan_in: Literal["all_settled", "all"] = "all_settled"
     output: str | None = None
     schedule: ScheduleSpec | None = None

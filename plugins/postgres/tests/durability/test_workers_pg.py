@@ -83,7 +83,7 @@ def test_workers_whose_clocks_run_ahead_wait_for_the_servers_clock(fleet: Postgr
     even by workers whose clocks say it expired an hour ago."""
     ttl = 3.0
     [remote] = fleet.start(1, lease_ttl=ttl, env={"DURABILITY_REMOTE_OWNER": "1"})
-    fleet.submit(100, ms=5)
+    fleet.submit(100, ms=1000)  # as in the core's remote-worker test: nothing settles around the freeze
     wait_until(lambda: len(fleet.held_pending(remote.owner)) >= 5, timeout=60,
                message="the remote worker runs workflows", proc=remote)  # a dead one: fail now, with its output
     held = fleet.freeze_holding(remote, remote.owner)  # expiry on the server's clock
