@@ -160,3 +160,27 @@ def test_fast_commands_load_no_plugin_and_no_engine(sandbox, args: list[str]) ->
     assert done.returncode == 0, done.stderr
     loaded = set(json.loads(done.stderr.splitlines()[-1]))
     assert not [m for m in HEAVY if m in loaded]
+
+
+def test_a_parked_run_is_resumed_only_with_force(sandbox) -> None:
+    import sqlite3
+
+    detached = sandbox.run("run", ORDER, "--set", "order_id=P-1", "--detach")  # stored, not run
+    assert detached.returncode == 0, detached.stderr
+    reason = "run 'notify/P-1' was taken over 5 times in a row (test)"
+    with sqlite3.connect(sandbox.store_file) as con:  # as the store parks a run whose process kept dying
+        con.execute("INSERT OR REPLACE INTO leases (root, owner, token, expires_at, recoveries, parked) "
+                    "VALUES ('notify/P-1', '', 1, 0, 5, ?)", (reason,))
+    con.close()
+    assert "parked" in sandbox.run("ls").stdout
+
+    refused = sandbox.run("resume", "notify/P-1")
+    assert refused.returncode != 0 and reason in refused.stdout + refused.stderr
+    assert sandbox.ledger().deliveries() == []  # nothing ran
+
+    both = sandbox.run("resume", "--force", "--all")
+    assert both.returncode == 2 and "--force takes one run ID" in both.stderr
+
+    forced = sandbox.run("resume", "--force", "notify/P-1")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert len(sandbox.ledger().deliveries()) == 4 and sandbox.records("notify/P-1")["notify/P-1"].settled

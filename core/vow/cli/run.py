@@ -128,16 +128,22 @@ def validate(file: str, inputs: tuple[str, ...], sets: tuple[str, ...], run_id: 
 @click.command()
 @click.argument("run_id", metavar="ID", required=False)
 @click.option("--all", "resume_all", is_flag=True, help="Resume every pending run whose worker is gone.")
+@click.option("--force", is_flag=True,
+              help="Resume run ID even if it was parked (its process kept dying while running it).")
 @click.option("--app", "apps", multiple=True, metavar="MODULE[:ATTR]",
               help="Import Python workflows to resume (pipelines are always available).")
 @store_option
 @json_option
-def resume(run_id: str | None, resume_all: bool, apps: tuple[str, ...], store: str | None, as_json: bool) -> None:
-    """Resume run ID (or --all pending runs) after a crash: finished branches are not run again."""
+def resume(run_id: str | None, resume_all: bool, force: bool, apps: tuple[str, ...], store: str | None,
+           as_json: bool) -> None:
+    """Resume run ID (or --all pending runs) after a crash: finished branches are not run again.
+    A parked run (its process kept dying) is resumed only with --force, once the cause is fixed."""
     from vow.client import Vow
 
     if bool(run_id) == resume_all:
         raise click.UsageError("give a run ID or --all (not both)")
+    if force and resume_all:
+        raise click.UsageError("--force takes one run ID, not --all: unpark the runs one by one")
     plugins = installed_plugins()
     if resume_all:
         with Vow(store, plugins=plugins) as vow:
@@ -153,7 +159,7 @@ def resume(run_id: str | None, resume_all: bool, apps: tuple[str, ...], store: s
             raise UserError(f"run {run_id} is workflow {record.func!r}, which is not registered here; "
                             "import it with --app MODULE[:ATTR]")
         title = pipeline_name(record) or record.func
-        code = follow(vow, record.id, lambda: vow.resume(record.id), progress, as_json=as_json,
+        code = follow(vow, record.id, lambda: vow.resume(record.id, force=force), progress, as_json=as_json,
                       title=title, existing=vow.get(record.id))
     sys.exit(code)
 
