@@ -229,7 +229,10 @@ def test_workers_killed_again_and_again_lose_nothing(fleet: Fleet) -> None:
     """Chaos: again and again a worker with workflows in hand is SIGKILLed and a fresh one started."""
     rng = random.Random(6)
     fleet.start(4, max_running=16)  # few workflows in hand each, so the work lasts across the kills
-    fleet.submit(WORKFLOWS, ms=80)
+    # Leaves of 0.3 s: a busy worker is nearly always inside one, and the work (about 5 s with four
+    # workers) outlasts the kills however fast the store is (with 80 ms leaves a PostgreSQL fleet
+    # once finished before any kill caught a leaf).
+    fleet.submit(WORKFLOWS, ms=300)
     killed: set[int] = set()
     caught = 0  # kills that cut a running leaf short
     kills = 8 if HEAVY else 4
