@@ -56,7 +56,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
 
@@ -78,7 +78,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FORMAT_VERSION", "ChangeFeed", "PushingStore", "Store", "StoreOperations", "new_owner_id",
-    "parked_reason", "same_outcome", "timeout_error_text",
+    "parked_reason", "same_outcome", "search_conditions", "timeout_error_text",
 ]
 
 FORMAT_VERSION = 3
@@ -418,6 +418,26 @@ def conflict_error(won: dict[str, PromiseRecord]) -> ConflictError:
     roots = sorted({record.root for record in won.values()})
     return ConflictError(f"{', '.join(map(repr, sorted(won)))} settled otherwise first (from outside, or by "
                          "its deadline); nothing of this batch was written", roots=roots, records=dict(won))
+
+
+def search_conditions(mark: str, *, state: State | None, kind: Kind | None, root: str | None,
+                      roots_only: bool) -> tuple[list[str], list[Any]]:
+    """The ``WHERE`` conditions and parameters of :meth:`StoreOperations.search`'s column filters, with
+    ``mark`` as the driver's placeholder (``?``, ``%s``); a store adds its own tag condition."""
+    where: list[str] = []
+    params: list[Any] = []
+    if state is not None:
+        where.append(f"state = {mark}")
+        params.append(State(state).value)
+    if kind is not None:
+        where.append(f"kind = {mark}")
+        params.append(Kind(kind).value)
+    if root is not None:
+        where.append(f"root = {mark}")
+        params.append(root)
+    if roots_only:
+        where.append("parent IS NULL")
+    return where, params
 
 
 def same_outcome(record: PromiseRecord, settle: Settle) -> bool:

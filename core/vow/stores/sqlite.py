@@ -59,6 +59,7 @@ from vow.stores.base import (  # listings
     parked_reason,
     past_deadline,
     same_outcome,
+    search_conditions,
     timeout_error_text,
 )
 from vow.stores.owners import OwnerLocks
@@ -843,18 +844,7 @@ class SQLiteStore(StoreOperations):
         """Records matching every given filter, newest first, at most ``limit``."""
         if limit <= 0:
             return []
-        where, params = [], []
-        if state is not None:
-            where.append("state = ?")
-            params.append(State(state).value)
-        if kind is not None:
-            where.append("kind = ?")
-            params.append(Kind(kind).value)
-        if root is not None:
-            where.append("root = ?")
-            params.append(root)
-        if roots_only:
-            where.append("parent IS NULL")
+        where, params = search_conditions("?", state=state, kind=kind, root=root, roots_only=roots_only)
         if tag is not None:
             key, value = tag
             where.append("EXISTS (SELECT 1 FROM json_each(promises.tags) WHERE key = ? AND value = ?)")

@@ -53,6 +53,7 @@ from vow.stores.base import (
     conflict_error,
     lease_lost_error,
     parked_reason,
+    search_conditions,
     timeout_error_text,
 )
 from vow_postgres import schema as _schema
@@ -457,19 +458,7 @@ class PostgresStore(StoreOperations):
         """Records matching every given filter, newest first, at most ``limit``."""
         if limit <= 0:
             return []
-        where: list[str] = []
-        params: list[Any] = []
-        if state is not None:
-            where.append("state = %s")
-            params.append(State(state).value)
-        if kind is not None:
-            where.append("kind = %s")
-            params.append(Kind(kind).value)
-        if root is not None:
-            where.append("root = %s")
-            params.append(root)
-        if roots_only:
-            where.append("parent IS NULL")
+        where, params = search_conditions("%s", state=state, kind=kind, root=root, roots_only=roots_only)
         if tag is not None:
             where.append("tags ->> %s = %s")
             params += [tag[0], tag[1]]
