@@ -11,6 +11,7 @@ process dies first): the one polling helper.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import os
 import signal
@@ -100,3 +101,24 @@ def kill(proc: subprocess.Popen[str]) -> None:
         if stream is not None:
             with contextlib.suppress(OSError):  # input the dead process never read
                 stream.close()
+
+
+def imported_modules(path: Path, *, from_modules: bool = True) -> set[str]:
+    """The absolute imports of a module, leaving out those under ``if TYPE_CHECKING:``: each
+    ``import X`` and ``from X import name`` as ``X.name`` (a submodule, or a name in X) and, with
+    ``from_modules``, as ``X`` too."""
+    tree = ast.parse(path.read_text())
+    typing_only = {id(node) for block in ast.walk(tree)
+                   if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+                   for node in ast.walk(block)}
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if from_modules:
+                found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)  # may name a submodule
+    return found

@@ -7,8 +7,9 @@ under ``if TYPE_CHECKING:`` (types alone) are left out.
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
+
+from tests.support import imported_modules
 
 CORE = Path(__file__).resolve().parents[1] / "core"
 
@@ -30,19 +31,7 @@ def module_graph() -> dict[str, set[str]]:
 
     graph: dict[str, set[str]] = {}
     for name, path in files.items():
-        tree = ast.parse(path.read_text())
-        typing_only = {id(node) for block in ast.walk(tree)
-                       if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
-                       for node in ast.walk(block)}
-        imported: set[str] = set()
-        for node in ast.walk(tree):
-            if id(node) in typing_only:
-                continue
-            if isinstance(node, ast.Import):
-                imported.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                imported.update(f"{node.module}.{alias.name}" for alias in node.names)  # a submodule, or a name in it
-        graph[name] = {m for m in map(module_of, imported) if m.startswith("vow") and m != name}
+        graph[name] = {m for m in map(module_of, imported_modules(path, from_modules=False)) if m.startswith("vow") and m != name}
     return graph
 
 

@@ -16,7 +16,7 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 import vow
-from tests.support import python
+from tests.support import imported_modules, python
 from vow.plugins import CORE_DISTRIBUTION
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,24 +144,6 @@ UNDECLARED_OK = {
 }
 
 
-def _imported_modules(path: Path) -> set[str]:
-    """The absolute imports of a module, leaving out those under ``if TYPE_CHECKING:``."""
-    import ast
-
-    tree = ast.parse(path.read_text())
-    typing_only = {id(node) for block in ast.walk(tree)
-                   if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
-                   for node in ast.walk(block)}
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if id(node) in typing_only:
-            continue
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)  # may name a submodule
-    return found
 
 
 def _distribution_of(module: str, owners: dict[str, list[str]]) -> str | None:
@@ -201,7 +183,7 @@ def test_every_distribution_declares_what_it_imports(directory: Path) -> None:
     missing = []
     for tree, allowed in trees:
         for path in sorted(tree.rglob("*.py")):
-            for module in sorted(_imported_modules(path)):
+            for module in sorted(imported_modules(path)):
                 if module.split(".")[0] in sys.stdlib_module_names:
                     continue
                 dist = _distribution_of(module, owners)
