@@ -31,7 +31,8 @@ def module_graph() -> dict[str, set[str]]:
 
     graph: dict[str, set[str]] = {}
     for name, path in files.items():
-        graph[name] = {m for m in map(module_of, imported_modules(path, from_modules=False)) if m.startswith("vow") and m != name}
+        imported = map(module_of, imported_modules(path, from_modules=False))
+        graph[name] = {m for m in imported if m.startswith("vow") and m != name}
     return graph
 
 
