@@ -73,8 +73,7 @@ class Engine:
         self.codec = codec
         self.plugins = plugins
         self._lookup = lookup
-        self._observers = observers
-        self._wanted = wanted_kinds(observers)  # the events some observer takes: others are never built
+        self._wanted = audiences(observers)  # kind -> the observers that take it; other kinds are never built
         self.observed = EventKind.CREATED in self._wanted  # read by the stepper for each promise it creates
         self.inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         put = self.inbox.put
@@ -270,9 +269,9 @@ class Engine:
 
     def _read_starts(self, requests: list[StartRequest]) -> dict[str, PromiseRecord]:
         """The stored roots of ``requests``; a run already claimed (a worker claims many at once) gets
-        its whole tree, read with the others' in one query instead of one query per run."""
+        its whole tree, read with the others' in one query instead of a read and a tree per run."""
         claimed = [r for r in requests if r.lease is not None and r.id not in self._roots]
-        trees = self.store.trees([r.id for r in claimed]) if len(claimed) > 1 else {}
+        trees = self.store.trees([r.id for r in claimed]) if claimed else {}
         found: dict[str, PromiseRecord] = {}
         for req in claimed:
             tree = trees.get(req.id)
@@ -855,28 +854,24 @@ class Engine:
     def _emit(self, kind: EventKind, id: str, root: str, parent: str | None, func: str, promise_kind: Kind,
               attempt: int, state: str | None = None, error: str | None = None, delay: float | None = None,
               key: str = "") -> None:
-        if kind not in self._wanted:
+        audience = self._wanted.get(kind)
+        if not audience:
             return
         event = Event(kind, id, root, parent, func, promise_kind.value, attempt, time.time(), state, error, delay,
                       key)
-        for observer in self._observers:
-            kinds = getattr(observer, "event_kinds", None)
-            if kinds is not None and kind not in kinds:
-                continue
+        for observer in audience:
             try:
                 observer.on_event(event)
             except Exception:  # noqa: BLE001 - an observer must never break a workflow
                 _log.warning("observer %r failed on %s", observer, kind, exc_info=True)
 
 
-def wanted_kinds(observers: list[Any]) -> frozenset[EventKind]:
-    """The kinds of event at least one of ``observers`` takes (an observer's ``event_kinds``, or every
-    kind when it has none)."""
-    wanted: set[EventKind] = set()
-    for observer in observers:
-        kinds = getattr(observer, "event_kinds", None)
-        wanted |= set(EventKind) if kinds is None else set(kinds)
-    return frozenset(wanted)
+def audiences(observers: list[Any]) -> dict[EventKind, tuple[Any, ...]]:
+    """For each kind of event, the observers that take it (an observer's ``event_kinds``, or every
+    kind when it has none); a kind no observer takes is left out."""
+    kinds = [(o, getattr(o, "event_kinds", None)) for o in observers]
+    taking = {kind: tuple(o for o, takes in kinds if takes is None or kind in takes) for kind in EventKind}
+    return {kind: who for kind, who in taking.items() if who}
 
 
 def store_clock(store: Any) -> Callable[[], float]:
