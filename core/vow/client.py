@@ -83,6 +83,11 @@ class Vow:
     otherwise when it expires. A root taken over ``max_recoveries`` times in a row from processes
     that died running it is parked (``vow resume --force`` runs it again).
 
+    A synchronous leaf runs on the engine's own thread as long as its function proves quick: a leaf
+    still running after 2 ms moves the engine to a new thread, and that function runs in the pool
+    from then on (so does one that ever took over 1 ms). ``inline_leaves=False`` runs every leaf in
+    the pool.
+
     ``retry`` is the retry policy of every leaf that sets none itself (``vow.Exponential(delay=1)``, say;
     the default is exponential back-off from 0.1 s, 5 attempts).
 
@@ -97,7 +102,7 @@ class Vow:
                  max_threads: int = DEFAULT_MAX_THREADS, max_concurrency: int | None = None,
                  lease_ttl: float = 15.0, poll_interval: float = 0.05, observers: Iterable[Any] = (),
                  max_recoveries: int | None = DEFAULT_MAX_RECOVERIES, retention: float | str | None = None,
-                 retry: Any = None) -> None:
+                 retry: Any = None, inline_leaves: bool = True) -> None:
         if max_concurrency is not None and max_concurrency < 1:
             raise ConfigError(f"max_concurrency must be >= 1, got {max_concurrency}")
         if lease_ttl <= 0:
@@ -112,7 +117,8 @@ class Vow:
         built = [self.plugins.observers.build(reg.name) for reg in self.plugins.observers]
         self._observers = [o for o in (*observers, *built) if o is not None]
         self._engine_options = dict(max_threads=max_threads, max_concurrency=max_concurrency, lease_ttl=lease_ttl,
-                                    poll_interval=poll_interval, max_recoveries=max_recoveries, default_retry=retry)
+                                    poll_interval=poll_interval, max_recoveries=max_recoveries, default_retry=retry,
+                                    inline_leaves=inline_leaves)
         self._closed = False
         self._pruner = AutoPrune(self.store, retention) if retention is not None else None
         self._new_engine()

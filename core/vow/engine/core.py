@@ -66,7 +66,7 @@ class Engine:
     def __init__(self, store: Any, *, owner: str, name_of: Callable[[Any], str], lookup: Callable[[str], Any],
                  observers: list[Any], codec: FailureCodec, plugins: Any = None, max_threads: int = 1024,
                  max_concurrency: int | None = None, lease_ttl: float = 15.0, poll_interval: float = 0.05,
-                 max_recoveries: int | None = None, default_retry: Any = None) -> None:
+                 max_recoveries: int | None = None, default_retry: Any = None, inline_leaves: bool = True) -> None:
         self.store = store
         self.owner = owner
         self.lease_ttl = lease_ttl
@@ -86,7 +86,8 @@ class Engine:
                                on_remote=lambda records, free: put((_REMOTE, records, free)))
         scopes = [o.leaf_scope for o in observers if callable(getattr(o, "leaf_scope", None))]
         self.leaves = LeafRunner(lambda result: put((_LEAF, result)), max_threads=max_threads,
-                                 max_concurrency=max_concurrency, scopes=scopes, plugins=plugins, store=store)
+                                 max_concurrency=max_concurrency, scopes=scopes, plugins=plugins, store=store,
+                                 relieve=self._relieve if inline_leaves else None)
         self.stepper = Stepper(self, self.committer, now=self.now, name_of=name_of)
         self.retries = Retries(self.committer, self.timers, self.now, encode_error=codec.encode,
                                default_policy=default_retry,
@@ -96,7 +97,8 @@ class Engine:
         self._starts: list[StartRequest] = []
         self._remote: dict[str, list[StartRequest]] = {}  # roots another worker runs, which callers here wait for
         self._orphans: dict[str, dict[str, LeafOutcome]] = {}  # leaf outcomes no live promise claimed yet, by root
-        self._thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None  # the engine thread now (it moves off a leaf that blocks)
+        self._ended = threading.Event()
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ any thread
@@ -123,10 +125,9 @@ class Engine:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop; running roots stay pending in the store with their leases released."""
-        thread = self._thread
-        if thread is not None:
+        if self._thread is not None:
             self.inbox.put((_STOP,))
-            thread.join(timeout)
+            self._ended.wait(timeout)  # not a join: the engine may move to another thread meanwhile
         self.watcher.stop()
         self.keeper.stop()
         self.leaves.close()
@@ -138,11 +139,29 @@ class Engine:
         except BaseException:  # noqa: BLE001  # pragma: no cover - an engine bug must not hang callers
             _log.exception("vow engine crashed")
             self._fail_everything(VowError("the vow engine stopped after an internal error; see the log"))
+            self._ended.set()
+
+    def _relieve(self) -> None:
+        """Go on as the engine on a new thread (the one that was is held by a leaf that blocks)."""
+        thread = threading.Thread(target=self._main, name="vow-engine", daemon=True)
+        self._thread = thread
+        thread.start()
 
     def _loop(self) -> None:
-        inbox, timers = self.inbox, self.timers
+        inbox, timers, inline = self.inbox, self.timers, self.leaves.inline
         while True:
-            timeout = timers.timeout()
+            if inline is not None and inline.waiting():
+                outcomes = inline.run()
+                if outcomes is None:
+                    return  # a leaf held this thread too long: the engine goes on in another one
+                for outcome in outcomes:
+                    try:
+                        self._on_leaf(outcome)
+                    except Exception:  # noqa: BLE001 - one bad message must not stop every workflow
+                        _log.exception("vow engine: handling a leaf's outcome failed")
+                timeout = 0.0
+            else:
+                timeout = timers.timeout()
             try:
                 msg = inbox.get(timeout=timeout) if timeout != 0.0 else inbox.get_nowait()
             except queue.Empty:
@@ -150,6 +169,7 @@ class Engine:
             while msg is not None:
                 if msg[0] == _STOP:
                     self._shutdown()
+                    self._ended.set()
                     return
                 try:
                     self._handle(msg)

@@ -1,6 +1,8 @@
 """The leaf runner: runs leaf calls off the engine thread and reports how they ended.
 
-Blocking leaves run in a pool sized for I/O; ``async def`` leaves run on one event loop thread.
+Synchronous leaves run on the engine thread itself while they prove quick
+(:mod:`vow.engine.inline`), otherwise in a pool sized for I/O; ``async def`` leaves run on one
+event loop thread.
 Each finished attempt is encoded in the leaf's own thread (a value that cannot be stored fails that
 attempt with :class:`~vow.errors.EncodeError` there, never in a shared commit) and reported to the
 engine thread through ``report``. The runner keeps the leaves in flight by promise id, so a root
@@ -19,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vow import encoding
+from vow.engine.inline import InlineLeaves
 from vow.engine.model import PromiseNode
 from vow.errors import EncodeError
 from vow.leaf import LeafContext
@@ -37,9 +40,13 @@ class LeafRunner:
     """Starts leaf attempts within the concurrency limits and reports their outcomes."""
 
     def __init__(self, report: Callable[[LeafOutcome], None], *, max_threads: int, max_concurrency: int | None,
-                 scopes: list[Callable[[LeafContext], Any]], plugins: Any = None, store: Any = None) -> None:
+                 scopes: list[Callable[[LeafContext], Any]], plugins: Any = None, store: Any = None,
+                 relieve: Callable[[], None] | None = None) -> None:
         self._report = report
         self.pool = ThreadPool(max_threads)
+        # without ``relieve`` (a way to move the engine off a leaf that blocks) every leaf runs in the pool
+        self.inline = None if relieve is None else InlineLeaves(
+            self._attempt, to_pool=self._to_pool, report=report, relieve=relieve)
         self._max = max_concurrency
         self._scopes = scopes
         self._plugins = plugins
@@ -84,8 +91,13 @@ class LeafRunner:
                           plugins=self._plugins, store=self._store)
         if self._is_coroutine(call.fn):
             self._async_batch.append((ctx, call))
+        elif self.inline is not None and self.inline.takes(call.fn):
+            self.inline.add(ctx, call)
         else:
             self.pool.submit(self._run_sync, ctx, call)
+
+    def _to_pool(self, ctx: LeafContext, call: Any) -> None:
+        self.pool.submit(self._run_sync, ctx, call)
 
     def flush(self) -> None:
         """Hand the ``async def`` attempts started this round to the event loop, in one wake-up."""
@@ -130,6 +142,9 @@ class LeafRunner:
         return stack
 
     def _run_sync(self, ctx: LeafContext, call: Any) -> None:
+        self._report(self._attempt(ctx, call))
+
+    def _attempt(self, ctx: LeafContext, call: Any) -> LeafOutcome:
         try:
             if self._scopes:
                 with self._scoped(ctx):
@@ -137,9 +152,8 @@ class LeafRunner:
             else:
                 result = call.fn(ctx, *call.args, **call.kwargs)
         except BaseException as exc:  # noqa: BLE001 - reported to the engine, which decides on a retry
-            self._report((ctx.id, ctx.root_id, ctx.attempt, False, exc, None))
-            return
-        self._finish(ctx, result)
+            return (ctx.id, ctx.root_id, ctx.attempt, False, exc, None)
+        return self._finish(ctx, result)
 
     async def _run_async(self, ctx: LeafContext, call: Any) -> None:
         try:
@@ -151,17 +165,16 @@ class LeafRunner:
         except BaseException as exc:  # noqa: BLE001
             self._report((ctx.id, ctx.root_id, ctx.attempt, False, exc, None))
             return
-        self._finish(ctx, result)
+        self._report(self._finish(ctx, result))
 
-    def _finish(self, ctx: LeafContext, result: Any) -> None:
+    def _finish(self, ctx: LeafContext, result: Any) -> LeafOutcome:
         try:
             value, text = encoding.normalize(result, what=f"the result of {ctx.func} ({ctx.id})")
         except Exception as exc:  # noqa: BLE001 - whatever it is, this attempt reports it: never silence
             if not isinstance(exc, EncodeError):
                 exc = EncodeError(f"the result of {ctx.func} ({ctx.id}) cannot be stored: {type(exc).__name__}: {exc}")
-            self._report((ctx.id, ctx.root_id, ctx.attempt, False, exc, None))
-            return
-        self._report((ctx.id, ctx.root_id, ctx.attempt, True, value, text))
+            return (ctx.id, ctx.root_id, ctx.attempt, False, exc, None)
+        return (ctx.id, ctx.root_id, ctx.attempt, True, value, text)
 
     # -- plumbing
 
@@ -182,6 +195,8 @@ class LeafRunner:
         """Stop taking leaves; threads finish their current attempt and exit, and the event loop of
         ``async def`` leaves stops and is closed."""
         self.pool.close()
+        if self.inline is not None:
+            self.inline.close()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
 

@@ -1,0 +1,142 @@
+"""Quick leaves on the engine's own thread, and moving the engine off a leaf that blocks.
+
+Most leaves of a busy run are short: a lookup, a computation, a write that returns at once.
+Handing each to a pool thread and its outcome back costs two thread wake-ups, which on a small
+machine is more than the leaf and its commit together. So once a round is committed, the engine
+runs the synchronous leaves that round started itself, one after another, and takes their outcomes
+into the next round (one commit for all of them).
+
+A leaf cannot be told in advance to be quick. If one is still running after ``stall`` seconds, a
+watchdog thread moves the engine: it hands the leaves not run yet to the pool and the outcomes
+collected so far to the engine's inbox, and starts a new engine thread (``relieve``). The thread
+held by the slow leaf reports its outcome like a pool thread when the leaf returns, then ends.
+A function whose attempt ever took longer than ``slow`` seconds runs in the pool from then on, so
+a blocking function costs at most one such move per client, and the others wait ``stall`` for it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from vow.leaf import LeafContext
+
+__all__ = ["InlineLeaves"]
+
+Attempt = Callable[[LeafContext, Any], Any]
+
+
+class InlineLeaves:
+    """The queue of leaves the engine runs on its own thread, and the watchdog that moves it."""
+
+    def __init__(self, attempt: Attempt, *, to_pool: Callable[[LeafContext, Any], None],
+                 report: Callable[[Any], None], relieve: Callable[[], None], stall: float = 0.002,
+                 slow: float = 0.001, budget: float = 0.01) -> None:
+        self._attempt = attempt  # runs one attempt and returns its outcome (never raises)
+        self._to_pool = to_pool
+        self._report = report
+        self._relieve = relieve
+        self._stall = stall
+        self._slow_after = slow
+        self._budget = budget  # seconds of leaves per call of run(), so the inbox is read in between
+        self._queue: deque[tuple[LeafContext, Any]] = deque()
+        self._outcomes: list[Any] = []
+        self._lock = threading.Lock()
+        self._generation = 0  # moves of the engine so far
+        self._running: Any = None  # the function of the leaf running on the engine thread now
+        self._started = 0  # leaves started on the engine thread, ever: the watchdog's clock
+        self._slow: set[Any] = set()
+        self._watching = threading.Event()  # cleared while no leaf runs inline: the watchdog sleeps
+        self._watchdog: threading.Thread | None = None
+        self._closed = False
+
+    def takes(self, fn: Any) -> bool:
+        """Whether a leaf of ``fn`` may run on the engine thread (it never proved slow here)."""
+        return fn not in self._slow
+
+    def add(self, ctx: LeafContext, call: Any) -> None:
+        """Queue an attempt for the engine thread's next :meth:`run`."""
+        self._queue.append((ctx, call))
+
+    def waiting(self) -> bool:
+        """Whether attempts are queued."""
+        return bool(self._queue)
+
+    def run(self) -> list[Any] | None:
+        """Run queued attempts on this (the engine) thread for up to ``budget`` seconds.
+
+        Returns their outcomes, or ``None`` when the engine moved to another thread while a leaf
+        ran here: the outcome was reported to the new engine, and this thread must stop."""
+        if self._watchdog is None:
+            self._watchdog = threading.Thread(target=self._watch, name="vow-inline-watchdog", daemon=True)
+            self._watchdog.start()
+        lock, queue, slow_after = self._lock, self._queue, self._slow_after
+        generation = self._generation
+        clock = time.perf_counter
+        until = clock() + self._budget
+        while True:
+            with lock:
+                if not queue or clock() > until:
+                    outcomes, self._outcomes = self._outcomes, []
+                    return outcomes
+                ctx, call = queue.popleft()
+                self._running = call.fn
+                self._started += 1
+                if not self._watching.is_set():
+                    self._watching.set()
+            began = clock()
+            outcome = self._attempt(ctx, call)
+            if clock() - began > slow_after:
+                self._slow.add(call.fn)
+            with lock:
+                moved = self._generation != generation
+                if not moved:
+                    self._running = None
+                    self._outcomes.append(outcome)
+            if moved:
+                self._report(outcome)
+                return None
+
+    def _watch(self) -> None:
+        lock = self._lock
+        while True:
+            self._watching.wait()
+            if self._closed:
+                return
+            with lock:
+                seen, busy = self._started, self._running is not None
+            time.sleep(self._stall)
+            with lock:
+                if self._closed:
+                    return
+                if busy and self._running is not None and self._started == seen:
+                    leftover, outcomes = self._move()
+                elif self._running is None and self._started == seen:
+                    self._watching.clear()  # nothing ran inline for a while: sleep until something does
+                    continue
+                else:
+                    continue
+            for outcome in outcomes:
+                self._report(outcome)
+            for ctx, call in leftover:
+                self._to_pool(ctx, call)
+            self._relieve()
+
+    def _move(self) -> tuple[list[tuple[LeafContext, Any]], list[Any]]:
+        """Take the engine role from the thread stuck in a leaf (with the lock held)."""
+        self._generation += 1
+        self._slow.add(self._running)
+        self._running = None
+        leftover = list(self._queue)
+        self._queue.clear()
+        outcomes, self._outcomes = self._outcomes, []
+        return leftover, outcomes
+
+    def close(self) -> None:
+        """Stop the watchdog; attempts still queued are dropped (their runs resume from the store)."""
+        self._closed = True
+        self._queue.clear()
+        self._watching.set()

@@ -1,0 +1,133 @@
+"""Quick leaves run on the engine thread; a leaf that blocks there moves the engine to a new thread.
+
+Each test would hang (and fail on its timeout) or fail its assertion if the engine did not move
+off a blocked leaf, or if a function that blocked kept running on the engine thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vow import Context, LeafContext, Vow
+from vow.testing import wait_until
+
+WAIT = 30.0  # only a hang detector: every wait below ends on an event
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def vow(request: pytest.FixtureRequest, tmp_path: Path):
+    client = Vow(store="memory:" if request.param == "memory" else f"sqlite:{tmp_path / 'vow.sqlite'}")
+    yield client
+    client.close()
+
+
+def thread_name(ctx: LeafContext, i: int) -> str:
+    return threading.current_thread().name
+
+
+def test_quick_leaves_run_on_the_engine_thread(vow: Vow) -> None:
+    def steps(ctx: Context, n: int):
+        names = []
+        for i in range(n):
+            names.append((yield ctx.run(thread_name, i)))
+        return names
+
+    assert set(vow.run("quick", steps, 20)) == {"vow-engine"}
+
+
+def test_inline_leaves_false_runs_every_leaf_in_the_pool(tmp_path: Path) -> None:
+    def steps(ctx: Context, n: int):
+        names = []
+        for i in range(n):
+            names.append((yield ctx.run(thread_name, i)))
+        return names
+
+    client = Vow(store=f"sqlite:{tmp_path / 'vow.sqlite'}", inline_leaves=False)
+    try:
+        assert "vow-engine" not in set(client.run("pooled", steps, 5))
+    finally:
+        client.close()
+
+
+def test_a_branch_that_blocks_moves_the_engine_and_its_siblings_run_meanwhile(vow: Vow) -> None:
+    """The first branch waits for the last one: on one thread this would never end."""
+    last_ran = threading.Event()
+    blocking = [True]
+
+    def waits_for_last(ctx: LeafContext) -> bool | str:
+        if blocking[0]:
+            return last_ran.wait(WAIT)  # False: the last branch never ran while the first one blocked
+        return threading.current_thread().name
+
+    def last(ctx: LeafContext) -> str:
+        last_ran.set()
+        return "last"
+
+    def fan(ctx: Context):
+        first = yield ctx.begin_run(waits_for_last)
+        middle = []
+        for i in range(5):
+            middle.append((yield ctx.begin_run(thread_name, i)))
+        final = yield ctx.begin_run(last)
+        return (yield ctx.all([first, *middle, final]))
+
+    values = vow.begin_run("blocks", fan).result(WAIT * 2)
+    assert values[0] is True and values[-1] == "last" and len(values) == 7
+
+    def again(ctx: Context):
+        return (yield ctx.run(waits_for_last))
+
+    blocking[0] = False  # quick now, but it blocked the engine thread once:
+    # the function that blocked the engine thread once runs in the pool from now on
+    assert vow.run("again", again) != "vow-engine"
+
+
+def test_a_leaf_that_waits_for_the_engine_does_not_deadlock(vow: Vow) -> None:
+    """A leaf that starts another workflow and waits for its result needs the engine it runs on."""
+    def inner(ctx: Context, x: int):
+        return (yield ctx.run(thread_name, x))
+
+    def starts_a_run(ctx: LeafContext) -> Any:
+        try:
+            return vow.begin_run("inner", inner, 1).result(WAIT)
+        except TimeoutError:
+            return "the inner run never ran: the engine stayed on this thread"
+
+    def outer(ctx: Context):
+        return (yield ctx.run(starts_a_run))
+
+    assert vow.begin_run("outer", outer).result(WAIT * 2) == "vow-engine"
+
+
+def test_close_does_not_wait_for_a_leaf_blocking_the_engine_thread(tmp_path: Path) -> None:
+    client = Vow(store=f"sqlite:{tmp_path / 'vow.sqlite'}")
+    entered, release = threading.Event(), threading.Event()
+
+    def blocks(ctx: LeafContext) -> str:
+        entered.set()
+        release.wait(WAIT)
+        return "done"
+
+    def wf(ctx: Context):
+        return (yield ctx.run(blocks))
+
+    client.begin_run("held", wf)
+    assert entered.wait(WAIT)
+    closer = threading.Thread(target=client.close)
+    closer.start()
+    closer.join(WAIT)
+    try:
+        assert not closer.is_alive()
+        assert client._engine._ended.is_set(), "the engine never stopped: it stayed on the blocked thread"
+    finally:
+        release.set()
+    reopened = Vow(store=f"sqlite:{tmp_path / 'vow.sqlite'}")
+    try:
+        wait_until(lambda: reopened.get("held") is not None, message="the run to be stored")
+        assert reopened.run("held", wf) == "done"  # resumed: the leaf runs again, it never settled
+    finally:
+        reopened.close()
