@@ -159,7 +159,7 @@ class Engine:
                         self._on_leaf(outcome)
                     except Exception:  # noqa: BLE001 - one bad message must not stop every workflow
                         _log.exception("vow engine: handling a leaf's outcome failed")
-                timeout = 0.0
+                timeout: float | None = 0.0
             else:
                 timeout = timers.timeout()
             try:

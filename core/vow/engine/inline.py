@@ -102,28 +102,25 @@ class InlineLeaves:
 
     def _watch(self) -> None:
         lock = self._lock
-        while True:
-            self._watching.wait()
-            if self._closed:
-                return
+        while self._watching.wait() and not self._closed:
             with lock:
                 seen, busy = self._started, self._running is not None
             time.sleep(self._stall)
             with lock:
-                if self._closed:
-                    return
-                if busy and self._running is not None and self._started == seen:
-                    leftover, outcomes = self._move()
-                elif self._running is None and self._started == seen:
-                    self._watching.clear()  # nothing ran inline for a while: sleep until something does
+                if not (busy and self._running is not None and self._started == seen and self._live()):
+                    if self._running is None and self._started == seen:
+                        self._watching.clear()  # nothing ran inline for a while: sleep until something does
                     continue
-                else:
-                    continue
+                leftover, outcomes = self._move()
             for outcome in outcomes:
                 self._report(outcome)
             for ctx, call in leftover:
                 self._to_pool(ctx, call)
             self._relieve()
+
+    def _live(self) -> bool:
+        """Not closed, read now: :meth:`close` sets the flag from another thread while this one sleeps."""
+        return not self._closed
 
     def _move(self) -> tuple[list[tuple[LeafContext, Any]], list[Any]]:
         """Take the engine role from the thread stuck in a leaf (with the lock held)."""
