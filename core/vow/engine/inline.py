@@ -10,8 +10,10 @@ A leaf cannot be told in advance to be quick. If one is still running after ``st
 watchdog thread moves the engine: it hands the leaves not run yet to the pool and the outcomes
 collected so far to the engine's inbox, and starts a new engine thread (``relieve``). The thread
 held by the slow leaf reports its outcome like a pool thread when the leaf returns, then ends.
-A function whose attempt ever took longer than ``slow`` seconds runs in the pool from then on, so
-a blocking function costs at most one such move per client, and the others wait ``stall`` for it.
+A function whose attempts take ``slow`` seconds or more on average (a moving average, so one
+pause of the whole process, a garbage collection say, does not count against a quick function)
+runs in the pool from then on: a function that blocks costs one move, or a few if it blocks only
+a little longer than ``stall``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from vow.leaf import LeafContext
 __all__ = ["InlineLeaves"]
 
 Attempt = Callable[[LeafContext, Any], Any]
+
+_WEIGHT = 0.1  # of the latest attempt in a function's moving average: one 20 ms attempt makes it slow
 
 
 class InlineLeaves:
@@ -48,14 +52,14 @@ class InlineLeaves:
         self._generation = 0  # moves of the engine so far
         self._running: Any = None  # the function of the leaf running on the engine thread now
         self._started = 0  # leaves started on the engine thread, ever: the watchdog's clock
-        self._slow: set[Any] = set()
+        self._cost: dict[Any, float] = {}  # function -> moving average of its attempts' seconds
         self._watching = threading.Event()  # cleared while no leaf runs inline: the watchdog sleeps
         self._watchdog: threading.Thread | None = None
         self._closed = False
 
     def takes(self, fn: Any) -> bool:
-        """Whether a leaf of ``fn`` may run on the engine thread (it never proved slow here)."""
-        return fn not in self._slow
+        """Whether a leaf of ``fn`` may run on the engine thread (it has not proved slow here)."""
+        return self._cost.get(fn, 0.0) < self._slow_after
 
     def add(self, ctx: LeafContext, call: Any) -> None:
         """Queue an attempt for the engine thread's next :meth:`run`."""
@@ -73,7 +77,7 @@ class InlineLeaves:
         if self._watchdog is None:
             self._watchdog = threading.Thread(target=self._watch, name="vow-inline-watchdog", daemon=True)
             self._watchdog.start()
-        lock, queue, slow_after = self._lock, self._queue, self._slow_after
+        lock, queue, slow_after, cost = self._lock, self._queue, self._slow_after, self._cost
         generation = self._generation
         clock = time.perf_counter
         until = clock() + self._budget
@@ -89,8 +93,9 @@ class InlineLeaves:
                     self._watching.set()
             began = clock()
             outcome = self._attempt(ctx, call)
-            if clock() - began > slow_after:
-                self._slow.add(call.fn)
+            took = clock() - began
+            if took > slow_after / 10 or call.fn in cost:
+                cost[call.fn] = cost.get(call.fn, 0.0) * (1 - _WEIGHT) + took * _WEIGHT
             with lock:
                 moved = self._generation != generation
                 if not moved:
@@ -125,7 +130,6 @@ class InlineLeaves:
     def _move(self) -> tuple[list[tuple[LeafContext, Any]], list[Any]]:
         """Take the engine role from the thread stuck in a leaf (with the lock held)."""
         self._generation += 1
-        self._slow.add(self._running)
         self._running = None
         leftover = list(self._queue)
         self._queue.clear()
