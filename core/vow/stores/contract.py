@@ -20,6 +20,7 @@ import threading
 import time
 from typing import Any
 
+import attrs
 import pytest
 
 from vow.errors import (
@@ -617,6 +618,14 @@ class StoreContract:
         result = store.apply(Batch(creates=[make_record("wf.1.1", parent="wf.1")], fences={"wf": lease.token}))
         assert list(result.existing) == ["wf.1.1"] and store.get("wf.1.1").state is State.RESOLVED
 
+    def test_a_fenced_create_under_a_parent_the_same_batch_creates_settled_is_no_conflict(self, store: Store) -> None:
+        # the parents that refuse a create are those settled before the batch (found by hypothesis)
+        lease = self._engine_root(store)
+        done = attrs.evolve(make_record("wf.1", parent="wf", kind=Kind.WORKFLOW), state=State.RESOLVED,
+                            value="1", settled_at=1.0)
+        store.apply(Batch(creates=[make_record("wf.1.1", parent="wf.1"), done], fences={"wf": lease.token}))
+        assert store.get("wf.1").state is State.RESOLVED and store.get("wf.1.1").state is State.PENDING
+
     def test_a_fenced_settle_of_the_same_outcome_again_is_no_conflict(self, store: Store) -> None:
         lease = self._engine_root(store, make_record("wf.1", parent="wf"))
         store.apply(Batch(settles=[Settle("wf.1", State.RESOLVED, "1", 1.0)], fences={"wf": lease.token}))
@@ -674,6 +683,16 @@ class StoreContract:
         assert _ids(store.claimable(now=400.0)) == ["wf"]
         again = store.claim("wf", new_owner_id(), 10, now=400.0, max_recoveries=1)
         assert again is not None and again.recoveries == 0 and again.token > parked.token
+
+    def test_releasing_a_parked_lease_changes_nothing(self, store: Store) -> None:
+        # a parked lease has no owner: a release naming none must not reset its recoveries (found by hypothesis)
+        store.apply(Batch(creates=[_workflow("wf")]))
+        store.claim("wf", new_owner_id(), 1, now=100.0)
+        assert store.claim("wf", new_owner_id(), 1, now=200.0, max_recoveries=0) is None
+        parked = store.lease("wf")
+        store.release_many([parked])
+        store.release(parked)
+        assert store.lease("wf") == parked
 
     def test_lease_lost_names_the_roots(self, store: Store) -> None:
         with pytest.raises(LeaseLostError) as caught:

@@ -663,8 +663,10 @@ class SQLiteStore(StoreOperations):
 
     def _settled_parents(self, con: sqlite3.Connection, creates: list[PromiseRecord],
                          fences: dict[str, int]) -> dict[str, PromiseRecord]:
-        """Parents of ``creates`` that are settled (a fenced root's own state was checked already)."""
-        parents = {r.parent for r in creates if r.parent is not None and r.parent not in fences}
+        """Parents of ``creates`` that were settled before this batch (a fenced root's own state was
+        checked already; a parent this batch creates was not stored before it)."""
+        new = {r.id for r in creates}
+        parents = {r.parent for r in creates if r.parent is not None and r.parent not in fences and r.parent not in new}
         if not parents:
             return {}
         rows = self._select_ids(con, _COLUMNS, list(parents))

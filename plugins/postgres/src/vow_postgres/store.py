@@ -721,7 +721,7 @@ class PostgresStore(StoreOperations):
             return
         sql = (f"UPDATE {self.schema}.leases l SET owner = '', expires_at = 0, recoveries = 0 "
                "FROM unnest(%b::text[], %b::text[], %b::int8[]) AS x(root, owner, token) "
-               "WHERE l.root = x.root AND l.owner = x.owner AND l.token = x.token")
+               "WHERE l.root = x.root AND l.owner = x.owner AND l.token = x.token AND l.owner <> ''")
         params = ([x.root for x in leases], [x.owner for x in leases], [x.token for x in leases])
         self._write(lambda con: con.execute(sql, params), idempotent=True)
 
