@@ -3,7 +3,8 @@
 * :mod:`~vow.engine.core` — the engine thread: its loop, roots, starts, settling, replays;
 * :mod:`~vow.engine.stepper` — advances generators, turns yields into promises, checks replays;
 * :mod:`~vow.engine.committer` — one fenced commit per round; nothing acts before it;
-* :mod:`~vow.engine.leaves` — runs leaf calls in a pool and an event loop;
+* :mod:`~vow.engine.leaves` — runs leaf calls on the engine thread, in a pool and in an event loop;
+* :mod:`~vow.engine.inline` — quick leaves on the engine thread, and moving the engine off one that blocks;
 * :mod:`~vow.engine.retries` — retries and their durable back-off timers;
 * :mod:`~vow.engine.leases` — the owner identity and lease renewal on its own thread;
 * :mod:`~vow.engine.watcher` — outside changes and remote roots, on its own thread;
