@@ -19,6 +19,7 @@ _converter = cattrs.Converter()
 _encoder = json.JSONEncoder(separators=(",", ":"), sort_keys=True, default=lambda o: _fallback(o))
 _decode = json.JSONDecoder().decode
 _PLAIN = (str, int, float, bool, type(None))
+_encode_str = json.encoder.encode_basestring_ascii  # what _encoder uses for a str (ensure_ascii)
 
 
 def _fallback(obj: Any) -> Any:
@@ -31,6 +32,11 @@ def _fallback(obj: Any) -> Any:
 
 def encode(value: Any, *, what: str = "value") -> str:
     """Encode ``value`` as canonical JSON text; raise :class:`EncodeError` saying ``what`` it was."""
+    kind = type(value)
+    if kind is int:  # the commonest results, written as the encoder writes them, without its set-up
+        return int.__repr__(value)
+    if kind is str:
+        return _encode_str(value)
     try:
         return _encoder.encode(value)
     except RecursionError:

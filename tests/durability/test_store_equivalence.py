@@ -65,7 +65,7 @@ settles = st.builds(Settle, st.sampled_from(IDS * 3 + ["missing"]), st.sampled_f
                     st.sampled_from([10.0, 12.0]))
 batches = st.builds(
     Batch,
-    creates=st.lists(records(), max_size=4),
+    creates=st.lists(records(), max_size=4, unique_by=lambda r: r.id),  # each id once (the contract)
     settles=st.lists(settles, max_size=3),
     attempts=st.dictionaries(st.sampled_from(IDS + ["missing"]), st.integers(1, 5), max_size=2),
 )
@@ -105,7 +105,7 @@ class SameAnswers(RuleBasedStateMachine):
         return mem
 
     # -- writes
-    @rule(creates=st.lists(records(), min_size=1, max_size=4))
+    @rule(creates=st.lists(records(), min_size=1, max_size=4, unique_by=lambda r: r.id))
     def create(self, creates: list[PromiseRecord]) -> None:
         self.same(lambda s: s.apply(Batch(creates=creates)))
 

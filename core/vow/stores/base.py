@@ -12,7 +12,8 @@ Rules of ``apply`` (all of a batch or none of it):
   store raises :class:`~vow.errors.LeaseLostError` (``.roots`` lists them) and writes nothing.
   So a run stops at its next commit once it is no longer its to run.
 * **Creates** are create-or-get: an id that exists is left as it is and its stored record is
-  returned in ``BatchResult.existing``.
+  returned in ``BatchResult.existing``. A batch names each id once among its creates (the
+  engine never makes one promise twice); what a store does with a repeated id is not defined.
 * **Settles** move a pending promise to a settled state. Settling a promise already settled with
   the same state and value does nothing. With a different outcome it changes nothing and the
   stored record is returned in ``BatchResult.conflicts``. Settling an id that does not exist
