@@ -690,6 +690,7 @@ class StoreContract:
         store.claim("wf", new_owner_id(), 1, now=100.0)
         assert store.claim("wf", new_owner_id(), 1, now=200.0, max_recoveries=0) is None
         parked = store.lease("wf")
+        assert parked is not None and parked.parked
         store.release_many([parked])
         store.release(parked)
         assert store.lease("wf") == parked
