@@ -9,6 +9,9 @@ the log and memory stay bounded.
 **ratios** runs each case in a fresh child process, interleaving vow and raw so both see the same
 machine load, and prints the medians and their ratio:
 
+Each vow case runs twice: as vow runs by default (quick leaves on the engine thread) and with
+``Vow(inline_leaves=False)`` (every leaf handed to the thread pool and back), reported as ``pool``.
+
 * ``steps``: a workflow of N sequential no-op ``ctx.run`` steps on vow's SQLite store (WAL,
   ``synchronous=NORMAL``), against a raw script that makes the same commits on a file with vow's
   own schema: one transaction per step that settles step n-1 and creates step n (vow commits a
@@ -105,11 +108,12 @@ def _size(path: str) -> int:
         return 0
 
 
-def vow_case(kind: str, n: int, path: str) -> dict[str, Any]:
-    """Run one vow workload on a fresh SQLite file at ``path``."""
+def vow_case(kind: str, n: int, path: str, inline_leaves: bool = True) -> dict[str, Any]:
+    """Run one vow workload on a fresh SQLite file at ``path`` (``inline_leaves=False``: every leaf
+    in the thread pool, as before vow ran quick leaves on its engine thread)."""
     from vow import Vow
 
-    vow = Vow(f"sqlite:{path}")
+    vow = Vow(f"sqlite:{path}", inline_leaves=inline_leaves)
     vow.register(sequential, name="sequential")
     vow.register(fanout, name="fanout")
     with WalSampler(path) as wal:
@@ -183,7 +187,7 @@ def raw_case(kind: str, n: int, path: str) -> dict[str, Any]:
 
 
 def child(case: str, n: int) -> dict[str, Any]:
-    """One case in this (fresh) process: ``vow-steps``, ``raw-fanout``, ``vow-many``, ``vow-memory`` ..."""
+    """One case in this (fresh) process: ``vow-steps``, ``raw-fanout``, ``pool-steps``, ``vow-memory`` ..."""
     who, kind = case.split("-", 1)
     workdir = tempfile.mkdtemp(prefix="vow-raw-limit-")
     path = os.path.join(workdir, "vow.sqlite")
@@ -191,7 +195,10 @@ def child(case: str, n: int) -> dict[str, Any]:
         if kind == "memory":
             kind = "steps"
         workload = {"steps": "sequential", "fanout": "fanout", "many": "many"}[kind]
-        row = (vow_case if who == "vow" else raw_case)(workload, n, path)
+        if who == "raw":
+            row = raw_case(workload, n, path)
+        else:
+            row = vow_case(workload, n, path, inline_leaves=who == "vow")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -212,17 +219,18 @@ def spawn(case: str, n: int) -> dict[str, Any]:
 def ratios(steps: int, branches: int, repeat: int) -> list[dict[str, Any]]:
     rows = []
     for name, n in (("steps", steps), ("fanout", branches)):
-        vow_s, raw_s, ok = [], [], True
-        for _ in range(repeat):  # interleaved: both sides see the same load
-            for who, into in (("vow", vow_s), ("raw", raw_s)):
+        vow_s, pool_s, raw_s, ok = [], [], [], True
+        for _ in range(repeat):  # interleaved: every side sees the same load
+            for who, into in (("vow", vow_s), ("pool", pool_s), ("raw", raw_s)):
                 r = spawn(f"{who}-{name}", n)
                 ok = ok and r["ok"]
                 into.append(r["seconds"] / n * 1e6)
-        vow_us, raw_us = statistics.median(vow_s), statistics.median(raw_s)
+        vow_us, pool_us, raw_us = statistics.median(vow_s), statistics.median(pool_s), statistics.median(raw_s)
         target = 1.5 if name == "steps" else 2.0
         rows.append({"section": "ratios", "scenario": name, "n": n, "repeat": repeat, "ok": ok,
                      "vow_us": round(vow_us, 1), "raw_us": round(raw_us, 1), "ratio": round(vow_us / raw_us, 2),
-                     "target_ratio": target, "vow_runs_us": [round(x, 1) for x in vow_s],
+                     "target_ratio": target, "pool_us": round(pool_us, 1), "pool_ratio": round(pool_us / raw_us, 2),
+                     "vow_runs_us": [round(x, 1) for x in vow_s], "pool_runs_us": [round(x, 1) for x in pool_s],
                      "raw_runs_us": [round(x, 1) for x in raw_s]})
     return rows
 
@@ -256,7 +264,8 @@ def report(rows: list[dict[str, Any]]) -> None:
             unit = "step" if r["scenario"] == "steps" else "branch"
             print(f"{r['scenario']:>7} N={r['n']:<7} vow {r['vow_us']:>7.1f} µs/{unit}  "
                   f"raw {r['raw_us']:>6.1f} µs/{unit}"
-                  f"  ratio {r['ratio']:.2f}x (target <= {r['target_ratio']}x)  ok={r['ok']}", file=err)
+                  f"  ratio {r['ratio']:.2f}x (target <= {r['target_ratio']}x)  ok={r['ok']}"
+                  f"  [every leaf in the pool: {r['pool_us']:.1f} µs, {r['pool_ratio']:.2f}x]", file=err)
         elif r["section"] == "wal":
             print(f"WAL {r['scenario']:>7} N={r['n']:<7} peak {r['wal_peak_mb']:>6.1f} MB (bound {r['bound_mb']} MB, "
                   f"db {r['db_mb']} MB), after close {r['wal_after_close']} B, {r['seconds']} s  "
