@@ -626,6 +626,16 @@ class StoreContract:
         store.apply(Batch(creates=[make_record("wf.1.1", parent="wf.1"), done], fences={"wf": lease.token}))
         assert store.get("wf.1").state is State.RESOLVED and store.get("wf.1.1").state is State.PENDING
 
+    def test_a_conflict_with_a_promise_the_same_batch_creates_names_its_root_and_record(self, store: Store) -> None:
+        # found by hypothesis: the record that won is the one the batch created, rolled back with it
+        lease = self._engine_root(store)
+        done = attrs.evolve(make_record("wf.1", parent="wf"), state=State.RESOLVED, value="1", settled_at=1.0)
+        with pytest.raises(ConflictError) as caught:
+            store.apply(Batch(creates=[done], settles=[Settle("wf.1", State.RESOLVED, "2", 2.0)],
+                              fences={"wf": lease.token}))
+        assert caught.value.roots == ["wf"] and caught.value.records["wf.1"].value == "1"
+        assert store.get("wf.1") is None
+
     def test_a_fenced_settle_of_the_same_outcome_again_is_no_conflict(self, store: Store) -> None:
         lease = self._engine_root(store, make_record("wf.1", parent="wf"))
         store.apply(Batch(settles=[Settle("wf.1", State.RESOLVED, "1", 1.0)], fences={"wf": lease.token}))

@@ -356,6 +356,9 @@ class PostgresStore(StoreOperations):
     def _conflict_error(self, detail: dict[str, list[str]], batch: Batch) -> Exception:
         """The :class:`~vow.errors.ConflictError` of a fenced batch the server refused (nothing was written)."""
         stored = self.get_many([*detail["late"], *detail["won"]])
+        for r in reversed(batch.creates):  # one the batch itself created is gone with its rollback
+            if r.id not in stored and (r.id in detail["won"] or r.id in detail["late"]):
+                stored[r.id] = r
         won = {i: stored[i] for i in detail["won"] if i in stored}
         for pid in detail["late"]:  # timed out by the deadline rule: as the store would have stored it
             record = stored[pid]
