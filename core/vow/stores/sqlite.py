@@ -15,10 +15,12 @@ and survives power loss too, at the price of one fsync per commit.
 
 Concurrency. Every write is one ``BEGIN IMMEDIATE`` ... ``COMMIT`` transaction: it takes the
 write lock before reading anything, so a read transaction is never upgraded to a write (the
-upgrade is what produces "database is locked" errors that no busy timeout can cure). Waiting
-for the lock uses SQLite's busy timeout and, on top of it, a retry with backoff until
-``busy_timeout`` seconds are spent. Readers never block writers in WAL mode. Each thread gets
-its own connection.
+upgrade is what produces "database is locked" errors that no busy timeout can cure). A writer
+that finds the lock taken tries again after 50 µs, then less and less often (at most every 2 ms)
+until ``busy_timeout`` seconds are spent: SQLite's own busy handler sleeps 1 ms at once, while
+another process's commit holds the lock for a tenth of that. Any other statement that finds the
+file busy is retried with backoff, up to ``busy_timeout`` too. Readers never block writers in
+WAL mode. Each thread gets its own connection.
 """
 
 from __future__ import annotations
@@ -169,6 +171,8 @@ _RELEASE = ("UPDATE leases SET owner = '', expires_at = 0, recoveries = 0 "
 _LEASE_COLUMNS = "owner, token, expires_at, recoveries, parked"
 _FENCE_ONE = "SELECT l.token, p.state FROM leases l LEFT JOIN promises p ON p.id = l.root WHERE l.root = ?"
 FEED_WINDOW = 10_000  # outside writes the change feed keeps
+LOCK_FIRST_WAIT = 0.00005  # seconds a writer waits before it looks at a taken write lock again ...
+LOCK_MAX_WAIT = 0.002  # ... growing to this
 CHECKPOINT_EVERY = 256  # commits between two checkpoints of the log by the checkpointer thread
 CHECKPOINT_IDLE_SECONDS = 1.0  # ... or this long after the last commit
 WAL_RESTART_BYTES = 8 * 2**20  # a log this long is checkpointed to its end and started over
@@ -482,6 +486,9 @@ class SQLiteStore(StoreOperations):
             # waits for its commit. The checkpointer thread does it instead (see _committed).
             con.execute("PRAGMA wal_autocheckpoint = 0")
             con.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
+            # From now on no SQLite busy handler: a busy write lock is waited for by _begin, anything
+            # else busy by _retry_busy (every statement on it runs in _write, _reading or _busy_safe)
+            con.execute("PRAGMA busy_timeout = 0")
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         with self._connections_lock:
@@ -560,16 +567,31 @@ class SQLiteStore(StoreOperations):
     # -- transactions and errors
 
     def _begin(self, con: sqlite3.Connection) -> None:
-        """Take the write lock (``BEGIN IMMEDIATE``), waiting up to ``busy_timeout`` seconds."""
-        started = time.monotonic()
+        """Take the write lock (``BEGIN IMMEDIATE``), waiting up to ``busy_timeout`` seconds.
+
+        Another connection's commit holds the lock for tens of microseconds, so a writer that finds
+        it taken looks again after 50 µs, then less and less often (at most every 2 ms); SQLite's
+        own busy handler would sleep a whole millisecond first (this connection has none)."""
         try:
             con.execute("BEGIN IMMEDIATE")
+            return
         except sqlite3.Error as exc:
             if not _is_busy(exc):
                 raise self._error(exc) from exc
-            # SQLite's busy handler has waited already, unless the lock was refused outright
-            # (a recovery in progress, for one): retry for what is left of the timeout.
-            self._retry_busy(lambda: con.execute("BEGIN IMMEDIATE"), started)
+        deadline = time.monotonic() + self.busy_timeout
+        delay = LOCK_FIRST_WAIT
+        while True:
+            time.sleep(delay * (0.5 + random.random()))
+            try:
+                con.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.Error as exc:
+                if not _is_busy(exc):
+                    raise self._error(exc) from exc
+                if time.monotonic() >= deadline:
+                    raise StoreError(f"SQLite store {self.path}: still locked by another connection after "
+                                     f"{self.busy_timeout:g} s (busy_timeout): {exc}") from exc
+            delay = min(delay * 1.5, LOCK_MAX_WAIT)
 
     def _retry_busy(self, action: Callable[[], Any], started: float | None = None) -> Any:
         """Repeat ``action`` with backoff while SQLite reports the file busy, up to ``busy_timeout``."""
