@@ -35,13 +35,14 @@ Action = tuple[Callable[..., None], tuple[Any, ...]]
 class RootWrites:
     """The writes and post-commit actions of one root in the round being built."""
 
-    __slots__ = ("creates", "settles", "attempts", "actions", "token")
+    __slots__ = ("creates", "settles", "attempts", "actions", "leaves", "token")
 
     def __init__(self, token: int) -> None:
         self.creates: list[PromiseRecord] = []
         self.settles: list[Settle] = []
         self.attempts: dict[str, int] = {}
         self.actions: list[Action] = []
+        self.leaves: list[Any] = []  # leaves to start once committed (the commonest action, kept lean)
         self.token = token
 
     def has_writes(self) -> bool:
@@ -104,23 +105,26 @@ class Committer:
 
     # -- committing
 
-    def commit(self) -> tuple[CommitResult, list[Action]]:
-        """Commit the round; returns how each root ended and the actions now allowed to run."""
+    def commit(self) -> tuple[CommitResult, list[Action], list[Any]]:
+        """Commit the round; returns how each root ended, the actions now allowed to run, and the
+        leaves now allowed to start (after the actions)."""
         roots, self._roots = self._roots, {}
         releases, self._releases = self._releases, []
         result = CommitResult()
         writing = {rid: w for rid, w in roots.items() if w.has_writes()}
         committed = self._apply(writing, result)
         actions: list[Action] = []
+        leaves: list[Any] = []
         for rid, writes in roots.items():
             if rid in committed or rid not in writing:
                 actions.extend(writes.actions)
+                leaves.extend(writes.leaves)
         if releases:
             try:
                 self._store.release_many(releases)
             except Exception:  # noqa: BLE001 - an unreleased lease only delays a takeover until it expires
                 _log.warning("could not release the leases on %s", [x.root for x in releases], exc_info=True)
-        return result, actions
+        return result, actions, leaves
 
     def _apply(self, writing: dict[str, RootWrites], result: CommitResult) -> set[str]:
         """Apply ``writing`` in one transaction, dropping the roots the store refuses; the roots committed."""

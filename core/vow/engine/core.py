@@ -215,10 +215,13 @@ class Engine:
                 self._process_starts()
             stepper.step_ready()
             if committer.pending():
-                result, actions = committer.commit()
+                result, actions, leaves = committer.commit()
                 self._after_commit(result)
                 for fn, args in actions:
                     fn(*args)
+                start_leaf = self._start_leaf
+                for node in leaves:
+                    start_leaf(node)
             if not (self._starts or stepper.ready or committer.pending()):
                 self.leaves.flush()
                 return
@@ -433,7 +436,7 @@ class Engine:
                 self.stepper.begin(child)
         elif kind is Kind.STEP:
             if node.attempt == 1 or not self.retries.resume_in_backoff(node, root.stored):
-                (writes or self.committer.writes(root.id, root.token)).actions.append((self._start_leaf, (node,)))
+                (writes or self.committer.writes(root.id, root.token)).leaves.append(node)
         elif kind is Kind.SLEEP:
             self.committer.after(root.id, root.token, self._arm_sleep, node)
             return
