@@ -276,29 +276,32 @@ class _ForkGate:
     """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()  # taken directly on the hot path; the condition only when forking
+        self._cond = threading.Condition(self._lock)
         self._active = 0
         self._forking = False
         self._depth = threading.local()  # calls nest (a write that waits out a busy file): count the outermost
 
     def __enter__(self) -> None:
-        depth = getattr(self._depth, "n", 0)
-        self._depth.n = depth + 1
+        local = self._depth
+        depth = getattr(local, "n", 0)
+        local.n = depth + 1
         if depth:
             return
-        with self._cond:
-            while self._forking:
-                self._cond.wait()
+        with self._lock:
+            if self._forking:
+                self._cond.wait_for(lambda: not self._forking)
             self._active += 1
 
     def __exit__(self, *exc: object) -> None:
-        depth = self._depth.n - 1
-        self._depth.n = depth
+        local = self._depth
+        depth = local.n - 1
+        local.n = depth
         if depth:
             return
-        with self._cond:
+        with self._lock:
             self._active -= 1
-            if not self._active:
+            if not self._active and self._forking:  # before_fork waits for the last call to end
                 self._cond.notify_all()
 
     def before_fork(self) -> None:
