@@ -6,6 +6,8 @@ off a blocked leaf, or if a function that blocked kept running on the engine thr
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -136,3 +138,31 @@ def test_close_does_not_wait_for_a_leaf_blocking_the_engine_thread(tmp_path: Pat
         assert reopened.run("held", wf) == "done"  # resumed: the leaf runs again, it never settled
     finally:
         reopened.close()
+
+
+def test_a_leaf_that_forks_and_returns_in_the_child_does_not_make_the_child_an_engine(tmp_path: Path) -> None:
+    """The child returns from the leaf on the engine thread's copy; going on as the engine there
+    would commit for the parent's lease. It must end instead (the parent waits for it)."""
+    client = Vow(store=f"sqlite:{tmp_path / 'vow.sqlite'}")
+
+    def forks(ctx: LeafContext) -> str:
+        pid = os.fork()
+        if pid == 0:
+            return "child"  # what a careless leaf does: the child returns too
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return "parent"
+            time.sleep(0.01)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        return "the child went on running"
+
+    def wf(ctx: Context):
+        return (yield ctx.run(forks))
+
+    try:
+        assert client.run("forks", wf) == "parent"
+        assert client.get("forks.1").value == '"parent"'
+    finally:
+        client.close()

@@ -47,7 +47,7 @@ class ThreadPool:
         self._done = 0
         self._grow = threading.Event()
         self._closed = False
-        _thread.start_new_thread(self._grower, ())
+        self._grower_started = False  # started on first need: most pools (quick leaves) never need it
 
     @property
     def threads(self) -> int:
@@ -65,6 +65,9 @@ class ThreadPool:
                 self._threads += 1
                 _thread.start_new_thread(self._work, ())
                 return
+            if not self._grower_started:
+                self._grower_started = True
+                _thread.start_new_thread(self._grower, ())
         self._grow.set()
 
     def _work(self) -> None:

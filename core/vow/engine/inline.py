@@ -18,6 +18,7 @@ a little longer than ``stall``.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -72,13 +73,15 @@ class InlineLeaves:
     def run(self) -> list[Any] | None:
         """Run queued attempts on this (the engine) thread for up to ``budget`` seconds.
 
-        Returns their outcomes, or ``None`` when the engine moved to another thread while a leaf
-        ran here: the outcome was reported to the new engine, and this thread must stop."""
+        Returns their outcomes, or ``None`` when this thread must stop being the engine: it moved
+        to another thread while a leaf ran here (the outcome was reported to it), or a leaf forked
+        and this is the child, which must not go on as its parent's engine."""
         if self._watchdog is None:
             self._watchdog = threading.Thread(target=self._watch, name="vow-inline-watchdog", daemon=True)
             self._watchdog.start()
         lock, queue, slow_after, cost = self._lock, self._queue, self._slow_after, self._cost
         generation = self._generation
+        pid = os.getpid()
         clock = time.perf_counter
         until = clock() + self._budget
         while True:
@@ -93,6 +96,8 @@ class InlineLeaves:
                     self._watching.set()
             began = clock()
             outcome = self._attempt(ctx, call)
+            if os.getpid() != pid:  # the leaf forked and returned in the child: not the parent's engine
+                return None
             took = clock() - began
             if took > slow_after / 10 or call.fn in cost:
                 cost[call.fn] = cost.get(call.fn, 0.0) * (1 - _WEIGHT) + took * _WEIGHT
