@@ -307,6 +307,9 @@ def test_a_pipeline_without_a_schedule_block_or_with_a_bad_one_is_refused_at_its
     file.write_text(PIPELINE.replace("catch_up: all", "catch_up: all, grace: 5s"))
     with pytest.raises(SpecError, match="grace: applies to catch_up: none only"):
         manage.add_pipeline(client.store, str(file), plugins=client.plugins)
+    file.write_text(PIPELINE.replace("catch_up: all", "catch_up: none, grace: -5"))
+    with pytest.raises(SpecError, match=r"p.yaml:3: schedule.grace: -5 is negative$"):  # the key said once
+        manage.add_pipeline(client.store, str(file), plugins=client.plugins)
     assert client.store.schedules() == []
 
 

@@ -197,7 +197,7 @@ class _Planner:
         try:
             grace = parse_grace(block.grace) if block.grace is not None else None
         except ConfigError as exc:
-            raise self.error(("schedule", "grace"), exc.problem) from None
+            raise self.error(("schedule", "grace"), exc.problem.removeprefix("grace: ")) from None
         if grace is not None and block.catch_up != "none":
             raise self.error(("schedule", "grace"), f"applies to catch_up: none only (catch_up is {block.catch_up})")
         if block.name is not None:
