@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -60,6 +61,8 @@ def test_a_run_that_outlasts_its_timeout_times_out_with_its_pending_branch_and_e
 
     again = sandbox.run("run", "slow.yaml")  # the stored outcome, said the same way
     assert again.returncode == 1 and again.stdout.splitlines()[-3:] == lines[-3:]
+    document = json.loads(sandbox.run("run", "slow.yaml", "--json").stdout)
+    assert (document["state"], document["timeout"], document["ok"]) == ("timedout", 2.0, False)
 
 
 def test_a_gate_still_waiting_at_the_deadline_times_out_and_no_branch_starts(sandbox) -> None:

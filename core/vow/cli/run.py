@@ -468,6 +468,7 @@ def _document(title: str, run_id: str, store: str, root: PromiseRecord | None, r
         "ok": error is None and root is not None and root.state is State.RESOLVED,
         "already_finished": bool(existing is not None and existing.settled),
         "elapsed": round((root.settled_at or time.time()) - root.created_at, 4) if root else None,
+        "timeout": round(root.timeout - root.created_at, 3) if root and root.timeout is not None else None,
         "branches": [{"id": r.name, "promise_id": r.id, "kind": r.kind, "state": r.state, "attempt": r.attempt,
                       "elapsed": None if r.elapsed() is None else round(r.elapsed() or 0.0, 4),
                       "detail": r.detail, "error": r.error,
