@@ -32,25 +32,21 @@ def thread_name(ctx: LeafContext, i: int) -> str:
     return threading.current_thread().name
 
 
-def test_quick_leaves_run_on_the_engine_thread(vow: Vow) -> None:
-    def steps(ctx: Context, n: int):
-        names = []
-        for i in range(n):
-            names.append((yield ctx.run(thread_name, i)))
-        return names
+def steps(ctx: Context, n: int):
+    """``n`` sequential steps; the name of the thread each ran on."""
+    names = []
+    for i in range(n):
+        names.append((yield ctx.run(thread_name, i)))
+    return names
 
+
+def test_quick_leaves_run_on_the_engine_thread(vow: Vow) -> None:
     names = vow.run("quick", steps, 20)
     # not all: a quick function that a loaded machine stalls for 10 ms goes to the pool
     assert "vow-engine" in names
 
 
 def test_inline_leaves_false_runs_every_leaf_in_the_pool(tmp_path: Path) -> None:
-    def steps(ctx: Context, n: int):
-        names = []
-        for i in range(n):
-            names.append((yield ctx.run(thread_name, i)))
-        return names
-
     client = Vow(store=f"sqlite:{tmp_path / 'vow.sqlite'}", inline_leaves=False)
     try:
         assert "vow-engine" not in set(client.run("pooled", steps, 5))

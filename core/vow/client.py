@@ -85,8 +85,8 @@ class Vow:
 
     A synchronous leaf runs on the engine's own thread as long as its function proves quick: a leaf
     still running after 2 ms moves the engine to a new thread, and that function runs in the pool
-    from then on (so does one that ever took over 1 ms). ``inline_leaves=False`` runs every leaf in
-    the pool.
+    from then on (so does one whose attempts average 1 ms or more). ``inline_leaves=False`` runs
+    every leaf in the pool.
 
     ``retry`` is the retry policy of every leaf that sets none itself (``vow.Exponential(delay=1)``, say;
     the default is exponential back-off from 0.1 s, 5 attempts).

@@ -87,7 +87,7 @@ class Engine:
         scopes = [o.leaf_scope for o in observers if callable(getattr(o, "leaf_scope", None))]
         self.leaves = LeafRunner(lambda result: put((_LEAF, result)), max_threads=max_threads,
                                  max_concurrency=max_concurrency, scopes=scopes, plugins=plugins, store=store,
-                                 relieve=self._relieve if inline_leaves else None)
+                                 relieve=self._run_on_new_thread if inline_leaves else None)
         self.stepper = Stepper(self, self.committer, now=self.now, name_of=name_of)
         self.retries = Retries(self.committer, self.timers, self.now, encode_error=codec.encode,
                                default_policy=default_retry,
@@ -109,8 +109,7 @@ class Engine:
                 return
             self.keeper.show_alive()
             self.watcher.start()
-            self._thread = threading.Thread(target=self._main, name="vow-engine", daemon=True)
-            self._thread.start()
+            self._run_on_new_thread()
 
     def submit(self, request: StartRequest) -> Any:
         """Run, join or resume a root workflow; returns the future of its result."""
@@ -141,8 +140,9 @@ class Engine:
             self._fail_everything(VowError("the vow engine stopped after an internal error; see the log"))
             self._ended.set()
 
-    def _relieve(self) -> None:
-        """Go on as the engine on a new thread (the one that was is held by a leaf that blocks)."""
+    def _run_on_new_thread(self) -> None:
+        """Run the engine loop on a new thread: at start, and to go on when the thread that ran it
+        is held by a leaf that blocks (the inline leaves' ``relieve``)."""
         thread = threading.Thread(target=self._main, name="vow-engine", daemon=True)
         self._thread = thread
         thread.start()

@@ -94,7 +94,7 @@ class LeafRunner:
         elif self.inline is not None and self.inline.takes(call.fn):
             self.inline.add(ctx, call)
         else:
-            self.pool.submit(self._run_sync, ctx, call)
+            self._to_pool(ctx, call)
 
     def _to_pool(self, ctx: LeafContext, call: Any) -> None:
         self.pool.submit(self._run_sync, ctx, call)

@@ -577,32 +577,21 @@ class SQLiteStore(StoreOperations):
         own busy handler would sleep a whole millisecond first (this connection has none)."""
         try:
             con.execute("BEGIN IMMEDIATE")
-            return
         except sqlite3.Error as exc:
             if not _is_busy(exc):
                 raise self._error(exc) from exc
-        deadline = time.monotonic() + self.busy_timeout
-        delay = LOCK_FIRST_WAIT
-        while True:
-            time.sleep(delay * (0.5 + random.random()))
-            try:
-                con.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.Error as exc:
-                if not _is_busy(exc):
-                    raise self._error(exc) from exc
-                if time.monotonic() >= deadline:
-                    raise StoreError(f"SQLite store {self.path}: still locked by another connection after "
-                                     f"{self.busy_timeout:g} s (busy_timeout): {exc}") from exc
-            delay = min(delay * 1.5, LOCK_MAX_WAIT)
+            self._retry_busy(lambda: con.execute("BEGIN IMMEDIATE"), first=LOCK_FIRST_WAIT, most=LOCK_MAX_WAIT,
+                             growth=1.5)
 
-    def _retry_busy(self, action: Callable[[], Any], started: float | None = None) -> Any:
-        """Repeat ``action`` with backoff while SQLite reports the file busy, up to ``busy_timeout``."""
-        deadline = (time.monotonic() if started is None else started) + self.busy_timeout
-        delay = 0.001
+    def _retry_busy(self, action: Callable[[], Any], *, first: float = 0.001, most: float = 0.05,
+                    growth: float = 2.0) -> Any:
+        """Repeat ``action`` while SQLite reports the file busy, up to ``busy_timeout``: after ``first``
+        seconds, then waits growing by ``growth`` up to ``most`` (each jittered)."""
+        deadline = time.monotonic() + self.busy_timeout
+        delay = first
         while True:
             time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 0.05)
+            delay = min(delay * growth, most)
             try:
                 with _GATE:
                     return action()
@@ -690,8 +679,9 @@ class SQLiteStore(StoreOperations):
                          fences: dict[str, int]) -> dict[str, PromiseRecord]:
         """Parents of ``creates`` that were settled before this batch (a fenced root's own state was
         checked already; a parent this batch creates was not stored before it)."""
-        new = {r.id for r in creates}
-        parents = {r.parent for r in creates if r.parent is not None and r.parent not in fences and r.parent not in new}
+        parents = {r.parent for r in creates if r.parent is not None and r.parent not in fences}
+        if parents:
+            parents.difference_update(r.id for r in creates)
         if not parents:
             return {}
         rows = self._select_ids(con, _COLUMNS, list(parents))
