@@ -216,7 +216,7 @@ class Vow:
         _check_id(id)
         _check_timeout(timeout)
         reg = self._resolve(fn)
-        args_text = encoding.encode_args(args, kwargs, what=f"workflow {reg.name} ({id})")
+        args_text = encoding.encode_args(args, kwargs, what=lambda: f"workflow {reg.name} ({id})")
         # The workflow gets its arguments as the store keeps them, so a first run and a resumed one agree.
         stored_args, stored_kwargs = encoding.decode_args(args_text)
         request = StartRequest(id, reg.name, reg.fn, tuple(stored_args), stored_kwargs, args_text, reg.retry,
@@ -255,7 +255,7 @@ class Vow:
                     "code your workers import, e.g. `vow worker --app module`) before submitting it, or no worker "
                     "could ever run it")
             reg = self._functions[name]
-        args_text = encoding.encode_args(args, kwargs, what=f"workflow {reg.name} ({id})")
+        args_text = encoding.encode_args(args, kwargs, what=lambda: f"workflow {reg.name} ({id})")
         now = self.store.now()
         seconds = timeout if timeout is not None else reg.timeout
         record, _created = self.store.create(PromiseRecord(

@@ -8,6 +8,7 @@ never the live object, so a first run and a replay see exactly the same thing.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -30,7 +31,15 @@ def _fallback(obj: Any) -> Any:
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
-def encode(value: Any, *, what: str = "value") -> str:
+Described = str | Callable[[], str]
+"""What a value is, for an error message: text, or a function that builds it (only on an error)."""
+
+
+def _described(what: Described) -> str:
+    return what if isinstance(what, str) else what()
+
+
+def encode(value: Any, *, what: Described = "value") -> str:
     """Encode ``value`` as canonical JSON text; raise :class:`EncodeError` saying ``what`` it was."""
     kind = type(value)
     if kind is int:  # the commonest results, written as the encoder writes them, without its set-up
@@ -40,13 +49,13 @@ def encode(value: Any, *, what: str = "value") -> str:
     try:
         return _encoder.encode(value)
     except RecursionError:
-        raise EncodeError(f"{what} cannot be stored: it is nested too deeply for JSON (a structure that "
+        raise EncodeError(f"{_described(what)} cannot be stored: it is nested too deeply for JSON (a structure that "
                           "contains itself, or thousands of levels); flatten it") from None
     except Exception as exc:  # noqa: BLE001 - anything the encoder or a value's own hooks raise
         if "not supported between instances" in str(exc):  # sort_keys met keys of mixed types
             exc = TypeError("a dict mixes key types (for example 1 and '1'); use string keys")
         raise EncodeError(
-            f"{what} cannot be stored: {exc}. Use JSON types (dict, list, str, int, float, bool, None) "
+            f"{_described(what)} cannot be stored: {exc}. Use JSON types (dict, list, str, int, float, bool, None) "
             "or attrs classes; store large binary data in a file and pass its path."
         ) from None
 
@@ -56,21 +65,49 @@ def decode(text: str | None) -> Any:
     return None if text is None else _decode(text)
 
 
-def normalize(value: Any, *, what: str = "value") -> tuple[Any, str]:
+def normalize(value: Any, *, what: Described = "value") -> tuple[Any, str]:
     """Return ``(value as it reads back from the store, its encoded text)``."""
+    kind = type(value)
+    if kind is int:
+        return value, int.__repr__(value)
+    if kind is str:
+        return value, _encode_str(value)
     text = encode(value, what=what)
     if isinstance(value, _PLAIN) and not isinstance(value, float):
         return value, text
     try:
         return _decode(text), text
     except RecursionError:  # encoded, but too deep to read back: refuse it now rather than on replay
-        raise EncodeError(f"{what} cannot be stored: it is nested too deeply to read back; flatten it") from None
+        raise EncodeError(f"{_described(what)} cannot be stored: it is nested too deeply to read back; "
+                          "flatten it") from None
 
 
-def encode_args(args: tuple[Any, ...], kwargs: dict[str, Any], *, what: str) -> str:
-    """Encode a call's arguments; kwargs are kept only when given, so the text stays short."""
+def encode_args(args: tuple[Any, ...], kwargs: dict[str, Any], *, what: Described) -> str:
+    """Encode a call's arguments; kwargs are kept only when given, so the text stays short.
+
+    ``what`` names the call in an error; a hot caller passes a function that builds the name only
+    when it is needed."""
+    if not kwargs:
+        text = _ints_and_strings(args)
+        if text is not None:
+            return text
     payload: Any = {"args": list(args), "kwargs": kwargs} if kwargs else list(args)
-    return encode(payload, what=f"arguments of {what}")
+    return encode(payload, what=lambda: f"arguments of {_described(what)}")
+
+
+def _ints_and_strings(items: tuple[Any, ...]) -> str | None:
+    """The JSON list of ``items`` when each is an int or a str (the commonest arguments), written as
+    the encoder writes it; ``None`` otherwise."""
+    parts = []
+    for item in items:
+        kind = type(item)
+        if kind is int:
+            parts.append(int.__repr__(item))
+        elif kind is str:
+            parts.append(_encode_str(item))
+        else:
+            return None
+    return "[" + ",".join(parts) + "]"
 
 
 def decode_args(text: str) -> tuple[list[Any], dict[str, Any]]:

@@ -454,7 +454,7 @@ class Engine:
             return
         if ok:
             try:
-                value, text = encoding.normalize(value, what=f"the result of workflow {node.label()}")
+                value, text = encoding.normalize(value, what=lambda: f"the result of workflow {node.label()}")
             except EncodeError as exc:
                 ok, value = False, exc
             else:

@@ -32,6 +32,15 @@ __all__ = ["InlineLeaves"]
 Attempt = Callable[[LeafContext, Any], Any]
 
 _WEIGHT = 0.1  # of the latest attempt in a function's moving average: one 20 ms attempt makes it slow
+_forks = 0  # forks this process was made by, counted in the child (cheaper to compare than os.getpid())
+
+
+def _count_fork() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_count_fork)
 
 
 class InlineLeaves:
@@ -79,26 +88,29 @@ class InlineLeaves:
         if self._watchdog is None:
             self._watchdog = threading.Thread(target=self._watch, name="vow-inline-watchdog", daemon=True)
             self._watchdog.start()
-        lock, queue, slow_after, cost = self._lock, self._queue, self._slow_after, self._cost
+        lock, queue, slow_after, cost, watching = self._lock, self._queue, self._slow_after, self._cost, self._watching
+        attempt = self._attempt
         generation = self._generation
-        pid = os.getpid()
+        forks = _forks
         clock = time.perf_counter
-        until = clock() + self._budget
+        now = clock()
+        until = now + self._budget
         while True:
             with lock:
-                if not queue or clock() > until:
+                if not queue or now > until:
                     outcomes, self._outcomes = self._outcomes, []
                     return outcomes
                 ctx, call = queue.popleft()
                 self._running = call.fn
                 self._started += 1
-                if not self._watching.is_set():
-                    self._watching.set()
-            began = clock()
-            outcome = self._attempt(ctx, call)
-            if os.getpid() != pid:  # the leaf forked and returned in the child: not the parent's engine
+                if not watching.is_set():
+                    watching.set()
+            began = now
+            outcome = attempt(ctx, call)
+            if _forks != forks:  # the leaf forked and returned in the child: not the parent's engine
                 return None
-            took = clock() - began
+            now = clock()
+            took = now - began
             if took > slow_after / 10 or call.fn in cost:
                 cost[call.fn] = cost.get(call.fn, 0.0) * (1 - _WEIGHT) + took * _WEIGHT
             with lock:

@@ -169,7 +169,7 @@ class LeafRunner:
 
     def _finish(self, ctx: LeafContext, result: Any) -> LeafOutcome:
         try:
-            value, text = encoding.normalize(result, what=f"the result of {ctx.func} ({ctx.id})")
+            value, text = encoding.normalize(result, what=lambda: f"the result of {ctx.func} ({ctx.id})")
         except Exception as exc:  # noqa: BLE001 - whatever it is, this attempt reports it: never silence
             if not isinstance(exc, EncodeError):
                 exc = EncodeError(f"the result of {ctx.func} ({ctx.id}) cannot be stored: {type(exc).__name__}: {exc}")

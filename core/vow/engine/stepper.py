@@ -189,7 +189,7 @@ class Stepper:
         root = run.root
         opts = call.opts
         now = self._now()
-        args_text = encoding.encode_args(call.args, call.kwargs, what=f"{func} ({cid})") if call.fn else ""
+        args_text = encoding.encode_args(call.args, call.kwargs, what=lambda: f"{func} ({cid})") if call.fn else ""
         deadline = None
         if kind is Kind.SLEEP:
             deadline = now + (call.seconds or 0.0)
@@ -211,7 +211,7 @@ class Stepper:
         if not same_function(record.func, func) or record.kind is not kind:
             raise NonDeterminismError(_changed(record.id, record.func or record.kind.value, func or kind.value))
         if call.fn is not None:
-            args_text = encoding.encode_args(call.args, call.kwargs, what=f"{func} ({record.id})")
+            args_text = encoding.encode_args(call.args, call.kwargs, what=lambda: f"{func} ({record.id})")
             if args_text != record.args:
                 raise NonDeterminismError(
                     f"the workflow changed since promise {record.id!r} was stored: it called {record.func!r} "

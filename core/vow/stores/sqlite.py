@@ -173,8 +173,8 @@ _FENCE_ONE = "SELECT l.token, p.state FROM leases l LEFT JOIN promises p ON p.id
 FEED_WINDOW = 10_000  # outside writes the change feed keeps
 LOCK_FIRST_WAIT = 0.00005  # seconds a writer waits before it looks at a taken write lock again ...
 LOCK_MAX_WAIT = 0.002  # ... growing to this
-CHECKPOINT_EVERY = 256  # commits between two checkpoints of the log by the checkpointer thread
-CHECKPOINT_IDLE_SECONDS = 1.0  # ... or this long after the last commit
+CHECKPOINT_EVERY = 128  # commits between two checkpoints, each made by the connection that just committed
+CHECKPOINT_IDLE_SECONDS = 1.0  # the checkpointer thread's round, while commits come
 WAL_RESTART_BYTES = 8 * 2**20  # a log this long is checkpointed to its end and started over
 WAL_SIZE_LIMIT = 8 * 2**20  # bytes the log file is cut back to when it starts over
 CLOSE_CHECKPOINT_SECONDS = 2.0  # how long close() waits for other connections to let it truncate the log
@@ -485,8 +485,8 @@ class SQLiteStore(StoreOperations):
             con = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
                                   check_same_thread=False, cached_statements=256)
             con.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
-            # No checkpoint inside a commit: it fsyncs the log and the file (2-4 ms) while the engine
-            # waits for its commit. The checkpointer thread does it instead (see _committed).
+            # _committed checkpoints instead of SQLite, so that a checkpoint that falls short (another
+            # process writes or reads meanwhile) is noticed and finished by the checkpointer thread
             con.execute("PRAGMA wal_autocheckpoint = 0")
             con.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
             # From now on no SQLite busy handler: a busy write lock is waited for by _begin, anything
@@ -506,24 +506,32 @@ class SQLiteStore(StoreOperations):
         self._checkpointer = None
         self._checkpoint_wanted = threading.Event()
 
-    def _committed(self) -> None:
-        """Count a commit; the checkpointer copies the log into the file every few hundred commits."""
+    def _committed(self, con: sqlite3.Connection) -> None:
+        """Count a commit on ``con``; every CHECKPOINT_EVERY commits, copy the log into the file.
+
+        As SQLite's own auto-checkpoint does, the connection that just committed makes a passive
+        checkpoint. In this process nobody commits meanwhile (the engine is the writer), so it
+        copies the whole log, and the next commit starts the log over in place: the file is
+        rewritten, never truncated and grown again, which costs more than the copy. When it falls
+        short (another process wrote or read meanwhile), the checkpointer thread finishes the job.
+        """
         self._commits += 1
         if self._checkpointer is None:
             self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="vow-sqlite-checkpoint",
                                                   daemon=True)
             self._checkpointer.start()
-        if self._commits % CHECKPOINT_EVERY == 0:
+        if self._commits % CHECKPOINT_EVERY == 0 and not _checkpoint(con):
             self._checkpoint_wanted.set()
 
     def _checkpoint_loop(self) -> None:
-        """Checkpoint off the engine thread: after CHECKPOINT_EVERY commits, or a second after the last.
+        """Finish checkpoints that a committing connection could not, and checkpoint once a second
+        while commits come (so a quiet store's log is copied into the file soon after its last commit).
 
-        A passive checkpoint copies what it can without waiting for anyone; against a log that keeps
-        getting commits it never reaches the end, so the log would never start over and would grow
-        without bound. Once the log passes WAL_RESTART_BYTES, the checkpoint is a TRUNCATE one: it
-        holds new writers back (a few milliseconds) until it has copied everything, then empties
-        the log, so it stays within a few megabytes whatever the load.
+        A passive checkpoint copies what it can without waiting for anyone; against a log that other
+        processes keep committing to, it never reaches the end, so the log would never start over
+        and would grow without bound. Once the log passes WAL_RESTART_BYTES, the checkpoint is a
+        TRUNCATE one: it holds new writers back (a few milliseconds) until it has copied everything,
+        then empties the log, so it stays within a few megabytes whatever the load.
         """
         with _GATE:
             con = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
@@ -1040,7 +1048,7 @@ class SQLiteStore(StoreOperations):
             result = work(con)
             self._check_identity()
             con.execute("COMMIT")
-            self._committed()
+            self._committed(con)
         except sqlite3.Error as exc:
             self._rollback(con)
             raise self._error(exc) from exc
@@ -1174,16 +1182,17 @@ class SQLiteStore(StoreOperations):
                 self._rollback(con)
                 raise
 
-        try:
+        with _GATE:
             try:
-                attempt()
+                try:
+                    attempt()
+                except sqlite3.Error as exc:
+                    if not _is_busy(exc):
+                        raise
+                    self._retry_busy(attempt)
             except sqlite3.Error as exc:
-                if not _is_busy(exc):
-                    raise
-                self._retry_busy(attempt)
-        except sqlite3.Error as exc:
-            raise self._error(exc) from exc
-        self._committed()
+                raise self._error(exc) from exc
+            self._committed(con)
 
     def _truncate_log(self) -> bool:
         """Checkpoint the whole log into the file and truncate it to zero bytes.
