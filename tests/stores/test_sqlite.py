@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from vow.errors import ConfigError, StoreError
+from vow.errors import ConfigError, LeaseLostError, StoreError
 from vow.plugins import Plugins
 from vow.records import Batch, Kind, Lease, Settle, State
 from vow.stores import open_store
@@ -329,3 +329,48 @@ def test_every_committed_batch_survives_kill_9(tmp_path: Path) -> None:
     found = store.get_many(acknowledged)
     assert len(found) == 300 and all(r.state is State.RESOLVED for r in found.values())
     store.close()
+
+
+# -- fences a connection remembers: every way the remembered state can go stale is noticed ------------
+
+def _remembered_fence(store: SQLiteStore) -> Lease:
+    """``wf`` claimed and two fenced commits made, so the second's fence is remembered."""
+    lease = store.claim("wf", new_owner_id(), 10, now=100.0)
+    store.apply(Batch(creates=[make_record("wf")], fences={"wf": lease.token}))
+    store.apply(Batch(creates=[make_record("wf.1", root="wf", parent="wf")], fences={"wf": lease.token}))
+    return lease
+
+
+def _fenced_child(store: SQLiteStore, lease: Lease) -> None:
+    store.apply(Batch(creates=[make_record("wf.2", root="wf", parent="wf")], fences={"wf": lease.token}))
+
+
+def test_a_remembered_fence_is_checked_again_once_another_connection_took_the_lease(tmp_path: Path) -> None:
+    mine, theirs = SQLiteStore(tmp_path / "vow.sqlite"), SQLiteStore(tmp_path / "vow.sqlite")
+    try:
+        lease = _remembered_fence(mine)
+        assert theirs.claim("wf", new_owner_id(), 10, now=200.0).token > lease.token  # mine expired: taken over
+        with pytest.raises(LeaseLostError):
+            _fenced_child(mine, lease)
+        assert mine.get("wf.2") is None
+    finally:
+        mine.close()
+        theirs.close()
+
+
+def test_a_remembered_fence_is_checked_again_once_the_same_connection_wrote_something_else(
+        sqlite_store: SQLiteStore) -> None:
+    lease = _remembered_fence(sqlite_store)
+    sqlite_store.claim("wf", new_owner_id(), 10, now=200.0)  # this connection itself hands the lease on
+    with pytest.raises(LeaseLostError):
+        _fenced_child(sqlite_store, lease)
+    assert sqlite_store.get("wf.2") is None
+
+
+def test_a_remembered_fence_does_not_cover_a_root_its_own_commit_settled(sqlite_store: SQLiteStore) -> None:
+    lease = sqlite_store.claim("wf", new_owner_id(), 10, now=100.0)
+    sqlite_store.apply(Batch(creates=[make_record("wf")], fences={"wf": lease.token}))
+    sqlite_store.apply(Batch(settles=[Settle("wf", State.RESOLVED, "1", 1.0)], fences={"wf": lease.token}))
+    with pytest.raises(LeaseLostError):
+        _fenced_child(sqlite_store, lease)
+    assert sqlite_store.get("wf.2") is None

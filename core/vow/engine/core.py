@@ -162,10 +162,13 @@ class Engine:
                 timeout: float | None = 0.0
             else:
                 timeout = timers.timeout()
-            try:
-                msg = inbox.get(timeout=timeout) if timeout != 0.0 else inbox.get_nowait()
-            except queue.Empty:
-                msg = None
+            if timeout != 0.0:
+                try:
+                    msg = inbox.get(timeout=timeout)
+                except queue.Empty:
+                    msg = None
+            else:  # the engine is the only reader: not empty means get_nowait() succeeds (no Empty raised)
+                msg = None if inbox.empty() else inbox.get_nowait()
             while msg is not None:
                 if msg[0] == _STOP:
                     self._shutdown()
@@ -175,10 +178,7 @@ class Engine:
                     self._handle(msg)
                 except Exception:  # noqa: BLE001 - one bad message must not stop every workflow
                     _log.exception("vow engine: handling a message failed")
-                try:
-                    msg = inbox.get_nowait()
-                except queue.Empty:
-                    msg = None
+                msg = None if inbox.empty() else inbox.get_nowait()
             try:
                 timers.fire_due()
                 self._round()

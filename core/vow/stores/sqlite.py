@@ -634,13 +634,16 @@ class SQLiteStore(StoreOperations):
         for s in settles:
             if s.state is _PENDING:
                 raise ValueError(f"cannot settle {s.id!r} as pending")
-        return self._write(lambda con: self._apply_in(con, batch))
+        result = self._write(lambda con: self._apply_in(con, batch))
+        if batch.fences:
+            self._remember_fences(batch)
+        return result
 
     def _apply_in(self, con: sqlite3.Connection, batch: Batch) -> BatchResult:
         fenced = bool(batch.fences)
         settled_parents: dict[str, PromiseRecord] = {}
         if fenced:
-            self._check_fences(con, batch.fences)
+            self._local.fence_version = self._check_fences(con, batch.fences)
         existing: dict[str, PromiseRecord] = {}
         conflicts: dict[str, PromiseRecord] = {}
         unchanged: set[str] = set()  # settles that repeated a stored outcome
@@ -710,12 +713,26 @@ class SQLiteStore(StoreOperations):
         last = con.execute("SELECT max(seq) FROM changes").fetchone()[0]
         con.execute("DELETE FROM changes WHERE seq <= ?", (last - FEED_WINDOW,))
 
-    def _check_fences(self, con: sqlite3.Connection, fences: dict[str, int]) -> None:
-        """Every fenced root still has the writer's token and is not settled (one query per chunk)."""
+    def _check_fences(self, con: sqlite3.Connection, fences: dict[str, int]) -> int:
+        """Every fenced root still has the writer's token and is not settled (one query per chunk).
+
+        Roots that this connection's last fenced commit found so, with the same token, are not read
+        again when nothing was written since: SQLite's ``data_version`` is unchanged (no other
+        connection, in this process or another, committed) and so is this connection's count of
+        changed rows (it wrote nothing else). Returns the ``data_version`` read."""
+        version: int = con.execute("PRAGMA data_version").fetchone()[0]
+        known = getattr(self._local, "fenced", None)
+        if known is not None and known[0] == version and known[1] == con.total_changes:
+            verified = known[2]
+            fences = {root: token for root, token in fences.items() if verified.get(root) != token}
+            if not fences:
+                return version
         if len(fences) == 1:
             [(root, token)] = fences.items()
             row = con.execute(_FENCE_ONE, (root,)).fetchone()
-            current = {} if row is None else {root: row}
+            if row is not None and row[0] == token and (row[1] is None or row[1] == "pending"):
+                return version
+            raise lease_lost_error([root])
         else:
             current = {}
             roots = list(fences)
@@ -729,6 +746,18 @@ class SQLiteStore(StoreOperations):
                       if (row := current.get(root)) is None or row[0] != token or row[1] not in (None, "pending"))
         if lost:
             raise lease_lost_error(lost)
+        return version
+
+    def _remember_fences(self, batch: Batch) -> None:
+        """After a fenced commit: its roots hold their tokens and are pending, as the next fenced
+        commit of this connection may assume if nothing is written meanwhile (not a root this batch
+        created or settled: its state is no longer the one checked)."""
+        local = self._local
+        fences = batch.fences
+        changed = {s.id for s in batch.settles if s.id in fences}
+        changed.update(r.id for r in batch.creates if r.id in fences)
+        verified = {root: token for root, token in fences.items() if root not in changed}
+        local.fenced = (local.fence_version, local.con.total_changes, verified)
 
     def _existing(self, con: sqlite3.Connection, creates: list[PromiseRecord], inserted: int
                   ) -> tuple[dict[str, PromiseRecord], list[str]]:
