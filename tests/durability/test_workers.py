@@ -55,16 +55,34 @@ class Fleet:
         """Start ``count`` workers; with ``wait``, once each has said its lease owner id."""
         started = [app("worker_app", self.url, str(self.log), str(lease_ttl), str(max_running), env=env)
                    for _ in range(count)]
+        for proc in started:
+            self._drain_stderr(proc)
         self.procs += started
         for proc in started if wait else ():
             self.owner_of(proc)
         return started
 
     @staticmethod
-    def owner_of(proc) -> str:
+    def _drain_stderr(proc) -> None:
+        """Read the worker's stderr as it comes, so a worker that logs a lot never blocks on a full pipe."""
+        chunks: list[str] = []
+        proc.stderr_reader = threading.Thread(target=lambda: chunks.append(proc.stderr.read()), daemon=True)
+        proc.stderr_chunks = chunks
+        proc.stderr_reader.start()
+
+    @staticmethod
+    def stderr_of(proc, timeout: float = 60) -> str:
+        """All the worker wrote to stderr, once it has ended."""
+        proc.wait(timeout=timeout)
+        proc.stderr_reader.join(timeout)
+        return "".join(proc.stderr_chunks)
+
+    def owner_of(self, proc) -> str:
         if not hasattr(proc, "owner"):
             line = read_line(proc)
-            assert line.startswith("owner "), proc.communicate()[1]
+            if not line.startswith("owner "):
+                kill(proc)
+                raise AssertionError(f"worker said {line!r}, not its owner id\n{self.stderr_of(proc)}")
             proc.owner = line.split()[1]
         return proc.owner
 
@@ -141,7 +159,8 @@ class Fleet:
                 proc.send_signal(signal.SIGTERM)
         for proc in self.procs:
             if proc.pid not in self.stderr:
-                out, err = proc.communicate(timeout=60)
+                err = self.stderr_of(proc)
+                out = proc.stdout.read()
                 assert proc.returncode == 0 and "stopped" in out, f"worker {proc.pid} exit {proc.returncode}\n{err}"
                 self.stderr[proc.pid] = err
 
