@@ -559,6 +559,56 @@ def test_a_worker_keeps_going_when_the_store_fails_for_a_while() -> None:
         vow.close()
 
 
+def test_a_busy_worker_claims_a_batch_of_runs_at_a_time_not_one_per_run_that_ended() -> None:
+    """One claim transaction per CLAIM_BATCH runs that ended, not one per run (each claim holds the
+    store's single writer): with every slot taken, the worker waits for a batch's worth of room."""
+    from vow.client import CLAIM_BATCH
+    from vow.stores.memory import MemoryStore
+
+    class Counting(MemoryStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.claims: list[int] = []
+
+        def claim_many(self, roots, *args, **kwargs):
+            self.claims.append(len(roots))
+            return super().claim_many(roots, *args, **kwargs)
+
+    store = Counting()
+    vow = Vow(store=store)
+
+    gate = threading.Semaphore(0)
+
+    def leaf(ctx: LeafContext, x: int) -> int:
+        gate.acquire(timeout=60)
+        return x
+
+    @vow.register
+    def wf(ctx: Context, x: int):
+        return (yield ctx.run(leaf, x))
+
+    runs = 10 * CLAIM_BATCH + 7
+    for i in range(runs):
+        vow.submit(f"batch/{i}", wf, i)
+    stop = threading.Event()
+    # a poll interval longer than the test: only a batch's worth of room makes the worker claim
+    worker = threading.Thread(target=vow.worker, kwargs={"stop": stop, "poll_interval": 3.0,
+                                                         "max_running": 4 * CLAIM_BATCH})
+    try:
+        worker.start()
+        for _ in range(runs):  # runs end one by one
+            gate.release()
+            time.sleep(0.001)
+        wait_until(lambda: all(vow.get(f"batch/{i}").state is State.RESOLVED for i in range(runs)), 60,
+                   "every run resolved")
+    finally:
+        stop.set()
+        worker.join(10)
+        vow.close()
+    assert sum(store.claims) == runs
+    assert store.claims == [CLAIM_BATCH] * (runs // CLAIM_BATCH) + [runs % CLAIM_BATCH]
+
+
 def test_a_child_workflow_that_returns_before_its_branch_settles_cancels_the_branch(vow: Vow) -> None:
     gate = threading.Event()
 

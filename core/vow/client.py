@@ -8,6 +8,7 @@ import inspect
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -296,23 +297,30 @@ class Vow:
         stop = stop or threading.Event()
         running: dict[str, RunHandle] = {}
         finished: list[str] = []  # runs that ended since the last look (appended from the engine thread)
-        room_made = threading.Event()  # a run ended: a worker with every slot taken claims again at once
+        room_made = threading.Event()  # a batch's worth of runs ended: claim again at once
         unknown: set[str] = set()
+        # A busy worker claims once a batch's worth of slots is free (one claim transaction for many
+        # runs, not one per run that ended), or a poll interval after its last claim, whichever is first.
+        refill = max(1, min(CLAIM_BATCH, max_running // 4))
         from vow.schedules.ticker import Ticker  # issue 16: workers fire due schedule ticks (vow.schedules)
 
         def ended(rid: str) -> None:
             finished.append(rid)
-            room_made.set()
+            if max_running - len(running) + len(finished) >= refill:
+                room_made.set()
 
         ticker = Ticker(self)
+        claimed_at = 0.0
         while not stop.is_set():
             ticker.look()  # issue 16: stores the runs of due ticks; the claim below picks them up
             room_made.clear()
             while finished:
                 running.pop(finished.pop(), None)
             room = max_running - len(running)
-            started = 0
-            if room > 0:
+            wait = claimed_at + poll_interval - time.monotonic()
+            if room >= refill or (room > 0 and wait <= 0):
+                started = 0
+                claimed_at = time.monotonic()
                 try:
                     started = self._claim_some(running, unknown, min(room, CLAIM_BATCH), ended)
                 except VowError as exc:  # a busy or failing store: look again later, keep running
@@ -320,7 +328,7 @@ class Vow:
                 if not started:
                     stop.wait(poll_interval)  # nothing to claim now
             else:
-                room_made.wait(poll_interval)
+                room_made.wait(wait if room > 0 else poll_interval)
 
     def _claim_some(self, running: dict[str, RunHandle], unknown: set[str], limit: int,
                     ended: Callable[[str], None]) -> int:
