@@ -53,14 +53,17 @@ class Fleet:
     def start(self, count: int, *, lease_ttl: float = 15.0, max_running: int = 256,
               env: dict[str, str] | None = None, wait: bool = True) -> list:
         """Start ``count`` workers; with ``wait``, once each has said its lease owner id."""
-        started = [app("worker_app", self.url, str(self.log), str(lease_ttl), str(max_running), env=env)
-                   for _ in range(count)]
+        started = [self.spawn_worker(lease_ttl, max_running, env) for _ in range(count)]
         for proc in started:
             self._drain_stderr(proc)
         self.procs += started
         for proc in started if wait else ():
             self.owner_of(proc)
         return started
+
+    def spawn_worker(self, lease_ttl: float, max_running: int, env: dict[str, str] | None):
+        """One worker process on this fleet's store."""
+        return app("worker_app", self.url, str(self.log), str(lease_ttl), str(max_running), env=env)
 
     @staticmethod
     def _drain_stderr(proc) -> None:

@@ -35,15 +35,10 @@ class PostgresFleet(core.Fleet):
         self.url = url
         self.path = None  # no SQLite file
 
-    def start(self, count: int, *, lease_ttl: float = 15.0, max_running: int = 256,
-              env: dict[str, str] | None = None, wait: bool = True) -> list:
-        """The core's ``start``, with the workers run through ``pg_worker_app.py``."""
-        started = [spawn(HERE / "pg_worker_app.py", self.url, str(self.log), str(lease_ttl), str(max_running),
-                         env=importable(env)) for _ in range(count)]
-        self.procs += started
-        for proc in started if wait else ():
-            self.owner_of(proc)
-        return started
+    def spawn_worker(self, lease_ttl: float, max_running: int, env: dict[str, str] | None):
+        """A worker run through ``pg_worker_app.py``."""
+        return spawn(HERE / "pg_worker_app.py", self.url, str(self.log), str(lease_ttl), str(max_running),
+                     env=importable(env))
 
     def query(self, sql: str, *args: object) -> list[tuple]:
         """The core's queries (SQLite placeholders) on the server's tables."""
