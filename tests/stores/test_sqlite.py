@@ -374,3 +374,23 @@ def test_a_remembered_fence_does_not_cover_a_root_its_own_commit_settled(sqlite_
     with pytest.raises(LeaseLostError):
         _fenced_child(sqlite_store, lease)
     assert sqlite_store.get("wf.2") is None
+
+
+def test_a_long_run_of_commits_keeps_starting_the_log_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A passive checkpoint beside the commits never reaches the end of a log that keeps growing;
+    the committing connection finishes it once the log is long, and the log starts over in place."""
+    monkeypatch.setattr(sqlite_module, "CHECKPOINT_EVERY", 16)
+    monkeypatch.setattr(sqlite_module, "WAL_RESTART_BYTES", 256 * 1024)
+    store = SQLiteStore(tmp_path / "vow.sqlite")
+    wal = Path(f"{store.path}-wal")
+    peak = 0
+    try:
+        store.apply(Batch(creates=[make_record("r")]))
+        for i in range(3000):  # about 4 pages each: 50 MB of log if it never started over
+            store.apply(Batch(creates=[make_record(f"r.{i}", root="r", parent="r")],
+                              settles=[Settle(f"r.{i - 1}", State.RESOLVED, "1", 1.0)] if i else []))
+            peak = max(peak, wal.stat().st_size)
+    finally:
+        store.close()
+    assert peak < 2 * 2**20  # the restart size and the commits made until a look finds the copy done
+    assert not wal.exists() or wal.stat().st_size == 0

@@ -173,9 +173,10 @@ _FENCE_ONE = "SELECT l.token, p.state FROM leases l LEFT JOIN promises p ON p.id
 FEED_WINDOW = 10_000  # outside writes the change feed keeps
 LOCK_FIRST_WAIT = 0.00005  # seconds a writer waits before it looks at a taken write lock again ...
 LOCK_MAX_WAIT = 0.002  # ... growing to this
-CHECKPOINT_EVERY = 128  # commits between two checkpoints, each made by the connection that just committed
-CHECKPOINT_IDLE_SECONDS = 1.0  # the checkpointer thread's round, while commits come
-WAL_RESTART_BYTES = 8 * 2**20  # a log this long is checkpointed to its end and started over
+CHECKPOINT_EVERY = 128  # commits between two checkpoints of the log
+CHECKPOINT_IDLE_SECONDS = 1.0  # ... or this long after the last commit
+WAL_RESTART_BYTES = 8 * 2**20  # a log this long is copied to its end by the committing connection, and starts over
+WAL_TRUNCATE_BYTES = 32 * 2**20  # a log still this long (other processes kept it from starting over) is truncated
 WAL_SIZE_LIMIT = 8 * 2**20  # bytes the log file is cut back to when it starts over
 CLOSE_CHECKPOINT_SECONDS = 2.0  # how long close() waits for other connections to let it truncate the log
 _CHUNK = 500  # ids per "IN (...)" query, well under SQLite's bound-parameter limit
@@ -489,8 +490,8 @@ class SQLiteStore(StoreOperations):
             con = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
                                   check_same_thread=False, cached_statements=256)
             con.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
-            # _committed checkpoints instead of SQLite, so that a checkpoint that falls short (another
-            # process writes or reads meanwhile) is noticed and finished by the checkpointer thread
+            # Checkpoints are made by the checkpointer thread and, to start a long log over, by
+            # _committed; SQLite's own would copy the whole log on the engine's thread every 1,000 pages
             con.execute("PRAGMA wal_autocheckpoint = 0")
             con.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
             # From now on no SQLite busy handler: a busy write lock is waited for by _begin, anything
@@ -512,31 +513,34 @@ class SQLiteStore(StoreOperations):
         self._checkpoint_wanted = threading.Event()
 
     def _committed(self, con: sqlite3.Connection) -> None:
-        """Count a commit on ``con``; every CHECKPOINT_EVERY commits, copy the log into the file.
+        """Count a commit on ``con``; every CHECKPOINT_EVERY commits, have the log copied into the file.
 
-        As SQLite's own auto-checkpoint does, the connection that just committed makes a passive
-        checkpoint. In this process nobody commits meanwhile (the engine is the writer), so it
-        copies the whole log, and the next commit starts the log over in place: the file is
-        rewritten, never truncated and grown again, which costs more than the copy. When it falls
-        short (another process wrote or read meanwhile), the checkpointer thread finishes the job.
+        The checkpointer thread copies it in the background (a passive checkpoint, beside the
+        commits). Against a log that keeps getting commits that copy never reaches the end, so the
+        log would never start over. So once the log passes WAL_RESTART_BYTES, the connection that
+        just committed finishes the copy itself: in this process nobody commits meanwhile, so it
+        reaches the end (the background copies left it little to do), and the next commit starts
+        the log over in place. The file is rewritten, not truncated and grown again, which costs
+        more than the copy. When it keeps falling short (other processes write or read meanwhile),
+        the checkpointer thread truncates the log once it passes WAL_TRUNCATE_BYTES.
         """
         self._commits += 1
         if self._checkpointer is None:
             self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="vow-sqlite-checkpoint",
                                                   daemon=True)
             self._checkpointer.start()
-        if self._commits % CHECKPOINT_EVERY == 0 and not _checkpoint(con):
-            self._checkpoint_wanted.set()
+        if self._commits % CHECKPOINT_EVERY == 0:
+            log = _wal_bytes(self.path)
+            if log <= WAL_RESTART_BYTES or (not _checkpoint(con) and log > WAL_TRUNCATE_BYTES):
+                self._checkpoint_wanted.set()
 
     def _checkpoint_loop(self) -> None:
-        """Finish checkpoints that a committing connection could not, and checkpoint once a second
-        while commits come (so a quiet store's log is copied into the file soon after its last commit).
+        """Copy the log into the file in the background: when asked, and a second after the last commit.
 
-        A passive checkpoint copies what it can without waiting for anyone; against a log that other
-        processes keep committing to, it never reaches the end, so the log would never start over
-        and would grow without bound. Once the log passes WAL_RESTART_BYTES, the checkpoint is a
-        TRUNCATE one: it holds new writers back (a few milliseconds) until it has copied everything,
-        then empties the log, so it stays within a few megabytes whatever the load.
+        A passive checkpoint copies what it can without waiting for anyone. A log that other
+        processes kept from starting over, once it passes WAL_TRUNCATE_BYTES, gets a TRUNCATE
+        checkpoint: it holds new writers back (a few milliseconds) until it has copied everything,
+        then empties the log, so it stays bounded whatever the load.
         """
         with _GATE:
             con = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
@@ -549,7 +553,7 @@ class SQLiteStore(StoreOperations):
                     continue
                 done = self._commits
                 with _GATE:
-                    _checkpoint(con, full=_wal_bytes(self.path) > WAL_RESTART_BYTES)
+                    _checkpoint(con, full=_wal_bytes(self.path) > WAL_TRUNCATE_BYTES)
         finally:
             with _GATE:
                 con.close()
