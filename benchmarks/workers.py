@@ -8,7 +8,8 @@ For each worker count: a fresh store (a new SQLite file, or a schema of its own 
 every workflow submitted first (``Vow.submit``; each fans out FANOUT no-op leaves and adds up
 their values), then that many real ``vow worker`` processes started. The rate is measured in
 steady state: from the moment every worker has said it is ready (its start-up is not counted)
-until 90 % of the workflows are resolved, counted in the store. Worker count 0 is the in-process
+until 90 % of the workflows are resolved, counted in the store (on SQLite, the size of the
+``-wal`` file is read at each count: its peak is reported). Worker count 0 is the in-process
 baseline: one process that starts every workflow with ``Vow.begin_run`` and waits for them (its
 rate counts the roots' own creation, which the workers' does not). Every workflow must end
 resolved with the right value, or the run fails. One JSON line per worker count on stdout; a
@@ -51,6 +52,13 @@ class SQLiteTarget:
         self.dir = tempfile.mkdtemp(prefix="vow-workers-")
         self.url = f"sqlite:{os.path.join(self.dir, 'vow.sqlite')}"
         self._con: Any = None
+        self.wal_peak = 0  # bytes: the largest -wal file seen at a count
+
+    def sample(self) -> None:
+        try:
+            self.wal_peak = max(self.wal_peak, os.path.getsize(self.url[len("sqlite:"):] + "-wal"))
+        except OSError:
+            pass
 
     def count(self, sql: str) -> int:
         if self._con is None:
@@ -74,6 +82,10 @@ class PostgresTarget:
         self.schema = f"vow_workers_{uuid.uuid4().hex[:8]}"
         self.url = f"{server}{'&' if '?' in server else '?'}schema={self.schema}"
         self._con = psycopg.connect(server, autocommit=True)
+        self.wal_peak = None  # not a file here
+
+    def sample(self) -> None:
+        pass
 
     def count(self, sql: str) -> int:
         return int(self._con.execute(sql.format(t=f"{self.schema}.promises")).fetchone()[0])
@@ -93,6 +105,7 @@ def _said(log: Any, text: str) -> str:
 def _wait_for(target: Any, wanted: int, procs: list[subprocess.Popen[str]], logs: list[Any]) -> int:
     deadline = time.monotonic() + 600
     while (done := target.count(_RESOLVED)) < wanted:
+        target.sample()
         if time.monotonic() > deadline:
             raise RuntimeError(f"only {done} workflows resolved in 600 s")
         for proc, log in zip(procs, logs):
@@ -149,7 +162,8 @@ def run(server: str, workers: int, workflows: int, fanout: int) -> dict[str, Any
     return {"store": "sqlite" if server == "sqlite" else "postgresql", "workers": workers,
             "workflows": workflows, "fanout": fanout, "ok": wrong == 0,
             "workflows_per_s": round((c2 - c1) / (t2 - t1), 1), "measured_workflows": c2 - c1,
-            "measured_s": round(t2 - t1, 3), "done_before_all_ready": c1, "runs_per_worker": per_worker}
+            "measured_s": round(t2 - t1, 3), "done_before_all_ready": c1, "runs_per_worker": per_worker,
+            "wal_peak_mb": None if target.wal_peak is None else round(target.wal_peak / 2**20, 1)}
 
 
 def in_process(url: str, workflows: int, fanout: int) -> None:
@@ -188,7 +202,8 @@ def main() -> int:
     for row in rows:
         who = "in-process" if row["workers"] == 0 else f"{row['workers']} worker(s)"
         print(f"{who}: {row['workflows_per_s']:,.0f} workflows/s "
-              f"({row['measured_workflows']} workflows in {row['measured_s']} s, ok={row['ok']})", file=sys.stderr)
+              f"({row['measured_workflows']} workflows in {row['measured_s']} s, ok={row['ok']})"
+              + (f", log peak {row['wal_peak_mb']} MB" if row["wal_peak_mb"] is not None else ""), file=sys.stderr)
     return 0 if all(r["ok"] for r in rows) else 1
 
 
