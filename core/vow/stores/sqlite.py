@@ -535,7 +535,7 @@ class SQLiteStore(StoreOperations):
                 self._checkpoint_wanted.set()
 
     def _checkpoint_loop(self) -> None:
-        """Copy the log into the file in the background: when asked, and a second after the last commit.
+        """Copy the log into the file in the background: when asked, and each second while commits come.
 
         A passive checkpoint copies what it can without waiting for anyone. A log that other
         processes kept from starting over, once it passes WAL_TRUNCATE_BYTES, gets a TRUNCATE
