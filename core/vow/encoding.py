@@ -39,13 +39,22 @@ def _described(what: Described) -> str:
     return what if isinstance(what, str) else what()
 
 
-def encode(value: Any, *, what: Described = "value") -> str:
-    """Encode ``value`` as canonical JSON text; raise :class:`EncodeError` saying ``what`` it was."""
+def _int_or_str_text(value: Any) -> str | None:
+    """The JSON text of an int or a str (the commonest values), written as the encoder writes it
+    without its set-up; ``None`` for anything else."""
     kind = type(value)
-    if kind is int:  # the commonest results, written as the encoder writes them, without its set-up
+    if kind is int:
         return int.__repr__(value)
     if kind is str:
         return _encode_str(value)
+    return None
+
+
+def encode(value: Any, *, what: Described = "value") -> str:
+    """Encode ``value`` as canonical JSON text; raise :class:`EncodeError` saying ``what`` it was."""
+    text = _int_or_str_text(value)
+    if text is not None:
+        return text
     try:
         return _encoder.encode(value)
     except RecursionError:
@@ -67,11 +76,6 @@ def decode(text: str | None) -> Any:
 
 def normalize(value: Any, *, what: Described = "value") -> tuple[Any, str]:
     """Return ``(value as it reads back from the store, its encoded text)``."""
-    kind = type(value)
-    if kind is int:
-        return value, int.__repr__(value)
-    if kind is str:
-        return value, _encode_str(value)
     text = encode(value, what=what)
     if isinstance(value, _PLAIN) and not isinstance(value, float):
         return value, text
@@ -100,13 +104,10 @@ def _ints_and_strings(items: tuple[Any, ...]) -> str | None:
     the encoder writes it; ``None`` otherwise."""
     parts = []
     for item in items:
-        kind = type(item)
-        if kind is int:
-            parts.append(int.__repr__(item))
-        elif kind is str:
-            parts.append(_encode_str(item))
-        else:
+        text = _int_or_str_text(item)
+        if text is None:
             return None
+        parts.append(text)
     return "[" + ",".join(parts) + "]"
 
 

@@ -355,17 +355,9 @@ class SQLiteStore(StoreOperations):
         self.synchronous = synchronous
         self.busy_timeout = float(busy_timeout)
         self.url = f"sqlite://{self.path}" + ("" if synchronous == "normal" else f"?synchronous={synchronous}")
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._connections_lock = threading.Lock()
-        # Writers of this process take turns here before they ask SQLite for the write lock: one
-        # waiting for another thread of this process (the engine for a claim, say) is woken the
-        # moment it is done, instead of polling the file lock. Other processes are polled (_begin).
-        self._writer = threading.RLock()
+        self._forget_connections()
         self._closed = False
         self._commits = 0
-        self._checkpoint_wanted = threading.Event()
-        self._checkpointer: threading.Thread | None = None
         self._identity: tuple[int, int] | None = None
         self._owners = OwnerLocks(self.path + "-owners")
         self._check_file()
@@ -505,11 +497,16 @@ class SQLiteStore(StoreOperations):
         return con
 
     def _forget_connections(self) -> None:
+        """Fresh connections, locks and checkpointer: at the start, and in a forked child (the
+        parent's are not the child's to use)."""
         self._local = threading.local()
-        self._connections = []
+        self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
+        # Writers of this process take turns here before they ask SQLite for the write lock: one
+        # waiting for another thread of this process (the engine for a claim, say) is woken the
+        # moment it is done, instead of polling the file lock. Other processes are polled (_begin).
         self._writer = threading.RLock()
-        self._checkpointer = None
+        self._checkpointer: threading.Thread | None = None
         self._checkpoint_wanted = threading.Event()
 
     def _committed(self, con: sqlite3.Connection) -> None:
@@ -643,16 +640,12 @@ class SQLiteStore(StoreOperations):
         for s in settles:
             if s.state is _PENDING:
                 raise ValueError(f"cannot settle {s.id!r} as pending")
-        result = self._write(lambda con: self._apply_in(con, batch))
-        if batch.fences:
-            self._remember_fences(batch)
-        return result
+        return self._write(lambda con: self._apply_in(con, batch))
 
     def _apply_in(self, con: sqlite3.Connection, batch: Batch) -> BatchResult:
         fenced = bool(batch.fences)
         settled_parents: dict[str, PromiseRecord] = {}
-        if fenced:
-            self._local.fence_version = self._check_fences(con, batch.fences)
+        version = self._check_fences(con, batch.fences) if fenced else 0
         existing: dict[str, PromiseRecord] = {}
         conflicts: dict[str, PromiseRecord] = {}
         unchanged: set[str] = set()  # settles that repeated a stored outcome
@@ -693,6 +686,8 @@ class SQLiteStore(StoreOperations):
             con.executemany(_ATTEMPT, [(n, i) for i, n in batch.attempts.items()])
         if batch.outside:
             self._announce(con, creates, created_ids, [s for s in settles if s.id not in unchanged], conflicts)
+        if fenced:
+            self._remember_fences(con, batch, version)
         return BatchResult(existing, conflicts)
 
     def _settled_parents(self, con: sqlite3.Connection, creates: list[PromiseRecord],
@@ -757,16 +752,18 @@ class SQLiteStore(StoreOperations):
             raise lease_lost_error(lost)
         return version
 
-    def _remember_fences(self, batch: Batch) -> None:
-        """After a fenced commit: its roots hold their tokens and are pending, as the next fenced
-        commit of this connection may assume if nothing is written meanwhile (not a root this batch
-        created or settled: its state is no longer the one checked)."""
-        local = self._local
+    def _remember_fences(self, con: sqlite3.Connection, batch: Batch, version: int) -> None:
+        """At the end of a fenced transaction: its roots hold their tokens and are pending, as the
+        next fenced commit of this connection may assume if nothing is written meanwhile (not a root
+        this batch created or settled: its state is no longer the one checked).
+
+        Kept even if the COMMIT then fails: the rollback leaves the checked state as it was, and
+        ``total_changes`` still counts the rows written and rolled back."""
         fences = batch.fences
         changed = {s.id for s in batch.settles if s.id in fences}
         changed.update(r.id for r in batch.creates if r.id in fences)
         verified = {root: token for root, token in fences.items() if root not in changed}
-        local.fenced = (local.fence_version, local.con.total_changes, verified)
+        self._local.fenced = (version, con.total_changes, verified)
 
     def _existing(self, con: sqlite3.Connection, creates: list[PromiseRecord], inserted: int
                   ) -> tuple[dict[str, PromiseRecord], list[str]]:
