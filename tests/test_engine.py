@@ -609,6 +609,59 @@ def test_a_busy_worker_claims_a_batch_of_runs_at_a_time_not_one_per_run_that_end
     assert store.claims == [CLAIM_BATCH] * (runs // CLAIM_BATCH) + [runs % CLAIM_BATCH]
 
 
+def test_a_worker_that_loses_a_claim_to_another_worker_looks_again_at_once() -> None:
+    """Workers sharing a store read the same oldest runs: one whose every run was taken by another
+    worker between its read and its claim claims the next ones at once, not a poll interval later
+    (it idled while runs piled up: two workers did 1.4x one, not 1.6x)."""
+    from vow.client import CLAIM_BATCH
+    from vow.stores.memory import MemoryStore
+
+    class Raced(MemoryStore):
+        """The first claim loses every run to a rival worker, which claims them just before it."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.claims: list[int] = []
+            self.claimed_again = threading.Event()
+
+        def claim_many(self, roots, owner, ttl, **kwargs):
+            self.claims.append(len(roots))
+            if len(self.claims) == 1:
+                super().claim_many(roots, "rival-worker", 600.0)
+            else:
+                self.claimed_again.set()
+            return super().claim_many(roots, owner, ttl, **kwargs)
+
+    store = Raced()
+    vow = Vow(store=store)
+
+    def double(ctx: LeafContext, x: int) -> int:
+        return 2 * x
+
+    @vow.register
+    def wf(ctx: Context, x: int):
+        return (yield ctx.run(double, x))
+
+    runs = 2 * CLAIM_BATCH
+    for i in range(runs):
+        vow.submit(f"raced/{i:03}", wf, i)
+    stop = threading.Event()
+    # a poll interval longer than the test: only looking again at once claims the second batch
+    worker = threading.Thread(target=vow.worker, kwargs={"stop": stop, "poll_interval": 600.0,
+                                                         "max_running": CLAIM_BATCH})
+    try:
+        worker.start()
+        assert store.claimed_again.wait(30), f"the worker did not claim again after losing a race: {store.claims}"
+        wait_until(lambda: all(vow.get(f"raced/{i:03}").state is State.RESOLVED
+                               for i in range(CLAIM_BATCH, runs)), 60, "the second batch resolved")
+        assert all(vow.get(f"raced/{i:03}").state is State.PENDING for i in range(CLAIM_BATCH))  # the rival's
+    finally:
+        stop.set()
+        worker.join(10)
+        vow.close()
+    assert store.claims[:2] == [CLAIM_BATCH, CLAIM_BATCH]
+
+
 def test_a_child_workflow_that_returns_before_its_branch_settles_cancels_the_branch(vow: Vow) -> None:
     gate = threading.Event()
 

@@ -34,6 +34,9 @@ _log = logging.getLogger("vow")
 CLAIM_BATCH = 64
 """How many pending workflows a worker claims per look at the store."""
 
+MAX_RACES_LOST = 8
+"""Claims in a row that other workers may win every run of before a worker pauses a poll interval."""
+
 DEFAULT_MAX_RECOVERIES = 5
 """Takeovers in a row (each after the process running a root died) before the root is parked."""
 
@@ -311,6 +314,7 @@ class Vow:
 
         ticker = Ticker(self)
         claimed_at = 0.0
+        races_lost = 0  # claims in a row that other workers won every run of
         while not stop.is_set():
             ticker.look()  # issue 16: stores the runs of due ticks; the claim below picks them up
             room_made.clear()
@@ -319,21 +323,27 @@ class Vow:
             room = max_running - len(running)
             wait = claimed_at + poll_interval - time.monotonic()
             if room >= refill or (room > 0 and wait <= 0):
-                started = 0
+                started = lost = 0
                 claimed_at = time.monotonic()
                 try:
-                    started = self._claim_some(running, unknown, min(room, CLAIM_BATCH), ended)
+                    started, lost = self._claim_some(running, unknown, min(room, CLAIM_BATCH), ended)
                 except VowError as exc:  # a busy or failing store: look again later, keep running
                     _log.warning("worker: could not claim workflows: %s", exc)
-                if not started:
-                    stop.wait(poll_interval)  # nothing to claim now
+                # Workers sharing a store read the same oldest runs and race for them. One that lost
+                # every run it read looks again at once: the winners took those, so the next read
+                # shows others; waiting a poll interval would idle it while runs pile up.
+                races_lost = races_lost + 1 if lost and not started else 0
+                if not started and (not lost or races_lost > MAX_RACES_LOST):
+                    races_lost = 0
+                    stop.wait(poll_interval)  # nothing to claim now (or a race that never ends: a pause)
             else:
                 room_made.wait(wait if room > 0 else poll_interval)
 
     def _claim_some(self, running: dict[str, RunHandle], unknown: set[str], limit: int,
-                    ended: Callable[[str], None]) -> int:
+                    ended: Callable[[str], None]) -> tuple[int, int]:
         """Claim up to ``limit`` runnable roots (a few at a time, so workers sharing a store share the
-        work) and start them under the leases just taken."""
+        work) and start them under the leases just taken. Returns how many started, and how many
+        were read as claimable but taken by another worker before this one's claim."""
         wanted = []
         for record in self.store.claimable(limit=limit + len(unknown)):
             if record.id in running:
@@ -349,7 +359,7 @@ class Vow:
             if len(wanted) >= limit:
                 break
         if not wanted:
-            return 0
+            return 0, 0
         self._engine.start()
         # Claim first, so a root another worker took in the meantime holds no slot here.
         leases = self._engine.keeper.claim_many(wanted)
@@ -357,7 +367,7 @@ class Vow:
             future = self._engine.submit(StartRequest.resume(rid, lease=lease))
             running[rid] = RunHandle(rid, future)
             future.add_done_callback(lambda _, rid=rid: ended(rid))
-        return len(leases)
+        return len(leases), len(wanted) - len(leases)
 
     # ------------------------------------------------------------------ promises from outside
     def get(self, id: str) -> PromiseRecord | None:
