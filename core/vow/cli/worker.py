@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -18,7 +19,10 @@ from vow.retention import AutoPrune, describe_seconds, parse_duration
 
 
 class WorkerLog:
-    """Observer: one line when a run starts here and one when it settles."""
+    """Observer: one line when a run starts here and one when it settles.
+
+    It is called on the engine thread, twice per run: a line costs one write and no more (the
+    prefix is made once a second; ``click.echo`` would ask the terminal about colours per line)."""
 
     event_kinds = frozenset({EventKind.RESUMED, EventKind.SETTLED})
 
@@ -32,17 +36,27 @@ class WorkerLog:
         if event.kind is EventKind.RESUMED:
             with self._lock:
                 self._started[event.id] = event.time
-            self._say(f"run {event.id} ({event.func}) started")
+            say(f"run {event.id} ({event.func}) started")
         elif event.kind is EventKind.SETTLED:
             with self._lock:
                 began = self._started.pop(event.id, None)
             took = f" in {event.time - began:.2f}s" if began is not None else ""
             error = f": {event.error}" if event.error else ""
-            self._say(f"run {event.id} {event.state}{took}{error}")
+            say(f"run {event.id} {event.state}{took}{error}")
 
-    @staticmethod
-    def _say(text: str) -> None:
-        click.echo(f"{time.strftime('%H:%M:%S')} [{os.getpid()}] {text}")
+
+_prefix = (-1, "")  # (the second it is for, "HH:MM:SS [pid] ")
+
+
+def say(text: str) -> None:
+    """Write one line of the worker's log to stdout, after the time and the process id."""
+    global _prefix
+    second = int(time.time())
+    if _prefix[0] != second:
+        _prefix = (second, f"{time.strftime('%H:%M:%S', time.localtime(second))} [{os.getpid()}] ")
+    out = sys.stdout
+    out.write(f"{_prefix[1]}{text}\n")
+    out.flush()
 
 
 @click.command()
@@ -73,13 +87,13 @@ def worker(store: str | None, apps: tuple[str, ...], poll: float, max_running: i
     with Vow(store, plugins=installed_plugins(), observers=[WorkerLog()]) as vow:
         load_apps(vow, apps)
         workflows = ", ".join(sorted(vow.registered()))
-        WorkerLog._say(f"worker on {vow.store.url} runs: {workflows}; stop with Ctrl-C or SIGTERM")
+        say(f"worker on {vow.store.url} runs: {workflows}; stop with Ctrl-C or SIGTERM")
         pruner = AutoPrune(vow.store, keep).start() if keep is not None else None
         if keep is not None:
-            WorkerLog._say(f"retention: finished runs older than {describe_seconds(keep)} are deleted every hour")
+            say(f"retention: finished runs older than {describe_seconds(keep)} are deleted every hour")
         try:
             vow.worker(stop=stop, poll_interval=poll, max_running=max_running)
         finally:
             if pruner is not None:
                 pruner.stop()
-        WorkerLog._say("stopping: unfinished runs stay pending for the next worker")
+        say("stopping: unfinished runs stay pending for the next worker")
