@@ -515,7 +515,7 @@ class Engine:
         waiters = node.waiters
         if not waiters:
             return
-        node.waiters = []
+        node.waiters = ()
         ready = self.stepper.ready
         for run, awaited in waiters:
             if run.waiting is not awaited or run.root.done:

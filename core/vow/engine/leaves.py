@@ -89,7 +89,10 @@ class LeafRunner:
         assert call is not None and node.run is not None
         ctx = LeafContext(node.id, node.attempt, node.key, root, node.run.id, node.func, node.deadline, node.tags,
                           plugins=self._plugins, store=self._store)
-        if self._is_coroutine(call.fn):
+        coroutine = self._coroutine_fns.get(call.fn)
+        if coroutine is None:
+            coroutine = self._is_coroutine(call.fn)
+        if coroutine:
             self._async_batch.append((ctx, call))
         elif self.inline is not None and self.inline.takes(call.fn):
             self.inline.add(ctx, call)

@@ -38,7 +38,8 @@ class PromiseNode:
         self.value: Any = None
         self.error: BaseException | None = None
         self.settled_at = 0.0
-        self.waiters: list[tuple[WorkflowRun, Any]] = []  # (run, what it waits on: this node or a combinator)
+        # (run, what it waits on: this node or a combinator); no list until one waits (most never do)
+        self.waiters: list[tuple[WorkflowRun, Any]] | tuple[()] = ()
         self.call = call
         self.root = root
         self.run = run  # the workflow that made this promise (None for a root)

@@ -69,7 +69,7 @@ class Stepper:
         self._committer = committer
         self._now = now
         self._name_of = name_of
-        self._generator_fns: dict[Any, bool] = {}
+        self._functions: dict[Any, tuple[bool, str]] = {}  # fn -> (a generator function?, its stored name)
         self.ready: list[tuple[WorkflowRun, Any, BaseException | None]] = []
 
     # -- bodies
@@ -140,9 +140,13 @@ class Stepper:
                 if done:
                     continue
                 run.waiting = yielded
+                waiter = (run, yielded)
                 for n in yielded.nodes:
                     if n.state is State.PENDING:
-                        n.waiters.append((run, yielded))
+                        if n.waiters:
+                            n.waiters.append(waiter)
+                        else:
+                            n.waiters = [waiter]
                 return
             else:
                 exc = TypeError(f"workflow {run.node.func!r} yielded {yielded!r}; {_CALL_KINDS}")
@@ -151,7 +155,10 @@ class Stepper:
                 value, exc = outcome(node)
                 continue
             run.waiting = node
-            node.waiters.append((run, node))
+            if node.waiters:
+                node.waiters.append((run, node))
+            else:
+                node.waiters = [(run, node)]
             return
 
     # -- calls
@@ -166,11 +173,12 @@ class Stepper:
         kind = call.kind
         if kind is Kind.STEP:
             fn = call.fn
-            if fn is None or not callable(fn):
-                raise TypeError(f"ctx.run/begin_run needs a function, got {fn!r}")
-            if self._is_generator(fn):
+            known = self._functions.get(fn)
+            if known is None:
+                known = self._learn(fn)
+            generator, func = known
+            if generator:
                 kind = Kind.WORKFLOW
-            func = self._name_of(fn)
         else:
             func = ""
         if opts.id is not None or opts.tags:
@@ -246,10 +254,12 @@ class Stepper:
             node.state, node.value, node.settled_at = State.RESOLVED, True, now
         return node
 
-    def _is_generator(self, fn: Any) -> bool:
-        known = self._generator_fns.get(fn)
-        if known is None:
-            known = self._generator_fns[fn] = inspect.isgeneratorfunction(fn)
+    def _learn(self, fn: Any) -> tuple[bool, str]:
+        """What a call needs to know about ``fn``, once per function: whether it is a generator
+        function (a child workflow) and the name it is stored under."""
+        if fn is None or not callable(fn):
+            raise TypeError(f"ctx.run/begin_run needs a function, got {fn!r}")
+        known = self._functions[fn] = (inspect.isgeneratorfunction(fn), self._name_of(fn))
         return known
 
 
