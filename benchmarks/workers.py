@@ -96,9 +96,12 @@ class PostgresTarget:
 
 
 def _said(log: Any, text: str) -> str:
-    """What the process wrote so far, if it contains ``text``."""
-    log.seek(0)
-    written = log.read()
+    """What the process wrote so far, if it contains ``text``.
+
+    Read through a handle of its own: the process writes through another (a seek on a shared one
+    moves the writer too, and its next line overwrites what is there, the banner waited for)."""
+    with open(log.name) as reader:
+        written = reader.read()
     return written if text in written else ""
 
 
@@ -120,7 +123,8 @@ def run(server: str, workers: int, workflows: int, fanout: int) -> dict[str, Any
 
     target: Any = SQLiteTarget() if server == "sqlite" else PostgresTarget(server)
     env = {**os.environ, "VOW_PLUGINS": target.plugins, "PYTHONUNBUFFERED": "1"}
-    logs = [tempfile.TemporaryFile("w+") for _ in range(max(workers, 1))]  # never a full pipe
+    # each process writes to a file (never a full pipe), read through a handle of our own
+    logs = [tempfile.NamedTemporaryFile("w", prefix="vow-worker-log-") for _ in range(max(workers, 1))]
     try:
         if workers == 0:
             procs = [subprocess.Popen([sys.executable, os.path.abspath(__file__), "--in-process", target.url,
@@ -138,9 +142,10 @@ def run(server: str, workers: int, workflows: int, fanout: int) -> dict[str, Any
                                       stdout=log, stderr=subprocess.STDOUT, text=True) for log in logs]
             ready = "worker on"  # the banner is printed just before the worker's loop starts
         try:
+            started_by = time.monotonic() + 120
             for proc, log in zip(procs, logs):
                 while not _said(log, ready):
-                    if proc.poll() is not None:
+                    if proc.poll() is not None or time.monotonic() > started_by:
                         raise RuntimeError(f"a process did not start: {_said(log, '')}")
                     time.sleep(0.005)
             t1, c1 = time.perf_counter(), target.count(_RESOLVED)
