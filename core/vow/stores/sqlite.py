@@ -640,9 +640,13 @@ class SQLiteStore(StoreOperations):
         for s in settles:
             if s.state is _PENDING:
                 raise ValueError(f"cannot settle {s.id!r} as pending")
-        return self._write(lambda con: self._apply_in(con, batch))
+        # Rows are made before the write lock is taken: other writers (workers on this file) wait
+        # for it as long as it is held.
+        inserts = _insert_runs(batch.creates) if batch.creates else []
+        return self._write(lambda con: self._apply_in(con, batch, inserts))
 
-    def _apply_in(self, con: sqlite3.Connection, batch: Batch) -> BatchResult:
+    def _apply_in(self, con: sqlite3.Connection, batch: Batch,
+                  inserts: list[tuple[str, list[tuple[Any, ...]]]]) -> BatchResult:
         fenced = bool(batch.fences)
         settled_parents: dict[str, PromiseRecord] = {}
         version = self._check_fences(con, batch.fences) if fenced else 0
@@ -653,7 +657,7 @@ class SQLiteStore(StoreOperations):
         created_ids: list[str] = []
         if creates:
             inserted = 0
-            for statement, rows in _insert_runs(creates):
+            for statement, rows in inserts:
                 inserted += con.executemany(statement, rows).rowcount
             if inserted < len(creates):
                 existing, created_ids = self._existing(con, creates, inserted)
