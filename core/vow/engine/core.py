@@ -512,12 +512,10 @@ class Engine:
         self.settle(node, State.REJECTED, None, self.codec.decode(text), text)
 
     def _wake(self, node: PromiseNode) -> None:
-        waiters = node.waiters
-        if not waiters:
+        if node.waiter is None:
             return
-        node.waiters = ()
         ready = self.stepper.ready
-        for run, awaited in waiters:
+        for run, awaited in node.take_waiters():
             if run.waiting is not awaited or run.root.done:
                 continue
             if awaited is node:

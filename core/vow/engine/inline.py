@@ -25,11 +25,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from vow.leaf import LeafContext
+from vow.engine.model import PromiseNode
 
 __all__ = ["InlineLeaves"]
 
-Attempt = Callable[[LeafContext, Any], Any]
+Attempt = Callable[[PromiseNode], Any]  # runs the current attempt of a leaf's promise; returns its outcome
 
 _WEIGHT = 0.1  # of the latest attempt in a function's moving average: one 20 ms attempt makes it slow
 _forks = 0  # forks this process was made by, counted in the child (cheaper to compare than os.getpid())
@@ -46,7 +46,7 @@ os.register_at_fork(after_in_child=_count_fork)
 class InlineLeaves:
     """The queue of leaves the engine runs on its own thread, and the watchdog that moves it."""
 
-    def __init__(self, attempt: Attempt, *, to_pool: Callable[[LeafContext, Any], None],
+    def __init__(self, attempt: Attempt, *, to_pool: Callable[[PromiseNode], None],
                  report: Callable[[Any], None], relieve: Callable[[], None], stall: float = 0.002,
                  slow: float = 0.001, budget: float = 0.01) -> None:
         self._attempt = attempt  # runs one attempt and returns its outcome (never raises)
@@ -56,7 +56,9 @@ class InlineLeaves:
         self._stall = stall
         self._slow_after = slow
         self._budget = budget  # seconds of leaves per call of run(), so the inbox is read in between
-        self._queue: deque[tuple[LeafContext, Any]] = deque()
+        # promises whose leaf waits to run; its LeafContext is made when it runs, so a large
+        # fan-out does not keep one per queued leaf (fewer objects for the garbage collector)
+        self._queue: deque[PromiseNode] = deque()
         self._outcomes: list[Any] = []
         self._lock = threading.Lock()
         self._generation = 0  # moves of the engine so far
@@ -71,9 +73,9 @@ class InlineLeaves:
         """Whether a leaf of ``fn`` may run on the engine thread (it has not proved slow here)."""
         return self._cost.get(fn, 0.0) < self._slow_after
 
-    def add(self, ctx: LeafContext, call: Any) -> None:
-        """Queue an attempt for the engine thread's next :meth:`run`."""
-        self._queue.append((ctx, call))
+    def add(self, node: PromiseNode) -> None:
+        """Queue the current attempt of ``node``'s leaf for the engine thread's next :meth:`run`."""
+        self._queue.append(node)
 
     def waiting(self) -> bool:
         """Whether attempts are queued."""
@@ -100,19 +102,20 @@ class InlineLeaves:
                 if not queue or now > until:
                     outcomes, self._outcomes = self._outcomes, []
                     return outcomes
-                ctx, call = queue.popleft()
-                self._running = call.fn
+                node = queue.popleft()
+                fn = node.call.fn  # type: ignore[union-attr]  # a leaf's promise has its call
+                self._running = fn
                 self._started += 1
                 if not watching.is_set():
                     watching.set()
             began = now
-            outcome = attempt(ctx, call)
+            outcome = attempt(node)
             if _forks != forks:  # the leaf forked and returned in the child: not the parent's engine
                 return None
             now = clock()
             took = now - began
-            if took > slow_after / 10 or call.fn in cost:
-                cost[call.fn] = cost.get(call.fn, 0.0) * (1 - _WEIGHT) + took * _WEIGHT
+            if took > slow_after / 10 or fn in cost:
+                cost[fn] = cost.get(fn, 0.0) * (1 - _WEIGHT) + took * _WEIGHT
             with lock:
                 moved = self._generation != generation
                 if not moved:
@@ -136,15 +139,15 @@ class InlineLeaves:
                 leftover, outcomes = self._move()
             for outcome in outcomes:
                 self._report(outcome)
-            for ctx, call in leftover:
-                self._to_pool(ctx, call)
+            for node in leftover:
+                self._to_pool(node)
             self._relieve()
 
     def _live(self) -> bool:
         """Not closed, read now: :meth:`close` sets the flag from another thread while this one sleeps."""
         return not self._closed
 
-    def _move(self) -> tuple[list[tuple[LeafContext, Any]], list[Any]]:
+    def _move(self) -> tuple[list[PromiseNode], list[Any]]:
         """Take the engine role from the thread stuck in a leaf (with the lock held)."""
         self._generation += 1
         self._running = None

@@ -46,7 +46,7 @@ class LeafRunner:
         self.pool = ThreadPool(max_threads)
         # without ``relieve`` (a way to move the engine off a leaf that blocks) every leaf runs in the pool
         self.inline = None if relieve is None else InlineLeaves(
-            self._attempt, to_pool=self._to_pool, report=report, relieve=relieve)
+            self._attempt_of, to_pool=self._node_to_pool, report=report, relieve=relieve)
         self._max = max_concurrency
         self._scopes = scopes
         self._plugins = plugins
@@ -87,17 +87,28 @@ class LeafRunner:
         node.running = True
         call = node.call
         assert call is not None and node.run is not None
-        ctx = LeafContext(node.id, node.attempt, node.key, root, node.run.id, node.func, node.deadline, node.tags,
-                          plugins=self._plugins, store=self._store)
         coroutine = self._coroutine_fns.get(call.fn)
         if coroutine is None:
             coroutine = self._is_coroutine(call.fn)
         if coroutine:
-            self._async_batch.append((ctx, call))
+            self._async_batch.append((self._context(node), call))
         elif self.inline is not None and self.inline.takes(call.fn):
-            self.inline.add(ctx, call)
+            self.inline.add(node)
         else:
-            self._to_pool(ctx, call)
+            self._to_pool(self._context(node), call)
+
+    def _context(self, node: PromiseNode) -> LeafContext:
+        """The context of the current attempt of ``node``'s leaf."""
+        run = node.run
+        assert run is not None
+        return LeafContext(node.id, node.attempt, node.key, node.root.id, run.id, node.func, node.deadline,
+                           node.tags, plugins=self._plugins, store=self._store)
+
+    def _attempt_of(self, node: PromiseNode) -> LeafOutcome:
+        return self._attempt(self._context(node), node.call)
+
+    def _node_to_pool(self, node: PromiseNode) -> None:
+        self._to_pool(self._context(node), node.call)
 
     def _to_pool(self, ctx: LeafContext, call: Any) -> None:
         self.pool.submit(self._run_sync, ctx, call)

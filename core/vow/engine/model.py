@@ -26,8 +26,8 @@ __all__ = ["PromiseNode", "RootRun", "WorkflowRun"]
 class PromiseNode:
     """One promise as the engine tracks it while its workflow runs."""
 
-    __slots__ = ("id", "kind", "func", "state", "value", "error", "settled_at", "waiters", "call", "root", "run",
-                 "attempt", "key", "deadline", "child", "running", "tags", "timer", "adopted")
+    __slots__ = ("id", "kind", "func", "state", "value", "error", "settled_at", "waiter", "more_waiters", "call",
+                 "root", "run", "attempt", "key", "deadline", "child", "running", "tags", "timer", "adopted")
 
     def __init__(self, id: str, kind: Kind, func: str, root: RootRun, run: WorkflowRun | None,
                  call: Call | None, attempt: int, key: str, deadline: float | None, tags: dict[str, str]) -> None:
@@ -38,8 +38,10 @@ class PromiseNode:
         self.value: Any = None
         self.error: BaseException | None = None
         self.settled_at = 0.0
-        # (run, what it waits on: this node or a combinator); no list until one waits (most never do)
-        self.waiters: list[tuple[WorkflowRun, Any]] | tuple[()] = ()
+        # Who waits for this promise: (run, what it waits on: this node or a combinator). Almost
+        # always one run or none, so the first has a slot of its own and a list is made only for more.
+        self.waiter: tuple[WorkflowRun, Any] | None = None
+        self.more_waiters: list[tuple[WorkflowRun, Any]] | None = None
         self.call = call
         self.root = root
         self.run = run  # the workflow that made this promise (None for a root)
@@ -51,6 +53,23 @@ class PromiseNode:
         self.tags = tags
         self.timer: Any = None  # a timer to cancel when this settles
         self.adopted = False  # found pending in the store on a replay (its leaf may be in flight)
+
+    def add_waiter(self, waiter: tuple[WorkflowRun, Any]) -> None:
+        """``waiter`` is woken when this promise settles."""
+        if self.waiter is None:
+            self.waiter = waiter
+        elif self.more_waiters is None:
+            self.more_waiters = [waiter]
+        else:
+            self.more_waiters.append(waiter)
+
+    def take_waiters(self) -> list[tuple[WorkflowRun, Any]]:
+        """The waiters to wake now, in the order they came; none are left."""
+        waiter, more = self.waiter, self.more_waiters
+        if waiter is None:
+            return []
+        self.waiter = self.more_waiters = None
+        return [waiter] if more is None else [waiter, *more]
 
     @property
     def parent_id(self) -> str | None:

@@ -143,10 +143,7 @@ class Stepper:
                 waiter = (run, yielded)
                 for n in yielded.nodes:
                     if n.state is State.PENDING:
-                        if n.waiters:
-                            n.waiters.append(waiter)
-                        else:
-                            n.waiters = [waiter]
+                        n.add_waiter(waiter)
                 return
             else:
                 exc = TypeError(f"workflow {run.node.func!r} yielded {yielded!r}; {_CALL_KINDS}")
@@ -155,10 +152,7 @@ class Stepper:
                 value, exc = outcome(node)
                 continue
             run.waiting = node
-            if node.waiters:
-                node.waiters.append((run, node))
-            else:
-                node.waiters = [(run, node)]
+            node.add_waiter((run, node))
             return
 
     # -- calls

@@ -672,14 +672,15 @@ class SQLiteStore(StoreOperations):
                 # exact, one by one: a client's write (the feed gets what changed), or an id settled twice
                 conflicts, unchanged = self._settle_in_order(con, settles, now, time_out=not fenced)
             else:  # each id once, so their order does not matter: a statement per kind of settle
-                outcomes = [(s.state._value_, s.value, s.settled_at, s.id, now) for s in settles
-                            if s.state is _RESOLVED or s.state is _REJECTED]
-                changed = con.executemany(_SETTLE_BEFORE_DEADLINE, outcomes).rowcount if outcomes else 0
-                if len(outcomes) < len(settles):
+                others = [s for s in settles if s.state is not _RESOLVED and s.state is not _REJECTED]
+                changed = 0
+                if len(others) < len(settles):  # rows made as they are bound: a large round keeps none
+                    changed = con.executemany(_SETTLE_BEFORE_DEADLINE, (
+                        (s.state._value_, s.value, s.settled_at, s.id, now) for s in settles
+                        if s.state is _RESOLVED or s.state is _REJECTED)).rowcount
+                if others:
                     changed += con.executemany(_SETTLE, [(s.state._value_, s.value, s.settled_at, s.id)
-                                                         for s in settles
-                                                         if s.state is not _RESOLVED and s.state is not _REJECTED]
-                                               ).rowcount
+                                                         for s in others]).rowcount
                 if changed < len(settles):
                     conflicts, unchanged = self._conflicts(con, settles, now, time_out=not fenced)
         if fenced:
