@@ -1002,12 +1002,35 @@ class SQLiteStore(StoreOperations):
             return {}
         now = time.time() if now is None else now
 
+        unique = list(dict.fromkeys(roots))
+
         def claim_all(con: sqlite3.Connection) -> dict[str, Lease]:
+            # One read of every lease and one statement per kind of write, not two statements per
+            # root: the write lock, which other workers wait for, is held a fraction as long.
+            current: dict[str, Lease] = {}
+            for start in range(0, len(unique), _CHUNK):
+                chunk = unique[start:start + _CHUNK]
+                for row in con.execute(f"SELECT root, {_LEASE_COLUMNS} FROM leases "
+                                       f"WHERE root IN ({','.join('?' * len(chunk))})", chunk):
+                    current[row[0]] = Lease(*row)
+            liveness: dict[str, bool | None] = {}  # asked once per owner
+
+            def alive(other: str) -> bool | None:
+                if other not in liveness:
+                    liveness[other] = self._owners.alive(other)
+                return liveness[other]
+
             taken = {}
-            for root in roots:
-                lease = self._claim_in(con, root, owner, ttl, now, max_recoveries)
-                if lease is not None:
-                    taken[root] = lease
+            writes: dict[str, list[tuple[Any, ...]]] = {}
+            for root in unique:
+                step = _claim_step(root, current.get(root), owner, ttl, now, max_recoveries, alive)
+                if step is not None:
+                    statement, params, lease = step
+                    writes.setdefault(statement, []).append(params)
+                    if lease is not None:
+                        taken[root] = lease
+            for statement, rows in writes.items():  # each root once: the order of the statements is free
+                con.executemany(statement, rows)
             return taken
 
         return self._write(claim_all)
@@ -1017,25 +1040,12 @@ class SQLiteStore(StoreOperations):
         """Claim one lease inside a write transaction."""
         row = con.execute(f"SELECT {_LEASE_COLUMNS} FROM leases WHERE root = ?", (root,)).fetchone()
         current = None if row is None else Lease(root, *row)
-        if not lease_claimable(current, owner, now, self._owners.alive):
+        step = _claim_step(root, current, owner, ttl, now, max_recoveries, self._owners.alive)
+        if step is None:
             return None
-        if current is None:
-            con.execute("INSERT INTO leases (root, owner, token, expires_at) VALUES (?, ?, 1, ?)",
-                        (root, owner, now + ttl))
-            return Lease(root, owner, 1, now + ttl)
-        if current.owner == owner:
-            token, recoveries = current.token, current.recoveries
-        else:
-            token = current.token + 1
-            recoveries = current.recoveries + 1 if lease_takeover(current, owner) else current.recoveries
-            if max_recoveries is not None and recoveries > max_recoveries:
-                con.execute("UPDATE leases SET owner = '', expires_at = 0, recoveries = ?, parked = ? WHERE root = ?",
-                            (recoveries, parked_reason(root, recoveries), root))
-                return None
-        # Compare-and-swap on the token read above (we hold the write lock: it always matches).
-        con.execute("UPDATE leases SET owner = ?, token = ?, expires_at = ?, recoveries = ? "
-                    "WHERE root = ? AND token = ?", (owner, token, now + ttl, recoveries, root, current.token))
-        return Lease(root, owner, token, now + ttl, recoveries)
+        statement, params, lease = step
+        con.execute(statement, params)
+        return lease
 
     def renew(self, leases: Sequence[Lease], ttl: float, *, now: float | None = None) -> list[Lease]:
         """Extend the leases still held (same owner and token); the ones lost are left out."""
@@ -1377,6 +1387,32 @@ class SQLiteStore(StoreOperations):
                         (bucket, *bucket_after_hold(tokens, stamp, seconds, at)))
 
         self._write(hold)
+
+
+_NEW_LEASE = "INSERT INTO leases (root, owner, token, expires_at) VALUES (?, ?, 1, ?)"
+_PARK_LEASE = "UPDATE leases SET owner = '', expires_at = 0, recoveries = ?, parked = ? WHERE root = ?"
+# Compare-and-swap on the token read (the claim holds the write lock: it always matches).
+_TAKE_LEASE = "UPDATE leases SET owner = ?, token = ?, expires_at = ?, recoveries = ? WHERE root = ? AND token = ?"
+
+
+def _claim_step(root: str, current: Lease | None, owner: str, ttl: float, now: float, max_recoveries: int | None,
+                owner_alive: Callable[[str], bool | None]) -> tuple[str, tuple[Any, ...], Lease | None] | None:
+    """What claiming ``root``, whose lease row is ``current``, writes: ``(statement, parameters, the lease
+    taken)``, the lease ``None`` when the claim parks the root instead (one takeover too many);
+    ``None`` when the lease may not be taken."""
+    if not lease_claimable(current, owner, now, owner_alive):
+        return None
+    if current is None:
+        return _NEW_LEASE, (root, owner, now + ttl), Lease(root, owner, 1, now + ttl)
+    if current.owner == owner:
+        token, recoveries = current.token, current.recoveries
+    else:
+        token = current.token + 1
+        recoveries = current.recoveries + 1 if lease_takeover(current, owner) else current.recoveries
+        if max_recoveries is not None and recoveries > max_recoveries:
+            return _PARK_LEASE, (recoveries, parked_reason(root, recoveries), root), None
+    return (_TAKE_LEASE, (owner, token, now + ttl, recoveries, root, current.token),
+            Lease(root, owner, token, now + ttl, recoveries))
 
 
 def _file_identity(path: str) -> tuple[int, int] | None:
