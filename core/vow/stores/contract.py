@@ -352,6 +352,23 @@ class StoreContract:
         assert store.lease("held") == other
         assert store.claim_many([], owner, 30) == {}
 
+    def test_claim_many_decides_each_root_as_claim_does(self, store: Store) -> None:
+        owner, other, third = new_owner_id(), "elsewhere:1:1:abc", "elsewhere:2:2:def"
+        mine = store.claim("mine", owner, 30, now=100.0)
+        held = store.claim("held", other, 30, now=100.0)  # until 130: not free at 110
+        expired = store.claim("expired", other, 10, now=50.0)  # until 60: taken over at 110
+        store.claim("worn", other, 5, now=10.0)
+        worn = store.claim("worn", third, 5, now=20.0)  # a first takeover already
+        taken = store.claim_many(["new", "mine", "held", "expired", "worn", "new"], owner, 30, now=110.0,
+                                 max_recoveries=1)
+        assert set(taken) == {"new", "mine", "expired"}
+        assert taken["new"] == store.lease("new") == Lease("new", owner, 1, 140.0)
+        assert taken["mine"] == store.lease("mine") == Lease("mine", owner, mine.token, 140.0)
+        assert taken["expired"] == store.lease("expired") == Lease("expired", owner, expired.token + 1, 140.0, 1)
+        assert store.lease("held") == held
+        parked = store.lease("worn")  # a second takeover would pass max_recoveries: parked, not taken
+        assert parked is not None and parked.parked and parked.owner == "" and parked.recoveries == worn.recoveries + 1
+
     def test_release_many_frees_only_the_leases_still_held(self, store: Store) -> None:
         owner = new_owner_id()
         mine = store.claim_many(["a", "b"], owner, 30, now=100.0)
