@@ -76,11 +76,9 @@ def decode(text: str | None) -> Any:
 
 def normalize(value: Any, *, what: Described = "value") -> tuple[Any, str]:
     """Return ``(value as it reads back from the store, its encoded text)``."""
-    kind = type(value)
-    if kind is int:  # the commonest results, read back as they are
-        return value, int.__repr__(value)
-    if kind is str:
-        return value, _encode_str(value)
+    text = _int_or_str_text(value)
+    if text is not None:  # the commonest results, read back as they are
+        return value, text
     text = encode(value, what=what)
     if isinstance(value, _PLAIN) and not isinstance(value, float):
         return value, text
@@ -108,14 +106,11 @@ def _ints_and_strings(items: tuple[Any, ...]) -> str | None:
     """The JSON list of ``items`` when each is an int or a str (the commonest arguments), written as
     the encoder writes it; ``None`` otherwise."""
     parts = []
-    for item in items:  # _int_or_str_text, inlined: this runs for every call a workflow makes
-        kind = type(item)
-        if kind is int:
-            parts.append(int.__repr__(item))
-        elif kind is str:
-            parts.append(_encode_str(item))
-        else:
+    for item in items:
+        text = _int_or_str_text(item)
+        if text is None:
             return None
+        parts.append(text)
     return "[" + ",".join(parts) + "]"
 
 

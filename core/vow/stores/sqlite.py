@@ -843,13 +843,15 @@ class SQLiteStore(StoreOperations):
         return conflicts, unchanged
 
     @staticmethod
-    def _select_ids(con: sqlite3.Connection, columns: str, ids: list[str]) -> list[tuple[Any, ...]]:
+    def _select_ids(con: sqlite3.Connection, columns: str, ids: list[str], *, table: str = "promises",
+                    key: str = "id") -> list[tuple[Any, ...]]:
+        """``columns`` of the rows of ``table`` whose ``key`` is one of ``ids`` (a query per chunk)."""
         rows: list[tuple[Any, ...]] = []
         unique = list(dict.fromkeys(ids))
         for start in range(0, len(unique), _CHUNK):
             chunk = unique[start:start + _CHUNK]
             marks = ",".join("?" * len(chunk))
-            rows += con.execute(f"SELECT {columns} FROM promises WHERE id IN ({marks})", chunk).fetchall()
+            rows += con.execute(f"SELECT {columns} FROM {table} WHERE {key} IN ({marks})", chunk).fetchall()
         return rows
 
     # -- reads
@@ -1007,12 +1009,8 @@ class SQLiteStore(StoreOperations):
         def claim_all(con: sqlite3.Connection) -> dict[str, Lease]:
             # One read of every lease and one statement per kind of write, not two statements per
             # root: the write lock, which other workers wait for, is held a fraction as long.
-            current: dict[str, Lease] = {}
-            for start in range(0, len(unique), _CHUNK):
-                chunk = unique[start:start + _CHUNK]
-                for row in con.execute(f"SELECT root, {_LEASE_COLUMNS} FROM leases "
-                                       f"WHERE root IN ({','.join('?' * len(chunk))})", chunk):
-                    current[row[0]] = Lease(*row)
+            current = {row[0]: Lease(*row) for row in self._select_ids(
+                con, f"root, {_LEASE_COLUMNS}", unique, table="leases", key="root")}
             liveness: dict[str, bool | None] = {}  # asked once per owner
 
             def alive(other: str) -> bool | None:
