@@ -79,45 +79,24 @@ class Call:
 class Handle:
     """A durable promise a workflow started; yield it to wait for its value.
 
-    ``id`` is the promise id; ``done()`` says whether it settled. The engine keeps everything
-    else about the promise in its own record beside the handle.
+    ``id`` is the promise id; ``state``, ``value``, ``error`` (the error of a promise that settled
+    otherwise than resolved, as stored; ``None`` until then) and ``attempt`` (1, then one more per
+    retry) are what this run knows of it; ``done()`` says whether it settled. The object is the
+    engine's own record of the promise (:class:`vow.engine.model.PromiseNode`), so a fan-out keeps
+    one object per branch, not two; read it, never set it.
     """
 
-    __slots__ = ("id", "_node")
+    __slots__ = ()
 
-    def __init__(self, node: Any) -> None:
-        self.id: str = node.id
-        self._node = node
-
-    @property
-    def state(self) -> State:
-        """The promise's state as this run knows it."""
-        state: State = self._node.state
-        return state
-
-    @property
-    def value(self) -> Any:
-        """The value of a resolved promise (``None`` otherwise)."""
-        return self._node.value
-
-    @property
-    def error(self) -> BaseException | None:
-        """The error of a promise that settled otherwise (rejected, canceled, timed out), as stored."""
-        node = self._node
-        if node.state is State.PENDING or node.state is State.RESOLVED:
-            return None
-        error: BaseException | None = node.error
-        return error
-
-    @property
-    def attempt(self) -> int:
-        """The attempt the promise is on (or settled on): 1, then one more per retry."""
-        attempt: int = self._node.attempt
-        return attempt
+    id: str
+    state: State
+    value: Any
+    error: BaseException | None
+    attempt: int
 
     def done(self) -> bool:
         """Whether the promise has settled."""
-        return bool(self._node.state is not State.PENDING)
+        return self.state is not State.PENDING
 
     def __repr__(self) -> str:
         return f"<Handle {self.id} {self.state.value}>"
@@ -149,7 +128,7 @@ class Combinator:
                 raise TypeError(f"ctx.{mode}() takes handles from ctx.begin_run/ctx.promise, got {h!r}")
         self.mode = mode
         self.handles = handles
-        self.nodes = [h._node for h in handles]  # the engine's records of those promises
+        self.nodes: list[Any] = handles  # each handle is the engine's record of its promise (a PromiseNode)
         self.pending = 0  # the engine's running counts, so each settled branch costs O(1)
         self.failed = 0
 

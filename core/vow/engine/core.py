@@ -427,10 +427,10 @@ class Engine:
         root = node.root
         kind = node.kind
         if kind is Kind.WORKFLOW:
-            call = node.call
-            assert call is not None
-            child = WorkflowRun(node, root, call.fn, call.args, call.kwargs,  # type: ignore[arg-type]
-                                call.opts.retry or DEFAULT_WORKFLOW_POLICY, call.opts.non_retryable)
+            opts = node.opts
+            assert node.fn is not None and opts is not None
+            child = WorkflowRun(node, root, node.fn, node.args, node.kwargs, opts.retry or DEFAULT_WORKFLOW_POLICY,
+                                opts.non_retryable)
             node.child = child
             if not self.retries.resume_in_backoff(node, root.stored):
                 self.stepper.begin(child)

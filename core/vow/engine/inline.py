@@ -69,13 +69,13 @@ class InlineLeaves:
         self._watchdog: threading.Thread | None = None
         self._closed = False
 
-    def takes(self, fn: Any) -> bool:
-        """Whether a leaf of ``fn`` may run on the engine thread (it has not proved slow here)."""
-        return self._cost.get(fn, 0.0) < self._slow_after
-
-    def add(self, node: PromiseNode) -> None:
-        """Queue the current attempt of ``node``'s leaf for the engine thread's next :meth:`run`."""
+    def take(self, node: PromiseNode) -> bool:
+        """Queue the current attempt of ``node``'s leaf for the engine thread's next :meth:`run`,
+        unless its function proved slow here; whether it was queued."""
+        if self._cost.get(node.fn, 0.0) >= self._slow_after:
+            return False
         self._queue.append(node)
+        return True
 
     def waiting(self) -> bool:
         """Whether attempts are queued."""
@@ -90,24 +90,24 @@ class InlineLeaves:
         if self._watchdog is None:
             self._watchdog = threading.Thread(target=self._watch, name="vow-inline-watchdog", daemon=True)
             self._watchdog.start()
-        lock, queue, slow_after, cost, watching = self._lock, self._queue, self._slow_after, self._cost, self._watching
+        lock, queue, slow_after, cost = self._lock, self._queue, self._slow_after, self._cost
         attempt = self._attempt
         generation = self._generation
         forks = _forks
         clock = time.perf_counter
         now = clock()
         until = now + self._budget
+        # One pass of the lock per leaf: it hands in the outcome of one leaf and takes the next.
+        with lock:
+            if not queue:
+                outcomes, self._outcomes = self._outcomes, []
+                return outcomes
+            node = queue.popleft()
+            fn = self._running = node.fn
+            self._started += 1
+            if not self._watching.is_set():
+                self._watching.set()
         while True:
-            with lock:
-                if not queue or now > until:
-                    outcomes, self._outcomes = self._outcomes, []
-                    return outcomes
-                node = queue.popleft()
-                fn = node.call.fn  # type: ignore[union-attr]  # a leaf's promise has its call
-                self._running = fn
-                self._started += 1
-                if not watching.is_set():
-                    watching.set()
             began = now
             outcome = attempt(node)
             if _forks != forks:  # the leaf forked and returned in the child: not the parent's engine
@@ -119,8 +119,14 @@ class InlineLeaves:
             with lock:
                 moved = self._generation != generation
                 if not moved:
-                    self._running = None
                     self._outcomes.append(outcome)
+                    if not queue or now > until:
+                        self._running = None
+                        outcomes, self._outcomes = self._outcomes, []
+                        return outcomes
+                    node = queue.popleft()
+                    fn = self._running = node.fn
+                    self._started += 1
             if moved:
                 self._report(outcome)
                 return None

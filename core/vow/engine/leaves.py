@@ -54,11 +54,11 @@ class LeafRunner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Future[None]] = set()  # running async attempts (the loop keeps only weak refs)
         self._running: dict[str, int] = {}  # promise id -> attempt in flight
-        self._per_root: dict[str, int] = {}
+        self._per_root: dict[str, int] = {}  # attempts in flight per root, for the roots with a limit
         self._total = 0
         self._queued: deque[tuple[PromiseNode, int | None]] = deque()
         self._coroutine_fns: dict[Any, bool] = {}
-        self._async_batch: list[tuple[LeafContext, Any]] = []  # async attempts to hand the loop at flush()
+        self._async_batch: list[tuple[LeafContext, PromiseNode]] = []  # async attempts to hand the loop at flush()
 
     def in_flight(self) -> int:
         """How many leaf attempts are out in the pool or the event loop now."""
@@ -76,26 +76,24 @@ class LeafRunner:
                 root_limit is not None and self._per_root.get(node.root.id, 0) >= root_limit):
             self._queued.append((node, root_limit))
             return False
-        self._launch(node)
+        self._launch(node, root_limit)
         return True
 
-    def _launch(self, node: PromiseNode) -> None:
-        root = node.root.id
+    def _launch(self, node: PromiseNode, root_limit: int | None) -> None:
         self._running[node.id] = node.attempt
-        self._per_root[root] = self._per_root.get(root, 0) + 1
+        if root_limit is not None:  # counted per root only where a limit needs the count
+            root = node.root.id
+            self._per_root[root] = self._per_root.get(root, 0) + 1
         self._total += 1
         node.running = True
-        call = node.call
-        assert call is not None and node.run is not None
-        coroutine = self._coroutine_fns.get(call.fn)
+        fn = node.fn
+        coroutine = self._coroutine_fns.get(fn)
         if coroutine is None:
-            coroutine = self._is_coroutine(call.fn)
+            coroutine = self._is_coroutine(fn)
         if coroutine:
-            self._async_batch.append((self._context(node), call))
-        elif self.inline is not None and self.inline.takes(call.fn):
-            self.inline.add(node)
-        else:
-            self._to_pool(self._context(node), call)
+            self._async_batch.append((self._context(node), node))
+        elif self.inline is None or not self.inline.take(node):
+            self._to_pool(self._context(node), node)
 
     def _context(self, node: PromiseNode) -> LeafContext:
         """The context of the current attempt of ``node``'s leaf."""
@@ -105,13 +103,13 @@ class LeafRunner:
                            node.tags, plugins=self._plugins, store=self._store)
 
     def _attempt_of(self, node: PromiseNode) -> LeafOutcome:
-        return self._attempt(self._context(node), node.call)
+        return self._attempt(self._context(node), node)
 
     def _node_to_pool(self, node: PromiseNode) -> None:
-        self._to_pool(self._context(node), node.call)
+        self._to_pool(self._context(node), node)
 
-    def _to_pool(self, ctx: LeafContext, call: Any) -> None:
-        self.pool.submit(self._run_sync, ctx, call)
+    def _to_pool(self, ctx: LeafContext, node: PromiseNode) -> None:
+        self.pool.submit(self._run_sync, ctx, node)
 
     def flush(self) -> None:
         """Hand the ``async def`` attempts started this round to the event loop, in one wake-up."""
@@ -119,9 +117,9 @@ class LeafRunner:
             batch, self._async_batch = self._async_batch, []
             self._event_loop().call_soon_threadsafe(self._spawn, batch)
 
-    def _spawn(self, batch: list[tuple[LeafContext, Any]]) -> None:
-        for ctx, call in batch:  # on the event loop's thread
-            task = asyncio.ensure_future(self._run_async(ctx, call))
+    def _spawn(self, batch: list[tuple[LeafContext, PromiseNode]]) -> None:
+        for ctx, node in batch:  # on the event loop's thread
+            task = asyncio.ensure_future(self._run_async(ctx, node))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -129,13 +127,17 @@ class LeafRunner:
         """Account for an attempt that ended, and start queued leaves that fit now."""
         if self._running.pop(promise_id, None) is None:
             return
-        left = self._per_root.get(root_id, 1) - 1
-        if left:
-            self._per_root[root_id] = left
-        else:
-            self._per_root.pop(root_id, None)
         self._total -= 1
+        if self._per_root:
+            left = self._per_root.get(root_id)
+            if left is not None:
+                if left > 1:
+                    self._per_root[root_id] = left - 1
+                else:
+                    del self._per_root[root_id]
         queued = self._queued
+        if not queued:
+            return
         for _ in range(len(queued)):
             if self._max is not None and self._total >= self._max:
                 return
@@ -145,7 +147,7 @@ class LeafRunner:
             if root_limit is not None and self._per_root.get(node.root.id, 0) >= root_limit:
                 queued.append((node, root_limit))
                 continue
-            self._launch(node)
+            self._launch(node, root_limit)
 
     # -- in the leaf's thread or task
 
@@ -155,27 +157,32 @@ class LeafRunner:
             stack.enter_context(scope(ctx))
         return stack
 
-    def _run_sync(self, ctx: LeafContext, call: Any) -> None:
-        self._report(self._attempt(ctx, call))
+    def _run_sync(self, ctx: LeafContext, node: PromiseNode) -> None:
+        self._report(self._attempt(ctx, node))
 
-    def _attempt(self, ctx: LeafContext, call: Any) -> LeafOutcome:
+    def _attempt(self, ctx: LeafContext, node: PromiseNode) -> LeafOutcome:
+        """Run the leaf of ``node`` once, with ``ctx``; never raises (an exception is its outcome)."""
+        fn = node.fn
+        assert fn is not None
         try:
             if self._scopes:
                 with self._scoped(ctx):
-                    result = call.fn(ctx, *call.args, **call.kwargs)
+                    result = fn(ctx, *node.args, **node.kwargs)
             else:
-                result = call.fn(ctx, *call.args, **call.kwargs)
+                result = fn(ctx, *node.args, **node.kwargs)
         except BaseException as exc:  # noqa: BLE001 - reported to the engine, which decides on a retry
             return (ctx.id, ctx.root_id, ctx.attempt, False, exc, None)
         return self._finish(ctx, result)
 
-    async def _run_async(self, ctx: LeafContext, call: Any) -> None:
+    async def _run_async(self, ctx: LeafContext, node: PromiseNode) -> None:
+        fn = node.fn
+        assert fn is not None
         try:
             if self._scopes:
                 with self._scoped(ctx):
-                    result = await call.fn(ctx, *call.args, **call.kwargs)
+                    result = await fn(ctx, *node.args, **node.kwargs)
             else:
-                result = await call.fn(ctx, *call.args, **call.kwargs)
+                result = await fn(ctx, *node.args, **node.kwargs)
         except BaseException as exc:  # noqa: BLE001
             self._report((ctx.id, ctx.root_id, ctx.attempt, False, exc, None))
             return

@@ -1,6 +1,6 @@
 """What the engine keeps in memory for the runs it is stepping.
 
-* :class:`PromiseNode` — the engine's record of one promise a workflow made, beside the small
+* :class:`PromiseNode` — the engine's record of one promise a workflow made, which is also the
   :class:`~vow.context.Handle` the workflow holds. A root keeps only the nodes still pending
   (``RootRun.live``): a settled node lives on only while the workflow holds its handle, so a
   workflow of a million steps needs memory for what is in flight, not for its history.
@@ -17,17 +17,19 @@ import concurrent.futures
 from collections.abc import Callable
 from typing import Any
 
-from vow.context import Call
+from vow.context import Call, Handle, Options
 from vow.records import Kind, PromiseRecord, State
 
 __all__ = ["PromiseNode", "RootRun", "WorkflowRun"]
 
 
-class PromiseNode:
-    """One promise as the engine tracks it while its workflow runs."""
+class PromiseNode(Handle):
+    """One promise as the engine tracks it while its workflow runs; the workflow holds it as its
+    :class:`~vow.context.Handle`."""
 
-    __slots__ = ("id", "kind", "func", "state", "value", "error", "settled_at", "waiter", "more_waiters", "call",
-                 "root", "run", "attempt", "key", "deadline", "child", "running", "tags", "timer", "adopted")
+    __slots__ = ("id", "kind", "func", "state", "value", "error", "settled_at", "waiter", "more_waiters", "fn",
+                 "args", "kwargs", "opts", "root", "run", "attempt", "key", "deadline", "child", "running", "tags",
+                 "timer", "adopted")
 
     def __init__(self, id: str, kind: Kind, func: str, root: RootRun, run: WorkflowRun | None,
                  call: Call | None, attempt: int, key: str, deadline: float | None, tags: dict[str, str]) -> None:
@@ -42,7 +44,15 @@ class PromiseNode:
         # always one run or none, so the first has a slot of its own and a list is made only for more.
         self.waiter: tuple[WorkflowRun, Any] | None = None
         self.more_waiters: list[tuple[WorkflowRun, Any]] | None = None
-        self.call = call
+        # What the call asked for, not the Call itself: the Call dies with the workflow's step, so
+        # a large fan-out keeps one object fewer per branch for the garbage collector to traverse.
+        if call is None:
+            self.fn: Callable[..., Any] | None = None
+            self.args: tuple[Any, ...] = ()
+            self.kwargs: dict[str, Any] = {}
+            self.opts: Options | None = None
+        else:
+            self.fn, self.args, self.kwargs, self.opts = call.fn, call.args, call.kwargs, call.opts
         self.root = root
         self.run = run  # the workflow that made this promise (None for a root)
         self.attempt = attempt
@@ -78,9 +88,6 @@ class PromiseNode:
     def label(self) -> str:
         """How errors and logs name this promise: ``func (id)``."""
         return f"{self.func or self.kind.value} ({self.id})"
-
-    def __repr__(self) -> str:
-        return f"<PromiseNode {self.id} {self.state.value}>"
 
 
 class WorkflowRun:

@@ -58,11 +58,11 @@ class Retries:
 
     def retry_leaf(self, node: PromiseNode, error: BaseException) -> bool:
         """Schedule the next attempt of a failed leaf if its policy allows; whether it will run again."""
-        call = node.call
-        assert call is not None
+        opts = node.opts
+        assert opts is not None
         if isinstance(error, EncodeError):
             return False
-        delay = next_delay(call.opts.retry or self._default_policy, node.attempt, error, call.opts.non_retryable)
+        delay = next_delay(opts.retry or self._default_policy, node.attempt, error, opts.non_retryable)
         if delay is None:
             return False
         now = self._now()

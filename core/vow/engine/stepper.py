@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from vow import encoding
-from vow.context import Call, Combinator, Context, Handle
+from vow.context import Call, Combinator, Context
 from vow.engine.committer import Committer
 from vow.engine.model import PromiseNode, RootRun, WorkflowRun
 from vow.errors import EncodeError, NonDeterminismError
@@ -131,10 +131,10 @@ class Stepper:
                     exc = error
                     continue
                 if not yielded.wait:
-                    value = Handle(node)
+                    value = node  # the workflow's handle
                     continue
-            elif type(yielded) is Handle:
-                node = yielded._node
+            elif type(yielded) is PromiseNode:  # a handle
+                node = yielded
             elif type(yielded) is Combinator:
                 done, value, exc = combine(yielded)
                 if done:
@@ -191,7 +191,9 @@ class Stepper:
         root = run.root
         opts = call.opts
         now = self._now()
-        args_text = encoding.encode_args(call.args, call.kwargs, what=lambda: f"{func} ({cid})") if call.fn else ""
+        args_text = encoding.plain_args(call.args, call.kwargs) if call.fn else ""
+        if args_text is None:
+            args_text = encoding.encode_args(call.args, call.kwargs, what=f"{func} ({cid})")
         deadline = None
         if kind is Kind.SLEEP:
             deadline = now + (call.seconds or 0.0)
