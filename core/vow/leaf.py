@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from vow.errors import VowError
+from vow.frozen import quick_constructor
 
 if TYPE_CHECKING:
     from vow.plugins import Plugins
@@ -60,3 +61,9 @@ class LeafContext:
             object.__setattr__(self, "idempotency_key", self.id)
         if not self.root_id:
             object.__setattr__(self, "root_id", self.id.split(".", 1)[0])
+
+
+make_leaf_context = quick_constructor(LeafContext)
+"""``make_leaf_context(id, attempt, idempotency_key, root_id, parent_id, func, deadline, tags, plugins,
+store)``: a :class:`LeafContext` of every field as given (no defaults filled in), built fast: the
+engine makes one per attempt (see :mod:`vow.frozen`)."""

@@ -10,6 +10,8 @@ import enum
 
 import attrs
 
+from vow.frozen import quick_constructor
+
 
 class State(str, enum.Enum):
     """A promise's state. It moves only from ``PENDING`` to one of the settled states."""
@@ -64,6 +66,12 @@ class PromiseRecord:
         return self.state is not State.PENDING
 
 
+make_record = quick_constructor(PromiseRecord)
+"""``make_record(id, state, kind, root, func, args, value, parent, timeout, idempotency_key, attempt,
+created_at, settled_at, tags)``: a :class:`PromiseRecord` of every field, built fast (the engine
+makes one per promise; see :mod:`vow.frozen`)."""
+
+
 @attrs.frozen(slots=True)
 class Settle:
     """Settle ``id`` as ``state`` with encoded ``value`` (a result, or an encoded error)."""
@@ -72,6 +80,10 @@ class Settle:
     state: State
     value: str | None
     settled_at: float
+
+
+make_settle = quick_constructor(Settle)
+"""``make_settle(id, state, value, settled_at)``: a :class:`Settle`, built fast."""
 
 
 @attrs.frozen(slots=True)

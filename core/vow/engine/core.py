@@ -47,7 +47,7 @@ from vow.errors import (
 from vow.events import Event, EventKind
 from vow.failures import FailureCodec
 from vow.outcomes import combine_update, fill_from_record, outcome, set_future, set_future_from_record
-from vow.records import Batch, Kind, Lease, PromiseRecord, Settle, State
+from vow.records import Batch, Kind, Lease, PromiseRecord, State, make_settle
 from vow.retry import DEFAULT_WORKFLOW_POLICY
 from vow.stores.base import ChangeFeed
 
@@ -495,7 +495,7 @@ class Engine:
             self.timers.cancel(node.timer)
             node.timer = None
         self.retries.forget(node.id)
-        self.committer.writes(root.id, root.token).settles.append(Settle(node.id, state, text, now))
+        self.committer.writes(root.id, root.token).settles.append(make_settle(node.id, state, text, now))
         if node.run is None:  # its leftover branches settle first: observers see them end before the run
             self._finish_root(root, State.TIMEDOUT if state is State.TIMEDOUT else State.CANCELED)
         elif node.child is not None:

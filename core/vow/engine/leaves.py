@@ -24,7 +24,7 @@ from vow import encoding
 from vow.engine.inline import InlineLeaves
 from vow.engine.model import PromiseNode
 from vow.errors import EncodeError
-from vow.leaf import LeafContext
+from vow.leaf import LeafContext, make_leaf_context
 from vow.pool import ThreadPool
 from vow.records import State
 
@@ -99,8 +99,8 @@ class LeafRunner:
         """The context of the current attempt of ``node``'s leaf."""
         run = node.run
         assert run is not None
-        return LeafContext(node.id, node.attempt, node.key, node.root.id, run.id, node.func, node.deadline,
-                           node.tags, plugins=self._plugins, store=self._store)
+        return make_leaf_context(node.id, node.attempt, node.key, node.root.id, run.id, node.func, node.deadline,
+                                 node.tags, self._plugins, self._store)
 
     def _attempt_of(self, node: PromiseNode) -> LeafOutcome:
         return self._attempt(self._context(node), node)

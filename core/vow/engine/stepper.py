@@ -26,11 +26,12 @@ from vow.engine.committer import Committer
 from vow.engine.model import PromiseNode, RootRun, WorkflowRun
 from vow.errors import EncodeError, NonDeterminismError
 from vow.outcomes import combine, fill_from_record, outcome
-from vow.records import Kind, PromiseRecord, State
+from vow.records import Kind, PromiseRecord, State, make_record
 from vow.reserved import PATCH_FUNC
 
 __all__ = ["PATCH_FUNC", "Host", "Stepper", "check_text"]
 
+_PENDING = State.PENDING
 
 
 _CALL_KINDS = "yield ctx.run(...), ctx.begin_run(...), ctx.sleep(...), ctx.promise(...), a handle, " \
@@ -201,8 +202,8 @@ class Stepper:
             deadline = now + opts.timeout
         key = opts.idempotency_key or cid
         writes = self._committer.writes(root.id, root.token)
-        writes.creates.append(PromiseRecord(
-            cid, State.PENDING, kind, root.id, func, args_text, None, run.id, deadline, key, 1, now, None, opts.tags))
+        writes.creates.append(make_record(
+            cid, _PENDING, kind, root.id, func, args_text, None, run.id, deadline, key, 1, now, None, opts.tags))
         node = PromiseNode(cid, kind, func, root, run, call, 1, key, deadline, opts.tags)
         root.live[cid] = node
         if self._host.observed:

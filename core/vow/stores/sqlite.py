@@ -43,7 +43,7 @@ import attrs
 
 from vow.errors import ConfigError, PromiseNotFoundError, StoreError
 from vow.hookspecs import Register, hookimpl
-from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, Settle, State
+from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, Settle, State, make_record
 from vow.reserved import INTERNAL_STEPS
 from vow.retention import BATCH_RUNS, FINISHED_STATES, PrunedRun, PruneResult
 from vow.schedules.record import ScheduleRecord
@@ -208,8 +208,8 @@ def _tags(text: str) -> dict[str, str]:
 def _record(row: tuple[Any, ...]) -> PromiseRecord:
     """A record from a row in ``_COLUMNS`` order (positional: no per-field work beyond the enums)."""
     tags = row[13]
-    return PromiseRecord(row[0], _STATES[row[1]], _KINDS[row[2]], row[3], row[4], row[5], row[6], row[7],
-                         row[8], row[9], row[10], row[11], row[12], {} if tags == _EMPTY_TAGS else _tags(tags))
+    return make_record(row[0], _STATES[row[1]], _KINDS[row[2]], row[3], row[4], row[5], row[6], row[7],
+                       row[8], row[9], row[10], row[11], row[12], {} if tags == _EMPTY_TAGS else _tags(tags))
 
 
 # Inserts come in three shapes, so that the usual record (no value, timeout or settle time yet)
