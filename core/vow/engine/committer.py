@@ -20,8 +20,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import attrs
-
 from vow.errors import ConflictError, LeaseLostError
 from vow.records import Batch, Lease, PromiseRecord, Settle
 
@@ -45,19 +43,30 @@ class RootWrites:
         self.leaves: list[Any] = []  # leaves to start once committed (the commonest action, kept lean)
         self.token = token
 
-    def has_writes(self) -> bool:
-        return bool(self.creates or self.settles or self.attempts)
 
-
-@attrs.define
 class CommitResult:
-    """How a commit ended, root by root."""
+    """How a commit ended for the roots it did not simply store (a clean round has none)."""
 
-    lost: list[str] = attrs.field(factory=list)  # another owner holds them, or they were settled outside
-    conflicts: dict[str, dict[str, PromiseRecord]] = attrs.field(factory=dict)  # root -> records that won
-    failed: dict[str, BaseException] = attrs.field(factory=dict)  # the store failed for these roots
-    existing: dict[str, tuple[str, PromiseRecord]] = attrs.field(factory=dict)  # id -> (root that made it,
-    # the record that was there already)
+    __slots__ = ("lost", "conflicts", "failed", "existing")
+
+    def __init__(self) -> None:
+        self.lost: list[str] = []  # another owner holds them, or they were settled outside
+        self.conflicts: dict[str, dict[str, PromiseRecord]] = {}  # root -> records that won
+        self.failed: dict[str, BaseException] = {}  # the store failed for these roots
+        self.existing: dict[str, tuple[str, PromiseRecord]] = {}  # id -> (root that made it, the record
+        # that was there already)
+
+    def refused(self, root: str) -> bool:
+        """Whether nothing of ``root``'s writes was stored."""
+        return root in self.conflicts or root in self.failed or root in self.lost
+
+    def merge(self, other: CommitResult | None) -> None:
+        """Add how other roots ended."""
+        if other is not None:
+            self.lost.extend(other.lost)
+            self.conflicts.update(other.conflicts)
+            self.failed.update(other.failed)
+            self.existing.update(other.existing)
 
 
 class Committer:
@@ -105,20 +114,23 @@ class Committer:
 
     # -- committing
 
-    def commit(self) -> tuple[CommitResult, list[Action], list[Any]]:
-        """Commit the round; returns how each root ended, the actions now allowed to run, and the
-        leaves now allowed to start (after the actions)."""
+    def commit(self) -> tuple[CommitResult | None, list[Action], list[Any]]:
+        """Commit the round; returns how the roots ended that were not simply stored (``None`` when
+        every one was), the actions now allowed to run, and the leaves now allowed to start (after
+        the actions)."""
         roots, self._roots = self._roots, {}
         releases, self._releases = self._releases, []
-        result = CommitResult()
-        writing = {rid: w for rid, w in roots.items() if w.has_writes()}
-        committed = self._apply(writing, result)
-        actions: list[Action] = []
-        leaves: list[Any] = []
-        for rid, writes in roots.items():
-            if rid in committed or rid not in writing:
-                actions.extend(writes.actions)
-                leaves.extend(writes.leaves)
+        writing = {rid: w for rid, w in roots.items() if w.creates or w.settles or w.attempts}
+        result = self._apply(writing) if writing else None
+        if len(roots) == 1 and result is None:  # the usual round of a single run: no lists to gather
+            [writes] = roots.values()
+            actions, leaves = writes.actions, writes.leaves
+        else:
+            actions, leaves = [], []
+            for rid, writes in roots.items():
+                if result is None or not result.refused(rid):
+                    actions.extend(writes.actions)
+                    leaves.extend(writes.leaves)
         if releases:
             try:
                 self._store.release_many(releases)
@@ -126,49 +138,50 @@ class Committer:
                 _log.warning("could not release the leases on %s", [x.root for x in releases], exc_info=True)
         return result, actions, leaves
 
-    def _apply(self, writing: dict[str, RootWrites], result: CommitResult) -> set[str]:
-        """Apply ``writing`` in one transaction, dropping the roots the store refuses; the roots committed."""
-        left = dict(writing)
-        for _ in range(len(writing) + 2):
-            if not left:
-                return set()
+    def _apply(self, writing: dict[str, RootWrites]) -> CommitResult | None:
+        """Apply ``writing`` in one transaction, dropping the roots the store refuses and committing the
+        rest again; how the refused roots ended (``None`` when every root was stored as it was)."""
+        result: CommitResult | None = None
+        left = writing
+        while left:
             try:
                 stored = self._store.apply(_merge(left))
-            except LeaseLostError as exc:
-                refused = set(exc.roots or left) & set(left)
-                result.lost.extend(sorted(refused))
-                for rid in refused:
-                    del left[rid]
-                continue
-            except ConflictError as exc:
-                refused = set(exc.roots) & set(left)
-                if not refused:  # a store that named no root: give every root its chance alone
-                    return self._one_by_one(left, result)
-                for rid in refused:
-                    result.conflicts[rid] = {i: r for i, r in exc.records.items() if getattr(r, "root", rid) == rid}
-                    del left[rid]
+            except (LeaseLostError, ConflictError) as exc:
+                refused = (set(exc.roots or left) if isinstance(exc, LeaseLostError) else set(exc.roots)) & left.keys()
+                result = result or CommitResult()
+                if not refused:  # a store that named no root of this batch
+                    if len(left) > 1:  # give every root its chance alone
+                        return self._one_by_one(left, result)
+                    refused = set(left)  # the only root in it
+                if isinstance(exc, LeaseLostError):
+                    result.lost.extend(sorted(refused))
+                else:
+                    for rid in refused:
+                        result.conflicts[rid] = {i: r for i, r in exc.records.items() if getattr(r, "root", rid) == rid}
+                left = {rid: w for rid, w in left.items() if rid not in refused}
                 continue
             except Exception as exc:  # noqa: BLE001 - the store failed: nothing of this batch is durable
+                result = result or CommitResult()
                 if len(left) == 1:
                     [rid] = left
                     result.failed[rid] = exc
-                    return set()
+                    return result
                 _log.warning("a group commit of %d roots failed (%s); committing them one by one", len(left), exc)
                 return self._one_by_one(left, result)
             if stored.existing:
+                result = result or CommitResult()
                 for rid, writes in left.items():
                     for record in writes.creates:
                         found = stored.existing.get(record.id)
                         if found is not None:
                             result.existing[record.id] = (rid, found)
-            return set(left)
-        return set()
+            return result
+        return result
 
-    def _one_by_one(self, left: dict[str, RootWrites], result: CommitResult) -> set[str]:
-        committed: set[str] = set()
+    def _one_by_one(self, left: dict[str, RootWrites], result: CommitResult) -> CommitResult:
         for rid, writes in left.items():
-            committed |= self._apply({rid: writes}, result)
-        return committed
+            result.merge(self._apply({rid: writes}))
+        return result
 
 
 def _merge(roots: dict[str, RootWrites]) -> Batch:

@@ -216,7 +216,8 @@ class Engine:
             stepper.step_ready()
             if committer.pending():
                 result, actions, leaves = committer.commit()
-                self._after_commit(result)
+                if result is not None:
+                    self._after_commit(result)
                 for fn, args in actions:
                     fn(*args)
                 start_leaf = self._start_leaf
