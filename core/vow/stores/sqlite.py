@@ -634,15 +634,15 @@ class SQLiteStore(StoreOperations):
 
     def apply(self, batch: Batch) -> BatchResult:
         """Apply ``batch`` in one transaction: fences, creates, settles, attempts; all or nothing."""
-        if not batch and not batch.fences:
+        creates, settles = batch.creates, batch.settles
+        if not (creates or settles or batch.attempts or batch.fences):
             return BatchResult()
-        settles = batch.settles
         for s in settles:
             if s.state is _PENDING:
                 raise ValueError(f"cannot settle {s.id!r} as pending")
         # Rows are made before the write lock is taken: other writers (workers on this file) wait
         # for it as long as it is held.
-        inserts = _insert_runs(batch.creates) if batch.creates else []
+        inserts = _insert_runs(creates) if creates else []
         return self._write(lambda con: self._apply_in(con, batch, inserts))
 
     def _apply_in(self, con: sqlite3.Connection, batch: Batch,
@@ -661,26 +661,34 @@ class SQLiteStore(StoreOperations):
                 inserted += con.executemany(statement, rows).rowcount
             if inserted < len(creates):
                 existing, created_ids = self._existing(con, creates, inserted)
-            elif batch.outside or fenced:
+            elif batch.outside:
                 created_ids = [r.id for r in creates]
             if fenced:  # before this batch's settles: the parents' states as they were stored
-                settled_parents = self._settled_parents(con, [r for r in creates if r.id not in existing],
-                                                        batch.fences)
+                settled_parents = self._settled_parents(
+                    con, [r for r in creates if r.id not in existing] if existing else creates, batch.fences)
         if settles:
             now = time.time()
-            if batch.outside or len({s.id for s in settles}) < len(settles):
+            if batch.outside or (len(settles) > 1 and len({s.id for s in settles}) < len(settles)):
                 # exact, one by one: a client's write (the feed gets what changed), or an id settled twice
                 conflicts, unchanged = self._settle_in_order(con, settles, now, time_out=not fenced)
             else:  # each id once, so their order does not matter: a statement per kind of settle
-                others = [s for s in settles if s.state is not _RESOLVED and s.state is not _REJECTED]
-                changed = 0
-                if len(others) < len(settles):  # rows made as they are bound: a large round keeps none
-                    changed = con.executemany(_SETTLE_BEFORE_DEADLINE, (
-                        (s.state._value_, s.value, s.settled_at, s.id, now) for s in settles
-                        if s.state is _RESOLVED or s.state is _REJECTED)).rowcount
-                if others:
-                    changed += con.executemany(_SETTLE, [(s.state._value_, s.value, s.settled_at, s.id)
-                                                         for s in others]).rowcount
+                if len(settles) == 1:  # a sequential step's round
+                    s = settles[0]
+                    if s.state is _RESOLVED or s.state is _REJECTED:
+                        changed = con.execute(_SETTLE_BEFORE_DEADLINE,
+                                              (s.state._value_, s.value, s.settled_at, s.id, now)).rowcount
+                    else:
+                        changed = con.execute(_SETTLE, (s.state._value_, s.value, s.settled_at, s.id)).rowcount
+                else:
+                    others = [s for s in settles if s.state is not _RESOLVED and s.state is not _REJECTED]
+                    changed = 0
+                    if len(others) < len(settles):  # rows made as they are bound: a large round keeps none
+                        changed = con.executemany(_SETTLE_BEFORE_DEADLINE, (
+                            (s.state._value_, s.value, s.settled_at, s.id, now) for s in settles
+                            if s.state is _RESOLVED or s.state is _REJECTED)).rowcount
+                    if others:
+                        changed += con.executemany(_SETTLE, [(s.state._value_, s.value, s.settled_at, s.id)
+                                                             for s in others]).rowcount
                 if changed < len(settles):
                     conflicts, unchanged = self._conflicts(con, settles, now, time_out=not fenced)
         if fenced:
@@ -764,10 +772,10 @@ class SQLiteStore(StoreOperations):
 
         Kept even if the COMMIT then fails: the rollback leaves the checked state as it was, and
         ``total_changes`` still counts the rows written and rolled back."""
-        fences = batch.fences
-        changed = {s.id for s in batch.settles if s.id in fences}
-        changed.update(r.id for r in batch.creates if r.id in fences)
-        verified = {root: token for root, token in fences.items() if root not in changed}
+        verified = dict(batch.fences)  # a copy: the caller may use its batch again
+        for record in (*batch.settles, *batch.creates):
+            if record.id in verified:
+                del verified[record.id]
         self._local.fenced = (version, con.total_changes, verified)
 
     def _existing(self, con: sqlite3.Connection, creates: list[PromiseRecord], inserted: int
