@@ -75,6 +75,8 @@ class Engine:
         self._lookup = lookup
         self._wanted = audiences(observers)  # kind -> the observers that take it; other kinds are never built
         self.observed = EventKind.CREATED in self._wanted  # read by the stepper for each promise it creates
+        self._observed_started = EventKind.STARTED in self._wanted  # asked for every leaf ...
+        self._observed_settled = EventKind.SETTLED in self._wanted  # ... and every settle
         self.inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         put = self.inbox.put
         self.now = store_clock(store)
@@ -501,7 +503,7 @@ class Engine:
             self._finish_root(root, State.TIMEDOUT if state is State.TIMEDOUT else State.CANCELED)
         elif node.child is not None:
             self._stop_under(node)
-        if EventKind.SETTLED in self._wanted:
+        if self._observed_settled:
             self.committer.after(root.id, root.token, self._emit, EventKind.SETTLED, node.id, root.id,
                                  node.parent_id, node.func, node.kind, node.attempt, state.value,
                                  _describe(error) if error is not None else None)
@@ -513,10 +515,13 @@ class Engine:
         self.settle(node, State.REJECTED, None, self.codec.decode(text), text)
 
     def _wake(self, node: PromiseNode) -> None:
-        if node.waiter is None:
+        waiter = node.waiter
+        if waiter is None:
             return
+        more = node.more_waiters
+        node.waiter = node.more_waiters = None
         ready = self.stepper.ready
-        for run, awaited in node.take_waiters():
+        for run, awaited in (waiter,) if more is None else (waiter, *more):  # in the order they came
             if run.waiting is not awaited or run.root.done:
                 continue
             if awaited is node:
@@ -589,7 +594,7 @@ class Engine:
         if node.deadline is not None and self.now() >= node.deadline:
             self._deadline(node)  # its time ran out while no process ran it: never start it
             return
-        if EventKind.STARTED in self._wanted:
+        if self._observed_started:
             self._emit(EventKind.STARTED, node.id, root.id, node.parent_id, node.func, Kind.STEP, node.attempt,
                        key=node.key)
         self.leaves.start(node, root.limit)

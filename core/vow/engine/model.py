@@ -65,21 +65,14 @@ class PromiseNode(Handle):
         self.adopted = False  # found pending in the store on a replay (its leaf may be in flight)
 
     def add_waiter(self, waiter: tuple[WorkflowRun, Any]) -> None:
-        """``waiter`` is woken when this promise settles."""
+        """``waiter`` is woken when this promise settles (the engine takes ``waiter`` and
+        ``more_waiters`` then, in the order they came)."""
         if self.waiter is None:
             self.waiter = waiter
         elif self.more_waiters is None:
             self.more_waiters = [waiter]
         else:
             self.more_waiters.append(waiter)
-
-    def take_waiters(self) -> list[tuple[WorkflowRun, Any]]:
-        """The waiters to wake now, in the order they came; none are left."""
-        waiter, more = self.waiter, self.more_waiters
-        if waiter is None:
-            return []
-        self.waiter = self.more_waiters = None
-        return [waiter] if more is None else [waiter, *more]
 
     @property
     def parent_id(self) -> str | None:
