@@ -22,6 +22,8 @@ from vow.records import Kind, PromiseRecord, State
 
 __all__ = ["PromiseNode", "RootRun", "WorkflowRun"]
 
+_NO_KWARGS: dict[str, Any] = {}  # shared by every call made without keyword arguments; never changed
+
 
 class PromiseNode(Handle):
     """One promise as the engine tracks it while its workflow runs; the workflow holds it as its
@@ -49,10 +51,11 @@ class PromiseNode(Handle):
         if call is None:
             self.fn: Callable[..., Any] | None = None
             self.args: tuple[Any, ...] = ()
-            self.kwargs: dict[str, Any] = {}
+            self.kwargs: dict[str, Any] = _NO_KWARGS
             self.opts: Options | None = None
         else:
-            self.fn, self.args, self.kwargs, self.opts = call.fn, call.args, call.kwargs, call.opts
+            self.fn, self.args, self.opts = call.fn, call.args, call.opts
+            self.kwargs = call.kwargs or _NO_KWARGS  # the call's own empty dict need not outlive it
         self.root = root
         self.run = run  # the workflow that made this promise (None for a root)
         self.attempt = attempt
