@@ -43,7 +43,7 @@ from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from vow.errors import ConfigError, PromiseNotFoundError, StoreError
-from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, State, make_record
+from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, State
 from vow.schedules.record import ScheduleRecord
 from vow.stores.base import (
     ChangeFeed,
@@ -100,8 +100,8 @@ def _tags(text: str) -> dict[str, str]:
 
 def _record(row: Sequence[Any]) -> PromiseRecord:
     """A record from a row in ``_COLUMNS`` order."""
-    return make_record(row[0], _STATES[row[1]], _KINDS[row[2]], row[3], row[4], row[5], row[6], row[7],
-                       row[8], row[9], row[10], row[11], row[12], _tags(row[13]))
+    return PromiseRecord(row[0], _STATES[row[1]], _KINDS[row[2]], row[3], row[4], row[5], row[6], row[7],
+                         row[8], row[9], row[10], row[11], row[12], _tags(row[13]))
 
 
 _REQUIRED = ("id", "state", "kind", "root", "func", "args", "idempotency_key", "attempt", "created_at")
