@@ -105,11 +105,7 @@ def encode_args(args: tuple[Any, ...], kwargs: dict[str, Any], *, what: Describe
 def plain_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
     """What :func:`encode_args` returns for the commonest calls (positional ints and strs), made
     without naming the call for an error that cannot happen; ``None`` for any other call."""
-    if kwargs:
-        return None
-    if len(args) == 1 and type(args[0]) is int:  # the commonest of all
-        return "[" + int.__repr__(args[0]) + "]"
-    return _ints_and_strings(args)
+    return None if kwargs else _ints_and_strings(args)
 
 
 def _ints_and_strings(items: tuple[Any, ...]) -> str | None:
