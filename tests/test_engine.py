@@ -772,3 +772,29 @@ def test_the_store_clock_offset_is_taken_from_the_quickest_round_trip() -> None:
             return time.time()
 
     assert store_clock(SameClock()) is time.time  # SQLite and memory: no shift, no extra work per read
+
+
+def test_a_handle_is_one_object_per_promise_and_comes_only_from_the_engine(vow: Vow) -> None:
+    import copy
+
+    from vow import Handle
+
+    seen = {}
+
+    def double(ctx: LeafContext, n: int) -> int:
+        return 2 * n
+
+    def wf(ctx: Context):
+        h = yield ctx.begin_run(double, 21)
+        seen["copies"] = (copy.copy(h) is h, copy.deepcopy(h) is h, repr(h))
+        first = yield copy.copy(h)  # a copy is the handle itself: it is woken with it
+        both = yield ctx.all([copy.deepcopy(h), h])
+        try:
+            Handle()
+        except TypeError as exc:
+            seen["by hand"] = str(exc)
+        return [first, both]
+
+    assert vow.run("handles/1", wf, timeout=30) == [42, [42, 42]]
+    assert seen["copies"][:2] == (True, True) and seen["copies"][2].startswith("<Handle handles/1.1 ")
+    assert "cannot be made by hand" in seen["by hand"]

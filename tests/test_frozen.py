@@ -61,3 +61,13 @@ def test_classes_whose_checks_it_would_skip_are_refused() -> None:
         quick_constructor(WithDict)
     with pytest.raises(TypeError, match="slotted attrs class"):
         quick_constructor(dict)
+
+
+def test_field_names_do_not_clash_with_the_generated_constructor() -> None:
+    @attrs.frozen(slots=True)
+    class Job:
+        finished: bool
+        cls: str
+
+    make = quick_constructor(Job)
+    assert make(True, "x") == Job(True, "x") and type(make(True, "x")) is Job

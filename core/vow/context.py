@@ -83,10 +83,22 @@ class Handle:
     otherwise than resolved, as stored; ``None`` until then) and ``attempt`` (1, then one more per
     retry) are what this run knows of it; ``done()`` says whether it settled. The object is the
     engine's own record of the promise (:class:`vow.engine.model.PromiseNode`), so a fan-out keeps
-    one object per branch, not two; read it, never set it.
+    one object per branch, not two. Read its fields, never set them: they are the engine's, and a
+    field set by the workflow changes what this run sees (never what is stored). Handles come from
+    ``yield ctx.begin_run(...)`` and ``yield ctx.promise(...)``; a copy is the handle itself.
     """
 
     __slots__ = ()
+
+    def __init__(self) -> None:
+        raise TypeError("a Handle comes from `yield ctx.begin_run(...)` or `yield ctx.promise(...)`; "
+                        "it cannot be made by hand")
+
+    def __copy__(self) -> Handle:
+        return self  # one promise, one handle: a copy must be woken with the original
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Handle:
+        return self
 
     id: str
     state: State

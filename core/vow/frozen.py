@@ -22,6 +22,7 @@ import attrs
 __all__ = ["quick_constructor"]
 
 T = TypeVar("T")
+_FINISHED = "__vow_finished_class"  # the name the generated __init__ knows the class by
 
 
 def quick_constructor(cls: type[T]) -> Callable[..., T]:
@@ -38,14 +39,17 @@ def quick_constructor(cls: type[T]) -> Callable[..., T]:
     if checked:
         raise TypeError(f"quick_constructor would skip the validators or converters of {cls.__name__}: {checked}")
     names = [f.name for f in fields]
+    reserved = {"self", _FINISHED} & set(names)
+    if reserved:
+        raise TypeError(f"quick_constructor cannot take fields named {sorted(reserved)} ({cls.__name__})")
     # Both halves of the attribute slot must be the default ones, or every store goes through a
     # Python-level lookup (the frozen class defines __setattr__ and __delattr__).
     twin = type(f"_Building{cls.__name__}", (cls,), {
         "__slots__": (), "__setattr__": object.__setattr__, "__delattr__": object.__delattr__})
     source = (f"def __init__(self, {', '.join(names)}):\n"
               + "".join(f"    self.{name} = {name}\n" for name in names)
-              + "    self.__class__ = finished\n")
-    namespace: dict[str, Any] = {"finished": cls}
+              + f"    self.__class__ = {_FINISHED}\n")
+    namespace: dict[str, Any] = {_FINISHED: cls}
     exec(source, namespace)  # noqa: S102 - the source is made from the class's own field names
     twin.__init__ = namespace["__init__"]  # type: ignore[misc]
     return twin
