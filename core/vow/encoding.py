@@ -89,31 +89,27 @@ def normalize(value: Any, *, what: Described = "value") -> tuple[Any, str]:
                           "flatten it") from None
 
 
-def encode_args(args: tuple[Any, ...], kwargs: dict[str, Any], *, what: Described) -> str:
-    """Encode a call's arguments; kwargs are kept only when given, so the text stays short.
-
-    ``what`` names the call in an error; a hot caller passes a function that builds the name only
-    when it is needed."""
-    if not kwargs:
-        text = _ints_and_strings(args)
-        if text is not None:
-            return text
-    payload: Any = {"args": list(args), "kwargs": kwargs} if kwargs else list(args)
-    return encode(payload, what=lambda: f"arguments of {_described(what)}")
-
-
 def plain_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
     """What :func:`encode_args` returns for the commonest calls (positional ints and strs), made
     without naming the call for an error that cannot happen; ``None`` for any other call."""
     return None if kwargs else _ints_and_strings(args)
 
 
+def encode_args(args: tuple[Any, ...], kwargs: dict[str, Any], *, what: Described) -> str:
+    """Encode a call's arguments; kwargs are kept only when given, so the text stays short.
+
+    ``what`` names the call in an error; a hot caller passes a function that builds the name only
+    when it is needed."""
+    text = plain_args(args, kwargs)
+    if text is not None:
+        return text
+    payload: Any = {"args": list(args), "kwargs": kwargs} if kwargs else list(args)
+    return encode(payload, what=lambda: f"arguments of {_described(what)}")
+
+
 def _ints_and_strings(items: tuple[Any, ...]) -> str | None:
     """The JSON list of ``items`` when each is an int or a str (the commonest arguments), written as
     the encoder writes it; ``None`` otherwise."""
-    if len(items) == 1:
-        text = _int_or_str_text(items[0])
-        return None if text is None else "[" + text + "]"
     parts = []
     for item in items:
         text = _int_or_str_text(item)

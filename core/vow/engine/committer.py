@@ -60,6 +60,14 @@ class CommitResult:
         """Whether nothing of ``root``'s writes was stored."""
         return root in self.conflicts or root in self.failed or root in self.lost
 
+    def refuse(self, exc: LeaseLostError | ConflictError, roots: set[str]) -> None:
+        """Record that ``exc`` refused ``roots``: lost to another owner, or beaten by stored outcomes."""
+        if isinstance(exc, LeaseLostError):
+            self.lost.extend(sorted(roots))
+        else:
+            for rid in roots:
+                self.conflicts[rid] = {i: r for i, r in exc.records.items() if getattr(r, "root", rid) == rid}
+
     def merge(self, other: CommitResult | None) -> None:
         """Add how other roots ended."""
         if other is not None:
@@ -147,17 +155,11 @@ class Committer:
             try:
                 stored = self._store.apply(_merge(left))
             except (LeaseLostError, ConflictError) as exc:
-                refused = (set(exc.roots or left) if isinstance(exc, LeaseLostError) else set(exc.roots)) & left.keys()
                 result = result or CommitResult()
-                if not refused:  # a store that named no root of this batch
-                    if len(left) > 1:  # give every root its chance alone
-                        return self._one_by_one(left, result)
-                    refused = set(left)  # the only root in it
-                if isinstance(exc, LeaseLostError):
-                    result.lost.extend(sorted(refused))
-                else:
-                    for rid in refused:
-                        result.conflicts[rid] = {i: r for i, r in exc.records.items() if getattr(r, "root", rid) == rid}
+                refused = _refused(exc, left)
+                if not refused:  # the store named no root of this batch: give every root its chance alone
+                    return self._one_by_one(left, result)
+                result.refuse(exc, refused)
                 left = {rid: w for rid, w in left.items() if rid not in refused}
                 continue
             except Exception as exc:  # noqa: BLE001 - the store failed: nothing of this batch is durable
@@ -182,6 +184,15 @@ class Committer:
         for rid, writes in left.items():
             result.merge(self._apply({rid: writes}))
         return result
+
+
+def _refused(exc: LeaseLostError | ConflictError, left: dict[str, RootWrites]) -> set[str]:
+    """The roots of the batch ``left`` that ``exc`` refuses: those it names (every one, for a lost lease
+    that names none); the only root of a batch of one, whatever it names; none when it names no root
+    of a larger batch."""
+    named = exc.roots or (list(left) if isinstance(exc, LeaseLostError) else [])
+    refused = set(named) & left.keys()
+    return refused or (set(left) if len(left) == 1 else set())
 
 
 def _merge(roots: dict[str, RootWrites]) -> Batch:

@@ -90,24 +90,35 @@ class InlineLeaves:
         if self._watchdog is None:
             self._watchdog = threading.Thread(target=self._watch, name="vow-inline-watchdog", daemon=True)
             self._watchdog.start()
-        lock, queue, slow_after, cost = self._lock, self._queue, self._slow_after, self._cost
+        lock, queue, slow_after, cost, watching = self._lock, self._queue, self._slow_after, self._cost, self._watching
         attempt = self._attempt
         generation = self._generation
         forks = _forks
         clock = time.perf_counter
         now = clock()
         until = now + self._budget
-        # One pass of the lock per leaf: it hands in the outcome of one leaf and takes the next.
-        with lock:
-            if not queue:
-                outcomes, self._outcomes = self._outcomes, []
-                return outcomes
-            node = queue.popleft()
-            fn = self._running = node.fn
-            self._started += 1
-            if not self._watching.is_set():
-                self._watching.set()
+        node: PromiseNode | None = None
+        outcome: Any = None
         while True:
+            # One pass of the lock per leaf: it hands in the outcome of the last leaf and takes the next.
+            with lock:
+                moved = node is not None and self._generation != generation
+                if not moved:
+                    if node is not None:
+                        self._outcomes.append(outcome)
+                    if not queue or now > until:
+                        self._running = None
+                        outcomes, self._outcomes = self._outcomes, []
+                        return outcomes
+                    node = queue.popleft()
+                    fn = self._running = node.fn
+                    self._started += 1
+                    if not watching.is_set():
+                        watching.set()
+            if moved:
+                self._report(outcome)
+                return None
+            assert node is not None  # taken under the lock above
             began = now
             outcome = attempt(node)
             if _forks != forks:  # the leaf forked and returned in the child: not the parent's engine
@@ -116,20 +127,6 @@ class InlineLeaves:
             took = now - began
             if took > slow_after / 10 or fn in cost:
                 cost[fn] = cost.get(fn, 0.0) * (1 - _WEIGHT) + took * _WEIGHT
-            with lock:
-                moved = self._generation != generation
-                if not moved:
-                    self._outcomes.append(outcome)
-                    if not queue or now > until:
-                        self._running = None
-                        outcomes, self._outcomes = self._outcomes, []
-                        return outcomes
-                    node = queue.popleft()
-                    fn = self._running = node.fn
-                    self._started += 1
-            if moved:
-                self._report(outcome)
-                return None
 
     def _watch(self) -> None:
         lock = self._lock

@@ -46,7 +46,7 @@ class LeafRunner:
         self.pool = ThreadPool(max_threads)
         # without ``relieve`` (a way to move the engine off a leaf that blocks) every leaf runs in the pool
         self.inline = None if relieve is None else InlineLeaves(
-            self._attempt_of, to_pool=self._node_to_pool, report=report, relieve=relieve)
+            self._attempt_of, to_pool=self._to_pool, report=report, relieve=relieve)
         self._max = max_concurrency
         self._scopes = scopes
         self._plugins = plugins
@@ -93,7 +93,7 @@ class LeafRunner:
         if coroutine:
             self._async_batch.append((self._context(node), node))
         elif self.inline is None or not self.inline.take(node):
-            self._to_pool(self._context(node), node)
+            self._to_pool(node)
 
     def _context(self, node: PromiseNode) -> LeafContext:
         """The context of the current attempt of ``node``'s leaf."""
@@ -105,11 +105,8 @@ class LeafRunner:
     def _attempt_of(self, node: PromiseNode) -> LeafOutcome:
         return self._attempt(self._context(node), node)
 
-    def _node_to_pool(self, node: PromiseNode) -> None:
-        self._to_pool(self._context(node), node)
-
-    def _to_pool(self, ctx: LeafContext, node: PromiseNode) -> None:
-        self.pool.submit(self._run_sync, ctx, node)
+    def _to_pool(self, node: PromiseNode) -> None:
+        self.pool.submit(self._run_sync, self._context(node), node)
 
     def flush(self) -> None:
         """Hand the ``async def`` attempts started this round to the event loop, in one wake-up."""
@@ -128,13 +125,9 @@ class LeafRunner:
         if self._running.pop(promise_id, None) is None:
             return
         self._total -= 1
-        if self._per_root:
-            left = self._per_root.get(root_id)
-            if left is not None:
-                if left > 1:
-                    self._per_root[root_id] = left - 1
-                else:
-                    del self._per_root[root_id]
+        left = self._per_root.pop(root_id, 0) - 1  # counted only for roots with a limit
+        if left > 0:
+            self._per_root[root_id] = left
         queued = self._queued
         if not queued:
             return
