@@ -104,7 +104,10 @@ class InlineLeaves:
             with lock:
                 moved = node is not None and self._generation != generation
                 if not moved:
-                    if node is not None:
+                    if node is None:  # the first leaf: the watchdog watches until this call returns
+                        if not watching.is_set():
+                            watching.set()
+                    else:
                         self._outcomes.append(outcome)
                     if not queue or now > until:
                         self._running = None
@@ -113,8 +116,6 @@ class InlineLeaves:
                     node = queue.popleft()
                     fn = self._running = node.fn
                     self._started += 1
-                    if not watching.is_set():
-                        watching.set()
             if moved:
                 self._report(outcome)
                 return None
