@@ -26,8 +26,8 @@ _FINISHED = "__vow_finished_class"  # the name the generated __init__ knows the 
 
 
 def quick_constructor(cls: type[T]) -> Callable[..., T]:
-    """A constructor of the frozen, slotted attrs class ``cls`` that takes every field, positionally
-    in field order, and stores each as given.
+    """A constructor of the slotted attrs class ``cls`` (frozen or not) that takes every field,
+    positionally in field order, and stores each as given.
 
     It applies no defaults and skips ``__attrs_post_init__``: give each field the value the class
     would keep. Classes with validators or converters are refused (this constructor would skip them).

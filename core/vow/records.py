@@ -123,6 +123,11 @@ class Batch:
         return bool(self.creates or self.settles or self.attempts)
 
 
+make_batch = quick_constructor(Batch)
+"""``make_batch(creates, settles, attempts, fences, outside)``: a :class:`Batch`, built fast (the
+engine makes one per commit)."""
+
+
 @attrs.frozen(slots=True)
 class BatchResult:
     """What a commit did.
@@ -134,3 +139,8 @@ class BatchResult:
 
     existing: dict[str, PromiseRecord] = attrs.field(factory=dict)
     conflicts: dict[str, PromiseRecord] = attrs.field(factory=dict)
+
+
+make_batch_result = quick_constructor(BatchResult)
+"""``make_batch_result(existing, conflicts)``: a :class:`BatchResult`, built fast (a store returns
+one per commit)."""

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vow.errors import ConflictError, LeaseLostError
-from vow.records import Batch, Lease, PromiseRecord, Settle
+from vow.records import Batch, Lease, PromiseRecord, Settle, make_batch
 
 __all__ = ["CommitResult", "Committer"]
 
@@ -128,12 +128,14 @@ class Committer:
         the actions)."""
         roots, self._roots = self._roots, {}
         releases, self._releases = self._releases, []
-        writing = {rid: w for rid, w in roots.items() if w.creates or w.settles or w.attempts}
-        result = self._apply(writing) if writing else None
-        if len(roots) == 1 and result is None:  # the usual round of a single run: no lists to gather
-            [writes] = roots.values()
-            actions, leaves = writes.actions, writes.leaves
+        if len(roots) == 1:  # the usual round of a single run: no dicts or lists to gather
+            [(rid, writes)] = roots.items()
+            result = self._apply(roots) if writes.creates or writes.settles or writes.attempts else None
+            stored = result is None or not result.refused(rid)
+            actions, leaves = (writes.actions, writes.leaves) if stored else ([], [])
         else:
+            writing = {rid: w for rid, w in roots.items() if w.creates or w.settles or w.attempts}
+            result = self._apply(writing) if writing else None
             actions, leaves = [], []
             for rid, writes in roots.items():
                 if result is None or not result.refused(rid):
@@ -199,7 +201,7 @@ def _merge(roots: dict[str, RootWrites]) -> Batch:
     """One batch of every root's writes, each fenced with its token."""
     if len(roots) == 1:
         [(rid, w)] = roots.items()
-        return Batch(creates=w.creates, settles=w.settles, attempts=w.attempts, fences={rid: w.token})
+        return make_batch(w.creates, w.settles, w.attempts, {rid: w.token}, False)
     batch = Batch()
     for rid, w in roots.items():
         batch.creates.extend(w.creates)

@@ -44,7 +44,7 @@ import attrs
 
 from vow.errors import ConfigError, PromiseNotFoundError, StoreError
 from vow.hookspecs import Register, hookimpl
-from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, Settle, State, make_record
+from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, Settle, State, make_batch_result, make_record
 from vow.reserved import INTERNAL_STEPS
 from vow.retention import BATCH_RUNS, FINISHED_STATES, PrunedRun, PruneResult
 from vow.schedules.record import ScheduleRecord
@@ -704,7 +704,7 @@ class SQLiteStore(StoreOperations):
             self._announce(con, creates, created_ids, [s for s in settles if s.id not in unchanged], conflicts)
         if fenced:
             self._remember_fences(con, batch, version)
-        return BatchResult(existing, conflicts)
+        return make_batch_result(existing, conflicts)
 
     def _settled_parents(self, con: sqlite3.Connection, creates: list[PromiseRecord],
                          fences: dict[str, int]) -> dict[str, PromiseRecord]:
