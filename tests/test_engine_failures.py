@@ -183,3 +183,42 @@ def test_a_replay_keeps_the_outcome_of_a_leaf_whose_commit_was_refused() -> None
         held.set()
         assert handle.result(timeout=30) == ["outside", "L"]
     assert started == [1]
+
+
+class BatchSizes(MemoryStore):
+    """A memory store that records how many promises each commit creates, and which ids were
+    stored when each leaf ran."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.creates: list[int] = []
+        self.unstored_at_start: list[str] = []
+
+    def apply(self, batch: Batch):
+        self.creates.append(len(batch.creates))
+        return super().apply(batch)
+
+
+@pytest.mark.parametrize("inline_leaves", [True, False])
+def test_a_wide_fan_out_commits_its_promises_in_chunks_each_before_its_leaves(inline_leaves: bool) -> None:
+    """A workflow that makes 2,500 branches without waiting commits them a thousand at a time (their
+    records do not all wait in memory for one commit, and pool leaves start early), and still no
+    leaf runs before its own promise is stored."""
+    store = BatchSizes()
+
+    def leaf(ctx, i):
+        if store.get(ctx.id) is None:
+            store.unstored_at_start.append(ctx.id)
+        return i
+
+    def wide(ctx, n):
+        handles = []
+        for i in range(n):
+            handles.append((yield ctx.begin_run(leaf, i)))
+        return sum((yield ctx.all(handles)))
+
+    with Vow(store=store, inline_leaves=inline_leaves) as v:
+        assert v.run("wide/1", wide, 2500) == sum(range(2500))
+    assert sum(store.creates) == 2501  # the root and its branches, each once
+    assert max(store.creates) == 1000
+    assert store.unstored_at_start == []
