@@ -7,9 +7,9 @@ Each turn of the loop:
 2. steps every workflow that can move (:mod:`vow.engine.stepper`), collecting the promises it
    creates and settles;
 3. commits all of those writes in **one** store transaction (:mod:`vow.engine.committer`); a
-   round that makes many promises without waiting (a wide fan-out) is committed every
-   :data:`~vow.engine.stepper.CREATES_PER_COMMIT` of them, so their records do not all wait in
-   memory and the first branches can start while the workflow makes the rest;
+   workflow that makes many promises without waiting (a wide fan-out) is paused every
+   :data:`~vow.engine.stepper.CALLS_PER_COMMIT` of them for a commit, so their records do not
+   all wait in memory and the first branches can start while it makes the rest;
 4. only then does what the commit made true: starts leaves, arms timers, answers callers.
 
 Every transition — a leaf's result, a deadline, a cancel or resolve from outside — is judged by a
@@ -220,7 +220,6 @@ class Engine:
                 self._process_starts()
             stepper.step_ready()
             if committer.pending():
-                stepper.made = 0
                 result, actions, leaves = committer.commit()
                 if result is not None:
                     self._after_commit(result)

@@ -29,12 +29,13 @@ from vow.outcomes import combine, fill_from_record, outcome
 from vow.records import Kind, PromiseRecord, State, make_record
 from vow.reserved import PATCH_FUNC
 
-__all__ = ["CREATES_PER_COMMIT", "PATCH_FUNC", "Host", "Stepper", "check_text"]
+__all__ = ["CALLS_PER_COMMIT", "PATCH_FUNC", "Host", "Stepper", "check_text"]
 
 _PENDING = State.PENDING
-CREATES_PER_COMMIT = 1000
-"""Promises a round makes before the stepper pauses the workflows that keep making more without
-waiting, so the engine commits them (a 100,000-branch fan-out peaks 29 MB lower)."""
+CALLS_PER_COMMIT = 1000
+"""Calls a workflow makes without waiting before the stepper pauses it until the engine has
+committed them: a 100,000-branch fan-out peaks 29 MB lower. Counted per run, so a round of many
+runs that each make a few calls is still one commit."""
 
 
 _CALL_KINDS = "yield ctx.run(...), ctx.begin_run(...), ctx.sleep(...), ctx.promise(...), a handle, " \
@@ -75,7 +76,7 @@ class Stepper:
         self._name_of = name_of
         self._functions: dict[Any, tuple[bool, str]] = {}  # fn -> (a generator function?, its stored name)
         self.ready: list[tuple[WorkflowRun, Any, BaseException | None]] = []
-        self.made = 0  # promises created since the engine's last commit (the engine resets it)
+        self._paused = False  # a run stopped stepping so that what it made is committed first
 
     # -- bodies
 
@@ -101,7 +102,8 @@ class Stepper:
     def step_ready(self) -> None:
         """Step every run that can move, until none can."""
         ready = self.ready
-        while ready and self.made < CREATES_PER_COMMIT:
+        self._paused = False
+        while ready and not self._paused:  # a run paused for a commit: let the engine commit first
             batch, self.ready = ready, []
             for run, value, exc in batch:
                 self._step(run, value, exc)
@@ -111,6 +113,7 @@ class Stepper:
         gen = run.gen
         if gen is None or run.root.done:
             return
+        first = run.counter
         while True:
             try:
                 yielded = gen.send(value) if exc is None else gen.throw(exc)
@@ -137,8 +140,9 @@ class Stepper:
                     continue
                 if not yielded.wait:
                     value = node  # the workflow's handle
-                    if self.made >= CREATES_PER_COMMIT:  # a wide fan-out: commit what it made so far first
+                    if run.counter - first >= CALLS_PER_COMMIT:  # a wide fan-out: commit what it made so far
                         self.ready.append((run, value, None))
+                        self._paused = True
                         return
                     continue
             elif type(yielded) is PromiseNode:  # a handle
@@ -213,7 +217,6 @@ class Stepper:
             cid, _PENDING, kind, root.id, func, args_text, None, run.id, deadline, key, 1, now, None, opts.tags))
         node = PromiseNode(cid, kind, func, root, run, call, 1, key, deadline, opts.tags)
         root.live[cid] = node
-        self.made += 1
         if self._host.observed:
             writes.actions.append((self._host.created, (node,)))
         self._host.launch(node, writes)
