@@ -186,8 +186,8 @@ def test_a_replay_keeps_the_outcome_of_a_leaf_whose_commit_was_refused() -> None
 
 
 class BatchSizes(MemoryStore):
-    """A memory store that records how many promises each commit creates, and which ids were
-    stored when each leaf ran."""
+    """A memory store that records how many promises each commit creates (and holds the ids that
+    the test's leaves found not stored yet when they ran)."""
 
     def __init__(self) -> None:
         super().__init__()

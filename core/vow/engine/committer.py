@@ -128,14 +128,15 @@ class Committer:
         the actions)."""
         roots, self._roots = self._roots, {}
         releases, self._releases = self._releases, []
-        if len(roots) == 1:  # the usual round of a single run: no dicts or lists to gather
-            [(rid, writes)] = roots.items()
-            result = self._apply(roots) if writes.creates or writes.settles or writes.attempts else None
-            stored = result is None or not result.refused(rid)
-            actions, leaves = (writes.actions, writes.leaves) if stored else ([], [])
+        if len(roots) == 1:  # the usual round of a single run: no dict to build
+            writing = roots if _writes_anything(next(iter(roots.values()))) else {}
         else:
-            writing = {rid: w for rid, w in roots.items() if w.creates or w.settles or w.attempts}
-            result = self._apply(writing) if writing else None
+            writing = {rid: w for rid, w in roots.items() if _writes_anything(w)}
+        result = self._apply(writing) if writing else None
+        if len(roots) == 1 and result is None:  # ... and no lists to gather
+            [writes] = roots.values()
+            actions, leaves = writes.actions, writes.leaves
+        else:
             actions, leaves = [], []
             for rid, writes in roots.items():
                 if result is None or not result.refused(rid):
@@ -186,6 +187,11 @@ class Committer:
         for rid, writes in left.items():
             result.merge(self._apply({rid: writes}))
         return result
+
+
+def _writes_anything(writes: RootWrites) -> bool:
+    """Whether ``writes`` holds anything to store (not only actions to run after the commit)."""
+    return bool(writes.creates or writes.settles or writes.attempts)
 
 
 def _refused(exc: LeaseLostError | ConflictError, left: dict[str, RootWrites]) -> set[str]:

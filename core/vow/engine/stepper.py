@@ -76,7 +76,6 @@ class Stepper:
         self._name_of = name_of
         self._functions: dict[Any, tuple[bool, str]] = {}  # fn -> (a generator function?, its stored name)
         self.ready: list[tuple[WorkflowRun, Any, BaseException | None]] = []
-        self._paused = False  # a run stopped stepping so that what it made is committed first
 
     # -- bodies
 
@@ -102,17 +101,20 @@ class Stepper:
     def step_ready(self) -> None:
         """Step every run that can move, until none can."""
         ready = self.ready
-        self._paused = False
-        while ready and not self._paused:  # a run paused for a commit: let the engine commit first
+        paused = False
+        while ready and not paused:  # a run paused for a commit: let the engine commit first
             batch, self.ready = ready, []
             for run, value, exc in batch:
-                self._step(run, value, exc)
+                if self._step(run, value, exc):
+                    paused = True
             ready = self.ready
 
-    def _step(self, run: WorkflowRun, value: Any, exc: BaseException | None) -> None:
+    def _step(self, run: WorkflowRun, value: Any, exc: BaseException | None) -> bool:
+        """Run ``run`` until it waits or ends; True when it was paused instead, to have what it
+        made committed first (it is back on the ready list)."""
         gen = run.gen
         if gen is None or run.root.done:
-            return
+            return False
         first = run.counter
         while True:
             try:
@@ -120,21 +122,21 @@ class Stepper:
             except StopIteration as stop:
                 run.gen = None
                 self._host.finished(run, True, stop.value)
-                return
+                return False
             except NonDeterminismError as error:
                 self._host.abort(run.root, error)
-                return
+                return False
             except BaseException as error:  # noqa: BLE001 - the workflow's own failure
                 run.gen = None
                 self._host.finished(run, False, error)
-                return
+                return False
             value, exc = None, None
             if type(yielded) is Call:
                 try:
                     node = self._call(run, yielded)
                 except NonDeterminismError as error:
                     self._host.abort(run.root, error)
-                    return
+                    return False
                 except (EncodeError, TypeError) as error:
                     exc = error
                     continue
@@ -142,8 +144,7 @@ class Stepper:
                     value = node  # the workflow's handle
                     if run.counter - first >= CALLS_PER_COMMIT:  # a wide fan-out: commit what it made so far
                         self.ready.append((run, value, None))
-                        self._paused = True
-                        return
+                        return True
                     continue
             elif type(yielded) is PromiseNode:  # a handle
                 node = yielded
@@ -156,7 +157,7 @@ class Stepper:
                 for n in yielded.nodes:
                     if n.state is State.PENDING:
                         n.add_waiter(waiter)
-                return
+                return False
             else:
                 exc = TypeError(f"workflow {run.node.func!r} yielded {yielded!r}; {_CALL_KINDS}")
                 continue
@@ -165,7 +166,7 @@ class Stepper:
                 continue
             run.waiting = node
             node.add_waiter((run, node))
-            return
+            return False
 
     # -- calls
 
