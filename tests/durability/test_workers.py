@@ -24,6 +24,7 @@ import collections
 import random
 import signal
 import sqlite3
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -75,8 +76,20 @@ class Fleet:
 
     @staticmethod
     def stderr_of(proc, timeout: float = 60) -> str:
-        """All the worker wrote to stderr, once it has ended."""
-        proc.wait(timeout=timeout)
+        """All the worker wrote to stderr, once it has ended. A worker that has not ended within
+        ``timeout`` is asked for its threads' stacks (SIGUSR1), killed, and reported with them."""
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)
+            try:
+                proc.wait(timeout=5)  # it will not end: this only gives it time to write the stacks
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            proc.wait()
+            proc.stderr_reader.join(timeout)
+            raise AssertionError(f"worker {proc.pid} did not end within {timeout} s; its threads and stderr:\n"
+                                 + "".join(proc.stderr_chunks)) from None
         proc.stderr_reader.join(timeout)
         return "".join(proc.stderr_chunks)
 

@@ -2,7 +2,7 @@
 ``python -m tests.durability.worker_app STORE LOG [LEASE_TTL [MAX_RUNNING]]`` (from the checkout's root).
 
 It registers :func:`fan` and runs :meth:`vow.Vow.worker` until SIGTERM, then closes cleanly and
-exits 0. Every leaf attempt appends ``start <id> <attempt> <pid> <time>`` to LOG and every root
+exits 0; SIGUSR1 writes every thread's stack to stderr. Every leaf attempt appends ``start <id> <attempt> <pid> <time>`` to LOG and every root
 this worker picks up appends ``resumed <root> <pid> <time>`` (one O_APPEND write per line), so
 the test can count executions across processes and see who ran what, when.
 
@@ -13,6 +13,7 @@ its process is gone.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import sys
@@ -75,6 +76,7 @@ def main(argv: list[str]) -> None:
         vow.stores.owners.OwnerLocks.hold = lambda self, owner: False
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # the fleet asks a stuck worker where it is
     client = Vow(store=store, lease_ttl=lease_ttl, observers=[Pickups()])
     client.register(fan)
     print("owner", client.owner, flush=True)
