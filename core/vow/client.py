@@ -295,7 +295,8 @@ class Vow:
         Several workers may share one store: the lease makes sure each workflow runs in one
         of them at a time, and a workflow whose worker died is picked up once its lease is free.
         A stored run whose workflow is not registered here is reported once and left for a worker
-        that has it.
+        that has it. To stop on SIGTERM or Ctrl-C, pass an event set by
+        :func:`vow.stopping.stop_on_signals` (a handler that calls ``stop.set()`` itself can hang).
         """
         stop = stop or threading.Event()
         running: dict[str, RunHandle] = {}

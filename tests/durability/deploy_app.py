@@ -21,6 +21,7 @@ import time
 
 from vow import Context, LeafContext, Vow
 from vow.errors import StoreError
+from vow.stopping import stop_on_signals
 
 SINK = ""
 
@@ -134,7 +135,7 @@ def fork_workers(store: str, children: int) -> None:
             work(v)
         pids.append(pid)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop_on_signals(stop, [signal.SIGTERM])
     stop.wait()
     for pid in pids:
         os.kill(pid, signal.SIGTERM)
@@ -146,7 +147,7 @@ def fork_workers(store: str, children: int) -> None:
 def work(v: Vow) -> None:
     """A forked child: work as a worker until SIGTERM, then exit."""
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop_on_signals(stop, [signal.SIGTERM])
     say("worker", os.getpid(), v.owner)
     v.worker(stop=stop, poll_interval=0.02)
     v.close()
@@ -156,7 +157,7 @@ def work(v: Vow) -> None:
 def worker(store: str, ttl: float, max_recoveries: int | None) -> None:
     v = client(store, ttl, max_recoveries)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop_on_signals(stop, [signal.SIGTERM])
     print("owner", v.owner, flush=True)
     v.worker(stop=stop, poll_interval=0.02)
     v.close()

@@ -2,9 +2,10 @@
 ``python -m tests.durability.worker_app STORE LOG [LEASE_TTL [MAX_RUNNING]]`` (from the checkout's root).
 
 It registers :func:`fan` and runs :meth:`vow.Vow.worker` until SIGTERM, then closes cleanly and
-exits 0; SIGUSR1 writes every thread's stack to stderr. Every leaf attempt appends ``start <id> <attempt> <pid> <time>`` to LOG and every root
-this worker picks up appends ``resumed <root> <pid> <time>`` (one O_APPEND write per line), so
-the test can count executions across processes and see who ran what, when.
+exits 0; SIGUSR1 writes every thread's stack to stderr. Every leaf attempt appends
+``start <id> <attempt> <pid> <time>`` to LOG and every root this worker picks up appends
+``resumed <root> <pid> <time>`` (one O_APPEND write per line), so the test can count executions
+across processes and see who ran what, when.
 
 ``DURABILITY_REMOTE_OWNER=1`` makes this worker's lease owner id name another host, as a worker
 on another machine would: its leases are then taken over only once they expire, never because
@@ -22,6 +23,7 @@ import time
 
 from vow import Context, LeafContext, Vow
 from vow.events import Event, EventKind
+from vow.stopping import stop_on_signals
 
 LOG_FD = -1
 
@@ -75,7 +77,7 @@ def main(argv: list[str]) -> None:
         vow.stores.owners.socket.gethostname = lambda: f"elsewhere-{os.getpid()}"
         vow.stores.owners.OwnerLocks.hold = lambda self, owner: False
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop_on_signals(stop, [signal.SIGTERM])
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # the fleet asks a stuck worker where it is
     client = Vow(store=store, lease_ttl=lease_ttl, observers=[Pickups()])
     client.register(fan)

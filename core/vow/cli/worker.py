@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
 import time
@@ -13,6 +12,7 @@ import click
 from vow.cli.common import installed_plugins, load_apps, store_option
 from vow.events import Event, EventKind
 from vow.retention import AutoPrune, describe_seconds, parse_duration
+from vow.stopping import stop_on_signals
 
 # The client and the engine under it are imported inside the commands: `vow --help` imports this
 # module to list its commands and must stay fast (tests/cli/test_run.py checks what it loads).
@@ -124,8 +124,7 @@ def worker(store: str | None, apps: tuple[str, ...], poll: float, max_running: i
 
     keep = parse_duration(retention, what="--retention") if retention is not None else None
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop_on_signals(stop)
     with LogOutput() as output, Vow(store, plugins=installed_plugins(), observers=[WorkerLog(output)]) as vow:
         load_apps(vow, apps)
         workflows = ", ".join(sorted(vow.registered()))
