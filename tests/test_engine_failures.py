@@ -186,13 +186,11 @@ def test_a_replay_keeps_the_outcome_of_a_leaf_whose_commit_was_refused() -> None
 
 
 class BatchSizes(MemoryStore):
-    """A memory store that records how many promises each commit creates (and holds the ids that
-    the test's leaves found not stored yet when they ran)."""
+    """A memory store that records how many promises each commit creates."""
 
     def __init__(self) -> None:
         super().__init__()
         self.creates: list[int] = []
-        self.unstored_at_start: list[str] = []
 
     def apply(self, batch: Batch):
         self.creates.append(len(batch.creates))
@@ -205,10 +203,11 @@ def test_a_wide_fan_out_commits_its_promises_in_chunks_each_before_its_leaves(in
     records do not all wait in memory for one commit, and pool leaves start early), and still no
     leaf runs before its own promise is stored."""
     store = BatchSizes()
+    unstored_at_start: list[str] = []
 
     def leaf(ctx, i):
         if store.get(ctx.id) is None:
-            store.unstored_at_start.append(ctx.id)
+            unstored_at_start.append(ctx.id)
         return i
 
     def wide(ctx, n):
@@ -221,4 +220,4 @@ def test_a_wide_fan_out_commits_its_promises_in_chunks_each_before_its_leaves(in
         assert v.run("wide/1", wide, 2500) == sum(range(2500))
     assert sum(store.creates) == 2501  # the root and its branches, each once
     assert max(store.creates) == 1000
-    assert store.unstored_at_start == []
+    assert unstored_at_start == []

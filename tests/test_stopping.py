@@ -3,9 +3,9 @@
 The handler ``lambda *_: stop.set()`` hangs the process about once in a hundred signals when the
 main thread keeps waiting on ``stop``, as ``Vow.worker`` does between polls: the signal can land
 while the main thread holds the event's lock inside ``wait()``, and ``set()`` then waits for it
-forever. It hung a worker of the fleet tests once in about fifty stops (a CI failure). Run
-``ROUNDS`` below with the argument ``plain`` instead to watch that handler hang (within 4 to 200
-signals in three runs here, where :func:`vow.stopping.stop_on_signals` took 3,000 of 3,000).
+forever. Run ``ROUNDS`` below with the argument ``plain`` instead to watch that handler hang
+(within 4 to 200 signals in three runs here, where :func:`vow.stopping.stop_on_signals` took 3,000
+of 3,000).
 """
 
 from __future__ import annotations
