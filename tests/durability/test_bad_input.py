@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sqlite3
 import threading
 from pathlib import Path
@@ -27,6 +28,7 @@ from vow import (
     NonDeterminismError,
     PromiseNotFoundError,
     State,
+    TransientError,
     Vow,
     VowError,
 )
@@ -172,6 +174,35 @@ def test_an_unstorable_value_for_an_outside_promise_leaves_it_pending(vow: Vow) 
     assert vow.get("approve/1.gate").state is State.PENDING
     vow.resolve("approve/1.gate", "yes")
     assert handle.result(30) == "yes"
+
+
+def fails_once_for_ever(ctx: LeafContext) -> str:
+    if ctx.attempt == 1:
+        raise TransientError("come back never", retry_after=math.inf)
+    return "back"
+
+
+@pytest.mark.parametrize("far", ["sleep inf", "sleep 1e10", "retry_after inf"])
+def test_a_timer_too_far_off_for_a_thread_to_wait_leaves_the_other_runs_going(vow: Vow, far: str) -> None:
+    # A thread waits at most threading.TIMEOUT_MAX (about 292 years) in one go: a sleep or back-off
+    # longer than that must stay pending, not stop the engine every run of the client depends on.
+    what, _, seconds = far.partition(" ")
+
+    @vow.register
+    def waits(ctx: Context):
+        if what == "sleep":
+            return (yield ctx.sleep(float(seconds)))
+        return (yield ctx.run(fails_once_for_ever))
+
+    @vow.register
+    def hello(ctx: Context, name: str):
+        return (yield ctx.run(greet, name))
+
+    far_off = vow.begin_run("far/1", waits)
+    timer = "far/1.1" if what == "sleep" else "far/1.1.backoff.2"
+    wait_until(lambda: vow.get(timer) is not None, message=f"{timer} stored")
+    assert outcome_of(vow, vow.begin_run("near/1", hello, "ada")) == "hello ada"
+    assert not far_off.done() and vow.get(timer).state is State.PENDING
 
 
 def echo(ctx: LeafContext, text: str) -> str:

@@ -17,6 +17,11 @@ from typing import Any
 
 __all__ = ["Timers"]
 
+MAX_WAIT = 3600.0
+"""The longest the engine waits in one go (seconds). A timer due later (a sleep of years, an
+infinite back-off) is waited for an hour at a time: a thread can wait only so long at once
+(``threading.TIMEOUT_MAX``, about 292 years), and a longer wait raises ``OverflowError``."""
+
 
 class Timer:
     """A handle on one armed timer; :meth:`cancel` it when it is no longer wanted."""
@@ -72,7 +77,7 @@ class Timers:
             self._canceled -= 1
         if not heap:
             return None
-        return max(0.0, heap[0][0] - time.monotonic())
+        return min(MAX_WAIT, max(0.0, heap[0][0] - time.monotonic()))
 
     def fire_due(self) -> None:
         """Call every timer that is due."""
