@@ -56,6 +56,29 @@ def test_bad_yaml_names_the_line(text: str, message: str) -> None:
     assert str(caught.value) == message
 
 
+def test_an_alias_inside_its_own_anchor_is_refused_not_recursed_into() -> None:
+    with pytest.raises(SpecError) as caught:
+        parse("version: 1\ninput:\n  a: &a\n    b: [1, *a]\n", "x.yaml")
+    assert str(caught.value) == ("x.yaml:4: input.a.b[1]: invalid YAML: an alias (*name) inside the value of its "
+                                 "own anchor (&name): the value would contain itself")
+
+
+def test_aliases_of_aliases_that_stand_for_billions_of_values_are_refused_at_once() -> None:
+    # Nine levels of ten aliases each: 10**9 values in ten lines. Read as written, this never ends.
+    text = "l0: &l0 [" + ", ".join(["lol"] * 10) + "]\n"
+    text += "".join(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]\n" for i in range(1, 9))
+    with pytest.raises(SpecError, match=r"^x\.yaml:\d+: l\d[\[\]\d]*: invalid YAML: aliases \(\*name\) repeat "
+                                        r"more than 100,000 values; write the data out, or pass it with --input$"):
+        parse(text, "x.yaml")
+    assert parse("a: &a [1, 2]\nb: [*a, *a]\n").data == {"a": [1, 2], "b": [[1, 2], [1, 2]]}  # a few: fine
+
+
+def test_lists_nested_thousands_deep_are_an_error_not_a_recursion_error() -> None:
+    with pytest.raises(SpecError) as caught:
+        parse("a: " + "[" * 5000 + "]" * 5000 + "\n", "x.yaml")
+    assert str(caught.value) == "x.yaml: nested too deeply to read (lists or mappings hundreds of levels deep)"
+
+
 @attrs.frozen
 class _Smtp:
     port: int = attrs.field(default=587, validator=[attrs.validators.ge(1), attrs.validators.le(65535)])

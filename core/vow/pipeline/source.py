@@ -106,7 +106,7 @@ def parse(text: str, file: str = "<pipeline>") -> Source:
         lines: dict[Path, int] = {}
         text_lines: dict[Path, int] = {}
         if node is not None:
-            _index(node, (), lines, text_lines, file)
+            _index(node, (), lines, text_lines, file, _Walk())
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -120,12 +120,49 @@ def parse(text: str, file: str = "<pipeline>") -> Source:
                         line=mark.line + 1 if mark is not None else None) from None
     except yaml.YAMLError as exc:
         raise SpecError(f"invalid YAML: {exc}", file=file) from None
+    except RecursionError:  # PyYAML composes and constructs recursively
+        raise SpecError("nested too deeply to read (lists or mappings hundreds of levels deep)", file=file) from None
     finally:
         loader.dispose()
     return Source(file, data, lines, text_lines)
 
 
-def _index(node: yaml.Node, path: Path, lines: dict[Path, int], text_lines: dict[Path, int], file: str) -> None:
+MAX_REPEATED_NODES = 100_000
+"""How many values aliases (``*name``) may repeat in one file: each alias stands for its anchor's
+whole value, so a few lines of aliases of aliases could stand for billions of values."""
+
+
+@attrs.define
+class _Walk:
+    """What :func:`_index` keeps across the file: the nodes met so far, and the ones it is inside."""
+
+    seen: set[int] = attrs.Factory(set)
+    inside: set[int] = attrs.Factory(set)
+    repeated: int = 0
+
+
+def _index(node: yaml.Node, path: Path, lines: dict[Path, int], text_lines: dict[Path, int], file: str,
+           walk: _Walk) -> None:
+    key = id(node)
+    line = next((lines[path[:end]] for end in range(len(path), -1, -1) if path[:end] in lines), None)
+    if key in walk.inside:
+        raise SpecError("invalid YAML: an alias (*name) inside the value of its own anchor (&name): "
+                        "the value would contain itself", file=file, line=line, path=path)
+    if key in walk.seen:
+        walk.repeated += 1
+        if walk.repeated > MAX_REPEATED_NODES:
+            raise SpecError(f"invalid YAML: aliases (*name) repeat more than {MAX_REPEATED_NODES:,} values; "
+                            "write the data out, or pass it with --input", file=file, line=line, path=path)
+    walk.seen.add(key)
+    walk.inside.add(key)
+    try:
+        _index_children(node, path, lines, text_lines, file, walk)
+    finally:
+        walk.inside.discard(key)
+
+
+def _index_children(node: yaml.Node, path: Path, lines: dict[Path, int], text_lines: dict[Path, int], file: str,
+                    walk: _Walk) -> None:
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.ScalarNode):
         # A block scalar (| or >) starts its text on the line after the indicator.
@@ -135,7 +172,7 @@ def _index(node: yaml.Node, path: Path, lines: dict[Path, int], text_lines: dict
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: its keys belong here
                 for merged in (value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]):
-                    _index(merged, path, lines, text_lines, file)
+                    _index(merged, path, lines, text_lines, file, walk)
                 continue
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.start_mark)
             line = key_node.start_mark.line + 1
@@ -144,7 +181,7 @@ def _index(node: yaml.Node, path: Path, lines: dict[Path, int], text_lines: dict
                                 path=path + (key,))
             seen[key] = line
             lines[path + (key,)] = line
-            _index(value_node, path + (key,), lines, text_lines, file)
+            _index(value_node, path + (key,), lines, text_lines, file, walk)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _index(item, path + (i,), lines, text_lines, file)
+            _index(item, path + (i,), lines, text_lines, file, walk)
