@@ -12,6 +12,7 @@ logs and pipes; :class:`RichView` redraws a table in place on a terminal.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -231,9 +232,11 @@ def describe_outcome(record: PromiseRecord) -> str:
 
 
 def seconds(value: float | None) -> str:
-    """``0.29s``, ``12.3s``, ``2m05s``."""
+    """``0.29s``, ``12.3s``, ``2m05s``; ``never`` for an infinite wait (a ``Retry-After`` of inf)."""
     if value is None:
         return "-"
+    if not math.isfinite(value):
+        return "never"
     if value < 10:
         return f"{value:.2f}s"
     if value < 60:

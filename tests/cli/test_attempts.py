@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+
+from tests.support import read_line
 
 RETRIED = """\
 version: 1
@@ -94,3 +97,37 @@ def test_vow_show_says_when_an_attempt_waited_for_a_rate_limit(tmp_path) -> None
     assert shown.exit_code == 0, shown.output
     assert re.search(r"└── attempt 1  held back by a rate limit \(waited \d\.\d\ds\)\n", shown.output), shown.output
     assert ".throttle." not in shown.output
+
+
+NEVER_AGAIN = """\
+version: 1
+name: never-again
+id: never-again/1
+fan_out:
+  - channel: sms
+    to: "+14155550100"
+    body: hi
+    faults: {fail_attempts: [1], retry_after: .inf, message: come back never}
+"""
+
+
+def test_an_infinite_retry_after_is_shown_as_never_by_vow_run_and_vow_show(sandbox) -> None:
+    # A Retry-After of inf holds the branch back for good: the live view and `vow show` say so
+    # (they used to stop with a traceback converting it to minutes or to a date).
+    proc = sandbox.popen("run", sandbox.write("never.yaml", NEVER_AGAIN))
+    try:
+        lines = []
+        while not any("retrying in" in line for line in lines):
+            line = read_line(proc)
+            assert line, f"vow run ended early: exit {proc.wait()}\n{''.join(lines)}{proc.stderr.read()}"
+            lines.append(line)
+        assert lines[-1] == ("  sms  attempt 1 failed: TransientError: come back never (attempt 1); "
+                             "retrying in never\n")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    tree = sandbox.run("show", "never-again/1")
+    assert tree.returncode == 0, tree.stderr
+    assert tree.stdout.splitlines()[-1] == ("    └── attempt 1  failed  TransientError: come back never (attempt 1)  "
+                                            "(next attempt at never)")

@@ -29,7 +29,12 @@ def _took(record: PromiseRecord) -> float | None:
 
 
 def _when(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+    if not ts:
+        return "-"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    except (OverflowError, OSError, ValueError):  # beyond what the platform's time_t holds (a back-off of inf)
+        return "never"
 
 
 @click.command("ls")
