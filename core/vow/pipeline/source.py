@@ -144,21 +144,26 @@ class _Walk:
 def _index(node: yaml.Node, path: Path, lines: dict[Path, int], text_lines: dict[Path, int], file: str,
            walk: _Walk) -> None:
     key = id(node)
-    line = next((lines[path[:end]] for end in range(len(path), -1, -1) if path[:end] in lines), None)
     if key in walk.inside:
         raise SpecError("invalid YAML: an alias (*name) inside the value of its own anchor (&name): "
-                        "the value would contain itself", file=file, line=line, path=path)
+                        "the value would contain itself", file=file, line=_nearest_line(path, lines), path=path)
     if key in walk.seen:
         walk.repeated += 1
         if walk.repeated > MAX_REPEATED_NODES:
             raise SpecError(f"invalid YAML: aliases (*name) repeat more than {MAX_REPEATED_NODES:,} values; "
-                            "write the data out, or pass it with --input", file=file, line=line, path=path)
+                            "write the data out, or pass it with --input", file=file,
+                            line=_nearest_line(path, lines), path=path)
     walk.seen.add(key)
     walk.inside.add(key)
     try:
         _index_children(node, path, lines, text_lines, file, walk)
     finally:
         walk.inside.discard(key)
+
+
+def _nearest_line(path: Path, lines: dict[Path, int]) -> int | None:
+    """The line of ``path``, or of the nearest key above it that has one."""
+    return next((lines[path[:end]] for end in range(len(path), -1, -1) if path[:end] in lines), None)
 
 
 def _index_children(node: yaml.Node, path: Path, lines: dict[Path, int], text_lines: dict[Path, int], file: str,
