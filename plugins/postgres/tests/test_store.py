@@ -15,10 +15,12 @@ import pytest
 from vow_postgres import PostgresStore
 from vow_postgres.schema import SCHEMA_VERSION
 
+from tests.support import kill, read_line, spawn
 from vow import Vow
 from vow.errors import ConfigError, StoreError
 from vow.records import Batch, Kind, PromiseRecord, Settle, State
 from vow.stores import open_store
+from vow.stores.owners import new_owner_id
 from vow.testing import wait_until
 from vow.testing_postgres import PostgresServer
 
@@ -309,6 +311,58 @@ def test_a_broken_liveness_session_is_taken_up_again(postgres_url: str, pg_store
         assert other.claim("wf", "another:3:00000000000000cc", 30) is None
     finally:
         other.close()
+
+
+# The child stops right after the statement that stores its owner row, until it reads a line.
+_STOPS_AFTER_STORING_ITS_OWNER = """
+import sys
+import psycopg
+from vow_postgres import PostgresStore
+from vow.stores.owners import new_owner_id
+
+execute = psycopg.Connection.execute
+
+def execute_then_stop(con, query, *args, **kwargs):
+    cursor = execute(con, query, *args, **kwargs)
+    if "INSERT INTO vow.owners" in str(query):
+        print("row stored", flush=True)
+        sys.stdin.readline()
+    return cursor
+
+psycopg.Connection.execute = execute_then_stop
+store = PostgresStore(sys.argv[1])
+owner = new_owner_id()
+print(owner, flush=True)
+assert store.hold_owner(owner) and store.claim("wf", owner, 3600)
+print("claimed", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_an_owner_shown_alive_while_another_starts_reads_dead_at_once_when_killed(postgres_url: str,
+                                                                                  pg_store: PostgresStore) -> None:
+    """Every owner that shows itself alive deletes the rows of dead owners holding no lease. One
+    starting at the same moment must not be among them: its row, once others can read it, is
+    already locked. (When the lock was taken by a second statement, a sweep between the two read
+    the row as a dead owner's and deleted it; its owner was unknown from then on, and when it was
+    killed its leases waited to expire.)"""
+    pg_store.apply(Batch(creates=[PromiseRecord("wf", State.PENDING, Kind.WORKFLOW, "wf")]))
+    child = spawn("-c", _STOPS_AFTER_STORING_ITS_OWNER, postgres_url, stdin=True, env={"PGAPPNAME": "vow-killed"})
+    try:
+        owner = read_line(child).strip()
+        assert read_line(child) == "row stored\n"
+        assert pg_store.hold_owner(new_owner_id())  # another owner starts, and sweeps
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert read_line(child) == "claimed\n"
+    finally:
+        kill(child)
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        wait_until(lambda: not con.execute("SELECT 1 FROM pg_stat_activity WHERE application_name = 'vow-killed' "
+                                           "AND datname = current_database()").fetchall(),
+                   timeout=60, message="the server ended the killed owner's sessions")
+    assert pg_store.owner_alive(owner) is False, "the killed owner reads as unknown: the sweep deleted its row"
+    assert pg_store.claim("wf", new_owner_id(), 30), "the killed owner's lease (an hour long) was not taken at once"
 
 
 def test_an_outside_write_wakes_a_subscriber_on_another_connection(postgres_url: str,

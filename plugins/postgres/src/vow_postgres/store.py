@@ -571,10 +571,17 @@ class PostgresStore(StoreOperations):
                 return True
             try:
                 con = self._liveness_connection()
-                key = int(_one(con, f"INSERT INTO {self.schema}.owners (owner, lock_key) "
-                                    f"VALUES (%s, nextval('{self.schema}.owner_keys')) "
-                                    "ON CONFLICT (owner) DO UPDATE SET since = now() RETURNING lock_key", (owner,)))
-                if not _one(con, "SELECT pg_try_advisory_lock(%s, %s)", (self._lock_space, key)):
+                # One statement, so one transaction: the row becomes visible to others only once its
+                # lock is held. Stored first and locked by a second statement, the row read as a dead
+                # owner's in between, and another owner starting then deleted it (the sweep below):
+                # this owner was unknown from then on, and its leases were freed only by expiry.
+                key, locked = con.execute(  # type: ignore[misc]  # one row: the insert's or the update's
+                    f"WITH shown AS (INSERT INTO {self.schema}.owners (owner, lock_key) "
+                    f"VALUES (%s, nextval('{self.schema}.owner_keys')) "
+                    "ON CONFLICT (owner) DO UPDATE SET since = now() RETURNING lock_key) "
+                    "SELECT lock_key, pg_try_advisory_lock(%s, lock_key) FROM shown",
+                    (owner, self._lock_space)).fetchone()
+                if not locked:
                     return False  # held by another session: the same id in two processes
                 self._held[owner] = key
                 # Owners that died and hold no lease any more need no row: they would read as unknown.
