@@ -17,12 +17,12 @@ leases. Files of dead owners that hold no lease any more are removed when an own
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 import re
 import socket
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Callable
@@ -30,6 +30,11 @@ from collections.abc import Callable
 __all__ = ["OwnerLocks", "new_owner_id", "is_owner_id"]
 
 _OWNER_ID = re.compile(r"^[^:/\x00]*:\d+:[0-9a-f]{16}$")
+
+HOLD_WAIT = 5.0
+"""How long :meth:`OwnerLocks.hold` keeps trying while another process has the owner's file locked.
+A sweep holds a starting owner's file for the moment it takes to look up its leases; a second live
+process with the same id holds it for good."""
 
 
 def new_owner_id() -> str:
@@ -56,7 +61,10 @@ class OwnerLocks:
         return os.path.join(self.directory, owner.replace(":", "_") + ".lock")
 
     def hold(self, owner: str) -> bool:
-        """Take ``owner``'s lock for as long as this process lives (or until :meth:`release`)."""
+        """Take ``owner``'s lock for as long as this process lives (or until :meth:`release`).
+
+        Returns ``False`` when it cannot be held (a read-only directory, a file system without
+        locks, or another live process holding the same id for :data:`HOLD_WAIT` seconds)."""
         if not is_owner_id(owner):
             return False
         with self._lock:
@@ -65,19 +73,24 @@ class OwnerLocks:
             path = self._path(owner)
             try:
                 os.makedirs(self.directory, exist_ok=True)
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             except OSError:
                 return False  # a read-only directory: others fall back to lease expiry
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                # Held, and still the file at ``path`` (not one a checker unlinked a moment ago).
-                if os.fstat(fd).st_ino != os.stat(path).st_ino:
-                    raise OSError(errno.ESTALE, "owner file replaced")
-            except OSError:
-                os.close(fd)
-                return False
-            self._held[owner] = fd
-            return True
+            deadline = time.monotonic() + HOLD_WAIT
+            pause = 0.001
+            while True:
+                try:
+                    fd = _lock_own_file(path)
+                except OSError:
+                    return False  # cannot be made, or no locks on this file system: unknown to others
+                if fd is not None:
+                    self._held[owner] = fd
+                    return True
+                if time.monotonic() >= deadline:
+                    return False
+                # A sweep (another owner starting) has the new file locked for a moment, or
+                # unlinked it between our create and our lock: make it again and lock that.
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
 
     def release(self, owner: str) -> None:
         """Drop ``owner``'s lock: from now on it reads as dead. The file stays (a missing file reads
@@ -149,6 +162,26 @@ class OwnerLocks:
                 pass
         self._held = {}
         self._lock = threading.Lock()
+
+
+def _lock_own_file(path: str) -> int | None:
+    """Create ``path`` if needed and lock it: the fd holding the lock of the file that is at
+    ``path`` now, or ``None`` when that is worth trying again (someone holds the lock, or the file
+    we locked was unlinked meanwhile). Raises :class:`OSError` when it is not (the file cannot be
+    made, or this file system has no locks)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # Held, and still the file at ``path`` (not one a sweep unlinked a moment ago).
+        if os.fstat(fd).st_ino == os.stat(path).st_ino:
+            return fd
+    except (BlockingIOError, FileNotFoundError):
+        pass
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)
+    return None
 
 
 def _lock_if_free(path: str) -> int | None:
