@@ -1,5 +1,6 @@
 """Time limits survive a crash: a call whose timeout passed while no process ran it is not started
-again, and a workflow's retry back-off is waited out after a restart."""
+again, and a workflow's retry back-off is waited out after a restart. And a sleep lasts its own
+length even when the wall clock steps between its commit and its timer."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import threading
 import time
 from pathlib import Path
 
-from vow import Constant, Context, LeafContext, Never, PromiseTimeoutError, State, Vow
+import pytest
+
+from vow import Constant, Context, Kind, LeafContext, Never, PromiseTimeoutError, State, Vow
 from vow.stores.sqlite import SQLiteStore
+from vow.testing import wait_until
 
 
 def test_a_call_whose_deadline_passed_during_the_crash_is_timed_out_without_running(tmp_path: Path) -> None:
@@ -87,3 +91,51 @@ def test_a_workflow_retry_back_off_cut_by_a_crash_is_still_waited_out(tmp_path: 
         assert second.resume("wfretry/1").result(timeout=30) == 2
     assert second_attempt_at and second_attempt_at[0] >= failed_at[0] + 2.0 - 0.05, (
         f"attempt 2 began {second_attempt_at[0] - failed_at[0]:.2f} s after attempt 1 failed, not 2 s")
+
+
+class _StepsTheClockAfterItsCommit(SQLiteStore):
+    """A store whose machine clock jumps ``step`` seconds the moment the commit that stores a sleep is
+    done: before the engine that made the sleep arms its timer."""
+
+    def __init__(self, path: str, clock: list[float], step: float) -> None:
+        super().__init__(path)
+        self._clock, self._step = clock, step
+
+    def apply(self, batch):  # type: ignore[no-untyped-def]
+        result = super().apply(batch)
+        if self._step and any(r.kind is Kind.SLEEP for r in batch.creates):
+            self._clock[0] += self._step
+            self._step = 0.0
+        return result
+
+
+def test_a_clock_step_between_a_sleeps_commit_and_its_timer_does_not_wake_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wall clock jumps an hour ahead right after a 10-minute sleep is stored, before its timer is
+    armed: the sleep still lasts ten minutes from when it was made (a wall-clock step neither wakes a
+    sleep early nor late, README "Clocks")."""
+    offset = [0.0]
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + offset[0])  # the machine's clock, as every reader sees it
+
+    def sleeper(ctx: Context):
+        yield ctx.sleep(600)
+        return "woke"
+
+    def quick(ctx: Context):
+        return (yield ctx.run(lambda c: 1))
+
+    store = _StepsTheClockAfterItsCommit(str(tmp_path / "vow.sqlite"), offset, 3600.0)
+    with Vow(store=store) as vow:
+        vow.register(sleeper)
+        vow.register(quick)
+        handle = vow.begin_run("sleeper/1", sleeper)
+        try:
+            wait_until(lambda: offset[0] == 3600.0, message="the clock to step after the sleep's commit")
+            # Rounds of the engine after the one that armed the timer (right after that commit):
+            assert vow.run("quick/1", quick) == 1
+            assert vow.run("quick/2", quick) == 1
+            assert not handle.done()
+            assert vow.get("sleeper/1.1").state is State.PENDING
+        finally:
+            offset[0] = 0.0

@@ -31,7 +31,7 @@ class PromiseNode(Handle):
 
     __slots__ = ("id", "kind", "func", "state", "value", "error", "settled_at", "waiter", "more_waiters", "fn",
                  "args", "kwargs", "opts", "root", "run", "attempt", "key", "deadline", "child", "running", "tags",
-                 "timer", "adopted")
+                 "timer", "adopted", "due")
 
     def __init__(self, id: str, kind: Kind, func: str, root: RootRun, run: WorkflowRun | None,
                  call: Call | None, attempt: int, key: str, deadline: float | None, tags: dict[str, str]) -> None:
@@ -61,6 +61,11 @@ class PromiseNode(Handle):
         self.attempt = attempt
         self.key = key
         self.deadline = deadline  # store-clock epoch seconds
+        # A sleep made by this process: when it wakes on the monotonic clock, fixed when it was made,
+        # so a wall-clock step between its commit and its timer moves nothing. None otherwise: a
+        # sleep read from the store is timed by the store's clock when armed, and a timeout is the
+        # store's to judge by its clock.
+        self.due: float | None = None
         self.child: WorkflowRun | None = None  # the execution of a child workflow
         self.running = False  # a leaf attempt is out in the pool
         self.tags = tags

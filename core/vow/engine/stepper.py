@@ -17,6 +17,7 @@ engine throws the run away and replays it from the store.
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -207,9 +208,10 @@ class Stepper:
         args_text = encoding.plain_args(call.args, call.kwargs) if call.fn else ""
         if args_text is None:
             args_text = encoding.encode_args(call.args, call.kwargs, what=f"{func} ({cid})")
-        deadline = None
+        deadline = due = None
         if kind is Kind.SLEEP:
-            deadline = now + (call.seconds or 0.0)
+            seconds = call.seconds or 0.0
+            deadline, due = now + seconds, time.monotonic() + seconds
         elif opts.timeout is not None:
             deadline = now + opts.timeout
         key = opts.idempotency_key or cid
@@ -217,6 +219,7 @@ class Stepper:
         writes.creates.append(make_record(
             cid, _PENDING, kind, root.id, func, args_text, None, run.id, deadline, key, 1, now, None, opts.tags))
         node = PromiseNode(cid, kind, func, root, run, call, 1, key, deadline, opts.tags)
+        node.due = due
         root.live[cid] = node
         if self._host.observed:
             writes.actions.append((self._host.created, (node,)))

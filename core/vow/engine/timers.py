@@ -2,7 +2,8 @@
 
 Deadlines are stored in wall-clock seconds (they must survive a restart) and judged by the
 store's clock. Waiting in the process is on the monotonic clock: a stored deadline is turned into
-"so many seconds from now" once, when its timer is armed. A wall-clock step while a timer runs
+"so many seconds from now" once, when its timer is armed (a sleep this process made, when it was
+made: :meth:`Timers.at`). A wall-clock step while a timer runs
 (an NTP correction, a suspended VM waking up, a clock set by hand) therefore neither wakes a sleep
 early nor late. What a step *can* do is documented in the README ("Clocks").
 """
@@ -50,8 +51,12 @@ class Timers:
 
     def after(self, seconds: float, fn: Callable[[Any], None], arg: Any = None) -> Timer:
         """Call ``fn(arg)`` on the engine thread in ``seconds``."""
-        timer = Timer(time.monotonic() + max(0.0, seconds), fn, arg)
-        heapq.heappush(self._heap, (timer.due, next(self._seq), timer))
+        return self.at(time.monotonic() + max(0.0, seconds), fn, arg)
+
+    def at(self, due: float, fn: Callable[[Any], None], arg: Any = None) -> Timer:
+        """Call ``fn(arg)`` on the engine thread at the monotonic time ``due``."""
+        timer = Timer(due, fn, arg)
+        heapq.heappush(self._heap, (due, next(self._seq), timer))
         return timer
 
     def at_wall(self, deadline: float, fn: Callable[[Any], None], arg: Any = None) -> Timer:
