@@ -1,10 +1,11 @@
-"""vow beside plain ``sqlite3``: what a durable step costs over the commits it needs, and whether
-the log and memory stay bounded.
+"""vow beside plain ``sqlite3`` (or plain ``psycopg``): what a durable step costs over the commits it
+needs, and whether the log and memory stay bounded.
 
     python benchmarks/raw_limit.py                       # ratios: sequential steps and fan-out (~1 min)
     python benchmarks/raw_limit.py --sections wal        # the WAL's peak during long runs (~3 min)
     python benchmarks/raw_limit.py --sections memory     # peak RSS of 10k- and 1M-step workflows (~4 min)
     python benchmarks/raw_limit.py --sections ratios,wal,memory --repeat 3
+    python benchmarks/raw_limit.py --store postgresql://user@host:5432/db   # ratios on PostgreSQL (~2 min)
 
 **ratios** runs each case in a fresh child process, interleaving vow and raw so both see the same
 machine load, and prints the medians and their ratio:
@@ -18,6 +19,14 @@ Each vow case runs twice: as vow runs by default (quick leaves on the engine thr
   step before its leaf runs, and a result together with the next step it unblocks).
 * ``fanout``: one workflow of N no-op branches, against a raw script that creates the N rows in
   one transaction and settles them in another (the fewest commits such a run can make).
+
+**On PostgreSQL** (``--store postgresql://...``, the ratios only; needs vow-postgres): vow's
+``postgresql`` store against plain ``psycopg`` making the same commits on vow's schema (made by
+vow's store, in a schema of each case's own, dropped after it), with the same
+``synchronous_commit`` (``--synchronous-commit``, default ``off`` as the store's). Raw sends each
+transaction in one round trip (pipeline mode: ``BEGIN``, the settle of step n-1, the create of
+step n, ``COMMIT``), as vow's one call of its server-side ``apply`` does. Defaults: 3,000 steps,
+10,000 branches.
 
 **wal** samples the size of the ``-wal`` file every 5 ms during a 100k-step workflow, a
 100k-branch fan-out and 1,000 concurrent workflows of 4 branches, and reads it again after
@@ -186,9 +195,107 @@ def raw_case(kind: str, n: int, path: str) -> dict[str, Any]:
     return {"seconds": elapsed, "ok": ok}
 
 
+def _pg_schema(url: str) -> tuple[str, str]:
+    """This case's own schema on the server at ``url``, and the store URL naming it."""
+    schema = f"vow_raw_limit_{os.getpid()}"
+    return schema, f"{url}{'&' if '?' in url else '?'}schema={schema}"
+
+
+def _pg_drop(url: str, schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as con:
+        con.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def vow_case_pg(kind: str, n: int, url: str, sync: str, inline_leaves: bool = True) -> dict[str, Any]:
+    """Run one vow workload on vow's PostgreSQL store, in a fresh schema on the server at ``url``."""
+    from vow import Vow
+
+    schema, store_url = _pg_schema(url)
+    try:
+        vow = Vow(f"{store_url}&synchronous_commit={sync}", inline_leaves=inline_leaves)
+        vow.register(sequential, name="sequential")
+        vow.register(fanout, name="fanout")
+        t0 = time.perf_counter()
+        ok = vow.run(f"{kind}/1", kind, n) == n * (n - 1) // 2
+        elapsed = time.perf_counter() - t0
+        vow.close()
+    finally:
+        _pg_drop(url, schema)
+    return {"seconds": elapsed, "ok": ok}
+
+
+def raw_case_pg(kind: str, n: int, url: str, sync: str) -> dict[str, Any]:
+    """The commits ``vow_case_pg`` makes, written with plain psycopg on vow's schema: each
+    transaction in one round trip (pipeline mode), statements prepared, values JSON as vow's."""
+    import psycopg
+    from vow_postgres import PostgresStore
+
+    schema, store_url = _pg_schema(url)
+    PostgresStore(store_url).close()  # vow's schema, made by vow's store
+    try:
+        con = psycopg.connect(url, autocommit=True, prepare_threshold=0)
+        if sync != "server":
+            con.execute(f"SET synchronous_commit TO {sync}")
+        insert = (f"INSERT INTO {schema}.promises (id, state, kind, root, func, args, value, parent, timeout, "
+                  "idempotency_key, attempt, created_at, settled_at, tags)"
+                  " VALUES (%s, 'pending', %s, %s, %s, %s, NULL, %s, NULL, %s, 1, %s, NULL, '{}')")
+        settle = (f"UPDATE {schema}.promises SET state = 'resolved', value = %s, settled_at = %s "
+                  "WHERE id = %s AND state = 'pending'")
+        root = f"{kind}/1"
+        dumps = json.dumps
+        t0 = time.perf_counter()
+        con.execute(insert, (root, "workflow", root, kind, dumps([n]), None, root, time.time()))
+        if kind == "sequential":
+            previous = None
+            for i in range(n):
+                sid = f"{root}.{i + 1}"
+                with con.pipeline():
+                    con.execute("BEGIN")
+                    if previous is not None:
+                        con.execute(settle, (dumps(i - 1), time.time(), previous))
+                    con.execute(insert, (sid, "step", root, "noop", dumps([i]), root, sid, time.time()))
+                    con.execute("COMMIT")
+                previous = sid
+            with con.pipeline():
+                con.execute("BEGIN")
+                con.execute(settle, (dumps(n - 1), time.time(), previous))
+                con.execute(settle, (dumps(n * (n - 1) // 2), time.time(), root))
+                con.execute("COMMIT")
+        else:
+            ids = [f"{root}.{i + 1}" for i in range(n)]
+            with con.pipeline(), con.cursor() as cur:
+                cur.execute("BEGIN")
+                cur.executemany(insert, [(sid, "step", root, "noop", dumps([i]), root, sid, time.time())
+                                         for i, sid in enumerate(ids)])
+                cur.execute("COMMIT")
+            with con.pipeline(), con.cursor() as cur:
+                cur.execute("BEGIN")
+                cur.executemany(settle, [(dumps(i), time.time(), sid) for i, sid in enumerate(ids)])
+                cur.execute(settle, (dumps(n * (n - 1) // 2), time.time(), root))
+                cur.execute("COMMIT")
+        elapsed = time.perf_counter() - t0
+        row = con.execute(f"SELECT count(*) FROM {schema}.promises WHERE state = 'resolved'").fetchone()
+        con.close()
+    finally:
+        _pg_drop(url, schema)
+    return {"seconds": elapsed, "ok": row is not None and row[0] == n + 1}
+
+
 def child(case: str, n: int) -> dict[str, Any]:
     """One case in this (fresh) process: ``vow-steps``, ``raw-fanout``, ``pool-steps``, ``vow-memory`` ..."""
     who, kind = case.split("-", 1)
+    url = os.environ.get("VOW_RAW_LIMIT_PG")
+    if url:  # the ratios on PostgreSQL (see --store)
+        sync = os.environ.get("VOW_RAW_LIMIT_SYNC", "off")
+        workload = {"steps": "sequential", "fanout": "fanout"}[kind]
+        if who == "raw":
+            row = raw_case_pg(workload, n, url, sync)
+        else:
+            row = vow_case_pg(workload, n, url, sync, inline_leaves=who == "vow")
+        row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        return {"case": case, "n": n, **row}
     workdir = tempfile.mkdtemp(prefix="vow-raw-limit-")
     path = os.path.join(workdir, "vow.sqlite")
     try:
@@ -206,7 +313,7 @@ def child(case: str, n: int) -> dict[str, Any]:
 
 
 def spawn(case: str, n: int) -> dict[str, Any]:
-    env = {**os.environ, "VOW_PLUGINS": ""}
+    env = {**os.environ, "VOW_PLUGINS": "postgresql" if os.environ.get("VOW_RAW_LIMIT_PG") else ""}
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", case, "--n", str(n)],
                          env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
@@ -226,7 +333,7 @@ def ratios(steps: int, branches: int, repeat: int) -> list[dict[str, Any]]:
                 ok = ok and r["ok"]
                 into.append(r["seconds"] / n * 1e6)
         vow_us, pool_us, raw_us = statistics.median(vow_s), statistics.median(pool_s), statistics.median(raw_s)
-        target = 1.5 if name == "steps" else 2.0
+        target = None if os.environ.get("VOW_RAW_LIMIT_PG") else 1.5 if name == "steps" else 2.0  # SQLite's
         rows.append({"section": "ratios", "scenario": name, "n": n, "repeat": repeat, "ok": ok,
                      "vow_us": round(vow_us, 1), "raw_us": round(raw_us, 1), "ratio": round(vow_us / raw_us, 2),
                      "target_ratio": target, "pool_us": round(pool_us, 1), "pool_ratio": round(pool_us / raw_us, 2),
@@ -255,16 +362,28 @@ def memory(small: int, large: int) -> list[dict[str, Any]]:
              "within": b["peak_rss_mb"] - a["peak_rss_mb"] <= 20, "large_seconds": round(b["seconds"], 1)}]
 
 
+def _pg_version(url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(url) as con:
+        row = con.execute("SHOW server_version").fetchone()
+    return str(row[0]) if row else "?"
+
+
 def report(rows: list[dict[str, Any]]) -> None:
     err = sys.stderr
+    url = os.environ.get("VOW_RAW_LIMIT_PG")
+    store = (f"PostgreSQL {_pg_version(url)} (synchronous_commit={os.environ.get('VOW_RAW_LIMIT_SYNC', 'off')}), "
+             "raw = psycopg" if url else f"SQLite {__import__('sqlite3').sqlite_version}")
     print(f"{platform.node()} · {os.cpu_count()} cores · Python {platform.python_version()} · "
-          f"SQLite {__import__('sqlite3').sqlite_version} · {time.strftime('%Y-%m-%d')}", file=err)
+          f"{store} · {time.strftime('%Y-%m-%d')}", file=err)
     for r in rows:
         if r["section"] == "ratios":
             unit = "step" if r["scenario"] == "steps" else "branch"
             print(f"{r['scenario']:>7} N={r['n']:<7} vow {r['vow_us']:>7.1f} µs/{unit}  "
                   f"raw {r['raw_us']:>6.1f} µs/{unit}"
-                  f"  ratio {r['ratio']:.2f}x (target <= {r['target_ratio']}x)  ok={r['ok']}"
+                  f"  ratio {r['ratio']:.2f}x"
+                  + (f" (target <= {r['target_ratio']}x)" if r["target_ratio"] else "") + f"  ok={r['ok']}"
                   f"  [every leaf in the pool: {r['pool_us']:.1f} µs, {r['pool_ratio']:.2f}x]", file=err)
         elif r["section"] == "wal":
             print(f"WAL {r['scenario']:>7} N={r['n']:<7} peak {r['wal_peak_mb']:>6.1f} MB (bound {r['bound_mb']} MB, "
@@ -280,8 +399,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sections", default="ratios", help="comma-separated: ratios, wal, memory")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=10_000)
+    ap.add_argument("--steps", type=int, help="sequential steps (default 10,000; 3,000 on PostgreSQL)")
     ap.add_argument("--branches", type=int, default=10_000)
+    ap.add_argument("--store", metavar="URL", help="a postgresql:// server: the ratios on vow's PostgreSQL store, "
+                    "beside plain psycopg (each case in a schema of its own, dropped after it)")
+    ap.add_argument("--synchronous-commit", default="off", choices=("off", "on", "local", "server"),
+                    help="with --store: the synchronous_commit of both vow's store and raw (default off, the store's)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -290,6 +413,15 @@ def main() -> int:
         return 0
     rows: list[dict[str, Any]] = []
     sections = args.sections.split(",")
+    if args.store:
+        if args.store.split("://", 1)[0] not in ("postgresql", "postgres"):
+            ap.error(f"--store takes a postgresql:// URL, got {args.store!r}")
+        if sections != ["ratios"]:
+            ap.error("--store measures the ratios only (the wal and memory sections are SQLite's)")
+        os.environ["VOW_RAW_LIMIT_PG"] = args.store  # the children read it
+        os.environ["VOW_RAW_LIMIT_SYNC"] = args.synchronous_commit
+    if args.steps is None:
+        args.steps = 3_000 if args.store else 10_000
     if "ratios" in sections:
         rows += ratios(args.steps, args.branches, args.repeat)
     if "wal" in sections:

@@ -22,8 +22,9 @@ The writes are PL/pgSQL functions so that one engine round is one statement, one
 and one transaction: ``apply`` checks the fences (locking the leases, so a takeover waits for
 the commit in progress), inserts, settles (timing out what is past its deadline on the server's
 clock), sets attempts and appends to the change feed, or raises a coded error that writes
-nothing. ``claim`` takes leases with ``FOR UPDATE SKIP LOCKED``, so workers racing for the same
-roots never wait on each other.
+nothing. A small batch (at most :data:`SMALL_BATCH` rows of each kind) runs on plans the session
+made once, on the indexes; a larger one is planned for its size. ``claim`` takes leases with
+``FOR UPDATE SKIP LOCKED``, so workers racing for the same roots never wait on each other.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ SCHEMA_VERSION = 1
 DEFAULT_SCHEMA = "vow"
 FEED_WINDOW = 10_000
 """How many outside writes the change feed keeps (as the other stores do)."""
+SMALL_BATCH = 32
+"""The most rows of each kind (fences, creates, settles, attempts) ``apply`` runs on the plans it
+keeps for the session; larger batches are planned for their size at each call."""
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 # SQLSTATEs of the errors the functions raise (class "VW" is not used by PostgreSQL).
@@ -196,6 +200,18 @@ DECLARE
     last bigint;
     added bigint;
 BEGIN
+    -- How the statements below are planned, for this transaction only (the call is one). A small
+    -- batch (an engine's usual round) reuses the session's one plan of each statement, made on
+    -- the indexes: planning them anew costs more than running them, and a plan made while the
+    -- table looked small (fresh, never analyzed) would otherwise scan all of it on every call.
+    -- A large batch (a wide fan-out) is planned for its size, as that plan assumes few rows.
+    -- (No JIT: never worth it here, and a path priced as disabled could look costly enough.)
+    IF greatest(cardinality(f_root), cardinality(c_id), cardinality(s_id), cardinality(a_id)) <= SMALL_BATCH THEN
+        PERFORM set_config('plan_cache_mode', 'force_generic_plan', true), set_config('enable_seqscan', 'off', true),
+                set_config('jit', 'off', true);
+    ELSE
+        PERFORM set_config('plan_cache_mode', 'force_custom_plan', true);
+    END IF;
     IF fenced THEN
         -- Lock the fenced leases (in one order, so two writers cannot deadlock): a takeover, or a
         -- settle of the root from outside (which locks the lease too), waits for this transaction.
@@ -390,7 +406,8 @@ def create_statements(schema: str) -> list[str]:
     ns = lock_space(schema)
     tables = [s.strip() for s in _TABLES.format(s=schema, ns=ns).split(";") if s.strip()]
     functions_text = (_FUNCTIONS.replace("RECORD_COLUMNS", _RECORD_COLUMNS).replace("P_COLUMNS", _P_COLUMNS)
-                      .replace("LATE", _LATE).replace("FEED_WINDOW", str(FEED_WINDOW)))
+                      .replace("LATE", _LATE).replace("FEED_WINDOW", str(FEED_WINDOW))
+                      .replace("SMALL_BATCH", str(SMALL_BATCH)))
     for lock in ("FOR UPDATE OF l SKIP LOCKED", "FOR UPDATE OF l"):
         functions_text = functions_text.replace(f"CLAIM_EXISTING({lock})",
                                                 _CLAIM_EXISTING.replace("LOCKING", lock).strip())
