@@ -13,7 +13,7 @@ from urllib.parse import quote
 import psycopg
 import pytest
 from vow_postgres import PostgresStore
-from vow_postgres.schema import SCHEMA_VERSION
+from vow_postgres.schema import SCHEMA_VERSION, functions_mark
 
 from tests.support import kill, read_line, spawn
 from vow import Vow
@@ -210,6 +210,45 @@ def test_a_schema_that_is_not_a_vow_store_is_refused(postgres_url: str) -> None:
     assert _tables(postgres_url, "billing") == [("invoices", "0")]
     store = open_store(postgres_url + "?schema=vow_billing")  # another schema in the same database is fine
     store.close()
+
+
+def _apply_definition(con: psycopg.Connection) -> tuple[str, str]:
+    """``vow.apply``'s definition as the server prints it, and its row version in the catalog."""
+    row = con.execute("SELECT pg_get_functiondef(p.oid), p.xmin::text FROM pg_proc p "
+                      "WHERE p.oid = 'vow.apply'::regproc").fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+def test_a_schema_whose_functions_another_release_made_gets_this_releases(postgres_url: str) -> None:
+    PostgresStore(postgres_url).close()
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        ours, _ = _apply_definition(con)
+        # What another release of the same schema version left: apply written otherwise, the schema marked so.
+        con.execute(ours.replace("BEGIN", "BEGIN\n    PERFORM 1;", 1))
+        con.execute("COMMENT ON SCHEMA vow IS 'vow-postgres functions 0123456789abcdef'")
+        assert _apply_definition(con)[0] != ours
+    store = PostgresStore(postgres_url)
+    try:
+        with psycopg.connect(postgres_url, autocommit=True) as con:
+            assert _apply_definition(con)[0] == ours
+            assert con.execute("SELECT obj_description('vow'::regnamespace, 'pg_namespace')").fetchone() == (
+                functions_mark("vow"),)
+        record = PromiseRecord("r", State.PENDING, Kind.WORKFLOW, "r", "wf", "[]", None, None, None, "r", 1, 1.0,
+                               None, {})
+        store.apply(Batch(creates=[record]))
+        assert store.get("r") == record
+    finally:
+        store.close()
+
+
+def test_a_schema_whose_functions_are_this_releases_is_not_written_when_opened(postgres_url: str) -> None:
+    PostgresStore(postgres_url).close()
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        before = _apply_definition(con)
+    PostgresStore(postgres_url).close()
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        assert _apply_definition(con) == before  # the same row version: not made again
 
 
 # -- time -----------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ made once, on the indexes; a larger one is planned for its size. ``claim`` takes
 
 from __future__ import annotations
 
+import hashlib
 import re
 import zlib
 
@@ -403,14 +404,31 @@ _CLAIM_EXISTING = """
 
 def create_statements(schema: str) -> list[str]:
     """The statements that create a fresh store in ``schema`` (run in one transaction)."""
+    tables = [s.strip() for s in _TABLES.format(s=schema, ns=lock_space(schema)).split(";") if s.strip()]
+    return [*tables, *function_statements(schema), f"INSERT INTO {schema}.version (version) VALUES ({SCHEMA_VERSION})"]
+
+
+def function_statements(schema: str) -> list[str]:
+    """The statements that (re)make the server-side functions of ``schema`` as this vow-postgres
+    writes them, and mark the schema with :func:`functions_mark` (run in one transaction)."""
+    statements = ["CREATE OR REPLACE FUNCTION " + f.strip() for f in _functions_text(schema).split("CREATE FUNCTION ")
+                  if f.strip()]
+    return [*statements, f"COMMENT ON SCHEMA {schema} IS '{functions_mark(schema)}'"]
+
+
+def functions_mark(schema: str) -> str:
+    """What the schema's comment says once its functions are this vow-postgres's own: a store that
+    opens a schema marked otherwise (made by another release of the same schema version, whose
+    functions may do the same work differently) makes them again."""
+    return f"vow-postgres functions {hashlib.sha256(_functions_text(schema).encode()).hexdigest()[:16]}"
+
+
+def _functions_text(schema: str) -> str:
     ns = lock_space(schema)
-    tables = [s.strip() for s in _TABLES.format(s=schema, ns=ns).split(";") if s.strip()]
     functions_text = (_FUNCTIONS.replace("RECORD_COLUMNS", _RECORD_COLUMNS).replace("P_COLUMNS", _P_COLUMNS)
                       .replace("LATE", _LATE).replace("FEED_WINDOW", str(FEED_WINDOW))
                       .replace("SMALL_BATCH", str(SMALL_BATCH)))
     for lock in ("FOR UPDATE OF l SKIP LOCKED", "FOR UPDATE OF l"):
         functions_text = functions_text.replace(f"CLAIM_EXISTING({lock})",
                                                 _CLAIM_EXISTING.replace("LOCKING", lock).strip())
-    functions_text = functions_text.format(s=schema, ns=ns, channel=channel(schema))
-    functions = ["CREATE FUNCTION " + f.strip() for f in functions_text.split("CREATE FUNCTION ") if f.strip()]
-    return [*tables, *functions, f"INSERT INTO {schema}.version (version) VALUES ({SCHEMA_VERSION})"]
+    return functions_text.format(s=schema, ns=ns, channel=channel(schema))

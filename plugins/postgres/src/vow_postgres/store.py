@@ -223,6 +223,8 @@ class PostgresStore(StoreOperations):
                 version = self._read_version(con)
                 if version is None:
                     self._create_schema(con)
+                elif self._functions_mark(con) != _schema.functions_mark(self.schema):
+                    self._remake_functions(con)
         except psycopg.Error as exc:
             raise self._error(exc) from None
 
@@ -264,6 +266,27 @@ class PostgresStore(StoreOperations):
                 con.execute(statement)
         _log.info("PostgreSQL store %s: created schema %s (version %d)", self.url, self.schema,
                   _schema.SCHEMA_VERSION)
+
+    def _functions_mark(self, con: psycopg.Connection[Any]) -> str | None:
+        mark: str | None = _one(con, "SELECT obj_description(%s::regnamespace, 'pg_namespace')", (self.schema,))
+        return mark
+
+    def _remake_functions(self, con: psycopg.Connection[Any]) -> None:
+        """Replace the schema's functions with this release's (same schema version: same tables and
+        calls, perhaps planned or written better), unless another process just did."""
+        try:
+            with con.transaction():
+                con.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"vow schema {self.schema}",))
+                if self._functions_mark(con) == _schema.functions_mark(self.schema):
+                    return
+                for statement in _schema.function_statements(self.schema):
+                    con.execute(statement)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            _log.warning("PostgreSQL store %s: keeping the functions of schema %s as another vow-postgres made "
+                         "them (this role may not replace them: %s)", self.url, self.schema, self._scrub(str(exc)))
+            return
+        _log.info("PostgreSQL store %s: made the functions of schema %s anew (%s)", self.url, self.schema,
+                  _schema.functions_mark(self.schema))
 
     def _get_pool(self) -> ConnectionPool:
         pool = self._pool
