@@ -11,6 +11,7 @@ from tests.support import python
 from vow import Context, Exponential, LeafContext, TransientError, Vow
 from vow import retry as retry_module
 from vow.events import EventKind
+from vow.http import error_for_status, parse_retry_after
 from vow.retry import Constant, Linear, next_delay
 
 SCRIPT = textwrap.dedent("""
@@ -90,6 +91,17 @@ def test_a_retry_after_is_waited_out(seeded) -> None:
     error = TransientError("429 too many requests", retry_after=2.0)
     assert {next_delay(Exponential(delay=1.0), 1, error) for _ in range(100)} == {2.0}  # never before it said
     assert max(next_delay(Exponential(delay=1.0), 3, error) for _ in range(100)) > 3.0  # nor cut a longer delay
+
+
+@pytest.mark.parametrize(("header", "seconds"), [
+    ("120", 120.0), (" 1.5 ", 1.5), ("0", 0.0), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # a date gone by: now
+    ("inf", None), ("Infinity", None), ("nan", None), ("-inf", None), ("-5", None), ("soon", None), ("", None),
+])
+def test_a_retry_after_header_is_a_finite_wait_or_ignored(header: str, seconds: float | None) -> None:
+    # Python's float() reads "inf" and "nan": they are bad values like "soon", not a wait of forever.
+    assert parse_retry_after(header) == seconds
+    error = error_for_status(429, {"retry-after": header})
+    assert isinstance(error, TransientError) and error.retry_after == seconds
 
 
 def test_branches_that_fail_together_are_retried_apart() -> None:

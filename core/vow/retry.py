@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import attrs
 
+from vow.config import finite
 from vow.errors import ConfigError, EncodeError, PermanentError, TransientError
 from vow.events import Event, EventKind
 from vow.hookspecs import Register, hookimpl
@@ -32,7 +33,7 @@ class RetryPolicy(Protocol):
 
 _log = logging.getLogger("vow.retry")
 
-_SECONDS = attrs.validators.ge(0.0)
+_SECONDS = [finite(), attrs.validators.ge(0.0)]  # .inf and .nan are numbers too: a delay is finite
 _ATTEMPTS = attrs.validators.ge(1)
 
 Jitter = Literal["full", "none"] | float
@@ -79,7 +80,7 @@ class Exponential:
     """
 
     delay: float = attrs.field(default=0.1, validator=_SECONDS)
-    factor: float = attrs.field(default=2.0, validator=_SECONDS)
+    factor: float = attrs.field(default=2.0, validator=[finite("a finite number"), attrs.validators.ge(0.0)])
     max_delay: float = attrs.field(default=60.0, validator=_SECONDS)
     max_attempts: int = attrs.field(default=8, validator=_ATTEMPTS)
     jitter: ExponentialJitter = attrs.field(default="full", validator=_jitter("full", "decorrelated", "none"))

@@ -58,6 +58,12 @@ CASES = [
      "1h30m, 1d)"),
     ("negative run timeout", pipeline(top="timeout: -1\n"), [],
      "order.yaml:7: timeout: must be more than 0 seconds, got -1"),
+    # .inf and .nan are YAML numbers: every number of seconds is refused as the run's timeout is
+    # (.nan passes "> 0", and a rate limit of .nan would be no limit at all).
+    ("infinite retry delay", pipeline(top="defaults:\n  retry: {policy: exponential, max_delay: .inf}\n"), [],
+     "order.yaml:8: defaults.retry.max_delay: expected a finite number of seconds, got inf"),
+    ("rate limit of nan", pipeline(top="defaults:\n  rate_limit: {per_second: .nan}\n"), [],
+     "order.yaml:8: defaults.rate_limit.per_second: expected a finite number of calls per second, got nan"),
     ("wrong type in a list", pipeline(top="gate: [approval]\n"), [],
      "order.yaml:7: gate: expected a mapping of keys (promise, timeout), got a list"),
     ("missing secret", pipeline(SMS_TWILIO), [],

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path as FilePath
@@ -23,7 +22,7 @@ from typing import Any
 import attrs
 
 from vow.channels import Message
-from vow.config import describe
+from vow.config import check_finite, describe
 from vow.config import structure as structure_options
 from vow.errors import ConfigError, format_path
 from vow.faults import Faults, with_faults
@@ -449,8 +448,10 @@ class _Planner:
         else:
             raise self.error(path, f"expected a duration (a number of seconds, or text such as 30s or 5m), "
                                    f"got {describe(value)}")
-        if math.isnan(seconds) or math.isinf(seconds):  # .nan would pass "> 0"; .inf is no deadline: leave it out
-            raise self.error(path, f"expected a finite number of seconds, got {value}")
+        try:
+            check_finite(seconds)  # .nan would pass "> 0"; .inf is no deadline: leave it out
+        except ValueError as exc:
+            raise self.error(path, str(exc)) from None
         return self.seconds(seconds, path)
 
     def positive(self, value: int | None, path: Path) -> int | None:
