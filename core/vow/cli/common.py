@@ -15,6 +15,7 @@ from vow.errors import (
     AlreadySettledError,
     ArgumentMismatchError,
     ConfigError,
+    EncodeError,
     NonDeterminismError,
     PluginLoadError,
     PromiseNotFoundError,
@@ -29,8 +30,9 @@ OK, FAILED, USAGE = 0, 1, 2
 """Exit codes: success; a workflow failed; bad usage, configuration or input."""
 
 USER_ERRORS = (ConfigError, PluginLoadError, PromiseNotFoundError, AlreadySettledError, ArgumentMismatchError,
-               NonDeterminismError, StoreError)
-"""Errors a user causes and fixes (a store that cannot be used included): one message, exit code 2."""
+               NonDeterminismError, StoreError, EncodeError)
+"""Errors a user causes and fixes (a store that cannot be used included, and a value that cannot be
+stored): one message, exit code 2."""
 
 
 def one_line(exc: BaseException) -> str:

@@ -28,7 +28,7 @@ from vow.errors import ConfigError, format_path
 from vow.faults import Faults, with_faults
 from vow.images import ImageRequest
 from vow.images.pipeline import STYLE_NAME, STYLE_RULE, parse_size
-from vow.pipeline.inputs import merge
+from vow.pipeline.inputs import TOO_DEEP, check_depth, merge, too_deep
 from vow.pipeline.model import Branch, ChannelBranch, Gate, ImageBranch, PlannedRun
 from vow.pipeline.source import Path, Source, SpecError, read
 from vow.pipeline.spec import FORMAT_VERSION, ChannelEntry, ImageEntry, PipelineSpec, structure
@@ -120,6 +120,10 @@ class _Planner:
             self.check_store(spec.store)
         timeout = self.duration(spec.timeout, ("timeout",))
         schedule = self.schedule()
+        deep = too_deep(spec.input)  # stored as JSON with the plan: refused now, before any store is opened
+        if deep is not None:
+            raise self.error(("input", *deep), TOO_DEEP)
+        check_depth(overrides, "input")  # the command line's are checked as they are read; a Python caller's here
         inputs = merge(spec.input, overrides)
         context: dict[str, Any] = {"input": wrap(inputs, "input"), "name": spec.name}
         # A run a schedule did not start sees empty values: {{ schedule.tick or "now" }} works in both.
