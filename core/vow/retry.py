@@ -90,7 +90,19 @@ class Exponential:
             return None
         if self.jitter == "decorrelated":
             return _decorrelated(self.delay, self.max_delay, attempt)
-        return _jittered(min(self.max_delay, self.delay * self.factor ** (attempt - 1)), self.jitter)
+        return _jittered(_grown(self.delay, self.factor, attempt, self.max_delay), self.jitter)
+
+
+def _grown(delay: float, factor: float, attempt: int, cap: float) -> float:
+    """``min(cap, delay * factor ** (attempt - 1))``, saturating at ``cap``: past about attempt 1,025
+    (factor 2) the power is beyond a float and raised ``OverflowError``, which left the call pending
+    for good instead of waiting ``max_delay``."""
+    if delay <= 0:
+        return 0.0
+    try:
+        return min(cap, delay * factor ** (attempt - 1))  # a product beyond a float is inf: min gives cap
+    except OverflowError:  # factor ** (attempt - 1) alone is beyond a float: so is the delay, past any cap
+        return cap
 
 
 def _decorrelated(base: float, cap: float, attempt: int) -> float:
