@@ -23,6 +23,10 @@ from vow.retry import from_config
     ({"jitter": "ful"}, ("jitter",), "expected one of 'full', 'decorrelated', 'none' or a number, got text 'ful'"),
     ({"jitter": True}, ("jitter",),
      "expected one of 'full', 'decorrelated', 'none' or a number, got true (true/false)"),
+    ({"delay": float("inf")}, ("delay",), "expected a finite number of seconds, got inf"),  # as timeout: .inf
+    ({"max_delay": float("inf")}, ("max_delay",), "expected a finite number of seconds, got inf"),
+    ({"max_delay": float("nan")}, ("max_delay",), "expected a finite number of seconds, got nan"),
+    ({"factor": float("inf")}, ("factor",), "expected a finite number, got inf"),
     ({"dealy": 1}, ("dealy",), "unknown key (allowed: delay, factor, max_delay, max_attempts, jitter)"),
 ])
 def test_retry_policies_are_structured_strictly_with_a_key_path(data: dict, path: tuple, problem: str) -> None:
@@ -57,6 +61,18 @@ def test_faults_that_choose_no_attempt_to_fail_are_an_error_not_a_no_op(faults: 
     assert structure(Faults, {**faults, "fail_attempts": [1]}).fail_attempts == [1]
     assert structure(Faults, {**faults, "rate": 0.5}).rate == 0.5
     assert structure(Faults, {**faults, "fail_attempts": []}).fail_attempts == []  # a template's "none here"
+
+
+@pytest.mark.parametrize(("faults", "problem"), [
+    ({"latency": float("inf")}, "latency: expected a finite number of seconds, got inf"),
+    ({"latency": float("nan")}, "latency: expected a finite number of seconds, got nan"),
+    ({"fail_attempts": [1], "retry_after": float("inf")}, "retry_after: expected a finite number of seconds, got inf"),
+])
+def test_fault_latency_and_retry_after_are_finite_seconds(faults: dict, problem: str) -> None:
+    # As a pipeline's timeout: .inf would sleep or hold a branch back for good, .nan passes ">= 0".
+    with pytest.raises(ConfigError) as caught:
+        structure(Faults, faults, where="faults")
+    assert str(caught.value) == f"faults.{problem}"
 
 
 def test_a_pipeline_retry_policy_is_as_strict_as_the_pipeline(tmp_path, installed_plugins) -> None:

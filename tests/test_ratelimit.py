@@ -151,6 +151,10 @@ def test_a_pipeline_gives_each_branch_its_rate_limit(installed_plugins) -> None:
 @pytest.mark.parametrize("change, where", [
     (("{per_second: 2}", "{per_second: -1}"), "limited.yaml:4: defaults.rate_limit.per_second"),
     (("{per_second: 2}", "5"), "limited.yaml:4: defaults.rate_limit: expected a mapping"),
+    (("{per_second: 2}", "{per_second: .nan}"),  # nan <= 0 is false: it was taken, and meant no limit at all
+     "limited.yaml:4: defaults.rate_limit.per_second: expected a finite number of calls per second, got nan"),
+    (("{per_second: 2}", "{per_second: .inf}"),
+     "limited.yaml:4: defaults.rate_limit.per_second: expected a finite number of calls per second, got inf"),
     (("bucket: mail", "burst: 0"), "limited.yaml:13: fan_out[1].options.rate_limit.burst"),
     (("bucket: mail", "every: 1"), "limited.yaml:13: fan_out[1].options.rate_limit"),
 ])

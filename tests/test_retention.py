@@ -134,6 +134,13 @@ def test_prune_keeps_runs_that_settled_after_the_cutoff_and_the_states_not_asked
     assert counts(vow) == {"ok/1": 2}
     with pytest.raises(ConfigError, match="negative"):
         vow.prune(-1)
+    for too_long in ("1000000d", "99999999999999999999d", 36501 * 86400, float("inf"), float("nan")):
+        with pytest.raises(ConfigError, match=r"^older_than: .* is too long; at most 36500d \(about 100 years\)$"):
+            vow.prune(too_long)
+        with pytest.raises(ConfigError, match=r"^retention: .* is too long; at most 36500d"):
+            AutoPrune(vow.store, too_long)
+    assert counts(vow) == {"ok/1": 2}
+    assert vow.prune("36500d").runs == ()  # the longest age: a cutoff in 1926
 
 
 def test_a_pruned_id_runs_again_from_scratch(vow: Vow) -> None:

@@ -11,6 +11,7 @@ from tests.support import python
 from vow import Context, Exponential, LeafContext, TransientError, Vow
 from vow import retry as retry_module
 from vow.events import EventKind
+from vow.http import error_for_status, parse_retry_after
 from vow.retry import Constant, Linear, next_delay
 
 SCRIPT = textwrap.dedent("""
@@ -92,6 +93,17 @@ def test_a_retry_after_is_waited_out(seeded) -> None:
     assert max(next_delay(Exponential(delay=1.0), 3, error) for _ in range(100)) > 3.0  # nor cut a longer delay
 
 
+@pytest.mark.parametrize(("header", "seconds"), [
+    ("120", 120.0), (" 1.5 ", 1.5), ("0", 0.0), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # a date gone by: now
+    ("inf", None), ("Infinity", None), ("nan", None), ("-inf", None), ("-5", None), ("soon", None), ("", None),
+])
+def test_a_retry_after_header_is_a_finite_wait_or_ignored(header: str, seconds: float | None) -> None:
+    # Python's float() reads "inf" and "nan": they are bad values like "soon", not a wait of forever.
+    assert parse_retry_after(header) == seconds
+    error = error_for_status(429, {"retry-after": header})
+    assert isinstance(error, TransientError) and error.retry_after == seconds
+
+
 def test_branches_that_fail_together_are_retried_apart() -> None:
     """Through the engine: twenty branches hit the same 429 at once; their back-offs differ."""
     delays: list[float] = []
@@ -116,3 +128,32 @@ def test_branches_that_fail_together_are_retried_apart() -> None:
         assert vow.run("burst/1", fan_out) == [2] * 20
     assert len(delays) == 20 and all(0.0 <= d <= 0.2 for d in delays)
     assert max(delays) - min(delays) > 0.05  # with the old jitter they all fell within 0.18-0.2s
+
+
+# -- exponential growth saturates at max_delay -----------------------------------------------------
+
+def test_exponential_growth_saturates_at_max_delay_however_many_attempts() -> None:
+    # factor ** (attempt - 1) is beyond a float from about attempt 1,025 (factor 2): it raised OverflowError.
+    policy = Exponential(delay=1.0, max_delay=60.0, max_attempts=100_000, jitter="none")
+    assert [policy.delay_for(n) for n in (1, 2, 7, 1024, 1025, 1100, 99_999)] == [1.0, 2.0, 60.0, 60.0, 60.0, 60.0,
+                                                                                   60.0]
+    assert Exponential(delay=1.0, factor=10.0, max_delay=5.0, max_attempts=1000).delay_for(400) <= 5.0  # full jitter
+    assert Exponential(delay=0.0, max_delay=5.0, max_attempts=2000, jitter="none").delay_for(1500) == 0.0
+
+
+def test_a_leaf_retried_past_attempt_1025_runs_to_its_last_attempt() -> None:
+    # The engine caught the OverflowError, logged it, and left the call pending for good.
+    attempts: list[int] = []
+
+    def flaky(ctx: LeafContext) -> int:
+        attempts.append(ctx.attempt)
+        raise TransientError("again")
+
+    def wf(ctx: Context):
+        policy = Exponential(delay=1e-9, max_delay=1e-6, max_attempts=1100, jitter="none")
+        return (yield ctx.run(flaky).options(retry=policy))
+
+    with Vow(store="memory:") as vow:
+        with pytest.raises(TransientError, match="again"):
+            vow.run("many/1", wf, timeout=60)
+    assert attempts == list(range(1, 1101))

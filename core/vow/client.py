@@ -25,7 +25,7 @@ from vow.outcomes import set_future_from_record
 from vow.plugins import Plugins, default_plugins
 from vow.pool import DEFAULT_MAX_THREADS
 from vow.records import Batch, Kind, PromiseRecord, Settle, State
-from vow.retention import AutoPrune, PruneResult, parse_duration, parse_states
+from vow.retention import AutoPrune, PruneResult, parse_age, parse_states
 from vow.stores import open_store
 from vow.stores.base import Store, new_owner_id
 
@@ -466,7 +466,7 @@ class Vow:
         vacuum; writers wait meanwhile). Returns a :class:`~vow.retention.PruneResult`.
         """
         self._check_open()
-        seconds = parse_duration(older_than, what="older_than")
+        seconds = parse_age(older_than, what="older_than")
         return self.store.prune(before=self.store.now() - seconds, states=parse_states(states, what="states"),
                                 dry_run=dry_run, compact=compact)
 

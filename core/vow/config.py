@@ -10,6 +10,7 @@ can point at the very line.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import types
@@ -44,6 +45,26 @@ def describe(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     return "nothing" if value is None else type(value).__name__
+
+
+def check_finite(value: float, what: str = "a finite number of seconds") -> None:
+    """Refuse inf and nan (``ValueError``: "expected a finite number of seconds, got inf").
+
+    YAML's ``.inf`` and ``.nan`` are numbers, and ``.nan`` passes every ``> 0`` or ``>= 0`` check (each
+    comparison is false): a number of seconds (a timeout, a delay, a latency) or a rate is checked
+    with this first. The one check for pipeline durations and for the attrs classes' validators
+    (:func:`finite`).
+    """
+    if not math.isfinite(value):
+        raise ValueError(f"expected {what}, got {value}")
+
+
+def finite(what: str = "a finite number of seconds") -> Callable[[Any, Any, Any], None]:
+    """An attrs validator: :func:`check_finite` on the field's value (``None`` passes: an unset optional)."""
+    def check(_instance: Any, _attribute: Any, value: Any) -> None:
+        if value is not None:
+            check_finite(value, what)
+    return check
 
 
 def keys_of(cls: type) -> str:

@@ -22,7 +22,7 @@ from typing import Any, TypeVar, cast
 
 import attrs
 
-from vow.config import structure
+from vow.config import finite, structure
 from vow.errors import ConfigError, PermanentError, TransientError
 from vow.http import error_for_status
 from vow.leaf import LeafContext
@@ -51,8 +51,9 @@ class Faults:
     message: str = "injected failure"
     status: int | None = attrs.field(default=None, validator=attrs.validators.optional(
         [attrs.validators.ge(100), attrs.validators.le(599)]))  # an HTTP status
-    retry_after: float | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(0)))
-    latency: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    retry_after: float | None = attrs.field(default=None, validator=attrs.validators.optional(
+        [finite(), attrs.validators.ge(0)]))
+    latency: float = attrs.field(default=0.0, validator=[finite(), attrs.validators.ge(0)])
 
     def __attrs_post_init__(self) -> None:
         # What to fail with, but neither key that chooses attempts: it would silently do nothing.

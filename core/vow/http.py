@@ -8,6 +8,7 @@ A plugin maps its provider's own error codes first and falls back to
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -21,14 +22,20 @@ TRANSIENT_STATUSES = frozenset({408, 425, 429})
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date); ``None`` if absent or bad."""
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date); ``None`` if absent or bad.
+
+    Delta-seconds are a finite number, not below 0: ``inf``, ``nan`` (which Python's ``float`` reads)
+    and ``-5`` are bad values like any other, not a wait of forever or of nothing.
+    """
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

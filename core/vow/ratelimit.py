@@ -40,7 +40,7 @@ from typing import Any
 
 import attrs
 
-from vow.config import structure
+from vow.config import check_finite, structure
 from vow.errors import Throttled, TransientError, VowError
 from vow.leaf import LeafContext
 
@@ -57,6 +57,7 @@ waiting for one bucket do not all wake at the same instant and find it empty aga
 def _positive(_instance: Any, _attribute: Any, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         raise ValueError(f"expected a number of calls per second above 0, got {value!r}")
+    check_finite(value, "a finite number of calls per second")  # .nan is not <= 0 either: it meant no limit
 
 
 @attrs.frozen

@@ -46,6 +46,10 @@ or a stored state (``resolved``, ``rejected``, ``timedout``)."""
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 
+MAX_AGE = 36500 * 86400.0
+"""The longest age a prune or a retention may reach back (``36500d``, about 100 years): its cutoff
+is a date the report can show. Nothing older can be in a store: every time in it is after 1970."""
+
 BATCH_RUNS = 200
 """Runs deleted per transaction: each delete holds the write lock only briefly."""
 
@@ -62,6 +66,14 @@ def parse_duration(text: str | float | int, *, what: str = "duration") -> float:
         seconds = sum(float(n) * _UNITS[unit] for n, unit in _DURATION.findall(raw))
     if seconds < 0:
         raise ConfigError(f"{what}: {text!r} is negative")
+    return seconds
+
+
+def parse_age(text: str | float | int, *, what: str = "older_than") -> float:
+    """Seconds in an age for a prune or a retention: a :func:`parse_duration`, at most :data:`MAX_AGE`."""
+    seconds = parse_duration(text, what=what)
+    if not seconds <= MAX_AGE:  # nan too
+        raise ConfigError(f"{what}: {text!r} is too long; at most {describe_seconds(MAX_AGE)} (about 100 years)")
     return seconds
 
 
@@ -183,7 +195,7 @@ class AutoPrune:
     def __init__(self, store: Store, keep: float | str, *, every: float = 3600.0,
                  states: Collection[State] = FINISHED_STATES) -> None:
         self.store = store
-        self.keep = parse_duration(keep, what="retention")
+        self.keep = parse_age(keep, what="retention")
         if every <= 0:
             raise ConfigError(f"retention interval must be > 0 seconds, got {every}")
         self.every = every

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import attrs
 
+from vow.config import finite
 from vow.errors import ConfigError, EncodeError, PermanentError, TransientError
 from vow.events import Event, EventKind
 from vow.hookspecs import Register, hookimpl
@@ -32,7 +33,7 @@ class RetryPolicy(Protocol):
 
 _log = logging.getLogger("vow.retry")
 
-_SECONDS = attrs.validators.ge(0.0)
+_SECONDS = [finite(), attrs.validators.ge(0.0)]  # .inf and .nan are numbers too: a delay is finite
 _ATTEMPTS = attrs.validators.ge(1)
 
 Jitter = Literal["full", "none"] | float
@@ -79,7 +80,7 @@ class Exponential:
     """
 
     delay: float = attrs.field(default=0.1, validator=_SECONDS)
-    factor: float = attrs.field(default=2.0, validator=_SECONDS)
+    factor: float = attrs.field(default=2.0, validator=[finite("a finite number"), attrs.validators.ge(0.0)])
     max_delay: float = attrs.field(default=60.0, validator=_SECONDS)
     max_attempts: int = attrs.field(default=8, validator=_ATTEMPTS)
     jitter: ExponentialJitter = attrs.field(default="full", validator=_jitter("full", "decorrelated", "none"))
@@ -89,7 +90,19 @@ class Exponential:
             return None
         if self.jitter == "decorrelated":
             return _decorrelated(self.delay, self.max_delay, attempt)
-        return _jittered(min(self.max_delay, self.delay * self.factor ** (attempt - 1)), self.jitter)
+        return _jittered(_grown(self.delay, self.factor, attempt, self.max_delay), self.jitter)
+
+
+def _grown(delay: float, factor: float, attempt: int, cap: float) -> float:
+    """``min(cap, delay * factor ** (attempt - 1))``, saturating at ``cap``: past about attempt 1,025
+    (factor 2) the power is beyond a float and raised ``OverflowError``, which left the call pending
+    for good instead of waiting ``max_delay``."""
+    if delay <= 0:
+        return 0.0
+    try:
+        return min(cap, delay * factor ** (attempt - 1))  # a product beyond a float is inf: min gives cap
+    except OverflowError:  # factor ** (attempt - 1) alone is beyond a float: so is the delay, past any cap
+        return cap
 
 
 def _decorrelated(base: float, cap: float, attempt: int) -> float:

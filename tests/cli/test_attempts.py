@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+from typing import Any
 
 from tests.support import read_line
 
@@ -107,13 +108,26 @@ fan_out:
   - channel: sms
     to: "+14155550100"
     body: hi
-    faults: {fail_attempts: [1], retry_after: .inf, message: come back never}
+    faults: {fail_attempts: [1], error: never_again.ComeBackNever, message: come back never}
+"""
+# A pipeline file's own retry_after is a finite number of seconds (.inf is refused); a leaf's error
+# may still say "never", as this one does: faults raise it by its importable name.
+COME_BACK_NEVER = """\
+import math
+
+from vow.errors import TransientError
+
+
+class ComeBackNever(TransientError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retry_after=math.inf)
 """
 
 
 def test_an_infinite_retry_after_is_shown_as_never_by_vow_run_and_vow_show(sandbox) -> None:
     # A Retry-After of inf holds the branch back for good: the live view and `vow show` say so
     # (they used to stop with a traceback converting it to minutes or to a date).
+    sandbox.write("never_again.py", COME_BACK_NEVER)  # importable: `python -m vow` has its cwd on sys.path
     proc = sandbox.popen("run", sandbox.write("never.yaml", NEVER_AGAIN))
     try:
         lines = []
@@ -121,7 +135,7 @@ def test_an_infinite_retry_after_is_shown_as_never_by_vow_run_and_vow_show(sandb
             line = read_line(proc)
             assert line, f"vow run ended early: exit {proc.wait()}\n{''.join(lines)}{proc.stderr.read()}"
             lines.append(line)
-        assert lines[-1] == ("  sms  attempt 1 failed: TransientError: come back never (attempt 1); "
+        assert lines[-1] == ("  sms  attempt 1 failed: ComeBackNever: come back never (attempt 1); "
                              "retrying in never\n")
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -129,5 +143,35 @@ def test_an_infinite_retry_after_is_shown_as_never_by_vow_run_and_vow_show(sandb
     assert proc.returncode == 143, err
     tree = sandbox.run("show", "never-again/1")
     assert tree.returncode == 0, tree.stderr
-    assert tree.stdout.splitlines()[-1] == ("    └── attempt 1  failed  TransientError: come back never (attempt 1)  "
+    assert tree.stdout.splitlines()[-1] == ("    └── attempt 1  failed  ComeBackNever: come back never (attempt 1)  "
                                             "(next attempt at never)")
+    # --json is strict JSON (it printed "retry_at": Infinity): a next attempt never due is null.
+    shown = sandbox.run("show", "never-again/1", "--json")
+    assert shown.returncode == 0, shown.stderr
+    retried = [c for c in strict_json(shown.stdout)["children"] if "failed_attempts" in c]
+    assert [[(a["attempt"], a["retry_at"]) for a in c["failed_attempts"]] for c in retried] == [[(1, None)]]
+
+
+def strict_json(text: str) -> Any:
+    """``text`` read as JSON that has no Infinity, -Infinity or NaN (which Python's json reads by default)."""
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not JSON: {constant}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_vow_show_json_writes_numbers_that_are_not_finite_as_null(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from vow import Context, Vow
+    from vow.cli import cli
+
+    def wf(ctx: Context):
+        return {"ratio": float("inf"), "below": float("-inf"), "unknown": float("nan"), "ok": [1.5]}
+        yield  # a workflow is a generator
+
+    store = f"sqlite:{tmp_path / 'vow.sqlite'}"
+    with Vow(store) as vow:
+        vow.run("odd/1", wf)
+    shown = CliRunner().invoke(cli, ["show", "odd/1", "--json", "--store", store])
+    assert shown.exit_code == 0, shown.output
+    assert strict_json(shown.stdout)["value"] == {"ratio": None, "below": None, "unknown": None, "ok": [1.5]}

@@ -29,6 +29,14 @@ def pipeline(*branches: str, top: str = "") -> str:
     return HEADER + top + "fan_out:\n" + EMAIL + "".join(branches)
 
 
+def deep(levels: int) -> str:
+    """JSON (and YAML) lists nested ``levels`` deep."""
+    return "[" * levels + "1" + "]" * levels
+
+
+TOO_DEEP = ("nests lists and mappings more than 100 levels deep (at most 100 levels, the input mapping included); "
+            "flatten it")
+
 SMS_TWILIO = ('  - channel: sms\n    to: "+14155550100"\n    body: hi\n'
               '    options: {transport: twilio, from_number: "+14155550199"}\n')
 EMAIL_FIELDS = ("channel, to, subject, body, data, options, id, for_each, retry, timeout, faults")
@@ -58,6 +66,12 @@ CASES = [
      "1h30m, 1d)"),
     ("negative run timeout", pipeline(top="timeout: -1\n"), [],
      "order.yaml:7: timeout: must be more than 0 seconds, got -1"),
+    # .inf and .nan are YAML numbers: every number of seconds is refused as the run's timeout is
+    # (.nan passes "> 0", and a rate limit of .nan would be no limit at all).
+    ("infinite retry delay", pipeline(top="defaults:\n  retry: {policy: exponential, max_delay: .inf}\n"), [],
+     "order.yaml:8: defaults.retry.max_delay: expected a finite number of seconds, got inf"),
+    ("rate limit of nan", pipeline(top="defaults:\n  rate_limit: {per_second: .nan}\n"), [],
+     "order.yaml:8: defaults.rate_limit.per_second: expected a finite number of calls per second, got nan"),
     ("wrong type in a list", pipeline(top="gate: [approval]\n"), [],
      "order.yaml:7: gate: expected a mapping of keys (promise, timeout), got a list"),
     ("missing secret", pipeline(SMS_TWILIO), [],
@@ -77,6 +91,10 @@ CASES = [
      '--input: expected a JSON object such as {"order_id": 1042}, got list'),
     ("bad --set", pipeline(), ["--set", "order_id"],
      "--set: expected key=value (a dotted key such as customer.email=ada@example.com), got 'order_id'"),
+    ("input nested too deeply", pipeline(), ["--input", f'{{"deep": {deep(400)}}}'], f"--input: 'deep' {TOO_DEEP}"),
+    ("input too deep to read", pipeline(), ["--input", f'{{"deep": {deep(5000)}}}'],
+     "--input: nested too deeply to read (lists or mappings hundreds of levels deep)"),
+    ("--set nested too deeply", pipeline(), ["--set", f"deep={deep(400)}"], f"--set: 'deep' {TOO_DEEP}"),
     ("input file missing", pipeline(), ["--input", "@event.json"], "--input @event.json: no such file"),
     ("empty input in the run id", pipeline(), ["--set", "order_id="],
      "order.yaml:3: id: 'order/' is not a usable run id (1-200 characters, no spaces, no empty part between "
@@ -107,6 +125,45 @@ def test_each_mistake_is_one_exact_message_with_exit_2_and_nothing_stored(text, 
     assert (result.exit_code, result.stdout) == (2, ""), result.output
     assert result.stderr == f"error: {expected}\n"
     assert not store.exists()
+
+
+def test_input_nested_too_deeply_is_refused_by_validate_and_run_before_a_store_is_made(tmp_path,
+                                                                                         monkeypatch) -> None:
+    # 400 levels could be read but not stored: vow validate said ok, and vow run created the store
+    # and then stopped with an EncodeError traceback and exit 1.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VOW_SIM_DIR", str(tmp_path / "sim"))
+    store = tmp_path / "vow.sqlite"
+    (tmp_path / "order.yaml").write_text(HEADER.replace("  email: ada@example.com\n",
+                                                        f"  email: ada@example.com\n  deep: {deep(400)}\n")
+                                         + "fan_out:\n" + EMAIL)
+    for command in (["validate"], ["run", "--store", f"sqlite:{store}"]):
+        result = CliRunner().invoke(cli, [*command, "order.yaml"])
+        assert (result.exit_code, result.stdout) == (2, ""), result.output
+        assert result.stderr == f"error: order.yaml:7: input.deep: {TOO_DEEP}\n"
+        assert not store.exists()
+    # The input mapping and 99 levels in it: at the limit, stored and run.
+    (tmp_path / "order.yaml").write_text(pipeline())
+    at_limit = ["order.yaml", "--input", f'{{"deep": {deep(99)}}}']
+    assert CliRunner().invoke(cli, ["validate", *at_limit]).exit_code == 0
+    result = CliRunner().invoke(cli, ["run", *at_limit, "--store", f"sqlite:{store}"])
+    assert result.exit_code == 0, result.output
+
+
+def test_a_value_that_cannot_be_stored_is_one_line_and_exit_2_not_a_traceback(tmp_path, monkeypatch) -> None:
+    # Should a value too deep to store get past the pipeline's checks, EncodeError is a user error.
+    from vow.pipeline import inputs, plan
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VOW_SIM_DIR", str(tmp_path / "sim"))
+    monkeypatch.setattr(inputs, "check_depth", lambda data, label: None)
+    monkeypatch.setattr(plan, "check_depth", lambda data, label: None)
+    (tmp_path / "order.yaml").write_text(pipeline())
+    result = CliRunner().invoke(cli, ["run", "order.yaml", "--store", f"sqlite:{tmp_path / 'vow.sqlite'}",
+                                      "--input", f'{{"deep": {deep(400)}}}'])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == ("error: arguments of workflow vow.pipeline (order/7) cannot be stored: it is nested too "
+                             "deeply for JSON (a structure that contains itself, or thousands of levels); flatten it\n")
 
 
 def test_a_missing_file_and_the_issue_example_in_a_real_process(sandbox) -> None:

@@ -99,12 +99,17 @@ def test_bad_prune_arguments_are_one_clear_error(sandbox) -> None:
     for args, message in (
         (["--older-than", "30x"], "error: --older-than: '30x' is not a duration; write a number and a unit, "
                                   "like 30d, 12h, 90m, 45s or 2w (or several: 1d12h)"),
+        # Ages whose cutoff is no date (OverflowError in the report, after the prune) or a negative year.
+        (["--older-than", "99999999999999999999d"],
+         "error: --older-than: '99999999999999999999d' is too long; at most 36500d (about 100 years)"),
+        (["--older-than", "1000000d"], "error: --older-than: '1000000d' is too long; at most 36500d (about 100 years)"),
         (["--older-than", "30d", "--state", "succeeded,pending"],
          "error: --state: unknown state 'pending' (a pending run is never pruned); allowed: succeeded, failed, "
          "canceled (or resolved, rejected, timedout)"),
     ):
         result = sandbox.run("prune", *args)
         assert (result.returncode, result.stderr.strip(), result.stdout) == (2, message, "")
+        assert not sandbox.store_file.exists()  # refused before the store is opened
     missing = sandbox.run("prune")
     assert missing.returncode == 2 and "Missing option '--older-than'" in missing.stderr
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from vow.errors import (
     AlreadySettledError,
     ArgumentMismatchError,
     ConfigError,
+    EncodeError,
     NonDeterminismError,
     PluginLoadError,
     PromiseNotFoundError,
@@ -29,8 +31,9 @@ OK, FAILED, USAGE = 0, 1, 2
 """Exit codes: success; a workflow failed; bad usage, configuration or input."""
 
 USER_ERRORS = (ConfigError, PluginLoadError, PromiseNotFoundError, AlreadySettledError, ArgumentMismatchError,
-               NonDeterminismError, StoreError)
-"""Errors a user causes and fixes (a store that cannot be used included): one message, exit code 2."""
+               NonDeterminismError, StoreError, EncodeError)
+"""Errors a user causes and fixes (a store that cannot be used included, and a value that cannot be
+stored): one message, exit code 2."""
 
 
 def one_line(exc: BaseException) -> str:
@@ -61,8 +64,21 @@ def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def print_json(data: Any) -> None:
-    """Write ``data`` as indented JSON to stdout."""
-    click.echo(json.dumps(data, indent=2, default=str))
+    """Write ``data`` as indented JSON to stdout: strict JSON, which has no inf or nan, so a number
+    that is not finite is written ``null`` (as JavaScript's ``JSON.stringify`` does). For a time,
+    ``null`` is "none": a next attempt of ``null`` is never due (a ``Retry-After`` of inf)."""
+    click.echo(json.dumps(_finite(data), indent=2, default=str, allow_nan=False))
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every float that is not finite (inf, -inf, nan) made ``None``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def pipeline_name(record: PromiseRecord) -> str | None:

@@ -34,7 +34,7 @@ def resolve(promise_id: str, value: str, store: str | None) -> None:
     """
     from vow.pipeline.inputs import parse_value
 
-    _settle(store, "resolve", promise_id, parse_value(value))
+    _settle(store, "resolve", promise_id, parse_value(value, "VALUE"))
 
 
 @click.command()

@@ -7,7 +7,7 @@ import time
 import click
 
 from vow.cli.common import installed_plugins, json_option, print_json, store_option
-from vow.retention import PruneResult, describe_seconds, parse_duration, parse_states
+from vow.retention import PruneResult, describe_seconds, parse_age, parse_states
 
 # The client and the engine under it are imported inside the commands: `vow --help` imports this
 # module to list its commands and must stay fast (tests/cli/test_run.py checks what it loads).
@@ -20,7 +20,8 @@ _WORDS = {"resolved": "succeeded", "rejected": "failed", "timedout": "timed out"
 
 @click.command()
 @click.option("--older-than", "older_than", required=True, metavar="AGE",
-              help="Only runs that settled longer ago than this: 30d, 12h, 90m, 45s, 2w (or 1d12h).")
+              help="Only runs that settled longer ago than this: 30d, 12h, 90m, 45s, 2w (or 1d12h); "
+                   "at most 36500d.")
 @click.option("--state", "states", metavar="STATES", default=None,
               help="Only runs that ended so: a comma-separated list of succeeded, failed (includes timed out), "
                    "canceled [default: all three].")
@@ -39,7 +40,7 @@ def prune(older_than: str, states: str | None, dry_run: bool, compact: bool, sto
     """
     from vow.client import Vow
 
-    seconds = parse_duration(older_than, what="--older-than")
+    seconds = parse_age(older_than, what="--older-than")  # checked before the store is opened
     chosen = parse_states(states, what="--state")
     with Vow(store, plugins=installed_plugins()) as vow:
         cutoff = vow.store.now() - seconds  # the store's clock, as for leases and deadlines

@@ -11,7 +11,7 @@ import click
 
 from vow.cli.common import installed_plugins, load_apps, store_option
 from vow.events import Event, EventKind
-from vow.retention import AutoPrune, describe_seconds, parse_duration
+from vow.retention import AutoPrune, describe_seconds, parse_age
 from vow.stopping import stop_on_signals
 
 # The client and the engine under it are imported inside the commands: `vow --help` imports this
@@ -122,7 +122,7 @@ def worker(store: str | None, apps: tuple[str, ...], poll: float, max_running: i
     """
     from vow.client import Vow
 
-    keep = parse_duration(retention, what="--retention") if retention is not None else None
+    keep = parse_age(retention, what="--retention") if retention is not None else None
     stop = threading.Event()
     stop_on_signals(stop)
     with LogOutput() as output, Vow(store, plugins=installed_plugins(), observers=[WorkerLog(output)]) as vow:

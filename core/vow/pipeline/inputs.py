@@ -3,6 +3,8 @@
 ``--input`` takes a JSON object or ``@path/to/file.json``; ``--set customer.email=ada@example.com``
 sets one dotted key, its value read as JSON when it is JSON (``42``, ``true``, ``[1, 2]``) and as
 text otherwise. Later sources win; mappings merge key by key.
+
+Each source may nest lists and mappings at most :data:`MAX_DEPTH` levels deep.
 """
 
 from __future__ import annotations
@@ -13,7 +15,50 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from vow.pipeline.source import Path as KeyPath
 from vow.pipeline.source import SpecError
+
+MAX_DEPTH = 100
+"""How many levels of lists and mappings a run's input may nest, counting the input mapping itself.
+
+The input is stored as JSON in the run's plan and read back by every worker, and Python's JSON
+encoder and decoder (and the planner's own walks over the input) go one call deeper per level:
+a few hundred levels can be read from a file or the command line and still fail to be stored, after
+the store was opened. So the depth is checked where the input comes in, well inside what those
+can do from any call stack."""
+
+UNREADABLE = "nested too deeply to read (lists or mappings hundreds of levels deep)"
+TOO_DEEP = (f"nests lists and mappings more than {MAX_DEPTH} levels deep (at most {MAX_DEPTH} levels, the input "
+            "mapping included); flatten it")
+
+
+def too_deep(data: Any, limit: int = MAX_DEPTH) -> KeyPath | None:
+    """The key path (its top-level key) under which ``data`` nests lists and mappings more than
+    ``limit`` levels deep, ``()`` when ``data`` itself is too deep at its top, or ``None`` when it
+    is not. Walks without recursion, and never deeper than ``limit + 1``: a structure that
+    contains itself is simply too deep."""
+    stack: list[tuple[Any, KeyPath, int]] = [(data, (), 1)]
+    while stack:
+        value, top, depth = stack.pop()
+        if isinstance(value, Mapping):
+            children: Iterable[tuple[str | int, Any]] = value.items()
+        elif isinstance(value, (list, tuple)):
+            children = enumerate(value)
+        else:
+            continue
+        if depth > limit:
+            return top
+        for key, child in children:
+            stack.append((child, top or (key,), depth + 1))
+    return None
+
+
+def check_depth(data: Any, label: str) -> None:
+    """A :class:`SpecError` naming ``label`` (``--input``, ``--set KEY``) when ``data`` is nested too deeply."""
+    top = too_deep(data)
+    if top is not None:
+        key = f" {'.'.join(map(str, top))!r}" if top else ""
+        raise SpecError(f"{label}:{key} {TOO_DEEP}")
 
 
 def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -43,18 +88,24 @@ def parse_input(text: str) -> dict[str, Any]:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise SpecError(f"{label}: not valid JSON ({exc})") from None
+    except RecursionError:  # the decoder goes one call deeper per level
+        raise SpecError(f"{label}: {UNREADABLE}") from None
     if not isinstance(value, dict):
         raise SpecError(f"{label}: expected a JSON object such as {{\"order_id\": 1042}}, "
                         f"got {type(value).__name__}")
+    check_depth(value, label)
     return value
 
 
-def parse_value(text: str) -> Any:
-    """A command-line value: JSON when it parses as JSON, else the text itself."""
+def parse_value(text: str, label: str = "value") -> Any:
+    """A command-line value: JSON when it parses as JSON, else the text itself (``label`` names it
+    in the error for JSON nested too deeply to read)."""
     try:
         return json.loads(text)
     except json.JSONDecodeError:
         return text
+    except RecursionError:  # the decoder goes one call deeper per level
+        raise SpecError(f"{label}: {UNREADABLE}") from None
 
 
 def apply_set(data: dict[str, Any], assignment: str) -> dict[str, Any]:
@@ -72,7 +123,8 @@ def apply_set(data: dict[str, Any], assignment: str) -> dict[str, Any]:
             raise SpecError(f"--set {assignment}: {'.'.join(parts[:depth + 1])} is {json.dumps(child)}, "
                             "not a mapping, so it has no keys to set")
         node = child
-    node[parts[-1]] = parse_value(raw)
+    node[parts[-1]] = parse_value(raw, f"--set {key.strip()}")
+    check_depth(out, "--set")
     return out
 
 

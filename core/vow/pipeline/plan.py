@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path as FilePath
@@ -23,13 +22,13 @@ from typing import Any
 import attrs
 
 from vow.channels import Message
-from vow.config import describe
+from vow.config import check_finite, describe
 from vow.config import structure as structure_options
 from vow.errors import ConfigError, format_path
 from vow.faults import Faults, with_faults
 from vow.images import ImageRequest
 from vow.images.pipeline import STYLE_NAME, STYLE_RULE, parse_size
-from vow.pipeline.inputs import merge
+from vow.pipeline.inputs import TOO_DEEP, check_depth, merge, too_deep
 from vow.pipeline.model import Branch, ChannelBranch, Gate, ImageBranch, PlannedRun
 from vow.pipeline.source import Path, Source, SpecError, read
 from vow.pipeline.spec import FORMAT_VERSION, ChannelEntry, ImageEntry, PipelineSpec, structure
@@ -121,6 +120,10 @@ class _Planner:
             self.check_store(spec.store)
         timeout = self.duration(spec.timeout, ("timeout",))
         schedule = self.schedule()
+        deep = too_deep(spec.input)  # stored as JSON with the plan: refused now, before any store is opened
+        if deep is not None:
+            raise self.error(("input", *deep), TOO_DEEP)
+        check_depth(overrides, "input")  # the command line's are checked as they are read; a Python caller's here
         inputs = merge(spec.input, overrides)
         context: dict[str, Any] = {"input": wrap(inputs, "input"), "name": spec.name}
         # A run a schedule did not start sees empty values: {{ schedule.tick or "now" }} works in both.
@@ -449,8 +452,10 @@ class _Planner:
         else:
             raise self.error(path, f"expected a duration (a number of seconds, or text such as 30s or 5m), "
                                    f"got {describe(value)}")
-        if math.isnan(seconds) or math.isinf(seconds):  # .nan would pass "> 0"; .inf is no deadline: leave it out
-            raise self.error(path, f"expected a finite number of seconds, got {value}")
+        try:
+            check_finite(seconds)  # .nan would pass "> 0"; .inf is no deadline: leave it out
+        except ValueError as exc:
+            raise self.error(path, str(exc)) from None
         return self.seconds(seconds, path)
 
     def positive(self, value: int | None, path: Path) -> int | None:
