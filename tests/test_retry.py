@@ -10,6 +10,7 @@ import pytest
 from tests.support import python
 from vow import Context, Exponential, LeafContext, TransientError, Vow
 from vow import retry as retry_module
+from vow.errors import ConfigError
 from vow.events import EventKind
 from vow.http import error_for_status, parse_retry_after
 from vow.retry import Constant, Linear, next_delay
@@ -157,3 +158,48 @@ def test_a_leaf_retried_past_attempt_1025_runs_to_its_last_attempt() -> None:
         with pytest.raises(TransientError, match="again"):
             vow.run("many/1", wf, timeout=60)
     assert attempts == list(range(1, 1101))
+
+
+class _BrokenPolicy:
+    """A user's retry policy that raises, or gives something that is not a number of seconds."""
+
+    def __init__(self, gives: object) -> None:
+        self.gives = gives
+
+    def delay_for(self, attempt: int) -> float | None:
+        if isinstance(self.gives, Exception):
+            raise self.gives
+        return self.gives  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("gives", [ZeroDivisionError("division by zero"), "soon", float("nan"), -1.0])
+def test_a_retry_policy_that_fails_fails_its_call_and_the_runs_beside_it_go_on(gives: object) -> None:
+    """The engine logged the policy's error and left the call pending for good (a run with no
+    timeout never finished); now the call fails with an error naming both failures."""
+    def flaky(ctx: LeafContext) -> int:
+        raise TransientError("service unavailable")
+
+    def wf(ctx: Context):
+        return (yield ctx.run(flaky).options(retry=_BrokenPolicy(gives)))
+
+    def fine(ctx: Context):
+        return (yield ctx.run(lambda c: 7))
+
+    with Vow(store="memory:") as vow:
+        handle = vow.begin_run("broken/1", wf)
+        assert vow.run("fine/1", fine) == 7
+        with pytest.raises(ConfigError, match=r"failed \(TransientError: service unavailable\) and its retry policy "
+                                              r"could not say whether to try again: .*fix the policy's delay_for"):
+            handle.result(timeout=60)
+
+
+def test_a_workflow_retry_policy_that_fails_fails_its_run() -> None:
+    def wf(ctx: Context):
+        raise TransientError("body failed")
+        yield  # a generator
+
+    with Vow(store="memory:") as vow:
+        vow.register(wf, retry=_BrokenPolicy(ZeroDivisionError("division by zero")))
+        with pytest.raises(ConfigError, match=r"failed \(TransientError: body failed\) and its retry policy could "
+                                              r"not say whether to try again: ZeroDivisionError: division by zero"):
+            vow.run("wf/1", wf, timeout=60)

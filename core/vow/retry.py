@@ -8,6 +8,7 @@ policies are registered through the ``retry`` entry point, like any plugin's.
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
@@ -160,7 +161,8 @@ def next_delay(policy: RetryPolicy, attempt: int, error: BaseException,
 
     :class:`~vow.errors.PermanentError`, bad configuration or input (:class:`~vow.errors.ConfigError`,
     :class:`~vow.errors.EncodeError`) and the ``non_retryable`` types never retry; a
-    :class:`~vow.errors.TransientError` with ``retry_after`` waits at least that long.
+    :class:`~vow.errors.TransientError` with ``retry_after`` waits at least that long. A policy whose
+    ``delay_for`` gives anything but ``None`` or a number of seconds (0 or more) is a ``ValueError``.
     """
     if isinstance(error, (PermanentError, ConfigError, EncodeError)) or (
             non_retryable and isinstance(error, non_retryable)):
@@ -170,6 +172,9 @@ def next_delay(policy: RetryPolicy, attempt: int, error: BaseException,
     delay = policy.delay_for(attempt)
     if delay is None:
         return None
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or math.isnan(delay) or delay < 0:
+        raise ValueError(f"{type(policy).__name__}.delay_for({attempt}) returned {delay!r}; expected a number of "
+                         "seconds (0 or more) or None")
     retry_after = getattr(error, "retry_after", None) if isinstance(error, TransientError) else None
     return max(delay, float(retry_after)) if retry_after else delay
 

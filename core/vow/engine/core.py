@@ -40,6 +40,7 @@ from vow.engine.stepper import Stepper
 from vow.engine.timers import Timers
 from vow.engine.watcher import Watcher
 from vow.errors import (
+    ConfigError,
     EncodeError,
     PromiseNotFoundError,
     PromiseTimeoutError,
@@ -466,8 +467,11 @@ class Engine:
             else:
                 self.settle(node, State.RESOLVED, value, None, text)
                 return
-        if self.retries.retry_workflow(run, value):
-            return
+        try:
+            if self.retries.retry_workflow(run, value):
+                return
+        except Exception as exc:  # noqa: BLE001 - a user's policy: fail this run, never leave it pending
+            value = _policy_failed(node, value, exc)
         self._reject(node, value)
 
     def abort(self, root: RootRun, error: BaseException) -> None:
@@ -627,8 +631,11 @@ class Engine:
         if isinstance(value, Throttled):  # not a failure: hold it back, then the same attempt again
             self.retries.throttle(node, value.wait)
             return
-        if self.retries.retry_leaf(node, value):
-            return
+        try:
+            if self.retries.retry_leaf(node, value):
+                return
+        except Exception as exc:  # noqa: BLE001 - a user's policy: fail this call, never leave it pending
+            value = _policy_failed(node, value, exc)
         self._reject(node, value)
 
     def _retry_scheduled(self, node: PromiseNode, attempt: int, error: BaseException, delay: float) -> None:
@@ -942,6 +949,14 @@ def _close_runs(root: RootRun) -> None:
             node.child.close()
     if root.run is not None:
         root.run.close()
+
+
+def _policy_failed(node: PromiseNode, error: BaseException, exc: Exception) -> ConfigError:
+    """The error a call fails with when its retry policy raised while judging ``error``."""
+    failed = ConfigError(f"{node.label()} failed ({_describe(error)}) and its retry policy could not say whether "
+                         f"to try again: {_describe(exc)}; fix the policy's delay_for")
+    failed.__cause__ = exc
+    return failed
 
 
 def _describe(error: BaseException | None) -> str:
