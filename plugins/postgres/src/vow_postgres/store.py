@@ -571,17 +571,8 @@ class PostgresStore(StoreOperations):
                 return True
             try:
                 con = self._liveness_connection()
-                # One statement, so one transaction: the row becomes visible to others only once its
-                # lock is held. Stored first and locked by a second statement, the row read as a dead
-                # owner's in between, and another owner starting then deleted it (the sweep below):
-                # this owner was unknown from then on, and its leases were freed only by expiry.
-                key, locked = con.execute(  # type: ignore[misc]  # one row: the insert's or the update's
-                    f"WITH shown AS (INSERT INTO {self.schema}.owners (owner, lock_key) "
-                    f"VALUES (%s, nextval('{self.schema}.owner_keys')) "
-                    "ON CONFLICT (owner) DO UPDATE SET since = now() RETURNING lock_key) "
-                    "SELECT lock_key, pg_try_advisory_lock(%s, lock_key) FROM shown",
-                    (owner, self._lock_space)).fetchone()
-                if not locked:
+                key = self._show_alive(con, owner)
+                if key is None:
                     return False  # held by another session: the same id in two processes
                 self._held[owner] = key
                 # Owners that died and hold no lease any more need no row: they would read as unknown.
@@ -593,6 +584,21 @@ class PostgresStore(StoreOperations):
                 _log.warning("PostgreSQL store %s: cannot show owner %s alive (%s); its leases are freed by "
                              "expiry only", self.url, owner, self._scrub(str(exc)))
                 return False
+
+    def _show_alive(self, con: psycopg.Connection[Any], owner: str) -> int | None:
+        """Store ``owner``'s row (kept if there is one) and take its advisory lock in session ``con``;
+        the lock's key, or ``None`` when another session holds that lock."""
+        # One statement, so one transaction: the row becomes visible to others only once its lock
+        # is held. Stored first and locked by a second statement, the row read as a dead owner's in
+        # between, and another owner starting then deleted it (the sweep in hold_owner): this owner
+        # was unknown from then on, and its leases were freed only by expiry.
+        key, locked = con.execute(  # type: ignore[misc]  # one row: the insert's or the update's
+            f"WITH shown AS (INSERT INTO {self.schema}.owners (owner, lock_key) "
+            f"VALUES (%s, nextval('{self.schema}.owner_keys')) "
+            "ON CONFLICT (owner) DO UPDATE SET since = now() RETURNING lock_key) "
+            "SELECT lock_key, pg_try_advisory_lock(%s, lock_key) FROM shown",
+            (owner, self._lock_space)).fetchone()
+        return int(key) if locked else None
 
     def release_owner(self, owner: str) -> None:
         """``owner`` stops running anything: its lock is dropped, so its leases may be taken at once."""
@@ -617,16 +623,34 @@ class PostgresStore(StoreOperations):
         return None if row is None else not row[0]
 
     def _liveness_connection(self) -> psycopg.Connection[Any]:
-        """The session holding this process's owner locks (reconnected, locks taken again, if it broke)."""
+        """The session holding this process's owner locks; if it broke, a new one, with every owner
+        held here shown alive again in it."""
         con = self._liveness
         if con is not None and not con.closed and not con.broken:
             return con
         if con is not None:
             _log.warning("PostgreSQL store %s: the session showing this process alive ended; reconnecting",
                          self.url)
-        con = self._liveness = self._connect()
-        for key in self._held.values():
-            con.execute("SELECT pg_advisory_lock(%s, %s)", (self._lock_space, key))
+            self._liveness = None
+            con.close()
+        con = self._connect()
+        try:
+            # The rows too, not only the locks: while the session was gone each owner read dead, and
+            # an owner starting meanwhile deleted the rows of those holding no lease (hold_owner's
+            # sweep). Locked again without its row, an owner is unknown to every worker, and when it
+            # dies its leases wait for expiry instead of being taken at once.
+            for owner in list(self._held):
+                key = self._show_alive(con, owner)
+                if key is None:
+                    _log.warning("PostgreSQL store %s: owner %s is held by another session now; its leases "
+                                 "are freed by expiry only", self.url, owner)
+                    del self._held[owner]
+                else:
+                    self._held[owner] = key  # a new key when its row had been deleted
+        except BaseException:
+            con.close()
+            raise
+        self._liveness = con
         return con
 
     def _check_liveness(self) -> None:
