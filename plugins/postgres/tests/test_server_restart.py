@@ -101,3 +101,47 @@ def test_an_owner_swept_while_the_server_restarted_shows_alive_again(url: str,
         kill(child)
         if other is not None:
             other.close()
+
+
+# The child shows an owner alive and waits; after the restart it claims "wf" for an hour, and waits.
+_CLAIMS_RIGHT_AFTER_THE_RESTART = """
+import sys
+from vow_postgres import PostgresStore
+from vow.stores.owners import new_owner_id
+
+store = PostgresStore(sys.argv[1])
+owner = new_owner_id()
+assert store.hold_owner(owner)
+print(owner, flush=True)
+sys.stdin.readline()
+assert store.claim("wf", owner, 3600)
+print("claimed", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_lease_claimed_right_after_a_restart_is_a_live_owners(url: str,
+                                                               restartable_server: PostgresServer) -> None:
+    """An owner that claims after a restart, before anything else it does has taken its lock again,
+    must not read dead: its fresh lease would be taken over at once by any worker (fencing keeps
+    that safe, but the run starts over elsewhere while it still runs here)."""
+    _create_root(url, "wf")
+    child = spawn("-c", _CLAIMS_RIGHT_AFTER_THE_RESTART, url, stdin=True, env={"PGAPPNAME": APP})
+    other = None
+    try:
+        owner = read_line(child).strip()
+        restartable_server.restart()
+        other = PostgresStore(url)
+        assert other.owner_alive(owner) is False, "the restart ended the owner's session"
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert read_line(child) == "claimed\n"
+        assert other.owner_alive(owner) is True, "the owner claimed while it read dead"
+        assert other.claim("wf", new_owner_id(), 30) is None, "a live owner's fresh lease was taken over"
+        kill(child)
+        _wait_for_sessions_to_end(url)
+        assert other.claim("wf", new_owner_id(), 30), "the killed owner's lease was not taken at once"
+    finally:
+        kill(child)
+        if other is not None:
+            other.close()

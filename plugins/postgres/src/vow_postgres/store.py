@@ -31,6 +31,7 @@ import functools
 import json
 import logging
 import os
+import select
 import threading
 import time
 import weakref
@@ -626,7 +627,7 @@ class PostgresStore(StoreOperations):
         """The session holding this process's owner locks; if it broke, a new one, with every owner
         held here shown alive again in it."""
         con = self._liveness
-        if con is not None and not con.closed and not con.broken:
+        if con is not None and not _session_ended(con):
             return con
         if con is not None:
             _log.warning("PostgreSQL store %s: the session showing this process alive ended; reconnecting",
@@ -653,20 +654,33 @@ class PostgresStore(StoreOperations):
         self._liveness = con
         return con
 
-    def _check_liveness(self) -> None:
-        """Make sure the owner locks are still held (a server restart ends every session)."""
+    def check_owners(self) -> None:
+        """Make sure every owner held here still shows alive, at one round trip: if the session
+        showing them ended (a server restart ends every session), a new one shows them again.
+
+        A claim makes sure too, but without a round trip (it sees a session that the server ended
+        with a word, as a restart does); the lease keeper calls this every renewal interval, so an
+        idle owner is shown again within that interval whatever ended its session."""
+        self._keep_owners_shown(ask_server=True)
+
+    def _keep_owners_shown(self, *, ask_server: bool) -> None:
+        """Show the owners held here alive again if their session ended. ``ask_server``: find out by a
+        round trip; otherwise from what the connection has received (see :func:`_session_ended`)."""
         with self._owners_lock:
             if not self._held or self._closed:
                 return
             try:
-                self._liveness_connection().execute("SELECT 1")
+                con = self._liveness_connection()
+                if ask_server:
+                    con.execute("SELECT 1")
+                return
             except psycopg.Error:
-                self._liveness = None
-                try:
-                    self._liveness_connection()
-                except psycopg.Error as exc:
-                    _log.warning("PostgreSQL store %s: cannot show this process alive (%s)", self.url,
-                                 self._scrub(str(exc)))
+                pass  # the session ended under the question: once more, with a new one
+            try:
+                self._liveness_connection()
+            except psycopg.Error as exc:
+                _log.warning("PostgreSQL store %s: cannot show this process alive (%s)", self.url,
+                             self._scrub(str(exc)))
 
     # -- leases
 
@@ -705,6 +719,9 @@ class PostgresStore(StoreOperations):
         roots = sorted(set(roots))
         if not roots:
             return {}
+        # Leases taken while this process's owners read dead (their session ended: a server restart)
+        # would be taken over at once by any worker. No round trip here unless the session ended.
+        self._keep_owners_shown(ask_server=False)
         rows = self._write(lambda con: con.execute(
             self._sql_claim, (roots, owner, float(ttl), now, skip_locked, max_recoveries)).fetchall(), idempotent=True)
         taken = {}
@@ -734,7 +751,7 @@ class PostgresStore(StoreOperations):
         """Extend the leases still held (same owner and token); the ones lost are left out."""
         if not leases:
             return []
-        self._check_liveness()
+        self.check_owners()
         sql = (f"WITH t AS (SELECT coalesce(%b::float8, extract(epoch FROM clock_timestamp())::float8) AS now) "
                f"UPDATE {self.schema}.leases l SET expires_at = t.now + %b::float8 "
                "FROM t, unnest(%b::text[], %b::text[], %b::int8[]) AS x(root, owner, token) "
@@ -884,6 +901,24 @@ class PostgresStore(StoreOperations):
             liveness.close()
         if listener is not None and listener is not threading.current_thread():
             listener.join(5)
+
+
+def _session_ended(con: psycopg.Connection[Any]) -> bool:
+    """Whether the server ended the idle session ``con``. psycopg learns it only at the next
+    statement; but on a session where nothing is asked, anything the server sent is its goodbye (a
+    shutdown's or a terminate's error, then the end of the stream): so a round trip is made only
+    when something arrived, to be sure."""
+    if con.closed or con.broken:
+        return True
+    arrived = select.poll()
+    arrived.register(con.pgconn.socket, select.POLLIN)
+    if not arrived.poll(0):
+        return False
+    try:
+        con.execute("SELECT 1")
+    except psycopg.Error:
+        return True
+    return False
 
 
 def _one(con: psycopg.Connection[Any], sql: str, params: Sequence[Any] = ()) -> Any:
