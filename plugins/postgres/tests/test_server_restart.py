@@ -145,3 +145,43 @@ def test_a_lease_claimed_right_after_a_restart_is_a_live_owners(url: str,
         kill(child)
         if other is not None:
             other.close()
+
+
+# A real worker: it runs one workflow (so its owner is shown alive), then waits for work that never comes.
+_IDLE_WORKER = """
+import sys
+from vow import Vow
+
+vow = Vow(sys.argv[1], lease_ttl=3.0)
+
+@vow.register
+def warm_up(ctx):
+    yield from ()
+    return "ready"
+
+assert vow.run("warm-up", warm_up) == "ready"
+print(vow.owner, flush=True)
+vow.worker()
+"""
+
+
+def test_an_idle_worker_shows_alive_again_after_a_restart(url: str, restartable_server: PostgresServer) -> None:
+    """An idle worker holds no lease, so it renews nothing; its lease keeper still checks its owner
+    every renewal interval (a third of the lease here: 1 s), so after a restart it reads alive
+    again, and dead the moment it is killed, without ever claiming or renewing."""
+    child = spawn("-c", _IDLE_WORKER, url, env={"PGAPPNAME": APP})
+    other = None
+    try:
+        owner = read_line(child).strip()
+        restartable_server.restart()
+        other = PostgresStore(url)
+        assert other.hold_owner(new_owner_id())  # another owner starts, and sweeps
+        wait_until(lambda: other.owner_alive(owner) is True, timeout=60, proc=child,
+                   message="the idle worker shows alive again")
+        kill(child)
+        _wait_for_sessions_to_end(url)
+        assert other.owner_alive(owner) is False, "the killed idle worker reads as unknown"
+    finally:
+        kill(child)
+        if other is not None:
+            other.close()

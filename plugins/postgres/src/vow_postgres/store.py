@@ -659,8 +659,9 @@ class PostgresStore(StoreOperations):
         showing them ended (a server restart ends every session), a new one shows them again.
 
         A claim makes sure too, but without a round trip (it sees a session that the server ended
-        with a word, as a restart does); the lease keeper calls this every renewal interval, so an
-        idle owner is shown again within that interval whatever ended its session."""
+        with a word, as a restart does); the lease keeper calls this every renewal interval
+        (:class:`~vow.stores.base.CheckedOwnersStore`), so an idle owner is shown again within that
+        interval whatever ended its session. :meth:`renew` does not: call this beside it."""
         self._keep_owners_shown(ask_server=True)
 
     def _keep_owners_shown(self, *, ask_server: bool) -> None:
@@ -751,7 +752,6 @@ class PostgresStore(StoreOperations):
         """Extend the leases still held (same owner and token); the ones lost are left out."""
         if not leases:
             return []
-        self.check_owners()
         sql = (f"WITH t AS (SELECT coalesce(%b::float8, extract(epoch FROM clock_timestamp())::float8) AS now) "
                f"UPDATE {self.schema}.leases l SET expires_at = t.now + %b::float8 "
                "FROM t, unnest(%b::text[], %b::text[], %b::int8[]) AS x(root, owner, token) "
