@@ -35,7 +35,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
@@ -161,6 +161,16 @@ class PostgresServer:
         shutil.rmtree(os.path.dirname(self.data_dir), ignore_errors=True)
         self.data_dir = None
 
+    def restart(self) -> None:
+        """Restart a server this process started (``pg_ctl restart -m fast``): every session ends and
+        the data stays, as when an administrator restarts a server. Returns once it accepts connections."""
+        if self.data_dir is None:
+            raise PostgresUnavailable("restart needs a server started by the tests")
+        # The log file again: pg_ctl does not remember it, and without one the new server would keep
+        # this call's output pipe open for ever.
+        log = os.path.join(os.path.dirname(self.data_dir), "server.log")
+        self._run("pg_ctl", "-D", self.data_dir, "-l", log, "-m", "fast", "-w", "-t", "120", "restart")
+
     def _run(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run a server binary (as the unprivileged user, when there is one)."""
         assert self.bin_dir is not None
@@ -257,7 +267,7 @@ def _tail(path: str, size: int = 4000) -> str:
         return ""
 
 
-def _unavailable(reason: str) -> None:
+def _unavailable(reason: str) -> NoReturn:
     if os.environ.get(REQUIRE_ENV) == "1" or os.environ.get("CI"):
         pytest.fail(f"PostgreSQL is required here (${REQUIRE_ENV}=1) but {reason}", pytrace=False)
     pytest.skip(f"no PostgreSQL server for the tests: {reason}; {HOW_TO_GET_ONE}")
@@ -272,6 +282,19 @@ def open_test_server() -> PostgresServer:
     if bin_dir is None:
         raise PostgresUnavailable("the server binaries (initdb, pg_ctl, postgres, psql) were not found")
     return PostgresServer.start(bin_dir)
+
+
+def start_private_server() -> PostgresServer:
+    """A server started here for one test's or module's own use, which it may restart: never the
+    session's shared server, whose other users would lose their sessions. Skips (or fails, as
+    ``postgres_server`` does) without the server binaries; stop it with :meth:`PostgresServer.stop`."""
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        _unavailable("the server binaries (initdb, pg_ctl, postgres, psql) were not found")
+    try:
+        return PostgresServer.start(bin_dir)
+    except PostgresUnavailable as exc:
+        _unavailable(str(exc))
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,12 @@ leases and fencing tokens tell parent and child apart). Before its first claim t
 the store it is alive (:meth:`~vow.stores.base.Store.hold_owner`), so when this process dies
 its leases are taken over at once rather than when they expire.
 
+A store whose showing of an owner can end while the process lives (a PostgreSQL server restart
+ends the session holding the owner's lock: :class:`~vow.stores.base.CheckedOwnersStore`) is
+asked every renewal interval to make sure, from the moment the owner is first shown alive,
+leases held or not: an idle owner reads alive again within that interval, not only once it
+renews a lease.
+
 Renewal runs on its own thread with its own store connection, on the monotonic clock, so a
 workflow body that keeps the engine thread busy does not let the leases lapse. It cannot help
 against code that holds the GIL without a break for longer than the lease (a long call into a C
@@ -20,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from vow.records import Lease
-from vow.stores.base import Store
+from vow.stores.base import CheckedOwnersStore, Store
 
 __all__ = ["LeaseKeeper"]
 
@@ -43,12 +49,15 @@ class LeaseKeeper:
         self._thread: threading.Thread | None = None
         self._stopped = False
         self._alive_shown = False
+        self._checked = store if isinstance(store, CheckedOwnersStore) else None  # whose owners can lapse
 
     def show_alive(self) -> None:
         """Tell the store this owner lives (once, before the first claim)."""
         if not self._alive_shown:
             self._alive_shown = True
             self.store.hold_owner(self.owner)
+            if self._checked is not None:
+                self._start()  # checked from now on, leases or not
 
     def claim(self, root: str) -> Lease | None:
         """Take the lease on ``root``; ``None`` if another owner holds it or it is parked."""
@@ -64,9 +73,14 @@ class LeaseKeeper:
         """Renew ``lease`` until :meth:`forget`."""
         with self._lock:
             self._held[lease.root] = lease
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._renew_loop, name="vow-leases", daemon=True)
-            self._thread.start()
+        self._start()
+
+    def _start(self) -> None:
+        """Start the renewal thread (once)."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._renew_loop, name="vow-leases", daemon=True)
+                self._thread.start()
 
     def forget(self, root: str) -> Lease | None:
         """Stop renewing ``root``'s lease; returns it (to release it)."""
@@ -91,6 +105,11 @@ class LeaseKeeper:
                              "(a leaf or workflow holding the GIL?): a lease lapses after %.1fs without renewal",
                              now - last - interval, interval, self.ttl)
             last = now
+            if self._checked is not None:
+                try:
+                    self._checked.check_owners()
+                except Exception:  # noqa: BLE001 - check again next time; renewing does not depend on it
+                    _log.warning("checking that this owner shows alive failed", exc_info=True)
             with self._lock:
                 leases = list(self._held.values())
             if not leases:

@@ -78,7 +78,7 @@ if TYPE_CHECKING:
     from vow.retention import PruneResult
 
 __all__ = [
-    "FORMAT_VERSION", "ChangeFeed", "PushingStore", "Store", "StoreOperations", "new_owner_id",
+    "FORMAT_VERSION", "ChangeFeed", "CheckedOwnersStore", "PushingStore", "Store", "StoreOperations", "new_owner_id",
     "parked_reason", "same_outcome", "search_conditions", "timeout_error_text",
 ]
 
@@ -261,6 +261,16 @@ class PushingStore(Protocol):
 
     def subscribe(self, on_change: Callable[[], None]) -> Callable[[], None]:
         """Call ``on_change()`` (from any thread) after each outside write; returns an unsubscribe function."""
+
+
+@runtime_checkable
+class CheckedOwnersStore(Protocol):
+    """A store whose showing an owner alive can end while the process lives (PostgreSQL: a server
+    restart ends the session holding the owners' locks). The lease keeper asks it to check every
+    renewal interval from the moment its owner is shown alive, leases held or not."""
+
+    def check_owners(self) -> None:
+        """Show the owners this process holds alive again if what showed them ended."""
 
 
 class StoreOperations:

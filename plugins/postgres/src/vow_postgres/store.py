@@ -31,6 +31,7 @@ import functools
 import json
 import logging
 import os
+import select
 import threading
 import time
 import weakref
@@ -594,17 +595,8 @@ class PostgresStore(StoreOperations):
                 return True
             try:
                 con = self._liveness_connection()
-                # One statement, so one transaction: the row becomes visible to others only once its
-                # lock is held. Stored first and locked by a second statement, the row read as a dead
-                # owner's in between, and another owner starting then deleted it (the sweep below):
-                # this owner was unknown from then on, and its leases were freed only by expiry.
-                key, locked = con.execute(  # type: ignore[misc]  # one row: the insert's or the update's
-                    f"WITH shown AS (INSERT INTO {self.schema}.owners (owner, lock_key) "
-                    f"VALUES (%s, nextval('{self.schema}.owner_keys')) "
-                    "ON CONFLICT (owner) DO UPDATE SET since = now() RETURNING lock_key) "
-                    "SELECT lock_key, pg_try_advisory_lock(%s, lock_key) FROM shown",
-                    (owner, self._lock_space)).fetchone()
-                if not locked:
+                key = self._show_alive(con, owner)
+                if key is None:
                     return False  # held by another session: the same id in two processes
                 self._held[owner] = key
                 # Owners that died and hold no lease any more need no row: they would read as unknown.
@@ -616,6 +608,21 @@ class PostgresStore(StoreOperations):
                 _log.warning("PostgreSQL store %s: cannot show owner %s alive (%s); its leases are freed by "
                              "expiry only", self.url, owner, self._scrub(str(exc)))
                 return False
+
+    def _show_alive(self, con: psycopg.Connection[Any], owner: str) -> int | None:
+        """Store ``owner``'s row (kept if there is one) and take its advisory lock in session ``con``;
+        the lock's key, or ``None`` when another session holds that lock."""
+        # One statement, so one transaction: the row becomes visible to others only once its lock
+        # is held. Stored first and locked by a second statement, the row read as a dead owner's in
+        # between, and another owner starting then deleted it (the sweep in hold_owner): this owner
+        # was unknown from then on, and its leases were freed only by expiry.
+        key, locked = con.execute(  # type: ignore[misc]  # one row: the insert's or the update's
+            f"WITH shown AS (INSERT INTO {self.schema}.owners (owner, lock_key) "
+            f"VALUES (%s, nextval('{self.schema}.owner_keys')) "
+            "ON CONFLICT (owner) DO UPDATE SET since = now() RETURNING lock_key) "
+            "SELECT lock_key, pg_try_advisory_lock(%s, lock_key) FROM shown",
+            (owner, self._lock_space)).fetchone()
+        return int(key) if locked else None
 
     def release_owner(self, owner: str) -> None:
         """``owner`` stops running anything: its lock is dropped, so its leases may be taken at once."""
@@ -640,32 +647,64 @@ class PostgresStore(StoreOperations):
         return None if row is None else not row[0]
 
     def _liveness_connection(self) -> psycopg.Connection[Any]:
-        """The session holding this process's owner locks (reconnected, locks taken again, if it broke)."""
+        """The session holding this process's owner locks; if it broke, a new one, with every owner
+        held here shown alive again in it."""
         con = self._liveness
-        if con is not None and not con.closed and not con.broken:
+        if con is not None and not _session_ended(con):
             return con
         if con is not None:
             _log.warning("PostgreSQL store %s: the session showing this process alive ended; reconnecting",
                          self.url)
-        con = self._liveness = self._connect()
-        for key in self._held.values():
-            con.execute("SELECT pg_advisory_lock(%s, %s)", (self._lock_space, key))
+            self._liveness = None
+            con.close()
+        con = self._connect()
+        try:
+            # The rows too, not only the locks: while the session was gone each owner read dead, and
+            # an owner starting meanwhile deleted the rows of those holding no lease (hold_owner's
+            # sweep). Locked again without its row, an owner is unknown to every worker, and when it
+            # dies its leases wait for expiry instead of being taken at once.
+            for owner in list(self._held):
+                key = self._show_alive(con, owner)
+                if key is None:
+                    _log.warning("PostgreSQL store %s: owner %s is held by another session now; its leases "
+                                 "are freed by expiry only", self.url, owner)
+                    del self._held[owner]
+                else:
+                    self._held[owner] = key  # a new key when its row had been deleted
+        except BaseException:
+            con.close()
+            raise
+        self._liveness = con
         return con
 
-    def _check_liveness(self) -> None:
-        """Make sure the owner locks are still held (a server restart ends every session)."""
+    def check_owners(self) -> None:
+        """Make sure every owner held here still shows alive, at one round trip: if the session
+        showing them ended (a server restart ends every session), a new one shows them again.
+
+        A claim makes sure too, but without a round trip (it sees a session that the server ended
+        with a word, as a restart does); the lease keeper calls this every renewal interval
+        (:class:`~vow.stores.base.CheckedOwnersStore`), so an idle owner is shown again within that
+        interval whatever ended its session. :meth:`renew` does not: call this beside it."""
+        self._keep_owners_shown(ask_server=True)
+
+    def _keep_owners_shown(self, *, ask_server: bool) -> None:
+        """Show the owners held here alive again if their session ended. ``ask_server``: find out by a
+        round trip; otherwise from what the connection has received (see :func:`_session_ended`)."""
         with self._owners_lock:
             if not self._held or self._closed:
                 return
             try:
-                self._liveness_connection().execute("SELECT 1")
+                con = self._liveness_connection()
+                if ask_server:
+                    con.execute("SELECT 1")
+                return
             except psycopg.Error:
-                self._liveness = None
-                try:
-                    self._liveness_connection()
-                except psycopg.Error as exc:
-                    _log.warning("PostgreSQL store %s: cannot show this process alive (%s)", self.url,
-                                 self._scrub(str(exc)))
+                pass  # the session ended under the question: once more, with a new one
+            try:
+                self._liveness_connection()
+            except psycopg.Error as exc:
+                _log.warning("PostgreSQL store %s: cannot show this process alive (%s)", self.url,
+                             self._scrub(str(exc)))
 
     # -- leases
 
@@ -704,6 +743,9 @@ class PostgresStore(StoreOperations):
         roots = sorted(set(roots))
         if not roots:
             return {}
+        # Leases taken while this process's owners read dead (their session ended: a server restart)
+        # would be taken over at once by any worker. No round trip here unless the session ended.
+        self._keep_owners_shown(ask_server=False)
         rows = self._write(lambda con: con.execute(
             self._sql_claim, (roots, owner, float(ttl), now, skip_locked, max_recoveries)).fetchall(), idempotent=True)
         taken = {}
@@ -733,7 +775,6 @@ class PostgresStore(StoreOperations):
         """Extend the leases still held (same owner and token); the ones lost are left out."""
         if not leases:
             return []
-        self._check_liveness()
         sql = (f"WITH t AS (SELECT coalesce(%b::float8, extract(epoch FROM clock_timestamp())::float8) AS now) "
                f"UPDATE {self.schema}.leases l SET expires_at = t.now + %b::float8 "
                "FROM t, unnest(%b::text[], %b::text[], %b::int8[]) AS x(root, owner, token) "
@@ -883,6 +924,24 @@ class PostgresStore(StoreOperations):
             liveness.close()
         if listener is not None and listener is not threading.current_thread():
             listener.join(5)
+
+
+def _session_ended(con: psycopg.Connection[Any]) -> bool:
+    """Whether the server ended the idle session ``con``. psycopg learns it only at the next
+    statement; but on a session where nothing is asked, anything the server sent is its goodbye (a
+    shutdown's or a terminate's error, then the end of the stream): so a round trip is made only
+    when something arrived, to be sure."""
+    if con.closed or con.broken:
+        return True
+    arrived = select.poll()
+    arrived.register(con.pgconn.socket, select.POLLIN)
+    if not arrived.poll(0):
+        return False
+    try:
+        con.execute("SELECT 1")
+    except psycopg.Error:
+        return True
+    return False
 
 
 def _one(con: psycopg.Connection[Any], sql: str, params: Sequence[Any] = ()) -> Any:
