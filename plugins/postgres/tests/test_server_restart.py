@@ -8,6 +8,7 @@ their leases are taken over.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import psycopg
@@ -185,3 +186,31 @@ def test_an_idle_worker_shows_alive_again_after_a_restart(url: str, restartable_
         kill(child)
         if other is not None:
             other.close()
+
+
+def test_a_store_whose_pooled_sessions_a_restart_ended_reads_and_writes_at_once(
+        restartable_server: PostgresServer, url: str) -> None:
+    """Every idle connection in the pool is dead after a restart. A read used to fail once per dead
+    connection (it tries once more) and a write at once (a batch is never sent twice: it may have
+    committed); the pool now hands out only sessions the server has not ended."""
+    store = PostgresStore(url + "?pool_size=4")
+    try:
+        barrier = threading.Barrier(4)
+
+        def hold_a_connection() -> None:
+            with store._connection() as con:  # four sessions in the pool at once
+                barrier.wait(30)
+                con.execute("SELECT 1")
+
+        threads = [threading.Thread(target=hold_a_connection) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        restartable_server.restart()
+        for i in range(4):  # each would take a dead session from the pool
+            assert store.get(f"none/{i}") is None
+            store.apply(Batch(creates=[PromiseRecord(f"wf/{i}", State.PENDING, Kind.WORKFLOW, f"wf/{i}")]))
+        assert [store.get(f"wf/{i}").id for i in range(4)] == [f"wf/{i}" for i in range(4)]
+    finally:
+        store.close()

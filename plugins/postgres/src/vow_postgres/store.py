@@ -300,7 +300,7 @@ class PostgresStore(StoreOperations):
                 self._pool = ConnectionPool(
                     self._conninfo, min_size=1, max_size=self.pool_size, open=True, timeout=60,
                     kwargs={"autocommit": True, "prepare_threshold": 1, "fallback_application_name": "vow"},
-                    configure=self._configure, name=f"vow-{self.schema}")
+                    configure=self._configure, check=_check_pooled, name=f"vow-{self.schema}")
             return self._pool
 
     def _configure(self, con: psycopg.Connection[Any]) -> None:
@@ -942,6 +942,15 @@ def _session_ended(con: psycopg.Connection[Any]) -> bool:
     except psycopg.Error:
         return True
     return False
+
+
+def _check_pooled(con: psycopg.Connection[Any]) -> None:
+    """Refuse a pooled connection whose session the server ended while it sat in the pool (a restart
+    ends them all): psycopg would learn it only from the statement it is given next, which then
+    fails, and a write that fails so cannot be tried again (it may have committed). Costs a
+    zero-timeout poll, and a round trip only when the server sent something."""
+    if _session_ended(con):
+        raise psycopg.OperationalError("the server ended this idle session")
 
 
 def _one(con: psycopg.Connection[Any], sql: str, params: Sequence[Any] = ()) -> Any:
