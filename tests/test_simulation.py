@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.support import python
+from vow import Context, Vow
+from vow.channels import deliver
 from vow.simulation import Ledger, stable_uuid
 
 
@@ -28,3 +32,21 @@ def test_a_delivery_made_by_another_process_is_a_duplicate_here(tmp_path: Path) 
 
 def test_stable_ids_come_from_the_key() -> None:
     assert stable_uuid("order/1.email") == stable_uuid("order/1.email") != stable_uuid("order/2.email")
+
+
+def test_a_channel_built_once_delivers_where_vow_sim_dir_points_now(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Channels are built once per process and reused; one built while ``VOW_SIM_DIR`` named another
+    folder went on delivering there, so a later run's deliveries were missing from its own ledger."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    with Vow(store="memory:") as vow:
+        monkeypatch.setenv("VOW_SIM_DIR", str(first))
+        vow.run("a/1", _email)
+        monkeypatch.setenv("VOW_SIM_DIR", str(second))
+        vow.run("b/1", _email)
+    assert [d.key for d in Ledger(first / "ledger.sqlite").deliveries()] == ["a/1.1"]
+    assert [d.key for d in Ledger(second / "ledger.sqlite").deliveries()] == ["b/1.1"]
+
+
+def _email(ctx: Context):
+    return (yield ctx.run(deliver, "email", {"to": "ada@example.com", "subject": "Hi", "body": "Hello"}))

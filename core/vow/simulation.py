@@ -81,12 +81,22 @@ class Delivery:
 
 
 class Ledger:
-    """Deliveries keyed by idempotency key, in a SQLite file shared by processes and threads."""
+    """Deliveries keyed by idempotency key, in a SQLite file shared by processes and threads.
+
+    Without a ``path`` it is the default file (:func:`default_ledger_path`) as the environment
+    names it at each use, not once: a channel is built once per process and reused, and it must
+    not go on writing where ``VOW_SIM_DIR`` pointed when it was built.
+    """
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = Path(path) if path else default_ledger_path()
+        self._path = Path(path) if path else None
         self._local = threading.local()
-        self._ready = False
+        self._ready: set[Path] = set()  # files whose table this object has made sure of
+
+    @property
+    def path(self) -> Path:
+        """The ledger's file."""
+        return self._path or default_ledger_path()
 
     def _create(self, con: sqlite3.Connection) -> None:
         # Created on first use, so building a channel (``vow validate``) leaves no file behind.
@@ -96,18 +106,22 @@ class Ledger:
             "receipt TEXT NOT NULL, payload TEXT NOT NULL, delivered_at REAL NOT NULL, "
             "duplicates INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (channel, key))"
         )
-        self._ready = True
 
     def _connect(self) -> sqlite3.Connection:
+        path = self.path
         con = getattr(self._local, "con", None)
+        if con is not None and self._local.path != path:
+            con.close()  # the environment names another file now
+            con = None
         if con is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            con = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            con = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
             _while_busy(lambda: _use_wal(con))
             con.execute("PRAGMA synchronous=NORMAL")
-            self._local.con = con
-            if not self._ready:
+            self._local.con, self._local.path = con, path
+            if path not in self._ready:
                 _while_busy(lambda: self._create(con))
+                self._ready.add(path)
         return con
 
     def deliver(self, key: str, channel: str, payload: dict[str, Any],
