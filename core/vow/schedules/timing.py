@@ -28,11 +28,17 @@ __all__ = ["Timing", "parse_every", "parse_tick_text", "tick_text"]
 
 MIN_EVERY = 1
 """The shortest interval, in seconds (ticks are whole seconds)."""
+MAX_EVERY = 36500 * 86400
+"""The longest interval, in seconds (``36500d``, about 100 years), so that every tick is a date."""
 
 
 def parse_every(value: str | int | float, *, what: str = "every") -> int:
     """Seconds in ``"30s"``, ``"5m"``, ``"1h30m"``, ``"1d"`` (or a whole number of seconds)."""
     seconds = parse_duration(value, what=what)
+    if not math.isfinite(seconds):
+        raise ConfigError(f"{what}: {value!r} is not a finite number of seconds (30s, 5m, 1h30m, 1d, ...)")
+    if seconds > MAX_EVERY:
+        raise ConfigError(f"{what}: {value!r} is too long; at most 36500d (about 100 years)")
     if seconds < MIN_EVERY or seconds != int(seconds):
         raise ConfigError(f"{what}: {value!r} is not a whole number of seconds of at least {MIN_EVERY} "
                           "(30s, 5m, 1h30m, 1d, ...)")
