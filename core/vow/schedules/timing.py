@@ -96,7 +96,15 @@ class Timing:
             return float(math.floor(at / self.every) * self.every)
         second = math.floor(at)
         # cronsim's reverse iteration starts strictly before its datetime: start one second later.
-        return next(self._cron(second + 1, reverse=True))
+        tick = next(self._cron(second + 1, reverse=True))
+        # In the hour repeated when clocks go back, the reverse iteration can miss the tick the
+        # forward one (after, between) gave in that night's first pass, and return an older one:
+        # carry on forward from there, so that latest and after agree on every tick.
+        for following in self._cron(tick):
+            if following > at:
+                break
+            tick = following
+        return tick
 
     def after(self, at: float) -> float:
         """The first tick strictly after ``at``."""
