@@ -64,6 +64,30 @@ def test_cron_across_daylight_saving_time_runs_once() -> None:
     assert night == [utc(2025, 10, 26, 0, 30, 0)]
 
 
+@pytest.mark.parametrize("cron, timezone, night", [
+    ("30 2 * * *", "Europe/Paris", (2025, 10, 26)),  # 02:00-03:00 happens twice
+    ("15 1-3 * * *", "America/New_York", (2025, 11, 2)),  # 01:00-02:00 happens twice
+    ("30 2 * * *", "Europe/Paris", (2025, 3, 30)),  # 02:00-03:00 never happens
+])
+def test_the_latest_tick_is_the_last_forward_tick_through_a_daylight_saving_night(
+        cron: str, timezone: str, night: tuple[int, int, int]) -> None:
+    timing = Timing(cron=cron, timezone=timezone)
+    start = utc(*night, 0, 0, 0) - 86400
+    ticks = timing.between(start - 3 * 86400, start + 3 * 86400, 100)
+    for minute in range(0, 2 * 86400, 60):
+        at = start + minute
+        assert timing.latest(at) == max(t for t in ticks if t <= at), tick_text(at)
+
+
+def test_a_schedule_added_in_the_repeated_hour_does_not_start_the_tick_before_it() -> None:
+    paris = Definition(Timing(cron="30 2 * * *", timezone="Europe/Paris"), WorkflowTarget("job"))
+    added = utc(2025, 10, 26, 1, 10, 0)  # 02:10 the second time (CET): the 02:30 tick ran an hour ago
+    cursor = paris.timing.latest(added)  # what vow schedule add and resume store
+    assert cursor == utc(2025, 10, 26, 0, 30, 0)
+    assert due(paris, cursor, utc(2025, 10, 26, 1, 40, 0)) == ([], cursor)  # nothing until the next day
+    assert due(paris, cursor, utc(2025, 10, 27, 1, 30, 0))[0] == [utc(2025, 10, 27, 1, 30, 0)]
+
+
 @pytest.mark.parametrize("fields, problem", [
     ({"cron": "* *"}, "has 2 fields; expected 5"),
     ({"cron": "61 * * * *"}, "is not a cron expression (Bad minute)"),

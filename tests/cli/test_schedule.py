@@ -150,3 +150,23 @@ def test_schedule_add_points_at_the_bad_line(sandbox: Any, start_worker: Any) ->
     result = sandbox.run("schedule", "add", "none.yaml")
     assert result.returncode == 2 and "has no schedule: block" in result.stderr
     assert sandbox.run("schedule", "ls").stdout.startswith("no schedules")
+
+
+@pytest.mark.parametrize("every, problem", [
+    (".nan", "schedule.every: nan is not a finite number of seconds"),
+    (".inf", "schedule.every: inf is not a finite number of seconds"),
+    ("100000000000000000000000000", "schedule.every: 100000000000000000000000000 is too long; at most 36500d"),
+    ("36501d", "schedule.every: '36501d' is too long; at most 36500d"),
+])
+def test_schedule_add_refuses_an_interval_that_is_not_finite_or_too_long(sandbox: Any, every: str,
+                                                                        problem: str) -> None:
+    sandbox.write("bad.yaml", PIPELINE.format(catch_up="latest").replace("every: 1s", f"every: {every}"))
+    result = sandbox.run("schedule", "add", "bad.yaml")
+    assert result.returncode == 2 and result.stderr.startswith(f"error: bad.yaml:3: {problem}"), result.stderr
+    assert "Traceback" not in result.stderr
+    if every.startswith("."):  # a grace may be long, but not nan or infinite
+        sandbox.write("grace.yaml", PIPELINE.format(catch_up=f"none, grace: {every}"))
+        result = sandbox.run("schedule", "add", "grace.yaml")
+        assert result.returncode == 2 and result.stderr.startswith(
+            f"error: grace.yaml:3: schedule.grace: must be a finite number of seconds, got {every[1:]}"), result.stderr
+    assert sandbox.run("schedule", "ls").stdout.startswith("no schedules")

@@ -24,6 +24,7 @@ was paused (a paused schedule's ticks are skipped: resuming starts with the next
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any, Literal
 
@@ -59,6 +60,8 @@ def parse_grace(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise ConfigError(f"expected a duration such as 30s or 5m, got {value!r}")
     seconds = parse_duration(value, what="grace")
+    if not math.isfinite(seconds):
+        raise ConfigError(f"must be a finite number of seconds, got {value!r}")
     if seconds <= 0:
         raise ConfigError(f"must be more than 0 seconds, got {value!r}")
     return seconds

@@ -28,11 +28,17 @@ __all__ = ["Timing", "parse_every", "parse_tick_text", "tick_text"]
 
 MIN_EVERY = 1
 """The shortest interval, in seconds (ticks are whole seconds)."""
+MAX_EVERY = 36500 * 86400
+"""The longest interval, in seconds (``36500d``, about 100 years), so that every tick is a date."""
 
 
 def parse_every(value: str | int | float, *, what: str = "every") -> int:
     """Seconds in ``"30s"``, ``"5m"``, ``"1h30m"``, ``"1d"`` (or a whole number of seconds)."""
     seconds = parse_duration(value, what=what)
+    if not math.isfinite(seconds):
+        raise ConfigError(f"{what}: {value!r} is not a finite number of seconds (30s, 5m, 1h30m, 1d, ...)")
+    if seconds > MAX_EVERY:
+        raise ConfigError(f"{what}: {value!r} is too long; at most 36500d (about 100 years)")
     if seconds < MIN_EVERY or seconds != int(seconds):
         raise ConfigError(f"{what}: {value!r} is not a whole number of seconds of at least {MIN_EVERY} "
                           "(30s, 5m, 1h30m, 1d, ...)")
@@ -90,7 +96,15 @@ class Timing:
             return float(math.floor(at / self.every) * self.every)
         second = math.floor(at)
         # cronsim's reverse iteration starts strictly before its datetime: start one second later.
-        return next(self._cron(second + 1, reverse=True))
+        tick = next(self._cron(second + 1, reverse=True))
+        # In the hour repeated when clocks go back, the reverse iteration can miss the tick the
+        # forward one (after, between) gave in that night's first pass, and return an older one:
+        # carry on forward from there, so that latest and after agree on every tick.
+        for following in self._cron(tick):
+            if following > at:
+                break
+            tick = following
+        return tick
 
     def after(self, at: float) -> float:
         """The first tick strictly after ``at``."""

@@ -133,6 +133,17 @@ def test_implicit_tls(email_smtp_factory, email_tls_files):
     assert len(server.recorder.messages) == 1
 
 
+def test_an_internationalised_domain_is_sent_in_ascii_to_a_server_without_smtputf8(email_smtp_factory):
+    """The README accepts ``Bücher.example``: it must reach a server that does not offer SMTPUTF8 (most relays)."""
+    server = email_smtp_factory(enable_SMTPUTF8=False)
+    receipt = send(channel_for(server), message=Message(to="Jürgen Bücher <ada@Bücher.example>", subject="Hi",
+                                                        body="plain"))
+    [(envelope, mail)] = server.recorder.messages
+    assert envelope.rcpt_tos == ["ada@xn--bcher-kva.example"]
+    assert mail["To"] == "Jürgen Bücher <ada@xn--bcher-kva.example>"
+    assert receipt.to == "Jürgen Bücher <ada@Bücher.example>"  # the receipt names the address as given
+
+
 def test_credentials_are_never_sent_in_clear(email_plain_smtp, monkeypatch):
     monkeypatch.setenv("SMTP_USERNAME", "mailer")
     monkeypatch.setenv("SMTP_PASSWORD", "pw")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from vow import Context, TransientError, Vow
+from vow import Context, PermanentError, TransientError, Vow
 from vow.records import State
 from vow.retry import Constant
 from vow.testing import wait_until
@@ -162,6 +162,30 @@ def test_a_script_in_a_runs_argument_renders_as_text(sandbox: Any, browser: Any)
     expect(page.locator("details.args pre")).to_contain_text(XSS)
     assert page.locator("main script").count() == 0  # nothing became an element
     assert dialogs == []
+
+
+def refuse(ctx: Any) -> str:
+    raise PermanentError("mailbox full\rtry another address")  # a provider's reply with a bare carriage return
+
+
+def refused(ctx: Context):
+    return (yield ctx.run(refuse))
+
+
+def test_an_error_with_a_carriage_return_survives_the_live_update(sandbox: Any, browser: Any) -> None:
+    """A bare CR ends a line of a server-sent event: sent as it is, the rest of that line of the page was lost."""
+    with Vow(sandbox.store) as vow:
+        vow.register(refused)
+        try:
+            vow.run("cr/1", refused)
+        except PermanentError:
+            pass
+    console = sandbox.console()
+    page = browser
+    page.goto(f"{console.url}/run/cr%2F1")
+    expect(page.locator("body")).to_have_attribute("data-updates", "1")  # the live region was replaced once
+    expect(page.locator("#live p.error")).to_contain_text("try another address")
+    expect(page.locator("#live details.args")).to_have_count(1)  # the markup after the error is all there
 
 
 def test_off_loopback_the_console_needs_its_token(sandbox: Any, browser: Any) -> None:

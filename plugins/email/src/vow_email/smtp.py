@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import smtplib
 import ssl
+from email.headerregistry import Address
+
+import idna
 
 from vow.channels import Message, Receipt
 from vow.errors import ConfigError, PermanentError, TransientError
@@ -44,7 +47,10 @@ class SmtpTransport:
         key = ctx.idempotency_key
         message_id = message_id_for(key, self.message_id_domain)
         mail = build_email(message, from_addr=self.from_addr, message_id=message_id, key=key)
-        recipient = parse_address(message.to, where="email message.to")[1]
+        name, addr = parse_address(message.to, where="email message.to")
+        recipient = ascii_domain(addr)
+        if recipient != addr:  # an internationalised domain: its ASCII form, which needs no SMTPUTF8
+            mail.replace_header("To", str(Address(display_name=name, addr_spec=recipient)))
         smtp = None
         try:
             smtp = self._connect()
@@ -71,6 +77,15 @@ class SmtpTransport:
 
     def _where(self) -> str:
         return f"{self.options.host}:{self.options.port}"
+
+
+def ascii_domain(addr: str) -> str:
+    """``addr`` with its domain in ASCII (``ada@xn--bcher-kva.example`` for ``ada@Bücher.example``): the
+    form every SMTP server takes, where the Unicode one needs the SMTPUTF8 extension."""
+    local, _, domain = addr.rpartition("@")
+    if domain.isascii():
+        return addr
+    return f"{local}@{idna.encode(domain, uts46=True, std3_rules=True).decode('ascii')}"
 
 
 def _quit(smtp: smtplib.SMTP) -> None:

@@ -187,7 +187,9 @@ class Console:
                 took = time.monotonic() - began
                 if html is not None and print_ != last:
                     last = print_
-                    yield "event: update\n" + "".join(f"data: {line}\n" for line in html.split("\n")) + "\n"
+                    # A bare CR ends an event's line too: send it as the LF an HTML parser reads it as.
+                    lines = html.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+                    yield "event: update\n" + "".join(f"data: {line}\n" for line in lines) + "\n"
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), timeout=max(self.poll, 4 * took))
 
