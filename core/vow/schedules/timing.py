@@ -22,14 +22,15 @@ import attrs
 from cronsim import CronSim, CronSimError
 
 from vow.errors import ConfigError
-from vow.retention import parse_duration
+from vow.retention import MAX_AGE, parse_duration
 
 __all__ = ["Timing", "parse_every", "parse_tick_text", "tick_text"]
 
 MIN_EVERY = 1
 """The shortest interval, in seconds (ticks are whole seconds)."""
-MAX_EVERY = 36500 * 86400
-"""The longest interval, in seconds (``36500d``, about 100 years), so that every tick is a date."""
+MAX_EVERY = int(MAX_AGE)
+"""The longest interval, in seconds: the longest age a prune may reach back (``36500d``, about 100
+years), so that every tick is a date."""
 
 
 def parse_every(value: str | int | float, *, what: str = "every") -> int:
