@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from vow import Constant, Context, Kind, LeafContext, Never, PromiseTimeoutError, State, Vow
+from vow.errors import Throttled
 from vow.stores.sqlite import SQLiteStore
 from vow.testing import wait_until
 
@@ -109,17 +110,31 @@ class _StepsTheClockAfterItsCommit(SQLiteStore):
         return result
 
 
+@pytest.mark.parametrize("what", ["sleep", "backoff", "rate limit"])
 def test_a_clock_step_between_a_sleeps_commit_and_its_timer_does_not_wake_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The wall clock jumps an hour ahead right after a 10-minute sleep is stored, before its timer is
-    armed: the sleep still lasts ten minutes from when it was made (a wall-clock step neither wakes a
-    sleep early nor late, README "Clocks")."""
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, what: str) -> None:
+    """The wall clock jumps an hour ahead right after a 10-minute sleep (or a retry's 10-minute
+    back-off, or a 10-minute wait for a rate limit's token) is stored, before its timer is armed: it
+    still lasts ten minutes from when it was made (a wall-clock step neither wakes a sleep early nor
+    late, README "Clocks")."""
     offset = [0.0]
     real = time.time
     monkeypatch.setattr(time, "time", lambda: real() + offset[0])  # the machine's clock, as every reader sees it
+    attempts: list[int] = []
+
+    def fails_once(ctx: LeafContext) -> str:
+        attempts.append(ctx.attempt)
+        if len(attempts) == 1:
+            if what == "rate limit":
+                raise Throttled(wait=600)
+            raise RuntimeError("not yet")
+        return "done"
 
     def sleeper(ctx: Context):
-        yield ctx.sleep(600)
+        if what == "sleep":
+            yield ctx.sleep(600)
+        else:
+            yield ctx.run(fails_once).options(retry=Constant(delay=600))
         return "woke"
 
     def quick(ctx: Context):
@@ -137,5 +152,6 @@ def test_a_clock_step_between_a_sleeps_commit_and_its_timer_does_not_wake_it(
             assert vow.run("quick/2", quick) == 1
             assert not handle.done()
             assert vow.get("sleeper/1.1").state is State.PENDING
+            assert attempts == ([] if what == "sleep" else [1])
         finally:
             offset[0] = 0.0

@@ -12,6 +12,7 @@ back-off — or a provider's ``Retry-After`` — short: the resumed run waits ou
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from vow.engine.committer import Committer
@@ -91,7 +92,7 @@ class Retries:
         self._committer.create(root.id, root.token, PromiseRecord(
             timer_id, State.PENDING, Kind.SLEEP, root.id, BACKOFF_FUNC, self._encode_error(error), None, node.id,
             until, timer_id, 1, self._now(), None, {}))
-        self._committer.after(root.id, root.token, self._arm, node, until)
+        self._committer.after(root.id, root.token, self._arm, node, until, time.monotonic() + delay)
         self._committer.after(root.id, root.token, self._on_retry, node, failed, error, delay)
 
     def throttle(self, node: PromiseNode, wait: float) -> None:
@@ -104,10 +105,15 @@ class Retries:
         self._committer.create(root.id, root.token, PromiseRecord(
             timer_id, State.PENDING, Kind.SLEEP, root.id, THROTTLE_FUNC, "", None, node.id, until, timer_id, 1,
             self._now(), None, {}))
-        self._committer.after(root.id, root.token, self._arm_wait, node, timer_id, until)
+        self._committer.after(root.id, root.token, self._arm_wait, node, timer_id, until, time.monotonic() + wait)
 
-    def _arm_wait(self, node: PromiseNode, timer_id: str, until: float) -> None:
-        self._timers.at_wall(until, self._wait_over, (node, timer_id))
+    def _arm_wait(self, node: PromiseNode, timer_id: str, until: float, due: float | None = None) -> None:
+        """Start the leaf again at ``due`` on the monotonic clock when this process chose the wait
+        (a wall-clock step before the timer is armed then moves nothing), else at the stored ``until``."""
+        if due is not None:
+            self._timers.at(due, self._wait_over, (node, timer_id))
+        else:
+            self._timers.at_wall(until, self._wait_over, (node, timer_id))
 
     def _wait_over(self, arg: tuple[PromiseNode, str]) -> None:
         node, timer_id = arg
@@ -149,8 +155,13 @@ class Retries:
         self._committer.after(root.id, root.token, self._arm, node, timer.timeout or 0.0)
         return True
 
-    def _arm(self, node: PromiseNode, until: float) -> None:
-        self._timers.at_wall(until, self._due, node)
+    def _arm(self, node: PromiseNode, until: float, due: float | None = None) -> None:
+        """The next attempt at ``due`` on the monotonic clock when this process chose the back-off,
+        else at the stored ``until`` (a back-off met again on a resume)."""
+        if due is not None:
+            self._timers.at(due, self._due, node)
+        else:
+            self._timers.at_wall(until, self._due, node)
 
     def _due(self, node: PromiseNode) -> None:
         root = node.root
