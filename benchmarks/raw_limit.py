@@ -238,11 +238,9 @@ def raw_case_pg(kind: str, n: int, url: str, sync: str) -> dict[str, Any]:
         con = psycopg.connect(url, autocommit=True, prepare_threshold=0)
         if sync != "server":
             con.execute(f"SET synchronous_commit TO {sync}")
-        insert = (f"INSERT INTO {schema}.promises (id, state, kind, root, func, args, value, parent, timeout, "
-                  "idempotency_key, attempt, created_at, settled_at, tags)"
-                  " VALUES (%s, 'pending', %s, %s, %s, %s, NULL, %s, NULL, %s, 1, %s, NULL, '{}')")
-        settle = (f"UPDATE {schema}.promises SET state = 'resolved', value = %s, settled_at = %s "
-                  "WHERE id = %s AND state = 'pending'")
+        # The SQLite script's statements, on the schema's table with psycopg's placeholders.
+        insert, settle = (sql.replace("promises", f"{schema}.promises", 1).replace("?", "%s")
+                          for sql in (_INSERT, _SETTLE))
         root = f"{kind}/1"
         dumps = json.dumps
         t0 = time.perf_counter()

@@ -645,10 +645,7 @@ class Engine:
 
     def _arm_sleep(self, node: PromiseNode) -> None:
         if node.state is _PENDING and not node.root.done:
-            if node.due is not None:  # made here: on the clock it was made on (see PromiseNode.due)
-                node.timer = self.timers.at(node.due, self._wake_sleep, node)
-            else:
-                node.timer = self.timers.at_wall(node.deadline or 0.0, self._wake_sleep, node)
+            node.timer = self.timers.at_wall(node.deadline or 0.0, self._wake_sleep, node, due=node.due)
 
     def _wake_sleep(self, node: PromiseNode) -> None:
         node.timer = None

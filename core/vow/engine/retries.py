@@ -108,12 +108,8 @@ class Retries:
         self._committer.after(root.id, root.token, self._arm_wait, node, timer_id, until, time.monotonic() + wait)
 
     def _arm_wait(self, node: PromiseNode, timer_id: str, until: float, due: float | None = None) -> None:
-        """Start the leaf again at ``due`` on the monotonic clock when this process chose the wait
-        (a wall-clock step before the timer is armed then moves nothing), else at the stored ``until``."""
-        if due is not None:
-            self._timers.at(due, self._wait_over, (node, timer_id))
-        else:
-            self._timers.at_wall(until, self._wait_over, (node, timer_id))
+        """Start the leaf again at the stored ``until`` (at ``due`` when this process chose the wait)."""
+        self._timers.at_wall(until, self._wait_over, (node, timer_id), due=due)
 
     def _wait_over(self, arg: tuple[PromiseNode, str]) -> None:
         node, timer_id = arg
@@ -156,12 +152,8 @@ class Retries:
         return True
 
     def _arm(self, node: PromiseNode, until: float, due: float | None = None) -> None:
-        """The next attempt at ``due`` on the monotonic clock when this process chose the back-off,
-        else at the stored ``until`` (a back-off met again on a resume)."""
-        if due is not None:
-            self._timers.at(due, self._due, node)
-        else:
-            self._timers.at_wall(until, self._due, node)
+        """The next attempt at the stored ``until`` (at ``due`` when this process chose the back-off)."""
+        self._timers.at_wall(until, self._due, node, due=due)
 
     def _due(self, node: PromiseNode) -> None:
         root = node.root

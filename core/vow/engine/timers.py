@@ -59,8 +59,13 @@ class Timers:
         heapq.heappush(self._heap, (due, next(self._seq), timer))
         return timer
 
-    def at_wall(self, deadline: float, fn: Callable[[Any], None], arg: Any = None) -> Timer:
-        """Call ``fn(arg)`` when the stored wall-clock ``deadline`` comes (by the store's clock, read now)."""
+    def at_wall(self, deadline: float, fn: Callable[[Any], None], arg: Any = None, *,
+                due: float | None = None) -> Timer:
+        """Call ``fn(arg)`` when the stored wall-clock ``deadline`` comes (by the store's clock, read now);
+        or at the monotonic time ``due``, when this process chose the wait and noted when it falls due
+        (a wall-clock step between the wait's commit and this call then moves nothing)."""
+        if due is not None:
+            return self.at(due, fn, arg)
         return self.after(deadline - self._wall(), fn, arg)
 
     def cancel(self, timer: Timer | None) -> None:

@@ -29,6 +29,7 @@ made once, on the indexes; a larger one is planned for its size. ``claim`` takes
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import zlib
@@ -423,6 +424,7 @@ def functions_mark(schema: str) -> str:
     return f"vow-postgres functions {hashlib.sha256(_functions_text(schema).encode()).hexdigest()[:16]}"
 
 
+@functools.cache  # read at every store's opening (functions_mark), the same for a schema
 def _functions_text(schema: str) -> str:
     ns = lock_space(schema)
     functions_text = (_FUNCTIONS.replace("RECORD_COLUMNS", _RECORD_COLUMNS).replace("P_COLUMNS", _P_COLUMNS)
