@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 
+import vow.ratelimit
 from vow import Context, LeafContext, Vow
 from vow.errors import StoreError
 from vow.stopping import stop_on_signals
@@ -83,13 +84,26 @@ def sleeper(ctx: Context, seconds: float):
     return "woke"
 
 
+def send(ctx: LeafContext) -> str:
+    """A call limited to 4 a second, shared by every process on the store (one token each)."""
+    vow.ratelimit.take(ctx, "shared", per_second=4.0)
+    effect("sent", ctx.root_id)
+    return "sent"
+
+
+def limited(ctx: Context, calls: float):
+    for _ in range(int(calls)):
+        yield ctx.run(send)
+    return "sent"
+
+
 def ticker(ctx: Context, steps: int):
     for _ in range(int(steps)):
         yield ctx.sleep(0.05)  # a commit every 50 ms
     return "done"
 
 
-WORKFLOWS = {f.__name__: f for f in (job, busy_body, poisoned, sleeper, ticker)}
+WORKFLOWS = {f.__name__: f for f in (job, busy_body, poisoned, sleeper, ticker, limited)}
 
 
 def client(store: str, ttl: float = 2.0, max_recoveries: int | None = 5) -> Vow:

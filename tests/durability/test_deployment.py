@@ -219,6 +219,23 @@ def test_a_sleep_waits_its_own_length_whatever_the_wall_clock_does(tmp_path: Pat
             kill(proc)
 
 
+def test_a_clock_stepped_back_does_not_hold_a_rate_limit_until_it_catches_up(tmp_path: Path, clock) -> None:
+    """Tokens taken, then the wall clock an hour back: the bucket's stamps lie an hour ahead, and
+    the rest of the calls still go at the limit's rate, not after an hour."""
+    offset, env = clock
+    store, sink = tmp_path / "vow.sqlite", tmp_path / "sink"
+    proc = app("run", str(store), str(sink), "limited", "limited/1", "8", env=env)
+    try:
+        wait_until(lambda: len(effects(sink, "sent")) >= 2, 60, "two calls to go", proc=proc)
+        offset.write_text("-3600")
+        out, err = proc.communicate(timeout=60)
+    finally:
+        kill(proc)
+    assert proc.returncode == 0, err
+    assert "result sent" in out
+    assert len(effects(sink, "sent")) == 8
+
+
 # -- a busy process ------------------------------------------------------------------------------
 
 

@@ -399,11 +399,23 @@ class StoreOperations:
 def bucket_after_take(tokens: float, stamp: float, per_second: float, burst: int,
                       now: float) -> tuple[float, float, float]:
     """The token-bucket rule of :meth:`Store.take_token`, shared by the stores that keep a bucket as
-    ``(tokens, stamp)``: ``tokens`` were there at ``stamp`` (a stamp in the future is a hold).
+    ``(tokens, stamp)``: ``tokens`` were there at ``stamp``, or, when ``tokens`` is negative, the
+    bucket is held until ``stamp`` by a hold ``-tokens`` seconds long (:func:`bucket_after_hold`).
 
-    Returns ``(wait, tokens, stamp)`` to store: ``wait`` is ``0.0`` when a token was taken."""
-    if now < stamp:
-        return stamp - now, tokens, stamp
+    Returns ``(wait, tokens, stamp)`` to store: ``wait`` is ``0.0`` when a token was taken.
+
+    A stamp is read on the wall clock, which can step back (a clock set right, a VM restored). A
+    bucket's stamp then lies ahead of ``now``: no time is counted as passed since it, instead of
+    waiting for the clock to catch up (an hour for an hour's step); a hold lasts at most its own
+    length from ``now``."""
+    if tokens < 0.0:  # held
+        length = -tokens
+        if now < stamp:
+            stamp = min(stamp, now + length)
+            return stamp - now, tokens, stamp
+        tokens = 1.0  # the hold is over: one token at its end, refilling from there
+    elif now < stamp:
+        stamp = now
     available = min(float(burst), tokens + (now - stamp) * per_second)
     if available >= 1.0 - 1e-9:
         return 0.0, max(0.0, available - 1.0), now
@@ -411,11 +423,14 @@ def bucket_after_take(tokens: float, stamp: float, per_second: float, burst: int
 
 
 def bucket_after_hold(tokens: float, stamp: float, seconds: float, now: float) -> tuple[float, float]:
-    """The ``(tokens, stamp)`` of a bucket held for ``seconds`` from ``now`` (see :meth:`Store.hold_bucket`)."""
-    until = now + max(0.0, seconds)
-    if until <= stamp:
+    """The ``(tokens, stamp)`` of a bucket held for ``seconds`` from ``now`` (see :meth:`Store.hold_bucket`):
+    ``(-seconds, now + seconds)``, the hold's length kept so that a wall clock stepped back never
+    makes it longer; a longer hold in place stays, and a hold of no time changes nothing."""
+    if not seconds > 0.0:
         return tokens, stamp
-    return 1.0, until
+    if tokens < 0.0 and min(stamp, now - tokens) >= now + seconds:
+        return tokens, min(stamp, now - tokens)
+    return -seconds, now + seconds
 
 
 def lease_lost_error(roots: list[str]) -> LeaseLostError:

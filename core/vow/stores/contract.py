@@ -982,6 +982,24 @@ class StoreContract:
         store.hold_bucket("fresh", 2.0, now=t)
         assert store.take_token("fresh", 1.0, 1, now=t) == pytest.approx(2.0)
 
+    def test_a_wall_clock_stepped_back_neither_holds_a_bucket_nor_refills_it(self, store: Store) -> None:
+        t = 5_000.0
+        assert store.take_token("b", 2.0, 1, now=t + 3600) == 0.0  # its stamp: an hour ahead of t
+        assert store.take_token("b", 2.0, 1, now=t) == pytest.approx(0.5)  # not 3600.5: no time passed
+        assert store.take_token("b", 2.0, 1, now=t + 0.5) == 0.0  # the rate counts from the step
+        assert store.take_token("b", 2.0, 1, now=t + 0.5) == pytest.approx(0.5)
+
+    def test_a_hold_lasts_no_longer_than_asked_when_the_wall_clock_steps_back(self, store: Store) -> None:
+        t = 6_000.0
+        store.hold_bucket("b", 3.0, now=t + 3600)
+        assert store.take_token("b", 10.0, 5, now=t) == pytest.approx(3.0)  # at most its length from now
+        assert store.take_token("b", 10.0, 5, now=t + 1) == pytest.approx(2.0)
+        store.hold_bucket("b", 1.0, now=t + 1)  # still the longer one
+        assert store.take_token("b", 10.0, 5, now=t + 3) == 0.0  # one token when it ends
+        assert store.take_token("b", 10.0, 5, now=t + 3) == pytest.approx(0.1)
+        store.hold_bucket("b", 0.0, now=t + 3)  # no time: nothing changes
+        assert store.take_token("b", 10.0, 5, now=t + 3.1) == 0.0
+
     def test_tokens_taken_from_many_threads_never_exceed_the_bucket(self, store: Store) -> None:
         t = 3_000.0
         taken: list[int] = []
