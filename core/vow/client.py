@@ -26,6 +26,7 @@ from vow.plugins import Plugins, default_plugins
 from vow.pool import DEFAULT_MAX_THREADS
 from vow.records import Batch, Kind, PromiseRecord, Settle, State
 from vow.retention import AutoPrune, PruneResult, parse_age, parse_states
+from vow.retry import policy_problem
 from vow.stores import open_store
 from vow.stores.base import Store, new_owner_id
 
@@ -113,6 +114,7 @@ class Vow:
             raise ConfigError(f"lease_ttl must be > 0 seconds, got {lease_ttl}")
         if max_recoveries is not None and max_recoveries < 0:
             raise ConfigError(f"max_recoveries must be >= 0 (or None for no limit), got {max_recoveries}")
+        _check_policy(retry, "Vow(retry=...)")
         self.plugins = plugins or default_plugins()
         self.store: Store = open_store(store, plugins=self.plugins)
         self.codec = FailureCodec(self.plugins.declared_errors())
@@ -169,6 +171,7 @@ class Vow:
             if concurrency is not None and concurrency < 1:
                 raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
             _check_timeout(timeout)
+            _check_policy(retry, "register(retry=...)")
             self._functions[reg_name] = Registered(reg_name, f, retry, concurrency, timeout)
             self._names[f] = reg_name
             return f
@@ -493,8 +496,14 @@ class Vow:
 
 
 def _check_timeout(timeout: object) -> None:
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0):
         raise ConfigError(f"a run's timeout must be a number of seconds > 0, got {timeout!r}")
+
+
+def _check_policy(retry: object, what: str) -> None:
+    problem = policy_problem(retry)
+    if problem is not None:
+        raise ConfigError(f"{what}: {problem}")
 
 
 def _check_id(id: object) -> None:

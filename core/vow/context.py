@@ -13,12 +13,14 @@ Nothing here touches the store: the engine turns each yielded object into a dura
 from __future__ import annotations
 
 import logging
+import numbers
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
 
 from vow.records import Kind, State
+from vow.retry import policy_problem
 
 _log = logging.getLogger("vow.workflow")
 
@@ -61,10 +63,13 @@ class Call:
         """This call with options: a fixed ``id``, a ``retry`` policy, a ``timeout`` in seconds,
         exception types that must not be retried, the ``idempotency_key`` its leaf receives, ``tags``."""
         o = self.opts
+        problem = policy_problem(retry)
+        if problem is not None:
+            raise TypeError(f".options(retry=...): {problem}")
         opts = Options(
-            id=o.id if id is None else str(id),
+            id=o.id if id is None else _id(id, ".options(id=...)"),
             retry=o.retry if retry is None else retry,
-            timeout=o.timeout if timeout is None else float(timeout),
+            timeout=o.timeout if timeout is None else _seconds(timeout, ".options(timeout=...)"),
             non_retryable=o.non_retryable if non_retryable is None else tuple(non_retryable),
             idempotency_key=o.idempotency_key if idempotency_key is None else str(idempotency_key),
             tags=o.tags if tags is None else {**o.tags, **tags},
@@ -112,6 +117,25 @@ class Handle:
 
     def __repr__(self) -> str:
         return f"<Handle {self.id} {self.state.value}>"
+
+
+def _seconds(value: Any, what: str) -> float:
+    """``value`` as seconds for ``what``: a number (``inf``: never), not negative, not ``nan`` (which
+    passes every comparison's ``False``: it had meant a sleep or deadline that never came)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{what} takes seconds (a number >= 0), got {value!r}")
+    seconds = float(value)
+    if not seconds >= 0:
+        raise ValueError(f"{what} takes seconds >= 0, got {value}")
+    return seconds
+
+
+def _id(value: Any, what: str) -> str:
+    """``value`` as a promise id: text, not empty (an empty one had been ignored for a numbered id)."""
+    text = str(value)
+    if not text:
+        raise ValueError(f"{what} takes a non-empty id (leave it out for a numbered one), got {value!r}")
+    return text
 
 
 @attrs.frozen(slots=True)
@@ -172,13 +196,13 @@ class Context:
 
     def sleep(self, seconds: float) -> Call:
         """A durable timer: ``yield ctx.sleep(60)``; a restart sleeps only what is left."""
-        if seconds < 0:
-            raise ValueError(f"ctx.sleep() takes seconds >= 0, got {seconds}")
-        return Call(Kind.SLEEP, None, (), {}, True, seconds=float(seconds))
+        return Call(Kind.SLEEP, None, (), {}, True, seconds=_seconds(seconds, "ctx.sleep()"))
 
     def promise(self, id: str | None = None, *, timeout: float | None = None) -> Call:
         """A promise settled from outside (``vow.resolve(id, value)``); yields a :class:`Handle`."""
-        return Call(Kind.PROMISE, None, (), {}, False, Options(id=id, timeout=timeout))
+        return Call(Kind.PROMISE, None, (), {}, False, Options(
+            id=None if id is None else _id(id, "ctx.promise(id=...)"),
+            timeout=None if timeout is None else _seconds(timeout, "ctx.promise(timeout=...)")))
 
     def patched(self, name: str) -> Call:
         """Whether this run takes the code path added by change ``name``: ``if (yield ctx.patched("add-sms")):``.

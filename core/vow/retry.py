@@ -155,6 +155,14 @@ class Never:
         return None
 
 
+def policy_problem(value: object) -> str | None:
+    """Why ``value`` cannot be a retry policy (``None``, the default, can), or ``None`` when it can."""
+    if value is None or callable(getattr(value, "delay_for", None)):
+        return None
+    return (f"expected a retry policy (vow.Exponential(...), vow.Linear(...), vow.Constant(...), vow.Never(), "
+            f"or a plugin's: vow.retry.policy(name, plugins=vow.plugins)), got {value!r}")
+
+
 def next_delay(policy: RetryPolicy, attempt: int, error: BaseException,
                non_retryable: tuple[type[BaseException], ...] = ()) -> float | None:
     """Seconds before attempt ``attempt + 1`` after ``error``, or ``None`` when the call fails for good.

@@ -130,6 +130,64 @@ def test_unstorable_leaf_arguments_fail_that_call_only(vow: Vow, path: Path) -> 
     assert [r.id for r in vow.store.tree("args/1")] == ["args/1", "args/1.1"]  # the bad call stored nothing
 
 
+BAD_CALLS: dict[str, tuple[Any, type[Exception], str]] = {
+    # a nan passes every comparison's False: the sleep or deadline it made never came (the run hung)
+    "sleep nan": (lambda ctx: ctx.sleep(math.nan), ValueError, "ctx.sleep() takes seconds >= 0, got nan"),
+    "sleep text": (lambda ctx: ctx.sleep("5"), TypeError, "ctx.sleep() takes seconds (a number >= 0), got '5'"),
+    "timeout nan": (lambda ctx: ctx.run(greet, "x").options(timeout=math.nan), ValueError,
+                    ".options(timeout=...) takes seconds >= 0, got nan"),
+    "timeout negative": (lambda ctx: ctx.run(greet, "x").options(timeout=-1), ValueError,
+                         ".options(timeout=...) takes seconds >= 0, got -1"),
+    "promise timeout nan": (lambda ctx: ctx.promise(timeout=math.nan), ValueError,
+                            "ctx.promise(timeout=...) takes seconds >= 0, got nan"),
+    # an empty id had been dropped for a numbered one without a word
+    "empty id": (lambda ctx: ctx.run(greet, "x").options(id=""), ValueError, ".options(id=...) takes a non-empty id"),
+    "empty promise id": (lambda ctx: ctx.promise(id=""), ValueError, "ctx.promise(id=...) takes a non-empty id"),
+    # not a policy: it had been accepted, and failed only when the call failed
+    "retry text": (lambda ctx: ctx.run(greet, "x").options(retry="fast"), TypeError,
+                   ".options(retry=...): expected a retry policy (vow.Exponential(...)"),
+}
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_CALLS))
+def test_a_bad_call_option_fails_at_the_call_and_stores_nothing_of_it(vow: Vow, bad: str) -> None:
+    make, error, message = BAD_CALLS[bad]
+
+    @vow.register
+    def wf(ctx: Context):
+        first = yield ctx.run(greet, "ada")
+        try:
+            yield make(ctx)
+        except error as exc:
+            return [first, str(exc)]
+        return [first, "accepted"]
+
+    first, caught = outcome_of(vow, vow.begin_run("opts/1", wf), timeout=10)
+    assert first == "hello ada"
+    assert caught.startswith(message)
+    assert [r.id for r in vow.store.tree("opts/1")] == ["opts/1", "opts/1.1"]
+
+
+@pytest.mark.parametrize("bad", ["Vow", "register", "run timeout"])
+def test_a_bad_client_option_is_a_config_error_naming_it(path: Path, bad: str) -> None:
+    def wf(ctx: Context):
+        return (yield ctx.run(greet, "ada"))
+
+    if bad == "Vow":
+        with pytest.raises(VowError, match=r"Vow\(retry=\.\.\.\): expected a retry policy"):
+            Vow(store=f"sqlite:{path}", retry="fast")
+        return
+    with Vow(store=f"sqlite:{path}") as vow:
+        if bad == "register":
+            with pytest.raises(VowError, match=r"register\(retry=\.\.\.\): expected a retry policy .* got 3"):
+                vow.register(wf, retry=3)
+        else:
+            vow.register(wf)
+            with pytest.raises(VowError, match="a run's timeout must be a number of seconds > 0, got nan"):
+                vow.run("t/1", wf, timeout=math.nan)
+            assert vow.get("t/1") is None
+
+
 def test_an_unstorable_leaf_result_fails_the_leaf_once_without_retries(vow: Vow, path: Path) -> None:
     RUNS.clear()
 
