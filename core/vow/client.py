@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import inspect
 import logging
+import math
 import os
 import threading
 import time
@@ -108,12 +109,10 @@ class Vow:
                  lease_ttl: float = 15.0, poll_interval: float = 0.05, observers: Iterable[Any] = (),
                  max_recoveries: int | None = DEFAULT_MAX_RECOVERIES, retention: float | str | None = None,
                  retry: Any = None, inline_leaves: bool = True) -> None:
-        if max_concurrency is not None and max_concurrency < 1:
-            raise ConfigError(f"max_concurrency must be >= 1, got {max_concurrency}")
-        if lease_ttl <= 0:
-            raise ConfigError(f"lease_ttl must be > 0 seconds, got {lease_ttl}")
-        if max_recoveries is not None and max_recoveries < 0:
-            raise ConfigError(f"max_recoveries must be >= 0 (or None for no limit), got {max_recoveries}")
+        _check_count(max_concurrency, "max_concurrency", 1)
+        _check_seconds(lease_ttl, "lease_ttl")
+        _check_seconds(poll_interval, "poll_interval")
+        _check_count(max_recoveries, "max_recoveries", 0)
         _check_policy(retry, "Vow(retry=...)")
         self.plugins = plugins or default_plugins()
         self.store: Store = open_store(store, plugins=self.plugins)
@@ -301,6 +300,8 @@ class Vow:
         that has it. To stop on SIGTERM or Ctrl-C, pass an event set by
         :func:`vow.stopping.stop_on_signals` (a handler that calls ``stop.set()`` itself can hang).
         """
+        _check_seconds(poll_interval, "poll_interval")
+        _check_count(max_running, "max_running", 1, unlimited=False)
         stop = stop or threading.Event()
         running: dict[str, RunHandle] = {}
         finished: list[str] = []  # runs that ended since the last look (appended from the engine thread)
@@ -498,6 +499,19 @@ class Vow:
 def _check_timeout(timeout: object) -> None:
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0):
         raise ConfigError(f"a run's timeout must be a number of seconds > 0, got {timeout!r}")
+
+
+def _check_seconds(value: object, name: str) -> None:
+    # nan passes every comparison's False, and inf overflows a thread's wait: both refused
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ConfigError(f"{name} must be a finite number of seconds > 0, got {value!r}")
+
+
+def _check_count(value: object, name: str, least: int, *, unlimited: bool = True) -> None:
+    if (value is not None or not unlimited) and (isinstance(value, bool) or not isinstance(value, int)
+                                                 or value < least):
+        hint = " (or None for no limit)" if unlimited else ""
+        raise ConfigError(f"{name} must be a whole number >= {least}{hint}, got {value!r}")
 
 
 def _check_policy(retry: object, what: str) -> None:

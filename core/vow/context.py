@@ -70,8 +70,9 @@ class Call:
             id=o.id if id is None else _id(id, ".options(id=...)"),
             retry=o.retry if retry is None else retry,
             timeout=o.timeout if timeout is None else _seconds(timeout, ".options(timeout=...)"),
-            non_retryable=o.non_retryable if non_retryable is None else tuple(non_retryable),
-            idempotency_key=o.idempotency_key if idempotency_key is None else str(idempotency_key),
+            non_retryable=o.non_retryable if non_retryable is None else _exception_types(non_retryable),
+            idempotency_key=o.idempotency_key if idempotency_key is None else _id(
+                idempotency_key, ".options(idempotency_key=...)", "key"),
             tags=o.tags if tags is None else {**o.tags, **tags},
         )
         return Call(self.kind, self.fn, self.args, self.kwargs, self.wait, opts, self.seconds)
@@ -130,12 +131,21 @@ def _seconds(value: Any, what: str) -> float:
     return seconds
 
 
-def _id(value: Any, what: str) -> str:
-    """``value`` as a promise id: text, not empty (an empty one had been ignored for a numbered id)."""
+def _id(value: Any, what: str, noun: str = "id") -> str:
+    """``value`` as a promise id or key: text, not empty (an empty one had been ignored for the default)."""
     text = str(value)
     if not text:
-        raise ValueError(f"{what} takes a non-empty id (leave it out for a numbered one), got {value!r}")
+        raise ValueError(f"{what} takes a non-empty {noun} (leave it out for the default), got {value!r}")
     return text
+
+
+def _exception_types(types: Iterable[Any]) -> tuple[type[BaseException], ...]:
+    """``non_retryable`` as a tuple of exception classes (anything else had failed only when the call did)."""
+    types = tuple(types)
+    for t in types:
+        if not (isinstance(t, type) and issubclass(t, BaseException)):
+            raise TypeError(f".options(non_retryable=...) takes exception classes (ValueError, say), got {t!r}")
+    return types
 
 
 @attrs.frozen(slots=True)

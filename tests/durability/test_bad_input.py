@@ -142,6 +142,16 @@ BAD_CALLS: dict[str, tuple[Any, type[Exception], str]] = {
                             "ctx.promise(timeout=...) takes seconds >= 0, got nan"),
     # an empty id had been dropped for a numbered one without a word
     "empty id": (lambda ctx: ctx.run(greet, "x").options(id=""), ValueError, ".options(id=...) takes a non-empty id"),
+    "empty key": (lambda ctx: ctx.run(greet, "x").options(idempotency_key=""), ValueError,
+                  ".options(idempotency_key=...) takes a non-empty key"),
+    "non-retryable not a class": (lambda ctx: ctx.run(greet, "x").options(non_retryable=[42]), TypeError,
+                                  ".options(non_retryable=...) takes exception classes"),
+    # PostgreSQL's text holds no NUL: the run's commit failed there, and the run stopped for good
+    "NUL in id": (lambda ctx: ctx.run(greet, "x").options(id="a\x00b"), EncodeError, "the id, idempotency key or"),
+    "NUL in key": (lambda ctx: ctx.run(greet, "x").options(idempotency_key="k\x00"), EncodeError,
+                   "the id, idempotency key or"),
+    "NUL in tag": (lambda ctx: ctx.run(greet, "x").options(tags={"t": "\x00"}), EncodeError,
+                   "the id, idempotency key or"),
     "empty promise id": (lambda ctx: ctx.promise(id=""), ValueError, "ctx.promise(id=...) takes a non-empty id"),
     # not a policy: it had been accepted, and failed only when the call failed
     "retry text": (lambda ctx: ctx.run(greet, "x").options(retry="fast"), TypeError,
@@ -168,24 +178,55 @@ def test_a_bad_call_option_fails_at_the_call_and_stores_nothing_of_it(vow: Vow, 
     assert [r.id for r in vow.store.tree("opts/1")] == ["opts/1", "opts/1.1"]
 
 
-@pytest.mark.parametrize("bad", ["Vow", "register", "run timeout"])
-def test_a_bad_client_option_is_a_config_error_naming_it(path: Path, bad: str) -> None:
+BAD_CLIENT_OPTIONS: dict[str, tuple[dict[str, Any], str]] = {
+    "retry": ({"retry": "fast"}, r"Vow\(retry=\.\.\.\): expected a retry policy"),
+    # nan: a NOT NULL error from the store at the first run; inf: the lease thread's wait overflowed
+    "lease_ttl nan": ({"lease_ttl": math.nan}, "lease_ttl must be a finite number of seconds > 0, got nan"),
+    "lease_ttl inf": ({"lease_ttl": math.inf}, "lease_ttl must be a finite number of seconds > 0, got inf"),
+    "lease_ttl text": ({"lease_ttl": "15"}, "lease_ttl must be a finite number of seconds > 0, got '15'"),
+    "poll_interval 0": ({"poll_interval": 0}, "poll_interval must be a finite number of seconds > 0, got 0"),
+    "poll_interval nan": ({"poll_interval": math.nan}, "poll_interval must be a finite number"),
+    # nan compared False with every count: no limit at all
+    "max_concurrency nan": ({"max_concurrency": math.nan}, "max_concurrency must be a whole number >= 1"),
+    "max_recoveries nan": ({"max_recoveries": math.nan}, "max_recoveries must be a whole number >= 0"),
+}
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_CLIENT_OPTIONS))
+def test_a_bad_client_option_is_refused_before_the_store_is_opened(path: Path, bad: str) -> None:
+    options, message = BAD_CLIENT_OPTIONS[bad]
+    with pytest.raises(VowError, match=message):
+        Vow(store=f"sqlite:{path}", **options)
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("bad", ["register retry", "run timeout", "run id NUL", "worker poll", "worker max_running"])
+def test_a_bad_option_of_a_client_call_is_a_config_error_naming_it(path: Path, bad: str) -> None:
     def wf(ctx: Context):
         return (yield ctx.run(greet, "ada"))
 
-    if bad == "Vow":
-        with pytest.raises(VowError, match=r"Vow\(retry=\.\.\.\): expected a retry policy"):
-            Vow(store=f"sqlite:{path}", retry="fast")
-        return
     with Vow(store=f"sqlite:{path}") as vow:
-        if bad == "register":
+        if bad == "register retry":
             with pytest.raises(VowError, match=r"register\(retry=\.\.\.\): expected a retry policy .* got 3"):
                 vow.register(wf, retry=3)
-        else:
-            vow.register(wf)
+            return
+        vow.register(wf)
+        if bad == "run timeout":
             with pytest.raises(VowError, match="a run's timeout must be a number of seconds > 0, got nan"):
                 vow.run("t/1", wf, timeout=math.nan)
-            assert vow.get("t/1") is None
+        elif bad == "run id NUL":
+            with pytest.raises(EncodeError, match="holds a NUL character"):
+                vow.run("t\x001", wf)
+        else:
+            stopped = threading.Event()
+            stopped.set()  # a worker that took the option would return at once
+            if bad == "worker poll":
+                with pytest.raises(VowError, match="poll_interval must be a finite number of seconds > 0, got -1"):
+                    vow.worker(stop=stopped, poll_interval=-1)
+            else:
+                with pytest.raises(VowError, match="max_running must be a whole number >= 1, got 0"):
+                    vow.worker(stop=stopped, max_running=0)
+        assert [r.id for r in vow.store.search()] == []
 
 
 def test_an_unstorable_leaf_result_fails_the_leaf_once_without_retries(vow: Vow, path: Path) -> None:

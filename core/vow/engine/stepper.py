@@ -189,8 +189,8 @@ class Stepper:
                 kind = Kind.WORKFLOW
         else:
             func = ""
-        if opts.id is not None or opts.tags:
-            check_text(cid, opts.tags, func or kind.value)
+        if opts.id is not None or opts.tags or opts.idempotency_key is not None:
+            check_text(cid, opts.tags, func or kind.value, opts.idempotency_key)
         node = root.live.get(cid)
         if node is not None:  # the same id again while it is pending: the same promise
             if node.func != func or node.kind is not kind:
@@ -281,18 +281,24 @@ def same_function(stored: str, now: str) -> bool:
     return stored == now or ("." not in stored.rsplit(">", 1)[-1] and now.endswith("." + stored))
 
 
-def check_text(cid: str, tags: dict[str, str], what: str) -> None:
-    """Refuse, at the call, an id or tag that cannot be stored as text (a lone surrogate, say)."""
+def check_text(cid: str, tags: dict[str, str], what: str, key: str | None = None) -> None:
+    """Refuse, at the call, an id, idempotency key or tag that cannot be stored as text in every store:
+    a lone surrogate (not UTF-8), or a NUL character (PostgreSQL's text holds none)."""
+    texts = [cid] if key is None else [cid, key]
+    for name, value in tags.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise EncodeError(f"the tags of {what} ({cid}) must map str to str, got {name!r}: {value!r}")
+        texts += (name, value)
     try:
-        cid.encode("utf-8")
-        for key, value in tags.items():
-            if not isinstance(key, str) or not isinstance(value, str):
-                raise EncodeError(f"the tags of {what} ({cid}) must map str to str, got {key!r}: {value!r}")
-            key.encode("utf-8")
-            value.encode("utf-8")
+        for text in texts:
+            text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise EncodeError(f"the id or tags of {what} cannot be stored: {exc} (ids and tags must be valid "
                           "text; remove lone surrogates)") from None
+    bad = next((text for text in texts if "\x00" in text), None)
+    if bad is not None:
+        raise EncodeError(f"the id, idempotency key or tags of {what} cannot be stored: {bad!r} holds a NUL "
+                          "character (\\x00), which a store's text cannot hold; remove it")
 
 
 def _changed(cid: str, stored: str, now: str) -> str:
