@@ -150,6 +150,9 @@ BAD_CALLS: dict[str, tuple[Any, type[Exception], str]] = {
     "NUL in id": (lambda ctx: ctx.run(greet, "x").options(id="a\x00b"), EncodeError, "the id, idempotency key or"),
     "NUL in key": (lambda ctx: ctx.run(greet, "x").options(idempotency_key="k\x00"), EncodeError,
                    "the id, idempotency key or"),
+    # over PostgreSQL's index entry limit: the commit failed there, and the run stopped for good
+    "id too long": (lambda ctx: ctx.run(greet, "x").options(id="é" * 513), EncodeError,
+                    "the id of tests.durability.test_bad_input.greet is 1026 bytes long"),
     "NUL in tag": (lambda ctx: ctx.run(greet, "x").options(tags={"t": "\x00"}), EncodeError,
                    "the id, idempotency key or"),
     "empty promise id": (lambda ctx: ctx.promise(id=""), ValueError, "ctx.promise(id=...) takes a non-empty id"),
@@ -200,7 +203,8 @@ def test_a_bad_client_option_is_refused_before_the_store_is_opened(path: Path, b
     assert not path.exists()
 
 
-@pytest.mark.parametrize("bad", ["register retry", "run timeout", "run id NUL", "worker poll", "worker max_running"])
+@pytest.mark.parametrize("bad", ["register retry", "run timeout", "run id NUL", "run id too long", "worker poll",
+                                 "worker max_running"])
 def test_a_bad_option_of_a_client_call_is_a_config_error_naming_it(path: Path, bad: str) -> None:
     def wf(ctx: Context):
         return (yield ctx.run(greet, "ada"))
@@ -217,6 +221,9 @@ def test_a_bad_option_of_a_client_call_is_a_config_error_naming_it(path: Path, b
         elif bad == "run id NUL":
             with pytest.raises(EncodeError, match="holds a NUL character"):
                 vow.run("t\x001", wf)
+        elif bad == "run id too long":
+            with pytest.raises(EncodeError, match="is 1025 bytes long, and an id is at most 1024 bytes"):
+                vow.run("r" * 1025, wf)
         else:
             stopped = threading.Event()
             stopped.set()  # a worker that took the option would return at once

@@ -281,20 +281,32 @@ def same_function(stored: str, now: str) -> bool:
     return stored == now or ("." not in stored.rsplit(">", 1)[-1] and now.endswith("." + stored))
 
 
+MAX_ID_BYTES = 1024
+"""The longest id a workflow or an explicit call id may have, in bytes of UTF-8: every store indexes
+ids, and PostgreSQL's index refuses an entry over about 2,700 bytes (its commit failed, and the run
+stopped there for good); the numbered ids of calls below a root add a few bytes a level."""
+
+
 def check_text(cid: str, tags: dict[str, str], what: str, key: str | None = None) -> None:
     """Refuse, at the call, an id, idempotency key or tag that cannot be stored as text in every store:
-    a lone surrogate (not UTF-8), or a NUL character (PostgreSQL's text holds none)."""
+    a lone surrogate (not UTF-8), a NUL character (PostgreSQL's text holds none), an id over
+    :data:`MAX_ID_BYTES`."""
     texts = [cid] if key is None else [cid, key]
     for name, value in tags.items():
         if not isinstance(name, str) or not isinstance(value, str):
             raise EncodeError(f"the tags of {what} ({cid}) must map str to str, got {name!r}: {value!r}")
         texts += (name, value)
     try:
+        size = len(cid.encode("utf-8"))
         for text in texts:
             text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise EncodeError(f"the id or tags of {what} cannot be stored: {exc} (ids and tags must be valid "
                           "text; remove lone surrogates)") from None
+    if size > MAX_ID_BYTES:
+        raise EncodeError(f"the id of {what} is {size} bytes long, and an id is at most {MAX_ID_BYTES} bytes of "
+                          f"UTF-8 (every store indexes ids: PostgreSQL's index takes about 2,700): shorten it, and "
+                          f"keep long data in arguments or tags ({cid[:60]}...)")
     bad = next((text for text in texts if "\x00" in text), None)
     if bad is not None:
         raise EncodeError(f"the id, idempotency key or tags of {what} cannot be stored: {bad!r} holds a NUL "

@@ -29,3 +29,26 @@ def test_a_resolve_from_another_client_wakes_the_workflow_without_polling(postgr
     finally:
         waiting.close()
         resolver.close()
+
+
+def greet(ctx: Any, name: str) -> str:
+    return f"hello {name}"
+
+
+def odd_ids(ctx: Any):
+    """Calls whose ids PostgreSQL cannot store (a NUL, or more than its index takes), then a good one."""
+    refused = []
+    for cid in (f"{ctx.id}.a\x00b", f"{ctx.id}." + "".join(chr(0x4E00 + i % 20000) for i in range(1000))):
+        try:
+            yield ctx.run(greet, "x").options(id=cid)
+        except Exception as exc:  # noqa: BLE001 - the refusal is the result
+            refused.append(type(exc).__name__)
+    return refused, (yield ctx.run(greet, "ada"))
+
+
+def test_an_id_postgresql_cannot_store_fails_that_call_not_the_run(postgres_url: str) -> None:
+    # Before, the round's commit failed on the server and the run stopped, pending for good.
+    with Vow(postgres_url) as vow:
+        vow.register(odd_ids)
+        assert vow.begin_run("ids/1", odd_ids).result(timeout=30) == [["EncodeError", "EncodeError"], "hello ada"]
+        assert [r.id for r in vow.store.tree("ids/1")] == ["ids/1", "ids/1.3"]  # nothing of the two refused
