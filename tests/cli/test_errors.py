@@ -39,6 +39,8 @@ TOO_DEEP = ("nests lists and mappings more than 100 levels deep (at most 100 lev
 
 SMS_TWILIO = ('  - channel: sms\n    to: "+14155550100"\n    body: hi\n'
               '    options: {transport: twilio, from_number: "+14155550199"}\n')
+RUN_ID_RULE = ("1-200 characters, no spaces, control characters or lone surrogates, no empty part between slashes: "
+               "did an input come out empty?")
 EMAIL_FIELDS = ("channel, to, subject, body, data, options, id, for_each, retry, timeout, faults")
 
 CASES = [
@@ -97,8 +99,15 @@ CASES = [
     ("--set nested too deeply", pipeline(), ["--set", f"deep={deep(400)}"], f"--set: 'deep' {TOO_DEEP}"),
     ("input file missing", pipeline(), ["--input", "@event.json"], "--input @event.json: no such file"),
     ("empty input in the run id", pipeline(), ["--set", "order_id="],
-     "order.yaml:3: id: 'order/' is not a usable run id (1-200 characters, no spaces, no empty part between "
-     "slashes: did an input come out empty?)"),
+     f"order.yaml:3: id: 'order/' is not a usable run id ({RUN_ID_RULE})"),
+    # A byte that is not UTF-8 on the command line arrives as a lone surrogate: it cannot be stored as
+    # text, so it was a UnicodeEncodeError traceback from the store (exit 1), after the store was made.
+    ("lone surrogate in the run id", pipeline(), ["--set", "order_id=a\udc80b"],
+     f"order.yaml:3: id: 'order/a\\udc80b' is not a usable run id ({RUN_ID_RULE})"),
+    ("lone surrogate in --id", pipeline(), ["--id", "a\udc80b"],
+     f"--id: 'a\\udc80b' is not a usable run id ({RUN_ID_RULE})"),
+    ("control character in the run id", pipeline(), ["--set", "order_id=a\x1b[2Jb"],
+     f"order.yaml:3: id: 'order/a\\x1b[2Jb' is not a usable run id ({RUN_ID_RULE})"),
     ("faults that fail nothing",
      pipeline('  - channel: slack\n    to: "#orders"\n    body: hi\n    faults: {status: 400}\n'),
      [], "order.yaml:15: fan_out[1].faults: status given, but no attempt is chosen to fail: add fail_attempts (such "

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from pathlib import Path as FilePath
 from typing import Any
@@ -151,9 +152,9 @@ class _Planner:
             # Same pipeline, same input: same run. Starting it twice joins the first run.
             digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:12]
             return f"{slug(self.spec.name)}/{digest}"
-        if not value.strip() or any(c.isspace() for c in value) or len(value) > 200 or "" in value.split("/"):
-            problem = (f"{value!r} is not a usable run id (1-200 characters, no spaces, no empty part between "
-                       "slashes: did an input come out empty?)")
+        if not value.strip() or len(value) > 200 or "" in value.split("/") or any(map(_not_in_an_id, value)):
+            problem = (f"{value!r} is not a usable run id (1-200 characters, no spaces, control characters or lone "
+                       "surrogates, no empty part between slashes: did an input come out empty?)")
             if label:
                 raise SpecError(f"{label}: {problem}")
             raise self.error(where, problem)
@@ -462,6 +463,12 @@ class _Planner:
         if value is not None and value < 1:
             raise self.error(path, f"must be 1 or more, got {value}")
         return value
+
+
+def _not_in_an_id(c: str) -> bool:
+    """A space, a control character (``\\x1b`` would steer the terminal of whoever lists the runs), or a
+    lone surrogate (a byte of the command line that is not UTF-8: no store can keep it as text)."""
+    return c.isspace() or unicodedata.category(c) in ("Cc", "Cs")
 
 
 def _with_limit(options: dict[str, Any], limit: dict[str, Any] | None) -> dict[str, Any]:
