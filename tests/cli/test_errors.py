@@ -108,6 +108,25 @@ CASES = [
      f"--id: 'a\\udc80b' is not a usable run id ({RUN_ID_RULE})"),
     ("control character in the run id", pipeline(), ["--set", "order_id=a\x1b[2Jb"],
      f"order.yaml:3: id: 'order/a\\x1b[2Jb' is not a usable run id ({RUN_ID_RULE})"),
+    # YAML reads 2025-06-01 as a date, !!binary as bytes and !!set as a set: none is JSON, so vow validate
+    # said ok and vow run made the store, then stopped: "arguments of workflow vow.pipeline cannot be stored".
+    ("a date in the input", HEADER.replace("  email: ada@example.com\n", "  email: ada@example.com\n"
+                                           "  day: 2025-06-01\n") + "fan_out:\n" + EMAIL, [],
+     "order.yaml:7: input.day: the date 2025-06-01 cannot be stored with the run (a value is text, a number, "
+     "true/false, null, a list or a mapping); quote it to keep it as text: \"2025-06-01\""),
+    ("binary in the input", HEADER.replace("  email: ada@example.com\n", "  email: ada@example.com\n"
+                                           "  blob: !!binary aGk=\n") + "fan_out:\n" + EMAIL, [],
+     "order.yaml:7: input.blob: binary data (bytes) cannot be stored with the run (a value is text, a number, "
+     "true/false, null, a list or a mapping)"),
+    ("a mapping key that is not text", HEADER.replace("  email: ada@example.com\n", "  email: ada@example.com\n"
+                                                      "  sizes: {1: small, b: big}\n") + "fan_out:\n" + EMAIL, [],
+     "order.yaml:7: input.sizes[1]: the key 1 is not text but other keys of its mapping are, so it cannot be stored "
+     "with the run; quote it: \"1\""),
+    ("a template that gives no JSON value",
+     pipeline('  - channel: email\n    id: copy\n    to: a@example.com\n    body: hi\n'
+              '    data: {keys: "{{ input.keys() }}"}\n'), [],
+     "order.yaml:16: fan_out[1].data.keys: a dict_keys (dict_keys(['order_id', 'email'])) cannot be stored with "
+     "the run (a value is text, a number, true/false, null, a list or a mapping)"),
     ("faults that fail nothing",
      pipeline('  - channel: slack\n    to: "#orders"\n    body: hi\n    faults: {status: 400}\n'),
      [], "order.yaml:15: fan_out[1].faults: status given, but no attempt is chosen to fail: add fail_attempts (such "

@@ -29,7 +29,7 @@ from vow.errors import ConfigError, format_path
 from vow.faults import Faults, with_faults
 from vow.images import ImageRequest
 from vow.images.pipeline import STYLE_NAME, STYLE_RULE, parse_size
-from vow.pipeline.inputs import TOO_DEEP, check_depth, merge, too_deep
+from vow.pipeline.inputs import TOO_DEEP, check_depth, merge, not_json, too_deep
 from vow.pipeline.model import Branch, ChannelBranch, Gate, ImageBranch, PlannedRun
 from vow.pipeline.source import Path, Source, SpecError, read
 from vow.pipeline.spec import FORMAT_VERSION, ChannelEntry, ImageEntry, PipelineSpec, structure
@@ -125,6 +125,11 @@ class _Planner:
         if deep is not None:
             raise self.error(("input", *deep), TOO_DEEP)
         check_depth(overrides, "input")  # the command line's are checked as they are read; a Python caller's here
+        for given, where in ((spec.input, self.source.file), (overrides, None)):
+            bad = not_json(given)  # a YAML date, say: stored with the plan, so refused before any store is opened
+            if bad is not None:
+                raise SpecError(bad[1], file=where, line=self.source.line(("input", *bad[0])) if where else None,
+                                path=("input", *bad[0]))
         inputs = merge(spec.input, overrides)
         context: dict[str, Any] = {"input": wrap(inputs, "input"), "name": spec.name}
         # A run a schedule did not start sees empty values: {{ schedule.tick or "now" }} works in both.
@@ -315,6 +320,9 @@ class _Planner:
             data = self.render(b.data, ctx, path + ("data",), render_value, note)
             if not isinstance(data, dict):
                 raise self.error(path + ("data",), f"expected a mapping, got {describe(data)}{note}")
+            bad = not_json(data)
+            if bad is not None:
+                raise self.error(path + ("data", *bad[0]), f"{bad[1]}{note}")
             message = Message(
                 to=self.render(b.to, ctx, path + ("to",), render_text, note),
                 subject=self.render(b.subject, ctx, path + ("subject",), render_text, note)
