@@ -237,3 +237,20 @@ def test_a_store_location_that_cannot_be_made_is_one_line_and_exit_2(sandbox) ->
     assert done.returncode == 2 and done.stdout == "", done.stderr
     where = sandbox.cwd / "blocker" / "vow.sqlite"
     assert done.stderr == f"error: store 'sqlite:blocker/vow.sqlite': cannot be opened: Not a directory ({where})\n"
+
+
+@pytest.mark.parametrize("args, expected", [
+    # nan passed the range check (every comparison is false), and a wait of nan returns at once: the
+    # worker claimed in a loop without pause, a core at 100 % on the store. inf and 1e10 were a
+    # traceback (OverflowError: timestamp out of range for platform time_t) once the store was made.
+    (["worker", "--poll", "nan"], "Invalid value for '--poll': expected a finite number of seconds, got nan"),
+    (["worker", "--poll", "inf"], "Invalid value for '--poll': inf is not in the range 0.01<=x<=3153600000.0."),
+    (["worker", "--poll", "1e10"], "Invalid value for '--poll': 10000000000.0 is not in the range "
+                                   "0.01<=x<=3153600000.0."),
+])
+def test_a_bad_number_on_the_command_line_is_a_usage_error_before_the_store_is_made(sandbox, args, expected) -> None:
+    done = sandbox.run(*args, timeout=30)
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr.splitlines()[-1] == f"Error: {expected}"
+    assert not sandbox.store_file.exists()
+
