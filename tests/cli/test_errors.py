@@ -254,3 +254,11 @@ def test_a_bad_number_on_the_command_line_is_a_usage_error_before_the_store_is_m
     assert done.stderr.splitlines()[-1] == f"Error: {expected}"
     assert not sandbox.store_file.exists()
 
+
+def test_a_limit_larger_than_any_store_lists_every_run(sandbox) -> None:
+    # An OverflowError traceback (Python int too large to convert to SQLite INTEGER), exit 1.
+    sandbox.write("order.yaml", pipeline())
+    assert sandbox.run("run", "order.yaml").returncode == 0
+    done = sandbox.run("ls", "--limit", "9" * 30)
+    assert done.returncode == 0, done.stderr
+    assert [line.split()[0] for line in done.stdout.splitlines()] == ["ID", "order/7"]

@@ -51,7 +51,8 @@ def ls(state: str | None, name: str | None, limit: int, store: str | None, as_js
     # The store alone: listing needs no engine, so `vow ls` stays quick on a big store.
     opened = open_store(store)
     try:
-        records = opened.runs(state=State(state) if state else None, name=name, limit=limit)
+        # At most 2**63 - 1: the largest LIMIT a store's SQL takes, and more runs than any store holds.
+        records = opened.runs(state=State(state) if state else None, name=name, limit=min(limit, 2**63 - 1))
         parked = {r.id: lease.parked for r in records
                   if not r.settled and (lease := opened.lease(r.id)) is not None and lease.parked}
         url = opened.url
