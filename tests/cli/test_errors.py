@@ -262,3 +262,21 @@ def test_a_limit_larger_than_any_store_lists_every_run(sandbox) -> None:
     done = sandbox.run("ls", "--limit", "9" * 30)
     assert done.returncode == 0, done.stderr
     assert [line.split()[0] for line in done.stdout.splitlines()] == ["ID", "order/7"]
+
+
+BAD_BYTE = "a\udc80b"  # the argument a\x80b: Python reads a byte that is not UTF-8 as a lone surrogate
+
+
+@pytest.mark.parametrize("args, name", [
+    (["show", BAD_BYTE], "ID"), (["resolve", BAD_BYTE, "yes"], "ID"), (["reject", BAD_BYTE, "no"], "ID"),
+    (["cancel", BAD_BYTE], "ID"), (["resume", BAD_BYTE], "ID"), (["retry", BAD_BYTE], "RUN"),
+    (["fork", BAD_BYTE, "--from", "x"], "RUN"), (["fork", "r", "--from", BAD_BYTE], "--from"),
+    (["retry", "r", "--id", BAD_BYTE], "--id"), (["ls", "--name", BAD_BYTE], "--name"),
+])
+def test_an_id_that_is_not_utf8_is_a_usage_error_not_a_traceback(sandbox, args, name) -> None:
+    # Each was a UnicodeEncodeError traceback from the store's first read (exit 1), after the store was made.
+    done = sandbox.run(*args)
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr.splitlines()[-1] == (f"Error: Invalid value for '{name}': 'a\\udc80b' is not UTF-8 text "
+                                            "(character 2 is a byte that is not UTF-8)")
+    assert not sandbox.store_file.exists()
