@@ -56,6 +56,18 @@ def test_bad_yaml_names_the_line(text: str, message: str) -> None:
     assert str(caught.value) == message
 
 
+def test_a_key_yaml_reads_as_true_or_a_number_knows_its_line() -> None:
+    # YAML reads the key on: as true and 2: as the number 2. Lines were indexed by the key's text
+    # ("on"), the data by the key (True), so an error about either said line 1 of the file.
+    source = parse("version: 1\non: 1\n2: x\n", "x.yaml")
+    assert source.data == {"version": 1, True: 1, 2: "x"}
+    assert (source.line((True,)), source.line((2,))) == (2, 3)
+    # Two spellings of one key: PyYAML kept the last without a word.
+    with pytest.raises(SpecError) as caught:
+        parse("on: 1\ntrue: 2\n", "x.yaml")
+    assert str(caught.value) == "x.yaml:2: [True]: duplicate key (first given on line 1)"
+
+
 def test_an_alias_inside_its_own_anchor_is_refused_not_recursed_into() -> None:
     with pytest.raises(SpecError) as caught:
         parse("version: 1\ninput:\n  a: &a\n    b: [1, *a]\n", "x.yaml")

@@ -8,6 +8,7 @@ reads ``order.yaml:14: fan_out[2].channel: 'emial' is not installed (...)``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path as FilePath
 from typing import Any
 
@@ -106,7 +107,7 @@ def parse(text: str, file: str = "<pipeline>") -> Source:
         lines: dict[Path, int] = {}
         text_lines: dict[Path, int] = {}
         if node is not None:
-            _index(node, (), lines, text_lines, file, _Walk())
+            _index(node, (), lines, text_lines, file, _Walk(key_of=loader.construct_object))
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -136,6 +137,7 @@ whole value, so a few lines of aliases of aliases could stand for billions of va
 class _Walk:
     """What :func:`_index` keeps across the file: the nodes met so far, and the ones it is inside."""
 
+    key_of: Callable[[yaml.Node], Any]  # a key node's key as the data has it (`on` is true, `2` a number)
     seen: set[int] = attrs.Factory(set)
     inside: set[int] = attrs.Factory(set)
     repeated: int = 0
@@ -179,7 +181,7 @@ def _index_children(node: yaml.Node, path: Path, lines: dict[Path, int], text_li
                 for merged in (value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]):
                     _index(merged, path, lines, text_lines, file, walk)
                 continue
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.start_mark)
+            key = walk.key_of(key_node) if isinstance(key_node, yaml.ScalarNode) else str(key_node.start_mark)
             line = key_node.start_mark.line + 1
             if key in seen:
                 raise SpecError(f"duplicate key (first given on line {seen[key]})", file=file, line=line,
