@@ -49,6 +49,12 @@ def test_errors_read_file_line_path_problem() -> None:
     ("a: [1, 2\n", "x.yaml:2: invalid YAML: expected ',' or ']', but got '<stream end>' while parsing a flow "
                    "sequence that starts on line 1, column 4"),
     ("a:\n\t- 1\n", "x.yaml:2: invalid YAML: found character '\\t' that cannot start any token (column 1)"),
+    # The composer's two halves were run together backwards: "but found another document expected a
+    # single document in the stream that starts on line 1, column 1".
+    ("a: 1\n---\nb: 2\n", "x.yaml:2: invalid YAML: expected a single document in the stream (on line 1, column 1); "
+                         "but found another document (column 1)"),
+    ("a: &x 1\nb: &x 2\n", "x.yaml:2: invalid YAML: found duplicate anchor 'x'; first occurrence (on line 1, column "
+                          "4); second occurrence (column 4)"),
 ])
 def test_bad_yaml_names_the_line(text: str, message: str) -> None:
     with pytest.raises(SpecError) as caught:

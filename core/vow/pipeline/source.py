@@ -112,9 +112,12 @@ def parse(text: str, file: str = "<pipeline>") -> Source:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
-        if exc.context and exc.problem and exc.context_mark is not None:  # "while scanning a quoted scalar"
-            start = exc.context_mark
+        start = exc.context_mark
+        if exc.context and exc.problem and start is not None and exc.context.startswith("while "):
             problem += f" {exc.context} that starts on line {start.line + 1}, column {start.column + 1}"
+        elif exc.context and exc.problem and start is not None and mark is not None:  # the composer's two halves
+            problem = (f"{exc.context} (on line {start.line + 1}, column {start.column + 1}); {exc.problem} "
+                       f"(column {mark.column + 1})")
         elif mark is not None:
             problem += f" (column {mark.column + 1})"
         raise SpecError(f"invalid YAML: {problem}", file=file,
