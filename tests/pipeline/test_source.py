@@ -7,7 +7,7 @@ import pytest
 
 from vow.config import structure
 from vow.errors import ConfigError, format_path
-from vow.pipeline.source import SpecError, parse
+from vow.pipeline.source import SpecError, parse, read
 
 TEXT = """\
 version: 1
@@ -128,3 +128,10 @@ def test_an_error_from_a_plugin_is_moved_to_the_key_it_names() -> None:
 
 def test_paths_format() -> None:
     assert format_path(("fan_out", 2, "options", "smtp", "port")) == "fan_out[2].options.smtp.port"
+
+
+def test_an_empty_file_name_is_said_as_such() -> None:
+    # `vow run ""` read the working directory: "error: is a directory, not a pipeline file", naming nothing.
+    with pytest.raises(SpecError) as caught:
+        read("")
+    assert str(caught.value) == "no pipeline file given (the file name is empty)"

@@ -86,6 +86,8 @@ class Source:
 
 def read(file: str) -> Source:
     """Read and parse the pipeline file ``file`` (named in errors as given)."""
+    if not file:  # Path("") is the working directory
+        raise SpecError("no pipeline file given (the file name is empty)")
     try:
         text = FilePath(file).read_text(encoding="utf-8")
     except FileNotFoundError:
