@@ -97,6 +97,14 @@ CASES = [
     ("input too deep to read", pipeline(), ["--input", f'{{"deep": {deep(5000)}}}'],
      "--input: nested too deeply to read (lists or mappings hundreds of levels deep)"),
     ("--set nested too deeply", pipeline(), ["--set", f"deep={deep(400)}"], f"--set: 'deep' {TOO_DEEP}"),
+    # Python reads at most 4,300 digits of a whole number: more was a ValueError traceback (exit 1).
+    ("a number too long to read in --set", pipeline(), ["--set", "order_id=" + "1" * 5000],
+     "--set order_id: a whole number of more than 4,300 digits cannot be read; give it as text (in quotes)"),
+    ("a number too long to read in --input", pipeline(), ["--input", '{"order_id": ' + "1" * 5000 + "}"],
+     "--input: a whole number of more than 4,300 digits cannot be read; give it as text (in quotes)"),
+    ("a number too long to read in the file", pipeline(top="description: x\ntimeout: " + "1" * 5000 + "\n"), [],
+     "order.yaml:8: timeout: invalid YAML: a whole number of more than 4,300 digits cannot be read; give it as "
+     "text (in quotes)"),
     ("input file missing", pipeline(), ["--input", "@event.json"], "--input @event.json: no such file"),
     ("empty input in the run id", pipeline(), ["--set", "order_id="],
      f"order.yaml:3: id: 'order/' is not a usable run id ({RUN_ID_RULE})"),

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vow.pipeline.source import Path as KeyPath
-from vow.pipeline.source import SpecError
+from vow.pipeline.source import SpecError, too_long_number
 
 MAX_DEPTH = 100
 """How many levels of lists and mappings a run's input may nest, counting the input mapping itself.
@@ -129,6 +129,8 @@ def parse_input(text: str) -> dict[str, Any]:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise SpecError(f"{label}: not valid JSON ({exc})") from None
+    except ValueError:  # the one other: a whole number longer than Python reads
+        raise SpecError(f"{label}: {too_long_number()}") from None
     except RecursionError:  # the decoder goes one call deeper per level
         raise SpecError(f"{label}: {UNREADABLE}") from None
     if not isinstance(value, dict):
@@ -145,6 +147,8 @@ def parse_value(text: str, label: str = "value") -> Any:
         return json.loads(text)
     except json.JSONDecodeError:
         return text
+    except ValueError:  # the one other: a whole number longer than Python reads
+        raise SpecError(f"{label}: {too_long_number()}") from None
     except RecursionError:  # the decoder goes one call deeper per level
         raise SpecError(f"{label}: {UNREADABLE}") from None
 

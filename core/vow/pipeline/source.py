@@ -8,6 +8,7 @@ reads ``order.yaml:14: fan_out[2].channel: 'emial' is not installed (...)``.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path as FilePath
 from typing import Any
@@ -173,10 +174,26 @@ def _nearest_line(path: Path, lines: dict[Path, int]) -> int | None:
     return next((lines[path[:end]] for end in range(len(path), -1, -1) if path[:end] in lines), None)
 
 
+def too_long_number() -> str:
+    """What is wrong with a whole number longer than Python reads (4,300 digits unless configured)."""
+    return (f"a whole number of more than {sys.get_int_max_str_digits():,} digits cannot be read; give it as text "
+            "(in quotes)")
+
+
+def _check_number(node: yaml.ScalarNode, path: Path, file: str) -> None:
+    """A :class:`SpecError` at ``node`` when it is a whole number too long to read (a ValueError, not a
+    YAML error, when PyYAML constructs it)."""
+    digits = node.value.lstrip("+-").replace("_", "")
+    limit = sys.get_int_max_str_digits()
+    if node.tag == "tag:yaml.org,2002:int" and limit and digits.isdigit() and len(digits) > limit:
+        raise SpecError(f"invalid YAML: {too_long_number()}", file=file, line=node.start_mark.line + 1, path=path)
+
+
 def _index_children(node: yaml.Node, path: Path, lines: dict[Path, int], text_lines: dict[Path, int], file: str,
                     walk: _Walk) -> None:
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.ScalarNode):
+        _check_number(node, path, file)
         # A block scalar (| or >) starts its text on the line after the indicator.
         text_lines[path] = node.start_mark.line + 1 + (1 if node.style in ("|", ">") else 0)
     elif isinstance(node, yaml.MappingNode):
@@ -186,6 +203,8 @@ def _index_children(node: yaml.Node, path: Path, lines: dict[Path, int], text_li
                 for merged in (value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]):
                     _index(merged, path, lines, text_lines, file, walk)
                 continue
+            if isinstance(key_node, yaml.ScalarNode):
+                _check_number(key_node, path, file)
             key = walk.key_of(key_node) if isinstance(key_node, yaml.ScalarNode) else str(key_node.start_mark)
             line = key_node.start_mark.line + 1
             if key in seen:
