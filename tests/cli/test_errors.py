@@ -39,6 +39,8 @@ TOO_DEEP = ("nests lists and mappings more than 100 levels deep (at most 100 lev
 
 SMS_TWILIO = ('  - channel: sms\n    to: "+14155550100"\n    body: hi\n'
               '    options: {transport: twilio, from_number: "+14155550199"}\n')
+RUN_ID_RULE = ("1-200 characters, no spaces, control characters or lone surrogates, no empty part between slashes: "
+               "did an input come out empty?")
 EMAIL_FIELDS = ("channel, to, subject, body, data, options, id, for_each, retry, timeout, faults")
 
 CASES = [
@@ -95,10 +97,44 @@ CASES = [
     ("input too deep to read", pipeline(), ["--input", f'{{"deep": {deep(5000)}}}'],
      "--input: nested too deeply to read (lists or mappings hundreds of levels deep)"),
     ("--set nested too deeply", pipeline(), ["--set", f"deep={deep(400)}"], f"--set: 'deep' {TOO_DEEP}"),
+    # Python reads at most 4,300 digits of a whole number: more was a ValueError traceback (exit 1).
+    ("a number too long to read in --set", pipeline(), ["--set", "order_id=" + "1" * 5000],
+     "--set order_id: a whole number of more than 4,300 digits cannot be read; give it as text (in quotes)"),
+    ("a number too long to read in --input", pipeline(), ["--input", '{"order_id": ' + "1" * 5000 + "}"],
+     "--input: a whole number of more than 4,300 digits cannot be read; give it as text (in quotes)"),
+    ("a number too long to read in the file", pipeline(top="description: x\ntimeout: " + "1" * 5000 + "\n"), [],
+     "order.yaml:8: timeout: invalid YAML: a whole number of more than 4,300 digits cannot be read; give it as "
+     "text (in quotes)"),
     ("input file missing", pipeline(), ["--input", "@event.json"], "--input @event.json: no such file"),
     ("empty input in the run id", pipeline(), ["--set", "order_id="],
-     "order.yaml:3: id: 'order/' is not a usable run id (1-200 characters, no spaces, no empty part between "
-     "slashes: did an input come out empty?)"),
+     f"order.yaml:3: id: 'order/' is not a usable run id ({RUN_ID_RULE})"),
+    # A byte that is not UTF-8 on the command line arrives as a lone surrogate: it cannot be stored as
+    # text, so it was a UnicodeEncodeError traceback from the store (exit 1), after the store was made.
+    ("lone surrogate in the run id", pipeline(), ["--set", "order_id=a\udc80b"],
+     f"order.yaml:3: id: 'order/a\\udc80b' is not a usable run id ({RUN_ID_RULE})"),
+    ("lone surrogate in --id", pipeline(), ["--id", "a\udc80b"],
+     f"--id: 'a\\udc80b' is not a usable run id ({RUN_ID_RULE})"),
+    ("control character in the run id", pipeline(), ["--set", "order_id=a\x1b[2Jb"],
+     f"order.yaml:3: id: 'order/a\\x1b[2Jb' is not a usable run id ({RUN_ID_RULE})"),
+    # YAML reads 2025-06-01 as a date, !!binary as bytes and !!set as a set: none is JSON, so vow validate
+    # said ok and vow run made the store, then stopped: "arguments of workflow vow.pipeline cannot be stored".
+    ("a date in the input", HEADER.replace("  email: ada@example.com\n", "  email: ada@example.com\n"
+                                           "  day: 2025-06-01\n") + "fan_out:\n" + EMAIL, [],
+     "order.yaml:7: input.day: the date 2025-06-01 cannot be stored with the run (a value is text, a number, "
+     "true/false, null, a list or a mapping); quote it to keep it as text: \"2025-06-01\""),
+    ("binary in the input", HEADER.replace("  email: ada@example.com\n", "  email: ada@example.com\n"
+                                           "  blob: !!binary aGk=\n") + "fan_out:\n" + EMAIL, [],
+     "order.yaml:7: input.blob: binary data (bytes) cannot be stored with the run (a value is text, a number, "
+     "true/false, null, a list or a mapping)"),
+    ("a mapping key that is not text", HEADER.replace("  email: ada@example.com\n", "  email: ada@example.com\n"
+                                                      "  sizes: {1: small, b: big}\n") + "fan_out:\n" + EMAIL, [],
+     "order.yaml:7: input.sizes[1]: the key 1 is not text but other keys of its mapping are, so it cannot be stored "
+     "with the run; quote it: \"1\""),
+    ("a template that gives no JSON value",
+     pipeline('  - channel: email\n    id: copy\n    to: a@example.com\n    body: hi\n'
+              '    data: {keys: "{{ input.keys() }}"}\n'), [],
+     "order.yaml:16: fan_out[1].data.keys: a dict_keys (dict_keys(['order_id', 'email'])) cannot be stored with "
+     "the run (a value is text, a number, true/false, null, a list or a mapping)"),
     ("faults that fail nothing",
      pipeline('  - channel: slack\n    to: "#orders"\n    body: hi\n    faults: {status: 400}\n'),
      [], "order.yaml:15: fan_out[1].faults: status given, but no attempt is chosen to fail: add fail_attempts (such "
@@ -209,3 +245,46 @@ def test_a_store_location_that_cannot_be_made_is_one_line_and_exit_2(sandbox) ->
     assert done.returncode == 2 and done.stdout == "", done.stderr
     where = sandbox.cwd / "blocker" / "vow.sqlite"
     assert done.stderr == f"error: store 'sqlite:blocker/vow.sqlite': cannot be opened: Not a directory ({where})\n"
+
+
+@pytest.mark.parametrize("args, expected", [
+    # nan passed the range check (every comparison is false), and a wait of nan returns at once: the
+    # worker claimed in a loop without pause, a core at 100 % on the store. inf and 1e10 were a
+    # traceback (OverflowError: timestamp out of range for platform time_t) once the store was made.
+    (["worker", "--poll", "nan"], "Invalid value for '--poll': expected a finite number of seconds, got nan"),
+    (["worker", "--poll", "inf"], "Invalid value for '--poll': inf is not in the range 0.01<=x<=3153600000.0."),
+    (["worker", "--poll", "1e10"], "Invalid value for '--poll': 10000000000.0 is not in the range "
+                                   "0.01<=x<=3153600000.0."),
+])
+def test_a_bad_number_on_the_command_line_is_a_usage_error_before_the_store_is_made(sandbox, args, expected) -> None:
+    done = sandbox.run(*args, timeout=30)
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr.splitlines()[-1] == f"Error: {expected}"
+    assert not sandbox.store_file.exists()
+
+
+def test_a_limit_larger_than_any_store_lists_every_run(sandbox) -> None:
+    # An OverflowError traceback (Python int too large to convert to SQLite INTEGER), exit 1.
+    sandbox.write("order.yaml", pipeline())
+    assert sandbox.run("run", "order.yaml").returncode == 0
+    done = sandbox.run("ls", "--limit", "9" * 30)
+    assert done.returncode == 0, done.stderr
+    assert [line.split()[0] for line in done.stdout.splitlines()] == ["ID", "order/7"]
+
+
+BAD_BYTE = "a\udc80b"  # the argument a\x80b: Python reads a byte that is not UTF-8 as a lone surrogate
+
+
+@pytest.mark.parametrize("args, name", [
+    (["show", BAD_BYTE], "ID"), (["resolve", BAD_BYTE, "yes"], "ID"), (["reject", BAD_BYTE, "no"], "ID"),
+    (["cancel", BAD_BYTE], "ID"), (["resume", BAD_BYTE], "ID"), (["retry", BAD_BYTE], "RUN"),
+    (["fork", BAD_BYTE, "--from", "x"], "RUN"), (["fork", "r", "--from", BAD_BYTE], "--from"),
+    (["retry", "r", "--id", BAD_BYTE], "--id"), (["ls", "--name", BAD_BYTE], "--name"),
+])
+def test_an_id_that_is_not_utf8_is_a_usage_error_not_a_traceback(sandbox, args, name) -> None:
+    # Each was a UnicodeEncodeError traceback from the store's first read (exit 1), after the store was made.
+    done = sandbox.run(*args)
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr.splitlines()[-1] == (f"Error: Invalid value for '{name}': 'a\\udc80b' is not UTF-8 text "
+                                            "(character 2 is a byte that is not UTF-8)")
+    assert not sandbox.store_file.exists()

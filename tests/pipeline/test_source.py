@@ -7,7 +7,7 @@ import pytest
 
 from vow.config import structure
 from vow.errors import ConfigError, format_path
-from vow.pipeline.source import SpecError, parse
+from vow.pipeline.source import SpecError, parse, read
 
 TEXT = """\
 version: 1
@@ -49,11 +49,29 @@ def test_errors_read_file_line_path_problem() -> None:
     ("a: [1, 2\n", "x.yaml:2: invalid YAML: expected ',' or ']', but got '<stream end>' while parsing a flow "
                    "sequence that starts on line 1, column 4"),
     ("a:\n\t- 1\n", "x.yaml:2: invalid YAML: found character '\\t' that cannot start any token (column 1)"),
+    # The composer's two halves were run together backwards: "but found another document expected a
+    # single document in the stream that starts on line 1, column 1".
+    ("a: 1\n---\nb: 2\n", "x.yaml:2: invalid YAML: expected a single document in the stream (on line 1, column 1); "
+                         "but found another document (column 1)"),
+    ("a: &x 1\nb: &x 2\n", "x.yaml:2: invalid YAML: found duplicate anchor 'x'; first occurrence (on line 1, column "
+                          "4); second occurrence (column 4)"),
 ])
 def test_bad_yaml_names_the_line(text: str, message: str) -> None:
     with pytest.raises(SpecError) as caught:
         parse(text, "x.yaml")
     assert str(caught.value) == message
+
+
+def test_a_key_yaml_reads_as_true_or_a_number_knows_its_line() -> None:
+    # YAML reads the key on: as true and 2: as the number 2. Lines were indexed by the key's text
+    # ("on"), the data by the key (True), so an error about either said line 1 of the file.
+    source = parse("version: 1\non: 1\n2: x\n", "x.yaml")
+    assert source.data == {"version": 1, True: 1, 2: "x"}
+    assert (source.line((True,)), source.line((2,))) == (2, 3)
+    # Two spellings of one key: PyYAML kept the last without a word.
+    with pytest.raises(SpecError) as caught:
+        parse("on: 1\ntrue: 2\n", "x.yaml")
+    assert str(caught.value) == "x.yaml:2: [True]: duplicate key (first given on line 1)"
 
 
 def test_an_alias_inside_its_own_anchor_is_refused_not_recursed_into() -> None:
@@ -110,3 +128,10 @@ def test_an_error_from_a_plugin_is_moved_to_the_key_it_names() -> None:
 
 def test_paths_format() -> None:
     assert format_path(("fan_out", 2, "options", "smtp", "port")) == "fan_out[2].options.smtp.port"
+
+
+def test_an_empty_file_name_is_said_as_such() -> None:
+    # `vow run ""` read the working directory: "error: is a directory, not a pipeline file", naming nothing.
+    with pytest.raises(SpecError) as caught:
+        read("")
+    assert str(caught.value) == "no pipeline file given (the file name is empty)"

@@ -50,6 +50,19 @@ class UserError(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
+def utf8_text(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """The callback of every id or name argument (``vow show ID``, ``--name``, ...): an argument holding
+    a byte that is not UTF-8 (which Python reads as a lone surrogate) is a usage error, not a store's
+    UnicodeEncodeError. A path may hold such bytes and is left as it is."""
+    try:
+        if value is not None:
+            value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise click.BadParameter(f"{value!r} is not UTF-8 text (character {exc.start + 1} is a byte that is not "
+                                 "UTF-8)") from None
+    return value
+
+
 def store_option(f: Callable[..., Any]) -> Callable[..., Any]:
     """``--store URL`` (default ``$VOW_STORE``, else vow's default SQLite file)."""
     return click.option(

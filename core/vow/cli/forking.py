@@ -12,14 +12,24 @@ from typing import Any
 
 import click
 
-from vow.cli.common import UserError, installed_plugins, json_option, load_apps, pipeline_name, print_json, store_option
+from vow.cli.common import (
+    UserError,
+    installed_plugins,
+    json_option,
+    load_apps,
+    pipeline_name,
+    print_json,
+    store_option,
+    utf8_text,
+)
 
 # The client, the engine and the live view are imported inside the commands: `vow --help` imports this
 # module to list its commands and must stay fast (tests/cli/test_run.py checks what it loads).
 
 
 def _start_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option("--id", "new_id", metavar="NEW", help="The new run's id [default: RUN/fork-N or RUN/retry-N].")(f)
+    f = click.option("--id", "new_id", metavar="NEW", callback=utf8_text,
+                     help="The new run's id [default: RUN/fork-N or RUN/retry-N].")(f)
     f = click.option("--detach", is_flag=True, help="Store the new run for `vow worker` and exit, printing its id.")(f)
     f = click.option("--app", "apps", multiple=True, metavar="MODULE[:ATTR]",
                      help="Import the Python workflow to run here (pipelines are always available).")(f)
@@ -60,8 +70,8 @@ def _make_and_run(store: str | None, run_id: str, apps: tuple[str, ...], detach:
 
 
 @click.command()
-@click.argument("run_id", metavar="RUN")
-@click.option("--from", "from_id", required=True, metavar="PROMISE_ID",
+@click.argument("run_id", metavar="RUN", callback=utf8_text)
+@click.option("--from", "from_id", required=True, metavar="PROMISE_ID", callback=utf8_text,
               help="The first promise to run again: results stored before it are reused (vow show RUN lists them).")
 @_start_options
 @store_option
@@ -79,7 +89,7 @@ def fork(run_id: str, from_id: str, new_id: str | None, detach: bool, apps: tupl
 
 
 @click.command()
-@click.argument("run_id", metavar="RUN")
+@click.argument("run_id", metavar="RUN", callback=utf8_text)
 @_start_options
 @store_option
 @json_option

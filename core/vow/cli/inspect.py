@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from vow.cli.common import UserError, json_option, pipeline_name, print_json, store_option
+from vow.cli.common import UserError, json_option, pipeline_name, print_json, store_option, utf8_text
 from vow.history import FailedAttempt, RateLimitWait, failed_attempts, is_engine_timer, rate_limit_waits
 from vow.records import Kind, PromiseRecord, State
 
@@ -39,7 +39,7 @@ def _when(ts: float | None) -> str:
 
 @click.command("ls")
 @click.option("--state", type=click.Choice([s.value for s in State]), help="Only runs in this state.")
-@click.option("--name", metavar="NAME", help="Only runs of this workflow, or of this pipeline.")
+@click.option("--name", metavar="NAME", callback=utf8_text, help="Only runs of this workflow, or of this pipeline.")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="At most this many runs.")
 @store_option
 @json_option
@@ -51,7 +51,8 @@ def ls(state: str | None, name: str | None, limit: int, store: str | None, as_js
     # The store alone: listing needs no engine, so `vow ls` stays quick on a big store.
     opened = open_store(store)
     try:
-        records = opened.runs(state=State(state) if state else None, name=name, limit=limit)
+        # At most 2**63 - 1: the largest LIMIT a store's SQL takes, and more runs than any store holds.
+        records = opened.runs(state=State(state) if state else None, name=name, limit=min(limit, 2**63 - 1))
         parked = {r.id: lease.parked for r in records
                   if not r.settled and (lease := opened.lease(r.id)) is not None and lease.parked}
         url = opened.url
@@ -81,7 +82,7 @@ def ls(state: str | None, name: str | None, limit: int, store: str | None, as_js
 
 
 @click.command()
-@click.argument("promise_id", metavar="ID")
+@click.argument("promise_id", metavar="ID", callback=utf8_text)
 @store_option
 @json_option
 @click.option("--full", is_flag=True,

@@ -11,7 +11,7 @@ import click
 
 from vow.cli.common import installed_plugins, load_apps, store_option
 from vow.events import Event, EventKind
-from vow.retention import AutoPrune, describe_seconds, parse_age
+from vow.retention import MAX_AGE, AutoPrune, describe_seconds, parse_age
 from vow.stopping import stop_on_signals
 
 # The client and the engine under it are imported inside the commands: `vow --help` imports this
@@ -101,12 +101,23 @@ class LogOutput:
             self.flush()
 
 
+def _finite(seconds: float) -> float:
+    """``--poll`` is a wait: nan passes the range check (a wait of nan returns at once) and inf is too long."""
+    from vow.config import check_finite  # here: `vow --help` lists this command without the converter
+
+    try:
+        check_finite(seconds)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return seconds
+
+
 @click.command()
 @store_option
 @click.option("--app", "apps", multiple=True, metavar="MODULE[:ATTR]",
               help="Import a module whose Python workflows this worker runs too (pipelines always run).")
-@click.option("--poll", default=0.2, show_default=True, type=click.FloatRange(min=0.01),
-              help="Seconds between looks for new runs when idle.")
+@click.option("--poll", default=0.2, show_default=True, type=click.FloatRange(min=0.01, max=MAX_AGE),
+              callback=lambda ctx, param, value: _finite(value), help="Seconds between looks for new runs when idle.")
 @click.option("--max-running", default=256, show_default=True, type=click.IntRange(min=1),
               help="At most this many runs at once in this worker.")
 @click.option("--retention", metavar="AGE", default=None,

@@ -10,13 +10,14 @@ Each source may nest lists and mappings at most :data:`MAX_DEPTH` levels deep.
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from vow.pipeline.source import Path as KeyPath
-from vow.pipeline.source import SpecError
+from vow.pipeline.source import SpecError, too_long_number
 
 MAX_DEPTH = 100
 """How many levels of lists and mappings a run's input may nest, counting the input mapping itself.
@@ -51,6 +52,46 @@ def too_deep(data: Any, limit: int = MAX_DEPTH) -> KeyPath | None:
         for key, child in children:
             stack.append((child, top or (key,), depth + 1))
     return None
+
+
+NOT_JSON = "cannot be stored with the run (a value is text, a number, true/false, null, a list or a mapping)"
+
+
+def not_json(data: Any) -> tuple[KeyPath, str] | None:
+    """The key path of the first value in ``data`` that the run's plan cannot be stored with, and the
+    problem; ``None`` when there is none. YAML reads ``2025-06-01`` as a date and ``!!binary`` as bytes,
+    and a template can give any Python object: none of them is JSON. A mapping's keys may be numbers
+    only when none is text (JSON writes them as text then; mixed, they cannot be sorted). Walks
+    without recursion (:func:`too_deep` bounds the depth)."""
+    stack: list[tuple[Any, KeyPath]] = [(data, ())]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, Mapping):
+            keys = list(value)
+            texts = sum(isinstance(key, str) for key in keys)
+            for key in keys if texts < len(keys) else ():
+                at = path + (key if isinstance(key, int) else str(key),)
+                if not (key is None or isinstance(key, (str, int, float))):
+                    return at, (f"the key {key} ({type(key).__name__}) cannot be stored with the run; quote it to "
+                                f"make it text: \"{key}\"")
+                if texts and not isinstance(key, str):
+                    return at, (f"the key {key!r} is not text but other keys of its mapping are, so it cannot be "
+                                f"stored with the run; quote it: \"{key}\"")
+            stack.extend(reversed([(item, path + (key,)) for key, item in value.items()]))  # in file order
+        elif isinstance(value, (list, tuple, set, frozenset)):  # a set is stored as a sorted list
+            stack.extend(reversed([(item, path + (i,)) for i, item in enumerate(value)]))
+        elif value is not None and not isinstance(value, (str, int, float)):
+            return path, _not_json_problem(value)
+    return None
+
+
+def _not_json_problem(value: Any) -> str:
+    if isinstance(value, (datetime.date, datetime.time)):
+        return f"the {type(value).__name__} {value} {NOT_JSON}; quote it to keep it as text: \"{value}\""
+    if isinstance(value, (bytes, bytearray)):
+        return f"binary data (bytes) {NOT_JSON}"
+    text = repr(value)
+    return f"a {type(value).__name__} ({text[:60]}{'...' if len(text) > 60 else ''}) {NOT_JSON}"
 
 
 def check_depth(data: Any, label: str) -> None:
@@ -88,6 +129,8 @@ def parse_input(text: str) -> dict[str, Any]:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise SpecError(f"{label}: not valid JSON ({exc})") from None
+    except ValueError:  # the one other: a whole number longer than Python reads
+        raise SpecError(f"{label}: {too_long_number()}") from None
     except RecursionError:  # the decoder goes one call deeper per level
         raise SpecError(f"{label}: {UNREADABLE}") from None
     if not isinstance(value, dict):
@@ -104,6 +147,8 @@ def parse_value(text: str, label: str = "value") -> Any:
         return json.loads(text)
     except json.JSONDecodeError:
         return text
+    except ValueError:  # the one other: a whole number longer than Python reads
+        raise SpecError(f"{label}: {too_long_number()}") from None
     except RecursionError:  # the decoder goes one call deeper per level
         raise SpecError(f"{label}: {UNREADABLE}") from None
 

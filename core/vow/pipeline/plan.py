@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from pathlib import Path as FilePath
 from typing import Any
@@ -28,7 +29,7 @@ from vow.errors import ConfigError, format_path
 from vow.faults import Faults, with_faults
 from vow.images import ImageRequest
 from vow.images.pipeline import STYLE_NAME, STYLE_RULE, parse_size
-from vow.pipeline.inputs import TOO_DEEP, check_depth, merge, too_deep
+from vow.pipeline.inputs import TOO_DEEP, check_depth, merge, not_json, too_deep
 from vow.pipeline.model import Branch, ChannelBranch, Gate, ImageBranch, PlannedRun
 from vow.pipeline.source import Path, Source, SpecError, read
 from vow.pipeline.spec import FORMAT_VERSION, ChannelEntry, ImageEntry, PipelineSpec, structure
@@ -124,6 +125,11 @@ class _Planner:
         if deep is not None:
             raise self.error(("input", *deep), TOO_DEEP)
         check_depth(overrides, "input")  # the command line's are checked as they are read; a Python caller's here
+        for given, where in ((spec.input, self.source.file), (overrides, None)):
+            bad = not_json(given)  # a YAML date, say: stored with the plan, so refused before any store is opened
+            if bad is not None:
+                raise SpecError(bad[1], file=where, line=self.source.line(("input", *bad[0])) if where else None,
+                                path=("input", *bad[0]))
         inputs = merge(spec.input, overrides)
         context: dict[str, Any] = {"input": wrap(inputs, "input"), "name": spec.name}
         # A run a schedule did not start sees empty values: {{ schedule.tick or "now" }} works in both.
@@ -151,9 +157,9 @@ class _Planner:
             # Same pipeline, same input: same run. Starting it twice joins the first run.
             digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:12]
             return f"{slug(self.spec.name)}/{digest}"
-        if not value.strip() or any(c.isspace() for c in value) or len(value) > 200 or "" in value.split("/"):
-            problem = (f"{value!r} is not a usable run id (1-200 characters, no spaces, no empty part between "
-                       "slashes: did an input come out empty?)")
+        if not value.strip() or len(value) > 200 or "" in value.split("/") or any(map(_not_in_an_id, value)):
+            problem = (f"{value!r} is not a usable run id (1-200 characters, no spaces, control characters or lone "
+                       "surrogates, no empty part between slashes: did an input come out empty?)")
             if label:
                 raise SpecError(f"{label}: {problem}")
             raise self.error(where, problem)
@@ -314,6 +320,9 @@ class _Planner:
             data = self.render(b.data, ctx, path + ("data",), render_value, note)
             if not isinstance(data, dict):
                 raise self.error(path + ("data",), f"expected a mapping, got {describe(data)}{note}")
+            bad = not_json(data)
+            if bad is not None:
+                raise self.error(path + ("data", *bad[0]), f"{bad[1]}{note}")
             message = Message(
                 to=self.render(b.to, ctx, path + ("to",), render_text, note),
                 subject=self.render(b.subject, ctx, path + ("subject",), render_text, note)
@@ -462,6 +471,12 @@ class _Planner:
         if value is not None and value < 1:
             raise self.error(path, f"must be 1 or more, got {value}")
         return value
+
+
+def _not_in_an_id(c: str) -> bool:
+    """A space, a control character (``\\x1b`` would steer the terminal of whoever lists the runs), or a
+    lone surrogate (a byte of the command line that is not UTF-8: no store can keep it as text)."""
+    return c.isspace() or unicodedata.category(c) in ("Cc", "Cs")
 
 
 def _with_limit(options: dict[str, Any], limit: dict[str, Any] | None) -> dict[str, Any]:

@@ -8,6 +8,8 @@ reads ``order.yaml:14: fan_out[2].channel: 'emial' is not installed (...)``.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path as FilePath
 from typing import Any
 
@@ -85,6 +87,8 @@ class Source:
 
 def read(file: str) -> Source:
     """Read and parse the pipeline file ``file`` (named in errors as given)."""
+    if not file:  # Path("") is the working directory
+        raise SpecError("no pipeline file given (the file name is empty)")
     try:
         text = FilePath(file).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -106,14 +110,17 @@ def parse(text: str, file: str = "<pipeline>") -> Source:
         lines: dict[Path, int] = {}
         text_lines: dict[Path, int] = {}
         if node is not None:
-            _index(node, (), lines, text_lines, file, _Walk())
+            _index(node, (), lines, text_lines, file, _Walk(key_of=loader.construct_object))
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
-        if exc.context and exc.problem and exc.context_mark is not None:  # "while scanning a quoted scalar"
-            start = exc.context_mark
+        start = exc.context_mark
+        if exc.context and exc.problem and start is not None and exc.context.startswith("while "):
             problem += f" {exc.context} that starts on line {start.line + 1}, column {start.column + 1}"
+        elif exc.context and exc.problem and start is not None and mark is not None:  # the composer's two halves
+            problem = (f"{exc.context} (on line {start.line + 1}, column {start.column + 1}); {exc.problem} "
+                       f"(column {mark.column + 1})")
         elif mark is not None:
             problem += f" (column {mark.column + 1})"
         raise SpecError(f"invalid YAML: {problem}", file=file,
@@ -136,6 +143,7 @@ whole value, so a few lines of aliases of aliases could stand for billions of va
 class _Walk:
     """What :func:`_index` keeps across the file: the nodes met so far, and the ones it is inside."""
 
+    key_of: Callable[[yaml.Node], Any]  # a key node's key as the data has it (`on` is true, `2` a number)
     seen: set[int] = attrs.Factory(set)
     inside: set[int] = attrs.Factory(set)
     repeated: int = 0
@@ -166,10 +174,26 @@ def _nearest_line(path: Path, lines: dict[Path, int]) -> int | None:
     return next((lines[path[:end]] for end in range(len(path), -1, -1) if path[:end] in lines), None)
 
 
+def too_long_number() -> str:
+    """What is wrong with a whole number longer than Python reads (4,300 digits unless configured)."""
+    return (f"a whole number of more than {sys.get_int_max_str_digits():,} digits cannot be read; give it as text "
+            "(in quotes)")
+
+
+def _check_number(node: yaml.ScalarNode, path: Path, file: str) -> None:
+    """A :class:`SpecError` at ``node`` when it is a whole number too long to read (a ValueError, not a
+    YAML error, when PyYAML constructs it)."""
+    digits = node.value.lstrip("+-").replace("_", "")
+    limit = sys.get_int_max_str_digits()
+    if node.tag == "tag:yaml.org,2002:int" and limit and digits.isdigit() and len(digits) > limit:
+        raise SpecError(f"invalid YAML: {too_long_number()}", file=file, line=node.start_mark.line + 1, path=path)
+
+
 def _index_children(node: yaml.Node, path: Path, lines: dict[Path, int], text_lines: dict[Path, int], file: str,
                     walk: _Walk) -> None:
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.ScalarNode):
+        _check_number(node, path, file)
         # A block scalar (| or >) starts its text on the line after the indicator.
         text_lines[path] = node.start_mark.line + 1 + (1 if node.style in ("|", ">") else 0)
     elif isinstance(node, yaml.MappingNode):
@@ -179,7 +203,9 @@ def _index_children(node: yaml.Node, path: Path, lines: dict[Path, int], text_li
                 for merged in (value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]):
                     _index(merged, path, lines, text_lines, file, walk)
                 continue
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.start_mark)
+            if isinstance(key_node, yaml.ScalarNode):
+                _check_number(key_node, path, file)
+            key = walk.key_of(key_node) if isinstance(key_node, yaml.ScalarNode) else str(key_node.start_mark)
             line = key_node.start_mark.line + 1
             if key in seen:
                 raise SpecError(f"duplicate key (first given on line {seen[key]})", file=file, line=line,
