@@ -23,11 +23,12 @@ Rules of ``apply`` (all of a batch or none of it):
   settle to ``resolved`` or ``rejected`` times it out instead, in the same transaction (state
   ``timedout``, value :func:`timeout_error_text`, ``settled_at`` the late settle's), and reports
   the timed-out record in ``conflicts``. Whoever touches it first after the deadline times it out.
-* **Transitions are all or nothing per engine round.** In a batch with ``fences`` (an engine's
-  commit), a settle that conflicts (including by the deadline rule) or a create whose parent was
-  already settled before the batch (a child workflow canceled from outside) raises
-  :class:`~vow.errors.ConflictError` (``.roots``: the roots concerned, ``.records``: the stored
-  records that won) and writes nothing — not even the timeout. The engine then drops those
+* **Transitions are all or nothing per engine round.** A batch with ``fences`` (an engine's commit)
+  settles each id once (the engine settles a promise once); what a store reports for a repeated one
+  is not defined. In such a batch, a settle that conflicts (including by the deadline rule) or a
+  create whose parent was already settled before the batch (a child workflow canceled from outside)
+  raises :class:`~vow.errors.ConflictError` (``.roots``: the roots concerned, ``.records``: the
+  stored records that won) and writes nothing — not even the timeout. The engine then drops those
   roots' writes, commits the rest, and replays those roots from the store, so a workflow never
   goes on from a transition that was not stored.
 * ``attempts`` sets the attempt count of pending promises (settled ones are left alone).
