@@ -144,6 +144,26 @@ def test_an_internationalised_domain_is_sent_in_ascii_to_a_server_without_smtput
     assert receipt.to == "Jürgen Bücher <ada@Bücher.example>"  # the receipt names the address as given
 
 
+def test_a_non_ascii_local_part_needs_smtputf8_and_the_error_says_so(email_smtp_factory):
+    """No ASCII form exists for ``jörg@``: a server without SMTPUTF8 cannot take it, and no setting of ours helps."""
+    server = email_smtp_factory(enable_SMTPUTF8=False)
+    with pytest.raises(PermanentError) as info:
+        send(channel_for(server), message=Message(to="Jörg <jörg@example.com>", subject="Hi", body="plain"))
+    reason = str(info.value)
+    assert info.value.code == "smtputf8"
+    assert "SMTPUTF8" in reason and "'jörg@example.com'" in reason and "message.to" in reason
+    assert "ASCII address" in reason and "options.smtp.security" not in reason
+    assert server.recorder.messages == []
+
+
+def test_a_non_ascii_local_part_reaches_a_server_with_smtputf8(email_smtp_factory):
+    server = email_smtp_factory(enable_SMTPUTF8=True)
+    send(channel_for(server), message=Message(to="Jörg <jörg@example.com>", subject="Hi", body="plain"))
+    [(envelope, mail)] = server.recorder.messages
+    assert envelope.rcpt_tos == ["jörg@example.com"] and "SMTPUTF8" in envelope.mail_options
+    assert mail["To"] == "Jörg <jörg@example.com>"
+
+
 def test_credentials_are_never_sent_in_clear(email_plain_smtp, monkeypatch):
     monkeypatch.setenv("SMTP_USERNAME", "mailer")
     monkeypatch.setenv("SMTP_PASSWORD", "pw")

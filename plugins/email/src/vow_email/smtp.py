@@ -58,7 +58,10 @@ class SmtpTransport:
                 smtp.starttls(context=self.tls_context)
             if self.credentials:
                 smtp.login(*self.credentials)
-            smtp.send_message(mail, from_addr=self.envelope_from, to_addrs=[recipient])
+            try:
+                smtp.send_message(mail, from_addr=self.envelope_from, to_addrs=[recipient])
+            except smtplib.SMTPNotSupportedError:  # the one thing send_message finds missing: SMTPUTF8
+                raise self._needs_smtputf8(recipient) from None
         except OSError as exc:  # smtplib.SMTPException, ssl.SSLError and socket errors are all OSErrors
             raise smtp_error(exc, self._where()) from exc
         finally:
@@ -67,6 +70,15 @@ class SmtpTransport:
         return Receipt(channel="email", transport=self.name, message_id=message_id, to=message.to,
                        idempotency_key=key, attempt=ctx.attempt,
                        detail={"server": self._where(), "from": self.from_addr})
+
+    def _needs_smtputf8(self, recipient: str) -> PermanentError:
+        """The server lacks SMTPUTF8, which an address with a non-ASCII local part needs (a domain has an
+        ASCII form, a local part has none): only another server, or another address, can help."""
+        which = ", ".join(f"{addr!r} ({where})" for addr, where in ((self.envelope_from, "options.from_addr"),
+                                                                    (recipient, "message.to")) if not addr.isascii())
+        return PermanentError(f"SMTP server {self._where()} does not offer SMTPUTF8, which {which} needs: the local "
+                              "part (before the @) is not ASCII; send through a server that supports SMTPUTF8, "
+                              "or use an ASCII address", code="smtputf8")
 
     def _connect(self) -> smtplib.SMTP:
         host, port = self.options.host, self.options.port
