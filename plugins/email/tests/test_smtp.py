@@ -144,6 +144,25 @@ def test_an_internationalised_domain_is_sent_in_ascii_to_a_server_without_smtput
     assert receipt.to == "Jürgen Bücher <ada@Bücher.example>"  # the receipt names the address as given
 
 
+def test_a_sender_with_an_internationalised_domain_is_sent_in_ascii_to_a_server_without_smtputf8(
+        email_smtp_factory):
+    """``from_addr`` accepts ``orders@Bücher.example`` as ``to`` does: its domain goes in ASCII too (envelope,
+    ``From`` and the ``Message-ID`` made from it), where the Unicode form needs SMTPUTF8."""
+    server = email_smtp_factory(enable_SMTPUTF8=False)
+    receipt = send(channel_for(server, from_addr="Bücher Shop <orders@Bücher.example>"),
+                   message=Message(to="ada@example.com", subject="Hi", body="plain"))
+    [(envelope, mail)] = server.recorder.messages
+    assert envelope.mail_from == "orders@xn--bcher-kva.example"
+    assert mail["From"] == "Bücher Shop <orders@xn--bcher-kva.example>"
+    assert mail["Message-ID"] == receipt.message_id == f"<{stable_uuid('notify/42.email')}@xn--bcher-kva.example>"
+
+
+def test_a_message_id_domain_given_in_unicode_is_written_in_ascii(email_plain_smtp):
+    send(channel_for(email_plain_smtp, message_id_domain="Bücher.example"))
+    [(_, mail)] = email_plain_smtp.recorder.messages
+    assert mail["Message-ID"].endswith("@xn--bcher-kva.example>")
+
+
 def test_a_non_ascii_local_part_needs_smtputf8_and_the_error_says_so(email_smtp_factory):
     """No ASCII form exists for ``jörg@``: a server without SMTPUTF8 cannot take it, and no setting of ours helps."""
     server = email_smtp_factory(enable_SMTPUTF8=False)

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import smtplib
 import ssl
-from email.headerregistry import Address
-
-import idna
 
 from vow.channels import Message, Receipt
 from vow.errors import ConfigError, PermanentError, TransientError
 from vow.leaf import LeafContext
-from vow_email.addresses import parse_address
+from vow_email.addresses import ascii_address, ascii_domain, parse_address
 from vow_email.mime import build_email, message_id_for
 from vow_email.options import SmtpOptions
 
@@ -50,7 +47,7 @@ class SmtpTransport:
         name, addr = parse_address(message.to, where="email message.to")
         recipient = ascii_domain(addr)
         if recipient != addr:  # an internationalised domain: its ASCII form, which needs no SMTPUTF8
-            mail.replace_header("To", str(Address(display_name=name, addr_spec=recipient)))
+            mail.replace_header("To", ascii_address(name, addr))
         smtp = None
         try:
             smtp = self._connect()
@@ -89,15 +86,6 @@ class SmtpTransport:
 
     def _where(self) -> str:
         return f"{self.options.host}:{self.options.port}"
-
-
-def ascii_domain(addr: str) -> str:
-    """``addr`` with its domain in ASCII (``ada@xn--bcher-kva.example`` for ``ada@Bücher.example``): the
-    form every SMTP server takes, where the Unicode one needs the SMTPUTF8 extension."""
-    local, _, domain = addr.rpartition("@")
-    if domain.isascii():
-        return addr
-    return f"{local}@{idna.encode(domain, uts46=True, std3_rules=True).decode('ascii')}"
 
 
 def _quit(smtp: smtplib.SMTP) -> None:
