@@ -78,6 +78,22 @@ def test_html_alternative_and_retry_use_the_same_key(channel):
 
 
 @respx.mock
+def test_internationalised_domains_are_sent_in_ascii_as_over_smtp(monkeypatch):
+    """Resend documents plain addresses, and the SES it sends through takes a domain only in its ASCII
+    (IDNA) form: the same address, which every provider takes, as the SMTP transport sends it."""
+    monkeypatch.setenv("RESEND_API_KEY", API_KEY)
+    channel = build_email_channel(structure(EmailOptions, {"from_addr": "Bücher Shop <orders@Bücher.example>"}))
+    route = respx.post(URL).respond(200, json={"id": EMAIL_ID})
+
+    receipt = send(channel, Message(to="Jürgen Bücher <ada@Bücher.example>", subject="Hi", body="plain"))
+
+    body = json.loads(route.calls.last.request.content)
+    assert body["from"] == "Bücher Shop <orders@xn--bcher-kva.example>"
+    assert body["to"] == ["Jürgen Bücher <ada@xn--bcher-kva.example>"]
+    assert receipt.to == "Jürgen Bücher <ada@Bücher.example>"  # the receipt names the address as given
+
+
+@respx.mock
 def test_key_longer_than_resend_allows_is_sent_as_a_stable_digest(channel):
     route = respx.post(URL).respond(200, json={"id": EMAIL_ID})
     long_key = "notify/" + "x" * 300

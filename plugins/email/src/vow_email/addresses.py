@@ -58,9 +58,13 @@ def ascii_domain(addr: str) -> str:
     return f"{local}@{_ascii(domain)}"
 
 
-def ascii_address(name: str, addr: str) -> str:
-    """The address ``name <addr>`` (or ``addr`` alone without a name) with the domain in ASCII."""
-    return str(Address(display_name=name, addr_spec=ascii_domain(addr)))
+def ascii_form(value: str, *, where: str) -> tuple[str, str]:
+    """``(address, addr-spec)`` of the address ``value`` with its domain in ASCII, the form every mail server
+    and API takes: ``value`` itself when its domain is ASCII, else ``Ada <ada@xn--bcher-kva.example>`` for
+    ``Ada <ada@Bücher.example>``."""
+    name, addr = parse_address(value, where=where)
+    spec = ascii_domain(addr)
+    return (value if spec == addr else str(Address(display_name=name, addr_spec=spec))), spec
 
 
 def _ascii(domain: str) -> str:

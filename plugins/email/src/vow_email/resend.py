@@ -16,6 +16,7 @@ from vow.channels import Message, Receipt
 from vow.errors import PermanentError, TransientError
 from vow.http import error_for_exception, error_for_status, parse_retry_after
 from vow.leaf import LeafContext
+from vow_email.addresses import ascii_form
 from vow_email.mime import IDEMPOTENCY_HEADER
 
 MAX_KEY_LENGTH = 256  # Resend rejects longer keys with invalid_idempotency_key
@@ -72,7 +73,7 @@ class ResendTransport:
         """The JSON body of ``POST /emails`` for ``message``."""
         body: dict[str, Any] = {
             "from": self.from_addr,
-            "to": [message.to],
+            "to": [ascii_form(message.to, where="email message.to")[0]],  # an IDN domain as over SMTP
             "subject": message.subject,
             "text": message.body,
             "headers": {IDEMPOTENCY_HEADER: key},

@@ -12,7 +12,7 @@ import ssl
 from vow.channels import Message, Receipt
 from vow.errors import ConfigError, PermanentError, TransientError
 from vow.leaf import LeafContext
-from vow_email.addresses import ascii_address, ascii_domain, parse_address
+from vow_email.addresses import ascii_form
 from vow_email.mime import build_email, message_id_for
 from vow_email.options import SmtpOptions
 
@@ -44,10 +44,9 @@ class SmtpTransport:
         key = ctx.idempotency_key
         message_id = message_id_for(key, self.message_id_domain)
         mail = build_email(message, from_addr=self.from_addr, message_id=message_id, key=key)
-        name, addr = parse_address(message.to, where="email message.to")
-        recipient = ascii_domain(addr)
-        if recipient != addr:  # an internationalised domain: its ASCII form, which needs no SMTPUTF8
-            mail.replace_header("To", ascii_address(name, addr))
+        to, recipient = ascii_form(message.to, where="email message.to")
+        if to != message.to:  # an internationalised domain: its ASCII form, which needs no SMTPUTF8
+            mail.replace_header("To", to)
         smtp = None
         try:
             smtp = self._connect()
