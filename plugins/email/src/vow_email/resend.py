@@ -37,8 +37,9 @@ PERMANENT_ERRORS = frozenset({
 
 
 def resend_key(key: str) -> str:
-    """The ``Idempotency-Key`` sent for ``key``: the key itself, or a stable digest when it is too long."""
-    if 0 < len(key) <= MAX_KEY_LENGTH:
+    """The ``Idempotency-Key`` sent for ``key``: the key itself, or a stable digest when it is too long or
+    cannot be a header value as it is (not printable ASCII, or with spaces around it that parsers drop)."""
+    if 0 < len(key) <= MAX_KEY_LENGTH and key.isascii() and key.isprintable() and key == key.strip():
         return key
     return "vow-sha256-" + hashlib.sha256(key.encode()).hexdigest()
 
