@@ -54,6 +54,9 @@ def test_bad_options_name_the_key(plugins, options, where):
     ({"smtp": {"port": 70000}}, r"options\.smtp\.port: 'port' must be <= 65535: 70000"),
     ({"timeout": 0}, r"options\.timeout: 'timeout' must be > 0: 0"),
     ({"latency": -1}, r"options\.latency: 'latency' must be >= 0: -1"),
+    # inf passed a "> 0" check and then raised OverflowError at the first send (socket timeout, sleep)
+    ({"timeout": float("inf")}, r"options\.timeout: expected a finite number of seconds, got inf"),
+    ({"latency": float("inf")}, r"options\.latency: expected a finite number of seconds, got inf"),
 ])
 def test_out_of_range_numbers_are_config_errors(plugins, options, reason):
     with pytest.raises(ConfigError, match=reason):

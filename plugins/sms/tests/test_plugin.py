@@ -62,6 +62,9 @@ def test_a_badly_typed_option_names_the_key(sms_plugins: Plugins) -> None:
     ({"auth_token_env": "my token"}, "auth_token_env: 'auth_token_env' must match regex"),
     ({"timeout": 0}, "timeout: 'timeout' must be > 0: 0"),
     ({"latency": -1}, "latency: 'latency' must be >= 0: -1"),
+    # inf passed a "> 0" check and then raised OverflowError at the first send (socket timeout, sleep)
+    ({"timeout": float("inf")}, "timeout: expected a finite number of seconds, got inf"),
+    ({"latency": float("inf")}, "latency: expected a finite number of seconds, got inf"),
 ])
 def test_invalid_option_values_say_what_is_allowed(sms_plugins: Plugins, options: dict, message: str) -> None:
     with pytest.raises(ConfigError) as err:

@@ -17,6 +17,8 @@ from typing import Literal
 
 import attrs
 
+from vow.config import finite
+
 # Literal types: cattrs then reports a bad value with its key path and the allowed values.
 Transport = Literal["auto", "smtp", "resend", "simulated"]
 Security = Literal["auto", "starttls", "ssl", "none"]
@@ -70,8 +72,8 @@ class EmailOptions:
     transport: Transport = "auto"
     from_addr: str | None = None
     message_id_domain: str | None = None
-    timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    timeout: float = attrs.field(default=10.0, validator=[finite(), attrs.validators.gt(0)])
     smtp: SmtpOptions = attrs.field(factory=SmtpOptions)
     resend: ResendOptions = attrs.field(factory=ResendOptions)
-    latency: float = attrs.field(default=0.2, validator=attrs.validators.ge(0))
+    latency: float = attrs.field(default=0.2, validator=[finite(), attrs.validators.ge(0)])
     ledger: str | None = None

@@ -6,6 +6,8 @@ from typing import Literal
 
 import attrs
 
+from vow.config import finite
+
 
 @attrs.frozen
 class SlackOptions:
@@ -22,6 +24,6 @@ class SlackOptions:
     api_url: str = attrs.field(default="https://slack.com/api",
                                validator=attrs.validators.matches_re(r"https?://.+"))  # an http(s) URL
     check_before_retry: bool = True
-    timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
-    latency: float = attrs.field(default=0.25, validator=attrs.validators.ge(0))
+    timeout: float = attrs.field(default=10.0, validator=[finite(), attrs.validators.gt(0)])
+    latency: float = attrs.field(default=0.25, validator=[finite(), attrs.validators.ge(0)])
     ledger: str | None = None

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 import attrs
 
+from vow.config import finite
+
 E164 = re.compile(r"\+[1-9][0-9]{7,14}")
 """``+``, then 8 to 15 digits, the country code first (so never a leading 0)."""
 
@@ -45,8 +47,8 @@ class SmsOptions:
     auth_token_env: str = attrs.field(default="TWILIO_AUTH_TOKEN", validator=_ENV)
     api_key_sid_env: str | None = attrs.field(default=None, validator=_optional(_ENV))
     api_key_secret_env: str = attrs.field(default="TWILIO_API_KEY_SECRET", validator=_ENV)
-    timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
-    latency: float = attrs.field(default=0.15, validator=attrs.validators.ge(0))
+    timeout: float = attrs.field(default=10.0, validator=[finite(), attrs.validators.gt(0)])
+    latency: float = attrs.field(default=0.15, validator=[finite(), attrs.validators.ge(0)])
     ledger: str | None = None
 
     def sender(self) -> dict[str, Any]:
