@@ -91,12 +91,21 @@ def test_auto_names_why_it_needs_from_addr(plugins, monkeypatch):
         build(plugins)
 
 
-@pytest.mark.parametrize("from_addr", ["orders", "orders@", "a@b.example, c@d.example", "x@bad_domain.example",
+@pytest.mark.parametrize("from_addr", ["", "  ", "orders", "orders@", "a@b.example, c@d.example",
+                                       "x@bad_domain.example",
                                        "x@\N{SNOWMAN}.example",  # IDNA 2003 allowed symbols; IDNA 2008 does not
                                        "x@-shop.example", "x@shop..example", "x@" + "a" * 64 + ".example"])
 def test_bad_from_addr(plugins, from_addr):
     with pytest.raises(ConfigError, match="options.from_addr"):
         build(plugins, {"from_addr": from_addr})
+
+
+@pytest.mark.parametrize("transport", ["smtp", "resend"])
+def test_an_empty_from_addr_is_refused_not_replaced_by_the_simulated_sender(plugins, monkeypatch, transport):
+    """'' is not 'unset': a real transport must not quietly send as vow <noreply@example.com>."""
+    monkeypatch.setenv("RESEND_API_KEY", "re_123")
+    with pytest.raises(ConfigError, match="email options.from_addr: an email address is required"):
+        build(plugins, {"transport": transport, "from_addr": "", "smtp": {"host": "smtp.shop.example"}})
 
 
 def test_bad_message_id_domain(plugins):

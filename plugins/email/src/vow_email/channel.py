@@ -41,7 +41,8 @@ class EmailChannel:
             raise ConfigError(f"email options.from_addr: required for transport {self.transport_name} ({why}); "
                               "give the sender, such as 'Shop <orders@shop.example>'")
         # An internationalised domain in its ASCII form, which needs no SMTPUTF8 (and which Resend takes).
-        from_addr, envelope_from = ascii_form(options.from_addr or SIMULATED_FROM, where="email options.from_addr")
+        from_addr, envelope_from = ascii_form(SIMULATED_FROM if options.from_addr is None else options.from_addr,
+                                              where="email options.from_addr")
         domain = check_domain(options.message_id_domain or domain_of(envelope_from),
                               where="email options.message_id_domain")
         self.transport: SmtpTransport | ResendTransport | SimulatedTransport
