@@ -49,6 +49,15 @@ def test_bad_options_name_the_key(plugins, options, where):
         build(plugins, options)
 
 
+@pytest.mark.parametrize("url", ["api.example.com", "ftp://api.example.com", "https://", "http://[::1",
+                                 "https://api.example.com:abc/x", "https://api.example.com:99999"])
+def test_a_base_url_that_is_not_an_http_url_is_refused_when_built(plugins, url):
+    """Not at the first send, where a bad port or bracket raised httpx.InvalidURL (unclassified) and a
+    missing scheme a PermanentError on every delivery."""
+    with pytest.raises(ConfigError, match=r"options\.resend\.base_url: .*expected an http\(s\) URL"):
+        build(plugins, {"transport": "simulated", "resend": {"base_url": url}})
+
+
 @pytest.mark.parametrize("options, reason", [
     ({"smtp": {"port": 0}}, r"options\.smtp\.port: 'port' must be >= 1: 0"),
     ({"smtp": {"port": 70000}}, r"options\.smtp\.port: 'port' must be <= 65535: 70000"),
