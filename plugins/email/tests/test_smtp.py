@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import uuid
 
@@ -65,6 +66,19 @@ def test_two_attempts_of_one_key_carry_the_same_message_id(email_plain_smtp):
     assert ids[0] == ids[1] == first.message_id == second.message_id
     assert ids[2] != ids[0] and other.message_id == ids[2]
     assert uuid.UUID(ids[0][1:].split("@")[0]).version == 5
+
+
+def test_a_key_with_a_line_break_is_written_as_its_digest(email_plain_smtp):
+    """A promise id may hold a line break, which no header value can: building the message raised an
+    unclassified ValueError on every attempt. The header holds the key's stable digest instead."""
+    key = "notify/42\nemail"
+    channel = channel_for(email_plain_smtp)
+    first, retry = send(channel, key=key), send(channel, key=key, attempt=2)
+    # (folded onto its own line: Python's parser keeps the fold's space, unfolding per RFC 5322 drops it)
+    headers = [mail["X-Idempotency-Key"].strip() for _, mail in email_plain_smtp.recorder.messages]
+    assert headers == ["vow-sha256-" + hashlib.sha256(key.encode()).hexdigest()] * 2
+    assert first.idempotency_key == retry.idempotency_key == key
+    assert first.message_id == retry.message_id == f"<{stable_uuid(key)}@shop.example>"
 
 
 def test_message_id_domain_option(email_plain_smtp):

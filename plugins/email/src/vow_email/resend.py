@@ -6,7 +6,6 @@ response and sends nothing new, so a retried attempt cannot send the email twice
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,7 +16,7 @@ from vow.errors import PermanentError, TransientError
 from vow.http import error_for_exception, error_for_status, parse_retry_after
 from vow.leaf import LeafContext
 from vow_email.addresses import ascii_form
-from vow_email.mime import IDEMPOTENCY_HEADER
+from vow_email.mime import IDEMPOTENCY_HEADER, key_digest
 
 MAX_KEY_LENGTH = 256  # Resend rejects longer keys with invalid_idempotency_key
 
@@ -41,7 +40,7 @@ def resend_key(key: str) -> str:
     cannot be a header value as it is (not printable ASCII, or with spaces around it that parsers drop)."""
     if 0 < len(key) <= MAX_KEY_LENGTH and key.isascii() and key.isprintable() and key == key.strip():
         return key
-    return "vow-sha256-" + hashlib.sha256(key.encode()).hexdigest()
+    return key_digest(key)
 
 
 def resend_error(status: int, headers: Mapping[str, str], name: str | None, message: str) -> Exception:
