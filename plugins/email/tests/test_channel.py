@@ -49,11 +49,23 @@ def test_bad_options_name_the_key(plugins, options, where):
         build(plugins, options)
 
 
+@pytest.mark.parametrize("url", ["api.example.com", "ftp://api.example.com", "https://", "http://[::1",
+                                 "https://api.example.com:abc/x", "https://api.example.com:99999"])
+def test_a_base_url_that_is_not_an_http_url_is_refused_when_built(plugins, url):
+    """Not at the first send, where a bad port or bracket raised httpx.InvalidURL (unclassified) and a
+    missing scheme a PermanentError on every delivery."""
+    with pytest.raises(ConfigError, match=r"options\.resend\.base_url: .*expected an http\(s\) URL"):
+        build(plugins, {"transport": "simulated", "resend": {"base_url": url}})
+
+
 @pytest.mark.parametrize("options, reason", [
     ({"smtp": {"port": 0}}, r"options\.smtp\.port: 'port' must be >= 1: 0"),
     ({"smtp": {"port": 70000}}, r"options\.smtp\.port: 'port' must be <= 65535: 70000"),
     ({"timeout": 0}, r"options\.timeout: 'timeout' must be > 0: 0"),
     ({"latency": -1}, r"options\.latency: 'latency' must be >= 0: -1"),
+    # inf passed a "> 0" check and then raised OverflowError at the first send (socket timeout, sleep)
+    ({"timeout": float("inf")}, r"options\.timeout: expected a finite number of seconds, got inf"),
+    ({"latency": float("inf")}, r"options\.latency: expected a finite number of seconds, got inf"),
 ])
 def test_out_of_range_numbers_are_config_errors(plugins, options, reason):
     with pytest.raises(ConfigError, match=reason):
@@ -88,12 +100,21 @@ def test_auto_names_why_it_needs_from_addr(plugins, monkeypatch):
         build(plugins)
 
 
-@pytest.mark.parametrize("from_addr", ["orders", "orders@", "a@b.example, c@d.example", "x@bad_domain.example",
+@pytest.mark.parametrize("from_addr", ["", "  ", "orders", "orders@", "a@b.example, c@d.example",
+                                       "x@bad_domain.example",
                                        "x@\N{SNOWMAN}.example",  # IDNA 2003 allowed symbols; IDNA 2008 does not
                                        "x@-shop.example", "x@shop..example", "x@" + "a" * 64 + ".example"])
 def test_bad_from_addr(plugins, from_addr):
     with pytest.raises(ConfigError, match="options.from_addr"):
         build(plugins, {"from_addr": from_addr})
+
+
+@pytest.mark.parametrize("transport", ["smtp", "resend"])
+def test_an_empty_from_addr_is_refused_not_replaced_by_the_simulated_sender(plugins, monkeypatch, transport):
+    """'' is not 'unset': a real transport must not quietly send as vow <noreply@example.com>."""
+    monkeypatch.setenv("RESEND_API_KEY", "re_123")
+    with pytest.raises(ConfigError, match="email options.from_addr: an email address is required"):
+        build(plugins, {"transport": transport, "from_addr": "", "smtp": {"host": "smtp.shop.example"}})
 
 
 def test_bad_message_id_domain(plugins):

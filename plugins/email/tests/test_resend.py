@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import json
 import time
 
@@ -78,6 +79,22 @@ def test_html_alternative_and_retry_use_the_same_key(channel):
 
 
 @respx.mock
+def test_internationalised_domains_are_sent_in_ascii_as_over_smtp(monkeypatch):
+    """Resend documents plain addresses, and the SES it sends through takes a domain only in its ASCII
+    (IDNA) form: the same address, which every provider takes, as the SMTP transport sends it."""
+    monkeypatch.setenv("RESEND_API_KEY", API_KEY)
+    channel = build_email_channel(structure(EmailOptions, {"from_addr": "Bücher Shop <orders@Bücher.example>"}))
+    route = respx.post(URL).respond(200, json={"id": EMAIL_ID})
+
+    receipt = send(channel, Message(to="Jürgen Bücher <ada@Bücher.example>", subject="Hi", body="plain"))
+
+    body = json.loads(route.calls.last.request.content)
+    assert body["from"] == "Bücher Shop <orders@xn--bcher-kva.example>"
+    assert body["to"] == ["Jürgen Bücher <ada@xn--bcher-kva.example>"]
+    assert receipt.to == "Jürgen Bücher <ada@Bücher.example>"  # the receipt names the address as given
+
+
+@respx.mock
 def test_key_longer_than_resend_allows_is_sent_as_a_stable_digest(channel):
     route = respx.post(URL).respond(200, json={"id": EMAIL_ID})
     long_key = "notify/" + "x" * 300
@@ -85,6 +102,21 @@ def test_key_longer_than_resend_allows_is_sent_as_a_stable_digest(channel):
     send(channel, key=long_key)
     sent = [call.request.headers["Idempotency-Key"] for call in route.calls]
     assert sent[0] == sent[1] and len(sent[0]) <= 256 and sent[0].startswith("vow-sha256-")
+
+
+@pytest.mark.parametrize("key", ["notify/jörg.email", "notify/\N{SNOWMAN}", "notify/42.email ", "notify/a\tb"])
+@respx.mock
+def test_key_that_cannot_be_a_header_value_is_sent_as_a_stable_digest(channel, key):
+    """An HTTP header value is visible ASCII (httpx refuses others), and surrounding spaces are dropped by
+    parsers: such a key (a promise id may be any text) goes as its digest, the same on every retry."""
+    route = respx.post(URL).respond(200, json={"id": EMAIL_ID})
+    send(channel, key=key)
+    send(channel, key=key, attempt=2)
+    send(channel, key="notify/jorg.email")
+    first, retry, other = (call.request.headers["Idempotency-Key"] for call in route.calls)
+    assert first == retry == "vow-sha256-" + hashlib.sha256(key.encode()).hexdigest()
+    assert other == "notify/jorg.email"
+    assert json.loads(route.calls[0].request.content)["headers"] == {"X-Idempotency-Key": key}
 
 
 @respx.mock

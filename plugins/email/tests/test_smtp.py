@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import uuid
 
@@ -65,6 +66,19 @@ def test_two_attempts_of_one_key_carry_the_same_message_id(email_plain_smtp):
     assert ids[0] == ids[1] == first.message_id == second.message_id
     assert ids[2] != ids[0] and other.message_id == ids[2]
     assert uuid.UUID(ids[0][1:].split("@")[0]).version == 5
+
+
+def test_a_key_with_a_line_break_is_written_as_its_digest(email_plain_smtp):
+    """A promise id may hold a line break, which no header value can: building the message raised an
+    unclassified ValueError on every attempt. The header holds the key's stable digest instead."""
+    key = "notify/42\nemail"
+    channel = channel_for(email_plain_smtp)
+    first, retry = send(channel, key=key), send(channel, key=key, attempt=2)
+    # (folded onto its own line: Python's parser keeps the fold's space, unfolding per RFC 5322 drops it)
+    headers = [mail["X-Idempotency-Key"].strip() for _, mail in email_plain_smtp.recorder.messages]
+    assert headers == ["vow-sha256-" + hashlib.sha256(key.encode()).hexdigest()] * 2
+    assert first.idempotency_key == retry.idempotency_key == key
+    assert first.message_id == retry.message_id == f"<{stable_uuid(key)}@shop.example>"
 
 
 def test_message_id_domain_option(email_plain_smtp):
@@ -142,6 +156,45 @@ def test_an_internationalised_domain_is_sent_in_ascii_to_a_server_without_smtput
     assert envelope.rcpt_tos == ["ada@xn--bcher-kva.example"]
     assert mail["To"] == "Jürgen Bücher <ada@xn--bcher-kva.example>"
     assert receipt.to == "Jürgen Bücher <ada@Bücher.example>"  # the receipt names the address as given
+
+
+def test_a_sender_with_an_internationalised_domain_is_sent_in_ascii_to_a_server_without_smtputf8(
+        email_smtp_factory):
+    """``from_addr`` accepts ``orders@Bücher.example`` as ``to`` does: its domain goes in ASCII too (envelope,
+    ``From`` and the ``Message-ID`` made from it), where the Unicode form needs SMTPUTF8."""
+    server = email_smtp_factory(enable_SMTPUTF8=False)
+    receipt = send(channel_for(server, from_addr="Bücher Shop <orders@Bücher.example>"),
+                   message=Message(to="ada@example.com", subject="Hi", body="plain"))
+    [(envelope, mail)] = server.recorder.messages
+    assert envelope.mail_from == "orders@xn--bcher-kva.example"
+    assert mail["From"] == "Bücher Shop <orders@xn--bcher-kva.example>"
+    assert mail["Message-ID"] == receipt.message_id == f"<{stable_uuid('notify/42.email')}@xn--bcher-kva.example>"
+
+
+def test_a_message_id_domain_given_in_unicode_is_written_in_ascii(email_plain_smtp):
+    send(channel_for(email_plain_smtp, message_id_domain="Bücher.example"))
+    [(_, mail)] = email_plain_smtp.recorder.messages
+    assert mail["Message-ID"].endswith("@xn--bcher-kva.example>")
+
+
+def test_a_non_ascii_local_part_needs_smtputf8_and_the_error_says_so(email_smtp_factory):
+    """No ASCII form exists for ``jörg@``: a server without SMTPUTF8 cannot take it, and no setting of ours helps."""
+    server = email_smtp_factory(enable_SMTPUTF8=False)
+    with pytest.raises(PermanentError) as info:
+        send(channel_for(server), message=Message(to="Jörg <jörg@example.com>", subject="Hi", body="plain"))
+    reason = str(info.value)
+    assert info.value.code == "smtputf8"
+    assert "SMTPUTF8" in reason and "'jörg@example.com'" in reason and "message.to" in reason
+    assert "ASCII address" in reason and "options.smtp.security" not in reason
+    assert server.recorder.messages == []
+
+
+def test_a_non_ascii_local_part_reaches_a_server_with_smtputf8(email_smtp_factory):
+    server = email_smtp_factory(enable_SMTPUTF8=True)
+    send(channel_for(server), message=Message(to="Jörg <jörg@example.com>", subject="Hi", body="plain"))
+    [(envelope, mail)] = server.recorder.messages
+    assert envelope.rcpt_tos == ["jörg@example.com"] and "SMTPUTF8" in envelope.mail_options
+    assert mail["To"] == "Jörg <jörg@example.com>"
 
 
 def test_credentials_are_never_sent_in_clear(email_plain_smtp, monkeypatch):

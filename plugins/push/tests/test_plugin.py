@@ -91,6 +91,9 @@ def test_an_unreadable_service_account_path_is_a_config_error(push_plugins, tmp_
     ({"transport": "gcm"}, r"options\.transport: expected one of 'auto', 'fcm', 'apns', 'simulated', got text 'gcm'"),
     ({"timeout": 0}, r"options\.timeout: 'timeout' must be > 0: 0"),
     ({"latency": -1}, r"options\.latency: 'latency' must be >= 0: -1"),
+    # inf passed a "> 0" check and then raised OverflowError at the first send (socket timeout, sleep)
+    ({"timeout": float("inf")}, r"options\.timeout: expected a finite number of seconds, got inf"),
+    ({"latency": float("inf")}, r"options\.latency: expected a finite number of seconds, got inf"),
     ({"apns": {"priority": 7}}, r"options\.apns\.priority: 'priority' must be in \(1, 5, 10\) \(got 7\)"),
     ({"timeout": "soon"}, r"options\.timeout: expected a number, got text 'soon'"),
     ({"tranport": "fcm"}, r"options\.tranport: unknown key \(allowed: transport, "),

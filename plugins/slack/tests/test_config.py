@@ -66,7 +66,15 @@ def test_secret_variable_name_is_an_option(slack_build, monkeypatch):
     ({"timeout": "soon"}, r"options\.timeout: expected a number, got text 'soon'"),
     ({"timeout": 0}, r"options\.timeout: 'timeout' must be > 0: 0"),
     ({"latency": -1}, r"options\.latency: 'latency' must be >= 0: -1"),
-    ({"api_url": "slack.com/api"}, r"options\.api_url: 'api_url' must match regex 'https\?://\.\+'"),
+    # inf passed a "> 0" check and then raised OverflowError at the first send (socket timeout, sleep)
+    ({"timeout": float("inf")}, r"options\.timeout: expected a finite number of seconds, got inf"),
+    ({"latency": float("inf")}, r"options\.latency: expected a finite number of seconds, got inf"),
+    ({"api_url": "slack.com/api"}, r"options\.api_url: expected an http\(s\) URL"),
+    # these matched the old pattern, then made every send raise httpx.InvalidURL (unclassified)
+    ({"api_url": "https://slack.com:abc/api"}, r"options\.api_url: 'https://slack\.com:abc/api' is not a URL "
+                                               r"\(Invalid port: 'abc'\)"),
+    ({"api_url": "https://[::1/api"}, r"options\.api_url: 'https://\[::1/api' is not a URL"),
+    ({"api_url": "https://slack.com:99999/api"}, r"options\.api_url: expected an http\(s\) URL"),
 ])
 def test_bad_options_name_the_key(slack_build, options, expected):
     with pytest.raises(ConfigError, match=expected):

@@ -58,10 +58,18 @@ def test_a_badly_typed_option_names_the_key(sms_plugins: Plugins) -> None:
     ({"transport": "twillio"}, "transport: expected one of 'auto', 'twilio', 'simulated', got text 'twillio'"),
     ({"from_number": "4155550123"}, "from_number: '4155550123' is not a phone number in E.164"),
     ({"messaging_service_sid": "MG123"}, "messaging_service_sid: 'messaging_service_sid' must match regex"),
-    ({"status_callback": "/sms/status"}, "status_callback: 'status_callback' must match regex"),
+    ({"status_callback": "/sms/status"}, "status_callback: expected an http(s) URL"),
+    # these matched the old pattern, then made every send raise httpx.InvalidURL (unclassified)
+    ({"status_callback": "https://hooks.example.com:abc/sms"}, "status_callback: 'https://hooks.example.com:abc/sms' "
+                                                               "is not a URL (Invalid port: 'abc')"),
+    ({"status_callback": "http://[::1/sms"}, "status_callback: 'http://[::1/sms' is not a URL"),
+    ({"status_callback": "https://hooks.example.com:99999/sms"}, "status_callback: expected an http(s) URL"),
     ({"auth_token_env": "my token"}, "auth_token_env: 'auth_token_env' must match regex"),
     ({"timeout": 0}, "timeout: 'timeout' must be > 0: 0"),
     ({"latency": -1}, "latency: 'latency' must be >= 0: -1"),
+    # inf passed a "> 0" check and then raised OverflowError at the first send (socket timeout, sleep)
+    ({"timeout": float("inf")}, "timeout: expected a finite number of seconds, got inf"),
+    ({"latency": float("inf")}, "latency: expected a finite number of seconds, got inf"),
 ])
 def test_invalid_option_values_say_what_is_allowed(sms_plugins: Plugins, options: dict, message: str) -> None:
     with pytest.raises(ConfigError) as err:

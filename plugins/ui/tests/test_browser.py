@@ -164,6 +164,27 @@ def test_a_script_in_a_runs_argument_renders_as_text(sandbox: Any, browser: Any)
     assert dialogs == []
 
 
+def test_runs_whose_ids_a_path_cannot_carry_open_from_the_list(sandbox: Any, browser: Any) -> None:
+    """A browser resolves a path segment "." or ".." away (as it does %2e), and the path route took no
+    line break: the runs ".." and "." opened the runs list and a "No such run", and "line\nbreak" a 404."""
+    odd = ["..", ".", "line\nbreak", "a/../b", "100%/ü"]
+    with Vow(sandbox.store) as vow:
+        vow.register(notify)
+        for run_id in odd:
+            vow.submit(run_id, notify, "ada@example.com")
+    console = sandbox.console()
+    page = browser
+    for n, run_id in enumerate(odd):
+        page.goto(console.url + "/")
+        row = page.locator("tr.run").nth(len(odd) - 1 - n)  # newest first
+        assert row.get_attribute("data-id") == run_id
+        row.locator("a").click()
+        expect(page.locator("h1.run-id")).to_have_count(1)
+        assert page.locator("h1.run-id").text_content() == run_id
+        expect(page.locator("body")).to_have_attribute("data-updates", "1")  # its live region is fed too
+        assert page.locator("#live .badge").first.text_content() == "pending"
+
+
 def refuse(ctx: Any) -> str:
     raise PermanentError("mailbox full\rtry another address")  # a provider's reply with a bare carriage return
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import re
+from email.headerregistry import Address
 
 import idna
 
@@ -43,10 +44,32 @@ def domain_of(addr: str) -> str:
 
 
 def check_domain(domain: str, *, where: str) -> str:
-    """``domain`` if it is a hostname (such as ``shop.example``); :class:`ConfigError` naming ``where`` if not."""
+    """``domain`` in ASCII if it is a hostname (such as ``shop.example``); :class:`ConfigError` naming ``where``
+    if not."""
     if not _valid_domain(domain):
         raise ConfigError(f"{where}: {domain!r} is not a domain name; expected a hostname such as shop.example")
-    return domain
+    return _ascii(domain)
+
+
+def ascii_domain(addr: str) -> str:
+    """``addr`` with its domain in ASCII (``ada@xn--bcher-kva.example`` for ``ada@Bücher.example``): the
+    form every mail server and API takes, where the Unicode one needs the SMTPUTF8 extension."""
+    local, _, domain = addr.rpartition("@")
+    return f"{local}@{_ascii(domain)}"
+
+
+def ascii_form(value: str, *, where: str) -> tuple[str, str]:
+    """``(address, addr-spec)`` of the address ``value`` with its domain in ASCII, the form every mail server
+    and API takes: ``value`` itself when its domain is ASCII, else ``Ada <ada@xn--bcher-kva.example>`` for
+    ``Ada <ada@Bücher.example>``."""
+    name, addr = parse_address(value, where=where)
+    spec = ascii_domain(addr)
+    return (value if spec == addr else str(Address(display_name=name, addr_spec=spec))), spec
+
+
+def _ascii(domain: str) -> str:
+    """An internationalised ``domain`` in its ASCII (IDNA) form; an ASCII one as it is."""
+    return domain if domain.isascii() else idna.encode(domain, uts46=True, std3_rules=True).decode("ascii")
 
 
 def _valid_domain(domain: str) -> bool:

@@ -10,7 +10,7 @@ from vow.channels import Message, Receipt
 from vow.config import secret
 from vow.errors import ConfigError
 from vow.leaf import LeafContext
-from vow_email.addresses import check_domain, domain_of, parse_address
+from vow_email.addresses import ascii_form, check_domain, domain_of, parse_address
 from vow_email.options import EmailOptions
 from vow_email.resend import ResendTransport, resend_error
 from vow_email.simulated import SimulatedTransport
@@ -40,8 +40,9 @@ class EmailChannel:
         if options.from_addr is None and self.transport_name != "simulated":
             raise ConfigError(f"email options.from_addr: required for transport {self.transport_name} ({why}); "
                               "give the sender, such as 'Shop <orders@shop.example>'")
-        from_addr = options.from_addr or SIMULATED_FROM
-        envelope_from = parse_address(from_addr, where="email options.from_addr")[1]
+        # An internationalised domain in its ASCII form, which needs no SMTPUTF8 (and which Resend takes).
+        from_addr, envelope_from = ascii_form(SIMULATED_FROM if options.from_addr is None else options.from_addr,
+                                              where="email options.from_addr")
         domain = check_domain(options.message_id_domain or domain_of(envelope_from),
                               where="email options.message_id_domain")
         self.transport: SmtpTransport | ResendTransport | SimulatedTransport

@@ -16,10 +16,27 @@ from __future__ import annotations
 from typing import Literal
 
 import attrs
+import httpx
+
+from vow.config import finite
 
 # Literal types: cattrs then reports a bad value with its key path and the allowed values.
 Transport = Literal["auto", "smtp", "resend", "simulated"]
 Security = Literal["auto", "starttls", "ssl", "none"]
+
+
+def _http_url(_instance: object, _attribute: object, value: str | None) -> None:
+    """An absolute http(s) URL with a host and a TCP port, as httpx reads it: a bad one is refused here,
+    not at every send (where httpx raises InvalidURL, or quietly wraps a port above 65535)."""
+    if value is None:
+        return
+    expected = "expected an http(s) URL such as https://api.resend.com"
+    try:
+        url = httpx.URL(value)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"{value!r} is not a URL ({exc}); {expected}") from None
+    if url.scheme not in ("http", "https") or not url.host or not 0 < (url.port or 80) < 65536:
+        raise ValueError(f"{expected}, got {value!r}")
 
 
 @attrs.frozen
@@ -53,7 +70,7 @@ class ResendOptions:
     """The Resend HTTP API: the API key comes from the ``api_key_env`` variable."""
 
     api_key_env: str = "RESEND_API_KEY"
-    base_url: str = "https://api.resend.com"
+    base_url: str = attrs.field(default="https://api.resend.com", validator=_http_url)
 
 
 @attrs.frozen
@@ -70,8 +87,8 @@ class EmailOptions:
     transport: Transport = "auto"
     from_addr: str | None = None
     message_id_domain: str | None = None
-    timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    timeout: float = attrs.field(default=10.0, validator=[finite(), attrs.validators.gt(0)])
     smtp: SmtpOptions = attrs.field(factory=SmtpOptions)
     resend: ResendOptions = attrs.field(factory=ResendOptions)
-    latency: float = attrs.field(default=0.2, validator=attrs.validators.ge(0))
+    latency: float = attrs.field(default=0.2, validator=[finite(), attrs.validators.ge(0)])
     ledger: str | None = None

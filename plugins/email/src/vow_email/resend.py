@@ -6,7 +6,6 @@ response and sends nothing new, so a retried attempt cannot send the email twice
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,7 +15,8 @@ from vow.channels import Message, Receipt
 from vow.errors import PermanentError, TransientError
 from vow.http import error_for_exception, error_for_status, parse_retry_after
 from vow.leaf import LeafContext
-from vow_email.mime import IDEMPOTENCY_HEADER
+from vow_email.addresses import ascii_form
+from vow_email.mime import IDEMPOTENCY_HEADER, key_digest
 
 MAX_KEY_LENGTH = 256  # Resend rejects longer keys with invalid_idempotency_key
 
@@ -36,10 +36,11 @@ PERMANENT_ERRORS = frozenset({
 
 
 def resend_key(key: str) -> str:
-    """The ``Idempotency-Key`` sent for ``key``: the key itself, or a stable digest when it is too long."""
-    if 0 < len(key) <= MAX_KEY_LENGTH:
+    """The ``Idempotency-Key`` sent for ``key``: the key itself, or a stable digest when it is too long or
+    cannot be a header value as it is (not printable ASCII, or with spaces around it that parsers drop)."""
+    if 0 < len(key) <= MAX_KEY_LENGTH and key.isascii() and key.isprintable() and key == key.strip():
         return key
-    return "vow-sha256-" + hashlib.sha256(key.encode()).hexdigest()
+    return key_digest(key)
 
 
 def resend_error(status: int, headers: Mapping[str, str], name: str | None, message: str) -> Exception:
@@ -72,7 +73,7 @@ class ResendTransport:
         """The JSON body of ``POST /emails`` for ``message``."""
         body: dict[str, Any] = {
             "from": self.from_addr,
-            "to": [message.to],
+            "to": [ascii_form(message.to, where="email message.to")[0]],  # an IDN domain as over SMTP
             "subject": message.subject,
             "text": message.body,
             "headers": {IDEMPOTENCY_HEADER: key},

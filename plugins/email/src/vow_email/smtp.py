@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import smtplib
 import ssl
-from email.headerregistry import Address
-
-import idna
 
 from vow.channels import Message, Receipt
 from vow.errors import ConfigError, PermanentError, TransientError
 from vow.leaf import LeafContext
-from vow_email.addresses import parse_address
+from vow_email.addresses import ascii_form
 from vow_email.mime import build_email, message_id_for
 from vow_email.options import SmtpOptions
 
@@ -47,10 +44,9 @@ class SmtpTransport:
         key = ctx.idempotency_key
         message_id = message_id_for(key, self.message_id_domain)
         mail = build_email(message, from_addr=self.from_addr, message_id=message_id, key=key)
-        name, addr = parse_address(message.to, where="email message.to")
-        recipient = ascii_domain(addr)
-        if recipient != addr:  # an internationalised domain: its ASCII form, which needs no SMTPUTF8
-            mail.replace_header("To", str(Address(display_name=name, addr_spec=recipient)))
+        to, recipient = ascii_form(message.to, where="email message.to")
+        if to != message.to:  # an internationalised domain: its ASCII form, which needs no SMTPUTF8
+            mail.replace_header("To", to)
         smtp = None
         try:
             smtp = self._connect()
@@ -58,7 +54,10 @@ class SmtpTransport:
                 smtp.starttls(context=self.tls_context)
             if self.credentials:
                 smtp.login(*self.credentials)
-            smtp.send_message(mail, from_addr=self.envelope_from, to_addrs=[recipient])
+            try:
+                smtp.send_message(mail, from_addr=self.envelope_from, to_addrs=[recipient])
+            except smtplib.SMTPNotSupportedError:  # the one thing send_message finds missing: SMTPUTF8
+                raise self._needs_smtputf8(recipient) from None
         except OSError as exc:  # smtplib.SMTPException, ssl.SSLError and socket errors are all OSErrors
             raise smtp_error(exc, self._where()) from exc
         finally:
@@ -67,6 +66,15 @@ class SmtpTransport:
         return Receipt(channel="email", transport=self.name, message_id=message_id, to=message.to,
                        idempotency_key=key, attempt=ctx.attempt,
                        detail={"server": self._where(), "from": self.from_addr})
+
+    def _needs_smtputf8(self, recipient: str) -> PermanentError:
+        """The server lacks SMTPUTF8, which an address with a non-ASCII local part needs (a domain has an
+        ASCII form, a local part has none): only another server, or another address, can help."""
+        which = ", ".join(f"{addr!r} ({where})" for addr, where in ((self.envelope_from, "options.from_addr"),
+                                                                    (recipient, "message.to")) if not addr.isascii())
+        return PermanentError(f"SMTP server {self._where()} does not offer SMTPUTF8, which {which} needs: the local "
+                              "part (before the @) is not ASCII; send through a server that supports SMTPUTF8, "
+                              "or use an ASCII address", code="smtputf8")
 
     def _connect(self) -> smtplib.SMTP:
         host, port = self.options.host, self.options.port
@@ -77,15 +85,6 @@ class SmtpTransport:
 
     def _where(self) -> str:
         return f"{self.options.host}:{self.options.port}"
-
-
-def ascii_domain(addr: str) -> str:
-    """``addr`` with its domain in ASCII (``ada@xn--bcher-kva.example`` for ``ada@Bücher.example``): the
-    form every SMTP server takes, where the Unicode one needs the SMTPUTF8 extension."""
-    local, _, domain = addr.rpartition("@")
-    if domain.isascii():
-        return addr
-    return f"{local}@{idna.encode(domain, uts46=True, std3_rules=True).decode('ascii')}"
 
 
 def _quit(smtp: smtplib.SMTP) -> None:

@@ -6,6 +6,8 @@ from typing import Literal
 
 import attrs
 
+from vow.config import finite
+
 APNS_PRIORITIES = (1, 5, 10)
 
 
@@ -48,8 +50,8 @@ class PushOptions:
     """
 
     transport: Literal["auto", "fcm", "apns", "simulated"] = "auto"
-    timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
-    latency: float = attrs.field(default=0.12, validator=attrs.validators.ge(0))
+    timeout: float = attrs.field(default=10.0, validator=[finite(), attrs.validators.gt(0)])
+    latency: float = attrs.field(default=0.12, validator=[finite(), attrs.validators.ge(0)])
     """Mean latency of the simulated transport, in seconds."""
     ledger: str | None = None
     """The simulated transport's ledger file; default ``$VOW_SIM_DIR/ledger.sqlite``."""

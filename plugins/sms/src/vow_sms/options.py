@@ -6,6 +6,9 @@ import re
 from typing import Any, Literal
 
 import attrs
+import httpx
+
+from vow.config import finite
 
 E164 = re.compile(r"\+[1-9][0-9]{7,14}")
 """``+``, then 8 to 15 digits, the country code first (so never a leading 0)."""
@@ -14,12 +17,25 @@ E164_HELP = "E.164: '+' then 8-15 digits with the country code first, no spaces 
 
 MESSAGING_SERVICE_SID = re.compile(r"MG[0-9a-fA-F]{32}")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-HTTP_URL = re.compile(r"https?://[^/\s?#]+.*")
 
 
 def _e164(_inst: object, attr: attrs.Attribute[str], value: str) -> None:
     if not E164.fullmatch(value):
         raise ValueError(f"{value!r} is not a phone number in {E164_HELP}")
+
+
+def _http_url(_instance: object, _attribute: object, value: str | None) -> None:
+    """An absolute http(s) URL with a host and a TCP port, as httpx reads it: a bad one is refused here,
+    not at every send (where httpx raises InvalidURL, or quietly wraps a port above 65535)."""
+    if value is None:
+        return
+    expected = "expected an http(s) URL such as https://hooks.example.com/sms/status"
+    try:
+        url = httpx.URL(value)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"{value!r} is not a URL ({exc}); {expected}") from None
+    if url.scheme not in ("http", "https") or not url.host or not 0 < (url.port or 80) < 65536:
+        raise ValueError(f"{expected}, got {value!r}")
 
 
 _optional = attrs.validators.optional
@@ -39,14 +55,13 @@ class SmsOptions:
     from_number: str | None = attrs.field(default=None, validator=_optional(_e164))
     messaging_service_sid: str | None = attrs.field(
         default=None, validator=_optional(attrs.validators.matches_re(MESSAGING_SERVICE_SID)))  # MG + 32 hex digits
-    status_callback: str | None = attrs.field(
-        default=None, validator=_optional(attrs.validators.matches_re(HTTP_URL)))  # an absolute http(s) URL
+    status_callback: str | None = attrs.field(default=None, validator=_http_url)
     account_sid_env: str = attrs.field(default="TWILIO_ACCOUNT_SID", validator=_ENV)
     auth_token_env: str = attrs.field(default="TWILIO_AUTH_TOKEN", validator=_ENV)
     api_key_sid_env: str | None = attrs.field(default=None, validator=_optional(_ENV))
     api_key_secret_env: str = attrs.field(default="TWILIO_API_KEY_SECRET", validator=_ENV)
-    timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
-    latency: float = attrs.field(default=0.15, validator=attrs.validators.ge(0))
+    timeout: float = attrs.field(default=10.0, validator=[finite(), attrs.validators.gt(0)])
+    latency: float = attrs.field(default=0.15, validator=[finite(), attrs.validators.ge(0)])
     ledger: str | None = None
 
     def sender(self) -> dict[str, Any]:

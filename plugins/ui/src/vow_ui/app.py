@@ -58,7 +58,7 @@ class Console:
         self.env = jinja2.Environment(loader=jinja2.PackageLoader("vow_ui", "templates"), autoescape=True,
                                       undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
         self.env.globals.update(when=views.when, seconds=views.seconds, url_id=lambda rid: quote(rid, safe=""),
-                                csrf=self.guard.csrf, store_url=self.store.url)
+                                run_url=run_url, csrf=self.guard.csrf, store_url=self.store.url)
         self.stopping = asyncio.Event()
 
     # ------------------------------------------------------------------ rendering
@@ -138,17 +138,17 @@ class Console:
                 "fingerprint": (views.fingerprint(tree), busy, here, parked)}
 
     async def run_page(self, request: Request) -> Response:
-        run_id = request.path_params["run_id"]
+        run_id = _run_id(request)
         context = await run_in_threadpool(self.run_context, run_id)
         if context is None:
             return self.render("error.html", 404, title="No such run",
                                message=f"No promise with id {run_id!r} in {self.store.url}.")
         if context["t"].root.id != run_id:  # a promise inside a run: show the run
-            return RedirectResponse(f"/run/{quote(context['t'].root.id, safe='')}", status_code=303)
-        return self.render("run.html", **context, live=f"/live/run/{quote(run_id, safe='')}", note=self.note(request))
+            return RedirectResponse(run_url(context["t"].root.id), status_code=303)
+        return self.render("run.html", **context, live=run_url(run_id, "/live/run"), note=self.note(request))
 
     async def run_live(self, request: Request) -> Response:
-        run_id = request.path_params["run_id"]
+        run_id = _run_id(request)
 
         def read() -> tuple[Any, str]:
             context = self.run_context(run_id)
@@ -252,6 +252,20 @@ class Console:
         return True, f"{pid} resumed in this console: finished branches are not run again"
 
 
+def run_url(run_id: str, base: str = "/run") -> str:
+    """The address of run ``run_id``'s page (``base="/live/run"``: of its live updates): ``/run/ID``, or
+    ``/run?id=ID`` for an id the path cannot carry: a browser resolves a segment "." or ".." away (as it
+    does ``%2e``), and a path parameter stops at a line break."""
+    if run_id in (".", "..") or "\n" in run_id:
+        return f"{base}?id={quote(run_id, safe='')}"
+    return f"{base}/{quote(run_id, safe='')}"
+
+
+def _run_id(request: Request) -> str:
+    """The run a ``/run/ID`` or ``/run?id=ID`` address names (see :func:`run_url`)."""
+    return str(request.path_params.get("run_id") or request.query_params.get("id", ""))
+
+
 def _moment(text: str | None, what: str) -> float | None:
     """A ``since``/``until`` value: local ``YYYY-MM-DD[THH:MM[:SS]]`` or epoch seconds."""
     if not text:
@@ -279,7 +293,9 @@ def create_app(vow: Any, *, token: str | None = None, poll: float = 0.5) -> Star
     app = Starlette(routes=[
         Route("/", console.runs_page),
         Route("/live/runs", console.runs_live),
+        Route("/run", console.run_page),
         Route("/run/{run_id:path}", console.run_page),
+        Route("/live/run", console.run_live),
         Route("/live/run/{run_id:path}", console.run_live),
         Route("/image", console.image),
         Route("/favicon.ico", lambda request: Response(status_code=204)),
