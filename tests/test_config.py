@@ -67,6 +67,8 @@ def test_faults_that_choose_no_attempt_to_fail_are_an_error_not_a_no_op(faults: 
     ({"latency": float("inf")}, "latency: expected a finite number of seconds, got inf"),
     ({"latency": float("nan")}, "latency: expected a finite number of seconds, got nan"),
     ({"fail_attempts": [1], "retry_after": float("inf")}, "retry_after: expected a finite number of seconds, got inf"),
+    ({"rate": float("nan")}, "rate: expected a fraction from 0 to 1, got nan"),  # had said "must be >= 0.0: nan"
+    ({"rate": 1, "status": 200}, "status: 'status' must be >= 400: 200"),  # had failed as a permanent "HTTP 200"
 ])
 def test_fault_latency_and_retry_after_are_finite_seconds(faults: dict, problem: str) -> None:
     # As a pipeline's timeout: .inf would sleep or hold a branch back for good, .nan passes ">= 0".

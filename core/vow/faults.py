@@ -45,12 +45,12 @@ class Faults:
     fail_attempts: list[int] | None = attrs.field(default=None, validator=attrs.validators.optional(
         attrs.validators.deep_iterable(attrs.validators.ge(1), attrs.validators.instance_of(list))))  # from 1
     rate: float | None = attrs.field(default=None, validator=attrs.validators.optional(
-        [attrs.validators.ge(0.0), attrs.validators.le(1.0)]))
+        [finite("a fraction from 0 to 1"), attrs.validators.ge(0.0), attrs.validators.le(1.0)]))
     seed: int = 0
     error: str = attrs.field(default="transient", validator=lambda _i, _a, value: _check_error(value))
     message: str = "injected failure"
     status: int | None = attrs.field(default=None, validator=attrs.validators.optional(
-        [attrs.validators.ge(100), attrs.validators.le(599)]))  # an HTTP status
+        [attrs.validators.ge(400), attrs.validators.le(599)]))  # an HTTP error status (200 is no failure)
     retry_after: float | None = attrs.field(default=None, validator=attrs.validators.optional(
         [finite(), attrs.validators.ge(0)]))
     latency: float = attrs.field(default=0.0, validator=[finite(), attrs.validators.ge(0)])
