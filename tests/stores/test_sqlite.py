@@ -174,7 +174,9 @@ def test_options_from_a_url(tmp_path: Path, plugins: Plugins) -> None:
 @pytest.mark.parametrize(("query", "message"), [
     ("synchronous=off", "synchronous: expected one of normal, full, got 'off'"),
     ("busy_timeout=soon", "busy_timeout"),
-    ("busy_timeout=0", "busy_timeout: expected a number of seconds > 0"),
+    ("busy_timeout=0", "busy_timeout: expected a finite number of seconds > 0"),
+    ("busy_timeout=nan", "busy_timeout: expected a finite number of seconds > 0, got nan"),
+    ("busy_timeout=inf", "busy_timeout: expected a finite number of seconds > 0, got inf"),
     ("journal=delete", r"journal: unknown key \(allowed: path, synchronous, busy_timeout\)"),
 ])
 def test_bad_options_are_a_config_error(tmp_path: Path, plugins: Plugins, query: str, message: str) -> None:

@@ -29,6 +29,7 @@ import functools
 import itertools
 import json
 import logging
+import math
 import os
 import random
 import sqlite3
@@ -351,8 +352,9 @@ class SQLiteStore(StoreOperations):
         if synchronous not in SYNCHRONOUS_MODES:
             raise ConfigError(f"sqlite store option synchronous: expected one of "
                               f"{', '.join(SYNCHRONOUS_MODES)}, got {synchronous!r}")
-        if not isinstance(busy_timeout, (int, float)) or busy_timeout <= 0:
-            raise ConfigError(f"sqlite store option busy_timeout: expected a number of seconds > 0, "
+        if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, (int, float)) or not (
+                0 < busy_timeout < math.inf):  # nan passes "<= 0"; inf overflows a wait
+            raise ConfigError(f"sqlite store option busy_timeout: expected a finite number of seconds > 0, "
                               f"got {busy_timeout!r}")
         self.path = os.path.abspath(os.path.expanduser(os.fspath(path)))
         self.synchronous = synchronous
