@@ -10,8 +10,8 @@ from __future__ import annotations
 import email.utils
 import math
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from vow.errors import PermanentError, TransientError
 
@@ -41,6 +41,26 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def http_url(example: str) -> Callable[[Any, Any, str | None], None]:
+    """An attrs validator of a URL option: an absolute http(s) URL with a host and a TCP port, as httpx
+    reads it (``None`` passes: an unset option). A bad one is refused when the options are built,
+    not at every send, where httpx raises ``InvalidURL`` or quietly wraps a port above 65535."""
+    expected = f"expected an http(s) URL such as {example}"
+
+    def check(_instance: Any, _attribute: Any, value: str | None) -> None:
+        import httpx  # the transports that take URLs have it; `import vow` does not need it
+
+        if value is None:
+            return
+        try:
+            url = httpx.URL(value)
+        except httpx.InvalidURL as exc:
+            raise ValueError(f"{value!r} is not a URL ({exc}); {expected}") from None
+        if url.scheme not in ("http", "https") or not url.host or not 0 < (url.port or 80) < 65536:
+            raise ValueError(f"{expected}, got {value!r}")
+    return check
 
 
 def is_transient_status(status: int) -> bool:

@@ -16,27 +16,13 @@ from __future__ import annotations
 from typing import Literal
 
 import attrs
-import httpx
 
 from vow.config import finite
+from vow.http import http_url
 
 # Literal types: cattrs then reports a bad value with its key path and the allowed values.
 Transport = Literal["auto", "smtp", "resend", "simulated"]
 Security = Literal["auto", "starttls", "ssl", "none"]
-
-
-def _http_url(_instance: object, _attribute: object, value: str | None) -> None:
-    """An absolute http(s) URL with a host and a TCP port, as httpx reads it: a bad one is refused here,
-    not at every send (where httpx raises InvalidURL, or quietly wraps a port above 65535)."""
-    if value is None:
-        return
-    expected = "expected an http(s) URL such as https://api.resend.com"
-    try:
-        url = httpx.URL(value)
-    except httpx.InvalidURL as exc:
-        raise ValueError(f"{value!r} is not a URL ({exc}); {expected}") from None
-    if url.scheme not in ("http", "https") or not url.host or not 0 < (url.port or 80) < 65536:
-        raise ValueError(f"{expected}, got {value!r}")
 
 
 @attrs.frozen
@@ -70,7 +56,7 @@ class ResendOptions:
     """The Resend HTTP API: the API key comes from the ``api_key_env`` variable."""
 
     api_key_env: str = "RESEND_API_KEY"
-    base_url: str = attrs.field(default="https://api.resend.com", validator=_http_url)
+    base_url: str = attrs.field(default="https://api.resend.com", validator=http_url("https://api.resend.com"))
 
 
 @attrs.frozen

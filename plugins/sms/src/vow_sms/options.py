@@ -6,9 +6,9 @@ import re
 from typing import Any, Literal
 
 import attrs
-import httpx
 
 from vow.config import finite
+from vow.http import http_url
 
 E164 = re.compile(r"\+[1-9][0-9]{7,14}")
 """``+``, then 8 to 15 digits, the country code first (so never a leading 0)."""
@@ -22,20 +22,6 @@ ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 def _e164(_inst: object, attr: attrs.Attribute[str], value: str) -> None:
     if not E164.fullmatch(value):
         raise ValueError(f"{value!r} is not a phone number in {E164_HELP}")
-
-
-def _http_url(_instance: object, _attribute: object, value: str | None) -> None:
-    """An absolute http(s) URL with a host and a TCP port, as httpx reads it: a bad one is refused here,
-    not at every send (where httpx raises InvalidURL, or quietly wraps a port above 65535)."""
-    if value is None:
-        return
-    expected = "expected an http(s) URL such as https://hooks.example.com/sms/status"
-    try:
-        url = httpx.URL(value)
-    except httpx.InvalidURL as exc:
-        raise ValueError(f"{value!r} is not a URL ({exc}); {expected}") from None
-    if url.scheme not in ("http", "https") or not url.host or not 0 < (url.port or 80) < 65536:
-        raise ValueError(f"{expected}, got {value!r}")
 
 
 _optional = attrs.validators.optional
@@ -55,7 +41,8 @@ class SmsOptions:
     from_number: str | None = attrs.field(default=None, validator=_optional(_e164))
     messaging_service_sid: str | None = attrs.field(
         default=None, validator=_optional(attrs.validators.matches_re(MESSAGING_SERVICE_SID)))  # MG + 32 hex digits
-    status_callback: str | None = attrs.field(default=None, validator=_http_url)
+    status_callback: str | None = attrs.field(
+        default=None, validator=http_url("https://hooks.example.com/sms/status"))
     account_sid_env: str = attrs.field(default="TWILIO_ACCOUNT_SID", validator=_ENV)
     auth_token_env: str = attrs.field(default="TWILIO_AUTH_TOKEN", validator=_ENV)
     api_key_sid_env: str | None = attrs.field(default=None, validator=_optional(_ENV))
