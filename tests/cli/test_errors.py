@@ -241,10 +241,32 @@ def test_a_damaged_store_file_is_one_line_and_exit_2_for_every_command(sandbox, 
 
 def test_a_store_location_that_cannot_be_made_is_one_line_and_exit_2(sandbox) -> None:
     (sandbox.cwd / "blocker").write_text("a file where a directory should be")
-    done = sandbox.run("ls", "--store", "sqlite:blocker/vow.sqlite")
+    sandbox.write("order.yaml", pipeline())
+    done = sandbox.run("run", "order.yaml", "--store", "sqlite:blocker/vow.sqlite")
     assert done.returncode == 2 and done.stdout == "", done.stderr
     where = sandbox.cwd / "blocker" / "vow.sqlite"
     assert done.stderr == f"error: store 'sqlite:blocker/vow.sqlite': cannot be opened: Not a directory ({where})\n"
+
+
+@pytest.mark.parametrize("args", [
+    ["ls"], ["show", "order/1"], ["resolve", "order/1.x", "1"], ["reject", "order/1.x", "no"], ["cancel", "order/1"],
+    ["resume", "order/1"], ["retry", "order/1"], ["fork", "order/1", "--from", "order/1.1"],
+    ["prune", "--older-than", "1d"], ["schedule", "ls"], ["schedule", "rm", "nightly"], ["ui"],
+])
+@pytest.mark.parametrize("given", [True, False])
+def test_a_command_that_reads_runs_makes_no_store_where_none_is(sandbox, args: list[str], given: bool) -> None:
+    # A mistyped --store path had made an empty store there, folders and all, then said "no runs".
+    store = sandbox.cwd / "typo" / "vow.sqlite"
+    if not given:
+        del sandbox.env["VOW_STORE"]  # the default store, .vow/vow.sqlite
+    done = sandbox.run(*args, *(["--store", f"sqlite:{store}"] if given else []), timeout=60)
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    if given:
+        assert done.stderr == f"error: no store at {store}: the file does not exist; check --store or $VOW_STORE " \
+                              "(vow run and vow worker make a new store)\n"
+    else:
+        assert done.stderr.startswith("error: no store at .vow/vow.sqlite: nothing has run here yet")
+    assert not (sandbox.cwd / "typo").exists() and not (sandbox.cwd / ".vow").exists()
 
 
 @pytest.mark.parametrize("args, expected", [

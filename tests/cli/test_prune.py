@@ -96,6 +96,7 @@ def test_prune_of_a_file_made_without_incremental_vacuum_advises_compact_once(sa
 
 
 def test_bad_prune_arguments_are_one_clear_error(sandbox) -> None:
+    sandbox.store_file.write_bytes(b"")  # a store is there (without one, that is the error); an empty file
     for args, message in (
         (["--older-than", "30x"], "error: --older-than: '30x' is not a duration; write a number and a unit, "
                                   "like 30d, 12h, 90m, 45s or 2w (or several: 1d12h)"),
@@ -109,7 +110,7 @@ def test_bad_prune_arguments_are_one_clear_error(sandbox) -> None:
     ):
         result = sandbox.run("prune", *args)
         assert (result.returncode, result.stderr.strip(), result.stdout) == (2, message, "")
-        assert not sandbox.store_file.exists()  # refused before the store is opened
+        assert sandbox.store_file.read_bytes() == b""  # refused before the store is opened
     missing = sandbox.run("prune")
     assert missing.returncode == 2 and "Missing option '--older-than'" in missing.stderr
 

@@ -71,6 +71,29 @@ def store_option(f: Callable[..., Any]) -> Callable[..., Any]:
              "[default: $VOW_STORE, else sqlite:.vow/vow.sqlite].")(f)
 
 
+def existing_store_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--store URL`` of a command that reads runs: a SQLite file that does not exist is a usage error,
+    not an empty store made where a mistyped path points (with its folders) and then "no runs"."""
+    return click.option(
+        "--store", metavar="URL", envvar="VOW_STORE", default=None, callback=_existing_store,
+        help="Where promises are kept: sqlite:PATH, memory:, or any installed store "
+             "[default: $VOW_STORE, else sqlite:.vow/vow.sqlite].")(f)
+
+
+def _existing_store(ctx: click.Context, param: click.Parameter, url: str | None) -> str | None:
+    from vow.stores import DEFAULT_URL, parse_store_url
+
+    name, options = parse_store_url(url if url is not None else DEFAULT_URL)
+    path = options.get("path")
+    if name == "sqlite" and isinstance(path, str) and not os.path.exists(path):
+        if url is None:
+            raise UserError(f"no store at {path}: nothing has run here yet (vow run FILE makes it), or give "
+                            "the store with --store URL or $VOW_STORE")
+        raise UserError(f"no store at {path}: the file does not exist; check --store or $VOW_STORE "
+                        "(vow run and vow worker make a new store)")
+    return url
+
+
 def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
     """``--json``: one JSON document on stdout instead of text."""
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")(f)

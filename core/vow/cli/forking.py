@@ -14,12 +14,12 @@ import click
 
 from vow.cli.common import (
     UserError,
+    existing_store_option,
     installed_plugins,
     json_option,
     load_apps,
     pipeline_name,
     print_json,
-    store_option,
     utf8_text,
 )
 
@@ -74,7 +74,7 @@ def _make_and_run(store: str | None, run_id: str, apps: tuple[str, ...], detach:
 @click.option("--from", "from_id", required=True, metavar="PROMISE_ID", callback=utf8_text,
               help="The first promise to run again: results stored before it are reused (vow show RUN lists them).")
 @_start_options
-@store_option
+@existing_store_option
 @json_option
 def fork(run_id: str, from_id: str, new_id: str | None, detach: bool, apps: tuple[str, ...], store: str | None,
          as_json: bool) -> None:
@@ -91,7 +91,7 @@ def fork(run_id: str, from_id: str, new_id: str | None, detach: bool, apps: tupl
 @click.command()
 @click.argument("run_id", metavar="RUN", callback=utf8_text)
 @_start_options
-@store_option
+@existing_store_option
 @json_option
 def retry(run_id: str, new_id: str | None, detach: bool, apps: tuple[str, ...], store: str | None,
           as_json: bool) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from vow.cli.common import UserError, json_option, pipeline_name, print_json, store_option, utf8_text
+from vow.cli.common import UserError, existing_store_option, json_option, pipeline_name, print_json, utf8_text
 from vow.history import FailedAttempt, RateLimitWait, failed_attempts, is_engine_timer, rate_limit_waits
 from vow.records import Kind, PromiseRecord, State
 
@@ -41,7 +41,7 @@ def _when(ts: float | None) -> str:
 @click.option("--state", type=click.Choice([s.value for s in State]), help="Only runs in this state.")
 @click.option("--name", metavar="NAME", callback=utf8_text, help="Only runs of this workflow, or of this pipeline.")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="At most this many runs.")
-@store_option
+@existing_store_option
 @json_option
 def ls(state: str | None, name: str | None, limit: int, store: str | None, as_json: bool) -> None:
     """List runs, newest first. A run parked after its process kept dying shows as ``parked``."""
@@ -83,7 +83,7 @@ def ls(state: str | None, name: str | None, limit: int, store: str | None, as_js
 
 @click.command()
 @click.argument("promise_id", metavar="ID", callback=utf8_text)
-@store_option
+@existing_store_option
 @json_option
 @click.option("--full", is_flag=True,
               help=f"With --json: every value whole (by default strings over {CLIP_CHARS:,} characters and lists "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vow.cli.common import UserError, installed_plugins, store_option, utf8_text
+from vow.cli.common import UserError, existing_store_option, installed_plugins, utf8_text
 from vow.errors import VowError
 
 # The client and the engine under it, and the pipeline's input parser (YAML), are imported inside
@@ -26,7 +26,7 @@ def _settle(store: str | None, action: str, promise_id: str, *args: object) -> N
 @click.command()
 @click.argument("promise_id", metavar="ID", callback=utf8_text)
 @click.argument("value", metavar="VALUE")
-@store_option
+@existing_store_option
 def resolve(promise_id: str, value: str, store: str | None) -> None:
     """Resolve the outside promise ID with VALUE (JSON, or else plain text); its run wakes up.
 
@@ -40,7 +40,7 @@ def resolve(promise_id: str, value: str, store: str | None) -> None:
 @click.command()
 @click.argument("promise_id", metavar="ID", callback=utf8_text)
 @click.argument("reason", metavar="REASON")
-@store_option
+@existing_store_option
 def reject(promise_id: str, reason: str, store: str | None) -> None:
     """Reject the outside promise ID with REASON; its run gets the error."""
     _settle(store, "reject", promise_id, reason)
@@ -48,7 +48,7 @@ def reject(promise_id: str, reason: str, store: str | None) -> None:
 
 @click.command()
 @click.argument("promise_id", metavar="ID", callback=utf8_text)
-@store_option
+@existing_store_option
 def cancel(promise_id: str, store: str | None) -> None:
     """Cancel promise ID; for a run, every pending promise in it too."""
     _settle(store, "cancel", promise_id)

@@ -6,7 +6,7 @@ import time
 
 import click
 
-from vow.cli.common import installed_plugins, json_option, print_json, store_option
+from vow.cli.common import existing_store_option, installed_plugins, json_option, print_json
 from vow.retention import PruneResult, describe_seconds, parse_age, parse_states
 
 # The client and the engine under it are imported inside the commands: `vow --help` imports this
@@ -29,7 +29,7 @@ _WORDS = {"resolved": "succeeded", "rejected": "failed", "timedout": "timed out"
 @click.option("--compact", is_flag=True,
               help="Also rewrite the store file to give all free space back to the disk (SQLite: needed once "
                    "for a file made without incremental vacuum; writers wait meanwhile, so stop workers first).")
-@store_option
+@existing_store_option
 @json_option
 def prune(older_than: str, states: str | None, dry_run: bool, compact: bool, store: str | None,
           as_json: bool) -> None:

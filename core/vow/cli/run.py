@@ -16,6 +16,7 @@ from vow.cli.common import (
     FAILED,
     OK,
     UserError,
+    existing_store_option,
     installed_plugins,
     json_option,
     load_apps,
@@ -133,7 +134,7 @@ def validate(file: str, inputs: tuple[str, ...], sets: tuple[str, ...], run_id: 
               help="Resume run ID even if it was parked (its process kept dying while running it).")
 @click.option("--app", "apps", multiple=True, metavar="MODULE[:ATTR]",
               help="Import Python workflows to resume (pipelines are always available).")
-@store_option
+@existing_store_option
 @json_option
 def resume(run_id: str | None, resume_all: bool, force: bool, apps: tuple[str, ...], store: str | None,
            as_json: bool) -> None:

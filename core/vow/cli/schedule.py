@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from vow.cli.common import installed_plugins, json_option, print_json, store_option
+from vow.cli.common import existing_store_option, installed_plugins, json_option, print_json, store_option
 
 # The store, the schedules and the pipeline code are imported inside the commands: `vow --help`
 # imports this module to list its commands and must stay fast (tests/cli/test_run.py checks it).
@@ -93,7 +93,7 @@ def add(file: str, name: str | None, sets: tuple[str, ...], inputs: tuple[str, .
 
 
 @schedule.command("ls")
-@store_option
+@existing_store_option
 @json_option
 def ls(store: str | None, as_json: bool) -> None:
     """List the schedules with their next tick."""
@@ -121,7 +121,7 @@ def ls(store: str | None, as_json: bool) -> None:
 
 @schedule.command("pause")
 @click.argument("name")
-@store_option
+@existing_store_option
 def pause(name: str, store: str | None) -> None:
     """Stop starting runs of schedule NAME; ticks that pass meanwhile are skipped."""
     from vow.schedules.manage import pause as pause_schedule
@@ -131,7 +131,7 @@ def pause(name: str, store: str | None) -> None:
 
 @schedule.command("resume")
 @click.argument("name")
-@store_option
+@existing_store_option
 def resume(name: str, store: str | None) -> None:
     """Start runs of schedule NAME again, from its next tick."""
     from vow.schedules.manage import resume as resume_schedule
@@ -141,7 +141,7 @@ def resume(name: str, store: str | None) -> None:
 
 @schedule.command("rm")
 @click.argument("name")
-@store_option
+@existing_store_option
 def rm(name: str, store: str | None) -> None:
     """Delete schedule NAME (the runs it started stay)."""
     from vow.schedules.manage import remove

@@ -210,10 +210,10 @@ def test_an_error_with_a_carriage_return_survives_the_live_update(sandbox: Any, 
 
 
 def test_off_loopback_the_console_needs_its_token(sandbox: Any, browser: Any) -> None:
+    make_runs(sandbox.store)
     refused = sandbox.vow("ui", "--host", "0.0.0.0", "--port", "0")
     assert refused.returncode == 2
     assert "--token or VOW_UI_TOKEN" in refused.stderr
-    make_runs(sandbox.store)
     token = "correct-horse-battery-staple"
     console = sandbox.console("--token", token, host="127.0.0.2")  # another address than 127.0.0.1
     page = browser

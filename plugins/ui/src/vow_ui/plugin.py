@@ -10,14 +10,14 @@ from typing import Any
 
 import click
 
-from vow.cli.common import UserError, load_apps, store_option
+from vow.cli.common import UserError, existing_store_option, load_apps
 from vow.hookspecs import hookimpl
 
 DEFAULT_PORT = 8765
 
 
 @click.command("ui")
-@store_option
+@existing_store_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on. Anything but a loopback address needs --token.")
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535),
