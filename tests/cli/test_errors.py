@@ -105,6 +105,13 @@ CASES = [
     ("a number too long to read in the file", pipeline(top="description: x\ntimeout: " + "1" * 5000 + "\n"), [],
      "order.yaml:8: timeout: invalid YAML: a whole number of more than 4,300 digits cannot be read; give it as "
      "text (in quotes)"),
+    # Python's decoder takes NaN and Infinity, and reads 1e999 as infinity: none is JSON, and a run
+    # was planned with them (the stored input then held Infinity, which no other JSON reader takes).
+    ("NaN in --input", pipeline(), ["--input", '{"order_id": NaN}'], "--input: not valid JSON (NaN is not JSON)"),
+    ("a number too large in --input", pipeline(), ["--input", '{"order_id": 1e999}'],
+     "--input: 1e999 is too large a number (it would be infinity); give it as text"),
+    ("a number too large in --set", pipeline(), ["--set", "order_id=1e999"],
+     "--set order_id: 1e999 is too large a number (it would be infinity); give it as text"),
     ("input file missing", pipeline(), ["--input", "@event.json"], "--input @event.json: no such file"),
     ("empty input in the run id", pipeline(), ["--set", "order_id="],
      f"order.yaml:3: id: 'order/' is not a usable run id ({RUN_ID_RULE})"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import datetime
 import json
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -126,7 +127,9 @@ def parse_input(text: str) -> dict[str, Any]:
         except (OSError, UnicodeDecodeError) as exc:
             raise SpecError(f"{label}: cannot read it ({exc})") from None
     try:
-        value = json.loads(text)
+        value = _strict_json(text, label)
+    except _NotJson as exc:
+        raise SpecError(f"{label}: not valid JSON ({exc})") from None
     except json.JSONDecodeError as exc:
         raise SpecError(f"{label}: not valid JSON ({exc})") from None
     except ValueError:  # the one other: a whole number longer than Python reads
@@ -140,12 +143,31 @@ def parse_input(text: str) -> dict[str, Any]:
     return value
 
 
+class _NotJson(ValueError):
+    """A constant Python's decoder takes and JSON has not (NaN, Infinity)."""
+
+
+def _strict_json(text: str, label: str) -> Any:
+    """``json.loads(text)`` as JSON has it: ``NaN`` and ``Infinity`` are :class:`_NotJson`, and a number
+    too large for a float (``1e999``, which Python reads as infinity) a :class:`SpecError`."""
+    def constant(name: str) -> Any:
+        raise _NotJson(f"{name} is not JSON")
+
+    def number(literal: str) -> float:
+        value = float(literal)
+        if math.isinf(value):
+            raise SpecError(f"{label}: {literal} is too large a number (it would be infinity); give it as text")
+        return value
+
+    return json.loads(text, parse_constant=constant, parse_float=number)
+
+
 def parse_value(text: str, label: str = "value") -> Any:
     """A command-line value: JSON when it parses as JSON, else the text itself (``label`` names it
     in the error for JSON nested too deeply to read)."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
+        return _strict_json(text, label)
+    except (json.JSONDecodeError, _NotJson):  # NaN and Infinity are Python's, not JSON: text too
         return text
     except ValueError:  # the one other: a whole number longer than Python reads
         raise SpecError(f"{label}: {too_long_number()}") from None
