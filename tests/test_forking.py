@@ -199,6 +199,7 @@ def test_a_failed_leaf_retried_by_its_policy_leaves_no_timer_behind_in_the_retry
     ("fork unknown run", "no run with id"),
     ("fork to an existing id", "exists already"),
     ("fork under the old prefix", "must not be"),
+    ("fork to an id with a control character", "is not a usable run id"),  # only spaces were refused
 ])
 def test_what_fork_and_retry_refuse(vow: Any, what: str, problem: str) -> None:
     vow.run("seq/9", sequence)
@@ -216,6 +217,8 @@ def test_what_fork_and_retry_refuse(vow: Any, what: str, problem: str) -> None:
             fork(vow.store, "nope", "nope.1")
         elif what == "fork to an existing id":
             fork(vow.store, "seq/9", "seq/9.2", new_id="seq/pending")
+        elif what == "fork to an id with a control character":
+            fork(vow.store, "seq/9", "seq/9.2", new_id="seq/\x1b[2J")
         else:
             fork(vow.store, "seq/9", "seq/9.2", new_id="seq/9.copy")
 

@@ -42,6 +42,7 @@ from typing import Any
 import attrs
 
 from vow.errors import ConfigError
+from vow.naming import not_in_a_run_id
 from vow.records import Batch, Kind, PromiseRecord, State
 from vow.reserved import BACKOFF_FUNC
 
@@ -146,8 +147,8 @@ def _copy(store: Any, root: PromiseRecord, tree: list[PromiseRecord], new_id: st
         raise ConfigError(f"run {run!r} has promises whose ids do not start with {prefix!r} ({shown}): a {how} "
                           "cannot give the new run its own copy of them. Give ids under the run's id "
                           "(.options(id=f\"{ctx.id}.name\")) to make runs that can be forked and retried")
-    if not new_id or any(c.isspace() for c in new_id):
-        raise ConfigError(f"{new_id!r} is not a usable run id")
+    if not new_id or any(map(not_in_a_run_id, new_id)):
+        raise ConfigError(f"{new_id!r} is not a usable run id (no spaces, control characters or lone surrogates)")
     if new_id == run or new_id.startswith(prefix):
         raise ConfigError(f"the new run's id {new_id!r} must not be {run!r} or start with {prefix!r}")
     if store.get(new_id) is not None:

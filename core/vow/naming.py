@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import os
 import sys
+import unicodedata
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-__all__ = ["function_name", "main_module_name", "stored_as"]
+__all__ = ["function_name", "main_module_name", "not_in_a_run_id", "stored_as"]
+
+
+def not_in_a_run_id(c: str) -> bool:
+    """A character no run id holds: a space, a control character (``\\x1b`` would steer the terminal of
+    whoever lists the runs), or a lone surrogate (a byte of the command line that is not UTF-8: no
+    store can keep it as text)."""
+    return c.isspace() or unicodedata.category(c) in ("Cc", "Cs")
 
 
 def main_module_name() -> str | None:

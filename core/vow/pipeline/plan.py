@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import unicodedata
 from collections.abc import Callable, Mapping
 from pathlib import Path as FilePath
 from typing import Any
@@ -29,6 +28,7 @@ from vow.errors import ConfigError, format_path
 from vow.faults import Faults, with_faults
 from vow.images import ImageRequest
 from vow.images.pipeline import STYLE_NAME, STYLE_RULE, parse_size
+from vow.naming import not_in_a_run_id
 from vow.pipeline.inputs import TOO_DEEP, check_depth, merge, not_json, too_deep
 from vow.pipeline.model import Branch, ChannelBranch, Gate, ImageBranch, PlannedRun
 from vow.pipeline.source import Path, Source, SpecError, read
@@ -157,7 +157,7 @@ class _Planner:
             # Same pipeline, same input: same run. Starting it twice joins the first run.
             digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:12]
             return f"{slug(self.spec.name)}/{digest}"
-        if not value.strip() or len(value) > 200 or "" in value.split("/") or any(map(_not_in_an_id, value)):
+        if not value.strip() or len(value) > 200 or "" in value.split("/") or any(map(not_in_a_run_id, value)):
             problem = (f"{value!r} is not a usable run id (1-200 characters, no spaces, control characters or lone "
                        "surrogates, no empty part between slashes: did an input come out empty?)")
             if label:
@@ -471,12 +471,6 @@ class _Planner:
         if value is not None and value < 1:
             raise self.error(path, f"must be 1 or more, got {value}")
         return value
-
-
-def _not_in_an_id(c: str) -> bool:
-    """A space, a control character (``\\x1b`` would steer the terminal of whoever lists the runs), or a
-    lone surrogate (a byte of the command line that is not UTF-8: no store can keep it as text)."""
-    return c.isspace() or unicodedata.category(c) in ("Cc", "Cs")
 
 
 def _with_limit(options: dict[str, Any], limit: dict[str, Any] | None) -> dict[str, Any]:
