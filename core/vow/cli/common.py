@@ -63,10 +63,10 @@ def utf8_text(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     return value
 
 
-def store_option(f: Callable[..., Any]) -> Callable[..., Any]:
+def store_option(f: Callable[..., Any], callback: Callable[..., Any] | None = None) -> Callable[..., Any]:
     """``--store URL`` (default ``$VOW_STORE``, else vow's default SQLite file)."""
     return click.option(
-        "--store", metavar="URL", envvar="VOW_STORE", default=None,
+        "--store", metavar="URL", envvar="VOW_STORE", default=None, callback=callback,
         help="Where promises are kept: sqlite:PATH, memory:, or any installed store "
              "[default: $VOW_STORE, else sqlite:.vow/vow.sqlite].")(f)
 
@@ -74,10 +74,7 @@ def store_option(f: Callable[..., Any]) -> Callable[..., Any]:
 def existing_store_option(f: Callable[..., Any]) -> Callable[..., Any]:
     """``--store URL`` of a command that reads runs: a SQLite file that does not exist is a usage error,
     not an empty store made where a mistyped path points (with its folders) and then "no runs"."""
-    return click.option(
-        "--store", metavar="URL", envvar="VOW_STORE", default=None, callback=_existing_store,
-        help="Where promises are kept: sqlite:PATH, memory:, or any installed store "
-             "[default: $VOW_STORE, else sqlite:.vow/vow.sqlite].")(f)
+    return store_option(f, callback=_existing_store)
 
 
 def _existing_store(ctx: click.Context, param: click.Parameter, url: str | None) -> str | None:

@@ -298,7 +298,7 @@ def check_text(cid: str, tags: dict[str, str], what: str, key: str | None = None
         texts += (name, value)
     try:
         size = len(cid.encode("utf-8"))
-        for text in texts:
+        for text in texts[1:]:
             text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise EncodeError(f"the id or tags of {what} cannot be stored: {exc} (ids and tags must be valid "
