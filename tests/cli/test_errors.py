@@ -83,6 +83,12 @@ CASES = [
      "order.yaml:14: fan_out[1].body: template error: unexpected '}'"),
     ("undefined in a template", pipeline('  - channel: sms\n    to: "{{ input.phone }}"\n    body: hi\n'), [],
      "order.yaml:13: fan_out[1].to: input.phone is not defined (input has: email, order_id)"),
+    # A size from the input multiplied text unchecked: the planner made the whole string (given ten
+    # billion, it died trying, with every run in its process). Five million stays safe to make without the check.
+    ("a template making too much",
+     pipeline('  - channel: slack\n    to: "#orders"\n    body: "{{ \'=\' * input.n }}"\n'), ["--set", "n=5000000"],
+     "order.yaml:14: fan_out[1].body: template error: repeating a value of length 1 5,000,000 times would make "
+     "5,000,000 characters; a template makes at most 1,000,000 (check the value it was given)"),
     ("bad recipient", pipeline('  - channel: sms\n    to: "{{ input.phone }}"\n    body: hi\n'), ["--set",
                                                                                                   "phone=555-1234"],
      "order.yaml:13: fan_out[1].to: sms message.to: '555-1234' is not a phone number in E.164: '+' then 8-15 "

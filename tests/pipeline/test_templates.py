@@ -42,3 +42,50 @@ def test_mistakes_say_what_is_wrong(template: str, message: str) -> None:
         with pytest.raises(TemplateError) as caught:
             render(template, CONTEXT)
         assert str(caught.value) == message
+
+
+# A size that comes with the input (a count, a width) must not let a template make a value that
+# exhausts the planner's memory: each operation that multiplies text is checked before it runs.
+# Two million is over the bound (a million) yet safe to make here, so without the checks these
+# templates render instead of failing; three is how they are meant to be used.
+GROWING = [
+    ("{{ '=' * input.n }}", "===", "repeating a value of length 1 2,000,000 times would make 2,000,000 characters"),
+    ("{{ input.n * 'ab' }}", "ababab", "repeating a value of length 2 2,000,000 times would make 4,000,000"),
+    ("{{ ([0] * input.n)|length }}", "3", "repeating a value of length 1 2,000,000 times"),
+    ("{{ (10 ** input.n) % 7 }}", "6", "10 ** 2000000 would have about 2,000,000 digits; a template makes whole "
+                                       "numbers of at most 4,300 digits"),
+    ("{{ ('a' * 900000 + 'b' * 900000 * (input.n > 3))|length }}", "900000", "joining two values with +"),
+    ("{{ ('%' ~ input.n ~ 's') % 'x' }}", "  x", "the width or precision 2,000,000 in '%2000000s'"),
+    ("{{ ('%' ~ input.n ~ 's')|format('x') }}", "  x", "the width or precision 2,000,000 in '%2000000s'"),
+    ("{{ ('{:>' ~ input.n ~ '}').format('x') }}", "  x", "the width or precision in the format spec '>2000000'"),
+    ("{{ 'x'|center(input.n) }}", " x ", "the center filter would make 2,000,000 characters"),
+    ("{{ 'x'.center(input.n) }}", " x ", "str.center would make 2,000,000 characters"),
+    ("{{ 'x'.rjust(input.n) }}", "  x", "str.rjust would make 2,000,000 characters"),
+    ("{{ '7'.zfill(input.n) }}", "007", "str.zfill would make 2,000,000 characters"),
+    ("{{ 'a\nb'|indent(input.n) }}", "a\n   b", "the indent filter would make 4,000,003 characters"),
+    ("{{ ('a' * 1000)|replace('a', 'b' * (input.n // 1000 + 1))|length }}", "1000", "the replace filter would make"),
+    ("{{ ('a' * 1000).replace('a', 'b' * (input.n // 1000 + 1))|length }}", "1000", "str.replace would make"),
+    ("{{ (['x' * 600000] * (input.n // 1000000 + 1))|join|length }}", "600000", "the join filter would make"),
+    ("{{ ''.join(['x' * 600000] * (input.n // 1000000 + 1))|length }}", "600000", "str.join would make"),
+    ("{% set ns = namespace(s='ab') %}{% for i in range(input.n // 100000 + 1) %}{% set ns.s = ns.s ~ ns.s %}"
+     "{% endfor %}{{ ns.s|length }}", "4", "joining values with ~ would make 1,048,576 characters"),
+    ("{% for i in range(input.n // 20) %}{% for j in range(20) %}x{% endfor %}{% endfor %}", "",
+     "the text would be longer than 1,000,000 characters"),
+]
+
+
+@pytest.mark.parametrize("template, small, message", GROWING)
+def test_a_template_cannot_make_a_value_over_the_bound(template: str, small: str, message: str) -> None:
+    big = {"input": wrap({"n": 2_000_000}, "input")}
+    for render in (render_text, render_value):
+        with pytest.raises(TemplateError) as caught:
+            render(template, big)
+        assert message in str(caught.value)
+    assert render_text(template, {"input": wrap({"n": 3}, "input")}) == small
+
+
+def test_templates_do_not_change_lists_or_mappings() -> None:
+    # an append in a loop could grow a list without bound (each item within the bound)
+    for template in ("{% set l = [] %}{% set _ = l.append(1) %}{{ l }}", "{% set d = {} %}{% set _ = d.update(a=1) %}"):
+        with pytest.raises(TemplateError, match="unsafe"):
+            render_text(template, CONTEXT)

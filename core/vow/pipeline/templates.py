@@ -18,7 +18,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import jinja2
-from jinja2.sandbox import SandboxedEnvironment
+import jinja2.compiler
+import jinja2.nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from vow.pipeline import template_limits
 
 
 class TemplateError(ValueError):
@@ -71,7 +75,38 @@ class _Undefined(jinja2.StrictUndefined):
         return super()._undefined_message
 
 
-class _Environment(SandboxedEnvironment):
+class _CodeGenerator(jinja2.compiler.CodeGenerator):
+    def visit_Concat(self, node: jinja2.nodes.Concat, frame: jinja2.compiler.Frame) -> None:
+        # ``a ~ b`` joins through the environment, so its size is checked like ``a + b``
+        self.write("environment.join_bounded((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    """Jinja's sandbox, where templates do not change lists or mappings (``append``, ``update``: a loop
+    could grow one without bound) and nothing they make passes :mod:`~vow.pipeline.template_limits`."""
+
+    code_generator_class = _CodeGenerator
+    # the operators that can make a value far larger than their operands (see template_limits)
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+
+    def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any) -> Any:
+        template_limits.check_binop(operator, left, right)
+        return super().call_binop(context, operator, left, right)
+
+    def join_bounded(self, parts: tuple[Any, ...]) -> str:
+        """The text of ``a ~ b ~ ...``, refused when it would be over the bound."""
+        template_limits.check_concat([str(part) for part in parts])
+        return str(jinja2.runtime.markup_join(parts))  # as Jinja joins them: escaped where autoescape is on
+
+    def call(__self, __context: jinja2.runtime.Context, __obj: Any, *args: Any,  # noqa: N805 - as Jinja's
+             **kwargs: Any) -> Any:
+        args = template_limits.check_call(__obj, args, kwargs)
+        return super().call(__context, __obj, *args, **kwargs)
+
     def getattr(self, obj: Any, attribute: str) -> Any:
         # `input.items` means the key "items" when there is one; dict methods only otherwise.
         if isinstance(obj, Scope):
@@ -89,6 +124,7 @@ def slug(text: Any) -> str:
 
 ENV = _Environment(undefined=_Undefined, autoescape=False)
 ENV.filters["slug"] = slug
+ENV.filters.update(template_limits.bounded_filters(ENV.filters))
 _WHOLE = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
 
 
@@ -105,7 +141,19 @@ def render_text(text: str, context: Mapping[str, Any]) -> str:
         template = ENV.from_string(text)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(f"template error: {exc.message}", exc.lineno) from None
-    return str(_call(lambda: template.render(context), context))
+    return str(_call(lambda: _bounded_text(template, context), context))
+
+
+def _bounded_text(template: jinja2.Template, context: Mapping[str, Any]) -> str:
+    """``template`` rendered, stopping once its text passes MAX_SIZE (a loop over large inputs)."""
+    parts, size = [], 0
+    for part in template.generate(context):
+        size += len(part)
+        if size > template_limits.MAX_SIZE:
+            raise template_limits.TooLarge(f"the text would be longer than {template_limits.MAX_SIZE:,} "
+                                           "characters, the most a template makes (check the values it loops over)")
+        parts.append(part)
+    return "".join(parts)
 
 
 def render_value(value: Any, context: Mapping[str, Any]) -> Any:
@@ -138,6 +186,8 @@ def _call(render: Any, context: Mapping[str, Any]) -> Any:
         if match:
             message = f"{match.group(1)} is not defined (available: {', '.join(sorted(context))})"
         raise TemplateError(message) from None
+    except template_limits.TooLarge as exc:
+        raise TemplateError(f"template error: {exc}") from None
     except jinja2.TemplateError as exc:  # includes SecurityError from the sandbox
         raise TemplateError(f"template error: {exc}") from None
     except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
