@@ -63,6 +63,17 @@ def http_url(example: str) -> Callable[[Any, Any, str | None], None]:
     return check
 
 
+def text_field(body: Mapping[str, Any], name: str) -> str | None:
+    """``body[name]`` when it is a non-empty string, else ``None``.
+
+    A provider's code, id or name of another JSON type (a number, ``null``, a list, an object)
+    counts as absent, never as a value: a list cannot even be looked up in a set of codes (it
+    raises ``TypeError``), and ``true`` or ``["SM1"]`` is no message id.
+    """
+    value = body.get(name)
+    return value if isinstance(value, str) and value else None
+
+
 def is_transient_status(status: int) -> bool:
     """True for statuses worth retrying: 408, 425, 429 and every 5xx."""
     return status in TRANSIENT_STATUSES or status >= 500

@@ -200,6 +200,27 @@ def test_success_status_carrying_an_error_is_classified(channel):
     assert info.value.code == "validation_error"
 
 
+@pytest.mark.parametrize("name", [["rate_limit_exceeded"], {"name": "x"}, 429, True])
+@pytest.mark.parametrize("status, error", [(429, TransientError), (422, PermanentError)])
+@respx.mock
+def test_an_error_name_that_is_not_text_falls_back_to_the_status(channel, name, status, error):
+    respx.post(URL).respond(status, json={"statusCode": status, "name": name, "message": "slow down"})
+    with pytest.raises(error, match=f"resend answered HTTP {status}: slow down") as info:
+        send(channel)
+    assert info.value.code == str(status)
+
+
+@pytest.mark.parametrize("body", [{"name": ["validation_error"], "message": "x"}, {"name": {"a": 1}},
+                                  {"id": ["49a3999c"]}, {"id": 49}, {"id": None}, {"id": True},
+                                  [{"id": EMAIL_ID}], "49a3999c"])
+@respx.mock
+def test_success_status_without_a_text_id_is_not_a_success(channel, body):
+    respx.post(URL).respond(200, json=body)
+    with pytest.raises(TransientError, match="resend answered HTTP 200 without an email id") as info:
+        send(channel)
+    assert info.value.code == "missing_id"
+
+
 @pytest.mark.parametrize("exc", [httpx.ConnectError("refused"), httpx.ReadTimeout("slow")])
 @respx.mock
 def test_network_failures_are_transient(channel, exc):

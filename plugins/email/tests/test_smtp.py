@@ -265,3 +265,23 @@ def test_injected_status_is_read_as_an_smtp_reply(email_plain_smtp, status, erro
     assert info.value.code == str(status)
     send(channel, attempt=2)
     assert len(email_plain_smtp.recorder.messages) == 1
+
+
+@pytest.mark.parametrize("faults", [Faults(fail_attempts=[1], status=451, retry_after=0.2),
+                                    {"fail_attempts": [1], "status": 421, "retry_after": 0.2}])
+def test_injected_transient_reply_keeps_retry_after(email_plain_smtp, faults):
+    channel = with_faults(channel_for(email_plain_smtp), faults)
+    with pytest.raises(TransientError) as info:
+        send(channel, attempt=1)
+    assert info.value.retry_after == 0.2
+    assert not email_plain_smtp.recorder.messages  # the injected reply stood in for the server's
+    send(channel, attempt=2)
+    assert len(email_plain_smtp.recorder.messages) == 1
+
+
+def test_injected_permanent_reply_is_permanent_whatever_retry_after_says(email_plain_smtp):
+    channel = with_faults(channel_for(email_plain_smtp), Faults(fail_attempts=[1], status=550, retry_after=0.2))
+    with pytest.raises(PermanentError) as info:
+        send(channel, attempt=1)
+    assert info.value.code == "550"
+    assert not email_plain_smtp.recorder.messages

@@ -167,6 +167,45 @@ def test_unusable_answers_are_permanent(provider: OpenAIImageProvider, body: dic
     assert info.value.code == "bad_response"
 
 
+@pytest.mark.parametrize("body, message", [
+    ([{"b64_json": "x"}], "no data\\[0\\].b64_json"),
+    ({"data": {"0": {"b64_json": "x"}}}, "no data\\[0\\].b64_json"),
+    ({"data": "iVBORw0KGgo="}, "no data\\[0\\].b64_json"),
+    ({"data": ["iVBORw0KGgo="]}, "no data\\[0\\].b64_json"),
+    ({"data": None}, "no data\\[0\\].b64_json"),
+    ({"data": [{"b64_json": None}]}, "not valid base64"),
+    ({"data": [{"b64_json": 12345}]}, "not valid base64"),
+    ({"data": [{"b64_json": ["iVBORw0KGgo="]}]}, "not valid base64"),
+])
+@respx.mock
+def test_answers_with_fields_of_the_wrong_type_are_permanent(provider: OpenAIImageProvider, body, message) -> None:
+    respx.post(URL).mock(return_value=httpx.Response(200, json=body))
+    with pytest.raises(PermanentError, match=message) as info:
+        provider.generate(REQUEST, CTX)
+    assert info.value.code == "bad_response"
+    assert str(info.value).startswith("openai: ")
+
+
+@pytest.mark.parametrize("revised", [123, ["A fox"], {"text": "A fox"}, True, ""])
+@respx.mock
+def test_a_revised_prompt_that_is_not_text_is_left_out(provider: OpenAIImageProvider, revised) -> None:
+    body = ok_body()
+    body["data"][0]["revised_prompt"] = revised
+    respx.post(URL).mock(return_value=httpx.Response(200, json=body))
+    image = provider.generate(REQUEST, CTX)
+    assert image.png == tiny_png() and image.revised_prompt is None
+
+
+@pytest.mark.parametrize("code", [["content_policy_violation"], {"c": 1}, True])
+@respx.mock
+def test_an_error_code_that_is_not_text_is_the_status(provider: OpenAIImageProvider, code) -> None:
+    respx.post(URL).mock(return_value=httpx.Response(400, json={"error": {"message": "Your request was rejected",
+                                                                          "code": code}}))
+    with pytest.raises(PermanentError, match="openai rejected the request: Your request was rejected") as info:
+        provider.generate(REQUEST, CTX)
+    assert info.value.code == "400"
+
+
 def test_a_missing_key_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MY_IMAGES_KEY", raising=False)
     with pytest.raises(ConfigError,

@@ -174,6 +174,17 @@ def test_an_error_without_a_reason_falls_back_to_the_status(apns: ApnsTransport)
     assert caught.value.code == "502"
 
 
+@pytest.mark.parametrize(("status", "error"), [(503, TransientError), (400, PermanentError), (410, PermanentError)])
+@pytest.mark.parametrize("reason", [["Unregistered"], {"r": "BadDeviceToken"}, 42, True])
+def test_a_reason_that_is_not_text_falls_back_to_the_status(apns: ApnsTransport, status, error, reason) -> None:
+    with respx.mock as router:
+        router.post(URL).respond(status, json={"reason": reason})
+        with pytest.raises(error) as caught:
+            apns.send(MESSAGE, ctx())
+    assert caught.value.code == str(status)
+    assert str(caught.value).startswith(f"APNs answered HTTP {status}")
+
+
 def test_a_connection_failure_is_transient(apns: ApnsTransport) -> None:
     with respx.mock as router:
         router.post(URL).mock(side_effect=httpx.ReadTimeout("timed out"))

@@ -198,6 +198,67 @@ def test_a_200_without_a_message_name_is_not_a_success(fcm: FcmTransport) -> Non
     assert caught.value.code == "NO_MESSAGE_NAME"
 
 
+@pytest.mark.parametrize("name", [True, 5, ["projects/demo-project/messages/1"], {"id": "1"}, ""])
+def test_a_200_whose_message_name_is_not_text_is_not_a_success(fcm: FcmTransport, name) -> None:
+    with respx.mock as router:
+        grant(router)
+        router.post(SEND_URL).respond(200, json={"name": name})
+        with pytest.raises(PermanentError) as caught:
+            fcm.send(MESSAGE, ctx())
+    assert caught.value.code == "NO_MESSAGE_NAME"
+    assert "FCM answered 200 without a message name" in str(caught.value)
+
+
+@pytest.mark.parametrize(("status", "error", "body"), [
+    (503, TransientError, {"error": {"status": ["UNAVAILABLE"], "message": "busy"}}),
+    (400, PermanentError, {"error": {"status": {"s": 1}, "message": "bad"}}),
+    (503, TransientError, {"error": {"status": "UNAVAILABLE", "details": 5}}),
+    (400, PermanentError, {"error": {"details": [{"errorCode": ["UNREGISTERED"]}], "message": "bad"}}),
+    (503, TransientError, {"error": {"details": [{"errorCode": {"c": 1}}], "status": 7}}),
+    (400, PermanentError, {"error": ["INVALID_ARGUMENT"]}),
+])
+def test_fcm_error_fields_that_are_not_text_fall_back_to_the_status(fcm: FcmTransport, status, error, body) -> None:
+    with respx.mock as router:
+        grant(router)
+        router.post(SEND_URL).respond(status, json=body)
+        with pytest.raises(error) as caught:
+            fcm.send(MESSAGE, ctx())
+    assert caught.value.code in (str(status), "UNAVAILABLE")
+    assert f"FCM answered HTTP {status}" in str(caught.value)
+
+
+@pytest.mark.parametrize(("body", "shown"), [
+    ({"access_token": 12345, "expires_in": 3599}, "'access_token' is a number: expected text"),
+    ({"access_token": ["ya29.first"], "expires_in": 3599}, "'access_token' is a list: expected text"),
+    ({"access_token": True}, "'access_token' is a boolean"),
+    ({"access_token": ""}, "'access_token' is empty text"),
+    ({"access_token": "ya29.first", "expires_in": "soon"}, "'expires_in' = \"soon\""),
+    ({"access_token": "ya29.first", "expires_in": None}, "'expires_in' = null"),
+    ({"access_token": "ya29.first", "expires_in": [3599]}, "'expires_in' = [3599]"),
+    ({"access_token": "ya29.first", "expires_in": True}, "'expires_in' = true"),
+    ({"access_token": "ya29.first", "expires_in": -5}, "'expires_in' = -5"),
+])
+def test_a_token_answer_with_fields_of_the_wrong_type_is_refused_clearly(fcm: FcmTransport, body, shown) -> None:
+    with respx.mock(assert_all_called=False) as router:
+        router.post(TOKEN_URL).respond(200, json=body)
+        send = router.post(SEND_URL).respond(200, json={"name": NAME})
+        with pytest.raises(PermanentError) as caught:
+            fcm.send(MESSAGE, ctx())
+    assert send.call_count == 0
+    assert caught.value.code == "invalid_token_response"
+    assert "Google token endpoint https://oauth2.googleapis.com/token" in str(caught.value)
+    assert shown in str(caught.value)
+    assert "ya29.first" not in str(caught.value) or "expires_in" in shown  # a token is never echoed
+
+
+def test_a_token_error_code_that_is_not_text_is_the_status(fcm: FcmTransport) -> None:
+    with respx.mock(assert_all_called=False) as router:
+        router.post(TOKEN_URL).respond(503, json={"error": ["backend_error"]})
+        with pytest.raises(TransientError) as caught:
+            fcm.send(MESSAGE, ctx())
+    assert caught.value.code == "503"
+
+
 def test_a_refused_service_account_token_is_renewed_for_the_next_attempt(fcm: FcmTransport) -> None:
     with respx.mock as router:
         token_route = router.post(TOKEN_URL).mock(side_effect=[

@@ -241,3 +241,113 @@ def test_injected_status_maps_like_a_real_answer(monkeypatch):
     assert post.call_count == 1
     with pytest.raises(PermanentError):
         raise bot.error_for_status(404, {}, "channel_not_found")
+
+
+@pytest.mark.parametrize("ok", ["false", "true", 1, None, [True], {"value": True}])
+def test_ok_that_is_not_the_boolean_true_is_never_success(bot, ok):
+    with respx.mock(assert_all_called=True) as mock:
+        mock.post(POST).mock(return_value=httpx.Response(
+            200, json={"ok": ok, "channel": "C0123ABCD", "ts": "1700000000.000100"}))
+        with pytest.raises(TransientError) as info:
+            bot.send(Message(to="C0123ABCD", body="hi"), ctx())
+    assert info.value.code == "invalid_response"
+    shown = json.dumps(ok)
+    assert f"slack chat.postMessage answered HTTP 200, but 'ok' = {shown}: only true or false" in str(info.value)
+
+
+def test_answer_without_ok_is_never_success(bot):
+    with respx.mock(assert_all_called=True) as mock:
+        mock.post(POST).mock(return_value=httpx.Response(200, json={"channel": "C0123ABCD", "ts": "1.2"}))
+        with pytest.raises(TransientError) as info:
+            bot.send(Message(to="C0123ABCD", body="hi"), ctx())
+    assert info.value.code == "invalid_response"
+    assert "slack chat.postMessage answered HTTP 200, but 'ok' is missing" in str(info.value)
+
+
+@pytest.mark.parametrize("body", [["ok"], "ok", 1, None])
+def test_json_that_is_not_an_object_is_never_success(bot, body):
+    with respx.mock(assert_all_called=True) as mock:
+        mock.post(POST).mock(return_value=httpx.Response(200, json=body))
+        with pytest.raises(TransientError) as info:
+            bot.send(Message(to="C0123ABCD", body="hi"), ctx())
+    assert info.value.code == "invalid_response"
+    assert "slack chat.postMessage answered HTTP 200, but not a JSON object" in str(info.value)
+
+
+@pytest.mark.parametrize("error", [["channel_not_found"], {"code": "x"}, 5, None, ""])
+def test_ok_false_with_an_error_code_that_is_not_text_is_permanent_by_its_status(bot, error):
+    with respx.mock(assert_all_called=True) as mock:
+        mock.post(POST).mock(return_value=httpx.Response(200, json={"ok": False, "error": error}))
+        with pytest.raises(PermanentError) as info:
+            bot.send(Message(to="C0123ABCD", body="hi"), ctx())
+    assert info.value.code == "200"
+    assert "slack chat.postMessage failed: 200 (HTTP 200)" in str(info.value)
+    if error is not None and error != "":
+        assert "not a Slack error code" in str(info.value)
+
+
+def test_ok_false_with_an_error_code_that_is_not_text_and_a_5xx_is_transient(bot):
+    with respx.mock(assert_all_called=True) as mock:
+        mock.post(POST).mock(return_value=httpx.Response(503, json={"ok": False, "error": ["busy"]}))
+        with pytest.raises(TransientError) as info:
+            bot.send(Message(to="C0123ABCD", body="hi"), ctx())
+    assert info.value.code == "503"
+
+
+@pytest.mark.parametrize("fields, problem", [
+    ({"channel": "C0123ABCD", "ts": None}, "'ts' = null: expected text"),
+    ({"channel": "C0123ABCD"}, "'ts' is missing"),
+    ({"channel": "C0123ABCD", "ts": 1700000000.0001}, "'ts' = 1700000000.0001"),
+    ({"channel": ["C0123ABCD"], "ts": "1700000000.000100"}, "'channel' = [\"C0123ABCD\"]"),
+    ({"channel": None, "ts": "1700000000.000100"}, "'channel' = null"),
+])
+def test_ok_true_without_a_text_ts_or_channel_is_not_a_receipt(bot, fields, problem):
+    with respx.mock(assert_all_called=True) as mock:
+        mock.post(POST).mock(return_value=httpx.Response(200, json={"ok": True, **fields}))
+        with pytest.raises(TransientError) as info:
+            bot.send(Message(to="C0123ABCD", body="hi"), ctx())
+    assert info.value.code == "invalid_response"
+    assert f"slack chat.postMessage answered ok, but {problem}" in str(info.value)
+
+
+def test_ok_true_without_channel_keeps_the_channel_sent(bot):
+    with respx.mock(assert_all_called=True) as mock:
+        mock.post(POST).mock(return_value=httpx.Response(200, json={"ok": True, "ts": "1700000000.000100"}))
+        receipt = bot.send(Message(to="C0123ABCD", body="hi"), ctx())
+    assert receipt.message_id == "C0123ABCD:1700000000.000100"
+
+
+@pytest.mark.parametrize("messages", ["C0123ABCD", {"ts": "1"}, 5])
+def test_history_whose_messages_is_not_a_list_retries_instead_of_posting_blind(bot, messages):
+    with respx.mock(assert_all_called=False) as mock:
+        mock.get(HISTORY).mock(return_value=httpx.Response(200, json={"ok": True, "messages": messages}))
+        post = mock.post(POST)
+        with pytest.raises(TransientError) as info:
+            bot.send(Message(to="C0123ABCD", body="hi"), ctx(2))
+    assert not post.called
+    assert info.value.code == "invalid_response"
+    assert "slack conversations.history answered ok, but 'messages' = " in str(info.value)
+    assert "expected a list of messages" in str(info.value)
+
+
+def test_history_messages_of_other_shapes_are_not_ours_and_the_post_goes_ahead(bot):
+    odd = ["text", None, {"metadata": "vow_delivery"}, {"metadata": ["x"]},
+           {"metadata": {"event_type": "vow_delivery", "event_payload": KEY}},
+           {"metadata": {"event_type": "vow_delivery", "event_payload": [KEY]}}]
+    with respx.mock(assert_all_called=True) as mock:
+        mock.get(HISTORY).mock(return_value=httpx.Response(200, json={"ok": True, "messages": odd}))
+        post = mock.post(POST).mock(return_value=posted())
+        receipt = bot.send(Message(to="C0123ABCD", body="hi"), ctx(2))
+    assert post.call_count == 1 and receipt.duplicate is False
+
+
+def test_earlier_post_without_a_text_ts_is_not_a_receipt(bot):
+    earlier = {"ts": None, "metadata": {"event_type": "vow_delivery", "event_payload": {"idempotency_key": KEY}}}
+    with respx.mock(assert_all_called=False) as mock:
+        mock.get(HISTORY).mock(return_value=httpx.Response(200, json={"ok": True, "messages": [earlier]}))
+        post = mock.post(POST)
+        with pytest.raises(TransientError) as info:
+            bot.send(Message(to="C0123ABCD", body="hi"), ctx(2))
+    assert not post.called
+    assert info.value.code == "invalid_response"
+    assert f"conversations.history answered a message carrying key '{KEY}', but 'ts' = null" in str(info.value)

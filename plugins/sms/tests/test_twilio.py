@@ -187,6 +187,31 @@ def test_a_2xx_that_reports_a_failed_message_is_an_error(twilio_env: None) -> No
     assert err.value.code == "30007"
 
 
+@pytest.mark.parametrize("code", ["1e999", "true", "[21211]", "{\"c\": 21211}", "\"2²\"", "\"%s\"" % ("9" * 5000)])
+@pytest.mark.parametrize(("status", "error"), [(400, PermanentError), (503, TransientError)])
+def test_an_error_code_that_is_not_an_integer_falls_back_to_the_status(
+        twilio_env: None, code: str, status: int, error: type) -> None:
+    body = f'{{"code": {code}, "message": "odd answer", "status": {status}}}'  # raw JSON: 1e999 is a number
+    with respx.mock(assert_all_called=True) as router:
+        router.post(URL).mock(return_value=httpx.Response(status, content=body.encode(),
+                                                          headers={"content-type": "application/json"}))
+        with pytest.raises(error) as info:
+            twilio_channel().send(MESSAGE, CTX)
+    assert info.value.code == str(status)
+    assert str(info.value) == f"twilio answered HTTP {status}: odd answer"
+
+
+@pytest.mark.parametrize("segments", ["1e999", "true", "\"2²\"", "[1]", "null", "\"abc\""])
+def test_a_segment_count_that_is_not_an_integer_is_left_out_of_the_receipt(twilio_env: None, segments: str) -> None:
+    body = f'{{"sid": "{MESSAGE_SID}", "status": "queued", "num_segments": {segments}, "error_code": null}}'
+    with respx.mock(assert_all_called=True) as router:
+        router.post(URL).mock(return_value=httpx.Response(201, content=body.encode(),
+                                                          headers={"content-type": "application/json"}))
+        receipt = twilio_channel().send(MESSAGE, CTX)
+    assert receipt.message_id == MESSAGE_SID
+    assert receipt.detail["segments"] is None
+
+
 @pytest.mark.parametrize("exc", [httpx.ConnectError("refused"), httpx.ReadTimeout("slow")])
 def test_connection_errors_and_timeouts_are_transient(twilio_env: None, exc: Exception) -> None:
     with respx.mock() as mock:

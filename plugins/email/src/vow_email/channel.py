@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from vow.channels import Message, Receipt
 from vow.config import secret
 from vow.errors import ConfigError
+from vow.http import parse_retry_after
 from vow.leaf import LeafContext
 from vow_email.addresses import ascii_form, check_domain, domain_of, parse_address
 from vow_email.options import EmailOptions
@@ -76,9 +77,13 @@ class EmailChannel:
         return self.transport.send(message, ctx)
 
     def error_for_status(self, status: int, headers: Mapping[str, str], detail: str) -> Exception:
-        """What an injected status means here: an SMTP reply code for smtp, a Resend HTTP status otherwise."""
+        """What an injected status means here: an SMTP reply code for smtp, a Resend HTTP status otherwise.
+
+        For smtp the injected ``Retry-After`` header (``faults.retry_after``) becomes the wait of a 4xx reply.
+        """
         if self.transport_name == "smtp":
-            return error_for_reply(status, detail, "(injected)")
+            retry_after = parse_retry_after(headers.get("retry-after") or headers.get("Retry-After"))
+            return error_for_reply(status, detail, "(injected)", retry_after=retry_after)
         return resend_error(status, headers, None, detail)
 
 

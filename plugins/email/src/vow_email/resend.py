@@ -13,7 +13,7 @@ import httpx
 
 from vow.channels import Message, Receipt
 from vow.errors import PermanentError, TransientError
-from vow.http import error_for_exception, error_for_status, parse_retry_after
+from vow.http import error_for_exception, error_for_status, parse_retry_after, text_field
 from vow.leaf import LeafContext
 from vow_email.addresses import ascii_form
 from vow_email.mime import IDEMPOTENCY_HEADER, key_digest
@@ -94,13 +94,15 @@ class ResendTransport:
         except httpx.HTTPError as exc:
             raise error_for_exception(exc, provider="resend") from exc
         payload = _json(response)
+        # A name that is not text (a list, a number) is no Resend error name: the status decides.
+        error_name = text_field(payload, "name")
         if not response.is_success:
-            raise resend_error(response.status_code, response.headers, payload.get("name"),
+            raise resend_error(response.status_code, response.headers, error_name,
                                str(payload.get("message") or response.text[:200]))
-        email_id = payload.get("id")
-        if not isinstance(email_id, str) or not email_id:
-            if payload.get("name"):  # an error reported under a success status
-                raise resend_error(response.status_code, response.headers, payload["name"],
+        email_id = text_field(payload, "id")
+        if email_id is None:
+            if error_name:  # an error reported under a success status
+                raise resend_error(response.status_code, response.headers, error_name,
                                    str(payload.get("message", "")))
             # Retrying is harmless: the same Idempotency-Key makes Resend answer, not send again.
             raise TransientError(f"resend answered HTTP {response.status_code} without an email id: "

@@ -108,13 +108,18 @@ def _tls_context(ca_file: str | None) -> ssl.SSLContext:
     return context
 
 
-def error_for_reply(code: int, text: str | bytes, where: str = "smtp") -> Exception:
-    """An SMTP reply as an error: 4xx is transient (try later), 5xx permanent; the code and text are kept."""
+def error_for_reply(code: int, text: str | bytes, where: str = "smtp", *,
+                    retry_after: float | None = None) -> Exception:
+    """An SMTP reply as an error: 4xx is transient (try later), 5xx permanent; the code and text are kept.
+
+    SMTP has no Retry-After: ``retry_after`` (seconds) comes from failure injection
+    (``faults.retry_after``) and is kept on a transient error, as the HTTP channels keep theirs.
+    """
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     reason = f"SMTP server {where} replied {code}: {text}".rstrip(": ")
     if 400 <= code < 500:
-        return TransientError(reason, code=str(code))
+        return TransientError(reason, retry_after=retry_after, code=str(code))
     return PermanentError(reason, code=str(code))
 
 

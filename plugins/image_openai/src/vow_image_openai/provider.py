@@ -28,7 +28,7 @@ import httpx
 
 from vow.config import secret
 from vow.errors import PermanentError
-from vow.http import error_for_exception, error_for_status, is_transient_status
+from vow.http import error_for_exception, error_for_status, is_transient_status, text_field
 from vow.images import GeneratedImage, ImageRequest
 from vow.leaf import LeafContext
 
@@ -124,7 +124,8 @@ class OpenAIImageProvider:
         if not png.startswith(PNG_SIGNATURE):
             raise PermanentError(f"{PROVIDER}: the image is not a PNG (set output_format to png)", code="bad_response")
         return GeneratedImage(
-            png=png, provider=PROVIDER, model=self.options.model, revised_prompt=item.get("revised_prompt"),
+            # Only text is a revised prompt; the image itself is good, so another value is left out, not fatal.
+            png=png, provider=PROVIDER, model=self.options.model, revised_prompt=text_field(item, "revised_prompt"),
             duplicate=response.headers.get("idempotent-replayed", "").lower() == "true",
             detail={"created": payload.get("created"), "request_id": response.headers.get("x-request-id")},
         )
@@ -135,7 +136,10 @@ def _provider_error(detail: str) -> tuple[str, str | None]:
     try:
         error = json.loads(detail)["error"]
         message = error.get("message") or detail
-        code = error.get("code") or error.get("type")
+        # Compatible servers send a code as text or as a number (vLLM: 400); a list, an object or a
+        # boolean is none, and the HTTP status stands in for it.
+        code = next((c for c in (error.get("code"), error.get("type"))
+                     if c and isinstance(c, (str, int)) and not isinstance(c, bool)), None)
         return str(message), (str(code) if code else None)
     except (ValueError, KeyError, TypeError, AttributeError):
         return detail[:500], None

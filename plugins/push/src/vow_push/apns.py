@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from vow.channels import Message, Receipt
 from vow.errors import ConfigError, PermanentError, TransientError
-from vow.http import error_for_exception, is_transient_status, parse_retry_after
+from vow.http import error_for_exception, is_transient_status, parse_retry_after, text_field
 from vow.leaf import LeafContext
 from vow.simulation import stable_uuid
 from vow_push.auth import PROVIDER_TOKENS, apns_provider_token
@@ -42,7 +42,8 @@ def apns_payload(message: Message, key: str) -> bytes:
 
 def apns_error(status: int, headers: Mapping[str, str], body: Any, text: str = "") -> Exception:
     """The error an APNs response means, from its ``reason``, then the HTTP status."""
-    reason = body.get("reason") if isinstance(body, dict) else None
+    # A reason that is not text (a list, a number) is no APNs reason: the HTTP status decides instead.
+    reason = text_field(body, "reason") if isinstance(body, dict) else None
     detail = reason or text.strip()[:200]
     message = f"APNs answered HTTP {status}" + (f": {detail}" if detail else "")
     code = reason or str(status)

@@ -8,6 +8,7 @@ delivery, and APNs rejects provider tokens refreshed more often than every 20 mi
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -21,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from vow.errors import ConfigError, PermanentError, TransientError
-from vow.http import error_for_exception, is_transient_status, parse_retry_after
+from vow.http import error_for_exception, is_transient_status, parse_retry_after, text_field
 
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -172,16 +173,45 @@ class ServiceAccountToken:
         except ValueError:
             body = None
         body = body if isinstance(body, dict) else {}
-        token = body.get("access_token")
+        token = text_field(body, "access_token")
         if response.status_code == 200 and token:
-            return token, now + float(body.get("expires_in", 3600)) - EARLY_REFRESH
-        code = body.get("error") or str(response.status_code)
+            return token, now + self._lifetime(body, where) - EARLY_REFRESH
+        if response.status_code == 200 and "access_token" in body:
+            raise self._malformed(body, "access_token", "text", where)
+        code = text_field(body, "error") or str(response.status_code)
         reason = (f"{where} refused the service account {self.account.client_email}: "
                   f"HTTP {response.status_code} {code}: {body.get('error_description') or response.text[:200]}")
         if is_transient_status(response.status_code):
             raise TransientError(reason, retry_after=parse_retry_after(response.headers.get("retry-after")), code=code)
         # invalid_grant and friends: a revoked key or a skewed clock; retrying the same key cannot help.
         raise PermanentError(reason, code=code)
+
+    def _lifetime(self, body: dict[str, Any], where: str) -> float:
+        """Seconds the granted token lives: ``expires_in`` (3600 when absent), a positive finite number."""
+        seconds = body.get("expires_in", 3600)
+        # bool is an int to Python, but true is no number of seconds; "3599" or null is no JSON number.
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < math.inf:
+            raise self._malformed(body, "expires_in", "a positive number of seconds", where)
+        return float(seconds)
+
+    def _malformed(self, body: dict[str, Any], name: str, expected: str, where: str) -> PermanentError:
+        """A 200 from the token endpoint with ``name`` of the wrong type: permanent, like a 200 without a token
+        (the exchange failed as a whole; no push is sent with a token vow cannot read)."""
+        value = body[name]
+        # A token is a secret, so only its JSON type is shown; expires_in is shown as sent.
+        shown = f"is {_json_type(value)}" if name == "access_token" else f"= {json.dumps(value)[:100]}"
+        return PermanentError(f"{where} answered the service account {self.account.client_email} with HTTP 200, "
+                              f"but {name!r} {shown}: expected {expected}", code="invalid_token_response")
+
+
+def _json_type(value: Any) -> str:
+    """What kind of JSON value ``value`` is, in words (``a list``, ``null``, ``empty text``)."""
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return "text" if value else "empty text"
+    kinds = {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def load_apns_key(value: str, *, where: str) -> ec.EllipticCurvePrivateKey:

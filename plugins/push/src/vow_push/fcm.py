@@ -16,7 +16,7 @@ import httpx
 
 from vow.channels import Message, Receipt
 from vow.errors import ConfigError, PermanentError, TransientError
-from vow.http import error_for_exception, is_transient_status, parse_retry_after
+from vow.http import error_for_exception, is_transient_status, parse_retry_after, text_field
 from vow.leaf import LeafContext
 from vow.simulation import stable_uuid
 from vow_push.clients import shared_client
@@ -70,8 +70,11 @@ def fcm_error(status: int, headers: Mapping[str, str], body: Any, text: str = ""
     error = body.get("error") if isinstance(body, dict) else None
     code, detail = None, text.strip()[:200]
     if isinstance(error, dict):
-        codes = [d.get("errorCode") for d in error.get("details") or () if isinstance(d, dict) and d.get("errorCode")]
-        code = codes[0] if codes and codes[0] != "UNSPECIFIED_ERROR" else error.get("status")
+        # A code that is not text (a list, a number) is no FCM code: the HTTP status decides instead.
+        details = error.get("details")
+        details = details if isinstance(details, list) else []
+        first = next((c for d in details if isinstance(d, dict) and (c := text_field(d, "errorCode"))), None)
+        code = first if first and first != "UNSPECIFIED_ERROR" else text_field(error, "status")
         detail = str(error.get("message") or detail)
     reason = f"FCM answered HTTP {status}" + (f" {code}" if code else "") + (f": {detail}" if detail else "")
     retry_after = parse_retry_after(headers.get("retry-after") or headers.get("Retry-After"))
@@ -123,7 +126,7 @@ class FcmTransport:
         except httpx.HTTPError as exc:
             raise error_for_exception(exc, provider="FCM") from exc
         body = _json(response)
-        name = body.get("name") if isinstance(body, dict) else None
+        name = text_field(body, "name") if isinstance(body, dict) else None  # true or a list is no name
         if response.status_code == 200 and name:
             return Receipt("push", self.name, name, message.to, key, ctx.attempt,
                            detail={"project_id": self.project_id})

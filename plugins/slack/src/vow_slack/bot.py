@@ -8,13 +8,14 @@ as a duplicate instead of posting again. The README states what this does and do
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
 
 from vow.channels import Message, Receipt
 from vow.errors import PermanentError, TransientError
-from vow.http import error_for_exception, error_for_status
+from vow.http import error_for_exception, error_for_status, text_field
 from vow.leaf import LeafContext
 from vow_slack.base import SlackChannel
 from vow_slack.errors import slack_error
@@ -46,13 +47,14 @@ class BotTransport(SlackChannel):
             if self._check_before_retry and ctx.attempt > 1 and is_channel_id(message.to):
                 earlier = self._find_posted(client, message, ctx)
                 if earlier is not None:
-                    ts = earlier.get("ts", "")
+                    ts = _text(earlier, "ts", f"{endpoint_for(message)} answered a message carrying key {key!r}")
                     receipt = self.receipt(message, ctx, f"{message.to}:{ts}", channel=message.to, ts=ts,
                                            recognised_by="metadata.event_payload.idempotency_key")
                     return Receipt(**{**receipt.to_dict(), "duplicate": True})
             body = {"channel": message.to, **payload(message), "metadata": metadata(key)}
             answer = self._call(client, "POST", "chat.postMessage", json=body, headers=JSON_UTF8)
-        channel, ts = answer.get("channel", message.to), answer.get("ts", "")
+        channel = _text(answer, "channel", "chat.postMessage answered ok", default=message.to)
+        ts = _text(answer, "ts", "chat.postMessage answered ok")
         extra = {"warning": answer["warning"]} if answer.get("warning") else {}
         return self.receipt(message, ctx, f"{channel}:{ts}", channel=channel, ts=ts, **extra)
 
@@ -64,7 +66,7 @@ class BotTransport(SlackChannel):
         retried rather than posting blind.
         """
         thread_ts = message.data.get("thread_ts")
-        endpoint = "conversations.replies" if thread_ts else "conversations.history"
+        endpoint = endpoint_for(message)
         params: dict[str, Any] = {"channel": message.to, "limit": LOOKBACK, "include_all_metadata": "true"}
         if thread_ts:
             params["ts"] = thread_ts
@@ -74,7 +76,10 @@ class BotTransport(SlackChannel):
             ctx.logger.warning("slack: cannot check %s for an earlier post of key %r (%s); posting",
                                message.to, ctx.idempotency_key, exc)
             return None
-        return next((m for m in answer.get("messages") or [] if carries_key(m, ctx.idempotency_key)), None)
+        messages = answer.get("messages", [])
+        if not isinstance(messages, list):
+            raise _malformed(f"{endpoint} answered ok", f"{_shown(answer, 'messages')}: expected a list of messages")
+        return next((m for m in messages if carries_key(m, ctx.idempotency_key)), None)
 
     def _call(self, client: httpx.Client, method: str, endpoint: str, **kwargs: Any) -> dict[str, Any]:
         """Call a Web API method; return its answer when ``ok`` is true, else raise the mapped error."""
@@ -89,12 +94,50 @@ class BotTransport(SlackChannel):
         if not isinstance(answer, dict):
             snippet = response.text[:200]
             if response.is_success:
-                # Slack always answers JSON; a 2xx page without it came from something in between.
-                raise TransientError(f"slack {endpoint} answered HTTP {response.status_code} without a JSON "
-                                     f"body: {snippet!r}", code="invalid_response")
+                # Slack always answers a JSON object; a 2xx page without one came from something in between.
+                raise _malformed(f"{endpoint} answered HTTP {response.status_code}", f"not a JSON object: {snippet!r}")
             raise error_for_status(response.status_code, response.headers, snippet, provider=f"slack {endpoint}")
-        if response.status_code == 429 or not answer.get("ok"):
-            code = answer.get("error") or ("ratelimited" if response.status_code == 429
-                                           else str(response.status_code))
-            raise slack_error(code, response.status_code, response.headers, via=endpoint)
-        return answer
+        ok = answer.get("ok")
+        if ok is True and response.status_code != 429:
+            return answer
+        if ok is not False and response.is_success:
+            # Only the JSON booleans are Slack's answer: "false", 1 or null must not pass as success,
+            # nor be taken for a refusal that Slack never made.
+            raise _malformed(f"{endpoint} answered HTTP {response.status_code}",
+                             f"{_shown(answer, 'ok')}: only true or false is a Slack answer")
+        code = text_field(answer, "error")
+        detail = "" if code or "error" not in answer else f"{_shown(answer, 'error')}, not a Slack error code"
+        if code is None:
+            code = "ratelimited" if response.status_code == 429 else str(response.status_code)
+        raise slack_error(code, response.status_code, response.headers, via=endpoint, detail=detail)
+
+
+def endpoint_for(message: Message) -> str:
+    """The Web API method that reads back where ``message`` goes: its thread, or the channel."""
+    return "conversations.replies" if message.data.get("thread_ts") else "conversations.history"
+
+
+def _shown(answer: dict[str, Any], name: str) -> str:
+    """How field ``name`` of a Slack answer looks, for an error message: ``'ts' = null`` or ``'ts' is missing``."""
+    if name not in answer:
+        return f"{name!r} is missing"
+    return f"{name!r} = {json.dumps(answer[name])[:200]}"
+
+
+def _text(answer: dict[str, Any], name: str, what: str, *, default: str | None = None) -> str:
+    """Text field ``name`` of a Slack answer (``default`` when it is absent); any other value is malformed."""
+    if default is not None and name not in answer:
+        return default
+    value = text_field(answer, name)
+    if value is None:
+        raise _malformed(what, f"{_shown(answer, name)}: expected text")
+    return value
+
+
+def _malformed(what: str, problem: str) -> TransientError:
+    """A 2xx answer not shaped as Slack documents it: transient, like a 2xx page without JSON.
+
+    It is a bug of Slack's or of something in between, and whether a post went through is
+    unknown; the check before the retry (see the README) finds a post that did.
+    """
+    return TransientError(f"slack {what}, but {problem}", code="invalid_response")

@@ -80,8 +80,13 @@ def metadata(idempotency_key: str) -> dict[str, Any]:
     return {"event_type": EVENT_TYPE, "event_payload": {"idempotency_key": idempotency_key}}
 
 
-def carries_key(slack_message: dict[str, Any], idempotency_key: str) -> bool:
-    """True when a message read back from Slack was posted by vow with ``idempotency_key``."""
-    meta = slack_message.get("metadata") or {}
-    return (meta.get("event_type") == EVENT_TYPE
-            and (meta.get("event_payload") or {}).get("idempotency_key") == idempotency_key)
+def carries_key(slack_message: Any, idempotency_key: str) -> bool:
+    """True when a message read back from Slack was posted by vow with ``idempotency_key``.
+
+    A message not shaped like vow's metadata (another app's, or a malformed one) is not vow's post.
+    """
+    meta = slack_message.get("metadata") if isinstance(slack_message, dict) else None
+    if not isinstance(meta, dict) or meta.get("event_type") != EVENT_TYPE:
+        return False
+    event_payload = meta.get("event_payload")
+    return isinstance(event_payload, dict) and event_payload.get("idempotency_key") == idempotency_key

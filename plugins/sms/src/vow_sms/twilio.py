@@ -160,7 +160,14 @@ def _json_object(response: httpx.Response) -> dict[str, Any]:
 
 
 def _int_or_none(value: Any) -> int | None:
+    """An integer Twilio sent as a JSON number or as digits (``21211``, ``"1"``); anything else is ``None``.
+
+    ``true`` is no code (``int`` would read 1), and JSON's ``1e999`` reads as infinity, which ``int``
+    refuses with ``OverflowError``: after Twilio created the message, that crash would fail the send.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (ValueError, OverflowError):  # "abc", nan, infinity, more digits than Python reads
         return None
