@@ -134,6 +134,24 @@ def test_a_branch_id_used_by_two_entries_names_both_entries(installed_plugins) -
                                  "fan_out[1]); give each branch its own id with id:")
 
 
+@pytest.mark.parametrize("block, expected", [
+    # Python's repr had shown YAML's true as True, a word nobody wrote.
+    ("{every: true}", "s.yaml:3: schedule.every: expected a duration (a number of seconds, or text such as 30s, "
+                      "5m, 1h30m or 1d), got true (true/false)"),
+    ("{every: [1h]}", "s.yaml:3: schedule.every: expected a duration (a number of seconds, or text such as 30s, "
+                      "5m, 1h30m or 1d), got a list"),
+    ("{every: 1h, catch_up: none, grace: false}",
+     "s.yaml:3: schedule.grace: expected a duration (a number of seconds, or text such as 30s, 5m, 1h30m or 1d), "
+     "got false (true/false)"),
+])
+def test_a_schedule_interval_that_is_not_a_duration_is_shown_as_written(installed_plugins, block: str,
+                                                                         expected: str) -> None:
+    text = f"version: 1\nname: nightly\nschedule: {block}\nfan_out:\n  - {{channel: slack, to: '#a', body: hi}}\n"
+    with pytest.raises(SpecError) as caught:
+        make_plan(parse(text, "s.yaml"), plugins=installed_plugins)
+    assert str(caught.value) == expected
+
+
 def test_the_image_example_plans_one_branch_per_style_with_its_own_faults(tmp_path, installed_plugins) -> None:
     plan = load(str(EXAMPLES / "image-variations.yaml"), plugins=installed_plugins)
     assert plan.run_id == "images/a-fox-in-a-misty-forest-at-dawn-7"
