@@ -9,6 +9,7 @@ durable wait, is in ``tests/cli/test_ratelimit_workers.py``.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -156,12 +157,37 @@ def test_a_pipeline_gives_each_branch_its_rate_limit(installed_plugins) -> None:
     (("{per_second: 2}", "{per_second: .inf}"),
      "limited.yaml:4: defaults.rate_limit.per_second: expected a finite number of calls per second, got inf"),
     (("bucket: mail", "burst: 0"), "limited.yaml:13: fan_out[1].options.rate_limit.burst"),
+    # A rate of 1e-300 was taken (a first wait of 1e300 seconds), as was a burst of 10**30.
+    (("{per_second: 2}", "{per_second: 1.0e-300}"),
+     "limited.yaml:4: defaults.rate_limit.per_second: expected a number of calls per second from 1/86400 (one a "
+     "day) to 1000000, got 1e-300"),
+    (("{per_second: 2}", "{per_second: 2000000}"),
+     "limited.yaml:4: defaults.rate_limit.per_second: expected a number of calls per second from 1/86400 (one a "
+     "day) to 1000000, got 2000000"),
+    (("bucket: mail", "burst: 1000000000000000000000000000000"),
+     "limited.yaml:13: fan_out[1].options.rate_limit.burst: expected a whole number of calls from 1 to 1000000, "
+     "got 1000000000000000000000000000000"),
     (("bucket: mail", "every: 1"), "limited.yaml:13: fan_out[1].options.rate_limit"),
 ])
 def test_a_bad_rate_limit_is_reported_at_its_line(change: tuple[str, str], where: str, installed_plugins) -> None:
     with pytest.raises(SpecError) as caught:
         make_plan(parse(PIPELINE.replace(*change), "limited.yaml"), plugins=installed_plugins)
     assert str(caught.value).startswith(where), str(caught.value)
+
+
+@pytest.mark.parametrize("per_second, burst, problem", [
+    (1e-300, 1, "per_second: expected a number of calls per second from 1/86400 (one a day) to 1000000, got 1e-300"),
+    (1e7, 1, "per_second: expected a number of calls per second from 1/86400 (one a day) to 1000000, got 10000000.0"),
+    (1, 10**30, "burst: expected a whole number of calls from 1 to 1000000, got 1000000000000000000000000000000"),
+    (1, 0, "burst: expected a whole number of calls from 1 to 1000000, got 0"),
+])
+def test_a_rate_limit_out_of_range_is_refused_in_python_too(per_second: float, burst: int, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        split_options({"rate_limit": {"per_second": per_second, "burst": burst}})
+    assert str(caught.value) == f"options.rate_limit.{problem}"
+    ctx = LeafContext("t/1.1", store=MemoryStore())
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        take(ctx, "api", per_second=per_second, burst=burst)
 
 
 TAKER = textwrap.dedent("""

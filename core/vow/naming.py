@@ -12,12 +12,48 @@ from __future__ import annotations
 import os
 import sys
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
+
+from vow.errors import EncodeError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-__all__ = ["function_name", "main_module_name", "not_in_a_run_id", "stored_as"]
+__all__ = [
+    "function_name", "main_module_name", "not_in_a_run_id", "refuse_unstorable", "storable", "stored_as",
+    "why_unstorable",
+]
+
+
+def why_unstorable(text: str) -> str | None:
+    """Why no store can keep ``text`` as text (an id, key or tag), or ``None`` when every store can.
+
+    Two things: a lone surrogate (not UTF-8: SQLite and PostgreSQL take text as UTF-8) and a NUL
+    character (PostgreSQL's text holds none). The engine refuses such an id at the call
+    (:func:`vow.engine.stepper.check_text`), so none is ever stored."""
+    if "\x00" in text:
+        return f"{text!r} holds a NUL character (\\x00), which a store's text cannot hold; remove it"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return f"{exc} (ids and tags must be valid text; remove lone surrogates)"
+    return None
+
+
+def storable(text: str) -> bool:
+    """Whether every store can keep ``text``: a lookup by an id that is not finds nothing, as it was
+    never stored (see :func:`why_unstorable`)."""
+    return (text.isascii() and "\x00" not in text) or why_unstorable(text) is None
+
+
+def refuse_unstorable(texts: Iterable[str], what: str) -> None:
+    """Raise :class:`~vow.errors.EncodeError` when a store is asked to write one of ``texts`` that no
+    store can keep (``what`` names them: "the lease of run ..."), before anything is written."""
+    for text in texts:
+        reason = why_unstorable(text)
+        if reason is not None:
+            raise EncodeError(f"{what} cannot be stored: {reason}")
 
 
 def not_in_a_run_id(c: str) -> bool:

@@ -22,7 +22,8 @@ Declared where a channel or an image provider is used::
 
 Each channel and provider has its own bucket (``channel:slack``, ``image:openai``) unless
 ``bucket:`` names another, so two branches over the same channel share one limit, and ``burst``
-(default 1) is how many calls may go at once after a quiet spell.
+(default 1) is how many calls may go at once after a quiet spell. A rate is from one call a day
+to a million a second, a burst from 1 to a million (:func:`check_rate`): anything else is a slip.
 
 A call that finds the bucket empty does not wait in its thread: it raises
 :class:`~vow.errors.Throttled` with the seconds until the next token, and the engine holds the
@@ -34,17 +35,19 @@ so every worker slows down, not only the one that was told.
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import attrs
 
-from vow.config import check_finite, structure
-from vow.errors import Throttled, TransientError, VowError
+from vow.config import structure
+from vow.errors import ConfigError, Throttled, TransientError, VowError
 from vow.leaf import LeafContext
 
-__all__ = ["OPTION", "RateLimit", "bucket_store", "hold", "limited", "parse", "split_options", "take"]
+__all__ = ["MAX_BURST", "MAX_PER_SECOND", "MIN_PER_SECOND", "OPTION", "RateLimit", "bucket_store", "check_rate",
+           "hold", "limited", "parse", "split_options", "take"]
 
 OPTION = "rate_limit"
 """The key in a channel's or provider's options (and in a pipeline's ``defaults``) that holds its limit."""
@@ -54,10 +57,51 @@ JITTER = 0.2
 waiting for one bucket do not all wake at the same instant and find it empty again."""
 
 
-def _positive(_instance: Any, _attribute: Any, value: Any) -> None:
+MIN_PER_SECOND = 1 / 86400
+"""The slowest rate: one call a day. A slower one (1e-300) is a slip, and its first wait
+(``1 / per_second`` seconds) would overflow every clock."""
+MAX_PER_SECOND = 1_000_000
+"""The fastest rate: a million calls a second, beyond any provider's limit (a faster one limits nothing)."""
+MAX_BURST = 1_000_000
+"""The largest burst: calls at once after a quiet spell (a bucket holds as many tokens)."""
+_RANGE = "from 1/86400 (one a day) to 1000000"
+
+
+def check_rate(per_second: Any, burst: Any) -> None:
+    """Refuse a rate limit out of range with a :class:`~vow.errors.ConfigError` naming the key:
+    ``per_second`` from :data:`MIN_PER_SECOND` to :data:`MAX_PER_SECOND`, ``burst`` a whole number
+    from 1 to :data:`MAX_BURST`. The one rule for :class:`RateLimit` and :func:`take`."""
+    for key, problem in (("per_second", _per_second_problem(per_second)), ("burst", _burst_problem(burst))):
+        if problem is not None:
+            raise ConfigError(problem, path=(key,))
+
+
+def _per_second_problem(value: Any) -> str | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"expected a number of calls per second above 0, got {value!r}")
-    check_finite(value, "a finite number of calls per second")  # .nan is not <= 0 either: it meant no limit
+        return f"expected a number of calls per second above 0, got {value!r}"
+    if not math.isfinite(value):  # .nan is not <= 0 either: it meant no limit
+        return f"expected a finite number of calls per second, got {value}"
+    if not MIN_PER_SECOND <= value <= MAX_PER_SECOND:
+        return f"expected a number of calls per second {_RANGE}, got {value!r}"
+    return None
+
+
+def _burst_problem(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BURST:
+        return f"expected a whole number of calls from 1 to {MAX_BURST}, got {value!r}"
+    return None
+
+
+def _positive(_instance: Any, _attribute: Any, value: Any) -> None:
+    problem = _per_second_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+
+
+def _burst(_instance: Any, _attribute: Any, value: Any) -> None:
+    problem = _burst_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
 
 
 @attrs.frozen
@@ -69,7 +113,7 @@ class RateLimit:
     """
 
     per_second: float = attrs.field(validator=_positive)
-    burst: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    burst: int = attrs.field(default=1, validator=_burst)
     bucket: str | None = attrs.field(default=None, validator=attrs.validators.optional(
         attrs.validators.min_len(1)))
 
@@ -101,7 +145,9 @@ def split_options(options: Mapping[str, Any] | None, *, where: str = "options"
 
 def take(ctx: LeafContext, bucket: str, per_second: float, burst: int = 1) -> None:
     """Take one token from ``bucket`` for this call, or raise :class:`~vow.errors.Throttled` with
-    the seconds to wait (call it from a leaf, before the call the limit protects)."""
+    the seconds to wait (call it from a leaf, before the call the limit protects); a rate out of range
+    (see :func:`check_rate`) is a :class:`~vow.errors.ConfigError`."""
+    check_rate(per_second, burst)
     wait = bucket_store(ctx).take_token(bucket, float(per_second), int(burst))
     if wait > 0:
         raise Throttled(f"rate limit {bucket!r} ({per_second:g}/s): the next call may go in {wait:.3f}s",

@@ -54,9 +54,17 @@ BATCH_RUNS = 200
 """Runs deleted per transaction: each delete holds the write lock only briefly."""
 
 
-def parse_duration(text: str | float | int, *, what: str = "duration") -> float:
-    """Seconds in ``"30d"``, ``"12h"``, ``"90m"``, ``"45s"``, ``"2w"``, ``"1d12h"`` (or a number of seconds)."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
+def parse_duration(text: object, *, what: str = "duration") -> float:
+    """Seconds in ``"30d"``, ``"12h"``, ``"90m"``, ``"45s"``, ``"2w"``, ``"1d12h"`` (or a number of seconds).
+
+    A value that is neither text nor a number (YAML's ``true``, a list) is refused shown as it was
+    written (``true``, not Python's ``True``)."""
+    if isinstance(text, bool) or not isinstance(text, (str, int, float)):
+        from vow.config import describe  # on this error only: vow.config loads cattrs, and every store imports this
+
+        raise ConfigError(f"{what}: expected a duration (a number of seconds, or text such as 30s, 5m, 1h30m or "
+                          f"1d), got {describe(text)}")
+    if isinstance(text, (int, float)):
         seconds = float(text)
     else:
         raw = str(text).strip().lower()

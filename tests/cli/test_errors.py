@@ -282,6 +282,23 @@ def test_a_command_that_reads_runs_makes_no_store_where_none_is(sandbox, args: l
     assert not (sandbox.cwd / "typo").exists() and not (sandbox.cwd / ".vow").exists()
 
 
+@pytest.mark.parametrize("args", [["ls"], ["worker"]])
+@pytest.mark.parametrize("url, expected", [
+    # An empty URL was reported as the default URL, which nobody gave; a SQLite URL with a host was
+    # the relative path host/x.sqlite, made (folders and all) by the commands that make a store.
+    ("", "error: the store URL is empty: give one (sqlite:PATH, memory:, postgresql://HOST/DB, or another "
+         "installed store), or give none for the default, sqlite:.vow/vow.sqlite"),
+    ("sqlite://host/x.sqlite",
+     "error: store URL 'sqlite://host/x.sqlite' names a host ('host'), and a SQLite store is a local file: write "
+     "sqlite:relative/path.sqlite, sqlite:/absolute/path.sqlite, sqlite:///absolute/path.sqlite, or a bare path"),
+])
+def test_an_empty_or_hosted_store_url_is_one_line_and_exit_2(sandbox, args: list[str], url: str, expected: str) -> None:
+    done = sandbox.run(*args, "--store", url, timeout=30)
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr.splitlines() == [expected]
+    assert not (sandbox.cwd / "host").exists() and not (sandbox.cwd / ".vow").exists()
+
+
 @pytest.mark.parametrize("args, expected", [
     # nan passed the range check (every comparison is false), and a wait of nan returns at once: the
     # worker claimed in a loop without pause, a core at 100 % on the store. inf and 1e10 were a

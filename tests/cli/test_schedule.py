@@ -145,6 +145,11 @@ def test_schedule_add_points_at_the_bad_line(sandbox: Any, start_worker: Any) ->
     result = sandbox.run("schedule", "add", "bad.yaml")
     assert result.returncode == 2
     assert result.stderr.startswith("error: bad.yaml:3: schedule.every: 'soon' is not a duration")
+    sandbox.write("bool.yaml", PIPELINE.format(catch_up="latest").replace("every: 1s", "every: true"))
+    result = sandbox.run("schedule", "add", "bool.yaml")  # it said "True is not a duration"
+    assert (result.returncode, result.stderr) == (2, "error: bool.yaml:3: schedule.every: expected a duration (a "
+                                                     "number of seconds, or text such as 30s, 5m, 1h30m or 1d), got "
+                                                     "true (true/false)\n")
     sandbox.write("none.yaml", PIPELINE.format(catch_up="latest").replace("schedule: {every: 1s, catch_up: latest}\n",
                                                                           ""))
     result = sandbox.run("schedule", "add", "none.yaml")

@@ -106,6 +106,52 @@ fan_out:
     assert str(caught.value).endswith(" (for_each item 1: {'name': 'bob', 'email': 'bob-at-example'})")
 
 
+@pytest.mark.parametrize("entry, expected", [
+    # Each item named fan_out[0], so the message read "fan_out[0] and fan_out[0]".
+    ("{channel: slack, to: '#general', body: hi, for_each: [1, 1]}",
+     "d.yaml:4: fan_out[0].for_each: branch id '1' is used twice (fan_out[0].for_each[0] and "
+     "fan_out[0].for_each[1]); give each branch its own id with id:"),
+    ("{channel: slack, to: '#general', body: hi, for_each: [a, b, a]}",
+     "d.yaml:4: fan_out[0].for_each: branch id 'a' is used twice (fan_out[0].for_each[0] and "
+     "fan_out[0].for_each[2]); give each branch its own id with id:"),
+    ("{image: image_sim, prompt: a fox, size: 64, seed: 1, id: 'v{{ index }}', for_each: [cartoon, cartoon]}",
+     "d.yaml:4: fan_out[0].for_each: style 'cartoon' is generated twice (fan_out[0].for_each[0] and "
+     "fan_out[0].for_each[1]); each style is one image file, cartoon.png"),
+])
+def test_a_duplicate_for_each_item_is_named_by_its_own_position(installed_plugins, entry: str, expected: str) -> None:
+    text = f"version: 1\nname: dup\nfan_out:\n  - {entry}\n"
+    with pytest.raises(SpecError) as caught:
+        make_plan(parse(text, "d.yaml"), plugins=installed_plugins)
+    assert str(caught.value) == expected
+
+
+def test_a_branch_id_used_by_two_entries_names_both_entries(installed_plugins) -> None:
+    text = ("version: 1\nname: dup\nfan_out:\n  - {channel: slack, to: '#a', body: hi, for_each: [x, y]}\n"
+            "  - {channel: slack, to: '#b', body: hi, id: y}\n")
+    with pytest.raises(SpecError) as caught:
+        make_plan(parse(text, "d.yaml"), plugins=installed_plugins)
+    assert str(caught.value) == ("d.yaml:5: fan_out[1]: branch id 'y' is used twice (fan_out[0].for_each[1] and "
+                                 "fan_out[1]); give each branch its own id with id:")
+
+
+@pytest.mark.parametrize("block, expected", [
+    # Python's repr had shown YAML's true as True, a word nobody wrote.
+    ("{every: true}", "s.yaml:3: schedule.every: expected a duration (a number of seconds, or text such as 30s, "
+                      "5m, 1h30m or 1d), got true (true/false)"),
+    ("{every: [1h]}", "s.yaml:3: schedule.every: expected a duration (a number of seconds, or text such as 30s, "
+                      "5m, 1h30m or 1d), got a list"),
+    ("{every: 1h, catch_up: none, grace: false}",
+     "s.yaml:3: schedule.grace: expected a duration (a number of seconds, or text such as 30s, 5m, 1h30m or 1d), "
+     "got false (true/false)"),
+])
+def test_a_schedule_interval_that_is_not_a_duration_is_shown_as_written(installed_plugins, block: str,
+                                                                         expected: str) -> None:
+    text = f"version: 1\nname: nightly\nschedule: {block}\nfan_out:\n  - {{channel: slack, to: '#a', body: hi}}\n"
+    with pytest.raises(SpecError) as caught:
+        make_plan(parse(text, "s.yaml"), plugins=installed_plugins)
+    assert str(caught.value) == expected
+
+
 def test_the_image_example_plans_one_branch_per_style_with_its_own_faults(tmp_path, installed_plugins) -> None:
     plan = load(str(EXAMPLES / "image-variations.yaml"), plugins=installed_plugins)
     assert plan.run_id == "images/a-fox-in-a-misty-forest-at-dawn-7"

@@ -185,6 +185,24 @@ def test_bad_options_are_a_config_error(tmp_path: Path, plugins: Plugins, query:
     assert not (tmp_path / "vow.sqlite").exists()
 
 
+@pytest.mark.parametrize("url", ["", "   "])
+def test_an_empty_store_url_is_refused_as_empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="the store URL is empty") as caught:
+        open_store(url)
+    assert not str(caught.value).startswith("store 'sqlite:")  # it named the default URL, which nobody gave
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("url", ["sqlite://host/path", "sqlite://localhost/x.sqlite", "sqlite://host",
+                                 "sqlite://user@host:5/x.sqlite?synchronous=full"])
+def test_a_sqlite_url_with_a_host_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.chdir(tmp_path)  # it became the relative path host/path here
+    with pytest.raises(ConfigError, match=r"names a host .*sqlite:relative/path\.sqlite, sqlite:/absolute/"):
+        open_store(url)
+    assert list(tmp_path.iterdir()) == []
+
+
 # -- connections and locking ----------------------------------------------------------------
 
 def test_each_thread_has_its_own_connection_and_close_closes_them_all(sqlite_store: SQLiteStore) -> None:

@@ -26,6 +26,7 @@ from vow.context import Call, Combinator, Context
 from vow.engine.committer import Committer
 from vow.engine.model import PromiseNode, RootRun, WorkflowRun
 from vow.errors import EncodeError, NonDeterminismError
+from vow.naming import refuse_unstorable
 from vow.outcomes import combine, fill_from_record, outcome
 from vow.records import Kind, PromiseRecord, State, make_record
 from vow.reserved import PATCH_FUNC
@@ -300,17 +301,14 @@ def check_text(cid: str, tags: dict[str, str], what: str, key: str | None = None
         size = len(cid.encode("utf-8"))
         for text in texts[1:]:
             text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise EncodeError(f"the id or tags of {what} cannot be stored: {exc} (ids and tags must be valid "
-                          "text; remove lone surrogates)") from None
+    except UnicodeEncodeError:
+        refuse_unstorable(texts, f"the id or tags of {what}")
     if size > MAX_ID_BYTES:
         raise EncodeError(f"the id of {what} is {size} bytes long, and an id is at most {MAX_ID_BYTES} bytes of "
                           f"UTF-8 (every store indexes ids: PostgreSQL's index takes about 2,700): shorten it, and "
                           f"keep long data in arguments or tags ({cid[:60]}...)")
-    bad = next((text for text in texts if "\x00" in text), None)
-    if bad is not None:
-        raise EncodeError(f"the id, idempotency key or tags of {what} cannot be stored: {bad!r} holds a NUL "
-                          "character (\\x00), which a store's text cannot hold; remove it")
+    if any("\x00" in text for text in texts):
+        refuse_unstorable(texts, f"the id, idempotency key or tags of {what}")
 
 
 def _changed(cid: str, stored: str, now: str) -> str:

@@ -242,8 +242,8 @@ class _Planner:
             raise self.error(("fan_out",), "expected a list of branches (each with channel: or image:), "
                                            f"got {describe(fan_out) if fan_out != [] else 'an empty list'}")
         branches: list[Branch] = []
-        ids: dict[str, int] = {}
-        styles: dict[str, int] = {}
+        ids: dict[str, Path] = {}  # each branch id and style -> the position that made it first
+        styles: dict[str, Path] = {}
         for i, raw in enumerate(fan_out):
             path: Path = ("fan_out", i)
             if not isinstance(raw, dict):
@@ -257,21 +257,26 @@ class _Planner:
                 made += self.channel_branches(structure(self.source, ChannelEntry, raw, path), path, context, defaults)
             else:
                 made += self.image_branches(structure(self.source, ImageEntry, raw, path), path, context, defaults)
-            for branch in made:
+            for j, branch in enumerate(made):
+                # One branch per for_each item, in order: an item is named by its own position, so
+                # two equal items of one list are told apart (not "fan_out[0] and fan_out[0]").
+                where: Path = path + ("for_each", j) if raw.get("for_each") is not None else path
                 if branch.id in RESERVED or (self.spec.gate and branch.id == self.spec.gate.promise):
                     raise self.error(path, f"branch id {branch.id!r} is taken by the run's own steps "
                                            f"({', '.join(RESERVED)} and the gate's promise); give the branch "
                                            "another id with id:")
                 if branch.id in ids:
-                    raise self.error(path, f"branch id {branch.id!r} is used twice (fan_out[{ids[branch.id]}] "
-                                           f"and fan_out[{i}]); give each branch its own id with id:")
-                ids[branch.id] = i
+                    raise self.error(_duplicate_at(path, ids[branch.id]),
+                                     f"branch id {branch.id!r} is used twice ({format_path(ids[branch.id])} and "
+                                     f"{format_path(where)}); give each branch its own id with id:")
+                ids[branch.id] = where
                 if isinstance(branch, ImageBranch):
                     style = branch.request.style
                     if style in styles:
-                        raise self.error(path, f"style {style!r} is generated twice (fan_out[{styles[style]}] and "
-                                               f"fan_out[{i}]); each style is one image file, {style}.png")
-                    styles[style] = i
+                        raise self.error(_duplicate_at(path, styles[style]),
+                                         f"style {style!r} is generated twice ({format_path(styles[style])} and "
+                                         f"{format_path(where)}); each style is one image file, {style}.png")
+                    styles[style] = where
                 branches.append(branch)
         if not branches:
             raise self.error(("fan_out",), "no branches to run (every for_each is empty)")
@@ -483,6 +488,12 @@ def _noted(error: SpecError, note: str) -> SpecError:
     if not note:
         return error
     return SpecError(error.problem + note, file=error.file, line=error.line, path=error.path)
+
+
+def _duplicate_at(path: Path, first: Path) -> Path:
+    """Where a duplicate made by the entry at ``path`` is reported: its ``for_each`` when the first
+    one came from the same entry (two equal items), else the entry itself."""
+    return path + ("for_each",) if first[:len(path)] == path else path
 
 
 def _not_installed(name: str, installed: list[str]) -> str:

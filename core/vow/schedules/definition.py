@@ -57,8 +57,6 @@ def check_name(name: object) -> str:
 
 def parse_grace(value: object) -> float:
     """Seconds in ``"30s"``, ``"5m"`` (or a number), more than 0."""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ConfigError(f"expected a duration such as 30s or 5m, got {value!r}")
     seconds = parse_duration(value, what="grace")
     if not math.isfinite(seconds):
         raise ConfigError(f"must be a finite number of seconds, got {value!r}")

@@ -33,7 +33,7 @@ MAX_EVERY = int(MAX_AGE)
 years), so that every tick is a date."""
 
 
-def parse_every(value: str | int | float, *, what: str = "every") -> int:
+def parse_every(value: object, *, what: str = "every") -> int:
     """Seconds in ``"30s"``, ``"5m"``, ``"1h30m"``, ``"1d"`` (or a whole number of seconds)."""
     seconds = parse_duration(value, what=what)
     if not math.isfinite(seconds):

@@ -6,6 +6,7 @@ A store is named by URL::
     sqlite:relative/path.sqlite
     memory:
     ./state.sqlite            (a bare path means SQLite)
+    (a SQLite URL names no host: sqlite://host/path is refused, not read as the path host/path)
     mystore?option=value      (any registered store name, options as query parameters)
     postgresql://user@host:5432/db?sslmode=require   (the ``postgresql`` store, from vow-postgres;
                                                        ``postgres://`` too)
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from vow import __version__
-from vow.errors import StoreError
+from vow.errors import ConfigError, StoreError
 from vow.stores.base import Store
 
 if TYPE_CHECKING:
@@ -40,9 +41,17 @@ POSTGRES_SCHEMES = ("postgresql", "postgres")
 """URL schemes of the ``postgresql`` store; its options are the whole URL (libpq reads it)."""
 
 
+SQLITE_FORMS = "sqlite:relative/path.sqlite, sqlite:/absolute/path.sqlite, sqlite:///absolute/path.sqlite"
+"""The forms of a SQLite store URL, as error messages show them."""
+
+
 def parse_store_url(url: str) -> tuple[str, dict[str, Any]]:
-    """Split a store URL into ``(store name, options)``."""
+    """Split a store URL into ``(store name, options)``; :class:`~vow.errors.ConfigError` for an empty
+    URL and for a SQLite URL that names a host."""
     url = url.strip()
+    if not url:
+        raise ConfigError("the store URL is empty: give one (sqlite:PATH, memory:, postgresql://HOST/DB, or "
+                          f"another installed store), or give none for the default, {DEFAULT_URL}")
     if url in ("memory", "memory:", "memory://"):
         return "memory", {}
     if "://" not in url and ":" not in url.split("/", 1)[0].split("?", 1)[0]:
@@ -55,9 +64,10 @@ def parse_store_url(url: str) -> tuple[str, dict[str, Any]]:
         return "postgresql", {"url": url}
     options: dict[str, Any] = dict(parse_qsl(parts.query))
     if parts.scheme == "sqlite":
-        path = parts.netloc + parts.path if parts.netloc else parts.path
-        if url.startswith("sqlite:///"):
-            path = parts.path
+        if parts.netloc:  # SQLite opens a local file: a host here is a slip, once read as a relative path
+            raise ConfigError(f"store URL {redact_url(url)!r} names a host ({parts.hostname or parts.netloc!r}), "
+                              f"and a SQLite store is a local file: write {SQLITE_FORMS}, or a bare path")
+        path = parts.path
         if path:
             options["path"] = path
     elif parts.netloc or parts.path:
@@ -92,7 +102,7 @@ def open_store(spec: str | os.PathLike[str] | Store | None = None, *, plugins: P
     name, options = parse_store_url(os.fspath(spec) if spec is not None else DEFAULT_URL)
     if plugins is None:
         plugins = _registry_for(name)
-    where = f"store {redact_url(os.fspath(spec)) if spec else DEFAULT_URL!r}"
+    where = f"store {redact_url(os.fspath(spec)) if spec is not None else DEFAULT_URL!r}"
     options_class = plugins.stores.get(name, where=where).options_class
     if options_class is not None:  # a URL's query is text: ?busy_timeout=0.3 is the number 0.3
         from vow.config import from_text

@@ -36,6 +36,13 @@ Rules of ``apply`` (all of a batch or none of it):
   ``submit``): every promise it actually creates or settles is appended to the **change feed**
   (:meth:`Store.changes`), which running engines and workers read to learn of them quickly.
 
+Ids no store can keep (a lone surrogate, a NUL character: :func:`vow.naming.why_unstorable`):
+the engine refuses them at the call, so none is ever stored. A lookup by one (``get``,
+``get_many``, ``children``, ``tree(s)``, ``search``, ``branch_counts``, ``lease``, ``lease_free``)
+finds nothing, as for any id that does not exist, and a write about one that cannot exist
+(``release``, ``renew``, ``unpark``, ``delete_runs``) does nothing; a claim of one raises
+:class:`~vow.errors.EncodeError` and claims nothing.
+
 Leases:
 
 * A lease is claimed when it is free (never held, or released), held by an owner the store knows
@@ -69,6 +76,7 @@ from vow.errors import (
     PromiseNotFoundError,
     PromiseTimeoutError,
 )
+from vow.naming import refuse_unstorable, storable
 from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, Settle, State
 from vow.reserved import INTERNAL_STEPS, PIPELINE_WORKFLOW
 from vow.retention import FINISHED_STATES, prune_store
@@ -315,11 +323,12 @@ class StoreOperations:
 
     def lease_free(self: Store, root: str) -> bool:
         """Whether ``root``'s lease may be claimed now (free, expired, a dead owner's; not parked)."""
-        return lease_claimable(self.lease(root), "", self.now(), self.owner_alive)
+        return storable(root) and lease_claimable(self.lease(root), "", self.now(), self.owner_alive)
 
     def claim_many(self: Store, roots: Sequence[str], owner: str, ttl: float, *, now: float | None = None,
                    max_recoveries: int | None = None) -> dict[str, Lease]:
         """Claim each root in turn; a store with transactions should do it in one."""
+        refuse_unstorable(roots, LEASE_ROOT)  # all checked first: no root is claimed when one is refused
         taken = {}
         for root in roots:
             lease = self.claim(root, owner, ttl, now=now, max_recoveries=max_recoveries)
@@ -395,6 +404,10 @@ class StoreOperations:
     def schedule(self: Store, name: str) -> ScheduleRecord | None:
         """The stored schedule ``name``, or ``None`` (built on :meth:`Store.schedules`)."""
         return next((s for s in self.schedules() if s.name == name), None)
+
+
+LEASE_ROOT = "the root id of a lease"
+"""What a claim of a root id no store can keep names (see :func:`vow.naming.refuse_unstorable`)."""
 
 
 def bucket_after_take(tokens: float, stamp: float, per_second: float, burst: int,

@@ -26,6 +26,7 @@ import pytest
 from vow.errors import (
     AlreadySettledError,
     ConflictError,
+    EncodeError,
     LeaseLostError,
     PromiseNotFoundError,
     PromiseTimeoutError,
@@ -284,6 +285,36 @@ class StoreContract:
         assert sorted(trees) == ["q", "r"]  # a root that does not exist is left out
         assert _ids(trees["r"]) == _ids(store.tree("r")) and _ids(trees["q"]) == ["q", "q.1"]
         assert store.trees([]) == {}
+
+    # An id no store can hold as text (a lone surrogate: not UTF-8; a NUL: PostgreSQL's text holds
+    # none) was never stored, so a lookup by it finds nothing, as for any id that does not exist;
+    # a write that would store it is refused with the EncodeError the engine gives such an id.
+
+    @pytest.mark.parametrize("bad", ["a\udc80", "a\x00b"], ids=["lone-surrogate", "nul"])
+    def test_a_lookup_by_an_id_no_store_can_hold_finds_nothing(self, store: Store, bad: str) -> None:
+        store.apply(Batch(creates=[_workflow("a"), make_record("a.1", parent="a")]))
+        assert store.get(bad) is None
+        assert store.get_many([bad, "a"]).keys() == {"a"}
+        assert store.children(bad) == [] and store.tree(bad) == []
+        assert store.trees([bad, "a"]).keys() == {"a"}
+        assert store.search(root=bad) == [] and store.search(tag=("k", bad)) == []
+        assert store.branch_counts([bad, "a"]) == {bad: {}, "a": {State.PENDING: 1}}
+        assert store.lease(bad) is None and store.lease_free(bad) is False
+        assert store.unpark(bad) is False
+        store.release(Lease(bad, "o", 1, 0.0))  # nothing held by that id: nothing to do
+        assert store.renew([Lease(bad, "o", 1, 0.0)], 10.0) == []
+        assert store.delete_runs([bad], settled_before=time.time()) == {}
+
+    @pytest.mark.parametrize("bad", ["a\udc80", "a\x00b"], ids=["lone-surrogate", "nul"])
+    def test_a_claim_of_an_id_no_store_can_hold_is_refused_and_claims_nothing(self, store: Store, bad: str) -> None:
+        store.apply(Batch(creates=[_workflow("a")]))
+        owner = new_owner_id()
+        with pytest.raises(EncodeError, match="cannot be stored"):
+            store.claim(bad, owner, 10.0)
+        with pytest.raises(EncodeError, match="cannot be stored"):
+            store.claim_many(["a", bad], owner, 10.0)
+        assert store.lease("a") is None  # nothing half-written: "a" was not claimed either
+        assert store.lease(bad) is None
 
     def _searchable(self, store: Store) -> None:
         store.apply(Batch(creates=[

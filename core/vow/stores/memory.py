@@ -14,10 +14,12 @@ import attrs
 
 from vow.errors import PromiseNotFoundError, StoreError
 from vow.hookspecs import Register, hookimpl
+from vow.naming import refuse_unstorable
 from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, State
 from vow.retention import FINISHED_STATES, is_prunable
 from vow.schedules.record import ScheduleRecord
 from vow.stores.base import (  # listings
+    LEASE_ROOT,
     ChangeFeed,
     StoreOperations,
     bucket_after_hold,
@@ -254,6 +256,7 @@ class MemoryStore(StoreOperations):
         """Take (or renew) the lease on ``root``; ``None`` if another owner holds it or it is parked."""
         if not owner:
             raise ValueError("a lease owner must not be empty")
+        refuse_unstorable([root], LEASE_ROOT)
         now = time.time() if now is None else now
         with self._lock:
             self._check_open()

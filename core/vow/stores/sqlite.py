@@ -45,6 +45,7 @@ import attrs
 
 from vow.errors import ConfigError, PromiseNotFoundError, StoreError
 from vow.hookspecs import Register, hookimpl
+from vow.naming import refuse_unstorable, storable
 from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, Settle, State, make_batch_result, make_record
 from vow.reserved import INTERNAL_STEPS
 from vow.retention import BATCH_RUNS, FINISHED_STATES, PrunedRun, PruneResult
@@ -52,6 +53,7 @@ from vow.schedules.record import ScheduleRecord
 from vow.stores.base import (  # listings
     BRANCH_KINDS,
     FORMAT_VERSION,
+    LEASE_ROOT,
     ChangeFeed,
     StoreOperations,
     bucket_after_hold,
@@ -871,13 +873,15 @@ class SQLiteStore(StoreOperations):
     @_reading
     def get(self, id: str) -> PromiseRecord | None:
         """The record with ``id``, or ``None``."""
+        if not storable(id):  # sqlite3 cannot even pass it as a parameter; it was never stored
+            return None
         row = self._con().execute(_SELECT + " WHERE id = ?", (id,)).fetchone()
         return None if row is None else _record(row)
 
     @_reading
     def get_many(self, ids: Iterable[str]) -> dict[str, PromiseRecord]:
         """The records among ``ids`` that exist, by id (one consistent snapshot)."""
-        ids = list(ids)
+        ids = [i for i in ids if storable(i)]
         con = self._con()
         if len(ids) <= _CHUNK:
             return {row[0]: _record(row) for row in self._select_ids(con, _COLUMNS, ids)}
@@ -890,18 +894,23 @@ class SQLiteStore(StoreOperations):
     @_reading
     def children(self, parent: str) -> list[PromiseRecord]:
         """Direct children of ``parent``, oldest first."""
+        if not storable(parent):
+            return []
         rows = self._con().execute(_SELECT + " WHERE parent = ? ORDER BY created_at, rowid", (parent,))
         return [_record(row) for row in rows]
 
     @_reading
     def tree(self, root: str) -> list[PromiseRecord]:
         """Every record whose root is ``root`` (the root included), oldest first."""
+        if not storable(root):
+            return []
         rows = self._con().execute(_SELECT + " WHERE root = ? ORDER BY created_at, rowid", (root,))
         return [_record(row) for row in rows]
 
     @_reading
     def trees(self, roots: Sequence[str]) -> dict[str, list[PromiseRecord]]:
         """The trees of several roots, read in one snapshot (a worker resuming the runs it claimed)."""
+        roots = [root for root in roots if storable(root)]
         con = self._con()
         found: dict[str, list[PromiseRecord]] = {}
         con.execute("BEGIN")
@@ -921,7 +930,7 @@ class SQLiteStore(StoreOperations):
                roots_only: bool = False, tag: tuple[str, str] | None = None,
                limit: int = 1000) -> list[PromiseRecord]:
         """Records matching every given filter, newest first, at most ``limit``."""
-        if limit <= 0:
+        if limit <= 0 or not all(map(storable, (root or "", *(tag or ())))):
             return []
         where, params = search_conditions("?", state=state, kind=kind, root=root, roots_only=roots_only)
         if tag is not None:
@@ -1011,6 +1020,7 @@ class SQLiteStore(StoreOperations):
             raise ValueError("a lease owner must not be empty")
         if not roots:
             return {}
+        refuse_unstorable(roots, LEASE_ROOT)
         now = time.time() if now is None else now
 
         unique = list(dict.fromkeys(roots))
@@ -1045,6 +1055,7 @@ class SQLiteStore(StoreOperations):
     def renew(self, leases: Sequence[Lease], ttl: float, *, now: float | None = None) -> list[Lease]:
         """Extend the leases still held (same owner and token); the ones lost are left out."""
         now = time.time() if now is None else now
+        leases = [lease for lease in leases if storable(lease.root)]  # one that is not was never held
         if not leases:
             return []
 
@@ -1061,21 +1072,26 @@ class SQLiteStore(StoreOperations):
 
     def release(self, lease: Lease) -> None:
         """Give up ``lease`` if still held; its token is kept so tokens only grow."""
-        self._write(lambda con: con.execute(_RELEASE, (lease.root, lease.owner, lease.token)))
+        self.release_many([lease])
 
     def release_many(self, leases: Sequence[Lease]) -> None:
         """Release ``leases`` in one transaction (each only if still held; tokens are kept)."""
+        leases = [lease for lease in leases if storable(lease.root)]  # one that is not was never held
         if leases:
             self._write(lambda con: con.executemany(_RELEASE, [(x.root, x.owner, x.token) for x in leases]))
 
     @_reading
     def lease(self, root: str) -> Lease | None:
         """The current lease row for ``root`` (held or not), or ``None``."""
+        if not storable(root):
+            return None
         row = self._con().execute(f"SELECT {_LEASE_COLUMNS} FROM leases WHERE root = ?", (root,)).fetchone()
         return None if row is None else Lease(root, *row)
 
     def unpark(self, root: str) -> bool:
         """Make a parked root claimable again, its recovery count reset."""
+        if not storable(root):
+            return False
         return bool(self._write(lambda con: con.execute(
             "UPDATE leases SET parked = NULL, recoveries = 0, owner = '', expires_at = 0 "
             "WHERE root = ? AND parked IS NOT NULL", (root,)).rowcount))
@@ -1118,7 +1134,7 @@ class SQLiteStore(StoreOperations):
     def delete_runs(self, roots: Sequence[str], *, settled_before: float) -> dict[str, int]:
         """Delete each run whose root promise settled before ``settled_before``: its whole tree and
         its lease, in one transaction. Returns the records deleted per run deleted."""
-        unique = list(dict.fromkeys(roots))
+        unique = [root for root in dict.fromkeys(roots) if storable(root)]
         if not unique:
             return {}
 
@@ -1310,8 +1326,8 @@ class SQLiteStore(StoreOperations):
     @_reading
     def branch_counts(self, roots: Iterable[str]) -> dict[str, dict[State, int]]:
         """Each root's branches by state, counted in SQL over the ``promises_parent`` index."""
-        wanted = list(dict.fromkeys(roots))
-        counts: dict[str, dict[State, int]] = {root: {} for root in wanted}
+        counts: dict[str, dict[State, int]] = {root: {} for root in roots}
+        wanted = [root for root in counts if storable(root)]
         internal = " AND ".join(f"id != parent || '.{name}'" for name in INTERNAL_STEPS)
         kinds = ", ".join(f"'{kind.value}'" for kind in BRANCH_KINDS)
         con = self._con()

@@ -127,6 +127,26 @@ def test_bad_filters_are_one_clear_message(client: TestClient) -> None:
     assert client.get("/run/nope").status_code == 404
 
 
+@pytest.mark.parametrize("query, problem", [
+    # float() took nan, inf and -5: nan matched no run and every comparison with it is false, inf
+    # hid every run, and a cursor of nan made the keyset page never end.
+    ("since=nan", "since: expected a time from 1970 to 9999 (a date and time such as 2026-11-21T14:00, or epoch "
+                  "seconds), got &#39;nan&#39;"),
+    ("until=inf", "until: expected a time from 1970 to 9999"),
+    ("since=-infinity", "since: expected a time from 1970 to 9999"),
+    ("since=-5", "since: expected a time from 1970 to 9999"),
+    ("until=1e300", "until: expected a time from 1970 to 9999"),
+    ("since=1900-01-01", "since: expected a time from 1970 to 9999"),
+    ("before=nan:run/1", "before: not a page cursor (follow the Older link)"),
+    ("before=inf:run/1", "before: not a page cursor (follow the Older link)"),
+])
+def test_a_number_that_is_no_time_is_refused_with_400(client: TestClient, query: str, problem: str) -> None:
+    for page in ("/",):
+        response = client.get(f"{page}?{query}")
+        assert response.status_code == 400, (page, response.status_code)
+        assert problem in response.text, response.text[:2000]
+
+
 def test_resume_explains_when_the_workflow_is_not_registered_here(client: TestClient) -> None:
     page = client.get("/run/a")
     assert "not registered in this console" in page.text and "--app MODULE" in page.text

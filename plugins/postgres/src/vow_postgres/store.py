@@ -44,9 +44,11 @@ from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from vow.errors import ConfigError, PromiseNotFoundError, StoreError
+from vow.naming import refuse_unstorable, storable
 from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, State
 from vow.schedules.record import ScheduleRecord
 from vow.stores.base import (
+    LEASE_ROOT,
     ChangeFeed,
     StoreOperations,
     bucket_after_hold,
@@ -430,6 +432,8 @@ class PostgresStore(StoreOperations):
     @_reading
     def get(self, id: str) -> PromiseRecord | None:
         """The record with ``id``, or ``None``."""
+        if not storable(id):  # psycopg cannot even send it; it was never stored
+            return None
         with self._connection() as con:
             row = con.execute(self._select + " WHERE id = %s", (id,)).fetchone()
         return None if row is None else _record(row)
@@ -437,7 +441,7 @@ class PostgresStore(StoreOperations):
     @_reading
     def get_many(self, ids: Iterable[str]) -> dict[str, PromiseRecord]:
         """The records among ``ids`` that exist, by id (one statement: one snapshot)."""
-        unique = list(dict.fromkeys(ids))
+        unique = [i for i in dict.fromkeys(ids) if storable(i)]
         if not unique:
             return {}
         with self._connection() as con:
@@ -447,6 +451,8 @@ class PostgresStore(StoreOperations):
     @_reading
     def children(self, parent: str) -> list[PromiseRecord]:
         """Direct children of ``parent``, oldest first."""
+        if not storable(parent):
+            return []
         with self._connection() as con:
             # Through the tree of the parent's root, which the root index serves (no index of
             # parents is kept up to date on every create); a parent that is not stored has no
@@ -462,6 +468,8 @@ class PostgresStore(StoreOperations):
     @_reading
     def tree(self, root: str) -> list[PromiseRecord]:
         """Every record whose root is ``root`` (the root included), oldest first."""
+        if not storable(root):
+            return []
         with self._connection() as con:
             rows = con.execute(self._select + " WHERE root = %s ORDER BY created_at, seq", (root,)).fetchall()
         return [_record(row) for row in rows]
@@ -471,7 +479,7 @@ class PostgresStore(StoreOperations):
         """The trees of several roots in one query (a worker resuming the runs it claimed)."""
         with self._connection() as con:
             rows = con.execute(self._select + " WHERE root = ANY(%s) ORDER BY root, created_at, seq",
-                               (list(roots),)).fetchall()
+                               ([root for root in roots if storable(root)],)).fetchall()
         found: dict[str, list[PromiseRecord]] = {}
         for row in rows:
             record = _record(row)
@@ -483,7 +491,7 @@ class PostgresStore(StoreOperations):
                roots_only: bool = False, tag: tuple[str, str] | None = None,
                limit: int = 1000) -> list[PromiseRecord]:
         """Records matching every given filter, newest first, at most ``limit``."""
-        if limit <= 0:
+        if limit <= 0 or not all(map(storable, (root or "", *(tag or ())))):
             return []
         where, params = search_conditions("%s", state=state, kind=kind, root=root, roots_only=roots_only)
         if tag is not None:
@@ -740,6 +748,7 @@ class PostgresStore(StoreOperations):
                *, skip_locked: bool) -> dict[str, Lease]:
         if not owner:
             raise ValueError("a lease owner must not be empty")
+        refuse_unstorable(roots, LEASE_ROOT)
         roots = sorted(set(roots))
         if not roots:
             return {}
@@ -773,6 +782,7 @@ class PostgresStore(StoreOperations):
 
     def renew(self, leases: Sequence[Lease], ttl: float, *, now: float | None = None) -> list[Lease]:
         """Extend the leases still held (same owner and token); the ones lost are left out."""
+        leases = [lease for lease in leases if storable(lease.root)]  # one that is not was never held
         if not leases:
             return []
         sql = (f"WITH t AS (SELECT coalesce(%b::float8, extract(epoch FROM clock_timestamp())::float8) AS now) "
@@ -791,6 +801,7 @@ class PostgresStore(StoreOperations):
 
     def release_many(self, leases: Sequence[Lease]) -> None:
         """Release ``leases`` in one statement (each only if still held)."""
+        leases = [lease for lease in leases if storable(lease.root)]  # one that is not was never held
         if not leases:
             return
         sql = (f"UPDATE {self.schema}.leases l SET owner = '', expires_at = 0, recoveries = 0 "
@@ -802,6 +813,8 @@ class PostgresStore(StoreOperations):
     @_reading
     def lease(self, root: str) -> Lease | None:
         """The current lease row for ``root`` (held or not), or ``None``."""
+        if not storable(root):
+            return None
         with self._connection() as con:
             row = con.execute(f"SELECT root, owner, token, expires_at, recoveries, parked FROM {self.schema}.leases "
                               "WHERE root = %s", (root,)).fetchone()
@@ -811,6 +824,8 @@ class PostgresStore(StoreOperations):
     def lease_free(self, root: str) -> bool:
         """Whether ``root``'s lease may be claimed now: free, expired by the server's clock, or a dead owner's;
         never parked."""
+        if not storable(root):  # never stored, and a claim of it is refused
+            return False
         s = self.schema
         with self._connection() as con:
             row = con.execute(
@@ -822,6 +837,8 @@ class PostgresStore(StoreOperations):
 
     def unpark(self, root: str) -> bool:
         """Make a parked root claimable again, its recovery count reset; whether it was parked."""
+        if not storable(root):
+            return False
         sql = (f"UPDATE {self.schema}.leases SET parked = NULL, recoveries = 0, owner = '', expires_at = 0 "
                "WHERE root = %s AND parked IS NOT NULL")
         return bool(self._write(lambda con: con.execute(sql, (root,)).rowcount))
@@ -831,7 +848,7 @@ class PostgresStore(StoreOperations):
     def delete_runs(self, roots: Sequence[str], *, settled_before: float) -> dict[str, int]:
         """Delete each run whose root promise settled before ``settled_before``: its whole tree and its
         lease, in one statement (so one transaction). Returns the records deleted per run deleted."""
-        unique = list(dict.fromkeys(roots))
+        unique = [root for root in dict.fromkeys(roots) if storable(root)]
         if not unique:
             return {}
         s = self.schema

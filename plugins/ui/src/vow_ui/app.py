@@ -90,6 +90,8 @@ class Console:
         if query.get("before"):
             try:
                 before = views.parse_cursor(query["before"])
+                if not is_moment(before[0]):
+                    raise ValueError(query["before"])
             except ValueError:
                 raise FilterError("before: not a page cursor (follow the Older link)") from None
         runs = self.store.runs(state=State(state) if state else None, name=name, since=since, until=until,
@@ -266,18 +268,32 @@ def _run_id(request: Request) -> str:
     return str(request.path_params.get("run_id") or request.query_params.get("id", ""))
 
 
+LATEST_MOMENT = 253402300799.0
+"""The last second of year 9999 (UTC), the latest ``since``/``until``/cursor time the console takes."""
+
+
 def _moment(text: str | None, what: str) -> float | None:
-    """A ``since``/``until`` value: local ``YYYY-MM-DD[THH:MM[:SS]]`` or epoch seconds."""
+    """A ``since``/``until`` value: local ``YYYY-MM-DD[THH:MM[:SS]]`` or epoch seconds, from 1970 to 9999."""
     if not text:
         return None
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
-        pass
-    try:
-        return datetime.datetime.fromisoformat(text.replace(" ", "T")).timestamp()
-    except ValueError:
-        raise FilterError(f"{what}: expected a date and time (2026-11-21T14:00), got {text!r}") from None
+        try:
+            seconds = datetime.datetime.fromisoformat(text.replace(" ", "T")).timestamp()
+        except (ValueError, OverflowError, OSError):
+            raise FilterError(f"{what}: expected a date and time (2026-11-21T14:00), got {text!r}") from None
+    if not is_moment(seconds):
+        raise FilterError(f"{what}: expected a time from 1970 to 9999 (a date and time such as 2026-11-21T14:00, "
+                          f"or epoch seconds), got {text!r}")
+    return seconds
+
+
+def is_moment(seconds: float) -> bool:
+    """Whether ``seconds`` is a time a run can have started at: epoch seconds from 1970 to 9999.
+    ``float()`` takes nan (every comparison with it is false: no run matches, a cursor never ends),
+    inf and negative numbers; the one check for every time in the console's query."""
+    return 0.0 <= seconds <= LATEST_MOMENT
 
 
 def create_app(vow: Any, *, token: str | None = None, poll: float = 0.5) -> Starlette:
