@@ -141,10 +141,13 @@ def test_bad_filters_are_one_clear_message(client: TestClient) -> None:
     ("before=inf:run/1", "before: not a page cursor (follow the Older link)"),
 ])
 def test_a_number_that_is_no_time_is_refused_with_400(client: TestClient, query: str, problem: str) -> None:
-    for page in ("/",):
-        response = client.get(f"{page}?{query}")
-        assert response.status_code == 400, (page, response.status_code)
-        assert problem in response.text, response.text[:2000]
+    response = client.get(f"/?{query}")
+    assert response.status_code == 400, response.status_code
+    assert problem in response.text, response.text[:2000]
+    # the page's live stream too: it answered 200 and then failed at each poll, sending nothing
+    with client.stream("GET", f"/live/runs?{query}") as live:
+        assert live.status_code == 400
+        assert problem in live.read().decode()
 
 
 def test_resume_explains_when_the_workflow_is_not_registered_here(client: TestClient) -> None:

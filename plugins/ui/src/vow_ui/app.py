@@ -46,6 +46,27 @@ class FilterError(ValueError):
     """A bad query parameter: shown on the page, status 400."""
 
 
+def runs_filters(query: dict[str, str]) -> tuple[str | None, str | None, float | None, float | None,
+                                                 tuple[float, str] | None]:
+    """The runs list's filters in ``query``: ``(state, name, since, until, before)``; :class:`FilterError`
+    naming the parameter when one is bad."""
+    state = query.get("state") or None
+    if state is not None and state not in {s.value for s in State}:
+        raise FilterError(f"state: expected one of {', '.join(s.value for s in State)}, got {state!r}")
+    name = (query.get("name") or "").strip() or None
+    since = _moment(query.get("since"), "since")
+    until = _moment(query.get("until"), "until")
+    before = None
+    if query.get("before"):
+        try:
+            before = views.parse_cursor(query["before"])
+            if not is_moment(before[0]):
+                raise ValueError(query["before"])
+        except ValueError:
+            raise FilterError("before: not a page cursor (follow the Older link)") from None
+    return state, name, since, until, before
+
+
 class Console:
     """The console's state: the client it acts through, its guard, templates and notes."""
 
@@ -80,20 +101,7 @@ class Console:
     # ------------------------------------------------------------------ the runs list
     def runs_context(self, query: dict[str, str]) -> dict[str, Any]:
         """What the runs list shows for ``query`` (its filters and cursor); :class:`FilterError` if bad."""
-        state = query.get("state") or None
-        if state is not None and state not in {s.value for s in State}:
-            raise FilterError(f"state: expected one of {', '.join(s.value for s in State)}, got {state!r}")
-        name = (query.get("name") or "").strip() or None
-        since = _moment(query.get("since"), "since")
-        until = _moment(query.get("until"), "until")
-        before = None
-        if query.get("before"):
-            try:
-                before = views.parse_cursor(query["before"])
-                if not is_moment(before[0]):
-                    raise ValueError(query["before"])
-            except ValueError:
-                raise FilterError("before: not a page cursor (follow the Older link)") from None
+        state, name, since, until, before = runs_filters(query)
         runs = self.store.runs(state=State(state) if state else None, name=name, since=since, until=until,
                                before=before, limit=PAGE_SIZE)
         rows = views.run_rows(runs, self.store.branch_counts([r.id for r in runs]))
@@ -115,6 +123,10 @@ class Console:
 
     async def runs_live(self, request: Request) -> Response:
         query = dict(request.query_params)
+        try:
+            runs_filters(query)  # before the stream starts, which cannot answer 400 any more
+        except FilterError as exc:
+            return self.render("error.html", 400, title="Bad filter", message=str(exc))
 
         def read() -> tuple[Any, str]:
             context = self.runs_context(query)
