@@ -254,6 +254,12 @@ class Stepper:
         pid = f"{run.id}.patched.{name}"
         check_text(pid, {}, "ctx.patched")
         node = PromiseNode(pid, Kind.STEP, PATCH_FUNC, root, run, None, 1, pid, None, {})
+        # Asked again in the same run (a loop, a second place): the first answer, live and on a replay
+        # alike (a replay's later askings had found the marker taken and the run's later calls stored).
+        known = run.patches.get(name) if run.patches is not None else None
+        if known is not None:
+            node.state, node.value = State.RESOLVED, known
+            return node
         record = root.stored.pop(pid, None) if root.stored else None
         if record is not None:  # this run took the new path before: again
             fill_from_record(node, record, self._host.codec)
@@ -264,6 +270,9 @@ class Stepper:
             self._committer.writes(root.id, root.token).creates.append(PromiseRecord(
                 pid, State.RESOLVED, Kind.STEP, root.id, PATCH_FUNC, "", "true", run.id, None, pid, 1, now, now, {}))
             node.state, node.value, node.settled_at = State.RESOLVED, True, now
+        if run.patches is None:
+            run.patches = {}
+        run.patches[name] = bool(node.value)
         return node
 
     def _learn(self, fn: Any) -> tuple[bool, str]:
