@@ -231,6 +231,15 @@ def test_a_paused_schedule_starts_nothing_and_resumes_from_its_next_tick(client:
     assert Ticker(client, every=0).look() == 0 and _runs(client) == []
 
 
+def test_resuming_a_schedule_that_is_not_paused_skips_none_of_its_due_ticks(client: Any) -> None:
+    # No worker ran for a while; "resume" on a schedule nobody paused (run to be sure, after an
+    # outage) had moved its cursor to now, so catch_up: all started none of the ticks it missed.
+    _put(client, "all")
+    resumed = manage.resume(client.store, "job")
+    assert not resumed.paused and resumed.cursor == T0
+    assert Ticker(client, every=0, clock=Clock(T0 + 35)).look() == 3 and len(_runs(client)) == 3
+
+
 def test_a_tick_of_a_workflow_this_worker_lacks_is_left_for_one_that_has_it(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     url = f"sqlite:{tmp_path / 'vow.sqlite'}"

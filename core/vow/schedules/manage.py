@@ -156,9 +156,12 @@ def pause(store: Any, name: str) -> ScheduleInfo:
 
 
 def resume(store: Any, name: str) -> ScheduleInfo:
-    """Fire ``name``'s ticks again, from the next one (ticks that passed while paused are skipped)."""
+    """Fire ``name``'s ticks again, from the next one (ticks that passed while paused are skipped).
+    A schedule that is not paused is left as it is: its due ticks start by its catch-up policy."""
     record = get(store, name)
     now = store.now()
+    if not record.paused:
+        return info(record, now)
     latest = Definition.from_json(record.definition).timing.latest(now)
     cursor = latest if record.cursor is None else max(record.cursor, latest)
     store.put_schedule(attrs.evolve(record, paused=False, cursor=cursor))
