@@ -63,3 +63,21 @@ def test_a_patch_asked_for_in_a_loop_answers_the_same_on_a_replay(tmp_path: Path
     result = _stop_at_the_gate_and_resume(tmp_path / "vow.sqlite", loop, "loop/1")
     assert result == ["new-0", "new-1", "new-2"]
     assert calls == {"new-0": 1, "new-1": 1, "new-2": 1}  # each leaf once: the replay took them from the store
+
+
+def test_a_new_run_whose_body_was_retried_takes_the_new_path(tmp_path: Path) -> None:
+    """A run that reaches ``ctx.patched`` for the first time takes the new path, even when its body
+    was retried before: the retry's back-off timer, stored under the workflow, is no call of the old
+    code (it had been taken for one, so the new run ran the old code)."""
+    from vow import Constant, TransientError
+
+    def flaky_body(ctx: Context) -> Generator[Any, Any, str]:
+        yield ctx.run(step, "first")
+        if ctx.attempt == 1:
+            raise TransientError("the body failed once")
+        return "new" if (yield ctx.patched("new-format")) else "old"
+
+    with Vow(f"sqlite:{tmp_path / 'vow.sqlite'}") as vow:
+        vow.register(flaky_body, retry=Constant(delay=0.01))
+        assert vow.run("flaky/1", flaky_body) == "new"
+        assert vow.get("flaky/1.patched.new-format") is not None  # remembered for its replays

@@ -28,7 +28,7 @@ from vow.engine.model import PromiseNode, RootRun, WorkflowRun
 from vow.errors import EncodeError, NonDeterminismError
 from vow.outcomes import combine, fill_from_record, outcome
 from vow.records import Kind, PromiseRecord, State, make_record
-from vow.reserved import PATCH_FUNC
+from vow.reserved import BACKOFF_FUNC, PATCH_FUNC
 
 __all__ = ["CALLS_PER_COMMIT", "PATCH_FUNC", "Host", "Stepper", "check_text"]
 
@@ -263,8 +263,10 @@ class Stepper:
         record = root.stored.pop(pid, None) if root.stored else None
         if record is not None:  # this run took the new path before: again
             fill_from_record(node, record, self._host.codec)
-        elif root.stored and any(r.parent == run.id for r in root.stored.values()):
-            node.state, node.value = State.RESOLVED, False  # it went past here under the old code
+        elif root.stored and any(r.parent == run.id and r.func != BACKOFF_FUNC for r in root.stored.values()):
+            # it went past here under the old code (a later call of it is stored; a retry's back-off
+            # timer under the workflow is none)
+            node.state, node.value = State.RESOLVED, False
         else:  # first time here: take the new path, and remember it
             now = self._now()
             self._committer.writes(root.id, root.token).creates.append(PromiseRecord(
