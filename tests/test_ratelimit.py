@@ -217,3 +217,19 @@ def test_a_fan_out_on_one_bucket_waits_in_turn_not_all_at_once(tmp_path: Path) -
         waits = [r for r in vow.store.tree("fan/1") if ".throttle." in r.id]
     # At most one wait per branch, and a few more for one woken a little late by a busy machine.
     assert len(waits) <= 2 * n, f"{len(waits)} waits for {n} branches"
+
+
+def test_calls_that_never_came_back_for_their_turn_do_not_hold_up_the_next_ones(store: Any) -> None:
+    """200 calls told to wait their turns, then canceled (their run was): the next call that finds
+    a token free takes it, and the one after waits for the bucket, not for 200 turns nobody takes."""
+    import time
+
+    take(_ctx(store, "first"), "sms", per_second=5)
+    for i in range(200):
+        with pytest.raises(Throttled):
+            take(_ctx(store, f"canceled.{i}"), "sms", per_second=5)
+    time.sleep(0.25)  # a token's interval: the bucket has a token again, and nobody came for it
+    take(_ctx(store, "new.1"), "sms", per_second=5)
+    with pytest.raises(Throttled) as caught:
+        take(_ctx(store, "new.2"), "sms", per_second=5)
+    assert caught.value.wait < 1.0  # a token's interval (0.2 s), not 200 of them (44 s)

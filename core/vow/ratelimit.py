@@ -109,8 +109,8 @@ def take(ctx: LeafContext, bucket: str, per_second: float, burst: int = 1) -> No
     store = bucket_store(ctx)
     wait = store.take_token(bucket, float(per_second), int(burst))
     if wait > 0:
-        raise Throttled(f"rate limit {bucket!r} ({per_second:g}/s): the next call may go in {wait:.3f}s",
-                        wait=_in_turn(store, bucket, ctx.id, float(per_second), wait))
+        turn = _in_turn(store, bucket, ctx.id, float(per_second), wait)
+        raise Throttled(f"rate limit {bucket!r} ({per_second:g}/s): this call may go in {turn:.3f}s", wait=turn)
     _took(store, bucket, ctx.id)
 
 
@@ -167,14 +167,16 @@ def _in_turn(store: Any, bucket: str, call: str, per_second: float, wait: float)
 
 
 def _took(store: Any, bucket: str, call: str) -> None:
-    """Call ``call`` took its token: it waits in no line for ``bucket`` any more."""
+    """Call ``call`` took its token: it waits in no line for ``bucket`` any more. A call that had no
+    turn and found a token free shows that the turns given before went unused (their calls were
+    canceled, or timed out): the line starts again from the bucket."""
     with _lines_lock:
         try:
             line = _lines.get(store, {}).get(bucket)
         except TypeError:
             return
-        if line is not None:
-            line.turns.pop(call, None)
+        if line is not None and line.turns.pop(call, None) is None:
+            line.next = 0.0
 
 
 def hold(ctx: LeafContext, bucket: str, seconds: float) -> None:
