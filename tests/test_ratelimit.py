@@ -216,3 +216,46 @@ def test_two_processes_share_one_bucket(tmp_path: Path) -> None:
     # (one per process) would give them in 0.9 s. 0.2 s of tolerance for a process that records its
     # token late.
     assert times[-1] - times[0] >= 1.9 - 0.2
+
+
+def _send(ctx: LeafContext, i: int) -> int:
+    take(ctx, "sms", per_second=10)
+    return i
+
+
+def test_a_fan_out_on_one_bucket_waits_in_turn_not_all_at_once(tmp_path: Path) -> None:
+    """30 branches on a bucket of 10 a second: each throttled branch waits for a token of its own.
+    Every branch had been told the same wait (the next token), so all woke together, one took the
+    token and the rest waited again: 435 stored waits for 30 branches (n²/2; 125,000 for 500 SMS at
+    one a second), each a record and a write transaction on the shared bucket."""
+    from vow import Vow
+
+    n = 30
+    with Vow(f"sqlite:{tmp_path / 'vow.sqlite'}") as vow:
+        @vow.register
+        def fan(ctx: Any) -> Any:
+            handles = []
+            for i in range(n):
+                handles.append((yield ctx.begin_run(_send, i)))
+            return (yield ctx.all(handles))
+
+        assert vow.run("fan/1", fan) == list(range(n))
+        waits = [r for r in vow.store.tree("fan/1") if ".throttle." in r.id]
+    # At most one wait per branch, and a few more for one woken a little late by a busy machine.
+    assert len(waits) <= 2 * n, f"{len(waits)} waits for {n} branches"
+
+
+def test_calls_that_never_came_back_for_their_turn_do_not_hold_up_the_next_ones(store: Any) -> None:
+    """200 calls told to wait their turns, then canceled (their run was): the next call that finds
+    a token free takes it, and the one after waits for the bucket, not for 200 turns nobody takes."""
+    import time
+
+    take(_ctx(store, "first"), "sms", per_second=5)
+    for i in range(200):
+        with pytest.raises(Throttled):
+            take(_ctx(store, f"canceled.{i}"), "sms", per_second=5)
+    time.sleep(0.25)  # a token's interval: the bucket has a token again, and nobody came for it
+    take(_ctx(store, "new.1"), "sms", per_second=5)
+    with pytest.raises(Throttled) as caught:
+        take(_ctx(store, "new.2"), "sms", per_second=5)
+    assert caught.value.wait < 1.0  # a token's interval (0.2 s), not 200 of them (44 s)

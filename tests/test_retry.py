@@ -203,3 +203,39 @@ def test_a_workflow_retry_policy_that_fails_fails_its_run() -> None:
         with pytest.raises(ConfigError, match=r"failed \(TransientError: body failed\) and its retry policy could "
                                               r"not say whether to try again: ZeroDivisionError: division by zero"):
             vow.run("wf/1", wf, timeout=60)
+
+
+def _broken(ctx: LeafContext) -> None:
+    raise ValueError("the real error")
+
+
+def test_a_workflow_whose_next_attempt_is_past_its_deadline_fails_with_its_error(tmp_path) -> None:
+    """A leaf whose next attempt could not start before its deadline fails at once with its own error;
+    a workflow (a child with .options(timeout=), a run with timeout=) had waited out its deadline and
+    then timed out, the error it failed with seen only in a back-off timer."""
+    from vow.errors import PromiseTimeoutError
+    from vow.retry import Never
+
+    def child(ctx: Context):
+        yield ctx.run(_broken).options(retry=Never())
+
+    def parent(ctx: Context):
+        try:
+            yield ctx.run(child).options(timeout=5, retry=Constant(delay=3600))
+        except PromiseTimeoutError as exc:
+            return f"timed out: {exc}"
+        except Exception as exc:  # noqa: BLE001 - the child's error, as the parent sees it
+            return f"failed: {exc}"
+
+    def run(ctx: Context):
+        yield ctx.run(_broken).options(retry=Never())
+
+    with Vow(f"sqlite:{tmp_path / 'vow.sqlite'}") as vow:
+        vow.register(child)
+        vow.register(parent)
+        vow.register(run, retry=Constant(delay=3600))
+        assert vow.run("parent/1", parent) == "failed: the real error"
+        with pytest.raises(Exception) as caught:
+            vow.run("run/1", run, timeout=5)
+        assert not isinstance(caught.value, PromiseTimeoutError) and "the real error" in str(caught.value)
+        assert [r.id for r in vow.store.tree("run/1") if ".backoff." in r.id] == []

@@ -231,6 +231,15 @@ def test_a_paused_schedule_starts_nothing_and_resumes_from_its_next_tick(client:
     assert Ticker(client, every=0).look() == 0 and _runs(client) == []
 
 
+def test_resuming_a_schedule_that_is_not_paused_skips_none_of_its_due_ticks(client: Any) -> None:
+    # No worker ran for a while; "resume" on a schedule nobody paused (run to be sure, after an
+    # outage) had moved its cursor to now, so catch_up: all started none of the ticks it missed.
+    _put(client, "all")
+    resumed = manage.resume(client.store, "job")
+    assert not resumed.paused and resumed.cursor == T0
+    assert Ticker(client, every=0, clock=Clock(T0 + 35)).look() == 3 and len(_runs(client)) == 3
+
+
 def test_a_tick_of_a_workflow_this_worker_lacks_is_left_for_one_that_has_it(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     url = f"sqlite:{tmp_path / 'vow.sqlite'}"
@@ -262,7 +271,23 @@ def test_vow_schedule_stores_a_python_schedule_and_a_worker_runs_its_ticks(clien
     with pytest.raises(ConfigError, match="no workflow named 'missing'"):
         client.schedule("x", "missing", every=5)
     with pytest.raises(ConfigError, match="catch_up"):
-        client.schedule("x", "job", every=5, catch_up="sometimes")
+        client.schedule("x", "job", every=5, catch_up="sometimes", args=[1])
+
+
+@pytest.mark.parametrize("given, problem", [
+    # args="eu" for args=["eu"]: every tick had started job('e', 'u') and failed
+    (dict(every=5, args="eu"), "args takes a list of the workflow's arguments, got 'eu'"),
+    (dict(every=5, args=[1, 2]), "workflow 'job' cannot be called with args=[1, 2], kwargs={}"),
+    (dict(every=5, kwargs={"y": 1}), "workflow 'job' cannot be called with args=[], kwargs={'y': 1}"),
+    (dict(every=5, timezone=None, args=[1]), "timezone: None is not a known IANA time zone"),
+    (dict(cron=5, args=[1]), "cron: 5 is not a cron expression"),
+])
+def test_a_python_schedule_that_no_tick_could_start_is_refused(client: Any, given: dict[str, Any],
+                                                               problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        client.schedule("bad", "job", **given)
+    assert problem in str(caught.value)
+    assert client.store.schedule("bad") is None
 
 
 def test_adding_again_keeps_progress_unless_the_timing_changed(client: Any) -> None:

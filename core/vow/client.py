@@ -11,7 +11,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -487,11 +487,24 @@ class Vow:
         ran. The same name again replaces the schedule. Returns a
         :class:`~vow.schedules.manage.ScheduleInfo`; see :mod:`vow.schedules`.
         """
+        from vow.schedules.definition import check_name
         from vow.schedules.manage import add_workflow
 
         self._check_open()
+        check_name(name)
         reg = self._resolve(workflow)
-        args_text = encoding.encode_args(tuple(args), dict(kwargs or {}), what=f"schedule {name!r}")
+        if isinstance(args, (str, bytes, Mapping)):
+            raise ConfigError(f"schedule {name!r}: args takes a list of the workflow's arguments, got {args!r} "
+                              f"(args=[{args!r}] for one argument; keyword arguments go in kwargs=)")
+        args, kwargs = list(args), dict(kwargs or {})
+        try:
+            inspect.signature(reg.fn).bind(None, *args, **kwargs)  # None for its ctx
+        except TypeError as exc:  # every tick would start a run that fails at once
+            raise ConfigError(f"schedule {name!r}: workflow {reg.name!r} cannot be called with args={args!r}, "
+                              f"kwargs={kwargs!r}: {exc}") from None
+        except ValueError:
+            pass  # no signature to check against
+        args_text = encoding.encode_args(tuple(args), kwargs, what=f"schedule {name!r}")
         return add_workflow(self.store, name, reg.name, args_text, cron=cron, every=every, timezone=timezone,
                             catch_up=catch_up, grace=grace)
 

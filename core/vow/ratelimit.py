@@ -26,8 +26,9 @@ Each channel and provider has its own bucket (``channel:slack``, ``image:openai`
 to a million a second, a burst from 1 to a million (:func:`check_rate`): anything else is a slip.
 
 A call that finds the bucket empty does not wait in its thread: it raises
-:class:`~vow.errors.Throttled` with the seconds until the next token, and the engine holds the
-leaf back with a durable timer and starts it again then, without counting a failed attempt. A
+:class:`~vow.errors.Throttled` with the seconds until its turn (the calls of a process waiting
+for one bucket take turns, a token's interval apart), and the engine holds the leaf back with a
+durable timer and starts it again then, without counting a failed attempt. A
 provider's answer that carries ``Retry-After`` (a 429) holds the shared bucket for that long too,
 so every worker slows down, not only the one that was told.
 """
@@ -37,6 +38,9 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import threading
+import time
+import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -148,10 +152,77 @@ def take(ctx: LeafContext, bucket: str, per_second: float, burst: int = 1) -> No
     the seconds to wait (call it from a leaf, before the call the limit protects); a rate out of range
     (see :func:`check_rate`) is a :class:`~vow.errors.ConfigError`."""
     check_rate(per_second, burst)
-    wait = bucket_store(ctx).take_token(bucket, float(per_second), int(burst))
+    store = bucket_store(ctx)
+    wait = store.take_token(bucket, float(per_second), int(burst))
     if wait > 0:
-        raise Throttled(f"rate limit {bucket!r} ({per_second:g}/s): the next call may go in {wait:.3f}s",
-                        wait=wait * (1 + JITTER * random.random()))
+        turn = _in_turn(store, bucket, ctx.id, float(per_second), wait)
+        raise Throttled(f"rate limit {bucket!r} ({per_second:g}/s): this call may go in {turn:.3f}s", wait=turn)
+    _took(store, bucket, ctx.id)
+
+
+class _Line:
+    """The calls of this process waiting for one bucket: when the next free turn is, and each one's turn."""
+
+    __slots__ = ("next", "turns")
+
+    def __init__(self) -> None:
+        self.next = 0.0
+        self.turns: dict[str, float] = {}
+
+
+_lines: weakref.WeakKeyDictionary[Any, dict[str, _Line]] = weakref.WeakKeyDictionary()
+_lines_lock = threading.Lock()
+SPACING = 1.1
+"""The turns of the calls waiting for one bucket are this many token intervals apart: a call takes
+its token a little after it is due (a timer is never early), and the next one's comes an interval
+after that."""
+_FORGET = 60.0
+"""Seconds after its turn that a call which never came back (canceled, timed out) is forgotten."""
+
+
+def _in_turn(store: Any, bucket: str, call: str, per_second: float, wait: float) -> float:
+    """How long call ``call``, told to wait ``wait`` seconds for ``bucket``, waits: until a turn of its own.
+
+    The store says when its *next* token comes, and every call of this process waiting for the
+    bucket was told the same: had they all waited that long, they would all wake together, one would
+    take the token and the rest would wait again, round after round (n waits each for n branches,
+    each a stored timer and a write on the bucket). So each waiting call gets the next free turn of
+    the bucket in this process, a token's interval after the one before (on the monotonic clock);
+    a call whose turn came and that found no token yet (its predecessor took its own late) is first
+    in line and waits only what the store says. The limit itself is the store's: a call woken early
+    only waits again."""
+    now = time.monotonic()
+    try:
+        with _lines_lock:
+            lines = _lines.setdefault(store, {})
+            line = lines.get(bucket)
+            if line is None:
+                line = lines[bucket] = _Line()
+            mine = line.turns.get(call)
+            if mine is not None and mine <= now and wait < SPACING / per_second:  # its turn came: first in line
+                line.turns[call] = now + wait
+                return wait * (1 + JITTER * random.random())
+            turn = max(now + wait, line.next)
+            line.next = turn + SPACING / per_second
+            line.turns[call] = turn
+            if len(line.turns) > 1000:
+                line.turns = {c: t for c, t in line.turns.items() if t > now - _FORGET}
+    except TypeError:  # a store that cannot be weakly referenced: the store's wait, jittered
+        return wait * (1 + JITTER * random.random())
+    return turn - now
+
+
+def _took(store: Any, bucket: str, call: str) -> None:
+    """Call ``call`` took its token: it waits in no line for ``bucket`` any more. A call that had no
+    turn and found a token free shows that the turns given before went unused (their calls were
+    canceled, or timed out): the line starts again from the bucket."""
+    with _lines_lock:
+        try:
+            line = _lines.get(store, {}).get(bucket)
+        except TypeError:
+            return
+        if line is not None and line.turns.pop(call, None) is None:
+            line.next = 0.0
 
 
 def hold(ctx: LeafContext, bucket: str, seconds: float) -> None:

@@ -175,3 +175,37 @@ def test_schedule_add_refuses_an_interval_that_is_not_finite_or_too_long(sandbox
         assert result.returncode == 2 and result.stderr.startswith(
             f"error: grace.yaml:3: schedule.grace: must be a finite number of seconds, got {every[1:]}"), result.stderr
     assert sandbox.run("schedule", "ls").stdout.startswith("no schedules")
+
+
+def test_a_schedule_this_vow_cannot_read_is_named_and_the_others_still_list(sandbox: Any) -> None:
+    # A schedule stored by a newer vow (a catch-up policy this one lacks), or in a time zone this
+    # machine's tzdata lacks: `schedule ls` had failed as a whole, naming neither the schedule nor
+    # the cause, and `schedule pause` had paused it and then failed (exit 2 after the write).
+    from vow.schedules.definition import Definition, WorkflowTarget
+    from vow.schedules.record import ScheduleRecord
+    from vow.schedules.timing import Timing
+
+    sandbox.write("tick.yaml", PIPELINE.format(catch_up="latest"))
+    assert sandbox.run("schedule", "add", "tick.yaml", "--name", "good").returncode == 0
+    text = Definition(Timing(every=60), WorkflowTarget("job")).to_json()
+    store = SQLiteStore(sandbox.store_file)
+    try:
+        store.put_schedule(ScheduleRecord("newer", text.replace('"latest"', '"fair"'), cursor=0.0))
+        store.put_schedule(ScheduleRecord("zone", text.replace('"UTC"', '"Mars/Olympus_Mons"'), cursor=0.0))
+    finally:
+        store.close()
+    listed = sandbox.run("schedule", "ls")
+    assert listed.returncode == 0, listed.stderr
+    assert [line.split()[0] for line in listed.stdout.splitlines()[1:]] == ["good"]
+    assert "schedule 'newer' cannot be read by this vow: catch_up: 'fair' is not a policy" in listed.stderr
+    assert "schedule 'zone' cannot be read by this vow: timezone: 'Mars/Olympus_Mons'" in listed.stderr
+    assert [s["name"] for s in json.loads(sandbox.run("schedule", "ls", "--json").stdout)] == ["good"]
+    paused = sandbox.run("schedule", "pause", "newer")
+    assert paused.returncode == 2 and "schedule 'newer' cannot be read by this vow" in paused.stderr
+    assert "vow schedule rm newer" in paused.stderr
+    store = SQLiteStore(sandbox.store_file)
+    try:
+        assert store.schedule("newer").paused is False  # refused, so nothing written
+    finally:
+        store.close()
+    assert sandbox.run("schedule", "rm", "newer").returncode == 0

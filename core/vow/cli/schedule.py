@@ -99,14 +99,18 @@ def ls(store: str | None, as_json: bool) -> None:
     """List the schedules with their next tick."""
     from vow.schedules.manage import listing
 
+    problems: list[str] = []
     with _opened(store) as opened:
-        infos = listing(opened)
+        infos = listing(opened, problems=problems)
         url = opened.url
+    for problem in problems:
+        click.echo(f"warning: {problem}", err=True)
     if as_json:
         print_json([i.to_dict() for i in infos])
         return
     if not infos:
-        click.echo(f"no schedules in {url} (vow schedule add FILE)")
+        if not problems:
+            click.echo(f"no schedules in {url} (vow schedule add FILE)")
         return
     table = [("NAME", "WHEN", "CATCH_UP", "STARTS", "LAST TICK", "NEXT")]
     for i in infos:

@@ -95,7 +95,7 @@ class WorkflowRun:
     """One execution of a generator function (a root or a child workflow)."""
 
     __slots__ = ("id", "root", "node", "fn", "args", "kwargs", "gen", "counter", "policy", "waiting",
-                 "non_retryable")
+                 "non_retryable", "patches")
 
     def __init__(self, node: PromiseNode, root: RootRun, fn: Callable[..., Any], args: tuple[Any, ...],
                  kwargs: dict[str, Any], policy: Any, non_retryable: tuple[type[BaseException], ...] = ()) -> None:
@@ -110,6 +110,7 @@ class WorkflowRun:
         self.policy = policy
         self.waiting: Any = None  # the node or combinator it is blocked on
         self.non_retryable = non_retryable
+        self.patches: dict[str, bool] | None = None  # ctx.patched(name)'s answer, once asked: the same all run long
 
     def close(self) -> None:
         """Stop this execution: the generator is closed and will not be stepped again."""

@@ -79,7 +79,11 @@ class Retries:
         delay = next_delay(run.policy, run.node.attempt, error, run.non_retryable)
         if delay is None:
             return False
-        self._hold_back(run.node, self._now() + delay, error, delay)
+        now = self._now()
+        deadline = run.node.deadline
+        if deadline is not None and now + delay >= deadline:
+            return False  # as for a leaf: the next attempt could not start before the deadline
+        self._hold_back(run.node, now + delay, error, delay)
         return True
 
     def _hold_back(self, node: PromiseNode, until: float, error: BaseException, delay: float) -> None:

@@ -29,7 +29,7 @@ from vow.errors import EncodeError, NonDeterminismError
 from vow.naming import refuse_unstorable
 from vow.outcomes import combine, fill_from_record, outcome
 from vow.records import Kind, PromiseRecord, State, make_record
-from vow.reserved import PATCH_FUNC
+from vow.reserved import BACKOFF_FUNC, PATCH_FUNC
 
 __all__ = ["CALLS_PER_COMMIT", "PATCH_FUNC", "Host", "Stepper", "check_text"]
 
@@ -255,16 +255,27 @@ class Stepper:
         pid = f"{run.id}.patched.{name}"
         check_text(pid, {}, "ctx.patched")
         node = PromiseNode(pid, Kind.STEP, PATCH_FUNC, root, run, None, 1, pid, None, {})
+        # Asked again in the same run (a loop, a second place): the first answer, live and on a replay
+        # alike (a replay's later askings had found the marker taken and the run's later calls stored).
+        known = run.patches.get(name) if run.patches is not None else None
+        if known is not None:
+            node.state, node.value = State.RESOLVED, known
+            return node
         record = root.stored.pop(pid, None) if root.stored else None
         if record is not None:  # this run took the new path before: again
             fill_from_record(node, record, self._host.codec)
-        elif root.stored and any(r.parent == run.id for r in root.stored.values()):
-            node.state, node.value = State.RESOLVED, False  # it went past here under the old code
+        elif root.stored and any(r.parent == run.id and r.func != BACKOFF_FUNC for r in root.stored.values()):
+            # it went past here under the old code (a later call of it is stored; a retry's back-off
+            # timer under the workflow is none)
+            node.state, node.value = State.RESOLVED, False
         else:  # first time here: take the new path, and remember it
             now = self._now()
             self._committer.writes(root.id, root.token).creates.append(PromiseRecord(
                 pid, State.RESOLVED, Kind.STEP, root.id, PATCH_FUNC, "", "true", run.id, None, pid, 1, now, now, {}))
             node.state, node.value, node.settled_at = State.RESOLVED, True, now
+        if run.patches is None:
+            run.patches = {}
+        run.patches[name] = bool(node.value)
         return node
 
     def _learn(self, fn: Any) -> tuple[bool, str]:

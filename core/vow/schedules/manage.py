@@ -23,7 +23,8 @@ from vow.schedules.timing import Timing, parse_every, tick_text
 if TYPE_CHECKING:
     from vow.plugins import Plugins
 
-__all__ = ["ScheduleInfo", "add_pipeline", "add_workflow", "get", "listing", "pause", "put", "remove", "resume"]
+__all__ = ["ScheduleInfo", "add_pipeline", "add_workflow", "definition_of", "get", "listing", "pause", "put",
+           "remove", "resume"]
 
 
 @attrs.frozen
@@ -53,20 +54,39 @@ class ScheduleInfo:
                 "next_run_id": self.next_run_id}
 
 
+def definition_of(record: ScheduleRecord) -> Definition:
+    """The definition stored in ``record``; a :class:`ConfigError` naming the schedule when this vow
+    cannot read it (written by a newer vow, or in a time zone this machine's tzdata lacks)."""
+    try:
+        return Definition.from_json(record.definition)
+    except ConfigError as exc:
+        raise ConfigError(f"schedule {record.name!r} cannot be read by this vow: {exc} (vow schedule rm "
+                          f"{record.name} removes it)") from None
+
+
 def info(record: ScheduleRecord, now: float) -> ScheduleInfo:
     """What ``record`` means at ``now``: its next tick is the first after its cursor (one in the past
     while no worker fires it)."""
-    definition = Definition.from_json(record.definition)
+    definition = definition_of(record)
     next_tick = None
     if not record.paused:
         next_tick = definition.timing.after(record.cursor if record.cursor is not None else now)
     return ScheduleInfo(record.name, definition, record.paused, record.cursor, next_tick, record.updated_at)
 
 
-def listing(store: Any) -> list[ScheduleInfo]:
-    """Every stored schedule, by name."""
+def listing(store: Any, *, problems: list[str] | None = None) -> list[ScheduleInfo]:
+    """Every stored schedule, by name. One this vow cannot read raises a :class:`ConfigError` naming it;
+    with ``problems``, it is left out and what is wrong with it appended there instead."""
     now = store.now()
-    return [info(record, now) for record in store.schedules()]
+    infos = []
+    for record in store.schedules():
+        try:
+            infos.append(info(record, now))
+        except ConfigError as exc:
+            if problems is None:
+                raise
+            problems.append(str(exc))
+    return infos
 
 
 def get(store: Any, name: str) -> ScheduleRecord:
@@ -151,15 +171,19 @@ def add_workflow(store: Any, name: str, workflow: str, args_text: str, *, cron: 
 def pause(store: Any, name: str) -> ScheduleInfo:
     """Stop firing ``name``'s ticks; the ticks that pass meanwhile are skipped."""
     record = get(store, name)
+    definition_of(record)  # one this vow cannot read is refused before anything is written
     store.put_schedule(attrs.evolve(record, paused=True))
     return info(get(store, name), store.now())
 
 
 def resume(store: Any, name: str) -> ScheduleInfo:
-    """Fire ``name``'s ticks again, from the next one (ticks that passed while paused are skipped)."""
+    """Fire ``name``'s ticks again, from the next one (ticks that passed while paused are skipped).
+    A schedule that is not paused is left as it is: its due ticks start by its catch-up policy."""
     record = get(store, name)
     now = store.now()
-    latest = Definition.from_json(record.definition).timing.latest(now)
+    if not record.paused:
+        return info(record, now)
+    latest = definition_of(record).timing.latest(now)
     cursor = latest if record.cursor is None else max(record.cursor, latest)
     store.put_schedule(attrs.evolve(record, paused=False, cursor=cursor))
     return info(get(store, name), now)

@@ -60,6 +60,9 @@ class Timing:
             raise ConfigError("a schedule needs exactly one of cron (a cron expression such as \"*/5 * * * *\") "
                               "or every (an interval such as 30s)")
         self.zone()  # check the name now
+        if self.cron is not None and not isinstance(self.cron, str):
+            raise ConfigError(f"{self.cron!r} is not a cron expression: write it as text, such as \"*/5 * * * *\"",
+                              path=("cron",))
         if self.cron is not None:
             fields = self.cron.split()
             if len(fields) not in (5, 6):
@@ -79,7 +82,7 @@ class Timing:
         """The time zone, or a :class:`ConfigError` naming a bad one."""
         try:
             return ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, TypeError):
             raise ConfigError(f"{self.timezone!r} is not a known IANA time zone (such as UTC, "
                               "Europe/Paris, America/New_York)", path=("timezone",)) from None
 
