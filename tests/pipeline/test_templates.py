@@ -69,7 +69,7 @@ GROWING = [
     ("{{ ''.join(['x' * 600000] * (input.n // 1000000 + 1))|length }}", "600000", "str.join would make"),
     ("{% set ns = namespace(s='ab') %}{% for i in range(input.n // 100000 + 1) %}{% set ns.s = ns.s ~ ns.s %}"
      "{% endfor %}{{ ns.s|length }}", "4", "joining values with ~ would make 1,048,576 characters"),
-    ("{% for i in range(input.n // 20) %}{% for j in range(20) %}x{% endfor %}{% endfor %}", "",
+    ("{% for i in range(input.n // 20) %}{{ 'x' * 20 }}{% endfor %}", "",
      "the text would be longer than 1,000,000 characters"),
 ]
 
@@ -89,3 +89,20 @@ def test_templates_do_not_change_lists_or_mappings() -> None:
     for template in ("{% set l = [] %}{% set _ = l.append(1) %}{{ l }}", "{% set d = {} %}{% set _ = d.update(a=1) %}"):
         with pytest.raises(TemplateError, match="unsafe"):
             render_text(template, CONTEXT)
+
+
+def test_loops_inside_loops_over_large_values_stop_at_the_bound() -> None:
+    # 2,000 x 1,000 turns finish here without the bound; 100,000 x 100,000 (each within range's own
+    # limit) kept the planner busy for hours, making nothing
+    template = "{% for i in input.rows %}{% for j in range(input.n) %}{% endfor %}{% endfor %}done"
+    with pytest.raises(TemplateError, match="its loops would turn more than 1,000,000 times"):
+        render_text(template, {"input": wrap({"rows": list(range(2000)), "n": 1000}, "input")})
+    assert render_text(template, {"input": wrap({"rows": [1, 2], "n": 3}, "input")}) == "done"
+    assert render_text("{% for i in range(3) %}{{ loop.index }}/{{ loop.length }} {% else %}none{% endfor %}",
+                       CONTEXT) == "1/3 2/3 3/3 "
+    assert render_text("{% for i in [] %}x{% else %}none{% endfor %}", CONTEXT) == "none"
+
+
+def test_a_macro_that_calls_itself_without_end_is_a_template_error() -> None:
+    with pytest.raises(TemplateError, match="calls nest too deeply"):  # was a bare RecursionError
+        render_text("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}", CONTEXT)

@@ -8,26 +8,35 @@ far beyond its operands is checked **before** it runs — repetition (``*``), po
 concatenation (``+``, ``~``), padding and precision in ``%`` and ``str.format``, and the methods and
 filters that take a width or multiply text (``center``, ``ljust``, ``rjust``, ``zfill``,
 ``expandtabs``, ``indent``, ``replace``, ``join``) — and a rendered text stops at the bound.
-Going over it is a :class:`TooLarge` error for that run only.
+Loops are counted too (:func:`counted`): nested loops over large inputs would keep the planner
+busy for hours without making anything. Going over a bound is a :class:`TooLarge` error for
+that run only.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
 import re
 import string
-from collections.abc import Callable, Iterable, Sized
+from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Any
 
-__all__ = ["MAX_DIGITS", "MAX_SIZE", "TooLarge", "check_binop", "check_call", "check_concat", "check_format_spec",
-           "check_format_string", "check_printf", "bounded_filters"]
+__all__ = ["MAX_DIGITS", "MAX_LOOPS", "MAX_SIZE", "TooLarge", "bounded_filters", "check_binop", "check_call",
+           "check_concat", "check_format_spec", "check_format_string", "check_printf", "counted", "rendering"]
 
 MAX_SIZE = 1_000_000
 """The most characters (or items) a template makes: its text, and any value made on the way."""
 
 MAX_DIGITS = 4300
 """The most digits of a whole number a template makes (Python's own limit for turning one into text)."""
+
+MAX_LOOPS = 1_000_000
+"""The most turns of its loops, all together, that one rendering of a template takes."""
+
+_loops_left: contextvars.ContextVar[list[int]] = contextvars.ContextVar("vow_template_loops")
 
 
 class TooLarge(ValueError):
@@ -45,6 +54,32 @@ def _is_text_or_list(value: Any) -> bool:
 
 def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+@contextlib.contextmanager
+def rendering() -> Iterator[None]:
+    """Count the loops of one rendering of a template (up to :data:`MAX_LOOPS` turns in all)."""
+    token = _loops_left.set([MAX_LOOPS])
+    try:
+        yield
+    finally:
+        _loops_left.reset(token)
+
+
+def counted(iterable: Iterable[Any]) -> Iterable[Any]:
+    """``iterable``, each turn of the loop over it counted against this rendering's :data:`MAX_LOOPS`
+    (every ``{% for %}`` of a template loops over one)."""
+    left = _loops_left.get(None)
+    return iterable if left is None else _counting(iterable, left)
+
+
+def _counting(iterable: Iterable[Any], left: list[int]) -> Iterator[Any]:
+    for item in iterable:
+        left[0] -= 1
+        if left[0] < 0:
+            raise TooLarge(f"its loops would turn more than {MAX_LOOPS:,} times, the most one template takes "
+                           "(loops inside loops over large values?)")
+        yield item
 
 
 def check_binop(operator: str, left: Any, right: Any) -> None:

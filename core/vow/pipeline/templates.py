@@ -90,6 +90,14 @@ class _Environment(ImmutableSandboxedEnvironment):
     could grow one without bound) and nothing they make passes :mod:`~vow.pipeline.template_limits`."""
 
     code_generator_class = _CodeGenerator
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> jinja2.nodes.Template:
+        # every {% for %} loops over counted(...): its turns count against the template's bound
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(jinja2.nodes.For):
+            count = jinja2.nodes.Call(jinja2.nodes.Name(_COUNTED, "load"), [loop.iter], [], None, None)
+            loop.iter = count.set_lineno(loop.lineno).set_environment(self)
+        return tree
     # the operators that can make a value far larger than their operands (see template_limits)
     intercepted_binops = frozenset({"*", "**", "+", "%"})
 
@@ -125,6 +133,8 @@ def slug(text: Any) -> str:
 ENV = _Environment(undefined=_Undefined, autoescape=False)
 ENV.filters["slug"] = slug
 ENV.filters.update(template_limits.bounded_filters(ENV.filters))
+_COUNTED = "vow_counted_loop"
+ENV.globals[_COUNTED] = template_limits.counted
 _WHOLE = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
 
 
@@ -179,7 +189,10 @@ def render_value(value: Any, context: Mapping[str, Any]) -> Any:
 
 def _call(render: Any, context: Mapping[str, Any]) -> Any:
     try:
-        return render()
+        with template_limits.rendering():
+            return render()
+    except RecursionError:
+        raise TemplateError("template error: calls nest too deeply (a macro that calls itself without end?)") from None
     except jinja2.UndefinedError as exc:
         message = str(exc)
         match = re.fullmatch(r"'(\w+)' is undefined", message)
