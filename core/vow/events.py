@@ -42,6 +42,10 @@ class Event:
     error: str | None = None
     delay: float | None = None
     idempotency_key: str = ""
+    created_at: float | None = None
+    """When the promise was stored, for one this process found in the store rather than made (a
+    resumed run's root, a pending promise adopted on a replay); ``None`` for one it made (``time``
+    of its ``created`` event)."""
 
 
 @runtime_checkable

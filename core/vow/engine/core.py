@@ -378,7 +378,8 @@ class Engine:
             self.store.release(lease)
             set_future_from_record(req.future, current, self.codec)
             return
-        self._emit(EventKind.RESUMED, record.id, record.id, None, record.func, Kind.WORKFLOW, record.attempt)
+        self._emit(EventKind.RESUMED, record.id, record.id, None, record.func, Kind.WORKFLOW, record.attempt,
+                   created_at=record.created_at)
         self._launch_root(req, current, lease, {r.id: r for r in tree if r.id != record.id})
 
     def _launch_root(self, req: StartRequest, record: PromiseRecord, lease: Lease,
@@ -482,7 +483,8 @@ class Engine:
         if EventKind.STARTED in self._wanted:
             node = run.node
             self.committer.after(run.root.id, run.root.token, self._emit, EventKind.STARTED, node.id, run.root.id,
-                                 node.parent_id, node.func, Kind.WORKFLOW, node.attempt)
+                                 node.parent_id, node.func, Kind.WORKFLOW, node.attempt, None, None, None, "",
+                                 node.created_at)
 
     def created(self, node: PromiseNode) -> None:
         if EventKind.CREATED in self._wanted:
@@ -513,7 +515,7 @@ class Engine:
         if self._observed_settled:
             self.committer.after(root.id, root.token, self._emit, EventKind.SETTLED, node.id, root.id,
                                  node.parent_id, node.func, node.kind, node.attempt, state.value,
-                                 _describe(error) if error is not None else None)
+                                 _describe(error) if error is not None else None, None, "", node.created_at)
         if node.run is not None:
             self._wake(node)
 
@@ -603,7 +605,7 @@ class Engine:
             return
         if self._observed_started:
             self._emit(EventKind.STARTED, node.id, root.id, node.parent_id, node.func, Kind.STEP, node.attempt,
-                       key=node.key)
+                       key=node.key, created_at=node.created_at)
         self.leaves.start(node, root.limit)
 
     def _on_leaf(self, result: LeafOutcome) -> None:
@@ -641,7 +643,7 @@ class Engine:
     def _retry_scheduled(self, node: PromiseNode, attempt: int, error: BaseException, delay: float) -> None:
         if EventKind.RETRY_SCHEDULED in self._wanted:  # retry_log prints it (a warning on logger vow.retry)
             self._emit(EventKind.RETRY_SCHEDULED, node.id, node.root.id, node.parent_id, node.func, node.kind,
-                       attempt, error=_describe(error), delay=delay, key=node.key)
+                       attempt, error=_describe(error), delay=delay, key=node.key, created_at=node.created_at)
 
     def _arm_sleep(self, node: PromiseNode) -> None:
         if node.state is _PENDING and not node.root.done:
@@ -804,7 +806,7 @@ class Engine:
             node.timer = None
         if EventKind.SETTLED in self._wanted:
             self._emit(EventKind.SETTLED, node.id, root.id, node.parent_id, node.func, node.kind, node.attempt,
-                       state=record.state.value)
+                       state=record.state.value, created_at=node.created_at)
         if node.child is not None:
             self._stop_under(node)
         self._wake(node)
@@ -890,12 +892,12 @@ class Engine:
     # ------------------------------------------------------------------ observers
     def _emit(self, kind: EventKind, id: str, root: str, parent: str | None, func: str, promise_kind: Kind,
               attempt: int, state: str | None = None, error: str | None = None, delay: float | None = None,
-              key: str = "") -> None:
+              key: str = "", created_at: float | None = None) -> None:
         audience = self._wanted.get(kind)
         if not audience:
             return
         event = Event(kind, id, root, parent, func, promise_kind.value, attempt, time.time(), state, error, delay,
-                      key)
+                      key, created_at)
         for observer in audience:
             try:
                 observer.on_event(event)

@@ -31,7 +31,7 @@ class PromiseNode(Handle):
 
     __slots__ = ("id", "kind", "func", "state", "value", "error", "settled_at", "waiter", "more_waiters", "fn",
                  "args", "kwargs", "opts", "root", "run", "attempt", "key", "deadline", "child", "running", "tags",
-                 "timer", "adopted", "due")
+                 "timer", "adopted", "due", "created_at")
 
     def __init__(self, id: str, kind: Kind, func: str, root: RootRun, run: WorkflowRun | None,
                  call: Call | None, attempt: int, key: str, deadline: float | None, tags: dict[str, str]) -> None:
@@ -71,6 +71,7 @@ class PromiseNode(Handle):
         self.tags = tags
         self.timer: Any = None  # a timer to cancel when this settles
         self.adopted = False  # found pending in the store on a replay (its leaf may be in flight)
+        self.created_at: float | None = None  # when stored, for a promise adopted from the store (events)
 
     def add_waiter(self, waiter: tuple[WorkflowRun, Any]) -> None:
         """``waiter`` is woken when this promise settles (the engine takes ``waiter`` and

@@ -245,6 +245,7 @@ class Stepper:
             fill_from_record(node, record, self._host.codec)
         else:
             node.adopted = True
+            node.created_at = record.created_at
             root.live[record.id] = node
             self._host.launch(node)
         return node

@@ -85,3 +85,9 @@ def test_a_run_resumed_after_kill_9_continues_the_same_trace(otel_receiver, tmp_
     gate = spans[f"{RUN}.gate"][1]
     assert [(e.name, e.attributes[0].value.int_value) for e in gate.events] == [("vow.attempt", 1)]
     assert {a.key: a.value.string_value for a in gate.attributes}["vow.idempotency_key"] == f"{RUN}.gate"
+    # The spans the second process started for promises the first one created begin when their
+    # promise was created (the run's root when the run was stored), not when the second process
+    # came across them: a parent never starts after one of its children.
+    for pid, parent in tree.items():
+        if parent is not None:
+            assert spans[parent][1].start_time_unix_nano <= spans[pid][1].start_time_unix_nano, (parent, pid)

@@ -13,9 +13,10 @@ retried, a ``vow.retry`` event with the error and the back-off; a resumed run's 
 ``vow.resumed`` event. A rejected or timed-out promise records an ``exception`` event and the
 span's status is ``ERROR`` with the error as its description.
 
-A span ends when its promise settles. A process that dies (or stops running a run: a ``stopped``
-event) leaves its open spans unexported; the process that takes the run over starts them again,
-with the same ids.
+A span starts when its promise was stored, also when this process found it in the store (a
+resumed run's root, a branch adopted on a replay), and ends when its promise settles. A process
+that dies (or stops running a run: a ``stopped`` event) leaves its open spans unexported; the
+process that takes the run over starts them again, with the same ids.
 """
 
 from __future__ import annotations
@@ -200,9 +201,12 @@ class OtelObserver:
             parent = otel_context.Context()  # a new trace, whatever is current on this thread
         else:
             parent = trace.set_span_in_context(self._parent_span(event.root, event.parent))
+        # A promise found in the store (a resumed run's root, a branch adopted on a replay) began when
+        # it was stored, maybe in a process that died: its span starts then, before its children's.
+        began = event.time if event.created_at is None else min(event.created_at, event.time)
         with promise_ids(event.root, event.id):
             span = self.tracer.start_span(self._function(event), context=parent, kind=SpanKind.INTERNAL,
-                                          attributes=attributes, start_time=_ns(event.time))
+                                          attributes=attributes, start_time=_ns(began))
         self._open[event.id] = _Open(span, event.root, event.promise_kind)
         self._runs.setdefault(event.root, set()).add(event.id)
         return span
