@@ -4,6 +4,7 @@ access rules (Starlette's test client, which runs the real app in this process).
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -193,3 +194,36 @@ def test_a_retried_attempts_error_reaches_the_timeline(tmp_path: Path) -> None:
     send = next(b for b in line.bars if b.record.id == "flaky/1.send")
     assert send.attempts == 2
     assert [s.error for s in send.retries] == ["TransientError: provider timed out"]
+
+
+def test_a_very_large_run_page_counts_what_it_does_not_draw_and_stays_small(tmp_path: Path) -> None:
+    """10,000 review branches, each a child workflow with a finished leaf and a pending outside promise.
+
+    The page said "9835 more promises are not drawn" for the 29,501 it left out (the children of an
+    undrawn promise were not counted), and drew a Resolve form for each of the 10,000 pending
+    promises: a 6.9 MB page, sent again by the live stream on every change."""
+    n = 10_000
+    records = [PromiseRecord("big", State.PENDING, Kind.WORKFLOW, "big", "approvals", "[]", idempotency_key="big",
+                             created_at=1.0)]
+    for i in range(n):
+        branch = f"big.{i}"
+        records += [
+            PromiseRecord(branch, State.PENDING, Kind.WORKFLOW, "big", "review", "[]", parent="big",
+                          idempotency_key=branch, created_at=2.0),
+            PromiseRecord(f"{branch}.1", State.RESOLVED, Kind.STEP, "big", "m.check", "[]", parent=branch,
+                          idempotency_key=f"{branch}.1", created_at=2.0, value="1", settled_at=3.0),
+            PromiseRecord(f"{branch}.ok", State.PENDING, Kind.PROMISE, "big", "", "", parent=branch,
+                          idempotency_key=f"{branch}.ok", created_at=3.0)]
+    with Vow(f"sqlite:{tmp_path / 'vow.sqlite'}") as vow:
+        vow.store.apply(Batch(creates=records))
+        with TestClient(create_app(vow), base_url="http://127.0.0.1:8765") as test_client:
+            page = test_client.get("/run/big")
+    assert page.status_code == 200
+    drawn = page.text.count('<tr class="bar ')
+    assert drawn == 500
+    assert f"{len(records) - drawn} more promises are not drawn" in page.text, \
+        re.findall(r"\d+ more promises", page.text)
+    forms = page.text.count('action="/action/resolve"')
+    assert forms == 100, forms
+    assert f"{n - forms} more are waiting" in page.text
+    assert len(page.content) < 1_000_000, len(page.content)

@@ -36,6 +36,10 @@ arguments the folder)."""
 MAX_BARS = 500
 """A run page draws at most this many promises (a fan-out of 100,000 stays a readable page)."""
 
+MAX_OUTSIDE = 100
+"""A run page offers Resolve / Reject for at most this many pending outside promises (the oldest);
+the others get theirs as these settle (10,000 waiting branches had made a 7 MB page)."""
+
 FAILED_STATES = (State.REJECTED, State.TIMEDOUT, State.CANCELED)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -166,6 +170,7 @@ class Timeline:
     outside: tuple[PromiseRecord, ...]  # pending outside promises (Resolve / Reject)
     counts: dict[str, int]
     images: tuple[Bar, ...]
+    more_outside: int = 0  # pending outside promises beyond MAX_OUTSIDE, not offered
 
     @property
     def span(self) -> float:
@@ -207,7 +212,8 @@ def timeline(tree: Iterable[PromiseRecord], root_id: str, now: float | None = No
     while stack:
         record, depth = stack.pop()
         if len(bars) >= MAX_BARS:
-            hidden += 1
+            hidden += 1  # and its children, counted as they come off the stack
+            stack.extend((c, depth + 1) for c in children.get(record.id, []))
             continue
         internal = record.parent == root_id and not is_branch(record) and record.kind is Kind.STEP
         label = record.id[len(record.parent) + 1:] if record.parent and record.id.startswith(record.parent + ".") \
@@ -217,13 +223,14 @@ def timeline(tree: Iterable[PromiseRecord], root_id: str, now: float | None = No
                         tuple(place(s) for s in segments(record, backoffs.get(record.id, []), now)),
                         value_text(record), image))
         stack.extend((c, depth + 1) for c in reversed(children.get(record.id, [])))
-    outside = tuple(r for r in records if r.kind is Kind.PROMISE and not r.settled)
+    waiting = sorted((r for r in records if r.kind is Kind.PROMISE and not r.settled), key=lambda r: r.created_at)
+    outside = tuple(waiting[:MAX_OUTSIDE])
     branch_states = [r.state for r in children.get(root_id, []) if is_branch(r)]
     counts = {"ok": sum(1 for s in branch_states if s is State.RESOLVED),
               "failed": sum(1 for s in branch_states if s in FAILED_STATES),
               "pending": sum(1 for s in branch_states if s is State.PENDING)}
     return Timeline(root, run_name(root), start, end, tuple(bars), hidden, outside, counts,
-                    tuple(b for b in bars if b.image))
+                    tuple(b for b in bars if b.image), len(waiting) - len(outside))
 
 
 def segments(record: PromiseRecord, timers: Sequence[PromiseRecord], now: float) -> list[Segment]:
