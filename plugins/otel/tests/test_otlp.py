@@ -135,3 +135,30 @@ def test_otel_traces_exporter_console_prints_every_span_at_exit(tmp_path) -> Non
     assert sorted(s["attributes"]["vow.promise.id"] for s in spans) == ["greet/console", "greet/console.ann"]
     assert {s["context"]["trace_id"] for s in spans} == {f"0x{trace_id_for('greet/console'):032x}"}
     assert {s["resource"]["attributes"]["service.name"] for s in spans} == {"vow"}
+
+
+@pytest.mark.parametrize(("environ", "message"), [
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "collector.internal:4318"},
+     "OTEL_EXPORTER_OTLP_ENDPOINT='collector.internal:4318': an OTLP/HTTP endpoint is a URL that starts with "
+     "http:// or https://"),
+    ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "localhost:4318/v1/traces"},
+     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT='localhost:4318/v1/traces': an OTLP/HTTP endpoint is a URL"),
+    ({"OTEL_METRICS_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://"},
+     "OTEL_EXPORTER_OTLP_ENDPOINT='http://': an OTLP/HTTP endpoint is a URL"),
+])
+def test_an_otlp_endpoint_without_its_scheme_is_refused_when_the_client_starts(environ, message, monkeypatch) -> None:
+    """The endpoint given without http:// was taken: every batch of spans was then dropped at export,
+    with "No connection adapters were found for 'collector.internal:4318/v1/traces'" in a log, and
+    the program ran on as if traced."""
+    configure(monkeypatch, **environ)
+    shutdown_shared()
+    try:
+        with pytest.raises(ConfigError) as caught:
+            Vow(store="memory:")
+        assert str(caught.value).startswith(message), str(caught.value)
+        from vow_otel import environment  # nothing was kept half-built
+
+
+        assert environment._shared is None
+    finally:
+        shutdown_shared()

@@ -31,6 +31,7 @@ import os
 import threading
 from collections.abc import Mapping
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import attrs
 import httpx
@@ -110,6 +111,20 @@ def _exporter_class(name: str, signal: Signal) -> type:
                       f"installed: {installed}")
 
 
+def _check_http_endpoint(signal: Signal, environ: Mapping[str, str]) -> None:
+    """Refuse an OTLP/HTTP endpoint that is not an http(s) URL: the SDK takes ``collector:4318``
+    and then drops every batch at export, with only a log line ("No connection adapters were found")."""
+    for variable in (f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        value = environ.get(variable)
+        if not value:
+            continue
+        parts = urlsplit(value.strip())
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"{variable}={value!r}: an OTLP/HTTP endpoint is a URL that starts with http:// or "
+                              "https:// and names a host, such as http://collector:4318")
+        return  # the signal's own variable wins over the shared one
+
+
 def resource(environ: Mapping[str, str] = os.environ) -> Resource:
     """The SDK's resource from the environment, with service name ``vow`` when none is given."""
     detected = Resource.create()
@@ -129,6 +144,10 @@ def build() -> Telemetry | None:
     trace_names, metric_names = exporter_names("traces", environ), exporter_names("metrics", environ)
     if not trace_names and not metric_names:
         return None
+    signals: tuple[tuple[Signal, list[str]], ...] = (("traces", trace_names), ("metrics", metric_names))
+    for signal, names in signals:
+        if _OTLP_BY_PROTOCOL["http/protobuf"] in names:
+            _check_http_endpoint(signal, environ)
     span_exporters = [_exporter_class(name, "traces") for name in trace_names]
     metric_exporters = [_exporter_class(name, "metrics") for name in metric_names]
     shared = resource(environ)
