@@ -176,6 +176,30 @@ def test_the_command_line_never_prints_a_password(postgres_url: str, password_ro
             assert secret not in done.stdout + done.stderr, done.stdout + done.stderr
 
 
+def test_a_plus_in_the_urls_query_is_a_plus_as_libpq_reads_it(postgres_server: PostgresServer,
+                                                              postgres_url: str) -> None:
+    """libpq decodes a URL's query by ``%XX`` only: ``?password=one+two`` is the password ``one+two``
+    and ``application_name=billing+eu`` the name ``billing+eu``, for psql as for vow. (Decoded as an
+    HTML form's query, each ``+`` became a space: the password was refused.)"""
+    if postgres_server.data_dir is None:
+        pytest.skip("needs a server started by the tests (to require a password)")
+    password = "one+two+three"
+    postgres_server.require_password("vow_plus", password)
+    url = _with_user(postgres_url, "vow_plus", f"?password={password}&application_name=billing+eu")
+    assert psycopg.conninfo.conninfo_to_dict(url)["password"] == password  # as libpq reads it
+    store = open_store(url)
+    try:
+        store.apply(Batch(creates=[PromiseRecord("plus", State.PENDING, Kind.WORKFLOW, "plus")]))
+        assert store.get("plus") is not None
+        with psycopg.connect(postgres_url, autocommit=True) as con:
+            names = {r[0] for r in con.execute("SELECT application_name FROM pg_stat_activity WHERE usename = "
+                                               "'vow_plus' AND datname = current_database()")}
+        assert names == {"billing+eu"}
+        assert password not in store.url and store.url.endswith("?application_name=billing+eu")
+    finally:
+        store.close()
+
+
 # -- the schema ---------------------------------------------------------------------------------
 
 def test_the_schema_is_made_once_by_one_of_many_processes_opening_it_together(postgres_url: str) -> None:
