@@ -200,6 +200,38 @@ def test_a_plus_in_the_urls_query_is_a_plus_as_libpq_reads_it(postgres_server: P
         store.close()
 
 
+def test_a_synchronous_commit_asked_of_libpq_is_kept(postgres_url: str, monkeypatch) -> None:
+    """``options=-c synchronous_commit=on`` in the URL (or ``PGOPTIONS``) asks for durable commits:
+    the store keeps it rather than turning it off with its own default; vow's option given as well,
+    and different, is refused. (It was silently overridden: every commit was asynchronous.)"""
+    def setting(store: PostgresStore) -> str:
+        with store._connection() as con:
+            return str(con.execute("SHOW synchronous_commit").fetchone()[0])
+
+    asked = postgres_url + "?options=-c%20synchronous_commit%3Don"
+    store = open_store(asked)
+    try:
+        assert setting(store) == "on"
+    finally:
+        store.close()
+    with pytest.raises(ConfigError, match=r"option synchronous_commit: .*'off'.* libpq .*'on'"):
+        open_store(asked + "&synchronous_commit=off")
+    store = open_store(asked + "&synchronous_commit=on")  # the same, said twice: fine
+    store.close()
+    monkeypatch.setenv("PGOPTIONS", "-c synchronous_commit=remote_apply")
+    store = open_store(postgres_url)
+    try:
+        assert setting(store) == "remote_apply"
+    finally:
+        store.close()
+    monkeypatch.delenv("PGOPTIONS")
+    store = open_store(postgres_url)  # nothing asked: the store's default
+    try:
+        assert setting(store) == "off"
+    finally:
+        store.close()
+
+
 # -- the schema ---------------------------------------------------------------------------------
 
 def test_the_schema_is_made_once_by_one_of_many_processes_opening_it_together(postgres_url: str) -> None:

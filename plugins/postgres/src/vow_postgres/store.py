@@ -175,12 +175,13 @@ class PostgresStore(StoreOperations):
                               f"and _ (at most 63), got {schema!r}")
         if size < 2:
             raise ConfigError(f"postgresql store option pool_size: expected a whole number >= 2, got {raw_size!r}")
-        sync = str(_pick("synchronous_commit", ours.get("synchronous_commit"), synchronous_commit,
-                         DEFAULT_SYNCHRONOUS_COMMIT)).lower()
+        given_sync = _pick("synchronous_commit", ours.get("synchronous_commit"), synchronous_commit, None)
+        sync = str(given_sync if given_sync is not None else DEFAULT_SYNCHRONOUS_COMMIT).lower()
         if sync not in SYNCHRONOUS_COMMIT:
             raise ConfigError(f"postgresql store option synchronous_commit: expected one of "
                               f"{', '.join(SYNCHRONOUS_COMMIT)}, got {sync!r}")
         self.synchronous_commit = sync
+        self._sync_given = given_sync is not None
         self._conninfo = libpq_url
         self._secrets = hidden
         self.schema = schema
@@ -223,6 +224,7 @@ class PostgresStore(StoreOperations):
         """Check the schema's version (creating the schema on first use) on a connection of its own."""
         try:
             with self._connect() as con:
+                self._keep_libpqs_synchronous_commit(con)
                 version = self._read_version(con)
                 if version is None:
                     self._create_schema(con)
@@ -230,6 +232,19 @@ class PostgresStore(StoreOperations):
                     self._remake_functions(con)
         except psycopg.Error as exc:
             raise self._error(exc) from None
+
+    def _keep_libpqs_synchronous_commit(self, con: psycopg.Connection[Any]) -> None:
+        """A ``synchronous_commit`` the connection itself asked for (``options=-c ...`` in the URL,
+        ``PGOPTIONS``) is kept: the store's default would quietly undo it; vow's option, given too and
+        different, is refused."""
+        row = con.execute("SELECT setting FROM pg_settings WHERE name = 'synchronous_commit' "
+                          "AND source = 'client'").fetchone()
+        if row is None or self.synchronous_commit in ("server", row[0]):
+            return
+        if self._sync_given:
+            raise ConfigError(f"postgresql store option synchronous_commit: given twice, as "
+                              f"{self.synchronous_commit!r} and to libpq (options or PGOPTIONS) as {row[0]!r}")
+        self.synchronous_commit = "server"
 
     def _connect(self) -> psycopg.Connection[Any]:
         con = psycopg.connect(self._conninfo, autocommit=True, fallback_application_name="vow")
