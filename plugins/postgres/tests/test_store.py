@@ -232,6 +232,44 @@ def test_a_synchronous_commit_asked_of_libpq_is_kept(postgres_url: str, monkeypa
         store.close()
 
 
+def test_a_servers_idle_session_timeout_ends_no_owner(postgres_server: PostgresServer, postgres_url: str) -> None:
+    """A server (or a database, a role) with ``idle_session_timeout`` ends sessions that sit idle, as
+    managed servers do. The session showing a worker alive sits idle by design: ended, the worker
+    read dead, and another worker took over its leases while it still ran them. Its sessions of
+    its own (owners, change feed) are now exempt."""
+    database = postgres_url.rsplit("/", 1)[1]
+    postgres_server.sql(f'ALTER DATABASE "{database}" SET idle_session_timeout = \'300ms\'')
+    holder = PostgresStore(postgres_url + "?application_name=vow-holder")
+    other = PostgresStore(postgres_url)
+    try:
+        owner = new_owner_id()
+        assert holder.hold_owner(owner)
+        holder.apply(Batch(creates=[PromiseRecord("wf", State.PENDING, Kind.WORKFLOW, "wf")]))
+        assert holder.claim("wf", owner, 3600) is not None
+        holder.subscribe(lambda: None)
+        with psycopg.connect(postgres_url, autocommit=True) as watch:
+            def sessions() -> set[int]:
+                return {r[0] for r in watch.execute("SELECT pid FROM pg_stat_activity WHERE application_name = "
+                                                    "'vow-holder' AND datname = current_database() AND state = "
+                                                    "'idle' AND query ~ '^(LISTEN|DELETE FROM vow.owners)'")}
+            own = wait_until(lambda: len(sessions()) == 2 and sessions(), timeout=60,
+                             message="the holder's owner and listening sessions are open")
+            # A session opened now, idle from now on: once the server has ended it, the holder's
+            # sessions (idle since before it opened) would have been ended too.
+            probe = psycopg.connect(postgres_url, autocommit=True, application_name="vow-probe")
+            wait_until(lambda: not watch.execute("SELECT 1 FROM pg_stat_activity WHERE application_name = "
+                                                 "'vow-probe'").fetchall(), timeout=60,
+                       message="the server ended the idle probe")
+            probe.close()
+            assert other.owner_alive(owner) is True
+            assert other.lease_free("wf") is False
+            assert other.claim("wf", new_owner_id(), 60) is None
+            assert sessions() == own
+    finally:
+        holder.close()
+        other.close()
+
+
 # -- the schema ---------------------------------------------------------------------------------
 
 def test_the_schema_is_made_once_by_one_of_many_processes_opening_it_together(postgres_url: str) -> None:

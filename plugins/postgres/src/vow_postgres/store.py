@@ -246,9 +246,18 @@ class PostgresStore(StoreOperations):
                               f"{self.synchronous_commit!r} and to libpq (options or PGOPTIONS) as {row[0]!r}")
         self.synchronous_commit = "server"
 
-    def _connect(self) -> psycopg.Connection[Any]:
+    def _connect(self, *, long_idle: bool = False) -> psycopg.Connection[Any]:
+        """A connection of the store's own. ``long_idle``: it sits idle by design (owners shown alive,
+        the change feed listened to), so a server's ``idle_session_timeout`` must not end it."""
         con = psycopg.connect(self._conninfo, autocommit=True, fallback_application_name="vow")
         _connections.add(con)
+        if long_idle:
+            try:  # the setting is PostgreSQL 14's; an older server ends no idle session
+                con.execute("SELECT set_config('idle_session_timeout', '0', false) "
+                            "WHERE current_setting('server_version_num')::int >= 140000")
+            except BaseException:
+                con.close()
+                raise
         return con
 
     def _read_version(self, con: psycopg.Connection[Any]) -> int | None:
@@ -559,7 +568,7 @@ class PostgresStore(StoreOperations):
             if self._stopping() or threading.current_thread() is not self._listener:
                 return
             try:
-                con = self._connect()
+                con = self._connect(long_idle=True)
                 con.execute(f"LISTEN {_schema.channel(self.schema)}")
                 self._listening = con
                 if missed:
@@ -680,7 +689,7 @@ class PostgresStore(StoreOperations):
                          self.url)
             self._liveness = None
             con.close()
-        con = self._connect()
+        con = self._connect(long_idle=True)
         try:
             # The rows too, not only the locks: while the session was gone each owner read dead, and
             # an owner starting meanwhile deleted the rows of those holding no lease (hold_owner's
