@@ -135,20 +135,23 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _reading(method: F) -> F:
-    """Run a read; a connection that broke (a server restart) is replaced and the read tried once more."""
+    """Run a read; a connection that broke (a server restart, a session ended) is replaced and the
+    read tried again, as a write whose connection broke is (a read may always run again): the
+    pool may hold several sessions ended at once, each found out only when used."""
 
     @functools.wraps(method)
     def wrapper(self: PostgresStore, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except psycopg.OperationalError as exc:
-            _log.info("PostgreSQL store %s: read failed (%s); trying once more", self.url, self._scrub(str(exc)))
-        except psycopg.Error as exc:
-            raise self._error(exc) from None
-        try:
-            return method(self, *args, **kwargs)
-        except psycopg.Error as exc:
-            raise self._error(exc) from None
+        for attempt in range(_RETRIES):
+            try:
+                return method(self, *args, **kwargs)
+            except psycopg.OperationalError as exc:
+                if attempt == _RETRIES - 1:
+                    raise self._error(exc) from None
+                _log.info("PostgreSQL store %s: read failed (%s); trying again", self.url, self._scrub(str(exc)))
+                time.sleep(0.001 * 2 ** attempt)
+            except psycopg.Error as exc:
+                raise self._error(exc) from None
+        raise AssertionError("unreachable")
 
     return wrapper  # type: ignore[return-value]
 
