@@ -176,6 +176,125 @@ def test_the_command_line_never_prints_a_password(postgres_url: str, password_ro
             assert secret not in done.stdout + done.stderr, done.stdout + done.stderr
 
 
+def test_a_plus_in_the_urls_query_is_a_plus_as_libpq_reads_it(postgres_server: PostgresServer,
+                                                              postgres_url: str) -> None:
+    """libpq decodes a URL's query by ``%XX`` only: ``?password=one+two`` is the password ``one+two``
+    and ``application_name=billing+eu`` the name ``billing+eu``, for psql as for vow. (Decoded as an
+    HTML form's query, each ``+`` became a space: the password was refused.)"""
+    if postgres_server.data_dir is None:
+        pytest.skip("needs a server started by the tests (to require a password)")
+    password = "one+two+three"
+    postgres_server.require_password("vow_plus", password)
+    url = _with_user(postgres_url, "vow_plus", f"?password={password}&application_name=billing+eu")
+    assert psycopg.conninfo.conninfo_to_dict(url)["password"] == password  # as libpq reads it
+    store = open_store(url)
+    try:
+        store.apply(Batch(creates=[PromiseRecord("plus", State.PENDING, Kind.WORKFLOW, "plus")]))
+        assert store.get("plus") is not None
+        with psycopg.connect(postgres_url, autocommit=True) as con:
+            names = {r[0] for r in con.execute("SELECT application_name FROM pg_stat_activity WHERE usename = "
+                                               "'vow_plus' AND datname = current_database()")}
+        assert names == {"billing+eu"}
+        assert password not in store.url and store.url.endswith("?application_name=billing+eu")
+    finally:
+        store.close()
+
+
+def test_a_synchronous_commit_asked_of_libpq_is_kept(postgres_url: str, monkeypatch) -> None:
+    """``options=-c synchronous_commit=on`` in the URL (or ``PGOPTIONS``) asks for durable commits:
+    the store keeps it rather than turning it off with its own default; vow's option given as well,
+    and different, is refused. (It was silently overridden: every commit was asynchronous.)"""
+    def setting(store: PostgresStore) -> str:
+        with store._connection() as con:
+            return str(con.execute("SHOW synchronous_commit").fetchone()[0])
+
+    asked = postgres_url + "?options=-c%20synchronous_commit%3Don"
+    store = open_store(asked)
+    try:
+        assert setting(store) == "on"
+    finally:
+        store.close()
+    with pytest.raises(ConfigError, match=r"option synchronous_commit: .*'off'.* libpq .*'on'"):
+        open_store(asked + "&synchronous_commit=off")
+    store = open_store(asked + "&synchronous_commit=on")  # the same, said twice: fine
+    store.close()
+    monkeypatch.setenv("PGOPTIONS", "-c synchronous_commit=remote_apply")
+    store = open_store(postgres_url)
+    try:
+        assert setting(store) == "remote_apply"
+    finally:
+        store.close()
+    monkeypatch.delenv("PGOPTIONS")
+    store = open_store(postgres_url)  # nothing asked: the store's default
+    try:
+        assert setting(store) == "off"
+    finally:
+        store.close()
+
+
+def test_a_servers_idle_session_timeout_ends_no_owner(postgres_server: PostgresServer, postgres_url: str) -> None:
+    """A server (or a database, a role) with ``idle_session_timeout`` ends sessions that sit idle, as
+    managed servers do. The session showing a worker alive sits idle by design: ended, the worker
+    read dead, and another worker took over its leases while it still ran them. Its sessions of
+    its own (owners, change feed) are now exempt."""
+    database = postgres_url.rsplit("/", 1)[1]
+    postgres_server.sql(f'ALTER DATABASE "{database}" SET idle_session_timeout = \'300ms\'')
+    holder = PostgresStore(postgres_url + "?application_name=vow-holder")
+    other = PostgresStore(postgres_url)
+    try:
+        owner = new_owner_id()
+        assert holder.hold_owner(owner)
+        holder.apply(Batch(creates=[PromiseRecord("wf", State.PENDING, Kind.WORKFLOW, "wf")]))
+        assert holder.claim("wf", owner, 3600) is not None
+        holder.subscribe(lambda: None)
+        with psycopg.connect(postgres_url, autocommit=True) as watch:
+            def sessions() -> set[int]:
+                return {r[0] for r in watch.execute("SELECT pid FROM pg_stat_activity WHERE application_name = "
+                                                    "'vow-holder' AND datname = current_database() AND state = "
+                                                    "'idle' AND query ~ '^(LISTEN|DELETE FROM vow.owners)'")}
+            own = wait_until(lambda: len(sessions()) == 2 and sessions(), timeout=60,
+                             message="the holder's owner and listening sessions are open")
+            # A session opened now, idle from now on: once the server has ended it, the holder's
+            # sessions (idle since before it opened) would have been ended too.
+            probe = psycopg.connect(postgres_url, autocommit=True, application_name="vow-probe")
+            wait_until(lambda: not watch.execute("SELECT 1 FROM pg_stat_activity WHERE application_name = "
+                                                 "'vow-probe'").fetchall(), timeout=60,
+                       message="the server ended the idle probe")
+            probe.close()
+            assert other.owner_alive(owner) is True
+            assert other.lease_free("wf") is False
+            assert other.claim("wf", new_owner_id(), 60) is None
+            assert sessions() == own
+    finally:
+        holder.close()
+        other.close()
+
+
+def test_a_read_after_every_pooled_session_was_ended_at_once_succeeds(postgres_url: str, monkeypatch) -> None:
+    """An administrator, a failover or a pooler ends every session of a store at once. A pooled
+    session is checked before use, but the server's goodbye may not have arrived yet when it is:
+    here no check sees it (as in that moment). A read then meets one ended session after another
+    and must go on to a fresh one; it gave up after the second (StoreError: terminating connection
+    due to administrator command) though the server was up."""
+    monkeypatch.setattr("vow_postgres.store._check_pooled", lambda con: None)
+    store = PostgresStore(postgres_url + "?application_name=vow-ended")
+    try:
+        store.apply(Batch(creates=[PromiseRecord("wf", State.PENDING, Kind.WORKFLOW, "wf")]))
+        pool = store._get_pool()
+        with pool.connection(), pool.connection(), pool.connection(), pool.connection():
+            pass  # four sessions in the pool
+        with psycopg.connect(postgres_url, autocommit=True) as con:
+            ended = con.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = "
+                                "'vow-ended' AND datname = current_database()").fetchall()
+            assert len(ended) >= 4
+            wait_until(lambda: not con.execute("SELECT 1 FROM pg_stat_activity WHERE application_name = "
+                                               "'vow-ended'").fetchall(), timeout=60, message="the sessions ended")
+        record = store.get("wf")
+        assert record is not None and record.state is State.PENDING
+    finally:
+        store.close()
+
+
 # -- the schema ---------------------------------------------------------------------------------
 
 def test_the_schema_is_made_once_by_one_of_many_processes_opening_it_together(postgres_url: str) -> None:

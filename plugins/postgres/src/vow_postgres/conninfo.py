@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
-
-from vow.stores import redact_url as redact
+from urllib.parse import quote, unquote, urlsplit
 
 SCHEMES = ("postgresql", "postgres")
 VOW_OPTIONS = ("schema", "pool_size", "synchronous_commit")
@@ -25,15 +23,39 @@ VOW_OPTIONS = ("schema", "pool_size", "synchronous_commit")
 __all__ = ["SCHEMES", "VOW_OPTIONS", "split_url", "password_of", "redact", "secrets", "scrub"]
 
 
+def _query(query: str) -> list[tuple[str, str, str]]:
+    """``(key, value, the text as written)`` of each parameter of a URL's query, decoded as libpq
+    decodes them: ``%XX`` only. A ``+`` is a plus (not a space, as in an HTML form's query)."""
+    found = []
+    for piece in query.split("&"):
+        if piece:
+            key, _, value = piece.partition("=")
+            found.append((unquote(key), unquote(value), piece))
+    return found
+
+
 def split_url(url: str) -> tuple[str, dict[str, str]]:
-    """``(the libpq URL, vow's options)`` from a store URL."""
+    """``(the libpq URL, vow's options)`` from a store URL; libpq's parameters are passed on as written."""
     parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    ours = {k: v for k, v in query if k in VOW_OPTIONS}
-    theirs = [(k, v) for k, v in query if k not in VOW_OPTIONS]
-    rest = urlencode(theirs, quote_via=quote)
+    query = _query(parts.query)
+    ours = {k: v for k, v, _ in query if k in VOW_OPTIONS}
+    rest = "&".join(raw for k, _, raw in query if k not in VOW_OPTIONS)
     # Built by hand: urlunsplit would drop the "//" of a URL with no host ("postgresql://", all from PG*).
     return f"{parts.scheme}://{parts.netloc}{parts.path}" + (f"?{rest}" if rest else ""), ours
+
+
+def redact(url: str) -> str:
+    """``url`` without a password (in its user part or a ``password=`` parameter): safe to print;
+    every other parameter as written."""
+    parts = urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    query = _query(parts.query)
+    if not (at and ":" in userinfo) and not any(k == "password" for k, _, _ in query):
+        return url
+    netloc = (userinfo.split(":", 1)[0] + "@" + hosts) if at else parts.netloc
+    rest = "&".join(raw for k, _, raw in query if k != "password")
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{rest}" if rest else "") + (
+        f"#{parts.fragment}" if parts.fragment else "")
 
 
 def password_of(url: str) -> str | None:
@@ -42,7 +64,7 @@ def password_of(url: str) -> str | None:
     userinfo, at, _ = parts.netloc.rpartition("@")
     if at and ":" in userinfo:
         return unquote(userinfo.split(":", 1)[1])
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+    for key, value, _ in _query(parts.query):
         if key == "password":
             return value
     return None

@@ -135,20 +135,23 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _reading(method: F) -> F:
-    """Run a read; a connection that broke (a server restart) is replaced and the read tried once more."""
+    """Run a read; a connection that broke (a server restart, a session ended) is replaced and the
+    read tried again, as a write whose connection broke is (a read may always run again): the
+    pool may hold several sessions ended at once, each found out only when used."""
 
     @functools.wraps(method)
     def wrapper(self: PostgresStore, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except psycopg.OperationalError as exc:
-            _log.info("PostgreSQL store %s: read failed (%s); trying once more", self.url, self._scrub(str(exc)))
-        except psycopg.Error as exc:
-            raise self._error(exc) from None
-        try:
-            return method(self, *args, **kwargs)
-        except psycopg.Error as exc:
-            raise self._error(exc) from None
+        for attempt in range(_RETRIES):
+            try:
+                return method(self, *args, **kwargs)
+            except psycopg.OperationalError as exc:
+                if attempt == _RETRIES - 1:
+                    raise self._error(exc) from None
+                _log.info("PostgreSQL store %s: read failed (%s); trying again", self.url, self._scrub(str(exc)))
+                time.sleep(0.001 * 2 ** attempt)
+            except psycopg.Error as exc:
+                raise self._error(exc) from None
+        raise AssertionError("unreachable")
 
     return wrapper  # type: ignore[return-value]
 
@@ -175,12 +178,13 @@ class PostgresStore(StoreOperations):
                               f"and _ (at most 63), got {schema!r}")
         if size < 2:
             raise ConfigError(f"postgresql store option pool_size: expected a whole number >= 2, got {raw_size!r}")
-        sync = str(_pick("synchronous_commit", ours.get("synchronous_commit"), synchronous_commit,
-                         DEFAULT_SYNCHRONOUS_COMMIT)).lower()
+        given_sync = _pick("synchronous_commit", ours.get("synchronous_commit"), synchronous_commit, None)
+        sync = str(given_sync if given_sync is not None else DEFAULT_SYNCHRONOUS_COMMIT).lower()
         if sync not in SYNCHRONOUS_COMMIT:
             raise ConfigError(f"postgresql store option synchronous_commit: expected one of "
                               f"{', '.join(SYNCHRONOUS_COMMIT)}, got {sync!r}")
         self.synchronous_commit = sync
+        self._sync_given = given_sync is not None
         self._conninfo = libpq_url
         self._secrets = hidden
         self.schema = schema
@@ -223,6 +227,7 @@ class PostgresStore(StoreOperations):
         """Check the schema's version (creating the schema on first use) on a connection of its own."""
         try:
             with self._connect() as con:
+                self._keep_libpqs_synchronous_commit(con)
                 version = self._read_version(con)
                 if version is None:
                     self._create_schema(con)
@@ -231,9 +236,31 @@ class PostgresStore(StoreOperations):
         except psycopg.Error as exc:
             raise self._error(exc) from None
 
-    def _connect(self) -> psycopg.Connection[Any]:
+    def _keep_libpqs_synchronous_commit(self, con: psycopg.Connection[Any]) -> None:
+        """A ``synchronous_commit`` the connection itself asked for (``options=-c ...`` in the URL,
+        ``PGOPTIONS``) is kept: the store's default would quietly undo it; vow's option, given too and
+        different, is refused."""
+        row = con.execute("SELECT setting FROM pg_settings WHERE name = 'synchronous_commit' "
+                          "AND source = 'client'").fetchone()
+        if row is None or self.synchronous_commit in ("server", row[0]):
+            return
+        if self._sync_given:
+            raise ConfigError(f"postgresql store option synchronous_commit: given twice, as "
+                              f"{self.synchronous_commit!r} and to libpq (options or PGOPTIONS) as {row[0]!r}")
+        self.synchronous_commit = "server"
+
+    def _connect(self, *, long_idle: bool = False) -> psycopg.Connection[Any]:
+        """A connection of the store's own. ``long_idle``: it sits idle by design (owners shown alive,
+        the change feed listened to), so a server's ``idle_session_timeout`` must not end it."""
         con = psycopg.connect(self._conninfo, autocommit=True, fallback_application_name="vow")
         _connections.add(con)
+        if long_idle:
+            try:  # the setting is PostgreSQL 14's; an older server ends no idle session
+                con.execute("SELECT set_config('idle_session_timeout', '0', false) "
+                            "WHERE current_setting('server_version_num')::int >= 140000")
+            except BaseException:
+                con.close()
+                raise
         return con
 
     def _read_version(self, con: psycopg.Connection[Any]) -> int | None:
@@ -544,7 +571,7 @@ class PostgresStore(StoreOperations):
             if self._stopping() or threading.current_thread() is not self._listener:
                 return
             try:
-                con = self._connect()
+                con = self._connect(long_idle=True)
                 con.execute(f"LISTEN {_schema.channel(self.schema)}")
                 self._listening = con
                 if missed:
@@ -665,7 +692,7 @@ class PostgresStore(StoreOperations):
                          self.url)
             self._liveness = None
             con.close()
-        con = self._connect()
+        con = self._connect(long_idle=True)
         try:
             # The rows too, not only the locks: while the session was gone each owner read dead, and
             # an owner starting meanwhile deleted the rows of those holding no lease (hold_owner's
