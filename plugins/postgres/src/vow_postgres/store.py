@@ -69,6 +69,14 @@ DEFAULT_POOL_SIZE = 10
 DEFAULT_SYNCHRONOUS_COMMIT = "off"
 """The ``synchronous_commit`` of the store's sessions: see :class:`PostgresOptions`."""
 SYNCHRONOUS_COMMIT = ("off", "on", "local", "remote_write", "remote_apply", "server")
+VANISHED_AFTER = {"tcp_keepalives_idle": "10s", "tcp_keepalives_interval": "5s", "tcp_keepalives_count": "3",
+                  "tcp_user_timeout": "25s"}
+"""How the server notices that the machine at the other end of a session that sits idle by design
+(an owner shown alive, the change feed listened to) is gone without a word (powered off, cut off):
+a probe after 10 s of silence, then every 5 s, the session ended when 3 go unanswered; and data it
+sent that stays unacknowledged for 25 s ends it too (while some is in flight, TCP sends no probes
+but resends, for 15 minutes and more). About 25 s in all: the operating system's defaults wait two
+hours and more, all that time showing a vanished worker alive and its runs taken."""
 
 _COLUMNS = ("id, state, kind, root, func, args, value, parent, timeout, idempotency_key, attempt, "
             "created_at, settled_at, tags::text")
@@ -251,11 +259,15 @@ class PostgresStore(StoreOperations):
 
     def _connect(self, *, long_idle: bool = False) -> psycopg.Connection[Any]:
         """A connection of the store's own. ``long_idle``: it sits idle by design (owners shown alive,
-        the change feed listened to), so a server's ``idle_session_timeout`` must not end it."""
+        the change feed listened to), so a server's ``idle_session_timeout`` must not end it, and the
+        server probes it to learn soon that its machine is gone (:data:`VANISHED_AFTER`)."""
         con = psycopg.connect(self._conninfo, autocommit=True, fallback_application_name="vow")
         _connections.add(con)
         if long_idle:
-            try:  # the setting is PostgreSQL 14's; an older server ends no idle session
+            try:
+                for name, value in VANISHED_AFTER.items():
+                    con.execute("SELECT set_config(%s, %s, false)", (name, value))
+                # the setting is PostgreSQL 14's; an older server ends no idle session
                 con.execute("SELECT set_config('idle_session_timeout', '0', false) "
                             "WHERE current_setting('server_version_num')::int >= 140000")
             except BaseException:
