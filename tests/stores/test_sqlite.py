@@ -414,3 +414,52 @@ def test_a_long_run_of_commits_keeps_starting_the_log_over(tmp_path: Path, monke
         store.close()
     assert peak < 2 * 2**20  # the restart size and the commits made until a look finds the copy done
     assert not wal.exists() or wal.stat().st_size == 0
+
+
+CLOSE_UNDER_READS = """
+import sys, threading
+from vow.errors import StoreError
+from vow.records import Batch
+from vow.stores.sqlite import SQLiteStore
+from vow.testing import make_record
+
+for round in range(30):
+    store = SQLiteStore(f"{sys.argv[1]}/{round}.sqlite")
+    closed = threading.Event()
+    busy = [threading.Event() for _ in range(3)]
+
+    def use(i):
+        n = 0
+        while not closed.is_set():
+            try:
+                if i == 2:
+                    store.apply(Batch(creates=[make_record(f"r{round}.{n}")]))
+                else:
+                    store.get_many([f"r{round}.{n}", "x"])
+            except StoreError as exc:  # after close(): what a call gets
+                assert "closed" in str(exc), exc
+            n += 1
+            if n == 20:
+                busy[i].set()
+
+    threads = [threading.Thread(target=use, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for event in busy:
+        event.wait()
+    store.close()  # while the three still read and write
+    closed.set()
+    for t in threads:
+        t.join()
+print("ok")
+"""
+
+
+def test_closing_a_store_while_other_threads_use_it_never_crashes_the_process(tmp_path: Path) -> None:
+    """close() closed the connections of threads still running a statement on them, and sqlite3
+    then read a connection that was gone: the process died of a segmentation fault (a client closed
+    while its watcher looked at the store). close() now waits for the running reads and the running
+    write, and a call after it gets StoreError."""
+    done = subprocess.run([sys.executable, "-c", CLOSE_UNDER_READS, str(tmp_path)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout == "ok\n", (done.returncode, done.stderr[-3000:])

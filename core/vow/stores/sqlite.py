@@ -329,18 +329,58 @@ class _ForkGate:
 _GATE = _ForkGate()
 
 
+class _Reads:
+    """The reads running on a store's connections now. ``close`` waits for them to end, and refuses
+    new ones, before it closes the connections: closing one under a statement another thread is
+    running crashes the process (sqlite3 reads the connection it closed). Writes need no count:
+    they hold the store's writer lock, which ``close`` takes."""
+
+    __slots__ = ("_cond", "_running", "closed")
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._running = 0
+        self.closed = False
+
+    def enter(self) -> bool:
+        """Count a read starting; ``False`` (nothing counted) once the store is closed."""
+        with self._cond:
+            if self.closed:
+                return False
+            self._running += 1
+            return True
+
+    def leave(self) -> None:
+        with self._cond:
+            self._running -= 1
+            if self.closed and not self._running:
+                self._cond.notify_all()
+
+    def close(self, timeout: float) -> bool:
+        """Refuse new reads and wait up to ``timeout`` seconds for the running ones; whether they ended."""
+        with self._cond:
+            self.closed = True
+            return self._cond.wait_for(lambda: not self._running, timeout)
+
+
 def _reading(method: F) -> F:
     """Run a read, retrying while the file is busy; report any SQLite failure as :class:`StoreError`."""
 
     @functools.wraps(method)
     def wrapper(self: SQLiteStore, *args: Any, **kwargs: Any) -> Any:
-        with _GATE:
-            try:
-                return method(self, *args, **kwargs)
-            except sqlite3.Error as exc:
-                if not _is_busy(exc):
-                    raise self._error(exc) from exc
-        return self._retry_busy(lambda: method(self, *args, **kwargs))
+        reads = self._reads
+        if not reads.enter():
+            raise StoreError(f"SQLite store {self.path}: the store is closed")
+        try:
+            with _GATE:
+                try:
+                    return method(self, *args, **kwargs)
+                except sqlite3.Error as exc:
+                    if not _is_busy(exc):
+                        raise self._error(exc) from exc
+            return self._retry_busy(lambda: method(self, *args, **kwargs))
+        finally:
+            reads.leave()
 
     return wrapper  # type: ignore[return-value]
 
@@ -513,6 +553,7 @@ class SQLiteStore(StoreOperations):
         # waiting for another thread of this process (the engine for a claim, say) is woken the
         # moment it is done, instead of polling the file lock. Other processes are polled (_begin).
         self._writer = threading.RLock()
+        self._reads = _Reads()
         self._checkpointer: threading.Thread | None = None
         self._checkpoint_wanted = threading.Event()
 
@@ -572,21 +613,31 @@ class SQLiteStore(StoreOperations):
             checkpointer.join(self.busy_timeout)  # its checkpoint and ours must not race
         self._owners.close()
         _open_stores.discard(self)
-        with self._connections_lock:
-            connections, self._connections = self._connections, []
-        self._local = threading.local()
-        with _GATE:
-            if connections and self._commits:
-                con = connections[0]
-                con.execute(f"PRAGMA busy_timeout = {int(CLOSE_CHECKPOINT_SECONDS * 1000)}")
-                if not _checkpoint(con, full=True) and _wal_bytes(self.path):
-                    _log.info("SQLite store %s: the log was not emptied at close (another process is using "
-                              "the file; it will)", self.path)
-            for con in connections:
-                try:
-                    con.close()
-                except sqlite3.Error:
-                    pass
+        # No connection may be closed under a statement another thread runs (the process would
+        # crash): wait for the reads and the write running now, and let no new one start
+        reads_ended = self._reads.close(self.busy_timeout)
+        if not self._writer.acquire(timeout=self.busy_timeout) or not reads_ended:
+            _log.warning("SQLite store %s: closed while another thread still used it (for %g s); its "
+                         "connections are left open", self.path, self.busy_timeout)
+            return
+        try:
+            with self._connections_lock:
+                connections, self._connections = self._connections, []
+            self._local = threading.local()
+            with _GATE:
+                if connections and self._commits:
+                    con = connections[0]
+                    con.execute(f"PRAGMA busy_timeout = {int(CLOSE_CHECKPOINT_SECONDS * 1000)}")
+                    if not _checkpoint(con, full=True) and _wal_bytes(self.path):
+                        _log.info("SQLite store %s: the log was not emptied at close (another process is "
+                                  "using the file; it will)", self.path)
+                for con in connections:
+                    try:
+                        con.close()
+                    except sqlite3.Error:
+                        pass
+        finally:
+            self._writer.release()
 
     # -- transactions and errors
 
