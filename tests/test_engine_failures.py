@@ -221,3 +221,44 @@ def test_a_wide_fan_out_commits_its_promises_in_chunks_each_before_its_leaves(in
     assert sum(store.creates) == 2501  # the root and its branches, each once
     assert max(store.creates) == 1000
     assert unstored_at_start == []
+
+
+def test_a_store_that_keeps_failing_is_reported_once_not_at_every_look(tmp_path, caplog) -> None:
+    """A server restarting for half a minute made the watcher log a warning with a traceback at
+    each look, 20 a second: 600 tracebacks. Now one line when it starts failing, and one when it
+    works again."""
+    import logging
+
+    from vow.engine.watcher import Watcher
+    from vow.errors import StoreError
+    from vow.stores.sqlite import SQLiteStore
+
+    store = SQLiteStore(str(tmp_path / "vow.sqlite"))
+    real_changes = store.changes
+    looks = 0
+    recovered = threading.Event()
+
+    def changes(since):  # the store is down for the first 40 looks after the watcher starts
+        nonlocal looks
+        looks += 1
+        if 1 < looks <= 41:
+            raise StoreError("SQLite store: the server is restarting")
+        if looks > 45:
+            recovered.set()
+        return real_changes(since)
+
+    store.changes = changes  # type: ignore[method-assign]
+    watcher = Watcher(store, 0.005, on_changes=lambda feed: None, on_remote=lambda records, free: None)
+    with caplog.at_level(logging.INFO, logger="vow.engine"):
+        watcher.start()
+        try:
+            assert recovered.wait(30)
+        finally:
+            watcher.stop()
+            store.close()
+    said = [r for r in caplog.records if "watching the store" in r.getMessage()]
+    assert [(r.levelname, r.exc_info) for r in said] == [("WARNING", None), ("INFO", None)], [
+        r.getMessage() for r in said]
+    assert said[0].getMessage() == ("watching the store failed: SQLite store: the server is restarting; looking "
+                                    "again every 0.005 s")
+    assert said[1].getMessage() == "watching the store works again, after 40 failed looks"

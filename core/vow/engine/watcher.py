@@ -12,15 +12,21 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
+from vow.errors import StoreError
 from vow.records import PromiseRecord
 from vow.stores.base import ChangeFeed, PushingStore
 
 __all__ = ["Watcher"]
 
 _log = logging.getLogger("vow.engine")
+
+REMIND_SECONDS = 60.0
+"""While the store keeps failing (a server restarting, a network down), the watcher says so once,
+then again at most this often: it looks every ``poll_interval``, 20 times a second by default."""
 
 
 class Watcher:
@@ -40,6 +46,8 @@ class Watcher:
         self._thread: threading.Thread | None = None
         self._seq: int | None = None
         self._unsubscribe: Callable[[], None] | None = None
+        self._failed = 0  # looks that failed in a row
+        self._said = 0.0  # when the failing was last logged (monotonic)
 
     def start(self) -> None:
         """Start watching from the feed's current position (idempotent)."""
@@ -80,8 +88,33 @@ class Watcher:
                 return
             try:
                 self._look()
-            except Exception:  # noqa: BLE001 - a failing store: look again next time, never drop waiters
-                _log.warning("watching the store failed", exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - a failing store: look again next time, never drop waiters
+                if self._stopping():  # the client is closing its store under this look: nothing to tell
+                    return
+                self._failing(exc)
+            else:
+                if self._failed:
+                    _log.info("watching the store works again, after %d failed looks", self._failed)
+                    self._failed = 0
+
+    def _stopping(self) -> bool:
+        """Whether :meth:`stop` was called, read now (another thread sets it during a look)."""
+        return self._stopped
+
+    def _failing(self, exc: Exception) -> None:
+        """Log a failed look: the first of a streak, then once a REMIND_SECONDS (a store error, which
+        an outage brings, in one line; anything else with its traceback)."""
+        self._failed += 1
+        now = time.monotonic()
+        if self._failed > 1 and now - self._said < REMIND_SECONDS:
+            return
+        self._said = now
+        again = f"looking again every {self.poll_interval:g} s" + (
+            f" ({self._failed} failed looks in a row)" if self._failed > 1 else "")
+        if isinstance(exc, StoreError):
+            _log.warning("watching the store failed: %s; %s", exc, again)
+        else:
+            _log.warning("watching the store failed; %s", again, exc_info=exc)
 
     def _look(self) -> None:
         feed = self.store.changes(self._seq)
