@@ -65,8 +65,28 @@ GROWING = [
     ("{{ 'a\nb'|indent(input.n) }}", "a\n   b", "the indent filter would make 4,000,003 characters"),
     ("{{ ('a' * 1000)|replace('a', 'b' * (input.n // 1000 + 1))|length }}", "1000", "the replace filter would make"),
     ("{{ ('a' * 1000).replace('a', 'b' * (input.n // 1000 + 1))|length }}", "1000", "str.replace would make"),
-    ("{{ (['x' * 600000] * (input.n // 1000000 + 1))|join|length }}", "600000", "the join filter would make"),
-    ("{{ ''.join(['x' * 600000] * (input.n // 1000000 + 1))|length }}", "600000", "str.join would make"),
+    ("{{ (['x' * 300000] * 3)|join('y' * (input.n // 4))|length }}", "900000", "the join filter would make"),
+    ("{{ ('y' * (input.n // 4)).join(['x' * 300000] * 3)|length }}", "900000", "str.join would make"),
+    # found by red-teaming: each of these made a value far over the bound, or kept the planner busy
+    ("{{ ('a ' * 500000)|wordwrap(1, wrapstring='b' * (input.n // 1000000))|length }}", "500000",
+     "the wordwrap filter would make"),  # was 500,000,000 characters with 1000
+    ("{{ ('a' * 200000)|wordwrap(3000000 // input.n)|length }}", "200000", "would cut a word of 200,000"),
+    ("{{ [1]|batch(input.n, 'x')|list|length }}", "1", "the batch filter would make 2,000,000"),  # MemoryError
+    ("{{ [1]|slice(input.n)|list|length }}", "3", "the slice filter would make 2,000,000"),
+    ("{{ ([[0]*1000] * (input.n // 1000))|length }}", "0", "length 1 2,000 times would make 4,002,000"),  # 3e9 as text
+    ("{% set ns = namespace(a=[0]) %}{% for i in range(input.n // 100000) %}{% set ns.a = [ns.a, ns.a] %}"
+     "{% endfor %}{{ ns.a|length }}", "1", "a list or mapping written in the template"),
+    ("{% set ns = namespace(x=10) %}{% for i in range(input.n // 100000) %}{% set ns.x = ns.x * ns.x %}"
+     "{% endfor %}{{ ns.x % 7 }}", "3", "multiplying whole numbers"),  # squaring 30 times: hours
+    ("{{ (('%999999s' * (input.n // 1000000)) % (('x',) * (input.n // 1000000)))|length }}", "0",
+     "the % format"),
+    ("{{ (('%(a)s' * (input.n // 1000)) % {'a': 'x' * 1000})|length }}", "0", "the % format"),
+    ("{{ ('{0:999999}' * (input.n // 1000000)).format('x')|length }}", "0", "the format '{0:999999}{0:999999}'"),
+    ("{{ (['x'] * (input.n // 1000))|tojson(indent=1000)|length }}", "2", "the tojson filter would make"),
+    ("{% for i in range(1000) recursive %}{% if loop.depth < input.n // 1000000 + 1 %}{{ loop(range(1000)) }}"
+     "{% endif %}{% endfor %}", "", "its loops would turn more than"),  # 1e9 turns, uncounted
+    ("{% macro f(n) %}{% if n %}{{ f(n-1) }}{{ f(n-1) }}{% endif %}{% endmacro %}{{ f(input.n // 100000) }}",
+     "", "macro calls would turn more than"),  # 2**20 calls (2**40 took forever)
     ("{% set ns = namespace(s='ab') %}{% for i in range(input.n // 100000 + 1) %}{% set ns.s = ns.s ~ ns.s %}"
      "{% endfor %}{{ ns.s|length }}", "4", "joining values with ~ would make 1,048,576 characters"),
     ("{% for i in range(input.n // 20) %}{{ 'x' * 20 }}{% endfor %}", "",
@@ -82,6 +102,14 @@ def test_a_template_cannot_make_a_value_over_the_bound(template: str, small: str
             render(template, big)
         assert message in str(caught.value)
     assert render_text(template, {"input": wrap({"n": 3}, "input")}) == small
+
+
+def test_sum_of_many_lists_is_quick() -> None:
+    # Python's sum made a new list for each one added: 10**6 lists of one item took hours
+    import time
+    started = time.monotonic()
+    assert render_text("{{ ([[0]] * 200000)|sum(start=[])|length }}", CONTEXT) == "200000"
+    assert time.monotonic() - started < 5
 
 
 def test_templates_do_not_change_lists_or_mappings() -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import itertools
 import math
 import re
 import string
@@ -36,7 +37,13 @@ MAX_DIGITS = 4300
 MAX_LOOPS = 1_000_000
 """The most turns of its loops, all together, that one rendering of a template takes."""
 
+_MAX_BITS = math.ceil(MAX_DIGITS * math.log2(10))
+
 _loops_left: contextvars.ContextVar[list[int]] = contextvars.ContextVar("vow_template_loops")
+# the size of each list, tuple and mapping measured in this rendering, by id (the value is kept, so the
+# id stays its own): a list made of the same list twice, again and again, is measured once per list
+_sizes: contextvars.ContextVar[dict[int, tuple[Any, int, int]]] = contextvars.ContextVar("vow_template_sizes")
+_CACHED = 100_000  # values kept in that cache before it starts over
 
 
 class TooLarge(ValueError):
@@ -60,10 +67,61 @@ def _whole(value: Any) -> bool:
 def rendering() -> Iterator[None]:
     """Count the loops of one rendering of a template (up to :data:`MAX_LOOPS` turns in all)."""
     token = _loops_left.set([MAX_LOOPS])
+    sizes = _sizes.set({})
     try:
         yield
     finally:
+        _sizes.reset(sizes)
         _loops_left.reset(token)
+
+
+def measure(value: Any) -> tuple[int, int]:
+    """The size of ``value`` (characters of its texts plus items of its lists and mappings, counted as
+    often as they appear, as its text or JSON would show them) and how deeply its lists nest."""
+    cache = _sizes.get(None)
+    if cache is None:
+        cache = {}
+    elif len(cache) > _CACHED:
+        cache.clear()
+    return _measure(value, cache)
+
+
+def _measure(value: Any, cache: dict[int, tuple[Any, int, int]]) -> tuple[int, int]:
+    if isinstance(value, str):
+        return len(value), 0
+    if not isinstance(value, (list, tuple, dict)):
+        return 1, 0
+    known = cache.get(id(value))
+    if known is not None and known[0] is value:
+        return known[1], known[2]
+    size, depth = len(value), 0
+    for item in (value if not isinstance(value, dict) else [*value.keys(), *value.values()]):
+        item_size, item_depth = _measure(item, cache)
+        size, depth = size + item_size, max(depth, item_depth)
+        if size > MAX_SIZE * 1000:  # far over already: no need to go on
+            break
+    cache[id(value)] = (value, size, depth + 1)
+    return size, depth + 1
+
+
+def check_size(value: Any, what: str) -> Any:
+    """``value``, refused when it is text, a list or a mapping over :data:`MAX_SIZE`."""
+    if isinstance(value, (str, list, tuple, dict)):
+        size = measure(value)[0]
+        if size > MAX_SIZE:
+            raise _refuse(what, size, "characters and items")
+    return value
+
+
+def count_turn() -> None:
+    """Count one turn against this rendering's :data:`MAX_LOOPS` (a call of a macro: a macro calling
+    itself twice makes 2**n calls with no loop in sight)."""
+    left = _loops_left.get(None)
+    if left is not None:
+        left[0] -= 1
+        if left[0] < 0:
+            raise TooLarge(f"its loops and macro calls would turn more than {MAX_LOOPS:,} times, the most one "
+                           "template takes (loops inside loops over large values, or a macro calling itself?)")
 
 
 def counted(iterable: Iterable[Any]) -> Iterable[Any]:
@@ -86,8 +144,12 @@ def check_binop(operator: str, left: Any, right: Any) -> None:
     """Refuse ``left <operator> right`` when its result would be over the bounds."""
     if operator == "*":
         for seq, times in ((left, right), (right, left)):
-            if _is_text_or_list(seq) and _whole(times) and len(seq) * times > MAX_SIZE:
-                raise _refuse(f"repeating a value of length {len(seq):,} {times:,} times", len(seq) * times)
+            if _is_text_or_list(seq) and _whole(times) and measure(seq)[0] * times > MAX_SIZE:
+                raise _refuse(f"repeating a value of length {len(seq):,} {times:,} times", measure(seq)[0] * times)
+        if _whole(left) and _whole(right) and left.bit_length() + right.bit_length() > _MAX_BITS:
+            raise TooLarge(f"multiplying whole numbers of {left.bit_length():,} and {right.bit_length():,} bits "
+                           f"would make one of about {(left.bit_length() + right.bit_length()) * 0.30103:,.0f} "
+                           f"digits; a template makes whole numbers of at most {MAX_DIGITS:,} digits")
     elif operator == "**":
         if _whole(left) and _whole(right) and abs(left) > 1 and right > 0:
             digits = right * math.log10(abs(left))
@@ -95,10 +157,12 @@ def check_binop(operator: str, left: Any, right: Any) -> None:
                 raise TooLarge(f"{left} ** {right} would have about {digits:,.0f} digits; a template makes "
                                f"whole numbers of at most {MAX_DIGITS:,} digits")
     elif operator == "+":
-        if _is_text_or_list(left) and _is_text_or_list(right) and len(left) + len(right) > MAX_SIZE:
-            raise _refuse("joining two values with +", len(left) + len(right))
+        if _is_text_or_list(left) and _is_text_or_list(right):
+            size = measure(left)[0] + measure(right)[0]
+            if size > MAX_SIZE:
+                raise _refuse("joining two values with +", size)
     elif operator == "%" and isinstance(left, str):
-        check_printf(left)
+        check_printf(left, right)
 
 
 def check_concat(texts: list[str]) -> None:
@@ -113,8 +177,14 @@ def check_concat(texts: list[str]) -> None:
 _PRINTF = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d*))?[hlL]?[a-zA-Z%]")
 
 
-def check_printf(template: str) -> None:
-    """Refuse a ``%`` format whose widths or precisions would make more than :data:`MAX_SIZE`."""
+def _text_size(value: Any) -> int:
+    return measure(value)[0] if isinstance(value, (str, list, tuple, dict)) else 30
+
+
+def check_printf(template: str, values: Any = ()) -> None:
+    """Refuse a ``%`` format whose widths or precisions, or the values it puts in (``values``: one, a
+    tuple, or a mapping for ``%(name)s``), would make more than :data:`MAX_SIZE`; all its conversions
+    together, for ``'%999999s' * 100`` makes each within the bound and the whole far over it."""
     for match in _PRINTF.finditer(template):
         for size in match.groups():
             if size == "*":
@@ -122,6 +192,19 @@ def check_printf(template: str) -> None:
                                "write the number in the format")
             if size and int(size) > MAX_SIZE:
                 raise _refuse(f"the width or precision {int(size):,} in {match.group(0)[:20]!r}", int(size))
+    positional = values if isinstance(values, tuple) else (values,)
+    total, position = len(template), 0
+    for match in _PRINTF.finditer(template):
+        if match.group(0).endswith("%") and not match.group(0).startswith("%("):
+            continue
+        key = re.match(r"%\(([^)]*)\)", match.group(0))
+        if key is not None:
+            value = values.get(key.group(1), "") if isinstance(values, dict) else ""
+        else:
+            value, position = (positional[position] if position < len(positional) else ""), position + 1
+        total += _text_size(value) + sum(int(size) for size in match.groups() if size and size != "*")
+        if total > MAX_SIZE:
+            raise _refuse(f"the % format {template[:20]!r}", total)
 
 
 def check_format_spec(spec: str) -> None:
@@ -131,9 +214,10 @@ def check_format_spec(spec: str) -> None:
             raise _refuse(f"the width or precision in the format spec {spec[:20]!r}", int(number[:20]))
 
 
-def check_format_string(template: str) -> None:
+def check_format_string(template: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> None:
     """Refuse a ``str.format`` template with a width or precision over :data:`MAX_SIZE`, or one
-    taken from the values (``{:>{}}``), which cannot be checked before it is used."""
+    taken from the values (``{:>{}}``), which cannot be checked before it is used; or one whose
+    fields together, with the values put in them (``'{0}' * 1000``), would make more."""
     try:
         fields = list(string.Formatter().parse(template))
     except ValueError:  # a malformed template: str.format itself says what is wrong
@@ -144,6 +228,24 @@ def check_format_string(template: str) -> None:
                            "write the number in the format")
         if spec:
             check_format_spec(spec)
+    kwargs = kwargs or {}
+    largest = max(map(_text_size, [*args, *kwargs.values()]), default=0)
+    total, position = len(template), 0
+    for _, field, spec, _ in fields:
+        if field is None:
+            continue
+        if field == "":
+            value, position = (args[position] if position < len(args) else ""), position + 1
+            size = _text_size(value)
+        elif field.isdigit():
+            size = _text_size(args[int(field)]) if int(field) < len(args) else 0
+        elif field in kwargs:
+            size = _text_size(kwargs[field])
+        else:  # an attribute or item of a value: at most as large as the largest
+            size = largest
+        total += size + sum(int(number[:7]) for number in re.findall(r"\d+", spec or ""))
+        if total > MAX_SIZE:
+            raise _refuse(f"the format {template[:20]!r}", total)
 
 
 def _lengths(items: Iterable[Any]) -> int:
@@ -191,8 +293,11 @@ def check_call(function: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
     name = getattr(function, "__name__", "")
     owner = getattr(function, "__self__", None)
     formatted = getattr(getattr(function, "__wrapped__", None), "__self__", None)  # the sandbox wraps str.format
-    if name in ("format", "format_map") and isinstance(formatted, str):
-        check_format_string(formatted)
+    if name == "format" and isinstance(formatted, str):
+        check_format_string(formatted, args, kwargs)
+        return args
+    if name == "format_map" and isinstance(formatted, str):
+        check_format_string(formatted, (), dict(args[0]) if args and isinstance(args[0], dict) else {})
         return args
     if not isinstance(owner, str) or name not in _STR_METHODS:
         return args
@@ -229,6 +334,80 @@ def _join_filter_size(value: Any, separator: Any = "", *_: Any, **__: Any) -> in
     return _joined(str(separator), value) if isinstance(value, (list, tuple)) else 0
 
 
+def _wrapped_size(text: Any, width: Any = 79, break_long_words: Any = True, wrapstring: Any = None,
+                  *_: Any, **__: Any) -> int:
+    text, width = str(text), max(width if _whole(width) else 79, 1)
+    lines = len(text) // width + text.count("\n") + 1
+    longest = max(map(len, text.split()), default=0)
+    if break_long_words and longest * longest // width > 2_000_000_000:
+        # textwrap cuts a long word a piece at a time, copying the rest each time: hours for a long one
+        raise TooLarge(f"the wordwrap filter would cut a word of {longest:,} characters into pieces of {width}; "
+                       "a template wraps words that long at wider widths")
+    return int(len(text) + lines * len("\n" if wrapstring is None else str(wrapstring)))
+
+
+def _json_size(value: Any, indent: Any = None, *_: Any, **__: Any) -> int:
+    size, depth = measure(value)
+    per_level = len(indent) if isinstance(indent, str) else (indent if _whole(indent) else 0)
+    return 8 * size + (size + 1) * max(per_level, 0) * depth  # each item on a line, indented per level
+
+
+def _filled(count: Any, fill_with: Any) -> int:
+    return count if _whole(count) and fill_with is not None else 0
+
+
+def _sum(original: Callable[..., Any]) -> Callable[..., Any]:
+    """The sum filter; for lists, joined in one go (Python's sum makes a new list for each one
+    added: a million lists of one item took hours), and refused over the bound."""
+
+    def sum_(environment: Any, iterable: Any, attribute: Any = None, start: Any = 0) -> Any:
+        if attribute is None and isinstance(start, (list, tuple)):
+            items = list(iterable)
+            if all(isinstance(item, type(start)) for item in items):
+                size = measure(start)[0] + sum(measure(item)[0] for item in items)
+                if size > MAX_SIZE:
+                    raise _refuse("the sum filter", size, "characters and items")
+                return type(start)(itertools.chain(start, *items))
+            iterable = items
+        return original(environment, iterable, attribute, start)
+
+    functools.update_wrapper(sum_, original)
+    return sum_
+
+
+def check_result(value: Any, what: str) -> Any:
+    """``value``, the result of a filter or call, refused when over :data:`MAX_SIZE`; an iterator
+    (``map``, ``batch``) is checked as it is read, all it gives together."""
+    if isinstance(value, (str, list, tuple, dict)):
+        return check_size(value, what)
+    if isinstance(value, Iterator) and not isinstance(value, _Counted):
+        return _Counted(value, what)
+    return value
+
+
+class _Counted(Iterator[Any]):
+    def __init__(self, items: Iterator[Any], what: str) -> None:
+        self._items, self._what, self._size = items, what, 0
+
+    def __next__(self) -> Any:
+        item = next(self._items)
+        self._size += measure(item)[0] if isinstance(item, (str, list, tuple, dict)) else 1
+        if self._size > MAX_SIZE:
+            raise _refuse(self._what, self._size, "characters and items")
+        return item
+
+
+def checked_filter(name: str, filter_: Callable[..., Any]) -> Callable[..., Any]:
+    """``filter_``, its result refused over the bound (see :func:`check_result`)."""
+    what = f"the {name} filter"
+
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        return check_result(filter_(*args, **kwargs), what)
+
+    functools.update_wrapper(checked, filter_)
+    return checked
+
+
 def bounded_filters(filters: dict[str, Callable[..., Any]]) -> dict[str, Callable[..., Any]]:
     """Jinja's filters that can multiply text, each checked first: ``center``, ``indent``,
     ``replace``, ``join`` and ``format`` (a ``%`` format)."""
@@ -238,13 +417,18 @@ def bounded_filters(filters: dict[str, Callable[..., Any]]) -> dict[str, Callabl
         "replace": lambda value, old, new, count=None: _replaced(str(value), str(old), str(new),
                                                                  -1 if count is None else count),
         "join": _join_filter_size,
+        "wordwrap": _wrapped_size,
+        "tojson": _json_size,
+        "batch": lambda value, linecount, fill_with=None, *_, **__: _filled(linecount, fill_with),
+        "slice": lambda value, slices, *_, **__: slices if _whole(slices) else 0,
     }
     bounded = {name: _bounded(filters[name], size_of, name) for name, size_of in sizes.items()}
     original_format = filters["format"]
 
     def format_(value: Any, *args: Any, **kwargs: Any) -> Any:
-        check_printf(str(value))
+        check_printf(str(value), kwargs if kwargs else args)
         return original_format(value, *args, **kwargs)
 
     bounded["format"] = format_
-    return bounded
+    bounded["sum"] = _sum(filters["sum"])
+    return {name: checked_filter(name, filter_) for name, filter_ in {**filters, **bounded}.items()}

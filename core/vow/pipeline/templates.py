@@ -76,6 +76,25 @@ class _Undefined(jinja2.StrictUndefined):
 
 
 class _CodeGenerator(jinja2.compiler.CodeGenerator):
+    # a list, tuple or mapping written in the template is measured as it is made: ``[ns.a, ns.a]``
+    # in a loop doubles a value each turn while no operator is used
+    def _checked(self, visit: Any, node: jinja2.nodes.Node, frame: jinja2.compiler.Frame) -> None:
+        if getattr(node, "ctx", "load") != "load":
+            visit(node, frame)
+            return
+        self.write("environment.check_literal(")
+        visit(node, frame)
+        self.write(")")
+
+    def visit_List(self, node: jinja2.nodes.List, frame: jinja2.compiler.Frame) -> None:
+        self._checked(super().visit_List, node, frame)
+
+    def visit_Tuple(self, node: jinja2.nodes.Tuple, frame: jinja2.compiler.Frame) -> None:
+        self._checked(super().visit_Tuple, node, frame)
+
+    def visit_Dict(self, node: jinja2.nodes.Dict, frame: jinja2.compiler.Frame) -> None:
+        self._checked(super().visit_Dict, node, frame)
+
     def visit_Concat(self, node: jinja2.nodes.Concat, frame: jinja2.compiler.Frame) -> None:
         # ``a ~ b`` joins through the environment, so its size is checked like ``a + b``
         self.write("environment.join_bounded((")
@@ -93,10 +112,15 @@ class _Environment(ImmutableSandboxedEnvironment):
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> jinja2.nodes.Template:
         # every {% for %} loops over counted(...): its turns count against the template's bound
+        # and so does each loop(...) of a recursive loop, which loops again over what it is given
         tree = super()._parse(source, name, filename)
         for loop in tree.find_all(jinja2.nodes.For):
             count = jinja2.nodes.Call(jinja2.nodes.Name(_COUNTED, "load"), [loop.iter], [], None, None)
             loop.iter = count.set_lineno(loop.lineno).set_environment(self)
+        for call in tree.find_all(jinja2.nodes.Call):
+            if isinstance(call.node, jinja2.nodes.Name) and call.node.name == "loop" and call.args:
+                count = jinja2.nodes.Call(jinja2.nodes.Name(_COUNTED, "load"), [call.args[0]], [], None, None)
+                call.args[0] = count.set_lineno(call.lineno).set_environment(self)  # type: ignore[call-overload]
         return tree
     # the operators that can make a value far larger than their operands (see template_limits)
     intercepted_binops = frozenset({"*", "**", "+", "%"})
@@ -113,7 +137,14 @@ class _Environment(ImmutableSandboxedEnvironment):
     def call(__self, __context: jinja2.runtime.Context, __obj: Any, *args: Any,  # noqa: N805 - as Jinja's
              **kwargs: Any) -> Any:
         args = template_limits.check_call(__obj, args, kwargs)
-        return super().call(__context, __obj, *args, **kwargs)
+        if isinstance(__obj, (jinja2.runtime.Macro, jinja2.runtime.BlockReference)):
+            template_limits.count_turn()
+        what = f"calling {getattr(__obj, '__name__', 'a function')}"
+        return template_limits.check_result(super().call(__context, __obj, *args, **kwargs), what)
+
+    def check_literal(self, value: Any) -> Any:
+        """``value``, a list, tuple or mapping written in the template, refused over the bound."""
+        return template_limits.check_size(value, "a list or mapping written in the template")
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         # `input.items` means the key "items" when there is one; dict methods only otherwise.
@@ -133,6 +164,7 @@ def slug(text: Any) -> str:
 ENV = _Environment(undefined=_Undefined, autoescape=False)
 ENV.filters["slug"] = slug
 ENV.filters.update(template_limits.bounded_filters(ENV.filters))
+del ENV.globals["lipsum"]  # placeholder text, as long as its arguments ask
 _COUNTED = "vow_counted_loop"
 ENV.globals[_COUNTED] = template_limits.counted
 _WHOLE = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
@@ -191,6 +223,8 @@ def _call(render: Any, context: Mapping[str, Any]) -> Any:
     try:
         with template_limits.rendering():
             return render()
+    except MemoryError:  # a bound missed: this run fails, not the planner
+        raise TemplateError("template error: the template needed more memory than there is") from None
     except RecursionError:
         raise TemplateError("template error: calls nest too deeply (a macro that calls itself without end?)") from None
     except jinja2.UndefinedError as exc:
