@@ -88,8 +88,11 @@ def test_host_headers_and_redirect_targets() -> None:
     assert host_of("[::1]:8765") == "::1"
     assert host_of("localhost") == "localhost"
     assert same_site_path("/run/x?y=1") == "/run/x?y=1"
-    for bad in ("//evil.example/", "http://evil.example/", "javascript:alert(1)", "run"):
-        assert same_site_path(bad) == "/"
+    for bad in ("//evil.example/", "http://evil.example/", "javascript:alert(1)", "run",
+                # a browser reads a backslash as a slash and drops tabs and line breaks: each of these
+                # goes to //evil.example, another site (they were taken as paths of this one)
+                "/\\evil.example/", "/\t/evil.example/", "/\n/evil.example/", "\\/evil.example/"):
+        assert same_site_path(bad) == "/", bad
 
 
 @pytest.fixture

@@ -146,7 +146,12 @@ def _plain(status: int, text: str) -> Response:
 
 
 def same_site_path(target: str, default: str = "/") -> str:
-    """``target`` if it is a path on this site (for redirects after an action), else ``default``."""
+    """``target`` if it is a path on this site (for redirects after an action), else ``default``.
+
+    A browser reads a backslash as a slash and drops tabs and line breaks from a URL, so a target
+    holding either (``/\\evil.example``, ``/<tab>/evil.example``) could lead to another site: refused."""
+    if "\\" in target or any(ord(c) < 0x20 or c == "\x7f" for c in target):
+        return default
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
         return default
