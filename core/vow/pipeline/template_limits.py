@@ -118,10 +118,7 @@ def count_turn() -> None:
     itself twice makes 2**n calls with no loop in sight)."""
     left = _loops_left.get(None)
     if left is not None:
-        left[0] -= 1
-        if left[0] < 0:
-            raise TooLarge(f"its loops and macro calls would turn more than {MAX_LOOPS:,} times, the most one "
-                           "template takes (loops inside loops over large values, or a macro calling itself?)")
+        _turn(left, "its loops and macro calls", "loops inside loops over large values, or a macro calling itself?")
 
 
 def counted(iterable: Iterable[Any]) -> Iterable[Any]:
@@ -133,19 +130,23 @@ def counted(iterable: Iterable[Any]) -> Iterable[Any]:
 
 def _counting(iterable: Iterable[Any], left: list[int]) -> Iterator[Any]:
     for item in iterable:
-        left[0] -= 1
-        if left[0] < 0:
-            raise TooLarge(f"its loops would turn more than {MAX_LOOPS:,} times, the most one template takes "
-                           "(loops inside loops over large values?)")
+        _turn(left, "its loops", "loops inside loops over large values?")
         yield item
+
+
+def _turn(left: list[int], what: str, hint: str) -> None:
+    """Spend one of the turns ``left`` in this rendering; :class:`TooLarge` once none is."""
+    left[0] -= 1
+    if left[0] < 0:
+        raise TooLarge(f"{what} would turn more than {MAX_LOOPS:,} times, the most one template takes ({hint})")
 
 
 def check_binop(operator: str, left: Any, right: Any) -> None:
     """Refuse ``left <operator> right`` when its result would be over the bounds."""
     if operator == "*":
         for seq, times in ((left, right), (right, left)):
-            if _is_text_or_list(seq) and _whole(times) and measure(seq)[0] * times > MAX_SIZE:
-                raise _refuse(f"repeating a value of length {len(seq):,} {times:,} times", measure(seq)[0] * times)
+            if _is_text_or_list(seq) and _whole(times) and (size := measure(seq)[0] * times) > MAX_SIZE:
+                raise _refuse(f"repeating a value of length {len(seq):,} {times:,} times", size)
         if _whole(left) and _whole(right) and left.bit_length() + right.bit_length() > _MAX_BITS:
             raise TooLarge(f"multiplying whole numbers of {left.bit_length():,} and {right.bit_length():,} bits "
                            f"would make one of about {(left.bit_length() + right.bit_length()) * 0.30103:,.0f} "

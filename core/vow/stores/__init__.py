@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 import os
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from vow import __version__
 from vow.errors import ConfigError, StoreError
@@ -117,12 +117,18 @@ def open_store(spec: str | os.PathLike[str] | Store | None = None, *, plugins: P
 
 
 def redact_url(url: str) -> str:
-    """``url`` without a password (in its user part or a ``password=`` parameter): safe to print."""
+    """``url`` without a password (in its user part or a ``password=`` parameter): safe to print;
+    every other parameter as written (a ``+`` stays a plus, as libpq reads it)."""
     parts = urlsplit(url)
     userinfo, at, hosts = parts.netloc.rpartition("@")
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    if not (at and ":" in userinfo) and not any(k == "password" for k, _ in query):
+    pieces = parts.query.split("&") if parts.query else []
+    kept = [piece for piece in pieces if unquote(piece.partition("=")[0]) != "password"]
+    if not (at and ":" in userinfo) and len(kept) == len(pieces):
         return url
     netloc = (userinfo.split(":", 1)[0] + "@" + hosts) if at else parts.netloc
-    query = [(k, v) for k, v in query if k != "password"]
-    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, quote_via=quote), parts.fragment))
+    # Built by hand: urlunsplit would drop the "//" of a URL with no host ("postgresql://", all from PG*)
+    start = f"{parts.scheme}:" if parts.scheme else ""
+    if url[len(start):].startswith("//"):
+        start += "//"
+    return f"{start}{netloc}{parts.path}" + (f"?{'&'.join(kept)}" if kept else "") + (
+        f"#{parts.fragment}" if parts.fragment else "")

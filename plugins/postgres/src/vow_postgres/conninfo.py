@@ -7,7 +7,7 @@ what the URL leaves out from the ``PG*`` environment variables (``PGHOST``, ``PG
 ``PGSSLMODE``, ...) and ``~/.pgpass``, as ``psql`` does.
 
 A password, from the URL or the environment, never appears in ``store.url``, in a log line or in
-an error message: :func:`redact` removes it from a URL and :func:`scrub` from any text.
+an error message: :func:`vow.stores.redact_url` removes it from a URL and :func:`scrub` from any text.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ SCHEMES = ("postgresql", "postgres")
 VOW_OPTIONS = ("schema", "pool_size", "synchronous_commit")
 """Query parameters vow reads itself (libpq would refuse them)."""
 
-__all__ = ["SCHEMES", "VOW_OPTIONS", "split_url", "password_of", "redact", "secrets", "scrub"]
+__all__ = ["SCHEMES", "VOW_OPTIONS", "split_url", "password_of", "secrets", "scrub"]
 
 
 def _query(query: str) -> list[tuple[str, str, str]]:
@@ -42,20 +42,6 @@ def split_url(url: str) -> tuple[str, dict[str, str]]:
     rest = "&".join(raw for k, _, raw in query if k not in VOW_OPTIONS)
     # Built by hand: urlunsplit would drop the "//" of a URL with no host ("postgresql://", all from PG*).
     return f"{parts.scheme}://{parts.netloc}{parts.path}" + (f"?{rest}" if rest else ""), ours
-
-
-def redact(url: str) -> str:
-    """``url`` without a password (in its user part or a ``password=`` parameter): safe to print;
-    every other parameter as written."""
-    parts = urlsplit(url)
-    userinfo, at, hosts = parts.netloc.rpartition("@")
-    query = _query(parts.query)
-    if not (at and ":" in userinfo) and not any(k == "password" for k, _, _ in query):
-        return url
-    netloc = (userinfo.split(":", 1)[0] + "@" + hosts) if at else parts.netloc
-    rest = "&".join(raw for k, _, raw in query if k != "password")
-    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{rest}" if rest else "") + (
-        f"#{parts.fragment}" if parts.fragment else "")
 
 
 def password_of(url: str) -> str | None:

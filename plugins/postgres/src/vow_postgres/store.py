@@ -47,6 +47,7 @@ from vow.errors import ConfigError, PromiseNotFoundError, StoreError
 from vow.naming import refuse_unstorable, storable
 from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, State
 from vow.schedules.record import ScheduleRecord
+from vow.stores import redact_url
 from vow.stores.base import (
     LEASE_ROOT,
     ChangeFeed,
@@ -60,7 +61,7 @@ from vow.stores.base import (
     timeout_error_text,
 )
 from vow_postgres import schema as _schema
-from vow_postgres.conninfo import redact, scrub, secrets, split_url
+from vow_postgres.conninfo import scrub, secrets, split_url
 
 _log = logging.getLogger("vow.postgres")
 
@@ -174,7 +175,7 @@ class PostgresStore(StoreOperations):
         try:
             psycopg.conninfo.conninfo_to_dict(libpq_url)
         except psycopg.ProgrammingError as exc:
-            raise ConfigError(f"postgresql store URL {redact(url)}: {scrub(str(exc), hidden)}") from None
+            raise ConfigError(f"postgresql store URL {redact_url(url)}: {scrub(str(exc), hidden)}") from None
         schema = _pick("schema", ours.get("schema"), schema, _schema.DEFAULT_SCHEMA)
         raw_size = _pick("pool_size", ours.get("pool_size"), pool_size, DEFAULT_POOL_SIZE)
         try:
@@ -198,7 +199,7 @@ class PostgresStore(StoreOperations):
         self.schema = schema
         self.pool_size = size
         self._lock_space = _schema.lock_space(schema)
-        shown = redact(libpq_url)
+        shown = redact_url(libpq_url)
         extra = [f"schema={schema}"] if schema != _schema.DEFAULT_SCHEMA else []
         extra += [f"pool_size={size}"] if size != DEFAULT_POOL_SIZE else []
         extra += [f"synchronous_commit={sync}"] if sync != DEFAULT_SYNCHRONOUS_COMMIT else []
