@@ -229,6 +229,103 @@ def test_a_run_with_ids_outside_its_own_is_refused_naming_them(vow: Any) -> None
         fork(vow.store, "f/1", "f/1")
 
 
+# -- a wall clock that steps back (NTP, a VM restored) -------------------------------------------
+
+def shift_clock(ctx: Any, seconds: float) -> str:
+    """A leaf that steps the machine's clock (every reader's ``time.time``) by ``seconds``."""
+    _clock_offset[0] += seconds
+    return "shifted"
+
+
+_clock_offset = [0.0]
+
+
+@pytest.fixture
+def stepping_vow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A client on a machine whose clock a leaf (``shift_clock``) can step, as every reader sees it."""
+    import time
+
+    calls.clear()
+    broken.clear()
+    _clock_offset[0] = 0.0
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + _clock_offset[0])
+    clients = []
+
+    def open_client() -> Any:
+        client = Vow(f"sqlite:{tmp_path / 'vow.sqlite'}")
+        for fn in (sequence, stepped_sequence, compensating):
+            client.register(fn)
+        clients.append(client)
+        return client
+
+    yield open_client
+    for client in clients:
+        client.close()
+
+
+def stepped_sequence(ctx: Context) -> Generator[Any, Any, list[str]]:
+    done = [(yield ctx.run(step, "a")), (yield ctx.run(step, "b"))]  # {run}.1, {run}.2
+    yield ctx.run(shift_clock, -3600.0)  # {run}.3: the clock goes back an hour
+    done += [(yield ctx.run(step, "c")), (yield ctx.run(step, "d"))]  # {run}.4, {run}.5
+    return done
+
+
+def compensating(ctx: Context) -> Generator[Any, Any, str]:
+    try:
+        yield ctx.run(step, "x")  # {run}.1: broken, the run's first failure
+    except PermanentError:
+        pass
+    yield ctx.run(shift_clock, -3600.0)  # {run}.2
+    after = yield ctx.run(step, "after")  # {run}.3: made after the failure, on a clock an hour behind
+    if "x" in broken:
+        raise RuntimeError("x failed")
+    return str(after)
+
+
+def test_fork_after_the_clock_stepped_back_reuses_what_was_stored_before_the_step(stepping_vow: Any) -> None:
+    """Fork goes by the order a run's promises were made, even where the wall clock went back
+    meanwhile: the steps made after the clock stepped back have the earliest times on the clock, and
+    were taken as made before the chosen step (copied, so the fork reused their results)."""
+    vow = stepping_vow()
+    assert vow.run("seq/1", stepped_sequence) == ["a done", "b done", "c done", "d done"]
+    copy = fork(vow.store, "seq/1", "seq/1.4")
+    assert set(copy.copied) == {"seq/1.1", "seq/1.2", "seq/1.3"}
+    times = [r.created_at for r in vow.store.tree("seq/1")]
+    assert times == sorted(times)  # the store lists them as made
+    vow.resume(copy.run_id).result()
+    assert calls == {"a": 1, "b": 1, "c": 2, "d": 2}
+
+
+def test_a_run_resumed_on_a_clock_behind_its_stored_times_keeps_its_order(stepping_vow: Any) -> None:
+    """The clock went back between two processes (here: two clients, one after the other): the
+    resumed run's new promises still come after those stored before, so a fork of it reuses the right
+    ones."""
+    first = stepping_vow()
+    first.run("seq/2", sequence)
+    copy = fork(first.store, "seq/2", "seq/2.3")  # stored pending: .1 and .2 copied
+    first.close()
+    _clock_offset[0] = -3600.0
+    second = stepping_vow()
+    second.resume(copy.run_id).result()  # makes .3 and .4 an hour "earlier" on the clock
+    again = fork(second.store, copy.run_id, f"{copy.run_id}.3")
+    assert set(again.copied) == {f"{copy.run_id}.1", f"{copy.run_id}.2"}
+
+
+def test_retry_after_the_clock_stepped_back_runs_again_what_came_after_the_failure(stepping_vow: Any) -> None:
+    """A promise made after the run's first failure is not reused by a retry (its arguments may
+    depend on the failure), even when the clock went back between the two and its time is earlier."""
+    vow = stepping_vow()
+    broken.add("x")
+    with pytest.raises(RuntimeError, match="x failed"):
+        vow.run("comp/1", compensating)
+    broken.clear()
+    copy = retry(vow.store, "comp/1")
+    assert copy.copied == ()
+    assert vow.resume(copy.run_id).result() == "after done"
+    assert calls == {"x": 2, "after": 2}
+
+
 # -- the command line, on pipelines ------------------------------------------------------------
 
 PIPELINE = """\

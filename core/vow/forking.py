@@ -16,8 +16,11 @@ How the copy is made:
 * Only settled promises are copied, with everything settled under them. Not copied: the chosen
   promise (fork), a promise that failed (retry), anything created after that point (it may have
   been called with arguments that depended on it: a summary of the branches, a gallery), promises
-  still pending, and the retry timers of promises that run again. A promise that runs again is a
-  new call with a new id, so it gets a new idempotency key: a provider sees a new request.
+  still pending, and the retry timers of promises that run again. Before and after are the order
+  the run made and settled its promises in, which its stored times keep even when the wall clock
+  steps back (the engine stamps each a microsecond after the run's last stored time then). A
+  promise that runs again is a new call with a new id, so it gets a new idempotency key: a
+  provider sees a new request.
 * A promise whose id does not start with the run's id (given with ``.options(id="...")``) cannot
   be copied under the new run, and the new run would fail when it met the original. Fork and
   retry refuse such a run, naming those ids; give ids under ``ctx.id`` (``f"{ctx.id}.name"``).

@@ -384,7 +384,7 @@ class Engine:
 
     def _launch_root(self, req: StartRequest, record: PromiseRecord, lease: Lease,
                      stored: dict[str, PromiseRecord]) -> None:
-        root = RootRun(record.id, lease.token, stored, req.concurrency, record.args, [req.future])
+        root = RootRun(record.id, lease.token, stored, req.concurrency, record.args, [req.future], record.created_at)
         self._roots[record.id] = root
         self.keeper.keep(lease)
         assert req.fn is not None
@@ -496,12 +496,12 @@ class Engine:
                text: str | None) -> None:
         """Settle ``node`` in this round's commit and wake whoever waits for it (they may run ahead of
         the commit; if it is refused, the root is replayed)."""
-        now = self.now()
+        root = node.root
+        now = root.stamp(self.now())
         node.state = state
         node.value = value
         node.error = error
         node.settled_at = now
-        root = node.root
         root.live.pop(node.id, None)
         if node.timer is not None:
             self.timers.cancel(node.timer)
@@ -714,7 +714,7 @@ class Engine:
             self._stop_settled_root(root, record)
             return
         fresh = RootRun(root.id, root.token, {r.id: r for r in tree if r.id != root.id}, root.limit,
-                        root.args_text, root.futures)
+                        root.args_text, root.futures, max(record.created_at, root.stamped))
         self._roots[root.id] = fresh
         self._begin_root(fresh, record, run.fn, run.args, run.kwargs, run.policy)
 

@@ -127,10 +127,11 @@ class WorkflowRun:
 class RootRun:
     """One incarnation of a root workflow on this engine."""
 
-    __slots__ = ("id", "token", "futures", "stored", "live", "run", "args_text", "limit", "done", "unsaved")
+    __slots__ = ("id", "token", "futures", "stored", "live", "run", "args_text", "limit", "done", "unsaved",
+                 "stamped")
 
     def __init__(self, id: str, token: int, stored: dict[str, PromiseRecord], limit: int | None,
-                 args_text: str, futures: list[concurrent.futures.Future[Any]]) -> None:
+                 args_text: str, futures: list[concurrent.futures.Future[Any]], since: float = 0.0) -> None:
         self.id = id
         self.token = token  # the lease's fencing token, sent with every commit
         self.futures = futures
@@ -141,6 +142,21 @@ class RootRun:
         self.limit = limit  # most leaves of this root in flight at once
         self.done = False  # finished, lost or replaced by a newer incarnation
         self.unsaved: list[Any] = []  # leaf outcomes applied this round, not yet in a committed batch
+        # The latest time stored for this run (``since``: its root's), so what it stores next comes after
+        # (see stamp).
+        self.stamped = max(since, max((max(r.created_at, r.settled_at or 0.0) for r in stored.values()), default=0.0))
+
+    def stamp(self, now: float) -> float:
+        """``now`` as the time of a promise this run creates or settles: or, while the clock reads no
+        later than the last time stored for the run (it stepped back), a microsecond after that one.
+
+        A run's times then keep the order its promises were made and settled, whatever the wall
+        clock does; fork and retry go by that order, and a store lists a tree by it.
+        """
+        if now <= self.stamped:
+            now = self.stamped + 1e-6
+        self.stamped = now
+        return now
 
     def __repr__(self) -> str:
         return f"<RootRun {self.id} live={len(self.live)} done={self.done}>"

@@ -95,7 +95,7 @@ class Retries:
         self._committer.attempt(root.id, root.token, node.id, node.attempt)
         self._committer.create(root.id, root.token, PromiseRecord(
             timer_id, State.PENDING, Kind.SLEEP, root.id, BACKOFF_FUNC, self._encode_error(error), None, node.id,
-            until, timer_id, 1, self._now(), None, {}))
+            until, timer_id, 1, root.stamp(self._now()), None, {}))
         self._committer.after(root.id, root.token, self._arm, node, until, time.monotonic() + delay)
         self._committer.after(root.id, root.token, self._on_retry, node, failed, error, delay)
 
@@ -108,7 +108,7 @@ class Retries:
         until = self._now() + wait
         self._committer.create(root.id, root.token, PromiseRecord(
             timer_id, State.PENDING, Kind.SLEEP, root.id, THROTTLE_FUNC, "", None, node.id, until, timer_id, 1,
-            self._now(), None, {}))
+            root.stamp(self._now()), None, {}))
         self._committer.after(root.id, root.token, self._arm_wait, node, timer_id, until, time.monotonic() + wait)
 
     def _arm_wait(self, node: PromiseNode, timer_id: str, until: float, due: float | None = None) -> None:
@@ -120,7 +120,7 @@ class Retries:
         root = node.root
         if node.state is not State.PENDING or root.done:
             return
-        self._committer.settle(root.id, root.token, Settle(timer_id, State.RESOLVED, "null", self._now()))
+        self._committer.settle(root.id, root.token, Settle(timer_id, State.RESOLVED, "null", root.stamp(self._now())))
         self._committer.after(root.id, root.token, self._start_leaf, node)
 
     def forget(self, promise_id: str) -> None:
@@ -164,7 +164,7 @@ class Retries:
         if node.state is not State.PENDING or root.done:
             return
         self._committer.settle(root.id, root.token, Settle(backoff_id(node.id, node.attempt), State.RESOLVED,
-                                                           "null", self._now()))
+                                                           "null", root.stamp(self._now())))
         if node.kind is Kind.WORKFLOW:
             assert node.child is not None
             self._start_body(node.child)  # its body may run ahead: it starts nothing before the commit

@@ -217,8 +217,8 @@ class Stepper:
             deadline = now + opts.timeout
         key = opts.idempotency_key or cid
         writes = self._committer.writes(root.id, root.token)
-        writes.creates.append(make_record(
-            cid, _PENDING, kind, root.id, func, args_text, None, run.id, deadline, key, 1, now, None, opts.tags))
+        writes.creates.append(make_record(cid, _PENDING, kind, root.id, func, args_text, None, run.id, deadline, key, 1,
+                                          root.stamp(now), None, opts.tags))
         node = PromiseNode(cid, kind, func, root, run, call, 1, key, deadline, opts.tags)
         node.due = due
         root.live[cid] = node
@@ -270,7 +270,7 @@ class Stepper:
             # timer under the workflow is none)
             node.state, node.value = State.RESOLVED, False
         else:  # first time here: take the new path, and remember it
-            now = self._now()
+            now = root.stamp(self._now())
             self._committer.writes(root.id, root.token).creates.append(PromiseRecord(
                 pid, State.RESOLVED, Kind.STEP, root.id, PATCH_FUNC, "", "true", run.id, None, pid, 1, now, now, {}))
             node.state, node.value, node.settled_at = State.RESOLVED, True, now
