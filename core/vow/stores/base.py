@@ -41,7 +41,9 @@ the engine refuses them at the call, so none is ever stored. A lookup by one (``
 ``get_many``, ``children``, ``tree(s)``, ``search``, ``branch_counts``, ``lease``, ``lease_free``)
 finds nothing, as for any id that does not exist, and a write about one that cannot exist
 (``release``, ``renew``, ``unpark``, ``delete_runs``) does nothing; a claim of one raises
-:class:`~vow.errors.EncodeError` and claims nothing.
+:class:`~vow.errors.EncodeError` and claims nothing, and so does a write that would store one (an
+``apply`` whose creates, settles or fences hold one, ``take_token``, ``hold_bucket``): it writes
+nothing (:func:`refuse_unstorable_batch`).
 
 Leases:
 
@@ -408,6 +410,23 @@ class StoreOperations:
 
 LEASE_ROOT = "the root id of a lease"
 """What a claim of a root id no store can keep names (see :func:`vow.naming.refuse_unstorable`)."""
+BUCKET = "a rate limit's bucket name"
+"""What a take or hold of a bucket name no store can keep names."""
+
+
+def refuse_unstorable_batch(batch: Batch) -> None:
+    """Raise :class:`~vow.errors.EncodeError` when ``batch`` holds a text no store can keep (an id, a
+    parent, an idempotency key, a function name or a tag of a create; the id of a settle; a fenced
+    root): :meth:`Store.apply` writes nothing then. One test of the texts joined, for the usual batch
+    where all are plain ASCII; the culprit is looked for only when that test fails."""
+    texts = [text for r in batch.creates
+             for text in (r.id, r.root, r.parent or "", r.idempotency_key, r.func, *r.tags, *r.tags.values())]
+    texts += [s.id for s in batch.settles]
+    texts += batch.fences
+    joined = "".join(texts)
+    if joined.isascii() and "\x00" not in joined:
+        return
+    refuse_unstorable(texts, "a promise's id, parent, key, function or tag")
 
 
 def bucket_after_take(tokens: float, stamp: float, per_second: float, burst: int,

@@ -316,6 +316,31 @@ class StoreContract:
         assert store.lease("a") is None  # nothing half-written: "a" was not claimed either
         assert store.lease(bad) is None
 
+    @pytest.mark.parametrize("bad", ["a\udc80", "a\x00b"], ids=["lone-surrogate", "nul"])
+    @pytest.mark.parametrize("where", ["id", "parent", "idempotency_key", "tag", "settle", "fence", "take_token",
+                                       "hold_bucket"])
+    def test_a_write_of_a_text_no_store_can_hold_is_refused_and_writes_nothing(
+            self, store: Store, bad: str, where: str) -> None:
+        store.apply(Batch(creates=[_workflow("a"), make_record("a.1", parent="a")]))
+        good = make_record("a.2", parent="a")
+        batches = {
+            "id": Batch(creates=[good, make_record(f"a.{bad}", parent="a")]),
+            "parent": Batch(creates=[good, make_record("a.3", parent=bad, root="a")]),
+            "idempotency_key": Batch(creates=[good, make_record("a.3", parent="a", idempotency_key=bad)]),
+            "tag": Batch(creates=[good, make_record("a.3", parent="a", tags={"k": bad})]),
+            "settle": Batch(creates=[good], settles=[Settle("a.1", State.RESOLVED, "1", 1.0),
+                                                     Settle(bad, State.RESOLVED, "1", 1.0)]),
+            "fence": Batch(creates=[good], fences={bad: 1}),
+        }
+        with pytest.raises(EncodeError, match="cannot be stored"):
+            if where == "take_token":
+                store.take_token(bad, 1.0, 1)
+            elif where == "hold_bucket":
+                store.hold_bucket(bad, 1.0)
+            else:
+                store.apply(batches[where])
+        assert store.get("a.2") is None and store.get("a.1").state is State.PENDING  # nothing half-written
+
     def _searchable(self, store: Store) -> None:
         store.apply(Batch(creates=[
             make_record("a", kind=Kind.WORKFLOW, created_at=1.0, tags={"env": "prod"}),

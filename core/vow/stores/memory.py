@@ -19,6 +19,7 @@ from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, State
 from vow.retention import FINISHED_STATES, is_prunable
 from vow.schedules.record import ScheduleRecord
 from vow.stores.base import (  # listings
+    BUCKET,
     LEASE_ROOT,
     ChangeFeed,
     StoreOperations,
@@ -31,6 +32,7 @@ from vow.stores.base import (  # listings
     lease_takeover,
     parked_reason,
     past_deadline,
+    refuse_unstorable_batch,
     run_key,
     run_matches,
     same_outcome,
@@ -86,6 +88,7 @@ class MemoryStore(StoreOperations):
 
     def apply(self, batch: Batch) -> BatchResult:
         """Apply ``batch`` atomically: everything is checked before anything is written."""
+        refuse_unstorable_batch(batch)
         with self._lock:
             self._check_open()
             records = self._records
@@ -413,6 +416,7 @@ class MemoryStore(StoreOperations):
 
     def take_token(self, bucket: str, per_second: float, burst: int, *, now: float | None = None) -> float:
         """Take a token from ``bucket``, or say how long until there is one."""
+        refuse_unstorable([bucket], BUCKET)
         now = time.time() if now is None else now
         with self._lock:
             self._check_open()
@@ -423,6 +427,7 @@ class MemoryStore(StoreOperations):
 
     def hold_bucket(self, bucket: str, seconds: float, *, now: float | None = None) -> None:
         """Give no token from ``bucket`` for ``seconds``."""
+        refuse_unstorable([bucket], BUCKET)
         now = time.time() if now is None else now
         with self._lock:
             self._check_open()

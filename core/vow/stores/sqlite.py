@@ -52,6 +52,7 @@ from vow.retention import BATCH_RUNS, FINISHED_STATES, PrunedRun, PruneResult
 from vow.schedules.record import ScheduleRecord
 from vow.stores.base import (  # listings
     BRANCH_KINDS,
+    BUCKET,
     FORMAT_VERSION,
     LEASE_ROOT,
     ChangeFeed,
@@ -64,6 +65,7 @@ from vow.stores.base import (  # listings
     lease_takeover,
     parked_reason,
     past_deadline,
+    refuse_unstorable_batch,
     same_outcome,
     search_conditions,
     timeout_error_text,
@@ -698,6 +700,7 @@ class SQLiteStore(StoreOperations):
         for s in settles:
             if s.state is _PENDING:
                 raise ValueError(f"cannot settle {s.id!r} as pending")
+        refuse_unstorable_batch(batch)
         # Rows are made before the write lock is taken: other writers (workers on this file) wait
         # for it as long as it is held.
         inserts = _insert_runs(creates) if creates else []
@@ -1425,6 +1428,7 @@ class SQLiteStore(StoreOperations):
     def take_token(self, bucket: str, per_second: float, burst: int, *, now: float | None = None) -> float:
         """Take a token from ``bucket``, or say how long until there is one (one write transaction,
         so workers in other processes take turns on the same row)."""
+        refuse_unstorable([bucket], BUCKET)
 
         def take(con: sqlite3.Connection) -> float:
             at = time.time() if now is None else now
@@ -1440,6 +1444,7 @@ class SQLiteStore(StoreOperations):
 
     def hold_bucket(self, bucket: str, seconds: float, *, now: float | None = None) -> None:
         """Give no token from ``bucket`` for ``seconds``."""
+        refuse_unstorable([bucket], BUCKET)
 
         def hold(con: sqlite3.Connection) -> None:
             at = time.time() if now is None else now

@@ -49,6 +49,7 @@ from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, State
 from vow.schedules.record import ScheduleRecord
 from vow.stores import redact_url
 from vow.stores.base import (
+    BUCKET,
     LEASE_ROOT,
     ChangeFeed,
     StoreOperations,
@@ -57,6 +58,7 @@ from vow.stores.base import (
     conflict_error,
     lease_lost_error,
     parked_reason,
+    refuse_unstorable_batch,
     search_conditions,
     timeout_error_text,
 )
@@ -383,6 +385,7 @@ class PostgresStore(StoreOperations):
         for s in batch.settles:
             if s.state is _PENDING:
                 raise ValueError(f"cannot settle {s.id!r} as pending")
+        refuse_unstorable_batch(batch)
         firsts: dict[str, PromiseRecord] = {}
         duplicates: list[str] = []
         for r in batch.creates:
@@ -937,6 +940,7 @@ class PostgresStore(StoreOperations):
     def take_token(self, bucket: str, per_second: float, burst: int, *, now: float | None = None) -> float:
         """Take a token from ``bucket`` (shared by every worker of the store), or say how long until
         there is one; one transaction with the bucket's row locked, on the server's clock."""
+        refuse_unstorable([bucket], BUCKET)
         def take(con: psycopg.Connection[Any]) -> float:
             with con.transaction():
                 at = now if now is not None else float(_one(con, _SERVER_NOW))
@@ -953,6 +957,7 @@ class PostgresStore(StoreOperations):
 
     def hold_bucket(self, bucket: str, seconds: float, *, now: float | None = None) -> None:
         """Give no token from ``bucket`` for ``seconds`` from now (never shortening a longer hold)."""
+        refuse_unstorable([bucket], BUCKET)
         def hold(con: psycopg.Connection[Any]) -> None:
             with con.transaction():
                 at = now if now is not None else float(_one(con, _SERVER_NOW))
