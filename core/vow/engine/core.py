@@ -335,7 +335,9 @@ class Engine:
                 req.fail(exc)
             return
         for req, record in created:
-            self._emit(EventKind.CREATED, record.id, record.id, None, record.func, Kind.WORKFLOW, 1)
+            # created_at as stored, as a resumed root's event has it: observers derive ids from it (vow-otel)
+            self._emit(EventKind.CREATED, record.id, record.id, None, record.func, Kind.WORKFLOW, 1,
+                       created_at=record.created_at)
             lease = leases.get(req.id)
             if lease is None:
                 self._wait_remote(req)

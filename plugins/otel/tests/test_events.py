@@ -10,6 +10,7 @@ from vow.events import Event, EventKind
 from vow_otel import span_id_for, trace_id_for
 
 _clock = itertools.count(1_800_000_000)
+BORN = 1_700_000_000.25  # when the runs' roots were stored
 
 
 def event(kind: EventKind, id: str, *, parent: str | None = None, func: str = "f", promise_kind: str = "step",
@@ -21,12 +22,13 @@ def test_a_resumed_run_parents_its_spans_on_ids_it_never_saw(otel_memory) -> Non
     """After a crash the new process sees the root resumed and a child workflow's leaf started,
     but never the child workflow's creation: the leaf still hangs under the right parent id."""
     observer = otel_memory.observer
-    observer.on_event(event(EventKind.RESUMED, "r", func="flow", promise_kind="workflow", attempt=1))
+    observer.on_event(event(EventKind.RESUMED, "r", func="flow", promise_kind="workflow", attempt=1,
+                            created_at=BORN))
     observer.on_event(event(EventKind.STARTED, "r.2.1", parent="r.2", attempt=3, idempotency_key="k"))
     observer.on_event(event(EventKind.SETTLED, "r.2.1", parent="r.2", attempt=3, state="resolved"))
     (leaf,) = otel_memory.finished()
-    assert leaf.context.trace_id == trace_id_for("r") and leaf.context.span_id == span_id_for("r.2.1")
-    assert leaf.parent.span_id == span_id_for("r.2") and leaf.parent.is_remote
+    assert leaf.context.trace_id == trace_id_for("r", BORN) and leaf.context.span_id == span_id_for("r.2.1", BORN)
+    assert leaf.parent.span_id == span_id_for("r.2", BORN) and leaf.parent.is_remote
     assert leaf.attributes["vow.attempt"] == 3 and leaf.attributes["vow.idempotency_key"] == "k"
 
 
@@ -37,6 +39,23 @@ def test_a_run_stopped_here_leaves_its_spans_to_the_next_process(otel_memory) ->
     observer.on_event(event(EventKind.STARTED, "s.1", parent="s"))
     observer.on_event(event(EventKind.STOPPED, "s", promise_kind="workflow"))
     assert observer.open_spans() == 0 and otel_memory.finished() == []  # nothing half-done exported
+
+
+def test_a_run_taken_over_keeps_its_ids_and_a_run_under_the_id_used_again_gets_new_ones(otel_memory) -> None:
+    observer = otel_memory.observer
+    observer.on_event(event(EventKind.CREATED, "t", promise_kind="workflow", created_at=BORN))
+    observer.on_event(event(EventKind.CREATED, "t.1", parent="t", idempotency_key="t.1"))
+    observer.on_event(event(EventKind.STOPPED, "t", promise_kind="workflow"))  # its lease lost, taken back later
+    observer.on_event(event(EventKind.RESUMED, "t", promise_kind="workflow", created_at=BORN))
+    observer.on_event(event(EventKind.SETTLED, "t.1", parent="t", state="resolved", created_at=BORN + 1))
+    observer.on_event(event(EventKind.SETTLED, "t", promise_kind="workflow", state="resolved"))
+    # pruned, then a new run under the same id
+    observer.on_event(event(EventKind.CREATED, "t", promise_kind="workflow", created_at=BORN + 100))
+    observer.on_event(event(EventKind.SETTLED, "t", promise_kind="workflow", state="resolved"))
+    ids = [(s.attributes["vow.promise.id"], s.context.trace_id, s.context.span_id) for s in otel_memory.finished()]
+    assert ids == [("t.1", trace_id_for("t", BORN), span_id_for("t.1", BORN)),
+                   ("t", trace_id_for("t", BORN), span_id_for("t", BORN)),
+                   ("t", trace_id_for("t", BORN + 100), span_id_for("t", BORN + 100))]
 
 
 def test_an_outside_promise_settled_from_another_process_ends_its_span(otel_memory) -> None:

@@ -34,6 +34,7 @@ def test_spans_and_metrics_reach_an_otlp_http_receiver(otel_receiver, otel_httpx
     try:
         with Vow(store=f"sqlite:{tmp_path / 'vow.sqlite'}") as vow:
             assert vow.run("greet/1", greet, ["ann", "bob"]) == ["hello ann", "hello bob"]
+            born = vow.store.get("greet/1").created_at  # the ids are derived from it, as from the root id
         telemetry = shared_telemetry()
         assert telemetry is not None and telemetry.meter_provider is not None
         assert telemetry.tracer_provider.force_flush(30_000)
@@ -45,10 +46,10 @@ def test_spans_and_metrics_reach_an_otlp_http_receiver(otel_receiver, otel_httpx
     spans = {span.name.rsplit(".", 1)[-1] + ":" + _attr(span, "vow.promise.id"): span for span in otel_receiver.spans()}
     assert set(spans) == {"greet:greet/1", "hello:greet/1.ann", "hello:greet/1.bob"}
     for span in spans.values():
-        assert int.from_bytes(span.trace_id, "big") == trace_id_for("greet/1")
-        assert int.from_bytes(span.span_id, "big") == span_id_for(_attr(span, "vow.promise.id"))
+        assert int.from_bytes(span.trace_id, "big") == trace_id_for("greet/1", born)
+        assert int.from_bytes(span.span_id, "big") == span_id_for(_attr(span, "vow.promise.id"), born)
     assert spans["greet:greet/1"].parent_span_id == b""
-    assert int.from_bytes(spans["hello:greet/1.ann"].parent_span_id, "big") == span_id_for("greet/1")
+    assert int.from_bytes(spans["hello:greet/1.ann"].parent_span_id, "big") == span_id_for("greet/1", born)
     assert otel_receiver.service_names() == {"orders-worker"}
     assert otel_receiver.content_types == {"application/x-protobuf"}
     assert {"vow.promises.created", "vow.promises.settled", "vow.leaf.duration"} <= otel_receiver.metric_names()
@@ -111,7 +112,7 @@ def greet(ctx):
     return (yield ctx.run(hello, "ann").options(id=ctx.id + ".ann"))
 
 with Vow(store="memory:") as vow:
-    print(vow.run("greet/console", greet))
+    print(vow.run("greet/console", greet), vow.store.get("greet/console").created_at.hex())
 """
 
 
@@ -127,13 +128,14 @@ def test_otel_traces_exporter_console_prints_every_span_at_exit(tmp_path) -> Non
                           timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     first_line, printed = done.stdout.split("\n", 1)
-    assert first_line == "hello ann"
+    result, born = first_line.rsplit(" ", 1)
+    assert result == "hello ann"
     decoder, spans, at = json.JSONDecoder(), [], 0
     while printed[at:].strip():
         span, at = decoder.raw_decode(printed, printed.index("{", at))
         spans.append(span)
     assert sorted(s["attributes"]["vow.promise.id"] for s in spans) == ["greet/console", "greet/console.ann"]
-    assert {s["context"]["trace_id"] for s in spans} == {f"0x{trace_id_for('greet/console'):032x}"}
+    assert {s["context"]["trace_id"] for s in spans} == {f"0x{trace_id_for('greet/console', float.fromhex(born)):032x}"}
     assert {s["resource"]["attributes"]["service.name"] for s in spans} == {"vow"}
 
 

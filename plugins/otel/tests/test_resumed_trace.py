@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vow.stores import open_store
 from vow.testing import wait_until
 from vow_otel import span_id_for, trace_id_for
 
@@ -69,13 +70,21 @@ def test_a_run_resumed_after_kill_9_continues_the_same_trace(otel_receiver, tmp_
     tree = {RUN: None, f"{RUN}.quick": RUN, f"{RUN}.gate": RUN, f"{RUN}.branch": RUN,
             f"{RUN}.branch.quick": f"{RUN}.branch", f"{RUN}.branch.gate": f"{RUN}.branch"}
     assert set(spans) == set(tree)
-    # One trace, one tree: the spans each process exported join up through the derived ids.
+    # One trace, one tree: the spans each process exported join up through the ids both derived
+    # from what is stored with the run, the root's id and the time it was stored.
+    assert len({span.trace_id for _, span in spans.values()}) == 1
+    stored = open_store(store)
+    try:
+        root = stored.get(RUN)
+    finally:
+        stored.close()
+    assert root is not None
     for pid, parent in tree.items():
         span = spans[pid][1]
-        assert int.from_bytes(span.trace_id, "big") == trace_id_for(RUN), pid
-        assert int.from_bytes(span.span_id, "big") == span_id_for(pid), pid
+        assert int.from_bytes(span.trace_id, "big") == trace_id_for(RUN, root.created_at), pid
+        assert int.from_bytes(span.span_id, "big") == span_id_for(pid, root.created_at), pid
         assert (int.from_bytes(span.parent_span_id, "big") if span.parent_span_id else None) == (
-            span_id_for(parent) if parent else None), pid
+            span_id_for(parent, root.created_at) if parent else None), pid
     assert {pid: process for pid, (process, _) in spans.items()} == {
         RUN: "second", f"{RUN}.quick": "first", f"{RUN}.gate": "second", f"{RUN}.branch": "second",
         f"{RUN}.branch.quick": "first", f"{RUN}.branch.gate": "second"}

@@ -38,14 +38,16 @@ def test_each_request_carries_the_trace_of_its_leaf(otel_memory, otel_httpx_inst
             200, json={"created": 1, "data": [{"b64_json": base64.b64encode(PNG).decode()}]}))
         with Vow(store=f"sqlite:{tmp_path / 'vow.sqlite'}", observers=[otel_memory.observer]) as vow:
             vow.run("announce/7", announce, str(tmp_path))
+            born = vow.store.get("announce/7").created_at  # the run's ids are derived from it too
 
     spans = otel_memory.finished()
     for route, leaf in ((hook, "announce/7.slack"), (images, "announce/7.image")):
         assert route.call_count == 1
         request = route.calls.last.request
-        (client,) = [s for s in spans if s.kind is SpanKind.CLIENT and s.parent.span_id == span_id_for(leaf)]
-        assert client.context.trace_id == trace_id_for("announce/7")
-        assert request.headers["traceparent"] == traceparent("announce/7", client.context.span_id)
+        (client,) = [s for s in spans if s.kind is SpanKind.CLIENT and s.parent.span_id == span_id_for(leaf, born)]
+        assert client.context.trace_id == trace_id_for("announce/7", born)
+        assert request.headers["traceparent"] == traceparent("announce/7", client.context.span_id,
+                                                             root_created_at=born)
         assert client.status.status_code is StatusCode.UNSET
         # the recorded URL is the origin only: a webhook URL carries its secret in the path
         recorded = {k: v for k, v in client.attributes.items() if k in ("http.url", "url.full")}

@@ -6,6 +6,7 @@ import pytest
 from opentelemetry.trace import SpanKind, StatusCode
 
 from vow import Constant, Context, LeafContext, PermanentError, TransientError, Vow
+from vow.stores import open_store
 from vow_otel import span_id_for, trace_id_for
 
 ROOT = "order/7"
@@ -48,19 +49,24 @@ def ran(otel_memory, tmp_path):
     return otel_memory
 
 
-def test_one_span_per_promise_nested_as_the_promise_tree(ran) -> None:
+def test_one_span_per_promise_nested_as_the_promise_tree(ran, tmp_path) -> None:
+    store = open_store(f"sqlite:{tmp_path / 'vow.sqlite'}")
+    try:
+        born = store.get(ROOT).created_at  # the run's ids are derived from it, as from the promise ids
+    finally:
+        store.close()
     spans = ran.by_promise()
     assert set(spans) == {ROOT, f"{ROOT}.a", f"{ROOT}.b", f"{ROOT}.c", f"{ROOT}.c.inner", f"{ROOT}.d", f"{ROOT}.5"}
     parents = {pid: (span.parent.span_id if span.parent else None) for pid, span in spans.items()}
+    root_span = span_id_for(ROOT, born)
     assert parents == {
         ROOT: None,
-        f"{ROOT}.a": span_id_for(ROOT), f"{ROOT}.b": span_id_for(ROOT), f"{ROOT}.c": span_id_for(ROOT),
-        f"{ROOT}.d": span_id_for(ROOT), f"{ROOT}.5": span_id_for(ROOT),
-        f"{ROOT}.c.inner": span_id_for(f"{ROOT}.c"),
+        f"{ROOT}.a": root_span, f"{ROOT}.b": root_span, f"{ROOT}.c": root_span, f"{ROOT}.d": root_span,
+        f"{ROOT}.5": root_span, f"{ROOT}.c.inner": span_id_for(f"{ROOT}.c", born),
     }
     for pid, span in spans.items():
-        assert span.context.trace_id == trace_id_for(ROOT)
-        assert span.context.span_id == span_id_for(pid)
+        assert span.context.trace_id == trace_id_for(ROOT, born)
+        assert span.context.span_id == span_id_for(pid, born)
         assert span.kind is SpanKind.INTERNAL
         assert span.start_time <= span.end_time
     # a parent's span holds its children's
@@ -140,8 +146,11 @@ def test_a_leaf_s_span_is_current_inside_the_leaf(otel_memory, tmp_path) -> None
 
     with Vow(store="memory:", observers=[otel_memory.observer]) as vow:
         vow.run("look/1", flow)
-    assert (seen["span"].trace_id, seen["span"].span_id) == (trace_id_for("look/1"), span_id_for("look/1.sync"))
-    assert (seen["async"].trace_id, seen["async"].span_id) == (trace_id_for("look/1"), span_id_for("look/1.async"))
+        born = vow.store.get("look/1").created_at
+    assert (seen["span"].trace_id, seen["span"].span_id) == (trace_id_for("look/1", born),
+                                                             span_id_for("look/1.sync", born))
+    assert (seen["async"].trace_id, seen["async"].span_id) == (trace_id_for("look/1", born),
+                                                               span_id_for("look/1.async", born))
     assert not trace.get_current_span().get_span_context().is_valid  # nothing leaks out of the leaf
 
 

@@ -2,9 +2,10 @@
 
 One span per promise, nested as the promise tree is: a run's root workflow is the trace's root
 span, each call it makes (a leaf, a child workflow, a durable sleep, an outside promise) a child
-span of the workflow that made it. The ids come from the promise ids (:mod:`vow_otel.ids`), so a
-run resumed in another process after a crash continues the same trace, and a span whose parent
-was started by a process that died still finds its parent.
+span of the workflow that made it. The ids come from the promise ids and the time the run's root
+was stored (:mod:`vow_otel.ids`), so a run resumed in another process after a crash continues the
+same trace, a span whose parent was started by a process that died still finds its parent, and a
+run under an id used before (the old run pruned) has a trace of its own.
 
 On a span: ``vow.promise.id``, ``vow.root.id``, ``vow.function``, ``vow.promise.kind``,
 ``vow.attempt`` (the last one), ``vow.idempotency_key`` (leaves) and, once settled,
@@ -76,6 +77,17 @@ class _Open:
         self.kind = kind
 
 
+class _Run:
+    """A run with spans open in this process: when its root was stored (its ids depend on it) and
+    which of its promises' spans are open (root included)."""
+
+    __slots__ = ("created_at", "open")
+
+    def __init__(self, created_at: float | None) -> None:
+        self.created_at = created_at
+        self.open: set[str] = set()
+
+
 class OtelObserver:
     """A vow observer that turns events into spans and metrics.
 
@@ -94,7 +106,7 @@ class OtelObserver:
         meter: Meter = (meter_provider or NoOpMeterProvider()).get_meter(INSTRUMENTATION_NAME, __version__)
         self.instruments = m.Instruments(meter)
         self._open: dict[str, _Open] = {}
-        self._runs: dict[str, set[str]] = {}  # root id -> ids of its open spans (root included)
+        self._runs: dict[str, _Run] = {}  # by root id
         self._handlers = {
             EventKind.CREATED: self._created,
             EventKind.STARTED: self._started,
@@ -158,7 +170,8 @@ class OtelObserver:
     def _stopped(self, event: Event) -> None:
         """Forget the run's open spans without ending them: the process that goes on with the run
         starts them again with the same ids and exports them when they end."""
-        for pid in self._runs.pop(event.root, ()):
+        run = self._runs.pop(event.root, None)
+        for pid in run.open if run is not None else ():
             self._open.pop(pid, None)
 
     def _end_run(self, root: str, when: float) -> None:
@@ -167,7 +180,8 @@ class OtelObserver:
         When a run settles, the engine cancels the branches nobody waits for any more (after
         ``ctx.first`` or ``ctx.any``) in the same commit, without an event of their own.
         """
-        for pid in list(self._runs.get(root, ())):
+        run = self._runs.get(root)
+        for pid in list(run.open if run is not None else ()):
             entry = self._open.get(pid)
             if entry is not None:
                 entry.span.set_attribute("vow.state", "canceled")
@@ -179,9 +193,9 @@ class OtelObserver:
         if entry is None:
             return
         entry.span.end(end_time=_ns(when))
-        members = self._runs.get(entry.root)
-        if members is not None:
-            members.discard(pid)
+        run = self._runs.get(entry.root)
+        if run is not None:
+            run.open.discard(pid)
 
     # -- spans
 
@@ -197,29 +211,33 @@ class OtelObserver:
         }
         if event.idempotency_key and event.promise_kind == "step":
             attributes[IDEMPOTENCY_KEY] = event.idempotency_key
+        run = self._runs.get(event.root)
+        if run is None:
+            # The root's created (fresh) or resumed event comes first and says when it was stored.
+            run = self._runs[event.root] = _Run(event.created_at if event.id == event.root else None)
         if event.id == event.root or event.parent is None:
             parent = otel_context.Context()  # a new trace, whatever is current on this thread
         else:
-            parent = trace.set_span_in_context(self._parent_span(event.root, event.parent))
+            parent = trace.set_span_in_context(self._parent_span(event.root, event.parent, run.created_at))
         # A promise found in the store (a resumed run's root, a branch adopted on a replay) began when
         # it was stored, maybe in a process that died: its span starts then, before its children's.
         began = event.time if event.created_at is None else min(event.created_at, event.time)
-        with promise_ids(event.root, event.id):
+        with promise_ids(event.root, event.id, run.created_at):
             span = self.tracer.start_span(self._function(event), context=parent, kind=SpanKind.INTERNAL,
                                           attributes=attributes, start_time=_ns(began))
         self._open[event.id] = _Open(span, event.root, event.promise_kind)
-        self._runs.setdefault(event.root, set()).add(event.id)
+        run.open.add(event.id)
         return span
 
-    def _parent_span(self, root: str, parent: str) -> Span:
+    def _parent_span(self, root: str, parent: str, root_created_at: float | None) -> Span:
         """The parent's span here, or a stand-in with its ids when another process started it."""
         entry = self._open.get(parent)
         if entry is not None:
             return entry.span
         root_entry = self._open.get(root)
         flags = root_entry.span.get_span_context().trace_flags if root_entry else TraceFlags(TraceFlags.SAMPLED)
-        return NonRecordingSpan(SpanContext(trace_id_for(root), span_id_for(parent), is_remote=True,
-                                            trace_flags=flags))
+        return NonRecordingSpan(SpanContext(trace_id_for(root, root_created_at), span_id_for(parent, root_created_at),
+                                            is_remote=True, trace_flags=flags))
 
     @staticmethod
     def _function(event: Event) -> str:
@@ -242,8 +260,10 @@ class OtelObserver:
         if entry is not None:
             span = entry.span
         else:  # not seen on the engine thread (should not happen): its ids are known all the same
-            span = NonRecordingSpan(SpanContext(trace_id_for(ctx.root_id), span_id_for(ctx.id), is_remote=False,
-                                                trace_flags=TraceFlags(TraceFlags.SAMPLED)))
+            run = self._runs.get(ctx.root_id)
+            created_at = run.created_at if run is not None else None
+            span = NonRecordingSpan(SpanContext(trace_id_for(ctx.root_id, created_at), span_id_for(ctx.id, created_at),
+                                                is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED)))
         started = time.perf_counter()
         outcome = "error"
         try:
