@@ -43,9 +43,9 @@ class Event:
     delay: float | None = None
     idempotency_key: str = ""
     created_at: float | None = None
-    """When the promise was stored, for one this process found in the store rather than made (a
-    resumed run's root, a pending promise adopted on a replay); ``None`` for one it made (``time``
-    of its ``created`` event)."""
+    """When the promise was stored: for a run's root (made here or resumed) and for a promise this
+    process found in the store rather than made (a pending promise adopted on a replay); ``None`` for
+    another promise it made (``time`` of its ``created`` event)."""
 
 
 @runtime_checkable
