@@ -85,3 +85,33 @@ def test_png_size_reads_the_header_and_refuses_other_data() -> None:
     assert png_size(render_png("p", "cartoon", 0, 40, 24)) == (40, 24)
     with pytest.raises(PermanentError, match="is not a PNG"):
         png_size(b"\xff\xd8\xff\xe0 jpeg data......................")
+
+
+@pytest.mark.parametrize("style", ["cartoon\n", "../evil", "/etc/passwd", "a/b", "-rf", ".hidden", "car\x00toon",
+                                   "x" * 65, "nul", "CON", "Lpt1", "caf\u00e9", ""])
+def test_a_style_that_would_make_a_bad_file_name_is_refused_before_any_write(tmp_path: Path, style: str) -> None:
+    # "cartoon\n" matched the old pattern (^...$ lets a final line break through) and named a file "cartoon\n.png".
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match="a style name is "):
+        generate_image(LeafContext("r.x", plugins=PLUGINS), "image_sim", {"prompt": "p", "style": style}, str(out),
+                       sim(tmp_path))
+    assert not out.exists()
+
+
+def test_styles_that_differ_only_in_case_are_one_file_and_refused(installed_plugins, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # On macOS or Windows Cartoon.png and cartoon.png are one file: one style's image overwrote the other's.
+    from vow.images.pipeline import image_variations
+    from vow.pipeline import SpecError, parse
+    from vow.pipeline.plan import make_plan
+
+    with pytest.raises(ConfigError, match="styles has duplicates"):
+        next(image_variations(None, "p", ["cartoon", "Cartoon"], str(tmp_path)))  # type: ignore[arg-type]
+    monkeypatch.setenv("VOW_SIM_DIR", str(tmp_path / "sim"))
+    text = ("version: 1\nname: case\nfan_out:\n  - {image: image_sim, prompt: a fox, style: cartoon}\n"
+            "  - {image: image_sim, prompt: a fox, style: Cartoon, id: big}\n")
+    with pytest.raises(SpecError) as caught:
+        make_plan(parse(text, "c.yaml"), plugins=installed_plugins)
+    assert str(caught.value) == ("c.yaml:5: fan_out[1]: styles 'cartoon' and 'Cartoon' (one file where letter case "
+                                 "does not count) are generated twice (fan_out[0] and fan_out[1]); each style is one "
+                                 "image file, Cartoon.png")

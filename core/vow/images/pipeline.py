@@ -37,9 +37,12 @@ from vow.images.gallery import write_gallery
 from vow.leaf import LeafContext
 from vow.steps import wall_clock
 
-STYLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+# \A and \Z, not ^ and $: "$" also matches before a final line break, and "cartoon\n" named a file
+# "cartoon\n.png". A name Windows reserves for a device (nul.png is the null device there) is refused
+# too, so an output folder can be copied to any machine.
+STYLE_NAME = re.compile(r"\A(?!(?i:con|prn|aux|nul|com[0-9]|lpt[0-9])\Z)[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 """What a style may be called: it names the image file (``<style>.png``) and a promise id."""
-STYLE_RULE = "letters, digits, '-' and '_'"
+STYLE_RULE = "1-64 letters, digits, '-' and '_', starting with a letter or digit, not a device name such as nul"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -136,8 +139,11 @@ def image_variations(ctx: Context, prompt: str, styles: Sequence[str], out_dir: 
         raise ConfigError("image_variations: styles is empty (give at least one style)")
     for style in styles:
         _check_style_name(style)
-    if len(set(styles)) != len(styles):
-        raise ConfigError(f"image_variations: styles has duplicates: {styles}")
+    # Compared without case: on a case-insensitive file system (macOS, Windows) "Cartoon" and
+    # "cartoon" are one file, and one style's image would overwrite the other's.
+    if len({style.lower() for style in styles}) != len(styles):
+        raise ConfigError(f"image_variations: styles has duplicates (letter case aside: each style names "
+                          f"a file): {styles}")
     faults = dict(faults or {})
     unknown = sorted(set(faults) - set(styles) - {"*"})
     if unknown:

@@ -243,7 +243,7 @@ class _Planner:
                                            f"got {describe(fan_out) if fan_out != [] else 'an empty list'}")
         branches: list[Branch] = []
         ids: dict[str, Path] = {}  # each branch id and style -> the position that made it first
-        styles: dict[str, Path] = {}
+        styles: dict[str, tuple[Path, str]] = {}  # a style without case -> (where, as written)
         for i, raw in enumerate(fan_out):
             path: Path = ("fan_out", i)
             if not isinstance(raw, dict):
@@ -272,11 +272,15 @@ class _Planner:
                 ids[branch.id] = where
                 if isinstance(branch, ImageBranch):
                     style = branch.request.style
-                    if style in styles:
-                        raise self.error(_duplicate_at(path, styles[style]),
-                                         f"style {style!r} is generated twice ({format_path(styles[style])} and "
-                                         f"{format_path(where)}); each style is one image file, {style}.png")
-                    styles[style] = where
+                    # Without case: Cartoon.png and cartoon.png are one file on macOS and Windows.
+                    if style.lower() in styles:
+                        first, other = styles[style.lower()]
+                        what = (f"style {style!r} is" if other == style else
+                                f"styles {other!r} and {style!r} (one file where letter case does not count) are")
+                        raise self.error(_duplicate_at(path, first),
+                                         f"{what} generated twice ({format_path(first)} and {format_path(where)}); "
+                                         f"each style is one image file, {style}.png")
+                    styles[style.lower()] = (where, style)
                 branches.append(branch)
         if not branches:
             raise self.error(("fan_out",), "no branches to run (every for_each is empty)")
