@@ -111,3 +111,26 @@ def test_output_files_are_readable_by_others_as_the_umask_allows(tmp_path: Path)
         os.umask(old)
     for key in ("gallery", "manifest"):
         assert stat.S_IMODE(os.stat(paths[key]).st_mode) == 0o644  # a web server can serve the gallery
+
+
+def test_any_value_makes_valid_files(tmp_path: Path) -> None:
+    # A provider's JSON error can carry "\ud800": the page's UTF-8 encoding raised UnicodeEncodeError after
+    # gallery.json was written (a manifest without its page); a NaN made gallery.json invalid JSON, and an
+    # integer of 5,000 digits raised ValueError.
+    run = make_run(tmp_path)
+    run["prompt"] = "a fox \ud800"
+    run["images"][2]["error"] = "PermanentError: openai rejected the request: bad \udcff <b>"
+    run["images"][0].update(model=float("nan"), revised_prompt=float("inf"), detail=10 ** 5000, extra={1, 2})
+    write_gallery(str(tmp_path), run)
+
+    html = (tmp_path / "index.html").read_bytes().decode("utf-8")  # strict: no surrogate got through
+    assert "a fox \ufffd" in html and "bad \ufffd &lt;b&gt;" in html
+
+    def strict(constant: str) -> None:
+        raise ValueError(f"not JSON: {constant}")
+
+    manifest = json.loads((tmp_path / "gallery.json").read_bytes().decode("utf-8"), parse_constant=strict)
+    assert manifest["prompt"] == "a fox \ufffd"
+    first = manifest["images"][0]
+    assert (first["model"], first["revised_prompt"], first["detail"], first["extra"]) == (None, None, None, "{1, 2}")
+    assert "\\ud" not in (tmp_path / "gallery.json").read_text()  # no escaped lone surrogate either

@@ -9,6 +9,8 @@ the parallelism visible (wall time is the slowest branch, not the sum), and the 
 from __future__ import annotations
 
 import json
+import math
+import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -177,10 +179,41 @@ def render_gallery(run: Mapping[str, Any]) -> str:
 
 
 def write_gallery(out_dir: str, run: Mapping[str, Any]) -> dict[str, Any]:
-    """Write ``out_dir/index.html`` and ``out_dir/gallery.json`` atomically; return their paths."""
+    """Write ``out_dir/index.html`` and ``out_dir/gallery.json`` atomically; return their paths.
+
+    Whatever ``run`` holds, both files are valid: a text's lone surrogates (a provider's JSON may
+    carry ``"\\ud800"``) become U+FFFD, and in the manifest a number JSON cannot write (NaN,
+    infinity, an integer too long to print) becomes ``null`` and any other value its text.
+    """
     out = Path(out_dir)
     html_path, manifest_path = out / INDEX, out / MANIFEST
-    write_atomic(manifest_path, json.dumps(run, indent=2, sort_keys=True) + "\n")
-    write_atomic(html_path, render_gallery(run))
+    write_atomic(manifest_path, json.dumps(json_safe(run), indent=2, sort_keys=True, allow_nan=False) + "\n")
+    write_atomic(html_path, valid_text(render_gallery(run)))
     wall = float(run.get("finished_at", run["started_at"])) - float(run["started_at"])
     return {"gallery": str(html_path), "manifest": str(manifest_path), "wall_ms": round(wall * 1000, 1)}
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_text(text: str) -> str:
+    """``text`` with each lone surrogate (which UTF-8 cannot encode) replaced by U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as data strict JSON (RFC 8259) can hold: see :func:`write_gallery`."""
+    if isinstance(value, str):
+        return valid_text(value)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        # Python refuses to print an int of more than 4,300 digits (sys.get_int_max_str_digits).
+        return value if value.bit_length() <= 14_000 else None
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {valid_text(str(k)): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return valid_text(str(value))
