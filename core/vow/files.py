@@ -2,29 +2,97 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import re
 import secrets
 from pathlib import Path
 
-__all__ = ["write_atomic"]
+__all__ = ["remove_orphans", "write_atomic"]
+
+_TMP = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{16}\.tmp\Z", re.DOTALL)
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> None:
     """Write ``data`` to ``path`` so a reader never sees half a file (temp file, then rename).
 
-    Missing folders are made. A text ``data`` is written as UTF-8.
+    Missing folders are made. A text ``data`` is written as UTF-8. The data reaches the disk
+    (fsync) before the rename, so a power cut leaves the old file or the new one, never an empty
+    one. A symlink at ``path`` is replaced, not followed. The temp file (``.NAME.<hex>.tmp``
+    beside ``path``) is locked while it is written: the temp files of ``path`` a killed writer left
+    behind (no lock) are removed by the next write of ``path``, and a live writer's never are, so
+    two processes may write the same file at once (the last rename wins).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp")
-    # Mode 0666 less the umask, as open() gives any new file (mkstemp's 0600 would keep a web
-    # server from serving a gallery).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    remove_orphans(path)
+    fd, tmp = _locked_temp(path)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "wb", closefd=False) as f:
             f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(fd)
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        try:
             os.unlink(tmp)
+        except FileNotFoundError:
+            pass
         raise
+    finally:
+        os.close(fd)  # only now: the lock must cover the temp file until it is renamed
+
+
+def _locked_temp(path: Path) -> tuple[int, str]:
+    """A new temp file beside ``path``, open for writing and locked (flock) by this process."""
+    while True:
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp")
+        # Mode 0666 less the umask, as open() gives any new file (mkstemp's 0600 would keep a web
+        # server from serving a gallery).
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            # Between open and flock another writer's remove_orphans may have taken the new, still
+            # unlocked file for an orphan and removed it: then take another name.
+            if os.fstat(fd).st_nlink > 0:
+                return fd, tmp
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+def remove_orphans(path: str | os.PathLike[str]) -> list[str]:
+    """Remove the temp files of ``path`` that no live :func:`write_atomic` holds; return their names.
+
+    A writer killed between creating its temp file and the rename (``kill -9``, a crash) leaves
+    ``.NAME.<hex>.tmp`` behind; its lock died with it, which is how it is told from a live one.
+    """
+    path = Path(path)
+    removed: list[str] = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        match = _TMP.match(entry.name)
+        if not match or match.group("name") != path.name:
+            continue
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:  # gone already, or a symlink someone put there: not a temp file of ours
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live writer's
+            mine, there = os.fstat(fd), os.stat(entry.path, follow_symlinks=False)
+            if (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino):
+                os.unlink(entry.path)
+                removed.append(entry.name)
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
