@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import re
 import secrets
 from pathlib import Path
 
-__all__ = ["remove_orphans", "write_atomic"]
+from vow.errors import PermanentError, TransientError
+
+__all__ = ["remove_orphans", "write_atomic", "write_output"]
+
+# Errors that another attempt may not meet: the disk or the quota may have room by then.
+_TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.EINTR, errno.EBUSY,
+                               errno.ESTALE, errno.ETIMEDOUT})
 
 _TMP = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{16}\.tmp\Z", re.DOTALL)
 
@@ -41,6 +48,25 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> None:
         raise
     finally:
         os.close(fd)  # only now: the lock must cover the temp file until it is renamed
+
+
+def write_output(path: str | os.PathLike[str], data: bytes | str, what: str) -> None:
+    """:func:`write_atomic` for a run's output file: an ``OSError`` becomes an error naming ``what``
+    and ``path`` — a :class:`~vow.errors.TransientError` when another attempt may succeed (a full
+    disk or quota), else a :class:`~vow.errors.PermanentError` (a read-only or unwritable folder, a
+    file where a folder should be), which no retry can fix."""
+    try:
+        write_atomic(path, data)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        # The folder in the way is worth naming; the path itself or its temp file adds nothing.
+        name = os.fspath(exc.filename) if exc.filename else ""
+        where = f" ({name})" if name and name != os.fspath(path) and not _TMP.match(os.path.basename(name)) else ""
+        code = errno.errorcode.get(exc.errno or 0, "oserror")
+        message = f"could not write {what} {os.fspath(path)}: {reason}{where}"
+        if exc.errno in _TRANSIENT_ERRNOS:
+            raise TransientError(message, code=code) from exc
+        raise PermanentError(f"{message}; no retry can fix that: check the output folder", code=code) from exc
 
 
 def _locked_temp(path: Path) -> tuple[int, str]:

@@ -3,9 +3,54 @@
 from __future__ import annotations
 
 import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from vow.errors import PermanentError, TransientError
 from vow.files import _locked_temp, remove_orphans, write_atomic
+from vow.images.gallery import write_gallery
+from vow.images.pipeline import generate_image
+from vow.leaf import LeafContext
+from vow.plugins import Plugins
+
+PLUGINS = Plugins()
+REQUEST = {"prompt": "a fox in a misty forest", "style": "photorealistic", "width": 256, "height": 256}
+
+
+def sim(tmp_path: Path) -> dict:
+    return {"ledger": str(tmp_path / "sim" / "ledger.sqlite"), "latency": 0}
+
+
+def mount_tmpfs(where: Path, options: str) -> None:
+    where.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (the test needs root or CAP_SYS_ADMIN): {done.stderr.strip()}")
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 16 KiB file system: room for a gallery, not for a 256x256 photo."""
+    where = tmp_path / "disk"
+    mount_tmpfs(where, "size=16k")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.fixture
+def read_only_disk(tmp_path: Path) -> Iterator[Path]:
+    """A read-only file system: as root, chmod does not keep this process from writing, a read-only mount does."""
+    where = tmp_path / "ro"
+    mount_tmpfs(where, "size=64k,ro")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def test_a_live_writers_temp_file_is_never_taken_for_an_orphan(tmp_path: Path) -> None:
@@ -32,3 +77,31 @@ def test_a_symlink_where_a_file_goes_is_replaced_not_followed(tmp_path: Path) ->
     assert outside.read_text() == "keep me"
     assert not (out / "index.html").is_symlink() and (out / "index.html").read_text() == "page"
     assert (out / ".index.html.0123456789abcdef.tmp").is_symlink()  # not ours: neither followed nor removed
+
+
+def test_a_full_disk_fails_the_image_as_transient_naming_the_file_and_leaves_nothing(small_disk: Path,
+                                                                                    tmp_path: Path) -> None:
+    # Before: OSError: [Errno 28] No space left on device, naming no file.
+    out = small_disk / "out"
+    with pytest.raises(TransientError, match=r"could not write the image of style 'photorealistic' "
+                                             rf"{out}/photorealistic.png: No space left on device") as caught:
+        generate_image(LeafContext("r.photorealistic", plugins=PLUGINS), "image_sim", REQUEST, str(out), sim(tmp_path))
+    assert caught.value.code == "ENOSPC"
+    assert os.listdir(out) == []  # neither a part of the image nor its temp file
+
+
+def test_a_read_only_folder_fails_at_once_naming_the_file(read_only_disk: Path, tmp_path: Path) -> None:
+    # Before: OSError: [Errno 30] Read-only file system, retried by the branch's policy as if it could pass.
+    with pytest.raises(PermanentError, match=r"could not write the gallery's manifest .*/gallery.json: Read-only "
+                                             r"file system; no retry can fix that"):
+        write_gallery(str(read_only_disk), {"run_id": "r", "prompt": "p", "started_at": 1.0, "images": []})
+
+
+def test_a_file_where_the_folder_goes_fails_at_once_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "out").write_text("a file, not a folder")
+    with pytest.raises(PermanentError, match=r"could not write the image of style 'photorealistic' "
+                                             rf"{tmp_path}/out/out/photorealistic.png: Not a directory "
+                                             rf"\({tmp_path}/out/out\); no retry can fix that") as caught:
+        generate_image(LeafContext("r.photorealistic", plugins=PLUGINS), "image_sim", REQUEST,
+                       str(tmp_path / "out" / "out"), sim(tmp_path))
+    assert caught.value.code == "ENOTDIR"

@@ -18,7 +18,7 @@ from typing import Any
 
 import jinja2
 
-from vow.files import write_atomic
+from vow.files import write_output
 
 INDEX = "index.html"
 MANIFEST = "gallery.json"
@@ -181,14 +181,18 @@ def render_gallery(run: Mapping[str, Any]) -> str:
 def write_gallery(out_dir: str, run: Mapping[str, Any]) -> dict[str, Any]:
     """Write ``out_dir/index.html`` and ``out_dir/gallery.json`` atomically; return their paths.
 
+    A write that fails raises :class:`~vow.errors.TransientError` (a full disk) or
+    :class:`~vow.errors.PermanentError` (an unwritable folder) naming the file (:func:`vow.files.write_output`).
+
     Whatever ``run`` holds, both files are valid: a text's lone surrogates (a provider's JSON may
     carry ``"\\ud800"``) become U+FFFD, and in the manifest a number JSON cannot write (NaN,
     infinity, an integer too long to print) becomes ``null`` and any other value its text.
     """
     out = Path(out_dir)
     html_path, manifest_path = out / INDEX, out / MANIFEST
-    write_atomic(manifest_path, json.dumps(json_safe(run), indent=2, sort_keys=True, allow_nan=False) + "\n")
-    write_atomic(html_path, valid_text(render_gallery(run)))
+    write_output(manifest_path, json.dumps(json_safe(run), indent=2, sort_keys=True, allow_nan=False) + "\n",
+                 "the gallery's manifest")
+    write_output(html_path, valid_text(render_gallery(run)), "the gallery")
     wall = float(run.get("finished_at", run["started_at"])) - float(run["started_at"])
     return {"gallery": str(html_path), "manifest": str(manifest_path), "wall_ms": round(wall * 1000, 1)}
 

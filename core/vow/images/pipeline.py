@@ -31,7 +31,7 @@ from vow.config import structure
 from vow.context import Call, Context
 from vow.errors import ConfigError, PermanentError
 from vow.faults import with_faults
-from vow.files import write_atomic
+from vow.files import write_output
 from vow.images import ImageRequest
 from vow.images.gallery import write_gallery
 from vow.leaf import LeafContext
@@ -74,7 +74,7 @@ def generate_image(ctx: LeafContext, provider: str, request: Mapping[str, Any], 
         image = with_faults(built, faults).generate(req, ctx)
     width, height = png_size(image.png, what=f"{provider} image for style {req.style!r}")
     name = f"{req.style}.png"
-    write_atomic(Path(out_dir) / name, image.png)
+    write_output(Path(out_dir) / name, image.png, f"the image of style {req.style!r}")
     return {
         "style": req.style,
         "path": name,
