@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
 import re
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 from vow.errors import PermanentError, TransientError
 
-__all__ = ["remove_orphans", "write_atomic", "write_output"]
+__all__ = ["locked_folder", "output_errors", "remove_orphans", "write_atomic", "write_output"]
 
 # Errors that another attempt may not meet: the disk or the quota may have room by then.
 _TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.EINTR, errno.EBUSY,
@@ -55,8 +57,30 @@ def write_output(path: str | os.PathLike[str], data: bytes | str, what: str) -> 
     and ``path`` — a :class:`~vow.errors.TransientError` when another attempt may succeed (a full
     disk or quota), else a :class:`~vow.errors.PermanentError` (a read-only or unwritable folder, a
     file where a folder should be), which no retry can fix."""
-    try:
+    with output_errors(path, what):
         write_atomic(path, data)
+
+
+@contextlib.contextmanager
+def locked_folder(folder: str | os.PathLike[str], what: str) -> Iterator[None]:
+    """Make ``folder`` if missing and hold an exclusive lock on it (flock, released at a crash too),
+    so files written together in it (a page and its manifest) come from one writer; OS errors as in
+    :func:`write_output`."""
+    with output_errors(folder, what):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def output_errors(path: str | os.PathLike[str], what: str) -> Iterator[None]:
+    """Turn an ``OSError`` raised inside into the error :func:`write_output` describes."""
+    try:
+        yield
     except OSError as exc:
         reason = exc.strerror or str(exc)
         # The folder in the way is worth naming; the path itself or its temp file adds nothing.

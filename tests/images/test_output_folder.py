@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support import kill, spawn
 from vow.errors import PermanentError, TransientError
 from vow.files import _locked_temp, remove_orphans, write_atomic
 from vow.images.gallery import write_gallery
 from vow.images.pipeline import generate_image
 from vow.leaf import LeafContext
 from vow.plugins import Plugins
+from vow.testing import wait_until
 
 PLUGINS = Plugins()
 REQUEST = {"prompt": "a fox in a misty forest", "style": "photorealistic", "width": 256, "height": 256}
@@ -105,3 +110,69 @@ def test_a_file_where_the_folder_goes_fails_at_once_naming_it(tmp_path: Path) ->
         generate_image(LeafContext("r.photorealistic", plugins=PLUGINS), "image_sim", REQUEST,
                        str(tmp_path / "out" / "out"), sim(tmp_path))
     assert caught.value.code == "ENOTDIR"
+
+
+WRITER = """
+import os, sys
+import vow.files
+from vow.images.gallery import write_gallery
+
+real_replace = os.replace
+def replace(src, dst):
+    if os.path.basename(dst) == "index.html":  # its manifest is written: stop before its page
+        open({ready!r}, "w").close()
+        open({go!r}).read()  # a FIFO: returns once the test opens it for writing and closes it
+    return real_replace(src, dst)
+vow.files.os = type(sys)("os_with_a_stop")
+vow.files.os.__dict__.update(os.__dict__, replace=replace)
+write_gallery({out!r}, {run!r})
+"""
+
+
+def gallery_run(run_id: str) -> dict:
+    return {"run_id": run_id, "prompt": f"prompt of {run_id}", "started_at": 1.0, "finished_at": 2.0, "images": []}
+
+
+def waiting_for_a_lock_on(folder: Path) -> bool:
+    """Whether some process waits for a lock on ``folder`` (a "->" line of /proc/locks names its inode)."""
+    inode = os.stat(folder).st_ino
+    with open("/proc/locks") as f:
+        return any("->" in line and line.split()[6].endswith(f":{inode}") for line in f)
+
+
+def test_two_runs_writing_one_folder_leave_a_page_and_manifest_of_the_same_run(tmp_path: Path) -> None:
+    # Before: run A wrote gallery.json, run B wrote both files, then A wrote index.html: A's page beside B's manifest.
+    out, ready, go = tmp_path / "out", tmp_path / "ready", tmp_path / "go"
+    out.mkdir()
+    os.mkfifo(go)
+    script = WRITER.format(ready=str(ready), go=str(go), out=str(out), run=gallery_run("A"))
+    a = spawn("-c", textwrap.dedent(script))
+    try:
+        wait_until(lambda: ready.exists() or a.poll() is not None, timeout=60, message="run A between its two files")
+        assert a.poll() is None, a.communicate()[1]
+        b_done = threading.Event()
+        errors: list[BaseException] = []
+
+        def run_b() -> None:
+            try:
+                write_gallery(str(out), gallery_run("B"))
+            except BaseException as exc:  # noqa: BLE001 - reported by the test
+                errors.append(exc)
+            finally:
+                b_done.set()
+
+        b = threading.Thread(target=run_b)
+        b.start()
+        wait_until(lambda: b_done.is_set() or waiting_for_a_lock_on(out), timeout=30,
+                   message="run B done or waiting for the folder's lock")
+        with open(go, "w"):
+            pass  # let A go on
+        assert a.wait(30) == 0, a.communicate()[1]
+        b.join(30)
+        assert not errors
+    finally:
+        kill(a)
+    manifest = json.loads((out / "gallery.json").read_text())
+    page = (out / "index.html").read_text()
+    assert f"prompt of {manifest['run_id']}" in page, f"the manifest is run {manifest['run_id']}'s, the page is not"
+    assert sorted(p.name for p in out.iterdir()) == ["gallery.json", "index.html"]

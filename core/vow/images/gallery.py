@@ -18,7 +18,7 @@ from typing import Any
 
 import jinja2
 
-from vow.files import write_output
+from vow.files import locked_folder, write_output
 
 INDEX = "index.html"
 MANIFEST = "gallery.json"
@@ -183,6 +183,7 @@ def write_gallery(out_dir: str, run: Mapping[str, Any]) -> dict[str, Any]:
 
     A write that fails raises :class:`~vow.errors.TransientError` (a full disk) or
     :class:`~vow.errors.PermanentError` (an unwritable folder) naming the file (:func:`vow.files.write_output`).
+    The folder is locked while the two are written, so they always come from the same run.
 
     Whatever ``run`` holds, both files are valid: a text's lone surrogates (a provider's JSON may
     carry ``"\\ud800"``) become U+FFFD, and in the manifest a number JSON cannot write (NaN,
@@ -190,9 +191,11 @@ def write_gallery(out_dir: str, run: Mapping[str, Any]) -> dict[str, Any]:
     """
     out = Path(out_dir)
     html_path, manifest_path = out / INDEX, out / MANIFEST
-    write_output(manifest_path, json.dumps(json_safe(run), indent=2, sort_keys=True, allow_nan=False) + "\n",
-                 "the gallery's manifest")
-    write_output(html_path, valid_text(render_gallery(run)), "the gallery")
+    manifest, page = json.dumps(json_safe(run), indent=2, sort_keys=True, allow_nan=False) + "\n", render_gallery(run)
+    # Locked: two runs writing one folder at once could otherwise leave one's page beside the other's manifest.
+    with locked_folder(out, "the gallery's folder"):
+        write_output(manifest_path, manifest, "the gallery's manifest")
+        write_output(html_path, valid_text(page), "the gallery")
     wall = float(run.get("finished_at", run["started_at"])) - float(run["started_at"])
     return {"gallery": str(html_path), "manifest": str(manifest_path), "wall_ms": round(wall * 1000, 1)}
 
