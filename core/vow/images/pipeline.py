@@ -23,6 +23,7 @@ import hashlib
 import re
 import struct
 import time
+import zlib
 from collections.abc import Generator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,7 @@ def generate_image(ctx: LeafContext, provider: str, request: Mapping[str, Any], 
                                                  where=f"image provider {provider!r} options")
     with limited(ctx, limit, f"image:{provider}"):
         image = with_faults(built, faults).generate(req, ctx)
-    width, height = png_size(image.png, what=f"{provider} image for style {req.style!r}")
+    width, height = check_png(image.png, what=f"{provider} image for style {req.style!r}")
     name = f"{req.style}.png"
     write_output(Path(out_dir) / name, image.png, f"the image of style {req.style!r}")
     return {
@@ -191,6 +192,28 @@ def png_size(png: bytes, *, what: str = "image") -> tuple[int, int]:
     if len(png) < 24 or not png.startswith(PNG_SIGNATURE) or png[12:16] != b"IHDR":
         raise PermanentError(f"{what} is not a PNG", code="bad_image")
     return struct.unpack(">II", png[16:24])
+
+
+def check_png(png: bytes, *, what: str = "image") -> tuple[int, int]:
+    """:func:`png_size`, once every chunk of ``png`` is whole (its length and CRC) up to a final IEND.
+
+    A provider may answer with a cut or damaged PNG (a body cut short, a bad proxy) whose header
+    is fine: written as it is, the gallery would show a broken image as a success.
+    """
+    width, height = png_size(png, what=what)
+    at = len(PNG_SIGNATURE)
+    while at + 12 <= len(png):
+        length, kind = struct.unpack(">I4s", png[at:at + 8])
+        end = at + 12 + length
+        if end > len(png):
+            break
+        if zlib.crc32(png[at + 4:end - 4]) != struct.unpack(">I", png[end - 4:end])[0]:
+            raise PermanentError(f"{what} is a damaged PNG (the CRC of its {kind.decode('latin-1')!r} chunk at byte "
+                                 f"{at} is wrong)", code="bad_image")
+        at = end
+        if kind == b"IEND":
+            return width, height
+    raise PermanentError(f"{what} is a PNG cut short (it ends before its IEND chunk)", code="bad_image")
 
 
 def _check_style_name(style: str) -> None:
