@@ -13,7 +13,7 @@ from pathlib import Path
 
 from vow.errors import PermanentError, TransientError
 
-__all__ = ["locked_folder", "output_errors", "remove_orphans", "write_atomic", "write_output"]
+__all__ = ["locked_folder", "output_errors", "path_problem", "remove_orphans", "write_atomic", "write_output"]
 
 # Errors that another attempt may not meet: the disk or the quota may have room by then.
 _TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.EINTR, errno.EBUSY,
@@ -91,6 +91,25 @@ def output_errors(path: str | os.PathLike[str], what: str) -> Iterator[None]:
         if exc.errno in _TRANSIENT_ERRNOS:
             raise TransientError(message, code=code) from exc
         raise PermanentError(f"{message}; no retry can fix that: check the output folder", code=code) from exc
+    except ValueError as exc:  # a path no file system takes (a NUL: "embedded null byte")
+        problem = path_problem(os.fspath(path)) or str(exc)
+        raise PermanentError(f"could not write {what} {os.fspath(path)!r}: the path {problem}",
+                             code="bad_path") from exc
+
+
+def path_problem(path: str) -> str | None:
+    """Why no file system takes ``path`` as a folder or file name, or ``None``: a NUL character, a
+    lone surrogate (not encodable), or a part longer than 255 bytes (the usual ``NAME_MAX``)."""
+    if "\x00" in path:
+        return "holds a NUL character (\\x00), which no file name can"
+    try:
+        encoded = os.fsencode(path)
+    except UnicodeEncodeError:
+        return "holds a lone surrogate, which no file name can"
+    longest = max(encoded.split(b"/"), key=len)
+    if len(longest) > 255:
+        return f"has a part of {len(longest)} bytes ({os.fsdecode(longest[:40])}...): a file name holds at most 255"
+    return None
 
 
 def _locked_temp(path: Path) -> tuple[int, str]:

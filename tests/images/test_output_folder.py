@@ -176,3 +176,33 @@ def test_two_runs_writing_one_folder_leave_a_page_and_manifest_of_the_same_run(t
     page = (out / "index.html").read_text()
     assert f"prompt of {manifest['run_id']}" in page, f"the manifest is run {manifest['run_id']}'s, the page is not"
     assert sorted(p.name for p in out.iterdir()) == ["gallery.json", "index.html"]
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("../../elsewhere", "climbs out of its folder with a '..' that a template value brought"),
+    ("a/../../b", "climbs out of its folder"),
+    ("bad\x00name", "holds a NUL character"),
+    ("x" * 256, "has a part of 256 bytes"),
+    ("\u00e9" * 128, "has a part of 256 bytes"),  # 128 characters, 256 bytes in UTF-8
+])
+def test_an_output_folder_a_template_value_makes_unusable_is_refused_at_planning(
+        installed_plugins, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, problem: str) -> None:
+    # Before: "../../elsewhere" moved every image and the gallery out of out/; a NUL or a 256-byte name was only
+    # found at the first write (ValueError: embedded null byte, retried as if another attempt could pass).
+    from vow.pipeline import SpecError, parse
+    from vow.pipeline.plan import make_plan
+
+    monkeypatch.setenv("VOW_SIM_DIR", str(tmp_path / "sim"))
+    text = ("version: 1\nname: out\ninput: {name: fox}\noutput: out/{{ input.name }}\n"
+            "fan_out:\n  - {image: image_sim, prompt: a fox, style: cartoon}\n")
+    with pytest.raises(SpecError, match=f"o.yaml:4: output: .*{problem}"):
+        make_plan(parse(text, "o.yaml"), plugins=installed_plugins, input={"name": name}, base_dir=str(tmp_path))
+    plan = make_plan(parse(text.replace("out/{{", "../out/{{"), "o.yaml"), plugins=installed_plugins,
+                     input={"name": "fox"}, base_dir=str(tmp_path))  # a '..' the file itself wrote is the author's
+    assert plan.spec.output == str(tmp_path / "../out/fox")
+
+
+def test_a_path_no_file_system_takes_fails_at_once_naming_it(tmp_path: Path) -> None:
+    # Before: ValueError: embedded null byte, retried by the branch's policy as if another attempt could pass.
+    with pytest.raises(PermanentError, match=r"could not write the gallery's folder '.*/out\\x00': the path holds"):
+        write_gallery(str(tmp_path / "out\x00"), {"run_id": "r", "prompt": "p", "started_at": 1.0, "images": []})

@@ -26,6 +26,7 @@ from vow.config import check_finite, describe
 from vow.config import structure as structure_options
 from vow.errors import ConfigError, format_path
 from vow.faults import Faults, with_faults
+from vow.files import path_problem
 from vow.images import ImageRequest
 from vow.images.pipeline import STYLE_NAME, STYLE_RULE, parse_size
 from vow.naming import not_in_a_run_id
@@ -230,6 +231,13 @@ class _Planner:
             text = self.render(self.spec.output, context, ("output",), render_text)
             if not text.strip():
                 raise self.error(("output",), "must not be empty (a directory, such as out/{{ run.slug }})")
+            problem = path_problem(text)
+            if problem is None and FilePath(text).parts.count("..") > FilePath(self.spec.output).parts.count(".."):
+                # An input such as "../../etc" would move the run's files out of the folder the file names.
+                problem = ("climbs out of its folder with a '..' that a template value brought: pass the value "
+                           "through | slug")
+            if problem is not None:
+                raise self.error(("output",), f"{text!r} {problem}")
             return str(self.base_dir / FilePath(text).expanduser())
         if any(isinstance(b, ImageBranch) for b in branches):
             return str(self.base_dir / DEFAULT_IMAGE_OUTPUT / context["run"]["slug"])
