@@ -8,6 +8,7 @@ import fcntl
 import os
 import re
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -141,7 +142,7 @@ def remove_orphans(path: str | os.PathLike[str]) -> list[str]:
     removed: list[str] = []
     try:
         entries = list(os.scandir(path.parent))
-    except FileNotFoundError:
+    except OSError:  # no folder yet, or none to read: nothing to tidy, and the write says what is wrong
         return removed
     for entry in entries:
         match = _TMP.match(entry.name)
@@ -151,16 +152,21 @@ def remove_orphans(path: str | os.PathLike[str]) -> list[str]:
             fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError:  # gone already, or a symlink someone put there: not a temp file of ours
             continue
+        # Tidying is a courtesy: nothing found here (a folder or a FIFO under a temp file's name, a
+        # file this process may not remove) may fail the write itself.
         try:
+            mine = os.fstat(fd)
+            if not stat.S_ISREG(mine.st_mode):
+                continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue  # a live writer's
-            mine, there = os.fstat(fd), os.stat(entry.path, follow_symlinks=False)
+            there = os.stat(entry.path, follow_symlinks=False)
             if (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino):
                 os.unlink(entry.path)
                 removed.append(entry.name)
-        except FileNotFoundError:
+        except OSError:
             pass
         finally:
             os.close(fd)

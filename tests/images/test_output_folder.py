@@ -206,3 +206,14 @@ def test_a_path_no_file_system_takes_fails_at_once_naming_it(tmp_path: Path) -> 
     # Before: ValueError: embedded null byte, retried by the branch's policy as if another attempt could pass.
     with pytest.raises(PermanentError, match=r"could not write the gallery's folder '.*/out\\x00': the path holds"):
         write_gallery(str(tmp_path / "out\x00"), {"run_id": "r", "prompt": "p", "started_at": 1.0, "images": []})
+
+
+def test_something_else_under_a_temp_files_name_does_not_stop_the_write(tmp_path: Path) -> None:
+    # Before: a folder named like a temp file of index.html was opened, locked and unlinked: IsADirectoryError,
+    # and every later write of the gallery failed the same way.
+    (tmp_path / ".index.html.0123456789abcdef.tmp").mkdir()
+    os.mkfifo(tmp_path / ".index.html.fedcba9876543210.tmp")
+    write_atomic(tmp_path / "index.html", "page")
+    assert (tmp_path / "index.html").read_text() == "page"
+    assert (tmp_path / ".index.html.0123456789abcdef.tmp").is_dir()
+    assert (tmp_path / ".index.html.fedcba9876543210.tmp").exists()  # not ours: left alone
