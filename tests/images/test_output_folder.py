@@ -217,3 +217,11 @@ def test_something_else_under_a_temp_files_name_does_not_stop_the_write(tmp_path
     assert (tmp_path / "index.html").read_text() == "page"
     assert (tmp_path / ".index.html.0123456789abcdef.tmp").is_dir()
     assert (tmp_path / ".index.html.fedcba9876543210.tmp").exists()  # not ours: left alone
+
+
+def test_result_json_in_a_read_only_folder_fails_at_once_naming_it(read_only_disk: Path) -> None:
+    # Before: OSError: [Errno 30] Read-only file system, retried by the step's policy as if it could pass.
+    from vow.pipeline.workflow import write_result
+
+    with pytest.raises(PermanentError, match=r"could not write the run's result .*/result.json: Read-only file system"):
+        write_result(LeafContext("r.result"), str(read_only_disk), {"run_id": "r", "branches": []})
