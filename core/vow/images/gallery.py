@@ -8,6 +8,7 @@ the parallelism visible (wall time is the slowest branch, not the sum), and the 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -102,7 +103,9 @@ _TEMPLATE = jinja2.Environment(autoescape=True, trim_blocks=True, lstrip_blocks=
   <section class="grid">
   {% for img in images %}
     <article class="card">
-    {% if img.ok %}
+    {% if img.ok and img.file %}
+      <div class="error">{{ img.path }} is {{ "gone" if img.file == "missing" else "no longer this run's image: another run writing this folder replaced it" }}</div>
+    {% elif img.ok %}
       <img src="{{ img.path }}" alt="{{ run.prompt }}, {{ img.style }}" width="{{ img.width }}" height="{{ img.height }}">
     {% else %}
       <div class="error">{{ img.error }}</div>
@@ -183,7 +186,10 @@ def write_gallery(out_dir: str, run: Mapping[str, Any]) -> dict[str, Any]:
 
     A write that fails raises :class:`~vow.errors.TransientError` (a full disk) or
     :class:`~vow.errors.PermanentError` (an unwritable folder) naming the file (:func:`vow.files.write_output`).
-    The folder is locked while the two are written, so they always come from the same run.
+    The folder is locked while the two are written, so they always come from the same run. An
+    image whose file no longer holds it (``sha256`` differs: another run writing the same folder
+    replaced it) or is gone is marked ``"file": "replaced"`` or ``"missing"``, and the page says so
+    instead of showing another run's picture.
 
     Whatever ``run`` holds, both files are valid: a text's lone surrogates (a provider's JSON may
     carry ``"\\ud800"``) become U+FFFD, and in the manifest a number JSON cannot write (NaN,
@@ -191,13 +197,29 @@ def write_gallery(out_dir: str, run: Mapping[str, Any]) -> dict[str, Any]:
     """
     out = Path(out_dir)
     html_path, manifest_path = out / INDEX, out / MANIFEST
-    manifest, page = json.dumps(json_safe(run), indent=2, sort_keys=True, allow_nan=False) + "\n", render_gallery(run)
     # Locked: two runs writing one folder at once could otherwise leave one's page beside the other's manifest.
     with locked_folder(out, "the gallery's folder"):
+        shown = {**run, "images": [_with_its_file(out, img) for img in run["images"]]}
+        manifest = json.dumps(json_safe(shown), indent=2, sort_keys=True, allow_nan=False) + "\n"
         write_output(manifest_path, manifest, "the gallery's manifest")
-        write_output(html_path, valid_text(page), "the gallery")
+        write_output(html_path, valid_text(render_gallery(shown)), "the gallery")
     wall = float(run.get("finished_at", run["started_at"])) - float(run["started_at"])
     return {"gallery": str(html_path), "manifest": str(manifest_path), "wall_ms": round(wall * 1000, 1)}
+
+
+def _with_its_file(out: Path, img: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``img``, marked when its file is not the image it describes any more (see :func:`write_gallery`)."""
+    name, digest = img.get("path"), img.get("sha256")
+    if not img.get("ok") or not isinstance(name, str) or not isinstance(digest, str) or "/" in name:
+        return img
+    try:
+        with open(out / name, "rb") as f:
+            found = hashlib.file_digest(f, "sha256").hexdigest()
+    except FileNotFoundError:
+        return {**img, "file": "missing"}
+    except OSError:
+        return img  # unreadable here: the page shows it as it is, as before
+    return img if found == digest else {**img, "file": "replaced"}
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
