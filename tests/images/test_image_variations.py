@@ -14,6 +14,7 @@ import pytest
 
 from tests.support import kill, python, spawn
 from vow import Vow
+from vow.errors import PermanentError
 from vow.images.pipeline import image_variations
 from vow.simulation import Ledger
 from vow.testing import wait_until
@@ -197,3 +198,59 @@ def test_a_run_killed_while_writing_its_gallery_resumes_with_a_whole_gallery_and
     page.feed((out / "index.html").read_text())
     assert page.srcs == ["cartoon.png", "abstract.png"]
     assert json.loads((out / "gallery.json").read_text())["run_id"] == "images/gallery-crash"
+
+
+IMAGE_CHILD = """
+import os, sys, threading
+import vow.files
+from vow import Vow
+from vow.images.pipeline import image_variations
+
+real_replace = os.replace
+def replace(src, dst):
+    if os.path.basename(dst) == "cartoon.png":  # the image's bytes are in its temp file: stop before the rename
+        open({ready!r}, "w").close()
+        threading.Event().wait()  # until the test kills this process
+    return real_replace(src, dst)
+vow.files.os = type(sys)("os_with_a_stop")
+vow.files.os.__dict__.update(os.__dict__, replace=replace)
+
+vow = Vow(store={store!r})
+vow.run("images/image-crash", image_variations, *{args!r}, **{kwargs!r})
+"""
+
+
+def test_a_style_killed_while_writing_that_then_fails_for_good_leaves_no_temp_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: killed while writing cartoon.png, then failing for good on the resumed run, the style never wrote
+    # cartoon.png again, so nothing removed the killed writer's .cartoon.png.<hex>.tmp.
+    ledger, store, out, ready = (tmp_path / "ledger.sqlite", f"sqlite:{tmp_path / 'vow.sqlite'}", tmp_path / "out",
+                                 tmp_path / "ready")
+    args = [PROMPT, ["cartoon", "abstract"], str(out)]
+    kwargs = {"size": 64, "options": {"ledger": str(ledger), "latency": 0}}
+    proc = spawn("-c", textwrap.dedent(IMAGE_CHILD.format(ready=str(ready), store=store, args=args, kwargs=kwargs)))
+    try:
+        wait_until(lambda: ready.exists() or proc.poll() is not None, timeout=60,
+                   message="the child writing cartoon.png")
+        assert proc.poll() is None, proc.communicate()[1]
+    finally:
+        kill(proc)
+    assert [p.name for p in out.iterdir() if p.name.startswith(".cartoon.png.")]  # the killed writer's
+
+    from vow_image_sim import plugin
+
+    real = plugin.ImageSimProvider.generate
+
+    def refuse_cartoon(self, request, ctx):  # type: ignore[no-untyped-def]
+        if request.style == "cartoon":
+            raise PermanentError("image_sim: content policy violation")
+        return real(self, request, ctx)
+
+    monkeypatch.setattr(plugin.ImageSimProvider, "generate", refuse_cartoon)
+    client = Vow(store=store)
+    try:
+        result = client.run("images/image-crash", image_variations, *args, **kwargs)
+    finally:
+        client.close()
+    assert [img["ok"] for img in result["images"]] == [False, True]
+    assert sorted(p.name for p in out.iterdir()) == ["abstract.png", "gallery.json", "index.html"]

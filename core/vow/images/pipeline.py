@@ -32,7 +32,7 @@ from vow.config import structure
 from vow.context import Call, Context
 from vow.errors import ConfigError, PermanentError
 from vow.faults import with_faults
-from vow.files import write_output
+from vow.files import remove_orphans, write_output
 from vow.images import ImageRequest
 from vow.images.gallery import write_gallery
 from vow.leaf import LeafContext
@@ -171,7 +171,15 @@ def image_variations(ctx: Context, prompt: str, styles: Sequence[str], out_dir: 
 
 
 def write_gallery_step(ctx: LeafContext, out_dir: str, run: Mapping[str, Any]) -> dict[str, Any]:
-    """Leaf: write ``index.html`` and ``gallery.json`` for ``run``; returns their paths and the wall time."""
+    """Leaf: write ``index.html`` and ``gallery.json`` for ``run``; returns their paths and the wall time.
+
+    First the temp files a killed writer left of each style's image are removed: a style killed
+    while writing its image that then failed for good never writes that image again.
+    """
+    for image in run["images"]:
+        style = image.get("style")
+        if isinstance(style, str) and STYLE_NAME.match(style):
+            remove_orphans(Path(out_dir) / f"{style}.png")
     return write_gallery(out_dir, {**run, "finished_at": time.time()})
 
 
