@@ -71,7 +71,13 @@ def locked_folder(folder: str | os.PathLike[str], what: str) -> Iterator[None]:
         Path(folder).mkdir(parents=True, exist_ok=True)
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            # Some file systems lock no folder (NFS emulates flock with write locks, which a folder
+            # opened read-only cannot take): each file is still written whole, only not as a pair.
+            if exc.errno not in (errno.EBADF, errno.ENOLCK, errno.EINVAL, errno.EOPNOTSUPP):
+                raise
         yield
     finally:
         os.close(fd)

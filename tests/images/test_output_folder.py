@@ -225,3 +225,24 @@ def test_result_json_in_a_read_only_folder_fails_at_once_naming_it(read_only_dis
 
     with pytest.raises(PermanentError, match=r"could not write the run's result .*/result.json: Read-only file system"):
         write_result(LeafContext("r.result"), str(read_only_disk), {"run_id": "r", "branches": []})
+
+
+def test_a_folder_the_file_system_cannot_lock_still_gets_its_gallery(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # NFS emulates flock with write locks, which a folder opened read-only cannot take (EBADF): the lock added for
+    # two runs sharing a folder must not cost every gallery on such a file system.
+    import errno
+    import fcntl
+
+    import vow.files
+
+    real = fcntl.flock
+
+    def flock(fd: int, operation: int) -> None:
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        real(fd, operation)
+
+    monkeypatch.setattr(vow.files.fcntl, "flock", flock)
+    paths = write_gallery(str(tmp_path / "out"), gallery_run("A"))
+    assert json.loads(Path(paths["manifest"]).read_text())["run_id"] == "A"
