@@ -71,13 +71,9 @@ def locked_folder(folder: str | os.PathLike[str], what: str) -> Iterator[None]:
         Path(folder).mkdir(parents=True, exist_ok=True)
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError as exc:
-            # Some file systems lock no folder (NFS emulates flock with write locks, which a folder
-            # opened read-only cannot take): each file is still written whole, only not as a pair.
-            if exc.errno not in (errno.EBADF, errno.ENOLCK, errno.EINVAL, errno.EOPNOTSUPP):
-                raise
+        # Some file systems lock no folder (NFS emulates flock with write locks, which a folder
+        # opened read-only cannot take): each file is still written whole, only not as a pair.
+        _lock(fd)
         yield
     finally:
         os.close(fd)
@@ -127,15 +123,32 @@ def _locked_temp(path: Path) -> tuple[int, str]:
         # server from serving a gallery).
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _lock(fd)
             # Between open and flock another writer's remove_orphans may have taken the new, still
             # unlocked file for an orphan and removed it: then take another name.
             if os.fstat(fd).st_nlink > 0:
                 return fd, tmp
         except BaseException:
             os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
             raise
         os.close(fd)
+
+
+# What flock raises where a file system has no locks (NFS without its lock service, some FUSE
+# file systems): there, files are written unlocked, and remove_orphans, unable to lock either,
+# removes nothing.
+_NO_LOCKS = (errno.EBADF, errno.ENOLCK, errno.EINVAL, errno.EOPNOTSUPP)
+
+
+def _lock(fd: int) -> None:
+    """Lock ``fd`` exclusively (waiting for it), or nothing where the file system has no locks."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as exc:
+        if exc.errno not in _NO_LOCKS:
+            raise
 
 
 def remove_orphans(path: str | os.PathLike[str]) -> list[str]:

@@ -246,3 +246,21 @@ def test_a_folder_the_file_system_cannot_lock_still_gets_its_gallery(tmp_path: P
     monkeypatch.setattr(vow.files.fcntl, "flock", flock)
     paths = write_gallery(str(tmp_path / "out"), gallery_run("A"))
     assert json.loads(Path(paths["manifest"]).read_text())["run_id"] == "A"
+
+
+def test_a_file_system_without_locks_still_gets_whole_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # NFS without its lock service answers flock with ENOLCK: write_atomic's lock on its temp file (94a25e0) must
+    # not cost every write there, nor leave the temp file behind.
+    import errno
+
+    import vow.files
+
+    def flock(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(vow.files.fcntl, "flock", flock)
+    write_atomic(tmp_path / "index.html", "page")
+    (tmp_path / ".index.html.0123456789abcdef.tmp").write_text("cannot tell whose: kept")
+    write_gallery(str(tmp_path), gallery_run("A"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".index.html.0123456789abcdef.tmp", "gallery.json",
+                                                          "index.html"]
