@@ -203,7 +203,7 @@ def png_size(png: bytes, *, what: str = "image") -> tuple[int, int]:
 
 
 def check_png(png: bytes, *, what: str = "image") -> tuple[int, int]:
-    """:func:`png_size`, once every chunk of ``png`` is whole (its length and CRC) up to a final IEND.
+    """:func:`png_size`, once every chunk of ``png`` is whole (its length and CRC) up to its IEND chunk.
 
     A provider may answer with a cut or damaged PNG (a body cut short, a bad proxy) whose header
     is fine: written as it is, the gallery would show a broken image as a success.
