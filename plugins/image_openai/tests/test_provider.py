@@ -317,3 +317,16 @@ def test_an_answer_that_is_not_json_is_permanent(provider: OpenAIImageProvider, 
     with pytest.raises(PermanentError, match=message) as info:
         provider.generate(REQUEST, CTX)
     assert info.value.code == "bad_response"
+
+
+@pytest.mark.parametrize("encode", [
+    lambda png: base64.encodebytes(png).decode(),  # a line break every 76 characters
+    lambda png: "data:image/png;base64," + base64.b64encode(png).decode(),
+    lambda png: " " + base64.b64encode(png).decode() + "\n",
+])
+@respx.mock
+def test_valid_base64_as_some_servers_write_it_is_decoded(provider: OpenAIImageProvider, encode) -> None:
+    # Before: refused for good as "not valid base64" (validate=True takes no line break and no data: prefix).
+    png = tiny_png()
+    respx.post(URL).mock(return_value=httpx.Response(200, json={"data": [{"b64_json": encode(png)}]}))
+    assert provider.generate(REQUEST, CTX).png == png

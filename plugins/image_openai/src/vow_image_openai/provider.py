@@ -147,6 +147,10 @@ class OpenAIImageProvider:
         except (ValueError, KeyError, IndexError, TypeError):
             raise PermanentError(f"{PROVIDER}: the answer has no data[0].b64_json (does the server "
                                  f"honour response_format=b64_json?): {text}", code="bad_response") from None
+        if isinstance(encoded, str):
+            # Line breaks every 76 characters (MIME style, as Python's base64.encodebytes writes) and
+            # a data: URL's prefix are how some compatible servers send valid base64.
+            encoded = "".join(encoded.removeprefix("data:image/png;base64,").split())
         try:
             png = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError, TypeError):
