@@ -9,6 +9,7 @@ import os
 import re
 import secrets
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,9 @@ __all__ = ["locked_folder", "output_errors", "path_problem", "remove_orphans", "
 # Errors that another attempt may not meet: the disk or the quota may have room by then.
 _TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.EINTR, errno.EBUSY,
                                errno.ESTALE, errno.ETIMEDOUT})
+
+FOLDER_LOCK_WAIT = 30.0
+"""Seconds :func:`locked_folder` waits for another writer's lock (writing a gallery takes milliseconds)."""
 
 _TMP = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{16}\.tmp\Z", re.DOTALL)
 
@@ -66,14 +70,21 @@ def write_output(path: str | os.PathLike[str], data: bytes | str, what: str) -> 
 def locked_folder(folder: str | os.PathLike[str], what: str) -> Iterator[None]:
     """Make ``folder`` if missing and hold an exclusive lock on it (flock, released at a crash too),
     so files written together in it (a page and its manifest) come from one writer; OS errors as in
-    :func:`write_output`."""
+    :func:`write_output`. A lock held longer than :data:`FOLDER_LOCK_WAIT` seconds (its holder
+    stopped, not dead: ``kill -STOP``, a hung mount) is a :class:`~vow.errors.TransientError`, so
+    the step is retried later instead of waiting forever."""
     with output_errors(folder, what):
         Path(folder).mkdir(parents=True, exist_ok=True)
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         # Some file systems lock no folder (NFS emulates flock with write locks, which a folder
         # opened read-only cannot take): each file is still written whole, only not as a pair.
-        _lock(fd)
+        deadline = time.monotonic() + FOLDER_LOCK_WAIT
+        while not _lock(fd, wait=False):
+            if time.monotonic() >= deadline:
+                raise TransientError(f"could not write {what} {os.fspath(folder)}: another writer has held it "
+                                     f"locked for {FOLDER_LOCK_WAIT:g} s", code="locked")
+            time.sleep(0.05)
         yield
     finally:
         os.close(fd)
@@ -142,13 +153,17 @@ def _locked_temp(path: Path) -> tuple[int, str]:
 _NO_LOCKS = (errno.EBADF, errno.ENOLCK, errno.EINVAL, errno.EOPNOTSUPP)
 
 
-def _lock(fd: int) -> None:
-    """Lock ``fd`` exclusively (waiting for it), or nothing where the file system has no locks."""
+def _lock(fd: int, *, wait: bool = True) -> bool:
+    """Lock ``fd`` exclusively, or nothing where the file system has no locks; ``False`` when
+    ``wait`` is false and another holds the lock."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
     except OSError as exc:
         if exc.errno not in _NO_LOCKS:
             raise
+    return True
 
 
 def remove_orphans(path: str | os.PathLike[str]) -> list[str]:

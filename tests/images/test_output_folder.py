@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import vow.files
 from tests.support import kill, spawn
 from vow.errors import PermanentError, TransientError
 from vow.files import _locked_temp, remove_orphans, write_atomic
@@ -133,14 +134,8 @@ def gallery_run(run_id: str) -> dict:
     return {"run_id": run_id, "prompt": f"prompt of {run_id}", "started_at": 1.0, "finished_at": 2.0, "images": []}
 
 
-def waiting_for_a_lock_on(folder: Path) -> bool:
-    """Whether some process waits for a lock on ``folder`` (a "->" line of /proc/locks names its inode)."""
-    inode = os.stat(folder).st_ino
-    with open("/proc/locks") as f:
-        return any("->" in line and line.split()[6].endswith(f":{inode}") for line in f)
-
-
-def test_two_runs_writing_one_folder_leave_a_page_and_manifest_of_the_same_run(tmp_path: Path) -> None:
+def test_two_runs_writing_one_folder_leave_a_page_and_manifest_of_the_same_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Before: run A wrote gallery.json, run B wrote both files, then A wrote index.html: A's page beside B's manifest.
     out, ready, go = tmp_path / "out", tmp_path / "ready", tmp_path / "go"
     out.mkdir()
@@ -150,8 +145,17 @@ def test_two_runs_writing_one_folder_leave_a_page_and_manifest_of_the_same_run(t
     try:
         wait_until(lambda: ready.exists() or a.poll() is not None, timeout=60, message="run A between its two files")
         assert a.poll() is None, a.communicate()[1]
-        b_done = threading.Event()
+        b_done, b_refused = threading.Event(), threading.Event()
         errors: list[BaseException] = []
+        real_lock = vow.files._lock
+
+        def lock(fd: int, *, wait: bool = True) -> bool:
+            taken = real_lock(fd, wait=wait)
+            if not taken:
+                b_refused.set()  # the folder is A's for now: B waits its turn
+            return taken
+
+        monkeypatch.setattr(vow.files, "_lock", lock)
 
         def run_b() -> None:
             try:
@@ -163,7 +167,7 @@ def test_two_runs_writing_one_folder_leave_a_page_and_manifest_of_the_same_run(t
 
         b = threading.Thread(target=run_b)
         b.start()
-        wait_until(lambda: b_done.is_set() or waiting_for_a_lock_on(out), timeout=30,
+        wait_until(lambda: b_done.is_set() or b_refused.is_set(), timeout=30,
                    message="run B done or waiting for the folder's lock")
         with open(go, "w"):
             pass  # let A go on
@@ -264,3 +268,38 @@ def test_a_file_system_without_locks_still_gets_whole_files(tmp_path: Path, monk
     write_gallery(str(tmp_path), gallery_run("A"))
     assert sorted(p.name for p in tmp_path.iterdir()) == [".index.html.0123456789abcdef.tmp", "gallery.json",
                                                           "index.html"]
+
+
+def test_a_folder_locked_by_a_stopped_writer_is_a_transient_error_not_a_hang(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: flock waited for ever on a lock whose holder was stopped (kill -STOP, a hung mount), and the
+    # gallery step with it. Held here by another open file description, as another process would.
+    import fcntl
+
+    import vow.files
+
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    monkeypatch.setattr(vow.files, "FOLDER_LOCK_WAIT", 0.2, raising=False)
+    caught: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            write_gallery(str(out), gallery_run("A"))
+        except BaseException as exc:  # noqa: BLE001 - checked below
+            caught.append(exc)
+
+    writer = threading.Thread(target=write, daemon=True)  # daemon: without the fix it never ends
+    try:
+        writer.start()
+        writer.join(5)
+        assert not writer.is_alive(), "write_gallery still waits for the folder's lock"
+    finally:
+        os.close(holder)
+        writer.join(5)
+    [error] = caught
+    assert isinstance(error, TransientError) and error.code == "locked"
+    assert "another writer has held it locked for 0.2 s" in str(error)
+    assert not (out / "index.html").exists()
