@@ -45,7 +45,7 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> None:
         with os.fdopen(fd, "wb", closefd=False) as f:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
-            os.fsync(fd)
+            _sync(fd)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -55,6 +55,16 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> None:
         raise
     finally:
         os.close(fd)  # only now: the lock must cover the temp file until it is renamed
+
+
+def _sync(fd: int) -> None:
+    """fsync ``fd``, or nothing on a file system that has no fsync (some FUSE and network file
+    systems answer EINVAL or ENOTSUP): the write must not fail for a durability it cannot give."""
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
+            raise
 
 
 def write_output(path: str | os.PathLike[str], data: bytes | str, what: str) -> None:

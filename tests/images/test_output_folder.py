@@ -303,3 +303,16 @@ def test_a_folder_locked_by_a_stopped_writer_is_a_transient_error_not_a_hang(tmp
     assert isinstance(error, TransientError) and error.code == "locked"
     assert "another writer has held it locked for 0.2 s" in str(error)
     assert not (out / "index.html").exists()
+
+
+def test_a_file_system_without_fsync_still_gets_whole_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Some FUSE and network file systems answer fsync with EINVAL: the fsync write_atomic does before its rename
+    # (94a25e0) must not cost every write there, nor leave the temp file behind.
+    import errno
+
+    def fsync(fd: int) -> None:
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(vow.files.os, "fsync", fsync)
+    write_gallery(str(tmp_path), gallery_run("A"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gallery.json", "index.html"]
