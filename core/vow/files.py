@@ -136,10 +136,17 @@ def path_problem(path: str) -> str | None:
     return None
 
 
+def _temp_base(name: str) -> str:
+    """``name`` as its temp files start, cut to 200 bytes: with the 22 bytes a temp name adds, a
+    legal name of up to 255 bytes must not make an illegal temp name."""
+    encoded = os.fsencode(name)
+    return name if len(encoded) <= 200 else encoded[:200].decode("utf-8", "ignore")
+
+
 def _locked_temp(path: Path) -> tuple[int, str]:
     """A new temp file beside ``path``, open for writing and locked (flock) by this process."""
     while True:
-        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp")
+        tmp = str(path.parent / f".{_temp_base(path.name)}.{secrets.token_hex(8)}.tmp")
         # Mode 0666 less the umask, as open() gives any new file (mkstemp's 0600 would keep a web
         # server from serving a gallery).
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
@@ -190,7 +197,7 @@ def remove_orphans(path: str | os.PathLike[str]) -> list[str]:
         return removed
     for entry in entries:
         match = _TMP.match(entry.name)
-        if not match or match.group("name") != path.name:
+        if not match or match.group("name") != _temp_base(path.name):
             continue
         try:
             fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)

@@ -316,3 +316,14 @@ def test_a_file_system_without_fsync_still_gets_whole_files(tmp_path: Path, monk
     monkeypatch.setattr(vow.files.os, "fsync", fsync)
     write_gallery(str(tmp_path), gallery_run("A"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gallery.json", "index.html"]
+
+
+def test_a_name_of_255_bytes_is_written_and_its_orphans_found(tmp_path: Path) -> None:
+    # Before: the temp file's name (the name plus 22 bytes) was too long for a legal name of 234-255 bytes:
+    # OSError: [Errno 36] File name too long, for a file that could be written.
+    target = tmp_path / ("\u00e9" * 120 + "x" * 15)  # 255 bytes in UTF-8
+    write_atomic(target, "data")
+    assert target.read_text() == "data" and os.listdir(tmp_path) == [target.name]
+    fd, tmp = _locked_temp(target)
+    os.close(fd)  # as if its writer died
+    assert remove_orphans(target) == [os.path.basename(tmp)]
