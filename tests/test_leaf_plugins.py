@@ -15,8 +15,9 @@ from vow.images import GeneratedImage, ImageRequest
 from vow.images.pipeline import generate_image
 from vow.plugins import Plugins
 
+# A whole PNG (each chunk's length and CRC right): generate_image checks them before writing.
 PNG_1x1 = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-                        "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082")
+                        "1f15c4890000000b49444154789c6360000200000500017a5eab3f0000000049454e44ae426082")
 
 
 class Recorder:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from html.parser import HTMLParser
 from pathlib import Path
@@ -40,8 +41,11 @@ class Page(HTMLParser):
         self.text.append(data)
 
 
+FAKE_SHA = hashlib.sha256(b"\x89PNG fake").hexdigest()
+
+
 def image(style: str, attempt: int, start: float, elapsed: float) -> dict:
-    return {"style": style, "ok": True, "path": f"{style}.png", "sha256": "ab" * 32, "bytes": 2048,
+    return {"style": style, "ok": True, "path": f"{style}.png", "sha256": FAKE_SHA, "bytes": 2048,
             "width": 64, "height": 48, "provider": "image_sim", "model": "image-sim-1",
             "revised_prompt": f"{style} take", "attempt": attempt, "duplicate": False,
             "idempotency_key": f"run/1.{style}", "started_at": start, "finished_at": start + elapsed,
@@ -50,7 +54,7 @@ def image(style: str, attempt: int, start: float, elapsed: float) -> dict:
 
 def make_run(tmp_path: Path) -> dict:
     for style in ("photorealistic", "abstract"):
-        (tmp_path / f"{style}.png").write_bytes(b"\x89PNG fake")
+        (tmp_path / f"{style}.png").write_bytes(b"\x89PNG fake")  # whose sha256 is FAKE_SHA
     return {"run_id": "run/1", "prompt": "a fox <script>alert(1)</script> & friends", "provider": "image_sim",
             "seed": 0, "width": 64, "height": 48, "started_at": 1000.0, "finished_at": 1000.8,
             "images": [image("photorealistic", 1, 1000.01, 0.7), image("abstract", 2, 1000.4, 0.35),
@@ -111,3 +115,42 @@ def test_output_files_are_readable_by_others_as_the_umask_allows(tmp_path: Path)
         os.umask(old)
     for key in ("gallery", "manifest"):
         assert stat.S_IMODE(os.stat(paths[key]).st_mode) == 0o644  # a web server can serve the gallery
+
+
+def test_any_value_makes_valid_files(tmp_path: Path) -> None:
+    # A provider's JSON error can carry "\ud800": the page's UTF-8 encoding raised UnicodeEncodeError after
+    # gallery.json was written (a manifest without its page); a NaN made gallery.json invalid JSON, and an
+    # integer of 5,000 digits raised ValueError.
+    run = make_run(tmp_path)
+    run["prompt"] = "a fox \ud800"
+    run["images"][2]["error"] = "PermanentError: openai rejected the request: bad \udcff <b>"
+    run["images"][0].update(model=float("nan"), revised_prompt=float("inf"), detail=10 ** 5000, extra={1, 2})
+    write_gallery(str(tmp_path), run)
+
+    html = (tmp_path / "index.html").read_bytes().decode("utf-8")  # strict: no surrogate got through
+    assert "a fox \ufffd" in html and "bad \ufffd &lt;b&gt;" in html
+
+    def strict(constant: str) -> None:
+        raise ValueError(f"not JSON: {constant}")
+
+    manifest = json.loads((tmp_path / "gallery.json").read_bytes().decode("utf-8"), parse_constant=strict)
+    assert manifest["prompt"] == "a fox \ufffd"
+    first = manifest["images"][0]
+    assert (first["model"], first["revised_prompt"], first["detail"], first["extra"]) == (None, None, None, "{1, 2}")
+    assert "\\ud" not in (tmp_path / "gallery.json").read_text()  # no escaped lone surrogate either
+
+
+def test_an_image_another_run_replaced_is_not_shown_as_this_runs(tmp_path: Path) -> None:
+    # Before: two runs writing cartoon.png in one folder; the first's gallery showed the second's picture as its own.
+    run = make_run(tmp_path)
+    (tmp_path / "abstract.png").write_bytes(b"\x89PNG another run's")
+    (tmp_path / "photorealistic.png").unlink()
+    write_gallery(str(tmp_path), run)
+    page = Page()
+    page.feed((tmp_path / "index.html").read_text())
+    assert page.images == []
+    text = " ".join(page.text)
+    assert "photorealistic.png is gone" in text
+    assert "abstract.png is no longer this run's image: another run writing this folder replaced it" in text
+    manifest = json.loads((tmp_path / "gallery.json").read_text())
+    assert [i.get("file") for i in manifest["images"]] == ["missing", "replaced", None]

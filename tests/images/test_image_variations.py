@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import python
+from tests.support import kill, python, spawn
 from vow import Vow
+from vow.errors import PermanentError
 from vow.images.pipeline import image_variations
 from vow.simulation import Ledger
+from vow.testing import wait_until
 
 pytest.importorskip("vow_image_sim")
 
@@ -147,3 +149,108 @@ def test_a_process_killed_mid_run_resumes_without_generating_finished_styles_aga
     # Every style billed exactly once: the resumed run read the two finished ones from the store.
     assert generations(ledger) == {f"images/crash.{s}": (1, 0) for s in STYLES}
     assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == sorted(f"{s}.png" for s in STYLES)
+
+
+GALLERY_CHILD = """
+import os, sys, threading
+import vow.files
+from vow import Vow
+from vow.images.pipeline import image_variations
+
+real_replace = os.replace
+def replace(src, dst):
+    if os.path.basename(dst) == "index.html":  # the page's bytes are in its temp file: stop before the rename
+        open({ready!r}, "w").close()
+        threading.Event().wait()  # until the test kills this process
+    return real_replace(src, dst)
+vow.files.os = type(sys)("os_with_a_stop")
+vow.files.os.__dict__.update(os.__dict__, replace=replace)
+
+vow = Vow(store={store!r})
+vow.run("images/gallery-crash", image_variations, *{args!r}, **{kwargs!r})
+"""
+
+
+def test_a_run_killed_while_writing_its_gallery_resumes_with_a_whole_gallery_and_no_temp_files(tmp_path: Path) -> None:
+    ledger, store, out, ready = (tmp_path / "ledger.sqlite", f"sqlite:{tmp_path / 'vow.sqlite'}", tmp_path / "out",
+                                 tmp_path / "ready")
+    args = [PROMPT, ["cartoon", "abstract"], str(out)]
+    kwargs = {"size": 64, "options": {"ledger": str(ledger), "latency": 0}}
+    proc = spawn("-c", textwrap.dedent(GALLERY_CHILD.format(ready=str(ready), store=store, args=args, kwargs=kwargs)))
+    try:
+        wait_until(lambda: ready.exists() or proc.poll() is not None, timeout=60,
+                   message="the child writing index.html")
+        assert proc.poll() is None, proc.communicate()[1]
+    finally:
+        kill(proc)
+    left = [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert len(left) == 1 and left[0].startswith(".index.html."), left  # the killed writer's temp file
+    assert not (out / "index.html").exists()  # nothing half-written is visible
+
+    client = Vow(store=store)
+    try:
+        result = client.run("images/gallery-crash", image_variations, *args, **kwargs)
+    finally:
+        client.close()
+    assert [img["ok"] for img in result["images"]] == [True, True]
+    assert sorted(p.name for p in out.iterdir()) == ["abstract.png", "cartoon.png", "gallery.json", "index.html"]
+    page = Sources()
+    page.feed((out / "index.html").read_text())
+    assert page.srcs == ["cartoon.png", "abstract.png"]
+    assert json.loads((out / "gallery.json").read_text())["run_id"] == "images/gallery-crash"
+
+
+IMAGE_CHILD = """
+import os, sys, threading
+import vow.files
+from vow import Vow
+from vow.images.pipeline import image_variations
+
+real_replace = os.replace
+def replace(src, dst):
+    if os.path.basename(dst) == "cartoon.png":  # the image's bytes are in its temp file: stop before the rename
+        open({ready!r}, "w").close()
+        threading.Event().wait()  # until the test kills this process
+    return real_replace(src, dst)
+vow.files.os = type(sys)("os_with_a_stop")
+vow.files.os.__dict__.update(os.__dict__, replace=replace)
+
+vow = Vow(store={store!r})
+vow.run("images/image-crash", image_variations, *{args!r}, **{kwargs!r})
+"""
+
+
+def test_a_style_killed_while_writing_that_then_fails_for_good_leaves_no_temp_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: killed while writing cartoon.png, then failing for good on the resumed run, the style never wrote
+    # cartoon.png again, so nothing removed the killed writer's .cartoon.png.<hex>.tmp.
+    ledger, store, out, ready = (tmp_path / "ledger.sqlite", f"sqlite:{tmp_path / 'vow.sqlite'}", tmp_path / "out",
+                                 tmp_path / "ready")
+    args = [PROMPT, ["cartoon", "abstract"], str(out)]
+    kwargs = {"size": 64, "options": {"ledger": str(ledger), "latency": 0}}
+    proc = spawn("-c", textwrap.dedent(IMAGE_CHILD.format(ready=str(ready), store=store, args=args, kwargs=kwargs)))
+    try:
+        wait_until(lambda: ready.exists() or proc.poll() is not None, timeout=60,
+                   message="the child writing cartoon.png")
+        assert proc.poll() is None, proc.communicate()[1]
+    finally:
+        kill(proc)
+    assert [p.name for p in out.iterdir() if p.name.startswith(".cartoon.png.")]  # the killed writer's
+
+    from vow_image_sim import plugin
+
+    real = plugin.ImageSimProvider.generate
+
+    def refuse_cartoon(self, request, ctx):  # type: ignore[no-untyped-def]
+        if request.style == "cartoon":
+            raise PermanentError("image_sim: content policy violation")
+        return real(self, request, ctx)
+
+    monkeypatch.setattr(plugin.ImageSimProvider, "generate", refuse_cartoon)
+    client = Vow(store=store)
+    try:
+        result = client.run("images/image-crash", image_variations, *args, **kwargs)
+    finally:
+        client.close()
+    assert [img["ok"] for img in result["images"]] == [False, True]
+    assert sorted(p.name for p in out.iterdir()) == ["abstract.png", "gallery.json", "index.html"]

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
 
 from vow.errors import ConfigError, PermanentError, TransientError, UnknownPluginError
+from vow.hookspecs import hookimpl
+from vow.images import GeneratedImage, ImageRequest
 from vow.images.pipeline import generate_image, parse_size, png_size
 from vow.leaf import LeafContext
 from vow.plugins import Plugins
@@ -85,3 +89,84 @@ def test_png_size_reads_the_header_and_refuses_other_data() -> None:
     assert png_size(render_png("p", "cartoon", 0, 40, 24)) == (40, 24)
     with pytest.raises(PermanentError, match="is not a PNG"):
         png_size(b"\xff\xd8\xff\xe0 jpeg data......................")
+
+
+@pytest.mark.parametrize("style", ["cartoon\n", "../evil", "/etc/passwd", "a/b", "-rf", ".hidden", "car\x00toon",
+                                   "x" * 65, "nul", "CON", "Lpt1", "caf\u00e9", ""])
+def test_a_style_that_would_make_a_bad_file_name_is_refused_before_any_write(tmp_path: Path, style: str) -> None:
+    # "cartoon\n" matched the old pattern (^...$ lets a final line break through) and named a file "cartoon\n.png".
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match="a style name is "):
+        generate_image(LeafContext("r.x", plugins=PLUGINS), "image_sim", {"prompt": "p", "style": style}, str(out),
+                       sim(tmp_path))
+    assert not out.exists()
+
+
+def test_styles_that_differ_only_in_case_are_one_file_and_refused(installed_plugins, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # On macOS or Windows Cartoon.png and cartoon.png are one file: one style's image overwrote the other's.
+    from vow.images.pipeline import image_variations
+    from vow.pipeline import SpecError, parse
+    from vow.pipeline.plan import make_plan
+
+    with pytest.raises(ConfigError, match="styles has duplicates"):
+        next(image_variations(None, "p", ["cartoon", "Cartoon"], str(tmp_path)))  # type: ignore[arg-type]
+    monkeypatch.setenv("VOW_SIM_DIR", str(tmp_path / "sim"))
+    text = ("version: 1\nname: case\nfan_out:\n  - {image: image_sim, prompt: a fox, style: cartoon}\n"
+            "  - {image: image_sim, prompt: a fox, style: Cartoon, id: big}\n")
+    with pytest.raises(SpecError) as caught:
+        make_plan(parse(text, "c.yaml"), plugins=installed_plugins)
+    assert str(caught.value) == ("c.yaml:5: fan_out[1]: styles 'cartoon' and 'Cartoon' (one file where letter case "
+                                 "does not count) are generated twice (fan_out[0] and fan_out[1]); each style is one "
+                                 "image file, Cartoon.png")
+
+
+class BytesProvider:
+    """An image provider answering with the bytes a test chose: a broken server's."""
+
+    answer = b""
+
+    def generate(self, request: ImageRequest, ctx: LeafContext) -> GeneratedImage:
+        return GeneratedImage(png=self.answer, provider="bytes")
+
+
+class BytesPlugin:
+    @staticmethod
+    @hookimpl
+    def vow_register_image_providers(register) -> None:  # type: ignore[no-untyped-def]
+        register("bytes", BytesProvider)
+
+
+def a_png(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + b"\x10\x20\x30" * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+GOOD = a_png(8, 8)
+
+
+@pytest.mark.parametrize("answer, problem", [
+    (GOOD[:-12], "cut short"),  # no IEND: a body cut short
+    (GOOD[:40], "cut short"),
+    (GOOD[:60] + bytes([GOOD[60] ^ 0xFF]) + GOOD[61:], "damaged PNG \\(the CRC of its 'IDAT' chunk"),
+    (GOOD[:8] + b"\xff\xff\xff\xff" + GOOD[12:], "cut short"),  # a length past the end
+    (b"GIF89a" + GOOD[6:], "not a PNG"),
+])
+def test_a_cut_or_damaged_png_is_a_permanent_error_and_no_file(tmp_path: Path, answer: bytes, problem: str) -> None:
+    # Before: a PNG whose header was fine was written as it came, and the gallery showed a broken image as a success.
+    plugins = Plugins(entry_points=False)
+    plugins.add(BytesPlugin, "bytes")
+    BytesProvider.answer = answer
+    out = tmp_path / "out"
+    with pytest.raises(PermanentError, match=f"bytes image for style 'cartoon' .*{problem}"):
+        generate_image(LeafContext("r.cartoon", plugins=plugins), "bytes", {"prompt": "p", "style": "cartoon",
+                                                                            "width": 8, "height": 8}, str(out))
+    assert not out.exists()
+    BytesProvider.answer = GOOD + b"\n"  # bytes after IEND: harmless, kept
+    meta = generate_image(LeafContext("r.cartoon", plugins=plugins), "bytes",
+                          {"prompt": "p", "style": "cartoon", "width": 8, "height": 8}, str(out))
+    assert (meta["width"], meta["height"]) == (8, 8) and (out / "cartoon.png").read_bytes() == GOOD + b"\n"

@@ -8,7 +8,10 @@ the parallelism visible (wall time is the slowest branch, not the sum), and the 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,7 +19,7 @@ from typing import Any
 
 import jinja2
 
-from vow.files import write_atomic
+from vow.files import locked_folder, write_output
 
 INDEX = "index.html"
 MANIFEST = "gallery.json"
@@ -100,7 +103,9 @@ _TEMPLATE = jinja2.Environment(autoescape=True, trim_blocks=True, lstrip_blocks=
   <section class="grid">
   {% for img in images %}
     <article class="card">
-    {% if img.ok %}
+    {% if img.ok and img.file %}
+      <div class="error">{{ img.path }} is {{ "gone" if img.file == "missing" else "no longer this run's image: another run writing this folder replaced it" }}</div>
+    {% elif img.ok %}
       <img src="{{ img.path }}" alt="{{ run.prompt }}, {{ img.style }}" width="{{ img.width }}" height="{{ img.height }}">
     {% else %}
       <div class="error">{{ img.error }}</div>
@@ -177,10 +182,67 @@ def render_gallery(run: Mapping[str, Any]) -> str:
 
 
 def write_gallery(out_dir: str, run: Mapping[str, Any]) -> dict[str, Any]:
-    """Write ``out_dir/index.html`` and ``out_dir/gallery.json`` atomically; return their paths."""
+    """Write ``out_dir/index.html`` and ``out_dir/gallery.json`` atomically; return their paths.
+
+    A write that fails raises :class:`~vow.errors.TransientError` (a full disk) or
+    :class:`~vow.errors.PermanentError` (an unwritable folder) naming the file (:func:`vow.files.write_output`).
+    The folder is locked while the two are written, so they always come from the same run. An
+    image whose file no longer holds it (``sha256`` differs: another run writing the same folder
+    replaced it) or is gone is marked ``"file": "replaced"`` or ``"missing"``, and the page says so
+    instead of showing another run's picture.
+
+    Whatever ``run`` holds, both files are valid: a text's lone surrogates (a provider's JSON may
+    carry ``"\\ud800"``) become U+FFFD, and in the manifest a number JSON cannot write (NaN,
+    infinity, an integer too long to print) becomes ``null`` and any other value its text.
+    """
     out = Path(out_dir)
     html_path, manifest_path = out / INDEX, out / MANIFEST
-    write_atomic(manifest_path, json.dumps(run, indent=2, sort_keys=True) + "\n")
-    write_atomic(html_path, render_gallery(run))
+    # Locked: two runs writing one folder at once could otherwise leave one's page beside the other's manifest.
+    with locked_folder(out, "the gallery's folder"):
+        shown = {**run, "images": [_with_its_file(out, img) for img in run["images"]]}
+        manifest = json.dumps(json_safe(shown), indent=2, sort_keys=True, allow_nan=False) + "\n"
+        write_output(manifest_path, manifest, "the gallery's manifest")
+        write_output(html_path, valid_text(render_gallery(shown)), "the gallery")
     wall = float(run.get("finished_at", run["started_at"])) - float(run["started_at"])
     return {"gallery": str(html_path), "manifest": str(manifest_path), "wall_ms": round(wall * 1000, 1)}
+
+
+def _with_its_file(out: Path, img: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``img``, marked when its file is not the image it describes any more (see :func:`write_gallery`)."""
+    name, digest = img.get("path"), img.get("sha256")
+    if not img.get("ok") or not isinstance(name, str) or not isinstance(digest, str) or "/" in name:
+        return img
+    try:
+        with open(out / name, "rb") as f:
+            found = hashlib.file_digest(f, "sha256").hexdigest()
+    except FileNotFoundError:
+        return {**img, "file": "missing"}
+    except OSError:
+        return img  # unreadable here: the page shows it as it is, as before
+    return img if found == digest else {**img, "file": "replaced"}
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_text(text: str) -> str:
+    """``text`` with each lone surrogate (which UTF-8 cannot encode) replaced by U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as data strict JSON (RFC 8259) can hold: see :func:`write_gallery`."""
+    if isinstance(value, str):
+        return valid_text(value)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        # Python refuses to print an int of more than 4,300 digits (sys.get_int_max_str_digits).
+        return value if value.bit_length() <= 14_000 else None
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {valid_text(str(k)): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return valid_text(str(value))

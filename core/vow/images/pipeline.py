@@ -23,6 +23,7 @@ import hashlib
 import re
 import struct
 import time
+import zlib
 from collections.abc import Generator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,15 +32,18 @@ from vow.config import structure
 from vow.context import Call, Context
 from vow.errors import ConfigError, PermanentError
 from vow.faults import with_faults
-from vow.files import write_atomic
+from vow.files import remove_orphans, write_output
 from vow.images import ImageRequest
 from vow.images.gallery import write_gallery
 from vow.leaf import LeafContext
 from vow.steps import wall_clock
 
-STYLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+# \A and \Z, not ^ and $: "$" also matches before a final line break, and "cartoon\n" named a file
+# "cartoon\n.png". A name Windows reserves for a device (nul.png is the null device there) is refused
+# too, so an output folder can be copied to any machine.
+STYLE_NAME = re.compile(r"\A(?!(?i:con|prn|aux|nul|com[0-9]|lpt[0-9])\Z)[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 """What a style may be called: it names the image file (``<style>.png``) and a promise id."""
-STYLE_RULE = "letters, digits, '-' and '_'"
+STYLE_RULE = "1-64 letters, digits, '-' and '_', starting with a letter or digit, not a device name such as nul"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -69,9 +73,9 @@ def generate_image(ctx: LeafContext, provider: str, request: Mapping[str, Any], 
                                                  where=f"image provider {provider!r} options")
     with limited(ctx, limit, f"image:{provider}"):
         image = with_faults(built, faults).generate(req, ctx)
-    width, height = png_size(image.png, what=f"{provider} image for style {req.style!r}")
+    width, height = check_png(image.png, what=f"{provider} image for style {req.style!r}")
     name = f"{req.style}.png"
-    write_atomic(Path(out_dir) / name, image.png)
+    write_output(Path(out_dir) / name, image.png, f"the image of style {req.style!r}")
     return {
         "style": req.style,
         "path": name,
@@ -136,8 +140,11 @@ def image_variations(ctx: Context, prompt: str, styles: Sequence[str], out_dir: 
         raise ConfigError("image_variations: styles is empty (give at least one style)")
     for style in styles:
         _check_style_name(style)
-    if len(set(styles)) != len(styles):
-        raise ConfigError(f"image_variations: styles has duplicates: {styles}")
+    # Compared without case: on a case-insensitive file system (macOS, Windows) "Cartoon" and
+    # "cartoon" are one file, and one style's image would overwrite the other's.
+    if len({style.lower() for style in styles}) != len(styles):
+        raise ConfigError(f"image_variations: styles has duplicates (letter case aside: each style names "
+                          f"a file): {styles}")
     faults = dict(faults or {})
     unknown = sorted(set(faults) - set(styles) - {"*"})
     if unknown:
@@ -164,7 +171,15 @@ def image_variations(ctx: Context, prompt: str, styles: Sequence[str], out_dir: 
 
 
 def write_gallery_step(ctx: LeafContext, out_dir: str, run: Mapping[str, Any]) -> dict[str, Any]:
-    """Leaf: write ``index.html`` and ``gallery.json`` for ``run``; returns their paths and the wall time."""
+    """Leaf: write ``index.html`` and ``gallery.json`` for ``run``; returns their paths and the wall time.
+
+    First the temp files a killed writer left of each style's image are removed: a style killed
+    while writing its image that then failed for good never writes that image again.
+    """
+    for image in run["images"]:
+        style = image.get("style")
+        if isinstance(style, str) and STYLE_NAME.match(style):
+            remove_orphans(Path(out_dir) / f"{style}.png")
     return write_gallery(out_dir, {**run, "finished_at": time.time()})
 
 
@@ -185,6 +200,28 @@ def png_size(png: bytes, *, what: str = "image") -> tuple[int, int]:
     if len(png) < 24 or not png.startswith(PNG_SIGNATURE) or png[12:16] != b"IHDR":
         raise PermanentError(f"{what} is not a PNG", code="bad_image")
     return struct.unpack(">II", png[16:24])
+
+
+def check_png(png: bytes, *, what: str = "image") -> tuple[int, int]:
+    """:func:`png_size`, once every chunk of ``png`` is whole (its length and CRC) up to its IEND chunk.
+
+    A provider may answer with a cut or damaged PNG (a body cut short, a bad proxy) whose header
+    is fine: written as it is, the gallery would show a broken image as a success.
+    """
+    width, height = png_size(png, what=what)
+    at = len(PNG_SIGNATURE)
+    while at + 12 <= len(png):
+        length, kind = struct.unpack(">I4s", png[at:at + 8])
+        end = at + 12 + length
+        if end > len(png):
+            break
+        if zlib.crc32(png[at + 4:end - 4]) != struct.unpack(">I", png[end - 4:end])[0]:
+            raise PermanentError(f"{what} is a damaged PNG (the CRC of its {kind.decode('latin-1')!r} chunk at byte "
+                                 f"{at} is wrong)", code="bad_image")
+        at = end
+        if kind == b"IEND":
+            return width, height
+    raise PermanentError(f"{what} is a PNG cut short (it ends before its IEND chunk)", code="bad_image")
 
 
 def _check_style_name(style: str) -> None:

@@ -26,6 +26,7 @@ from vow.config import check_finite, describe
 from vow.config import structure as structure_options
 from vow.errors import ConfigError, format_path
 from vow.faults import Faults, with_faults
+from vow.files import path_problem
 from vow.images import ImageRequest
 from vow.images.pipeline import STYLE_NAME, STYLE_RULE, parse_size
 from vow.naming import not_in_a_run_id
@@ -230,6 +231,13 @@ class _Planner:
             text = self.render(self.spec.output, context, ("output",), render_text)
             if not text.strip():
                 raise self.error(("output",), "must not be empty (a directory, such as out/{{ run.slug }})")
+            problem = path_problem(text)
+            if problem is None and FilePath(text).parts.count("..") > FilePath(self.spec.output).parts.count(".."):
+                # An input such as "../../etc" would move the run's files out of the folder the file names.
+                problem = ("climbs out of its folder with a '..' that a template value brought: pass the value "
+                           "through | slug")
+            if problem is not None:
+                raise self.error(("output",), f"{text!r} {problem}")
             return str(self.base_dir / FilePath(text).expanduser())
         if any(isinstance(b, ImageBranch) for b in branches):
             return str(self.base_dir / DEFAULT_IMAGE_OUTPUT / context["run"]["slug"])
@@ -243,7 +251,7 @@ class _Planner:
                                            f"got {describe(fan_out) if fan_out != [] else 'an empty list'}")
         branches: list[Branch] = []
         ids: dict[str, Path] = {}  # each branch id and style -> the position that made it first
-        styles: dict[str, Path] = {}
+        styles: dict[str, tuple[Path, str]] = {}  # a style without case -> (where, as written)
         for i, raw in enumerate(fan_out):
             path: Path = ("fan_out", i)
             if not isinstance(raw, dict):
@@ -272,11 +280,15 @@ class _Planner:
                 ids[branch.id] = where
                 if isinstance(branch, ImageBranch):
                     style = branch.request.style
-                    if style in styles:
-                        raise self.error(_duplicate_at(path, styles[style]),
-                                         f"style {style!r} is generated twice ({format_path(styles[style])} and "
-                                         f"{format_path(where)}); each style is one image file, {style}.png")
-                    styles[style] = where
+                    # Without case: Cartoon.png and cartoon.png are one file on macOS and Windows.
+                    if style.lower() in styles:
+                        first, other = styles[style.lower()]
+                        what = (f"style {style!r} is" if other == style else
+                                f"styles {other!r} and {style!r} (one file where letter case does not count) are")
+                        raise self.error(_duplicate_at(path, first),
+                                         f"{what} generated twice ({format_path(first)} and {format_path(where)}); "
+                                         f"each style is one image file, {style}.png")
+                    styles[style.lower()] = (where, style)
                 branches.append(branch)
         if not branches:
             raise self.error(("fan_out",), "no branches to run (every for_each is empty)")

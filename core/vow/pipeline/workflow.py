@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from vow.errors import VowError
-from vow.files import write_atomic
+from vow.files import write_output
 from vow.history import failed_attempts
 from vow.leaf import LeafContext
 from vow.records import State
@@ -110,7 +110,9 @@ def write_result(ctx: LeafContext, out_dir: str, result: dict[str, Any]) -> str:
     (``errors``), read from the store: the workflow itself sees only the last one.
     """
     path = Path(out_dir) / RESULT_FILE
-    write_atomic(path, json.dumps(_with_every_error(ctx, result), indent=2, sort_keys=True, default=str) + "\n")
+    # As the gallery's: an error the disk gives names the file, and a full disk is retried, not a read-only folder.
+    write_output(path, json.dumps(_with_every_error(ctx, result), indent=2, sort_keys=True, default=str) + "\n",
+                 "the run's result")
     return str(path)
 
 

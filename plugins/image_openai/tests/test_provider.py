@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import struct
 import zlib
+from collections.abc import Iterator
 
+import attrs
 import httpx
 import pytest
 import respx
@@ -24,7 +27,9 @@ REQUEST = ImageRequest("a fox in a misty forest", "cartoon", seed=5, width=1024,
 CTX = LeafContext("images/fox.cartoon", attempt=2)
 
 
-def tiny_png(width: int = 2, height: int = 1) -> bytes:
+@functools.cache
+def tiny_png(width: int = 1024, height: int = 1024) -> bytes:
+    """A PNG of ``width`` x ``height`` (the size REQUEST asks for, by default: the provider checks it)."""
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -52,7 +57,7 @@ def provider(monkeypatch: pytest.MonkeyPatch) -> OpenAIImageProvider:
 
 @respx.mock
 def test_request_shape_and_decoded_png(provider: OpenAIImageProvider) -> None:
-    png = tiny_png(3, 2)
+    png = tiny_png()
     route = respx.post(URL).mock(return_value=httpx.Response(200, json=ok_body(png), headers={"x-request-id": "req_1"}))
     image = provider.generate(REQUEST, CTX)
 
@@ -76,7 +81,7 @@ def test_options_shape_the_request(monkeypatch: pytest.MonkeyPatch) -> None:
     options = OpenAIImageOptions(base_url="http://127.0.0.1:8080/v1/", model="sdxl", api_key_env="LOCALAI_KEY",
                                  size="512x512", prompt_template="{style}: {prompt}", extra={"quality": "hd"})
     route = respx.post("http://127.0.0.1:8080/v1/images/generations").mock(
-        return_value=httpx.Response(200, json=ok_body(revised=None)))
+        return_value=httpx.Response(200, json=ok_body(tiny_png(512, 512), revised=None)))
     image = OpenAIImageProvider(options).generate(REQUEST, CTX)
     body = json.loads(route.calls.last.request.content)
     assert body == {"quality": "hd", "model": "sdxl", "prompt": "cartoon: a fox in a misty forest", "n": 1,
@@ -240,3 +245,90 @@ def test_an_injected_status_maps_like_a_real_one(provider: OpenAIImageProvider) 
 def test_registered_by_its_own_distribution_through_the_entry_point() -> None:
     registration = Plugins().image_providers.get("openai")
     assert (registration.distribution, registration.options_class) == ("vow-image-openai", OpenAIImageOptions)
+
+
+@respx.mock
+def test_an_image_of_another_size_than_asked_is_permanent(provider: OpenAIImageProvider) -> None:
+    # Before: a 3x2 PNG for a 1024x1024 request was accepted; the gallery showed a picture nobody asked for.
+    respx.post(URL).mock(return_value=httpx.Response(200, json=ok_body(tiny_png(3, 2))))
+    with pytest.raises(PermanentError, match="openai: the image is 3x2, not the 1024x1024 asked for") as info:
+        provider.generate(REQUEST, CTX)
+    assert info.value.code == "bad_response"
+
+
+def test_an_answer_larger_than_max_bytes_is_refused_before_it_is_read(provider: OpenAIImageProvider) -> None:
+    # Before: the whole answer was read into memory whatever its size (a hostile or broken server: gigabytes).
+    read = []
+
+    def huge() -> Iterator[bytes]:  # 64 MiB of base64, more than the default max_bytes (50 MiB)
+        yield b'{"data": [{"b64_json": "'
+        for _ in range(64):
+            read.append(1)
+            yield b"A" * (1024 * 1024)
+        yield b'"}]}'
+
+    with respx.mock:
+        respx.post(URL).mock(return_value=httpx.Response(200, content=huge()))
+        with pytest.raises(PermanentError, match=r"the answer is larger than max_bytes \(52428800 bytes\)") as info:
+            provider.generate(REQUEST, CTX)
+    assert info.value.code == "bad_response" and len(read) <= 51  # not read any further
+    with respx.mock:
+        respx.post(URL).mock(return_value=httpx.Response(200, headers={"content-length": str(10 ** 12)},
+                                                         content=b"{}"))
+        with pytest.raises(PermanentError, match="larger than max_bytes"):
+            provider.generate(REQUEST, CTX)
+    small = OpenAIImageProvider(attrs.evolve(provider.options, max_bytes=100))
+    with respx.mock:
+        respx.post(URL).mock(return_value=httpx.Response(200, json=ok_body()))
+        with pytest.raises(PermanentError, match=r"larger than max_bytes \(100 bytes\)"):
+            small.generate(REQUEST, CTX)
+
+
+@respx.mock
+def test_a_huge_error_body_is_cut_and_the_status_decides(provider: OpenAIImageProvider) -> None:
+    body = json.dumps(error_body("overloaded", None)).encode() + b" " * (10 * 1024 * 1024)
+    respx.post(URL).mock(return_value=httpx.Response(503, content=body, headers={"retry-after": "2"}))
+    with pytest.raises(TransientError, match="openai answered HTTP 503") as info:
+        provider.generate(REQUEST, CTX)
+    assert info.value.retry_after == 2 and len(str(info.value)) < 1000
+
+
+@pytest.mark.parametrize("header, wait", [("-1", None), ("nan", None), ("inf", None), ("1e400", None), ("soon", None),
+                                          ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0), (" 7 ", 7.0), ("", None),
+                                          ("3600", 3600), ("31536000", 3600),  # a year: an hour at most
+                                          ("Fri, 01 Jan 2100 00:00:00 GMT", 3600)])
+@respx.mock
+def test_an_odd_retry_after_is_a_transient_error_without_a_bad_wait(provider: OpenAIImageProvider, header: str,
+                                                                    wait: float | None) -> None:
+    respx.post(URL).mock(return_value=httpx.Response(429, json=error_body("slow down", "rate_limit_exceeded"),
+                                                     headers={"retry-after": header}))
+    with pytest.raises(TransientError, match="slow down") as info:
+        provider.generate(REQUEST, CTX)
+    assert info.value.retry_after == wait
+
+
+@pytest.mark.parametrize("content, content_type, message", [
+    (b"<html>502 Bad Gateway</html>", "text/html", "no data\\[0\\].b64_json .*: <html>502 Bad Gateway"),
+    (tiny_png(), "image/png", "no data\\[0\\].b64_json"),  # the image itself, not JSON
+    (b"\xff\xfe\x00garbage", "application/json", "no data\\[0\\].b64_json"),
+])
+@respx.mock
+def test_an_answer_that_is_not_json_is_permanent(provider: OpenAIImageProvider, content: bytes, content_type: str,
+                                                 message: str) -> None:
+    respx.post(URL).mock(return_value=httpx.Response(200, content=content, headers={"content-type": content_type}))
+    with pytest.raises(PermanentError, match=message) as info:
+        provider.generate(REQUEST, CTX)
+    assert info.value.code == "bad_response"
+
+
+@pytest.mark.parametrize("encode", [
+    lambda png: base64.encodebytes(png).decode(),  # a line break every 76 characters
+    lambda png: "data:image/png;base64," + base64.b64encode(png).decode(),
+    lambda png: " " + base64.b64encode(png).decode() + "\n",
+])
+@respx.mock
+def test_valid_base64_as_some_servers_write_it_is_decoded(provider: OpenAIImageProvider, encode) -> None:
+    # Before: refused for good as "not valid base64" (validate=True takes no line break and no data: prefix).
+    png = tiny_png()
+    respx.post(URL).mock(return_value=httpx.Response(200, json={"data": [{"b64_json": encode(png)}]}))
+    assert provider.generate(REQUEST, CTX).png == png

@@ -10,9 +10,11 @@ generated (and billed) twice; a gateway that honours the key and answers
 ``Idempotent-Replayed: true`` is reported as ``duplicate=True``.
 
 Errors: 429 (unless the quota is exhausted), 5xx, timeouts and connection failures are
-transient, with any ``Retry-After`` honoured; a content-policy rejection, a validation error, a
-bad key or an exhausted quota are permanent and carry the provider's ``error.message`` and
-``error.code``.
+transient, with any ``Retry-After`` honoured (an hour at most); a content-policy rejection, a
+validation error, a bad key or an exhausted quota are permanent and carry the provider's
+``error.message`` and ``error.code``. An answer that is not a usable image is permanent too (``code="bad_response"``):
+one larger than ``max_bytes`` (not read further), no inline ``b64_json`` (a URL instead), bad
+base64, something other than a PNG, or a PNG of another size than the one asked for.
 """
 
 from __future__ import annotations
@@ -27,15 +29,18 @@ import attrs
 import httpx
 
 from vow.config import secret
-from vow.errors import PermanentError
+from vow.errors import PermanentError, TransientError
 from vow.http import error_for_exception, error_for_status, is_transient_status, text_field
 from vow.images import GeneratedImage, ImageRequest
+from vow.images.pipeline import png_size
 from vow.leaf import LeafContext
 
 PROVIDER = "openai"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # A 429 that no wait can fix: the account is out of credit.
 QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached"})
+ERROR_BYTES = 64 * 1024  # of an error's body: its message is at the start
+MAX_RETRY_AFTER = 3600  # seconds: the longest wait a Retry-After may ask for
 
 
 def _template(_inst: object, attribute: attrs.Attribute[str], value: str) -> None:
@@ -51,7 +56,8 @@ class OpenAIImageOptions:
     ``api_key_env``: the environment variable holding the key; ``size``: the ``WxH`` to ask
     for (default: the request's width and height — OpenAI accepts only a few sizes);
     ``timeout``: seconds per attempt; ``prompt_template``: how the style joins the prompt;
-    ``extra``: more body fields passed as they are (``quality``, ``background``, ...).
+    ``extra``: more body fields passed as they are (``quality``, ``background``, ...);
+    ``max_bytes``: the largest answer read (default 50 MiB; a 4096x4096 PNG in base64 fits).
     """
 
     base_url: str = attrs.field(default="https://api.openai.com",
@@ -63,6 +69,7 @@ class OpenAIImageOptions:
     timeout: float = attrs.field(default=120.0, validator=attrs.validators.gt(0))
     prompt_template: str = attrs.field(default="{prompt}, in a {style} style", validator=_template)
     extra: dict[str, Any] = attrs.field(factory=dict)
+    max_bytes: int = attrs.field(default=50 * 1024 * 1024, validator=attrs.validators.gt(0))
 
 
 class OpenAIImageProvider:
@@ -90,13 +97,37 @@ class OpenAIImageProvider:
         headers = {"Authorization": f"Bearer {self._api_key}", "Idempotency-Key": ctx.idempotency_key}
         timeout = httpx.Timeout(self.options.timeout, connect=min(10.0, self.options.timeout))
         try:
-            with httpx.Client(timeout=timeout) as client:
-                response = client.post(self.url, json=self.body(request), headers=headers)
+            with httpx.Client(timeout=timeout) as client, client.stream(
+                    "POST", self.url, json=self.body(request), headers=headers) as response:
+                body = self._read(response)
         except httpx.HTTPError as exc:
             raise error_for_exception(exc, provider=PROVIDER) from exc
         if response.status_code >= 400:
-            raise self.error_for_status(response.status_code, response.headers, response.text)
-        return self._image(response)
+            raise self.error_for_status(response.status_code, response.headers,
+                                        body.decode(response.encoding or "utf-8", errors="replace"))
+        return self._image(request, response, body)
+
+    def _read(self, response: httpx.Response) -> bytes:
+        """The answer's body, read no further than ``max_bytes``: a server may send any amount.
+
+        An error's body is only its message: past ``ERROR_BYTES`` it is cut, and the status decides.
+        """
+        error = response.status_code >= 400
+        limit = ERROR_BYTES if error else self.options.max_bytes
+        too_large = PermanentError(f"{PROVIDER}: the answer is larger than max_bytes ({limit} bytes); raise "
+                                   "max_bytes if images this large are expected", code="bad_response")
+        length = response.headers.get("content-length", "")
+        if not error and length.isdigit() and int(length) > limit:
+            raise too_large
+        chunks, size = [], 0
+        for chunk in response.iter_bytes():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                if error:
+                    break
+                raise too_large
+        return b"".join(chunks)[:limit]
 
     def error_for_status(self, status: int, headers: Mapping[str, str] | None = None, detail: str = "") -> Exception:
         """The error an HTTP answer means, using the provider's ``error.message`` and ``error.code``."""
@@ -104,25 +135,41 @@ class OpenAIImageProvider:
         if status == 429 and code in QUOTA_CODES:
             return PermanentError(f"{PROVIDER}: quota exhausted: {message}", code=code)
         if is_transient_status(status):
-            return error_for_status(status, headers, message, provider=PROVIDER)
+            error = error_for_status(status, headers, message, provider=PROVIDER)
+            asked = getattr(error, "retry_after", None)
+            if asked is not None and asked > MAX_RETRY_AFTER:
+                # A day's (or a year's) Retry-After from a broken gateway would park the branch that long.
+                error = TransientError(f"{error} (Retry-After asked for {asked:.0f} s; waiting {MAX_RETRY_AFTER} s "
+                                       "at most)", retry_after=MAX_RETRY_AFTER, code=str(status))
+            return error
         what = "rejected the request" if status == 400 else f"answered HTTP {status}"
         return PermanentError(f"{PROVIDER} {what}: {message}", code=code or str(status))
 
-    def _image(self, response: httpx.Response) -> GeneratedImage:
+    def _image(self, request: ImageRequest, response: httpx.Response, body: bytes) -> GeneratedImage:
+        text = body[:200].decode(response.encoding or "utf-8", errors="replace")
         try:
-            payload = response.json()
+            payload = json.loads(body)
             item = payload["data"][0]
             encoded = item["b64_json"]
         except (ValueError, KeyError, IndexError, TypeError):
             raise PermanentError(f"{PROVIDER}: the answer has no data[0].b64_json (does the server "
-                                 f"honour response_format=b64_json?): {response.text[:200]}",
-                                 code="bad_response") from None
+                                 f"honour response_format=b64_json?): {text}", code="bad_response") from None
+        if isinstance(encoded, str):
+            # Line breaks every 76 characters (MIME style, as Python's base64.encodebytes writes) and
+            # a data: URL's prefix are how some compatible servers send valid base64.
+            encoded = "".join(encoded.removeprefix("data:image/png;base64,").split())
         try:
             png = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError, TypeError):
             raise PermanentError(f"{PROVIDER}: data[0].b64_json is not valid base64", code="bad_response") from None
         if not png.startswith(PNG_SIGNATURE):
             raise PermanentError(f"{PROVIDER}: the image is not a PNG (set output_format to png)", code="bad_response")
+        asked = self.options.size or f"{request.width}x{request.height}"
+        width, height = png_size(png, what=f"{PROVIDER}: the image")
+        if f"{width}x{height}" != asked:
+            # A server that resizes on its own would have the gallery show another picture than asked for.
+            raise PermanentError(f"{PROVIDER}: the image is {width}x{height}, not the {asked} asked for "
+                                 "(set the size option to one the model makes)", code="bad_response")
         return GeneratedImage(
             # Only text is a revised prompt; the image itself is good, so another value is left out, not fatal.
             png=png, provider=PROVIDER, model=self.options.model, revised_prompt=text_field(item, "revised_prompt"),
