@@ -10,9 +10,9 @@ generated (and billed) twice; a gateway that honours the key and answers
 ``Idempotent-Replayed: true`` is reported as ``duplicate=True``.
 
 Errors: 429 (unless the quota is exhausted), 5xx, timeouts and connection failures are
-transient, with any ``Retry-After`` honoured (an hour at most); a content-policy rejection, a
-validation error, a bad key or an exhausted quota are permanent and carry the provider's
-``error.message`` and ``error.code``. An answer that is not a usable image is permanent too (``code="bad_response"``):
+transient, with any ``Retry-After`` honoured; a content-policy rejection, a validation error, a
+bad key or an exhausted quota are permanent and carry the provider's ``error.message`` and
+``error.code``. An answer that is not a usable image is permanent too (``code="bad_response"``):
 one larger than ``max_bytes`` (not read further), no inline ``b64_json`` (a URL instead), bad
 base64, something other than a PNG, or a PNG of another size than the one asked for.
 """
