@@ -294,9 +294,7 @@ def test_a_huge_error_body_is_cut_and_the_status_decides(provider: OpenAIImagePr
 
 
 @pytest.mark.parametrize("header, wait", [("-1", None), ("nan", None), ("inf", None), ("1e400", None), ("soon", None),
-                                          ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0), (" 7 ", 7.0), ("", None),
-                                          ("3600", 3600), ("31536000", 3600),  # a year: an hour at most
-                                          ("Fri, 01 Jan 2100 00:00:00 GMT", 3600)])
+                                          ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0), (" 7 ", 7.0), ("", None)])
 @respx.mock
 def test_an_odd_retry_after_is_a_transient_error_without_a_bad_wait(provider: OpenAIImageProvider, header: str,
                                                                     wait: float | None) -> None:

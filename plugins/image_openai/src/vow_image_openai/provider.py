@@ -29,7 +29,7 @@ import attrs
 import httpx
 
 from vow.config import secret
-from vow.errors import PermanentError, TransientError
+from vow.errors import PermanentError
 from vow.http import error_for_exception, error_for_status, is_transient_status, text_field
 from vow.images import GeneratedImage, ImageRequest
 from vow.images.pipeline import png_size
@@ -40,7 +40,6 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # A 429 that no wait can fix: the account is out of credit.
 QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached"})
 ERROR_BYTES = 64 * 1024  # of an error's body: its message is at the start
-MAX_RETRY_AFTER = 3600  # seconds: the longest wait a Retry-After may ask for
 
 
 def _template(_inst: object, attribute: attrs.Attribute[str], value: str) -> None:
@@ -135,13 +134,7 @@ class OpenAIImageProvider:
         if status == 429 and code in QUOTA_CODES:
             return PermanentError(f"{PROVIDER}: quota exhausted: {message}", code=code)
         if is_transient_status(status):
-            error = error_for_status(status, headers, message, provider=PROVIDER)
-            asked = getattr(error, "retry_after", None)
-            if asked is not None and asked > MAX_RETRY_AFTER:
-                # A day's (or a year's) Retry-After from a broken gateway would park the branch that long.
-                error = TransientError(f"{error} (Retry-After asked for {asked:.0f} s; waiting {MAX_RETRY_AFTER} s "
-                                       "at most)", retry_after=MAX_RETRY_AFTER, code=str(status))
-            return error
+            return error_for_status(status, headers, message, provider=PROVIDER)
         what = "rejected the request" if status == 400 else f"answered HTTP {status}"
         return PermanentError(f"{PROVIDER} {what}: {message}", code=code or str(status))
 
