@@ -19,6 +19,7 @@ from vow import Vow
 from vow.errors import ConfigError
 from vow.pipeline.source import SpecError
 from vow.schedules import manage
+from vow.schedules import ticker as ticker_module
 from vow.schedules.definition import Definition, WorkflowTarget, due, run_id
 from vow.schedules.record import ScheduleRecord
 from vow.schedules.ticker import Ticker
@@ -384,3 +385,32 @@ def test_a_format_2_file_is_upgraded_in_place_keeping_its_runs(tmp_path: Path) -
     finally:
         store.close()
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
+
+
+def test_a_tick_that_cannot_be_planned_is_stored_as_failed_and_the_later_ticks_go_on(
+        client: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # The template fails for the tick T0 + 10 only, wherever it is planned: with catch_up: all that
+    # tick stayed due for ever, and every later tick waited behind it.
+    bad = int(T0 + 10)
+    file = tmp_path / "digest.yaml"
+    file.write_text(PIPELINE.replace("by {{ schedule.name or 'hand' }}",
+                                     f"{{{{ 1 // 0 if schedule.time == {bad} else 'ok' }}}}"))
+    manage.add_pipeline(client.store, str(file), plugins=client.plugins)
+    record = client.store.schedule("digest")
+    client.store.put_schedule(ScheduleRecord(record.name, record.definition, cursor=T0))
+    clock = Clock(T0 + 25)
+    ticker = Ticker(client, every=0, clock=clock)
+    with caplog.at_level(logging.WARNING, logger="vow.schedules"):
+        assert ticker.look() == 0  # left a while for a worker that could start it
+        assert client.store.schedule("digest").cursor == T0 and _runs(client) == []
+        clock.now = T0 + 25 + ticker_module.LEFT_FOR
+        ticker.look()
+    failed = client.store.get(run_id("digest", T0 + 10))
+    assert failed is not None and failed.state.value == "rejected"
+    assert "ZeroDivisionError" in client.codec.decode(failed.value).args[0]
+    assert _runs(client) == [run_id("digest", T0 + 10 * n) for n in range(1, 9)]  # the later ticks started
+    assert client.store.schedule("digest").cursor == T0 + 80
+    said = [r.getMessage() for r in caplog.records if "2025-01-06T12:00:10Z" in r.getMessage()]
+    assert len(said) == 2 and "stored as failed" in said[1]
+    info = manage.listing(client.store)[0]
+    assert info.cursor == T0 + 80

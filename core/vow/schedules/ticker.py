@@ -10,8 +10,12 @@ Exactly once, across any number of workers: a tick's run id is derived from the 
 tick, so two workers that start the same tick create-or-get one run, and a worker that looks
 again after another moved the cursor finds nothing due. A tick is never lost to a crash between
 starting its run and moving the cursor: the next look starts it again, which joins the run.
-A tick that cannot start here (its workflow is not registered in this worker; the pipeline needs a
-secret this machine does not have) is left due for a worker that can, and said once in the log.
+A tick whose workflow is not registered in this worker is left due for a worker that has it, and
+said once in the log. A pipeline tick that cannot be planned here (a template or an input refused
+for that tick, a secret this machine lacks) is left for a worker that can start it for
+:data:`LEFT_FOR` seconds; if none has by then, it is stored as a failed run (its id the tick's run
+id, its error the planner's), said in the log, and the schedule goes on with its next ticks, so
+one tick that fails wherever it is planned does not hold back every later one (``catch_up: all``).
 """
 
 from __future__ import annotations
@@ -23,15 +27,19 @@ from typing import Any
 
 from vow import encoding
 from vow.errors import ArgumentMismatchError, ConfigError, VowError
+from vow.records import Kind, PromiseRecord, State
 from vow.schedules.definition import Definition, PipelineTarget, due, run_id
 from vow.schedules.timing import tick_text
 
-__all__ = ["LOOK_EVERY", "Ticker"]
+__all__ = ["LEFT_FOR", "LOOK_EVERY", "Ticker"]
 
 _log = logging.getLogger("vow.schedules")
 
 LOOK_EVERY = 0.2
 """Seconds between two looks at the schedules (a tick starts at most about this late)."""
+LEFT_FOR = 60.0
+"""Seconds a pipeline tick that cannot be planned here is left for another worker (one that has the
+secret it needs) before this worker stores it as a failed run and goes on with the next ticks."""
 
 
 class Ticker:
@@ -43,6 +51,7 @@ class Ticker:
         self._clock = clock or vow.store.now
         self._next_look = 0.0
         self._said: set[tuple[str, str]] = set()
+        self._failing: dict[str, float] = {}  # run id of a tick that could not be planned -> when first seen
 
     def look(self) -> int:
         """Start the ticks that are due now (at most one look per ``every`` seconds); how many runs
@@ -76,7 +85,7 @@ class Ticker:
                              tick_text(ticks[0]))
             handled = record.cursor
             for tick in ticks:
-                if not self._start(record.name, definition, tick):
+                if not self._start(record.name, definition, tick, now):
                     cursor = handled if handled is not None else cursor
                     break
                 started += 1
@@ -85,8 +94,9 @@ class Ticker:
                 store.advance_schedule(record.name, cursor)
         return started
 
-    def _start(self, name: str, definition: Definition, tick: float) -> bool:
-        """Create (or join) the run of ``tick``; whether the tick counts as started."""
+    def _start(self, name: str, definition: Definition, tick: float, now: float) -> bool:
+        """Create (or join) the run of ``tick``, or store it as failed (see :data:`LEFT_FOR`); whether
+        the tick counts as handled."""
         vow = self._vow
         rid = run_id(name, tick)
         if vow.store.get(rid) is not None:
@@ -112,10 +122,29 @@ class Ticker:
         except ArgumentMismatchError:
             return True  # the tick's run exists, made from an earlier definition: it was started
         except ConfigError as exc:
-            self._say_once(name, f"schedule {name}: tick {tick_text(tick)} cannot start here: {exc}")
-            return False
+            first = self._failing.setdefault(rid, now)
+            if now - first < LEFT_FOR:
+                self._say_once(name, f"schedule {name}: tick {tick_text(tick)} cannot start here: {exc} (left "
+                                     f"{LEFT_FOR:.0f}s for a worker that can, then stored as a failed run)")
+                return False
+            self._failed(rid, exc)
+            _log.error("schedule %s: tick %s stored as failed run %s: no worker could start it: %s; the schedule "
+                       "goes on with its next ticks", name, tick_text(tick), rid, exc)
+            return True
+        self._failing.pop(rid, None)
         _log.info("schedule %s: started %s", name, rid)
         return True
+
+    def _failed(self, rid: str, error: BaseException) -> None:
+        """Store the run of a tick that cannot start as failed with ``error`` (``vow ls``, ``vow show``
+        list it); a run another worker stored meanwhile is kept as it is."""
+        from vow.pipeline.workflow import NAME
+
+        vow = self._vow
+        now = vow.store.now()
+        vow.store.create(PromiseRecord(rid, State.REJECTED, Kind.WORKFLOW, rid, NAME, "", vow.codec.encode(error),
+                                       None, None, rid, 1, now, now), outside=True)
+        self._failing.pop(rid, None)
 
     def _say_once(self, name: str, text: str) -> None:
         if (name, text) not in self._said:
