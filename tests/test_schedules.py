@@ -96,6 +96,7 @@ def test_a_schedule_added_in_the_repeated_hour_does_not_start_the_tick_before_it
     ({}, "exactly one of cron"),
     ({"cron": "* * * * *", "every": 5}, "exactly one of cron"),
     ({"cron": "* * * * *", "timezone": "Mars/Olympus"}, "is not a known IANA time zone"),
+    ({"every": 86400, "timezone": "Europe/Paris"}, "timezone: applies to cron only"),
 ])
 def test_bad_timing_says_what_is_allowed(fields: dict[str, Any], problem: str) -> None:
     with pytest.raises(ConfigError, match=problem.replace("(", r"\(").replace(")", r"\)")):
@@ -414,3 +415,24 @@ def test_a_tick_that_cannot_be_planned_is_stored_as_failed_and_the_later_ticks_g
     assert len(said) == 2 and "stored as failed" in said[1]
     info = manage.listing(client.store)[0]
     assert info.cursor == T0 + 80
+
+
+def test_every_with_a_time_zone_is_refused_at_its_line_and_a_stored_one_still_ticks(client: Any,
+                                                                                    tmp_path: Path) -> None:
+    # every: ticks at the same instants in every zone; the zone used to be taken and ignored, so
+    # "every: 1d, timezone: Europe/Paris" ticked at 00:00 UTC, not at midnight in Paris.
+    file = tmp_path / "p.yaml"
+    file.write_text(PIPELINE.replace("{every: 10s, catch_up: all}", "{every: 1d, timezone: Europe/Paris}"))
+    with pytest.raises(SpecError, match=r"p.yaml:3: schedule.timezone: applies to cron only .*cron: \"0 0 \* \* \*\""):
+        manage.add_pipeline(client.store, str(file), plugins=client.plugins)
+    with pytest.raises(ConfigError, match="timezone: applies to cron only"):
+        client.schedule("s", "job", every="1d", timezone="Europe/Paris", args=[1])
+    assert client.store.schedules() == []
+    assert client.schedule("s", "job", every="1d", timezone="UTC", args=[1]).definition.timing.every == 86400
+    # A schedule stored by an earlier vow with both keeps ticking as it did: every day at 00:00 UTC.
+    old = ('{"catch_up":"latest","grace":60.0,"timing":{"cron":null,"every":86400,"timezone":"Europe/Paris"},'
+           '"workflow":"job","args":"[21]"}')
+    client.store.put_schedule(ScheduleRecord("old", old, cursor=T0 - 43200))
+    assert manage.listing(client.store)[0].next_tick == T0 + 43200
+    assert Ticker(client, every=0, clock=Clock(T0 + 43201)).look() == 1
+    assert run_id("old", T0 + 43200) in _runs(client)
