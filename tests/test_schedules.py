@@ -436,3 +436,14 @@ def test_every_with_a_time_zone_is_refused_at_its_line_and_a_stored_one_still_ti
     assert manage.listing(client.store)[0].next_tick == T0 + 43200
     assert Ticker(client, every=0, clock=Clock(T0 + 43201)).look() == 1
     assert run_id("old", T0 + 43200) in _runs(client)
+
+
+@pytest.mark.parametrize("name", ["", "a b", "-x", "x" * 65])
+def test_a_bad_schedule_name_is_refused_as_a_name(client: Any, tmp_path: Path, name: str) -> None:
+    # '' was taken as no name (the file's was used instead); 'a b' was refused as "--id: 'a b/...' is
+    # not a usable run id", an option the user never gave.
+    file = tmp_path / "digest.yaml"
+    file.write_text(PIPELINE)
+    with pytest.raises(ConfigError, match=r"is not a usable schedule name \(1-64 letters"):
+        manage.add_pipeline(client.store, str(file), plugins=client.plugins, name=name)
+    assert client.store.schedules() == []
