@@ -173,7 +173,7 @@ class _BrokenPolicy:
         return self.gives  # type: ignore[return-value]
 
 
-@pytest.mark.parametrize("gives", [ZeroDivisionError("division by zero"), "soon", float("nan"), -1.0])
+@pytest.mark.parametrize("gives", [ZeroDivisionError("division by zero"), "soon", float("nan"), -1.0, float("inf")])
 def test_a_retry_policy_that_fails_fails_its_call_and_the_runs_beside_it_go_on(gives: object) -> None:
     """The engine logged the policy's error and left the call pending for good (a run with no
     timeout never finished); now the call fails with an error naming both failures."""

@@ -177,8 +177,8 @@ def next_delay(policy: RetryPolicy, attempt: int, error: BaseException,
     :class:`~vow.errors.TransientError` with ``retry_after`` waits at least that long (see
     :func:`retry_after_of`); one longer than :data:`MAX_RETRY_AFTER` raises a
     :class:`~vow.errors.PermanentError` (code ``retry_after_too_long``, caused by ``error``): the call
-    fails with it. A policy whose ``delay_for`` gives anything but ``None`` or a number of seconds
-    (0 or more) is a ``ValueError``.
+    fails with it. A policy whose ``delay_for`` gives anything but ``None`` or a finite number of
+    seconds (0 or more) is a ``ValueError``.
     """
     if isinstance(error, (PermanentError, ConfigError, EncodeError)) or (
             non_retryable and isinstance(error, non_retryable)):
@@ -188,9 +188,10 @@ def next_delay(policy: RetryPolicy, attempt: int, error: BaseException,
     delay = policy.delay_for(attempt)
     if delay is None:
         return None
-    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or math.isnan(delay) or delay < 0:
-        raise ValueError(f"{type(policy).__name__}.delay_for({attempt}) returned {delay!r}; expected a number of "
-                         "seconds (0 or more) or None")
+    # inf too: a wait for ever leaves the call pending for good; None is how a policy gives up.
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not math.isfinite(delay) or delay < 0:
+        raise ValueError(f"{type(policy).__name__}.delay_for({attempt}) returned {delay!r}; expected a finite number "
+                         "of seconds (0 or more) or None")
     retry_after = retry_after_of(error)
     if retry_after is None:
         return delay
