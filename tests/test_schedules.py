@@ -69,12 +69,15 @@ def test_cron_across_daylight_saving_time_runs_once() -> None:
     ("30 2 * * *", "Europe/Paris", (2025, 10, 26)),  # 02:00-03:00 happens twice
     ("15 1-3 * * *", "America/New_York", (2025, 11, 2)),  # 01:00-02:00 happens twice
     ("30 2 * * *", "Europe/Paris", (2025, 3, 30)),  # 02:00-03:00 never happens
+    ("30 * * * *", "Australia/Lord_Howe", (2025, 4, 6)),  # a half-hour shift: 01:30-02:00 happens twice
+    ("30 * * * *", "Australia/Lord_Howe", (2025, 10, 5)),  # 02:00-02:30 never happens
+    ("*/10 * * * *", "Australia/Lord_Howe", (2025, 4, 6)),
 ])
 def test_the_latest_tick_is_the_last_forward_tick_through_a_daylight_saving_night(
         cron: str, timezone: str, night: tuple[int, int, int]) -> None:
     timing = Timing(cron=cron, timezone=timezone)
     start = utc(*night, 0, 0, 0) - 86400
-    ticks = timing.between(start - 3 * 86400, start + 3 * 86400, 100)
+    ticks = timing.between(start - 3 * 86400, start + 3 * 86400, 10_000)
     for minute in range(0, 2 * 86400, 60):
         at = start + minute
         assert timing.latest(at) == max(t for t in ticks if t <= at), tick_text(at)
@@ -447,3 +450,17 @@ def test_a_bad_schedule_name_is_refused_as_a_name(client: Any, tmp_path: Path, n
     with pytest.raises(ConfigError, match=r"is not a usable schedule name \(1-64 letters"):
         manage.add_pipeline(client.store, str(file), plugins=client.plugins, name=name)
     assert client.store.schedules() == []
+
+
+def test_a_look_through_a_half_hour_daylight_saving_shift_starts_the_ticks_and_fails_nothing(client: Any) -> None:
+    # Lord Howe Island moves its clocks by 30 minutes. The reverse iteration gave a latest tick the
+    # forward one never reaches, and due() raised IndexError at every look: the worker's loop stopped.
+    timing = Timing(cron="30 * * * *", timezone="Australia/Lord_Howe")
+    definition = Definition(timing, WorkflowTarget("job", "[21]"), "all")
+    cursor = utc(2025, 4, 5, 14, 30, 0)  # 01:30 (+11:00), the first pass
+    client.store.put_schedule(ScheduleRecord("job", definition.to_json(), cursor=cursor))
+    clock = Clock(utc(2025, 4, 5, 15, 30, 0))  # 02:00 (+10:30): 01:30 came again in between
+    ticker = Ticker(client, every=0, clock=clock)
+    assert ticker.look() == 0 and client.store.schedule("job").cursor == cursor
+    clock.now = utc(2025, 4, 5, 16, 0, 0)  # 02:30 (+10:30)
+    assert ticker.look() == 1 and _runs(client) == [run_id("job", utc(2025, 4, 5, 16, 0, 0))]

@@ -102,11 +102,18 @@ class Timing:
         if self.every is not None:
             return float(math.floor(at / self.every) * self.every)
         second = math.floor(at)
+        zone = self.zone()
         # cronsim's reverse iteration starts strictly before its datetime: start one second later.
-        tick = next(self._cron(second + 1, reverse=True))
-        # In the hour repeated when clocks go back, the reverse iteration can miss the tick the
-        # forward one (after, between) gave in that night's first pass, and return an older one:
-        # carry on forward from there, so that latest and after agree on every tick.
+        # Its ticks are not always the forward iteration's (after, between), which are the schedule's:
+        # in the time repeated when clocks go back it gives the repeated pass's ticks, which forward
+        # never gives (a job there runs once); it can miss the tick forward gave in that night's first
+        # pass; and across a half-hour shift (Australia/Lord_Howe) it gives a tick forward skips. A
+        # latest tick forward never reaches failed every look (due() took the ticks after the cursor
+        # up to it: none, IndexError). So only start from the reverse iteration: from the second
+        # newest of its ticks outside a repeated pass, carry on forward up to ``at``.
+        outside = (c for c in self._cron(second + 1, reverse=True) if not datetime.fromtimestamp(c, zone).fold)
+        next(outside)
+        tick = next(outside)
         for following in self._cron(tick):
             if following > at:
                 break
