@@ -290,3 +290,27 @@ def test_a_retry_after_date_without_a_zone_is_read_in_gmt(monkeypatch: pytest.Mo
     finally:
         monkeypatch.delenv("TZ")
         time_module.tzset()
+
+
+def _asks_for_an_hour(ctx: LeafContext) -> int:
+    raise TransientError("429 too many requests", retry_after=3600)
+
+
+def test_a_retry_after_past_the_runs_deadline_fails_the_call_with_its_error_at_once() -> None:
+    """The leaf's own deadline was checked, not its run's: the branch waited out the run's timeout and
+    the run ended as a bare PromiseTimeoutError, the 429 seen only in a back-off timer."""
+    from vow.errors import PromiseTimeoutError
+
+    def wf(ctx: Context):
+        try:
+            return (yield ctx.run(_asks_for_an_hour).options(retry=Constant(delay=0.01, max_attempts=5)))
+        except PromiseTimeoutError:
+            raise
+        except TransientError as exc:
+            return f"gave up: {exc}"
+
+    with Vow(store="memory:") as vow:
+        vow.register(wf)
+        handle = vow.begin_run("r/1", wf, timeout=30)
+        assert handle.result(timeout=10) == "gave up: 429 too many requests"
+        assert [r.id for r in vow.store.tree("r/1") if ".backoff." in r.id] == []
