@@ -464,3 +464,23 @@ def test_a_look_through_a_half_hour_daylight_saving_shift_starts_the_ticks_and_f
     assert ticker.look() == 0 and client.store.schedule("job").cursor == cursor
     clock.now = utc(2025, 4, 5, 16, 0, 0)  # 02:30 (+10:30)
     assert ticker.look() == 1 and _runs(client) == [run_id("job", utc(2025, 4, 5, 16, 0, 0))]
+
+
+def test_ticks_that_no_worker_can_plan_for_a_minute_are_stored_as_failed_without_waiting_each(
+        client: Any, tmp_path: Path) -> None:
+    # Every tick of 2025 fails: each waited its own minute, so a 10 s schedule fell further behind
+    # at every tick instead of going on.
+    file = tmp_path / "digest.yaml"
+    file.write_text(PIPELINE.replace("by {{ schedule.name or 'hand' }}",
+                                     "{{ 1 // 0 if schedule.time < 1750000000 else 'ok' }}"))
+    manage.add_pipeline(client.store, str(file), plugins=client.plugins)
+    record = client.store.schedule("digest")
+    client.store.put_schedule(ScheduleRecord(record.name, record.definition, cursor=T0))
+    clock = Clock(T0 + 25)
+    ticker = Ticker(client, every=0, clock=clock)
+    assert ticker.look() == 0 and _runs(client) == []
+    clock.now = T0 + 25 + ticker_module.LEFT_FOR
+    ticker.look()
+    assert _runs(client) == [run_id("digest", T0 + 10 * n) for n in range(1, 9)]
+    assert {client.store.get(rid).state.value for rid in _runs(client)} == {"rejected"}
+    assert client.store.schedule("digest").cursor == T0 + 80

@@ -16,6 +16,8 @@ for that tick, a secret this machine lacks) is left for a worker that can start 
 :data:`LEFT_FOR` seconds; if none has by then, it is stored as a failed run (its id the tick's run
 id, its error the planner's), said in the log, and the schedule goes on with its next ticks, so
 one tick that fails wherever it is planned does not hold back every later one (``catch_up: all``).
+The minute counts from the first tick of the schedule that failed here since one last started: the
+next ticks that fail as well are stored as failed at once.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ LOOK_EVERY = 0.2
 """Seconds between two looks at the schedules (a tick starts at most about this late)."""
 LEFT_FOR = 60.0
 """Seconds a pipeline tick that cannot be planned here is left for another worker (one that has the
-secret it needs) before this worker stores it as a failed run and goes on with the next ticks."""
+secret it needs) before this worker stores it as a failed run and goes on with the next ticks;
+counted from the first tick of the schedule that failed here since one last started."""
 
 
 class Ticker:
@@ -51,7 +54,8 @@ class Ticker:
         self._clock = clock or vow.store.now
         self._next_look = 0.0
         self._said: set[tuple[str, str]] = set()
-        self._failing: dict[str, float] = {}  # run id of a tick that could not be planned -> when first seen
+        # schedule name -> when a tick of it first could not be planned here, since the last one that started
+        self._failing: dict[str, float] = {}
 
     def look(self) -> int:
         """Start the ticks that are due now (at most one look per ``every`` seconds); how many runs
@@ -100,6 +104,7 @@ class Ticker:
         vow = self._vow
         rid = run_id(name, tick)
         if vow.store.get(rid) is not None:
+            self._failing.pop(name, None)
             return True  # another worker started it first
         target = definition.target
         try:
@@ -122,16 +127,16 @@ class Ticker:
         except ArgumentMismatchError:
             return True  # the tick's run exists, made from an earlier definition: it was started
         except ConfigError as exc:
-            first = self._failing.setdefault(rid, now)
+            first = self._failing.setdefault(name, now)
             if now - first < LEFT_FOR:
                 self._say_once(name, f"schedule {name}: tick {tick_text(tick)} cannot start here: {exc} (left "
                                      f"{LEFT_FOR:.0f}s for a worker that can, then stored as a failed run)")
                 return False
-            self._failed(rid, exc)
+            self._failed(rid, exc)  # and the next ticks that fail too, until one starts
             _log.error("schedule %s: tick %s stored as failed run %s: no worker could start it: %s; the schedule "
                        "goes on with its next ticks", name, tick_text(tick), rid, exc)
             return True
-        self._failing.pop(rid, None)
+        self._failing.pop(name, None)
         _log.info("schedule %s: started %s", name, rid)
         return True
 
@@ -144,7 +149,6 @@ class Ticker:
         now = vow.store.now()
         vow.store.create(PromiseRecord(rid, State.REJECTED, Kind.WORKFLOW, rid, NAME, "", vow.codec.encode(error),
                                        None, None, rid, 1, now, now), outside=True)
-        self._failing.pop(rid, None)
 
     def _say_once(self, name: str, text: str) -> None:
         if (name, text) not in self._said:
