@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 from calendar import timegm
 from pathlib import Path
 from typing import Any
@@ -484,3 +485,46 @@ def test_ticks_that_no_worker_can_plan_for_a_minute_are_stored_as_failed_without
     assert _runs(client) == [run_id("digest", T0 + 10 * n) for n in range(1, 9)]
     assert {client.store.get(rid).state.value for rid in _runs(client)} == {"rejected"}
     assert client.store.schedule("digest").cursor == T0 + 80
+
+
+def test_a_worker_that_cannot_plan_a_tick_leaves_it_to_one_that_can_tick_after_tick(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Worker A lacks what every tick needs (here: an input it refuses), worker B has it. A's minute must
+    # start again for each tick B goes on with, or A stores B's next tick as failed before B sees it.
+    from vow.pipeline import plan as plan_module
+
+    url = f"sqlite:{tmp_path / 'vow.sqlite'}"
+    file = tmp_path / "digest.yaml"
+    file.write_text(PIPELINE.replace("{every: 10s, catch_up: all}", "{every: 100s, catch_up: all}"))
+    with Vow(url) as lacking, Vow(url) as able:
+        manage.add_pipeline(able.store, str(file), plugins=able.plugins)
+        record = able.store.schedule("digest")
+        able.store.put_schedule(ScheduleRecord(record.name, record.definition, cursor=T0))
+        real = plan_module.make_plan
+
+        without = threading.Event()  # set while A looks: the clients share one plugin registry
+
+        def make_plan(*args: Any, **kwargs: Any) -> Any:
+            if without.is_set():
+                raise ConfigError("missing secret: set the environment variable SLACK_TOKEN")
+            return real(*args, **kwargs)
+
+        def look_without(ticker: Ticker) -> int:
+            without.set()
+            try:
+                return ticker.look()
+            finally:
+                without.clear()
+
+        monkeypatch.setattr(plan_module, "make_plan", make_plan)
+        clock = Clock(T0 + 100)
+        a, b = Ticker(lacking, every=0, clock=clock), Ticker(able, every=0, clock=clock)
+        assert look_without(a) == 0
+        clock.now = T0 + 150
+        assert b.look() == 1  # B starts the tick A could not
+        clock.now = T0 + 200  # the next tick: A, first again, a minute after its first failure
+        assert look_without(a) == 0
+        assert b.look() == 1
+        runs = [lacking.store.get(rid) for rid in _runs(lacking)]
+        assert [(r.id, r.state.value) for r in runs] == [(run_id("digest", T0 + 100), "pending"),
+                                                         (run_id("digest", T0 + 200), "pending")]

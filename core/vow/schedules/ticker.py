@@ -42,7 +42,8 @@ LOOK_EVERY = 0.2
 LEFT_FOR = 60.0
 """Seconds a pipeline tick that cannot be planned here is left for another worker (one that has the
 secret it needs) before this worker stores it as a failed run and goes on with the next ticks;
-counted from the first tick of the schedule that failed here since one last started."""
+counted from the first tick of the schedule that failed here since one last started, here or by
+another worker (which moves the schedule's cursor on)."""
 
 
 class Ticker:
@@ -56,6 +57,7 @@ class Ticker:
         self._said: set[tuple[str, str]] = set()
         # schedule name -> when a tick of it first could not be planned here, since the last one that started
         self._failing: dict[str, float] = {}
+        self._left_at: dict[str, float | None] = {}  # schedule name -> the cursor this worker's last look left
 
     def look(self) -> int:
         """Start the ticks that are due now (at most one look per ``every`` seconds); how many runs
@@ -76,6 +78,8 @@ class Ticker:
         for record in store.schedules():
             if record.paused:
                 continue
+            if self._left_at.get(record.name, record.cursor) != record.cursor:
+                self._failing.pop(record.name, None)  # another worker went on with the schedule: it can start ticks
             try:
                 definition = Definition.from_json(record.definition)
             except ConfigError as exc:
@@ -96,6 +100,7 @@ class Ticker:
                 handled = tick
             if record.cursor is None or cursor > record.cursor:
                 store.advance_schedule(record.name, cursor)
+            self._left_at[record.name] = cursor if record.cursor is None or cursor > record.cursor else record.cursor
         return started
 
     def _start(self, name: str, definition: Definition, tick: float, now: float) -> bool:
