@@ -528,3 +528,29 @@ def test_a_worker_that_cannot_plan_a_tick_leaves_it_to_one_that_can_tick_after_t
         runs = [lacking.store.get(rid) for rid in _runs(lacking)]
         assert [(r.id, r.state.value) for r in runs] == [(run_id("digest", T0 + 100), "pending"),
                                                          (run_id("digest", T0 + 200), "pending")]
+
+
+def test_a_schedule_that_breaks_a_look_stops_neither_the_others_nor_the_worker(
+        client: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # An unexpected error in one schedule (the IndexError of a Lord Howe night was one) went out of
+    # Ticker.look, which catches store errors only, and ended vow worker's loop.
+    from vow.schedules import definition as definition_module
+
+    _put(client, "all")
+    client.store.put_schedule(ScheduleRecord("other", Definition(Timing(every=10), WorkflowTarget("job", "[1]"),
+                                                                 "all").to_json(), cursor=T0))
+    real = definition_module.due
+
+    def due(definition: Definition, cursor: float | None, now: float) -> Any:
+        if definition.target.args == "[21]":  # schedule "job"
+            raise IndexError("list index out of range")
+        return real(definition, cursor, now)
+
+    monkeypatch.setattr(ticker_module, "due", due)
+    ticker = Ticker(client, every=0, clock=Clock(T0 + 15))
+    with caplog.at_level(logging.WARNING, logger="vow.schedules"):
+        assert ticker.look() == 1
+        assert ticker.look() == 0
+    assert _runs(client) == [run_id("other", T0 + 10)]
+    said = [r for r in caplog.records if "schedule job" in r.getMessage()]
+    assert len(said) == 1 and "IndexError: list index out of range" in said[0].getMessage()

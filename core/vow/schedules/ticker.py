@@ -17,7 +17,8 @@ for that tick, a secret this machine lacks) is left for a worker that can start 
 id, its error the planner's), said in the log, and the schedule goes on with its next ticks, so
 one tick that fails wherever it is planned does not hold back every later one (``catch_up: all``).
 The minute counts from the first tick of the schedule that failed here since one last started: the
-next ticks that fail as well are stored as failed at once.
+next ticks that fail as well are stored as failed at once. Any other error in one schedule is said
+once in the log and leaves that schedule out of the look: the others, and the worker, go on.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from vow import encoding
 from vow.errors import ArgumentMismatchError, ConfigError, VowError
 from vow.records import Kind, PromiseRecord, State
 from vow.schedules.definition import Definition, PipelineTarget, due, run_id
+from vow.schedules.record import ScheduleRecord
 from vow.schedules.timing import tick_text
 
 __all__ = ["LEFT_FOR", "LOOK_EVERY", "Ticker"]
@@ -76,31 +78,43 @@ class Ticker:
         started = 0
         now = self._clock()
         for record in store.schedules():
-            if record.paused:
-                continue
-            if self._left_at.get(record.name, record.cursor) != record.cursor:
-                self._failing.pop(record.name, None)  # another worker went on with the schedule: it can start ticks
             try:
-                definition = Definition.from_json(record.definition)
-            except ConfigError as exc:
-                self._say_once(record.name, f"schedule {record.name}: {exc}")
-                continue
-            ticks, cursor = due(definition, record.cursor, now)
-            if definition.catch_up != "all" and record.cursor is not None and ticks and \
-                    definition.timing.after(record.cursor) < ticks[0]:
-                _log.warning("schedule %s: ticks after %s were missed (no worker looked); catch_up: %s starts "
-                             "only %s", record.name, tick_text(record.cursor), definition.catch_up,
-                             tick_text(ticks[0]))
-            handled = record.cursor
-            for tick in ticks:
-                if not self._start(record.name, definition, tick, now):
-                    cursor = handled if handled is not None else cursor
-                    break
-                started += 1
-                handled = tick
-            if record.cursor is None or cursor > record.cursor:
-                store.advance_schedule(record.name, cursor)
-            self._left_at[record.name] = cursor if record.cursor is None or cursor > record.cursor else record.cursor
+                started += self._look_at(store, record, now)
+            except VowError:
+                raise  # the store's: look() says it, and the next look tries again
+            except Exception as exc:  # noqa: BLE001 - one schedule's bug must stop neither the others nor the worker
+                self._say_once(record.name, f"schedule {record.name}: left out of this look: {type(exc).__name__}: "
+                                            f"{exc}")
+        return started
+
+    def _look_at(self, store: Any, record: ScheduleRecord, now: float) -> int:
+        """Start the due ticks of schedule ``record``; how many."""
+        if record.paused:
+            return 0
+        started = 0
+        if self._left_at.get(record.name, record.cursor) != record.cursor:
+            self._failing.pop(record.name, None)  # another worker went on with the schedule: it can start ticks
+        try:
+            definition = Definition.from_json(record.definition)
+        except ConfigError as exc:
+            self._say_once(record.name, f"schedule {record.name}: {exc}")
+            return 0
+        ticks, cursor = due(definition, record.cursor, now)
+        if definition.catch_up != "all" and record.cursor is not None and ticks and \
+                definition.timing.after(record.cursor) < ticks[0]:
+            _log.warning("schedule %s: ticks after %s were missed (no worker looked); catch_up: %s starts "
+                         "only %s", record.name, tick_text(record.cursor), definition.catch_up,
+                         tick_text(ticks[0]))
+        handled = record.cursor
+        for tick in ticks:
+            if not self._start(record.name, definition, tick, now):
+                cursor = handled if handled is not None else cursor
+                break
+            started += 1
+            handled = tick
+        if record.cursor is None or cursor > record.cursor:
+            store.advance_schedule(record.name, cursor)
+        self._left_at[record.name] = cursor if record.cursor is None or cursor > record.cursor else record.cursor
         return started
 
     def _start(self, name: str, definition: Definition, tick: float, now: float) -> bool:
