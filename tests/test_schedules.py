@@ -554,3 +554,20 @@ def test_a_schedule_that_breaks_a_look_stops_neither_the_others_nor_the_worker(
     assert _runs(client) == [run_id("other", T0 + 10)]
     said = [r for r in caplog.records if "schedule job" in r.getMessage()]
     assert len(said) == 1 and "IndexError: list index out of range" in said[0].getMessage()
+
+
+def test_a_workflow_tick_that_cannot_be_stored_is_failed_under_its_workflows_name(
+        client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    _put(client, "all")
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise ConfigError("refused for this tick")
+
+    monkeypatch.setattr(client, "submit", refuse)
+    clock = Clock(T0 + 10)
+    ticker = Ticker(client, every=0, clock=clock)
+    assert ticker.look() == 0
+    clock.now = T0 + 10 + ticker_module.LEFT_FOR
+    ticker.look()
+    failed = client.store.get(run_id("job", T0 + 10))
+    assert (failed.func, failed.state.value) == ("job", "rejected")

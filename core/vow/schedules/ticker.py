@@ -151,7 +151,7 @@ class Ticker:
                 self._say_once(name, f"schedule {name}: tick {tick_text(tick)} cannot start here: {exc} (left "
                                      f"{LEFT_FOR:.0f}s for a worker that can, then stored as a failed run)")
                 return False
-            self._failed(rid, exc)  # and the next ticks that fail too, until one starts
+            self._failed(rid, definition, exc)  # and the next ticks that fail too, until one starts
             _log.error("schedule %s: tick %s stored as failed run %s: no worker could start it: %s; the schedule "
                        "goes on with its next ticks", name, tick_text(tick), rid, exc)
             return True
@@ -159,14 +159,16 @@ class Ticker:
         _log.info("schedule %s: started %s", name, rid)
         return True
 
-    def _failed(self, rid: str, error: BaseException) -> None:
+    def _failed(self, rid: str, definition: Definition, error: BaseException) -> None:
         """Store the run of a tick that cannot start as failed with ``error`` (``vow ls``, ``vow show``
         list it); a run another worker stored meanwhile is kept as it is."""
         from vow.pipeline.workflow import NAME
 
         vow = self._vow
         now = vow.store.now()
-        vow.store.create(PromiseRecord(rid, State.REJECTED, Kind.WORKFLOW, rid, NAME, "", vow.codec.encode(error),
+        target = definition.target
+        func = NAME if isinstance(target, PipelineTarget) else target.workflow
+        vow.store.create(PromiseRecord(rid, State.REJECTED, Kind.WORKFLOW, rid, func, "", vow.codec.encode(error),
                                        None, None, rid, 1, now, now), outside=True)
 
     def _say_once(self, name: str, text: str) -> None:
