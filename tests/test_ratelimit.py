@@ -78,6 +78,16 @@ def test_a_retry_after_from_the_provider_holds_the_bucket_for_everyone(store: An
     assert store.take_token("channel:y", 100, 10) == 0.0  # a failure without Retry-After holds nothing
 
 
+@pytest.mark.parametrize("hint", [1e20, float("inf"), float("nan"), -5.0])
+def test_a_retry_after_too_long_or_no_wait_at_all_holds_no_bucket(store: Any, hint: float) -> None:
+    # 1e20 held the bucket for every branch of every run sharing it, for ever; the call itself now fails
+    # for that hint (vow.retry.MAX_RETRY_AFTER), and the others go on at the limit's rate.
+    with pytest.raises(TransientError):
+        with limited(_ctx(store), RateLimit(per_second=100, burst=10), "channel:x"):
+            raise TransientError("slow down", retry_after=hint)
+    assert store.take_token("channel:x", 100, 10) == 0.0
+
+
 def test_options_lose_their_rate_limit_before_the_plugin_sees_them() -> None:
     assert split_options({"latency": 0, "rate_limit": {"per_second": 2}}) == ({"latency": 0}, RateLimit(2))
     assert split_options({"rate_limit": {"per_second": 1, "burst": 3, "bucket": "b"}}) == (None, RateLimit(1, 3, "b"))

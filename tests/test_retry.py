@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import random
 import textwrap
+from calendar import timegm
 
 import pytest
 
 from tests.support import python
 from vow import Context, Exponential, LeafContext, TransientError, Vow
 from vow import retry as retry_module
-from vow.errors import ConfigError
+from vow.errors import ConfigError, PermanentError
 from vow.events import EventKind
 from vow.http import error_for_status, parse_retry_after
 from vow.retry import Constant, Linear, next_delay
@@ -172,7 +173,7 @@ class _BrokenPolicy:
         return self.gives  # type: ignore[return-value]
 
 
-@pytest.mark.parametrize("gives", [ZeroDivisionError("division by zero"), "soon", float("nan"), -1.0])
+@pytest.mark.parametrize("gives", [ZeroDivisionError("division by zero"), "soon", float("nan"), -1.0, float("inf")])
 def test_a_retry_policy_that_fails_fails_its_call_and_the_runs_beside_it_go_on(gives: object) -> None:
     """The engine logged the policy's error and left the call pending for good (a run with no
     timeout never finished); now the call fails with an error naming both failures."""
@@ -239,3 +240,77 @@ def test_a_workflow_whose_next_attempt_is_past_its_deadline_fails_with_its_error
             vow.run("run/1", run, timeout=5)
         assert not isinstance(caught.value, PromiseTimeoutError) and "the real error" in str(caught.value)
         assert [r.id for r in vow.store.tree("run/1") if ".backoff." in r.id] == []
+
+
+# -- a Retry-After too long to wait out ----------------------------------------------------------
+
+@pytest.mark.parametrize("hint", [1e20, float("inf"), 86401.0])
+def test_a_retry_after_longer_than_vow_waits_fails_the_call_saying_so(hint: float) -> None:
+    error = TransientError("429 too many requests", retry_after=hint)
+    with pytest.raises(PermanentError, match=r"asked to wait .* before the next attempt, longer than the "
+                                             r"longest Retry-After vow waits out \(86400s, a day\)") as caught:
+        next_delay(Exponential(delay=1.0), 1, error)
+    assert caught.value.__cause__ is error and caught.value.code == "retry_after_too_long"
+    assert next_delay(Constant(delay=1.0), 1, TransientError("x", retry_after=retry_module.MAX_RETRY_AFTER)) == \
+        retry_module.MAX_RETRY_AFTER  # a day is still waited out
+
+
+@pytest.mark.parametrize("hint", [float("nan"), -5.0, "soon", True])
+def test_a_retry_after_that_is_no_number_of_seconds_is_ignored(hint: object) -> None:
+    assert next_delay(Constant(delay=1.0), 1, TransientError("x", retry_after=hint)) == 1.0  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("header", ["1e20", "Fri, 01 Jan 2500 00:00:00 GMT"])
+def test_a_provider_asking_to_wait_for_centuries_fails_the_branch_instead_of_waiting_for_ever(header: str) -> None:
+    """The branch used to hold a back-off timer for 1e20 s: a run with no timeout never ended."""
+    def provider(ctx: LeafContext) -> int:
+        raise error_for_status(429, {"retry-after": header}, provider="acme")
+
+    def wf(ctx: Context):
+        return (yield ctx.run(provider).options(retry=Constant(delay=0.01)))
+
+    with Vow(store="memory:") as vow:
+        handle = vow.begin_run("late/1", wf)
+        with pytest.raises(PermanentError, match=r"acme answered HTTP 429.* asked to wait") as caught:
+            handle.result(timeout=10)
+        assert "Retry-After" in str(caught.value)
+        assert [r.id for r in vow.store.tree("late/1") if ".backoff." in r.id] == []
+
+
+def test_a_retry_after_date_without_a_zone_is_read_in_gmt(monkeypatch: pytest.MonkeyPatch) -> None:
+    # "-0000" (no zone given) made email.utils return a naive datetime, read in the machine's zone.
+    import time as time_module
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time_module.tzset()
+    try:
+        now = float(timegm((2025, 1, 6, 12, 0, 0)))
+        assert parse_retry_after("Mon, 06 Jan 2025 12:01:00 -0000", now=now) == 60.0
+        assert parse_retry_after("Mon, 06 Jan 2025 12:01:00 GMT", now=now) == 60.0
+    finally:
+        monkeypatch.delenv("TZ")
+        time_module.tzset()
+
+
+def _asks_for_an_hour(ctx: LeafContext) -> int:
+    raise TransientError("429 too many requests", retry_after=3600)
+
+
+def test_a_retry_after_past_the_runs_deadline_fails_the_call_with_its_error_at_once() -> None:
+    """The leaf's own deadline was checked, not its run's: the branch waited out the run's timeout and
+    the run ended as a bare PromiseTimeoutError, the 429 seen only in a back-off timer."""
+    from vow.errors import PromiseTimeoutError
+
+    def wf(ctx: Context):
+        try:
+            return (yield ctx.run(_asks_for_an_hour).options(retry=Constant(delay=0.01, max_attempts=5)))
+        except PromiseTimeoutError:
+            raise
+        except TransientError as exc:
+            return f"gave up: {exc}"
+
+    with Vow(store="memory:") as vow:
+        vow.register(wf)
+        handle = vow.begin_run("r/1", wf, timeout=30)
+        assert handle.result(timeout=10) == "gave up: 429 too many requests"
+        assert [r.id for r in vow.store.tree("r/1") if ".backoff." in r.id] == []

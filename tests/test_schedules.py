@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 from calendar import timegm
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from vow import Vow
 from vow.errors import ConfigError
 from vow.pipeline.source import SpecError
 from vow.schedules import manage
+from vow.schedules import ticker as ticker_module
 from vow.schedules.definition import Definition, WorkflowTarget, due, run_id
 from vow.schedules.record import ScheduleRecord
 from vow.schedules.ticker import Ticker
@@ -68,12 +70,15 @@ def test_cron_across_daylight_saving_time_runs_once() -> None:
     ("30 2 * * *", "Europe/Paris", (2025, 10, 26)),  # 02:00-03:00 happens twice
     ("15 1-3 * * *", "America/New_York", (2025, 11, 2)),  # 01:00-02:00 happens twice
     ("30 2 * * *", "Europe/Paris", (2025, 3, 30)),  # 02:00-03:00 never happens
+    ("30 * * * *", "Australia/Lord_Howe", (2025, 4, 6)),  # a half-hour shift: 01:30-02:00 happens twice
+    ("30 * * * *", "Australia/Lord_Howe", (2025, 10, 5)),  # 02:00-02:30 never happens
+    ("*/10 * * * *", "Australia/Lord_Howe", (2025, 4, 6)),
 ])
 def test_the_latest_tick_is_the_last_forward_tick_through_a_daylight_saving_night(
         cron: str, timezone: str, night: tuple[int, int, int]) -> None:
     timing = Timing(cron=cron, timezone=timezone)
     start = utc(*night, 0, 0, 0) - 86400
-    ticks = timing.between(start - 3 * 86400, start + 3 * 86400, 100)
+    ticks = timing.between(start - 3 * 86400, start + 3 * 86400, 10_000)
     for minute in range(0, 2 * 86400, 60):
         at = start + minute
         assert timing.latest(at) == max(t for t in ticks if t <= at), tick_text(at)
@@ -95,6 +100,7 @@ def test_a_schedule_added_in_the_repeated_hour_does_not_start_the_tick_before_it
     ({}, "exactly one of cron"),
     ({"cron": "* * * * *", "every": 5}, "exactly one of cron"),
     ({"cron": "* * * * *", "timezone": "Mars/Olympus"}, "is not a known IANA time zone"),
+    ({"every": 86400, "timezone": "Europe/Paris"}, "timezone: applies to cron only"),
 ])
 def test_bad_timing_says_what_is_allowed(fields: dict[str, Any], problem: str) -> None:
     with pytest.raises(ConfigError, match=problem.replace("(", r"\(").replace(")", r"\)")):
@@ -384,3 +390,184 @@ def test_a_format_2_file_is_upgraded_in_place_keeping_its_runs(tmp_path: Path) -
     finally:
         store.close()
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
+
+
+def test_a_tick_that_cannot_be_planned_is_stored_as_failed_and_the_later_ticks_go_on(
+        client: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # The template fails for the tick T0 + 10 only, wherever it is planned: with catch_up: all that
+    # tick stayed due for ever, and every later tick waited behind it.
+    bad = int(T0 + 10)
+    file = tmp_path / "digest.yaml"
+    file.write_text(PIPELINE.replace("by {{ schedule.name or 'hand' }}",
+                                     f"{{{{ 1 // 0 if schedule.time == {bad} else 'ok' }}}}"))
+    manage.add_pipeline(client.store, str(file), plugins=client.plugins)
+    record = client.store.schedule("digest")
+    client.store.put_schedule(ScheduleRecord(record.name, record.definition, cursor=T0))
+    clock = Clock(T0 + 25)
+    ticker = Ticker(client, every=0, clock=clock)
+    with caplog.at_level(logging.WARNING, logger="vow.schedules"):
+        assert ticker.look() == 0  # left a while for a worker that could start it
+        assert client.store.schedule("digest").cursor == T0 and _runs(client) == []
+        clock.now = T0 + 25 + ticker_module.LEFT_FOR
+        ticker.look()
+    failed = client.store.get(run_id("digest", T0 + 10))
+    assert failed is not None and failed.state.value == "rejected"
+    assert "ZeroDivisionError" in client.codec.decode(failed.value).args[0]
+    assert _runs(client) == [run_id("digest", T0 + 10 * n) for n in range(1, 9)]  # the later ticks started
+    assert client.store.schedule("digest").cursor == T0 + 80
+    said = [r.getMessage() for r in caplog.records if "2025-01-06T12:00:10Z" in r.getMessage()]
+    assert len(said) == 2 and "stored as failed" in said[1]
+    info = manage.listing(client.store)[0]
+    assert info.cursor == T0 + 80
+
+
+def test_every_with_a_time_zone_is_refused_at_its_line_and_a_stored_one_still_ticks(client: Any,
+                                                                                    tmp_path: Path) -> None:
+    # every: ticks at the same instants in every zone; the zone used to be taken and ignored, so
+    # "every: 1d, timezone: Europe/Paris" ticked at 00:00 UTC, not at midnight in Paris.
+    file = tmp_path / "p.yaml"
+    file.write_text(PIPELINE.replace("{every: 10s, catch_up: all}", "{every: 1d, timezone: Europe/Paris}"))
+    with pytest.raises(SpecError, match=r"p.yaml:3: schedule.timezone: applies to cron only .*cron: \"0 0 \* \* \*\""):
+        manage.add_pipeline(client.store, str(file), plugins=client.plugins)
+    with pytest.raises(ConfigError, match="timezone: applies to cron only"):
+        client.schedule("s", "job", every="1d", timezone="Europe/Paris", args=[1])
+    assert client.store.schedules() == []
+    assert client.schedule("s", "job", every="1d", timezone="UTC", args=[1]).definition.timing.every == 86400
+    # A schedule stored by an earlier vow with both keeps ticking as it did: every day at 00:00 UTC.
+    old = ('{"catch_up":"latest","grace":60.0,"timing":{"cron":null,"every":86400,"timezone":"Europe/Paris"},'
+           '"workflow":"job","args":"[21]"}')
+    client.store.put_schedule(ScheduleRecord("old", old, cursor=T0 - 43200))
+    assert manage.listing(client.store)[0].next_tick == T0 + 43200
+    assert Ticker(client, every=0, clock=Clock(T0 + 43201)).look() == 1
+    assert run_id("old", T0 + 43200) in _runs(client)
+
+
+@pytest.mark.parametrize("name", ["", "a b", "-x", "x" * 65])
+def test_a_bad_schedule_name_is_refused_as_a_name(client: Any, tmp_path: Path, name: str) -> None:
+    # '' was taken as no name (the file's was used instead); 'a b' was refused as "--id: 'a b/...' is
+    # not a usable run id", an option the user never gave.
+    file = tmp_path / "digest.yaml"
+    file.write_text(PIPELINE)
+    with pytest.raises(ConfigError, match=r"is not a usable schedule name \(1-64 letters"):
+        manage.add_pipeline(client.store, str(file), plugins=client.plugins, name=name)
+    assert client.store.schedules() == []
+
+
+def test_a_look_through_a_half_hour_daylight_saving_shift_starts_the_ticks_and_fails_nothing(client: Any) -> None:
+    # Lord Howe Island moves its clocks by 30 minutes. The reverse iteration gave a latest tick the
+    # forward one never reaches, and due() raised IndexError at every look: the worker's loop stopped.
+    timing = Timing(cron="30 * * * *", timezone="Australia/Lord_Howe")
+    definition = Definition(timing, WorkflowTarget("job", "[21]"), "all")
+    cursor = utc(2025, 4, 5, 14, 30, 0)  # 01:30 (+11:00), the first pass
+    client.store.put_schedule(ScheduleRecord("job", definition.to_json(), cursor=cursor))
+    clock = Clock(utc(2025, 4, 5, 15, 30, 0))  # 02:00 (+10:30): 01:30 came again in between
+    ticker = Ticker(client, every=0, clock=clock)
+    assert ticker.look() == 0 and client.store.schedule("job").cursor == cursor
+    clock.now = utc(2025, 4, 5, 16, 0, 0)  # 02:30 (+10:30)
+    assert ticker.look() == 1 and _runs(client) == [run_id("job", utc(2025, 4, 5, 16, 0, 0))]
+
+
+def test_ticks_that_no_worker_can_plan_for_a_minute_are_stored_as_failed_without_waiting_each(
+        client: Any, tmp_path: Path) -> None:
+    # Every tick of 2025 fails: each waited its own minute, so a 10 s schedule fell further behind
+    # at every tick instead of going on.
+    file = tmp_path / "digest.yaml"
+    file.write_text(PIPELINE.replace("by {{ schedule.name or 'hand' }}",
+                                     "{{ 1 // 0 if schedule.time < 1750000000 else 'ok' }}"))
+    manage.add_pipeline(client.store, str(file), plugins=client.plugins)
+    record = client.store.schedule("digest")
+    client.store.put_schedule(ScheduleRecord(record.name, record.definition, cursor=T0))
+    clock = Clock(T0 + 25)
+    ticker = Ticker(client, every=0, clock=clock)
+    assert ticker.look() == 0 and _runs(client) == []
+    clock.now = T0 + 25 + ticker_module.LEFT_FOR
+    ticker.look()
+    assert _runs(client) == [run_id("digest", T0 + 10 * n) for n in range(1, 9)]
+    assert {client.store.get(rid).state.value for rid in _runs(client)} == {"rejected"}
+    assert client.store.schedule("digest").cursor == T0 + 80
+
+
+def test_a_worker_that_cannot_plan_a_tick_leaves_it_to_one_that_can_tick_after_tick(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Worker A lacks what every tick needs (here: an input it refuses), worker B has it. A's minute must
+    # start again for each tick B goes on with, or A stores B's next tick as failed before B sees it.
+    from vow.pipeline import plan as plan_module
+
+    url = f"sqlite:{tmp_path / 'vow.sqlite'}"
+    file = tmp_path / "digest.yaml"
+    file.write_text(PIPELINE.replace("{every: 10s, catch_up: all}", "{every: 100s, catch_up: all}"))
+    with Vow(url) as lacking, Vow(url) as able:
+        manage.add_pipeline(able.store, str(file), plugins=able.plugins)
+        record = able.store.schedule("digest")
+        able.store.put_schedule(ScheduleRecord(record.name, record.definition, cursor=T0))
+        real = plan_module.make_plan
+
+        without = threading.Event()  # set while A looks: the clients share one plugin registry
+
+        def make_plan(*args: Any, **kwargs: Any) -> Any:
+            if without.is_set():
+                raise ConfigError("missing secret: set the environment variable SLACK_TOKEN")
+            return real(*args, **kwargs)
+
+        def look_without(ticker: Ticker) -> int:
+            without.set()
+            try:
+                return ticker.look()
+            finally:
+                without.clear()
+
+        monkeypatch.setattr(plan_module, "make_plan", make_plan)
+        clock = Clock(T0 + 100)
+        a, b = Ticker(lacking, every=0, clock=clock), Ticker(able, every=0, clock=clock)
+        assert look_without(a) == 0
+        clock.now = T0 + 150
+        assert b.look() == 1  # B starts the tick A could not
+        clock.now = T0 + 200  # the next tick: A, first again, a minute after its first failure
+        assert look_without(a) == 0
+        assert b.look() == 1
+        runs = [lacking.store.get(rid) for rid in _runs(lacking)]
+        assert [(r.id, r.state.value) for r in runs] == [(run_id("digest", T0 + 100), "pending"),
+                                                         (run_id("digest", T0 + 200), "pending")]
+
+
+def test_a_schedule_that_breaks_a_look_stops_neither_the_others_nor_the_worker(
+        client: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # An unexpected error in one schedule (the IndexError of a Lord Howe night was one) went out of
+    # Ticker.look, which catches store errors only, and ended vow worker's loop.
+    from vow.schedules import definition as definition_module
+
+    _put(client, "all")
+    client.store.put_schedule(ScheduleRecord("other", Definition(Timing(every=10), WorkflowTarget("job", "[1]"),
+                                                                 "all").to_json(), cursor=T0))
+    real = definition_module.due
+
+    def due(definition: Definition, cursor: float | None, now: float) -> Any:
+        if definition.target.args == "[21]":  # schedule "job"
+            raise IndexError("list index out of range")
+        return real(definition, cursor, now)
+
+    monkeypatch.setattr(ticker_module, "due", due)
+    ticker = Ticker(client, every=0, clock=Clock(T0 + 15))
+    with caplog.at_level(logging.WARNING, logger="vow.schedules"):
+        assert ticker.look() == 1
+        assert ticker.look() == 0
+    assert _runs(client) == [run_id("other", T0 + 10)]
+    said = [r for r in caplog.records if "schedule job" in r.getMessage()]
+    assert len(said) == 1 and "IndexError: list index out of range" in said[0].getMessage()
+
+
+def test_a_workflow_tick_that_cannot_be_stored_is_failed_under_its_workflows_name(
+        client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    _put(client, "all")
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise ConfigError("refused for this tick")
+
+    monkeypatch.setattr(client, "submit", refuse)
+    clock = Clock(T0 + 10)
+    ticker = Ticker(client, every=0, clock=clock)
+    assert ticker.look() == 0
+    clock.now = T0 + 10 + ticker_module.LEFT_FOR
+    ticker.look()
+    failed = client.store.get(run_id("job", T0 + 10))
+    assert (failed.func, failed.state.value) == ("job", "rejected")

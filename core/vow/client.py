@@ -482,7 +482,8 @@ class Vow:
         """Store schedule ``name``: every worker sharing the store (``vow worker``, :meth:`worker`)
         starts ``workflow(*args, **kwargs)`` on each tick, as run ``{name}/{tick in UTC}``, once.
 
-        ``cron`` (five fields, in ``timezone``) or ``every`` (``"30s"``, ``"1h"``, seconds) says when;
+        ``cron`` (five fields, in ``timezone``) or ``every`` (``"30s"``, ``"1h"``, seconds, in UTC:
+        ``timezone`` other than ``UTC`` is refused with it) says when;
         ``catch_up`` (``latest``, ``all``, ``none``) what happens to ticks missed while no worker
         ran. The same name again replaces the schedule. Returns a
         :class:`~vow.schedules.manage.ScheduleInfo`; see :mod:`vow.schedules`.

@@ -7,6 +7,7 @@ A plugin maps its provider's own error codes first and falls back to
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import math
 import time
@@ -25,7 +26,9 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date); ``None`` if absent or bad.
 
     Delta-seconds are a finite number, not below 0: ``inf``, ``nan`` (which Python's ``float`` reads)
-    and ``-5`` are bad values like any other, not a wait of forever or of nothing.
+    and ``-5`` are bad values like any other, not a wait of forever or of nothing. A date is read in
+    GMT, as HTTP writes it. A finite wait however long is returned as it is: the retry decides
+    what to do with one it will not wait out (:data:`vow.retry.MAX_RETRY_AFTER`).
     """
     if not value:
         return None
@@ -40,6 +43,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:  # "-0000": an HTTP date is GMT, not the machine's local time
+        when = when.replace(tzinfo=datetime.UTC)
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 

@@ -49,6 +49,7 @@ import attrs
 from vow.config import structure
 from vow.errors import ConfigError, Throttled, TransientError, VowError
 from vow.leaf import LeafContext
+from vow.retry import MAX_RETRY_AFTER, retry_after_of
 
 __all__ = ["MAX_BURST", "MAX_PER_SECOND", "MIN_PER_SECOND", "OPTION", "RateLimit", "bucket_store", "check_rate",
            "hold", "limited", "parse", "split_options", "take"]
@@ -235,7 +236,8 @@ def hold(ctx: LeafContext, bucket: str, seconds: float) -> None:
 def limited(ctx: LeafContext, limit: RateLimit | None, default_bucket: str) -> Iterator[None]:
     """Run the body under ``limit`` (nothing to do for ``None``): take a token first (or raise
     :class:`~vow.errors.Throttled`); a :class:`~vow.errors.TransientError` with ``retry_after`` from
-    the body holds the bucket that long before it propagates."""
+    the body holds the bucket that long before it propagates (one longer than
+    :data:`vow.retry.MAX_RETRY_AFTER` holds nothing: its call fails)."""
     if limit is None:
         yield
         return
@@ -244,8 +246,11 @@ def limited(ctx: LeafContext, limit: RateLimit | None, default_bucket: str) -> I
     try:
         yield
     except TransientError as exc:
-        if exc.retry_after and not isinstance(exc, Throttled):
-            hold(ctx, bucket, float(exc.retry_after))
+        seconds = retry_after_of(exc)
+        # One longer than vow waits out fails its call (vow.retry.next_delay); held, it would stop the
+        # bucket for every branch sharing it, for as long (1e20 s: for ever).
+        if seconds and seconds <= MAX_RETRY_AFTER and not isinstance(exc, Throttled):
+            hold(ctx, bucket, seconds)
         raise
 
 

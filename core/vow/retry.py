@@ -34,6 +34,11 @@ class RetryPolicy(Protocol):
 
 _log = logging.getLogger("vow.retry")
 
+MAX_RETRY_AFTER = 86400.0
+"""The longest ``Retry-After`` (seconds) a call waits out: a day. A provider's hint beyond it (``1e20``, a
+date centuries away) is no wait a run can use: the call fails with a :class:`~vow.errors.PermanentError`
+saying so, instead of its branch waiting for ever."""
+
 _SECONDS = [finite(), attrs.validators.ge(0.0)]  # .inf and .nan are numbers too: a delay is finite
 _ATTEMPTS = attrs.validators.ge(1)
 
@@ -169,8 +174,11 @@ def next_delay(policy: RetryPolicy, attempt: int, error: BaseException,
 
     :class:`~vow.errors.PermanentError`, bad configuration or input (:class:`~vow.errors.ConfigError`,
     :class:`~vow.errors.EncodeError`) and the ``non_retryable`` types never retry; a
-    :class:`~vow.errors.TransientError` with ``retry_after`` waits at least that long. A policy whose
-    ``delay_for`` gives anything but ``None`` or a number of seconds (0 or more) is a ``ValueError``.
+    :class:`~vow.errors.TransientError` with ``retry_after`` waits at least that long (see
+    :func:`retry_after_of`); one longer than :data:`MAX_RETRY_AFTER` raises a
+    :class:`~vow.errors.PermanentError` (code ``retry_after_too_long``, caused by ``error``): the call
+    fails with it. A policy whose ``delay_for`` gives anything but ``None`` or a finite number of
+    seconds (0 or more) is a ``ValueError``.
     """
     if isinstance(error, (PermanentError, ConfigError, EncodeError)) or (
             non_retryable and isinstance(error, non_retryable)):
@@ -180,11 +188,43 @@ def next_delay(policy: RetryPolicy, attempt: int, error: BaseException,
     delay = policy.delay_for(attempt)
     if delay is None:
         return None
-    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or math.isnan(delay) or delay < 0:
-        raise ValueError(f"{type(policy).__name__}.delay_for({attempt}) returned {delay!r}; expected a number of "
-                         "seconds (0 or more) or None")
-    retry_after = getattr(error, "retry_after", None) if isinstance(error, TransientError) else None
-    return max(delay, float(retry_after)) if retry_after else delay
+    # inf too: a wait for ever leaves the call pending for good; None is how a policy gives up.
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not math.isfinite(delay) or delay < 0:
+        raise ValueError(f"{type(policy).__name__}.delay_for({attempt}) returned {delay!r}; expected a finite number "
+                         "of seconds (0 or more) or None")
+    retry_after = retry_after_of(error)
+    if retry_after is None:
+        return delay
+    if retry_after > MAX_RETRY_AFTER:
+        too_long = PermanentError(
+            f"{type(error).__name__}: {error}; the provider asked to wait {_wait_text(retry_after)} before the "
+            f"next attempt, longer than the longest Retry-After vow waits out ({MAX_RETRY_AFTER:.0f}s, a day), "
+            "so the call fails here instead of waiting", code="retry_after_too_long")
+        too_long.__cause__ = error
+        raise too_long
+    return max(delay, retry_after)
+
+
+def retry_after_of(error: BaseException) -> float | None:
+    """The seconds a :class:`~vow.errors.TransientError`'s ``retry_after`` asks to wait, or ``None``
+    when it has none a wait can be made of (absent, not a number, NaN, below 0: the policy's delay
+    counts alone). Infinity is returned as it is: longer than :data:`MAX_RETRY_AFTER`."""
+    value = getattr(error, "retry_after", None) if isinstance(error, TransientError) else None
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return seconds if seconds >= 0 else None  # NaN is not >= 0 either
+
+
+def _wait_text(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "for ever"
+    if seconds >= 10 * 365 * 86400:
+        return f"{seconds / (365.25 * 86400):.3g} years"
+    return f"{seconds:.0f}s"
 
 
 BUILTIN = {"exponential": Exponential, "linear": Linear, "constant": Constant, "never": Never}

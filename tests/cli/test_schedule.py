@@ -191,7 +191,9 @@ def test_a_schedule_this_vow_cannot_read_is_named_and_the_others_still_list(sand
     store = SQLiteStore(sandbox.store_file)
     try:
         store.put_schedule(ScheduleRecord("newer", text.replace('"latest"', '"fair"'), cursor=0.0))
-        store.put_schedule(ScheduleRecord("zone", text.replace('"UTC"', '"Mars/Olympus_Mons"'), cursor=0.0))
+        # A cron one: an interval's zone is never read (it ticks in UTC whatever was stored with it).
+        cron = Definition(Timing(cron="* * * * *"), WorkflowTarget("job")).to_json()
+        store.put_schedule(ScheduleRecord("zone", cron.replace('"UTC"', '"Mars/Olympus_Mons"'), cursor=0.0))
     finally:
         store.close()
     listed = sandbox.run("schedule", "ls")

@@ -42,6 +42,7 @@ from vow.engine.watcher import Watcher
 from vow.errors import (
     ConfigError,
     EncodeError,
+    PermanentError,
     PromiseNotFoundError,
     PromiseTimeoutError,
     RunParkedError,
@@ -473,6 +474,8 @@ class Engine:
         try:
             if self.retries.retry_workflow(run, value):
                 return
+        except PermanentError as exc:  # no retry: a Retry-After too long to wait out (vow.retry.next_delay)
+            value = exc
         except Exception as exc:  # noqa: BLE001 - a user's policy: fail this run, never leave it pending
             value = _policy_failed(node, value, exc)
         self._reject(node, value)
@@ -638,6 +641,8 @@ class Engine:
         try:
             if self.retries.retry_leaf(node, value):
                 return
+        except PermanentError as exc:  # no retry: a Retry-After too long to wait out (vow.retry.next_delay)
+            value = exc
         except Exception as exc:  # noqa: BLE001 - a user's policy: fail this call, never leave it pending
             value = _policy_failed(node, value, exc)
         self._reject(node, value)

@@ -67,8 +67,9 @@ class Retries:
         if delay is None:
             return False
         now = self._now()
-        if node.deadline is not None and now + delay >= node.deadline:
-            return False  # the next attempt could not start before the call's deadline
+        deadline = _deadline(node)
+        if deadline is not None and now + delay >= deadline:
+            return False  # the next attempt could not start before the call's deadline, or its run's
         self._hold_back(node, now + delay, error, delay)
         return True
 
@@ -80,7 +81,7 @@ class Retries:
         if delay is None:
             return False
         now = self._now()
-        deadline = run.node.deadline
+        deadline = _deadline(run.node)
         if deadline is not None and now + delay >= deadline:
             return False  # as for a leaf: the next attempt could not start before the deadline
         self._hold_back(run.node, now + delay, error, delay)
@@ -171,3 +172,16 @@ class Retries:
         else:
             self._committer.after(root.id, root.token, self._start_leaf, node)
 
+
+def _deadline(node: PromiseNode) -> float | None:
+    """The earliest deadline of ``node`` and the workflows it runs under: a retry held back past its
+    run's deadline (a provider's Retry-After of an hour in a run of 30 s) only waited to time out, the
+    error that made it wait seen nowhere but in its back-off timer."""
+    deadline = node.deadline
+    run = node.run
+    while run is not None:
+        above = run.node.deadline
+        if above is not None and (deadline is None or above < deadline):
+            deadline = above
+        run = run.node.run
+    return deadline

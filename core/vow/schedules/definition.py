@@ -32,7 +32,7 @@ import attrs
 
 from vow.errors import ConfigError
 from vow.retention import parse_duration
-from vow.schedules.timing import Timing, tick_text
+from vow.schedules.timing import Timing, stored_timing, tick_text
 
 __all__ = ["CATCH_UP", "DEFAULT_GRACE", "MAX_PER_LOOK", "Definition", "PipelineTarget", "WorkflowTarget",
            "check_name", "due", "parse_grace", "run_id"]
@@ -129,7 +129,7 @@ class Definition:
         """Read stored text back; a :class:`ConfigError` when it is not a definition this vow knows."""
         try:
             data = json.loads(text)
-            timing = Timing(**data["timing"])
+            timing = stored_timing(data["timing"])
             target: WorkflowTarget | PipelineTarget
             if "pipeline" in data:
                 target = PipelineTarget(**data["pipeline"])

@@ -129,6 +129,8 @@ def add_pipeline(store: Any, file: str, *, plugins: Plugins, name: str | None = 
     from vow.pipeline.source import read
     from vow.pipeline.templates import slug
 
+    if name is not None:  # before planning, which would name it as a run id's first part
+        check_name(name)
     source = read(file)
     now = time.time()
     sample = {"name": name or "schedule", "tick": tick_text(now), "time": now}
@@ -137,7 +139,7 @@ def add_pipeline(store: Any, file: str, *, plugins: Plugins, name: str | None = 
     if block is None:
         raise source.error((), "has no schedule: block, so there is nothing to schedule; add one, such as "
                                "schedule: {cron: \"0 9 * * *\", timezone: Europe/Paris} or schedule: {every: 1h}")
-    chosen = check_name(name or block["name"] or slug(plan.name))
+    chosen = check_name(name if name is not None else block["name"] or slug(plan.name))
     timing = Timing(cron=block["cron"], every=block["every"], timezone=block["timezone"])
     first_tick = timing.after(now)
     first = {"name": chosen, "tick": tick_text(first_tick), "time": first_tick}

@@ -5,8 +5,9 @@ zone (IANA name, default ``UTC``), with Debian cron's rules for daylight saving 
 a local time that is skipped when clocks go forward runs at the first moment after, and one that
 falls in the repeated hour when they go back runs once. An interval (``every: 30s``) ticks at
 the multiples of its length since the epoch (UTC): ``every: 1h`` ticks on the hour, and the
-ticks do not depend on when the schedule was added. For "every day at 09:00 local time" use
-cron.
+ticks do not depend on when the schedule was added. They are the same instants in every time
+zone, so ``timezone`` applies to cron only and is refused with ``every`` (anything but ``UTC``):
+for "every day at 09:00 local time" use cron (``cron: "0 9 * * *"``, ``timezone: Europe/Paris``).
 
 .. _cronsim: https://pypi.org/project/cronsim/
 """
@@ -24,7 +25,7 @@ from cronsim import CronSim, CronSimError
 from vow.errors import ConfigError
 from vow.retention import MAX_AGE, parse_duration
 
-__all__ = ["Timing", "parse_every", "parse_tick_text", "tick_text"]
+__all__ = ["Timing", "parse_every", "parse_tick_text", "stored_timing", "tick_text"]
 
 MIN_EVERY = 1
 """The shortest interval, in seconds (ticks are whole seconds)."""
@@ -60,6 +61,8 @@ class Timing:
             raise ConfigError("a schedule needs exactly one of cron (a cron expression such as \"*/5 * * * *\") "
                               "or every (an interval such as 30s)")
         self.zone()  # check the name now
+        if self.every is not None and self.timezone != "UTC":
+            raise ConfigError(_EVERY_IN_A_ZONE.format(zone=self.timezone), path=("timezone",))
         if self.cron is not None and not isinstance(self.cron, str):
             raise ConfigError(f"{self.cron!r} is not a cron expression: write it as text, such as \"*/5 * * * *\"",
                               path=("cron",))
@@ -99,11 +102,18 @@ class Timing:
         if self.every is not None:
             return float(math.floor(at / self.every) * self.every)
         second = math.floor(at)
+        zone = self.zone()
         # cronsim's reverse iteration starts strictly before its datetime: start one second later.
-        tick = next(self._cron(second + 1, reverse=True))
-        # In the hour repeated when clocks go back, the reverse iteration can miss the tick the
-        # forward one (after, between) gave in that night's first pass, and return an older one:
-        # carry on forward from there, so that latest and after agree on every tick.
+        # Its ticks are not always the forward iteration's (after, between), which are the schedule's:
+        # in the time repeated when clocks go back it gives the repeated pass's ticks, which forward
+        # never gives (a job there runs once); it can miss the tick forward gave in that night's first
+        # pass; and across a half-hour shift (Australia/Lord_Howe) it gives a tick forward skips. A
+        # latest tick forward never reaches failed every look (due() took the ticks after the cursor
+        # up to it: none, IndexError). So only start from the reverse iteration: from the second
+        # newest of its ticks outside a repeated pass, carry on forward up to ``at``.
+        outside = (c for c in self._cron(second + 1, reverse=True) if not datetime.fromtimestamp(c, zone).fold)
+        next(outside)
+        tick = next(outside)
         for following in self._cron(tick):
             if following > at:
                 break
@@ -134,6 +144,21 @@ class Timing:
         start = datetime.fromtimestamp(second, self.zone())
         for moment in CronSim(self.cron, start, reverse=reverse):
             yield float(moment.timestamp())
+
+
+_EVERY_IN_A_ZONE = (
+    "applies to cron only (an interval ticks at multiples of its length since the epoch, the same instants "
+    "in every time zone), got {zone!r} with every; drop timezone (or write UTC), or for a time of day in "
+    "that zone use cron, such as cron: \"0 0 * * *\" with timezone: {zone} for every day at midnight there")
+
+
+def stored_timing(data: dict[str, object]) -> Timing:
+    """The :class:`Timing` of a stored definition's ``timing`` mapping. An interval stored with a time
+    zone (earlier vows took the pair and ignored the zone) is read as it always ticked: in UTC."""
+    fields = dict(data)
+    if fields.get("every") is not None:
+        fields["timezone"] = "UTC"
+    return Timing(**fields)  # type: ignore[arg-type]  # stored JSON, of any type: Timing checks each field
 
 
 def _seconds(n: int) -> str:
