@@ -748,6 +748,21 @@ def test_a_throttled_leaf_waits_durably_and_runs_again_as_the_same_attempt(vow: 
     assert vow.get("th/1.1").attempt == 1
 
 
+def test_a_leaf_throttled_for_ever_fails_at_once_instead_of_waiting_for_ever(vow: Vow) -> None:
+    """``Throttled(wait=inf)`` (a leaf's own limiter saying "never") held the branch with a timer that
+    never fires: a run without a timeout never ended."""
+    def never(ctx: LeafContext) -> int:
+        raise Throttled("quota gone", wait=float("inf"))
+
+    @vow.register
+    def wf(ctx: Context):
+        return (yield ctx.run(never))
+
+    with pytest.raises(PermanentError, match=r"quota gone.*wait for ever"):
+        vow.begin_run("th/inf", wf).result(timeout=10)
+    assert [r.func for r in vow.store.children("th/inf.1")] == []  # no timer was stored
+
+
 def test_the_store_clock_offset_is_taken_from_the_quickest_round_trip() -> None:
     from vow.engine.core import store_clock
 

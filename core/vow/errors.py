@@ -59,6 +59,7 @@ class Throttled(VowError):
 
     The engine holds the branch back with a durable timer (no thread waits, and a crash does not cut
     the wait short) and then starts it again as the same attempt: waiting for a token is not a failure.
+    A wait of infinity means never: the call fails with a :class:`PermanentError` instead.
     """
 
     def __init__(self, message: str = "rate limited", *, wait: float) -> None:

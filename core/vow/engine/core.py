@@ -23,6 +23,7 @@ outside changes (:mod:`~vow.engine.watcher`) and the timers (:mod:`~vow.engine.t
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -636,8 +637,11 @@ class Engine:
                 self.settle(node, State.RESOLVED, value, None, text)
             return
         if isinstance(value, Throttled):  # not a failure: hold it back, then the same attempt again
-            self.retries.throttle(node, value.wait)
-            return
+            if math.isfinite(value.wait):
+                self.retries.throttle(node, value.wait)
+                return
+            value = PermanentError(f"{value} (Throttled asked to wait for ever: the call fails instead)",
+                                   code="throttled_for_ever")
         try:
             if self.retries.retry_leaf(node, value):
                 return
