@@ -36,6 +36,11 @@ def test_a_key_wins_over_the_dict_method_of_the_same_name() -> None:
     ("{{ input.order_id }", "template error: unexpected '}'"),
     ("{{ input.__class__.__mro__ }}", "input.__class__ is not defined (input has: customer, order_id, styles)"),
     ("{{ ''.__class__.__mro__ }}", "template error: access to attribute '__class__' of 'str' object is unsafe."),
+    # Jinja's truncate asserted these: a bare AssertionError, no template error
+    ("{{ 'abcdef'|truncate(2) }}",
+     "template error: ValueError: the truncate filter cuts to a length of at least its end '...' (3), not 2"),
+    ("{{ 'abcdef'|truncate(4, leeway=-1) }}", "template error: ValueError: the truncate filter's leeway is 0 or "
+                                              "more, not -1"),
 ])
 def test_mistakes_say_what_is_wrong(template: str, message: str) -> None:
     for render in (render_text, render_value):
@@ -91,6 +96,37 @@ GROWING = [
      "{% endfor %}{{ ns.s|length }}", "4", "joining values with ~ would make 1,048,576 characters"),
     ("{% for i in range(input.n // 20) %}{{ 'x' * 20 }}{% endfor %}", "",
      "the text would be longer than 1,000,000 characters"),
+    # second round: text made inside a block, a macro or a {% call %} was joined without a bound (1,000
+    # turns of a million characters each took 2-3 GB), checked only once it was made, if at all
+    ("{% set x %}{% for i in range(1000) %}{{ 'x' * (input.n // 1000 + 1) }}{% endfor %}{% endset %}{{ x|length }}",
+     "1000", "the text of a block or macro would be longer than 1,000,000 characters"),
+    ("{% filter upper %}{% for i in range(1000) %}{{ 'x' * (input.n // 1000 + 1) }}{% endfor %}{% endfilter %}",
+     "X" * 1000, "the text of a block or macro would be longer"),
+    ("{% macro f() %}{% for i in range(1000) %}{{ 'x' * (input.n // 1000 + 1) }}{% endfor %}{% endmacro %}"
+     "{{ f()|length }}", "1000", "the text of a block or macro would be longer"),
+    ("{% macro g() %}{{ caller()|length }}{% endmacro %}{% call g() %}{% for i in range(1000) %}"
+     "{{ 'x' * (input.n // 1000 + 1) }}{% endfor %}{% endcall %}", "1000", "the text of a block or macro would be"),
+    # bytes (from encode or to_bytes) were not measured: a gigabyte at a time
+    ("{{ ('x'.encode() * input.n)|length }}", "3", "repeating a value of length 1 2,000,000 times"),
+    ("{{ ('x'.encode() + 'y'.encode() * (input.n // 2))|length }}", "2", "joining two values with +"),
+    ("{{ 'x'.encode().center(input.n)|length }}", "3", "bytes.center would make 2,000,000"),
+    ("{{ (('%' ~ input.n ~ 's').encode() % 'x'.encode())|length }}", "3", "the width or precision 2,000,000"),
+    ("{{ (0).to_bytes(input.n, 'big')|length }}", "3", "int.to_bytes would make 2,000,000"),
+    ("{{ ('a' * 1000).translate({97: 'b' * (input.n // 1000)})|length }}", "0", "str.translate would make 2,000,000"),
+    # round(..., 'floor') and round(int, -n) make 10 ** n first: hours for n of a hundred million
+    ("{{ 1.5|round(input.n // 10, 'floor') }}", "1.0", "the round filter rounds to at most 4,300 digits"),
+    ("{{ 5|round(-input.n // 10) }}", "0", "the round filter rounds to at most 4,300 digits"),
+    # whole numbers read from text or bytes were not bounded: dividing two of a megabyte took minutes
+    ("{{ ('f' * (input.n // 100 + 1))|int(base=16) > 1 }}", "True", "the int filter would make a whole number of"),
+    ("{{ (0).from_bytes(('x' * (input.n // 100 + 1)).encode(), 'big') > 1 }}", "True",
+     "calling from_bytes would make a whole number of"),
+    # punycode (and idna) take a time that grows with the square of the text: 20,000 letters took minutes
+    ("{{ ('\u0100' * (input.n // 1000)).encode('punycode')|length }}", "0", "the punycode codec"),
+    ("{{ ('xn--mnchen-3ya' ~ 'a' * (input.n // 1000)).encode().decode('idna') }}", "münchen", "the idna codec"),
+    # an attribute path is followed for each item: '0.' * n on a string repeats forever, item by item
+    ("{{ (['a'] * 3)|map(attribute='0.' * (input.n // 10000) ~ '0')|join }}", "aaa", "an attribute path of 201"),
+    ("{{ (['a'] * 3)|sort(attribute='0.' * (input.n // 10000) ~ '0')|join }}", "aaa", "an attribute path of 201"),
+    ("{{ (['a'] * 3)|selectattr('0.' * (input.n // 10000) ~ '0')|join }}", "aaa", "an attribute path of 201"),
 ]
 
 

@@ -95,6 +95,12 @@ class _CodeGenerator(jinja2.compiler.CodeGenerator):
     def visit_Dict(self, node: jinja2.nodes.Dict, frame: jinja2.compiler.Frame) -> None:
         self._checked(super().visit_Dict, node, frame)
 
+    def buffer(self, frame: jinja2.compiler.Frame) -> None:
+        # a block, a macro, a {% call %} or a recursive loop collects its text in a buffer before it is
+        # joined: one that stops at the bound, as the rendered text does
+        frame.buffer = self.temporary_identifier()
+        self.writeline(f"{frame.buffer} = environment.text_buffer()")
+
     def visit_Concat(self, node: jinja2.nodes.Concat, frame: jinja2.compiler.Frame) -> None:
         # ``a ~ b`` joins through the environment, so its size is checked like ``a + b``
         self.write("environment.join_bounded((")
@@ -141,6 +147,10 @@ class _Environment(ImmutableSandboxedEnvironment):
             template_limits.count_turn()
         what = f"calling {getattr(__obj, '__name__', 'a function')}"
         return template_limits.check_result(super().call(__context, __obj, *args, **kwargs), what)
+
+    def text_buffer(self) -> template_limits.TextBuffer:
+        """Where a block or macro collects its text (see :class:`~vow.pipeline.template_limits.TextBuffer`)."""
+        return template_limits.TextBuffer()
 
     def check_literal(self, value: Any) -> Any:
         """``value``, a list, tuple or mapping written in the template, refused over the bound."""
