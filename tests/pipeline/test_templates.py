@@ -41,6 +41,14 @@ def test_a_key_wins_over_the_dict_method_of_the_same_name() -> None:
      "template error: ValueError: the truncate filter cuts to a length of at least its end '...' (3), not 2"),
     ("{{ 'abcdef'|truncate(4, leeway=-1) }}", "template error: ValueError: the truncate filter's leeway is 0 or "
                                               "more, not -1"),
+    ("{{ 'abcdef'|truncate(1.5) }}",
+     "template error: ValueError: the truncate filter cuts to a length of at least its end '...' (3), not 1.5"),
+    # a filter given a value of another type than it reads (a list where a mapping was meant, from the
+    # input) raised a bare AttributeError
+    ("{{ input.styles|dictsort }}", "template error: AttributeError: 'list' object has no attribute 'items'"),
+    ("{{ input.styles|xmlattr }}", "template error: AttributeError: 'list' object has no attribute 'items'"),
+    ("{{ input.styles|indent }}", "template error: AttributeError: 'list' object has no attribute 'splitlines'"),
+    ("{{ input.order_id|wordwrap }}", "template error: AttributeError: 'int' object has no attribute 'splitlines'"),
 ])
 def test_mistakes_say_what_is_wrong(template: str, message: str) -> None:
     for render in (render_text, render_value):

@@ -75,6 +75,10 @@ def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 @contextlib.contextmanager
 def rendering() -> Iterator[None]:
     """Count the loops of one rendering of a template (up to :data:`MAX_LOOPS` turns in all)."""
@@ -530,10 +534,10 @@ def _truncate(original: Callable[..., Any]) -> Callable[..., Any]:
 
     def truncate(env: Any, s: Any, length: Any = 255, killwords: Any = False, end: Any = "...",
                  leeway: Any = None) -> Any:
-        if _whole(length) and isinstance(end, str) and length < len(end):
+        if _number(length) and isinstance(end, str) and length < len(end):
             raise ValueError(f"the truncate filter cuts to a length of at least its end {end!r} ({len(end)}), "
                              f"not {length}")
-        if _whole(leeway) and leeway < 0:
+        if _number(leeway) and leeway < 0:
             raise ValueError(f"the truncate filter's leeway is 0 or more, not {leeway}")
         return original(env, s, length, killwords, end, leeway)
 
