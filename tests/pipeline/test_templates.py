@@ -135,6 +135,12 @@ GROWING = [
     ("{{ (['a'] * 3)|map(attribute='0.' * (input.n // 10000) ~ '0')|join }}", "aaa", "an attribute path of 201"),
     ("{{ (['a'] * 3)|sort(attribute='0.' * (input.n // 10000) ~ '0')|join }}", "aaa", "an attribute path of 201"),
     ("{{ (['a'] * 3)|selectattr('0.' * (input.n // 10000) ~ '0')|join }}", "aaa", "an attribute path of 201"),
+    # a value nested a million deep crashed the planner (a segfault) when hashed, as a key or by unique;
+    # cycler(...).items nested it with nothing measured, a literal in a loop one level a turn
+    ("{% set ns = namespace(a=1) %}{% for i in range(input.n // 1000 + 2) %}{% set ns.a = cycler(ns.a).items %}"
+     "{% endfor %}{{ ns.a }}", "((1,),)", "values nest at most 500 levels deep"),
+    ("{% set ns = namespace(a=1) %}{% for i in range(input.n // 1000 + 2) %}{% set ns.a = [ns.a] %}"
+     "{% endfor %}{{ ns.a }}", "[[1]]", "values nest at most 500 levels deep"),
 ]
 
 

@@ -28,7 +28,7 @@ import string
 from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Any
 
-__all__ = ["MAX_DIGITS", "MAX_KEYS", "MAX_LOOPS", "MAX_SIZE", "TextBuffer", "TooLarge", "bounded_filters",
+__all__ = ["MAX_DEPTH", "MAX_DIGITS", "MAX_KEYS", "MAX_LOOPS", "MAX_SIZE", "TextBuffer", "TooLarge", "bounded_filters",
            "check_binop", "check_call", "check_concat", "check_format_spec", "check_format_string", "check_printf",
            "counted", "rendering"]
 
@@ -40,6 +40,10 @@ MAX_DIGITS = 4300
 
 MAX_LOOPS = 1_000_000
 """The most turns of its loops, all together, that one rendering of a template takes."""
+
+MAX_DEPTH = 500
+"""The most levels deep a template nests lists, tuples and mappings: Python hashes a tuple (a key,
+``unique``) with no guard against depth, and a million levels crashed the process."""
 
 MAX_KEYS = 100
 """The most keys an ``attribute`` path of a filter names (``map(attribute='a.b.c')`` names 3): it is
@@ -121,11 +125,15 @@ def _measure(value: Any, cache: dict[int, tuple[Any, int, int]]) -> tuple[int, i
 
 
 def check_size(value: Any, what: str) -> Any:
-    """``value``, refused when it is text, bytes, a list or a mapping over :data:`MAX_SIZE`."""
+    """``value``, refused when it is text, bytes, a list or a mapping over :data:`MAX_SIZE`, or
+    nested more than :data:`MAX_DEPTH` levels deep."""
     if isinstance(value, (str, bytes, list, tuple, dict)):
-        size = measure(value)[0]
+        size, depth = measure(value)
         if size > MAX_SIZE:
             raise _refuse(what, size, "characters and items")
+        if depth > MAX_DEPTH:
+            raise TooLarge(f"{what} would nest {depth:,} levels deep; a template's values nest at most "
+                           f"{MAX_DEPTH:,} levels deep")
     return value
 
 

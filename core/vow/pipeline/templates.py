@@ -143,6 +143,8 @@ class _Environment(ImmutableSandboxedEnvironment):
     def call(__self, __context: jinja2.runtime.Context, __obj: Any, *args: Any,  # noqa: N805 - as Jinja's
              **kwargs: Any) -> Any:
         args = template_limits.check_call(__obj, args, kwargs)
+        if __obj is jinja2.utils.Cycler:  # it keeps its values, and gives them back as a tuple: measure it
+            template_limits.check_size(args, "cycler(...)")
         if isinstance(__obj, (jinja2.runtime.Macro, jinja2.runtime.BlockReference)):
             template_limits.count_turn()
         what = f"calling {getattr(__obj, '__name__', 'a function')}"
