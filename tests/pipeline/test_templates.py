@@ -120,6 +120,7 @@ GROWING = [
     ("{{ 'x'.encode().center(input.n)|length }}", "3", "bytes.center would make 2,000,000"),
     ("{{ (('%' ~ input.n ~ 's').encode() % 'x'.encode())|length }}", "3", "the width or precision 2,000,000"),
     ("{{ (0).to_bytes(input.n, 'big')|length }}", "3", "int.to_bytes would make 2,000,000"),
+    ("{{ true.to_bytes(input.n, 'big')|length }}", "3", "bool.to_bytes would make 2,000,000"),
     ("{{ ('a' * 1000).translate({97: 'b' * (input.n // 1000)})|length }}", "0", "str.translate would make 2,000,000"),
     # round(..., 'floor') and round(int, -n) make 10 ** n first: hours for n of a hundred million
     ("{{ 1.5|round(input.n // 10, 'floor') }}", "1.0", "the round filter rounds to at most 4,300 digits"),
@@ -184,3 +185,26 @@ def test_loops_inside_loops_over_large_values_stop_at_the_bound() -> None:
 def test_a_macro_that_calls_itself_without_end_is_a_template_error() -> None:
     with pytest.raises(TemplateError, match="calls nest too deeply"):  # was a bare RecursionError
         render_text("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}", CONTEXT)
+
+
+@pytest.mark.parametrize("template", [
+    "{{ input.rows|map(attribute='a.b')|join(',') }} {{ input.rows|selectattr('a.b', 'gt', 1)|list|length }}",
+    "{{ input.rows|sort(attribute='a.b', reverse=true)|map(attribute='a.b')|join }} "
+    "{% for g in input.rows|groupby('a.b') %}{{ g.grouper }}:{{ g.list|length }} {% endfor %}"
+    "{{ input.rows|sum(attribute='a.b') }} {{ (input.rows|max(attribute='a.b')).a.b }}",
+    "{{ 1.26|round(1, 'floor') }} {{ 1234|round(-2) }} {{ 2.5|round }} {{ 1.5|round(400) }}",
+    "{{ 'foo bar baz qux'|truncate(9) }} {{ 'foo bar baz qux'|truncate(11, false, '...', 0) }}",
+    "{% set x %}{% for i in range(3) %}<{{ i }}>{% endfor %}{% endset %}{{ x }}|{% filter upper %}ab{% endfilter %}",
+    "{% macro m(n) %}[{{ caller(n) }}]{% endmacro %}{% call(v) m(2) %}{{ v * 2 }}{% endcall %}",
+    "{% for i in [[1, [2]], 3] recursive %}{% if i is iterable %}({{ loop(i) }}){% else %}{{ i }}{% endif %}"
+    "{% endfor %}",
+    "{{ ('ab'.encode() * 2)|length }} {{ 'abc'.translate({97: 'xy', 98: none}) }} {{ (258).to_bytes(2, 'big')|list }}",
+    "{{ 'münchen'.encode('idna') }} {{ ('%5s'.encode() % 'x'.encode()).decode() }} {{ 'a\tb'.encode().expandtabs(4) }}",
+    "{% set c = cycler('odd', 'even') %}{{ c.next() }}{{ c.next() }}{{ c.items }} {{ ('ff'|int(base=16)) // 7 }}",
+])
+def test_the_bounds_change_nothing_within_them(template: str) -> None:
+    # what renders within the bounds renders as Jinja's own sandbox renders it
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    rows = [{"a": {"b": 2}}, {"a": {"b": 1}}, {"a": {"b": 2}}]
+    expected = ImmutableSandboxedEnvironment().from_string(template).render(input={"rows": rows})
+    assert render_text(template, {"input": wrap({"rows": rows}, "input")}) == expected

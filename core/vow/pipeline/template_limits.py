@@ -360,7 +360,7 @@ def check_call(function: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
     if name in ("encode", "decode") and isinstance(owner, (str, bytes)):
         _check_codec(owner, args, kwargs)
         return args
-    if name == "to_bytes" and _whole(owner):
+    if name == "to_bytes" and isinstance(owner, int):  # bool too: true.to_bytes(n)
         size_of: Callable[..., int] | None = _bytes_made
     elif isinstance(owner, (str, bytes)):
         size_of = _STR_METHODS.get(name)
@@ -502,9 +502,10 @@ def _keys(attribute: Any) -> int:
     return len(re.split(r"[.,]", attribute)) if isinstance(attribute, str) else 1
 
 
-def _attribute_checked(filter_: Callable[..., Any]) -> Callable[..., Any]:
+def _attribute_checked(filter_: Callable[..., Any], first: bool = False) -> Callable[..., Any]:
     """``filter_`` (``map``, ``sort``, ``selectattr``...), refusing an ``attribute`` path of more than
-    :data:`MAX_KEYS` keys: it is followed for each item, and ``'0.' * n`` on a text never ends."""
+    :data:`MAX_KEYS` keys: it is followed for each item, and ``'0.' * n`` on a text never ends.
+    ``first``: the path is the filter's first argument (``selectattr``), not ``attribute=``."""
     signature = inspect.signature(filter_)
 
     def checked(*args: Any, **kwargs: Any) -> Any:
@@ -512,8 +513,9 @@ def _attribute_checked(filter_: Callable[..., Any]) -> Callable[..., Any]:
             given = signature.bind(*args, **kwargs).arguments
         except TypeError:  # wrong arguments: the filter itself says so
             return filter_(*args, **kwargs)
-        extra = given.get("args") or (None,)
-        attribute = given.get("attribute", given.get("kwargs", {}).get("attribute", extra[0]))
+        attribute = given.get("attribute", given.get("kwargs", {}).get("attribute"))
+        if first and given.get("args"):
+            attribute = given["args"][0]
         if (keys := _keys(attribute)) > MAX_KEYS:
             raise TooLarge(f"an attribute path of {keys:,} keys ({str(attribute)[:20]!r}...) is followed for each "
                            f"item; a template names at most {MAX_KEYS:,}")
@@ -591,5 +593,5 @@ def bounded_filters(filters: dict[str, Callable[..., Any]]) -> dict[str, Callabl
     bounded["truncate"] = _truncate(filters["truncate"])
     every = {**filters, **bounded}
     for name in ("groupby", "join", "map", "max", "min", "rejectattr", "selectattr", "sort", "sum", "unique"):
-        every[name] = _attribute_checked(every[name])
+        every[name] = _attribute_checked(every[name], first=name in ("rejectattr", "selectattr"))
     return {name: checked_filter(name, filter_) for name, filter_ in every.items()}
