@@ -136,6 +136,12 @@ GROWING = [
     ("{{ (['a'] * 3)|map(attribute='0.' * (input.n // 10000) ~ '0')|join }}", "aaa", "an attribute path of 201"),
     ("{{ (['a'] * 3)|sort(attribute='0.' * (input.n // 10000) ~ '0')|join }}", "aaa", "an attribute path of 201"),
     ("{{ (['a'] * 3)|selectattr('0.' * (input.n // 10000) ~ '0')|join }}", "aaa", "an attribute path of 201"),
+    # `x in list` in a loop over the input looks through the list each turn: 30,000 turns over 200,000
+    # items kept the planner busy for minutes, within every other bound
+    ("{% set s = 'x' * (input.n // 10) %}{% for i in range(1000) %}{% if 'z' in s %}z{% endif %}{% endfor %}done",
+     "done", "membership tests (in) would look through more than 100,000,000"),
+    ("{{ range(1000)|map('string')|select('in', 'x' * (input.n // 10))|list|length }}", "0",
+     "membership tests (in) would look through more than 100,000,000"),
     # a value nested a million deep crashed the planner (a segfault) when hashed, as a key or by unique;
     # cycler(...).items nested it with nothing measured, a literal in a loop one level a turn
     ("{% set ns = namespace(a=1) %}{% for i in range(input.n // 1000 + 2) %}{% set ns.a = cycler(ns.a).items %}"
@@ -200,6 +206,8 @@ def test_a_macro_that_calls_itself_without_end_is_a_template_error() -> None:
     "{% endfor %}",
     "{{ ('ab'.encode() * 2)|length }} {{ 'abc'.translate({97: 'xy', 98: none}) }} {{ (258).to_bytes(2, 'big')|list }}",
     "{{ 'münchen'.encode('idna') }} {{ ('%5s'.encode() % 'x'.encode()).decode() }} {{ 'a\tb'.encode().expandtabs(4) }}",
+    "{{ 1 in [1, 2] }} {{ 3 not in (1, 2) }} {{ 'a' in 'abc' }} {{ 'a' in {'a': 1} }} {{ 1 < 2 in [2] }} "
+    "{{ [1, 2]|select('in', [2, 3])|list }} {{ 2 is in [2] }} {{ 'b' in input.rows[0].a }} {{ 5 in range(9) }}",
     "{% set c = cycler('odd', 'even') %}{{ c.next() }}{{ c.next() }}{{ c.items }} {{ ('ff'|int(base=16)) // 7 }}",
 ])
 def test_the_bounds_change_nothing_within_them(template: str) -> None:

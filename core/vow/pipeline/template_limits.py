@@ -28,9 +28,9 @@ import string
 from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Any
 
-__all__ = ["MAX_DEPTH", "MAX_DIGITS", "MAX_KEYS", "MAX_LOOPS", "MAX_SIZE", "TextBuffer", "TooLarge", "bounded_filters",
-           "check_binop", "check_call", "check_concat", "check_format_spec", "check_format_string", "check_printf",
-           "counted", "rendering"]
+__all__ = ["MAX_DEPTH", "MAX_DIGITS", "MAX_KEYS", "MAX_LOOPS", "MAX_SCANS", "MAX_SIZE", "TextBuffer", "TooLarge",
+           "bounded_filters", "check_binop", "check_call", "check_concat", "check_format_spec", "check_format_string",
+           "check_printf", "counted", "rendering", "scanned"]
 
 MAX_SIZE = 1_000_000
 """The most characters (or items) a template makes: its text, and any value made on the way."""
@@ -40,6 +40,11 @@ MAX_DIGITS = 4300
 
 MAX_LOOPS = 1_000_000
 """The most turns of its loops, all together, that one rendering of a template takes."""
+
+MAX_SCANS = 100_000_000
+"""The most items (or characters) the membership tests (``x in a_list``, ``select('in', a_list)``) of
+one rendering look through, all together: ``{% if item in input.allowed %}`` in a loop over the
+input's items takes a time that grows with the product of both lengths."""
 
 MAX_DEPTH = 500
 """The most levels deep a template nests lists, tuples and mappings: Python hashes a tuple (a key,
@@ -56,6 +61,7 @@ template gives them: a domain name has at most 253."""
 _MAX_BITS = math.ceil(MAX_DIGITS * math.log2(10))
 
 _loops_left: contextvars.ContextVar[list[int]] = contextvars.ContextVar("vow_template_loops")
+_scans_left: contextvars.ContextVar[list[int]] = contextvars.ContextVar("vow_template_scans")
 # the size of each list, tuple and mapping measured in this rendering, by id (the value is kept, so the
 # id stays its own): a list made of the same list twice, again and again, is measured once per list
 _sizes: contextvars.ContextVar[dict[int, tuple[Any, int, int]]] = contextvars.ContextVar("vow_template_sizes")
@@ -87,11 +93,13 @@ def _number(value: Any) -> bool:
 def rendering() -> Iterator[None]:
     """Count the loops of one rendering of a template (up to :data:`MAX_LOOPS` turns in all)."""
     token = _loops_left.set([MAX_LOOPS])
+    scans = _scans_left.set([MAX_SCANS])
     sizes = _sizes.set({})
     try:
         yield
     finally:
         _sizes.reset(sizes)
+        _scans_left.reset(scans)
         _loops_left.reset(token)
 
 
@@ -156,6 +164,18 @@ def _counting(iterable: Iterable[Any], left: list[int]) -> Iterator[Any]:
     for item in iterable:
         _turn(left, "its loops", "loops inside loops over large values?")
         yield item
+
+
+def scanned(value: Any) -> Any:
+    """``value``, the right side of an ``in`` test; looking through a list, tuple or text counts its
+    length against this rendering's :data:`MAX_SCANS` (a mapping or a range looks up at once)."""
+    left = _scans_left.get(None)
+    if left is not None and isinstance(value, (list, tuple, str, bytes)):
+        left[0] -= len(value)
+        if left[0] < 0:
+            raise TooLarge(f"its membership tests (in) would look through more than {MAX_SCANS:,} items or "
+                           "characters in all, the most one template takes (a test in a loop over large values?)")
+    return value
 
 
 def _turn(left: list[int], what: str, hint: str) -> None:

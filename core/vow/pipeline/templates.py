@@ -101,6 +101,15 @@ class _CodeGenerator(jinja2.compiler.CodeGenerator):
         frame.buffer = self.temporary_identifier()
         self.writeline(f"{frame.buffer} = environment.text_buffer()")
 
+    def visit_Operand(self, node: jinja2.nodes.Operand, frame: jinja2.compiler.Frame) -> None:
+        # ``a in b``: b passes environment.scanned, which counts what a list or text makes it look through
+        if node.op not in ("in", "notin"):
+            super().visit_Operand(node, frame)
+            return
+        self.write(f" {jinja2.compiler.operators[node.op]} environment.scanned(")
+        self.visit(node.expr, frame)
+        self.write(")")
+
     def visit_Concat(self, node: jinja2.nodes.Concat, frame: jinja2.compiler.Frame) -> None:
         # ``a ~ b`` joins through the environment, so its size is checked like ``a + b``
         self.write("environment.join_bounded((")
@@ -154,6 +163,10 @@ class _Environment(ImmutableSandboxedEnvironment):
         """Where a block or macro collects its text (see :class:`~vow.pipeline.template_limits.TextBuffer`)."""
         return template_limits.TextBuffer()
 
+    def scanned(self, value: Any) -> Any:
+        """``value``, the right side of ``in``, counted (see :func:`~vow.pipeline.template_limits.scanned`)."""
+        return template_limits.scanned(value)
+
     def check_literal(self, value: Any) -> Any:
         """``value``, a list, tuple or mapping written in the template, refused over the bound."""
         return template_limits.check_size(value, "a list or mapping written in the template")
@@ -176,6 +189,14 @@ def slug(text: Any) -> str:
 ENV = _Environment(undefined=_Undefined, autoescape=False)
 ENV.filters["slug"] = slug
 ENV.filters.update(template_limits.bounded_filters(ENV.filters))
+
+
+def _test_in(value: Any, seq: Any) -> bool:
+    """The ``in`` test (``x is in seq``, ``select('in', seq)``), counted like the ``in`` operator."""
+    return value in template_limits.scanned(seq)
+
+
+ENV.tests["in"] = _test_in
 del ENV.globals["lipsum"]  # placeholder text, as long as its arguments ask
 _COUNTED = "vow_counted_loop"
 ENV.globals[_COUNTED] = template_limits.counted
