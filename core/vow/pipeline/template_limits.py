@@ -7,10 +7,14 @@ take the whole process down with it, every run in it. Here each operation that c
 far beyond its operands is checked **before** it runs — repetition (``*``), powers (``**``),
 concatenation (``+``, ``~``), padding and precision in ``%`` and ``str.format``, and the methods and
 filters that take a width or multiply text (``center``, ``ljust``, ``rjust``, ``zfill``,
-``expandtabs``, ``indent``, ``replace``, ``join``) — and a rendered text stops at the bound.
+``expandtabs``, ``indent``, ``replace``, ``translate``, ``join``, ``to_bytes``) — bytes as text;
+a rendered text, and the text a block or macro collects (:class:`TextBuffer`), stops at the bound.
 Loops are counted too (:func:`counted`): nested loops over large inputs would keep the planner
-busy for hours without making anything. Going over a bound is a :class:`TooLarge` error for
-that run only.
+busy for hours without making anything; so are the items membership tests look through
+(:func:`scanned`). Values nest at most :data:`MAX_DEPTH` levels, attribute paths name at most
+:data:`MAX_KEYS` keys, and the few filters and codecs whose time grows faster than their input
+(``round``, ``punycode``, ``idna``) are refused large arguments. Going over a bound is a
+:class:`TooLarge` error for that run only.
 """
 
 from __future__ import annotations
