@@ -49,6 +49,8 @@ def test_a_key_wins_over_the_dict_method_of_the_same_name() -> None:
     ("{{ input.styles|xmlattr }}", "template error: AttributeError: 'list' object has no attribute 'items'"),
     ("{{ input.styles|indent }}", "template error: AttributeError: 'list' object has no attribute 'splitlines'"),
     ("{{ input.order_id|wordwrap }}", "template error: AttributeError: 'int' object has no attribute 'splitlines'"),
+    ("{% set c = cycler(*input.styles[:0]) %}{{ c.next() }}",  # no colours in the input: a bare RuntimeError
+     "template error: RuntimeError: at least one item has to be provided"),
 ])
 def test_mistakes_say_what_is_wrong(template: str, message: str) -> None:
     for render in (render_text, render_value):

@@ -270,6 +270,7 @@ def _call(render: Any, context: Mapping[str, Any]) -> Any:
         raise TemplateError(f"template error: {exc}") from None
     except jinja2.TemplateError as exc:  # includes SecurityError from the sandbox
         raise TemplateError(f"template error: {exc}") from None
-    # AttributeError: a filter given another type than it reads (dictsort, xmlattr of a list)
-    except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
+    # AttributeError: a filter given another type than it reads (dictsort, xmlattr of a list);
+    # RuntimeError: cycler() of an empty list
+    except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError, RuntimeError) as exc:
         raise TemplateError(f"template error: {type(exc).__name__}: {exc}") from None
