@@ -116,6 +116,8 @@ GROWING = [
      "{{ f()|length }}", "1000", "the text of a block or macro would be longer"),
     ("{% macro g() %}{{ caller()|length }}{% endmacro %}{% call g() %}{% for i in range(1000) %}"
      "{{ 'x' * (input.n // 1000 + 1) }}{% endfor %}{% endcall %}", "1000", "the text of a block or macro would be"),
+    ("{% if false %}{% block b %}{% for i in range(1000) %}{{ 'x' * (input.n // 1000 + 1) }}{% endfor %}"
+     "{% endblock %}{% endif %}{{ self.b()|length }}", "1000", "the text of a block or macro would be longer"),
     # bytes (from encode or to_bytes) were not measured: a gigabyte at a time
     ("{{ ('x'.encode() * input.n)|length }}", "3", "repeating a value of length 1 2,000,000 times"),
     ("{{ ('x'.encode() + 'y'.encode() * (input.n // 2))|length }}", "2", "joining two values with +"),
@@ -210,6 +212,8 @@ def test_a_macro_that_calls_itself_without_end_is_a_template_error() -> None:
     "{{ 'münchen'.encode('idna') }} {{ ('%5s'.encode() % 'x'.encode()).decode() }} {{ 'a\tb'.encode().expandtabs(4) }}",
     "{{ 1 in [1, 2] }} {{ 3 not in (1, 2) }} {{ 'a' in 'abc' }} {{ 'a' in {'a': 1} }} {{ 1 < 2 in [2] }} "
     "{{ [1, 2]|select('in', [2, 3])|list }} {{ 2 is in [2] }} {{ 'b' in input.rows[0].a }} {{ 5 in range(9) }}",
+    "{% block a %}A{{ 1 }}{% endblock %}{{ self.a() }}{% block c scoped %}{% for i in [1, 2] %}{% block d scoped %}"
+    "{{ i }}{% set j = 3 %}{{ j }}{% endblock %}{% endfor %}{% endblock %}{{ self.c() }}",
     "{% set c = cycler('odd', 'even') %}{{ c.next() }}{{ c.next() }}{{ c.items }} {{ ('ff'|int(base=16)) // 7 }}",
 ])
 def test_the_bounds_change_nothing_within_them(template: str) -> None:

@@ -132,6 +132,11 @@ class _Environment(ImmutableSandboxedEnvironment):
         for loop in tree.find_all(jinja2.nodes.For):
             count = jinja2.nodes.Call(jinja2.nodes.Name(_COUNTED, "load"), [loop.iter], [], None, None)
             loop.iter = count.set_lineno(loop.lineno).set_environment(self)
+        # a {% block %} yields its text, and self.name() joins it with nothing measuring it: its body
+        # is collected in a bounded buffer instead, as a {% filter %} block's is, and given as it was
+        for block in tree.find_all(jinja2.nodes.Block):
+            same = jinja2.nodes.Filter(None, _SAME, [], [], None, None)
+            block.body = [jinja2.nodes.FilterBlock(block.body, same).set_lineno(block.lineno).set_environment(self)]
         for call in tree.find_all(jinja2.nodes.Call):
             if isinstance(call.node, jinja2.nodes.Name) and call.node.name == "loop" and call.args:
                 count = jinja2.nodes.Call(jinja2.nodes.Name(_COUNTED, "load"), [call.args[0]], [], None, None)
@@ -199,6 +204,8 @@ def _test_in(value: Any, seq: Any) -> bool:
 ENV.tests["in"] = _test_in
 del ENV.globals["lipsum"]  # placeholder text, as long as its arguments ask
 _COUNTED = "vow_counted_loop"
+_SAME = "vow_block_text"
+ENV.filters[_SAME] = lambda text: text  # a block's text as it was (see _parse)
 ENV.globals[_COUNTED] = template_limits.counted
 _WHOLE = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
 
