@@ -7,17 +7,24 @@ take the whole process down with it, every run in it. Here each operation that c
 far beyond its operands is checked **before** it runs — repetition (``*``), powers (``**``),
 concatenation (``+``, ``~``), padding and precision in ``%`` and ``str.format``, and the methods and
 filters that take a width or multiply text (``center``, ``ljust``, ``rjust``, ``zfill``,
-``expandtabs``, ``indent``, ``replace``, ``join``) — and a rendered text stops at the bound.
+``expandtabs``, ``indent``, ``replace``, ``translate``, ``join``, ``to_bytes``) — bytes as text;
+a rendered text, and the text a block or macro collects (:class:`TextBuffer`), stops at the bound.
 Loops are counted too (:func:`counted`): nested loops over large inputs would keep the planner
-busy for hours without making anything. Going over a bound is a :class:`TooLarge` error for
-that run only.
+busy for hours without making anything; so are the items membership tests look through
+(:func:`scanned`). Values nest at most :data:`MAX_DEPTH` levels, attribute paths name at most
+:data:`MAX_KEYS` keys, and the few filters and codecs whose time grows faster than their input
+(``round``, ``punycode``, ``idna``) are refused large arguments. Going over a bound is a
+:class:`TooLarge` error for that run only.
 """
 
 from __future__ import annotations
 
+import codecs
+import collections
 import contextlib
 import contextvars
 import functools
+import inspect
 import itertools
 import math
 import re
@@ -25,8 +32,9 @@ import string
 from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Any
 
-__all__ = ["MAX_DIGITS", "MAX_LOOPS", "MAX_SIZE", "TooLarge", "bounded_filters", "check_binop", "check_call",
-           "check_concat", "check_format_spec", "check_format_string", "check_printf", "counted", "rendering"]
+__all__ = ["MAX_DEPTH", "MAX_DIGITS", "MAX_KEYS", "MAX_LOOPS", "MAX_SCANS", "MAX_SIZE", "TextBuffer", "TooLarge",
+           "bounded_filters", "check_binop", "check_call", "check_concat", "check_format_spec", "check_format_string",
+           "check_printf", "counted", "rendering", "scanned"]
 
 MAX_SIZE = 1_000_000
 """The most characters (or items) a template makes: its text, and any value made on the way."""
@@ -37,9 +45,27 @@ MAX_DIGITS = 4300
 MAX_LOOPS = 1_000_000
 """The most turns of its loops, all together, that one rendering of a template takes."""
 
+MAX_SCANS = 100_000_000
+"""The most items (or characters) the membership tests (``x in a_list``, ``select('in', a_list)``) of
+one rendering look through, all together: ``{% if item in input.allowed %}`` in a loop over the
+input's items takes a time that grows with the product of both lengths."""
+
+MAX_DEPTH = 500
+"""The most levels deep a template nests lists, tuples and mappings: Python hashes a tuple (a key,
+``unique``) with no guard against depth, and a million levels crashed the process."""
+
+MAX_KEYS = 100
+"""The most keys an ``attribute`` path of a filter names (``map(attribute='a.b.c')`` names 3): it is
+followed for each item, and input nests at most 100 levels deep anyway."""
+
+_SQUARE_CODECS = {"punycode": 1000, "idna": 1000}
+"""Codecs whose time grows with the square of the text, and the most characters (or bytes) a
+template gives them: a domain name has at most 253."""
+
 _MAX_BITS = math.ceil(MAX_DIGITS * math.log2(10))
 
 _loops_left: contextvars.ContextVar[list[int]] = contextvars.ContextVar("vow_template_loops")
+_scans_left: contextvars.ContextVar[list[int]] = contextvars.ContextVar("vow_template_scans")
 # the size of each list, tuple and mapping measured in this rendering, by id (the value is kept, so the
 # id stays its own): a list made of the same list twice, again and again, is measured once per list
 _sizes: contextvars.ContextVar[dict[int, tuple[Any, int, int]]] = contextvars.ContextVar("vow_template_sizes")
@@ -56,22 +82,28 @@ def _refuse(what: str, size: int | float, unit: str = "characters") -> TooLarge:
 
 
 def _is_text_or_list(value: Any) -> bool:
-    return isinstance(value, (str, list, tuple))
+    return isinstance(value, (str, bytes, list, tuple))
 
 
 def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 @contextlib.contextmanager
 def rendering() -> Iterator[None]:
     """Count the loops of one rendering of a template (up to :data:`MAX_LOOPS` turns in all)."""
     token = _loops_left.set([MAX_LOOPS])
+    scans = _scans_left.set([MAX_SCANS])
     sizes = _sizes.set({})
     try:
         yield
     finally:
         _sizes.reset(sizes)
+        _scans_left.reset(scans)
         _loops_left.reset(token)
 
 
@@ -87,7 +119,7 @@ def measure(value: Any) -> tuple[int, int]:
 
 
 def _measure(value: Any, cache: dict[int, tuple[Any, int, int]]) -> tuple[int, int]:
-    if isinstance(value, str):
+    if isinstance(value, (str, bytes)):
         return len(value), 0
     if not isinstance(value, (list, tuple, dict)):
         return 1, 0
@@ -105,11 +137,15 @@ def _measure(value: Any, cache: dict[int, tuple[Any, int, int]]) -> tuple[int, i
 
 
 def check_size(value: Any, what: str) -> Any:
-    """``value``, refused when it is text, a list or a mapping over :data:`MAX_SIZE`."""
-    if isinstance(value, (str, list, tuple, dict)):
-        size = measure(value)[0]
+    """``value``, refused when it is text, bytes, a list or a mapping over :data:`MAX_SIZE`, or
+    nested more than :data:`MAX_DEPTH` levels deep."""
+    if isinstance(value, (str, bytes, list, tuple, dict)):
+        size, depth = measure(value)
         if size > MAX_SIZE:
             raise _refuse(what, size, "characters and items")
+        if depth > MAX_DEPTH:
+            raise TooLarge(f"{what} would nest {depth:,} levels deep; a template's values nest at most "
+                           f"{MAX_DEPTH:,} levels deep")
     return value
 
 
@@ -132,6 +168,18 @@ def _counting(iterable: Iterable[Any], left: list[int]) -> Iterator[Any]:
     for item in iterable:
         _turn(left, "its loops", "loops inside loops over large values?")
         yield item
+
+
+def scanned(value: Any) -> Any:
+    """``value``, the right side of an ``in`` test; looking through a list, tuple or text counts its
+    length against this rendering's :data:`MAX_SCANS` (a mapping or a range looks up at once)."""
+    left = _scans_left.get(None)
+    if left is not None and isinstance(value, (list, tuple, str, bytes)):
+        left[0] -= len(value)
+        if left[0] < 0:
+            raise TooLarge(f"its membership tests (in) would look through more than {MAX_SCANS:,} items or "
+                           "characters in all, the most one template takes (a test in a loop over large values?)")
+    return value
 
 
 def _turn(left: list[int], what: str, hint: str) -> None:
@@ -162,8 +210,8 @@ def check_binop(operator: str, left: Any, right: Any) -> None:
             size = measure(left)[0] + measure(right)[0]
             if size > MAX_SIZE:
                 raise _refuse("joining two values with +", size)
-    elif operator == "%" and isinstance(left, str):
-        check_printf(left, right)
+    elif operator == "%" and isinstance(left, (str, bytes)):
+        check_printf(left if isinstance(left, str) else left.decode("latin-1"), right)
 
 
 def check_concat(texts: list[str]) -> None:
@@ -179,7 +227,7 @@ _PRINTF = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d*))?[hlL]?[a-z
 
 
 def _text_size(value: Any) -> int:
-    return measure(value)[0] if isinstance(value, (str, list, tuple, dict)) else 30
+    return measure(value)[0] if isinstance(value, (str, bytes, list, tuple, dict)) else 30
 
 
 def check_printf(template: str, values: Any = ()) -> None:
@@ -269,8 +317,27 @@ def _padded(text: str, width: Any = 0, *_: Any) -> int:
     return max(len(text), width if _whole(width) else 0)
 
 
-def _tabs(text: str, tabsize: Any = 8) -> int:
-    return len(text) + text.count("\t") * (tabsize if _whole(tabsize) else 8)
+def _tabs(text: str | bytes, tabsize: Any = 8) -> int:
+    tabs = text.count("\t") if isinstance(text, str) else text.count(b"\t")
+    return len(text) + tabs * (tabsize if _whole(tabsize) else 8)
+
+
+def _translated(text: str | bytes, table: Any, *_: Any) -> int:
+    if isinstance(text, bytes):  # a table of 256 bytes: one byte for one
+        return len(text)
+    size = 0
+    for char, times in collections.Counter(text).items():  # each letter once: a megabyte of one letter is quick
+        try:
+            new = table[ord(char)]
+        except LookupError:
+            new = char
+        size += times * (len(new) if isinstance(new, str) else 0 if new is None else 1)
+    return size
+
+
+def _bytes_made(number: int, length: Any = 1, *_: Any, **kwargs: Any) -> int:
+    length = kwargs.get("length", length)
+    return length if _whole(length) else 0
 
 
 def _indented(value: Any, width: Any = 4, *_: Any, **__: Any) -> int:
@@ -279,13 +346,27 @@ def _indented(value: Any, width: Any = 4, *_: Any, **__: Any) -> int:
     return len(text) + per_line * (text.count("\n") + 1)
 
 
-# str method -> the length of its result, from the text and the call's arguments
+# str (and bytes) method -> the length of its result, from the text and the call's arguments
 _STR_METHODS: dict[str, Callable[..., int]] = {
     "center": _padded, "ljust": _padded, "rjust": _padded, "zfill": _padded,
     "expandtabs": _tabs,
     "join": lambda text, items: _joined(text, items),
     "replace": _replaced,
+    "translate": _translated,
 }
+
+
+def _check_codec(text: str | bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Refuse ``text.encode(...)`` or ``text.decode(...)`` with a codec that is slow on long texts."""
+    encoding = kwargs.get("encoding", args[0] if args else "utf-8")
+    try:
+        name = codecs.lookup(encoding).name
+    except (LookupError, TypeError):  # the call itself says what is wrong
+        return
+    most = _SQUARE_CODECS.get(name)
+    if most is not None and len(text) > most:
+        raise TooLarge(f"the {name} codec takes a time that grows with the square of the text; a template gives it "
+                       f"at most {most:,} characters, not {len(text):,}")
 
 
 def check_call(function: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
@@ -300,16 +381,25 @@ def check_call(function: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
     if name == "format_map" and isinstance(formatted, str):
         check_format_string(formatted, (), dict(args[0]) if args and isinstance(args[0], dict) else {})
         return args
-    if not isinstance(owner, str) or name not in _STR_METHODS:
+    if name in ("encode", "decode") and isinstance(owner, (str, bytes)):
+        _check_codec(owner, args, kwargs)
+        return args
+    if name == "to_bytes" and isinstance(owner, int):  # bool too: true.to_bytes(n)
+        size_of: Callable[..., int] | None = _bytes_made
+    elif isinstance(owner, (str, bytes)):
+        size_of = _STR_METHODS.get(name)
+    else:
+        size_of = None
+    if size_of is None:
         return args
     if name == "join" and args and not isinstance(args[0], (list, tuple)):
         args = (list(args[0]), *args[1:])
     try:
-        size = _STR_METHODS[name](owner, *args, **kwargs)
+        size = size_of(owner, *args, **kwargs)
     except TypeError:  # wrong arguments: the call itself says so
         return args
     if size > MAX_SIZE:
-        raise _refuse(f"str.{name}", size)
+        raise _refuse(f"{type(owner).__name__}.{name}", size)
     return args
 
 
@@ -377,10 +467,15 @@ def _sum(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def check_result(value: Any, what: str) -> Any:
-    """``value``, the result of a filter or call, refused when over :data:`MAX_SIZE`; an iterator
-    (``map``, ``batch``) is checked as it is read, all it gives together."""
-    if isinstance(value, (str, list, tuple, dict)):
+    """``value``, the result of a filter or call, refused when over :data:`MAX_SIZE` (or a whole number
+    over :data:`MAX_DIGITS`: ``int(base=16)`` and ``from_bytes`` read one from a text of any length, and
+    dividing two of a megabyte takes minutes); an iterator (``map``, ``batch``) is checked as it is
+    read, all it gives together."""
+    if isinstance(value, (str, bytes, list, tuple, dict)):
         return check_size(value, what)
+    if _whole(value) and value.bit_length() > _MAX_BITS:
+        raise TooLarge(f"{what} would make a whole number of about {value.bit_length() * 0.30103:,.0f} digits; "
+                       f"a template makes whole numbers of at most {MAX_DIGITS:,} digits")
     if isinstance(value, Iterator) and not isinstance(value, _Counted):
         return _Counted(value, what)
     return value
@@ -392,10 +487,96 @@ class _Counted(Iterator[Any]):
 
     def __next__(self) -> Any:
         item = next(self._items)
-        self._size += measure(item)[0] if isinstance(item, (str, list, tuple, dict)) else 1
+        self._size += measure(item)[0] if isinstance(item, (str, bytes, list, tuple, dict)) else 1
         if self._size > MAX_SIZE:
             raise _refuse(self._what, self._size, "characters and items")
         return item
+
+
+class TextBuffer(list[str]):
+    """Where a block, a macro, a ``{% call %}`` or a recursive loop collects its text before it is joined
+    (every ``{% set %}``, ``{% filter %}`` block and macro body writes into one), refused once it passes
+    :data:`MAX_SIZE`: a thousand turns of a million characters each were gigabytes before they were
+    joined and measured."""
+
+    __slots__ = ("_size",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._size = 0
+
+    def append(self, text: str) -> None:
+        self._grow(len(text))
+        super().append(text)
+
+    def extend(self, texts: Iterable[str]) -> None:
+        texts = list(texts)
+        self._grow(sum(map(len, texts)))
+        super().extend(texts)
+
+    def _grow(self, size: int) -> None:
+        self._size += size
+        if self._size > MAX_SIZE:
+            raise TooLarge(f"the text of a block or macro would be longer than {MAX_SIZE:,} characters, the most "
+                           "a template makes (check the values it loops over)")
+
+
+def _keys(attribute: Any) -> int:
+    """How many keys an attribute path names (``a.b,c`` names 3, as ``sort`` reads it)."""
+    return len(re.split(r"[.,]", attribute)) if isinstance(attribute, str) else 1
+
+
+def _attribute_checked(filter_: Callable[..., Any], first: bool = False) -> Callable[..., Any]:
+    """``filter_`` (``map``, ``sort``, ``selectattr``...), refusing an ``attribute`` path of more than
+    :data:`MAX_KEYS` keys: it is followed for each item, and ``'0.' * n`` on a text never ends.
+    ``first``: the path is the filter's first argument (``selectattr``), not ``attribute=``."""
+    signature = inspect.signature(filter_)
+
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        try:
+            given = signature.bind(*args, **kwargs).arguments
+        except TypeError:  # wrong arguments: the filter itself says so
+            return filter_(*args, **kwargs)
+        attribute = given.get("attribute", given.get("kwargs", {}).get("attribute"))
+        if first and given.get("args"):
+            attribute = given["args"][0]
+        if (keys := _keys(attribute)) > MAX_KEYS:
+            raise TooLarge(f"an attribute path of {keys:,} keys ({str(attribute)[:20]!r}...) is followed for each "
+                           f"item; a template names at most {MAX_KEYS:,}")
+        return filter_(*args, **kwargs)
+
+    functools.update_wrapper(checked, filter_)
+    return checked
+
+
+def _round(original: Callable[..., Any]) -> Callable[..., Any]:
+    """The round filter; ``floor``, ``ceil`` and a whole number rounded to tens, hundreds... make
+    10 ** precision first: hours for a precision of a hundred million."""
+
+    def round_(value: Any, precision: Any = 0, method: Any = "common") -> Any:
+        if _whole(precision) and abs(precision) > MAX_DIGITS and (method != "common" or _whole(value)):
+            raise TooLarge(f"the round filter rounds to at most {MAX_DIGITS:,} digits, not {precision:,}")
+        return original(value, precision, method)
+
+    functools.update_wrapper(round_, original)
+    return round_
+
+
+def _truncate(original: Callable[..., Any]) -> Callable[..., Any]:
+    """The truncate filter, saying what is wrong with its length or leeway (Jinja asserts, and a bare
+    AssertionError is no template error)."""
+
+    def truncate(env: Any, s: Any, length: Any = 255, killwords: Any = False, end: Any = "...",
+                 leeway: Any = None) -> Any:
+        if _number(length) and isinstance(end, str) and length < len(end):
+            raise ValueError(f"the truncate filter cuts to a length of at least its end {end!r} ({len(end)}), "
+                             f"not {length}")
+        if _number(leeway) and leeway < 0:
+            raise ValueError(f"the truncate filter's leeway is 0 or more, not {leeway}")
+        return original(env, s, length, killwords, end, leeway)
+
+    functools.update_wrapper(truncate, original)
+    return truncate
 
 
 def checked_filter(name: str, filter_: Callable[..., Any]) -> Callable[..., Any]:
@@ -432,4 +613,9 @@ def bounded_filters(filters: dict[str, Callable[..., Any]]) -> dict[str, Callabl
 
     bounded["format"] = format_
     bounded["sum"] = _sum(filters["sum"])
-    return {name: checked_filter(name, filter_) for name, filter_ in {**filters, **bounded}.items()}
+    bounded["round"] = _round(filters["round"])
+    bounded["truncate"] = _truncate(filters["truncate"])
+    every = {**filters, **bounded}
+    for name in ("groupby", "join", "map", "max", "min", "rejectattr", "selectattr", "sort", "sum", "unique"):
+        every[name] = _attribute_checked(every[name], first=name in ("rejectattr", "selectattr"))
+    return {name: checked_filter(name, filter_) for name, filter_ in every.items()}

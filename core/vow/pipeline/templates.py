@@ -95,6 +95,21 @@ class _CodeGenerator(jinja2.compiler.CodeGenerator):
     def visit_Dict(self, node: jinja2.nodes.Dict, frame: jinja2.compiler.Frame) -> None:
         self._checked(super().visit_Dict, node, frame)
 
+    def buffer(self, frame: jinja2.compiler.Frame) -> None:
+        # a block, a macro, a {% call %} or a recursive loop collects its text in a buffer before it is
+        # joined: one that stops at the bound, as the rendered text does
+        frame.buffer = self.temporary_identifier()
+        self.writeline(f"{frame.buffer} = environment.text_buffer()")
+
+    def visit_Operand(self, node: jinja2.nodes.Operand, frame: jinja2.compiler.Frame) -> None:
+        # ``a in b``: b passes environment.scanned, which counts what a list or text makes it look through
+        if node.op not in ("in", "notin"):
+            super().visit_Operand(node, frame)
+            return
+        self.write(f" {jinja2.compiler.operators[node.op]} environment.scanned(")
+        self.visit(node.expr, frame)
+        self.write(")")
+
     def visit_Concat(self, node: jinja2.nodes.Concat, frame: jinja2.compiler.Frame) -> None:
         # ``a ~ b`` joins through the environment, so its size is checked like ``a + b``
         self.write("environment.join_bounded((")
@@ -117,6 +132,11 @@ class _Environment(ImmutableSandboxedEnvironment):
         for loop in tree.find_all(jinja2.nodes.For):
             count = jinja2.nodes.Call(jinja2.nodes.Name(_COUNTED, "load"), [loop.iter], [], None, None)
             loop.iter = count.set_lineno(loop.lineno).set_environment(self)
+        # a {% block %} yields its text, and self.name() joins it with nothing measuring it: its body
+        # is collected in a bounded buffer instead, as a {% filter %} block's is, and given as it was
+        for block in tree.find_all(jinja2.nodes.Block):
+            same = jinja2.nodes.Filter(None, _SAME, [], [], None, None)
+            block.body = [jinja2.nodes.FilterBlock(block.body, same).set_lineno(block.lineno).set_environment(self)]
         for call in tree.find_all(jinja2.nodes.Call):
             if isinstance(call.node, jinja2.nodes.Name) and call.node.name == "loop" and call.args:
                 count = jinja2.nodes.Call(jinja2.nodes.Name(_COUNTED, "load"), [call.args[0]], [], None, None)
@@ -137,10 +157,20 @@ class _Environment(ImmutableSandboxedEnvironment):
     def call(__self, __context: jinja2.runtime.Context, __obj: Any, *args: Any,  # noqa: N805 - as Jinja's
              **kwargs: Any) -> Any:
         args = template_limits.check_call(__obj, args, kwargs)
+        if __obj is jinja2.utils.Cycler:  # it keeps its values, and gives them back as a tuple: measure it
+            template_limits.check_size(args, "cycler(...)")
         if isinstance(__obj, (jinja2.runtime.Macro, jinja2.runtime.BlockReference)):
             template_limits.count_turn()
         what = f"calling {getattr(__obj, '__name__', 'a function')}"
         return template_limits.check_result(super().call(__context, __obj, *args, **kwargs), what)
+
+    def text_buffer(self) -> template_limits.TextBuffer:
+        """Where a block or macro collects its text (see :class:`~vow.pipeline.template_limits.TextBuffer`)."""
+        return template_limits.TextBuffer()
+
+    def scanned(self, value: Any) -> Any:
+        """``value``, the right side of ``in``, counted (see :func:`~vow.pipeline.template_limits.scanned`)."""
+        return template_limits.scanned(value)
 
     def check_literal(self, value: Any) -> Any:
         """``value``, a list, tuple or mapping written in the template, refused over the bound."""
@@ -164,8 +194,18 @@ def slug(text: Any) -> str:
 ENV = _Environment(undefined=_Undefined, autoescape=False)
 ENV.filters["slug"] = slug
 ENV.filters.update(template_limits.bounded_filters(ENV.filters))
+
+
+def _test_in(value: Any, seq: Any) -> bool:
+    """The ``in`` test (``x is in seq``, ``select('in', seq)``), counted like the ``in`` operator."""
+    return value in template_limits.scanned(seq)
+
+
+ENV.tests["in"] = _test_in
 del ENV.globals["lipsum"]  # placeholder text, as long as its arguments ask
 _COUNTED = "vow_counted_loop"
+_SAME = "vow_block_text"
+ENV.filters[_SAME] = lambda text: text  # a block's text as it was (see _parse)
 ENV.globals[_COUNTED] = template_limits.counted
 _WHOLE = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
 
@@ -237,5 +277,7 @@ def _call(render: Any, context: Mapping[str, Any]) -> Any:
         raise TemplateError(f"template error: {exc}") from None
     except jinja2.TemplateError as exc:  # includes SecurityError from the sandbox
         raise TemplateError(f"template error: {exc}") from None
-    except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
+    # AttributeError: a filter given another type than it reads (dictsort, xmlattr of a list);
+    # RuntimeError: cycler() of an empty list
+    except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError, RuntimeError) as exc:
         raise TemplateError(f"template error: {type(exc).__name__}: {exc}") from None
