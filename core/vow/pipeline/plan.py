@@ -30,6 +30,7 @@ from vow.files import path_problem
 from vow.images import ImageRequest
 from vow.images.pipeline import STYLE_NAME, STYLE_RULE, parse_size
 from vow.naming import not_in_a_run_id
+from vow.pipeline import template_limits
 from vow.pipeline.inputs import TOO_DEEP, check_depth, merge, not_json, too_deep
 from vow.pipeline.model import Branch, ChannelBranch, Gate, ImageBranch, PlannedRun
 from vow.pipeline.source import Path, Source, SpecError, read
@@ -44,6 +45,11 @@ from vow.stores import parse_store_url, redact_url
 BRANCH_ID = re.compile(r"^[A-Za-z0-9+][A-Za-z0-9_.@+-]{0,127}$")
 BRANCH_ID_RULE = "1-128 letters, digits and _ . @ + -"
 DEFAULT_IMAGE_OUTPUT = ".vow/output"
+MAX_PLAN_SIZE = 50_000_000
+"""The most a whole plan may hold, in characters of text plus items of lists and mappings (as
+:func:`vow.pipeline.template_limits.measure` counts), summed over everything it renders: each
+template has its own bound, and ``for_each`` multiplies it by its items. The plan is stored with
+its run as one value, so this also bounds what a run stores before its first branch."""
 
 
 @attrs.frozen
@@ -105,6 +111,7 @@ class _Planner:
         self.base_dir = FilePath(base_dir) if base_dir is not None else FilePath.cwd()
         self.built: dict[str, Any] = {}  # one channel / provider per (name, options, faults)
         self.defaults_rate_limit: dict[str, Any] | None = None
+        self.rendered = 0  # the size of everything rendered so far (MAX_PLAN_SIZE)
 
     def error(self, path: Path, problem: str) -> SpecError:
         return self.source.error(path, problem)
@@ -400,10 +407,16 @@ class _Planner:
     def render(self, value: Any, context: Mapping[str, Any], path: Path,
                how: Callable[[Any, Mapping[str, Any]], Any], note: str = "") -> Any:
         try:
-            return how(value, context)
+            result = how(value, context)
         except TemplateError as exc:
             line = self.source.text_line(path, exc.line) if exc.line else self.source.line(path)
             raise SpecError(f"{exc}{note}", file=self.source.file, line=line, path=path) from None
+        self.rendered += template_limits.measure(result)[0]
+        if self.rendered > MAX_PLAN_SIZE:
+            raise _noted(self.error(path, f"the plan would be larger than {MAX_PLAN_SIZE:,} characters in all "
+                                          "(every branch's rendered text counted): make fewer branches "
+                                          "(for_each items) or smaller ones, or fan out from Python"), note)
+        return result
 
     def branch_id(self, template: str | None, context: dict[str, Any], path: Path, *, default: Any,
                   note: str) -> str:
