@@ -3,6 +3,10 @@ and nothing stored."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from click.testing import CliRunner
 
@@ -228,6 +232,26 @@ def test_a_missing_file_and_the_issue_example_in_a_real_process(sandbox) -> None
                              f"(installed: {channels})\n")
     assert sandbox.run("validate", "order.yaml").stderr == result.stderr
     assert not sandbox.store_file.exists()
+
+
+def test_a_fifo_is_read_when_a_process_writes_to_it_and_refused_at_once_when_none_does(sandbox) -> None:
+    # Opened as a file, a FIFO nobody writes to waited for a writer for ever: `vow validate` hung.
+    os.mkfifo(sandbox.cwd / "order.yaml")
+    done = sandbox.run("validate", "order.yaml", timeout=30)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == "error: order.yaml: is a FIFO (named pipe) that no process is writing to: nothing to read\n"
+    # A pipe with a writer is read, as `vow validate <(cat order.yaml)` gives one.
+    read_end, write_end = os.pipe()
+    os.write(write_end, pipeline().encode())
+    os.close(write_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "vow", "validate", f"/dev/fd/{read_end}"], pass_fds=(read_end,),
+                              cwd=sandbox.cwd, env={**os.environ, **sandbox.env}, capture_output=True, text=True,
+                              timeout=60)
+    finally:
+        os.close(read_end)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == f"ok: /dev/fd/{read_end}: run order/7 fans out to 1 branch: email (email)\n"
 
 
 def test_validate_checks_without_running_or_storing(sandbox) -> None:
