@@ -20,6 +20,7 @@ from vow.cli.common import (
     installed_plugins,
     json_option,
     load_apps,
+    output_may_close,
     pipeline_name,
     print_json,
     store_option,
@@ -242,9 +243,10 @@ def follow(vow: Any, run_id: str, start: Callable[[], Any], progress: Progress, 
            existing: PromiseRecord | None) -> int:
     """Start (or join) ``run_id`` with ``start()``, show it live until it settles, print the summary.
 
-    Returns the exit code: 0 when the run resolved, 1 otherwise.
+    Returns the exit code: 0 when the run resolved, 1 otherwise. When stdout is closed or its reader goes
+    away (``| head -1``), the run goes on to its end all the same, without the view.
     """
-    with _said_by_the_view(run_id), _sigterm_stops_like_ctrl_c():
+    with _said_by_the_view(run_id), _sigterm_stops_like_ctrl_c(), output_may_close():
         return _follow(vow, run_id, start, progress, as_json=as_json, title=title, existing=existing)
 
 
