@@ -364,3 +364,20 @@ def test_an_id_that_is_not_utf8_is_a_usage_error_not_a_traceback(sandbox, args, 
     assert done.stderr.splitlines()[-1] == (f"Error: Invalid value for '{name}': 'a\\udc80b' is not UTF-8 text "
                                             "(character 2 is a byte that is not UTF-8)")
     assert not sandbox.store_file.exists()
+
+
+@pytest.mark.parametrize("args", [["validate", "ORDER"], ["run", "ORDER"], ["ls"]])
+def test_a_working_directory_that_was_deleted_is_one_line_and_exit_2(sandbox, args: list[str]) -> None:
+    # `vow validate /abs/order.yaml` in a deleted directory was a FileNotFoundError traceback from
+    # os.getcwd() (exit 1); `vow ls` said "no store at .vow/vow.sqlite", as if nothing had run.
+    order = sandbox.cwd / "order.yaml"
+    order.write_text(pipeline())
+    (sandbox.cwd / "gone").mkdir()
+    command = " ".join(str(order) if arg == "ORDER" else arg for arg in args)
+    env = {k: v for k, v in {**os.environ, **sandbox.env}.items() if k != "VOW_STORE"}  # the default store
+    done = subprocess.run(["sh", "-c", f'cd gone && rmdir ../gone && exec "{sys.executable}" -m vow {command}'],
+                          cwd=sandbox.cwd, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == ("error: the working directory cannot be read (No such file or directory): was it "
+                           "deleted? cd to a directory that exists\n")

@@ -12,6 +12,7 @@ not one of vow's own commands (a plugin's).
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 import click
@@ -73,6 +74,11 @@ class _Group(click.Group):
             raise UserError(f"{one_line(exc)} (skip a broken plugin with VOW_DISABLE_PLUGINS=name)") from None
 
     def invoke(self, ctx: click.Context) -> Any:
+        try:
+            os.getcwd()  # relative paths (the default store, a pipeline's output) need it
+        except OSError as exc:
+            raise UserError(f"the working directory cannot be read ({exc.strerror}): was it deleted? cd to a "
+                            "directory that exists") from None
         try:
             return super().invoke(ctx)
         except USER_ERRORS as exc:
