@@ -123,6 +123,12 @@ CASES = [
     ("a number too large in --set", pipeline(), ["--set", "order_id=1e999"],
      "--set order_id: 1e999 is too large a number (it would be infinity); give it as text"),
     ("input file missing", pipeline(), ["--input", "@event.json"], "--input @event.json: no such file"),
+    # Python's decoder keeps the last of two equal keys: the first value was dropped without a word
+    # (a pipeline file's duplicate key is an error).
+    ("duplicate key in --input", pipeline(), ["--input", '{"order_id": 1, "email": "a@b.cd", "order_id": 2}'],
+     "--input: not valid JSON (the key 'order_id' is given twice in one object)"),
+    ("duplicate key in a --set value", pipeline(), ["--set", 'order_id={"a": 1, "a": 2}'],
+     "--set order_id: not valid JSON (the key 'a' is given twice in one object)"),
     ("empty input in the run id", pipeline(), ["--set", "order_id="],
      f"order.yaml:3: id: 'order/' is not a usable run id ({RUN_ID_RULE})"),
     # A byte that is not UTF-8 on the command line arrives as a lone surrogate: it cannot be stored as
@@ -252,6 +258,21 @@ def test_a_fifo_is_read_when_a_process_writes_to_it_and_refused_at_once_when_non
         os.close(read_end)
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout == f"ok: /dev/fd/{read_end}: run order/7 fans out to 1 branch: email (email)\n"
+
+
+def test_an_input_file_that_is_too_large_or_a_fifo_without_a_writer_is_one_line_and_exit_2(sandbox) -> None:
+    # `--input @FILE` was read whole, however large (/dev/zero filled the memory), and a FIFO nobody
+    # writes to waited for ever.
+    sandbox.write("order.yaml", pipeline())
+    sandbox.write("big.json", '{"order_id": "' + "1" * 10_000_001 + '"}')
+    done = sandbox.run("validate", "order.yaml", "--input", "@big.json")
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr == "error: --input @big.json: larger than 10,000,000 bytes, the most an input file may be\n"
+    os.mkfifo(sandbox.cwd / "event.json")
+    done = sandbox.run("validate", "order.yaml", "--input", "@event.json", timeout=30)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == ("error: --input @event.json: is a FIFO (named pipe) that no process is writing to: nothing "
+                           "to read\n")
 
 
 def test_validate_checks_without_running_or_storing(sandbox) -> None:

@@ -97,8 +97,7 @@ def read(file: str) -> Source:
     if not file:  # Path("") is the working directory
         raise SpecError("no pipeline file given (the file name is empty)")
     try:
-        data = _read_bytes(file)
-        text = data.decode("utf-8")
+        text = read_bytes(file, MAX_FILE_BYTES, "a pipeline file").decode("utf-8")
     except FileNotFoundError:
         raise SpecError("no such file", file=file) from None
     except IsADirectoryError:
@@ -107,12 +106,20 @@ def read(file: str) -> Source:
         raise SpecError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=file) from None
     except OSError as exc:
         raise SpecError(f"cannot read: {exc.strerror}", file=file) from None
+    except Unreadable as exc:
+        raise SpecError(str(exc), file=file) from None
     return parse(text, file)
 
 
-def _read_bytes(file: str) -> bytes:
-    """At most :data:`MAX_FILE_BYTES` of ``file``: a :class:`SpecError` when it holds more, or when it is a
-    FIFO (named pipe) that no process writes to (opened as usual, it waited for a writer for ever)."""
+class Unreadable(Exception):
+    """What :func:`read_bytes` found wrong with a file it could open: too large, or a FIFO without a writer."""
+
+
+def read_bytes(file: str, limit: int, what: str) -> bytes:
+    """The bytes of ``file``, which is ``what`` (``"a pipeline file"``): :class:`Unreadable` when it holds
+    more than ``limit`` bytes (only ``limit`` + 1 are read: ``/dev/zero`` filled the memory), or when it
+    is a FIFO (named pipe) that no process writes to (opened as usual, it waited for a writer for ever);
+    an :class:`OSError` when it cannot be opened or read."""
     fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK)
     with os.fdopen(fd, "rb", buffering=0) as handle:
         mode = os.fstat(fd).st_mode
@@ -123,24 +130,23 @@ def _read_bytes(file: str) -> bytes:
             # Opened without waiting: a read now is empty when no process has the pipe open for writing
             # (`vow run <(make-pipeline)` has one; a FIFO made with mkfifo and left alone has not).
             try:
-                first = os.read(fd, MAX_FILE_BYTES + 1)
+                first = os.read(fd, limit + 1)
             except BlockingIOError:
                 first = b""
             else:
                 if not first:
-                    raise SpecError("is a FIFO (named pipe) that no process is writing to: nothing to read",
-                                    file=file)
+                    raise Unreadable("is a FIFO (named pipe) that no process is writing to: nothing to read")
             chunks.append(first)
         os.set_blocking(fd, True)  # a writer that is still writing is waited for, as `cat` does
         size = sum(map(len, chunks))
-        while size <= MAX_FILE_BYTES:
-            chunk = handle.read(MAX_FILE_BYTES + 1 - size)
+        while size <= limit:
+            chunk = handle.read(limit + 1 - size)
             if not chunk:
                 break
             chunks.append(chunk)
             size += len(chunk)
-    if size > MAX_FILE_BYTES:
-        raise SpecError(f"larger than {MAX_FILE_BYTES:,} bytes, the most a pipeline file may be", file=file)
+    if size > limit:
+        raise Unreadable(f"larger than {limit:,} bytes, the most {what} may be")
     return b"".join(chunks)
 
 
