@@ -166,3 +166,18 @@ def test_a_file_larger_than_a_pipeline_file_is_refused_without_reading_it_all(tm
     with pytest.raises(SpecError) as caught:
         read("/dev/zero")  # endless: read as a whole, it filled the memory
     assert str(caught.value) == "/dev/zero: larger than 1,000,000 bytes, the most a pipeline file may be"
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("!!int nonsense", "'nonsense' tagged !!int is not a whole number"),  # was a ValueError traceback
+    ("!!float nonsense", "'nonsense' tagged !!float is not a number"),  # a ValueError
+    ("!!bool nonsense", "'nonsense' tagged !!bool is not true or false"),  # a KeyError
+    ("!!timestamp nonsense", "'nonsense' tagged !!timestamp is not a date or time (such as 2025-06-01 or "
+                             "2025-06-01T09:30:00Z)"),  # an AttributeError
+])
+def test_a_value_its_explicit_tag_does_not_fit_is_an_error_at_its_line(value: str, expected: str) -> None:
+    for text, where in ((f"version: 1\ninput:\n  n: {value}\n", "x.yaml:3: input.n: "),
+                        (f"version: 1\n{value}: 1\n", "x.yaml:2: ")):  # a value, and a key
+        with pytest.raises(SpecError) as caught:
+            parse(text, "x.yaml")
+        assert str(caught.value) == f"{where}invalid YAML: {expected}"

@@ -274,11 +274,29 @@ def _check_number(node: yaml.ScalarNode, path: Path, file: str) -> None:
         raise SpecError(f"invalid YAML: {too_long_number()}", file=file, line=node.start_mark.line + 1, path=path)
 
 
+_TAGGED = {"int": "a whole number", "float": "a number", "bool": "true or false",
+           "timestamp": "a date or time (such as 2025-06-01 or 2025-06-01T09:30:00Z)"}
+
+
+def _construct(node: yaml.ScalarNode, path: Path, file: str, walk: _Walk) -> Any:
+    """The value of ``node`` (kept by the loader for the data it builds next): a :class:`SpecError` when
+    an explicit tag does not fit it (``!!int nonsense`` was a ValueError from PyYAML, ``!!bool`` a
+    KeyError, ``!!timestamp`` an AttributeError: none of them a YAML error)."""
+    try:
+        return walk.key_of(node)
+    except (ValueError, KeyError, AttributeError, TypeError):
+        kind = node.tag.rpartition(":")[2]
+        what = _TAGGED.get(kind, "a value of its tag")
+        raise SpecError(f"invalid YAML: {node.value!r} tagged !!{kind} is not {what}", file=file,
+                        line=node.start_mark.line + 1, path=path) from None
+
+
 def _index_children(node: yaml.Node, path: Path, lines: dict[Path, int], text_lines: dict[Path, int], file: str,
                     walk: _Walk) -> None:
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.ScalarNode):
         _check_number(node, path, file)
+        _construct(node, path, file, walk)
         # A block scalar (| or >) starts its text on the line after the indicator.
         text_lines[path] = node.start_mark.line + 1 + (1 if node.style in ("|", ">") else 0)
     elif isinstance(node, yaml.MappingNode):
@@ -290,7 +308,8 @@ def _index_children(node: yaml.Node, path: Path, lines: dict[Path, int], text_li
                 continue
             if isinstance(key_node, yaml.ScalarNode):
                 _check_number(key_node, path, file)
-            key = walk.key_of(key_node) if isinstance(key_node, yaml.ScalarNode) else str(key_node.start_mark)
+            key = _construct(key_node, path, file, walk) if isinstance(key_node, yaml.ScalarNode) \
+                else str(key_node.start_mark)
             line = key_node.start_mark.line + 1
             if key in seen:
                 raise SpecError(f"duplicate key (first given on line {seen[key]})", file=file, line=line,
