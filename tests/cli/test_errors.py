@@ -402,3 +402,19 @@ def test_a_working_directory_that_was_deleted_is_one_line_and_exit_2(sandbox, ar
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr == ("error: the working directory cannot be read (No such file or directory): was it "
                            "deleted? cd to a directory that exists\n")
+
+
+def test_a_store_path_under_the_home_directory_is_found_by_the_commands_that_read_runs(sandbox) -> None:
+    # The SQLite store expands ~ and vow run made ~/runs/vow.sqlite; vow ls, show and the others checked
+    # whether the path "~/runs/vow.sqlite" existed as written and said "no store at ~/runs/vow.sqlite".
+    sandbox.write("order.yaml", pipeline())
+    home = sandbox.cwd / "home with space"
+    sandbox.env["HOME"] = str(home)
+    store = "sqlite:~/runs/vow.sqlite"
+    assert sandbox.run("run", "order.yaml", "--store", store).returncode == 0
+    assert (home / "runs" / "vow.sqlite").exists()
+    listed = sandbox.run("ls", "--store", store)
+    assert (listed.returncode, listed.stderr) == (0, "")
+    assert listed.stdout.splitlines()[1].startswith("order/7 ")
+    shown = sandbox.run("show", "order/7", "--store", store)
+    assert (shown.returncode, shown.stderr) == (0, "")

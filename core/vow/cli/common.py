@@ -84,7 +84,8 @@ def _existing_store(ctx: click.Context, param: click.Parameter, url: str | None)
 
     name, options = parse_store_url(url if url is not None else DEFAULT_URL)
     path = options.get("path")
-    if name == "sqlite" and isinstance(path, str) and not os.path.exists(path):
+    # The SQLite store expands ~ (its path under $HOME): so must the check whether it is there.
+    if name == "sqlite" and isinstance(path, str) and not os.path.exists(os.path.expanduser(path)):
         if url is None:
             raise UserError(f"no store at {path}: nothing has run here yet (vow run FILE makes it), or give "
                             "the store with --store URL or $VOW_STORE")
