@@ -1,7 +1,8 @@
 """The ``vow`` command line.
 
 Exit codes: 0 success, 1 a workflow failed, 2 a usage, configuration, input or store error (one
-message on stderr saying where and what is allowed). Plugins add commands through the
+message on stderr saying where and what is allowed); 130 and 143 when Ctrl-C or SIGTERM stopped a
+command that follows a run (the run stays pending; `vow worker` exits 0). Plugins add commands through the
 ``vow_register_commands`` hook.
 
 Fast to start: a command's module is imported when that command runs (or when ``--help`` lists
