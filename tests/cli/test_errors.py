@@ -70,6 +70,12 @@ CASES = [
     ("run timeout not a duration", pipeline(top="timeout: soon\n"), [],
      "order.yaml:7: timeout: 'soon' is not a duration: write a number of seconds, or a number and a unit (30s, 5m, "
      "1h30m, 1d)"),
+    # A whole number past a float's range (400 digits) was an OverflowError traceback, exit 1.
+    ("a run timeout too large for a number of seconds", pipeline(top="timeout: " + "9" * 400 + "\n"), [],
+     "order.yaml:7: timeout: too large a number of seconds (a whole number of 400 digits)"),
+    ("a gate timeout too large for a number of seconds",
+     pipeline(top="gate: {promise: approval, timeout: " + "9" * 400 + "}\n"), [],
+     "order.yaml:7: gate.timeout: too large a number of seconds (a whole number of 400 digits)"),
     ("negative run timeout", pipeline(top="timeout: -1\n"), [],
      "order.yaml:7: timeout: must be more than 0 seconds, got -1"),
     # .inf and .nan are YAML numbers: every number of seconds is refused as the run's timeout is
