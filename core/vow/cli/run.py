@@ -298,7 +298,8 @@ def _stop_on_signals(run_id: str, wake: threading.Event) -> Iterator[_Stop]:
     try:
         yield stop
     finally:
-        if stop.signum is None:  # stopped by a signal, the process is ending: a second one still ends it at once
+        # After a stop the process is ending: the handlers stay, so that a second signal still ends it at once.
+        if stop.signum is None:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
