@@ -3,6 +3,10 @@ and nothing stored."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from click.testing import CliRunner
 
@@ -66,6 +70,12 @@ CASES = [
     ("run timeout not a duration", pipeline(top="timeout: soon\n"), [],
      "order.yaml:7: timeout: 'soon' is not a duration: write a number of seconds, or a number and a unit (30s, 5m, "
      "1h30m, 1d)"),
+    # A whole number past a float's range (400 digits) was an OverflowError traceback, exit 1.
+    ("a run timeout too large for a number of seconds", pipeline(top="timeout: " + "9" * 400 + "\n"), [],
+     "order.yaml:7: timeout: too large a number of seconds (a whole number of 400 digits)"),
+    ("a gate timeout too large for a number of seconds",
+     pipeline(top="gate: {promise: approval, timeout: " + "9" * 400 + "}\n"), [],
+     "order.yaml:7: gate.timeout: too large a number of seconds (a whole number of 400 digits)"),
     ("negative run timeout", pipeline(top="timeout: -1\n"), [],
      "order.yaml:7: timeout: must be more than 0 seconds, got -1"),
     # .inf and .nan are YAML numbers: every number of seconds is refused as the run's timeout is
@@ -119,6 +129,12 @@ CASES = [
     ("a number too large in --set", pipeline(), ["--set", "order_id=1e999"],
      "--set order_id: 1e999 is too large a number (it would be infinity); give it as text"),
     ("input file missing", pipeline(), ["--input", "@event.json"], "--input @event.json: no such file"),
+    # Python's decoder keeps the last of two equal keys: the first value was dropped without a word
+    # (a pipeline file's duplicate key is an error).
+    ("duplicate key in --input", pipeline(), ["--input", '{"order_id": 1, "email": "a@b.cd", "order_id": 2}'],
+     "--input: not valid JSON (the key 'order_id' is given twice in one object)"),
+    ("duplicate key in a --set value", pipeline(), ["--set", 'order_id={"a": 1, "a": 2}'],
+     "--set order_id: not valid JSON (the key 'a' is given twice in one object)"),
     ("empty input in the run id", pipeline(), ["--set", "order_id="],
      f"order.yaml:3: id: 'order/' is not a usable run id ({RUN_ID_RULE})"),
     # A byte that is not UTF-8 on the command line arrives as a lone surrogate: it cannot be stored as
@@ -228,6 +244,41 @@ def test_a_missing_file_and_the_issue_example_in_a_real_process(sandbox) -> None
                              f"(installed: {channels})\n")
     assert sandbox.run("validate", "order.yaml").stderr == result.stderr
     assert not sandbox.store_file.exists()
+
+
+def test_a_fifo_is_read_when_a_process_writes_to_it_and_refused_at_once_when_none_does(sandbox) -> None:
+    # Opened as a file, a FIFO nobody writes to waited for a writer for ever: `vow validate` hung.
+    os.mkfifo(sandbox.cwd / "order.yaml")
+    done = sandbox.run("validate", "order.yaml", timeout=30)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == "error: order.yaml: is a FIFO (named pipe) that no process is writing to: nothing to read\n"
+    # A pipe with a writer is read, as `vow validate <(cat order.yaml)` gives one.
+    read_end, write_end = os.pipe()
+    os.write(write_end, pipeline().encode())
+    os.close(write_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "vow", "validate", f"/dev/fd/{read_end}"], pass_fds=(read_end,),
+                              cwd=sandbox.cwd, env={**os.environ, **sandbox.env}, capture_output=True, text=True,
+                              timeout=60)
+    finally:
+        os.close(read_end)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == f"ok: /dev/fd/{read_end}: run order/7 fans out to 1 branch: email (email)\n"
+
+
+def test_an_input_file_that_is_too_large_or_a_fifo_without_a_writer_is_one_line_and_exit_2(sandbox) -> None:
+    # `--input @FILE` was read whole, however large (/dev/zero filled the memory), and a FIFO nobody
+    # writes to waited for ever.
+    sandbox.write("order.yaml", pipeline())
+    sandbox.write("big.json", '{"order_id": "' + "1" * 10_000_001 + '"}')
+    done = sandbox.run("validate", "order.yaml", "--input", "@big.json")
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr == "error: --input @big.json: larger than 10,000,000 bytes, the most an input file may be\n"
+    os.mkfifo(sandbox.cwd / "event.json")
+    done = sandbox.run("validate", "order.yaml", "--input", "@event.json", timeout=30)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == ("error: --input @event.json: is a FIFO (named pipe) that no process is writing to: nothing "
+                           "to read\n")
 
 
 def test_validate_checks_without_running_or_storing(sandbox) -> None:
@@ -340,3 +391,36 @@ def test_an_id_that_is_not_utf8_is_a_usage_error_not_a_traceback(sandbox, args, 
     assert done.stderr.splitlines()[-1] == (f"Error: Invalid value for '{name}': 'a\\udc80b' is not UTF-8 text "
                                             "(character 2 is a byte that is not UTF-8)")
     assert not sandbox.store_file.exists()
+
+
+@pytest.mark.parametrize("args", [["validate", "ORDER"], ["run", "ORDER"], ["ls"]])
+def test_a_working_directory_that_was_deleted_is_one_line_and_exit_2(sandbox, args: list[str]) -> None:
+    # `vow validate /abs/order.yaml` in a deleted directory was a FileNotFoundError traceback from
+    # os.getcwd() (exit 1); `vow ls` said "no store at .vow/vow.sqlite", as if nothing had run.
+    order = sandbox.cwd / "order.yaml"
+    order.write_text(pipeline())
+    (sandbox.cwd / "gone").mkdir()
+    command = " ".join(str(order) if arg == "ORDER" else arg for arg in args)
+    env = {k: v for k, v in {**os.environ, **sandbox.env}.items() if k != "VOW_STORE"}  # the default store
+    done = subprocess.run(["sh", "-c", f'cd gone && rmdir ../gone && exec "{sys.executable}" -m vow {command}'],
+                          cwd=sandbox.cwd, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == ("error: the working directory cannot be read (No such file or directory): was it "
+                           "deleted? cd to a directory that exists\n")
+
+
+def test_a_store_path_under_the_home_directory_is_found_by_the_commands_that_read_runs(sandbox) -> None:
+    # The SQLite store expands ~ and vow run made ~/runs/vow.sqlite; vow ls, show and the others checked
+    # whether the path "~/runs/vow.sqlite" existed as written and said "no store at ~/runs/vow.sqlite".
+    sandbox.write("order.yaml", pipeline())
+    home = sandbox.cwd / "home with space"
+    sandbox.env["HOME"] = str(home)
+    store = "sqlite:~/runs/vow.sqlite"
+    assert sandbox.run("run", "order.yaml", "--store", store).returncode == 0
+    assert (home / "runs" / "vow.sqlite").exists()
+    listed = sandbox.run("ls", "--store", store)
+    assert (listed.returncode, listed.stderr) == (0, "")
+    assert listed.stdout.splitlines()[1].startswith("order/7 ")
+    shown = sandbox.run("show", "order/7", "--store", store)
+    assert (shown.returncode, shown.stderr) == (0, "")

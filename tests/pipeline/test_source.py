@@ -135,3 +135,49 @@ def test_an_empty_file_name_is_said_as_such() -> None:
     with pytest.raises(SpecError) as caught:
         read("")
     assert str(caught.value) == "no pipeline file given (the file name is empty)"
+
+
+def test_a_character_yaml_does_not_take_is_an_error_at_its_line_not_a_traceback() -> None:
+    # PyYAML checks the characters when the loader is made, outside the error handling: a NUL (a binary
+    # file that is valid UTF-8) was a ReaderError traceback and exit code 1.
+    with pytest.raises(SpecError) as caught:
+        parse("version: 1\nname: a\x00b\n", "x.yaml")
+    assert str(caught.value) == ("x.yaml:2: invalid YAML: the character #x0000 is not allowed (YAML takes printable "
+                                 "characters, tabs and line breaks) (column 8)")
+
+
+def test_a_file_of_too_many_values_is_refused_before_reading_them_all() -> None:
+    # 200,000 values took half a minute to read on a busy machine (the YAML reader is pure Python),
+    # and a megabyte of "a, " stands for 300,000 of them.
+    with pytest.raises(SpecError) as caught:
+        parse("version: 1\nitems: [" + "a, " * 200_000 + "]\n", "x.yaml")
+    assert str(caught.value) == (
+        "x.yaml:2: invalid YAML: more than 20,000 values (keys, values and list items); a pipeline file holds at "
+        "most 20,000: pass large data with --input @file.json")
+    assert len(parse("items: [" + "a, " * 5_000 + "]\n").data["items"]) == 5_000  # many: fine
+
+
+def test_a_file_larger_than_a_pipeline_file_is_refused_without_reading_it_all(tmp_path) -> None:
+    big = tmp_path / "big.yaml"
+    big.write_text("version: 1\nname: " + "a" * 5_000_000 + "\n")
+    with pytest.raises(SpecError) as caught:
+        read(str(big))
+    assert str(caught.value) == f"{big}: larger than 1,000,000 bytes, the most a pipeline file may be"
+    with pytest.raises(SpecError) as caught:
+        read("/dev/zero")  # endless: read as a whole, it filled the memory
+    assert str(caught.value) == "/dev/zero: larger than 1,000,000 bytes, the most a pipeline file may be"
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("!!int nonsense", "'nonsense' tagged !!int is not a whole number"),  # was a ValueError traceback
+    ("!!float nonsense", "'nonsense' tagged !!float is not a number"),  # a ValueError
+    ("!!bool nonsense", "'nonsense' tagged !!bool is not true or false"),  # a KeyError
+    ("!!timestamp nonsense", "'nonsense' tagged !!timestamp is not a date or time (such as 2025-06-01 or "
+                             "2025-06-01T09:30:00Z)"),  # an AttributeError
+])
+def test_a_value_its_explicit_tag_does_not_fit_is_an_error_at_its_line(value: str, expected: str) -> None:
+    for text, where in ((f"version: 1\ninput:\n  n: {value}\n", "x.yaml:3: input.n: "),
+                        (f"version: 1\n{value}: 1\n", "x.yaml:2: ")):  # a value, and a key
+        with pytest.raises(SpecError) as caught:
+            parse(text, "x.yaml")
+        assert str(caught.value) == f"{where}invalid YAML: {expected}"

@@ -1,7 +1,8 @@
 """The ``vow`` command line.
 
 Exit codes: 0 success, 1 a workflow failed, 2 a usage, configuration, input or store error (one
-message on stderr saying where and what is allowed). Plugins add commands through the
+message on stderr saying where and what is allowed); 130 and 143 when Ctrl-C or SIGTERM stopped a
+command that follows a run (the run stays pending; `vow worker` exits 0). Plugins add commands through the
 ``vow_register_commands`` hook.
 
 Fast to start: a command's module is imported when that command runs (or when ``--help`` lists
@@ -12,6 +13,7 @@ not one of vow's own commands (a plugin's).
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 import click
@@ -73,6 +75,11 @@ class _Group(click.Group):
             raise UserError(f"{one_line(exc)} (skip a broken plugin with VOW_DISABLE_PLUGINS=name)") from None
 
     def invoke(self, ctx: click.Context) -> Any:
+        try:
+            os.getcwd()  # relative paths (the default store, a pipeline's output) need it
+        except OSError as exc:
+            raise UserError(f"the working directory cannot be read ({exc.strerror}): was it deleted? cd to a "
+                            "directory that exists") from None
         try:
             return super().invoke(ctx)
         except USER_ERRORS as exc:

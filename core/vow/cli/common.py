@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import json
 import math
 import os
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
@@ -82,13 +84,71 @@ def _existing_store(ctx: click.Context, param: click.Parameter, url: str | None)
 
     name, options = parse_store_url(url if url is not None else DEFAULT_URL)
     path = options.get("path")
-    if name == "sqlite" and isinstance(path, str) and not os.path.exists(path):
+    # The SQLite store expands ~ (its path under $HOME): so must the check whether it is there.
+    if name == "sqlite" and isinstance(path, str) and not os.path.exists(os.path.expanduser(path)):
         if url is None:
             raise UserError(f"no store at {path}: nothing has run here yet (vow run FILE makes it), or give "
                             "the store with --store URL or $VOW_STORE")
         raise UserError(f"no store at {path}: the file does not exist; check --store or $VOW_STORE "
                         "(vow run and vow worker make a new store)")
     return url
+
+
+class _Output(io.TextIOBase):
+    """stdout that nobody may read any more: once a write fails (the reader of a pipe went away, as after
+    ``| head -1``; a full disk), the rest is dropped, so the command's work goes on without its output."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        super().__init__()
+        self._stream = stream
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self._stream.encoding if self._stream is not None else "utf-8"
+
+    @property
+    def errors(self) -> str | None:  # type: ignore[override]
+        return self._stream.errors if self._stream is not None else None
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return self._stream is not None and self._stream.isatty()
+
+    def write(self, text: str) -> int:
+        self._try(lambda stream: stream.write(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._try(lambda stream: stream.flush())
+
+    def _try(self, do: Callable[[TextIO], object]) -> None:
+        stream = self._stream
+        if stream is None:
+            return
+        try:
+            do(stream)
+        except (OSError, ValueError):  # ValueError: the stream was closed
+            self._stream = None
+            # What the stream still buffers would fail again when Python flushes it at exit ("Exception
+            # ignored ... BrokenPipeError" on stderr): its file descriptor now leads nowhere.
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, stream.fileno())
+                os.close(devnull)
+
+
+@contextlib.contextmanager
+def output_may_close() -> Iterator[None]:
+    """Within the block, stdout may be closed or go away (``vow run FILE | head -1``, ``>&-``) without
+    stopping the command: its output is dropped from then on, and its work goes on to its end."""
+    real = sys.stdout
+    sys.stdout = _Output(real)
+    try:
+        yield
+    finally:
+        sys.stdout = real
 
 
 def json_option(f: Callable[..., Any]) -> Callable[..., Any]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import logging
+import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -20,6 +23,7 @@ from vow.cli.common import (
     installed_plugins,
     json_option,
     load_apps,
+    output_may_close,
     pipeline_name,
     print_json,
     store_option,
@@ -242,32 +246,62 @@ def follow(vow: Any, run_id: str, start: Callable[[], Any], progress: Progress, 
            existing: PromiseRecord | None) -> int:
     """Start (or join) ``run_id`` with ``start()``, show it live until it settles, print the summary.
 
-    Returns the exit code: 0 when the run resolved, 1 otherwise.
+    Returns the exit code: 0 when the run resolved, 1 otherwise, 130 or 143 when Ctrl-C or SIGTERM
+    stopped following it (the run stays pending). When stdout is closed or its reader goes away
+    (``| head -1``), the run goes on to its end all the same, without the view.
     """
-    with _said_by_the_view(run_id), _sigterm_stops_like_ctrl_c():
-        return _follow(vow, run_id, start, progress, as_json=as_json, title=title, existing=existing)
+    with _said_by_the_view(run_id), _stop_on_signals(run_id, progress.changed) as stop, output_may_close():
+        return _follow(vow, run_id, start, progress, as_json=as_json, title=title, existing=existing, stop=stop)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM arrived: stop as Ctrl-C does (the run stays pending and its lease is released)."""
+class _Stop:
+    """The signal that stopped ``vow run`` (``None`` while none came)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+
+def _stopped(run_id: str, signum: int) -> str:
+    """What ``vow run`` says on stderr when a signal stopped it."""
+    said = "terminated" if signum == signal.SIGTERM else "interrupted"
+    return (f"\n{said}: {run_id} stays pending; run the same command again, or `vow resume {run_id}`, to continue "
+            "where it stopped\n")
 
 
 @contextlib.contextmanager
-def _sigterm_stops_like_ctrl_c() -> Iterator[None]:
-    """A container stop or ``kill`` ends ``vow run`` as Ctrl-C does: the client closes and gives its
-    leases back, so another worker need not wait for them to expire."""
-    def terminate(signum: int, frame: Any) -> None:
-        raise Terminated()
+def _stop_on_signals(run_id: str, wake: threading.Event) -> Iterator[_Stop]:
+    """Ctrl-C and SIGTERM (a container stop, ``kill``) stop following the run: the first is noted, ``wake``
+    is set and the view loop ends; the client then closes and gives its leases back, so another
+    worker need not wait for them to expire. A second signal while it stops ends the process at once
+    with the first one's exit code (as after a crash: the stored state is whole, the run pending).
+
+    The handlers raise nothing: an exception raised between two bytecodes of the threading module
+    (the view waits on an event) broke its locks ("release unlocked lock") or was made "Aborted!" and
+    exit 1 by click. They set ``wake`` from a bare thread, as :mod:`vow.stopping` explains.
+    """
+    stop = _Stop()
+
+    def first(signum: int, frame: Any) -> None:
+        if stop.signum is None:
+            stop.signum = signum
+            _thread.start_new_thread(wake.set, ())
+        else:  # the message may not be out yet: written here in one call, and perhaps twice
+            with contextlib.suppress(OSError):
+                os.write(2, _stopped(run_id, stop.signum).encode())
+            os._exit(128 + stop.signum)
 
     try:
-        previous = signal.signal(signal.SIGTERM, terminate)
+        previous = {sig: signal.signal(sig, first) for sig in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread (vow run called from a test's thread): nothing to do
-        yield
+        yield stop
         return
     try:
-        yield
+        yield stop
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        # After a stop the process is ending: the handlers stay, so that a second signal still ends it at once.
+        if stop.signum is None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 @contextlib.contextmanager
@@ -301,7 +335,7 @@ class _LostLease(logging.Filter):
 
 
 def _follow(vow: Any, run_id: str, start: Callable[[], Any], progress: Progress, *, as_json: bool, title: str,
-            existing: PromiseRecord | None) -> int:
+            existing: PromiseRecord | None, stop: _Stop) -> int:
     from vow.progress import PlainView, RichView
     tty = sys.stdout.isatty() and not as_json
     console = _console() if tty else None
@@ -313,12 +347,10 @@ def _follow(vow: Any, run_id: str, start: Callable[[], Any], progress: Progress,
         _header(console, title, run_id, vow.store.url, progress.rows(), existing, vow)
     handle = start()
     view: Any = RichView(progress, console) if tty else PlainView(progress, sys.stdout) if not as_json else None
-    try:
-        _watch(vow, run_id, handle, progress, view)
-    except KeyboardInterrupt as stop:
-        click.echo(f"\n{'terminated' if isinstance(stop, Terminated) else 'interrupted'}: {run_id} stays pending; "
-                   f"run the same command again, or `vow resume {run_id}`, to continue where it stopped", err=True)
-        return 143 if isinstance(stop, Terminated) else 130
+    _watch(vow, run_id, handle, progress, view, stop)
+    if stop.signum is not None:
+        click.echo(_stopped(run_id, stop.signum), err=True, nl=False)
+        return 128 + stop.signum
     try:
         value, error = handle.result(), None
     except Exception as exc:  # noqa: BLE001 - the run's failure is reported, not raised
@@ -332,7 +364,7 @@ def _follow(vow: Any, run_id: str, start: Callable[[], Any], progress: Progress,
     return OK if root is not None and root.state is State.RESOLVED and error is None else FAILED
 
 
-def _watch(vow: Any, run_id: str, handle: Any, progress: Progress, view: Any) -> None:
+def _watch(vow: Any, run_id: str, handle: Any, progress: Progress, view: Any, stop: _Stop) -> None:
     said_stop = False
 
     def refresh() -> None:
@@ -352,13 +384,13 @@ def _watch(vow: Any, run_id: str, handle: Any, progress: Progress, view: Any) ->
                                   "following it from the store")
 
     if view is None:
-        while not handle.done():
+        while not handle.done() and stop.signum is None:
             progress.changed.wait(0.1)
             progress.changed.clear()
         return
     with view:
         polled = time.monotonic()
-        while not handle.done():
+        while not handle.done() and stop.signum is None:
             progress.changed.wait(0.01 if progress.root_state else 0.1)
             progress.changed.clear()
             after_a_stop()

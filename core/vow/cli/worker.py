@@ -9,7 +9,7 @@ import time
 
 import click
 
-from vow.cli.common import installed_plugins, load_apps, store_option
+from vow.cli.common import installed_plugins, load_apps, output_may_close, store_option
 from vow.events import Event, EventKind
 from vow.retention import MAX_AGE, AutoPrune, describe_seconds, parse_age
 from vow.stopping import stop_on_signals
@@ -136,7 +136,9 @@ def worker(store: str | None, apps: tuple[str, ...], poll: float, max_running: i
     keep = parse_age(retention, what="--retention") if retention is not None else None
     stop = threading.Event()
     stop_on_signals(stop)
-    with LogOutput() as output, Vow(store, plugins=installed_plugins(), observers=[WorkerLog(output)]) as vow:
+    # A log nobody reads any more (`vow worker | head`, a closed terminal) stops the log, not the work.
+    with output_may_close(), LogOutput() as output, \
+            Vow(store, plugins=installed_plugins(), observers=[WorkerLog(output)]) as vow:
         load_apps(vow, apps)
         workflows = ", ".join(sorted(vow.registered()))
         output.say(f"worker on {vow.store.url} runs: {workflows}; stop with Ctrl-C or SIGTERM", now=True)

@@ -14,11 +14,13 @@ import datetime
 import json
 import math
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 from vow.pipeline.source import Path as KeyPath
-from vow.pipeline.source import SpecError, too_long_number
+from vow.pipeline.source import SpecError, Unreadable, read_bytes, too_long_number
+
+MAX_INPUT_FILE_BYTES = 10_000_000
+"""The most bytes an ``--input @file.json`` may hold: it is stored with the run, in every worker's reach."""
 
 MAX_DEPTH = 100
 """How many levels of lists and mappings a run's input may nest, counting the input mapping itself.
@@ -121,9 +123,11 @@ def parse_input(text: str) -> dict[str, Any]:
         path = text[1:]
         label = f"--input {text}"
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            text = read_bytes(path, MAX_INPUT_FILE_BYTES, "an input file").decode("utf-8")
         except FileNotFoundError:
             raise SpecError(f"{label}: no such file") from None
+        except Unreadable as exc:
+            raise SpecError(f"{label}: {exc}") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise SpecError(f"{label}: cannot read it ({exc})") from None
     try:
@@ -149,9 +153,18 @@ class _NotJson(ValueError):
 
 def _strict_json(text: str, label: str) -> Any:
     """``json.loads(text)`` as JSON has it: ``NaN`` and ``Infinity`` are :class:`_NotJson`, and a number
-    too large for a float (``1e999``, which Python reads as infinity) a :class:`SpecError`."""
+    too large for a float (``1e999``, which Python reads as infinity) or a key given twice in one object
+    a :class:`SpecError`."""
     def constant(name: str) -> Any:
         raise _NotJson(f"{name} is not JSON")
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:  # Python's decoder keeps the last one, dropping the first without a word
+                raise SpecError(f"{label}: not valid JSON (the key {key!r} is given twice in one object)")
+            out[key] = value
+        return out
 
     def number(literal: str) -> float:
         value = float(literal)
@@ -159,7 +172,7 @@ def _strict_json(text: str, label: str) -> Any:
             raise SpecError(f"{label}: {literal} is too large a number (it would be infinity); give it as text")
         return value
 
-    return json.loads(text, parse_constant=constant, parse_float=number)
+    return json.loads(text, parse_constant=constant, parse_float=number, object_pairs_hook=unique)
 
 
 def parse_value(text: str, label: str = "value") -> Any:

@@ -487,7 +487,11 @@ class _Planner:
                 raise self.error(path, f"{value!r} is not a duration: write a number of seconds, or a number and "
                                        "a unit (30s, 5m, 1h30m, 1d)") from None
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            seconds = float(value)
+            try:
+                seconds = float(value)
+            except OverflowError:  # a whole number past a float's range (some 309 digits)
+                raise self.error(path, f"too large a number of seconds (a whole number of {len(str(abs(value)))} "
+                                       "digits)") from None
         else:
             raise self.error(path, f"expected a duration (a number of seconds, or text such as 30s or 5m), "
                                    f"got {describe(value)}")

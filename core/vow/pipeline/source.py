@@ -8,9 +8,11 @@ reads ``order.yaml:14: fan_out[2].channel: 'emial' is not installed (...)``.
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 import sys
 from collections.abc import Callable
-from pathlib import Path as FilePath
 from typing import Any
 
 import attrs
@@ -85,12 +87,17 @@ class Source:
         return node
 
 
+MAX_FILE_BYTES = 1_000_000
+"""The most bytes a pipeline file may hold: more is data, which belongs in ``--input @file.json``. Read
+past that, a file could fill the memory (``/dev/zero``) or keep the YAML reader busy for minutes."""
+
+
 def read(file: str) -> Source:
     """Read and parse the pipeline file ``file`` (named in errors as given)."""
     if not file:  # Path("") is the working directory
         raise SpecError("no pipeline file given (the file name is empty)")
     try:
-        text = FilePath(file).read_text(encoding="utf-8")
+        text = read_bytes(file, MAX_FILE_BYTES, "a pipeline file").decode("utf-8")
     except FileNotFoundError:
         raise SpecError("no such file", file=file) from None
     except IsADirectoryError:
@@ -99,12 +106,59 @@ def read(file: str) -> Source:
         raise SpecError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=file) from None
     except OSError as exc:
         raise SpecError(f"cannot read: {exc.strerror}", file=file) from None
+    except Unreadable as exc:
+        raise SpecError(str(exc), file=file) from None
     return parse(text, file)
+
+
+class Unreadable(Exception):
+    """What :func:`read_bytes` found wrong with a file it could open: too large, or a FIFO without a writer."""
+
+
+def read_bytes(file: str, limit: int, what: str) -> bytes:
+    """The bytes of ``file``, which is ``what`` (``"a pipeline file"``): :class:`Unreadable` when it holds
+    more than ``limit`` bytes (only ``limit`` + 1 are read: ``/dev/zero`` filled the memory), or when it
+    is a FIFO (named pipe) that no process writes to (opened as usual, it waited for a writer for ever);
+    an :class:`OSError` when it cannot be opened or read."""
+    fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb", buffering=0) as handle:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), file)
+        chunks: list[bytes] = []
+        if stat.S_ISFIFO(mode):
+            # Opened without waiting: a read now is empty when no process has the pipe open for writing
+            # (`vow run <(make-pipeline)` has one; a FIFO made with mkfifo and left alone has not).
+            try:
+                first = os.read(fd, limit + 1)
+            except BlockingIOError:
+                first = b""
+            else:
+                if not first:
+                    raise Unreadable("is a FIFO (named pipe) that no process is writing to: nothing to read")
+            chunks.append(first)
+        os.set_blocking(fd, True)  # a writer that is still writing is waited for, as `cat` does
+        size = sum(map(len, chunks))
+        while size <= limit:
+            chunk = handle.read(limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    if size > limit:
+        raise Unreadable(f"larger than {limit:,} bytes, the most {what} may be")
+    return b"".join(chunks)
 
 
 def parse(text: str, file: str = "<pipeline>") -> Source:
     """Parse YAML ``text``; a syntax error is a :class:`SpecError` with the line it is on."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not take; checked before reading
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - text.rfind("\n", 0, exc.position)
+        raise SpecError(f"invalid YAML: the character #x{exc.character:04x} is not allowed (YAML takes printable "
+                        f"characters, tabs and line breaks) (column {column})", file=file, line=line) from None
     try:
         node = loader.get_single_node()
         lines: dict[Path, int] = {}
@@ -112,6 +166,10 @@ def parse(text: str, file: str = "<pipeline>") -> Source:
         if node is not None:
             _index(node, (), lines, text_lines, file, _Walk(key_of=loader.construct_object))
         data = loader.construct_document(node) if node is not None else None
+    except _TooManyValues as exc:
+        raise SpecError(f"invalid YAML: more than {MAX_NODES:,} values (keys, values and list items); a pipeline "
+                        f"file holds at most {MAX_NODES:,}: pass large data with --input @file.json", file=file,
+                        line=exc.line) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
@@ -132,6 +190,33 @@ def parse(text: str, file: str = "<pipeline>") -> Source:
     finally:
         loader.dispose()
     return Source(file, data, lines, text_lines)
+
+
+MAX_NODES = 20_000
+"""How many values (keys, values, list items) a pipeline file may hold. PyYAML reads in pure Python, some
+tens of microseconds a value: a file of a million short values took minutes before any check ran."""
+
+
+class _TooManyValues(Exception):
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, counting the nodes it parses: it stops at the :data:`MAX_NODES` + 1st, so
+    reading a file costs at most that many values, however long the file is. (Counted in the parser,
+    which is a loop, not in the composer, which recurses: a frame more per level would read fewer levels.)"""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.parsed = 0
+
+    def parse_node(self, block: bool = False, indentless_sequence: bool = False) -> Any:
+        self.parsed += 1
+        if self.parsed > MAX_NODES:
+            raise _TooManyValues(self.peek_token().start_mark.line + 1)  # type: ignore[no-untyped-call]
+        return super().parse_node(block, indentless_sequence)
 
 
 MAX_REPEATED_NODES = 100_000
@@ -189,11 +274,29 @@ def _check_number(node: yaml.ScalarNode, path: Path, file: str) -> None:
         raise SpecError(f"invalid YAML: {too_long_number()}", file=file, line=node.start_mark.line + 1, path=path)
 
 
+_TAGGED = {"int": "a whole number", "float": "a number", "bool": "true or false",
+           "timestamp": "a date or time (such as 2025-06-01 or 2025-06-01T09:30:00Z)"}
+
+
+def _construct(node: yaml.ScalarNode, path: Path, file: str, walk: _Walk) -> Any:
+    """The value of ``node`` (kept by the loader for the data it builds next): a :class:`SpecError` when
+    an explicit tag does not fit it (``!!int nonsense`` was a ValueError from PyYAML, ``!!bool`` a
+    KeyError, ``!!timestamp`` an AttributeError: none of them a YAML error)."""
+    try:
+        return walk.key_of(node)
+    except (ValueError, KeyError, AttributeError, TypeError):
+        kind = node.tag.rpartition(":")[2]
+        what = _TAGGED.get(kind, "a value of its tag")
+        raise SpecError(f"invalid YAML: {node.value!r} tagged !!{kind} is not {what}", file=file,
+                        line=node.start_mark.line + 1, path=path) from None
+
+
 def _index_children(node: yaml.Node, path: Path, lines: dict[Path, int], text_lines: dict[Path, int], file: str,
                     walk: _Walk) -> None:
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.ScalarNode):
         _check_number(node, path, file)
+        _construct(node, path, file, walk)
         # A block scalar (| or >) starts its text on the line after the indicator.
         text_lines[path] = node.start_mark.line + 1 + (1 if node.style in ("|", ">") else 0)
     elif isinstance(node, yaml.MappingNode):
@@ -205,7 +308,8 @@ def _index_children(node: yaml.Node, path: Path, lines: dict[Path, int], text_li
                 continue
             if isinstance(key_node, yaml.ScalarNode):
                 _check_number(key_node, path, file)
-            key = walk.key_of(key_node) if isinstance(key_node, yaml.ScalarNode) else str(key_node.start_mark)
+            key = _construct(key_node, path, file, walk) if isinstance(key_node, yaml.ScalarNode) \
+                else str(key_node.start_mark)
             line = key_node.start_mark.line + 1
             if key in seen:
                 raise SpecError(f"duplicate key (first given on line {seen[key]})", file=file, line=line,

@@ -1,0 +1,74 @@
+"""`vow run` and `vow worker` whose output nobody reads any more (`vow run FILE | head -1`, stdout closed):
+the run goes on to its end, with no traceback; the view is lost, not the work."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+from tests.support import read_line
+from vow.records import State
+from vow.testing import wait_until
+
+GATED = """\
+version: 1
+name: approve
+id: "approve/{{ input.n }}"
+input: {n: 1}
+gate: {promise: approval, timeout: 120}
+fan_out:
+  - channel: email
+    to: ada@example.com
+    subject: "Refund for order {{ input.n }}"
+    body: Your refund is on its way.
+    options: {latency: 0.01}
+"""
+
+
+def test_vow_run_whose_reader_went_away_runs_to_its_end_without_a_traceback(sandbox) -> None:
+    # `vow run gated.yaml | head -1`: the first write after head exits failed with EPIPE, and click
+    # ended the process with exit 1 there, leaving the run pending half-way.
+    sandbox.write("gated.yaml", GATED)
+    running = sandbox.popen("run", "gated.yaml")
+    assert read_line(running).startswith("approve: run approve/1 on ")
+    wait_until(lambda: sandbox.store_file.exists() and "approve/1.approval" in sandbox.records("approve/1"),
+               message="the run to wait for approval", proc=running)
+    assert running.stdout is not None
+    running.stdout.close()  # the reader is gone: every later line is a write to a closed pipe
+    assert sandbox.run("resolve", "approve/1.approval", "yes").returncode == 0
+    _, err = running.communicate(timeout=60)
+    assert (running.returncode, err) == (0, "")
+    assert sandbox.records("approve/1")["approve/1"].state is State.RESOLVED
+    assert [d.key for d in sandbox.ledger().deliveries()] == ["approve/1.email"]
+
+
+def test_vow_run_with_stdout_closed_runs_to_its_end(sandbox) -> None:
+    # `vow run FILE >&-`: Python sets sys.stdout to None, and `sys.stdout.isatty()` was an AttributeError
+    # traceback (exit 1) after the run was stored.
+    sandbox.write("gated.yaml", GATED.replace("gate: {promise: approval, timeout: 120}\n", ""))
+    done = subprocess.run(["sh", "-c", f'exec "{sys.executable}" -m vow run gated.yaml >&-'], cwd=sandbox.cwd,
+                          env={**os.environ, **sandbox.env}, capture_output=True, text=True,
+                          timeout=60)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert sandbox.records("approve/1")["approve/1"].state is State.RESOLVED
+
+
+def test_a_worker_whose_log_reader_went_away_goes_on_working(sandbox) -> None:
+    # `vow worker | head -1`: the log's writes failed with EPIPE; as it stopped, the worker exited 1
+    # with "Exception ... Broken pipe" on stderr.
+    sandbox.write("plain.yaml", GATED.replace("gate: {promise: approval, timeout: 120}\n", ""))
+    worker = sandbox.popen("worker", "--poll", "0.05")
+    assert "worker on" in read_line(worker)
+    assert worker.stdout is not None
+    worker.stdout.close()
+    for n in (1, 2):
+        assert sandbox.run("run", "plain.yaml", "--set", f"n={n}", "--detach").returncode == 0
+    for n in (1, 2):
+        wait_until(lambda n=n: sandbox.records(f"approve/{n}")[f"approve/{n}"].settled, message=f"run {n} to settle",
+                   proc=worker)
+    worker.send_signal(signal.SIGTERM)
+    _, err = worker.communicate(timeout=60)
+    assert (worker.returncode, err) == (0, "")
+    assert sorted(d.key for d in sandbox.ledger().deliveries()) == ["approve/1.email", "approve/2.email"]
