@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import struct
+import zlib
 
 import httpx
 import respx
@@ -15,8 +17,19 @@ from vow_otel import span_id_for, trace_id_for, traceparent
 
 WEBHOOK = "https://hooks.slack.com/services/T000/B000/XXXXSECRET"
 IMAGES = "https://api.openai.com/v1/images/generations"
-# a 1x1 PNG
-PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC")
+
+
+def _png(width: int, height: int) -> bytes:
+    """A valid PNG of ``width`` x ``height``: the provider checks that it is whole and the size asked for."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + b"\x80" * 3 * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+PNG = _png(512, 512)  # the openai provider's default size
 
 
 def announce(ctx: Context, out_dir: str):
