@@ -8,23 +8,10 @@ import signal
 import subprocess
 import sys
 
+from tests.cli.test_durability import GATED
 from tests.support import read_line
 from vow.records import State
 from vow.testing import wait_until
-
-GATED = """\
-version: 1
-name: approve
-id: "approve/{{ input.n }}"
-input: {n: 1}
-gate: {promise: approval, timeout: 120}
-fan_out:
-  - channel: email
-    to: ada@example.com
-    subject: "Refund for order {{ input.n }}"
-    body: Your refund is on its way.
-    options: {latency: 0.01}
-"""
 
 
 def test_vow_run_whose_reader_went_away_runs_to_its_end_without_a_traceback(sandbox) -> None:

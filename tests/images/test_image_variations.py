@@ -151,7 +151,7 @@ def test_a_process_killed_mid_run_resumes_without_generating_finished_styles_aga
     assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == sorted(f"{s}.png" for s in STYLES)
 
 
-GALLERY_CHILD = """
+STOPPED_CHILD = """
 import os, sys, threading
 import vow.files
 from vow import Vow
@@ -159,7 +159,7 @@ from vow.images.pipeline import image_variations
 
 real_replace = os.replace
 def replace(src, dst):
-    if os.path.basename(dst) == "index.html":  # the page's bytes are in its temp file: stop before the rename
+    if os.path.basename(dst) == {stop_at!r}:  # the file's bytes are in its temp file: stop before the rename
         open({ready!r}, "w").close()
         threading.Event().wait()  # until the test kills this process
     return real_replace(src, dst)
@@ -167,7 +167,7 @@ vow.files.os = type(sys)("os_with_a_stop")
 vow.files.os.__dict__.update(os.__dict__, replace=replace)
 
 vow = Vow(store={store!r})
-vow.run("images/gallery-crash", image_variations, *{args!r}, **{kwargs!r})
+vow.run({run_id!r}, image_variations, *{args!r}, **{kwargs!r})
 """
 
 
@@ -176,7 +176,9 @@ def test_a_run_killed_while_writing_its_gallery_resumes_with_a_whole_gallery_and
                                  tmp_path / "ready")
     args = [PROMPT, ["cartoon", "abstract"], str(out)]
     kwargs = {"size": 64, "options": {"ledger": str(ledger), "latency": 0}}
-    proc = spawn("-c", textwrap.dedent(GALLERY_CHILD.format(ready=str(ready), store=store, args=args, kwargs=kwargs)))
+    child = STOPPED_CHILD.format(stop_at="index.html", run_id="images/gallery-crash", ready=str(ready),
+                                 store=store, args=args, kwargs=kwargs)
+    proc = spawn("-c", textwrap.dedent(child))
     try:
         wait_until(lambda: ready.exists() or proc.poll() is not None, timeout=60,
                    message="the child writing index.html")
@@ -200,24 +202,6 @@ def test_a_run_killed_while_writing_its_gallery_resumes_with_a_whole_gallery_and
     assert json.loads((out / "gallery.json").read_text())["run_id"] == "images/gallery-crash"
 
 
-IMAGE_CHILD = """
-import os, sys, threading
-import vow.files
-from vow import Vow
-from vow.images.pipeline import image_variations
-
-real_replace = os.replace
-def replace(src, dst):
-    if os.path.basename(dst) == "cartoon.png":  # the image's bytes are in its temp file: stop before the rename
-        open({ready!r}, "w").close()
-        threading.Event().wait()  # until the test kills this process
-    return real_replace(src, dst)
-vow.files.os = type(sys)("os_with_a_stop")
-vow.files.os.__dict__.update(os.__dict__, replace=replace)
-
-vow = Vow(store={store!r})
-vow.run("images/image-crash", image_variations, *{args!r}, **{kwargs!r})
-"""
 
 
 def test_a_style_killed_while_writing_that_then_fails_for_good_leaves_no_temp_file(
@@ -228,7 +212,9 @@ def test_a_style_killed_while_writing_that_then_fails_for_good_leaves_no_temp_fi
                                  tmp_path / "ready")
     args = [PROMPT, ["cartoon", "abstract"], str(out)]
     kwargs = {"size": 64, "options": {"ledger": str(ledger), "latency": 0}}
-    proc = spawn("-c", textwrap.dedent(IMAGE_CHILD.format(ready=str(ready), store=store, args=args, kwargs=kwargs)))
+    child = STOPPED_CHILD.format(stop_at="cartoon.png", run_id="images/image-crash", ready=str(ready),
+                                 store=store, args=args, kwargs=kwargs)
+    proc = spawn("-c", textwrap.dedent(child))
     try:
         wait_until(lambda: ready.exists() or proc.poll() is not None, timeout=60,
                    message="the child writing cartoon.png")
