@@ -421,6 +421,60 @@ def test_a_tick_that_cannot_be_planned_is_stored_as_failed_and_the_later_ticks_g
     assert info.cursor == T0 + 80
 
 
+def test_a_tick_stored_as_failed_cannot_be_retried_or_forked_and_says_why(client: Any, tmp_path: Path) -> None:
+    # Such a run was never planned (no plan, no arguments): vow retry made a new run that failed with
+    # "expected a mapping (a pipeline's plan), got nothing" and stayed in vow ls.
+    from vow.forking import fork, retry
+
+    file = tmp_path / "digest.yaml"
+    file.write_text(PIPELINE.replace("by {{ schedule.name or 'hand' }}",
+                                     f"{{{{ 1 // 0 if schedule.time == {int(T0 + 10)} else 'ok' }}}}"))
+    manage.add_pipeline(client.store, str(file), plugins=client.plugins)
+    record = client.store.schedule("digest")
+    client.store.put_schedule(ScheduleRecord(record.name, record.definition, cursor=T0))
+    clock = Clock(T0 + 15)
+    ticker = Ticker(client, every=0, clock=clock)
+    ticker.look()
+    clock.now += ticker_module.LEFT_FOR
+    ticker.look()
+    failed = run_id("digest", T0 + 10)
+    assert client.store.get(failed).state.value == "rejected"
+    for attempt in (lambda: retry(client.store, failed), lambda: fork(client.store, failed, failed)):
+        with pytest.raises(ConfigError, match=r"never started: its schedule's tick could not be planned "
+                                              r"\(.*ZeroDivisionError.*\)"):
+            attempt()
+    assert [r.id for r in client.store.search(roots_only=True) if "/retry-" in r.id or "/fork-" in r.id] == []
+
+
+@pytest.mark.parametrize("error", [TypeError("a plugin's options class broke"), RuntimeError("plugin bug")])
+def test_a_tick_whose_planning_raises_any_error_is_stored_as_failed_and_the_schedule_goes_on(
+        client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    # Only a ConfigError took the way to a failed run: any other error from planning left the schedule
+    # out of every look, for ever, with catch_up: all stalling every later tick.
+    import vow.pipeline.plan as plan_module
+
+    file = tmp_path / "digest.yaml"
+    file.write_text(PIPELINE)
+    manage.add_pipeline(client.store, str(file), plugins=client.plugins)
+    record = client.store.schedule("digest")
+    client.store.put_schedule(ScheduleRecord(record.name, record.definition, cursor=T0))
+    real = plan_module.make_plan
+
+    def make_plan(*args: Any, **kwargs: Any) -> Any:
+        if kwargs["tick"]["time"] == T0 + 10:
+            raise error
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(plan_module, "make_plan", make_plan)
+    clock = Clock(T0 + 25)
+    ticker = Ticker(client, every=0, clock=clock)
+    ticker.look()
+    clock.now += ticker_module.LEFT_FOR
+    ticker.look()
+    assert client.store.get(run_id("digest", T0 + 10)).state.value == "rejected"
+    assert run_id("digest", T0 + 20) in _runs(client)
+
+
 def test_every_with_a_time_zone_is_refused_at_its_line_and_a_stored_one_still_ticks(client: Any,
                                                                                     tmp_path: Path) -> None:
     # every: ticks at the same instants in every zone; the zone used to be taken and ignored, so

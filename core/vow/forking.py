@@ -38,6 +38,7 @@ run: a worker picks it up, or the command runs it at once.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -47,7 +48,7 @@ import attrs
 from vow.errors import ConfigError
 from vow.naming import not_in_a_run_id
 from vow.records import Batch, Kind, PromiseRecord, State
-from vow.reserved import BACKOFF_FUNC
+from vow.reserved import BACKOFF_FUNC, NEVER_STARTED
 
 __all__ = ["COPIED_FROM", "Copy", "fork", "next_id", "retry"]
 
@@ -129,7 +130,20 @@ def _root(store: Any, run: str) -> PromiseRecord:
         raise ConfigError(f"no run with id {run!r} in {store.url} (vow ls lists the runs)")
     if record.parent is not None or record.kind is not Kind.WORKFLOW:
         raise ConfigError(f"{run!r} is a promise of run {record.root!r}, not a run; give the run's id")
+    if record.tags.get(NEVER_STARTED):
+        raise ConfigError(f"run {run!r} never started: its schedule's tick could not be planned "
+                          f"({_error_text(record)}), so there is nothing to run again; fix the cause (the "
+                          "schedule's next ticks start as usual), or start this one by hand with vow run FILE --id")
     return record
+
+
+def _error_text(record: PromiseRecord) -> str:
+    """The message of a failed record's stored error (its type's name and message, as stored)."""
+    try:
+        payload = json.loads(record.value or "")
+        return f"{payload['type'].rsplit('.', 1)[-1]}: {payload['message']}"
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return "its error cannot be read"
 
 
 def _deadline(root: PromiseRecord, now: float) -> float | None:

@@ -4,7 +4,7 @@ explain them)."""
 
 from __future__ import annotations
 
-__all__ = ["BACKOFF_FUNC", "INTERNAL_STEPS", "PATCH_FUNC", "PIPELINE_WORKFLOW", "THROTTLE_FUNC"]
+__all__ = ["BACKOFF_FUNC", "INTERNAL_STEPS", "NEVER_STARTED", "PATCH_FUNC", "PIPELINE_WORKFLOW", "THROTTLE_FUNC"]
 
 BACKOFF_FUNC = "retry backoff"
 """The ``func`` of the durable timers that hold back a retry (ids ``{promise id}.backoff.{attempt}``)."""
@@ -18,6 +18,10 @@ PATCH_FUNC = "vow.patched"
 
 PIPELINE_WORKFLOW = "vow.pipeline"
 """The registered name of the workflow YAML pipelines run as."""
+
+NEVER_STARTED = "vow.never_started"
+"""The tag of a run stored as failed without ever starting (a schedule's tick no worker could plan):
+it has no arguments to run again, so fork and retry refuse it."""
 
 INTERNAL_STEPS = ("started", "gallery", "result")
 """Steps vow's own workflows make under a run (``{run}.started`` and so on): not branches, and ids a

@@ -29,8 +29,9 @@ from collections.abc import Callable
 from typing import Any
 
 from vow import encoding
-from vow.errors import ArgumentMismatchError, ConfigError, VowError
+from vow.errors import ArgumentMismatchError, ConfigError, StoreError, VowError
 from vow.records import Kind, PromiseRecord, State
+from vow.reserved import NEVER_STARTED
 from vow.schedules.definition import Definition, PipelineTarget, due, run_id
 from vow.schedules.record import ScheduleRecord
 from vow.schedules.timing import tick_text
@@ -80,7 +81,7 @@ class Ticker:
         for record in store.schedules():
             try:
                 started += self._look_at(store, record, now)
-            except VowError:
+            except StoreError:
                 raise  # the store's: look() says it, and the next look tries again
             except Exception as exc:  # noqa: BLE001 - one schedule's bug must stop neither the others nor the worker
                 self._say_once(record.name, f"schedule {record.name}: left out of this look: {type(exc).__name__}: "
@@ -145,7 +146,9 @@ class Ticker:
                 vow.submit(rid, target.workflow, *args, **kwargs)
         except ArgumentMismatchError:
             return True  # the tick's run exists, made from an earlier definition: it was started
-        except ConfigError as exc:
+        except StoreError:
+            raise  # not this tick's fault: the next look tries again
+        except Exception as exc:  # noqa: BLE001 - a bad input, a plugin's bug: this tick cannot start, later ones may
             first = self._failing.setdefault(name, now)
             if now - first < LEFT_FOR:
                 self._say_once(name, f"schedule {name}: tick {tick_text(tick)} cannot start here: {exc} (left "
@@ -169,7 +172,7 @@ class Ticker:
         target = definition.target
         func = NAME if isinstance(target, PipelineTarget) else target.workflow
         vow.store.create(PromiseRecord(rid, State.REJECTED, Kind.WORKFLOW, rid, func, "", vow.codec.encode(error),
-                                       None, None, rid, 1, now, now), outside=True)
+                                       None, None, rid, 1, now, now, {NEVER_STARTED: "1"}), outside=True)
 
     def _say_once(self, name: str, text: str) -> None:
         if (name, text) not in self._said:
