@@ -17,9 +17,11 @@ from vow.errors import PermanentError, TransientError
 
 __all__ = ["locked_folder", "output_errors", "path_problem", "remove_orphans", "write_atomic", "write_output"]
 
-# Errors that another attempt may not meet: the disk or the quota may have room by then.
+# Errors that another attempt may not meet: the disk or the quota may have room by then; a temp file
+# or folder removed under the writer (ENOENT: where flock is local to each machine, another host's
+# tidying can take a live temp file) is made again by the next attempt.
 _TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.EINTR, errno.EBUSY,
-                               errno.ESTALE, errno.ETIMEDOUT})
+                               errno.ESTALE, errno.ETIMEDOUT, errno.ENOENT})
 
 FOLDER_LOCK_WAIT = 30.0
 """Seconds :func:`locked_folder` waits for another writer's lock (writing a gallery takes milliseconds)."""

@@ -113,6 +113,19 @@ def test_a_file_where_the_folder_goes_fails_at_once_naming_it(tmp_path: Path) ->
     assert caught.value.code == "ENOTDIR"
 
 
+def test_a_temp_file_taken_away_mid_write_is_a_transient_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                  ) -> None:
+    # Where flock is local to each machine (NFS with local_lock, some FUSE mounts), another host's tidying
+    # can remove a live temp file: the rename then fails with ENOENT, which was "no retry can fix that".
+    def replace(src: str, dst: str) -> None:
+        os.unlink(src)  # another host's remove_orphans, between the write and the rename
+        raise FileNotFoundError(2, "No such file or directory", src)
+
+    monkeypatch.setattr(vow.files.os, "replace", replace)
+    with pytest.raises(TransientError, match=r"could not write the gallery .*index.html: No such file"):
+        vow.files.write_output(tmp_path / "index.html", "<html>", "the gallery")
+
+
 WRITER = """
 import os, sys
 import vow.files
