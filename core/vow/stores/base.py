@@ -67,7 +67,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
-from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
@@ -417,28 +416,26 @@ BUCKET = "a rate limit's bucket name"
 
 def refuse_unstorable_batch(batch: Batch) -> None:
     """Raise :class:`~vow.errors.EncodeError` when ``batch`` holds a text no store can keep (an id, a
-    parent, an idempotency key, a function name or a tag of a create; the id of a settle; a fenced
-    root): :meth:`Store.apply` writes nothing then.
+    root, a parent, an idempotency key, a function name or a tag of a create; the id of a settle; a
+    fenced root): :meth:`Store.apply` writes nothing then.
 
-    The texts are joined and tested at once (ASCII and no NUL: the usual batch), with C-level maps
-    rather than a tuple per record (a fan-out's batch holds thousands of creates); the culprit is
-    looked for only when that test fails."""
-    creates = batch.creates
-    joined = ("".join(map("".join, map(_CREATE_TEXTS, creates))) + "".join(filter(None, map(_PARENT, creates)))
-              + "".join(s.id for s in batch.settles) + "".join(batch.fences))
-    tagged = [text for r in creates if r.tags for text in (*r.tags, *r.tags.values())]
-    if _plain(joined) and _plain("".join(tagged)):
-        return
-    texts = [text for r in creates for text in (*_CREATE_TEXTS(r), r.parent or "")] + tagged
-    refuse_unstorable([*texts, *(s.id for s in batch.settles), *batch.fences],
-                      "a promise's id, parent, key, function or tag")
-
-
-_CREATE_TEXTS = attrgetter("id", "root", "idempotency_key", "func")
-_PARENT = attrgetter("parent")
+    Every commit of the engine passes here, so the usual batch (plain ASCII, no NUL) costs one test
+    of each record's texts joined; the culprit is looked for only when one fails."""
+    for r in batch.creates:
+        if not _plain(r.id + r.root + r.idempotency_key + r.func + (r.parent or "")) or (
+                r.tags and not _plain("".join((*r.tags, *r.tags.values())))):
+            refuse_unstorable([r.id, r.root, r.idempotency_key, r.func, r.parent or "", *r.tags, *r.tags.values()],
+                              f"promise {r.id!r}: its id, root, parent, key, function or a tag")
+    for s in batch.settles:
+        if not _plain(s.id):
+            refuse_unstorable([s.id], "the id of a settled promise")
+    for root in batch.fences:
+        if not _plain(root):
+            refuse_unstorable([root], LEASE_ROOT)
 
 
 def _plain(text: str) -> bool:
+    """Whether every store keeps ``text`` (the quick test of :func:`vow.naming.storable`)."""
     return text.isascii() and "\x00" not in text
 
 
