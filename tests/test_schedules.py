@@ -336,12 +336,17 @@ def test_a_pipeline_tick_is_planned_with_its_tick_and_its_own_output(client: Any
     assert f'"output":"{tmp_path / "out" / "digest-2025-01-06T12-00-10Z"}"' in spec  # each tick its own
 
 
-def test_a_pipeline_tick_starts_its_run_with_the_files_timeout(client: Any, tmp_path: Path) -> None:
+def _digest_from_t0(client: Any, tmp_path: Path, text: str) -> None:
+    """Schedule pipeline ``text`` as ``digest`` (from digest.yaml), its cursor at T0."""
     file = tmp_path / "digest.yaml"
-    file.write_text(PIPELINE.replace("output:", "timeout: 45s\noutput:"))
+    file.write_text(text)
     manage.add_pipeline(client.store, str(file), plugins=client.plugins)
     record = client.store.schedule("digest")
     client.store.put_schedule(ScheduleRecord(record.name, record.definition, cursor=T0))
+
+
+def test_a_pipeline_tick_starts_its_run_with_the_files_timeout(client: Any, tmp_path: Path) -> None:
+    _digest_from_t0(client, tmp_path, PIPELINE.replace("output:", "timeout: 45s\noutput:"))
     assert Ticker(client, every=0, clock=Clock(T0 + 10)).look() == 1
     run = client.store.get(run_id("digest", T0 + 10))
     assert run.state.value == "pending" and run.timeout - run.created_at == pytest.approx(45.0)  # the run's deadline
@@ -397,12 +402,8 @@ def test_a_tick_that_cannot_be_planned_is_stored_as_failed_and_the_later_ticks_g
     # The template fails for the tick T0 + 10 only, wherever it is planned: with catch_up: all that
     # tick stayed due for ever, and every later tick waited behind it.
     bad = int(T0 + 10)
-    file = tmp_path / "digest.yaml"
-    file.write_text(PIPELINE.replace("by {{ schedule.name or 'hand' }}",
-                                     f"{{{{ 1 // 0 if schedule.time == {bad} else 'ok' }}}}"))
-    manage.add_pipeline(client.store, str(file), plugins=client.plugins)
-    record = client.store.schedule("digest")
-    client.store.put_schedule(ScheduleRecord(record.name, record.definition, cursor=T0))
+    _digest_from_t0(client, tmp_path, PIPELINE.replace("by {{ schedule.name or 'hand' }}",
+                                       f"{{{{ 1 // 0 if schedule.time == {bad} else 'ok' }}}}"))
     clock = Clock(T0 + 25)
     ticker = Ticker(client, every=0, clock=clock)
     with caplog.at_level(logging.WARNING, logger="vow.schedules"):
@@ -426,12 +427,8 @@ def test_a_tick_stored_as_failed_cannot_be_retried_or_forked_and_says_why(client
     # "expected a mapping (a pipeline's plan), got nothing" and stayed in vow ls.
     from vow.forking import fork, retry
 
-    file = tmp_path / "digest.yaml"
-    file.write_text(PIPELINE.replace("by {{ schedule.name or 'hand' }}",
-                                     f"{{{{ 1 // 0 if schedule.time == {int(T0 + 10)} else 'ok' }}}}"))
-    manage.add_pipeline(client.store, str(file), plugins=client.plugins)
-    record = client.store.schedule("digest")
-    client.store.put_schedule(ScheduleRecord(record.name, record.definition, cursor=T0))
+    _digest_from_t0(client, tmp_path, PIPELINE.replace("by {{ schedule.name or 'hand' }}",
+                                       f"{{{{ 1 // 0 if schedule.time == {int(T0 + 10)} else 'ok' }}}}"))
     clock = Clock(T0 + 15)
     ticker = Ticker(client, every=0, clock=clock)
     ticker.look()
@@ -453,11 +450,7 @@ def test_a_tick_whose_planning_raises_any_error_is_stored_as_failed_and_the_sche
     # out of every look, for ever, with catch_up: all stalling every later tick.
     import vow.pipeline.plan as plan_module
 
-    file = tmp_path / "digest.yaml"
-    file.write_text(PIPELINE)
-    manage.add_pipeline(client.store, str(file), plugins=client.plugins)
-    record = client.store.schedule("digest")
-    client.store.put_schedule(ScheduleRecord(record.name, record.definition, cursor=T0))
+    _digest_from_t0(client, tmp_path, PIPELINE)
     real = plan_module.make_plan
 
     def make_plan(*args: Any, **kwargs: Any) -> Any:
@@ -525,12 +518,8 @@ def test_ticks_that_no_worker_can_plan_for_a_minute_are_stored_as_failed_without
         client: Any, tmp_path: Path) -> None:
     # Every tick of 2025 fails: each waited its own minute, so a 10 s schedule fell further behind
     # at every tick instead of going on.
-    file = tmp_path / "digest.yaml"
-    file.write_text(PIPELINE.replace("by {{ schedule.name or 'hand' }}",
-                                     "{{ 1 // 0 if schedule.time < 1750000000 else 'ok' }}"))
-    manage.add_pipeline(client.store, str(file), plugins=client.plugins)
-    record = client.store.schedule("digest")
-    client.store.put_schedule(ScheduleRecord(record.name, record.definition, cursor=T0))
+    _digest_from_t0(client, tmp_path, PIPELINE.replace("by {{ schedule.name or 'hand' }}",
+                                       "{{ 1 // 0 if schedule.time < 1750000000 else 'ok' }}"))
     clock = Clock(T0 + 25)
     ticker = Ticker(client, every=0, clock=clock)
     assert ticker.look() == 0 and _runs(client) == []

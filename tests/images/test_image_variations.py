@@ -9,6 +9,7 @@ import json
 import textwrap
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -171,20 +172,27 @@ vow.run({run_id!r}, image_variations, *{args!r}, **{kwargs!r})
 """
 
 
-def test_a_run_killed_while_writing_its_gallery_resumes_with_a_whole_gallery_and_no_temp_files(tmp_path: Path) -> None:
+def _killed_while_writing(tmp_path: Path, stop_at: str, run_id: str) -> tuple[str, Path, list[Any], dict[str, Any]]:
+    """Run image_variations (cartoon, abstract) in a child killed (SIGKILL) once it is about to rename
+    ``stop_at`` into place; the store, output folder, arguments and keyword arguments of that run."""
     ledger, store, out, ready = (tmp_path / "ledger.sqlite", f"sqlite:{tmp_path / 'vow.sqlite'}", tmp_path / "out",
                                  tmp_path / "ready")
-    args = [PROMPT, ["cartoon", "abstract"], str(out)]
-    kwargs = {"size": 64, "options": {"ledger": str(ledger), "latency": 0}}
-    child = STOPPED_CHILD.format(stop_at="index.html", run_id="images/gallery-crash", ready=str(ready),
-                                 store=store, args=args, kwargs=kwargs)
+    args: list[Any] = [PROMPT, ["cartoon", "abstract"], str(out)]
+    kwargs: dict[str, Any] = {"size": 64, "options": {"ledger": str(ledger), "latency": 0}}
+    child = STOPPED_CHILD.format(stop_at=stop_at, run_id=run_id, ready=str(ready), store=store, args=args,
+                                 kwargs=kwargs)
     proc = spawn("-c", textwrap.dedent(child))
     try:
         wait_until(lambda: ready.exists() or proc.poll() is not None, timeout=60,
-                   message="the child writing index.html")
+                   message=f"the child writing {stop_at}")
         assert proc.poll() is None, proc.communicate()[1]
     finally:
         kill(proc)
+    return store, out, args, kwargs
+
+
+def test_a_run_killed_while_writing_its_gallery_resumes_with_a_whole_gallery_and_no_temp_files(tmp_path: Path) -> None:
+    store, out, args, kwargs = _killed_while_writing(tmp_path, "index.html", "images/gallery-crash")
     left = [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
     assert len(left) == 1 and left[0].startswith(".index.html."), left  # the killed writer's temp file
     assert not (out / "index.html").exists()  # nothing half-written is visible
@@ -208,19 +216,7 @@ def test_a_style_killed_while_writing_that_then_fails_for_good_leaves_no_temp_fi
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Before: killed while writing cartoon.png, then failing for good on the resumed run, the style never wrote
     # cartoon.png again, so nothing removed the killed writer's .cartoon.png.<hex>.tmp.
-    ledger, store, out, ready = (tmp_path / "ledger.sqlite", f"sqlite:{tmp_path / 'vow.sqlite'}", tmp_path / "out",
-                                 tmp_path / "ready")
-    args = [PROMPT, ["cartoon", "abstract"], str(out)]
-    kwargs = {"size": 64, "options": {"ledger": str(ledger), "latency": 0}}
-    child = STOPPED_CHILD.format(stop_at="cartoon.png", run_id="images/image-crash", ready=str(ready),
-                                 store=store, args=args, kwargs=kwargs)
-    proc = spawn("-c", textwrap.dedent(child))
-    try:
-        wait_until(lambda: ready.exists() or proc.poll() is not None, timeout=60,
-                   message="the child writing cartoon.png")
-        assert proc.poll() is None, proc.communicate()[1]
-    finally:
-        kill(proc)
+    store, out, args, kwargs = _killed_while_writing(tmp_path, "cartoon.png", "images/image-crash")
     assert [p.name for p in out.iterdir() if p.name.startswith(".cartoon.png.")]  # the killed writer's
 
     from vow_image_sim import plugin

@@ -37,26 +37,25 @@ def mount_tmpfs(where: Path, options: str) -> None:
         pytest.skip(f"cannot mount a tmpfs here (the test needs root or CAP_SYS_ADMIN): {done.stderr.strip()}")
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 16 KiB file system: room for a gallery, not for a 256x256 photo."""
-    where = tmp_path / "disk"
-    mount_tmpfs(where, "size=16k")
+def _mounted(where: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted at ``where`` with ``options`` for the test, unmounted after it."""
+    mount_tmpfs(where, options)
     try:
         yield where
     finally:
         subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 16 KiB file system: room for a gallery, not for a 256x256 photo."""
+    yield from _mounted(tmp_path / "disk", "size=16k")
 
 
 @pytest.fixture
 def read_only_disk(tmp_path: Path) -> Iterator[Path]:
     """A read-only file system: as root, chmod does not keep this process from writing, a read-only mount does."""
-    where = tmp_path / "ro"
-    mount_tmpfs(where, "size=64k,ro")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
+    yield from _mounted(tmp_path / "ro", "size=64k,ro")
 
 
 def test_a_live_writers_temp_file_is_never_taken_for_an_orphan(tmp_path: Path) -> None:

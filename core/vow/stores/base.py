@@ -420,23 +420,18 @@ def refuse_unstorable_batch(batch: Batch) -> None:
     fenced root): :meth:`Store.apply` writes nothing then.
 
     Every commit of the engine passes here, so the usual batch (plain ASCII, no NUL) costs one test
-    of each record's texts joined; the culprit is looked for only when one fails."""
+    of each record's texts joined (:func:`vow.naming.storable`); the culprit is looked for only when one fails."""
     for r in batch.creates:
-        if not _plain(r.id + r.root + r.idempotency_key + r.func + (r.parent or "")) or (
-                r.tags and not _plain("".join((*r.tags, *r.tags.values())))):
+        if not storable(r.id + r.root + r.idempotency_key + r.func + (r.parent or "")) or (
+                r.tags and not storable("".join((*r.tags, *r.tags.values())))):
             refuse_unstorable([r.id, r.root, r.idempotency_key, r.func, r.parent or "", *r.tags, *r.tags.values()],
                               f"promise {r.id!r}: its id, root, parent, key, function or a tag")
     for s in batch.settles:
-        if not _plain(s.id):
+        if not storable(s.id):
             refuse_unstorable([s.id], "the id of a settled promise")
     for root in batch.fences:
-        if not _plain(root):
+        if not storable(root):
             refuse_unstorable([root], LEASE_ROOT)
-
-
-def _plain(text: str) -> bool:
-    """Whether every store keeps ``text`` (the quick test of :func:`vow.naming.storable`)."""
-    return text.isascii() and "\x00" not in text
 
 
 def bucket_after_take(tokens: float, stamp: float, per_second: float, burst: int,
