@@ -85,8 +85,30 @@ def test_a_branch_that_blocks_moves_the_engine_and_its_siblings_run_meanwhile(vo
         return (yield ctx.run(waits_for_last))
 
     blocking[0] = False  # quick now, but it blocked the engine thread once:
-    # the function that blocked the engine thread once runs in the pool from now on
+    # the function that blocked the engine thread once runs in the pool for its next attempts
     assert vow.run("again", again) != "vow-engine"
+
+
+def test_a_quick_function_that_was_slow_once_comes_back_to_the_engine_thread(vow: Vow) -> None:
+    """One pause (a garbage collection, a loaded machine) must not send a quick function to the pool
+    for the life of the process: each step would then pay two thread hand-offs."""
+    paused = [False]
+
+    def pauses_once(ctx: LeafContext, i: int) -> str:
+        if not paused[0]:
+            paused[0] = True
+            time.sleep(0.05)  # 50 ms: its moving average passes the slow mark at once
+        return threading.current_thread().name
+
+    def steps_of(ctx: Context, n: int):
+        names = []
+        for i in range(n):
+            names.append((yield ctx.run(pauses_once, i)))
+        return names
+
+    names = vow.run("paused", steps_of, 200)
+    assert names[1] != "vow-engine"  # slow once: the next attempts go to the pool ...
+    assert "vow-engine" in names[100:]  # ... until its quick attempts there bring it back
 
 
 def test_a_leaf_that_waits_for_the_engine_does_not_deadlock(vow: Vow) -> None:

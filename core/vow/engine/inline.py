@@ -10,10 +10,12 @@ A leaf cannot be told in advance to be quick. If one is still running after ``st
 watchdog thread moves the engine: it hands the leaves not run yet to the pool and the outcomes
 collected so far to the engine's inbox, and starts a new engine thread (``relieve``). The thread
 held by the slow leaf reports its outcome like a pool thread when the leaf returns, then ends.
-A function whose attempts take ``slow`` seconds or more on average (a moving average, so one
-pause of the whole process, a garbage collection say, does not count against a quick function)
-runs in the pool from then on: a function that blocks costs one move, or a few if it blocks only
-a little longer than ``stall``.
+A function whose attempts take ``slow`` seconds or more on average (a moving average) runs in the
+pool from then on: a function that blocks costs one move, or a few if it blocks only a little
+longer than ``stall``. Its attempts in the pool go on feeding the average, and once it falls below
+half of ``slow`` the function runs here again: one pause of the whole process (a garbage
+collection, a loaded machine) sends a quick function to the pool for a few dozen attempts, not for
+the life of the process.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class InlineLeaves:
         self._running: Any = None  # the function of the leaf running on the engine thread now
         self._started = 0  # leaves started on the engine thread, ever: the watchdog's clock
         self._cost: dict[Any, float] = {}  # function -> moving average of its attempts' seconds
+        self._pooled: set[Any] = set()  # functions found slow: in the pool until their average halves
         self._watching = threading.Event()  # cleared while no leaf runs inline: the watchdog sleeps
         self._watchdog: threading.Thread | None = None
         self._closed = False
@@ -72,10 +75,26 @@ class InlineLeaves:
     def take(self, node: PromiseNode) -> bool:
         """Queue the current attempt of ``node``'s leaf for the engine thread's next :meth:`run`,
         unless its function proved slow here; whether it was queued."""
-        if self._cost.get(node.fn, 0.0) >= self._slow_after:
+        fn = node.fn
+        cost = self._cost.get(fn, 0.0)
+        if fn in self._pooled:
+            if cost >= self._slow_after / 2:
+                return False
+            self._pooled.discard(fn)
+        elif cost >= self._slow_after:
+            self._pooled.add(fn)
             return False
         self._queue.append(node)
         return True
+
+    def observe(self, fn: Any, took: float) -> None:
+        """Count an attempt of ``fn`` that took ``took`` seconds in the pool (on a pool thread).
+
+        Only functions this engine thread has timed are followed. Two threads may update one
+        average at once and one sample be lost: it is an estimate, not worth a lock per attempt."""
+        cost = self._cost
+        if fn in cost:
+            cost[fn] = cost[fn] * (1 - _WEIGHT) + took * _WEIGHT
 
     def waiting(self) -> bool:
         """Whether attempts are queued."""

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import inspect
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -151,7 +152,14 @@ class LeafRunner:
         return stack
 
     def _run_sync(self, ctx: LeafContext, node: PromiseNode) -> None:
-        self._report(self._attempt(ctx, node))
+        inline = self.inline
+        if inline is None:
+            self._report(self._attempt(ctx, node))
+            return
+        began = time.perf_counter()
+        outcome = self._attempt(ctx, node)
+        inline.observe(node.fn, time.perf_counter() - began)  # a quick function goes back inline
+        self._report(outcome)
 
     def _attempt(self, ctx: LeafContext, node: PromiseNode) -> LeafOutcome:
         """Run the leaf of ``node`` once, with ``ctx``; never raises (an exception is its outcome)."""
