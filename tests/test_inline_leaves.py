@@ -6,10 +6,13 @@ off a blocked leaf, or if a function that blocked kept running on the engine thr
 
 from __future__ import annotations
 
+import functools
+import gc
 import os
 import signal
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +112,63 @@ def test_a_quick_function_that_was_slow_once_comes_back_to_the_engine_thread(vow
     names = vow.run("paused", steps_of, 200)
     assert names[1] != "vow-engine"  # slow once: the next attempts go to the pool ...
     assert "vow-engine" in names[100:]  # ... until its quick attempts there bring it back
+
+
+def test_functions_made_for_each_call_are_not_kept(vow: Vow) -> None:
+    """A leaf made afresh for each call (a partial, a closure) is dropped with its step: a worker that
+    runs such workflows for a week must not keep every one, nor the values they hold."""
+    made: list[weakref.ref[Any]] = []
+
+    def send(ctx: LeafContext, i: int, message: bytes = b"") -> int:
+        return len(message)
+
+    def fresh_leaves(ctx: Context, n: int):
+        total = 0
+        for i in range(n):
+            leaf = functools.partial(send, message=bytes(1000))
+            made.append(weakref.ref(leaf))
+            total += yield ctx.run(leaf, i)
+        return total
+
+    assert vow.run("fresh", fresh_leaves, 300) == 300_000
+    gc.collect()
+    assert sum(ref() is not None for ref in made) <= 1  # the last one may still be in the workflow's frame
+
+
+def test_workflows_made_for_each_run_are_not_kept(vow: Vow) -> None:
+    """The same for a root workflow: a closure passed to ``vow.run`` for each run is dropped after it."""
+    made: list[weakref.ref[Any]] = []
+
+    def make(n: int) -> Any:
+        payload = bytes(1000)
+
+        def workflow(ctx: Context):
+            return len(payload) + (yield ctx.run(thread_name, n)).count("")
+        made.append(weakref.ref(workflow))
+        return workflow
+
+    for i in range(50):
+        vow.run(f"made/{i}", make(i))
+    gc.collect()
+    assert sum(ref() is not None for ref in made) <= 1  # the last one is still the registered one
+
+
+def test_what_is_learnt_of_a_closure_holds_for_the_next_made_from_the_same_code(vow: Vow) -> None:
+    """A closure that blocks, made afresh for each step, moves the engine once, not at every step."""
+    def blocking_leaf(i: int) -> Any:
+        def leaf(ctx: LeafContext) -> str:
+            time.sleep(0.03)  # 30 ms: slow on its first attempt already
+            return threading.current_thread().name
+        return leaf
+
+    def steps_of(ctx: Context, n: int):
+        names = []
+        for i in range(n):
+            names.append((yield ctx.run(blocking_leaf(i))))
+        return names
+
+    names = vow.run("closures", steps_of, 6)
+    assert "vow-engine" not in names[1:]  # learnt from the first: the others start in the pool
 
 
 def test_a_leaf_that_waits_for_the_engine_does_not_deadlock(vow: Vow) -> None:

@@ -21,7 +21,7 @@ from vow.engine import Engine, StartRequest, same_run_error
 from vow.engine.stepper import check_text
 from vow.errors import ConfigError, PromiseNotFoundError, VowError
 from vow.failures import FailureCodec
-from vow.naming import function_name
+from vow.naming import function_name, lasting
 from vow.outcomes import set_future_from_record
 from vow.plugins import Plugins, default_plugins
 from vow.pool import DEFAULT_MAX_THREADS
@@ -171,6 +171,8 @@ class Vow:
                 raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
             _check_timeout(timeout)
             _check_policy(retry, "register(retry=...)")
+            if taken is not None and taken.fn is not f and self._names.get(taken.fn) == reg_name:
+                del self._names[taken.fn]  # replaced (a closure made for each run): not kept for ever
             self._functions[reg_name] = Registered(reg_name, f, retry, concurrency, timeout)
             self._names[f] = reg_name
             return f
@@ -193,7 +195,9 @@ class Vow:
     def _name_of(self, fn: Any) -> str:
         name = self._names.get(fn)
         if name is None:
-            name = self._names[fn] = function_name(fn)
+            name = function_name(fn)
+            if lasting(fn):  # a closure or partial made for one call is not kept for ever
+                self._names[fn] = name
         return name
 
     def _resolve(self, fn: Callable[..., Any] | str) -> Registered:

@@ -9,8 +9,10 @@ under ``python -m``, or the file's dotted path under the ``sys.path`` entry that
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+import types
 import unicodedata
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -20,7 +22,7 @@ from vow.errors import EncodeError
 F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = [
-    "function_name", "main_module_name", "not_in_a_run_id", "refuse_unstorable", "storable", "stored_as",
+    "function_name", "lasting", "main_module_name", "not_in_a_run_id", "refuse_unstorable", "storable", "stored_as",
     "why_unstorable",
 ]
 
@@ -96,15 +98,32 @@ def _module_for_file(path: str) -> str | None:
 def function_name(fn: Any) -> str:
     """The name a promise records for ``fn``: its ``__vow_name__`` when it has one (a step that moved
     keeps the name runs already hold), else ``module.qualname`` with ``__main__`` resolved to its
-    import name."""
+    import name. A partial is named by the function it wraps, and a callable object by its class:
+    never by an address, which a replay in another process would not find again."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
     fixed = getattr(fn, "__vow_name__", None)
     if isinstance(fixed, str) and fixed:
         return fixed
+    qual = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    if not isinstance(qual, str) or not qual:  # an instance with __call__
+        fn = type(fn)
+        qual = fn.__qualname__
     module = getattr(fn, "__module__", None) or ""
-    qual = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
     if module == "__main__":
         module = main_module_name() or ""
     return f"{module}.{qual}" if module else qual
+
+
+def lasting(fn: Any) -> bool:
+    """Whether ``fn`` lives as long as its module (a function defined at module or class level, or a
+    builtin function), so what is learnt of it may be cached by identity. Not a closure, a partial, a
+    bound method or a callable object: a workflow may make one for each call, and a cache keyed by
+    them would keep every one, and all they hold, for the life of the process."""
+    kind = type(fn)
+    if kind is types.FunctionType:
+        return "<locals>" not in fn.__qualname__
+    return kind is types.BuiltinFunctionType and (fn.__self__ is None or isinstance(fn.__self__, types.ModuleType))
 
 
 def stored_as(name: str) -> Callable[[F], F]:

@@ -16,10 +16,15 @@ longer than ``stall``. Its attempts in the pool go on feeding the average, and o
 half of ``slow`` the function runs here again: one pause of the whole process (a garbage
 collection, a loaded machine) sends a quick function to the pool for a few dozen attempts, not for
 the life of the process.
+
+What is learnt of a function is kept by its code (:func:`function_key`), so a closure or a partial
+made afresh for each call shares what the earlier ones taught, and the table stays as small as the
+program's code: a long-running worker does not keep every function it ever ran.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -29,10 +34,11 @@ from typing import Any
 
 from vow.engine.model import PromiseNode
 
-__all__ = ["InlineLeaves"]
+__all__ = ["InlineLeaves", "function_key"]
 
 Attempt = Callable[[PromiseNode], Any]  # runs the current attempt of a leaf's promise; returns its outcome
 
+_MAX_KNOWN = 10_000  # functions timed at most; past that the table starts again (code made at run time)
 _WEIGHT = 0.1  # of the latest attempt in a function's moving average: one 20 ms attempt makes it slow
 _forks = 0  # forks this process was made by, counted in the child (cheaper to compare than os.getpid())
 
@@ -43,6 +49,23 @@ def _count_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_count_fork)
+
+
+def function_key(fn: Any) -> Any:
+    """What attempts of ``fn`` are alike by: its code and qualified name for a function, a closure or
+    a bound method (decorators that share one wrapper keep their names apart), through a partial to
+    the function it wraps; a builtin's qualified name; another callable object's class. Made afresh
+    for each call, a closure or a partial still has the key of the last one: tables keyed by it stay
+    as small as the program and keep none of the objects a run made."""
+    code = getattr(fn, "__code__", None)  # functions, closures, bound methods: the common case first
+    if code is None:
+        while isinstance(fn, functools.partial):
+            fn = fn.func
+        code = getattr(fn, "__code__", None)
+    name = getattr(fn, "__qualname__", None)
+    if code is None and not isinstance(name, str):
+        return type(fn)
+    return code, name
 
 
 class InlineLeaves:
@@ -60,41 +83,42 @@ class InlineLeaves:
         self._budget = budget  # seconds of leaves per call of run(), so the inbox is read in between
         # promises whose leaf waits to run; its LeafContext is made when it runs, so a large
         # fan-out does not keep one per queued leaf (fewer objects for the garbage collector)
-        self._queue: deque[PromiseNode] = deque()
+        self._queue: deque[tuple[PromiseNode, Any]] = deque()  # and its function_key
         self._outcomes: list[Any] = []
         self._lock = threading.Lock()
         self._generation = 0  # moves of the engine so far
-        self._running: Any = None  # the function of the leaf running on the engine thread now
+        self._running: Any = None  # the function_key of the leaf running on the engine thread now
         self._started = 0  # leaves started on the engine thread, ever: the watchdog's clock
-        self._cost: dict[Any, float] = {}  # function -> moving average of its attempts' seconds
-        self._pooled: set[Any] = set()  # functions found slow: in the pool until their average halves
+        self._cost: dict[Any, float] = {}  # function_key -> moving average of its attempts' seconds
+        self._pooled: set[Any] = set()  # function_keys found slow: in the pool until their average halves
         self._watching = threading.Event()  # cleared while no leaf runs inline: the watchdog sleeps
         self._watchdog: threading.Thread | None = None
         self._closed = False
 
-    def take(self, node: PromiseNode) -> bool:
-        """Queue the current attempt of ``node``'s leaf for the engine thread's next :meth:`run`,
-        unless its function proved slow here; whether it was queued."""
-        fn = node.fn
-        cost = self._cost.get(fn, 0.0)
-        if fn in self._pooled:
+    def take(self, node: PromiseNode, key: Any) -> bool:
+        """Queue the current attempt of ``node``'s leaf (its function's :func:`function_key` is
+        ``key``) for the engine thread's next :meth:`run`, unless its function proved slow here;
+        whether it was queued."""
+        cost = self._cost.get(key, 0.0)
+        if key in self._pooled:
             if cost >= self._slow_after / 2:
                 return False
-            self._pooled.discard(fn)
+            self._pooled.discard(key)
         elif cost >= self._slow_after:
-            self._pooled.add(fn)
+            self._pooled.add(key)
             return False
-        self._queue.append(node)
+        self._queue.append((node, key))
         return True
 
-    def observe(self, fn: Any, took: float) -> None:
-        """Count an attempt of ``fn`` that took ``took`` seconds in the pool (on a pool thread).
+    def observe(self, key: Any, took: float) -> None:
+        """Count an attempt of the function with :func:`function_key` ``key`` that took ``took``
+        seconds in the pool (on a pool thread).
 
         Only functions this engine thread has timed are followed. Two threads may update one
         average at once and one sample be lost: it is an estimate, not worth a lock per attempt."""
         cost = self._cost
-        if fn in cost:
-            cost[fn] = cost[fn] * (1 - _WEIGHT) + took * _WEIGHT
+        if key in cost:
+            cost[key] = cost[key] * (1 - _WEIGHT) + took * _WEIGHT
 
     def waiting(self) -> bool:
         """Whether attempts are queued."""
@@ -132,8 +156,8 @@ class InlineLeaves:
                         self._running = None
                         outcomes, self._outcomes = self._outcomes, []
                         return outcomes
-                    node = queue.popleft()
-                    fn = self._running = node.fn
+                    node, key = queue.popleft()
+                    self._running = key
                     self._started += 1
             if moved:
                 self._report(outcome)
@@ -145,8 +169,10 @@ class InlineLeaves:
                 return None
             now = clock()
             took = now - began
-            if took > slow_after / 10 or fn in cost:
-                cost[fn] = cost.get(fn, 0.0) * (1 - _WEIGHT) + took * _WEIGHT
+            if key in cost:
+                cost[key] = cost[key] * (1 - _WEIGHT) + took * _WEIGHT
+            elif took > slow_after / 10:
+                self._learn(key, took * _WEIGHT)
 
     def _watch(self) -> None:
         lock = self._lock
@@ -166,6 +192,13 @@ class InlineLeaves:
                 self._to_pool(node)
             self._relieve()
 
+    def _learn(self, key: Any, cost: float) -> None:
+        """Start timing the function with ``key`` (on the engine thread)."""
+        if len(self._cost) >= _MAX_KNOWN:
+            self._cost.clear()
+            self._pooled.clear()
+        self._cost[key] = cost
+
     def _live(self) -> bool:
         """Not closed, read now: :meth:`close` sets the flag from another thread while this one sleeps."""
         return not self._closed
@@ -174,7 +207,7 @@ class InlineLeaves:
         """Take the engine role from the thread stuck in a leaf (with the lock held)."""
         self._generation += 1
         self._running = None
-        leftover = list(self._queue)
+        leftover = [node for node, _ in self._queue]
         self._queue.clear()
         outcomes, self._outcomes = self._outcomes, []
         return leftover, outcomes

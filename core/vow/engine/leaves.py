@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vow import encoding
-from vow.engine.inline import InlineLeaves
+from vow.engine.inline import InlineLeaves, function_key
 from vow.engine.model import PromiseNode
 from vow.errors import EncodeError
 from vow.leaf import LeafContext, make_leaf_context
@@ -32,6 +32,7 @@ from vow.records import State
 __all__ = ["LeafOutcome", "LeafRunner"]
 
 _PENDING = State.PENDING
+_MAX_KNOWN = 10_000  # functions whose kind (async or not) is kept
 
 LeafOutcome = tuple[str, str, int, bool, Any, "str | None"]
 """``(promise id, root id, attempt, ok, value or exception, encoded value)`` as reported."""
@@ -88,12 +89,13 @@ class LeafRunner:
         self._total += 1
         node.running = True
         fn = node.fn
-        coroutine = self._coroutine_fns.get(fn)
+        key = function_key(fn)
+        coroutine = self._coroutine_fns.get(key)
         if coroutine is None:
-            coroutine = self._is_coroutine(fn)
+            coroutine = self._is_coroutine(fn, key)
         if coroutine:
             self._async_batch.append((self._context(node), node))
-        elif self.inline is None or not self.inline.take(node):
+        elif self.inline is None or not self.inline.take(node, key):
             self._to_pool(node)
 
     def _context(self, node: PromiseNode) -> LeafContext:
@@ -158,7 +160,7 @@ class LeafRunner:
             return
         began = time.perf_counter()
         outcome = self._attempt(ctx, node)
-        inline.observe(node.fn, time.perf_counter() - began)  # a quick function goes back inline
+        inline.observe(function_key(node.fn), time.perf_counter() - began)  # a quick function goes back inline
         self._report(outcome)
 
     def _attempt(self, ctx: LeafContext, node: PromiseNode) -> LeafOutcome:
@@ -200,10 +202,13 @@ class LeafRunner:
 
     # -- plumbing
 
-    def _is_coroutine(self, fn: Any) -> bool:
-        known = self._coroutine_fns.get(fn)
+    def _is_coroutine(self, fn: Any, key: Any) -> bool:
+        """Whether ``fn`` is an ``async def`` function, learnt once per :func:`function_key`."""
+        known = self._coroutine_fns.get(key)
         if known is None:
-            known = self._coroutine_fns[fn] = inspect.iscoroutinefunction(fn)
+            if len(self._coroutine_fns) >= _MAX_KNOWN:  # code made at run time: start again
+                self._coroutine_fns.clear()
+            known = self._coroutine_fns[key] = inspect.iscoroutinefunction(fn)
         return known
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:

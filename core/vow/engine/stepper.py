@@ -26,7 +26,7 @@ from vow.context import Call, Combinator, Context
 from vow.engine.committer import Committer
 from vow.engine.model import PromiseNode, RootRun, WorkflowRun
 from vow.errors import EncodeError, NonDeterminismError
-from vow.naming import refuse_unstorable
+from vow.naming import lasting, refuse_unstorable
 from vow.outcomes import combine, fill_from_record, outcome
 from vow.records import Kind, PromiseRecord, State, make_record
 from vow.reserved import BACKOFF_FUNC, PATCH_FUNC
@@ -284,7 +284,9 @@ class Stepper:
         function (a child workflow) and the name it is stored under."""
         if fn is None or not callable(fn):
             raise TypeError(f"ctx.run/begin_run needs a function, got {fn!r}")
-        known = self._functions[fn] = (inspect.isgeneratorfunction(fn), self._name_of(fn))
+        known = (inspect.isgeneratorfunction(fn), self._name_of(fn))
+        if lasting(fn):  # not a closure or partial made for this call: kept, it would never be freed
+            self._functions[fn] = known
         return known
 
 

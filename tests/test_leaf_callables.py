@@ -1,0 +1,66 @@
+"""Leaves that are not plain functions (a partial, a callable object, a bound method) resume after a
+crash: the name stored for each must be the one another process gives it again."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from tests.support import python
+
+APP = textwrap.dedent('''
+    import functools, os, sys
+    from vow import Vow
+
+    store, log, crash = sys.argv[1:4]
+
+    def record(name):
+        with open(log, "a") as f:
+            f.write(name + "\\n")
+
+    def send(ctx, channel, *, greeting):
+        record("partial")
+        return f"{greeting} by {channel}"
+
+    class Sender:
+        def __call__(self, ctx, channel):
+            record("object")
+            return f"sent by {channel}"
+
+        def method(self, ctx, channel):
+            record("method")
+            return f"method by {channel}"
+
+    def last(ctx):
+        if os.path.exists(crash):
+            os.remove(crash)
+            os._exit(9)  # the process dies here, as under kill -9: the three steps above are stored
+        record("last")
+        return "done"
+
+    def notify(ctx):
+        a = yield ctx.run(functools.partial(send, greeting="hello"), "email")
+        b = yield ctx.run(Sender(), "sms")
+        c = yield ctx.run(Sender().method, "push")
+        d = yield ctx.run(last)
+        return [a, b, c, d]
+
+    vow = Vow(store=store)
+    print(vow.run("notify/1", notify))
+    vow.close()
+''')
+
+
+def test_partial_object_and_method_leaves_resume_in_another_process(tmp_path: Path) -> None:
+    app = tmp_path / "app.py"
+    app.write_text(APP)
+    store, log, crash = f"sqlite:{tmp_path / 'vow.sqlite'}", tmp_path / "sink.log", tmp_path / "crash"
+    crash.touch()
+    first = python(app, store, log, crash)
+    assert first.returncode == 9, first.stderr
+    assert log.read_text().split() == ["partial", "object", "method"]
+
+    second = python(app, store, log, crash)
+    assert second.returncode == 0, second.stderr
+    assert "['hello by email', 'sent by sms', 'method by push', 'done']" in second.stdout
+    assert log.read_text().split() == ["partial", "object", "method", "last"]  # none of the three again
