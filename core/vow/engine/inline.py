@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vow.engine.model import PromiseNode
+from vow.naming import lasting
 
 __all__ = ["InlineLeaves", "function_key"]
 
@@ -52,16 +53,17 @@ os.register_at_fork(after_in_child=_count_fork)
 
 
 def function_key(fn: Any) -> Any:
-    """What attempts of ``fn`` are alike by: its code and qualified name for a function, a closure or
-    a bound method (decorators that share one wrapper keep their names apart), through a partial to
-    the function it wraps; a builtin's qualified name; another callable object's class. Made afresh
-    for each call, a closure or a partial still has the key of the last one: tables keyed by it stay
-    as small as the program and keep none of the objects a run made."""
-    code = getattr(fn, "__code__", None)  # functions, closures, bound methods: the common case first
-    if code is None:
-        while isinstance(fn, functools.partial):
-            fn = fn.func
-        code = getattr(fn, "__code__", None)
+    """What attempts of ``fn`` are alike by. A function that lives as long as its module is its own
+    key (:func:`vow.naming.lasting`: the quickest to look up). Another one (a closure, a bound
+    method, a partial) is keyed by its code and qualified name, through a partial to the function it
+    wraps, so one made afresh for each call has the key of the last one: tables keyed by it stay as
+    small as the program and keep none of the objects a run made. A builtin method is keyed by its
+    qualified name, another callable object by its class."""
+    if lasting(fn):
+        return fn
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    code = getattr(fn, "__code__", None)
     name = getattr(fn, "__qualname__", None)
     if code is None and not isinstance(name, str):
         return type(fn)

@@ -89,10 +89,12 @@ class LeafRunner:
         self._total += 1
         node.running = True
         fn = node.fn
-        key = function_key(fn)
-        coroutine = self._coroutine_fns.get(key)
+        coroutine = self._coroutine_fns.get(fn)  # found for a function that is its own key
         if coroutine is None:
+            key = function_key(fn)
             coroutine = self._is_coroutine(fn, key)
+        else:
+            key = fn
         if coroutine:
             self._async_batch.append((self._context(node), node))
         elif self.inline is None or not self.inline.take(node, key):
