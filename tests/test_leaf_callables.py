@@ -3,10 +3,12 @@ crash: the name stored for each must be the one another process gives it again."
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 from pathlib import Path
 
 from tests.support import python
+from vow import Context, LeafContext, Vow
 
 APP = textwrap.dedent('''
     import functools, os, sys
@@ -64,3 +66,31 @@ def test_partial_object_and_method_leaves_resume_in_another_process(tmp_path: Pa
     assert second.returncode == 0, second.stderr
     assert "['hello by email', 'sent by sms', 'method by push', 'done']" in second.stdout
     assert log.read_text().split() == ["partial", "object", "method", "last"]  # none of the three again
+
+
+@dataclasses.dataclass
+class Channel:
+    """A leaf that is an object holding its settings: equal by value, so not hashable."""
+
+    name: str
+
+    def __call__(self, ctx: LeafContext, message: str) -> str:
+        return f"{message} by {self.name}"
+
+    def send(self, ctx: LeafContext, message: str) -> str:
+        return f"{message} sent by {self.name}"
+
+
+def test_an_unhashable_callable_object_is_a_leaf_like_any_other() -> None:
+    def notify(ctx: Context):
+        first = yield ctx.run(Channel("sms"), "hi")
+        second = yield ctx.run(Channel("push").send, "hello")
+        return [first, second]
+
+    vow = Vow(store="memory:")
+    try:
+        assert vow.run("unhashable", notify) == ["hi by sms", "hello sent by push"]
+        assert [r.func for r in vow.store.tree("unhashable") if r.id != "unhashable"] == [
+            f"{__name__}.Channel", f"{__name__}.Channel.send"]
+    finally:
+        vow.close()

@@ -193,12 +193,19 @@ class Vow:
         return dict(self._functions)
 
     def _name_of(self, fn: Any) -> str:
-        name = self._names.get(fn)
+        name = self._known_name(fn)
         if name is None:
             name = function_name(fn)
             if lasting(fn):  # a closure or partial made for one call is not kept for ever
                 self._names[fn] = name
         return name
+
+    def _known_name(self, fn: Any) -> str | None:
+        """The name ``fn`` was registered under, or learnt before; ``None`` if neither."""
+        try:
+            return self._names.get(fn)
+        except TypeError:  # an object equal by value (a dataclass with __call__): not hashable
+            return None
 
     def _resolve(self, fn: Callable[..., Any] | str) -> Registered:
         if isinstance(fn, str):
@@ -207,7 +214,7 @@ class Vow:
                 known = ", ".join(sorted(self._functions)) or "none"
                 raise ConfigError(f"no workflow named {fn!r} is registered (registered: {known})")
             return reg
-        name = self._names.get(fn)
+        name = self._known_name(fn)
         if name is None or name not in self._functions:
             self.register(fn)
             name = self._names[fn]
@@ -258,7 +265,7 @@ class Vow:
         if isinstance(fn, str):
             reg = self._resolve(fn)
         else:
-            name = self._names.get(fn)
+            name = self._known_name(fn)
             if name is None or name not in self._functions:
                 raise ConfigError(
                     f"workflow {function_name(fn)!r} is not registered: register it with @vow.register (in the "

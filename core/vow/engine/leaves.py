@@ -89,7 +89,10 @@ class LeafRunner:
         self._total += 1
         node.running = True
         fn = node.fn
-        coroutine = self._coroutine_fns.get(fn)  # found for a function that is its own key
+        try:
+            coroutine = self._coroutine_fns.get(fn)  # found for a function that is its own key
+        except TypeError:  # an object equal by value (a dataclass with __call__): not hashable
+            coroutine = None
         if coroutine is None:
             key = function_key(fn)
             coroutine = self._is_coroutine(fn, key)

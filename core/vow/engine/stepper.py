@@ -182,7 +182,10 @@ class Stepper:
         kind = call.kind
         if kind is Kind.STEP:
             fn = call.fn
-            known = self._functions.get(fn)
+            try:
+                known = self._functions.get(fn)
+            except TypeError:  # an object equal by value (a dataclass with __call__): not hashable
+                known = None
             if known is None:
                 known = self._learn(fn)
             generator, func = known
