@@ -10,10 +10,12 @@ What is kept (the stored JSON)::
      "cause": {...the same, for __cause__ or __context__...}, "traceback": "...the original's..."}
 
 * **The class** comes back only if vow or an installed plugin declared it (the builtin
-  exceptions, everything in :mod:`vow.errors`, the httpx errors, what plugins list through the
-  ``vow_declare_errors`` hook, and what you declare with :meth:`vow.Vow.register_error`).
+  subclasses of ``Exception``, everything in :mod:`vow.errors`, the httpx errors, what plugins
+  list through the ``vow_declare_errors`` hook, and what you declare with :meth:`vow.Vow.register_error`).
   Decoding never imports a module named in the store: an undeclared type comes back as
-  :class:`~vow.errors.RejectedError` with ``type_name`` and ``message``.
+  :class:`~vow.errors.RejectedError` with ``type_name`` and ``message``. So does a leaf's
+  ``SystemExit`` or ``KeyboardInterrupt`` (a library that calls ``sys.exit()``): the leaf's failure,
+  which a workflow catches with ``except Exception``, never an order to end the process reading it.
 * **Attributes** vow knows how to keep: ``retry_after`` and ``code`` of
   :class:`~vow.errors.TransientError` / :class:`~vow.errors.PermanentError`; for
   ``httpx.HTTPStatusError``, the request's method and URL and the response's status code and
@@ -34,7 +36,7 @@ from typing import Any
 
 from vow import errors as vow_errors
 
-__all__ = ["FailureCodec"]
+__all__ = ["FailureCodec", "message_of"]
 
 MAX_CAUSES = 5
 MAX_TRACEBACK = 8_000  # characters of the original traceback kept with a failure
@@ -57,6 +59,15 @@ _LAZY.update({f"{module}.{name}": (module, name) for module, name in (
     ("vow.pipeline.workflow", "PipelineFailed"), ("vow.pipeline.source", "SpecError"),
     ("vow.pipeline.templates", "TemplateError"))})
 
+def message_of(exc: BaseException) -> str:
+    """``str(exc)``, or a placeholder naming its class when its ``__str__`` raises (a user's
+    exception must not break what reports it)."""
+    try:
+        return exc.message if isinstance(exc, vow_errors.RejectedError) else str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the failure
+        return f"<{type(exc).__name__} whose message could not be read>"
+
+
 def type_name(cls: type) -> str:
     """``module.QualName`` of an exception class, as stored."""
     return f"{cls.__module__}.{cls.__qualname__}"
@@ -68,7 +79,10 @@ class FailureCodec:
     def __init__(self, declared: Iterable[type[BaseException]] = ()) -> None:
         self._classes: dict[str, type[BaseException]] = {}
         for obj in vars(builtins).values():
-            if isinstance(obj, type) and issubclass(obj, BaseException):
+            # not SystemExit, KeyboardInterrupt, GeneratorExit: raised by a leaf (a library calling
+            # sys.exit()), they are its failure, and come back as RejectedError, an Exception a
+            # workflow catches, not as an order to end the process that reads them
+            if isinstance(obj, type) and issubclass(obj, Exception):
                 self._classes[type_name(obj)] = obj
         for obj in vars(vow_errors).values():
             if isinstance(obj, type) and issubclass(obj, BaseException):
@@ -95,10 +109,7 @@ class FailureCodec:
 
     def _payload(self, exc: BaseException, *, depth: int, with_traceback: bool) -> dict[str, Any]:
         cls = type(exc)
-        try:
-            message = exc.message if isinstance(exc, vow_errors.RejectedError) else str(exc)
-        except Exception:  # noqa: BLE001 - a broken __str__ must not lose the failure
-            message = f"<{cls.__name__} whose message could not be read>"
+        message = message_of(exc)
         payload: dict[str, Any] = {"type": exc.type_name if isinstance(exc, vow_errors.RejectedError)
                                    else type_name(cls), "message": message}
         kept = _keep_attributes(exc)

@@ -51,7 +51,7 @@ from vow.errors import (
     VowError,
 )
 from vow.events import Event, EventKind
-from vow.failures import FailureCodec
+from vow.failures import FailureCodec, message_of
 from vow.outcomes import combine_update, fill_from_record, outcome, set_future, set_future_from_record
 from vow.records import Batch, Kind, Lease, PromiseRecord, State, make_settle
 from vow.retry import DEFAULT_WORKFLOW_POLICY
@@ -972,5 +972,5 @@ def _policy_failed(node: PromiseNode, error: BaseException, exc: Exception) -> C
 def _describe(error: BaseException | None) -> str:
     if error is None:
         return ""
-    return f"{type(error).__name__}: {error}"
+    return f"{type(error).__name__}: {message_of(error)}"
 

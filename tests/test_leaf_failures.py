@@ -1,0 +1,90 @@
+"""Leaves that fail in odd ways: an exception whose message cannot be read, a library that calls
+``sys.exit()``, a ``KeyboardInterrupt`` raised in a leaf. Each fails its own call and nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import pytest
+
+from vow import Context, LeafContext, Vow
+from vow.errors import RejectedError
+from vow.retry import Constant
+
+
+class Unreadable(Exception):
+    """An exception whose message cannot be read: its ``__str__`` raises."""
+
+    def __str__(self) -> str:
+        raise ValueError("no message")
+
+
+@pytest.fixture
+def vow(tmp_path: Path):
+    client = Vow(store=f"sqlite:{tmp_path / 'vow.sqlite'}")
+    yield client
+    client.close()
+
+
+def test_a_failure_whose_message_cannot_be_read_fails_only_its_call(
+        vow: Vow, caplog: pytest.LogCaptureFixture) -> None:
+    tries = []
+
+    def unreadable(ctx: LeafContext) -> None:
+        tries.append(ctx.attempt)
+        raise Unreadable()
+
+    def sibling(ctx: LeafContext, i: int) -> int:
+        return i
+
+    def fan(ctx: Context):
+        failing = yield ctx.begin_run(unreadable).options(retry=Constant(delay=0.01, max_attempts=3))
+        others = []
+        for i in range(5):
+            others.append((yield ctx.begin_run(sibling, i)))
+        values = yield ctx.all(others)
+        try:
+            yield failing
+        except RejectedError as exc:  # not declared with vow.register_error: it comes back as this
+            return values, exc.type_name
+        return values, None
+
+    with caplog.at_level(logging.WARNING):
+        assert vow.run("unreadable", fan) == [[0, 1, 2, 3, 4], f"{__name__}.Unreadable"]
+    assert tries == [1, 2, 3]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
+    retried = [r.getMessage() for r in caplog.records if r.name == "vow.retry"]
+    assert len(retried) == 2 and all("Unreadable whose message could not be read" in m for m in retried), retried
+
+
+def parses_bad_arguments(ctx: LeafContext) -> None:
+    """A leaf using a library that ends the process on bad input: argparse calls sys.exit(2)."""
+    argparse.ArgumentParser(prog="tool").parse_args(["--no-such-flag"])
+
+
+def interrupted(ctx: LeafContext) -> None:
+    raise KeyboardInterrupt()
+
+
+@pytest.mark.parametrize(("leaf", "name"), [(parses_bad_arguments, "builtins.SystemExit"),
+                                            (interrupted, "builtins.KeyboardInterrupt")])
+def test_a_leaf_that_exits_fails_its_call_as_an_exception_the_workflow_can_catch(
+        vow: Vow, leaf: object, name: str) -> None:
+    def catches(ctx: Context):
+        try:
+            yield ctx.run(leaf)
+        except Exception as exc:  # noqa: BLE001 - what a workflow catches
+            return type(exc).__name__, getattr(exc, "type_name", None)
+        return None
+
+    assert vow.run(f"catches/{name}", catches) == ["RejectedError", name]
+
+    def lets_it_through(ctx: Context):
+        return (yield ctx.run(leaf))
+
+    # and the caller of vow.run gets an Exception too: a leaf's sys.exit() must not end the caller's process
+    with pytest.raises(RejectedError) as raised:
+        vow.run(f"through/{name}", lets_it_through)
+    assert raised.value.type_name == name
