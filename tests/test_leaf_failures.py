@@ -1,17 +1,22 @@
-"""Leaves that fail in odd ways: an exception whose message cannot be read, a library that calls
-``sys.exit()``, a ``KeyboardInterrupt`` raised in a leaf. Each fails its own call and nothing else."""
+"""Leaves and workflows that fail in odd ways: an exception whose message cannot be read, a library
+that calls ``sys.exit()``, a ``KeyboardInterrupt`` raised in a leaf, a workflow that will not stop.
+Each fails its own call and nothing else."""
 
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
+import sys
 from pathlib import Path
 
 import pytest
 
 from vow import Context, LeafContext, Vow
 from vow.errors import RejectedError
+from vow.records import State
 from vow.retry import Constant
+from vow.testing import wait_until
 
 
 class Unreadable(Exception):
@@ -88,3 +93,43 @@ def test_a_leaf_that_exits_fails_its_call_as_an_exception_the_workflow_can_catch
     with pytest.raises(RejectedError) as raised:
         vow.run(f"through/{name}", lets_it_through)
     assert raised.value.type_name == name
+
+
+def stubborn(ctx: Context):
+    """A workflow that will not stop: it catches GeneratorExit and waits again."""
+    while True:
+        try:
+            yield ctx.sleep(100)
+        except GeneratorExit:
+            pass
+
+
+def cleans_up_with_a_step(ctx: Context):
+    try:
+        yield ctx.sleep(100)
+    finally:
+        yield ctx.sleep(1)  # a step in `finally`: when the run is stopped, it cannot be made
+
+
+def leaves_a_stubborn_child(ctx: Context):
+    yield ctx.begin_run(stubborn)
+    yield ctx.sleep(0)  # the child starts meanwhile, and waits in its loop
+    return "done"  # the child is canceled: nobody waits for it
+
+
+def test_a_workflow_that_will_not_stop_is_ended_with_one_clear_warning(
+        vow: Vow, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    unraisable: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    with caplog.at_level(logging.WARNING, logger="vow"):
+        assert vow.run("parent", leaves_a_stubborn_child) == "done"
+        vow.begin_run("stubborn", stubborn)
+        vow.begin_run("finally", cleans_up_with_a_step)
+        wait_until(lambda: all(vow.get(f"{rid}.1") is not None for rid in ("stubborn", "finally")))
+        assert vow.cancel("stubborn").state is State.CANCELED
+        assert vow.cancel("finally").state is State.CANCELED
+        wait_until(lambda: len([r for r in caplog.records if "would not stop" in r.getMessage()]) >= 3)
+    gc.collect()  # a generator left suspended complains again when it is collected
+    assert unraisable == []
+    warned = sorted(r.getMessage().split()[1] for r in caplog.records if "would not stop" in r.getMessage())
+    assert warned == ["'finally'", "'parent.1'", "'stubborn'"]

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,13 @@ from vow.records import Kind, PromiseRecord, State
 __all__ = ["PromiseNode", "RootRun", "WorkflowRun"]
 
 _NO_KWARGS: dict[str, Any] = {}  # shared by every call made without keyword arguments; never changed
+_ENDING_TRIES = 3  # throws of _Stopped into a workflow that went on after it was closed
+_log = logging.getLogger("vow.engine")
+
+
+class _Stopped(BaseException):
+    """Thrown into a workflow that caught GeneratorExit and went on, so it ends now: left suspended,
+    Python would try to close it again when it is collected, and print a traceback from there."""
 
 
 class PromiseNode(Handle):
@@ -117,11 +125,22 @@ class WorkflowRun:
         """Stop this execution: the generator is closed and will not be stepped again."""
         gen, self.gen = self.gen, None
         self.waiting = None
-        if gen is not None:
+        if gen is None:
+            return
+        try:
+            gen.close()
+            return
+        except RuntimeError:  # it went on: caught GeneratorExit, or yields in a `finally` block
+            pass
+        except BaseException:  # noqa: BLE001 - it raised something else while closing: it has ended
+            return
+        _log.warning("workflow %r would not stop (it caught GeneratorExit, or yields in a finally block); "
+                     "vow ended it. Let GeneratorExit through, and do no steps in finally blocks", self.id)
+        for _ in range(_ENDING_TRIES):
             try:
-                gen.close()
-            except BaseException:  # noqa: BLE001 - a generator that yields in `finally`: nothing to do
-                pass
+                gen.throw(_Stopped)
+            except BaseException:  # noqa: BLE001 - ended, by _Stopped or by what it raised instead
+                return
 
 
 class RootRun:
