@@ -7,6 +7,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -32,6 +33,8 @@ from vow import (
 )
 from vow.events import EventKind
 from vow.testing import wait_until
+
+WAIT = 30.0  # only a hang detector: every wait ends on an event
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -813,3 +816,33 @@ def test_a_handle_is_one_object_per_promise_and_comes_only_from_the_engine(vow: 
     assert vow.run("handles/1", wf, timeout=30) == [42, [42, 42]]
     assert seen["copies"][:2] == (True, True) and seen["copies"][2].startswith("<Handle handles/1.1 ")
     assert "cannot be made by hand" in seen["by hand"]
+
+
+def test_a_handle_of_another_run_is_refused_where_it_is_yielded(vow: Vow) -> None:
+    """A handle smuggled to another run (a global, a closure) would tie that run to a promise it
+    cannot find again after a restart: yielding it fails, naming both runs."""
+    shared: dict[str, Any] = {}
+    released = threading.Event()
+
+    def waits(ctx: LeafContext) -> int:
+        released.wait(WAIT)
+        return 7
+
+    def owner(ctx: Context):
+        shared["handle"] = yield ctx.begin_run(waits)
+        return (yield shared["handle"])
+
+    def borrower(ctx: Context, how: str):
+        handle = shared["handle"]
+        try:
+            return (yield handle if how == "handle" else ctx.all([handle]))
+        except TypeError as exc:
+            return str(exc)
+
+    first = vow.begin_run("owner", owner)
+    wait_until(lambda: "handle" in shared)
+    for how in ("handle", "all"):
+        refused = vow.run(f"borrower/{how}", borrower, how, timeout=30)
+        assert "owner.1" in refused and f"borrower/{how}" in refused and "belongs to run 'owner'" in refused
+    released.set()
+    assert first.result(WAIT) == 7

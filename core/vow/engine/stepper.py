@@ -150,7 +150,14 @@ class Stepper:
                     continue
             elif type(yielded) is PromiseNode:  # a handle
                 node = yielded
+                if node.root is not run.root:
+                    exc = _foreign(run, node)
+                    continue
             elif type(yielded) is Combinator:
+                foreign = next((n for n in yielded.nodes if n.root is not run.root), None)
+                if foreign is not None:
+                    exc = _foreign(run, foreign)
+                    continue
                 done, value, exc = combine(yielded)
                 if done:
                     continue
@@ -291,6 +298,14 @@ class Stepper:
         if lasting(fn):  # not a closure or partial made for this call: kept, it would never be freed
             self._functions[fn] = known
         return known
+
+
+def _foreign(run: WorkflowRun, node: PromiseNode) -> TypeError:
+    """The error for a workflow that yielded a handle another run made (kept in a global, say)."""
+    return TypeError(
+        f"workflow {run.id!r} waited on handle {node.id!r}, which belongs to run {node.root.id!r}: a workflow "
+        "can wait only on calls its own run made (after a restart it could not find that promise again). "
+        "Pass values between runs as arguments, or through a promise (ctx.promise, vow.resolve)")
 
 
 def same_function(stored: str, now: str) -> bool:
