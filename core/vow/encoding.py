@@ -22,6 +22,19 @@ _decode = json.JSONDecoder().decode
 _PLAIN = (str, int, float, bool, type(None))
 _encode_str = json.encoder.encode_basestring_ascii  # what _encoder uses for a str (ensure_ascii)
 
+MAX_VALUE_BYTES = 512 * 1024 * 1024
+"""The longest encoded value (a call's arguments, a result) vow stores, in bytes (the text is
+ASCII). Every store holds it: SQLite refuses text over 1,000,000,000 bytes, PostgreSQL over 1 GB.
+A larger value fails its own call with :class:`EncodeError` when it is made, rather than failing
+the commit (and stopping the run at every resume, its leaf run again each time)."""
+
+
+def _bounded(text: str, what: Described) -> str:
+    if len(text) > MAX_VALUE_BYTES:
+        raise EncodeError(f"{_described(what)} cannot be stored: it is {len(text):,} bytes as JSON, over the "
+                          f"{MAX_VALUE_BYTES:,} a store holds; store large data in a file and pass its path")
+    return text
+
 
 def _fallback(obj: Any) -> Any:
     if attrs.has(type(obj)):
@@ -54,9 +67,11 @@ def encode(value: Any, *, what: Described = "value") -> str:
     """Encode ``value`` as canonical JSON text; raise :class:`EncodeError` saying ``what`` it was."""
     text = _int_or_str_text(value)
     if text is not None:
-        return text
+        return _bounded(text, what)
     try:
-        return _encoder.encode(value)
+        return _bounded(_encoder.encode(value), what)
+    except EncodeError:
+        raise
     except RecursionError:
         raise EncodeError(f"{_described(what)} cannot be stored: it is nested too deeply for JSON (a structure that "
                           "contains itself, or thousands of levels); flatten it") from None
@@ -78,7 +93,7 @@ def normalize(value: Any, *, what: Described = "value") -> tuple[Any, str]:
     """Return ``(value as it reads back from the store, its encoded text)``."""
     text = _int_or_str_text(value)
     if text is not None:  # the commonest results, read back as they are
-        return value, text
+        return value, _bounded(text, what)
     text = encode(value, what=what)
     if isinstance(value, _PLAIN) and not isinstance(value, float):
         return value, text
@@ -109,14 +124,16 @@ def encode_args(args: tuple[Any, ...], kwargs: dict[str, Any], *, what: Describe
 
 def _ints_and_strings(items: tuple[Any, ...]) -> str | None:
     """The JSON list of ``items`` when each is an int or a str (the commonest arguments), written as
-    the encoder writes it; ``None`` otherwise."""
+    the encoder writes it; ``None`` otherwise, and when it is too long to store (the caller's general
+    path names the call in its error)."""
     parts = []
     for item in items:
         text = _int_or_str_text(item)
         if text is None:
             return None
         parts.append(text)
-    return "[" + ",".join(parts) + "]"
+    text = "[" + ",".join(parts) + "]"
+    return text if len(text) <= MAX_VALUE_BYTES else None
 
 
 def decode_args(text: str) -> tuple[list[Any], dict[str, Any]]:
