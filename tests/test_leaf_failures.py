@@ -133,3 +133,21 @@ def test_a_workflow_that_will_not_stop_is_ended_with_one_clear_warning(
     assert unraisable == []
     warned = sorted(r.getMessage().split()[1] for r in caplog.records if "would not stop" in r.getMessage())
     assert warned == ["'finally'", "'parent.1'", "'stubborn'"]
+
+
+def test_a_failure_with_a_huge_message_is_stored_with_its_start(vow: Vow) -> None:
+    """A message that quotes a whole response body is kept to its first 100,000 characters: a failure
+    is stored at every attempt, and a larger one would fail the commit past the store's bound."""
+    def quotes_a_body(ctx: LeafContext) -> None:
+        raise ValueError("the server said: " + "x" * 5_000_000)
+
+    def workflow(ctx: Context):
+        try:
+            yield ctx.run(quotes_a_body).options(retry=Constant(delay=0.01, max_attempts=2))
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    message = vow.run("huge-message", workflow)
+    assert message.startswith("the server said: xxx") and message.endswith("(4,900,017 more characters not kept)")
+    assert len(vow.get("huge-message.1").value or "") < 120_000
