@@ -119,8 +119,9 @@ class InlineLeaves:
         Only functions this engine thread has timed are followed. Two threads may update one
         average at once and one sample be lost: it is an estimate, not worth a lock per attempt."""
         cost = self._cost
-        if key in cost:
-            cost[key] = cost[key] * (1 - _WEIGHT) + took * _WEIGHT
+        known = cost.get(key)  # one read: the engine thread may clear the table meanwhile
+        if known is not None:
+            cost[key] = known * (1 - _WEIGHT) + took * _WEIGHT
 
     def waiting(self) -> bool:
         """Whether attempts are queued."""

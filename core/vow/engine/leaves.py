@@ -165,8 +165,9 @@ class LeafRunner:
             return
         began = time.perf_counter()
         outcome = self._attempt(ctx, node)
-        inline.observe(function_key(node.fn), time.perf_counter() - began)  # a quick function goes back inline
+        took = time.perf_counter() - began
         self._report(outcome)
+        inline.observe(function_key(node.fn), took)  # so a quick function goes back to the engine thread
 
     def _attempt(self, ctx: LeafContext, node: PromiseNode) -> LeafOutcome:
         """Run the leaf of ``node`` once, with ``ctx``; never raises (an exception is its outcome)."""
