@@ -91,8 +91,8 @@ class Vow:
 
     A synchronous leaf runs on the engine's own thread as long as its function proves quick: a leaf
     still running after 2 ms moves the engine to a new thread, and that function runs in the pool
-    from then on (so does one whose attempts average 1 ms or more). ``inline_leaves=False`` runs
-    every leaf in the pool.
+    (so does one whose attempts average 1 ms or more) until its attempts there average under half
+    a millisecond. ``inline_leaves=False`` runs every leaf in the pool.
 
     ``retry`` is the retry policy of every leaf that sets none itself (``vow.Exponential(delay=1)``, say;
     the default is exponential back-off from 0.1 s, 5 attempts).
@@ -102,6 +102,10 @@ class Vow:
 
     A client may be created at import time and then forked (gunicorn ``--preload``, Celery,
     multiprocessing): the child gets a fresh owner identity and its own engine on first use.
+
+    A client keeps its threads and the store open until :meth:`close` (or the end of a ``with``
+    block), even when nothing refers to it any more: make one per process and share it, not one per
+    request.
     """
 
     def __init__(self, store: str | Store | None = None, *, plugins: Plugins | None = None,
