@@ -18,6 +18,7 @@ from vow import (
     CanceledError,
     Constant,
     Context,
+    DuplicateIdError,
     EncodeError,
     Exponential,
     LeafContext,
@@ -846,3 +847,37 @@ def test_a_handle_of_another_run_is_refused_where_it_is_yielded(vow: Vow) -> Non
         assert "owner.1" in refused and f"borrower/{how}" in refused and "belongs to run 'owner'" in refused
     released.set()
     assert first.result(WAIT) == 7
+
+
+def test_one_id_given_to_two_different_calls_fails_the_second_call(vow: Vow) -> None:
+    """``.options(id=...)`` names one call: the same id again for the same function is that call
+    (its stored outcome), but for another function it is a mistake in the workflow. The second call
+    fails where it is made; before, it took the first call's result, or stopped the run for good."""
+    def charge(ctx: LeafContext) -> str:
+        return "charged"
+
+    def refund(ctx: LeafContext) -> str:
+        return "refunded"
+
+    def after_it_settled(ctx: Context):
+        first = yield ctx.run(charge).options(id=f"{ctx.id}.payment")
+        again = yield ctx.run(charge).options(id=f"{ctx.id}.payment")  # the same call: its outcome
+        try:
+            yield ctx.run(refund).options(id=f"{ctx.id}.payment")
+        except DuplicateIdError as exc:
+            return [first, again, str(exc)]
+        return None
+
+    def while_it_runs(ctx: Context):
+        first = yield ctx.begin_run(charge).options(id=f"{ctx.id}.payment")
+        try:
+            yield ctx.begin_run(refund).options(id=f"{ctx.id}.payment")
+        except DuplicateIdError as exc:
+            return [(yield first), str(exc)]
+        return None
+
+    first, again, error = vow.run("dup/settled", after_it_settled, timeout=30)
+    assert first == again == "charged"
+    assert "'dup/settled.payment'" in error and "charge" in error and "refund" in error
+    result, error = vow.run("dup/live", while_it_runs, timeout=30)
+    assert result == "charged" and "'dup/live.payment'" in error

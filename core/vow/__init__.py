@@ -37,7 +37,8 @@ _EXPORTS = {
     "Call": "vow.context", "Context": "vow.context", "Handle": "vow.context", "Options": "vow.context",
     "Outcome": "vow.context",
     "AlreadySettledError": "vow.errors", "ArgumentMismatchError": "vow.errors", "CanceledError": "vow.errors",
-    "ConfigError": "vow.errors", "EncodeError": "vow.errors", "NonDeterminismError": "vow.errors",
+    "ConfigError": "vow.errors", "DuplicateIdError": "vow.errors", "EncodeError": "vow.errors",
+    "NonDeterminismError": "vow.errors",
     "PermanentError": "vow.errors", "PromiseNotFoundError": "vow.errors", "PromiseTimeoutError": "vow.errors",
     "RejectedError": "vow.errors", "RunParkedError": "vow.errors", "Throttled": "vow.errors",
     "TransientError": "vow.errors", "VowError": "vow.errors",
@@ -50,7 +51,7 @@ _EXPORTS = {
 
 __all__ = [
     "AlreadySettledError", "ArgumentMismatchError", "Call", "CanceledError", "ConfigError", "Constant",
-    "Context", "EncodeError", "Exponential", "Handle", "Kind", "LeafContext", "Linear", "Never",
+    "Context", "DuplicateIdError", "EncodeError", "Exponential", "Handle", "Kind", "LeafContext", "Linear", "Never",
     "NonDeterminismError", "Options", "Outcome", "PermanentError", "PromiseNotFoundError", "PromiseRecord",
     "PromiseTimeoutError", "RejectedError", "RunHandle", "RunParkedError", "State", "Throttled", "TransientError",
     "Vow", "VowError", "hookimpl", "stored_as",
@@ -65,6 +66,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
         ArgumentMismatchError,
         CanceledError,
         ConfigError,
+        DuplicateIdError,
         EncodeError,
         NonDeterminismError,
         PermanentError,

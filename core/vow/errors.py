@@ -114,6 +114,10 @@ class NonDeterminismError(VowError):
     """A replayed workflow called a different function at an id whose promise already exists."""
 
 
+class DuplicateIdError(VowError, ValueError):
+    """A workflow gave one id (``.options(id=...)``) to calls of two different functions."""
+
+
 class ArgumentMismatchError(VowError):
     """A workflow id was started again with different arguments than the stored run."""
 

@@ -37,7 +37,7 @@ from vow.engine.leaves import LeafOutcome, LeafRunner
 from vow.engine.model import PromiseNode, RootRun, WorkflowRun
 from vow.engine.retries import Retries
 from vow.engine.starts import StartRequest, same_run_error
-from vow.engine.stepper import Stepper
+from vow.engine.stepper import Stepper, duplicate_id, same_function
 from vow.engine.timers import Timers
 from vow.engine.watcher import Watcher
 from vow.errors import (
@@ -690,6 +690,17 @@ class Engine:
             self._reject(root.run.node, VowError(
                 f"promise id {record.id!r} is already used by run {record.root!r}; ids given with "
                 ".options(id=...) must be unique across runs (put the workflow id in them: f\"{ctx.id}.name\")"))
+            return
+        if not same_function(record.func, node.func) or record.kind is not node.kind:
+            # The first call settled and left memory; this one is to another function. The id and
+            # its row are the first call's: this one fails in memory, storing nothing (a replay
+            # meets the same row and fails it the same way).
+            root.live.pop(record.id, None)
+            if node.child is not None:
+                node.child.close()
+            node.state = State.REJECTED
+            node.error = duplicate_id(record.id, record.func or record.kind.value, node.func or node.kind.value)
+            self._wake(node)
             return
         if record.settled:
             root.live.pop(record.id, None)

@@ -25,7 +25,7 @@ from vow import encoding
 from vow.context import Call, Combinator, Context
 from vow.engine.committer import Committer
 from vow.engine.model import PromiseNode, RootRun, WorkflowRun
-from vow.errors import EncodeError, NonDeterminismError
+from vow.errors import DuplicateIdError, EncodeError, NonDeterminismError
 from vow.naming import lasting, refuse_unstorable
 from vow.outcomes import combine, fill_from_record, outcome
 from vow.records import Kind, PromiseRecord, State, make_record
@@ -139,7 +139,7 @@ class Stepper:
                 except NonDeterminismError as error:
                     self._host.abort(run.root, error)
                     return False
-                except (EncodeError, TypeError) as error:
+                except (EncodeError, DuplicateIdError, TypeError) as error:
                     exc = error
                     continue
                 if not yielded.wait:
@@ -204,8 +204,8 @@ class Stepper:
             check_text(cid, opts.tags, func or kind.value, opts.idempotency_key)
         node = root.live.get(cid)
         if node is not None:  # the same id again while it is pending: the same promise
-            if node.func != func or node.kind is not kind:
-                raise NonDeterminismError(_changed(cid, node.func or node.kind.value, func or kind.value))
+            if node.func != func or node.kind is not kind:  # made by this very code: not a change of code
+                raise duplicate_id(cid, node.func or node.kind.value, func or kind.value)
             return node
         record = root.stored.pop(cid, None) if root.stored else None
         if record is not None:
@@ -298,6 +298,12 @@ class Stepper:
         if lasting(fn):  # not a closure or partial made for this call: kept, it would never be freed
             self._functions[fn] = known
         return known
+
+
+def duplicate_id(cid: str, first: str, then: str) -> DuplicateIdError:
+    """The error for a call given the id of an earlier call to another function in the same run."""
+    return DuplicateIdError(f"promise id {cid!r} is already a call to {first!r} in this run; this call is to "
+                            f"{then!r}. Give each call its own id (.options(id=...))")
 
 
 def _foreign(run: WorkflowRun, node: PromiseNode) -> TypeError:
