@@ -1,9 +1,14 @@
-"""CONTRIBUTING's map of the tree names what is there, and everything the core is made of."""
+"""CONTRIBUTING holds: its map of the tree names what is there, and its plugin guide runs as written."""
 
 from __future__ import annotations
 
 import re
+import sys
+import types
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,3 +36,58 @@ def test_every_module_of_the_core_is_on_the_map() -> None:
         if not any(p.rstrip("/") == f"core/vow/{entry.name}" for p in paths):
             unmapped.append(entry.name)
     assert not unmapped, f"CONTRIBUTING.md's 'Where things are' does not say what these hold: {unmapped}"
+
+
+def plugin_guide_blocks() -> dict[str, list[str]]:
+    """The fenced blocks of CONTRIBUTING's "A channel plugin, start to finish", by language."""
+    text = (ROOT / "CONTRIBUTING.md").read_text()
+    section = text.split("### A channel plugin, start to finish", 1)[1].split("\n### ", 1)[0]
+    blocks: dict[str, list[str]] = {}
+    for language, body in re.findall(r"```(\w+)\n(.*?)```", section, re.S):
+        blocks.setdefault(language, []).append(body)
+    return blocks
+
+
+def test_the_plugin_guide_pins_the_cores_minor_version() -> None:
+    import tomllib
+
+    import vow
+
+    project = tomllib.loads(plugin_guide_blocks()["toml"][0])["project"]
+    major, minor = map(int, vow.__version__.split(".")[:2])
+    assert f"vow-durable>={major}.{minor},<{major}.{minor + 1}" in project["dependencies"]
+    assert project["entry-points"]["vow"] == {"fax": "vow_fax.plugin"}
+
+
+def test_the_plugin_guide_channel_runs_from_yaml_and_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guide's plugin, pipeline and Python, as written (`.ci/check-packages` installs it with pip)."""
+    import vow.client
+    from vow import Vow
+    from vow.pipeline import SpecError, make_plan, parse
+    from vow.plugins import Plugins
+
+    blocks = plugin_guide_blocks()
+    module = types.ModuleType("vow_fax.plugin")
+    monkeypatch.setitem(sys.modules, module.__name__, module)  # attrs reads the options' annotations there
+    exec(compile(blocks["python"][0], "CONTRIBUTING.md (vow_fax/plugin.py)", "exec"), module.__dict__)
+    plugins = Plugins()  # the installed ones, vow's builtins among them
+    plugins.add(module, "fax")
+    monkeypatch.setattr(vow.client, "default_plugins", lambda: plugins)  # what the entry point would give Vow()
+    monkeypatch.setenv("VOW_SIM_DIR", str(tmp_path / "sim"))
+    monkeypatch.chdir(tmp_path)
+
+    plan = make_plan(parse(blocks["yaml"][0], "fax.yaml"), plugins=plugins)
+    with Vow("memory:") as client:
+        summary = client.run(plan.run_id, "vow.pipeline", plan.spec)
+    assert summary["ok"] and [(b["id"], b["result"]["attempt"]) for b in summary["branches"]] == [("fax", 2)]
+
+    with pytest.raises(SpecError) as caught:
+        make_plan(parse(blocks["yaml"][0], "fax.yaml"), plugins=plugins, input={"fax": "123"})
+    assert str(caught.value) == "fax.yaml:7: fan_out[0].to: '123' is not a fax number (+ and 8-15 digits)"
+    with pytest.raises(SpecError) as caught:
+        make_plan(parse(blocks["yaml"][0].replace("station: ACME", "station: 7"), "fax.yaml"), plugins=plugins)
+    assert str(caught.value) == "fax.yaml:9: fan_out[0].options.station: expected text, got the number 7"
+
+    scope: dict[str, Any] = {}
+    exec(compile(blocks["python"][1], "CONTRIBUTING.md (fax.py)", "exec"), scope)
+    scope["vow"].close()  # the snippet leaves its client open, as a script may
