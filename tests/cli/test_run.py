@@ -109,6 +109,13 @@ def test_a_failed_branch_fails_the_run_with_exit_1_and_json_names_it(sandbox) ->
     assert sandbox.run("ls", "--state", "resolved").stdout.startswith("no runs in state resolved in ")
 
 
+def test_a_one_branch_run_says_branch(sandbox) -> None:
+    sandbox.write("one.yaml", "version: 1\nname: one\nid: one/1\nfan_out:\n  - {channel: slack, to: '#a', body: hi}\n")
+    result = sandbox.run("run", "one.yaml")
+    assert result.returncode == 0, result.stderr
+    assert f"one: run one/1 on {sandbox.store.replace('sqlite:', 'sqlite://')} (1 branch: slack)\n" in result.stdout
+
+
 def test_plugins_lists_each_plugin_with_its_distribution_and_what_it_registered(sandbox) -> None:
     result = sandbox.run("plugins", "--json")
     assert result.returncode == 0, result.stderr
