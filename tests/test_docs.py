@@ -91,3 +91,45 @@ def test_the_plugin_guide_channel_runs_from_yaml_and_python(tmp_path: Path, monk
     scope: dict[str, Any] = {}
     exec(compile(blocks["python"][1], "CONTRIBUTING.md (fax.py)", "exec"), scope)
     scope["vow"].close()  # the snippet leaves its client open, as a script may
+
+
+def test_the_command_table_in_docs_pipeline_has_every_command_and_option() -> None:
+    """docs/pipeline.md's table of the `vow` command: one row per command, naming each of its options.
+
+    `vow prune` and `vow store copy` had no row, and `ls --name`, `show --full`, `worker --retention`
+    and several `--json` were in no row; a new option now fails here until it is documented.
+    """
+    import click
+
+    from vow.cli import _COMMANDS, cli
+
+    text = (ROOT / "docs" / "pipeline.md").read_text()
+    rows = [r for r in text.split("## The `vow` command", 1)[1].split("\n### ", 1)[0].splitlines()
+            if r.startswith("| `vow ")]
+
+    def commands(group: click.Group, path: tuple[str, ...]) -> list[tuple[tuple[str, ...], click.Command]]:
+        ctx = click.Context(group)
+        found = []
+        for name in group.list_commands(ctx):
+            command = group.get_command(ctx, name)
+            assert command is not None
+            here = (*path, name)
+            found += commands(command, here) if isinstance(command, click.Group) else [(here, command)]
+        return found
+
+    problems = []
+    own = [(path, command) for path, command in commands(cli, ()) if path[0] in _COMMANDS]  # not vow-ui's `vow ui`
+    assert len(own) > 15
+    for path, command in own:
+        *group, name = path
+        prefix = "vow " + " ".join(group) + " " if group else "vow "
+        # A row may hold several subcommands: `vow schedule pause NAME` / `resume NAME` / `rm NAME`.
+        row = next((r for r in rows if r.startswith(f"| `{prefix}{name}") or (group and r.startswith(f"| `{prefix}")
+                                                                               and f"/ `{name} " in r)), None)
+        if row is None:
+            problems.append(f"no row for `{prefix}{name}`")
+            continue
+        options = [o for p in command.params if isinstance(p, click.Option) for o in p.opts
+                   if o.startswith("--") and o not in ("--help", "--store")]  # --store: said once under the table
+        problems += [f"`{prefix}{name}` row does not name {o}" for o in options if o not in row.split(" | ")[0]]
+    assert not problems, problems
