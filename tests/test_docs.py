@@ -133,3 +133,48 @@ def test_the_command_table_in_docs_pipeline_has_every_command_and_option() -> No
                    if o.startswith("--") and o not in ("--help", "--store")]  # --store: said once under the table
         problems += [f"`{prefix}{name}` row does not name {o}" for o in options if o not in row.split(" | ")[0]]
     assert not problems, problems
+
+
+def documented_command_lines() -> list[tuple[str, str]]:
+    """Every `vow ...` / `python -m vow ...` line of the docs' shell blocks and inline code, with its file."""
+    files = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", ROOT / "docs" / "pipeline.md",
+             *sorted((ROOT / "plugins").glob("*/README.md"))]
+    found = []
+    for path in files:
+        text = path.read_text()
+        lines = [line for language, block in re.findall(r"^ *```(\w*)\n(.*?)^ *```", text, re.S | re.M)
+                 if language in ("sh", "bash", "") for line in block.splitlines()]
+        lines += re.findall(r"`((?:python -m )?vow [^`]+)`", text)
+        for line in lines:
+            command = re.match(r"(?:.*&& )?(?:python -m vow|vow) +([a-z].*)", line.strip())
+            if command is not None:
+                found.append((path.relative_to(ROOT).as_posix(), command.group(1)))
+    return found
+
+
+def test_every_documented_vow_command_line_names_real_commands_and_options() -> None:
+    """A reader copies `vow prune --older-than 30d --dry-run`: each command and --option must exist."""
+    import shlex
+
+    import click
+
+    from vow.cli import cli
+
+    cli.add_plugin_commands()  # vow ui is documented too
+    lines = documented_command_lines()
+    assert len(lines) > 100
+    problems = []
+    for where, line in lines:
+        words = shlex.split(line, comments=True)
+        command: click.Command = cli
+        while isinstance(command, click.Group) and words and not words[0].startswith("-"):
+            sub = command.get_command(click.Context(command), words[0])
+            if sub is None:
+                problems.append(f"{where}: `vow {line}`: no command {words[0]!r}")
+                break
+            command, words = sub, words[1:]
+        else:
+            known = {o for p in command.params if isinstance(p, click.Option) for o in p.opts} | {"--help"}
+            problems += [f"{where}: `vow {line}`: {command.name} has no option {w.split('=')[0]}"
+                         for w in words if w.startswith("--") and w.split("=")[0] not in known]
+    assert not problems, "\n".join(problems)
