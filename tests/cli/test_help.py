@@ -40,3 +40,9 @@ def test_fork_and_retry_each_name_their_own_default_id(command: str) -> None:
     shown = CliRunner().invoke(cli, [command, "--help"])
     other = {"fork": "retry", "retry": "fork"}[command]
     assert f"RUN/{command}-N" in shown.output and f"RUN/{other}-N" not in shown.output, shown.output
+
+
+def test_resume_shows_its_run_id_as_optional() -> None:
+    """`vow resume --all` takes no ID, but the usage line said `vow resume [OPTIONS] ID`."""
+    shown = CliRunner().invoke(cli, ["resume", "--help"], prog_name="vow")
+    assert "Usage: vow resume [OPTIONS] [ID]\n" in shown.output, shown.output

@@ -132,7 +132,7 @@ def validate(file: str, inputs: tuple[str, ...], sets: tuple[str, ...], run_id: 
 
 
 @click.command()
-@click.argument("run_id", metavar="ID", required=False, callback=utf8_text)
+@click.argument("run_id", metavar="[ID]", required=False, callback=utf8_text)
 @click.option("--all", "resume_all", is_flag=True, help="Resume every pending run whose worker is gone.")
 @click.option("--force", is_flag=True,
               help="Resume run ID even if it was parked (its process kept dying while running it).")
