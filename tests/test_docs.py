@@ -136,15 +136,19 @@ def test_the_command_table_in_docs_pipeline_has_every_command_and_option() -> No
 
 
 def documented_command_lines() -> list[tuple[str, str]]:
-    """Every `vow ...` / `python -m vow ...` line of the docs' shell blocks and inline code, with its file."""
-    files = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", ROOT / "docs" / "pipeline.md",
-             *sorted((ROOT / "plugins").glob("*/README.md"))]
+    """Every `vow ...` / `python -m vow ...` line of the docs' shell blocks and inline code, and of the
+    examples' header comments, with its file."""
+    docs = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", ROOT / "docs" / "pipeline.md",
+            *sorted((ROOT / "plugins").glob("*/README.md"))]
     found = []
-    for path in files:
+    for path in [*docs, *sorted((ROOT / "examples").glob("*.py")), *sorted((ROOT / "examples").glob("*.yaml"))]:
         text = path.read_text()
-        lines = [line for language, block in re.findall(r"^ *```(\w*)\n(.*?)^ *```", text, re.S | re.M)
-                 if language in ("sh", "bash", "") for line in block.splitlines()]
-        lines += re.findall(r"`((?:python -m )?vow [^`]+)`", text)
+        if path.suffix == ".md":
+            lines = [line for language, block in re.findall(r"^ *```(\w*)\n(.*?)^ *```", text, re.S | re.M)
+                     if language in ("sh", "bash", "") for line in block.splitlines()]
+            lines += re.findall(r"`((?:python -m )?vow [^`]+)`", text)
+        else:
+            lines = [line.strip().lstrip("#") for line in text.splitlines()]
         for line in lines:
             command = re.match(r"(?:.*&& )?(?:python -m vow|vow) +([a-z].*)", line.strip())
             if command is not None:
