@@ -29,6 +29,23 @@ def test_notify_example_sends_each_channel_once_and_retries_push_alone(tmp_path:
     assert all(d.duplicates == 0 for d in deliveries)
 
 
+def test_the_notify_example_prints_what_the_readme_shows(tmp_path: Path) -> None:
+    """The README's output of `python examples/notify.py`, line for line, times aside.
+
+    It showed stdout alone, but a reader's terminal shows the push retry first, on stderr.
+    """
+    readme = (ROOT / "README.md").read_text()
+    shown = readme.split("`examples/notify.py` is this workflow", 1)[1].split("```\n", 2)[1].splitlines()
+    ran = python(ROOT / "examples" / "notify.py", cwd=tmp_path, env={"VOW_SIM_DIR": str(tmp_path / "sim")})
+    assert ran.returncode == 0, ran.stderr
+    printed = ran.stderr.splitlines() + ran.stdout.splitlines()  # stderr first: the retry comes before the receipts
+    # What changes from run to run: the back-off's jitter, the timings, Slack's timestamp (numbers with a dot).
+    patterns = [re.sub(r"\d+\\\.\d+", lambda _: r"\d+\.\d+", re.escape(line)) for line in shown]
+    assert len(printed) == len(shown), (shown, printed)
+    for pattern, line in zip(patterns, printed):
+        assert re.fullmatch(pattern, line), (pattern, line)
+
+
 def test_the_vow_module_docstring_example_runs(tmp_path: Path) -> None:
     import textwrap
 
