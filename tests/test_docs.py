@@ -182,3 +182,29 @@ def test_every_documented_vow_command_line_names_real_commands_and_options() -> 
             problems += [f"{where}: `vow {line}`: {command.name} has no option {w.split('=')[0]}"
                          for w in words if w.startswith("--") and w.split("=")[0] not in known]
     assert not problems, "\n".join(problems)
+
+
+def pipeline_doc_yaml() -> list[str]:
+    text = (ROOT / "docs" / "pipeline.md").read_text()
+    return [block for language, block in re.findall(r"^```(\w*)\n(.*?)^```", text, re.S | re.M) if language == "yaml"]
+
+
+@pytest.mark.parametrize("block", pipeline_doc_yaml(), ids=lambda block: block.splitlines()[0].strip())
+def test_every_yaml_example_in_docs_pipeline_plans(block: str, installed_plugins: Any, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each YAML example of docs/pipeline.md, made a whole file where it is a fragment, is a valid pipeline."""
+    from vow.pipeline import make_plan, parse
+
+    monkeypatch.setenv("VOW_SIM_DIR", str(tmp_path / "sim"))
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T0/B0/x")  # options: {transport: webhook}
+    monkeypatch.chdir(tmp_path)
+    head = "version: 1\nname: t\ninput: {order_id: A-1, prompt: a fox, phones: ['+14155550100']}\n"
+    if block.startswith("version: 1"):
+        whole = block
+    elif block.startswith("  - "):  # a branch
+        whole = head + "fan_out:\n" + block
+    elif "fan_out:" in block:
+        whole = head + block
+    else:  # a top-level key
+        whole = head + block + "fan_out:\n  - {channel: slack, to: '#a', body: hi}\n"
+    assert make_plan(parse(whole, "example.yaml"), plugins=installed_plugins).branches
