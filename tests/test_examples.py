@@ -117,3 +117,25 @@ def test_the_readme_workflow_runs_as_printed_after_the_quick_start(tmp_path: Pat
     assert ran.returncode == 0, ran.stderr
     assert [line.split()[:2] for line in ran.stdout.splitlines()] == [["email", "1"], ["sms", "1"], ["slack", "1"],
                                                                         ["push", "1"]]  # its own run: no faults
+
+
+def test_the_readme_image_step_returns_the_metadata_it_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's generate_image fragment, run in a workflow, writes its PNG and returns the keys it names.
+
+    It promised "file, sha256, size, ...", and a reader's result["file"] was a KeyError: the key is `path`.
+    """
+    import textwrap
+
+    from vow import Vow
+
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    named = re.findall(r"`(\w+)`", readme.split("and returns its metadata (", 1)[1].split("):", 1)[0])
+    fragment = readme_python_blocks()[1]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VOW_SIM_DIR", str(tmp_path / "sim"))
+    scope: dict = {}
+    exec("def step(ctx):\n" + textwrap.indent(fragment, "    ") + "    return (yield h)\n", scope)
+    with Vow("memory:") as vow:
+        made = vow.run("readme/image", vow.register(scope["step"]))
+    assert len(named) >= 5 and not set(named) - set(made), (named, sorted(made))
+    assert (tmp_path / "out" / "fox" / made["path"]).is_file()
