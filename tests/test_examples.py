@@ -139,3 +139,19 @@ def test_the_readme_image_step_returns_the_metadata_it_names(tmp_path: Path, mon
         made = vow.run("readme/image", vow.register(scope["step"]))
     assert len(named) >= 5 and not set(named) - set(made), (named, sorted(made))
     assert (tmp_path / "out" / "fox" / made["path"]).is_file()
+
+
+def test_what_the_readme_calls_on_vow_is_on_the_client_its_tour_makes() -> None:
+    """The tour binds ``vow = Vow()``; a later `vow.NAME(...)` or `@vow.NAME` must then be the client's.
+
+    `vow.TransientError(...)` and `@vow.stored_as(...)` were the module's names: in the tour's file an
+    AttributeError ('Vow' object has no attribute 'stored_as').
+    """
+    from vow import Vow
+
+    readme = (ROOT / "README.md").read_text()
+    assert "vow = Vow()" in readme_python_blocks()[0]
+    called = set(re.findall(r"`@?vow\.(\w+)\(", readme))
+    assert {"run", "resolve", "prune", "schedule"} <= called
+    with Vow("memory:") as vow:
+        assert not {name for name in called if not hasattr(vow, name)}
