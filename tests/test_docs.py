@@ -185,14 +185,15 @@ def test_every_documented_vow_command_line_names_real_commands_and_options() -> 
 
 
 def pipeline_doc_yaml() -> list[str]:
-    text = (ROOT / "docs" / "pipeline.md").read_text()
+    text = (ROOT / "docs" / "pipeline.md").read_text() + (ROOT / "README.md").read_text()
     return [block for language, block in re.findall(r"^```(\w*)\n(.*?)^```", text, re.S | re.M) if language == "yaml"]
 
 
 @pytest.mark.parametrize("block", pipeline_doc_yaml(), ids=lambda block: block.splitlines()[0].strip())
-def test_every_yaml_example_in_docs_pipeline_plans(block: str, installed_plugins: Any, tmp_path: Path,
+def test_every_yaml_example_in_the_docs_plans(block: str, installed_plugins: Any, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each YAML example of docs/pipeline.md, made a whole file where it is a fragment, is a valid pipeline."""
+    """Each YAML example of docs/pipeline.md (and the README), made a whole file where it is a fragment, is a
+    valid pipeline."""
     from vow.pipeline import make_plan, parse
 
     monkeypatch.setenv("VOW_SIM_DIR", str(tmp_path / "sim"))
