@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 import subprocess
 import textwrap
 from pathlib import Path
@@ -268,3 +269,9 @@ def test_a_plugin_adds_a_command_to_the_cli(tmp_path: Path) -> None:
     """)
     result = run_python("import sys; from vow.cli import main; sys.argv = ['vow', 'hello']; main()", tmp_path)
     assert "hello from a plugin" in result.stdout, result.stderr
+    # `vow --help` says `vow plugins` lists the plugins' commands: by name, not as "(cli)".
+    listed = run_python("import sys; from vow.cli import main; sys.argv = ['vow', 'plugins']; main()", tmp_path)
+    assert re.search(r"^hello +vow-hello +1\.2\.3 +command hello$", listed.stdout, re.M), listed.stdout + listed.stderr
+    as_json = run_python("import sys; from vow.cli import main; sys.argv = ['vow', 'plugins', '--json']; main()",
+                         tmp_path)
+    assert {p["name"]: p["registered"] for p in json.loads(as_json.stdout)}["hello"] == {"command": ["hello"]}

@@ -314,3 +314,24 @@ def test_a_retry_after_past_the_runs_deadline_fails_the_call_with_its_error_at_o
         handle = vow.begin_run("r/1", wf, timeout=30)
         assert handle.result(timeout=10) == "gave up: 429 too many requests"
         assert [r.id for r in vow.store.tree("r/1") if ".backoff." in r.id] == []
+
+
+def test_the_client_docstring_states_the_default_leaf_policy() -> None:
+    """``help(vow.Vow)`` said 5 attempts while a leaf without a policy gets 8."""
+    policy = retry_module.DEFAULT_LEAF_POLICY
+    assert isinstance(policy, Exponential)
+    doc = " ".join((Vow.__doc__ or "").split())
+    assert f"the default is exponential back-off from {policy.delay:g} s, {policy.max_attempts} attempts" in doc
+
+
+def test_the_retry_policy_hooks_python_example_runs() -> None:
+    """help(vow.hookspecs) showed ``vow.retry.policy("linear", delay=1)``, a TypeError: ``plugins`` is required."""
+    import re
+
+    from vow import hookspecs
+
+    call = re.search(r"``(policy\(.*?\))``", hookspecs.vow_register_retry_policies.__doc__ or "")
+    assert call is not None
+    with Vow("memory:") as vow:
+        built = eval(call.group(1), {"policy": retry_module.policy, "vow": vow})  # noqa: S307 - vow's own docstring
+    assert isinstance(built, Linear) and built.delay == 1

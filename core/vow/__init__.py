@@ -11,14 +11,17 @@
     def notify_all(ctx: Context, event: dict):
         handles = []
         for channel in ("email", "sms", "slack", "push"):
-            message = {"to": event[channel], "body": f"Order {event['order_id']} is confirmed."}
+            text = f"Order {event['order_id']} is confirmed."
+            message = {"to": event[channel], "subject": "Order confirmed", "body": text}
             handles.append((yield ctx.begin_run(deliver, channel, message).options(id=f"{ctx.id}.{channel}")))
         receipts = []
         for handle in handles:  # fan in: one yield per handle (a yield cannot sit in a comprehension)
             receipts.append((yield handle))
         return receipts
 
-    vow.run(f"notify/{event['order_id']}", notify_all, event)
+    event = {"order_id": "A-1001", "email": "ada@example.com", "sms": "+14155550100", "slack": "#orders",
+             "push": "a" * 64}
+    print(vow.run(f"order/{event['order_id']}", notify_all, event))
 
 The names below are imported when first used, so ``import vow`` (and the ``vow`` command's
 ``--help``) stays fast: the engine, asyncio and the stores load with the first client.

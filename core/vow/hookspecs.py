@@ -51,7 +51,8 @@ def vow_register_retry_policies(register: Register) -> None:
     ``factory(options) -> vow.retry.RetryPolicy``: an object whose ``delay_for(attempt)``
     returns the seconds to wait before the next attempt, or ``None`` to stop retrying.
     Called once when the plugin manager loads; looked up by name from YAML (``retry: {policy:
-    exponential, ...}``) and from Python (``vow.retry.policy("linear", delay=1)``).
+    exponential, ...}``) and from Python with :func:`vow.retry.policy` and the client's plugins
+    (``policy("linear", plugins=vow.plugins, delay=1)``).
     """
 
 

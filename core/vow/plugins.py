@@ -228,6 +228,21 @@ class Plugins:
             except Exception as exc:
                 raise PluginLoadError(f"plugin {impl.plugin_name!r} failed in vow_register_commands: {exc}") from exc
 
+    def command_names(self) -> dict[str, list[str]]:
+        """The commands each plugin adds to ``vow``, by plugin name (asked of a group of its own, so
+        nothing is added to the real one and no plugin's command module loads when ``vow`` starts)."""
+        import click
+
+        names: dict[str, list[str]] = {}
+        for impl in self.pm.hook.vow_register_commands.get_hookimpls():
+            group = click.Group()
+            try:
+                impl.function(**{arg: group for arg in impl.argnames})
+            except Exception as exc:
+                raise PluginLoadError(f"plugin {impl.plugin_name!r} failed in vow_register_commands: {exc}") from exc
+            names.setdefault(impl.plugin_name, []).extend(sorted(group.commands))
+        return names
+
     def _load_entry_points(self) -> None:
         allow = _names_from_env("VOW_PLUGINS")
         block = _names_from_env("VOW_DISABLE_PLUGINS") or set()

@@ -109,6 +109,31 @@ def test_a_failed_branch_fails_the_run_with_exit_1_and_json_names_it(sandbox) ->
     assert sandbox.run("ls", "--state", "resolved").stdout.startswith("no runs in state resolved in ")
 
 
+def test_a_one_branch_run_says_branch(sandbox) -> None:
+    sandbox.write("one.yaml", "version: 1\nname: one\nid: one/1\nfan_out:\n  - {channel: slack, to: '#a', body: hi}\n")
+    result = sandbox.run("run", "one.yaml")
+    assert result.returncode == 0, result.stderr
+    assert f"one: run one/1 on {sandbox.store.replace('sqlite:', 'sqlite://')} (1 branch: slack)\n" in result.stdout
+
+
+def test_the_runs_result_is_where_docs_pipeline_says(sandbox) -> None:
+    """`vow run --json` prints a document about the run with the result under `result`, `vow show --json`
+    the promise tree with it under `value`; docs/pipeline.md said both printed the result itself."""
+    sandbox.write("out.yaml", "version: 1\nname: out\nid: out/1\noutput: made\n"
+                              "fan_out:\n  - {channel: slack, to: '#a', body: hi}\n")
+    ran = sandbox.run("run", "out.yaml", "--json")
+    assert ran.returncode == 0, ran.stderr
+    result = json.loads(ran.stdout)["result"]
+    assert result["run_id"] == "out/1" and result["ok"] and [b["id"] for b in result["branches"]] == ["slack"]
+    assert json.loads(sandbox.run("show", "out/1", "--json").stdout)["value"] == result
+    written = json.loads((sandbox.cwd / "made" / "result.json").read_text())
+    assert written == {k: v for k, v in result.items() if k != "result_file"}
+    assert result["result_file"] == str(sandbox.cwd / "made" / "result.json")
+    docs = " ".join((Path(__file__).resolve().parents[2] / "docs" / "pipeline.md").read_text().split())
+    assert ("The run's result — under `result` in the document `vow run --json` prints, under `value` in "
+            "`vow show ID --json`, and in `result.json` (all but its own `result_file`) — is:") in docs
+
+
 def test_plugins_lists_each_plugin_with_its_distribution_and_what_it_registered(sandbox) -> None:
     result = sandbox.run("plugins", "--json")
     assert result.returncode == 0, result.stderr

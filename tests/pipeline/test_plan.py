@@ -295,3 +295,28 @@ def test_each_channel_is_built_once_and_every_message_validated_before_anything_
         make_plan(parse(text.replace("[a, b, c]", "[a, nobody]"), "c.yaml"), plugins=plugins)
     assert str(caught.value) == ("c.yaml:5: fan_out[0].to: counting message.to: 'nobody' cannot receive anything "
                                  "(for_each item 1: 'nobody')")
+
+
+class PathChannel:
+    """Refuses a recipient as CONTRIBUTING tells a plugin to: ``ConfigError(problem, path=("to",))``."""
+
+    def validate(self, message) -> None:
+        if not message.to.startswith("+"):
+            raise ConfigError(f"not a fax number: {message.to!r}", path=("to",))
+
+    def send(self, message, ctx) -> Receipt:  # pragma: no cover - planning never sends
+        raise AssertionError("planning must not send")
+
+
+def test_a_validate_error_with_a_path_names_the_key_once() -> None:
+    class Plugin:
+        @hookimpl
+        def vow_register_channels(self, register) -> None:
+            register("fax", PathChannel)
+
+    plugins = Plugins(entry_points=False)
+    plugins.add(Plugin(), "fax")
+    text = "version: 1\nname: f\nid: f/1\nfan_out:\n  - {channel: fax, to: '12345', body: hi}\n"
+    with pytest.raises(SpecError) as caught:
+        make_plan(parse(text, "f.yaml"), plugins=plugins)
+    assert str(caught.value) == "f.yaml:5: fan_out[0].to: not a fax number: '12345'"  # was "...to: to: not a..."

@@ -27,13 +27,17 @@ from vow.cli.common import (
 # module to list its commands and must stay fast (tests/cli/test_run.py checks what it loads).
 
 
-def _start_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option("--id", "new_id", metavar="NEW", callback=utf8_text,
-                     help="The new run's id [default: RUN/fork-N or RUN/retry-N].")(f)
-    f = click.option("--detach", is_flag=True, help="Store the new run for `vow worker` and exit, printing its id.")(f)
-    f = click.option("--app", "apps", multiple=True, metavar="MODULE[:ATTR]",
-                     help="Import the Python workflow to run here (pipelines are always available).")(f)
-    return f
+def _start_options(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def add(f: Callable[..., Any]) -> Callable[..., Any]:
+        f = click.option("--id", "new_id", metavar="NEW", callback=utf8_text,
+                         help=f"The new run's id [default: RUN/{kind}-N, the next free N].")(f)
+        f = click.option("--detach", is_flag=True,
+                         help="Store the new run for `vow worker` and exit, printing its id.")(f)
+        f = click.option("--app", "apps", multiple=True, metavar="MODULE[:ATTR]",
+                         help="Import the Python workflow to run here (pipelines are always available).")(f)
+        return f
+
+    return add
 
 
 def _make_and_run(store: str | None, run_id: str, apps: tuple[str, ...], detach: bool, as_json: bool,
@@ -73,7 +77,7 @@ def _make_and_run(store: str | None, run_id: str, apps: tuple[str, ...], detach:
 @click.argument("run_id", metavar="RUN", callback=utf8_text)
 @click.option("--from", "from_id", required=True, metavar="PROMISE_ID", callback=utf8_text,
               help="The first promise to run again: results stored before it are reused (vow show RUN lists them).")
-@_start_options
+@_start_options("fork")
 @existing_store_option
 @json_option
 def fork(run_id: str, from_id: str, new_id: str | None, detach: bool, apps: tuple[str, ...], store: str | None,
@@ -90,7 +94,7 @@ def fork(run_id: str, from_id: str, new_id: str | None, detach: bool, apps: tupl
 
 @click.command()
 @click.argument("run_id", metavar="RUN", callback=utf8_text)
-@_start_options
+@_start_options("retry")
 @existing_store_option
 @json_option
 def retry(run_id: str, new_id: str | None, detach: bool, apps: tuple[str, ...], store: str | None,

@@ -44,7 +44,7 @@ def _when(ts: float | None) -> str:
 @existing_store_option
 @json_option
 def ls(state: str | None, name: str | None, limit: int, store: str | None, as_json: bool) -> None:
-    """List runs, newest first. A run parked after its process kept dying shows as ``parked``."""
+    """List runs, newest first. A run parked after its process kept dying shows as parked, with the reason."""
     from vow.progress import seconds  # imported here: `vow --help` stays quick
     from vow.stores import open_store
 

@@ -132,7 +132,7 @@ def validate(file: str, inputs: tuple[str, ...], sets: tuple[str, ...], run_id: 
 
 
 @click.command()
-@click.argument("run_id", metavar="ID", required=False, callback=utf8_text)
+@click.argument("run_id", metavar="[ID]", required=False, callback=utf8_text)
 @click.option("--all", "resume_all", is_flag=True, help="Resume every pending run whose worker is gone.")
 @click.option("--force", is_flag=True,
               help="Resume run ID even if it was parked (its process kept dying while running it).")
@@ -419,8 +419,8 @@ def _header(console: Any, title: str, run_id: str, store: str, rows: list[Row], 
             vow: Any) -> None:
     rows = [r for r in rows if r.kind != "promise"]  # the branches; a gate is not one
     names = ", ".join(r.name for r in rows)
-    _echo(console, f"{title}: run {run_id} on {store}" + (f" ({len(rows)} branches: {names})" if names else ""),
-          "bold")
+    count = f"{len(rows)} branch{'es' if len(rows) != 1 else ''}"
+    _echo(console, f"{title}: run {run_id} on {store}" + (f" ({count}: {names})" if names else ""), "bold")
     if existing is None:
         return
     if existing.settled:

@@ -359,7 +359,9 @@ class _Planner:
             try:
                 channel.validate(message)
             except ConfigError as exc:
-                raise self.error(path + (exc.path or _message_field(str(exc))), f"{exc}{note}") from None
+                if exc.path:  # the key goes in front once, not again inside the text
+                    raise self.error(path + exc.path, f"{exc.problem}{note}") from None
+                raise self.error(path + _message_field(str(exc)), f"{exc}{note}") from None
             branch_id = self.branch_id(b.id, ctx, path, default=name if not note else ctx["item"], note=note)
             made.append(ChannelBranch(id=branch_id, channel=name, message=message, options=_with_limit(options, limit),
                                       faults=faults, retry=retry, timeout=timeout))
