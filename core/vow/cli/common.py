@@ -6,7 +6,6 @@ import contextlib
 import importlib
 import io
 import json
-import math
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -157,21 +156,12 @@ def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def print_json(data: Any) -> None:
-    """Write ``data`` as indented JSON to stdout: strict JSON, which has no inf or nan, so a number
-    that is not finite is written ``null`` (as JavaScript's ``JSON.stringify`` does). For a time,
-    ``null`` is "none": a next attempt of ``null`` is never due (a ``Retry-After`` of inf)."""
-    click.echo(json.dumps(_finite(data), indent=2, default=str, allow_nan=False))
+    """Write ``data`` as indented JSON to stdout: strict JSON (:func:`vow.encoding.json_safe`), which has
+    no inf or nan, so a number that is not finite is written ``null`` (as JavaScript's ``JSON.stringify``
+    does). For a time, ``null`` is "none": a next attempt of ``null`` is never due (a ``Retry-After`` of inf)."""
+    from vow.encoding import json_safe  # here: `vow --help` lists the commands without the store's encoder
 
-
-def _finite(value: Any) -> Any:
-    """``value`` with every float that is not finite (inf, -inf, nan) made ``None``."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
+    click.echo(json.dumps(json_safe(data), indent=2, allow_nan=False))
 
 
 def pipeline_name(record: PromiseRecord) -> str | None:
