@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 OK, FAILED, USAGE = 0, 1, 2
 """Exit codes: success; a workflow failed; bad usage, configuration or input."""
 
+READER_GONE = 128 + 13
+"""Exit code when stdout's reader went away (128 + SIGPIPE, as the shell reports for ``git log | head -1``)."""
+
 USER_ERRORS = (ConfigError, PluginLoadError, PromiseNotFoundError, AlreadySettledError, ArgumentMismatchError,
                NonDeterminismError, StoreError, EncodeError)
 """Errors a user causes and fixes (a store that cannot be used included, and a value that cannot be
