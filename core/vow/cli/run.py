@@ -86,8 +86,9 @@ def run(file: str, inputs: tuple[str, ...], sets: tuple[str, ...], run_id: str |
     from vow.client import Vow
     from vow.pipeline.workflow import NAME
 
-    plugins = installed_plugins()
-    plan = _plan(file, inputs, sets, run_id, plugins)
+    with _interrupted_while_planning(file):
+        plugins = installed_plugins()
+        plan = _plan(file, inputs, sets, run_id, plugins)
     progress = _progress(plan.run_id, plan.spec)
     with Vow(store or plan.store, plugins=plugins, observers=[] if detach else [progress]) as vow:
         existing = vow.get(plan.run_id)
@@ -103,6 +104,18 @@ def run(file: str, inputs: tuple[str, ...], sets: tuple[str, ...], run_id: str |
         code = follow(vow, plan.run_id, lambda: vow.begin_run(plan.run_id, NAME, plan.spec, timeout=plan.timeout),
                       progress, as_json=as_json, title=plan.name, existing=existing)
     sys.exit(code)
+
+
+@contextlib.contextmanager
+def _interrupted_while_planning(file: str) -> Iterator[None]:
+    """Ctrl-C while the plugins load and the file is planned (an ``--input @<(slow-command)`` being read)
+    ends ``vow run`` as a stop while it follows the run does: exit 130 and one line, here that nothing
+    was stored (the store is opened only after planning)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted while planning {file}: nothing was stored", err=True)
+        sys.exit(128 + signal.SIGINT)
 
 
 @click.command()
