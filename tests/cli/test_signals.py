@@ -83,3 +83,18 @@ def test_ctrl_c_while_vow_run_plans_exits_130_with_one_line_and_stores_nothing(s
     assert (running.returncode, out) == (130, "")
     assert err == "\ninterrupted while planning slow.yaml: nothing was stored\n"
     assert not sandbox.store_file.exists()
+
+
+def test_ctrl_c_in_another_command_exits_130_with_one_line(sandbox) -> None:
+    # Before: click's "Aborted!" and exit 1 (here `vow validate` reading a pipeline file that is still coming).
+    fifo = sandbox.cwd / "slow.yaml"
+    os.mkfifo(fifo)  # as `vow validate <(make-pipeline)`
+    writer = os.open(fifo, os.O_RDWR)
+    try:
+        running = sandbox.popen("validate", str(fifo))
+        wait_until(lambda: _holds_open(running.pid, fifo), message="vow validate to read the file", proc=running)
+        running.send_signal(signal.SIGINT)
+        out, err = running.communicate(timeout=60)
+    finally:
+        os.close(writer)
+    assert (running.returncode, out, err) == (130, "", "\ninterrupted\n")

@@ -2,7 +2,8 @@
 
 Exit codes: 0 success, 1 a workflow failed, 2 a usage, configuration, input or store error (one
 message on stderr saying where and what is allowed); 130 and 143 when Ctrl-C or SIGTERM stopped a
-command that follows a run (the run stays pending; `vow worker` exits 0); 141, quietly, when the reader
+command that follows a run (the run stays pending; `vow worker` exits 0), 130 too when Ctrl-C stopped
+any other command; 141, quietly, when the reader
 of a command's output went away (``vow ls | head -1``: as ``git log | head -1``). Plugins add commands through the
 ``vow_register_commands`` hook.
 
@@ -23,7 +24,7 @@ from typing import Any
 import click
 
 from vow import __version__
-from vow.cli.common import READER_GONE, USER_ERRORS, UserError, installed_plugins, one_line
+from vow.cli.common import INTERRUPTED, READER_GONE, USER_ERRORS, UserError, installed_plugins, one_line
 
 # Command name -> (module, attribute): imported on first use.
 _COMMANDS = {
@@ -96,6 +97,11 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except USER_ERRORS as exc:
             raise UserError(one_line(exc)) from None
+        except KeyboardInterrupt:
+            # Click's default is "Aborted!" and exit 1, which is vow's "a workflow failed"; `vow run` says
+            # more where it knows more (while planning, while following a run).
+            click.echo("\ninterrupted", err=True)
+            raise click.exceptions.Exit(INTERRUPTED) from None
 
 
 @contextlib.contextmanager

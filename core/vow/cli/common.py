@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 OK, FAILED, USAGE = 0, 1, 2
 """Exit codes: success; a workflow failed; bad usage, configuration or input."""
 
+INTERRUPTED = 128 + 2
+"""Exit code after Ctrl-C (128 + SIGINT, as the shell reports for a command that SIGINT ended)."""
+
 READER_GONE = 128 + 13
 """Exit code when stdout's reader went away (128 + SIGPIPE, as the shell reports for ``git log | head -1``)."""
 

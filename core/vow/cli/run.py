@@ -17,6 +17,7 @@ import click
 
 from vow.cli.common import (
     FAILED,
+    INTERRUPTED,
     OK,
     UserError,
     existing_store_option,
@@ -115,7 +116,7 @@ def _interrupted_while_planning(file: str) -> Iterator[None]:
         yield
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted while planning {file}: nothing was stored", err=True)
-        sys.exit(128 + signal.SIGINT)
+        sys.exit(INTERRUPTED)
 
 
 @click.command()
