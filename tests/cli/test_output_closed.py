@@ -85,3 +85,26 @@ def test_a_reading_command_whose_reader_went_away_exits_141_quietly(sandbox, arg
     assert sandbox.run("run", "plain.yaml").returncode == 0
     done = _with_reader_gone(sandbox, *args)
     assert (done.returncode, done.stderr) == (128 + signal.SIGPIPE, "")
+
+
+def _into_a_full_disk(sandbox, *args: str) -> subprocess.CompletedProcess[str]:
+    """``vow ARGS > /dev/full``: every write to stdout fails with ENOSPC, as on a full disk."""
+    with open("/dev/full", "w") as full:
+        return subprocess.run([sys.executable, "-m", "vow", *args], cwd=sandbox.cwd, env={**os.environ, **sandbox.env},
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("args", [("ls",), ("ls", "--json"), ("show", "approve/1"), ("--help",)], ids=" ".join)
+def test_a_reading_command_whose_output_cannot_be_written_says_so_in_one_line(sandbox, args: tuple[str, ...]) -> None:
+    # `vow ls > file` on a full disk: an OSError traceback, exit 1 (vow's "a workflow failed").
+    sandbox.write("plain.yaml", GATED.replace("gate: {promise: approval, timeout: 120}\n", ""))
+    assert sandbox.run("run", "plain.yaml").returncode == 0
+    done = _into_a_full_disk(sandbox, *args)
+    assert (done.returncode, done.stderr) == (2, "error: could not write vow's output: No space left on device\n")
+
+
+def test_vow_run_whose_output_cannot_be_written_runs_to_its_end(sandbox) -> None:
+    sandbox.write("plain.yaml", GATED.replace("gate: {promise: approval, timeout: 120}\n", ""))
+    done = _into_a_full_disk(sandbox, "run", "plain.yaml")
+    assert (done.returncode, done.stderr) == (0, "")
+    assert sandbox.records("approve/1")["approve/1"].state is State.RESOLVED

@@ -4,7 +4,8 @@ Exit codes: 0 success, 1 a workflow failed, 2 a usage, configuration, input or s
 message on stderr saying where and what is allowed); 130 and 143 when Ctrl-C or SIGTERM stopped a
 command that follows a run (the run stays pending; `vow worker` exits 0), 130 too when Ctrl-C stopped
 any other command; 141, quietly, when the reader
-of a command's output went away (``vow ls | head -1``: as ``git log | head -1``). Plugins add commands through the
+of a command's output went away (``vow ls | head -1``: as ``git log | head -1``), and 2 when it could not
+be written otherwise (a full disk). Plugins add commands through the
 ``vow_register_commands`` hook.
 
 Fast to start: a command's module is imported when that command runs (or when ``--help`` lists
@@ -14,17 +15,14 @@ not one of vow's own commands (a plugin's).
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
-import sys
-from collections.abc import Iterator
 from typing import Any
 
 import click
 
 from vow import __version__
-from vow.cli.common import INTERRUPTED, READER_GONE, USER_ERRORS, UserError, installed_plugins, one_line
+from vow.cli.common import INTERRUPTED, USER_ERRORS, UserError, installed_plugins, one_line, output_checked
 
 # Command name -> (module, attribute): imported on first use.
 _COMMANDS = {
@@ -80,11 +78,11 @@ class _Group(click.Group):
             raise UserError(f"{one_line(exc)} (skip a broken plugin with VOW_DISABLE_PLUGINS=name)") from None
 
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
-        with _reader_may_go():  # `vow --help | head -1`: the help is written while the arguments are read
+        with output_checked():  # `vow --help | head -1`: the help is written while the arguments are read
             return super().make_context(*args, **kwargs)
 
     def invoke(self, ctx: click.Context) -> Any:
-        with _reader_may_go():
+        with output_checked():
             return self._invoke(ctx)
 
     def _invoke(self, ctx: click.Context) -> Any:
@@ -102,27 +100,6 @@ class _Group(click.Group):
             # more where it knows more (while planning, while following a run).
             click.echo("\ninterrupted", err=True)
             raise click.exceptions.Exit(INTERRUPTED) from None
-
-
-@contextlib.contextmanager
-def _reader_may_go() -> Iterator[None]:
-    """A command whose stdout's reader went away (``vow ls | head -1``) ends quietly with exit code 141.
-
-    That is what the shell reports for ``git log | head -1`` or ``cat`` (128 + SIGPIPE: they die of the
-    signal), so ``set -o pipefail`` scripts treat vow as they treat those. Python's advice is exit 1,
-    and click's too, but 1 is vow's "a workflow failed". The command's work stopped at the failed write:
-    a reading command has nothing left to do (``vow run`` and ``vow worker`` go on without their output,
-    :func:`vow.cli.common.output_may_close`).
-    """
-    try:
-        yield
-    except BrokenPipeError:
-        # What stdout still buffers would fail again at exit ("Exception ignored ... BrokenPipeError").
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
-        raise click.exceptions.Exit(READER_GONE) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},

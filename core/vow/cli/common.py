@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import io
 import json
@@ -99,13 +100,20 @@ def _existing_store(ctx: click.Context, param: click.Parameter, url: str | None)
     return url
 
 
-class _Output(io.TextIOBase):
-    """stdout that nobody may read any more: once a write fails (the reader of a pipe went away, as after
-    ``| head -1``; a full disk), the rest is dropped, so the command's work goes on without its output."""
+class OutputFailed(OSError):
+    """A write to stdout failed: its reader went away (``EPIPE``), the disk is full, ..."""
 
-    def __init__(self, stream: TextIO | None) -> None:
+
+class _Output(io.TextIOBase):
+    """stdout, whose failed writes (the reader of a pipe went away, as after ``| head -1``; a full disk)
+    are dropped from then on (``drop``), so the command's work goes on without its output, or else
+    raise :class:`OutputFailed`."""
+
+    def __init__(self, stream: TextIO | None, *, drop: bool) -> None:
         super().__init__()
         self._stream = stream
+        self._drop = drop
+        self._failed: OutputFailed | None = None
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
@@ -121,6 +129,11 @@ class _Output(io.TextIOBase):
     def isatty(self) -> bool:
         return self._stream is not None and self._stream.isatty()
 
+    def fileno(self) -> int:
+        if self._stream is None:
+            return super().fileno()  # io.UnsupportedOperation
+        return self._stream.fileno()
+
     def write(self, text: str) -> int:
         self._try(lambda stream: stream.write(text))
         return len(text)
@@ -131,10 +144,14 @@ class _Output(io.TextIOBase):
     def _try(self, do: Callable[[TextIO], object]) -> None:
         stream = self._stream
         if stream is None:
+            # Said again at each write: the first failure may come in a probe that swallows it (click's
+            # echo tries `write("")` to learn what the stream takes).
+            if self._failed is not None:
+                raise OutputFailed(self._failed.errno, self._failed.strerror)
             return
         try:
             do(stream)
-        except (OSError, ValueError):  # ValueError: the stream was closed
+        except (OSError, ValueError) as exc:  # ValueError: the stream was closed
             self._stream = None
             # What the stream still buffers would fail again when Python flushes it at exit ("Exception
             # ignored ... BrokenPipeError" on stderr): its file descriptor now leads nowhere.
@@ -142,6 +159,12 @@ class _Output(io.TextIOBase):
                 devnull = os.open(os.devnull, os.O_WRONLY)
                 os.dup2(devnull, stream.fileno())
                 os.close(devnull)
+            if not self._drop:
+                if isinstance(exc, OSError):
+                    self._failed = OutputFailed(exc.errno, exc.strerror)
+                else:
+                    self._failed = OutputFailed(errno.EBADF, "stdout is closed")
+                raise OutputFailed(self._failed.errno, self._failed.strerror) from exc
 
 
 @contextlib.contextmanager
@@ -149,9 +172,31 @@ def output_may_close() -> Iterator[None]:
     """Within the block, stdout may be closed or go away (``vow run FILE | head -1``, ``>&-``) without
     stopping the command: its output is dropped from then on, and its work goes on to its end."""
     real = sys.stdout
-    sys.stdout = _Output(real)
+    sys.stdout = _Output(real, drop=True)
     try:
         yield
+    finally:
+        sys.stdout = real
+
+
+@contextlib.contextmanager
+def output_checked() -> Iterator[None]:
+    """Within the block, a write to stdout that fails ends the command without a traceback.
+
+    When its reader went away (``vow ls | head -1``) it ends quietly with exit code 141: what the shell
+    reports for ``git log | head -1`` or ``cat`` (128 + SIGPIPE: they die of the signal), so
+    ``set -o pipefail`` scripts treat vow as they treat those. (Python's advice is exit 1, and click's
+    too, but 1 is vow's "a workflow failed".) Any other failure (a full disk) is one line on stderr and
+    exit code 2. A command that must go on without its output uses :func:`output_may_close` inside.
+    """
+    real = sys.stdout
+    sys.stdout = _Output(real, drop=False)
+    try:
+        yield
+    except OutputFailed as exc:
+        if exc.errno == errno.EPIPE:
+            raise click.exceptions.Exit(READER_GONE) from None
+        raise UserError(f"could not write vow's output: {exc.strerror}") from None
     finally:
         sys.stdout = real
 
