@@ -129,6 +129,8 @@ CASES = [
     ("a number too large in --set", pipeline(), ["--set", "order_id=1e999"],
      "--set order_id: 1e999 is too large a number (it would be infinity); give it as text"),
     ("input file missing", pipeline(), ["--input", "@event.json"], "--input @event.json: no such file"),
+    # Was "cannot read it ([Errno 21] Is a directory: 3)": the 3 is the descriptor it was opened as.
+    ("input file is a directory", pipeline(), ["--input", "@."], "--input @.: is a directory, not a JSON file"),
     # Python's decoder keeps the last of two equal keys: the first value was dropped without a word
     # (a pipeline file's duplicate key is an error).
     ("duplicate key in --input", pipeline(), ["--input", '{"order_id": 1, "email": "a@b.cd", "order_id": 2}'],
