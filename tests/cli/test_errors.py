@@ -305,6 +305,19 @@ def test_a_damaged_store_file_is_one_line_and_exit_2_for_every_command(sandbox, 
                            "damaged file)\n")
 
 
+@pytest.mark.parametrize("kind", ["FIFO (named pipe)", "character device"])
+def test_a_store_path_that_is_no_regular_file_says_what_it_is(sandbox, kind: str) -> None:
+    # Was "error: SQLite store /dev/null: disk I/O error" (SQLite's word for it), which names no cause.
+    store = "/dev/null"
+    if kind.startswith("FIFO"):
+        store = str(sandbox.cwd / "store.sqlite")
+        os.mkfifo(store)
+    for args in (["ls"], ["run", sandbox.write("order.yaml", pipeline())]):
+        done = sandbox.run(*args, "--store", f"sqlite:{store}")
+        assert (done.returncode, done.stdout) == (2, ""), done.stderr
+        assert done.stderr == f"error: SQLite store {store}: is a {kind}, not a database file\n"
+
+
 def test_a_store_location_that_cannot_be_made_is_one_line_and_exit_2(sandbox) -> None:
     (sandbox.cwd / "blocker").write_text("a file where a directory should be")
     sandbox.write("order.yaml", pipeline())
