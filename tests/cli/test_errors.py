@@ -348,6 +348,18 @@ def test_a_command_that_reads_runs_makes_no_store_where_none_is(sandbox, args: l
     assert not (sandbox.cwd / "typo").exists() and not (sandbox.cwd / ".vow").exists()
 
 
+@pytest.mark.parametrize("url", ["sqlite:", "sqlite://"])  # as VOW_STORE=sqlite:$STORE_PATH with the variable unset
+@pytest.mark.parametrize("args", [["ls"], ["show", "order/1"], ["schedule", "ls"]])
+def test_a_sqlite_url_without_a_path_makes_no_store_for_a_reading_command(sandbox, args: list[str], url: str) -> None:
+    # The URL names the default file, which the check for a store that is there passed over: an empty store was
+    # made at .vow/vow.sqlite, folder and all, and `vow ls` said "no runs in sqlite:///.../.vow/vow.sqlite".
+    done = sandbox.run(*args, "--store", url)
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr == ("error: no store at .vow/vow.sqlite: the file does not exist; check --store or $VOW_STORE "
+                           "(vow run and vow worker make a new store)\n")
+    assert not (sandbox.cwd / ".vow").exists()
+
+
 @pytest.mark.parametrize("args", [["ls"], ["worker"]])
 @pytest.mark.parametrize("url, expected", [
     # An empty URL was reported as the default URL, which nobody gave; a SQLite URL with a host was

@@ -89,7 +89,8 @@ def _existing_store(ctx: click.Context, param: click.Parameter, url: str | None)
     from vow.stores import DEFAULT_URL, parse_store_url
 
     name, options = parse_store_url(url if url is not None else DEFAULT_URL)
-    path = options.get("path")
+    # `sqlite:` without a path (VOW_STORE=sqlite:$UNSET) is the default file, which must be there too.
+    path = options.get("path", parse_store_url(DEFAULT_URL)[1]["path"] if name == "sqlite" else None)
     # The SQLite store expands ~ (its path under $HOME): so must the check whether it is there.
     if name == "sqlite" and isinstance(path, str) and not os.path.exists(os.path.expanduser(path)):
         if url is None:
