@@ -701,6 +701,9 @@ class SQLiteStore(StoreOperations):
         name = getattr(exc, "sqlite_errorname", "")
         if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in str(exc):
             return StoreError(f"SQLite store {self.path}: the file is damaged or not a vow store: {exc}")
+        if name == "SQLITE_IOERR_SHMSIZE":  # SQLite's own words, "disk I/O error", do not say the disk is full
+            return StoreError(f"SQLite store {self.path}: no room on its disk for {os.path.basename(self.path)}-shm, "
+                              f"the file SQLite shares between readers: free some space ({exc})")
         return StoreError(f"SQLite store {self.path}: {exc}")
 
     # -- writes
