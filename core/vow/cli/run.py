@@ -454,7 +454,7 @@ def _header(console: Any, title: str, run_id: str, store: str, rows: list[Row], 
 
 def _summary(console: Any, run_id: str, root: PromiseRecord | None, rows: list[Row], value: Any,
              error: BaseException | None, existing: PromiseRecord | None) -> None:
-    from vow.progress import format_line, seconds
+    from vow.progress import format_line, printable, seconds
     from vow.retention import describe_seconds
     if existing is not None and existing.settled:  # nothing changed: print the stored rows now
         width = max(len(r.name) for r in rows) if rows else 0
@@ -490,13 +490,13 @@ def _summary(console: Any, run_id: str, root: PromiseRecord | None, rows: list[R
                 _echo(console, f"  {label}: {', '.join(names)}")
     else:
         state = root.state.value if root else "unknown"
-        _echo(console, f"failed: {run_id} {state} after {took}: {_error_text(error)}", "bold red")
+        _echo(console, f"failed: {run_id} {state} after {took}: {printable(_error_text(error))}", "bold red")
         for row in branches:  # a branch that failed for good after retries: every attempt's error
             errors = row.errors() if row.state != State.RESOLVED.value else []
             if len(errors) > 1:
                 _echo(console, f"  {row.name} failed on {len(errors)} attempts:")
                 for attempt, text in errors:
-                    _echo(console, f"    attempt {attempt}: {text}")
+                    _echo(console, f"    attempt {attempt}: {printable(text)}")
     _echo(console, f"  promise tree: vow show {run_id}", "dim")
 
 
