@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -46,7 +47,10 @@ def _int_or_str_text(value: Any) -> str | None:
     without its set-up; ``None`` for anything else."""
     kind = type(value)
     if kind is int:
-        return int.__repr__(value)
+        try:
+            return int.__repr__(value)
+        except ValueError:  # more digits than Python prints (sys.get_int_max_str_digits): encode() says so
+            return None
     if kind is str:
         return _encode_str(value)
     return None
@@ -65,6 +69,9 @@ def encode(value: Any, *, what: Described = "value") -> str:
     except Exception as exc:  # noqa: BLE001 - anything the encoder or a value's own hooks raise
         if "not supported between instances" in str(exc):  # sort_keys met keys of mixed types
             exc = TypeError("a dict mixes key types (for example 1 and '1'); use string keys")
+        elif "integer string conversion" in str(exc):  # more digits than Python prints
+            exc = ValueError(f"a whole number of more than {sys.get_int_max_str_digits():,} digits cannot be "
+                             "written as JSON; store it as text")
         raise EncodeError(
             f"{_described(what)} cannot be stored: {exc}. Use JSON types (dict, list, str, int, float, bool, None) "
             "or attrs classes; store large binary data in a file and pass its path."
