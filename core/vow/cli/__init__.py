@@ -3,10 +3,9 @@
 Exit codes: 0 success, 1 a workflow failed, 2 a usage, configuration, input or store error (one
 message on stderr saying where and what is allowed); 130 and 143 when Ctrl-C or SIGTERM stopped a
 command that follows a run (the run stays pending; `vow worker` exits 0), 130 too when Ctrl-C stopped
-any other command; 141, quietly, when the reader
-of a command's output went away (``vow ls | head -1``: as ``git log | head -1``), and 2 when it could not
-be written otherwise (a full disk). Plugins add commands through the
-``vow_register_commands`` hook.
+any other command; 141, quietly, when the reader of a command's output went away (``vow ls | head -1``,
+as ``git log | head -1``), and 2 when its output could not be written otherwise (a full disk). Plugins
+add commands through the ``vow_register_commands`` hook.
 
 Fast to start: a command's module is imported when that command runs (or when ``--help`` lists
 it), and plugins load only when a command needs them — running a pipeline, or a name that is
