@@ -17,10 +17,12 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["finish", "kill", "python", "read_line", "spawn", "vow_command"]
+import pytest
+
+__all__ = ["finish", "kill", "mounted_tmpfs", "python", "read_line", "spawn", "vow_command"]
 
 TIMEOUT = 120.0
 """Seconds a child may take before the test fails (generous: a loaded 2-core machine)."""
@@ -122,3 +124,16 @@ def imported_modules(path: Path, *, from_modules: bool = True) -> set[str]:
                 found.add(node.module)
             found.update(f"{node.module}.{alias.name}" for alias in node.names)  # may name a submodule
     return found
+
+
+def mounted_tmpfs(where: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted at ``where`` with ``options`` (``size=16k``: a full disk; ``ro``: a read-only one)
+    for a fixture to yield from, unmounted after the test; the test skips where it cannot mount (not root)."""
+    where.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (the test needs root or CAP_SYS_ADMIN): {done.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)

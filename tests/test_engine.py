@@ -451,6 +451,31 @@ def test_values_that_cannot_be_stored_get_a_clear_error(vow: Vow) -> None:
     assert vow.get("enc/2") is None  # nothing half-written
 
 
+def test_an_int_too_long_to_print_is_an_encode_error_not_a_hang(vow: Vow) -> None:
+    # Python prints no int of more than 4,300 digits (sys.get_int_max_str_digits): encoding one raised a bare
+    # ValueError on the engine thread, and the caller's vow.run waited for ever.
+    def leaf(ctx: LeafContext) -> int:
+        return 10**5000
+
+    @vow.register
+    def wf(ctx: Context):
+        try:
+            yield ctx.run(leaf)
+        except EncodeError as exc:
+            return str(exc)
+
+    @vow.register
+    def returns_it(ctx: Context):
+        return 10**5000
+        yield
+
+    assert "cannot be stored" in vow.run("long/1", wf)
+    with pytest.raises(EncodeError, match=r"the result of workflow returns_it \(long/2\) cannot be stored: a "
+                                          r"whole number of more than 4,300 digits cannot be written as JSON; store it "
+                                          r"as text"):
+        vow.begin_run("long/2", returns_it).result(30)
+
+
 def test_outside_promise_resolve_reject_and_cancel(vow: Vow) -> None:
     @vow.register
     def wf(ctx: Context):

@@ -8,7 +8,10 @@ never the live object, so a first run and a replay see exactly the same thing.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import math
+import re
+import sys
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -57,7 +60,10 @@ def _int_or_str_text(value: Any) -> str | None:
     without its set-up; ``None`` for anything else."""
     kind = type(value)
     if kind is int:
-        return int.__repr__(value)
+        try:
+            return int.__repr__(value)
+        except ValueError:  # more digits than Python prints (sys.get_int_max_str_digits): encode() says so
+            return None
     if kind is str:
         return _encode_str(value)
     return None
@@ -78,6 +84,9 @@ def encode(value: Any, *, what: Described = "value") -> str:
     except Exception as exc:  # noqa: BLE001 - anything the encoder or a value's own hooks raise
         if "not supported between instances" in str(exc):  # sort_keys met keys of mixed types
             exc = TypeError("a dict mixes key types (for example 1 and '1'); use string keys")
+        elif "integer string conversion" in str(exc):  # more digits than Python prints
+            exc = ValueError(f"a whole number of more than {sys.get_int_max_str_digits():,} digits cannot be "
+                             "written as JSON; store it as text")
         raise EncodeError(
             f"{_described(what)} cannot be stored: {exc}. Use JSON types (dict, list, str, int, float, bool, None) "
             "or attrs classes; store large binary data in a file and pass its path."
@@ -142,3 +151,36 @@ def decode_args(text: str) -> tuple[list[Any], dict[str, Any]]:
     if isinstance(payload, dict):
         return list(payload.get("args", [])), dict(payload.get("kwargs", {}))
     return list(payload), {}
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_text(text: str) -> str:
+    """``text`` with each lone surrogate (which UTF-8 cannot encode) replaced by U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as data strict JSON (RFC 8259) can hold, for a file or output other tools read.
+
+    The store keeps what Python's JSON writes, which includes ``NaN`` and ``Infinity``; no other
+    JSON reader takes them. Here a number JSON cannot write (NaN, infinity, an integer too long to
+    print) becomes ``None``, as JavaScript's ``JSON.stringify`` makes it ``null``; a text's lone
+    surrogates (a provider's JSON may carry ``"\\ud800"``) become U+FFFD; a key becomes its text, and
+    any other value (a ``datetime``, a set) its text. Dump the result with ``allow_nan=False``.
+    """
+    if isinstance(value, str):
+        return valid_text(value)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        # Python refuses to print an int of more than 4,300 digits (sys.get_int_max_str_digits).
+        return value if value.bit_length() <= 14_000 else None
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {valid_text(str(k)): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return valid_text(str(value))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -231,6 +232,16 @@ def describe_outcome(record: PromiseRecord) -> str:
     return str(WORDS.get(record.state.value, record.state.value))
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` for a terminal: each control character written as its escape (``\\n``, ``\\x1b``), as Python
+    writes it in a string. A provider's error message is shown as it came, and a newline in it broke the one
+    line a branch gets, an escape sequence retitled, cleared or recoloured the terminal showing it."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 def seconds(value: float | None) -> str:
     """``0.29s``, ``12.3s``, ``2m05s``; ``never`` for an infinite wait (a ``Retry-After`` of inf)."""
     if value is None:
@@ -279,10 +290,10 @@ def format_line(what: str, row: Row, width: int = 0) -> str:
                 f"(or  vow reject {row.id} REASON)")
     if what == "retry":
         delay = max(0.0, (row.retry_at or 0) - time.time()) if row.retry_at else 0.0
-        return f"  {name}  attempt {row.attempt} failed: {row.error}; retrying in {seconds(delay)}"
+        return f"  {name}  attempt {row.attempt} failed: {printable(row.error or '')}; retrying in {seconds(delay)}"
     word = WORDS.get(row.state, row.state)
     attempt = f"attempt {row.attempt}" if row.attempt else ""
-    detail = row.detail or (row.error or "")
+    detail = printable(row.detail or (row.error or ""))
     return f"  {name}  {word:<8}  {attempt:<9}  {seconds(row.elapsed()):>6}  {detail}".rstrip()
 
 
@@ -334,9 +345,9 @@ class RichView:
                 detail = Text(f"vow resolve {row.id} VALUE", style="bold")
             elif row.state == "retrying":
                 wait = max(0.0, (row.retry_at or now) - now)
-                detail = Text(f"{row.error} (next attempt in {seconds(wait)})", style="yellow")
+                detail = Text(f"{printable(row.error or '')} (next attempt in {seconds(wait)})", style="yellow")
             else:
-                detail = Text(row.detail or row.error or "", style="red" if row.state in ("rejected",
+                detail = Text(printable(row.detail or row.error or ""), style="red" if row.state in ("rejected",
                                                                                           "timedout") else "dim")
             table.add_row(Text(row.name, style="bold"), state, str(row.attempt or ""), seconds(row.elapsed(now)),
                           detail)

@@ -8,6 +8,7 @@ and the sink that tests count deliveries at.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -16,11 +17,14 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import attrs
+
+from vow.errors import TransientError
+from vow.files import output_errors
 
 DEFAULT_DIR_ENV = "VOW_SIM_DIR"
 
@@ -112,16 +116,21 @@ class Ledger:
         con = getattr(self._local, "con", None)
         if con is not None and self._local.path != path:
             con.close()  # the environment names another file now
-            con = None
+            self._local.con = con = None
         if con is None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            with output_errors(path, "the simulation's ledger"):
+                path.parent.mkdir(parents=True, exist_ok=True)
             con = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
-            _while_busy(lambda: _use_wal(con))
-            con.execute("PRAGMA synchronous=NORMAL")
+            try:
+                _while_busy(lambda: _use_wal(con))
+                con.execute("PRAGMA synchronous=NORMAL")
+                if path not in self._ready:
+                    _while_busy(lambda: self._create(con))
+                    self._ready.add(path)
+            except BaseException:
+                con.close()  # kept, it would skip making the table on the next attempt
+                raise
             self._local.con, self._local.path = con, path
-            if path not in self._ready:
-                _while_busy(lambda: self._create(con))
-                self._ready.add(path)
         return con
 
     def deliver(self, key: str, channel: str, payload: dict[str, Any],
@@ -131,6 +140,11 @@ class Ledger:
         When ``key`` was delivered on ``channel`` before, nothing is delivered: the first receipt comes back
         with ``duplicate=True`` and the ledger counts the duplicate.
         """
+        with self._errors():
+            return self._deliver(key, channel, payload, make_receipt)
+
+    def _deliver(self, key: str, channel: str, payload: dict[str, Any],
+                 make_receipt: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
         con = self._connect()
         con.execute("BEGIN IMMEDIATE")
         try:
@@ -148,25 +162,39 @@ class Ledger:
             con.execute("COMMIT")
             return receipt, False
         except BaseException:
-            con.execute("ROLLBACK")
+            if con.in_transaction:  # SQLite ends it itself at some errors (a full disk)
+                con.execute("ROLLBACK")
             raise
 
     def deliveries(self, channel: str | None = None) -> list[Delivery]:
         """Every delivery (of ``channel``), oldest first."""
         sql = "SELECT key, channel, receipt, payload, delivered_at, duplicates FROM deliveries"
-        rows = self._connect().execute(sql + (" WHERE channel=?" if channel else "") + " ORDER BY delivered_at",
-                                       (channel,) if channel else ()).fetchall()
+        with self._errors():
+            rows = self._connect().execute(sql + (" WHERE channel=?" if channel else "") + " ORDER BY delivered_at",
+                                           (channel,) if channel else ()).fetchall()
         return [Delivery(k, c, json.loads(r), json.loads(p), t, d) for k, c, r, p, t, d in rows]
 
     def get(self, key: str, channel: str | None = None) -> Delivery | None:
         """The delivery recorded for ``key`` (on ``channel``, when given), if any."""
         sql = "SELECT key, channel, receipt, payload, delivered_at, duplicates FROM deliveries WHERE key=?"
-        row = self._connect().execute(sql + (" AND channel=?" if channel else ""),
-                                      (key, channel) if channel else (key,)).fetchone()
+        with self._errors():
+            row = self._connect().execute(sql + (" AND channel=?" if channel else ""),
+                                          (key, channel) if channel else (key,)).fetchone()
         if row is None:
             return None
         k, c, r, p, t, d = row
         return Delivery(k, c, json.loads(r), json.loads(p), t, d)
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """An error SQLite gives becomes a :class:`~vow.errors.TransientError` naming the ledger's file:
+        a full disk (``database or disk is full``, or ``disk I/O error`` when its ``-shm`` file cannot grow)
+        may have room at the next attempt, and a bare ``OperationalError`` named no file at all."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            code = getattr(exc, "sqlite_errorname", "SQLITE_ERROR")
+            raise TransientError(f"could not use the simulation's ledger {self.path}: {exc}", code=code) from exc
 
     def close(self) -> None:
         """Close this thread's connection."""

@@ -129,6 +129,8 @@ CASES = [
     ("a number too large in --set", pipeline(), ["--set", "order_id=1e999"],
      "--set order_id: 1e999 is too large a number (it would be infinity); give it as text"),
     ("input file missing", pipeline(), ["--input", "@event.json"], "--input @event.json: no such file"),
+    # Was "cannot read it ([Errno 21] Is a directory: 3)": the 3 is the descriptor it was opened as.
+    ("input file is a directory", pipeline(), ["--input", "@."], "--input @.: is a directory, not a JSON file"),
     # Python's decoder keeps the last of two equal keys: the first value was dropped without a word
     # (a pipeline file's duplicate key is an error).
     ("duplicate key in --input", pipeline(), ["--input", '{"order_id": 1, "email": "a@b.cd", "order_id": 2}'],
@@ -303,6 +305,19 @@ def test_a_damaged_store_file_is_one_line_and_exit_2_for_every_command(sandbox, 
                            "damaged file)\n")
 
 
+@pytest.mark.parametrize("kind", ["FIFO (named pipe)", "character device"])
+def test_a_store_path_that_is_no_regular_file_says_what_it_is(sandbox, kind: str) -> None:
+    # Was "error: SQLite store /dev/null: disk I/O error" (SQLite's word for it), which names no cause.
+    store = "/dev/null"
+    if kind.startswith("FIFO"):
+        store = str(sandbox.cwd / "store.sqlite")
+        os.mkfifo(store)
+    for args in (["ls"], ["run", sandbox.write("order.yaml", pipeline())]):
+        done = sandbox.run(*args, "--store", f"sqlite:{store}")
+        assert (done.returncode, done.stdout) == (2, ""), done.stderr
+        assert done.stderr == f"error: SQLite store {store}: is a {kind}, not a database file\n"
+
+
 def test_a_store_location_that_cannot_be_made_is_one_line_and_exit_2(sandbox) -> None:
     (sandbox.cwd / "blocker").write_text("a file where a directory should be")
     sandbox.write("order.yaml", pipeline())
@@ -331,6 +346,18 @@ def test_a_command_that_reads_runs_makes_no_store_where_none_is(sandbox, args: l
     else:
         assert done.stderr.startswith("error: no store at .vow/vow.sqlite: nothing has run here yet")
     assert not (sandbox.cwd / "typo").exists() and not (sandbox.cwd / ".vow").exists()
+
+
+@pytest.mark.parametrize("url", ["sqlite:", "sqlite://"])  # as VOW_STORE=sqlite:$STORE_PATH with the variable unset
+@pytest.mark.parametrize("args", [["ls"], ["show", "order/1"], ["schedule", "ls"]])
+def test_a_sqlite_url_without_a_path_makes_no_store_for_a_reading_command(sandbox, args: list[str], url: str) -> None:
+    # The URL names the default file, which the check for a store that is there passed over: an empty store was
+    # made at .vow/vow.sqlite, folder and all, and `vow ls` said "no runs in sqlite:///.../.vow/vow.sqlite".
+    done = sandbox.run(*args, "--store", url)
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr == ("error: no store at .vow/vow.sqlite: the file does not exist; check --store or $VOW_STORE "
+                           "(vow run and vow worker make a new store)\n")
+    assert not (sandbox.cwd / ".vow").exists()
 
 
 @pytest.mark.parametrize("args", [["ls"], ["worker"]])

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from tests.cli.test_durability import GATED
 from tests.support import read_line
 from vow.records import State
@@ -59,3 +61,50 @@ def test_a_worker_whose_log_reader_went_away_goes_on_working(sandbox) -> None:
     _, err = worker.communicate(timeout=60)
     assert (worker.returncode, err) == (0, "")
     assert sorted(d.key for d in sandbox.ledger().deliveries()) == ["approve/1.email", "approve/2.email"]
+
+
+def _with_reader_gone(sandbox, *args: str) -> subprocess.CompletedProcess[str]:
+    """``vow ARGS`` whose stdout is a pipe nobody reads any more (``vow ls | head -1`` once head has exited):
+    its read end is closed before vow starts, so every write vow makes fails with EPIPE, whatever the timing."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run([sys.executable, "-m", "vow", *args], cwd=sandbox.cwd, env={**os.environ, **sandbox.env},
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.parametrize("args", [("ls",), ("ls", "--json"), ("show", "approve/1"), ("show", "approve/1", "--json"),
+                                  ("schedule", "ls"), ("plugins",), ("--help",), ("ls", "--help")],
+                         ids=" ".join)
+def test_a_reading_command_whose_reader_went_away_exits_141_quietly(sandbox, args: tuple[str, ...]) -> None:
+    # `vow ls | head -1`: click turned the EPIPE into exit 1, vow's "a workflow failed". Now it ends as
+    # `git log | head -1` or `cat` do (141 in the shell, 128 + SIGPIPE), with nothing on stderr.
+    sandbox.write("plain.yaml", GATED.replace("gate: {promise: approval, timeout: 120}\n", ""))
+    assert sandbox.run("run", "plain.yaml").returncode == 0
+    done = _with_reader_gone(sandbox, *args)
+    assert (done.returncode, done.stderr) == (128 + signal.SIGPIPE, "")
+
+
+def _into_a_full_disk(sandbox, *args: str) -> subprocess.CompletedProcess[str]:
+    """``vow ARGS > /dev/full``: every write to stdout fails with ENOSPC, as on a full disk."""
+    with open("/dev/full", "w") as full:
+        return subprocess.run([sys.executable, "-m", "vow", *args], cwd=sandbox.cwd, env={**os.environ, **sandbox.env},
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("args", [("ls",), ("ls", "--json"), ("show", "approve/1"), ("--help",)], ids=" ".join)
+def test_a_reading_command_whose_output_cannot_be_written_says_so_in_one_line(sandbox, args: tuple[str, ...]) -> None:
+    # `vow ls > file` on a full disk: an OSError traceback, exit 1 (vow's "a workflow failed").
+    sandbox.write("plain.yaml", GATED.replace("gate: {promise: approval, timeout: 120}\n", ""))
+    assert sandbox.run("run", "plain.yaml").returncode == 0
+    done = _into_a_full_disk(sandbox, *args)
+    assert (done.returncode, done.stderr) == (2, "error: could not write vow's output: No space left on device\n")
+
+
+def test_vow_run_whose_output_cannot_be_written_runs_to_its_end(sandbox) -> None:
+    sandbox.write("plain.yaml", GATED.replace("gate: {promise: approval, timeout: 120}\n", ""))
+    done = _into_a_full_disk(sandbox, "run", "plain.yaml")
+    assert (done.returncode, done.stderr) == (0, "")
+    assert sandbox.records("approve/1")["approve/1"].state is State.RESOLVED

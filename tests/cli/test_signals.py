@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -54,3 +57,44 @@ def test_signals_in_a_row_end_vow_run_with_a_stop_code_and_the_run_pending(sandb
     assert (records["slow/1"].state, records["slow/1.email"].state) == (State.PENDING, State.RESOLVED)
     assert records["slow/1.sms"].state is State.PENDING
 
+
+
+def _holds_open(pid: int, path: Path) -> bool:
+    """Whether process ``pid`` has ``path`` open."""
+    fds = Path(f"/proc/{pid}/fd")
+    with contextlib.suppress(OSError):  # a descriptor closed while listed
+        return any(os.readlink(fds / fd) == str(path) for fd in os.listdir(fds))
+    return False
+
+
+def test_ctrl_c_while_vow_run_plans_exits_130_with_one_line_and_stores_nothing(sandbox) -> None:
+    # Before: click's "Aborted!" and exit 1, as for a failed run.
+    sandbox.write("slow.yaml", SLOW)
+    fifo = sandbox.cwd / "input.json"
+    os.mkfifo(fifo)  # as `--input @<(slow-command)`: planning reads the input until its writer is done
+    writer = os.open(fifo, os.O_RDWR)  # a writer that has written nothing yet
+    try:
+        running = sandbox.popen("run", "slow.yaml", "--input", f"@{fifo}")
+        wait_until(lambda: _holds_open(running.pid, fifo), message="vow run to read its input", proc=running)
+        running.send_signal(signal.SIGINT)
+        out, err = running.communicate(timeout=60)
+    finally:
+        os.close(writer)
+    assert (running.returncode, out) == (130, "")
+    assert err == "\ninterrupted while planning slow.yaml: nothing was stored\n"
+    assert not sandbox.store_file.exists()
+
+
+def test_ctrl_c_in_another_command_exits_130_with_one_line(sandbox) -> None:
+    # Before: click's "Aborted!" and exit 1 (here `vow validate` reading a pipeline file that is still coming).
+    fifo = sandbox.cwd / "slow.yaml"
+    os.mkfifo(fifo)  # as `vow validate <(make-pipeline)`
+    writer = os.open(fifo, os.O_RDWR)
+    try:
+        running = sandbox.popen("validate", str(fifo))
+        wait_until(lambda: _holds_open(running.pid, fifo), message="vow validate to read the file", proc=running)
+        running.send_signal(signal.SIGINT)
+        out, err = running.communicate(timeout=60)
+    finally:
+        os.close(writer)
+    assert (running.returncode, out, err) == (130, "", "\ninterrupted\n")

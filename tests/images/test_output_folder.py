@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import textwrap
 import threading
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import vow.files
-from tests.support import kill, spawn
+from tests.support import kill, mounted_tmpfs, spawn
 from vow.errors import PermanentError, TransientError
 from vow.files import _locked_temp, remove_orphans, write_atomic
 from vow.images.gallery import write_gallery
@@ -30,32 +29,16 @@ def sim(tmp_path: Path) -> dict:
     return {"ledger": str(tmp_path / "sim" / "ledger.sqlite"), "latency": 0}
 
 
-def mount_tmpfs(where: Path, options: str) -> None:
-    where.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (the test needs root or CAP_SYS_ADMIN): {done.stderr.strip()}")
-
-
-def _mounted(where: Path, options: str) -> Iterator[Path]:
-    """A tmpfs mounted at ``where`` with ``options`` for the test, unmounted after it."""
-    mount_tmpfs(where, options)
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 16 KiB file system: room for a gallery, not for a 256x256 photo."""
-    yield from _mounted(tmp_path / "disk", "size=16k")
+    yield from mounted_tmpfs(tmp_path / "disk", "size=16k")
 
 
 @pytest.fixture
 def read_only_disk(tmp_path: Path) -> Iterator[Path]:
     """A read-only file system: as root, chmod does not keep this process from writing, a read-only mount does."""
-    yield from _mounted(tmp_path / "ro", "size=64k,ro")
+    yield from mounted_tmpfs(tmp_path / "ro", "size=64k,ro")
 
 
 def test_a_live_writers_temp_file_is_never_taken_for_an_orphan(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import pytest
 from vow import Vow
 from vow.events import EventKind
 from vow.pipeline import NAME, PipelineFailed, load, make_plan, parse
+from vow.testing import wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -152,3 +153,21 @@ def test_result_json_lists_every_attempts_error_of_a_branch_that_failed_for_good
         {"attempt": n, "error": f"TransientError: gateway said no (attempt {n})"} for n in (1, 2, 3)]
     assert written["sms"]["error"] == "TransientError: gateway said no (attempt 3)"  # the last, as before
     assert "errors" not in written["slack"]
+
+
+def test_result_json_is_strict_json_when_a_stored_value_holds_nan_or_infinity(tmp_path, installed_plugins) -> None:
+    """A gate resolved from Python with ``nan``/``inf`` (the store keeps them): result.json stays JSON."""
+    text = ("version: 1\nname: odd\nid: odd/1\ngate: {promise: approval}\noutput: out\nfan_out:\n"
+            "  - {channel: slack, to: '#a', body: hi, options: {latency: 0}}\n")
+    plan = make_plan(parse(text, "odd.yaml"), plugins=installed_plugins)
+    with Vow(f"sqlite:{tmp_path / 'vow.sqlite'}") as vow:
+        handle = vow.begin_run(plan.run_id, NAME, plan.spec)
+        wait_until(lambda: vow.get("odd/1.approval") is not None, 30, "the run never reached its gate")
+        vow.resolve("odd/1.approval", {"score": float("nan"), "limit": float("inf"), "floor": float("-inf")})
+        assert handle.result(30)["ok"]
+
+    def refuse(name: str) -> None:
+        raise AssertionError(f"result.json holds {name}, which is not JSON")
+
+    written = json.loads((tmp_path / "out" / "result.json").read_text(), parse_constant=refuse)
+    assert written["approval"] == {"score": None, "limit": None, "floor": None}  # as `--json` prints them

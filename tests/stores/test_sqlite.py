@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -10,10 +11,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support import mounted_tmpfs
 from vow.errors import ConfigError, LeaseLostError, StoreError
 from vow.plugins import Plugins
 from vow.records import Batch, Kind, Lease, Settle, State
@@ -463,3 +466,25 @@ def test_closing_a_store_while_other_threads_use_it_never_crashes_the_process(tm
     done = subprocess.run([sys.executable, "-c", CLOSE_UNDER_READS, str(tmp_path)], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0 and done.stdout == "ok\n", (done.returncode, done.stderr[-3000:])
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs, for a store whose disk fills up."""
+    yield from mounted_tmpfs(tmp_path / "disk", "size=1m")
+
+
+def test_a_store_on_a_full_disk_says_the_disk_is_full(small_disk: Path, tmp_path: Path) -> None:
+    # Opening a store makes its -shm file; on a full disk SQLite said only "disk I/O error" (SQLITE_IOERR_SHMSIZE),
+    # so `vow ls` gave no hint that freeing space would do.
+    path = small_disk / "vow.sqlite"
+    SQLiteStore(path).close()
+    with open(small_disk / "filler", "wb", buffering=0) as filler:  # another program takes the rest of the disk
+        with contextlib.suppress(OSError):
+            while True:
+                filler.write(b"x" * 4096)
+    with pytest.raises(StoreError, match=rf"SQLite store {path}: no room on its disk for vow.sqlite-shm, the file "
+                                         r"SQLite shares between readers: free some space \(disk I/O error\)"):
+        SQLiteStore(path)
+    (small_disk / "filler").unlink()
+    SQLiteStore(path).close()

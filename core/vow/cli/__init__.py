@@ -2,8 +2,10 @@
 
 Exit codes: 0 success, 1 a workflow failed, 2 a usage, configuration, input or store error (one
 message on stderr saying where and what is allowed); 130 and 143 when Ctrl-C or SIGTERM stopped a
-command that follows a run (the run stays pending; `vow worker` exits 0). Plugins add commands through the
-``vow_register_commands`` hook.
+command that follows a run (the run stays pending; `vow worker` exits 0), 130 too when Ctrl-C stopped
+any other command; 141, quietly, when the reader of a command's output went away (``vow ls | head -1``,
+as ``git log | head -1``), and 2 when its output could not be written otherwise (a full disk). Plugins
+add commands through the ``vow_register_commands`` hook.
 
 Fast to start: a command's module is imported when that command runs (or when ``--help`` lists
 it), and plugins load only when a command needs them — running a pipeline, or a name that is
@@ -19,7 +21,7 @@ from typing import Any
 import click
 
 from vow import __version__
-from vow.cli.common import USER_ERRORS, UserError, installed_plugins, one_line
+from vow.cli.common import INTERRUPTED, USER_ERRORS, UserError, installed_plugins, one_line, output_checked
 
 # Command name -> (module, attribute): imported on first use.
 _COMMANDS = {
@@ -74,7 +76,15 @@ class _Group(click.Group):
         except USER_ERRORS as exc:
             raise UserError(f"{one_line(exc)} (skip a broken plugin with VOW_DISABLE_PLUGINS=name)") from None
 
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        with output_checked():  # `vow --help | head -1`: the help is written while the arguments are read
+            return super().make_context(*args, **kwargs)
+
     def invoke(self, ctx: click.Context) -> Any:
+        with output_checked():
+            return self._invoke(ctx)
+
+    def _invoke(self, ctx: click.Context) -> Any:
         try:
             os.getcwd()  # relative paths (the default store, a pipeline's output) need it
         except OSError as exc:
@@ -84,6 +94,11 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except USER_ERRORS as exc:
             raise UserError(one_line(exc)) from None
+        except KeyboardInterrupt:
+            # Click's default is "Aborted!" and exit 1, which is vow's "a workflow failed"; `vow run` says
+            # more where it knows more (while planning, while following a run).
+            click.echo("\ninterrupted", err=True)
+            raise click.exceptions.Exit(INTERRUPTED) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import io
 import json
-import math
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -31,6 +31,12 @@ if TYPE_CHECKING:
 
 OK, FAILED, USAGE = 0, 1, 2
 """Exit codes: success; a workflow failed; bad usage, configuration or input."""
+
+INTERRUPTED = 128 + 2
+"""Exit code after Ctrl-C (128 + SIGINT, as the shell reports for a command that SIGINT ended)."""
+
+READER_GONE = 128 + 13
+"""Exit code when stdout's reader went away (128 + SIGPIPE, as the shell reports for ``git log | head -1``)."""
 
 USER_ERRORS = (ConfigError, PluginLoadError, PromiseNotFoundError, AlreadySettledError, ArgumentMismatchError,
                NonDeterminismError, StoreError, EncodeError)
@@ -83,7 +89,8 @@ def _existing_store(ctx: click.Context, param: click.Parameter, url: str | None)
     from vow.stores import DEFAULT_URL, parse_store_url
 
     name, options = parse_store_url(url if url is not None else DEFAULT_URL)
-    path = options.get("path")
+    # `sqlite:` without a path (VOW_STORE=sqlite:$UNSET) is the default file, which must be there too.
+    path = options.get("path", parse_store_url(DEFAULT_URL)[1]["path"] if name == "sqlite" else None)
     # The SQLite store expands ~ (its path under $HOME): so must the check whether it is there.
     if name == "sqlite" and isinstance(path, str) and not os.path.exists(os.path.expanduser(path)):
         if url is None:
@@ -94,13 +101,20 @@ def _existing_store(ctx: click.Context, param: click.Parameter, url: str | None)
     return url
 
 
-class _Output(io.TextIOBase):
-    """stdout that nobody may read any more: once a write fails (the reader of a pipe went away, as after
-    ``| head -1``; a full disk), the rest is dropped, so the command's work goes on without its output."""
+class OutputFailed(OSError):
+    """A write to stdout failed: its reader went away (``EPIPE``), the disk is full, ..."""
 
-    def __init__(self, stream: TextIO | None) -> None:
+
+class _Output(io.TextIOBase):
+    """stdout, whose failed writes (the reader of a pipe went away, as after ``| head -1``; a full disk)
+    are dropped from then on (``drop``), so the command's work goes on without its output, or else
+    raise :class:`OutputFailed`."""
+
+    def __init__(self, stream: TextIO | None, *, drop: bool) -> None:
         super().__init__()
         self._stream = stream
+        self._drop = drop
+        self._failed: OutputFailed | None = None
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
@@ -116,6 +130,11 @@ class _Output(io.TextIOBase):
     def isatty(self) -> bool:
         return self._stream is not None and self._stream.isatty()
 
+    def fileno(self) -> int:
+        if self._stream is None:
+            return super().fileno()  # io.UnsupportedOperation
+        return self._stream.fileno()
+
     def write(self, text: str) -> int:
         self._try(lambda stream: stream.write(text))
         return len(text)
@@ -126,10 +145,14 @@ class _Output(io.TextIOBase):
     def _try(self, do: Callable[[TextIO], object]) -> None:
         stream = self._stream
         if stream is None:
+            # Said again at each write: the first failure may come in a probe that swallows it (click's
+            # echo tries `write("")` to learn what the stream takes).
+            if self._failed is not None:
+                raise OutputFailed(self._failed.errno, self._failed.strerror)
             return
         try:
             do(stream)
-        except (OSError, ValueError):  # ValueError: the stream was closed
+        except (OSError, ValueError) as exc:  # ValueError: the stream was closed
             self._stream = None
             # What the stream still buffers would fail again when Python flushes it at exit ("Exception
             # ignored ... BrokenPipeError" on stderr): its file descriptor now leads nowhere.
@@ -137,6 +160,12 @@ class _Output(io.TextIOBase):
                 devnull = os.open(os.devnull, os.O_WRONLY)
                 os.dup2(devnull, stream.fileno())
                 os.close(devnull)
+            if not self._drop:
+                if isinstance(exc, OSError):
+                    self._failed = OutputFailed(exc.errno, exc.strerror)
+                else:
+                    self._failed = OutputFailed(errno.EBADF, "stdout is closed")
+                raise OutputFailed(self._failed.errno, self._failed.strerror) from exc
 
 
 @contextlib.contextmanager
@@ -144,9 +173,31 @@ def output_may_close() -> Iterator[None]:
     """Within the block, stdout may be closed or go away (``vow run FILE | head -1``, ``>&-``) without
     stopping the command: its output is dropped from then on, and its work goes on to its end."""
     real = sys.stdout
-    sys.stdout = _Output(real)
+    sys.stdout = _Output(real, drop=True)
     try:
         yield
+    finally:
+        sys.stdout = real
+
+
+@contextlib.contextmanager
+def output_checked() -> Iterator[None]:
+    """Within the block, a write to stdout that fails ends the command without a traceback.
+
+    When its reader went away (``vow ls | head -1``) it ends quietly with exit code 141: what the shell
+    reports for ``git log | head -1`` or ``cat`` (128 + SIGPIPE: they die of the signal), so
+    ``set -o pipefail`` scripts treat vow as they treat those. (Python's advice is exit 1, and click's
+    too, but 1 is vow's "a workflow failed".) Any other failure (a full disk) is one line on stderr and
+    exit code 2. A command that must go on without its output uses :func:`output_may_close` inside.
+    """
+    real = sys.stdout
+    sys.stdout = _Output(real, drop=False)
+    try:
+        yield
+    except OutputFailed as exc:
+        if exc.errno == errno.EPIPE:
+            raise click.exceptions.Exit(READER_GONE) from None
+        raise UserError(f"could not write vow's output: {exc.strerror}") from None
     finally:
         sys.stdout = real
 
@@ -157,21 +208,12 @@ def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def print_json(data: Any) -> None:
-    """Write ``data`` as indented JSON to stdout: strict JSON, which has no inf or nan, so a number
-    that is not finite is written ``null`` (as JavaScript's ``JSON.stringify`` does). For a time,
-    ``null`` is "none": a next attempt of ``null`` is never due (a ``Retry-After`` of inf)."""
-    click.echo(json.dumps(_finite(data), indent=2, default=str, allow_nan=False))
+    """Write ``data`` as indented JSON to stdout: strict JSON (:func:`vow.encoding.json_safe`), which has
+    no inf or nan, so a number that is not finite is written ``null`` (as JavaScript's ``JSON.stringify``
+    does). For a time, ``null`` is "none": a next attempt of ``null`` is never due (a ``Retry-After`` of inf)."""
+    from vow.encoding import json_safe  # here: `vow --help` lists the commands without the store's encoder
 
-
-def _finite(value: Any) -> Any:
-    """``value`` with every float that is not finite (inf, -inf, nan) made ``None``."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
+    click.echo(json.dumps(json_safe(data), indent=2, allow_nan=False))
 
 
 def pipeline_name(record: PromiseRecord) -> str | None:

@@ -45,7 +45,7 @@ def _when(ts: float | None) -> str:
 @json_option
 def ls(state: str | None, name: str | None, limit: int, store: str | None, as_json: bool) -> None:
     """List runs, newest first. A run parked after its process kept dying shows as parked, with the reason."""
-    from vow.progress import seconds  # imported here: `vow --help` stays quick
+    from vow.progress import printable, seconds  # imported here: `vow --help` stays quick
     from vow.stores import open_store
 
     # The store alone: listing needs no engine, so `vow ls` stays quick on a big store.
@@ -71,14 +71,15 @@ def ls(state: str | None, name: str | None, limit: int, store: str | None, as_js
     table = [("ID", "STATE", "WORKFLOW", "STARTED", "TOOK")]
     for r in records:
         name = pipeline_name(r)
-        table.append((r.id, "parked" if r.id in parked else r.state.value, f"pipeline {name}" if name else r.func,
-                      _when(r.created_at),
+        # An id or a workflow's name given through the Python API may be any text.
+        table.append((printable(r.id), "parked" if r.id in parked else r.state.value,
+                      printable(f"pipeline {name}" if name else r.func), _when(r.created_at),
                       seconds(_took(r)) if r.settled else "-"))
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     for rid, reason in parked.items():
-        click.echo(f"parked {rid}: {reason}")
+        click.echo(printable(f"parked {rid}: {reason}"))
 
 
 @click.command()
@@ -132,10 +133,10 @@ _STYLES = {"resolved": "green", "rejected": "bold red", "timedout": "red", "canc
 
 
 def _label(record: PromiseRecord, *, rich: bool = False) -> Any:
-    from vow.progress import WORDS, describe_outcome, seconds
+    from vow.progress import WORDS, describe_outcome, printable, seconds
 
     word = WORDS.get(record.state.value, record.state.value) if record.settled else "pending"
-    parts = [record.id, word, _kind(record)]
+    parts = [printable(record.id), word, printable(_kind(record))]
     if record.kind in (Kind.STEP, Kind.WORKFLOW):
         parts.append(f"attempt {record.attempt}")
     took = _took(record)
@@ -143,13 +144,13 @@ def _label(record: PromiseRecord, *, rich: bool = False) -> Any:
     shown = (record.settled and record.kind in (Kind.STEP, Kind.PROMISE)) or record.state is State.REJECTED
     detail = describe_outcome(record) if shown else ""
     if detail:
-        parts.append(detail)
+        parts.append(printable(detail))
     if not rich:
         return "  ".join(parts)
     from rich.text import Text
 
     text = Text()
-    text.append(record.id, style="bold")
+    text.append(parts[0], style="bold")
     text.append("  ")
     text.append(word, style=_STYLES.get(record.state.value, ""))
     text.append("  " + "  ".join(parts[2:]), style="dim" if record.state is State.RESOLVED else "")
@@ -173,7 +174,7 @@ def _shown(children: dict[str, list[PromiseRecord]], record: PromiseRecord) -> l
 
 
 def _attempt_label(attempt: FailedAttempt | RateLimitWait, *, rich: bool = False) -> Any:
-    from vow.progress import seconds
+    from vow.progress import printable, seconds
 
     if isinstance(attempt, RateLimitWait):
         until = (f"waited {seconds(max(0.0, attempt.until - attempt.began))}" if attempt.waited and attempt.until
@@ -183,13 +184,14 @@ def _attempt_label(attempt: FailedAttempt | RateLimitWait, *, rich: bool = False
         after = f"retried after {seconds(max(0.0, attempt.retry_at - attempt.failed_at))}"
     else:
         after = f"next attempt at {_when(attempt.retry_at)}"
+    error = printable(attempt.error)
     if not rich:
-        return f"attempt {attempt.attempt}  failed  {attempt.error}  ({after})"
+        return f"attempt {attempt.attempt}  failed  {error}  ({after})"
     from rich.text import Text
 
     text = Text(f"attempt {attempt.attempt}  ")
     text.append("failed", style=_STYLES["rejected"])
-    text.append(f"  {attempt.error}  ({after})")
+    text.append(f"  {error}  ({after})")
     return text
 
 

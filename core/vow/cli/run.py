@@ -17,6 +17,7 @@ import click
 
 from vow.cli.common import (
     FAILED,
+    INTERRUPTED,
     OK,
     UserError,
     existing_store_option,
@@ -86,8 +87,9 @@ def run(file: str, inputs: tuple[str, ...], sets: tuple[str, ...], run_id: str |
     from vow.client import Vow
     from vow.pipeline.workflow import NAME
 
-    plugins = installed_plugins()
-    plan = _plan(file, inputs, sets, run_id, plugins)
+    with _interrupted_while_planning(file):
+        plugins = installed_plugins()
+        plan = _plan(file, inputs, sets, run_id, plugins)
     progress = _progress(plan.run_id, plan.spec)
     with Vow(store or plan.store, plugins=plugins, observers=[] if detach else [progress]) as vow:
         existing = vow.get(plan.run_id)
@@ -103,6 +105,18 @@ def run(file: str, inputs: tuple[str, ...], sets: tuple[str, ...], run_id: str |
         code = follow(vow, plan.run_id, lambda: vow.begin_run(plan.run_id, NAME, plan.spec, timeout=plan.timeout),
                       progress, as_json=as_json, title=plan.name, existing=existing)
     sys.exit(code)
+
+
+@contextlib.contextmanager
+def _interrupted_while_planning(file: str) -> Iterator[None]:
+    """Ctrl-C while the plugins load and the file is planned (an ``--input @<(slow-command)`` being read)
+    ends ``vow run`` as a stop while it follows the run does: exit 130 and one line, here that nothing
+    was stored (the store is opened only after planning)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted while planning {file}: nothing was stored", err=True)
+        sys.exit(INTERRUPTED)
 
 
 @click.command()
@@ -440,7 +454,7 @@ def _header(console: Any, title: str, run_id: str, store: str, rows: list[Row], 
 
 def _summary(console: Any, run_id: str, root: PromiseRecord | None, rows: list[Row], value: Any,
              error: BaseException | None, existing: PromiseRecord | None) -> None:
-    from vow.progress import format_line, seconds
+    from vow.progress import format_line, printable, seconds
     from vow.retention import describe_seconds
     if existing is not None and existing.settled:  # nothing changed: print the stored rows now
         width = max(len(r.name) for r in rows) if rows else 0
@@ -476,13 +490,13 @@ def _summary(console: Any, run_id: str, root: PromiseRecord | None, rows: list[R
                 _echo(console, f"  {label}: {', '.join(names)}")
     else:
         state = root.state.value if root else "unknown"
-        _echo(console, f"failed: {run_id} {state} after {took}: {_error_text(error)}", "bold red")
+        _echo(console, f"failed: {run_id} {state} after {took}: {printable(_error_text(error))}", "bold red")
         for row in branches:  # a branch that failed for good after retries: every attempt's error
             errors = row.errors() if row.state != State.RESOLVED.value else []
             if len(errors) > 1:
                 _echo(console, f"  {row.name} failed on {len(errors)} attempts:")
                 for attempt, text in errors:
-                    _echo(console, f"    attempt {attempt}: {text}")
+                    _echo(console, f"    attempt {attempt}: {printable(text)}")
     _echo(console, f"  promise tree: vow show {run_id}", "dim")
 
 

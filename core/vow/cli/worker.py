@@ -30,6 +30,9 @@ class WorkerLog:
         self._started: dict[str, float] = {}
         self._lock = threading.Lock()
         self._say = output.say
+        from vow.progress import printable  # here: `vow --help` lists this command without the view's module
+
+        self._printable = printable
 
     def on_event(self, event: Event) -> None:
         if event.id != event.root:
@@ -37,13 +40,13 @@ class WorkerLog:
         if event.kind is EventKind.RESUMED:
             with self._lock:
                 self._started[event.id] = event.time
-            self._say(f"run {event.id} ({event.func}) started")
+            self._say(self._printable(f"run {event.id} ({event.func}) started"))
         elif event.kind is EventKind.SETTLED:
             with self._lock:
                 began = self._started.pop(event.id, None)
             took = f" in {event.time - began:.2f}s" if began is not None else ""
             error = f": {event.error}" if event.error else ""
-            self._say(f"run {event.id} {event.state}{took}{error}")
+            self._say(self._printable(f"run {event.id} {event.state}{took}{error}"))  # an error's text is any text
 
 
 class LogOutput:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 
 import jinja2
 
+from vow.encoding import json_safe, valid_text
 from vow.files import locked_folder, write_output
 
 INDEX = "index.html"
@@ -220,29 +219,3 @@ def _with_its_file(out: Path, img: Mapping[str, Any]) -> Mapping[str, Any]:
     except OSError:
         return img  # unreadable here: the page shows it as it is, as before
     return img if found == digest else {**img, "file": "replaced"}
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def valid_text(text: str) -> str:
-    """``text`` with each lone surrogate (which UTF-8 cannot encode) replaced by U+FFFD."""
-    return _SURROGATE.sub("\ufffd", text)
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` as data strict JSON (RFC 8259) can hold: see :func:`write_gallery`."""
-    if isinstance(value, str):
-        return valid_text(value)
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, int):
-        # Python refuses to print an int of more than 4,300 digits (sys.get_int_max_str_digits).
-        return value if value.bit_length() <= 14_000 else None
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {valid_text(str(k)): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return valid_text(str(value))

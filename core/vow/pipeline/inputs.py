@@ -126,9 +126,13 @@ def parse_input(text: str) -> dict[str, Any]:
             text = read_bytes(path, MAX_INPUT_FILE_BYTES, "an input file").decode("utf-8")
         except FileNotFoundError:
             raise SpecError(f"{label}: no such file") from None
+        except IsADirectoryError:
+            raise SpecError(f"{label}: is a directory, not a JSON file") from None
         except Unreadable as exc:
             raise SpecError(f"{label}: {exc}") from None
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:  # str(exc) repeats the path, or names the descriptor it was opened as ("... : 3")
+            raise SpecError(f"{label}: cannot read it ({exc.strerror})") from None
+        except UnicodeDecodeError as exc:
             raise SpecError(f"{label}: cannot read it ({exc})") from None
     try:
         value = _strict_json(text, label)

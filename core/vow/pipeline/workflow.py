@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from vow.encoding import json_safe
 from vow.errors import VowError
 from vow.files import write_output
 from vow.history import failed_attempts
@@ -104,15 +105,16 @@ def pipeline(ctx: Context, spec: Mapping[str, Any]) -> Generator[Any, Any, dict[
 
 
 def write_result(ctx: LeafContext, out_dir: str, result: dict[str, Any]) -> str:
-    """Leaf: write ``out_dir/result.json`` (atomically); returns its path.
+    """Leaf: write ``out_dir/result.json`` (atomically, strict JSON: :func:`vow.encoding.json_safe`); returns its path.
 
     A branch that failed for good after retries lists there the error of every attempt
     (``errors``), read from the store: the workflow itself sees only the last one.
     """
     path = Path(out_dir) / RESULT_FILE
+    # Strict JSON, as the gallery's manifest: a stored value may hold NaN or infinity, which other tools refuse.
+    text = json.dumps(json_safe(_with_every_error(ctx, result)), indent=2, sort_keys=True, allow_nan=False)
     # As the gallery's: an error the disk gives names the file, and a full disk is retried, not a read-only folder.
-    write_output(path, json.dumps(_with_every_error(ctx, result), indent=2, sort_keys=True, default=str) + "\n",
-                 "the run's result")
+    write_output(path, text + "\n", "the run's result")
     return str(path)
 
 

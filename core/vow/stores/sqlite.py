@@ -33,6 +33,7 @@ import math
 import os
 import random
 import sqlite3
+import stat
 import threading
 import time
 import weakref
@@ -254,6 +255,15 @@ def _insert_runs(records: list[PromiseRecord]) -> list[tuple[str, list[tuple[Any
     return runs
 
 
+def _file_kind(mode: int) -> str:
+    """What a file that is no regular file is, in words (from its ``st_mode``)."""
+    for test, kind in ((stat.S_ISFIFO, "FIFO (named pipe)"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return kind
+    return "special file"
+
+
 def _header_size(header: bytes) -> int:
     """The database size a SQLite file header records, or 0 when the header does not say."""
     page_size = int.from_bytes(header[16:18], "big")
@@ -423,6 +433,9 @@ class SQLiteStore(StoreOperations):
         if os.path.isdir(self.path):
             raise StoreError(f"SQLite store {self.path}: is a directory, not a database file")
         try:
+            mode = os.stat(self.path).st_mode
+            if not stat.S_ISREG(mode):  # SQLite calls each of these a "disk I/O error"
+                raise StoreError(f"SQLite store {self.path}: is a {_file_kind(mode)}, not a database file")
             size = os.path.getsize(self.path)
         except FileNotFoundError:
             try:
@@ -688,6 +701,9 @@ class SQLiteStore(StoreOperations):
         name = getattr(exc, "sqlite_errorname", "")
         if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in str(exc):
             return StoreError(f"SQLite store {self.path}: the file is damaged or not a vow store: {exc}")
+        if name == "SQLITE_IOERR_SHMSIZE":  # SQLite's own words, "disk I/O error", do not say the disk is full
+            return StoreError(f"SQLite store {self.path}: no room on its disk for {os.path.basename(self.path)}-shm, "
+                              f"the file SQLite shares between readers: free some space ({exc})")
         return StoreError(f"SQLite store {self.path}: {exc}")
 
     # -- writes

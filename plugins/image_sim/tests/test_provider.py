@@ -6,10 +6,12 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support import mounted_tmpfs
 from vow.errors import ConfigError, PermanentError, TransientError
 from vow.faults import with_faults
 from vow.images import ImageRequest
@@ -156,3 +158,42 @@ def test_racing_attempts_with_one_key_bill_one_generation(tmp_path: Path) -> Non
     assert len({img.png for img in images}) == 1
     assert sorted(img.duplicate for img in images) == [False, True, True, True]
     assert provider.generations() == 1
+
+
+
+@pytest.fixture
+def disk(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A tmpfs of ``request.param`` bytes (``4k``) for the ledger: a disk that fills up."""
+    yield from mounted_tmpfs(tmp_path / "disk", f"size={request.param}")
+
+
+def _grow(disk: Path) -> None:
+    """Give the full disk room again, as a user who freed some space would."""
+    subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True)
+
+
+# SQLite says "database or disk is full" when the file cannot grow, "disk I/O error" when its -shm file cannot.
+@pytest.mark.parametrize("disk", ["4k", "16k"], indirect=True)
+def test_a_full_disk_under_the_ledger_is_a_transient_error_naming_it_and_a_retry_passes(disk: Path) -> None:
+    # Before: sqlite3.OperationalError: disk I/O error, naming no file; and the retry, once the disk had room,
+    # met "no such table: deliveries" (the connection was kept though the table was never made).
+    provider = build(disk)
+    with pytest.raises(TransientError, match=rf"could not use the simulation's ledger {disk}/ledger.sqlite: "
+                                             r"(database or disk is full|disk I/O error)") as caught:
+        provider.generate(FOX, LeafContext("run.cartoon"))
+    assert caught.value.code.startswith("SQLITE_")
+    _grow(disk)
+    assert provider.generate(FOX, LeafContext("run.cartoon", attempt=2)).duplicate is False
+    assert provider.generations() == 1
+
+
+@pytest.mark.parametrize("disk", ["64k"], indirect=True)  # room for the ledger, not for a 256x256 photo
+def test_a_full_disk_under_the_image_cache_is_a_transient_error_naming_the_file(disk: Path) -> None:
+    # Before: OSError: [Errno 28] No space left on device, naming no file.
+    provider = build(disk)
+    big = ImageRequest("a fox in a misty forest", "photorealistic", seed=3, width=256, height=256)
+    with pytest.raises(TransientError, match=rf"could not write image_sim's cached image {disk}/image_sim/"
+                                             r"[0-9a-f-]+\.png: No space left on device") as caught:
+        provider.generate(big, LeafContext("run.photo"))
+    assert caught.value.code == "ENOSPC"
+    assert provider.generations() == 0  # nothing billed for an image it could not keep

@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 
 from vow.errors import PermanentError
-from vow.files import write_atomic
+from vow.files import write_output
 from vow.hookspecs import Register, hookimpl
 from vow.http import error_for_status
 from vow.images import GeneratedImage, ImageRequest
@@ -29,6 +29,8 @@ PROVIDER = "image_sim"
 # Mean seconds per generation: detailed pictures take longer, as with a real model.
 STYLE_LATENCY = {"photorealistic": 0.7, "cartoon": 0.5, "abstract": 0.35}
 REPLAY_LATENCY = 0.1  # answering a known key from the provider's cache is much faster
+# A full disk names the file and is retried; a read-only cache folder fails at once (vow.files.write_output).
+CACHED = "image_sim's cached image"
 
 
 @attrs.frozen
@@ -91,7 +93,7 @@ class ImageSimProvider:
         digest = hashlib.sha256(png).hexdigest()
         # The digest is in the name so two racing first attempts never overwrite each other's file.
         name = f"{stable_hex(ctx.idempotency_key, 24)}-{digest[:12]}.png"
-        write_atomic(self.cache_dir / name, png)
+        write_output(self.cache_dir / name, png, CACHED)
         scene = read_scene(request.prompt, request.style, request.seed)
         receipt = {
             "generation_id": "gen_" + stable_hex(ctx.idempotency_key, 20, salt=PROVIDER),
@@ -110,7 +112,7 @@ class ImageSimProvider:
         except FileNotFoundError:
             req = receipt["request"]
             png = render_png(req["prompt"], req["style"], req["seed"], req["width"], req["height"])
-            write_atomic(path, png)
+            write_output(path, png, CACHED)
             return png
 
 
