@@ -407,7 +407,7 @@ BAD_BYTE = "a\udc80b"  # the argument a\x80b: Python reads a byte that is not UT
 
 @pytest.mark.parametrize("args, name", [
     (["show", BAD_BYTE], "ID"), (["resolve", BAD_BYTE, "yes"], "ID"), (["reject", BAD_BYTE, "no"], "ID"),
-    (["cancel", BAD_BYTE], "ID"), (["resume", BAD_BYTE], "ID"), (["retry", BAD_BYTE], "RUN"),
+    (["cancel", BAD_BYTE], "ID"), (["resume", BAD_BYTE], "[ID]"), (["retry", BAD_BYTE], "RUN"),
     (["fork", BAD_BYTE, "--from", "x"], "RUN"), (["fork", "r", "--from", BAD_BYTE], "--from"),
     (["retry", "r", "--id", BAD_BYTE], "--id"), (["ls", "--name", BAD_BYTE], "--name"),
 ])
