@@ -114,6 +114,10 @@ def test_a_quick_function_that_was_slow_once_comes_back_to_the_engine_thread(vow
     assert "vow-engine" in names[100:]  # ... until its quick attempts there bring it back
 
 
+def deliver(ctx: LeafContext, i: int, message: bytes = b"") -> int:
+    return len(message)
+
+
 def test_functions_made_for_each_call_are_not_kept(vow: Vow) -> None:
     """A leaf made afresh for each call (a partial, a closure) is dropped with its step: a worker that
     runs such workflows for a week must not keep every one, nor the values they hold."""
@@ -122,10 +126,16 @@ def test_functions_made_for_each_call_are_not_kept(vow: Vow) -> None:
     def send(ctx: LeafContext, i: int, message: bytes = b"") -> int:
         return len(message)
 
+    def wrapped(message: bytes) -> Any:
+        @functools.wraps(deliver)  # a closure that takes a module-level function's names
+        def leaf(ctx: LeafContext, i: int) -> int:
+            return deliver(ctx, i, message)
+        return leaf
+
     def fresh_leaves(ctx: Context, n: int):
         total = 0
         for i in range(n):
-            leaf = functools.partial(send, message=bytes(1000))
+            leaf = functools.partial(send, message=bytes(1000)) if i % 2 else wrapped(bytes(1000))
             made.append(weakref.ref(leaf))
             total += yield ctx.run(leaf, i)
         return total

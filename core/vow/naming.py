@@ -121,8 +121,8 @@ def lasting(fn: Any) -> bool:
     bound method or a callable object: a workflow may make one for each call, and a cache keyed by
     them would keep every one, and all they hold, for the life of the process."""
     kind = type(fn)
-    if kind is types.FunctionType:
-        return "<locals>" not in fn.__qualname__
+    if kind is types.FunctionType:  # by its code's name: functools.wraps gives a closure a module-level one
+        return "<locals>" not in fn.__code__.co_qualname
     return kind is types.BuiltinFunctionType and (fn.__self__ is None or isinstance(fn.__self__, types.ModuleType))
 
 
