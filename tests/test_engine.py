@@ -906,3 +906,32 @@ def test_one_id_given_to_two_different_calls_fails_the_second_call(vow: Vow) -> 
     assert "'dup/settled.payment'" in error and "charge" in error and "refund" in error
     result, error = vow.run("dup/live", while_it_runs, timeout=30)
     assert result == "charged" and "'dup/live.payment'" in error
+
+
+def test_a_child_workflow_given_an_earlier_calls_id_starts_nothing(vow: Vow) -> None:
+    """The second call with a used id is a child workflow: its body starts before the commit that
+    finds the id taken, so what it started must be stopped before any of its leaves runs."""
+    ran: list[str] = []
+
+    def charge(ctx: LeafContext) -> str:
+        return "charged"
+
+    def side_effect(ctx: LeafContext) -> str:
+        ran.append(ctx.id)
+        return "sent"
+
+    def refund(ctx: Context):
+        return (yield ctx.run(side_effect))
+
+    def pays(ctx: Context):
+        yield ctx.run(charge).options(id=f"{ctx.id}.payment")
+        try:
+            yield ctx.run(refund).options(id=f"{ctx.id}.payment")
+        except DuplicateIdError:
+            return "refused"
+        return None
+
+    assert vow.run("dup/child", pays, timeout=30) == "refused"
+    assert ran == []
+    assert {r.id: r.state for r in vow.store.tree("dup/child") if r.id.startswith("dup/child.payment.")} in (
+        {}, {"dup/child.payment.1": State.CANCELED})  # made in the same commit, then canceled

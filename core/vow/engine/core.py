@@ -696,8 +696,10 @@ class Engine:
             # its row are the first call's: this one fails in memory, storing nothing (a replay
             # meets the same row and fails it the same way).
             root.live.pop(record.id, None)
-            if node.child is not None:
+            if node.child is not None:  # a child workflow: its body ran before this commit; stop what it made
                 node.child.close()
+                for other in [n for n in root.live.values() if _under(n, node)]:
+                    self._cancel(other)  # stored with this commit: canceled before any leaf starts
             node.state = State.REJECTED
             node.error = duplicate_id(record.id, record.func or record.kind.value, node.func or node.kind.value)
             self._wake(node)
