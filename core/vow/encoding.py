@@ -25,11 +25,12 @@ _decode = json.JSONDecoder().decode
 _PLAIN = (str, int, float, bool, type(None))
 _encode_str = json.encoder.encode_basestring_ascii  # what _encoder uses for a str (ensure_ascii)
 
-MAX_VALUE_BYTES = 512 * 1024 * 1024
+MAX_VALUE_BYTES = 256 * 1024 * 1024
 """The longest encoded value (a call's arguments, a result) vow stores, in bytes (the text is
-ASCII). Every store holds it: SQLite refuses text over 1,000,000,000 bytes, PostgreSQL over 1 GB.
-A larger value fails its own call with :class:`EncodeError` when it is made, rather than failing
-the commit (and stopping the run at every resume, its leaf run again each time)."""
+ASCII). A promise's row holds its arguments and its result, and every store holds two of these
+in one row: SQLite refuses a row over 1,000,000,000 bytes, PostgreSQL a value over 1 GB. A larger
+value fails its own call with :class:`EncodeError` when it is made, rather than failing the commit
+(and stopping the run at every resume, its leaf run again each time)."""
 
 
 def _bounded(text: str, what: Described) -> str:
