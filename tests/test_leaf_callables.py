@@ -68,6 +68,57 @@ def test_partial_object_and_method_leaves_resume_in_another_process(tmp_path: Pa
     assert log.read_text().split() == ["partial", "object", "method", "last"]  # none of the three again
 
 
+UPGRADE_APP = textwrap.dedent('''
+    import dataclasses, os, sys
+    import vow.client
+    from vow import Vow
+
+    store, log, crash = sys.argv[1:4]
+    if os.environ.get("AS_BEFORE"):  # name objects as vow 0.2.0 did: module (as imported) and repr
+        from vow.naming import main_module_name
+        named = vow.client.function_name
+        vow.client.function_name = lambda fn: named(fn) if hasattr(fn, "__code__") else f"{main_module_name()}.{fn!r}"
+
+    @dataclasses.dataclass(frozen=True)
+    class Sms:
+        sender: str
+
+        def __call__(self, ctx, text):
+            with open(log, "a") as f:
+                f.write("sms\\n")
+            return f"{text} from {self.sender}"
+
+    def last(ctx):
+        if os.path.exists(crash):
+            os.remove(crash)
+            os._exit(9)
+        return "done"
+
+    def notify(ctx):
+        sent = yield ctx.run(Sms("shop"), "hello")
+        return [sent, (yield ctx.run(last))]
+
+    vow = Vow(store=store)
+    print(vow.run("upgrade/1", notify))
+    vow.close()
+''')
+
+
+def test_a_run_that_stored_an_object_leaf_under_its_repr_resumes_after_the_upgrade(tmp_path: Path) -> None:
+    """vow 0.2.0 stored a callable object under ``module.Sms(sender='shop')``, which is stable for a
+    frozen dataclass; a run left pending by it resumes under today's name, ``module.Sms``."""
+    app = tmp_path / "app.py"
+    app.write_text(UPGRADE_APP)
+    store, log, crash = f"sqlite:{tmp_path / 'vow.sqlite'}", tmp_path / "sink.log", tmp_path / "crash"
+    crash.touch()
+    before = python(app, store, log, crash, env={"AS_BEFORE": "1"})
+    assert before.returncode == 9, before.stderr
+    after = python(app, store, log, crash)
+    assert after.returncode == 0, after.stderr
+    assert "['hello from shop', 'done']" in after.stdout
+    assert log.read_text().split() == ["sms"]  # not sent again
+
+
 @dataclasses.dataclass
 class Channel:
     """A leaf that is an object holding its settings: equal by value, so not hashable."""

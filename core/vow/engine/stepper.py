@@ -316,8 +316,10 @@ def _foreign(run: WorkflowRun, node: PromiseNode) -> TypeError:
 
 def same_function(stored: str, now: str) -> bool:
     """Whether a stored function name and the current one name the same function (a name stored by
-    vow 0.1 for a script run as ``__main__`` lacks the module part)."""
-    return stored == now or ("." not in stored.rsplit(">", 1)[-1] and now.endswith("." + stored))
+    vow 0.1 for a script run as ``__main__`` lacks the module part; vow 0.2.0 stored a callable
+    object under its repr, ``shop.Sms(sender='shop')``, where it is now ``shop.Sms``)."""
+    return stored == now or ("." not in stored.rsplit(">", 1)[-1] and now.endswith("." + stored)) or (
+        stored.startswith(now) and stored[len(now):len(now) + 1] == "(")
 
 
 MAX_ID_BYTES = 1024
