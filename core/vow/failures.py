@@ -41,6 +41,7 @@ __all__ = ["FailureCodec", "message_of"]
 MAX_CAUSES = 5
 MAX_TRACEBACK = 8_000  # characters of the original traceback kept with a failure
 MAX_MESSAGE = 100_000  # characters of a failure's message kept (one that quotes a whole response body)
+_CUT_NOTE_ROOM = 64  # for "... (N more characters not kept)"
 
 _encoder = json.JSONEncoder(separators=(",", ":"), sort_keys=True, default=repr)
 
@@ -111,8 +112,9 @@ class FailureCodec:
     def _payload(self, exc: BaseException, *, depth: int, with_traceback: bool) -> dict[str, Any]:
         cls = type(exc)
         message = message_of(exc)
-        if len(message) > MAX_MESSAGE:
-            message = f"{message[:MAX_MESSAGE]}... ({len(message) - MAX_MESSAGE:,} more characters not kept)"
+        if len(message) > MAX_MESSAGE:  # cut to at most MAX_MESSAGE with the note: stored again, it stays
+            kept = MAX_MESSAGE - _CUT_NOTE_ROOM
+            message = f"{message[:kept]}... ({len(message) - kept:,} more characters not kept)"
         payload: dict[str, Any] = {"type": exc.type_name if isinstance(exc, vow_errors.RejectedError)
                                    else type_name(cls), "message": message}
         kept = _keep_attributes(exc)
