@@ -8,6 +8,7 @@ import argparse
 import gc
 import logging
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,9 @@ from vow.errors import RejectedError
 from vow.records import State
 from vow.retry import Constant
 from vow.testing import wait_until
+
+
+WAIT = 30.0  # only a hang detector: every wait ends on an event
 
 
 class Unreadable(Exception):
@@ -155,3 +159,24 @@ def test_a_failure_with_a_huge_message_is_stored_with_its_start(vow: Vow) -> Non
     assert message.startswith("the server said: xxx") and message.endswith("(4,900,081 more characters not kept)")
     assert len(message) <= 100_000
     assert len(vow.get("huge-message.1.1").value or "") < 120_000
+
+
+def test_a_workflow_whose_cleanup_raises_is_not_said_to_go_on(
+        vow: Vow, caplog: pytest.LogCaptureFixture) -> None:
+    cleaning = threading.Event()
+
+    def cleanup_fails(ctx: Context):
+        try:
+            yield ctx.sleep(100)
+        finally:
+            cleaning.set()
+            raise RuntimeError("cleanup failed")  # it ends, with an error of its own: it did stop
+
+    with caplog.at_level(logging.WARNING, logger="vow"):
+        vow.begin_run("cleanup", cleanup_fails)
+        wait_until(lambda: vow.get("cleanup.1") is not None)
+        assert vow.cancel("cleanup").state is State.CANCELED
+        assert cleaning.wait(WAIT)  # the engine is closing it: what it logs of it comes before the next run's
+        vow.run("after", leaves_a_stubborn_child)
+    warned = [r.getMessage().split()[1] for r in caplog.records if "would not stop" in r.getMessage()]
+    assert warned == ["'after.1'"]

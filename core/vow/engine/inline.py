@@ -172,8 +172,9 @@ class InlineLeaves:
                 return None
             now = clock()
             took = now - began
-            if key in cost:
-                cost[key] = cost[key] * (1 - _WEIGHT) + took * _WEIGHT
+            known = cost.get(key)  # one read: after a move, the new engine thread may clear the table
+            if known is not None:
+                cost[key] = known * (1 - _WEIGHT) + took * _WEIGHT
             elif took > slow_after / 10:
                 self._learn(key, took * _WEIGHT)
 
@@ -196,7 +197,9 @@ class InlineLeaves:
             self._relieve()
 
     def _learn(self, key: Any, cost: float) -> None:
-        """Start timing the function with ``key`` (on the engine thread)."""
+        """Start timing the function with ``key`` (on the engine thread, or on a thread a leaf held
+        when the engine moved: the others read the table once per update, so a clear loses a sample
+        at most)."""
         if len(self._cost) >= _MAX_KNOWN:
             self._cost.clear()
             self._pooled.clear()

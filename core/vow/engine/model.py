@@ -130,8 +130,10 @@ class WorkflowRun:
         try:
             gen.close()
             return
-        except RuntimeError:  # it went on: caught GeneratorExit, or yields in a `finally` block
-            pass
+        except RuntimeError:  # it went on (caught GeneratorExit, yields in `finally`), or its cleanup raised
+            if gen.gi_frame is None:
+                return  # it ended: its cleanup's own error, nothing to stop
+
         except BaseException:  # noqa: BLE001 - it raised something else while closing: it has ended
             return
         _log.warning("workflow %r would not stop (it caught GeneratorExit, or yields in a finally block); "
