@@ -19,7 +19,6 @@ from vow.records import State
 from vow.retry import Constant
 from vow.testing import wait_until
 
-
 WAIT = 30.0  # only a hang detector: every wait ends on an event
 
 
