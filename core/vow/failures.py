@@ -113,8 +113,8 @@ class FailureCodec:
         cls = type(exc)
         message = message_of(exc)
         if len(message) > MAX_MESSAGE:  # cut to at most MAX_MESSAGE with the note: stored again, it stays
-            kept = MAX_MESSAGE - _CUT_NOTE_ROOM
-            message = f"{message[:kept]}... ({len(message) - kept:,} more characters not kept)"
+            length = MAX_MESSAGE - _CUT_NOTE_ROOM
+            message = f"{message[:length]}... ({len(message) - length:,} more characters not kept)"
         payload: dict[str, Any] = {"type": exc.type_name if isinstance(exc, vow_errors.RejectedError)
                                    else type_name(cls), "message": message}
         kept = _keep_attributes(exc)
