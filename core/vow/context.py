@@ -61,7 +61,11 @@ class Call:
                 non_retryable: Iterable[type[BaseException]] | None = None,
                 idempotency_key: str | None = None, tags: dict[str, str] | None = None) -> Call:
         """This call with options: a fixed ``id``, a ``retry`` policy, a ``timeout`` in seconds,
-        exception types that must not be retried, the ``idempotency_key`` its leaf receives, ``tags``."""
+        exception types that must not be retried, the ``idempotency_key`` its leaf receives, ``tags``.
+
+        An ``id`` names one call: given again in the run for the same function, it is that call
+        (waited on, or its stored outcome); given to another function, that call fails with
+        :class:`~vow.errors.DuplicateIdError` where it is made."""
         o = self.opts
         problem = policy_problem(retry)
         if problem is not None:
