@@ -21,7 +21,7 @@ from vow.engine import Engine, StartRequest, same_run_error
 from vow.engine.stepper import check_text
 from vow.errors import ConfigError, PromiseNotFoundError, VowError
 from vow.failures import FailureCodec
-from vow.naming import function_name, lasting
+from vow.naming import function_name, lasting, looked_up
 from vow.outcomes import set_future_from_record
 from vow.plugins import Plugins, default_plugins
 from vow.pool import DEFAULT_MAX_THREADS
@@ -197,19 +197,12 @@ class Vow:
         return dict(self._functions)
 
     def _name_of(self, fn: Any) -> str:
-        name = self._known_name(fn)
+        name = looked_up(self._names, fn)
         if name is None:
             name = function_name(fn)
             if lasting(fn):  # a closure or partial made for one call is not kept for ever
                 self._names[fn] = name
         return name
-
-    def _known_name(self, fn: Any) -> str | None:
-        """The name ``fn`` was registered under, or learnt before; ``None`` if neither."""
-        try:
-            return self._names.get(fn)
-        except TypeError:  # an object equal by value (a dataclass with __call__): not hashable
-            return None
 
     def _resolve(self, fn: Callable[..., Any] | str) -> Registered:
         if isinstance(fn, str):
@@ -218,7 +211,7 @@ class Vow:
                 known = ", ".join(sorted(self._functions)) or "none"
                 raise ConfigError(f"no workflow named {fn!r} is registered (registered: {known})")
             return reg
-        name = self._known_name(fn)
+        name = looked_up(self._names, fn)
         if name is None or name not in self._functions:
             self.register(fn)
             name = self._names[fn]
@@ -269,7 +262,7 @@ class Vow:
         if isinstance(fn, str):
             reg = self._resolve(fn)
         else:
-            name = self._known_name(fn)
+            name = looked_up(self._names, fn)
             if name is None or name not in self._functions:
                 raise ConfigError(
                     f"workflow {function_name(fn)!r} is not registered: register it with @vow.register (in the "

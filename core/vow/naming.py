@@ -14,16 +14,21 @@ import os
 import sys
 import types
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from vow.errors import EncodeError
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+MAX_KNOWN_FUNCTIONS = 10_000
+"""Entries a table keyed by :func:`function_key` keeps; past that it starts again (code made at run
+time, one function object per call, would otherwise grow it for ever)."""
 
 __all__ = [
-    "function_name", "lasting", "main_module_name", "not_in_a_run_id", "refuse_unstorable", "storable", "stored_as",
-    "why_unstorable",
+    "MAX_KNOWN_FUNCTIONS", "function_key", "function_name", "lasting", "looked_up", "main_module_name",
+    "not_in_a_run_id", "refuse_unstorable", "storable", "stored_as", "why_unstorable",
 ]
 
 
@@ -124,6 +129,34 @@ def lasting(fn: Any) -> bool:
     if kind is types.FunctionType:  # by its code's name: functools.wraps gives a closure a module-level one
         return "<locals>" not in fn.__code__.co_qualname
     return kind is types.BuiltinFunctionType and (fn.__self__ is None or isinstance(fn.__self__, types.ModuleType))
+
+
+def function_key(fn: Any) -> Any:
+    """What the engine learns of ``fn`` (how long its attempts take, whether it is ``async``) is kept
+    under. A function that lives as long as its module is its own key (:func:`lasting`: the
+    quickest to look up). Another one (a closure, a bound method, a partial) is keyed by its code
+    and qualified name, through a partial to the function it wraps, so one made afresh for each call
+    has the key of the last one: tables keyed by it stay as small as the program and keep none of
+    the objects a run made. A builtin method is keyed by its qualified name, another callable object
+    by its class."""
+    if lasting(fn):
+        return fn
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    code = getattr(fn, "__code__", None)
+    name = getattr(fn, "__qualname__", None)
+    if code is None and not isinstance(name, str):
+        return type(fn)
+    return code, name
+
+
+def looked_up(table: Mapping[Any, T], fn: Any) -> T | None:
+    """``table.get(fn)``, or ``None`` when ``fn`` cannot be a key: an object equal by value (a
+    dataclass with ``__call__``) has no hash, and is never cached by identity anyway."""
+    try:
+        return table.get(fn)
+    except TypeError:
+        return None
 
 
 def stored_as(name: str) -> Callable[[F], F]:

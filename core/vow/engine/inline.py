@@ -17,14 +17,13 @@ half of ``slow`` the function runs here again: one pause of the whole process (a
 collection, a loaded machine) sends a quick function to the pool for a few dozen attempts, not for
 the life of the process.
 
-What is learnt of a function is kept by its code (:func:`function_key`), so a closure or a partial
-made afresh for each call shares what the earlier ones taught, and the table stays as small as the
-program's code: a long-running worker does not keep every function it ever ran.
+What is learnt of a function is kept by its code (:func:`~vow.naming.function_key`), so a closure
+or a partial made afresh for each call shares what the earlier ones taught, and the table stays as
+small as the program's code: a long-running worker does not keep every function it ever ran.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import threading
 import time
@@ -33,13 +32,12 @@ from collections.abc import Callable
 from typing import Any
 
 from vow.engine.model import PromiseNode
-from vow.naming import lasting
+from vow.naming import MAX_KNOWN_FUNCTIONS
 
-__all__ = ["InlineLeaves", "function_key"]
+__all__ = ["InlineLeaves"]
 
 Attempt = Callable[[PromiseNode], Any]  # runs the current attempt of a leaf's promise; returns its outcome
 
-_MAX_KNOWN = 10_000  # functions timed at most; past that the table starts again (code made at run time)
 _WEIGHT = 0.1  # of the latest attempt in a function's moving average: one 20 ms attempt makes it slow
 _forks = 0  # forks this process was made by, counted in the child (cheaper to compare than os.getpid())
 
@@ -50,24 +48,6 @@ def _count_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_count_fork)
-
-
-def function_key(fn: Any) -> Any:
-    """What attempts of ``fn`` are alike by. A function that lives as long as its module is its own
-    key (:func:`vow.naming.lasting`: the quickest to look up). Another one (a closure, a bound
-    method, a partial) is keyed by its code and qualified name, through a partial to the function it
-    wraps, so one made afresh for each call has the key of the last one: tables keyed by it stay as
-    small as the program and keep none of the objects a run made. A builtin method is keyed by its
-    qualified name, another callable object by its class."""
-    if lasting(fn):
-        return fn
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    code = getattr(fn, "__code__", None)
-    name = getattr(fn, "__qualname__", None)
-    if code is None and not isinstance(name, str):
-        return type(fn)
-    return code, name
 
 
 class InlineLeaves:
@@ -98,9 +78,9 @@ class InlineLeaves:
         self._closed = False
 
     def take(self, node: PromiseNode, key: Any) -> bool:
-        """Queue the current attempt of ``node``'s leaf (its function's :func:`function_key` is
-        ``key``) for the engine thread's next :meth:`run`, unless its function proved slow here;
-        whether it was queued."""
+        """Queue the current attempt of ``node``'s leaf (``key`` is its function's
+        :func:`~vow.naming.function_key`) for the engine thread's next :meth:`run`, unless its
+        function proved slow here; whether it was queued."""
         cost = self._cost.get(key, 0.0)
         if key in self._pooled:
             if cost >= self._slow_after / 2:
@@ -113,7 +93,7 @@ class InlineLeaves:
         return True
 
     def observe(self, key: Any, took: float) -> None:
-        """Count an attempt of the function with :func:`function_key` ``key`` that took ``took``
+        """Count an attempt of the function with :func:`~vow.naming.function_key` ``key`` that took ``took``
         seconds in the pool (on a pool thread).
 
         Only functions this engine thread has timed are followed. Two threads may update one
@@ -200,7 +180,7 @@ class InlineLeaves:
         """Start timing the function with ``key`` (on the engine thread, or on a thread a leaf held
         when the engine moved: the others read the table once per update, so a clear loses a sample
         at most)."""
-        if len(self._cost) >= _MAX_KNOWN:
+        if len(self._cost) >= MAX_KNOWN_FUNCTIONS:
             self._cost.clear()
             self._pooled.clear()
         self._cost[key] = cost

@@ -22,17 +22,17 @@ from collections.abc import Callable
 from typing import Any
 
 from vow import encoding
-from vow.engine.inline import InlineLeaves, function_key
+from vow.engine.inline import InlineLeaves
 from vow.engine.model import PromiseNode
 from vow.errors import EncodeError
 from vow.leaf import LeafContext, make_leaf_context
+from vow.naming import MAX_KNOWN_FUNCTIONS, function_key, looked_up
 from vow.pool import ThreadPool
 from vow.records import State
 
 __all__ = ["LeafOutcome", "LeafRunner"]
 
 _PENDING = State.PENDING
-_MAX_KNOWN = 10_000  # functions whose kind (async or not) is kept
 
 LeafOutcome = tuple[str, str, int, bool, Any, "str | None"]
 """``(promise id, root id, attempt, ok, value or exception, encoded value)`` as reported."""
@@ -89,10 +89,7 @@ class LeafRunner:
         self._total += 1
         node.running = True
         fn = node.fn
-        try:
-            coroutine = self._coroutine_fns.get(fn)  # found for a function that is its own key
-        except TypeError:  # an object equal by value (a dataclass with __call__): not hashable
-            coroutine = None
+        coroutine = looked_up(self._coroutine_fns, fn)  # found for a function that is its own key
         if coroutine is None:
             key = function_key(fn)
             coroutine = self._is_coroutine(fn, key)
@@ -212,7 +209,7 @@ class LeafRunner:
         """Whether ``fn`` is an ``async def`` function, learnt once per :func:`function_key`."""
         known = self._coroutine_fns.get(key)
         if known is None:
-            if len(self._coroutine_fns) >= _MAX_KNOWN:  # code made at run time: start again
+            if len(self._coroutine_fns) >= MAX_KNOWN_FUNCTIONS:
                 self._coroutine_fns.clear()
             known = self._coroutine_fns[key] = inspect.iscoroutinefunction(fn)
         return known

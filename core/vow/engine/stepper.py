@@ -26,7 +26,7 @@ from vow.context import Call, Combinator, Context
 from vow.engine.committer import Committer
 from vow.engine.model import PromiseNode, RootRun, WorkflowRun
 from vow.errors import DuplicateIdError, EncodeError, NonDeterminismError
-from vow.naming import lasting, refuse_unstorable
+from vow.naming import lasting, looked_up, refuse_unstorable
 from vow.outcomes import combine, fill_from_record, outcome
 from vow.records import Kind, PromiseRecord, State, make_record
 from vow.reserved import BACKOFF_FUNC, PATCH_FUNC
@@ -189,10 +189,7 @@ class Stepper:
         kind = call.kind
         if kind is Kind.STEP:
             fn = call.fn
-            try:
-                known = self._functions.get(fn)
-            except TypeError:  # an object equal by value (a dataclass with __call__): not hashable
-                known = None
+            known = looked_up(self._functions, fn)
             if known is None:
                 known = self._learn(fn)
             generator, func = known
