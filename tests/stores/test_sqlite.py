@@ -206,6 +206,19 @@ def test_a_sqlite_url_with_a_host_is_refused(tmp_path: Path, monkeypatch: pytest
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("slashes", ["/", "///", "////"])
+def test_every_absolute_form_opens_the_same_file_again(tmp_path: Path, slashes: str) -> None:
+    """``sqlite:////abs/path`` is SQLAlchemy's absolute form. Read as the path ``//abs/path``, it made
+    the file and then could not open it again: 'invalid uri authority'."""
+    url = f"sqlite:{slashes}{str(tmp_path / 'vow.sqlite').lstrip('/')}"
+    for _ in range(2):
+        store = open_store(url)
+        try:
+            assert Path(store.path) == tmp_path / "vow.sqlite" and store.get("none") is None
+        finally:
+            store.close()
+
+
 # -- connections and locking ----------------------------------------------------------------
 
 def test_each_thread_has_its_own_connection_and_close_closes_them_all(sqlite_store: SQLiteStore) -> None:

@@ -68,6 +68,8 @@ def parse_store_url(url: str) -> tuple[str, dict[str, Any]]:
             raise ConfigError(f"store URL {redact_url(url)!r} names a host ({parts.hostname or parts.netloc!r}), "
                               f"and a SQLite store is a local file: write {SQLITE_FORMS}, or a bare path")
         path = parts.path
+        if path.startswith("//"):  # sqlite:////abs/path, SQLAlchemy's form: //abs would be a URI authority
+            path = "/" + path.lstrip("/")
         if path:
             options["path"] = path
     elif parts.netloc or parts.path:
