@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.support import python
 
 RUN = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
@@ -39,6 +41,14 @@ def test_the_raw_sqlite_comparison_runs_both_sides_and_checks_them() -> None:
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert {r["scenario"] for r in rows} == {"steps", "fanout"}
     assert all(r["ok"] and r["vow_us"] > 0 and r["raw_us"] > 0 for r in rows), rows
+
+
+@pytest.mark.parametrize("case", ["vow-steps", "raw-steps", "vow-fanout", "raw-fanout"])
+def test_each_case_of_the_instruction_count_runs_and_checks_its_result(case: str) -> None:
+    # what instructions.py runs under callgrind, here without it (valgrind takes minutes)
+    proc = python(RUN.parent / "instructions.py", "--child", case, "--n", "20")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.splitlines()[-1]) == {"case": case, "n": 20, "ok": True}
 
 
 def test_worker_scaling_runs_on_sqlite_beside_the_in_process_baseline() -> None:
