@@ -19,7 +19,7 @@ import attrs
 from vow import encoding
 from vow.engine import Engine, StartRequest, same_run_error
 from vow.engine.stepper import check_text
-from vow.errors import ConfigError, PromiseNotFoundError, VowError
+from vow.errors import ConfigError, PermanentError, PromiseNotFoundError, VowError
 from vow.failures import FailureCodec
 from vow.naming import function_name, lasting
 from vow.outcomes import set_future_from_record
@@ -57,19 +57,29 @@ class Registered:
 class RunHandle:
     """A root workflow started with :meth:`Vow.begin_run`; ``result()`` waits for its value."""
 
-    def __init__(self, id: str, future: concurrent.futures.Future[Any]) -> None:
+    def __init__(self, id: str, future: concurrent.futures.Future[Any], engine: Engine | None = None) -> None:
         self.id = id
         self._future = future
+        self._engine = engine
 
     def result(self, timeout: float | None = None) -> Any:
-        """Wait for the workflow and return its value, or raise its error."""
+        """Wait for the workflow and return its value, or raise its error. A wait that can never end (a
+        leaf waiting for its own run, a workflow's body or an observer waiting for any) raises
+        :class:`~vow.errors.PermanentError` at once."""
+        self._check_wait()
         return self._future.result(timeout)
+
+    def _check_wait(self) -> None:
+        problem = None if self._engine is None or self._future.done() else self._engine.wait_problem(self.id)
+        if problem is not None:
+            raise PermanentError(problem, code="waits_on_itself")
 
     def done(self) -> bool:
         """Whether the result is available."""
         return self._future.done()
 
     def __await__(self) -> Any:
+        self._check_wait()
         return asyncio.wrap_future(self._future).__await__()
 
     def __repr__(self) -> str:
@@ -242,7 +252,7 @@ class Vow:
         stored_args, stored_kwargs = encoding.decode_args(args_text)
         request = StartRequest(id, reg.name, reg.fn, tuple(stored_args), stored_kwargs, args_text, reg.retry,
                                reg.concurrency, {}, timeout=timeout if timeout is not None else reg.timeout)
-        return RunHandle(id, self._engine.submit(request))
+        return RunHandle(id, self._engine.submit(request), self._engine)
 
     def run(self, id: str, fn: Callable[..., Any] | str, *args: Any, timeout: float | None = None,
             **kwargs: Any) -> Any:
@@ -293,7 +303,7 @@ class Vow:
         self._check_open()
         if force:
             self.store.unpark(id)
-        return RunHandle(id, self._engine.submit(StartRequest.resume(id)))
+        return RunHandle(id, self._engine.submit(StartRequest.resume(id)), self._engine)
 
     def resume_all(self, *, limit: int = 1000) -> list[RunHandle]:
         """Resume every pending root workflow whose lease is free and whose function is registered here."""

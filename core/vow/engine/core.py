@@ -33,7 +33,7 @@ from typing import Any
 from vow import encoding
 from vow.engine.committer import CommitResult, Committer, RootWrites
 from vow.engine.leases import LeaseKeeper
-from vow.engine.leaves import LeafOutcome, LeafRunner
+from vow.engine.leaves import LEAF_ROOT, LeafOutcome, LeafRunner
 from vow.engine.model import PromiseNode, RootRun, WorkflowRun
 from vow.engine.retries import Retries
 from vow.engine.starts import StartRequest, same_run_error
@@ -124,6 +124,18 @@ class Engine:
         self.start()
         self.inbox.put((_START, request))
         return request.future
+
+    def wait_problem(self, root_id: str) -> str | None:
+        """Why a wait here, now, for root ``root_id`` can never end, or ``None``: a leaf waiting for its
+        own run, or the engine's own thread (a workflow's body, an observer) waiting for any run."""
+        if LEAF_ROOT.get() == root_id:
+            return (f"a leaf of run {root_id!r} waits for run {root_id!r} itself, which cannot finish before the "
+                    "leaf does: the wait can never end")
+        if LEAF_ROOT.get() is None and threading.current_thread() is self._thread:
+            return (f"the engine's own thread (a workflow's body or an observer) waits for run {root_id!r}, which "
+                    "only that thread can run: the wait can never end (wait in a leaf, or start the run with "
+                    "begin_run and do not wait)")
+        return None
 
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the engine thread."""

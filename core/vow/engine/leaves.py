@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import threading
 import time
@@ -29,10 +30,14 @@ from vow.leaf import LeafContext, make_leaf_context
 from vow.pool import ThreadPool
 from vow.records import State
 
-__all__ = ["LeafOutcome", "LeafRunner"]
+__all__ = ["LEAF_ROOT", "LeafOutcome", "LeafRunner"]
 
 _PENDING = State.PENDING
 _MAX_KNOWN = 10_000  # functions whose kind (async or not) is kept
+
+LEAF_ROOT: contextvars.ContextVar[str | None] = contextvars.ContextVar("vow_leaf_root", default=None)
+"""The root id of the leaf running in this thread or task (``None`` outside leaves): a leaf that
+waits for its own run would wait for ever (:meth:`vow.engine.Engine.wait_problem`)."""
 
 LeafOutcome = tuple[str, str, int, bool, Any, "str | None"]
 """``(promise id, root id, attempt, ok, value or exception, encoded value)`` as reported."""
@@ -173,6 +178,7 @@ class LeafRunner:
         """Run the leaf of ``node`` once, with ``ctx``; never raises (an exception is its outcome)."""
         fn = node.fn
         assert fn is not None
+        token = LEAF_ROOT.set(ctx.root_id)
         try:
             if self._scopes:
                 with self._scoped(ctx):
@@ -181,11 +187,14 @@ class LeafRunner:
                 result = fn(ctx, *node.args, **node.kwargs)
         except BaseException as exc:  # noqa: BLE001 - reported to the engine, which decides on a retry
             return (ctx.id, ctx.root_id, ctx.attempt, False, exc, None)
+        finally:
+            LEAF_ROOT.reset(token)
         return self._finish(ctx, result)
 
     async def _run_async(self, ctx: LeafContext, node: PromiseNode) -> None:
         fn = node.fn
         assert fn is not None
+        LEAF_ROOT.set(ctx.root_id)  # in this task's own context
         try:
             if self._scopes:
                 with self._scoped(ctx):
