@@ -699,6 +699,9 @@ class Engine:
             return
         if record.root != rid:
             assert root.run is not None
+            # The row is the other run's: failing this run must not cancel it along with this run's own.
+            del root.live[record.id]
+            node.state = State.CANCELED
             self._reject(root.run.node, VowError(
                 f"promise id {record.id!r} is already used by run {record.root!r}; ids given with "
                 ".options(id=...) must be unique across runs (put the workflow id in them: f\"{ctx.id}.name\")"))
