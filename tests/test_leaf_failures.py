@@ -5,6 +5,7 @@ Each fails its own call and nothing else."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import logging
 import sys
@@ -151,3 +152,21 @@ def test_a_failure_with_a_huge_message_is_stored_with_its_start(vow: Vow) -> Non
     message = vow.run("huge-message", workflow)
     assert message.startswith("the server said: xxx") and message.endswith("(4,900,017 more characters not kept)")
     assert len(vow.get("huge-message.1").value or "") < 120_000
+
+
+def test_an_async_leaf_raising_cancelled_error_itself_fails_once_like_an_exit(vow: Vow) -> None:
+    tries = []
+
+    async def gives_up(ctx: LeafContext) -> None:
+        tries.append(ctx.attempt)
+        raise asyncio.CancelledError()  # a BaseException like SystemExit: control flow, not a flaky call
+
+    def calls(ctx: Context):
+        try:
+            yield ctx.run(gives_up).options(retry=Constant(delay=0.01, max_attempts=3))
+        except RejectedError as exc:
+            return exc.type_name
+        return None
+
+    assert vow.run("cancelled", calls) == "asyncio.exceptions.CancelledError"
+    assert tries == [1]  # before the fix: [1, 2, 3], retried like a failure worth trying again
