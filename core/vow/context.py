@@ -62,6 +62,8 @@ class Call:
                 idempotency_key: str | None = None, tags: dict[str, str] | None = None) -> Call:
         """This call with options: a fixed ``id``, a ``retry`` policy, a ``timeout`` in seconds,
         exception types that must not be retried, the ``idempotency_key`` its leaf receives, ``tags``."""
+        if self.patch:  # its id is the change's name, and it calls nothing to retry or time out
+            raise TypeError(f"ctx.patched() takes no .options(...): yield ctx.patched({self.opts.id!r}) as it is")
         o = self.opts
         problem = policy_problem(retry)
         if problem is not None:
