@@ -16,6 +16,9 @@ import asyncio
 import contextlib
 import contextvars
 import inspect
+import logging
+import os
+import sys
 import threading
 import time
 from collections import deque
@@ -32,7 +35,9 @@ from vow.records import State
 
 __all__ = ["LEAF_ROOT", "LeafOutcome", "LeafRunner"]
 
+_log = logging.getLogger("vow.leaves")
 _PENDING = State.PENDING
+_BLOCKED_AFTER = 1.0  # seconds the async leaves' event loop may run one step before it is reported blocked
 _MAX_KNOWN = 10_000  # functions whose kind (async or not) is kept
 
 LEAF_ROOT: contextvars.ContextVar[str | None] = contextvars.ContextVar("vow_leaf_root", default=None)
@@ -229,7 +234,9 @@ class LeafRunner:
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
             loop = asyncio.new_event_loop()
-            threading.Thread(target=_run_until_stopped, args=(loop,), name="vow-async-leaves", daemon=True).start()
+            thread = threading.Thread(target=_run_until_stopped, args=(loop,), name="vow-async-leaves", daemon=True)
+            thread.start()
+            threading.Thread(target=_watch_loop, args=(loop, thread), name="vow-async-watchdog", daemon=True).start()
             self._loop = loop
         return self._loop
 
@@ -256,3 +263,37 @@ def _run_until_stopped(loop: asyncio.AbstractEventLoop) -> None:
         loop.run_until_complete(loop.shutdown_asyncgens())
     finally:
         loop.close()
+
+
+def _watch_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+    """Warn, while it lasts, when an ``async def`` leaf blocks the event loop every async leaf shares
+    (``time.sleep``, a blocking client): all the others wait for it, which looks like a hang."""
+    beat = threading.Event()
+    while True:
+        beat.clear()
+        try:
+            loop.call_soon_threadsafe(beat.set)
+        except RuntimeError:  # the loop is closed: the client closed
+            return
+        if beat.wait(_BLOCKED_AFTER):
+            time.sleep(_BLOCKED_AFTER)
+            continue
+        if loop.is_closed() or not thread.is_alive():
+            return
+        frame = _blocking_coroutine(sys._current_frames().get(thread.ident or 0))
+        where = "" if frame is None else (
+            f" in {frame.f_code.co_qualname} ({os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno})")
+        _log.warning("the event loop of async def leaves has been blocked for over %.0f s%s: every other async "
+                     "leaf waits meanwhile; await instead of blocking, use asyncio.to_thread for blocking calls, "
+                     "or make that leaf a plain def (it then runs in the thread pool)", _BLOCKED_AFTER, where)
+        beat.wait()  # one warning per stall
+
+
+def _blocking_coroutine(frame: Any) -> Any:
+    """The innermost ``async def`` frame of the stack ending at ``frame`` (the leaf, or a coroutine it
+    awaits), not counting vow's own; ``frame`` itself when there is none."""
+    found = frame
+    while found is not None and not (found.f_code.co_flags & inspect.CO_COROUTINE
+                                     and found.f_code.co_filename != __file__):
+        found = found.f_back
+    return found if found is not None else frame
