@@ -79,3 +79,15 @@ def test_an_observer_waiting_for_a_run_fails_at_once(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "observer: PermanentError" in done.stdout and "can never end" in done.stdout, done.stdout
     assert "result: 4" in done.stdout, done.stdout
+
+
+def test_an_observer_closing_the_client_is_refused_and_the_run_goes_on(tmp_path: Path) -> None:
+    app = tmp_path / "app.py"
+    app.write_text(APP.replace('case == "observer" and', 'case == "closing" and').replace(
+        'self.vow.run("other/1", other)', "self.vow.close()"))
+    done = python(app, f"sqlite:{tmp_path / 'vow.sqlite'}", "closing", timeout=60)
+    assert done.returncode == 0, done.stderr
+    # before the fix: the engine waited 5 s for itself, then its store was closed under it
+    assert "observer: VowError Vow.close() was called on the engine's own thread" in done.stdout, done.stdout
+    assert "result: 4" in done.stdout, done.stdout
+    assert "closed" not in done.stderr, done.stderr

@@ -456,9 +456,15 @@ class Vow:
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
-        """Stop the engine and close the store; running workflows stay pending and resume later."""
+        """Stop the engine and close the store; running workflows stay pending and resume later.
+
+        Not from an observer or a workflow's body: they run on the engine's thread, which closing waits
+        for (a :class:`~vow.errors.VowError` says so; a leaf may close the client)."""
         if self._closed:
             return
+        if self._engine.on_own_thread():
+            raise VowError("Vow.close() was called on the engine's own thread (from an observer or a workflow's "
+                           "body), which closing waits for: close the client from the code that made it")
         self._closed = True
         _clients.discard(self)
         if self._pruner is not None:

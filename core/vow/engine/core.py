@@ -125,13 +125,17 @@ class Engine:
         self.inbox.put((_START, request))
         return request.future
 
+    def on_own_thread(self) -> bool:
+        """Whether the caller is the engine itself (a workflow's body or an observer), not a leaf."""
+        return LEAF_ROOT.get() is None and threading.current_thread() is self._thread
+
     def wait_problem(self, root_id: str) -> str | None:
         """Why a wait here, now, for root ``root_id`` can never end, or ``None``: a leaf waiting for its
         own run, or the engine's own thread (a workflow's body, an observer) waiting for any run."""
         if LEAF_ROOT.get() == root_id:
             return (f"a leaf of run {root_id!r} waits for run {root_id!r} itself, which cannot finish before the "
                     "leaf does: the wait can never end")
-        if LEAF_ROOT.get() is None and threading.current_thread() is self._thread:
+        if self.on_own_thread():
             return (f"the engine's own thread (a workflow's body or an observer) waits for run {root_id!r}, which "
                     "only that thread can run: the wait can never end (wait in a leaf, or start the run with "
                     "begin_run and do not wait)")
