@@ -4,6 +4,7 @@ holds back every other async leaf, so vow says so while it happens, naming where
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 from pathlib import Path
@@ -44,3 +45,35 @@ def test_an_async_leaf_blocking_the_event_loop_is_reported_while_it_blocks(
     message = warned()[0]
     assert "blocks" in message and "test_async_leaves.py" in message, message
     assert "asyncio.to_thread" in message, message
+
+
+class AsyncSender:
+    """A leaf that is an object whose ``__call__`` is ``async def`` (a client class, say)."""
+
+    async def __call__(self, ctx: LeafContext, x: int) -> int:
+        await asyncio.sleep(0)
+        return x * 3
+
+
+async def doubled(ctx: LeafContext, x: int) -> int:
+    await asyncio.sleep(0)
+    return x * 2
+
+
+def logged(fn):  # a plain decorator: what it returns is no coroutine function, though calling it makes a coroutine
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*args, **kwargs)
+    return wrapper
+
+
+def test_async_leaves_behind_an_object_or_a_plain_decorator_are_awaited(tmp_path: Path) -> None:
+    def wf(ctx: Context):
+        a = yield ctx.run(AsyncSender(), 2)
+        b = yield ctx.run(logged(doubled), 2)
+        return [a, b]
+
+    with Vow(store=f"sqlite:{tmp_path / 'vow.sqlite'}") as v:
+        # before the fix: EncodeError "Object of type coroutine is not JSON serializable", and a
+        # RuntimeWarning that the coroutine was never awaited
+        assert v.run("wrapped/1", wf) == [6, 4]

@@ -187,9 +187,9 @@ class LeafRunner:
         try:
             if self._scopes:
                 with self._scoped(ctx):
-                    result = fn(ctx, *node.args, **node.kwargs)
+                    result = _awaited(fn(ctx, *node.args, **node.kwargs))
             else:
-                result = fn(ctx, *node.args, **node.kwargs)
+                result = _awaited(fn(ctx, *node.args, **node.kwargs))
         except BaseException as exc:  # noqa: BLE001 - reported to the engine, which decides on a retry
             return (ctx.id, ctx.root_id, ctx.attempt, False, exc, None)
         finally:
@@ -228,7 +228,8 @@ class LeafRunner:
         if known is None:
             if len(self._coroutine_fns) >= _MAX_KNOWN:  # code made at run time: start again
                 self._coroutine_fns.clear()
-            known = self._coroutine_fns[key] = inspect.iscoroutinefunction(fn)
+            known = self._coroutine_fns[key] = inspect.iscoroutinefunction(fn) or (
+                not inspect.isroutine(fn) and inspect.iscoroutinefunction(type(fn).__call__))
         return known
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
@@ -248,6 +249,12 @@ class LeafRunner:
             self.inline.close()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+def _awaited(result: Any) -> Any:
+    """``result``, or its value when it is a coroutine: the leaf was an ``async def`` behind a plain
+    decorator, which no check can tell from a plain function before it is called."""
+    return asyncio.run(result) if inspect.iscoroutine(result) else result
 
 
 def _run_until_stopped(loop: asyncio.AbstractEventLoop) -> None:
