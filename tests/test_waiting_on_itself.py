@@ -91,3 +91,40 @@ def test_an_observer_closing_the_client_is_refused_and_the_run_goes_on(tmp_path:
     assert "observer: VowError Vow.close() was called on the engine's own thread" in done.stdout, done.stdout
     assert "result: 4" in done.stdout, done.stdout
     assert "closed" not in done.stderr, done.stderr
+
+
+CYCLE = textwrap.dedent("""
+    import sys
+    from vow import Vow
+
+    vow = Vow(store=sys.argv[1])
+
+    def run_b(ctx):
+        return vow.run("b/1", b)
+
+    def run_a(ctx):
+        return vow.run("a/1", a)  # a/1's leaf waits for b/1 already: b/1 can never finish
+
+    @vow.register
+    def a(ctx):
+        return (yield ctx.run(run_b))
+
+    @vow.register
+    def b(ctx):
+        return (yield ctx.run(run_a))
+
+    try:
+        print("result:", vow.run("a/1", a))
+    except Exception as exc:
+        print("failed:", type(exc).__name__, exc)
+    vow.close()
+""")
+
+
+def test_runs_whose_leaves_wait_for_each_other_fail_at_once(tmp_path: Path) -> None:
+    app = tmp_path / "app.py"
+    app.write_text(CYCLE)
+    done = python(app, f"sqlite:{tmp_path / 'vow.sqlite'}", timeout=60)  # before the fix: hung for ever
+    assert done.returncode == 0, done.stderr
+    assert "failed: PermanentError" in done.stdout and "can never end" in done.stdout, done.stdout
+    assert "'b/1' -> 'a/1' -> 'b/1'" in done.stdout, done.stdout

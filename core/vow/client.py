@@ -19,7 +19,7 @@ import attrs
 from vow import encoding
 from vow.engine import Engine, StartRequest, same_run_error
 from vow.engine.stepper import check_text
-from vow.errors import ConfigError, PermanentError, PromiseNotFoundError, VowError
+from vow.errors import ConfigError, PromiseNotFoundError, VowError
 from vow.failures import FailureCodec
 from vow.naming import function_name, lasting
 from vow.outcomes import set_future_from_record
@@ -64,23 +64,25 @@ class RunHandle:
 
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the workflow and return its value, or raise its error. A wait that can never end (a
-        leaf waiting for its own run, a workflow's body or an observer waiting for any) raises
-        :class:`~vow.errors.PermanentError` at once."""
-        self._check_wait()
-        return self._future.result(timeout)
-
-    def _check_wait(self) -> None:
-        problem = None if self._engine is None or self._future.done() else self._engine.wait_problem(self.id)
-        if problem is not None:
-            raise PermanentError(problem, code="waits_on_itself")
+        leaf waiting for its own run or for one waiting for it, a workflow's body or an observer waiting
+        for any) raises :class:`~vow.errors.PermanentError` at once."""
+        if self._engine is None or self._future.done():
+            return self._future.result(timeout)
+        with self._engine.waiting(self.id):
+            return self._future.result(timeout)
 
     def done(self) -> bool:
         """Whether the result is available."""
         return self._future.done()
 
     def __await__(self) -> Any:
-        self._check_wait()
-        return asyncio.wrap_future(self._future).__await__()
+        return self._wait().__await__()
+
+    async def _wait(self) -> Any:
+        if self._engine is None or self._future.done():
+            return await asyncio.wrap_future(self._future)
+        with self._engine.waiting(self.id):
+            return await asyncio.wrap_future(self._future)
 
     def __repr__(self) -> str:
         return f"<RunHandle {self.id} done={self.done()}>"

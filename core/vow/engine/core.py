@@ -22,12 +22,13 @@ outside changes (:mod:`~vow.engine.watcher`) and the timers (:mod:`~vow.engine.t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from vow import encoding
@@ -108,6 +109,8 @@ class Engine:
         self._thread: threading.Thread | None = None  # the engine thread now (it moves off a leaf that blocks)
         self._ended = threading.Event()
         self._lock = threading.Lock()
+        self._waits: dict[str, list[str]] = {}  # root -> the roots its leaves wait for now, to refuse a cycle
+        self._waits_lock = threading.Lock()
 
     # ------------------------------------------------------------------ any thread
     def start(self) -> None:
@@ -129,16 +132,48 @@ class Engine:
         """Whether the caller is the engine itself (a workflow's body or an observer), not a leaf."""
         return LEAF_ROOT.get() is None and threading.current_thread() is self._thread
 
-    def wait_problem(self, root_id: str) -> str | None:
-        """Why a wait here, now, for root ``root_id`` can never end, or ``None``: a leaf waiting for its
-        own run, or the engine's own thread (a workflow's body, an observer) waiting for any run."""
-        if LEAF_ROOT.get() == root_id:
-            return (f"a leaf of run {root_id!r} waits for run {root_id!r} itself, which cannot finish before the "
-                    "leaf does: the wait can never end")
+    @contextlib.contextmanager
+    def waiting(self, root_id: str) -> Iterator[None]:
+        """Around a caller's wait for root ``root_id``: a wait that can never end raises
+        :class:`~vow.errors.PermanentError` at once instead — a leaf waiting for its own run or for a run
+        that waits (through its leaves, in this process) for the leaf's run, or the engine's own thread
+        (a workflow's body, an observer) waiting for any run."""
+        waiter = LEAF_ROOT.get()
         if self.on_own_thread():
-            return (f"the engine's own thread (a workflow's body or an observer) waits for run {root_id!r}, which "
-                    "only that thread can run: the wait can never end (wait in a leaf, or start the run with "
-                    "begin_run and do not wait)")
+            raise PermanentError(
+                f"the engine's own thread (a workflow's body or an observer) waits for run {root_id!r}, which only "
+                "that thread can run: the wait can never end (wait in a leaf, or start the run with begin_run and "
+                "do not wait)", code="waits_on_itself")
+        if waiter is None:
+            yield
+            return
+        with self._waits_lock:
+            chain = self._wait_chain(root_id, waiter)
+            if chain is not None:
+                path = " -> ".join(repr(r) for r in [waiter, *chain])
+                raise PermanentError(f"a leaf of run {waiter!r} waits for run {root_id!r}, which cannot finish before "
+                                     f"the leaf does ({path}): the wait can never end", code="waits_on_itself")
+            self._waits.setdefault(waiter, []).append(root_id)
+        try:
+            yield
+        finally:
+            with self._waits_lock:
+                targets = self._waits[waiter]
+                targets.remove(root_id)
+                if not targets:
+                    del self._waits[waiter]
+
+    def _wait_chain(self, start: str, goal: str) -> list[str] | None:
+        """Roots from ``start`` to ``goal`` along the waits of leaves in this process, or ``None``."""
+        paths, seen = [[start]], {start}
+        while paths:
+            path = paths.pop()
+            if path[-1] == goal:
+                return path
+            for nxt in self._waits.get(path[-1], ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    paths.append([*path, nxt])
         return None
 
     def call_soon(self, fn: Callable[[], None]) -> None:

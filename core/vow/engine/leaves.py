@@ -42,7 +42,7 @@ _MAX_KNOWN = 10_000  # functions whose kind (async or not) is kept
 
 LEAF_ROOT: contextvars.ContextVar[str | None] = contextvars.ContextVar("vow_leaf_root", default=None)
 """The root id of the leaf running in this thread or task (``None`` outside leaves): a leaf that
-waits for its own run would wait for ever (:meth:`vow.engine.Engine.wait_problem`)."""
+waits for its own run would wait for ever (:meth:`vow.engine.Engine.waiting`)."""
 
 LeafOutcome = tuple[str, str, int, bool, Any, "str | None"]
 """``(promise id, root id, attempt, ok, value or exception, encoded value)`` as reported."""
