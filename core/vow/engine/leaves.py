@@ -165,7 +165,11 @@ class LeafRunner:
     def _scoped(self, ctx: LeafContext) -> contextlib.ExitStack:
         stack = contextlib.ExitStack()
         for scope in self._scopes:
-            stack.enter_context(scope(ctx))
+            try:
+                stack.enter_context(_Guarded(scope, scope(ctx)))
+            except Exception:  # noqa: BLE001 - an observer must never break a leaf
+                _log.warning("observer %r: leaf_scope failed on entering %s (%s)", _owner(scope), ctx.func, ctx.id,
+                             exc_info=True)
         return stack
 
     def _run_sync(self, ctx: LeafContext, node: PromiseNode) -> None:
@@ -249,6 +253,31 @@ class LeafRunner:
             self.inline.close()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+class _Guarded:
+    """An observer's leaf scope that can neither fail the leaf on its way out (the leaf's work is done:
+    a retry would do it twice) nor hide the leaf's own error."""
+
+    __slots__ = ("_scope", "_cm")
+
+    def __init__(self, scope: Any, cm: Any) -> None:
+        self._scope = scope
+        self._cm = cm
+
+    def __enter__(self) -> None:
+        self._cm.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self._cm.__exit__(*exc)
+        except Exception:  # noqa: BLE001 - an observer must never break a leaf
+            _log.warning("observer %r: leaf_scope failed on exit", _owner(self._scope), exc_info=True)
+
+
+def _owner(scope: Any) -> Any:
+    """The observer a bound ``leaf_scope`` belongs to."""
+    return getattr(scope, "__self__", scope)
 
 
 def _awaited(result: Any) -> Any:
