@@ -73,3 +73,22 @@ def test_a_leaf_scope_does_not_hide_the_leafs_own_error(tmp_path: Path) -> None:
 
     with Vow(store=f"sqlite:{tmp_path / 'vow.sqlite'}", observers=[Swallows()]) as v:
         assert v.run("fails/1", wf) == "bad input"
+
+
+def test_an_observer_calling_sys_exit_is_logged_and_the_engine_goes_on(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    class Exits:  # a library that ends the process on bad input (argparse, click) called from an observer
+        def on_event(self, event: object) -> None:
+            raise SystemExit(2)
+
+    def add(ctx: LeafContext, a: int) -> int:
+        return a + 1
+
+    def wf(ctx: Context):
+        return (yield ctx.run(add, 1))
+
+    with caplog.at_level(logging.WARNING), Vow(store=f"sqlite:{tmp_path / 'vow.sqlite'}", observers=[Exits()]) as v:
+        # before the fix: "the vow engine stopped after an internal error", and the next run hung
+        assert v.begin_run("first", wf).result(30) == 2
+        assert v.begin_run("second", wf).result(30) == 2
+    assert any("failed on" in r.getMessage() for r in caplog.records)

@@ -977,7 +977,7 @@ class Engine:
         for observer in audience:
             try:
                 observer.on_event(event)
-            except Exception:  # noqa: BLE001 - an observer must never break a workflow
+            except BaseException:  # noqa: BLE001 - an observer must never break a workflow, nor sys.exit() the engine
                 _log.warning("observer %r failed on %s", observer, kind, exc_info=True)
 
 
