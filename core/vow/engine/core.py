@@ -22,12 +22,14 @@ outside changes (:mod:`~vow.engine.watcher`) and the timers (:mod:`~vow.engine.t
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import math
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -111,6 +113,8 @@ class Engine:
         self._lock = threading.Lock()
         self._waits: dict[str, list[str]] = {}  # root -> the roots its leaves wait for now, to refuse a cycle
         self._waits_lock = threading.Lock()
+        self._asked: weakref.WeakSet[Any] = weakref.WeakSet()  # callers' futures a crash must answer
+        self._crashed: VowError | None = None
 
     # ------------------------------------------------------------------ any thread
     def start(self) -> None:
@@ -125,7 +129,10 @@ class Engine:
     def submit(self, request: StartRequest) -> Any:
         """Run, join or resume a root workflow; returns the future of its result."""
         self.start()
+        self._asked.add(request.future)
         self.inbox.put((_START, request))
+        if self._crashed is not None:  # no loop reads the inbox any more
+            self._fail_asked(self._crashed)
         return request.future
 
     def on_own_thread(self) -> bool:
@@ -194,10 +201,20 @@ class Engine:
     def _main(self) -> None:
         try:
             self._loop()
-        except BaseException:  # noqa: BLE001  # pragma: no cover - an engine bug must not hang callers
+        except BaseException:  # noqa: BLE001 - an engine bug must not hang callers
             _log.exception("vow engine crashed")
-            self._fail_everything(VowError("the vow engine stopped after an internal error; see the log"))
+            error = VowError("the vow engine stopped after an internal error; see the log")
+            self._crashed = error
+            self._fail_everything(error)
+            self._fail_asked(error)
             self._ended.set()
+
+    def _fail_asked(self, error: VowError) -> None:
+        """Answer every start request not answered yet with ``error`` (the engine stopped)."""
+        for future in list(self._asked):
+            with contextlib.suppress(concurrent.futures.InvalidStateError):  # answered meanwhile
+                if not future.done():
+                    future.set_exception(error)
 
     def _run_on_new_thread(self) -> None:
         """Run the engine loop on a new thread: at start, and to go on when the thread that ran it
