@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from vow import Vow
-from vow.errors import LeaseLostError, PromiseTimeoutError
+from vow.errors import LeaseLostError, PromiseTimeoutError, VowError
 from vow.records import Batch, Lease, Settle, State
 from vow.stores.memory import MemoryStore
 from vow.testing import wait_until
@@ -262,3 +262,24 @@ def test_a_store_that_keeps_failing_is_reported_once_not_at_every_look(tmp_path,
     assert said[0].getMessage() == ("watching the store failed: SQLite store: the server is restarting; looking "
                                     "again every 0.005 s")
     assert said[1].getMessage() == "watching the store works again, after 40 failed looks"
+
+
+def test_after_the_engine_stops_on_an_internal_error_runs_fail_at_once_instead_of_hanging(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def add(ctx, a):
+        return a + 1
+
+    def wf(ctx):
+        return (yield ctx.run(add, 1))
+
+    with Vow(store=f"sqlite:{tmp_path / 'vow.sqlite'}") as v:
+        v.register(wf)
+
+        def broken(msg: object) -> None:
+            raise SystemExit("an engine bug")  # stands for any error that escapes the engine's loop
+
+        monkeypatch.setattr(v._engine, "_handle", broken)
+        # before the fix: the run being handled and every later one waited for ever
+        for run_id in ("first", "second"):
+            with pytest.raises(VowError, match="internal error"):
+                v.begin_run(run_id, wf).result(30)

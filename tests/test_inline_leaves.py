@@ -254,3 +254,23 @@ def test_a_leaf_that_forks_and_returns_in_the_child_does_not_make_the_child_an_e
         assert client.get("forks.1").value == '"parent"'
     finally:
         client.close()
+
+
+def test_a_client_closed_right_after_a_quick_leaf_leaves_no_watchdog_thread(tmp_path: Path) -> None:
+    def quick(ctx: LeafContext) -> int:
+        return 1
+
+    def wf(ctx: Context):
+        return (yield ctx.run(quick))
+
+    before = set(threading.enumerate())
+    for i in range(3):
+        with Vow(store=f"sqlite:{tmp_path / f'{i}.sqlite'}") as v:
+            v.register(wf)
+            assert v.run(f"wf/{i}", wf) == 1  # the watchdog still watches this leaf when the client closes
+
+    def watchdogs() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t not in before and t.name == "vow-inline-watchdog"]
+
+    # before the fix: the watchdog cleared the wake-up close() had just set, and waited for ever
+    wait_until(lambda: not watchdogs(), 10, "the closed clients' inline watchdogs to exit")

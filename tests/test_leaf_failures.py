@@ -5,6 +5,7 @@ Each fails its own call and nothing else."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import logging
 import sys
@@ -179,3 +180,22 @@ def test_a_workflow_whose_cleanup_raises_is_not_said_to_go_on(
         vow.run("after", leaves_a_stubborn_child)
     warned = [r.getMessage().split()[1] for r in caplog.records if "would not stop" in r.getMessage()]
     assert warned == ["'after.1'"]
+
+
+
+def test_an_async_leaf_raising_cancelled_error_itself_fails_once_like_an_exit(vow: Vow) -> None:
+    tries = []
+
+    async def gives_up(ctx: LeafContext) -> None:
+        tries.append(ctx.attempt)
+        raise asyncio.CancelledError()  # a BaseException like SystemExit: control flow, not a flaky call
+
+    def calls(ctx: Context):
+        try:
+            yield ctx.run(gives_up).options(retry=Constant(delay=0.01, max_attempts=3))
+        except RejectedError as exc:
+            return exc.type_name
+        return None
+
+    assert vow.run("cancelled", calls) == "asyncio.exceptions.CancelledError"
+    assert tries == [1]  # before the fix: [1, 2, 3], retried like a failure worth trying again

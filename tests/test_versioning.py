@@ -13,6 +13,8 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from vow import Context, Vow
 from vow.testing import wait_until
 
@@ -81,3 +83,11 @@ def test_a_new_run_whose_body_was_retried_takes_the_new_path(tmp_path: Path) -> 
         vow.register(flaky_body, retry=Constant(delay=0.01))
         assert vow.run("flaky/1", flaky_body) == "new"
         assert vow.get("flaky/1.patched.new-format") is not None  # remembered for its replays
+
+
+def test_options_on_a_patch_marker_is_refused_where_it_is_written() -> None:
+    """``.options(...)`` on ``ctx.patched(...)`` had made a call of no function, which failed the run
+    later with "ctx.run/begin_run needs a function, got None", naming neither patch nor options."""
+    ctx = Context("wf/1", "wf/1", None)
+    with pytest.raises(TypeError, match=r"ctx\.patched\(\) takes no \.options"):
+        ctx.patched("new-format").options(id="other")

@@ -57,20 +57,32 @@ class Registered:
 class RunHandle:
     """A root workflow started with :meth:`Vow.begin_run`; ``result()`` waits for its value."""
 
-    def __init__(self, id: str, future: concurrent.futures.Future[Any]) -> None:
+    def __init__(self, id: str, future: concurrent.futures.Future[Any], engine: Engine | None = None) -> None:
         self.id = id
         self._future = future
+        self._engine = engine
 
     def result(self, timeout: float | None = None) -> Any:
-        """Wait for the workflow and return its value, or raise its error."""
-        return self._future.result(timeout)
+        """Wait for the workflow and return its value, or raise its error. A wait that can never end (a
+        leaf waiting for its own run or for one waiting for it, a workflow's body or an observer waiting
+        for any) raises :class:`~vow.errors.PermanentError` at once."""
+        if self._engine is None or self._future.done():
+            return self._future.result(timeout)
+        with self._engine.waiting(self.id):
+            return self._future.result(timeout)
 
     def done(self) -> bool:
         """Whether the result is available."""
         return self._future.done()
 
     def __await__(self) -> Any:
-        return asyncio.wrap_future(self._future).__await__()
+        return self._wait().__await__()
+
+    async def _wait(self) -> Any:
+        if self._engine is None or self._future.done():
+            return await asyncio.wrap_future(self._future)
+        with self._engine.waiting(self.id):
+            return await asyncio.wrap_future(self._future)
 
     def __repr__(self) -> str:
         return f"<RunHandle {self.id} done={self.done()}>"
@@ -235,7 +247,7 @@ class Vow:
         stored_args, stored_kwargs = encoding.decode_args(args_text)
         request = StartRequest(id, reg.name, reg.fn, tuple(stored_args), stored_kwargs, args_text, reg.retry,
                                reg.concurrency, {}, timeout=timeout if timeout is not None else reg.timeout)
-        return RunHandle(id, self._engine.submit(request))
+        return RunHandle(id, self._engine.submit(request), self._engine)
 
     def run(self, id: str, fn: Callable[..., Any] | str, *args: Any, timeout: float | None = None,
             **kwargs: Any) -> Any:
@@ -286,7 +298,7 @@ class Vow:
         self._check_open()
         if force:
             self.store.unpark(id)
-        return RunHandle(id, self._engine.submit(StartRequest.resume(id)))
+        return RunHandle(id, self._engine.submit(StartRequest.resume(id)), self._engine)
 
     def resume_all(self, *, limit: int = 1000) -> list[RunHandle]:
         """Resume every pending root workflow whose lease is free and whose function is registered here."""
@@ -439,9 +451,15 @@ class Vow:
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
-        """Stop the engine and close the store; running workflows stay pending and resume later."""
+        """Stop the engine and close the store; running workflows stay pending and resume later.
+
+        Not from an observer or a workflow's body: they run on the engine's thread, which closing waits
+        for (a :class:`~vow.errors.VowError` says so; a leaf may close the client)."""
         if self._closed:
             return
+        if self._engine.on_own_thread():
+            raise VowError("Vow.close() was called on the engine's own thread (from an observer or a workflow's "
+                           "body), which closing waits for: close the client from the code that made it")
         self._closed = True
         _clients.discard(self)
         if self._pruner is not None:

@@ -66,6 +66,8 @@ class Call:
         An ``id`` names one call: given again in the run for the same function, it is that call
         (waited on, or its stored outcome); given to another function, that call fails with
         :class:`~vow.errors.DuplicateIdError` where it is made."""
+        if self.patch:  # its id is the change's name, and it calls nothing to retry or time out
+            raise TypeError(f"ctx.patched() takes no .options(...): yield ctx.patched({self.opts.id!r}) as it is")
         o = self.opts
         problem = policy_problem(retry)
         if problem is not None:

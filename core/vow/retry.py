@@ -173,7 +173,8 @@ def next_delay(policy: RetryPolicy, attempt: int, error: BaseException,
     """Seconds before attempt ``attempt + 1`` after ``error``, or ``None`` when the call fails for good.
 
     :class:`~vow.errors.PermanentError`, bad configuration or input (:class:`~vow.errors.ConfigError`,
-    :class:`~vow.errors.EncodeError`) and the ``non_retryable`` types never retry; a
+    :class:`~vow.errors.EncodeError`), the ``non_retryable`` types and a ``BaseException`` that is no ``Exception``
+    (``SystemExit``, ``KeyboardInterrupt``, ``asyncio.CancelledError``) never retry; a
     :class:`~vow.errors.TransientError` with ``retry_after`` waits at least that long (see
     :func:`retry_after_of`); one longer than :data:`MAX_RETRY_AFTER` raises a
     :class:`~vow.errors.PermanentError` (code ``retry_after_too_long``, caused by ``error``): the call
@@ -183,7 +184,7 @@ def next_delay(policy: RetryPolicy, attempt: int, error: BaseException,
     if isinstance(error, (PermanentError, ConfigError, EncodeError)) or (
             non_retryable and isinstance(error, non_retryable)):
         return None
-    if isinstance(error, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+    if not isinstance(error, Exception):  # SystemExit, KeyboardInterrupt, CancelledError: control flow, not flaky
         return None
     delay = policy.delay_for(attempt)
     if delay is None:

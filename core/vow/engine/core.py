@@ -22,18 +22,21 @@ outside changes (:mod:`~vow.engine.watcher`) and the timers (:mod:`~vow.engine.t
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import logging
 import math
 import queue
 import threading
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from vow import encoding
 from vow.engine.committer import CommitResult, Committer, RootWrites
 from vow.engine.leases import LeaseKeeper
-from vow.engine.leaves import LeafOutcome, LeafRunner
+from vow.engine.leaves import LEAF_ROOT, LeafOutcome, LeafRunner
 from vow.engine.model import PromiseNode, RootRun, WorkflowRun
 from vow.engine.retries import Retries
 from vow.engine.starts import StartRequest, same_run_error
@@ -108,6 +111,10 @@ class Engine:
         self._thread: threading.Thread | None = None  # the engine thread now (it moves off a leaf that blocks)
         self._ended = threading.Event()
         self._lock = threading.Lock()
+        self._waits: dict[str, list[str]] = {}  # root -> the roots its leaves wait for now, to refuse a cycle
+        self._waits_lock = threading.Lock()
+        self._asked: weakref.WeakSet[Any] = weakref.WeakSet()  # callers' futures a crash must answer
+        self._crashed: VowError | None = None
 
     # ------------------------------------------------------------------ any thread
     def start(self) -> None:
@@ -122,8 +129,59 @@ class Engine:
     def submit(self, request: StartRequest) -> Any:
         """Run, join or resume a root workflow; returns the future of its result."""
         self.start()
+        self._asked.add(request.future)
         self.inbox.put((_START, request))
+        if self._crashed is not None:  # no loop reads the inbox any more
+            self._fail_asked(self._crashed)
         return request.future
+
+    def on_own_thread(self) -> bool:
+        """Whether the caller is the engine itself (a workflow's body or an observer), not a leaf."""
+        return LEAF_ROOT.get() is None and threading.current_thread() is self._thread
+
+    @contextlib.contextmanager
+    def waiting(self, root_id: str) -> Iterator[None]:
+        """Around a caller's wait for root ``root_id``: a wait that can never end raises
+        :class:`~vow.errors.PermanentError` at once instead — a leaf waiting for its own run or for a run
+        that waits (through its leaves, in this process) for the leaf's run, or the engine's own thread
+        (a workflow's body, an observer) waiting for any run."""
+        waiter = LEAF_ROOT.get()
+        if self.on_own_thread():
+            raise PermanentError(
+                f"the engine's own thread (a workflow's body or an observer) waits for run {root_id!r}, which only "
+                "that thread can run: the wait can never end (wait in a leaf, or start the run with begin_run and "
+                "do not wait)", code="waits_on_itself")
+        if waiter is None:
+            yield
+            return
+        with self._waits_lock:
+            chain = self._wait_chain(root_id, waiter)
+            if chain is not None:
+                path = " -> ".join(repr(r) for r in [waiter, *chain])
+                raise PermanentError(f"a leaf of run {waiter!r} waits for run {root_id!r}, which cannot finish before "
+                                     f"the leaf does ({path}): the wait can never end", code="waits_on_itself")
+            self._waits.setdefault(waiter, []).append(root_id)
+        try:
+            yield
+        finally:
+            with self._waits_lock:
+                targets = self._waits[waiter]
+                targets.remove(root_id)
+                if not targets:
+                    del self._waits[waiter]
+
+    def _wait_chain(self, start: str, goal: str) -> list[str] | None:
+        """Roots from ``start`` to ``goal`` along the waits of leaves in this process, or ``None``."""
+        paths, seen = [[start]], {start}
+        while paths:
+            path = paths.pop()
+            if path[-1] == goal:
+                return path
+            for nxt in self._waits.get(path[-1], ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    paths.append([*path, nxt])
+        return None
 
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the engine thread."""
@@ -143,10 +201,20 @@ class Engine:
     def _main(self) -> None:
         try:
             self._loop()
-        except BaseException:  # noqa: BLE001  # pragma: no cover - an engine bug must not hang callers
+        except BaseException:  # noqa: BLE001 - an engine bug must not hang callers
             _log.exception("vow engine crashed")
-            self._fail_everything(VowError("the vow engine stopped after an internal error; see the log"))
+            error = VowError("the vow engine stopped after an internal error; see the log")
+            self._crashed = error
+            self._fail_everything(error)
+            self._fail_asked(error)
             self._ended.set()
+
+    def _fail_asked(self, error: VowError) -> None:
+        """Answer every start request not answered yet with ``error`` (the engine stopped)."""
+        for future in list(self._asked):
+            with contextlib.suppress(concurrent.futures.InvalidStateError):  # answered meanwhile
+                if not future.done():
+                    future.set_exception(error)
 
     def _run_on_new_thread(self) -> None:
         """Run the engine loop on a new thread: at start, and to go on when the thread that ran it
@@ -687,6 +755,9 @@ class Engine:
             return
         if record.root != rid:
             assert root.run is not None
+            # The row is the other run's: failing this run must not cancel it along with this run's own.
+            del root.live[record.id]
+            node.state = State.CANCELED
             self._reject(root.run.node, VowError(
                 f"promise id {record.id!r} is already used by run {record.root!r}; ids given with "
                 ".options(id=...) must be unique across runs (put the workflow id in them: f\"{ctx.id}.name\")"))
@@ -925,7 +996,7 @@ class Engine:
         for observer in audience:
             try:
                 observer.on_event(event)
-            except Exception:  # noqa: BLE001 - an observer must never break a workflow
+            except BaseException:  # noqa: BLE001 - an observer must never break a workflow, nor sys.exit() the engine
                 _log.warning("observer %r failed on %s", observer, kind, exc_info=True)
 
 

@@ -166,7 +166,7 @@ class InlineLeaves:
             time.sleep(self._stall)
             with lock:
                 if not (busy and self._running is not None and self._started == seen and self._live()):
-                    if self._running is None and self._started == seen:
+                    if self._running is None and self._started == seen and not self._closed:
                         self._watching.clear()  # nothing ran inline for a while: sleep until something does
                     continue
                 leftover, outcomes = self._move()
@@ -200,6 +200,7 @@ class InlineLeaves:
 
     def close(self) -> None:
         """Stop the watchdog; attempts still queued are dropped (their runs resume from the store)."""
-        self._closed = True
-        self._queue.clear()
-        self._watching.set()
+        with self._lock:  # so the watchdog, which clears the wake-up under the lock, cannot clear this one
+            self._closed = True
+            self._queue.clear()
+            self._watching.set()

@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
+import logging
+import os
+import sys
 import threading
 import time
 from collections import deque
@@ -30,9 +34,15 @@ from vow.naming import MAX_KNOWN_FUNCTIONS, function_key, looked_up
 from vow.pool import ThreadPool
 from vow.records import State
 
-__all__ = ["LeafOutcome", "LeafRunner"]
+__all__ = ["LEAF_ROOT", "LeafOutcome", "LeafRunner"]
 
+_log = logging.getLogger("vow.leaves")
 _PENDING = State.PENDING
+_BLOCKED_AFTER = 1.0  # seconds the async leaves' event loop may run one step before it is reported blocked
+
+LEAF_ROOT: contextvars.ContextVar[str | None] = contextvars.ContextVar("vow_leaf_root", default=None)
+"""The root id of the leaf running in this thread or task (``None`` outside leaves): a leaf that
+waits for its own run would wait for ever (:meth:`vow.engine.Engine.waiting`)."""
 
 LeafOutcome = tuple[str, str, int, bool, Any, "str | None"]
 """``(promise id, root id, attempt, ok, value or exception, encoded value)`` as reported."""
@@ -152,7 +162,11 @@ class LeafRunner:
     def _scoped(self, ctx: LeafContext) -> contextlib.ExitStack:
         stack = contextlib.ExitStack()
         for scope in self._scopes:
-            stack.enter_context(scope(ctx))
+            try:
+                stack.enter_context(_Guarded(scope, scope(ctx)))
+            except Exception:  # noqa: BLE001 - an observer must never break a leaf
+                _log.warning("observer %r: leaf_scope failed on entering %s (%s)", _owner(scope), ctx.func, ctx.id,
+                             exc_info=True)
         return stack
 
     def _run_sync(self, ctx: LeafContext, node: PromiseNode) -> None:
@@ -170,19 +184,23 @@ class LeafRunner:
         """Run the leaf of ``node`` once, with ``ctx``; never raises (an exception is its outcome)."""
         fn = node.fn
         assert fn is not None
+        token = LEAF_ROOT.set(ctx.root_id)
         try:
             if self._scopes:
                 with self._scoped(ctx):
-                    result = fn(ctx, *node.args, **node.kwargs)
+                    result = _awaited(fn(ctx, *node.args, **node.kwargs))
             else:
-                result = fn(ctx, *node.args, **node.kwargs)
+                result = _awaited(fn(ctx, *node.args, **node.kwargs))
         except BaseException as exc:  # noqa: BLE001 - reported to the engine, which decides on a retry
             return (ctx.id, ctx.root_id, ctx.attempt, False, exc, None)
+        finally:
+            LEAF_ROOT.reset(token)
         return self._finish(ctx, result)
 
     async def _run_async(self, ctx: LeafContext, node: PromiseNode) -> None:
         fn = node.fn
         assert fn is not None
+        LEAF_ROOT.set(ctx.root_id)  # in this task's own context
         try:
             if self._scopes:
                 with self._scoped(ctx):
@@ -211,13 +229,16 @@ class LeafRunner:
         if known is None:
             if len(self._coroutine_fns) >= MAX_KNOWN_FUNCTIONS:
                 self._coroutine_fns.clear()
-            known = self._coroutine_fns[key] = inspect.iscoroutinefunction(fn)
+            known = self._coroutine_fns[key] = inspect.iscoroutinefunction(fn) or (
+                not inspect.isroutine(fn) and inspect.iscoroutinefunction(type(fn).__call__))
         return known
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
             loop = asyncio.new_event_loop()
-            threading.Thread(target=_run_until_stopped, args=(loop,), name="vow-async-leaves", daemon=True).start()
+            thread = threading.Thread(target=_run_until_stopped, args=(loop,), name="vow-async-leaves", daemon=True)
+            thread.start()
+            threading.Thread(target=_watch_loop, args=(loop, thread), name="vow-async-watchdog", daemon=True).start()
             self._loop = loop
         return self._loop
 
@@ -229,6 +250,37 @@ class LeafRunner:
             self.inline.close()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+class _Guarded:
+    """An observer's leaf scope that can neither fail the leaf on its way out (the leaf's work is done:
+    a retry would do it twice) nor hide the leaf's own error."""
+
+    __slots__ = ("_scope", "_cm")
+
+    def __init__(self, scope: Any, cm: Any) -> None:
+        self._scope = scope
+        self._cm = cm
+
+    def __enter__(self) -> None:
+        self._cm.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self._cm.__exit__(*exc)
+        except Exception:  # noqa: BLE001 - an observer must never break a leaf
+            _log.warning("observer %r: leaf_scope failed on exit", _owner(self._scope), exc_info=True)
+
+
+def _owner(scope: Any) -> Any:
+    """The observer a bound ``leaf_scope`` belongs to."""
+    return getattr(scope, "__self__", scope)
+
+
+def _awaited(result: Any) -> Any:
+    """``result``, or its value when it is a coroutine: the leaf was an ``async def`` behind a plain
+    decorator, which no check can tell from a plain function before it is called."""
+    return asyncio.run(result) if inspect.iscoroutine(result) else result
 
 
 def _run_until_stopped(loop: asyncio.AbstractEventLoop) -> None:
@@ -244,3 +296,37 @@ def _run_until_stopped(loop: asyncio.AbstractEventLoop) -> None:
         loop.run_until_complete(loop.shutdown_asyncgens())
     finally:
         loop.close()
+
+
+def _watch_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+    """Warn, while it lasts, when an ``async def`` leaf blocks the event loop every async leaf shares
+    (``time.sleep``, a blocking client): all the others wait for it, which looks like a hang."""
+    beat = threading.Event()
+    while True:
+        beat.clear()
+        try:
+            loop.call_soon_threadsafe(beat.set)
+        except RuntimeError:  # the loop is closed: the client closed
+            return
+        if beat.wait(_BLOCKED_AFTER):
+            time.sleep(_BLOCKED_AFTER)
+            continue
+        if loop.is_closed() or not thread.is_alive():
+            return
+        frame = _blocking_coroutine(sys._current_frames().get(thread.ident or 0))
+        where = "" if frame is None else (
+            f" in {frame.f_code.co_qualname} ({os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno})")
+        _log.warning("the event loop of async def leaves has been blocked for over %.0f s%s: every other async "
+                     "leaf waits meanwhile; await instead of blocking, use asyncio.to_thread for blocking calls, "
+                     "or make that leaf a plain def (it then runs in the thread pool)", _BLOCKED_AFTER, where)
+        beat.wait()  # one warning per stall
+
+
+def _blocking_coroutine(frame: Any) -> Any:
+    """The innermost ``async def`` frame of the stack ending at ``frame`` (the leaf, or a coroutine it
+    awaits), not counting vow's own; ``frame`` itself when there is none."""
+    found = frame
+    while found is not None and not (found.f_code.co_flags & inspect.CO_COROUTINE
+                                     and found.f_code.co_filename != __file__):
+        found = found.f_back
+    return found if found is not None else frame
