@@ -76,9 +76,7 @@ def encode(value: Any, *, what: Described = "value") -> str:
     if text is not None:
         return _bounded(text, what)
     try:
-        return _bounded(_encoder.encode(value), what)
-    except EncodeError:
-        raise
+        text = _encoder.encode(value)
     except RecursionError:
         raise EncodeError(f"{_described(what)} cannot be stored: it is nested too deeply for JSON (a structure that "
                           "contains itself, or thousands of levels); flatten it") from None
@@ -92,6 +90,7 @@ def encode(value: Any, *, what: Described = "value") -> str:
             f"{_described(what)} cannot be stored: {exc}. Use JSON types (dict, list, str, int, float, bool, None) "
             "or attrs classes; store large binary data in a file and pass its path."
         ) from None
+    return _bounded(text, what)
 
 
 def decode(text: str | None) -> Any:

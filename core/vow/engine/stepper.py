@@ -316,7 +316,7 @@ def same_function(stored: str, now: str) -> bool:
     vow 0.1 for a script run as ``__main__`` lacks the module part; vow 0.2.0 stored a callable
     object under its repr, ``shop.Sms(sender='shop')``, where it is now ``shop.Sms``)."""
     return stored == now or ("." not in stored.rsplit(">", 1)[-1] and now.endswith("." + stored)) or (
-        stored.startswith(now) and stored[len(now):len(now) + 1] == "(")
+        stored.startswith(now + "("))
 
 
 MAX_ID_BYTES = 1024
