@@ -6,6 +6,8 @@ collected, in whatever test happens to run then.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tests.support import python
 
 ASYNC_RUN = """
@@ -33,3 +35,112 @@ def test_closing_a_client_closes_the_event_loop_of_its_async_leaves() -> None:
     done = python("-X", "dev", "-W", "error::ResourceWarning", "-c", ASYNC_RUN)
     assert done.returncode == 0, done.stderr
     assert "unclosed" not in done.stderr, done.stderr
+
+
+UNREFERENCED_CLIENTS = """
+import gc, os, sys, threading, time, weakref
+from vow import Vow
+
+def leaf(ctx, x):
+    return x + 1
+
+def flow(ctx, x):
+    return (yield ctx.run(leaf, x))
+
+url = "sqlite:///" + sys.argv[1]
+def fds():
+    return len(os.listdir("/proc/self/fd"))
+
+before_threads, before_fds = set(threading.enumerate()), fds()
+
+def one(i):
+    client = Vow(url)  # never closed, as in a request handler that makes its own
+    assert client.run(f"r/{i}", flow, i) == i + 1
+    return weakref.ref(client)
+
+refs = [one(i) for i in range(20)]
+gc.collect()
+print("alive", sum(ref() is not None for ref in refs))
+deadline = time.monotonic() + 30
+for thread in set(threading.enumerate()) - before_threads:
+    thread.join(max(0, deadline - time.monotonic()))  # closing runs on a thread of its own: wait for what it stops
+print("threads", len(set(threading.enumerate()) - before_threads), "fds", fds() - before_fds)
+print("wal", os.path.getsize(sys.argv[1] + "-wal") if os.path.exists(sys.argv[1] + "-wal") else 0)
+"""
+
+
+def test_a_client_nobody_refers_to_is_closed(tmp_path: Path) -> None:
+    done = python("-c", UNREFERENCED_CLIENTS, tmp_path / "s.db")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["alive", "0", "threads", "0", "fds", "0", "wal", "0"], done.stdout
+
+
+FIRE_AND_FORGET = """
+import gc, os, sys, threading, time, weakref
+from vow import Vow
+
+url, sink = "sqlite:///" + sys.argv[1], sys.argv[2]
+entered, release, collected = threading.Event(), threading.Event(), threading.Event()
+
+def send(ctx, x):
+    entered.set()
+    release.wait(30)
+    with open(sink, "a") as f:
+        f.write(f"sent {x}\\n")
+    return x
+
+def flow(ctx, x):
+    return (yield ctx.run(send, x))
+
+def start():
+    client = Vow(url)
+    client.begin_run("fire/1", flow, 7)  # the handle is dropped: the run must still finish
+    weakref.finalize(client, collected.set)
+
+start()
+assert entered.wait(30)
+gc.collect()
+print("alive while running", not collected.is_set())
+release.set()
+deadline = time.monotonic() + 30
+while not collected.is_set() and time.monotonic() < deadline:
+    gc.collect()
+    collected.wait(0.01)
+print("collected after", collected.is_set())
+deadline = time.monotonic() + 30
+for thread in threading.enumerate():
+    if thread is not threading.current_thread():
+        thread.join(max(0, deadline - time.monotonic()))
+with Vow(url) as reader:
+    print("state", reader.store.get("fire/1").state.value)
+print(open(sink).read().strip())
+"""
+
+
+def test_a_run_started_by_a_client_nobody_refers_to_finishes_first(tmp_path: Path) -> None:
+    done = python("-c", FIRE_AND_FORGET, tmp_path / "s.db", tmp_path / "sink")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["alive while running True", "collected after True", "state resolved",
+                                        "sent 7"], done.stdout
+
+
+HANDLE_KEEPS_CLIENT = """
+import gc, sys
+from vow import Vow
+
+def leaf(ctx, x):
+    return x * 2
+
+def flow(ctx, x):
+    return (yield ctx.run(leaf, x))
+
+handle = Vow("sqlite:///" + sys.argv[1]).begin_run("h/1", flow, 21)
+gc.collect()
+print(handle.result(30))
+"""
+
+
+def test_a_handle_keeps_its_client_open(tmp_path: Path) -> None:
+    done = python("-c", HANDLE_KEEPS_CLIENT, tmp_path / "s.db")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["42"], done.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import inspect
 import logging
 import math
@@ -57,10 +58,12 @@ class Registered:
 class RunHandle:
     """A root workflow started with :meth:`Vow.begin_run`; ``result()`` waits for its value."""
 
-    def __init__(self, id: str, future: concurrent.futures.Future[Any], engine: Engine | None = None) -> None:
+    def __init__(self, id: str, future: concurrent.futures.Future[Any], engine: Engine | None = None,
+                 client: Vow | None = None) -> None:
         self.id = id
         self._future = future
         self._engine = engine
+        self._client = client  # a client is closed once collected: not while a handle of its is held
 
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the workflow and return its value, or raise its error. A wait that can never end (a
@@ -116,8 +119,10 @@ class Vow:
     multiprocessing): the child gets a fresh owner identity and its own engine on first use.
 
     A client keeps its threads and the store open until :meth:`close` (or the end of a ``with``
-    block), even when nothing refers to it any more: make one per process and share it, not one per
-    request.
+    block). One that nothing refers to any more (no variable, no :class:`RunHandle`) is closed when
+    it is collected, once no run it started or resumed is still going on; a run it started goes on
+    to its end even if its handle was dropped. Still, make one per process and share it: a client
+    costs a few threads and a store connection.
     """
 
     def __init__(self, store: str | Store | None = None, *, plugins: Plugins | None = None,
@@ -142,6 +147,7 @@ class Vow:
                                     inline_leaves=inline_leaves)
         self._closed = False
         self._pruner = AutoPrune(self.store, retention) if retention is not None else None
+        self._collected: weakref.finalize[Any, Vow] | None = None
         self._new_engine()
         _clients.add(self)
         if self._pruner is not None:
@@ -152,9 +158,15 @@ class Vow:
 
     def _new_engine(self) -> None:
         self.owner = new_owner_id()
-        self._engine = Engine(self.store, owner=self.owner, name_of=self._name_of, lookup=self._functions.get,
-                              observers=self._observers, codec=self.codec, plugins=self.plugins,
-                              **self._engine_options)
+        # Nothing the engine's threads hold may refer to the client, or it could never be collected.
+        self._engine = Engine(self.store, owner=self.owner, name_of=functools.partial(_name_of, self._names),
+                              lookup=self._functions.get, observers=self._observers, codec=self.codec,
+                              plugins=self.plugins, **self._engine_options)
+        if self._collected is not None:
+            self._collected.detach()
+        self._collected = weakref.finalize(self, _close_unreferenced, self._engine, self.store, self._pruner,
+                                           self.owner)
+        self._collected.atexit = False  # at exit the threads die with the process, as before
 
     def _after_fork(self) -> None:
         # The parent's engine threads do not exist here, and its owner id is the parent's: a child
@@ -208,14 +220,6 @@ class Vow:
         """The workflows registered on this client, by name."""
         return dict(self._functions)
 
-    def _name_of(self, fn: Any) -> str:
-        name = looked_up(self._names, fn)
-        if name is None:
-            name = function_name(fn)
-            if lasting(fn):  # a closure or partial made for one call is not kept for ever
-                self._names[fn] = name
-        return name
-
     def _resolve(self, fn: Callable[..., Any] | str) -> Registered:
         if isinstance(fn, str):
             reg = self._functions.get(fn)
@@ -246,8 +250,9 @@ class Vow:
         # The workflow gets its arguments as the store keeps them, so a first run and a resumed one agree.
         stored_args, stored_kwargs = encoding.decode_args(args_text)
         request = StartRequest(id, reg.name, reg.fn, tuple(stored_args), stored_kwargs, args_text, reg.retry,
-                               reg.concurrency, {}, timeout=timeout if timeout is not None else reg.timeout)
-        return RunHandle(id, self._engine.submit(request), self._engine)
+                               reg.concurrency, {}, timeout=timeout if timeout is not None else reg.timeout,
+                               keepalive=self)  # the client stays open while the run goes on, handle or not
+        return RunHandle(id, self._engine.submit(request), self._engine, self)
 
     def run(self, id: str, fn: Callable[..., Any] | str, *args: Any, timeout: float | None = None,
             **kwargs: Any) -> Any:
@@ -298,7 +303,7 @@ class Vow:
         self._check_open()
         if force:
             self.store.unpark(id)
-        return RunHandle(id, self._engine.submit(StartRequest.resume(id)), self._engine)
+        return RunHandle(id, self._engine.submit(StartRequest.resume(id, keepalive=self)), self._engine, self)
 
     def resume_all(self, *, limit: int = 1000) -> list[RunHandle]:
         """Resume every pending root workflow whose lease is free and whose function is registered here."""
@@ -462,14 +467,9 @@ class Vow:
                            "body), which closing waits for: close the client from the code that made it")
         self._closed = True
         _clients.discard(self)
-        if self._pruner is not None:
-            self._pruner.stop()
-        self._engine.stop()
-        try:
-            self.store.release_owner(self.owner)
-        except Exception:  # noqa: BLE001 - a closed or failing store: the owner reads as gone when we exit
-            pass
-        self.store.close()
+        if self._collected is not None:
+            self._collected.detach()
+        _close_parts(self._engine, self.store, self._pruner, self.owner)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -575,6 +575,35 @@ def _under(tree: list[PromiseRecord], id: str) -> list[PromiseRecord]:
             below.add(record.id)
             found.append(record)
     return found
+
+
+def _name_of(names: dict[Any, str], fn: Any) -> str:
+    """The name ``fn`` is stored under, cached in ``names`` when ``fn`` lasts."""
+    name = looked_up(names, fn)
+    if name is None:
+        name = function_name(fn)
+        if lasting(fn):  # a closure or partial made for one call is not kept for ever
+            names[fn] = name
+    return name
+
+
+def _close_parts(engine: Engine, store: Store, pruner: AutoPrune | None, owner: str) -> None:
+    """Stop what a client runs and close its store: the body of :meth:`Vow.close`."""
+    if pruner is not None:
+        pruner.stop()
+    engine.stop()
+    try:
+        store.release_owner(owner)
+    except Exception:  # noqa: BLE001 - a closed or failing store: the owner reads as gone when we exit
+        pass
+    store.close()
+
+
+def _close_unreferenced(engine: Engine, store: Store, pruner: AutoPrune | None, owner: str) -> None:
+    """Close a client that was collected unclosed (nothing referred to it and no run of its was going on).
+
+    On a thread of its own: the collection may happen on the engine's thread, which closing waits for."""
+    threading.Thread(target=_close_parts, args=(engine, store, pruner, owner), name="vow-close").start()
 
 
 _clients: weakref.WeakSet[Vow] = weakref.WeakSet()

@@ -14,7 +14,27 @@ from typing import Any
 from vow.errors import ArgumentMismatchError, NonDeterminismError, VowError
 from vow.records import Lease, PromiseRecord
 
-__all__ = ["StartRequest", "same_run_error"]
+__all__ = ["RunFuture", "StartRequest", "same_run_error"]
+
+
+class RunFuture(concurrent.futures.Future[Any]):
+    """The future of a root's result, which keeps ``keepalive`` (the client that asked) alive until it
+    is answered: a run goes on to its end though nothing else refers to its client.
+
+    Let go before the answer is set, so that a caller woken by it finds the client held by nothing of
+    the engine's (the engine may keep the future a while after)."""
+
+    def __init__(self, keepalive: Any = None) -> None:
+        super().__init__()
+        self.keepalive = keepalive
+
+    def set_result(self, result: Any) -> None:
+        self.keepalive = None
+        super().set_result(result)
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        self.keepalive = None
+        super().set_exception(exception)
 
 
 class StartRequest:
@@ -22,7 +42,8 @@ class StartRequest:
 
     ``fn`` is ``None`` to resume by the name stored with the run; ``lease`` is a lease the caller
     already claimed for it (a worker claims many at once); ``resume_only`` refuses to create it;
-    ``timeout`` is how long a new run may take before it and its pending promises time out.
+    ``timeout`` is how long a new run may take before it and its pending promises time out;
+    ``keepalive`` lives as long as the request's future (see :class:`RunFuture`).
     """
 
     __slots__ = ("id", "name", "fn", "args", "kwargs", "args_text", "policy", "concurrency", "tags", "future",
@@ -31,7 +52,7 @@ class StartRequest:
     def __init__(self, id: str, name: str, fn: Callable[..., Any] | None, args: tuple[Any, ...],
                  kwargs: dict[str, Any], args_text: str, policy: Any, concurrency: int | None,
                  tags: dict[str, str], *, resume_only: bool = False, lease: Lease | None = None,
-                 timeout: float | None = None) -> None:
+                 timeout: float | None = None, keepalive: Any = None) -> None:
         self.id = id
         self.name = name
         self.fn = fn
@@ -41,16 +62,16 @@ class StartRequest:
         self.policy = policy
         self.concurrency = concurrency
         self.tags = tags
-        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.future: concurrent.futures.Future[Any] = RunFuture(keepalive)
         self.resume_only = resume_only
         self.lease = lease
         self.timeout = timeout  # seconds the run may take, from its first start (a new run only)
         self.tree: list[PromiseRecord] | None = None  # the run's records, when read with others' in one query
 
     @classmethod
-    def resume(cls, id: str, *, lease: Lease | None = None) -> StartRequest:
+    def resume(cls, id: str, *, lease: Lease | None = None, keepalive: Any = None) -> StartRequest:
         """A request to resume the stored run ``id`` with the workflow registered under its stored name."""
-        return cls(id, "", None, (), {}, "", None, None, {}, resume_only=True, lease=lease)
+        return cls(id, "", None, (), {}, "", None, None, {}, resume_only=True, lease=lease, keepalive=keepalive)
 
     def fail(self, error: BaseException) -> None:
         """Answer the caller with ``error`` (unless answered already)."""
