@@ -59,6 +59,19 @@ def sleeper(ctx: Context, seconds: float):
     return before + after
 
 
+def send_once(ctx: LeafContext) -> list[object]:
+    """Logs its attempt as it starts; in a process started with CRASH_APP_HANG=1, never returns (the
+    test kills it)."""
+    _log(ctx)
+    while os.environ.get("CRASH_APP_HANG") == "1":
+        time.sleep(60)
+    return [ctx.attempt, ctx.resumed]
+
+
+def sender(ctx: Context):
+    return (yield ctx.run(send_once))
+
+
 def approval(ctx: Context):
     p = yield ctx.promise(id=f"{ctx.id}.approval")
     decision = yield p
@@ -66,7 +79,7 @@ def approval(ctx: Context):
     return decision
 
 
-WORKFLOWS = {f.__name__: f for f in (fanout, sequence, sleeper, approval)}
+WORKFLOWS = {f.__name__: f for f in (fanout, sequence, sleeper, sender, approval)}
 
 
 def main(argv: list[str]) -> None:

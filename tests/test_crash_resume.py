@@ -17,8 +17,9 @@ from vow.testing import wait_until
 APP = Path(__file__).with_name("crash_app.py")
 
 
-def start(workflow: str, store: str, log: Path, wid: str, *args: object) -> subprocess.Popen[str]:
-    return spawn(APP, workflow, store, str(log), wid, json.dumps(list(args)))
+def start(workflow: str, store: str, log: Path, wid: str, *args: object,
+          env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return spawn(APP, workflow, store, str(log), wid, json.dumps(list(args)), env=env)
 
 
 def result(proc: subprocess.Popen[str]) -> object:
@@ -80,6 +81,20 @@ def test_sigkill_mid_fan_in_resumes_without_rerunning_settled_leaves(tmp_path: P
     # Leaves that were still running when the process died run again (same idempotency key):
     # at most twice in all, never more.
     assert all(count <= 2 for count in after.values())
+
+
+def test_a_leaf_killed_mid_attempt_is_told_it_may_have_run(tmp_path: Path, store: str) -> None:
+    """A leaf that checks its provider before sending again (the Slack bot reads the channel's
+    history) must do so after a crash too: the attempt the dead process began may have arrived."""
+    log = tmp_path / "leaves.log"
+    first = start("sender", store, log, "send/1", env={"CRASH_APP_HANG": "1"})
+    wait_until(lambda: log.exists() and log.read_text().strip(), message="the first attempt began", proc=first)
+    kill(first)
+
+    second = start("sender", store, log, "send/1")
+    assert result(second) == [1, True]  # the same attempt, which knows it was begun before
+    fresh = start("sender", store, log, "send/2")
+    assert result(fresh) == [1, False]
 
 
 def test_same_id_started_twice_in_two_processes_runs_once(tmp_path: Path, store: str) -> None:

@@ -17,7 +17,7 @@ CASES = [
     (make_record, PromiseRecord, ("a", State.RESOLVED, Kind.WORKFLOW, "a", "mod.wf", "[]", "3", None, None, "a",
                                   1, 1.0, 2.0, {})),
     (make_settle, Settle, ("a.1", State.REJECTED, '{"type": "x"}', 3.5)),
-    (make_leaf_context, LeafContext, ("a.1", 3, "key", "a", "a", "mod.f", None, {"k": "v"}, None, None)),
+    (make_leaf_context, LeafContext, ("a.1", 3, "key", "a", "a", "mod.f", None, {"k": "v"}, None, None, True)),
 ]
 
 

@@ -24,7 +24,10 @@ class LeafContext:
 
     ``idempotency_key`` is stable across retries, replays and process restarts: pass it to the
     provider so a repeated attempt is recognised as the same request. ``attempt`` counts from 1
-    and keeps counting across restarts. ``plugins`` is the running client's plugin registry
+    and keeps counting across restarts. ``resumed`` says this call was pending in a process that
+    stopped before it settled, so the attempt that process began may have reached the provider:
+    a leaf that checks its provider before sending again (where the provider cannot deduplicate)
+    does so when ``attempt > 1 or resumed``. ``plugins`` is the running client's plugin registry
     (``None`` in a context built by hand, as in a test of a channel's ``send``).
     """
 
@@ -43,6 +46,9 @@ class LeafContext:
     store: Store | None = attrs.field(default=None, repr=False, eq=False)
     """The store of the client running this leaf (``None`` in a context built by hand): where
     shared state such as the token buckets of rate limits (:mod:`vow.ratelimit`) is kept."""
+    resumed: bool = False
+    """Whether this call was found pending when its run was resumed (after its process stopped, or
+    a retry of the workflow that made it): an attempt of it may have begun before this one."""
 
     def registry(self) -> Plugins:
         """:attr:`plugins`, or a :class:`~vow.errors.VowError` saying how to give it."""
@@ -65,5 +71,5 @@ class LeafContext:
 
 make_leaf_context = quick_constructor(LeafContext)
 """``make_leaf_context(id, attempt, idempotency_key, root_id, parent_id, func, deadline, tags, plugins,
-store)``: a :class:`LeafContext` of every field as given (no defaults filled in), built fast: the
+store, resumed)``: a :class:`LeafContext` of every field as given (no defaults filled in), built fast: the
 engine makes one per attempt (see :mod:`vow.frozen`)."""

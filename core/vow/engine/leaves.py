@@ -115,7 +115,7 @@ class LeafRunner:
         run = node.run
         assert run is not None
         return make_leaf_context(node.id, node.attempt, node.key, node.root.id, run.id, node.func, node.deadline,
-                                 node.tags, self._plugins, self._store)
+                                 node.tags, self._plugins, self._store, node.adopted)
 
     def _attempt_of(self, node: PromiseNode) -> LeafOutcome:
         return self._attempt(self._context(node), node)
