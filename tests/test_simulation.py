@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,29 @@ def test_a_channel_built_once_delivers_where_vow_sim_dir_points_now(tmp_path: Pa
 
 def _email(ctx: Context):
     return (yield ctx.run(deliver, "email", {"to": "ada@example.com", "subject": "Hi", "body": "Hello"}))
+
+
+def test_a_threads_connection_to_the_ledger_is_closed_when_the_thread_ends(tmp_path: Path) -> None:
+    """Pool threads end unannounced; Python 3.13 warns of a connection collected open (a
+    ResourceWarning, an error under this suite's filterwarnings)."""
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    seen: list[sqlite3.Connection] = []
+
+    def deliver_in_a_thread() -> None:
+        ledger.deliver("k", "email", {}, lambda: {"id": "e"})
+        seen.append(ledger._connect())
+
+    thread = threading.Thread(target=deliver_in_a_thread)
+    thread.start()
+    thread.join()
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        seen[0].execute("SELECT 1")
+
+
+def test_a_dropped_ledgers_connection_is_closed(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    ledger.deliver("k", "email", {}, lambda: {"id": "e"})
+    con = ledger._connect()
+    del ledger
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        con.execute("SELECT 1")

@@ -84,6 +84,23 @@ class Delivery:
     duplicates: int
 
 
+class _Held:
+    """A thread's connection to a ledger file, closed when dropped: with its thread, or with the
+    ledger (Python 3.13 warns of a connection collected open, and a pool thread's ends unannounced)."""
+
+    __slots__ = ("con", "path")
+
+    def __init__(self, con: sqlite3.Connection, path: Path) -> None:
+        self.con = con
+        self.path = path
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __del__(self) -> None:
+        self.con.close()
+
+
 class Ledger:
     """Deliveries keyed by idempotency key, in a SQLite file shared by processes and threads.
 
@@ -113,10 +130,11 @@ class Ledger:
 
     def _connect(self) -> sqlite3.Connection:
         path = self.path
-        con = getattr(self._local, "con", None)
-        if con is not None and self._local.path != path:
-            con.close()  # the environment names another file now
-            self._local.con = con = None
+        held: _Held | None = getattr(self._local, "held", None)
+        con = held.con if held is not None else None
+        if held is not None and held.path != path:
+            held.close()  # the environment names another file now
+            self._local.held = con = None
         if con is None:
             with output_errors(path, "the simulation's ledger"):
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,7 +148,7 @@ class Ledger:
             except BaseException:
                 con.close()  # kept, it would skip making the table on the next attempt
                 raise
-            self._local.con, self._local.path = con, path
+            self._local.held = _Held(con, path)
         return con
 
     def deliver(self, key: str, channel: str, payload: dict[str, Any],
@@ -198,7 +216,7 @@ class Ledger:
 
     def close(self) -> None:
         """Close this thread's connection."""
-        con = getattr(self._local, "con", None)
-        if con is not None:
-            con.close()
-            self._local.con = None
+        held = getattr(self._local, "held", None)
+        if held is not None:
+            held.close()
+            self._local.held = None
