@@ -1,7 +1,8 @@
 """The ``bot`` transport: ``chat.postMessage`` with a bot token (``xoxb-…``).
 
 Slack accepts no idempotency key, so the key rides in the message's ``metadata``. Before a
-repeated attempt (``ctx.attempt > 1``: a retry, or a resume after a crash) the transport reads
+repeated attempt (``ctx.attempt > 1``: a retry, or a resume after a crash during one; a crash
+during the first attempt resumes as attempt 1 again, so it is not checked) the transport reads
 the channel's recent messages back and, when one already carries the key, returns its receipt
 as a duplicate instead of posting again. The README states what this does and does not cover.
 """
