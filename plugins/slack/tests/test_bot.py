@@ -13,6 +13,7 @@ from vow.channels import Message, build_channel
 from vow.errors import PermanentError, TransientError
 from vow.leaf import LeafContext
 from vow.plugins import Plugins
+from vow.testing import cut_off_body, endless_body
 
 POST = "https://slack.com/api/chat.postMessage"
 HISTORY = "https://slack.com/api/conversations.history"
@@ -351,3 +352,23 @@ def test_earlier_post_without_a_text_ts_is_not_a_receipt(bot):
     assert not post.called
     assert info.value.code == "invalid_response"
     assert f"conversations.history answered a message carrying key '{KEY}', but 'ts' = null" in str(info.value)
+
+
+@pytest.mark.parametrize("status, code", [(200, "invalid_response"), (500, "500")])
+def test_an_answer_of_100_mb_is_not_read_whole(bot, status, code):
+    read: list[int] = []
+    with respx.mock() as router:
+        router.post(POST).mock(return_value=httpx.Response(status, content=endless_body(read)))
+        with pytest.raises(TransientError) as info:
+            bot.send(Message(to="C0123ABCD", body="hi"), ctx())
+    assert info.value.code == code
+    assert len(read) <= 2, f"read {len(read)} MiB of the answer"
+
+
+def test_an_ok_cut_off_before_its_ts_is_checked_for_on_the_retry(bot):
+    """The post reached Slack: the retry must find it by its key, not post a second one blind."""
+    with respx.mock() as router:
+        router.post(POST).mock(return_value=httpx.Response(200, content=cut_off_body(b'{"ok": true, "chan')))
+        with pytest.raises(TransientError) as info:
+            bot.send(Message(to="C0123ABCD", body="hi"), ctx())
+    assert info.value.code == "invalid_response" and "HTTP 200" in str(info.value)

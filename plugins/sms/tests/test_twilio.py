@@ -13,6 +13,7 @@ from vow.channels import Message
 from vow.errors import ConfigError, PermanentError, TransientError
 from vow.faults import with_faults
 from vow.leaf import LeafContext
+from vow.testing import cut_off_body, endless_body
 from vow_sms import SmsOptions, build_sms_channel
 from vow_sms.simulated import SimulatedTransport
 from vow_sms.twilio import TwilioTransport
@@ -210,6 +211,25 @@ def test_a_segment_count_that_is_not_an_integer_is_left_out_of_the_receipt(twili
         receipt = twilio_channel().send(MESSAGE, CTX)
     assert receipt.message_id == MESSAGE_SID
     assert receipt.detail["segments"] is None
+
+
+@pytest.mark.parametrize("status, error", [(500, TransientError), (201, PermanentError)])
+def test_an_answer_of_100_mb_is_not_read_whole(twilio_env: None, status: int, error: type) -> None:
+    read: list[int] = []
+    with respx.mock() as mock:
+        mock.post(URL).mock(return_value=httpx.Response(status, content=endless_body(read)))
+        with pytest.raises(error, match=f"HTTP {status}"):
+            twilio_channel().send(MESSAGE, CTX)
+    assert len(read) <= 2, f"read {len(read)} MiB of the answer"
+
+
+def test_a_201_cut_off_before_its_sid_is_not_retried(twilio_env: None) -> None:
+    """Twilio created the message (201): a retry would text the customer a second time."""
+    with respx.mock() as mock:
+        mock.post(URL).mock(return_value=httpx.Response(201, content=cut_off_body(b'{"sid": "SM55')))
+        with pytest.raises(PermanentError, match="HTTP 201 without a message sid") as err:
+            twilio_channel().send(MESSAGE, CTX)
+    assert err.value.code == "no_sid"
 
 
 @pytest.mark.parametrize("exc", [httpx.ConnectError("refused"), httpx.ReadTimeout("slow")])

@@ -16,7 +16,7 @@ import httpx
 
 from vow.channels import Message, Receipt
 from vow.errors import PermanentError, TransientError
-from vow.http import error_for_exception, error_for_status, text_field
+from vow.http import error_for_exception, error_for_status, request, text_field
 from vow.leaf import LeafContext
 from vow_slack.base import SlackChannel
 from vow_slack.errors import slack_error
@@ -85,7 +85,7 @@ class BotTransport(SlackChannel):
     def _call(self, client: httpx.Client, method: str, endpoint: str, **kwargs: Any) -> dict[str, Any]:
         """Call a Web API method; return its answer when ``ok`` is true, else raise the mapped error."""
         try:
-            response = client.request(method, f"{self._api_url}/{endpoint}", **kwargs)
+            response = request(client, method, f"{self._api_url}/{endpoint}", **kwargs)
         except httpx.HTTPError as exc:
             raise error_for_exception(exc, provider=f"slack {endpoint}") from exc
         try:

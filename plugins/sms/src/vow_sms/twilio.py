@@ -19,7 +19,7 @@ import httpx
 from vow.channels import Message, Receipt
 from vow.config import secret
 from vow.errors import ConfigError, PermanentError, TransientError
-from vow.http import error_for_exception, is_transient_status, parse_retry_after
+from vow.http import error_for_exception, is_transient_status, parse_retry_after, request
 from vow.leaf import LeafContext
 from vow_sms.options import SmsOptions
 
@@ -121,7 +121,7 @@ class TwilioTransport:
         if self.status_callback:
             form["StatusCallback"] = callback_url(self.status_callback, ctx.idempotency_key)
         try:
-            response = self._client.post(self.url, data=form)
+            response = request(self._client, "POST", self.url, data=form)
         except httpx.HTTPError as exc:
             raise error_for_exception(exc, provider="twilio") from exc
         body = _json_object(response)
