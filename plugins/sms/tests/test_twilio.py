@@ -140,6 +140,16 @@ def test_20429_is_transient_and_honours_retry_after(twilio_env: None) -> None:
     assert (err.value.code, err.value.retry_after) == ("20429", 3.0)
 
 
+def test_21611_a_full_sender_queue_is_transient(twilio_env: None) -> None:
+    """The sender's queue holds over 10 hours of messages: it drains at the sender's rate, so a later try works."""
+    answer = twilio_failure(400, 21611, "This 'From' number has exceeded the maximum number of queued messages")
+    with respx.mock() as mock:
+        mock.post(URL).mock(return_value=answer)
+        with pytest.raises(TransientError, match="21611: This 'From' number") as err:
+            twilio_channel().send(MESSAGE, CTX)
+    assert err.value.code == "21611"
+
+
 def test_20429_is_transient_whatever_the_http_status(twilio_env: None) -> None:
     with respx.mock() as mock:
         mock.post(URL).mock(return_value=twilio_failure(400, 20429, "Too Many Requests"))

@@ -29,6 +29,7 @@ ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
 
 TRANSIENT_CODES: dict[int, str] = {
     20429: "too many concurrent requests; safe to retry after backing off",
+    21611: "the sender's queue holds more than 10 hours of messages; it drains at the sender's rate",
 }
 PERMANENT_CODES: dict[int, str] = {
     20003: "authentication failed: check the Account SID and the Auth Token or API key",
