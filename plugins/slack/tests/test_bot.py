@@ -175,6 +175,19 @@ def test_retry_finds_earlier_post_by_key_and_does_not_post_again(bot):
     assert receipt.attempt == 2
 
 
+def test_retry_finds_its_post_in_a_history_of_100_long_messages(bot):
+    """100 messages of 40,000 characters (Slack's limit) are 4 MB of answer: all of it must be searched."""
+    long = [{"type": "message", "ts": f"1700000000.{i:06d}", "text": "x" * 40_000} for i in range(99)]
+    answer = history_with(KEY)
+    body = json.loads(answer.content)
+    body["messages"] = long + body["messages"]
+    with respx.mock(assert_all_called=False) as mock:
+        mock.get(HISTORY).mock(return_value=httpx.Response(200, json=body))
+        post = mock.post(POST)
+        receipt = bot.send(Message(to="C0123ABCD", body="hi"), ctx(2))
+    assert not post.called and receipt.duplicate is True
+
+
 def test_retry_posts_when_history_has_no_such_key(bot):
     with respx.mock(assert_all_called=True) as mock:
         mock.get(HISTORY).mock(return_value=history_with("other/1.slack"))
