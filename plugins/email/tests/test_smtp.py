@@ -253,6 +253,14 @@ def test_no_answer_to_the_end_of_the_message_says_a_retry_may_send_a_second_copy
     assert len(email_plain_smtp.recorder.messages) == 1
 
 
+def test_a_4xx_answer_to_the_end_of_the_message_is_plainly_transient(email_plain_smtp):
+    """The server answered: it did not take the message, so the retry is no second copy."""
+    email_plain_smtp.recorder.data_reply = "451 4.3.0 Try again later"
+    with pytest.raises(TransientError) as info:
+        send(channel_for(email_plain_smtp))
+    assert info.value.code == "451" and "may have accepted" not in str(info.value)
+
+
 def test_a_connection_dropped_before_the_message_was_sent_is_plainly_transient(email_plain_smtp):
     email_plain_smtp.recorder.rcpt_reply = "421 4.3.2 Service shutting down, closing channel"
     with pytest.raises(TransientError) as info:

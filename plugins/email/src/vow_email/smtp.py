@@ -84,7 +84,8 @@ class SmtpTransport:
                 raise self._needs_smtputf8(recipient) from None
         except OSError as exc:  # smtplib.SMTPException, ssl.SSLError and socket errors are all OSErrors
             error = smtp_error(exc, self._where())
-            if smtp is not None and smtp.data_sent and isinstance(error, TransientError):
+            answered = isinstance(exc, smtplib.SMTPResponseException) and exc.smtp_code > 0  # a 4xx took nothing
+            if smtp is not None and smtp.data_sent and not answered and isinstance(error, TransientError):
                 error = TransientError(f"{error}; the whole message had been sent, so the server may have "
                                        "accepted it and the retry may deliver a second copy (same Message-ID)",
                                        retry_after=error.retry_after, code=error.code)
