@@ -9,6 +9,7 @@ import httpx
 import pytest
 import respx
 
+from vow.errors import PermanentError
 from vow.http import request
 from vow.testing import cut_off_body, endless_body
 
@@ -46,3 +47,14 @@ def test_a_failure_before_the_status_is_raised() -> None:
         router.post(URL).mock(side_effect=httpx.ConnectTimeout("no route"))
         with pytest.raises(httpx.ConnectTimeout):
             request(client, "POST", URL)
+
+
+def test_a_redirect_is_refused_naming_where_it_points() -> None:
+    with respx.mock() as router, httpx.Client() as client:
+        router.post(URL).respond(308, headers={"location": "https://api.provider.example/v2/send"})
+        with pytest.raises(PermanentError) as info:
+            request(client, "POST", URL, provider="acme")
+    assert info.value.code == "308"
+    assert str(info.value) == ("acme answered HTTP 308, redirecting to https://api.provider.example/v2/send: "
+                               "vow does not follow redirects (a repeated POST could send twice, and credentials "
+                               "must not follow it); point the URL at where the provider now answers")

@@ -29,8 +29,8 @@ larger one (a proxy's page, a misbehaving server) is never read into memory."""
 _BODY_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 
 
-def request(client: httpx.Client, method: str, url: str, *, limit: int = MAX_ANSWER_BYTES,
-         **kwargs: Any) -> httpx.Response:
+def request(client: httpx.Client, method: str, url: str, *, provider: str = "provider",
+            limit: int = MAX_ANSWER_BYTES, **kwargs: Any) -> httpx.Response:
     """``client.request(method, url, **kwargs)``, with at most ``limit`` bytes of the answer's body read.
 
     Once the status has arrived, the request has reached the provider, so a body that is longer than
@@ -38,7 +38,8 @@ def request(client: httpx.Client, method: str, url: str, *, limit: int = MAX_ANS
     read: the caller classifies the answer by its status, as one whose body does not parse. Raising
     the cut-off instead would read as a request that may never have arrived, which is retried, and
     sends twice where the provider takes no idempotency key. An error before the status arrives is
-    raised as httpx raises it.
+    raised as httpx raises it. A redirect is a :class:`PermanentError` naming ``provider`` and where
+    the redirect points.
     """
     import httpx
 
@@ -51,6 +52,11 @@ def request(client: httpx.Client, method: str, url: str, *, limit: int = MAX_ANS
                     break
         except httpx.HTTPError:
             pass  # cut off after the status: what arrived is the answer
+    if response.is_redirect:
+        raise PermanentError(f"{provider} answered HTTP {response.status_code}, redirecting to "
+                             f"{response.headers['location']}: vow does not follow redirects (a repeated POST could "
+                             "send twice, and credentials must not follow it); point the URL at where the provider "
+                             "now answers", code=str(response.status_code))
     # The body is decoded already and may be shorter than announced: drop what described the wire form.
     headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _BODY_HEADERS]
     return httpx.Response(response.status_code, headers=headers, content=bytes(body[:limit]),

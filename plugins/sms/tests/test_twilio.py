@@ -233,6 +233,13 @@ def test_an_answer_of_100_mb_is_not_read_whole(twilio_env: None, status: int, er
     assert len(read) <= 2, f"read {len(read)} MiB of the answer"
 
 
+def test_a_redirect_is_permanent_and_says_where_it_points(twilio_env: None) -> None:
+    with respx.mock() as mock:
+        mock.post(URL).mock(return_value=httpx.Response(301, headers={"location": "https://proxy.example/login"}))
+        with pytest.raises(PermanentError, match="twilio answered HTTP 301, redirecting to https://proxy.example/login"):
+            twilio_channel().send(MESSAGE, CTX)
+
+
 def test_a_201_cut_off_before_its_sid_is_not_retried(twilio_env: None) -> None:
     """Twilio created the message (201): a retry would text the customer a second time."""
     with respx.mock() as mock:

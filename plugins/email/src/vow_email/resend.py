@@ -90,7 +90,7 @@ class ResendTransport:
             # A client per send: the core's deliver leaf builds the channel per call, and the
             # Channel protocol has no close(), so a long-lived client would leak its connections.
             with httpx.Client(timeout=self.timeout) as client:
-                response = request(client, "POST", self.url, json=self.request_body(message, key),
+                response = request(client, "POST", self.url, provider="resend", json=self.request_body(message, key),
                                    headers=headers)
         except httpx.HTTPError as exc:
             raise error_for_exception(exc, provider="resend") from exc

@@ -94,8 +94,8 @@ class ApnsTransport:
             "content-type": "application/json",
         }
         try:
-            response = request(self._client, "POST", f"{self.host}/3/device/{message.to}", content=payload,
-                               headers=headers)
+            response = request(self._client, "POST", f"{self.host}/3/device/{message.to}", provider="APNs",
+                               content=payload, headers=headers)
         except httpx.HTTPError as exc:
             raise error_for_exception(exc, provider="APNs") from exc
         if response.status_code == 200:

@@ -121,7 +121,7 @@ class FcmTransport:
             raise PermanentError(problem, code="PAYLOAD_TOO_LARGE")
         token = self._tokens.get(self._client)
         try:
-            response = request(self._client, "POST", self.url, json=fcm_message(message, key),
+            response = request(self._client, "POST", self.url, provider="FCM", json=fcm_message(message, key),
                                headers={"authorization": f"Bearer {token}"})
         except httpx.HTTPError as exc:
             raise error_for_exception(exc, provider="FCM") from exc

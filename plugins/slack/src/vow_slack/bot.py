@@ -92,7 +92,8 @@ class BotTransport(SlackChannel):
 
         At most ``limit`` bytes of the answer are read (see :func:`vow.http.request`)."""
         try:
-            response = request(client, method, f"{self._api_url}/{endpoint}", limit=limit, **kwargs)
+            response = request(client, method, f"{self._api_url}/{endpoint}", provider=f"slack {endpoint}",
+                               limit=limit, **kwargs)
         except httpx.HTTPError as exc:
             raise error_for_exception(exc, provider=f"slack {endpoint}") from exc
         try:

@@ -122,7 +122,7 @@ class TwilioTransport:
         if self.status_callback:
             form["StatusCallback"] = callback_url(self.status_callback, ctx.idempotency_key)
         try:
-            response = request(self._client, "POST", self.url, data=form)
+            response = request(self._client, "POST", self.url, provider="twilio", data=form)
         except httpx.HTTPError as exc:
             raise error_for_exception(exc, provider="twilio") from exc
         body = _json_object(response)
