@@ -137,9 +137,15 @@ def error_for_status(status: int, headers: Mapping[str, str] | None = None, deta
 
 
 def error_for_exception(exc: httpx.HTTPError, *, provider: str = "provider") -> Exception:
-    """Timeouts and connection failures are transient; other transport errors are permanent."""
+    """Timeouts and connection failures are transient; other transport errors are permanent.
+
+    An answer lost after the request was sent (a read timeout, a dropped connection) says the request
+    may have reached ``provider``: for a provider without an idempotency key, the retry may send twice.
+    """
     import httpx
 
     if isinstance(exc, (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)):
-        return TransientError(f"{provider}: {type(exc).__name__}: {exc}", code=type(exc).__name__)
+        lost = isinstance(exc, (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError))
+        note = f" (the request was sent, so it may have reached {provider})" if lost else ""
+        return TransientError(f"{provider}: {type(exc).__name__}: {exc}{note}", code=type(exc).__name__)
     return PermanentError(f"{provider}: {type(exc).__name__}: {exc}", code=type(exc).__name__)

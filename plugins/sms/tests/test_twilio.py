@@ -249,6 +249,22 @@ def test_a_201_cut_off_before_its_sid_is_not_retried(twilio_env: None) -> None:
     assert err.value.code == "no_sid"
 
 
+@pytest.mark.parametrize("exc, sent", [
+    (httpx.ConnectTimeout("no route"), False),
+    (httpx.ConnectError("refused"), False),
+    (httpx.ReadTimeout("timed out"), True),
+    (httpx.RemoteProtocolError("Server disconnected without sending a response."), True),
+])
+def test_a_lost_answer_says_the_request_may_have_reached_twilio(twilio_env: None, exc: Exception, sent: bool) -> None:
+    """Twilio takes no idempotency key: a retry after a lost answer may text twice, and the error says so."""
+    with respx.mock() as mock:
+        mock.post(URL).mock(side_effect=exc)
+        with pytest.raises(TransientError) as err:
+            twilio_channel().send(MESSAGE, CTX)
+    assert err.value.code == type(exc).__name__
+    assert ("may have reached twilio" in str(err.value)) is sent
+
+
 @pytest.mark.parametrize("exc", [httpx.ConnectError("refused"), httpx.ReadTimeout("slow")])
 def test_connection_errors_and_timeouts_are_transient(twilio_env: None, exc: Exception) -> None:
     with respx.mock() as mock:
