@@ -1,4 +1,5 @@
-"""Helpers shared by HTTP transports: Retry-After parsing and the generic status mapping.
+"""Helpers shared by HTTP transports: sending with a bounded answer, Retry-After parsing and the
+generic status mapping.
 
 A plugin maps its provider's own error codes first and falls back to
 :func:`error_for_status` for the rest, so every transport classifies the same way:
@@ -20,6 +21,46 @@ if TYPE_CHECKING:  # httpx is imported by the transports that use it, not by eve
     import httpx
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
+
+MAX_ANSWER_BYTES = 1 << 20
+"""How much of an answer :func:`request` reads. A provider's answer is a few kilobytes; the rest of a
+larger one (a proxy's page, a misbehaving server) is never read into memory."""
+
+_BODY_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+
+
+def request(client: httpx.Client, method: str, url: str, *, provider: str = "provider",
+            limit: int = MAX_ANSWER_BYTES, **kwargs: Any) -> httpx.Response:
+    """``client.request(method, url, **kwargs)``, with at most ``limit`` bytes of the answer's body read.
+
+    Once the status has arrived, the request has reached the provider, so a body that is longer than
+    ``limit`` or that is cut off (the connection drops, a read times out) is kept as far as it was
+    read: the caller classifies the answer by its status, as one whose body does not parse. Raising
+    the cut-off instead would read as a request that may never have arrived, which is retried, and
+    sends twice where the provider takes no idempotency key. An error before the status arrives is
+    raised as httpx raises it. A redirect is a :class:`PermanentError` naming ``provider`` and where
+    the redirect points.
+    """
+    import httpx
+
+    body = bytearray()
+    with client.stream(method, url, **kwargs) as response:
+        try:
+            for chunk in response.iter_bytes():  # decoded: a small gzip bomb counts at its real size
+                body += chunk
+                if len(body) >= limit:
+                    break
+        except httpx.HTTPError:
+            pass  # cut off after the status: what arrived is the answer
+    if response.is_redirect:
+        raise PermanentError(f"{provider} answered HTTP {response.status_code}, redirecting to "
+                             f"{response.headers['location']}: vow does not follow redirects (a repeated POST could "
+                             "send twice, and credentials must not follow it); point the URL at where the provider "
+                             "now answers", code=str(response.status_code))
+    # The body is decoded already and may be shorter than announced: drop what described the wire form.
+    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _BODY_HEADERS]
+    return httpx.Response(response.status_code, headers=headers, content=bytes(body[:limit]),
+                          request=response.request, extensions=response.extensions)
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -96,9 +137,15 @@ def error_for_status(status: int, headers: Mapping[str, str] | None = None, deta
 
 
 def error_for_exception(exc: httpx.HTTPError, *, provider: str = "provider") -> Exception:
-    """Timeouts and connection failures are transient; other transport errors are permanent."""
+    """Timeouts and connection failures are transient; other transport errors are permanent.
+
+    An answer lost after the request was sent (a read timeout, a dropped connection) says the request
+    may have reached ``provider``: for a provider without an idempotency key, the retry may send twice.
+    """
     import httpx
 
     if isinstance(exc, (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)):
-        return TransientError(f"{provider}: {type(exc).__name__}: {exc}", code=type(exc).__name__)
+        lost = isinstance(exc, (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError))
+        note = f" (the request was sent, so it may have reached {provider})" if lost else ""
+        return TransientError(f"{provider}: {type(exc).__name__}: {exc}{note}", code=type(exc).__name__)
     return PermanentError(f"{provider}: {type(exc).__name__}: {exc}", code=type(exc).__name__)

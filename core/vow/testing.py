@@ -40,7 +40,8 @@ pytest.register_assert_rewrite("vow.stores.contract")
 from vow.stores.contract import StoreContract, make_record  # noqa: E402
 
 __all__ = ["StoreContract", "make_record", "memory_store", "sqlite_store", "plugins",
-           "vow_client", "memory_vow", "wait_until", "run_sample_workflows", "register_sample_workflows"]
+           "vow_client", "memory_vow", "wait_until", "run_sample_workflows", "register_sample_workflows",
+           "endless_body", "cut_off_body"]
 
 T = TypeVar("T")
 
@@ -71,6 +72,28 @@ def wait_until(predicate: Callable[[], T], timeout: float = 30.0, message: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"{message}: not reached in {timeout} s")
         time.sleep(interval)
+
+
+# =============================================================================================
+# Answers of HTTP providers that misbehave (bodies for respx: httpx.Response(200, content=...))
+# =============================================================================================
+
+
+def endless_body(read: list[int], head: bytes = b"", mib: int = 100) -> Iterator[bytes]:
+    """``head``, then ``mib`` MiB one MiB at a time, appending to ``read`` for each MiB taken: a test
+    of a transport checks that it stops reading a huge answer early."""
+    yield head
+    for _ in range(mib):
+        read.append(1)
+        yield b"x" * (1 << 20)
+
+
+def cut_off_body(head: bytes) -> Iterator[bytes]:
+    """``head``, then the connection drops: the answer's status arrived, its body did not."""
+    import httpx  # the HTTP transports' dependency, not the core's
+
+    yield head
+    raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ Fixture names start with ``email_`` so they cannot collide with other plugins' f
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 import socket
@@ -45,6 +46,10 @@ class Recorder:
     data_reply: str | None = None
     data_replies: list[str] = attrs.field(factory=list)  # answered once each, in order, before data_reply
     quit_reply: str | None = None
+    data_pause: float = 0.0  # seconds between queueing a message and answering 250 (a server scanning it)
+    drop_after_data: bool = False  # queue the message, then close the connection without answering
+    quit_pause: float = 0.0  # seconds before answering QUIT
+    quit_abandoned: bool = False  # the client closed the connection while QUIT's answer was pending
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         if self.mail_reply:
@@ -60,6 +65,11 @@ class Recorder:
         return "250 OK"
 
     async def handle_QUIT(self, server, session, envelope):
+        try:
+            await asyncio.sleep(self.quit_pause)
+        except asyncio.CancelledError:  # aiosmtpd cancels a handler whose client went away
+            self.quit_abandoned = True
+            raise
         return self.quit_reply or "221 Bye"
 
     async def handle_DATA(self, server, session, envelope):
@@ -69,6 +79,10 @@ class Recorder:
             return self.data_reply
         parsed = message_from_bytes(envelope.original_content, policy=policy.default)
         self.messages.append((envelope, parsed))
+        if self.drop_after_data:
+            server.transport.close()
+            return "250 2.0.0 never heard"
+        await asyncio.sleep(self.data_pause)
         return "250 2.0.0 Message accepted for delivery"
 
 

@@ -16,6 +16,7 @@ from vow.config import structure
 from vow.errors import ConfigError, PermanentError, TransientError
 from vow.faults import Faults, with_faults
 from vow.leaf import LeafContext
+from vow.testing import endless_body
 from vow_email import EmailOptions, build_email_channel
 
 URL = "https://api.resend.com/emails"
@@ -252,3 +253,13 @@ def test_custom_api_key_variable(monkeypatch):
         route = respx.post(URL).respond(200, json={"id": EMAIL_ID})
         send(channel)
         assert route.calls.last.request.headers["Authorization"] == "Bearer re_custom"
+
+
+def test_an_answer_of_100_mb_is_not_read_whole(channel):
+    read: list[int] = []
+    with respx.mock() as router:
+        router.post(URL).mock(return_value=httpx.Response(200, content=endless_body(read)))
+        with pytest.raises(TransientError) as info:  # no id: retried, and the same key makes Resend answer
+            send(channel)
+    assert info.value.code == "missing_id"
+    assert len(read) <= 2, f"read {len(read)} MiB of the answer"

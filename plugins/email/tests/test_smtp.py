@@ -14,6 +14,7 @@ from vow.errors import ConfigError, PermanentError, TransientError
 from vow.faults import Faults, with_faults
 from vow.leaf import LeafContext
 from vow.simulation import stable_uuid
+from vow.testing import wait_until
 from vow_email import EmailOptions, build_email_channel
 
 ORDER = Message(to="Ada Lovelace <ada@example.com>", subject="Order 42 confirmed",
@@ -226,6 +227,46 @@ def test_odd_quit_reply_after_accepted_data_is_still_a_success(email_plain_smtp)
     email_plain_smtp.recorder.quit_reply = "421 4.3.2 Shutting down"
     receipt = send(channel_for(email_plain_smtp))
     assert receipt.transport == "smtp" and len(email_plain_smtp.recorder.messages) == 1
+
+
+def test_a_late_answer_to_the_end_of_the_message_is_awaited_not_retried_into_a_second_copy(email_plain_smtp):
+    """The server queued the message and answers after ``timeout``: giving up then would send it twice."""
+    email_plain_smtp.recorder.data_pause = 1.0
+    receipt = send(channel_for(email_plain_smtp, timeout=0.2))
+    assert receipt.transport == "smtp" and len(email_plain_smtp.recorder.messages) == 1
+
+
+def test_quit_is_not_awaited_as_long_as_the_end_of_the_message(email_plain_smtp):
+    """Only the end of the message earns the long wait: a server slow to say goodbye gets ``timeout``."""
+    email_plain_smtp.recorder.quit_pause = 3.0
+    send(channel_for(email_plain_smtp, timeout=0.2))
+    wait_until(lambda: email_plain_smtp.recorder.quit_abandoned, 2.5,
+               "the client waited for QUIT's answer longer than options.timeout")
+    assert len(email_plain_smtp.recorder.messages) == 1
+
+
+def test_no_answer_to_the_end_of_the_message_says_a_retry_may_send_a_second_copy(email_plain_smtp):
+    email_plain_smtp.recorder.drop_after_data = True
+    with pytest.raises(TransientError) as info:
+        send(channel_for(email_plain_smtp))
+    assert "may have accepted it" in str(info.value) and info.value.code == "disconnected"
+    assert len(email_plain_smtp.recorder.messages) == 1
+
+
+def test_a_4xx_answer_to_the_end_of_the_message_is_plainly_transient(email_plain_smtp):
+    """The server answered: it did not take the message, so the retry is no second copy."""
+    email_plain_smtp.recorder.data_reply = "451 4.3.0 Try again later"
+    with pytest.raises(TransientError) as info:
+        send(channel_for(email_plain_smtp))
+    assert info.value.code == "451" and "may have accepted" not in str(info.value)
+
+
+def test_a_connection_dropped_before_the_message_was_sent_is_plainly_transient(email_plain_smtp):
+    email_plain_smtp.recorder.rcpt_reply = "421 4.3.2 Service shutting down, closing channel"
+    with pytest.raises(TransientError) as info:
+        send(channel_for(email_plain_smtp))
+    assert info.value.code == "421" and "may have accepted" not in str(info.value)
+    assert email_plain_smtp.recorder.messages == []
 
 
 def test_unreadable_ca_file_is_a_config_error(email_plain_smtp, tmp_path):

@@ -17,6 +17,7 @@ from vow.errors import ConfigError, PermanentError, TransientError
 from vow.faults import Faults, with_faults
 from vow.leaf import LeafContext
 from vow.simulation import stable_uuid
+from vow.testing import endless_body
 from vow_push import auth
 from vow_push.apns import ApnsTransport
 
@@ -265,3 +266,13 @@ def test_the_provider_token_is_made_by_pyjwt_and_verifies_with_it(apns: ApnsTran
     token = route.calls.last.request.headers["authorization"].split(" ")[1]
     claims = jwt.decode(token, push_ec_key.public_key(), algorithms=["ES256"])
     assert claims["iss"] == "TEAM123456" and jwt.get_unverified_header(token) == {"alg": "ES256", "kid": "KEY1234567"}
+
+
+def test_an_answer_of_100_mb_is_not_read_whole(apns: ApnsTransport) -> None:
+    read: list[int] = []
+    with respx.mock as router:
+        router.post(URL).mock(return_value=httpx.Response(410, content=endless_body(read, b'{"reason": "Unre')))
+        with pytest.raises(PermanentError) as caught:
+            apns.send(MESSAGE, ctx())
+    assert caught.value.code == "410"
+    assert len(read) <= 2, f"read {len(read)} MiB of the answer"

@@ -18,6 +18,7 @@ from vow.errors import ConfigError, PermanentError, TransientError
 from vow.faults import Faults, with_faults
 from vow.leaf import LeafContext
 from vow.simulation import stable_uuid
+from vow.testing import cut_off_body, endless_body
 from vow_push.fcm import FcmTransport
 
 TOKEN_URL = "https://oauth2.googleapis.com/token"
@@ -349,3 +350,24 @@ def test_a_payload_pushed_over_the_limit_by_the_key_is_refused_before_sending(fc
         with pytest.raises(PermanentError, match="4096-byte limit"):
             fcm.send(message, LeafContext(id="k" * 200))
     assert send.call_count == 0
+
+
+def test_an_answer_of_100_mb_is_not_read_whole(fcm: FcmTransport) -> None:
+    read: list[int] = []
+    with respx.mock as router:
+        grant(router)
+        router.post(SEND_URL).mock(return_value=httpx.Response(503, content=endless_body(read)))
+        with pytest.raises(TransientError) as caught:
+            fcm.send(MESSAGE, ctx())
+    assert caught.value.code == "503"
+    assert len(read) <= 2, f"read {len(read)} MiB of the answer"
+
+
+def test_a_200_cut_off_before_its_message_name_is_not_retried(fcm: FcmTransport) -> None:
+    """FCM accepted the message: as for a 200 without a name, a retry would notify the device twice."""
+    with respx.mock as router:
+        grant(router)
+        router.post(SEND_URL).mock(return_value=httpx.Response(200, content=cut_off_body(b'{"name": "projects/')))
+        with pytest.raises(PermanentError) as caught:
+            fcm.send(MESSAGE, ctx())
+    assert caught.value.code == "NO_MESSAGE_NAME"

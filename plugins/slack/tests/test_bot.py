@@ -13,6 +13,7 @@ from vow.channels import Message, build_channel
 from vow.errors import PermanentError, TransientError
 from vow.leaf import LeafContext
 from vow.plugins import Plugins
+from vow.testing import cut_off_body, endless_body
 
 POST = "https://slack.com/api/chat.postMessage"
 HISTORY = "https://slack.com/api/conversations.history"
@@ -172,6 +173,19 @@ def test_retry_finds_earlier_post_by_key_and_does_not_post_again(bot):
     assert receipt.duplicate is True
     assert receipt.message_id == "C0123ABCD:1700000000.000001"
     assert receipt.attempt == 2
+
+
+def test_retry_finds_its_post_in_a_history_of_100_long_messages(bot):
+    """100 messages of 40,000 characters (Slack's limit) are 4 MB of answer: all of it must be searched."""
+    long = [{"type": "message", "ts": f"1700000000.{i:06d}", "text": "x" * 40_000} for i in range(99)]
+    answer = history_with(KEY)
+    body = json.loads(answer.content)
+    body["messages"] = long + body["messages"]
+    with respx.mock(assert_all_called=False) as mock:
+        mock.get(HISTORY).mock(return_value=httpx.Response(200, json=body))
+        post = mock.post(POST)
+        receipt = bot.send(Message(to="C0123ABCD", body="hi"), ctx(2))
+    assert not post.called and receipt.duplicate is True
 
 
 def test_retry_posts_when_history_has_no_such_key(bot):
@@ -351,3 +365,23 @@ def test_earlier_post_without_a_text_ts_is_not_a_receipt(bot):
     assert not post.called
     assert info.value.code == "invalid_response"
     assert f"conversations.history answered a message carrying key '{KEY}', but 'ts' = null" in str(info.value)
+
+
+@pytest.mark.parametrize("status, code", [(200, "invalid_response"), (500, "500")])
+def test_an_answer_of_100_mb_is_not_read_whole(bot, status, code):
+    read: list[int] = []
+    with respx.mock() as router:
+        router.post(POST).mock(return_value=httpx.Response(status, content=endless_body(read)))
+        with pytest.raises(TransientError) as info:
+            bot.send(Message(to="C0123ABCD", body="hi"), ctx())
+    assert info.value.code == code
+    assert len(read) <= 2, f"read {len(read)} MiB of the answer"
+
+
+def test_an_ok_cut_off_before_its_ts_is_checked_for_on_the_retry(bot):
+    """The post reached Slack: the retry must find it by its key, not post a second one blind."""
+    with respx.mock() as router:
+        router.post(POST).mock(return_value=httpx.Response(200, content=cut_off_body(b'{"ok": true, "chan')))
+        with pytest.raises(TransientError) as info:
+            bot.send(Message(to="C0123ABCD", body="hi"), ctx())
+    assert info.value.code == "invalid_response" and "HTTP 200" in str(info.value)

@@ -13,6 +13,7 @@ from vow.channels import Message, build_channel
 from vow.errors import PermanentError, TransientError
 from vow.leaf import LeafContext
 from vow.plugins import Plugins
+from vow.testing import endless_body
 
 URL = "https://hooks.slack.com/services/T000/B000/XXXXSECRET"
 KEY = "notify/42.slack"
@@ -101,3 +102,13 @@ def test_connection_error_is_transient_and_keeps_the_url_secret(hook):
             send(hook)
     assert "XXXXSECRET" not in str(info.value)
     assert "$SLACK_WEBHOOK_URL" in str(info.value)
+
+
+def test_an_answer_of_100_mb_is_not_read_whole(hook):
+    read: list[int] = []
+    with respx.mock() as router:
+        router.post(URL).mock(return_value=httpx.Response(503, content=endless_body(read)))
+        with pytest.raises(TransientError) as info:
+            send(hook)
+    assert info.value.code == "503"
+    assert len(read) <= 2, f"read {len(read)} MiB of the answer"

@@ -13,6 +13,7 @@ from vow.channels import Message
 from vow.errors import ConfigError, PermanentError, TransientError
 from vow.faults import with_faults
 from vow.leaf import LeafContext
+from vow.testing import cut_off_body, endless_body
 from vow_sms import SmsOptions, build_sms_channel
 from vow_sms.simulated import SimulatedTransport
 from vow_sms.twilio import TwilioTransport
@@ -139,6 +140,16 @@ def test_20429_is_transient_and_honours_retry_after(twilio_env: None) -> None:
     assert (err.value.code, err.value.retry_after) == ("20429", 3.0)
 
 
+def test_21611_a_full_sender_queue_is_transient(twilio_env: None) -> None:
+    """The sender's queue holds over 10 hours of messages: it drains at the sender's rate, so a later try works."""
+    answer = twilio_failure(400, 21611, "This 'From' number has exceeded the maximum number of queued messages")
+    with respx.mock() as mock:
+        mock.post(URL).mock(return_value=answer)
+        with pytest.raises(TransientError, match="21611: This 'From' number") as err:
+            twilio_channel().send(MESSAGE, CTX)
+    assert err.value.code == "21611"
+
+
 def test_20429_is_transient_whatever_the_http_status(twilio_env: None) -> None:
     with respx.mock() as mock:
         mock.post(URL).mock(return_value=twilio_failure(400, 20429, "Too Many Requests"))
@@ -210,6 +221,48 @@ def test_a_segment_count_that_is_not_an_integer_is_left_out_of_the_receipt(twili
         receipt = twilio_channel().send(MESSAGE, CTX)
     assert receipt.message_id == MESSAGE_SID
     assert receipt.detail["segments"] is None
+
+
+@pytest.mark.parametrize("status, error", [(500, TransientError), (201, PermanentError)])
+def test_an_answer_of_100_mb_is_not_read_whole(twilio_env: None, status: int, error: type) -> None:
+    read: list[int] = []
+    with respx.mock() as mock:
+        mock.post(URL).mock(return_value=httpx.Response(status, content=endless_body(read)))
+        with pytest.raises(error, match=f"HTTP {status}"):
+            twilio_channel().send(MESSAGE, CTX)
+    assert len(read) <= 2, f"read {len(read)} MiB of the answer"
+
+
+def test_a_redirect_is_permanent_and_says_where_it_points(twilio_env: None) -> None:
+    with respx.mock() as mock:
+        mock.post(URL).mock(return_value=httpx.Response(301, headers={"location": "https://proxy.example/login"}))
+        with pytest.raises(PermanentError, match="twilio answered HTTP 301, redirecting to https://proxy.example/login"):
+            twilio_channel().send(MESSAGE, CTX)
+
+
+def test_a_201_cut_off_before_its_sid_is_not_retried(twilio_env: None) -> None:
+    """Twilio created the message (201): a retry would text the customer a second time."""
+    with respx.mock() as mock:
+        mock.post(URL).mock(return_value=httpx.Response(201, content=cut_off_body(b'{"sid": "SM55')))
+        with pytest.raises(PermanentError, match="HTTP 201 without a message sid") as err:
+            twilio_channel().send(MESSAGE, CTX)
+    assert err.value.code == "no_sid"
+
+
+@pytest.mark.parametrize("exc, sent", [
+    (httpx.ConnectTimeout("no route"), False),
+    (httpx.ConnectError("refused"), False),
+    (httpx.ReadTimeout("timed out"), True),
+    (httpx.RemoteProtocolError("Server disconnected without sending a response."), True),
+])
+def test_a_lost_answer_says_the_request_may_have_reached_twilio(twilio_env: None, exc: Exception, sent: bool) -> None:
+    """Twilio takes no idempotency key: a retry after a lost answer may text twice, and the error says so."""
+    with respx.mock() as mock:
+        mock.post(URL).mock(side_effect=exc)
+        with pytest.raises(TransientError) as err:
+            twilio_channel().send(MESSAGE, CTX)
+    assert err.value.code == type(exc).__name__
+    assert ("may have reached twilio" in str(err.value)) is sent
 
 
 @pytest.mark.parametrize("exc", [httpx.ConnectError("refused"), httpx.ReadTimeout("slow")])

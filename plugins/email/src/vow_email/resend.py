@@ -13,7 +13,7 @@ import httpx
 
 from vow.channels import Message, Receipt
 from vow.errors import PermanentError, TransientError
-from vow.http import error_for_exception, error_for_status, parse_retry_after, text_field
+from vow.http import error_for_exception, error_for_status, parse_retry_after, request, text_field
 from vow.leaf import LeafContext
 from vow_email.addresses import ascii_form
 from vow_email.mime import IDEMPOTENCY_HEADER, key_digest
@@ -90,7 +90,8 @@ class ResendTransport:
             # A client per send: the core's deliver leaf builds the channel per call, and the
             # Channel protocol has no close(), so a long-lived client would leak its connections.
             with httpx.Client(timeout=self.timeout) as client:
-                response = client.post(self.url, json=self.request_body(message, key), headers=headers)
+                response = request(client, "POST", self.url, provider="resend", json=self.request_body(message, key),
+                                   headers=headers)
         except httpx.HTTPError as exc:
             raise error_for_exception(exc, provider="resend") from exc
         payload = _json(response)

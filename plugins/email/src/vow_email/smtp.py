@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import smtplib
 import ssl
+from typing import Any
 
 from vow.channels import Message, Receipt
 from vow.errors import ConfigError, PermanentError, TransientError
@@ -15,6 +16,29 @@ from vow.leaf import LeafContext
 from vow_email.addresses import ascii_form
 from vow_email.mime import build_email, message_id_for
 from vow_email.options import SmtpOptions
+
+END_OF_DATA_TIMEOUT = 600.0
+"""Seconds to wait for the answer to the end of the message (RFC 5321 4.5.3.2.6; Postfix's
+``smtp_data_done_timeout``). A server may queue the message and answer late (scanning it under
+load); giving up sooner than it answers makes the retry deliver a second copy."""
+
+
+class _Smtp(smtplib.SMTP):
+    """``smtplib.SMTP`` that waits :data:`END_OF_DATA_TIMEOUT` for the answer to the end of the message."""
+
+    data_sent = False
+    """Whether the whole message went out: after that, a lost answer may hide an accepted message."""
+
+    def send(self, s: Any) -> None:
+        super().send(s)
+        # smtplib sends the whole message, ending with the lone ".", in one call; only it ends so.
+        if isinstance(s, bytes) and s.endswith(b"\r\n.\r\n") and self.sock is not None:
+            self.data_sent = True
+            self.sock.settimeout(max(self.timeout, END_OF_DATA_TIMEOUT))
+
+
+class _SmtpSsl(_Smtp, smtplib.SMTP_SSL):
+    """:class:`_Smtp` over implicit TLS."""
 
 
 class SmtpTransport:
@@ -47,7 +71,7 @@ class SmtpTransport:
         to, recipient = ascii_form(message.to, where="email message.to")
         if to != message.to:  # an internationalised domain: its ASCII form, which needs no SMTPUTF8
             mail.replace_header("To", to)
-        smtp = None
+        smtp: _Smtp | None = None
         try:
             smtp = self._connect()
             if self.options.tls_mode == "starttls":
@@ -59,7 +83,13 @@ class SmtpTransport:
             except smtplib.SMTPNotSupportedError:  # the one thing send_message finds missing: SMTPUTF8
                 raise self._needs_smtputf8(recipient) from None
         except OSError as exc:  # smtplib.SMTPException, ssl.SSLError and socket errors are all OSErrors
-            raise smtp_error(exc, self._where()) from exc
+            error = smtp_error(exc, self._where())
+            answered = isinstance(exc, smtplib.SMTPResponseException) and exc.smtp_code > 0  # a 4xx took nothing
+            if smtp is not None and smtp.data_sent and not answered and isinstance(error, TransientError):
+                error = TransientError(f"{error}; the whole message had been sent, so the server may have "
+                                       "accepted it and the retry may deliver a second copy (same Message-ID)",
+                                       retry_after=error.retry_after, code=error.code)
+            raise error from exc
         finally:
             if smtp is not None:
                 _quit(smtp)
@@ -76,12 +106,12 @@ class SmtpTransport:
                               "part (before the @) is not ASCII; send through a server that supports SMTPUTF8, "
                               "or use an ASCII address", code="smtputf8")
 
-    def _connect(self) -> smtplib.SMTP:
+    def _connect(self) -> _Smtp:
         host, port = self.options.host, self.options.port
         assert host is not None  # checked when the transport was built
         if self.options.tls_mode == "ssl":
-            return smtplib.SMTP_SSL(host, port, timeout=self.timeout, context=self.tls_context)
-        return smtplib.SMTP(host, port, timeout=self.timeout)
+            return _SmtpSsl(host, port, timeout=self.timeout, context=self.tls_context)
+        return _Smtp(host, port, timeout=self.timeout)
 
     def _where(self) -> str:
         return f"{self.options.host}:{self.options.port}"
@@ -91,6 +121,8 @@ def _quit(smtp: smtplib.SMTP) -> None:
     """Say goodbye, ignoring the answer: once DATA was accepted, a failed QUIT must not turn the send into an error
     (which would be retried and deliver the message twice)."""
     try:
+        if smtp.sock is not None:  # the long wait was for the end of the message only
+            smtp.sock.settimeout(smtp.timeout)
         smtp.quit()
     except OSError:
         smtp.close()

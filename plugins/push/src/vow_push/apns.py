@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from vow.channels import Message, Receipt
 from vow.errors import ConfigError, PermanentError, TransientError
-from vow.http import error_for_exception, is_transient_status, parse_retry_after, text_field
+from vow.http import error_for_exception, is_transient_status, parse_retry_after, request, text_field
 from vow.leaf import LeafContext
 from vow.simulation import stable_uuid
 from vow_push.auth import PROVIDER_TOKENS, apns_provider_token
@@ -94,7 +94,8 @@ class ApnsTransport:
             "content-type": "application/json",
         }
         try:
-            response = self._client.post(f"{self.host}/3/device/{message.to}", content=payload, headers=headers)
+            response = request(self._client, "POST", f"{self.host}/3/device/{message.to}", provider="APNs",
+                               content=payload, headers=headers)
         except httpx.HTTPError as exc:
             raise error_for_exception(exc, provider="APNs") from exc
         if response.status_code == 200:

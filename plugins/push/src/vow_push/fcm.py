@@ -16,7 +16,7 @@ import httpx
 
 from vow.channels import Message, Receipt
 from vow.errors import ConfigError, PermanentError, TransientError
-from vow.http import error_for_exception, is_transient_status, parse_retry_after, text_field
+from vow.http import error_for_exception, is_transient_status, parse_retry_after, request, text_field
 from vow.leaf import LeafContext
 from vow.simulation import stable_uuid
 from vow_push.clients import shared_client
@@ -121,8 +121,8 @@ class FcmTransport:
             raise PermanentError(problem, code="PAYLOAD_TOO_LARGE")
         token = self._tokens.get(self._client)
         try:
-            response = self._client.post(self.url, json=fcm_message(message, key),
-                                         headers={"authorization": f"Bearer {token}"})
+            response = request(self._client, "POST", self.url, provider="FCM", json=fcm_message(message, key),
+                               headers={"authorization": f"Bearer {token}"})
         except httpx.HTTPError as exc:
             raise error_for_exception(exc, provider="FCM") from exc
         body = _json(response)

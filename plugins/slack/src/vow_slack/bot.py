@@ -1,7 +1,8 @@
 """The ``bot`` transport: ``chat.postMessage`` with a bot token (``xoxb-…``).
 
 Slack accepts no idempotency key, so the key rides in the message's ``metadata``. Before a
-repeated attempt (``ctx.attempt > 1``: a retry, or a resume after a crash) the transport reads
+repeated attempt (``ctx.attempt > 1``: a retry, or a resume after a crash during one; a crash
+during the first attempt resumes as attempt 1 again, so it is not checked) the transport reads
 the channel's recent messages back and, when one already carries the key, returns its receipt
 as a duplicate instead of posting again. The README states what this does and does not cover.
 """
@@ -15,7 +16,7 @@ import httpx
 
 from vow.channels import Message, Receipt
 from vow.errors import PermanentError, TransientError
-from vow.http import error_for_exception, error_for_status, text_field
+from vow.http import MAX_ANSWER_BYTES, error_for_exception, error_for_status, request, text_field
 from vow.leaf import LeafContext
 from vow_slack.base import SlackChannel
 from vow_slack.errors import slack_error
@@ -26,6 +27,10 @@ JSON_UTF8 = {"Content-Type": "application/json; charset=utf-8"}
 
 LOOKBACK = 100
 """How many of the channel's newest messages are searched for an earlier post of the same key."""
+
+HISTORY_ANSWER_BYTES = 64 << 20
+"""How much of a history answer is read: :data:`LOOKBACK` messages of up to 40,000 characters, with
+blocks and attachments, run to megabytes, and one cut short would hide the post the read looks for."""
 
 
 class BotTransport(SlackChannel):
@@ -71,7 +76,7 @@ class BotTransport(SlackChannel):
         if thread_ts:
             params["ts"] = thread_ts
         try:
-            answer = self._call(client, "GET", endpoint, params=params)
+            answer = self._call(client, "GET", endpoint, params=params, limit=HISTORY_ANSWER_BYTES)
         except PermanentError as exc:
             ctx.logger.warning("slack: cannot check %s for an earlier post of key %r (%s); posting",
                                message.to, ctx.idempotency_key, exc)
@@ -81,10 +86,14 @@ class BotTransport(SlackChannel):
             raise _malformed(f"{endpoint} answered ok", f"{_shown(answer, 'messages')}: expected a list of messages")
         return next((m for m in messages if carries_key(m, ctx.idempotency_key)), None)
 
-    def _call(self, client: httpx.Client, method: str, endpoint: str, **kwargs: Any) -> dict[str, Any]:
-        """Call a Web API method; return its answer when ``ok`` is true, else raise the mapped error."""
+    def _call(self, client: httpx.Client, method: str, endpoint: str, *, limit: int = MAX_ANSWER_BYTES,
+              **kwargs: Any) -> dict[str, Any]:
+        """Call a Web API method; return its answer when ``ok`` is true, else raise the mapped error.
+
+        At most ``limit`` bytes of the answer are read (see :func:`vow.http.request`)."""
         try:
-            response = client.request(method, f"{self._api_url}/{endpoint}", **kwargs)
+            response = request(client, method, f"{self._api_url}/{endpoint}", provider=f"slack {endpoint}",
+                               limit=limit, **kwargs)
         except httpx.HTTPError as exc:
             raise error_for_exception(exc, provider=f"slack {endpoint}") from exc
         try:

@@ -12,7 +12,7 @@ import re
 import httpx
 
 from vow.channels import Message, Receipt
-from vow.http import error_for_exception
+from vow.http import error_for_exception, request
 from vow.leaf import LeafContext
 from vow_slack.base import SlackChannel
 from vow_slack.errors import slack_error
@@ -36,7 +36,8 @@ class WebhookTransport(SlackChannel):
         """Post ``message`` to the webhook's channel (``message.to`` only labels the receipt)."""
         try:
             with httpx.Client(timeout=self._timeout) as client:
-                response = client.post(self._url, json=payload(message))
+                response = request(client, "POST", self._url, provider="slack incoming webhook",
+                                   json=payload(message))
         except httpx.HTTPError as exc:
             error = error_for_exception(exc, provider="slack incoming webhook")
             error.args = (str(error).replace(self._url, f"${self._url_env}"),)  # keep the secret out of logs

@@ -19,7 +19,7 @@ import httpx
 from vow.channels import Message, Receipt
 from vow.config import secret
 from vow.errors import ConfigError, PermanentError, TransientError
-from vow.http import error_for_exception, is_transient_status, parse_retry_after
+from vow.http import error_for_exception, is_transient_status, parse_retry_after, request
 from vow.leaf import LeafContext
 from vow_sms.options import SmsOptions
 
@@ -29,6 +29,7 @@ ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
 
 TRANSIENT_CODES: dict[int, str] = {
     20429: "too many concurrent requests; safe to retry after backing off",
+    21611: "the sender's queue holds more than 10 hours of messages; it drains at the sender's rate",
 }
 PERMANENT_CODES: dict[int, str] = {
     20003: "authentication failed: check the Account SID and the Auth Token or API key",
@@ -121,7 +122,7 @@ class TwilioTransport:
         if self.status_callback:
             form["StatusCallback"] = callback_url(self.status_callback, ctx.idempotency_key)
         try:
-            response = self._client.post(self.url, data=form)
+            response = request(self._client, "POST", self.url, provider="twilio", data=form)
         except httpx.HTTPError as exc:
             raise error_for_exception(exc, provider="twilio") from exc
         body = _json_object(response)
