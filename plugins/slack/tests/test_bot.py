@@ -152,6 +152,15 @@ def test_first_attempt_does_not_read_history(bot):
     assert not history.called
 
 
+def test_a_first_attempt_resumed_after_a_crash_finds_its_post_and_does_not_post_again(bot):
+    """The process that began attempt 1 died after Slack took the post: the resumed attempt 1 reads back."""
+    with respx.mock(assert_all_called=False) as mock:
+        mock.get(HISTORY).mock(return_value=history_with(KEY))
+        post = mock.post(POST)
+        receipt = bot.send(Message(to="C0123ABCD", body="hi"), LeafContext(id=KEY, attempt=1, resumed=True))
+    assert not post.called and receipt.duplicate is True
+
+
 def history_with(*payload_keys: str) -> httpx.Response:
     messages = [{"type": "message", "ts": f"1700000000.00000{i}", "text": "x",
                  "metadata": {"event_type": "vow_delivery", "event_payload": {"idempotency_key": k}}}

@@ -1,8 +1,8 @@
 """The ``bot`` transport: ``chat.postMessage`` with a bot token (``xoxb-…``).
 
 Slack accepts no idempotency key, so the key rides in the message's ``metadata``. Before a
-repeated attempt (``ctx.attempt > 1``: a retry, or a resume after a crash during one; a crash
-during the first attempt resumes as attempt 1 again, so it is not checked) the transport reads
+repeated attempt (``ctx.attempt > 1``, a retry, or ``ctx.resumed``, the same attempt again after
+the process that began it died) the transport reads
 the channel's recent messages back and, when one already carries the key, returns its receipt
 as a duplicate instead of posting again. The README states what this does and does not cover.
 """
@@ -49,7 +49,7 @@ class BotTransport(SlackChannel):
         """Post ``message`` to ``message.to``; the receipt's id is ``"{channel}:{ts}"``."""
         key = ctx.idempotency_key
         with httpx.Client(timeout=self._timeout, headers={"Authorization": f"Bearer {self._token}"}) as client:
-            if self._check_before_retry and ctx.attempt > 1 and is_channel_id(message.to):
+            if self._check_before_retry and (ctx.attempt > 1 or ctx.resumed) and is_channel_id(message.to):
                 earlier = self._find_posted(client, message, ctx)
                 if earlier is not None:
                     ts = _text(earlier, "ts", f"{endpoint_for(message)} answered a message carrying key {key!r}")
