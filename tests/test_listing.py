@@ -74,3 +74,78 @@ def test_vow_ls_filters_by_state_and_name(tmp_path) -> None:
     assert ids("--limit", "1") == ["waiting/2"]
     result = runner.invoke(cli, ["ls", "--store", store, "--state", "canceled", "--name", "flow"])
     assert result.output.startswith("no runs in state canceled named flow in sqlite://")
+
+
+def test_vow_ls_and_vow_prune_take_one_vocabulary_of_states(tmp_path) -> None:
+    """`vow ls --state` took only stored states and `vow prune --state` only outcome words: `vow ls
+    --state failed` was "Invalid value ... 'failed' is not one of 'pending', 'resolved', ...". Both take
+    both now (and `parked`, which `vow ls` shows), several at once, in any case."""
+    import json
+    import sqlite3
+
+    from click.testing import CliRunner
+
+    from vow import Vow
+    from vow.cli import cli
+
+    def leaf(ctx) -> int:
+        return 1
+
+    def flow(ctx):
+        return (yield ctx.run(leaf))
+
+    def broken(ctx):
+        yield ctx.run(leaf)
+        raise ValueError("no")
+
+    def slow(ctx):
+        yield ctx.sleep(60)
+
+    store = f"sqlite:{tmp_path / 'vow.sqlite'}"
+    with Vow(store) as vow:
+        for f in (flow, broken, slow):
+            vow.register(f)
+        vow.run("ok/1", flow)
+        with pytest.raises(Exception, match="no"):
+            vow.run("bad/1", broken)
+        with pytest.raises(Exception):  # noqa: B017 - the run's own timeout error
+            vow.run("late/1", slow, timeout=0.05)
+        vow.submit("gone/1", flow)
+        vow.cancel("gone/1")
+        vow.submit("waiting/1", flow)
+        vow.submit("stuck/1", flow)
+    with sqlite3.connect(tmp_path / "vow.sqlite") as con:  # as the store parks a run whose process kept dying
+        con.execute("INSERT OR REPLACE INTO leases (root, owner, token, expires_at, recoveries, parked) "
+                    "VALUES ('stuck/1', '', 1, 0, 5, 'kept dying')")
+    con.close()
+    runner = CliRunner()
+
+    def ids(*args: str) -> list[str]:
+        result = runner.invoke(cli, ["ls", "--store", store, *args])
+        assert result.exit_code == 0, result.output
+        return sorted(line.split()[0] for line in result.output.splitlines()[1:] if not line.startswith("parked "))
+
+    assert ids("--state", "resolved") == ids("--state", "succeeded") == ids("--state", "SUCCEEDED") == ["ok/1"]
+    assert ids("--state", "failed") == ["bad/1", "late/1"] == ids("--state", "rejected,timedout")
+    assert ids("--state", "canceled") == ids("--state", "cancelled") == ["gone/1"]
+    assert ids("--state", "pending") == ["stuck/1", "waiting/1"]  # a parked run is pending, as before
+    assert ids("--state", "parked") == ["stuck/1"]
+    assert ids("--state", "succeeded, canceled") == ["gone/1", "ok/1"]
+    assert ids("--state", "failed", "--limit", "1") == ["late/1"]  # newest first over both states
+    listed = json.loads(runner.invoke(cli, ["ls", "--store", store, "--state", "failed", "--json"]).output)
+    assert sorted(r["state"] for r in listed) == ["rejected", "timedout"]
+
+    refused = runner.invoke(cli, ["ls", "--store", store, "--state", "done"])
+    assert refused.exit_code == 2
+    assert ("--state: unknown state 'done'; allowed: pending, parked, resolved, rejected, timedout, canceled "
+            "(or succeeded, failed, cancelled)") in refused.output
+
+    pruned = runner.invoke(cli, ["prune", "--store", store, "--older-than", "0s", "--dry-run", "--json",
+                                 "--state", "timedout,cancelled"])
+    assert pruned.exit_code == 0, pruned.output
+    assert sorted(r["id"] for r in json.loads(pruned.output)["removed"]) == ["gone/1", "late/1"]
+    for state in ("pending", "parked"):
+        refused = runner.invoke(cli, ["prune", "--store", store, "--older-than", "0s", "--state", state])
+        assert refused.exit_code == 2
+        assert (f"--state: unknown state {state!r} (a pending run is never pruned); allowed: resolved, rejected, "
+                "timedout, canceled (or succeeded, failed, cancelled)") in refused.output

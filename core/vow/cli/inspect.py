@@ -10,13 +10,16 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from vow.cli.common import UserError, existing_store_option, json_option, pipeline_name, print_json, utf8_text
 from vow.history import FailedAttempt, RateLimitWait, failed_attempts, is_engine_timer, rate_limit_waits
 from vow.records import Kind, PromiseRecord, State
+
+if TYPE_CHECKING:
+    from vow.stores.base import Store
 
 CLIP_CHARS = 1000
 """``vow show --json``: longer strings are cut to this many characters (``--full``: never)."""
@@ -38,7 +41,9 @@ def _when(ts: float | None) -> str:
 
 
 @click.command("ls")
-@click.option("--state", type=click.Choice([s.value for s in State]), help="Only runs in this state.")
+@click.option("--state", metavar="STATES",
+              help="Only runs in these states, comma-separated: pending, parked, resolved, rejected, timedout, "
+                   "canceled (or succeeded, failed: rejected or timedout).")
 @click.option("--name", metavar="NAME", callback=utf8_text, help="Only runs of this workflow, or of this pipeline.")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="At most this many runs.")
 @existing_store_option
@@ -46,15 +51,15 @@ def _when(ts: float | None) -> str:
 def ls(state: str | None, name: str | None, limit: int, store: str | None, as_json: bool) -> None:
     """List runs, newest first. A run parked after its process kept dying shows as parked, with the reason."""
     from vow.progress import printable, seconds  # imported here: `vow --help` stays quick
+    from vow.retention import parse_state_names
     from vow.stores import open_store
 
+    states = parse_state_names(state, what="--state") if state is not None else None  # before the store opens
     # The store alone: listing needs no engine, so `vow ls` stays quick on a big store.
     opened = open_store(store)
     try:
         # At most 2**63 - 1: the largest LIMIT a store's SQL takes, and more runs than any store holds.
-        records = opened.runs(state=State(state) if state else None, name=name, limit=min(limit, 2**63 - 1))
-        parked = {r.id: lease.parked for r in records
-                  if not r.settled and (lease := opened.lease(r.id)) is not None and lease.parked}
+        records, parked = _runs(opened, states, name, min(limit, 2**63 - 1))
         url = opened.url
     finally:
         opened.close()
@@ -80,6 +85,31 @@ def ls(state: str | None, name: str | None, limit: int, store: str | None, as_js
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     for rid, reason in parked.items():
         click.echo(printable(f"parked {rid}: {reason}"))
+
+
+def _runs(store: Store, states: frozenset[str] | None, name: str | None,
+          limit: int) -> tuple[list[PromiseRecord], dict[str, str]]:
+    """The newest ``limit`` runs in ``states`` (:data:`vow.retention.STATE_NAMES`; ``None``: any), and
+    the reason of each listed run that is parked."""
+    wanted = [None] if states is None else sorted({State.PENDING if s == "parked" else State(s) for s in states})
+    found: list[PromiseRecord] = []
+    parked: dict[str, str] = {}
+    for state in wanted:
+        kept, before = 0, None
+        while kept < limit:  # a page holds more than `limit` only when parked runs are picked from the pending
+            page = store.runs(state=state, name=name, before=before, limit=limit)
+            for r in page:
+                reason = None if r.settled or (lease := store.lease(r.id)) is None else lease.parked
+                if states is None or r.state.value in states or (reason and "parked" in states):
+                    found.append(r)
+                    kept += 1
+                    if reason:
+                        parked[r.id] = reason
+            if len(page) < limit:
+                break
+            before = (page[-1].created_at, page[-1].id)
+    found.sort(key=lambda r: (r.created_at, r.id), reverse=True)
+    return found[:limit], {r.id: parked[r.id] for r in found[:limit] if r.id in parked}
 
 
 @click.command()
