@@ -56,7 +56,7 @@ def ls(state: str | None, name: str | None, limit: int, store: str | None, as_js
 
     states = parse_state_names(state, what="--state") if state is not None else None  # before the store opens
     # The store alone: listing needs no engine, so `vow ls` stays quick on a big store.
-    opened = open_store(store)
+    opened = open_store(store, read_only=True)
     try:
         # At most 2**63 - 1: the largest LIMIT a store's SQL takes, and more runs than any store holds.
         records, parked = _runs(opened, states, name, min(limit, 2**63 - 1))
@@ -123,7 +123,7 @@ def show(promise_id: str, store: str | None, as_json: bool, full: bool) -> None:
     """Show the promise tree of run ID (or of any promise in it): states, attempts, timings."""
     from vow.stores import open_store
 
-    opened = open_store(store)
+    opened = open_store(store, read_only=True)
     try:
         record = opened.get(promise_id)
         if record is None:

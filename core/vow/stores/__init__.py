@@ -93,11 +93,14 @@ def _registry_for(name: str) -> Plugins:
     return plugins
 
 
-def open_store(spec: str | os.PathLike[str] | Store | None = None, *, plugins: Plugins | None = None) -> Store:
+def open_store(spec: str | os.PathLike[str] | Store | None = None, *, plugins: Plugins | None = None,
+               read_only: bool = False) -> Store:
     """The store ``spec`` names (a URL, a path, or a store object); the default SQLite file when ``None``.
 
     ``plugins`` is the registry that builds it (a client passes its own); without one, vow's
-    builtin store for ``sqlite:`` and ``memory:`` URLs, else every installed plugin.
+    builtin store for ``sqlite:`` and ``memory:`` URLs, else every installed plugin. ``read_only``:
+    for reading only, so a store this user may not write can be read (a store with a ``read_only``
+    option gets it; any other opens as usual).
     """
     if spec is not None and not isinstance(spec, (str, os.PathLike)):
         return spec
@@ -106,6 +109,8 @@ def open_store(spec: str | os.PathLike[str] | Store | None = None, *, plugins: P
         plugins = _registry_for(name)
     where = f"store {redact_url(os.fspath(spec)) if spec is not None else DEFAULT_URL!r}"
     options_class = plugins.stores.get(name, where=where).options_class
+    if read_only and options_class is not None and hasattr(getattr(options_class, "__attrs_attrs__", ()), "read_only"):
+        options = {**options, "read_only": True}
     if options_class is not None:  # a URL's query is text: ?busy_timeout=0.3 is the number 0.3
         from vow.config import from_text
 
