@@ -149,3 +149,48 @@ def test_vow_ls_and_vow_prune_take_one_vocabulary_of_states(tmp_path) -> None:
         assert refused.exit_code == 2
         assert (f"--state: unknown state {state!r} (a pending run is never pruned); allowed: resolved, rejected, "
                 "timedout, canceled (or succeeded, failed, cancelled)") in refused.output
+
+
+def test_vow_ls_escapes_what_would_spoof_a_terminal_and_aligns_wide_text(tmp_path) -> None:
+    """A run id given through the Python API may hold any text. A right-to-left override (U+202E) made
+    `inv/<RLO>gpj.exe` read `inv/exe.jpg` on a terminal, a line separator (U+2028) broke the line on some,
+    a zero-width space hid a difference between two ids; and a column after an id in CJK (two cells a
+    character) or with a combining accent (none) stood out of line."""
+    from click.testing import CliRunner
+
+    from vow import Vow
+    from vow.cli import cli
+
+    def leaf(ctx) -> int:
+        return 1
+
+    def flow(ctx):
+        return (yield ctx.run(leaf))
+
+    store = f"sqlite:{tmp_path / 'vow.sqlite'}"
+    ids = ["inv/\u202egpj.exe", "line\u2028sep", "z\u200bw", "日本語/注文", "e\u0301/comb", "ok/1"]
+    with Vow(store) as vow:
+        vow.register(flow)
+        for rid in ids:
+            vow.run(rid, flow)
+    result = CliRunner().invoke(cli, ["ls", "--store", store])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 1 + len(ids)
+    for shown in ("inv/\\u202egpj.exe", "line\\u2028sep", "z\\u200bw"):
+        assert any(line.startswith(f"{shown} ") for line in lines), result.output
+    assert not any(c in result.output for c in "\u202e\u2028\u200b")
+
+    def cells(text: str) -> int:
+        import unicodedata
+
+        return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+                   for c in text)
+
+    state_at = {cells(line[:line.index("resolved")]) for line in lines[1:]}
+    assert state_at == {cells(lines[0][:lines[0].index("STATE")])}  # one column, whatever the ids
+    pruned = CliRunner().invoke(cli, ["prune", "--store", store, "--older-than", "0s", "--dry-run"])
+    assert pruned.exit_code == 0, pruned.output
+    assert "inv/\\u202egpj.exe" in pruned.output and not any(c in pruned.output for c in "\u202e\u2028\u200b")
+    listed = pruned.output.splitlines()[1:]
+    assert len(listed) == len(ids) and len({cells(line[:line.index("resolved")]) for line in listed}) == 1
