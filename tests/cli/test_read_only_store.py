@@ -1,4 +1,5 @@
-"""A store the user may read but not write: the read commands read it, the others say why they cannot.
+"""A store the user may read but not write: the read commands read it, the others say why they cannot;
+and one another program holds locked: the read commands say so.
 
 Root ignores file modes, so as root each command runs as ``nobody`` (``setpriv``), or under a
 read-only bind mount (``unshare -m``), as a user would meet it on a copy or a shared volume.
@@ -6,6 +7,7 @@ read-only bind mount (``unshare -m``), as a user would meet it on a copy or a sh
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -16,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from vow.stores.sqlite import SQLiteStore
 
 ORDER = str(Path(__file__).resolve().parents[2] / "examples" / "order-confirmed.yaml")
 ROOT = os.geteuid() == 0
@@ -127,3 +131,30 @@ def test_read_commands_read_a_store_on_a_read_only_mount(folder: Path) -> None:
     written = vow(folder, "cancel", "notify/P-1", how="mount")
     assert written.returncode == 2
     assert written.stderr.count("\n") == 1 and "read-only" in written.stderr, written.stderr
+
+
+def test_vow_ls_on_a_store_another_program_holds_locked_says_so(tmp_path: Path) -> None:
+    """A program outside vow that holds the file exclusively (``locking_mode=EXCLUSIVE``) kept `vow ls`
+    waiting its busy_timeout, then it said SQLite's bare "database is locked"."""
+    from tests.support import spawn
+
+    store = tmp_path / "vow.sqlite"
+    with contextlib.closing(SQLiteStore(store)):
+        pass
+    holder = spawn("-c", "import sqlite3, sys, time\n"
+                         "con = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+                         "con.execute('PRAGMA locking_mode = EXCLUSIVE')\n"
+                         "con.execute('BEGIN EXCLUSIVE')\n"
+                         "con.execute('UPDATE leases SET token = token')\n"
+                         "print('held', flush=True)\n"
+                         "sys.stdin.read()\n", str(store), stdin=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        listed = subprocess.run([sys.executable, "-m", "vow", "ls", "--store", f"sqlite:{store}?busy_timeout=0.3"],
+                                text=True, capture_output=True, timeout=60)
+    finally:
+        holder.kill()
+        holder.communicate()
+    assert listed.returncode == 2
+    assert listed.stderr.startswith(f"error: SQLite store {store}: still locked by another connection after 0.3 s "
+                                    "(busy_timeout"), listed.stderr

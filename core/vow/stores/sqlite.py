@@ -732,11 +732,8 @@ class SQLiteStore(StoreOperations):
                 with _GATE:
                     return action()
             except sqlite3.Error as exc:
-                if not _is_busy(exc):
+                if not _is_busy(exc) or time.monotonic() >= deadline:
                     raise self._error(exc) from exc
-                if time.monotonic() >= deadline:
-                    raise StoreError(f"SQLite store {self.path}: still locked by another connection after "
-                                     f"{self.busy_timeout:g} s (busy_timeout): {exc}") from exc
 
     @staticmethod
     def _rollback(con: sqlite3.Connection) -> None:
@@ -750,6 +747,10 @@ class SQLiteStore(StoreOperations):
         name = getattr(exc, "sqlite_errorname", "")
         if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in str(exc):
             return StoreError(f"SQLite store {self.path}: the file is damaged or not a vow store: {exc}")
+        if _is_busy(exc):  # a busy error reaches here only once busy_timeout is spent
+            return StoreError(f"SQLite store {self.path}: still locked by another connection after "
+                              f"{self.busy_timeout:g} s (busy_timeout; sqlite:PATH?busy_timeout=SECONDS waits longer): "
+                              f"{exc}")
         why = _read_only_because(self.path) if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN")) else None
         if why is not None or (name.startswith("SQLITE_READONLY") and self.read_only):
             return self._cannot_write(why or "opened read-only")
