@@ -158,3 +158,32 @@ def test_vow_ls_on_a_store_another_program_holds_locked_says_so(tmp_path: Path) 
     assert listed.returncode == 2
     assert listed.stderr.startswith(f"error: SQLite store {store}: still locked by another connection after 0.3 s "
                                     "(busy_timeout"), listed.stderr
+
+
+@pytest.mark.skipif(ROOT and shutil.which("setpriv") is None, reason="needs setpriv as root")
+def test_an_empty_store_that_cannot_be_written_is_said_to_be_empty(folder: Path) -> None:
+    """An empty file is a store not yet made, which reading it makes: where it cannot be written, `vow ls`
+    said it "cannot be written ...: vow ls and vow show can read it" — vow ls itself failing."""
+    (folder / "store").mkdir()
+    (folder / "store" / "vow.sqlite").write_bytes(b"")
+    lock(folder)
+    listed = vow(folder, "ls", how="reader")
+    assert listed.returncode == 2
+    assert "is empty: no run was stored in it yet, and it cannot be written" in listed.stderr, listed.stderr
+    assert "vow ls and vow show can read it" not in listed.stderr
+
+
+@pytest.mark.skipif(ROOT and shutil.which("setpriv") is None, reason="needs setpriv as root")
+def test_a_store_of_an_older_format_that_cannot_be_written_says_how_to_upgrade_it(folder: Path) -> None:
+    import sqlite3
+
+    from vow.stores.base import FORMAT_VERSION
+
+    make_store(folder)
+    with contextlib.closing(sqlite3.connect(folder / "store" / "vow.sqlite")) as con:
+        con.execute(f"PRAGMA user_version = {FORMAT_VERSION - 1}")  # as an older vow left it
+    lock(folder)
+    listed = vow(folder, "ls", how="reader")
+    assert listed.returncode == 2
+    assert (f"written by an older vow (store format {FORMAT_VERSION - 1}; this vow reads {FORMAT_VERSION}), and it "
+            "cannot be upgraded here") in listed.stderr, listed.stderr

@@ -439,6 +439,13 @@ class SQLiteStore(StoreOperations):
         else:
             self.read_only = False
             why = _read_only_because(self.path)
+            if why is not None and read_only:  # it must be written to be read
+                if version == 0:
+                    raise StoreError(f"SQLite store {self.path}: is empty: no run was stored in it yet, and it "
+                                     f"cannot be written ({why})")
+                raise StoreError(f"SQLite store {self.path}: written by an older vow (store format {version}; this "
+                                 f"vow reads {FORMAT_VERSION}), and it cannot be upgraded here ({why}): open it once "
+                                 "with this vow where it can be written")
             if why is not None:  # said now, not as the first run's failure at its first write
                 raise self._cannot_write(why)
             self._create_schema()
