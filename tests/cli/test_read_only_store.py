@@ -187,3 +187,12 @@ def test_a_store_of_an_older_format_that_cannot_be_written_says_how_to_upgrade_i
     assert listed.returncode == 2
     assert (f"written by an older vow (store format {FORMAT_VERSION - 1}; this vow reads {FORMAT_VERSION}), and it "
             "cannot be upgraded here") in listed.stderr, listed.stderr
+
+
+@pytest.mark.skipif(ROOT and shutil.which("setpriv") is None, reason="needs setpriv as root")
+def test_a_new_store_in_a_folder_that_cannot_be_written_is_not_said_to_be_readable(folder: Path) -> None:
+    (folder / "store").mkdir()
+    lock(folder)
+    ran = vow(folder, "run", ORDER, how="reader")
+    assert ran.returncode == 2 and ran.stderr.count("\n") == 1
+    assert "is read-only to this user): to store runs, give a store you may write" in ran.stderr, ran.stderr

@@ -767,8 +767,10 @@ class SQLiteStore(StoreOperations):
         return StoreError(f"SQLite store {self.path}: {exc}")
 
     def _cannot_write(self, why: str) -> StoreError:
-        return StoreError(f"SQLite store {self.path}: cannot be written ({why}): vow ls and vow show can read "
-                          "it; to change it, give a store you may write")
+        readable = os.path.isfile(self.path) and os.path.getsize(self.path) > 0
+        return StoreError(f"SQLite store {self.path}: cannot be written ({why})"
+                          + (": vow ls and vow show can read it; to change it" if readable else ": to store runs")
+                          + ", give a store you may write (--store, $VOW_STORE)")
 
     # -- writes
 
