@@ -526,3 +526,15 @@ def test_a_store_opened_read_only_reads_and_refuses_every_write(tmp_path: Path) 
     with pytest.raises(StoreError, match="the file does not exist"):
         open_store(f"sqlite:{tmp_path / 'missing.sqlite'}", read_only=True)
     assert not (tmp_path / "missing.sqlite").exists()
+
+
+@pytest.mark.parametrize("form", ["sqlite:{path}", "sqlite:{path}?synchronous=full", "{path}"])
+def test_a_hash_in_a_sqlite_path_is_part_of_the_path(tmp_path: Path, form: str) -> None:
+    """`sqlite:/data/run#2/vow.sqlite` opened /data/run (a URL fragment was dropped): `vow ls` on it said
+    "no store at /data/run", and `vow run` made a store there. A bare path always took the '#'."""
+    from vow.stores import parse_store_url
+
+    path = tmp_path / "run#2" / "vow.sqlite"
+    name, options = parse_store_url(form.format(path=path))
+    assert (name, options["path"]) == ("sqlite", str(path))
+    assert options.get("synchronous", "full") == "full"

@@ -6,7 +6,8 @@ A store is named by URL::
     sqlite:relative/path.sqlite
     memory:
     ./state.sqlite            (a bare path means SQLite)
-    (a SQLite URL names no host: sqlite://host/path is refused, not read as the path host/path)
+    (a SQLite URL names no host: sqlite://host/path is refused, not read as the path host/path;
+     its path is taken as written: a '#' or a '%' in it is part of the file's name)
     mystore?option=value      (any registered store name, options as query parameters)
     postgresql://user@host:5432/db?sslmode=require   (the ``postgresql`` store, from vow-postgres;
                                                        ``postgres://`` too)
@@ -62,6 +63,12 @@ def parse_store_url(url: str) -> tuple[str, dict[str, Any]]:
     parts = urlsplit(url)
     if parts.scheme in POSTGRES_SCHEMES:
         return "postgresql", {"url": url}
+    if parts.scheme == "sqlite" and "#" in url:
+        # A file's path may hold '#' (and is not percent-decoded): no fragment in a sqlite: URL, whose
+        # path would otherwise end there.
+        parts = urlsplit(url.replace("#", "\0"))  # NUL: in no path (and refused in one)
+        parts = parts._replace(**{part: getattr(parts, part).replace("\0", "#")
+                                  for part in ("netloc", "path", "query")})
     options: dict[str, Any] = dict(parse_qsl(parts.query))
     if parts.scheme == "sqlite":
         if parts.netloc:  # SQLite opens a local file: a host here is a slip, once read as a relative path
