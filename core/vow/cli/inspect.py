@@ -128,7 +128,7 @@ def show(promise_id: str, store: str | None, as_json: bool, full: bool) -> None:
         record = opened.get(promise_id)
         if record is None:
             raise UserError(f"no promise with id {promise_id!r} in {opened.url} (vow ls lists the runs)")
-        tree = opened.tree(record.root)
+        tree = _subtree(opened, record)
     finally:
         opened.close()
     children: dict[str, list[PromiseRecord]] = {}
@@ -147,6 +147,25 @@ def show(promise_id: str, store: str | None, as_json: bool, full: bool) -> None:
     else:
         click.echo(_label(record))
         _print_plain(record, children, "")
+
+
+SUBTREE_LIMIT = 1000
+"""``vow show`` of a promise under a run reads its subtree a level at a time while it holds fewer than
+this many promises; a bigger one is read with the whole run, in one query."""
+
+
+def _subtree(store: Store, record: PromiseRecord) -> list[PromiseRecord]:
+    """``record`` and every promise under it: a branch of a run of 100,000 is read alone, not with the run."""
+    if record.parent is None:
+        return store.tree(record.id)
+    found, level = [record], [record.id]
+    while level:
+        level_records = [child for parent in level for child in store.children(parent)]
+        found += level_records
+        level = [child.id for child in level_records]
+        if len(found) > SUBTREE_LIMIT:
+            return store.tree(record.root)
+    return found
 
 
 def _kind(record: PromiseRecord) -> str:
