@@ -237,3 +237,66 @@ def test_vow_show_of_one_branch_reads_that_branch_not_its_whole_run(tmp_path, mo
     assert read == []  # no whole tree read
     assert runner.invoke(cli, ["show", "big/1", "--store", store]).output == whole.output
     assert read == ["big/1"]
+
+
+def test_vow_show_prints_a_run_nested_deeper_than_pythons_recursion_limit(tmp_path) -> None:
+    """A workflow that calls itself as a child 1,100 levels deep runs (the engine has no depth limit), and
+    `vow show` of it died with a RecursionError traceback, as text and as JSON."""
+    import time
+
+    from click.testing import CliRunner
+
+    from vow.cli import cli
+    from vow.records import Batch, Kind, PromiseRecord, State
+    from vow.stores.sqlite import SQLiteStore
+
+    now = time.time()
+    records, parent = [], None
+    for depth in range(1500):  # as the engine stores a workflow calling itself, without running 1,500 of them
+        rid = "deep/1" if parent is None else f"deep/1.{depth}"
+        records.append(PromiseRecord(rid, State.RESOLVED, Kind.WORKFLOW, "deep/1", func="rec", args="[]",
+                                     value=str(depth), parent=parent, created_at=now + depth,
+                                     settled_at=now + 3000 - depth))
+        parent = rid
+    path = tmp_path / "vow.sqlite"
+    store = SQLiteStore(path)
+    store.apply(Batch(creates=records))
+    store.close()
+    runner = CliRunner()
+    text = runner.invoke(cli, ["show", "deep/1", "--store", f"sqlite:{path}"])
+    assert text.exit_code == 0, text.output[-500:]
+    lines = text.output.splitlines()
+    assert len(lines) == 1500 and lines[-1].startswith(" " * 4 * 1498 + "└── deep/1.1499  ok")
+    as_json = runner.invoke(cli, ["show", "deep/1", "--store", f"sqlite:{path}", "--json"])
+    assert as_json.exit_code == 0, as_json.output[-500:]
+    assert as_json.output.count('"id": ') == 1500 and as_json.output.rstrip().endswith("]\n}")
+
+
+def test_vow_show_json_is_what_json_dumps_writes(tmp_path) -> None:
+    """`vow show --json` writes its tree without recursion; the text is json.dumps(..., indent=2)'s."""
+    from click.testing import CliRunner
+
+    from vow import Vow
+    from vow.cli import cli
+
+    def leaf(ctx, n: int) -> float:
+        return float("nan") if n == 2 else n
+
+    def inner(ctx):
+        return (yield ctx.run(leaf, 1))
+
+    def flow(ctx):
+        for n in range(3):
+            yield ctx.run(leaf, n)
+        return (yield ctx.run(inner))
+
+    store = f"sqlite:{tmp_path / 'vow.sqlite'}"
+    with Vow(store) as vow:
+        vow.register(flow)
+        vow.register(inner)
+        vow.run("j/1", flow)
+    shown = CliRunner().invoke(cli, ["show", "j/1", "--store", store, "--json"])
+    assert shown.exit_code == 0, shown.output
+    tree = json.loads(shown.output)
+    assert shown.output == json.dumps(tree, indent=2) + "\n"
+    assert [len(c["children"]) for c in tree["children"]][-1] == 1 and "NaN" not in shown.output

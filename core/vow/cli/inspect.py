@@ -136,7 +136,7 @@ def show(promise_id: str, store: str | None, as_json: bool, full: bool) -> None:
         if r.parent is not None:
             children.setdefault(r.parent, []).append(r)
     if as_json:
-        print_json(_node(record, children, full=full))
+        click.echo(_tree_json(record, children, full=full))
     elif sys.stdout.isatty():
         from rich.console import Console
         from rich.tree import Tree
@@ -146,7 +146,7 @@ def show(promise_id: str, store: str | None, as_json: bool, full: bool) -> None:
         Console(highlight=False).print(rich_tree)
     else:
         click.echo(_label(record))
-        _print_plain(record, children, "")
+        _print_plain(record, children)
 
 
 SUBTREE_LIMIT = 1000
@@ -244,26 +244,38 @@ def _attempt_label(attempt: FailedAttempt | RateLimitWait, *, rich: bool = False
     return text
 
 
-def _print_plain(record: PromiseRecord, children: dict[str, list[PromiseRecord]], indent: str) -> None:
-    kids = _shown(children, record)
-    for i, child in enumerate(kids):
-        last = i == len(kids) - 1
+# A run may nest deeper than Python's recursion limit (a workflow calling itself as a child, 1,100
+# levels deep, runs), so its tree is walked with a stack, never by recursion.
+
+
+def _print_plain(record: PromiseRecord, children: dict[str, list[PromiseRecord]]) -> None:
+    walk: list[tuple[list[Shown], int, str]] = [(_shown(children, record), 0, "")]
+    while walk:
+        kids, i, indent = walk.pop()
+        if i == len(kids):
+            continue
+        walk.append((kids, i + 1, indent))
+        child, last = kids[i], i == len(kids) - 1
         if not isinstance(child, PromiseRecord):
             click.echo(f"{indent}{'└── ' if last else '├── '}{_attempt_label(child)}")
             continue
         click.echo(f"{indent}{'└── ' if last else '├── '}{_label(child)}")
-        _print_plain(child, children, indent + ("    " if last else "│   "))
+        walk.append((_shown(children, child), 0, indent + ("    " if last else "│   ")))
 
 
 def _add_rich(node: Any, record: PromiseRecord, children: dict[str, list[PromiseRecord]]) -> None:
-    for child in _shown(children, record):
-        if not isinstance(child, PromiseRecord):
-            node.add(_attempt_label(child, rich=True))
-        else:
-            _add_rich(node.add(_label(child, rich=True)), child, children)
+    walk = [(node, record)]
+    while walk:
+        parent, parent_record = walk.pop()
+        for child in _shown(children, parent_record):
+            if not isinstance(child, PromiseRecord):
+                parent.add(_attempt_label(child, rich=True))
+            else:
+                walk.append((parent.add(_label(child, rich=True)), child))
 
 
-def _node(record: PromiseRecord, children: dict[str, list[PromiseRecord]], *, full: bool = False) -> dict[str, Any]:
+def _fields(record: PromiseRecord, children: dict[str, list[PromiseRecord]], *, full: bool) -> dict[str, Any]:
+    """``vow show --json``'s node for ``record``, but for its ``children``."""
     node: dict[str, Any] = {
         "id": record.id, "state": record.state.value, "kind": record.kind.value, "func": record.func,
         "attempt": record.attempt, "created_at": record.created_at, "settled_at": record.settled_at,
@@ -287,8 +299,37 @@ def _node(record: PromiseRecord, children: dict[str, list[PromiseRecord]], *, fu
                 cut = cut or clipped
         if cut:
             node["truncated"] = True
-    node["children"] = [_node(c, children, full=full) for c in children.get(record.id, [])]
     return node
+
+
+def _tree_json(record: PromiseRecord, children: dict[str, list[PromiseRecord]], *, full: bool = False) -> str:
+    """``vow show --json``: the tree under ``record``, each node with its ``children``, as
+    :func:`vow.cli.common.print_json` writes it (``json.dumps(..., indent=2)``, strict JSON), but written
+    a node at a time: ``json.dumps`` of the whole tree recurses once per level."""
+    from vow.encoding import json_safe
+
+    out: list[str] = []
+    walk: list[str | tuple[PromiseRecord, int]] = [(record, 0)]
+    while walk:
+        item = walk.pop()
+        if isinstance(item, str):
+            out.append(item)
+            continue
+        node, level = item
+        indent = "  " * level
+        text = json.dumps(json_safe(_fields(node, children, full=full)), indent=2, allow_nan=False)
+        head = text.replace("\n", "\n" + indent)[:-len(indent) - 2]  # without its closing "\n}"
+        kids = children.get(node.id, [])
+        if not kids:
+            out.append(f'{head},\n{indent}  "children": []\n{indent}}}')
+            continue
+        out.append(f'{head},\n{indent}  "children": [')
+        parts: list[str | tuple[PromiseRecord, int]] = []
+        for i, kid in enumerate(kids):
+            parts += [f"\n{indent}    ", (kid, level + 2), "," if i < len(kids) - 1 else ""]
+        parts.append(f"\n{indent}  ]\n{indent}}}")
+        walk.extend(reversed(parts))
+    return "".join(out)
 
 
 def clip(value: Any, *, chars: int = CLIP_CHARS, items: int = CLIP_ITEMS) -> tuple[Any, bool]:
