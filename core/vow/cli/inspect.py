@@ -96,7 +96,7 @@ def _runs(store: Store, states: frozenset[str] | None, name: str | None,
     parked: dict[str, str] = {}
     for state in wanted:
         kept, before = 0, None
-        while kept < limit:  # a page holds more than `limit` only when parked runs are picked from the pending
+        while kept < limit:  # another page only when `parked` picks some of the pending and left others out
             page = store.runs(state=state, name=name, before=before, limit=limit)
             for r in page:
                 reason = None if r.settled or (lease := store.lease(r.id)) is None else lease.parked
