@@ -6,6 +6,8 @@ store's plans, which no rule can see.)
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from vow.records import State
@@ -74,3 +76,227 @@ def test_vow_ls_filters_by_state_and_name(tmp_path) -> None:
     assert ids("--limit", "1") == ["waiting/2"]
     result = runner.invoke(cli, ["ls", "--store", store, "--state", "canceled", "--name", "flow"])
     assert result.output.startswith("no runs in state canceled named flow in sqlite://")
+
+
+def test_vow_ls_and_vow_prune_take_one_vocabulary_of_states(tmp_path) -> None:
+    """`vow ls --state` took only stored states and `vow prune --state` only outcome words: `vow ls
+    --state failed` was "Invalid value ... 'failed' is not one of 'pending', 'resolved', ...". Both take
+    both now (and `parked`, which `vow ls` shows), several at once, in any case."""
+    import json
+    import sqlite3
+
+    from click.testing import CliRunner
+
+    from vow import Vow
+    from vow.cli import cli
+
+    def leaf(ctx) -> int:
+        return 1
+
+    def flow(ctx):
+        return (yield ctx.run(leaf))
+
+    def broken(ctx):
+        yield ctx.run(leaf)
+        raise ValueError("no")
+
+    def slow(ctx):
+        yield ctx.sleep(60)
+
+    store = f"sqlite:{tmp_path / 'vow.sqlite'}"
+    with Vow(store) as vow:
+        for f in (flow, broken, slow):
+            vow.register(f)
+        vow.run("ok/1", flow)
+        with pytest.raises(Exception, match="no"):
+            vow.run("bad/1", broken)
+        with pytest.raises(Exception):  # noqa: B017 - the run's own timeout error
+            vow.run("late/1", slow, timeout=0.05)
+        vow.submit("gone/1", flow)
+        vow.cancel("gone/1")
+        vow.submit("waiting/1", flow)
+        vow.submit("stuck/1", flow)
+    with sqlite3.connect(tmp_path / "vow.sqlite") as con:  # as the store parks a run whose process kept dying
+        con.execute("INSERT OR REPLACE INTO leases (root, owner, token, expires_at, recoveries, parked) "
+                    "VALUES ('stuck/1', '', 1, 0, 5, 'kept dying')")
+    con.close()
+    runner = CliRunner()
+
+    def ids(*args: str) -> list[str]:
+        result = runner.invoke(cli, ["ls", "--store", store, *args])
+        assert result.exit_code == 0, result.output
+        return sorted(line.split()[0] for line in result.output.splitlines()[1:] if not line.startswith("parked "))
+
+    assert ids("--state", "resolved") == ids("--state", "succeeded") == ids("--state", "SUCCEEDED") == ["ok/1"]
+    assert ids("--state", "failed") == ["bad/1", "late/1"] == ids("--state", "rejected,timedout")
+    assert ids("--state", "canceled") == ids("--state", "cancelled") == ["gone/1"]
+    assert ids("--state", "pending") == ["stuck/1", "waiting/1"]  # a parked run is pending, as before
+    assert ids("--state", "parked") == ["stuck/1"]
+    assert ids("--state", "succeeded, canceled") == ["gone/1", "ok/1"]
+    assert ids("--state", "failed", "--limit", "1") == ["late/1"]  # newest first over both states
+    listed = json.loads(runner.invoke(cli, ["ls", "--store", store, "--state", "failed", "--json"]).output)
+    assert sorted(r["state"] for r in listed) == ["rejected", "timedout"]
+
+    refused = runner.invoke(cli, ["ls", "--store", store, "--state", "done"])
+    assert refused.exit_code == 2
+    assert ("--state: unknown state 'done'; allowed: pending, parked, resolved, rejected, timedout, canceled "
+            "(or succeeded, failed, cancelled)") in refused.output
+
+    pruned = runner.invoke(cli, ["prune", "--store", store, "--older-than", "0s", "--dry-run", "--json",
+                                 "--state", "timedout,cancelled"])
+    assert pruned.exit_code == 0, pruned.output
+    assert sorted(r["id"] for r in json.loads(pruned.output)["removed"]) == ["gone/1", "late/1"]
+    for state in ("pending", "parked"):
+        refused = runner.invoke(cli, ["prune", "--store", store, "--older-than", "0s", "--state", state])
+        assert refused.exit_code == 2
+        assert (f"--state: unknown state {state!r} (a pending run is never pruned); allowed: resolved, rejected, "
+                "timedout, canceled (or succeeded, failed, cancelled)") in refused.output
+
+
+def test_vow_ls_escapes_what_would_spoof_a_terminal_and_aligns_wide_text(tmp_path) -> None:
+    """A run id given through the Python API may hold any text. A right-to-left override (U+202E) made
+    `inv/<RLO>gpj.exe` read `inv/exe.jpg` on a terminal, a line separator (U+2028) broke the line on some,
+    a zero-width space hid a difference between two ids; and a column after an id in CJK (two cells a
+    character) or with a combining accent (none) stood out of line."""
+    from click.testing import CliRunner
+
+    from vow import Vow
+    from vow.cli import cli
+
+    def leaf(ctx) -> int:
+        return 1
+
+    def flow(ctx):
+        return (yield ctx.run(leaf))
+
+    store = f"sqlite:{tmp_path / 'vow.sqlite'}"
+    ids = ["inv/\u202egpj.exe", "line\u2028sep", "z\u200bw", "日本語/注文", "e\u0301/comb", "ok/1"]
+    with Vow(store) as vow:
+        vow.register(flow)
+        for rid in ids:
+            vow.run(rid, flow)
+    result = CliRunner().invoke(cli, ["ls", "--store", store])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 1 + len(ids)
+    for shown in ("inv/\\u202egpj.exe", "line\\u2028sep", "z\\u200bw"):
+        assert any(line.startswith(f"{shown} ") for line in lines), result.output
+    assert not any(c in result.output for c in "\u202e\u2028\u200b")
+
+    def cells(text: str) -> int:
+        import unicodedata
+
+        return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+                   for c in text)
+
+    state_at = {cells(line[:line.index("resolved")]) for line in lines[1:]}
+    assert state_at == {cells(lines[0][:lines[0].index("STATE")])}  # one column, whatever the ids
+    pruned = CliRunner().invoke(cli, ["prune", "--store", store, "--older-than", "0s", "--dry-run"])
+    assert pruned.exit_code == 0, pruned.output
+    assert "inv/\\u202egpj.exe" in pruned.output and not any(c in pruned.output for c in "\u202e\u2028\u200b")
+    listed = pruned.output.splitlines()[1:]
+    assert len(listed) == len(ids) and len({cells(line[:line.index("resolved")]) for line in listed}) == 1
+
+
+def test_vow_show_of_one_branch_reads_that_branch_not_its_whole_run(tmp_path, monkeypatch) -> None:
+    """`vow show RUN.3` read the whole run's tree to print one branch: 2.3 s on a run of 100,000 branches.
+    It reads the branch and what is under it now; the output is the same."""
+    from click.testing import CliRunner
+
+    from vow import Vow
+    from vow.cli import cli
+    from vow.stores.sqlite import SQLiteStore
+
+    def leaf(ctx, n: int) -> int:
+        return n
+
+    def inner(ctx):
+        return (yield ctx.run(leaf, 1))
+
+    def flow(ctx):
+        for n in range(5):
+            yield ctx.run(leaf, n)
+        return (yield ctx.run(inner))
+
+    store = f"sqlite:{tmp_path / 'vow.sqlite'}"
+    with Vow(store) as vow:
+        vow.register(flow)
+        vow.register(inner)
+        vow.run("big/1", flow)
+    runner = CliRunner()
+    whole = runner.invoke(cli, ["show", "big/1", "--store", store])
+    assert whole.exit_code == 0, whole.output
+    branch = next(line.split()[1] for line in whole.output.splitlines() if " inner " in line)
+    before = runner.invoke(cli, ["show", branch, "--store", store, "--json"])
+    read: list[str] = []
+    real_tree = SQLiteStore.tree
+    monkeypatch.setattr(SQLiteStore, "tree", lambda self, root: read.append(root) or real_tree(self, root))
+    shown = runner.invoke(cli, ["show", branch, "--store", store, "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output == before.output and len(json.loads(shown.output)["children"]) == 1
+    assert read == []  # no whole tree read
+    assert runner.invoke(cli, ["show", "big/1", "--store", store]).output == whole.output
+    assert read == ["big/1"]
+
+
+def test_vow_show_prints_a_run_nested_deeper_than_pythons_recursion_limit(tmp_path) -> None:
+    """A workflow that calls itself as a child 1,100 levels deep runs (the engine has no depth limit), and
+    `vow show` of it died with a RecursionError traceback, as text and as JSON."""
+    import time
+
+    from click.testing import CliRunner
+
+    from vow.cli import cli
+    from vow.records import Batch, Kind, PromiseRecord, State
+    from vow.stores.sqlite import SQLiteStore
+
+    now = time.time()
+    records, parent = [], None
+    for depth in range(1500):  # as the engine stores a workflow calling itself, without running 1,500 of them
+        rid = "deep/1" if parent is None else f"deep/1.{depth}"
+        records.append(PromiseRecord(rid, State.RESOLVED, Kind.WORKFLOW, "deep/1", func="rec", args="[]",
+                                     value=str(depth), parent=parent, created_at=now + depth,
+                                     settled_at=now + 3000 - depth))
+        parent = rid
+    path = tmp_path / "vow.sqlite"
+    store = SQLiteStore(path)
+    store.apply(Batch(creates=records))
+    store.close()
+    runner = CliRunner()
+    text = runner.invoke(cli, ["show", "deep/1", "--store", f"sqlite:{path}"])
+    assert text.exit_code == 0, text.output[-500:]
+    lines = text.output.splitlines()
+    assert len(lines) == 1500 and lines[-1].startswith(" " * 4 * 1498 + "└── deep/1.1499  ok")
+    as_json = runner.invoke(cli, ["show", "deep/1", "--store", f"sqlite:{path}", "--json"])
+    assert as_json.exit_code == 0, as_json.output[-500:]
+    assert as_json.output.count('"id": ') == 1500 and as_json.output.rstrip().endswith("]\n}")
+
+
+def test_vow_show_json_is_what_json_dumps_writes(tmp_path) -> None:
+    """`vow show --json` writes its tree without recursion; the text is json.dumps(..., indent=2)'s."""
+    from click.testing import CliRunner
+
+    from vow import Vow
+    from vow.cli import cli
+
+    def leaf(ctx, n: int) -> float:
+        return float("nan") if n == 2 else n
+
+    def inner(ctx):
+        return (yield ctx.run(leaf, 1))
+
+    def flow(ctx):
+        for n in range(3):
+            yield ctx.run(leaf, n)
+        return (yield ctx.run(inner))
+
+    store = f"sqlite:{tmp_path / 'vow.sqlite'}"
+    with Vow(store) as vow:
+        vow.register(flow)
+        vow.register(inner)
+        vow.run("j/1", flow)
+    shown = CliRunner().invoke(cli, ["show", "j/1", "--store", store, "--json"])
+    assert shown.exit_code == 0, shown.output
+    tree = json.loads(shown.output)
+    assert shown.output == json.dumps(tree, indent=2) + "\n"
+    assert [len(c["children"]) for c in tree["children"]][-1] == 1 and "NaN" not in shown.output

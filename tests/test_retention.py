@@ -69,7 +69,8 @@ def test_state_names() -> None:
     assert parse_states(None) == parse_states("succeeded,failed,canceled") == {s for s in State if s.settled}
     assert parse_states(["resolved", State.TIMEDOUT]) == {State.RESOLVED, State.TIMEDOUT}
     with pytest.raises(ConfigError, match=r"--state: unknown state 'pending' \(a pending run is never pruned\); "
-                                          r"allowed: succeeded, failed, canceled"):
+                                          r"allowed: resolved, rejected, timedout, canceled "
+                                          r"\(or succeeded, failed, cancelled\)"):
         parse_states("succeeded,pending", what="--state")
     with pytest.raises(ConfigError, match="unknown state 'done'"):
         parse_states("done")

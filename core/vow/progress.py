@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -232,14 +231,26 @@ def describe_outcome(record: PromiseRecord) -> str:
     return str(WORDS.get(record.state.value, record.state.value))
 
 
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
-
-
 def printable(text: str) -> str:
-    """``text`` for a terminal: each control character written as its escape (``\\n``, ``\\x1b``), as Python
-    writes it in a string. A provider's error message is shown as it came, and a newline in it broke the one
-    line a branch gets, an escape sequence retitled, cleared or recoloured the terminal showing it."""
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+    """``text`` for a terminal: each character Python does not print as itself in a string (a control
+    character, a format character such as a right-to-left override or a zero-width space, a line or
+    paragraph separator, a space other than ' ') written as its escape (``\\n``, ``\\x1b``, ``\\u202e``),
+    as Python writes it in a string. A provider's error message is shown as it came, and a newline in it
+    broke the one line a branch gets, an escape sequence retitled, cleared or recoloured the terminal
+    showing it; a run id with a right-to-left override read backwards."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
+def cells(text: str) -> int:
+    """How many terminal columns ``text`` (:func:`printable`) takes: two for a wide character (CJK), none
+    for a combining one (an accent written after its letter), one for any other."""
+    if text.isascii():
+        return len(text)
+    import unicodedata
+
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
 def seconds(value: float | None) -> str:

@@ -34,14 +34,16 @@ _log = logging.getLogger("vow.retention")
 FINISHED_STATES: frozenset[State] = frozenset(s for s in State if s.settled)
 """Every settled state: what ``prune`` removes unless told otherwise."""
 
-STATE_NAMES: dict[str, frozenset[State]] = {
-    "succeeded": frozenset({State.RESOLVED}),
-    "failed": frozenset({State.REJECTED, State.TIMEDOUT}),
-    "canceled": frozenset({State.CANCELED}),
-    **{s.value: frozenset({s}) for s in State if s.settled},
+STATE_NAMES: tuple[str, ...] = ("pending", "parked", "resolved", "rejected", "timedout", "canceled")
+"""The states a user names (``vow ls --state``, ``vow prune --state``), as ``vow ls`` and every
+``--json`` show them: the stored states, and ``parked`` (a pending run no worker may resume)."""
+
+STATE_ALIASES: dict[str, tuple[str, ...]] = {
+    "succeeded": (State.RESOLVED.value,),
+    "failed": (State.REJECTED.value, State.TIMEDOUT.value),
+    "cancelled": (State.CANCELED.value,),
 }
-"""The names ``--state`` accepts: ``succeeded``, ``failed`` (rejected or timed out), ``canceled``,
-or a stored state (``resolved``, ``rejected``, ``timedout``)."""
+"""Other words for some of :data:`STATE_NAMES`, accepted wherever those are."""
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
@@ -85,25 +87,35 @@ def parse_age(text: str | float | int, *, what: str = "older_than") -> float:
     return seconds
 
 
-def parse_states(text: str | Iterable[str | State] | None, *, what: str = "state") -> frozenset[State]:
-    """The settled states named in ``"succeeded,failed"`` (see :data:`STATE_NAMES`); all of them for ``None``."""
-    if text is None:
-        return FINISHED_STATES
+def parse_state_names(text: str | Iterable[str | State], *, what: str = "state",
+                      settled_only: bool = False) -> frozenset[str]:
+    """The :data:`STATE_NAMES` named in ``"failed,canceled"`` (or in a list), aliases
+    (:data:`STATE_ALIASES`) replaced, in any case; ``settled_only``: pending and parked are refused."""
     names = [n.strip() for n in text.split(",")] if isinstance(text, str) else [
         n.value if isinstance(n, State) else str(n).strip() for n in text]
-    states: set[State] = set()
+    allowed = [n for n in STATE_NAMES if not (settled_only and n in ("pending", "parked"))]
+    aliases = {alias: states for alias, states in STATE_ALIASES.items() if set(states) <= set(allowed)}
+    chosen: set[str] = set()
     for name in names:
         if not name:
             continue
-        found = STATE_NAMES.get(name.lower())
-        if found is None:
-            why = " (a pending run is never pruned)" if name.lower() == State.PENDING.value else ""
-            raise ConfigError(f"{what}: unknown state {name!r}{why}; allowed: succeeded, failed, canceled "
-                              "(or resolved, rejected, timedout)")
-        states |= found
-    if not states:
-        raise ConfigError(f"{what}: name at least one state (succeeded, failed, canceled)")
-    return frozenset(states)
+        word = name.lower()
+        if word in allowed or word in aliases:
+            chosen.update(aliases.get(word, (word,)))
+            continue
+        why = " (a pending run is never pruned)" if word in STATE_NAMES else ""
+        raise ConfigError(f"{what}: unknown state {name!r}{why}; allowed: {', '.join(allowed)} "
+                          f"(or {', '.join(aliases)})")
+    if not chosen:
+        raise ConfigError(f"{what}: name at least one state ({', '.join(allowed)})")
+    return frozenset(chosen)
+
+
+def parse_states(text: str | Iterable[str | State] | None, *, what: str = "state") -> frozenset[State]:
+    """The settled states named in ``"succeeded,failed"`` (see :func:`parse_state_names`); all of them for ``None``."""
+    if text is None:
+        return FINISHED_STATES
+    return frozenset(State(name) for name in parse_state_names(text, what=what, settled_only=True))
 
 
 @attrs.frozen

@@ -52,9 +52,9 @@ def test_prune_reports_and_removes_finished_runs_and_leaves_a_pending_one(sandbo
     dry = sandbox.run("prune", "--older-than", "0s", "--state", "failed", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     lines = dry.stdout.splitlines()
-    assert re.fullmatch(rf"would remove 1 run \(1 failed\) holding {before['fail/1']} promises, settled before "
+    assert re.fullmatch(rf"would remove 1 run \(1 rejected\) holding {before['fail/1']} promises, settled before "
                         r"\S+ \S+, from sqlite://\S+", lines[0])
-    assert re.fullmatch(rf"  fail/1  failed     +{before['fail/1']} promises  settled \S+ \S+", lines[1])
+    assert re.fullmatch(rf"  fail/1  rejected  +{before['fail/1']} promises  settled \S+ \S+", lines[1])
     assert len(lines) == 2 and roots(sandbox) == before
 
     done = sandbox.run("prune", "--older-than", "0s", "--json")
@@ -74,8 +74,8 @@ def test_prune_text_report_says_where_the_space_went(sandbox) -> None:
     result = sandbox.run("prune", "--older-than", "0s")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("removed 1 run (1 succeeded) holding ")
-    assert lines[1].startswith("  notify/A-1001  succeeded")
+    assert lines[0].startswith("removed 1 run (1 resolved) holding ")
+    assert lines[1].startswith("  notify/A-1001  resolved")
     assert re.fullmatch(r"on disk: [\d.]+ KB -> [\d.]+ KB", lines[2])
     assert len(lines) == 3  # a file vow made gives its free pages back by itself: nothing to advise
 
@@ -105,8 +105,8 @@ def test_bad_prune_arguments_are_one_clear_error(sandbox) -> None:
          "error: --older-than: '99999999999999999999d' is too long; at most 36500d (about 100 years)"),
         (["--older-than", "1000000d"], "error: --older-than: '1000000d' is too long; at most 36500d (about 100 years)"),
         (["--older-than", "30d", "--state", "succeeded,pending"],
-         "error: --state: unknown state 'pending' (a pending run is never pruned); allowed: succeeded, failed, "
-         "canceled (or resolved, rejected, timedout)"),
+         "error: --state: unknown state 'pending' (a pending run is never pruned); allowed: resolved, rejected, "
+         "timedout, canceled (or succeeded, failed, cancelled)"),
     ):
         result = sandbox.run("prune", *args)
         assert (result.returncode, result.stderr.strip(), result.stdout) == (2, message, "")

@@ -180,7 +180,7 @@ def test_options_from_a_url(tmp_path: Path, plugins: Plugins) -> None:
     ("busy_timeout=0", "busy_timeout: expected a finite number of seconds > 0"),
     ("busy_timeout=nan", "busy_timeout: expected a finite number of seconds > 0, got nan"),
     ("busy_timeout=inf", "busy_timeout: expected a finite number of seconds > 0, got inf"),
-    ("journal=delete", r"journal: unknown key \(allowed: path, synchronous, busy_timeout\)"),
+    ("journal=delete", r"journal: unknown key \(allowed: path, synchronous, busy_timeout, read_only\)"),
 ])
 def test_bad_options_are_a_config_error(tmp_path: Path, plugins: Plugins, query: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -501,3 +501,40 @@ def test_a_store_on_a_full_disk_says_the_disk_is_full(small_disk: Path, tmp_path
         SQLiteStore(path)
     (small_disk / "filler").unlink()
     SQLiteStore(path).close()
+
+
+def test_a_store_opened_read_only_reads_and_refuses_every_write(tmp_path: Path) -> None:
+    """`vow ls` opens the store with read_only: it reads what a writer stored, writes nothing (not even
+    in a file it may write), and leaves no -wal or -shm behind; a write through it says why it fails."""
+    from vow.records import PromiseRecord
+
+    path = tmp_path / "vow.sqlite"
+    with contextlib.closing(open_store(f"sqlite:{path}")) as writer:
+        writer.apply(Batch(creates=[PromiseRecord("r/1", State.PENDING, Kind.WORKFLOW, "r/1", func="f",
+                                                  created_at=time.time())]))
+    reader = open_store(f"sqlite:{path}", read_only=True)
+    try:
+        assert isinstance(reader, sqlite_module.SQLiteStore) and reader.read_only
+        assert reader.get("r/1") is not None and [r.id for r in reader.runs()] == ["r/1"]
+        with pytest.raises(StoreError, match=r"cannot be written \(opened read-only\): vow ls and vow show can read"):
+            reader.settle("r/1", State.RESOLVED, "1")
+    finally:
+        reader.close()
+    assert sorted(os.listdir(tmp_path)) == ["vow.sqlite"]
+    with contextlib.closing(open_store(f"sqlite:{path}?read_only=true")) as from_url:
+        assert from_url.get("r/1").state is State.PENDING  # type: ignore[union-attr]
+    with pytest.raises(StoreError, match="the file does not exist"):
+        open_store(f"sqlite:{tmp_path / 'missing.sqlite'}", read_only=True)
+    assert not (tmp_path / "missing.sqlite").exists()
+
+
+@pytest.mark.parametrize("form", ["sqlite:{path}", "sqlite:{path}?synchronous=full", "{path}"])
+def test_a_hash_in_a_sqlite_path_is_part_of_the_path(tmp_path: Path, form: str) -> None:
+    """`sqlite:/data/run#2/vow.sqlite` opened /data/run (a URL fragment was dropped): `vow ls` on it said
+    "no store at /data/run", and `vow run` made a store there. A bare path always took the '#'."""
+    from vow.stores import parse_store_url
+
+    path = tmp_path / "run#2" / "vow.sqlite"
+    name, options = parse_store_url(form.format(path=path))
+    assert (name, options["path"]) == ("sqlite", str(path))
+    assert options.get("synchronous", "full") == "full"

@@ -10,13 +10,16 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from vow.cli.common import UserError, existing_store_option, json_option, pipeline_name, print_json, utf8_text
 from vow.history import FailedAttempt, RateLimitWait, failed_attempts, is_engine_timer, rate_limit_waits
 from vow.records import Kind, PromiseRecord, State
+
+if TYPE_CHECKING:
+    from vow.stores.base import Store
 
 CLIP_CHARS = 1000
 """``vow show --json``: longer strings are cut to this many characters (``--full``: never)."""
@@ -38,23 +41,25 @@ def _when(ts: float | None) -> str:
 
 
 @click.command("ls")
-@click.option("--state", type=click.Choice([s.value for s in State]), help="Only runs in this state.")
+@click.option("--state", metavar="STATES",
+              help="Only runs in these states, comma-separated: pending, parked, resolved, rejected, timedout, "
+                   "canceled (or succeeded, failed: rejected or timedout).")
 @click.option("--name", metavar="NAME", callback=utf8_text, help="Only runs of this workflow, or of this pipeline.")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="At most this many runs.")
 @existing_store_option
 @json_option
 def ls(state: str | None, name: str | None, limit: int, store: str | None, as_json: bool) -> None:
     """List runs, newest first. A run parked after its process kept dying shows as parked, with the reason."""
-    from vow.progress import printable, seconds  # imported here: `vow --help` stays quick
+    from vow.progress import cells, printable, seconds  # imported here: `vow --help` stays quick
+    from vow.retention import parse_state_names
     from vow.stores import open_store
 
+    states = parse_state_names(state, what="--state") if state is not None else None  # before the store opens
     # The store alone: listing needs no engine, so `vow ls` stays quick on a big store.
-    opened = open_store(store)
+    opened = open_store(store, read_only=True)
     try:
         # At most 2**63 - 1: the largest LIMIT a store's SQL takes, and more runs than any store holds.
-        records = opened.runs(state=State(state) if state else None, name=name, limit=min(limit, 2**63 - 1))
-        parked = {r.id: lease.parked for r in records
-                  if not r.settled and (lease := opened.lease(r.id)) is not None and lease.parked}
+        records, parked = _runs(opened, states, name, min(limit, 2**63 - 1))
         url = opened.url
     finally:
         opened.close()
@@ -75,11 +80,36 @@ def ls(state: str | None, name: str | None, limit: int, store: str | None, as_js
         table.append((printable(r.id), "parked" if r.id in parked else r.state.value,
                       printable(f"pipeline {name}" if name else r.func), _when(r.created_at),
                       seconds(_took(r)) if r.settled else "-"))
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    widths = [max(cells(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        click.echo("  ".join(cell + " " * (w - cells(cell)) for cell, w in zip(row, widths)).rstrip())
     for rid, reason in parked.items():
         click.echo(printable(f"parked {rid}: {reason}"))
+
+
+def _runs(store: Store, states: frozenset[str] | None, name: str | None,
+          limit: int) -> tuple[list[PromiseRecord], dict[str, str]]:
+    """The newest ``limit`` runs in ``states`` (:data:`vow.retention.STATE_NAMES`; ``None``: any), and
+    the reason of each listed run that is parked."""
+    wanted = [None] if states is None else sorted({State.PENDING if s == "parked" else State(s) for s in states})
+    found: list[PromiseRecord] = []
+    parked: dict[str, str] = {}
+    for state in wanted:
+        kept, before = 0, None
+        while kept < limit:  # another page only when `parked` picks some of the pending and left others out
+            page = store.runs(state=state, name=name, before=before, limit=limit)
+            for r in page:
+                reason = None if r.settled or (lease := store.lease(r.id)) is None else lease.parked
+                if states is None or r.state.value in states or (reason and "parked" in states):
+                    found.append(r)
+                    kept += 1
+                    if reason:
+                        parked[r.id] = reason
+            if len(page) < limit:
+                break
+            before = (page[-1].created_at, page[-1].id)
+    found.sort(key=lambda r: (r.created_at, r.id), reverse=True)
+    return found[:limit], {r.id: parked[r.id] for r in found[:limit] if r.id in parked}
 
 
 @click.command()
@@ -93,12 +123,12 @@ def show(promise_id: str, store: str | None, as_json: bool, full: bool) -> None:
     """Show the promise tree of run ID (or of any promise in it): states, attempts, timings."""
     from vow.stores import open_store
 
-    opened = open_store(store)
+    opened = open_store(store, read_only=True)
     try:
         record = opened.get(promise_id)
         if record is None:
             raise UserError(f"no promise with id {promise_id!r} in {opened.url} (vow ls lists the runs)")
-        tree = opened.tree(record.root)
+        tree = _subtree(opened, record)
     finally:
         opened.close()
     children: dict[str, list[PromiseRecord]] = {}
@@ -106,7 +136,7 @@ def show(promise_id: str, store: str | None, as_json: bool, full: bool) -> None:
         if r.parent is not None:
             children.setdefault(r.parent, []).append(r)
     if as_json:
-        print_json(_node(record, children, full=full))
+        click.echo(_tree_json(record, children, full=full))
     elif sys.stdout.isatty():
         from rich.console import Console
         from rich.tree import Tree
@@ -116,7 +146,26 @@ def show(promise_id: str, store: str | None, as_json: bool, full: bool) -> None:
         Console(highlight=False).print(rich_tree)
     else:
         click.echo(_label(record))
-        _print_plain(record, children, "")
+        _print_plain(record, children)
+
+
+SUBTREE_LIMIT = 1000
+"""``vow show`` of a promise under a run reads its subtree a level at a time while it holds fewer than
+this many promises; a bigger one is read with the whole run, in one query."""
+
+
+def _subtree(store: Store, record: PromiseRecord) -> list[PromiseRecord]:
+    """``record`` and every promise under it: a branch of a run of 100,000 is read alone, not with the run."""
+    if record.parent is None:
+        return store.tree(record.id)
+    found, level = [record], [record.id]
+    while level:
+        level_records = [child for parent in level for child in store.children(parent)]
+        found += level_records
+        level = [child.id for child in level_records]
+        if len(found) > SUBTREE_LIMIT:
+            return store.tree(record.root)
+    return found
 
 
 def _kind(record: PromiseRecord) -> str:
@@ -195,26 +244,38 @@ def _attempt_label(attempt: FailedAttempt | RateLimitWait, *, rich: bool = False
     return text
 
 
-def _print_plain(record: PromiseRecord, children: dict[str, list[PromiseRecord]], indent: str) -> None:
-    kids = _shown(children, record)
-    for i, child in enumerate(kids):
-        last = i == len(kids) - 1
+# A run may nest deeper than Python's recursion limit (a workflow calling itself as a child, 1,100
+# levels deep, runs), so its tree is walked with a stack, never by recursion.
+
+
+def _print_plain(record: PromiseRecord, children: dict[str, list[PromiseRecord]]) -> None:
+    walk: list[tuple[list[Shown], int, str]] = [(_shown(children, record), 0, "")]
+    while walk:
+        kids, i, indent = walk.pop()
+        if i == len(kids):
+            continue
+        walk.append((kids, i + 1, indent))
+        child, last = kids[i], i == len(kids) - 1
         if not isinstance(child, PromiseRecord):
             click.echo(f"{indent}{'└── ' if last else '├── '}{_attempt_label(child)}")
             continue
         click.echo(f"{indent}{'└── ' if last else '├── '}{_label(child)}")
-        _print_plain(child, children, indent + ("    " if last else "│   "))
+        walk.append((_shown(children, child), 0, indent + ("    " if last else "│   ")))
 
 
 def _add_rich(node: Any, record: PromiseRecord, children: dict[str, list[PromiseRecord]]) -> None:
-    for child in _shown(children, record):
-        if not isinstance(child, PromiseRecord):
-            node.add(_attempt_label(child, rich=True))
-        else:
-            _add_rich(node.add(_label(child, rich=True)), child, children)
+    walk = [(node, record)]
+    while walk:
+        parent, parent_record = walk.pop()
+        for child in _shown(children, parent_record):
+            if not isinstance(child, PromiseRecord):
+                parent.add(_attempt_label(child, rich=True))
+            else:
+                walk.append((parent.add(_label(child, rich=True)), child))
 
 
-def _node(record: PromiseRecord, children: dict[str, list[PromiseRecord]], *, full: bool = False) -> dict[str, Any]:
+def _fields(record: PromiseRecord, children: dict[str, list[PromiseRecord]], *, full: bool) -> dict[str, Any]:
+    """``vow show --json``'s node for ``record``, but for its ``children``."""
     node: dict[str, Any] = {
         "id": record.id, "state": record.state.value, "kind": record.kind.value, "func": record.func,
         "attempt": record.attempt, "created_at": record.created_at, "settled_at": record.settled_at,
@@ -238,8 +299,37 @@ def _node(record: PromiseRecord, children: dict[str, list[PromiseRecord]], *, fu
                 cut = cut or clipped
         if cut:
             node["truncated"] = True
-    node["children"] = [_node(c, children, full=full) for c in children.get(record.id, [])]
     return node
+
+
+def _tree_json(record: PromiseRecord, children: dict[str, list[PromiseRecord]], *, full: bool = False) -> str:
+    """``vow show --json``: the tree under ``record``, each node with its ``children``, as
+    :func:`vow.cli.common.print_json` writes it (``json.dumps(..., indent=2)``, strict JSON), but written
+    a node at a time: ``json.dumps`` of the whole tree recurses once per level."""
+    from vow.encoding import json_safe
+
+    out: list[str] = []
+    walk: list[str | tuple[PromiseRecord, int]] = [(record, 0)]
+    while walk:
+        item = walk.pop()
+        if isinstance(item, str):
+            out.append(item)
+            continue
+        node, level = item
+        indent = "  " * level
+        text = json.dumps(json_safe(_fields(node, children, full=full)), indent=2, allow_nan=False)
+        head = text.replace("\n", "\n" + indent)[:-len(indent) - 2]  # without its closing "\n}"
+        kids = children.get(node.id, [])
+        if not kids:
+            out.append(f'{head},\n{indent}  "children": []\n{indent}}}')
+            continue
+        out.append(f'{head},\n{indent}  "children": [')
+        parts: list[str | tuple[PromiseRecord, int]] = []
+        for i, kid in enumerate(kids):
+            parts += [f"\n{indent}    ", (kid, level + 2), "," if i < len(kids) - 1 else ""]
+        parts.append(f"\n{indent}  ]\n{indent}}}")
+        walk.extend(reversed(parts))
+    return "".join(out)
 
 
 def clip(value: Any, *, chars: int = CLIP_CHARS, items: int = CLIP_ITEMS) -> tuple[Any, bool]:

@@ -15,16 +15,14 @@ from vow.retention import PruneResult, describe_seconds, parse_age, parse_states
 SHOWN = 20
 """Runs listed by name in the text report (``--json`` lists them all)."""
 
-_WORDS = {"resolved": "succeeded", "rejected": "failed", "timedout": "timed out", "canceled": "canceled"}
-
 
 @click.command()
 @click.option("--older-than", "older_than", required=True, metavar="AGE",
               help="Only runs that settled longer ago than this: 30d, 12h, 90m, 45s, 2w (or 1d12h); "
                    "at most 36500d.")
 @click.option("--state", "states", metavar="STATES", default=None,
-              help="Only runs that ended so: a comma-separated list of succeeded, failed (includes timed out), "
-                   "canceled [default: all three].")
+              help="Only runs that ended so, comma-separated: resolved, rejected, timedout, canceled (or succeeded, "
+                   "failed: rejected or timedout) [default: all four].")
 @click.option("--dry-run", is_flag=True, help="Delete nothing; list what would be deleted.")
 @click.option("--compact", is_flag=True,
               help="Also rewrite the store file to give all free space back to the disk (SQLite: needed once "
@@ -58,13 +56,16 @@ def _report(result: PruneResult, url: str, cutoff: float, seconds: float) -> Non
     if not result.runs:
         click.echo(f"no finished runs settled before {when} ({describe_seconds(seconds)} ago) in {url}")
     else:
-        states = ", ".join(f"{n} {_WORDS.get(s, s)}" for s, n in sorted(result.by_state().items()))
+        states = ", ".join(f"{n} {s}" for s, n in sorted(result.by_state().items()))
         click.echo(f"{verb} {_count(len(result.runs), 'run')} ({states}) holding "
                    f"{_count(result.promises, 'promise')}, settled before {when}, from {url}")
-        width = max(len(run.id) for run in result.runs[:SHOWN])
-        for run in result.runs[:SHOWN]:
+        from vow.progress import cells, printable
+
+        shown = [(printable(run.id), run) for run in result.runs[:SHOWN]]  # an id may be any text
+        width = max(cells(text) for text, _ in shown)
+        for text, run in shown:
             settled = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.settled_at))
-            click.echo(f"  {run.id.ljust(width)}  {_WORDS.get(run.state.value, run.state.value):<9}  "
+            click.echo(f"  {text}{' ' * (width - cells(text))}  {run.state.value:<9}  "
                        f"{_count(run.promises, 'promise'):>14}  settled {settled}")
         if len(result.runs) > SHOWN:
             click.echo(f"  ... and {len(result.runs) - SHOWN:,} more (--json lists them all)")

@@ -19,6 +19,7 @@ from vow.cli.common import (
     FAILED,
     INTERRUPTED,
     OK,
+    USER_ERRORS,
     UserError,
     existing_store_option,
     installed_plugins,
@@ -93,6 +94,7 @@ def run(file: str, inputs: tuple[str, ...], sets: tuple[str, ...], run_id: str |
     progress = _progress(plan.run_id, plan.spec)
     with Vow(store or plan.store, plugins=plugins, observers=[] if detach else [progress]) as vow:
         existing = vow.get(plan.run_id)
+        plan = _as_stored(existing, plan)
         _check_same_run(existing, plan)
         if detach:
             record = vow.submit(plan.run_id, NAME, plan.spec, timeout=plan.timeout)
@@ -234,6 +236,18 @@ def _resume_all(vow: Any, as_json: bool) -> int:
         if not results and not skipped:
             click.echo("nothing to resume: no pending run without a live worker")
     return FAILED if any(r["state"] != State.RESOLVED.value for r in results) else OK
+
+
+def _as_stored(existing: PromiseRecord | None, plan: Plan) -> Plan:
+    """``plan`` as run ``existing`` was stored, when it differs only in the default output folder an older
+    vow named (see :meth:`vow.pipeline.plan.Plan.as_stored`)."""
+    if existing is None or plan.legacy_output is None:
+        return plan
+    try:
+        stored = _stored_plan(existing)
+    except USER_ERRORS:
+        return plan  # not a plan this vow reads: _check_same_run says what is wrong
+    return plan if stored is None else plan.as_stored(stored)
 
 
 def _check_same_run(existing: PromiseRecord | None, plan: Plan) -> None:

@@ -21,10 +21,10 @@ from vow.cli.common import existing_store_option, installed_plugins, json_option
 
 
 @contextlib.contextmanager
-def _opened(store: str | None) -> Iterator[Any]:
+def _opened(store: str | None, *, read_only: bool = False) -> Iterator[Any]:
     from vow.stores import open_store
 
-    opened = open_store(store)
+    opened = open_store(store, read_only=read_only)
     try:
         yield opened
     finally:
@@ -100,7 +100,7 @@ def ls(store: str | None, as_json: bool) -> None:
     from vow.schedules.manage import listing
 
     problems: list[str] = []
-    with _opened(store) as opened:
+    with _opened(store, read_only=True) as opened:
         infos = listing(opened, problems=problems)
         url = opened.url
     for problem in problems:

@@ -29,7 +29,7 @@ def copy(source: str, destination: str, batch_size: int) -> None:
     from vow.stores import open_store
     from vow.stores.copy import CopyMismatch, CopyRefused, copy_store
 
-    src = open_store(source)
+    src = open_store(source, read_only=True)
     try:
         dst = open_store(destination)
         try:

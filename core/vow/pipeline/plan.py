@@ -67,6 +67,19 @@ class Plan:
     """The file's top-level ``timeout:`` in seconds: how long the whole run may take before it and its
     pending branches time out. Passed to ``vow.run(..., timeout=)``, which stores it as the run's deadline;
     not part of ``spec``, so the plan stored as the run's argument is the same JSON as without it."""
+    legacy_output: str | None = None
+    """The default output folder vow 0.2 gave this run id (``.vow/output/`` and the id's slug alone), when
+    it is not ``spec.output``: a run stored with it keeps it (:meth:`as_stored`)."""
+
+    def as_stored(self, stored: PlannedRun) -> Plan:
+        """This plan with the output folder of ``stored`` (the plan run ``run_id`` was stored with), when
+        that is the folder an older vow gave this id by default and the only difference; else this plan.
+        A run started before default folders were told apart by a digest then joins, and resumes in, its
+        own folder."""
+        if self.legacy_output is None or stored.output != self.legacy_output:
+            return self
+        old = attrs.evolve(self, spec=attrs.evolve(self.spec, output=self.legacy_output))
+        return old if old.spec.to_json() == stored.to_json() else self
 
     @property
     def branches(self) -> list[Branch]:
@@ -77,6 +90,16 @@ class Plan:
     def gate_id(self) -> str | None:
         """The id of the outside promise the run waits for first, if it has a gate."""
         return self.spec.gate_id(self.run_id)
+
+
+def output_folder(run_id: str) -> str:
+    """The name of run ``run_id``'s default output folder (``run.folder``): the id itself when it is its
+    own slug, else its slug, ``@`` and a digest of the id. No slug holds ``@``, so two run ids that slug
+    alike (``img/a:b``, ``img/a-b``) never share a folder, and one never takes an id's own."""
+    name = slug(run_id)
+    if name == run_id:
+        return name
+    return f"{name}@{hashlib.sha256(run_id.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
 
 
 def load(file: str, *, plugins: Plugins, input: Mapping[str, Any] | None = None, run_id: str | None = None) -> Plan:
@@ -144,15 +167,17 @@ class _Planner:
         context["schedule"] = wrap(dict(tick) if tick is not None else {"name": None, "tick": None, "time": None},
                                    "schedule")
         run_id = self.run_id(run_id, inputs, context)
-        context["run"] = wrap({"id": run_id, "slug": slug(run_id)}, "run")
+        context["run"] = wrap({"id": run_id, "slug": slug(run_id), "folder": output_folder(run_id)}, "run")
         defaults = self.defaults()
         self.defaults_rate_limit = defaults["rate_limit"]
         gate = self.gate()
         branches = self.fan_out(context, defaults)
         output = self.output(context, branches)
+        legacy = str(self.base_dir / DEFAULT_IMAGE_OUTPUT / slug(run_id)) if spec.output is None and output else None
         return Plan(self.source.file, spec.name, run_id, spec.store, PlannedRun(
             name=spec.name, input=plain(inputs), gate=gate, fan_in=spec.fan_in,
-            concurrency=defaults["concurrency"], output=output, branches=branches), schedule, timeout)
+            concurrency=defaults["concurrency"], output=output, branches=branches), schedule, timeout,
+            legacy_output=legacy if legacy != output else None)
 
     def run_id(self, given: str | None, inputs: dict[str, Any], context: dict[str, Any]) -> str:
         if given is not None:
@@ -247,7 +272,7 @@ class _Planner:
                 raise self.error(("output",), f"{text!r} {problem}")
             return str(self.base_dir / FilePath(text).expanduser())
         if any(isinstance(b, ImageBranch) for b in branches):
-            return str(self.base_dir / DEFAULT_IMAGE_OUTPUT / context["run"]["slug"])
+            return str(self.base_dir / DEFAULT_IMAGE_OUTPUT / context["run"]["folder"])
         return None
 
     # ------------------------------------------------------------------ branches

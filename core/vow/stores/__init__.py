@@ -6,7 +6,8 @@ A store is named by URL::
     sqlite:relative/path.sqlite
     memory:
     ./state.sqlite            (a bare path means SQLite)
-    (a SQLite URL names no host: sqlite://host/path is refused, not read as the path host/path)
+    (a SQLite URL names no host: sqlite://host/path is refused, not read as the path host/path;
+     its path is taken as written: a '#' or a '%' in it is part of the file's name)
     mystore?option=value      (any registered store name, options as query parameters)
     postgresql://user@host:5432/db?sslmode=require   (the ``postgresql`` store, from vow-postgres;
                                                        ``postgres://`` too)
@@ -62,6 +63,12 @@ def parse_store_url(url: str) -> tuple[str, dict[str, Any]]:
     parts = urlsplit(url)
     if parts.scheme in POSTGRES_SCHEMES:
         return "postgresql", {"url": url}
+    if parts.scheme == "sqlite" and "#" in url:
+        # A file's path may hold '#' (and is not percent-decoded): no fragment in a sqlite: URL, whose
+        # path would otherwise end there.
+        parts = urlsplit(url.replace("#", "\0"))  # NUL: in no path (and refused in one)
+        parts = parts._replace(**{part: getattr(parts, part).replace("\0", "#")
+                                  for part in ("netloc", "path", "query")})
     options: dict[str, Any] = dict(parse_qsl(parts.query))
     if parts.scheme == "sqlite":
         if parts.netloc:  # SQLite opens a local file: a host here is a slip, once read as a relative path
@@ -93,11 +100,14 @@ def _registry_for(name: str) -> Plugins:
     return plugins
 
 
-def open_store(spec: str | os.PathLike[str] | Store | None = None, *, plugins: Plugins | None = None) -> Store:
+def open_store(spec: str | os.PathLike[str] | Store | None = None, *, plugins: Plugins | None = None,
+               read_only: bool = False) -> Store:
     """The store ``spec`` names (a URL, a path, or a store object); the default SQLite file when ``None``.
 
     ``plugins`` is the registry that builds it (a client passes its own); without one, vow's
-    builtin store for ``sqlite:`` and ``memory:`` URLs, else every installed plugin.
+    builtin store for ``sqlite:`` and ``memory:`` URLs, else every installed plugin. ``read_only``:
+    for reading only, so a store this user may not write can be read (a store with a ``read_only``
+    option gets it; any other opens as usual).
     """
     if spec is not None and not isinstance(spec, (str, os.PathLike)):
         return spec
@@ -106,6 +116,8 @@ def open_store(spec: str | os.PathLike[str] | Store | None = None, *, plugins: P
         plugins = _registry_for(name)
     where = f"store {redact_url(os.fspath(spec)) if spec is not None else DEFAULT_URL!r}"
     options_class = plugins.stores.get(name, where=where).options_class
+    if read_only and options_class is not None and hasattr(getattr(options_class, "__attrs_attrs__", ()), "read_only"):
+        options = {**options, "read_only": True}
     if options_class is not None:  # a URL's query is text: ?busy_timeout=0.3 is the number 0.3
         from vow.config import from_text
 

@@ -89,6 +89,9 @@ class SQLiteOptions:
     """``normal`` (survives process crashes) or ``full`` (also survives power loss; slower)."""
     busy_timeout: float = 60.0
     """Seconds a write waits for another writer before giving up with :class:`StoreError`."""
+    read_only: bool = False
+    """Open the file without writing to it (what ``vow ls`` and ``vow show`` do): it may be a file, a
+    folder or a file system this user cannot write; a write through the store fails saying so."""
 
 
 # A run's name (vow.stores.base.run_name) in SQL: the pipeline's name for a YAML pipeline run, else
@@ -401,7 +404,12 @@ class SQLiteStore(StoreOperations):
     """Promises and leases in one SQLite file (WAL), safe for many threads and processes."""
 
     def __init__(self, path: str | os.PathLike[str] = DEFAULT_PATH, *, synchronous: str = "normal",
-                 busy_timeout: float = 60.0) -> None:
+                 busy_timeout: float = 60.0, read_only: bool = False) -> None:
+        """``read_only``: an existing file, for reading: a write through the store is refused. A file
+        this process may not write (a read-only file, folder or mount) is opened with SQLite's
+        ``mode=ro``, or ``immutable=1`` when no -shm file can be made beside it (then no writer can be
+        at work either). A file of an older format, or an empty one, is opened as usual: it must be
+        written to be read."""
         synchronous = str(synchronous).lower()
         if synchronous not in SYNCHRONOUS_MODES:
             raise ConfigError(f"sqlite store option synchronous: expected one of "
@@ -419,8 +427,28 @@ class SQLiteStore(StoreOperations):
         self._commits = 0
         self._identity: tuple[int, int] | None = None
         self._owners = OwnerLocks(self.path + "-owners")
-        self._check_file()
-        self._create_schema()
+        self.read_only = read_only
+        self._reader_uri = f"file:{quote(self.path)}?mode=ro"
+        self._read_only_uri: str | None = None
+        version = self._check_file()
+        if read_only and version == FORMAT_VERSION:
+            self._identity = _file_identity(self.path)
+            # A file this process may write is opened as usual, so the last connection to close still
+            # empties the log and removes it with -shm (a read-only one leaves them); query_only refuses writes.
+            self._read_only_uri = self._reader_uri if _read_only_because(self.path) else None
+        else:
+            self.read_only = False
+            why = _read_only_because(self.path)
+            if why is not None and read_only:  # it must be written to be read
+                if version == 0:
+                    raise StoreError(f"SQLite store {self.path}: is empty: no run was stored in it yet, and it "
+                                     f"cannot be written ({why})")
+                raise StoreError(f"SQLite store {self.path}: written by an older vow (store format {version}; this "
+                                 f"vow reads {FORMAT_VERSION}), and it cannot be upgraded here ({why}): open it once "
+                                 "with this vow where it can be written")
+            if why is not None:  # said now, not as the first run's failure at its first write
+                raise self._cannot_write(why)
+            self._create_schema()
         _open_stores.add(self)
 
     def __repr__(self) -> str:
@@ -428,8 +456,9 @@ class SQLiteStore(StoreOperations):
 
     # -- opening
 
-    def _check_file(self) -> None:
-        """Refuse, without writing to it, a file that is not a sound vow store of a known format."""
+    def _check_file(self) -> int:
+        """Refuse, without writing to it, a file that is not a sound vow store of a known format;
+        its format version (0: none yet)."""
         if os.path.isdir(self.path):
             raise StoreError(f"SQLite store {self.path}: is a directory, not a database file")
         try:
@@ -438,13 +467,15 @@ class SQLiteStore(StoreOperations):
                 raise StoreError(f"SQLite store {self.path}: is a {_file_kind(mode)}, not a database file")
             size = os.path.getsize(self.path)
         except FileNotFoundError:
+            if self.read_only:
+                raise StoreError(f"SQLite store {self.path}: the file does not exist") from None
             try:
                 os.makedirs(os.path.dirname(self.path), exist_ok=True)
             except OSError as exc:
                 raise StoreError(f"SQLite store {self.path}: cannot create its directory: {exc}") from None
-            return
+            return 0
         if size == 0:
-            return  # an empty file is an empty database (SQLite's own rule)
+            return 0  # an empty file is an empty database (SQLite's own rule)
         try:
             with open(self.path, "rb") as f:
                 header = f.read(100)
@@ -477,10 +508,32 @@ class SQLiteStore(StoreOperations):
         if version > 0 and not {"promises", "leases"} <= tables:
             raise StoreError(f"SQLite store {self.path}: tables are missing (format {version}, "
                              f"tables: {', '.join(sorted(tables)) or 'none'}); the file is damaged")
+        return int(version)
 
     def _read_format(self) -> tuple[int, set[str]]:
         """The format version and table names, read through a read-only connection (writes nothing)."""
-        con = sqlite3.connect(f"file:{quote(self.path)}?mode=ro", uri=True, timeout=self.busy_timeout)
+        try:
+            return self._read_format_through(self._reader_uri)
+        except sqlite3.Error as exc:
+            # In WAL mode even a reader needs the -shm file beside the database, and makes it when it
+            # is missing: in a folder it may not write (a read-only mount), it cannot.
+            if not getattr(exc, "sqlite_errorname", "").startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN")):
+                raise
+            if _wal_bytes(self.path) and not os.path.exists(self.path + "-shm"):
+                raise StoreError(f"SQLite store {self.path}: its log {self.path}-wal holds writes not yet in the "
+                                 "file, and without its -shm file SQLite cannot read them in a folder it may not "
+                                 "write: copy the file and its -wal to a folder you may write") from None
+            if _read_only_because(self.path) is None:
+                raise
+            # No -shm and no log to read, in a folder no one may write: no writer can be at work
+            # (it would need both), so the file may be read as it is, without locks.
+            uri = f"file:{quote(self.path)}?mode=ro&immutable=1"
+            found = self._read_format_through(uri)
+            self._reader_uri = uri
+            return found
+
+    def _read_format_through(self, uri: str) -> tuple[int, set[str]]:
+        con = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout)
         try:
             con.execute("BEGIN")  # one snapshot: another process may be creating the schema right now
             version = con.execute("PRAGMA user_version").fetchone()[0]
@@ -541,8 +594,11 @@ class SQLiteStore(StoreOperations):
         if self._closed:
             raise StoreError(f"SQLite store {self.path}: the store is closed")
         try:
-            con = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
-                                  check_same_thread=False, cached_statements=256)
+            uri = self._read_only_uri
+            con = sqlite3.connect(uri or self.path, uri=uri is not None, timeout=self.busy_timeout,
+                                  isolation_level=None, check_same_thread=False, cached_statements=256)
+            if self.read_only:
+                con.execute("PRAGMA query_only = 1")
             con.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
             # Checkpoints are made by the checkpointer thread and, to start a long log over, by
             # _committed; SQLite's own would copy the whole log on the engine's thread every 1,000 pages
@@ -683,11 +739,8 @@ class SQLiteStore(StoreOperations):
                 with _GATE:
                     return action()
             except sqlite3.Error as exc:
-                if not _is_busy(exc):
+                if not _is_busy(exc) or time.monotonic() >= deadline:
                     raise self._error(exc) from exc
-                if time.monotonic() >= deadline:
-                    raise StoreError(f"SQLite store {self.path}: still locked by another connection after "
-                                     f"{self.busy_timeout:g} s (busy_timeout): {exc}") from exc
 
     @staticmethod
     def _rollback(con: sqlite3.Connection) -> None:
@@ -701,10 +754,23 @@ class SQLiteStore(StoreOperations):
         name = getattr(exc, "sqlite_errorname", "")
         if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in str(exc):
             return StoreError(f"SQLite store {self.path}: the file is damaged or not a vow store: {exc}")
+        if _is_busy(exc):  # a busy error reaches here only once busy_timeout is spent
+            return StoreError(f"SQLite store {self.path}: still locked by another connection after "
+                              f"{self.busy_timeout:g} s (busy_timeout; sqlite:PATH?busy_timeout=SECONDS waits longer): "
+                              f"{exc}")
+        why = _read_only_because(self.path) if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN")) else None
+        if why is not None or (name.startswith("SQLITE_READONLY") and self.read_only):
+            return self._cannot_write(why or "opened read-only")
         if name == "SQLITE_IOERR_SHMSIZE":  # SQLite's own words, "disk I/O error", do not say the disk is full
             return StoreError(f"SQLite store {self.path}: no room on its disk for {os.path.basename(self.path)}-shm, "
                               f"the file SQLite shares between readers: free some space ({exc})")
         return StoreError(f"SQLite store {self.path}: {exc}")
+
+    def _cannot_write(self, why: str) -> StoreError:
+        readable = os.path.isfile(self.path) and os.path.getsize(self.path) > 0
+        return StoreError(f"SQLite store {self.path}: cannot be written ({why})"
+                          + (": vow ls and vow show can read it; to change it" if readable else ": to store runs")
+                          + ", give a store you may write (--store, $VOW_STORE)")
 
     # -- writes
 
@@ -1542,7 +1608,28 @@ os.register_at_fork(before=_GATE.before_fork, after_in_parent=_GATE.after_fork_i
 
 def open_sqlite(options: SQLiteOptions) -> SQLiteStore:
     """A SQLite file (WAL): the embedded default, safe for several processes on one machine."""
-    return SQLiteStore(options.path, synchronous=options.synchronous, busy_timeout=options.busy_timeout)
+    return SQLiteStore(options.path, synchronous=options.synchronous, busy_timeout=options.busy_timeout,
+                       read_only=options.read_only)
+
+
+def _read_only_because(path: str) -> str | None:
+    """Why this process may not write the SQLite file ``path`` (or make its -wal and -shm beside it),
+    or ``None`` when it may. Root may write any file, but not one on a read-only mount, nor an
+    immutable one (``chattr +i``), which ``os.access`` knows."""
+    folder = os.path.dirname(path)
+    try:
+        if os.statvfs(path if os.path.exists(path) else folder).f_flag & os.ST_RDONLY:
+            return "it is on a read-only file system"
+    except OSError:
+        pass
+    for name in (path, path + "-wal", path + "-shm"):
+        if os.path.exists(name) and not os.access(name, os.W_OK, effective_ids=os.access in os.supports_effective_ids):
+            return f"{'the file' if name == path else os.path.basename(name)} is read-only to this user"
+    # SQLite makes the -wal and -shm files beside the database when they are missing
+    missing = not (os.path.exists(path + "-wal") and os.path.exists(path + "-shm"))
+    if missing and not os.access(folder, os.W_OK, effective_ids=os.access in os.supports_effective_ids):
+        return f"its folder {folder} is read-only to this user"
+    return None
 
 
 @hookimpl
