@@ -142,6 +142,13 @@ class _Output(io.TextIOBase):
     def flush(self) -> None:
         self._try(lambda stream: stream.flush())
 
+    def close(self) -> None:
+        # Python closes this object, and so flushes it, when it is collected at exit; a failure was
+        # said at the write that met it, and said again there it is "Exception ignored" on stderr
+        # (Python 3.13, or -X dev).
+        with contextlib.suppress(OutputFailed):
+            super().close()
+
     def _try(self, do: Callable[[TextIO], object]) -> None:
         stream = self._stream
         if stream is None:
