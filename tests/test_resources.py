@@ -144,3 +144,30 @@ def test_a_handle_keeps_its_client_open(tmp_path: Path) -> None:
     done = python("-c", HANDLE_KEEPS_CLIENT, tmp_path / "s.db")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["42"], done.stdout
+
+
+SHARED_STORE = """
+import gc, sys
+from vow import Vow
+from vow.stores.sqlite import SQLiteStore
+
+def leaf(ctx, x):
+    return x + 1
+
+def flow(ctx, x):
+    return (yield ctx.run(leaf, x))
+
+store = SQLiteStore(sys.argv[1])  # the caller's: clients made on it do not own it
+client = Vow(store)
+print(client.run("a/1", flow, 1))
+client = Vow(store)  # the first client is dropped, and collected
+gc.collect()
+print(client.run("a/2", flow, 2))
+client.close()
+"""
+
+
+def test_a_collected_client_leaves_a_store_it_was_given_open(tmp_path: Path) -> None:
+    done = python("-c", SHARED_STORE, tmp_path / "s.db")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["2", "3"], done.stdout

@@ -120,8 +120,9 @@ class Vow:
 
     A client keeps its threads and the store open until :meth:`close` (or the end of a ``with``
     block). One that nothing refers to any more (no variable, no :class:`RunHandle`) is closed when
-    it is collected, once no run it started or resumed is still going on; a run it started goes on
-    to its end even if its handle was dropped. Still, make one per process and share it: a client
+    it is collected, once no run it started or resumed is still going on (a run it started goes on
+    to its end even if its handle was dropped), and so is its store unless it was given a store
+    object, which the caller keeps. Still, make one per process and share it: a client
     costs a few threads and a store connection.
     """
 
@@ -137,6 +138,7 @@ class Vow:
         _check_policy(retry, "Vow(retry=...)")
         self.plugins = plugins or default_plugins()
         self.store: Store = open_store(store, plugins=self.plugins)
+        self._owns_store = self.store is not store  # opened here from a URL, not the caller's object
         self.codec = FailureCodec(self.plugins.declared_errors())
         self._functions: dict[str, Registered] = {}
         self._names: dict[Any, str] = {}
@@ -165,7 +167,7 @@ class Vow:
         if self._collected is not None:
             self._collected.detach()
         self._collected = weakref.finalize(self, _close_unreferenced, self._engine, self.store, self._pruner,
-                                           self.owner)
+                                           self.owner, self._owns_store)
         self._collected.atexit = False  # at exit the threads die with the process, as before
 
     def _after_fork(self) -> None:
@@ -587,7 +589,7 @@ def _name_of(names: dict[Any, str], fn: Any) -> str:
     return name
 
 
-def _close_parts(engine: Engine, store: Store, pruner: AutoPrune | None, owner: str) -> None:
+def _close_parts(engine: Engine, store: Store, pruner: AutoPrune | None, owner: str, close_store: bool = True) -> None:
     """Stop what a client runs and close its store: the body of :meth:`Vow.close`."""
     if pruner is not None:
         pruner.stop()
@@ -596,14 +598,16 @@ def _close_parts(engine: Engine, store: Store, pruner: AutoPrune | None, owner: 
         store.release_owner(owner)
     except Exception:  # noqa: BLE001 - a closed or failing store: the owner reads as gone when we exit
         pass
-    store.close()
+    if close_store:
+        store.close()
 
 
-def _close_unreferenced(engine: Engine, store: Store, pruner: AutoPrune | None, owner: str) -> None:
-    """Close a client that was collected unclosed (nothing referred to it and no run of its was going on).
+def _close_unreferenced(engine: Engine, store: Store, pruner: AutoPrune | None, owner: str, owns_store: bool) -> None:
+    """Close a client that was collected unclosed (nothing referred to it and no run of its was going on),
+    and its store if it opened it: a store object the caller gave it may serve other clients.
 
     On a thread of its own: the collection may happen on the engine's thread, which closing waits for."""
-    threading.Thread(target=_close_parts, args=(engine, store, pruner, owner), name="vow-close").start()
+    threading.Thread(target=_close_parts, args=(engine, store, pruner, owner, owns_store), name="vow-close").start()
 
 
 _clients: weakref.WeakSet[Vow] = weakref.WeakSet()
