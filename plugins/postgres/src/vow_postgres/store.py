@@ -6,7 +6,9 @@ how owners are known to be alive and how writers meet:
 * **One round trip per engine round.** :meth:`PostgresStore.apply` is one call of the
   server-side function ``apply`` (see :mod:`vow_postgres.schema`): one statement, so one
   transaction, with the fences checked and the lease rows locked in it. A batch either commits
-  whole or raises and writes nothing.
+  whole or raises and writes nothing. A round whose texts add up to more than one statement may
+  carry (:data:`STATEMENT_BYTES`; PostgreSQL refuses a message over 1 GB) is several calls in one
+  transaction, still all or nothing.
 * **The server's clock.** Lease expiry and deadlines are judged by ``clock_timestamp()`` on the
   server, never by the clock of the machine asking (``now=`` overrides it, for tests). A worker
   on another machine, whatever its clock says, loses a lease only when the server says so.
@@ -45,7 +47,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from vow.errors import ConfigError, PromiseNotFoundError, StoreError
 from vow.naming import refuse_unstorable, storable
-from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, State
+from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, Settle, State
 from vow.schedules.record import ScheduleRecord
 from vow.stores import redact_url
 from vow.stores.base import (
@@ -96,6 +98,11 @@ _RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure,
               # Two writers created the same id at once (see the schema's apply): run it again.
               pg_errors.UniqueViolation)
 _RETRIES = 8
+STATEMENT_BYTES = 64 * 1024 * 1024
+"""The most text (ids, arguments, values) one call of ``apply`` carries. PostgreSQL refuses a
+message over 1 GB (it logs "invalid message length" and ends the session) while each value may be
+256 MiB (:data:`vow.encoding.MAX_VALUE_BYTES`): a round whose texts add up to more than this is
+sent as several calls in one transaction (a call then carries at most this, or one record)."""
 _SERVER_NOW = "SELECT extract(epoch FROM clock_timestamp())::float8"
 _LISTEN_RETRY_S = 1.0  # between attempts to reconnect the listener
 
@@ -397,21 +404,14 @@ class PostgresStore(StoreOperations):
                     raise ValueError(f"cannot store promise {r.id!r}: a required field is None ({r!r})")
             firsts[r.id] = r
         creates = list(firsts.values())
-        settles = batch.settles
         fences = sorted(batch.fences.items())
-        params = (
-            [root for root, _ in fences], [token for _, token in fences],
-            [r.id for r in creates], [r.state._value_ for r in creates], [r.kind._value_ for r in creates],
-            [r.root for r in creates], [r.func for r in creates], [r.args for r in creates],
-            [r.value for r in creates], [r.parent for r in creates], [r.timeout for r in creates],
-            [r.idempotency_key for r in creates], [r.attempt for r in creates], [r.created_at for r in creates],
-            [r.settled_at for r in creates], [_dumps(r.tags) if r.tags else _EMPTY_TAGS for r in creates],
-            [s.id for s in settles], [s.state._value_ for s in settles], [s.value for s in settles],
-            [s.settled_at for s in settles],
-            list(batch.attempts), list(batch.attempts.values()), batch.outside,
-        )
+        parts = _parts(creates, batch.settles, batch.fences)
         try:
-            rows = self._write(lambda con: con.execute(self._sql_apply, params).fetchall())
+            if len(parts) == 1:  # the usual round: one statement, its own transaction
+                params = self._apply_params(fences, creates, batch.settles, batch.attempts, batch.outside)
+                rows = self._write(lambda con: con.execute(self._sql_apply, params).fetchall())
+            else:
+                rows = self._write(functools.partial(self._apply_in_parts, parts, fences, batch))
         except _Conflict as conflict:
             raise self._conflict_error(conflict.detail, batch) from None
         existing: dict[str, PromiseRecord] = {}
@@ -421,6 +421,38 @@ class PostgresStore(StoreOperations):
         for rid in duplicates:  # a second create of an id in one batch meets the first
             existing.setdefault(rid, firsts[rid])
         return BatchResult(existing, conflicts)
+
+    def _apply_params(self, fences: list[tuple[str, int]], creates: Sequence[PromiseRecord], settles: Sequence[Settle],
+                      attempts: dict[str, int], outside: bool) -> tuple[Any, ...]:
+        """The parameters of one call of the server's ``apply``."""
+        return (
+            [root for root, _ in fences], [token for _, token in fences],
+            [r.id for r in creates], [r.state._value_ for r in creates], [r.kind._value_ for r in creates],
+            [r.root for r in creates], [r.func for r in creates], [r.args for r in creates],
+            [r.value for r in creates], [r.parent for r in creates], [r.timeout for r in creates],
+            [r.idempotency_key for r in creates], [r.attempt for r in creates], [r.created_at for r in creates],
+            [r.settled_at for r in creates], [_dumps(r.tags) if r.tags else _EMPTY_TAGS for r in creates],
+            [s.id for s in settles], [s.state._value_ for s in settles], [s.value for s in settles],
+            [s.settled_at for s in settles],
+            list(attempts), list(attempts.values()), outside,
+        )
+
+    def _apply_in_parts(self, parts: list[tuple[list[PromiseRecord], list[Settle]]], fences: list[tuple[str, int]],
+                        batch: Batch, con: psycopg.Connection[Any]) -> list[Any]:
+        """A round too large for one statement, as one call of ``apply`` per part in one transaction:
+        a part the server refuses rolls back the parts before it. Each part checks the fences of the
+        roots it has not settled yet (an earlier part that settled a root leaves it settled, which
+        its fence check would take for a lease lost); the attempts ride with the last part."""
+        rows: list[Any] = []
+        settled: set[str] = set()
+        with con.transaction():
+            for n, (creates, settles) in enumerate(parts):
+                last = n == len(parts) - 1
+                params = self._apply_params([f for f in fences if f[0] not in settled], creates, settles,
+                                            batch.attempts if last else {}, batch.outside)
+                rows += con.execute(self._sql_apply, params).fetchall()
+                settled.update(s.id for s in settles if s.id in batch.fences)
+        return rows
 
     def _conflict_error(self, detail: dict[str, list[str]], batch: Batch) -> Exception:
         """The :class:`~vow.errors.ConflictError` of a fenced batch the server refused (nothing was written)."""
@@ -1013,6 +1045,39 @@ def _check_pooled(con: psycopg.Connection[Any]) -> None:
     zero-timeout poll, and a round trip only when the server sent something."""
     if _session_ended(con):
         raise psycopg.OperationalError("the server ended this idle session")
+
+
+def _size(item: PromiseRecord | Settle) -> int:
+    """At least the bytes of text ``item`` adds to a call of ``apply`` (its ASCII texts exactly, what
+    vow's JSON is; 4 a character otherwise, UTF-8's most; ``isascii`` is O(1))."""
+    texts = (item.id, item.args, item.value, item.func) if isinstance(item, PromiseRecord) else (item.id, item.value)
+    return 64 + sum(len(t) if t.isascii() else 4 * len(t) for t in texts if t)
+
+
+def _parts(creates: list[PromiseRecord], settles: list[Settle],
+           fences: dict[str, int]) -> list[tuple[list[PromiseRecord], list[Settle]]]:
+    """A round split into parts of at most :data:`STATEMENT_BYTES` of text each (or one record):
+    ``[(creates, settles)]`` for the usual round. Creates come before settles, as in one call (a
+    create sees its parent as it was before the round); settles of fenced roots come last, so that
+    a part before them finds every fenced root pending."""
+    budget = STATEMENT_BYTES
+    items: list[PromiseRecord | Settle] = [*creates, *settles]
+    if sum(map(_size, items)) <= budget:
+        return [(creates, settles)]
+    items = [*creates, *(s for s in settles if s.id not in fences), *(s for s in settles if s.id in fences)]
+    parts: list[tuple[list[PromiseRecord], list[Settle]]] = [([], [])]
+    used = 0
+    for item in items:
+        size = _size(item)
+        if used and used + size > budget:
+            parts.append(([], []))
+            used = 0
+        used += size
+        if isinstance(item, PromiseRecord):
+            parts[-1][0].append(item)
+        else:
+            parts[-1][1].append(item)
+    return parts
 
 
 def _one(con: psycopg.Connection[Any], sql: str, params: Sequence[Any] = ()) -> Any:
