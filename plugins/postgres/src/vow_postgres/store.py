@@ -71,6 +71,11 @@ _log = logging.getLogger("vow.postgres")
 
 DEFAULT_POOL_SIZE = 10
 """Connections a store's pool opens at most (the engine, readers, clients settling from outside)."""
+DEFAULT_CONNECT_TIMEOUT = 10
+"""Seconds a connection waits for the server to answer, unless the URL (``connect_timeout=``) or
+``$PGCONNECT_TIMEOUT`` says otherwise: psycopg's own default is 130 s per address, all that time
+silent when the address never answers (a firewall that drops packets, a wrong host, a port where
+something else listens)."""
 DEFAULT_SYNCHRONOUS_COMMIT = "off"
 """The ``synchronous_commit`` of the store's sessions: see :class:`PostgresOptions`."""
 SYNCHRONOUS_COMMIT = ("off", "on", "local", "remote_write", "remote_apply", "server")
@@ -182,9 +187,10 @@ class PostgresStore(StoreOperations):
         libpq_url, ours = split_url(url)
         hidden = secrets(url)
         try:
-            psycopg.conninfo.conninfo_to_dict(libpq_url)
+            given = psycopg.conninfo.conninfo_to_dict(libpq_url)
         except psycopg.ProgrammingError as exc:
             raise ConfigError(f"postgresql store URL {redact_url(url)}: {scrub(str(exc), hidden)}") from None
+        self._own_timeout = "connect_timeout" in given or bool(os.environ.get("PGCONNECT_TIMEOUT"))
         schema = _pick("schema", ours.get("schema"), schema, _schema.DEFAULT_SCHEMA)
         raw_size = _pick("pool_size", ours.get("pool_size"), pool_size, DEFAULT_POOL_SIZE)
         try:
@@ -251,6 +257,14 @@ class PostgresStore(StoreOperations):
                     self._create_schema(con)
                 elif self._functions_mark(con) != _schema.functions_mark(self.schema):
                     self._remake_functions(con)
+        except psycopg.errors.ConnectionTimeout as exc:
+            timeout = psycopg.conninfo.timeout_from_conninfo(
+                psycopg.conninfo.conninfo_to_dict(self._conninfo, **self._timeout_kwargs()))
+            raise StoreError(
+                f"PostgreSQL store {self.url}: no answer within {timeout} s ({self._scrub(str(exc).strip())}); "
+                "check that the host and port name a running PostgreSQL server this machine can reach (a "
+                "firewall that drops packets looks like this), or give the URL a longer connect_timeout=SECONDS"
+            ) from None
         except psycopg.Error as exc:
             raise self._error(exc) from None
 
@@ -271,7 +285,8 @@ class PostgresStore(StoreOperations):
         """A connection of the store's own. ``long_idle``: it sits idle by design (owners shown alive,
         the change feed listened to), so a server's ``idle_session_timeout`` must not end it, and the
         server probes it to learn soon that its machine is gone (:data:`VANISHED_AFTER`)."""
-        con = psycopg.connect(self._conninfo, autocommit=True, fallback_application_name="vow")
+        con = psycopg.connect(self._conninfo, autocommit=True, fallback_application_name="vow",
+                              **self._timeout_kwargs())
         _connections.add(con)
         if long_idle:
             try:
@@ -284,6 +299,10 @@ class PostgresStore(StoreOperations):
                 con.close()
                 raise
         return con
+
+    def _timeout_kwargs(self) -> dict[str, Any]:
+        """The store's ``connect_timeout``, unless the user gave one (a keyword would override the URL's)."""
+        return {} if self._own_timeout else {"connect_timeout": DEFAULT_CONNECT_TIMEOUT}
 
     def _read_version(self, con: psycopg.Connection[Any]) -> int | None:
         """The recorded schema version; ``None`` when the schema is absent or empty; refuses what it cannot use."""
@@ -350,7 +369,8 @@ class PostgresStore(StoreOperations):
             if self._pool is None:
                 self._pool = ConnectionPool(
                     self._conninfo, min_size=1, max_size=self.pool_size, open=True, timeout=60,
-                    kwargs={"autocommit": True, "prepare_threshold": 1, "fallback_application_name": "vow"},
+                    kwargs={"autocommit": True, "prepare_threshold": 1, "fallback_application_name": "vow",
+                            **self._timeout_kwargs()},
                     configure=self._configure, check=_check_pooled, name=f"vow-{self.schema}")
             return self._pool
 
