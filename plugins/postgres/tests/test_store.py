@@ -571,3 +571,55 @@ def test_a_fenced_replay_of_records_under_a_settled_child_workflow_is_no_conflic
     pg_store.apply(Batch(settles=finished, fences={"wf": lease.token}))
     result = pg_store.apply(Batch(creates=[child, leaf], fences={"wf": lease.token}))
     assert set(result.existing) == {"wf.1.1", "wf.1.1.1"} and result.conflicts == {}
+
+
+@pytest.mark.parametrize("where", ["role", "database"])
+def test_a_dbas_statement_timeout_cancels_no_commit_that_waits(postgres_server: PostgresServer, postgres_url: str,
+                                                                where: str) -> None:
+    """A ``statement_timeout`` (or ``lock_timeout``) an administrator set on the role or the database
+    canceled a round's commit that waited longer for a lease another session held (a claim, a
+    ``vow cancel``): the run failed and its leaves, whose results the commit carried, ran again on
+    resume. The store's sessions run without them; one given in the URL is kept."""
+    database = postgres_url.rsplit("/", 1)[1]
+    role = postgres_url.split("://", 1)[1].split("@", 1)[0]
+    target = f'ROLE "{role}" IN DATABASE "{database}"' if where == "role" else f'DATABASE "{database}"'
+    postgres_server.sql(f"ALTER {target} SET statement_timeout = '200ms'")
+    postgres_server.sql(f"ALTER {target} SET lock_timeout = '200ms'")
+    store = PostgresStore(postgres_url)
+    try:
+        store.apply(Batch(creates=[PromiseRecord("st", State.PENDING, Kind.WORKFLOW, "st"),
+                                   PromiseRecord("st.1", State.PENDING, Kind.STEP, "st", parent="st")]))
+        token = store.claim("st", "here:1:00000000000000ab", 60).token
+        with psycopg.connect(postgres_url, autocommit=False, application_name="vow-locker") as locker:
+            locker.execute("SELECT 1 FROM vow.leases WHERE root = 'st' FOR UPDATE")
+            outcome: list[object] = []
+
+            def commit() -> None:
+                try:
+                    store.apply(Batch(settles=[Settle("st.1", State.RESOLVED, "7", 1.0)], fences={"st": token}))
+                    outcome.append("stored")
+                except Exception as exc:  # noqa: BLE001 - the test reports it
+                    outcome.append(exc)
+
+            thread = threading.Thread(target=commit)
+            thread.start()
+            with psycopg.connect(postgres_url, autocommit=True) as watcher:
+                # The commit waits on the lock for twice the timeout and more, still waiting (or it ended).
+                wait_until(lambda: outcome or watcher.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' "
+                    "AND query LIKE '%apply(%' AND clock_timestamp() - query_start > interval '400ms'").fetchone(),
+                    timeout=60, message="the commit waited past the timeout")
+            locker.rollback()
+            thread.join(60)
+        assert outcome == ["stored"]
+        assert store.get("st.1").value == "7"
+    finally:
+        store.close()
+    with psycopg.connect(postgres_url + "?options=-c%20statement_timeout%3D1234", autocommit=True) as con:
+        own = PostgresStore(postgres_url + "?options=-c%20statement_timeout%3D1234")
+        try:
+            with own._connection() as pooled:
+                assert pooled.execute("SHOW statement_timeout").fetchone() == ("1234ms",)
+        finally:
+            own.close()
+        assert con.execute("SHOW statement_timeout").fetchone() == ("1234ms",)

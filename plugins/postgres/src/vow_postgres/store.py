@@ -88,6 +88,14 @@ sent that stays unacknowledged for 25 s ends it too (while some is in flight, TC
 but resends, for 15 minutes and more). About 25 s in all: the operating system's defaults wait two
 hours and more, all that time showing a vanished worker alive and its runs taken."""
 
+_UNTIMED = ("SELECT set_config(name, '0', false) FROM pg_settings WHERE name IN ('statement_timeout', "
+            "'lock_timeout', 'idle_in_transaction_session_timeout') AND source <> 'client' AND setting <> '0'")
+"""Turn off in a session of the store the timeouts an administrator set on the server, the database
+or the role (not those the URL's ``options`` or ``PGOPTIONS`` ask for): one that cancels a round's
+commit (waiting for a lease another session holds, or carrying large results) loses the results it
+carries, and the run fails; its leaves run again when it is resumed. vow's statements are its own
+and bounded; its sessions sit idle in a transaction only between the parts of one large round."""
+
 _COLUMNS = ("id, state, kind, root, func, args, value, parent, timeout, idempotency_key, attempt, "
             "created_at, settled_at, tags::text")
 _STATES = {s.value: s for s in State}
@@ -282,22 +290,24 @@ class PostgresStore(StoreOperations):
         self.synchronous_commit = "server"
 
     def _connect(self, *, long_idle: bool = False) -> psycopg.Connection[Any]:
-        """A connection of the store's own. ``long_idle``: it sits idle by design (owners shown alive,
-        the change feed listened to), so a server's ``idle_session_timeout`` must not end it, and the
-        server probes it to learn soon that its machine is gone (:data:`VANISHED_AFTER`)."""
+        """A connection of the store's own, without an administrator's timeouts (:data:`_UNTIMED`).
+        ``long_idle``: it sits idle by design (owners shown alive, the change feed listened to), so a
+        server's ``idle_session_timeout`` must not end it, and the server probes it to learn soon that
+        its machine is gone (:data:`VANISHED_AFTER`)."""
         con = psycopg.connect(self._conninfo, autocommit=True, fallback_application_name="vow",
                               **self._timeout_kwargs())
         _connections.add(con)
-        if long_idle:
-            try:
+        try:
+            con.execute(_UNTIMED)
+            if long_idle:
                 for name, value in VANISHED_AFTER.items():
                     con.execute("SELECT set_config(%s, %s, false)", (name, value))
                 # the setting is PostgreSQL 14's; an older server ends no idle session
                 con.execute("SELECT set_config('idle_session_timeout', '0', false) "
                             "WHERE current_setting('server_version_num')::int >= 140000")
-            except BaseException:
-                con.close()
-                raise
+        except BaseException:
+            con.close()
+            raise
         return con
 
     def _timeout_kwargs(self) -> dict[str, Any]:
@@ -375,8 +385,10 @@ class PostgresStore(StoreOperations):
             return self._pool
 
     def _configure(self, con: psycopg.Connection[Any]) -> None:
-        """Set up each new pooled connection: fork-safe, and the store's ``synchronous_commit``."""
+        """Set up each new pooled connection: fork-safe, no administrator's timeouts (:data:`_UNTIMED`),
+        and the store's ``synchronous_commit``."""
         _connections.add(con)
+        con.execute(_UNTIMED)
         if self.synchronous_commit != "server":
             con.execute(f"SET synchronous_commit TO {self.synchronous_commit}")
 
