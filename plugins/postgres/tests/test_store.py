@@ -623,3 +623,44 @@ def test_a_dbas_statement_timeout_cancels_no_commit_that_waits(postgres_server: 
         finally:
             own.close()
         assert con.execute("SHOW statement_timeout").fetchone() == ("1234ms",)
+
+
+def test_a_read_only_database_is_one_clear_error_and_reads_still_work(postgres_server: PostgresServer,
+                                                                      postgres_url: str) -> None:
+    """A standby, or ``default_transaction_read_only`` set by an administrator, takes no writes: the
+    first write of a run (or the schema's creation) said only "cannot execute SELECT in a read-only
+    transaction" with the server function's SQL as context. It now says what the server refused and
+    what to check; reads (``vow ls``, ``vow show``) keep working."""
+    fresh = postgres_server.create_database()
+    database = postgres_url.rsplit("/", 1)[1]
+    with Vow(postgres_url) as client:
+        client.run("ro/1", _ro_flow)
+    for url in (postgres_url, fresh):
+        postgres_server.sql(f'ALTER DATABASE "{url.rsplit("/", 1)[1]}" SET default_transaction_read_only = on')
+    clear = (r"^PostgreSQL store postgresql://\S+: the server takes no writes here \(cannot execute [A-Z ]+ in a "
+             r"read-only transaction\); it is a standby or default_transaction_read_only is on \(for the server, "
+             r"database or role\): point the store at the primary, or have the setting turned off$")
+    try:
+        with pytest.raises(StoreError, match=clear):
+            PostgresStore(fresh)
+        _RO_STARTED.clear()
+        with Vow(postgres_url) as client:
+            assert client.get("ro/1").state is State.RESOLVED
+            with pytest.raises(StoreError, match=clear):
+                client.run("ro/2", _ro_flow)
+        assert _RO_STARTED == []
+    finally:
+        postgres_server.sql(f'ALTER DATABASE "{database}" RESET default_transaction_read_only')
+        postgres_server.drop_database(fresh)
+
+
+_RO_STARTED: list[str] = []
+
+
+def _ro_leaf(ctx) -> int:
+    _RO_STARTED.append(ctx.id)
+    return 1
+
+
+def _ro_flow(ctx):
+    return (yield ctx.run(_ro_leaf))

@@ -403,6 +403,12 @@ class PostgresStore(StoreOperations):
         return scrub(text, self._secrets)
 
     def _error(self, exc: BaseException) -> StoreError:
+        if isinstance(exc, pg_errors.ReadOnlySqlTransaction):
+            # Its context is the SQL of the server function that wrote: no help to whoever must fix it.
+            return StoreError(f"PostgreSQL store {self.url}: the server takes no writes here "
+                              f"({self._scrub(exc.diag.message_primary or str(exc))}); it is a standby or "
+                              "default_transaction_read_only is on (for the server, database or role): point the "
+                              "store at the primary, or have the setting turned off")
         return StoreError(f"PostgreSQL store {self.url}: {self._scrub(str(exc).strip())}")
 
     def _forget_after_fork(self) -> None:
