@@ -75,3 +75,17 @@ def test_a_connect_timeout_of_the_users_own_is_kept(silent_port: int, monkeypatc
         monkeypatch.setenv("PGCONNECT_TIMEOUT", "2")
     error = _opening_error(PostgresStore, url)
     assert isinstance(error, StoreError) and "no answer within 2 s" in str(error), error
+
+
+def test_the_stores_tcp_probes_give_way_to_the_urls(postgres_url: str) -> None:
+    """Each session probes the server (keepalives, ``tcp_user_timeout``) as the store says, unless the URL says."""
+    for query, expected in [("", {"keepalives_idle": "10", "tcp_user_timeout": "25000", "connect_timeout": "10"}),
+                            ("?tcp_user_timeout=1234&keepalives_idle=7", {"keepalives_idle": "7",
+                                                                          "tcp_user_timeout": "1234"})]:
+        store = PostgresStore(postgres_url + query)
+        try:
+            with store._connection() as con:
+                parameters = con.info.get_parameters()
+            assert {k: parameters.get(k) for k in expected} == expected
+        finally:
+            store.close()

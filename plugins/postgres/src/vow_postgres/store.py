@@ -95,6 +95,11 @@ or the role (not those the URL's ``options`` or ``PGOPTIONS`` ask for): one that
 commit (waiting for a lease another session holds, or carrying large results) loses the results it
 carries, and the run fails; its leaves run again when it is resumed. vow's statements are its own
 and bounded; its sessions sit idle in a transaction only between the parts of one large round."""
+CLIENT_VANISHED_AFTER = {"keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+                         "tcp_user_timeout": 25_000}
+"""The same on this side (libpq's parameters, ``tcp_user_timeout`` in ms), unless the URL sets them: a
+server whose machine went silent ends each session's wait in about 25 s (a commit sent and never
+answered fails, and the run with it) instead of the 15 minutes and more TCP resends for, silent."""
 
 _COLUMNS = ("id, state, kind, root, func, args, value, parent, timeout, idempotency_key, attempt, "
             "created_at, settled_at, tags::text")
@@ -198,7 +203,7 @@ class PostgresStore(StoreOperations):
             given = psycopg.conninfo.conninfo_to_dict(libpq_url)
         except psycopg.ProgrammingError as exc:
             raise ConfigError(f"postgresql store URL {redact_url(url)}: {scrub(str(exc), hidden)}") from None
-        self._own_timeout = "connect_timeout" in given or bool(os.environ.get("PGCONNECT_TIMEOUT"))
+        self._given = set(given) | ({"connect_timeout"} if os.environ.get("PGCONNECT_TIMEOUT") else set())
         schema = _pick("schema", ours.get("schema"), schema, _schema.DEFAULT_SCHEMA)
         raw_size = _pick("pool_size", ours.get("pool_size"), pool_size, DEFAULT_POOL_SIZE)
         try:
@@ -311,8 +316,10 @@ class PostgresStore(StoreOperations):
         return con
 
     def _timeout_kwargs(self) -> dict[str, Any]:
-        """The store's ``connect_timeout``, unless the user gave one (a keyword would override the URL's)."""
-        return {} if self._own_timeout else {"connect_timeout": DEFAULT_CONNECT_TIMEOUT}
+        """The store's ``connect_timeout`` and :data:`CLIENT_VANISHED_AFTER`, but for those the user gave
+        (a keyword would override the URL's)."""
+        ours = {"connect_timeout": DEFAULT_CONNECT_TIMEOUT, **CLIENT_VANISHED_AFTER}
+        return {k: v for k, v in ours.items() if k not in self._given}
 
     def _read_version(self, con: psycopg.Connection[Any]) -> int | None:
         """The recorded schema version; ``None`` when the schema is absent or empty; refuses what it cannot use."""
