@@ -1095,7 +1095,8 @@ def _check_pooled(con: psycopg.Connection[Any]) -> None:
 def _size(item: PromiseRecord | Settle) -> int:
     """At least the bytes of text ``item`` adds to a call of ``apply`` (its ASCII texts exactly, what
     vow's JSON is; 4 a character otherwise, UTF-8's most; ``isascii`` is O(1))."""
-    texts = (item.id, item.args, item.value, item.func) if isinstance(item, PromiseRecord) else (item.id, item.value)
+    texts = ((item.id, item.args, item.value, item.func, item.root, item.parent, item.idempotency_key)
+             if isinstance(item, PromiseRecord) else (item.id, item.value))
     return 64 + sum(len(t) if t.isascii() else 4 * len(t) for t in texts if t)
 
 
@@ -1106,8 +1107,12 @@ def _parts(creates: list[PromiseRecord], settles: list[Settle],
     create sees its parent as it was before the round); settles of fenced roots come last, so that
     a part before them finds every fenced root pending."""
     budget = STATEMENT_BYTES
+    # At most 4 bytes a character: a usual round is far below the budget, and this is cheap to tell.
+    chars = (sum(len(r.id) + len(r.args) + len(r.value or "") + len(r.func) + len(r.root) + len(r.parent or "")
+                 + len(r.idempotency_key) for r in creates)
+             + sum(len(s.id) + len(s.value or "") for s in settles))
     items: list[PromiseRecord | Settle] = [*creates, *settles]
-    if sum(map(_size, items)) <= budget:
+    if 4 * chars + 64 * len(items) <= budget or sum(map(_size, items)) <= budget:
         return [(creates, settles)]
     items = [*creates, *(s for s in settles if s.id not in fences), *(s for s in settles if s.id in fences)]
     parts: list[tuple[list[PromiseRecord], list[Settle]]] = [([], [])]
