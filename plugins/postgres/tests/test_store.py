@@ -664,3 +664,27 @@ def _ro_leaf(ctx) -> int:
 
 def _ro_flow(ctx):
     return (yield ctx.run(_ro_leaf))
+
+
+def test_a_database_named_oddly_and_a_search_path_in_the_url_hold_a_store(postgres_server: PostgresServer) -> None:
+    """Where users deploy it: a database name that needs quoting in SQL and in a URL, and the
+    role's search_path moved by the URL's options (every name the store uses is schema-qualified)."""
+    name = "odd db/ü?#%&=+'\"x.Dash-1"
+    quoted = '"' + name.replace('"', '""') + '"'
+    postgres_server.sql(f"CREATE DATABASE {quoted} TEMPLATE template0")
+    url = postgres_server.database_url(name)
+    try:
+        with psycopg.connect(url, autocommit=True) as con:
+            con.execute("CREATE SCHEMA elsewhere")
+            con.execute("CREATE TABLE elsewhere.promises (id text)")  # a table of the same name, elsewhere
+        for query in ("", "?options=-c%20search_path%3Delsewhere", "?schema=mine&options=-c%20search_path%3D"):
+            with Vow(url + query) as client:
+                assert client.run(f"odd/{len(query)}", _ro_flow) == 1
+                assert client.get(f"odd/{len(query)}").state is State.RESOLVED
+        with psycopg.connect(url, autocommit=True) as con:
+            assert con.execute("SELECT count(*) FROM vow.promises").fetchone() == (4,)
+            assert con.execute("SELECT count(*) FROM mine.promises").fetchone() == (2,)
+            assert con.execute("SELECT count(*) FROM elsewhere.promises").fetchone() == (0,)
+    finally:
+        # not drop_database: it would take the %XX of the URL for the name
+        postgres_server.sql(f"DROP DATABASE {quoted} WITH (FORCE)")
