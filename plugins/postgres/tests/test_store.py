@@ -688,3 +688,40 @@ def test_a_database_named_oddly_and_a_search_path_in_the_url_hold_a_store(postgr
     finally:
         # not drop_database: it would take the %XX of the URL for the name
         postgres_server.sql(f"DROP DATABASE {quoted} WITH (FORCE)")
+
+
+def test_a_full_pool_whose_sessions_were_all_ended_serves_the_next_read_without_waiting(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every session of a busy store ended at once (an administrator's pg_terminate_backend, a
+    failover, a restart): the pool holds ten dead sessions. psycopg_pool's own check of each slept
+    between one refused session and the next (0, 1, 2, 4, 8, 16 s...): the next read took 63 s, and a
+    run stood still that long. The store now drops each ended session and takes the next at once."""
+    import psycopg_pool.pool
+
+    slept: list[float] = []
+    monkeypatch.setattr(psycopg_pool.pool, "sleep", lambda seconds: slept.append(seconds))
+    store = PostgresStore(postgres_url + "?application_name=vow-full")
+    try:
+        barrier = threading.Barrier(store.pool_size)
+
+        def hold_a_connection() -> None:
+            with store._connection() as con:
+                barrier.wait(30)
+                con.execute("SELECT 1")
+
+        threads = [threading.Thread(target=hold_a_connection) for _ in range(store.pool_size)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        with psycopg.connect(postgres_url, autocommit=True) as con:
+            ended = con.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = "
+                                "'vow-full' AND datname = current_database()").fetchall()
+            assert len(ended) >= store.pool_size
+            wait_until(lambda: not con.execute("SELECT 1 FROM pg_stat_activity WHERE application_name = "
+                                               "'vow-full'").fetchall(), timeout=60, message="the sessions ended")
+        assert store.get("none") is None
+        store.apply(Batch(creates=[PromiseRecord("wf", State.PENDING, Kind.WORKFLOW, "wf")]))
+        assert sum(slept) < 1, slept
+    finally:
+        store.close()

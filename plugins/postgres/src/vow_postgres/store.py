@@ -29,6 +29,7 @@ statement is its own transaction, and the frequent ones are prepared on the serv
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -37,7 +38,7 @@ import select
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import attrs
@@ -388,7 +389,7 @@ class PostgresStore(StoreOperations):
                     self._conninfo, min_size=1, max_size=self.pool_size, open=True, timeout=60,
                     kwargs={"autocommit": True, "prepare_threshold": 1, "fallback_application_name": "vow",
                             **self._timeout_kwargs()},
-                    configure=self._configure, check=_check_pooled, name=f"vow-{self.schema}")
+                    configure=self._configure, name=f"vow-{self.schema}")
             return self._pool
 
     def _configure(self, con: psycopg.Connection[Any]) -> None:
@@ -399,12 +400,31 @@ class PostgresStore(StoreOperations):
         if self.synchronous_commit != "server":
             con.execute(f"SET synchronous_commit TO {self.synchronous_commit}")
 
-    def _connection(self) -> Any:
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection whose session the server has not ended (:func:`_check_pooled`). An ended
+        one is dropped and the next taken at once: the pool's own check slept between one refused
+        session and the next (0, 1, 2, 4 ... s), so a pool whose sessions all ended together (a
+        restart, a failover, pg_terminate_backend) stalled the next statement for a minute."""
+        pool = self._get_pool()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                con = pool.getconn(timeout=max(0.0, deadline - time.monotonic()))
+            except PoolTimeout as exc:
+                raise StoreError(f"PostgreSQL store {self.url}: no connection to the server within "
+                                 f"60 s ({self._scrub(str(exc))})") from None
+            try:
+                _check_pooled(con)
+                break
+            except psycopg.OperationalError:
+                con.close()  # so that the pool replaces it
+                pool.putconn(con)
         try:
-            return self._get_pool().connection()
-        except PoolTimeout as exc:
-            raise StoreError(f"PostgreSQL store {self.url}: no connection to the server within "
-                             f"60 s ({self._scrub(str(exc))})") from None
+            with con:
+                yield con
+        finally:
+            pool.putconn(con)
 
     def _scrub(self, text: str) -> str:
         return scrub(text, self._secrets)
