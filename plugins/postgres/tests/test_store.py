@@ -571,3 +571,157 @@ def test_a_fenced_replay_of_records_under_a_settled_child_workflow_is_no_conflic
     pg_store.apply(Batch(settles=finished, fences={"wf": lease.token}))
     result = pg_store.apply(Batch(creates=[child, leaf], fences={"wf": lease.token}))
     assert set(result.existing) == {"wf.1.1", "wf.1.1.1"} and result.conflicts == {}
+
+
+@pytest.mark.parametrize("where", ["role", "database"])
+def test_a_dbas_statement_timeout_cancels_no_commit_that_waits(postgres_server: PostgresServer, postgres_url: str,
+                                                                where: str) -> None:
+    """A ``statement_timeout`` (or ``lock_timeout``) an administrator set on the role or the database
+    canceled a round's commit that waited longer for a lease another session held (a claim, a
+    ``vow cancel``): the run failed and its leaves, whose results the commit carried, ran again on
+    resume. The store's sessions run without them; one given in the URL is kept."""
+    database = postgres_url.rsplit("/", 1)[1]
+    role = postgres_url.split("://", 1)[1].split("@", 1)[0]
+    target = f'ROLE "{role}" IN DATABASE "{database}"' if where == "role" else f'DATABASE "{database}"'
+    postgres_server.sql(f"ALTER {target} SET statement_timeout = '200ms'")
+    postgres_server.sql(f"ALTER {target} SET lock_timeout = '200ms'")
+    store = PostgresStore(postgres_url)
+    try:
+        store.apply(Batch(creates=[PromiseRecord("st", State.PENDING, Kind.WORKFLOW, "st"),
+                                   PromiseRecord("st.1", State.PENDING, Kind.STEP, "st", parent="st")]))
+        token = store.claim("st", "here:1:00000000000000ab", 60).token
+        with psycopg.connect(postgres_url, autocommit=False, application_name="vow-locker") as locker:
+            locker.execute("SELECT 1 FROM vow.leases WHERE root = 'st' FOR UPDATE")
+            outcome: list[object] = []
+
+            def commit() -> None:
+                try:
+                    store.apply(Batch(settles=[Settle("st.1", State.RESOLVED, "7", 1.0)], fences={"st": token}))
+                    outcome.append("stored")
+                except Exception as exc:  # noqa: BLE001 - the test reports it
+                    outcome.append(exc)
+
+            thread = threading.Thread(target=commit)
+            thread.start()
+            with psycopg.connect(postgres_url, autocommit=True) as watcher:
+                # The commit waits on the lock for twice the timeout and more, still waiting (or it ended).
+                wait_until(lambda: outcome or watcher.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' "
+                    "AND query LIKE '%apply(%' AND clock_timestamp() - query_start > interval '400ms'").fetchone(),
+                    timeout=60, message="the commit waited past the timeout")
+            locker.rollback()
+            thread.join(60)
+        assert outcome == ["stored"]
+        assert store.get("st.1").value == "7"
+    finally:
+        store.close()
+    with psycopg.connect(postgres_url + "?options=-c%20statement_timeout%3D1234", autocommit=True) as con:
+        own = PostgresStore(postgres_url + "?options=-c%20statement_timeout%3D1234")
+        try:
+            with own._connection() as pooled:
+                assert pooled.execute("SHOW statement_timeout").fetchone() == ("1234ms",)
+        finally:
+            own.close()
+        assert con.execute("SHOW statement_timeout").fetchone() == ("1234ms",)
+
+
+def test_a_read_only_database_is_one_clear_error_and_reads_still_work(postgres_server: PostgresServer,
+                                                                      postgres_url: str) -> None:
+    """A standby, or ``default_transaction_read_only`` set by an administrator, takes no writes: the
+    first write of a run (or the schema's creation) said only "cannot execute SELECT in a read-only
+    transaction" with the server function's SQL as context. It now says what the server refused and
+    what to check; reads (``vow ls``, ``vow show``) keep working."""
+    fresh = postgres_server.create_database()
+    database = postgres_url.rsplit("/", 1)[1]
+    with Vow(postgres_url) as client:
+        client.run("ro/1", _ro_flow)
+    for url in (postgres_url, fresh):
+        postgres_server.sql(f'ALTER DATABASE "{url.rsplit("/", 1)[1]}" SET default_transaction_read_only = on')
+    clear = (r"^PostgreSQL store postgresql://\S+: the server takes no writes here \(cannot execute [A-Z ]+ in a "
+             r"read-only transaction\); it is a standby or default_transaction_read_only is on \(for the server, "
+             r"database or role\): point the store at the primary, or have the setting turned off$")
+    try:
+        with pytest.raises(StoreError, match=clear):
+            PostgresStore(fresh)
+        _RO_STARTED.clear()
+        with Vow(postgres_url) as client:
+            assert client.get("ro/1").state is State.RESOLVED
+            with pytest.raises(StoreError, match=clear):
+                client.run("ro/2", _ro_flow)
+        assert _RO_STARTED == []
+    finally:
+        postgres_server.sql(f'ALTER DATABASE "{database}" RESET default_transaction_read_only')
+        postgres_server.drop_database(fresh)
+
+
+_RO_STARTED: list[str] = []
+
+
+def _ro_leaf(ctx) -> int:
+    _RO_STARTED.append(ctx.id)
+    return 1
+
+
+def _ro_flow(ctx):
+    return (yield ctx.run(_ro_leaf))
+
+
+def test_a_database_named_oddly_and_a_search_path_in_the_url_hold_a_store(postgres_server: PostgresServer) -> None:
+    """Where users deploy it: a database name that needs quoting in SQL and in a URL, and the
+    role's search_path moved by the URL's options (every name the store uses is schema-qualified)."""
+    name = "odd db/ü?#%&=+'\"x.Dash-1"
+    quoted = '"' + name.replace('"', '""') + '"'
+    postgres_server.sql(f"CREATE DATABASE {quoted} TEMPLATE template0")
+    url = postgres_server.database_url(name)
+    try:
+        with psycopg.connect(url, autocommit=True) as con:
+            con.execute("CREATE SCHEMA elsewhere")
+            con.execute("CREATE TABLE elsewhere.promises (id text)")  # a table of the same name, elsewhere
+        for query in ("", "?options=-c%20search_path%3Delsewhere", "?schema=mine&options=-c%20search_path%3D"):
+            with Vow(url + query) as client:
+                assert client.run(f"odd/{len(query)}", _ro_flow) == 1
+                assert client.get(f"odd/{len(query)}").state is State.RESOLVED
+        with psycopg.connect(url, autocommit=True) as con:
+            assert con.execute("SELECT count(*) FROM vow.promises").fetchone() == (4,)
+            assert con.execute("SELECT count(*) FROM mine.promises").fetchone() == (2,)
+            assert con.execute("SELECT count(*) FROM elsewhere.promises").fetchone() == (0,)
+    finally:
+        # not drop_database: it would take the %XX of the URL for the name
+        postgres_server.sql(f"DROP DATABASE {quoted} WITH (FORCE)")
+
+
+def test_a_full_pool_whose_sessions_were_all_ended_serves_the_next_read_without_waiting(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every session of a busy store ended at once (an administrator's pg_terminate_backend, a
+    failover, a restart): the pool holds ten dead sessions. psycopg_pool's own check of each slept
+    between one refused session and the next (0, 1, 2, 4, 8, 16 s...): the next read took 63 s, and a
+    run stood still that long. The store now drops each ended session and takes the next at once."""
+    import psycopg_pool.pool
+
+    slept: list[float] = []
+    monkeypatch.setattr(psycopg_pool.pool, "sleep", lambda seconds: slept.append(seconds))
+    store = PostgresStore(postgres_url + "?application_name=vow-full")
+    try:
+        barrier = threading.Barrier(store.pool_size)
+
+        def hold_a_connection() -> None:
+            with store._connection() as con:
+                barrier.wait(30)
+                con.execute("SELECT 1")
+
+        threads = [threading.Thread(target=hold_a_connection) for _ in range(store.pool_size)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        with psycopg.connect(postgres_url, autocommit=True) as con:
+            ended = con.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = "
+                                "'vow-full' AND datname = current_database()").fetchall()
+            assert len(ended) >= store.pool_size
+            wait_until(lambda: not con.execute("SELECT 1 FROM pg_stat_activity WHERE application_name = "
+                                               "'vow-full'").fetchall(), timeout=60, message="the sessions ended")
+        assert store.get("none") is None
+        store.apply(Batch(creates=[PromiseRecord("wf", State.PENDING, Kind.WORKFLOW, "wf")]))
+        assert sum(slept) < 1, slept
+    finally:
+        store.close()

@@ -114,3 +114,51 @@ def test_a_worker_whose_machine_vanished_is_seen_dead_within_a_minute(link: dict
         worker.kill()
         worker.communicate()  # and closes its pipes
         here.close()
+
+
+RUNNER = """
+import sys
+from vow import Vow
+
+def leaf(ctx):
+    print("leaf", flush=True)
+    sys.stdin.readline()
+    return 1
+
+def flow(ctx):
+    return (yield ctx.run(leaf))
+
+with Vow(sys.argv[1]) as vow:
+    vow.register(flow)
+    try:
+        vow.run("cut/1", flow)
+    except Exception as exc:
+        print("failed", exc, flush=True)
+"""
+
+
+def test_a_run_whose_server_vanished_mid_commit_fails_within_a_minute(link: dict[str, str],
+                                                                      server: PostgresServer) -> None:
+    """The server's machine goes silent from where a run is: the round's commit is sent and never
+    answered. Without probes of its own, the client waited as long as TCP resends (15 minutes and
+    more), silent; the store's sessions now give up as the server's do (:data:`VANISHED_AFTER`)."""
+    url = server.create_database("vanish")
+    over_the_link = url.replace("@127.0.0.1:", f"@{link['server_ip']}:")
+    runner = subprocess.Popen(["ip", "netns", "exec", link["ns"], sys.executable, "-c", RUNNER, over_the_link],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert runner.stdout is not None and runner.stdin is not None
+        line = runner.stdout.readline()
+        assert line == "leaf\n", runner.stderr.read() if runner.stderr else line
+        # The server's end of the link loses its address: what the runner sends it is dropped unanswered
+        _ip("addr", "flush", "dev", link["host"])
+        runner.stdin.write("go\n")
+        runner.stdin.flush()
+        try:
+            out, err = runner.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the run still waits 90 s after its server vanished")
+        assert out.startswith("failed PostgreSQL store "), out + err
+    finally:
+        runner.kill()
+        runner.communicate()

@@ -6,7 +6,9 @@ how owners are known to be alive and how writers meet:
 * **One round trip per engine round.** :meth:`PostgresStore.apply` is one call of the
   server-side function ``apply`` (see :mod:`vow_postgres.schema`): one statement, so one
   transaction, with the fences checked and the lease rows locked in it. A batch either commits
-  whole or raises and writes nothing.
+  whole or raises and writes nothing. A round whose texts add up to more than one statement may
+  carry (:data:`STATEMENT_BYTES`; PostgreSQL refuses a message over 1 GB) is several calls in one
+  transaction, still all or nothing.
 * **The server's clock.** Lease expiry and deadlines are judged by ``clock_timestamp()`` on the
   server, never by the clock of the machine asking (``now=`` overrides it, for tests). A worker
   on another machine, whatever its clock says, loses a lease only when the server says so.
@@ -27,6 +29,7 @@ statement is its own transaction, and the frequent ones are prepared on the serv
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -35,7 +38,7 @@ import select
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import attrs
@@ -45,7 +48,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from vow.errors import ConfigError, PromiseNotFoundError, StoreError
 from vow.naming import refuse_unstorable, storable
-from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, State
+from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, Settle, State
 from vow.schedules.record import ScheduleRecord
 from vow.stores import redact_url
 from vow.stores.base import (
@@ -69,6 +72,11 @@ _log = logging.getLogger("vow.postgres")
 
 DEFAULT_POOL_SIZE = 10
 """Connections a store's pool opens at most (the engine, readers, clients settling from outside)."""
+DEFAULT_CONNECT_TIMEOUT = 10
+"""Seconds a connection waits for the server to answer, unless the URL (``connect_timeout=``) or
+``$PGCONNECT_TIMEOUT`` says otherwise: psycopg's own default is 130 s per address, all that time
+silent when the address never answers (a firewall that drops packets, a wrong host, a port where
+something else listens)."""
 DEFAULT_SYNCHRONOUS_COMMIT = "off"
 """The ``synchronous_commit`` of the store's sessions: see :class:`PostgresOptions`."""
 SYNCHRONOUS_COMMIT = ("off", "on", "local", "remote_write", "remote_apply", "server")
@@ -80,6 +88,19 @@ a probe after 10 s of silence, then every 5 s, the session ended when 3 go unans
 sent that stays unacknowledged for 25 s ends it too (while some is in flight, TCP sends no probes
 but resends, for 15 minutes and more). About 25 s in all: the operating system's defaults wait two
 hours and more, all that time showing a vanished worker alive and its runs taken."""
+
+_UNTIMED = ("SELECT set_config(name, '0', false) FROM pg_settings WHERE name IN ('statement_timeout', "
+            "'lock_timeout', 'idle_in_transaction_session_timeout') AND source <> 'client' AND setting <> '0'")
+"""Turn off in a session of the store the timeouts an administrator set on the server, the database
+or the role (not those the URL's ``options`` or ``PGOPTIONS`` ask for): one that cancels a round's
+commit (waiting for a lease another session holds, or carrying large results) loses the results it
+carries, and the run fails; its leaves run again when it is resumed. vow's statements are its own
+and bounded; its sessions sit idle in a transaction only between the parts of one large round."""
+CLIENT_VANISHED_AFTER = {"keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+                         "tcp_user_timeout": 25_000}
+"""The same on this side (libpq's parameters, ``tcp_user_timeout`` in ms), unless the URL sets them: a
+server whose machine went silent ends each session's wait in about 25 s (a commit sent and never
+answered fails, and the run with it) instead of the 15 minutes and more TCP resends for, silent."""
 
 _COLUMNS = ("id, state, kind, root, func, args, value, parent, timeout, idempotency_key, attempt, "
             "created_at, settled_at, tags::text")
@@ -96,6 +117,11 @@ _RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure,
               # Two writers created the same id at once (see the schema's apply): run it again.
               pg_errors.UniqueViolation)
 _RETRIES = 8
+STATEMENT_BYTES = 64 * 1024 * 1024
+"""The most text (ids, arguments, values) one call of ``apply`` carries. PostgreSQL refuses a
+message over 1 GB (it logs "invalid message length" and ends the session) while each value may be
+256 MiB (:data:`vow.encoding.MAX_VALUE_BYTES`): a round whose texts add up to more than this is
+sent as several calls in one transaction (a call then carries at most this, or one record)."""
 _SERVER_NOW = "SELECT extract(epoch FROM clock_timestamp())::float8"
 _LISTEN_RETRY_S = 1.0  # between attempts to reconnect the listener
 
@@ -175,9 +201,10 @@ class PostgresStore(StoreOperations):
         libpq_url, ours = split_url(url)
         hidden = secrets(url)
         try:
-            psycopg.conninfo.conninfo_to_dict(libpq_url)
+            given = psycopg.conninfo.conninfo_to_dict(libpq_url)
         except psycopg.ProgrammingError as exc:
             raise ConfigError(f"postgresql store URL {redact_url(url)}: {scrub(str(exc), hidden)}") from None
+        self._given = set(given) | ({"connect_timeout"} if os.environ.get("PGCONNECT_TIMEOUT") else set())
         schema = _pick("schema", ours.get("schema"), schema, _schema.DEFAULT_SCHEMA)
         raw_size = _pick("pool_size", ours.get("pool_size"), pool_size, DEFAULT_POOL_SIZE)
         try:
@@ -244,6 +271,14 @@ class PostgresStore(StoreOperations):
                     self._create_schema(con)
                 elif self._functions_mark(con) != _schema.functions_mark(self.schema):
                     self._remake_functions(con)
+        except psycopg.errors.ConnectionTimeout as exc:
+            timeout = psycopg.conninfo.timeout_from_conninfo(
+                psycopg.conninfo.conninfo_to_dict(self._conninfo, **self._timeout_kwargs()))
+            raise StoreError(
+                f"PostgreSQL store {self.url}: no answer within {timeout} s ({self._scrub(str(exc).strip())}); "
+                "check that the host and port name a running PostgreSQL server this machine can reach (a "
+                "firewall that drops packets looks like this), or give the URL a longer connect_timeout=SECONDS"
+            ) from None
         except psycopg.Error as exc:
             raise self._error(exc) from None
 
@@ -261,22 +296,31 @@ class PostgresStore(StoreOperations):
         self.synchronous_commit = "server"
 
     def _connect(self, *, long_idle: bool = False) -> psycopg.Connection[Any]:
-        """A connection of the store's own. ``long_idle``: it sits idle by design (owners shown alive,
-        the change feed listened to), so a server's ``idle_session_timeout`` must not end it, and the
-        server probes it to learn soon that its machine is gone (:data:`VANISHED_AFTER`)."""
-        con = psycopg.connect(self._conninfo, autocommit=True, fallback_application_name="vow")
+        """A connection of the store's own, without an administrator's timeouts (:data:`_UNTIMED`).
+        ``long_idle``: it sits idle by design (owners shown alive, the change feed listened to), so a
+        server's ``idle_session_timeout`` must not end it, and the server probes it to learn soon that
+        its machine is gone (:data:`VANISHED_AFTER`)."""
+        con = psycopg.connect(self._conninfo, autocommit=True, fallback_application_name="vow",
+                              **self._timeout_kwargs())
         _connections.add(con)
-        if long_idle:
-            try:
+        try:
+            con.execute(_UNTIMED)
+            if long_idle:
                 for name, value in VANISHED_AFTER.items():
                     con.execute("SELECT set_config(%s, %s, false)", (name, value))
                 # the setting is PostgreSQL 14's; an older server ends no idle session
                 con.execute("SELECT set_config('idle_session_timeout', '0', false) "
                             "WHERE current_setting('server_version_num')::int >= 140000")
-            except BaseException:
-                con.close()
-                raise
+        except BaseException:
+            con.close()
+            raise
         return con
+
+    def _timeout_kwargs(self) -> dict[str, Any]:
+        """The store's ``connect_timeout`` and :data:`CLIENT_VANISHED_AFTER`, but for those the user gave
+        (a keyword would override the URL's)."""
+        ours = {"connect_timeout": DEFAULT_CONNECT_TIMEOUT, **CLIENT_VANISHED_AFTER}
+        return {k: v for k, v in ours.items() if k not in self._given}
 
     def _read_version(self, con: psycopg.Connection[Any]) -> int | None:
         """The recorded schema version; ``None`` when the schema is absent or empty; refuses what it cannot use."""
@@ -343,27 +387,55 @@ class PostgresStore(StoreOperations):
             if self._pool is None:
                 self._pool = ConnectionPool(
                     self._conninfo, min_size=1, max_size=self.pool_size, open=True, timeout=60,
-                    kwargs={"autocommit": True, "prepare_threshold": 1, "fallback_application_name": "vow"},
-                    configure=self._configure, check=_check_pooled, name=f"vow-{self.schema}")
+                    kwargs={"autocommit": True, "prepare_threshold": 1, "fallback_application_name": "vow",
+                            **self._timeout_kwargs()},
+                    configure=self._configure, name=f"vow-{self.schema}")
             return self._pool
 
     def _configure(self, con: psycopg.Connection[Any]) -> None:
-        """Set up each new pooled connection: fork-safe, and the store's ``synchronous_commit``."""
+        """Set up each new pooled connection: fork-safe, no administrator's timeouts (:data:`_UNTIMED`),
+        and the store's ``synchronous_commit``."""
         _connections.add(con)
+        con.execute(_UNTIMED)
         if self.synchronous_commit != "server":
             con.execute(f"SET synchronous_commit TO {self.synchronous_commit}")
 
-    def _connection(self) -> Any:
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection whose session the server has not ended (:func:`_check_pooled`). An ended
+        one is dropped and the next taken at once: the pool's own check slept between one refused
+        session and the next (0, 1, 2, 4 ... s), so a pool whose sessions all ended together (a
+        restart, a failover, pg_terminate_backend) stalled the next statement for a minute."""
+        pool = self._get_pool()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                con = pool.getconn(timeout=max(0.0, deadline - time.monotonic()))
+            except PoolTimeout as exc:
+                raise StoreError(f"PostgreSQL store {self.url}: no connection to the server within "
+                                 f"60 s ({self._scrub(str(exc))})") from None
+            try:
+                _check_pooled(con)
+                break
+            except psycopg.OperationalError:
+                con.close()  # so that the pool replaces it
+                pool.putconn(con)
         try:
-            return self._get_pool().connection()
-        except PoolTimeout as exc:
-            raise StoreError(f"PostgreSQL store {self.url}: no connection to the server within "
-                             f"60 s ({self._scrub(str(exc))})") from None
+            with con:
+                yield con
+        finally:
+            pool.putconn(con)
 
     def _scrub(self, text: str) -> str:
         return scrub(text, self._secrets)
 
     def _error(self, exc: BaseException) -> StoreError:
+        if isinstance(exc, pg_errors.ReadOnlySqlTransaction):
+            # Its context is the SQL of the server function that wrote: no help to whoever must fix it.
+            return StoreError(f"PostgreSQL store {self.url}: the server takes no writes here "
+                              f"({self._scrub(exc.diag.message_primary or str(exc))}); it is a standby or "
+                              "default_transaction_read_only is on (for the server, database or role): point the "
+                              "store at the primary, or have the setting turned off")
         return StoreError(f"PostgreSQL store {self.url}: {self._scrub(str(exc).strip())}")
 
     def _forget_after_fork(self) -> None:
@@ -397,21 +469,14 @@ class PostgresStore(StoreOperations):
                     raise ValueError(f"cannot store promise {r.id!r}: a required field is None ({r!r})")
             firsts[r.id] = r
         creates = list(firsts.values())
-        settles = batch.settles
         fences = sorted(batch.fences.items())
-        params = (
-            [root for root, _ in fences], [token for _, token in fences],
-            [r.id for r in creates], [r.state._value_ for r in creates], [r.kind._value_ for r in creates],
-            [r.root for r in creates], [r.func for r in creates], [r.args for r in creates],
-            [r.value for r in creates], [r.parent for r in creates], [r.timeout for r in creates],
-            [r.idempotency_key for r in creates], [r.attempt for r in creates], [r.created_at for r in creates],
-            [r.settled_at for r in creates], [_dumps(r.tags) if r.tags else _EMPTY_TAGS for r in creates],
-            [s.id for s in settles], [s.state._value_ for s in settles], [s.value for s in settles],
-            [s.settled_at for s in settles],
-            list(batch.attempts), list(batch.attempts.values()), batch.outside,
-        )
+        parts = _parts(creates, batch.settles, batch.fences)
         try:
-            rows = self._write(lambda con: con.execute(self._sql_apply, params).fetchall())
+            if len(parts) == 1:  # the usual round: one statement, its own transaction
+                params = self._apply_params(fences, creates, batch.settles, batch.attempts, batch.outside)
+                rows = self._write(lambda con: con.execute(self._sql_apply, params).fetchall())
+            else:
+                rows = self._write(functools.partial(self._apply_in_parts, parts, fences, batch))
         except _Conflict as conflict:
             raise self._conflict_error(conflict.detail, batch) from None
         existing: dict[str, PromiseRecord] = {}
@@ -421,6 +486,38 @@ class PostgresStore(StoreOperations):
         for rid in duplicates:  # a second create of an id in one batch meets the first
             existing.setdefault(rid, firsts[rid])
         return BatchResult(existing, conflicts)
+
+    def _apply_params(self, fences: list[tuple[str, int]], creates: Sequence[PromiseRecord], settles: Sequence[Settle],
+                      attempts: dict[str, int], outside: bool) -> tuple[Any, ...]:
+        """The parameters of one call of the server's ``apply``."""
+        return (
+            [root for root, _ in fences], [token for _, token in fences],
+            [r.id for r in creates], [r.state._value_ for r in creates], [r.kind._value_ for r in creates],
+            [r.root for r in creates], [r.func for r in creates], [r.args for r in creates],
+            [r.value for r in creates], [r.parent for r in creates], [r.timeout for r in creates],
+            [r.idempotency_key for r in creates], [r.attempt for r in creates], [r.created_at for r in creates],
+            [r.settled_at for r in creates], [_dumps(r.tags) if r.tags else _EMPTY_TAGS for r in creates],
+            [s.id for s in settles], [s.state._value_ for s in settles], [s.value for s in settles],
+            [s.settled_at for s in settles],
+            list(attempts), list(attempts.values()), outside,
+        )
+
+    def _apply_in_parts(self, parts: list[tuple[list[PromiseRecord], list[Settle]]], fences: list[tuple[str, int]],
+                        batch: Batch, con: psycopg.Connection[Any]) -> list[Any]:
+        """A round too large for one statement, as one call of ``apply`` per part in one transaction:
+        a part the server refuses rolls back the parts before it. Each part checks the fences of the
+        roots it has not settled yet (an earlier part that settled a root leaves it settled, which
+        its fence check would take for a lease lost); the attempts ride with the last part."""
+        rows: list[Any] = []
+        settled: set[str] = set()
+        with con.transaction():
+            for n, (creates, settles) in enumerate(parts):
+                last = n == len(parts) - 1
+                params = self._apply_params([f for f in fences if f[0] not in settled], creates, settles,
+                                            batch.attempts if last else {}, batch.outside)
+                rows += con.execute(self._sql_apply, params).fetchall()
+                settled.update(s.id for s in settles if s.id in batch.fences)
+        return rows
 
     def _conflict_error(self, detail: dict[str, list[str]], batch: Batch) -> Exception:
         """The :class:`~vow.errors.ConflictError` of a fenced batch the server refused (nothing was written)."""
@@ -1013,6 +1110,44 @@ def _check_pooled(con: psycopg.Connection[Any]) -> None:
     zero-timeout poll, and a round trip only when the server sent something."""
     if _session_ended(con):
         raise psycopg.OperationalError("the server ended this idle session")
+
+
+def _size(item: PromiseRecord | Settle) -> int:
+    """At least the bytes of text ``item`` adds to a call of ``apply`` (its ASCII texts exactly, what
+    vow's JSON is; 4 a character otherwise, UTF-8's most; ``isascii`` is O(1))."""
+    texts = ((item.id, item.args, item.value, item.func, item.root, item.parent, item.idempotency_key)
+             if isinstance(item, PromiseRecord) else (item.id, item.value))
+    return 64 + sum(len(t) if t.isascii() else 4 * len(t) for t in texts if t)
+
+
+def _parts(creates: list[PromiseRecord], settles: list[Settle],
+           fences: dict[str, int]) -> list[tuple[list[PromiseRecord], list[Settle]]]:
+    """A round split into parts of at most :data:`STATEMENT_BYTES` of text each (or one record):
+    ``[(creates, settles)]`` for the usual round. Creates come before settles, as in one call (a
+    create sees its parent as it was before the round); settles of fenced roots come last, so that
+    a part before them finds every fenced root pending."""
+    budget = STATEMENT_BYTES
+    # At most 4 bytes a character: a usual round is far below the budget, and this is cheap to tell.
+    chars = (sum(len(r.id) + len(r.args) + len(r.value or "") + len(r.func) + len(r.root) + len(r.parent or "")
+                 + len(r.idempotency_key) for r in creates)
+             + sum(len(s.id) + len(s.value or "") for s in settles))
+    items: list[PromiseRecord | Settle] = [*creates, *settles]
+    if 4 * chars + 64 * len(items) <= budget or sum(map(_size, items)) <= budget:
+        return [(creates, settles)]
+    items = [*creates, *(s for s in settles if s.id not in fences), *(s for s in settles if s.id in fences)]
+    parts: list[tuple[list[PromiseRecord], list[Settle]]] = [([], [])]
+    used = 0
+    for item in items:
+        size = _size(item)
+        if used and used + size > budget:
+            parts.append(([], []))
+            used = 0
+        used += size
+        if isinstance(item, PromiseRecord):
+            parts[-1][0].append(item)
+        else:
+            parts[-1][1].append(item)
+    return parts
 
 
 def _one(con: psycopg.Connection[Any], sql: str, params: Sequence[Any] = ()) -> Any:
