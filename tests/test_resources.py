@@ -144,3 +144,37 @@ def test_a_handle_keeps_its_client_open(tmp_path: Path) -> None:
     done = python("-c", HANDLE_KEEPS_CLIENT, tmp_path / "s.db")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["42"], done.stdout
+
+
+SHARED_STORE = """
+import sys, threading
+from vow import Vow
+from vow.stores import open_store
+
+def leaf(ctx, x):
+    return x + 1
+
+def flow(ctx, x):
+    return (yield ctx.run(leaf, x))
+
+store = open_store("sqlite:///" + sys.argv[1])  # the caller's store object, shared by its clients
+
+def handle(i):
+    client = Vow(store)  # a client per request, never closed
+    return client.run(f"r/{i}", flow, i)
+
+print(handle(1))
+for thread in threading.enumerate():
+    if thread.name == "vow-close":
+        thread.join(60)  # the first client, collected, is closed: wait until it is
+print(handle(2))
+store.close()
+"""
+
+
+def test_a_collected_client_leaves_open_a_store_object_it_was_given(tmp_path: Path) -> None:
+    """The caller passed the store object in and may go on using it (with another client, say):
+    only what the client opened itself is closed when it is collected."""
+    done = python("-c", SHARED_STORE, tmp_path / "s.db")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["2", "3"], done.stdout

@@ -121,8 +121,9 @@ class Vow:
     A client keeps its threads and the store open until :meth:`close` (or the end of a ``with``
     block). One that nothing refers to any more (no variable, no :class:`RunHandle`) is closed when
     it is collected, once no run it started or resumed is still going on; a run it started goes on
-    to its end even if its handle was dropped. Still, make one per process and share it: a client
-    costs a few threads and a store connection.
+    to its end even if its handle was dropped. Collected, it closes the store only if it opened it
+    (from a URL or path): a store object passed in stays open for the code that passed it. Still,
+    make one per process and share it: a client costs a few threads and a store connection.
     """
 
     def __init__(self, store: str | Store | None = None, *, plugins: Plugins | None = None,
@@ -137,6 +138,7 @@ class Vow:
         _check_policy(retry, "Vow(retry=...)")
         self.plugins = plugins or default_plugins()
         self.store: Store = open_store(store, plugins=self.plugins)
+        self._opened_store = self.store is not store  # a store object given is the caller's: see _new_engine
         self.codec = FailureCodec(self.plugins.declared_errors())
         self._functions: dict[str, Registered] = {}
         self._names: dict[Any, str] = {}
@@ -164,8 +166,9 @@ class Vow:
                               plugins=self.plugins, **self._engine_options)
         if self._collected is not None:
             self._collected.detach()
+        # Collected, a client closes the store only if it opened it: the caller may share a store object.
         self._collected = weakref.finalize(self, _close_unreferenced, self._engine, self.store, self._pruner,
-                                           self.owner)
+                                           self.owner, self._opened_store)
         self._collected.atexit = False  # at exit the threads die with the process, as before
 
     def _after_fork(self) -> None:
@@ -587,8 +590,9 @@ def _name_of(names: dict[Any, str], fn: Any) -> str:
     return name
 
 
-def _close_parts(engine: Engine, store: Store, pruner: AutoPrune | None, owner: str) -> None:
-    """Stop what a client runs and close its store: the body of :meth:`Vow.close`."""
+def _close_parts(engine: Engine, store: Store, pruner: AutoPrune | None, owner: str,
+                 close_store: bool = True) -> None:
+    """Stop what a client runs and close its store (when ``close_store``): the body of :meth:`Vow.close`."""
     if pruner is not None:
         pruner.stop()
     engine.stop()
@@ -596,14 +600,17 @@ def _close_parts(engine: Engine, store: Store, pruner: AutoPrune | None, owner: 
         store.release_owner(owner)
     except Exception:  # noqa: BLE001 - a closed or failing store: the owner reads as gone when we exit
         pass
-    store.close()
+    if close_store:
+        store.close()
 
 
-def _close_unreferenced(engine: Engine, store: Store, pruner: AutoPrune | None, owner: str) -> None:
-    """Close a client that was collected unclosed (nothing referred to it and no run of its was going on).
+def _close_unreferenced(engine: Engine, store: Store, pruner: AutoPrune | None, owner: str,
+                        close_store: bool) -> None:
+    """Close a client that was collected unclosed (nothing referred to it and no run of its was going on),
+    and its store if it opened it.
 
     On a thread of its own: the collection may happen on the engine's thread, which closing waits for."""
-    threading.Thread(target=_close_parts, args=(engine, store, pruner, owner), name="vow-close").start()
+    threading.Thread(target=_close_parts, args=(engine, store, pruner, owner, close_store), name="vow-close").start()
 
 
 _clients: weakref.WeakSet[Vow] = weakref.WeakSet()
