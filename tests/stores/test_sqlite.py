@@ -538,3 +538,26 @@ def test_a_hash_in_a_sqlite_path_is_part_of_the_path(tmp_path: Path, form: str) 
     name, options = parse_store_url(form.format(path=path))
     assert (name, options["path"]) == ("sqlite", str(path))
     assert options.get("synchronous", "full") == "full"
+
+
+def test_a_subtree_is_the_part_of_the_runs_tree_under_its_promise_in_the_same_order(tmp_path: Path) -> None:
+    """`vow show` of a branch reads it with subtree(); it must print what reading the whole tree printed."""
+    from vow.stores.contract import make_record
+
+    store = open_store(f"sqlite:{tmp_path / 'vow.sqlite'}")
+    try:
+        at = {"r": 1.0, "r.a": 2.0, "r.b": 3.0, "r.a.2": 5.0, "r.a.1": 5.0, "r.a.1.x": 6.0, "r.c": 7.0}
+        parents = {"r.a": "r", "r.b": "r", "r.a.2": "r.a", "r.a.1": "r.a", "r.a.1.x": "r.a.1", "r.c": "r"}
+        # r.a.2 and r.a.1 share a time: the order of creation decides, as in tree()
+        records = [make_record(rid, parent=parents.get(rid), created_at=t,
+                               kind=Kind.WORKFLOW if rid in parents.values() else Kind.STEP) for rid, t in at.items()]
+        store.apply(Batch(creates=records))
+        tree = store.tree("r")
+        for top in ("r.a", "r.a.1", "r.b"):
+            below = {top}
+            expected = [r for r in tree if r.id == top or (r.parent in below and not below.add(r.id))]
+            assert [r.id for r in store.subtree(top)] == [r.id for r in expected]
+        assert [r.id for r in store.subtree("r.a")] == ["r.a", "r.a.2", "r.a.1", "r.a.1.x"]
+        assert store.subtree("nothing") == []
+    finally:
+        store.close()

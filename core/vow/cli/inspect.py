@@ -149,23 +149,15 @@ def show(promise_id: str, store: str | None, as_json: bool, full: bool) -> None:
         _print_plain(record, children)
 
 
-SUBTREE_LIMIT = 1000
-"""``vow show`` of a promise under a run reads its subtree a level at a time while it holds fewer than
-this many promises; a bigger one is read with the whole run, in one query."""
-
-
 def _subtree(store: Store, record: PromiseRecord) -> list[PromiseRecord]:
-    """``record`` and every promise under it: a branch of a run of 100,000 is read alone, not with the run."""
-    if record.parent is None:
-        return store.tree(record.id)
-    found, level = [record], [record.id]
-    while level:
-        level_records = [child for parent in level for child in store.children(parent)]
-        found += level_records
-        level = [child.id for child in level_records]
-        if len(found) > SUBTREE_LIMIT:
-            return store.tree(record.root)
-    return found
+    """``record`` and every promise under it: a branch of a run of 100,000 is read alone where the store
+    can (:class:`~vow.stores.base.SubtreeStore`), else with its run in one query (not a level at a time:
+    PostgreSQL's children() reads the run's whole tree, each time)."""
+    from vow.stores.base import SubtreeStore
+
+    if record.parent is not None and isinstance(store, SubtreeStore):
+        return store.subtree(record.id)
+    return store.tree(record.root)
 
 
 def _kind(record: PromiseRecord) -> str:

@@ -275,6 +275,15 @@ class PushingStore(Protocol):
 
 
 @runtime_checkable
+class SubtreeStore(Protocol):
+    """A store that reads a promise's subtree without the rest of its run (SQLite: through its index of
+    parents); ``vow show`` of a branch reads the run's whole tree from other stores."""
+
+    def subtree(self, id: str) -> list[PromiseRecord]:
+        """``id``'s record and every record under it, oldest first (``[]`` when there is no ``id``)."""
+
+
+@runtime_checkable
 class CheckedOwnersStore(Protocol):
     """A store whose showing an owner alive can end while the process lives (PostgreSQL: a server
     restart ends the session holding the owners' locks). The lease keeper asks it to check every

@@ -1036,6 +1036,16 @@ class SQLiteStore(StoreOperations):
         return [_record(row) for row in rows]
 
     @_reading
+    def subtree(self, id: str) -> list[PromiseRecord]:
+        """``id``'s record and every record under it, oldest first: one query through the index of parents."""
+        if not storable(id):
+            return []
+        rows = self._con().execute(
+            "WITH RECURSIVE under(id) AS (SELECT ? UNION ALL SELECT p.id FROM promises p JOIN under ON p.parent = "
+            f"under.id) {_SELECT} WHERE id IN under ORDER BY created_at, rowid", (id,))
+        return [_record(row) for row in rows]
+
+    @_reading
     def tree(self, root: str) -> list[PromiseRecord]:
         """Every record whose root is ``root`` (the root included), oldest first."""
         if not storable(root):

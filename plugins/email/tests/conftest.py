@@ -50,6 +50,7 @@ class Recorder:
     drop_after_data: bool = False  # queue the message, then close the connection without answering
     quit_pause: float = 0.0  # seconds before answering QUIT
     quit_abandoned: bool = False  # the client closed the connection while QUIT's answer was pending
+    quit_answered: bool = False  # QUIT's answer was sent
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         if self.mail_reply:
@@ -70,6 +71,7 @@ class Recorder:
         except asyncio.CancelledError:  # aiosmtpd cancels a handler whose client went away
             self.quit_abandoned = True
             raise
+        self.quit_answered = True
         return self.quit_reply or "221 Bye"
 
     async def handle_DATA(self, server, session, envelope):

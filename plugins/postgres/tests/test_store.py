@@ -725,3 +725,35 @@ def test_a_full_pool_whose_sessions_were_all_ended_serves_the_next_read_without_
         assert sum(slept) < 1, slept
     finally:
         store.close()
+def test_vow_show_of_a_branch_reads_the_runs_tree_once_not_once_per_promise(postgres_url: str, monkeypatch) -> None:
+    """Here ``children(parent)`` reads the whole tree of the parent's root (no index of parents is kept),
+    so reading a branch a level at a time read the run's tree once per workflow in the branch: ``vow show``
+    of a branch of 31 workflows in a run of 100,000 promises took 10.1 s, its whole tree 1.35 s."""
+    from click.testing import CliRunner
+
+    from vow.cli import cli
+
+    now = time.time()
+    records = [PromiseRecord("big/1", State.RESOLVED, Kind.WORKFLOW, "big/1", func="flow", args="[]", value="1",
+                             created_at=now, settled_at=now + 9)]
+    for n in range(3):
+        records.append(PromiseRecord(f"big/1.inner.{n}", State.RESOLVED, Kind.WORKFLOW, "big/1", func="w", args="[]",
+                                     value="1", parent="big/1.inner", created_at=now + 2, settled_at=now + 3))
+        records.append(PromiseRecord(f"big/1.inner.{n}.0", State.RESOLVED, Kind.STEP, "big/1", func="leaf", args="[]",
+                                     value="1", parent=f"big/1.inner.{n}", created_at=now + 2, settled_at=now + 3))
+    records.insert(1, PromiseRecord("big/1.inner", State.RESOLVED, Kind.WORKFLOW, "big/1", func="inner", args="[]",
+                                    value="1", parent="big/1", created_at=now + 1, settled_at=now + 4))
+    store = PostgresStore(postgres_url)
+    store.apply(Batch(creates=records))
+    store.close()
+    calls: list[str] = []
+    for name in ("children", "tree"):
+        real = getattr(PostgresStore, name)
+        monkeypatch.setattr(PostgresStore, name,
+                            lambda self, id, name=name, real=real: calls.append(name) or real(self, id))
+    shown = CliRunner().invoke(cli, ["show", "big/1.inner", "--store", postgres_url])
+    assert shown.exit_code == 0, shown.output
+    shown_ids = [line.lstrip("│├└─ ").split()[0] for line in shown.output.splitlines()]
+    assert shown_ids == ["big/1.inner", "big/1.inner.0", "big/1.inner.0.0", "big/1.inner.1", "big/1.inner.1.0",
+                         "big/1.inner.2", "big/1.inner.2.0"], shown.output
+    assert calls == ["tree"], calls

@@ -371,3 +371,16 @@ def test_a_200_cut_off_before_its_message_name_is_not_retried(fcm: FcmTransport)
         with pytest.raises(PermanentError) as caught:
             fcm.send(MESSAGE, ctx())
     assert caught.value.code == "NO_MESSAGE_NAME"
+
+
+def test_a_token_answer_of_100_mb_is_not_read_whole(fcm: FcmTransport) -> None:
+    """The token endpoint (the service account's token_uri, which may point anywhere) is read as FCM
+    is: at most 1 MiB (vow.http.request)."""
+    read: list[int] = []
+    with respx.mock(assert_all_called=False) as router:
+        router.post(TOKEN_URL).mock(return_value=httpx.Response(503, content=endless_body(read)))
+        send = router.post(SEND_URL).respond(200, json={"name": NAME})
+        with pytest.raises(TransientError, match="HTTP 503"):
+            fcm.send(MESSAGE, ctx())
+    assert send.call_count == 0
+    assert len(read) <= 2, f"read {len(read)} MiB of the answer"

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from vow.errors import ConfigError, PermanentError, TransientError
-from vow.http import error_for_exception, is_transient_status, parse_retry_after, text_field
+from vow.http import error_for_exception, is_transient_status, parse_retry_after, request, text_field
 
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -165,7 +165,7 @@ class ServiceAccountToken:
         form = {"grant_type": JWT_BEARER_GRANT, "assertion": self.account.assertion(now)}
         where = f"Google token endpoint {self.account.token_uri}"
         try:
-            response = client.post(self.account.token_uri, data=form)
+            response = request(client, "POST", self.account.token_uri, provider=where, data=form)
         except httpx.HTTPError as exc:
             raise error_for_exception(exc, provider=where) from exc
         try:
