@@ -9,6 +9,7 @@ import inspect
 import logging
 import math
 import os
+import queue
 import threading
 import time
 import weakref
@@ -150,6 +151,7 @@ class Vow:
         self._closed = False
         self._pruner = AutoPrune(self.store, retention) if retention is not None else None
         self._collected: weakref.finalize[Any, Vow] | None = None
+        _start_closer()
         self._new_engine()
         _clients.add(self)
         if self._pruner is not None:
@@ -606,12 +608,43 @@ def _close_unreferenced(engine: Engine, store: Store, pruner: AutoPrune | None, 
     """Close a client that was collected unclosed (nothing referred to it and no run of its was going on),
     and its store if it opened it: a store object the caller gave it may serve other clients.
 
-    On a thread of its own: the collection may happen on the engine's thread, which closing waits for."""
-    threading.Thread(target=_close_parts, args=(engine, store, pruner, owner, owns_store), name="vow-close").start()
+    Handed to the closer thread: the collection may happen on the engine's thread, which closing waits
+    for, and the cyclic collector may run this where starting a thread would deadlock (within
+    threading's own locks); a SimpleQueue's put is safe there."""
+    _to_close.put((engine, store, pruner, owner, owns_store))
+
+
+_to_close: queue.SimpleQueue[tuple[Engine, Store, AutoPrune | None, str, bool]] = queue.SimpleQueue()
+_closer: threading.Thread | None = None
+_closer_lock = threading.Lock()
+
+
+def _start_closer() -> None:
+    """Start the thread that closes collected clients, unless it runs (from a client's constructor,
+    never from a finalizer)."""
+    global _closer
+    with _closer_lock:
+        if _closer is None or not _closer.is_alive():
+            _closer = threading.Thread(target=_close_queued, name="vow-close", daemon=True)
+            _closer.start()
+
+
+def _close_queued() -> None:
+    while True:
+        parts = _to_close.get()
+        try:
+            _close_parts(*parts)
+        except Exception:  # noqa: BLE001 - one client's failing store must not stop the closing of others
+            _log.exception("closing a collected Vow client failed")
+        del parts  # not kept alive while waiting for the next
 
 
 _clients: weakref.WeakSet[Vow] = weakref.WeakSet()
 def _after_fork_in_child() -> None:
+    global _closer, _closer_lock
+    _closer, _closer_lock = None, threading.Lock()  # the parent's thread is not here; its lock may be held
+    if _clients:
+        _start_closer()
     for client in list(_clients):
         client._after_fork()
 
