@@ -58,3 +58,13 @@ def test_a_redirect_is_refused_naming_where_it_points() -> None:
     assert str(info.value) == ("acme answered HTTP 308, redirecting to https://api.provider.example/v2/send: "
                                "vow does not follow redirects (a repeated POST could send twice, and credentials "
                                "must not follow it); point the URL at where the provider now answers")
+
+
+def test_a_redirected_read_names_no_post() -> None:
+    with respx.mock() as router, httpx.Client() as client:
+        router.get(URL).respond(302, headers={"location": "https://login.example/"})
+        with pytest.raises(PermanentError) as info:
+            request(client, "GET", URL, provider="slack")
+    assert str(info.value) == ("slack answered HTTP 302, redirecting to https://login.example/: vow does not follow "
+                               "redirects (credentials must not follow it); point the URL at where the provider now "
+                               "answers")

@@ -53,10 +53,11 @@ def request(client: httpx.Client, method: str, url: str, *, provider: str = "pro
         except httpx.HTTPError:
             pass  # cut off after the status: what arrived is the answer
     if response.is_redirect:
+        why = "a repeated POST could send twice, and credentials must not follow it" if method.upper() == "POST" \
+            else "credentials must not follow it"
         raise PermanentError(f"{provider} answered HTTP {response.status_code}, redirecting to "
-                             f"{response.headers['location']}: vow does not follow redirects (a repeated POST could "
-                             "send twice, and credentials must not follow it); point the URL at where the provider "
-                             "now answers", code=str(response.status_code))
+                             f"{response.headers['location']}: vow does not follow redirects ({why}); point the URL at "
+                             "where the provider now answers", code=str(response.status_code))
     # The body is decoded already and may be shorter than announced: drop what described the wire form.
     headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _BODY_HEADERS]
     return httpx.Response(response.status_code, headers=headers, content=bytes(body[:limit]),
