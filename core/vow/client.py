@@ -478,6 +478,8 @@ class Vow:
     def _check_open(self) -> None:
         if self._closed:
             raise VowError("this Vow client is closed")
+        if _closer is None:  # a forked child's first use of a client made before the fork
+            _start_closer()
 
     def __enter__(self) -> Vow:
         return self
@@ -642,9 +644,9 @@ def _close_queued() -> None:
 _clients: weakref.WeakSet[Vow] = weakref.WeakSet()
 def _after_fork_in_child() -> None:
     global _closer, _closer_lock
-    _closer, _closer_lock = None, threading.Lock()  # the parent's thread is not here; its lock may be held
-    if _clients:
-        _start_closer()
+    # The parent's closer thread is not here, and its lock may be held. A new one starts when a client
+    # is used here, not now: a child that only returns from a leaf must end with its one thread.
+    _closer, _closer_lock = None, threading.Lock()
     for client in list(_clients):
         client._after_fork()
 
