@@ -198,23 +198,16 @@ def test_vow_ls_escapes_what_would_spoof_a_terminal_and_aligns_wide_text(tmp_pat
     assert len(listed) == len(ids) and len({cells(line[:line.index("resolved")]) for line in listed}) == 1
 
 
-def test_vow_show_of_one_branch_reads_that_branch_not_its_whole_run(tmp_path, monkeypatch) -> None:
-    """`vow show RUN.3` read the whole run's tree to print one branch: 2.3 s on a run of 100,000 branches.
-    It reads the branch and what is under it now; the output is the same."""
-    from click.testing import CliRunner
-
+def _nested_run(tmp_path, run_id: str, leaf, branches: int) -> str:
+    """Run ``run_id``: ``branches`` calls of ``leaf`` (0, 1, ...), then a child workflow calling ``leaf(1)``;
+    the store's URL."""
     from vow import Vow
-    from vow.cli import cli
-    from vow.stores.sqlite import SQLiteStore
-
-    def leaf(ctx, n: int) -> int:
-        return n
 
     def inner(ctx):
         return (yield ctx.run(leaf, 1))
 
     def flow(ctx):
-        for n in range(5):
+        for n in range(branches):
             yield ctx.run(leaf, n)
         return (yield ctx.run(inner))
 
@@ -222,7 +215,22 @@ def test_vow_show_of_one_branch_reads_that_branch_not_its_whole_run(tmp_path, mo
     with Vow(store) as vow:
         vow.register(flow)
         vow.register(inner)
-        vow.run("big/1", flow)
+        vow.run(run_id, flow)
+    return store
+
+
+def test_vow_show_of_one_branch_reads_that_branch_not_its_whole_run(tmp_path, monkeypatch) -> None:
+    """`vow show RUN.3` read the whole run's tree to print one branch: 2.3 s on a run of 100,000 branches.
+    It reads the branch and what is under it now; the output is the same."""
+    from click.testing import CliRunner
+
+    from vow.cli import cli
+    from vow.stores.sqlite import SQLiteStore
+
+    def leaf(ctx, n: int) -> int:
+        return n
+
+    store = _nested_run(tmp_path, "big/1", leaf, branches=5)
     runner = CliRunner()
     whole = runner.invoke(cli, ["show", "big/1", "--store", store])
     assert whole.exit_code == 0, whole.output
@@ -276,25 +284,12 @@ def test_vow_show_json_is_what_json_dumps_writes(tmp_path) -> None:
     """`vow show --json` writes its tree without recursion; the text is json.dumps(..., indent=2)'s."""
     from click.testing import CliRunner
 
-    from vow import Vow
     from vow.cli import cli
 
     def leaf(ctx, n: int) -> float:
         return float("nan") if n == 2 else n
 
-    def inner(ctx):
-        return (yield ctx.run(leaf, 1))
-
-    def flow(ctx):
-        for n in range(3):
-            yield ctx.run(leaf, n)
-        return (yield ctx.run(inner))
-
-    store = f"sqlite:{tmp_path / 'vow.sqlite'}"
-    with Vow(store) as vow:
-        vow.register(flow)
-        vow.register(inner)
-        vow.run("j/1", flow)
+    store = _nested_run(tmp_path, "j/1", leaf, branches=3)
     shown = CliRunner().invoke(cli, ["show", "j/1", "--store", store, "--json"])
     assert shown.exit_code == 0, shown.output
     tree = json.loads(shown.output)

@@ -253,6 +253,11 @@ def cells(text: str) -> int:
     return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
+def pad(text: str, width: int) -> str:
+    """``text`` followed by spaces to fill ``width`` terminal columns (:func:`cells`), for a table column."""
+    return text + " " * (width - cells(text))
+
+
 def seconds(value: float | None) -> str:
     """``0.29s``, ``12.3s``, ``2m05s``; ``never`` for an infinite wait (a ``Retry-After`` of inf)."""
     if value is None:

@@ -50,7 +50,7 @@ def _when(ts: float | None) -> str:
 @json_option
 def ls(state: str | None, name: str | None, limit: int, store: str | None, as_json: bool) -> None:
     """List runs, newest first. A run parked after its process kept dying shows as parked, with the reason."""
-    from vow.progress import cells, printable, seconds  # imported here: `vow --help` stays quick
+    from vow.progress import cells, pad, printable, seconds  # imported here: `vow --help` stays quick
     from vow.retention import parse_state_names
     from vow.stores import open_store
 
@@ -82,7 +82,7 @@ def ls(state: str | None, name: str | None, limit: int, store: str | None, as_js
                       seconds(_took(r)) if r.settled else "-"))
     widths = [max(cells(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
-        click.echo("  ".join(cell + " " * (w - cells(cell)) for cell, w in zip(row, widths)).rstrip())
+        click.echo("  ".join(pad(cell, w) for cell, w in zip(row, widths)).rstrip())
     for rid, reason in parked.items():
         click.echo(printable(f"parked {rid}: {reason}"))
 

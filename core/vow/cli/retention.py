@@ -59,13 +59,13 @@ def _report(result: PruneResult, url: str, cutoff: float, seconds: float) -> Non
         states = ", ".join(f"{n} {s}" for s, n in sorted(result.by_state().items()))
         click.echo(f"{verb} {_count(len(result.runs), 'run')} ({states}) holding "
                    f"{_count(result.promises, 'promise')}, settled before {when}, from {url}")
-        from vow.progress import cells, printable
+        from vow.progress import cells, pad, printable
 
         shown = [(printable(run.id), run) for run in result.runs[:SHOWN]]  # an id may be any text
         width = max(cells(text) for text, _ in shown)
         for text, run in shown:
             settled = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.settled_at))
-            click.echo(f"  {text}{' ' * (width - cells(text))}  {run.state.value:<9}  "
+            click.echo(f"  {pad(text, width)}  {run.state.value:<9}  "
                        f"{_count(run.promises, 'promise'):>14}  settled {settled}")
         if len(result.runs) > SHOWN:
             click.echo(f"  ... and {len(result.runs) - SHOWN:,} more (--json lists them all)")
