@@ -36,7 +36,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any, NoReturn
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import pytest
 
@@ -228,13 +228,13 @@ class PostgresServer:
     def create_database(self, prefix: str = "vow_test") -> str:
         """Create a fresh, empty database and return its URL."""
         name = f"{prefix}_{os.getpid()}_{next(self._names)}"
-        self.sql(f'CREATE DATABASE "{name}" TEMPLATE template0')
+        self.sql(f"CREATE DATABASE {_identifier(name)} TEMPLATE template0")
         return self.database_url(name)
 
     def drop_database(self, url: str) -> None:
         """Drop the database ``url`` names, disconnecting whoever is still connected to it."""
-        name = urlsplit(url).path.lstrip("/")
-        self.sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        name = unquote(urlsplit(url).path.lstrip("/"))
+        self.sql(f"DROP DATABASE IF EXISTS {_identifier(name)} WITH (FORCE)")
 
     def database_url(self, name: str) -> str:
         """The URL of database ``name`` on this server (the admin URL with another path)."""
@@ -257,6 +257,11 @@ class PostgresServer:
         if done.returncode != 0:
             raise PostgresUnavailable(f"psql failed: {done.stderr.strip()}")
         return done.stdout.rstrip("\n")
+
+
+def _identifier(name: str) -> str:
+    """``name`` as an SQL identifier: in double quotes, a double quote in it doubled."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _tail(path: str, size: int = 4000) -> str:

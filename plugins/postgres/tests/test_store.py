@@ -686,8 +686,9 @@ def test_a_database_named_oddly_and_a_search_path_in_the_url_hold_a_store(postgr
             assert con.execute("SELECT count(*) FROM mine.promises").fetchone() == (2,)
             assert con.execute("SELECT count(*) FROM elsewhere.promises").fetchone() == (0,)
     finally:
-        # not drop_database: it would take the %XX of the URL for the name
-        postgres_server.sql(f"DROP DATABASE {quoted} WITH (FORCE)")
+        postgres_server.drop_database(url)
+    literal = "'" + name.replace("'", "''") + "'"
+    assert postgres_server.sql(f"SELECT count(*) FROM pg_database WHERE datname = {literal}") == "0"
 
 
 def test_a_full_pool_whose_sessions_were_all_ended_serves_the_next_read_without_waiting(
