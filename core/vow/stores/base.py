@@ -277,7 +277,8 @@ class PushingStore(Protocol):
 @runtime_checkable
 class SubtreeStore(Protocol):
     """A store that reads a promise's subtree without the rest of its run (SQLite: through its index of
-    parents); ``vow show`` of a branch reads the run's whole tree from other stores."""
+    parents; PostgreSQL: the server follows the parents and sends the branch alone); ``vow show`` and
+    :meth:`Vow.cancel <vow.Vow.cancel>` of a branch read the run's whole tree from other stores."""
 
     def subtree(self, id: str) -> list[PromiseRecord]:
         """``id``'s record and every record under it, oldest first (``[]`` when there is no ``id``)."""

@@ -606,6 +606,24 @@ class PostgresStore(StoreOperations):
         return [_record(row) for row in rows]
 
     @_reading
+    def subtree(self, id: str) -> list[PromiseRecord]:
+        """``id``'s record and every record under it, oldest first (:class:`~vow.stores.base.SubtreeStore`).
+
+        No index of parents is kept (see :meth:`children`), so the server reads the ids and parents of
+        ``id``'s run once, through the root index, and follows the parents there: only the branch's
+        records are sent, not the 100,000 of the run it is part of."""
+        if not storable(id):
+            return []
+        s = self.schema
+        with self._connection() as con:
+            rows = con.execute(
+                f"WITH RECURSIVE run AS MATERIALIZED (SELECT id, parent FROM {s}.promises "
+                f"WHERE root = (SELECT root FROM {s}.promises WHERE id = %s)), "
+                "under(id) AS (SELECT %s::text UNION ALL SELECT r.id FROM run r JOIN under u ON r.parent = u.id) "
+                f"{self._select} WHERE id IN (SELECT id FROM under) ORDER BY created_at, seq", (id, id)).fetchall()
+        return [_record(row) for row in rows]
+
+    @_reading
     def tree(self, root: str) -> list[PromiseRecord]:
         """Every record whose root is ``root`` (the root included), oldest first."""
         if not storable(root):
