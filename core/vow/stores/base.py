@@ -89,8 +89,8 @@ if TYPE_CHECKING:
     from vow.retention import PruneResult
 
 __all__ = [
-    "FORMAT_VERSION", "ChangeFeed", "CheckedOwnersStore", "PushingStore", "Store", "StoreOperations", "new_owner_id",
-    "parked_reason", "same_outcome", "search_conditions", "timeout_error_text",
+    "FORMAT_VERSION", "ChangeFeed", "CheckedOwnersStore", "ParkedLeasesStore", "PushingStore", "Store",
+    "StoreOperations", "new_owner_id", "parked_reason", "same_outcome", "search_conditions", "timeout_error_text",
 ]
 
 FORMAT_VERSION = 3
@@ -282,6 +282,15 @@ class SubtreeStore(Protocol):
 
     def subtree(self, id: str) -> list[PromiseRecord]:
         """``id``'s record and every record under it, oldest first (``[]`` when there is no ``id``)."""
+
+
+@runtime_checkable
+class ParkedLeasesStore(Protocol):
+    """A store that reads its parked leases alone, through an index of them (SQLite, PostgreSQL):
+    ``vow ls --state parked`` reads the parked runs, not the lease of every pending run in turn."""
+
+    def parked_leases(self) -> list[Lease]:
+        """Every parked lease (``parked`` holds the reason), ordered by root."""
 
 
 @runtime_checkable

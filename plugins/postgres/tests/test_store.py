@@ -788,3 +788,36 @@ def test_a_subtree_is_the_part_of_the_runs_tree_under_its_promise_in_the_same_or
         assert [r.id for r in pg_store.subtree(top)] == [r.id for r in expected]
     assert [r.id for r in pg_store.subtree("r.a")] == ["r.a", "r.a.2", "r.a.1", "r.a.1.x"]
     assert pg_store.subtree("nothing") == [] and pg_store.subtree("s") == [records[-1]]
+
+
+def test_vow_ls_of_parked_runs_reads_the_parked_leases_not_every_pending_runs(postgres_url: str, monkeypatch) -> None:
+    """`vow ls --state parked` paged through every pending run and read each one's lease in turn, to
+    keep the parked. It reads the parked leases, then their runs, and prints the same."""
+    import vow_postgres.store as pg_store_module
+
+    from tests.test_listing import list_parked_runs_counting_reads
+
+    list_parked_runs_counting_reads(postgres_url, PostgresStore, pg_store_module, monkeypatch)
+
+
+def test_a_schema_made_before_the_index_of_parked_leases_gets_it_at_the_next_opening(postgres_url: str) -> None:
+    """A schema of the same version made by an earlier vow-postgres has no index of parked leases: the
+    next store opened on it makes it (a fresh schema has it), and the parked leases read the same."""
+    def index() -> str | None:
+        with psycopg.connect(postgres_url, autocommit=True) as con:
+            return con.execute("SELECT indexdef FROM pg_indexes WHERE schemaname = 'vow' "
+                               "AND indexname = 'leases_parked'").fetchone()
+
+    store = PostgresStore(postgres_url)
+    store.claim("r", "died", 1.0, now=0.0)
+    store.claim("r", "next", 1.0, now=100.0, max_recoveries=0)
+    store.close()
+    assert index() is not None
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        con.execute("DROP INDEX vow.leases_parked")  # as the vow-postgres before it left the schema
+    store = PostgresStore(postgres_url)
+    try:
+        assert "WHERE (parked IS NOT NULL)" in index()[0]
+        assert [lease.root for lease in store.parked_leases()] == ["r"]
+    finally:
+        store.close()

@@ -269,8 +269,10 @@ class PostgresStore(StoreOperations):
                 version = self._read_version(con)
                 if version is None:
                     self._create_schema(con)
-                elif self._functions_mark(con) != _schema.functions_mark(self.schema):
-                    self._remake_functions(con)
+                else:
+                    if self._functions_mark(con) != _schema.functions_mark(self.schema):
+                        self._remake_functions(con)
+                    self._add_missing_indexes(con)
         except psycopg.errors.ConnectionTimeout as exc:
             timeout = psycopg.conninfo.timeout_from_conninfo(
                 psycopg.conninfo.conninfo_to_dict(self._conninfo, **self._timeout_kwargs()))
@@ -376,6 +378,27 @@ class PostgresStore(StoreOperations):
             return
         _log.info("PostgreSQL store %s: made the functions of schema %s anew (%s)", self.url, self.schema,
                   _schema.functions_mark(self.schema))
+
+    def _add_missing_indexes(self, con: psycopg.Connection[Any]) -> None:
+        """Make the indexes of :data:`~vow_postgres.schema.ADDED_INDEXES` a schema made by an earlier
+        vow-postgres lacks (a query for each when none is missing). A role that may not, or a read-only server,
+        leaves them missing: the queries they serve then read more, and answer the same."""
+        statements = _schema.added_index_statements(self.schema)
+        missing = [name for name in statements
+                   if _one(con, "SELECT to_regclass(%s) IS NULL", (f"{self.schema}.{name}",))]
+        if not missing:
+            return
+        try:
+            with con.transaction():
+                con.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"vow schema {self.schema}",))
+                for name in missing:
+                    con.execute(statements[name])
+        except (pg_errors.InsufficientPrivilege, pg_errors.ReadOnlySqlTransaction) as exc:
+            _log.warning("PostgreSQL store %s: schema %s lacks the indexes %s, and they cannot be made here (%s); "
+                         "the queries they serve read more until they are", self.url, self.schema,
+                         ", ".join(missing), self._scrub(str(exc)))
+            return
+        _log.info("PostgreSQL store %s: made the indexes %s in schema %s", self.url, ", ".join(missing), self.schema)
 
     def _get_pool(self) -> ConnectionPool:
         pool = self._pool
@@ -992,6 +1015,14 @@ class PostgresStore(StoreOperations):
                 f"OR l.owner IN (SELECT d.owner FROM {s}.dead_owners d)) FROM {s}.leases l WHERE l.root = %s",
                 (root,)).fetchone()
         return True if row is None else bool(row[0])
+
+    @_reading
+    def parked_leases(self) -> list[Lease]:
+        """Every parked lease, ordered by root: through the index of them (``leases_parked``)."""
+        with self._connection() as con:
+            rows = con.execute(f"SELECT root, owner, token, expires_at, recoveries, parked FROM {self.schema}.leases "
+                               "WHERE parked IS NOT NULL ORDER BY root").fetchall()
+        return [Lease(*row) for row in rows]
 
     def unpark(self, root: str) -> bool:
         """Make a parked root claimable again, its recovery count reset; whether it was parked."""
