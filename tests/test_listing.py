@@ -6,7 +6,9 @@ store's plans, which no rule can see.)
 
 from __future__ import annotations
 
+import contextlib
 import json
+from typing import Any
 
 import pytest
 
@@ -295,3 +297,107 @@ def test_vow_show_json_is_what_json_dumps_writes(tmp_path) -> None:
     tree = json.loads(shown.output)
     assert shown.output == json.dumps(tree, indent=2) + "\n"
     assert [len(c["children"]) for c in tree["children"]][-1] == 1 and "NaN" not in shown.output
+
+
+def list_parked_runs_counting_reads(url: str, store_class: type, store_module: Any,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Store 300 pending runs, 3 of them parked (and a parked lease on a canceled run), and check that
+    `vow ls --state parked` reads no lease one at a time, decodes the parked runs' records alone, and
+    prints what it printed when it paged through every pending run (as for a store that is no
+    ParkedLeasesStore), for several filters, as text and as JSON."""
+    from click.testing import CliRunner
+
+    import vow.stores.base
+    from vow.cli import cli
+    from vow.records import Batch, Kind, PromiseRecord, Settle
+    from vow.stores import open_store
+
+    def run(rid: str, func: str, at: float) -> PromiseRecord:
+        return PromiseRecord(rid, State.PENDING, Kind.WORKFLOW, rid, func=func, args="[]", created_at=1000.0 + at)
+
+    pending = [run(f"wait/{n:03}", "other" if n % 7 == 0 else "flow", n) for n in range(300)]
+    stuck = ["wait/010", "wait/014", "wait/250"]  # flow, other, flow
+    store = open_store(url)
+    try:
+        store.apply(Batch(creates=[*pending, run("gone/1", "flow", 400)]))
+        store.apply(Batch(settles=[Settle("gone/1", State.CANCELED, None, 2000.0)]))
+        for root in [*stuck, "gone/1"]:  # as a worker parks a run whose process kept dying
+            store.claim(root, "died", 1.0, now=0.0)
+            assert store.claim(root, "next", 1.0, now=100.0, max_recoveries=0) is None
+        store.claim_many([r.id for r in pending[20:40]], "alive", 3600.0)
+        assert sorted(lease.root for lease in store.parked_leases()) == sorted([*stuck, "gone/1"])
+    finally:
+        store.close()
+    runner = CliRunner()
+    filters = [["--state", "parked"], ["--state", "parked", "--limit", "2"], ["--state", "parked", "--name", "other"],
+               ["--state", "parked", "--name", "nothing"], ["--state", "parked,canceled"]]
+    outputs = []
+    leases: list[str] = []
+    records: list[str] = []
+    real_lease, real_record = store_class.lease, store_module._record
+    for args in filters:
+        for form in ([], ["--json"]):
+            leases.clear()
+            records.clear()
+            with monkeypatch.context() as patched:
+                patched.setattr(store_class, "lease", lambda self, root: leases.append(root) or real_lease(self, root))
+                patched.setattr(store_module, "_record", lambda row: records.append(row[0]) or real_record(row))
+                listed = runner.invoke(cli, ["ls", "--store", url, *args, *form])
+            assert listed.exit_code == 0, listed.output
+            assert leases == [], f"{len(leases)} leases read one at a time"
+            assert set(records) <= {*stuck, "gone/1"}, f"{len(records)} records read"
+            outputs.append(listed.output)
+    assert [line.split()[0] for line in outputs[0].splitlines()[1:]] == [
+        "wait/250", "wait/014", "wait/010", "parked", "parked", "parked"]
+    assert [r["id"] for r in json.loads(outputs[5])] == ["wait/014"]
+    assert [r["state"] for r in json.loads(outputs[9])] == ["canceled", "parked", "parked", "parked"]
+    with monkeypatch.context() as patched:
+        # as it was: every pending run, and its lease (not delattr: isinstance caches what it found)
+        patched.setattr(vow.stores.base, "ParkedLeasesStore", type("NotThatStore", (), {}))
+        paged = [runner.invoke(cli, ["ls", "--store", url, *args, *form]).output
+                 for args in filters for form in ([], ["--json"])]
+    assert outputs == paged
+
+
+def test_vow_ls_of_parked_runs_reads_the_parked_leases_not_every_pending_runs(tmp_path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """`vow ls --state parked` paged through every pending run and read each one's lease in turn, to
+    keep the parked: 2 s for 100,000 pending runs. It reads the parked leases, then their runs."""
+    import vow.stores.sqlite as sqlite_store
+
+    list_parked_runs_counting_reads(f"sqlite:{tmp_path / 'vow.sqlite'}", SQLiteStore, sqlite_store, monkeypatch)
+
+
+def test_a_file_made_before_the_index_of_parked_leases_gets_it_when_it_may_be_written(tmp_path) -> None:
+    """A file of the same format made by an earlier vow has no index of parked leases: read-only, its
+    parked leases are read all the same (without it), and any store that may write makes it, with no
+    new format (which would make an earlier vow refuse the file)."""
+    import sqlite3
+
+    from vow.stores.base import FORMAT_VERSION
+
+    path = tmp_path / "vow.sqlite"
+    store = SQLiteStore(path)
+    store.claim("r", "died", 1.0, now=0.0)
+    store.claim("r", "next", 1.0, now=100.0, max_recoveries=0)
+    store.close()
+    with contextlib.closing(sqlite3.connect(path)) as con:
+        con.execute("DROP INDEX leases_parked")  # as the vow before it left the file
+        con.commit()
+    reader = SQLiteStore(path, read_only=True)
+    try:
+        assert [(lease.root, bool(lease.parked)) for lease in reader.parked_leases()] == [("r", True)]
+    finally:
+        reader.close()
+    query = "SELECT root FROM leases WHERE parked IS NOT NULL ORDER BY root"
+    with contextlib.closing(sqlite3.connect(path)) as con:
+        assert "leases_parked" not in " ".join(row[-1] for row in con.execute("EXPLAIN QUERY PLAN " + query))
+    store = SQLiteStore(path)
+    try:
+        assert [lease.root for lease in store.parked_leases()] == ["r"]
+    finally:
+        store.close()
+    with contextlib.closing(sqlite3.connect(path)) as con:
+        plan = " ".join(row[-1] for row in con.execute("EXPLAIN QUERY PLAN " + query))
+        assert plan == "SCAN leases USING INDEX leases_parked", plan  # a partial index: the parked rows alone
+        assert con.execute("PRAGMA user_version").fetchone()[0] == FORMAT_VERSION == 3

@@ -13,6 +13,7 @@ import io
 import logging
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -114,3 +115,76 @@ def test_another_workers_takeover_is_said_as_a_takeover() -> None:
     PlainView(progress, out).update()
     assert out.getvalue() == ("  another worker has taken t/1 over (this process lost its lease); following it from "
                               "the store\n")
+
+
+
+BRANCH = ("big.inner", "big.inner.0", "big.inner.1", "big.inner.1.0", "picked-id", "big.inner.2")
+"""The branch :func:`cancel_a_branch_of_a_big_run` cancels, and every promise under it."""
+
+
+def _branch_in_a_big_run(now: float, side: int) -> list:
+    """A pending run ``big``: ``big.inner`` (the branch canceled) and ``big.side`` with ``side`` leaves."""
+    from vow.records import Kind, PromiseRecord
+
+    def record(rid: str, parent: str | None, kind: Kind = Kind.STEP, state: State = State.PENDING,
+               at: float = 0.0) -> PromiseRecord:
+        return PromiseRecord(rid, state, kind, "big", func="" if kind is Kind.SLEEP else "f", args="[]",
+                             value="1" if state is State.RESOLVED else None, parent=parent, created_at=now + at,
+                             settled_at=now + at if state is not State.PENDING else None)
+
+    records = [record("big", None, Kind.WORKFLOW), record("big.side", "big", Kind.WORKFLOW, at=1),
+               record("big.inner", "big", Kind.WORKFLOW, at=2),
+               record("big.inner.0", "big.inner", state=State.RESOLVED, at=3),
+               record("big.inner.1", "big.inner", Kind.WORKFLOW, at=3),
+               record("big.inner.1.0", "big.inner.1", at=4),
+               record("picked-id", "big.inner", at=5),  # an id given with .options(id=): found by its parent
+               record("big.inner.2", "big.inner", Kind.SLEEP, at=5)]
+    records += [record(f"big.side.{n}", "big.side", state=State.RESOLVED if n % 2 else State.PENDING, at=6)
+                for n in range(side)]
+    return records
+
+
+def cancel_a_branch_of_a_big_run(url: str, store_module: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Store a run of 300 promises and more, `vow cancel` a branch of 6 in it, and check that the store
+    (``store_module``, whose ``_record`` makes each record read) read that branch and no more, and
+    that the branch's pending promises, and only those, were canceled."""
+    import time
+
+    from click.testing import CliRunner
+
+    from vow.cli import cli
+    from vow.records import Batch
+    from vow.stores import open_store
+
+    store = open_store(url)
+    records = _branch_in_a_big_run(time.time(), side=300)
+    try:
+        store.apply(Batch(creates=records))
+    finally:
+        store.close()
+    read: list[str] = []
+    real = store_module._record
+    with monkeypatch.context() as patched:
+        patched.setattr(store_module, "_record", lambda row: read.append(row[0]) or real(row))
+        canceled = CliRunner().invoke(cli, ["cancel", "big.inner", "--store", url])
+    assert (canceled.exit_code, canceled.output) == (0, "big.inner: canceled\n")
+    assert set(read) <= set(BRANCH), f"{len(read)} records read"
+    # the branch once, the 5 settles as the store checks them, and the canceled promise before and after
+    assert len(read) <= 6 + 5 + 2, read
+    store = open_store(url)
+    try:
+        states = {r.id: r.state for r in store.tree("big")}
+    finally:
+        store.close()
+    expected = {r.id: r.state for r in records}
+    expected.update(dict.fromkeys(["big.inner", "big.inner.1", "big.inner.1.0", "picked-id", "big.inner.2"],
+                                  State.CANCELED))
+    assert states == expected
+
+
+def test_vow_cancel_of_a_branch_reads_the_branch_not_its_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`vow cancel` of a promise under a run read the run's whole tree (100,000 promises for a branch
+    of ten) to find what was under it; it reads the branch, and cancels the same promises."""
+    import vow.stores.sqlite as sqlite_store
+
+    cancel_a_branch_of_a_big_run(f"sqlite:{tmp_path / 'vow.sqlite'}", sqlite_store, monkeypatch)

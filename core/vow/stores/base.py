@@ -89,8 +89,8 @@ if TYPE_CHECKING:
     from vow.retention import PruneResult
 
 __all__ = [
-    "FORMAT_VERSION", "ChangeFeed", "CheckedOwnersStore", "PushingStore", "Store", "StoreOperations", "new_owner_id",
-    "parked_reason", "same_outcome", "search_conditions", "timeout_error_text",
+    "FORMAT_VERSION", "ChangeFeed", "CheckedOwnersStore", "ParkedLeasesStore", "PushingStore", "Store",
+    "StoreOperations", "new_owner_id", "parked_reason", "same_outcome", "search_conditions", "timeout_error_text",
 ]
 
 FORMAT_VERSION = 3
@@ -277,10 +277,20 @@ class PushingStore(Protocol):
 @runtime_checkable
 class SubtreeStore(Protocol):
     """A store that reads a promise's subtree without the rest of its run (SQLite: through its index of
-    parents); ``vow show`` of a branch reads the run's whole tree from other stores."""
+    parents; PostgreSQL: the server follows the parents and sends the branch alone); ``vow show`` and
+    :meth:`Vow.cancel <vow.Vow.cancel>` of a branch read the run's whole tree from other stores."""
 
     def subtree(self, id: str) -> list[PromiseRecord]:
         """``id``'s record and every record under it, oldest first (``[]`` when there is no ``id``)."""
+
+
+@runtime_checkable
+class ParkedLeasesStore(Protocol):
+    """A store that reads its parked leases alone, through an index of them (SQLite, PostgreSQL):
+    ``vow ls --state parked`` reads the parked runs, not the lease of every pending run in turn."""
+
+    def parked_leases(self) -> list[Lease]:
+        """Every parked lease (``parked`` holds the reason), ordered by root."""
 
 
 @runtime_checkable

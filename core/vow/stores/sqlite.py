@@ -167,6 +167,16 @@ _MIGRATIONS: dict[int, list[str]] = {
 }
 """Statements that bring a file from format ``n - 1`` to ``n``; a new file runs them all."""
 
+_ADDED_INDEXES: dict[str, str] = {
+    # The parked leases (SQLiteStore.parked_leases, for `vow ls --state parked`): a few among every
+    # root ever claimed. Renewals and claims change neither column, so they never touch it.
+    "leases_parked": "CREATE INDEX IF NOT EXISTS leases_parked ON leases (root) WHERE parked IS NOT NULL",
+}
+"""Indexes added after the current format was: a file of that format may lack them, and every read
+answers the same without them, only slower. A store that may write the file makes the missing ones
+as it opens it. (A new format instead would make every earlier vow refuse the file, and this one
+refuse to read a file of the format before that it may not write.)"""
+
 _COLUMNS = ("id, state, kind, root, func, args, value, parent, timeout, idempotency_key, attempt, "
             "created_at, settled_at, tags")
 _SELECT = f"SELECT {_COLUMNS} FROM promises"
@@ -553,7 +563,7 @@ class SQLiteStore(StoreOperations):
                     # give pages back to the disk.
                     con.execute("PRAGMA auto_vacuum = INCREMENTAL")
                 con.execute("PRAGMA journal_mode = WAL")
-            if con.execute("PRAGMA user_version").fetchone()[0] == FORMAT_VERSION:
+            if con.execute("PRAGMA user_version").fetchone()[0] == FORMAT_VERSION and not _missing_indexes(con):
                 return  # the usual case: nothing to write, so no need to wait for the write lock
             self._begin(con)
             try:
@@ -564,6 +574,8 @@ class SQLiteStore(StoreOperations):
                 for step in range(version + 1, FORMAT_VERSION + 1):
                     for statement in _MIGRATIONS[step]:
                         con.execute(statement)
+                for statement in _ADDED_INDEXES.values():
+                    con.execute(statement)
                 con.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
                 con.execute("COMMIT")
             except BaseException:
@@ -1234,6 +1246,14 @@ class SQLiteStore(StoreOperations):
         row = self._con().execute(f"SELECT {_LEASE_COLUMNS} FROM leases WHERE root = ?", (root,)).fetchone()
         return None if row is None else Lease(root, *row)
 
+    @_reading
+    def parked_leases(self) -> list[Lease]:
+        """Every parked lease, ordered by root: through the index of them (:data:`_ADDED_INDEXES`)
+        where the file has it, else by reading every lease (a file no store here could write yet)."""
+        rows = self._con().execute(f"SELECT root, {_LEASE_COLUMNS} FROM leases WHERE parked IS NOT NULL "
+                                   "ORDER BY root")
+        return [Lease(*row) for row in rows]
+
     def unpark(self, root: str) -> bool:
         """Make a parked root claimable again, its recovery count reset."""
         if not storable(root):
@@ -1572,6 +1592,14 @@ def _claim_step(root: str, current: Lease | None, owner: str, ttl: float, now: f
             return _PARK_LEASE, (recoveries, parked_reason(root, recoveries), root), None
     return (_TAKE_LEASE, (owner, token, now + ttl, recoveries, root, current.token),
             Lease(root, owner, token, now + ttl, recoveries))
+
+
+def _missing_indexes(con: sqlite3.Connection) -> bool:
+    """Whether the file lacks one of :data:`_ADDED_INDEXES` (one read of its schema)."""
+    names = list(_ADDED_INDEXES)
+    found = con.execute(f"SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN "
+                        f"({', '.join('?' for _ in names)})", names).fetchone()[0]
+    return bool(found < len(names))
 
 
 def _file_identity(path: str) -> tuple[int, int] | None:

@@ -726,10 +726,12 @@ def test_a_full_pool_whose_sessions_were_all_ended_serves_the_next_read_without_
         assert sum(slept) < 1, slept
     finally:
         store.close()
-def test_vow_show_of_a_branch_reads_the_runs_tree_once_not_once_per_promise(postgres_url: str, monkeypatch) -> None:
+def test_vow_show_of_a_branch_reads_the_branch_in_one_query_not_once_per_promise(postgres_url: str,
+                                                                                  monkeypatch) -> None:
     """Here ``children(parent)`` reads the whole tree of the parent's root (no index of parents is kept),
     so reading a branch a level at a time read the run's tree once per workflow in the branch: ``vow show``
-    of a branch of 31 workflows in a run of 100,000 promises took 10.1 s, its whole tree 1.35 s."""
+    of a branch of 31 workflows in a run of 100,000 promises took 10.1 s, its whole tree 1.35 s. Then it
+    read the run's tree once; now the server follows the parents and sends the branch (subtree())."""
     from click.testing import CliRunner
 
     from vow.cli import cli
@@ -748,7 +750,7 @@ def test_vow_show_of_a_branch_reads_the_runs_tree_once_not_once_per_promise(post
     store.apply(Batch(creates=records))
     store.close()
     calls: list[str] = []
-    for name in ("children", "tree"):
+    for name in ("children", "tree", "subtree"):
         real = getattr(PostgresStore, name)
         monkeypatch.setattr(PostgresStore, name,
                             lambda self, id, name=name, real=real: calls.append(name) or real(self, id))
@@ -757,4 +759,66 @@ def test_vow_show_of_a_branch_reads_the_runs_tree_once_not_once_per_promise(post
     shown_ids = [line.lstrip("│├└─ ").split()[0] for line in shown.output.splitlines()]
     assert shown_ids == ["big/1.inner", "big/1.inner.0", "big/1.inner.0.0", "big/1.inner.1", "big/1.inner.1.0",
                          "big/1.inner.2", "big/1.inner.2.0"], shown.output
-    assert calls == ["tree"], calls
+    assert calls == ["subtree"], calls
+
+
+def test_vow_cancel_of_a_branch_sends_the_branch_not_its_run(postgres_url: str, monkeypatch) -> None:
+    """`vow cancel` of a promise under a run read the run's whole tree to find what was under it; the
+    server now follows the parents and sends the branch alone (and the same promises are canceled)."""
+    import vow_postgres.store as pg_store_module
+
+    from tests.cli.test_cancel import cancel_a_branch_of_a_big_run
+
+    cancel_a_branch_of_a_big_run(postgres_url, pg_store_module, monkeypatch)
+
+
+def test_a_subtree_is_the_part_of_the_runs_tree_under_its_promise_in_the_same_order(pg_store: PostgresStore) -> None:
+    """What subtree() reads is what tree() reads of the branch, in tree()'s order (vow show prints it)."""
+    from vow.stores.contract import make_record
+
+    at = {"r": 1.0, "r.a": 2.0, "r.b": 3.0, "r.a.2": 5.0, "r.a.1": 5.0, "r.a.1.x": 6.0, "r.c": 7.0, "s": 8.0}
+    parents = {"r.a": "r", "r.b": "r", "r.a.2": "r.a", "r.a.1": "r.a", "r.a.1.x": "r.a.1", "r.c": "r"}
+    # r.a.2 and r.a.1 share a time: the order of creation decides, as in tree()
+    records = [make_record(rid, parent=parents.get(rid), created_at=t,
+                           kind=Kind.WORKFLOW if rid in parents.values() else Kind.STEP) for rid, t in at.items()]
+    pg_store.apply(Batch(creates=records))
+    tree = pg_store.tree("r")
+    for top in ("r", "r.a", "r.a.1", "r.b"):
+        below = {top}
+        expected = [r for r in tree if r.id == top or (r.parent in below and not below.add(r.id))]
+        assert [r.id for r in pg_store.subtree(top)] == [r.id for r in expected]
+    assert [r.id for r in pg_store.subtree("r.a")] == ["r.a", "r.a.2", "r.a.1", "r.a.1.x"]
+    assert pg_store.subtree("nothing") == [] and pg_store.subtree("s") == [records[-1]]
+
+
+def test_vow_ls_of_parked_runs_reads_the_parked_leases_not_every_pending_runs(postgres_url: str, monkeypatch) -> None:
+    """`vow ls --state parked` paged through every pending run and read each one's lease in turn, to
+    keep the parked. It reads the parked leases, then their runs, and prints the same."""
+    import vow_postgres.store as pg_store_module
+
+    from tests.test_listing import list_parked_runs_counting_reads
+
+    list_parked_runs_counting_reads(postgres_url, PostgresStore, pg_store_module, monkeypatch)
+
+
+def test_a_schema_made_before_the_index_of_parked_leases_gets_it_at_the_next_opening(postgres_url: str) -> None:
+    """A schema of the same version made by an earlier vow-postgres has no index of parked leases: the
+    next store opened on it makes it (a fresh schema has it), and the parked leases read the same."""
+    def index() -> str | None:
+        with psycopg.connect(postgres_url, autocommit=True) as con:
+            return con.execute("SELECT indexdef FROM pg_indexes WHERE schemaname = 'vow' "
+                               "AND indexname = 'leases_parked'").fetchone()
+
+    store = PostgresStore(postgres_url)
+    store.claim("r", "died", 1.0, now=0.0)
+    store.claim("r", "next", 1.0, now=100.0, max_recoveries=0)
+    store.close()
+    assert index() is not None
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        con.execute("DROP INDEX vow.leases_parked")  # as the vow-postgres before it left the schema
+    store = PostgresStore(postgres_url)
+    try:
+        assert "WHERE (parked IS NOT NULL)" in index()[0]
+        assert [lease.root for lease in store.parked_leases()] == ["r"]
+    finally:
+        store.close()

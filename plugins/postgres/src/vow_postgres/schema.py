@@ -9,7 +9,8 @@ Everything lives in one schema (``vow`` unless the URL says ``?schema=``):
   is indexed (id, root, the roots, the pending roots), and never the state: so a settle, the most
   frequent write, rewrites its row in place without touching an index (a HOT update);
 * ``leases``: one row per root workflow ever claimed: owner, fencing token, expiry (epoch
-  seconds on the server's clock), takeovers in a row (``recoveries``) and why it is parked;
+  seconds on the server's clock), takeovers in a row (``recoveries``) and why it is parked (the
+  parked ones indexed: :data:`ADDED_INDEXES`);
 * ``owners``: every lease owner that showed it is alive, with the key of the advisory lock its
   process holds in a session of its own. The server drops that lock the moment the session
   ends, however the process died, so every worker on every machine can tell a dead owner (row,
@@ -107,6 +108,7 @@ CREATE TABLE {s}.leases (
     parked text
 );
 CREATE INDEX leases_held ON {s}.leases (owner) WHERE owner <> '';
+CREATE INDEX leases_parked ON {s}.leases (root) WHERE parked IS NOT NULL;
 
 CREATE SEQUENCE {s}.owner_keys AS integer MINVALUE 1 MAXVALUE 2147483647 CYCLE;
 CREATE TABLE {s}.owners (
@@ -401,6 +403,21 @@ _CLAIM_EXISTING = """
          WHERE d.free AND max_rec IS NOT NULL AND d.owner <> who AND d.rec > max_rec
         UNION ALL
         SELECT d.root, d.owner, d.token, d.expires_at, d.recoveries, d.parked, 'held' FROM d WHERE NOT d.free"""
+
+
+ADDED_INDEXES = {
+    # The parked leases (PostgresStore.parked_leases, for `vow ls --state parked`): a few among every
+    # root ever claimed. Claims and renewals change neither column, so they stay HOT updates.
+    "leases_parked": "CREATE INDEX IF NOT EXISTS leases_parked ON {s}.leases (root) WHERE parked IS NOT NULL",
+}
+"""Indexes added to a schema version after it was made (a fresh schema has them, see ``_TABLES``): a
+schema made by an earlier vow-postgres of the same version may lack them, and every query answers the
+same without them, only slower. A store that may make them does so as it opens the schema."""
+
+
+def added_index_statements(schema: str) -> dict[str, str]:
+    """:data:`ADDED_INDEXES` of ``schema``: index name -> the statement that makes it if missing."""
+    return {name: statement.format(s=schema) for name, statement in ADDED_INDEXES.items()}
 
 
 def create_statements(schema: str) -> list[str]:

@@ -269,8 +269,10 @@ class PostgresStore(StoreOperations):
                 version = self._read_version(con)
                 if version is None:
                     self._create_schema(con)
-                elif self._functions_mark(con) != _schema.functions_mark(self.schema):
-                    self._remake_functions(con)
+                else:
+                    if self._functions_mark(con) != _schema.functions_mark(self.schema):
+                        self._remake_functions(con)
+                    self._add_missing_indexes(con)
         except psycopg.errors.ConnectionTimeout as exc:
             timeout = psycopg.conninfo.timeout_from_conninfo(
                 psycopg.conninfo.conninfo_to_dict(self._conninfo, **self._timeout_kwargs()))
@@ -376,6 +378,27 @@ class PostgresStore(StoreOperations):
             return
         _log.info("PostgreSQL store %s: made the functions of schema %s anew (%s)", self.url, self.schema,
                   _schema.functions_mark(self.schema))
+
+    def _add_missing_indexes(self, con: psycopg.Connection[Any]) -> None:
+        """Make the indexes of :data:`~vow_postgres.schema.ADDED_INDEXES` a schema made by an earlier
+        vow-postgres lacks (a query for each when none is missing). A role that may not, or a read-only server,
+        leaves them missing: the queries they serve then read more, and answer the same."""
+        statements = _schema.added_index_statements(self.schema)
+        missing = [name for name in statements
+                   if _one(con, "SELECT to_regclass(%s) IS NULL", (f"{self.schema}.{name}",))]
+        if not missing:
+            return
+        try:
+            with con.transaction():
+                con.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"vow schema {self.schema}",))
+                for name in missing:
+                    con.execute(statements[name])
+        except (pg_errors.InsufficientPrivilege, pg_errors.ReadOnlySqlTransaction) as exc:
+            _log.warning("PostgreSQL store %s: schema %s lacks the indexes %s, and they cannot be made here (%s); "
+                         "the queries they serve read more until they are", self.url, self.schema,
+                         ", ".join(missing), self._scrub(str(exc)))
+            return
+        _log.info("PostgreSQL store %s: made the indexes %s in schema %s", self.url, ", ".join(missing), self.schema)
 
     def _get_pool(self) -> ConnectionPool:
         pool = self._pool
@@ -603,6 +626,24 @@ class PostgresStore(StoreOperations):
                                f"AND parent = %s UNION ALL {select} WHERE parent = %s "
                                f"AND NOT EXISTS (SELECT 1 FROM {s}.promises WHERE id = %s) "
                                "ORDER BY created_at, seq", (parent, parent, parent, parent)).fetchall()
+        return [_record(row) for row in rows]
+
+    @_reading
+    def subtree(self, id: str) -> list[PromiseRecord]:
+        """``id``'s record and every record under it, oldest first (:class:`~vow.stores.base.SubtreeStore`).
+
+        No index of parents is kept (see :meth:`children`), so the server reads the ids and parents of
+        ``id``'s run once, through the root index, and follows the parents there: only the branch's
+        records are sent, not the 100,000 of the run it is part of."""
+        if not storable(id):
+            return []
+        s = self.schema
+        with self._connection() as con:
+            rows = con.execute(
+                f"WITH RECURSIVE run AS MATERIALIZED (SELECT id, parent FROM {s}.promises "
+                f"WHERE root = (SELECT root FROM {s}.promises WHERE id = %s)), "
+                "under(id) AS (SELECT %s::text UNION ALL SELECT r.id FROM run r JOIN under u ON r.parent = u.id) "
+                f"{self._select} WHERE id IN (SELECT id FROM under) ORDER BY created_at, seq", (id, id)).fetchall()
         return [_record(row) for row in rows]
 
     @_reading
@@ -974,6 +1015,14 @@ class PostgresStore(StoreOperations):
                 f"OR l.owner IN (SELECT d.owner FROM {s}.dead_owners d)) FROM {s}.leases l WHERE l.root = %s",
                 (root,)).fetchone()
         return True if row is None else bool(row[0])
+
+    @_reading
+    def parked_leases(self) -> list[Lease]:
+        """Every parked lease, ordered by root: through the index of them (``leases_parked``)."""
+        with self._connection() as con:
+            rows = con.execute(f"SELECT root, owner, token, expires_at, recoveries, parked FROM {self.schema}.leases "
+                               "WHERE parked IS NOT NULL ORDER BY root").fetchall()
+        return [Lease(*row) for row in rows]
 
     def unpark(self, root: str) -> bool:
         """Make a parked root claimable again, its recovery count reset; whether it was parked."""
