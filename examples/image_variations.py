@@ -6,7 +6,8 @@
 Each style is its own durable promise. With ``--crash`` the abstract style fails on its first
 attempt (injected with vow's faults) and is retried on its own while the other two finish
 once; the wall time stays that of the slowest branch. The images and an ``index.html``
-gallery land in ``out/images/<run>``. Runs are stored in ``.vow/vow.sqlite``: start the same
+gallery land in ``out/<run id>`` (``out/images/<prompt>-<time>`` by default; ``--out`` for
+another folder). Runs are stored in ``.vow/vow.sqlite``: start the same
 ``--id`` again and the stored result comes back (or an interrupted run resumes) without
 generating finished styles again. No API key is needed: the ``image_sim`` provider paints the
 pictures locally (``pip install -e plugins/image_sim``); ``--provider openai`` (``pip install -e
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--provider", default="image_sim", help="image provider (default: %(default)s)")
     parser.add_argument("--size", default="512", help="pixels or WIDTHxHEIGHT (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", help="output directory (default: out/images/<run id>)")
+    parser.add_argument("--out", help="output directory (default: out/<run id>)")
     parser.add_argument("--store", help="promise store (default: .vow/vow.sqlite)")
     args = parser.parse_args(argv)
 

@@ -209,3 +209,23 @@ def test_every_yaml_example_in_the_docs_plans(block: str, installed_plugins: Any
     else:  # a top-level key
         whole = head + block + "fan_out:\n  - {channel: slack, to: '#a', body: hi}\n"
     assert make_plan(parse(whole, "example.yaml"), plugins=installed_plugins).branches
+
+
+def test_the_image_example_writes_where_its_help_says(tmp_path: Path) -> None:
+    """`examples/image_variations.py --help` names the default output folder; a run writes its gallery there.
+
+    The help said `out/images/<run id>` while the script writes to `out/<run id>` (its default run ids
+    start with `images/`, so only a reader who gave `--id` met the difference).
+    """
+    from tests.support import python
+
+    script = ROOT / "examples" / "image_variations.py"
+    env = {"VOW_SIM_DIR": str(tmp_path / "sim"), "COLUMNS": "200"}  # argparse wraps its help to the terminal
+    helped = python(script, "--help", cwd=tmp_path, env=env)
+    assert helped.returncode == 0, helped.stderr
+    default = re.search(r"--out OUT +output directory \(default: (\S+)<run id>\)", helped.stdout)
+    assert default is not None, helped.stdout
+    ran = python(script, "a fox", "--styles", "cartoon", "--id", "docs/fox", cwd=tmp_path, env=env)
+    assert ran.returncode == 0, ran.stderr
+    assert f"gallery: {default.group(1)}docs/fox/index.html" in ran.stdout.splitlines()
+    assert (tmp_path / f"{default.group(1)}docs/fox" / "index.html").is_file()
