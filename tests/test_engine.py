@@ -908,6 +908,39 @@ def test_one_id_given_to_two_different_calls_fails_the_second_call(vow: Vow) -> 
     assert result == "charged" and "'dup/live.payment'" in error
 
 
+def test_an_id_met_again_after_its_call_settled_takes_its_outcome_without_running_again(vow: Vow) -> None:
+    """The same id again, once the first call has settled, is that call: the leaf does not run a second
+    time. It did: the workflow's second call comes in the round that settles the first, so the store
+    found the id pending (this round's settle not applied yet) and the engine started the leaf again.
+    Counted at the sink, also with other arguments (the stored outcome stands) and across rounds."""
+    sent: list[tuple[str, int]] = []
+
+    def send(ctx: LeafContext, n: int) -> int:
+        sent.append((ctx.id, n))
+        return n
+
+    def twice(ctx: Context, second: int):
+        first = yield ctx.run(send, 1).options(id=f"{ctx.id}.email")
+        again = yield ctx.run(send, second).options(id=f"{ctx.id}.email")
+        yield ctx.sleep(0.01)  # a later round: the first call's settle is committed by now
+        late = yield ctx.run(send, 1).options(id=f"{ctx.id}.email")
+        return [first, again, late]
+
+    def inner(ctx: Context, n: int):
+        return (yield ctx.run(send, n))
+
+    def child_twice(ctx: Context):
+        first = yield ctx.run(inner, 1).options(id=f"{ctx.id}.child")
+        return [first, (yield ctx.run(inner, 1).options(id=f"{ctx.id}.child"))]  # its body ran again too
+
+    vow.register(inner)
+    assert vow.run("again/1", twice, 1, timeout=30) == [1, 1, 1]
+    assert vow.run("again/2", twice, 2, timeout=30) == [1, 1, 1]
+    assert vow.run("again/3", child_twice, timeout=30) == [1, 1]
+    assert sent == [("again/1.email", 1), ("again/2.email", 1), ("again/3.child.1", 1)]
+    assert vow.get("again/2.email").value == "1"
+
+
 def test_a_child_workflow_given_an_earlier_calls_id_starts_nothing(vow: Vow) -> None:
     """The second call with a used id is a child workflow: its body starts before the commit that
     finds the id taken, so what it started must be stopped before any of its leaves runs."""

@@ -20,6 +20,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import attrs
+
 from vow.errors import ConflictError, LeaseLostError
 from vow.records import Batch, Lease, PromiseRecord, Settle, make_batch
 
@@ -180,6 +182,7 @@ class Committer:
                         found = stored.existing.get(record.id)
                         if found is not None:
                             result.existing[record.id] = (rid, found)
+                _settle_existing(result.existing, left)
             return result
         return result
 
@@ -187,6 +190,24 @@ class Committer:
         for rid, writes in left.items():
             result.merge(self._apply({rid: writes}))
         return result
+
+
+def _settle_existing(existing: dict[str, tuple[str, PromiseRecord]], batch: dict[str, RootWrites]) -> None:
+    """Give each pending record in ``existing`` the outcome ``batch`` stored for it.
+
+    The store reads the records it found already there before it applies the batch's settles. A call
+    whose id was used again in the round that settled the first call (the workflow goes on at once)
+    found the id pending, and its leaf was started a second time."""
+    pending = {id for id, (_, record) in existing.items() if not record.settled}
+    if not pending:
+        return
+    for writes in batch.values():
+        for settle in writes.settles:
+            if settle.id in pending:
+                pending.discard(settle.id)  # the first settle of an id is the one stored
+                rid, record = existing[settle.id]
+                existing[settle.id] = (rid, attrs.evolve(record, state=settle.state, value=settle.value,
+                                                         settled_at=settle.settled_at))
 
 
 def _writes_anything(writes: RootWrites) -> bool:

@@ -52,3 +52,26 @@ def test_an_id_postgresql_cannot_store_fails_that_call_not_the_run(postgres_url:
         vow.register(odd_ids)
         assert vow.begin_run("ids/1", odd_ids).result(timeout=30) == [["EncodeError", "EncodeError"], "hello ada"]
         assert [r.id for r in vow.store.tree("ids/1")] == ["ids/1", "ids/1.3"]  # nothing of the two refused
+
+
+SENT: list[tuple[str, int]] = []
+
+
+def send(ctx: Any, n: int) -> int:
+    SENT.append((ctx.id, n))
+    return n
+
+
+def twice(ctx: Any, second: int):
+    first = yield ctx.run(send, 1).options(id=f"{ctx.id}.email")
+    again = yield ctx.run(send, second).options(id=f"{ctx.id}.email")  # in the round that settled the first
+    return [first, again]
+
+
+def test_an_id_met_again_in_the_round_that_settled_it_does_not_run_its_leaf_again(postgres_url: str) -> None:
+    # Before, the store found the id pending (read before the round's settles) and the leaf ran twice.
+    SENT.clear()
+    with Vow(postgres_url) as vow:
+        vow.register(twice)
+        assert vow.run("again/1", twice, 2, timeout=30) == [1, 1]
+    assert SENT == [("again/1.email", 1)]
