@@ -3,6 +3,7 @@ the server's clock, and connections that never cross a fork."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -820,5 +821,80 @@ def test_a_schema_made_before_the_index_of_parked_leases_gets_it_at_the_next_ope
     try:
         assert "WHERE (parked IS NOT NULL)" in index()[0]
         assert [lease.root for lease in store.parked_leases()] == ["r"]
+    finally:
+        store.close()
+
+
+def test_a_page_of_runs_is_one_keyset_query_however_deep_it_is(pg_store: PostgresStore, monkeypatch) -> None:
+    """`runs()` was the default built on search(): every page searched again from the newest run, 256 and
+    more of them (4 times more each time the page was not full), and kept those past the cursor. So page n
+    of a listing read about n pages of runs: paging through a large store read its runs over and over. A
+    page is now one query from the cursor on, sending the page's runs alone; the pages are the default's."""
+    import vow_postgres.store as pg_store_module
+
+    from vow.stores.base import StoreOperations, pipeline_workflow
+
+    def run(n: int) -> PromiseRecord:
+        if n % 4 == 3:  # pipeline runs, named in their arguments: "orders" and "images" in turn
+            return PromiseRecord(f"run/{n:04}", State.PENDING, Kind.WORKFLOW, f"run/{n:04}", func=pipeline_workflow(),
+                                 args=json.dumps([{"name": "orders" if n % 8 == 3 else "images"}]),
+                                 created_at=1000.0 + n // 2)  # two runs start together: the id breaks the tie
+        return PromiseRecord(f"run/{n:04}", State.PENDING, Kind.WORKFLOW, f"run/{n:04}", func="flow", args="[]",
+                             created_at=1000.0 + n // 2)
+
+    pg_store.apply(Batch(creates=[run(n) for n in range(800)]))
+    pg_store.apply(Batch(settles=[Settle(f"run/{n:04}", State.RESOLVED, "1", 5000.0) for n in range(0, 800, 3)]))
+    statements: list[str] = []
+    records: list[str] = []
+    real_execute, real_record = psycopg.Connection.execute, pg_store_module._record
+    for filters in ({}, {"state": State.RESOLVED}, {"state": State.PENDING, "until": 1350.0}, {"name": "orders"},
+                    {"name": "flow", "state": State.RESOLVED, "since": 1010.0}):
+        limit, pages, before = 7, [], None
+        while True:
+            statements.clear()
+            records.clear()
+            with monkeypatch.context() as patched:
+                patched.setattr(psycopg.Connection, "execute",
+                                lambda con, *args, **kwargs: statements.append(args[0]) or real_execute(con, *args,
+                                                                                                        **kwargs))
+                patched.setattr(pg_store_module, "_record", lambda row: records.append(row[0]) or real_record(row))
+                page = pg_store.runs(**filters, before=before, limit=limit)
+            # A page of a name reads the pipeline runs of the other name too (half of them here).
+            most = limit if "name" not in filters else 2 * limit
+            assert len(records) <= most, f"{filters} page {len(pages) + 1}: {len(records)} records sent"
+            assert len(statements) <= (1 if "name" not in filters else 2), f"{filters}: {statements}"
+            if not page:
+                break
+            assert page == StoreOperations.runs(pg_store, **filters, before=before, limit=limit)
+            pages.append([r.id for r in page])
+            before = (page[-1].created_at, page[-1].id)
+        seen = [rid for ids in pages for rid in ids]
+        assert seen == [r.id for r in StoreOperations.runs(pg_store, **filters, limit=1000)], filters
+        assert len(pages) >= 10, (filters, len(pages))
+
+
+def test_a_schema_made_before_the_index_of_runs_gets_it_at_the_next_opening(postgres_url: str) -> None:
+    """A schema of the same version made by an earlier vow-postgres has no index of runs in the order of
+    runs()'s cursor: the next store opened on it makes it (a fresh schema has it), and runs answer the same."""
+    def index() -> str | None:
+        with psycopg.connect(postgres_url, autocommit=True) as con:
+            row = con.execute("SELECT indexdef FROM pg_indexes WHERE schemaname = 'vow' "
+                              "AND indexname = 'promises_runs'").fetchone()
+        return None if row is None else row[0]
+
+    store = PostgresStore(postgres_url)
+    store.apply(Batch(creates=[PromiseRecord(f"r{n}", State.PENDING, Kind.WORKFLOW, f"r{n}", func="flow", args="[]",
+                                             created_at=float(n // 2)) for n in range(6)]))
+    listed = store.runs(limit=4, before=(2.0, "r5"))
+    store.close()
+    assert index() is not None
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        con.execute("DROP INDEX vow.promises_runs")  # as the vow-postgres before it left the schema
+    assert index() is None
+    store = PostgresStore(postgres_url)
+    try:
+        made = index()
+        assert made is not None and 'COLLATE "C"' in made and "WHERE ((parent IS NULL) AND (kind = 'workflow'" in made
+        assert [r.id for r in listed] == ["r4", "r3", "r2", "r1"] and store.runs(limit=4, before=(2.0, "r5")) == listed
     finally:
         store.close()
