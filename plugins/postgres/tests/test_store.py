@@ -898,3 +898,97 @@ def test_a_schema_made_before_the_index_of_runs_gets_it_at_the_next_opening(post
         assert [r.id for r in listed] == ["r4", "r3", "r2", "r1"] and store.runs(limit=4, before=(2.0, "r5")) == listed
     finally:
         store.close()
+
+
+def test_making_a_missing_index_keeps_the_writers_going(postgres_url: str) -> None:
+    """An index added to a schema made earlier was built with CREATE INDEX, which holds writes to its
+    table until it is built: a store opening on a large store stalled every worker's rounds meanwhile
+    (and, waiting for a transaction in progress, every round queued behind it). It is built
+    CONCURRENTLY: a write made while it waits goes through, and the index is whole once made. One a
+    build left invalid (never used, and IF NOT EXISTS would keep it) is made again."""
+    def valid() -> bool | None:
+        with psycopg.connect(postgres_url, autocommit=True) as con:
+            row = con.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('vow.promises_runs')"
+                              ).fetchone()
+        return None if row is None else row[0]
+
+    def insert(con: psycopg.Connection, rid: str) -> None:
+        con.execute("INSERT INTO vow.promises (id, state, kind, root, func, args, idempotency_key, attempt, "
+                    "created_at, tags) VALUES (%s, 'pending', 'workflow', %s, 'flow', '[]', %s, 0, 1, '{}')",
+                    (rid, rid, rid))
+
+    PostgresStore(postgres_url).close()
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        con.execute("DROP INDEX vow.promises_runs")  # as the vow-postgres before it left the schema
+    opened: list[PostgresStore] = []
+    with psycopg.connect(postgres_url) as busy, psycopg.connect(postgres_url, autocommit=True) as writer:
+        insert(busy, "in-progress")  # a round in progress: its transaction stays open
+        builder = threading.Thread(target=lambda: opened.append(PostgresStore(postgres_url)))
+        builder.start()
+        try:
+            # Until the build waits for that transaction (it has begun, and holds its lock on the table).
+            wait_until(lambda: writer.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type IN ('Lock') AND query ILIKE "
+                "'%CREATE INDEX%promises_runs%'").fetchone()[0] == 1, timeout=30)
+            writer.execute("SET lock_timeout = '1s'")  # a write held back by the build would fail here
+            insert(writer, "meanwhile")
+        finally:
+            busy.commit()
+            builder.join(30)
+    store = opened[0]
+    try:
+        assert valid() is True
+        assert [r.id for r in store.runs()] == ["meanwhile", "in-progress"]
+    finally:
+        store.close()
+    with psycopg.connect(postgres_url, autocommit=True) as con:  # as a build that failed half-way leaves it
+        con.execute("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'vow.promises_runs'::regclass")
+    assert valid() is False
+    PostgresStore(postgres_url).close()
+    assert valid() is True
+
+
+def test_a_store_opening_while_another_makes_a_missing_index_does_not_wait_for_it(postgres_url: str) -> None:
+    """The store that makes a missing index holds the schema's lock meanwhile; another opening then goes
+    on without the index (its queries answer the same) rather than wait for a build of minutes."""
+    def made() -> bool:
+        with psycopg.connect(postgres_url, autocommit=True) as con:
+            return bool(con.execute("SELECT to_regclass('vow.promises_runs') IS NOT NULL").fetchone()[0])
+
+    PostgresStore(postgres_url).close()
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        con.execute("DROP INDEX vow.promises_runs")
+        con.execute("SELECT pg_advisory_lock(hashtext('vow schema vow'))")  # as the store making it holds
+        store = PostgresStore(postgres_url)
+        try:
+            assert store.runs() == [] and not made()
+        finally:
+            store.close()
+    PostgresStore(postgres_url).close()
+    assert made()
+
+
+def test_a_role_that_may_not_make_a_missing_index_opens_the_store_without_it(postgres_url: str, caplog) -> None:
+    """A role that may read the store but not make an index in it (not the tables' owner) opens a schema
+    lacking one with a warning, and its listings answer the same."""
+    role = f"vow_reader_{os.getpid()}_{int(time.time() * 1000)}"
+    store = PostgresStore(postgres_url)
+    store.apply(Batch(creates=[PromiseRecord(f"r{n}", State.PENDING, Kind.WORKFLOW, f"r{n}", func="flow", args="[]",
+                                             created_at=float(n)) for n in range(3)]))
+    store.close()
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        con.execute("DROP INDEX vow.promises_runs")
+        con.execute(f"CREATE ROLE {role} LOGIN")
+        con.execute(f"GRANT USAGE ON SCHEMA vow TO {role}")
+        con.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA vow TO {role}")
+    try:
+        reader = PostgresStore(_with_user(postgres_url, role))
+        try:
+            assert [r.id for r in reader.runs(limit=2, before=(2.0, "r2"))] == ["r1", "r0"]
+        finally:
+            reader.close()
+        assert any("lacks the indexes promises_runs" in r.getMessage() for r in caplog.records)
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as con:
+            con.execute(f"DROP OWNED BY {role}")
+            con.execute(f"DROP ROLE {role}")

@@ -409,17 +409,20 @@ _CLAIM_EXISTING = """
 ADDED_INDEXES = {
     # The parked leases (PostgresStore.parked_leases, for `vow ls --state parked`): a few among every
     # root ever claimed. Claims and renewals change neither column, so they stay HOT updates.
-    "leases_parked": "CREATE INDEX IF NOT EXISTS leases_parked ON {s}.leases (root) WHERE parked IS NOT NULL",
+    "leases_parked": ("CREATE INDEX CONCURRENTLY IF NOT EXISTS leases_parked ON {s}.leases (root) "
+                      "WHERE parked IS NOT NULL"),
     # The runs, newest first (PostgresStore.runs, for `vow ls` and the web console), in the order of
     # its keyset cursor: (created_at, id), the id compared as Python compares it (code points, the
     # "C" collation) whatever the database's collation. Made once per run and never changed (no
     # column a settle writes), so settles stay HOT updates.
-    "promises_runs": ('CREATE INDEX IF NOT EXISTS promises_runs ON {s}.promises (created_at, id COLLATE "C") '
-                      "WHERE parent IS NULL AND kind = 'workflow'"),
+    "promises_runs": ('CREATE INDEX CONCURRENTLY IF NOT EXISTS promises_runs ON {s}.promises (created_at, '
+                      "id COLLATE \"C\") WHERE parent IS NULL AND kind = 'workflow'"),
 }
 """Indexes added to a schema version after it was made (a fresh schema has them, see ``_TABLES``): a
 schema made by an earlier vow-postgres of the same version may lack them, and every query answers the
-same without them, only slower. A store that may make them does so as it opens the schema."""
+same without them, only slower. A store that may make them does so as it opens the schema, CONCURRENTLY:
+a plain CREATE INDEX would hold every write to the table (every worker's rounds) for as long as it
+builds, a minute and more on a large store."""
 
 
 def added_index_statements(schema: str) -> dict[str, str]:

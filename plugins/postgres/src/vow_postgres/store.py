@@ -384,24 +384,43 @@ class PostgresStore(StoreOperations):
 
     def _add_missing_indexes(self, con: psycopg.Connection[Any]) -> None:
         """Make the indexes of :data:`~vow_postgres.schema.ADDED_INDEXES` a schema made by an earlier
-        vow-postgres lacks (a query for each when none is missing). A role that may not, or a read-only server,
-        leaves them missing: the queries they serve then read more, and answer the same."""
+        vow-postgres lacks (a query for each when none is missing), CONCURRENTLY: writers go on meanwhile.
+        A role that may not, or a read-only server, leaves them missing: the queries they serve then read
+        more, and answer the same; so does a store opening while another makes them (it does not wait)."""
         statements = _schema.added_index_statements(self.schema)
-        missing = [name for name in statements
-                   if _one(con, "SELECT to_regclass(%s) IS NULL", (f"{self.schema}.{name}",))]
+        missing = self._missing_indexes(con, statements)
         if not missing:
             return
+        key = f"vow schema {self.schema}"
+        # A session lock, not a transaction's: CREATE INDEX CONCURRENTLY runs outside any transaction.
+        if not _one(con, "SELECT pg_try_advisory_lock(hashtext(%s))", (key,)):
+            _log.info("PostgreSQL store %s: another store is making the indexes %s in schema %s", self.url,
+                      ", ".join(missing), self.schema)
+            return
         try:
-            with con.transaction():
-                con.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"vow schema {self.schema}",))
-                for name in missing:
-                    con.execute(statements[name])
+            missing = self._missing_indexes(con, statements)  # another store may have just made them
+            for name in missing:
+                # An index left invalid by a build that failed (or whose session ended) is never used, nor
+                # made again by IF NOT EXISTS; no other store is building it: this one holds the lock.
+                con.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {self.schema}.{name}")
+                con.execute(statements[name])
         except (pg_errors.InsufficientPrivilege, pg_errors.ReadOnlySqlTransaction) as exc:
             _log.warning("PostgreSQL store %s: schema %s lacks the indexes %s, and they cannot be made here (%s); "
                          "the queries they serve read more until they are", self.url, self.schema,
                          ", ".join(missing), self._scrub(str(exc)))
             return
-        _log.info("PostgreSQL store %s: made the indexes %s in schema %s", self.url, ", ".join(missing), self.schema)
+        finally:
+            if not con.closed:
+                con.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+        if missing:
+            _log.info("PostgreSQL store %s: made the indexes %s in schema %s", self.url, ", ".join(missing),
+                      self.schema)
+
+    def _missing_indexes(self, con: psycopg.Connection[Any], statements: dict[str, str]) -> list[str]:
+        """The indexes among ``statements`` the schema lacks, or has only invalid (a build that failed)."""
+        return [name for name in statements
+                if not _one(con, "SELECT coalesce((SELECT indisvalid FROM pg_index "
+                                 "WHERE indexrelid = to_regclass(%s)), false)", (f"{self.schema}.{name}",))]
 
     def _get_pool(self) -> ConnectionPool:
         pool = self._pool
