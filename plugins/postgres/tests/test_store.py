@@ -3,6 +3,7 @@ the server's clock, and connections that never cross a fork."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -822,3 +823,172 @@ def test_a_schema_made_before_the_index_of_parked_leases_gets_it_at_the_next_ope
         assert [lease.root for lease in store.parked_leases()] == ["r"]
     finally:
         store.close()
+
+
+def test_a_page_of_runs_is_one_keyset_query_however_deep_it_is(pg_store: PostgresStore, monkeypatch) -> None:
+    """`runs()` was the default built on search(): every page searched again from the newest run, 256 and
+    more of them (4 times more each time the page was not full), and kept those past the cursor. So page n
+    of a listing read about n pages of runs: paging through a large store read its runs over and over. A
+    page is now one query from the cursor on, sending the page's runs alone; the pages are the default's."""
+    import vow_postgres.store as pg_store_module
+
+    from vow.stores.base import StoreOperations, pipeline_workflow
+
+    def run(n: int) -> PromiseRecord:
+        if n % 4 == 3:  # pipeline runs, named in their arguments: "orders" and "images" in turn
+            return PromiseRecord(f"run/{n:04}", State.PENDING, Kind.WORKFLOW, f"run/{n:04}", func=pipeline_workflow(),
+                                 args=json.dumps([{"name": "orders" if n % 8 == 3 else "images"}]),
+                                 created_at=1000.0 + n // 2)  # two runs start together: the id breaks the tie
+        return PromiseRecord(f"run/{n:04}", State.PENDING, Kind.WORKFLOW, f"run/{n:04}", func="flow", args="[]",
+                             created_at=1000.0 + n // 2)
+
+    pg_store.apply(Batch(creates=[run(n) for n in range(800)]))
+    pg_store.apply(Batch(settles=[Settle(f"run/{n:04}", State.RESOLVED, "1", 5000.0) for n in range(0, 800, 3)]))
+    statements: list[str] = []
+    records: list[str] = []
+    real_execute, real_record = psycopg.Connection.execute, pg_store_module._record
+    for filters in ({}, {"state": State.RESOLVED}, {"state": State.PENDING, "until": 1350.0}, {"name": "orders"},
+                    {"name": "flow", "state": State.RESOLVED, "since": 1010.0}):
+        limit, pages, before = 7, [], None
+        while True:
+            statements.clear()
+            records.clear()
+            with monkeypatch.context() as patched:
+                patched.setattr(psycopg.Connection, "execute",
+                                lambda con, *args, **kwargs: statements.append(args[0]) or real_execute(con, *args,
+                                                                                                        **kwargs))
+                patched.setattr(pg_store_module, "_record", lambda row: records.append(row[0]) or real_record(row))
+                page = pg_store.runs(**filters, before=before, limit=limit)
+            # A page of a name reads the pipeline runs of the other name too (half of them here).
+            most = limit if "name" not in filters else 2 * limit
+            assert len(records) <= most, f"{filters} page {len(pages) + 1}: {len(records)} records sent"
+            assert len(statements) <= (1 if "name" not in filters else 2), f"{filters}: {statements}"
+            if not page:
+                break
+            assert page == StoreOperations.runs(pg_store, **filters, before=before, limit=limit)
+            pages.append([r.id for r in page])
+            before = (page[-1].created_at, page[-1].id)
+        seen = [rid for ids in pages for rid in ids]
+        assert seen == [r.id for r in StoreOperations.runs(pg_store, **filters, limit=1000)], filters
+        assert len(pages) >= 10, (filters, len(pages))
+
+
+def test_a_schema_made_before_the_index_of_runs_gets_it_at_the_next_opening(postgres_url: str) -> None:
+    """A schema of the same version made by an earlier vow-postgres has no index of runs in the order of
+    runs()'s cursor: the next store opened on it makes it (a fresh schema has it), and runs answer the same."""
+    def index() -> str | None:
+        with psycopg.connect(postgres_url, autocommit=True) as con:
+            row = con.execute("SELECT indexdef FROM pg_indexes WHERE schemaname = 'vow' "
+                              "AND indexname = 'promises_runs'").fetchone()
+        return None if row is None else row[0]
+
+    store = PostgresStore(postgres_url)
+    store.apply(Batch(creates=[PromiseRecord(f"r{n}", State.PENDING, Kind.WORKFLOW, f"r{n}", func="flow", args="[]",
+                                             created_at=float(n // 2)) for n in range(6)]))
+    listed = store.runs(limit=4, before=(2.0, "r5"))
+    store.close()
+    assert index() is not None
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        con.execute("DROP INDEX vow.promises_runs")  # as the vow-postgres before it left the schema
+    assert index() is None
+    store = PostgresStore(postgres_url)
+    try:
+        made = index()
+        assert made is not None and 'COLLATE "C"' in made and "WHERE ((parent IS NULL) AND (kind = 'workflow'" in made
+        assert [r.id for r in listed] == ["r4", "r3", "r2", "r1"] and store.runs(limit=4, before=(2.0, "r5")) == listed
+    finally:
+        store.close()
+
+
+def test_making_a_missing_index_keeps_the_writers_going(postgres_url: str) -> None:
+    """An index added to a schema made earlier was built with CREATE INDEX, which holds writes to its
+    table until it is built: a store opening on a large store stalled every worker's rounds meanwhile
+    (and, waiting for a transaction in progress, every round queued behind it). It is built
+    CONCURRENTLY: a write made while it waits goes through, and the index is whole once made. One a
+    build left invalid (never used, and IF NOT EXISTS would keep it) is made again."""
+    def valid() -> bool | None:
+        with psycopg.connect(postgres_url, autocommit=True) as con:
+            row = con.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('vow.promises_runs')"
+                              ).fetchone()
+        return None if row is None else row[0]
+
+    def insert(con: psycopg.Connection, rid: str) -> None:
+        con.execute("INSERT INTO vow.promises (id, state, kind, root, func, args, idempotency_key, attempt, "
+                    "created_at, tags) VALUES (%s, 'pending', 'workflow', %s, 'flow', '[]', %s, 0, 1, '{}')",
+                    (rid, rid, rid))
+
+    PostgresStore(postgres_url).close()
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        con.execute("DROP INDEX vow.promises_runs")  # as the vow-postgres before it left the schema
+    opened: list[PostgresStore] = []
+    with psycopg.connect(postgres_url) as busy, psycopg.connect(postgres_url, autocommit=True) as writer:
+        insert(busy, "in-progress")  # a round in progress: its transaction stays open
+        builder = threading.Thread(target=lambda: opened.append(PostgresStore(postgres_url)))
+        builder.start()
+        try:
+            # Until the build waits for that transaction (it has begun, and holds its lock on the table).
+            wait_until(lambda: writer.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type IN ('Lock') AND query ILIKE "
+                "'%CREATE INDEX%promises_runs%'").fetchone()[0] == 1, timeout=30)
+            writer.execute("SET lock_timeout = '1s'")  # a write held back by the build would fail here
+            insert(writer, "meanwhile")
+        finally:
+            busy.commit()
+            builder.join(30)
+    store = opened[0]
+    try:
+        assert valid() is True
+        assert [r.id for r in store.runs()] == ["meanwhile", "in-progress"]
+    finally:
+        store.close()
+    with psycopg.connect(postgres_url, autocommit=True) as con:  # as a build that failed half-way leaves it
+        con.execute("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'vow.promises_runs'::regclass")
+    assert valid() is False
+    PostgresStore(postgres_url).close()
+    assert valid() is True
+
+
+def test_a_store_opening_while_another_makes_a_missing_index_does_not_wait_for_it(postgres_url: str) -> None:
+    """The store that makes a missing index holds the schema's lock meanwhile; another opening then goes
+    on without the index (its queries answer the same) rather than wait for a build of minutes."""
+    def made() -> bool:
+        with psycopg.connect(postgres_url, autocommit=True) as con:
+            return bool(con.execute("SELECT to_regclass('vow.promises_runs') IS NOT NULL").fetchone()[0])
+
+    PostgresStore(postgres_url).close()
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        con.execute("DROP INDEX vow.promises_runs")
+        con.execute("SELECT pg_advisory_lock(hashtext('vow schema vow'))")  # as the store making it holds
+        store = PostgresStore(postgres_url)
+        try:
+            assert store.runs() == [] and not made()
+        finally:
+            store.close()
+    PostgresStore(postgres_url).close()
+    assert made()
+
+
+def test_a_role_that_may_not_make_a_missing_index_opens_the_store_without_it(postgres_url: str, caplog) -> None:
+    """A role that may read the store but not make an index in it (not the tables' owner) opens a schema
+    lacking one with a warning, and its listings answer the same."""
+    role = f"vow_reader_{os.getpid()}_{int(time.time() * 1000)}"
+    store = PostgresStore(postgres_url)
+    store.apply(Batch(creates=[PromiseRecord(f"r{n}", State.PENDING, Kind.WORKFLOW, f"r{n}", func="flow", args="[]",
+                                             created_at=float(n)) for n in range(3)]))
+    store.close()
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        con.execute("DROP INDEX vow.promises_runs")
+        con.execute(f"CREATE ROLE {role} LOGIN")
+        con.execute(f"GRANT USAGE ON SCHEMA vow TO {role}")
+        con.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA vow TO {role}")
+    try:
+        reader = PostgresStore(_with_user(postgres_url, role))
+        try:
+            assert [r.id for r in reader.runs(limit=2, before=(2.0, "r2"))] == ["r1", "r0"]
+        finally:
+            reader.close()
+        assert any("lacks the indexes promises_runs" in r.getMessage() for r in caplog.records)
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as con:
+            con.execute(f"DROP OWNED BY {role}")
+            con.execute(f"DROP ROLE {role}")

@@ -6,7 +6,7 @@ Everything lives in one schema (``vow`` unless the URL says ``?schema=``):
   newer one is refused and nothing is altered;
 * ``promises``: one row per promise record; ``seq`` (an identity) orders records created at the
   same ``created_at``, as insertion order does in the other stores. Only what every query needs
-  is indexed (id, root, the roots, the pending roots), and never the state: so a settle, the most
+  is indexed (id, root, the roots, the pending roots, the root workflows), and never the state: so a settle, the most
   frequent write, rewrites its row in place without touching an index (a HOT update);
 * ``leases``: one row per root workflow ever claimed: owner, fencing token, expiry (epoch
   seconds on the server's clock), takeovers in a row (``recoveries``) and why it is parked (the
@@ -98,6 +98,7 @@ CREATE TABLE {s}.promises (
 CREATE INDEX promises_root ON {s}.promises (root, created_at, seq);
 CREATE INDEX promises_roots ON {s}.promises (created_at, seq) WHERE parent IS NULL;
 CREATE INDEX promises_open_roots ON {s}.promises (created_at, seq) WHERE open_root;
+CREATE INDEX promises_runs ON {s}.promises (created_at, id COLLATE "C") WHERE parent IS NULL AND kind = 'workflow';
 
 CREATE TABLE {s}.leases (
     root text NOT NULL PRIMARY KEY,
@@ -408,11 +409,20 @@ _CLAIM_EXISTING = """
 ADDED_INDEXES = {
     # The parked leases (PostgresStore.parked_leases, for `vow ls --state parked`): a few among every
     # root ever claimed. Claims and renewals change neither column, so they stay HOT updates.
-    "leases_parked": "CREATE INDEX IF NOT EXISTS leases_parked ON {s}.leases (root) WHERE parked IS NOT NULL",
+    "leases_parked": ("CREATE INDEX CONCURRENTLY IF NOT EXISTS leases_parked ON {s}.leases (root) "
+                      "WHERE parked IS NOT NULL"),
+    # The runs, newest first (PostgresStore.runs, for `vow ls` and the web console), in the order of
+    # its keyset cursor: (created_at, id), the id compared as Python compares it (code points, the
+    # "C" collation) whatever the database's collation. Made once per run and never changed (no
+    # column a settle writes), so settles stay HOT updates.
+    "promises_runs": ('CREATE INDEX CONCURRENTLY IF NOT EXISTS promises_runs ON {s}.promises (created_at, '
+                      "id COLLATE \"C\") WHERE parent IS NULL AND kind = 'workflow'"),
 }
 """Indexes added to a schema version after it was made (a fresh schema has them, see ``_TABLES``): a
 schema made by an earlier vow-postgres of the same version may lack them, and every query answers the
-same without them, only slower. A store that may make them does so as it opens the schema."""
+same without them, only slower. A store that may make them does so as it opens the schema, CONCURRENTLY:
+a plain CREATE INDEX would hold every write to the table (every worker's rounds) for as long as it
+builds, a minute and more on a large store."""
 
 
 def added_index_statements(schema: str) -> dict[str, str]:

@@ -61,7 +61,10 @@ from vow.stores.base import (
     conflict_error,
     lease_lost_error,
     parked_reason,
+    pipeline_workflow,
     refuse_unstorable_batch,
+    run_key,
+    run_name,
     search_conditions,
     timeout_error_text,
 )
@@ -381,24 +384,43 @@ class PostgresStore(StoreOperations):
 
     def _add_missing_indexes(self, con: psycopg.Connection[Any]) -> None:
         """Make the indexes of :data:`~vow_postgres.schema.ADDED_INDEXES` a schema made by an earlier
-        vow-postgres lacks (a query for each when none is missing). A role that may not, or a read-only server,
-        leaves them missing: the queries they serve then read more, and answer the same."""
+        vow-postgres lacks (a query for each when none is missing), CONCURRENTLY: writers go on meanwhile.
+        A role that may not, or a read-only server, leaves them missing: the queries they serve then read
+        more, and answer the same; so does a store opening while another makes them (it does not wait)."""
         statements = _schema.added_index_statements(self.schema)
-        missing = [name for name in statements
-                   if _one(con, "SELECT to_regclass(%s) IS NULL", (f"{self.schema}.{name}",))]
+        missing = self._missing_indexes(con, statements)
         if not missing:
             return
+        key = f"vow schema {self.schema}"
+        # A session lock, not a transaction's: CREATE INDEX CONCURRENTLY runs outside any transaction.
+        if not _one(con, "SELECT pg_try_advisory_lock(hashtext(%s))", (key,)):
+            _log.info("PostgreSQL store %s: another store is making the indexes %s in schema %s", self.url,
+                      ", ".join(missing), self.schema)
+            return
         try:
-            with con.transaction():
-                con.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"vow schema {self.schema}",))
-                for name in missing:
-                    con.execute(statements[name])
+            missing = self._missing_indexes(con, statements)  # another store may have just made them
+            for name in missing:
+                # An index left invalid by a build that failed (or whose session ended) is never used, nor
+                # made again by IF NOT EXISTS; no other store is building it: this one holds the lock.
+                con.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {self.schema}.{name}")
+                con.execute(statements[name])
         except (pg_errors.InsufficientPrivilege, pg_errors.ReadOnlySqlTransaction) as exc:
             _log.warning("PostgreSQL store %s: schema %s lacks the indexes %s, and they cannot be made here (%s); "
                          "the queries they serve read more until they are", self.url, self.schema,
                          ", ".join(missing), self._scrub(str(exc)))
             return
-        _log.info("PostgreSQL store %s: made the indexes %s in schema %s", self.url, ", ".join(missing), self.schema)
+        finally:
+            if not con.closed:
+                con.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+        if missing:
+            _log.info("PostgreSQL store %s: made the indexes %s in schema %s", self.url, ", ".join(missing),
+                      self.schema)
+
+    def _missing_indexes(self, con: psycopg.Connection[Any], statements: dict[str, str]) -> list[str]:
+        """The indexes among ``statements`` the schema lacks, or has only invalid (a build that failed)."""
+        return [name for name in statements
+                if not _one(con, "SELECT coalesce((SELECT indisvalid FROM pg_index "
+                                 "WHERE indexrelid = to_regclass(%s)), false)", (f"{self.schema}.{name}",))]
 
     def _get_pool(self) -> ConnectionPool:
         pool = self._pool
@@ -682,6 +704,58 @@ class PostgresStore(StoreOperations):
         with self._connection() as con:
             rows = con.execute(sql + " ORDER BY created_at DESC, seq DESC LIMIT %s", (*params, limit)).fetchall()
         return [_record(row) for row in rows]
+
+    # -- listings: runs (see StoreOperations.runs)
+
+    @_reading
+    def runs(self, *, state: State | None = None, name: str | None = None, since: float | None = None,
+             until: float | None = None, before: tuple[float, str] | None = None,
+             limit: int = 50) -> list[PromiseRecord]:
+        """Root workflows, newest first (:meth:`StoreOperations.runs`): a page is one query that reads the
+        index ``promises_runs`` from its cursor on (the pending runs: ``promises_open_roots``), never the
+        runs of the pages before it, and sends the page's runs alone.
+
+        The state is no index's column (a settle would then write the indexes), so a page of one state
+        reads the runs from the cursor on until ``limit`` are in it. A pipeline run's name is in its
+        arguments: the server sends the runs of the workflow named or of the pipeline workflow, and the
+        pipeline runs of another name are left out here; while they fill a page, the next is read from the
+        last run read."""
+        if limit <= 0:
+            return []
+        # Literals, not parameters: the planner uses a partial index only when it can see that the
+        # query implies the index's WHERE clause, and a statement run again is prepared (prepare_threshold),
+        # then may run on a plan made for any parameters: a state's plan is its own (a rare state's
+        # differs), as is a limit's.
+        where = ["parent IS NULL", "kind = 'workflow'"]
+        params: list[Any] = []
+        if state is not None:
+            where.append(f"state = '{State(state).value}'")  # an enum value: safe to inline
+            if State(state) is _PENDING:  # the same runs, and the index of them: a few among many finished
+                where.append("open_root")
+        if since is not None:
+            where.append("created_at >= %s")
+            params.append(float(since))
+        if until is not None:
+            where.append("created_at < %s")
+            params.append(float(until))
+        if name is not None:
+            where.append("func = ANY(%s)")
+            params.append([pipeline_workflow(), *([name] if storable(name) and name != pipeline_workflow() else [])])
+        # The id in the index's collation, "C": code points, as Python orders the cursor.
+        sql = (f"{self._select} WHERE {' AND '.join(where)}{{}} "
+               f'ORDER BY created_at DESC, id COLLATE "C" DESC LIMIT {int(limit)}')
+        found: list[PromiseRecord] = []
+        cursor = before
+        with self._connection() as con:
+            while True:
+                after: tuple[Any, ...] = () if cursor is None else (float(cursor[0]), str(cursor[1]))
+                rows = con.execute(sql.format(' AND (created_at, id COLLATE "C") < (%s, %s)' if after else ""),
+                                   (*params, *after)).fetchall()
+                records = [_record(row) for row in rows]
+                found += records if name is None else [r for r in records if run_name(r) == name]
+                if len(rows) < limit or len(found) >= limit:
+                    return found[:limit]
+                cursor = run_key(records[-1])
 
     # -- the change feed
 
