@@ -251,8 +251,11 @@ def test_a_fan_out_on_one_bucket_waits_in_turn_not_all_at_once(tmp_path: Path) -
 
         assert vow.run("fan/1", fan) == list(range(n))
         waits = [r for r in vow.store.tree("fan/1") if ".throttle." in r.id]
-    # At most one wait per branch, and a few more for one woken a little late by a busy machine.
-    assert len(waits) <= 2 * n, f"{len(waits)} waits for {n} branches"
+    # About one wait per branch, not n²/2. How many more a branch needs depends on how late a busy
+    # machine wakes it (73 for 30 on Python 3.13 beside two CI runs), so the count against that
+    # lateness is checked on a clock of the test's (test_a_call_first_in_line_is_not_overtaken...);
+    # here only the herd is told from the turns, on any machine.
+    assert len(waits) < n * n // 4, f"{len(waits)} waits for {n} branches: they woke together, not in turn"
 
 
 def test_calls_that_never_came_back_for_their_turn_do_not_hold_up_the_next_ones(store: Any) -> None:
@@ -269,3 +272,57 @@ def test_calls_that_never_came_back_for_their_turn_do_not_hold_up_the_next_ones(
     with pytest.raises(Throttled) as caught:  # (unless half a second passed since new.1: a token again)
         take(_ctx(store, "new.2"), "sms", per_second=2)
     assert caught.value.wait < 5.0  # a token's interval (0.5 s), not 200 turns (110 s)
+
+
+class _Clock:
+    """A clock the test moves: both the monotonic clock of the turns and the wall clock of the bucket."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_call_first_in_line_is_not_overtaken_by_the_calls_behind_it(seed: int, monkeypatch: pytest.MonkeyPatch
+                                                                      ) -> None:
+    """30 calls on a bucket of 10 a second, each woken up to half a token's interval late, as on a
+    busy machine (a timer is never early, and the engine starts the leaf when it gets to it).
+
+    Before: a call woken for its turn that found no token (the call before had taken its own late)
+    was first in line for the next one, but the calls behind it woke at their turns, planned
+    without that delay, and took that token first: one call waited 18 times, and 30 calls waited
+    89 times (simulated here on a clock of the test's, so the count does not depend on the machine)."""
+    import heapq
+    import random
+
+    import vow.ratelimit as ratelimit
+
+    clock, rng = _Clock(), random.Random(seed)
+    monkeypatch.setattr(ratelimit, "time", clock)
+    monkeypatch.setattr(ratelimit, "random", rng)
+    store = MemoryStore()
+
+    class OnTheClock:
+        def take_token(self, bucket: str, per_second: float, burst: int) -> float:
+            return store.take_token(bucket, per_second, burst, now=clock.now)
+
+    bucket = OnTheClock()
+    n, late = 30, 0.05
+    due = [(clock.now + rng.random() * 0.01, f"fan.{i}") for i in range(n)]  # the fan-out starts them
+    heapq.heapify(due)
+    waits: dict[str, int] = {}
+    while due:
+        clock.now, call = heapq.heappop(due)
+        try:
+            take(LeafContext(call, store=bucket), "sms", per_second=10)
+        except Throttled as throttled:
+            waits[call] = waits.get(call, 0) + 1
+            heapq.heappush(due, (clock.now + throttled.wait + rng.random() * late, call))
+    store.close()
+    assert max(waits.values()) <= 4, f"a call waited {max(waits.values())} times"
+    assert sum(waits.values()) <= 2 * n, f"{sum(waits.values())} waits for {n} calls"

@@ -17,6 +17,7 @@ import sqlite3
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -88,17 +89,20 @@ class _Held:
     """A thread's connection to a ledger file, closed when dropped: with its thread, or with the
     ledger (Python 3.13 warns of a connection collected open, and a pool thread's ends unannounced)."""
 
-    __slots__ = ("con", "path")
+    __slots__ = ("__weakref__", "_closer", "con", "path")
 
     def __init__(self, con: sqlite3.Connection, path: Path) -> None:
         self.con = con
         self.path = path
+        # A finalizer, not __del__: collected in a cycle (a ledger in the frames of a traceback), the
+        # holder's __del__ may run after the connection's own finalizer, which on 3.13 warns that it
+        # is still open. The finalizer holds the connection, so it is never in that cycle's garbage,
+        # and the collector calls it before any __del__ of the cycle.
+        self._closer = weakref.finalize(self, con.close)
+        self._closer.atexit = False  # as before: at exit a thread may still be using it
 
     def close(self) -> None:
-        self.con.close()
-
-    def __del__(self) -> None:
-        self.con.close()
+        self._closer()
 
 
 class Ledger:

@@ -10,6 +10,10 @@ across processes and see who ran what, when.
 ``DURABILITY_REMOTE_OWNER=1`` makes this worker's lease owner id name another host, as a worker
 on another machine would: its leases are then taken over only once they expire, never because
 its process is gone.
+
+``DURABILITY_GATE=PATH`` holds every leaf, once it has logged its start, until the file PATH
+exists: the test decides when the work may go on, so a worker it kills surely has leaves in
+flight however fast or slow the machine is.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ def _log(line: str) -> None:
 def work(ctx: LeafContext, i: int, ms: int) -> int:
     """A small leaf that takes ``ms`` milliseconds: its value depends only on ``i``."""
     _log(f"start {ctx.id} {ctx.attempt} {os.getpid()} {time.time()!r}")
+    gate = os.environ.get("DURABILITY_GATE")
+    while gate and not os.path.exists(gate):
+        time.sleep(0.01)
     time.sleep(ms / 1000)
     _log(f"end {ctx.id} {ctx.attempt} {os.getpid()} {time.time()!r}")  # its body ran to the end
     return i * i

@@ -6,7 +6,7 @@ import json
 import os
 import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -226,14 +226,22 @@ def test_result_json_in_a_read_only_folder_fails_at_once_naming_it(read_only_dis
         write_result(LeafContext("r.result"), str(read_only_disk), {"run_id": "r", "branches": []})
 
 
+def _give_vow_files(flock: Callable[[int, int], None], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Give ``vow.files`` alone this ``flock``: patched on the ``fcntl`` module, it was every thread's,
+    and a thread another test left running (a client's owner lock, its lease sweep) met ENOLCK."""
+    import fcntl
+    import types
+
+    monkeypatch.setattr(vow.files, "fcntl", types.SimpleNamespace(
+        flock=flock, LOCK_EX=fcntl.LOCK_EX, LOCK_NB=fcntl.LOCK_NB, LOCK_UN=fcntl.LOCK_UN))
+
+
 def test_a_folder_the_file_system_cannot_lock_still_gets_its_gallery(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     # NFS emulates flock with write locks, which a folder opened read-only cannot take (EBADF): the lock added for
     # two runs sharing a folder must not cost every gallery on such a file system.
     import errno
     import fcntl
-
-    import vow.files
 
     real = fcntl.flock
 
@@ -242,7 +250,7 @@ def test_a_folder_the_file_system_cannot_lock_still_gets_its_gallery(tmp_path: P
             raise OSError(errno.EBADF, "Bad file descriptor")
         real(fd, operation)
 
-    monkeypatch.setattr(vow.files.fcntl, "flock", flock)
+    _give_vow_files(flock, monkeypatch)
     paths = write_gallery(str(tmp_path / "out"), gallery_run("A"))
     assert json.loads(Path(paths["manifest"]).read_text())["run_id"] == "A"
 
@@ -252,12 +260,10 @@ def test_a_file_system_without_locks_still_gets_whole_files(tmp_path: Path, monk
     # not cost every write there, nor leave the temp file behind.
     import errno
 
-    import vow.files
-
     def flock(fd: int, operation: int) -> None:
         raise OSError(errno.ENOLCK, "No locks available")
 
-    monkeypatch.setattr(vow.files.fcntl, "flock", flock)
+    _give_vow_files(flock, monkeypatch)
     write_atomic(tmp_path / "index.html", "page")
     (tmp_path / ".index.html.0123456789abcdef.tmp").write_text("cannot tell whose: kept")
     write_gallery(str(tmp_path), gallery_run("A"))

@@ -169,16 +169,19 @@ def _handler(receiver: Receiver) -> type[http.server.BaseHTTPRequestHandler]:
                 self.send_error(404)
                 return
             request.ParseFromString(body)
+            # Recorded before it is answered: a sender that has its answer (a process that flushed
+            # and exited) has every export in the receiver. Answered first, a batch could be
+            # recorded after the next one, whose span the test was waiting for.
+            with receiver.changed:
+                target.append(request)
+                receiver.content_types.add(self.headers.get("Content-Type", ""))
+                receiver.changed.notify_all()
             payload = response.SerializeToString()
             self.send_response(200)
             self.send_header("Content-Type", "application/x-protobuf")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)
-            with receiver.changed:
-                target.append(request)
-                receiver.content_types.add(self.headers.get("Content-Type", ""))
-                receiver.changed.notify_all()
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

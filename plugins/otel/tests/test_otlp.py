@@ -164,3 +164,27 @@ def test_an_otlp_endpoint_without_its_scheme_is_refused_when_the_client_starts(e
         assert environment._shared is None
     finally:
         shutdown_shared()
+
+
+def test_the_receiver_records_an_export_before_it_answers(otel_receiver) -> None:
+    """The tests wait for one span, then check them all: a process that has its answers must find
+    all it sent recorded. Before, the receiver answered first and recorded after, so a batch could
+    land after the next one (under load, once the process had exited)."""
+    import threading
+    import urllib.request
+
+    answered = threading.Event()
+
+    def send() -> None:
+        request = urllib.request.Request(f"{otel_receiver.endpoint}/v1/traces", data=b"", method="POST",
+                                         headers={"Content-Type": "application/x-protobuf"})
+        with urllib.request.urlopen(request, timeout=60):
+            answered.set()
+
+    sender = threading.Thread(target=send)
+    with otel_receiver.changed:  # the receiver cannot record it yet
+        sender.start()
+        # Not answered while it cannot be recorded (before, the answer came at once).
+        assert not answered.wait(1.0), "the receiver answered an export it had not recorded"
+    sender.join(60)
+    assert answered.is_set() and len(otel_receiver.traces) == 1
