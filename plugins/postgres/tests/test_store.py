@@ -992,3 +992,60 @@ def test_a_role_that_may_not_make_a_missing_index_opens_the_store_without_it(pos
         with psycopg.connect(postgres_url, autocommit=True) as con:
             con.execute(f"DROP OWNED BY {role}")
             con.execute(f"DROP ROLE {role}")
+
+
+def test_branch_counts_are_counted_on_the_server_not_sent_record_by_record(pg_store: PostgresStore,
+                                                                          monkeypatch) -> None:
+    """`branch_counts()` was the default: one children() query per run, which sent and decoded every
+    direct child of it. The console's list of runs asks it for every page, so a page with a run of a
+    100,000-branch fan-out decoded 100,000 records. The server now counts, one statement per chunk of
+    runs, and sends a few numbers per run: no record at all. The answers are the default's, for odd ids
+    too (quotes, %, _, backslashes, dots) and for more runs than one statement takes."""
+    import vow_postgres.store as pg_store_module
+
+    from vow.naming import storable
+    from vow.stores.base import StoreOperations
+    from vow.stores.contract import make_record
+
+    odd = ["big", "it's", "100%", "a_b", "x\\y", 'q"q', "r.x", "r", "f%_'\\"]
+    records: list[PromiseRecord] = [make_record(rid, kind=Kind.WORKFLOW, root=rid) for rid in odd]
+    records += [make_record(f"big.{n}", parent="big", root="big") for n in range(300)]
+    records += [make_record("big.child", parent="big", root="big", kind=Kind.WORKFLOW)]
+    records += [make_record(f"big.child.{n}", parent="big.child", root="big") for n in range(50)]  # not big's
+    for rid in odd[1:]:
+        records += [make_record(f"{rid}.{name}", parent=rid, root=rid) for name in ("started", "result", "gallery")]
+        records += [make_record(f"{rid}.gate", parent=rid, root=rid, kind=Kind.PROMISE),
+                    make_record(f"{rid}.nap", parent=rid, root=rid, kind=Kind.SLEEP),
+                    make_record(f"{rid}.ok", parent=rid, root=rid),
+                    make_record(f"{rid}.bad", parent=rid, root=rid),
+                    make_record(f"{rid}.sub", parent=rid, root=rid, kind=Kind.WORKFLOW),
+                    make_record(f"{rid}.sub.started", parent=f"{rid}.sub", root=rid)]
+    records += [make_record("r.y.result", parent="r", root="r")]  # r's branch "y.result", not bookkeeping
+    records += [make_record(f"many{n}", kind=Kind.WORKFLOW, root=f"many{n}") for n in range(25)]
+    records += [make_record(f"many{n}.{m}", parent=f"many{n}", root=f"many{n}") for n in range(25) for m in range(n)]
+    pg_store.apply(Batch(creates=records))
+    pg_store.apply(Batch(settles=[Settle(f"big.{n}", State.RESOLVED, "1", 1.0) for n in range(0, 300, 3)]
+                         + [Settle(f"{rid}.bad", State.REJECTED, '"no"', 1.0) for rid in odd[1:]]
+                         + [Settle(f"{rid}.started", State.RESOLVED, "1", 1.0) for rid in odd[1:]]))
+    roots = [*odd, "big", "unknown", "a\x00b", "a\udc80", "big.child", *(f"many{n}" for n in range(25))]
+    expected = StoreOperations.branch_counts(pg_store, roots)  # the default: what the answers must be
+    assert expected["big"] == {State.RESOLVED: 100, State.PENDING: 201}
+    assert expected["it's"] == {State.PENDING: 2, State.REJECTED: 1} == expected["f%_'\\"]
+    assert expected["r"] == {State.PENDING: 3, State.REJECTED: 1}
+    assert expected["big.child"] == {State.PENDING: 50} and expected["unknown"] == {} == expected["a\x00b"]
+    statements: list[str] = []
+    decoded: list[str] = []
+    real_execute, real_record = psycopg.Connection.execute, pg_store_module._record
+    with monkeypatch.context() as patched:
+        patched.setattr(psycopg.Connection, "execute",
+                        lambda con, *args, **kwargs: statements.append(args[0]) or real_execute(con, *args, **kwargs))
+        patched.setattr(pg_store_module, "_record", lambda row: decoded.append(row[0]) or real_record(row))
+        assert pg_store.branch_counts(roots) == expected
+        assert decoded == [] and len(statements) == 1, (len(decoded), statements)
+        statements.clear()
+        patched.setattr(pg_store_module, "_BRANCH_CHUNK", 4)  # many runs: one statement per chunk of them
+        assert pg_store.branch_counts(roots) == expected
+        sent = dict.fromkeys(r for r in roots if storable(r))  # once each; the NUL and the surrogate never
+        assert len(sent) == len(roots) - 3
+        assert decoded == [] and len(statements) == -(-len(sent) // 4), statements
+    assert pg_store.branch_counts([]) == {}

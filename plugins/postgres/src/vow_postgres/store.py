@@ -49,9 +49,11 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from vow.errors import ConfigError, PromiseNotFoundError, StoreError
 from vow.naming import refuse_unstorable, storable
 from vow.records import Batch, BatchResult, Kind, Lease, PromiseRecord, Settle, State
+from vow.reserved import INTERNAL_STEPS
 from vow.schedules.record import ScheduleRecord
 from vow.stores import redact_url
 from vow.stores.base import (
+    BRANCH_KINDS,
     BUCKET,
     LEASE_ROOT,
     ChangeFeed,
@@ -125,6 +127,7 @@ STATEMENT_BYTES = 64 * 1024 * 1024
 message over 1 GB (it logs "invalid message length" and ends the session) while each value may be
 256 MiB (:data:`vow.encoding.MAX_VALUE_BYTES`): a round whose texts add up to more than this is
 sent as several calls in one transaction (a call then carries at most this, or one record)."""
+_BRANCH_CHUNK = 1000  # roots per statement of branch_counts() (a page of the console's run list fits in one)
 _SERVER_NOW = "SELECT extract(epoch FROM clock_timestamp())::float8"
 _LISTEN_RETRY_S = 1.0  # between attempts to reconnect the listener
 
@@ -756,6 +759,37 @@ class PostgresStore(StoreOperations):
                 if len(rows) < limit or len(found) >= limit:
                     return found[:limit]
                 cursor = run_key(records[-1])
+
+    @_reading
+    def branch_counts(self, roots: Iterable[str]) -> dict[str, dict[State, int]]:
+        """Each root's branches by state (:meth:`StoreOperations.branch_counts`), counted on the server:
+        one statement per chunk of roots, which sends one row of numbers per root, never a record.
+
+        No index of parents is kept (see :meth:`children`): a root's direct children are found, as
+        children() finds them, among the records of its run (the root index), those whose parent it is.
+        An id that is not stored has no run, so it counts none (records whose parent was never stored
+        are no run's branches, and finding them would read every record)."""
+        counts: dict[str, dict[State, int]] = {root: {} for root in roots}
+        wanted = [root for root in counts if storable(root)]  # one that is not was never stored
+        s = self.schema
+        # Not a branch: a child whose id is the root's id, a dot and one of INTERNAL_STEPS (is_branch).
+        # left/substr/length count characters, as Python's slices do; no LIKE, so "%" and "_" are plain.
+        # One aggregate per root, a count per state (enum values: safe to inline), and no GROUP BY: a
+        # grouping would sort the children of a large fan-out (the planner cannot know how many there are).
+        states = list(State)
+        tally = ", ".join(f"count(*) FILTER (WHERE p.state = '{state.value}')" for state in states)
+        sql = (f"SELECT w.id, c.* FROM unnest(%s::text[]) AS w(id) JOIN {s}.promises r ON r.id = w.id "
+               f"CROSS JOIN LATERAL (SELECT {tally} FROM {s}.promises p WHERE p.root = r.root AND p.parent = w.id "
+               "AND p.kind = ANY(%s::text[]) AND NOT (left(p.id, length(w.id) + 1) = w.id || '.' "
+               "AND substr(p.id, length(w.id) + 2) = ANY(%s::text[]))) AS c")
+        kinds = [kind.value for kind in BRANCH_KINDS]
+        internal = list(INTERNAL_STEPS)
+        with self._connection() as con:
+            for start in range(0, len(wanted), _BRANCH_CHUNK):
+                rows = con.execute(sql, (wanted[start:start + _BRANCH_CHUNK], kinds, internal)).fetchall()
+                for root, *numbers in rows:
+                    counts[root] = {state: n for state, n in zip(states, numbers, strict=True) if n}
+        return counts
 
     # -- the change feed
 
