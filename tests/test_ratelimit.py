@@ -251,10 +251,9 @@ def test_a_fan_out_on_one_bucket_waits_in_turn_not_all_at_once(tmp_path: Path) -
 
         assert vow.run("fan/1", fan) == list(range(n))
         waits = [r for r in vow.store.tree("fan/1") if ".throttle." in r.id]
-    # About one wait per branch, not n²/2. How many more a branch needs depends on how late a busy
-    # machine wakes it (73 for 30 on Python 3.13 beside two CI runs), so the count against that
-    # lateness is checked on a clock of the test's (test_a_call_first_in_line_is_not_overtaken...);
-    # here only the herd is told from the turns, on any machine.
+    # In turn, not n²/2 waits. How many more than one per branch depends on how late a busy machine
+    # wakes them (73 for 30 on Python 3.13 beside two CI runs); the rate against that lateness is
+    # checked on a clock of the test's (test_calls_woken_late_keep_the_bucket_near_its_rate...).
     assert len(waits) < n * n // 4, f"{len(waits)} waits for {n} branches: they woke together, not in turn"
 
 
@@ -288,15 +287,16 @@ class _Clock:
 
 
 @pytest.mark.parametrize("seed", range(10))
-def test_a_call_first_in_line_is_not_overtaken_by_the_calls_behind_it(seed: int, monkeypatch: pytest.MonkeyPatch
+def test_calls_woken_late_keep_the_bucket_near_its_rate_without_a_herd(seed: int, monkeypatch: pytest.MonkeyPatch
                                                                       ) -> None:
     """30 calls on a bucket of 10 a second, each woken up to half a token's interval late, as on a
-    busy machine (a timer is never early, and the engine starts the leaf when it gets to it).
+    busy machine (a timer is never early, and the engine starts the leaf when it gets to it), on a
+    clock of the test's, so neither count depends on the machine.
 
-    Before: a call woken for its turn that found no token (the call before had taken its own late)
-    was first in line for the next one, but the calls behind it woke at their turns, planned
-    without that delay, and took that token first: one call waited 18 times, and 30 calls waited
-    89 times (simulated here on a clock of the test's, so the count does not depend on the machine)."""
+    The calls go in turn (not all at once after each token: n*n/2 waits), and the bucket drains near
+    its rate. Moving every later turn back when one call found no token at its turn cut the waits
+    (89 to 45) but drained 30 calls in up to 4.55 s instead of 3.53 (ideal 2.9): a rate limit is there
+    to keep the rate, so a call woken late may wait again instead."""
     import heapq
     import random
 
@@ -312,17 +312,19 @@ def test_a_call_first_in_line_is_not_overtaken_by_the_calls_behind_it(seed: int,
             return store.take_token(bucket, per_second, burst, now=clock.now)
 
     bucket = OnTheClock()
-    n, late = 30, 0.05
+    n, late, per_second = 30, 0.05, 10
+    start = clock.now
     due = [(clock.now + rng.random() * 0.01, f"fan.{i}") for i in range(n)]  # the fan-out starts them
     heapq.heapify(due)
     waits: dict[str, int] = {}
     while due:
         clock.now, call = heapq.heappop(due)
         try:
-            take(LeafContext(call, store=bucket), "sms", per_second=10)
+            take(LeafContext(call, store=bucket), "sms", per_second=per_second)
         except Throttled as throttled:
             waits[call] = waits.get(call, 0) + 1
             heapq.heappush(due, (clock.now + throttled.wait + rng.random() * late, call))
     store.close()
-    assert max(waits.values()) <= 4, f"a call waited {max(waits.values())} times"
-    assert sum(waits.values()) <= 2 * n, f"{sum(waits.values())} waits for {n} calls"
+    drained, ideal = clock.now - start, (n - 1) / per_second
+    assert drained <= 1.3 * ideal, f"{n} calls took {drained:.2f}s at {per_second}/s (ideal {ideal:.2f}s)"
+    assert sum(waits.values()) < n * n // 4, f"{sum(waits.values())} waits for {n} calls: they woke together"

@@ -154,9 +154,6 @@ def take(ctx: LeafContext, bucket: str, per_second: float, burst: int = 1) -> No
     (see :func:`check_rate`) is a :class:`~vow.errors.ConfigError`."""
     check_rate(per_second, burst)
     store = bucket_store(ctx)
-    ahead = _turn_ahead(store, bucket, ctx.id)
-    if ahead > 0:  # the line moved back since this call was told its turn: the token now is another's
-        raise Throttled(f"rate limit {bucket!r} ({per_second:g}/s): this call may go in {ahead:.3f}s", wait=ahead)
     wait = store.take_token(bucket, float(per_second), int(burst))
     if wait > 0:
         turn = _in_turn(store, bucket, ctx.id, float(per_second), wait)
@@ -193,9 +190,8 @@ def _in_turn(store: Any, bucket: str, call: str, per_second: float, wait: float)
     each a stored timer and a write on the bucket). So each waiting call gets the next free turn of
     the bucket in this process, a token's interval after the one before (on the monotonic clock);
     a call whose turn came and that found no token yet (its predecessor took its own late) is first
-    in line and waits only what the store says, and the turns behind it move back as much (a call
-    woken at its old turn while one ahead of it still waits waits again, for its new turn). The
-    limit itself is the store's: a call woken early only waits again."""
+    in line and waits only what the store says. The limit itself is the store's: a call woken early
+    only waits again."""
     now = time.monotonic()
     try:
         with _lines_lock:
@@ -205,15 +201,8 @@ def _in_turn(store: Any, bucket: str, call: str, per_second: float, wait: float)
                 line = lines[bucket] = _Line()
             mine = line.turns.get(call)
             if mine is not None and mine <= now and wait < SPACING / per_second:  # its turn came: first in line
-                # The token comes later than planned (the call before took its own late): the calls
-                # behind it move back as much, or the next one, woken at its old turn, would take this
-                # token, and this call would be first in line again, round after round.
-                turn = now + wait
-                late = turn - mine
-                line.turns = {c: (t + late if t > mine else t) for c, t in line.turns.items()}
-                line.turns[call] = turn
-                line.next += late
-                return wait
+                line.turns[call] = now + wait
+                return wait * (1 + JITTER * random.random())
             turn = max(now + wait, line.next)
             line.next = turn + SPACING / per_second
             line.turns[call] = turn
@@ -221,24 +210,6 @@ def _in_turn(store: Any, bucket: str, call: str, per_second: float, wait: float)
                 line.turns = {c: t for c, t in line.turns.items() if t > now - _FORGET}
     except TypeError:  # a store that cannot be weakly referenced: the store's wait, jittered
         return wait * (1 + JITTER * random.random())
-    return turn - now
-
-
-def _turn_ahead(store: Any, bucket: str, call: str) -> float:
-    """Seconds until the turn of ``call`` for ``bucket`` (0 when it has none, or it came): the line
-    moved back after its wait was given (:func:`_in_turn`), and the token there now is the one
-    the call before it waits for."""
-    now = time.monotonic()
-    with _lines_lock:
-        try:
-            line = _lines.get(store, {}).get(bucket)
-        except TypeError:
-            return 0.0
-        turn = line.turns.get(call) if line is not None else None
-        if line is None or turn is None or turn <= now:
-            return 0.0
-        if not any(t < turn for c, t in line.turns.items() if c != call):
-            return 0.0  # nobody ahead of it still waits: the token is its to take
     return turn - now
 
 
