@@ -446,7 +446,7 @@ class Vow:
         return self._require(id)
 
     def _tree_under(self, record: PromiseRecord) -> list[PromiseRecord]:
-        """Records holding every one under ``record``, oldest first: a branch's subtree alone where the
+        """Records that include every descendant of ``record``, oldest first: a branch's subtree alone where the
         store can read it so (:class:`~vow.stores.base.SubtreeStore`), not the run of 100,000 it is part of."""
         if record.parent is not None and isinstance(self.store, SubtreeStore):
             # The same order as tree()'s, so _under() keeps what it kept from the whole tree.

@@ -117,7 +117,6 @@ def test_another_workers_takeover_is_said_as_a_takeover() -> None:
                               "the store\n")
 
 
-
 BRANCH = ("big.inner", "big.inner.0", "big.inner.1", "big.inner.1.0", "picked-id", "big.inner.2")
 """The branch :func:`cancel_a_branch_of_a_big_run` cancels, and every promise under it."""
 

@@ -935,6 +935,7 @@ def test_making_a_missing_index_keeps_the_writers_going(postgres_url: str) -> No
         finally:
             busy.commit()
             builder.join(30)
+    assert len(opened) == 1, "the store that made the index did not open"
     store = opened[0]
     try:
         assert valid() is True
@@ -958,7 +959,7 @@ def test_a_store_opening_while_another_makes_a_missing_index_does_not_wait_for_i
     PostgresStore(postgres_url).close()
     with psycopg.connect(postgres_url, autocommit=True) as con:
         con.execute("DROP INDEX vow.promises_runs")
-        con.execute("SELECT pg_advisory_lock(hashtext('vow schema vow'))")  # as the store making it holds
+        con.execute("SELECT pg_advisory_lock(hashtext('vow indexes vow'))")  # as the store making it holds
         store = PostgresStore(postgres_url)
         try:
             assert store.runs() == [] and not made()
@@ -966,6 +967,78 @@ def test_a_store_opening_while_another_makes_a_missing_index_does_not_wait_for_i
             store.close()
     PostgresStore(postgres_url).close()
     assert made()
+
+
+def test_a_timeout_in_the_url_does_not_cut_off_making_a_missing_index(postgres_url: str) -> None:
+    """A URL's ``-c lock_timeout`` (or statement_timeout) is for the store's rounds. It cut off the build
+    of a missing index waiting for a round in progress: the opening failed with a StoreError and left the
+    index invalid, so every later opening failed the same way. The build now takes no timeout."""
+    timed = postgres_url + ("&" if "?" in postgres_url else "?") + "options=-c%20lock_timeout%3D200"
+    PostgresStore(postgres_url).close()
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        con.execute("DROP INDEX vow.promises_runs")
+    opened: list[PostgresStore] = []
+    failed: list[BaseException] = []
+
+    def open_store() -> None:
+        try:
+            opened.append(PostgresStore(timed))
+        except BaseException as exc:  # noqa: BLE001 - the failure is what the test looks at
+            failed.append(exc)
+
+    with psycopg.connect(postgres_url) as busy, psycopg.connect(postgres_url, autocommit=True) as watcher:
+        busy.execute("INSERT INTO vow.promises (id, state, kind, root, func, args, idempotency_key, attempt, "
+                     "created_at, tags) VALUES ('busy', 'pending', 'workflow', 'busy', 'flow', '[]', 'busy', 0, 1, "
+                     "'{}')")  # a round in progress: its transaction stays open
+        builder = threading.Thread(target=open_store)
+        builder.start()
+        try:
+            # The build has waited for that round five times as long as the URL's lock_timeout (or failed).
+            wait_until(lambda: failed or watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE "
+                "'%CREATE INDEX%promises_runs%' AND now() - query_start > interval '1 s'").fetchone()[0] == 1,
+                timeout=30)
+        finally:
+            busy.commit()
+            builder.join(30)
+    assert failed == [] and len(opened) == 1, failed
+    opened[0].close()
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        assert con.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'vow.promises_runs'::regclass"
+                           ).fetchone() == (True,)
+
+
+def test_an_opening_that_remakes_the_functions_does_not_wait_for_an_index_build(postgres_url: str) -> None:
+    """The build of a missing index held the schema's lock, the one an opening takes to remake the
+    functions another release made: such an opening (a rolling upgrade) waited for the whole build."""
+    PostgresStore(postgres_url).close()
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        con.execute("DROP INDEX vow.promises_runs")
+    stores: list[PostgresStore] = []
+    with psycopg.connect(postgres_url) as busy, psycopg.connect(postgres_url, autocommit=True) as watcher:
+        busy.execute("INSERT INTO vow.promises (id, state, kind, root, func, args, idempotency_key, attempt, "
+                     "created_at, tags) VALUES ('busy', 'pending', 'workflow', 'busy', 'flow', '[]', 'busy', 0, 1, "
+                     "'{}')")  # a round in progress: the build waits for it
+        builder = threading.Thread(target=lambda: stores.append(PostgresStore(postgres_url)))
+        builder.start()
+        try:
+            wait_until(lambda: watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE "
+                "'%CREATE INDEX%promises_runs%'").fetchone()[0] == 1, timeout=30)
+            watcher.execute("COMMENT ON SCHEMA vow IS 'vow-postgres functions 0123456789abcdef'")  # another release's
+            opener = threading.Thread(target=lambda: stores.append(PostgresStore(postgres_url)))
+            opener.start()
+            opener.join(30)
+            waited_for_the_build = opener.is_alive()
+            assert watcher.execute("SELECT obj_description('vow'::regnamespace, 'pg_namespace')").fetchone() == (
+                functions_mark("vow"),)
+        finally:
+            busy.commit()
+            builder.join(30)
+        opener.join(30)
+    for store in stores:
+        store.close()
+    assert not waited_for_the_build and len(stores) == 2
 
 
 def test_a_role_that_may_not_make_a_missing_index_opens_the_store_without_it(postgres_url: str, caplog) -> None:

@@ -394,20 +394,29 @@ class PostgresStore(StoreOperations):
         missing = self._missing_indexes(con, statements)
         if not missing:
             return
-        key = f"vow schema {self.schema}"
-        # A session lock, not a transaction's: CREATE INDEX CONCURRENTLY runs outside any transaction.
+        # Not the schema's key (_remake_functions): an opening that must remake the functions would wait
+        # for the whole build. A session lock, not a transaction's: CREATE INDEX CONCURRENTLY runs outside
+        # any transaction.
+        key = f"vow indexes {self.schema}"
         if not _one(con, "SELECT pg_try_advisory_lock(hashtext(%s))", (key,)):
             _log.info("PostgreSQL store %s: another store is making the indexes %s in schema %s", self.url,
                       ", ".join(missing), self.schema)
             return
         try:
             missing = self._missing_indexes(con, statements)  # another store may have just made them
+            if missing:
+                _log.info("PostgreSQL store %s: making the indexes %s in schema %s (writers go on meanwhile; "
+                          "minutes on a large store)", self.url, ", ".join(missing), self.schema)
+            # A timeout the URL gives is for the store's rounds: a build cut off by it left an invalid
+            # index, and every later opening failed the same way.
+            con.execute("SET statement_timeout = 0")
+            con.execute("SET lock_timeout = 0")
             for name in missing:
                 # An index left invalid by a build that failed (or whose session ended) is never used, nor
                 # made again by IF NOT EXISTS; no other store is building it: this one holds the lock.
                 con.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {self.schema}.{name}")
                 con.execute(statements[name])
-        except (pg_errors.InsufficientPrivilege, pg_errors.ReadOnlySqlTransaction) as exc:
+        except psycopg.Error as exc:  # an index only makes queries read less: never a reason not to open
             _log.warning("PostgreSQL store %s: schema %s lacks the indexes %s, and they cannot be made here (%s); "
                          "the queries they serve read more until they are", self.url, self.schema,
                          ", ".join(missing), self._scrub(str(exc)))
