@@ -327,6 +327,10 @@ def test_a_validate_error_with_a_path_names_the_key_once() -> None:
     ("fan_out:\n  - {channel: slack, to: '#a', body: hi, id: _x}\n",
      "b.yaml:4: fan_out[0].id: '_x' is not a usable branch id (1-128 letters, digits and _ . @ + -, "
      "starting with a letter, a digit or +)"),
+    # "$" also matches before a final line break, so the id "a\n" passed as if it were "a".
+    ("fan_out:\n  - {channel: slack, to: '#a', body: hi, id: \"a\\n\"}\n",
+     "b.yaml:4: fan_out[0].id: 'a\\n' is not a usable branch id (1-128 letters, digits and _ . @ + -, "
+     "starting with a letter, a digit or +)"),
     ("gate: {promise: .approve}\nfan_out:\n  - {channel: slack, to: '#a', body: hi}\n",
      "b.yaml:3: gate.promise: '.approve' is not a usable promise name (1-128 letters, digits and _ . @ + -, "
      "starting with a letter, a digit or +)"),

@@ -42,7 +42,8 @@ from vow.retention import parse_duration
 from vow.retry import from_config
 from vow.stores import parse_store_url, redact_url
 
-BRANCH_ID = re.compile(r"^[A-Za-z0-9+][A-Za-z0-9_.@+-]{0,127}$")
+# \A and \Z, not ^ and $: "$" also matches before a final line break, so "a\n" passed as an id.
+BRANCH_ID = re.compile(r"\A[A-Za-z0-9+][A-Za-z0-9_.@+-]{0,127}\Z")
 # Said whole, the first character too: "_x" fits "letters, digits and _ . @ + -" yet is refused.
 BRANCH_ID_RULE = "1-128 letters, digits and _ . @ + -, starting with a letter, a digit or +"
 DEFAULT_IMAGE_OUTPUT = ".vow/output"
