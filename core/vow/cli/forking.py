@@ -21,6 +21,7 @@ from vow.cli.common import (
     pipeline_name,
     print_json,
     utf8_text,
+    writable,
 )
 
 # The client, the engine and the live view are imported inside the commands: `vow --help` imports this
@@ -47,6 +48,7 @@ def _make_and_run(store: str | None, run_id: str, apps: tuple[str, ...], detach:
 
     plugins = installed_plugins()
     with Vow(store, plugins=plugins) as vow:
+        writable(vow.store)
         load_apps(vow, apps)
         original = vow.get(run_id)
         if original is not None and not detach and original.func not in vow.registered():

@@ -30,6 +30,7 @@ from vow.cli.common import (
     print_json,
     store_option,
     utf8_text,
+    writable,
 )
 from vow.records import PromiseRecord, State
 
@@ -93,6 +94,7 @@ def run(file: str, inputs: tuple[str, ...], sets: tuple[str, ...], run_id: str |
         plan = _plan(file, inputs, sets, run_id, plugins)
     progress = _progress(plan.run_id, plan.spec)
     with Vow(store or plan.store, plugins=plugins, observers=[] if detach else [progress]) as vow:
+        writable(vow.store)
         existing = vow.get(plan.run_id)
         plan = _as_stored(existing, plan)
         _check_same_run(existing, plan)
@@ -169,10 +171,12 @@ def resume(run_id: str | None, resume_all: bool, force: bool, apps: tuple[str, .
     plugins = installed_plugins()
     if resume_all:
         with Vow(store, plugins=plugins) as vow:
+            writable(vow.store)
             load_apps(vow, apps)
             sys.exit(_resume_all(vow, as_json))
     assert run_id is not None  # checked above: a run ID or --all
     with Vow(store, plugins=plugins) as probe:
+        writable(probe.store)
         record = _root_record(probe, run_id)
     progress = progress_for(record)
     with Vow(store, plugins=plugins, observers=[progress]) as vow:
