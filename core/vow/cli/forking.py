@@ -70,8 +70,9 @@ def _make_and_run(store: str | None, run_id: str, apps: tuple[str, ...], detach:
     progress = progress_for(record)
     with Vow(store, plugins=plugins, observers=[progress]) as vow:
         load_apps(vow, apps)
+        # The header would take a fork that copied nothing (--from RUN) for one stored by --detach.
         code = follow(vow, record.id, lambda: vow.resume(record.id), progress, as_json=as_json,
-                      title=pipeline_name(record) or record.func, existing=vow.get(record.id))
+                      title=pipeline_name(record) or record.func, existing=vow.get(record.id), made_here=True)
     sys.exit(code)
 
 

@@ -275,15 +275,18 @@ def _check_same_run(existing: PromiseRecord | None, plan: Plan) -> None:
 
 # ---------------------------------------------------------------------------------- following a run
 def follow(vow: Any, run_id: str, start: Callable[[], Any], progress: Progress, *, as_json: bool, title: str,
-           existing: PromiseRecord | None) -> int:
+           existing: PromiseRecord | None, made_here: bool = False) -> int:
     """Start (or join) ``run_id`` with ``start()``, show it live until it settles, print the summary.
 
     Returns the exit code: 0 when the run resolved, 1 otherwise, 130 or 143 when Ctrl-C or SIGTERM
     stopped following it (the run stays pending). When stdout is closed or its reader goes away
-    (``| head -1``), the run goes on to its end all the same, without the view.
+    (``| head -1``), the run goes on to its end all the same, without the view. ``made_here``: this
+    command has just stored ``existing`` (`vow fork`, `vow retry`, which say what it reuses), so the
+    header does not guess from the store how it came to be pending.
     """
     with _said_by_the_view(run_id), _stop_on_signals(run_id, progress.changed) as stop, output_may_close():
-        return _follow(vow, run_id, start, progress, as_json=as_json, title=title, existing=existing, stop=stop)
+        return _follow(vow, run_id, start, progress, as_json=as_json, title=title, existing=existing, stop=stop,
+                       made_here=made_here)
 
 
 class _Stop:
@@ -367,7 +370,7 @@ class _LostLease(logging.Filter):
 
 
 def _follow(vow: Any, run_id: str, start: Callable[[], Any], progress: Progress, *, as_json: bool, title: str,
-            existing: PromiseRecord | None, stop: _Stop) -> int:
+            existing: PromiseRecord | None, stop: _Stop, made_here: bool = False) -> int:
     from vow.progress import PlainView, RichView
     tty = sys.stdout.isatty() and not as_json
     console = _console() if tty else None
@@ -376,7 +379,7 @@ def _follow(vow: Any, run_id: str, start: Callable[[], Any], progress: Progress,
         if existing.settled:
             progress.take_changes(final=True)  # the summary lists the stored rows, in file order
     if not as_json:
-        _header(console, title, run_id, vow.store.url, progress.rows(), existing, vow)
+        _header(console, title, run_id, vow.store.url, progress.rows(), None if made_here else existing, vow)
     handle = start()
     view: Any = RichView(progress, console) if tty else PlainView(progress, sys.stdout) if not as_json else None
     _watch(vow, run_id, handle, progress, view, stop)
