@@ -215,17 +215,27 @@ WRITES = [
 ]
 
 
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding the store of :func:`make_store` and schedule ``hourly``, made once: each test
+    of the commands that write copies it (none of them may change it)."""
+    folder = tmp_path_factory.mktemp("stored")
+    make_store(folder)
+    (folder / "hourly.yaml").write_text(SCHEDULED)
+    added = vow(folder, "schedule", "add", "hourly.yaml")
+    assert added.returncode == 0, added.stderr
+    return folder
+
+
 @pytest.mark.parametrize("command", WRITES, ids=lambda c: " ".join(c[:2]).replace(ORDER, "FILE"))
-def test_a_command_that_writes_refuses_a_store_opened_read_only_in_one_line(folder: Path,
+def test_a_command_that_writes_refuses_a_store_opened_read_only_in_one_line(folder: Path, stored: Path,
                                                                             command: list[str]) -> None:
     """``?read_only=true`` is asked for; a command that must write said so as a read-only file does.
     `vow run` had printed "failed: notify/RO-1 unknown after -: StoreError ...", exit 1, and told to
     `vow show` a run never stored; `vow resume` failed as the run's failure; `vow worker` logged its
     failed claims forever."""
-    make_store(folder)
-    (folder / "hourly.yaml").write_text(SCHEDULED)
+    shutil.copytree(stored, folder, dirs_exist_ok=True)
     url = f"sqlite:{folder / 'store' / 'vow.sqlite'}"
-    assert vow(folder, "schedule", "add", "hourly.yaml", "--store", url).returncode == 0
     before = vow(folder, "ls", "--json").stdout
     refused = vow(folder, *command, "--store", f"{url}?read_only=true")
     assert refused.returncode == 2, refused
