@@ -380,3 +380,26 @@ def test_vow_retry_and_fork_on_a_pipeline(tmp_path: Path) -> None:
     assert "flaky/1-fixed" in listed.stdout  # left for `vow worker`
     refused = vow_cli("retry", "flaky/1-fixed")
     assert refused.returncode == 2 and "is still pending" in refused.stderr
+
+
+def test_vow_fork_from_the_run_itself_runs_it_here(tmp_path: Path) -> None:
+    """A fork from the run itself copies no branch: its header said it "was stored for a worker
+    (--detach) and not started yet", though nothing was detached and it runs here."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "VOW_STORE": f"sqlite:{tmp_path / 'vow.sqlite'}", "VOW_SIM_DIR": str(tmp_path / "sim")}
+    order = str(Path(__file__).resolve().parents[1] / "examples" / "order-confirmed.yaml")
+
+    def vow_cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "vow", *args], cwd=tmp_path, env=env, text=True,
+                              capture_output=True, timeout=120)
+
+    ran = vow_cli("run", order, "--id", "order/1")
+    assert ran.returncode == 0, ran.stderr
+    forked = vow_cli("fork", "order/1", "--from", "order/1")
+    assert forked.returncode == 0, forked.stderr
+    assert forked.stdout.startswith("order/1/fork-1: reuses 0 stored results of order/1; runs again: "), forked.stdout
+    assert "--detach" not in forked.stdout and "not started yet" not in forked.stdout, forked.stdout
+    assert "done: order/1/fork-1 succeeded" in forked.stdout, forked.stdout

@@ -491,7 +491,7 @@ def test_every_with_a_time_zone_is_refused_at_its_line_and_a_stored_one_still_ti
     assert run_id("old", T0 + 43200) in _runs(client)
 
 
-@pytest.mark.parametrize("name", ["", "a b", "-x", "x" * 65])
+@pytest.mark.parametrize("name", ["", "a b", "-x", "x" * 65, "x\n"])  # "$" matched before a final "\n"
 def test_a_bad_schedule_name_is_refused_as_a_name(client: Any, tmp_path: Path, name: str) -> None:
     # '' was taken as no name (the file's was used instead); 'a b' was refused as "--id: 'a b/...' is
     # not a usable run id", an option the user never gave.

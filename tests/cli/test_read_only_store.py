@@ -196,3 +196,51 @@ def test_a_new_store_in_a_folder_that_cannot_be_written_is_not_said_to_be_readab
     ran = vow(folder, "run", ORDER, how="reader")
     assert ran.returncode == 2 and ran.stderr.count("\n") == 1
     assert "is read-only to this user): to store runs, give a store you may write" in ran.stderr, ran.stderr
+
+
+SCHEDULED = "version: 1\nname: hourly\nschedule: {every: 1h}\nfan_out:\n  - {channel: slack, to: '#a', body: hi}\n"
+WRITES = [
+    ["run", ORDER, "--set", "order_id=RO-1"],
+    ["run", ORDER, "--set", "order_id=RO-1", "--detach"],
+    ["resume", "notify/P-1"],
+    ["resume", "--all"],
+    ["fork", "notify/A-1001", "--from", "notify/A-1001"],
+    ["retry", "notify/A-1001"],
+    ["resolve", "notify/P-1.approval", "yes"],
+    ["cancel", "notify/P-1"],
+    ["prune", "--older-than", "0s"],
+    ["schedule", "add", "hourly.yaml"],
+    ["schedule", "pause", "hourly"],
+    ["worker"],
+]
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding the store of :func:`make_store` and schedule ``hourly``, made once: each test
+    of the commands that write copies it (none of them may change it)."""
+    folder = tmp_path_factory.mktemp("stored")
+    make_store(folder)
+    (folder / "hourly.yaml").write_text(SCHEDULED)
+    added = vow(folder, "schedule", "add", "hourly.yaml")
+    assert added.returncode == 0, added.stderr
+    return folder
+
+
+@pytest.mark.parametrize("command", WRITES, ids=lambda c: " ".join(c[:2]).replace(ORDER, "FILE"))
+def test_a_command_that_writes_refuses_a_store_opened_read_only_in_one_line(folder: Path, stored: Path,
+                                                                            command: list[str]) -> None:
+    """``?read_only=true`` is asked for; a command that must write said so as a read-only file does.
+    `vow run` had printed "failed: notify/RO-1 unknown after -: StoreError ...", exit 1, and told to
+    `vow show` a run never stored; `vow resume` failed as the run's failure; `vow worker` logged its
+    failed claims forever."""
+    shutil.copytree(stored, folder, dirs_exist_ok=True)
+    url = f"sqlite:{folder / 'store' / 'vow.sqlite'}"
+    before = vow(folder, "ls", "--json").stdout
+    refused = vow(folder, *command, "--store", f"{url}?read_only=true")
+    assert refused.returncode == 2, refused
+    assert refused.stderr.count("\n") == 1, refused.stderr
+    assert "opened read-only (read_only=true)" in refused.stderr and "drop read_only=true" in refused.stderr, \
+        refused.stderr
+    assert refused.stdout == ""  # no run shown, no `vow show` of one never stored
+    assert vow(folder, "ls", "--json").stdout == before  # nothing written

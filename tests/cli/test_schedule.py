@@ -211,3 +211,25 @@ def test_a_schedule_this_vow_cannot_read_is_named_and_the_others_still_list(sand
     finally:
         store.close()
     assert sandbox.run("schedule", "rm", "newer").returncode == 0
+
+
+def test_schedule_ls_shows_no_last_tick_until_a_tick_has_run(sandbox: Any, start_worker: Any) -> None:
+    """The cursor `schedule add` stores is the latest tick before the add, so that none before it
+    starts: `schedule ls` showed it as LAST TICK (and --json as last_tick), a tick that never ran."""
+    sandbox.write("tick.yaml", PIPELINE.format(catch_up="latest"))
+    added = sandbox.run("schedule", "add", "tick.yaml", "--json")
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout)["last_tick"] is None
+    listed = sandbox.run("schedule", "ls")
+    assert listed.returncode == 0, listed.stderr
+    header, row = listed.stdout.splitlines()
+    assert row[header.index("LAST TICK"):].split()[0] == "-", listed.stdout
+    assert json.loads(sandbox.run("schedule", "ls", "--json").stdout)[0]["last_tick"] is None
+
+    worker = start_worker()
+    try:
+        wait_until(lambda: _resolved(sandbox), 60, "a tick ran", proc=worker.proc, interval=0.1)
+    finally:
+        worker.stop()
+    last = json.loads(sandbox.run("schedule", "ls", "--json").stdout)[0]["last_tick"]
+    assert last is not None and parse_tick_text(last) in _runs(sandbox)  # a tick that started its run

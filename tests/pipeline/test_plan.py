@@ -320,3 +320,23 @@ def test_a_validate_error_with_a_path_names_the_key_once() -> None:
     with pytest.raises(SpecError) as caught:
         make_plan(parse(text, "f.yaml"), plugins=plugins)
     assert str(caught.value) == "f.yaml:5: fan_out[0].to: not a fax number: '12345'"  # was "...to: to: not a..."
+
+
+@pytest.mark.parametrize("entry, expected", [
+    # The rule read "1-128 letters, digits and _ . @ + -", which '_x' fits, so the refusal did not say why.
+    ("fan_out:\n  - {channel: slack, to: '#a', body: hi, id: _x}\n",
+     "b.yaml:4: fan_out[0].id: '_x' is not a usable branch id (1-128 letters, digits and _ . @ + -, "
+     "starting with a letter, a digit or +)"),
+    # "$" also matches before a final line break, so the id "a\n" passed as if it were "a".
+    ("fan_out:\n  - {channel: slack, to: '#a', body: hi, id: \"a\\n\"}\n",
+     "b.yaml:4: fan_out[0].id: 'a\\n' is not a usable branch id (1-128 letters, digits and _ . @ + -, "
+     "starting with a letter, a digit or +)"),
+    ("gate: {promise: .approve}\nfan_out:\n  - {channel: slack, to: '#a', body: hi}\n",
+     "b.yaml:3: gate.promise: '.approve' is not a usable promise name (1-128 letters, digits and _ . @ + -, "
+     "starting with a letter, a digit or +)"),
+])
+def test_a_refused_branch_id_is_told_the_rule_it_breaks(installed_plugins, entry: str, expected: str) -> None:
+    text = f"version: 1\nname: ids\n{entry}"
+    with pytest.raises(SpecError) as caught:
+        make_plan(parse(text, "b.yaml"), plugins=installed_plugins)
+    assert str(caught.value) == expected

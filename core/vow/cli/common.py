@@ -101,6 +101,21 @@ def _existing_store(ctx: click.Context, param: click.Parameter, url: str | None)
     return url
 
 
+def writable(store: Any) -> Any:
+    """``store``, for a command that writes to it (runs, settles, prunes, schedules). A store opened
+    read-only by its URL (``?read_only=true``) is refused now, in one line and exit code 2, as a file
+    this user may not write is refused when opened: else the command failed at its first write, which
+    `vow run` reported as the failure of a run it never stored (and `vow worker` logged forever)."""
+    if getattr(store, "read_only", False):
+        from vow.stores import redact_url
+
+        command = click.get_current_context(silent=True)
+        name = command.command_path if command is not None else "this command"
+        raise StoreError(f"store {redact_url(store.url)}: opened read-only (read_only=true): {name} needs to write "
+                         "to it; drop read_only=true from the URL (vow ls and vow show read it as it is)")
+    return store
+
+
 class OutputFailed(OSError):
     """A write to stdout failed: its reader went away (``EPIPE``), the disk is full, ..."""
 

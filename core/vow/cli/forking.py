@@ -21,6 +21,7 @@ from vow.cli.common import (
     pipeline_name,
     print_json,
     utf8_text,
+    writable,
 )
 
 # The client, the engine and the live view are imported inside the commands: `vow --help` imports this
@@ -47,6 +48,7 @@ def _make_and_run(store: str | None, run_id: str, apps: tuple[str, ...], detach:
 
     plugins = installed_plugins()
     with Vow(store, plugins=plugins) as vow:
+        writable(vow.store)
         load_apps(vow, apps)
         original = vow.get(run_id)
         if original is not None and not detach and original.func not in vow.registered():
@@ -68,8 +70,9 @@ def _make_and_run(store: str | None, run_id: str, apps: tuple[str, ...], detach:
     progress = progress_for(record)
     with Vow(store, plugins=plugins, observers=[progress]) as vow:
         load_apps(vow, apps)
+        # The header would take a fork that copied nothing (--from RUN) for one stored by --detach.
         code = follow(vow, record.id, lambda: vow.resume(record.id), progress, as_json=as_json,
-                      title=pipeline_name(record) or record.func, existing=vow.get(record.id))
+                      title=pipeline_name(record) or record.func, existing=vow.get(record.id), made_here=True)
     sys.exit(code)
 
 

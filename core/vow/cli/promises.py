@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vow.cli.common import UserError, existing_store_option, installed_plugins, utf8_text
+from vow.cli.common import UserError, existing_store_option, installed_plugins, utf8_text, writable
 from vow.errors import VowError
 
 # The client and the engine under it, and the pipeline's input parser (YAML), are imported inside
@@ -16,6 +16,7 @@ def _settle(store: str | None, action: str, promise_id: str, *args: object) -> N
     from vow.client import Vow
 
     with Vow(store, plugins=installed_plugins()) as vow:
+        writable(vow.store)
         try:
             record = getattr(vow, action)(promise_id, *args)
         except VowError as exc:  # not found, settled otherwise, not an outside promise: the user's to fix

@@ -6,7 +6,7 @@ import time
 
 import click
 
-from vow.cli.common import existing_store_option, installed_plugins, json_option, print_json
+from vow.cli.common import existing_store_option, installed_plugins, json_option, print_json, writable
 from vow.retention import PruneResult, describe_seconds, parse_age, parse_states
 
 # The client and the engine under it are imported inside the commands: `vow --help` imports this
@@ -41,6 +41,8 @@ def prune(older_than: str, states: str | None, dry_run: bool, compact: bool, sto
     seconds = parse_age(older_than, what="--older-than")  # checked before the store is opened
     chosen = parse_states(states, what="--state")
     with Vow(store, plugins=installed_plugins()) as vow:
+        if not dry_run:  # a dry run only reads
+            writable(vow.store)
         cutoff = vow.store.now() - seconds  # the store's clock, as for leases and deadlines
         result = vow.store.prune(before=cutoff, states=chosen, dry_run=dry_run, compact=compact)
         url = vow.store.url

@@ -30,6 +30,7 @@ from vow.cli.common import (
     print_json,
     store_option,
     utf8_text,
+    writable,
 )
 from vow.records import PromiseRecord, State
 
@@ -93,6 +94,7 @@ def run(file: str, inputs: tuple[str, ...], sets: tuple[str, ...], run_id: str |
         plan = _plan(file, inputs, sets, run_id, plugins)
     progress = _progress(plan.run_id, plan.spec)
     with Vow(store or plan.store, plugins=plugins, observers=[] if detach else [progress]) as vow:
+        writable(vow.store)
         existing = vow.get(plan.run_id)
         plan = _as_stored(existing, plan)
         _check_same_run(existing, plan)
@@ -169,10 +171,12 @@ def resume(run_id: str | None, resume_all: bool, force: bool, apps: tuple[str, .
     plugins = installed_plugins()
     if resume_all:
         with Vow(store, plugins=plugins) as vow:
+            writable(vow.store)
             load_apps(vow, apps)
             sys.exit(_resume_all(vow, as_json))
     assert run_id is not None  # checked above: a run ID or --all
     with Vow(store, plugins=plugins) as probe:
+        writable(probe.store)
         record = _root_record(probe, run_id)
     progress = progress_for(record)
     with Vow(store, plugins=plugins, observers=[progress]) as vow:
@@ -271,15 +275,18 @@ def _check_same_run(existing: PromiseRecord | None, plan: Plan) -> None:
 
 # ---------------------------------------------------------------------------------- following a run
 def follow(vow: Any, run_id: str, start: Callable[[], Any], progress: Progress, *, as_json: bool, title: str,
-           existing: PromiseRecord | None) -> int:
+           existing: PromiseRecord | None, made_here: bool = False) -> int:
     """Start (or join) ``run_id`` with ``start()``, show it live until it settles, print the summary.
 
     Returns the exit code: 0 when the run resolved, 1 otherwise, 130 or 143 when Ctrl-C or SIGTERM
     stopped following it (the run stays pending). When stdout is closed or its reader goes away
-    (``| head -1``), the run goes on to its end all the same, without the view.
+    (``| head -1``), the run goes on to its end all the same, without the view. ``made_here``: this
+    command has just stored ``existing`` (`vow fork`, `vow retry`, which say what it reuses), so the
+    header does not guess from the store how it came to be pending.
     """
     with _said_by_the_view(run_id), _stop_on_signals(run_id, progress.changed) as stop, output_may_close():
-        return _follow(vow, run_id, start, progress, as_json=as_json, title=title, existing=existing, stop=stop)
+        return _follow(vow, run_id, start, progress, as_json=as_json, title=title, existing=existing, stop=stop,
+                       made_here=made_here)
 
 
 class _Stop:
@@ -363,7 +370,7 @@ class _LostLease(logging.Filter):
 
 
 def _follow(vow: Any, run_id: str, start: Callable[[], Any], progress: Progress, *, as_json: bool, title: str,
-            existing: PromiseRecord | None, stop: _Stop) -> int:
+            existing: PromiseRecord | None, stop: _Stop, made_here: bool = False) -> int:
     from vow.progress import PlainView, RichView
     tty = sys.stdout.isatty() and not as_json
     console = _console() if tty else None
@@ -372,7 +379,7 @@ def _follow(vow: Any, run_id: str, start: Callable[[], Any], progress: Progress,
         if existing.settled:
             progress.take_changes(final=True)  # the summary lists the stored rows, in file order
     if not as_json:
-        _header(console, title, run_id, vow.store.url, progress.rows(), existing, vow)
+        _header(console, title, run_id, vow.store.url, progress.rows(), None if made_here else existing, vow)
     handle = start()
     view: Any = RichView(progress, console) if tty else PlainView(progress, sys.stdout) if not as_json else None
     _watch(vow, run_id, handle, progress, view, stop)

@@ -14,7 +14,14 @@ from typing import Any
 
 import click
 
-from vow.cli.common import existing_store_option, installed_plugins, json_option, print_json, store_option
+from vow.cli.common import (
+    existing_store_option,
+    installed_plugins,
+    json_option,
+    print_json,
+    store_option,
+    writable,
+)
 
 # The store, the schedules and the pipeline code are imported inside the commands: `vow --help`
 # imports this module to list its commands and must stay fast (tests/cli/test_run.py checks it).
@@ -26,7 +33,7 @@ def _opened(store: str | None, *, read_only: bool = False) -> Iterator[Any]:
 
     opened = open_store(store, read_only=read_only)
     try:
-        yield opened
+        yield opened if read_only else writable(opened)
     finally:
         opened.close()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vow.cli.common import UserError
+from vow.cli.common import UserError, writable
 
 
 @click.group("store")
@@ -33,6 +33,7 @@ def copy(source: str, destination: str, batch_size: int) -> None:
     try:
         dst = open_store(destination)
         try:
+            writable(dst)
             try:
                 summary = copy_store(src, dst, batch_size=batch_size,
                                      progress=lambda text: click.echo(text, err=True))

@@ -9,7 +9,7 @@ import time
 
 import click
 
-from vow.cli.common import installed_plugins, load_apps, output_may_close, store_option
+from vow.cli.common import installed_plugins, load_apps, output_may_close, store_option, writable
 from vow.events import Event, EventKind
 from vow.retention import MAX_AGE, AutoPrune, describe_seconds, parse_age
 from vow.stopping import stop_on_signals
@@ -142,6 +142,7 @@ def worker(store: str | None, apps: tuple[str, ...], poll: float, max_running: i
     # A log nobody reads any more (`vow worker | head`, a closed terminal) stops the log, not the work.
     with output_may_close(), LogOutput() as output, \
             Vow(store, plugins=installed_plugins(), observers=[WorkerLog(output)]) as vow:
+        writable(vow.store)
         load_apps(vow, apps)
         workflows = ", ".join(sorted(vow.registered()))
         output.say(f"worker on {vow.store.url} runs: {workflows}; stop with Ctrl-C or SIGTERM", now=True)

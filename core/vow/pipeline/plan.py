@@ -42,8 +42,10 @@ from vow.retention import parse_duration
 from vow.retry import from_config
 from vow.stores import parse_store_url, redact_url
 
-BRANCH_ID = re.compile(r"^[A-Za-z0-9+][A-Za-z0-9_.@+-]{0,127}$")
-BRANCH_ID_RULE = "1-128 letters, digits and _ . @ + -"
+# \A and \Z, not ^ and $: "$" also matches before a final line break, so "a\n" passed as an id.
+BRANCH_ID = re.compile(r"\A[A-Za-z0-9+][A-Za-z0-9_.@+-]{0,127}\Z")
+# Said whole, the first character too: "_x" fits "letters, digits and _ . @ + -" yet is refused.
+BRANCH_ID_RULE = "1-128 letters, digits and _ . @ + -, starting with a letter, a digit or +"
 DEFAULT_IMAGE_OUTPUT = ".vow/output"
 MAX_PLAN_SIZE = 50_000_000
 """The most a whole plan may hold, in characters of text plus items of lists and mappings (as

@@ -42,7 +42,8 @@ DEFAULT_GRACE = 60.0
 MAX_PER_LOOK = 100
 """With ``catch_up: all``, how many missed ticks one look starts (the next look starts the next ones)."""
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+# \A and \Z, not ^ and $: "$" also matches before a final line break, so "x\n" passed as a name.
+NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 NAME_RULE = "1-64 letters, digits, '-' and '_', starting with a letter or digit"
 
 CatchUp = Literal["latest", "all", "none"]

@@ -35,8 +35,13 @@ class ScheduleInfo:
     definition: Definition
     paused: bool
     cursor: float | None
+    """The last tick handled: fired, or skipped (by the catch-up policy, or as the latest tick before the
+    schedule was added or resumed, so that it does not start)."""
     next_tick: float | None
     updated_at: float
+    last_tick: float | None = None
+    """The cursor when its tick started a run that is in the store; else ``None`` (no tick has run yet,
+    or the last tick handled was skipped, or its run was pruned)."""
 
     @property
     def next_run_id(self) -> str | None:
@@ -49,7 +54,7 @@ class ScheduleInfo:
         return {"name": self.name, "kind": self.definition.kind, "what": self.definition.what,
                 "cron": timing.cron, "every": timing.every, "timezone": timing.timezone,
                 "catch_up": self.definition.catch_up, "grace": self.definition.grace, "paused": self.paused,
-                "last_tick": tick_text(self.cursor) if self.cursor is not None else None,
+                "last_tick": tick_text(self.last_tick) if self.last_tick is not None else None,
                 "next_tick": tick_text(self.next_tick) if self.next_tick is not None else None,
                 "next_run_id": self.next_run_id}
 
@@ -64,14 +69,20 @@ def definition_of(record: ScheduleRecord) -> Definition:
                           f"{record.name} removes it)") from None
 
 
-def info(record: ScheduleRecord, now: float) -> ScheduleInfo:
+def info(record: ScheduleRecord, now: float, store: Any = None) -> ScheduleInfo:
     """What ``record`` means at ``now``: its next tick is the first after its cursor (one in the past
-    while no worker fires it)."""
+    while no worker fires it). With ``store``, its last tick is the cursor if that tick's run is there."""
     definition = definition_of(record)
     next_tick = None
     if not record.paused:
         next_tick = definition.timing.after(record.cursor if record.cursor is not None else now)
-    return ScheduleInfo(record.name, definition, record.paused, record.cursor, next_tick, record.updated_at)
+    # The cursor alone is no tick that ran: adding or resuming a schedule sets it to the latest tick
+    # before, which never starts (`vow schedule ls` showed it as LAST TICK just after `add`).
+    last_tick = None
+    if store is not None and record.cursor is not None and store.get(run_id(record.name, record.cursor)) is not None:
+        last_tick = record.cursor
+    return ScheduleInfo(record.name, definition, record.paused, record.cursor, next_tick, record.updated_at,
+                        last_tick)
 
 
 def listing(store: Any, *, problems: list[str] | None = None) -> list[ScheduleInfo]:
@@ -81,7 +92,7 @@ def listing(store: Any, *, problems: list[str] | None = None) -> list[ScheduleIn
     infos = []
     for record in store.schedules():
         try:
-            infos.append(info(record, now))
+            infos.append(info(record, now, store))
         except ConfigError as exc:
             if problems is None:
                 raise
@@ -114,7 +125,7 @@ def put(store: Any, name: str, definition: Definition) -> ScheduleInfo:
         if same_timing:
             cursor = existing.cursor
     store.put_schedule(ScheduleRecord(name, definition.to_json(), paused, cursor))
-    return info(get(store, name), now)
+    return info(get(store, name), now, store)
 
 
 def add_pipeline(store: Any, file: str, *, plugins: Plugins, name: str | None = None,
@@ -175,7 +186,7 @@ def pause(store: Any, name: str) -> ScheduleInfo:
     record = get(store, name)
     definition_of(record)  # one this vow cannot read is refused before anything is written
     store.put_schedule(attrs.evolve(record, paused=True))
-    return info(get(store, name), store.now())
+    return info(get(store, name), store.now(), store)
 
 
 def resume(store: Any, name: str) -> ScheduleInfo:
@@ -184,11 +195,11 @@ def resume(store: Any, name: str) -> ScheduleInfo:
     record = get(store, name)
     now = store.now()
     if not record.paused:
-        return info(record, now)
+        return info(record, now, store)
     latest = definition_of(record).timing.latest(now)
     cursor = latest if record.cursor is None else max(record.cursor, latest)
     store.put_schedule(attrs.evolve(record, paused=False, cursor=cursor))
-    return info(get(store, name), now)
+    return info(get(store, name), now, store)
 
 
 def remove(store: Any, name: str) -> None:
