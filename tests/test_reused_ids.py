@@ -1,0 +1,337 @@
+"""An id given with ``.options(id=...)`` again is the same call: counted at the sink, on memory,
+SQLite and PostgreSQL. Each case says what the README promises for it ("that id again, for the
+same function, is the same call and gets its outcome"; "a settled promise is never run again")."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vow import (
+    CanceledError,
+    Constant,
+    Context,
+    DuplicateIdError,
+    LeafContext,
+    PermanentError,
+    PromiseTimeoutError,
+    State,
+    TransientError,
+    Vow,
+)
+from vow.testing import wait_until
+
+WAIT = 30.0  # only a hang detector: every wait ends on an event
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def vow(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Vow]:
+    if request.param == "memory":
+        store = "memory:"
+    elif request.param == "sqlite":
+        store = f"sqlite:{tmp_path / 'vow.sqlite'}"
+    else:
+        store = request.getfixturevalue("postgres_url")
+    client = Vow(store=store)
+    yield client
+    client.close()
+
+
+class Sink:
+    """What the leaves sent, in order (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, object]] = []
+        self.lock = threading.Lock()
+
+    def add(self, ctx: LeafContext, what: object) -> None:
+        with self.lock:
+            self.sent.append((ctx.id, what))
+
+
+def test_an_outside_promise_asked_for_twice_is_one_promise(vow: Vow) -> None:
+    """ctx.promise(X) again, while pending and after it was resolved, is the same promise."""
+
+    def approve(ctx: Context):
+        first = yield ctx.promise(f"{ctx.id}.ok")
+        same = yield ctx.promise(f"{ctx.id}.ok")  # still pending: the same handle
+        value = yield first
+        later = yield ctx.promise(f"{ctx.id}.ok")  # resolved: its outcome at once
+        return [same is first, value, (yield same), (yield later), later.state.value]
+
+    vow.register(approve)
+    handle = vow.begin_run("p/1", approve)
+    wait_until(lambda: vow.get("p/1.ok") is not None, timeout=WAIT)
+    vow.resolve("p/1.ok", 7)
+    assert handle.result(timeout=WAIT) == [True, 7, 7, 7, "resolved"]
+
+
+def test_an_outside_promise_rejected_then_asked_for_again_gets_the_rejection(vow: Vow) -> None:
+    def approve(ctx: Context):
+        first = yield ctx.promise(f"{ctx.id}.ok")
+        errors = []
+        for handle in (first, (yield ctx.promise(f"{ctx.id}.ok"))):
+            try:
+                yield handle
+            except Exception as exc:  # noqa: BLE001
+                errors.append(str(exc))
+        again = yield ctx.promise(f"{ctx.id}.ok")
+        try:
+            yield again
+        except Exception as exc:  # noqa: BLE001
+            errors.append(str(exc))
+        return errors
+
+    vow.register(approve)
+    handle = vow.begin_run("p/2", approve)
+    wait_until(lambda: vow.get("p/2.ok") is not None, timeout=WAIT)
+    vow.reject("p/2.ok", "no")
+    assert handle.result(timeout=WAIT) == ["no", "no", "no"]
+
+
+def test_a_sleep_given_an_id_twice_sleeps_once(vow: Vow) -> None:
+    def nap(ctx: Context):
+        yield ctx.sleep(0.05).options(id=f"{ctx.id}.nap")
+        again = yield ctx.sleep(60).options(id=f"{ctx.id}.nap")  # slept already: not 60 s more
+        return again
+
+    vow.register(nap)
+    assert vow.run("s/1", nap, timeout=WAIT) is None
+
+
+def test_begin_run_then_run_of_the_same_id_runs_the_leaf_once(vow: Vow) -> None:
+    sink = Sink()
+
+    def send(ctx: LeafContext, n: int) -> int:
+        sink.add(ctx, n)
+        return n
+
+    def flow(ctx: Context):
+        handle = yield ctx.begin_run(send, 1).options(id=f"{ctx.id}.x")
+        value = yield ctx.run(send, 1).options(id=f"{ctx.id}.x")
+        return [value, (yield handle), (yield ctx.run(send, 1).options(id=f"{ctx.id}.x"))]
+
+    vow.register(flow)
+    assert vow.run("b/1", flow, timeout=WAIT) == [1, 1, 1]
+    assert sink.sent == [("b/1.x", 1)]
+
+
+def test_one_id_several_times_in_one_all_runs_once(vow: Vow) -> None:
+    sink = Sink()
+
+    def send(ctx: LeafContext, n: int) -> int:
+        sink.add(ctx, n)
+        return n
+
+    def flow(ctx: Context):
+        handles = []
+        for _ in range(3):
+            handles.append((yield ctx.begin_run(send, 1).options(id=f"{ctx.id}.x")))
+        handles.append((yield ctx.begin_run(send, 2)))
+        values = yield ctx.all(handles)
+        settled = yield ctx.all_settled(handles)
+        first = yield ctx.any(handles)
+        more = []
+        for _ in range(2):
+            more.append((yield ctx.begin_run(send, 1).options(id=f"{ctx.id}.x")))
+        return [values, [o.value for o in settled], first, (yield ctx.all(more))]
+
+    vow.register(flow)
+    assert vow.run("a/1", flow, timeout=WAIT) == [[1, 1, 1, 2], [1, 1, 1, 2], 1, [1, 1]]
+    assert sorted(sink.sent) == [("a/1.4", 2), ("a/1.x", 1)]
+
+
+def test_one_failing_id_several_times_in_one_all_fails_it_once(vow: Vow) -> None:
+    sink = Sink()
+
+    def fail(ctx: LeafContext) -> None:
+        sink.add(ctx, ctx.attempt)
+        raise PermanentError("no")
+
+    def flow(ctx: Context):
+        handles = []
+        for _ in range(3):
+            handles.append((yield ctx.begin_run(fail).options(id=f"{ctx.id}.x")))
+        try:
+            yield ctx.all(handles)
+        except PermanentError as exc:
+            first = str(exc)
+        settled = yield ctx.all_settled(handles)
+        try:
+            yield ctx.any(handles)
+        except PermanentError as exc:
+            anyone = str(exc)
+        return [first, [o.state.value for o in settled], anyone]
+
+    vow.register(flow)
+    assert vow.run("a/2", flow, timeout=WAIT) == ["no", ["rejected"] * 3, "no"]
+    assert sink.sent == [("a/2.x", 1)]
+
+
+def test_a_child_and_its_parent_share_an_id_the_leaf_runs_once(vow: Vow) -> None:
+    sink = Sink()
+
+    def send(ctx: LeafContext, n: int) -> int:
+        sink.add(ctx, n)
+        return n
+
+    def child(ctx: Context, shared: str):
+        return (yield ctx.run(send, 1).options(id=shared))
+
+    def parent(ctx: Context):
+        shared = f"{ctx.id}.shared"
+        kid = yield ctx.begin_run(child, shared)
+        mine = yield ctx.run(send, 1).options(id=shared)
+        theirs = yield kid
+        late = yield ctx.run(child, shared).options(id=f"{ctx.id}.kid2")  # a second child, after it settled
+        return [mine, theirs, late, (yield ctx.run(send, 1).options(id=shared))]
+
+    vow.register(child)
+    vow.register(parent)
+    assert vow.run("c/1", parent, timeout=WAIT) == [1, 1, 1, 1]
+    assert sink.sent == [("c/1.shared", 1)]
+
+
+def test_a_failed_leaf_met_again_gets_its_rejection_not_a_new_run(vow: Vow) -> None:
+    sink = Sink()
+
+    def fail(ctx: LeafContext) -> None:
+        sink.add(ctx, ctx.attempt)
+        raise TransientError(f"down {ctx.attempt}")
+
+    def flow(ctx: Context):
+        errors = []
+        for _ in range(3):
+            try:
+                yield ctx.run(fail).options(id=f"{ctx.id}.x", retry=Constant(0.01, max_attempts=2))
+            except TransientError as exc:
+                errors.append(str(exc))
+            if len(errors) == 2:
+                yield ctx.sleep(0.02)  # a later round too
+        return errors
+
+    vow.register(flow)
+    assert vow.run("f/1", flow, timeout=WAIT) == ["down 2"] * 3
+    assert sink.sent == [("f/1.x", 1), ("f/1.x", 2)]
+
+
+def test_a_timed_out_leaf_met_again_gets_its_timeout_not_a_new_run(vow: Vow) -> None:
+    sink = Sink()
+    release = threading.Event()
+
+    def slow(ctx: LeafContext) -> None:
+        sink.add(ctx, ctx.attempt)
+        release.wait(WAIT)
+
+    def flow(ctx: Context):
+        errors = []
+        for _ in range(2):
+            try:
+                yield ctx.run(slow).options(id=f"{ctx.id}.x", timeout=0.1)
+            except PromiseTimeoutError as exc:
+                errors.append(type(exc).__name__)
+        yield ctx.sleep(0.02)
+        try:
+            yield ctx.run(slow).options(id=f"{ctx.id}.x", timeout=0.1)
+        except PromiseTimeoutError as exc:
+            errors.append(type(exc).__name__)
+        return errors
+
+    vow.register(flow)
+    try:
+        assert vow.run("t/1", flow, timeout=WAIT) == ["PromiseTimeoutError"] * 3
+    finally:
+        release.set()
+    assert sink.sent == [("t/1.x", 1)]
+    assert vow.get("t/1.x").state is State.TIMEDOUT
+
+
+def test_an_explicit_id_equal_to_a_later_auto_id_is_that_call(vow: Vow) -> None:
+    """`{ctx.id}.2` given to the first call is the id the second call gets by counting: for the same
+    function it is the same call (its outcome); for another function the second call fails."""
+    sink = Sink()
+
+    def send(ctx: LeafContext, n: int) -> int:
+        sink.add(ctx, n)
+        return n
+
+    def other(ctx: LeafContext) -> None:
+        sink.add(ctx, "other")
+
+    def same(ctx: Context):
+        first = yield ctx.run(send, 1).options(id=f"{ctx.id}.2")
+        return [first, (yield ctx.run(send, 1))]  # counted: {ctx.id}.2
+
+    def clash(ctx: Context):
+        first = yield ctx.run(send, 1).options(id=f"{ctx.id}.2")
+        try:
+            yield ctx.run(other)
+        except DuplicateIdError as exc:
+            return [first, str(exc)]
+        return [first, "no error"]
+
+    vow.register(same)
+    vow.register(clash)
+    assert vow.run("e/1", same, timeout=WAIT) == [1, 1]
+    first, error = vow.run("e/2", clash, timeout=WAIT)
+    assert first == 1 and "e/2.2" in error
+    assert sink.sent == [("e/1.2", 1), ("e/2.2", 1)]
+
+
+def test_a_retried_workflow_meets_its_ids_again_and_runs_no_leaf_twice(vow: Vow) -> None:
+    sink = Sink()
+    tries: list[int] = []
+
+    def send(ctx: LeafContext, n: int) -> int:
+        sink.add(ctx, n)
+        return n
+
+    def body(ctx: Context):
+        tries.append(1)
+        a = yield ctx.run(send, 1).options(id=f"{ctx.id}.a")
+        b = yield ctx.run(send, 2).options(id=f"{ctx.id}.a")
+        c = yield ctx.run(send, 3)
+        if len(tries) < 3:
+            raise TransientError("again")
+        return [a, b, c]
+
+    def parent(ctx: Context):
+        return (yield ctx.run(body).options(retry=Constant(0.01, max_attempts=5)))
+
+    vow.register(body)
+    vow.register(parent)
+    assert vow.run("r/1", parent, timeout=WAIT) == [1, 1, 3]
+    assert sorted(sink.sent) == [("r/1.1.3", 3), ("r/1.1.a", 1)]
+
+
+def test_a_leaf_canceled_from_outside_met_again_is_canceled(vow: Vow) -> None:
+    """A leaf canceled with vow.cancel, met again by id: its outcome (canceled), not a new run."""
+    sink = Sink()
+    gate = threading.Event()
+
+    def slow(ctx: LeafContext) -> None:
+        sink.add(ctx, 1)
+        gate.wait(WAIT)
+
+    def flow(ctx: Context):
+        outcomes = []
+        for _ in range(2):
+            try:
+                yield ctx.run(slow).options(id=f"{ctx.id}.slow")
+            except CanceledError:
+                outcomes.append("canceled")
+        return outcomes
+
+    vow.register(flow)
+    handle = vow.begin_run("x/1", flow)
+    try:
+        wait_until(lambda: sink.sent, timeout=WAIT)
+        vow.cancel("x/1.slow")
+        assert handle.result(timeout=WAIT) == ["canceled", "canceled"]
+    finally:
+        gate.set()
+    assert sink.sent == [("x/1.slow", 1)]
+
