@@ -335,3 +335,59 @@ def test_a_leaf_canceled_from_outside_met_again_is_canceled(vow: Vow) -> None:
         gate.set()
     assert sink.sent == [("x/1.slow", 1)]
 
+
+def test_an_id_in_the_form_of_vows_own_timers_is_refused_at_the_call(vow: Vow) -> None:
+    """An id shaped like the engine's own bookkeeping (a retry's back-off ``{id}.backoff.{n}``, a rate-limit
+    wait ``{id}.throttle.{n}.{m}``, a ``ctx.patched`` marker ``{run}.patched.{name}``) fails its call with
+    DuplicateIdError. Before, a leaf given ``{ctx.id}.x.backoff.2`` shared its row with the back-off timer of
+    ``{ctx.id}.x``'s retry: the timer's end stored ``null`` as the leaf's outcome, and the workflow got
+    None for a leaf that returned 5 (its outcome lost)."""
+    sink = Sink()
+    both = threading.Event()
+
+    def send(ctx: LeafContext, n: int) -> int:
+        sink.add(ctx, n)
+        both.wait(WAIT)  # pending while the other call retries: its back-off timer comes in meanwhile
+        return n
+
+    def flaky(ctx: LeafContext) -> str:
+        sink.add(ctx, ctx.attempt)
+        if ctx.attempt == 1:
+            raise TransientError("once")
+        both.set()
+        return "ok"
+
+    def flow(ctx: Context):
+        try:
+            handle = yield ctx.begin_run(send, 5).options(id=f"{ctx.id}.x.backoff.2")
+        except DuplicateIdError as exc:
+            return ["refused", "vow's own" in str(exc)]
+        return [(yield ctx.run(flaky).options(id=f"{ctx.id}.x", retry=Constant(0.01, max_attempts=3))),
+                (yield handle)]  # before: None, the back-off timer's end
+
+    def others(ctx: Context):
+        refused = []
+        for taken in (f"{ctx.id}.y.throttle.1.1", f"{ctx.id}.patched.new"):
+            try:
+                yield ctx.begin_run(send, 6).options(id=taken)
+            except DuplicateIdError as exc:
+                refused.append(taken in str(exc))
+        try:
+            yield ctx.promise(f"{ctx.id}.z.backoff.3")
+        except DuplicateIdError as exc:
+            refused.append(f"{ctx.id}.z.backoff.3" in str(exc))
+        return refused
+
+    def named(ctx: Context):
+        return (yield ctx.run(flaky).options(id=f"{ctx.id}.fine", retry=Constant(0.01, max_attempts=3)))
+
+    vow.register(others)
+    vow.register(named)
+    vow.register(flow)
+    try:
+        assert vow.run("v/1", flow, timeout=WAIT) == ["refused", True]
+        assert vow.run("v/2", others, timeout=WAIT) == [True, True, True]
+        assert vow.run("v/3.patched.b", named, timeout=WAIT) == "ok"  # the form only at the end of an id
+    finally:
+        both.set()
+    assert sink.sent == [("v/3.patched.b.fine", 1), ("v/3.patched.b.fine", 2)]
