@@ -391,3 +391,38 @@ def test_an_id_in_the_form_of_vows_own_timers_is_refused_at_the_call(vow: Vow) -
     finally:
         both.set()
     assert sink.sent == [("v/3.patched.b.fine", 1), ("v/3.patched.b.fine", 2)]
+
+
+def test_a_call_given_the_id_of_a_workflow_it_is_made_in_fails_instead_of_waiting_for_itself(vow: Vow) -> None:
+    """The same function under the id of the workflow making the call (or of one it runs under) is that
+    workflow: waiting for it would wait for itself. The call fails with DuplicateIdError. Before, the run
+    hung until its timeout (a root calling itself as a child; a child calling itself; a grandchild calling
+    the root's function with the root's id)."""
+
+    def itself(ctx: Context, depth: int):
+        if depth:
+            return "deep"
+        try:
+            return (yield ctx.run(itself, 1).options(id=ctx.id))
+        except DuplicateIdError as exc:
+            return f"refused: {ctx.id in str(exc)}"
+
+    def inner(ctx: Context, root: str):
+        try:
+            return (yield ctx.run(top, 1).options(id=root))
+        except DuplicateIdError as exc:
+            return f"refused: {root in str(exc)}"
+
+    def middle(ctx: Context, root: str):
+        mine = yield ctx.run(itself, 0)  # a child calling itself under its own id
+        return [mine, (yield ctx.run(inner, root))]
+
+    def top(ctx: Context, depth: int):
+        if depth:
+            return "again"
+        return (yield ctx.run(middle, ctx.id))
+
+    for fn in (itself, inner, middle, top):
+        vow.register(fn)
+    assert vow.run("w/1", itself, 0, timeout=WAIT) == "refused: True"
+    assert vow.run("w/2", top, 0, timeout=WAIT) == ["refused: True", "refused: True"]

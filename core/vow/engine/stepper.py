@@ -204,6 +204,13 @@ class Stepper:
                     f"promise id {cid!r} has the form of vow's own bookkeeping ids (a retry's back-off "
                     "'{id}.backoff.{n}', a rate-limit wait '{id}.throttle.{n}.{m}', a ctx.patched marker "
                     "'{run}.patched.{name}'), which vow stores without asking: give this call another id")
+            above: WorkflowRun | None = run
+            while above is not None:  # only given ids: a counted one is longer than its run's
+                if above.id == cid:
+                    raise DuplicateIdError(
+                        f"promise id {cid!r} is the id of workflow {above.node.func!r}, which this call is made in "
+                        "or under: the call would be that workflow and wait for itself. Give it another id")
+                above = above.node.run
         node = root.live.get(cid)
         if node is not None:  # the same id again while it is pending: the same promise
             if node.func != func or node.kind is not kind:  # made by this very code: not a change of code
