@@ -18,9 +18,11 @@ from vow import (
     LeafContext,
     PermanentError,
     PromiseTimeoutError,
+    RunHandle,
     State,
     TransientError,
     Vow,
+    VowError,
 )
 from vow.testing import wait_until
 
@@ -426,3 +428,43 @@ def test_a_call_given_the_id_of_a_workflow_it_is_made_in_fails_instead_of_waitin
         vow.register(fn)
     assert vow.run("w/1", itself, 0, timeout=WAIT) == "refused: True"
     assert vow.run("w/2", top, 0, timeout=WAIT) == ["refused: True", "refused: True"]
+
+
+def test_runs_that_give_one_id_in_the_same_commit_run_its_leaf_once(vow: Vow) -> None:
+    """Ids given with .options(id=...) belong to one run: of several runs that create the same id in one
+    commit, the first keeps it and the others fail with VowError. Before, the commit's answer was kept by
+    id, so it reached only the last of them: the ones between ran the leaf too (three sends for one id),
+    and their settle overwrote the owner's outcome (the owner got another run's value)."""
+    sink = Sink()
+    entered, release = threading.Event(), threading.Event()
+
+    def send(ctx: LeafContext, n: int) -> int:
+        sink.add(ctx, n)
+        return n
+
+    def flow(ctx: Context, n: int):
+        return (yield ctx.run(send, n).options(id="shared/1"))
+
+    def outcome(handle: RunHandle) -> object:
+        try:
+            return handle.result(timeout=WAIT)
+        except VowError as exc:  # the run fails, as for an id another run stored earlier
+            return "already used" if "already used by run 'own/0'" in str(exc) else repr(exc)
+
+    def blocker(ctx: Context):
+        entered.set()
+        release.wait(WAIT)  # holds the engine thread: the runs below start in one round, one commit
+        return 0
+        yield
+
+    vow.register(flow)
+    vow.register(blocker)
+    held = vow.begin_run("hold/1", blocker)
+    assert entered.wait(WAIT)
+    handles = [vow.begin_run(f"own/{n}", flow, n) for n in range(4)]
+    release.set()
+    assert held.result(timeout=WAIT) == 0
+    results = [outcome(h) for h in handles]
+    assert sorted(results, key=str) == [0, "already used", "already used", "already used"], results
+    assert sink.sent == [("shared/1", 0)]
+    assert vow.get("shared/1").value == "0"
