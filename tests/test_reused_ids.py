@@ -468,3 +468,33 @@ def test_runs_that_give_one_id_in_the_same_commit_run_its_leaf_once(vow: Vow) ->
     assert sorted(results, key=str) == [0, "already used", "already used", "already used"], results
     assert sink.sent == [("shared/1", 0)]
     assert vow.get("shared/1").value == "0"
+
+
+def test_a_child_met_again_after_it_settled_leaves_nothing_pending(vow: Vow) -> None:
+    """A child workflow's id again, with arguments that make its body start more branches than the
+    first time: the stored outcome stands, the body stops, and the branches it made before the commit
+    that found the child settled end canceled. Before, those the first body never made stayed pending in
+    the store for ever, under a resolved child of a resolved run."""
+    sink = Sink()
+
+    def send(ctx: LeafContext, n: int) -> int:
+        sink.add(ctx, n)
+        return n
+
+    def child(ctx: Context, k: int):
+        handles = []
+        for i in range(k):
+            handles.append((yield ctx.begin_run(send, i)))
+        return (yield ctx.all(handles))
+
+    def parent(ctx: Context):
+        first = yield ctx.run(child, 1).options(id=f"{ctx.id}.kid")
+        return [first, (yield ctx.run(child, 3).options(id=f"{ctx.id}.kid"))]
+
+    vow.register(child)
+    vow.register(parent)
+    assert vow.run("k/1", parent, timeout=WAIT) == [[0], [0]]
+    assert sink.sent == [("k/1.kid.1", 0)]
+    states = {r.id: r.state for r in vow.store.tree("k/1")}
+    assert states == {"k/1": State.RESOLVED, "k/1.kid": State.RESOLVED, "k/1.kid.1": State.RESOLVED,
+                      "k/1.kid.2": State.CANCELED, "k/1.kid.3": State.CANCELED}

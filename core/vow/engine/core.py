@@ -304,8 +304,9 @@ class Engine:
                 return
 
     def _after_commit(self, result: CommitResult) -> None:
-        for rid, record in result.existing.values():
-            self._existing(rid, record)
+        existing = result.existing
+        for rid, record in existing.values():
+            self._existing(rid, record, existing)
         for rid in result.lost:
             root = self._roots.get(rid)
             if root is not None:
@@ -745,10 +746,10 @@ class Engine:
         self.settle(node, State.TIMEDOUT, None, self.codec.decode(text), text)
 
     # ------------------------------------------------------------------ the store disagrees
-    def _existing(self, rid: str, record: PromiseRecord) -> None:
+    def _existing(self, rid: str, record: PromiseRecord, found: dict[str, Any]) -> None:
         """A promise root ``rid`` made was in the store already: an id given twice, or one met again
         after it settled and left memory. The stored outcome stands; an id that belongs to another
-        run fails this one."""
+        run fails this one. ``found``: every such record of the commit, by id."""
         root = self._roots.get(rid)
         node = root.live.get(record.id) if root is not None else None
         if root is None or node is None or node.state is not _PENDING:
@@ -781,8 +782,11 @@ class Engine:
             if node.child is not None:  # a child workflow met again after it settled: its body stops here
                 node.child.close()
                 for other in [n for n in root.live.values() if _under(n, node)]:
-                    del root.live[other.id]  # stored under the settled child already; nothing to write
-                    other.state = State.CANCELED  # nothing waits for it, and nothing may start it
+                    if other.id in found:  # stored under the settled child already; nothing to write
+                        del root.live[other.id]
+                        other.state = State.CANCELED  # nothing waits for it, and nothing may start it
+                    else:  # this body went further than the first one: its new branch was just stored pending
+                        self._cancel(other)
             self._wake(node)
 
     def _replay(self, root: RootRun, won: dict[str, PromiseRecord]) -> None:
