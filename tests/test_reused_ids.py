@@ -498,3 +498,36 @@ def test_a_child_met_again_after_it_settled_leaves_nothing_pending(vow: Vow) -> 
     states = {r.id: r.state for r in vow.store.tree("k/1")}
     assert states == {"k/1": State.RESOLVED, "k/1.kid": State.RESOLVED, "k/1.kid.1": State.RESOLVED,
                       "k/1.kid.2": State.CANCELED, "k/1.kid.3": State.CANCELED}
+
+
+def test_a_settled_childs_id_given_to_another_child_workflow_fails_that_call_only(vow: Vow) -> None:
+    """The id of a settled child workflow given to another workflow function: that call fails with
+    DuplicateIdError (README), the run goes on. Before, the second child's body had met the first child's
+    branch ({id}.1, settled) and the engine canceled it over its stored outcome: the commit was refused,
+    the run replayed, and stopped with NonDeterminismError, left pending."""
+    sink = Sink()
+
+    def send(ctx: LeafContext, n: int) -> int:
+        sink.add(ctx, n)
+        return n
+
+    def child_a(ctx: Context):
+        return (yield ctx.run(send, 1))
+
+    def child_b(ctx: Context):
+        return (yield ctx.run(send, 2))
+
+    def parent(ctx: Context):
+        first = yield ctx.run(child_a).options(id=f"{ctx.id}.kid")
+        try:
+            yield ctx.run(child_b).options(id=f"{ctx.id}.kid")
+        except DuplicateIdError as exc:
+            return [first, "child_a" in str(exc)]
+        return [first, "no error"]
+
+    for fn in (child_a, child_b, parent):
+        vow.register(fn)
+    assert vow.run("g/1", parent, timeout=WAIT) == [1, True]
+    assert sink.sent == [("g/1.kid.1", 1)]
+    assert {r.id: r.state for r in vow.store.tree("g/1")} == {
+        "g/1": State.RESOLVED, "g/1.kid": State.RESOLVED, "g/1.kid.1": State.RESOLVED}

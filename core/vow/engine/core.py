@@ -769,9 +769,7 @@ class Engine:
             # meets the same row and fails it the same way).
             root.live.pop(record.id, None)
             if node.child is not None:  # a child workflow: its body ran before this commit; stop what it made
-                node.child.close()
-                for other in [n for n in root.live.values() if _under(n, node)]:
-                    self._cancel(other)  # stored with this commit: canceled before any leaf starts
+                self._stop_body(root, node, found)
             node.state = State.REJECTED
             node.error = duplicate_id(record.id, record.func or record.kind.value, node.func or node.kind.value)
             self._wake(node)
@@ -780,14 +778,23 @@ class Engine:
             root.live.pop(record.id, None)
             fill_from_record(node, record, self.codec)
             if node.child is not None:  # a child workflow met again after it settled: its body stops here
-                node.child.close()
-                for other in [n for n in root.live.values() if _under(n, node)]:
-                    if other.id in found:  # stored under the settled child already; nothing to write
-                        del root.live[other.id]
-                        other.state = State.CANCELED  # nothing waits for it, and nothing may start it
-                    else:  # this body went further than the first one: its new branch was just stored pending
-                        self._cancel(other)
+                self._stop_body(root, node, found)
             self._wake(node)
+
+    def _stop_body(self, root: RootRun, node: PromiseNode, found: dict[str, Any]) -> None:
+        """The child workflow ``node`` met an id the store held already: close the body that ran before
+        this commit, and stop what it made, before any of its leaves starts. A branch the commit found
+        stored (the earlier call's, settled) keeps its outcome, nothing written for it; one it stored
+        just now, pending, is canceled."""
+        child = node.child
+        assert child is not None
+        child.close()
+        for other in [n for n in root.live.values() if _under(n, node)]:
+            if other.id in found:
+                del root.live[other.id]
+                other.state = State.CANCELED  # nothing waits for it, and nothing may start it
+            else:
+                self._cancel(other)
 
     def _replay(self, root: RootRun, won: dict[str, PromiseRecord]) -> None:
         """A commit of ``root`` lost to outcomes stored from outside (``won``): nothing of it was
