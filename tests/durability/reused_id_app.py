@@ -1,7 +1,8 @@
-"""One workflow that uses one id three times, for the crash tests of reused ids:
-``python -m tests.durability.reused_id_app STORE SINK HOLD`` (from the checkout's root).
+"""Workflows that use one id again, for the crash tests of reused ids:
+``python -m tests.durability.reused_id_app STORE SINK HOLD [clash]`` (from the checkout's root).
 
-Runs ``reuse/1`` (:func:`reuse`) on STORE with a short lease and prints its result. Every leaf
+Runs ``reuse/1`` (:func:`reuse`; with ``clash``, ``clash/1``:
+:func:`clash`) on STORE with a short lease and prints its result. Every leaf
 appends ``<id> <n> <attempt> <pid>`` to SINK (one O_APPEND write) before anything else. The leaf
 whose ``<id> <n>`` is HOLD (``-`` for none) then creates ``SINK.held`` and waits for ever: the
 test kills the process once that file is there, so it knows exactly what was sent and committed.
@@ -13,7 +14,7 @@ import os
 import sys
 import time
 
-from vow import Context, LeafContext, Vow
+from vow import Context, DuplicateIdError, LeafContext, Vow
 
 SINK = ""
 HOLD = ""
@@ -51,14 +52,35 @@ def reuse(ctx: Context):
     return [first, again, kid, (yield ctx.run(send, 3).options(id=shared))]
 
 
+def child_a(ctx: Context):
+    return (yield ctx.run(send, 1))
+
+
+def child_b(ctx: Context):
+    return (yield ctx.run(send, 2))
+
+
+def clash(ctx: Context):
+    """A settled child's id given to another child workflow (DuplicateIdError), then a marker leaf."""
+    first = yield ctx.run(child_a).options(id=f"{ctx.id}.kid")
+    try:
+        yield ctx.run(child_b).options(id=f"{ctx.id}.kid")
+    except DuplicateIdError:
+        refused = True
+    else:
+        refused = False
+    return [first, refused, (yield ctx.run(send, 30))]
+
+
 def main() -> None:
     global SINK, HOLD
     store, SINK, HOLD = sys.argv[1:4]
+    name = sys.argv[4] if len(sys.argv) > 4 else "reuse"
     v = Vow(store=store, lease_ttl=1.0, poll_interval=0.05)
-    v.register(reuse)
-    v.register(child)
+    for fn in (reuse, child, clash, child_a, child_b):
+        v.register(fn)
     try:
-        print(v.run("reuse/1", reuse, timeout=120), flush=True)
+        print(v.run(f"{name}/1", reuse if name == "reuse" else clash, timeout=120), flush=True)
     finally:
         v.close()
 

@@ -249,10 +249,14 @@ class Stepper:
     def _adopt(self, run: WorkflowRun, call: Call, record: PromiseRecord, kind: Kind, func: str) -> PromiseNode:
         root = run.root
         if not same_function(record.func, func) or record.kind is not kind:
+            if _fresh(run):
+                return self._create(run, call, record.id, kind, func)
             raise NonDeterminismError(_changed(record.id, record.func or record.kind.value, func or kind.value))
         if call.fn is not None:
             args_text = encoding.encode_args(call.args, call.kwargs, what=lambda: f"{func} ({record.id})")
             if args_text != record.args:
+                if _fresh(run):
+                    return self._create(run, call, record.id, kind, func)
                 raise NonDeterminismError(
                     f"the workflow changed since promise {record.id!r} was stored: it called {record.func!r} "
                     f"with arguments {record.args}, now with {args_text}. A replay must make the same calls "
@@ -307,6 +311,15 @@ class Stepper:
         if lasting(fn):  # not a closure or partial made for this call: kept, it would never be freed
             self._functions[fn] = known
         return known
+
+
+def _fresh(run: WorkflowRun) -> bool:
+    """Whether ``run`` is a child workflow made in this process whose body runs for the first time. None
+    of the stored records can be its own then: one it meets under its id was another call's, whose id its
+    own call took (the commit finds the id there and stops this body). Its call is made afresh rather
+    than refused as a changed workflow, so the run goes on as it did before a restart."""
+    node = run.node
+    return node.run is not None and not node.adopted and node.attempt == 1
 
 
 def duplicate_id(cid: str, first: str, then: str) -> DuplicateIdError:
