@@ -65,7 +65,9 @@ class Call:
 
         An ``id`` names one call: given again in the run for the same function, it is that call
         (waited on, or its stored outcome); given to another function, that call fails with
-        :class:`~vow.errors.DuplicateIdError` where it is made."""
+        :class:`~vow.errors.DuplicateIdError` where it is made, as does one given the id of a workflow
+        it is made in, or an id in the form of vow's own timers and markers (``{id}.backoff.{n}``,
+        ``{id}.throttle.{n}.{m}``, ``{id}.patched.{name}``)."""
         if self.patch:  # its id is the change's name, and it calls nothing to retry or time out
             raise TypeError(f"ctx.patched() takes no .options(...): yield ctx.patched({self.opts.id!r}) as it is")
         o = self.opts

@@ -56,7 +56,7 @@ class CommitResult:
         self.conflicts: dict[str, dict[str, PromiseRecord]] = {}  # root -> records that won
         self.failed: dict[str, BaseException] = {}  # the store failed for these roots
         self.existing: dict[str, tuple[str, PromiseRecord]] = {}  # id -> (root that made it, the record
-        # that was there already)
+        # that was there already); "{root}\n{id}" when the record is another root's
 
     def refused(self, root: str) -> bool:
         """Whether nothing of ``root``'s writes was stored."""
@@ -181,7 +181,9 @@ class Committer:
                     for record in writes.creates:
                         found = stored.existing.get(record.id)
                         if found is not None:
-                            result.existing[record.id] = (rid, found)
+                            # Another run of this batch may have created the id first: keyed apart, each
+                            # run that gave it hears of it (by id alone, only the last one did).
+                            result.existing[record.id if found.root == rid else f"{rid}\n{record.id}"] = (rid, found)
                 _settle_existing(result.existing, left)
             return result
         return result

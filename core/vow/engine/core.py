@@ -304,8 +304,9 @@ class Engine:
                 return
 
     def _after_commit(self, result: CommitResult) -> None:
-        for rid, record in result.existing.values():
-            self._existing(rid, record)
+        existing = result.existing
+        for rid, record in existing.values():
+            self._existing(rid, record, existing)
         for rid in result.lost:
             root = self._roots.get(rid)
             if root is not None:
@@ -745,10 +746,10 @@ class Engine:
         self.settle(node, State.TIMEDOUT, None, self.codec.decode(text), text)
 
     # ------------------------------------------------------------------ the store disagrees
-    def _existing(self, rid: str, record: PromiseRecord) -> None:
+    def _existing(self, rid: str, record: PromiseRecord, found: dict[str, Any]) -> None:
         """A promise root ``rid`` made was in the store already: an id given twice, or one met again
         after it settled and left memory. The stored outcome stands; an id that belongs to another
-        run fails this one."""
+        run fails this one. ``found``: every such record of the commit, by id."""
         root = self._roots.get(rid)
         node = root.live.get(record.id) if root is not None else None
         if root is None or node is None or node.state is not _PENDING:
@@ -768,9 +769,7 @@ class Engine:
             # meets the same row and fails it the same way).
             root.live.pop(record.id, None)
             if node.child is not None:  # a child workflow: its body ran before this commit; stop what it made
-                node.child.close()
-                for other in [n for n in root.live.values() if _under(n, node)]:
-                    self._cancel(other)  # stored with this commit: canceled before any leaf starts
+                self._stop_body(root, node, found)
             node.state = State.REJECTED
             node.error = duplicate_id(record.id, record.func or record.kind.value, node.func or node.kind.value)
             self._wake(node)
@@ -779,11 +778,23 @@ class Engine:
             root.live.pop(record.id, None)
             fill_from_record(node, record, self.codec)
             if node.child is not None:  # a child workflow met again after it settled: its body stops here
-                node.child.close()
-                for other in [n for n in root.live.values() if _under(n, node)]:
-                    del root.live[other.id]  # stored under the settled child already; nothing to write
-                    other.state = State.CANCELED  # nothing waits for it, and nothing may start it
+                self._stop_body(root, node, found)
             self._wake(node)
+
+    def _stop_body(self, root: RootRun, node: PromiseNode, found: dict[str, Any]) -> None:
+        """The child workflow ``node`` met an id the store held already: close the body that ran before
+        this commit, and stop what it made, before any of its leaves starts. A branch the commit found
+        stored (the earlier call's, settled) keeps its outcome, nothing written for it; one it stored
+        just now, pending, is canceled."""
+        child = node.child
+        assert child is not None
+        child.close()
+        for other in [n for n in root.live.values() if _under(n, node)]:
+            if other.id in found:
+                del root.live[other.id]
+                other.state = State.CANCELED  # nothing waits for it, and nothing may start it
+            else:
+                self._cancel(other)
 
     def _replay(self, root: RootRun, won: dict[str, PromiseRecord]) -> None:
         """A commit of ``root`` lost to outcomes stored from outside (``won``): nothing of it was

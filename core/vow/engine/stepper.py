@@ -29,7 +29,7 @@ from vow.errors import DuplicateIdError, EncodeError, NonDeterminismError
 from vow.naming import lasting, looked_up, refuse_unstorable
 from vow.outcomes import combine, fill_from_record, outcome
 from vow.records import Kind, PromiseRecord, State, make_record
-from vow.reserved import BACKOFF_FUNC, PATCH_FUNC
+from vow.reserved import BACKOFF_FUNC, OWN_ID, PATCH_FUNC
 
 __all__ = ["CALLS_PER_COMMIT", "PATCH_FUNC", "Host", "Stepper", "check_text"]
 
@@ -199,6 +199,18 @@ class Stepper:
             func = ""
         if opts.id is not None or opts.tags or opts.idempotency_key is not None:
             check_text(cid, opts.tags, func or kind.value, opts.idempotency_key)
+            if opts.id is not None and OWN_ID.search(cid):  # only given ids: counted ones never match
+                raise DuplicateIdError(
+                    f"promise id {cid!r} has the form of vow's own bookkeeping ids (a retry's back-off "
+                    "'{id}.backoff.{n}', a rate-limit wait '{id}.throttle.{n}.{m}', a ctx.patched marker "
+                    "'{run}.patched.{name}'), which vow stores without asking: give this call another id")
+            above: WorkflowRun | None = run
+            while above is not None:  # only given ids: a counted one is longer than its run's
+                if above.id == cid:
+                    raise DuplicateIdError(
+                        f"promise id {cid!r} is the id of workflow {above.node.func!r}, which this call is made in "
+                        "or under: the call would be that workflow and wait for itself. Give it another id")
+                above = above.node.run
         node = root.live.get(cid)
         if node is not None:  # the same id again while it is pending: the same promise
             if node.func != func or node.kind is not kind:  # made by this very code: not a change of code
@@ -237,10 +249,14 @@ class Stepper:
     def _adopt(self, run: WorkflowRun, call: Call, record: PromiseRecord, kind: Kind, func: str) -> PromiseNode:
         root = run.root
         if not same_function(record.func, func) or record.kind is not kind:
+            if _fresh(run):
+                return self._create(run, call, record.id, kind, func)
             raise NonDeterminismError(_changed(record.id, record.func or record.kind.value, func or kind.value))
         if call.fn is not None:
             args_text = encoding.encode_args(call.args, call.kwargs, what=lambda: f"{func} ({record.id})")
             if args_text != record.args:
+                if _fresh(run):
+                    return self._create(run, call, record.id, kind, func)
                 raise NonDeterminismError(
                     f"the workflow changed since promise {record.id!r} was stored: it called {record.func!r} "
                     f"with arguments {record.args}, now with {args_text}. A replay must make the same calls "
@@ -295,6 +311,15 @@ class Stepper:
         if lasting(fn):  # not a closure or partial made for this call: kept, it would never be freed
             self._functions[fn] = known
         return known
+
+
+def _fresh(run: WorkflowRun) -> bool:
+    """Whether ``run`` is a child workflow made in this process whose body runs for the first time. None
+    of the stored records can be its own then: one it meets under its id was another call's, whose id its
+    own call took (the commit finds the id there and stops this body). Its call is made afresh rather
+    than refused as a changed workflow, so the run goes on as it did before a restart."""
+    node = run.node
+    return node.run is not None and not node.adopted and node.attempt == 1
 
 
 def duplicate_id(cid: str, first: str, then: str) -> DuplicateIdError:
