@@ -900,6 +900,13 @@ def test_a_schema_made_before_the_index_of_runs_gets_it_at_the_next_opening(post
         store.close()
 
 
+def _insert_run(con: psycopg.Connection, rid: str) -> None:
+    """Store a pending run ``rid`` as a round does (in ``con``'s transaction, if it has one open)."""
+    con.execute("INSERT INTO vow.promises (id, state, kind, root, func, args, idempotency_key, attempt, "
+                "created_at, tags) VALUES (%s, 'pending', 'workflow', %s, 'flow', '[]', %s, 0, 1, '{}')",
+                (rid, rid, rid))
+
+
 def test_making_a_missing_index_keeps_the_writers_going(postgres_url: str) -> None:
     """An index added to a schema made earlier was built with CREATE INDEX, which holds writes to its
     table until it is built: a store opening on a large store stalled every worker's rounds meanwhile
@@ -912,17 +919,12 @@ def test_making_a_missing_index_keeps_the_writers_going(postgres_url: str) -> No
                               ).fetchone()
         return None if row is None else row[0]
 
-    def insert(con: psycopg.Connection, rid: str) -> None:
-        con.execute("INSERT INTO vow.promises (id, state, kind, root, func, args, idempotency_key, attempt, "
-                    "created_at, tags) VALUES (%s, 'pending', 'workflow', %s, 'flow', '[]', %s, 0, 1, '{}')",
-                    (rid, rid, rid))
-
     PostgresStore(postgres_url).close()
     with psycopg.connect(postgres_url, autocommit=True) as con:
         con.execute("DROP INDEX vow.promises_runs")  # as the vow-postgres before it left the schema
     opened: list[PostgresStore] = []
     with psycopg.connect(postgres_url) as busy, psycopg.connect(postgres_url, autocommit=True) as writer:
-        insert(busy, "in-progress")  # a round in progress: its transaction stays open
+        _insert_run(busy, "in-progress")  # a round in progress: its transaction stays open
         builder = threading.Thread(target=lambda: opened.append(PostgresStore(postgres_url)))
         builder.start()
         try:
@@ -931,7 +933,7 @@ def test_making_a_missing_index_keeps_the_writers_going(postgres_url: str) -> No
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type IN ('Lock') AND query ILIKE "
                 "'%CREATE INDEX%promises_runs%'").fetchone()[0] == 1, timeout=30)
             writer.execute("SET lock_timeout = '1s'")  # a write held back by the build would fail here
-            insert(writer, "meanwhile")
+            _insert_run(writer, "meanwhile")
         finally:
             busy.commit()
             builder.join(30)
@@ -987,9 +989,7 @@ def test_a_timeout_in_the_url_does_not_cut_off_making_a_missing_index(postgres_u
             failed.append(exc)
 
     with psycopg.connect(postgres_url) as busy, psycopg.connect(postgres_url, autocommit=True) as watcher:
-        busy.execute("INSERT INTO vow.promises (id, state, kind, root, func, args, idempotency_key, attempt, "
-                     "created_at, tags) VALUES ('busy', 'pending', 'workflow', 'busy', 'flow', '[]', 'busy', 0, 1, "
-                     "'{}')")  # a round in progress: its transaction stays open
+        _insert_run(busy, "busy")  # a round in progress: its transaction stays open
         builder = threading.Thread(target=open_store)
         builder.start()
         try:
@@ -1016,9 +1016,7 @@ def test_an_opening_that_remakes_the_functions_does_not_wait_for_an_index_build(
         con.execute("DROP INDEX vow.promises_runs")
     stores: list[PostgresStore] = []
     with psycopg.connect(postgres_url) as busy, psycopg.connect(postgres_url, autocommit=True) as watcher:
-        busy.execute("INSERT INTO vow.promises (id, state, kind, root, func, args, idempotency_key, attempt, "
-                     "created_at, tags) VALUES ('busy', 'pending', 'workflow', 'busy', 'flow', '[]', 'busy', 0, 1, "
-                     "'{}')")  # a round in progress: the build waits for it
+        _insert_run(busy, "busy")  # a round in progress: the build waits for it
         builder = threading.Thread(target=lambda: stores.append(PostgresStore(postgres_url)))
         builder.start()
         try:
