@@ -31,7 +31,7 @@ from vow.records import Batch, Kind, PromiseRecord, Settle, State
 from vow.retention import AutoPrune, PruneResult, parse_age, parse_states
 from vow.retry import policy_problem
 from vow.stores import open_store
-from vow.stores.base import Store, SubtreeStore, new_owner_id
+from vow.stores.base import Store, new_owner_id, tree_holding
 
 _log = logging.getLogger("vow")
 
@@ -440,18 +440,10 @@ class Vow:
             return record
         now = self.store.now()
         settles = [Settle(id, State.CANCELED, None, now)]
-        settles += [Settle(r.id, State.CANCELED, None, now) for r in _under(self._tree_under(record), id)
+        settles += [Settle(r.id, State.CANCELED, None, now) for r in _under(tree_holding(self.store, record), id)
                     if not r.settled]
         self.store.apply(Batch(settles=settles, outside=True))
         return self._require(id)
-
-    def _tree_under(self, record: PromiseRecord) -> list[PromiseRecord]:
-        """Records that include every descendant of ``record``, oldest first: a branch's subtree alone where the
-        store can read it so (:class:`~vow.stores.base.SubtreeStore`), not the run of 100,000 it is part of."""
-        if record.parent is not None and isinstance(self.store, SubtreeStore):
-            # The same order as tree()'s, so _under() keeps what it kept from the whole tree.
-            return self.store.subtree(record.id)
-        return self.store.tree(record.root)
 
     def _settle_outside(self, id: str, state: State, text: str) -> PromiseRecord:
         record = self._require(id)

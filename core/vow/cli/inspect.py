@@ -146,13 +146,14 @@ def _parked_runs(store: Store, leases: list[Lease], name: str | None, limit: int
 def show(promise_id: str, store: str | None, as_json: bool, full: bool) -> None:
     """Show the promise tree of run ID (or of any promise in it): states, attempts, timings."""
     from vow.stores import open_store
+    from vow.stores.base import tree_holding
 
     opened = open_store(store, read_only=True)
     try:
         record = opened.get(promise_id)
         if record is None:
             raise UserError(f"no promise with id {promise_id!r} in {opened.url} (vow ls lists the runs)")
-        tree = _subtree(opened, record)
+        tree = tree_holding(opened, record)
     finally:
         opened.close()
     children: dict[str, list[PromiseRecord]] = {}
@@ -171,17 +172,6 @@ def show(promise_id: str, store: str | None, as_json: bool, full: bool) -> None:
     else:
         click.echo(_label(record))
         _print_plain(record, children)
-
-
-def _subtree(store: Store, record: PromiseRecord) -> list[PromiseRecord]:
-    """``record`` and every promise under it: a branch of a run of 100,000 is read alone where the store
-    can (:class:`~vow.stores.base.SubtreeStore`), else with its run in one query (not a level at a time:
-    PostgreSQL's children() reads the run's whole tree, each time)."""
-    from vow.stores.base import SubtreeStore
-
-    if record.parent is not None and isinstance(store, SubtreeStore):
-        return store.subtree(record.id)
-    return store.tree(record.root)
 
 
 def _kind(record: PromiseRecord) -> str:

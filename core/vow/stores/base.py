@@ -91,6 +91,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FORMAT_VERSION", "ChangeFeed", "CheckedOwnersStore", "ParkedLeasesStore", "PushingStore", "Store",
     "StoreOperations", "new_owner_id", "parked_reason", "same_outcome", "search_conditions", "timeout_error_text",
+    "tree_holding",
 ]
 
 FORMAT_VERSION = 3
@@ -431,6 +432,15 @@ LEASE_ROOT = "the root id of a lease"
 """What a claim of a root id no store can keep names (see :func:`vow.naming.refuse_unstorable`)."""
 BUCKET = "a rate limit's bucket name"
 """What a take or hold of a bucket name no store can keep names."""
+
+
+def tree_holding(store: Store, record: PromiseRecord) -> list[PromiseRecord]:
+    """Records holding ``record`` and every promise under it, oldest first (``tree()``'s order): a branch
+    of a run of 100,000 is read alone where the store can (:class:`SubtreeStore`), else with its whole
+    run in one query (not a level at a time: PostgreSQL's children() reads the run's tree, each time)."""
+    if record.parent is not None and isinstance(store, SubtreeStore):
+        return store.subtree(record.id)
+    return store.tree(record.root)
 
 
 def refuse_unstorable_batch(batch: Batch) -> None:

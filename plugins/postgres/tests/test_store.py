@@ -900,6 +900,13 @@ def test_a_schema_made_before_the_index_of_runs_gets_it_at_the_next_opening(post
         store.close()
 
 
+def _index_build_waits(con: psycopg.Connection, longer_than: float = 0) -> bool:
+    """Whether the build of ``promises_runs`` waits for a lock (begun more than ``longer_than`` seconds ago)."""
+    return con.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE "
+                       "'%%CREATE INDEX%%promises_runs%%' AND now() - query_start > make_interval(secs => %s)",
+                       (longer_than,)).fetchone()[0] == 1
+
+
 def _insert_run(con: psycopg.Connection, rid: str) -> None:
     """Store a pending run ``rid`` as a round does (in ``con``'s transaction, if it has one open)."""
     con.execute("INSERT INTO vow.promises (id, state, kind, root, func, args, idempotency_key, attempt, "
@@ -929,9 +936,7 @@ def test_making_a_missing_index_keeps_the_writers_going(postgres_url: str) -> No
         builder.start()
         try:
             # Until the build waits for that transaction (it has begun, and holds its lock on the table).
-            wait_until(lambda: writer.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type IN ('Lock') AND query ILIKE "
-                "'%CREATE INDEX%promises_runs%'").fetchone()[0] == 1, timeout=30)
+            wait_until(lambda: _index_build_waits(writer), timeout=30)
             writer.execute("SET lock_timeout = '1s'")  # a write held back by the build would fail here
             _insert_run(writer, "meanwhile")
         finally:
@@ -994,10 +999,7 @@ def test_a_timeout_in_the_url_does_not_cut_off_making_a_missing_index(postgres_u
         builder.start()
         try:
             # The build has waited for that round five times as long as the URL's lock_timeout (or failed).
-            wait_until(lambda: failed or watcher.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE "
-                "'%CREATE INDEX%promises_runs%' AND now() - query_start > interval '1 s'").fetchone()[0] == 1,
-                timeout=30)
+            wait_until(lambda: failed or _index_build_waits(watcher, longer_than=1), timeout=30)
         finally:
             busy.commit()
             builder.join(30)
@@ -1020,9 +1022,7 @@ def test_an_opening_that_remakes_the_functions_does_not_wait_for_an_index_build(
         builder = threading.Thread(target=lambda: stores.append(PostgresStore(postgres_url)))
         builder.start()
         try:
-            wait_until(lambda: watcher.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE "
-                "'%CREATE INDEX%promises_runs%'").fetchone()[0] == 1, timeout=30)
+            wait_until(lambda: _index_build_waits(watcher), timeout=30)
             watcher.execute("COMMENT ON SCHEMA vow IS 'vow-postgres functions 0123456789abcdef'")  # another release's
             opener = threading.Thread(target=lambda: stores.append(PostgresStore(postgres_url)))
             opener.start()
