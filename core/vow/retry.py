@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 
 @runtime_checkable
 class RetryPolicy(Protocol):
-    """Decides the delay before the next attempt."""
+    """Decides the delay before the next attempt. A policy may also have ``rate_limit_delay_for(attempt)``,
+    asked instead after a :class:`~vow.errors.RateLimitError` (see :class:`RateLimitPatience`)."""
 
     def delay_for(self, attempt: int) -> float | None:
         """Seconds to wait after failed attempt ``attempt`` (1-based), or ``None`` to give up."""
