@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["finish", "kill", "mounted_tmpfs", "python", "read_line", "spawn", "vow_command"]
+__all__ = ["WarpedClock", "finish", "kill", "mounted_tmpfs", "python", "read_line", "spawn", "vow_command",
+           "warped_engine_clock"]
 
 TIMEOUT = 120.0
 """Seconds a child may take before the test fails (generous: a loaded 2-core machine)."""
@@ -137,3 +138,46 @@ def mounted_tmpfs(where: Path, options: str) -> Iterator[Path]:
         yield where
     finally:
         subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+class WarpedClock:
+    """The engine's monotonic clock in a test of long waits: it runs as the real one, and jumps ahead
+    whenever the engine would wait for a timer, straight to when the timer is due. A back-off of an
+    hour passes at once, and the timer still fires in order, as the engine's own code arms it.
+
+    ``now()`` is what the engine reads: a fake provider answers by it ("refuse for 60 s").
+    ``waited`` is how far it jumped in all. For a test with one branch at a time: with another leaf in
+    flight while a timer is pending, the jump would pass time that leaf's clock does not see.
+    """
+
+    def __init__(self) -> None:
+        import time
+
+        self._real = time.monotonic
+        self.waited = 0.0
+
+    def now(self) -> float:
+        return self._real() + self.waited
+
+    monotonic = now  # the one function the engine's modules call on ``time``
+
+
+@contextlib.contextmanager
+def warped_engine_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[WarpedClock]:
+    """Run the engine on a :class:`WarpedClock` while the block runs (clients built inside it)."""
+    from vow.engine import retries, stepper, timers
+
+    clock = WarpedClock()
+    for module in (retries, stepper, timers):
+        monkeypatch.setattr(module, "time", clock)
+    real_timeout = timers.Timers.timeout
+
+    def timeout(self: timers.Timers) -> float | None:
+        wait = real_timeout(self)
+        if wait:  # the engine would block this long for its next timer: let the time pass at once
+            clock.waited += wait
+            return 0.0
+        return wait
+
+    monkeypatch.setattr(timers.Timers, "timeout", timeout)
+    yield clock

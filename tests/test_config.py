@@ -27,7 +27,8 @@ from vow.retry import from_config
     ({"max_delay": float("inf")}, ("max_delay",), "expected a finite number of seconds, got inf"),
     ({"max_delay": float("nan")}, ("max_delay",), "expected a finite number of seconds, got nan"),
     ({"factor": float("inf")}, ("factor",), "expected a finite number, got inf"),
-    ({"dealy": 1}, ("dealy",), "unknown key (allowed: delay, factor, max_delay, max_attempts, jitter)"),
+    ({"dealy": 1}, ("dealy",), "unknown key (allowed: delay, factor, max_delay, max_attempts, jitter, "
+                                "rate_limit_delay, rate_limit_max_delay, rate_limit_attempts)"),
 ])
 def test_retry_policies_are_structured_strictly_with_a_key_path(data: dict, path: tuple, problem: str) -> None:
     with pytest.raises(ConfigError) as caught:

@@ -9,8 +9,8 @@ import httpx
 import pytest
 import respx
 
-from vow.errors import PermanentError
-from vow.http import request
+from vow.errors import PermanentError, RateLimitError, TransientError
+from vow.http import error_for_status, request
 from vow.testing import cut_off_body, endless_body
 
 URL = "https://provider.example/send"
@@ -68,3 +68,9 @@ def test_a_redirected_read_names_no_post() -> None:
     assert str(info.value) == ("slack answered HTTP 302, redirecting to https://login.example/: vow does not follow "
                                "redirects (credentials must not follow it); point the URL at where the provider now "
                                "answers")
+
+
+@pytest.mark.parametrize(("status", "kind"), [(429, RateLimitError), (503, TransientError), (408, TransientError)])
+def test_a_429_is_a_rate_limit_and_other_transient_statuses_are_not(status: int, kind: type) -> None:
+    error = error_for_status(status, {"retry-after": "7"}, provider="acme")
+    assert type(error) is kind and (error.retry_after, error.code) == (7.0, str(status))

@@ -11,9 +11,10 @@ import pytest
 from tests.support import python
 from vow import Context, Exponential, LeafContext, TransientError, Vow
 from vow import retry as retry_module
-from vow.errors import ConfigError, PermanentError
+from vow.errors import ConfigError, PermanentError, RateLimitError
 from vow.events import EventKind
 from vow.http import error_for_status, parse_retry_after
+from vow.retry import DEFAULT_LEAF_POLICY as DEFAULT_POLICY
 from vow.retry import Constant, Linear, next_delay
 
 SCRIPT = textwrap.dedent("""
@@ -335,3 +336,152 @@ def test_the_retry_policy_hooks_python_example_runs() -> None:
     with Vow("memory:") as vow:
         built = eval(call.group(1), {"policy": retry_module.policy, "vow": vow})  # noqa: S307 - vow's own docstring
     assert isinstance(built, Linear) and built.delay == 1
+
+
+# -- a rate limit is waited out longer than a plain failure ---------------------------------------
+
+PROVIDER_URL = "https://api.acme.test/v1/messages"
+
+
+def _send_through_acme(ctx: LeafContext) -> str:
+    """A provider call as the shipped channels make it: one POST, its status classified by vow.http."""
+    import httpx
+
+    from vow.http import request
+
+    with httpx.Client() as client:
+        answer = request(client, "POST", PROVIDER_URL, provider="acme", json={"key": ctx.idempotency_key})
+    if answer.status_code == 201:
+        return str(answer.json()["id"])
+    raise error_for_status(answer.status_code, answer.headers, answer.text, provider="acme")
+
+
+def _notify(ctx: Context):
+    return (yield ctx.run(_send_through_acme).options(id=f"{ctx.id}.send"))  # the default policy
+
+
+def _provider(clock, refuse: int, refuse_for: float, answers: list[int]):
+    """A respx side effect: ``refuse`` (with no Retry-After) until ``refuse_for`` seconds of the
+    engine's clock have passed since the first request, then 201 with one message id."""
+    import httpx
+
+    started: list[float] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        started.append(started[0] if started else clock.now())
+        status = refuse if clock.now() - started[0] < refuse_for else 201
+        answers.append(status)
+        if status == 201:
+            return httpx.Response(201, json={"id": "msg-1"})
+        return httpx.Response(status, json={"error": "Too Many Requests" if status == 429 else "oops"})
+    return answer
+
+
+def _attempts_sent(route) -> list[bytes]:
+    return [call.request.content for call in route.calls]
+
+
+def test_a_429_without_retry_after_is_waited_out_and_the_message_delivered_once(
+        seeded, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default policy (0.1 s doubling, 8 attempts) gave up within 12.7 s of a 429 that named no
+    wait: a provider refusing for a minute lost the message. A rate limit now waits longer."""
+    import respx
+
+    from tests.support import warped_engine_clock
+
+    answers: list[int] = []
+    with warped_engine_clock(monkeypatch) as clock, respx.mock(assert_all_called=True) as mock:
+        route = mock.post(PROVIDER_URL).mock(side_effect=_provider(clock, 429, 60.0, answers))
+        with Vow(store="memory:") as vow:
+            assert vow.run("notify/1", _notify) == "msg-1"
+    assert answers.count(201) == 1 and answers[-1] == 201 and set(answers[:-1]) == {429}
+    assert route.call_count == len(answers) >= 2
+    assert set(_attempts_sent(route)) == {b'{"key":"notify/1.send"}'}  # the same request every time
+    assert clock.waited >= 60.0
+
+
+def test_a_500_still_gives_up_at_the_default_budget(seeded, monkeypatch: pytest.MonkeyPatch) -> None:
+    import respx
+
+    from tests.support import warped_engine_clock
+
+    answers: list[int] = []
+    with warped_engine_clock(monkeypatch) as clock, respx.mock() as mock:
+        route = mock.post(PROVIDER_URL).mock(side_effect=_provider(clock, 500, float("inf"), answers))
+        with Vow(store="memory:") as vow, pytest.raises(TransientError, match="acme answered HTTP 500"):
+            vow.run("notify/1", _notify)
+    assert route.call_count == DEFAULT_POLICY.max_attempts == 8
+    assert clock.waited <= 0.1 * (2 ** 7 - 1)  # 12.7 s: each wait at most 0.1 s doubled
+
+
+def test_a_429_for_ever_gives_up_at_the_documented_bound_saying_why(seeded, monkeypatch: pytest.MonkeyPatch) -> None:
+    import respx
+
+    from tests.support import warped_engine_clock
+
+    policy = DEFAULT_POLICY
+    bound = sum(min(policy.rate_limit_max_delay, policy.rate_limit_delay * 2 ** n)
+                for n in range(policy.rate_limit_attempts - 1))
+    assert bound == 3015.0  # 50 minutes, as docs/pipeline.md says
+    answers: list[int] = []
+    with warped_engine_clock(monkeypatch) as clock, respx.mock() as mock:
+        route = mock.post(PROVIDER_URL).mock(side_effect=_provider(clock, 429, float("inf"), answers))
+        with Vow(store="memory:") as vow, pytest.raises(PermanentError) as caught:
+            vow.run("notify/1", _notify)
+    assert route.call_count == policy.rate_limit_attempts == 16
+    assert bound / 2 <= clock.waited <= bound
+    error = caught.value
+    assert error.code == "rate_limited_too_long"
+    assert str(error).startswith("RateLimitError: acme answered HTTP 429")
+    assert "still refused for the provider's rate limit after 16 attempts, as many as Exponential gives a rate " \
+           "limit, so the call fails here (raise the policy's rate_limit_attempts" in str(error)
+    assert isinstance(error.__cause__, RateLimitError)
+
+
+def test_a_rate_limit_with_retry_after_waits_exactly_that_and_a_day_is_still_the_most(seeded) -> None:
+    assert {next_delay(Exponential(), 1, RateLimitError("429", retry_after=2.0)) for _ in range(50)} == {2.0}
+    assert next_delay(Exponential(), 12, RateLimitError("429", retry_after=1.0)) == 1.0  # past max_attempts
+    with pytest.raises(PermanentError, match="longer than the longest Retry-After") as caught:
+        next_delay(Exponential(), 1, RateLimitError("429", retry_after=retry_module.MAX_RETRY_AFTER + 1))
+    assert caught.value.code == "retry_after_too_long"
+
+
+def test_rate_limit_waits_grow_from_their_own_floor_and_spread_by_half(seeded) -> None:
+    policy = Constant(delay=0.01, rate_limit_delay=4.0, rate_limit_max_delay=20.0, rate_limit_attempts=6)
+    first = [next_delay(policy, 1, RateLimitError("429")) for _ in range(200)]
+    assert all(2.0 <= d <= 4.0 for d in first) and max(first) - min(first) > 1.5
+    assert all(10.0 <= next_delay(policy, 5, RateLimitError("429")) <= 20.0 for _ in range(50))  # capped: 4 * 16
+    with pytest.raises(PermanentError, match="after 6 attempts, as many as Constant gives a rate limit"):
+        next_delay(policy, 6, RateLimitError("429"))
+    assert next_delay(policy, 1, TransientError("503")) == 0.01  # a plain failure keeps the policy's delay
+
+
+def test_a_rate_limit_gets_at_least_max_attempts_and_never_retries_none() -> None:
+    from vow.retry import Never
+
+    assert Exponential(max_attempts=30).rate_limit_delay_for(20) is not None
+    assert Exponential(max_attempts=30).rate_limit_delay_for(30) is None
+    assert next_delay(Never(), 1, RateLimitError("429")) is None
+
+
+def test_a_policy_without_rate_limit_patience_treats_a_rate_limit_as_before() -> None:
+    class Twice:
+        def delay_for(self, attempt: int) -> float | None:
+            return 0.5 if attempt < 2 else None
+
+    assert next_delay(Twice(), 1, RateLimitError("429")) == 0.5
+    assert next_delay(Twice(), 2, RateLimitError("429")) is None
+
+
+def test_rate_limit_options_are_read_from_yaml_and_checked() -> None:
+    from vow.retry import from_config
+
+    with Vow("memory:") as vow:
+        policy = from_config({"policy": "linear", "rate_limit_delay": 30, "rate_limit_attempts": 40},
+                             plugins=vow.plugins)
+        assert (policy.rate_limit_delay, policy.rate_limit_max_delay, policy.rate_limit_attempts) == (30, 300, 40)
+        with pytest.raises(ConfigError, match="rate_limit_attempts"):
+            from_config({"policy": "exponential", "rate_limit_attempts": 0}, plugins=vow.plugins)
+        with pytest.raises(ConfigError, match="rate_limit_delay"):
+            from_config({"policy": "constant", "rate_limit_delay": float("inf")}, plugins=vow.plugins)
+    assert Linear(0.5, 60.0, 5).max_attempts == 5  # the options a policy took by position are where they were

@@ -43,8 +43,8 @@ _EXPORTS = {
     "ConfigError": "vow.errors", "DuplicateIdError": "vow.errors", "EncodeError": "vow.errors",
     "NonDeterminismError": "vow.errors",
     "PermanentError": "vow.errors", "PromiseNotFoundError": "vow.errors", "PromiseTimeoutError": "vow.errors",
-    "RejectedError": "vow.errors", "RunParkedError": "vow.errors", "Throttled": "vow.errors",
-    "TransientError": "vow.errors", "VowError": "vow.errors",
+    "RateLimitError": "vow.errors", "RejectedError": "vow.errors", "RunParkedError": "vow.errors",
+    "Throttled": "vow.errors", "TransientError": "vow.errors", "VowError": "vow.errors",
     "hookimpl": "vow.hookspecs",
     "LeafContext": "vow.leaf",
     "stored_as": "vow.naming",
@@ -56,8 +56,8 @@ __all__ = [
     "AlreadySettledError", "ArgumentMismatchError", "Call", "CanceledError", "ConfigError", "Constant",
     "Context", "DuplicateIdError", "EncodeError", "Exponential", "Handle", "Kind", "LeafContext", "Linear", "Never",
     "NonDeterminismError", "Options", "Outcome", "PermanentError", "PromiseNotFoundError", "PromiseRecord",
-    "PromiseTimeoutError", "RejectedError", "RunHandle", "RunParkedError", "State", "Throttled", "TransientError",
-    "Vow", "VowError", "hookimpl", "stored_as",
+    "PromiseTimeoutError", "RateLimitError", "RejectedError", "RunHandle", "RunParkedError", "State", "Throttled",
+    "TransientError", "Vow", "VowError", "hookimpl", "stored_as",
 ]
 assert sorted(__all__) == sorted(_EXPORTS)  # a literal list, so type checkers see what is public
 
@@ -75,6 +75,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
         PermanentError,
         PromiseNotFoundError,
         PromiseTimeoutError,
+        RateLimitError,
         RejectedError,
         RunParkedError,
         Throttled,

@@ -111,7 +111,8 @@ class Vow:
     a millisecond. ``inline_leaves=False`` runs every leaf in the pool.
 
     ``retry`` is the retry policy of every leaf that sets none itself (``vow.Exponential(delay=1)``, say;
-    the default is exponential back-off from 0.1 s, 8 attempts).
+    the default is exponential back-off from 0.1 s, 8 attempts; a rate limit, a 429, from 5 s, 16 attempts:
+    see :class:`vow.retry.RateLimitPatience`).
 
     ``retention`` (``"30d"``, seconds) prunes finished runs older than that in the background, once
     an hour (see :meth:`prune`).

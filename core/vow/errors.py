@@ -3,7 +3,8 @@
 Two families matter to plugin authors:
 
 * :class:`TransientError` — the call may succeed if tried again (timeouts, connection errors,
-  429, 5xx). The branch's retry policy retries it, honouring ``retry_after`` when set.
+  429, 5xx). The branch's retry policy retries it, honouring ``retry_after`` when set; its subclass
+  :class:`RateLimitError` (a 429, a full queue) is waited out longer.
 * :class:`PermanentError` — trying again cannot help (validation errors, unknown recipient,
   revoked token). The branch fails at once, whatever its retry policy says.
 
@@ -32,6 +33,15 @@ class TransientError(VowError):
         super().__init__(message)
         self.retry_after = retry_after
         self.code = code
+
+
+class RateLimitError(TransientError):
+    """The provider refused the call for its rate or a full queue (HTTP 429, Twilio 20429 and 21611):
+    trying again helps, but only after the provider has caught up, which takes longer than a plain
+    failure's back-off. The builtin retry policies wait a rate limit out on its own schedule
+    (``rate_limit_delay``, ``rate_limit_max_delay``, ``rate_limit_attempts``); a ``retry_after``
+    from the provider is the wait instead. A quota used up for the day or the month is no rate
+    limit: raise :class:`PermanentError` for it."""
 
 
 class PermanentError(VowError):

@@ -3,7 +3,8 @@ generic status mapping.
 
 A plugin maps its provider's own error codes first and falls back to
 :func:`error_for_status` for the rest, so every transport classifies the same way:
-408, 425, 429 and 5xx are transient; any other 4xx is permanent.
+408, 425, 429 and 5xx are transient (a 429 as a :class:`~vow.errors.RateLimitError`, which retry
+policies wait out longer); any other 4xx is permanent.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from vow.errors import PermanentError, TransientError
+from vow.errors import PermanentError, RateLimitError, TransientError
 
 if TYPE_CHECKING:  # httpx is imported by the transports that use it, not by every `import vow`
     import httpx
@@ -126,14 +127,23 @@ def is_transient_status(status: int) -> bool:
     return status in TRANSIENT_STATUSES or status >= 500
 
 
+def transient_error(message: str, *, status: int, retry_after: float | None = None, code: str | None = None,
+                    rate_limited: bool = False) -> TransientError:
+    """A :class:`TransientError` for a provider's answer, a :class:`RateLimitError` when the provider
+    refused for its rate: HTTP 429, or ``rate_limited`` (the provider's own code says so)."""
+    cls = RateLimitError if rate_limited or status == 429 else TransientError
+    return cls(message, retry_after=retry_after, code=code)
+
+
 def error_for_status(status: int, headers: Mapping[str, str] | None = None, detail: str = "",
                      *, provider: str = "provider") -> Exception:
-    """The error an HTTP status means: :class:`TransientError` (with Retry-After) or :class:`PermanentError`."""
+    """The error an HTTP status means: :class:`TransientError` (with Retry-After; a 429 is a
+    :class:`RateLimitError`) or :class:`PermanentError`."""
     headers = headers or {}
     reason = f"{provider} answered HTTP {status}" + (f": {detail}" if detail else "")
     if is_transient_status(status):
         retry_after = parse_retry_after(headers.get("retry-after") or headers.get("Retry-After"))
-        return TransientError(reason, retry_after=retry_after, code=str(status))
+        return transient_error(reason, status=status, retry_after=retry_after, code=str(status))
     return PermanentError(reason, code=str(status))
 
 

@@ -3,6 +3,11 @@
 Leaves default to :class:`Exponential`; workflows default to :class:`Never` (a workflow is
 re-run from the top only when asked, and then with the same child ids). The four builtin
 policies are registered through the ``retry`` entry point, like any plugin's.
+
+A rate limit (:class:`~vow.errors.RateLimitError`: a 429, Twilio's 20429 or 21611) is no plain
+failure: the provider catches up in seconds to minutes, not in the tenths of a second a back-off
+starts from. :class:`Exponential`, :class:`Linear` and :class:`Constant` wait one out on a schedule
+of its own (:class:`RateLimitPatience`); :class:`Never` does not retry it either.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 import attrs
 
 from vow.config import finite
-from vow.errors import ConfigError, EncodeError, PermanentError, TransientError
+from vow.errors import ConfigError, EncodeError, PermanentError, RateLimitError, TransientError
 from vow.events import Event, EventKind
 from vow.hookspecs import Register, hookimpl
 
@@ -26,7 +31,8 @@ if TYPE_CHECKING:
 
 @runtime_checkable
 class RetryPolicy(Protocol):
-    """Decides the delay before the next attempt."""
+    """Decides the delay before the next attempt. A policy may also have ``rate_limit_delay_for(attempt)``,
+    asked instead after a :class:`~vow.errors.RateLimitError` (see :class:`RateLimitPatience`)."""
 
     def delay_for(self, attempt: int) -> float | None:
         """Seconds to wait after failed attempt ``attempt`` (1-based), or ``None`` to give up."""
@@ -70,8 +76,54 @@ def _jittered(delay: float, jitter: str | float) -> float:
     return delay * (1 - float(jitter) * random.random())
 
 
+def _rate_limit_delay() -> Any:
+    return attrs.field(default=5.0, validator=_SECONDS)
+
+
+def _rate_limit_max_delay() -> Any:
+    return attrs.field(default=300.0, validator=_SECONDS)
+
+
+def _rate_limit_attempts() -> Any:
+    return attrs.field(default=16, validator=_ATTEMPTS)
+
+
+class RateLimitPatience:
+    """How a builtin policy waits out a rate limit (:class:`~vow.errors.RateLimitError`).
+
+    The wait after failed attempt ``n`` is ``rate_limit_delay * 2 ** (n - 1)``, at most
+    ``rate_limit_max_delay``, less up to half of it at random (AWS's "equal jitter": branches refused
+    together come back apart, none sooner than half its wait). A call refused for its rate is tried
+    up to ``rate_limit_attempts`` times, the first included (``max_attempts`` times if that is more).
+    With the defaults a rate limit is waited out for at most 3,015 s (50 minutes) over 16 attempts,
+    and at least half that; a plain failure keeps the policy's own delays and ``max_attempts``.
+
+    A ``retry_after`` from the provider is the wait instead (up to :data:`MAX_RETRY_AFTER`, as for
+    any transient error). A call still refused after its last attempt fails with a
+    :class:`~vow.errors.PermanentError` (code ``rate_limited_too_long``) that says so and names these
+    options, caused by the provider's last refusal.
+    """
+
+    # Each policy declares the three options itself, after its own (so they come last in its
+    # signature and in the keys a bad option is told are allowed), with _rate_limit_delay() and the like.
+    __slots__ = ()
+    rate_limit_delay: float
+    rate_limit_max_delay: float
+    rate_limit_attempts: int
+
+    def rate_limit_attempts_for(self) -> int:
+        """Attempts a call refused for its rate gets: never fewer than any other failure's."""
+        return max(self.rate_limit_attempts, getattr(self, "max_attempts", 1))
+
+    def rate_limit_delay_for(self, attempt: int) -> float | None:
+        """Seconds to wait after attempt ``attempt`` was refused for the provider's rate, or ``None`` to give up."""
+        if attempt >= self.rate_limit_attempts_for():
+            return None
+        return _jittered(_grown(self.rate_limit_delay, 2.0, attempt, self.rate_limit_max_delay), 0.5)
+
+
 @attrs.frozen
-class Exponential:
+class Exponential(RateLimitPatience):
     """``delay * factor ** (attempt - 1)``, capped at ``max_delay``; ``max_attempts`` tries in all.
 
     ``jitter`` spreads the delays so that branches that failed together (the same 429) do not
@@ -83,6 +135,9 @@ class Exponential:
       policy keeps no state;
     * ``"none"``: the exponential delay as it is; a number from 0 to 1: that delay less up to that
       fraction of it (the behaviour before full jitter was the default).
+
+    A rate limit is waited out longer: see :class:`RateLimitPatience` (``rate_limit_delay``,
+    ``rate_limit_max_delay``, ``rate_limit_attempts``).
     """
 
     delay: float = attrs.field(default=0.1, validator=_SECONDS)
@@ -90,6 +145,9 @@ class Exponential:
     max_delay: float = attrs.field(default=60.0, validator=_SECONDS)
     max_attempts: int = attrs.field(default=8, validator=_ATTEMPTS)
     jitter: ExponentialJitter = attrs.field(default="full", validator=_jitter("full", "decorrelated", "none"))
+    rate_limit_delay: float = _rate_limit_delay()
+    rate_limit_max_delay: float = _rate_limit_max_delay()
+    rate_limit_attempts: int = _rate_limit_attempts()
 
     def delay_for(self, attempt: int) -> float | None:
         if attempt >= self.max_attempts:
@@ -124,13 +182,17 @@ def _decorrelated(base: float, cap: float, attempt: int) -> float:
 
 
 @attrs.frozen
-class Linear:
-    """``delay * attempt``, capped at ``max_delay``; ``jitter`` as for :class:`Exponential` (default none)."""
+class Linear(RateLimitPatience):
+    """``delay * attempt``, capped at ``max_delay``; ``jitter`` as for :class:`Exponential` (default none).
+    A rate limit is waited out as :class:`RateLimitPatience` says."""
 
     delay: float = attrs.field(default=0.5, validator=_SECONDS)
     max_delay: float = attrs.field(default=60.0, validator=_SECONDS)
     max_attempts: int = attrs.field(default=5, validator=_ATTEMPTS)
     jitter: Jitter = attrs.field(default=0.0, validator=_jitter("full", "none"))
+    rate_limit_delay: float = _rate_limit_delay()
+    rate_limit_max_delay: float = _rate_limit_max_delay()
+    rate_limit_attempts: int = _rate_limit_attempts()
 
     def delay_for(self, attempt: int) -> float | None:
         if attempt >= self.max_attempts:
@@ -139,12 +201,16 @@ class Linear:
 
 
 @attrs.frozen
-class Constant:
-    """The same ``delay`` between every attempt; ``jitter`` as for :class:`Exponential` (default none)."""
+class Constant(RateLimitPatience):
+    """The same ``delay`` between every attempt; ``jitter`` as for :class:`Exponential` (default none).
+    A rate limit is waited out as :class:`RateLimitPatience` says."""
 
     delay: float = attrs.field(default=1.0, validator=_SECONDS)
     max_attempts: int = attrs.field(default=3, validator=_ATTEMPTS)
     jitter: Jitter = attrs.field(default=0.0, validator=_jitter("full", "none"))
+    rate_limit_delay: float = _rate_limit_delay()
+    rate_limit_max_delay: float = _rate_limit_max_delay()
+    rate_limit_attempts: int = _rate_limit_attempts()
 
     def delay_for(self, attempt: int) -> float | None:
         if attempt >= self.max_attempts:
@@ -154,7 +220,7 @@ class Constant:
 
 @attrs.frozen
 class Never:
-    """One attempt only."""
+    """One attempt only, whatever the failure (a rate limit too)."""
 
     def delay_for(self, attempt: int) -> float | None:
         return None
@@ -178,20 +244,27 @@ def next_delay(policy: RetryPolicy, attempt: int, error: BaseException,
     :class:`~vow.errors.TransientError` with ``retry_after`` waits at least that long (see
     :func:`retry_after_of`); one longer than :data:`MAX_RETRY_AFTER` raises a
     :class:`~vow.errors.PermanentError` (code ``retry_after_too_long``, caused by ``error``): the call
-    fails with it. A policy whose ``delay_for`` gives anything but ``None`` or a finite number of
-    seconds (0 or more) is a ``ValueError``.
+    fails with it. A :class:`~vow.errors.RateLimitError` under a policy with a
+    ``rate_limit_delay_for`` (the builtins: :class:`RateLimitPatience`) waits by it, or exactly its
+    ``retry_after``; when that gives up, a :class:`~vow.errors.PermanentError` (code
+    ``rate_limited_too_long``, caused by ``error``) says so. A policy whose ``delay_for`` gives anything
+    but ``None`` or a finite number of seconds (0 or more) is a ``ValueError``.
     """
     if isinstance(error, (PermanentError, ConfigError, EncodeError)) or (
             non_retryable and isinstance(error, non_retryable)):
         return None
     if not isinstance(error, Exception):  # SystemExit, KeyboardInterrupt, CancelledError: control flow, not flaky
         return None
-    delay = policy.delay_for(attempt)
+    patient = getattr(policy, "rate_limit_delay_for", None) if isinstance(error, RateLimitError) else None
+    delay = patient(attempt) if callable(patient) else policy.delay_for(attempt)
     if delay is None:
+        if callable(patient):
+            raise _outlasted(policy, attempt, error)
         return None
     # inf too: a wait for ever leaves the call pending for good; None is how a policy gives up.
     if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not math.isfinite(delay) or delay < 0:
-        raise ValueError(f"{type(policy).__name__}.delay_for({attempt}) returned {delay!r}; expected a finite number "
+        method = "rate_limit_delay_for" if callable(patient) else "delay_for"
+        raise ValueError(f"{type(policy).__name__}.{method}({attempt}) returned {delay!r}; expected a finite number "
                          "of seconds (0 or more) or None")
     retry_after = retry_after_of(error)
     if retry_after is None:
@@ -203,7 +276,20 @@ def next_delay(policy: RetryPolicy, attempt: int, error: BaseException,
             "so the call fails here instead of waiting", code="retry_after_too_long")
         too_long.__cause__ = error
         raise too_long
+    if callable(patient):
+        return retry_after  # the provider said when it will have caught up; the floor is for when it did not
     return max(delay, retry_after)
+
+
+def _outlasted(policy: RetryPolicy, attempt: int, error: BaseException) -> PermanentError:
+    """The error a call fails with when its policy stops waiting out a rate limit."""
+    name = type(policy).__name__
+    outlasted = PermanentError(
+        f"{type(error).__name__}: {error}; still refused for the provider's rate limit after {attempt} attempts, "
+        f"as many as {name} gives a rate limit, so the call fails here (raise the policy's rate_limit_attempts or "
+        "rate_limit_max_delay to wait longer)", code="rate_limited_too_long")
+    outlasted.__cause__ = error
+    return outlasted
 
 
 def retry_after_of(error: BaseException) -> float | None:

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import respx
 
-from vow.errors import ConfigError, PermanentError, TransientError
+from vow.errors import ConfigError, PermanentError, RateLimitError, TransientError
 from vow.faults import with_faults
 from vow.images import ImageRequest
 from vow.leaf import LeafContext
@@ -101,10 +101,23 @@ def test_429_is_transient_and_honours_retry_after(provider: OpenAIImageProvider)
     respx.post(URL).mock(return_value=httpx.Response(
         429, json=error_body("Rate limit reached for images per minute", "rate_limit_exceeded", "requests"),
         headers={"Retry-After": "7"}))
-    with pytest.raises(TransientError, match="Rate limit reached") as info:
+    with pytest.raises(RateLimitError, match="Rate limit reached") as info:
         provider.generate(REQUEST, CTX)
     assert info.value.retry_after == 7
     assert info.value.code == "429"
+
+
+@pytest.mark.parametrize("code", ["credit_balance_exhausted", "organization_spend_limit_exceeded",
+                                  "project_spend_limit_exceeded", "organization_usage_limit_exceeded", None])
+@respx.mock
+def test_429_of_type_insufficient_quota_is_permanent_whatever_its_code(provider: OpenAIImageProvider, code) -> None:
+    """OpenAI's billing refusals share the type insufficient_quota and differ in code; only the code was
+    looked at, so a spent project budget was a rate limit, waited out for 50 minutes to no avail."""
+    route = respx.post(URL).mock(return_value=httpx.Response(
+        429, json=error_body("You exceeded your current quota", code, "insufficient_quota")))
+    with pytest.raises(PermanentError, match="quota exhausted: You exceeded your current quota") as info:
+        provider.generate(REQUEST, CTX)
+    assert info.value.code == (code or "insufficient_quota") and route.call_count == 1
 
 
 @respx.mock

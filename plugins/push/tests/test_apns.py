@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from vow.channels import Message, build_channel
-from vow.errors import ConfigError, PermanentError, TransientError
+from vow.errors import ConfigError, PermanentError, RateLimitError, TransientError
 from vow.faults import Faults, with_faults
 from vow.leaf import LeafContext
 from vow.simulation import stable_uuid
@@ -143,8 +143,8 @@ def test_the_key_may_be_given_as_a_p8_file_path(push_plugins, push_p8, tmp_path,
 
 
 @pytest.mark.parametrize(("status", "reason", "headers", "error", "retry_after"), [
-    (429, "TooManyRequests", {"retry-after": "5"}, TransientError, 5.0),
-    (429, "TooManyProviderTokenUpdates", {}, TransientError, None),
+    (429, "TooManyRequests", {"retry-after": "5"}, RateLimitError, 5.0),  # too many to one device token
+    (429, "TooManyProviderTokenUpdates", {}, RateLimitError, None),  # the token renewed too often: wait it out
     (500, "InternalServerError", {}, TransientError, None),
     (503, "ServiceUnavailable", {}, TransientError, None),
     (503, "Shutdown", {}, TransientError, None),
@@ -162,7 +162,7 @@ def test_apns_errors_are_classified(apns: ApnsTransport, status, reason, headers
         router.post(URL).respond(status, json={"reason": reason, "timestamp": 1700000000000}, headers=headers)
         with pytest.raises(error) as caught:
             apns.send(MESSAGE, ctx())
-    assert caught.value.code == reason
+    assert type(caught.value) is error and caught.value.code == reason
     assert getattr(caught.value, "retry_after", None) == retry_after
     assert f"APNs answered HTTP {status}: {reason}" == str(caught.value)
 

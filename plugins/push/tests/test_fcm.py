@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from vow.channels import Message, build_channel
-from vow.errors import ConfigError, PermanentError, TransientError
+from vow.errors import ConfigError, PermanentError, RateLimitError, TransientError
 from vow.faults import Faults, with_faults
 from vow.leaf import LeafContext
 from vow.simulation import stable_uuid
@@ -147,9 +147,11 @@ def fcm_error_body(status_code: int, status: str, error_code: str | None = None)
 @pytest.mark.parametrize(("status", "body", "headers", "error", "code", "retry_after"), [
     (503, fcm_error_body(503, "UNAVAILABLE", "UNAVAILABLE"), {"Retry-After": "7"}, TransientError, "UNAVAILABLE", 7.0),
     (500, fcm_error_body(500, "INTERNAL", "INTERNAL"), {}, TransientError, "INTERNAL", None),
-    (429, fcm_error_body(429, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED"), {"Retry-After": "30"}, TransientError,
+    # FCM's quota refills within the minute: a rate limit, waited out longer than a 5xx.
+    (429, fcm_error_body(429, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED"), {"Retry-After": "30"}, RateLimitError,
      "QUOTA_EXCEEDED", 30.0),
-    (429, fcm_error_body(429, "RESOURCE_EXHAUSTED"), {}, TransientError, "RESOURCE_EXHAUSTED", None),
+    (429, fcm_error_body(429, "RESOURCE_EXHAUSTED"), {}, RateLimitError, "RESOURCE_EXHAUSTED", None),
+    (400, fcm_error_body(400, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED"), {}, RateLimitError, "QUOTA_EXCEEDED", None),
     (400, fcm_error_body(400, "INVALID_ARGUMENT", "INVALID_ARGUMENT"), {}, PermanentError, "INVALID_ARGUMENT", None),
     (404, fcm_error_body(404, "NOT_FOUND", "UNREGISTERED"), {}, PermanentError, "UNREGISTERED", None),
     (403, fcm_error_body(403, "PERMISSION_DENIED", "SENDER_ID_MISMATCH"), {}, PermanentError,
@@ -167,7 +169,7 @@ def test_fcm_errors_are_classified(fcm: FcmTransport, status, body, headers, err
         router.post(SEND_URL).mock(return_value=response)
         with pytest.raises(error) as caught:
             fcm.send(MESSAGE, ctx())
-    assert caught.value.code == code
+    assert type(caught.value) is error and caught.value.code == code
     assert getattr(caught.value, "retry_after", None) == retry_after
     assert f"HTTP {status}" in str(caught.value)
 
@@ -318,7 +320,7 @@ def test_a_connection_failure_is_transient(fcm: FcmTransport) -> None:
 
 def test_an_injected_status_maps_like_a_real_fcm_answer(fcm: FcmTransport) -> None:
     flaky = with_faults(fcm, Faults(fail_attempts=[1], status=429, retry_after=2))
-    with pytest.raises(TransientError) as caught:
+    with pytest.raises(RateLimitError) as caught:
         flaky.send(MESSAGE, ctx(1))
     assert (caught.value.code, caught.value.retry_after) == ("429", 2.0)
     gone = with_faults(fcm, Faults(fail_attempts=[1], status=404, message="UNREGISTERED"))

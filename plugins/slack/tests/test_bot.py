@@ -10,7 +10,7 @@ import respx
 
 import vow_slack.plugin
 from vow.channels import Message, build_channel
-from vow.errors import PermanentError, TransientError
+from vow.errors import PermanentError, RateLimitError, TransientError
 from vow.leaf import LeafContext
 from vow.plugins import Plugins
 from vow.testing import cut_off_body, endless_body
@@ -110,7 +110,7 @@ def test_429_retry_after_is_honoured(bot):
     with respx.mock() as mock:
         mock.post(POST).mock(return_value=httpx.Response(
             429, headers={"Retry-After": "30"}, json={"ok": False, "error": "ratelimited"}))
-        with pytest.raises(TransientError) as info:
+        with pytest.raises(RateLimitError) as info:
             bot.send(Message(to="C0123ABCD", body="hi"), ctx())
     assert info.value.retry_after == 30
     assert info.value.code == "ratelimited"
@@ -119,9 +119,21 @@ def test_429_retry_after_is_honoured(bot):
 def test_429_without_body_still_rate_limited(bot):
     with respx.mock() as mock:
         mock.post(POST).mock(return_value=httpx.Response(429, headers={"Retry-After": "7"}, text=""))
-        with pytest.raises(TransientError) as info:
+        with pytest.raises(RateLimitError) as info:
             bot.send(Message(to="C0123ABCD", body="hi"), ctx())
     assert info.value.retry_after == 7
+
+
+@pytest.mark.parametrize("answer", [
+    httpx.Response(429, json={"ok": False, "error": "ratelimited"}),  # no Retry-After: the policy's rate-limit wait
+    httpx.Response(200, json={"ok": False, "error": "ratelimited"}),  # the Web API's code at HTTP 200
+], ids=["429", "200"])
+def test_ratelimited_without_retry_after_is_a_rate_limit(bot, answer):
+    with respx.mock() as mock:
+        route = mock.post(POST).mock(return_value=answer)
+        with pytest.raises(RateLimitError) as info:
+            bot.send(Message(to="C0123ABCD", body="hi"), ctx())
+    assert (info.value.code, info.value.retry_after, route.call_count) == ("ratelimited", None, 1)
 
 
 def test_5xx_page_is_transient_and_200_without_json_is_not_success(bot):

@@ -10,7 +10,7 @@ import respx
 
 import vow_slack.plugin
 from vow.channels import Message, build_channel
-from vow.errors import PermanentError, TransientError
+from vow.errors import PermanentError, RateLimitError, TransientError
 from vow.leaf import LeafContext
 from vow.plugins import Plugins
 from vow.testing import endless_body
@@ -68,12 +68,20 @@ def test_client_errors_are_permanent_with_slack_code(hook, status, code):
     assert f"HTTP {status}" in str(info.value)
 
 
-def test_429_is_transient_with_retry_after(hook):
+def test_429_is_a_rate_limit_with_retry_after(hook):
     with respx.mock() as mock:
         mock.post(URL).mock(return_value=httpx.Response(429, headers={"Retry-After": "12"}, text="rate_limited"))
-        with pytest.raises(TransientError) as info:
+        with pytest.raises(RateLimitError) as info:
             send(hook)
     assert info.value.retry_after == 12 and info.value.code == "rate_limited"
+
+
+def test_a_5xx_is_no_rate_limit(hook):
+    with respx.mock() as mock:
+        mock.post(URL).mock(return_value=httpx.Response(500, text="rollup_error"))
+        with pytest.raises(TransientError) as info:
+            send(hook)
+    assert not isinstance(info.value, RateLimitError)  # the policy's quick back-off
 
 
 @pytest.mark.parametrize("status,body,code", [(500, "rollup_error", "rollup_error"),

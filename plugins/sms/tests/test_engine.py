@@ -91,3 +91,49 @@ def test_twilio_21610_fails_the_branch_at_once(tmp_path, twilio_secrets) -> None
             with pytest.raises(PermanentError, match="21610: Attempt to send to unsubscribed recipient"):
                 vow.run("notify/42", notify, {"order_id": 42})
     assert route.call_count == 1  # permanent: the retry policy's other two attempts are not used
+
+
+# -- a rate limit is waited out (on the engine's warped clock: no test sleeps) ---------------------
+
+def notify_with_the_default_policy(ctx: Context, event: dict):
+    return (yield ctx.run(deliver, "sms", MESSAGE, {"transport": "twilio", "from_number": "+15005550006"})
+            .options(id=f"{ctx.id}.sms"))
+
+
+QUEUE_FULL = {"code": 21611, "message": "This 'From' number has exceeded the maximum number of queued messages",
+              "more_info": "https://www.twilio.com/docs/errors/21611", "status": 400}
+TOO_MANY = {"code": 20429, "message": "Too Many Requests", "status": 429}
+
+
+@pytest.mark.parametrize(("status", "body"), [(400, QUEUE_FULL), (429, TOO_MANY), (429, None)],
+                         ids=["21611", "20429", "bare-429"])
+def test_twilio_refusing_for_its_rate_for_a_minute_texts_once(tmp_path, twilio_secrets, monkeypatch,
+                                                              status: int, body: dict | None) -> None:
+    """21611 (the sender's queue is full; it drains at the sender's rate) and a 429 without
+    Retry-After were retried like a 500 by the default policy: 8 attempts within 12.7 s, then the
+    text was lost. Twilio refuses here for 60 s of the engine's clock, then accepts."""
+    from tests.support import warped_engine_clock
+
+    answers: list[int] = []
+    first: list[float] = []
+
+    def twilio(request: httpx.Request) -> httpx.Response:
+        first.append(first[0] if first else clock.now())
+        if clock.now() - first[0] < 60.0:
+            answers.append(status)
+            return httpx.Response(status, json=body) if body else httpx.Response(status, text="Too Many Requests")
+        answers.append(201)
+        return httpx.Response(201, json={"sid": "SM" + "7" * 32, "status": "queued", "num_segments": "1"})
+
+    with warped_engine_clock(monkeypatch) as clock, respx.mock(assert_all_called=True) as mock:
+        route = mock.post(URL).mock(side_effect=twilio)
+        with Vow(store=f"sqlite:{tmp_path / 'vow.sqlite'}") as vow:
+            vow.register(notify_with_the_default_policy)
+            receipt = vow.run("notify/42", notify_with_the_default_policy, {"order_id": 42})
+    assert answers.count(201) == 1 and answers[-1] == 201 and route.call_count == len(answers) >= 2
+    assert receipt["message_id"] == "SM" + "7" * 32 and receipt["attempt"] == len(answers)
+    forms = {call.request.content for call in route.calls}
+    assert len(forms) == 1  # the same message every time
+    assert dict(urllib.parse.parse_qsl(forms.pop().decode())) == {
+        "To": MESSAGE["to"], "Body": MESSAGE["body"], "From": "+15005550006"}
+    assert clock.waited >= 60.0

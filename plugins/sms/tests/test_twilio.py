@@ -10,7 +10,7 @@ import pytest
 import respx
 
 from vow.channels import Message
-from vow.errors import ConfigError, PermanentError, TransientError
+from vow.errors import ConfigError, PermanentError, RateLimitError, TransientError
 from vow.faults import with_faults
 from vow.leaf import LeafContext
 from vow.testing import cut_off_body, endless_body
@@ -132,28 +132,29 @@ def test_21211_reason_names_the_bad_number(twilio_env: None) -> None:
             twilio_channel().send(MESSAGE, CTX)
 
 
-def test_20429_is_transient_and_honours_retry_after(twilio_env: None) -> None:
+def test_20429_is_a_rate_limit_and_honours_retry_after(twilio_env: None) -> None:
     with respx.mock() as mock:
         mock.post(URL).mock(return_value=twilio_failure(429, 20429, "Too Many Requests", **{"Retry-After": "3"}))
-        with pytest.raises(TransientError) as err:
+        with pytest.raises(RateLimitError) as err:
             twilio_channel().send(MESSAGE, CTX)
     assert (err.value.code, err.value.retry_after) == ("20429", 3.0)
 
 
-def test_21611_a_full_sender_queue_is_transient(twilio_env: None) -> None:
-    """The sender's queue holds over 10 hours of messages: it drains at the sender's rate, so a later try works."""
+def test_21611_a_full_sender_queue_is_a_rate_limit(twilio_env: None) -> None:
+    """The sender's queue holds over 10 hours of messages: it drains at the sender's rate, so a later try works
+    (and is waited for longer than a plain failure: a RateLimitError)."""
     answer = twilio_failure(400, 21611, "This 'From' number has exceeded the maximum number of queued messages")
     with respx.mock() as mock:
         mock.post(URL).mock(return_value=answer)
-        with pytest.raises(TransientError, match="21611: This 'From' number") as err:
+        with pytest.raises(RateLimitError, match="21611: This 'From' number") as err:
             twilio_channel().send(MESSAGE, CTX)
     assert err.value.code == "21611"
 
 
-def test_20429_is_transient_whatever_the_http_status(twilio_env: None) -> None:
+def test_20429_is_a_rate_limit_whatever_the_http_status(twilio_env: None) -> None:
     with respx.mock() as mock:
         mock.post(URL).mock(return_value=twilio_failure(400, 20429, "Too Many Requests"))
-        with pytest.raises(TransientError) as err:
+        with pytest.raises(RateLimitError) as err:
             twilio_channel().send(MESSAGE, CTX)
     assert (err.value.code, err.value.retry_after) == ("20429", None)
 
@@ -163,7 +164,7 @@ def test_5xx_json_is_transient(twilio_env: None) -> None:
         mock.post(URL).mock(return_value=twilio_failure(500, 20500, "An internal server error has occurred"))
         with pytest.raises(TransientError, match="20500") as err:
             twilio_channel().send(MESSAGE, CTX)
-    assert err.value.code == "20500"
+    assert err.value.code == "20500" and not isinstance(err.value, RateLimitError)  # the quick default back-off
 
 
 def test_5xx_html_from_a_proxy_is_transient_with_an_http_date_retry_after(twilio_env: None) -> None:

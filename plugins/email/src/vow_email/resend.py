@@ -13,7 +13,7 @@ import httpx
 
 from vow.channels import Message, Receipt
 from vow.errors import PermanentError, TransientError
-from vow.http import error_for_exception, error_for_status, parse_retry_after, request, text_field
+from vow.http import error_for_exception, is_transient_status, parse_retry_after, request, text_field, transient_error
 from vow.leaf import LeafContext
 from vow_email.addresses import ascii_form
 from vow_email.mime import IDEMPOTENCY_HEADER, key_digest
@@ -49,12 +49,12 @@ def resend_error(status: int, headers: Mapping[str, str], name: str | None, mess
     code = name or str(status)
     retry_after = parse_retry_after(headers.get("retry-after"))
     if name in TRANSIENT_ERRORS:
-        return TransientError(reason, retry_after=retry_after, code=code)
+        return transient_error(reason, status=status, retry_after=retry_after, code=code,
+                               rate_limited=name == "rate_limit_exceeded")
     if name in PERMANENT_ERRORS:
         return PermanentError(reason, code=code)
-    generic = error_for_status(status, headers, provider="resend")
-    if isinstance(generic, TransientError):
-        return TransientError(reason, retry_after=generic.retry_after, code=code)
+    if is_transient_status(status):  # a 429 of a name not listed here is a rate limit still
+        return transient_error(reason, status=status, retry_after=retry_after, code=code)
     return PermanentError(reason, code=code)
 
 

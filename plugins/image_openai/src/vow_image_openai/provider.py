@@ -10,7 +10,8 @@ generated (and billed) twice; a gateway that honours the key and answers
 ``Idempotent-Replayed: true`` is reported as ``duplicate=True``.
 
 Errors: 429 (unless the quota is exhausted), 5xx, timeouts and connection failures are
-transient, with any ``Retry-After`` honoured; a content-policy rejection, a validation error, a
+transient, with any ``Retry-After`` honoured (a 429 as a :class:`~vow.errors.RateLimitError`, waited
+out longer than a 5xx when it names no wait); a content-policy rejection, a validation error, a
 bad key or an exhausted quota are permanent and carry the provider's ``error.message`` and
 ``error.code``. An answer that is not a usable image is permanent too (``code="bad_response"``):
 one larger than ``max_bytes`` (not read further), no inline ``b64_json`` (a URL instead), bad
@@ -37,8 +38,12 @@ from vow.leaf import LeafContext
 
 PROVIDER = "openai"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# A 429 that no wait can fix: the account is out of credit.
-QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached"})
+# A 429 that no wait can fix: the account is out of credit or over a spending limit. OpenAI gives these
+# the type insufficient_quota and tells them apart by code; its rate limits (rate_limit_exceeded,
+# slow_down) are waited out as a RateLimitError.
+QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached", "credit_balance_exhausted",
+                         "organization_spend_limit_exceeded", "project_spend_limit_exceeded",
+                         "organization_usage_limit_exceeded"})
 ERROR_BYTES = 64 * 1024  # of an error's body: its message is at the start
 
 
@@ -130,8 +135,8 @@ class OpenAIImageProvider:
 
     def error_for_status(self, status: int, headers: Mapping[str, str] | None = None, detail: str = "") -> Exception:
         """The error an HTTP answer means, using the provider's ``error.message`` and ``error.code``."""
-        message, code = _provider_error(detail)
-        if status == 429 and code in QUOTA_CODES:
+        message, code, kind = _provider_error(detail)
+        if status == 429 and (code in QUOTA_CODES or kind == "insufficient_quota"):
             return PermanentError(f"{PROVIDER}: quota exhausted: {message}", code=code)
         if is_transient_status(status):
             return error_for_status(status, headers, message, provider=PROVIDER)
@@ -171,8 +176,9 @@ class OpenAIImageProvider:
         )
 
 
-def _provider_error(detail: str) -> tuple[str, str | None]:
-    """``(message, code)`` from an OpenAI-style error body ``{"error": {"message", "code", "type"}}``."""
+def _provider_error(detail: str) -> tuple[str, str | None, str | None]:
+    """``(message, code, type)`` from an OpenAI-style error body ``{"error": {"message", "code", "type"}}``;
+    ``code`` is the type when the body has no code."""
     try:
         error = json.loads(detail)["error"]
         message = error.get("message") or detail
@@ -180,6 +186,7 @@ def _provider_error(detail: str) -> tuple[str, str | None]:
         # boolean is none, and the HTTP status stands in for it.
         code = next((c for c in (error.get("code"), error.get("type"))
                      if c and isinstance(c, (str, int)) and not isinstance(c, bool)), None)
-        return str(message), (str(code) if code else None)
+        kind = error.get("type")
+        return str(message), (str(code) if code else None), (kind if isinstance(kind, str) else None)
     except (ValueError, KeyError, TypeError, AttributeError):
-        return detail[:500], None
+        return detail[:500], None, None

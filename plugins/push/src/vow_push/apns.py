@@ -16,8 +16,8 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from vow.channels import Message, Receipt
-from vow.errors import ConfigError, PermanentError, TransientError
-from vow.http import error_for_exception, is_transient_status, parse_retry_after, request, text_field
+from vow.errors import ConfigError, PermanentError
+from vow.http import error_for_exception, is_transient_status, parse_retry_after, request, text_field, transient_error
 from vow.leaf import LeafContext
 from vow.simulation import stable_uuid
 from vow_push.auth import PROVIDER_TOKENS, apns_provider_token
@@ -31,6 +31,9 @@ SANDBOX_HOST = "https://api.sandbox.push.apple.com"
 # ExpiredProviderToken means our cached token went stale, which the next attempt renews.
 TRANSIENT_REASONS = frozenset({"TooManyRequests", "TooManyProviderTokenUpdates", "InternalServerError",
                                "ServiceUnavailable", "Shutdown", "IdleTimeout", "ExpiredProviderToken"})
+# Too many notifications to one device token, or provider tokens renewed too often: APNs takes more
+# once time has passed, so they are RateLimitErrors, waited out longer than a 5xx.
+RATE_LIMIT_REASONS = frozenset({"TooManyRequests", "TooManyProviderTokenUpdates"})
 
 
 def apns_payload(message: Message, key: str) -> bytes:
@@ -49,7 +52,8 @@ def apns_error(status: int, headers: Mapping[str, str], body: Any, text: str = "
     code = reason or str(status)
     if reason in TRANSIENT_REASONS or is_transient_status(status):
         retry_after = parse_retry_after(headers.get("retry-after") or headers.get("Retry-After"))
-        return TransientError(message, retry_after=retry_after, code=code)
+        return transient_error(message, status=status, retry_after=retry_after, code=code,
+                               rate_limited=reason in RATE_LIMIT_REASONS)
     return PermanentError(message, code=code)
 
 

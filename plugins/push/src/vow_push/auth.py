@@ -21,8 +21,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from vow.errors import ConfigError, PermanentError, TransientError
-from vow.http import error_for_exception, is_transient_status, parse_retry_after, request, text_field
+from vow.errors import ConfigError, PermanentError
+from vow.http import error_for_exception, is_transient_status, parse_retry_after, request, text_field, transient_error
 
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -182,7 +182,8 @@ class ServiceAccountToken:
         reason = (f"{where} refused the service account {self.account.client_email}: "
                   f"HTTP {response.status_code} {code}: {body.get('error_description') or response.text[:200]}")
         if is_transient_status(response.status_code):
-            raise TransientError(reason, retry_after=parse_retry_after(response.headers.get("retry-after")), code=code)
+            raise transient_error(reason, status=response.status_code, code=code,
+                                  retry_after=parse_retry_after(response.headers.get("retry-after")))
         # invalid_grant and friends: a revoked key or a skewed clock; retrying the same key cannot help.
         raise PermanentError(reason, code=code)
 

@@ -16,7 +16,7 @@ import httpx
 
 from vow.channels import Message, Receipt
 from vow.errors import ConfigError, PermanentError, TransientError
-from vow.http import error_for_exception, is_transient_status, parse_retry_after, request, text_field
+from vow.http import error_for_exception, is_transient_status, parse_retry_after, request, text_field, transient_error
 from vow.leaf import LeafContext
 from vow.simulation import stable_uuid
 from vow_push.clients import shared_client
@@ -27,6 +27,9 @@ RESERVED_DATA_KEYS = ("from", "gcm", "message_type")  # and any key starting wit
 
 # FcmError codes (details[].errorCode) first, then canonical statuses (error.status).
 TRANSIENT_CODES = frozenset({"UNAVAILABLE", "INTERNAL", "QUOTA_EXCEEDED", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"})
+# The project's per-minute quota, or one device's, is used up until it refills (FCM: "in the following
+# minute"): a RateLimitError, waited out longer than a 5xx when FCM names no Retry-After.
+RATE_LIMIT_CODES = frozenset({"QUOTA_EXCEEDED", "RESOURCE_EXHAUSTED"})
 PERMANENT_CODES = frozenset({"INVALID_ARGUMENT", "UNREGISTERED", "SENDER_ID_MISMATCH", "THIRD_PARTY_AUTH_ERROR",
                              "APNS_AUTH_ERROR", "PERMISSION_DENIED", "NOT_FOUND", "UNAUTHENTICATED"})
 
@@ -79,7 +82,8 @@ def fcm_error(status: int, headers: Mapping[str, str], body: Any, text: str = ""
     reason = f"FCM answered HTTP {status}" + (f" {code}" if code else "") + (f": {detail}" if detail else "")
     retry_after = parse_retry_after(headers.get("retry-after") or headers.get("Retry-After"))
     if code in TRANSIENT_CODES or (code not in PERMANENT_CODES and is_transient_status(status)):
-        return TransientError(reason, retry_after=retry_after, code=code or str(status))
+        return transient_error(reason, status=status, retry_after=retry_after, code=code or str(status),
+                               rate_limited=code in RATE_LIMIT_CODES)
     return PermanentError(reason, code=code or str(status))
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from vow.errors import PermanentError, TransientError
-from vow.http import is_transient_status, parse_retry_after
+from vow.errors import PermanentError
+from vow.http import is_transient_status, parse_retry_after, transient_error
 
 TRANSIENT_CODES = frozenset({
     "ratelimited",           # Web API, with HTTP 429 and Retry-After
@@ -27,6 +27,10 @@ TRANSIENT_CODES = frozenset({
 })
 """Codes that describe Slack's state, not the request: retried by the branch's policy."""
 
+RATE_LIMIT_CODES = frozenset({"ratelimited", "rate_limited"})
+"""Slack refused for its rate (about one message a second per channel): a
+:class:`~vow.errors.RateLimitError`, waited out longer than a plain failure when it names no Retry-After."""
+
 
 def slack_error(code: str, status: int, headers: Mapping[str, str] | None = None, *,
                 via: str, detail: str = "") -> Exception:
@@ -39,5 +43,6 @@ def slack_error(code: str, status: int, headers: Mapping[str, str] | None = None
     message = f"slack {via} failed: {code} (HTTP {status})" + (f": {detail}" if detail else "")
     if code in TRANSIENT_CODES or is_transient_status(status):
         retry_after = parse_retry_after(headers.get("retry-after") or headers.get("Retry-After"))
-        return TransientError(message, retry_after=retry_after, code=code)
+        return transient_error(message, status=status, retry_after=retry_after, code=code,
+                               rate_limited=code in RATE_LIMIT_CODES)
     return PermanentError(message, code=code)

@@ -18,8 +18,8 @@ import httpx
 
 from vow.channels import Message, Receipt
 from vow.config import secret
-from vow.errors import ConfigError, PermanentError, TransientError
-from vow.http import error_for_exception, is_transient_status, parse_retry_after, request
+from vow.errors import ConfigError, PermanentError
+from vow.http import error_for_exception, is_transient_status, parse_retry_after, request, transient_error
 from vow.leaf import LeafContext
 from vow_sms.options import SmsOptions
 
@@ -31,6 +31,9 @@ TRANSIENT_CODES: dict[int, str] = {
     20429: "too many concurrent requests; safe to retry after backing off",
     21611: "the sender's queue holds more than 10 hours of messages; it drains at the sender's rate",
 }
+RATE_LIMIT_CODES = frozenset({20429, 21611})
+"""Twilio refused for its rate or a full queue: a :class:`~vow.errors.RateLimitError`, waited out longer
+than a plain failure (see :class:`vow.retry.RateLimitPatience`)."""
 PERMANENT_CODES: dict[int, str] = {
     20003: "authentication failed: check the Account SID and the Auth Token or API key",
     21211: "the 'To' number is not a valid phone number",
@@ -61,8 +64,8 @@ def twilio_error(status: int, headers: Mapping[str, str] | None, body: Mapping[s
         if body.get("more_info"):
             reason += f"; see {body['more_info']}"
     if code in TRANSIENT_CODES or (code not in PERMANENT_CODES and is_transient_status(status)):
-        return TransientError(reason, retry_after=parse_retry_after(headers.get("retry-after")),
-                              code=str(code or status))
+        return transient_error(reason, status=status, retry_after=parse_retry_after(headers.get("retry-after")),
+                               code=str(code or status), rate_limited=code in RATE_LIMIT_CODES)
     return PermanentError(reason, code=str(code or status))
 
 
