@@ -31,10 +31,9 @@ READ_ONLY = {
     "sqlite": ("?read_only=true", r"^SQLite store \S+: opened read-only \(read_only=true\), so it takes no "
                                   r"writes: drop read_only=true from the store URL to write to it$"),
     "postgres": ("?options=-c%20default_transaction_read_only%3Don",
-                 r"^PostgreSQL store postgresql://\S+: opened read-only: its connections set "
-                 r"default_transaction_read_only=on \(options=-c default_transaction_read_only=on in the store "
-                 r"URL, or PGOPTIONS\), so the server takes no writes \(cannot execute [A-Z ]+ in a read-only "
-                 r"transaction\): drop that setting from the URL \(or PGOPTIONS\) to write to it$"),
+                 r"^PostgreSQL store postgresql://\S+: opened read-only \(default_transaction_read_only=on, set by "
+                 r"the URL's options or PGOPTIONS\), so the server takes no writes \(cannot execute [A-Z ]+ in a "
+                 r"read-only transaction\): drop it from the URL's options or from PGOPTIONS to write to it$"),
 }
 
 
@@ -56,3 +55,28 @@ def test_a_run_in_a_store_opened_read_only_by_its_url_says_to_drop_that_from_the
     if kind == "postgres":  # a schema not made yet: its creation is the first write, at the opening
         with pytest.raises(StoreError, match=message):
             Vow(store=f"{url}{suffix}&schema=never_made")
+
+
+def test_vow_run_on_a_postgresql_store_opened_read_only_by_its_url_is_refused_before_a_run(
+        postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As for SQLite's read_only=true (tests/cli/test_read_only_store.py): vow run printed "failed: q/1 unknown
+    after -: StoreError ...", exit 1, and told to `vow show` a run it never stored."""
+    from click.testing import CliRunner
+
+    from vow.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VOW_SIM_DIR", str(tmp_path / "sim"))
+    Vow(store=postgres_url).close()  # the schema, made by a store that may write
+    (tmp_path / "q.yaml").write_text("version: 1\nname: q\nid: q/1\nfan_out:\n"
+                                     "  - {channel: slack, to: '#general', body: hi}\n")
+    result = CliRunner().invoke(cli, ["run", "q.yaml", "--store", postgres_url + READ_ONLY["postgres"][0]],
+                                prog_name="vow")
+    assert (result.exit_code, result.stdout) == (2, ""), result.output
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.endswith(
+        ": opened read-only (default_transaction_read_only=on, set by the URL's options or PGOPTIONS): vow run needs "
+        "to write to it; drop it from the URL's options or from PGOPTIONS (vow ls and vow show read it as it is)\n"), \
+        result.stderr
+    with Vow(store=postgres_url) as reader:
+        assert reader.get("q/1") is None

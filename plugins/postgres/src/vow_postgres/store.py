@@ -266,6 +266,17 @@ class PostgresStore(StoreOperations):
     def __repr__(self) -> str:
         return f"<PostgresStore {self.url}>"
 
+    read_only_reason = "default_transaction_read_only=on, set by the URL's options or PGOPTIONS"
+    """Why a store that :attr:`read_only` says is read-only is so (``vow run`` and the other commands that
+    write say it, see :func:`vow.cli.common.writable`)."""
+    read_only_fix = "drop it from the URL's options or from PGOPTIONS"
+    """What makes it writable."""
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the store's own connections asked for read-only transactions: every write fails."""
+        return self._read_only_by_client
+
     # -- opening
 
     def _setup(self) -> None:
@@ -498,11 +509,9 @@ class PostgresStore(StoreOperations):
         if isinstance(exc, pg_errors.ReadOnlySqlTransaction):
             # Its context is the SQL of the server function that wrote: no help to whoever must fix it.
             refused = self._scrub(exc.diag.message_primary or str(exc))
-            if self._read_only_by_client:
-                return StoreError(f"PostgreSQL store {self.url}: opened read-only: its connections set "
-                                  "default_transaction_read_only=on (options=-c default_transaction_read_only=on in "
-                                  f"the store URL, or PGOPTIONS), so the server takes no writes ({refused}): drop "
-                                  "that setting from the URL (or PGOPTIONS) to write to it")
+            if self.read_only:
+                return StoreError(f"PostgreSQL store {self.url}: opened read-only ({self.read_only_reason}), so the "
+                                  f"server takes no writes ({refused}): {self.read_only_fix} to write to it")
             return StoreError(f"PostgreSQL store {self.url}: the server takes no writes here "
                               f"({refused}); it is a standby or "
                               "default_transaction_read_only is on (for the server, database or role): point the "
