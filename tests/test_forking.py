@@ -171,6 +171,17 @@ def test_retry_of_a_retry_counts_on(vow: Any) -> None:
     assert calls["email"] == 1  # reused twice, sent once
 
 
+def test_a_fork_of_a_run_whose_id_ends_in_a_line_break_is_not_named_as_another_runs_fork(vow: Any) -> None:
+    """A run id from Python may end in a line break. The suffix pattern's ``$`` matched before it, so the
+    fork of "seq/fork-1\\n" was named "seq/fork-2", as if it were the second fork of "seq". Its own name
+    holds the line break, which no run id made here may: refused, and a given id works."""
+    vow.run("seq/fork-1\n", sequence)
+    with pytest.raises(ConfigError, match=r"'seq/fork-1\\n/fork-1' is not a usable run id"):
+        fork(vow.store, "seq/fork-1\n", "seq/fork-1\n")
+    assert vow.get("seq/fork-2") is None
+    assert fork(vow.store, "seq/fork-1\n", "seq/fork-1\n", new_id="seq/again").run_id == "seq/again"
+
+
 def test_a_failed_leaf_retried_by_its_policy_leaves_no_timer_behind_in_the_retry(vow: Any) -> None:
     from vow.engine import BACKOFF_FUNC
 

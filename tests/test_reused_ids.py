@@ -395,6 +395,23 @@ def test_an_id_in_the_form_of_vows_own_timers_is_refused_at_the_call(vow: Vow) -
     assert sink.sent == [("v/3.patched.b.fine", 1), ("v/3.patched.b.fine", 2)]
 
 
+def test_an_id_that_only_ends_in_a_line_break_after_such_a_form_is_not_refused() -> None:
+    """``{ctx.id}.x.backoff.2\\n`` is no id the engine makes (its timers' ids end in digits). The check's ``$``
+    matched before the final line break, so the call failed with DuplicateIdError and its leaf never ran."""
+    sink = Sink()
+
+    def send(ctx: LeafContext, n: int) -> int:
+        sink.add(ctx, n)
+        return n
+
+    def flow(ctx: Context):
+        return (yield ctx.run(send, 5).options(id=f"{ctx.id}.x.backoff.2\n"))
+
+    with Vow(store="memory:") as client:
+        assert client.run("v/4", flow, timeout=WAIT) == 5
+    assert sink.sent == [("v/4.x.backoff.2\n", 5)]
+
+
 def test_a_call_given_the_id_of_a_workflow_it_is_made_in_fails_instead_of_waiting_for_itself(vow: Vow) -> None:
     """The same function under the id of the workflow making the call (or of one it runs under) is that
     workflow: waiting for it would wait for itself. The call fails with DuplicateIdError. Before, the run

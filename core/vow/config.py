@@ -282,7 +282,8 @@ def _at(data: Any, key: str | int) -> Any:
         return None
 
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# \A and \Z, not ^ and $: "$" also matches before a final line break, which a YAML block scalar ends with.
+_ENV_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def secret(env_var: str, *, needed_for: str) -> str:

@@ -58,7 +58,8 @@ FORK_OF = "vow.fork_of"
 """The tag of a new run's root: the run it was made from (``fork`` or ``retry``)."""
 
 FAILED_STATES = (State.REJECTED, State.TIMEDOUT, State.CANCELED)
-_SUFFIX = re.compile(r"/(?:fork|retry)-(\d+)$")
+# \Z, not $: "$" also matches before a final line break, which a run id from Python may end in.
+_SUFFIX = re.compile(r"/(?:fork|retry)-(\d+)\Z")
 
 
 @attrs.frozen

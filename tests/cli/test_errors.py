@@ -45,6 +45,10 @@ SMS_TWILIO = ('  - channel: sms\n    to: "+14155550100"\n    body: hi\n'
               '    options: {transport: twilio, from_number: "+14155550199"}\n')
 RUN_ID_RULE = ("1-200 characters, no spaces, control characters or lone surrogates, no empty part between slashes: "
                "did an input come out empty?")
+OWN_FORMS = ("a retry's back-off '{id}.backoff.{n}', a rate-limit wait '{id}.throttle.{n}.{m}', a ctx.patched "
+             "marker '{run}.patched.{name}'")
+OWN_FORM = (f"which has the form of vow's own bookkeeping ids ({OWN_FORMS}): no id may end in .backoff.N, "
+            ".throttle.N.M or .patched.NAME")
 EMAIL_FIELDS = ("channel, to, subject, body, data, options, id, for_each, retry, timeout, faults")
 
 CASES = [
@@ -173,6 +177,27 @@ CASES = [
     ("same branch twice", pipeline(EMAIL), [],
      "order.yaml:12: fan_out[1]: branch id 'email' is used twice (fan_out[0] and fan_out[1]); give each branch its "
      "own id with id:"),
+    # vow's own timers and markers take these ids without asking: vow validate said ok and vow run stored the
+    # run, which then failed at the branch with DuplicateIdError (exit 1).
+    ("a branch id in the form of a back-off timer",
+     pipeline('  - channel: slack\n    id: x.backoff.2\n    to: "#orders"\n    body: hi\n'), [],
+     f"order.yaml:13: fan_out[1].id: branch id 'x.backoff.2' makes promise 'order/7.x.backoff.2', {OWN_FORM}; "
+     f"give the branch another id"),
+    ("a branch id template giving a rate-limit wait's form",
+     pipeline('  - channel: slack\n    for_each: [3, 4]\n    id: "x.throttle.{{ item }}.1"\n    to: "#orders"\n'
+              '    body: hi\n'), [],
+     f"order.yaml:14: fan_out[1].id: branch id 'x.throttle.3.1' makes promise 'order/7.x.throttle.3.1', "
+     f"{OWN_FORM}; give the branch another id (for_each item 0: 3)"),
+    ("a branch id that the run id makes a back-off timer",
+     pipeline('  - channel: slack\n    id: "2"\n    to: "#orders"\n    body: hi\n'), ["--set", "order_id=7.backoff"],
+     f"order.yaml:13: fan_out[1].id: branch id '2' makes promise 'order/7.backoff.2', {OWN_FORM}; "
+     f"give the branch another id"),
+    ("a gate promise in the form of a back-off timer", pipeline(top="gate: {promise: ok.backoff.1}\n"), [],
+     f"order.yaml:7: gate.promise: promise name 'ok.backoff.1' makes promise 'order/7.ok.backoff.1', {OWN_FORM}; "
+     f"give the gate another promise name"),
+    ("a run id whose steps take a patch marker's form", pipeline(), ["--set", "order_id=7.patched"],
+     f"order.yaml:3: id: 'order/7.patched' is not a usable run id: its step 'order/7.patched.started' would "
+     f"have the form of vow's own bookkeeping ids ({OWN_FORMS}); a run id cannot end in .patched"),
 ]
 
 
@@ -192,6 +217,20 @@ def test_each_mistake_is_one_exact_message_with_exit_2_and_nothing_stored(text, 
     assert (result.exit_code, result.stdout) == (2, ""), result.output
     assert result.stderr == f"error: {expected}\n"
     assert not store.exists()
+
+
+def test_validate_refuses_an_id_in_the_form_of_vows_own_timers_as_run_does(tmp_path, monkeypatch) -> None:
+    """Before, vow validate said ok for a branch named x.backoff.2; vow run then failed the run at that branch."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VOW_SIM_DIR", str(tmp_path / "sim"))
+    (tmp_path / "order.yaml").write_text(pipeline('  - channel: slack\n    id: x.backoff.2\n    to: "#orders"\n'
+                                                  '    body: hi\n'))
+    result = CliRunner().invoke(cli, ["validate", "order.yaml"])
+    assert (result.exit_code, result.stdout) == (2, ""), result.output
+    assert result.stderr == (f"error: order.yaml:13: fan_out[1].id: branch id 'x.backoff.2' makes promise "
+                             f"'order/7.x.backoff.2', {OWN_FORM}; give the branch another id\n")
+    result = CliRunner().invoke(cli, ["validate", "order.yaml", "--id", "order/x.patched"])
+    assert result.stderr.startswith("error: --id: 'order/x.patched' is not a usable run id: its step "), result.output
 
 
 def test_input_nested_too_deeply_is_refused_by_validate_and_run_before_a_store_is_made(tmp_path,

@@ -340,3 +340,15 @@ def test_a_refused_branch_id_is_told_the_rule_it_breaks(installed_plugins, entry
     with pytest.raises(SpecError) as caught:
         make_plan(parse(text, "b.yaml"), plugins=installed_plugins)
     assert str(caught.value) == expected
+
+
+def test_a_secrets_variable_name_with_a_line_break_is_refused_as_a_name(installed_plugins, monkeypatch) -> None:
+    """A block scalar (``|``) ends its text with a line break. The name check's ``$`` matched before it, so
+    "ORDERS_SLACK_TOKEN\\n" passed as a name, was looked up as it is, and the plan failed with "missing
+    secret: set the environment variable ORDERS_SLACK_TOKEN" while that variable was set."""
+    monkeypatch.setenv("ORDERS_SLACK_TOKEN", "xoxb-1")
+    text = ("version: 1\nname: n\nfan_out:\n  - channel: slack\n    to: '#orders'\n    body: hi\n"
+            "    options:\n      transport: bot\n      bot_token_env: |\n        ORDERS_SLACK_TOKEN\n")
+    with pytest.raises(SpecError, match=r"'ORDERS_SLACK_TOKEN\\n' is not an environment variable name"):
+        make_plan(parse(text, "n.yaml"), plugins=installed_plugins)
+    assert make_plan(parse(text.replace("|", ">-"), "n.yaml"), plugins=installed_plugins).branches

@@ -516,7 +516,7 @@ def test_a_store_opened_read_only_reads_and_refuses_every_write(tmp_path: Path) 
     try:
         assert isinstance(reader, sqlite_module.SQLiteStore) and reader.read_only
         assert reader.get("r/1") is not None and [r.id for r in reader.runs()] == ["r/1"]
-        with pytest.raises(StoreError, match=r"cannot be written \(opened read-only\): vow ls and vow show can read"):
+        with pytest.raises(StoreError, match=r"opened read-only \(read_only=true\), so it takes no writes: drop"):
             reader.settle("r/1", State.RESOLVED, "1")
     finally:
         reader.close()

@@ -103,16 +103,20 @@ def _existing_store(ctx: click.Context, param: click.Parameter, url: str | None)
 
 def writable(store: Any) -> Any:
     """``store``, for a command that writes to it (runs, settles, prunes, schedules). A store opened
-    read-only by its URL (``?read_only=true``) is refused now, in one line and exit code 2, as a file
-    this user may not write is refused when opened: else the command failed at its first write, which
-    `vow run` reported as the failure of a run it never stored (and `vow worker` logged forever)."""
+    read-only by its URL (``?read_only=true``, PostgreSQL's ``default_transaction_read_only``) is refused
+    now, in one line and exit code 2, as a file this user may not write is refused when opened: else the
+    command failed at its first write, which `vow run` reported as the failure of a run it never stored
+    (and `vow worker` logged forever)."""
     if getattr(store, "read_only", False):
         from vow.stores import redact_url
 
         command = click.get_current_context(silent=True)
         name = command.command_path if command is not None else "this command"
-        raise StoreError(f"store {redact_url(store.url)}: opened read-only (read_only=true): {name} needs to write "
-                         "to it; drop read_only=true from the URL (vow ls and vow show read it as it is)")
+        # A store read-only by another setting than SQLite's read_only=true names it (PostgreSQL's).
+        why = getattr(store, "read_only_reason", "read_only=true")
+        fix = getattr(store, "read_only_fix", "drop read_only=true from the URL")
+        raise StoreError(f"store {redact_url(store.url)}: opened read-only ({why}): {name} needs to write to it; "
+                         f"{fix} (vow ls and vow show read it as it is)")
     return store
 
 

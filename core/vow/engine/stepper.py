@@ -29,7 +29,7 @@ from vow.errors import DuplicateIdError, EncodeError, NonDeterminismError
 from vow.naming import lasting, looked_up, refuse_unstorable
 from vow.outcomes import combine, fill_from_record, outcome
 from vow.records import Kind, PromiseRecord, State, make_record
-from vow.reserved import BACKOFF_FUNC, OWN_ID, PATCH_FUNC
+from vow.reserved import BACKOFF_FUNC, OWN_ID, OWN_ID_FORMS, PATCH_FUNC
 
 __all__ = ["CALLS_PER_COMMIT", "PATCH_FUNC", "Host", "Stepper", "check_text"]
 
@@ -200,10 +200,8 @@ class Stepper:
         if opts.id is not None or opts.tags or opts.idempotency_key is not None:
             check_text(cid, opts.tags, func or kind.value, opts.idempotency_key)
             if opts.id is not None and OWN_ID.search(cid):  # only given ids: counted ones never match
-                raise DuplicateIdError(
-                    f"promise id {cid!r} has the form of vow's own bookkeeping ids (a retry's back-off "
-                    "'{id}.backoff.{n}', a rate-limit wait '{id}.throttle.{n}.{m}', a ctx.patched marker "
-                    "'{run}.patched.{name}'), which vow stores without asking: give this call another id")
+                raise DuplicateIdError(f"promise id {cid!r} has the form of vow's own bookkeeping ids "
+                                       f"({OWN_ID_FORMS}), which vow stores without asking: give this call another id")
             above: WorkflowRun | None = run
             while above is not None:  # only given ids: a counted one is longer than its run's
                 if above.id == cid:

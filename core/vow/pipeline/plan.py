@@ -38,6 +38,7 @@ from vow.pipeline.spec import FORMAT_VERSION, ChannelEntry, ImageEntry, Pipeline
 from vow.pipeline.templates import TemplateError, plain, render_text, render_value, slug, wrap
 from vow.pipeline.workflow import RESERVED
 from vow.plugins import Plugins
+from vow.reserved import OWN_ID, OWN_ID_FORMS
 from vow.retention import parse_duration
 from vow.retry import from_config
 from vow.stores import parse_store_url, redact_url
@@ -172,7 +173,7 @@ class _Planner:
         context["run"] = wrap({"id": run_id, "slug": slug(run_id), "folder": output_folder(run_id)}, "run")
         defaults = self.defaults()
         self.defaults_rate_limit = defaults["rate_limit"]
-        gate = self.gate()
+        gate = self.gate(run_id)
         branches = self.fan_out(context, defaults)
         output = self.output(context, branches)
         legacy = str(self.base_dir / DEFAULT_IMAGE_OUTPUT / slug(run_id)) if spec.output is None and output else None
@@ -192,9 +193,8 @@ class _Planner:
             # Same pipeline, same input: same run. Starting it twice joins the first run.
             digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:12]
             return f"{slug(self.spec.name)}/{digest}"
-        if not value.strip() or len(value) > 200 or "" in value.split("/") or any(map(not_in_a_run_id, value)):
-            problem = (f"{value!r} is not a usable run id (1-200 characters, no spaces, control characters or lone "
-                       "surrogates, no empty part between slashes: did an input come out empty?)")
+        problem = _run_id_problem(value)
+        if problem is not None:
             if label:
                 raise SpecError(f"{label}: {problem}")
             raise self.error(where, problem)
@@ -252,12 +252,16 @@ class _Planner:
         return {"cron": timing.cron, "every": timing.every, "timezone": timing.timezone,
                 "catch_up": block.catch_up, "grace": grace, "name": block.name}
 
-    def gate(self) -> Gate | None:
+    def gate(self, run_id: str) -> Gate | None:
         gate = self.spec.gate
         if gate is None:
             return None
         if not BRANCH_ID.match(gate.promise):
             raise self.error(("gate", "promise"), f"{gate.promise!r} is not a usable promise name ({BRANCH_ID_RULE})")
+        own = _own_form(f"{run_id}.{gate.promise}")
+        if own is not None:
+            raise self.error(("gate", "promise"), f"promise name {gate.promise!r} {own}; give the gate another "
+                                                  "promise name")
         return Gate(gate.promise, self.duration(gate.timeout, ("gate", "timeout")))
 
     def output(self, context: dict[str, Any], branches: list[Branch]) -> str | None:
@@ -458,6 +462,9 @@ class _Planner:
                                                    "such as id: \"{{ item.name }}\"")
         if not BRANCH_ID.match(value):
             raise self.error(path + ("id",), f"{value!r} is not a usable branch id ({BRANCH_ID_RULE}){note}")
+        own = _own_form(f"{context['run']['id']}.{value}")
+        if own is not None:
+            raise self.error(path + ("id",), f"branch id {value!r} {own}; give the branch another id{note}")
         return str(value)
 
     def check_options(self, registry: Any, name: str, options: Any, path: Path, note: str) -> None:
@@ -534,6 +541,27 @@ class _Planner:
         if value is not None and value < 1:
             raise self.error(path, f"must be 1 or more, got {value}")
         return value
+
+
+def _run_id_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a pipeline's run id, or ``None`` when it can."""
+    if not value.strip() or len(value) > 200 or "" in value.split("/") or any(map(not_in_a_run_id, value)):
+        return (f"{value!r} is not a usable run id (1-200 characters, no spaces, control characters or lone "
+                "surrogates, no empty part between slashes: did an input come out empty?)")
+    first_step = f"{value}.{RESERVED[0]}"  # every run stores it before anything else
+    if OWN_ID.search(first_step):
+        return (f"{value!r} is not a usable run id: its step {first_step!r} would have the form of vow's own "
+                f"bookkeeping ids ({OWN_ID_FORMS}); a run id cannot end in .patched")
+    return None
+
+
+def _own_form(promise_id: str) -> str | None:
+    """What is wrong with ``promise_id`` when it has the form of vow's own timers and markers (the engine
+    would fail its call when the run reaches it), or ``None`` when it has not."""
+    if OWN_ID.search(promise_id) is None:
+        return None
+    return (f"makes promise {promise_id!r}, which has the form of vow's own bookkeeping ids ({OWN_ID_FORMS}): "
+            "no id may end in .backoff.N, .throttle.N.M or .patched.NAME")
 
 
 def _with_limit(options: dict[str, Any], limit: dict[str, Any] | None) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 __all__ = ["OwnerLocks", "new_owner_id", "is_owner_id"]
 
-_OWNER_ID = re.compile(r"^[^:/\x00]*:\d+:[0-9a-f]{16}$")
+_OWNER_ID = re.compile(r"\A[^:/\x00]*:\d+:[0-9a-f]{16}\Z")  # \Z: "$" also matches before a final line break
 
 HOLD_WAIT = 5.0
 """How long :meth:`OwnerLocks.hold` keeps trying while another process has the owner's file locked.

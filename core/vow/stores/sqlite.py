@@ -771,8 +771,11 @@ class SQLiteStore(StoreOperations):
                               f"{self.busy_timeout:g} s (busy_timeout; sqlite:PATH?busy_timeout=SECONDS waits longer): "
                               f"{exc}")
         why = _read_only_because(self.path) if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN")) else None
-        if why is not None or (name.startswith("SQLITE_READONLY") and self.read_only):
-            return self._cannot_write(why or "opened read-only")
+        if why is not None:
+            return self._cannot_write(why)
+        if name.startswith("SQLITE_READONLY") and self.read_only:  # the file may be written: the URL said not to
+            return StoreError(f"SQLite store {self.path}: opened read-only (read_only=true), so it takes no writes: "
+                              "drop read_only=true from the store URL to write to it")
         if name == "SQLITE_IOERR_SHMSIZE":  # SQLite's own words, "disk I/O error", do not say the disk is full
             return StoreError(f"SQLite store {self.path}: no room on its disk for {os.path.basename(self.path)}-shm, "
                               f"the file SQLite shares between readers: free some space ({exc})")

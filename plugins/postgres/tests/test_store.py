@@ -85,6 +85,17 @@ def test_bad_options_are_one_clear_error(postgres_url: str) -> None:
         PostgresStore(postgres_url + "?schema=a", schema="b")
 
 
+def test_a_schema_name_ending_in_a_line_break_is_refused_before_anything_is_made(postgres_url: str) -> None:
+    """``?schema=vow_nl%0A`` is "vow_nl\\n". The name check's ``$`` matched before the line break, so the store
+    opened: SQL read the break as a space and made schema vow_nl, the store took its advisory locks in
+    another key space than the other stores of that schema, and its change feed's LISTEN failed with a
+    syntax error, retried every second."""
+    with pytest.raises(ConfigError, match=r"option schema: expected a lower-case name .* got 'vow_nl\\n'"):
+        open_store(postgres_url + "?schema=vow_nl%0A")
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        assert con.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'vow_nl%'").fetchall() == []
+
+
 # -- libpq settings and secrets -----------------------------------------------------------------
 
 def test_libpq_settings_in_the_url_and_the_environment_apply(postgres_url: str, monkeypatch) -> None:

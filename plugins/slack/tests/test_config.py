@@ -86,8 +86,10 @@ def test_good_channels(slack_build, to):
     slack_build().validate(Message(to=to, body="hi"))
 
 
+# "#orders\n" and "C0123ABCD\n" (a YAML block scalar, or an input ending in a line break) passed: "$" matches
+# before a final line break, and the bot posted to channel "#orders\n", a name no Slack channel has.
 @pytest.mark.parametrize("to", ["orders", "c0123abcd", "U0123ABCD", "#Orders", "#with space", "#",
-                                "#" + "a" * 81, "ops@example.com", "+15551234567"])
+                                "#" + "a" * 81, "ops@example.com", "+15551234567", "#orders\n", "C0123ABCD\n"])
 def test_bad_channels_say_what_is_allowed(slack_build, to):
     with pytest.raises(ConfigError, match=r"slack message\.to: .* use a channel id .* or '#name'"):
         slack_build().validate(Message(to=to, body="hi"))
@@ -110,6 +112,9 @@ def test_bot_needs_a_channel_webhook_does_not(slack_build, monkeypatch):
      r"message\.data: unknown key\(s\) title \(allowed: blocks, thread_ts\)"),
     (Message(to="#a", body="hi", data={"blocks": "[]"}), r"message\.data\.blocks: must be a list"),
     (Message(to="#a", body="hi", data={"thread_ts": "yesterday"}), r"message\.data\.thread_ts: must be a message ts"),
+    # passed as the channel's did, and was sent to Slack with its line break
+    (Message(to="#a", body="hi", data={"thread_ts": "1700000000.000100\n"}),
+     r"message\.data\.thread_ts: must be a message ts"),
 ])
 def test_bad_text_and_data(slack_build, message, expected):
     with pytest.raises(ConfigError, match=expected):

@@ -44,7 +44,8 @@ FEED_WINDOW = 10_000
 SMALL_BATCH = 32
 """The most rows of each kind (fences, creates, settles, attempts) ``apply`` runs on the plans it
 keeps for the session; larger batches are planned for their size at each call."""
-_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# \A and \Z, not ^ and $: "$" also matches before a final line break (?schema=vow%0A), which SQL reads as a space.
+_NAME = re.compile(r"\A[a-z_][a-z0-9_]{0,62}\Z")
 
 # SQLSTATEs of the errors the functions raise (class "VW" is not used by PostgreSQL).
 LEASE_LOST = "VWL01"

@@ -251,6 +251,7 @@ class PostgresStore(StoreOperations):
         self._subscriber_ids = 0
         self._listener: threading.Thread | None = None
         self._listening: psycopg.Connection[Any] | None = None
+        self._read_only_by_client = False  # read by _setup: a URL may ask for read-only connections
         s = schema
         self._sql_apply = (f"SELECT * FROM {s}.apply(%b::text[], %b::int8[], %b::text[], %b::text[], %b::text[], "
                            "%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::float8[], %b::text[], "
@@ -265,6 +266,17 @@ class PostgresStore(StoreOperations):
     def __repr__(self) -> str:
         return f"<PostgresStore {self.url}>"
 
+    read_only_reason = "default_transaction_read_only=on, set by the URL's options or PGOPTIONS"
+    """Why a store that :attr:`read_only` says is read-only is so (``vow run`` and the other commands that
+    write say it, see :func:`vow.cli.common.writable`)."""
+    read_only_fix = "drop it from the URL's options or from PGOPTIONS"
+    """What makes it writable."""
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the store's own connections asked for read-only transactions: every write fails."""
+        return self._read_only_by_client
+
     # -- opening
 
     def _setup(self) -> None:
@@ -272,6 +284,7 @@ class PostgresStore(StoreOperations):
         try:
             with self._connect() as con:
                 self._keep_libpqs_synchronous_commit(con)
+                self._read_only_by_client = self._client_setting(con, "default_transaction_read_only") == "on"
                 version = self._read_version(con)
                 if version is None:
                     self._create_schema(con)
@@ -294,14 +307,20 @@ class PostgresStore(StoreOperations):
         """A ``synchronous_commit`` the connection itself asked for (``options=-c ...`` in the URL,
         ``PGOPTIONS``) is kept: the store's default would quietly undo it; vow's option, given too and
         different, is refused."""
-        row = con.execute("SELECT setting FROM pg_settings WHERE name = 'synchronous_commit' "
-                          "AND source = 'client'").fetchone()
-        if row is None or self.synchronous_commit in ("server", row[0]):
+        asked = self._client_setting(con, "synchronous_commit")
+        if asked is None or self.synchronous_commit in ("server", asked):
             return
         if self._sync_given:
             raise ConfigError(f"postgresql store option synchronous_commit: given twice, as "
-                              f"{self.synchronous_commit!r} and to libpq (options or PGOPTIONS) as {row[0]!r}")
+                              f"{self.synchronous_commit!r} and to libpq (options or PGOPTIONS) as {asked!r}")
         self.synchronous_commit = "server"
+
+    @staticmethod
+    def _client_setting(con: psycopg.Connection[Any], name: str) -> str | None:
+        """The value of setting ``name`` the connection itself asked for (``options=-c ...`` in the URL,
+        ``PGOPTIONS``), or ``None`` when it asked for none."""
+        row = con.execute("SELECT setting FROM pg_settings WHERE name = %s AND source = 'client'", (name,)).fetchone()
+        return str(row[0]) if row is not None else None
 
     def _connect(self, *, long_idle: bool = False) -> psycopg.Connection[Any]:
         """A connection of the store's own, without an administrator's timeouts (:data:`_UNTIMED`).
@@ -489,8 +508,12 @@ class PostgresStore(StoreOperations):
     def _error(self, exc: BaseException) -> StoreError:
         if isinstance(exc, pg_errors.ReadOnlySqlTransaction):
             # Its context is the SQL of the server function that wrote: no help to whoever must fix it.
+            refused = self._scrub(exc.diag.message_primary or str(exc))
+            if self.read_only:
+                return StoreError(f"PostgreSQL store {self.url}: opened read-only ({self.read_only_reason}), so the "
+                                  f"server takes no writes ({refused}): {self.read_only_fix} to write to it")
             return StoreError(f"PostgreSQL store {self.url}: the server takes no writes here "
-                              f"({self._scrub(exc.diag.message_primary or str(exc))}); it is a standby or "
+                              f"({refused}); it is a standby or "
                               "default_transaction_read_only is on (for the server, database or role): point the "
                               "store at the primary, or have the setting turned off")
         return StoreError(f"PostgreSQL store {self.url}: {self._scrub(str(exc).strip())}")

@@ -24,9 +24,10 @@ DATA_KEYS = ("blocks", "thread_ts")
 EVENT_TYPE = "vow_delivery"
 """``metadata.event_type`` of every message the bot transport posts."""
 
-_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,20}$")
-_CHANNEL_NAME = re.compile(r"^#[a-z0-9_-]{1,80}$")
-_TS = re.compile(r"^\d+\.\d+$")
+# \A and \Z, not ^ and $: "$" also matches before a final line break, which was then sent to Slack.
+_CHANNEL_ID = re.compile(r"\A[CGD][A-Z0-9]{2,20}\Z")
+_CHANNEL_NAME = re.compile(r"\A#[a-z0-9_-]{1,80}\Z")
+_TS = re.compile(r"\A\d+\.\d+\Z")
 
 ALLOWED_TO = ("a channel id (C…, G… or D… followed by capital letters and digits, e.g. C0123ABCD) "
               "or '#name' (lowercase letters, digits, '-' and '_', at most 80 characters)")

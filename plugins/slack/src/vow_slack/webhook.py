@@ -18,7 +18,7 @@ from vow_slack.base import SlackChannel
 from vow_slack.errors import slack_error
 from vow_slack.message import payload
 
-_CODE = re.compile(r"^[a-z_]{1,64}$")
+_CODE = re.compile(r"\A[a-z_]{1,64}\Z")  # \Z: "$" also matches before a final line break
 
 
 class WebhookTransport(SlackChannel):
