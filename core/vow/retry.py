@@ -98,10 +98,11 @@ class RateLimitPatience:
     With the defaults a rate limit is waited out for at most 3,015 s (50 minutes) over 16 attempts,
     and at least half that; a plain failure keeps the policy's own delays and ``max_attempts``.
 
-    A ``retry_after`` from the provider is the wait instead (up to :data:`MAX_RETRY_AFTER`, as for
-    any transient error). A call still refused after its last attempt fails with a
-    :class:`~vow.errors.PermanentError` (code ``rate_limited_too_long``) that says so and names these
-    options, caused by the provider's last refusal.
+    A ``retry_after`` from the provider is the shortest wait (up to :data:`MAX_RETRY_AFTER`, as for
+    any transient error), not the whole of it: waited exactly, a provider that answers "Retry-After: 1"
+    while it stays full was given up after 16 s, and branches told the same wait came back together.
+    A call still refused after its last attempt fails with a :class:`~vow.errors.PermanentError` (code
+    ``rate_limited_too_long``) that says so and names these options, caused by the provider's last refusal.
     """
 
     # Each policy declares the three options itself, after its own (so they come last in its
@@ -245,8 +246,8 @@ def next_delay(policy: RetryPolicy, attempt: int, error: BaseException,
     :func:`retry_after_of`); one longer than :data:`MAX_RETRY_AFTER` raises a
     :class:`~vow.errors.PermanentError` (code ``retry_after_too_long``, caused by ``error``): the call
     fails with it. A :class:`~vow.errors.RateLimitError` under a policy with a
-    ``rate_limit_delay_for`` (the builtins: :class:`RateLimitPatience`) waits by it, or exactly its
-    ``retry_after``; when that gives up, a :class:`~vow.errors.PermanentError` (code
+    ``rate_limit_delay_for`` (the builtins: :class:`RateLimitPatience`) waits by it (at least its
+    ``retry_after`` too); when that gives up, a :class:`~vow.errors.PermanentError` (code
     ``rate_limited_too_long``, caused by ``error``) says so. A policy whose ``delay_for`` gives anything
     but ``None`` or a finite number of seconds (0 or more) is a ``ValueError``.
     """
@@ -276,8 +277,8 @@ def next_delay(policy: RetryPolicy, attempt: int, error: BaseException,
             "so the call fails here instead of waiting", code="retry_after_too_long")
         too_long.__cause__ = error
         raise too_long
-    if callable(patient):
-        return retry_after  # the provider said when it will have caught up; the floor is for when it did not
+    # The provider's wait is the shortest, never the whole: a rate limit waited exactly "Retry-After: 1" gave
+    # up after 16 s, and branches told the same wait came back together, to be refused together again.
     return max(delay, retry_after)
 
 
