@@ -435,7 +435,7 @@ def test_a_429_for_ever_gives_up_at_the_documented_bound_saying_why(seeded, monk
     assert error.code == "rate_limited_too_long"
     assert str(error).startswith("RateLimitError: acme answered HTTP 429")
     assert "still refused for the provider's rate limit after 16 attempts, as many as Exponential gives a rate " \
-           "limit, so the call fails here (raise the policy's rate_limit_attempts" in str(error)
+           "limit, so the call fails here: give the policy a rate_limit_attempts above 16" in str(error)
     assert isinstance(error.__cause__, RateLimitError)
 
 
@@ -512,3 +512,24 @@ def test_branches_refused_together_with_one_retry_after_come_back_apart(seeded) 
     waits = [next_delay(Exponential(), 1, RateLimitError("429", retry_after=1.0)) for _ in range(50)]
     assert all(w is not None and w >= 1.0 for w in waits)  # never sooner than the provider asked
     assert len(set(waits)) > 40
+
+
+def test_giving_up_a_rate_limit_names_a_change_that_waits_longer() -> None:
+    """The advice was always "raise the policy's rate_limit_attempts or rate_limit_max_delay": under
+    max_attempts=20 raising rate_limit_attempts from 16 to 19 changes nothing (the larger counts), and a
+    plugin's policy with its own rate_limit_delay_for has neither option."""
+    with pytest.raises(PermanentError, match=r"after 20 attempts, .*: give the policy a rate_limit_attempts above 20"):
+        next_delay(Exponential(max_attempts=20), 20, RateLimitError("429"))
+
+    class Patient:
+        def delay_for(self, attempt: int) -> float | None:
+            return None
+
+        def rate_limit_delay_for(self, attempt: int) -> float | None:
+            return 1.0 if attempt < 3 else None
+
+    with pytest.raises(PermanentError) as caught:
+        next_delay(Patient(), 3, RateLimitError("429"))
+    assert "rate_limit_attempts" not in str(caught.value)
+    assert str(caught.value).endswith("after 3 attempts: Patient.rate_limit_delay_for(3) gave up, so the call fails "
+                                      "here")

@@ -285,10 +285,15 @@ def next_delay(policy: RetryPolicy, attempt: int, error: BaseException,
 def _outlasted(policy: RetryPolicy, attempt: int, error: BaseException) -> PermanentError:
     """The error a call fails with when its policy stops waiting out a rate limit."""
     name = type(policy).__name__
-    outlasted = PermanentError(
-        f"{type(error).__name__}: {error}; still refused for the provider's rate limit after {attempt} attempts, "
-        f"as many as {name} gives a rate limit, so the call fails here (raise the policy's rate_limit_attempts or "
-        "rate_limit_max_delay to wait longer)", code="rate_limited_too_long")
+    refused = f"{type(error).__name__}: {error}; still refused for the provider's rate limit after {attempt} attempts"
+    if isinstance(policy, RateLimitPatience):  # a plugin's own rate_limit_delay_for may have other options, or none
+        # above the attempts made, not "raise it": the larger of rate_limit_attempts and max_attempts counts
+        why = (f"{refused}, as many as {name} gives a rate limit, so the call fails here: give the policy a "
+               f"rate_limit_attempts above {attempt} (or a longer rate_limit_delay or rate_limit_max_delay) to wait "
+               "longer")
+    else:
+        why = f"{refused}: {name}.rate_limit_delay_for({attempt}) gave up, so the call fails here"
+    outlasted = PermanentError(why, code="rate_limited_too_long")
     outlasted.__cause__ = error
     return outlasted
 
