@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 @runtime_checkable
 class RetryPolicy(Protocol):
     """Decides the delay before the next attempt. A policy may also have ``rate_limit_delay_for(attempt)``,
-    asked instead after a :class:`~vow.errors.RateLimitError` (see :class:`RateLimitPatience`)."""
+    asked instead after a :class:`~vow.errors.RateLimitError` (see :class:`RateLimitPatience` and
+    :func:`next_delay`: each kind of failure then counts its own attempts)."""
 
     def delay_for(self, attempt: int) -> float | None:
         """Seconds to wait after failed attempt ``attempt`` (1-based), or ``None`` to give up."""
@@ -93,10 +94,12 @@ class RateLimitPatience:
 
     The wait after failed attempt ``n`` is ``rate_limit_delay * 2 ** (n - 1)``, at most
     ``rate_limit_max_delay``, less up to half of it at random (AWS's "equal jitter": branches refused
-    together come back apart, none sooner than half its wait). A call refused for its rate is tried
-    up to ``rate_limit_attempts`` times, the first included (``max_attempts`` times if that is more).
-    With the defaults a rate limit is waited out for at most 3,015 s (50 minutes) over 16 attempts,
-    and at least half that; a plain failure keeps the policy's own delays and ``max_attempts``.
+    together come back apart, none sooner than half its wait), ``n`` counting only the attempts refused
+    for the rate. A call refused for its rate is tried up to ``rate_limit_attempts`` times, the first
+    included (``max_attempts`` times if that is more). With the defaults a rate limit is waited out for
+    at most 3,015 s (50 minutes) over 16 attempts, and at least half that; a plain failure keeps the
+    policy's own delays and ``max_attempts``, counted over the plain failures alone: neither kind uses
+    up the other's attempts.
 
     A ``retry_after`` from the provider is the shortest wait (up to :data:`MAX_RETRY_AFTER`, as for
     any transient error), not the whole of it: waited exactly, a provider that answers "Retry-After: 1"
@@ -117,7 +120,8 @@ class RateLimitPatience:
         return max(self.rate_limit_attempts, getattr(self, "max_attempts", 1))
 
     def rate_limit_delay_for(self, attempt: int) -> float | None:
-        """Seconds to wait after attempt ``attempt`` was refused for the provider's rate, or ``None`` to give up."""
+        """Seconds to wait after the ``attempt``-th attempt refused for the provider's rate (other failures
+        not counted), or ``None`` to give up."""
         if attempt >= self.rate_limit_attempts_for():
             return None
         return _jittered(_grown(self.rate_limit_delay, 2.0, attempt, self.rate_limit_max_delay), 0.5)
@@ -236,8 +240,9 @@ def policy_problem(value: object) -> str | None:
 
 
 def next_delay(policy: RetryPolicy, attempt: int, error: BaseException,
-               non_retryable: tuple[type[BaseException], ...] = ()) -> float | None:
+               non_retryable: tuple[type[BaseException], ...] = (), *, rate_limited: int = 0) -> float | None:
     """Seconds before attempt ``attempt + 1`` after ``error``, or ``None`` when the call fails for good.
+    ``rate_limited`` is how many of the attempts before ``attempt`` were refused for the provider's rate.
 
     :class:`~vow.errors.PermanentError`, bad configuration or input (:class:`~vow.errors.ConfigError`,
     :class:`~vow.errors.EncodeError`), the ``non_retryable`` types and a ``BaseException`` that is no ``Exception``
@@ -247,25 +252,34 @@ def next_delay(policy: RetryPolicy, attempt: int, error: BaseException,
     :class:`~vow.errors.PermanentError` (code ``retry_after_too_long``, caused by ``error``): the call
     fails with it. A :class:`~vow.errors.RateLimitError` under a policy with a
     ``rate_limit_delay_for`` (the builtins: :class:`RateLimitPatience`) waits by it (at least its
-    ``retry_after`` too); when that gives up, a :class:`~vow.errors.PermanentError` (code
-    ``rate_limited_too_long``, caused by ``error``) says so. A policy whose ``delay_for`` gives anything
-    but ``None`` or a finite number of seconds (0 or more) is a ``ValueError``.
+    ``retry_after`` too), asked with the number of attempts refused for the rate, this one included;
+    under such a policy any other failure asks ``delay_for`` with the number of the others, so that
+    neither kind uses up the other's attempts. When ``rate_limit_delay_for`` gives up, a
+    :class:`~vow.errors.PermanentError` (code ``rate_limited_too_long``, caused by ``error``) says so. A
+    policy whose ``delay_for`` gives anything but ``None`` or a finite number of seconds (0 or more) is a
+    ``ValueError``.
     """
     if isinstance(error, (PermanentError, ConfigError, EncodeError)) or (
             non_retryable and isinstance(error, non_retryable)):
         return None
     if not isinstance(error, Exception):  # SystemExit, KeyboardInterrupt, CancelledError: control flow, not flaky
         return None
-    patient = getattr(policy, "rate_limit_delay_for", None) if isinstance(error, RateLimitError) else None
-    delay = patient(attempt) if callable(patient) else policy.delay_for(attempt)
+    patient = getattr(policy, "rate_limit_delay_for", None)
+    if not callable(patient):  # a policy that knows no rate limits counts every attempt alike, as before them
+        method, counted, delay = "delay_for", attempt, policy.delay_for(attempt)
+    elif isinstance(error, RateLimitError):
+        method, counted = "rate_limit_delay_for", rate_limited + 1
+        delay = patient(counted)
+        if delay is None:
+            raise _outlasted(policy, counted, error)
+    else:  # a 503 after nine 429s is the first plain failure, not the tenth: it keeps its own max_attempts
+        counted = max(1, attempt - rate_limited)
+        method, delay = "delay_for", policy.delay_for(counted)
     if delay is None:
-        if callable(patient):
-            raise _outlasted(policy, attempt, error)
         return None
     # inf too: a wait for ever leaves the call pending for good; None is how a policy gives up.
     if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not math.isfinite(delay) or delay < 0:
-        method = "rate_limit_delay_for" if callable(patient) else "delay_for"
-        raise ValueError(f"{type(policy).__name__}.{method}({attempt}) returned {delay!r}; expected a finite number "
+        raise ValueError(f"{type(policy).__name__}.{method}({counted}) returned {delay!r}; expected a finite number "
                          "of seconds (0 or more) or None")
     retry_after = retry_after_of(error)
     if retry_after is None:
@@ -283,9 +297,10 @@ def next_delay(policy: RetryPolicy, attempt: int, error: BaseException,
 
 
 def _outlasted(policy: RetryPolicy, attempt: int, error: BaseException) -> PermanentError:
-    """The error a call fails with when its policy stops waiting out a rate limit."""
+    """The error a call fails with when its policy stops waiting out a rate limit after ``attempt`` refusals."""
     name = type(policy).__name__
-    refused = f"{type(error).__name__}: {error}; still refused for the provider's rate limit after {attempt} attempts"
+    refused = (f"{type(error).__name__}: {error}; still refused for the provider's rate limit after {attempt} attempts "
+               "refused for it")
     if isinstance(policy, RateLimitPatience):  # a plugin's own rate_limit_delay_for may have other options, or none
         # above the attempts made, not "raise it": the larger of rate_limit_attempts and max_attempts counts
         why = (f"{refused}, as many as {name} gives a rate limit, so the call fails here: give the policy a "
