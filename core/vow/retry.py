@@ -77,15 +77,15 @@ def _jittered(delay: float, jitter: str | float) -> float:
     return delay * (1 - float(jitter) * random.random())
 
 
-def _rate_limit_delay() -> Any:
+def _rate_limit_delay_field() -> Any:
     return attrs.field(default=5.0, validator=_SECONDS)
 
 
-def _rate_limit_max_delay() -> Any:
+def _rate_limit_max_delay_field() -> Any:
     return attrs.field(default=300.0, validator=_SECONDS)
 
 
-def _rate_limit_attempts() -> Any:
+def _rate_limit_attempts_field() -> Any:
     return attrs.field(default=16, validator=_ATTEMPTS)
 
 
@@ -109,7 +109,7 @@ class RateLimitPatience:
     """
 
     # Each policy declares the three options itself, after its own (so they come last in its
-    # signature and in the keys a bad option is told are allowed), with _rate_limit_delay() and the like.
+    # signature and in the keys a bad option is told are allowed), with _rate_limit_delay_field() and the like.
     __slots__ = ()
     rate_limit_delay: float
     rate_limit_max_delay: float
@@ -150,9 +150,9 @@ class Exponential(RateLimitPatience):
     max_delay: float = attrs.field(default=60.0, validator=_SECONDS)
     max_attempts: int = attrs.field(default=8, validator=_ATTEMPTS)
     jitter: ExponentialJitter = attrs.field(default="full", validator=_jitter("full", "decorrelated", "none"))
-    rate_limit_delay: float = _rate_limit_delay()
-    rate_limit_max_delay: float = _rate_limit_max_delay()
-    rate_limit_attempts: int = _rate_limit_attempts()
+    rate_limit_delay: float = _rate_limit_delay_field()
+    rate_limit_max_delay: float = _rate_limit_max_delay_field()
+    rate_limit_attempts: int = _rate_limit_attempts_field()
 
     def delay_for(self, attempt: int) -> float | None:
         if attempt >= self.max_attempts:
@@ -195,9 +195,9 @@ class Linear(RateLimitPatience):
     max_delay: float = attrs.field(default=60.0, validator=_SECONDS)
     max_attempts: int = attrs.field(default=5, validator=_ATTEMPTS)
     jitter: Jitter = attrs.field(default=0.0, validator=_jitter("full", "none"))
-    rate_limit_delay: float = _rate_limit_delay()
-    rate_limit_max_delay: float = _rate_limit_max_delay()
-    rate_limit_attempts: int = _rate_limit_attempts()
+    rate_limit_delay: float = _rate_limit_delay_field()
+    rate_limit_max_delay: float = _rate_limit_max_delay_field()
+    rate_limit_attempts: int = _rate_limit_attempts_field()
 
     def delay_for(self, attempt: int) -> float | None:
         if attempt >= self.max_attempts:
@@ -213,9 +213,9 @@ class Constant(RateLimitPatience):
     delay: float = attrs.field(default=1.0, validator=_SECONDS)
     max_attempts: int = attrs.field(default=3, validator=_ATTEMPTS)
     jitter: Jitter = attrs.field(default=0.0, validator=_jitter("full", "none"))
-    rate_limit_delay: float = _rate_limit_delay()
-    rate_limit_max_delay: float = _rate_limit_max_delay()
-    rate_limit_attempts: int = _rate_limit_attempts()
+    rate_limit_delay: float = _rate_limit_delay_field()
+    rate_limit_max_delay: float = _rate_limit_max_delay_field()
+    rate_limit_attempts: int = _rate_limit_attempts_field()
 
     def delay_for(self, attempt: int) -> float | None:
         if attempt >= self.max_attempts:
