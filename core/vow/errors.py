@@ -39,8 +39,8 @@ class RateLimitError(TransientError):
     """The provider refused the call for its rate or a full queue (HTTP 429, Twilio 20429 and 21611):
     trying again helps, but only after the provider has caught up, which takes longer than a plain
     failure's back-off. The builtin retry policies wait a rate limit out on its own schedule
-    (``rate_limit_delay``, ``rate_limit_max_delay``, ``rate_limit_attempts``); a ``retry_after``
-    from the provider is the wait instead. A quota used up for the day or the month is no rate
+    (``rate_limit_delay``, ``rate_limit_max_delay``, ``rate_limit_attempts``), never shorter than a
+    ``retry_after`` from the provider. A quota used up for the day or the month is no rate
     limit: raise :class:`PermanentError` for it."""
 
 

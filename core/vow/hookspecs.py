@@ -51,8 +51,9 @@ def vow_register_retry_policies(register: Register) -> None:
     ``factory(options) -> vow.retry.RetryPolicy``: an object whose ``delay_for(attempt)``
     returns the seconds to wait before the next attempt, or ``None`` to stop retrying. One that
     also has ``rate_limit_delay_for(attempt)`` (as :class:`vow.retry.RateLimitPatience` gives the builtins)
-    is asked that instead after a :class:`~vow.errors.RateLimitError`; one without treats a rate
-    limit like any transient failure.
+    is asked that instead after a :class:`~vow.errors.RateLimitError`, with the number of attempts
+    refused for the rate, and its ``delay_for`` then with the number of the other failures; one
+    without treats a rate limit like any transient failure and counts every attempt.
     Called once when the plugin manager loads; looked up by name from YAML (``retry: {policy:
     exponential, ...}``) and from Python with :func:`vow.retry.policy` and the client's plugins
     (``policy("linear", plugins=vow.plugins, delay=1)``).

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 @runtime_checkable
 class RetryPolicy(Protocol):
     """Decides the delay before the next attempt. A policy may also have ``rate_limit_delay_for(attempt)``,
-    asked instead after a :class:`~vow.errors.RateLimitError` (see :class:`RateLimitPatience`)."""
+    asked instead after a :class:`~vow.errors.RateLimitError` (see :class:`RateLimitPatience` and
+    :func:`next_delay`: each kind of failure then counts its own attempts)."""
 
     def delay_for(self, attempt: int) -> float | None:
         """Seconds to wait after failed attempt ``attempt`` (1-based), or ``None`` to give up."""
@@ -76,15 +77,15 @@ def _jittered(delay: float, jitter: str | float) -> float:
     return delay * (1 - float(jitter) * random.random())
 
 
-def _rate_limit_delay() -> Any:
+def _rate_limit_delay_field() -> Any:
     return attrs.field(default=5.0, validator=_SECONDS)
 
 
-def _rate_limit_max_delay() -> Any:
+def _rate_limit_max_delay_field() -> Any:
     return attrs.field(default=300.0, validator=_SECONDS)
 
 
-def _rate_limit_attempts() -> Any:
+def _rate_limit_attempts_field() -> Any:
     return attrs.field(default=16, validator=_ATTEMPTS)
 
 
@@ -93,19 +94,22 @@ class RateLimitPatience:
 
     The wait after failed attempt ``n`` is ``rate_limit_delay * 2 ** (n - 1)``, at most
     ``rate_limit_max_delay``, less up to half of it at random (AWS's "equal jitter": branches refused
-    together come back apart, none sooner than half its wait). A call refused for its rate is tried
-    up to ``rate_limit_attempts`` times, the first included (``max_attempts`` times if that is more).
-    With the defaults a rate limit is waited out for at most 3,015 s (50 minutes) over 16 attempts,
-    and at least half that; a plain failure keeps the policy's own delays and ``max_attempts``.
+    together come back apart, none sooner than half its wait), ``n`` counting only the attempts refused
+    for the rate. A call refused for its rate is tried up to ``rate_limit_attempts`` times, the first
+    included (``max_attempts`` times if that is more). With the defaults a rate limit is waited out for
+    at most 3,015 s (50 minutes) over 16 attempts, and at least half that; a plain failure keeps the
+    policy's own delays and ``max_attempts``, counted over the plain failures alone: neither kind uses
+    up the other's attempts.
 
-    A ``retry_after`` from the provider is the wait instead (up to :data:`MAX_RETRY_AFTER`, as for
-    any transient error). A call still refused after its last attempt fails with a
-    :class:`~vow.errors.PermanentError` (code ``rate_limited_too_long``) that says so and names these
-    options, caused by the provider's last refusal.
+    A ``retry_after`` from the provider is the shortest wait (up to :data:`MAX_RETRY_AFTER`, as for
+    any transient error), not the whole of it: waited exactly, a provider that answers "Retry-After: 1"
+    while it stays full was given up after 16 s, and branches told the same wait came back together.
+    A call still refused after its last attempt fails with a :class:`~vow.errors.PermanentError` (code
+    ``rate_limited_too_long``) that says so and names these options, caused by the provider's last refusal.
     """
 
     # Each policy declares the three options itself, after its own (so they come last in its
-    # signature and in the keys a bad option is told are allowed), with _rate_limit_delay() and the like.
+    # signature and in the keys a bad option is told are allowed), with _rate_limit_delay_field() and the like.
     __slots__ = ()
     rate_limit_delay: float
     rate_limit_max_delay: float
@@ -116,7 +120,8 @@ class RateLimitPatience:
         return max(self.rate_limit_attempts, getattr(self, "max_attempts", 1))
 
     def rate_limit_delay_for(self, attempt: int) -> float | None:
-        """Seconds to wait after attempt ``attempt`` was refused for the provider's rate, or ``None`` to give up."""
+        """Seconds to wait after the ``attempt``-th attempt refused for the provider's rate (other failures
+        not counted), or ``None`` to give up."""
         if attempt >= self.rate_limit_attempts_for():
             return None
         return _jittered(_grown(self.rate_limit_delay, 2.0, attempt, self.rate_limit_max_delay), 0.5)
@@ -145,9 +150,9 @@ class Exponential(RateLimitPatience):
     max_delay: float = attrs.field(default=60.0, validator=_SECONDS)
     max_attempts: int = attrs.field(default=8, validator=_ATTEMPTS)
     jitter: ExponentialJitter = attrs.field(default="full", validator=_jitter("full", "decorrelated", "none"))
-    rate_limit_delay: float = _rate_limit_delay()
-    rate_limit_max_delay: float = _rate_limit_max_delay()
-    rate_limit_attempts: int = _rate_limit_attempts()
+    rate_limit_delay: float = _rate_limit_delay_field()
+    rate_limit_max_delay: float = _rate_limit_max_delay_field()
+    rate_limit_attempts: int = _rate_limit_attempts_field()
 
     def delay_for(self, attempt: int) -> float | None:
         if attempt >= self.max_attempts:
@@ -190,9 +195,9 @@ class Linear(RateLimitPatience):
     max_delay: float = attrs.field(default=60.0, validator=_SECONDS)
     max_attempts: int = attrs.field(default=5, validator=_ATTEMPTS)
     jitter: Jitter = attrs.field(default=0.0, validator=_jitter("full", "none"))
-    rate_limit_delay: float = _rate_limit_delay()
-    rate_limit_max_delay: float = _rate_limit_max_delay()
-    rate_limit_attempts: int = _rate_limit_attempts()
+    rate_limit_delay: float = _rate_limit_delay_field()
+    rate_limit_max_delay: float = _rate_limit_max_delay_field()
+    rate_limit_attempts: int = _rate_limit_attempts_field()
 
     def delay_for(self, attempt: int) -> float | None:
         if attempt >= self.max_attempts:
@@ -208,9 +213,9 @@ class Constant(RateLimitPatience):
     delay: float = attrs.field(default=1.0, validator=_SECONDS)
     max_attempts: int = attrs.field(default=3, validator=_ATTEMPTS)
     jitter: Jitter = attrs.field(default=0.0, validator=_jitter("full", "none"))
-    rate_limit_delay: float = _rate_limit_delay()
-    rate_limit_max_delay: float = _rate_limit_max_delay()
-    rate_limit_attempts: int = _rate_limit_attempts()
+    rate_limit_delay: float = _rate_limit_delay_field()
+    rate_limit_max_delay: float = _rate_limit_max_delay_field()
+    rate_limit_attempts: int = _rate_limit_attempts_field()
 
     def delay_for(self, attempt: int) -> float | None:
         if attempt >= self.max_attempts:
@@ -235,8 +240,9 @@ def policy_problem(value: object) -> str | None:
 
 
 def next_delay(policy: RetryPolicy, attempt: int, error: BaseException,
-               non_retryable: tuple[type[BaseException], ...] = ()) -> float | None:
+               non_retryable: tuple[type[BaseException], ...] = (), *, rate_limited: int = 0) -> float | None:
     """Seconds before attempt ``attempt + 1`` after ``error``, or ``None`` when the call fails for good.
+    ``rate_limited`` is how many of the attempts before ``attempt`` were refused for the provider's rate.
 
     :class:`~vow.errors.PermanentError`, bad configuration or input (:class:`~vow.errors.ConfigError`,
     :class:`~vow.errors.EncodeError`), the ``non_retryable`` types and a ``BaseException`` that is no ``Exception``
@@ -245,26 +251,35 @@ def next_delay(policy: RetryPolicy, attempt: int, error: BaseException,
     :func:`retry_after_of`); one longer than :data:`MAX_RETRY_AFTER` raises a
     :class:`~vow.errors.PermanentError` (code ``retry_after_too_long``, caused by ``error``): the call
     fails with it. A :class:`~vow.errors.RateLimitError` under a policy with a
-    ``rate_limit_delay_for`` (the builtins: :class:`RateLimitPatience`) waits by it, or exactly its
-    ``retry_after``; when that gives up, a :class:`~vow.errors.PermanentError` (code
-    ``rate_limited_too_long``, caused by ``error``) says so. A policy whose ``delay_for`` gives anything
-    but ``None`` or a finite number of seconds (0 or more) is a ``ValueError``.
+    ``rate_limit_delay_for`` (the builtins: :class:`RateLimitPatience`) waits by it (at least its
+    ``retry_after`` too), asked with the number of attempts refused for the rate, this one included;
+    under such a policy any other failure asks ``delay_for`` with the number of the others, so that
+    neither kind uses up the other's attempts. When ``rate_limit_delay_for`` gives up, a
+    :class:`~vow.errors.PermanentError` (code ``rate_limited_too_long``, caused by ``error``) says so. A
+    policy whose ``delay_for`` gives anything but ``None`` or a finite number of seconds (0 or more) is a
+    ``ValueError``.
     """
     if isinstance(error, (PermanentError, ConfigError, EncodeError)) or (
             non_retryable and isinstance(error, non_retryable)):
         return None
     if not isinstance(error, Exception):  # SystemExit, KeyboardInterrupt, CancelledError: control flow, not flaky
         return None
-    patient = getattr(policy, "rate_limit_delay_for", None) if isinstance(error, RateLimitError) else None
-    delay = patient(attempt) if callable(patient) else policy.delay_for(attempt)
+    patient = getattr(policy, "rate_limit_delay_for", None)
+    if not callable(patient):  # a policy that knows no rate limits counts every attempt alike, as before them
+        method, counted, delay = "delay_for", attempt, policy.delay_for(attempt)
+    elif isinstance(error, RateLimitError):
+        method, counted = "rate_limit_delay_for", rate_limited + 1
+        delay = patient(counted)
+        if delay is None:
+            raise _outlasted(policy, counted, error)
+    else:  # a 503 after nine 429s is the first plain failure, not the tenth: it keeps its own max_attempts
+        counted = max(1, attempt - rate_limited)
+        method, delay = "delay_for", policy.delay_for(counted)
     if delay is None:
-        if callable(patient):
-            raise _outlasted(policy, attempt, error)
         return None
     # inf too: a wait for ever leaves the call pending for good; None is how a policy gives up.
     if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not math.isfinite(delay) or delay < 0:
-        method = "rate_limit_delay_for" if callable(patient) else "delay_for"
-        raise ValueError(f"{type(policy).__name__}.{method}({attempt}) returned {delay!r}; expected a finite number "
+        raise ValueError(f"{type(policy).__name__}.{method}({counted}) returned {delay!r}; expected a finite number "
                          "of seconds (0 or more) or None")
     retry_after = retry_after_of(error)
     if retry_after is None:
@@ -276,18 +291,24 @@ def next_delay(policy: RetryPolicy, attempt: int, error: BaseException,
             "so the call fails here instead of waiting", code="retry_after_too_long")
         too_long.__cause__ = error
         raise too_long
-    if callable(patient):
-        return retry_after  # the provider said when it will have caught up; the floor is for when it did not
+    # The provider's wait is the shortest, never the whole: a rate limit waited exactly "Retry-After: 1" gave
+    # up after 16 s, and branches told the same wait came back together, to be refused together again.
     return max(delay, retry_after)
 
 
 def _outlasted(policy: RetryPolicy, attempt: int, error: BaseException) -> PermanentError:
-    """The error a call fails with when its policy stops waiting out a rate limit."""
+    """The error a call fails with when its policy stops waiting out a rate limit after ``attempt`` refusals."""
     name = type(policy).__name__
-    outlasted = PermanentError(
-        f"{type(error).__name__}: {error}; still refused for the provider's rate limit after {attempt} attempts, "
-        f"as many as {name} gives a rate limit, so the call fails here (raise the policy's rate_limit_attempts or "
-        "rate_limit_max_delay to wait longer)", code="rate_limited_too_long")
+    refused = (f"{type(error).__name__}: {error}; still refused for the provider's rate limit after {attempt} attempts "
+               "refused for it")
+    if isinstance(policy, RateLimitPatience):  # a plugin's own rate_limit_delay_for may have other options, or none
+        # above the attempts made, not "raise it": the larger of rate_limit_attempts and max_attempts counts
+        why = (f"{refused}, as many as {name} gives a rate limit, so the call fails here: give the policy a "
+               f"rate_limit_attempts above {attempt} (or a longer rate_limit_delay or rate_limit_max_delay) to wait "
+               "longer")
+    else:
+        why = f"{refused}: {name}.rate_limit_delay_for({attempt}) gave up, so the call fails here"
+    outlasted = PermanentError(why, code="rate_limited_too_long")
     outlasted.__cause__ = error
     return outlasted
 

@@ -101,7 +101,7 @@ class Engine:
                                  relieve=self._run_on_new_thread if inline_leaves else None)
         self.stepper = Stepper(self, self.committer, now=self.now, name_of=name_of)
         self.retries = Retries(self.committer, self.timers, self.now, encode_error=codec.encode,
-                               default_policy=default_retry,
+                               decode_error=codec.decode, default_policy=default_retry,
                                on_retry=self._retry_scheduled, start_leaf=self._start_leaf,
                                start_body=self._body_again)
         self._roots: dict[str, RootRun] = {}

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from vow.engine.committer import Committer
 from vow.engine.model import PromiseNode, WorkflowRun
 from vow.engine.timers import Timers
-from vow.errors import EncodeError
+from vow.errors import EncodeError, RateLimitError
 from vow.records import Kind, PromiseRecord, Settle, State
 from vow.reserved import BACKOFF_FUNC, THROTTLE_FUNC
 from vow.retry import DEFAULT_LEAF_POLICY, RetryPolicy, next_delay
@@ -42,18 +42,23 @@ class Retries:
     """Decides on retries and keeps their back-offs durable."""
 
     def __init__(self, committer: Committer, timers: Timers, now: Callable[[], float], *,
-                 encode_error: Callable[[BaseException], str], default_policy: RetryPolicy | None = None,
+                 encode_error: Callable[[BaseException], str], decode_error: Callable[[str | None], BaseException],
+                 default_policy: RetryPolicy | None = None,
                  on_retry: Callable[[PromiseNode, int, BaseException, float], None],
                  start_leaf: Callable[[PromiseNode], None], start_body: Callable[[WorkflowRun], None]) -> None:
         self._committer = committer
         self._timers = timers
         self._now = now
         self._encode_error = encode_error
+        self._decode_error = decode_error
         self._on_retry = on_retry
         self._start_leaf = start_leaf
         self._start_body = start_body
         self._default_policy: RetryPolicy = default_policy or DEFAULT_LEAF_POLICY
         self._waits: dict[str, int] = {}  # promise id -> rate-limit waits of its current attempt so far
+        # promise id -> its attempts refused for the provider's rate (RateLimitError) so far: the policy
+        # counts them apart from its other failures. On a resume, counted again from the back-off timers.
+        self._rate_limited: dict[str, int] = {}
 
     # -- after a failure
 
@@ -63,7 +68,8 @@ class Retries:
         assert opts is not None
         if isinstance(error, EncodeError):
             return False
-        delay = next_delay(opts.retry or self._default_policy, node.attempt, error, opts.non_retryable)
+        delay = next_delay(opts.retry or self._default_policy, node.attempt, error, opts.non_retryable,
+                           rate_limited=self._rate_limited.get(node.id, 0))
         if delay is None:
             return False
         now = self._now()
@@ -77,7 +83,8 @@ class Retries:
         """Schedule the next attempt of a failed workflow body if its policy allows."""
         if isinstance(error, EncodeError):
             return False
-        delay = next_delay(run.policy, run.node.attempt, error, run.non_retryable)
+        delay = next_delay(run.policy, run.node.attempt, error, run.non_retryable,
+                           rate_limited=self._rate_limited.get(run.node.id, 0))
         if delay is None:
             return False
         now = self._now()
@@ -92,6 +99,8 @@ class Retries:
         failed = node.attempt
         node.attempt = failed + 1
         self._waits.pop(node.id, None)
+        if isinstance(error, RateLimitError):
+            self._rate_limited[node.id] = self._rate_limited.get(node.id, 0) + 1
         timer_id = backoff_id(node.id, node.attempt)
         self._committer.attempt(root.id, root.token, node.id, node.attempt)
         self._committer.create(root.id, root.token, PromiseRecord(
@@ -127,6 +136,7 @@ class Retries:
     def forget(self, promise_id: str) -> None:
         """A promise settled: drop what was kept about its waits."""
         self._waits.pop(promise_id, None)
+        self._rate_limited.pop(promise_id, None)
 
     # -- holding back
 
@@ -135,6 +145,7 @@ class Retries:
         running, wait out what is left of it (armed after the next commit) and return True."""
         if not stored:
             return False
+        self._count_rate_limited(node, stored)
         root = node.root
         waits = 0
         pending_wait = None
@@ -155,6 +166,17 @@ class Retries:
             return False
         self._committer.after(root.id, root.token, self._arm, node, timer.timeout or 0.0)
         return True
+
+    def _count_rate_limited(self, node: PromiseNode, stored: dict[str, PromiseRecord]) -> None:
+        """Count again, from the errors its back-off timers keep, how many of ``node``'s attempts so far
+        were refused for the provider's rate (a resumed run: the count was in the process that died)."""
+        refused = 0
+        for attempt in range(2, node.attempt + 1):
+            timer = stored.get(backoff_id(node.id, attempt))
+            if timer is not None and isinstance(self._decode_error(timer.args), RateLimitError):
+                refused += 1
+        if refused:
+            self._rate_limited[node.id] = refused
 
     def _arm(self, node: PromiseNode, until: float, due: float | None = None) -> None:
         """The next attempt at the stored ``until`` (at ``due`` when this process chose the back-off)."""

@@ -13,7 +13,7 @@ from vow.simulation import Ledger, stable_uuid
 
 KEY = "notify/42.email"
 MESSAGE = {"to": "ada@example.com", "subject": "Order 42 confirmed", "body": "Thanks for your order."}
-RETRY = Constant(delay=0.01, max_attempts=3)
+RETRY = Constant(delay=0.01, max_attempts=3, rate_limit_delay=0.01)  # a rate limit too: at least its Retry-After
 MESSAGE_ID = f"<{stable_uuid(KEY)}@shop.example>"
 
 

@@ -17,7 +17,7 @@ KEY = "notify/42.sms"
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 URL = f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
 MESSAGE = {"to": "+14155550123", "body": "Order 42 is confirmed."}
-RETRY = Constant(delay=0.01, max_attempts=3)
+RETRY = Constant(delay=0.01, max_attempts=3, rate_limit_delay=0.01)  # a rate limit too: at least its Retry-After
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ generated (and billed) twice; a gateway that honours the key and answers
 
 Errors: 429 (unless the quota is exhausted), 5xx, timeouts and connection failures are
 transient, with any ``Retry-After`` honoured (a 429 as a :class:`~vow.errors.RateLimitError`, waited
-out longer than a 5xx when it names no wait); a content-policy rejection, a validation error, a
+out longer than a 5xx); a content-policy rejection, a validation error, a
 bad key or an exhausted quota are permanent and carry the provider's ``error.message`` and
 ``error.code``. An answer that is not a usable image is permanent too (``code="bad_response"``):
 one larger than ``max_bytes`` (not read further), no inline ``b64_json`` (a URL instead), bad

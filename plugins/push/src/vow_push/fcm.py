@@ -28,7 +28,7 @@ RESERVED_DATA_KEYS = ("from", "gcm", "message_type")  # and any key starting wit
 # FcmError codes (details[].errorCode) first, then canonical statuses (error.status).
 TRANSIENT_CODES = frozenset({"UNAVAILABLE", "INTERNAL", "QUOTA_EXCEEDED", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"})
 # The project's per-minute quota, or one device's, is used up until it refills (FCM: "in the following
-# minute"): a RateLimitError, waited out longer than a 5xx when FCM names no Retry-After.
+# minute"): a RateLimitError, waited out longer than a 5xx (never sooner than Retry-After).
 RATE_LIMIT_CODES = frozenset({"QUOTA_EXCEEDED", "RESOURCE_EXHAUSTED"})
 PERMANENT_CODES = frozenset({"INVALID_ARGUMENT", "UNREGISTERED", "SENDER_ID_MISMATCH", "THIRD_PARTY_AUTH_ERROR",
                              "APNS_AUTH_ERROR", "PERMISSION_DENIED", "NOT_FOUND", "UNAUTHENTICATED"})

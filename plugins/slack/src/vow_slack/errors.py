@@ -29,7 +29,7 @@ TRANSIENT_CODES = frozenset({
 
 RATE_LIMIT_CODES = frozenset({"ratelimited", "rate_limited"})
 """Slack refused for its rate (about one message a second per channel): a
-:class:`~vow.errors.RateLimitError`, waited out longer than a plain failure when it names no Retry-After."""
+:class:`~vow.errors.RateLimitError`, waited out longer than a plain failure (never sooner than Retry-After)."""
 
 
 def slack_error(code: str, status: int, headers: Mapping[str, str] | None = None, *,
