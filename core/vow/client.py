@@ -20,6 +20,7 @@ import attrs
 
 from vow import encoding
 from vow.engine import Engine, StartRequest, same_run_error
+from vow.engine.catalog import Catalog
 from vow.engine.stepper import check_text
 from vow.errors import ConfigError, PromiseNotFoundError, VowError
 from vow.failures import FailureCodec
@@ -145,6 +146,9 @@ class Vow:
         self._names: dict[Any, str] = {}
         built = [self.plugins.observers.build(reg.name) for reg in self.plugins.observers]
         self._observers = [o for o in (*observers, *built) if o is not None]
+        # Owned here; the engine holds it weakly while idle, so workflows and observers that refer back
+        # to this client (closures, an app's bound methods) do not keep it alive (vow.engine.catalog).
+        self._catalog = Catalog(self._functions.get, functools.partial(_name_of, self._names), self._observers)
         self._engine_options = dict(max_threads=max_threads, max_concurrency=max_concurrency, lease_ttl=lease_ttl,
                                     poll_interval=poll_interval, max_recoveries=max_recoveries, default_retry=retry,
                                     inline_leaves=inline_leaves)
@@ -163,8 +167,7 @@ class Vow:
     def _new_engine(self) -> None:
         self.owner = new_owner_id()
         # Nothing the engine's threads hold may refer to the client, or it could never be collected.
-        self._engine = Engine(self.store, owner=self.owner, name_of=functools.partial(_name_of, self._names),
-                              lookup=self._functions.get, observers=self._observers, codec=self.codec,
+        self._engine = Engine(self.store, owner=self.owner, catalog=self._catalog, codec=self.codec,
                               plugins=self.plugins, **self._engine_options)
         if self._collected is not None:
             self._collected.detach()

@@ -1,0 +1,140 @@
+"""A client dropped without ``close()`` leaves nothing behind: counted at the sink.
+
+Each case makes N clients in a subprocess, runs one workflow on each and drops them, in the ways
+users hold clients: a plain one, one whose registered workflow is a closure referring to it, an
+app object holding it whose bound methods are its workflow, leaf or observer, one used in a
+``with`` block and one closed explicitly. Then it waits until every client's store object is freed
+(each frees its store when it is closed and collected), nudging the cyclic collector meanwhile, and
+counts what is left: clients alive (weak references), threads, file descriptors, descriptors open on
+the SQLite file and PostgreSQL sessions. The process-wide thread that closes collected clients is
+started before counting begins: it is one per process, not one per client.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.support import python
+
+N = 5
+
+MEASURE = textwrap.dedent('''
+    import gc, os, sys, threading, time, weakref
+    from vow import Vow
+
+    url, kind, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    db = url.removeprefix("sqlite:") if url.startswith("sqlite:") else None
+    freed = threading.Semaphore(0)  # released once per client store freed
+
+    def fds():
+        return os.listdir("/proc/self/fd")
+
+    def db_fds():
+        found = 0
+        for fd in fds():
+            try:
+                found += db is not None and os.readlink(f"/proc/self/fd/{fd}").startswith(db)
+            except OSError:
+                pass
+        return found
+
+    def sessions():
+        if db is not None:
+            return 0
+        import psycopg
+        with psycopg.connect(url, autocommit=True) as con:
+            return con.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                               "AND pid <> pg_backend_pid()").fetchone()[0]
+
+    def leaf(ctx, x):
+        return x + 1
+
+    def flow(ctx, x):
+        return (yield ctx.run(leaf, x))
+
+    class App:
+        """A web app's object: it holds the client and registers its own bound methods."""
+
+        def __init__(self):
+            self.vow = Vow(url, observers=[self] if kind == "app-observer" else (),
+                           inline_leaves=kind != "app-leaf-pool")
+            self.events = 0
+            self.vow.register(self.flow)
+
+        def on_event(self, event):
+            self.events += 1
+
+        def leaf(self, ctx, x):
+            return x + 1
+
+        def flow(self, ctx, x):
+            return (yield ctx.run(self.leaf if kind.startswith("app-leaf") else leaf, x))
+
+    def closure_client():
+        client = Vow(url)
+
+        @client.register
+        def wf(ctx, x):
+            assert client is not None  # refers back to the client, as a workflow made in a function does
+            return (yield ctx.run(leaf, x))
+
+        return client, wf
+
+    def one(i):
+        if kind == "plain":
+            client = Vow(url)
+            assert client.run(f"r/{i}", flow, i) == i + 1
+        elif kind in ("closure", "with", "close"):
+            client, wf = closure_client()
+            if kind == "with":
+                with client:
+                    assert client.run(f"r/{i}", wf, i) == i + 1
+            else:
+                assert client.run(f"r/{i}", wf, i) == i + 1
+                if kind == "close":
+                    client.close()
+        else:
+            app = App()
+            client = app.vow
+            assert client.run(f"r/{i}", app.flow, i) == i + 1
+            assert kind != "app-observer" or app.events > 0
+        weakref.finalize(client.store, freed.release)
+        return weakref.ref(client)
+
+    Vow("memory:").close()  # starts the process-wide closer thread before counting
+    threads_before, fds_before, sessions_before = set(threading.enumerate()), len(fds()), sessions()
+    refs = [one(i) for i in range(n)]
+    deadline = time.monotonic() + 30
+    stores = 0
+    while stores < n and time.monotonic() < deadline:
+        if freed.acquire(timeout=0.05):
+            stores += 1
+        else:
+            gc.collect()
+    gc.collect()
+    for thread in set(threading.enumerate()) - threads_before:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    left = set(threading.enumerate()) - threads_before
+    print("alive", sum(ref() is not None for ref in refs), "stores", n - stores, "threads", len(left),
+          "fds", len(fds()) - fds_before, "db_fds", db_fds(), "sessions", sessions() - sessions_before)
+''')
+
+KINDS = ["plain", "closure", "app-workflow", "app-observer", "app-leaf", "app-leaf-pool", "with", "close"]
+CLEAN = ["alive", "0", "stores", "0", "threads", "0", "fds", "0", "db_fds", "0", "sessions", "0"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_dropped_clients_leave_nothing_on_sqlite(tmp_path: Path, kind: str) -> None:
+    done = python("-c", MEASURE, f"sqlite:{tmp_path / 's.db'}", kind, str(N))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == CLEAN, done.stdout
+
+
+@pytest.mark.parametrize("kind", ["plain", "closure", "app-observer", "with"])
+def test_dropped_clients_leave_nothing_on_postgres(postgres_url: str, kind: str) -> None:
+    done = python("-c", MEASURE, postgres_url, kind, str(N))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == CLEAN, done.stdout
