@@ -2,7 +2,8 @@
 
 Each case makes N clients in a subprocess, runs one workflow on each and drops them, in the ways
 users hold clients: a plain one, one whose registered workflow is a closure referring to it, an
-app object holding it whose bound methods are its workflow, leaf or observer, one used in a
+app object holding it whose bound methods are its workflow, leaf (quick, in the pool, or slow
+enough to move the engine off its thread) or observer, one used in a
 ``with`` block and one closed explicitly. Then it waits until every client's store object is freed
 (each frees its store when it is closed and collected), nudging the cyclic collector meanwhile, and
 counts what is left: clients alive (weak references), threads, file descriptors, descriptors open on
@@ -70,7 +71,15 @@ MEASURE = textwrap.dedent('''
         def leaf(self, ctx, x):
             return x + 1
 
+        def slow_leaf(self, ctx, x):
+            time.sleep(0.05)  # the work of a slow leaf: the engine moves off it, pooling the leaf queued behind
+            return x + 1
+
         def flow(self, ctx, x):
+            if kind == "app-leaf-slow":
+                first = yield ctx.begin_run(self.slow_leaf, x)
+                second = yield ctx.begin_run(self.leaf, x)
+                return (yield ctx.all([first, second]))[1]
             return (yield ctx.run(self.leaf if kind.startswith("app-leaf") else leaf, x))
 
     def closure_client():
@@ -122,7 +131,8 @@ MEASURE = textwrap.dedent('''
           "fds", len(fds()) - fds_before, "db_fds", db_fds(), "sessions", sessions() - sessions_before)
 ''')
 
-KINDS = ["plain", "closure", "app-workflow", "app-observer", "app-leaf", "app-leaf-pool", "with", "close"]
+KINDS = ["plain", "closure", "app-workflow", "app-observer", "app-leaf", "app-leaf-pool", "app-leaf-slow", "with",
+         "close"]
 CLEAN = ["alive", "0", "stores", "0", "threads", "0", "fds", "0", "db_fds", "0", "sessions", "0"]
 
 

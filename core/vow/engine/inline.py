@@ -171,11 +171,12 @@ class InlineLeaves:
                     continue
                 leftover, outcomes = self._move()
             self._hand_over(leftover, outcomes)
+            del leftover, outcomes  # not kept while this thread sleeps until the next stall
 
     def _hand_over(self, leftover: list[PromiseNode], outcomes: list[Any]) -> None:
         """Report the outcomes the stuck engine thread collected, pool the leaves it did not run yet, and
-        start a new engine thread. Apart from :meth:`_watch`, which sleeps until the next stall: none
-        of these may stay in its frame (a leaf, its run, its client)."""
+        start a new engine thread. Apart from :meth:`_watch`, which sleeps until the next stall: nothing
+        handed over may stay in its frame (a leaf, its run, its client)."""
         for outcome in outcomes:
             self._report(outcome)
         for node in leftover:
