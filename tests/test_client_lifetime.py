@@ -148,3 +148,69 @@ def test_dropped_clients_leave_nothing_on_postgres(postgres_url: str, kind: str)
     done = python("-c", MEASURE, postgres_url, kind, str(N))
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == CLEAN, done.stdout
+
+
+COLLECTED_IN_FLIGHT = textwrap.dedent('''
+    import gc, sys, threading, time, weakref
+    from vow import Vow
+
+    url, sink = sys.argv[1], sys.argv[2]
+    entered, release, collected, first_done = threading.Event(), threading.Event(), threading.Event(), threading.Event()
+
+    def send(ctx, x):
+        with open(sink, "a") as f:
+            f.write(f"start {x}\\n")
+        if x == "b" and not entered.is_set():  # the first attempt of b is in flight when its client goes
+            entered.set()
+            assert release.wait(30)
+            first_done.set()
+        with open(sink, "a") as f:
+            f.write(f"sent {x}\\n")
+        return x
+
+    def flow(ctx):
+        a = yield ctx.run(send, "a")
+        b = yield ctx.run(send, "b")
+        return a + b
+
+    Vow("memory:").close()  # starts the process-wide closer thread before counting
+    threads_before = set(threading.enumerate())
+
+    def work():
+        client = Vow(url, inline_leaves=False)  # b blocks in the pool, not on an engine thread
+        client.register(flow)
+        client.submit("w/1", flow)
+        stop = threading.Event()
+        worker = threading.Thread(target=client.worker, kwargs={"stop": stop})
+        worker.start()
+        assert entered.wait(30)
+        stop.set()  # the worker returns; its run goes on with nothing referring to the client
+        worker.join(30)
+        weakref.finalize(client, collected.set)
+
+    work()
+    deadline = time.monotonic() + 30
+    while not collected.wait(0.05) and time.monotonic() < deadline:
+        gc.collect()
+    print("collected", collected.is_set())
+    for thread in set(threading.enumerate()) - threads_before:  # its engine stops: the run's lease goes back
+        thread.join(max(0.0, deadline - time.monotonic()))
+    print("threads", sorted(t.name for t in set(threading.enumerate()) - threads_before))
+    release.set()  # the interrupted attempt ends now; no engine takes its outcome, as after a crash
+    with Vow(url) as again:
+        again.register(flow)
+        print("result", again.resume("w/1").result(30))
+    assert first_done.wait(30)
+    lines = open(sink).read().splitlines()
+    print(*(f"{line} {lines.count(line)}" for line in sorted(set(lines))), sep="\\n")
+''')
+
+
+def test_a_client_collected_while_its_run_is_in_flight_stops_it_like_a_crash(tmp_path: Path) -> None:
+    """A worker's run keeps no client alive (a started one does: see test_resources.py); a client
+    collected while the run's leaf is in flight stops the run as a crash would. What settled stays
+    settled and runs no more; the attempt in flight runs again when the next client resumes the run."""
+    done = python("-c", COLLECTED_IN_FLIGHT, f"sqlite:{tmp_path / 's.db'}", tmp_path / "sink")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["collected True", "threads []", "result ab", "sent a 1", "sent b 2",
+                                        "start a 1", "start b 2"], done.stdout
