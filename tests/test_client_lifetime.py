@@ -214,3 +214,28 @@ def test_a_client_collected_while_its_run_is_in_flight_stops_it_like_a_crash(tmp
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["collected True", "threads []", "result ab", "sent a 1", "sent b 2",
                                         "start a 1", "start b 2"], done.stdout
+
+
+WARNED = textwrap.dedent('''
+    import gc, sys
+    from vow import Vow
+
+    url, kind = sys.argv[1], sys.argv[2]
+    client = Vow(url)
+    if kind == "with":
+        with client:
+            pass
+    elif kind == "close":
+        client.close()
+    del client
+    gc.collect()
+''')
+
+
+@pytest.mark.parametrize(("kind", "warned"), [("dropped", True), ("with", False), ("close", False)])
+def test_a_client_collected_unclosed_gives_a_resource_warning(tmp_path: Path, kind: str, warned: bool) -> None:
+    """As an unclosed file or SQLite connection does: silent unless warnings are shown."""
+    done = python("-W", "default::ResourceWarning", "-c", WARNED, f"sqlite:{tmp_path / 's.db'}", kind)
+    assert done.returncode == 0, done.stderr
+    assert ("ResourceWarning: unclosed Vow client (store 'sqlite:" in done.stderr) is warned, done.stderr
+    assert done.stderr.count("ResourceWarning") == warned, done.stderr

@@ -12,6 +12,7 @@ import os
 import queue
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -615,8 +616,12 @@ def _close_unreferenced(engine: Engine, store: Store, pruner: AutoPrune | None, 
 
     Handed to the closer thread: the collection may happen on the engine's thread, which closing waits
     for, and the cyclic collector may run this where starting a thread would deadlock (within
-    threading's own locks); a SimpleQueue's put is safe there."""
+    threading's own locks); a SimpleQueue's put is safe there. Then a :class:`ResourceWarning`, as
+    an unclosed file or SQLite connection gives (shown with ``-X dev`` or ``-W default``)."""
     _to_close.put((engine, store, pruner, owner, owns_store))
+    warnings.warn(f"unclosed Vow client (store {getattr(store, 'url', store)!r}) was collected; closing it now. "
+                  "Call close() or use `with Vow(...) as vow:`", ResourceWarning,
+                  stacklevel=1)  # a finalizer: no caller of ours to point at
 
 
 _to_close: queue.SimpleQueue[tuple[Engine, Store, AutoPrune | None, str, bool]] = queue.SimpleQueue()
