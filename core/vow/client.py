@@ -123,10 +123,14 @@ class Vow:
 
     A client keeps its threads and the store open until :meth:`close` (or the end of a ``with``
     block). One that nothing refers to any more (no variable, no :class:`RunHandle`) is closed when
-    it is collected, once no run it started or resumed is still going on (a run it started goes on
-    to its end even if its handle was dropped), and so is its store unless it was given a store
-    object, which the caller keeps. Still, make one per process and share it: a client
-    costs a few threads and a store connection.
+    it is collected, with a :class:`ResourceWarning` as an unclosed file gives, once no run it
+    started or resumed is still going on (a run it started goes on to its end even if its handle
+    was dropped), and so is its store unless it was given a store object, which the caller keeps.
+    Its workflows, leaves and observers may refer back to it (a closure, an app object's bound
+    methods): the engine holds them only while it runs something. A run a worker claimed
+    (:meth:`worker`) does not keep its client: collected meanwhile, the client stops it as a crash
+    would (what settled stays settled; the next client resumes the run). Still, make one per process
+    and share it: a client costs a few threads and a store connection.
     """
 
     def __init__(self, store: str | Store | None = None, *, plugins: Plugins | None = None,
