@@ -56,7 +56,7 @@ from vow.errors import (
 )
 from vow.events import Event, EventKind
 from vow.failures import FailureCodec, message_of
-from vow.outcomes import combine_update, fill_from_record, outcome, set_future, set_future_from_record
+from vow.outcomes import combine_update, fill_from_record, outcome, set_future_from_record
 from vow.records import Batch, Kind, Lease, PromiseRecord, State, make_settle
 from vow.retry import DEFAULT_WORKFLOW_POLICY
 from vow.stores.base import ChangeFeed
@@ -117,6 +117,7 @@ class Engine:
         self._waits: dict[str, list[str]] = {}  # root -> the roots its leaves wait for now, to refuse a cycle
         self._waits_lock = threading.Lock()
         self._asked: weakref.WeakSet[Any] = weakref.WeakSet()  # callers' futures a crash must answer
+        self._answers: list[tuple[Any, Any, BaseException | None]] = []  # finished roots' (future, value, error)
         self._crashed: VowError | None = None
 
     # ------------------------------------------------------------------ any thread
@@ -286,6 +287,8 @@ class Engine:
                 self._round()
             except Exception:  # noqa: BLE001
                 _log.exception("vow engine: a round failed")
+            if self._answers:
+                self._answer()
 
     def _handle(self, msg: tuple[Any, ...]) -> None:
         tag = msg[0]
@@ -683,8 +686,21 @@ class Engine:
             return
         self._forget(root)
         assert root.run is not None
-        for future in root.futures:
-            set_future(future, root.run.node)
+        value, error = outcome(root.run.node)
+        self._answers += [(future, value, error) for future in root.futures]
+
+    def _answer(self) -> None:
+        """Answer the callers of the roots that finished in the round just ended. After the round: its
+        frame held the roots (and through their workflows, maybe their client), which a caller woken
+        by its answer, dropping its client and collecting, must find held by nothing of the engine's."""
+        answers, self._answers = self._answers, []
+        for future, value, error in answers:
+            if future.done():
+                continue
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(value)
 
     def _forget(self, root: RootRun, release: bool = True) -> None:
         """Stop tracking ``root`` here: its lease is given back (or gone), its waiters dropped."""
@@ -983,6 +999,7 @@ class Engine:
             self._round()
         except Exception:  # noqa: BLE001
             _log.exception("vow engine: the last round failed")
+        self._answer()
         error = VowError("the vow client was closed; the workflow stays pending and resumes on the next start")
         while True:  # starts that raced with the close: answer them rather than leave them waiting
             try:
