@@ -147,7 +147,7 @@ def test_dropped_clients_leave_nothing_on_sqlite(tmp_path: Path, kind: str) -> N
     assert done.stdout.split() == CLEAN, done.stdout
 
 
-@pytest.mark.parametrize("kind", ["plain", "closure", "app-observer", "with"])
+@pytest.mark.parametrize("kind", ["plain", "closure", "app-observer", "with", "close"])
 def test_dropped_clients_leave_nothing_on_postgres(postgres_url: str, kind: str) -> None:
     done = python("-c", MEASURE, postgres_url, kind, str(N))
     assert done.returncode == 0, done.stderr

@@ -6,8 +6,9 @@ methods as workflows, leaves or observers. The engine's threads and the client's
 apart from the client, so whatever they hold strongly can never be collected: were it the
 catalog, such a client would live (and keep its threads, store connection and descriptors) for
 the life of the process. So the client owns the catalog, and its engine holds it strongly only
-while it runs something (a start, a run, a wait for another worker's run: each keeps its client
-anyway), and weakly otherwise (:meth:`vow.engine.Engine.hold`).
+while it runs something (a start, a run, a wait for another worker's run) and weakly otherwise
+(``Engine._hold``). A run started with ``begin_run`` keeps its client alive anyway; a run a worker
+claimed does not, and a client collected meanwhile stops it at close, with the catalog still at hand.
 """
 
 from __future__ import annotations

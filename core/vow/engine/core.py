@@ -82,7 +82,7 @@ class Engine:
         self.lease_ttl = lease_ttl
         self.codec = codec
         self.plugins = plugins
-        # The client's workflows and observers, held strongly only while busy (see hold()): they may refer
+        # The client's workflows and observers, held strongly only while busy (see _hold()): they may refer
         # back to the client, which an idle engine must not keep alive.
         self._catalog = weakref.ref(catalog)
         self._held: Catalog | None = None
@@ -139,7 +139,7 @@ class Engine:
             self._fail_asked(self._crashed)
         return request.future
 
-    def hold(self) -> bool:
+    def _hold(self) -> bool:
         """Hold the client's catalog strongly (on the engine thread, when a start comes in); ``False``
         when the client is gone. Until :meth:`_release_when_idle` the engine's parts use it directly:
         no step pays for a weak reference."""
@@ -296,7 +296,7 @@ class Engine:
             self._on_leaf(msg[1])
         elif tag == _START:
             request: StartRequest = msg[1]
-            if not self.hold():  # a worker's claim whose client was collected meanwhile: it stops, as at close
+            if not self._hold():  # a worker's claim whose client was collected meanwhile: it stops, as at close
                 request.fail(VowError("the vow client was collected; the workflow stays pending and resumes on "
                                       "the next start"))
                 return
