@@ -259,7 +259,7 @@ def test_changed_workflow_raises_nondeterminism_naming_both_functions(vow: Vow) 
         assert other.get("nd/1").state is State.PENDING  # nothing stored was altered
         assert other.get("nd/1.1").value == '"charged"'
     finally:
-        other._engine.stop()
+        other.close()  # closes the store it shares with the fixture's client, which closes it again: no harm
     del handle
 
 

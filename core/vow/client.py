@@ -12,6 +12,7 @@ import os
 import queue
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -20,6 +21,7 @@ import attrs
 
 from vow import encoding
 from vow.engine import Engine, StartRequest, same_run_error
+from vow.engine.catalog import Catalog
 from vow.engine.stepper import check_text
 from vow.errors import ConfigError, PromiseNotFoundError, VowError
 from vow.failures import FailureCodec
@@ -122,10 +124,14 @@ class Vow:
 
     A client keeps its threads and the store open until :meth:`close` (or the end of a ``with``
     block). One that nothing refers to any more (no variable, no :class:`RunHandle`) is closed when
-    it is collected, once no run it started or resumed is still going on (a run it started goes on
-    to its end even if its handle was dropped), and so is its store unless it was given a store
-    object, which the caller keeps. Still, make one per process and share it: a client
-    costs a few threads and a store connection.
+    it is collected, with a :class:`ResourceWarning` as an unclosed file gives, once no run it
+    started or resumed is still going on (a run it started goes on to its end even if its handle
+    was dropped), and so is its store unless it was given a store object, which the caller keeps.
+    Its workflows, leaves and observers may refer back to it (a closure, an app object's bound
+    methods): the engine holds them only while it runs something. A run a worker claimed
+    (:meth:`worker`) does not keep its client: collected meanwhile, the client stops it as a crash
+    would (what settled stays settled; the next client resumes the run). Still, make one per process
+    and share it: a client costs a few threads and a store connection.
     """
 
     def __init__(self, store: str | Store | None = None, *, plugins: Plugins | None = None,
@@ -146,6 +152,9 @@ class Vow:
         self._names: dict[Any, str] = {}
         built = [self.plugins.observers.build(reg.name) for reg in self.plugins.observers]
         self._observers = [o for o in (*observers, *built) if o is not None]
+        # Owned here; the engine holds it weakly while idle, so workflows and observers that refer back
+        # to this client (closures, an app's bound methods) do not keep it alive (vow.engine.catalog).
+        self._catalog = Catalog(self._functions.get, functools.partial(_name_of, self._names), self._observers)
         self._engine_options = dict(max_threads=max_threads, max_concurrency=max_concurrency, lease_ttl=lease_ttl,
                                     poll_interval=poll_interval, max_recoveries=max_recoveries, default_retry=retry,
                                     inline_leaves=inline_leaves)
@@ -164,8 +173,7 @@ class Vow:
     def _new_engine(self) -> None:
         self.owner = new_owner_id()
         # Nothing the engine's threads hold may refer to the client, or it could never be collected.
-        self._engine = Engine(self.store, owner=self.owner, name_of=functools.partial(_name_of, self._names),
-                              lookup=self._functions.get, observers=self._observers, codec=self.codec,
+        self._engine = Engine(self.store, owner=self.owner, catalog=self._catalog, codec=self.codec,
                               plugins=self.plugins, **self._engine_options)
         if self._collected is not None:
             self._collected.detach()
@@ -613,8 +621,12 @@ def _close_unreferenced(engine: Engine, store: Store, pruner: AutoPrune | None, 
 
     Handed to the closer thread: the collection may happen on the engine's thread, which closing waits
     for, and the cyclic collector may run this where starting a thread would deadlock (within
-    threading's own locks); a SimpleQueue's put is safe there."""
+    threading's own locks); a SimpleQueue's put is safe there. Then a :class:`ResourceWarning`, as
+    an unclosed file or SQLite connection gives (shown with ``-X dev`` or ``-W default``)."""
     _to_close.put((engine, store, pruner, owner, owns_store))
+    warnings.warn(f"unclosed Vow client (store {getattr(store, 'url', store)!r}) was collected; closing it now. "
+                  "Call close() or use `with Vow(...) as vow:`", ResourceWarning,
+                  stacklevel=1)  # a finalizer: no caller of ours to point at
 
 
 _to_close: queue.SimpleQueue[tuple[Engine, Store, AutoPrune | None, str, bool]] = queue.SimpleQueue()

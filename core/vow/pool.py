@@ -92,6 +92,7 @@ class ThreadPool:
             except BaseException:  # noqa: BLE001 - a job's failure must not kill the thread
                 _log.exception("job %r failed", fn)
             self._done += 1
+            del job, fn, args  # an idle thread must not keep its last job (a leaf, its run, its client) alive
 
     def _grower(self) -> None:
         while not self._closed:

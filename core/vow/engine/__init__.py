@@ -10,6 +10,7 @@
 * :mod:`~vow.engine.watcher` — outside changes and remote roots, on its own thread;
 * :mod:`~vow.engine.timers` — timers on the monotonic clock;
 * :mod:`~vow.engine.model` — what the engine keeps in memory;
+* :mod:`~vow.engine.catalog` — a client's workflows and observers, held only while the engine is busy;
 * :mod:`~vow.engine.starts` — start requests and the "same run?" rule.
 """
 

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from vow import encoding
+from vow.engine.catalog import Catalog
 from vow.engine.committer import CommitResult, Committer, RootWrites
 from vow.engine.leases import LeaseKeeper
 from vow.engine.leaves import LEAF_ROOT, LeafOutcome, LeafRunner
@@ -55,7 +56,7 @@ from vow.errors import (
 )
 from vow.events import Event, EventKind
 from vow.failures import FailureCodec, message_of
-from vow.outcomes import combine_update, fill_from_record, outcome, set_future, set_future_from_record
+from vow.outcomes import combine_update, fill_from_record, outcome, set_future_from_record
 from vow.records import Batch, Kind, Lease, PromiseRecord, State, make_settle
 from vow.retry import DEFAULT_WORKFLOW_POLICY
 from vow.stores.base import ChangeFeed
@@ -72,8 +73,8 @@ _PENDING = State.PENDING
 class Engine:
     """Runs workflows for one :class:`vow.Vow` client on a dedicated thread."""
 
-    def __init__(self, store: Any, *, owner: str, name_of: Callable[[Any], str], lookup: Callable[[str], Any],
-                 observers: list[Any], codec: FailureCodec, plugins: Any = None, max_threads: int = 1024,
+    def __init__(self, store: Any, *, owner: str, catalog: Catalog, codec: FailureCodec, plugins: Any = None,
+                 max_threads: int = 1024,
                  max_concurrency: int | None = None, lease_ttl: float = 15.0, poll_interval: float = 0.05,
                  max_recoveries: int | None = None, default_retry: Any = None, inline_leaves: bool = True) -> None:
         self.store = store
@@ -81,11 +82,14 @@ class Engine:
         self.lease_ttl = lease_ttl
         self.codec = codec
         self.plugins = plugins
-        self._lookup = lookup
-        self._wanted = audiences(observers)  # kind -> the observers that take it; other kinds are never built
-        self.observed = EventKind.CREATED in self._wanted  # read by the stepper for each promise it creates
-        self._observed_started = EventKind.STARTED in self._wanted  # asked for every leaf ...
-        self._observed_settled = EventKind.SETTLED in self._wanted  # ... and every settle
+        # The client's workflows and observers, held strongly only while busy (see _hold()): they may refer
+        # back to the client, which an idle engine must not keep alive.
+        self._catalog = weakref.ref(catalog)
+        self._held: Catalog | None = None
+        self._wanted: dict[EventKind, tuple[Any, ...]] = {}  # the held catalog's audiences; none while idle
+        self.observed = EventKind.CREATED in catalog.audiences  # read by the stepper for each promise it creates
+        self._observed_started = EventKind.STARTED in catalog.audiences  # asked for every leaf ...
+        self._observed_settled = EventKind.SETTLED in catalog.audiences  # ... and every settle
         self.inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         put = self.inbox.put
         self.now = store_clock(store)
@@ -95,11 +99,10 @@ class Engine:
                                   on_lost=lambda roots: put((_LOST, roots)))
         self.watcher = Watcher(store, poll_interval, on_changes=lambda feed: put((_CHANGES, feed)),
                                on_remote=lambda records, free: put((_REMOTE, records, free)))
-        scopes = [o.leaf_scope for o in observers if callable(getattr(o, "leaf_scope", None))]
         self.leaves = LeafRunner(lambda result: put((_LEAF, result)), max_threads=max_threads,
-                                 max_concurrency=max_concurrency, scopes=scopes, plugins=plugins, store=store,
+                                 max_concurrency=max_concurrency, plugins=plugins, store=store,
                                  relieve=self._run_on_new_thread if inline_leaves else None)
-        self.stepper = Stepper(self, self.committer, now=self.now, name_of=name_of)
+        self.stepper = Stepper(self, self.committer, now=self.now, name_of=_not_held)
         self.retries = Retries(self.committer, self.timers, self.now, encode_error=codec.encode,
                                decode_error=codec.decode, default_policy=default_retry,
                                on_retry=self._retry_scheduled, start_leaf=self._start_leaf,
@@ -114,6 +117,7 @@ class Engine:
         self._waits: dict[str, list[str]] = {}  # root -> the roots its leaves wait for now, to refuse a cycle
         self._waits_lock = threading.Lock()
         self._asked: weakref.WeakSet[Any] = weakref.WeakSet()  # callers' futures a crash must answer
+        self._answers: list[tuple[Any, Any, BaseException | None]] = []  # finished roots' (future, value, error)
         self._crashed: VowError | None = None
 
     # ------------------------------------------------------------------ any thread
@@ -134,6 +138,29 @@ class Engine:
         if self._crashed is not None:  # no loop reads the inbox any more
             self._fail_asked(self._crashed)
         return request.future
+
+    def _hold(self) -> bool:
+        """Hold the client's catalog strongly (on the engine thread, when a start comes in); ``False``
+        when the client is gone. Until :meth:`_release_when_idle` the engine's parts use it directly:
+        no step pays for a weak reference."""
+        if self._held is None:
+            catalog = self._catalog()
+            if catalog is None:
+                return False
+            self._held = catalog
+            self._wanted = catalog.audiences
+            self.stepper.name_of = catalog.name_of
+            self.leaves.scopes = catalog.scopes
+        return True
+
+    def _release_when_idle(self) -> None:
+        """Let go of the client's catalog once nothing runs here (at the end of a round): nothing of the
+        engine's keeps an idle client alive then."""
+        if self._held is not None and not (self._roots or self._starts or self._remote):
+            self._held = None
+            self._wanted = {}
+            self.stepper.name_of = _not_held
+            self.leaves.scopes = ()
 
     def on_own_thread(self) -> bool:
         """Whether the caller is the engine itself (a workflow's body or an observer), not a leaf."""
@@ -260,6 +287,8 @@ class Engine:
                 self._round()
             except Exception:  # noqa: BLE001
                 _log.exception("vow engine: a round failed")
+            if self._answers:
+                self._answer()
 
     def _handle(self, msg: tuple[Any, ...]) -> None:
         tag = msg[0]
@@ -267,6 +296,10 @@ class Engine:
             self._on_leaf(msg[1])
         elif tag == _START:
             request: StartRequest = msg[1]
+            if not self._hold():  # a worker's claim whose client was collected meanwhile: it stops, as at close
+                request.fail(VowError("the vow client was collected; the workflow stays pending and resumes on "
+                                      "the next start"))
+                return
             root = self._roots.get(request.id)
             if root is not None:
                 self._join(request, root)
@@ -301,6 +334,7 @@ class Engine:
                     start_leaf(node)
             if not (self._starts or stepper.ready or committer.pending()):
                 self.leaves.flush()
+                self._release_when_idle()
                 return
 
     def _after_commit(self, result: CommitResult) -> None:
@@ -436,7 +470,8 @@ class Engine:
 
     def _resume(self, req: StartRequest, record: PromiseRecord, lease: Lease) -> None:
         if req.fn is None:
-            registered = self._lookup(record.func)
+            assert self._held is not None  # held since its start came in
+            registered = self._held.lookup(record.func)
             if registered is None:
                 self.store.release(lease)
                 req.fail(VowError(f"workflow {record.func!r} (id {record.id!r}) is not registered in this process; "
@@ -651,8 +686,21 @@ class Engine:
             return
         self._forget(root)
         assert root.run is not None
-        for future in root.futures:
-            set_future(future, root.run.node)
+        value, error = outcome(root.run.node)
+        self._answers += [(future, value, error) for future in root.futures]
+
+    def _answer(self) -> None:
+        """Answer the callers of the roots that finished in the round just ended. After the round: its
+        frame held the roots (and through their workflows, maybe their client), which a caller woken
+        by its answer, dropping its client and collecting, must find held by nothing of the engine's."""
+        answers, self._answers = self._answers, []
+        for future, value, error in answers:
+            if future.done():
+                continue
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(value)
 
     def _forget(self, root: RootRun, release: bool = True) -> None:
         """Stop tracking ``root`` here: its lease is given back (or gone), its waiters dropped."""
@@ -951,6 +999,7 @@ class Engine:
             self._round()
         except Exception:  # noqa: BLE001
             _log.exception("vow engine: the last round failed")
+        self._answer()
         error = VowError("the vow client was closed; the workflow stays pending and resumes on the next start")
         while True:  # starts that raced with the close: answer them rather than leave them waiting
             try:
@@ -1011,14 +1060,6 @@ class Engine:
                 _log.warning("observer %r failed on %s", observer, kind, exc_info=True)
 
 
-def audiences(observers: list[Any]) -> dict[EventKind, tuple[Any, ...]]:
-    """For each kind of event, the observers that take it (an observer's ``event_kinds``, or every
-    kind when it has none); a kind no observer takes is left out."""
-    kinds = [(o, getattr(o, "event_kinds", None)) for o in observers]
-    taking = {kind: tuple(o for o, takes in kinds if takes is None or kind in takes) for kind in EventKind}
-    return {kind: who for kind, who in taking.items() if who}
-
-
 def store_clock(store: Any) -> Callable[[], float]:
     """The store's clock as this process reads it: this machine's clock, shifted by the store's offset
     when the store keeps its own (a database server's); measured once, when the engine is made, from
@@ -1035,6 +1076,11 @@ def store_clock(store: Any) -> Callable[[], float]:
     if abs(offset) < 0.002:  # the same clock (SQLite, memory): no shift, no extra call per read
         return time.time
     return lambda: time.time() + offset
+
+
+def _not_held(fn: Any) -> str:
+    """The stepper's ``name_of`` while the engine holds no catalog: nothing steps then."""
+    raise VowError(f"the vow engine stepped a workflow while it held no client's catalog (naming {fn!r})")
 
 
 def _under(node: PromiseNode, ancestor: PromiseNode) -> bool:

@@ -170,11 +170,18 @@ class InlineLeaves:
                         self._watching.clear()  # nothing ran inline for a while: sleep until something does
                     continue
                 leftover, outcomes = self._move()
-            for outcome in outcomes:
-                self._report(outcome)
-            for node in leftover:
-                self._to_pool(node)
-            self._relieve()
+            self._hand_over(leftover, outcomes)
+            del leftover, outcomes  # not kept while this thread sleeps until the next stall
+
+    def _hand_over(self, leftover: list[PromiseNode], outcomes: list[Any]) -> None:
+        """Report the outcomes the stuck engine thread collected, pool the leaves it did not run yet, and
+        start a new engine thread. Apart from :meth:`_watch`, which sleeps until the next stall: nothing
+        handed over may stay in its frame (a leaf, its run, its client)."""
+        for outcome in outcomes:
+            self._report(outcome)
+        for node in leftover:
+            self._to_pool(node)
+        self._relieve()
 
     def _learn(self, key: Any, cost: float) -> None:
         """Start timing the function with ``key`` (on the engine thread, or on a thread a leaf held

@@ -52,7 +52,7 @@ class LeafRunner:
     """Starts leaf attempts within the concurrency limits and reports their outcomes."""
 
     def __init__(self, report: Callable[[LeafOutcome], None], *, max_threads: int, max_concurrency: int | None,
-                 scopes: list[Callable[[LeafContext], Any]], plugins: Any = None, store: Any = None,
+                 plugins: Any = None, store: Any = None,
                  relieve: Callable[[], None] | None = None) -> None:
         self._report = report
         self.pool = ThreadPool(max_threads)
@@ -60,7 +60,8 @@ class LeafRunner:
         self.inline = None if relieve is None else InlineLeaves(
             self._attempt_of, to_pool=self._to_pool, report=report, relieve=relieve)
         self._max = max_concurrency
-        self._scopes = scopes
+        # observers' leaf scopes, set by the engine while it holds its client's catalog (every leaf runs then)
+        self.scopes: tuple[Callable[[LeafContext], Any], ...] = ()
         self._plugins = plugins
         self._store = store
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -159,9 +160,9 @@ class LeafRunner:
 
     # -- in the leaf's thread or task
 
-    def _scoped(self, ctx: LeafContext) -> contextlib.ExitStack:
+    def _scoped(self, ctx: LeafContext, scopes: tuple[Callable[[LeafContext], Any], ...]) -> contextlib.ExitStack:
         stack = contextlib.ExitStack()
-        for scope in self._scopes:
+        for scope in scopes:
             try:
                 stack.enter_context(_Guarded(scope, scope(ctx)))
             except Exception:  # noqa: BLE001 - an observer must never break a leaf
@@ -186,8 +187,9 @@ class LeafRunner:
         assert fn is not None
         token = LEAF_ROOT.set(ctx.root_id)
         try:
-            if self._scopes:
-                with self._scoped(ctx):
+            scopes = self.scopes
+            if scopes:
+                with self._scoped(ctx, scopes):
                     result = _awaited(fn(ctx, *node.args, **node.kwargs))
             else:
                 result = _awaited(fn(ctx, *node.args, **node.kwargs))
@@ -202,8 +204,9 @@ class LeafRunner:
         assert fn is not None
         LEAF_ROOT.set(ctx.root_id)  # in this task's own context
         try:
-            if self._scopes:
-                with self._scoped(ctx):
+            scopes = self.scopes
+            if scopes:
+                with self._scoped(ctx, scopes):
                     result = await fn(ctx, *node.args, **node.kwargs)
             else:
                 result = await fn(ctx, *node.args, **node.kwargs)

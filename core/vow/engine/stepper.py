@@ -75,7 +75,7 @@ class Stepper:
         self._host = host
         self._committer = committer
         self._now = now
-        self._name_of = name_of
+        self.name_of = name_of  # the engine lends its client's while it holds the client's catalog
         self._functions: dict[Any, tuple[bool, str]] = {}  # fn -> (a generator function?, its stored name)
         self.ready: list[tuple[WorkflowRun, Any, BaseException | None]] = []
 
@@ -305,7 +305,7 @@ class Stepper:
         function (a child workflow) and the name it is stored under."""
         if fn is None or not callable(fn):
             raise TypeError(f"ctx.run/begin_run needs a function, got {fn!r}")
-        known = (inspect.isgeneratorfunction(fn), self._name_of(fn))
+        known = (inspect.isgeneratorfunction(fn), self.name_of(fn))
         if lasting(fn):  # not a closure or partial made for this call: kept, it would never be freed
             self._functions[fn] = known
         return known
