@@ -899,9 +899,9 @@ class SQLiteStore(StoreOperations):
         known = getattr(self._local, "fenced", None)
         if known is not None and known[0] == version and known[1] == con.total_changes:
             verified = known[2]
-            fences = {root: token for root, token in fences.items() if verified.get(root) != token}
-            if not fences:
+            if fences.items() <= verified.items():  # every root checked with this token: the usual commit
                 return version
+            fences = {root: token for root, token in fences.items() if verified.get(root) != token}
         if len(fences) == 1:
             [(root, token)] = fences.items()
             row = con.execute(_FENCE_ONE, (root,)).fetchone()
