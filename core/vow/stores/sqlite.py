@@ -37,6 +37,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Collection, Iterable, Sequence
+from operator import attrgetter
 from typing import Any, TypeVar
 from urllib.parse import quote
 
