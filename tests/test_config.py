@@ -46,7 +46,8 @@ def test_every_issue_is_kept_with_its_path() -> None:
     with pytest.raises(ConfigError) as caught:
         structure(Faults, {"rate": "often", "fail_attempts": [1, "2"], "colour": "red"}, where="faults")
     assert sorted(caught.value.issues) == [
-        (("colour",), "unknown key (allowed: fail_attempts, rate, seed, error, message, status, retry_after, latency)"),
+        (("colour",), "unknown key (allowed: fail_attempts, rate, seed, error, message, status, retry_after, latency, "
+                      "hold_until_file)"),
         (("fail_attempts", 1), "expected a whole number, got text '2'"),
         (("rate",), "expected a number, got text 'often'"),
     ]

@@ -5,6 +5,7 @@ From YAML::
     faults: {fail_attempts: [1], error: transient, message: "push service unavailable"}
     faults: {rate: 0.3, seed: 7, latency: 0.05}
     faults: {fail_attempts: [1, 2], status: 429, retry_after: 0.2}
+    faults: {hold_until_file: release}   # each attempt waits until the file "release" exists
 
 From Python: ``with_faults(channel, Faults(fail_attempts=[1]))``.
 
@@ -16,18 +17,20 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import os
 import time
 from collections.abc import Mapping
 from typing import Any, TypeVar, cast
 
 import attrs
 
-from vow.config import finite, structure
+from vow.config import describe, finite, structure
 from vow.errors import ConfigError, PermanentError, TransientError
 from vow.http import error_for_status
 from vow.leaf import LeafContext
 
 ERROR_KINDS = ("transient", "permanent", "timeout")
+HOLD_POLL = 0.01  # seconds between looks for the file of hold_until_file
 
 T = TypeVar("T")
 
@@ -39,7 +42,8 @@ class Faults:
     ``fail_attempts`` fails exactly those attempts; ``rate`` fails that fraction of attempts
     (decided by ``seed``); ``error`` is ``transient``, ``permanent``, ``timeout`` or an exception
     type name (``RuntimeError``, ``mypkg.errors.Boom``); ``status`` answers that HTTP status
-    instead, which the channel maps like a real response; ``latency`` adds seconds to every attempt.
+    instead, which the channel maps like a real response; ``latency`` adds seconds to every attempt;
+    ``hold_until_file`` holds every attempt until that file exists (see :meth:`hold`).
     """
 
     fail_attempts: list[int] | None = attrs.field(default=None, validator=attrs.validators.optional(
@@ -54,6 +58,7 @@ class Faults:
     retry_after: float | None = attrs.field(default=None, validator=attrs.validators.optional(
         [finite(), attrs.validators.ge(0)]))
     latency: float = attrs.field(default=0.0, validator=[finite(), attrs.validators.ge(0)])
+    hold_until_file: str | None = attrs.field(default=None, validator=lambda _i, _a, value: _check_path(value))
 
     def __attrs_post_init__(self) -> None:
         # What to fail with, but neither key that chooses attempts: it would silently do nothing.
@@ -74,7 +79,9 @@ class Faults:
         return int.from_bytes(digest, "big") / 2**64 < self.rate
 
     def inject(self, ctx: LeafContext) -> int | None:
-        """Apply latency, then fail if chosen: raise the error, or return the HTTP status to answer."""
+        """Hold, apply latency, then fail if chosen: raise the error, or return the HTTP status to answer."""
+        if self.hold_until_file is not None:
+            self.hold(ctx)
         if self.latency > 0:
             time.sleep(self.latency)
         if not self.should_fail(ctx):
@@ -82,6 +89,21 @@ class Faults:
         if self.status is not None:
             return self.status
         raise self.make_error(ctx)
+
+    def hold(self, ctx: LeafContext) -> None:
+        """Wait until the file ``hold_until_file`` exists (a path relative to the working directory of
+        the process making the attempt): an attempt in flight for exactly as long as a test or a demo
+        wants, where a latency would only be "long enough" until a loaded machine outruns it.
+
+        The attempt's deadline (a branch's ``timeout``) ends the wait with a timeout error, so a file
+        that never comes cannot keep the attempt's thread for ever.
+        """
+        path = self.hold_until_file
+        assert path is not None
+        while not os.path.exists(path):
+            if ctx.deadline is not None and time.time() >= ctx.deadline:
+                raise TransientError(f"timed out: held until {path} exists (attempt {ctx.attempt})", code="timeout")
+            time.sleep(HOLD_POLL)
 
     def make_error(self, ctx: LeafContext) -> BaseException:
         """The exception this fault raises on ``ctx``'s attempt."""
@@ -98,6 +120,12 @@ class Faults:
 def _check_error(name: str) -> None:
     if name not in ERROR_KINDS:
         _exception_type(name)  # fail early on a bad name
+
+
+def _check_path(path: str | None) -> None:
+    if path is not None and not path.strip():
+        raise ValueError("'hold_until_file' must name a file (a path, relative to the working directory of "
+                         f"the process running the branch), got {describe(path)}")
 
 
 def _exception_type(name: str) -> type[BaseException]:
