@@ -1,8 +1,9 @@
 """A store the user may read but not write: the read commands read it, the others say why they cannot;
 and one another program holds locked: the read commands say so.
 
-Root ignores file modes, so as root each command runs as ``nobody`` (``setpriv``), or under a
-read-only bind mount (``unshare -m``), as a user would meet it on a copy or a shared volume.
+Root ignores file modes, so as root each command runs without the capabilities that let it
+(``setpriv``), or under a read-only bind mount (``unshare -m``), as a user would meet it on a copy or a
+shared volume.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ from vow.stores.sqlite import SQLiteStore
 
 ORDER = str(Path(__file__).resolve().parents[2] / "examples" / "order-confirmed.yaml")
 ROOT = os.geteuid() == 0
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+# Root held to file modes like any user. Not ``nobody``: nobody may not start an interpreter that
+# lives in root's home (pyenv's, which in a shared-library build loads libpython from there).
+BOUND_BY_MODES = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
+                  "--bounding-set=-dac_override,-dac_read_search"]
 
 
 @pytest.fixture
@@ -41,10 +45,11 @@ def folder() -> Iterator[Path]:
 
 def vow(folder: Path, *args: str, how: str = "user") -> subprocess.CompletedProcess[str]:
     """``vow ARGS`` on the store in ``folder/store``: as this user, as someone who may not write it
-    (``reader``: nobody when this is root), or under a read-only bind mount of the folder (``mount``)."""
+    (``reader``: root held to file modes when this is root), or under a read-only bind mount of the
+    folder (``mount``)."""
     command = [sys.executable, "-m", "vow", *args]
     if how == "reader" and ROOT:
-        command = [*NOBODY, *command]
+        command = [*BOUND_BY_MODES, *command]
     elif how == "mount":
         store = str(folder / "store")
         command = ["unshare", "-m", "sh", "-c", 'mount --bind -o ro "$0" "$0" && exec "$@"', store, *command]

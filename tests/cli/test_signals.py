@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,21 @@ fan_out:
     body: hello
     options: {latency: 600}
 """
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _ctrl_c_reaches_children() -> Iterator[None]:
+    """Start every command here with SIGINT at its default, as from a terminal. A suite started in the
+    background of a script (``pytest &``) inherits SIGINT ignored and passes that on to every command
+    it starts, which then rightly ignores Ctrl-C; a handler of our own is reset to the default at exec."""
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @pytest.mark.parametrize("signals", [(signal.SIGTERM, signal.SIGINT, signal.SIGINT),
