@@ -66,8 +66,10 @@ def fan_in(handles):
 
 
 def test_fan_out_runs_in_parallel(vow: Vow) -> None:
+    together = threading.Barrier(4, timeout=60)  # passes only when all four branches run at once
+
     def work(ctx: LeafContext, i: int) -> int:
-        time.sleep(0.2)
+        together.wait()
         return i
 
     @vow.register
@@ -77,9 +79,7 @@ def test_fan_out_runs_in_parallel(vow: Vow) -> None:
             handles.append((yield ctx.begin_run(work, i)))
         return sum((yield from fan_in(handles)))
 
-    started = time.perf_counter()
     assert vow.run("fan/1", fan) == 6
-    assert time.perf_counter() - started < 0.4
 
 
 def test_a_failing_leaf_is_retried_alone(vow: Vow) -> None:
@@ -375,11 +375,12 @@ def test_async_leaves_and_async_callers(vow: Vow) -> None:
     assert time.perf_counter() - started < 1.0
 
 
-def test_thousand_blocking_calls_finish_well_under_a_second(tmp_path: Path) -> None:
+def test_thousand_blocking_calls_run_at_once(tmp_path: Path) -> None:
     vow = Vow(store=f"sqlite:{tmp_path / 'v.sqlite'}")
+    together = threading.Barrier(1000, timeout=120)  # passes only when all thousand block at the same time
 
     def block(ctx: LeafContext, i: int) -> int:
-        time.sleep(0.1)
+        together.wait()
         return i
 
     @vow.register
@@ -390,9 +391,7 @@ def test_thousand_blocking_calls_finish_well_under_a_second(tmp_path: Path) -> N
         return sum((yield ctx.all(handles)))
 
     try:
-        started = time.perf_counter()
         assert vow.run("wide/1", wf) == sum(range(1000))
-        assert time.perf_counter() - started < 1.0
     finally:
         vow.close()
 
