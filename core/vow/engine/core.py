@@ -695,12 +695,15 @@ class Engine:
         by its answer, dropping its client and collecting, must find held by nothing of the engine's."""
         answers, self._answers = self._answers, []
         for future, value, error in answers:
-            if future.done():
-                continue
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(value)
+            # a caller's cancel (asyncio cancelling ``await handle``) may land after any check: that caller
+            # needs no answer, and the engine (outside the round's guard here) must not stop for it
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                if future.done():
+                    continue
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(value)
 
     def _forget(self, root: RootRun, release: bool = True) -> None:
         """Stop tracking ``root`` here: its lease is given back (or gone), its waiters dropped."""
