@@ -25,7 +25,7 @@ N = 5
 
 MEASURE = textwrap.dedent('''
     import gc, os, sys, threading, time, weakref
-    from vow import Vow
+    from vow import CanceledError, Vow
 
     url, kind, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     db = url.removeprefix("sqlite:") if url.startswith("sqlite:") else None
@@ -93,6 +93,30 @@ MEASURE = textwrap.dedent('''
 
         return client, wf
 
+    def stopped_client(i):
+        """A closure client whose run is canceled from outside (through the store, as another process
+        would) while it sleeps for an hour or waits for a promise: the caller gets CanceledError."""
+        client = Vow(url)
+
+        @client.register
+        def wf(ctx, x):
+            assert client is not None
+            if kind == "canceled-sleep":
+                yield ctx.sleep(3600)
+            else:
+                yield (yield ctx.promise())
+            return x
+
+        handle = client.begin_run(f"r/{i}", wf, i)
+        while client.get(f"r/{i}.1") is None:  # the sleep or the promise is stored: the run waits
+            time.sleep(0.005)
+        client.cancel(f"r/{i}")
+        try:
+            handle.result(30)
+        except CanceledError:
+            return client
+        raise AssertionError("the canceled run returned")
+
     def one(i):
         if kind == "plain":
             client = Vow(url)
@@ -106,6 +130,8 @@ MEASURE = textwrap.dedent('''
                 assert client.run(f"r/{i}", wf, i) == i + 1
                 if kind == "close":
                     client.close()
+        elif kind.startswith("canceled"):
+            client = stopped_client(i)
         else:
             app = App()
             client = app.vow
@@ -136,7 +162,7 @@ MEASURE = textwrap.dedent('''
 ''')
 
 KINDS = ["plain", "closure", "app-workflow", "app-observer", "app-leaf", "app-leaf-pool", "app-leaf-slow", "with",
-         "close"]
+         "close", "canceled-sleep", "canceled-wait"]
 CLEAN = ["at_once", "0", "alive", "0", "stores", "0", "threads", "0", "fds", "0", "db_fds", "0", "sessions", "0"]
 
 

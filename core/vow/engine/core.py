@@ -56,7 +56,7 @@ from vow.errors import (
 )
 from vow.events import Event, EventKind
 from vow.failures import FailureCodec, message_of
-from vow.outcomes import combine_update, fill_from_record, outcome, set_future_from_record
+from vow.outcomes import combine_update, fill_from_record, outcome, record_outcome
 from vow.records import Batch, Kind, Lease, PromiseRecord, State, make_settle
 from vow.retry import DEFAULT_WORKFLOW_POLICY
 from vow.stores.base import ChangeFeed
@@ -456,7 +456,7 @@ class Engine:
                 req.fail(error)
                 return
         if record.settled:
-            set_future_from_record(req.future, record, self.codec)
+            self._answer_from(req.future, record)
             return
         lease = req.lease or self.keeper.claim(req.id)
         if lease is None:
@@ -484,7 +484,7 @@ class Engine:
         current = next((r for r in tree if r.id == record.id), record)
         if current.settled:  # it finished between our read and our claim: answer from the store
             self.store.release(lease)
-            set_future_from_record(req.future, current, self.codec)
+            self._answer_from(req.future, current)
             return
         self._emit(EventKind.RESUMED, record.id, record.id, None, record.func, Kind.WORKFLOW, record.attempt,
                    created_at=record.created_at)
@@ -690,9 +690,10 @@ class Engine:
         self._answers += [(future, value, error) for future in root.futures]
 
     def _answer(self) -> None:
-        """Answer the callers of the roots that finished in the round just ended. After the round: its
-        frame held the roots (and through their workflows, maybe their client), which a caller woken
-        by its answer, dropping its client and collecting, must find held by nothing of the engine's."""
+        """Answer the callers of the roots that finished, stopped or were found settled in the round just
+        ended (or in the messages before it). After the round: its frame held the roots and start requests
+        (and through their workflows, maybe their client), which a caller woken by its answer, dropping
+        its client and collecting, must find held by nothing of the engine's."""
         answers, self._answers = self._answers, []
         for future, value, error in answers:
             # a caller's cancel (asyncio cancelling ``await handle``) may land after any check: that caller
@@ -705,10 +706,24 @@ class Engine:
                 else:
                     future.set_result(value)
 
+    def _answer_from(self, future: Any, record: PromiseRecord) -> None:
+        """Answer ``future`` with the outcome stored in ``record``, after the round (see :meth:`_answer`)."""
+        if not future.done():
+            value, error = record_outcome(record, self.codec)
+            self._answers.append((future, value, error))
+
     def _forget(self, root: RootRun, release: bool = True) -> None:
-        """Stop tracking ``root`` here: its lease is given back (or gone), its waiters dropped."""
+        """Stop tracking ``root`` here: its lease is given back (or gone), its waiters dropped, and the
+        timers of what it left pending canceled: a root stopped unsettled here (canceled from outside,
+        lost, aborted) may leave an hour's sleep armed, holding the run and, through its workflow, maybe
+        its client."""
         self._roots.pop(root.id, None)
         self._orphans.pop(root.id, None)
+        cancel = self.timers.cancel
+        for node in (*root.live.values(), *((root.run.node,) if root.run is not None else ())):
+            if node.timer is not None:
+                cancel(node.timer)
+                node.timer = None
         lease = self.keeper.forget(root.id)
         if lease is not None and release:
             self.committer.release(lease)  # with the round's next commit: many roots, one transaction
@@ -914,9 +929,7 @@ class Engine:
         _close_runs(root)
         self._forget(root)
         _log.warning("workflow %s stopped: %s", root.id, error)
-        for future in root.futures:
-            if not future.done():
-                future.set_exception(error)
+        self._answers += [(future, None, error) for future in root.futures]
 
     def _stop_settled_root(self, root: RootRun, record: PromiseRecord | None) -> None:
         if record is not None and EventKind.SETTLED in self._wanted and root.run is not None:
@@ -929,11 +942,11 @@ class Engine:
         self.committer.drop(root.id)
         _close_runs(root)
         self._forget(root)
-        for future in root.futures:
-            if record is not None:
-                set_future_from_record(future, record, self.codec)
-            elif not future.done():
-                future.set_exception(PromiseNotFoundError(f"workflow {root.id!r} is gone from the store"))
+        if record is not None:
+            value, error = record_outcome(record, self.codec)
+        else:
+            value, error = None, PromiseNotFoundError(f"workflow {root.id!r} is gone from the store")
+        self._answers += [(future, value, error) for future in root.futures]
 
     # ------------------------------------------------------------------ outside changes
     def _on_changes(self, feed: ChangeFeed) -> None:
@@ -976,7 +989,7 @@ class Engine:
             if record.settled:
                 self.watcher.unwatch_remote(rid)
                 for req in self._remote.pop(rid):
-                    set_future_from_record(req.future, record, self.codec)
+                    self._answer_from(req.future, record)
             elif rid in free and rid not in self._roots:
                 try:
                     lease = self.keeper.claim(rid)
