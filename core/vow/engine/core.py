@@ -257,11 +257,8 @@ class Engine:
                 outcomes = inline.run()
                 if outcomes is None:
                     return  # a leaf held this thread too long: the engine goes on in another one
-                for outcome in outcomes:
-                    try:
-                        self._on_leaf(outcome)
-                    except Exception:  # noqa: BLE001 - one bad message must not stop every workflow
-                        _log.exception("vow engine: handling a leaf's outcome failed")
+                self._on_inline(outcomes)
+                outcomes = None  # kept while the loop waits, a failed leaf's error would hold its frames, run, client
                 timeout: float | None = 0.0
             else:
                 timeout = timers.timeout()
@@ -289,6 +286,13 @@ class Engine:
                 _log.exception("vow engine: a round failed")
             if self._answers:
                 self._answer()
+
+    def _on_inline(self, outcomes: list[LeafOutcome]) -> None:
+        for result in outcomes:
+            try:
+                self._on_leaf(result)
+            except Exception:  # noqa: BLE001 - one bad message must not stop every workflow
+                _log.exception("vow engine: handling a leaf's outcome failed")
 
     def _handle(self, msg: tuple[Any, ...]) -> None:
         tag = msg[0]
@@ -715,15 +719,16 @@ class Engine:
     def _forget(self, root: RootRun, release: bool = True) -> None:
         """Stop tracking ``root`` here: its lease is given back (or gone), its waiters dropped, and the
         timers of what it left pending canceled: a root stopped unsettled here (canceled from outside,
-        lost, aborted) may leave an hour's sleep armed, holding the run and, through its workflow, maybe
-        its client."""
+        lost, aborted) may leave an hour's sleep or Retry-After armed, holding the run and, through its
+        workflow, maybe its client."""
         self._roots.pop(root.id, None)
         self._orphans.pop(root.id, None)
-        cancel = self.timers.cancel
+        cancel, forget_waits = self.timers.cancel, self.retries.forget
         for node in (*root.live.values(), *((root.run.node,) if root.run is not None else ())):
             if node.timer is not None:
                 cancel(node.timer)
                 node.timer = None
+            forget_waits(node.id)  # a back-off or rate-limit wait
         lease = self.keeper.forget(root.id)
         if lease is not None and release:
             self.committer.release(lease)  # with the round's next commit: many roots, one transaction
