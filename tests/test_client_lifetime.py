@@ -25,7 +25,8 @@ N = 5
 
 MEASURE = textwrap.dedent('''
     import gc, os, sys, threading, time, weakref
-    from vow import Vow
+    from vow import CanceledError, PermanentError, Throttled, Vow
+    from vow.records import Kind
 
     url, kind, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     db = url.removeprefix("sqlite:") if url.startswith("sqlite:") else None
@@ -93,6 +94,50 @@ MEASURE = textwrap.dedent('''
 
         return client, wf
 
+    def refused(ctx):
+        raise PermanentError("the provider refused it")
+
+    def failed_client():
+        """A closure client whose run fails: its leaf raised, on the engine's thread (run inline)."""
+        client = Vow(url)
+
+        @client.register
+        def wf(ctx, x):
+            assert client is not None
+            return (yield ctx.run(refused))
+
+        return client, wf
+
+    def throttled(ctx):
+        raise Throttled(wait=3600)  # a shared rate limit has no token for an hour
+
+    def stopped_client(i):
+        """A closure client whose run is canceled from outside (through the store, as another process
+        would) while it sleeps for an hour or waits for a promise: the caller gets CanceledError."""
+        client = Vow(url)
+
+        @client.register
+        def wf(ctx, x):
+            assert client is not None
+            if kind == "canceled-sleep":
+                yield ctx.sleep(3600)
+            elif kind == "canceled-throttled":
+                yield ctx.run(throttled)
+            else:
+                yield (yield ctx.promise())
+            return x
+
+        handle = client.begin_run(f"r/{i}", wf, i)
+        waits = Kind.PROMISE if kind == "canceled-wait" else Kind.SLEEP  # a throttled leaf's wait is a sleep
+        while not any(r.kind is waits for r in client.store.tree(f"r/{i}")):  # stored: the run waits
+            time.sleep(0.005)
+        client.cancel(f"r/{i}")
+        try:
+            handle.result(30)
+        except CanceledError:
+            return client
+        raise AssertionError("the canceled run returned")
+
     def one(i):
         if kind == "plain":
             client = Vow(url)
@@ -106,6 +151,16 @@ MEASURE = textwrap.dedent('''
                 assert client.run(f"r/{i}", wf, i) == i + 1
                 if kind == "close":
                     client.close()
+        elif kind.startswith("canceled"):
+            client = stopped_client(i)
+        elif kind == "failed-leaf":
+            client, wf = failed_client()
+            try:
+                client.run(f"r/{i}", wf, i)
+            except PermanentError:
+                pass
+            else:
+                raise AssertionError("the failed run returned")
         else:
             app = App()
             client = app.vow
@@ -136,7 +191,8 @@ MEASURE = textwrap.dedent('''
 ''')
 
 KINDS = ["plain", "closure", "app-workflow", "app-observer", "app-leaf", "app-leaf-pool", "app-leaf-slow", "with",
-         "close"]
+         "close", "canceled-sleep", "canceled-wait", "canceled-throttled",
+         "failed-leaf"]
 CLEAN = ["at_once", "0", "alive", "0", "stores", "0", "threads", "0", "fds", "0", "db_fds", "0", "sessions", "0"]
 
 

@@ -967,3 +967,33 @@ def test_a_child_workflow_given_an_earlier_calls_id_starts_nothing(vow: Vow) -> 
     assert ran == []
     assert {r.id: r.state for r in vow.store.tree("dup/child") if r.id.startswith("dup/child.payment.")} in (
         {}, {"dup/child.payment.1": State.CANCELED})  # made in the same commit, then canceled
+
+
+def test_a_caller_cancelling_as_its_run_finishes_leaves_the_engine_running(vow: Vow) -> None:
+    """``await handle`` cancelled (``asyncio.wait_for`` timing out) cancels the run's future from the
+    caller's thread. A cancel landing between the engine's ``done()`` check and its answer must cost
+    that caller its answer, not every run of the process: the engine answers, and runs, the others."""
+    gate = threading.Event()
+
+    def held(ctx: LeafContext) -> int:
+        assert gate.wait(WAIT)
+        return 1
+
+    def flow(ctx: Context):
+        return (yield ctx.run(held))
+
+    handles = [vow.begin_run(f"cancelled/{i}", flow) for i in range(2)]
+    wait_until(lambda: all(vow.get(f"cancelled/{i}.1") for i in range(2)), WAIT)
+    future = handles[0]._future
+    checked = future.done
+
+    def cancelled_right_after_the_check() -> bool:  # the caller's cancel lands in the window, every time
+        answer = checked()
+        future.cancel()
+        return answer
+
+    future.done = cancelled_right_after_the_check  # type: ignore[method-assign]
+    gate.set()
+    wait_until(future.cancelled, WAIT)  # the engine came to answer it
+    assert handles[1].result(WAIT) == 1
+    assert vow.run("after/1", flow) == 1

@@ -17,7 +17,8 @@ from vow.errors import CanceledError, PromiseTimeoutError, VowError
 from vow.failures import FailureCodec
 from vow.records import Kind, PromiseRecord, State
 
-__all__ = ["combine", "combine_update", "fill_from_record", "outcome", "set_future", "set_future_from_record"]
+__all__ = ["combine", "combine_update", "fill_from_record", "outcome", "record_outcome", "set_future",
+           "set_future_from_record"]
 
 
 class Settled(Protocol):
@@ -140,6 +141,13 @@ def set_future_from_record(future: concurrent.futures.Future[Any], record: Promi
     node = _Node(record)
     fill_from_record(node, record, codec)
     set_future(future, node)
+
+
+def record_outcome(record: PromiseRecord, codec: FailureCodec) -> tuple[Any, BaseException | None]:
+    """:func:`outcome` of the settled promise stored in ``record``."""
+    node = _Node(record)
+    fill_from_record(node, record, codec)
+    return outcome(node)
 
 
 def set_future(future: concurrent.futures.Future[Any], node: Settled | None) -> None:

@@ -56,7 +56,7 @@ from vow.errors import (
 )
 from vow.events import Event, EventKind
 from vow.failures import FailureCodec, message_of
-from vow.outcomes import combine_update, fill_from_record, outcome, set_future_from_record
+from vow.outcomes import combine_update, fill_from_record, outcome, record_outcome
 from vow.records import Batch, Kind, Lease, PromiseRecord, State, make_settle
 from vow.retry import DEFAULT_WORKFLOW_POLICY
 from vow.stores.base import ChangeFeed
@@ -257,11 +257,8 @@ class Engine:
                 outcomes = inline.run()
                 if outcomes is None:
                     return  # a leaf held this thread too long: the engine goes on in another one
-                for outcome in outcomes:
-                    try:
-                        self._on_leaf(outcome)
-                    except Exception:  # noqa: BLE001 - one bad message must not stop every workflow
-                        _log.exception("vow engine: handling a leaf's outcome failed")
+                self._on_inline(outcomes)
+                outcomes = None  # kept while the loop waits, a failed leaf's error would hold its frames, run, client
                 timeout: float | None = 0.0
             else:
                 timeout = timers.timeout()
@@ -289,6 +286,13 @@ class Engine:
                 _log.exception("vow engine: a round failed")
             if self._answers:
                 self._answer()
+
+    def _on_inline(self, outcomes: list[LeafOutcome]) -> None:
+        for result in outcomes:
+            try:
+                self._on_leaf(result)
+            except Exception:  # noqa: BLE001 - one bad message must not stop every workflow
+                _log.exception("vow engine: handling a leaf's outcome failed")
 
     def _handle(self, msg: tuple[Any, ...]) -> None:
         tag = msg[0]
@@ -456,7 +460,7 @@ class Engine:
                 req.fail(error)
                 return
         if record.settled:
-            set_future_from_record(req.future, record, self.codec)
+            self._answer_from(req.future, record)
             return
         lease = req.lease or self.keeper.claim(req.id)
         if lease is None:
@@ -484,7 +488,7 @@ class Engine:
         current = next((r for r in tree if r.id == record.id), record)
         if current.settled:  # it finished between our read and our claim: answer from the store
             self.store.release(lease)
-            set_future_from_record(req.future, current, self.codec)
+            self._answer_from(req.future, current)
             return
         self._emit(EventKind.RESUMED, record.id, record.id, None, record.func, Kind.WORKFLOW, record.attempt,
                    created_at=record.created_at)
@@ -690,22 +694,41 @@ class Engine:
         self._answers += [(future, value, error) for future in root.futures]
 
     def _answer(self) -> None:
-        """Answer the callers of the roots that finished in the round just ended. After the round: its
-        frame held the roots (and through their workflows, maybe their client), which a caller woken
-        by its answer, dropping its client and collecting, must find held by nothing of the engine's."""
+        """Answer the callers of the roots that finished, stopped or were found settled in the round just
+        ended (or in the messages before it). After the round: its frame held the roots and start requests
+        (and through their workflows, maybe their client), which a caller woken by its answer, dropping
+        its client and collecting, must find held by nothing of the engine's."""
         answers, self._answers = self._answers, []
         for future, value, error in answers:
-            if future.done():
-                continue
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(value)
+            # a caller's cancel (asyncio cancelling ``await handle``) may land after any check: that caller
+            # needs no answer, and the engine (outside the round's guard here) must not stop for it
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                if future.done():
+                    continue
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(value)
+
+    def _answer_from(self, future: Any, record: PromiseRecord) -> None:
+        """Answer ``future`` with the outcome stored in ``record``, after the round (see :meth:`_answer`)."""
+        if not future.done():
+            value, error = record_outcome(record, self.codec)
+            self._answers.append((future, value, error))
 
     def _forget(self, root: RootRun, release: bool = True) -> None:
-        """Stop tracking ``root`` here: its lease is given back (or gone), its waiters dropped."""
+        """Stop tracking ``root`` here: its lease is given back (or gone), its waiters dropped, and the
+        timers of what it left pending canceled: a root stopped unsettled here (canceled from outside,
+        lost, aborted) may leave an hour's sleep or Retry-After armed, holding the run and, through its
+        workflow, maybe its client."""
         self._roots.pop(root.id, None)
         self._orphans.pop(root.id, None)
+        cancel, forget_waits = self.timers.cancel, self.retries.forget
+        for node in (*root.live.values(), *((root.run.node,) if root.run is not None else ())):
+            if node.timer is not None:
+                cancel(node.timer)
+                node.timer = None
+            forget_waits(node.id)  # a back-off or rate-limit wait
         lease = self.keeper.forget(root.id)
         if lease is not None and release:
             self.committer.release(lease)  # with the round's next commit: many roots, one transaction
@@ -911,9 +934,7 @@ class Engine:
         _close_runs(root)
         self._forget(root)
         _log.warning("workflow %s stopped: %s", root.id, error)
-        for future in root.futures:
-            if not future.done():
-                future.set_exception(error)
+        self._answers += [(future, None, error) for future in root.futures]
 
     def _stop_settled_root(self, root: RootRun, record: PromiseRecord | None) -> None:
         if record is not None and EventKind.SETTLED in self._wanted and root.run is not None:
@@ -926,11 +947,11 @@ class Engine:
         self.committer.drop(root.id)
         _close_runs(root)
         self._forget(root)
-        for future in root.futures:
-            if record is not None:
-                set_future_from_record(future, record, self.codec)
-            elif not future.done():
-                future.set_exception(PromiseNotFoundError(f"workflow {root.id!r} is gone from the store"))
+        if record is not None:
+            value, error = record_outcome(record, self.codec)
+        else:
+            value, error = None, PromiseNotFoundError(f"workflow {root.id!r} is gone from the store")
+        self._answers += [(future, value, error) for future in root.futures]
 
     # ------------------------------------------------------------------ outside changes
     def _on_changes(self, feed: ChangeFeed) -> None:
@@ -973,7 +994,7 @@ class Engine:
             if record.settled:
                 self.watcher.unwatch_remote(rid)
                 for req in self._remote.pop(rid):
-                    set_future_from_record(req.future, record, self.codec)
+                    self._answer_from(req.future, record)
             elif rid in free and rid not in self._roots:
                 try:
                     lease = self.keeper.claim(rid)

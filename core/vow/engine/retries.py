@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from vow.engine.committer import Committer
 from vow.engine.model import PromiseNode, WorkflowRun
-from vow.engine.timers import Timers
+from vow.engine.timers import Timer, Timers
 from vow.errors import EncodeError, RateLimitError
 from vow.records import Kind, PromiseRecord, Settle, State
 from vow.reserved import BACKOFF_FUNC, THROTTLE_FUNC
@@ -56,6 +56,9 @@ class Retries:
         self._start_body = start_body
         self._default_policy: RetryPolicy = default_policy or DEFAULT_LEAF_POLICY
         self._waits: dict[str, int] = {}  # promise id -> rate-limit waits of its current attempt so far
+        # promise id -> the timer of its back-off or rate-limit wait, canceled when it settles or its root stops
+        # here: an hour's Retry-After would otherwise hold the node, its run and maybe its client that long
+        self._armed: dict[str, Timer] = {}
         # promise id -> its attempts refused for the provider's rate (RateLimitError) so far: the policy
         # counts them apart from its other failures. On a resume, counted again from the back-off timers.
         self._rate_limited: dict[str, int] = {}
@@ -123,7 +126,7 @@ class Retries:
 
     def _arm_wait(self, node: PromiseNode, timer_id: str, until: float, due: float | None = None) -> None:
         """Start the leaf again at the stored ``until`` (at ``due`` when this process chose the wait)."""
-        self._timers.at_wall(until, self._wait_over, (node, timer_id), due=due)
+        self._armed[node.id] = self._timers.at_wall(until, self._wait_over, (node, timer_id), due=due)
 
     def _wait_over(self, arg: tuple[PromiseNode, str]) -> None:
         node, timer_id = arg
@@ -134,9 +137,10 @@ class Retries:
         self._committer.after(root.id, root.token, self._start_leaf, node)
 
     def forget(self, promise_id: str) -> None:
-        """A promise settled: drop what was kept about its waits."""
+        """A promise settled (or its root stopped here): drop what was kept about its waits."""
         self._waits.pop(promise_id, None)
         self._rate_limited.pop(promise_id, None)
+        self._timers.cancel(self._armed.pop(promise_id, None))  # a fired one is canceled already: no-op
 
     # -- holding back
 
@@ -180,7 +184,7 @@ class Retries:
 
     def _arm(self, node: PromiseNode, until: float, due: float | None = None) -> None:
         """The next attempt at the stored ``until`` (at ``due`` when this process chose the back-off)."""
-        self._timers.at_wall(until, self._due, node, due=due)
+        self._armed[node.id] = self._timers.at_wall(until, self._due, node, due=due)
 
     def _due(self, node: PromiseNode) -> None:
         root = node.root

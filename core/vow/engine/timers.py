@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Timers"]
+__all__ = ["Timer", "Timers"]
 
 MAX_WAIT = 3600.0
 """The longest the engine waits in one go (seconds). A timer due later (a sleep of years, an
