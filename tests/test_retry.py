@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import textwrap
+import time
 from calendar import timegm
 
 import pytest
@@ -608,3 +609,165 @@ def test_a_resumed_run_counts_the_rate_limits_from_before_the_crash(tmp_path) ->
     second = python("-c", CRASH_AMONG_RATE_LIMITS, store, crashed)
     assert second.returncode == 0, second.stderr
     assert second.stdout.split() == ["4", "5", "result", "5"]
+
+
+# -- a user's own leaf: httpx's raise_for_status() on a 429 is a rate limit too ------------------
+
+
+def _send_with_raise_for_status(ctx: LeafContext) -> str:
+    """A leaf as a user writes it: plain httpx, ``raise_for_status()``, no vow.http."""
+    import httpx
+
+    with httpx.Client() as client:
+        answer = client.post(PROVIDER_URL, json={"key": ctx.idempotency_key})
+        answer.raise_for_status()
+    return str(answer.json()["id"])
+
+
+def _notify_own(ctx: Context):
+    return (yield ctx.run(_send_with_raise_for_status).options(id=f"{ctx.id}.send"))  # the default policy
+
+
+def test_an_httpx_429_from_raise_for_status_is_waited_out_and_delivered_once(
+        seeded, monkeypatch: pytest.MonkeyPatch) -> None:
+    """httpx.HTTPStatusError on a 429 was a plain failure: 8 attempts within 12.7 s, then the branch failed."""
+    import respx
+
+    from tests.support import warped_engine_clock
+
+    answers: list[int] = []
+    with warped_engine_clock(monkeypatch) as clock, respx.mock(assert_all_called=True) as mock:
+        route = mock.post(PROVIDER_URL).mock(side_effect=_provider(clock, 429, 60.0, answers))
+        with Vow(store="memory:") as vow:
+            assert vow.run("notify/1", _notify_own) == "msg-1"
+    assert answers.count(201) == 1 and answers[-1] == 201 and set(answers[:-1]) == {429}
+    assert route.call_count == len(answers) <= DEFAULT_POLICY.rate_limit_attempts
+    assert clock.waited >= 60.0
+
+
+def test_an_httpx_429_with_retry_after_waits_at_least_that(seeded, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Retry-After header of the response httpx raised for was ignored: the retry came 0.1 s later."""
+    import respx
+
+    from tests.support import warped_engine_clock
+
+    answers: list[int] = []
+    sent_at: list[float] = []
+    with warped_engine_clock(monkeypatch) as clock, respx.mock(assert_all_called=True) as mock:
+        provider = _provider(clock, 429, 1.0, answers, retry_after="30")
+
+        def timed(request):
+            sent_at.append(clock.now())
+            return provider(request)
+
+        mock.post(PROVIDER_URL).mock(side_effect=timed)
+        with Vow(store="memory:") as vow:
+            assert vow.run("notify/1", _notify_own) == "msg-1"
+    assert answers == [429, 201]
+    assert sent_at[1] - sent_at[0] >= 30.0  # on the engine's clock, from the refusal to the next request
+
+
+def test_an_httpx_500_from_raise_for_status_keeps_the_default_budget(
+        seeded, monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+    import respx
+
+    from tests.support import warped_engine_clock
+
+    answers: list[int] = []
+    with warped_engine_clock(monkeypatch) as clock, respx.mock() as mock:
+        route = mock.post(PROVIDER_URL).mock(side_effect=_provider(clock, 500, float("inf"), answers))
+        with Vow(store="memory:") as vow, pytest.raises(httpx.HTTPStatusError, match="500"):
+            vow.run("notify/1", _notify_own)
+    assert route.call_count == DEFAULT_POLICY.max_attempts == 8
+    assert clock.waited <= 0.1 * (2 ** 7 - 1)
+
+
+def _status_error(status: int, headers: dict[str, str] | None = None) -> Exception:
+    import httpx
+
+    request = httpx.Request("POST", PROVIDER_URL)
+    response = httpx.Response(status, headers=headers or {}, request=request)
+    try:
+        response.raise_for_status()
+    except httpx.HTTPStatusError as error:
+        return error
+    raise AssertionError(f"no error for {status}")
+
+
+def _requests_error(status: int, headers: dict[str, str] | None = None) -> Exception:
+    import requests
+
+    response = requests.Response()
+    response.status_code, response.url = status, PROVIDER_URL
+    response.headers.update(headers or {})
+    try:
+        response.raise_for_status()
+    except requests.HTTPError as error:
+        return error
+    raise AssertionError(f"no error for {status}")
+
+
+@pytest.mark.parametrize("error_for", [_status_error, _requests_error], ids=["httpx", "requests"])
+def test_a_response_error_with_429_is_a_rate_limit_and_its_retry_after_counts(seeded, error_for) -> None:
+    from email.utils import formatdate
+
+    from vow.retry import is_rate_limit, retry_after_of
+
+    refused = error_for(429)
+    assert is_rate_limit(refused) and is_rate_limit(RateLimitError("429"))
+    first = next_delay(Exponential(), 1, refused)
+    assert first is not None and 2.5 <= first <= 5.0  # rate_limit_delay, spread by half; not 0-0.1 s
+    assert next_delay(Exponential(), 9, refused, rate_limited=8) is not None  # past max_attempts: its own count
+    assert retry_after_of(error_for(429, {"Retry-After": "30"})) == 30.0
+    dated = retry_after_of(error_for(429, {"Retry-After": formatdate(time.time() + 120, usegmt=True)}))
+    assert dated is not None and 100.0 <= dated <= 120.0
+    assert next_delay(Exponential(), 1, error_for(429, {"Retry-After": "30"})) >= 30.0
+    with pytest.raises(PermanentError, match="longer than the longest Retry-After"):
+        next_delay(Exponential(), 1, error_for(429, {"Retry-After": str(retry_module.MAX_RETRY_AFTER + 1)}))
+    for plain in (500, 503, 408):
+        assert not is_rate_limit(error_for(plain))
+        delay = next_delay(Exponential(), 1, error_for(plain))
+        assert delay is not None and delay <= 0.1  # the policy's own first delay
+    assert next_delay(Exponential(), 8, error_for(500)) is None  # max_attempts, as before
+    assert retry_after_of(error_for(503, {"Retry-After": "30"})) == 30.0  # a transient status's hint counts
+    assert retry_after_of(error_for(400, {"Retry-After": "30"})) is None  # not for a status no wait mends
+
+
+def test_an_httpx_429_read_back_from_the_store_is_still_a_rate_limit() -> None:
+    """A resumed run counts its rate-limited attempts again from the stored errors."""
+    from vow.failures import FailureCodec
+    from vow.retry import is_rate_limit, retry_after_of
+
+    codec = FailureCodec()
+    stored = codec.decode(codec.encode(_status_error(429, {"Retry-After": "7"})))
+    assert is_rate_limit(stored)
+    assert retry_after_of(stored) == 7.0
+    assert not is_rate_limit(codec.decode(codec.encode(_status_error(503))))
+
+
+
+def test_an_httpx_429_for_ever_is_counted_apart_and_gives_up_at_the_rate_limit_bound(
+        seeded, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine counts a 429 raised by httpx among the rate-limited attempts, as a RateLimitError."""
+    import httpx
+    import respx
+
+    from tests.support import warped_engine_clock
+
+    answers: list[int] = []
+    with warped_engine_clock(monkeypatch) as clock, respx.mock() as mock:
+        refuse = _provider(clock, 429, float("inf"), answers)
+
+        def refuse_40_times(request: httpx.Request) -> httpx.Response:
+            # each 429 counted as the first was waited out for ever: end it, and the test, at 40 requests
+            return refuse(request) if len(answers) < 40 else httpx.Response(201, json={"id": "msg-1"})
+
+        route = mock.post(PROVIDER_URL).mock(side_effect=refuse_40_times)
+        with Vow(store="memory:") as vow, pytest.raises(PermanentError) as caught:
+            vow.run("notify/1", _notify_own)
+    assert route.call_count == DEFAULT_POLICY.rate_limit_attempts == 16
+    assert caught.value.code == "rate_limited_too_long"
+    assert str(caught.value).startswith("HTTPStatusError: Client error '429 Too Many Requests'")
+    assert isinstance(caught.value.__cause__, httpx.HTTPStatusError)
+    assert clock.waited >= 3015.0 / 2

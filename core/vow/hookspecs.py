@@ -51,7 +51,7 @@ def vow_register_retry_policies(register: Register) -> None:
     ``factory(options) -> vow.retry.RetryPolicy``: an object whose ``delay_for(attempt)``
     returns the seconds to wait before the next attempt, or ``None`` to stop retrying. One that
     also has ``rate_limit_delay_for(attempt)`` (as :class:`vow.retry.RateLimitPatience` gives the builtins)
-    is asked that instead after a :class:`~vow.errors.RateLimitError`, with the number of attempts
+    is asked that instead after a rate limit (:func:`vow.retry.is_rate_limit`), with the number of attempts
     refused for the rate, and its ``delay_for`` then with the number of the other failures; one
     without treats a rate limit like any transient failure and counts every attempt.
     Called once when the plugin manager loads; looked up by name from YAML (``retry: {policy:

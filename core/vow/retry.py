@@ -8,6 +8,15 @@ A rate limit (:class:`~vow.errors.RateLimitError`: a 429, Twilio's 20429 or 2161
 failure: the provider catches up in seconds to minutes, not in the tenths of a second a back-off
 starts from. :class:`Exponential`, :class:`Linear` and :class:`Constant` wait one out on a schedule
 of its own (:class:`RateLimitPatience`); :class:`Never` does not retry it either.
+
+A leaf of your own need not raise :class:`~vow.errors.RateLimitError` for this: an exception that
+carries an HTTP answer with status 429 (``httpx.HTTPStatusError`` and ``requests.HTTPError`` from
+``raise_for_status()``: anything with ``error.response.status_code == 429``) is a rate limit too, and
+the answer's ``Retry-After`` header (seconds or an HTTP date) is honoured as a ``retry_after`` is (see
+:func:`is_rate_limit` and :func:`retry_after_of`). Any other status such an exception carries is a plain
+failure, retried as before: a 500, a 503, a 408, and a 400 or 404 too (catch it and raise
+:class:`~vow.errors.PermanentError` to fail such a call at once: ``non_retryable=[httpx.HTTPStatusError]``
+would stop the 429s being waited out as well).
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from vow.config import finite
 from vow.errors import ConfigError, EncodeError, PermanentError, RateLimitError, TransientError
 from vow.events import Event, EventKind
 from vow.hookspecs import Register, hookimpl
+from vow.http import is_transient_status, parse_retry_after
 
 if TYPE_CHECKING:
     from vow.plugins import Plugins
@@ -32,7 +42,7 @@ if TYPE_CHECKING:
 @runtime_checkable
 class RetryPolicy(Protocol):
     """Decides the delay before the next attempt. A policy may also have ``rate_limit_delay_for(attempt)``,
-    asked instead after a :class:`~vow.errors.RateLimitError` (see :class:`RateLimitPatience` and
+    asked instead after a rate limit (:func:`is_rate_limit`; see :class:`RateLimitPatience` and
     :func:`next_delay`: each kind of failure then counts its own attempts)."""
 
     def delay_for(self, attempt: int) -> float | None:
@@ -250,7 +260,8 @@ def next_delay(policy: RetryPolicy, attempt: int, error: BaseException,
     :class:`~vow.errors.TransientError` with ``retry_after`` waits at least that long (see
     :func:`retry_after_of`); one longer than :data:`MAX_RETRY_AFTER` raises a
     :class:`~vow.errors.PermanentError` (code ``retry_after_too_long``, caused by ``error``): the call
-    fails with it. A :class:`~vow.errors.RateLimitError` under a policy with a
+    fails with it. A rate limit (:func:`is_rate_limit`: a :class:`~vow.errors.RateLimitError`, or an
+    HTTP 429 raised by ``raise_for_status()``) under a policy with a
     ``rate_limit_delay_for`` (the builtins: :class:`RateLimitPatience`) waits by it (at least its
     ``retry_after`` too), asked with the number of attempts refused for the rate, this one included;
     under such a policy any other failure asks ``delay_for`` with the number of the others, so that
@@ -267,7 +278,7 @@ def next_delay(policy: RetryPolicy, attempt: int, error: BaseException,
     patient = getattr(policy, "rate_limit_delay_for", None)
     if not callable(patient):  # a policy that knows no rate limits counts every attempt alike, as before them
         method, counted, delay = "delay_for", attempt, policy.delay_for(attempt)
-    elif isinstance(error, RateLimitError):
+    elif is_rate_limit(error):
         method, counted = "rate_limit_delay_for", rate_limited + 1
         delay = patient(counted)
         if delay is None:
@@ -313,11 +324,26 @@ def _outlasted(policy: RetryPolicy, attempt: int, error: BaseException) -> Perma
     return outlasted
 
 
+def is_rate_limit(error: BaseException) -> bool:
+    """Whether ``error`` is a refusal for the provider's rate: a :class:`~vow.errors.RateLimitError`, or
+    an exception carrying an HTTP answer with status 429 (``error.response.status_code``, as
+    ``httpx.HTTPStatusError`` and ``requests.HTTPError`` have; read back from the store too)."""
+    return isinstance(error, RateLimitError) or _http_status(error) == 429
+
+
 def retry_after_of(error: BaseException) -> float | None:
-    """The seconds a :class:`~vow.errors.TransientError`'s ``retry_after`` asks to wait, or ``None``
-    when it has none a wait can be made of (absent, not a number, NaN, below 0: the policy's delay
-    counts alone). Infinity is returned as it is: longer than :data:`MAX_RETRY_AFTER`."""
-    value = getattr(error, "retry_after", None) if isinstance(error, TransientError) else None
+    """The seconds ``error`` asks to wait, or ``None`` when it has no wait that can be used (absent,
+    not a number, NaN, below 0: the policy's delay counts alone): a :class:`~vow.errors.TransientError`'s
+    ``retry_after``, or the ``Retry-After`` header (seconds or an HTTP date) of the HTTP answer an
+    exception carries when its status is worth retrying (408, 425, 429, 5xx). Infinity is returned as it
+    is: longer than :data:`MAX_RETRY_AFTER`."""
+    if not isinstance(error, TransientError):
+        status = _http_status(error)
+        if status is None or not is_transient_status(status):
+            return None
+        header = _header(error, "retry-after")
+        return parse_retry_after(header) if header is not None else None
+    value = getattr(error, "retry_after", None)
     if value is None or isinstance(value, bool):
         return None
     try:
@@ -325,6 +351,24 @@ def retry_after_of(error: BaseException) -> float | None:
     except (TypeError, ValueError, OverflowError):
         return None
     return seconds if seconds >= 0 else None  # NaN is not >= 0 either
+
+
+def _http_status(error: BaseException) -> int | None:
+    """The status of the HTTP answer ``error`` carries (``error.response.status_code``), or ``None``."""
+    try:  # duck-typed: httpx and requests are a user's imports, not vow's; a property may raise anything
+        status = getattr(getattr(error, "response", None), "status_code", None)
+    except Exception:  # noqa: BLE001 - a user's odd exception is a plain failure, not a crash of the retry
+        return None
+    return status if isinstance(status, int) and not isinstance(status, bool) else None
+
+
+def _header(error: BaseException, name: str) -> str | None:
+    """Header ``name`` of the HTTP answer ``error`` carries (both libraries' headers ignore case), or ``None``."""
+    try:
+        value = error.response.headers.get(name)  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - as in _http_status
+        return None
+    return value if isinstance(value, str) else None
 
 
 def _wait_text(seconds: float) -> str:

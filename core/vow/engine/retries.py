@@ -18,10 +18,10 @@ from collections.abc import Callable
 from vow.engine.committer import Committer
 from vow.engine.model import PromiseNode, WorkflowRun
 from vow.engine.timers import Timer, Timers
-from vow.errors import EncodeError, RateLimitError
+from vow.errors import EncodeError
 from vow.records import Kind, PromiseRecord, Settle, State
 from vow.reserved import BACKOFF_FUNC, THROTTLE_FUNC
-from vow.retry import DEFAULT_LEAF_POLICY, RetryPolicy, next_delay
+from vow.retry import DEFAULT_LEAF_POLICY, RetryPolicy, is_rate_limit, next_delay
 
 __all__ = ["BACKOFF_FUNC", "THROTTLE_FUNC", "Retries", "backoff_id", "throttle_id"]
 
@@ -59,7 +59,7 @@ class Retries:
         # promise id -> the timer of its back-off or rate-limit wait, canceled when it settles or its root stops
         # here: an hour's Retry-After would otherwise hold the node, its run and maybe its client that long
         self._armed: dict[str, Timer] = {}
-        # promise id -> its attempts refused for the provider's rate (RateLimitError) so far: the policy
+        # promise id -> its attempts refused for the provider's rate (is_rate_limit) so far: the policy
         # counts them apart from its other failures. On a resume, counted again from the back-off timers.
         self._rate_limited: dict[str, int] = {}
 
@@ -102,7 +102,7 @@ class Retries:
         failed = node.attempt
         node.attempt = failed + 1
         self._waits.pop(node.id, None)
-        if isinstance(error, RateLimitError):
+        if is_rate_limit(error):
             self._rate_limited[node.id] = self._rate_limited.get(node.id, 0) + 1
         timer_id = backoff_id(node.id, node.attempt)
         self._committer.attempt(root.id, root.token, node.id, node.attempt)
@@ -177,7 +177,7 @@ class Retries:
         refused = 0
         for attempt in range(2, node.attempt + 1):
             timer = stored.get(backoff_id(node.id, attempt))
-            if timer is not None and isinstance(self._decode_error(timer.args), RateLimitError):
+            if timer is not None and is_rate_limit(self._decode_error(timer.args)):
                 refused += 1
         if refused:
             self._rate_limited[node.id] = refused
