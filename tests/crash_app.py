@@ -5,6 +5,11 @@ Usage: ``python crash_app.py WORKFLOW STORE LOG ID [ARGS_JSON]``. Every leaf app
 count how often each leaf ran across processes. The process prints the workflow's result as
 JSON on its last line; its first line is ``started <pid> <wall-clock time>``, printed once the
 client is built and just before the workflow runs.
+
+A test that kills the process with some leaves settled and the rest not sets ``CRASH_APP_GATE=PATH``
+and ``CRASH_APP_HOLD_FROM=N``: leaf ``i`` of ``fanout`` or ``sequence`` with ``i >= N`` waits,
+before it does anything, until PATH exists, so the first N settle and the rest are in flight at
+the kill however fast or slow the machine; the test creates PATH before it resumes the workflow.
 """
 
 from __future__ import annotations
@@ -23,7 +28,17 @@ def _log(ctx: LeafContext) -> None:
     os.write(LOG_FD, f"{ctx.id} {os.getpid()} {ctx.attempt}\n".encode())
 
 
+def _wait_at_gate(i: int) -> None:
+    """Hold leaf ``i`` until the gate file exists, when the process was started with one (see above)."""
+    gate, hold_from = os.environ.get("CRASH_APP_GATE"), os.environ.get("CRASH_APP_HOLD_FROM")
+    if gate is None or hold_from is None or i < int(hold_from):
+        return
+    while not os.path.exists(gate):
+        time.sleep(0.01)
+
+
 def slow(ctx: LeafContext, i: int, seconds: float) -> int:
+    _wait_at_gate(i)
     time.sleep(seconds)
     _log(ctx)
     return i * 10

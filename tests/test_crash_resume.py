@@ -65,13 +65,18 @@ def store(tmp_path: Path) -> str:
 
 
 def test_sigkill_mid_fan_in_resumes_without_rerunning_settled_leaves(tmp_path: Path, store: str) -> None:
-    log = tmp_path / "leaves.log"
-    first = start("fanout", store, log, "order/1", 5, 0.15)
-    wait_until(lambda: len(runs(log)) >= 2, message="two branches settled, three still running", proc=first)
+    log, gate = tmp_path / "leaves.log", tmp_path / "gate"
+    # b0 and b1 run; b2..b4 wait at the gate: the kill lands with exactly two settled, however
+    # fast or slow the machine (a kill timed by a pause could land after all five settled).
+    held = {"CRASH_APP_GATE": str(gate), "CRASH_APP_HOLD_FROM": "2"}
+    first = start("fanout", store, log, "order/1", 5, 0.15, env=held)
+    wait_until(lambda: len(settled_children(store, "order/1")) >= 2, message="two branches settled", proc=first)
     kill(first)
     settled = settled_children(store, "order/1")
-    assert 1 <= len(settled) < 5
+    assert settled == {"order/1.b0", "order/1.b1"}, f"the kill must land with b0, b1 settled, not {settled}"
+    assert set(runs(log)) == settled  # the three others were in flight, held before their side effect
 
+    gate.touch()
     second = start("fanout", store, log, "order/1", 5, 0.15)
     assert result(second) == sum(i * 10 for i in range(5))
     after = runs(log)
@@ -145,11 +150,18 @@ def test_promise_resolved_from_another_process_wakes_the_workflow(tmp_path: Path
 
 
 def test_sigkill_of_a_long_sequence_reruns_no_settled_step(tmp_path: Path, store: str) -> None:
-    log = tmp_path / "leaves.log"
-    first = start("sequence", store, log, "seq/1", 200, 0.002)
-    wait_until(lambda: len(runs(log)) >= 60, message="60 steps ran", proc=first)
+    log, gate = tmp_path / "leaves.log", tmp_path / "gate"
+    # Step 60 waits at the gate: the kill lands with exactly steps 0..59 settled and step 60 in
+    # flight (a kill timed by a pause could land after all 200 finished, and prove nothing).
+    held = {"CRASH_APP_GATE": str(gate), "CRASH_APP_HOLD_FROM": "60"}
+    first = start("sequence", store, log, "seq/1", 200, 0.002, env=held)
+    wait_until(lambda: len(settled_children(store, "seq/1")) >= 60, message="60 steps settled", proc=first)
     kill(first)
     settled = settled_children(store, "seq/1")
+    assert len(settled) == 60, f"the kill must land with 60 of 200 steps settled, not {len(settled)}"
+    assert set(runs(log)) == settled
+
+    gate.touch()
     second = start("sequence", store, log, "seq/1", 200, 0.002)
     assert result(second) == sum(i * 10 for i in range(200))
     after = runs(log)

@@ -16,10 +16,18 @@ from vow.stores.sqlite import SQLiteStore
 from vow.testing import wait_until
 
 
-def test_a_call_whose_deadline_passed_during_the_crash_is_timed_out_without_running(tmp_path: Path) -> None:
+def test_a_call_whose_deadline_passed_during_the_crash_is_timed_out_without_running(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "vow.sqlite"
     release = threading.Event()
     starts: list[float] = []
+    # The machine's clock, as every reader sees it: the test steps it past the call's deadline
+    # after the crash. The deadline is an hour, so the first client cannot time the call out
+    # itself before it closes (with a short one, a test descheduled that long found the call
+    # already timed out by the first client, and passed without a deadline passing in a crash).
+    offset = [0.0]
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + offset[0])
 
     def send(ctx: LeafContext) -> str:
         starts.append(time.time())
@@ -28,7 +36,7 @@ def test_a_call_whose_deadline_passed_during_the_crash_is_timed_out_without_runn
 
     def wf(ctx: Context):
         try:
-            return (yield ctx.run(send).options(timeout=0.3, retry=Never()))
+            return (yield ctx.run(send).options(timeout=3600, retry=Never()))
         except PromiseTimeoutError:
             return "timed out"
 
@@ -36,24 +44,23 @@ def test_a_call_whose_deadline_passed_during_the_crash_is_timed_out_without_runn
     try:
         first.register(wf)
         first.begin_run("deadline/1", wf)
-        deadline = time.monotonic() + 30
-        while not starts:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_until(lambda: starts, message="the call started")
     finally:
         first.close()  # stops with the call in flight, as a crash would
-    reader = SQLiteStore(path)
-    record = reader.get("deadline/1.1")
-    reader.close()
-    while time.time() <= record.timeout:  # no process runs the workflow until its call's deadline has passed
-        time.sleep(0.05)
-    resumed_at = time.time()
     try:
+        reader = SQLiteStore(path)
+        record = reader.get("deadline/1.1")
+        reader.close()
+        assert record is not None and record.state is State.PENDING and record.timeout is not None, (
+            f"the call must be in flight at the crash, not {record}")
+        offset[0] = record.timeout - real() + 1.0  # no process ran the workflow until its call's deadline passed
+        resumed_at = time.time()
         with Vow(store=f"sqlite:{path}") as second:
             second.register(wf)
             assert second.resume("deadline/1").result(timeout=30) == "timed out"
             assert second.get("deadline/1.1").state is State.TIMEDOUT
         assert [at for at in starts if at >= resumed_at] == [], "the timed-out call was started again"
+        assert len(starts) == 1
     finally:
         release.set()
 
