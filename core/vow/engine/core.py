@@ -328,18 +328,28 @@ class Engine:
                 self._process_starts()
             stepper.step_ready()
             if committer.pending():
-                result, actions, leaves = committer.commit()
-                if result is not None:
-                    self._after_commit(result)
-                for fn, args in actions:
-                    fn(*args)
-                start_leaf = self._start_leaf
-                for node in leaves:
-                    start_leaf(node)
+                self._commit_and_act()
+                # Callers are answered once the commit that decided their run is done, not at the end of the
+                # round: a later commit of the round (a lease given back) may wait long on a store that went away.
+                if self._answers:
+                    self._release_when_idle()  # when these were the last runs here: no frame of ours holds them
+                    self._answer()
             if not (self._starts or stepper.ready or committer.pending()):
                 self.leaves.flush()
                 self._release_when_idle()
                 return
+
+    def _commit_and_act(self) -> None:
+        """Commit the round's writes, then act on them. A method of its own so that what it acts on (roots,
+        nodes) is held by no frame once it returns, when callers are answered (see :meth:`_answer`)."""
+        result, actions, leaves = self.committer.commit()
+        if result is not None:
+            self._after_commit(result)
+        for fn, args in actions:
+            fn(*args)
+        start_leaf = self._start_leaf
+        for node in leaves:
+            start_leaf(node)
 
     def _after_commit(self, result: CommitResult) -> None:
         existing = result.existing
