@@ -21,6 +21,13 @@ from vow.plugins import Plugins
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
+def _refusal(text: str, file: str, plugins: Plugins) -> str:
+    """The message of the :class:`SpecError` planning ``text`` (read as ``file``) raises."""
+    with pytest.raises(SpecError) as caught:
+        make_plan(parse(text, file), plugins=plugins)
+    return str(caught.value)
+
+
 @pytest.fixture(autouse=True)
 def _sim_dir(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("VOW_SIM_DIR", str(tmp_path / "sim"))  # building simulated channels opens their ledger
@@ -93,17 +100,15 @@ fan_out:
         "team/1.go", Gate(promise="go", timeout=30.0), 2, "all")
 
     without_id = text.replace('    id: "mail-{{ item.name }}"\n', "")
-    with pytest.raises(SpecError) as caught:
-        make_plan(parse(without_id, "t.yaml"), plugins=installed_plugins)
-    assert str(caught.value) == ("t.yaml:11: fan_out[0].for_each: its items are not names, so give the branch an "
-                                 "id template such as id: \"{{ item.name }}\"")
+    refusal = _refusal(without_id, "t.yaml", installed_plugins)
+    assert refusal == ("t.yaml:11: fan_out[0].for_each: its items are not names, so give the branch an "
+                       "id template such as id: \"{{ item.name }}\"")
 
     bad_item = text.replace("bob@example.com", "bob-at-example")
-    with pytest.raises(SpecError) as caught:
-        make_plan(parse(bad_item, "t.yaml"), plugins=installed_plugins)
-    assert str(caught.value).startswith("t.yaml:13: fan_out[0].to: email message.to: 'bob-at-example' is not a "
-                                        "valid email address")
-    assert str(caught.value).endswith(" (for_each item 1: {'name': 'bob', 'email': 'bob-at-example'})")
+    refusal = _refusal(bad_item, "t.yaml", installed_plugins)
+    assert refusal.startswith("t.yaml:13: fan_out[0].to: email message.to: 'bob-at-example' is not a "
+                              "valid email address")
+    assert refusal.endswith(" (for_each item 1: {'name': 'bob', 'email': 'bob-at-example'})")
 
 
 @pytest.mark.parametrize("entry, expected", [
@@ -120,18 +125,15 @@ fan_out:
 ])
 def test_a_duplicate_for_each_item_is_named_by_its_own_position(installed_plugins, entry: str, expected: str) -> None:
     text = f"version: 1\nname: dup\nfan_out:\n  - {entry}\n"
-    with pytest.raises(SpecError) as caught:
-        make_plan(parse(text, "d.yaml"), plugins=installed_plugins)
-    assert str(caught.value) == expected
+    assert _refusal(text, "d.yaml", installed_plugins) == expected
 
 
 def test_a_branch_id_used_by_two_entries_names_both_entries(installed_plugins) -> None:
     text = ("version: 1\nname: dup\nfan_out:\n  - {channel: slack, to: '#a', body: hi, for_each: [x, y]}\n"
             "  - {channel: slack, to: '#b', body: hi, id: y}\n")
-    with pytest.raises(SpecError) as caught:
-        make_plan(parse(text, "d.yaml"), plugins=installed_plugins)
-    assert str(caught.value) == ("d.yaml:5: fan_out[1]: branch id 'y' is used twice (fan_out[0].for_each[1] and "
-                                 "fan_out[1]); give each branch its own id with id:")
+    refusal = _refusal(text, "d.yaml", installed_plugins)
+    assert refusal == ("d.yaml:5: fan_out[1]: branch id 'y' is used twice (fan_out[0].for_each[1] and "
+                       "fan_out[1]); give each branch its own id with id:")
 
 
 @pytest.mark.parametrize("block, expected", [
@@ -147,9 +149,7 @@ def test_a_branch_id_used_by_two_entries_names_both_entries(installed_plugins) -
 def test_a_schedule_interval_that_is_not_a_duration_is_shown_as_written(installed_plugins, block: str,
                                                                          expected: str) -> None:
     text = f"version: 1\nname: nightly\nschedule: {block}\nfan_out:\n  - {{channel: slack, to: '#a', body: hi}}\n"
-    with pytest.raises(SpecError) as caught:
-        make_plan(parse(text, "s.yaml"), plugins=installed_plugins)
-    assert str(caught.value) == expected
+    assert _refusal(text, "s.yaml", installed_plugins) == expected
 
 
 def test_the_image_example_plans_one_branch_per_style_with_its_own_faults(tmp_path, installed_plugins) -> None:
@@ -232,10 +232,9 @@ def test_the_run_timeout_is_seconds_or_a_duration_and_leaves_the_stored_plan_as_
     ("[30]", "expected a duration (a number of seconds, or text such as 30s or 5m), got a list"),
 ])
 def test_a_bad_run_timeout_is_one_error_at_its_line(written: str, problem: str, installed_plugins) -> None:
-    with pytest.raises(SpecError) as caught:
-        make_plan(parse(GOLDEN.replace("input: {n: 1}\n", f"input: {{n: 1}}\ntimeout: {written}\n"), "g.yaml"),
-                  plugins=installed_plugins)
-    assert str(caught.value) == f"g.yaml:5: timeout: {problem}"
+    timed = GOLDEN.replace("input: {n: 1}\n", f"input: {{n: 1}}\ntimeout: {written}\n")
+    refusal = _refusal(timed, "g.yaml", installed_plugins)
+    assert refusal == f"g.yaml:5: timeout: {problem}"
 
 
 @pytest.mark.parametrize(("damage", "problem"), [
@@ -291,10 +290,9 @@ def test_each_channel_is_built_once_and_every_message_validated_before_anything_
     assert [b.id for b in plan.branches] == ["a", "b", "c", "d"]
     assert log == ["build eu", "validate a", "validate b", "validate c", "build us", "validate d"]
 
-    with pytest.raises(SpecError) as caught:
-        make_plan(parse(text.replace("[a, b, c]", "[a, nobody]"), "c.yaml"), plugins=plugins)
-    assert str(caught.value) == ("c.yaml:5: fan_out[0].to: counting message.to: 'nobody' cannot receive anything "
-                                 "(for_each item 1: 'nobody')")
+    refusal = _refusal(text.replace("[a, b, c]", "[a, nobody]"), "c.yaml", plugins)
+    assert refusal == ("c.yaml:5: fan_out[0].to: counting message.to: 'nobody' cannot receive anything "
+                       "(for_each item 1: 'nobody')")
 
 
 class PathChannel:
@@ -317,9 +315,8 @@ def test_a_validate_error_with_a_path_names_the_key_once() -> None:
     plugins = Plugins(entry_points=False)
     plugins.add(Plugin(), "fax")
     text = "version: 1\nname: f\nid: f/1\nfan_out:\n  - {channel: fax, to: '12345', body: hi}\n"
-    with pytest.raises(SpecError) as caught:
-        make_plan(parse(text, "f.yaml"), plugins=plugins)
-    assert str(caught.value) == "f.yaml:5: fan_out[0].to: not a fax number: '12345'"  # was "...to: to: not a..."
+    refusal = _refusal(text, "f.yaml", plugins)
+    assert refusal == "f.yaml:5: fan_out[0].to: not a fax number: '12345'"  # was "...to: to: not a..."
 
 
 @pytest.mark.parametrize("entry, expected", [
@@ -337,9 +334,7 @@ def test_a_validate_error_with_a_path_names_the_key_once() -> None:
 ])
 def test_a_refused_branch_id_is_told_the_rule_it_breaks(installed_plugins, entry: str, expected: str) -> None:
     text = f"version: 1\nname: ids\n{entry}"
-    with pytest.raises(SpecError) as caught:
-        make_plan(parse(text, "b.yaml"), plugins=installed_plugins)
-    assert str(caught.value) == expected
+    assert _refusal(text, "b.yaml", installed_plugins) == expected
 
 
 def test_a_secrets_variable_name_with_a_line_break_is_refused_as_a_name(installed_plugins, monkeypatch) -> None:
